@@ -1,0 +1,443 @@
+"""Configuration: one TOML file, every key optional, validated at start-up.
+
+The file is found from ``--config FILE`` or ``BEACON_PROXY_CONFIG``; with
+neither, the embedded defaults below apply.  Single keys can be overridden
+from the environment as ``BEACON_PROXY_<SECTION>_<KEY>`` (for example
+``BEACON_PROXY_SMTP_LISTEN=0.0.0.0:25``); the value is read as a TOML value
+when it parses as one and as a plain string otherwise.  ``BEACON_PROXY_SECRET``
+sets ``[tokens] secret``.
+
+Every problem is reported as :class:`ConfigError` naming the key
+(``delivery.retry_min``) and the reason, so ``serve`` can stop with one
+readable line.
+
+    >>> cfg = load_config(None, environ={})
+    >>> cfg.smtp.listen
+    Endpoint(host='127.0.0.1', port=2525)
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+from urllib.parse import urlsplit
+
+__all__ = [
+    "Config",
+    "ConfigError",
+    "DeliveryConfig",
+    "Endpoint",
+    "LogConfig",
+    "PolicyConfig",
+    "SmtpConfig",
+    "SpoolConfig",
+    "StoreConfig",
+    "TokensConfig",
+    "Upstream",
+    "WebConfig",
+    "load_config",
+]
+
+ENV_PREFIX = "BEACON_PROXY_"
+IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+class ConfigError(ValueError):
+    """A configuration key is unknown or has a bad value."""
+
+    def __init__(self, key: str, reason: str) -> None:
+        super().__init__(f"{key}: {reason}")
+        self.key = key
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """A ``host:port`` listen address (``[::1]:2525`` for IPv6)."""
+
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class Upstream:
+    """Where delivery goes: an SMTP smarthost or a local Maildir."""
+
+    kind: Literal["smtp", "maildir"]
+    host: str = ""
+    port: int = 25
+    path: Path = Path("var/outbox")
+
+    def __str__(self) -> str:
+        if self.kind == "smtp":
+            return f"smtp://{Endpoint(self.host, self.port)}"
+        return f"maildir:{self.path}"
+
+
+@dataclass(frozen=True)
+class SmtpConfig:
+    listen: Endpoint = Endpoint("127.0.0.1", 2525)
+    hostname: str = ""  # empty: the machine's FQDN
+    allow_networks: tuple[IpNetwork, ...] = (
+        ipaddress.ip_network("127.0.0.0/8"),
+        ipaddress.ip_network("::1/128"),
+    )
+    max_message_size: int = 26_214_400
+    max_recipients: int = 1000
+    max_header_size: int = 102_400
+    command_timeout: float = 300.0
+    max_connections: int = 500
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    auth_users: Mapping[str, str] = field(default_factory=dict)  # user -> password hash
+    shutdown_timeout: float = 30.0
+
+
+@dataclass(frozen=True)
+class DeliveryConfig:
+    upstream: Upstream = Upstream("maildir")
+    starttls: Literal["required", "opportunistic", "off"] = "opportunistic"
+    tls_verify: bool = True
+    concurrency: int = 20
+    timeout: float = 60.0
+    retry_min: float = 300.0
+    retry_max: float = 4000.0
+    queue_lifetime: float = 5 * 86400.0
+    helo_name: str = ""  # empty: the SMTP hostname
+
+
+@dataclass(frozen=True)
+class SpoolConfig:
+    path: Path = Path("var/spool")
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    url: str = "sqlite:///var/beacon-proxy.db"
+
+
+@dataclass(frozen=True)
+class WebConfig:
+    listen: Endpoint = Endpoint("127.0.0.1", 8025)
+    public_url: str = "http://127.0.0.1:8025"
+
+
+@dataclass(frozen=True)
+class PolicyConfig:
+    unknown: Literal["refused", "granted"] = "refused"
+
+
+@dataclass(frozen=True)
+class TokensConfig:
+    secret: str = ""
+    secret_file: Path | None = None
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    path: Path | None = None  # None: standard error
+
+
+@dataclass(frozen=True)
+class Config:
+    smtp: SmtpConfig = SmtpConfig()
+    delivery: DeliveryConfig = DeliveryConfig()
+    spool: SpoolConfig = SpoolConfig()
+    store: StoreConfig = StoreConfig()
+    web: WebConfig = WebConfig()
+    policy: PolicyConfig = PolicyConfig()
+    tokens: TokensConfig = TokensConfig()
+    log: LogConfig = LogConfig()
+    source: Path | None = None  # the file it was read from
+
+
+# --------------------------------------------------------------------------
+# Value parsers.  Each takes (key, raw value) and returns the typed value or
+# raises ConfigError naming the key.
+
+T = TypeVar("T")
+Parser = Callable[[str, Any], Any]
+
+
+def _str(key: str, v: Any) -> str:
+    if not isinstance(v, str):
+        raise ConfigError(key, f"expected a string, got {type(v).__name__}")
+    if any(c in v for c in "\r\n\0"):
+        raise ConfigError(key, "must not contain line breaks or NUL")
+    return v
+
+
+def _bool(key: str, v: Any) -> bool:
+    if not isinstance(v, bool):
+        raise ConfigError(key, f"expected true or false, got {v!r}")
+    return v
+
+
+def _int_in(lo: int, hi: int) -> Parser:
+    def parse(key: str, v: Any) -> int:
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise ConfigError(key, f"expected an integer, got {v!r}")
+        if not lo <= v <= hi:
+            raise ConfigError(key, f"must be between {lo} and {hi}, got {v}")
+        return v
+
+    return parse
+
+
+def _seconds(lo: float, hi: float) -> Parser:
+    def parse(key: str, v: Any) -> float:
+        if isinstance(v, bool) or not isinstance(v, int | float):
+            raise ConfigError(key, f"expected a number of seconds, got {v!r}")
+        if not lo <= v <= hi:
+            raise ConfigError(key, f"must be between {lo:g} and {hi:g} seconds, got {v}")
+        return float(v)
+
+    return parse
+
+
+def _choice(*choices: str) -> Parser:
+    def parse(key: str, v: Any) -> str:
+        if v not in choices:
+            raise ConfigError(key, f"must be one of {', '.join(choices)}, got {v!r}")
+        return str(v)
+
+    return parse
+
+
+def _path(key: str, v: Any) -> Path:
+    s = _str(key, v)
+    if not s:
+        raise ConfigError(key, "must not be empty")
+    return Path(s)
+
+
+def _endpoint(key: str, v: Any) -> Endpoint:
+    s = _str(key, v)
+    host, sep, port_s = s.rpartition(":")
+    if not sep or not host:
+        raise ConfigError(key, f"expected HOST:PORT, got {s!r}")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not port_s.isdigit() or not 0 <= int(port_s) <= 65535:
+        raise ConfigError(key, f"bad port in {s!r}")
+    if ":" in host:
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise ConfigError(key, f"bad IPv6 address in {s!r} (write [addr]:port)") from None
+    return Endpoint(host, int(port_s))
+
+
+def _networks(key: str, v: Any) -> tuple[IpNetwork, ...]:
+    if not isinstance(v, list):
+        raise ConfigError(key, "expected a list of networks such as [\"127.0.0.0/8\"]")
+    nets: list[IpNetwork] = []
+    for item in v:
+        try:
+            nets.append(ipaddress.ip_network(_str(key, item), strict=False))
+        except ValueError as exc:
+            raise ConfigError(key, f"bad network {item!r}: {exc}") from None
+    return tuple(nets)
+
+
+def _upstream(key: str, v: Any) -> Upstream:
+    s = _str(key, v)
+    if s.startswith("maildir:"):
+        path = s[len("maildir:") :]
+        if not path:
+            raise ConfigError(key, "maildir: needs a path, as in maildir:var/outbox")
+        return Upstream("maildir", path=Path(path))
+    parts = urlsplit(s)
+    if parts.scheme != "smtp":
+        raise ConfigError(key, f"expected smtp://HOST:PORT or maildir:PATH, got {s!r}")
+    try:
+        port = parts.port or 25
+    except ValueError:
+        raise ConfigError(key, f"bad port in {s!r}") from None
+    if not parts.hostname or parts.path not in ("", "/") or parts.query or parts.username:
+        raise ConfigError(key, f"expected smtp://HOST:PORT, got {s!r}")
+    return Upstream("smtp", host=parts.hostname, port=port)
+
+
+def _store_url(key: str, v: Any) -> str:
+    s = _str(key, v)
+    scheme = urlsplit(s).scheme
+    if scheme not in ("sqlite", "postgresql", "postgres"):
+        raise ConfigError(key, f"expected sqlite:///PATH or postgresql://..., got {s!r}")
+    return s
+
+
+def _public_url(key: str, v: Any) -> str:
+    s = _str(key, v)
+    parts = urlsplit(s)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(key, f"expected an absolute http(s) URL, got {s!r}")
+    if parts.query or parts.fragment:
+        raise ConfigError(key, "must not carry a query or fragment")
+    return s.rstrip("/")
+
+
+def _auth_users(key: str, v: Any) -> dict[str, str]:
+    from beacon_proxy.smtpd.passwords import is_password_hash
+
+    if not isinstance(v, dict):
+        raise ConfigError(key, 'expected a table of user = "password hash"')
+    users: dict[str, str] = {}
+    for user, hashed in v.items():
+        if not user or any(c in user for c in "\0\r\n"):
+            raise ConfigError(f"{key}.{user}", "bad user name")
+        h = _str(f"{key}.{user}", hashed)
+        if not is_password_hash(h):
+            raise ConfigError(
+                f"{key}.{user}",
+                "not a password hash; make one with `beacon-proxy hash-password`",
+            )
+        users[user] = h
+    return users
+
+
+def _hostname(key: str, v: Any) -> str:
+    s = _str(key, v)
+    if s and not all(c.isalnum() or c in "-._" for c in s):
+        raise ConfigError(key, f"not a host name: {s!r}")
+    return s
+
+
+# section -> key -> parser.  The single source of truth for what is allowed.
+_SCHEMA: dict[str, dict[str, Parser]] = {
+    "smtp": {
+        "listen": _endpoint,
+        "hostname": _hostname,
+        "allow_networks": _networks,
+        "max_message_size": _int_in(1024, 1 << 31),
+        "max_recipients": _int_in(1, 100_000),
+        "max_header_size": _int_in(1024, 10 << 20),
+        "command_timeout": _seconds(1, 3600),
+        "max_connections": _int_in(1, 100_000),
+        "tls_cert": _path,
+        "tls_key": _path,
+        "auth_users": _auth_users,
+        "shutdown_timeout": _seconds(0, 3600),
+    },
+    "delivery": {
+        "upstream": _upstream,
+        "starttls": _choice("required", "opportunistic", "off"),
+        "tls_verify": _bool,
+        "concurrency": _int_in(1, 1000),
+        "timeout": _seconds(1, 3600),
+        "retry_min": _seconds(0.1, 86400),
+        "retry_max": _seconds(0.1, 7 * 86400),
+        "queue_lifetime": _seconds(1, 30 * 86400),
+        "helo_name": _hostname,
+    },
+    "spool": {"path": _path},
+    "store": {"url": _store_url},
+    "web": {"listen": _endpoint, "public_url": _public_url},
+    "policy": {"unknown": _choice("refused", "granted")},
+    "tokens": {"secret": _str, "secret_file": _path},
+    "log": {"level": _choice("debug", "info", "warning", "error"), "path": _path},
+}
+
+_SECTION_TYPES: dict[str, type[Any]] = {
+    "smtp": SmtpConfig,
+    "delivery": DeliveryConfig,
+    "spool": SpoolConfig,
+    "store": StoreConfig,
+    "web": WebConfig,
+    "policy": PolicyConfig,
+    "tokens": TokensConfig,
+    "log": LogConfig,
+}
+
+
+def _read_file(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError("--config", f"{path}: no such file") from None
+    except OSError as exc:
+        raise ConfigError("--config", f"{path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError("--config", f"{path}: not valid TOML: {exc}") from None
+    except UnicodeDecodeError:
+        raise ConfigError("--config", f"{path}: not UTF-8 text") from None
+
+
+def _env_overrides(raw: dict[str, Any], environ: Mapping[str, str]) -> None:
+    for name, value in environ.items():
+        if not name.startswith(ENV_PREFIX) or name == ENV_PREFIX + "CONFIG":
+            continue
+        rest = name[len(ENV_PREFIX) :].lower()
+        if rest == "secret":
+            raw.setdefault("tokens", {})["secret"] = value
+            continue
+        section, sep, key = rest.partition("_")
+        if not sep or section not in _SCHEMA:
+            continue  # not ours (BEACON_PROXY_SOMETHING_ELSE)
+        if key not in _SCHEMA[section]:
+            raise ConfigError(f"{section}.{key}", f"unknown key (from environment {name})")
+        try:
+            parsed: Any = tomllib.loads(f"v = {value}")["v"]
+        except tomllib.TOMLDecodeError:
+            parsed = value
+        raw.setdefault(section, {})[key] = parsed
+
+
+def _build(raw: dict[str, Any], source: Path | None) -> Config:
+    sections: dict[str, Any] = {}
+    for section, table in raw.items():
+        if section not in _SCHEMA:
+            raise ConfigError(section, f"unknown section (known: {', '.join(_SCHEMA)})")
+        if not isinstance(table, dict):
+            raise ConfigError(section, "expected a table")
+        values: dict[str, Any] = {}
+        for key, value in table.items():
+            parser = _SCHEMA[section].get(key)
+            if parser is None:
+                raise ConfigError(f"{section}.{key}", "unknown key")
+            values[key] = parser(f"{section}.{key}", value)
+        sections[section] = _SECTION_TYPES[section](**values)
+    cfg = Config(**sections, source=source)
+    _check_consistency(cfg)
+    return cfg
+
+
+def _check_consistency(cfg: Config) -> None:
+    smtp, delivery = cfg.smtp, cfg.delivery
+    if (smtp.tls_cert is None) != (smtp.tls_key is None):
+        missing = "smtp.tls_key" if smtp.tls_key is None else "smtp.tls_cert"
+        raise ConfigError(missing, "tls_cert and tls_key must be given together")
+    for key, p in (("smtp.tls_cert", smtp.tls_cert), ("smtp.tls_key", smtp.tls_key)):
+        if p is not None and not p.is_file():
+            raise ConfigError(key, f"{p}: no such file")
+    if smtp.auth_users and smtp.tls_cert is None:
+        raise ConfigError("smtp.auth_users", "AUTH is only offered over TLS: set smtp.tls_cert")
+    if delivery.retry_max < delivery.retry_min:
+        raise ConfigError("delivery.retry_max", "must not be smaller than delivery.retry_min")
+    if delivery.queue_lifetime < delivery.retry_min:
+        raise ConfigError("delivery.queue_lifetime", "must not be shorter than retry_min")
+    if cfg.tokens.secret and cfg.tokens.secret_file:
+        raise ConfigError("tokens.secret_file", "give tokens.secret or secret_file, not both")
+    if cfg.tokens.secret_file is not None and not cfg.tokens.secret_file.is_file():
+        raise ConfigError("tokens.secret_file", f"{cfg.tokens.secret_file}: no such file")
+
+
+def load_config(path: str | Path | None, environ: Mapping[str, str] | None = None) -> Config:
+    """Read, override from the environment, validate.  Raises :class:`ConfigError`."""
+    env = os.environ if environ is None else environ
+    if path is None and env.get(ENV_PREFIX + "CONFIG"):
+        path = env[ENV_PREFIX + "CONFIG"]
+    source = Path(path) if path is not None else None
+    raw = _read_file(source) if source is not None else {}
+    _env_overrides(raw, env)
+    return _build(raw, source)

@@ -1,0 +1,47 @@
+"""Prometheus metrics, in one registry served at ``/metrics``.
+
+Names follow Prometheus conventions (``beacon_proxy_*_total`` counters).
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+__all__ = [
+    "DELIVERIES",
+    "DELIVERY_SECONDS",
+    "MESSAGES_RECEIVED",
+    "QUEUE_MESSAGES",
+    "REGISTRY",
+    "SMTP_REJECTIONS",
+    "SMTP_SESSIONS",
+]
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+MESSAGES_RECEIVED = Counter(
+    "beacon_proxy_messages_received", "Messages accepted (250 after DATA).", registry=REGISTRY
+)
+SMTP_REJECTIONS = Counter(
+    "beacon_proxy_smtp_rejections",
+    "SMTP commands refused, by stage and reply class.",
+    ["stage", "code"],
+    registry=REGISTRY,
+)
+SMTP_SESSIONS = Gauge(
+    "beacon_proxy_smtp_sessions", "Open SMTP client connections.", registry=REGISTRY
+)
+DELIVERIES = Counter(
+    "beacon_proxy_deliveries",
+    "Per-recipient delivery attempts by result (delivered, deferred, bounced, ...).",
+    ["result"],
+    registry=REGISTRY,
+)
+DELIVERY_SECONDS = Histogram(
+    "beacon_proxy_delivery_seconds",
+    "Time to hand one recipient's copy to the courier.",
+    registry=REGISTRY,
+)
+QUEUE_MESSAGES = Gauge(
+    "beacon_proxy_queue_messages", "Messages in the spool, by state.", ["state"], registry=REGISTRY
+)
