@@ -46,7 +46,7 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(out, ensure_ascii=False, default=str, separators=(",", ":"))
 
 
-def event(name: str, level: int = logging.INFO, **fields: Any) -> None:
+def event(name: str, level: int = logging.INFO, /, **fields: Any) -> None:
     """Log one relay event with its fields (values must be JSON-friendly)."""
     if _relay.isEnabledFor(level):
         _relay.log(level, name, extra={"fields": fields})

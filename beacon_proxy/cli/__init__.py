@@ -1,1 +1,1 @@
-"""cli stage."""
+"""Command-line stage: the ``beacon-proxy`` command."""

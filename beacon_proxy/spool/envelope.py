@@ -62,7 +62,7 @@ class Envelope:
         if not isinstance(data, dict):
             raise ValueError("envelope is not a JSON object")
         try:
-            recipients = data.pop("recipients")
+            recipients = data.pop("recipients", None)
             if not isinstance(recipients, list) or not all(isinstance(r, str) for r in recipients):
                 raise ValueError("recipients is not a list of strings")
             env = cls(recipients=tuple(recipients), **data)

@@ -1,1 +1,5 @@
-"""web stage."""
+"""Web stage: the HTTP listener (health, metrics)."""
+
+from beacon_proxy.web.server import WebServer, build_app
+
+__all__ = ["WebServer", "build_app"]

@@ -1,0 +1,125 @@
+"""The one place that wires the pipeline together and runs it.
+
+    smtpd --enqueue--> scheduler --put--> spool
+                       scheduler --render--> rewrite (policy from consent)
+                       scheduler --deliver--> courier (SMTP upstream | Maildir)
+    web: /healthz, /metrics
+
+Start order: spool recovery and delivery first (so recovered mail starts
+moving), then the HTTP and SMTP listeners.  Stop order on SIGTERM/SIGINT is
+the reverse: stop accepting SMTP and let transactions in DATA finish, stop
+delivery workers within the bound (the rest stays queued), close the spool.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import socket
+
+from beacon_proxy.config import Config
+from beacon_proxy.consent.policy import DefaultConsent, Policy
+from beacon_proxy.deliver.courier import Courier, CourierFactory
+from beacon_proxy.deliver.maildir import MaildirCourier
+from beacon_proxy.deliver.retry import RetryPolicy
+from beacon_proxy.deliver.scheduler import Scheduler
+from beacon_proxy.deliver.smtp import SmtpCourier
+from beacon_proxy.log import event
+from beacon_proxy.rewrite.step import TraceStep
+from beacon_proxy.smtpd.server import SmtpServer
+from beacon_proxy.spool.queue import Spool
+from beacon_proxy.web.server import WebServer, build_app
+
+__all__ = ["Relay", "run"]
+
+log = logging.getLogger(__name__)
+
+
+def _courier_factory(cfg: Config, hostname: str) -> CourierFactory:
+    up, d = cfg.delivery.upstream, cfg.delivery
+    if up.kind == "smtp":
+        # Opportunistic TLS falls back to plain text anyway, so, like Postfix's
+        # "may" level, it does not verify; verification applies to "required".
+        verify = d.tls_verify and d.starttls == "required"
+
+        def smtp() -> Courier:
+            return SmtpCourier(up.host, up.port, starttls=d.starttls, tls_verify=verify,
+                               timeout=d.timeout, helo_name=d.helo_name or hostname)
+        return smtp
+
+    def maildir() -> Courier:
+        return MaildirCourier(up.path)
+    return maildir
+
+
+class Relay:
+    """The running service: every stage, built from one :class:`Config`."""
+
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+        self.hostname = cfg.smtp.hostname or socket.getfqdn()
+        self.spool = Spool(cfg.spool.path)
+        self.scheduler = Scheduler(
+            self.spool,
+            _courier_factory(cfg, self.hostname),
+            TraceStep(self.hostname),
+            DefaultConsent(Policy(cfg.policy.unknown)),
+            RetryPolicy(cfg.delivery.retry_min, cfg.delivery.retry_max,
+                        cfg.delivery.queue_lifetime),
+            concurrency=cfg.delivery.concurrency,
+            hostname=self.hostname,
+        )
+        self.smtpd = SmtpServer(cfg.smtp, self.scheduler.enqueue, hostname=self.hostname)
+        self.web = WebServer(cfg.web.listen, build_app(self._health))
+        self._stopping = False
+
+    def _health(self) -> dict[str, object]:
+        return {"status": "stopping" if self._stopping else "ok",
+                "queue": self.scheduler.queue_size()}
+
+    async def start(self) -> None:
+        self.spool.open()
+        recovered = await self.scheduler.start()
+        await self.web.start()
+        await self.smtpd.start()
+        up = self.cfg.delivery.upstream
+        event("started", smtp=str(self.cfg.smtp.listen), web=str(self.cfg.web.listen),
+              upstream=str(up), spool=str(self.cfg.spool.path), recovered=recovered,
+              hostname=self.hostname, config=str(self.cfg.source) if self.cfg.source else None)
+        if up.kind == "maildir":
+            event("notice", logging.WARNING,
+                  message=f"no upstream configured: delivering into the local Maildir {up.path}")
+
+    async def stop(self) -> None:
+        self._stopping = True
+        timeout = self.cfg.smtp.shutdown_timeout
+        event("stopping", timeout=timeout)
+        await self.smtpd.stop(timeout)
+        await self.scheduler.stop(timeout)
+        await self.web.stop()
+        self.spool.close()
+        event("stopped", queued=self.scheduler.queue_size())
+
+
+async def run(cfg: Config) -> None:
+    """Run until SIGTERM or SIGINT, then stop cleanly."""
+    relay = Relay(cfg)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        try:
+            await relay.start()
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await relay.stop()
+            raise
+        await stop.wait()
+        await relay.stop()
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(Exception):
+                loop.remove_signal_handler(sig)

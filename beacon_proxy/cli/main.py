@@ -1,0 +1,55 @@
+"""The ``beacon-proxy`` command: one entry point, one sub-command per task.
+
+Every sub-command takes ``--config FILE`` (or ``BEACON_PROXY_CONFIG``),
+prints help with ``-h`` and exits non-zero with a one-line reason on bad
+input: 2 for usage and configuration errors, 1 for everything else.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+
+from beacon_proxy import __version__
+from beacon_proxy.cli import queue, serve, tools
+from beacon_proxy.cli.common import CliError
+from beacon_proxy.config import ConfigError
+
+__all__ = ["main"]
+
+Command = Callable[[argparse.Namespace], int]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="beacon-proxy",
+        description="SMTP hop that enforces each recipient's consent to email beacons.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for module in (serve, queue, tools):
+        module.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler: Command = args.handler
+    try:
+        return handler(args)
+    except ConfigError as exc:
+        print(f"beacon-proxy: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except CliError as exc:
+        print(f"beacon-proxy: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

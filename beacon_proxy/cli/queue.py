@@ -1,0 +1,131 @@
+"""``beacon-proxy queue list|show``: read the spool (the server may be running).
+
+``list`` prints one line per queued message (``--json``: one JSON object per
+line); ``show ID`` prints the envelope, each recipient's state and last
+reply, and the message's header section.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from typing import Any
+
+from beacon_proxy.cli.common import CliError, add_config_option, config_from
+from beacon_proxy.spool.queue import QueueEntry, Spool, SpoolCorruptError
+
+__all__ = ["entry_to_dict", "register"]
+
+
+def register(sub: Any) -> None:
+    p: argparse.ArgumentParser = sub.add_parser(
+        "queue", help="inspect the delivery queue", description="Inspect the delivery queue.")
+    qsub = p.add_subparsers(dest="queue_command", metavar="ACTION", required=True)
+    lst = qsub.add_parser("list", help="list queued messages")
+    lst.add_argument("--json", action="store_true", help="one JSON object per message")
+    add_config_option(lst)
+    lst.set_defaults(handler=_list)
+    show = qsub.add_parser("show", help="show one queued message")
+    show.add_argument("queue_id", metavar="ID")
+    show.add_argument("--json", action="store_true", help="print one JSON object")
+    add_config_option(show)
+    show.set_defaults(handler=_show)
+
+
+def _iso(ts: float | None) -> str | None:
+    return None if ts is None else time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
+
+
+def entry_to_dict(entry: QueueEntry) -> dict[str, Any]:
+    env = entry.envelope
+    return {
+        "queue_id": env.queue_id,
+        "state": entry.state,
+        "sender": env.sender,
+        "message_id": env.message_id,
+        "size": env.size,
+        "received_at": _iso(env.received_at),
+        "client_address": env.client_address,
+        "attempts": entry.attempts,
+        "last_attempt": _iso(entry.last_attempt),
+        "next_attempt": _iso(entry.next_attempt) if entry.attempts else None,
+        "bounce_of": env.bounce_of,
+        "recipients": [
+            {"address": r.address, "state": r.state, "reply": r.reply or None}
+            for r in entry.recipients
+        ],
+    }
+
+
+def _spool(args: argparse.Namespace) -> Spool:
+    cfg = config_from(args)
+    spool = Spool(cfg.spool.path)
+    if not cfg.spool.path.is_dir():
+        raise CliError(f"no spool at {cfg.spool.path}")
+    return spool
+
+
+def _list(args: argparse.Namespace) -> int:
+    entries = _spool(args).list_sync()
+    if args.json:
+        for entry in entries:
+            print(json.dumps(entry_to_dict(entry), ensure_ascii=False))
+        return 0
+    if not entries:
+        print("queue is empty")
+        return 0
+    now = time.time()
+    print(f"{'ID':<16}  {'STATE':<8}  {'SIZE':>9}  {'AGE':>8}  {'TRIES':>5}  "
+          f"{'PENDING':>9}  SENDER")
+    for e in entries:
+        pending = len(e.pending())
+        age = _age(now - e.envelope.received_at)
+        print(f"{e.queue_id:<16}  {e.state:<8}  {e.envelope.size:>9}  {age:>8}  "
+              f"{e.attempts:>5}  {pending:>4}/{len(e.recipients):<4}  {e.envelope.sender or '<>'}")
+    print(f"{len(entries)} message(s)")
+    return 0
+
+
+def _age(seconds: float) -> str:
+    s = max(0, int(seconds))
+    if s < 120:
+        return f"{s}s"
+    if s < 7200:
+        return f"{s // 60}m"
+    if s < 172800:
+        return f"{s // 3600}h"
+    return f"{s // 86400}d"
+
+
+def _show(args: argparse.Namespace) -> int:
+    spool = _spool(args)
+    if not args.queue_id.isalnum():
+        raise CliError(f"not a queue id: {args.queue_id!r}")
+    try:
+        entry = spool.find_sync(args.queue_id)
+        if entry is None:
+            raise CliError(f"no message {args.queue_id} in the queue")
+        data = spool.read_data_sync(entry)
+    except (SpoolCorruptError, ValueError) as exc:
+        raise CliError(f"message {args.queue_id} is unreadable: {exc}") from None
+    except FileNotFoundError:
+        raise CliError(f"message {args.queue_id} left the queue meanwhile") from None
+    info = entry_to_dict(entry)
+    end = data.find(b"\r\n\r\n")
+    headers = data[: end if end >= 0 else min(len(data), 65536)].decode("utf-8", "replace")
+    if args.json:
+        info["headers"] = headers
+        print(json.dumps(info, ensure_ascii=False))
+        return 0
+    for key in ("queue_id", "state", "sender", "message_id", "size", "received_at",
+                "client_address", "attempts", "last_attempt", "next_attempt", "bounce_of"):
+        if info[key] is not None:
+            print(f"{key + ':':<16}{info[key]}")
+    print("recipients:")
+    for r in info["recipients"]:
+        reply = f"  ({r['reply']})" if r["reply"] else ""
+        print(f"  {r['state']:<10} {r['address']}{reply}")
+    print()
+    print(headers)
+    return 0

@@ -1,0 +1,33 @@
+"""``beacon-proxy serve``: run the relay, the web endpoints and delivery."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from typing import Any
+
+from beacon_proxy.cli.common import CliError, add_config_option, config_from
+from beacon_proxy.log import setup_logging
+
+__all__ = ["register"]
+
+
+def register(sub: Any) -> None:
+    p: argparse.ArgumentParser = sub.add_parser(
+        "serve", help="run the relay", description="Run the SMTP relay, web endpoints and "
+        "delivery workers until SIGTERM or SIGINT.",
+    )
+    add_config_option(p)
+    p.set_defaults(handler=_serve)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from beacon_proxy.app import run  # the server stack, only when serving
+
+    cfg = config_from(args)
+    setup_logging(cfg.log.level, cfg.log.path)
+    try:
+        asyncio.run(run(cfg))
+    except OSError as exc:
+        raise CliError(f"cannot start: {exc}") from None
+    return 0

@@ -1,0 +1,123 @@
+"""Delivery into a local Maildir (the outbox used when no upstream is configured).
+
+Each copy becomes one file holding exactly the bytes given: the final message
+with CRLF line endings, as it would go over the wire.  No ``Return-Path`` or
+``Delivered-To`` is added, and line endings are not converted to LF.
+
+Durability follows the Maildir spec and the rest of the relay: write
+``tmp/<unique>``, flush and fsync it, rename it to ``new/<unique>``, fsync
+``new/``.  Unique names are ``<seconds>.M<usec>P<pid>Q<counter>.<host>``, the
+counter shared by every courier in the process.  All file I/O runs in a
+thread.  A disk error is a temporary ``451 4.3.0``, never a permanent one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import os
+import socket
+import time
+from pathlib import Path
+
+from beacon_proxy.deliver.courier import Outcome, Result
+
+__all__ = ["MaildirCourier"]
+
+_deliveries = itertools.count(1)  # Q<n>: deliveries by this process, all couriers
+_SUBDIRS = ("tmp", "new", "cur")
+
+
+def _sanitised_hostname() -> str:
+    """The host name with ``/`` and ``:`` escaped as the Maildir spec asks."""
+    name = socket.gethostname() or "localhost"
+    return name.replace("/", "\\057").replace(":", "\\072")
+
+
+_HOST = _sanitised_hostname()
+
+
+def _unique_name(now_ns: int | None = None) -> str:
+    """A Maildir file name no other delivery on this host uses.
+
+    >>> _unique_name(1_700_000_000_250_000_000).startswith("1700000000.M250000P")
+    True
+    """
+    sec, usec = divmod((time.time_ns() if now_ns is None else now_ns) // 1000, 1_000_000)
+    return f"{sec}.M{usec}P{os.getpid()}Q{next(_deliveries)}.{_HOST}"
+
+
+class MaildirCourier:
+    """Delivers each copy as one file in the Maildir at ``path``.
+
+    ``tmp/``, ``new/`` and ``cur/`` are created on first use.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self._path = Path(path)
+        self._ready = False  # the three directories exist
+
+    @property
+    def path(self) -> Path:
+        return self._path
+
+    async def deliver(self, sender: str, recipient: str, data: bytes, *,
+                      smtputf8: bool = False, body_type: str | None = None) -> Result:
+        """Store ``data`` as a new message; the envelope is not recorded in the file."""
+        name = _unique_name()
+        try:
+            await asyncio.to_thread(self._write, name, data)
+        except OSError as exc:
+            self._ready = False  # re-check the directories next time
+            reason = exc.strerror or str(exc) or type(exc).__name__
+            return Result(Outcome.TEMPORARY, 451, f"451 4.3.0 maildir write failed: {reason}",
+                          "4.3.0", "maildir")
+        return Result(Outcome.DELIVERED, 250, "250 2.0.0 delivered to maildir", "2.0.0",
+                      "maildir")
+
+    async def close(self) -> None:
+        """Nothing to release."""
+
+    # -- in a worker thread --------------------------------------------------
+
+    def _write(self, name: str, data: bytes) -> None:
+        if not self._ready:
+            self._make_dirs()
+        tmp = self._path / "tmp" / name
+        new_dir = self._path / "new"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0),
+                     0o600)
+        try:
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view):]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.rename(tmp, new_dir / name)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
+            raise
+        _fsync_dir(new_dir)
+
+    def _make_dirs(self) -> None:
+        created = False
+        for sub in _SUBDIRS:
+            d = self._path / sub
+            if not d.is_dir():
+                d.mkdir(mode=0o700, parents=True, exist_ok=True)
+                created = True
+        if created:
+            _fsync_dir(self._path)
+        self._ready = True
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

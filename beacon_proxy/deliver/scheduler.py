@@ -1,0 +1,341 @@
+"""The queue manager: moves spooled messages through delivery attempts.
+
+One timer task keeps deferred messages in a heap ordered by their next
+attempt and hands due ones to a ready queue; ``concurrency`` workers take
+messages from it, each with its own courier (so an SMTP courier reuses its
+connection).  For every pending recipient a worker looks up the policy,
+renders that recipient's copy through the rewrite step and hands it to the
+courier; the outcome is journaled at once:
+
+* delivered -> final, never sent again (also after a crash);
+* temporary -> retried with backoff until ``queue_lifetime`` runs out;
+* permanent, or expired -> a DSN to the envelope sender is queued *first*,
+  then the recipient is journaled ``bounced`` (a crash in between means a
+  duplicate DSN, never a lost one).  Bounces to the null sender are dropped
+  and logged, as no one can receive them.
+
+A message leaves the spool when every recipient is final.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import itertools
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from beacon_proxy.consent.policy import ConsentLookup, Policy
+from beacon_proxy.deliver.courier import Courier, CourierFactory, Outcome, Result
+from beacon_proxy.deliver.dsn import Failure, build_dsn, needs_bounce
+from beacon_proxy.deliver.retry import RetryPolicy
+from beacon_proxy.log import event
+from beacon_proxy.metrics import DELIVERIES, DELIVERY_SECONDS, QUEUE_MESSAGES
+from beacon_proxy.rewrite.step import Copy, RewriteStep
+from beacon_proxy.spool.envelope import Envelope, new_queue_id
+from beacon_proxy.spool.queue import QueueEntry, Spool, SpoolCorruptError
+
+__all__ = ["Scheduler"]
+
+log = logging.getLogger(__name__)
+
+_THREAD_RENDER_BYTES = 1 << 20  # render big messages off the event loop
+_ERROR_RETRY = 60.0  # seconds before retrying a message whose attempt crashed
+
+
+def _iso(ts: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
+
+
+def _site_failure(result: Result) -> bool:
+    """A failure of the destination, not of this recipient: defer the rest too."""
+    return result.outcome is Outcome.TEMPORARY and (
+        result.code == 421 or result.status.startswith("4.4.")
+    )
+
+
+@dataclass(slots=True)
+class _Pending:
+    """A recipient's failure waiting for the end of the attempt."""
+
+    index: int
+    result: Result
+
+
+class Scheduler:
+    def __init__(
+        self,
+        spool: Spool,
+        couriers: CourierFactory,
+        rewrite: RewriteStep,
+        consent: ConsentLookup,
+        retry: RetryPolicy,
+        *,
+        concurrency: int,
+        hostname: str,
+    ) -> None:
+        self.spool = spool
+        self.couriers = couriers
+        self.rewrite = rewrite
+        self.consent = consent
+        self.retry = retry
+        self.concurrency = concurrency
+        self.hostname = hostname
+        self._heap: list[tuple[float, int, QueueEntry]] = []
+        self._seq = itertools.count()
+        self._ready: asyncio.Queue[QueueEntry] = asyncio.Queue()
+        self._wake = asyncio.Event()
+        self._entries: dict[str, QueueEntry] = {}
+        self._data_cache: dict[str, bytes] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        self._busy: set[asyncio.Task[None]] = set()
+        self._stopping = False
+
+    # -- life cycle ---------------------------------------------------------
+
+    async def start(self) -> int:
+        """Recover the spool and start delivering.  Returns the recovered count."""
+        entries = await self.spool.recover()
+        now = time.time()
+        for entry in entries:
+            self._entries[entry.queue_id] = entry
+            if entry.state == "active" or entry.next_attempt <= now:
+                self._ready.put_nowait(entry)
+            else:
+                self._push(entry)
+        self._gauge()
+        self._tasks.append(asyncio.create_task(self._timer(), name="scheduler-timer"))
+        for n in range(self.concurrency):
+            self._tasks.append(asyncio.create_task(self._worker(), name=f"delivery-{n}"))
+        return len(entries)
+
+    async def stop(self, timeout: float) -> None:
+        """Stop taking messages; let attempts in progress end within ``timeout``."""
+        self._stopping = True
+        busy = list(self._busy)
+        if busy:
+            await asyncio.wait(busy, timeout=timeout)
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+
+    # -- intake -------------------------------------------------------------
+
+    async def enqueue(self, envelope: Envelope, data: bytes) -> None:
+        """Spool a message durably, then schedule it.  The SMTP side awaits this."""
+        await self.spool.put(envelope, data)
+        entry = QueueEntry.new(envelope)
+        self._entries[entry.queue_id] = entry
+        if len(data) <= _THREAD_RENDER_BYTES:
+            self._data_cache[entry.queue_id] = data  # saves re-reading a fresh message
+        self._ready.put_nowait(entry)
+        self._gauge()
+
+    def queue_size(self) -> int:
+        return len(self._entries)
+
+    # -- scheduling -----------------------------------------------------------
+
+    def _push(self, entry: QueueEntry) -> None:
+        heapq.heappush(self._heap, (entry.next_attempt, next(self._seq), entry))
+        self._wake.set()
+
+    def _gauge(self) -> None:
+        QUEUE_MESSAGES.labels("deferred").set(len(self._heap))
+        QUEUE_MESSAGES.labels("active").set(len(self._entries) - len(self._heap))
+
+    async def _timer(self) -> None:
+        while True:
+            now = time.time()
+            while self._heap and self._heap[0][0] <= now:
+                _, _, entry = heapq.heappop(self._heap)
+                self._ready.put_nowait(entry)
+            self._gauge()
+            self._wake.clear()
+            wait = self._heap[0][0] - now if self._heap else None
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), wait)
+
+    async def _worker(self) -> None:
+        courier = self.couriers()
+        try:
+            while True:
+                entry = await self._ready.get()
+                if self._stopping:
+                    break
+                task = asyncio.current_task()
+                assert task is not None
+                self._busy.add(task)
+                try:
+                    await self._attempt(entry, courier)
+                except Exception:
+                    log.exception("delivery attempt for %s failed", entry.queue_id)
+                    entry.next_attempt = time.time() + _ERROR_RETRY
+                    self._push(entry)
+                finally:
+                    self._busy.discard(task)
+        finally:
+            with contextlib.suppress(Exception):
+                await courier.close()
+
+    # -- one attempt ----------------------------------------------------------
+
+    async def _load(self, entry: QueueEntry) -> bytes | None:
+        data = self._data_cache.pop(entry.queue_id, None)
+        if data is not None:
+            return data
+        try:
+            return await self.spool.read_data(entry)
+        except FileNotFoundError:
+            event("removed", queue_id=entry.queue_id, reason="queue file gone")
+        except SpoolCorruptError as exc:
+            await self.spool.quarantine(entry.queue_id, str(exc))
+        self._entries.pop(entry.queue_id, None)
+        return None
+
+    async def _render(self, env: Envelope, data: bytes, rcpt: str, policy: Policy) -> Copy:
+        if len(data) > _THREAD_RENDER_BYTES:
+            return await asyncio.to_thread(self.rewrite.render, env, data, rcpt, policy)
+        return self.rewrite.render(env, data, rcpt, policy)
+
+    async def _attempt(self, entry: QueueEntry, courier: Courier) -> None:
+        data = await self._load(entry)
+        if data is None:
+            return
+        env = entry.envelope
+        pending = entry.pending()
+        policies = await self.consent.policies([entry.recipients[i].address for i in pending])
+        failed: list[_Pending] = []
+        deferred: list[_Pending] = []
+        site_down: Result | None = None
+        tried = 0
+        attempt = entry.attempts + 1
+        for i in pending:
+            if self._stopping:
+                break
+            rcpt = entry.recipients[i]
+            if site_down is not None:
+                deferred.append(_Pending(i, site_down))
+                continue
+            policy = policies.get(rcpt.address, Policy.REFUSED)
+            copy = await self._render(env, data, rcpt.address, policy)
+            started = time.monotonic()
+            result = await courier.deliver(
+                env.sender, rcpt.address, copy.data,
+                smtputf8=env.smtputf8, body_type=env.body_type,
+            )
+            DELIVERY_SECONDS.observe(time.monotonic() - started)
+            tried += 1
+            if result.outcome is Outcome.DELIVERED:
+                rcpt.state, rcpt.reply = "delivered", result.reply
+                await self.spool.record(env.queue_id, i, "delivered", result.reply)
+                DELIVERIES.labels("delivered").inc()
+                self._log_recipient("delivered", entry, i, result, attempt, policy=policy.value,
+                                    size=len(copy.data), **copy.report)
+            elif result.outcome is Outcome.PERMANENT:
+                failed.append(_Pending(i, result))
+            else:
+                deferred.append(_Pending(i, result))
+                if _site_failure(result):
+                    site_down = result
+        if tried:
+            entry.attempts += 1
+        now = time.time()
+        entry.last_attempt = now
+        if deferred and not self._stopping and self.retry.expired(env.received_at, now):
+            failed.extend(deferred)
+            deferred = []
+            expired = True
+        else:
+            expired = False
+        if failed:
+            await self._bounce(entry, data, failed, attempt, expired=expired)
+        for d in deferred:
+            rcpt = entry.recipients[d.index]
+            rcpt.state, rcpt.reply = "deferred", d.result.reply
+            await self.spool.record(env.queue_id, d.index, "deferred", d.result.reply)
+        if entry.pending():
+            entry.next_attempt = (
+                now if self._stopping
+                else self.retry.next_attempt(entry.attempts, env.received_at, now)
+            )
+            entry.state = "deferred"
+            await self.spool.finish_attempt(entry)
+            for d in deferred:
+                DELIVERIES.labels("deferred").inc()
+                self._log_recipient("deferred", entry, d.index, d.result, attempt,
+                                    next_attempt=_iso(entry.next_attempt))
+            self._push(entry)
+        else:
+            await self.spool.remove(env.queue_id)
+            self._entries.pop(env.queue_id, None)
+            event("removed", queue_id=env.queue_id, reason="all recipients done")
+        self._gauge()
+
+    async def _bounce(self, entry: QueueEntry, data: bytes, failed: Sequence[_Pending],
+                      attempt: int, *, expired: bool) -> None:
+        env = entry.envelope
+        now = time.time()
+        failures = [
+            Failure(
+                recipient=entry.recipients[f.index].address,
+                action="failed",
+                status=("4.4.7" if expired and f.result.outcome is Outcome.TEMPORARY
+                        else f.result.status or "5.0.0"),
+                diagnostic=(f"delivery time expired; last reply: {f.result.reply}"
+                            if expired and f.result.outcome is Outcome.TEMPORARY
+                            else f.result.reply),
+                remote_mta=f.result.remote,
+                last_attempt=now,
+            )
+            for f in failed
+        ]
+        dsn_id: str | None = None
+        if needs_bounce(env):
+            dsn_id = new_queue_id()
+            dsn = build_dsn(env, failures, data, reporting_mta=self.hostname, now=now)
+            dsn_env = Envelope(
+                queue_id=dsn_id,
+                sender="",
+                recipients=(env.sender,),
+                received_at=now,
+                client_address="127.0.0.1",
+                client_helo=self.hostname,
+                protocol="local",
+                size=len(dsn),
+                smtputf8=not env.sender.isascii(),
+                body_type="8BITMIME",
+                bounce_of=env.queue_id,
+            )
+            await self.enqueue(dsn_env, dsn)
+        for f, failure in zip(failed, failures, strict=True):
+            rcpt = entry.recipients[f.index]
+            rcpt.state, rcpt.reply = "bounced", failure.diagnostic
+            await self.spool.record(env.queue_id, f.index, "bounced", failure.diagnostic)
+            DELIVERIES.labels("bounced").inc()
+            self._log_recipient("bounced", entry, f.index, f.result, attempt, status=failure.status,
+                                expired=expired, dsn_queue_id=dsn_id)
+        if dsn_id is None:
+            event("bounce_dropped", logging.WARNING, queue_id=env.queue_id,
+                  reason="null envelope sender: no one to notify",
+                  recipients=len(failures))
+
+    def _log_recipient(self, name: str, entry: QueueEntry, index: int, result: Result,
+                       attempt: int, **extra: object) -> None:
+        env = entry.envelope
+        event(
+            name,
+            queue_id=env.queue_id,
+            message_id=env.message_id,
+            sender=env.sender,
+            recipient=entry.recipients[index].address,
+            relay=result.remote,
+            reply=result.reply,
+            attempt=attempt,
+            delay=round(time.time() - env.received_at, 3),
+            **extra,
+        )

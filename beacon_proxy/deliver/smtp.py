@@ -1,0 +1,361 @@
+"""Delivery to an upstream smarthost over SMTP.
+
+One :class:`SmtpCourier` holds at most one aiosmtplib connection and reuses it
+for every call to :meth:`~SmtpCourier.deliver` (the scheduler gives each
+worker its own courier, so there is no concurrent use).  Each call is one
+transaction for one recipient, done command by command so that every reply
+is known exactly:
+
+==========================================  ==========================================
+what happened                               result
+==========================================  ==========================================
+``250`` after the message data              ``DELIVERED``, the server's reply
+a ``4xx`` reply to MAIL, RCPT or DATA       ``TEMPORARY``, the server's reply
+a ``5xx`` reply to MAIL, RCPT or DATA       ``PERMANENT``, the server's reply
+no connection, no greeting, EHLO refused,   ``TEMPORARY`` ``451 4.4.1``/``4.4.2``/``4.5.0``
+lost connection or timeout
+STARTTLS required but not offered           ``TEMPORARY`` ``451 4.7.4`` (as Postfix defers)
+TLS handshake or certificate failure        ``TEMPORARY`` ``451 4.7.5``
+SMTPUTF8 needed but not offered             ``PERMANENT`` ``554 5.6.7`` (as Postfix bounces)
+==========================================  ==========================================
+
+A connection found dead when MAIL is sent on it (the server closed it while
+idle) is replaced once by a fresh one; nothing is ever re-sent once DATA has
+begun, so a lost final reply is retried later by the scheduler (at-least-once).
+The bytes given are sent as they are: aiosmtplib only turns bare CR or LF into
+CRLF and dot-stuffs, which the receiving server undoes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import re
+import socket
+import ssl
+from typing import Literal
+
+from aiosmtplib import (
+    SMTP,
+    SMTPConnectResponseError,
+    SMTPException,
+    SMTPHeloError,
+    SMTPResponseException,
+    SMTPServerDisconnected,
+)
+
+from beacon_proxy.config import Endpoint
+from beacon_proxy.deliver.courier import Outcome, Result
+
+__all__ = ["SmtpCourier", "StartTls"]
+
+StartTls = Literal["required", "opportunistic", "off"]
+
+_log = logging.getLogger(__name__)
+_ENHANCED = re.compile(r"([245])\.\d{1,3}\.\d{1,3}(?=\s|$)")
+_CONTROLS = re.compile(r"[\x00-\x1f\x7f]+")
+_MAX_REPLY = 1000  # characters kept of a server's reply
+
+
+class _SessionFailed(Exception):
+    """Setting up a session failed; carries the result to report."""
+
+    def __init__(self, result: Result) -> None:
+        super().__init__(result.reply)
+        self.result = result
+
+
+class SmtpCourier:
+    """Delivers to one upstream SMTP server, reusing one connection.
+
+    >>> courier = SmtpCourier("127.0.0.1", 2600, starttls="opportunistic",
+    ...                       tls_verify=True, timeout=60.0, helo_name="relay.example.org")
+    >>> courier.remote
+    '127.0.0.1:2600'
+    """
+
+    def __init__(self, host: str, port: int, *, starttls: StartTls, tls_verify: bool,
+                 timeout: float, helo_name: str) -> None:
+        if starttls not in ("required", "opportunistic", "off"):
+            raise ValueError(f"starttls must be required, opportunistic or off, not {starttls!r}")
+        if timeout <= 0:
+            raise ValueError("timeout must be positive")
+        if any(c.isspace() or not c.isprintable() for c in helo_name):
+            raise ValueError(f"bad helo_name {helo_name!r}")
+        self._host = host
+        self._port = port
+        self._starttls: StartTls = starttls
+        self._tls_verify = tls_verify
+        self._timeout = timeout
+        self._helo_name = helo_name or None  # None: aiosmtplib uses the machine's FQDN
+        self._remote = str(Endpoint(host, port))
+        self._client: SMTP | None = None
+
+    @property
+    def remote(self) -> str:
+        """The upstream as ``host:port``, as reported in :attr:`Result.remote`."""
+        return self._remote
+
+    async def deliver(self, sender: str, recipient: str, data: bytes, *,
+                      smtputf8: bool = False, body_type: str | None = None) -> Result:
+        """Send ``data`` from ``sender`` to ``recipient``; never raises for failures."""
+        try:
+            return await self._deliver(sender, recipient, data, smtputf8, body_type)
+        except _SessionFailed as exc:
+            return exc.result
+        except asyncio.CancelledError:
+            self._drop()  # the session is in an unknown state
+            raise
+        except Exception as exc:  # a surprise from below must not kill the worker
+            _log.exception("unexpected error delivering to %s", self._remote)
+            self._drop()
+            return self._temporary("4.3.0", f"internal error talking to {self._remote}: "
+                                            f"{type(exc).__name__}")
+
+    async def close(self) -> None:
+        """Say QUIT (bounded by the timeout) and drop the connection; errors are ignored."""
+        client, self._client = self._client, None
+        if client is None:
+            return
+        try:
+            if client.is_connected:
+                await asyncio.wait_for(client.quit(timeout=self._timeout), self._timeout)
+        except (SMTPException, OSError):
+            pass
+        finally:
+            client.close()
+
+    # -- the transaction ---------------------------------------------------
+
+    async def _deliver(self, sender: str, recipient: str, data: bytes, smtputf8: bool,
+                       body_type: str | None) -> Result:
+        for address, status in ((sender, "5.1.7"), (recipient, "5.1.3")):
+            if _CONTROLS.search(address) or "<" in address or ">" in address:
+                return self._result(501, f"{status} bad address syntax: {address!r}")
+        needs_utf8, wants_utf8 = _smtputf8(sender, recipient, data, smtputf8)
+        eight_bit = (body_type or "").upper() == "8BITMIME"
+        reused = self._client is not None and self._client.is_connected
+        client = await self._connection()
+        result = await self._transaction(client, sender, recipient, data, needs_utf8,
+                                         wants_utf8, eight_bit, retry_stale=reused)
+        if result is None:  # the idle connection had died under us: once more, afresh
+            _log.debug("connection to %s went stale; reconnecting", self._remote)
+            client = await self._connection()
+            result = await self._transaction(client, sender, recipient, data, needs_utf8,
+                                             wants_utf8, eight_bit, retry_stale=False)
+        assert result is not None
+        return result
+
+    async def _transaction(self, client: SMTP, sender: str, recipient: str, data: bytes,
+                           needs_utf8: bool, wants_utf8: bool, eight_bit: bool, *,
+                           retry_stale: bool) -> Result | None:
+        """MAIL, RCPT, DATA; ``None`` when a reused connection was dead at MAIL."""
+        utf8 = wants_utf8 and client.supports_extension("smtputf8")
+        if needs_utf8 and not utf8:
+            return self._result(554, f"5.6.7 SMTPUTF8 is required, but was not offered "
+                                     f"by host {self._remote}")
+        options = []
+        if client.supports_extension("size"):
+            size = len(data) if data.endswith(b"\r\n") else len(data) + 2
+            options.append(f"SIZE={size}")
+        if utf8:
+            options.append("SMTPUTF8")
+        if eight_bit and client.supports_extension("8bitmime"):
+            options.append("BODY=8BITMIME")
+        encoding = "utf-8" if utf8 else "ascii"
+        stage = "MAIL FROM"
+        try:
+            await client.mail(sender, options=options, encoding=encoding)
+            stage = "RCPT TO"
+            await client.rcpt(recipient, encoding=encoding)
+            stage = "DATA"
+            reply = await client.data(data)
+        except SMTPResponseException as exc:
+            if retry_stale and stage == "MAIL FROM" and exc.code == 421:
+                self._drop()
+                return None
+            await self._reset(client, exc.code)
+            if not 400 <= exc.code < 600:  # a 2xx/3xx where it makes no sense: out of step
+                return self._unexpected(exc.code, exc.message, stage)
+            return self._result(exc.code, exc.message)
+        except ValueError as exc:  # aiosmtplib refused to put the address on a command line
+            if stage != "MAIL FROM":  # nothing was sent for a bad sender
+                await self._reset(client, 501)
+            status = "5.1.7" if stage == "MAIL FROM" else "5.1.3"
+            return self._result(501, f"{status} bad address syntax: {exc}")
+        except (SMTPException, OSError) as exc:  # disconnects and timeouts
+            self._drop()
+            if retry_stale and stage == "MAIL FROM" and isinstance(exc, SMTPServerDisconnected):
+                return None
+            what = "timeout" if isinstance(exc, TimeoutError) else "lost connection"
+            return self._temporary("4.4.2", f"{what} with {self._remote} while sending {stage}")
+        return self._result(reply.code, reply.message)
+
+    async def _reset(self, client: SMTP, code: int) -> None:
+        """After a refusal: RSET so the connection can be reused, or drop it."""
+        if code == 421 or not 400 <= code < 600 or not client.is_connected:
+            self._drop()
+            return
+        try:
+            await client.rset()
+        except (SMTPException, OSError):
+            self._drop()
+
+    # -- the session ---------------------------------------------------------
+
+    async def _connection(self) -> SMTP:
+        """The open connection, or a new one (greeted, EHLO'd, TLS per policy)."""
+        if self._client is not None and self._client.is_connected:
+            return self._client
+        self._drop()
+        client = SMTP(hostname=self._host, port=self._port, local_hostname=self._helo_name,
+                      timeout=self._timeout, start_tls=False, validate_certs=self._tls_verify)
+        stage = "connect"
+        try:
+            await client.connect()
+            stage = "EHLO"
+            await _hello(client)
+            if self._starttls != "off":
+                stage = "STARTTLS"
+                if await self._upgrade(client):
+                    stage = "EHLO"
+                    await _hello(client)
+        except _SessionFailed:
+            client.close()
+            raise
+        except Exception as exc:
+            client.close()
+            raise _SessionFailed(self._setup_failure(stage, exc)) from None
+        except BaseException:  # cancelled
+            client.close()
+            raise
+        self._client = client
+        return client
+
+    async def _upgrade(self, client: SMTP) -> bool:
+        """STARTTLS per policy; ``True`` when the session is now encrypted.
+
+        We drive STARTTLS ourselves (aiosmtplib runs with ``start_tls=False``)
+        rather than through ``start_tls=True/None`` only to tell "not offered"
+        from "handshake failed"; the policy is the same.
+        """
+        if not client.supports_extension("starttls"):
+            if self._starttls == "required":
+                raise _SessionFailed(self._temporary(
+                    "4.7.4", f"TLS is required, but was not offered by host {self._remote}"))
+            return False
+        try:
+            await client.starttls()
+        except SMTPResponseException:
+            if self._starttls == "required" or not client.is_connected:
+                raise
+            return False  # opportunistic: STARTTLS refused, carry on in plain text
+        return True
+
+    def _setup_failure(self, stage: str, exc: BaseException) -> Result:
+        r = self._remote
+        if stage == "connect":
+            if isinstance(exc, SMTPConnectResponseError):
+                return self._temporary("4.4.1", f"connection to {r} failed: greeted with "
+                                                f"{_reply_text(exc.code, exc.message)}")
+            return self._temporary("4.4.1", f"connection to {r} failed: {_reason(exc)}")
+        if stage == "STARTTLS":
+            if isinstance(exc, SMTPResponseException):
+                return self._temporary("4.7.5", f"{r} refused STARTTLS: "
+                                                f"{_reply_text(exc.code, exc.message)}")
+            return self._temporary("4.7.5", f"TLS handshake with {r} failed: {_reason(exc)}")
+        if isinstance(exc, SMTPHeloError):
+            return self._temporary("4.5.0", f"{r} refused EHLO and HELO: "
+                                            f"{_reply_text(exc.code, exc.message)}")
+        return self._temporary("4.4.2", f"connection to {r} lost during {stage}: {_reason(exc)}")
+
+    def _drop(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            client.close()
+
+    # -- results -------------------------------------------------------------
+
+    def _result(self, code: int, message: str) -> Result:
+        """The result for a server reply (or a synthetic one in the same form)."""
+        reply = _reply_text(code, message)
+        klass = code // 100
+        if klass not in (2, 4, 5):
+            return self._unexpected(code, message, "DATA")
+        outcome = {2: Outcome.DELIVERED, 4: Outcome.TEMPORARY, 5: Outcome.PERMANENT}[klass]
+        return Result(outcome, code, reply, _status(code, reply), self._remote)
+
+    def _unexpected(self, code: int, message: str, stage: str) -> Result:
+        return self._temporary("4.5.0", f"unexpected reply from {self._remote} to {stage}: "
+                                        f"{_reply_text(code, message)}")
+
+    def _temporary(self, status: str, text: str) -> Result:
+        reply = _one_line(f"451 {status} {text}")
+        return Result(Outcome.TEMPORARY, 451, reply, status, self._remote)
+
+
+async def _hello(client: SMTP) -> None:
+    """EHLO, falling back to HELO when EHLO is refused (as aiosmtplib itself does)."""
+    try:
+        await client.ehlo()
+    except SMTPHeloError:
+        if not client.is_connected:
+            raise
+        await client.helo()
+
+
+def _smtputf8(sender: str, recipient: str, data: bytes, declared: bool) -> tuple[bool, bool]:
+    """(needs SMTPUTF8, asks for it).  Needed for UTF-8 addresses, or UTF-8 headers
+    in a message whose client declared SMTPUTF8 (an ASCII one goes without, as in Postfix)."""
+    if not (sender.isascii() and recipient.isascii()):
+        return True, True
+    if not declared:
+        return False, False
+    end = 0 if data.startswith(b"\r\n") else data.find(b"\r\n\r\n")
+    return not (data if end < 0 else data[:end]).isascii(), True
+
+
+def _one_line(text: str) -> str:
+    """Control characters (CR, LF, ...) become single spaces; bounded in length."""
+    return _CONTROLS.sub(" ", text).strip()[:_MAX_REPLY]
+
+
+def _reply_text(code: int, message: str) -> str:
+    """``"550 5.1.1 <x@y>: no such user"``: one line, continuation lines joined.
+
+    A status code repeated at the start of continuation lines is dropped.
+    """
+    message = message.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    lines = [line.strip() for line in message.split("\n")]
+    first = _ENHANCED.match(lines[0]) if lines else None
+    if first:
+        repeated = first.group(0)
+        lines[1:] = [line.removeprefix(repeated).lstrip() for line in lines[1:]]
+    return _one_line(f"{code} " + " ".join(line for line in lines if line))
+
+
+def _status(code: int, reply: str) -> str:
+    """The enhanced status code of a reply, or one derived from its class."""
+    m = _ENHANCED.match(reply, len(str(code)) + 1)
+    if m and m.group(1) == str(code)[0]:
+        return m.group(0)
+    return f"{code // 100}.0.0"
+
+
+def _reason(exc: BaseException) -> str:
+    """A short, traceback-free reason for a connection-level failure."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return f"certificate verification failed: {exc.verify_message}"
+    if isinstance(exc, ssl.SSLError):
+        return str(exc.reason or exc)
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    cause = exc.__cause__ if isinstance(exc, SMTPException) and exc.__cause__ else exc
+    if isinstance(cause, socket.gaierror):
+        return str(cause.strerror or cause)
+    if isinstance(cause, OSError) and not isinstance(cause, SMTPException) and cause.errno:
+        return os.strerror(cause.errno)
+    if isinstance(cause, SMTPException):
+        return _one_line(cause.message)
+    return _one_line(str(cause)) or type(cause).__name__

@@ -1,0 +1,356 @@
+"""The durable on-disk queue.
+
+Layout under the spool directory (queue state is a directory; a message
+moves between states by ``rename``)::
+
+    tmp/        queue files being written; never acknowledged, removed on start
+    active/     committed messages waiting for (or in) a delivery attempt
+    deferred/   messages waiting for their next retry time
+    journal/    <id>.log: per-recipient outcomes and attempt records
+    corrupt/    items that could not be read, kept for a human to look at
+
+A queue file is ``MAGIC <envelope length> <data length>\\n``, the envelope as
+JSON, ``\\n``, then the message exactly as received.  :meth:`Spool.put`
+writes it to ``tmp/``, fsyncs it, renames it into ``active/`` and fsyncs the
+directory before it returns: only then may the SMTP side answer ``250``.
+
+The journal is append-only, one JSON object per line: ``{"r": index, "s":
+state, "reply": ..., "t": time}`` for a recipient's outcome and ``{"a":
+attempts, "next": time, "t": time}`` at the end of a delivery attempt.  A
+recipient recorded ``delivered``/``bounced``/``suppressed`` is never tried
+again, also after a crash: each outcome is written (not yet fsynced) as soon
+as it is known, and the journal is fsynced at the end of every attempt.  A
+torn last line (a crash mid-write) is ignored.
+
+All file I/O runs in a small thread pool, never on the event loop; the
+synchronous ``*_sync`` readers serve the command line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, ParamSpec, TypeVar
+
+from beacon_proxy.log import event
+from beacon_proxy.spool.envelope import Envelope
+
+__all__ = [
+    "FINAL_STATES",
+    "QueueEntry",
+    "RecipientStatus",
+    "Spool",
+    "SpoolCorruptError",
+]
+
+MAGIC = b"BEACONQ1"
+FINAL_STATES = frozenset({"delivered", "bounced", "suppressed"})
+RecipientState = Literal["pending", "deferred", "delivered", "bounced", "suppressed"]
+QueueState = Literal["active", "deferred"]
+_STATES: tuple[QueueState, ...] = ("active", "deferred")
+
+log = logging.getLogger(__name__)
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+class SpoolCorruptError(Exception):
+    """A queue file or journal cannot be read back."""
+
+
+@dataclass(slots=True)
+class RecipientStatus:
+    address: str
+    state: RecipientState = "pending"
+    reply: str = ""
+    updated: float = 0.0
+
+    @property
+    def final(self) -> bool:
+        return self.state in FINAL_STATES
+
+
+@dataclass(slots=True)
+class QueueEntry:
+    """A queued message's envelope and delivery state (not its bytes)."""
+
+    envelope: Envelope
+    recipients: list[RecipientStatus]
+    state: QueueState = "active"
+    attempts: int = 0
+    next_attempt: float = 0.0
+    last_attempt: float | None = None
+    size_on_disk: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def queue_id(self) -> str:
+        return self.envelope.queue_id
+
+    def pending(self) -> list[int]:
+        return [i for i, r in enumerate(self.recipients) if not r.final]
+
+    @classmethod
+    def new(cls, envelope: Envelope) -> QueueEntry:
+        return cls(envelope, [RecipientStatus(a) for a in envelope.recipients])
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _header(envelope_json: bytes, data_len: int) -> bytes:
+    return MAGIC + b" %d %d\n" % (len(envelope_json), data_len)
+
+
+def _parse_header(line: bytes) -> tuple[int, int]:
+    parts = line.rstrip(b"\n").split(b" ")
+    if len(parts) != 3 or parts[0] != MAGIC or not parts[1].isdigit() or not parts[2].isdigit():
+        raise SpoolCorruptError("bad queue file header")
+    return int(parts[1]), int(parts[2])
+
+
+class Spool:
+    """A directory of queue files.  Create, :meth:`open`, then use."""
+
+    def __init__(self, root: Path, *, threads: int = 4) -> None:
+        self.root = root
+        self.tmp = root / "tmp"
+        self.journal = root / "journal"
+        self.corrupt = root / "corrupt"
+        self._executor: ThreadPoolExecutor | None = None
+        self._threads = threads
+
+    # -- set-up -----------------------------------------------------------
+
+    def open(self) -> None:
+        """Create the directories (synchronously, at start-up)."""
+        for d in (self.tmp, self.journal, self.corrupt, *(self.root / s for s in _STATES)):
+            d.mkdir(parents=True, exist_ok=True)
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(self._threads, thread_name_prefix="spool")
+
+    def close(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+            self._executor = None
+
+    async def _run(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        assert self._executor is not None, "Spool.open() was not called"
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, lambda: fn(*args, **kwargs))
+
+    def _path(self, state: QueueState, queue_id: str) -> Path:
+        return self.root / state / queue_id
+
+    def _journal_path(self, queue_id: str) -> Path:
+        return self.journal / f"{queue_id}.log"
+
+    # -- writing ----------------------------------------------------------
+
+    async def put(self, envelope: Envelope, data: bytes) -> None:
+        """Store a new message durably.  Returns only after the fsyncs."""
+        await self._run(self._put_sync, envelope, data)
+
+    def _put_sync(self, envelope: Envelope, data: bytes) -> None:
+        queue_id = envelope.queue_id
+        if not queue_id.isalnum():
+            raise ValueError(f"bad queue id {queue_id!r}")
+        env = envelope.to_json()
+        tmp = self.tmp / queue_id
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with os.fdopen(fd, "wb", closefd=False) as fh:
+                fh.write(_header(env, len(data)))
+                fh.write(env)
+                fh.write(b"\n")
+                fh.write(data)
+            os.fsync(fd)
+            os.rename(tmp, self._path("active", queue_id))
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        finally:
+            os.close(fd)
+        _fsync_dir(self.root / "active")
+
+    async def record(self, queue_id: str, index: int, state: RecipientState, reply: str) -> None:
+        """Append one recipient's outcome to the journal (written, not yet fsynced)."""
+        line = {"r": index, "s": state, "reply": reply, "t": round(time.time(), 3)}
+        await self._run(self._append, queue_id, [line], False)
+
+    async def finish_attempt(self, entry: QueueEntry) -> None:
+        """Journal the end of an attempt (fsynced) and file the entry by its state."""
+        line = {"a": entry.attempts, "next": round(entry.next_attempt, 3),
+                "t": round(time.time(), 3)}
+        await self._run(self._finish_sync, entry.queue_id, line, entry.state)
+
+    def _append(self, queue_id: str, lines: list[dict[str, Any]], sync: bool) -> None:
+        payload = b"".join(
+            json.dumps(line, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
+            for line in lines
+        )
+        fd = os.open(self._journal_path(queue_id), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        try:
+            os.write(fd, payload)
+            if sync:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def _finish_sync(self, queue_id: str, line: dict[str, Any], state: QueueState) -> None:
+        self._append(queue_id, [line], True)
+        other: QueueState = "deferred" if state == "active" else "active"
+        src = self._path(other, queue_id)
+        if src.exists():
+            os.rename(src, self._path(state, queue_id))
+
+    async def remove(self, queue_id: str) -> None:
+        """Forget a finished message: the queue file first, then its journal."""
+        await self._run(self._remove_sync, queue_id)
+
+    def _remove_sync(self, queue_id: str) -> None:
+        for state in _STATES:
+            self._path(state, queue_id).unlink(missing_ok=True)
+        self._journal_path(queue_id).unlink(missing_ok=True)
+
+    async def quarantine(self, queue_id: str, reason: str) -> None:
+        """Move an unreadable item to ``corrupt/`` and log why."""
+        await self._run(self._quarantine_sync, queue_id, reason)
+
+    def _quarantine_sync(self, queue_id: str, reason: str) -> None:
+        for src in (*(self._path(s, queue_id) for s in _STATES), self._journal_path(queue_id)):
+            if src.exists():
+                os.replace(src, self.corrupt / src.name)
+        event("corrupt", logging.ERROR, queue_id=queue_id, reason=reason,
+              moved_to=str(self.corrupt))
+
+    # -- reading ----------------------------------------------------------
+
+    async def read_data(self, entry: QueueEntry) -> bytes:
+        """The message bytes as received.  Raises :class:`SpoolCorruptError`."""
+        return await self._run(self._read_data_sync, entry.state, entry.queue_id)
+
+    def _read_data_sync(self, state: QueueState, queue_id: str) -> bytes:
+        try:
+            with self._path(state, queue_id).open("rb") as fh:
+                env_len, data_len = _parse_header(fh.readline(64))
+                fh.seek(env_len + 1, os.SEEK_CUR)
+                data = fh.read(data_len + 1)
+        except FileNotFoundError:
+            raise
+        except OSError as exc:
+            raise SpoolCorruptError(f"cannot read queue file: {exc.strerror}") from None
+        if len(data) != data_len:
+            raise SpoolCorruptError(f"queue file holds {len(data)} bytes, header says {data_len}")
+        return data
+
+    async def recover(self) -> list[QueueEntry]:
+        """Start-up: clean ``tmp/``, drop orphan journals, load every entry.
+
+        Items that cannot be read are moved to ``corrupt/`` with a log line.
+        """
+        return await self._run(self._recover_sync)
+
+    def _recover_sync(self) -> list[QueueEntry]:
+        for leftover in self.tmp.iterdir():
+            leftover.unlink(missing_ok=True)  # never acknowledged
+        entries: list[QueueEntry] = []
+        live: set[str] = set()
+        for queue_id, state in self._ids():
+            try:
+                entries.append(self._load_sync(state, queue_id))
+                live.add(queue_id)
+            except (SpoolCorruptError, ValueError, UnicodeDecodeError) as exc:
+                self._quarantine_sync(queue_id, str(exc))
+        for journal in self.journal.iterdir():
+            if journal.name.removesuffix(".log") not in live:
+                journal.unlink(missing_ok=True)  # its message finished before a crash
+        return entries
+
+    def _ids(self) -> Iterator[tuple[str, QueueState]]:
+        for state in _STATES:
+            for path in sorted((self.root / state).iterdir()):
+                yield path.name, state
+
+    def _load_sync(self, state: QueueState, queue_id: str) -> QueueEntry:
+        path = self._path(state, queue_id)
+        with path.open("rb") as fh:
+            env_len, data_len = _parse_header(fh.readline(64))
+            raw = fh.read(env_len + 1)
+            size = os.fstat(fh.fileno()).st_size
+        if len(raw) != env_len + 1 or raw[-1:] != b"\n":
+            raise SpoolCorruptError("truncated envelope")
+        expected = len(_header(raw[:-1], data_len)) + env_len + 1 + data_len
+        if size != expected:
+            raise SpoolCorruptError(f"queue file is {size} bytes, expected {expected}")
+        envelope = Envelope.from_json(raw[:-1])
+        if envelope.queue_id != queue_id:
+            raise SpoolCorruptError(f"queue file names id {envelope.queue_id!r}")
+        entry = QueueEntry.new(envelope)
+        entry.state = state
+        entry.size_on_disk = size
+        entry.next_attempt = envelope.received_at
+        self._replay_journal(entry)
+        return entry
+
+    def _replay_journal(self, entry: QueueEntry) -> None:
+        try:
+            raw = self._journal_path(entry.queue_id).read_bytes()
+        except FileNotFoundError:
+            return
+        lines = raw.split(b"\n")
+        for lineno, line in enumerate(lines, 1):
+            if not line:
+                continue
+            try:
+                rec = json.loads(line)
+                if "r" in rec:
+                    status = entry.recipients[int(rec["r"])]
+                    if not status.final:  # a final state is never undone
+                        status.state = rec["s"]
+                        status.reply = str(rec.get("reply", ""))
+                        status.updated = float(rec.get("t", 0))
+                elif "a" in rec:
+                    entry.attempts = int(rec["a"])
+                    entry.next_attempt = float(rec["next"])
+                    entry.last_attempt = float(rec.get("t", 0)) or None
+            except (ValueError, KeyError, IndexError, TypeError):
+                if lineno == len(lines):  # torn last write: the crash we recover from
+                    continue
+                log.warning("queue %s: journal line %d unreadable, ignored",
+                            entry.queue_id, lineno)
+
+    # -- synchronous readers for the command line ---------------------------
+
+    def list_sync(self) -> list[QueueEntry]:
+        entries = []
+        for queue_id, state in self._ids():
+            try:
+                entries.append(self._load_sync(state, queue_id))
+            except (FileNotFoundError, SpoolCorruptError, ValueError, UnicodeDecodeError):
+                continue  # finished or moved meanwhile, or corrupt: not listed
+        return entries
+
+    def find_sync(self, queue_id: str) -> QueueEntry | None:
+        for state in _STATES:
+            if self._path(state, queue_id).exists():
+                try:
+                    return self._load_sync(state, queue_id)
+                except FileNotFoundError:
+                    return None
+        return None
+
+    def read_data_sync(self, entry: QueueEntry) -> bytes:
+        return self._read_data_sync(entry.state, entry.queue_id)

@@ -1,0 +1,75 @@
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import pytest
+
+from beacon_proxy.cli.main import main
+from beacon_proxy.spool.envelope import Envelope, new_queue_id
+from beacon_proxy.spool.queue import Spool
+
+DATA = b"Subject: queued\r\nMessage-ID: <m1@x.org>\r\n\r\nbody\r\n"
+
+
+@pytest.fixture
+def configured(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Spool:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f'[spool]\npath = "{tmp_path / "spool"}"\n')
+    monkeypatch.setenv("BEACON_PROXY_CONFIG", str(cfg))
+    spool = Spool(tmp_path / "spool")
+    spool.open()
+    return spool
+
+
+def _put(spool: Spool) -> str:
+    env = Envelope(new_queue_id(), "s@x.org", ("a@y.org", "b@y.org"), message_id="<m1@x.org>",
+                   size=len(DATA))
+
+    async def go() -> None:
+        await spool.put(env, DATA)
+        await spool.record(env.queue_id, 0, "delivered", "250 ok")
+        await spool.record(env.queue_id, 1, "deferred", "451 4.3.0 later")
+
+    asyncio.run(go())
+    return env.queue_id
+
+
+def test_list_and_show(configured: Spool, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["queue", "list"]) == 0
+    assert "queue is empty" in capsys.readouterr().out
+    qid = _put(configured)
+    assert main(["queue", "list"]) == 0
+    out = capsys.readouterr().out
+    assert qid in out and "1/2" in out and "s@x.org" in out
+    assert main(["queue", "list", "--json"]) == 0
+    (line,) = capsys.readouterr().out.splitlines()
+    item = json.loads(line)
+    assert item["queue_id"] == qid
+    assert [r["state"] for r in item["recipients"]] == ["delivered", "deferred"]
+    assert main(["queue", "show", qid]) == 0
+    out = capsys.readouterr().out
+    assert "451 4.3.0 later" in out and "Subject: queued" in out
+    assert main(["queue", "show", qid, "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["message_id"] == "<m1@x.org>" and "Subject: queued" in shown["headers"]
+
+
+def test_show_unknown_or_bad_id(configured: Spool, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["queue", "show", "NOPE"]) == 1
+    assert "no message NOPE" in capsys.readouterr().err
+    assert main(["queue", "show", "../etc"]) == 1
+    assert "not a queue id" in capsys.readouterr().err
+
+
+def test_missing_spool_and_bad_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                      capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f'[spool]\npath = "{tmp_path / "none"}"\n')
+    assert main(["queue", "list", "--config", str(cfg)]) == 1
+    assert "no spool" in capsys.readouterr().err
+    cfg.write_text("[spool]\npaht = 'x'\n")
+    assert main(["queue", "list", "--config", str(cfg)]) == 2
+    err = capsys.readouterr().err
+    assert "spool.paht" in err and len(err.strip().splitlines()) == 1

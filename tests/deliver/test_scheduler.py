@@ -1,0 +1,198 @@
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from beacon_proxy.consent.policy import DefaultConsent, Policy
+from beacon_proxy.deliver.courier import Courier, Outcome, Result
+from beacon_proxy.deliver.retry import RetryPolicy
+from beacon_proxy.deliver.scheduler import Scheduler
+from beacon_proxy.rewrite.step import TraceStep
+from beacon_proxy.spool.envelope import Envelope, new_queue_id
+from beacon_proxy.spool.queue import Spool
+
+DATA = b"From: a@example.org\r\nSubject: t\r\n\r\nhello\r\n"
+
+
+@dataclass
+class FakeCourier:
+    """In-memory courier: answers per recipient from a script, records deliveries."""
+
+    script: dict[str, list[Result]]
+    sent: list[tuple[str, str, bytes]]
+    closed: list[bool] = field(default_factory=list)
+
+    async def deliver(self, sender: str, recipient: str, data: bytes, *,
+                      smtputf8: bool = False, body_type: str | None = None) -> Result:
+        answers = self.script.get(recipient)
+        result = answers.pop(0) if answers else OK
+        if result.ok:
+            self.sent.append((sender, recipient, data))
+        self.calls.append(recipient)
+        return result
+
+    async def close(self) -> None:
+        self.closed.append(True)
+
+    calls: list[str] = field(default_factory=list)
+
+
+OK = Result(Outcome.DELIVERED, 250, "250 2.0.0 ok", "2.0.0", "fake")
+TEMP = Result(Outcome.TEMPORARY, 451, "451 4.3.0 later", "4.3.0", "fake")
+DOWN = Result(Outcome.TEMPORARY, 451, "451 4.4.1 connection refused", "4.4.1", "fake")
+PERM = Result(Outcome.PERMANENT, 550, "550 5.1.1 no such user", "5.1.1", "fake")
+
+
+@dataclass
+class Rig:
+    spool: Spool
+    courier: FakeCourier
+    make: Callable[..., Scheduler]
+
+
+@pytest.fixture
+async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
+    spool = Spool(tmp_path / "spool")
+    spool.open()
+    courier = FakeCourier({}, [])
+    schedulers: list[Scheduler] = []
+
+    def make(retry: RetryPolicy | None = None, concurrency: int = 2) -> Scheduler:
+        def factory() -> Courier:
+            return courier
+
+        s = Scheduler(spool, factory, TraceStep("relay.test"), DefaultConsent(Policy.REFUSED),
+                      retry or RetryPolicy(0.1, 0.2, 60), concurrency=concurrency,
+                      hostname="relay.test")
+        schedulers.append(s)
+        return s
+
+    yield Rig(spool, courier, make)
+    for s in schedulers:
+        await s.stop(1)
+    spool.close()
+
+
+def _env(*rcpts: str, sender: str = "s@example.org") -> Envelope:
+    return Envelope(new_queue_id(), sender, rcpts, client_address="127.0.0.1", size=len(DATA))
+
+
+async def _until(cond: Callable[[], object], timeout: float = 5.0) -> None:
+    async def poll() -> None:
+        while not cond():
+            await asyncio.sleep(0.01)
+
+    await asyncio.wait_for(poll(), timeout)
+
+
+async def test_each_recipient_gets_its_own_rendered_copy(rig: Rig) -> None:
+    s = rig.make()
+    await s.start()
+    await s.enqueue(_env("a@x.org", "b@x.org"), DATA)
+    await _until(lambda: s.queue_size() == 0)
+    assert [r for _, r, _ in rig.courier.sent] == ["a@x.org", "b@x.org"]
+    for _, rcpt, data in rig.courier.sent:
+        assert data.startswith(b"Received: ") and data.endswith(DATA)
+        assert f"for <{rcpt}>".encode() in data
+    assert await rig.spool.recover() == []
+
+
+async def test_temporary_failure_is_retried(rig: Rig) -> None:
+    rig.courier.script["a@x.org"] = [TEMP, TEMP]
+    s = rig.make()
+    await s.start()
+    await s.enqueue(_env("a@x.org"), DATA)
+    await _until(lambda: s.queue_size() == 0)
+    assert rig.courier.calls == ["a@x.org"] * 3
+    assert len(rig.courier.sent) == 1
+
+
+async def test_permanent_failure_bounces_to_the_sender(rig: Rig) -> None:
+    rig.courier.script["bad@x.org"] = [PERM]
+    s = rig.make()
+    await s.start()
+    env = _env("good@x.org", "bad@x.org")
+    await s.enqueue(env, DATA)
+    await _until(lambda: s.queue_size() == 0)
+    senders = [(snd, rcpt) for snd, rcpt, _ in rig.courier.sent]
+    assert ("s@example.org", "good@x.org") in senders
+    assert ("", "s@example.org") in senders  # the DSN, from the null sender
+    dsn = next(d for snd, _, d in rig.courier.sent if snd == "")
+    assert b"multipart/report" in dsn and b"bad@x.org" in dsn and b"good@x.org" not in dsn
+
+
+async def test_site_failure_defers_the_rest_without_trying(rig: Rig) -> None:
+    rig.courier.script["a@x.org"] = [DOWN]
+    s = rig.make(RetryPolicy(30, 30, 600))
+    await s.start()
+    env = _env("a@x.org", "b@x.org", "c@x.org")
+    await s.enqueue(env, DATA)
+    await _until(lambda: rig.courier.calls)
+    await asyncio.sleep(0.1)
+    assert rig.courier.calls == ["a@x.org"]
+    (entry,) = await rig.spool.recover()
+    assert [r.state for r in entry.recipients] == ["deferred"] * 3
+    assert entry.attempts == 1 and entry.state == "deferred"
+
+
+async def test_expired_recipients_bounce_with_4_4_7(rig: Rig) -> None:
+    rig.courier.script["a@x.org"] = [TEMP] * 100
+    s = rig.make(RetryPolicy(0.1, 0.1, 0.3))
+    await s.start()
+    await s.enqueue(_env("a@x.org"), DATA)
+    await _until(lambda: s.queue_size() == 0)
+    dsn = next(d for snd, _, d in rig.courier.sent if snd == "")
+    assert b"4.4.7" in dsn and b"451 4.3.0 later" in dsn
+
+
+async def test_no_bounce_to_the_null_sender(rig: Rig) -> None:
+    rig.courier.script["a@x.org"] = [PERM]
+    s = rig.make()
+    await s.start()
+    await s.enqueue(_env("a@x.org", sender=""), DATA)
+    await _until(lambda: s.queue_size() == 0)
+    assert rig.courier.sent == []
+
+
+async def test_recovered_entries_are_delivered_and_final_ones_skipped(rig: Rig) -> None:
+    env = _env("done@x.org", "todo@x.org")
+    await rig.spool.put(env, DATA)
+    await rig.spool.record(env.queue_id, 0, "delivered", "250 before the crash")
+    s = rig.make()
+    assert await s.start() == 1
+    await _until(lambda: s.queue_size() == 0)
+    assert rig.courier.calls == ["todo@x.org"]
+
+
+async def test_stop_leaves_undelivered_mail_queued(rig: Rig) -> None:
+    rig.courier.script["a@x.org"] = [TEMP]
+    s = rig.make(RetryPolicy(60, 60, 600))
+    await s.start()
+    await s.enqueue(_env("a@x.org"), DATA)
+    await _until(lambda: rig.courier.calls)
+    await s.stop(1)
+    (entry,) = await rig.spool.recover()
+    assert entry.pending() == [0]
+    assert rig.courier.closed
+
+
+async def test_corrupt_queue_file_is_quarantined(rig: Rig) -> None:
+    env = _env("a@x.org")
+    await rig.spool.put(env, DATA)
+    s = rig.make()
+    path = rig.spool.root / "active" / env.queue_id
+    raw = path.read_bytes()
+    await s.start()
+    await _until(lambda: s.queue_size() == 0)
+    assert raw  # delivered normally; now a damaged one:
+    env2 = _env("b@x.org")
+    await rig.spool.put(env2, DATA)
+    path2 = rig.spool.root / "active" / env2.queue_id
+    path2.write_bytes(path2.read_bytes()[:-2])
+    s2 = rig.make()
+    assert await s2.start() == 0
+    assert (rig.spool.corrupt / env2.queue_id).exists()

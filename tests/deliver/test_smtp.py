@@ -1,0 +1,402 @@
+"""SmtpCourier against a real (in-process) aiosmtpd upstream."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import ssl
+from collections.abc import AsyncIterator, Awaitable
+from typing import Any, Literal, TypeVar
+
+import pytest
+import trustme
+
+from beacon_proxy.deliver.courier import Outcome, Result
+from beacon_proxy.deliver.smtp import SmtpCourier
+from tests.deliver.conftest import Upstream
+
+T = TypeVar("T")
+MESSAGE = b"From: a@example.org\r\nTo: b@example.net\r\nSubject: hi\r\n\r\nHello.\r\n"
+
+
+async def bounded(aw: Awaitable[T], timeout: float = 10.0) -> T:
+    return await asyncio.wait_for(aw, timeout)
+
+
+def make_courier(port: int, *, starttls: Literal["required", "opportunistic", "off"] = "off",
+                 tls_verify: bool = False, timeout: float = 5.0) -> SmtpCourier:
+    return SmtpCourier("127.0.0.1", port, starttls=starttls, tls_verify=tls_verify,
+                       timeout=timeout, helo_name="relay.test")
+
+
+@pytest.fixture
+async def courier(upstream: Upstream) -> AsyncIterator[SmtpCourier]:
+    c = make_courier(upstream.port)
+    yield c
+    await bounded(c.close())
+
+
+async def send(c: SmtpCourier, recipient: str = "b@example.net", data: bytes = MESSAGE,
+               **kw: Any) -> Result:
+    return await bounded(c.deliver("a@example.org", recipient, data, **kw))
+
+
+# -- delivery and bytes -----------------------------------------------------------
+
+async def test_delivers_exact_bytes_including_dot_lines(upstream: Upstream,
+                                                        courier: SmtpCourier) -> None:
+    data = (b"Subject: dots\r\n\r\n.\r\n..two\r\n.three\r\n. \r\n"
+            b"8bit \xc3\xa9\r\nlast line\r\n")
+    result = await send(courier, data=data, body_type="8BITMIME")
+    assert result == Result(Outcome.DELIVERED, 250, "250 2.0.0 Ok: queued as 4711", "2.0.0",
+                            f"127.0.0.1:{upstream.port}")
+    [msg] = upstream.messages
+    assert msg.content == data
+    assert (msg.mail_from, msg.rcpt_tos) == ("a@example.org", ["b@example.net"])
+    assert "BODY=8BITMIME" in msg.mail_options
+    assert f"SIZE={len(data)}" in msg.mail_options
+    assert not msg.tls
+
+
+async def test_null_sender_is_sent_as_empty_reverse_path(upstream: Upstream,
+                                                         courier: SmtpCourier) -> None:
+    result = await bounded(courier.deliver("", "b@example.net", MESSAGE))
+    assert result.ok
+    assert upstream.messages[0].mail_from == "<>"
+
+
+async def test_connection_is_reused(upstream: Upstream, courier: SmtpCourier) -> None:
+    assert (await send(courier)).ok
+    assert (await send(courier, "c@example.net")).ok
+    assert upstream.connections == 1
+    assert [m.rcpt_tos for m in upstream.messages] == [["b@example.net"], ["c@example.net"]]
+
+
+async def test_close_says_quit_and_next_delivery_reconnects(upstream: Upstream,
+                                                            courier: SmtpCourier) -> None:
+    assert (await send(courier)).ok
+    await bounded(courier.close())
+    await bounded(courier.close())  # idempotent
+    assert upstream.quits == 1
+    assert (await send(courier)).ok
+    assert upstream.connections == 2
+
+
+# -- reply mapping ----------------------------------------------------------------
+
+async def test_4xx_rcpt_is_temporary_and_connection_kept(upstream: Upstream,
+                                                         courier: SmtpCourier) -> None:
+    result = await send(courier, "tempfail@example.net")
+    assert result.outcome is Outcome.TEMPORARY
+    assert (result.code, result.reply, result.status) == (451, "451 4.3.0 try later", "4.3.0")
+    assert result.remote == f"127.0.0.1:{upstream.port}"
+    assert (await send(courier)).ok  # RSET made the connection reusable
+    assert upstream.connections == 1
+
+
+async def test_status_is_derived_without_enhanced_code(courier: SmtpCourier) -> None:
+    result = await send(courier, "plain4@example.net")
+    assert (result.outcome, result.reply, result.status) == (
+        Outcome.TEMPORARY, "450 mailbox busy", "4.0.0")
+
+
+async def test_5xx_rcpt_is_permanent(upstream: Upstream, courier: SmtpCourier) -> None:
+    result = await send(courier, "reject@example.net")
+    assert result.outcome is Outcome.PERMANENT
+    assert (result.code, result.reply, result.status) == (
+        550, "550 5.1.1 no such user", "5.1.1")
+    assert (await send(courier)).ok
+    assert upstream.connections == 1
+
+
+async def test_multiline_reply_becomes_one_line(courier: SmtpCourier) -> None:
+    result = await send(courier, "multiline@example.net")
+    assert result.reply == "550 5.1.1 The account does not exist. Please check the address."
+    assert "\r" not in result.reply
+    assert "\n" not in result.reply
+    assert result.status == "5.1.1"
+
+
+async def test_5xx_after_data_is_permanent(upstream: Upstream, courier: SmtpCourier) -> None:
+    result = await send(courier, "datafail@example.net")
+    assert (result.outcome, result.code, result.status) == (Outcome.PERMANENT, 554, "5.7.1")
+    assert result.reply == "554 5.7.1 message content rejected"
+    assert (await send(courier)).ok
+    assert upstream.connections == 1
+
+
+async def test_4xx_after_data_is_temporary(courier: SmtpCourier) -> None:
+    result = await send(courier, "datatemp@example.net")
+    assert (result.outcome, result.code, result.status) == (Outcome.TEMPORARY, 452, "4.3.1")
+
+
+async def test_421_is_temporary_and_drops_the_connection(upstream: Upstream,
+                                                         courier: SmtpCourier) -> None:
+    result = await send(courier, "bye@example.net")
+    assert (result.outcome, result.code, result.reply) == (
+        Outcome.TEMPORARY, 421, "421 4.3.2 shutting down")
+    assert (await send(courier)).ok
+    assert upstream.connections == 2
+
+
+async def test_out_of_place_2xx_is_temporary_not_delivered(upstream: Upstream,
+                                                             courier: SmtpCourier) -> None:
+    result = await send(courier, "weird@example.net")
+    assert (result.outcome, result.code, result.status) == (Outcome.TEMPORARY, 451, "4.5.0")
+    assert result.reply == (f"451 4.5.0 unexpected reply from 127.0.0.1:{upstream.port} "
+                            "to RCPT TO: 252 2.1.5 cannot verify")
+    assert upstream.messages == []
+    assert (await send(courier)).ok
+
+
+async def test_bad_address_is_permanent_without_sending(upstream: Upstream,
+                                                        courier: SmtpCourier) -> None:
+    result = await send(courier, "x@example.net> NOTIFY=NEVER")
+    assert (result.outcome, result.code, result.status) == (Outcome.PERMANENT, 501, "5.1.3")
+    assert upstream.connections == 0
+
+
+# -- dropped connections ---------------------------------------------------------
+
+async def test_reconnects_after_the_server_hung_up(upstream: Upstream,
+                                                   courier: SmtpCourier) -> None:
+    assert (await send(courier)).ok
+    upstream.hang_up_all()
+    assert (await send(courier, "c@example.net")).ok
+    assert upstream.connections == 2
+    assert len(upstream.messages) == 2
+
+
+async def test_stale_connection_at_mail_is_retried_once_afresh(upstream: Upstream,
+                                                               courier: SmtpCourier) -> None:
+    assert (await send(courier)).ok
+    upstream.drop_at_mail = 1
+    assert (await send(courier, "c@example.net")).ok
+    assert upstream.connections == 2
+    assert [m.rcpt_tos for m in upstream.messages] == [["b@example.net"], ["c@example.net"]]
+
+
+async def test_retry_happens_only_once(upstream: Upstream, courier: SmtpCourier) -> None:
+    assert (await send(courier)).ok
+    upstream.drop_at_mail = 2
+    result = await send(courier)
+    assert (result.outcome, result.code, result.status) == (Outcome.TEMPORARY, 451, "4.4.2")
+    assert result.reply == (f"451 4.4.2 lost connection with 127.0.0.1:{upstream.port} "
+                            "while sending MAIL FROM")
+    assert upstream.connections == 2  # the reused one, then one fresh attempt only
+
+
+async def test_fresh_connection_dropped_at_mail_is_not_retried(upstream: Upstream,
+                                                               courier: SmtpCourier) -> None:
+    upstream.drop_at_mail = 1
+    result = await send(courier)
+    assert result.outcome is Outcome.TEMPORARY
+    assert upstream.connections == 1
+
+
+async def test_lost_reply_after_data_is_not_resent(upstream: Upstream,
+                                                   courier: SmtpCourier) -> None:
+    result = await send(courier, "datadrop@example.net")
+    assert (result.outcome, result.code, result.status) == (Outcome.TEMPORARY, 451, "4.4.2")
+    assert result.reply.endswith("while sending DATA")
+    assert len(upstream.messages) == 1  # the upstream has it: at-least-once, never resent here
+    assert upstream.connections == 1
+
+
+async def test_timeout_after_data_is_temporary(upstream: Upstream) -> None:
+    c = make_courier(upstream.port, timeout=0.3)
+    try:
+        result = await send(c, "datahang@example.net")
+    finally:
+        await bounded(c.close())
+    assert (result.outcome, result.code, result.status) == (Outcome.TEMPORARY, 451, "4.4.2")
+    assert result.reply.startswith("451 4.4.2 timeout with")
+    assert upstream.connections == 1
+
+
+async def test_cancelled_delivery_drops_the_connection(upstream: Upstream,
+                                                       courier: SmtpCourier) -> None:
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(courier.deliver("a@example.org", "datahang@example.net",
+                                               MESSAGE), 0.3)
+    assert (await send(courier)).ok
+    assert upstream.connections == 2
+
+
+# -- connection failures ---------------------------------------------------------
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+    return port
+
+
+async def test_connection_refused_is_temporary_451() -> None:
+    port = closed_port()
+    c = make_courier(port)
+    result = await send(c)
+    await bounded(c.close())
+    assert (result.outcome, result.code, result.status) == (Outcome.TEMPORARY, 451, "4.4.1")
+    assert result.reply == f"451 4.4.1 connection to 127.0.0.1:{port} failed: Connection refused"
+    assert result.remote == f"127.0.0.1:{port}"
+
+
+async def test_silent_server_times_out_as_temporary() -> None:
+    loop = asyncio.get_running_loop()
+    transports: list[asyncio.BaseTransport] = []
+
+    class Silent(asyncio.Protocol):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            transports.append(transport)
+
+    server = await loop.create_server(Silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        c = make_courier(port, timeout=0.3)
+        result = await send(c)
+        await bounded(c.close())
+    finally:
+        server.close()
+        for t in transports:
+            t.close()
+        await bounded(server.wait_closed())
+    assert (result.outcome, result.code) == (Outcome.TEMPORARY, 451)
+    assert result.reply == f"451 4.4.1 connection to 127.0.0.1:{port} failed: timed out"
+
+
+async def test_cancelled_while_connecting_leaves_nothing_open() -> None:
+    loop = asyncio.get_running_loop()
+    transports: list[asyncio.BaseTransport] = []
+    lost = asyncio.Event()
+
+    class Silent(asyncio.Protocol):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            transports.append(transport)
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            lost.set()
+
+    server = await loop.create_server(Silent, "127.0.0.1", 0)
+    c = make_courier(server.sockets[0].getsockname()[1], timeout=5)
+    try:
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(c.deliver("a@example.org", "b@example.net", MESSAGE), 0.2)
+        await bounded(lost.wait(), 5)  # the courier closed its half-made connection
+    finally:
+        server.close()
+        for t in transports:
+            t.close()
+        await bounded(server.wait_closed())
+
+
+# -- STARTTLS ---------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def server_tls() -> ssl.SSLContext:
+    ca = trustme.CA()
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1", "localhost").configure_cert(ctx)
+    return ctx
+
+
+@pytest.fixture
+async def tls_upstream(server_tls: ssl.SSLContext) -> AsyncIterator[Upstream]:
+    up = await Upstream(tls_context=server_tls).start()
+    yield up
+    await up.stop()
+
+
+async def test_starttls_required_but_not_offered_is_temporary(upstream: Upstream) -> None:
+    c = make_courier(upstream.port, starttls="required")
+    result = await send(c)
+    await bounded(c.close())
+    assert (result.outcome, result.code, result.status) == (Outcome.TEMPORARY, 451, "4.7.4")
+    assert "TLS is required, but was not offered" in result.reply
+    assert upstream.messages == []
+
+
+async def test_opportunistic_without_starttls_sends_in_clear(upstream: Upstream) -> None:
+    c = make_courier(upstream.port, starttls="opportunistic", tls_verify=True)
+    result = await send(c)
+    await bounded(c.close())
+    assert result.ok
+    assert not upstream.messages[0].tls
+
+
+@pytest.mark.parametrize("policy", ["opportunistic", "required"])
+async def test_starttls_without_verification_encrypts(
+        tls_upstream: Upstream, policy: Literal["opportunistic", "required"]) -> None:
+    c = make_courier(tls_upstream.port, starttls=policy, tls_verify=False)
+    first = await send(c)
+    second = await send(c, "c@example.net")
+    await bounded(c.close())
+    assert first.ok
+    assert second.ok
+    assert [m.tls for m in tls_upstream.messages] == [True, True]
+    assert tls_upstream.connections == 1
+
+
+async def test_starttls_off_stays_in_clear(tls_upstream: Upstream) -> None:
+    c = make_courier(tls_upstream.port, starttls="off")
+    assert (await send(c)).ok
+    await bounded(c.close())
+    assert not tls_upstream.messages[0].tls
+
+
+async def test_unverifiable_certificate_is_temporary(tls_upstream: Upstream) -> None:
+    c = make_courier(tls_upstream.port, starttls="opportunistic", tls_verify=True)
+    result = await send(c)
+    await bounded(c.close())
+    assert (result.outcome, result.code, result.status) == (Outcome.TEMPORARY, 451, "4.7.5")
+    assert result.reply.startswith(f"451 4.7.5 TLS handshake with 127.0.0.1:{tls_upstream.port}"
+                                   " failed: certificate verification failed")
+    assert "Traceback" not in result.reply
+    assert tls_upstream.messages == []
+
+
+# -- SMTPUTF8 and 8BITMIME -----------------------------------------------------------
+
+UTF8_MESSAGE = "Subject: h\u00e9llo\r\n\r\nbody\r\n".encode()
+
+
+async def test_smtputf8_offered_is_used(upstream: Upstream, courier: SmtpCourier) -> None:
+    result = await bounded(courier.deliver("a@example.org", "\u00fcser@example.net",
+                                           UTF8_MESSAGE, smtputf8=True))
+    assert result.ok
+    [msg] = upstream.messages
+    assert "SMTPUTF8" in msg.mail_options
+    assert msg.rcpt_tos == ["\u00fcser@example.net"]
+    assert msg.content == UTF8_MESSAGE
+
+
+async def test_smtputf8_needed_but_not_offered_is_permanent(ascii_upstream: Upstream) -> None:
+    c = make_courier(ascii_upstream.port)
+    result = await send(c, data=UTF8_MESSAGE, smtputf8=True)
+    await bounded(c.close())
+    assert (result.outcome, result.code, result.status) == (Outcome.PERMANENT, 554, "5.6.7")
+    assert "SMTPUTF8 is required" in result.reply
+    assert ascii_upstream.messages == []
+
+
+async def test_utf8_address_without_smtputf8_is_permanent(ascii_upstream: Upstream) -> None:
+    c = make_courier(ascii_upstream.port)
+    result = await send(c, "\u00fcser@example.net")
+    await bounded(c.close())
+    assert (result.outcome, result.status) == (Outcome.PERMANENT, "5.6.7")
+
+
+async def test_declared_smtputf8_on_ascii_mail_goes_without(ascii_upstream: Upstream) -> None:
+    c = make_courier(ascii_upstream.port)
+    result = await send(c, smtputf8=True)
+    await bounded(c.close())
+    assert result.ok
+    assert "SMTPUTF8" not in ascii_upstream.messages[0].mail_options
+
+
+def test_bad_settings_are_refused() -> None:
+    with pytest.raises(ValueError, match="starttls"):
+        SmtpCourier("h", 25, starttls="always", tls_verify=True,  # type: ignore[arg-type]
+                    timeout=1, helo_name="x")
+    with pytest.raises(ValueError, match="helo_name"):
+        SmtpCourier("h", 25, starttls="off", tls_verify=True, timeout=1, helo_name="a b")

@@ -1,0 +1,288 @@
+"""Real peers for end-to-end scenarios.
+
+* :class:`Upstream` — an aiosmtpd server in a thread that captures what the
+  proxy delivers and answers per recipient: local part ``reject...`` gets
+  ``550``, ``tempfail...`` always ``451``, ``flakyN...`` ``451`` for its first
+  N attempts and then ``250``.
+* :class:`Proxy` — the real ``beacon-proxy serve`` in a subprocess, with a
+  config file written for the test, its JSON log, ``stop()`` (SIGTERM) and
+  ``kill9()``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import quopri
+import re
+import signal
+import smtplib
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import SMTP, Envelope, Session
+
+T = TypeVar("T")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def wait_for(predicate: Callable[[], T], timeout: float = 20.0, what: str = "condition") -> T:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.05)
+
+
+@dataclass
+class Captured:
+    mail_from: str
+    rcpt_tos: list[str]
+    data: bytes
+
+
+@dataclass
+class _Handler:
+    messages: list[Captured] = field(default_factory=list)
+    attempts: dict[str, int] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope,
+                          address: str, rcpt_options: list[str]) -> str:
+        local = address.split("@")[0]
+        with self.lock:
+            n = self.attempts[address] = self.attempts.get(address, 0) + 1
+        if local.startswith("reject"):
+            return f"550 5.1.1 <{address}>: Recipient address rejected"
+        if local.startswith("tempfail"):
+            return "451 4.3.0 Temporary local problem, try again"
+        m = re.match(r"flaky(\d+)", local)
+        if m and n <= int(m.group(1)):
+            return "451 4.3.0 Greylisted, try again"
+        envelope.rcpt_tos.append(address)
+        return "250 2.1.5 OK"
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        with self.lock:
+            self.messages.append(
+                Captured(envelope.mail_from or "", list(envelope.rcpt_tos),
+                         envelope.original_content or b"")
+            )
+        return "250 2.0.0 OK captured"
+
+
+class Upstream:
+    """An SMTP server that captures deliveries (start/stop as often as needed)."""
+
+    def __init__(self, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.handler = _Handler()
+        self._controller: Controller | None = None
+
+    def start(self) -> Upstream:
+        self._controller = Controller(self.handler, hostname="127.0.0.1", port=self.port,
+                                      server_kwargs={"decode_data": False})
+        self._controller.start()
+        return self
+
+    def stop(self) -> None:
+        if self._controller is not None:
+            self._controller.stop()
+            self._controller = None
+
+    @property
+    def messages(self) -> list[Captured]:
+        with self.handler.lock:
+            return list(self.handler.messages)
+
+    def to(self, address: str) -> list[Captured]:
+        return [m for m in self.messages if address in m.rcpt_tos]
+
+
+class Proxy:
+    """``beacon-proxy serve`` as a subprocess in its own working directory."""
+
+    def __init__(self, workdir: Path, config: str = "", *, upstream: int | None = None) -> None:
+        self.workdir = workdir
+        self.smtp_port = free_port()
+        self.web_port = free_port()
+        self.log_path = workdir / "proxy.log.jsonl"
+        self.config_path = workdir / "beacon-proxy.toml"
+        base: dict[str, dict[str, Any]] = {
+            "smtp": {"listen": f"127.0.0.1:{self.smtp_port}", "hostname": "relay.test",
+                     "shutdown_timeout": 5},
+            "web": {"listen": f"127.0.0.1:{self.web_port}"},
+            "log": {"path": str(self.log_path), "level": "debug"},
+            "delivery": {"retry_min": 0.5, "retry_max": 1, "timeout": 10},
+        }
+        if upstream is not None:
+            base["delivery"]["upstream"] = f"smtp://127.0.0.1:{upstream}"
+        self.config_path.write_text(_merge_toml(base, config))
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, *, wait: bool = True) -> Proxy:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("BEACON_PROXY_")}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "beacon_proxy", "serve", "--config", str(self.config_path)],
+            cwd=self.workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        )
+        if wait:
+            wait_for(self._ready, 30, "the proxy to listen")
+        return self
+
+    def _ready(self) -> bool:
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            _, err = self.proc.communicate()
+            raise AssertionError(f"proxy exited {self.proc.returncode}: {err.decode()[-2000:]}")
+        return any(e["event"] == "started" for e in self.events()) and _connectable(
+            self.smtp_port)
+
+    def stop(self, timeout: float = 30) -> int:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        code = self.proc.wait(timeout)
+        self.proc.communicate()
+        return code
+
+    def kill9(self) -> None:
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait(10)
+        self.proc.communicate()
+
+    def events(self, name: str | None = None) -> list[dict[str, Any]]:
+        try:
+            lines = self.log_path.read_text().splitlines()
+        except FileNotFoundError:
+            return []
+        out = []
+        for line in lines:
+            with contextlib.suppress(ValueError):
+                rec = json.loads(line)
+                if name is None or rec.get("event") == name:
+                    out.append(rec)
+        return out
+
+    @contextlib.contextmanager
+    def smtp(self) -> Iterator[smtplib.SMTP]:
+        client = smtplib.SMTP("127.0.0.1", self.smtp_port, timeout=30)
+        try:
+            yield client
+        finally:
+            with contextlib.suppress(Exception):
+                client.quit()
+
+    def send(self, sender: str, recipients: list[str], data: bytes) -> str:
+        """Send one message; returns the queue id from the 250 reply."""
+        with self.smtp() as client:
+            client.ehlo("client.test")
+            client.mail(sender)
+            for rcpt in recipients:
+                code, msg = client.rcpt(rcpt)
+                assert code == 250, (code, msg)
+            code, msg = client.data(data)
+            assert code == 250, (code, msg)
+            m = re.search(rb"queued as (\w+)", msg)
+            assert m, msg
+            return m.group(1).decode()
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "beacon_proxy", *args, "--config", str(self.config_path)],
+            cwd=self.workdir, capture_output=True, text=True, timeout=60, check=False,
+        )
+
+
+def _connectable(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(1)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int | float):
+        return repr(v)
+    if isinstance(v, list):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    return json.dumps(str(v))
+
+
+def _merge_toml(base: dict[str, dict[str, Any]], extra: str) -> str:
+    """Base settings as TOML, with the test's own TOML text winning per key."""
+    import tomllib
+
+    override = tomllib.loads(extra)
+    out = []
+    for section in sorted(set(base) | set(override)):
+        values = {**base.get(section, {}), **override.get(section, {})}
+        tables = {k: v for k, v in values.items() if isinstance(v, dict)}
+        out.append(f"[{section}]")
+        out += [f"{k} = {_toml_value(v)}" for k, v in values.items() if k not in tables]
+        for name, table in tables.items():
+            out.append(f"[{section}.{name}]")
+            out += [f"{json.dumps(k)} = {_toml_value(v)}" for k, v in table.items()]
+    return "\n".join(out) + "\n"
+
+
+def newsletter(subject: str = "Our November news", n: int = 0) -> bytes:
+    """A small multipart/alternative newsletter with CRLF line endings."""
+    html = (
+        "<!DOCTYPE html><html><body><table><tr><td>"
+        "<h1>News</h1><p>Price: 5 &euro; &mdash; caf\u00e9</p>"
+        '<img src="https://t.example.com/open?id=abc123" width="1" height="1">'
+        "</td></tr></table>\n.leading dot line\n</body></html>"
+    )
+    text = f"""From: News <news@sender.example>
+To: subscribers@sender.example
+Subject: {subject} #{n}
+Message-ID: <news-{n}-{time.time_ns()}@sender.example>
+Date: Sat, 28 Nov 2026 10:00:00 +0000
+MIME-Version: 1.0
+Content-Type: multipart/alternative; boundary="b1"
+
+--b1
+Content-Type: text/plain; charset=utf-8
+Content-Transfer-Encoding: 8bit
+
+News. Price: 5 \u20ac, caf\u00e9.
+.leading dot line
+
+--b1
+Content-Type: text/html; charset=utf-8
+Content-Transfer-Encoding: quoted-printable
+
+{quopri.encodestring(html.encode("utf-8")).decode("ascii")}
+--b1--
+"""
+    return text.replace("\r\n", "\n").replace("\n", "\r\n").encode("utf-8")
+
+
+def strip_trace(data: bytes) -> bytes:
+    """The message without the first (our) Received header."""
+    assert data.startswith(b"Received: "), data[:80]
+    lines = data.split(b"\r\n")
+    i = 1
+    while lines[i].startswith((b"\t", b" ")):
+        i += 1
+    return b"\r\n".join(lines[i:])

@@ -1,0 +1,39 @@
+from __future__ import annotations
+
+from beacon_proxy.consent.policy import Policy
+from beacon_proxy.rewrite.step import TraceStep, received_header
+from beacon_proxy.spool.envelope import Envelope
+
+DATA = b"Subject: x\r\n\r\nbody\r\n"
+
+
+def _env(**kw: object) -> Envelope:
+    base: dict[str, object] = {"queue_id": "Q1", "sender": "a@x.org", "recipients": ("b@y.org",),
+                               "received_at": 0.0, "client_address": "192.0.2.1",
+                               "client_helo": "client.example"}
+    base.update(kw)
+    return Envelope(**base)  # type: ignore[arg-type]
+
+
+def test_trace_step_prepends_received_and_keeps_the_rest() -> None:
+    copy = TraceStep("relay.example").render(_env(), DATA, "b@y.org", Policy.REFUSED)
+    assert copy.data.endswith(DATA)
+    head = copy.data[: -len(DATA)].decode()
+    assert head == (
+        "Received: from client.example ([192.0.2.1])\r\n"
+        "\tby relay.example (beacon-proxy) with ESMTP id Q1\r\n"
+        "\tfor <b@y.org>; Thu, 01 Jan 1970 00:00:00 +0000\r\n"
+    )
+
+
+def test_hostile_values_cannot_inject_headers() -> None:
+    env = _env(client_helo="evil\r\nBcc: x@y.org", client_address="::1")
+    header = received_header(env, "b@y.org>\r\nX-Evil: 1", "relay.example")
+    assert header.count(b"\r\n") == 3
+    assert b"X-Evil: 1\r\n" not in header and b"\r\nBcc" not in header
+    assert b"[IPv6:::1]" in header
+
+
+def test_non_ascii_recipient_needs_smtputf8() -> None:
+    assert "ü".encode() in received_header(_env(smtputf8=True), "ü@y.org", "r")
+    assert received_header(_env(), "ü@y.org", "r").isascii()

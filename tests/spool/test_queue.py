@@ -1,0 +1,171 @@
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from beacon_proxy.spool.envelope import Envelope, new_queue_id
+from beacon_proxy.spool.queue import QueueEntry, Spool, SpoolCorruptError
+
+DATA = b"Subject: hi\r\n\r\nbody\r\n.line\r\n"
+
+
+def _env(*rcpts: str) -> Envelope:
+    return Envelope(new_queue_id(), "s@example.org", rcpts or ("a@example.net",),
+                    client_address="127.0.0.1", size=len(DATA))
+
+
+@pytest.fixture
+def spool(tmp_path: Path) -> Iterator[Spool]:
+    s = Spool(tmp_path / "spool")
+    s.open()
+    yield s
+    s.close()
+
+
+async def test_put_is_readable_and_recovered(spool: Spool) -> None:
+    env = _env("a@example.net", "b@example.net")
+    await spool.put(env, DATA)
+    assert not any(spool.tmp.iterdir())
+    (entry,) = await spool.recover()
+    assert entry.envelope == env
+    assert entry.state == "active"
+    assert entry.pending() == [0, 1]
+    assert await spool.read_data(entry) == DATA
+
+
+async def test_journal_keeps_final_states_across_restart(spool: Spool) -> None:
+    env = _env("a@example.net", "b@example.net", "c@example.net")
+    await spool.put(env, DATA)
+    await spool.record(env.queue_id, 0, "delivered", "250 ok")
+    await spool.record(env.queue_id, 1, "deferred", "451 later")
+    entry = QueueEntry.new(env)
+    entry.attempts, entry.next_attempt, entry.state = 1, 12345.0, "deferred"
+    await spool.finish_attempt(entry)
+    (back,) = await spool.recover()
+    assert back.state == "deferred"
+    assert [r.state for r in back.recipients] == ["delivered", "deferred", "pending"]
+    assert back.recipients[1].reply == "451 later"
+    assert back.pending() == [1, 2]
+    assert (back.attempts, back.next_attempt) == (1, 12345.0)
+    assert await spool.read_data(back) == DATA
+
+
+async def test_final_state_is_never_undone(spool: Spool) -> None:
+    env = _env()
+    await spool.put(env, DATA)
+    await spool.record(env.queue_id, 0, "delivered", "250 ok")
+    await spool.record(env.queue_id, 0, "deferred", "451 late duplicate")
+    (back,) = await spool.recover()
+    assert back.recipients[0].state == "delivered"
+
+
+async def test_torn_last_journal_line_is_ignored(spool: Spool) -> None:
+    env = _env("a@example.net", "b@example.net")
+    await spool.put(env, DATA)
+    await spool.record(env.queue_id, 0, "delivered", "250 ok")
+    with (spool.journal / f"{env.queue_id}.log").open("ab") as fh:
+        fh.write(b'{"r":1,"s":"deliv')
+    (back,) = await spool.recover()
+    assert [r.state for r in back.recipients] == ["delivered", "pending"]
+
+
+async def test_remove_forgets_message_and_journal(spool: Spool) -> None:
+    env = _env()
+    await spool.put(env, DATA)
+    await spool.record(env.queue_id, 0, "deferred", "451")
+    await spool.remove(env.queue_id)
+    assert await spool.recover() == []
+    assert not any(spool.journal.iterdir())
+
+
+async def test_recovery_cleans_tmp_and_orphan_journals(spool: Spool) -> None:
+    (spool.tmp / "HALFWRITTEN").write_bytes(b"BEACONQ1 10 10\n{")
+    (spool.journal / "GONE.log").write_text('{"r":0,"s":"delivered"}\n')
+    assert await spool.recover() == []
+    assert not any(spool.tmp.iterdir())
+    assert not any(spool.journal.iterdir())
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        b"",
+        b"garbage\n",
+        b"BEACONQ1 5 3\n{\"a\":\n",  # truncated
+        b"BEACONQ1 2 3\n{}\nabc",  # not an envelope
+        b"BEACONQ1 x y\n",
+    ],
+)
+async def test_unreadable_item_moves_to_corrupt(spool: Spool, content: bytes) -> None:
+    good = _env()
+    await spool.put(good, DATA)
+    (spool.root / "active" / "BAD0000000000000").write_bytes(content)
+    entries = await spool.recover()
+    assert [e.queue_id for e in entries] == [good.queue_id]
+    assert (spool.corrupt / "BAD0000000000000").read_bytes() == content
+
+
+async def test_truncated_data_is_corrupt(spool: Spool) -> None:
+    env = _env()
+    await spool.put(env, DATA)
+    path = spool.root / "active" / env.queue_id
+    path.write_bytes(path.read_bytes()[:-3])
+    assert await spool.recover() == []
+    assert (spool.corrupt / env.queue_id).exists()
+
+
+async def test_read_data_reports_corruption(spool: Spool) -> None:
+    env = _env()
+    await spool.put(env, DATA)
+    (entry,) = await spool.recover()
+    path = spool.root / "active" / env.queue_id
+    path.write_bytes(path.read_bytes()[:-1])
+    with pytest.raises(SpoolCorruptError):
+        await spool.read_data(entry)
+    await spool.quarantine(env.queue_id, "test")
+    assert (spool.corrupt / env.queue_id).exists()
+
+
+async def test_put_failure_leaves_nothing_behind(spool: Spool) -> None:
+    env = _env()
+    os.rmdir(spool.root / "active")
+    (spool.root / "active").write_bytes(b"not a directory")
+    with pytest.raises(OSError):
+        await spool.put(env, DATA)
+    assert not any(spool.tmp.iterdir())
+
+
+async def test_put_refuses_a_duplicate_id(spool: Spool) -> None:
+    env = _env()
+    (spool.tmp / env.queue_id).write_bytes(b"")
+    with pytest.raises(FileExistsError):
+        await spool.put(env, DATA)
+
+
+async def test_sync_readers(spool: Spool) -> None:
+    env = _env()
+    await spool.put(env, DATA)
+    (entry,) = spool.list_sync()
+    assert entry.queue_id == env.queue_id
+    found = spool.find_sync(env.queue_id)
+    assert found is not None and spool.read_data_sync(found) == DATA
+    assert spool.find_sync("NOPE") is None
+
+
+def test_envelope_round_trip_and_rejects_junk() -> None:
+    env = _env("ü@example.net")
+    assert Envelope.from_json(env.to_json()) == env
+    for junk in (b"[]", b'{"queue_id": "x"}', json.dumps({"recipients": "a"}).encode()):
+        with pytest.raises(ValueError):
+            Envelope.from_json(junk)
+
+
+def test_queue_ids_are_unique_and_ordered() -> None:
+    ids = [new_queue_id() for _ in range(1000)]
+    assert len(set(ids)) == 1000
+    assert all(i.isalnum() and len(i) == 16 for i in ids)
+    assert new_queue_id(10**18) > new_queue_id(10**17)

@@ -1,0 +1,33 @@
+"""The code base stays ruff- and mypy --strict-clean (part of the test run)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _run(*cmd: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600,
+                          check=False)
+
+
+def test_ruff_is_clean() -> None:
+    result = _run(sys.executable, "-m", "ruff", "check", "beacon_proxy", "tests")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_mypy_strict_is_clean() -> None:
+    result = _run(sys.executable, "-m", "mypy")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_public_modules_declare_their_api() -> None:
+    missing = [
+        str(p.relative_to(ROOT))
+        for p in sorted((ROOT / "beacon_proxy").rglob("*.py"))
+        if p.name not in ("__init__.py", "__main__.py") and "__all__" not in p.read_text()
+    ]
+    assert missing == []
