@@ -24,6 +24,7 @@ import contextlib
 import heapq
 import itertools
 import logging
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -43,11 +44,17 @@ __all__ = ["Scheduler"]
 log = logging.getLogger(__name__)
 
 _THREAD_RENDER_BYTES = 1 << 20  # render big messages off the event loop
-_ERROR_RETRY = 60.0  # seconds before retrying a message whose attempt crashed
+_ERROR_RETRY = 60.0
+_MESSAGE_ID = re.compile(rb"^Message-ID:[ \t]*(<[!-~]{1,250}>)\r?$", re.MULTILINE | re.IGNORECASE)  # seconds before retrying a message whose attempt crashed
 
 
 def _iso(ts: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
+
+
+def _message_id(message: bytes) -> str | None:
+    m = _MESSAGE_ID.search(message, 0, message.find(b"\r\n\r\n"))
+    return m.group(1).decode("ascii") if m else None
 
 
 def _site_failure(result: Result) -> bool:
@@ -306,6 +313,7 @@ class Scheduler:
                 client_address="127.0.0.1",
                 client_helo=self.hostname,
                 protocol="local",
+                message_id=_message_id(dsn),
                 size=len(dsn),
                 smtputf8=not env.sender.isascii(),
                 body_type="8BITMIME",

@@ -20,6 +20,7 @@ __all__ = ["hash_password", "is_password_hash", "verify_password"]
 
 _SCHEME = "scrypt"
 _DKLEN = 32
+_MAXMEM = 2**27  # scrypt needs about 128 * n * r * p bytes; refuse settings above this
 
 
 def _b64(data: bytes) -> str:
@@ -32,8 +33,16 @@ def _unb64(text: str) -> bytes:
 
 def hash_password(password: str, *, n: int = 2**14, r: int = 8, p: int = 1) -> str:
     salt = os.urandom(16)
-    digest = hashlib.scrypt(password.encode("utf-8"), salt=salt, n=n, r=r, p=p, dklen=_DKLEN)
+    if not _cost_ok(n, r, p):
+        raise ValueError(f"scrypt parameters n={n} r={r} p={p} need too much memory")
+    digest = hashlib.scrypt(password.encode("utf-8"), salt=salt, n=n, r=r, p=p, dklen=_DKLEN,
+                            maxmem=_MAXMEM)
     return f"{_SCHEME}${n}${r}${p}${_b64(salt)}${_b64(digest)}"
+
+
+def _cost_ok(n: int, r: int, p: int) -> bool:
+    return n >= 2 and not n & (n - 1) and 1 <= r <= 64 and 1 <= p <= 16 and (
+        130 * n * r * p <= _MAXMEM)
 
 
 def _parse(hashed: str) -> tuple[int, int, int, bytes, bytes] | None:
@@ -45,7 +54,7 @@ def _parse(hashed: str) -> tuple[int, int, int, bytes, bytes] | None:
         salt, digest = _unb64(parts[4]), _unb64(parts[5])
     except ValueError:
         return None
-    if n < 2 or n & (n - 1) or not 1 <= r <= 64 or not 1 <= p <= 16 or len(digest) != _DKLEN:
+    if not _cost_ok(n, r, p) or len(digest) != _DKLEN:
         return None
     return n, r, p, salt, digest
 
@@ -61,5 +70,5 @@ def verify_password(password: str | bytes, hashed: str) -> bool:
         return False
     n, r, p, salt, digest = parsed
     secret = password.encode("utf-8") if isinstance(password, str) else password
-    candidate = hashlib.scrypt(secret, salt=salt, n=n, r=r, p=p, dklen=_DKLEN, maxmem=2**27)
+    candidate = hashlib.scrypt(secret, salt=salt, n=n, r=r, p=p, dklen=_DKLEN, maxmem=_MAXMEM)
     return hmac.compare_digest(candidate, digest)

@@ -83,7 +83,7 @@ class _Handler:
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         with self.lock:
             self.messages.append(
-                Captured(envelope.mail_from or "", list(envelope.rcpt_tos),
+                Captured((envelope.mail_from or "").strip("<>"), list(envelope.rcpt_tos),
                          envelope.original_content or b"")
             )
         return "250 2.0.0 OK captured"
@@ -99,7 +99,7 @@ class Upstream:
 
     def start(self) -> Upstream:
         self._controller = Controller(self.handler, hostname="127.0.0.1", port=self.port,
-                                      server_kwargs={"decode_data": False})
+                                      decode_data=False)
         self._controller.start()
         return self
 

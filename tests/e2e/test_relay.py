@@ -113,17 +113,16 @@ def test_queue_survives_kill9_and_delivers_exactly_once(
 def test_recipient_delivered_before_a_crash_is_not_sent_again(
     tmp_path: Path, upstream: Upstream, proxies: list[Proxy]
 ) -> None:
-    proxy = _proxy(proxies, tmp_path, "[delivery]\nretry_min = 60\nretry_max = 60",
+    proxy = _proxy(proxies, tmp_path, "[delivery]\nretry_min = 3\nretry_max = 3",
                    upstream=upstream.port)
     qid = proxy.send("news@sender.example", ["ann@example.net", "flaky1@example.net"],
                      newsletter())
     wait_for(lambda: proxy.events("deferred"), what="a deferral")
     assert len(upstream.to("ann@example.net")) == 1
     proxy.kill9()
-    # Restart with short retries: the deferred recipient goes, the delivered one does not.
-    restarted = Proxy(tmp_path, "[delivery]\nretry_min = 0.5", upstream=upstream.port)
-    proxies.append(restarted)
-    restarted.start()
+    # After the restart the deferred recipient goes (at its journaled retry time),
+    # the delivered one does not.
+    restarted = _proxy(proxies, tmp_path, upstream=upstream.port)
     wait_for(lambda: upstream.to("flaky1@example.net"), what="the retried recipient")
     wait_for(lambda: restarted.cli("queue", "show", qid).returncode != 0, what="message done")
     assert len(upstream.to("ann@example.net")) == 1
@@ -208,7 +207,7 @@ def test_client_outside_allow_networks_cannot_relay(
         assert client.mail("spammer@example.com")[0] == 250
         code, msg = client.rcpt("victim@example.net")
         assert 500 <= code < 600, (code, msg)
-        assert client.data(b"Subject: x\r\n\r\nspam\r\n")[0] >= 500
+        assert client.docmd("DATA")[0] == 503  # no valid recipient
     rejected = proxy.events("rejected")
     assert rejected and rejected[0]["stage"] == "RCPT"
     assert upstream.messages == []

@@ -1,0 +1,81 @@
+"""Checks on the message bytes received in DATA, and values taken from them.
+
+The header section is the bytes up to and including the first empty line's
+CRLF (all of the message when there is none).  Nothing here changes the
+message: the spool gets exactly the bytes the client sent.
+
+    >>> msg = b"Subject: hi\\r\\nMessage-ID:\\r\\n <1@example.org>\\r\\n\\r\\nbody\\n"
+    >>> header_section(msg, 1024)
+    b'Subject: hi\\r\\nMessage-ID:\\r\\n <1@example.org>\\r\\n'
+    >>> has_bare_cr_or_lf(b"Subject: a\\nBcc: x\\r\\n"), message_id(header_section(msg, 1024))
+    (True, '<1@example.org>')
+"""
+
+from __future__ import annotations
+
+import re
+
+__all__ = ["has_bare_cr_or_lf", "header_section", "message_id", "printable_ascii"]
+
+MAX_HEADER_LINE = 998  # RFC 5322 2.1.1
+
+_NOT_PRINTABLE = re.compile(r"[^\x20-\x7e]")
+_MESSAGE_ID = re.compile(rb"message-id[ \t]*:", re.IGNORECASE)
+
+
+def header_section(data: bytes, limit: int) -> bytes | None:
+    """The header section of ``data``, or ``None`` when it is longer than ``limit``.
+
+    Only the first ``limit`` bytes (plus the separator) are searched.
+    """
+    if data.startswith(b"\r\n"):
+        return b""
+    end = data.find(b"\r\n\r\n", 0, limit + 2)
+    if end >= 0:
+        return data[: end + 2]
+    return data if len(data) <= limit else None
+
+
+def has_bare_cr_or_lf(header: bytes) -> bool:
+    """True if a CR or LF appears other than as part of a CRLF pair."""
+    rest = header.replace(b"\r\n", b"")
+    return b"\r" in rest or b"\n" in rest
+
+
+def message_id(header: bytes) -> str | None:
+    """The first Message-ID field's value: unfolded, stripped, printable ASCII.
+
+    ``None`` when there is none, or when the value is empty, longer than
+    998 characters or not printable ASCII.  ``header`` must be free of bare
+    CR/LF (see :func:`has_bare_cr_or_lf`).
+    """
+    lines = header.split(b"\r\n")
+    for i, line in enumerate(lines):
+        m = _MESSAGE_ID.match(line)
+        if m is None:
+            continue
+        parts = [line[m.end() :]]
+        for cont in lines[i + 1 :]:
+            if not cont.startswith((b" ", b"\t")):
+                break
+            parts.append(cont)
+            if sum(map(len, parts)) > MAX_HEADER_LINE:
+                return None
+        value = b"".join(parts).strip(b" \t")
+        if not value or len(value) > MAX_HEADER_LINE:
+            return None
+        try:
+            text = value.decode("ascii")
+        except UnicodeDecodeError:
+            return None
+        return None if _NOT_PRINTABLE.search(text) else text
+    return None
+
+
+def printable_ascii(text: str, limit: int = 255) -> str:
+    """``text`` with each character outside printable ASCII replaced by ``?``, cut to ``limit``.
+
+    >>> printable_ascii("mx.example.org\\udcff\\x00")
+    'mx.example.org??'
+    """
+    return _NOT_PRINTABLE.sub("?", text[:limit])

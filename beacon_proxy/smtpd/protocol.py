@@ -1,0 +1,211 @@
+"""One client connection: aiosmtpd's ``SMTP`` protocol plus this stage's bookkeeping.
+
+aiosmtpd parses the protocol and calls the handler's hooks; this subclass only
+adds what a server needs around that:
+
+* connection tracking for the session gauge, ``max_connections`` and a
+  graceful stop (:class:`Connections`);
+* knowing when a connection is inside DATA, so stopping can wait for it;
+* one place where every 4xx/5xx reply is logged and counted, whoever wrote it
+  (the handler or aiosmtpd itself), with aiosmtpd's size replies reworded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import functools
+from collections.abc import Awaitable, Callable
+from typing import Any, AnyStr
+
+from aiosmtpd.smtp import SMTP, Session
+
+from beacon_proxy import metrics
+from beacon_proxy.smtpd.replies import (
+    SHUTTING_DOWN,
+    TOO_MANY_CONNECTIONS,
+    log_rejection,
+    loggable,
+    rewrite_library_reply,
+)
+
+__all__ = ["Connections", "SmtpProtocol", "peer_ip"]
+
+_Command = Callable[[str | None], Awaitable[None]]
+
+
+def peer_ip(peer: Any) -> str:
+    """The IP address from a socket peer name (``(host, port, ...)``)."""
+    if isinstance(peer, tuple) and peer:
+        return str(peer[0])
+    return "" if peer is None else str(peer)
+
+
+class QuietSession(Session):
+    """aiosmtpd's session minus the deprecation warning logged on every AUTH.
+
+    aiosmtpd itself sets ``login_data`` after each successful AUTH, and the
+    base class logs a warning each time it does.
+    """
+
+    @property
+    def login_data(self) -> Any:
+        return self._login_data
+
+    @login_data.setter
+    def login_data(self, value: Any) -> None:
+        self._login_data = value
+
+
+class Connections:
+    """The open connections of one server: limit, stopping flag, change notices."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.stopping = False
+        self._open: set[SmtpProtocol] = set()
+        self._changed = asyncio.Event()
+
+    def __len__(self) -> int:
+        return len(self._open)
+
+    def admit(self, conn: SmtpProtocol) -> str | None:
+        """Register ``conn``; returns the refusal reply when it may not stay."""
+        if self.stopping:
+            return SHUTTING_DOWN
+        if len(self._open) >= self.limit:
+            return TOO_MANY_CONNECTIONS
+        self._open.add(conn)
+        metrics.SMTP_SESSIONS.inc()
+        return None
+
+    def release(self, conn: SmtpProtocol) -> None:
+        if conn in self._open:
+            self._open.remove(conn)
+            metrics.SMTP_SESSIONS.dec()
+            self.notify()
+
+    def notify(self) -> None:
+        """Wake :meth:`wait_until` to check its condition again."""
+        self._changed.set()
+
+    def in_data(self) -> int:
+        return sum(1 for conn in self._open if conn.in_data)
+
+    def shutdown(self, *, idle_only: bool) -> None:
+        """Answer ``421`` and close every connection (or every one not in DATA)."""
+        for conn in list(self._open):
+            if not (idle_only and conn.in_data):
+                conn.shutdown()
+
+    async def wait_until(self, done: Callable[[], bool], deadline: float) -> bool:
+        """Wait until ``done()`` is true or the loop clock reaches ``deadline``."""
+        loop = asyncio.get_running_loop()
+        while not done():
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return False
+            self._changed.clear()
+            try:
+                await asyncio.wait_for(self._changed.wait(), remaining)
+            except TimeoutError:
+                return done()
+        return True
+
+
+class SmtpProtocol(SMTP):
+    """aiosmtpd's SMTP protocol for one connection, tracked in :class:`Connections`."""
+
+    def __init__(self, handler: object, connections: Connections, **kwargs: Any) -> None:
+        self.connections = connections
+        self.in_data = False
+        self.stage = ""  # the command being answered ("MAIL"), for rejection logs
+        self.log_fields: dict[str, Any] = {}  # context the handler adds to rejection logs
+        self._admitted = False
+        self._refused = False
+        super().__init__(handler, **kwargs)
+        # aiosmtpd keeps these limits in one class-level dict shared by all
+        # connections (and grows it on every EHLO); give each connection its own.
+        self.command_size_limits = collections.defaultdict(lambda: SMTP.command_size_limit)
+        self._smtp_methods = {
+            name: self._tracked(name, method) for name, method in self._smtp_methods.items()
+        }
+
+    def _create_session(self) -> Session:
+        return QuietSession(self.loop)
+
+    def _tracked(self, name: str, method: _Command) -> _Command:
+        @functools.wraps(method)  # keeps the __smtp_syntax__ attributes HELP reads
+        async def run(arg: str | None) -> None:
+            self.stage = name
+            mail_from = self.envelope.mail_from if self.envelope is not None else None
+            self.log_fields = {"sender": _sender(mail_from)}
+            await method(arg)
+            self.stage = ""
+
+        return run
+
+    def client_ip(self) -> str:
+        return peer_ip(self.session.peer if self.session is not None else None)
+
+    # -- connection life cycle ------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # Called again after STARTTLS with the TLS transport: already admitted.
+        if not self._admitted:
+            refusal = self.connections.admit(self)
+            if refusal is not None:
+                self._refused = True
+                if refusal == TOO_MANY_CONNECTIONS:
+                    ip = peer_ip(transport.get_extra_info("peername"))
+                    log_rejection("CONNECT", refusal, client_address=ip)
+                if isinstance(transport, asyncio.WriteTransport):
+                    transport.write(refusal.encode("ascii") + b"\r\n")
+                transport.close()
+                return
+            self._admitted = True
+        super().connection_made(transport)
+
+    def connection_lost(self, error: Exception | None) -> None:
+        if self._refused:
+            return  # aiosmtpd never saw this connection
+        self.connections.release(self)
+        super().connection_lost(error)
+
+    def shutdown(self) -> None:
+        """Answer ``421 4.3.2`` and close, whatever the session is doing."""
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        if isinstance(transport, asyncio.WriteTransport):
+            transport.write(SHUTTING_DOWN.encode("ascii") + b"\r\n")
+        transport.close()
+
+    # -- commands ---------------------------------------------------------------
+
+    async def smtp_DATA(self, arg: str) -> None:
+        self.in_data = True
+        try:
+            await super().smtp_DATA(arg)
+        finally:
+            self.in_data = False
+            self.connections.notify()
+        if self.connections.stopping:
+            self.shutdown()
+
+    async def push(self, status: AnyStr) -> None:
+        if isinstance(status, str) and status[:1] in ("4", "5"):
+            reply = rewrite_library_reply(status)
+            log_rejection(self.stage or "COMMAND", reply,
+                          **{"client_address": self.client_ip(), **self.log_fields})
+            await super().push(reply)
+        else:
+            await super().push(status)
+
+
+def _sender(mail_from: str | None) -> str | None:
+    if mail_from is None:
+        return None
+    return "" if mail_from == "<>" else loggable(mail_from)
+
+

@@ -1,0 +1,98 @@
+"""The SMTP replies this stage sends, and how a refusal is recorded.
+
+Every 4xx/5xx reply is logged as a ``rejected`` event and counted in
+``beacon_proxy_smtp_rejections_total{stage, code}`` by :func:`log_rejection`
+(``stage`` is the command: ``CONNECT``, ``MAIL``, ``RCPT``, ``DATA``, ``AUTH``, ...);
+the protocol calls it for each refusal it sends, whoever wrote the reply.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from beacon_proxy import metrics
+from beacon_proxy.log import event
+
+__all__ = [
+    "AUTH_TEMPFAIL",
+    "BARE_CR_LF",
+    "HEADER_TOO_BIG",
+    "MESSAGE_TOO_BIG",
+    "NULL_RECIPIENT",
+    "OK_RECIPIENT",
+    "OK_SENDER",
+    "SHUTTING_DOWN",
+    "TEMPFAIL",
+    "TOO_MANY_CONNECTIONS",
+    "TOO_MANY_RECIPIENTS",
+    "bad_recipient",
+    "bad_sender",
+    "log_rejection",
+    "loggable",
+    "queued",
+    "relay_denied",
+    "rewrite_library_reply",
+]
+
+OK_SENDER = "250 2.1.0 Ok"
+OK_RECIPIENT = "250 2.1.5 Ok"
+TEMPFAIL = "451 4.3.0 Temporary failure, please try again later"
+AUTH_TEMPFAIL = "454 4.7.0 Temporary authentication failure"
+TOO_MANY_RECIPIENTS = "452 4.5.3 Too many recipients"
+TOO_MANY_CONNECTIONS = "421 4.7.0 Too many connections"
+SHUTTING_DOWN = "421 4.3.2 Service shutting down"
+MESSAGE_TOO_BIG = "552 5.3.4 Message size exceeds fixed limit"
+HEADER_TOO_BIG = "552 5.3.4 Message header size exceeds limit"
+BARE_CR_LF = "554 5.6.0 Bare CR or LF in message header not allowed"
+NULL_RECIPIENT = "553 5.1.3 Null recipient address <> not allowed"
+
+# aiosmtpd's own texts for the size limit, in the form we want to answer.
+_LIBRARY_REWRITES = {
+    "552 Error: message size exceeds fixed maximum message size": MESSAGE_TOO_BIG,
+    "552 Error: Too much mail data": MESSAGE_TOO_BIG,
+}
+
+
+def queued(queue_id: str) -> str:
+    return f"250 2.0.0 Ok: queued as {queue_id}"
+
+
+def relay_denied(recipient: str) -> str:
+    return f"554 5.7.1 <{recipient}>: Relay access denied"
+
+
+def bad_sender(reason: str) -> str:
+    code = "553 5.6.7" if reason.startswith("non-ASCII") else "501 5.1.7"
+    return f"{code} Bad sender address syntax: {reason}"
+
+
+def bad_recipient(reason: str) -> str:
+    code = "553 5.6.7" if reason.startswith("non-ASCII") else "501 5.1.3"
+    return f"{code} Bad recipient address syntax: {reason}"
+
+
+def rewrite_library_reply(reply: str) -> str:
+    """Replace an aiosmtpd reply text with ours where we have a better one."""
+    return _LIBRARY_REWRITES.get(reply, reply)
+
+
+def loggable(text: str, limit: int = 320) -> str:
+    """``text`` made safe for a log field: bounded, and any invalid UTF-8 spelled out.
+
+    >>> loggable("a\\udcffb@example.org")
+    'a\\\\udcffb@example.org'
+    """
+    return text[:limit].encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def log_rejection(stage: str, reply: str, **fields: Any) -> None:
+    """Record one refusal: a ``rejected`` event (info) and the rejections counter."""
+    code, _, text = reply.partition(" ")
+    reason = text
+    head, _, tail = text.partition(" ")
+    if head[:1].isdigit() and head.count(".") == 2:  # drop the enhanced status code
+        reason = tail
+    metrics.SMTP_REJECTIONS.labels(stage, code).inc()
+    event("rejected", logging.INFO, stage=stage, code=int(code) if code.isdigit() else code,
+          reason=fields.pop("reason", None) or reason, **fields)

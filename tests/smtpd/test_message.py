@@ -1,0 +1,79 @@
+from __future__ import annotations
+
+import pytest
+
+from beacon_proxy.smtpd.message import (
+    has_bare_cr_or_lf,
+    header_section,
+    message_id,
+    printable_ascii,
+)
+
+
+def test_header_section_ends_after_first_empty_line() -> None:
+    msg = b"A: 1\r\nB: 2\r\n\r\nbody\r\n\r\nmore\r\n"
+    assert header_section(msg, 1024) == b"A: 1\r\nB: 2\r\n"
+
+
+def test_header_section_without_body_is_the_whole_message() -> None:
+    assert header_section(b"A: 1\r\n", 1024) == b"A: 1\r\n"
+    assert header_section(b"", 1024) == b""
+
+
+def test_empty_header_section() -> None:
+    assert header_section(b"\r\nbody\r\n", 1024) == b""
+
+
+def test_header_section_limit_is_inclusive() -> None:
+    header = b"X: " + b"a" * 13 + b"\r\n"  # 18 bytes
+    assert header_section(header + b"\r\nbody", 18) == header
+    assert header_section(header + b"\r\nbody", 17) is None
+    assert header_section(header, 18) == header
+    assert header_section(header, 17) is None
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        b"Subject: a\nBcc: x@example.org\r\n",
+        b"Subject: a\rBcc: x@example.org\r\n",
+        b"Subject: a\r\r\n",
+        b"Subject: a\r\n\n",
+        b"\n",
+    ],
+)
+def test_bare_cr_or_lf(header: bytes) -> None:
+    assert has_bare_cr_or_lf(header)
+
+
+def test_crlf_only_is_fine() -> None:
+    assert not has_bare_cr_or_lf(b"Subject: a\r\n b\r\nTo: x\r\n")
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        (b"Message-ID: <a@b>\r\n", "<a@b>"),
+        (b"message-id:<a@b>\r\n", "<a@b>"),
+        (b"MESSAGE-ID :  <a@b>  \r\n", "<a@b>"),
+        (b"Message-ID:\r\n <folded@example.org>\r\nTo: x\r\n", "<folded@example.org>"),
+        (b"Message-ID:\r\n\t<tab@example.org>\r\n", "<tab@example.org>"),
+        (b"Message-ID: <a@\r\n\tb>\r\n", None),  # a tab inside is not printable
+        (b"Message-ID: <first@x>\r\nMessage-ID: <second@x>\r\n", "<first@x>"),
+        (b"X-Message-ID: <no@x>\r\n", None),
+        (b"Subject: hi\r\n", None),
+        (b"Message-ID:\r\n", None),
+        (b"Message-ID: <\xc3\xbc@x>\r\n", None),
+        (b"Message-ID: <a\x01@x>\r\n", None),
+        (b"Message-ID: <" + b"a" * 1000 + b">\r\n", None),
+        (b"Message-ID: <a\r\n" + b" b" * 600 + b">\r\n", None),
+    ],
+)
+def test_message_id(header: bytes, expected: str | None) -> None:
+    assert message_id(header) == expected
+
+
+def test_printable_ascii() -> None:
+    assert printable_ascii("mail.example.org") == "mail.example.org"
+    assert printable_ascii("a\x00b\r\nc\udcffü") == "a?b??c??"
+    assert printable_ascii("x" * 300) == "x" * 255

@@ -1,0 +1,165 @@
+"""SmtpServer: binding, connection limits, graceful stop."""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+
+import pytest
+
+from beacon_proxy import metrics
+from beacon_proxy.config import Endpoint, SmtpConfig
+from beacon_proxy.smtpd import SmtpServer
+from beacon_proxy.smtpd.server import server_tls_context
+from tests.smtpd.client import RawClient
+from tests.smtpd.conftest import WAIT, FakeEnqueue, Running, Serve, Tls, events
+
+MESSAGE = b"Subject: x\r\n\r\nx\r\n.\r\n"
+
+
+def sessions() -> float:
+    return metrics.REGISTRY.get_sample_value("beacon_proxy_smtp_sessions") or 0.0
+
+
+async def start_transaction(running: Running) -> RawClient:
+    """A client whose message is sent and now waits in the (gated) enqueue."""
+    running.enqueue.gate = asyncio.Event()
+    client = await running.connect()
+    assert (await client.cmd("EHLO busy.client")).code == 250
+    assert (await client.cmd("MAIL FROM:<a@example.org>")).code == 250
+    assert (await client.cmd("RCPT TO:<b@example.org>")).code == 250
+    assert (await client.cmd("DATA")).code == 354
+    await client.send(MESSAGE)
+    await asyncio.wait_for(running.enqueue.started.wait(), WAIT)
+    return client
+
+
+async def test_port_zero_binds_a_free_port(serve: Serve) -> None:
+    running = await serve()
+    assert running.port > 0
+    client = await running.connect(greet=False)
+    assert (await client.reply()).text == "220 mx.test.example ESMTP beacon-proxy"
+
+
+async def test_port_before_start_is_an_error() -> None:
+    server = SmtpServer(SmtpConfig(listen=Endpoint("127.0.0.1", 0)), FakeEnqueue(),
+                        hostname="h")
+    with pytest.raises(RuntimeError):
+        _ = server.port
+
+
+async def test_start_twice_is_an_error(serve: Serve) -> None:
+    running = await serve()
+    with pytest.raises(RuntimeError):
+        await running.server.start()
+
+
+async def test_empty_hostname_means_fqdn() -> None:
+    server = SmtpServer(SmtpConfig(listen=Endpoint("127.0.0.1", 0)), FakeEnqueue(),
+                        hostname="")
+    await server.start()
+    try:
+        client = await RawClient.connect(server.port, greet=False)
+        banner = await client.reply()
+        assert banner.code == 220
+        assert banner.lines[0].split()[0]  # some host name
+        await client.close()
+    finally:
+        await server.stop(1)
+
+
+async def test_too_many_connections(serve: Serve, caplog: pytest.LogCaptureFixture) -> None:
+    running = await serve(max_connections=2)
+    base = sessions()
+    first = await running.connect()
+    second = await running.connect()
+    assert sessions() == base + 2
+    third = await running.connect(greet=False)
+    assert (await third.reply()).text == "421 4.7.0 Too many connections"
+    assert await third.at_eof()
+    [rejected] = events(caplog, "rejected")
+    assert rejected["stage"] == "CONNECT"
+    assert rejected["code"] == 421
+    assert (await first.cmd("QUIT")).code == 221
+    assert await first.at_eof()
+    for _ in range(100):
+        if sessions() == base + 1:
+            break
+        await asyncio.sleep(0.001)
+    assert sessions() == base + 1
+    fourth = await running.connect()  # room again
+    assert (await fourth.cmd("NOOP")).code == 250
+    assert (await second.cmd("NOOP")).code == 250
+
+
+async def test_stop_lets_a_transaction_in_data_finish(serve: Serve) -> None:
+    running = await serve()
+    busy = await start_transaction(running)
+    idle = await running.connect()
+    assert (await idle.cmd("EHLO idle.client")).code == 250
+
+    stopping = asyncio.ensure_future(running.server.stop(WAIT))
+    # the idle session is told at once; the listener is closed
+    assert (await idle.reply()).text == "421 4.3.2 Service shutting down"
+    assert await idle.at_eof()
+    with pytest.raises(OSError):
+        await RawClient.connect(running.port)
+    assert not stopping.done()
+
+    running.enqueue.release()
+    reply = await busy.reply()
+    [(envelope, _)] = running.enqueue.calls
+    assert reply.text == f"250 2.0.0 Ok: queued as {envelope.queue_id}"
+    assert (await busy.reply()).text == "421 4.3.2 Service shutting down"
+    assert await busy.at_eof()
+    await asyncio.wait_for(stopping, WAIT)
+
+
+async def test_stop_gives_up_after_timeout(serve: Serve) -> None:
+    running = await serve()
+    busy = await start_transaction(running)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    await asyncio.wait_for(running.server.stop(0.05), WAIT)
+    assert loop.time() - started < 2.0
+    assert (await busy.reply()).text == "421 4.3.2 Service shutting down"
+    assert await busy.at_eof()
+    # the enqueue was not cancelled: it completes once it can
+    running.enqueue.release()
+    await asyncio.wait_for(running.enqueue.finished.wait(), WAIT)
+    assert len(running.enqueue.calls) == 1
+
+
+async def test_stop_waits_for_enqueue_of_a_client_that_left(serve: Serve) -> None:
+    running = await serve()
+    busy = await start_transaction(running)
+    await busy.close()
+    await asyncio.sleep(0.01)  # the server notices the disconnect
+    stopping = asyncio.ensure_future(running.server.stop(WAIT))
+    await asyncio.sleep(0.01)
+    assert not stopping.done()
+    running.enqueue.release()
+    await asyncio.wait_for(stopping, WAIT)
+    assert len(running.enqueue.calls) == 1
+
+
+async def test_stop_with_no_sessions_is_quick(serve: Serve) -> None:
+    running = await serve()
+    await asyncio.wait_for(running.server.stop(30), 1.0)
+
+
+async def test_stop_closes_tls_sessions(serve: Serve, tls: Tls) -> None:
+    running = await serve(tls_cert=tls.cert, tls_key=tls.key)
+    client = await running.connect()
+    assert (await client.cmd("EHLO client.test")).code == 250
+    await client.starttls(tls.client)
+    await asyncio.wait_for(running.server.stop(1), WAIT)
+    assert (await client.reply()).text == "421 4.3.2 Service shutting down"
+
+
+def test_tls_context_is_server_side_tls12_or_later(tls: Tls) -> None:
+    ctx = server_tls_context(tls.cert, tls.key)
+    assert ctx.minimum_version >= ssl.TLSVersion.TLSv1_2
+    assert ctx.verify_mode == ssl.CERT_NONE
+    assert not ctx.check_hostname
+
