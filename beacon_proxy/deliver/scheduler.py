@@ -44,8 +44,8 @@ __all__ = ["Scheduler"]
 log = logging.getLogger(__name__)
 
 _THREAD_RENDER_BYTES = 1 << 20  # render big messages off the event loop
-_ERROR_RETRY = 60.0
-_MESSAGE_ID = re.compile(rb"^Message-ID:[ \t]*(<[!-~]{1,250}>)\r?$", re.MULTILINE | re.IGNORECASE)  # seconds before retrying a message whose attempt crashed
+_ERROR_RETRY = 60.0  # seconds before retrying a message whose attempt crashed
+_MESSAGE_ID = re.compile(rb"^Message-ID:[ \t]*(<[!-~]{1,250}>)\r?$", re.MULTILINE | re.IGNORECASE)
 
 
 def _iso(ts: float) -> str:

@@ -32,6 +32,7 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 T = TypeVar("T")
+ROOT = Path(__file__).resolve().parents[2]  # run the code under test, not an installed copy
 
 
 def free_port() -> int:
@@ -140,6 +141,7 @@ class Proxy:
 
     def start(self, *, wait: bool = True) -> Proxy:
         env = {k: v for k, v in os.environ.items() if not k.startswith("BEACON_PROXY_")}
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "beacon_proxy", "serve", "--config", str(self.config_path)],
             cwd=self.workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -209,6 +211,7 @@ class Proxy:
         return subprocess.run(
             [sys.executable, "-m", "beacon_proxy", *args, "--config", str(self.config_path)],
             cwd=self.workdir, capture_output=True, text=True, timeout=60, check=False,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
         )
 
 
