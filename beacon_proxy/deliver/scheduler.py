@@ -44,6 +44,7 @@ __all__ = ["Scheduler"]
 log = logging.getLogger(__name__)
 
 _THREAD_RENDER_BYTES = 1 << 20  # render big messages off the event loop
+_CACHE_BYTES = 64 << 20  # fresh messages kept in memory for their first attempt
 _ERROR_RETRY = 60.0  # seconds before retrying a message whose attempt crashed
 _MESSAGE_ID = re.compile(rb"^Message-ID:[ \t]*(<[!-~]{1,250}>)\r?$", re.MULTILINE | re.IGNORECASE)
 
@@ -97,6 +98,7 @@ class Scheduler:
         self._wake = asyncio.Event()
         self._entries: dict[str, QueueEntry] = {}
         self._data_cache: dict[str, bytes] = {}
+        self._cache_bytes = 0
         self._tasks: list[asyncio.Task[None]] = []
         self._busy: set[asyncio.Task[None]] = set()
         self._stopping = False
@@ -137,8 +139,9 @@ class Scheduler:
         await self.spool.put(envelope, data)
         entry = QueueEntry.new(envelope)
         self._entries[entry.queue_id] = entry
-        if len(data) <= _THREAD_RENDER_BYTES:
+        if self._cache_bytes + len(data) <= _CACHE_BYTES:
             self._data_cache[entry.queue_id] = data  # saves re-reading a fresh message
+            self._cache_bytes += len(data)
         self._ready.put_nowait(entry)
         self._gauge()
 
@@ -194,6 +197,7 @@ class Scheduler:
     async def _load(self, entry: QueueEntry) -> bytes | None:
         data = self._data_cache.pop(entry.queue_id, None)
         if data is not None:
+            self._cache_bytes -= len(data)
             return data
         try:
             return await self.spool.read_data(entry)
