@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import socket
 import ssl
 from collections.abc import AsyncIterator, Awaitable
@@ -10,9 +11,12 @@ from typing import Any, Literal, TypeVar
 
 import pytest
 import trustme
+from hypothesis import given
+from hypothesis import strategies as st
 
 from beacon_proxy.deliver.courier import Outcome, Result
-from beacon_proxy.deliver.smtp import SmtpCourier
+from beacon_proxy.deliver.smtp import SmtpCourier, wire_data
+from beacon_proxy.smtpd.data import unstuff
 from tests.deliver.conftest import Upstream
 
 T = TypeVar("T")
@@ -400,3 +404,17 @@ def test_bad_settings_are_refused() -> None:
                     timeout=1, helo_name="x")
     with pytest.raises(ValueError, match="helo_name"):
         SmtpCourier("h", 25, starttls="off", tls_verify=True, timeout=1, helo_name="a b")
+
+
+@given(st.lists(st.sampled_from([b"a", b".", b"..", b"\r\n", b"\r", b"\n", b"\r\n.", b"x" * 30]),
+                max_size=50))
+def test_wire_data_round_trips_through_unstuffing(parts: list[bytes]) -> None:
+    data = b"".join(parts)
+    wire = wire_data(data)
+    assert wire.endswith(b"\r\n.\r\n") or wire == b".\r\n" or wire.endswith(b".\r\n")
+    body = wire[:-3]
+    assert b"\r\n.\r\n" not in b"\r\n" + body  # no early end of data
+    normalised = re.sub(rb"\r\n|\r|\n", b"\r\n", data)
+    if not normalised.endswith(b"\r\n"):
+        normalised += b"\r\n"
+    assert unstuff(body) == normalised
