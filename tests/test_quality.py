@@ -15,7 +15,7 @@ def _run(*cmd: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_ruff_is_clean() -> None:
-    result = _run(sys.executable, "-m", "ruff", "check", "beacon_proxy", "tests")
+    result = _run(sys.executable, "-m", "ruff", "check", "beacon_proxy", "tests", "bench", "tools")
     assert result.returncode == 0, result.stdout + result.stderr
 
 

@@ -1,0 +1,136 @@
+"""``beacon-proxy scan PATH...``: check newsletters offline, no server needed.
+
+Each ``.eml`` file (directories are walked for ``*.eml``) is analysed as the
+relay would for one recipient and policy: every remote reference found, and
+what the policy does with it.  The default output is a readable table;
+``--json`` prints one JSON object per file, one per line::
+
+    {"file": "news.eml", "policy": "refused", "recipient": null,
+     "findings": [{"url": "...", "element": "img", "tracker": true,
+                   "vendor": "SendGrid", "reasons": ["rule:SendGrid", "tiny"],
+                   "action": "strip"}, ...],
+     "problems": []}
+
+``--output`` writes the rewritten message: a file for one input, a directory
+(created if needed) for several.  Exit status: 0, or 1 when a file could not
+be read or written (the others are still scanned).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import secrets
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from beacon_proxy.cli.common import CliError, add_config_option, config_from
+from beacon_proxy.consent.policy import Policy
+from beacon_proxy.rewrite.engine import Engine, Item
+from beacon_proxy.rewrite.rules import load_rules
+from beacon_proxy.tokens import Claims, Purpose, Tokens, url_identity
+
+__all__ = ["register"]
+
+_MAX_FILE = 64 << 20
+
+
+def register(sub: Any) -> None:
+    p: argparse.ArgumentParser = sub.add_parser(
+        "scan", help="check newsletters for beacons offline",
+        description="Show the beacons in .eml files and what a policy would do with them.",
+    )
+    p.add_argument("paths", nargs="+", metavar="PATH", help=".eml files or directories")
+    p.add_argument("--recipient", metavar="ADDR",
+                   help="also find URLs that carry this address (raw, encoded or hashed)")
+    p.add_argument("--policy", choices=[p.value for p in Policy], default=None,
+                   help="what to do with trackers (default: [policy] unknown)")
+    p.add_argument("--json", action="store_true", help="one JSON object per file")
+    p.add_argument("--output", metavar="FILE", type=Path,
+                   help="write the rewritten message (a directory for several inputs)")
+    add_config_option(p)
+    p.set_defaults(handler=_scan)
+
+
+def _files(paths: list[str]) -> Iterator[Path]:
+    for name in paths:
+        path = Path(name)
+        if path.is_dir():
+            yield from sorted(f for f in path.rglob("*")
+                              if f.is_file() and f.suffix.lower() == ".eml")
+        else:
+            yield path
+
+
+def _finding(item: Item) -> dict[str, Any]:
+    f = item.finding
+    return {"url": f.url, "element": f.element, "tracker": f.tracker, "vendor": f.vendor,
+            "reasons": list(f.reasons), "action": item.action.value}
+
+
+def _scan(args: argparse.Namespace) -> int:
+    cfg = config_from(args)
+    policy = Policy(args.policy or cfg.policy.unknown)
+    files = list(_files(args.paths))
+    if not files:
+        raise CliError("no .eml files found")
+    out_dir: Path | None = None
+    if args.output is not None and (len(files) > 1 or args.output.is_dir()):
+        out_dir = args.output
+        out_dir.mkdir(parents=True, exist_ok=True)
+    engine = Engine(load_rules())
+    # Links in an offline copy are real only when the configured secret is known.
+    tokens = Tokens([cfg.tokens.secret or secrets.token_hex(16)])
+    status = 0
+    for path in files:
+        try:
+            if path.stat().st_size > _MAX_FILE:
+                raise CliError(f"larger than {_MAX_FILE} bytes")
+            data = path.read_bytes()
+        except (OSError, CliError) as exc:
+            print(f"beacon-proxy: {path}: {getattr(exc, 'strerror', None) or exc}",
+                  file=sys.stderr)
+            status = 1
+            continue
+        analysis = engine.analyse(data)
+
+        def link(url: str, list_id: str | None = analysis.list_id) -> str:
+            claims = Claims(Purpose.OPEN, args.recipient or "", list_id, "SCAN",
+                            url_identity(url))
+            return f"{cfg.web.public_url}/o/{tokens.mint(claims)}"
+
+        rendered = engine.render(analysis, args.recipient, policy, link)
+        items = [i for i in rendered.items if i.reference.remote]
+        if args.json:
+            print(json.dumps({"file": str(path), "policy": policy.value,
+                              "recipient": args.recipient,
+                              "findings": [_finding(i) for i in items],
+                              "problems": list(analysis.problems)}, ensure_ascii=False))
+        else:
+            _table(path, policy, items, analysis.problems)
+        if args.output is not None:
+            target = out_dir / path.name if out_dir is not None else args.output
+            try:
+                target.write_bytes(rendered.data)
+            except OSError as exc:
+                print(f"beacon-proxy: {target}: {exc.strerror}", file=sys.stderr)
+                status = 1
+    return status
+
+
+def _table(path: Path, policy: Policy, items: list[Item], problems: tuple[str, ...]) -> None:
+    trackers = sum(1 for i in items if i.finding.tracker)
+    print(f"{path}: {len(items)} remote reference(s), {trackers} tracker(s); "
+          f"policy {policy.value}")
+    for problem in problems:
+        print(f"  ! {problem}")
+    if items:
+        print(f"  {'ACTION':<8} {'ELEMENT':<13} {'VENDOR':<18} {'REASONS':<34} URL")
+    for item in items:
+        f = item.finding
+        url = f.url if len(f.url) <= 80 else f.url[:77] + "..."
+        reasons = ",".join(f.reasons) or "-"
+        print(f"  {item.action.value:<8} {f.element:<13} {(f.vendor or '-')[:18]:<18} "
+              f"{reasons[:34]:<34} {url}")

@@ -1,0 +1,192 @@
+"""Decide which references are beacons, and say why.
+
+>>> from beacon_proxy.rewrite.html import scan_html
+>>> from beacon_proxy.rewrite.rules import load_rules
+>>> view = b'<img src="https://x.example/o.gif?id=7" width="1" height="1">'
+>>> ref = scan_html(view).references[0]
+>>> classify(ref, load_rules(), RecipientIdentity("a@b.example"))
+Finding(url='https://x.example/o.gif?id=7', element='img', tracker=True, vendor=None, \
+reasons=('tiny',), personalised_visible=False)
+
+A remote reference is a tracker when any of these hold (each adds a reason):
+
+``rule:<vendor>``
+    its URL matches a known tracker rule (:mod:`beacon_proxy.rewrite.rules`);
+``tiny``
+    an image (``img``, ``srcset``, ``input type=image``, SVG ``image``,
+    ``amp-img``, ``amp-anim``, VML ``v:image``) whose width or height is 0-2 px
+    by attribute (``1``, ``2px``, ``0``, ``0%``) or CSS (px, pt, em/rem at
+    16 px, any zero);
+``hidden``
+    such an image with ``display:none``, ``visibility:hidden|collapse``,
+    ``opacity:0``, ``max-height:0``/``max-width:0`` or ``mso-hide:all``;
+``pixel-element``
+    ``amp-pixel`` and ``amp-analytics``, which exist only to report;
+``identifies-recipient``
+    followed by the form, e.g. ``address-md5`` (:mod:`.identity`).
+
+Spacers: a tiny or hidden image is *not* a tracker (reason ``spacer``) when
+its URL is ``http(s)``, has no query string, ends in a well-known spacer
+file name (``spacer.gif``, ``blank.gif``, ``clear.gif``, ``s.gif``,
+``transparent.png``, ``pixel-transparent.gif``, ``1x1.gif`` ..., optionally
+with a size like ``spacer_1x1.gif``) and no host label or path segment holds
+an identifier-like run of letters and digits (16 or more characters, or 8 or
+more mixing letters and digits, or 7 or more digits).  A rule or identity
+match still makes it a tracker.  Local references (``cid:``, ``data:``,
+fragments, relative URLs without a remote base) are never trackers.
+
+``personalised_visible`` marks an image the recipient sees whose URL
+identifies them: the renderer replaces it with its ``alt`` text when beacons
+are refused.
+
+``Finding`` is a ``NamedTuple`` for the same reason as ``Reference``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from typing import NamedTuple
+
+from beacon_proxy.rewrite.html import Box, Reference
+from beacon_proxy.rewrite.identity import RecipientIdentity
+from beacon_proxy.rewrite.rules import TrackerRules
+
+__all__ = ["Finding", "classify", "classify_all", "is_hidden", "is_spacer", "is_tiny"]
+
+_PIXEL_ELEMENTS = frozenset({"amp-pixel", "amp-analytics"})
+_ATTR_LENGTH = re.compile(r"[\t\n\f\r ]*([0-9]*\.?[0-9]+)(%?)")
+_CSS_LENGTH = re.compile(r"(-?[0-9]*\.?[0-9]+)([a-z%]*)\s*$")
+_PX_PER_UNIT = {"": 1.0, "px": 1.0, "pt": 4 / 3, "em": 16.0, "rem": 16.0, "pc": 16.0,
+                "mm": 96 / 25.4, "cm": 96 / 2.54, "in": 96.0}
+_SPACER = re.compile(
+    r"(?:spacer|blank|clear|clearpixel|clear[-_]pixel|transparent|trans|transparent[-_]pixel|"
+    r"pixel[-_]transparent|pixel[-_]clear|spc|space|shim|s|dot|empty|1x1|1px)"
+    r"(?:[-_]?[0-9]{1,3}(?:x[0-9]{1,3}|px)?)?\.(?:gif|png)",
+    re.IGNORECASE,
+)
+_URL_PARTS = re.compile(r"https?://([^/?#]*)([^?#]*)(\?[^#]*)?", re.IGNORECASE)
+_RUN = re.compile(r"[A-Za-z0-9]+")
+
+
+_NO_CSS = (None,) * 6
+
+
+class Finding(NamedTuple):
+    """What the classifier says about one reference."""
+
+    url: str
+    element: str
+    tracker: bool
+    vendor: str | None
+    reasons: tuple[str, ...]
+    personalised_visible: bool = False
+
+
+def _css_px(value: str | None) -> float | None:
+    """A CSS length in px (None when not an absolute length, e.g. ``auto`` or ``50%``)."""
+    if not value:
+        return None
+    m = _CSS_LENGTH.match(value.strip())
+    if m is None:
+        return None
+    number, unit = float(m.group(1)), m.group(2)
+    if number == 0:
+        return 0.0
+    scale = _PX_PER_UNIT.get(unit)
+    return None if scale is None else number * scale
+
+
+def _attr_px(value: str | None) -> float | None:
+    """An HTML dimension attribute in px, parsed as browsers do (``"1px"`` -> 1)."""
+    if not value:
+        return None
+    if value.isdigit():
+        return float(value)
+    m = _ATTR_LENGTH.match(value)
+    if m is None:
+        return None
+    number = float(m.group(1))
+    return number if not m.group(2) or number == 0 else None
+
+
+def is_tiny(box: Box) -> bool:
+    """Width or height of 0-2 px by attribute or CSS."""
+    width, height, css_width, css_height = box[:4]
+    for px in (_attr_px(width), _attr_px(height)):
+        if px is not None and px <= 2:
+            return True
+    if css_width is None and css_height is None:
+        return False
+    return any(px is not None and px <= 2 for px in (_css_px(css_width), _css_px(css_height)))
+
+
+def is_hidden(box: Box) -> bool:
+    """Hidden by ``display``, ``visibility``, ``opacity``, a zero maximum size or mso-hide."""
+    if box[4:] == _NO_CSS:
+        return False
+    if box.display == "none" or box.visibility in ("hidden", "collapse") or box.mso_hide == "all":
+        return True
+    if box.opacity is not None:
+        m = _CSS_LENGTH.match(box.opacity.strip())
+        if m is not None and float(m.group(1)) <= 0:
+            return True
+    return any(_css_px(v) == 0 for v in (box.css_max_height, box.css_max_width))
+
+
+def _identifier_like(text: str) -> bool:
+    for run in _RUN.findall(text):
+        digits = sum(c.isdigit() for c in run)
+        if len(run) >= 16 or (len(run) >= 8 and 0 < digits < len(run)) or digits >= 7:
+            return True
+    return False
+
+
+def is_spacer(url: str) -> bool:
+    """A well-known spacer image whose URL carries no identifier (see the module docstring).
+
+    >>> is_spacer("https://cdn.example.com/img/spacer.gif"), is_spacer("https://t.co/s.gif?u=1")
+    (True, False)
+    """
+    m = _URL_PARTS.match(url)
+    if m is None or (m.group(3) or "?") != "?":
+        return False
+    host, path = m.group(1), m.group(2)
+    *dirs, name = path.split("/")
+    if _SPACER.fullmatch(name) is None:
+        return False
+    return not _identifier_like(host) and not any(_identifier_like(d) for d in dirs)
+
+
+def classify(ref: Reference, rules: TrackerRules,
+             identity: RecipientIdentity | None = None) -> Finding:
+    """The finding for one reference (``identity`` None: no recipient-specific check)."""
+    if not ref.remote:
+        return Finding(ref.url, ref.element, False, None, ())
+    reasons: list[str] = []
+    vendor = rules.match(ref.url)
+    if vendor is not None:
+        reasons.append("rule:" + vendor)
+    if ref.element in _PIXEL_ELEMENTS:
+        reasons.append("pixel-element")
+    box = ref.box
+    small = hidden = False
+    if box is not None:
+        small, hidden = is_tiny(box), is_hidden(box)
+        if (small or hidden) and is_spacer(ref.url):
+            reasons.append("spacer")
+        else:
+            reasons += ["tiny"] * small + ["hidden"] * hidden
+    forms = identity.find(ref.url) if identity is not None else []
+    if forms:
+        reasons.append("identifies-recipient")
+        reasons += forms
+    tracker = any(r != "spacer" for r in reasons)
+    visible = box is not None and not small and not hidden
+    return Finding(ref.url, ref.element, tracker, vendor, tuple(reasons), bool(forms) and visible)
+
+
+def classify_all(refs: Iterable[Reference], rules: TrackerRules,
+                 identity: RecipientIdentity | None = None) -> tuple[Finding, ...]:
+    """:func:`classify` for each reference, in the same order."""
+    return tuple(classify(ref, rules, identity) for ref in refs)

@@ -1,0 +1,262 @@
+"""The rewriting engine: find beacons once per message, render each recipient's copy.
+
+:meth:`Engine.analyse` does everything that does not depend on the
+recipient, once per message: the MIME structure, the transfer-decoded HTML
+parts, their scan views (:mod:`~beacon_proxy.rewrite.charsets`), the
+references (:mod:`~beacon_proxy.rewrite.html`) and their classification by
+rules and size (:mod:`~beacon_proxy.rewrite.classify`).  :meth:`Engine.render`
+then adds what does: whether a URL carries this recipient's address, and what
+the policy does with each tracker:
+
+* ``refused``: every tracker goes (its ``removal_span`` is replaced by its
+  ``neutral`` text); a visible image whose URL identifies the recipient is
+  replaced by its ``alt`` text;
+* ``granted``: every tracker's URL points at the first-party open endpoint
+  (the ``link`` callback mints it); a visible personalised image is kept, as
+  the recipient consented and a pixel in its place would break the mail.
+
+Edits are applied to the decoded bytes of each part and re-encoded with the
+part's own transfer encoding (:func:`~beacon_proxy.rewrite.transfer.apply_edits`,
+which re-encodes only the lines it touches); the message is the original
+bytes with those bodies spliced in.  A message or part that cannot be
+handled safely (broken MIME, an unknown or lying charset, a signed part, a
+scan that hit its limits) is left byte-identical and reported.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from beacon_proxy.consent.policy import Policy
+from beacon_proxy.rewrite.charsets import is_supported, looks_valid, scan_view
+from beacon_proxy.rewrite.classify import Finding, classify
+from beacon_proxy.rewrite.html import Reference, scan_html
+from beacon_proxy.rewrite.identity import RecipientIdentity
+from beacon_proxy.rewrite.mime import MimePart, MimeTree, parse_message
+from beacon_proxy.rewrite.rules import TrackerRules
+from beacon_proxy.rewrite.transfer import Edit, TransferError, apply_edits, decode
+
+__all__ = ["Action", "Analysis", "Engine", "HtmlPart", "Item", "Rendered"]
+
+Link = Callable[[str], str]  # original tracker URL -> first-party open URL
+
+_LIST_ID = re.compile(rb"^List-Id:[^\r\n<]*<([!-~]{1,255})>", re.IGNORECASE | re.MULTILINE)
+_MAX_HTML_PART = 16 << 20  # bytes of decoded HTML scanned per part
+
+
+class Action(enum.StrEnum):
+    STRIP = "strip"
+    REWRITE = "rewrite"
+    KEEP = "keep"
+
+
+@dataclass(frozen=True, slots=True)
+class HtmlPart:
+    """One HTML part, decoded and scanned (recipient-independent)."""
+
+    part: MimePart
+    decoded: bytes
+    charset: str
+    references: tuple[Reference, ...]
+    findings: tuple[Finding, ...]  # classified without a recipient, same order
+
+
+@dataclass(frozen=True, slots=True)
+class Analysis:
+    data: bytes
+    tree: MimeTree
+    parts: tuple[HtmlPart, ...]
+    problems: tuple[str, ...]  # why (parts of) the message are left alone
+    list_id: str | None
+    urls: str  # every remote URL, joined: one substring test per address form
+
+    @property
+    def modifiable(self) -> bool:
+        return bool(self.parts)
+
+
+@dataclass(frozen=True, slots=True)
+class Item:
+    """One reference as a recipient's copy sees it."""
+
+    part: int  # index into Analysis.parts
+    reference: Reference
+    finding: Finding
+    action: Action
+
+
+@dataclass(frozen=True, slots=True)
+class Rendered:
+    data: bytes
+    items: tuple[Item, ...]
+    changed: bool
+    problems: tuple[str, ...] = ()  # parts that could not be re-encoded, left unmodified
+
+    def report(self, policy: Policy, problems: Sequence[str] = ()) -> dict[str, Any]:
+        """What the relay log says about this copy: counts, kinds, vendors, no URLs."""
+        trackers = [i for i in self.items if i.finding.tracker]
+        out: dict[str, Any] = {"beacons": len(trackers)}
+        if trackers:
+            out["kinds"] = dict(Counter(i.finding.element for i in trackers))
+            out["vendors"] = sorted({i.finding.vendor for i in trackers if i.finding.vendor})
+            out["actions"] = dict(Counter(i.action.value for i in trackers))
+        if problems or self.problems:
+            out["rewrite_problems"] = [*problems, *self.problems]
+        return out
+
+
+def _list_id(data: bytes) -> str | None:
+    end = data.find(b"\r\n\r\n")
+    m = _LIST_ID.search(data, 0, end if end >= 0 else min(len(data), 1 << 16))
+    return m.group(1).decode("ascii") if m else None
+
+
+def _escape_text(raw: bytes) -> bytes:
+    """An attribute value's raw bytes, safe as text content."""
+    return raw.replace(b"<", b"&lt;").replace(b">", b"&gt;")
+
+
+class Engine:
+    """Stateless apart from the tracker rules; safe to share between workers."""
+
+    def __init__(self, rules: TrackerRules, *, max_depth: int = 100, max_parts: int = 1000,
+                 max_tags: int = 200_000) -> None:
+        self.rules = rules
+        self._max_depth = max_depth
+        self._max_parts = max_parts
+        self._max_tags = max_tags
+
+    # -- once per message ---------------------------------------------------
+
+    def analyse(self, data: bytes) -> Analysis:
+        tree = parse_message(data, max_depth=self._max_depth, max_parts=self._max_parts)
+        problems = list(tree.problems)
+        parts: list[HtmlPart] = []
+        if tree.modifiable:
+            for part in tree.html_parts():
+                scanned = self._scan_part(tree, part, problems)
+                if scanned is not None:
+                    parts.append(scanned)
+        urls = "\n".join(r.url for p in parts for r in p.references if r.remote)
+        return Analysis(data, tree, tuple(parts), tuple(problems), _list_id(data), urls)
+
+    def _scan_part(self, tree: MimeTree, part: MimePart,
+                   problems: list[str]) -> HtmlPart | None:
+        where = f"part {'.'.join(str(i + 1) for i in part.path) or '1'} ({part.content_type})"
+        if not part.modifiable:
+            problems.append(f"{where}: {part.reason}")
+            return None
+        if part.signed:
+            problems.append(f"{where}: signed, left unmodified")
+            return None
+        if not is_supported(part.charset):
+            problems.append(f"{where}: unsupported charset {part.charset}")
+            return None
+        try:
+            decoded = decode(tree.body(part), part.transfer_encoding)
+        except (TransferError, ValueError) as exc:
+            problems.append(f"{where}: cannot decode: {exc}")
+            return None
+        if len(decoded) > _MAX_HTML_PART:
+            problems.append(f"{where}: larger than {_MAX_HTML_PART} bytes, not scanned")
+            return None
+        if not looks_valid(decoded, part.charset):
+            problems.append(f"{where}: not valid {part.charset}")
+            return None
+        scan = scan_html(scan_view(decoded, part.charset), max_tags=self._max_tags,
+                         charset=part.charset)
+        if scan.truncated:
+            problems.append(f"{where}: scan limit reached, left unmodified")
+            return None
+        findings = tuple(classify(ref, self.rules) for ref in scan.references)
+        return HtmlPart(part, decoded, part.charset, scan.references, findings)
+
+    # -- once per recipient ---------------------------------------------------
+
+    def items(self, analysis: Analysis, recipient: str | None, policy: Policy) -> list[Item]:
+        """Every reference with its finding for this recipient and the policy's action."""
+        identity = RecipientIdentity(recipient) if recipient else None
+        personal = identity is not None and bool(identity.find(analysis.urls))
+        out: list[Item] = []
+        for index, part in enumerate(analysis.parts):
+            for ref, base in zip(part.references, part.findings, strict=True):
+                finding = base
+                if personal and ref.remote and identity is not None and identity.find(ref.url):
+                    finding = classify(ref, self.rules, identity)
+                out.append(Item(index, ref, finding, self._action(ref, finding, policy)))
+        return out
+
+    @staticmethod
+    def _action(ref: Reference, finding: Finding, policy: Policy) -> Action:
+        if not finding.tracker:
+            return Action.KEEP
+        if policy is Policy.REFUSED:
+            return Action.STRIP
+        if finding.personalised_visible:
+            return Action.KEEP
+        return Action.REWRITE if ref.rewritable else Action.STRIP
+
+    def render(self, analysis: Analysis, recipient: str | None, policy: Policy,
+               link: Link | None = None) -> Rendered:
+        items = self.items(analysis, recipient, policy)
+        edits: dict[int, list[Edit]] = {}
+        for item in items:
+            edit = self._edit(analysis.parts[item.part], item, link)
+            if edit is not None:
+                edits.setdefault(item.part, []).append(edit)
+        if not edits:
+            return Rendered(analysis.data, tuple(items), False)
+        changes = []
+        problems = []
+        for index, part_edits in edits.items():
+            part = analysis.parts[index]
+            body = analysis.tree.body(part.part)
+            try:
+                new = apply_edits(body, part.part.transfer_encoding, _merge(part_edits),
+                                  decoded=part.decoded)
+            except ValueError as exc:  # TransferError, LineTooLongError, bad edits
+                problems.append(f"part {index + 1}: left unmodified: {exc}")
+                continue
+            changes.append((part.part, new))
+        if not changes:
+            return Rendered(analysis.data, tuple(items), False, tuple(problems))
+        return Rendered(analysis.tree.replace_bodies(changes), tuple(items), True,
+                        tuple(problems))
+
+    @staticmethod
+    def _edit(part: HtmlPart, item: Item, link: Link | None) -> Edit | None:
+        ref = item.reference
+        if item.action is Action.STRIP:
+            if item.finding.personalised_visible and ref.element == "img":
+                alt = part.decoded[ref.alt_span[0]:ref.alt_span[1]] if ref.alt_span else b""
+                return Edit(ref.tag_span[0], ref.tag_span[1], _escape_text(alt))
+            return Edit(ref.removal_span[0], ref.removal_span[1], ref.neutral)
+        if item.action is Action.REWRITE:
+            if link is None:  # no open endpoint configured: nothing may load
+                return Edit(ref.removal_span[0], ref.removal_span[1], ref.neutral)
+            return Edit(ref.url_span[0], ref.url_span[1], link(ref.url).encode("ascii"))
+        return None
+
+
+def _merge(edits: list[Edit]) -> list[Edit]:
+    """Sorted, non-overlapping edits: an enclosing edit wins, touching ones join.
+
+    Nested spans occur (a ``srcset`` candidate inside a removed ``<img>``);
+    neighbouring ``srcset`` candidates share their comma.
+    """
+    edits.sort(key=lambda e: (e.start, -e.end))
+    out: list[Edit] = []
+    for edit in edits:
+        if out and edit.start < out[-1].end:
+            last = out[-1]
+            if edit.end <= last.end:
+                continue  # inside an edit already made
+            out[-1] = Edit(last.start, edit.end, last.replacement + edit.replacement)
+        else:
+            out.append(edit)
+    return out

@@ -1,0 +1,194 @@
+"""HTML attribute values for the scanner: entities with offsets, URLs, srcset, refresh.
+
+Everything works on the raw bytes of one attribute value and returns spans
+into those bytes, so :mod:`beacon_proxy.rewrite.html` can hand out exact
+offsets while classifying the decoded text.
+
+>>> d = Decoded(b'x="a&amp;b"', 3, 10)
+>>> d.data, d.span(1, 2), d.span(0, 3)
+(b'a&b', (4, 9), (3, 10))
+>>> srcset_candidates(b"a.png 1x, b.png 2x")
+[(0, 5, 8), (10, 15, 18)]
+"""
+
+from __future__ import annotations
+
+import re
+from html.entities import html5
+
+__all__ = [
+    "Decoded",
+    "Span",
+    "clean_url",
+    "decode_text",
+    "is_remote",
+    "refresh_url",
+    "srcset_candidates",
+    "strip_span",
+    "unescape",
+]
+
+Span = tuple[int, int]
+
+_ENTITY = r"&(?:#[xX]([0-9a-fA-F]{1,8});?|#([0-9]{1,10});?|([a-zA-Z][a-zA-Z0-9]{0,31});?)"
+_ENTITY_BYTES = re.compile(_ENTITY.encode())
+_ENTITY_STR = re.compile(_ENTITY)
+_SCHEME = re.compile(r"([a-zA-Z][a-zA-Z0-9+.\-]*):")
+_URL_STRIP = "".join(map(chr, range(0x21)))
+_REMOTE_SCHEMES = frozenset({"http", "https", "ftp", "ws", "wss"})
+_REFRESH = re.compile(
+    rb"[\t\n\f\r ]*+[0-9.]*+[\t\n\f\r ]*+[;,]?[\t\n\f\r ]*+"
+    rb"(?:[uU][rR][lL][\t\n\f\r ]*+=[\t\n\f\r ]*+)?([\"']?)"
+)
+_SRCSET_SKIP = re.compile(rb"[\t\n\f\r ,]*+")
+_SRCSET_URL = re.compile(rb"[^\t\n\f\r ]++")
+_SRCSET_DESC = re.compile(rb"(?:[^,()]++|\([^)]*+\)?)*+")
+
+
+def _reference(hex_digits: str | None, digits: str | None, name: str | None, terminated: bool,
+               following: str) -> str | None:
+    """One character reference as HTML decodes it in an attribute; None keeps it as text."""
+    if hex_digits or digits:
+        cp = int(hex_digits, 16) if hex_digits else int(digits or "0")
+        return chr(cp) if 0 < cp <= 0x10FFFF and not 0xD800 <= cp <= 0xDFFF else "\ufffd"
+    assert name is not None
+    if terminated:
+        return html5.get(name + ";")
+    # A legacy reference without ";" is kept when "=" follows (as in "?a=1&copy=2").
+    return html5[name] if name in html5 and following != "=" else None
+
+
+def unescape(text: str) -> str:
+    """Decode the character references of an attribute value.
+
+    >>> unescape("https://x.test/?a=1&amp;copy=2&copy=3&#x41;")
+    'https://x.test/?a=1&copy=2&copy=3A'
+    """
+    if "&" not in text:
+        return text
+
+    def one(m: re.Match[str]) -> str:
+        found = _reference(m.group(1), m.group(2), m.group(3), m.group().endswith(";"),
+                           text[m.end() : m.end() + 1])
+        return m.group() if found is None else found
+
+    return _ENTITY_STR.sub(one, text)
+
+
+class Decoded:
+    """``view[start:end]`` with entities decoded to UTF-8 and a map back to raw offsets."""
+
+    __slots__ = ("data", "ends", "offset", "starts")
+
+    def __init__(self, view: bytes, start: int, end: int) -> None:
+        raw = view[start:end]
+        self.offset = start
+        self.starts: list[int] | None = None
+        self.ends: list[int] = []
+        if b"&" not in raw:
+            self.data = raw
+            return
+        out = bytearray()
+        starts: list[int] = []
+        ends = self.ends
+        pos = 0
+        for m in _ENTITY_BYTES.finditer(raw):
+            hex_digits, digits, name = (g.decode("ascii") if g else None for g in m.groups())
+            text = _reference(hex_digits, digits, name, m.group().endswith(b";"),
+                              raw[m.end() : m.end() + 1].decode("latin-1"))
+            if text is None:
+                continue
+            out += raw[pos : m.start()]
+            starts.extend(range(start + pos, start + m.start()))
+            ends.extend(range(start + pos + 1, start + m.start() + 1))
+            enc = text.encode("utf-8")
+            out += enc
+            starts.extend([start + m.start()] * len(enc))
+            ends.extend([start + m.end()] * len(enc))
+            pos = m.end()
+        out += raw[pos:]
+        starts.extend(range(start + pos, end))
+        ends.extend(range(start + pos + 1, end + 1))
+        self.data, self.starts = bytes(out), starts
+
+    def span(self, a: int, b: int) -> Span:
+        """The raw span of decoded bytes ``a:b`` (whole entities when they are cut)."""
+        starts = self.starts
+        if starts is None:
+            return self.offset + a, self.offset + b
+        if a >= len(starts):
+            last = self.ends[-1] if self.ends else self.offset
+            return last, last
+        return starts[a], (self.ends[b - 1] if b > a else starts[a])
+
+
+def decode_text(data: bytes, charset: str) -> str:
+    try:
+        return data.decode(charset, "replace")
+    except LookupError:
+        return data.decode("utf-8", "replace")
+
+
+def clean_url(url: str) -> str:
+    """Strip C0 controls and spaces at the ends, drop tabs and newlines (as URL parsers do)."""
+    url = url.strip(_URL_STRIP)
+    if "\t" in url or "\n" in url or "\r" in url:
+        url = url.replace("\t", "").replace("\n", "").replace("\r", "")
+    return url
+
+
+def is_remote(url: str) -> bool | None:
+    """True for remote, False for local, None for relative (depends on ``<base>``).
+
+    >>> is_remote("HTTPS://x.test"), is_remote("//x.test"), is_remote("cid:a"), is_remote("a.png")
+    (True, True, False, None)
+    """
+    if url[:6].lower().startswith(("https:", "http:")) or url[:2] in ("//", "\\\\", "/\\", "\\/"):
+        return True
+    m = _SCHEME.match(url)
+    if m is None:
+        return None if url[:1] != "#" else False
+    return m.group(1).lower() in _REMOTE_SCHEMES
+
+
+def strip_span(data: bytes, a: int, b: int) -> Span:
+    """``(a, b)`` without HTML whitespace at either end."""
+    if a == b or (data[a] > 0x20 and data[b - 1] > 0x20):
+        return a, b
+    while a < b and data[a] in b"\t\n\f\r ":
+        a += 1
+    while b > a and data[b - 1] in b"\t\n\f\r ":
+        b -= 1
+    return a, b
+
+
+def srcset_candidates(data: bytes) -> list[tuple[int, int, int]]:
+    """(start, URL end, candidate end) of each candidate, split as the HTML standard does."""
+    pos, cands = 0, list[tuple[int, int, int]]()
+    while True:
+        pos = _SRCSET_SKIP.match(data, pos).end()  # type: ignore[union-attr]  # matches ""
+        if pos >= len(data):
+            return cands
+        url_end = _SRCSET_URL.match(data, pos).end()  # type: ignore[union-attr]
+        if data[url_end - 1] == 0x2C:  # a URL ending in commas has no descriptors
+            end = url_end
+            while data[end - 1] == 0x2C:
+                end -= 1
+            cands.append((pos, end, end))
+            pos = url_end
+            continue
+        desc_end = _SRCSET_DESC.match(data, url_end).end()  # type: ignore[union-attr]
+        cand_end = desc_end
+        while cand_end > url_end and data[cand_end - 1] in b"\t\n\f\r ":
+            cand_end -= 1
+        cands.append((pos, url_end, cand_end))
+        pos = desc_end + 1
+
+
+def refresh_url(content: bytes) -> Span:
+    """The span of the URL in a ``meta refresh`` content (``0; url='x'``, ``5, x``)."""
+    m = _REFRESH.match(content)
+    assert m is not None  # every part of the pattern is optional
+    start = m.end()
+    end = content.find(m.group(1), start) if m.group(1) else -1
+    return strip_span(content, start, len(content) if end < 0 else end)

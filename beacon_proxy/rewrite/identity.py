@@ -1,0 +1,124 @@
+"""Does a URL carry the recipient's address?  In which form?
+
+>>> me = RecipientIdentity("Jane.Doe@Example.com")
+>>> me.find("https://t.example/o.gif?e=jane.doe%40example.com")
+['address-urlencoded']
+>>> me.find("https://t.example/p/9E107D9D372BB6826BD81D3542A419D6.gif")  # md5 of another text
+[]
+>>> import hashlib
+>>> me.find("https://t.example/o?h=" + hashlib.sha256(b"jane.doe@example.com").hexdigest())
+['address-sha256']
+
+Detected, each under its reason:
+
+``address``
+    the address itself, in any letter case;
+``address-urlencoded``
+    the address in the URL once or twice percent-decoded (``%40``, ``%2B``,
+    any hex case), or with ``+`` for spaces;
+``address-base64``
+    standard or URL-safe base64, padded or not, of the address as given or
+    lower-cased - alone, at the start of, or anywhere inside a longer base64
+    string (all three byte alignments; the few characters that mix with the
+    neighbouring bytes are left out), also percent-encoded;
+``address-md5`` ... ``address-sha512``
+    hex MD5, SHA-1, SHA-224, SHA-256, SHA-384 or SHA-512 of the trimmed,
+    lower-cased address (and of the address as given, when it differs), in
+    any letter case.
+
+Not detected: salted or keyed hashes, digests in base64 or base32, hashes of
+other normalisations (Gmail dots, ``+tags``), encrypted or opaque subscriber
+IDs, an address split across parameters.  Opaque IDs are why tiny images and
+vendor rules are checked too.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from urllib.parse import quote, unquote, unquote_plus
+
+__all__ = ["HASHES", "RecipientIdentity", "base64_cores"]
+
+HASHES = ("md5", "sha1", "sha224", "sha256", "sha384", "sha512")
+_MIN_CORE = 6  # shorter base64 fragments would match by chance
+
+
+def base64_cores(data: bytes) -> list[str]:
+    """The base64 text of ``data`` that is the same wherever ``data`` sits in a longer blob.
+
+    One string per byte alignment (0, 1, 2 bytes before it), standard alphabet,
+    without the characters that also depend on neighbouring bytes.
+
+    >>> base64_cores(b"a@b.example")[0] == base64.b64encode(b"a@b.example").decode()[:14]
+    True
+    """
+    cores = []
+    for before in range(3):
+        text = base64.b64encode(b"\0" * before + data).decode("ascii")
+        drop = (0, 2, 3)[before]
+        total = before + len(data)
+        keep = 4 * (total // 3) + (0, 1, 2)[total % 3]
+        core = text[drop:keep]
+        if len(core) >= _MIN_CORE:
+            cores.append(core)
+    return cores
+
+
+class RecipientIdentity:
+    """The forms of one recipient's address that can appear in a URL."""
+
+    __slots__ = ("_b64", "_folded", "_hashes", "address")
+
+    def __init__(self, address: str) -> None:
+        self.address = address.strip()
+        lower = self.address.lower()
+        variants = dict.fromkeys((lower, self.address))  # ordered, without duplicates
+        self._folded = tuple(v for v in dict.fromkeys(
+            (lower, quote(lower, safe="@"), quote(lower, safe="")) if lower else ()))
+        hashes: dict[str, str] = {}
+        for name in HASHES:
+            for text in variants:
+                if text:
+                    hashes[hashlib.new(name, text.encode("utf-8")).hexdigest()] = "address-" + name
+        self._hashes = tuple(hashes.items())
+        b64: dict[str, None] = {}
+        for text in variants:
+            for core in base64_cores(text.encode("utf-8")):
+                b64[core] = None
+                b64[core.replace("+", "-").replace("/", "_")] = None
+        self._b64 = tuple(b64)
+
+    def __repr__(self) -> str:
+        return f"RecipientIdentity({self.address!r})"
+
+    def find(self, url: str) -> list[str]:
+        """The forms of the address that ``url`` contains (empty when none)."""
+        if not self._folded:
+            return []
+        found: list[str] = []
+        low = url.lower()
+        if self._folded[0] in low:
+            found.append("address")
+        texts: tuple[str, ...] = (url,)
+        if "%" in url or "+" in url:
+            once = unquote(url)
+            texts = (url, once, unquote(once), unquote_plus(url))
+            if not found:
+                for text in texts[1:]:
+                    if self._folded[0] in text.lower():
+                        found.append("address-urlencoded")
+                        break
+        for text in texts:
+            for core in self._b64:
+                if core in text:
+                    found.append("address-base64")
+                    break
+            else:
+                continue
+            break
+        if len(low) >= 32:
+            for digest, reason in self._hashes:
+                if digest in low and reason not in found:
+                    found.append(reason)
+        return found

@@ -1,0 +1,421 @@
+"""The MIME structure of a raw message as byte offsets: parse once, splice bodies back.
+
+The message is never rebuilt with ``email``'s generator: a rewritten copy is
+the original bytes with only the modified parts' bodies replaced, so headers
+and every other part leave byte-identical.
+
+>>> msg = (b"Content-Type: multipart/alternative; boundary=b\\r\\n\\r\\n"
+...        b"--b\\r\\nContent-Type: text/plain\\r\\n\\r\\nhi\\r\\n"
+...        b"--b\\r\\nContent-Type: text/html; charset=UTF-8\\r\\n\\r\\n<p>hi</p>\\r\\n--b--\\r\\n")
+>>> tree = parse_message(msg)
+>>> [(p.path, p.content_type) for p in tree.parts]
+[((), 'multipart/alternative'), ((0,), 'text/plain'), ((1,), 'text/html')]
+>>> html = tree.html_parts()[0]
+>>> msg[html.body_span], html.charset, tree.problems
+(b'<p>hi</p>', 'utf-8', [])
+>>> tree.replace_bodies([(html, b"<p>bye</p>")])[-23:]
+b'\\r\\n\\r\\n<p>bye</p>\\r\\n--b--\\r\\n'
+
+Spans follow RFC 2046: the line break before a boundary line belongs to the
+boundary, so a body span never ends with it.  ``header_span`` runs from the
+part's first byte to the blank line (exclusive).  Parsing never raises: broken
+structure is listed in ``problems`` and makes the parts it affects, and the
+tree, not modifiable.  Work is linear: one ``bytes.find`` pass per boundary
+over its multipart's body, so a few passes in all (at most ``max_depth``).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Final
+from urllib.parse import unquote_to_bytes
+
+from beacon_proxy.rewrite.charsets import is_supported, normalise_charset
+from beacon_proxy.rewrite.transfer import ENCODINGS, normalise_cte
+
+__all__ = ["HTML_TYPES", "MimePart", "MimeTree", "parse_message"]
+
+HTML_TYPES: Final = frozenset({"text/html", "text/x-amp-html"})
+"""Leaf types :meth:`MimeTree.html_parts` returns."""
+
+_HEADERS: Final = re.compile(  # header field lines (and their folds), never a "--" line
+    rb"(?:(?!--)[!-9;-~]+[ \t]*:[^\n]*(?:\n|\Z)(?:[ \t][^\n]*(?:\n|\Z))*)*"
+)
+_PADDING: Final = re.compile(rb"[ \t\r]*(?:\n|\Z)")  # after "--boundary" or "--boundary--"
+_TOKEN: Final = re.compile(r'"((?:[^"\\]|\\.)*)"?|;|[^;"]+', re.S)
+_COMMENT: Final = re.compile(r"(?:^|(?<=\s))\((?:[^()\\]|\\.)*\)")
+_SECTION: Final = re.compile(r"([^*]+)(?:\*(\d{1,2}))?(\*?)")
+_TYPE: Final = re.compile(r"[a-z0-9!#$&^_.+-]+/[a-z0-9!#$&^_.+-]+")
+_WANTED: Final = frozenset({"content-type", "content-transfer-encoding", "content-disposition"})
+_MAX_VALUE: Final = 8192
+_MAX_CONTENT_FIELDS: Final = 100  # Content-* fields looked at per header block
+_NEVER: Final = 1 << 62
+
+
+@dataclass(frozen=True, slots=True)
+class MimePart:
+    """One part; spans are ``slice`` objects into the original message bytes."""
+
+    path: tuple[int, ...]  # child indexes from the root: () is the message itself
+    header_span: slice
+    body_span: slice
+    content_type: str  # "text/html"; "text/plain" when absent or invalid
+    charset: str  # normalised (charsets.normalise_charset): "us-ascii" when absent
+    transfer_encoding: str  # normalised; an unknown name is kept (and not modifiable)
+    disposition: str | None  # "inline", "attachment", ... or None when absent
+    boundary: bytes | None  # multipart only
+    is_multipart: bool
+    signed: bool  # inside multipart/signed: a change breaks the signature
+    modifiable: bool  # the body may be replaced (the caller still decides for signed)
+    reason: str | None  # why not modifiable, None when it is
+
+    @property
+    def depth(self) -> int:
+        return len(self.path)
+
+
+@dataclass(frozen=True, slots=True)
+class MimeTree:
+    """All parts in document order (the root first) and what was wrong with the structure."""
+
+    data: bytes = field(repr=False)
+    parts: tuple[MimePart, ...]
+    problems: list[str]
+    modifiable: bool  # no structural problem at all
+
+    @property
+    def root(self) -> MimePart:
+        return self.parts[0]
+
+    def leaves(self) -> list[MimePart]:
+        return [p for p in self.parts if not p.is_multipart]
+
+    def html_parts(self) -> list[MimePart]:
+        """text/html and text/x-amp-html leaves that are not attachments (check ``modifiable``)."""
+        return [p for p in self.leaves()
+                if p.content_type in HTML_TYPES and p.disposition != "attachment"]
+
+    def body(self, part: MimePart) -> bytes:
+        return self.data[part.body_span]
+
+    def replace_bodies(self, changes: Iterable[tuple[MimePart, bytes]]) -> bytes:
+        """The message with these parts' bodies replaced and every other byte kept."""
+        pieces: list[bytes] = []
+        pos = 0
+        for part, body in sorted(changes, key=lambda change: change[0].body_span.start):
+            if not part.modifiable or part.is_multipart:
+                raise ValueError(f"{_where(part.path)} is not modifiable: {part.reason}")
+            if part.body_span.start < pos:
+                raise ValueError("overlapping parts")
+            pieces += (self.data[pos : part.body_span.start], body)
+            pos = part.body_span.stop
+        pieces.append(self.data[pos:])
+        return b"".join(pieces)
+
+
+def parse_message(data: bytes, *, max_depth: int = 100, max_parts: int = 1000) -> MimeTree:
+    """Parse the MIME structure of a raw message (CRLF or LF line ends); never raises."""
+    try:
+        return _Parser(data, max_depth, max(1, max_parts)).run()
+    except Exception as exc:  # a parser bug must not cost a message: deliver it untouched
+        span = slice(0, len(data))
+        root = MimePart((), span, slice(len(data), len(data)), "text/plain", "us-ascii", "7bit",
+                        None, None, False, False, False, "unparseable")
+        return MimeTree(data, (root,), [f"internal parser error: {exc!r}"], False)
+
+
+# --- header values ----------------------------------------------------------------------------
+
+def _where(path: tuple[int, ...]) -> str:
+    """IMAP-style section numbers: "message", "part 2.1"; deep paths are shortened."""
+    if not path:
+        return "message"
+    numbers = [str(i + 1) for i in path]
+    if len(numbers) <= 8:
+        return "part " + ".".join(numbers)
+    return f"part {'.'.join(numbers[:3])}...{'.'.join(numbers[-3:])} (depth {len(path)})"
+
+
+def _fields(block: bytes) -> dict[str, str]:
+    """Content-* fields of a header block, unfolded (first occurrence wins)."""
+    lower = b"\n" + block.lower()
+    found: dict[str, str] = {}
+    at = lower.find(b"\ncontent-")
+    for _ in range(_MAX_CONTENT_FIELDS):
+        if at < 0 or len(found) == len(_WANTED):
+            break
+        line_end = lower.find(b"\n", at + 1)
+        line_end = len(lower) if line_end < 0 else line_end
+        colon = lower.find(b":", at, line_end)
+        name = lower[at + 1 : colon].rstrip(b" \t").decode("latin-1") if colon > 0 else ""
+        if name in _WANTED and name not in found:
+            end = line_end
+            while end < len(lower) - 1 and lower[end + 1] in b" \t":
+                end = lower.find(b"\n", end + 1)
+                end = len(lower) if end < 0 else end
+            value = block[colon : end - 1].decode("latin-1")
+            found[name] = re.sub(r"\r?\n", "", value).strip()[:_MAX_VALUE]
+        at = lower.find(b"\ncontent-", line_end)
+    return found
+
+
+def _delimiter_end(data: bytes, pos: int) -> tuple[bool, int] | None:
+    """After ``--boundary`` at ``pos``: (is it the close delimiter, end of the line) or None."""
+    close = data.startswith(b"--", pos)
+    padding = _PADDING.match(data, pos + 2 if close else pos)
+    return (close, padding.end()) if padding else None
+
+
+def _unescape(text: str) -> str:
+    return re.sub(r"\\(.)", r"\1", text, flags=re.S)
+
+
+def _split_param(tokens: list[tuple[str, bool]]) -> tuple[str, str]:
+    """(lower-cased name, value) of one ``name=value`` segment; quotes removed."""
+    for index, (text, quoted) in enumerate(tokens):
+        if not quoted and "=" in text:
+            before = "".join(t for t, _ in tokens[:index]) + text.split("=", 1)[0]
+            rest = [(text.split("=", 1)[1], False), *tokens[index + 1 :]]
+            if any(q for _, q in rest) and not "".join(t for t, q in rest if not q).strip():
+                return before.strip().lower(), "".join(t for t, q in rest if q)
+            return before.strip().lower(), "".join(t for t, _ in rest).strip()
+    return "", ""
+
+
+@lru_cache(maxsize=512)
+def _params(value: str) -> tuple[str, Mapping[str, str]]:
+    """Split ``type/subtype; name=value; ...``; RFC 2231 sections and extended values joined.
+
+    Values keep their bytes as latin-1 characters (a boundary must match exactly).
+    """
+    segments: list[list[tuple[str, bool]]] = [[]]
+    for match in _TOKEN.finditer(value):
+        if match[0] == ";":
+            segments.append([])
+        elif match[1] is not None:
+            segments[-1].append((_unescape(match[1]), True))
+        else:
+            segments[-1].append((_COMMENT.sub("", match[0]), False))
+    head = "".join(text for text, _ in segments[0]).strip().lower()
+    plain: dict[str, str] = {}
+    sections: dict[str, dict[int, tuple[str, bool]]] = {}
+    for segment in segments[1:64]:
+        name, raw = _split_param(segment)
+        parts = _SECTION.fullmatch(name)
+        if not parts:
+            continue
+        base, number, extended = parts[1], parts[2], bool(parts[3])
+        if number is None and not extended:
+            plain.setdefault(base, raw)
+        else:
+            sections.setdefault(base, {}).setdefault(int(number or 0), (raw, extended))
+    for base, pieces in sections.items():
+        joined = []
+        for index in range(len(pieces)):
+            if index not in pieces:
+                break
+            raw, extended = pieces[index]
+            if extended:
+                if index == 0 and raw.count("'") >= 2:
+                    raw = raw.split("'", 2)[2]  # charset'language'value
+                raw = unquote_to_bytes(raw.encode("latin-1")).decode("latin-1")
+            joined.append(raw)
+        if joined:
+            plain[base] = "".join(joined)
+    return head, plain
+
+
+# --- the parser -------------------------------------------------------------------------------
+
+@dataclass(slots=True)
+class _Node:
+    path: tuple[int, ...]
+    start: int
+    header_end: int
+    body_start: int
+    end: int = -1
+    content_type: str = "text/plain"
+    charset: str = "us-ascii"
+    cte: str = "7bit"
+    disposition: str | None = None
+    boundary: bytes | None = None
+    multipart: bool = False
+    signed: bool = False
+    broken: bool = False
+    reason: str | None = None
+    children: int = 0
+
+
+@dataclass(slots=True)
+class _Context:
+    """An open multipart: its boundary and the child currently being read."""
+
+    node: _Node
+    needle: bytes  # b"\n--" + boundary
+    next_at: int = -1  # the LF before the next delimiter line (cached), or _NEVER
+    close: bool = False
+    after: int = 0  # first byte after that delimiter line
+    current: _Node | None = None
+    seen: bool = False
+
+
+class _Parser:
+    def __init__(self, data: bytes, max_depth: int, max_parts: int) -> None:
+        self.data, self.max_depth, self.max_parts = data, max_depth, max_parts
+        self.nodes: list[_Node] = []
+        self.stack: list[_Context] = []
+        self.problems: list[str] = []
+        self.pos = 0
+        self.stopped = False
+        self.false_hits = max(10_000, 10 * max_parts)
+
+    def run(self) -> MimeTree:
+        self._open(0, (), None)
+        while self.stack and not self.stopped:
+            ctx = self._next_event()
+            if ctx is None:
+                break
+            self._delimiter(ctx)
+        for ctx in reversed(self.stack):
+            self._end_child(ctx, len(self.data))
+            if not self.stopped:
+                self._problem(ctx.node, "missing closing boundary" if ctx.seen else
+                              "boundary never found")
+        return self._tree()
+
+    def _problem(self, node: _Node, text: str) -> None:
+        node.broken = True
+        self.problems.append(f"{_where(node.path)}: {text}")
+
+    def _stop(self, text: str) -> None:
+        self.problems.append(text)
+        self.stopped = True
+        for node in self.nodes:
+            node.broken = True
+
+    def _scan(self, ctx: _Context) -> None:
+        """Cache the next real delimiter line of ``ctx`` at or after ``self.pos``."""
+        data, frm = self.data, self.pos
+        while True:
+            at = data.find(ctx.needle, frm)
+            if at < 0:
+                ctx.next_at = _NEVER
+                return
+            found = _delimiter_end(data, at + len(ctx.needle))
+            if found:
+                ctx.next_at, (ctx.close, ctx.after) = at, found
+                return
+            self.false_hits -= 1
+            if self.false_hits < 0:
+                self._stop("too many lines that look like boundaries")
+                ctx.next_at = _NEVER
+                return
+            frm = at + 1
+
+    def _next_event(self) -> _Context | None:
+        best: _Context | None = None
+        for ctx in reversed(self.stack):  # the innermost wins a tie
+            if ctx.next_at < self.pos:
+                self._scan(ctx)
+            if best is None or ctx.next_at < best.next_at:
+                best = ctx
+        return best if best is not None and best.next_at < _NEVER else None
+
+    def _end_child(self, ctx: _Context, end: int) -> None:
+        if ctx.current is not None:
+            ctx.current.end = end
+            ctx.current = None
+
+    def _delimiter(self, ctx: _Context) -> None:
+        at = ctx.next_at
+        end = at - 1 if at > 0 and self.data[at - 1] == 0x0D else at
+        while self.stack[-1] is not ctx:  # inner multiparts left open
+            inner = self.stack.pop()
+            self._end_child(inner, end)
+            self._problem(inner.node, "missing closing boundary" if inner.seen else
+                          "boundary never found")
+        self._end_child(ctx, end)
+        ctx.seen = True
+        self.pos = at + 1
+        if ctx.close:
+            self.stack.pop()
+            return
+        path = (*ctx.node.path, ctx.node.children)
+        ctx.node.children += 1
+        ctx.current = self._open(ctx.after, path, ctx.node)
+
+    def _open(self, start: int, path: tuple[int, ...], parent: _Node | None) -> _Node | None:
+        if len(self.nodes) >= self.max_parts:
+            self._stop(f"more than {self.max_parts} MIME parts")
+            return None
+        data = self.data
+        first = start
+        if parent is None and data.startswith(b"From "):  # an mbox separator line
+            first = data.find(b"\n") + 1 or len(data)
+        fields = _HEADERS.match(data, first)
+        header_end = fields.end() if fields else first
+        body_start = header_end + (2 if data.startswith(b"\r\n", header_end) else
+                                   1 if data.startswith(b"\n", header_end) else 0)
+        node = _Node(path, start, header_end, body_start)
+        self.nodes.append(node)
+        self.pos = max(self.pos, header_end - 1)
+        if body_start == header_end < len(data) and not self._at_delimiter(header_end):
+            self._problem(node, "no blank line after the header fields")
+        self._describe(node, _fields(data[first:header_end]), parent)
+        return node
+
+    def _at_delimiter(self, pos: int) -> bool:
+        return any(self.data.startswith(ctx.needle[1:], pos) and
+                   _delimiter_end(self.data, pos + len(ctx.needle) - 1) is not None
+                   for ctx in self.stack)
+
+    def _describe(self, node: _Node, fields: dict[str, str], parent: _Node | None) -> None:
+        digest = parent is not None and parent.content_type == "multipart/digest"
+        ctype, params = _params(fields.get("content-type", ""))
+        node.content_type = ctype if _TYPE.fullmatch(ctype) else (
+            "message/rfc822" if digest else "text/plain")
+        node.charset = normalise_charset(params.get("charset"))
+        node.cte = normalise_cte(_COMMENT.sub("", fields.get("content-transfer-encoding", "")))
+        disposition = _params(fields["content-disposition"])[0] if (
+            "content-disposition" in fields) else ""
+        node.disposition = disposition or None
+        node.signed = parent is not None and (parent.signed or
+                                              parent.content_type == "multipart/signed")
+        if node.content_type.startswith("multipart/"):
+            node.multipart, node.reason = True, "a multipart container"
+            boundary = params.get("boundary", "").rstrip(" ").encode("latin-1")
+            if not boundary:
+                self._problem(node, "multipart without a boundary")
+            elif len(node.path) >= self.max_depth:
+                self._problem(node, f"nested deeper than {self.max_depth} levels")
+            elif any(ctx.node.boundary == boundary for ctx in self.stack):
+                self._problem(node, "boundary reused by a nested multipart")
+            else:
+                node.boundary = boundary
+                self.stack.append(_Context(node, b"\n--" + boundary))
+        elif node.content_type.startswith("message/"):
+            node.reason = "message/* parts are left untouched"
+        elif node.cte not in ENCODINGS:
+            node.reason = f"unknown transfer encoding {node.cte!r}"
+        elif node.content_type.startswith("text/") and not is_supported(node.charset):
+            node.reason = f"unsupported charset {node.charset!r}"
+
+    def _tree(self) -> MimeTree:
+        size = len(self.data)
+        parts: list[MimePart] = []
+        broken: dict[tuple[int, ...], bool] = {}
+        for node in self.nodes:
+            end = size if node.end < 0 else max(node.end, node.start)
+            header_end = min(node.header_end, end)
+            body_start = min(max(node.body_start, header_end), end)
+            bad = node.broken or broken.get(node.path[:-1], False)
+            broken[node.path] = bad
+            reason = "broken MIME structure" if bad else node.reason
+            parts.append(MimePart(
+                node.path, slice(node.start, header_end), slice(body_start, end),
+                node.content_type, node.charset, node.cte, node.disposition, node.boundary,
+                node.multipart, node.signed, reason is None, reason))
+        return MimeTree(self.data, tuple(parts), self.problems, not self.problems)

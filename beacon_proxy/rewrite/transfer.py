@@ -1,0 +1,336 @@
+"""Content-Transfer-Encoding: decode a body, and write edits back in its own encoding.
+
+Edits are offsets into the *decoded* bytes; :func:`apply_edits` returns the
+body re-encoded with the original transfer encoding and as little change as
+it can: quoted-printable re-encodes only the encoded lines an edit touches,
+base64 keeps every line before the first edit (and, when the edits do not
+shift the 3-byte groups, every line after the last one) and the original line
+length and line ending.
+
+>>> body = b'<p>caf=C3=A9 <img src=3D"x"></p>\\r\\n'
+>>> decode(body, "quoted-printable")
+b'<p>caf\\xc3\\xa9 <img src="x"></p>\\r\\n'
+>>> apply_edits(body, "quoted-printable", [Edit(9, 22, b"")])
+b'<p>caf=C3=A9 </p>\\r\\n'
+>>> apply_edits(body, "base64", [])  # no edits: the very same bytes
+b'<p>caf=C3=A9 <img src=3D"x"></p>\\r\\n'
+"""
+
+from __future__ import annotations
+
+import binascii
+import struct
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from operator import itemgetter
+from typing import Final
+
+__all__ = [
+    "ENCODINGS",
+    "Edit",
+    "LineTooLongError",
+    "TransferError",
+    "apply_edits",
+    "decode",
+    "normalise_cte",
+]
+
+ENCODINGS: Final = frozenset({"7bit", "8bit", "binary", "quoted-printable", "base64"})
+"""The transfer encodings this module decodes and re-encodes; anything else is opaque."""
+
+_LINE_LIMIT: Final = 998  # RFC 5322 section 2.1.1, without the CRLF
+_QP_BLOCK: Final = 4096
+_B64_ALPHABET: Final = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+_NOT_B64: Final = bytes(b for b in range(256) if b not in _B64_ALPHABET)
+
+
+class TransferError(ValueError):
+    """A body cannot be edited in its transfer encoding (the part must be left as it is)."""
+
+
+class LineTooLongError(TransferError):
+    """A 7bit/8bit edit would make a line longer than 998 octets."""
+
+
+@dataclass(frozen=True, slots=True)
+class Edit:
+    """Replace ``decoded[start:end]`` with ``replacement`` (``start == end`` inserts)."""
+
+    start: int
+    end: int
+    replacement: bytes
+
+
+def normalise_cte(value: str | None) -> str:
+    """The lower-cased encoding name; ``7bit`` when absent.  Unknown names stay as they are.
+
+    >>> normalise_cte(" Quoted-Printable "), normalise_cte(None), normalise_cte("x-uuencode")
+    ('quoted-printable', '7bit', 'x-uuencode')
+    """
+    name = (value or "").strip().strip("\"'").strip().lower()
+    return name or "7bit"
+
+
+def _b64decode(data: bytes) -> bytes:
+    """Lenient base64: junk is skipped and broken padding repaired, never an exception."""
+    try:
+        return binascii.a2b_base64(data)
+    except binascii.Error:
+        clean = data.translate(None, _NOT_B64)
+        clean = clean[: len(clean) - (len(clean) % 4 == 1)]
+        return binascii.a2b_base64(clean + b"=" * (-len(clean) % 4))
+
+
+def decode(body: bytes, cte: str) -> bytes:
+    """Transfer-decode a body (leniently, as mail clients do).
+
+    Raises :class:`TransferError` for an encoding not in :data:`ENCODINGS`.
+
+    >>> decode(b"aGVsbG8=\\r\\n", "base64")
+    b'hello'
+    """
+    name = normalise_cte(cte)
+    if name == "quoted-printable":
+        return binascii.a2b_qp(body)
+    if name == "base64":
+        return _b64decode(body)
+    if name in ENCODINGS:
+        return body
+    raise TransferError(f"unknown transfer encoding {cte!r}")
+
+
+def apply_edits(
+    body: bytes, cte: str, edits: Sequence[Edit], *, decoded: bytes | None = None
+) -> bytes:
+    """Apply edits (sorted, non-overlapping, in decoded offsets) and re-encode the body.
+
+    ``decoded`` may pass ``decode(body, cte)`` when the caller already has it (it
+    saves a base64 decode).  7bit/8bit: a plain splice, but a line that would grow
+    past 998 octets raises :class:`LineTooLongError` rather than being wrapped
+    (wrapping would change bytes outside the edits).  Raises :class:`ValueError`
+    for edits out of order or out of range, :class:`TransferError` for an unknown
+    encoding.
+    """
+    name = normalise_cte(cte)
+    if name not in ENCODINGS:
+        raise TransferError(f"unknown transfer encoding {cte!r}")
+    _check_order(edits)
+    if not edits:
+        return body
+    if name == "quoted-printable":
+        return _qp_apply(body, edits)
+    if name == "base64":
+        return _b64_apply(body, edits, decoded)
+    if edits[-1].end > len(body):
+        raise ValueError("edit beyond the end of the body")
+    out = _splice(body, edits, 0)
+    if name != "binary":
+        _check_line_lengths(body, out, edits)
+    return out
+
+
+def _check_order(edits: Sequence[Edit]) -> None:
+    previous = 0
+    for edit in edits:
+        if edit.start < previous or edit.end < edit.start:
+            raise ValueError("edits must be sorted, non-overlapping and within the body")
+        previous = edit.end
+
+
+def _splice(data: bytes, edits: Sequence[Edit], base: int) -> bytes:
+    pieces: list[bytes] = []
+    pos = 0
+    for edit in edits:
+        pieces += (data[pos : edit.start - base], edit.replacement)
+        pos = edit.end - base
+    pieces.append(data[pos:])
+    return b"".join(pieces)
+
+
+# --- 7bit / 8bit ------------------------------------------------------------------------------
+
+def _longest_line(data: bytes, start: int, end: int) -> int:
+    """Length (without CR LF) of the longest line meeting data[start:end], capped near 1000."""
+    window = _LINE_LIMIT + 3
+    left = data.rfind(b"\n", max(0, start - window), start) + 1
+    if left == 0 and start > window:
+        return _LINE_LIMIT + 1
+    right = data.find(b"\n", end, end + window)
+    if right < 0:
+        right = len(data) if len(data) - end <= window else -1
+    if right < 0:
+        return _LINE_LIMIT + 1
+    longest = max(len(line.removesuffix(b"\r")) for line in data[left:right].split(b"\n"))
+    return min(longest, _LINE_LIMIT + 1)
+
+
+def _check_line_lengths(body: bytes, out: bytes, edits: Sequence[Edit]) -> None:
+    shift = 0
+    for edit in edits:
+        start = edit.start + shift
+        end = start + len(edit.replacement)
+        shift += len(edit.replacement) - (edit.end - edit.start)
+        new = _longest_line(out, start, end)
+        if new > _LINE_LIMIT and new > _longest_line(body, edit.start, edit.end):
+            raise LineTooLongError("an edit would make a line longer than 998 octets")
+
+
+# --- quoted-printable -------------------------------------------------------------------------
+
+def _eol(data: bytes) -> bytes:
+    nl = data.find(b"\n")
+    return b"\n" if nl == 0 or (nl > 0 and data[nl - 1] != 0x0D) else b"\r\n"
+
+
+def _qp_seek(body: bytes, enc: int, dec: int, target: int) -> tuple[int, int, int]:
+    """From a line start (enc, dec), the encoded line [start, stop) holding decoded ``target``.
+
+    Returns (start, stop, decoded offset of start).  a2b_qp may be split after any LF,
+    so lines and blocks decode on their own; the walk gallops by ~4 KB blocks first.
+    """
+    size = len(body)
+    while True:
+        stop = body.find(b"\n", enc + _QP_BLOCK) + 1
+        if stop == 0:
+            break
+        length = len(binascii.a2b_qp(body[enc:stop]))
+        if dec + length > target:
+            break
+        enc, dec = stop, dec + length
+    while True:
+        stop = body.find(b"\n", enc) + 1 or size
+        length = len(binascii.a2b_qp(body[enc:stop]))
+        if dec + length > target or stop >= size:
+            if dec + length < target:
+                raise ValueError("edit beyond the end of the body")
+            return enc, stop, dec
+        enc, dec = stop, dec + length
+
+
+def _soft_end(encoded: bytes, eol: bytes) -> bytes:
+    """Encoded text followed by a soft line break; a full last line is split to make room."""
+    if not encoded:
+        return b""
+    begin = encoded.rfind(b"\n") + 1
+    if len(encoded) - begin > 75:  # cut at 75, never inside an =XX
+        cut = begin + 75
+        cut -= 1 if encoded[cut - 1] == 0x3D else 2 if encoded[cut - 2] == 0x3D else 0
+        encoded = encoded[:cut] + b"=" + eol + encoded[cut:]
+    return encoded + b"=" + eol
+
+
+def _qp_line(content: bytes, eol: bytes) -> bytes:
+    """One hard line as valid QP lines of at most 76 characters.
+
+    b2a_qp(istext=False) encodes CR and LF, but lets the character before an LF
+    overrun the line (it expects a line break there): bare LFs are cut out first.
+    """
+    pieces = [binascii.b2a_qp(piece, quotetabs=False, istext=False, header=False)
+              for piece in content.split(b"\n")]
+    if eol != b"\n":
+        pieces = [piece.replace(b"\n", eol) for piece in pieces]  # only soft breaks
+    if len(pieces) == 1:
+        return pieces[0]
+    return (b"=0A=" + eol).join([_soft_end(piece, eol) for piece in pieces[:-1]] + pieces[-1:])
+
+
+def _qp_encode(decoded: bytes, eol: bytes, continues: bool) -> bytes:
+    """Encode decoded text; end with a soft break when the next encoded line continues it."""
+    pieces = decoded.split(eol)
+    last = pieces.pop()
+    out = [_qp_line(piece, eol) + eol for piece in pieces]
+    if last:
+        tail = _qp_line(last, eol)
+        out.append(_soft_end(tail, eol) if continues else tail)
+    return b"".join(out)
+
+
+def _qp_apply(body: bytes, edits: Sequence[Edit]) -> bytes:
+    eol = _eol(body)
+    out: list[bytes] = []
+    copied = enc = dec = 0
+    i = 0
+    while i < len(edits):
+        start, stop, start_dec = _qp_seek(body, enc, dec, edits[i].start)
+        stop_dec = start_dec + len(binascii.a2b_qp(body[start:stop]))
+        j, need = i, 0
+        while j < len(edits):  # grow the segment over every edit that starts inside it
+            if j > i and edits[j].start >= stop_dec and stop < len(body):
+                break
+            need = max(need, edits[j].start, edits[j].end - 1)
+            if need >= stop_dec and stop < len(body):
+                line, stop, line_dec = _qp_seek(body, stop, stop_dec, need)
+                stop_dec = line_dec + len(binascii.a2b_qp(body[line:stop]))
+            j += 1
+        if edits[j - 1].end > stop_dec:
+            raise ValueError("edit beyond the end of the body")
+        segment = binascii.a2b_qp(body[start:stop])
+        new = _splice(segment, edits[i:j], start_dec)
+        out += (body[copied:start], _qp_encode(new, eol, stop < len(body)))
+        copied, enc, dec, i = stop, stop, stop_dec, j
+    out.append(body[copied:])
+    return b"".join(out)
+
+
+# --- base64 -----------------------------------------------------------------------------------
+
+@lru_cache(maxsize=8)
+def _line_struct(length: int) -> struct.Struct:
+    return struct.Struct(f"{length}s")
+
+
+_FIRST: Final = itemgetter(0)
+
+
+def _b64_encode(data: bytes, length: int, eol: bytes) -> bytes:
+    encoded = binascii.b2a_base64(data, newline=False)
+    full = len(encoded) - len(encoded) % length
+    lines = list(map(_FIRST, _line_struct(length).iter_unpack(memoryview(encoded)[:full])))
+    if full < len(encoded):
+        lines.append(encoded[full:])
+    return eol.join(lines)
+
+
+def _b64_regular(content: bytes, lines: int, length: int, eol: bytes) -> bool:
+    """Whether the first ``lines`` lines are exactly ``length`` base64 characters + eol."""
+    stride = length + len(eol)
+    head = content[: lines * stride]
+    return (
+        len(head) == lines * stride
+        and head.translate(None, _B64_ALPHABET) == eol * lines
+        and head[length::stride] == eol[:1] * lines
+    )
+
+
+def _b64_apply(body: bytes, edits: Sequence[Edit], decoded: bytes | None) -> bytes:
+    content = body.rstrip(b" \t\r\n")
+    tail = body[len(content) :]
+    nl = content.find(b"\n")
+    if nl < 0:
+        eol, length = (b"\n" if tail.startswith(b"\n") else b"\r\n"), 76
+    else:
+        eol = b"\r\n" if content[nl - 1 : nl] == b"\r" else b"\n"
+        length = nl + 1 - len(eol)
+    regular = 4 <= length <= 76 and length % 4 == 0
+    if not regular:
+        length = 76
+    per, stride = length // 4 * 3, length + len(eol)
+    keep = edits[0].start // per if regular and nl >= 0 else 0
+    last = max(edits[-1].end - 1, edits[-1].start) // per
+    delta = sum(len(e.replacement) - (e.end - e.start) for e in edits)
+    if (regular and nl >= 0 and delta % 3 == 0 and (last + 1) * stride < len(content)
+            and _b64_regular(content, last + 1, length, eol)):
+        # The groups after the last edit keep their alignment: re-encode only the edited lines.
+        region = (decoded[keep * per : (last + 1) * per] if decoded is not None
+                  else binascii.a2b_base64(content[keep * stride : (last + 1) * stride]))
+        new = _splice(region, edits, keep * per)
+        middle = _b64_encode(new, length, eol) + eol if new else b""
+        return content[: keep * stride] + middle + content[(last + 1) * stride :] + tail
+    if keep and not _b64_regular(content, keep, length, eol):
+        keep = 0
+    rest = decoded[keep * per :] if decoded is not None else _b64decode(content[keep * stride :])
+    if edits[-1].end - keep * per > len(rest):
+        raise ValueError("edit beyond the end of the body")
+    new = _splice(rest, edits, keep * per)
+    return content[: keep * stride] + _b64_encode(new, length, eol) + tail

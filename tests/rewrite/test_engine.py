@@ -1,0 +1,230 @@
+from __future__ import annotations
+
+import base64
+import hashlib
+import quopri
+import re
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from beacon_proxy.consent.policy import Policy
+from beacon_proxy.rewrite.engine import Action, Engine
+from beacon_proxy.rewrite.rules import load_rules
+from beacon_proxy.rewrite.transfer import decode
+
+FIXTURES = Path(__file__).parent / "fixtures"
+ENGINE = Engine(load_rules())
+RCPT = "Ann.Reader@example.org"
+LINK = "https://prefs.example.com/o/TOKEN"
+
+
+def _message(html: bytes, *, cte: str = "quoted-printable", charset: str = "utf-8") -> bytes:
+    if cte == "quoted-printable":
+        body = quopri.encodestring(html).replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+    elif cte == "base64":
+        raw = base64.encodebytes(html)
+        body = raw.replace(b"\n", b"\r\n")
+    else:
+        body = html
+    return (
+        b"From: News <news@shop.example>\r\nTo: ann@example.org\r\nSubject: Deals\r\n"
+        b"List-Id: Shop news <news.shop.example>\r\nMIME-Version: 1.0\r\n"
+        b'Content-Type: multipart/alternative; boundary="BOUND"\r\n\r\n'
+        b"--BOUND\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nDeals!\r\n"
+        b"--BOUND\r\nContent-Type: text/html; charset=" + charset.encode() + b"\r\n"
+        b"Content-Transfer-Encoding: " + cte.encode() + b"\r\n\r\n" + body + b"\r\n--BOUND--\r\n"
+    )
+
+
+def _html_of(message: bytes) -> bytes:
+    analysis = ENGINE.analyse(message)
+    (part,) = analysis.parts
+    return part.decoded
+
+
+PIXEL = b'<img src="https://t.shop.example/open.gif?u=42" width="1" height="1" alt="">'
+PAGE = (
+    b"<!DOCTYPE html><html><head><style>.x{color:red}</style></head><body>"
+    b"<table><tr><td>Hello &amp; welcome \xe2\x82\xac</td></tr></table>"
+    b'<img src="https://cdn.shop.example/logo.png" width="200" alt="Shop">'
+    + PIXEL +
+    b"<!--[if mso]><v:rect fill=\"true\"><v:fill src=\"https://cdn.shop.example/bg.png\" />"
+    b"</v:rect><![endif]--></body></html>"
+)
+
+
+@pytest.mark.parametrize("cte", ["quoted-printable", "base64", "8bit"])
+def test_refused_copy_loses_the_pixel_and_nothing_else(cte: str) -> None:
+    message = _message(PAGE, cte=cte)
+    analysis = ENGINE.analyse(message)
+    out = ENGINE.render(analysis, RCPT, Policy.REFUSED)
+    assert out.changed
+    assert _html_of(out.data) == PAGE.replace(PIXEL, b"")
+    # Headers and the text part are byte-identical; only the HTML body changed.
+    part = analysis.parts[0].part
+    assert out.data[: part.body_span.start] == message[: part.body_span.start]
+    assert out.data.endswith(b"\r\n--BOUND--\r\n")
+    stripped = [i for i in out.items if i.action is Action.STRIP]
+    assert [i.finding.element for i in stripped] == ["img"]
+
+
+def test_granted_copy_points_trackers_at_the_open_endpoint() -> None:
+    analysis = ENGINE.analyse(_message(PAGE))
+    seen: list[str] = []
+
+    def link(url: str) -> str:
+        seen.append(url)
+        return LINK
+
+    out = ENGINE.render(analysis, RCPT, Policy.GRANTED, link)
+    assert seen == ["https://t.shop.example/open.gif?u=42"]
+    assert _html_of(out.data) == PAGE.replace(b"https://t.shop.example/open.gif?u=42",
+                                              LINK.encode())
+    assert analysis.list_id == "news.shop.example"
+
+
+def test_granted_without_an_endpoint_strips() -> None:
+    out = ENGINE.render(ENGINE.analyse(_message(PAGE)), RCPT, Policy.GRANTED, None)
+    assert _html_of(out.data) == PAGE.replace(PIXEL, b"")
+
+
+@pytest.mark.parametrize(
+    "form",
+    [
+        RCPT,
+        RCPT.lower().replace("@", "%40"),
+        base64.b64encode(RCPT.lower().encode()).decode().rstrip("="),
+        hashlib.md5(RCPT.lower().encode()).hexdigest().upper(),
+        hashlib.sha256(RCPT.lower().encode()).hexdigest(),
+    ],
+)
+def test_visible_personalised_image_becomes_its_alt_text(form: str) -> None:
+    banner = (f'<img src="https://img.shop.example/banner?who={form}" width="600" '
+              f'alt="Deals for you <3">').encode()
+    page = b"<p>Hi</p>" + banner + b"<p>Bye</p>"
+    analysis = ENGINE.analyse(_message(page))
+    refused = ENGINE.render(analysis, RCPT, Policy.REFUSED)
+    assert _html_of(refused.data) == b"<p>Hi</p>Deals for you &lt;3<p>Bye</p>"
+    (item,) = [i for i in refused.items if i.finding.tracker]
+    assert "identifies-recipient" in item.finding.reasons
+    granted = ENGINE.render(analysis, RCPT, Policy.GRANTED, lambda u: LINK)
+    assert not granted.changed  # consented: the visible image stays as it is
+    other = ENGINE.render(analysis, "someone@else.example", Policy.REFUSED)
+    assert not other.changed  # not this recipient's address: not a tracker for them
+
+
+def test_srcset_candidates_and_css_urls_are_neutralised_in_place() -> None:
+    page = (
+        b'<img src="https://cdn.shop.example/a.png" width="300" '
+        b'srcset="https://cdn.shop.example/a2.png 2x, https://t.shop.example/open.gif?u=1 3x">'
+        b'<div style="background:url(https://t.shop.example/open.gif?u=2) no-repeat;color:red">'
+        b"x</div>"
+    )
+    out = ENGINE.render(ENGINE.analyse(_message(page)), RCPT, Policy.REFUSED)
+    html = _html_of(out.data)
+    assert b"t.shop.example" not in html
+    assert b'srcset="https://cdn.shop.example/a2.png 2x' in html
+    assert b"background:none no-repeat;color:red" in html
+
+
+def test_broken_mime_is_delivered_unmodified_with_a_problem() -> None:
+    message = _message(PAGE).replace(b'boundary="BOUND"', b'boundary="OTHER"')
+    analysis = ENGINE.analyse(message)
+    out = ENGINE.render(analysis, RCPT, Policy.REFUSED)
+    assert out.data == message and not out.changed
+    assert analysis.problems
+
+
+def test_lying_charset_part_is_left_alone() -> None:
+    message = _message(PAGE.replace(b"\xe2\x82\xac", b"\xff\xfe"), cte="8bit")
+    analysis = ENGINE.analyse(message)
+    assert analysis.parts == ()
+    assert any("not valid" in p for p in analysis.problems)
+    assert ENGINE.render(analysis, RCPT, Policy.REFUSED).data == message
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in (FIXTURES / "mime").glob("*.eml")))
+def test_every_mime_fixture_renders_without_error(name: str) -> None:
+    message = (FIXTURES / "mime" / name).read_bytes()
+    analysis = ENGINE.analyse(message)
+    for policy in Policy:
+        out = ENGINE.render(analysis, RCPT, policy, lambda u: LINK)
+        if not out.changed:
+            assert out.data == message
+
+
+@pytest.mark.parametrize("name", ["iso2022jp_qp.eml", "iso2022jp_base64.eml"])
+def test_japanese_newsletters_keep_their_text(name: str) -> None:
+    message = (FIXTURES / "mime" / name).read_bytes()
+    analysis = ENGINE.analyse(message)
+    out = ENGINE.render(analysis, RCPT, Policy.REFUSED)
+    assert out.changed
+    (part,) = analysis.parts
+    before = part.decoded
+    after = _decoded_html(out.data)
+    removed = [i.reference.removal_span for i in out.items if i.action is Action.STRIP]
+    expected = before
+    for start, end in sorted(removed, reverse=True):
+        expected = expected[:start] + expected[end:]
+    assert after == expected
+    assert after.decode("iso-2022-jp")  # still valid
+
+
+def _decoded_html(message: bytes) -> bytes:
+    analysis = ENGINE.analyse(message)
+    (part,) = analysis.parts
+    return decode(analysis.tree.body(part.part), part.part.transfer_encoding)
+
+
+def test_templates_without_trackers_pass_byte_identical() -> None:
+    html = (FIXTURES / "html" / "mjml_welcome.html").read_bytes()
+    html = re.sub(rb"<img[^>]*(?:width=\"1\"|open|track|pixel)[^>]*>", b"", html)
+    message = _message(html)
+    analysis = ENGINE.analyse(message)
+    out = ENGINE.render(analysis, RCPT, Policy.REFUSED)
+    if not any(i.finding.tracker for i in out.items):
+        assert out.data == message
+        assert not out.changed
+
+
+_TEXT = st.text(alphabet=st.sampled_from("abc <>&;=\"'/ é€"), max_size=30)
+_SAFE_TAGS = st.sampled_from([
+    "<p>", "</p>", "<br>", '<a href="https://shop.example/x">', "</a>", "<!-- note -->",
+    '<img src="https://cdn.shop.example/p.png" width="120" alt="p">', "<table><tr><td>",
+    "</td></tr></table>", '<span style="color:#333">', "</span>",
+])
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.one_of(_TEXT.map(lambda t: t.replace("<", "").replace(">", "")), _SAFE_TAGS),
+                max_size=30),
+       st.lists(st.integers(min_value=0, max_value=30), max_size=4),
+       st.sampled_from(["quoted-printable", "base64", "8bit"]))
+def test_output_equals_input_with_exactly_the_tracker_spans_removed(
+    chunks: list[str], positions: list[int], cte: str
+) -> None:
+    pieces = [c.encode("utf-8") for c in chunks]
+    pixels: list[bytes] = []
+    for n, pos in enumerate(sorted(positions, reverse=True)):
+        pixel = f'<img src="https://t.shop.example/o.gif?id={n}" width="1" height="1">'.encode()
+        pieces.insert(min(pos, len(pieces)), pixel)
+        pixels.append(pixel)
+    html = b"".join(pieces)
+    out = ENGINE.render(ENGINE.analyse(_message(html, cte=cte)), RCPT, Policy.REFUSED)
+    expected = html
+    for pixel in pixels:
+        expected = expected.replace(pixel, b"", 1)
+    assert _html_of(out.data) == expected
+
+
+def test_a_part_that_cannot_be_re_encoded_is_left_alone() -> None:
+    long_line = b"<p>" + b"x" * 900 + PIXEL.replace(b"open.gif?u=42", b"o?u=42") + b"</p>"
+    message = _message(long_line, cte="8bit")
+    analysis = ENGINE.analyse(message)
+    out = ENGINE.render(analysis, RCPT, Policy.GRANTED, lambda u: "https://p.example/" + "y" * 200)
+    assert out.data == message and not out.changed
+    assert out.problems and "left unmodified" in out.problems[0]
+    assert "rewrite_problems" in out.report(Policy.GRANTED)

@@ -1,0 +1,351 @@
+"""The HTML scanner: every vector, exact spans, templates, adversarial input, a property."""
+
+from __future__ import annotations
+
+import doctest
+import importlib
+import re
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from beacon_proxy.rewrite.html import Reference, scan_html
+
+FIXTURES = Path(__file__).parent / "fixtures" / "html"
+VECTORS = sorted(FIXTURES.glob("vector_*.html"))
+
+
+def _expected(view: bytes) -> list[str]:
+    """The ``<!-- expect: ... -->`` line a vector fixture starts with."""
+    m = re.match(rb"<!-- expect: ([^>]*?) ?-->", view)
+    assert m is not None
+    return m.group(1).decode().split()
+
+
+def _at(view: bytes, span: tuple[int, int] | None) -> bytes:
+    assert span is not None
+    return view[span[0] : span[1]]
+
+
+def _beacons(view: bytes) -> list[Reference]:
+    return [r for r in scan_html(view).references if "beacon.test" in r.url]
+
+
+def test_every_vector_has_a_fixture() -> None:
+    names = {p.stem.removeprefix("vector_") for p in VECTORS}
+    assert {"img_src", "img_srcset", "img_lowsrc", "input_image", "picture_source", "video",
+            "audio", "track", "iframe", "iframe_srcdoc", "object", "embed", "svg_image",
+            "link_rel", "background_attr", "css_inline", "css_block", "meta_refresh", "vml",
+            "conditional", "amp", "local_only"} <= names
+
+
+@pytest.mark.parametrize("path", VECTORS, ids=lambda p: p.stem)
+def test_vector_fixture_finds_exactly_its_beacons(path: Path) -> None:
+    view = path.read_bytes()
+    found = _beacons(view)
+    assert [r.element for r in found] == _expected(view)
+    for ref in found:
+        assert ref.remote
+        assert "/never" not in ref.url
+        if ref.rewritable:  # the raw bytes at url_span are the URL (entities aside)
+            raw = _at(view, ref.url_span).decode()
+            assert raw.replace("&amp;", "&") == ref.url or "&" in raw
+        start, end = ref.removal_span
+        assert ref.tag_span[0] <= start <= end or ref.in_style_block or ref.tag == "script"
+
+
+def test_vector_fixtures_keep_their_own_logo_as_an_ordinary_image() -> None:
+    for path in VECTORS:
+        refs = scan_html(path.read_bytes()).references
+        logos = [r for r in refs if r.url.endswith("/mail/logo-2x.png")]
+        assert len(logos) == 1 and logos[0].element == "img" and logos[0].box is not None
+        assert logos[0].box.width == "180"
+
+
+def test_local_references_are_reported_but_not_remote() -> None:
+    refs = scan_html((FIXTURES / "vector_local_only.html").read_bytes()).references
+    local = {r.url.split(":")[0].split("/")[0]: r.remote for r in refs
+             if "harbour-bakery.example" not in r.url}
+    assert local == {"cid": False, "data": False, "#inline": False, "images": False}
+
+
+def test_img_spans() -> None:
+    view = (b'<p>x</p>\n<IMG  Src = "https://t.example/o.gif?a=1&amp;b=2" '
+            b'ALT="Hi &amp; bye" width=1>')
+    (ref,) = scan_html(view).references
+    assert ref.element == "img" and ref.tag == "img" and ref.attr == "src"
+    assert ref.url == "https://t.example/o.gif?a=1&b=2"
+    assert _at(view, ref.tag_span) == view[9:]
+    assert _at(view, ref.removal_span) == view[9:] and ref.neutral == b""
+    assert _at(view, ref.attr_span) == b'  Src = "https://t.example/o.gif?a=1&amp;b=2"'
+    assert _at(view, ref.value_span) == b"https://t.example/o.gif?a=1&amp;b=2"
+    assert _at(view, ref.url_span) == b"https://t.example/o.gif?a=1&amp;b=2"
+    assert _at(view, ref.alt_span) == b"Hi &amp; bye"
+    assert ref.box is not None and ref.box.width == "1" and ref.box.height is None
+
+
+def test_srcset_candidates_each_have_a_removable_span() -> None:
+    view = (b'<img srcset="https://a.test/1.jpg 1x,  https://t.test/o.gif 2x, '
+            b'https://a.test/3.jpg 3x">')
+    refs = scan_html(view).references
+    assert [r.url for r in refs] == ["https://a.test/1.jpg", "https://t.test/o.gif",
+                                    "https://a.test/3.jpg"]
+    assert [_at(view, r.url_span) for r in refs] == [r.url.encode() for r in refs]
+    assert [_at(view, r.removal_span) for r in refs] == [
+        b"https://a.test/1.jpg 1x,  ", b"https://t.test/o.gif 2x, ", b", https://a.test/3.jpg 3x"]
+    middle = refs[1].removal_span
+    assert view[: middle[0]] + view[middle[1] :] == (
+        b'<img srcset="https://a.test/1.jpg 1x,  https://a.test/3.jpg 3x">')
+
+
+def test_srcset_with_commas_in_urls_and_entities() -> None:
+    view = b'<img srcset="https://a.test/x,y.jpg 1x, https://t.test/o?a=1&amp;b=2 480w">'
+    refs = scan_html(view).references
+    assert [r.url for r in refs] == ["https://a.test/x,y.jpg", "https://t.test/o?a=1&b=2"]
+    assert _at(view, refs[1].url_span) == b"https://t.test/o?a=1&amp;b=2"
+
+
+def test_css_in_style_attribute_with_entities_maps_to_raw_bytes() -> None:
+    view = b'<td style="background-image:url(&quot;https://t.test/bg.png&quot;);color:red">'
+    (ref,) = scan_html(view).references
+    assert ref.element == "css-url" and ref.attr == "style" and ref.tag == "td"
+    assert _at(view, ref.url_span) == b"https://t.test/bg.png"
+    assert _at(view, ref.removal_span) == b"url(&quot;https://t.test/bg.png&quot;)"
+    assert ref.neutral == b"none"
+
+
+def test_style_block_references() -> None:
+    view = b"<style>@import 'https://t.test/a.css';\n.x{background:url(https://t.test/b.png)}</style>"
+    imp, url = scan_html(view).references
+    assert imp.in_style_block and imp.element == "css-import" and imp.attr is None
+    assert _at(view, imp.removal_span) == b"@import 'https://t.test/a.css';" and imp.neutral == b""
+    assert _at(view, url.removal_span) == b"url(https://t.test/b.png)"
+    assert _at(view, url.tag_span) == b"<style>"
+
+
+def test_vml_src_is_neutralised_in_place() -> None:
+    view = (b'<!--[if gte mso 9]><v:fill type="tile" src="https://t.test/v.png" />'
+            b"<v:image src=https://t.test/u.png /><![endif]-->")
+    quoted, bare = scan_html(view).references
+    assert quoted.in_conditional and quoted.condition == "gte mso 9" and quoted.tag == "v:fill"
+    assert _at(view, quoted.removal_span) == b"https://t.test/v.png" and quoted.neutral == b""
+    assert _at(view, bare.removal_span) == b"https://t.test/u.png" and bare.neutral == b'""'
+
+
+def test_link_needs_a_loading_rel() -> None:
+    view = (b'<link rel="canonical" href="https://t.test/c"><link rel="Shortcut Icon" '
+            b'href="https://t.test/i.ico"><link href="https://t.test/none">')
+    (ref,) = scan_html(view).references
+    assert ref.url == "https://t.test/i.ico" and _at(view, ref.removal_span).startswith(b"<link")
+
+
+def test_input_only_of_type_image() -> None:
+    view = b'<input type="text" src="https://t.test/a"><input type=IMAGE src="https://t.test/b">'
+    assert [r.url for r in scan_html(view).references] == ["https://t.test/b"]
+
+
+def test_meta_refresh_forms() -> None:
+    for content in (b"0;url=https://t.test/r", b"5; URL='https://t.test/r'", b"1, https://t.test/r"):
+        view = b'<meta http-equiv="Refresh" content="' + content + b'">'
+        (ref,) = scan_html(view).references
+        assert ref.element == "meta-refresh" and ref.url == "https://t.test/r"
+        assert _at(view, ref.url_span) == b"https://t.test/r"
+        assert ref.removal_span == ref.tag_span
+
+
+def test_base_href_makes_relative_urls_remote() -> None:
+    scan = scan_html(b'<base href="https://t.test/mail/"><img src="o.gif"><img src="cid:x">')
+    assert scan.base == "https://t.test/mail/"
+    assert [(r.url, r.remote) for r in scan.references] == [
+        ("https://t.test/mail/o.gif", True), ("cid:x", False)]
+
+
+def test_protocol_relative_and_odd_schemes() -> None:
+    view = (b'<img src="//t.test/a"><img src=" HTTPS://t.test/b "><img src="ht&#x09;tp://t.test/c">'
+            b'<img src="javascript:alert(1)"><img src="mailto:x@y.z">')
+    assert [(r.url, r.remote) for r in scan_html(view).references] == [
+        ("//t.test/a", True), ("HTTPS://t.test/b", True), ("http://t.test/c", True),
+        ("javascript:alert(1)", False), ("mailto:x@y.z", False)]
+
+
+def test_comments_scripts_and_raw_text_hide_markup() -> None:
+    view = (b'<!-- <img src="https://t.test/1"> --><script>var s = "<img src=https://t.test/2>";'
+            b'"<!--";</script><textarea><img src="https://t.test/3"></textarea>'
+            b'<title><img src=https://t.test/4></title><img src="https://t.test/5">'
+            b'<a title="<img src=https://t.test/6>" href="https://t.test/7">x</a>')
+    assert [r.url for r in scan_html(view).references] == ["https://t.test/5"]
+
+
+def test_bogus_comments_end_at_the_first_gt_as_in_html() -> None:
+    view = b'<![CDATA[ x > <img src="https://t.test/1"> ]]><?xml x?><!DOCTYPE html><img src=/r>'
+    assert [r.url for r in scan_html(view).references] == ["https://t.test/1", "/r"]
+
+
+def test_duplicate_attributes_first_one_wins() -> None:
+    (ref,) = scan_html(b'<img src="https://t.test/first" src="https://a.test/second">').references
+    assert ref.url == "https://t.test/first"
+
+
+def test_conditional_comment_kinds() -> None:
+    view = (b'<!--[if mso]><img src="https://t.test/a"><![endif]-->'
+            b'<!--[if !mso]><!--><img src="https://t.test/b"><!--<![endif]-->'
+            b'<img src="https://t.test/c">')
+    refs = scan_html(view).references
+    assert [(r.in_conditional, r.condition) for r in refs] == [
+        (True, "mso"), (True, "!mso"), (False, "")]
+
+
+def test_amp_analytics_json_requests() -> None:
+    view = (b'<amp-analytics><script type="application/json">{"requests": {"p": '
+            b'"https:\\/\\/t.test\\/p?x=1", "n": "not a url"}}</script></amp-analytics>'
+            b'<script>{"x": "https://t.test/not-amp"}</script>')
+    (ref,) = scan_html(view).references
+    assert ref.element == "amp-analytics" and ref.url == "https://t.test/p?x=1"
+    assert _at(view, ref.removal_span) == b"https:\\/\\/t.test\\/p?x=1"
+
+
+def test_iframe_srcdoc_is_reported_on_the_attribute() -> None:
+    view = b'<iframe srcdoc="&lt;img src=&quot;https://t.test/s&quot;&gt;"></iframe>'
+    (ref,) = scan_html(view).references
+    assert ref.element == "iframe-srcdoc" and not ref.rewritable
+    assert _at(view, ref.removal_span).startswith(b' srcdoc="')
+
+
+# -- real templates ---------------------------------------------------------------------------
+
+def test_cerberus_style_catalogue() -> None:
+    view = (FIXTURES / "catalogue.html").read_bytes()
+    scan = scan_html(view)
+    assert not scan.truncated
+    images = [r for r in scan.references if r.element == "img"]
+    assert len(images) == 121
+    vml = [r for r in scan.references if r.element == "vml"]
+    assert [(r.tag, r.condition) for r in vml] == [("v:fill", "gte mso 9")]
+    hero = b"https://cdn.northwind-outfitters.example/email/2024/hero-bg.jpg"
+    assert _at(view, vml[0].url_span) == hero
+    assert _at(view, vml[0].attr_span) == b' src="' + hero + b'"'
+    css = [r for r in scan.references if r.element == "css-url"]
+    assert [_at(view, r.removal_span) for r in css] == [b"url('" + hero + b"')"]
+    pixel = images[-2]
+    assert pixel.url.startswith("https://u4829173.ct.sendgrid.net/wf/open?upn=")
+    assert _at(view, pixel.removal_span).startswith(b'<img src="https://u4829173')
+    assert _at(view, pixel.removal_span).endswith(b'padding-left:0 !important;"/>')
+
+
+def test_mjml_style_welcome() -> None:
+    view = (FIXTURES / "mjml_welcome.html").read_bytes()
+    refs = scan_html(view).references
+    assert [(r.element, r.tag, r.condition) for r in refs] == [
+        ("link", "link", "!mso"), ("css-import", "style", "!mso"), ("img", "img", ""),
+        ("vml", "v:fill", "mso | IE"), ("css-url", "div", ""), ("background", "table", ""),
+        ("css-url", "table", ""), ("img", "img", ""), ("img", "img", "")]
+    fill = refs[3]
+    assert _at(view, fill.tag_span).startswith(b'<v:fill origin="0.5, 0"')
+    assert _at(view, fill.removal_span) == b"https://assets.fjord-cycling.example/mail/hero-coast.jpg"
+    assert _at(view, refs[1].removal_span) == (
+        b"@import url(https://fonts.googleapis.com/css?family=Ubuntu:300,400,500,700);")
+    assert _at(view, refs[5].attr_span) == (
+        b' background="https://assets.fjord-cycling.example/mail/hero-coast.jpg"')
+
+
+# -- adversarial input: each must end quickly (linear by design) -----------------------------
+
+@pytest.mark.timeout(10)
+def test_ten_megabyte_single_line() -> None:
+    line = b'<td style="color:red">cell</td><img src="https://t.test/x" width="1">' * 150_000
+    scan = scan_html(line[: 10 * 1024 * 1024])
+    assert len(scan.references) >= 140_000 or scan.truncated
+
+
+@pytest.mark.timeout(10)
+def test_hundred_thousand_nested_tags() -> None:
+    view = b"<div>" * 100_000 + b'<img src="https://t.test/deep">' + b"</div>" * 100_000
+    assert [r.url for r in scan_html(view).references] == ["https://t.test/deep"]
+
+
+@pytest.mark.timeout(10)
+@pytest.mark.parametrize("view", [
+    b'<p>a</p><!-- never closed <img src="https://t.test/x">' + b"x" * 1_000_000,
+    b'<img alt="never closed src="https://t.test/x">' + b"<b>" * 200_000,
+    b'<img src=https://t.test/x alt="' + b"<i x='" * 200_000,
+    b"<!--[if mso]>" + b'<img src="https://t.test/x">' * 1000 + b"<p>" * 100_000,
+    b'<img src="https://t.test/x" title="' + b"a" * 1_000_000 + b'">',
+    b"<" * 1_000_000 + b"</" * 500_000 + b"<!" * 500_000,
+    b"<style>" + b"url(" * 300_000,
+    b'<td style="' + b"background:url(" * 100_000 + b'">',
+    b"<a " + b"x=1 " * 200_000 + b">",
+    b"<img" + b" src=x" * 300_000,
+    b'<img srcset="' + b"https://t.test/x 1x," * 100_000 + b'">',
+    b'<img alt="x>' * 100_000,
+], ids=["comment", "quote", "quote-many", "if-mso", "mb-attribute", "lt-soup", "css", "style",
+        "attrs", "dup-attrs", "srcset", "quote-chain"])
+def test_adversarial_input_ends(view: bytes) -> None:
+    scan_html(view)
+
+
+def test_unterminated_things_end_the_document() -> None:
+    assert scan_html(b'<img src="https://t.test/a"><img src="https://t.test/b').references[0].url \
+        == "https://t.test/a"
+    assert len(scan_html(b'<img src="https://t.test/a"><img src="https://t.test/b').references) == 1
+    refs = scan_html(b'<!--[if mso]><img src="https://t.test/a">').references
+    assert refs[0].in_conditional
+
+
+def test_limits_truncate() -> None:
+    view = b'<img src="https://t.test/a">' * 10
+    assert not scan_html(view).truncated
+    assert scan_html(view, max_tags=6).truncated
+    assert 0 < len(scan_html(view, max_tags=6).references) < 10
+    assert scan_html(view, max_bytes=50).truncated
+    assert len(scan_html(view, max_bytes=50).references) == 1
+
+
+# -- property: inserted trackers are found exactly -------------------------------------------
+
+_SAFE_TAGS = ["<p>", "</p>", "<div class=\"x\">", "</div>", "<td style=\"padding:0\">", "</td>",
+              "<br>", "<a href=\"https://shop.test/x?a=1&amp;b=2\">", "</a>", "<b>", "</b>",
+              "<!-- note -->", "<span title='a > b'>", "</span>", "<table width=\"100%\">"]
+_TEXT = st.text(alphabet="abc xyz,.;:!?0123456789&#'\"=/-", max_size=12).map(
+    lambda s: s.replace("<", ""))
+
+
+@st.composite
+def _documents(draw: st.DrawFn) -> tuple[bytes, list[tuple[int, int, str]]]:
+    parts: list[bytes] = []
+    expected: list[tuple[int, int, str]] = []
+    size = 0
+    for i in range(draw(st.integers(0, 30))):
+        kind = draw(st.sampled_from(["text", "tag", "img"]))
+        if kind == "text":
+            chunk = draw(_TEXT).encode()
+        elif kind == "tag":
+            chunk = draw(st.sampled_from(_SAFE_TAGS)).encode()
+        else:
+            url = f"https://t{i}.test/o.gif?u={draw(st.integers(0, 999))}"
+            quote = draw(st.sampled_from(['"', "'"]))
+            extra = draw(st.sampled_from(["", ' width="1"', " alt=''", "/"]))
+            chunk = f"<img{extra} src={quote}{url}{quote}{extra}>".encode()
+            expected.append((size, size + len(chunk), url))
+        parts.append(chunk)
+        size += len(chunk)
+    return b"".join(parts), expected
+
+
+@settings(max_examples=200, deadline=None)
+@given(_documents())
+def test_property_inserted_images_are_found_with_exact_spans(
+        doc: tuple[bytes, list[tuple[int, int, str]]]) -> None:
+    view, expected = doc
+    refs = scan_html(view).references
+    assert [(r.tag_span[0], r.tag_span[1], r.url) for r in refs] == expected
+    for ref in refs:
+        assert _at(view, ref.url_span) == ref.url.encode()
+        assert ref.removal_span == ref.tag_span
+
+
+@pytest.mark.parametrize("module", ["html", "htmlattr", "css", "rules", "identity", "classify"])
+def test_docstring_examples(module: str) -> None:
+    mod = importlib.import_module(f"beacon_proxy.rewrite.{module}")
+    assert doctest.testmod(mod).failed == 0

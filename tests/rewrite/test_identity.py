@@ -1,0 +1,103 @@
+"""The recipient's address in every form a URL can carry it."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from urllib.parse import quote, quote_plus
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from beacon_proxy.rewrite.identity import HASHES, RecipientIdentity, base64_cores
+
+ADDRESS = "Jane.Doe+news@Example.com"
+LOWER = ADDRESS.lower()
+ME = RecipientIdentity(f"  {ADDRESS} ")
+
+
+def _b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
+
+
+def _b64url(text: str) -> str:
+    return base64.urlsafe_b64encode(text.encode()).decode()
+
+
+FORMS = [
+    (f"https://t.test/o.gif?e={ADDRESS}", "address"),
+    (f"https://t.test/o.gif?e={LOWER.upper()}", "address"),
+    (f"https://t.test/o.gif?e={quote(ADDRESS, safe='')}", "address-urlencoded"),
+    (f"https://t.test/o.gif?e={quote(LOWER, safe='@')}", "address-urlencoded"),
+    (f"https://t.test/o.gif?e={quote_plus(ADDRESS)}", "address-urlencoded"),
+    (f"https://t.test/o.gif?e={quote(ADDRESS, safe='').replace('%40', '%40'.lower())}",
+     "address-urlencoded"),
+    ("https://t.test/o.gif?e=jane.doe%2bnews%40example.com", "address-urlencoded"),
+    (f"https://t.test/r?u={quote(quote(ADDRESS, safe=''), safe='')}", "address-urlencoded"),
+    (f"https://t.test/o?e={_b64(ADDRESS)}", "address-base64"),
+    (f"https://t.test/o?e={_b64(LOWER)}", "address-base64"),
+    (f"https://t.test/o?e={_b64(LOWER).rstrip('=')}", "address-base64"),
+    (f"https://t.test/o/{_b64url(LOWER)}/p.gif", "address-base64"),
+    (f"https://t.test/o/{_b64url(ADDRESS).rstrip('=')}", "address-base64"),
+    (f"https://t.test/o?d={_b64('email=' + ADDRESS + '&list=7')}", "address-base64"),
+    ("https://t.test/o?d=" + _b64('{"e":"' + LOWER + '","c":1}'), "address-base64"),
+    (f"https://t.test/o?d={_b64url('xy' + LOWER)}", "address-base64"),
+    (f"https://t.test/o?d={quote(_b64(ADDRESS), safe='')}", "address-base64"),
+]
+FORMS += [
+    (f"https://t.test/p/{hashlib.new(name, LOWER.encode()).hexdigest()}.gif", f"address-{name}")
+    for name in HASHES
+]
+FORMS += [
+    (f"https://t.test/p?h={hashlib.new(name, LOWER.encode()).hexdigest().upper()}",
+     f"address-{name}")
+    for name in HASHES
+]
+
+
+@pytest.mark.parametrize(("url", "reason"), FORMS)
+def test_every_form_is_found(url: str, reason: str) -> None:
+    assert reason in ME.find(url)
+
+
+def test_hash_of_the_address_as_given_is_found_too() -> None:
+    url = "https://t.test/p/" + hashlib.md5(ADDRESS.encode()).hexdigest()
+    assert ME.find(url) == ["address-md5"]
+
+
+@pytest.mark.parametrize("url", [
+    "https://cdn.example.com/img/logo.png?v=20240301",
+    "https://t.test/p/" + hashlib.md5(b"someone.else@example.com").hexdigest(),
+    "https://t.test/p/" + hashlib.sha256(LOWER.encode()).hexdigest()[:40],
+    "https://t.test/o?e=" + _b64("someone.else@example.com"),
+    "https://t.test/o?e=jane.doe%40example.org",
+])
+def test_other_texts_are_not_the_address(url: str) -> None:
+    assert ME.find(url) == []
+
+
+def test_empty_address_finds_nothing() -> None:
+    assert RecipientIdentity("  ").find("https://t.test/?e=") == []
+
+
+def test_base64_cores_are_stable_in_any_surrounding() -> None:
+    data = b"a.b@example.org"
+    for before in (b"", b"x", b"xy", b"xyz", b"email="):
+        for after in (b"", b"&", b"&l=1"):
+            blob = base64.b64encode(before + data + after).decode()
+            assert any(core in blob for core in base64_cores(data))
+
+
+@given(st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789._-", min_size=1, max_size=20),
+       st.binary(max_size=12), st.binary(max_size=12))
+def test_property_address_inside_any_base64_blob(local: str, before: bytes, after: bytes) -> None:
+    address = f"{local}@example.net"
+    blob = base64.urlsafe_b64encode(before + address.encode() + after).decode().rstrip("=")
+    assert "address-base64" in RecipientIdentity(address).find("https://t.test/o?d=" + blob)
+
+
+def test_reasons_are_listed_once_in_a_stable_order() -> None:
+    md5 = hashlib.md5(LOWER.encode()).hexdigest()
+    url = f"https://t.test/{md5}/{md5.upper()}?e={LOWER}&b={_b64(LOWER)}"
+    assert ME.find(url) == ["address", "address-base64", "address-md5"]

@@ -1,0 +1,465 @@
+"""The offset-keeping MIME parser: structure, exact spans, splicing, broken input, limits."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from beacon_proxy.rewrite.charsets import decode_text, looks_valid, scan_view
+from beacon_proxy.rewrite.mime import MimePart, MimeTree, parse_message
+from beacon_proxy.rewrite.transfer import Edit, apply_edits, decode
+
+FIXTURES = Path(__file__).parent / "fixtures" / "mime"
+
+
+def load(name: str) -> bytes:
+    """A fixture as the relay sees it: CRLF line ends (lf_only.eml stays as it is)."""
+    raw = (FIXTURES / name).read_bytes()
+    return raw if name == "lf_only.eml" else raw.replace(b"\n", b"\r\n")
+
+
+def shape(tree: MimeTree) -> list[tuple[tuple[int, ...], str, bool]]:
+    return [(p.path, p.content_type, p.modifiable) for p in tree.parts]
+
+
+def check_spans(tree: MimeTree) -> None:
+    """Spans lie inside the message, in order, and children inside their parent's body."""
+    size = len(tree.data)
+    by_path = {p.path: p for p in tree.parts}
+    for part in tree.parts:
+        head, body = part.header_span, part.body_span
+        assert 0 <= head.start <= head.stop <= body.start <= body.stop <= size
+        if part.path:
+            parent = by_path[part.path[:-1]]
+            assert parent.body_span.start <= head.start and body.stop <= parent.body_span.stop
+
+
+# --- well-formed messages ------------------------------------------------------------------------
+
+def test_alternative_newsletter_in_quoted_printable() -> None:
+    data = load("alternative_qp.eml")
+    tree = parse_message(data)
+    assert tree.problems == [] and tree.modifiable
+    assert shape(tree) == [((), "multipart/alternative", False), ((0,), "text/plain", True),
+                           ((1,), "text/html", True)]
+    html = tree.html_parts()[0]
+    assert (html.charset, html.transfer_encoding) == ("utf-8", "quoted-printable")
+    body = data[html.body_span]
+    assert body.startswith(b"<!DOCTYPE html>\r\n<html lang=3D\"fr\">\r\n")
+    assert body.endswith(b"</body>\r\n</html>\r\n")
+    assert data[html.header_span] == (b'Content-Type: text/html; charset="UTF-8"\r\n'
+                                      b"Content-Transfer-Encoding: quoted-printable\r\n")
+    text = decode(body, "quoted-printable").decode()
+    assert "Crème brûlée" in text and "--" not in text[-20:]
+    plain = data[tree.parts[1].body_span]
+    assert plain.endswith(b"\r\n--\r\nSe d=C3=A9sabonner : https://shop.example.fr/desabonnement\r\n")
+    check_spans(tree)
+
+
+def test_alternative_newsletter_in_base64_keeps_the_blank_line_in_the_body() -> None:
+    data = load("alternative_base64.eml")
+    tree = parse_message(data)
+    html = tree.html_parts()[0]
+    body = data[html.body_span]
+    assert body.startswith(b"PCFET0NUWVBFIGh0bWw+") and body.endswith(b"=\r\n")
+    assert decode(body, "base64").startswith(b"<!DOCTYPE html>\n<html lang=\"fr\">")
+    assert data[tree.root.body_span].endswith(b"--\r\n\r\n")
+
+
+def test_headers_and_other_parts_leave_byte_identical() -> None:
+    data = load("alternative_qp.eml")
+    tree = parse_message(data)
+    html = tree.html_parts()[0]
+    body = data[html.body_span]
+    decoded = decode(body, "quoted-printable")
+    pixel = decoded.index(b"<img src=\"https://t.mailer")
+    end = decoded.index(b">", pixel) + 1
+    new_body = apply_edits(body, "quoted-printable", [Edit(pixel, end, b"")])
+    out = tree.replace_bodies([(html, new_body)])
+    assert out == data[: html.body_span.start] + new_body + data[html.body_span.stop :]
+    assert out.startswith(data[: html.body_span.start])
+    reparsed = parse_message(out)
+    assert shape(reparsed) == shape(tree)
+    assert decode(out[reparsed.html_parts()[0].body_span], "quoted-printable") == (
+        decoded[:pixel] + decoded[end:])
+    assert tree.replace_bodies([]) == data
+    assert tree.body(html) == body
+    assert [p.path for p in tree.leaves()] == [(0,), (1,)]
+
+
+def test_related_with_cid_images() -> None:
+    data = load("related_cid.eml")
+    tree = parse_message(data)
+    assert [(p.path, p.content_type, p.disposition) for p in tree.parts] == [
+        ((), "multipart/related", None), ((0,), "text/html", None),
+        ((1,), "image/png", "inline"), ((2,), "image/png", None)]
+    html = tree.html_parts()[0]
+    assert html.charset == "iso-8859-1"
+    assert b'src="cid:logo@shop.example.fr"' in decode(data[html.body_span], "quoted-printable")
+    assert data[tree.parts[2].body_span] == (
+        b"iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6\r\n"
+        b"kgAAAABJRU5ErkJggg==")
+
+
+def test_message_rfc822_attachment_is_opaque() -> None:
+    data = load("mixed_rfc822.eml")
+    tree = parse_message(data)
+    assert shape(tree) == [((), "multipart/mixed", False), ((0,), "text/html", True),
+                           ((1,), "message/rfc822", False), ((2,), "text/plain", True)]
+    assert [p.path for p in tree.html_parts()] == [(0,)]  # the forwarded HTML is not looked into
+    attached = tree.parts[2]
+    assert attached.reason == "message/* parts are left untouched"
+    assert data[attached.body_span].startswith(b"From: Boutique Exemple")
+    assert data[attached.body_span].endswith(b"--inner-0a9f--\r\n")
+    assert tree.parts[3].disposition == "attachment"
+    with pytest.raises(ValueError, match="not modifiable"):
+        tree.replace_bodies([(attached, b"x")])
+
+
+def test_signed_parts_are_flagged() -> None:
+    tree = parse_message(load("signed.eml"))
+    assert tree.problems == []
+    assert [(p.path, p.signed) for p in tree.parts] == [
+        ((), False), ((0,), True), ((0, 0), True), ((0, 1), True), ((1,), True)]
+    html = tree.html_parts()[0]
+    assert html.path == (0, 1) and html.modifiable and html.signed
+
+
+def test_amp_part_is_an_html_part() -> None:
+    data = load("amp.eml")
+    tree = parse_message(data)
+    assert [p.content_type for p in tree.html_parts()] == ["text/x-amp-html", "text/html"]
+    amp = tree.html_parts()[0]
+    assert data[amp.body_span].startswith("<!doctype html><html ⚡4email".encode())
+    assert data[amp.body_span].endswith(b"</amp-pixel></body></html>")
+
+
+def test_three_levels_of_nesting() -> None:
+    data = load("nested_three_levels.eml")
+    tree = parse_message(data)
+    assert [(p.path, p.content_type) for p in tree.parts] == [
+        ((), "multipart/mixed"), ((0,), "multipart/related"), ((0, 0), "multipart/alternative"),
+        ((0, 0, 0), "text/plain"), ((0, 0, 1), "text/html"), ((0, 1), "image/png"),
+        ((1,), "application/pdf")]
+    html = tree.html_parts()[0]
+    assert html.depth == 3
+    assert data[html.body_span] == (b'<p>Your invoice is attached. <img src="cid:sig">'
+                                    b'<img src="https://px.example.net/i.gif?e=4412"></p>')
+    assert data[tree.parts[2].header_span] == (
+        b"Content-Type: multipart/alternative; boundary=alt-a91\r\n")
+    check_spans(tree)
+
+
+def test_lf_only_message() -> None:
+    data = load("lf_only.eml")
+    assert b"\r" not in data
+    tree = parse_message(data)
+    assert tree.problems == []
+    html = tree.html_parts()[0]
+    assert data[html.body_span] == (
+        b'<p>We meet on <b>Thursday</b> at 19:00.<img src=3D"https://px.example.org/=\n'
+        b'm.gif?id=3D3" width=3D"1" height=3D"1"></p>')
+    assert data[tree.parts[1].body_span] == b"We meet on Thursday at 19:00."
+    decoded = decode(data[html.body_span], "quoted-printable")
+    start = decoded.index(b"<img")
+    end = decoded.index(b">", start) + 1
+    new = apply_edits(data[html.body_span], "quoted-printable", [Edit(start, end, b"")])
+    assert decode(new, "quoted-printable") == b"<p>We meet on <b>Thursday</b> at 19:00.</p>"
+    assert b"\r" not in tree.replace_bodies([(html, new)])
+
+
+@pytest.mark.parametrize(
+    ("name", "charset", "cte"),
+    [("iso2022jp_base64.eml", "iso-2022-jp", "base64"),
+     ("iso2022jp_qp.eml", "iso-2022-jp", "quoted-printable"),
+     ("shift_jis_base64.eml", "shift_jis", "base64"),
+     ("shift_jis_qp.eml", "shift_jis", "quoted-printable"),
+     ("euc_jp_8bit.eml", "euc-jp", "8bit"),
+     ("gbk_base64.eml", "gbk", "base64"),
+     ("windows1252_qp.eml", "windows-1252", "quoted-printable"),
+     ("iso8859_1_8bit.eml", "iso-8859-1", "8bit")],
+)
+def test_national_charset_newsletters_scan_and_rewrite(name: str, charset: str, cte: str) -> None:
+    data = load(name)
+    tree = parse_message(data)
+    assert tree.problems == []
+    html = tree.html_parts()[0]
+    assert (html.charset, html.transfer_encoding, html.modifiable) == (charset, cte, True)
+    decoded = decode(data[html.body_span], cte)
+    assert looks_valid(decoded, charset)
+    view = scan_view(decoded, charset)
+    assert len(view) == len(decoded)
+    start = view.index(b"<img ")  # found through the view, offsets valid in the decoded bytes
+    end = view.index(b">", start) + 1
+    assert decode_text(decoded[start:end], charset).startswith('<img src="https://')
+    new_body = apply_edits(data[html.body_span], cte, [Edit(start, end, b"")])
+    out = tree.replace_bodies([(html, new_body)])
+    again = parse_message(out)
+    redecoded = decode(out[again.html_parts()[0].body_span], cte)
+    assert redecoded == decoded[:start] + decoded[end:]
+    assert decode_text(redecoded, charset).count("\ufffd") == 0
+
+
+def test_japanese_text_and_style_survive_in_the_view() -> None:
+    data = load("shift_jis_qp.eml")
+    tree = parse_message(data)
+    decoded = decode(data[tree.html_parts()[0].body_span], "quoted-printable")
+    view = scan_view(decoded, "shift_jis")
+    assert view.count(b'"') == decoded.count(b'"')  # no quote hidden, no backslash invented
+    assert view.count(b"\\") == 0 and decoded.count(b"\\") > 0
+    assert "ソフトウェア表示" in decode_text(decoded, "shift_jis")
+
+
+# --- parameters --------------------------------------------------------------------------------
+
+def test_rfc2231_continuations_folding_and_case() -> None:
+    data = load("rfc2231_params.eml")
+    tree = parse_message(data)
+    assert tree.problems == []
+    assert tree.root.boundary == b"==split-boundary42"
+    assert [(p.content_type, p.charset, p.transfer_encoding, p.disposition)
+            for p in tree.parts[1:]] == [("text/html", "iso-2022-jp", "7bit", None),
+                                         ("text/html", "windows-1252", "7bit", "attachment")]
+    assert tree.html_parts() == [tree.parts[1]]
+
+
+def test_transport_padding_comments_and_first_header_wins() -> None:
+    data = load("padding_comments.eml")
+    tree = parse_message(data)
+    assert tree.problems == []
+    assert tree.root.boundary == b"pad (not a comment)"
+    html = tree.parts[1]
+    assert (html.content_type, html.charset, html.transfer_encoding) == (
+        "text/html", "iso-8859-15", "quoted-printable")
+    assert data[html.body_span] == b"<p>padded</p>"
+    assert data[tree.parts[2].body_span] == b"R0lGODlhAQABAAAAACw="
+
+
+def test_preamble_and_epilogue_look_alikes_are_not_boundaries() -> None:
+    data = load("preamble_epilogue.eml")
+    tree = parse_message(data)
+    assert tree.problems == []
+    assert [data[p.body_span] for p in tree.parts[1:]] == [
+        b"<p>one</p>\r\n-- \r\na signature-looking line", b"two"]
+    assert data[tree.root.body_span].endswith(b"--sep\r\nThis is after the close delimiter and "
+                                              b"is not a part.\r\n")
+
+
+def test_digest_parts_default_to_message_rfc822() -> None:
+    tree = parse_message(load("digest.eml"))
+    assert shape(tree) == [((), "multipart/digest", False), ((0,), "message/rfc822", False),
+                           ((1,), "text/plain", True)]
+    assert tree.parts[1].header_span.start == tree.parts[1].header_span.stop
+
+
+def test_parts_that_cannot_be_modified_say_why() -> None:
+    tree = parse_message(load("opaque_parts.eml"))
+    assert tree.problems == []
+    assert [(p.modifiable, p.reason) for p in tree.parts[1:]] == [
+        (False, "unsupported charset 'utf-16'"), (False, "unsupported charset 'x-unknown'"),
+        (False, "unknown transfer encoding 'x-uuencode'"), (True, None)]
+
+
+@pytest.mark.parametrize(
+    ("header", "ctype", "charset", "boundary"),
+    [
+        (b'Content-Type: text/html; charset="utf\\-8"', "text/html", "utf-8", None),
+        (b"Content-Type: TEXT/HTML;CHARSET=Shift-JIS;", "text/html", "shift_jis", None),
+        (b'Content-Type: text/html; charset="unterminated', "text/html", "x-unknown", None),
+        (b"Content-Type: html", "text/plain", "us-ascii", None),
+        (b"Content-Type: ;;;==;", "text/plain", "us-ascii", None),
+        (b"Content-Type: text/html; charset*=''%55TF-8", "text/html", "utf-8", None),
+        (b"Content-Type: multipart/mixed; boundary=----=_NextPart_000_0012_01DB4F2A.8C6B9E30",
+         "multipart/mixed", "us-ascii", b"----=_NextPart_000_0012_01DB4F2A.8C6B9E30"),
+        (b'Content-Type: multipart/mixed; boundary="a\\"b"; boundary=ignored', "multipart/mixed",
+         "us-ascii", b'a"b'),
+        (b"Content-Type: multipart/mixed;\r\n\tboundary*0=ab;\r\n boundary*1=cd (comment)",
+         "multipart/mixed", "us-ascii", b"abcd"),
+    ],
+)
+def test_content_type_values(header: bytes, ctype: str, charset: str,
+                             boundary: bytes | None) -> None:
+    data = header + b"\r\n\r\n"
+    if boundary:
+        data += b"--" + boundary + b"\r\n\r\nx\r\n--" + boundary + b"--\r\n"
+    tree = parse_message(data)
+    assert (tree.root.content_type, tree.root.charset, tree.root.boundary) == (
+        ctype, charset, boundary)
+    if boundary:
+        assert tree.problems == [] and tree.data[tree.parts[1].body_span] == b"x"
+
+
+# --- broken structure --------------------------------------------------------------------------
+
+@pytest.mark.parametrize(
+    ("name", "problems", "modifiable_paths"),
+    [
+        ("broken_missing_close.eml", ["message: missing closing boundary"], []),
+        ("broken_wrong_boundary.eml", ["message: boundary never found"], []),
+        ("broken_no_boundary_param.eml", ["message: multipart without a boundary"], []),
+        ("broken_no_separator.eml", ["part 2: no blank line after the header fields"], [(0,)]),
+        ("broken_nested_missing_close.eml", ["part 1: missing closing boundary"], [(1,)]),
+    ],
+)
+def test_broken_messages_are_reported_not_raised(name: str, problems: list[str],
+                                                 modifiable_paths: list[tuple[int, ...]]) -> None:
+    data = load(name)
+    tree = parse_message(data)
+    assert tree.problems == problems
+    assert not tree.modifiable
+    assert [p.path for p in tree.parts if p.modifiable] == modifiable_paths
+    assert all(p.reason == "broken MIME structure" for p in tree.parts
+               if not p.modifiable and not p.is_multipart)
+    check_spans(tree)
+
+
+def test_missing_blank_line_keeps_the_first_line_in_the_body() -> None:
+    data = load("broken_no_separator.eml")
+    part = parse_message(data).parts[2]
+    assert data[part.header_span] == b"Content-Type: text/html; charset=us-ascii\r\n"
+    assert data[part.body_span] == b"<p>This line follows the header fields directly.</p>"
+
+
+@pytest.mark.parametrize(
+    "data",
+    [b"", b"\r\n", b"\n\n\n", b"Subject: only headers", b"Subject: x\r\n", b"not a header\r\n",
+     b"Content-Type: multipart/mixed; boundary=x", b"Content-Type: multipart/mixed; boundary=x\r\n",
+     b"Content-Type: multipart/mixed; boundary=x\r\n\r\n--x", b"Content-Type: multipart/x; "
+     b"boundary=x\r\n\r\n--x--", b"From sender Mon Nov 25 10:00:00 2024\r\nSubject: mbox\r\n\r\nx",
+     b"Content-Type: multipart/mixed; boundary=\"\"\r\n\r\n--\r\n", b"\x00\xff--\r\n--",
+     b"Content-Type: multipart/mixed; boundary=x\r\n\r\n--x\r\n--x\r\n\r\n--x--"],
+)
+def test_odd_inputs(data: bytes) -> None:
+    tree = parse_message(data)
+    assert tree.parts and tree.root.path == ()
+    assert not any(p.startswith("internal") for p in tree.problems)
+    check_spans(tree)
+
+
+def test_headers_only_message_is_fine_and_mbox_line_is_a_header_line() -> None:
+    data = b"Subject: x\r\nTo: y\r\n"
+    tree = parse_message(data)
+    assert tree.problems == [] and tree.root.body_span == slice(len(data), len(data))
+    mbox = parse_message(b"From a@b Mon Nov 25 10:00:00 2024\r\nContent-Type: text/html\r\n\r\n<p>")
+    assert mbox.problems == [] and mbox.root.content_type == "text/html"
+    assert mbox.data[mbox.root.body_span] == b"<p>"
+    assert parse_message(b"hello world\r\nsecond line").problems == [
+        "message: no blank line after the header fields"]
+
+
+def test_reused_boundary_and_empty_parts() -> None:
+    data = (b"Content-Type: multipart/mixed; boundary=x\r\n\r\n--x\r\n"
+            b"Content-Type: multipart/alternative; boundary=x\r\n\r\n--x\r\n\r\nbody\r\n--x--\r\n")
+    tree = parse_message(data)
+    assert "part 1: boundary reused by a nested multipart" in tree.problems
+    empty = parse_message(b"Content-Type: multipart/mixed; boundary=x\r\n\r\n--x\r\n--x\r\n\r\n"
+                          b"two\r\n--x--\r\n")
+    assert empty.problems == []
+    assert [empty.data[p.body_span] for p in empty.parts[1:]] == [b"", b"two"]
+
+
+# --- limits --------------------------------------------------------------------------------------
+
+def nested(levels: int) -> bytes:
+    head = b"".join(b"Content-Type: multipart/mixed; boundary=b%d\r\n\r\n--b%d\r\n" % (i, i)
+                    for i in range(levels))
+    tail = b"".join(b"\r\n--b%d--" % i for i in reversed(range(levels)))
+    return head + b"Content-Type: text/html\r\n\r\n<p>deep</p>" + tail + b"\r\n"
+
+
+def test_absurd_nesting_stops_at_max_depth() -> None:
+    started = time.perf_counter()
+    tree = parse_message(nested(1000))
+    assert time.perf_counter() - started < 1.0
+    assert tree.problems == ["part 1.1.1...1.1.1 (depth 100): nested deeper than 100 levels"]
+    assert len(tree.parts) == 101 and not tree.modifiable
+    assert tree.html_parts() == []
+    ok = parse_message(nested(100))
+    assert ok.problems == [] and ok.html_parts()[0].depth == 100
+    assert parse_message(nested(5), max_depth=3).problems == [
+        "part 1.1.1: nested deeper than 3 levels"]
+
+
+def test_a_hundred_thousand_tiny_parts_stop_at_max_parts() -> None:
+    data = (b"Content-Type: multipart/mixed; boundary=b\r\n\r\n"
+            + b"--b\r\nContent-Type: text/html\r\n\r\n<i>x</i>\r\n" * 100_000 + b"--b--\r\n")
+    started = time.perf_counter()
+    tree = parse_message(data)
+    assert time.perf_counter() - started < 0.5
+    assert tree.problems == ["more than 1000 MIME parts"]
+    assert len(tree.parts) == 1000 and not any(p.modifiable for p in tree.parts)
+    assert len(parse_message(data, max_parts=100_002).parts) == 100_001
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"Subject: x\r\n\r\n" + b"y" * 10_000_000,  # one 10 MB line
+        b"Content-Type: multipart/mixed; boundary=ab\r\n\r\n" + b"--abc\r\n" * 1_000_000,
+        b"Content-Type: multipart/mixed; boundary=ab\r\n\r\n" + b"--a" * 2_000_000,
+        b"X-Header: " + b"v" * 5_000_000 + b"\r\n" + b" folded\r\n" * 100_000 + b"\r\nbody",
+        b"Content-Type: text/plain; " + b"a=b;" * 200_000 + b"\r\n\r\nx",
+    ],
+)
+def test_adversarial_inputs_finish_quickly(data: bytes) -> None:
+    started = time.perf_counter()
+    tree = parse_message(data)
+    assert time.perf_counter() - started < 2.0
+    check_spans(tree)
+
+
+# --- fuzzing -----------------------------------------------------------------------------------
+
+@settings(max_examples=300)
+@given(st.binary(max_size=600))
+def test_random_bytes_never_raise(data: bytes) -> None:
+    tree = parse_message(data)
+    assert not any(p.startswith("internal") for p in tree.problems)
+    check_spans(tree)
+
+
+REAL = [load(p.name) for p in sorted(FIXTURES.glob("*.eml"))]
+PIECES = [b"\r\n", b"\n", b"--", b"\r\n--", b"boundary=", b";", b'"', b"Content-Type: multipart/",
+          b"\r\n\r\n", b"*0*=", b"'", b"%", b"\x1b$B", b"=\r\n", b" ", b"\t", b"(", b")"]
+
+
+@settings(max_examples=400)
+@given(st.sampled_from(REAL), st.lists(st.tuples(st.floats(0, 1), st.integers(0, 40),
+                                                 st.sampled_from(PIECES)), max_size=6))
+def test_mutated_real_messages_never_raise(base: bytes, cuts: list[tuple[float, int, bytes]]
+                                           ) -> None:
+    data = base
+    for where, drop, piece in cuts:
+        at = int(where * len(data))
+        data = data[:at] + piece + data[at + drop :]
+    tree = parse_message(data)
+    assert not any(p.startswith("internal") for p in tree.problems)
+    check_spans(tree)
+    for part in tree.html_parts():
+        if part.modifiable:
+            assert isinstance(part, MimePart)
+            decode(data[part.body_span], part.transfer_encoding)
+
+
+def test_a_parser_bug_still_delivers_the_message_untouched(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    def boom(self: object) -> MimeTree:
+        raise RuntimeError("bug")
+
+    monkeypatch.setattr("beacon_proxy.rewrite.mime._Parser.run", boom)
+    tree = parse_message(b"Subject: x\r\n\r\nbody")
+    assert tree.problems == ["internal parser error: RuntimeError('bug')"]
+    assert not tree.modifiable and not tree.root.modifiable and tree.html_parts() == []
+
+
+def test_parsing_a_newsletter_is_cheap() -> None:
+    data = load("alternative_qp.eml")
+    big = data.replace(b"<table", b"<table>" + b"<tr><td>x</td></tr>\r\n" * 3000 + b"<table", 1)
+    started = time.perf_counter()
+    for _ in range(100):
+        parse_message(big)
+    assert (time.perf_counter() - started) / 100 < 0.005

@@ -1,0 +1,187 @@
+"""Tracker rules: derivation, shipping, loading and indexed matching."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from beacon_proxy.rewrite.rules import RulesError, TrackerRules, literal_runs, load_rules
+
+ROOT = Path(__file__).resolve().parents[2]
+CONFIG = ROOT / "config" / "trackers.json"
+PACKAGED = ROOT / "beacon_proxy" / "data" / "trackers.json"
+UPSTREAM = ROOT.parent / "shared" / "data" / "trackers" / "mailtrackerblocker-rules.json"
+RULES = load_rules()
+# The regex parser of the standard library, to build a sample string per pattern.
+sre_parse: Any = importlib.import_module("re._parser")
+sre_constants: Any = importlib.import_module("re._constants")
+
+
+def _derive_tool() -> Any:
+    spec = importlib.util.spec_from_file_location("derive_trackers", ROOT / "tools" /
+                                                  "derive_trackers.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_documented_and_packaged_copies_are_identical() -> None:
+    assert CONFIG.read_bytes() == PACKAGED.read_bytes()
+    assert (CONFIG.parent / "LICENSE-trackers.txt").read_bytes() == (
+        PACKAGED.parent / "LICENSE-trackers.txt").read_bytes()
+
+
+def test_licence_notice_ships_with_the_rules() -> None:
+    notice = (ROOT / "config" / "LICENSE-trackers.txt").read_text("utf-8")
+    assert "Copyright (c) 2020, Aaron Lee" in notice and "8a8c43c" in notice
+    assert "tools/derive_trackers.py" in notice
+    data = json.loads(CONFIG.read_text())
+    assert data["upstream_commit"] == "8a8c43c" and "BSD-3-Clause" in data["license"]
+
+
+@pytest.mark.skipif(not UPSTREAM.exists(), reason="the shared upstream list is not beside the repo")
+def test_rules_are_exactly_the_derivation_of_the_upstream_list() -> None:
+    derived = _derive_tool().derive(json.loads(UPSTREAM.read_text()))
+    assert json.loads(CONFIG.read_text()) == derived
+
+
+def test_derivation_makes_hostname_dots_literal_only() -> None:
+    translate = _derive_tool().translate
+    assert translate("t.hubspotemail") == r"t\.hubspotemail"
+    assert translate(r"/lt.php\?") == r"/lt\.php\?"
+    assert translate("mail..+.pl/o/") == "mail..+.pl/o/"
+    assert translate("/[0-9].gif") == "/[0-9].gif"
+    assert translate(r"a\d.b") == r"a\d.b"
+
+
+def test_the_packaged_rules_load_and_compile() -> None:
+    data = json.loads(PACKAGED.read_text())
+    assert len(RULES) == sum(len(v) for v in data["vendors"].values()) == 489
+    assert len(data["vendors"]) == 316
+    assert RULES.source.startswith("MailTrackerBlocker")
+    assert load_rules(CONFIG).rules == RULES.rules
+
+
+@pytest.mark.parametrize(("url", "vendor"), [
+    ("https://u4829173.ct.sendgrid.net/wf/open?upn=a8Fk2L", "SendGrid"),
+    ("https://example.us12.list-manage.com/track/open.php?u=9f&id=1a&e=b2", "Intuit"),
+    ("https://t.hubspotemail.net/e2t/to/VWx9mG2", "HubSpot"),
+    ("https://trk.klaviyomail.com/o/abc", "Klaviyo"),
+    ("https://click.e.example.com/open.aspx?ffcb10-fec21d7a", "Salesforce"),
+    ("https://track.customer.io/e/o/eyJlbWFpbF9pZCI6", "Customer.io"),
+    ("https://email.example.com/o/eJwNyL0KgzAQ", "Mailgun"),
+    ("https://cmail19.com/t/d-o-akjhdl-l/o.gif", "Campaign Monitor"),
+    ("https://r20.rs6.net/on.jsp?ca=1&a=2", "Constant Contact"),
+    ("https://pstmrk.it/open?m=v3_1.abc", "Postmark"),
+    ("https://createsend1.com/t/o.gif", "Campaign Monitor"),
+    ("https://mail.example.com/image.png1", "Alida"),
+])
+def test_known_tracker_urls(url: str, vendor: str) -> None:
+    assert RULES.match(url) == vendor
+    assert RULES.explain(url)[0].vendor == vendor
+
+
+@pytest.mark.parametrize("url", [
+    "https://cdn.northwind-outfitters.example/products/NW10000/thumb-180.jpg",
+    "https://static.harbour-bakery.example/mail/logo-2x.png?v=20240301",
+    "https://fonts.googleapis.com/css?family=Ubuntu:300,400,500,700",
+    "https://images.ctfassets.net/space/asset/hero.jpg?w=1200&fm=webp",
+    "https://cdn.shopify.com/s/files/1/0253/4589/2345/products/item_800x.png?v=1600000012",
+    "https://gallery.mailchimp.com/4f1a2b3c4d5e6f7a8b9c0d1e2/images/banner.jpg",
+])
+def test_ordinary_urls_match_nothing(url: str) -> None:
+    assert RULES.match(url) is None
+    assert RULES.explain(url) == []
+
+
+def _sample(items: Any) -> str:
+    """A short string the parsed regular expression matches (wildcards become '/')."""
+    out = []
+    for op, arg in items:
+        if op is sre_constants.LITERAL:
+            out.append(chr(arg))
+        elif op is sre_constants.ANY:
+            out.append("/")
+        elif op is sre_constants.IN:
+            first_op, first = arg[0]
+            if first_op is sre_constants.RANGE:
+                out.append(chr(first[0]))
+            elif first_op is sre_constants.CATEGORY:
+                out.append("0" if first is sre_constants.CATEGORY_DIGIT else "a")
+            else:
+                out.append(chr(first))
+        elif op in (sre_constants.MAX_REPEAT, sre_constants.MIN_REPEAT):
+            low, _, sub = arg
+            out.append(_sample(sub) * low)
+        elif op is sre_constants.SUBPATTERN:
+            out.append(_sample(arg[-1]))
+        elif op is sre_constants.BRANCH:
+            out.append(_sample(arg[1][0]))
+        elif op is sre_constants.CATEGORY:
+            out.append("a")
+    return "".join(out)
+
+
+@pytest.mark.parametrize("rule", RULES.rules, ids=lambda r: f"{r.vendor}:{r.pattern}")
+def test_the_index_finds_every_rule(rule: Any) -> None:
+    url = "https://example.test/" + _sample(sre_parse.parse(rule.pattern, re.I))
+    assert re.search(rule.pattern, url, re.I | re.A), url
+    assert RULES.match(url) == RULES.explain(url)[0].vendor
+
+
+_WORDS = sorted({r.key for r in RULES.rules} | {"cdn", "img", "open", "o", "t", "email", "net"})
+
+
+@given(st.lists(st.sampled_from(_WORDS) | st.from_regex(r"[a-z0-9]{1,6}", fullmatch=True),
+                min_size=1, max_size=8),
+       st.lists(st.sampled_from("./?=&-_~"), min_size=8, max_size=8))
+def test_property_index_agrees_with_brute_force(words: list[str], seps: list[str]) -> None:
+    url = "https://" + "".join(w + s for w, s in zip(words, seps, strict=False))
+    found = RULES.match(url)
+    if found is not None:  # never a match the patterns do not make
+        assert found in {r.vendor for r in RULES.explain(url)}
+    first = RULES.explain(url)
+    if first and found is None:
+        # A miss is allowed only where a pattern's first word is glued to other letters
+        # in the URL (documented): its index word is then not a whole word of the URL.
+        words_in_url = set(re.split(r"[^a-z]+", url.lower()))
+        assert all(rule.key not in words_in_url for rule in first)
+
+
+def test_results_are_memoised_and_bounded() -> None:
+    rules = TrackerRules({"V": [r"t\.example/o"]})
+    assert rules.match("https://t.example/o") == "V"
+    assert rules.match("https://t.example/o") == "V"
+    for i in range(9000):
+        rules.match(f"https://a.example/{i}")
+    assert rules.match("https://t.example/o") == "V"
+
+
+def test_literal_runs() -> None:
+    assert literal_runs(r"/e2t/[bc]to/") == [("/e2t/", True, False), ("to/", False, False)]
+    assert literal_runs(r"sellercentral(-europe)?.amazon.+/nms/img/") == [
+        ("sellercentral", True, False), ("amazon", False, False), ("/nms/img/", False, False)]
+    assert literal_runs(r".png1") == [("png1", True, False)]
+
+
+@pytest.mark.parametrize("vendors", [{"V": ["("]}, {"V": ["a|b"]}, {"V": [".."]}])
+def test_unusable_patterns_are_refused(vendors: dict[str, list[str]]) -> None:
+    with pytest.raises(RulesError, match="V"):
+        TrackerRules(vendors)
+
+
+def test_bad_files_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(RulesError):
+        load_rules(tmp_path / "missing.json")
+    (tmp_path / "bad.json").write_text('{"vendors": []}')
+    with pytest.raises(RulesError):
+        load_rules(tmp_path / "bad.json")
