@@ -35,6 +35,7 @@ from beacon_proxy.smtpd.address import address_problem
 from beacon_proxy.smtpd.message import (
     has_bare_cr_or_lf,
     header_section,
+    list_id,
     message_id,
     printable_ascii,
 )
@@ -197,6 +198,7 @@ class SmtpHandler:
             protocol=_protocol_name(session),
             auth_user=_auth_user(session),
             message_id=message_id(header),
+            list_id=list_id(header),
             size=len(data),
             smtputf8=bool(envelope.smtp_utf8),
             body_type=_body_type(envelope.mail_options),

@@ -15,12 +15,19 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["has_bare_cr_or_lf", "header_section", "message_id", "printable_ascii"]
+__all__ = [
+    "field_value",
+    "has_bare_cr_or_lf",
+    "header_section",
+    "list_id",
+    "message_id",
+    "printable_ascii",
+]
 
 MAX_HEADER_LINE = 998  # RFC 5322 2.1.1
 
 _NOT_PRINTABLE = re.compile(r"[^\x20-\x7e]")
-_MESSAGE_ID = re.compile(rb"message-id[ \t]*:", re.IGNORECASE)
+_LIST_LABEL = re.compile(r"<([!-;=?-~]{1,255})>")  # RFC 2919: <list-label>, no "<" or ">"
 
 
 def header_section(data: bytes, limit: int) -> bytes | None:
@@ -43,15 +50,32 @@ def has_bare_cr_or_lf(header: bytes) -> bool:
 
 
 def message_id(header: bytes) -> str | None:
-    """The first Message-ID field's value: unfolded, stripped, printable ASCII.
+    """The first Message-ID field's value (see :func:`field_value`)."""
+    return field_value(header, "message-id")
+
+
+def list_id(header: bytes) -> str | None:
+    """The list label of the first List-Id field (RFC 2919), without the brackets.
+
+    >>> list_id(b"List-Id: Shop news <news.shop.example>\\r\\n")
+    'news.shop.example'
+    """
+    value = field_value(header, "list-id")
+    m = _LIST_LABEL.search(value) if value is not None else None
+    return m.group(1) if m else None
+
+
+def field_value(header: bytes, name: str) -> str | None:
+    """The first ``name`` field's value: unfolded, stripped, printable ASCII.
 
     ``None`` when there is none, or when the value is empty, longer than
     998 characters or not printable ASCII.  ``header`` must be free of bare
     CR/LF (see :func:`has_bare_cr_or_lf`).
     """
+    start = re.compile(re.escape(name.encode("ascii")) + rb"[ \t]*:", re.IGNORECASE)
     lines = header.split(b"\r\n")
     for i, line in enumerate(lines):
-        m = _MESSAGE_ID.match(line)
+        m = start.match(line)
         if m is None:
             continue
         parts = [line[m.end() :]]

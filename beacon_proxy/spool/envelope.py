@@ -45,6 +45,7 @@ class Envelope:
     protocol: str = "ESMTP"  # as for the Received header: ESMTP, ESMTPS, ESMTPSA, ...
     auth_user: str | None = None
     message_id: str | None = None
+    list_id: str | None = None  # the List-Id label: suppressions can be per list
     size: int = 0
     smtputf8: bool = False
     body_type: str | None = None  # "8BITMIME" or "7BIT" when the client declared it

@@ -77,3 +77,13 @@ def test_printable_ascii() -> None:
     assert printable_ascii("mail.example.org") == "mail.example.org"
     assert printable_ascii("a\x00b\r\nc\udcffü") == "a?b??c??"
     assert printable_ascii("x" * 300) == "x" * 255
+
+
+def test_list_id_label() -> None:
+    from beacon_proxy.smtpd.message import list_id
+
+    assert list_id(b"List-Id: Shop news <news.shop.example>\r\n") == "news.shop.example"
+    assert list_id(b"List-ID:\r\n <a.b.example>\r\n") == "a.b.example"
+    assert list_id(b"List-Id: no brackets\r\n") is None
+    assert list_id(b"Subject: x\r\n") is None
+    assert list_id(b"List-Id: <bad label>\r\n") is None
