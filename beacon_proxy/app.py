@@ -1,14 +1,16 @@
 """The one place that wires the pipeline together and runs it.
 
     smtpd --enqueue--> scheduler --put--> spool
-                       scheduler --render--> rewrite (policy from consent)
+                       scheduler --render--> rewrite (beacon engine; policy from consent)
+                       scheduler --lookup--> consent store (SQLite | PostgreSQL)
                        scheduler --deliver--> courier (SMTP upstream | Maildir)
-    web: /healthz, /metrics
+    web: /healthz, /metrics, /api/v1 (admin API on the consent store)
 
-Start order: spool recovery and delivery first (so recovered mail starts
-moving), then the HTTP and SMTP listeners.  Stop order on SIGTERM/SIGINT is
-the reverse: stop accepting SMTP and let transactions in DATA finish, stop
-delivery workers within the bound (the rest stays queued), close the spool.
+Start order: the consent store (connect, migrate), spool recovery and
+delivery (so recovered mail starts moving), then the HTTP and SMTP
+listeners.  Stop order on SIGTERM/SIGINT is the reverse: stop accepting SMTP
+and let transactions in DATA finish, stop delivery workers within the bound
+(the rest stays queued), close the spool and the store.
 """
 
 from __future__ import annotations
@@ -20,16 +22,22 @@ import signal
 import socket
 
 from beacon_proxy.config import Config
-from beacon_proxy.consent.policy import DefaultConsent, Policy
+from beacon_proxy.consent.policy import Policy
+from beacon_proxy.consent.store import open_store
 from beacon_proxy.deliver.courier import Courier, CourierFactory
 from beacon_proxy.deliver.maildir import MaildirCourier
 from beacon_proxy.deliver.retry import RetryPolicy
 from beacon_proxy.deliver.scheduler import Scheduler
 from beacon_proxy.deliver.smtp import SmtpCourier
 from beacon_proxy.log import event
-from beacon_proxy.rewrite.step import TraceStep
+from beacon_proxy.rewrite.beacons import BeaconStep
+from beacon_proxy.rewrite.engine import Engine
+from beacon_proxy.rewrite.rules import load_rules
 from beacon_proxy.smtpd.server import SmtpServer
 from beacon_proxy.spool.queue import Spool
+from beacon_proxy.tokens import Tokens, load_secrets
+from beacon_proxy.web.api import build_api
+from beacon_proxy.web.auth import ApiTokens
 from beacon_proxy.web.server import WebServer, build_app
 
 __all__ = ["Relay", "run"]
@@ -61,18 +69,25 @@ class Relay:
         self.cfg = cfg
         self.hostname = cfg.smtp.hostname or socket.getfqdn()
         self.spool = Spool(cfg.spool.path)
+        secrets, self._generated_secret = load_secrets(cfg.tokens,
+                                                       cfg.spool.path / "token.secret")
+        self.rewrite = BeaconStep(Engine(load_rules()), Tokens(secrets),
+                                  public_url=cfg.web.public_url, hostname=self.hostname)
+        self.store = open_store(cfg.store.url, unknown=Policy(cfg.policy.unknown),
+                                pool_size=cfg.store.pool_size)
         self.scheduler = Scheduler(
             self.spool,
             _courier_factory(cfg, self.hostname),
-            TraceStep(self.hostname),
-            DefaultConsent(Policy(cfg.policy.unknown)),
+            self.rewrite,
+            self.store,
             RetryPolicy(cfg.delivery.retry_min, cfg.delivery.retry_max,
                         cfg.delivery.queue_lifetime),
             concurrency=cfg.delivery.concurrency,
             hostname=self.hostname,
         )
         self.smtpd = SmtpServer(cfg.smtp, self.scheduler.enqueue, hostname=self.hostname)
-        self.web = WebServer(cfg.web.listen, build_app(self._health))
+        api = build_api(self.store, ApiTokens(cfg.api.tokens))
+        self.web = WebServer(cfg.web.listen, build_app(self._health, api=api))
         self._stopping = False
 
     def _health(self) -> dict[str, object]:
@@ -80,6 +95,7 @@ class Relay:
                 "queue": self.scheduler.queue_size()}
 
     async def start(self) -> None:
+        await self.store.open()
         self.spool.open()
         recovered = await self.scheduler.start()
         await self.web.start()
@@ -88,6 +104,10 @@ class Relay:
         event("started", smtp=str(self.cfg.smtp.listen), web=str(self.cfg.web.listen),
               upstream=str(up), spool=str(self.cfg.spool.path), recovered=recovered,
               hostname=self.hostname, config=str(self.cfg.source) if self.cfg.source else None)
+        if self._generated_secret:
+            event("notice", logging.WARNING,
+                  message="no [tokens] secret configured: using a generated one kept in the "
+                  "spool; nodes behind one load balancer must share a configured secret")
         if up.kind == "maildir":
             event("notice", logging.WARNING,
                   message=f"no upstream configured: delivering into the local Maildir {up.path}")
@@ -100,6 +120,7 @@ class Relay:
         await self.scheduler.stop(timeout)
         await self.web.stop()
         self.spool.close()
+        await self.store.close()
         event("stopped", queued=self.scheduler.queue_size())
 
 

@@ -28,6 +28,7 @@ from typing import Any, Literal, TypeVar
 from urllib.parse import urlsplit
 
 __all__ = [
+    "ApiConfig",
     "Config",
     "ConfigError",
     "DeliveryConfig",
@@ -122,6 +123,7 @@ class SpoolConfig:
 @dataclass(frozen=True)
 class StoreConfig:
     url: str = "sqlite:///var/beacon-proxy.db"
+    pool_size: int = 10  # PostgreSQL connections per process
 
 
 @dataclass(frozen=True)
@@ -137,8 +139,15 @@ class PolicyConfig:
 
 @dataclass(frozen=True)
 class TokensConfig:
-    secret: str = ""
-    secret_file: Path | None = None
+    secret: str = ""  # mints new links; "" and no secret_file: a generated one (one node)
+    previous: tuple[str, ...] = ()  # older secrets, still accepted (key rotation)
+    secret_file: Path | None = None  # one secret per line: current first, then previous
+
+
+@dataclass(frozen=True)
+class ApiConfig:
+    # Admin API bearer tokens: name -> "sha256:<hex>" (make one with `beacon-proxy hash-token`).
+    tokens: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -156,6 +165,7 @@ class Config:
     web: WebConfig = WebConfig()
     policy: PolicyConfig = PolicyConfig()
     tokens: TokensConfig = TokensConfig()
+    api: ApiConfig = ApiConfig()
     log: LogConfig = LogConfig()
     source: Path | None = None  # the file it was read from
 
@@ -273,11 +283,37 @@ def _store_url(key: str, v: Any) -> str:
     scheme = urlsplit(s).scheme
     if scheme not in ("sqlite", "postgresql", "postgres"):
         raise ConfigError(key, f"expected sqlite:///PATH or postgresql://..., got {s!r}")
+    if scheme == "sqlite":
+        from beacon_proxy.consent.store import sqlite_path
+
+        try:
+            sqlite_path(s)
+        except ValueError as exc:
+            raise ConfigError(key, str(exc)) from None
     return s
+
+
+def _secret(key: str, v: Any) -> str:
+    s = _str(key, v)
+    if s and len(s.encode("utf-8")) < 16:
+        raise ConfigError(key, "a token secret must be at least 16 bytes")
+    return s
+
+
+def _secrets(key: str, v: Any) -> tuple[str, ...]:
+    if not isinstance(v, list):
+        raise ConfigError(key, "expected a list of secrets")
+    return tuple(_secret(key, item) for item in v)
+
+
+_URL_SAFE = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~:/%[]@")
 
 
 def _public_url(key: str, v: Any) -> str:
     s = _str(key, v)
+    if not set(s) <= _URL_SAFE:
+        # The URL goes verbatim into HTML attributes and CSS url(): keep it plain.
+        raise ConfigError(key, "may only contain letters, digits and -._~:/%[]@")
     parts = urlsplit(s)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ConfigError(key, f"expected an absolute http(s) URL, got {s!r}")
@@ -303,6 +339,23 @@ def _auth_users(key: str, v: Any) -> dict[str, str]:
             )
         users[user] = h
     return users
+
+
+def _api_tokens(key: str, v: Any) -> dict[str, str]:
+    from beacon_proxy.web.auth import is_token_hash
+
+    if not isinstance(v, dict):
+        raise ConfigError(key, 'expected a table of name = "sha256:..." token hashes')
+    tokens: dict[str, str] = {}
+    for name, hashed in v.items():
+        if not name or not all(c.isalnum() or c in "-_." for c in name) or len(name) > 64:
+            raise ConfigError(f"{key}.{name}", "token names are letters, digits, - _ and .")
+        h = _str(f"{key}.{name}", hashed)
+        if not is_token_hash(h):
+            raise ConfigError(f"{key}.{name}",
+                              "not a token hash; make one with `beacon-proxy hash-token`")
+        tokens[name] = h
+    return tokens
 
 
 def _hostname(key: str, v: Any) -> str:
@@ -340,10 +393,11 @@ _SCHEMA: dict[str, dict[str, Parser]] = {
         "helo_name": _hostname,
     },
     "spool": {"path": _path},
-    "store": {"url": _store_url},
+    "store": {"url": _store_url, "pool_size": _int_in(1, 1000)},
     "web": {"listen": _endpoint, "public_url": _public_url},
     "policy": {"unknown": _choice("refused", "granted")},
-    "tokens": {"secret": _str, "secret_file": _path},
+    "tokens": {"secret": _secret, "previous": _secrets, "secret_file": _path},
+    "api": {"tokens": _api_tokens},
     "log": {"level": _choice("debug", "info", "warning", "error"), "path": _path},
 }
 
@@ -355,6 +409,7 @@ _SECTION_TYPES: dict[str, type[Any]] = {
     "web": WebConfig,
     "policy": PolicyConfig,
     "tokens": TokensConfig,
+    "api": ApiConfig,
     "log": LogConfig,
 }
 
@@ -426,8 +481,11 @@ def _check_consistency(cfg: Config) -> None:
         raise ConfigError("delivery.retry_max", "must not be smaller than delivery.retry_min")
     if delivery.queue_lifetime < delivery.retry_min:
         raise ConfigError("delivery.queue_lifetime", "must not be shorter than retry_min")
-    if cfg.tokens.secret and cfg.tokens.secret_file:
-        raise ConfigError("tokens.secret_file", "give tokens.secret or secret_file, not both")
+    if (cfg.tokens.secret or cfg.tokens.previous) and cfg.tokens.secret_file:
+        raise ConfigError("tokens.secret_file",
+                          "give tokens.secret (and previous) or secret_file, not both")
+    if cfg.tokens.previous and not cfg.tokens.secret:
+        raise ConfigError("tokens.previous", "needs tokens.secret (the current secret)")
     if cfg.tokens.secret_file is not None and not cfg.tokens.secret_file.is_file():
         raise ConfigError("tokens.secret_file", f"{cfg.tokens.secret_file}: no such file")
 

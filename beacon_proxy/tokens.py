@@ -27,12 +27,17 @@ import binascii
 import enum
 import hashlib
 import hmac
+import os
+import secrets
 import struct
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
-__all__ = ["Claims", "Purpose", "TokenError", "Tokens", "url_identity"]
+from beacon_proxy.config import ConfigError, TokensConfig
+
+__all__ = ["Claims", "Purpose", "TokenError", "Tokens", "load_secrets", "url_identity"]
 
 _VERSION = 1
 _TAG = 16  # bytes of HMAC-SHA256 kept: 128-bit forgery resistance
@@ -169,3 +174,35 @@ class Tokens:
         if max_age is not None and time.time() - found.issued_at > max_age:
             raise TokenError("token expired")
         return found
+
+
+def load_secrets(cfg: TokensConfig, generated: Path) -> tuple[list[str], bool]:
+    """The configured secrets, current first; ``(secrets, True)`` when generated.
+
+    Without ``[tokens] secret`` or ``secret_file`` a random secret is kept in
+    ``generated`` (created 0600 on first use), so links survive restarts of a
+    single node; several nodes must share a configured secret.  Raises
+    ``OSError`` when a file cannot be read or written, :class:`ConfigError` when
+    the secret file holds no usable secret.
+    """
+    if cfg.secret:
+        return [cfg.secret, *cfg.previous], False
+    if cfg.secret_file is not None:
+        lines = [line.strip() for line in cfg.secret_file.read_text("utf-8").splitlines()]
+        found = [line for line in lines if line and not line.startswith("#")]
+        if not found or any(len(line) < 16 for line in found):
+            raise ConfigError("tokens.secret_file",
+                              f"{cfg.secret_file}: needs secrets of at least 16 characters")
+        return found, False
+    try:
+        return [generated.read_text("ascii").strip()], True
+    except FileNotFoundError:
+        pass
+    generated.parent.mkdir(parents=True, exist_ok=True)
+    secret = secrets.token_urlsafe(32)
+    fd = os.open(generated, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="ascii") as fh:
+        fh.write(secret + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+    return [secret], True

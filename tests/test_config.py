@@ -77,6 +77,10 @@ queue_lifetime = 10
         ("[policy]\nunknown = 'maybe'", "policy.unknown"),
         ("smtp = 1", "smtp"),
         ("[tokens]\nsecret_file = '/nonexistent/secret'", "tokens.secret_file"),
+        ("[tokens]\nsecret = 'short'", "tokens.secret"),
+        ("[tokens]\nprevious = ['old-secret-0123456789']", "tokens.previous"),
+        ("[web]\npublic_url = 'https://x.example/a\"b'", "web.public_url"),
+        ("[web]\npublic_url = 'https://x.example/?q=1'", "web.public_url"),
     ],
 )
 def test_bad_values_name_the_key(tmp_path: Path, text: str, key: str) -> None:
@@ -110,12 +114,12 @@ def test_environment_overrides(tmp_path: Path) -> None:
     cfg = _load(tmp_path, "[smtp]\nlisten = '127.0.0.1:2525'", {
         "BEACON_PROXY_SMTP_LISTEN": "127.0.0.1:2600",
         "BEACON_PROXY_DELIVERY_RETRY_MIN": "5",
-        "BEACON_PROXY_SECRET": "s3cret",
+        "BEACON_PROXY_SECRET": "s3cret-s3cret-s3cret",
         "BEACON_PROXY_UNRELATED": "x",
     })
     assert cfg.smtp.listen.port == 2600
     assert cfg.delivery.retry_min == 5
-    assert cfg.tokens.secret == "s3cret"
+    assert cfg.tokens.secret == "s3cret-s3cret-s3cret"
     with pytest.raises(ConfigError) as info:
         load_config(None, environ={"BEACON_PROXY_SMTP_LISTNE": "x"})
     assert info.value.key == "smtp.listne"

@@ -1,12 +1,14 @@
 from __future__ import annotations
 
 import base64
+from pathlib import Path
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from beacon_proxy.tokens import Claims, Purpose, TokenError, Tokens, url_identity
+from beacon_proxy.config import ConfigError, TokensConfig
+from beacon_proxy.tokens import Claims, Purpose, TokenError, Tokens, load_secrets, url_identity
 
 TOKENS = Tokens(["new secret 0123456789", "old secret 0123456789"])
 CLAIMS = Claims(Purpose.OPEN, "Ann.Example@example.org", "news.example.org", "1K1BVV84HBF88W0M",
@@ -79,3 +81,20 @@ def test_bad_secrets_and_claims() -> None:
         Tokens(["short"])
     with pytest.raises(ValueError, match="255"):
         TOKENS.mint(Claims(Purpose.OPEN, "a" * 300, None, "Q"))
+
+
+def test_load_secrets(tmp_path: Path) -> None:
+    generated = tmp_path / "spool" / "token.secret"
+    first, made = load_secrets(TokensConfig(), generated)
+    assert made and len(first[0]) >= 32
+    assert generated.stat().st_mode & 0o777 == 0o600
+    assert load_secrets(TokensConfig(), generated) == (first, True)  # kept across restarts
+    cfg = TokensConfig(secret="current-secret-1234", previous=("older-secret-12345",))
+    assert load_secrets(cfg, generated) == (["current-secret-1234", "older-secret-12345"], False)
+    file = tmp_path / "secrets"
+    file.write_text("# rotated 2026-11\nnew-secret-abcdefgh\n\nold-secret-abcdefgh\n")
+    assert load_secrets(TokensConfig(secret_file=file), generated)[0] == [
+        "new-secret-abcdefgh", "old-secret-abcdefgh"]
+    file.write_text("short\n")
+    with pytest.raises(ConfigError, match="16"):
+        load_secrets(TokensConfig(secret_file=file), generated)

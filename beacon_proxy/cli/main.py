@@ -12,7 +12,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from beacon_proxy import __version__
-from beacon_proxy.cli import queue, serve, tools
+from beacon_proxy.cli import apitoken, consent, events, queue, scan, serve, suppress, tools
 from beacon_proxy.cli.common import CliError
 from beacon_proxy.config import ConfigError
 
@@ -28,7 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in (serve, queue, tools):
+    for module in (serve, scan, queue, consent, suppress, events, tools, apitoken):
         module.register(sub)
     return parser
 

@@ -1,9 +1,21 @@
-"""Beacon policy: what a recipient's copy gets.
+"""Beacon policy and delivery decisions: what a recipient's copy gets.
 
 ``REFUSED`` copies lose every beacon; ``GRANTED`` copies get first-party
-beacons.  Until the consent store is wired in, every recipient gets the
-configured default for unknown recipients (``[policy] unknown``), which is
-``refused``: privacy by default.
+beacons; ``SUPPRESSED`` recipients get nothing (delivery suspended, for the
+message's list or globally).  Recipients without a consent record get the
+configured default (``[policy] unknown``), which is ``refused``: privacy by
+default.
+
+The relay asks a :class:`ConsentLookup` once per message attempt, for all
+pending recipients at once:
+
+    >>> import asyncio
+    >>> asyncio.run(DefaultConsent(Policy.REFUSED).decisions(["a@x.org"], None))
+    {'a@x.org': <Decision.REFUSED: 'refused'>}
+
+The store (:mod:`beacon_proxy.consent.store`) implements the same protocol
+from the database, without a cache: a change made on any node applies to the
+next message every node delivers.
 """
 
 from __future__ import annotations
@@ -12,7 +24,7 @@ import enum
 from collections.abc import Mapping, Sequence
 from typing import Protocol
 
-__all__ = ["ConsentLookup", "DefaultConsent", "Policy"]
+__all__ = ["ConsentLookup", "Decision", "DefaultConsent", "Policy", "policy_of"]
 
 
 class Policy(enum.StrEnum):
@@ -20,17 +32,37 @@ class Policy(enum.StrEnum):
     GRANTED = "granted"
 
 
+class Decision(enum.StrEnum):
+    GRANTED = "granted"
+    REFUSED = "refused"
+    SUPPRESSED = "suppressed"
+
+
+def policy_of(decision: Decision) -> Policy:
+    """The rewrite policy for a decision; a suppressed recipient counts as refused."""
+    return Policy.GRANTED if decision is Decision.GRANTED else Policy.REFUSED
+
+
 class ConsentLookup(Protocol):
-    async def policies(self, recipients: Sequence[str]) -> Mapping[str, Policy]:
-        """The policy for each recipient, in one round trip for all of them."""
+    async def decisions(
+        self, recipients: Sequence[str], list_id: str | None
+    ) -> Mapping[str, Decision]:
+        """One round trip for all recipients of a message.
+
+        Suppressed for this list (its ``List-Id``) or globally -> ``SUPPRESSED``;
+        else the consent state, unknown -> the configured default.  The keys
+        are the recipient strings exactly as passed.
+        """
         ...
 
 
 class DefaultConsent:
-    """Every recipient gets the configured default."""
+    """Every recipient gets the configured default; nobody is suppressed."""
 
     def __init__(self, default: Policy) -> None:
         self.default = default
 
-    async def policies(self, recipients: Sequence[str]) -> Mapping[str, Policy]:
-        return dict.fromkeys(recipients, self.default)
+    async def decisions(
+        self, recipients: Sequence[str], list_id: str | None
+    ) -> Mapping[str, Decision]:
+        return dict.fromkeys(recipients, Decision(self.default.value))

@@ -26,10 +26,10 @@ import itertools
 import logging
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from beacon_proxy.consent.policy import ConsentLookup, Policy
+from beacon_proxy.consent.policy import ConsentLookup, Decision, Policy, policy_of
 from beacon_proxy.deliver.courier import Courier, CourierFactory, Outcome, Result
 from beacon_proxy.deliver.dsn import Failure, build_dsn, needs_bounce
 from beacon_proxy.deliver.retry import RetryPolicy
@@ -219,12 +219,11 @@ class Scheduler:
             return
         env = entry.envelope
         pending = entry.pending()
-        policies = await self.consent.policies([entry.recipients[i].address for i in pending])
         failed: list[_Pending] = []
         deferred: list[_Pending] = []
-        site_down: Result | None = None
         tried = 0
         attempt = entry.attempts + 1
+        decisions, site_down = await self._decisions(entry, pending)
         for i in pending:
             if self._stopping:
                 break
@@ -232,7 +231,11 @@ class Scheduler:
             if site_down is not None:
                 deferred.append(_Pending(i, site_down))
                 continue
-            policy = policies.get(rcpt.address, Policy.REFUSED)
+            decision = decisions.get(rcpt.address, Decision.REFUSED)
+            if decision is Decision.SUPPRESSED:
+                await self._suppress(entry, i)
+                continue
+            policy = policy_of(decision)
             copy = await self._render(env, data, rcpt.address, policy)
             started = time.monotonic()
             result = await courier.deliver(
@@ -286,6 +289,28 @@ class Scheduler:
             self._entries.pop(env.queue_id, None)
             event("removed", queue_id=env.queue_id, reason="all recipients done")
         self._gauge()
+
+    async def _decisions(self, entry: QueueEntry, pending: list[int]
+                         ) -> tuple[Mapping[str, Decision], Result | None]:
+        """Every pending recipient's decision, in one lookup; a failed lookup defers all."""
+        try:
+            found = await self.consent.decisions(
+                [entry.recipients[i].address for i in pending], entry.envelope.list_id)
+        except Exception as exc:  # never guess consent: try again later
+            log.warning("consent lookup for %s failed: %s", entry.queue_id, exc)
+            return {}, Result(Outcome.TEMPORARY, 451,
+                              f"451 4.3.0 consent lookup failed: {str(exc)[:200]}", "4.3.0",
+                              "consent-store")
+        return found, None
+
+    async def _suppress(self, entry: QueueEntry, index: int) -> None:
+        """Delivery suspended for this recipient: final, nothing sent, no bounce."""
+        env, rcpt = entry.envelope, entry.recipients[index]
+        rcpt.state, rcpt.reply = "suppressed", "delivery suspended by the recipient"
+        await self.spool.record(env.queue_id, index, "suppressed", rcpt.reply)
+        DELIVERIES.labels("suppressed").inc()
+        event("suppressed", queue_id=env.queue_id, message_id=env.message_id,
+              sender=env.sender, recipient=rcpt.address, list_id=env.list_id)
 
     async def _bounce(self, entry: QueueEntry, data: bytes, failed: Sequence[_Pending],
                       attempt: int, *, expired: bool) -> None:

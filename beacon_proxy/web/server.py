@@ -2,7 +2,8 @@
 
 ``GET /healthz`` answers ``200 {"status": "ok", "queue": N}`` while the relay
 runs (and ``503`` while it is shutting down); ``GET /metrics`` serves the
-Prometheus text format.  Later stages add the recipient-facing routes.
+Prometheus text format; the admin API is mounted under ``/api/v1``
+(:mod:`beacon_proxy.web.api`).  Later stages add the recipient-facing routes.
 """
 
 from __future__ import annotations
@@ -34,11 +35,14 @@ async def _metrics(request: web.Request) -> web.Response:
     return resp
 
 
-def build_app(health: Callable[[], dict[str, object]]) -> web.Application:
+def build_app(health: Callable[[], dict[str, object]], *,
+              api: web.Application | None = None) -> web.Application:
     app = web.Application(client_max_size=1 << 20)
     app[HEALTH] = health
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/metrics", _metrics)
+    if api is not None:  # the admin API (beacon_proxy.web.api.build_api)
+        app.add_subapp("/api/v1", api)
     return app
 
 

@@ -1,13 +1,13 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
-from beacon_proxy.consent.policy import DefaultConsent, Policy
+from beacon_proxy.consent.policy import Decision, DefaultConsent, Policy
 from beacon_proxy.deliver.courier import Courier, Outcome, Result
 from beacon_proxy.deliver.retry import RetryPolicy
 from beacon_proxy.deliver.scheduler import Scheduler
@@ -196,3 +196,53 @@ async def test_corrupt_queue_file_is_quarantined(rig: Rig) -> None:
     s2 = rig.make()
     assert await s2.start() == 0
     assert (rig.spool.corrupt / env2.queue_id).exists()
+
+
+class _Consent:
+    """A consent lookup that answers from a table, or fails when told to."""
+
+    def __init__(self, table: dict[str, Decision], fail: bool = False) -> None:
+        self.table, self.fail = table, fail
+        self.calls: list[tuple[list[str], str | None]] = []
+
+    async def decisions(self, recipients: Sequence[str],
+                        list_id: str | None) -> Mapping[str, Decision]:
+        self.calls.append((list(recipients), list_id))
+        if self.fail:
+            raise ConnectionError("database is down")
+        return {r: self.table.get(r, Decision.REFUSED) for r in recipients}
+
+
+def _with_consent(rig: Rig, consent: _Consent, retry: RetryPolicy | None = None) -> Scheduler:
+    def factory() -> Courier:
+        return rig.courier
+
+    return Scheduler(rig.spool, factory, TraceStep("relay.test"), consent,
+                     retry or RetryPolicy(0.1, 0.2, 60), concurrency=1, hostname="relay.test")
+
+
+async def test_suppressed_recipients_get_nothing_and_stay_final(rig: Rig) -> None:
+    consent = _Consent({"gone@x.org": Decision.SUPPRESSED, "in@x.org": Decision.GRANTED})
+    s = _with_consent(rig, consent)
+    await s.start()
+    env = Envelope(new_queue_id(), "s@example.org", ("gone@x.org", "in@x.org"),
+                   list_id="news.x.org", size=len(DATA))
+    await s.enqueue(env, DATA)
+    await _until(lambda: s.queue_size() == 0)
+    await s.stop(1)
+    assert [r for _, r, _ in rig.courier.sent] == ["in@x.org"]
+    assert consent.calls == [(["gone@x.org", "in@x.org"], "news.x.org")]
+
+
+async def test_a_failed_consent_lookup_defers_everyone(rig: Rig) -> None:
+    consent = _Consent({}, fail=True)
+    s = _with_consent(rig, consent, RetryPolicy(30, 30, 600))
+    await s.start()
+    await s.enqueue(_env("a@x.org", "b@x.org"), DATA)
+    await _until(lambda: consent.calls)
+    await asyncio.sleep(0.05)
+    await s.stop(1)
+    assert rig.courier.calls == []
+    (entry,) = await rig.spool.recover()
+    assert [r.state for r in entry.recipients] == ["deferred", "deferred"]
+    assert "consent lookup failed" in entry.recipients[0].reply

@@ -248,18 +248,23 @@ def _merge_toml(base: dict[str, dict[str, Any]], extra: str) -> str:
     return "\n".join(out) + "\n"
 
 
-def newsletter(subject: str = "Our November news", n: int = 0) -> bytes:
-    """A small multipart/alternative newsletter with CRLF line endings."""
+PIXEL = '<img src="https://t.example.com/open?id=abc123" width="1" height="1">'
+
+
+def newsletter(subject: str = "Our November news", n: int = 0, *, pixel: bool = True,
+               list_id: str = "news.sender.example") -> bytes:
+    """A small multipart/alternative newsletter (CRLF line ends), with a tracking pixel."""
     html = (
         "<!DOCTYPE html><html><body><table><tr><td>"
         "<h1>News</h1><p>Price: 5 &euro; &mdash; caf\u00e9</p>"
-        '<img src="https://t.example.com/open?id=abc123" width="1" height="1">'
-        "</td></tr></table>\n.leading dot line\n</body></html>"
+        + (PIXEL if pixel else '<img src="https://cdn.example.com/logo.png" width="200">')
+        + "</td></tr></table>\n.leading dot line\n</body></html>"
     )
     text = f"""From: News <news@sender.example>
 To: subscribers@sender.example
 Subject: {subject} #{n}
 Message-ID: <news-{n}-{time.time_ns()}@sender.example>
+List-Id: Sender news <{list_id}>
 Date: Sat, 28 Nov 2026 10:00:00 +0000
 MIME-Version: 1.0
 Content-Type: multipart/alternative; boundary="b1"

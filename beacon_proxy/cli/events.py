@@ -1,0 +1,68 @@
+"""``beacon-proxy events opens``: the recorded opens (of consenting recipients only).
+
+    beacon-proxy events opens [--since 2026-11-01] [--address ADDR] [--list LIST-ID]
+                              [--limit N] [--json]
+
+Oldest first; ``--json`` prints one JSON object per open, one per line.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from beacon_proxy.cli.common import CliError
+from beacon_proxy.cli.storecli import (
+    add_common,
+    iso_time,
+    print_json,
+    run_with_store,
+    short_time,
+)
+from beacon_proxy.consent.store import Store
+
+__all__ = ["register"]
+
+
+def register(sub: Any) -> None:
+    p: argparse.ArgumentParser = sub.add_parser(
+        "events", help="read recorded events", description="Read recorded events.")
+    esub = p.add_subparsers(dest="events_command", metavar="KIND", required=True)
+    o = esub.add_parser("opens", help="recorded opens, oldest first")
+    o.add_argument("--since", metavar="ISO-TIME", type=iso_time,
+                   help="only opens at or after this time (UTC unless a zone is given)")
+    o.add_argument("--address", metavar="ADDR", help="only this recipient's")
+    o.add_argument("--list", metavar="LIST-ID", help="only this list's")
+    o.add_argument("--limit", type=int, default=None, metavar="N", help="at most N opens")
+    add_common(o, json_flag=True)
+    o.set_defaults(handler=_opens)
+
+
+def _opens(args: argparse.Namespace) -> int:
+    limit: int | None = args.limit
+
+    async def work(store: Store) -> int:
+        n, after = 0, None
+        while limit is None or n < limit:
+            size = 1000 if limit is None else max(1, min(1000, limit - n))
+            page = await store.opens(since=args.since, address=args.address,
+                                     list_id=args.list, after=after, limit=size)
+            for e in page.items:
+                n += 1
+                if args.json:
+                    print_json(e)
+                else:
+                    print(f"{short_time(e.at)}  {e.address}  {e.list_id or '-'}  "
+                          f"{e.message_id or '-'}  {e.ua_class or '-'}"
+                          f"{'  machine' if e.machine else ''}")
+            if page.next is None:
+                break
+            after = page.next
+        return n
+
+    if limit is not None and limit < 1:
+        raise CliError("--limit must be at least 1")
+    n = run_with_store(args, work)
+    if not args.json:
+        print(f"{n} open(s)")
+    return 0

@@ -1,0 +1,185 @@
+"""Recipient addresses and list ids as the store keys them.
+
+Addresses follow the relay's own envelope rules (no spaces or control
+characters, at most 64 octets of local part and 254 in all, a host name or an
+address literal after the ``@``).  Each is stored in one canonical form and
+looked up by a key:
+
+* **canonical form** (``Address.text``, what listings show): the local part
+  as written, Unicode-normalised to NFC, ``@``, the domain lower-cased and
+  IDNA-encoded (UTS 46 mapping, IDNA 2008 A-labels: ``bücher.DE`` ->
+  ``xn--bcher-kva.de``).  Address literals (``[192.0.2.1]``) are kept as
+  written.
+* **key** (``Address.key``): the canonical form with the local part
+  lower-cased as well.  RFC 5321 lets a server treat ``Ann`` and ``ann`` as
+  different mailboxes, but no real one does, and a refusal must not be lost
+  to a capital letter; so every lookup is case-insensitive.  ``str.lower``
+  is used, not ``casefold``: ``ß`` stays distinct from ``ss``.
+
+    >>> a = parse_address("Ann.Lee@Bücher.DE")
+    >>> a.text, a.key
+    ('Ann.Lee@xn--bcher-kva.de', 'ann.lee@xn--bcher-kva.de')
+    >>> parse_address("ann@")
+    Traceback (most recent call last):
+    ...
+    beacon_proxy.consent.address.AddressError: the domain is missing
+
+List ids are the ``List-Id`` header's identifier (RFC 2919), lower-cased:
+
+    >>> normalize_list_id("Weekly news <News.Example.org>")
+    'news.example.org'
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import unicodedata
+from dataclasses import dataclass
+
+import idna
+
+__all__ = [
+    "Address",
+    "AddressError",
+    "ListIdError",
+    "list_key",
+    "lookup_key",
+    "normalize_list_id",
+    "parse_address",
+]
+
+MAX_LIST_ID = 255
+MAX_LOCAL_PART = 64  # RFC 5321 4.5.3.1.1, octets
+MAX_ADDRESS = 254  # a 256-octet path less the angle brackets
+_FORBIDDEN = re.compile(r"[\x00-\x20\x7f]")  # controls, space, DEL: never in an address
+_LABEL = re.compile(r"(?!-)[A-Za-z0-9_-]{1,63}(?<!-)\Z")
+_LIST_ID = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*\Z")
+
+
+class AddressError(ValueError):
+    """Not an address the store accepts; the message says why."""
+
+
+class ListIdError(ValueError):
+    """Not a list id (the identifier of a ``List-Id`` header)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Address:
+    text: str  # canonical form, shown in listings and exports
+    key: str  # what lookups compare: canonical form, local part lower-cased
+
+
+def _problem(address: str) -> str | None:
+    """Why ``address`` is not an envelope address (the relay's own RCPT rules), or ``None``."""
+    try:
+        raw = address.encode("utf-8")
+    except UnicodeEncodeError:
+        return "the address is not valid UTF-8"
+    if _FORBIDDEN.search(address):
+        return "the address contains spaces or control characters"
+    if len(raw) > MAX_ADDRESS:
+        return f"the address is longer than {MAX_ADDRESS} octets"
+    local, at, domain = address.rpartition("@")
+    if not at:
+        return "the address has no @domain"
+    if not local:
+        return "the local part is missing"
+    if not domain:
+        return "the domain is missing"
+    if len(local.encode("utf-8")) > MAX_LOCAL_PART:
+        return f"the local part is longer than {MAX_LOCAL_PART} octets"
+    if not _domain_ok(domain):
+        return "the domain is not a valid host name or address literal"
+    return None
+
+
+def _domain_ok(domain: str) -> bool:
+    if domain.startswith("[") and domain.endswith("]"):
+        literal = domain[1:-1]
+        try:
+            if literal[:5].upper() == "IPV6:":
+                ipaddress.IPv6Address(literal[5:])
+            else:
+                ipaddress.IPv4Address(literal)
+        except ValueError:
+            return False
+        return True
+    return all(
+        _LABEL.match(label) or (not label.isascii() and label[:1] != "-" and label[-1:] != "-"
+                                and all(c.isalnum() or c == "-" for c in label))
+        for label in domain.split(".")
+    )
+
+
+def _domain(domain: str) -> str:
+    if domain.startswith("["):
+        return domain  # address literal; _problem() checked it
+    if domain.isascii():
+        ascii_domain = domain.lower()
+        if not any(label.startswith("xn--") for label in ascii_domain.split(".")):
+            return ascii_domain
+    try:
+        return idna.encode(domain, uts46=True).decode("ascii")
+    except (idna.IDNAError, UnicodeError) as exc:
+        raise AddressError(f"the domain is not a valid internationalised name: {exc}") from None
+
+
+def parse_address(text: str) -> Address:
+    """The canonical :class:`Address` for ``text``; raises :class:`AddressError`."""
+    if not isinstance(text, str):
+        raise AddressError("the address must be a string")
+    text = text.strip()
+    if text.startswith("<") and text.endswith(">"):
+        text = text[1:-1]
+    if not text:
+        raise AddressError("the address is empty")
+    text = unicodedata.normalize("NFC", text)
+    problem = _problem(text)
+    if problem is not None:
+        raise AddressError(problem)
+    local, _, domain = text.rpartition("@")
+    canonical = f"{local}@{_domain(domain)}"
+    if len(canonical.encode("utf-8")) > 254:
+        raise AddressError("the address is longer than 254 octets once the domain is encoded")
+    return Address(canonical, f"{local.lower()}@{canonical.rpartition('@')[2]}")
+
+
+def lookup_key(text: str) -> str:
+    """The key for a recipient as the relay has it; never raises.
+
+    Envelope addresses were checked when the mail was received; one that still
+    does not parse is looked up by its lower-cased text.
+    """
+    try:
+        return parse_address(text).key
+    except AddressError:
+        return text.strip().strip("<>").lower()
+
+
+def normalize_list_id(value: str) -> str:
+    """The list id of a ``List-Id`` header value (or of a bare id); raises :class:`ListIdError`."""
+    if not isinstance(value, str):
+        raise ListIdError("the list id must be a string")
+    text = value.strip()
+    start, end = text.rfind("<"), text.rfind(">")
+    if start >= 0 and end > start:
+        text = text[start + 1 : end].strip()
+    if not text:
+        raise ListIdError("the list id is empty")
+    if len(text) > MAX_LIST_ID:
+        raise ListIdError(f"the list id is longer than {MAX_LIST_ID} characters")
+    if not _LIST_ID.match(text):
+        raise ListIdError(f"not a list id (dot-atom such as news.example.org): {value!r}")
+    return text.lower()
+
+
+def list_key(value: str | None) -> str:
+    """The list id as the relay hands it to a lookup (``""`` for none); never raises."""
+    if not value:
+        return ""
+    try:
+        return normalize_list_id(value)
+    except ListIdError:
+        return value.strip().strip("<>").lower()

@@ -1,0 +1,119 @@
+-- Named queries for the PostgreSQL store.  Each starts at a "-- name: NAME"
+-- line and runs to the next one.  Parameters ($1, $2, ...) are in the same
+-- order as in ../sqlite/queries.sql; lists are text arrays.
+
+-- name: lock-migrations
+-- Nodes starting together migrate one after the other.
+SELECT pg_advisory_xact_lock(7317253650431);
+
+-- name: create-migrations
+CREATE TABLE IF NOT EXISTS schema_migrations (
+    version    integer PRIMARY KEY,
+    name       text NOT NULL,
+    applied_at timestamptz NOT NULL
+);
+
+-- name: applied-migrations
+SELECT version FROM schema_migrations ORDER BY version;
+
+-- name: record-migration
+INSERT INTO schema_migrations (version, name, applied_at) VALUES ($1, $2, $3);
+
+-- name: init-meta
+INSERT INTO store_meta (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING;
+
+-- name: get-meta
+SELECT value FROM store_meta WHERE name = $1;
+
+-- name: decisions
+-- $1 keys, $2 their hashes (parallel arrays), $3 the list id ('' for none).
+SELECT k.key AS key, r.beacons AS beacons,
+       EXISTS (SELECT 1 FROM suppressions s
+               WHERE s.key_hash = k.hash AND s.list_id IN ('', $3::text)) AS suppressed
+FROM unnest($1::text[], $2::text[]) AS k(key, hash)
+LEFT JOIN recipients AS r ON r.key = k.key;
+
+-- name: get-consent
+SELECT address, beacons, source, actor, updated_at FROM recipients WHERE key = $1;
+
+-- name: consent-states
+SELECT key, beacons FROM recipients WHERE key = ANY($1::text[]);
+
+-- name: upsert-consent
+INSERT INTO recipients (key, address, beacons, source, actor, updated_at)
+VALUES ($1, $2, $3, $4, $5, $6)
+ON CONFLICT (key) DO UPDATE SET
+    address = excluded.address, beacons = excluded.beacons, source = excluded.source,
+    actor = excluded.actor, updated_at = excluded.updated_at;
+
+-- name: delete-consent
+DELETE FROM recipients WHERE key = $1;
+
+-- name: list-consent
+-- $1 after this key, $2 only this state (or NULL), $3 page size
+SELECT key, address, beacons, source, actor, updated_at FROM recipients
+WHERE key > $1::text AND ($2::text IS NULL OR beacons = $2::text)
+ORDER BY key LIMIT $3;
+
+-- name: suppressions-of
+SELECT id, address, list_id, reason, source, actor, created_at, forgotten_at
+FROM suppressions WHERE key_hash = $1 ORDER BY list_id COLLATE "C";
+
+-- name: suppression-keys
+SELECT key_hash, list_id FROM suppressions WHERE key_hash = ANY($1::text[]);
+
+-- name: upsert-suppression
+INSERT INTO suppressions (key_hash, list_id, address, reason, source, actor, created_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7)
+ON CONFLICT (key_hash, list_id) DO UPDATE SET
+    address = excluded.address, reason = excluded.reason, source = excluded.source,
+    actor = excluded.actor, forgotten_at = NULL;
+
+-- name: delete-suppression
+DELETE FROM suppressions WHERE key_hash = $1 AND list_id = $2;
+
+-- name: list-suppressions
+-- $1 after this id, $2 only this list ('' = global ones, NULL = all), $3 page size
+SELECT id, address, list_id, reason, source, actor, created_at, forgotten_at
+FROM suppressions
+WHERE id > $1 AND ($2::text IS NULL OR list_id = $2::text)
+ORDER BY id LIMIT $3;
+
+-- name: forget-suppressions
+UPDATE suppressions SET address = NULL, reason = NULL, forgotten_at = $2
+WHERE key_hash = $1 AND forgotten_at IS NULL;
+
+-- name: insert-audit
+INSERT INTO audit (at, actor, action, subject, address, list_id, old, new, source, reason)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10);
+
+-- name: audit-of
+SELECT id, at, actor, action, address, list_id, old, new, source, reason FROM audit
+WHERE subject = $1 AND id > $2 ORDER BY id LIMIT $3;
+
+-- name: audit-all
+SELECT id, at, actor, action, address, list_id, old, new, source, reason FROM audit
+WHERE id > $1 ORDER BY id LIMIT $2;
+
+-- name: redact-audit
+UPDATE audit SET address = NULL, reason = NULL
+WHERE subject = $1 AND (address IS NOT NULL OR reason IS NOT NULL);
+
+-- name: record-open
+-- Inserted only if the recipient consents now: granted, or unknown with the
+-- default ($8) granted.
+INSERT INTO opens (at, key, address, list_id, message_id, ua_class, machine)
+SELECT $1, $2::text, coalesce((SELECT address FROM recipients WHERE key = $2::text), $3),
+       $4, $5, $6, $7
+WHERE coalesce(nullif((SELECT beacons FROM recipients WHERE key = $2::text), 'unknown'),
+               $8::text) = 'granted';
+
+-- name: list-opens
+-- $1 after this id, $2 since (or NULL), $3 key (or NULL), $4 list (or NULL), $5 page size
+SELECT id, at, address, list_id, message_id, ua_class, machine FROM opens
+WHERE id > $1 AND ($2::timestamptz IS NULL OR at >= $2::timestamptz)
+  AND ($3::text IS NULL OR key = $3::text) AND ($4::text IS NULL OR list_id = $4::text)
+ORDER BY id LIMIT $5;
+
+-- name: delete-opens-of
+DELETE FROM opens WHERE key = $1;

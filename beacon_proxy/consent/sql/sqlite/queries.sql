@@ -1,0 +1,120 @@
+-- Named queries for the SQLite store.  Each starts at a "-- name: NAME" line
+-- and runs to the next one.  Parameters are numbered (?1, ?2, ...) in the
+-- same order as in ../postgresql/queries.sql; lists are passed as JSON arrays.
+
+-- name: lock-migrations
+-- (BEGIN IMMEDIATE already holds the write lock.)
+SELECT 1;
+
+-- name: create-migrations
+CREATE TABLE IF NOT EXISTS schema_migrations (
+    version    INTEGER PRIMARY KEY,
+    name       TEXT NOT NULL,
+    applied_at TEXT NOT NULL
+);
+
+-- name: applied-migrations
+SELECT version FROM schema_migrations ORDER BY version;
+
+-- name: record-migration
+INSERT INTO schema_migrations (version, name, applied_at) VALUES (?1, ?2, ?3);
+
+-- name: init-meta
+INSERT INTO store_meta (name, value) VALUES (?1, ?2) ON CONFLICT (name) DO NOTHING;
+
+-- name: get-meta
+SELECT value FROM store_meta WHERE name = ?1;
+
+-- name: decisions
+-- ?1 keys, ?2 their hashes (parallel JSON arrays), ?3 the list id ('' for none).
+-- The hash is picked by position: a join of two json_each tables would scan n x n.
+SELECT k.value AS key, r.beacons AS beacons,
+       EXISTS (SELECT 1 FROM suppressions s
+               WHERE s.key_hash = json_extract(?2, '$[' || k.key || ']')
+                 AND s.list_id IN ('', ?3)) AS suppressed
+FROM json_each(?1) AS k
+LEFT JOIN recipients AS r ON r.key = k.value;
+
+-- name: get-consent
+SELECT address, beacons, source, actor, updated_at FROM recipients WHERE key = ?1;
+
+-- name: consent-states
+SELECT key, beacons FROM recipients WHERE key IN (SELECT value FROM json_each(?1));
+
+-- name: upsert-consent
+INSERT INTO recipients (key, address, beacons, source, actor, updated_at)
+VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+ON CONFLICT (key) DO UPDATE SET
+    address = excluded.address, beacons = excluded.beacons, source = excluded.source,
+    actor = excluded.actor, updated_at = excluded.updated_at;
+
+-- name: delete-consent
+DELETE FROM recipients WHERE key = ?1;
+
+-- name: list-consent
+-- ?1 after this key, ?2 only this state (or NULL), ?3 page size
+SELECT key, address, beacons, source, actor, updated_at FROM recipients
+WHERE key > ?1 AND (?2 IS NULL OR beacons = ?2)
+ORDER BY key LIMIT ?3;
+
+-- name: suppressions-of
+SELECT id, address, list_id, reason, source, actor, created_at, forgotten_at
+FROM suppressions WHERE key_hash = ?1 ORDER BY list_id;
+
+-- name: suppression-keys
+SELECT key_hash, list_id FROM suppressions WHERE key_hash IN (SELECT value FROM json_each(?1));
+
+-- name: upsert-suppression
+INSERT INTO suppressions (key_hash, list_id, address, reason, source, actor, created_at)
+VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+ON CONFLICT (key_hash, list_id) DO UPDATE SET
+    address = excluded.address, reason = excluded.reason, source = excluded.source,
+    actor = excluded.actor, forgotten_at = NULL;
+
+-- name: delete-suppression
+DELETE FROM suppressions WHERE key_hash = ?1 AND list_id = ?2;
+
+-- name: list-suppressions
+-- ?1 after this id, ?2 only this list ('' = global ones, NULL = all), ?3 page size
+SELECT id, address, list_id, reason, source, actor, created_at, forgotten_at
+FROM suppressions
+WHERE id > ?1 AND (?2 IS NULL OR list_id = ?2)
+ORDER BY id LIMIT ?3;
+
+-- name: forget-suppressions
+UPDATE suppressions SET address = NULL, reason = NULL, forgotten_at = ?2
+WHERE key_hash = ?1 AND forgotten_at IS NULL;
+
+-- name: insert-audit
+INSERT INTO audit (at, actor, action, subject, address, list_id, old, new, source, reason)
+VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10);
+
+-- name: audit-of
+SELECT id, at, actor, action, address, list_id, old, new, source, reason FROM audit
+WHERE subject = ?1 AND id > ?2 ORDER BY id LIMIT ?3;
+
+-- name: audit-all
+SELECT id, at, actor, action, address, list_id, old, new, source, reason FROM audit
+WHERE id > ?1 ORDER BY id LIMIT ?2;
+
+-- name: redact-audit
+UPDATE audit SET address = NULL, reason = NULL
+WHERE subject = ?1 AND (address IS NOT NULL OR reason IS NOT NULL);
+
+-- name: record-open
+-- Inserted only if the recipient consents now: granted, or unknown with the
+-- default (?8) granted.
+INSERT INTO opens (at, key, address, list_id, message_id, ua_class, machine)
+SELECT ?1, ?2, coalesce((SELECT address FROM recipients WHERE key = ?2), ?3), ?4, ?5, ?6, ?7
+WHERE coalesce(nullif((SELECT beacons FROM recipients WHERE key = ?2), 'unknown'), ?8)
+      = 'granted';
+
+-- name: list-opens
+-- ?1 after this id, ?2 since (or NULL), ?3 key (or NULL), ?4 list (or NULL), ?5 page size
+SELECT id, at, address, list_id, message_id, ua_class, machine FROM opens
+WHERE id > ?1 AND (?2 IS NULL OR at >= ?2) AND (?3 IS NULL OR key = ?3)
+  AND (?4 IS NULL OR list_id = ?4)
+ORDER BY id LIMIT ?5;
+
+-- name: delete-opens-of
+DELETE FROM opens WHERE key = ?1;

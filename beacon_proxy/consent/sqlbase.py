@@ -1,0 +1,203 @@
+"""The store's shared core, once for both backends, over named queries.
+
+A backend (:mod:`.sqlite`, :mod:`.postgres`) only connects and hands out a
+:class:`Conn` for reading or for one write transaction; everything else --
+normalising addresses, hashing, the audit trail, batching imports -- is
+written once on top of this class (:mod:`.sqlevents`, :mod:`.sqlstore`), so
+both backends behave the same, which the contract tests check.
+
+Addresses are hashed with the store's own key (HMAC-SHA256, 256-bit random
+key made at the first migration, kept in ``store_meta``): a suppression is
+looked up by that hash, so it still holds after ``forget`` removed the
+address.  The key lives in the database, not in the configuration, so it
+survives a rotation of ``[tokens] secret`` and every node shares it.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import hashlib
+import hmac
+import secrets
+from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
+from datetime import datetime
+from typing import Any, ClassVar, Protocol, Self
+
+from beacon_proxy.consent.address import Address, normalize_list_id, parse_address
+from beacon_proxy.consent.model import (
+    AuditEntry,
+    Beacons,
+    Consent,
+    InvalidValue,
+    OpenEvent,
+    StoreError,
+    Suppression,
+    parse_time,
+    utcnow,
+)
+from beacon_proxy.consent.policy import Policy
+from beacon_proxy.consent.queries import Migration, load_migrations, load_queries
+
+__all__ = [
+    "EXPORT_PAGE",
+    "MAX_PAGE",
+    "Conn",
+    "Row",
+    "SqlBase",
+    "addr",
+    "audit_row",
+    "consent_row",
+    "id_cursor",
+    "list_id_of",
+    "open_row",
+    "page_limit",
+    "suppression_row",
+    "ts",
+]
+
+Row = dict[str, Any]
+MAX_PAGE = 1000
+EXPORT_PAGE = MAX_PAGE
+
+
+class Conn(Protocol):
+    """A connection running named queries (inside a transaction when writing)."""
+
+    async def fetch(self, query: str, *args: object) -> list[Row]: ...
+    async def execute(self, query: str, *args: object) -> int: ...
+    async def executemany(self, query: str, rows: Sequence[Sequence[object]]) -> None: ...
+    async def script(self, sql: str) -> None: ...
+
+
+def ts(value: Any) -> datetime:
+    return value if isinstance(value, datetime) else parse_time(str(value))
+
+
+def addr(address: str | Address) -> Address:
+    return address if isinstance(address, Address) else parse_address(address)
+
+
+def list_id_of(list_id: str | None) -> str:
+    return "" if list_id is None or list_id == "" else normalize_list_id(list_id)
+
+
+def page_limit(limit: int) -> int:
+    if not 1 <= limit <= MAX_PAGE:
+        raise InvalidValue("limit", f"must be between 1 and {MAX_PAGE}")
+    return limit
+
+
+def id_cursor(after: str | None) -> int:
+    if after is None or after == "":
+        return 0
+    if not after.isdigit() or len(after) > 18:
+        raise InvalidValue("after", "not a cursor from a previous page")
+    return int(after)
+
+
+def consent_row(r: Row) -> Consent:
+    return Consent(r["address"], Beacons(r["beacons"]), r["source"], r["actor"],
+                   ts(r["updated_at"]))
+
+
+def suppression_row(r: Row) -> Suppression:
+    return Suppression(int(r["id"]), r["address"], r["list_id"] or None, r["reason"],
+                       r["source"], r["actor"], ts(r["created_at"]),
+                       r["forgotten_at"] is not None)
+
+
+def audit_row(r: Row) -> AuditEntry:
+    return AuditEntry(int(r["id"]), ts(r["at"]), r["actor"], r["action"], r["address"],
+                      r["list_id"] or None, r["old"], r["new"], r["source"], r["reason"])
+
+
+def open_row(r: Row) -> OpenEvent:
+    return OpenEvent(int(r["id"]), ts(r["at"]), r["address"], r["list_id"], r["message_id"],
+                     r["ua_class"], bool(r["machine"]))
+
+
+class SqlBase(abc.ABC):
+    """Connection handling, migrations and helpers shared by the store's operations."""
+
+    dialect: ClassVar[str]
+
+    def __init__(self, *, unknown: Policy = Policy.REFUSED) -> None:
+        self.unknown = unknown
+        self._hash_key = b""
+        self.queries: dict[str, str] = {}
+        self._migrations: tuple[Migration, ...] = ()
+
+    # -- lifecycle -----------------------------------------------------------
+
+    @abc.abstractmethod
+    async def _connect(self) -> None: ...
+
+    @abc.abstractmethod
+    async def _disconnect(self) -> None: ...
+
+    @abc.abstractmethod
+    def _read(self) -> AbstractAsyncContextManager[Conn]:
+        """A connection for reads (sees committed data only)."""
+
+    @abc.abstractmethod
+    def _write(self) -> AbstractAsyncContextManager[Conn]:
+        """One write transaction: committed on success, rolled back on any exception."""
+
+    async def open(self) -> None:
+        """Connect, apply pending migrations, load the hash key."""
+        self.queries = await asyncio.to_thread(load_queries, self.dialect)
+        self._migrations = await asyncio.to_thread(load_migrations, self.dialect)
+        await self._connect()
+        try:
+            await self._migrate()
+        except BaseException:
+            await self._disconnect()
+            raise
+
+    async def close(self) -> None:
+        await self._disconnect()
+
+    async def __aenter__(self) -> Self:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def _migrate(self) -> None:
+        async with self._write() as c:
+            await c.fetch("lock-migrations")
+            await c.execute("create-migrations")
+            done = {int(r["version"]) for r in await c.fetch("applied-migrations")}
+            if done and max(done) > len(self._migrations):
+                raise StoreError(f"the database schema (version {max(done)}) is newer than "
+                                 f"this beacon-proxy knows ({len(self._migrations)}): upgrade")
+            for mig in self._migrations:
+                if mig.version not in done:
+                    await c.script(mig.sql)
+                    await c.execute("record-migration", mig.version, mig.name, utcnow())
+            await c.execute("init-meta", "hash_key", secrets.token_hex(32))
+            rows = await c.fetch("get-meta", "hash_key")
+        if not rows:
+            raise StoreError("the store has no hash key")
+        self._hash_key = bytes.fromhex(rows[0]["value"])
+
+    @property
+    def schema_version(self) -> int:
+        return len(self._migrations)
+
+    def _hash(self, key: str) -> str:
+        """The keyed hash an address is known by after erasure (HMAC-SHA256, hex)."""
+        return hmac.new(self._hash_key, key.encode("utf-8"), hashlib.sha256).hexdigest()
+
+    async def _audit_change(self, c: Conn, action: str, address: Address | None, *,
+                            actor: str | None, list_id: str = "", old: str | None = None,
+                            new: str | None = None, source: str | None = None,
+                            reason: str | None = None, key: str | None = None) -> None:
+        """Append one entry to the audit trail (subject: the keyed hash of the address)."""
+        subject = self._hash(key if key is not None else address.key if address else "")
+        await c.execute("insert-audit", utcnow(), actor, action, subject,
+                        address.text if address else None, list_id or None, old, new, source,
+                        reason)

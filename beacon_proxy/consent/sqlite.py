@@ -1,0 +1,165 @@
+"""The SQLite backend: the embedded default, one file in WAL mode.
+
+Two connections, each with its own thread (aiosqlite), so no database call
+blocks the event loop:
+
+* a **writer**: one write transaction at a time (``BEGIN IMMEDIATE``, an
+  asyncio lock inside the process, SQLite's lock between processes, waiting
+  up to ``busy_timeout`` for another process such as ``consent import``);
+* a **reader** in autocommit mode: lookups never wait for a write in progress
+  and see every committed change (WAL).
+
+``synchronous = FULL``: a committed change survives a power cut.  Times are
+stored as fixed-width ISO 8601 text, lists are passed to queries as JSON.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import sqlite3
+from collections.abc import AsyncIterator, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+from beacon_proxy.consent.model import StoreError, StoreUnavailable, iso
+from beacon_proxy.consent.policy import Policy
+from beacon_proxy.consent.queries import split_sqlite_script
+from beacon_proxy.consent.sqlbase import Conn, Row
+from beacon_proxy.consent.sqlstore import SqlStore
+
+__all__ = ["BUSY_TIMEOUT_MS", "SqliteStore"]
+
+BUSY_TIMEOUT_MS = 10_000
+
+
+def _arg(value: object) -> object:
+    if isinstance(value, datetime):
+        return iso(value)
+    if isinstance(value, list | tuple):
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, bool):
+        return int(value)
+    return value
+
+
+def _args(args: Sequence[object]) -> tuple[object, ...]:
+    return tuple(_arg(a) for a in args)
+
+
+def _error(exc: sqlite3.Error) -> StoreError:
+    return StoreError(f"SQLite: {exc}")
+
+
+class _Conn:
+    def __init__(self, db: aiosqlite.Connection, queries: dict[str, str]) -> None:
+        self._db = db
+        self._q = queries
+
+    async def fetch(self, query: str, *args: object) -> list[Row]:
+        try:
+            rows = await self._db.execute_fetchall(self._q[query], _args(args))
+        except sqlite3.Error as exc:
+            raise _error(exc) from exc
+        return [dict(r) for r in rows]
+
+    async def execute(self, query: str, *args: object) -> int:
+        try:
+            async with self._db.execute(self._q[query], _args(args)) as cur:
+                return max(cur.rowcount, 0)
+        except sqlite3.Error as exc:
+            raise _error(exc) from exc
+
+    async def executemany(self, query: str, rows: Sequence[Sequence[object]]) -> None:
+        try:
+            await self._db.executemany(self._q[query], [_args(r) for r in rows])
+        except sqlite3.Error as exc:
+            raise _error(exc) from exc
+
+    async def script(self, sql: str) -> None:
+        try:
+            for statement in split_sqlite_script(sql):
+                await self._db.execute(statement)
+        except sqlite3.Error as exc:
+            raise _error(exc) from exc
+
+
+class SqliteStore(SqlStore):
+    """The store in one SQLite file (created with its parent folders)."""
+
+    dialect = "sqlite"
+
+    def __init__(self, path: str | Path, *, unknown: Policy = Policy.REFUSED) -> None:
+        super().__init__(unknown=unknown)
+        self.path = Path(path)
+        self._writer: aiosqlite.Connection | None = None
+        self._reader: aiosqlite.Connection | None = None
+        self._lock = asyncio.Lock()
+
+    def __repr__(self) -> str:
+        return f"SqliteStore({str(self.path)!r})"
+
+    async def _connect_one(self) -> aiosqlite.Connection:
+        db = await aiosqlite.connect(self.path, isolation_level=None)
+        try:
+            db.row_factory = sqlite3.Row
+            await db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            await db.execute("PRAGMA journal_mode = WAL")
+            await db.execute("PRAGMA synchronous = FULL")
+        except BaseException:
+            await db.close()
+            raise
+        return db
+
+    async def _connect(self) -> None:
+        try:
+            await asyncio.to_thread(self.path.parent.mkdir, parents=True, exist_ok=True)
+            self._writer = await self._connect_one()
+            self._reader = await self._connect_one()
+        except (OSError, sqlite3.Error) as exc:
+            await self._disconnect()
+            raise StoreUnavailable(f"cannot open the SQLite store {self.path}: {exc}") from exc
+
+    async def _disconnect(self) -> None:
+        for db in (self._reader, self._writer):
+            if db is not None:
+                with contextlib.suppress(sqlite3.Error, ValueError):
+                    await db.close()
+        self._reader = self._writer = None
+
+    def _require(self, db: aiosqlite.Connection | None) -> aiosqlite.Connection:
+        if db is None:
+            raise StoreError("the store is not open")
+        return db
+
+    @contextlib.asynccontextmanager
+    async def _read(self) -> AsyncIterator[Conn]:
+        yield _Conn(self._require(self._reader), self.queries)
+
+    @contextlib.asynccontextmanager
+    async def _write(self) -> AsyncIterator[Conn]:
+        async with self._lock:
+            db = self._require(self._writer)
+            try:
+                await db.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                raise _error(exc) from exc
+            try:
+                yield _Conn(db, self.queries)
+                await db.execute("COMMIT")
+            except BaseException:
+                with contextlib.suppress(sqlite3.Error):
+                    await asyncio.shield(self._rollback(db))
+                raise
+
+    @staticmethod
+    async def _rollback(db: aiosqlite.Connection) -> None:
+        if db.in_transaction:
+            await db.execute("ROLLBACK")
+
+    def info(self) -> dict[str, Any]:
+        return {"backend": "sqlite", "path": str(self.path)}

@@ -1,0 +1,241 @@
+"""The store's records side: the relay's lookup, consent and suppressions.
+
+Every method takes an address as text (or a parsed
+:class:`~beacon_proxy.consent.address.Address`) and raises
+:class:`~beacon_proxy.consent.address.AddressError` for a bad one; every change
+is written in one transaction together with its audit entry.
+
+There is no cache: every lookup reads the database, so a change committed by
+any node applies to the next message every node delivers (staleness bound:
+zero).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterable, AsyncIterator, Mapping, Sequence
+
+from beacon_proxy.consent.address import Address, ListIdError, list_key, lookup_key
+from beacon_proxy.consent.model import (
+    Beacons,
+    Consent,
+    ConsentInput,
+    InvalidValue,
+    Page,
+    Suppression,
+    SuppressionInput,
+    check_text,
+    utcnow,
+)
+from beacon_proxy.consent.policy import Decision
+from beacon_proxy.consent.sqlbase import (
+    EXPORT_PAGE,
+    addr,
+    consent_row,
+    id_cursor,
+    list_id_of,
+    page_limit,
+    suppression_row,
+)
+from beacon_proxy.consent.sqlevents import SqlEvents
+
+__all__ = ["SqlStore"]
+
+
+def _state(beacons: Beacons | str) -> Beacons:
+    try:
+        return Beacons(beacons)
+    except ValueError:
+        raise InvalidValue("beacons", "must be granted, refused or unknown") from None
+
+
+def _list_arg(list_id: str | None) -> str:
+    try:
+        return list_id_of(list_id)
+    except ListIdError as exc:
+        raise InvalidValue("list", str(exc)) from None
+
+
+class SqlStore(SqlEvents):
+    """Consent, suppressions, audit trail and open events in a SQL database."""
+
+    # -- the relay's lookup ----------------------------------------------------
+
+    async def decisions(
+        self, recipients: Sequence[str], list_id: str | None
+    ) -> Mapping[str, Decision]:
+        """See :class:`~beacon_proxy.consent.policy.ConsentLookup` (one query)."""
+        if not recipients:
+            return {}
+        keys = {r: lookup_key(r) for r in recipients}
+        unique = sorted(set(keys.values()))
+        async with self._read() as c:
+            rows = await c.fetch("decisions", unique, [self._hash(k) for k in unique],
+                                 list_key(list_id))
+        default = Decision(self.unknown.value)
+        by_key: dict[str, Decision] = {}
+        for r in rows:
+            if r["suppressed"]:
+                by_key[r["key"]] = Decision.SUPPRESSED
+            elif r["beacons"] in (Beacons.GRANTED, Beacons.REFUSED):
+                by_key[r["key"]] = Decision(r["beacons"])
+            else:
+                by_key[r["key"]] = default
+        return {r: by_key.get(k, default) for r, k in keys.items()}
+
+    # -- consent ---------------------------------------------------------------
+
+    async def get_consent(self, address: str | Address) -> Consent | None:
+        a = addr(address)
+        async with self._read() as c:
+            rows = await c.fetch("get-consent", a.key)
+        return consent_row(rows[0]) if rows else None
+
+    async def set_consent(self, address: str | Address, beacons: Beacons | str, *,
+                          source: str | None = None, actor: str | None = None) -> Consent:
+        a, state = addr(address), _state(beacons)
+        source = check_text("source", source)
+        now = utcnow()
+        async with self._write() as c:
+            old = await c.fetch("get-consent", a.key)
+            await c.execute("upsert-consent", a.key, a.text, state.value, source, actor, now)
+            await self._audit_change(c, "consent.set", a, actor=actor, new=state.value,
+                                     old=old[0]["beacons"] if old else None, source=source)
+        return Consent(a.text, state, source, actor, now)
+
+    async def delete_consent(self, address: str | Address, *, actor: str | None = None) -> bool:
+        """Remove the consent record (the recipient is unknown again); audited."""
+        a = addr(address)
+        async with self._write() as c:
+            old = await c.fetch("get-consent", a.key)
+            if not old:
+                return False
+            await c.execute("delete-consent", a.key)
+            await self._audit_change(c, "consent.delete", a, actor=actor, old=old[0]["beacons"])
+        return True
+
+    async def list_consent(self, *, after: str | None = None, limit: int = 100,
+                           beacons: Beacons | str | None = None) -> Page[Consent]:
+        """Consent records in key order; ``next`` is the cursor for the following page."""
+        state = None if beacons is None else _state(beacons).value
+        n = page_limit(limit)
+        async with self._read() as c:
+            rows = await c.fetch("list-consent", after or "", state, n + 1)
+        more = len(rows) > n
+        rows = rows[:n]
+        return Page([consent_row(r) for r in rows], rows[-1]["key"] if more else None)
+
+    async def iter_consent(self) -> AsyncIterator[Consent]:
+        """Every consent record, in key order, read page by page (for exports)."""
+        after: str | None = None
+        while True:
+            page = await self.list_consent(after=after, limit=EXPORT_PAGE)
+            for item in page.items:
+                yield item
+            if page.next is None:
+                return
+            after = page.next
+
+    async def import_consent(self, batches: AsyncIterable[Sequence[ConsentInput]], *,
+                             actor: str | None = None, source: str | None = None) -> int:
+        """Apply every row in one transaction; an exception from ``batches`` undoes all.
+
+        Within the file a later row for the same address wins.  ``source`` is
+        used for rows without one.  Returns the number of rows applied.
+        """
+        total = 0
+        async with self._write() as c:
+            async for batch in batches:
+                last = {row.address.key: row for row in batch}
+                olds = {r["key"]: r["beacons"]
+                        for r in await c.fetch("consent-states", list(last))}
+                now = utcnow()
+                await c.executemany("upsert-consent", [
+                    (k, row.address.text, row.beacons.value, row.source or source, actor, now)
+                    for k, row in last.items()])
+                await c.executemany("insert-audit", [
+                    (now, actor, "consent.set", self._hash(k), row.address.text, None,
+                     olds.get(k), row.beacons.value, row.source or source, None)
+                    for k, row in last.items()])
+                total += len(batch)
+        return total
+
+    # -- suppressions ----------------------------------------------------------
+
+    async def suppress(self, address: str | Address, list_id: str | None = None, *,
+                       reason: str | None = None, source: str | None = None,
+                       actor: str | None = None) -> Suppression:
+        """Suspend delivery to ``address`` for one list, or for all mail (``list_id=None``)."""
+        a, lid = addr(address), _list_arg(list_id)
+        reason, source = check_text("reason", reason, 500), check_text("source", source)
+        subject = self._hash(a.key)
+        async with self._write() as c:
+            existed = any(r["list_id"] == lid for r in await c.fetch("suppressions-of", subject))
+            await c.execute("upsert-suppression", subject, lid, a.text, reason, source, actor,
+                            utcnow())
+            await self._audit_change(c, "suppression.add", a, actor=actor, list_id=lid,
+                                     old="suppressed" if existed else None, new="suppressed",
+                                     source=source, reason=reason)
+            rows = await c.fetch("suppressions-of", subject)
+        return next(suppression_row(r) for r in rows if r["list_id"] == lid)
+
+    async def unsuppress(self, address: str | Address, list_id: str | None = None, *,
+                         actor: str | None = None) -> bool:
+        """Lift a suppression (also one kept only as a hash after erasure)."""
+        a, lid = addr(address), _list_arg(list_id)
+        async with self._write() as c:
+            n = await c.execute("delete-suppression", self._hash(a.key), lid)
+            if n:
+                await self._audit_change(c, "suppression.remove", a, actor=actor, list_id=lid,
+                                         old="suppressed")
+        return n > 0
+
+    async def suppressions_of(self, address: str | Address) -> list[Suppression]:
+        """Every suppression of one address (global first, then by list id)."""
+        a = addr(address)
+        async with self._read() as c:
+            rows = await c.fetch("suppressions-of", self._hash(a.key))
+        return [suppression_row(r) for r in rows]
+
+    async def list_suppressions(self, *, after: str | None = None, limit: int = 100,
+                                list_id: str | None = None,
+                                global_only: bool = False) -> Page[Suppression]:
+        """Suppressions in the order they were first made; filter by list or global ones."""
+        lid = "" if global_only else (_list_arg(list_id) if list_id else None)
+        cursor, n = id_cursor(after), page_limit(limit)
+        async with self._read() as c:
+            rows = await c.fetch("list-suppressions", cursor, lid, n + 1)
+        more = len(rows) > n
+        rows = rows[:n]
+        return Page([suppression_row(r) for r in rows], str(rows[-1]["id"]) if more else None)
+
+    async def iter_suppressions(self) -> AsyncIterator[Suppression]:
+        after: str | None = None
+        while True:
+            page = await self.list_suppressions(after=after, limit=EXPORT_PAGE)
+            for item in page.items:
+                yield item
+            if page.next is None:
+                return
+            after = page.next
+
+    async def import_suppressions(self, batches: AsyncIterable[Sequence[SuppressionInput]], *,
+                                  actor: str | None = None, source: str | None = None) -> int:
+        """Like :meth:`import_consent`: all rows in one transaction, or none."""
+        total = 0
+        async with self._write() as c:
+            async for batch in batches:
+                last = {(self._hash(row.address.key), row.list_id or ""): row for row in batch}
+                hashes = sorted({h for h, _ in last})
+                existing = {(r["key_hash"], r["list_id"])
+                            for r in await c.fetch("suppression-keys", hashes)}
+                now = utcnow()
+                await c.executemany("upsert-suppression", [
+                    (h, lid, row.address.text, row.reason, source, actor, now)
+                    for (h, lid), row in last.items()])
+                await c.executemany("insert-audit", [
+                    (now, actor, "suppression.add", h, row.address.text, lid or None,
+                     "suppressed" if (h, lid) in existing else None, "suppressed", source,
+                     row.reason)
+                    for (h, lid), row in last.items()])
+                total += len(batch)
+        return total

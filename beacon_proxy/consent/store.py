@@ -1,0 +1,126 @@
+"""The consent store's interface, and :func:`open_store` for a configured URL.
+
+Consumers depend on the narrowest protocol that serves them:
+
+* the relay on :class:`~beacon_proxy.consent.policy.ConsentLookup`
+  (``decisions``: one round trip per message);
+* the open pixel on :class:`OpenRecorder` (``record_open``);
+* the command line and the admin API on :class:`Store`.
+
+Two backends implement :class:`Store` with the same behaviour:
+:class:`~beacon_proxy.consent.sqlite.SqliteStore` (``sqlite:///var/beacon-proxy.db``,
+a path relative to the working directory; ``sqlite:////srv/bp.db`` for an
+absolute one) and :class:`~beacon_proxy.consent.postgres.PostgresStore`
+(``postgresql://user@host/db``).
+
+    >>> store = open_store("sqlite:///var/beacon-proxy.db")
+    >>> store.path
+    PosixPath('var/beacon-proxy.db')
+
+``open_store`` does not connect; ``await store.open()`` does (and migrates),
+``await store.close()`` disconnects; ``async with`` does both.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterable, AsyncIterator, Sequence
+from datetime import datetime
+from typing import Any, Protocol, Self
+from urllib.parse import unquote, urlsplit
+
+from beacon_proxy.consent.address import Address
+from beacon_proxy.consent.model import (
+    AuditEntry,
+    Beacons,
+    Consent,
+    ConsentInput,
+    Forgotten,
+    OpenEvent,
+    Page,
+    Suppression,
+    SuppressionInput,
+)
+from beacon_proxy.consent.policy import ConsentLookup, Policy
+
+__all__ = ["OpenRecorder", "Store", "open_store", "sqlite_path"]
+
+AddressArg = str | Address
+
+
+class OpenRecorder(Protocol):
+    async def record_open(self, address: AddressArg, *, list_id: str | None = None,
+                          message_id: str | None = None, ua_class: str | None = None,
+                          machine: bool = False, at: datetime | None = None) -> bool:
+        """Record an open if the recipient consents at this moment; ``False`` if not."""
+        ...
+
+
+class Store(ConsentLookup, OpenRecorder, Protocol):
+    """Everything the command line and the admin API do with the store."""
+
+    unknown: Policy
+
+    async def open(self) -> None: ...
+    async def close(self) -> None: ...
+    async def __aenter__(self) -> Self: ...
+    async def __aexit__(self, *exc: object) -> None: ...
+    def info(self) -> dict[str, Any]: ...
+
+    # consent
+    async def get_consent(self, address: AddressArg) -> Consent | None: ...
+    async def set_consent(self, address: AddressArg, beacons: Beacons | str, *,
+                          source: str | None = None, actor: str | None = None) -> Consent: ...
+    async def delete_consent(self, address: AddressArg, *, actor: str | None = None) -> bool: ...
+    async def list_consent(self, *, after: str | None = None, limit: int = 100,
+                           beacons: Beacons | str | None = None) -> Page[Consent]: ...
+    def iter_consent(self) -> AsyncIterator[Consent]: ...
+    async def import_consent(self, batches: AsyncIterable[Sequence[ConsentInput]], *,
+                             actor: str | None = None, source: str | None = None) -> int: ...
+
+    # suppressions
+    async def suppress(self, address: AddressArg, list_id: str | None = None, *,
+                       reason: str | None = None, source: str | None = None,
+                       actor: str | None = None) -> Suppression: ...
+    async def unsuppress(self, address: AddressArg, list_id: str | None = None, *,
+                         actor: str | None = None) -> bool: ...
+    async def suppressions_of(self, address: AddressArg) -> list[Suppression]: ...
+    async def list_suppressions(self, *, after: str | None = None, limit: int = 100,
+                                list_id: str | None = None,
+                                global_only: bool = False) -> Page[Suppression]: ...
+    def iter_suppressions(self) -> AsyncIterator[Suppression]: ...
+    async def import_suppressions(self, batches: AsyncIterable[Sequence[SuppressionInput]], *,
+                                  actor: str | None = None,
+                                  source: str | None = None) -> int: ...
+
+    # history and erasure
+    async def history(self, address: AddressArg | None = None, *, after: str | None = None,
+                      limit: int = 100) -> Page[AuditEntry]: ...
+    async def opens(self, *, since: datetime | None = None, address: AddressArg | None = None,
+                    list_id: str | None = None, after: str | None = None,
+                    limit: int = 100) -> Page[OpenEvent]: ...
+    async def forget(self, address: AddressArg, *, actor: str | None = None) -> Forgotten: ...
+
+
+def sqlite_path(url: str) -> str:
+    """The file of a ``sqlite:///relative`` or ``sqlite:////absolute`` URL."""
+    parts = urlsplit(url)
+    if parts.scheme != "sqlite" or parts.netloc or not parts.path.startswith("/"):
+        raise ValueError(f"expected sqlite:///PATH, got {url!r}")
+    path = unquote(parts.path[1:])
+    if not path or path.endswith("/") or path == ":memory:":
+        raise ValueError(f"expected sqlite:///PATH naming a file, got {url!r}")
+    return path
+
+
+def open_store(url: str, *, unknown: Policy = Policy.REFUSED, pool_size: int = 10) -> Store:
+    """The store for a configured URL (not yet opened); raises ``ValueError`` for a bad URL."""
+    scheme = urlsplit(url).scheme
+    if scheme == "sqlite":
+        from beacon_proxy.consent.sqlite import SqliteStore
+
+        return SqliteStore(sqlite_path(url), unknown=unknown)
+    if scheme in ("postgresql", "postgres"):
+        from beacon_proxy.consent.postgres import PostgresStore  # asyncpg only when used
+
+        return PostgresStore(url, unknown=unknown, pool_size=pool_size)
+    raise ValueError(f"expected sqlite:///PATH or postgresql://..., got {url!r}")

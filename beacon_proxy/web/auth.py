@@ -1,0 +1,75 @@
+"""Bearer tokens for the admin API.
+
+The configuration holds only hashes (``[api.tokens] ops = "sha256:<hex>"``),
+so a leaked config file does not leak a token.  Tokens are random (``beacon-proxy
+hash-token`` makes one: 256 bits), so one SHA-256 is the right hash -- a slow
+password hash would only slow every API call.  A presented token is hashed
+and compared with every configured hash in constant time; all are compared,
+so the time taken does not tell which, if any, matched.
+
+    >>> token = new_token()
+    >>> tokens = ApiTokens({"ops": hash_token(token)})
+    >>> tokens.check(token), tokens.check("guess")
+    ('ops', None)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+from collections.abc import Mapping
+
+__all__ = ["MIN_TOKEN_LENGTH", "ApiTokens", "bearer_token", "hash_token", "is_token_hash",
+           "new_token"]
+
+MIN_TOKEN_LENGTH = 20
+_HASH = re.compile(r"sha256:[0-9a-f]{64}\Z")
+
+
+def new_token() -> str:
+    """A fresh random token (43 URL-safe characters)."""
+    return secrets.token_urlsafe(32)
+
+
+def hash_token(token: str) -> str:
+    """``sha256:<hex>`` of a token, as the configuration stores it."""
+    return "sha256:" + hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def is_token_hash(text: str) -> bool:
+    return bool(_HASH.match(text))
+
+
+def bearer_token(authorization: str | None) -> str | None:
+    """The token of an ``Authorization: Bearer <token>`` header, or ``None``."""
+    if not authorization:
+        return None
+    scheme, _, token = authorization.strip().partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        return None
+    return token
+
+
+class ApiTokens:
+    """The configured tokens: name -> hash."""
+
+    def __init__(self, hashes: Mapping[str, str]) -> None:
+        for name, h in hashes.items():
+            if not is_token_hash(h):
+                raise ValueError(f"token {name!r}: not a sha256:<hex> token hash")
+        self._hashes = [(name, bytes.fromhex(h[7:])) for name, h in hashes.items()]
+
+    def __bool__(self) -> bool:
+        return bool(self._hashes)
+
+    def check(self, token: str) -> str | None:
+        """The name of the matching token, or ``None``."""
+        digest = hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
+        found: str | None = None
+        for name, expected in self._hashes:
+            if hmac.compare_digest(digest, expected) and found is None:
+                found = name
+        return found

@@ -1,0 +1,40 @@
+"""``beacon-proxy events opens`` against a SQLite store."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import pytest
+
+from beacon_proxy.cli.main import main
+from beacon_proxy.config import load_config
+from beacon_proxy.consent.store import open_store
+
+Cap = pytest.CaptureFixture[str]
+
+
+def test_events_opens(config: Path, capsys: Cap) -> None:
+    async def seed() -> None:
+        async with open_store(load_config(config).store.url) as store:
+            await store.set_consent("yes@example.org", "granted")
+            await store.record_open("yes@example.org", list_id="n.example.org", ua_class="browser")
+            await store.record_open("yes@example.org", machine=True)
+
+    asyncio.run(seed())
+    assert main(["events", "opens"]) == 0
+    out = capsys.readouterr().out
+    assert "yes@example.org  n.example.org" in out and "machine" in out and "2 open(s)" in out
+    assert main(["events", "opens", "--json", "--since", "2000-01-01", "--list",
+                 "n.example.org"]) == 0
+    (line,) = capsys.readouterr().out.splitlines()
+    assert json.loads(line)["ua_class"] == "browser"
+    assert main(["events", "opens", "--json", "--since", "2999-01-01T00:00:00+02:00"]) == 0
+    assert capsys.readouterr().out == ""
+    assert main(["events", "opens", "--limit", "1", "--json"]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 1
+    with pytest.raises(SystemExit) as info:
+        main(["events", "opens", "--since", "yesterday"])
+    assert info.value.code == 2
+    assert "not an ISO 8601 time" in capsys.readouterr().err

@@ -1,0 +1,86 @@
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+
+from beacon_proxy.cli.main import main
+
+PIXEL_URL = "https://t.shop.example/b/42.gif?u=42"
+
+
+def _eml(path: Path, html: str) -> Path:
+    path.write_bytes(
+        (
+            "From: news@shop.example\nTo: ann@example.org\nSubject: Deals\n"
+            "MIME-Version: 1.0\nContent-Type: text/html; charset=utf-8\n\n" + html + "\n"
+        ).encode()
+    )
+    return path
+
+
+@pytest.fixture
+def newsletters(tmp_path: Path) -> Path:
+    d = tmp_path / "mails"
+    (d / "sub").mkdir(parents=True)
+    _eml(d / "a.eml", f'<p>Hi</p><img src="{PIXEL_URL}" width="1" height="1">'
+                      '<img src="https://cdn.shop.example/logo.png" width="200">')
+    digest = hashlib.md5(b"ann@example.org").hexdigest()
+    _eml(d / "sub" / "b.eml", f'<img src="https://img.shop.example/b?h={digest}" width="300" '
+                              'alt="Your deals">')
+    (d / "notes.txt").write_text("not a mail")
+    return d
+
+
+def test_json_one_object_per_file(newsletters: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["scan", str(newsletters), "--json", "--recipient", "ann@example.org"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2
+    a, b = (json.loads(line) for line in lines)
+    assert a["file"].endswith("a.eml") and a["policy"] == "refused"
+    pixel = next(f for f in a["findings"] if f["url"] == PIXEL_URL)
+    assert pixel == {"url": PIXEL_URL, "element": "img", "tracker": True, "vendor": None,
+                     "reasons": ["tiny"], "action": "strip"}
+    logo = next(f for f in a["findings"] if f["url"].endswith("logo.png"))
+    assert logo["tracker"] is False and logo["action"] == "keep"
+    (personal,) = b["findings"]
+    assert personal["tracker"] and "address-md5" in personal["reasons"]
+
+
+def test_table_and_output(newsletters: Path, tmp_path: Path,
+                          capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "clean.eml"
+    assert main(["scan", str(newsletters / "a.eml"), "--output", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "1 tracker(s)" in text and "strip" in text and PIXEL_URL in text
+    assert PIXEL_URL.encode() not in out.read_bytes()
+    assert b"logo.png" in out.read_bytes()
+
+
+def test_granted_policy_rewrites(newsletters: Path, tmp_path: Path,
+                                 capsys: pytest.CaptureFixture[str]) -> None:
+    outdir = tmp_path / "out"
+    assert main(["scan", str(newsletters), "--policy", "granted", "--output", str(outdir),
+                 "--json"]) == 0
+    capsys.readouterr()
+    rewritten = (outdir / "a.eml").read_bytes()
+    assert PIXEL_URL.encode() not in rewritten
+    assert b"/o/" in rewritten
+
+
+def test_unreadable_and_missing_inputs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["scan", str(tmp_path / "missing.eml")]) == 1
+    assert "missing.eml" in capsys.readouterr().err
+    assert main(["scan", str(tmp_path)]) == 1
+    assert "no .eml files" in capsys.readouterr().err
+
+
+def test_broken_message_is_reported_not_fatal(tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "bad.eml"
+    bad.write_bytes(b"Content-Type: multipart/mixed; boundary=x\n\n--y\n<img src='a'>\n")
+    assert main(["scan", str(bad), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["findings"] == [] and result["problems"]

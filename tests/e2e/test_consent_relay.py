@@ -1,0 +1,133 @@
+"""End-to-end: consent and suppression decide each copy, at dispatch time, in the real relay."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+from collections.abc import Iterator
+from email.message import EmailMessage
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.harness import PIXEL, Proxy, Upstream, newsletter, strip_trace, wait_for
+
+pytestmark = pytest.mark.e2e
+
+PUBLIC = "https://prefs.sender.example"
+PIXEL_URL = b"https://t.example.com/open?id=abc123"
+
+
+@pytest.fixture
+def upstream() -> Iterator[Upstream]:
+    up = Upstream().start()
+    yield up
+    up.stop()
+
+
+@pytest.fixture
+def proxy(tmp_path: Path, upstream: Upstream) -> Iterator[Proxy]:
+    p = Proxy(tmp_path, f"""
+[web]
+public_url = "{PUBLIC}"
+[tokens]
+secret = "e2e-secret-0123456789abcdef"
+[delivery]
+retry_min = 1
+retry_max = 1
+""", upstream=upstream.port)
+    p.start()
+    yield p
+    if p.proc is not None and p.proc.poll() is None:
+        p.kill9()
+
+
+def _cli_ok(proxy: Proxy, *args: str) -> None:
+    result = proxy.cli(*args)
+    assert result.returncode == 0, result.stderr
+
+
+def _html(data: bytes) -> str:
+    msg = email.message_from_bytes(data, policy=email.policy.default)
+    assert isinstance(msg, EmailMessage)
+    part = msg.get_body(("html",))
+    assert part is not None
+    content = part.get_content()
+    assert isinstance(content, str)
+    return content
+
+
+def test_refused_granted_and_suppressed_recipients_get_their_own_copy(
+    proxy: Proxy, upstream: Upstream
+) -> None:
+    _cli_ok(proxy, "consent", "set", "granted@example.net", "--beacons", "granted")
+    _cli_ok(proxy, "consent", "set", "refused@example.net", "--beacons", "refused")
+    _cli_ok(proxy, "suppress", "add", "gone@example.net", "--reason", "unsubscribed")
+    msg = newsletter()
+    rcpts = ["granted@example.net", "refused@example.net", "unknown@example.net",
+             "gone@example.net"]
+    qid = proxy.send("news@sender.example", rcpts, msg)
+    wait_for(lambda: len(upstream.messages) == 3, what="three copies")
+    wait_for(lambda: proxy.events("suppressed"), what="the suppressed log line")
+
+    (granted,) = upstream.to("granted@example.net")
+    html = _html(granted.data)
+    assert PIXEL_URL.decode() not in html
+    assert f'<img src="{PUBLIC}/o/' in html
+    for who in ("refused@example.net", "unknown@example.net"):  # unknown: refused by default
+        (copy,) = upstream.to(who)
+        assert PIXEL_URL not in copy.data
+        assert "t.example.com" not in _html(copy.data)
+        assert "caf\u00e9" in _html(copy.data)  # everything else kept
+    assert upstream.to("gone@example.net") == []
+
+    (suppressed,) = proxy.events("suppressed")
+    assert suppressed["recipient"] == "gone@example.net" and suppressed["queue_id"] == qid
+    delivered = {e["recipient"]: e for e in proxy.events("delivered")}
+    assert delivered["granted@example.net"]["policy"] == "granted"
+    assert delivered["refused@example.net"]["policy"] == "refused"
+    assert delivered["refused@example.net"]["beacons"] == 1
+    assert delivered["refused@example.net"]["actions"] == {"strip": 1}
+    assert delivered["granted@example.net"]["actions"] == {"rewrite": 1}
+    assert "https://t.example.com" not in str(delivered)  # no full URLs in the log
+
+
+def test_refused_copy_differs_from_the_input_only_at_the_pixel(
+    proxy: Proxy, upstream: Upstream
+) -> None:
+    msg = newsletter()
+    proxy.send("news@sender.example", ["ann@example.net"], msg)
+    (copy,) = wait_for(lambda: upstream.to("ann@example.net"), what="the copy")
+    assert _html(strip_trace(copy.data)) == _html(msg).replace(PIXEL, "")
+    head = msg[: msg.index(b"Content-Type: text/html")]
+    assert strip_trace(copy.data).startswith(head)  # headers and text part byte-identical
+
+
+def test_list_scoped_suppression_blocks_only_that_list(proxy: Proxy, upstream: Upstream) -> None:
+    _cli_ok(proxy, "suppress", "add", "ann@example.net", "--list", "deals.sender.example")
+    proxy.send("news@sender.example", ["ann@example.net"],
+               newsletter("Deals", list_id="deals.sender.example"))
+    proxy.send("news@sender.example", ["ann@example.net"],
+               newsletter("News", list_id="news.sender.example"))
+    (copy,) = wait_for(lambda: upstream.to("ann@example.net"), what="the news copy")
+    assert b"Subject: News" in copy.data
+    wait_for(lambda: proxy.events("suppressed"), what="the deals suppression")
+    assert len(upstream.to("ann@example.net")) == 1
+
+
+def test_consent_change_applies_to_mail_still_queued(proxy: Proxy, upstream: Upstream) -> None:
+    proxy.send("news@sender.example", ["flaky1@example.net"], newsletter())
+    wait_for(lambda: proxy.events("deferred"), what="the first attempt to be deferred")
+    _cli_ok(proxy, "consent", "set", "flaky1@example.net", "--beacons", "granted")
+    (copy,) = wait_for(lambda: upstream.to("flaky1@example.net"), what="the retried copy")
+    assert f'{PUBLIC}/o/'.encode() in copy.data
+    assert PIXEL_URL not in copy.data
+
+
+def test_suppression_added_while_queued_stops_delivery(proxy: Proxy, upstream: Upstream) -> None:
+    proxy.send("news@sender.example", ["flaky1@example.net"], newsletter())
+    wait_for(lambda: proxy.events("deferred"), what="the first attempt to be deferred")
+    _cli_ok(proxy, "suppress", "add", "flaky1@example.net")
+    wait_for(lambda: proxy.events("suppressed"), what="the suppression at the retry")
+    assert upstream.to("flaky1@example.net") == []
+    wait_for(lambda: proxy.cli("queue", "list", "--json").stdout == "", what="empty queue")
