@@ -228,3 +228,83 @@ def test_a_part_that_cannot_be_re_encoded_is_left_alone() -> None:
     assert out.data == message and not out.changed
     assert out.problems and "left unmodified" in out.problems[0]
     assert "rewrite_problems" in out.report(Policy.GRANTED)
+
+
+@pytest.mark.parametrize("name", ["shift_jis_qp.eml", "shift_jis_base64.eml"])
+def test_shift_jis_newsletters_lose_only_the_tracker(name: str) -> None:
+    message = (FIXTURES / "mime" / name).read_bytes()
+    analysis = ENGINE.analyse(message)
+    out = ENGINE.render(analysis, RCPT, Policy.REFUSED)
+    (part,) = analysis.parts
+    removed = [i.reference.removal_span for i in out.items if i.action is Action.STRIP]
+    expected = part.decoded
+    for start, end in sorted(removed, reverse=True):
+        expected = expected[:start] + expected[end:]
+    assert _decoded_html(out.data) == expected
+    assert expected.decode("shift_jis")
+
+
+def _bench_newsletter(pixels: bool) -> bytes:
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+    from newsletter import newsletter
+
+    data = newsletter().replace(b"\n", b"\r\n")
+    if pixels:
+        return data
+    html = _html_of(data)  # the same template without its two pixels
+    clean = re.sub(rb'<img src="https://(?:t\.esp-mailer|pixel\.analytics)[^>]*>', b"", html)
+    assert clean != html
+    return _message(clean)
+
+
+def test_industry_template_without_trackers_passes_byte_identical() -> None:
+    message = _bench_newsletter(pixels=False)
+    analysis = ENGINE.analyse(message)
+    assert analysis.parts and not analysis.problems
+    assert any(r.in_conditional for r in analysis.parts[0].references)  # VML was scanned
+    for policy in Policy:
+        out = ENGINE.render(analysis, RCPT, policy, lambda u: LINK)
+        assert out.data == message
+        assert not any(i.finding.tracker for i in out.items)
+
+
+def test_industry_template_with_trackers_changes_only_them() -> None:
+    message = _bench_newsletter(pixels=True)
+    analysis = ENGINE.analyse(message)
+    out = ENGINE.render(analysis, RCPT, Policy.REFUSED)
+    trackers = [i for i in out.items if i.finding.tracker]
+    assert {i.finding.element for i in trackers} == {"img"}
+    assert len(trackers) == 2
+    before, after = message.split(b"\r\n"), out.data.split(b"\r\n")
+    import difflib
+
+    changed = [op for op in difflib.SequenceMatcher(a=before, b=after, autojunk=False)
+               .get_opcodes() if op[0] != "equal"]
+    assert 1 <= len(changed) <= 2  # only the encoded lines holding the two pixels
+    assert all(len(line) <= 76 for line in after if line and not line.startswith(b"Content"))
+
+
+@pytest.mark.timeout(20)
+@pytest.mark.parametrize(
+    "html",
+    [
+        b"<p>" + b"x" * (10 << 20) + PIXEL,  # a 10 MB single line
+        b"<div>" * 100_000 + PIXEL + b"</div>" * 100_000,  # 100 000 nested tags
+        b"<p>a</p><!-- never closed " + PIXEL * 3,
+        b'<img alt="never closed ' + PIXEL * 3,
+        b"<!--[if mso]>" + PIXEL + b"<p>no endif",
+    ],
+    ids=["10MB-line", "nested", "open-comment", "open-quote", "open-conditional"],
+)
+def test_adversarial_html_finishes_and_delivers(html: bytes) -> None:
+    message = _message(html, cte="base64")
+    analysis = ENGINE.analyse(message)
+    out = ENGINE.render(analysis, RCPT, Policy.REFUSED)
+    assert out.data.startswith(message[:100])
+    assert out.data.endswith(b"--BOUND--\r\n")
+    if analysis.parts:  # scanned: what an HTML parser would load is gone
+        scanned = _html_of(out.data) if out.changed else analysis.parts[0].decoded
+        if b"<!--" not in html[:30] and b"never closed" not in html:
+            assert b"open.gif" not in scanned
