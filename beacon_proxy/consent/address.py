@@ -32,12 +32,13 @@ List ids are the ``List-Id`` header's identifier (RFC 2919), lower-cased:
 
 from __future__ import annotations
 
-import ipaddress
 import re
 import unicodedata
 from dataclasses import dataclass
 
 import idna
+
+from beacon_proxy.address import address_problem
 
 __all__ = [
     "Address",
@@ -50,10 +51,6 @@ __all__ = [
 ]
 
 MAX_LIST_ID = 255
-MAX_LOCAL_PART = 64  # RFC 5321 4.5.3.1.1, octets
-MAX_ADDRESS = 254  # a 256-octet path less the angle brackets
-_FORBIDDEN = re.compile(r"[\x00-\x20\x7f]")  # controls, space, DEL: never in an address
-_LABEL = re.compile(r"(?!-)[A-Za-z0-9_-]{1,63}(?<!-)\Z")
 _LIST_ID = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*\Z")
 
 
@@ -73,44 +70,7 @@ class Address:
 
 def _problem(address: str) -> str | None:
     """Why ``address`` is not an envelope address (the relay's own RCPT rules), or ``None``."""
-    try:
-        raw = address.encode("utf-8")
-    except UnicodeEncodeError:
-        return "the address is not valid UTF-8"
-    if _FORBIDDEN.search(address):
-        return "the address contains spaces or control characters"
-    if len(raw) > MAX_ADDRESS:
-        return f"the address is longer than {MAX_ADDRESS} octets"
-    local, at, domain = address.rpartition("@")
-    if not at:
-        return "the address has no @domain"
-    if not local:
-        return "the local part is missing"
-    if not domain:
-        return "the domain is missing"
-    if len(local.encode("utf-8")) > MAX_LOCAL_PART:
-        return f"the local part is longer than {MAX_LOCAL_PART} octets"
-    if not _domain_ok(domain):
-        return "the domain is not a valid host name or address literal"
-    return None
-
-
-def _domain_ok(domain: str) -> bool:
-    if domain.startswith("[") and domain.endswith("]"):
-        literal = domain[1:-1]
-        try:
-            if literal[:5].upper() == "IPV6:":
-                ipaddress.IPv6Address(literal[5:])
-            else:
-                ipaddress.IPv4Address(literal)
-        except ValueError:
-            return False
-        return True
-    return all(
-        _LABEL.match(label) or (not label.isascii() and label[:1] != "-" and label[-1:] != "-"
-                                and all(c.isalnum() or c == "-" for c in label))
-        for label in domain.split(".")
-    )
+    return address_problem(address, smtputf8=True)
 
 
 def _domain(domain: str) -> str:

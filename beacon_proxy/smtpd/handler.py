@@ -28,10 +28,10 @@ from aiosmtpd.smtp import AuthResult, Session, TLSSetupException
 from aiosmtpd.smtp import Envelope as SmtpEnvelope
 
 from beacon_proxy import metrics
+from beacon_proxy.address import address_problem
 from beacon_proxy.config import SmtpConfig
 from beacon_proxy.log import event
 from beacon_proxy.smtpd import replies
-from beacon_proxy.smtpd.address import address_problem
 from beacon_proxy.smtpd.message import (
     has_bare_cr_or_lf,
     header_section,

@@ -78,7 +78,7 @@ async def test_connections_admit_and_release() -> None:
 
 @pytest.mark.parametrize(
     "module",
-    ["__init__", "address", "handler", "message", "passwords", "policy", "protocol",
+    ["__init__", "data", "handler", "message", "passwords", "policy", "protocol",
      "replies", "server"],
 )
 def test_every_module_declares_its_api(module: str) -> None:

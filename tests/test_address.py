@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from beacon_proxy.smtpd.address import address_problem
+from beacon_proxy.address import address_problem
 
 
 @pytest.mark.parametrize(

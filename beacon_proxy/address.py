@@ -1,8 +1,9 @@
-"""Envelope address checks for MAIL FROM and RCPT TO.
+"""Envelope address rules, shared by the SMTP side and the consent store.
 
 aiosmtpd's parser is lenient (it accepts ``<a@b`` or a local part with a
-space); these checks decide what may go into an envelope.  They answer with a
-short reason, or ``None`` when the address is acceptable:
+space); these checks decide what may go into an envelope at MAIL FROM and
+RCPT TO, and so also which addresses the consent store accepts.  They answer
+with a short reason, or ``None`` when the address is acceptable:
 
     >>> address_problem("alice@example.org", smtputf8=False) is None
     True
