@@ -1,8 +1,12 @@
-"""``beacon-proxy queue list|show``: read the spool (the server may be running).
+"""``beacon-proxy queue list|show|retry|delete``: the spool, while the relay runs or not.
 
 ``list`` prints one line per queued message (``--json``: one JSON object per
 line); ``show ID`` prints the envelope, each recipient's state and last
-reply, and the message's header section.
+reply, and the message's header section.  ``retry ID`` (or ``--all``) makes
+deferred mail due now and ``delete ID`` removes a message: both leave a
+request in the spool's ``control/`` folder that the running relay carries
+out within a second (or at its next start); ``delete`` also removes the files
+at once.
 """
 
 from __future__ import annotations
@@ -31,6 +35,16 @@ def register(sub: Any) -> None:
     show.add_argument("--json", action="store_true", help="print one JSON object")
     add_config_option(show)
     show.set_defaults(handler=_show)
+    retry = qsub.add_parser("retry", help="retry deferred mail now")
+    which = retry.add_mutually_exclusive_group(required=True)
+    which.add_argument("queue_id", metavar="ID", nargs="?")
+    which.add_argument("--all", action="store_true", help="every deferred message")
+    add_config_option(retry)
+    retry.set_defaults(handler=_retry)
+    delete = qsub.add_parser("delete", help="remove a message from the queue (no bounce)")
+    delete.add_argument("queue_id", metavar="ID")
+    add_config_option(delete)
+    delete.set_defaults(handler=_delete)
 
 
 def _iso(ts: float | None) -> str | None:
@@ -100,17 +114,16 @@ def _age(seconds: float) -> str:
 
 def _show(args: argparse.Namespace) -> int:
     spool = _spool(args)
-    if not args.queue_id.isalnum():
-        raise CliError(f"not a queue id: {args.queue_id!r}")
+    queue_id = _queue_id(args.queue_id)
     try:
-        entry = spool.find_sync(args.queue_id)
+        entry = spool.find_sync(queue_id)
         if entry is None:
-            raise CliError(f"no message {args.queue_id} in the queue")
+            raise CliError(f"no message {queue_id} in the queue")
         data = spool.read_data_sync(entry)
     except (SpoolCorruptError, ValueError) as exc:
-        raise CliError(f"message {args.queue_id} is unreadable: {exc}") from None
+        raise CliError(f"message {queue_id} is unreadable: {exc}") from None
     except FileNotFoundError:
-        raise CliError(f"message {args.queue_id} left the queue meanwhile") from None
+        raise CliError(f"message {queue_id} left the queue meanwhile") from None
     info = entry_to_dict(entry)
     end = data.find(b"\r\n\r\n")
     headers = data[: end if end >= 0 else min(len(data), 65536)].decode("utf-8", "replace")
@@ -128,4 +141,34 @@ def _show(args: argparse.Namespace) -> int:
         print(f"  {r['state']:<10} {r['address']}{reply}")
     print()
     print(headers)
+    return 0
+
+
+def _queue_id(text: str) -> str:
+    if not text.isalnum():
+        raise CliError(f"not a queue id: {text!r}")
+    return text
+
+
+def _retry(args: argparse.Namespace) -> int:
+    spool = _spool(args)
+    if args.all:
+        spool.request_sync("retry", "ALL")
+        print("retry of every deferred message requested")
+        return 0
+    queue_id = _queue_id(args.queue_id)
+    if spool.find_sync(queue_id) is None:
+        raise CliError(f"no message {queue_id} in the queue")
+    spool.request_sync("retry", queue_id)
+    print(f"retry of {queue_id} requested")
+    return 0
+
+
+def _delete(args: argparse.Namespace) -> int:
+    spool = _spool(args)
+    queue_id = _queue_id(args.queue_id)
+    if not spool.delete_sync(queue_id):
+        raise CliError(f"no message {queue_id} in the queue")
+    spool.request_sync("delete", queue_id)  # so a running relay forgets it too
+    print(f"deleted {queue_id}")
     return 0

@@ -45,6 +45,7 @@ log = logging.getLogger(__name__)
 
 _THREAD_RENDER_BYTES = 1 << 20  # render big messages off the event loop
 _CACHE_BYTES = 64 << 20  # fresh messages kept in memory for their first attempt
+_CONTROL_INTERVAL = 1.0  # seconds between looks at the operators' requests
 _ERROR_RETRY = 60.0  # seconds before retrying a message whose attempt crashed
 _MESSAGE_ID = re.compile(rb"^Message-ID:[ \t]*(<[!-~]{1,250}>)\r?$", re.MULTILINE | re.IGNORECASE)
 
@@ -115,8 +116,12 @@ class Scheduler:
                 self._ready.put_nowait(entry)
             else:
                 self._push(entry)
-        self._gauge()
+        # Computed when /metrics is scraped, not on every change.
+        QUEUE_MESSAGES.labels("deferred").set_function(self._deferred)
+        QUEUE_MESSAGES.labels("active").set_function(
+            lambda: len(self._entries) - self._deferred())
         self._tasks.append(asyncio.create_task(self._timer(), name="scheduler-timer"))
+        self._tasks.append(asyncio.create_task(self._control(), name="scheduler-control"))
         for n in range(self.concurrency):
             self._tasks.append(asyncio.create_task(self._worker(), name=f"delivery-{n}"))
         return len(entries)
@@ -143,7 +148,6 @@ class Scheduler:
             self._data_cache[entry.queue_id] = data  # saves re-reading a fresh message
             self._cache_bytes += len(data)
         self._ready.put_nowait(entry)
-        self._gauge()
 
     def queue_size(self) -> int:
         return len(self._entries)
@@ -154,21 +158,44 @@ class Scheduler:
         heapq.heappush(self._heap, (entry.next_attempt, next(self._seq), entry))
         self._wake.set()
 
-    def _gauge(self) -> None:
-        QUEUE_MESSAGES.labels("deferred").set(len(self._heap))
-        QUEUE_MESSAGES.labels("active").set(len(self._entries) - len(self._heap))
+    def _deferred(self) -> int:
+        return sum(1 for e in self._entries.values() if e.state == "deferred")
 
     async def _timer(self) -> None:
         while True:
             now = time.time()
             while self._heap and self._heap[0][0] <= now:
-                _, _, entry = heapq.heappop(self._heap)
+                due, _, entry = heapq.heappop(self._heap)
+                if self._entries.get(entry.queue_id) is not entry or due != entry.next_attempt:
+                    continue  # deleted, or rescheduled (a newer heap item stands for it)
                 self._ready.put_nowait(entry)
-            self._gauge()
             self._wake.clear()
             wait = self._heap[0][0] - now if self._heap else None
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), wait)
+
+    async def _control(self) -> None:
+        """Carry out ``beacon-proxy queue retry|delete`` requests."""
+        while True:
+            for action, queue_id in await self.spool.take_requests():
+                if action == "delete":
+                    entry = self._entries.pop(queue_id, None)
+                    if entry is not None:
+                        entry.extra["deleted"] = True  # a worker on it stops there
+                        event("removed", queue_id=queue_id, reason="deleted by an operator")
+                else:
+                    self.retry_now(None if queue_id == "ALL" else queue_id)
+            await asyncio.sleep(_CONTROL_INTERVAL)
+
+    def retry_now(self, queue_id: str | None) -> int:
+        """Make deferred messages (one, or all) due now; returns how many."""
+        now, count = time.time(), 0
+        for entry in list(self._entries.values()):
+            if (queue_id is None or entry.queue_id == queue_id) and entry.next_attempt > now:
+                entry.next_attempt = now
+                self._push(entry)
+                count += 1
+        return count
 
     async def _worker(self) -> None:
         courier = self.couriers()
@@ -177,6 +204,8 @@ class Scheduler:
                 entry = await self._ready.get()
                 if self._stopping:
                     break
+                if self._entries.get(entry.queue_id) is not entry:
+                    continue  # deleted by an operator while it waited
                 task = asyncio.current_task()
                 assert task is not None
                 self._busy.add(task)
@@ -225,7 +254,7 @@ class Scheduler:
         attempt = entry.attempts + 1
         decisions, site_down = await self._decisions(entry, pending)
         for i in pending:
-            if self._stopping:
+            if self._stopping or entry.extra.get("deleted"):
                 break
             rcpt = entry.recipients[i]
             if site_down is not None:
@@ -256,6 +285,8 @@ class Scheduler:
                 deferred.append(_Pending(i, result))
                 if _site_failure(result):
                     site_down = result
+        if entry.extra.get("deleted"):
+            return  # an operator removed it meanwhile: its files are gone
         if tried:
             entry.attempts += 1
         now = time.time()
@@ -288,7 +319,6 @@ class Scheduler:
             await self.spool.remove(env.queue_id)
             self._entries.pop(env.queue_id, None)
             event("removed", queue_id=env.queue_id, reason="all recipients done")
-        self._gauge()
 
     async def _decisions(self, entry: QueueEntry, pending: list[int]
                          ) -> tuple[Mapping[str, Decision], Result | None]:

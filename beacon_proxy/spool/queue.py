@@ -8,6 +8,8 @@ moves between states by ``rename``)::
     deferred/   messages waiting for their next retry time
     journal/    <id>.log: per-recipient outcomes and attempt records
     corrupt/    items that could not be read, kept for a human to look at
+    control/    operator requests for the running relay (``retry.<id>``,
+                ``delete.<id>``), written by ``beacon-proxy queue``
 
 A queue file is ``MAGIC <envelope length> <data length>\\n``, the envelope as
 JSON, ``\\n``, then the message exactly as received.  :meth:`Spool.put`
@@ -129,6 +131,7 @@ class Spool:
         self.tmp = root / "tmp"
         self.journal = root / "journal"
         self.corrupt = root / "corrupt"
+        self.control = root / "control"
         self._executor: ThreadPoolExecutor | None = None
         self._threads = threads
 
@@ -136,7 +139,8 @@ class Spool:
 
     def open(self) -> None:
         """Create the directories (synchronously, at start-up)."""
-        for d in (self.tmp, self.journal, self.corrupt, *(self.root / s for s in _STATES)):
+        for d in (self.tmp, self.journal, self.corrupt, self.control,
+                  *(self.root / s for s in _STATES)):
             d.mkdir(parents=True, exist_ok=True)
         if self._executor is None:
             self._executor = ThreadPoolExecutor(self._threads, thread_name_prefix="spool")
@@ -235,6 +239,38 @@ class Spool:
                 os.replace(src, self.corrupt / src.name)
         event("corrupt", logging.ERROR, queue_id=queue_id, reason=reason,
               moved_to=str(self.corrupt))
+
+    # -- operator requests ---------------------------------------------------
+
+    def request_sync(self, action: Literal["retry", "delete"], queue_id: str) -> None:
+        """Leave a request for the running relay (picked up within a second, or at start)."""
+        if action not in ("retry", "delete") or not (queue_id.isalnum() or queue_id == "ALL"):
+            raise ValueError(f"bad request {action} {queue_id!r}")
+        self.control.mkdir(parents=True, exist_ok=True)
+        (self.control / f"{action}.{queue_id}").touch()
+
+    async def take_requests(self) -> list[tuple[str, str]]:
+        """The pending operator requests; each is handed out once."""
+        return await self._run(self._take_requests_sync)
+
+    def _take_requests_sync(self) -> list[tuple[str, str]]:
+        try:
+            names = sorted(os.listdir(self.control))
+        except FileNotFoundError:
+            return []
+        out = []
+        for name in names:
+            action, _, queue_id = name.partition(".")
+            (self.control / name).unlink(missing_ok=True)
+            if action in ("retry", "delete") and (queue_id.isalnum()):
+                out.append((action, queue_id))
+        return out
+
+    def delete_sync(self, queue_id: str) -> bool:
+        """Remove a message and its journal now; False when it is not queued."""
+        found = any(self._path(s, queue_id).exists() for s in _STATES)
+        self._remove_sync(queue_id)
+        return found
 
     # -- reading ----------------------------------------------------------
 

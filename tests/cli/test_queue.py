@@ -73,3 +73,20 @@ def test_missing_spool_and_bad_config(tmp_path: Path, monkeypatch: pytest.Monkey
     assert main(["queue", "list", "--config", str(cfg)]) == 2
     err = capsys.readouterr().err
     assert "spool.paht" in err and len(err.strip().splitlines()) == 1
+
+
+def test_retry_and_delete_leave_requests(configured: Spool,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    qid = _put(configured)
+    assert main(["queue", "retry", qid]) == 0
+    assert main(["queue", "retry", "--all"]) == 0
+    assert main(["queue", "retry", "NOPE"]) == 1
+    assert main(["queue", "delete", qid]) == 0
+    assert "deleted" in capsys.readouterr().out
+    assert configured.find_sync(qid) is None
+    assert not (configured.journal / f"{qid}.log").exists()
+    assert main(["queue", "delete", qid]) == 1
+    assert "no message" in capsys.readouterr().err
+    requests = asyncio.run(configured.take_requests())
+    assert sorted(requests) == sorted([("retry", qid), ("retry", "ALL"), ("delete", qid)])
+    assert asyncio.run(configured.take_requests()) == []

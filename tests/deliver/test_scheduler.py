@@ -246,3 +246,21 @@ async def test_a_failed_consent_lookup_defers_everyone(rig: Rig) -> None:
     (entry,) = await rig.spool.recover()
     assert [r.state for r in entry.recipients] == ["deferred", "deferred"]
     assert "consent lookup failed" in entry.recipients[0].reply
+
+
+async def test_operator_requests_retry_and_delete(rig: Rig) -> None:
+    rig.courier.script["a@x.org"] = [TEMP]
+    rig.courier.script["b@x.org"] = [TEMP]
+    s = rig.make(RetryPolicy(600, 600, 6000))
+    await s.start()
+    a, b = _env("a@x.org"), _env("b@x.org")
+    await s.enqueue(a, DATA)
+    await s.enqueue(b, DATA)
+    await _until(lambda: len(rig.courier.calls) == 2)
+    await asyncio.sleep(0.05)
+    rig.spool.request_sync("retry", a.queue_id)
+    assert rig.spool.delete_sync(b.queue_id)
+    rig.spool.request_sync("delete", b.queue_id)
+    await _until(lambda: s.queue_size() == 0, timeout=5)
+    assert [r for _, r, _ in rig.courier.sent] == ["a@x.org"]
+    assert rig.courier.calls.count("b@x.org") == 1

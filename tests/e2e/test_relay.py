@@ -275,3 +275,21 @@ def test_sigterm_stops_cleanly_and_leaves_mail_queued(
     assert "ann@example.net" in shown.stdout and "deferred" in shown.stdout
     with pytest.raises((ConnectionRefusedError, smtplib.SMTPServerDisconnected)):
         smtplib.SMTP("127.0.0.1", proxy.smtp_port, timeout=5)
+
+
+def test_operator_can_retry_now_and_delete(
+    tmp_path: Path, upstream: Upstream, proxies: list[Proxy]
+) -> None:
+    proxy = _proxy(proxies, tmp_path, "[delivery]\nretry_min = 600\nretry_max = 600",
+                   upstream=upstream.port)
+    kept = proxy.send("news@sender.example", ["flaky1@example.net"], newsletter())
+    dropped = proxy.send("news@sender.example", ["tempfail@example.net"], newsletter())
+    wait_for(lambda: len(proxy.events("deferred")) == 2, what="both deferred")
+    assert proxy.cli("queue", "retry", kept).returncode == 0
+    wait_for(lambda: upstream.to("flaky1@example.net"), timeout=10, what="retry now")
+    deleted = proxy.cli("queue", "delete", dropped)
+    assert deleted.returncode == 0, deleted.stderr
+    wait_for(lambda: any(e.get("reason") == "deleted by an operator"
+                         for e in proxy.events("removed")), what="the relay forgets it")
+    assert proxy.cli("queue", "list", "--json").stdout == ""
+    assert proxy.cli("queue", "retry", "--all").returncode == 0
