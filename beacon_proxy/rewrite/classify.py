@@ -45,14 +45,15 @@ are refused.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import NamedTuple
 
-from beacon_proxy.rewrite.html import Box, Reference
+from beacon_proxy.rewrite.html import Box, Entry, PendingImg, Reference
 from beacon_proxy.rewrite.identity import RecipientIdentity
 from beacon_proxy.rewrite.rules import TrackerRules
 
-__all__ = ["Finding", "classify", "classify_all", "is_hidden", "is_spacer", "is_tiny"]
+__all__ = ["Finding", "classify", "classify_all", "classify_entries", "classify_entry",
+           "is_hidden", "is_spacer", "is_tiny", "plain_finding"]
 
 _PIXEL_ELEMENTS = frozenset({"amp-pixel", "amp-analytics"})
 _ATTR_LENGTH = re.compile(r"[\t\n\f\r ]*([0-9]*\.?[0-9]+)(%?)")
@@ -70,6 +71,12 @@ _RUN = re.compile(r"[A-Za-z0-9]+")
 
 
 _NO_CSS = (None,) * 6
+_new = tuple.__new__
+#: (tiny, hidden) per Box: newsletters repeat a few sizes hundreds of times (and the
+#: scanner shares one Box per size: the last one is checked first, by identity).
+_VERDICTS: dict[Box, tuple[bool, bool]] = {}
+_VERDICTS_SIZE = 4096
+_LAST_VERDICT: tuple[Box | None, tuple[bool, bool]] = (None, (False, False))
 
 
 class Finding(NamedTuple):
@@ -101,7 +108,7 @@ def _attr_px(value: str | None) -> float | None:
     """An HTML dimension attribute in px, parsed as browsers do (``"1px"`` -> 1)."""
     if not value:
         return None
-    if value.isdigit():
+    if value.isascii() and value.isdigit():  # str.isdigit() is also true for "²"
         return float(value)
     m = _ATTR_LENGTH.match(value)
     if m is None:
@@ -158,32 +165,91 @@ def is_spacer(url: str) -> bool:
     return not _identifier_like(host) and not any(_identifier_like(d) for d in dirs)
 
 
+def _verdict(box: Box) -> tuple[bool, bool]:
+    """(is_tiny, is_hidden) of a box, memoised."""
+    global _LAST_VERDICT
+    last = _LAST_VERDICT  # one read: another thread may replace it
+    if last[0] is box:
+        return last[1]
+    verdict = _VERDICTS.get(box)
+    if verdict is None:
+        if len(_VERDICTS) >= _VERDICTS_SIZE:
+            _VERDICTS.clear()
+        verdict = _VERDICTS[box] = (is_tiny(box), is_hidden(box))
+    _LAST_VERDICT = (box, verdict)
+    return verdict
+
+
 def classify(ref: Reference, rules: TrackerRules,
              identity: RecipientIdentity | None = None) -> Finding:
     """The finding for one reference (``identity`` None: no recipient-specific check)."""
-    if not ref.remote:
-        return Finding(ref.url, ref.element, False, None, ())
+    vendor = rules.match(ref.url) if ref.remote else None
+    return _classify(ref.url, ref.element, ref.remote, ref.box, vendor, identity)
+
+
+def classify_entry(entry: Entry, rules: TrackerRules,
+                   identity: RecipientIdentity | None = None) -> Finding:
+    """:func:`classify` for an entry of :func:`~.html.scan_entries`, without materializing it."""
+    vendor = rules.match(entry.url) if entry.remote else None
+    if isinstance(entry, PendingImg):
+        return _classify(entry.url, "img", entry.remote, entry.box, vendor, identity)
+    return _classify(entry.url, entry.element, entry.remote, entry.box, vendor, identity)
+
+
+def classify_entries(entries: Sequence[Entry], rules: TrackerRules) -> dict[int, Finding]:
+    """:func:`classify_entry` for each entry, without a recipient: the findings that say
+    something, by index.  The others - no reason at all, not a tracker - are
+    :func:`plain_finding` of their entry (most of a newsletter: nothing is built for them).
+    """
+    remote = [(index, entry) for index, entry in enumerate(entries) if entry.remote]
+    vendors = rules.match_many([entry.url for _, entry in remote])
+    out: dict[int, Finding] = {}
+    last_box, small, hidden = None, False, False  # most boxes are the previous one
+    for (index, entry), vendor in zip(remote, vendors, strict=True):
+        box = entry.box
+        if box is not last_box:
+            last_box = box
+            small, hidden = (False, False) if box is None else _verdict(box)
+        pending = entry.__class__ is PendingImg
+        if vendor is None and not small and not hidden and (
+                pending or entry.element not in _PIXEL_ELEMENTS):  # type: ignore[union-attr]
+            continue
+        element = "img" if pending else entry.element  # type: ignore[union-attr]
+        out[index] = _classify(entry.url, element, True, box, vendor, None)
+    return out
+
+
+def plain_finding(entry: Entry) -> Finding:
+    """The finding of an entry that :func:`classify_entries` left out."""
+    element = "img" if isinstance(entry, PendingImg) else entry.element
+    return _new(Finding, (entry.url, element, False, None, (), False))
+
+
+def _classify(url: str, element: str, remote: bool, box: Box | None, vendor: str | None,
+              identity: RecipientIdentity | None) -> Finding:
+    """The finding; ``vendor`` is ``rules.match(url)`` (None for a local reference)."""
+    if not remote:
+        return _new(Finding, (url, element, False, None, (), False))
+    small, hidden = (False, False) if box is None else _verdict(box)
+    forms = identity.find(url) if identity is not None else []
+    if vendor is None and not small and not hidden and not forms and (
+            element not in _PIXEL_ELEMENTS):
+        return _new(Finding, (url, element, False, None, (), False))  # most references
     reasons: list[str] = []
-    vendor = rules.match(ref.url)
     if vendor is not None:
         reasons.append("rule:" + vendor)
-    if ref.element in _PIXEL_ELEMENTS:
+    if element in _PIXEL_ELEMENTS:
         reasons.append("pixel-element")
-    box = ref.box
-    small = hidden = False
-    if box is not None:
-        small, hidden = is_tiny(box), is_hidden(box)
-        if (small or hidden) and is_spacer(ref.url):
-            reasons.append("spacer")
-        else:
-            reasons += ["tiny"] * small + ["hidden"] * hidden
-    forms = identity.find(ref.url) if identity is not None else []
+    if (small or hidden) and is_spacer(url):
+        reasons.append("spacer")
+    else:
+        reasons += ["tiny"] * small + ["hidden"] * hidden
     if forms:
         reasons.append("identifies-recipient")
         reasons += forms
     tracker = any(r != "spacer" for r in reasons)
     visible = box is not None and not small and not hidden
-    return Finding(ref.url, ref.element, tracker, vendor, tuple(reasons), bool(forms) and visible)
+    return Finding(url, element, tracker, vendor, tuple(reasons), bool(forms) and visible)
 
 
 def classify_all(refs: Iterable[Reference], rules: TrackerRules,

@@ -21,6 +21,12 @@ which re-encodes only the lines it touches); the message is the original
 bytes with those bodies spliced in.  A message or part that cannot be
 handled safely (broken MIME, an unknown or lying charset, a signed part, a
 scan that hit its limits) is left byte-identical and reported.
+
+A copy needs only the trackers (and the references that identify its
+recipient): the others - most of a newsletter's images - stay as the
+scanner's compact entries, and their ``Reference`` and ``Item`` objects are
+built when someone asks (``HtmlPart.references``, ``Rendered.items``, as
+``beacon-proxy scan`` does).
 """
 
 from __future__ import annotations
@@ -29,22 +35,29 @@ import enum
 import re
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
 
 from beacon_proxy.consent.policy import Policy
 from beacon_proxy.rewrite.charsets import is_supported, looks_valid, scan_view
-from beacon_proxy.rewrite.classify import Finding, classify
-from beacon_proxy.rewrite.html import Reference, scan_html
+from beacon_proxy.rewrite.classify import Finding, classify, classify_entries, plain_finding
+from beacon_proxy.rewrite.html import Entry, Reference, materialize, scan_entries
 from beacon_proxy.rewrite.identity import RecipientIdentity
 from beacon_proxy.rewrite.mime import MimePart, MimeTree, parse_message
 from beacon_proxy.rewrite.rules import TrackerRules
-from beacon_proxy.rewrite.transfer import Edit, TransferError, apply_edits, decode
+from beacon_proxy.rewrite.transfer import (
+    Edit,
+    QpIndex,
+    TransferError,
+    apply_edits,
+    decode_indexed,
+)
 
 __all__ = ["Action", "Analysis", "Engine", "HtmlPart", "Item", "Rendered"]
 
 Link = Callable[[str], str]  # original tracker URL -> first-party open URL
 
+_new = tuple.__new__
 _LIST_ID = re.compile(rb"^List-Id:[^\r\n<]*<([!-~]{1,255})>", re.IGNORECASE | re.MULTILINE)
 _MAX_HTML_PART = 16 << 20  # bytes of decoded HTML scanned per part
 
@@ -62,8 +75,37 @@ class HtmlPart:
     part: MimePart
     decoded: bytes
     charset: str
-    references: tuple[Reference, ...]
-    findings: tuple[Finding, ...]  # classified without a recipient, same order
+    entries: tuple[Entry, ...]  # the scan's references, some not yet materialized
+    noted: dict[int, Finding]  # findings with a reason (classify_entries), by index
+    trackers: tuple[int, ...] = ()  # indexes of the findings that are trackers
+    qp_index: QpIndex = ()  # quoted-printable line starts, for apply_edits
+    _cache: dict[str, tuple[Any, ...]] = field(default_factory=dict, repr=False,
+                                               compare=False)
+
+    @property
+    def references(self) -> tuple[Reference, ...]:
+        """Every reference in document order (built on first use)."""
+        refs = self._cache.get("references")
+        if refs is None:
+            refs = self._cache["references"] = tuple(map(materialize, self.entries))
+        return refs
+
+    @property
+    def findings(self) -> tuple[Finding, ...]:
+        """The finding of each reference, without a recipient, same order (built on first use)."""
+        findings = self._cache.get("findings")
+        if findings is None:
+            findings = self._cache["findings"] = tuple([
+                self.finding(i) for i in range(len(self.entries))])
+        return findings
+
+    def reference(self, index: int) -> Reference:
+        refs = self._cache.get("references")
+        return refs[index] if refs is not None else materialize(self.entries[index])
+
+    def finding(self, index: int) -> Finding:
+        found = self.noted.get(index)
+        return found if found is not None else plain_finding(self.entries[index])
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,9 +122,12 @@ class Analysis:
         return bool(self.parts)
 
 
-@dataclass(frozen=True, slots=True)
-class Item:
-    """One reference as a recipient's copy sees it."""
+class Item(NamedTuple):
+    """One reference as a recipient's copy sees it.
+
+    A ``NamedTuple`` like ``Reference`` and ``Finding``: every copy lists every
+    reference, and a frozen dataclass costs several times as much to build.
+    """
 
     part: int  # index into Analysis.parts
     reference: Reference
@@ -90,16 +135,30 @@ class Item:
     action: Action
 
 
-@dataclass(frozen=True, slots=True)
+_Decided = list[tuple[int, int, Item]]  # (part, reference index, item), in document order
+
+
+@dataclass(frozen=True, slots=True, eq=False)
 class Rendered:
+    """One recipient's copy: its bytes, and what was found and done."""
+
     data: bytes
-    items: tuple[Item, ...]
+    trackers: tuple[Item, ...]  # the items whose finding is a tracker
     changed: bool
     problems: tuple[str, ...] = ()  # parts that could not be re-encoded, left unmodified
+    _all: Callable[[], list[Item]] = field(default=list, repr=False)
+    _items: list[tuple[Item, ...]] = field(default_factory=list, repr=False)
+
+    @property
+    def items(self) -> tuple[Item, ...]:
+        """Every reference of the copy, with its finding and action (built on first use)."""
+        if not self._items:
+            self._items.append(tuple(self._all()))
+        return self._items[0]
 
     def report(self, policy: Policy, problems: Sequence[str] = ()) -> dict[str, Any]:
         """What the relay log says about this copy: counts, kinds, vendors, no URLs."""
-        trackers = [i for i in self.items if i.finding.tracker]
+        trackers = self.trackers
         out: dict[str, Any] = {"beacons": len(trackers)}
         if trackers:
             out["kinds"] = dict(Counter(i.finding.element for i in trackers))
@@ -142,7 +201,7 @@ class Engine:
                 scanned = self._scan_part(tree, part, problems)
                 if scanned is not None:
                     parts.append(scanned)
-        urls = "\n".join(r.url for p in parts for r in p.references if r.remote)
+        urls = "\n".join([e.url for p in parts for e in p.entries if e.remote])
         return Analysis(data, tree, tuple(parts), tuple(problems), _list_id(data), urls)
 
     def _scan_part(self, tree: MimeTree, part: MimePart,
@@ -158,7 +217,7 @@ class Engine:
             problems.append(f"{where}: unsupported charset {part.charset}")
             return None
         try:
-            decoded = decode(tree.body(part), part.transfer_encoding)
+            decoded, qp_index = decode_indexed(tree.body(part), part.transfer_encoding)
         except (TransferError, ValueError) as exc:
             problems.append(f"{where}: cannot decode: {exc}")
             return None
@@ -168,27 +227,52 @@ class Engine:
         if not looks_valid(decoded, part.charset):
             problems.append(f"{where}: not valid {part.charset}")
             return None
-        scan = scan_html(scan_view(decoded, part.charset), max_tags=self._max_tags,
-                         charset=part.charset)
-        if scan.truncated:
+        entries, _, truncated = scan_entries(scan_view(decoded, part.charset),
+                                             max_tags=self._max_tags, charset=part.charset)
+        if truncated:
             problems.append(f"{where}: scan limit reached, left unmodified")
             return None
-        findings = tuple(classify(ref, self.rules) for ref in scan.references)
-        return HtmlPart(part, decoded, part.charset, scan.references, findings)
+        noted = classify_entries(entries, self.rules)
+        trackers = tuple([i for i, finding in noted.items() if finding.tracker])
+        return HtmlPart(part, decoded, part.charset, entries, noted, trackers, qp_index)
 
     # -- once per recipient ---------------------------------------------------
 
     def items(self, analysis: Analysis, recipient: str | None, policy: Policy) -> list[Item]:
         """Every reference with its finding for this recipient and the policy's action."""
+        return self._all_items(analysis, self._decide(analysis, recipient, policy))
+
+    def _decide(self, analysis: Analysis, recipient: str | None, policy: Policy) -> _Decided:
+        """Items of the trackers and of the references that identify the recipient.
+
+        Every other reference is kept as it is, with its recipient-free finding.
+        """
         identity = RecipientIdentity(recipient) if recipient else None
         personal = identity is not None and bool(identity.find(analysis.urls))
-        out: list[Item] = []
+        out: _Decided = []
         for index, part in enumerate(analysis.parts):
-            for ref, base in zip(part.references, part.findings, strict=True):
-                finding = base
-                if personal and ref.remote and identity is not None and identity.find(ref.url):
-                    finding = classify(ref, self.rules, identity)
-                out.append(Item(index, ref, finding, self._action(ref, finding, policy)))
+            mine: set[int] = set()  # references whose URL identifies this recipient
+            if personal and identity is not None:
+                mine = {i for i, entry in enumerate(part.entries)
+                        if entry.remote and identity.find(entry.url)}
+            for i in sorted(mine.union(part.trackers)):
+                ref = part.reference(i)
+                finding = classify(ref, self.rules, identity) if i in mine else part.finding(i)
+                out.append((index, i, _new(Item, (index, ref, finding,
+                                                  self._action(ref, finding, policy)))))
+        return out
+
+    @staticmethod
+    def _all_items(analysis: Analysis, decided: _Decided) -> list[Item]:
+        out: list[Item] = []
+        first: list[int] = []  # each part's first item in out
+        keep = Action.KEEP
+        for index, part in enumerate(analysis.parts):
+            first.append(len(out))
+            out += [_new(Item, (index, ref, finding, keep))
+                    for ref, finding in zip(part.references, part.findings, strict=True)]
+        for index, i, item in decided:
+            out[first[index] + i] = item
         return out
 
     @staticmethod
@@ -203,14 +287,19 @@ class Engine:
 
     def render(self, analysis: Analysis, recipient: str | None, policy: Policy,
                link: Link | None = None) -> Rendered:
-        items = self.items(analysis, recipient, policy)
+        decided = self._decide(analysis, recipient, policy)
+        trackers = tuple([item for _, _, item in decided if item.finding.tracker])
+
+        def everything() -> list[Item]:
+            return self._all_items(analysis, decided)
+
         edits: dict[int, list[Edit]] = {}
-        for item in items:
-            edit = self._edit(analysis.parts[item.part], item, link)
+        for index, _, item in decided:
+            edit = self._edit(analysis.parts[index], item, link)
             if edit is not None:
-                edits.setdefault(item.part, []).append(edit)
+                edits.setdefault(index, []).append(edit)
         if not edits:
-            return Rendered(analysis.data, tuple(items), False)
+            return Rendered(analysis.data, trackers, False, (), everything)
         changes = []
         problems = []
         for index, part_edits in edits.items():
@@ -218,15 +307,15 @@ class Engine:
             body = analysis.tree.body(part.part)
             try:
                 new = apply_edits(body, part.part.transfer_encoding, _merge(part_edits),
-                                  decoded=part.decoded)
+                                  decoded=part.decoded, qp_index=part.qp_index)
             except ValueError as exc:  # TransferError, LineTooLongError, bad edits
                 problems.append(f"part {index + 1}: left unmodified: {exc}")
                 continue
             changes.append((part.part, new))
         if not changes:
-            return Rendered(analysis.data, tuple(items), False, tuple(problems))
-        return Rendered(analysis.tree.replace_bodies(changes), tuple(items), True,
-                        tuple(problems))
+            return Rendered(analysis.data, trackers, False, tuple(problems), everything)
+        return Rendered(analysis.tree.replace_bodies(changes), trackers, True,
+                        tuple(problems), everything)
 
     @staticmethod
     def _edit(part: HtmlPart, item: Item, link: Link | None) -> Edit | None:

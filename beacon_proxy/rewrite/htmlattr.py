@@ -66,6 +66,8 @@ def unescape(text: str) -> str:
     """
     if "&" not in text:
         return text
+    if text.count("&") == text.count("&amp;"):  # the usual "?a=1&amp;b=2": no callbacks
+        return text.replace("&amp;", "&")
 
     def one(m: re.Match[str]) -> str:
         found = _reference(m.group(1), m.group(2), m.group(3), m.group().endswith(";"),
@@ -143,6 +145,8 @@ def is_remote(url: str) -> bool | None:
     >>> is_remote("HTTPS://x.test"), is_remote("//x.test"), is_remote("cid:a"), is_remote("a.png")
     (True, True, False, None)
     """
+    if url.startswith(("https:", "http:")):  # the common spelling, before lower-casing
+        return True
     if url[:6].lower().startswith(("https:", "http:")) or url[:2] in ("//", "\\\\", "/\\", "\\/"):
         return True
     m = _SCHEME.match(url)

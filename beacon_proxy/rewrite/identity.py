@@ -34,14 +34,18 @@ vendor rules are checked too.
 
 from __future__ import annotations
 
-import base64
+import binascii
 import hashlib
+import re
 from urllib.parse import quote, unquote, unquote_plus
 
 __all__ = ["HASHES", "RecipientIdentity", "base64_cores"]
 
 HASHES = ("md5", "sha1", "sha224", "sha256", "sha384", "sha512")
 _MIN_CORE = 6  # shorter base64 fragments would match by chance
+_HASH_NEW = tuple((getattr(hashlib, name), "address-" + name) for name in HASHES)
+#: Characters quote() never escapes, and "@": such an address needs no quote() calls.
+_PLAIN = re.compile(r"[A-Za-z0-9_.~@-]*")
 
 
 def base64_cores(data: bytes) -> list[str]:
@@ -50,12 +54,12 @@ def base64_cores(data: bytes) -> list[str]:
     One string per byte alignment (0, 1, 2 bytes before it), standard alphabet,
     without the characters that also depend on neighbouring bytes.
 
-    >>> base64_cores(b"a@b.example")[0] == base64.b64encode(b"a@b.example").decode()[:14]
+    >>> base64_cores(b"a@b.example")[0] == binascii.b2a_base64(b"a@b.example").decode()[:14]
     True
     """
     cores = []
     for before in range(3):
-        text = base64.b64encode(b"\0" * before + data).decode("ascii")
+        text = binascii.b2a_base64(b"\0" * before + data, newline=False).decode("ascii")
         drop = (0, 2, 3)[before]
         total = before + len(data)
         keep = 4 * (total // 3) + (0, 1, 2)[total % 3]
@@ -74,13 +78,16 @@ class RecipientIdentity:
         self.address = address.strip()
         lower = self.address.lower()
         variants = dict.fromkeys((lower, self.address))  # ordered, without duplicates
-        self._folded = tuple(v for v in dict.fromkeys(
-            (lower, quote(lower, safe="@"), quote(lower, safe="")) if lower else ()))
+        if _PLAIN.fullmatch(lower):  # the usual address: quote() would change only "@"
+            quoted = (lower, lower, lower.replace("@", "%40"))
+        else:
+            quoted = (lower, quote(lower, safe="@"), quote(lower, safe=""))
+        self._folded = tuple(dict.fromkeys(quoted)) if lower else ()
         hashes: dict[str, str] = {}
-        for name in HASHES:
+        for new, reason in _HASH_NEW:
             for text in variants:
                 if text:
-                    hashes[hashlib.new(name, text.encode("utf-8")).hexdigest()] = "address-" + name
+                    hashes[new(text.encode("utf-8")).hexdigest()] = reason
         self._hashes = tuple(hashes.items())
         b64: dict[str, None] = {}
         for text in variants:

@@ -49,6 +49,8 @@ _TOKEN: Final = re.compile(r'"((?:[^"\\]|\\.)*)"?|;|[^;"]+', re.S)
 _COMMENT: Final = re.compile(r"(?:^|(?<=\s))\((?:[^()\\]|\\.)*\)")
 _SECTION: Final = re.compile(r"([^*]+)(?:\*(\d{1,2}))?(\*?)")
 _TYPE: Final = re.compile(r"[a-z0-9!#$&^_.+-]+/[a-z0-9!#$&^_.+-]+")
+_FOLD: Final = re.compile(r"\r?\n")
+_QUOTED_PAIR: Final = re.compile(r"\\(.)", re.S)
 _WANTED: Final = frozenset({"content-type", "content-transfer-encoding", "content-disposition"})
 _MAX_VALUE: Final = 8192
 _MAX_CONTENT_FIELDS: Final = 100  # Content-* fields looked at per header block
@@ -103,16 +105,17 @@ class MimeTree:
 
     def replace_bodies(self, changes: Iterable[tuple[MimePart, bytes]]) -> bytes:
         """The message with these parts' bodies replaced and every other byte kept."""
-        pieces: list[bytes] = []
+        pieces: list[bytes | memoryview] = []
+        data = memoryview(self.data)  # joined without copying each unchanged stretch first
         pos = 0
         for part, body in sorted(changes, key=lambda change: change[0].body_span.start):
             if not part.modifiable or part.is_multipart:
                 raise ValueError(f"{_where(part.path)} is not modifiable: {part.reason}")
             if part.body_span.start < pos:
                 raise ValueError("overlapping parts")
-            pieces += (self.data[pos : part.body_span.start], body)
+            pieces += (data[pos : part.body_span.start], body)
             pos = part.body_span.stop
-        pieces.append(self.data[pos:])
+        pieces.append(data[pos:])
         return b"".join(pieces)
 
 
@@ -157,7 +160,7 @@ def _fields(block: bytes) -> dict[str, str]:
                 end = lower.find(b"\n", end + 1)
                 end = len(lower) if end < 0 else end
             value = block[colon : end - 1].decode("latin-1")
-            found[name] = re.sub(r"\r?\n", "", value).strip()[:_MAX_VALUE]
+            found[name] = _FOLD.sub("", value).strip()[:_MAX_VALUE]
         at = lower.find(b"\ncontent-", line_end)
     return found
 
@@ -170,7 +173,7 @@ def _delimiter_end(data: bytes, pos: int) -> tuple[bool, int] | None:
 
 
 def _unescape(text: str) -> str:
-    return re.sub(r"\\(.)", r"\1", text, flags=re.S)
+    return _QUOTED_PAIR.sub(r"\1", text)
 
 
 def _split_param(tokens: list[tuple[str, bool]]) -> tuple[str, str]:
@@ -378,7 +381,8 @@ class _Parser:
         node.content_type = ctype if _TYPE.fullmatch(ctype) else (
             "message/rfc822" if digest else "text/plain")
         node.charset = normalise_charset(params.get("charset"))
-        node.cte = normalise_cte(_COMMENT.sub("", fields.get("content-transfer-encoding", "")))
+        cte = fields.get("content-transfer-encoding", "")
+        node.cte = normalise_cte(_COMMENT.sub("", cte) if "(" in cte else cte)
         disposition = _params(fields["content-disposition"])[0] if (
             "content-disposition" in fields) else ""
         node.disposition = disposition or None

@@ -22,9 +22,10 @@ each pattern gets an index key from its literal text:
 * the two patterns without such a word (``/1\.gif`` and Ongage's) are
   preselected by a substring test of their longest literal.
 
-Candidates are then searched, the most specific match wins (see
-:meth:`TrackerRules.match`), and results are memoised per URL, so a
-campaign sent to many recipients pays once.  A word at the start of a
+Candidates are then searched - only if the URL contains the pattern's
+longest literal run, a substring test that spares most searches - the most
+specific match wins (see :meth:`TrackerRules.match`), and results are
+memoised per URL, so a campaign sent to many recipients pays once.  A word at the start of a
 pattern counts as a whole word: upstream's unanchored ``demdex.net`` would
 also match ``notdemdex.net``, this index does not (a test checks every
 pattern against a sample URL, and random URLs against brute force).
@@ -34,7 +35,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -55,6 +56,7 @@ _COMMON = [
     "me", "info",
 ]
 _CACHE_SIZE = 8192
+_UNSEEN: str | None = "\x00unseen"  # not in the memo (no vendor name has a NUL)
 
 
 class RulesError(ValueError):
@@ -70,7 +72,8 @@ class Rule:
     key: str  # the URL word or the literal (lower-cased) that preselects this pattern
 
 
-_Entry = tuple[int, "re.Pattern[str]", int]  # (rule rank, compiled search form, start offset)
+# (rule rank, compiled search form, start offset, a literal every match contains, lower-case)
+_Entry = tuple[int, "re.Pattern[str]", int, bytes]
 _Atom = tuple[str, str, str]  # (kind: "lit" | "digit" | "other", literal text, quantifier)
 
 
@@ -202,7 +205,8 @@ class TrackerRules:
                     raise RulesError(f"{vendor}: cannot use pattern {pattern!r}: {exc}") from exc
                 if word is None and len(literal) < 3:
                     raise RulesError(f"{vendor}: pattern {pattern!r} has no literal to index")
-                entry = (len(rules), compiled, skip)  # renumbered by rank below
+                must = max((text for text, _, _ in literal_runs(pattern)), key=len, default="")
+                entry = (len(rules), compiled, skip, must.lower().encode("ascii"))  # ranked below
                 if word is not None:
                     by_word.setdefault(word.encode("ascii"), []).append(entry)
                 else:
@@ -215,7 +219,8 @@ class TrackerRules:
         self._ranked = tuple(rules[i] for i in order)
 
         def ranked(entries: list[_Entry]) -> tuple[_Entry, ...]:
-            return tuple(sorted((rank[i], c, skip) for i, c, skip in entries))
+            return tuple(sorted(((rank[i], c, skip, must) for i, c, skip, must in entries),
+                                key=lambda entry: entry[0]))
 
         self._by_word = {word: ranked(entries) for word, entries in by_word.items()}
         self._words = frozenset(by_word)
@@ -240,17 +245,24 @@ class TrackerRules:
         cache[url] = found
         return found
 
+    def match_many(self, urls: Sequence[str]) -> list[str | None]:
+        """:meth:`match` for each URL (one pass over the memo for all of them)."""
+        get = self._cache.get
+        found = [get(url, _UNSEEN) for url in urls]
+        return [self.match(url) if vendor is _UNSEEN else vendor
+                for url, vendor in zip(urls, found, strict=True)]
+
     def _match(self, url: str) -> str | None:
         raw = url.encode("ascii", "replace").lower()
         best = len(self.rules)
         for word in self._words.intersection(raw.translate(_SPLIT).split()):
-            for index, compiled, skip in self._by_word[word]:
-                if index < best and compiled.search(url, skip):
+            for index, compiled, skip, must in self._by_word[word]:
+                if index < best and must in raw and compiled.search(url, skip):
                     best = index
         for literal, entries in self._by_literal:
             if literal in raw:
-                for index, compiled, skip in entries:
-                    if index < best and compiled.search(url, skip):
+                for index, compiled, skip, must in entries:
+                    if index < best and must in raw and compiled.search(url, skip):
                         best = index
         return self._ranked[best].vendor if best < len(self._ranked) else None
 

@@ -214,3 +214,11 @@ def test_size_helpers() -> None:
 def test_classify_one_reference_directly() -> None:
     (ref,) = scan_html(b'<img src="https://x.example/a.png" width="600">').references
     assert classify(ref, RULES) == Finding("https://x.example/a.png", "img", False, None, ())
+
+
+def test_a_non_ascii_digit_size_is_no_size() -> None:
+    # str.isdigit() is true for "²", and float("²") raised: one such image stopped the
+    # whole analysis (and the relay delivered every tracker of the message).
+    (finding,) = _findings('<img src="https://t.test/x.gif" width="&sup2;" height="&#xB9;">')
+    assert not finding.tracker and finding.reasons == ()
+    assert not is_tiny(Box(width="\u00b2"))

@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from beacon_proxy.consent.policy import Policy
+from beacon_proxy.rewrite.classify import classify
 from beacon_proxy.rewrite.engine import Action, Engine
 from beacon_proxy.rewrite.rules import load_rules
 from beacon_proxy.rewrite.transfer import decode
@@ -308,3 +309,26 @@ def test_adversarial_html_finishes_and_delivers(html: bytes) -> None:
         scanned = _html_of(out.data) if out.changed else analysis.parts[0].decoded
         if b"<!--" not in html[:30] and b"never closed" not in html:
             assert b"open.gif" not in scanned
+
+
+@pytest.mark.parametrize("recipient", [RCPT, "someone.else@example.net", None])
+@pytest.mark.parametrize("policy", [Policy.REFUSED, Policy.GRANTED])
+def test_a_copy_lists_every_reference_as_items_does(recipient: str | None,
+                                                    policy: Policy) -> None:
+    # A copy builds the items of its trackers at once and the others on first use.
+    personal = b'<img src="https://cdn.shop.example/p.png?u=' + RCPT.lower().encode() + b'">'
+    analysis = ENGINE.analyse(_message(PAGE + personal))
+    out = ENGINE.render(analysis, recipient, policy, lambda url: LINK)
+    items = ENGINE.items(analysis, recipient, policy)
+    assert list(out.items) == items
+    assert list(out.trackers) == [i for i in items if i.finding.tracker]
+    (part,) = analysis.parts
+    assert [i.reference for i in items] == list(part.references)
+    assert list(part.findings) == [classify(ref, ENGINE.rules) for ref in part.references]
+    assert out.report(policy)["beacons"] == len(out.trackers)
+
+
+def test_an_image_size_that_is_no_number_does_not_stop_the_analysis() -> None:
+    page = PAGE.replace(b'width="200"', b'width="&sup2;"')
+    out = ENGINE.render(ENGINE.analyse(_message(page)), RCPT, Policy.REFUSED)
+    assert out.changed and _html_of(out.data) == page.replace(PIXEL, b"")

@@ -11,7 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from beacon_proxy.rewrite.html import Reference, scan_html
+from beacon_proxy.rewrite.html import Reference, materialize, scan_entries, scan_html
+from beacon_proxy.rewrite.htmlpatterns import FAST_TAG, IMG_TAG
 
 FIXTURES = Path(__file__).parent / "fixtures" / "html"
 VECTORS = sorted(FIXTURES.glob("vector_*.html"))
@@ -349,3 +350,86 @@ def test_property_inserted_images_are_found_with_exact_spans(
 def test_docstring_examples(module: str) -> None:
     mod = importlib.import_module(f"beacon_proxy.rewrite.{module}")
     assert doctest.testmod(mod).failed == 0
+
+
+# -- the fast pre-skip agrees with the exact patterns ----------------------------------------
+
+_TRICKY = [
+    "<p>", "</p>", '<td class="x">', "</td>", "<TD CLASS=x>", "<br/>", "<br />", "<tr>", "<h3>",
+    '<div style="color:red">', '<div style="background:url(https://t.test/a.gif)">',
+    '<td background="https://t.test/bg.jpg">', "<td BACKGROUND=https://t.test/bg2.jpg>",
+    '<td bgcolor="red" border="0">', '<td backgrounds="x">', "<table background>",
+    '<img src="https://t.test/p.gif" width="1" height="1">',
+    "<IMG SRC='https://t.test/q.gif' WIDTH=2>",
+    "<img src=https://t.test/u.gif alt=x>", '<img alt="a > b" src="https://t.test/r.gif">',
+    '<img width="1" srcset="https://t.test/s 1x" src="https://t.test/t">',
+    '<img src="a" src="https://t.test/dup">', '<img style="display:none" src="https://t.test/h">',
+    '<img src="https://t.test/e.gif" width="&SUP2;">',
+    '<img src="https://t.test/f" width="&sup2;">',
+    '<!-- <img src="https://t.test/c"> -->', "<!--[if mso]>", "<![endif]-->", "<!--<![endif]-->",
+    "<style>.a{background:url('https://t.test/s.png')}</style>", "<title>x <img src=x></title>",
+    '<a href="https://x.test/?a=1&amp;b=2">', "</a>", '<a title="<img src=https://t.test/in>">',
+    "<span title='x\"y'>", '<a ="x>">', "<a b ='c>'>", '<a b= "c>">', '<a b=c="d>">',
+    '<div a"b="c">', '<p x="1"y="2">', '<v:fill src="https://t.test/v.png" />',
+    '<amp-img src="https://t.test/amp.png">', '<td style="x&#40;y">', "<td style=x(y)>",
+    "<td style=background:url(https://t.test/unq)>", '<p style="a&lpar;b">', "<", ">", '"', "'",
+    "=", "text ", "&amp;", '<img src="https://t.test/x.gif"', '<a href="x', "<!-- open",
+    "<td\nclass=\"a\"\n>", '<img\tsrc="https://t.test/tab.gif"\n>', '<img/src="https://t.test/sl">',
+    '<imgx src="https://t.test/no">', '<image src="https://t.test/image">', '<td b="(">',
+]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(_TRICKY), max_size=30), st.booleans())
+def test_property_fast_skip_finds_what_the_exact_patterns_find(parts: list[str],
+                                                              upper: bool) -> None:
+    view = "".join(parts).encode()
+    view = view.upper() if upper else view
+    entries, base, truncated = scan_entries(view, fast=False)
+    exact = ([materialize(entry) for entry in entries], base, truncated)
+    fast = scan_html(view)
+    assert (list(fast.references), fast.base, fast.truncated) == exact
+
+
+def test_src_after_srcset_is_still_found() -> None:
+    # A key's name group could stay set by a failed attempt (src of srcset), which hid the
+    # first real src from the first-wins check.
+    view = b'<img width="1" height="1" srcset="https://a.test/x 1x" src="https://t.test/pixel">'
+    assert [(r.element, r.url) for r in scan_html(view).references] == [
+        ("srcset", "https://a.test/x"), ("img", "https://t.test/pixel")]
+
+
+def test_unquoted_style_value_runs_to_whitespace() -> None:
+    view = b"<td style=background:url(https://t.test/unquoted)>cell</td>"
+    (ref,) = scan_html(view).references
+    assert (ref.element, ref.url) == ("css-url", "https://t.test/unquoted")
+
+
+def test_entity_names_keep_their_case_in_sizes() -> None:
+    refs = scan_html(b'<img src="https://t.test/a" width="&SUP2;"><img src="https://t.test/b" '
+                     b'width="&sup2;">').references
+    assert [r.box.width for r in refs if r.box] == ["&SUP2;", "\u00b2"]
+
+
+def test_an_unparsable_base_leaves_relative_urls_local() -> None:
+    # urljoin raised here, and the whole message went out unmodified.
+    view = b'<base href="https://[base.test/"><img src="rel.png"><img src="https://t.test/p.gif">'
+    refs = scan_html(view).references
+    assert [(r.url, r.remote) for r in refs] == [("rel.png", False), ("https://t.test/p.gif", True)]
+
+
+_TAG_PARTS = [" ", "\t", "/", "src", "srcset", "sr", "style", "width", "height", "alt", "lowsrc",
+              "background", "href", "x", "=", '"', "'", '=""', '="a"', "='b'", "=c", "<", ">"]
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.sampled_from(["<img", "<td", "<meta", "</a"]),
+       st.lists(st.sampled_from(_TAG_PARTS), max_size=16))
+def test_keyed_tag_groups_are_always_consistent(tag: str, parts: list[str]) -> None:
+    # re raises SystemError ("span of capturing group is wrong") when a group can keep the
+    # start of a failed attempt and the end of an earlier one: the patterns must not allow it.
+    view = (tag + "".join(parts) + ">").encode().lower()
+    for pattern in (FAST_TAG, IMG_TAG):
+        m = pattern.match(view)
+        if m is not None:
+            assert all(start <= end for start, end in m.regs)

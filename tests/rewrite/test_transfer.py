@@ -16,6 +16,7 @@ from beacon_proxy.rewrite.transfer import (
     TransferError,
     apply_edits,
     decode,
+    decode_indexed,
     normalise_cte,
 )
 
@@ -314,3 +315,25 @@ def test_many_edits_on_a_big_part_stay_linear() -> None:
         out = apply_edits(body, cte, edits)
         assert time.perf_counter() - started < 2.0, cte
         assert decode(out, cte) == html.replace(b"voir", b"lire", len(edits))
+
+
+# --- the quoted-printable index ------------------------------------------------------------------
+
+@settings(max_examples=100)
+@given(data=st.data(), eol=st.sampled_from([b"\r\n", b"\n"]),
+       blocks=st.sampled_from([1, 40, 400]))
+def test_indexed_decode_and_edits_equal_the_plain_ones(data: st.DataObject, eol: bytes,
+                                                       blocks: int) -> None:
+    text = newsletter(blocks) + data.draw(TEXT)
+    body = binascii.b2a_qp(text.replace(b"\r\n", b"\n").replace(b"\n", eol))
+    decoded, index = decode_indexed(body, "quoted-printable")
+    assert decoded == decode(body, "quoted-printable")
+    assert index[0] == (0, 0) and all(body[enc - 1] == 0x0A for enc, _ in index[1:])
+    edits = data.draw(edit_sets(len(decoded)))
+    assert apply_edits(body, "quoted-printable", edits, qp_index=index) == apply_edits(
+        body, "quoted-printable", edits)
+
+
+def test_indexed_decode_of_other_encodings_has_no_index() -> None:
+    assert decode_indexed(b"aGVsbG8=", "base64") == (b"hello", ())
+    assert decode_indexed(b"plain", "8bit") == (b"plain", ())
