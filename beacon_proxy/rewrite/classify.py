@@ -56,6 +56,7 @@ __all__ = ["Finding", "classify", "classify_all", "classify_entries", "classify_
            "is_hidden", "is_spacer", "is_tiny", "plain_finding"]
 
 _PIXEL_ELEMENTS = frozenset({"amp-pixel", "amp-analytics"})
+_UNSEEN: str | None = "\x00unseen"  # not in the rules' memo (no vendor name has a NUL)
 _ATTR_LENGTH = re.compile(r"[\t\n\f\r ]*([0-9]*\.?[0-9]+)(%?)")
 _CSS_LENGTH = re.compile(r"(-?[0-9]*\.?[0-9]+)([a-z%]*)\s*$")
 _PX_PER_UNIT = {"": 1.0, "px": 1.0, "pt": 4 / 3, "em": 16.0, "rem": 16.0, "pc": 16.0,
@@ -201,11 +202,16 @@ def classify_entries(entries: Sequence[Entry], rules: TrackerRules) -> dict[int,
     something, by index.  The others - no reason at all, not a tracker - are
     :func:`plain_finding` of their entry (most of a newsletter: nothing is built for them).
     """
-    remote = [(index, entry) for index, entry in enumerate(entries) if entry.remote]
-    vendors = rules.match_many([entry.url for _, entry in remote])
+    match, known = rules.match, rules.matched.get
     out: dict[int, Finding] = {}
     last_box, small, hidden = None, False, False  # most boxes are the previous one
-    for (index, entry), vendor in zip(remote, vendors, strict=True):
+    for index, entry in enumerate(entries):
+        if not entry.remote:
+            continue
+        url = entry.url
+        vendor = known(url, _UNSEEN)  # the memo without a Python call (one lookup: threads)
+        if vendor is _UNSEEN:
+            vendor = match(url)
         box = entry.box
         if box is not last_box:
             last_box = box
@@ -215,7 +221,7 @@ def classify_entries(entries: Sequence[Entry], rules: TrackerRules) -> dict[int,
                 pending or entry.element not in _PIXEL_ELEMENTS):  # type: ignore[union-attr]
             continue
         element = "img" if pending else entry.element  # type: ignore[union-attr]
-        out[index] = _classify(entry.url, element, True, box, vendor, None)
+        out[index] = _classify(url, element, True, box, vendor, None)
     return out
 
 

@@ -169,6 +169,19 @@ class Rendered:
         return out
 
 
+class _Where:
+    """How a problem names its part (formatted only when a problem is reported)."""
+
+    __slots__ = ("part",)
+
+    def __init__(self, part: MimePart) -> None:
+        self.part = part
+
+    def __str__(self) -> str:
+        path = ".".join(str(i + 1) for i in self.part.path) or "1"
+        return f"part {path} ({self.part.content_type})"
+
+
 def _list_id(data: bytes) -> str | None:
     end = data.find(b"\r\n\r\n")
     m = _LIST_ID.search(data, 0, end if end >= 0 else min(len(data), 1 << 16))
@@ -206,7 +219,7 @@ class Engine:
 
     def _scan_part(self, tree: MimeTree, part: MimePart,
                    problems: list[str]) -> HtmlPart | None:
-        where = f"part {'.'.join(str(i + 1) for i in part.path) or '1'} ({part.content_type})"
+        where = _Where(part)
         if not part.modifiable:
             problems.append(f"{where}: {part.reason}")
             return None

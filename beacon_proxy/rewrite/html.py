@@ -87,7 +87,9 @@ from beacon_proxy.rewrite.htmlrefs import (
     _IMG_STYLE_NAME,
     _IMG_WIDTH,
     _NO_CSS,
-    _QUOTE_BYTES,
+    _PLAIN_HEIGHT,
+    _PLAIN_SRC,
+    _PLAIN_WIDTH,
     _QUOTES,
     Box,
     Entry,
@@ -120,11 +122,6 @@ class HtmlScan:
         return tuple(r for r in self.references if r.remote)
 
 
-def _digits(raw: bytes | None) -> bool:
-    """Whether a raw value (maybe quoted) is absent or plain digits, the same lower-cased."""
-    return raw is None or raw.isdigit() or (raw[:1] in _QUOTE_BYTES and raw[1:-1].isdigit())
-
-
 class _Scan(TagReader):
     """One pass over a view (and its ``<iframe srcdoc>`` documents, depth 2 at most)."""
 
@@ -138,7 +135,7 @@ class _Scan(TagReader):
     def run(self) -> None:
         """Skip boring markup; hand every other construct to Python, one budget unit each.
 
-        In fast mode ``SKIP`` runs first and reads a following ``<img>`` in the same
+        In fast mode ``SKIP`` runs first and reads a following plain ``<img>`` in the same
         call; it stops short of anything it is not sure of, and ``BORING_TOKEN`` then
         takes one token the exact way, or confirms that an interesting construct (or
         the end) is reached.  ``<img`` and ``<!`` are never boring.
@@ -152,9 +149,6 @@ class _Scan(TagReader):
                 pos = self.images(pos)
                 if self.truncated:
                     return
-                if pos < 0:  # an <img> for the general path
-                    pos = self.start_tag(-pos - 1)
-                    continue
             # (fast mode stops only before "<"; exact mode may be anywhere in text here)
             nxt = low[pos + 1 : pos + 2] if low.startswith(b"<", pos) else b""
             at_img = nxt == b"i" and low.startswith(b"<img", pos) and (
@@ -172,7 +166,7 @@ class _Scan(TagReader):
                 return
             if at_img:  # not read by SKIP: exact mode, or SKIP could not read the tag
                 m = IMG_TAG.match(low, pos)
-                assert m is not None  # IMG_TAG (SKIP) matches ""
+                assert m is not None  # IMG_TAG matches ""
                 ok = m.start(_IMG_MARK) == pos and self.img(m, pos)
                 pos = m.end() if ok else self.start_tag(pos)
             elif nxt == b"!":
@@ -187,16 +181,20 @@ class _Scan(TagReader):
     def images(self, pos: int) -> int:
         """Read what SKIP finds: boring markup, then maybe an ``<img>``, again and again.
 
-        Returns where it stopped (an interesting construct or the end), or ``-1 - start``
-        for an ``<img>`` at ``start`` that needs the general path.  The newsletter hot
-        loop (one pass per product image), so its state lives in locals: a plain
-        ``<img>`` costs one match, one group fetch and a :class:`PendingImg`; any other
-        (a style, srcset, lowsrc, dynsrc, background) goes to :meth:`img`.
+        Returns where it stopped: an interesting construct (any other ``<img>``: a
+        style, srcset, lowsrc, dynsrc, background, unusual quoting) or the end.  The
+        newsletter hot loop (one pass per product image), so its state lives in locals:
+        a plain ``<img>`` costs one match, one group fetch and a :class:`PendingImg`.
         """
-        view, low, boxes, refs, new = self.view, self.low, self.boxes, self.refs, _new
+        low = self.low
+        m: re.Match[bytes] | None = SKIP.match(low, pos)
+        assert m is not None  # SKIP matches ""
+        if m.start(_IMG_MARK) < 0:  # no <img>: no need for the loop's locals
+            return m.end()
+        view, boxes, refs, new = self.view, self.boxes, self.refs, _new
         ascii_ok, number, cond = self.ascii, self.number, self.cond
         condition = cond[-1] if cond else None  # constant here: comments stop SKIP
-        m: re.Match[bytes] | None = SKIP.match(low, pos)
+        budget, last_start = self.budget, self.last_start  # as count() keeps them; stored back
         # After an <img>, a scanner: it goes on where its last match ended, without new
         # matcher state per call (from one product image to the next, all re needs).
         matches = None
@@ -209,31 +207,31 @@ class _Scan(TagReader):
             pos = m.end()
             start = m.start(_IMG_MARK)
             if start < 0:
-                return m.end()
-            self.budget -= 1  # the <img> itself: one construct
-            if self.budget < 0:
+                break
+            budget -= 1  # the <img> itself: one construct
+            if budget < 0:
                 self.truncated = True
-                return pos
+                break
             img = m
-            srcset, lowsrc, dynsrc, background, style, width, height = m.group(*_IMG_GROUPS)
             m = None
-            if srcset is not None or lowsrc is not None or dynsrc is not None or (
-                    background is not None) or style is not None:
-                if self.img(img, start):
-                    if self.truncated:
-                        return pos
-                    continue
-                return -1 - start
-            if not (_digits(width) and _digits(height)):
-                width, height = self.size(img)
-            box = boxes.get((width, height))
+            # The box by the raw '"..."' values (or None); a newsletter has a few sizes.
+            # Cached only for plain digits, the same in the view: other values are read
+            # from the view (entity names are not lower-case).
+            sizes = img.group(_PLAIN_WIDTH, _PLAIN_HEIGHT)
+            box = boxes.get(sizes)
             if box is None:
-                box = boxes[width, height] = new(Box, (number(width), number(height),
-                                                       *_NO_CSS))
-            vs, ve = img.span(_IMG_SRC)
+                width, height = sizes
+                if (width is None or width[1:-1].isdigit()) and (
+                        height is None or height[1:-1].isdigit()):
+                    box = boxes[sizes] = new(Box, (number(width), number(height), *_NO_CSS))
+                else:
+                    (ws, we), (hs, he) = img.span(_PLAIN_WIDTH), img.span(_PLAIN_HEIGHT)
+                    box = new(Box, (number(None if ws < 0 else view[ws:we]),
+                                    number(None if hs < 0 else view[hs:he]), *_NO_CSS))
+            vs, ve = img.span(_PLAIN_SRC)
             if vs < 0:
                 continue
-            raw = view[vs + 1 : ve - 1] if view[vs] in _QUOTES else view[vs:ve]
+            raw = view[vs + 1 : ve - 1]  # always quoted: '"..."'
             if ascii_ok and raw.isascii():
                 url = raw.decode("ascii")
                 if "&" in url:
@@ -243,22 +241,24 @@ class _Scan(TagReader):
             url = clean_url(url)
             if not url:
                 continue
-            self.budget -= 1  # the reference: as add() does
-            if self.budget < 0:
+            budget -= 1  # the reference: as add() does
+            if budget < 0:
                 self.truncated = True
-                return pos
-            if vs < self.last_start:
+                break
+            if vs < last_start:
                 self.ordered = False
-            self.last_start = vs
+            last_start = vs
             refs.append(new(PendingImg, (low, start, url, url.startswith(_HTTP)
                                          or bool(is_remote(url)), box, condition)))
+        self.budget, self.last_start = budget, last_start
+        return pos
 
     def img(self, m: re.Match[bytes], start: int) -> bool:
         """An ``<img>`` matched by :data:`IMG_TAG` that :meth:`images` leaves (a style, or
         exact mode); False when it needs the general path (srcset, lowsrc, dynsrc,
         background), whose result this is for every other ``<img>``.
         """
-        srcset, lowsrc, dynsrc, background = m.group(*_IMG_GROUPS[:4])
+        srcset, lowsrc, dynsrc, background = m.group(*_IMG_GROUPS)
         if srcset is not None or lowsrc is not None or dynsrc is not None or (
                 background is not None):
             return False

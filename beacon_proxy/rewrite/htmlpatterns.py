@@ -117,7 +117,8 @@ def _trie(words: Iterable[bytes]) -> _Trie:
     return root
 
 
-def _keyed_tag(tag: bytes, keys: tuple[bytes, ...], first: int = 1) -> tuple[bytes, _Groups]:
+def _keyed_tag(tag: bytes, keys: tuple[bytes, ...], first: int = 1, canonical: bool = False,
+               refuse: tuple[bytes, ...] = ()) -> tuple[bytes, _Groups]:
     """A regex reading a whole tag of the *lower-cased* view, with ``keys`` captured.
 
     Returns the pattern and, per key, its two group numbers (from ``first``): an empty group
@@ -129,7 +130,11 @@ def _keyed_tag(tag: bytes, keys: tuple[bytes, ...], first: int = 1) -> tuple[byt
     set.  Quotes must be closed and names must not start with ``=`` or a quote;
     tags that do not fit fall back to the attribute-by-attribute parser
     (:data:`TAG_ATTR`).  Keys are dispatched on their literal bytes (a trie).
+    ``canonical``: only ``name="value"`` with the ``=`` right after the name, or a
+    name alone (one alternative less to enter per attribute).  ``refuse``: names
+    (with a value or without) that make the tag not match at all.
     """
+    value, eq = (rb"\"[^\"]*+\"", b"=") if canonical else (_VALUE, _WS + rb"*+=" + _WS + rb"*+")
     groups: dict[bytes, tuple[int, int]] = {}
 
     def node(prefix: bytes, children: _Trie) -> bytes:
@@ -137,15 +142,16 @@ def _keyed_tag(tag: bytes, keys: tuple[bytes, ...], first: int = 1) -> tuple[byt
         if -1 in children:  # groups are numbered in the order they appear in the pattern
             name_end = 2 * len(groups) + first
             groups[prefix] = (name_end, name_end + 1)
-            alts.append(rb"(?(%d)(?!)|()" % (name_end + 1) + _WS + rb"*+=" + _WS + rb"*+("
-                        + _VALUE + rb"))")
+            alts.append(rb"(?(%d)(?!)|()" % (name_end + 1) + eq + rb"(" + value + rb"))")
         for byte, child in sorted((b, c) for b, c in children.items() if b >= 0):
             alts.append(re.escape(bytes([byte])) + node(prefix + bytes([byte]), child))
         return alts[0] if len(alts) == 1 else rb"(?:" + b"|".join(alts) + rb")"
 
     dispatch = [re.escape(bytes([b])) + node(bytes([b]), c) for b, c in sorted(_trie(keys).items())]
-    other = (rb"[^\t\n\f\r />=\"'][^\t\n\f\r /=>]*+(?:" + _WS + rb"*+=" + _WS
-             + rb"*+(?:\"[^\"]*+\"|'[^']*+'|[^\t\n\f\r >\"'][^\t\n\f\r >]*+))?")
+    other = rb"[^\t\n\f\r />=\"'][^\t\n\f\r /=>]*+(?:" + eq + value + rb")?"
+    if refuse:  # a whole name: the name bytes run to one of "\t\n\f\r /=>" or the end
+        other = (rb"(?!(?:" + b"|".join(map(re.escape, refuse)) + rb")(?![^\t\n\f\r /=>]))"
+                 + other)
     pattern = (tag + rb"(?:" + _SEP + rb"*+(?:" + b"|".join([*dispatch, other]) + rb"))*+"
                + _SEP + rb"*+>")
     return pattern, tuple(groups[key] for key in keys)
@@ -158,6 +164,12 @@ IMG_KEYS = (b"src", b"srcset", b"lowsrc", b"dynsrc", b"style", b"width", b"heigh
             b"background")
 # Group 1 (empty) marks that the <img> matched; the keys' groups follow.
 _IMG_TAG, IMG_TAG_GROUPS = _keyed_tag(rb"<img(?=[\t\n\f\r />])", IMG_KEYS, first=2)
+#: The keys of a plain ``<img>`` (SKIP reads it whole): any of the other loader keys
+#: (srcset, lowsrc, dynsrc, style, background) sends it to the general path.
+PLAIN_IMG_KEYS = (b"src", b"width", b"height")
+_PLAIN_IMG, PLAIN_IMG_GROUPS = _keyed_tag(
+    rb"<img(?=[\t\n\f\r />])", PLAIN_IMG_KEYS, first=2, canonical=True,
+    refuse=tuple(key for key in IMG_KEYS if key not in PLAIN_IMG_KEYS and key != b"alt"))
 
 
 # -- the fast pre-skip ------------------------------------------------------------------------
@@ -230,13 +242,14 @@ _SHORT_TAG = rb"/[a-z]" + _NAME_CHARS + rb"*+>|[a-z][a-z0-9]?+" + _REST
 _SKIP = rb"(?:[^<]*+<(?:" + _SHORT_TAG + rb"|" + _NAMES + _REST + rb"))*+[^<]*+"
 
 #: Text and canonical tags that cannot load anything, on the lower-cased view, then maybe
-#: a whole ``<img>`` (group 1 marks it; :data:`IMG_TAG_GROUPS` are its keys' groups).
-#: Every tag the first part consumes, BORING consumes too and at the same extent; it
-#: stops at anything else (comments, loader tags, unusual quoting, "(" in a style, a
-#: background attribute).
-SKIP = re.compile(_SKIP + rb"(?:()" + _IMG_TAG + rb")?")
-#: Just the ``<img>`` (same groups as :data:`SKIP`, whose first part then matches nothing).
-IMG_TAG = SKIP
+#: a plain canonical ``<img>`` (group 1 marks it; :data:`PLAIN_IMG_GROUPS` are its keys'
+#: groups).  Every tag the first part consumes, BORING consumes too and at the same
+#: extent; it stops at anything else (comments, loader tags, unusual quoting, "(" in a
+#: style, a background attribute, any other ``<img>``).
+SKIP = re.compile(_SKIP + rb"(?:()" + _PLAIN_IMG + rb")?")
+#: Any ``<img>`` (group 1 marks that it matched; :data:`IMG_TAG_GROUPS`), or nothing.
+#: Where SKIP reads an ``<img>`` too, both give its src, width and height the same spans.
+IMG_TAG = re.compile(rb"(?:()" + _IMG_TAG + rb")?")
 
 
 # -- inside tags and raw text -----------------------------------------------------------------

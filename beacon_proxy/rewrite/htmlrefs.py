@@ -53,6 +53,7 @@ from beacon_proxy.rewrite.htmlpatterns import (
     IMG_TAG,
     IMG_TAG_GROUPS,
     KEYS,
+    PLAIN_IMG_GROUPS,
     SKIP_ATTRS,
     TAG_ATTR,
 )
@@ -202,9 +203,10 @@ _IMG_SRC_NAME, _IMG_SRC = _IMG[b"src"]
 _IMG_STYLE_NAME, _IMG_STYLE = _IMG[b"style"]
 _IMG_WIDTH, _IMG_HEIGHT, _IMG_ALT = _IMG[b"width"][1], _IMG[b"height"][1], _IMG[b"alt"][1]
 #: Value groups img() reads: srcset, lowsrc, dynsrc, background (any of them sends the
-#: <img> to the general path), style, width, height.
-_IMG_GROUPS = tuple(_IMG[key][1] for key in (b"srcset", b"lowsrc", b"dynsrc", b"background",
-                                             b"style", b"width", b"height"))
+#: <img> to the general path).
+_IMG_GROUPS = tuple(_IMG[key][1] for key in (b"srcset", b"lowsrc", b"dynsrc", b"background"))
+#: SKIP's value groups for a plain <img>: src, width, height.
+_PLAIN_SRC, _PLAIN_WIDTH, _PLAIN_HEIGHT = (value for _, value in PLAIN_IMG_GROUPS)
 
 
 @lru_cache(maxsize=64)
@@ -223,7 +225,7 @@ class TagReader:
         self.ascii = _ascii_transparent(charset)
         self.budget, self.depth = budget, depth
         self.refs: list[Entry] = []
-        self.boxes: dict[tuple[bytes | None, bytes | None], Box] = {}  # by raw width, height
+        self.boxes: dict[tuple[bytes | None, ...], Box] = {}  # by raw width, height
         self.ordered = True  # refs were appended in url_span order (no sort needed)
         self.last_start = -1
         self.cond: list[str] = []

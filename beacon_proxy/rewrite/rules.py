@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -56,7 +56,6 @@ _COMMON = [
     "me", "info",
 ]
 _CACHE_SIZE = 8192
-_UNSEEN: str | None = "\x00unseen"  # not in the memo (no vendor name has a NUL)
 
 
 class RulesError(ValueError):
@@ -245,12 +244,10 @@ class TrackerRules:
         cache[url] = found
         return found
 
-    def match_many(self, urls: Sequence[str]) -> list[str | None]:
-        """:meth:`match` for each URL (one pass over the memo for all of them)."""
-        get = self._cache.get
-        found = [get(url, _UNSEEN) for url in urls]
-        return [self.match(url) if vendor is _UNSEEN else vendor
-                for url, vendor in zip(urls, found, strict=True)]
+    @property
+    def matched(self) -> Mapping[str, str | None]:
+        """The memo of :meth:`match` (URL -> vendor), to read before calling it for a URL."""
+        return self._cache
 
     def _match(self, url: str) -> str | None:
         raw = url.encode("ascii", "replace").lower()

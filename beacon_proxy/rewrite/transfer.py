@@ -122,9 +122,10 @@ def decode_indexed(body: bytes, cte: str) -> tuple[bytes, QpIndex]:
     index = [(0, 0)]
     enc = dec = 0
     size = len(body)
+    whole = memoryview(body)  # blocks without a copy each
     while True:
         stop = body.find(b"\n", enc + _QP_BLOCK) + 1 or size
-        piece = binascii.a2b_qp(body[enc:stop])
+        piece = binascii.a2b_qp(whole[enc:stop])
         pieces.append(piece)
         enc, dec = stop, dec + len(piece)
         if enc >= size:
