@@ -28,9 +28,10 @@ from typing import Any
 
 from beacon_proxy.cli.common import CliError, add_config_option, config_from
 from beacon_proxy.consent.policy import Policy
+from beacon_proxy.rewrite.beacons import open_links
 from beacon_proxy.rewrite.engine import Engine, Item
 from beacon_proxy.rewrite.rules import load_rules
-from beacon_proxy.tokens import Claims, Purpose, Tokens, url_identity
+from beacon_proxy.tokens import Tokens
 
 __all__ = ["register"]
 
@@ -95,12 +96,8 @@ def _scan(args: argparse.Namespace) -> int:
             status = 1
             continue
         analysis = engine.analyse(data)
-
-        def link(url: str, list_id: str | None = analysis.list_id) -> str:
-            claims = Claims(Purpose.OPEN, args.recipient or "", list_id, "SCAN",
-                            url_identity(url))
-            return f"{cfg.web.public_url}/o/{tokens.mint(claims)}"
-
+        link = open_links(tokens, cfg.web.public_url, args.recipient or "", analysis.list_id,
+                          "SCAN")
         rendered = engine.render(analysis, args.recipient, policy, link)
         items = [i for i in rendered.items if i.reference.remote]
         if args.json:

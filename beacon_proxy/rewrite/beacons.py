@@ -15,14 +15,26 @@ import logging
 from collections import OrderedDict
 
 from beacon_proxy.consent.policy import Policy
-from beacon_proxy.rewrite.engine import Analysis, Engine
+from beacon_proxy.rewrite.engine import Analysis, Engine, Link
 from beacon_proxy.rewrite.step import Copy, received_header
 from beacon_proxy.spool.envelope import Envelope
 from beacon_proxy.tokens import Claims, Purpose, Tokens, url_identity
 
-__all__ = ["BeaconStep"]
+__all__ = ["BeaconStep", "open_links"]
 
 log = logging.getLogger(__name__)
+
+
+def open_links(tokens: Tokens, public_url: str, recipient: str, list_id: str | None,
+               queue_id: str) -> Link:
+    """The ``link`` callback for one copy: tracker URL -> ``public_url/o/<token>``."""
+    base = public_url.rstrip("/") + "/o/"
+
+    def link(url: str) -> str:
+        claims = Claims(Purpose.OPEN, recipient, list_id, queue_id, url_identity(url))
+        return base + tokens.mint(claims)
+
+    return link
 
 
 class BeaconStep:
@@ -51,13 +63,8 @@ class BeaconStep:
         trace = received_header(envelope, recipient, self.hostname)
         try:
             analysis = self.analysis(envelope, data)
-            list_id = analysis.list_id
-
-            def link(url: str) -> str:
-                claims = Claims(Purpose.OPEN, recipient, list_id, envelope.queue_id,
-                                url_identity(url))
-                return f"{self.public_url}/o/{self.tokens.mint(claims)}"
-
+            link = open_links(self.tokens, self.public_url, recipient, analysis.list_id,
+                              envelope.queue_id)
             rendered = self.engine.render(analysis, recipient, policy, link)
         except Exception as exc:  # never lose or block mail over a rewrite bug
             log.exception("rewrite of %s failed; delivering it unmodified", envelope.queue_id)
