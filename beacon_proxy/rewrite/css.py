@@ -49,7 +49,7 @@ _CLOSE = re.compile(_WS + rb"*+(?:\)|\Z)")
 _AT = re.compile(rb"@(import|font-face)(?![-\w\x80-\xff\\])", re.I)
 _IMPORT_URL = re.compile(_WS + rb"*+(?:([\"'])|(url\())", re.I)
 _IMPORT_TAIL = re.compile(rb"(?:[^;\"'{}]++|\"[^\"\n]*+\"?|'[^'\n]*+'?)*+;?")
-_BLOCK_OPEN = re.compile(rb"[^{;}]*+\{")
+_PRELUDE = re.compile(rb"[^{;}]*+")  # an at-rule's prelude: its block opens with "{"
 _HEX_ESCAPE = re.compile(r"\\(?:([0-9a-fA-F]{1,6})[ \t\n\r\f]?|(\r\n|[\n\r\f])|(.))", re.S)
 _DECL_NAMES = rb"(width|height|max-width|max-height|display|visibility|opacity|mso-hide)"
 _DECL = re.compile(rb"(?<![-\w])" + _DECL_NAMES + _WS + rb"*+:" + _WS + rb"*+([^;}!]*)", re.I)
@@ -100,6 +100,10 @@ class _Scanner:
         self.data = data
         self.end = end
         self.refs: list[CssRef] = []
+        # Where the last @font-face prelude without a block ended (at ";", "}" or the end):
+        # every later @font-face before it ends there too, so it is not read again (one
+        # read per "@font-face " to the same far end made that quadratic).
+        self.no_block = -1
 
     def skip_comment(self, pos: int) -> int:
         close = self.data.find(b"*/", pos + 2, self.end)
@@ -233,12 +237,18 @@ class _Scanner:
             return self.import_rule(pos, m.end())
         if kind == "font":  # @font-face does not nest: no second pass over the rest
             return m.end()
-        block = _BLOCK_OPEN.match(self.data, m.end(), self.end)
-        if block is None:
-            return m.end()
-        body_end = self.block_end(block.end())
+        start = m.end()
+        if start <= self.no_block:  # at_rule() is called at increasing offsets
+            return start
+        prelude = _PRELUDE.match(self.data, start, self.end)
+        assert prelude is not None  # matches ""
+        brace = prelude.end()
+        if brace >= self.end or self.data[brace] != 0x7B:  # "{"
+            self.no_block = brace
+            return start
+        body_end = self.block_end(brace + 1)
         inner = _Scanner(self.data, body_end)
-        inner.scan(block.end(), "font")
+        inner.scan(brace + 1, "font")
         self.refs.extend(inner.refs)
         return body_end
 

@@ -349,7 +349,10 @@ class _Scan(TagReader):
             return self.raw_text(name, (pos, end))
         if name == "plaintext":
             return self.n
-        if name == "amp-analytics":
+        if name == "amp-analytics" and self.analytics_end < end:
+            # Searched again only past the end tag found last: from any tag before it the
+            # search finds the same one (or, when there was none, none), and a search per
+            # <amp-analytics> to the same far end would be quadratic.
             close = RAW_END[name].search(self.low, end)
             self.analytics_end = self.n if close is None else close.start()
         return end
@@ -363,6 +366,8 @@ class _Scan(TagReader):
                 self.css_ref(css, "style", tag_span, None, None, True)
         elif name == "script" and start < self.analytics_end:
             for m in JSON_URL.finditer(self.view, start, end):
+                if m.start(2) < 0:  # never closed: nothing from here to m.end() is a URL
+                    continue
                 url = decode_text(m.group(1), self.charset).replace("\\/", "/")
                 self.add("amp-analytics", url, "script", tag_span, m.span(1), m.span(1))
         return end

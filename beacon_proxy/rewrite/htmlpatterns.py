@@ -273,4 +273,11 @@ RAW_END = {
     name: re.compile(b"</" + name.encode() + rb"(?=[\t\n\f\r />]|\Z)")
     for name in (*RAW_TEXT, "amp-analytics")
 }
-JSON_URL = re.compile(rb"\"((?:https?:)?(?:\\?/){2}(?:[^\"\\]++|\\.)*+)\"")
+#: A URL string in amp-analytics JSON: group 1 its raw text, group 2 the closing quote.
+#: Without group 2 the string never ends (its escape-aware run stopped at the end, or at a
+#: backslash before a line break or the end): the match still consumes what it read, so
+#: ``finditer`` goes on after it.  A required closing quote would make each
+#: ``"//`` in that run start another scan to the same failing end (quadratic in
+#: ``"//a/\\`` repeated); no such start can succeed, as it meets the first run at one of
+#: its token boundaries (what precedes it is ``/``, never an escaping backslash).
+JSON_URL = re.compile(rb"\"((?:https?:)?(?:\\?/){2}(?:[^\"\\]++|\\.)*+)(\")?")
