@@ -58,7 +58,9 @@ __all__ = ["Finding", "classify", "classify_all", "classify_entries", "classify_
 _PIXEL_ELEMENTS = frozenset({"amp-pixel", "amp-analytics"})
 _UNSEEN: str | None = "\x00unseen"  # not in the rules' memo (no vendor name has a NUL)
 _ATTR_LENGTH = re.compile(r"[\t\n\f\r ]*([0-9]*\.?[0-9]+)(%?)")
-_CSS_LENGTH = re.compile(r"(-?[0-9]*\.?[0-9]+)([a-z%]*)\s*$")
+# The number is "digits, a dot, digits" or "digits", read possessively: "[0-9]*\.?[0-9]+"
+# split a digit run every way before failing at the end ("1" * 20000 + " x": quadratic).
+_CSS_LENGTH = re.compile(r"(-?(?:[0-9]*+\.[0-9]++|[0-9]++))([a-z%]*+)\s*+$")
 _PX_PER_UNIT = {"": 1.0, "px": 1.0, "pt": 4 / 3, "em": 16.0, "rem": 16.0, "pc": 16.0,
                 "mm": 96 / 25.4, "cm": 96 / 2.54, "in": 96.0}
 _SPACER = re.compile(

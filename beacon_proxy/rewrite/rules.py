@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -56,6 +56,13 @@ _COMMON = [
     "me", "info",
 ]
 _CACHE_SIZE = 8192
+#: Top-level wildcard runs ("gaps") that :func:`_searcher` splits a pattern at, and how many
+#: characters each takes at least.
+_GAPS = {".+": 1, ".+?": 1, ".*": 0, ".*?": 0, "(.+)": 1, "(.*)": 0, "(?:.+)": 1, "(?:.*)": 0}
+#: Anchors, lookarounds, back-references (and, to be safe, any "^" or "$"): a pattern with
+#: one is searched as it is.
+_CONTEXT = re.compile(r"\\[bBAZ0-9]|[\^$]|\(\?[=!<P(]")
+_MAX_VARIANTS = 16
 
 
 class RulesError(ValueError):
@@ -71,8 +78,10 @@ class Rule:
     key: str  # the URL word or the literal (lower-cased) that preselects this pattern
 
 
-# (rule rank, compiled search form, start offset, a literal every match contains, lower-case)
-_Entry = tuple[int, "re.Pattern[str]", int, bytes]
+#: Searches a URL from an offset; what it returns is truthy when the rule matches.
+_Search = Callable[[str, int], object]
+# (rule rank, the rule's search, start offset, a literal every match contains, lower-case)
+_Entry = tuple[int, _Search, int, bytes]
 _Atom = tuple[str, str, str]  # (kind: "lit" | "digit" | "other", literal text, quantifier)
 
 
@@ -82,7 +91,12 @@ def _atoms(pattern: str) -> list[_Atom]:
     >>> _atoms(r"a\\.[0-9]+(x|y)?")
     [('lit', 'a', ''), ('lit', '.', ''), ('digit', '', '+'), ('other', '', '?')]
     """
-    out: list[_Atom] = []
+    return [atom for atom, _, _ in _tokens(pattern)]
+
+
+def _tokens(pattern: str) -> list[tuple[_Atom, str, str]]:
+    """:func:`_atoms` with each atom's text, and the same text without its quantifier."""
+    out: list[tuple[_Atom, str, str]] = []
     i, n = 0, len(pattern)
     while i < n:
         c, start = pattern[i], i
@@ -111,6 +125,7 @@ def _atoms(pattern: str) -> list[_Atom]:
             i += 1
         else:
             kind, lit, i = "lit", c, i + 1
+        core = i
         quant = ""
         if i < n and pattern[i] in "?*+":
             quant, i = pattern[i], i + 1
@@ -119,7 +134,7 @@ def _atoms(pattern: str) -> list[_Atom]:
             quant, i = pattern[i:end], end
         if quant and i < n and pattern[i] in "?+":
             i += 1  # lazy or possessive suffix
-        out.append((kind, lit, quant))
+        out.append(((kind, lit, quant), pattern[start:i], pattern[start:core]))
     return out
 
 
@@ -186,6 +201,86 @@ def _key(pattern: str) -> tuple[str | None, str]:
     return max(words, key=lambda w: (rank.get(w, len(_COMMON)), len(w))), longest
 
 
+def _variants(tokens: list[tuple[_Atom, str, str]]) -> list[str] | None:
+    """The fixed-width patterns a run of atoms stands for (``x?`` taken both ways), or None
+    when the run has a variable width otherwise (or too many variants).
+
+    >>> _variants(_tokens("sellercentral(-europe)?.amazon"))
+    ['sellercentral(-europe).amazon', 'sellercentral.amazon']
+    """
+    out = [""]
+    for (_, _, quant), text, core in tokens:
+        if quant == "" or (quant[0] == "{" and "," not in quant):
+            options = [text]
+        elif quant == "?":
+            options = [core, ""]
+        else:
+            return None
+        out = [head + option for head in out for option in options]
+        if len(out) > _MAX_VARIANTS:
+            return None
+    for variant in out:
+        try:  # a look-behind must have a fixed width: re checks it for us
+            re.compile("(?<=" + variant + ")", _FLAGS)
+        except re.error:
+            return None
+    return out
+
+
+def _searcher(pattern: str, compiled: re.Pattern[str]) -> _Search:
+    """``compiled.search``, or the same answer in linear time for a pattern with gaps.
+
+    A gap is a top-level ``.+`` or ``.*``.  ``re`` searching ``A.+B`` tries every later
+    position for ``B`` after every match of ``A``: quadratic in a URL that repeats ``A``
+    without a ``B`` (``/mo/`` twenty thousand times against ``/mo/.+.gif``: seconds),
+    cubic with two gaps (``/CI0/.+/.+=[0-9]{3}``).  But the match of ``A`` that *ends*
+    first leaves the rest the most room, so the pieces between gaps are searched in
+    turn, each once: a piece ends where the earliest-ending match of its fixed-width
+    variants ends (for a fixed width, that is the leftmost match), the next is searched
+    from there plus the gap's minimum, and the last one anywhere after.  ``.`` does not
+    match a line feed, so a URL with one (never a scanned URL) is searched as it is.
+    Patterns with anchors, lookarounds or pieces of variable width keep ``re``'s search.
+    """
+    plain = compiled.search
+    if _CONTEXT.search(pattern):
+        return plain
+    pieces: list[list[tuple[_Atom, str, str]]] = [[]]
+    gaps: list[int] = []
+    for token in _tokens(pattern):
+        gap = _GAPS.get(token[1])
+        if gap is None:
+            pieces[-1].append(token)
+        else:
+            gaps.append(gap)
+            pieces.append([])
+    if not gaps:
+        return plain
+    heads: list[tuple[re.Pattern[str], ...]] = []
+    for piece in pieces[:-1]:
+        variants = _variants(piece)
+        if variants is None:
+            return plain
+        heads.append(tuple(re.compile(v, _FLAGS) for v in dict.fromkeys(variants)))
+    last = re.compile("".join(text for _, text, _ in pieces[-1]), _FLAGS)
+    steps = tuple(zip(heads, gaps, strict=True))
+
+    def search(url: str, pos: int) -> object:
+        if "\n" in url:
+            return plain(url, pos)
+        for variants, gap in steps:
+            end = -1
+            for variant in variants:
+                m = variant.search(url, pos)
+                if m is not None and (end < 0 or m.end() < end):
+                    end = m.end()
+            if end < 0:
+                return None
+            pos = end + gap
+        return pos <= len(url) and last.search(url, pos) is not None
+
+    return search
+
+
 class TrackerRules:
     """Compiled vendor patterns with a word index; see the module docstring."""
 
@@ -205,7 +300,8 @@ class TrackerRules:
                 if word is None and len(literal) < 3:
                     raise RulesError(f"{vendor}: pattern {pattern!r} has no literal to index")
                 must = max((text for text, _, _ in literal_runs(pattern)), key=len, default="")
-                entry = (len(rules), compiled, skip, must.lower().encode("ascii"))  # ranked below
+                entry = (len(rules), _searcher(pattern[skip:], compiled), skip,
+                         must.lower().encode("ascii"))  # ranked below
                 if word is not None:
                     by_word.setdefault(word.encode("ascii"), []).append(entry)
                 else:
@@ -253,13 +349,13 @@ class TrackerRules:
         raw = url.encode("ascii", "replace").lower()
         best = len(self.rules)
         for word in self._words.intersection(raw.translate(_SPLIT).split()):
-            for index, compiled, skip, must in self._by_word[word]:
-                if index < best and must in raw and compiled.search(url, skip):
+            for index, search, skip, must in self._by_word[word]:
+                if index < best and must in raw and search(url, skip):
                     best = index
         for literal, entries in self._by_literal:
             if literal in raw:
-                for index, compiled, skip, must in entries:
-                    if index < best and must in raw and compiled.search(url, skip):
+                for index, search, skip, must in entries:
+                    if index < best and must in raw and search(url, skip):
                         best = index
         return self._ranked[best].vendor if best < len(self._ranked) else None
 
