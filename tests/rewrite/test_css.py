@@ -81,6 +81,14 @@ def test_bad_urls_load_nothing() -> None:
     assert scan_css(b"a{b:url(has space.png)} c{d:url(a\"b)} e{f:url()}") == []
 
 
+def test_a_backslash_at_the_end_ends_a_string() -> None:
+    assert scan_css(b'a{content:"\\') == scan_css(b"a{content:'x\\") == []
+    (ref,) = scan_css(b'@import "https://t.test/a.css\\')
+    assert ref.kind == "import" and ref.url.startswith("https://t.test/a.css")
+    doc = b'<style>p{background:url("https://t.test/x")} q{content:"\\</style>'
+    assert [r.url for r in scan_css(doc, 7, len(doc) - 8)] == ["https://t.test/x"]
+
+
 def test_offsets_are_absolute_with_a_window() -> None:
     doc = b"<style>.a{background:url(https://t.test/x)}</style>"
     (ref,) = scan_css(doc, 7, len(doc) - 8)

@@ -332,3 +332,13 @@ def test_an_image_size_that_is_no_number_does_not_stop_the_analysis() -> None:
     page = PAGE.replace(b'width="200"', b'width="&sup2;"')
     out = ENGINE.render(ENGINE.analyse(_message(page)), RCPT, Policy.REFUSED)
     assert out.changed and _html_of(out.data) == page.replace(PIXEL, b"")
+
+
+@pytest.mark.parametrize(
+    "tail", [b'<style>"\\</style>', b"<style>'\\", b'<img src="cid:x" style="a:\'\\">'],
+    ids=["block", "block-at-the-end", "attribute"])
+def test_a_backslash_ending_a_css_string_does_not_let_the_pixel_through(tail: bytes) -> None:
+    # It made the CSS scanner raise, and the relay delivers a message it cannot rewrite as is.
+    page = PAGE + tail
+    out = ENGINE.render(ENGINE.analyse(_message(page)), RCPT, Policy.REFUSED)
+    assert out.changed and _html_of(out.data) == page.replace(PIXEL, b"")
