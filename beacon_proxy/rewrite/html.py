@@ -107,6 +107,12 @@ __all__ = ["Box", "Entry", "HtmlScan", "PendingImg", "Reference", "Span", "mater
 
 DEFAULT_MAX_TAGS = 200_000
 DEFAULT_MAX_BYTES = 64 * 1024 * 1024
+#: Resolving relative URLs against a remote ``<base>`` builds a string as long as the base
+#: for each of them: at most this many characters per byte scanned (plus
+#: ``_RESOLVE_FREE``), or a 100 KB base and 10 000 relative images would build a
+#: gigabyte.  Past it nothing is resolved and the scan counts as truncated.
+_RESOLVE_PER_BYTE = 32
+_RESOLVE_FREE = 1 << 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,7 +121,9 @@ class HtmlScan:
 
     references: tuple[Reference, ...]
     base: str | None = None  # the first <base href>, if any
-    truncated: bool = False  # a limit was hit: the rest of the part was not scanned
+    # A limit was hit: the rest of the part was not scanned (or, past the resolving budget
+    # of a long remote <base>, its relative URLs were left unresolved).
+    truncated: bool = False
 
     @property
     def remote(self) -> tuple[Reference, ...]:
@@ -408,8 +416,14 @@ def scan_entries(view: bytes, *, max_tags: int = DEFAULT_MAX_TAGS,
     entries = scan.refs
     base = scan.base
     if base is not None and is_remote(base):
-        entries = [r if is_remote(r.url) is not None else _resolve(base, r)
-                   for r in map(materialize, entries)]
+        refs = list(map(materialize, entries))
+        relative = [is_remote(r.url) is None for r in refs]
+        cost = sum(len(base) + len(r.url) for r, rel in zip(refs, relative, strict=True) if rel)
+        if cost > _RESOLVE_PER_BYTE * scan.n + _RESOLVE_FREE:
+            truncated = True
+        else:
+            entries = [_resolve(base, r) if rel else r
+                       for r, rel in zip(refs, relative, strict=True)]
     if not scan.ordered:
         entries.sort(key=_entry_start)
     return tuple(entries), base, truncated or scan.truncated

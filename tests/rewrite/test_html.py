@@ -156,6 +156,17 @@ def test_meta_refresh_forms() -> None:
         assert ref.removal_span == ref.tag_span
 
 
+def test_a_long_base_resolves_within_a_budget() -> None:
+    # Each relative URL becomes a string as long as the base: a 100 KB base and 40 000
+    # relative images would build 4 GB.  Past a budget linear in the part, nothing is
+    # resolved and the scan says it is truncated (the engine leaves such a part alone).
+    base = b'<base href="https://t.test/' + b"d/" * 50_000 + b'">'
+    scan = scan_html(base + b'<img src="o.gif">' * 40_000)
+    assert scan.truncated and not any(r.remote for r in scan.references)
+    scan = scan_html(base + b'<img src="o.gif">' * 20)
+    assert not scan.truncated and scan.references[0].url.endswith("/d/o.gif")
+
+
 def test_base_href_makes_relative_urls_remote() -> None:
     scan = scan_html(b'<base href="https://t.test/mail/"><img src="o.gif"><img src="cid:x">')
     assert scan.base == "https://t.test/mail/"
