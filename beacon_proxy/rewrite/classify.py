@@ -79,6 +79,7 @@ _new = tuple.__new__
 #: scanner shares one Box per size: the last one is checked first, by identity).
 _VERDICTS: dict[Box, tuple[bool, bool]] = {}
 _VERDICTS_SIZE = 4096
+_VERDICT_KEY = 1024  # characters: a box with longer values is not kept (memory across messages)
 _LAST_VERDICT: tuple[Box | None, tuple[bool, bool]] = (None, (False, False))
 
 
@@ -176,9 +177,11 @@ def _verdict(box: Box) -> tuple[bool, bool]:
         return last[1]
     verdict = _VERDICTS.get(box)
     if verdict is None:
-        if len(_VERDICTS) >= _VERDICTS_SIZE:
-            _VERDICTS.clear()
-        verdict = _VERDICTS[box] = (is_tiny(box), is_hidden(box))
+        verdict = (is_tiny(box), is_hidden(box))
+        if sum(len(value) for value in box if value) <= _VERDICT_KEY:
+            if len(_VERDICTS) >= _VERDICTS_SIZE:
+                _VERDICTS.clear()
+            _VERDICTS[box] = verdict
     _LAST_VERDICT = (box, verdict)
     return verdict
 

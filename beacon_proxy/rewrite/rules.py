@@ -56,6 +56,7 @@ _COMMON = [
     "me", "info",
 ]
 _CACHE_SIZE = 8192
+_CACHE_URL = 8192  # characters: a longer URL is matched each time, not kept in the memo
 #: Top-level wildcard runs ("gaps") that :func:`_searcher` splits a pattern at, and how many
 #: characters each takes at least.
 _GAPS = {".+": 1, ".+?": 1, ".*": 0, ".*?": 0, "(.+)": 1, "(.*)": 0, "(?:.+)": 1, "(?:.*)": 0}
@@ -335,9 +336,10 @@ class TrackerRules:
         if url in cache:
             return cache[url]
         found = self._match(url)
-        if len(cache) >= _CACHE_SIZE:
-            cache.clear()
-        cache[url] = found
+        if len(url) <= _CACHE_URL:  # the memo outlives the message: it holds no huge URLs
+            if len(cache) >= _CACHE_SIZE:
+                cache.clear()
+            cache[url] = found
         return found
 
     @property

@@ -185,3 +185,10 @@ def test_bad_files_are_refused(tmp_path: Path) -> None:
     (tmp_path / "bad.json").write_text('{"vendors": []}')
     with pytest.raises(RulesError):
         load_rules(tmp_path / "bad.json")
+
+
+def test_the_memo_keeps_no_huge_urls() -> None:
+    rules = load_rules()  # the memo outlives messages: a huge URL would stay in memory
+    huge = "https://t.test/" + "a" * 100_000
+    assert rules.match(huge) is None and huge not in rules.matched
+    assert rules.match("https://t.test/x") is None and "https://t.test/x" in rules.matched
