@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from beacon_proxy.rewrite.rules import RulesError, TrackerRules, literal_runs, load_rules
@@ -155,6 +155,44 @@ def test_property_index_agrees_with_brute_force(words: list[str], seps: list[str
         # in the URL (documented): its index word is then not a whole word of the URL.
         words_in_url = set(re.split(r"[^a-z]+", url.lower()))
         assert all(rule.key not in words_in_url for rule in first)
+
+
+# Patterns with a top-level ".+"/".*" are searched piece by piece (linear); the answer
+# must be re's.  Inputs: the pattern's pieces (any of their variants), each whole, cut at
+# either end or left out, with 0-2 characters around them, sometimes shuffled.
+_GAP = re.compile(r"(?<!\\)\.[+*]\??|\(\.[+*]\)")
+_GAP_PATTERNS = [rule.pattern for rule in RULES.rules if _GAP.search(rule.pattern)]
+_URL_CHARS = st.characters(min_codepoint=0x21, max_codepoint=0x7E)
+
+
+@st.composite
+def _near_matches(draw: st.DrawFn) -> tuple[str, str]:
+    pattern = draw(st.sampled_from(_GAP_PATTERNS))
+    out: list[str] = []
+    for piece in _GAP.split(pattern):
+        text = draw(st.from_regex(re.compile(piece, re.I | re.A), fullmatch=True,
+                                  alphabet=_URL_CHARS)) if piece else ""
+        cut = draw(st.integers(0, 9))
+        text = text if cut > 3 else text[:-1] if cut == 3 else text[1:] if cut == 2 else (
+            text[: len(text) // 2] if cut == 1 else "")
+        size = draw(st.integers(0, 2))  # around the minimum a gap takes
+        out += [draw(st.text(_URL_CHARS, min_size=size, max_size=size)), text]
+    if draw(st.integers(0, 3)) == 0:
+        out = draw(st.permutations(out))
+    return pattern, "".join(out)
+
+
+@settings(max_examples=300)
+@given(_near_matches())
+@example(("sellercentral(-europe)?(-japan)?.amazon.+/nms/img/",  # the piece ending first
+          "sellercentral/amazonx/nms/img/sellercentral-europe-japan/amazon"))
+@example(("survey[0-9]?.medallia.+/\\?[a-z0-9_]+&invite-opened=yes",
+          "survey1/medalliax/?a&invite-opened=yessurvey/medallia"))
+def test_property_rules_with_gaps_match_as_re_searches(case: tuple[str, str]) -> None:
+    pattern, path = case
+    rules = TrackerRules({"V": [pattern]})
+    url = f"https://x.test/!{rules.rules[0].key}!{path}"  # the index picks the pattern
+    assert (rules.match(url) is not None) == bool(re.search(pattern, url, re.I | re.A))
 
 
 def test_results_are_memoised_and_bounded() -> None:

@@ -1,0 +1,342 @@
+"""Every scanner regex and loop of :mod:`beacon_proxy.rewrite` runs in linear time.
+
+Each family of adversarial input is timed at a size n and at 4n (CPU time, the best
+of three): linear work takes about 4 times as long, quadratic work 16 times, and a
+family fails above 10 times (measured twice before it fails, as a busy machine can
+stall one timing).  n doubles until one call takes a few milliseconds, but an input
+stops growing at a quarter megabyte (past a few megabytes the timing measures the
+memory system rather than the algorithm); a call shorter than that is repeated until
+each timed stretch lasts about 5 ms.  The families are the shapes that were
+quadratic (repeated searches that each scan to the same far end) and every other
+shape the scanner has to survive: runs of ``<``, unterminated comments, quotes,
+tags, strings, blocks and rules, escapes, srcsets, long URLs against the tracker
+rules and the recipient's address forms, whole messages through the engine - and
+units that hypothesis builds from HTML and CSS metacharacters.
+"""
+
+from __future__ import annotations
+
+import gc
+import hashlib
+import itertools
+import math
+import re
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from beacon_proxy.consent.policy import Policy
+from beacon_proxy.rewrite.classify import is_hidden, is_spacer, is_tiny
+from beacon_proxy.rewrite.css import scan_css
+from beacon_proxy.rewrite.html import Box, scan_html
+from beacon_proxy.rewrite.identity import RecipientIdentity, base64_cores
+from beacon_proxy.rewrite.rules import Rule, literal_runs, load_rules
+from tests.rewrite.test_engine import ENGINE, RCPT, _message
+from tests.rewrite.test_rules import _GAP, _sample, sre_parse  # _GAP: a top-level .+/.*
+
+_MIN_CALL = 0.0025  # n doubles until one call takes this long (seconds of CPU time) ...
+_MAX_INPUT = 256 * 1024  # ... or its input would outgrow this many bytes (characters)
+_STRETCH = 0.005  # each timed stretch repeats the call to last about this long
+_LIMIT = 10.0  # 4n may cost this many times n: linear gives ~4, quadratic ~16
+
+Build = Callable[[int], Any]  # n -> the input (bytes or str) of size ~n units
+Run = Callable[[Any], object]
+
+
+def _best(run: Run, data: Any, repeat: int) -> float:
+    """The least CPU time of three stretches of ``repeat`` calls."""
+    best = math.inf
+    for _ in range(3):
+        start = time.process_time()
+        for _ in range(repeat):
+            run(data)
+        best = min(best, time.process_time() - start)
+    return best
+
+
+def _growth(build: Build, run: Run) -> tuple[float, int]:
+    """How many times longer 4n takes than n, and n."""
+    n = 1
+    while True:
+        data = build(n)
+        start = time.process_time()
+        run(data)
+        once = time.process_time() - start
+        if once >= _MIN_CALL or 2 * len(data) > _MAX_INPUT:
+            break
+        n *= 2
+    repeat = max(1, math.ceil(_STRETCH / max(once, 1e-6)))
+    small = _best(run, data, repeat)
+    big = _best(run, build(4 * n), repeat)
+    return big / max(small, 1e-9), n
+
+
+def _assert_linear(build: Build, run: Run) -> None:
+    gc.collect()
+    gc.disable()  # a collection in one stretch and not the other is noise
+    try:
+        ratio, n = _growth(build, run)
+        if ratio > _LIMIT:  # once more: a loaded machine can stall one stretch
+            ratio = min(ratio, _growth(build, run)[0])
+    finally:
+        gc.enable()
+    assert ratio <= _LIMIT, f"4x the input took {ratio:.1f}x as long (n={n}): super-linear"
+
+
+def _rep(head: bytes, unit: bytes, tail: bytes = b"") -> Build:
+    return lambda n: head + unit * n + tail
+
+
+# -- the HTML scanner (and the CSS scanner behind it) -----------------------------------------
+
+_HTML: dict[str, Build] = {
+    # The two that were quadratic in one C regex call, and their neighbours.
+    "amp-json": _rep(b"<amp-analytics><script>", b'"//a/\\'),
+    "amp-json-https": _rep(b'<amp-analytics><script type="application/json">',
+                           b'"https:\\/\\/a\\'),
+    "amp-json-strings": _rep(b"<amp-analytics><script>", b'"//a", "b\\"'),
+    "amp-analytics-open": _rep(b"", b"<amp-analytics>"),
+    "amp-analytics-script": _rep(b"", b"<amp-analytics><script></script>"),
+    "font-face-block": _rep(b"<style>", b"@font-face "),
+    "font-face-attr": _rep(b'<img src="https://t.test/x" style="', b"@font-face ", b'">'),
+    "font-face-plain-attr": _rep(b'<p style="(', b"@font-face ", b'">'),
+    "font-face-blocks": _rep(b"<style>", b"@font-face{"),
+    "font-face-prelude": _rep(b"<style>", b"@font-face a", b"{}"),
+    # Runs of "<" and of constructs that start with it.
+    "lt": _rep(b"", b"<"),
+    "lt-slash": _rep(b"", b"</"),
+    "lt-bang": _rep(b"", b"<!"),
+    "end-tags": _rep(b"", b"</a"),
+    "comment-open": _rep(b"", b"<!--"),
+    "bogus-comments": _rep(b"", b"<!x"),
+    # Conditional comments.
+    "if-open": _rep(b"", b"<!--[if"),
+    "if-comment": _rep(b"", b"<!--[if x-->"),
+    "if-unclosed": _rep(b"", b"<!--[if mso]>"),
+    "endif": _rep(b"", b"<![endif]-->"),
+    "if-img": _rep(b"", b'<!--[if mso]><img src="https://t.test/x"><![endif]-->'),
+    # Quotes, tags and attributes.
+    "quote-double": _rep(b'<a title="', b"<i x='"),
+    "quote-single": _rep(b"<img src=https://t.test/x alt='", b'<i x="'),
+    "quote-chain": _rep(b"", b'<img alt="x>'),
+    "quotes-paired": _rep(b"<p ", b'a="b" c=\'d\' e="'),
+    "img-open": _rep(b"", b"<img "),
+    "img-src-open": _rep(b"", b"<img src=x "),
+    "attrs-img": _rep(b"<img ", b'a="b" ', b">"),
+    "attrs-p": _rep(b"<p ", b"x=1 ", b">"),
+    "attrs-repeated-src": _rep(b"<img", b' src="https://t.test/x"', b">"),
+    "attrs-names": _rep(b"<img ", b"=", b">"),
+    "raw-style-open": _rep(b"", b"<style>"),
+    "raw-script-open": _rep(b"", b"<script>"),
+    "raw-end-near-miss": _rep(b"<style>", b"</styl"),
+    "plaintext": _rep(b"", b"<plaintext>"),
+    # CSS: url(), image-set(), escapes, strings, comments, @import.
+    "url-open-block": _rep(b"<style>", b"url("),
+    "url-open-attr": _rep(b'<td style="', b"background:url(", b'">'),
+    "url-open-quote": _rep(b"<style>", b'url("a'),
+    "url-bad": _rep(b"<style>", b'url(a"'),
+    "image-set-open": _rep(b"<style>", b"image-set("),
+    "image-set-url-open": _rep(b"<style>", b"-webkit-image-set(url("),
+    "backslashes": _rep(b"<style>", b"\\"),
+    "escapes": _rep(b"<style>", b"a\\"),
+    "escaped-url": _rep(b"<style>", b"u\\72 l(x"),
+    "escaped-long-ident": _rep(b"<style>", b"a" * 60 + b"!\\"),
+    "css-comment-open": _rep(b"<style>", b"/*"),
+    "css-comments": _rep(b"<style>", b"/**/("),
+    "css-strings": _rep(b"<style>", b'"\\'),
+    "import-open": _rep(b"<style>", b"@import "),
+    "import-strings": _rep(b"<style>", b"@import 'a' "),
+    "import-urls": _rep(b"<style>", b"@import url(a) "),
+    "import-in-attr": _rep(b'<img src="https://t.test/x" style="', b"@import 'a' ", b'">'),
+    # Entities (decoded in attribute values).
+    "entity-open-src": _rep(b'<img src="', b"&#", b'">'),
+    "entity-open-style": _rep(b'<img src="https://t.test/x" style="', b"&#", b'">'),
+    "entity-names": _rep(b'<img src="https://t.test/x?', b"&amp", b'">'),
+    "entity-parens": _rep(b'<img style="', b"&#x28", b'">'),
+    # srcset.
+    "srcset-space-comma": _rep(b'<img srcset="', b"a ,", b'">'),
+    "srcset-candidates": _rep(b'<img srcset="', b"a, ", b'">'),
+    "srcset-descriptors": _rep(b'<img srcset="', b"https://t.test/x 1x,", b'">'),
+    "srcset-parens": _rep(b'<img srcset="a ', b"(", b'">'),
+    "srcset-close-parens": _rep(b'<img srcset="', b"a )", b'">'),
+    # <base>, srcdoc, sizes, refresh, VML, AMP.
+    "base-many": _rep(b"", b'<base href="https://b.test/">', b'<img src="a.gif">'),
+    "base-relative": _rep(b'<base href="https://b.test/">', b'<img src="a.gif">'),
+    "base-long": lambda n: b'<base href="https://b.test/' + b"a/" * n + b'">'
+    + b'<img src="x">' * n,
+    "srcdoc": _rep(b'<iframe srcdoc="', b"&lt;img src=x&gt;", b'">'),
+    "srcdoc-nested": _rep(b'<iframe srcdoc="', b"&lt;iframe srcdoc=&quot;", b'">'),
+    "box-zeros": _rep(b'<img src="https://t.test/x" style="width:', b"0", b'9">'),
+    "box-hints": _rep(b'<img src="https://t.test/x" style="', b"width:0 height ", b'">'),
+    "meta-refresh": _rep(b'<meta http-equiv="refresh" content="', b"0;", b'">'),
+    "vml-open": _rep(b"", b"<v:fill src="),
+}
+
+
+@pytest.mark.parametrize("build", _HTML.values(), ids=_HTML.keys())
+def test_html_scan_is_linear(build: Build) -> None:
+    _assert_linear(build, scan_html)
+
+
+def test_css_scan_is_linear() -> None:
+    _assert_linear(_rep(b"", b"@font-face "), scan_css)
+    _assert_linear(_rep(b"", b"@font-face;url("), scan_css)
+
+
+# -- classification: tracker rules, sizes, spacers, the recipient's address ------------------
+
+RULES = load_rules()
+_CALLS = itertools.count()
+
+
+def _match(path: str) -> object:
+    """RULES.match, past its memo (a new host each call: the URLs repeat)."""
+    return RULES.match(f"https://h{next(_CALLS)}.example/{path}")
+
+
+def _almost(pattern: str) -> str:
+    """A string the pattern nearly matches: a sample without its last character."""
+    return _sample(sre_parse.parse(pattern, re.I))[:-1]
+
+
+def _gap_input(pattern: str) -> tuple[str, str]:
+    """(prefix, unit): the pieces after the first gap, then the first piece to repeat.
+
+    Every start of the first piece then looks to the end for the rest, in vain.  "!"
+    (in no pattern) keeps the words of the repeated piece whole: the word index must
+    still pick the pattern.
+    """
+    first, *rest = [_sample(sre_parse.parse(piece, re.I)) for piece in _GAP.split(pattern)]
+    return "".join(rest) + "!", first + "!"
+
+
+_GAP_RULES = [rule for rule in RULES.rules if _GAP.search(rule.pattern)]
+
+
+@pytest.mark.parametrize("rule", _GAP_RULES, ids=lambda rule: f"{rule.vendor}:{rule.pattern}")
+def test_rules_with_gaps_are_linear(rule: Rule) -> None:
+    prefix, unit = _gap_input(rule.pattern)
+    path = (prefix + unit * 3).lower()
+    # The input reaches the rule's regex: its index key (a word, or a literal for the few
+    # patterns without one) and its longest literal are there.
+    assert rule.key in re.split("[^a-z]+", path) or (not rule.key.isalpha() and rule.key in path)
+    assert max((run for run, _, _ in literal_runs(rule.pattern)), key=len).lower() in path
+    _assert_linear(lambda n: prefix + unit * n, _match)
+
+
+def test_the_shipped_rules_have_gaps() -> None:
+    assert len(_GAP_RULES) == 21
+
+
+_RULE_FAMILIES: dict[str, Build] = {
+    "mo": lambda n: "/mo/" * n,  # Emarsys: /mo/.+.gif
+    "ci0": lambda n: "/CI0/" + "/" * n,  # Amazon SES: /CI0/.+/.+=[0-9][0-9][0-9]
+    "every-rule": lambda n: "".join(_almost(r.pattern) for r in RULES.rules) * n,
+    "query": lambda n: "a/b?c=d&" * n,
+    "words": lambda n: "open-track-pixel." * n,
+}
+
+
+@pytest.mark.parametrize("build", _RULE_FAMILIES.values(), ids=_RULE_FAMILIES.keys())
+def test_rule_matching_is_linear(build: Build) -> None:
+    _assert_linear(build, _match)
+
+
+def _box_verdicts(value: str) -> object:
+    box = Box(None, None, value, value, value, value, "block", None, value)
+    return is_tiny(box), is_hidden(box)
+
+
+_CLASSIFY: dict[str, tuple[Build, Run]] = {
+    "css-length-digits": (lambda n: "1" * n + " x", _box_verdicts),
+    "css-length-dot": (lambda n: "1" * n + "." + "1" * n + "..", _box_verdicts),
+    "spacer-path": (lambda n: "https://a.test/" + "s1/" * n + "spacer.gif", is_spacer),
+    "spacer-run": (lambda n: "https://a.test/" + "a1" * n + "/spacer.gif", is_spacer),
+}
+
+
+@pytest.mark.parametrize(("build", "run"), _CLASSIFY.values(), ids=_CLASSIFY.keys())
+def test_classify_is_linear(build: Build, run: Run) -> None:
+    _assert_linear(build, run)
+
+
+_ADDRESS = "Ann.Reader@example.org"
+_ME = RecipientIdentity(_ADDRESS)
+_MD5 = hashlib.md5(_ADDRESS.lower().encode()).hexdigest()
+_SHA512 = hashlib.sha512(_ADDRESS.lower().encode()).hexdigest()
+_BASE64 = base64_cores(_ADDRESS.lower().encode())[0]
+_IDENTITY: dict[str, Build] = {
+    "md5-near-miss": lambda n: "https://t.test/" + (_MD5[:-1] + "x") * n,
+    "sha512-near-miss": lambda n: "https://t.test/" + (_SHA512[:-1] + "x") * n,
+    "base64-near-miss": lambda n: "https://t.test/?" + (_BASE64[:-1] + "%") * n,
+    "address-near-miss": lambda n: "https://t.test/?" + (_ADDRESS.lower()[:-1] + "%2B") * n,
+    "percents": lambda n: "https://t.test/?" + "%25" * n,
+}
+
+
+@pytest.mark.parametrize("build", _IDENTITY.values(), ids=_IDENTITY.keys())
+def test_identity_search_is_linear(build: Build) -> None:
+    _assert_linear(build, _ME.find)
+
+
+# -- whole messages through the engine --------------------------------------------------------
+
+def _analyse(message: bytes) -> object:
+    """Engine.analyse, past the memos (rules by URL, verdicts by box): ZZZZZZ is renamed."""
+    return ENGINE.analyse(message.replace(b"ZZZZZZ", b"%06d" % (next(_CALLS) % 10**6)))
+
+
+def _refused_copy(message: bytes) -> object:
+    return ENGINE.render(ENGINE.analyse(message), RCPT, Policy.REFUSED)
+
+
+_ENGINE: dict[str, tuple[Build, Run]] = {
+    "amp-json": (lambda n: _message(b"<amp-analytics><script>" + b'"//a/\\' * n), _analyse),
+    "amp-json-base64": (lambda n: _message(b"<amp-analytics><script>" + b'"//a/\\' * n,
+                                           cte="base64"), _analyse),
+    "font-face-block": (lambda n: _message(b"<style>" + b"@font-face " * n), _analyse),
+    "font-face-attr": (lambda n: _message(
+        b'<img src="https://t.test/x" style="' + b"@font-face " * n + b'">'), _analyse),
+    "css-width": (lambda n: _message(
+        b'<img src="https://ZZZZZZ.t.test/x" width="ZZZZZZ" style="display:none;width:'
+        + b"1" * n + b' x">', cte="8bit"), _analyse),
+    "rule-url": (lambda n: _message(
+        b'<img src="https://ZZZZZZ.t.test/' + b"/mo/" * n + b'">', cte="8bit"), _analyse),
+    "pixels-refused": (lambda n: _message(
+        b'<p>Hi</p><img src="https://t.test/o.gif?u=1" width="1" height="1" alt="">' * n),
+        _refused_copy),
+    "pixels-refused-base64": (lambda n: _message(
+        b'<img src="https://t.test/o.gif?u=1" width="1" height="1">' * n, cte="base64"),
+        _refused_copy),
+    "personal-urls": (lambda n: _message(
+        b'<img src="https://t.test/p.png?e=ann.reader%40example.org" alt="Hi">' * n),
+        _refused_copy),
+}
+
+
+@pytest.mark.parametrize(("build", "run"), _ENGINE.values(), ids=_ENGINE.keys())
+def test_engine_is_linear(build: Build, run: Run) -> None:
+    _assert_linear(build, run)
+
+
+# -- property: any short unit, repeated -------------------------------------------------------
+
+_METAS = ["<", ">", '"', "'", "=", "/", "\\", "!", "-", "[", "]", "{", "}", "(", ")", ";", "@",
+          "&", "#", " ", "a", "1", ",", ":", "\n", "url(", "src=", "style=", "srcset=", "<img",
+          "<style>", "</style>", "<!--", "-->", "<!--[if", "<![endif]", "image-set(",
+          "@font-face", "@import", "&#x", "&amp", "https:", "//", "/*", "*/", "<amp-analytics>",
+          "<script>", "background="]
+_CONTEXTS = ["", "<style>", '<img src="https://t.test/x" style="', '<p style="(',
+             '<img srcset="', "<amp-analytics><script>", "<!--[if mso]>", '<iframe srcdoc="']
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(unit=st.lists(st.sampled_from(_METAS), min_size=1, max_size=6).map("".join),
+       context=st.sampled_from(_CONTEXTS))
+def test_property_any_repeated_unit_scans_in_linear_time(unit: str, context: str) -> None:
+    head, body = context.encode(), unit.encode()
+    _assert_linear(lambda n: head + body * n, scan_html)
