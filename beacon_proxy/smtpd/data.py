@@ -28,8 +28,7 @@ that happens, right after the data is read and before anything parses it:
 A bare CR (one not followed by LF) is no line end: it stays as it is (the
 handler refuses one in the header section).  Each step is a few C-level
 ``bytes`` operations over the whole message, no loop over lines; a message
-that already is all CRLF costs two ``count`` calls and a ``find`` on top of
-the unstuffing.
+that already is all CRLF costs two ``count`` calls on top of the unstuffing.
 
     >>> async def demo() -> tuple[bytes | None, int]:
     ...     reader = asyncio.StreamReader()
@@ -46,23 +45,34 @@ from __future__ import annotations
 
 import asyncio
 
-__all__ = ["canonical", "crlf_line_ends", "drop_lone_dots", "read_data", "unstuff"]
+__all__ = ["canonical", "crlf_line_ends", "drop_lone_dots", "has_bare_lf", "read_data", "unstuff"]
 
 _END = b".\r\n"
 _LONE_DOT = b"\r\n.\r\n"
 
 
+def has_bare_lf(data: bytes) -> bool:
+    r"""True if an LF appears other than as part of a CRLF pair (two ``count`` calls).
+
+    >>> has_bare_lf(b"a\r\nb\r\n"), has_bare_lf(b"a\r\nb\n"), has_bare_lf(b"a\rb")
+    (False, True, False)
+    """
+    lf = data.count(b"\n")
+    return lf != 0 and lf != data.count(b"\r\n")
+
+
 def crlf_line_ends(data: bytes) -> bytes:
     r"""``data`` with every bare LF turned into CRLF; CRLF and bare CR are kept.
 
-    Returns ``data`` itself when it has no bare LF (two ``count`` calls).
+    Returns ``data`` itself when it has no bare LF.
 
     >>> crlf_line_ends(b"a\nb\r\nc\r\rd\n")
     b'a\r\nb\r\nc\r\rd\r\n'
     """
-    lf = data.count(b"\n")
-    if lf == 0 or lf == data.count(b"\r\n"):
-        return data
+    return _crlf(data) if has_bare_lf(data) else data
+
+
+def _crlf(data: bytes) -> bytes:
     return data.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
 
 
@@ -90,15 +100,20 @@ def unstuff(content: bytes) -> bytes:
 
 
 def canonical(received: bytes) -> bytes:
-    r"""The message for the bytes received in DATA (without the final ``.<CRLF>``).
+    r"""The message for the bytes received in DATA before the end of data.
 
-    Bare LFs become CRLF, lone ``.`` lines (only possible next to a bare LF)
-    are dropped, and the period that starts any other line is removed.
+    Bare LFs become CRLF, lone ``.`` lines are dropped, and the period that
+    starts any other line is removed.  ``received`` is what :func:`read_data`
+    read, so a lone ``.`` line in it can only be next to a bare LF (with
+    CRLF on both sides it would have been the end of data): a message
+    without a bare LF is only unstuffed.
 
     >>> canonical(b"Subject: a\nBcc: b\n\n..x\n.\r\nMAIL FROM:<e@x>\r\n")
     b'Subject: a\r\nBcc: b\r\n\r\n.x\r\nMAIL FROM:<e@x>\r\n'
     """
-    return unstuff(drop_lone_dots(crlf_line_ends(received)))
+    if not has_bare_lf(received):
+        return unstuff(received)
+    return unstuff(drop_lone_dots(_crlf(received)))
 
 
 async def read_data(reader: asyncio.StreamReader, limit: int | None) -> tuple[bytes | None, int]:

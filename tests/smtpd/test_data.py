@@ -11,6 +11,7 @@ from beacon_proxy.smtpd.data import (
     canonical,
     crlf_line_ends,
     drop_lone_dots,
+    has_bare_lf,
     read_data,
     unstuff,
 )
@@ -101,7 +102,9 @@ def test_crlf_line_ends() -> None:
 
 def test_crlf_line_ends_leaves_a_crlf_message_alone() -> None:
     message = b"Subject: x\r\n\r\n" + b"line\r\n" * 1000
+    assert not has_bare_lf(message)
     assert crlf_line_ends(message) is message  # no copy
+    assert has_bare_lf(message + b"\n") and has_bare_lf(b"\n\r") and not has_bare_lf(b"\r\r\n")
     assert crlf_line_ends(b"") == b""
 
 
