@@ -31,6 +31,7 @@ from beacon_proxy.deliver.scheduler import Scheduler
 from beacon_proxy.deliver.smtp import SmtpCourier
 from beacon_proxy.log import event
 from beacon_proxy.rewrite.beacons import BeaconStep
+from beacon_proxy.rewrite.copies import CopyPolicy
 from beacon_proxy.rewrite.engine import Engine
 from beacon_proxy.rewrite.rules import load_rules
 from beacon_proxy.smtpd.server import SmtpServer
@@ -71,8 +72,10 @@ class Relay:
         self.spool = Spool(cfg.spool.path)
         secrets, self._generated_secret = load_secrets(cfg.tokens,
                                                        cfg.spool.path / "token.secret")
-        self.rewrite = BeaconStep(Engine(load_rules()), Tokens(secrets),
-                                  public_url=cfg.web.public_url, hostname=self.hostname)
+        self.rewrite = BeaconStep(
+            Engine(load_rules()), Tokens(secrets), public_url=cfg.web.public_url,
+            hostname=self.hostname,
+            policy=CopyPolicy(cfg.policy.unscannable, cfg.policy.signed))
         self.store = open_store(cfg.store.url, unknown=Policy(cfg.policy.unknown),
                                 pool_size=cfg.store.pool_size)
         self.scheduler = Scheduler(
