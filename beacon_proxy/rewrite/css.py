@@ -33,7 +33,8 @@ _NEXT = re.compile(rb"[/\"'\\@(]")
 _NEXT_IN_SET = re.compile(rb"[/\"'\\()]")
 _NEXT_IN_BLOCK = re.compile(rb"[/\"'\\{}]")
 _STRING = {
-    q: re.compile(rb"%c(?:[^%c\\\n\r\f]++|\\(?:\r\n|[\s\S]))*+(%c|(?=[\n\r\f])|\Z)" % (q, q, q))
+    # A backslash at the very end escapes nothing (CSS Syntax 4.3.5): the string ends there.
+    q: re.compile(rb"%c(?:[^%c\\\n\r\f]++|\\(?:\r\n|[\s\S])?+)*+(%c|(?=[\n\r\f])|\Z)" % (q, q, q))
     for q in b"\"'"
 }
 _FUNC_NAME = re.compile(rb"(?<![-\w\x80-\xff\\])(?:-webkit-)?(?:image-set|url|src)\Z", re.I)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from beacon_proxy.rewrite.css import CssRef, css_unescape, declarations, scan_css
+from beacon_proxy.rewrite.html import scan_html
 
 
 def _found(css: bytes) -> list[tuple[str, str, bytes, bytes]]:
@@ -126,3 +127,10 @@ def test_escaped_font_face_is_read_as_font_face() -> None:
     css = b"@font\\-face{font-family:x;src:url(https://t.test/f.woff)}"
     (ref,) = scan_css(css)
     assert ref.url == "https://t.test/f.woff"
+
+
+@pytest.mark.parametrize("css", [b"'\\", b'a{b:"x\\', b'url("\\'])
+def test_a_backslash_ending_a_string_at_the_end_of_the_css(css: bytes) -> None:
+    # found by tests/rewrite/test_fuzz.py: it raised AssertionError out of Engine.analyse
+    scan_css(css)
+    scan_html(b"<style>" + css)

@@ -365,6 +365,7 @@ def test_no_exception_on_html_soup(bits: list[str], charset: str) -> None:
 
 
 @_BOUNDED
+@example(["<style>", "'", "\\"])  # raised AssertionError out of Engine.analyse (fixed)
 @given(st.lists(st.sampled_from(["url(", ")", "'", '"', "\\", "\\72 ", "/*", "*/", "@import",
                                  "@font-face{", "}", "{", "image-set(", "https://t.test/x",
                                  " ", "\n", ";", "u", "src(", "\x00"]), max_size=60))
@@ -372,6 +373,7 @@ def test_no_exception_on_css_soup(bits: list[str]) -> None:
     css = "".join(bits).encode()
     scan_css(css)
     scan_html(b"<style>" + css + b"</style><p style='" + css.replace(b"'", b"") + b"'>")
+    _every_policy(b"Content-Type: text/html\n\n<style>" + css)
 
 
 # -- property 2: a planted tracker never survives a refusal ------------------------------------
