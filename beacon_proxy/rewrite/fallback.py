@@ -280,13 +280,20 @@ def neutralise_message(data: bytes, _depth: int = 0) -> FallbackResult:
         return FallbackResult(None, 0, f"beyond the fallback's limits: {tree.problems[0]}")
     changes: list[tuple[slice, bytes]] = []
     count = 0
+    parents = {p.path[:-1] for p in tree.parts if p.path}
     for part in tree.parts:
         if part.content_type in ("multipart/encrypted", "application/pkcs7-mime",
                                  "application/x-pkcs7-mime"):
             return FallbackResult(None, 0, f"opaque {part.content_type} content")
+        broken = part.reason == "broken MIME structure" or (
+            part.is_multipart and not part.boundary)
         if part.is_multipart:
+            if broken and part.path not in parents:  # no parts found: a client shows the body
+                new, n = neutralise_markup(tree.body(part))
+                if n:
+                    changes.append((part.body_span, new))
+                    count += n
             continue
-        broken = part.reason == "broken MIME structure"
         if part.content_type in MESSAGE_TYPES:  # encoded: the parser left it opaque
             if _depth >= MAX_EMBEDDED:
                 return FallbackResult(None, 0, "embedded messages nested too deep")

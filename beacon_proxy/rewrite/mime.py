@@ -203,24 +203,30 @@ def _where(path: tuple[int, ...]) -> str:
 
 
 def _fields(block: bytes) -> dict[str, str]:
-    """Content-* fields of a header block, unfolded (first occurrence wins)."""
+    """Content-* fields of a header block, unfolded (first occurrence wins).
+
+    A field given twice with different values (clients differ in which one they take)
+    is reported under the key ``"conflict"``.
+    """
     lower = b"\n" + block.lower()
     found: dict[str, str] = {}
     at = lower.find(b"\ncontent-")
     for _ in range(_MAX_CONTENT_FIELDS):
-        if at < 0 or len(found) == len(_WANTED):
+        if at < 0:
             break
         line_end = lower.find(b"\n", at + 1)
         line_end = len(lower) if line_end < 0 else line_end
         colon = lower.find(b":", at, line_end)
         name = lower[at + 1 : colon].rstrip(b" \t").decode("latin-1") if colon > 0 else ""
-        if name in _WANTED and name not in found:
+        if name in _WANTED:
             end = line_end
             while end < len(lower) - 1 and lower[end + 1] in b" \t":
                 end = lower.find(b"\n", end + 1)
                 end = len(lower) if end < 0 else end
-            value = block[colon : end - 1].decode("latin-1")
-            found[name] = _FOLD.sub("", value).strip()[:_MAX_VALUE]
+            value = _FOLD.sub("", block[colon : end - 1].decode("latin-1")).strip()[:_MAX_VALUE]
+            first = found.setdefault(name, value)
+            if first.split(";")[0].strip().lower() != value.split(";")[0].strip().lower():
+                found.setdefault("conflict", name)
         at = lower.find(b"\ncontent-", line_end)
     return found
 
@@ -412,6 +418,8 @@ class _Parser:
         self.pos = at + 1
         if ctx.close:
             self.stack.pop()
+            if not ctx.node.children:  # a client may show its body: nothing else is there
+                self._problem(ctx.node, "multipart without a body part")
             return
         path = (*ctx.node.path, ctx.node.children)
         ctx.node.children += 1
@@ -445,6 +453,8 @@ class _Parser:
                    for ctx in self.stack)
 
     def _describe(self, node: _Node, fields: dict[str, str], parent: _Node | None) -> None:
+        if "conflict" in fields:
+            self._problem(node, f"conflicting {fields['conflict'].title()} fields")
         digest = parent is not None and parent.content_type == "multipart/digest"
         ctype, params = _params(fields.get("content-type", ""))
         node.content_type = ctype if _TYPE.fullmatch(ctype) else (
