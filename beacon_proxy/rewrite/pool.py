@@ -408,8 +408,9 @@ class AnalysisPool:
 
         Waits (without blocking the loop) while all workers are busy; the budget
         runs from when a worker takes the job until its result is in (``math.inf``:
-        no limit).  If the
-        calling task is cancelled the job is abandoned and its worker killed.
+        no limit).  If the calling task is cancelled, the job is abandoned and
+        its worker killed and replaced.  Raises the :class:`AnalysisError` s of
+        the module docstring.
         """
         if not budget > 0:
             raise ValueError(f"budget must be positive, not {budget!r}")
