@@ -111,6 +111,12 @@ def sloppy_base64_no_mime_version() -> bytes:
                  + encoded[:-2] + "\n")
 
 
+def svg_foreign_content() -> bytes:
+    """In SVG, <style> is not raw text: the <img> inside is a real element to a browser."""
+    page = PAGE.replace(PIXEL, "<svg><style>" + PIXEL + "</style></svg>")
+    return _crlf(HEAD + "MIME-Version: 1.0\nContent-Type: text/html\n\n" + page + "\n")
+
+
 def amp_json_poison(units: int = 20_000) -> bytes:
     """Quadratic in the old engine: JSON_URL over 20 000 x '"//a/\\' (lines stay short)."""
     return _crlf(HEAD + "MIME-Version: 1.0\nContent-Type: text/html\n\n" + PAGE
@@ -139,6 +145,7 @@ MESSAGES: dict[str, Callable[[], bytes]] = {
     "many_parts": many_parts,
     "many_items": many_items,
     "sloppy_base64_no_mime_version": sloppy_base64_no_mime_version,
+    "svg_foreign_content": svg_foreign_content,
 }
 POISON: dict[str, Callable[[], bytes]] = {
     "amp_json_poison": amp_json_poison,

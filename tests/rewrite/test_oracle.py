@@ -28,7 +28,14 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from beacon_proxy.rewrite.charsets import is_supported, normalise_charset, scan_view
+from beacon_proxy.rewrite.charsets import (
+    UNKNOWN_CHARSET,
+    effective_charset,
+    is_transcoded,
+    normalise_charset,
+    scan_view,
+    to_utf8,
+)
 from beacon_proxy.rewrite.html import scan_html
 from tests.rewrite import oracle
 
@@ -111,16 +118,17 @@ def _html_parts(message: Message) -> list[tuple[bytes, str]]:
 
 @pytest.mark.parametrize("path", MIME_FIXTURES, ids=lambda p: p.stem)
 def test_mime_fixture_html_parts(path: Path) -> None:
-    """Each HTML part as ``email`` (compat32, lenient) decodes it, scanned in its charset.
-
-    Parts in a charset the engine does not support (UTF-16, unknown names) are left out:
-    the engine reports them as problems and does not scan them (the conservative
-    fallback for those is the engine's business, not the scanner's).
+    """Each HTML part as ``email`` (compat32, lenient) decodes it, scanned as the engine
+    scans it: UTF-16/32/7 through its UTF-8 transcoding, an unknown label as UTF-8 bytes.
     """
     message = email.message_from_bytes(path.read_bytes(), policy=email.policy.compat32)
-    for payload, charset in _html_parts(message):
-        if is_supported(charset):
-            _compare(payload, charset)
+    for payload, label in _html_parts(message):
+        charset = effective_charset(payload, label)
+        if is_transcoded(charset):
+            payload, charset = to_utf8(payload, charset), "utf-8"
+        elif charset == UNKNOWN_CHARSET:
+            charset = "utf-8"
+        _compare(payload, charset)
 
 
 # -- (b) real templates -----------------------------------------------------------------------
