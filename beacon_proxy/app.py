@@ -1,7 +1,8 @@
 """The one place that wires the pipeline together and runs it.
 
     smtpd --enqueue--> scheduler --put--> spool
-                       scheduler --render--> rewrite (beacon engine; policy from consent)
+                       scheduler --prepare--> rewrite --analyse--> worker processes (budget)
+                       scheduler --render--> rewrite (each copy; policy from consent)
                        scheduler --lookup--> consent store (SQLite | PostgreSQL)
                        scheduler --deliver--> courier (SMTP upstream | Maildir)
     web: /healthz, /metrics, /api/v1 (admin API on the consent store)
@@ -18,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import socket
 
@@ -31,7 +33,9 @@ from beacon_proxy.deliver.scheduler import Scheduler
 from beacon_proxy.deliver.smtp import SmtpCourier
 from beacon_proxy.log import event
 from beacon_proxy.rewrite.beacons import BeaconStep
-from beacon_proxy.rewrite.engine import Engine
+from beacon_proxy.rewrite.copies import CopyPolicy
+from beacon_proxy.rewrite.engine import Analysis, Engine
+from beacon_proxy.rewrite.pool import AnalysisPool
 from beacon_proxy.rewrite.rules import load_rules
 from beacon_proxy.smtpd.server import SmtpServer
 from beacon_proxy.spool.queue import Spool
@@ -71,8 +75,19 @@ class Relay:
         self.spool = Spool(cfg.spool.path)
         secrets, self._generated_secret = load_secrets(cfg.tokens,
                                                        cfg.spool.path / "token.secret")
-        self.rewrite = BeaconStep(Engine(load_rules()), Tokens(secrets),
-                                  public_url=cfg.web.public_url, hostname=self.hostname)
+        # Analysis runs in worker processes under a CPU budget: one message can neither
+        # hold the event loop (C regex calls keep the GIL) nor run for ever.
+        self.analysis = AnalysisPool(cfg.policy.analysis_workers
+                                     or min(os.cpu_count() or 1, 4))
+        budget = cfg.policy.analysis_timeout
+
+        async def analyse(data: bytes) -> Analysis:
+            return await self.analysis.analyse(data, budget=budget)
+
+        self.rewrite = BeaconStep(
+            Engine(load_rules()), Tokens(secrets), public_url=cfg.web.public_url,
+            hostname=self.hostname, analyse=analyse,
+            policy=CopyPolicy(cfg.policy.unscannable, cfg.policy.signed))
         self.store = open_store(cfg.store.url, unknown=Policy(cfg.policy.unknown),
                                 pool_size=cfg.store.pool_size)
         self.scheduler = Scheduler(
@@ -97,6 +112,7 @@ class Relay:
     async def start(self) -> None:
         await self.store.open()
         self.spool.open()
+        await self.analysis.start()
         recovered = await self.scheduler.start()
         await self.web.start()
         await self.smtpd.start()
@@ -118,6 +134,7 @@ class Relay:
         event("stopping", timeout=timeout)
         await self.smtpd.stop(timeout)
         await self.scheduler.stop(timeout)
+        await self.analysis.close()
         await self.web.stop()
         self.spool.close()
         await self.store.close()

@@ -135,6 +135,11 @@ class WebConfig:
 @dataclass(frozen=True)
 class PolicyConfig:
     unknown: Literal["refused", "granted"] = "refused"
+    # Refused copies of what the precise engine cannot handle / of signed mail.
+    unscannable: Literal["neutralise", "hold", "deliver"] = "neutralise"
+    signed: Literal["unwrap", "hold", "deliver"] = "unwrap"
+    analysis_timeout: float = 10.0  # CPU budget of one message's analysis (seconds)
+    analysis_workers: int = 0  # analysis processes; 0: one per core, at most 4
 
 
 @dataclass(frozen=True)
@@ -395,7 +400,13 @@ _SCHEMA: dict[str, dict[str, Parser]] = {
     "spool": {"path": _path},
     "store": {"url": _store_url, "pool_size": _int_in(1, 1000)},
     "web": {"listen": _endpoint, "public_url": _public_url},
-    "policy": {"unknown": _choice("refused", "granted")},
+    "policy": {
+        "unknown": _choice("refused", "granted"),
+        "unscannable": _choice("neutralise", "hold", "deliver"),
+        "signed": _choice("unwrap", "hold", "deliver"),
+        "analysis_timeout": _seconds(0.1, 600),
+        "analysis_workers": _int_in(0, 64),
+    },
     "tokens": {"secret": _secret, "previous": _secrets, "secret_file": _path},
     "api": {"tokens": _api_tokens},
     "log": {"level": _choice("debug", "info", "warning", "error"), "path": _path},

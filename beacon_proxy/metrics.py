@@ -8,8 +8,10 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 __all__ = [
+    "COPIES",
     "DELIVERIES",
     "DELIVERY_SECONDS",
+    "MESSAGES_QUARANTINED",
     "MESSAGES_RECEIVED",
     "QUEUE_MESSAGES",
     "REGISTRY",
@@ -44,4 +46,18 @@ DELIVERY_SECONDS = Histogram(
 )
 QUEUE_MESSAGES = Gauge(
     "beacon_proxy_queue_messages", "Messages in the spool, by state.", ["state"], registry=REGISTRY
+)
+COPIES = Counter(
+    "beacon_proxy_copies",
+    "Recipients' copies by outcome: stripped, rewritten, unsigned (refused copy of signed "
+    "mail, unwrapped), fallback (conservative neutralisation), held, unmodified_granted, "
+    "unscanned ([policy] unscannable = deliver).",
+    ["outcome"],
+    registry=REGISTRY,
+)
+MESSAGES_QUARANTINED = Counter(
+    "beacon_proxy_messages_quarantined",
+    "Messages moved to corrupt/ after their delivery attempts kept failing, by reason.",
+    ["reason"],
+    registry=REGISTRY,
 )

@@ -6,10 +6,18 @@ what the policy does with it.  The default output is a readable table;
 ``--json`` prints one JSON object per file, one per line::
 
     {"file": "news.eml", "policy": "refused", "recipient": null,
+     "outcome": "stripped",
      "findings": [{"url": "...", "element": "img", "tracker": true,
                    "vendor": "SendGrid", "reasons": ["rule:SendGrid", "tiny"],
                    "action": "strip"}, ...],
      "problems": []}
+
+The copy is decided exactly as the relay decides it
+(:func:`~beacon_proxy.rewrite.copies.decide`, with ``[policy] unscannable``
+and ``signed``): ``outcome`` says which path made it, and each finding's
+``action`` is what that copy really does - under the ``fallback`` outcome
+every remote reference is neutralised (``strip``); a ``held`` copy is not sent
+at all (``keep``, and no ``--output`` file).
 
 ``--output`` writes the rewritten message: a file for one input, a directory
 (created if needed) for several.  Exit status: 0, or 1 when a file could not
@@ -29,7 +37,9 @@ from typing import Any
 from beacon_proxy.cli.common import CliError, add_config_option, config_from
 from beacon_proxy.consent.policy import Policy
 from beacon_proxy.rewrite.beacons import open_links
-from beacon_proxy.rewrite.engine import Engine, Item
+from beacon_proxy.rewrite.copies import CopyPolicy, Decided, Outcome, prepare
+from beacon_proxy.rewrite.copies import decide as decide_copy
+from beacon_proxy.rewrite.engine import Action, Engine, Item
 from beacon_proxy.rewrite.rules import load_rules
 from beacon_proxy.tokens import Tokens
 
@@ -71,6 +81,14 @@ def _finding(item: Item) -> dict[str, Any]:
             "reasons": list(f.reasons), "action": item.action.value}
 
 
+def _items(decided: Decided, analysis_items: list[Item]) -> list[Item]:
+    """The copy's remote references with the action the decided copy really takes."""
+    if decided.rendered is not None:
+        return [i for i in decided.rendered.items if i.reference.remote]
+    action = Action.STRIP if decided.outcome is Outcome.FALLBACK else Action.KEEP
+    return [i._replace(action=action) for i in analysis_items if i.reference.remote]
+
+
 def _scan(args: argparse.Namespace) -> int:
     cfg = config_from(args)
     policy = Policy(args.policy or cfg.policy.unknown)
@@ -82,6 +100,7 @@ def _scan(args: argparse.Namespace) -> int:
         out_dir = args.output
         out_dir.mkdir(parents=True, exist_ok=True)
     engine = Engine(load_rules())
+    rules = CopyPolicy(cfg.policy.unscannable, cfg.policy.signed)
     # Links in an offline copy are real only when the configured secret is known.
     tokens = Tokens([cfg.tokens.secret or secrets.token_hex(16)])
     status = 0
@@ -95,32 +114,38 @@ def _scan(args: argparse.Namespace) -> int:
                   file=sys.stderr)
             status = 1
             continue
-        analysis = engine.analyse(data)
-        link = open_links(tokens, cfg.web.public_url, args.recipient or "", analysis.list_id,
+        prepared = prepare(engine, data, rules)
+        link = open_links(tokens, cfg.web.public_url, args.recipient or "", prepared.list_id,
                           "SCAN")
-        rendered = engine.render(analysis, args.recipient, policy, link)
-        items = [i for i in rendered.items if i.reference.remote]
+        decided = decide_copy(engine, prepared, args.recipient, policy, rules, link)
+        analysis = prepared.original.analysis
+        everything = (engine.items(analysis, args.recipient, policy)
+                      if analysis is not None else [])
+        items = _items(decided, everything)
+        problems = tuple(dict.fromkeys(
+            [*(analysis.problems if analysis is not None else ()), *decided.problems]))
         if args.json:
             print(json.dumps({"file": str(path), "policy": policy.value,
-                              "recipient": args.recipient,
+                              "recipient": args.recipient, "outcome": decided.outcome.value,
                               "findings": [_finding(i) for i in items],
-                              "problems": list(analysis.problems)}, ensure_ascii=False))
+                              "problems": list(problems)}, ensure_ascii=False))
         else:
-            _table(path, policy, items, analysis.problems)
-        if args.output is not None:
+            _table(path, policy, decided.outcome, items, problems)
+        if args.output is not None and decided.data is not None:
             target = out_dir / path.name if out_dir is not None else args.output
             try:
-                target.write_bytes(rendered.data)
+                target.write_bytes(decided.data)
             except OSError as exc:
                 print(f"beacon-proxy: {target}: {exc.strerror}", file=sys.stderr)
                 status = 1
     return status
 
 
-def _table(path: Path, policy: Policy, items: list[Item], problems: tuple[str, ...]) -> None:
+def _table(path: Path, policy: Policy, outcome: Outcome, items: list[Item],
+           problems: tuple[str, ...]) -> None:
     trackers = sum(1 for i in items if i.finding.tracker)
     print(f"{path}: {len(items)} remote reference(s), {trackers} tracker(s); "
-          f"policy {policy.value}")
+          f"policy {policy.value}; copy {outcome.value}")
     for problem in problems:
         print(f"  ! {problem}")
     if items:

@@ -12,7 +12,15 @@ courier; the outcome is journaled at once:
 * permanent, or expired -> a DSN to the envelope sender is queued *first*,
   then the recipient is journaled ``bounced`` (a crash in between means a
   duplicate DSN, never a lost one).  Bounces to the null sender are dropped
-  and logged, as no one can receive them.
+  and logged, as no one can receive them;
+* held (the rewrite step may not send this recipient a copy now, see
+  :mod:`~beacon_proxy.rewrite.copies`) -> deferred like a temporary failure,
+  so it bounces at the queue lifetime, and logged as ``held``.
+
+An attempt that raises (a bug, a spool error) is counted and journaled as a
+failure and retried with the same backoff; after ``max_failures`` failed
+attempts, or past the queue lifetime, the message is moved to ``corrupt/``
+and its pending recipients are bounced: no message loops forever.
 
 A message leaves the spool when every recipient is final.
 """
@@ -34,8 +42,13 @@ from beacon_proxy.deliver.courier import Courier, CourierFactory, Outcome, Resul
 from beacon_proxy.deliver.dsn import Failure, build_dsn, needs_bounce
 from beacon_proxy.deliver.retry import RetryPolicy
 from beacon_proxy.log import event
-from beacon_proxy.metrics import DELIVERIES, DELIVERY_SECONDS, QUEUE_MESSAGES
-from beacon_proxy.rewrite.step import Copy, RewriteStep
+from beacon_proxy.metrics import (
+    DELIVERIES,
+    DELIVERY_SECONDS,
+    MESSAGES_QUARANTINED,
+    QUEUE_MESSAGES,
+)
+from beacon_proxy.rewrite.step import Copy, PreparedMessage, RewriteStep
 from beacon_proxy.spool.envelope import Envelope, new_queue_id
 from beacon_proxy.spool.queue import QueueEntry, Spool, SpoolCorruptError
 
@@ -46,7 +59,7 @@ log = logging.getLogger(__name__)
 _THREAD_RENDER_BYTES = 1 << 20  # render big messages off the event loop
 _CACHE_BYTES = 64 << 20  # fresh messages kept in memory for their first attempt
 _CONTROL_INTERVAL = 1.0  # seconds between looks at the operators' requests
-_ERROR_RETRY = 60.0  # seconds before retrying a message whose attempt crashed
+MAX_FAILURES = 5  # failed (raising) attempts before a message is set aside
 _MESSAGE_ID = re.compile(rb"^Message-ID:[ \t]*(<[!-~]{1,250}>)\r?$", re.MULTILINE | re.IGNORECASE)
 
 
@@ -85,6 +98,7 @@ class Scheduler:
         *,
         concurrency: int,
         hostname: str,
+        max_failures: int = MAX_FAILURES,
     ) -> None:
         self.spool = spool
         self.couriers = couriers
@@ -93,6 +107,7 @@ class Scheduler:
         self.retry = retry
         self.concurrency = concurrency
         self.hostname = hostname
+        self.max_failures = max_failures
         self._heap: list[tuple[float, int, QueueEntry]] = []
         self._seq = itertools.count()
         self._ready: asyncio.Queue[QueueEntry] = asyncio.Queue()
@@ -181,7 +196,7 @@ class Scheduler:
                 if action == "delete":
                     entry = self._entries.pop(queue_id, None)
                     if entry is not None:
-                        entry.extra["deleted"] = True  # a worker on it stops there
+                        entry.deleted = True  # a worker on it stops there
                         event("removed", queue_id=queue_id, reason="deleted by an operator")
                 else:
                     self.retry_now(None if queue_id == "ALL" else queue_id)
@@ -211,10 +226,9 @@ class Scheduler:
                 self._busy.add(task)
                 try:
                     await self._attempt(entry, courier)
-                except Exception:
+                except Exception as exc:
                     log.exception("delivery attempt for %s failed", entry.queue_id)
-                    entry.next_attempt = time.time() + _ERROR_RETRY
-                    self._push(entry)
+                    await self._failed_attempt(entry, exc)
                 finally:
                     self._busy.discard(task)
         finally:
@@ -237,16 +251,55 @@ class Scheduler:
         self._entries.pop(entry.queue_id, None)
         return None
 
-    async def _render(self, env: Envelope, data: bytes, rcpt: str, policy: Policy) -> Copy:
-        if len(data) > _THREAD_RENDER_BYTES:
-            return await asyncio.to_thread(self.rewrite.render, env, data, rcpt, policy)
-        return self.rewrite.render(env, data, rcpt, policy)
+    @staticmethod
+    async def _render(prepared: PreparedMessage, rcpt: str, policy: Policy) -> Copy:
+        if prepared.size > _THREAD_RENDER_BYTES:
+            return await asyncio.to_thread(prepared.render, rcpt, policy)
+        return prepared.render(rcpt, policy)
+
+    async def _failed_attempt(self, entry: QueueEntry, exc: BaseException) -> None:
+        """An attempt raised: count it; retry with backoff, or set the message aside."""
+        if self._entries.get(entry.queue_id) is not entry:
+            return  # deleted meanwhile
+        entry.failures += 1
+        now = time.time()
+        env = entry.envelope
+        expired = self.retry.expired(env.received_at, now)
+        if entry.failures < self.max_failures and not expired:
+            entry.next_attempt = self.retry.next_attempt(entry.failures, env.received_at, now)
+            entry.state = "deferred"
+            try:
+                await self.spool.record_failure(entry, repr(exc)[:300])
+            except Exception:
+                log.exception("could not journal the failure of %s", entry.queue_id)
+            event("attempt_failed", logging.ERROR, queue_id=env.queue_id,
+                  failures=entry.failures, error=repr(exc)[:300],
+                  next_attempt=_iso(entry.next_attempt))
+            self._push(entry)
+            return
+        reason = "queue lifetime expired" if expired else f"{entry.failures} failed attempts"
+        MESSAGES_QUARANTINED.labels("expired" if expired else "failures").inc()
+        result = Result(Outcome.PERMANENT, 554,
+                        f"554 5.3.0 message could not be processed ({reason}): "
+                        f"{repr(exc)[:200]}", "5.3.0", "beacon-proxy")
+        try:
+            data = await self.spool.read_data(entry)
+        except Exception:
+            data = b""
+        pending = [_Pending(i, result) for i in entry.pending()]
+        try:
+            if pending:
+                await self._bounce(entry, data, pending, entry.attempts + 1, expired=False)
+        finally:
+            self._entries.pop(entry.queue_id, None)
+            await self.spool.quarantine(entry.queue_id, f"set aside: {reason}: {exc!r}")
 
     async def _attempt(self, entry: QueueEntry, courier: Courier) -> None:
         data = await self._load(entry)
         if data is None:
             return
         env = entry.envelope
+        prepared = await self.rewrite.prepare(env, data)
         pending = entry.pending()
         failed: list[_Pending] = []
         deferred: list[_Pending] = []
@@ -254,7 +307,7 @@ class Scheduler:
         attempt = entry.attempts + 1
         decisions, site_down = await self._decisions(entry, pending)
         for i in pending:
-            if self._stopping or entry.extra.get("deleted"):
+            if self._stopping or entry.deleted:
                 break
             rcpt = entry.recipients[i]
             if site_down is not None:
@@ -265,7 +318,15 @@ class Scheduler:
                 await self._suppress(entry, i)
                 continue
             policy = policy_of(decision)
-            copy = await self._render(env, data, rcpt.address, policy)
+            copy = await self._render(prepared, rcpt.address, policy)
+            if copy.held is not None:
+                deferred.append(_Pending(i, Result(
+                    Outcome.TEMPORARY, 451, f"451 4.7.0 copy held: {copy.held}"[:500], "4.7.0",
+                    "beacon-proxy")))
+                event("held", logging.WARNING, queue_id=env.queue_id,
+                      message_id=env.message_id, recipient=rcpt.address, policy=policy.value,
+                      reason=copy.held, **copy.report)
+                continue
             started = time.monotonic()
             result = await courier.deliver(
                 env.sender, rcpt.address, copy.data,
@@ -285,7 +346,7 @@ class Scheduler:
                 deferred.append(_Pending(i, result))
                 if _site_failure(result):
                     site_down = result
-        if entry.extra.get("deleted"):
+        if entry.deleted:
             return  # an operator removed it meanwhile: its files are gone
         if tried:
             entry.attempts += 1

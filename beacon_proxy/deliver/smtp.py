@@ -23,10 +23,15 @@ A connection found dead when MAIL is sent on it (the server closed it while
 idle) is replaced once by a fresh one; nothing is ever re-sent once DATA has
 begun, so a lost final reply is retried later by the scheduler (at-least-once).
 The bytes given are sent as they are, dot-stuffed (which the receiving server
-undoes); a bare CR or LF is sent as CRLF.  The message data is prepared with
-C-level ``bytes`` operations (:func:`wire_data`) and written directly, instead
-of through aiosmtplib's ``data()``, whose two regular-expression passes over
-every message cost more than the rest of the delivery.
+undoes); a bare CR or LF is sent as CRLF.  Line ends are made CRLF *before*
+stuffing, so every line that starts with a period is stuffed and no content
+line can end the data early at the next hop: a ``.`` line that smtpd took as
+content (a client's ``<LF>..<LF>`` is queued as ``<CRLF>.<CRLF>``) goes out
+as ``<CRLF>..<CRLF>``, never as an end of data followed by smuggled commands.
+The message data is prepared with C-level ``bytes`` operations
+(:func:`wire_data`) and written directly, instead of through aiosmtplib's
+``data()``, whose two regular-expression passes over every message cost more
+than the rest of the delivery.
 """
 
 from __future__ import annotations

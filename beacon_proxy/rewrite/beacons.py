@@ -1,28 +1,52 @@
 """The relay's rewrite step with beacon handling: trace header + the engine.
 
-Delivery calls :meth:`BeaconStep.render` once per recipient with the same
-message bytes; the recipient-independent analysis is cached per message
-(keyed by queue id and checked by identity of the bytes object, so a stale
-entry can never be used for other bytes), and each recipient's copy is then
-a cheap render.  For ``granted`` recipients, trackers point at
-``public_url + "/o/<token>"``, the token binding the recipient, the list, the
-queue id and the original URL.
+Delivery calls :meth:`BeaconStep.prepare` once per attempt: the
+recipient-independent analysis (through an :data:`Analyse` function, which
+the relay backs with a process pool under a CPU budget,
+:mod:`~beacon_proxy.rewrite.pool`), and for signed mail the analysis of its
+unwrapped form.  Each recipient's copy is then a cheap render, decided by
+:func:`~beacon_proxy.rewrite.copies.decide`: precise, fallback or held.  For
+``granted`` recipients, trackers point at ``public_url + "/o/<token>"``, the
+token binding the recipient, the list, the queue id and the original URL.
+
+Every copy is counted in ``beacon_proxy_copies_total`` by outcome.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from beacon_proxy.consent.policy import Policy
+from beacon_proxy.metrics import COPIES
+from beacon_proxy.rewrite.copies import CopyPolicy, Decided, Prepared, Variant, decide
 from beacon_proxy.rewrite.engine import Analysis, Engine, Link
+from beacon_proxy.rewrite.signed import unwrap_signed
 from beacon_proxy.rewrite.step import Copy, received_header
 from beacon_proxy.spool.envelope import Envelope
 from beacon_proxy.tokens import Claims, Purpose, Tokens, url_identity
 
-__all__ = ["BeaconStep", "open_links"]
+__all__ = ["Analyse", "BeaconStep", "inline_analyse", "open_links"]
 
 log = logging.getLogger(__name__)
+
+Analyse = Callable[[bytes], Awaitable[Analysis]]
+"""Analyse one message; raises when it cannot (the copy then falls back)."""
+
+_THREAD_BYTES = 1 << 20  # unwrap big messages off the event loop
+
+
+def inline_analyse(engine: Engine) -> Analyse:
+    """Analysis in this process (a thread for big messages): for tests and ``scan``."""
+
+    async def analyse(data: bytes) -> Analysis:
+        if len(data) > _THREAD_BYTES:
+            return await asyncio.to_thread(engine.analyse, data)
+        return engine.analyse(data)
+
+    return analyse
 
 
 def open_links(tokens: Tokens, public_url: str, recipient: str, list_id: str | None,
@@ -37,36 +61,69 @@ def open_links(tokens: Tokens, public_url: str, recipient: str, list_id: str | N
     return link
 
 
+async def _variant(analyse: Analyse, data: bytes) -> Variant:
+    try:
+        return Variant(data, await analyse(data))
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:  # the copy falls back; never lose or block mail over it
+        log.warning("analysis failed: %r", exc)
+        return Variant(data, None, repr(exc)[:300])
+
+
+class _Message:
+    """A prepared message: renders each recipient's copy."""
+
+    def __init__(self, step: BeaconStep, envelope: Envelope, prepared: Prepared) -> None:
+        self.step, self.envelope, self.prepared = step, envelope, prepared
+
+    @property
+    def size(self) -> int:
+        return len(self.prepared.original.data)
+
+    def render(self, recipient: str, policy: Policy) -> Copy:
+        step, env = self.step, self.envelope
+        link = open_links(step.tokens, step.public_url, recipient, self.prepared.list_id,
+                          env.queue_id)
+        decided = decide(step.engine, self.prepared, recipient, policy, step.policy, link)
+        COPIES.labels(decided.outcome.value).inc()
+        report = _report(decided, policy)
+        if decided.data is None:
+            return Copy(b"", report, held=decided.problems[-1])
+        return Copy(received_header(env, recipient, step.hostname) + decided.data, report)
+
+
+def _report(decided: Decided, policy: Policy) -> dict[str, Any]:
+    if decided.rendered is not None:
+        out = decided.rendered.report(policy, decided.problems)
+    else:
+        out = {"beacons": None}
+        if decided.problems:
+            out["rewrite_problems"] = list(decided.problems)
+    out["outcome"] = decided.outcome.value
+    if decided.neutralised:
+        out["neutralised"] = decided.neutralised
+    return out
+
+
 class BeaconStep:
     def __init__(self, engine: Engine, tokens: Tokens, *, public_url: str, hostname: str,
-                 cache_size: int = 64) -> None:
+                 policy: CopyPolicy | None = None, analyse: Analyse | None = None) -> None:
         self.engine = engine
         self.tokens = tokens
         self.public_url = public_url.rstrip("/")
         self.hostname = hostname
-        self._cache: OrderedDict[str, tuple[bytes, Analysis]] = OrderedDict()
-        self._cache_size = cache_size
+        self.policy = policy or CopyPolicy()
+        self.analyse = analyse or inline_analyse(engine)
 
-    def analysis(self, envelope: Envelope, data: bytes) -> Analysis:
-        key = envelope.queue_id
-        hit = self._cache.get(key)
-        if hit is not None and hit[0] is data:
-            self._cache.move_to_end(key)
-            return hit[1]
-        analysis = self.engine.analyse(data)
-        self._cache[key] = (data, analysis)
-        if len(self._cache) > self._cache_size:
-            self._cache.popitem(last=False)
-        return analysis
-
-    def render(self, envelope: Envelope, data: bytes, recipient: str, policy: Policy) -> Copy:
-        trace = received_header(envelope, recipient, self.hostname)
-        try:
-            analysis = self.analysis(envelope, data)
-            link = open_links(self.tokens, self.public_url, recipient, analysis.list_id,
-                              envelope.queue_id)
-            rendered = self.engine.render(analysis, recipient, policy, link)
-        except Exception as exc:  # never lose or block mail over a rewrite bug
-            log.exception("rewrite of %s failed; delivering it unmodified", envelope.queue_id)
-            return Copy(trace + data, {"beacons": None, "rewrite_problems": [f"error: {exc!r}"]})
-        return Copy(trace + rendered.data, rendered.report(policy, analysis.problems))
+    async def prepare(self, envelope: Envelope, data: bytes) -> _Message:
+        original = await _variant(self.analyse, data)
+        signed = original.analysis is not None and original.analysis.signed
+        prepared = Prepared(original, signed)
+        if signed and self.policy.signed == "unwrap":
+            unwrapped = (await asyncio.to_thread(unwrap_signed, data) if len(data) > _THREAD_BYTES
+                         else unwrap_signed(data))
+            if unwrapped is not None:
+                prepared.unwrapped = await _variant(self.analyse, unwrapped)
+                log.info("%s: signed content unwrapped for refused copies", envelope.queue_id)
+        return _Message(self, envelope, prepared)

@@ -1,11 +1,26 @@
 """Charsets for a byte-level HTML scanner: labels, scan views, text in and out.
 
-The scanner works on the transfer-decoded bytes of a part, whatever their
-charset, and keeps byte offsets into them.  :func:`scan_view` gives it a
-same-length copy in which a byte below 0x80 is always a real ASCII character;
-every byte that belongs to a multi-byte character is 0x80 or above (for
-Shift_JIS, GBK, Big5 and EUC-KR, trail bytes in the ASCII range get their top
-bit set; ISO-2022 escape sequences and the text they switch to become 0x80).
+Every label a mail client renders is understood (:func:`normalise_charset`:
+the whole WHATWG Encoding Standard label table, UTF-32, UTF-7 and the labels
+mail software writes), and every part can be scanned, in one of three ways:
+
+* **ASCII-compatible** charsets (UTF-8, the ISO-8859 and windows-125x
+  families, EUC, Shift_JIS, GBK, Big5, ISO-2022-JP/KR, ...): the scanner works
+  on the transfer-decoded bytes and keeps byte offsets into them.
+  :func:`scan_view` gives it a same-length copy in which a byte below 0x80 is
+  always a real ASCII character; every byte that belongs to a multi-byte
+  character is 0x80 or above (for Shift_JIS, GBK, Big5 and EUC-KR, trail bytes
+  in the ASCII range get their top bit set; ISO-2022 escape sequences and the
+  text they switch to become 0x80).
+* **Unknown labels** (``x-unknown``) and WHATWG's ``replacement``: the markup
+  and the URLs of any mail a client can render are ASCII, so such a part is
+  scanned as its own bytes (the identity view) and may be modified; inserted
+  text is ASCII with ``&#NNNN;`` for the rest.
+* **Transcoded** charsets (:func:`is_transcoded`: UTF-16, UTF-32, UTF-7,
+  HZ-GB-2312), whose bytes are not ASCII-compatible: the part is scanned and
+  edited as a UTF-8 transcoding (:func:`to_utf8`, charset ``"utf-8"``) and
+  written back with :func:`from_utf8`.  :func:`effective_charset` first says
+  what a client really decodes (a byte order mark wins over the label).
 
 >>> view = scan_view("<b>表</b>".encode("shift_jis"), "Shift_JIS")
 >>> view
@@ -14,10 +29,15 @@ b'<b>\\x95\\xdc</b>'
 b'\\\\'
 >>> normalise_charset("x-sjis"), normalise_charset(None), normalise_charset("klingon")
 ('shift_jis', 'us-ascii', 'x-unknown')
+>>> data = "<img src=x>".encode("utf-16")            # a BOM, then the native byte order
+>>> charset = effective_charset(data, "UTF-16")
+>>> charset in ("utf-16le", "utf-16be"), is_transcoded(charset), to_utf8(data, charset)
+(True, True, b'<img src=x>')
+>>> from_utf8(b"<img>", charset, bom=has_bom(data, charset)) == "<img>".encode("utf-16")
+True
 
-A part whose charset is not supported (UTF-16/32, UTF-7, unknown labels) must
-not be modified; :func:`looks_valid` tells whether the bytes agree with the
-label ("lying charsets"), so the caller may leave such a part alone too.
+:func:`looks_valid` tells whether the bytes agree with an ASCII-compatible label
+("lying charsets"); :func:`lenient_view` is the view to scan when they do not.
 """
 
 from __future__ import annotations
@@ -31,19 +51,27 @@ from typing import Final, Literal
 
 __all__ = [
     "UNKNOWN_CHARSET",
+    "WHATWG_LABELS",
     "decode_text",
+    "effective_charset",
     "encode_text",
+    "from_utf8",
+    "has_bom",
     "is_supported",
+    "is_transcoded",
+    "lenient_view",
     "looks_valid",
     "normalise_charset",
     "scan_view",
+    "to_utf8",
 ]
 
 UNKNOWN_CHARSET: Final = "x-unknown"
 """What :func:`normalise_charset` returns for a label it does not know."""
 
 _Kind = Literal[
-    "ascii", "utf8", "single", "euc", "sjis", "gbk", "big5", "uhc", "2022jp", "2022kr", "none"
+    "ascii", "utf8", "single", "xud", "euc", "sjis", "gbk", "big5", "uhc", "2022jp", "2022kr",
+    "lenient", "transcoded",
 ]
 
 
@@ -60,13 +88,15 @@ def _table() -> dict[str, _Charset]:
         _Charset("us-ascii", "utf-8", "ascii", "ascii"),
         _Charset("utf-8", "utf-8", "utf-8", "utf8"),
         *(_Charset(f"iso-8859-{i}", f"iso8859-{i}", f"iso8859-{i}", "single")
-          for i in (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 13, 14, 15, 16)),
+          for i in (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 13, 14, 15, 16)),
         *(_Charset(f"windows-{i}", f"cp{i}", f"cp{i}", "single") for i in range(1250, 1259)),
         _Charset("windows-874", "cp874", "cp874", "single"),
         _Charset("koi8-r", "koi8-r", "koi8-r", "single"),
         _Charset("koi8-u", "koi8-u", "koi8-u", "single"),
         _Charset("ibm866", "cp866", "cp866", "single"),
         _Charset("macintosh", "mac-roman", "mac-roman", "single"),
+        _Charset("x-mac-cyrillic", "mac-cyrillic", "mac-cyrillic", "single"),
+        _Charset("x-user-defined", "x-user-defined", "x-user-defined", "xud"),
         _Charset("euc-jp", "euc_jp", "euc_jp", "euc"),
         _Charset("shift_jis", "cp932", "cp932", "sjis"),
         _Charset("gbk", "gb18030", "gbk", "gbk"),
@@ -75,43 +105,130 @@ def _table() -> dict[str, _Charset]:
         _Charset("euc-kr", "cp949", "cp949", "uhc"),
         _Charset("iso-2022-jp", "iso2022_jp_2", "iso2022_jp", "2022jp"),
         _Charset("iso-2022-kr", "iso2022_kr", "iso2022_kr", "2022kr"),
-        *(_Charset(n, n, n, "none") for n in ("utf-16", "utf-16le", "utf-16be", "utf-32",
-                                             "utf-32le", "utf-32be", "utf-7")),
-        _Charset("hz-gb-2312", "hz", "hz", "none"),
-        _Charset(UNKNOWN_CHARSET, "utf-8", "utf-8", "none"),
+        # Without a byte order mark, "utf-16" and "utf-32" are big-endian (RFC 2781);
+        # effective_charset() picks the order the bytes show.
+        _Charset("utf-16", "utf-16-be", "utf-16-be", "transcoded"),
+        _Charset("utf-32", "utf-32-be", "utf-32-be", "transcoded"),
+        *(_Charset(f"utf-{n}{e}", f"utf-{n}-{e}", f"utf-{n}-{e}", "transcoded")
+          for n in (16, 32) for e in ("le", "be")),
+        _Charset("utf-7", "utf-7", "utf-7", "transcoded"),
+        _Charset("hz-gb-2312", "hz", "hz", "transcoded"),
+        _Charset("replacement", "utf-8", "ascii", "lenient"),
+        _Charset(UNKNOWN_CHARSET, "utf-8", "ascii", "lenient"),
     ]
     return {row.name: row for row in rows}
 
 
 _CHARSETS: Final = _table()
 
-# Labels seen in mail that Python's codec registry does not know or maps elsewhere.
+WHATWG_LABELS: Final[dict[str, tuple[str, ...]]] = {
+    name: tuple(labels.split()) for name, labels in {
+        # The label table of the WHATWG Encoding Standard (encodings.json), encoding -> labels.
+        "utf-8": "unicode-1-1-utf-8 unicode11utf8 unicode20utf8 utf-8 utf8 x-unicode20utf8",
+        "ibm866": "866 cp866 csibm866 ibm866",
+        "iso-8859-2": "csisolatin2 iso-8859-2 iso-ir-101 iso8859-2 iso88592 iso_8859-2 "
+                      "iso_8859-2:1987 l2 latin2",
+        "iso-8859-3": "csisolatin3 iso-8859-3 iso-ir-109 iso8859-3 iso88593 iso_8859-3 "
+                      "iso_8859-3:1988 l3 latin3",
+        "iso-8859-4": "csisolatin4 iso-8859-4 iso-ir-110 iso8859-4 iso88594 iso_8859-4 "
+                      "iso_8859-4:1988 l4 latin4",
+        "iso-8859-5": "csisolatincyrillic cyrillic iso-8859-5 iso-ir-144 iso8859-5 iso88595 "
+                      "iso_8859-5 iso_8859-5:1988",
+        "iso-8859-6": "arabic asmo-708 csiso88596e csiso88596i csisolatinarabic ecma-114 "
+                      "iso-8859-6 iso-8859-6-e iso-8859-6-i iso-ir-127 iso8859-6 iso88596 "
+                      "iso_8859-6 iso_8859-6:1987",
+        "iso-8859-7": "csisolatingreek ecma-118 elot_928 greek greek8 iso-8859-7 iso-ir-126 "
+                      "iso8859-7 iso88597 iso_8859-7 iso_8859-7:1987 sun_eu_greek",
+        "iso-8859-8": "csiso88598e csisolatinhebrew hebrew iso-8859-8 iso-8859-8-e iso-ir-138 "
+                      "iso8859-8 iso88598 iso_8859-8 iso_8859-8:1988 visual",
+        "iso-8859-8-i": "csiso88598i iso-8859-8-i logical",
+        "iso-8859-10": "csisolatin6 iso-8859-10 iso-ir-157 iso8859-10 iso885910 l6 latin6",
+        "iso-8859-13": "iso-8859-13 iso8859-13 iso885913",
+        "iso-8859-14": "iso-8859-14 iso8859-14 iso885914",
+        "iso-8859-15": "csisolatin9 iso-8859-15 iso8859-15 iso885915 iso_8859-15 l9",
+        "iso-8859-16": "iso-8859-16",
+        "koi8-r": "cskoi8r koi koi8 koi8-r koi8_r",
+        "koi8-u": "koi8-ru koi8-u",
+        "macintosh": "csmacintosh mac macintosh x-mac-roman",
+        "windows-874": "dos-874 iso-8859-11 iso8859-11 iso885911 tis-620 windows-874",
+        "windows-1250": "cp1250 windows-1250 x-cp1250",
+        "windows-1251": "cp1251 windows-1251 x-cp1251",
+        "windows-1252": "ansi_x3.4-1968 ascii cp1252 cp819 csisolatin1 ibm819 iso-8859-1 "
+                        "iso-ir-100 iso8859-1 iso88591 iso_8859-1 iso_8859-1:1987 l1 latin1 "
+                        "us-ascii windows-1252 x-cp1252",
+        "windows-1253": "cp1253 windows-1253 x-cp1253",
+        "windows-1254": "cp1254 csisolatin5 iso-8859-9 iso-ir-148 iso8859-9 iso88599 "
+                        "iso_8859-9 iso_8859-9:1989 l5 latin5 windows-1254 x-cp1254",
+        "windows-1255": "cp1255 windows-1255 x-cp1255",
+        "windows-1256": "cp1256 windows-1256 x-cp1256",
+        "windows-1257": "cp1257 windows-1257 x-cp1257",
+        "windows-1258": "cp1258 windows-1258 x-cp1258",
+        "x-mac-cyrillic": "x-mac-cyrillic x-mac-ukrainian",
+        "gbk": "chinese csgb2312 csiso58gb231280 gb2312 gb_2312 gb_2312-80 gbk iso-ir-58 x-gbk",
+        "gb18030": "gb18030",
+        "big5": "big5 big5-hkscs cn-big5 csbig5 x-x-big5",
+        "euc-jp": "cseucpkdfmtjapanese euc-jp x-euc-jp",
+        "iso-2022-jp": "csiso2022jp iso-2022-jp",
+        "shift_jis": "csshiftjis ms932 ms_kanji shift-jis shift_jis sjis windows-31j x-sjis",
+        "euc-kr": "cseuckr csksc56011987 euc-kr iso-ir-149 korean ks_c_5601-1987 "
+                  "ks_c_5601-1989 ksc5601 ksc_5601 windows-949",
+        "replacement": "csiso2022kr hz-gb-2312 iso-2022-cn iso-2022-cn-ext iso-2022-kr "
+                       "replacement",
+        "utf-16be": "unicodefffe utf-16be",
+        "utf-16le": "csunicode iso-10646-ucs-2 ucs-2 unicode unicodefeff utf-16 utf-16le",
+        "x-user-defined": "x-user-defined",
+    }.items()
+}
+"""The WHATWG Encoding Standard's labels by encoding name (lower case), as browsers use them.
+
+:func:`normalise_charset` knows every one; where mail differs it keeps the mail
+meaning (see ``_MAIL_LABELS``).
+"""
+
+# Where mail clients read a WHATWG label differently from a browser, the mail meaning wins:
+# ``us-ascii`` is the MIME default (and often unlabelled UTF-8), ISO-8859-1/-9 stay
+# themselves, ISO-2022-KR and HZ are decoded by mail clients (browsers refuse them), and a
+# bare "utf-16" follows RFC 2781 (byte order mark, else big-endian), not WHATWG's "LE".
+_MAIL_LABELS: Final = {
+    **dict.fromkeys(("ansi_x3.4-1968", "ascii", "us-ascii", "us"), "us-ascii"),
+    **dict.fromkeys(("cp819", "csisolatin1", "ibm819", "iso-8859-1", "iso-ir-100", "iso8859-1",
+                     "iso88591", "iso_8859-1", "iso_8859-1:1987", "l1", "latin1", "latin-1"),
+                    "iso-8859-1"),
+    **dict.fromkeys(("csisolatin5", "iso-8859-9", "iso-ir-148", "iso8859-9", "iso88599",
+                     "iso_8859-9", "iso_8859-9:1989", "l5", "latin5"), "iso-8859-9"),
+    "iso-8859-8-i": "iso-8859-8", "csiso88598i": "iso-8859-8", "logical": "iso-8859-8",
+    "iso-2022-kr": "iso-2022-kr", "csiso2022kr": "iso-2022-kr", "hz-gb-2312": "hz-gb-2312",
+    "utf-16": "utf-16",
+}
+# Labels seen in mail that neither WHATWG nor Python's codec registry map to our names.
+_EXTRA_LABELS: Final = {
+    "x-ms-cp932": "shift_jis", "cp932": "shift_jis", "iso-2022-jp-1": "iso-2022-jp",
+    "iso-2022-jp-2": "iso-2022-jp", "cp936": "gbk", "euc-cn": "gbk", "cp950": "big5",
+    "cp949": "euc-kr", "uhc": "euc-kr", "cp-1252": "windows-1252",
+    **dict.fromkeys(("utf-32", "utf32", "ucs-4", "ucs4", "csucs4", "iso-10646-ucs-4"), "utf-32"),
+    "utf-32le": "utf-32le", "utf-32be": "utf-32be", "x-utf-16le": "utf-16le",
+    "x-utf-16be": "utf-16be",
+    **dict.fromkeys(("utf-7", "utf7", "unicode-1-1-utf-7", "csunicode11utf7",
+                     "unicode-2-0-utf-7", "x-unicode-2-0-utf-7", "x-unicode20utf7"), "utf-7"),
+    "hz": "hz-gb-2312", "x-hz": "hz-gb-2312",
+}
+_FROM_WHATWG: Final = {"iso-8859-8-i": "iso-8859-8"}  # WHATWG encodings we decode as another
 _LABELS: Final = {
-    "utf8": "utf-8", "unicode-1-1-utf-8": "utf-8", "ascii": "us-ascii", "us": "us-ascii",
-    "latin1": "iso-8859-1", "latin-1": "iso-8859-1", "l1": "iso-8859-1",
-    "x-sjis": "shift_jis", "shift-jis": "shift_jis", "sjis": "shift_jis", "ms_kanji": "shift_jis",
-    "csshiftjis": "shift_jis", "windows-31j": "shift_jis", "cp932": "shift_jis",
-    "ms932": "shift_jis", "x-ms-cp932": "shift_jis", "x-euc-jp": "euc-jp",
-    "cseucpkdfmtjapanese": "euc-jp", "csiso2022jp": "iso-2022-jp", "iso-2022-jp-1": "iso-2022-jp",
-    "iso-2022-jp-2": "iso-2022-jp", "gb2312": "gbk", "x-gbk": "gbk", "cp936": "gbk",
-    "chinese": "gbk", "csgb2312": "gbk", "euc-cn": "gbk", "gb_2312-80": "gbk",
-    "big5-hkscs": "big5", "cn-big5": "big5", "csbig5": "big5", "x-x-big5": "big5", "cp950": "big5",
-    "ks_c_5601-1987": "euc-kr", "ks_c_5601-1989": "euc-kr", "ksc5601": "euc-kr",
-    "ksc_5601": "euc-kr", "korean": "euc-kr", "cseuckr": "euc-kr", "windows-949": "euc-kr",
-    "cp949": "euc-kr", "uhc": "euc-kr", "csiso2022kr": "iso-2022-kr",
-    "cp-1252": "windows-1252", "x-cp1252": "windows-1252", "tis-620": "windows-874",
-    "iso-8859-11": "windows-874", "dos-874": "windows-874", "iso-8859-8-i": "iso-8859-8",
-    "mac": "macintosh", "x-mac-roman": "macintosh", "cp866": "ibm866", "866": "ibm866",
-    "koi8": "koi8-r", "koi8-ru": "koi8-u", "unicode-1-1-utf-7": "utf-7", "unicode": "utf-16",
+    **{label: _FROM_WHATWG.get(name, name)
+       for name, labels in WHATWG_LABELS.items() for label in labels},
+    **_MAIL_LABELS,
+    **_EXTRA_LABELS,
 }
 # Python codec names (codecs.lookup(label).name) that map to one of ours.
 _CODEC_NAMES: Final = {
-    **{row.decoder: row.name for row in _CHARSETS.values() if row.kind in ("single", "none")},
+    **{codecs.lookup(row.decoder).name: row.name for row in _CHARSETS.values()
+       if row.kind in ("single", "transcoded")},
     "ascii": "us-ascii", "utf-8": "utf-8", "shift_jis": "shift_jis", "cp932": "shift_jis",
     "euc_jp": "euc-jp", "gb2312": "gbk", "gbk": "gbk", "gb18030": "gb18030", "big5": "big5",
     "big5hkscs": "big5", "cp950": "big5", "euc_kr": "euc-kr", "cp949": "euc-kr",
     "iso2022_jp": "iso-2022-jp", "iso2022_jp_1": "iso-2022-jp", "iso2022_jp_2": "iso-2022-jp",
     "iso2022_jp_ext": "iso-2022-jp", "iso2022_kr": "iso-2022-kr", "tis-620": "windows-874",
+    "iso8859-11": "windows-874", "utf-16": "utf-16", "utf-32": "utf-32",
 }
 
 
@@ -121,6 +238,8 @@ def normalise_charset(name: str | None) -> str:
 
     >>> normalise_charset('"UTF8"'), normalise_charset("cp-1252"), normalise_charset("latin1")
     ('utf-8', 'windows-1252', 'iso-8859-1')
+    >>> normalise_charset("unicode20utf8"), normalise_charset("ucs-2"), normalise_charset("UTF-16")
+    ('utf-8', 'utf-16le', 'utf-16')
     >>> normalise_charset("rot13")      # a Python codec, but not a charset
     'x-unknown'
     """
@@ -131,8 +250,9 @@ def normalise_charset(name: str | None) -> str:
         return "us-ascii"
     if label in _CHARSETS and label != UNKNOWN_CHARSET:
         return label
-    if label in _LABELS:
-        return _LABELS[label]
+    found = _LABELS.get(label)
+    if found is not None:
+        return found
     if len(label) > 40 or not label.isascii():
         return UNKNOWN_CHARSET
     try:
@@ -147,12 +267,200 @@ def _info(charset: str) -> _Charset:
 
 
 def is_supported(charset: str) -> bool:
-    """Whether a part in this charset can be scanned and modified.
+    """Whether a part in this charset can be scanned and modified: always, now.
+
+    An unknown label is scanned as its ASCII bytes, a transcoded charset
+    (:func:`is_transcoded`) through its UTF-8 transcoding.  Kept so that callers
+    that ask keep working.
 
     >>> is_supported("ISO-2022-JP"), is_supported("utf-16"), is_supported("x-unknown")
-    (True, False, False)
+    (True, True, True)
     """
-    return _info(charset).kind != "none"
+    del charset
+    return True
+
+
+def is_transcoded(charset: str) -> bool:
+    """Whether the charset is not ASCII-compatible: scan ``to_utf8(...)``, not the bytes.
+
+    UTF-16, UTF-32 (any byte order), UTF-7 and HZ-GB-2312.
+
+    >>> is_transcoded("utf-16le"), is_transcoded("UTF-7"), is_transcoded("shift_jis")
+    (True, True, False)
+    """
+    return _info(charset).kind == "transcoded"
+
+
+# --- byte order marks and transcoding ---------------------------------------------------------
+
+_BOMS: Final = (  # longest first: FF FE 00 00 is UTF-32LE if what follows is UTF-32 (_utf32)
+    (b"\xef\xbb\xbf", "utf-8"),
+    (b"\xff\xfe\x00\x00", "utf-32le"),
+    (b"\x00\x00\xfe\xff", "utf-32be"),
+    (b"\xff\xfe", "utf-16le"),
+    (b"\xfe\xff", "utf-16be"),
+)
+_ANY_BOM: Final = tuple(bom for bom, _ in _BOMS)
+_BOM_OF: Final[dict[str, tuple[bytes, ...]]] = {
+    **{name: (bom,) for bom, name in _BOMS},
+    "utf-16": (b"\xff\xfe", b"\xfe\xff"),
+    "utf-32": (b"\xff\xfe\x00\x00", b"\x00\x00\xfe\xff"),
+    "utf-7": (b"+/v8", b"+/v9", b"+/v+", b"+/v/"),  # U+FEFF, then 2 bits of what follows
+}
+_UTF16: Final = frozenset({"utf-16", "utf-16le", "utf-16be"})
+_UTF32: Final = frozenset({"utf-32", "utf-32le", "utf-32be"})
+_SNIFF: Final = 4096  # bytes looked at to find the byte order (a multiple of 4)
+
+
+def effective_charset(decoded: bytes, label: str) -> str:
+    """The charset a client really decodes ``decoded`` with, given the part's label.
+
+    * A byte order mark wins over any label, as in browsers: UTF-8
+      (``EF BB BF``), UTF-32LE (``FF FE 00 00``), UTF-32BE (``00 00 FE FF``),
+      UTF-16LE (``FF FE``), UTF-16BE (``FE FF``).  A UTF-32 mark counts only if
+      the first 4 KB are valid UTF-32 and the length a multiple of 4: browsers
+      know no UTF-32 and read ``FF FE 00 00 3C 00`` as UTF-16LE ``\\0<``.
+    * Otherwise a ``utf-16`` or ``utf-32`` label gets the byte order that the
+      NUL bytes of the first 4 KB show (ASCII markup is half or three quarters
+      NULs), big-endian when they do not tell (RFC 2781).
+    * A UTF-16/UTF-32 label on bytes without a single NUL cannot be UTF-16/32
+      markup (``<`` would be ``3C 00``): it is a lying label on ASCII-compatible
+      bytes, scanned as an unknown charset (``x-unknown``, the identity view).
+    * Otherwise the normalised label.
+
+    Looks at a prefix only (and, for UTF-16/32 labels, one ``memchr``).
+
+    >>> effective_charset(b"\\xef\\xbb\\xbf<p>", "iso-8859-1")
+    'utf-8'
+    >>> effective_charset("<p>".encode("utf-16-le"), "utf-16"), effective_charset(b"<p>", "utf-16")
+    ('utf-16le', 'x-unknown')
+    """
+    charset = normalise_charset(label)
+    if decoded.startswith(_ANY_BOM):
+        for bom, name in _BOMS:
+            if decoded.startswith(bom) and (name[4:6] != "32" or _utf32(decoded, name)):
+                return name
+    if charset in _UTF16 or charset in _UTF32:
+        if decoded and b"\x00" not in decoded:
+            return UNKNOWN_CHARSET
+        if charset == "utf-16":
+            head = decoded[:_SNIFF]
+            return "utf-16le" if head[1::2].count(0) > head[0::2].count(0) else "utf-16be"
+        if charset == "utf-32":
+            head = decoded[:_SNIFF]
+            return "utf-32le" if head[3::4].count(0) > head[0::4].count(0) else "utf-32be"
+    return charset
+
+
+def _utf32(decoded: bytes, charset: str) -> bool:
+    """Whether a UTF-32 BOM really starts UTF-32 (else ``FF FE 00 00`` is UTF-16LE and U+0000).
+
+    Browsers know no UTF-32 and read ``FF FE`` as UTF-16LE whatever follows, so a
+    UTF-16 document must not be taken for UTF-32 (and then scanned as garbage)
+    just because its first character is U+0000.
+    """
+    if len(decoded) % 4:
+        return False
+    try:
+        decoded[:_SNIFF].decode(_CHARSETS[charset].decoder)
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def has_bom(decoded: bytes, charset: str) -> bool:
+    """Whether ``decoded`` starts with the byte order mark of ``charset``.
+
+    UTF-8, UTF-16 and UTF-32 (either byte order for the bare labels) and UTF-7
+    (``+/v8`` ...) have one; pass :func:`effective_charset`.
+
+    >>> has_bom(b"\\xff\\xfe<\\x00", "utf-16le"), has_bom(b"<\\x00", "utf-16le")
+    (True, False)
+    """
+    return decoded.startswith(_BOM_OF.get(normalise_charset(charset), ()))
+
+
+def _transcoded(charset: str) -> _Charset:
+    info = _info(charset)
+    if info.kind != "transcoded":
+        raise ValueError(f"charset {charset!r} is ASCII-compatible: scan its bytes")
+    return info
+
+
+def _text(decoded: bytes, info: _Charset) -> str:
+    """The text of a transcoded charset, lenient, without its byte order mark.
+
+    UTF-16/32 lone surrogates survive (``surrogatepass``) so that the round
+    trip through UTF-8 is exact; other broken input becomes U+FFFD.
+    """
+    if info.name in _UTF16 or info.name in _UTF32:
+        if info.name in ("utf-16", "utf-32"):
+            info = _CHARSETS[effective_charset(decoded, info.name)]
+            if info.kind != "transcoded":  # no NUL at all: not UTF-16/32 bytes
+                return decoded.decode("utf-8", "replace")
+        try:
+            text = decoded.decode(info.decoder, "surrogatepass")
+        except UnicodeDecodeError:
+            text = decoded.decode(info.decoder, "replace")
+    else:
+        text = decoded.decode(info.decoder, "replace")
+    return text[1:] if text.startswith("\ufeff") else text
+
+
+def to_utf8(decoded: bytes, charset: str) -> bytes:
+    """The UTF-8 transcoding of a part in a transcoded charset, to scan and edit as ``utf-8``.
+
+    Lenient (undecodable bytes become U+FFFD); a leading byte order mark is
+    dropped (:func:`has_bom` remembers it); UTF-16/32 lone surrogates are kept
+    (as their 3-byte UTF-8-style forms, so the round trip is exact).  The bare
+    ``utf-16``/``utf-32`` labels are resolved by :func:`effective_charset`.
+    Raises :class:`ValueError` for an ASCII-compatible charset.
+
+    >>> to_utf8(b"+ADw-img src=x+AD4-", "utf-7")
+    b'<img src=x>'
+    """
+    return _text(decoded, _transcoded(charset)).encode("utf-8", "surrogatepass")
+
+
+def from_utf8(data: bytes, charset: str, *, bom: bool) -> bytes:
+    """Encode an (edited) UTF-8 transcoding back to ``charset``, with a BOM if ``bom``.
+
+    ``charset`` must be definite (what :func:`effective_charset` returns): a bare
+    ``utf-16``/``utf-32`` has no byte order and raises :class:`ValueError`, as
+    does an ASCII-compatible charset.  For UTF-16/32 ``from_utf8(to_utf8(b, c),
+    c, bom=has_bom(b, c)) == b`` for any well-formed ``b``; UTF-7 and HZ
+    encodings are not unique, so only the text is the same.  Characters HZ
+    lacks become ``&#NNNN;``.
+
+    >>> from_utf8(b"<a>", "utf-16be", bom=True)
+    b'\\xfe\\xff\\x00<\\x00a\\x00>'
+    """
+    info = _transcoded(charset)
+    if info.name in ("utf-16", "utf-32"):
+        raise ValueError(f"{charset!r} has no byte order: pass effective_charset()")
+    try:
+        text = data.decode("utf-8", "surrogatepass")
+    except UnicodeDecodeError:
+        text = data.decode("utf-8", "replace")
+    if bom:
+        text = "\ufeff" + text
+    if info.name == "hz-gb-2312":
+        return _hz_encode(text)
+    return text.encode(info.encoder, "surrogatepass")
+
+
+_HZ_GB: Final = re.compile(rb"[\x80-\xff]+")
+_SEVEN_BITS: Final = bytes(b & 0x7F for b in range(256))
+
+
+def _hz_encode(text: str, errors: str = "xmlcharrefreplace") -> bytes:
+    """HZ (RFC 1843): ASCII with ``~~`` for ``~``, GB2312 runs 7-bit inside ``~{`` ... ``~}``.
+
+    CPython's own ``hz`` encoder sometimes drops the second ``~`` of ``~~`` at a
+    buffer boundary (3.11), which would turn ``~x`` into an escape.
+    """
+    gb = text.replace("~", "~~").encode("gb2312", errors)
+    return _HZ_GB.sub(lambda m: b"~{" + m.group().translate(_SEVEN_BITS) + b"~}", gb)
 
 
 # --- scan views -------------------------------------------------------------------------------
@@ -283,9 +591,10 @@ def _iso2022kr_view(data: bytes) -> bytes:
 def scan_view(decoded: bytes, charset: str) -> bytes:
     """A same-length view of ``decoded`` whose bytes below 0x80 are exactly its ASCII characters.
 
-    Identity for UTF-8, EUC-JP and ASCII-compatible single-byte charsets.  Unsupported
-    charsets (UTF-16/32, UTF-7) give an all-0x80 view; an unknown label gives the
-    identity (best effort for reports: such a part is never modified).  Never raises.
+    Identity for UTF-8, EUC-JP, ASCII-compatible single-byte charsets and unknown
+    labels.  A transcoded charset's own bytes have no ASCII structure: they give
+    an all-0x80 view; the engine scans ``to_utf8(decoded, charset)`` with
+    charset ``"utf-8"`` instead.  Never raises.
 
     >>> scan_view(b"\\x1b$B%=\\x1b(B<a>", "iso-2022-jp")
     b'\\x80\\x80\\x80\\x80\\x80\\x80\\x80\\x80<a>'
@@ -297,8 +606,38 @@ def scan_view(decoded: bytes, charset: str) -> bytes:
         return _iso2022jp_view(decoded)
     if info.kind == "2022kr":
         return _iso2022kr_view(decoded)
-    if info.kind == "none" and info.name != UNKNOWN_CHARSET:
+    if info.kind == "transcoded":
         return bytes([_MASK]) * len(decoded)
+    return decoded
+
+
+def lenient_view(decoded: bytes, charset: str) -> bytes:
+    """The view to scan when ``looks_valid`` is False (a lying label): the bytes themselves.
+
+    Clients disagree about bytes that are not valid in their label: a browser
+    engine resynchronises after an invalid sequence and reads a following ASCII
+    byte as ASCII, others give up on the label and render the part as UTF-8 or
+    windows-1252, some guess another charset.  Every ASCII-compatible reading
+    shows an ASCII byte as that character at least when it is not inside a
+    valid multi-byte character, so the identity view finds every tag, attribute
+    and URL any of them can see, plus possibly a few spurious ones made of trail
+    bytes (``@``, letters, ``[\\]^_`{|}~``, digits; never ``<``, ``>``, quotes,
+    ``=`` or space).  For a refused recipient a missed tracker is a leak while a
+    spurious match at worst removes a few bytes of an already garbled
+    character, so the superset is the safe side.  One exception: a valid
+    character whose trail byte is ``\\`` just before a CSS string's closing quote
+    (Shift_JIS ``表``, ``能``, ``ソ``) escapes that quote in this view, so a
+    ``url()`` later on the same line is read as string text; only scanning both
+    this view and :func:`scan_view` (and removing both sets of trackers) covers
+    both kinds of client there.
+
+    A transcoded charset is never scanned as bytes: :class:`ValueError`.
+
+    >>> lenient_view(b"<p>\\x82</p>", "shift_jis")
+    b'<p>\\x82</p>'
+    """
+    if _info(charset).kind == "transcoded":
+        raise ValueError(f"scan the UTF-8 transcoding of {charset!r}, not its bytes")
     return decoded
 
 
@@ -318,13 +657,17 @@ def looks_valid(decoded: bytes, charset: str) -> bool:
     ``us-ascii`` (also the default for a missing label) accepts UTF-8, which real
     mail sends unlabelled with a ``<meta charset>``.  ISO-2022 is checked for its
     structure (7-bit, known escape sequences) so vendor extensions such as NEC's
-    circled digits pass.  Unsupported and unknown charsets are never valid.
+    circled digits pass.  An unknown label (scanned as ASCII) and
+    ``x-user-defined`` accept any bytes.  A transcoded charset's bytes are never
+    a scan input (False): its UTF-8 transcoding is checked as ``utf-8``.
 
     >>> looks_valid("café".encode(), "utf-8"), looks_valid("café".encode("latin-1"), "utf-8")
     (True, False)
     """
     info = _info(charset)
-    if info.kind == "none":
+    if info.kind in ("lenient", "xud"):
+        return True
+    if info.kind == "transcoded":
         return False
     if info.kind == "ascii":
         return decoded.isascii() or _strict(decoded, "utf-8")
@@ -336,10 +679,16 @@ def looks_valid(decoded: bytes, charset: str) -> bool:
     return _strict(decoded, info.decoder)
 
 
+# x-user-defined (WHATWG): ASCII, then bytes 0x80-0xFF as U+F780-U+F7FF.
+_XUD_DECODE: Final = "".join(map(chr, range(0x80))) + "".join(map(chr, range(0xF780, 0xF800)))
+_XUD_ENCODE: Final = codecs.charmap_build(_XUD_DECODE)
+
+
 def decode_text(raw: bytes, charset: str) -> str:
     """Decode a snippet (a URL, alt text) for reading; undecodable bytes become U+FFFD.
 
-    ``us-ascii`` and unknown labels are read as UTF-8.
+    ``us-ascii`` and unknown labels are read as UTF-8.  A transcoded charset is
+    read in its own encoding (the engine reads its transcoding as ``utf-8``).
 
     >>> decode_text(b"\\x1b$BF|K\\\\\\x1b(B", "iso-2022-jp")
     '日本'
@@ -351,19 +700,27 @@ def decode_text(raw: bytes, charset: str) -> str:
                 return raw.decode(codec)
             except UnicodeDecodeError:
                 continue
+    elif info.kind == "transcoded":
+        return _text(raw, info)
+    elif info.kind == "xud":
+        return codecs.charmap_decode(raw, "strict", _XUD_DECODE)[0]
     return raw.decode(info.decoder, "replace")
 
 
 def encode_text(text: str, charset: str, *, errors: str = "xmlcharrefreplace") -> bytes:
     """Encode text to insert into a part; characters the charset lacks become ``&#NNNN;``.
 
-    ISO-2022-JP output always ends in ASCII mode.  Raises :class:`ValueError` for
-    an unsupported or unknown charset (such a part is never modified).
+    ISO-2022-JP output always ends in ASCII mode.  An unknown label gets ASCII
+    (the rest as ``&#NNNN;``).  A transcoded charset gets its own encoding
+    without a byte order mark (big-endian for bare ``utf-16``/``utf-32``), but
+    the engine inserts into the UTF-8 transcoding, i.e. with ``"utf-8"``.
 
-    >>> encode_text("日本 €", "iso-2022-jp")
-    b'\\x1b$BF|K\\\\\\x1b(B &#8364;'
+    >>> encode_text("日本 €", "iso-2022-jp"), encode_text("Désolé", "x-unknown")
+    (b'\\x1b$BF|K\\\\\\x1b(B &#8364;', b'D&#233;sol&#233;')
     """
     info = _info(charset)
-    if info.kind == "none":
-        raise ValueError(f"cannot encode text for charset {charset!r}")
+    if info.kind == "xud":
+        return codecs.charmap_encode(text, errors, _XUD_ENCODE)[0]
+    if info.name == "hz-gb-2312":
+        return _hz_encode(text, errors)
     return text.encode(info.encoder, errors)

@@ -32,12 +32,9 @@ _WS = rb"[ \t\n\r\f]"
 _NEXT = re.compile(rb"[/\"'\\@(]")
 _NEXT_IN_SET = re.compile(rb"[/\"'\\()]")
 _NEXT_IN_BLOCK = re.compile(rb"[/\"'\\{}]")
-# A string ends at its quote, before a line break, or at the end (a backslash there too:
-# it escapes nothing, as in CSS; without "|\Z" the pattern failed on '"\\' at the end of a
-# <style> block, and that exception let the message through unmodified).
 _STRING = {
-    q: re.compile(rb"%c(?:[^%c\\\n\r\f]++|\\(?:\r\n|[\s\S]|\Z))*+(%c|(?=[\n\r\f])|\Z)"
-                  % (q, q, q))
+    # A backslash at the very end escapes nothing (CSS Syntax 4.3.5): the string ends there.
+    q: re.compile(rb"%c(?:[^%c\\\n\r\f]++|\\(?:\r\n|[\s\S])?+)*+(%c|(?=[\n\r\f])|\Z)" % (q, q, q))
     for q in b"\"'"
 }
 _FUNC_NAME = re.compile(rb"(?<![-\w\x80-\xff\\])(?:-webkit-)?(?:image-set|url|src)\Z", re.I)
@@ -51,7 +48,9 @@ _URL_UNQUOTED = re.compile(
 _URL_QUOTE = re.compile(_WS + rb"*+([\"'])")
 _CLOSE = re.compile(_WS + rb"*+(?:\)|\Z)")
 _AT = re.compile(rb"@(import|font-face)(?![-\w\x80-\xff\\])", re.I)
-_IMPORT_URL = re.compile(_WS + rb"*+(?:([\"'])|(url\())", re.I)
+# Whitespace and comments: "@import/**/'x'" imports x.
+_GAP = rb"(?:" + _WS + rb"++|/\*[^*]*+\*++(?:[^/*][^*]*+\*++)*+/)*+"
+_IMPORT_URL = re.compile(_GAP + rb"(?:([\"'])|(url\())", re.I)
 _IMPORT_TAIL = re.compile(rb"(?:[^;\"'{}]++|\"[^\"\n]*+\"?|'[^'\n]*+'?)*+;?")
 _PRELUDE = re.compile(rb"[^{;}]*+")  # an at-rule's prelude: its block opens with "{"
 _HEX_ESCAPE = re.compile(r"\\(?:([0-9a-fA-F]{1,6})[ \t\n\r\f]?|(\r\n|[\n\r\f])|(.))", re.S)
@@ -235,13 +234,21 @@ class _Scanner:
 
     def at_rule(self, pos: int, kind: str) -> int:
         m = _AT.match(self.data, pos, self.end)
-        if m is None:
-            return pos + 1
-        if m.group(1).lower() == b"import":
-            return self.import_rule(pos, m.end())
+        if m is not None:
+            name, name_end = m.group(1).lower(), m.end()
+        else:  # an escaped name: "@\69mport" is "@import"
+            m = _IDENT_RUN.match(self.data, pos + 1, self.end)
+            if m is None or b"\\" not in m.group():
+                return pos + 1
+            name = css_unescape(m.group().decode("latin-1")).lower().encode("latin-1", "replace")
+            name_end = m.end()
+            if name not in (b"import", b"font-face"):
+                return pos + 1
+        if name == b"import":
+            return self.import_rule(pos, name_end)
         if kind == "font":  # @font-face does not nest: no second pass over the rest
-            return m.end()
-        start = m.end()
+            return name_end
+        start = name_end
         if start <= self.no_block:  # at_rule() is called at increasing offsets
             return start
         prelude = _PRELUDE.match(self.data, start, self.end)

@@ -18,9 +18,20 @@ the policy does with each tracker:
 Edits are applied to the decoded bytes of each part and re-encoded with the
 part's own transfer encoding (:func:`~beacon_proxy.rewrite.transfer.apply_edits`,
 which re-encodes only the lines it touches); the message is the original
-bytes with those bodies spliced in.  A message or part that cannot be
-handled safely (broken MIME, an unknown or lying charset, a signed part, a
-scan that hit its limits) is left byte-identical and reported.
+bytes with those bodies spliced in.  Two exceptions change a part's header:
+a 7bit/8bit part whose edited line would pass 998 octets is re-encoded as
+quoted-printable, and a part in a charset that is not ASCII-compatible
+(UTF-16, UTF-32, UTF-7) is scanned as a UTF-8 transcoding and written back
+whole in its own charset.
+
+What the precise path could not handle is listed in ``Analysis.unhandled``
+(broken MIME, a scan that hit its limits, renderable parts it does not scan
+such as ``text/css``, opaque or encrypted content); such an analysis is not
+``complete``, and the caller (:mod:`~beacon_proxy.rewrite.copies`) then
+applies the conservative fallback to refused copies.  Signed parts are left
+alone here (``Analysis.signed``): the caller decides whether to unwrap them.
+:meth:`Engine.render` raises :class:`RenderError` rather than send a copy in
+which an edit could not be made.
 
 A copy needs only the trackers (and the references that identify its
 recipient): the others - most of a newsletter's images - stay as the
@@ -39,27 +50,60 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from beacon_proxy.consent.policy import Policy
-from beacon_proxy.rewrite.charsets import is_supported, looks_valid, scan_view
+from beacon_proxy.rewrite.charsets import (
+    effective_charset,
+    from_utf8,
+    has_bom,
+    is_transcoded,
+    lenient_view,
+    looks_valid,
+    scan_view,
+    to_utf8,
+)
 from beacon_proxy.rewrite.classify import Finding, classify, classify_entries, plain_finding
 from beacon_proxy.rewrite.html import Entry, Reference, materialize, scan_entries
 from beacon_proxy.rewrite.identity import RecipientIdentity
-from beacon_proxy.rewrite.mime import MimePart, MimeTree, parse_message
+from beacon_proxy.rewrite.mime import (
+    HTML_TYPES,
+    MESSAGE_TYPES,
+    RENDERED_TYPES,
+    MimePart,
+    MimeTree,
+    parse_message,
+    with_transfer_encoding,
+)
 from beacon_proxy.rewrite.rules import TrackerRules
+from beacon_proxy.rewrite.signed import has_signed_parts
 from beacon_proxy.rewrite.transfer import (
     Edit,
+    LineTooLongError,
     QpIndex,
     TransferError,
     apply_edits,
     decode_indexed,
+    encode_whole,
+    line_ending,
 )
 
-__all__ = ["Action", "Analysis", "Engine", "HtmlPart", "Item", "Rendered"]
+__all__ = ["Action", "Analysis", "Engine", "HtmlPart", "Item", "RenderError", "Rendered"]
 
 Link = Callable[[str], str]  # original tracker URL -> first-party open URL
 
 _new = tuple.__new__
 _LIST_ID = re.compile(rb"^List-Id:[^\r\n<]*<([!-~]{1,255})>", re.IGNORECASE | re.MULTILINE)
 _MAX_HTML_PART = 16 << 20  # bytes of decoded HTML scanned per part
+_OPAQUE_TYPES = frozenset({"multipart/encrypted", "application/pkcs7-mime",
+                           "application/x-pkcs7-mime"})
+
+
+#: SVG and MathML foreign content is parsed differently (``<svg><style>`` is not raw text,
+#: entities are decoded in it); the scanner does not model it, so such a part is left to
+#: the fallback for refused copies.
+_FOREIGN = re.compile(rb"<(?:svg|math)(?=[\t\n\f\r />])")  # on the lower-cased view
+
+
+class RenderError(ValueError):
+    """A copy could not be rendered as the analysis said (the caller falls back)."""
 
 
 class Action(enum.StrEnum):
@@ -79,6 +123,8 @@ class HtmlPart:
     noted: dict[int, Finding]  # findings with a reason (classify_entries), by index
     trackers: tuple[int, ...] = ()  # indexes of the findings that are trackers
     qp_index: QpIndex = ()  # quoted-printable line starts, for apply_edits
+    transcoded: str | None = None  # the part's own charset when ``decoded`` is UTF-8 of it
+    bom: bool = False  # the part's bytes start with a byte order mark (kept on re-encoding)
     _cache: dict[str, tuple[Any, ...]] = field(default_factory=dict, repr=False,
                                                compare=False)
 
@@ -116,10 +162,17 @@ class Analysis:
     problems: tuple[str, ...]  # why (parts of) the message are left alone
     list_id: str | None
     urls: str  # every remote URL, joined: one substring test per address form
+    unhandled: tuple[str, ...] = ()  # renderable content the precise path did not handle
+    signed: bool = False  # signed (or opaque S/MIME) content, left alone here
 
     @property
     def modifiable(self) -> bool:
         return bool(self.parts)
+
+    @property
+    def complete(self) -> bool:
+        """Every part a client could render was scanned (signed ones aside)."""
+        return not self.unhandled
 
 
 class Item(NamedTuple):
@@ -208,14 +261,30 @@ class Engine:
     def analyse(self, data: bytes) -> Analysis:
         tree = parse_message(data, max_depth=self._max_depth, max_parts=self._max_parts)
         problems = list(tree.problems)
+        unhandled = list(tree.problems)
         parts: list[HtmlPart] = []
         if tree.modifiable:
-            for part in tree.html_parts():
-                scanned = self._scan_part(tree, part, problems)
-                if scanned is not None:
-                    parts.append(scanned)
+            for part in tree.parts:
+                if part.is_multipart:
+                    if part.content_type in _OPAQUE_TYPES:
+                        unhandled.append(f"{_Where(part)}: encrypted content")
+                    continue
+                if part.content_type in HTML_TYPES:
+                    scanned = self._scan_part(tree, part, problems)
+                    if scanned is not None:
+                        parts.append(scanned)
+                    elif not part.signed:
+                        unhandled.append(problems[-1])
+                elif part.signed:
+                    continue
+                elif part.content_type in RENDERED_TYPES:
+                    unhandled.append(f"{_Where(part)}: not scanned by the precise path")
+                elif part.content_type in _OPAQUE_TYPES or part.content_type in MESSAGE_TYPES:
+                    # message/delivery-status and the like are not rendered as HTML
+                    unhandled.append(f"{_Where(part)}: {part.reason or 'opaque content'}")
         urls = "\n".join([e.url for p in parts for e in p.entries if e.remote])
-        return Analysis(data, tree, tuple(parts), tuple(problems), _list_id(data), urls)
+        return Analysis(data, tree, tuple(parts), tuple(problems), _list_id(data), urls,
+                        tuple(unhandled), has_signed_parts(tree))
 
     def _scan_part(self, tree: MimeTree, part: MimePart,
                    problems: list[str]) -> HtmlPart | None:
@@ -226,9 +295,6 @@ class Engine:
         if part.signed:
             problems.append(f"{where}: signed, left unmodified")
             return None
-        if not is_supported(part.charset):
-            problems.append(f"{where}: unsupported charset {part.charset}")
-            return None
         try:
             decoded, qp_index = decode_indexed(tree.body(part), part.transfer_encoding)
         except (TransferError, ValueError) as exc:
@@ -237,17 +303,30 @@ class Engine:
         if len(decoded) > _MAX_HTML_PART:
             problems.append(f"{where}: larger than {_MAX_HTML_PART} bytes, not scanned")
             return None
-        if not looks_valid(decoded, part.charset):
-            problems.append(f"{where}: not valid {part.charset}")
+        charset = effective_charset(decoded, part.charset)
+        transcoded: str | None = None
+        bom = False
+        if is_transcoded(charset):
+            # Not ASCII-compatible: scan (and edit) its UTF-8 transcoding, write it back whole.
+            transcoded, bom = charset, has_bom(decoded, charset)
+            decoded, qp_index, charset = to_utf8(decoded, charset), (), "utf-8"
+            view = decoded
+        elif looks_valid(decoded, charset):
+            view = scan_view(decoded, charset)
+        else:  # a lying label: the bytes as they are (every ASCII construct found)
+            view = lenient_view(decoded, charset)
+        low = view.lower()  # two memchr-speed finds; the regex only confirms a hit
+        if (b"<svg" in low or b"<math" in low) and _FOREIGN.search(low):
+            problems.append(f"{where}: SVG or MathML content, not scanned precisely")
             return None
-        entries, _, truncated = scan_entries(scan_view(decoded, part.charset),
-                                             max_tags=self._max_tags, charset=part.charset)
+        entries, _, truncated = scan_entries(view, max_tags=self._max_tags, charset=charset)
         if truncated:
             problems.append(f"{where}: scan limit reached, left unmodified")
             return None
         noted = classify_entries(entries, self.rules)
         trackers = tuple([i for i, finding in noted.items() if finding.tracker])
-        return HtmlPart(part, decoded, part.charset, entries, noted, trackers, qp_index)
+        return HtmlPart(part, decoded, charset, entries, noted, trackers, qp_index,
+                        transcoded, bom)
 
     # -- once per recipient ---------------------------------------------------
 
@@ -314,21 +393,43 @@ class Engine:
         if not edits:
             return Rendered(analysis.data, trackers, False, (), everything)
         changes = []
-        problems = []
+        notes = []
         for index, part_edits in edits.items():
             part = analysis.parts[index]
-            body = analysis.tree.body(part.part)
             try:
-                new = apply_edits(body, part.part.transfer_encoding, _merge(part_edits),
-                                  decoded=part.decoded, qp_index=part.qp_index)
-            except ValueError as exc:  # TransferError, LineTooLongError, bad edits
-                problems.append(f"part {index + 1}: left unmodified: {exc}")
-                continue
-            changes.append((part.part, new))
-        if not changes:
-            return Rendered(analysis.data, trackers, False, tuple(problems), everything)
-        return Rendered(analysis.tree.replace_bodies(changes), trackers, True,
-                        tuple(problems), everything)
+                body, header = self._encode(analysis.tree, part, _merge(part_edits))
+            except ValueError as exc:  # TransferError, bad edits: never send it half-done
+                raise RenderError(f"{_Where(part.part)}: {exc}") from exc
+            if header is not None:
+                notes.append(f"{_Where(part.part)}: re-encoded as quoted-printable"
+                             if part.transcoded is None else
+                             f"{_Where(part.part)}: re-encoded whole in {part.transcoded}")
+            changes.append((part.part, body, header))
+        return Rendered(analysis.tree.replace_parts(changes), trackers, True,
+                        tuple(notes), everything)
+
+    @staticmethod
+    def _encode(tree: MimeTree, part: HtmlPart, edits: list[Edit]) -> tuple[bytes, bytes | None]:
+        """The part's new body, and its new header when the transfer encoding changes."""
+        mime = part.part
+        cte = mime.transfer_encoding
+        if part.transcoded is None:
+            try:
+                return apply_edits(tree.body(mime), cte, edits, decoded=part.decoded,
+                                   qp_index=part.qp_index), None
+            except LineTooLongError:  # a granted link made a 7bit/8bit line too long
+                new = _splice(part.decoded, edits)
+        else:
+            new = from_utf8(_splice(part.decoded, edits), part.transcoded, bom=part.bom)
+        original = tree.body(mime)
+        eol = line_ending(tree.data[mime.header_span] or original)
+        body, used = encode_whole(new, cte, eol)
+        if used in ("base64", "quoted-printable") and original.endswith(b"\n") and not (
+                body.endswith(b"\n")):
+            body += eol
+        if used == cte:
+            return body, None
+        return body, with_transfer_encoding(tree.data[mime.header_span], used, eol)
 
     @staticmethod
     def _edit(part: HtmlPart, item: Item, link: Link | None) -> Edit | None:
@@ -343,6 +444,16 @@ class Engine:
                 return Edit(ref.removal_span[0], ref.removal_span[1], ref.neutral)
             return Edit(ref.url_span[0], ref.url_span[1], link(ref.url).encode("ascii"))
         return None
+
+
+def _splice(data: bytes, edits: list[Edit]) -> bytes:
+    pieces: list[bytes] = []
+    pos = 0
+    for edit in edits:
+        pieces += (data[pos:edit.start], edit.replacement)
+        pos = edit.end
+    pieces.append(data[pos:])
+    return b"".join(pieces)
 
 
 def _merge(edits: list[Edit]) -> list[Edit]:

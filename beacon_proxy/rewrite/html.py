@@ -324,9 +324,9 @@ class _Scan(TagReader):
                 return endif.end()
         if not view.startswith(b"<!--", pos):
             return self.bogus(pos)  # <!DOCTYPE, <![CDATA[ (HTML content), other bogus comments
-        cond = CONDITIONAL.match(view, pos)
+        cond = CONDITIONAL.match(self.low, pos)
         if cond is not None:
-            self.cond.append(" ".join(cond.group(1).decode("latin-1").split()))
+            self.cond.append(" ".join(view[cond.start(1) : cond.end(1)].decode("latin-1").split()))
             return cond.end()
         if view.startswith(b">", pos + 4) or view.startswith(b"->", pos + 4):
             return pos + 5 + (view[pos + 4] == 0x2D)

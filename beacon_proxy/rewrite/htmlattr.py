@@ -30,7 +30,8 @@ __all__ = [
 
 Span = tuple[int, int]
 
-_ENTITY = r"&(?:#[xX]([0-9a-fA-F]{1,8});?|#([0-9]{1,10});?|([a-zA-Z][a-zA-Z0-9]{0,31});?)"
+# Numeric references take every digit, as HTML does ("&#x0000000068;" is "h").
+_ENTITY = r"&(?:#[xX]([0-9a-fA-F]++);?|#([0-9]++);?|([a-zA-Z][a-zA-Z0-9]{0,31});?)"
 _ENTITY_BYTES = re.compile(_ENTITY.encode())
 _ENTITY_STR = re.compile(_ENTITY)
 _SCHEME = re.compile(r"([a-zA-Z][a-zA-Z0-9+.\-]*):")
@@ -49,7 +50,12 @@ def _reference(hex_digits: str | None, digits: str | None, name: str | None, ter
                following: str) -> str | None:
     """One character reference as HTML decodes it in an attribute; None keeps it as text."""
     if hex_digits or digits:
-        cp = int(hex_digits, 16) if hex_digits else int(digits or "0")
+        significant = (hex_digits or digits or "").lstrip("0")
+        if len(significant) > 8:  # past U+10FFFF either way (and int() has a digit limit)
+            return "\ufffd"
+        cp = int(significant or "0", 16 if hex_digits else 10)
+        if 0x80 <= cp <= 0x9F:  # the C1 range means windows-1252, as in HTML
+            return bytes([cp]).decode("cp1252", "ignore") or chr(cp)
         return chr(cp) if 0 < cp <= 0x10FFFF and not 0xD800 <= cp <= 0xDFFF else "\ufffd"
     assert name is not None
     if terminated:

@@ -262,7 +262,9 @@ BOX_HINT = re.compile(
     + rb"*+0*(?:[0-2](?![0-9])|\.)"
 )  # searched in the lower-cased view (re.IGNORECASE is four times slower here)
 COMMENT_END = re.compile(rb"--!?>")
-CONDITIONAL = re.compile(rb"<!--\[if([^\]>]{0,200}+)\]>(?:<!--+>|<!--" + _WS + rb"*+-->)?")
+#: Matched on the lower-cased view ("[IF mso]" is a condition too).  The condition cannot
+#: run past ">", so past the comment it is in: linear without a length limit.
+CONDITIONAL = re.compile(rb"<!--\[if([^\]>]*+)\]>(?:<!--+>|<!--" + _WS + rb"*+-->)?")
 ENDIF = re.compile(rb"(?:<!--)?<!\[endif\]" + _WS + rb"*+(?:--)?>", re.I)
 RAW_TEXT = frozenset(
     {"script", "style", "textarea", "title", "xmp", "iframe", "noembed", "noframes"}

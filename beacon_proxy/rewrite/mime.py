@@ -18,10 +18,19 @@ b'\\r\\n\\r\\n<p>bye</p>\\r\\n--b--\\r\\n'
 
 Spans follow RFC 2046: the line break before a boundary line belongs to the
 boundary, so a body span never ends with it.  ``header_span`` runs from the
-part's first byte to the blank line (exclusive).  Parsing never raises: broken
-structure is listed in ``problems`` and makes the parts it affects, and the
-tree, not modifiable.  Work is linear: one ``bytes.find`` pass per boundary
-over its multipart's body, so a few passes in all (at most ``max_depth``).
+part's first byte to the blank line (exclusive).  Parsing never raises.
+
+Parsing is as lenient as the most lenient mail client: a multipart whose
+closing boundary is missing ends at the end of the message (or of its
+enclosing part), which is noted in ``notes`` and changes nothing else; an
+embedded ``message/rfc822`` (or ``message/global``) part is parsed like a
+top-level message, its root a child of the ``message/*`` part, so a forwarded
+newsletter is rewritten like any other.  Structure a client could read in
+more than one way (a boundary that never appears, a missing blank line, a
+reused boundary) and the limits are listed in ``problems`` and make the parts
+they affect, and the tree, not modifiable: the caller then falls back.  Work
+is linear: one ``bytes.find`` pass per boundary over its multipart's body, so
+a few passes in all (at most ``max_depth``).
 """
 
 from __future__ import annotations
@@ -36,10 +45,17 @@ from urllib.parse import unquote_to_bytes
 from beacon_proxy.rewrite.charsets import is_supported, normalise_charset
 from beacon_proxy.rewrite.transfer import ENCODINGS, normalise_cte
 
-__all__ = ["HTML_TYPES", "MimePart", "MimeTree", "parse_message"]
+__all__ = ["HTML_TYPES", "MESSAGE_TYPES", "RENDERED_TYPES", "MimePart", "MimeTree",
+           "header_fields", "parse_message", "with_transfer_encoding"]
 
 HTML_TYPES: Final = frozenset({"text/html", "text/x-amp-html"})
 """Leaf types :meth:`MimeTree.html_parts` returns."""
+
+RENDERED_TYPES: Final = HTML_TYPES | {"application/xhtml+xml", "text/css"}
+"""Leaf types a mail client may render as HTML or CSS, and so load from (fallback scope)."""
+
+MESSAGE_TYPES: Final = frozenset({"message/rfc822", "message/global"})
+"""Embedded messages, parsed like the top-level one (clients show them inline)."""
 
 _HEADERS: Final = re.compile(  # header field lines (and their folds), never a "--" line
     rb"(?:(?!--)[!-9;-~]+[ \t]*:[^\n]*(?:\n|\Z)(?:[ \t][^\n]*(?:\n|\Z))*)*"
@@ -55,6 +71,7 @@ _WANTED: Final = frozenset({"content-type", "content-transfer-encoding", "conten
 _MAX_VALUE: Final = 8192
 _MAX_CONTENT_FIELDS: Final = 100  # Content-* fields looked at per header block
 _NEVER: Final = 1 << 62
+_IDENTITY: Final = frozenset({"7bit", "8bit", "binary"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,7 +86,7 @@ class MimePart:
     transfer_encoding: str  # normalised; an unknown name is kept (and not modifiable)
     disposition: str | None  # "inline", "attachment", ... or None when absent
     boundary: bytes | None  # multipart only
-    is_multipart: bool
+    is_multipart: bool  # a container: multipart/*, or an embedded message/rfc822
     signed: bool  # inside multipart/signed: a change breaks the signature
     modifiable: bool  # the body may be replaced (the caller still decides for signed)
     reason: str | None  # why not modifiable, None when it is
@@ -87,6 +104,7 @@ class MimeTree:
     parts: tuple[MimePart, ...]
     problems: list[str]
     modifiable: bool  # no structural problem at all
+    notes: tuple[str, ...] = ()  # what was repaired leniently (a missing closing boundary)
 
     @property
     def root(self) -> MimePart:
@@ -96,27 +114,69 @@ class MimeTree:
         return [p for p in self.parts if not p.is_multipart]
 
     def html_parts(self) -> list[MimePart]:
-        """text/html and text/x-amp-html leaves that are not attachments (check ``modifiable``)."""
-        return [p for p in self.leaves()
-                if p.content_type in HTML_TYPES and p.disposition != "attachment"]
+        """text/html and text/x-amp-html leaves (check ``modifiable``).
+
+        Attachments too: several clients show an HTML attachment inline, and load from it.
+        """
+        return [p for p in self.leaves() if p.content_type in HTML_TYPES]
 
     def body(self, part: MimePart) -> bytes:
         return self.data[part.body_span]
 
     def replace_bodies(self, changes: Iterable[tuple[MimePart, bytes]]) -> bytes:
         """The message with these parts' bodies replaced and every other byte kept."""
+        return self.replace_parts((part, body, None) for part, body in changes)
+
+    def replace_parts(self, changes: Iterable[tuple[MimePart, bytes, bytes | None]]) -> bytes:
+        """Like :meth:`replace_bodies`; a header block given (not None) replaces the part's
+        header fields too (the blank line after them is kept)."""
         pieces: list[bytes | memoryview] = []
         data = memoryview(self.data)  # joined without copying each unchanged stretch first
         pos = 0
-        for part, body in sorted(changes, key=lambda change: change[0].body_span.start):
+        for part, body, header in sorted(changes, key=lambda change: change[0].body_span.start):
             if not part.modifiable or part.is_multipart:
                 raise ValueError(f"{_where(part.path)} is not modifiable: {part.reason}")
-            if part.body_span.start < pos:
+            start = part.body_span.start if header is None else part.header_span.start
+            if start < pos:
                 raise ValueError("overlapping parts")
-            pieces += (data[pos : part.body_span.start], body)
+            pieces.append(data[pos:start])
+            if header is not None:
+                pieces += (header, data[part.header_span.stop : part.body_span.start])
+            pieces.append(body)
             pos = part.body_span.stop
         pieces.append(data[pos:])
         return b"".join(pieces)
+
+
+def header_fields(block: bytes) -> list[tuple[str, bytes]]:
+    """A header block split into fields: (lower-cased name, the field's raw lines).
+
+    Continuation lines stay with their field; joining the raw lines gives ``block``.
+
+    >>> header_fields(b"A: 1\\r\\nB: 2\\r\\n  more\\r\\n")
+    [('a', b'A: 1\\r\\n'), ('b', b'B: 2\\r\\n  more\\r\\n')]
+    """
+    fields: list[tuple[str, bytes]] = []
+    for line in block.splitlines(keepends=True):
+        if fields and line[:1] in (b" ", b"\t"):
+            name, raw = fields[-1]
+            fields[-1] = (name, raw + line)
+        else:
+            fields.append((line.split(b":", 1)[0].strip().lower().decode("latin-1"), line))
+    return fields
+
+
+def with_transfer_encoding(block: bytes, cte: str, eol: bytes = b"\r\n") -> bytes:
+    """A header block whose Content-Transfer-Encoding is ``cte`` (replaced, or added last).
+
+    >>> header = b"Content-Type: text/html\\r\\nContent-Transfer-Encoding: 7bit\\r\\n"
+    >>> with_transfer_encoding(header, "quoted-printable")
+    b'Content-Type: text/html\\r\\nContent-Transfer-Encoding: quoted-printable\\r\\n'
+    """
+    kept = [raw for name, raw in header_fields(block) if name != "content-transfer-encoding"]
+    if kept and not kept[-1].endswith(b"\n"):
+        kept[-1] += eol
+    return b"".join(kept) + b"Content-Transfer-Encoding: " + cte.encode("ascii") + eol
 
 
 def parse_message(data: bytes, *, max_depth: int = 100, max_parts: int = 1000) -> MimeTree:
@@ -143,24 +203,30 @@ def _where(path: tuple[int, ...]) -> str:
 
 
 def _fields(block: bytes) -> dict[str, str]:
-    """Content-* fields of a header block, unfolded (first occurrence wins)."""
+    """Content-* fields of a header block, unfolded (first occurrence wins).
+
+    A field given twice with different values (clients differ in which one they take)
+    is reported under the key ``"conflict"``.
+    """
     lower = b"\n" + block.lower()
     found: dict[str, str] = {}
     at = lower.find(b"\ncontent-")
     for _ in range(_MAX_CONTENT_FIELDS):
-        if at < 0 or len(found) == len(_WANTED):
+        if at < 0:
             break
         line_end = lower.find(b"\n", at + 1)
         line_end = len(lower) if line_end < 0 else line_end
         colon = lower.find(b":", at, line_end)
         name = lower[at + 1 : colon].rstrip(b" \t").decode("latin-1") if colon > 0 else ""
-        if name in _WANTED and name not in found:
+        if name in _WANTED:
             end = line_end
             while end < len(lower) - 1 and lower[end + 1] in b" \t":
                 end = lower.find(b"\n", end + 1)
                 end = len(lower) if end < 0 else end
-            value = block[colon : end - 1].decode("latin-1")
-            found[name] = _FOLD.sub("", value).strip()[:_MAX_VALUE]
+            value = _FOLD.sub("", block[colon : end - 1].decode("latin-1")).strip()[:_MAX_VALUE]
+            first = found.setdefault(name, value)
+            if first.split(";")[0].strip().lower() != value.split(";")[0].strip().lower():
+                found.setdefault("conflict", name)
         at = lower.find(b"\ncontent-", line_end)
     return found
 
@@ -250,6 +316,7 @@ class _Node:
     broken: bool = False
     reason: str | None = None
     children: int = 0
+    embedded: bool = False  # message/rfc822 whose content is parsed as a message (one child)
 
 
 @dataclass(slots=True)
@@ -271,6 +338,7 @@ class _Parser:
         self.nodes: list[_Node] = []
         self.stack: list[_Context] = []
         self.problems: list[str] = []
+        self.notes: list[str] = []
         self.pos = 0
         self.stopped = False
         self.false_hits = max(10_000, 10 * max_parts)
@@ -285,9 +353,15 @@ class _Parser:
         for ctx in reversed(self.stack):
             self._end_child(ctx, len(self.data))
             if not self.stopped:
-                self._problem(ctx.node, "missing closing boundary" if ctx.seen else
-                              "boundary never found")
+                self._unclosed(ctx)
         return self._tree()
+
+    def _unclosed(self, ctx: _Context) -> None:
+        """A multipart that ends without its close delimiter: its last part runs to the end."""
+        if ctx.seen:
+            self.notes.append(f"{_where(ctx.node.path)}: missing closing boundary")
+        else:
+            self._problem(ctx.node, "boundary never found")
 
     def _problem(self, node: _Node, text: str) -> None:
         node.broken = True
@@ -338,13 +412,14 @@ class _Parser:
         while self.stack[-1] is not ctx:  # inner multiparts left open
             inner = self.stack.pop()
             self._end_child(inner, end)
-            self._problem(inner.node, "missing closing boundary" if inner.seen else
-                          "boundary never found")
+            self._unclosed(inner)
         self._end_child(ctx, end)
         ctx.seen = True
         self.pos = at + 1
         if ctx.close:
             self.stack.pop()
+            if not ctx.node.children:  # a client may show its body: nothing else is there
+                self._problem(ctx.node, "multipart without a body part")
             return
         path = (*ctx.node.path, ctx.node.children)
         ctx.node.children += 1
@@ -368,6 +443,8 @@ class _Parser:
         if body_start == header_end < len(data) and not self._at_delimiter(header_end):
             self._problem(node, "no blank line after the header fields")
         self._describe(node, _fields(data[first:header_end]), parent)
+        if node.embedded and self._open(body_start, (*path, 0), node) is not None:
+            node.children = 1
         return node
 
     def _at_delimiter(self, pos: int) -> bool:
@@ -376,6 +453,8 @@ class _Parser:
                    for ctx in self.stack)
 
     def _describe(self, node: _Node, fields: dict[str, str], parent: _Node | None) -> None:
+        if "conflict" in fields:
+            self._problem(node, f"conflicting {fields['conflict'].title()} fields")
         digest = parent is not None and parent.content_type == "multipart/digest"
         ctype, params = _params(fields.get("content-type", ""))
         node.content_type = ctype if _TYPE.fullmatch(ctype) else (
@@ -400,6 +479,12 @@ class _Parser:
             else:
                 node.boundary = boundary
                 self.stack.append(_Context(node, b"\n--" + boundary))
+        elif node.content_type in MESSAGE_TYPES and node.cte in _IDENTITY:
+            if len(node.path) >= self.max_depth:
+                self._problem(node, f"nested deeper than {self.max_depth} levels")
+            else:
+                node.multipart = node.embedded = True
+                node.reason = "an embedded message"
         elif node.content_type.startswith("message/"):
             node.reason = "message/* parts are left untouched"
         elif node.cte not in ENCODINGS:
@@ -411,8 +496,14 @@ class _Parser:
         size = len(self.data)
         parts: list[MimePart] = []
         broken: dict[tuple[int, ...], bool] = {}
+        ends: dict[tuple[int, ...], int] = {}
+        embedded = {node.path for node in self.nodes if node.embedded}
         for node in self.nodes:
-            end = size if node.end < 0 else max(node.end, node.start)
+            if node.end < 0 and node.path and node.path[:-1] in embedded:
+                end = ends[node.path[:-1]]  # an embedded message ends with its container
+            else:
+                end = size if node.end < 0 else max(node.end, node.start)
+            ends[node.path] = end
             header_end = min(node.header_end, end)
             body_start = min(max(node.body_start, header_end), end)
             bad = node.broken or broken.get(node.path[:-1], False)
@@ -422,4 +513,5 @@ class _Parser:
                 node.path, slice(node.start, header_end), slice(body_start, end),
                 node.content_type, node.charset, node.cte, node.disposition, node.boundary,
                 node.multipart, node.signed, reason is None, reason))
-        return MimeTree(self.data, tuple(parts), self.problems, not self.problems)
+        return MimeTree(self.data, tuple(parts), self.problems, not self.problems,
+                        tuple(self.notes))

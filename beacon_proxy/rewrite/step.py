@@ -1,9 +1,12 @@
-"""The per-recipient rewrite step: (envelope, message, recipient, policy) -> copy.
+"""The per-recipient rewrite step: (envelope, message) -> prepared; (recipient, policy) -> copy.
 
-Delivery calls :meth:`RewriteStep.render` for every recipient at dispatch
+Delivery calls :meth:`RewriteStep.prepare` once per attempt (the
+recipient-independent work, which may run off the event loop under a CPU
+budget) and :meth:`PreparedMessage.render` for every recipient at dispatch
 time, so a recipient's copy always reflects the policy in force when it
 leaves.  A step never talks SMTP and never touches the spool; it returns the
-bytes to send and a small report for the relay log.
+bytes to send (or says the copy is held) and a small report for the relay
+log.
 
 :class:`TraceStep` is the base every copy gets: the ``Received`` trace
 header (RFC 5321 section 4.4) in front of the message, which is otherwise
@@ -20,19 +23,35 @@ from typing import Any, Protocol
 from beacon_proxy.consent.policy import Policy
 from beacon_proxy.spool.envelope import Envelope
 
-__all__ = ["Copy", "RewriteStep", "TraceStep", "received_header"]
+__all__ = ["Copy", "PreparedMessage", "RewriteStep", "TraceStep", "received_header"]
 
 
 @dataclass(frozen=True, slots=True)
 class Copy:
-    """One recipient's rendered copy and what was done to it (for the log)."""
+    """One recipient's rendered copy and what was done to it (for the log).
+
+    ``held`` (a reason) instead of a copy: nothing may be sent to this recipient
+    now; delivery defers it and, at the queue lifetime, bounces it.
+    """
 
     data: bytes
     report: Mapping[str, Any] = field(default_factory=dict)
+    held: str | None = None
+
+
+class PreparedMessage(Protocol):
+    """One message, ready for its recipients' copies."""
+
+    @property
+    def size(self) -> int:
+        """Bytes of the message (delivery renders big ones in a thread)."""
+        ...
+
+    def render(self, recipient: str, policy: Policy) -> Copy: ...
 
 
 class RewriteStep(Protocol):
-    def render(self, envelope: Envelope, data: bytes, recipient: str, policy: Policy) -> Copy: ...
+    async def prepare(self, envelope: Envelope, data: bytes) -> PreparedMessage: ...
 
 
 def _clean(text: str, limit: int = 255) -> str:
@@ -70,11 +89,23 @@ def received_header(envelope: Envelope, recipient: str | None, hostname: str) ->
     return text.encode("utf-8" if envelope.smtputf8 else "ascii", "replace")
 
 
+class _Traced:
+    def __init__(self, envelope: Envelope, data: bytes, hostname: str) -> None:
+        self.envelope, self.data, self.hostname = envelope, data, hostname
+
+    @property
+    def size(self) -> int:
+        return len(self.data)
+
+    def render(self, recipient: str, policy: Policy) -> Copy:
+        return Copy(received_header(self.envelope, recipient, self.hostname) + self.data)
+
+
 class TraceStep:
     """Adds the trace header and changes nothing else."""
 
     def __init__(self, hostname: str) -> None:
         self.hostname = hostname
 
-    def render(self, envelope: Envelope, data: bytes, recipient: str, policy: Policy) -> Copy:
-        return Copy(received_header(envelope, recipient, self.hostname) + data)
+    async def prepare(self, envelope: Envelope, data: bytes) -> PreparedMessage:
+        return _Traced(envelope, data, self.hostname)

@@ -36,6 +36,8 @@ __all__ = [
     "apply_edits",
     "decode",
     "decode_indexed",
+    "encode_whole",
+    "line_ending",
     "normalise_cte",
 ]
 
@@ -214,9 +216,48 @@ def _check_line_lengths(body: bytes, out: bytes, edits: Sequence[Edit]) -> None:
 
 # --- quoted-printable -------------------------------------------------------------------------
 
-def _eol(data: bytes) -> bytes:
+def line_ending(data: bytes) -> bytes:
+    """The line ending ``data`` uses (its first one), CRLF when it has none.
+
+    >>> line_ending(b"a\\nb\\r\\n"), line_ending(b"a")
+    (b'\\n', b'\\r\\n')
+    """
     nl = data.find(b"\n")
     return b"\n" if nl == 0 or (nl > 0 and data[nl - 1] != 0x0D) else b"\r\n"
+
+
+_eol = line_ending
+
+
+def _has_long_line(data: bytes) -> bool:
+    """Whether a line (without its line ending) is longer than 998 octets; linear, in C."""
+    if len(data) <= _LINE_LIMIT:
+        return False
+    return any(len(line) > _LINE_LIMIT + 1 for line in data.split(b"\n"))
+
+
+def encode_whole(decoded: bytes, cte: str, eol: bytes = b"\r\n") -> tuple[bytes, str]:
+    """Encode a whole body in ``cte``; returns the body and the encoding used.
+
+    A 7bit or 8bit body with a line over 998 octets cannot be sent as it is: it is
+    encoded as quoted-printable instead (the caller changes the header).  Unknown
+    encodings are written as 8bit.
+
+    >>> encode_whole(b"<p>" + b"x" * 1000 + b"</p>", "7bit")[1]
+    'quoted-printable'
+    >>> encode_whole(b"hello", "base64")
+    (b'aGVsbG8=', 'base64')
+    """
+    name = normalise_cte(cte)
+    if name == "base64":
+        return _b64_encode(decoded, 76, eol), name
+    if name == "binary":
+        return decoded, name
+    if name != "quoted-printable":
+        if not _has_long_line(decoded):
+            return decoded, name if name in ENCODINGS else "8bit"
+        name = "quoted-printable"
+    return _qp_encode(decoded, eol, False), name
 
 
 def _qp_seek(body: bytes, enc: int, dec: int, target: int,

@@ -3,6 +3,7 @@
 * :mod:`~beacon_proxy.smtpd.server` -- :class:`SmtpServer`, listening in the caller's loop
 * :mod:`~beacon_proxy.smtpd.protocol` -- one connection (aiosmtpd ``SMTP`` plus tracking)
 * :mod:`~beacon_proxy.smtpd.handler` -- the command hooks, AUTH and the DATA hand-off
+* :mod:`~beacon_proxy.smtpd.data` -- DATA read in chunks, made canonical (bare LF as CRLF)
 * :mod:`~beacon_proxy.smtpd.policy` -- :func:`relay_allowed`, a pure function
 * :mod:`~beacon_proxy.smtpd.address`, :mod:`~beacon_proxy.smtpd.message` -- pure checks
 * :mod:`~beacon_proxy.smtpd.replies` -- reply texts and rejection logging

@@ -1,4 +1,4 @@
-"""Reading the DATA section in large chunks instead of line by line.
+"""Reading the DATA section in large chunks, into one canonical CRLF form.
 
 aiosmtpd reads DATA one line at a time in Python, which dominates the CPU
 cost of receiving a newsletter (a 70 KB quoted-printable message is about a
@@ -6,43 +6,124 @@ thousand lines).  :func:`read_data` asks the stream for everything up to the
 next ``.<CRLF>`` instead and accepts it as the end only when it starts a
 line (follows ``<CRLF>``, or is the very first byte): exactly RFC 5321's
 ``<CRLF>.<CRLF>``.  The smuggling variants (``<LF>.<LF>``, ``<LF>.<CRLF>``,
-``<CR>.<CR>``, ``<CRLF>.<LF>``) are ordinary content, as they must be.
+``<CR>.<CR>``, ``<CRLF>.<LF>``, ``<CRLF><NUL>.<CRLF>``) never end the data.
 
-Transparency (RFC 5321 section 4.5.2) is undone with two C-level replaces:
-a period at the start of a line is removed.
+Line ends are taken as Postfix 3.9+ takes them by default
+(``smtpd_forbid_bare_newline = normal``): the end of the data must be the
+standard one, but a line may end in a bare LF -- what ``smtplib``'s
+``sendmail(..., msg.as_bytes())`` and many PHP mailers send -- and is then
+treated as if it ended in CRLF.  :func:`canonical` is the one place where
+that happens, right after the data is read and before anything parses it:
+
+1. every bare LF becomes CRLF (:func:`crlf_line_ends`), so the handler, the
+   spool, the rewrite engine and the courier all see CRLF line ends;
+2. a line that is just a period is dropped (:func:`drop_lone_dots`): the
+   data has already ended at the first real ``<CRLF>.<CRLF>``, so such a
+   line can only come from a smuggling attempt (``<LF>.<CRLF>``,
+   ``<CRLF>.<LF>``, ``<LF>.<LF>``); it is neither the end nor content, and
+   Postfix drops it the same way;
+3. transparency (RFC 5321 section 4.5.2) is undone: a period at the start
+   of any line, after CRLF or after a bare LF, is removed (:func:`unstuff`).
+
+A bare CR (one not followed by LF) is no line end: it stays as it is (the
+handler refuses one in the header section).  Each step is a few C-level
+``bytes`` operations over the whole message, no loop over lines; a message
+that already is all CRLF costs two ``count`` calls on top of the unstuffing.
 
     >>> async def demo() -> tuple[bytes | None, int]:
     ...     reader = asyncio.StreamReader()
-    ...     reader.feed_data(b"a\\r\\n..b\\r\\nc.\\r\\n.\\r\\nQUIT\\r\\n")
+    ...     reader.feed_data(b"a\\r\\n..b\\nc.\\n..d\\n.\\r\\ne\\r\\n.\\r\\nQUIT\\r\\n")
     ...     return await read_data(reader, 100)
     >>> asyncio.run(demo())
-    (b'a\\r\\n.b\\r\\nc.\\r\\n', 12)
+    (b'a\\r\\n.b\\r\\nc.\\r\\n.d\\r\\ne\\r\\n', 20)
+
+(The lone ``.`` after ``..d<LF>`` is not the end and is dropped; the size
+counts the bytes received, before any change.)
 """
 
 from __future__ import annotations
 
 import asyncio
 
-__all__ = ["read_data", "unstuff"]
+__all__ = ["canonical", "crlf_line_ends", "drop_lone_dots", "has_bare_lf", "read_data", "unstuff"]
 
 _END = b".\r\n"
+_LONE_DOT = b"\r\n.\r\n"
+
+
+def has_bare_lf(data: bytes) -> bool:
+    r"""True if an LF appears other than as part of a CRLF pair (two ``count`` calls).
+
+    >>> has_bare_lf(b"a\r\nb\r\n"), has_bare_lf(b"a\r\nb\n"), has_bare_lf(b"a\rb")
+    (False, True, False)
+    """
+    lf = data.count(b"\n")
+    return lf != 0 and lf != data.count(b"\r\n")
+
+
+def crlf_line_ends(data: bytes) -> bytes:
+    r"""``data`` with every bare LF turned into CRLF; CRLF and bare CR are kept.
+
+    Returns ``data`` itself when it has no bare LF.
+
+    >>> crlf_line_ends(b"a\nb\r\nc\r\rd\n")
+    b'a\r\nb\r\nc\r\rd\r\n'
+    """
+    return _crlf(data) if has_bare_lf(data) else data
+
+
+def _crlf(data: bytes) -> bytes:
+    return data.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+
+
+def drop_lone_dots(content: bytes) -> bytes:
+    r"""``content`` (CRLF line ends, still dot-stuffed) without its lines that are just ``.``.
+
+    >>> drop_lone_dots(b".\r\na\r\n.\r\n.\r\n..\r\nb\r\n")
+    b'a\r\n..\r\nb\r\n'
+    """
+    if not (content.startswith(b".\r\n") or _LONE_DOT in content):
+        return content
+    marked = b"\r\n" + content
+    # replace() does not see overlapping matches, so a run of k such lines
+    # takes about log2(k) passes: never one pass per line.
+    while _LONE_DOT in marked:
+        marked = marked.replace(_LONE_DOT, b"\r\n")
+    return marked[2:]
 
 
 def unstuff(content: bytes) -> bytes:
-    """Remove the leading period of every line (RFC 5321 section 4.5.2)."""
+    """Remove the leading period of every line (RFC 5321 section 4.5.2); CRLF line ends."""
     if content.startswith(b"."):
         content = content[1:]
     return content.replace(b"\r\n.", b"\r\n")
 
 
+def canonical(received: bytes) -> bytes:
+    r"""The message for the bytes received in DATA before the end of data.
+
+    Bare LFs become CRLF, lone ``.`` lines are dropped, and the period that
+    starts any other line is removed.  ``received`` is what :func:`read_data`
+    read, so a lone ``.`` line in it can only be next to a bare LF (with
+    CRLF on both sides it would have been the end of data): a message
+    without a bare LF is only unstuffed.
+
+    >>> canonical(b"Subject: a\nBcc: b\n\n..x\n.\r\nMAIL FROM:<e@x>\r\n")
+    b'Subject: a\r\nBcc: b\r\n\r\n.x\r\nMAIL FROM:<e@x>\r\n'
+    """
+    if not has_bare_lf(received):
+        return unstuff(received)
+    return unstuff(drop_lone_dots(_crlf(received)))
+
+
 async def read_data(reader: asyncio.StreamReader, limit: int | None) -> tuple[bytes | None, int]:
     """Read up to and including the terminating ``<CRLF>.<CRLF>``.
 
-    Returns ``(content, size)``: the unstuffed message (its last line keeps
-    its CRLF), or ``None`` when it was larger than ``limit`` bytes, in which
-    case the rest was read and discarded so the session can go on.  ``size``
-    counts the bytes received.  Raises :class:`asyncio.IncompleteReadError`
-    when the client disconnects first.
+    Returns ``(content, size)``: the :func:`canonical` message (its last line
+    keeps its CRLF), or ``None`` when more than ``limit`` bytes were received,
+    in which case the rest was read and discarded so the session can go on.
+    ``size`` counts the bytes received (before any change).  Raises
+    :class:`asyncio.IncompleteReadError` when the client disconnects first.
     """
     chunks: list[bytes] = []
     size = 0
@@ -68,4 +149,4 @@ async def read_data(reader: asyncio.StreamReader, limit: int | None) -> tuple[by
         tail = (tail + piece)[-2:]
     if limit is not None and size > limit:
         return None, size
-    return unstuff(b"".join(chunks)), size
+    return canonical(b"".join(chunks)), size

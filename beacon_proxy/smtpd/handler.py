@@ -6,6 +6,13 @@ to send; none lets an exception through (that would become aiosmtpd's
 ``500 Error: (Exc) ...``, permanent and leaking internals): an unexpected error
 answers ``451 4.3.0`` and is logged with its traceback.
 
+The message DATA hands over is already canonical
+(:func:`beacon_proxy.smtpd.data.canonical`): lines that ended in a bare LF
+end in CRLF, so the header checks here, the spool and every later stage see
+one form.  A bare CR left in the header section is refused (``554 5.6.0``);
+the size logged and queued is that of the canonical message, while the size
+limit was applied to the bytes received.
+
 The hand-off in DATA is the only place a message is acknowledged: ``250`` is
 sent only after :class:`Enqueue` returned, which means the spool has it on
 disk.  The enqueue runs as its own task behind :func:`asyncio.shield`, so a
@@ -185,7 +192,7 @@ class SmtpHandler:
         header = header_section(data, self._cfg.max_header_size)
         if header is None:
             return replies.HEADER_TOO_BIG
-        if has_bare_cr_or_lf(header):
+        if has_bare_cr_or_lf(header):  # a bare CR: bare LFs are CRLF by now
             return replies.BARE_CR_LF
         mail_from = envelope.mail_from or ""
         queued = Envelope(

@@ -1,13 +1,17 @@
 """Checks on the message bytes received in DATA, and values taken from them.
 
-The header section is the bytes up to and including the first empty line's
-CRLF (all of the message when there is none).  Nothing here changes the
-message: the spool gets exactly the bytes the client sent.
+The message given is already canonical (:func:`beacon_proxy.smtpd.data.canonical`):
+every line ends in CRLF, a bare LF from the client having become CRLF
+before anything here looks at it.  The header section is the bytes up to
+and including the first empty line's CRLF (all of the message when there is
+none).  What can still be left is a bare CR, which the handler refuses in the
+header section.  Nothing here changes the message: the spool gets the
+canonical bytes.
 
-    >>> msg = b"Subject: hi\\r\\nMessage-ID:\\r\\n <1@example.org>\\r\\n\\r\\nbody\\n"
+    >>> msg = b"Subject: hi\\r\\nMessage-ID:\\r\\n <1@example.org>\\r\\n\\r\\nbody\\r\\n"
     >>> header_section(msg, 1024)
     b'Subject: hi\\r\\nMessage-ID:\\r\\n <1@example.org>\\r\\n'
-    >>> has_bare_cr_or_lf(b"Subject: a\\nBcc: x\\r\\n"), message_id(header_section(msg, 1024))
+    >>> has_bare_cr_or_lf(b"Subject: a\\rBcc: x\\r\\n"), message_id(header_section(msg, 1024))
     (True, '<1@example.org>')
 """
 
@@ -44,7 +48,11 @@ def header_section(data: bytes, limit: int) -> bytes | None:
 
 
 def has_bare_cr_or_lf(header: bytes) -> bool:
-    """True if a CR or LF appears other than as part of a CRLF pair."""
+    """True if a CR or LF appears other than as part of a CRLF pair.
+
+    In a canonical message only a bare CR can be left; the check on LF is a
+    guard for callers that pass something else.
+    """
     rest = header.replace(b"\r\n", b"")
     return b"\r" in rest or b"\n" in rest
 

@@ -6,7 +6,8 @@ adds what a server needs around that:
 * connection tracking for the session gauge, ``max_connections`` and a
   graceful stop (:class:`Connections`);
 * knowing when a connection is inside DATA, so stopping can wait for it;
-* reading DATA in large chunks (:mod:`beacon_proxy.smtpd.data`) instead of
+* reading DATA in large chunks (:mod:`beacon_proxy.smtpd.data`), into one
+  canonical CRLF form (bare LF line ends accepted, as Postfix does), instead of
   aiosmtpd's line-by-line loop, the main CPU cost of receiving;
 * one place where every 4xx/5xx reply is logged and counted, whoever wrote it
   (the handler or aiosmtpd itself), with aiosmtpd's size replies reworded.

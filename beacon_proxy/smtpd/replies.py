@@ -44,6 +44,7 @@ TOO_MANY_CONNECTIONS = "421 4.7.0 Too many connections"
 SHUTTING_DOWN = "421 4.3.2 Service shutting down"
 MESSAGE_TOO_BIG = "552 5.3.4 Message size exceeds fixed limit"
 HEADER_TOO_BIG = "552 5.3.4 Message header size exceeds limit"
+# Since bare LFs are read as CRLF (smtpd.data), only a bare CR in the header gets this.
 BARE_CR_LF = "554 5.6.0 Bare CR or LF in message header not allowed"
 NULL_RECIPIENT = "553 5.1.3 Null recipient address <> not allowed"
 

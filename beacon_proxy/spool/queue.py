@@ -17,8 +17,10 @@ writes it to ``tmp/``, fsyncs it, renames it into ``active/`` and fsyncs the
 directory before it returns: only then may the SMTP side answer ``250``.
 
 The journal is append-only, one JSON object per line: ``{"r": index, "s":
-state, "reply": ..., "t": time}`` for a recipient's outcome and ``{"a":
-attempts, "next": time, "t": time}`` at the end of a delivery attempt.  A
+state, "reply": ..., "t": time}`` for a recipient's outcome, ``{"a":
+attempts, "next": time, "t": time}`` at the end of a delivery attempt and
+``{"f": failures, "next": time, "error": ..., "t": time}`` after an attempt
+that raised.  A
 recipient recorded ``delivered``/``bounced``/``suppressed`` is never tried
 again, also after a crash: each outcome is written (not yet fsynced) as soon
 as it is known, and the journal is fsynced at the end of every attempt.  A
@@ -37,7 +39,7 @@ import os
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, ParamSpec, TypeVar
 
@@ -90,7 +92,8 @@ class QueueEntry:
     next_attempt: float = 0.0
     last_attempt: float | None = None
     size_on_disk: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
+    failures: int = 0  # attempts that raised (journaled), see Scheduler.max_failures
+    deleted: bool = False  # removed by an operator while in memory
 
     @property
     def queue_id(self) -> str:
@@ -197,6 +200,12 @@ class Spool:
     async def finish_attempt(self, entry: QueueEntry) -> None:
         """Journal the end of an attempt (fsynced) and file the entry by its state."""
         line = {"a": entry.attempts, "next": round(entry.next_attempt, 3),
+                "t": round(time.time(), 3)}
+        await self._run(self._finish_sync, entry.queue_id, line, entry.state)
+
+    async def record_failure(self, entry: QueueEntry, error: str) -> None:
+        """Journal an attempt that raised (fsynced) and file the entry as deferred."""
+        line = {"f": entry.failures, "next": round(entry.next_attempt, 3), "error": error,
                 "t": round(time.time(), 3)}
         await self._run(self._finish_sync, entry.queue_id, line, entry.state)
 
@@ -362,6 +371,9 @@ class Spool:
                     entry.attempts = int(rec["a"])
                     entry.next_attempt = float(rec["next"])
                     entry.last_attempt = float(rec.get("t", 0)) or None
+                elif "f" in rec:
+                    entry.failures = int(rec["f"])
+                    entry.next_attempt = float(rec["next"])
             except (ValueError, KeyError, IndexError, TypeError):
                 if lineno == len(lines):  # torn last write: the crash we recover from
                     continue

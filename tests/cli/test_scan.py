@@ -84,3 +84,33 @@ def test_broken_message_is_reported_not_fatal(tmp_path: Path,
     assert main(["scan", str(bad), "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["findings"] == [] and result["problems"]
+
+
+def test_scan_reports_the_copy_the_relay_would_send(tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    deep = tmp_path / "deep.eml"
+    head = "".join(f"Content-Type: multipart/mixed; boundary=b{i}\n\n--b{i}\n" for i in range(120))
+    deep.write_bytes((head + f'Content-Type: text/html\n\n<img src="{PIXEL_URL}" width="1">'
+                      '<img src="https://cdn.shop.example/logo.png" width="200">\n').encode())
+    out = tmp_path / "out.eml"
+    assert main(["scan", str(deep), "--json", "--output", str(out)]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["outcome"] == "fallback"
+    assert any("deeper than 100" in p for p in result["problems"])
+    assert PIXEL_URL.encode() not in out.read_bytes()
+
+
+def test_scan_never_reports_an_action_it_did_not_apply(tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    long_line = "<p>" + "x" * 920 + f'<img src="{PIXEL_URL}" width="1" height="1"></p>'
+    mail = tmp_path / "long.eml"
+    mail.write_bytes(("From: news@shop.example\nMIME-Version: 1.0\nContent-Type: text/html\n"
+                      "Content-Transfer-Encoding: 8bit\n\n" + long_line + "\n").encode())
+    out = tmp_path / "out.eml"
+    assert main(["scan", str(mail), "--json", "--policy", "granted", "--output", str(out)]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["outcome"] == "rewritten"
+    assert [f["action"] for f in result["findings"]] == ["rewrite"]
+    written = out.read_bytes()
+    assert PIXEL_URL.encode() not in written
+    assert b"Content-Transfer-Encoding: quoted-printable" in written

@@ -11,7 +11,7 @@ from beacon_proxy.consent.policy import Decision, DefaultConsent, Policy
 from beacon_proxy.deliver.courier import Courier, Outcome, Result
 from beacon_proxy.deliver.retry import RetryPolicy
 from beacon_proxy.deliver.scheduler import Scheduler
-from beacon_proxy.rewrite.step import TraceStep
+from beacon_proxy.rewrite.step import Copy, TraceStep
 from beacon_proxy.spool.envelope import Envelope, new_queue_id
 from beacon_proxy.spool.queue import Spool
 
@@ -264,3 +264,74 @@ async def test_operator_requests_retry_and_delete(rig: Rig) -> None:
     await _until(lambda: s.queue_size() == 0, timeout=5)
     assert [r for _, r, _ in rig.courier.sent] == ["a@x.org"]
     assert rig.courier.calls.count("b@x.org") == 1
+
+
+class _Step:
+    """A rewrite step that holds some copies, or raises while preparing."""
+
+    def __init__(self, hold: set[str] | None = None, raise_times: int = 0) -> None:
+        self.hold, self.raise_times, self.prepared = hold or set(), raise_times, 0
+
+    async def prepare(self, envelope: Envelope, data: bytes) -> _Step:
+        if envelope.sender:  # DSNs (null sender) always pass
+            self.prepared += 1
+            if self.prepared <= self.raise_times:
+                raise RuntimeError("a rewrite bug")
+        self.data = data
+        return self
+
+    @property
+    def size(self) -> int:
+        return len(self.data)
+
+    def render(self, recipient: str, policy: Policy) -> Copy:
+        if recipient in self.hold:
+            return Copy(b"", {"outcome": "held"}, held="fallback impossible: test")
+        return Copy(self.data, {"outcome": "stripped"})
+
+
+def _with_step(rig: Rig, step: _Step, retry: RetryPolicy, **kw: int) -> Scheduler:
+    def factory() -> Courier:
+        return rig.courier
+
+    return Scheduler(rig.spool, factory, step, DefaultConsent(Policy.REFUSED), retry,
+                     concurrency=1, hostname="relay.test", **kw)
+
+
+async def test_a_held_copy_is_deferred_then_bounced_at_the_lifetime(rig: Rig) -> None:
+    step = _Step(hold={"held@x.org"})
+    s = _with_step(rig, step, RetryPolicy(0.05, 0.05, 0.3))
+    await s.start()
+    env = _env("held@x.org", "ok@x.org")
+    await s.enqueue(env, DATA)
+    await _until(lambda: s.queue_size() == 0)  # only the DSN is left, then nothing
+    assert [r for _, r, _ in rig.courier.sent] == ["ok@x.org", "s@example.org"]
+    dsn = rig.courier.sent[-1][2]
+    assert b"held@x.org" in dsn and b"copy held: fallback impossible" in dsn
+    assert b"4.4.7" in dsn  # expired
+
+
+async def test_a_failing_attempt_is_counted_and_set_aside(rig: Rig) -> None:
+    step = _Step(raise_times=100)
+    s = _with_step(rig, step, RetryPolicy(0.01, 0.02, 600), max_failures=3)
+    await s.start()
+    env = _env("a@x.org")
+    await s.enqueue(env, DATA)
+    await _until(lambda: s.queue_size() == 0 and len(rig.courier.sent) == 1)
+    assert step.prepared >= 3
+    assert [r for _, r, _ in rig.courier.sent] == ["s@example.org"]  # the bounce
+    assert b"5.3.0" in rig.courier.sent[0][2] and b"3 failed attempts" in rig.courier.sent[0][2]
+    assert env.queue_id in {p.name.split(".")[0] for p in rig.spool.corrupt.iterdir()}
+
+
+async def test_failures_survive_a_restart(rig: Rig) -> None:
+    step = _Step(raise_times=1)
+    s = _with_step(rig, step, RetryPolicy(600, 600, 6000))
+    await s.start()
+    env = _env("a@x.org")
+    await s.enqueue(env, DATA)
+    await _until(lambda: step.prepared == 1)
+    await asyncio.sleep(0.05)
+    await s.stop(1)
+    (entry,) = await rig.spool.recover()
+    assert entry.failures == 1 and entry.state == "deferred" and entry.next_attempt > 0

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from beacon_proxy.deliver.courier import Outcome, Result
 from beacon_proxy.deliver.smtp import SmtpCourier, wire_data
-from beacon_proxy.smtpd.data import unstuff
+from beacon_proxy.smtpd.data import canonical, unstuff
 from tests.deliver.conftest import Upstream
 
 T = TypeVar("T")
@@ -60,6 +60,27 @@ async def test_delivers_exact_bytes_including_dot_lines(upstream: Upstream,
     assert "BODY=8BITMIME" in msg.mail_options
     assert f"SIZE={len(data)}" in msg.mail_options
     assert not msg.tls
+
+
+SMUGGLED = (b"MAIL FROM:<evil@example.org>\r\nRCPT TO:<victim@example.net>\r\nDATA\r\n"
+            b"Subject: smuggled\r\n\r\nx\r\n")
+
+
+@pytest.mark.parametrize(
+    "dot_line",
+    [b"\r\n..\r\n", b"\n..\n", b"\n..\r\n", b"\r\n..\n",  # a stuffed "." line: content
+     b"\n.\n", b"\n.\r\n", b"\r\n.\n", b"\r.\r", b"\r\n\x00.\r\n"],  # smuggling attempts
+)
+async def test_received_dot_line_reaches_the_upstream_inside_one_message(
+        upstream: Upstream, courier: SmtpCourier, dot_line: bytes) -> None:
+    """smtpd's canonical bytes, sent on: a "." line is stuffed, so the next hop reads it all."""
+    data = canonical(b"Subject: dots\r\n\r\nbody" + dot_line + SMUGGLED)
+    assert (await send(courier, data=data)).ok
+    await bounded(courier.close())
+    [msg] = upstream.messages  # one message, not two
+    assert msg.content == re.sub(rb"\r\n|\r|\n", b"\r\n", data)  # whole, not cut at the "."
+    assert msg.content.endswith(b"\r\n" + SMUGGLED)
+    assert msg.rcpt_tos == ["b@example.net"]
 
 
 async def test_null_sender_is_sent_as_empty_reverse_path(upstream: Upstream,

@@ -1,4 +1,5 @@
-"""Charset labels, scan views (ASCII structure kept, multi-byte characters masked), text."""
+"""Charset labels, scan views (ASCII structure kept, multi-byte characters masked), text,
+byte order marks and the UTF-8 transcoding of charsets that are not ASCII-compatible."""
 
 from __future__ import annotations
 
@@ -11,13 +12,21 @@ from hypothesis import strategies as st
 from beacon_proxy.rewrite import charsets
 from beacon_proxy.rewrite.charsets import (
     UNKNOWN_CHARSET,
+    WHATWG_LABELS,
     decode_text,
+    effective_charset,
     encode_text,
+    from_utf8,
+    has_bom,
     is_supported,
+    is_transcoded,
+    lenient_view,
     looks_valid,
     normalise_charset,
     scan_view,
+    to_utf8,
 )
+from beacon_proxy.rewrite.css import scan_css
 
 
 @pytest.mark.parametrize(
@@ -33,9 +42,14 @@ from beacon_proxy.rewrite.charsets import (
         ("ks_c_5601-1987", "euc-kr"), ("euc-kr", "euc-kr"), ("koi8-r", "koi8-r"),
         ("tis-620", "windows-874"), ("us-ascii", "us-ascii"), ("ANSI_X3.4-1968", "us-ascii"),
         ("utf-16", "utf-16"), ("UTF-16LE", "utf-16le"), ("utf-7", "utf-7"),
+        ("utf_16_be", "utf-16be"), ("UTF-32", "utf-32"), ("utf-32LE", "utf-32le"),
+        ("UCS-4", "utf-32"), ("unicode-1-1-utf-7", "utf-7"), ("csUnicode11UTF7", "utf-7"),
+        ("HZ-GB-2312", "hz-gb-2312"), ("x-user-defined", "x-user-defined"),
+        ("iso-2022-cn", "replacement"), ("ISO-2022-KR", "iso-2022-kr"), ("koi8-ru", "koi8-u"),
+        ("x-mac-ukrainian", "x-mac-cyrillic"), ("iso-8859-11", "windows-874"),
         *((label, UNKNOWN_CHARSET) for label in (
             "klingon", "rot13", "base64", "hex", "idna", "utf-8; format=flowed", "x-unknown",
-            "unknown-8bit", "cp037")),
+            "unknown-8bit", "cp037", "x-unknown-42", "utf-16x", "unicode-1-1-utf-16")),
     ],
 )
 def test_normalise_charset(label: str | None, name: str) -> None:
@@ -48,12 +62,101 @@ def test_normalise_charset_never_raises(label: str) -> None:
     assert name == UNKNOWN_CHARSET or name in charsets._CHARSETS
 
 
-def test_is_supported() -> None:
-    for name in ("utf-8", "us-ascii", "windows-1252", "shift_jis", "iso-2022-jp", "euc-kr",
-                 "GB2312", "big5", "euc-jp", "iso-2022-kr", "koi8-r"):
+def test_every_charset_is_supported_and_only_the_others_are_transcoded() -> None:
+    ascii_compatible = ("utf-8", "us-ascii", "windows-1252", "shift_jis", "iso-2022-jp",
+                        "euc-kr", "GB2312", "big5", "euc-jp", "iso-2022-kr", "koi8-r",
+                        "x-user-defined", "replacement", UNKNOWN_CHARSET, "klingon",
+                        "unicode11utf8")
+    transcoded = ("utf-16", "UTF-16LE", "utf-16be", "unicode", "unicodeFFFE", "utf-32",
+                  "utf-32le", "utf-32be", "utf-7", "hz-gb-2312")
+    for name in ascii_compatible + transcoded:
         assert is_supported(name), name
-    for name in ("utf-16", "utf-32be", "utf-7", "hz-gb-2312", UNKNOWN_CHARSET, "klingon"):
-        assert not is_supported(name), name
+    assert [name for name in ascii_compatible if is_transcoded(name)] == []
+    assert [name for name in transcoded if not is_transcoded(name)] == []
+    assert {name for name in charsets._CHARSETS if is_transcoded(name)} == {
+        "utf-16", "utf-16le", "utf-16be", "utf-32", "utf-32le", "utf-32be", "utf-7",
+        "hz-gb-2312"}
+
+
+# --- the WHATWG label table --------------------------------------------------------------------
+
+# Labels whose mail meaning differs from the browser's (charsets._MAIL_LABELS and rows we keep).
+MAIL_DEVIATIONS = {
+    **dict.fromkeys(("ansi_x3.4-1968", "ascii", "us-ascii"), "us-ascii"),
+    **dict.fromkeys(("cp819", "csisolatin1", "ibm819", "iso-8859-1", "iso-ir-100", "iso8859-1",
+                     "iso88591", "iso_8859-1", "iso_8859-1:1987", "l1", "latin1"), "iso-8859-1"),
+    **dict.fromkeys(("csisolatin5", "iso-8859-9", "iso-ir-148", "iso8859-9", "iso88599",
+                     "iso_8859-9", "iso_8859-9:1989", "l5", "latin5"), "iso-8859-9"),
+    **dict.fromkeys(("csiso88598i", "iso-8859-8-i", "logical"), "iso-8859-8"),
+    "csiso2022kr": "iso-2022-kr", "iso-2022-kr": "iso-2022-kr", "hz-gb-2312": "hz-gb-2312",
+    "utf-16": "utf-16",
+}
+
+
+def test_the_whatwg_table_is_complete() -> None:
+    """Checked against the Encoding Standard's encodings.json (2026): 40 encodings, 228 labels."""
+    assert len(WHATWG_LABELS) == 40
+    assert sum(map(len, WHATWG_LABELS.values())) == 228
+    assert WHATWG_LABELS["utf-8"] == ("unicode-1-1-utf-8", "unicode11utf8", "unicode20utf8",
+                                      "utf-8", "utf8", "x-unicode20utf8")
+    assert WHATWG_LABELS["utf-16le"] == ("csunicode", "iso-10646-ucs-2", "ucs-2", "unicode",
+                                         "unicodefeff", "utf-16", "utf-16le")
+    assert WHATWG_LABELS["utf-16be"] == ("unicodefffe", "utf-16be")
+    assert WHATWG_LABELS["replacement"] == ("csiso2022kr", "hz-gb-2312", "iso-2022-cn",
+                                            "iso-2022-cn-ext", "iso-2022-kr", "replacement")
+    labels = [label for group in WHATWG_LABELS.values() for label in group]
+    assert len(labels) == len(set(labels))
+    assert all(label == label.strip().lower() for label in labels)
+
+
+@pytest.mark.parametrize(
+    ("encoding", "label"),
+    [(encoding, label) for encoding, labels in WHATWG_LABELS.items() for label in labels],
+)
+def test_every_whatwg_label_is_known(encoding: str, label: str) -> None:
+    expected = MAIL_DEVIATIONS.get(label, encoding)
+    for spelling in (label, label.upper(), f' "{label}" '):
+        assert normalise_charset(spelling) == expected, spelling
+    assert expected in charsets._CHARSETS
+
+
+@pytest.mark.parametrize(
+    ("label", "name"),
+    [
+        # every label that means UTF-8 or UTF-16 (WHATWG and mail)
+        *((label, "utf-8") for label in WHATWG_LABELS["utf-8"]),
+        ("unicode-1-1-utf-8", "utf-8"), ("UNICODE11UTF8", "utf-8"), ("x-unicode20utf8", "utf-8"),
+        *((label, "utf-16le") for label in ("csunicode", "iso-10646-ucs-2", "ucs-2", "unicode",
+                                            "unicodefeff", "utf-16le", "utf_16_le", "utf-16-le",
+                                            "x-utf-16le", "UnicodeLittleUnmarked")),
+        *((label, "utf-16be") for label in ("unicodefffe", "utf-16be", "utf_16_be",
+                                            "x-utf-16be", "UnicodeBigUnmarked")),
+        ("utf-16", "utf-16"), ("UTF16", "utf-16"),
+        # a sample of the legacy encodings, spelled as found in mail
+        ("866", "ibm866"), ("csIBM866", "ibm866"), ("ISO-IR-101", "iso-8859-2"),
+        ("iso_8859-3:1988", "iso-8859-3"), ("l4", "iso-8859-4"), ("cyrillic", "iso-8859-5"),
+        ("ASMO-708", "iso-8859-6"), ("iso-8859-6-i", "iso-8859-6"), ("sun_eu_greek", "iso-8859-7"),
+        ("greek8", "iso-8859-7"), ("visual", "iso-8859-8"), ("hebrew", "iso-8859-8"),
+        ("latin6", "iso-8859-10"), ("iso885913", "iso-8859-13"), ("iso8859-14", "iso-8859-14"),
+        ("l9", "iso-8859-15"), ("csisolatin9", "iso-8859-15"), ("koi", "koi8-r"),
+        ("cskoi8r", "koi8-r"), ("csmacintosh", "macintosh"), ("dos-874", "windows-874"),
+        ("iso885911", "windows-874"), ("x-cp1250", "windows-1250"), ("x-cp1258", "windows-1258"),
+        ("cp1254", "windows-1254"), ("csiso58gb231280", "gbk"), ("gb_2312", "gbk"),
+        ("iso-ir-58", "gbk"), ("x-x-big5", "big5"), ("cseucpkdfmtjapanese", "euc-jp"),
+        ("ms932", "shift_jis"), ("ms_kanji", "shift_jis"), ("csksc56011987", "euc-kr"),
+        ("iso-ir-149", "euc-kr"), ("windows-949", "euc-kr"), ("iso-2022-cn-ext", "replacement"),
+        ("replacement", "replacement"), ("csISO2022KR", "iso-2022-kr"),
+        ("x-mac-cyrillic", "x-mac-cyrillic"), ("x-user-defined", "x-user-defined"),
+        # mail meanings kept over WHATWG's windows-1252 / windows-1254
+        ("ascii", "us-ascii"), ("ISO-8859-1", "iso-8859-1"), ("latin5", "iso-8859-9"),
+        # beyond WHATWG
+        ("utf-32", "utf-32"), ("csUCS4", "utf-32"), ("iso-10646-ucs-4", "utf-32"),
+        ("utf_32_be", "utf-32be"), ("utf-7", "utf-7"), ("utf7", "utf-7"),
+        ("x-unicode-2-0-utf-7", "utf-7"), ("hz", "hz-gb-2312"),
+    ],
+)
+def test_labels(label: str, name: str) -> None:
+    assert normalise_charset(label) == name
 
 
 # --- scan views on known text ------------------------------------------------------------------
@@ -122,9 +225,10 @@ def test_iso_2022_kr_shift_out_runs_are_masked() -> None:
     assert bytes(b for b in view if b < 0x80) == b"<p></p>\n<b>x</b>"
 
 
-def test_unsupported_charsets_are_fully_masked() -> None:
+def test_transcoded_bytes_are_fully_masked() -> None:
     data = "<p>x</p>".encode("utf-16")
     assert scan_view(data, "utf-16") == b"\x80" * len(data)
+    assert scan_view(b"+ADw-p+AD4-", "utf-7") == b"\x80" * 11
 
 
 # --- property tests ----------------------------------------------------------------------------
@@ -249,8 +353,18 @@ def test_lying_bytes_give_a_safe_view_and_never_raise(data: bytes, charset: str)
     view = scan_view(data, charset)
     assert len(view) == len(data)
     assert all(v == d for v, d in zip(view, data, strict=True) if v < 0x80)
-    looks_valid(data, charset)
+    valid = looks_valid(data, charset)
     decode_text(data, charset)
+    encode_text(decode_text(data, charset), charset)
+    effective = effective_charset(data, charset)
+    if is_transcoded(charset):
+        assert not valid
+        with pytest.raises(ValueError, match="transcoding"):
+            lenient_view(data, charset)
+    else:
+        assert lenient_view(data, charset) == data
+    if is_transcoded(effective):
+        to_utf8(data, effective)
 
 
 @given(st.lists(st.sampled_from([b"\x1b$B", b"\x1b(B", b"\x1b(J", b"\x1b$@", b"%=", b"<a>",
@@ -271,7 +385,10 @@ def test_looks_valid_catches_lying_charsets() -> None:
     assert looks_valid(b"\x1b$B-!\x1b(B", "iso-2022-jp")  # NEC circled digit one
     assert looks_valid("日本".encode("shift_jis"), "shift_jis")
     assert not looks_valid(b"\x82", "shift_jis")
-    assert not looks_valid("x".encode("utf-16"), "utf-16")
+    assert not looks_valid("x".encode("utf-16"), "utf-16")  # scan its transcoding instead
+    assert looks_valid(b"\xff\x80<p>", UNKNOWN_CHARSET)  # unknown labels: any bytes
+    assert looks_valid(b"\xff\x80<p>", "iso-2022-cn")
+    assert looks_valid(b"\xff\x80<p>", "x-user-defined")
     assert looks_valid(b"\x1b$)C\x0eGQ\x0f", "iso-2022-kr")
     assert not looks_valid(b"\x1b$B", "iso-2022-kr")
 
@@ -287,7 +404,276 @@ def test_decode_and_encode_text() -> None:
     assert scan_view(inserted, "iso-2022-jp").endswith(b"&#8364;")
     assert encode_text("Désabonner €", "iso-8859-1") == b"D\xe9sabonner &#8364;"
     assert encode_text("x", "us-ascii") == b"x"
-    with pytest.raises(ValueError, match="cannot encode"):
-        encode_text("x", "utf-16")
-    with pytest.raises(ValueError, match="cannot encode"):
-        encode_text("x", UNKNOWN_CHARSET)
+    assert encode_text("<é>", "utf-16") == b"\x00<\x00\xe9\x00>"  # no BOM: big-endian
+    assert encode_text("<é>", "utf-16le") == b"<\x00\xe9\x00>\x00"
+    assert decode_text(b"\xff\xfe<\x00", "utf-16") == "<"
+    assert decode_text(b"+ADw-a+AD4-", "utf-7") == "<a>"
+    assert encode_text("日本€", "hz-gb-2312") == b"~{HU1>~}&#8364;"
+
+
+# --- unknown labels: the ASCII structure -------------------------------------------------------
+
+@pytest.mark.parametrize("label", ["x-unknown-42", "klingon", "iso-2022-cn", "replacement"])
+def test_unknown_labels_are_scanned_as_their_ascii_bytes(label: str) -> None:
+    data = '<p>Grüße</p><img src="https://t.example/o.gif?u=1" width=1>'.encode() + b"\xff\x1b$)A"
+    charset = normalise_charset(label)
+    assert is_supported(charset) and not is_transcoded(charset)
+    assert effective_charset(data, label) == charset
+    assert looks_valid(data, charset)
+    assert scan_view(data, charset) is data
+    assert decode_text("Grüße".encode(), charset) == "Grüße"  # read as UTF-8
+    assert decode_text(b"\xff", charset) == "\ufffd"
+    assert encode_text("Désabonner €", charset) == b"D&#233;sabonner &#8364;"
+
+
+def test_x_user_defined_maps_high_bytes_to_private_use() -> None:
+    data = b"<p>\x80\xff</p>"
+    assert looks_valid(data, "x-user-defined")
+    assert scan_view(data, "x-user-defined") is data
+    assert decode_text(data, "x-user-defined") == "<p>\uf780\uf7ff</p>"
+    assert encode_text("<p>\uf780\uf7ff é</p>", "x-user-defined") == b"<p>\x80\xff &#233;</p>"
+
+
+# --- effective charset: byte order marks and byte order ----------------------------------------
+
+BOMS = [
+    (b"\xef\xbb\xbf", "utf-8"), (b"\xff\xfe\x00\x00", "utf-32le"),
+    (b"\x00\x00\xfe\xff", "utf-32be"), (b"\xff\xfe", "utf-16le"), (b"\xfe\xff", "utf-16be"),
+]
+
+
+@pytest.mark.parametrize(("bom", "charset"), BOMS)
+@pytest.mark.parametrize("label", [None, "utf-8", "iso-8859-1", "shift_jis", "iso-2022-jp",
+                                   "utf-16", "utf-16le", "utf-16be", "utf-32", "utf-32be",
+                                   "utf-7", "x-klingon", "x-user-defined"])
+def test_a_byte_order_mark_wins_over_the_label(bom: bytes, charset: str, label: str | None
+                                               ) -> None:
+    codec = {"utf-8": "utf-8", "utf-16le": "utf-16-le", "utf-16be": "utf-16-be",
+             "utf-32le": "utf-32-le", "utf-32be": "utf-32-be"}[charset]
+    data = bom + '<img src="https://t.example/o.gif">'.encode(codec)
+    assert effective_charset(data, label or "") == charset
+    assert effective_charset(data, label) == charset if label else True
+    assert has_bom(data, charset)
+    if charset != "utf-8":
+        assert is_transcoded(charset)
+        assert to_utf8(data, charset) == b'<img src="https://t.example/o.gif">'
+
+
+def test_without_a_bom_the_nul_bytes_tell_the_byte_order() -> None:
+    html = '<html><body><img src="https://t.example/o.gif"><p>日本語 Grüße</p></body></html>'
+    for label, codec, charset in [
+        ("utf-16", "utf-16-le", "utf-16le"), ("utf-16", "utf-16-be", "utf-16be"),
+        ("UTF-32", "utf-32-le", "utf-32le"), ("utf-32", "utf-32-be", "utf-32be"),
+    ]:
+        data = html.encode(codec)
+        assert effective_charset(data, label) == charset, (label, codec)
+        assert to_utf8(data, label) == html.encode()  # a bare label is resolved the same way
+    # An explicit byte order is believed; undecidable bare labels are big-endian (RFC 2781).
+    assert effective_charset(html.encode("utf-16-be"), "utf-16le") == "utf-16le"
+    assert effective_charset(html.encode("utf-32-le"), "unicodeFFFE") == "utf-16be"
+    assert effective_charset(b"\x00\x00", "utf-16") == "utf-16be"
+    assert effective_charset(b"a\x00\x00a", "utf-16") == "utf-16be"
+    assert effective_charset(b"", "utf-16") == "utf-16be"
+    assert effective_charset(b"", "utf-32") == "utf-32be"
+    assert effective_charset("表示".encode("utf-32-le"), "utf-32") == "utf-32le"
+
+
+def test_a_utf32_bom_must_start_utf32() -> None:
+    """FF FE 00 00 is also a UTF-16LE BOM and U+0000, which is what browsers read."""
+    utf16 = b"\xff\xfe" + "\x00<img src=x>".encode("utf-16-le")
+    assert effective_charset(utf16, "utf-16") == "utf-16le"
+    assert effective_charset(utf16, "utf-32") == "utf-16le"
+    assert to_utf8(utf16, "utf-16le") == b"\x00<img src=x>"
+    assert effective_charset(utf16[:6], "x-klingon") == "utf-16le"  # length not a multiple of 4
+    utf32 = b"\xff\xfe\x00\x00" + "\x00<img src=x>".encode("utf-32-le")
+    assert effective_charset(utf32, "utf-16") == "utf-32le"
+    be16 = b"\x00\x00\xfe\xff" + "<img src=x>".encode("utf-16-be")  # U+0000 U+FEFF <img...
+    assert effective_charset(be16, "utf-16be") == "utf-16be"
+    assert effective_charset(be16, "utf-16") == "utf-16be"
+
+
+def test_byte_order_is_sniffed_from_a_prefix_only() -> None:
+    data = ("<p>" * 2000).encode("utf-16-le") + ("<p>" * 100_000).encode("utf-16-be")
+    assert effective_charset(data, "utf-16") == "utf-16le"
+
+
+def test_a_utf16_label_on_bytes_without_nul_is_a_lying_label() -> None:
+    data = b'<img src="https://t.example/o.gif" width="1">'
+    for label in ("utf-16", "utf-16le", "UTF-16BE", "unicode", "utf-32", "utf-32le"):
+        assert effective_charset(data, label) == UNKNOWN_CHARSET, label
+    # One NUL is enough to trust the label: then no ASCII-reading is tried (a known gap).
+    assert effective_charset(b"\x00" + data, "utf-16") == "utf-16be"
+    assert effective_charset(data + b"\x00", "utf-16") == "utf-16le"
+
+
+def test_other_labels_are_only_normalised() -> None:
+    assert effective_charset(b"<p>\x00</p>", "Shift_JIS") == "shift_jis"
+    assert effective_charset(b"<p>", None) == "us-ascii"  # type: ignore[arg-type]
+    assert effective_charset(b"+ADw-p+AD4-", "UTF-7") == "utf-7"
+    assert effective_charset(b"\xfe<p>", "unicode11utf8") == "utf-8"
+    assert effective_charset(b"<p>", "x-unknown-42") == UNKNOWN_CHARSET
+
+
+def test_has_bom() -> None:
+    assert has_bom("x".encode("utf-16"), "utf-16")
+    assert has_bom(b"\xfe\xff\x00x", "utf-16") and has_bom(b"\xfe\xff\x00x", "utf-16be")
+    assert not has_bom(b"\xfe\xff\x00x", "utf-16le")
+    assert not has_bom(b"\xff\xfe\x00\x00", "utf-32be")
+    assert has_bom(b"+/v8-<p>", "utf-7") and has_bom(b"+/v9AGE-", "utf-7")
+    assert not has_bom(b"+AGE-", "utf-7")
+    assert has_bom(b"\xef\xbb\xbf", "utf-8")
+    assert not has_bom(b"~{", "hz-gb-2312")
+    assert not has_bom(b"", "utf-16le")
+
+
+# --- transcoding -------------------------------------------------------------------------------
+
+def test_utf7_markup_hidden_in_base64_is_transcoded() -> None:
+    data = b'+ADw-img src=+ACI-https://t.example/o.gif?u=a+AEA-b.org+ACI- width=1+AD4-Hello'
+    assert is_transcoded(effective_charset(data, "utf-7"))
+    assert to_utf8(data, "utf-7") == b'<img src="https://t.example/o.gif?u=a@b.org" width=1>Hello'
+    assert b"<img" not in data  # the bytes alone hide the tag
+
+
+def test_hz_is_transcoded() -> None:
+    data = b"<p>~{HU1>~}</p><img src=x>~~"
+    assert to_utf8(data, "hz-gb-2312") == "<p>日本</p><img src=x>~".encode()
+    assert from_utf8("<p>日本 €</p>".encode(), "hz-gb-2312", bom=False) == (
+        b"<p>~{HU1>~} &#8364;</p>")
+
+
+def test_to_utf8_is_lenient_and_drops_the_bom() -> None:
+    assert to_utf8(b"\xff\xfe<\x00p\x00>", "utf-16le") == b"<p\xef\xbf\xbd"  # odd length
+    assert to_utf8(b"\xff\xfe<\x00\xff\xfe", "utf-16le") == b"<\xef\xbb\xbf"  # one BOM dropped
+    assert to_utf8(b"\xfe\xff\x00<", "utf-16le") == "\ufffe\u3c00".encode()  # not its BOM
+    assert to_utf8(b"<\x00\x00\x00\x00\x00\x11\x00", "utf-32le") == b"<\xef\xbf\xbd"
+    assert to_utf8(b"+/v8-a+-", "utf-7") == b"a+"
+    assert to_utf8(b"a\xe9b", "utf-7") == "a\ufffdb".encode()
+
+
+def test_utf16_lone_surrogates_survive_the_round_trip() -> None:
+    data = b"<\x00\x3d\xd8>\x00"  # '<', a lone high surrogate, '>'
+    utf8 = to_utf8(data, "utf-16le")
+    assert utf8 == b"<\xed\xa0\xbd>"
+    assert scan_view(utf8, "utf-8") == utf8 and not looks_valid(utf8, "utf-8")
+    assert lenient_view(utf8, "utf-8") == utf8
+    assert from_utf8(utf8, "utf-16le", bom=False) == data
+
+
+def test_an_edited_transcoding_goes_back_with_its_bom() -> None:
+    html = '<p>Grüße 日本</p><img src="https://t.example/o.gif" width="1"><p>\U0001f600</p>'
+    data = html.encode("utf-16")  # BOM + native order
+    charset = effective_charset(data, "utf-16")
+    utf8 = to_utf8(data, charset)
+    view = scan_view(utf8, "utf-8")
+    start = view.index(b"<img")
+    end = view.index(b">", start) + 1
+    edited = utf8[:start] + utf8[end:]
+    out = from_utf8(edited, charset, bom=has_bom(data, charset))
+    assert out == html.replace('<img src="https://t.example/o.gif" width="1">', "").encode("utf-16")
+
+
+def test_from_utf8_needs_a_definite_transcoded_charset() -> None:
+    for charset in ("utf-16", "UTF-32"):
+        with pytest.raises(ValueError, match="has no byte order"):
+            from_utf8(b"x", charset, bom=False)
+    with pytest.raises(ValueError, match="ASCII-compatible"):
+        from_utf8(b"x", "utf-8", bom=False)
+    with pytest.raises(ValueError, match="ASCII-compatible"):
+        to_utf8(b"x", "shift_jis")
+    assert from_utf8(b"<\xff>", "utf-16be", bom=False) == "<\ufffd>".encode("utf-16-be")
+
+
+FIXED_ORDER = ["utf-16le", "utf-16be", "utf-32le", "utf-32be"]
+CODEC = {"utf-16le": "utf-16-le", "utf-16be": "utf-16-be", "utf-32le": "utf-32-le",
+         "utf-32be": "utf-32-be"}
+BOM_OF = {"utf-16le": b"\xff\xfe", "utf-16be": b"\xfe\xff", "utf-32le": b"\xff\xfe\x00\x00",
+          "utf-32be": b"\x00\x00\xfe\xff"}
+
+
+@pytest.mark.parametrize("charset", FIXED_ORDER)
+@given(text=st.text(), bom=st.booleans())
+def test_utf16_utf32_round_trip_is_exact(charset: str, text: str, bom: bool) -> None:
+    data = (BOM_OF[charset] if bom else b"") + text.encode(CODEC[charset])
+    utf8 = to_utf8(data, charset)
+    expected = text[1:] if not bom and text.startswith("\ufeff") else text
+    assert utf8 == expected.encode()
+    assert from_utf8(utf8, charset, bom=has_bom(data, charset)) == data
+
+
+@pytest.mark.parametrize("label", ["utf-16", "utf-32", "unicode", "unicodeFFFE", "utf-32le"])
+@given(text=st.text(min_size=1), bom=st.booleans(), little=st.booleans())
+def test_round_trip_through_the_effective_charset(label: str, text: str, bom: bool,
+                                                  little: bool) -> None:
+    """The engine's sequence: effective_charset, has_bom, to_utf8, (edit), from_utf8."""
+    family = "utf-32" if "32" in label else "utf-16"
+    order = family + ("le" if little else "be")
+    data = (BOM_OF[order] if bom else b"") + text.encode(CODEC[order])
+    charset = effective_charset(data, label)
+    if not is_transcoded(charset):
+        assert charset == UNKNOWN_CHARSET and b"\x00" not in data
+        return
+    if family == "utf-32" and not bom and charset != order:
+        return  # a mis-sniffed UTF-32 may hold values past U+10FFFF (then U+FFFD)
+    assert from_utf8(to_utf8(data, charset), charset, bom=has_bom(data, charset)) == data
+
+
+@given(data=st.binary(max_size=200).map(lambda b: b[: len(b) // 2 * 2]))
+def test_any_even_length_bytes_round_trip_as_utf16(data: bytes) -> None:
+    for charset in ("utf-16le", "utf-16be"):
+        assert from_utf8(to_utf8(data, charset), charset, bom=has_bom(data, charset)) == data
+
+
+@given(text=st.text(), bom=st.booleans())
+def test_utf7_round_trip_keeps_the_text(text: str, bom: bool) -> None:
+    data = (b"+/v8-" if bom else b"") + text.encode("utf-7")
+    utf8 = to_utf8(data, "utf-7")
+    expected = text[1:] if not bom and text.startswith("\ufeff") else text
+    assert utf8 == expected.encode()
+    out = from_utf8(utf8, "utf-7", bom=has_bom(data, "utf-7"))
+    assert out.decode("utf-7") == data.decode("utf-7")  # the bytes may differ (not unique)
+    assert has_bom(out, "utf-7") == has_bom(data, "utf-7")
+
+
+HZ_TEXT = st.text(alphabet=st.sampled_from("<>=\"' ab~\n日本表示中文"))
+
+
+@given(text=HZ_TEXT)
+def test_hz_round_trip_keeps_the_text(text: str) -> None:
+    data = from_utf8(text.encode(), "hz-gb-2312", bom=False)
+    assert data.decode("hz") == text
+    assert from_utf8(to_utf8(data, "hz-gb-2312"), "hz-gb-2312", bom=False) == data
+    python = text.encode("hz")  # CPython's encoder, when it gets '~' right
+    if python.decode("hz") == text:
+        assert to_utf8(python, "hz-gb-2312") == text.encode()
+
+
+def test_hz_tilde_survives_where_cpython_drops_it() -> None:
+    text = "<<" + "中<" * 5 + "中~"  # CPython 3.11's hz encoder ends this in "~}~", not "~}~~"
+    assert from_utf8(text.encode(), "hz-gb-2312", bom=False).decode("hz") == text
+    assert encode_text(text, "hz-gb-2312").decode("hz") == text
+
+
+# --- lying labels ------------------------------------------------------------------------------
+
+def test_lenient_view_is_the_identity_for_lying_labels() -> None:
+    data = "<p>表</p>".encode("shift_jis") + b'\x82<img src="https://t.example/o.gif">'
+    assert not looks_valid(data, "shift_jis")
+    assert lenient_view(data, "shift_jis") is data
+    assert b"<img" in lenient_view(data, "shift_jis")
+    for charset in ("gbk", "big5", "euc-kr", "iso-2022-jp", "utf-8", "windows-1252"):
+        assert lenient_view(data, charset) is data
+    with pytest.raises(ValueError, match="transcoding"):
+        lenient_view(data, "utf-16le")
+
+
+def test_lenient_view_misses_css_after_a_backslash_trail_byte() -> None:
+    """The documented gap: only both views together cover every client."""
+    data = ('<style>.a{content:"表"} .b{background:url(https://t.example/o.gif)}</style>'
+            .encode("shift_jis") + b"\x82")
+    assert not looks_valid(data, "shift_jis")
+    css = slice(data.index(b">") + 1, data.rindex(b"</style>"))
+    labelled = [r.url for r in scan_css(scan_view(data, "shift_jis")[css])]
+    identity = [r.url for r in scan_css(lenient_view(data, "shift_jis")[css])]
+    assert labelled == ["https://t.example/o.gif"]
+    assert identity == []

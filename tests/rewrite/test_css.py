@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from beacon_proxy.rewrite.css import CssRef, css_unescape, declarations, scan_css
+from beacon_proxy.rewrite.html import scan_html
 
 
 def _found(css: bytes) -> list[tuple[str, str, bytes, bytes]]:
@@ -113,3 +114,31 @@ def test_declarations() -> None:
     assert declarations(b"max-width: 600px; line-height: 1px; border-width: 1px") == {
         "max-width": "600px"}
     assert declarations(b"") == {}
+
+
+# -- found by the differential oracle (tests/rewrite/test_oracle.py) -------------------------
+
+@pytest.mark.parametrize("css", [
+    b"@import/**/'https://t.test/a.css';",
+    b"@import /* x */ \"https://t.test/a.css\" screen;",
+    b"@import/* a **/ /**/url(https://t.test/a.css);",
+    b"@\\69mport 'https://t.test/a.css';",
+    b"@IM\\50 ORT \"https://t.test/a.css\";",
+])
+def test_import_after_a_comment_or_with_an_escaped_name(css: bytes) -> None:
+    (ref,) = scan_css(css)
+    assert (ref.kind, ref.url, css[slice(*ref.removal_span)]) == (
+        "import", "https://t.test/a.css", css)
+
+
+def test_escaped_font_face_is_read_as_font_face() -> None:
+    css = b"@font\\-face{font-family:x;src:url(https://t.test/f.woff)}"
+    (ref,) = scan_css(css)
+    assert ref.url == "https://t.test/f.woff"
+
+
+@pytest.mark.parametrize("css", [b"'\\", b'a{b:"x\\', b'url("\\'])
+def test_a_backslash_ending_a_string_at_the_end_of_the_css(css: bytes) -> None:
+    # found by tests/rewrite/test_fuzz.py: it raised AssertionError out of Engine.analyse
+    scan_css(css)
+    scan_html(b"<style>" + css)

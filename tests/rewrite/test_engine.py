@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import base64
+import email
 import hashlib
 import quopri
 import re
@@ -131,20 +132,21 @@ def test_srcset_candidates_and_css_urls_are_neutralised_in_place() -> None:
     assert b"background:none no-repeat;color:red" in html
 
 
-def test_broken_mime_is_delivered_unmodified_with_a_problem() -> None:
+def test_broken_mime_is_reported_unhandled_for_the_fallback() -> None:
     message = _message(PAGE).replace(b'boundary="BOUND"', b'boundary="OTHER"')
     analysis = ENGINE.analyse(message)
-    out = ENGINE.render(analysis, RCPT, Policy.REFUSED)
+    assert analysis.problems and not analysis.complete
+    assert analysis.unhandled == ("message: boundary never found",)
+    out = ENGINE.render(analysis, RCPT, Policy.REFUSED)  # the engine alone changes nothing
     assert out.data == message and not out.changed
-    assert analysis.problems
 
 
-def test_lying_charset_part_is_left_alone() -> None:
+def test_lying_charset_part_is_scanned_as_its_bytes() -> None:
     message = _message(PAGE.replace(b"\xe2\x82\xac", b"\xff\xfe"), cte="8bit")
     analysis = ENGINE.analyse(message)
-    assert analysis.parts == ()
-    assert any("not valid" in p for p in analysis.problems)
-    assert ENGINE.render(analysis, RCPT, Policy.REFUSED).data == message
+    assert len(analysis.parts) == 1 and analysis.complete
+    out = ENGINE.render(analysis, RCPT, Policy.REFUSED)
+    assert out.changed and PIXEL not in out.data and b"\xff\xfe" in out.data
 
 
 @pytest.mark.parametrize("name", sorted(p.name for p in (FIXTURES / "mime").glob("*.eml")))
@@ -221,14 +223,24 @@ def test_output_equals_input_with_exactly_the_tracker_spans_removed(
     assert _html_of(out.data) == expected
 
 
-def test_a_part_that_cannot_be_re_encoded_is_left_alone() -> None:
+def test_a_line_too_long_for_8bit_is_re_encoded_as_quoted_printable() -> None:
     long_line = b"<p>" + b"x" * 900 + PIXEL.replace(b"open.gif?u=42", b"o?u=42") + b"</p>"
     message = _message(long_line, cte="8bit")
     analysis = ENGINE.analyse(message)
-    out = ENGINE.render(analysis, RCPT, Policy.GRANTED, lambda u: "https://p.example/" + "y" * 200)
-    assert out.data == message and not out.changed
-    assert out.problems and "left unmodified" in out.problems[0]
-    assert "rewrite_problems" in out.report(Policy.GRANTED)
+    link = "https://p.example/" + "y" * 200
+    out = ENGINE.render(analysis, RCPT, Policy.GRANTED, lambda u: link)
+    assert out.changed and out.problems == ("part 2 (text/html): re-encoded as quoted-printable",)
+    assert [i.action for i in out.trackers] == [Action.REWRITE]
+    assert max(len(line) for line in out.data.split(b"\r\n")) <= 998
+    parsed = email.message_from_bytes(out.data)
+    html = next(p for p in parsed.walk() if p.get_content_type() == "text/html")
+    assert html["Content-Transfer-Encoding"] == "quoted-printable"
+    decoded = html.get_payload(decode=True)
+    assert isinstance(decoded, bytes)
+    assert link.encode() in decoded and b"x" * 900 in decoded
+    assert decoded.count(b"Content-Transfer-Encoding") == 0
+    again = ENGINE.analyse(out.data)
+    assert again.complete and again.parts[0].part.transfer_encoding == "quoted-printable"
 
 
 @pytest.mark.parametrize("name", ["shift_jis_qp.eml", "shift_jis_base64.eml"])

@@ -159,7 +159,7 @@ def test_meta_refresh_forms() -> None:
 def test_a_long_base_resolves_within_a_budget() -> None:
     # Each relative URL becomes a string as long as the base: a 100 KB base and 40 000
     # relative images would build 4 GB.  Past a budget linear in the part, nothing is
-    # resolved and the scan says it is truncated (the engine leaves such a part alone).
+    # resolved and the scan says it is truncated (refused copies then get the fallback).
     base = b'<base href="https://t.test/' + b"d/" * 50_000 + b'">'
     scan = scan_html(base + b'<img src="o.gif">' * 40_000)
     assert scan.truncated and not any(r.remote for r in scan.references)
@@ -449,3 +449,35 @@ def test_keyed_tag_groups_are_always_consistent(tag: str, parts: list[str]) -> N
         m = pattern.match(view)
         if m is not None:
             assert all(start <= end for start, end in m.regs)
+
+
+# -- found by the differential oracle (tests/rewrite/test_oracle.py) -------------------------
+
+def test_numeric_references_take_every_digit() -> None:
+    # A browser reads "&#x0000000068;" as "h": the URL is remote, not relative.
+    view = (b'<img src="&#x0000000000068;ttps://t.test/a"><img src="&#00000000104;ttps://t.test/b">'
+            b'<td style="background:url(&#x000000000068;ttps://t.test/c)">'
+            b'<img src="https://t.test/d&#99999999999;&#' + b"9" * 5000 + b';">')
+    assert [(r.url, r.remote) for r in scan_html(view).references] == [
+        ("https://t.test/a", True), ("https://t.test/b", True), ("https://t.test/c", True),
+        ("https://t.test/d\ufffd\ufffd", True)]
+
+
+def test_c1_numeric_references_are_windows_1252_as_in_html() -> None:
+    (ref,) = scan_html(b'<img src="https://t.test/&#150;&#x80;&#x81;&#159;">').references
+    assert ref.url == "https://t.test/\u2013\u20ac\x81\u0178"
+
+
+def test_conditional_comments_in_upper_case_and_with_long_conditions() -> None:
+    long = b"(mso)" + b"|(mso)" * 60
+    view = (b'<!--[IF MSO]><img src="https://t.test/a"><![ENDIF]-->'
+            b"<!--[if " + long + b']><img src="https://t.test/b"><![endif]-->')
+    refs = scan_html(view).references
+    assert [(r.url, r.in_conditional) for r in refs] == [
+        ("https://t.test/a", True), ("https://t.test/b", True)]
+    assert refs[0].condition == "MSO" and refs[1].condition == long.decode()
+
+
+@pytest.mark.timeout(10)
+def test_many_unclosed_conditions_stay_linear() -> None:
+    scan_html(b"<!--[if " + b"x" * 1_000_000 + b"<!--[if mso]>" * 100_000)

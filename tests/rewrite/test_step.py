@@ -15,8 +15,11 @@ def _env(**kw: object) -> Envelope:
     return Envelope(**base)  # type: ignore[arg-type]
 
 
-def test_trace_step_prepends_received_and_keeps_the_rest() -> None:
-    copy = TraceStep("relay.example").render(_env(), DATA, "b@y.org", Policy.REFUSED)
+async def test_trace_step_prepends_received_and_keeps_the_rest() -> None:
+    prepared = await TraceStep("relay.example").prepare(_env(), DATA)
+    assert prepared.size == len(DATA)
+    copy = prepared.render("b@y.org", Policy.REFUSED)
+    assert copy.held is None
     assert copy.data.endswith(DATA)
     head = copy.data[: -len(DATA)].decode()
     assert head == (

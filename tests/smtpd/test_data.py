@@ -1,12 +1,20 @@
 from __future__ import annotations
 
 import asyncio
+import re
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from beacon_proxy.smtpd.data import read_data, unstuff
+from beacon_proxy.smtpd.data import (
+    canonical,
+    crlf_line_ends,
+    drop_lone_dots,
+    has_bare_lf,
+    read_data,
+    unstuff,
+)
 
 
 def _stuff(content: bytes) -> bytes:
@@ -44,12 +52,21 @@ async def test_dot_lines_and_pipelined_commands() -> None:
 
 
 @pytest.mark.parametrize(
-    "smuggled", [b"\n.\n", b"\n.\r\n", b"\r.\r", b"\r\n.\n", b"\r\n\x00.\r\n", b"\r.\r\n"]
+    ("smuggled", "canonical_form"),
+    [
+        (b"\n.\n", b"\r\n"),  # a lone "." next to a bare LF: dropped, as Postfix does
+        (b"\n.\r\n", b"\r\n"),
+        (b"\r\n.\n", b"\r\n"),
+        (b"\r.\r", b"\r.\r"),  # no LF, no line end: content as it is
+        (b"\r\n\x00.\r\n", b"\r\n\x00.\r\n"),
+        (b"\r.\r\n", b"\r.\r\n"),
+    ],
 )
-async def test_smuggling_variants_are_content(smuggled: bytes) -> None:
-    content = b"a" + smuggled + b"MAIL FROM:<x@y>\r\n"
-    got, _, _ = await _read([_stuff(content)])
-    assert got == content
+async def test_smuggling_variants_do_not_end_data(smuggled: bytes, canonical_form: bytes) -> None:
+    received = b"a" + smuggled + b"MAIL FROM:<x@y>\r\n"
+    got, size, rest = await _read([received + b".\r\n"])  # sent as is: no dot-stuffing
+    assert got == b"a" + canonical_form + b"MAIL FROM:<x@y>\r\n"  # one message, not two
+    assert rest == b"QUIT\r\n" and size == len(received)
 
 
 async def test_oversize_is_read_to_the_end_and_dropped() -> None:
@@ -75,16 +92,36 @@ def test_unstuff() -> None:
     assert unstuff(b"..a\r\n..b\r\n.c\r\n") == b".a\r\n.b\r\nc\r\n"
 
 
-@given(
-    st.lists(st.sampled_from([b"a", b".", b"\r\n", b"\r", b"\n", b"..", b"\r\n.", b"x" * 50]),
-             max_size=60),
-    st.lists(st.integers(min_value=1, max_value=40), min_size=1, max_size=20),
-)
-def test_any_split_reads_back_the_content(parts: list[bytes], cuts: list[int]) -> None:
-    content = b"".join(parts)
-    if content and not content.endswith(b"\r\n"):
-        content += b"\r\n"
-    wire = _stuff(content)
+def test_crlf_line_ends() -> None:
+    assert crlf_line_ends(b"a\nb\n\nc\r\nd\n") == b"a\r\nb\r\n\r\nc\r\nd\r\n"
+    assert crlf_line_ends(b"\n") == b"\r\n"
+    assert crlf_line_ends(b"a\r\r\nb\r\n") == b"a\r\r\nb\r\n"  # the bare CR stays bare
+    assert crlf_line_ends(b"a\rb\r") == b"a\rb\r"
+    assert crlf_line_ends(b"a\r\n\r\n\n\r") == b"a\r\n\r\n\r\n\r"
+
+
+def test_crlf_line_ends_leaves_a_crlf_message_alone() -> None:
+    message = b"Subject: x\r\n\r\n" + b"line\r\n" * 1000
+    assert not has_bare_lf(message)
+    assert crlf_line_ends(message) is message  # no copy
+    assert has_bare_lf(message + b"\n") and has_bare_lf(b"\n\r") and not has_bare_lf(b"\r\r\n")
+    assert crlf_line_ends(b"") == b""
+
+
+def test_drop_lone_dots() -> None:
+    assert drop_lone_dots(b"a\r\n.\r\nb\r\n") == b"a\r\nb\r\n"
+    assert drop_lone_dots(b".\r\n.\r\n.\r\n.\r\n.\r\nb\r\n") == b"b\r\n"
+    assert drop_lone_dots(b"a\r\n" + b".\r\n" * 1000) == b"a\r\n"
+    kept = b"..\r\n.a\r\na.\r\n\r.\r\n \r\n.\r\r\n"
+    assert drop_lone_dots(kept) is kept
+
+
+def test_header_injection_becomes_two_header_lines() -> None:
+    got = canonical(b"Subject: a\nBcc: x@example.org\r\n\nbody\n")
+    assert got == b"Subject: a\r\nBcc: x@example.org\r\n\r\nbody\r\n"
+
+
+def _split(wire: bytes, cuts: list[int]) -> list[bytes]:
     pieces, pos = [], 0
     for cut in cuts * (len(wire) // max(1, sum(cuts)) + 1):
         if pos >= len(wire):
@@ -92,6 +129,66 @@ def test_any_split_reads_back_the_content(parts: list[bytes], cuts: list[int]) -
         pieces.append(wire[pos : pos + cut])
         pos += cut
     pieces.append(wire[pos:])
-    got, _, rest = asyncio.run(_read(pieces))
-    assert got == content
+    return pieces
+
+
+def _postfix(stream: bytes) -> tuple[bytes, int, bytes]:
+    """(message, bytes received, rest) for what follows DATA, read line by line.
+
+    The reference: Postfix 3.9's smtpd loop with ``smtpd_forbid_bare_newline =
+    normal``.  A line ends at LF (CRLF or bare); a lone "." ends the data only
+    when it and the line before end in CRLF; otherwise it is dropped; any
+    other line loses a leading "."; every line is stored with CRLF.
+    """
+    out: list[bytes] = []
+    prev_bare, pos = False, 0
+    while True:
+        end = stream.index(b"\n", pos) + 1
+        line, start, pos = stream[pos:end], pos, end
+        crlf = line.endswith(b"\r\n")
+        text = line[:-2] if crlf else line[:-1]
+        if text == b"." and crlf and not prev_bare:
+            return b"".join(out), start, stream[pos:]
+        prev_bare = not crlf
+        if text == b".":
+            continue
+        out.append(text.removeprefix(b".") + b"\r\n")
+
+
+_PARTS = st.sampled_from([
+    b"a", b".", b"..", b"\r", b"\n", b"\r\n", b"\r\n.", b"\n.", b"\n..", b"\n.\n", b"\n.\r\n",
+    b"\r\n.\n", b".\r\n", b"\r\n.\r\n", b"\x00", b"x" * 50,
+])
+_CUTS = st.lists(st.integers(min_value=1, max_value=40), min_size=1, max_size=20)
+
+
+@given(st.lists(_PARTS, max_size=60), _CUTS)
+def test_any_input_any_split_reads_as_postfix_does(parts: list[bytes], cuts: list[int]) -> None:
+    sent = b"".join(parts) + b"\r\n.\r\n"  # the stream holds an end of data, maybe earlier
+    message, size, rest = _postfix(sent + b"QUIT\r\n")
+    got, got_size, got_rest = asyncio.run(_read(_split(sent, cuts)))
+    assert got == message
+    assert b"\n" not in got.replace(b"\r\n", b"")  # every LF is part of a CRLF
+    assert (got_size, got_rest) == (size, rest)
+
+
+def _smtplib_wire(content: bytes) -> bytes:
+    """What ``smtplib.SMTP.data()`` sends for bytes: "." doubled after any LF, CRLF, "."."""
+    quoted = re.sub(rb"(?m)^\.", b"..", content)
+    return quoted + (b"" if quoted.endswith(b"\r\n") else b"\r\n") + b".\r\n"
+
+
+@given(st.lists(_PARTS, max_size=60), _CUTS)
+def test_what_smtplib_sends_reads_back_with_crlf(parts: list[bytes], cuts: list[int]) -> None:
+    content = b"".join(parts)
+    got, _, rest = asyncio.run(_read(_split(_smtplib_wire(content), cuts)))
+    assert got == crlf_line_ends(content if content.endswith(b"\r\n") else content + b"\r\n")
     assert rest == b"QUIT\r\n"
+
+
+def test_lf_only_message_with_dot_lines() -> None:
+    wire = _smtplib_wire(b"Subject: x\n\n.leading dot\n.\n..two\nend\n")
+    assert wire == b"Subject: x\n\n..leading dot\n..\n...two\nend\n\r\n.\r\n"
+    got, size, rest = asyncio.run(_read([wire]))
+    assert got == b"Subject: x\r\n\r\n.leading dot\r\n.\r\n..two\r\nend\r\n\r\n"
+    assert size == len(wire) - 3 and rest == b"QUIT\r\n"

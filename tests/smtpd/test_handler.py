@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import smtplib
+from email.message import EmailMessage
 
 import aiosmtplib
 import pytest
@@ -69,16 +71,57 @@ async def test_message_reaches_enqueue_byte_exact(
     assert after == received_before + 1
 
 
-async def test_body_bytes_kept_exactly_including_bare_lf_and_cr(serve: Serve) -> None:
+async def test_body_kept_with_bare_lf_as_crlf_and_bare_cr_as_is(serve: Serve) -> None:
     running = await serve()
     body = b"line with bare LF\nand bare CR\rand NUL \x00 and \xff\r\n"
     client = await running.connect()
     reply = await client.transaction("a@example.org", ["b@example.org"],
-                                     b"Subject: s\r\n\r\n" + body + b"..x\r\n.\r\n")
+                                     b"Subject: s\r\n\r\n" + body + b"..x\n..y\r\n.\r\n")
     assert reply.code == 250
     await client.close()
-    [(_, data)] = running.enqueue.calls
-    assert data == b"Subject: s\r\n\r\n" + body + b".x\r\n"
+    [(envelope, data)] = running.enqueue.calls
+    assert data == (b"Subject: s\r\n\r\nline with bare LF\r\nand bare CR\rand NUL \x00 and "
+                    b"\xff\r\n.x\r\n.y\r\n")
+    assert envelope.size == len(data)  # the size of what is queued
+
+
+def _smtplib_send(port: int, message: EmailMessage) -> dict[str, tuple[int, bytes]]:
+    with smtplib.SMTP("127.0.0.1", port, local_hostname="client.test", timeout=WAIT) as smtp:
+        return smtp.sendmail("news@example.org", ["bob@example.net"], message.as_bytes())
+
+
+async def test_lf_only_message_from_smtplib_is_queued_with_crlf(serve: Serve) -> None:
+    running = await serve()
+    message = EmailMessage()
+    message["From"] = "News <news@example.org>"
+    message["To"] = "bob@example.net"
+    message["Subject"] = "LF only"
+    message["Message-ID"] = "<lf-1@example.org>"
+    message["List-Id"] = "Example news <news.example.org>"
+    message.set_content("Hello\n.a line starting with a dot\n.\n..\nbye\n")
+    sent = message.as_bytes()
+    assert b"\r" not in sent  # the policy's default linesep is LF
+    errors = await asyncio.to_thread(_smtplib_send, running.port, message)
+    assert errors == {}
+    [(envelope, data)] = running.enqueue.calls
+    assert data == sent.replace(b"\n", b"\r\n") + b"\r\n"  # smtplib adds CRLF before "."
+    assert envelope.message_id == "<lf-1@example.org>"
+    assert envelope.list_id == "news.example.org"
+
+
+async def test_mixed_crlf_and_lf_lines(serve: Serve) -> None:
+    running = await serve()
+    client = await running.connect()
+    reply = await client.transaction(
+        "a@example.org", ["b@example.org"],
+        b"Subject: mixed\nMessage-ID:\r\n <m@example.org>\nList-Id: <l.example.org>\r\n"
+        b"\nbody\r\n..dot\nlast\r\n.\r\n")
+    assert reply.code == 250
+    await client.close()
+    [(envelope, data)] = running.enqueue.calls
+    assert data == (b"Subject: mixed\r\nMessage-ID:\r\n <m@example.org>\r\n"
+                    b"List-Id: <l.example.org>\r\n\r\nbody\r\n.dot\r\nlast\r\n")
+    assert (envelope.message_id, envelope.list_id) == ("<m@example.org>", "l.example.org")
 
 
 async def test_ehlo_advertises_exactly_our_extensions(serve: Serve) -> None:
@@ -291,12 +334,13 @@ async def test_header_too_large(serve: Serve) -> None:
 @pytest.mark.parametrize(
     "header",
     [
-        b"Subject: a\nBcc: victim@example.org\r\n",
         b"Subject: a\rBcc: victim@example.org\r\n",
-        b"Subject: a\n\nbody-looking\r\n",
+        b"Subject: a\r\r\n",
+        b"Subject: a\nX: b\rBcc: victim@example.org\n",
+        b"Subject: a\r",
     ],
 )
-async def test_bare_cr_or_lf_in_header_refused(serve: Serve, header: bytes) -> None:
+async def test_bare_cr_in_header_refused(serve: Serve, header: bytes) -> None:
     running = await serve()
     client = await running.connect()
     reply = await client.transaction("a@example.org", ["b@example.org"],
@@ -304,24 +348,56 @@ async def test_bare_cr_or_lf_in_header_refused(serve: Serve, header: bytes) -> N
     assert reply.text == "554 5.6.0 Bare CR or LF in message header not allowed"
     await client.close()
     assert running.enqueue.calls == []
+    assert rejections("DATA", "554") >= 1
 
 
 @pytest.mark.parametrize(
-    "smuggled",
-    [b"\n.\n", b"\n.\r\n", b"\r.\r", b"\r\n.\n", b"\r\n\x00.\r\n"],
+    ("header", "queued"),
+    [
+        (b"Subject: a\nBcc: victim@example.org\r\n\r\n",
+         b"Subject: a\r\nBcc: victim@example.org\r\n\r\n"),
+        (b"Subject: a\n\nbody-looking\r\n\r\n", b"Subject: a\r\n\r\nbody-looking\r\n\r\n"),
+        (b"\nMessage-ID: <in-body@example.org>\r\n\r\n",
+         b"\r\nMessage-ID: <in-body@example.org>\r\n\r\n"),
+    ],
 )
-async def test_smuggled_end_of_data_is_not_the_end(serve: Serve, smuggled: bytes) -> None:
+async def test_bare_lf_in_header_is_a_line_end(serve: Serve, header: bytes, queued: bytes) -> None:
+    """One reading for every stage: the queued bytes are the ones the handler parsed."""
     running = await serve()
     client = await running.connect()
-    data = (b"Subject: s\r\n\r\nbody" + smuggled
-            + b"MAIL FROM:<evil@example.org>\r\nRCPT TO:<x@example.org>\r\nDATA\r\n"
-            + b"Subject: smuggled\r\n\r\nx\r\n.\r\n")
+    reply = await client.transaction("a@example.org", ["b@example.org"],
+                                     header + b"body\r\n.\r\n")
+    assert reply.code == 250
+    await client.close()
+    [(envelope, data)] = running.enqueue.calls
+    assert data == queued + b"body\r\n"
+    assert envelope.message_id is None  # a Message-ID after the empty line is body
+
+
+@pytest.mark.parametrize(
+    ("smuggled", "queued"),
+    [
+        (b"\n.\n", b"\r\n"),  # a lone "." next to a bare LF: not the end, dropped
+        (b"\n.\r\n", b"\r\n"),
+        (b"\r\n.\n", b"\r\n"),
+        (b"\r.\r", b"\r.\r"),
+        (b"\r\n\x00.\r\n", b"\r\n\x00.\r\n"),
+    ],
+)
+async def test_smuggled_end_of_data_is_not_the_end(
+        serve: Serve, smuggled: bytes, queued: bytes) -> None:
+    running = await serve()
+    client = await running.connect()
+    smuggled_message = (b"MAIL FROM:<evil@example.org>\r\nRCPT TO:<x@example.org>\r\nDATA\r\n"
+                        b"Subject: smuggled\r\n\r\nx\r\n")
+    data = b"Subject: s\r\n\r\nbody" + smuggled + smuggled_message + b".\r\n"
     reply = await client.transaction("a@example.org", ["b@example.org"], data)
     assert reply.code == 250
+    assert (await client.cmd("NOOP")).code == 250  # in step: nothing was taken for a command
     await client.close()
     [(envelope, received)] = running.enqueue.calls  # one message, not two
     assert envelope.sender == "a@example.org"
-    assert b"MAIL FROM:<evil@example.org>" in received
+    assert received == b"Subject: s\r\n\r\nbody" + queued + smuggled_message
 
 
 async def test_enqueue_failure_answers_451_without_details(

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import pytest
 
+from beacon_proxy.smtpd.data import canonical
 from beacon_proxy.smtpd.message import (
     has_bare_cr_or_lf,
     header_section,
@@ -48,6 +49,15 @@ def test_bare_cr_or_lf(header: bytes) -> None:
 
 def test_crlf_only_is_fine() -> None:
     assert not has_bare_cr_or_lf(b"Subject: a\r\n b\r\nTo: x\r\n")
+
+
+def test_a_canonical_lf_header_parses_like_a_crlf_one() -> None:
+    message = canonical(b"Subject: a\nMessage-ID:\n <lf@example.org>\nList-Id: <l.example>\n\nb\n")
+    header = header_section(message, 1024)
+    assert header == b"Subject: a\r\nMessage-ID:\r\n <lf@example.org>\r\nList-Id: <l.example>\r\n"
+    assert not has_bare_cr_or_lf(header)
+    assert message_id(header) == "<lf@example.org>"
+    assert has_bare_cr_or_lf(canonical(b"Subject: a\rb\n\n"))  # a bare CR stays bare
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,153 @@
+"""Pool benchmark: one message through the analysis pool against analysing it locally.
+
+For each message, the medians over ``--rounds`` alternating calls of
+
+* local: ``Engine.analyse(data)`` in this process, which holds the event loop
+  (or, in a thread, the GIL) for its whole duration;
+* pool: ``await AnalysisPool.analyse(data, budget=...)``, the round trip:
+  message to a worker, analysis there, pickled result back, unpickled here;
+
+their ratio and difference (the pool's overhead), and the loop stall: the
+longest gap between turns of a 1 ms ticker task while a pool call is awaited
+(median over the rounds; the idle loop's own figure is printed as the floor).
+Messages: the ~70 KB benchmark newsletter (bench/newsletter.py), the same
+template grown to 10 MB of HTML, and the 70 KB newsletter with a 10 MB
+attachment (little to analyse, everything to transfer).
+Run: ``python bench/pool.py [--rounds N] [--workers N]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import gc
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+from newsletter import newsletter
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from beacon_proxy.rewrite.engine import Engine
+from beacon_proxy.rewrite.pool import AnalysisPool
+from beacon_proxy.rewrite.rules import load_rules
+
+BUDGET = 60.0
+
+
+def with_attachment(message: bytes, size: int) -> bytes:
+    """The newsletter wrapped in multipart/mixed with a ``size``-byte PDF attachment."""
+    blob = base64.encodebytes(os.urandom(size)).replace(b"\n", b"\r\n")
+    return (
+        b"From: Shop Example <news@shop.example>\r\nTo: rcpt@example.net\r\n"
+        b"Subject: Your catalogue\r\nMIME-Version: 1.0\r\n"
+        b'Content-Type: multipart/mixed; boundary="MIXED"\r\n\r\n'
+        b"--MIXED\r\n" + message.split(b"MIME-Version: 1.0\r\n", 1)[1] + b"\r\n"
+        b"--MIXED\r\nContent-Type: application/pdf\r\n"
+        b'Content-Disposition: attachment; filename="catalogue.pdf"\r\n'
+        b"Content-Transfer-Encoding: base64\r\n\r\n" + blob + b"--MIXED--\r\n"
+    )
+
+
+def messages() -> dict[str, bytes]:
+    small = newsletter().replace(b"\n", b"\r\n")
+    return {
+        "newsletter ~70 KB": small,
+        "newsletter 10 MB HTML": newsletter(products=18_500).replace(b"\n", b"\r\n"),
+        "70 KB + 10 MB attachment": with_attachment(small, 7_500_000),
+    }
+
+
+async def measure(engine: Engine, pool: AnalysisPool, data: bytes,
+                  rounds: int) -> tuple[float, float, float]:
+    """Medians over ``rounds``: local ms, pool ms, and the loop's longest stall (ms).
+
+    Local and pool calls alternate, so both see the same machine load.  Then,
+    in as many more pool calls, a ticker task awaiting ``asyncio.sleep(0.001)``
+    records the longest gap between its turns while the call is awaited; the
+    median of those maxima is reported (one descheduling of this process on a
+    busy machine would dominate a plain maximum).
+    """
+    local: list[float] = []
+    remote: list[float] = []
+    stalls: list[float] = []
+    gc.collect()
+    for _ in range(rounds):
+        start = time.perf_counter()
+        engine.analyse(data)
+        local.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        await pool.analyse(data, budget=BUDGET)
+        remote.append(time.perf_counter() - start)
+    for _ in range(rounds):
+        gaps: list[float] = []
+        stop = asyncio.Event()
+        task = asyncio.create_task(ticker(gaps, stop))
+        await asyncio.sleep(0)
+        await pool.analyse(data, budget=BUDGET)
+        stop.set()
+        await task
+        stalls.append(max(gaps))
+    return (statistics.median(local) * 1000, statistics.median(remote) * 1000,
+            statistics.median(stalls) * 1000)
+
+
+async def ticker(gaps: list[float], stop: asyncio.Event) -> None:
+    """Every millisecond until ``stop``: record the time since the previous turn."""
+    last = time.perf_counter()
+    while not stop.is_set():
+        await asyncio.sleep(0.001)
+        now = time.perf_counter()
+        gaps.append(now - last)
+        last = now
+
+
+async def idle_stall(rounds: int) -> float:
+    """The ticker's median longest gap over 50 ms spans of an idle loop."""
+    stalls = []
+    for _ in range(max(5, rounds // 30)):
+        gaps: list[float] = []
+        stop = asyncio.Event()
+        task = asyncio.create_task(ticker(gaps, stop))
+        await asyncio.sleep(0.05)
+        stop.set()
+        await task
+        stalls.append(max(gaps))
+    return statistics.median(stalls) * 1000
+
+
+async def run(rounds: int, workers: int) -> None:
+    engine = Engine(load_rules())
+    async with AnalysisPool(workers) as pool:
+        print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, pool of {pool.size} "
+              f"workers (forkserver); median of sequential calls")
+        print()
+        print(f"{'message':<26} {'bytes':>11} {'local ms':>9} {'pool ms':>9} {'ratio':>6} "
+              f"{'overhead ms':>11} {'loop stall ms':>13}")
+        for name, data in messages().items():
+            n = rounds if len(data) < 1 << 20 else max(3, rounds // 100)
+            assert await pool.analyse(data, budget=BUDGET) == engine.analyse(data)
+
+            local_ms, pool_ms, stall = await measure(engine, pool, data, n)
+            print(f"{name:<26} {len(data):>11,} {local_ms:>9.2f} {pool_ms:>9.2f} "
+                  f"{pool_ms / local_ms:>5.1f}x {pool_ms - local_ms:>11.2f} {stall:>13.2f}")
+        print()
+        print(f"loop stall floor (idle loop, same ticker): {await idle_stall(rounds):.2f} ms; "
+              "local analysis stalls the loop for the whole 'local ms'")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=300)
+    parser.add_argument("--workers", type=int, default=2)
+    args = parser.parse_args()
+    asyncio.run(run(args.rounds, args.workers))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

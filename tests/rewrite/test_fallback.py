@@ -1,0 +1,115 @@
+"""The conservative fallback: after it, a browser-conformant parser finds no remote load."""
+
+from __future__ import annotations
+
+import base64
+import email
+import email.policy
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, example, given, settings
+
+from beacon_proxy.rewrite.fallback import neutralise_markup, neutralise_message
+from tests.rewrite import oracle
+from tests.rewrite.test_oracle import FIXTURES, TEMPLATE_FILES, TEMPLATES, _documents
+
+
+def loads_left(html: str) -> dict[str, set[str]]:
+    """Remote loads each oracle parser still finds (plain links are not loads)."""
+    return {parser: urls for parser, urls in oracle.remote_urls(html).items() if urls}
+
+
+def _neutralised(html: str) -> str:
+    return neutralise_markup(html.encode("utf-8"))[0].decode("utf-8")
+
+
+@pytest.mark.parametrize("path", sorted((FIXTURES / "html").glob("*.html")), ids=lambda p: p.stem)
+def test_no_load_survives_in_fixtures(path: Path) -> None:
+    html = path.read_text("utf-8", "replace")
+    assert loads_left(html), "the fixture loads something to begin with"
+    assert loads_left(_neutralised(html)) == {}
+
+
+@pytest.mark.skipif(not TEMPLATE_FILES, reason=f"no shared templates at {TEMPLATES}")
+@pytest.mark.parametrize("name", [p.name for p in TEMPLATE_FILES] or ["none"])
+def test_no_load_survives_in_real_templates(name: str) -> None:
+    html = (TEMPLATES / name).read_text("utf-8", "replace")
+    out = _neutralised(html)
+    assert loads_left(out) == {}
+    assert out.count("<a ") + out.count("<a\n") == html.count("<a ") + html.count("<a\n")
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_documents())
+@example("<link title='<a x=\"' u\" href=https://t.test/x.css>")  # a quote trick on <a href
+@example("<link title=<a href=https://t.test/y.css rel=stylesheet>")
+@example("<svg><style><img src=https://t.test/svg></style></svg>")
+@example("<svg><image><set attributeName=href to=https://t.test/smil /></image></svg>")
+@example("<p style=\"background:u&#114;l(https://t.test/e)\">")
+@example("<style>@\\69mport 'https://t.test/i';@import url(https://t.test/j);</style>")
+@example("<meta http-equiv=refresh content='0;url=https://t.test/r'>")
+def test_no_load_survives_in_hostile_html(html: str) -> None:
+    assert loads_left(_neutralised(html)) == {}
+
+
+def test_links_cid_images_and_harmless_css_keep_working() -> None:
+    html = ('<a href="https://shop.example/sale">Sale</a><img src="cid:logo@x" alt="">'
+            '<td style="color:rgb(1,2,3);width:calc(100% - 2px)">')
+    assert neutralise_markup(html.encode()) == (html.encode(), 0)
+
+
+def _payload(data: bytes) -> str:
+    msg = email.message_from_bytes(data, policy=email.policy.compat32)
+    part = next(p for p in msg.walk() if p.get_content_type() == "text/html")
+    payload = part.get_payload(decode=True)
+    assert isinstance(payload, bytes)
+    return payload.decode(part.get_content_charset() or "utf-8")
+
+
+@pytest.mark.parametrize("cte", ["base64", "quoted-printable", "7bit"])
+def test_parts_are_decoded_neutralised_and_re_encoded(cte: str) -> None:
+    html = '<p>caf\u00e9 <img src="https://t.test/p.gif" width=1></p>' + "x" * 990
+    body = html.encode("utf-8")
+    encoded = {"base64": base64.encodebytes(body),
+               "quoted-printable": b"<p>caf=C3=A9 <img src=3D\"https://t.test/p.gif\" width=\r\n"
+                                   b"=3D1></p>" + b"x" * 60 + b"=\r\n" + b"x" * 930,
+               "7bit": body}[cte]
+    data = (b"Subject: x\r\nMIME-Version: 1.0\r\nContent-Type: text/html; charset=utf-8\r\n"
+            b"Content-Transfer-Encoding: " + cte.encode() + b"\r\n\r\n" + encoded + b"\r\n")
+    result = neutralise_message(data)
+    assert result.data is not None and result.neutralised == 1
+    out = _payload(result.data)
+    assert "caf\u00e9" in out and "t.test" not in out and loads_left(out) == {}
+    assert max(len(line) for line in result.data.split(b"\r\n")) <= 998  # 7bit -> QP
+
+
+def test_utf16_and_iso2022jp_parts_keep_their_text() -> None:
+    html = '<p>\u65e5\u672c</p><img src="https://t.test/p.gif">'
+    for charset in ("utf-16", "iso-2022-jp"):
+        data = (b"Content-Type: text/html; charset=" + charset.encode()
+                + b"\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+                + base64.encodebytes(html.encode(charset)))
+        result = neutralise_message(data)
+        assert result.data is not None
+        out = _payload(result.data)
+        assert "\u65e5\u672c" in out and "t.test" not in out
+
+
+def test_amp_parts_are_emptied_and_encrypted_content_is_refused() -> None:
+    amp = (b"Content-Type: multipart/alternative; boundary=b\r\n\r\n--b\r\n"
+           b"Content-Type: text/x-amp-html\r\n\r\n<html \xe2\x9a\xa14email><amp-img "
+           b"src=https://t.test/a></html>\r\n--b--\r\n")
+    result = neutralise_message(amp)
+    assert result.data is not None and b"t.test" not in result.data
+    encrypted = (b"Content-Type: multipart/encrypted; boundary=e\r\n\r\n--e\r\n"
+                 b"Content-Type: application/pgp-encrypted\r\n\r\nVersion: 1\r\n--e--\r\n")
+    held = neutralise_message(encrypted)
+    assert held.data is None and held.reason and "encrypted" in held.reason
+
+
+def test_a_multipart_without_parts_has_its_body_neutralised() -> None:
+    data = (b"Content-Type: multipart/mixed; boundary=never\r\n\r\n"
+            b"<img src=https://t.test/x>\r\n")
+    result = neutralise_message(data)
+    assert result.data is not None and b"t.test" not in result.data
