@@ -10,8 +10,9 @@ each timed stretch lasts about 5 ms.  The families are the shapes that were
 quadratic (repeated searches that each scan to the same far end) and every other
 shape the scanner has to survive: runs of ``<``, unterminated comments, quotes,
 tags, strings, blocks and rules, escapes, srcsets, long URLs against the tracker
-rules and the recipient's address forms, whole messages through the engine - and
-units that hypothesis builds from HTML and CSS metacharacters.
+rules and the recipient's address forms, the conservative fallback, whole messages
+through the engine - and units that hypothesis builds from HTML and CSS
+metacharacters.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from hypothesis import strategies as st
 from beacon_proxy.consent.policy import Policy
 from beacon_proxy.rewrite.classify import is_hidden, is_spacer, is_tiny
 from beacon_proxy.rewrite.css import scan_css
+from beacon_proxy.rewrite.fallback import neutralise_markup, neutralise_message
 from beacon_proxy.rewrite.html import Box, scan_html
 from beacon_proxy.rewrite.identity import RecipientIdentity, base64_cores
 from beacon_proxy.rewrite.rules import Rule, literal_runs, load_rules
@@ -185,6 +187,32 @@ def test_html_scan_is_linear(build: Build) -> None:
 def test_css_scan_is_linear() -> None:
     _assert_linear(_rep(b"", b"@font-face "), scan_css)
     _assert_linear(_rep(b"", b"@font-face;url("), scan_css)
+
+
+# -- the conservative fallback: one pass, whatever the markup --------------------------------
+
+_FALLBACK: dict[str, Build] = {
+    "unquoted-names": _rep(b"", b"src=/"),  # one unquoted run holding every name
+    "unquoted-values": _rep(b"", b" src=a"),
+    "quoted-open": _rep(b"<img", b' src="a'),
+    "quotes-mixed": _rep(b"", b" src=\"a src='b"),
+    "spaces-before-eq": _rep(b"", b" src" + b" " * 20 + b"="),
+    "anchors": _rep(b"", b">  <a   href=x"),
+    "parens": _rep(b"", b"(a"),
+    "paren-strings": _rep(b"", b'("a'),
+    "paren-spaces": _rep(b"", b"(" + b" " * 20),
+    "at-rules": _rep(b"", b"&#64;import "),
+    "names-with-colons": _rep(b" ", b"a.b-c"),
+}
+
+
+@pytest.mark.parametrize("build", _FALLBACK.values(), ids=_FALLBACK.keys())
+def test_fallback_is_linear(build: Build) -> None:
+    _assert_linear(build, neutralise_markup)
+
+
+def test_fallback_of_a_message_is_linear() -> None:
+    _assert_linear(lambda n: _message(b"src=/" * n + b"(a" * n), neutralise_message)
 
 
 # -- classification: tracker rules, sizes, spacers, the recipient's address ------------------
