@@ -154,11 +154,16 @@ _HTML: dict[str, Build] = {
     "import-strings": _rep(b"<style>", b"@import 'a' "),
     "import-urls": _rep(b"<style>", b"@import url(a) "),
     "import-in-attr": _rep(b'<img src="https://t.test/x" style="', b"@import 'a' ", b'">'),
+    "import-comment-open": _rep(b"<style>", b"@import /*"),
+    "import-comments": _rep(b"<style>", b"@import /**/"),
+    "at-escaped-import": _rep(b"<style>", b"@\\69mport "),
+    "at-escape-chain": _rep(b"<style>", b"@a\\@"),
     # Entities (decoded in attribute values).
     "entity-open-src": _rep(b'<img src="', b"&#", b'">'),
     "entity-open-style": _rep(b'<img src="https://t.test/x" style="', b"&#", b'">'),
     "entity-names": _rep(b'<img src="https://t.test/x?', b"&amp", b'">'),
     "entity-parens": _rep(b'<img style="', b"&#x28", b'">'),
+    "entity-long-number": _rep(b'<img src="&#x', b"0", b'">'),
     # srcset.
     "srcset-space-comma": _rep(b'<img srcset="', b"a ,", b'">'),
     "srcset-candidates": _rep(b'<img srcset="', b"a, ", b'">'),
