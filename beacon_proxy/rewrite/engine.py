@@ -96,10 +96,11 @@ _OPAQUE_TYPES = frozenset({"multipart/encrypted", "application/pkcs7-mime",
                            "application/x-pkcs7-mime"})
 
 
-#: SVG and MathML foreign content is parsed differently (``<svg><style>`` is not raw text,
-#: entities are decoded in it); the scanner does not model it, so such a part is left to
-#: the fallback for refused copies.
-_FOREIGN = re.compile(rb"<(?:svg|math)(?=[\t\n\f\r />])")  # on the lower-cased view
+#: Parser contexts the scanner does not model, left to the fallback for refused copies:
+#: SVG and MathML foreign content (``<svg><style>`` is not raw text, entities are decoded
+#: in it), and ``<select>``, in which ``<xmp>``, ``<title>``, ``<iframe>``... are ignored,
+#: so their "raw text" is markup.  Newsletters hardly ever contain either.
+_UNMODELLED = re.compile(rb"<(?:svg|math|select)(?=[\t\n\f\r />])")  # lower-cased view
 
 
 class RenderError(ValueError):
@@ -315,9 +316,11 @@ class Engine:
             view = scan_view(decoded, charset)
         else:  # a lying label: the bytes as they are (every ASCII construct found)
             view = lenient_view(decoded, charset)
-        low = view.lower()  # two memchr-speed finds; the regex only confirms a hit
-        if (b"<svg" in low or b"<math" in low) and _FOREIGN.search(low):
-            problems.append(f"{where}: SVG or MathML content, not scanned precisely")
+        low = view.lower()  # memchr-speed finds; the regex only confirms a hit
+        if (b"<svg" in low or b"<math" in low or b"<select" in low) and (
+                found := _UNMODELLED.search(low)):
+            problems.append(f"{where}: {found.group()[1:].decode()} content, "
+                            "not scanned precisely")
             return None
         entries, _, truncated = scan_entries(view, max_tags=self._max_tags, charset=charset)
         if truncated:
