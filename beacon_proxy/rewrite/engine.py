@@ -62,6 +62,7 @@ from beacon_proxy.rewrite.charsets import (
 )
 from beacon_proxy.rewrite.classify import Finding, classify, classify_entries, plain_finding
 from beacon_proxy.rewrite.html import Entry, Reference, materialize, scan_entries
+from beacon_proxy.rewrite.htmlattr import is_remote
 from beacon_proxy.rewrite.identity import RecipientIdentity
 from beacon_proxy.rewrite.mime import (
     HTML_TYPES,
@@ -101,6 +102,26 @@ _OPAQUE_TYPES = frozenset({"multipart/encrypted", "application/pkcs7-mime",
 #: in it), and ``<select>``, in which ``<xmp>``, ``<title>``, ``<iframe>``... are ignored,
 #: so their "raw text" is markup.  Newsletters hardly ever contain either.
 _UNMODELLED = re.compile(rb"<(?:svg|math|select)(?=[\t\n\f\r />])")  # lower-cased view
+
+
+#: ``Content-Base`` / ``Content-Location`` (RFC 2557): Thunderbird turns either into a
+#: ``<base href>`` for the HTML part, so relative URLs in it load from there.
+_BASE_FIELD = re.compile(rb"^content-(?:base|location)[ \t]*:((?:[^\n]*\n?)(?:[ \t][^\n]*\n?)*)",
+                         re.IGNORECASE | re.MULTILINE)
+_NOT_URL = re.compile(rb"[\s\"]+")
+
+
+def _remote_bases(tree: MimeTree) -> frozenset[tuple[int, ...]]:
+    """The paths of the parts whose header names a remote base URL."""
+    found = []
+    for part in tree.parts:
+        block = tree.data[part.header_span]
+        if b"ontent-" in block or b"ONTENT-" in block:
+            for m in _BASE_FIELD.finditer(block):
+                if is_remote(_NOT_URL.sub(b"", m.group(1)).decode("latin-1")):
+                    found.append(part.path)
+                    break
+    return frozenset(found)
 
 
 class RenderError(ValueError):
@@ -264,6 +285,7 @@ class Engine:
         problems = list(tree.problems)
         unhandled = list(tree.problems)
         parts: list[HtmlPart] = []
+        based = _remote_bases(tree) if tree.modifiable else frozenset()
         if tree.modifiable:
             for part in tree.parts:
                 if part.is_multipart:
@@ -271,7 +293,7 @@ class Engine:
                         unhandled.append(f"{_Where(part)}: encrypted content")
                     continue
                 if part.content_type in HTML_TYPES:
-                    scanned = self._scan_part(tree, part, problems)
+                    scanned = self._scan_part(tree, part, problems, based)
                     if scanned is not None:
                         parts.append(scanned)
                     elif not part.signed:
@@ -287,14 +309,18 @@ class Engine:
         return Analysis(data, tree, tuple(parts), tuple(problems), _list_id(data), urls,
                         tuple(unhandled), has_signed_parts(tree))
 
-    def _scan_part(self, tree: MimeTree, part: MimePart,
-                   problems: list[str]) -> HtmlPart | None:
+    def _scan_part(self, tree: MimeTree, part: MimePart, problems: list[str],
+                   based: frozenset[tuple[int, ...]] = frozenset()) -> HtmlPart | None:
         where = _Where(part)
         if not part.modifiable:
             problems.append(f"{where}: {part.reason}")
             return None
         if part.signed:
             problems.append(f"{where}: signed, left unmodified")
+            return None
+        if based and any(part.path[:i] in based for i in range(len(part.path) + 1)):
+            problems.append(f"{where}: a remote Content-Base/Content-Location, relative URLs "
+                            "load from it")
             return None
         try:
             decoded, qp_index = decode_indexed(tree.body(part), part.transfer_encoding)

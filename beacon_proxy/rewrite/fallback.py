@@ -60,7 +60,13 @@ from beacon_proxy.rewrite.mime import (
     parse_message,
     with_transfer_encoding,
 )
-from beacon_proxy.rewrite.transfer import ENCODINGS, decode, encode_whole, line_ending
+from beacon_proxy.rewrite.transfer import (
+    ENCODINGS,
+    decode,
+    encode_whole,
+    line_ending,
+    normalise_cte,
+)
 
 __all__ = ["FallbackResult", "neutralise_markup", "neutralise_message"]
 
@@ -101,6 +107,9 @@ _UNQUOTED = re.compile(rb"[^\t\n\f\r >\"'`]{1,8192}(?=[\t\n\f\r >]|\Z)")
 _PLAIN_ARG = re.compile(rb"[\t\n\f\r ]*(?:\"[^\"<>\n]{0,4096}\"|'[^'<>\n]{0,4096}'|"
                         rb"[^\"'()<>\s]{1,4096})[\t\n\f\r ]*(?=\))")
 _AMP_BODY: Final = b"<!-- AMP part removed by beacon-proxy: the HTML alternative is shown -->"
+_BARE_CR: Final = re.compile(rb"\r(?!\n)")
+#: The encoding name as Thunderbird reads it: up to ";", "," or whitespace.
+_CTE_TOKEN: Final = re.compile(r"[^;,\s]*")
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,9 +246,18 @@ def _ws_run(view: bytes, pos: int) -> int:
 # --- whole messages ---------------------------------------------------------------------------
 
 def _part_body(tree: MimeTree, part: MimePart) -> tuple[bytes, str]:
-    """The transfer-decoded body and the encoding to write it back with."""
+    """The transfer-decoded body and the encoding to write it back with.
+
+    An unknown encoding is read as its first token (``base64 x`` is base64 to
+    Thunderbird), else as the bytes themselves; either way the part is then
+    written back under a known encoding (see :func:`_neutralise_part`), so no
+    client decodes it some other way (Thunderbird decodes ``x-uuencode``).
+    """
     body = tree.body(part)
-    cte = part.transfer_encoding if part.transfer_encoding in ENCODINGS else "8bit"
+    cte = part.transfer_encoding
+    if cte not in ENCODINGS:
+        cte = normalise_cte(_CTE_TOKEN.match(cte)[0])  # type: ignore[index]
+        cte = cte if cte in ENCODINGS else "8bit"
     return decode(body, cte), cte
 
 
@@ -272,11 +290,18 @@ def neutralise_message(data: bytes, _depth: int = 0) -> FallbackResult:
     """Neutralise every remote load in every part a client could render as HTML or CSS.
 
     Parts of other types leave byte-identical.  ``data`` is None in the result when
-    that cannot be promised (the message is beyond even the fallback's limits, or it
-    holds encrypted or opaque S/MIME content that a client would decrypt and render).
+    that cannot be promised (the message is beyond even the fallback's limits, it
+    holds encrypted or opaque S/MIME content that a client would decrypt and render,
+    or a delimiter line that clients split differently).  A bare CR, a line end
+    to some clients only, becomes CRLF first, so every client reads the structure
+    that was neutralised.
     """
+    fixed = 0
+    if b"\r" in data:
+        data, fixed = _BARE_CR.subn(b"\r\n", data)
     tree = parse_message(data, max_depth=MAX_DEPTH, max_parts=MAX_PARTS)
-    if any(p.startswith(("more than", "too many", "internal")) for p in tree.problems):
+    if any(p.startswith(("more than", "too many", "internal", "ambiguous"))
+           for p in tree.problems):
         return FallbackResult(None, 0, f"beyond the fallback's limits: {tree.problems[0]}")
     changes: list[tuple[slice, bytes]] = []
     count = 0
@@ -312,12 +337,12 @@ def neutralise_message(data: bytes, _depth: int = 0) -> FallbackResult:
             new, n = _AMP_BODY, 1
         else:
             new, n = _neutralise_text(decoded, part.charset)
-        if n:
+        if n or part.transfer_encoding not in ENCODINGS:  # the header too: a known encoding
             changes.append(_changed_part(tree, part, new, cte))
-            count += n
+            count += max(n, 1)
     if not changes:
-        return FallbackResult(data, 0)
-    return FallbackResult(_splice(data, changes), count)
+        return FallbackResult(data, fixed)
+    return FallbackResult(_splice(data, changes), count + fixed)
 
 
 def _splice(data: bytes, changes: list[tuple[slice, bytes]]) -> bytes:
