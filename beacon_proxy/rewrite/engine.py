@@ -57,12 +57,12 @@ from beacon_proxy.rewrite.charsets import (
     is_transcoded,
     lenient_view,
     looks_valid,
+    read_the_same_by_all,
     scan_view,
     to_utf8,
 )
 from beacon_proxy.rewrite.classify import Finding, classify, classify_entries, plain_finding
 from beacon_proxy.rewrite.html import Entry, Reference, materialize, scan_entries
-from beacon_proxy.rewrite.htmlattr import is_remote
 from beacon_proxy.rewrite.identity import RecipientIdentity
 from beacon_proxy.rewrite.mime import (
     HTML_TYPES,
@@ -85,6 +85,7 @@ from beacon_proxy.rewrite.transfer import (
     encode_whole,
     line_ending,
 )
+from beacon_proxy.rewrite.unmodelled import hide_encoded_files, remote_base, unmodelled_markup
 
 __all__ = ["Action", "Analysis", "Engine", "HtmlPart", "Item", "RenderError", "Rendered"]
 
@@ -97,31 +98,10 @@ _OPAQUE_TYPES = frozenset({"multipart/encrypted", "application/pkcs7-mime",
                            "application/x-pkcs7-mime"})
 
 
-#: Parser contexts the scanner does not model, left to the fallback for refused copies:
-#: SVG and MathML foreign content (``<svg><style>`` is not raw text, entities are decoded
-#: in it), and ``<select>``, in which ``<xmp>``, ``<title>``, ``<iframe>``... are ignored,
-#: so their "raw text" is markup.  Newsletters hardly ever contain either.
-_UNMODELLED = re.compile(rb"<(?:svg|math|select)(?=[\t\n\f\r />])")  # lower-cased view
-
-
-#: ``Content-Base`` / ``Content-Location`` (RFC 2557): Thunderbird turns either into a
-#: ``<base href>`` for the HTML part, so relative URLs in it load from there.
-_BASE_FIELD = re.compile(rb"^content-(?:base|location)[ \t]*:((?:[^\n]*\n?)(?:[ \t][^\n]*\n?)*)",
-                         re.IGNORECASE | re.MULTILINE)
-_NOT_URL = re.compile(rb"[\s\"]+")
-
-
 def _remote_bases(tree: MimeTree) -> frozenset[tuple[int, ...]]:
     """The paths of the parts whose header names a remote base URL."""
-    found = []
-    for part in tree.parts:
-        block = tree.data[part.header_span]
-        if b"ontent-" in block or b"ONTENT-" in block:
-            for m in _BASE_FIELD.finditer(block):
-                if is_remote(_NOT_URL.sub(b"", m.group(1)).decode("latin-1")):
-                    found.append(part.path)
-                    break
-    return frozenset(found)
+    return frozenset(part.path for part in tree.parts
+                     if remote_base(tree.data[part.header_span]))
 
 
 class RenderError(ValueError):
@@ -300,6 +280,9 @@ class Engine:
                         unhandled.append(problems[-1])
                 elif part.signed:
                     continue
+                elif part.content_type == "text/plain" and hide_encoded_files(
+                        tree.body(part))[1]:
+                    unhandled.append(f"{_Where(part)}: an encoded HTML file in plain text")
                 elif part.content_type in RENDERED_TYPES:
                     unhandled.append(f"{_Where(part)}: not scanned by the precise path")
                 elif part.content_type in _OPAQUE_TYPES or part.content_type in MESSAGE_TYPES:
@@ -331,6 +314,9 @@ class Engine:
             problems.append(f"{where}: larger than {_MAX_HTML_PART} bytes, not scanned")
             return None
         charset = effective_charset(decoded, part.charset)
+        if not read_the_same_by_all(decoded, part.charset, charset):
+            problems.append(f"{where}: text that clients decode differently ({part.charset})")
+            return None
         transcoded: str | None = None
         bom = False
         if is_transcoded(charset):
@@ -342,11 +328,9 @@ class Engine:
             view = scan_view(decoded, charset)
         else:  # a lying label: the bytes as they are (every ASCII construct found)
             view = lenient_view(decoded, charset)
-        low = view.lower()  # memchr-speed finds; the regex only confirms a hit
-        if (b"<svg" in low or b"<math" in low or b"<select" in low) and (
-                found := _UNMODELLED.search(low)):
-            problems.append(f"{where}: {found.group()[1:].decode()} content, "
-                            "not scanned precisely")
+        unmodelled = unmodelled_markup(view.lower())
+        if unmodelled is not None:
+            problems.append(f"{where}: {unmodelled}, not scanned precisely")
             return None
         entries, _, truncated = scan_entries(view, max_tags=self._max_tags, charset=charset)
         if truncated:

@@ -49,6 +49,7 @@ from beacon_proxy.rewrite.charsets import (
     from_utf8,
     has_bom,
     is_transcoded,
+    read_the_same_by_all,
     scan_view,
     to_utf8,
 )
@@ -67,6 +68,7 @@ from beacon_proxy.rewrite.transfer import (
     line_ending,
     normalise_cte,
 )
+from beacon_proxy.rewrite.unmodelled import hide_encoded_files, unread_meta_charset
 
 __all__ = ["FallbackResult", "neutralise_markup", "neutralise_message"]
 
@@ -261,8 +263,13 @@ def _part_body(tree: MimeTree, part: MimePart) -> tuple[bytes, str]:
     return decode(body, cte), cte
 
 
-def _neutralise_text(decoded: bytes, charset: str) -> tuple[bytes, int]:
-    charset = effective_charset(decoded, charset)
+def _neutralise_text(decoded: bytes, label: str) -> tuple[bytes, int] | None:
+    """The neutralised text and the count; None when clients read the bytes differently."""
+    charset = effective_charset(decoded, label)
+    if not read_the_same_by_all(decoded, label, charset):
+        return None
+    if not is_transcoded(charset) and unread_meta_charset(decoded.lower()) is not None:
+        return None  # a client honouring the <meta> reads other markup than we can change
     if is_transcoded(charset):
         utf8, count = neutralise_markup(to_utf8(decoded, charset))
         return (from_utf8(utf8, charset, bom=has_bom(decoded, charset)), count) if count else (
@@ -330,13 +337,24 @@ def neutralise_message(data: bytes, _depth: int = 0) -> FallbackResult:
                 changes.append(_changed_part(tree, part, inner.data, cte))
                 count += inner.neutralised
             continue
+        if part.content_type == "text/plain" and not broken:
+            decoded, cte = _part_body(tree, part)
+            new, n = hide_encoded_files(decoded)
+            if n:
+                changes.append(_changed_part(tree, part, new, cte))
+                count += n
+            continue
         if part.content_type not in RENDERED_TYPES and not broken:
             continue
         decoded, cte = _part_body(tree, part)
         if part.content_type == "text/x-amp-html" and not broken:
             new, n = _AMP_BODY, 1
         else:
-            new, n = _neutralise_text(decoded, part.charset)
+            neutralised = _neutralise_text(decoded, part.charset)
+            if neutralised is None:
+                return FallbackResult(None, 0, f"{part.content_type} part that clients decode "
+                                      f"differently ({part.charset}, or a <meta> charset)")
+            new, n = neutralised
         if n or part.transfer_encoding not in ENCODINGS:  # the header too: a known encoding
             changes.append(_changed_part(tree, part, new, cte))
             count += max(n, 1)
