@@ -62,6 +62,7 @@ __all__ = [
     "lenient_view",
     "looks_valid",
     "normalise_charset",
+    "read_the_same_by_all",
     "scan_view",
     "to_utf8",
 ]
@@ -405,6 +406,35 @@ def _text(decoded: bytes, info: _Charset) -> str:
     else:
         text = decoded.decode(info.decoder, "replace")
     return text[1:] if text.startswith("\ufeff") else text
+
+
+def read_the_same_by_all(decoded: bytes, label: str, charset: str) -> bool:
+    """Whether every client reads these bytes as the same text, given the part's label
+    and :func:`effective_charset`.
+
+    False when a UTF-32 label or byte order mark meets bytes that are not clean UTF-32
+    (browsers read such bytes as UTF-16, Outlook and Python as UTF-32 with
+    replacement characters), and when a transcoded charset's bytes do not decode
+    strictly (decoders resynchronise differently).  The engine leaves such a part to
+    the fallback, and the fallback holds it: no single copy is safe for every reader.
+
+    >>> read_the_same_by_all("<p>".encode("utf-16"), "utf-16", "utf-16le")
+    True
+    >>> read_the_same_by_all(b"\\xff\\xfe\\x00\\x00<\\x00\\x00\\x00\\r", "utf-32", "utf-16le")
+    False
+    """
+    utf32 = normalise_charset(label) in _UTF32 or decoded.startswith(
+        (b"\xff\xfe\x00\x00", b"\x00\x00\xfe\xff"))
+    if utf32 and charset not in _UTF32:
+        return False
+    info = _info(charset)
+    if info.kind != "transcoded" or charset in ("utf-16", "utf-32"):
+        return True
+    try:
+        decoded.decode(info.decoder)
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def to_utf8(decoded: bytes, charset: str) -> bytes:

@@ -57,6 +57,7 @@ from beacon_proxy.rewrite.charsets import (
     is_transcoded,
     lenient_view,
     looks_valid,
+    read_the_same_by_all,
     scan_view,
     to_utf8,
 )
@@ -84,6 +85,7 @@ from beacon_proxy.rewrite.transfer import (
     encode_whole,
     line_ending,
 )
+from beacon_proxy.rewrite.unmodelled import hide_encoded_files, remote_base, unmodelled_markup
 
 __all__ = ["Action", "Analysis", "Engine", "HtmlPart", "Item", "RenderError", "Rendered"]
 
@@ -96,10 +98,10 @@ _OPAQUE_TYPES = frozenset({"multipart/encrypted", "application/pkcs7-mime",
                            "application/x-pkcs7-mime"})
 
 
-#: SVG and MathML foreign content is parsed differently (``<svg><style>`` is not raw text,
-#: entities are decoded in it); the scanner does not model it, so such a part is left to
-#: the fallback for refused copies.
-_FOREIGN = re.compile(rb"<(?:svg|math)(?=[\t\n\f\r />])")  # on the lower-cased view
+def _remote_bases(tree: MimeTree) -> frozenset[tuple[int, ...]]:
+    """The paths of the parts whose header names a remote base URL."""
+    return frozenset(part.path for part in tree.parts
+                     if remote_base(tree.data[part.header_span]))
 
 
 class RenderError(ValueError):
@@ -263,6 +265,7 @@ class Engine:
         problems = list(tree.problems)
         unhandled = list(tree.problems)
         parts: list[HtmlPart] = []
+        based = _remote_bases(tree) if tree.modifiable else frozenset()
         if tree.modifiable:
             for part in tree.parts:
                 if part.is_multipart:
@@ -270,13 +273,16 @@ class Engine:
                         unhandled.append(f"{_Where(part)}: encrypted content")
                     continue
                 if part.content_type in HTML_TYPES:
-                    scanned = self._scan_part(tree, part, problems)
+                    scanned = self._scan_part(tree, part, problems, based)
                     if scanned is not None:
                         parts.append(scanned)
                     elif not part.signed:
                         unhandled.append(problems[-1])
                 elif part.signed:
                     continue
+                elif part.content_type == "text/plain" and hide_encoded_files(
+                        tree.body(part))[1]:
+                    unhandled.append(f"{_Where(part)}: an encoded HTML file in plain text")
                 elif part.content_type in RENDERED_TYPES:
                     unhandled.append(f"{_Where(part)}: not scanned by the precise path")
                 elif part.content_type in _OPAQUE_TYPES or part.content_type in MESSAGE_TYPES:
@@ -286,14 +292,18 @@ class Engine:
         return Analysis(data, tree, tuple(parts), tuple(problems), _list_id(data), urls,
                         tuple(unhandled), has_signed_parts(tree))
 
-    def _scan_part(self, tree: MimeTree, part: MimePart,
-                   problems: list[str]) -> HtmlPart | None:
+    def _scan_part(self, tree: MimeTree, part: MimePart, problems: list[str],
+                   based: frozenset[tuple[int, ...]] = frozenset()) -> HtmlPart | None:
         where = _Where(part)
         if not part.modifiable:
             problems.append(f"{where}: {part.reason}")
             return None
         if part.signed:
             problems.append(f"{where}: signed, left unmodified")
+            return None
+        if based and any(part.path[:i] in based for i in range(len(part.path) + 1)):
+            problems.append(f"{where}: a remote Content-Base/Content-Location, relative URLs "
+                            "load from it")
             return None
         try:
             decoded, qp_index = decode_indexed(tree.body(part), part.transfer_encoding)
@@ -304,6 +314,9 @@ class Engine:
             problems.append(f"{where}: larger than {_MAX_HTML_PART} bytes, not scanned")
             return None
         charset = effective_charset(decoded, part.charset)
+        if not read_the_same_by_all(decoded, part.charset, charset):
+            problems.append(f"{where}: text that clients decode differently ({part.charset})")
+            return None
         transcoded: str | None = None
         bom = False
         if is_transcoded(charset):
@@ -315,9 +328,9 @@ class Engine:
             view = scan_view(decoded, charset)
         else:  # a lying label: the bytes as they are (every ASCII construct found)
             view = lenient_view(decoded, charset)
-        low = view.lower()  # two memchr-speed finds; the regex only confirms a hit
-        if (b"<svg" in low or b"<math" in low) and _FOREIGN.search(low):
-            problems.append(f"{where}: SVG or MathML content, not scanned precisely")
+        unmodelled = unmodelled_markup(view.lower())
+        if unmodelled is not None:
+            problems.append(f"{where}: {unmodelled}, not scanned precisely")
             return None
         entries, _, truncated = scan_entries(view, max_tags=self._max_tags, charset=charset)
         if truncated:

@@ -49,6 +49,7 @@ from beacon_proxy.rewrite.charsets import (
     from_utf8,
     has_bom,
     is_transcoded,
+    read_the_same_by_all,
     scan_view,
     to_utf8,
 )
@@ -60,7 +61,14 @@ from beacon_proxy.rewrite.mime import (
     parse_message,
     with_transfer_encoding,
 )
-from beacon_proxy.rewrite.transfer import ENCODINGS, decode, encode_whole, line_ending
+from beacon_proxy.rewrite.transfer import (
+    ENCODINGS,
+    decode,
+    encode_whole,
+    line_ending,
+    normalise_cte,
+)
+from beacon_proxy.rewrite.unmodelled import hide_encoded_files, unread_meta_charset
 
 __all__ = ["FallbackResult", "neutralise_markup", "neutralise_message"]
 
@@ -103,6 +111,9 @@ _UNQUOTED = re.compile(rb"[^\t\n\f\r >\"'`]*+")
 _PLAIN_ARG = re.compile(rb"[\t\n\f\r ]*(?:\"[^\"<>\n]{0,4096}\"|'[^'<>\n]{0,4096}'|"
                         rb"[^\"'()<>\s]{1,4096})[\t\n\f\r ]*(?=\))")
 _AMP_BODY: Final = b"<!-- AMP part removed by beacon-proxy: the HTML alternative is shown -->"
+_BARE_CR: Final = re.compile(rb"\r(?!\n)")
+#: The encoding name as Thunderbird reads it: up to ";", "," or whitespace.
+_CTE_TOKEN: Final = re.compile(r"[^;,\s]*")
 
 
 @dataclass(frozen=True, slots=True)
@@ -249,14 +260,28 @@ def _ws_run(view: bytes, pos: int) -> int:
 # --- whole messages ---------------------------------------------------------------------------
 
 def _part_body(tree: MimeTree, part: MimePart) -> tuple[bytes, str]:
-    """The transfer-decoded body and the encoding to write it back with."""
+    """The transfer-decoded body and the encoding to write it back with.
+
+    An unknown encoding is read as its first token (``base64 x`` is base64 to
+    Thunderbird), else as the bytes themselves; either way the part is then
+    written back under a known encoding (see :func:`_neutralise_part`), so no
+    client decodes it some other way (Thunderbird decodes ``x-uuencode``).
+    """
     body = tree.body(part)
-    cte = part.transfer_encoding if part.transfer_encoding in ENCODINGS else "8bit"
+    cte = part.transfer_encoding
+    if cte not in ENCODINGS:
+        cte = normalise_cte(_CTE_TOKEN.match(cte)[0])  # type: ignore[index]
+        cte = cte if cte in ENCODINGS else "8bit"
     return decode(body, cte), cte
 
 
-def _neutralise_text(decoded: bytes, charset: str) -> tuple[bytes, int]:
-    charset = effective_charset(decoded, charset)
+def _neutralise_text(decoded: bytes, label: str) -> tuple[bytes, int] | None:
+    """The neutralised text and the count; None when clients read the bytes differently."""
+    charset = effective_charset(decoded, label)
+    if not read_the_same_by_all(decoded, label, charset):
+        return None
+    if not is_transcoded(charset) and unread_meta_charset(decoded.lower()) is not None:
+        return None  # a client honouring the <meta> reads other markup than we can change
     if is_transcoded(charset):
         utf8, count = neutralise_markup(to_utf8(decoded, charset))
         return (from_utf8(utf8, charset, bom=has_bom(decoded, charset)), count) if count else (
@@ -284,11 +309,18 @@ def neutralise_message(data: bytes, _depth: int = 0) -> FallbackResult:
     """Neutralise every remote load in every part a client could render as HTML or CSS.
 
     Parts of other types leave byte-identical.  ``data`` is None in the result when
-    that cannot be promised (the message is beyond even the fallback's limits, or it
-    holds encrypted or opaque S/MIME content that a client would decrypt and render).
+    that cannot be promised (the message is beyond even the fallback's limits, it
+    holds encrypted or opaque S/MIME content that a client would decrypt and render,
+    or a delimiter line that clients split differently).  A bare CR, a line end
+    to some clients only, becomes CRLF first, so every client reads the structure
+    that was neutralised.
     """
+    fixed = 0
+    if b"\r" in data:
+        data, fixed = _BARE_CR.subn(b"\r\n", data)
     tree = parse_message(data, max_depth=MAX_DEPTH, max_parts=MAX_PARTS)
-    if any(p.startswith(("more than", "too many", "internal")) for p in tree.problems):
+    if any(p.startswith(("more than", "too many", "internal", "ambiguous"))
+           for p in tree.problems):
         return FallbackResult(None, 0, f"beyond the fallback's limits: {tree.problems[0]}")
     changes: list[tuple[slice, bytes]] = []
     count = 0
@@ -317,19 +349,30 @@ def neutralise_message(data: bytes, _depth: int = 0) -> FallbackResult:
                 changes.append(_changed_part(tree, part, inner.data, cte))
                 count += inner.neutralised
             continue
+        if part.content_type == "text/plain" and not broken:
+            decoded, cte = _part_body(tree, part)
+            new, n = hide_encoded_files(decoded)
+            if n:
+                changes.append(_changed_part(tree, part, new, cte))
+                count += n
+            continue
         if part.content_type not in RENDERED_TYPES and not broken:
             continue
         decoded, cte = _part_body(tree, part)
         if part.content_type == "text/x-amp-html" and not broken:
             new, n = _AMP_BODY, 1
         else:
-            new, n = _neutralise_text(decoded, part.charset)
-        if n:
+            neutralised = _neutralise_text(decoded, part.charset)
+            if neutralised is None:
+                return FallbackResult(None, 0, f"{part.content_type} part that clients decode "
+                                      f"differently ({part.charset}, or a <meta> charset)")
+            new, n = neutralised
+        if n or part.transfer_encoding not in ENCODINGS:  # the header too: a known encoding
             changes.append(_changed_part(tree, part, new, cte))
-            count += n
+            count += max(n, 1)
     if not changes:
-        return FallbackResult(data, 0)
-    return FallbackResult(_splice(data, changes), count)
+        return FallbackResult(data, fixed)
+    return FallbackResult(_splice(data, changes), count + fixed)
 
 
 def _splice(data: bytes, changes: list[tuple[slice, bytes]]) -> bytes:

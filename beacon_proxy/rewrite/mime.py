@@ -65,6 +65,14 @@ _TOKEN: Final = re.compile(r'"((?:[^"\\]|\\.)*)"?|;|[^;"]+', re.S)
 _COMMENT: Final = re.compile(r"(?:^|(?<=\s))\((?:[^()\\]|\\.)*\)")
 _SECTION: Final = re.compile(r"([^*]+)(?:\*(\d{1,2}))?(\*?)")
 _TYPE: Final = re.compile(r"[a-z0-9!#$&^_.+-]+/[a-z0-9!#$&^_.+-]+")
+#: The type as the most lenient client reads it: Thunderbird stops at ";", "," or
+#: whitespace ("text/html charset=utf-8" is HTML there), others allow space around "/".
+_LENIENT_TYPE: Final = re.compile(r"([a-z0-9!#$&^_.+-]+)\s*/\s*([a-z0-9!#$&^_.+-]+)")
+_CONFLICT: Final = "\x00conflict"  # in _params' mapping: name= and name*= disagree
+#: Bytes a client may strip from the end of a delimiter line (C isspace, NUL): a line
+#: "--boundary" followed only by these is a delimiter to some clients and not to others.
+_LOOSE_PADDING: Final = re.compile(rb"[\x00-\x20]*(?:\n|\Z)")
+_BARE_CR: Final = re.compile(rb"\r(?!\n)")
 _FOLD: Final = re.compile(r"\r?\n")
 _QUOTED_PAIR: Final = re.compile(r"\\(.)", re.S)
 _WANTED: Final = frozenset({"content-type", "content-transfer-encoding", "content-disposition"})
@@ -211,24 +219,35 @@ def _fields(block: bytes) -> dict[str, str]:
     lower = b"\n" + block.lower()
     found: dict[str, str] = {}
     at = lower.find(b"\ncontent-")
-    for _ in range(_MAX_CONTENT_FIELDS):
-        if at < 0:
-            break
+    wanted = 0
+    while at >= 0:
         line_end = lower.find(b"\n", at + 1)
         line_end = len(lower) if line_end < 0 else line_end
         colon = lower.find(b":", at, line_end)
         name = lower[at + 1 : colon].rstrip(b" \t").decode("latin-1") if colon > 0 else ""
         if name in _WANTED:
+            wanted += 1
+            if wanted > _MAX_CONTENT_FIELDS:  # which one a client takes is anyone's guess
+                found.setdefault("conflict", name)
+                break
             end = line_end
             while end < len(lower) - 1 and lower[end + 1] in b" \t":
                 end = lower.find(b"\n", end + 1)
                 end = len(lower) if end < 0 else end
             value = _FOLD.sub("", block[colon : end - 1].decode("latin-1")).strip()[:_MAX_VALUE]
             first = found.setdefault(name, value)
-            if first.split(";")[0].strip().lower() != value.split(";")[0].strip().lower():
+            if first is not value and _differ(name, first, value):
                 found.setdefault("conflict", name)
         at = lower.find(b"\ncontent-", line_end)
     return found
+
+
+def _differ(name: str, first: str, value: str) -> bool:
+    """Whether two values of one Content-* field can be read differently (clients differ
+    in which one they take): the type and, for Content-Type, every parameter."""
+    if name == "content-type":
+        return _params(first) != _params(value)
+    return first.split(";")[0].strip().lower() != value.split(";")[0].strip().lower()
 
 
 def _delimiter_end(data: bytes, pos: int) -> tuple[bool, int] | None:
@@ -278,9 +297,11 @@ def _params(value: str) -> tuple[str, Mapping[str, str]]:
             continue
         base, number, extended = parts[1], parts[2], bool(parts[3])
         if number is None and not extended:
-            plain.setdefault(base, raw)
+            plain.setdefault(base, raw)  # a repeated name: the first, as Thunderbird and email
         else:
-            sections.setdefault(base, {}).setdefault(int(number or 0), (raw, extended))
+            pieces = sections.setdefault(base, {})
+            if pieces.setdefault(int(number or 0), (raw, extended)) != (raw, extended):
+                plain[_CONFLICT] = base
     for base, pieces in sections.items():
         joined = []
         for index in range(len(pieces)):
@@ -293,7 +314,10 @@ def _params(value: str) -> tuple[str, Mapping[str, str]]:
                 raw = unquote_to_bytes(raw.encode("latin-1")).decode("latin-1")
             joined.append(raw)
         if joined:
-            plain[base] = "".join(joined)
+            value = "".join(joined)
+            if plain.setdefault(base, value) != value:  # name= and name*= disagree
+                plain[_CONFLICT] = base
+            plain[base] = value
     return head, plain
 
 
@@ -344,7 +368,10 @@ class _Parser:
         self.false_hits = max(10_000, 10 * max_parts)
 
     def run(self) -> MimeTree:
-        self._open(0, (), None)
+        root = self._open(0, (), None)
+        if root is not None and b"\r" in self.data and _BARE_CR.search(self.data):
+            # Thunderbird and Python's email end a line at a bare CR; others do not.
+            self._problem(root, "bare CR (a line end to some clients)")
         while self.stack and not self.stopped:
             ctx = self._next_event()
             if ctx is None:
@@ -384,6 +411,11 @@ class _Parser:
             found = _delimiter_end(data, at + len(ctx.needle))
             if found:
                 ctx.next_at, (ctx.close, ctx.after) = at, found
+                return
+            if _LOOSE_PADDING.match(data, at + len(ctx.needle) + (
+                    2 if data.startswith(b"--", at + len(ctx.needle)) else 0)):
+                self._stop("ambiguous boundary line (control characters after the boundary)")
+                ctx.next_at = _NEVER
                 return
             self.false_hits -= 1
             if self.false_hits < 0:
@@ -457,6 +489,11 @@ class _Parser:
             self._problem(node, f"conflicting {fields['conflict'].title()} fields")
         digest = parent is not None and parent.content_type == "multipart/digest"
         ctype, params = _params(fields.get("content-type", ""))
+        if _CONFLICT in params:
+            self._problem(node, f"Content-Type parameter {params[_CONFLICT]!r} given twice")
+        lenient = None if _TYPE.fullmatch(ctype) else _LENIENT_TYPE.match(ctype)
+        if lenient is not None:
+            ctype = f"{lenient[1]}/{lenient[2]}"
         node.content_type = ctype if _TYPE.fullmatch(ctype) else (
             "message/rfc822" if digest else "text/plain")
         node.charset = normalise_charset(params.get("charset"))

@@ -19,13 +19,6 @@ PIXEL_URL = b"https://t.example.com/open?id=abc123"
 
 
 @pytest.fixture
-def upstream() -> Iterator[Upstream]:
-    up = Upstream().start()
-    yield up
-    up.stop()
-
-
-@pytest.fixture
 def proxy(tmp_path: Path, upstream: Upstream) -> Iterator[Proxy]:
     p = Proxy(tmp_path, f"""
 [web]

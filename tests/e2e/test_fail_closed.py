@@ -31,13 +31,6 @@ GRANTED = "granted@example.org"
 
 
 @pytest.fixture
-def upstream() -> Iterator[Upstream]:
-    up = Upstream().start()
-    yield up
-    up.stop()
-
-
-@pytest.fixture
 def proxy(tmp_path: Path, upstream: Upstream) -> Iterator[Proxy]:
     p = Proxy(tmp_path, """
 [web]

@@ -28,13 +28,6 @@ HTML = ("<!DOCTYPE html><html><body><h1>News</h1><p>Caf\u00e9 &amp; more</p>\n"
 
 
 @pytest.fixture
-def upstream() -> Iterator[Upstream]:
-    up = Upstream().start()
-    yield up
-    up.stop()
-
-
-@pytest.fixture
 def proxy(tmp_path: Path, upstream: Upstream) -> Iterator[Proxy]:
     p = Proxy(tmp_path, upstream=upstream.port).start()
     yield p

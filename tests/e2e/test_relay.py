@@ -17,13 +17,6 @@ pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture
-def upstream() -> Iterator[Upstream]:
-    up = Upstream().start()
-    yield up
-    up.stop()
-
-
-@pytest.fixture
 def proxies() -> Iterator[list[Proxy]]:
     started: list[Proxy] = []
     yield started

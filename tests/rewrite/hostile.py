@@ -117,6 +117,12 @@ def svg_foreign_content() -> bytes:
     return _crlf(HEAD + "MIME-Version: 1.0\nContent-Type: text/html\n\n" + page + "\n")
 
 
+def select_raw_text() -> bytes:
+    """In <select>, <xmp> is ignored: its "raw text" is markup, and the pixel loads."""
+    page = PAGE.replace(PIXEL, "<select><option><xmp>" + PIXEL + "</xmp></select>")
+    return _crlf(HEAD + "MIME-Version: 1.0\nContent-Type: text/html\n\n" + page + "\n")
+
+
 def amp_json_poison(units: int = 20_000) -> bytes:
     """Quadratic in the old engine: JSON_URL over 20 000 x '"//a/\\' (lines stay short)."""
     return _crlf(HEAD + "MIME-Version: 1.0\nContent-Type: text/html\n\n" + PAGE
@@ -146,6 +152,7 @@ MESSAGES: dict[str, Callable[[], bytes]] = {
     "many_items": many_items,
     "sloppy_base64_no_mime_version": sloppy_base64_no_mime_version,
     "svg_foreign_content": svg_foreign_content,
+    "select_raw_text": select_raw_text,
 }
 POISON: dict[str, Callable[[], bytes]] = {
     "amp_json_poison": amp_json_poison,

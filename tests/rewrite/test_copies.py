@@ -25,7 +25,7 @@ EXPECTED = {  # what the precise path can do for each; the rest falls back
     "deep_nesting": Outcome.FALLBACK, "many_parts": Outcome.FALLBACK,
     "many_items": Outcome.FALLBACK, "sloppy_base64_no_mime_version": Outcome.STRIPPED,
     "amp_json_poison": Outcome.STRIPPED, "font_face_poison": Outcome.STRIPPED,
-    "svg_foreign_content": Outcome.FALLBACK,
+    "svg_foreign_content": Outcome.FALLBACK, "select_raw_text": Outcome.FALLBACK,
 }
 
 

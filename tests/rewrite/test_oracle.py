@@ -36,7 +36,9 @@ from beacon_proxy.rewrite.charsets import (
     scan_view,
     to_utf8,
 )
+from beacon_proxy.rewrite.fallback import neutralise_markup
 from beacon_proxy.rewrite.html import scan_html
+from beacon_proxy.rewrite.unmodelled import unmodelled_markup
 from tests.rewrite import oracle
 
 #: KNOWN BUG (reported): the scanner reads SVG/MathML foreign content as HTML, so a
@@ -405,6 +407,12 @@ def _documents(draw: st.DrawFn) -> str:
 @example("<style>@import/**/'https://t.test/a';@\\69mport 'https://t.test/b';</style>")
 @example('<img src="&#x0000000068;ttps://t.test/a"><img src="&#00000000104;ttps://t.test/b">')
 def test_property_scanner_finds_what_the_oracle_finds(html: str) -> None:
+    if unmodelled_markup(html.encode("utf-8").lower()):
+        # <svg>, <math>, <select>: the engine leaves such a part to the fallback, after
+        # which nothing loads at all.
+        neutralised = neutralise_markup(html.encode("utf-8"))[0].decode("utf-8")
+        assert not any(oracle.remote_urls(neutralised).values())
+        return
     found = misses(html, html.encode("utf-8"))
     if FOREIGN_CONTENT_IS_A_KNOWN_MISS:
         known = foreign_content_misses(html, found)

@@ -1,0 +1,260 @@
+"""Attacks on the refusal: messages a real client renders and loads a tracker from.
+
+Each case is a message carrying ``PIXEL`` (a 1x1 image, a tracker by size) where a
+mail client would find it; the refused copy must not keep it where that client
+would look (or must be held).  Client behaviour cited is from Thunderbird's libmime
+(``mailnews/mime/src``): ``MimeHeaders_get`` cuts Content-Type and
+Content-Transfer-Encoding at ``;``, ``,`` or whitespace; ``mime_LineBuffer`` ends a
+line at a bare CR (so does Python's ``email``); ``MimeMultipart_check_boundary``
+strips trailing ``isspace`` bytes (``\\f``, ``\\v``) from a delimiter line;
+``MimeInlineTextHTML_parse_begin`` turns ``Content-Base``/``Content-Location`` into
+``<BASE HREF>``; ``x-uuencode``/``uue``/``uuencode``/``x-uue`` bodies are decoded.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import time
+from collections.abc import Callable
+
+import pytest
+
+from beacon_proxy.consent.policy import Policy
+from beacon_proxy.rewrite.copies import CopyPolicy, Decided, Outcome, decide, prepare
+from beacon_proxy.rewrite.engine import Engine
+from beacon_proxy.rewrite.fallback import neutralise_message
+from beacon_proxy.rewrite.mime import parse_message
+from beacon_proxy.rewrite.rules import load_rules
+from beacon_proxy.rewrite.transfer import decode
+
+ENGINE = Engine(load_rules())
+RCPT = "reader@example.org"
+HOST = "pixel.tracker-host.example"
+URL = f"https://{HOST}/o.gif?u=5f3a9"
+PIXEL = f'<img src="{URL}" width="1" height="1">'
+B64 = base64.b64encode(PIXEL.encode()).decode()
+HEAD = ("From: news@shop.example\nTo: reader@example.org\nSubject: offers\n"
+        "MIME-Version: 1.0\n")
+
+
+def _crlf(text: str) -> bytes:
+    return text.replace("\r\n", "\n").replace("\n", "\r\n").encode("latin-1")
+
+
+def _uuencoded(data: bytes) -> str:
+    lines = [binascii.b2a_uu(data[i:i + 45]).decode() for i in range(0, len(data), 45)]
+    return "begin 644 a.html\n" + "".join(lines) + "`\nend\n"
+
+
+def _refused(data: bytes) -> Decided:
+    prepared = prepare(ENGINE, data, CopyPolicy())
+    return decide(ENGINE, prepared, RCPT, Policy.REFUSED, CopyPolicy())
+
+
+def _leaves_pixel(copy: bytes) -> bool:
+    """Whether a loadable PIXEL survives in any reading: raw, base64, QP or uuencoded."""
+    if URL.encode() in copy and b' src="' + URL.encode() in copy:
+        return True
+    for chunk in copy.split(b"\r\n\r\n"):
+        uu = b"uue" in copy.lower()  # x-uuencode, uue, x-uue, uuencode: decoded by Thunderbird
+        for reading in (decode(chunk, "base64"), decode(chunk, "quoted-printable"),
+                        _uudecode(chunk) if uu else b""):
+            if b'src="' + URL.encode() in reading:
+                return True
+    return False
+
+
+def _uudecode(chunk: bytes) -> bytes:
+    out = []
+    for line in chunk.splitlines():
+        try:
+            out.append(binascii.a2b_uu(line))
+        except binascii.Error:
+            continue
+    return b"".join(out)
+
+
+def _mixed(first_part: str, rest: str) -> str:
+    return (HEAD + "Content-Type: multipart/mixed; boundary=b\n\n--b\n" + first_part
+            + rest + "\n--b--\n")
+
+
+# Leaks found and fixed: each message loads PIXEL in the client named.
+LEAKS: dict[str, tuple[Callable[[], bytes], Outcome]] = {
+    # Thunderbird reads "text/html" (cut at whitespace / ","): the part was taken as
+    # text/plain (invalid type) and neither scanned nor neutralised.
+    "content_type_with_junk_after_the_type_is_html_to_thunderbird": (
+        lambda: _crlf(HEAD + "Content-Type: text/html charset=utf-8\n\n" + PIXEL + "\n"),
+        Outcome.STRIPPED),
+    "content_type_with_a_comma_list_is_html_to_thunderbird": (
+        lambda: _crlf(HEAD + "Content-Type: text/html, text/plain\n\n" + PIXEL + "\n"),
+        Outcome.STRIPPED),
+    "content_type_with_space_around_the_slash_is_html_to_lenient_parsers": (
+        lambda: _crlf(HEAD + "Content-Type: text /\n html\n\n" + PIXEL + "\n"),
+        Outcome.STRIPPED),
+    # The 101st Content-* field was not read at all: every client reads it.
+    "content_type_after_100_other_content_fields_is_read": (
+        lambda: _crlf(HEAD + "".join(f"Content-X{i}: y\n" for i in range(101))
+                      + "Content-Type: text/html\n\n" + PIXEL + "\n"),
+        Outcome.STRIPPED),
+    # Two Content-Type fields, same type, different boundary: a client taking the last
+    # one sees a text/html part inside what the first one calls text/plain.
+    "second_content_type_with_another_boundary_is_a_conflict": (
+        lambda: _crlf(HEAD + "Content-Type: multipart/mixed; boundary=a\n"
+                      "Content-Type: multipart/mixed; boundary=b\n\n--a\n"
+                      "Content-Type: text/plain\n\n--b\nContent-Type: text/html\n\n"
+                      + PIXEL + "\n--b--\n--a--\n"),
+        Outcome.FALLBACK),
+    "boundary_and_rfc2231_boundary_that_disagree_are_a_conflict": (
+        lambda: _crlf(HEAD + "Content-Type: multipart/mixed; boundary=ab; boundary*0=a\n\n"
+                      "--a\nContent-Type: text/plain\n\n--ab\nContent-Type: text/html\n\n"
+                      + PIXEL + "\n--ab--\n--a--\n"),
+        Outcome.FALLBACK),
+    # Bare CR: a line end to Thunderbird and Python's email, not to the parser: the
+    # base64 text/html part hid inside a text/plain body.
+    "bare_cr_delimiter_hides_a_base64_html_part": (
+        lambda: _crlf(_mixed("Content-Type: text/plain\n\nhi", "")).replace(
+            b"hi\r\n--b--", b"hi\r--b\rContent-Type: text/html\rContent-Transfer-Encoding:"
+            b" base64\r\r" + B64.encode() + b"\r\n--b--"),
+        Outcome.FALLBACK),
+    "bare_cr_in_a_part_header_hides_its_content_type": (
+        lambda: _crlf(_mixed("X-A: 1\n", "\n" + PIXEL)).replace(
+            b"X-A: 1\r\n", b"X-A: 1\rContent-Type: text/html\r\n"),
+        Outcome.FALLBACK),
+    # Thunderbird strips \f / \v after a delimiter: a second part to it, text to others.
+    # Neither reading can be neutralised for both: held.
+    "delimiter_line_ending_in_form_feed_is_held": (
+        lambda: _crlf(_mixed("Content-Type: text/plain\n\nhi",
+                             "\n--b\f\nContent-Type: text/html\nContent-Transfer-Encoding:"
+                             " base64\n\n" + B64)),
+        Outcome.HELD),
+    "delimiter_line_ending_in_vertical_tab_is_held": (
+        lambda: _crlf(_mixed("Content-Type: text/plain\n\nhi",
+                             "\n--b\v\nContent-Type: text/html\n\n" + PIXEL)),
+        Outcome.HELD),
+    # Thunderbird turns these headers into <base href>: "o.gif" is remote there.
+    "content_location_makes_a_relative_pixel_remote": (
+        lambda: _crlf(HEAD + f"Content-Type: text/html\nContent-Location: https://{HOST}/\n\n"
+                      '<img src="o.gif?u=1" width="1" height="1">\n'),
+        Outcome.FALLBACK),
+    "content_base_on_the_multipart_makes_a_relative_pixel_remote": (
+        lambda: _crlf(HEAD + "Content-Type: multipart/related; boundary=b\n"
+                      f'Content-Base: "https://{HOST}/"\n\n--b\nContent-Type: text/html\n\n'
+                      '<img src="o.gif?u=1" width="1" height="1">\n--b--\n'),
+        Outcome.FALLBACK),
+    # Unknown encodings Thunderbird decodes: the fallback neutralised the encoded text.
+    "transfer_encoding_base64_with_junk_is_base64_to_thunderbird": (
+        lambda: _crlf(HEAD + "Content-Type: text/html\nContent-Transfer-Encoding: base64 x\n\n"
+                      + B64 + "\n"),
+        Outcome.FALLBACK),
+    "transfer_encoding_qp_with_junk_hides_src_behind_a_soft_break": (
+        lambda: _crlf(HEAD + "Content-Type: text/html\n"
+                      "Content-Transfer-Encoding: quoted-printable; x\n\n"
+                      '<img s=\nrc=3D"' + URL.replace("=", "=3D")
+                      + '" width=3D"1" height=3D"1">\n'),
+        Outcome.FALLBACK),
+    "transfer_encoding_x_uuencode_is_decoded_by_thunderbird": (
+        lambda: _crlf(HEAD + "Content-Type: text/html\nContent-Transfer-Encoding: x-uuencode\n\n"
+                      + _uuencoded(PIXEL.encode())),
+        Outcome.FALLBACK),
+}
+
+
+@pytest.mark.parametrize("name", sorted(LEAKS))
+def test_refused_copy_keeps_no_pixel_a_client_would_load(name: str) -> None:
+    make, expected = LEAKS[name]
+    data = make()
+    assert _leaves_pixel(data) or b"o.gif?u=1" in data
+    copy = _refused(data)
+    assert copy.outcome is expected, copy.problems
+    if copy.data is not None:
+        assert not _leaves_pixel(copy.data)
+        assert b'src="o.gif?u=1"' not in copy.data
+        # No encoding left that a client decodes differently (the "(" the fallback spaces
+        # out may corrupt uuencoded text by chance: the encoding must go, not rely on it).
+        assert b"uue" not in copy.data.lower()
+
+
+# Verified non-leaks (regression guards): the refused copy loads nothing from HOST.
+SAFE: dict[str, str] = {
+    "space_before_colon": HEAD + "Content-Type : text/html\n\n" + PIXEL + "\n",
+    "folded_content_type": HEAD + "Content-Type:\n text/html\n\n" + PIXEL + "\n",
+    "comment_before_type": HEAD + "Content-Type: (c) text/html\n\n" + PIXEL + "\n",
+    "quoted_transfer_encoding_name": HEAD + 'Content-Type: text/html\n'
+    'Content-Transfer-Encoding: "base64"\n\n' + B64 + "\n",
+    "base64_with_junk_characters": HEAD + "Content-Type: text/html\n"
+    "Content-Transfer-Encoding: base64\n\n!!" + B64 + "\n",
+    "utf7_label": HEAD + "Content-Type: text/html; charset=utf-7\n\n"
+    + PIXEL.encode("utf-7").decode() + "\n",
+    "utf16_bom_under_utf8_label": HEAD + "Content-Type: text/html; charset=utf-8\n"
+    "Content-Transfer-Encoding: base64\n\n"
+    + base64.b64encode(b"\xff\xfe" + PIXEL.encode("utf-16-le")).decode() + "\n",
+    "utf16le_without_bom": HEAD + "Content-Type: text/html; charset=utf-16\n"
+    "Content-Transfer-Encoding: base64\n\n"
+    + base64.b64encode(PIXEL.encode("utf-16-le")).decode() + "\n",
+    "iso2022jp_empty_escape": HEAD + "Content-Type: text/html; charset=iso-2022-jp\n\n"
+    "\x1b$B\x1b(B" + PIXEL + "\n",
+    "hz_escape": HEAD + "Content-Type: text/html; charset=hz-gb-2312\n\n~{~}" + PIXEL + "\n",
+    "part_without_blank_line": _mixed("", PIXEL),
+    "mbox_from_line_in_a_part": _mixed("From x\nContent-Type: text/html\n\n", PIXEL),
+    "multipart_without_boundary": HEAD + "Content-Type: multipart/mixed\n\n" + PIXEL + "\n",
+    "base64_message_rfc822": HEAD + "Content-Type: message/rfc822\n"
+    "Content-Transfer-Encoding: base64\n\n"
+    + base64.encodebytes(_crlf("Content-Type: text/html\n\n" + PIXEL + "\n")).decode(),
+    "image_element": HEAD + "Content-Type: text/html\n\n"
+    f'<image src="{URL}" width=1 height=1>\n',
+    "vml_fill_in_conditional_comment": HEAD + "Content-Type: text/html\n\n"
+    f'<!--[if gte mso 9]><v:fill type="frame" src="{URL}?e={RCPT}"/><![endif]-->\n',
+    "escaped_css_url_with_address": HEAD + "Content-Type: text/html\n\n"
+    f"<style>p{{background:\\75rl({URL}&e={RCPT})}}</style>\n",
+    "srcdoc_entity_escaped": HEAD + "Content-Type: text/html\n\n"
+    f'<iframe srcdoc="&lt;img src=&quot;{URL}&quot; width=1 height=1&gt;"></iframe>\n',
+    "svg_feimage_falls_back": HEAD + "Content-Type: text/html\n\n"
+    f'<svg><filter><feImage href="{URL}"/></filter></svg>\n',
+}
+
+
+@pytest.mark.parametrize("name", sorted(SAFE))
+def test_verified_non_leak_stays_safe(name: str) -> None:
+    copy = _refused(_crlf(SAFE[name]))
+    assert copy.data is None or not _leaves_pixel(copy.data), copy.outcome
+    if copy.data is not None:
+        assert f'src="{URL}'.encode() not in copy.data
+        assert f"{URL}&e={RCPT}".encode() not in copy.data
+
+
+# Stalls: the new checks stay linear (n vs 4n, with a generous factor for noise).
+FAMILIES: dict[str, Callable[[int], bytes]] = {
+    "bare_cr": lambda n: _crlf(HEAD + "Content-Type: text/html\n\n") + b"<p>a\r" * n,
+    "control_char_false_hits": lambda n: _crlf(
+        _mixed("Content-Type: text/plain\n\n", "--bx\n" * n)),
+    "repeated_content_type": lambda n: _crlf(
+        HEAD + "Content-Type: text/html\n" * n + "\n<p>"),
+    "many_parts_with_content_location": lambda n: _crlf(
+        HEAD + "Content-Type: multipart/mixed; boundary=b\nContent-Location: https://t.example/"
+        "\n\n" + "--b\nContent-Type: text/html\nContent-Location: x\n\n<img src=a>\n" * n
+        + "--b--\n"),
+    "many_unknown_encodings": lambda n: _crlf(
+        HEAD + "Content-Type: multipart/mixed; boundary=b\n\n"
+        + "--b\nContent-Type: text/html\nContent-Transfer-Encoding: x-uue\n\nbegin\n" * n
+        + "--b--\n"),
+}
+
+
+def _best_of(f: Callable[[], object], runs: int = 3) -> float:
+    best = float("inf")
+    for _ in range(runs):
+        start = time.perf_counter()
+        f()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+@pytest.mark.parametrize("name", sorted(FAMILIES))
+def test_new_checks_stay_linear(name: str) -> None:
+    small, large = FAMILIES[name](200), FAMILIES[name](800)
+    for f in (_refused, neutralise_message, parse_message):
+        t_small = _best_of(lambda: f(small))  # noqa: B023
+        t_large = _best_of(lambda: f(large))  # noqa: B023
+        assert t_large < 10 * t_small + 0.02, (f.__name__, t_small, t_large)

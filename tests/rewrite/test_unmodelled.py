@@ -1,0 +1,62 @@
+"""Content the precise engine does not model: found, and handled by the fallback."""
+
+from __future__ import annotations
+
+import binascii
+
+from beacon_proxy.consent.policy import Policy
+from beacon_proxy.rewrite.copies import CopyPolicy, Outcome, decide, prepare
+from beacon_proxy.rewrite.engine import Engine
+from beacon_proxy.rewrite.rules import load_rules
+from beacon_proxy.rewrite.unmodelled import (
+    hide_encoded_files,
+    remote_base,
+    unmodelled_markup,
+    unread_meta_charset,
+)
+
+ENGINE = Engine(load_rules())
+PIXEL = b'<img src="https://t.test/o.gif" width="1" height="1">'
+
+
+def _refused(data: bytes) -> tuple[Outcome, bytes | None]:
+    copy = decide(ENGINE, prepare(ENGINE, data, CopyPolicy()), "a@x.example", Policy.REFUSED,
+                  CopyPolicy())
+    return copy.outcome, copy.data
+
+
+def test_markup_contexts_the_scanner_does_not_model() -> None:
+    assert unmodelled_markup(b"<math><title><img src=x></title></math>") == "math content"
+    assert unmodelled_markup(b"<select><xmp><img src=x></xmp>") == "select content"
+    assert unmodelled_markup(b"<p>an svg-like <svgx> tag</p>") is None
+    assert unmodelled_markup(b'<meta http-equiv=content-type content="text/html; '
+                             b'charset=utf-16">') is not None
+    assert unread_meta_charset(b'<meta content="text/html; charset=iso-8859-1">') is None
+
+
+def test_a_utf7_meta_charset_in_an_ascii_part_is_held() -> None:
+    body = b'<meta charset="UTF-7"><p>+ADw-img src+AD0AIg-https://t.test/o.gif+ACI-+AD4-'
+    outcome, data = _refused(b"Content-Type: text/html; charset=us-ascii\r\n\r\n" + body)
+    assert (outcome, data) == (Outcome.HELD, None)
+
+
+def test_a_uuencoded_html_file_in_plain_text_is_hidden() -> None:
+    encoded = binascii.b2a_uu(PIXEL[:45]) + binascii.b2a_uu(PIXEL[45:])
+    body = b"Hello\r\nbegin 644 news.html\r\n" + encoded.replace(b"\n", b"\r\n") + b"`\r\nend\r\n"
+    data = b"Subject: uu\r\nTo: a@x.example\r\n\r\n" + body
+    assert hide_encoded_files(body)[1] == 1
+    outcome, out = _refused(data)
+    assert outcome is Outcome.FALLBACK and out is not None
+    assert b"\r\n begin 644 news.html\r\n" in out and b"\r\nbegin " not in out
+    assert hide_encoded_files(b"begin 644 photo.jpg\n`\nend\n") == (
+        b"begin 644 photo.jpg\n`\nend\n", 0)
+
+
+def test_a_remote_content_base_falls_back() -> None:
+    assert remote_base(b"Content-Base: \"https://t.test/\"\r\n")
+    assert remote_base(b"Content-Location:\r\n https://t.test/x/\r\n")
+    assert not remote_base(b"Content-Location: cid:part1\r\nContent-Type: text/html\r\n")
+    data = (b"Content-Type: text/html\r\nContent-Location: https://t.test/\r\n\r\n"
+            b'<img src="o.gif" width="1" height="1">')
+    outcome, out = _refused(data)
+    assert outcome is Outcome.FALLBACK and out is not None and b'src="o.gif"' not in out
