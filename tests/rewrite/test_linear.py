@@ -37,6 +37,7 @@ from beacon_proxy.rewrite.fallback import neutralise_markup, neutralise_message
 from beacon_proxy.rewrite.html import Box, scan_html
 from beacon_proxy.rewrite.identity import RecipientIdentity, base64_cores
 from beacon_proxy.rewrite.rules import Rule, literal_runs, load_rules
+from beacon_proxy.rewrite.unmodelled import unmodelled_markup, unread_meta_charset
 from tests.rewrite.test_engine import ENGINE, RCPT, _message
 from tests.rewrite.test_rules import _GAP, _sample, sre_parse  # _GAP: a top-level .+/.*
 
@@ -216,6 +217,20 @@ def test_fallback_is_linear(build: Build) -> None:
     _assert_linear(build, neutralise_markup)
 
 
+@pytest.mark.parametrize("unit", [b"<meta", b"<meta charset", b"<meta charset=x", b"<svg"])
+def test_unmodelled_checks_are_linear(unit: bytes) -> None:
+    _assert_linear(_rep(b"", unit), unmodelled_markup)
+    _assert_linear(_rep(b"", unit), unread_meta_charset)
+
+
+def test_a_meta_tag_costs_no_more_than_any_tag() -> None:
+    # Linear is not enough when each "<meta" read 512 bytes ahead: 12 s per 16 MB.
+    plain, metas = b"<p>" * 80_000, b"<meta" * 48_000
+    for run in (unmodelled_markup, unread_meta_charset):
+        repeat = max(1, math.ceil(_STRETCH / max(_best(run, plain, 1), 1e-6)))
+        assert _best(run, metas, repeat) < 20 * _best(run, plain, repeat)
+
+
 def test_fallback_of_a_message_is_linear() -> None:
     _assert_linear(lambda n: _message(b"src=/" * n + b"(a" * n), neutralise_message)
 
@@ -334,6 +349,7 @@ _ENGINE: dict[str, tuple[Build, Run]] = {
     "font-face-block": (lambda n: _message(b"<style>" + b"@font-face " * n), _analyse),
     "font-face-attr": (lambda n: _message(
         b'<img src="https://t.test/x" style="' + b"@font-face " * n + b'">'), _analyse),
+    "meta-open": (lambda n: _message(b"<meta" * n), _analyse),
     "css-width": (lambda n: _message(
         b'<img src="https://ZZZZZZ.t.test/x" width="ZZZZZZ" style="display:none;width:'
         + b"1" * n + b' x">', cte="8bit"), _analyse),

@@ -40,6 +40,25 @@ def test_a_utf7_meta_charset_in_an_ascii_part_is_held() -> None:
     assert (outcome, data) == (Outcome.HELD, None)
 
 
+def test_a_utf7_meta_charset_after_svg_is_held_too() -> None:
+    # The <svg> sends the part to the fallback, which must still see the UTF-7 <meta>.
+    body = (b'<svg></svg><meta charset="UTF-7"><p>+ADw-img src+AD0AIg-https://t.test/o.gif'
+            b"+ACI-+AD4-")
+    assert unread_meta_charset(body.lower()) is not None
+    outcome, data = _refused(b"Content-Type: text/html; charset=us-ascii\r\n\r\n" + body)
+    assert (outcome, data) == (Outcome.HELD, None)
+
+
+def test_meta_charsets_as_html_declares_them() -> None:
+    assert unread_meta_charset(b"<meta " + b"x" * 500 + b" charset=utf-7>") is not None
+    assert unread_meta_charset(b"<meta " + b"x" * 520 + b" charset=utf-7>") is None  # too far
+    assert unread_meta_charset(b"<meta x> charset=utf-7") is None  # past the tag
+    assert unread_meta_charset(b"<meta charset=utf-8 charset=utf-7>") is None  # the first
+    assert unread_meta_charset(b"<meta charset=utf-8><meta charset=utf-7>") is not None
+    assert unmodelled_markup(b"<meta charset=utf-7><svg>") == (
+        "a <meta> charset (utf-7) that is not ascii-compatible")
+
+
 def test_a_uuencoded_html_file_in_plain_text_is_hidden() -> None:
     encoded = binascii.b2a_uu(PIXEL[:45]) + binascii.b2a_uu(PIXEL[45:])
     body = b"Hello\r\nbegin 644 news.html\r\n" + encoded.replace(b"\n", b"\r\n") + b"`\r\nend\r\n"
