@@ -74,7 +74,7 @@ __all__ = ["FallbackResult", "neutralise_markup", "neutralise_message"]
 
 #: Limits of the fallback's own MIME parse: far above what the precise path allows,
 #: still linear enough (work grows with parts x depth).
-MAX_DEPTH: Final = 1000
+MAX_DEPTH: Final = 200  # each level may search the rest of the message once
 MAX_PARTS: Final = 20_000
 MAX_EMBEDDED: Final = 8  # base64/QP-encoded message/rfc822 inside each other
 

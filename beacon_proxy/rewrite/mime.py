@@ -164,14 +164,13 @@ def header_fields(block: bytes) -> list[tuple[str, bytes]]:
     >>> header_fields(b"A: 1\\r\\nB: 2\\r\\n  more\\r\\n")
     [('a', b'A: 1\\r\\n'), ('b', b'B: 2\\r\\n  more\\r\\n')]
     """
-    fields: list[tuple[str, bytes]] = []
+    fields: list[tuple[str, list[bytes]]] = []
     for line in block.splitlines(keepends=True):
         if fields and line[:1] in (b" ", b"\t"):
-            name, raw = fields[-1]
-            fields[-1] = (name, raw + line)
+            fields[-1][1].append(line)  # a continuation line (joined once, at the end)
         else:
-            fields.append((line.split(b":", 1)[0].strip().lower().decode("latin-1"), line))
-    return fields
+            fields.append((line.split(b":", 1)[0].strip().lower().decode("latin-1"), [line]))
+    return [(name, b"".join(lines)) for name, lines in fields]
 
 
 def with_transfer_encoding(block: bytes, cte: str, eol: bytes = b"\r\n") -> bytes:
@@ -400,11 +399,18 @@ class _Parser:
         for node in self.nodes:
             node.broken = True
 
-    def _scan(self, ctx: _Context) -> None:
-        """Cache the next real delimiter line of ``ctx`` at or after ``self.pos``."""
+    def _scan(self, ctx: _Context, limit: int) -> None:
+        """Cache the next real delimiter line of ``ctx`` in ``[self.pos, limit)``.
+
+        ``limit`` is the enclosing multipart's next delimiter: one of ``ctx``'s after it
+        does not matter, as ``ctx`` is closed there.  So sibling multiparts whose
+        boundary never appears each search their own stretch, not the whole message.
+        """
         data, frm = self.data, self.pos
         while True:
-            at = data.find(ctx.needle, frm)
+            at = data.find(ctx.needle, frm, limit + len(ctx.needle))
+            if at >= limit:
+                at = -1
             if at < 0:
                 ctx.next_at = _NEVER
                 return
@@ -425,13 +431,19 @@ class _Parser:
             frm = at + 1
 
     def _next_event(self) -> _Context | None:
+        """The open multipart whose delimiter comes next (the innermost wins a tie).
+
+        Outermost first: each inner search stops at its enclosing one's next delimiter
+        (an inner delimiter found before it is always the next event).
+        """
         best: _Context | None = None
-        for ctx in reversed(self.stack):  # the innermost wins a tie
+        limit = len(self.data)
+        for ctx in self.stack:
             if ctx.next_at < self.pos:
-                self._scan(ctx)
-            if best is None or ctx.next_at < best.next_at:
-                best = ctx
-        return best if best is not None and best.next_at < _NEVER else None
+                self._scan(ctx, limit)
+            if ctx.next_at <= limit:
+                best, limit = ctx, ctx.next_at
+        return best
 
     def _end_child(self, ctx: _Context, end: int) -> None:
         if ctx.current is not None:

@@ -36,6 +36,7 @@ from beacon_proxy.rewrite.css import scan_css
 from beacon_proxy.rewrite.fallback import neutralise_markup, neutralise_message
 from beacon_proxy.rewrite.html import Box, scan_html
 from beacon_proxy.rewrite.identity import RecipientIdentity, base64_cores
+from beacon_proxy.rewrite.mime import header_fields, parse_message
 from beacon_proxy.rewrite.rules import Rule, literal_runs, load_rules
 from beacon_proxy.rewrite.unmodelled import unmodelled_markup, unread_meta_charset
 from tests.rewrite.test_engine import ENGINE, RCPT, _message
@@ -390,3 +391,26 @@ _CONTEXTS = ["", "<style>", '<img src="https://t.test/x" style="', '<p style="('
 def test_property_any_repeated_unit_scans_in_linear_time(unit: str, context: str) -> None:
     head, body = context.encode(), unit.encode()
     _assert_linear(lambda n: head + body * n, scan_html)
+
+
+# -- MIME structure -------------------------------------------------------------------------
+
+def _unclosed_siblings(n: int) -> bytes:
+    """n multiparts whose boundary never appears, then a body as large again."""
+    parts = b"".join(b"--o\r\nContent-Type: multipart/mixed; boundary=never%d\r\n\r\nx\r\n" % i
+                     for i in range(n))
+    return (b"Content-Type: multipart/mixed; boundary=o\r\n\r\n" + parts
+            + b"--o\r\nContent-Type: text/plain\r\n\r\n" + b"y" * (64 * n) + b"\r\n--o--\r\n")
+
+
+_MIME: dict[str, tuple[Build, Run]] = {
+    "unclosed-siblings-parse": (_unclosed_siblings, parse_message),
+    "unclosed-siblings-fallback": (_unclosed_siblings, neutralise_message),
+    "folded-header": (lambda n: b"Subject: x\r\nX-Long: a" + b"\r\n b" * n + b"\r\n",
+                      header_fields),
+}
+
+
+@pytest.mark.parametrize(("build", "run"), _MIME.values(), ids=_MIME.keys())
+def test_mime_structure_is_linear(build: Build, run: Run) -> None:
+    _assert_linear(build, run)
