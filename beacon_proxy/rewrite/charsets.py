@@ -412,8 +412,10 @@ def read_the_same_by_all(decoded: bytes, label: str, charset: str) -> bool:
     """Whether every client reads these bytes as the same text, given the part's label
     and :func:`effective_charset`.
 
-    False when a UTF-32 label or byte order mark meets bytes that are not clean UTF-32
-    (browsers read such bytes as UTF-16, Outlook and Python as UTF-32 with
+    False when a bare ``utf-16``/``utf-32`` label without BOM meets bytes whose byte
+    order is not clear from where the NULs are; when a UTF-32 label or byte order mark
+    meets bytes that are not clean UTF-32 (browsers read such bytes as UTF-16, Outlook
+    and Python as UTF-32 with
     replacement characters), and when a transcoded charset's bytes do not decode
     strictly (decoders resynchronise differently).  The engine leaves such a part to
     the fallback, and the fallback holds it: no single copy is safe for every reader.
@@ -423,10 +425,20 @@ def read_the_same_by_all(decoded: bytes, label: str, charset: str) -> bool:
     >>> read_the_same_by_all(b"\\xff\\xfe\\x00\\x00<\\x00\\x00\\x00\\r", "utf-32", "utf-16le")
     False
     """
-    utf32 = normalise_charset(label) in _UTF32 or decoded.startswith(
+    labelled = normalise_charset(label)
+    utf32 = labelled in _UTF32 or decoded.startswith(
         (b"\xff\xfe\x00\x00", b"\x00\x00\xfe\xff"))
     if utf32 and charset not in _UTF32:
         return False
+    if labelled in ("utf-16", "utf-32") and not decoded.startswith(_ANY_BOM):
+        # No BOM: the byte order is sniffed, browsers assume little-endian.  Sniffing is
+        # safe when the NULs are clearly on one side (the other reading is then CJK
+        # garbage without markup); mixed, both readings may hold markup.
+        step = 2 if labelled == "utf-16" else 4
+        head = decoded[:_SNIFF]
+        low, high = head[step - 1::step].count(0), head[0::step].count(0)
+        if min(low, high) * 10 > max(low, high):
+            return False
     info = _info(charset)
     if info.kind != "transcoded" or charset in ("utf-16", "utf-32"):
         return True

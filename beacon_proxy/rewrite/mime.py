@@ -296,7 +296,10 @@ def _params(value: str) -> tuple[str, Mapping[str, str]]:
             continue
         base, number, extended = parts[1], parts[2], bool(parts[3])
         if number is None and not extended:
-            plain.setdefault(base, raw)  # a repeated name: the first, as Thunderbird and email
+            # A repeated name: the first, as Thunderbird and email take it; given twice with
+            # different values it is a conflict (a client taking the last sees other parts).
+            if plain.setdefault(base, raw) != raw and base in ("boundary", "charset"):
+                plain[_CONFLICT] = base
         else:
             pieces = sections.setdefault(base, {})
             if pieces.setdefault(int(number or 0), (raw, extended)) != (raw, extended):

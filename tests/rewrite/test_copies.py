@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import email
 import email.policy
 
@@ -127,3 +128,16 @@ def test_encrypted_content_is_held_for_refused_recipients() -> None:
     copy = decide(ENGINE, prepare(ENGINE, data, CopyPolicy()), RCPT, Policy.REFUSED,
                   CopyPolicy())
     assert copy.outcome is Outcome.HELD and copy.data is None
+
+
+def test_text_clients_read_in_two_ways_is_held_for_refused_recipients() -> None:
+    # A bare utf-16 label, no BOM, NULs on both sides: big-endian (our sniff) and
+    # little-endian (browsers) readings can both hold markup.
+    mixed = "<p>x</p>".encode("utf-16-be") + '<img src="https://t.test/o.gif">'.encode(
+        "utf-16-le")
+    data = (b"Content-Type: text/html; charset=utf-16\r\nContent-Transfer-Encoding: base64\r\n"
+            b"\r\n" + base64.encodebytes(mixed))
+    copy = decide(ENGINE, prepare(ENGINE, data, CopyPolicy()), RCPT, Policy.REFUSED,
+                  CopyPolicy())
+    assert copy.outcome is Outcome.HELD and copy.data is None
+    assert "decode differently" in copy.problems[-1]
