@@ -52,6 +52,7 @@ from typing import Final, Literal
 __all__ = [
     "UNKNOWN_CHARSET",
     "WHATWG_LABELS",
+    "Reading",
     "decode_text",
     "effective_charset",
     "encode_text",
@@ -63,6 +64,7 @@ __all__ = [
     "looks_valid",
     "normalise_charset",
     "read_the_same_by_all",
+    "reading",
     "scan_view",
     "to_utf8",
 ]
@@ -447,6 +449,48 @@ def read_the_same_by_all(decoded: bytes, label: str, charset: str) -> bool:
     except UnicodeDecodeError:
         return False
     return True
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    """How a part's decoded bytes are scanned and edited: the one place that decides it.
+
+    ``text`` is the bytes (ASCII-compatible charsets) or their UTF-8 transcoding
+    (UTF-16/32/7, HZ); ``view`` its same-length scan view: the scan view of a
+    charset the bytes agree with, else the bytes themselves (a lying label: every
+    ASCII construct is found).  :meth:`back` turns an edited ``text`` into bytes in
+    the part's own charset.
+    """
+
+    text: bytes
+    view: bytes
+    charset: str  # of ``text``: "utf-8" when transcoded
+    transcoded: str | None = None  # the part's own charset when ``text`` is a transcoding
+    bom: bool = False  # the part's bytes start with a byte order mark
+
+    def back(self, edited: bytes) -> bytes:
+        if self.transcoded is None:
+            return edited
+        return from_utf8(edited, self.transcoded, bom=self.bom)
+
+
+def reading(decoded: bytes, label: str) -> Reading | None:
+    """How to scan a part labelled ``label``; None when clients read it in different ways
+    (:func:`read_the_same_by_all`).
+
+    >>> r = reading("<p>".encode("utf-16"), "utf-16")
+    >>> r.text, r.charset, r.transcoded, r.bom
+    (b'<p>', 'utf-8', 'utf-16le', True)
+    """
+    charset = effective_charset(decoded, label)
+    if not read_the_same_by_all(decoded, label, charset):
+        return None
+    if is_transcoded(charset):
+        text = to_utf8(decoded, charset)
+        return Reading(text, text, "utf-8", charset, has_bom(decoded, charset))
+    view = (scan_view(decoded, charset) if looks_valid(decoded, charset)
+            else lenient_view(decoded, charset))
+    return Reading(decoded, view, charset)
 
 
 def to_utf8(decoded: bytes, charset: str) -> bytes:

@@ -50,17 +50,7 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from beacon_proxy.consent.policy import Policy
-from beacon_proxy.rewrite.charsets import (
-    effective_charset,
-    from_utf8,
-    has_bom,
-    is_transcoded,
-    lenient_view,
-    looks_valid,
-    read_the_same_by_all,
-    scan_view,
-    to_utf8,
-)
+from beacon_proxy.rewrite.charsets import from_utf8, reading
 from beacon_proxy.rewrite.classify import Finding, classify, classify_entries, plain_finding
 from beacon_proxy.rewrite.html import Entry, Reference, materialize, scan_entries
 from beacon_proxy.rewrite.identity import RecipientIdentity
@@ -313,21 +303,13 @@ class Engine:
         if len(decoded) > _MAX_HTML_PART:
             problems.append(f"{where}: larger than {_MAX_HTML_PART} bytes, not scanned")
             return None
-        charset = effective_charset(decoded, part.charset)
-        if not read_the_same_by_all(decoded, part.charset, charset):
+        read = reading(decoded, part.charset)
+        if read is None:
             problems.append(f"{where}: text that clients decode differently ({part.charset})")
             return None
-        transcoded: str | None = None
-        bom = False
-        if is_transcoded(charset):
-            # Not ASCII-compatible: scan (and edit) its UTF-8 transcoding, write it back whole.
-            transcoded, bom = charset, has_bom(decoded, charset)
-            decoded, qp_index, charset = to_utf8(decoded, charset), (), "utf-8"
-            view = decoded
-        elif looks_valid(decoded, charset):
-            view = scan_view(decoded, charset)
-        else:  # a lying label: the bytes as they are (every ASCII construct found)
-            view = lenient_view(decoded, charset)
+        if read.transcoded is not None:  # edited as UTF-8, written back whole
+            qp_index = ()
+        decoded, view, charset = read.text, read.view, read.charset
         unmodelled = unmodelled_markup(view.lower())
         if unmodelled is not None:
             problems.append(f"{where}: {unmodelled}, not scanned precisely")
@@ -339,7 +321,7 @@ class Engine:
         noted = classify_entries(entries, self.rules)
         trackers = tuple([i for i, finding in noted.items() if finding.tracker])
         return HtmlPart(part, decoded, charset, entries, noted, trackers, qp_index,
-                        transcoded, bom)
+                        read.transcoded, read.bom)
 
     # -- once per recipient ---------------------------------------------------
 

@@ -44,15 +44,7 @@ import re
 from dataclasses import dataclass
 from typing import Final
 
-from beacon_proxy.rewrite.charsets import (
-    effective_charset,
-    from_utf8,
-    has_bom,
-    is_transcoded,
-    read_the_same_by_all,
-    scan_view,
-    to_utf8,
-)
+from beacon_proxy.rewrite.charsets import reading
 from beacon_proxy.rewrite.mime import (
     MESSAGE_TYPES,
     RENDERED_TYPES,
@@ -277,16 +269,13 @@ def _part_body(tree: MimeTree, part: MimePart) -> tuple[bytes, str]:
 
 def _neutralise_text(decoded: bytes, label: str) -> tuple[bytes, int] | None:
     """The neutralised text and the count; None when clients read the bytes differently."""
-    charset = effective_charset(decoded, label)
-    if not read_the_same_by_all(decoded, label, charset):
+    read = reading(decoded, label)
+    if read is None:
         return None
-    if not is_transcoded(charset) and unread_meta_charset(decoded.lower()) is not None:
+    if read.transcoded is None and unread_meta_charset(decoded.lower()) is not None:
         return None  # a client honouring the <meta> reads other markup than we can change
-    if is_transcoded(charset):
-        utf8, count = neutralise_markup(to_utf8(decoded, charset))
-        return (from_utf8(utf8, charset, bom=has_bom(decoded, charset)), count) if count else (
-            decoded, 0)
-    return neutralise_markup(decoded, scan_view(decoded, charset))
+    text, count = neutralise_markup(read.text, read.view)
+    return (read.back(text), count) if count else (decoded, 0)
 
 
 def _changed_part(tree: MimeTree, part: MimePart, new: bytes, cte: str
