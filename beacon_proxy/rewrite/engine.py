@@ -228,7 +228,10 @@ class _Where:
 
 
 def _list_id(data: bytes) -> str | None:
-    end = data.find(b"\r\n\r\n")
+    """The List-Id label, searched in the header section only (CRLF or LF line ends)."""
+    end = data.find(b"\r\n\r\n", 0, 1 << 16)
+    if end < 0:
+        end = data.find(b"\n\n", 0, 1 << 16)
     m = _LIST_ID.search(data, 0, end if end >= 0 else min(len(data), 1 << 16))
     return m.group(1).decode("ascii") if m else None
 
