@@ -32,7 +32,6 @@ import contextlib
 import heapq
 import itertools
 import logging
-import re
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -41,6 +40,7 @@ from beacon_proxy.consent.policy import ConsentLookup, Decision, Policy, policy_
 from beacon_proxy.deliver.courier import Courier, CourierFactory, Outcome, Result
 from beacon_proxy.deliver.dsn import Failure, build_dsn, needs_bounce
 from beacon_proxy.deliver.retry import RetryPolicy
+from beacon_proxy.headerfacts import message_id
 from beacon_proxy.log import event
 from beacon_proxy.metrics import (
     DELIVERIES,
@@ -60,16 +60,10 @@ _THREAD_RENDER_BYTES = 1 << 20  # render big messages off the event loop
 _CACHE_BYTES = 64 << 20  # fresh messages kept in memory for their first attempt
 _CONTROL_INTERVAL = 1.0  # seconds between looks at the operators' requests
 MAX_FAILURES = 5  # failed (raising) attempts before a message is set aside
-_MESSAGE_ID = re.compile(rb"^Message-ID:[ \t]*(<[!-~]{1,250}>)\r?$", re.MULTILINE | re.IGNORECASE)
 
 
 def _iso(ts: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
-
-
-def _message_id(message: bytes) -> str | None:
-    m = _MESSAGE_ID.search(message, 0, message.find(b"\r\n\r\n"))
-    return m.group(1).decode("ascii") if m else None
 
 
 def _site_failure(result: Result) -> bool:
@@ -433,7 +427,7 @@ class Scheduler:
                 client_address="127.0.0.1",
                 client_helo=self.hostname,
                 protocol="local",
-                message_id=_message_id(dsn),
+                message_id=message_id(dsn),
                 size=len(dsn),
                 smtputf8=not env.sender.isascii(),
                 body_type="8BITMIME",

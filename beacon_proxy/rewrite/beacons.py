@@ -83,8 +83,8 @@ class _Message:
 
     def render(self, recipient: str, policy: Policy) -> Copy:
         step, env = self.step, self.envelope
-        link = open_links(step.tokens, step.public_url, recipient, self.prepared.list_id,
-                          env.queue_id)
+        # The List-Id read once, when the message was received (beacon_proxy.headerfacts)
+        link = open_links(step.tokens, step.public_url, recipient, env.list_id, env.queue_id)
         decided = decide(step.engine, self.prepared, recipient, policy, step.policy, link)
         COPIES.labels(decided.outcome.value).inc()
         report = _report(decided, policy)

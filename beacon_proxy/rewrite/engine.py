@@ -43,13 +43,13 @@ built when someone asks (``HtmlPart.references``, ``Rendered.items``, as
 from __future__ import annotations
 
 import enum
-import re
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from beacon_proxy.consent.policy import Policy
+from beacon_proxy.headerfacts import list_id
 from beacon_proxy.rewrite.charsets import from_utf8, reading
 from beacon_proxy.rewrite.classify import Finding, classify, classify_entries, plain_finding
 from beacon_proxy.rewrite.html import Entry, Reference, materialize, scan_entries
@@ -82,7 +82,6 @@ __all__ = ["Action", "Analysis", "Engine", "HtmlPart", "Item", "RenderError", "R
 Link = Callable[[str], str]  # original tracker URL -> first-party open URL
 
 _new = tuple.__new__
-_LIST_ID = re.compile(rb"^List-Id:[^\r\n<]*<([!-~]{1,255})>", re.IGNORECASE | re.MULTILINE)
 _MAX_HTML_PART = 16 << 20  # bytes of decoded HTML scanned per part
 _OPAQUE_TYPES = frozenset({"multipart/encrypted", "application/pkcs7-mime",
                            "application/x-pkcs7-mime"})
@@ -227,15 +226,6 @@ class _Where:
         return f"part {path} ({self.part.content_type})"
 
 
-def _list_id(data: bytes) -> str | None:
-    """The List-Id label, searched in the header section only (CRLF or LF line ends)."""
-    end = data.find(b"\r\n\r\n", 0, 1 << 16)
-    if end < 0:
-        end = data.find(b"\n\n", 0, 1 << 16)
-    m = _LIST_ID.search(data, 0, end if end >= 0 else min(len(data), 1 << 16))
-    return m.group(1).decode("ascii") if m else None
-
-
 def _escape_text(raw: bytes) -> bytes:
     """An attribute value's raw bytes, safe as text content."""
     return raw.replace(b"<", b"&lt;").replace(b">", b"&gt;")
@@ -282,7 +272,7 @@ class Engine:
                     # message/delivery-status and the like are not rendered as HTML
                     unhandled.append(f"{_Where(part)}: {part.reason or 'opaque content'}")
         urls = "\n".join([e.url for p in parts for e in p.entries if e.remote])
-        return Analysis(data, tree, tuple(parts), tuple(problems), _list_id(data), urls,
+        return Analysis(data, tree, tuple(parts), tuple(problems), list_id(data), urls,
                         tuple(unhandled), has_signed_parts(tree))
 
     def _scan_part(self, tree: MimeTree, part: MimePart, problems: list[str],

@@ -37,13 +37,12 @@ from aiosmtpd.smtp import Envelope as SmtpEnvelope
 from beacon_proxy import metrics
 from beacon_proxy.address import address_problem
 from beacon_proxy.config import SmtpConfig
+from beacon_proxy.headerfacts import list_id, message_id
 from beacon_proxy.log import event
 from beacon_proxy.smtpd import replies
 from beacon_proxy.smtpd.message import (
     has_bare_cr_or_lf,
     header_section,
-    list_id,
-    message_id,
     printable_ascii,
 )
 from beacon_proxy.smtpd.passwords import is_password_hash, verify_password

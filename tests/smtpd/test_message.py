@@ -2,11 +2,11 @@ from __future__ import annotations
 
 import pytest
 
+from beacon_proxy import headerfacts
 from beacon_proxy.smtpd.data import canonical
 from beacon_proxy.smtpd.message import (
     has_bare_cr_or_lf,
     header_section,
-    message_id,
     printable_ascii,
 )
 
@@ -56,44 +56,11 @@ def test_a_canonical_lf_header_parses_like_a_crlf_one() -> None:
     header = header_section(message, 1024)
     assert header == b"Subject: a\r\nMessage-ID:\r\n <lf@example.org>\r\nList-Id: <l.example>\r\n"
     assert not has_bare_cr_or_lf(header)
-    assert message_id(header) == "<lf@example.org>"
+    assert headerfacts.message_id(header) == "<lf@example.org>"
     assert has_bare_cr_or_lf(canonical(b"Subject: a\rb\n\n"))  # a bare CR stays bare
-
-
-@pytest.mark.parametrize(
-    ("header", "expected"),
-    [
-        (b"Message-ID: <a@b>\r\n", "<a@b>"),
-        (b"message-id:<a@b>\r\n", "<a@b>"),
-        (b"MESSAGE-ID :  <a@b>  \r\n", "<a@b>"),
-        (b"Message-ID:\r\n <folded@example.org>\r\nTo: x\r\n", "<folded@example.org>"),
-        (b"Message-ID:\r\n\t<tab@example.org>\r\n", "<tab@example.org>"),
-        (b"Message-ID: <a@\r\n\tb>\r\n", None),  # a tab inside is not printable
-        (b"Message-ID: <first@x>\r\nMessage-ID: <second@x>\r\n", "<first@x>"),
-        (b"X-Message-ID: <no@x>\r\n", None),
-        (b"Subject: hi\r\n", None),
-        (b"Message-ID:\r\n", None),
-        (b"Message-ID: <\xc3\xbc@x>\r\n", None),
-        (b"Message-ID: <a\x01@x>\r\n", None),
-        (b"Message-ID: <" + b"a" * 1000 + b">\r\n", None),
-        (b"Message-ID: <a\r\n" + b" b" * 600 + b">\r\n", None),
-    ],
-)
-def test_message_id(header: bytes, expected: str | None) -> None:
-    assert message_id(header) == expected
 
 
 def test_printable_ascii() -> None:
     assert printable_ascii("mail.example.org") == "mail.example.org"
     assert printable_ascii("a\x00b\r\nc\udcffü") == "a?b??c??"
     assert printable_ascii("x" * 300) == "x" * 255
-
-
-def test_list_id_label() -> None:
-    from beacon_proxy.smtpd.message import list_id
-
-    assert list_id(b"List-Id: Shop news <news.shop.example>\r\n") == "news.shop.example"
-    assert list_id(b"List-ID:\r\n <a.b.example>\r\n") == "a.b.example"
-    assert list_id(b"List-Id: no brackets\r\n") is None
-    assert list_id(b"Subject: x\r\n") is None
-    assert list_id(b"List-Id: <bad label>\r\n") is None

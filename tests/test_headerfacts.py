@@ -1,0 +1,65 @@
+"""One parser for List-Id and Message-ID, used by the SMTP side, the engine and scan."""
+
+from __future__ import annotations
+
+import pytest
+
+from beacon_proxy.headerfacts import header_block, list_id, message_id
+from beacon_proxy.rewrite.engine import Engine
+from beacon_proxy.rewrite.rules import load_rules
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        (b"Message-ID: <a@b>\r\n", "<a@b>"),
+        (b"message-id:<a@b>\r\n", "<a@b>"),
+        (b"MESSAGE-ID :  <a@b>  \r\n", "<a@b>"),
+        (b"Message-ID:\r\n <folded@example.org>\r\nTo: x\r\n", "<folded@example.org>"),
+        (b"Message-ID:\r\n\t<tab@example.org>\r\n", "<tab@example.org>"),
+        (b"Message-ID: <a@\r\n\tb>\r\n", None),  # a tab inside is not printable
+        (b"Message-ID: <first@x>\r\nMessage-ID: <second@x>\r\n", "<first@x>"),
+        (b"X-Message-ID: <no@x>\r\n", None),
+        (b"Subject: hi\r\n", None),
+        (b"Message-ID:\r\n", None),
+        (b"Message-ID: <\xc3\xbc@x>\r\n", None),
+        (b"Message-ID: <a\x01@x>\r\n", None),
+        (b"Message-ID: <" + b"a" * 1000 + b">\r\n", None),
+        (b"Message-ID: <a\r\n" + b" b" * 600 + b">\r\n", None),
+    ],
+)
+def test_message_id(header: bytes, expected: str | None) -> None:
+    assert message_id(header) == expected
+
+
+def test_list_id_label() -> None:
+    assert list_id(b"List-Id: Shop news <news.shop.example>\r\n") == "news.shop.example"
+    assert list_id(b"List-ID:\r\n <a.b.example>\r\n") == "a.b.example"
+    assert list_id(b"List-Id: no brackets\r\n") is None
+    assert list_id(b"Subject: x\r\n") is None
+    assert list_id(b"List-Id: <bad label>\r\n") is None
+
+
+@pytest.mark.parametrize(
+    ("header", "label"),
+    [
+        (b"List-Id: =?UTF-8?Q?Caf=C3=A9_news?= <news.shop.example>\r\n", "news.shop.example"),
+        (b'List-Id: "Caf\xc3\xa9 news" <news.shop.example>\r\n', "news.shop.example"),
+        (b"List-Id: Caf\xe9 news\r\n <news.shop.example>\r\n", "news.shop.example"),
+        (b"List-Id:\r\n\t<news.shop.example>\r\n", "news.shop.example"),
+        (b"List-Id: news.shop.example\r\n", "news.shop.example"),
+        (b"List-Id: <news.shop.example>\r\nList-Id: <other.example>\r\n", "news.shop.example"),
+        (b"List-Id: Shop <news.shop.example>\n", "news.shop.example"),
+    ],
+)
+def test_every_path_reads_the_same_list_id(header: bytes, label: str) -> None:
+    message = header + b"Content-Type: text/html\r\n\r\n<p>x</p>\r\n"
+    assert list_id(header) == label
+    assert list_id(message) == label
+    assert Engine(load_rules()).analyse(message).list_id == label
+
+
+def test_only_the_header_section_counts() -> None:
+    assert header_block(b"A: 1\r\n\r\nList-Id: <x.example>\r\n") == b"A: 1\r\n"
+    assert list_id(b"Subject: x\r\n\r\nList-Id: <body.example>\r\n") is None
+    assert list_id(b"\r\nList-Id: <body.example>\r\n") is None
