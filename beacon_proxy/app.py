@@ -18,10 +18,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import os
 import signal
 import socket
+from urllib.parse import urlsplit
 
 from beacon_proxy.config import Config
 from beacon_proxy.consent.policy import Policy
@@ -44,7 +46,7 @@ from beacon_proxy.web.api import build_api
 from beacon_proxy.web.auth import ApiTokens
 from beacon_proxy.web.server import WebServer, build_app
 
-__all__ = ["Relay", "run"]
+__all__ = ["Relay", "is_loopback_host", "run", "shared_store", "start_warnings"]
 
 log = logging.getLogger(__name__)
 
@@ -66,15 +68,48 @@ def _courier_factory(cfg: Config, hostname: str) -> CourierFactory:
     return maildir
 
 
+def shared_store(cfg: Config) -> bool:
+    """Whether the consent store can be shared by several nodes (PostgreSQL)."""
+    return urlsplit(cfg.store.url).scheme in ("postgresql", "postgres")
+
+
+def is_loopback_host(host: str) -> bool:
+    """``localhost`` (and ``*.localhost``, RFC 6761), 127.0.0.0/8, ``::1`` (or IPv4-mapped)."""
+    host = host.strip("[]").rstrip(".").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip.is_loopback
+
+
+def start_warnings(cfg: Config) -> list[tuple[str, str]]:
+    """``(key, message)`` for settings that start but are probably wrong."""
+    out: list[tuple[str, str]] = []
+    public_host = urlsplit(cfg.web.public_url).hostname or ""
+    if is_loopback_host(public_host) and not is_loopback_host(cfg.smtp.listen.host):
+        out.append(("web.public_url",
+                    f"web.public_url {cfg.web.public_url} is a loopback address while "
+                    f"smtp.listen {cfg.smtp.listen} accepts mail from other hosts: links put "
+                    "into mail (open pixel, unsubscribe, preferences) will not work for "
+                    "recipients"))
+    return out
+
+
 class Relay:
     """The running service: every stage, built from one :class:`Config`."""
 
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
+        # First: a PostgreSQL store (several nodes) without a shared secret is a ConfigError.
+        secrets, self._generated_secret = load_secrets(
+            cfg.tokens, cfg.spool.path / "token.secret", shared_store=shared_store(cfg))
         self.hostname = cfg.smtp.hostname or socket.getfqdn()
         self.spool = Spool(cfg.spool.path)
-        secrets, self._generated_secret = load_secrets(cfg.tokens,
-                                                       cfg.spool.path / "token.secret")
         # Analysis runs in worker processes under a CPU budget: one message can neither
         # hold the event loop (C regex calls keep the GIL) nor run for ever.
         self.analysis = AnalysisPool(cfg.policy.analysis_workers
@@ -121,9 +156,11 @@ class Relay:
               upstream=str(up), spool=str(self.cfg.spool.path), recovered=recovered,
               hostname=self.hostname, config=str(self.cfg.source) if self.cfg.source else None)
         if self._generated_secret:
-            event("notice", logging.WARNING,
+            event("notice", logging.WARNING, key="tokens.secret",
                   message="no [tokens] secret configured: using a generated one kept in the "
                   "spool; nodes behind one load balancer must share a configured secret")
+        for key, message in start_warnings(self.cfg):
+            event("notice", logging.WARNING, key=key, message=message)
         if up.kind == "maildir":
             event("notice", logging.WARNING,
                   message=f"no upstream configured: delivering into the local Maildir {up.path}")

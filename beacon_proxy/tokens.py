@@ -1,13 +1,61 @@
-"""Signed, encrypted link tokens for the web endpoints (``/o/<token>``, ``/u/<token>``).
+"""Encrypted, authenticated link tokens for the web endpoints (``/o/<token>``, ``/u/<token>``).
 
 A token binds a purpose (open pixel or unsubscribe), the recipient, the list,
 the queue id and the identity of the original URL it replaces, so any node
 holding the secret can serve any link without a database lookup.  Tokens are
-compact and URL-safe (base64url, no padding) and never show the address:
-the claims are encrypted with a synthetic IV (SIV): ``tag = HMAC-SHA256(k_mac,
-claims)[:16]``, ``ciphertext = claims XOR HMAC-SHA256-CTR(k_enc, tag)``.  The
-tag authenticates the claims; verification recomputes it and compares in
-constant time.
+compact and URL-safe (base64url, no padding) and never show the address.
+
+Primitive: AES-SIV (RFC 5297, ``cryptography``'s ``AESSIV``) with a 64-byte key,
+that is AES-256 for both the S2V/CMAC half and the CTR half.  AES-SIV rather
+than AES-GCM-SIV because it is deterministic and needs no nonce: a token
+carries no 12-byte nonce (links stay short), there is no nonce to repeat, and
+the same inputs always give the same token, which makes fixed test vectors
+possible.  The only thing determinism shows is that two tokens are equal when
+everything in them (issued-at second included) is equal.  AES-SIV takes a list
+of associated-data strings, which binds the header and the purpose without
+putting the purpose into the token.
+
+Keys.  For every configured secret::
+
+    key    = HKDF-SHA256(secret, salt=None, info=b"beacon-proxy token v2 AES-SIV key", L=64)
+    key_id = HKDF-SHA256(secret, salt=None, info=b"beacon-proxy token v2 key id", L=1)[0]
+
+The key id is one byte of a one-way function of the secret: it says which
+configured secret made a token (so verification tries that one first) and
+nothing about the secret that the ciphertext does not already.  Secrets must
+be high-entropy (the generated one has 256 bits; configured ones at least 16
+bytes): HKDF does not slow down guessing.
+
+Token layout (before base64url without padding), version 2::
+
+    offset  size  field
+    0       1     version = 0x02 (version 1, the HMAC construction, kept its
+                  version inside the encryption: its tokens fail here or at
+                  authentication)
+    1       1     key id
+    2       16    SIV (the AES-SIV synthetic IV / tag)
+    18      n     AES-SIV ciphertext of the claims below (n = their length)
+
+    associated data: [bytes 0-1 of the token (version, key id), bytes([purpose])]
+
+    claims (plaintext):
+    4 bytes  issued_at, unsigned big-endian unix seconds
+    1 + r    recipient, UTF-8, length-prefixed (at most 255 bytes)
+    1 + l    list id, UTF-8, length-prefixed ("" = no list)
+    1 + q    queue id, UTF-8, length-prefixed
+    1 + u    url_identity() of the replaced URL, length-prefixed (u = 0 or 8)
+
+The purpose (1 = open, 2 = unsubscribe) is only associated data: a token made
+for one purpose fails authentication for the other.
+
+Verification refuses, before any decryption, what can be judged from public
+bytes: empty or longer than 2048 characters, not canonical base64url, too
+short, another version.  Then it makes one AES-SIV decryption attempt per
+configured key, the key with the token's key id first, and stops at the first
+that authenticates.  A token that authenticates under no key costs exactly one
+attempt per key whatever its key id says.  Every failure (format, forgery, wrong
+key, retired key, other purpose, expiry) raises :class:`TokenError` with the same
+message.
 
 Keys rotate: :class:`Tokens` mints with the first secret and accepts tokens
 made with any of them.
@@ -26,27 +74,38 @@ import base64
 import binascii
 import enum
 import hashlib
-import hmac
 import os
+import re
 import secrets
 import struct
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESSIV
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from beacon_proxy.config import ConfigError, TokensConfig
 
 __all__ = ["Claims", "Purpose", "TokenError", "Tokens", "load_secrets", "url_identity"]
 
-_VERSION = 1
-_TAG = 16  # bytes of HMAC-SHA256 kept: 128-bit forgery resistance
+VERSION = 2
+_KEY_INFO = b"beacon-proxy token v2 AES-SIV key"
+_KEY_ID_INFO = b"beacon-proxy token v2 key id"
+_HEADER = 2  # version, key id
+_SIV = 16
+_MIN_CLAIMS = 4 + 1 + 1 + 1 + 1
 _URL_ID = 8
 _MAX_TOKEN = 2048  # characters; anything longer is refused before decoding
+_B64URL = re.compile(r"[A-Za-z0-9_-]+")
+_REFUSED = "invalid or expired token"
 
 
 class TokenError(ValueError):
-    """The token is malformed, forged, made for another purpose, or too old."""
+    """The token is malformed, forged, made for another purpose or key, or too old."""
 
 
 class Purpose(enum.IntEnum):
@@ -74,10 +133,16 @@ def _b64(data: bytes) -> str:
 
 
 def _unb64(text: str) -> bytes:
+    """Strict base64url without padding: the one canonical spelling of the bytes."""
+    if not _B64URL.fullmatch(text) or len(text) % 4 == 1:
+        raise TokenError(_REFUSED)
     try:
-        return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
     except (binascii.Error, ValueError):
-        raise TokenError("not base64url") from None
+        raise TokenError(_REFUSED) from None
+    if _b64(raw) != text:  # non-zero padding bits: another spelling of the same bytes
+        raise TokenError(_REFUSED)
+    return raw
 
 
 def _pack_str(value: str) -> bytes:
@@ -90,8 +155,10 @@ def _pack_str(value: str) -> bytes:
 def _pack(c: Claims) -> bytes:
     if len(c.url_id) not in (0, _URL_ID):
         raise ValueError("url_id must come from url_identity()")
+    if not 0 < c.issued_at < 2**32:
+        raise ValueError("issued_at must be a positive 32-bit unix time")
     return (
-        struct.pack(">BBI", _VERSION, int(c.purpose), c.issued_at)
+        struct.pack(">I", c.issued_at)
         + _pack_str(c.recipient)
         + _pack_str(c.list_id or "")
         + _pack_str(c.queue_id)
@@ -99,41 +166,35 @@ def _pack(c: Claims) -> bytes:
     )
 
 
-def _unpack(raw: bytes) -> Claims:
+def _unpack(purpose: Purpose, raw: bytes) -> Claims:
     try:
-        version, purpose, issued = struct.unpack_from(">BBI", raw)
-        pos = 6
-        fields: list[str] = []
-        for _ in range(3):
+        (issued,) = struct.unpack_from(">I", raw)
+        pos = 4
+        fields: list[bytes] = []
+        for _ in range(4):
             n = raw[pos]
-            fields.append(raw[pos + 1 : pos + 1 + n].decode("utf-8"))
+            fields.append(raw[pos + 1 : pos + 1 + n])
             pos += 1 + n
-        n = raw[pos]
-        url_id = raw[pos + 1 : pos + 1 + n]
-        pos += 1 + n
-        if version != _VERSION or pos != len(raw) or len(url_id) != n:
+        if pos != len(raw) or len(fields[3]) not in (0, _URL_ID):
             raise ValueError("bad layout")
-        return Claims(Purpose(purpose), fields[0], fields[1] or None, fields[2], url_id, issued)
-    except (struct.error, IndexError, ValueError, UnicodeDecodeError):
-        raise TokenError("malformed claims") from None
+        recipient, list_id, queue_id = (f.decode("utf-8") for f in fields[:3])
+        return Claims(purpose, recipient, list_id or None, queue_id, fields[3], issued)
+    except (struct.error, IndexError, ValueError):  # UnicodeDecodeError is a ValueError
+        raise TokenError(_REFUSED) from None
 
 
+def _hkdf(secret: bytes, info: bytes, length: int) -> bytes:
+    return HKDF(algorithm=hashes.SHA256(), length=length, salt=None, info=info).derive(secret)
+
+
+@dataclass(frozen=True, slots=True)
 class _Key:
-    def __init__(self, secret: bytes) -> None:
-        self.mac = hmac.new(secret, b"beacon-proxy token mac v1", hashlib.sha256).digest()
-        self.enc = hmac.new(secret, b"beacon-proxy token enc v1", hashlib.sha256).digest()
+    key_id: int
+    aead: AESSIV
 
-    def tag(self, plain: bytes) -> bytes:
-        return hmac.new(self.mac, plain, hashlib.sha256).digest()[:_TAG]
-
-    def stream(self, tag: bytes, length: int) -> bytes:
-        blocks = [hmac.new(self.enc, tag + struct.pack(">I", i), hashlib.sha256).digest()
-                  for i in range((length + 31) // 32)]
-        return b"".join(blocks)[:length]
-
-
-def _xor(a: bytes, b: bytes) -> bytes:
-    return (int.from_bytes(a, "big") ^ int.from_bytes(b, "big")).to_bytes(len(a), "big")
+    @classmethod
+    def derive(cls, secret: bytes) -> _Key:
+        return cls(_hkdf(secret, _KEY_ID_INFO, 1)[0], AESSIV(_hkdf(secret, _KEY_INFO, 64)))
 
 
 class Tokens:
@@ -143,47 +204,49 @@ class Tokens:
         keys = [s.encode("utf-8") if isinstance(s, str) else s for s in secrets]
         if not keys or any(len(k) < 8 for k in keys):
             raise ValueError("token secrets must be at least 8 bytes")
-        self._keys = [_Key(k) for k in keys]
+        self._keys = [_Key.derive(k) for k in keys]
 
     def mint(self, claims: Claims) -> str:
         if not claims.issued_at:
-            claims = Claims(claims.purpose, claims.recipient, claims.list_id, claims.queue_id,
-                            claims.url_id, int(time.time()))
-        plain = _pack(claims)
+            claims = replace(claims, issued_at=int(time.time()))
         key = self._keys[0]
-        tag = key.tag(plain)
-        return _b64(tag + _xor(plain, key.stream(tag, len(plain))))
+        header = bytes([VERSION, key.key_id])
+        sealed = key.aead.encrypt(_pack(claims), [header, bytes([int(claims.purpose)])])
+        return _b64(header + sealed)
 
     def verify(self, token: str, purpose: Purpose, *, max_age: float | None = None) -> Claims:
         """The claims of a genuine token for ``purpose``; raises :class:`TokenError`."""
-        if not token or len(token) > _MAX_TOKEN or not token.isascii():
-            raise TokenError("bad token length")
+        if not token or len(token) > _MAX_TOKEN:
+            raise TokenError(_REFUSED)
         raw = _unb64(token)
-        if len(raw) <= _TAG:
-            raise TokenError("token too short")
-        tag, body = raw[:_TAG], raw[_TAG:]
-        found: Claims | None = None
-        for key in self._keys:  # every key is tried: timing does not tell which matched
-            plain = _xor(body, key.stream(tag, len(body)))
-            if hmac.compare_digest(key.tag(plain), tag) and found is None:
-                found = _unpack(plain)
-        if found is None:
-            raise TokenError("forged or made with an unknown key")
-        if found.purpose is not purpose:
-            raise TokenError("token made for another purpose")
-        if max_age is not None and time.time() - found.issued_at > max_age:
-            raise TokenError("token expired")
-        return found
+        if len(raw) < _HEADER + _SIV + _MIN_CLAIMS or raw[0] != VERSION:
+            raise TokenError(_REFUSED)
+        header, sealed = raw[:_HEADER], raw[_HEADER:]
+        associated = [header, bytes([int(purpose)])]
+        ordered = sorted(self._keys, key=lambda k: k.key_id != header[1])  # stable
+        for key in ordered:
+            try:
+                plain = key.aead.decrypt(sealed, associated)
+            except InvalidTag:
+                continue
+            claims = _unpack(purpose, plain)
+            if max_age is not None and time.time() - claims.issued_at > max_age:
+                raise TokenError(_REFUSED)
+            return claims
+        raise TokenError(_REFUSED)
 
 
-def load_secrets(cfg: TokensConfig, generated: Path) -> tuple[list[str], bool]:
+def load_secrets(cfg: TokensConfig, generated: Path, *,
+                 shared_store: bool = False) -> tuple[list[str], bool]:
     """The configured secrets, current first; ``(secrets, True)`` when generated.
 
     Without ``[tokens] secret`` or ``secret_file`` a random secret is kept in
     ``generated`` (created 0600 on first use), so links survive restarts of a
-    single node; several nodes must share a configured secret.  Raises
-    ``OSError`` when a file cannot be read or written, :class:`ConfigError` when
-    the secret file holds no usable secret.
+    single node.  With ``shared_store`` (a PostgreSQL store: several nodes
+    serve each other's links) that would break links, so it is a
+    :class:`ConfigError` naming ``tokens.secret``.  Raises ``OSError`` when a
+    file cannot be read or written, :class:`ConfigError` when the secret file
+    holds no usable secret.
     """
     if cfg.secret:
         return [cfg.secret, *cfg.previous], False
@@ -194,6 +257,11 @@ def load_secrets(cfg: TokensConfig, generated: Path) -> tuple[list[str], bool]:
             raise ConfigError("tokens.secret_file",
                               f"{cfg.secret_file}: needs secrets of at least 16 characters")
         return found, False
+    if shared_store:
+        raise ConfigError("tokens.secret",
+                          "required with a PostgreSQL [store] url (several nodes share it and "
+                          "must share one token secret; set tokens.secret or "
+                          "tokens.secret_file)")
     try:
         return [generated.read_text("ascii").strip()], True
     except FileNotFoundError:

@@ -1,0 +1,76 @@
+"""Start-up checks of the relay: token secrets for several nodes, loopback public URLs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from beacon_proxy.app import Relay, is_loopback_host, shared_store, start_warnings
+from beacon_proxy.config import Config, ConfigError, load_config
+
+
+def _config(tmp_path: Path, text: str) -> Config:
+    path = tmp_path / "beacon-proxy.toml"
+    path.write_text(f'[spool]\npath = "{tmp_path / "spool"}"\n' + text)
+    return load_config(path, environ={})
+
+
+@pytest.mark.parametrize("scheme", ["postgresql", "postgres"])
+def test_postgres_store_without_a_token_secret_is_a_config_error(
+        tmp_path: Path, scheme: str) -> None:
+    cfg = _config(tmp_path, f'[store]\nurl = "{scheme}://bp@db.internal/beacon"\n')
+    assert shared_store(cfg)
+    with pytest.raises(ConfigError) as info:
+        Relay(cfg)
+    assert info.value.key == "tokens.secret"
+    assert "PostgreSQL" in info.value.reason and "\n" not in str(info.value)
+    assert not (tmp_path / "spool" / "token.secret").exists()
+
+
+def test_postgres_store_with_a_shared_secret_starts(tmp_path: Path) -> None:
+    cfg = _config(tmp_path, '[store]\nurl = "postgresql://bp@db.internal/beacon"\n'
+                            '[tokens]\nsecret = "shared-secret-0123456789"\n')
+    relay = Relay(cfg)
+    assert not relay._generated_secret
+
+
+def test_sqlite_single_node_keeps_a_generated_secret(tmp_path: Path) -> None:
+    cfg = _config(tmp_path, f'[store]\nurl = "sqlite:///{tmp_path}/consent.db"\n')
+    assert not shared_store(cfg)
+    relay = Relay(cfg)
+    assert relay._generated_secret
+    assert (tmp_path / "spool" / "token.secret").stat().st_mode & 0o777 == 0o600
+
+
+@pytest.mark.parametrize(("host", "loopback"), [
+    ("localhost", True), ("LOCALHOST.", True), ("app.localhost", True), ("127.0.0.1", True),
+    ("127.8.9.10", True), ("::1", True), ("[::1]", True), ("::ffff:127.0.0.1", True),
+    ("0.0.0.0", False), ("::", False), ("192.0.2.1", False), ("2001:db8::1", False),
+    ("mail.example.org", False), ("localhost.example.org", False), ("", False),
+])
+def test_is_loopback_host(host: str, loopback: bool) -> None:
+    assert is_loopback_host(host) is loopback
+
+
+@pytest.mark.parametrize(("public_url", "listen", "warned"), [
+    ("http://127.0.0.1:8025", "0.0.0.0:25", True),
+    ("http://localhost:8025", "[::]:25", True),
+    ("http://[::1]:8025", "192.0.2.10:25", True),
+    ("https://links.example.org", "0.0.0.0:25", False),
+    ("http://127.0.0.1:8025", "127.0.0.1:2525", False),  # the defaults: a local trial
+    ("http://localhost:8025", "[::1]:2525", False),
+    ("http://127.0.0.1:8025", "localhost:2525", False),
+])
+def test_loopback_public_url_with_a_public_listener_warns(
+        tmp_path: Path, public_url: str, listen: str, warned: bool) -> None:
+    cfg = _config(tmp_path, f'[web]\npublic_url = "{public_url}"\n[smtp]\nlisten = "{listen}"\n')
+    warnings = start_warnings(cfg)
+    assert [key for key, _ in warnings] == (["web.public_url"] if warned else [])
+    for key, message in warnings:
+        assert key in message and str(cfg.smtp.listen) in message
+        assert "\n" not in message
+
+
+def test_defaults_start_without_warnings() -> None:
+    assert start_warnings(load_config(None, environ={})) == []
