@@ -644,7 +644,11 @@ def test_hz_round_trip_keeps_the_text(text: str) -> None:
     assert data.decode("hz") == text
     assert from_utf8(to_utf8(data, "hz-gb-2312"), "hz-gb-2312", bom=False) == data
     python = text.encode("hz")  # CPython's encoder, when it gets '~' right
-    if python.decode("hz") == text:
+    try:
+        right = python.decode("hz") == text
+    except UnicodeDecodeError:  # it can end in a lone "~" its own decoder rejects
+        right = False
+    if right:
         assert to_utf8(python, "hz-gb-2312") == text.encode()
 
 
