@@ -39,6 +39,7 @@ from beacon_proxy.rewrite.copies import CopyPolicy
 from beacon_proxy.rewrite.engine import Analysis, Engine
 from beacon_proxy.rewrite.pool import AnalysisPool
 from beacon_proxy.rewrite.rules import load_rules
+from beacon_proxy.rewrite.step import TraceHeader
 from beacon_proxy.smtpd.server import SmtpServer
 from beacon_proxy.spool.queue import Spool
 from beacon_proxy.tokens import Tokens, load_secrets
@@ -108,6 +109,8 @@ class Relay:
         # First: a PostgreSQL store (several nodes) without a shared secret is a ConfigError.
         secrets, self._generated_secret = load_secrets(
             cfg.tokens, cfg.spool.path / "token.secret", shared_store=shared_store(cfg))
+        # Kept, for the web side (the open and preference endpoints verify with it).
+        self.tokens = Tokens(secrets)
         self.hostname = cfg.smtp.hostname or socket.getfqdn()
         self.spool = Spool(cfg.spool.path)
         # Analysis runs in worker processes under a CPU budget: one message can neither
@@ -119,9 +122,12 @@ class Relay:
         async def analyse(data: bytes) -> Analysis:
             return await self.analysis.analyse(data, budget=budget)
 
+        # Each recipient's copy: the beacon step, then these, in order (the unsubscribe
+        # headers and the footer will come before the trace header, DKIM signing last).
+        steps = (TraceHeader(self.hostname),)
         self.rewrite = BeaconStep(
-            Engine(load_rules()), Tokens(secrets), public_url=cfg.web.public_url,
-            hostname=self.hostname, analyse=analyse,
+            Engine(load_rules()), self.tokens, public_url=cfg.web.public_url,
+            hostname=self.hostname, analyse=analyse, steps=steps,
             policy=CopyPolicy(cfg.policy.unscannable, cfg.policy.signed))
         self.store = open_store(cfg.store.url, unknown=Policy(cfg.policy.unknown),
                                 pool_size=cfg.store.pool_size)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from beacon_proxy.consent.policy import Policy
@@ -24,7 +24,7 @@ from beacon_proxy.metrics import COPIES
 from beacon_proxy.rewrite.copies import CopyPolicy, Decided, Prepared, Variant, decide
 from beacon_proxy.rewrite.engine import Analysis, Engine, Link
 from beacon_proxy.rewrite.signed import unwrap_signed
-from beacon_proxy.rewrite.step import Copy, received_header
+from beacon_proxy.rewrite.step import Copy, CopyStep, Recipient, TraceHeader, run_steps
 from beacon_proxy.spool.envelope import Envelope
 from beacon_proxy.tokens import Claims, Purpose, Tokens, url_identity
 
@@ -72,7 +72,7 @@ async def _variant(analyse: Analyse, data: bytes) -> Variant:
 
 
 class _Message:
-    """A prepared message: renders each recipient's copy."""
+    """A prepared message: each recipient's copy is the beacon step, then the others."""
 
     def __init__(self, step: BeaconStep, envelope: Envelope, prepared: Prepared) -> None:
         self.step, self.envelope, self.prepared = step, envelope, prepared
@@ -82,15 +82,22 @@ class _Message:
         return len(self.prepared.original.data)
 
     def render(self, recipient: str, policy: Policy) -> Copy:
-        step, env = self.step, self.envelope
+        steps = (self._beacons, *self.step.steps)
+        return run_steps(steps, Copy(b""), Recipient(self.envelope, recipient, policy))
+
+    def _beacons(self, copy: Copy, recipient: Recipient) -> Copy:
+        """The first step: this recipient's copy of the message, precise, fallback or held."""
+        step, env = self.step, recipient.envelope
         # The List-Id read once, when the message was received (beacon_proxy.headerfacts)
-        link = open_links(step.tokens, step.public_url, recipient, env.list_id, env.queue_id)
-        decided = decide(step.engine, self.prepared, recipient, policy, step.policy, link)
+        link = open_links(step.tokens, step.public_url, recipient.address, env.list_id,
+                          env.queue_id)
+        decided = decide(step.engine, self.prepared, recipient.address, recipient.policy,
+                         step.policy, link)
         COPIES.labels(decided.outcome.value).inc()
-        report = _report(decided, policy)
+        report = {**copy.report, **_report(decided, recipient.policy)}
         if decided.data is None:
             return Copy(b"", report, held=decided.problems[-1])
-        return Copy(received_header(env, recipient, step.hostname) + decided.data, report)
+        return Copy(decided.data, report)
 
 
 def _report(decided: Decided, policy: Policy) -> dict[str, Any]:
@@ -107,12 +114,18 @@ def _report(decided: Decided, policy: Policy) -> dict[str, Any]:
 
 
 class BeaconStep:
+    """The relay's rewrite: analyse once per attempt, then per recipient the beacon step
+    and ``steps`` (by default the trace header; the relay wires its list in ``app.py``)."""
+
     def __init__(self, engine: Engine, tokens: Tokens, *, public_url: str, hostname: str,
-                 policy: CopyPolicy | None = None, analyse: Analyse | None = None) -> None:
+                 policy: CopyPolicy | None = None, analyse: Analyse | None = None,
+                 steps: Sequence[CopyStep] | None = None) -> None:
         self.engine = engine
         self.tokens = tokens
         self.public_url = public_url.rstrip("/")
         self.hostname = hostname
+        self.steps: tuple[CopyStep, ...] = tuple(
+            steps if steps is not None else (TraceHeader(hostname),))
         self.policy = policy or CopyPolicy()
         self.analyse = analyse or inline_analyse(engine)
 

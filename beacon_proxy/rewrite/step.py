@@ -1,4 +1,4 @@
-"""The per-recipient rewrite step: (envelope, message) -> prepared; (recipient, policy) -> copy.
+"""The per-recipient rewrite: (envelope, message) -> prepared; (recipient, policy) -> copy.
 
 Delivery calls :meth:`RewriteStep.prepare` once per attempt (the
 recipient-independent work, which may run off the event loop under a CPU
@@ -8,22 +8,28 @@ leaves.  A step never talks SMTP and never touches the spool; it returns the
 bytes to send (or says the copy is held) and a small report for the relay
 log.
 
-:class:`TraceStep` is the base every copy gets: the ``Received`` trace
-header (RFC 5321 section 4.4) in front of the message, which is otherwise
-passed through byte for byte.
+A copy is made by an ordered list of small steps (:data:`CopyStep`), each a
+function ``(copy so far, recipient) -> copy``, the way Mailman runs a
+message through its handlers: the beacon step first (it needs the message's
+analysis: :mod:`~beacon_proxy.rewrite.beacons`), then the steps the relay
+wires in ``app.py`` - today the ``Received`` trace header
+(:class:`TraceHeader`, RFC 5321 section 4.4); the unsubscribe headers and
+the footer come before it, DKIM signing after it, last.  A held copy stops
+the list.  :class:`TraceStep` is the rewrite without beacons (tests).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from beacon_proxy.consent.policy import Policy
 from beacon_proxy.spool.envelope import Envelope
 
-__all__ = ["Copy", "PreparedMessage", "RewriteStep", "TraceStep", "received_header"]
+__all__ = ["Copy", "CopyStep", "PreparedMessage", "Recipient", "RewriteStep", "TraceHeader",
+           "TraceStep", "received_header", "run_steps"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +43,29 @@ class Copy:
     data: bytes
     report: Mapping[str, Any] = field(default_factory=dict)
     held: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Recipient:
+    """Whom a copy is for: what every step may look at."""
+
+    envelope: Envelope
+    address: str
+    policy: Policy
+
+
+CopyStep = Callable[[Copy, Recipient], Copy]
+"""One step of a recipient's copy: the copy so far in, the copy (or a held one) out."""
+
+
+def run_steps(steps: Sequence[CopyStep], first: Copy, recipient: Recipient) -> Copy:
+    """Run the steps in order; a held copy goes no further."""
+    copy = first
+    for step in steps:
+        if copy.held is not None:
+            break
+        copy = step(copy, recipient)
+    return copy
 
 
 class PreparedMessage(Protocol):
@@ -89,23 +118,34 @@ def received_header(envelope: Envelope, recipient: str | None, hostname: str) ->
     return text.encode("utf-8" if envelope.smtputf8 else "ascii", "replace")
 
 
+class TraceHeader:
+    """The step that puts the ``Received`` trace header in front of the copy."""
+
+    def __init__(self, hostname: str) -> None:
+        self.hostname = hostname
+
+    def __call__(self, copy: Copy, recipient: Recipient) -> Copy:
+        header = received_header(recipient.envelope, recipient.address, self.hostname)
+        return Copy(header + copy.data, copy.report)
+
+
 class _Traced:
-    def __init__(self, envelope: Envelope, data: bytes, hostname: str) -> None:
-        self.envelope, self.data, self.hostname = envelope, data, hostname
+    def __init__(self, envelope: Envelope, data: bytes, steps: Sequence[CopyStep]) -> None:
+        self.envelope, self.data, self.steps = envelope, data, steps
 
     @property
     def size(self) -> int:
         return len(self.data)
 
     def render(self, recipient: str, policy: Policy) -> Copy:
-        return Copy(received_header(self.envelope, recipient, self.hostname) + self.data)
+        return run_steps(self.steps, Copy(self.data), Recipient(self.envelope, recipient, policy))
 
 
 class TraceStep:
-    """Adds the trace header and changes nothing else."""
+    """The rewrite without beacons: the trace header, nothing else."""
 
     def __init__(self, hostname: str) -> None:
-        self.hostname = hostname
+        self.steps: tuple[CopyStep, ...] = (TraceHeader(hostname),)
 
     async def prepare(self, envelope: Envelope, data: bytes) -> PreparedMessage:
-        return _Traced(envelope, data, self.hostname)
+        return _Traced(envelope, data, self.steps)

@@ -1,7 +1,15 @@
 from __future__ import annotations
 
 from beacon_proxy.consent.policy import Policy
-from beacon_proxy.rewrite.step import TraceStep, received_header
+from beacon_proxy.rewrite.step import (
+    Copy,
+    CopyStep,
+    Recipient,
+    TraceHeader,
+    TraceStep,
+    received_header,
+    run_steps,
+)
 from beacon_proxy.spool.envelope import Envelope
 
 DATA = b"Subject: x\r\n\r\nbody\r\n"
@@ -40,3 +48,28 @@ def test_hostile_values_cannot_inject_headers() -> None:
 def test_non_ascii_recipient_needs_smtputf8() -> None:
     assert "ü".encode() in received_header(_env(smtputf8=True), "ü@y.org", "r")
     assert received_header(_env(), "ü@y.org", "r").isascii()
+
+
+def _mark(tag: bytes) -> CopyStep:
+    def step(copy: Copy, recipient: Recipient) -> Copy:
+        return Copy(copy.data + tag, {**copy.report, tag.decode(): recipient.address})
+    return step
+
+
+def _hold(copy: Copy, recipient: Recipient) -> Copy:
+    return Copy(b"", copy.report, held="no")
+
+
+def test_steps_run_in_order_and_a_held_copy_stops_them() -> None:
+    rcpt = Recipient(_env(), "b@y.org", Policy.REFUSED)
+    out = run_steps([_mark(b"1"), _mark(b"2")], Copy(b"x"), rcpt)
+    assert out.data == b"x12" and out.report == {"1": "b@y.org", "2": "b@y.org"}
+    held = run_steps([_mark(b"1"), _hold, _mark(b"2")], Copy(b"x"), rcpt)
+    assert held.held == "no" and "2" not in held.report
+
+
+def test_trace_header_step() -> None:
+    out = TraceHeader("relay.example")(Copy(DATA, {"a": 1}), Recipient(_env(), "b@y.org",
+                                                                      Policy.REFUSED))
+    assert out.data.startswith(b"Received: from client.example") and out.data.endswith(DATA)
+    assert out.report == {"a": 1}
