@@ -57,11 +57,12 @@ from beacon_proxy.rewrite.identity import RecipientIdentity
 from beacon_proxy.rewrite.mime import (
     HTML_TYPES,
     MESSAGE_TYPES,
+    OPAQUE_TYPES,
     RENDERED_TYPES,
     MimePart,
     MimeTree,
     parse_message,
-    with_transfer_encoding,
+    reencode,
 )
 from beacon_proxy.rewrite.rules import TrackerRules
 from beacon_proxy.rewrite.signed import has_signed_parts
@@ -72,8 +73,7 @@ from beacon_proxy.rewrite.transfer import (
     TransferError,
     apply_edits,
     decode_indexed,
-    encode_whole,
-    line_ending,
+    splice,
 )
 from beacon_proxy.rewrite.unmodelled import hide_encoded_files, remote_base, unmodelled_markup
 
@@ -83,8 +83,6 @@ Link = Callable[[str], str]  # original tracker URL -> first-party open URL
 
 _new = tuple.__new__
 _MAX_HTML_PART = 16 << 20  # bytes of decoded HTML scanned per part
-_OPAQUE_TYPES = frozenset({"multipart/encrypted", "application/pkcs7-mime",
-                           "application/x-pkcs7-mime"})
 
 
 def _remote_bases(tree: MimeTree) -> frozenset[tuple[int, ...]]:
@@ -252,7 +250,7 @@ class Engine:
         if tree.modifiable:
             for part in tree.parts:
                 if part.is_multipart:
-                    if part.content_type in _OPAQUE_TYPES:
+                    if part.content_type in OPAQUE_TYPES:
                         unhandled.append(f"{_Where(part)}: encrypted content")
                     continue
                 if part.content_type in HTML_TYPES:
@@ -268,7 +266,7 @@ class Engine:
                     unhandled.append(f"{_Where(part)}: an encoded HTML file in plain text")
                 elif part.content_type in RENDERED_TYPES:
                     unhandled.append(f"{_Where(part)}: not scanned by the precise path")
-                elif part.content_type in _OPAQUE_TYPES or part.content_type in MESSAGE_TYPES:
+                elif part.content_type in OPAQUE_TYPES or part.content_type in MESSAGE_TYPES:
                     # message/delivery-status and the like are not rendered as HTML
                     unhandled.append(f"{_Where(part)}: {part.reason or 'opaque content'}")
         urls = "\n".join([e.url for p in parts for e in p.entries if e.remote])
@@ -406,18 +404,10 @@ class Engine:
                 return apply_edits(tree.body(mime), cte, edits, decoded=part.decoded,
                                    qp_index=part.qp_index), None
             except LineTooLongError:  # a granted link made a 7bit/8bit line too long
-                new = _splice(part.decoded, edits)
+                new = splice(part.decoded, edits)
         else:
-            new = from_utf8(_splice(part.decoded, edits), part.transcoded, bom=part.bom)
-        original = tree.body(mime)
-        eol = line_ending(tree.data[mime.header_span] or original)
-        body, used = encode_whole(new, cte, eol)
-        if used in ("base64", "quoted-printable") and original.endswith(b"\n") and not (
-                body.endswith(b"\n")):
-            body += eol
-        if used == cte:
-            return body, None
-        return body, with_transfer_encoding(tree.data[mime.header_span], used, eol)
+            new = from_utf8(splice(part.decoded, edits), part.transcoded, bom=part.bom)
+        return reencode(tree, mime, new, cte)
 
     @staticmethod
     def _edit(part: HtmlPart, item: Item, link: Link | None) -> Edit | None:
@@ -432,16 +422,6 @@ class Engine:
                 return Edit(ref.removal_span[0], ref.removal_span[1], ref.neutral)
             return Edit(ref.url_span[0], ref.url_span[1], link(ref.url).encode("ascii"))
         return None
-
-
-def _splice(data: bytes, edits: list[Edit]) -> bytes:
-    pieces: list[bytes] = []
-    pos = 0
-    for edit in edits:
-        pieces += (data[pos:edit.start], edit.replacement)
-        pos = edit.end
-    pieces.append(data[pos:])
-    return b"".join(pieces)
 
 
 def _merge(edits: list[Edit]) -> list[Edit]:

@@ -47,16 +47,16 @@ from typing import Final
 from beacon_proxy.rewrite.charsets import reading
 from beacon_proxy.rewrite.mime import (
     MESSAGE_TYPES,
+    OPAQUE_TYPES,
     RENDERED_TYPES,
     MimePart,
     MimeTree,
     parse_message,
-    with_transfer_encoding,
+    reencode,
 )
 from beacon_proxy.rewrite.transfer import (
     ENCODINGS,
     decode,
-    encode_whole,
     line_ending,
     normalise_cte,
 )
@@ -281,16 +281,11 @@ def _neutralise_text(decoded: bytes, label: str) -> tuple[bytes, int] | None:
 def _changed_part(tree: MimeTree, part: MimePart, new: bytes, cte: str
                   ) -> tuple[slice, bytes]:
     """(span to replace, bytes): the body re-encoded; the header too when the encoding changes."""
-    original = tree.body(part)
-    eol = line_ending(tree.data[part.header_span] or original)
-    body, used = encode_whole(new, cte, eol)
-    if used in ("base64", "quoted-printable") and original.endswith(b"\n") and not (
-            body.endswith(b"\n")):
-        body += eol  # as the original: the line ending before a boundary is the boundary's
-    if used == part.transfer_encoding:
+    body, header = reencode(tree, part, new, cte)
+    if header is None:
         return part.body_span, body
-    header = with_transfer_encoding(tree.data[part.header_span], used, eol)
     sep = tree.data[part.header_span.stop:part.body_span.start]
+    eol = line_ending(tree.data[part.header_span] or tree.body(part))
     return slice(part.header_span.start, part.body_span.stop), header + (sep or eol) + body
 
 
@@ -315,8 +310,7 @@ def neutralise_message(data: bytes, _depth: int = 0) -> FallbackResult:
     count = 0
     parents = {p.path[:-1] for p in tree.parts if p.path}
     for part in tree.parts:
-        if part.content_type in ("multipart/encrypted", "application/pkcs7-mime",
-                                 "application/x-pkcs7-mime"):
+        if part.content_type in OPAQUE_TYPES:
             return FallbackResult(None, 0, f"opaque {part.content_type} content")
         broken = part.reason == "broken MIME structure" or (
             part.is_multipart and not part.boundary)

@@ -43,16 +43,23 @@ from typing import Final
 from urllib.parse import unquote_to_bytes
 
 from beacon_proxy.rewrite.charsets import is_supported, normalise_charset
-from beacon_proxy.rewrite.transfer import ENCODINGS, normalise_cte
+from beacon_proxy.rewrite.transfer import ENCODINGS, encode_whole, line_ending, normalise_cte
 
-__all__ = ["HTML_TYPES", "MESSAGE_TYPES", "RENDERED_TYPES", "MimePart", "MimeTree",
-           "header_fields", "parse_message", "with_transfer_encoding"]
+__all__ = ["HTML_TYPES", "MESSAGE_TYPES", "OPAQUE_TYPES", "PKCS7_TYPES", "RENDERED_TYPES",
+           "MimePart", "MimeTree", "header_fields", "parse_message", "reencode",
+           "with_transfer_encoding"]
 
 HTML_TYPES: Final = frozenset({"text/html", "text/x-amp-html"})
 """Leaf types :meth:`MimeTree.html_parts` returns."""
 
 RENDERED_TYPES: Final = HTML_TYPES | {"application/xhtml+xml", "text/css"}
 """Leaf types a mail client may render as HTML or CSS, and so load from (fallback scope)."""
+
+PKCS7_TYPES: Final = frozenset({"application/pkcs7-mime", "application/x-pkcs7-mime"})
+"""Opaque S/MIME: signed or encrypted content inside a DER blob."""
+
+OPAQUE_TYPES: Final = PKCS7_TYPES | {"multipart/encrypted"}
+"""Content a client decrypts (or unpacks) and renders, which no scan here can see into."""
 
 MESSAGE_TYPES: Final = frozenset({"message/rfc822", "message/global"})
 """Embedded messages, parsed like the top-level one (clients show them inline)."""
@@ -184,6 +191,22 @@ def with_transfer_encoding(block: bytes, cte: str, eol: bytes = b"\r\n") -> byte
     if kept and not kept[-1].endswith(b"\n"):
         kept[-1] += eol
     return b"".join(kept) + b"Content-Transfer-Encoding: " + cte.encode("ascii") + eol
+
+
+def reencode(tree: MimeTree, part: MimePart, decoded: bytes, cte: str
+             ) -> tuple[bytes, bytes | None]:
+    """A part's new body, ``decoded`` encoded whole in ``cte`` (or in quoted-printable
+    when a 7bit/8bit line would pass 998 octets), and its new header block when the
+    encoding differs from the part's (None when the header stays)."""
+    original = tree.body(part)
+    eol = line_ending(tree.data[part.header_span] or original)
+    body, used = encode_whole(decoded, cte, eol)
+    if used in ("base64", "quoted-printable") and original.endswith(b"\n") and not (
+            body.endswith(b"\n")):
+        body += eol  # as the original: the line ending before a boundary is the boundary's
+    if used == part.transfer_encoding:
+        return body, None
+    return body, with_transfer_encoding(tree.data[part.header_span], used, eol)
 
 
 def parse_message(data: bytes, *, max_depth: int = 100, max_parts: int = 1000) -> MimeTree:

@@ -26,18 +26,23 @@ from __future__ import annotations
 
 from typing import Final
 
-from beacon_proxy.rewrite.mime import MimePart, MimeTree, header_fields, parse_message
+from beacon_proxy.rewrite.mime import (
+    PKCS7_TYPES,
+    MimePart,
+    MimeTree,
+    header_fields,
+    parse_message,
+)
 
 __all__ = ["has_signed_parts", "unwrap_signed"]
 
 _SIGNED: Final = "multipart/signed"
-_OPAQUE: Final = frozenset({"application/pkcs7-mime", "application/x-pkcs7-mime"})
 _MAX_ROUNDS: Final = 16  # signed inside signed inside ...
 
 
 def has_signed_parts(tree: MimeTree) -> bool:
     """Whether a refused copy of this message needs unwrapping (or cannot be made)."""
-    return any(p.content_type == _SIGNED or p.content_type in _OPAQUE for p in tree.parts)
+    return any(p.content_type == _SIGNED or p.content_type in PKCS7_TYPES for p in tree.parts)
 
 
 def _first_child(tree: MimeTree, part: MimePart) -> MimePart | None:
@@ -63,7 +68,7 @@ def unwrap_signed(data: bytes) -> bytes | None:
     """
     for _ in range(_MAX_ROUNDS):
         tree = parse_message(data)
-        if tree.problems or any(p.content_type in _OPAQUE for p in tree.parts):
+        if tree.problems or any(p.content_type in PKCS7_TYPES for p in tree.parts):
             return None
         signed = next((p for p in tree.parts if p.content_type == _SIGNED), None)
         if signed is None:

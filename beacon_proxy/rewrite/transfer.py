@@ -39,6 +39,7 @@ __all__ = [
     "encode_whole",
     "line_ending",
     "normalise_cte",
+    "splice",
 ]
 
 ENCODINGS: Final = frozenset({"7bit", "8bit", "binary", "quoted-printable", "base64"})
@@ -162,7 +163,7 @@ def apply_edits(
         return _b64_apply(body, edits, decoded)
     if edits[-1].end > len(body):
         raise ValueError("edit beyond the end of the body")
-    out = _splice(body, edits, 0)
+    out = splice(body, edits, 0)
     if name != "binary":
         _check_line_lengths(body, out, edits)
     return out
@@ -176,7 +177,12 @@ def _check_order(edits: Sequence[Edit]) -> None:
         previous = edit.end
 
 
-def _splice(data: bytes, edits: Sequence[Edit], base: int) -> bytes:
+def splice(data: bytes, edits: Sequence[Edit], base: int = 0) -> bytes:
+    """``data`` (which starts at decoded offset ``base``) with sorted edits applied.
+
+    >>> splice(b"<p><img></p>", [Edit(3, 8, b"")])
+    b'<p></p>'
+    """
     pieces: list[bytes] = []
     pos = 0
     for edit in edits:
@@ -355,7 +361,7 @@ def _qp_apply(body: bytes, edits: Sequence[Edit], index: QpIndex = ()) -> bytes:
         if edits[j - 1].end > stop_dec:
             raise ValueError("edit beyond the end of the body")
         segment = binascii.a2b_qp(body[start:stop])
-        new = _splice(segment, edits[i:j], start_dec)
+        new = splice(segment, edits[i:j], start_dec)
         out += (whole[copied:start], _qp_encode(new, eol, stop < len(body)))
         copied, enc, dec, i = stop, stop, stop_dec, j
     out.append(whole[copied:])
@@ -413,7 +419,7 @@ def _b64_apply(body: bytes, edits: Sequence[Edit], decoded: bytes | None) -> byt
         # The groups after the last edit keep their alignment: re-encode only the edited lines.
         region = (decoded[keep * per : (last + 1) * per] if decoded is not None
                   else binascii.a2b_base64(content[keep * stride : (last + 1) * stride]))
-        new = _splice(region, edits, keep * per)
+        new = splice(region, edits, keep * per)
         middle = _b64_encode(new, length, eol) + eol if new else b""
         return content[: keep * stride] + middle + content[(last + 1) * stride :] + tail
     if keep and not _b64_regular(content, keep, length, eol):
@@ -421,5 +427,5 @@ def _b64_apply(body: bytes, edits: Sequence[Edit], decoded: bytes | None) -> byt
     rest = decoded[keep * per :] if decoded is not None else _b64decode(content[keep * stride :])
     if edits[-1].end - keep * per > len(rest):
         raise ValueError("edit beyond the end of the body")
-    new = _splice(rest, edits, keep * per)
+    new = splice(rest, edits, keep * per)
     return content[: keep * stride] + _b64_encode(new, length, eol) + tail
