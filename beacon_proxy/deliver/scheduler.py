@@ -293,7 +293,7 @@ class Scheduler:
         if data is None:
             return
         env = entry.envelope
-        prepared = await self.rewrite.prepare(env, data)
+        prepared: PreparedMessage | None = None  # analysed when a copy is first needed
         pending = entry.pending()
         failed: list[_Pending] = []
         deferred: list[_Pending] = []
@@ -312,6 +312,8 @@ class Scheduler:
                 await self._suppress(entry, i)
                 continue
             policy = policy_of(decision)
+            if prepared is None:
+                prepared = await self.rewrite.prepare(env, data)
             copy = await self._render(prepared, rcpt.address, policy)
             if copy.held is not None:
                 deferred.append(_Pending(i, Result(

@@ -335,3 +335,19 @@ async def test_failures_survive_a_restart(rig: Rig) -> None:
     await s.stop(1)
     (entry,) = await rig.spool.recover()
     assert entry.failures == 1 and entry.state == "deferred" and entry.next_attempt > 0
+
+
+async def test_no_analysis_when_no_copy_is_needed(rig: Rig) -> None:
+    step = _Step()
+
+    def factory() -> Courier:
+        return rig.courier
+
+    consent = _Consent({"gone@x.org": Decision.SUPPRESSED}, fail=False)
+    s = Scheduler(rig.spool, factory, step, consent, RetryPolicy(30, 30, 600), concurrency=1,
+                  hostname="relay.test")
+    await s.start()
+    await s.enqueue(_env("gone@x.org"), DATA)
+    await _until(lambda: s.queue_size() == 0)
+    await s.stop(1)
+    assert step.prepared == 0 and rig.courier.calls == []
