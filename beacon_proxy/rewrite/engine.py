@@ -301,11 +301,13 @@ class Engine:
         if read.transcoded is not None:  # edited as UTF-8, written back whole
             qp_index = ()
         decoded, view, charset = read.text, read.view, read.charset
-        unmodelled = unmodelled_markup(view.lower())
+        low = view.lower()  # once, for both checks below
+        unmodelled = unmodelled_markup(low)
         if unmodelled is not None:
             problems.append(f"{where}: {unmodelled}, not scanned precisely")
             return None
-        entries, _, truncated = scan_entries(view, max_tags=self._max_tags, charset=charset)
+        entries, _, truncated = scan_entries(view, max_tags=self._max_tags, charset=charset,
+                                             low=low)
         if truncated:
             problems.append(f"{where}: scan limit reached, left unmodified")
             return None

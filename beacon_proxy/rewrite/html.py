@@ -134,8 +134,8 @@ class _Scan(TagReader):
     """One pass over a view (and its ``<iframe srcdoc>`` documents, depth 2 at most)."""
 
     def __init__(self, view: bytes, charset: str, budget: int, depth: int = 0,
-                 fast: bool = True) -> None:
-        super().__init__(view, charset, budget, depth)
+                 fast: bool = True, low: bytes | None = None) -> None:
+        super().__init__(view, charset, budget, depth, low)
         self.fast = fast
         self.analytics_end = -1
 
@@ -406,12 +406,16 @@ def _resolve(base: str, ref: Reference) -> Reference:
 
 def scan_entries(view: bytes, *, max_tags: int = DEFAULT_MAX_TAGS,
                  max_bytes: int = DEFAULT_MAX_BYTES, charset: str = "utf-8",
-                 fast: bool = True) -> tuple[tuple[Entry, ...], str | None, bool]:
+                 fast: bool = True, low: bytes | None = None
+                 ) -> tuple[tuple[Entry, ...], str | None, bool]:
     """:func:`scan_html` with plain ``<img>`` s left as :class:`PendingImg` (and the base,
     and whether the scan was truncated).  ``fast=False`` scans with the exact patterns only.
+    ``low``: ``view.lower()``, when the caller already has it.
     """
     truncated = len(view) > max_bytes
-    scan = _Scan(view[:max_bytes] if truncated else view, charset, max_tags, fast=fast)
+    if truncated:
+        view, low = view[:max_bytes], None
+    scan = _Scan(view, charset, max_tags, fast=fast, low=low)
     scan.run()
     entries = scan.refs
     base = scan.base

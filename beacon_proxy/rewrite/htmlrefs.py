@@ -219,9 +219,11 @@ def _ascii_transparent(charset: str) -> bool:
 class TagReader:
     """The state of a scan and what one loader tag loads (:mod:`~.html` runs the pass)."""
 
-    def __init__(self, view: bytes, charset: str, budget: int, depth: int = 0) -> None:
+    def __init__(self, view: bytes, charset: str, budget: int, depth: int = 0,
+                 low: bytes | None = None) -> None:
         self.view, self.n, self.charset = view, len(view), charset
-        self.low = view.lower()  # same offsets; the tag patterns match lower-case names
+        # same offsets; the tag patterns match lower-case names (``low``: the caller has it)
+        self.low = view.lower() if low is None else low
         self.ascii = _ascii_transparent(charset)
         self.budget, self.depth = budget, depth
         self.refs: list[Entry] = []
