@@ -130,6 +130,12 @@ class StoreConfig:
 class WebConfig:
     listen: Endpoint = Endpoint("127.0.0.1", 8025)
     public_url: str = "http://127.0.0.1:8025"
+    # A mailto: address added to List-Unsubscribe after the HTTPS link ("" = none).
+    unsubscribe_mailto: str = ""
+    # A sender's own List-Unsubscribe: replaced (its one-click forwarded) or kept.
+    sender_unsubscribe: Literal["replace", "keep"] = "replace"
+    # Footer and preference page language when the message / browser does not say.
+    default_language: Literal["en", "ja"] = "en"
 
 
 @dataclass(frozen=True)
@@ -140,6 +146,9 @@ class PolicyConfig:
     signed: Literal["unwrap", "hold", "deliver"] = "unwrap"
     analysis_timeout: float = 10.0  # CPU budget of one message's analysis (seconds)
     analysis_workers: int = 0  # analysis processes; 0: one per core, at most 4
+    # Forward a consenting recipient's open to the original tracker URL (server-side,
+    # without the recipient's address or user agent).
+    forward_opens: bool = False
 
 
 @dataclass(frozen=True)
@@ -327,6 +336,25 @@ def _public_url(key: str, v: Any) -> str:
     return s.rstrip("/")
 
 
+# Characters that need no escaping in a mailto: URI (RFC 6068) and no quoting in mail.
+_MAILBOX = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.+=@")
+
+
+def _mailto(key: str, v: Any) -> str:
+    """An ASCII address for ``List-Unsubscribe: <mailto:...>`` ("" = none)."""
+    s = _str(key, v).strip()
+    if s.startswith("mailto:"):
+        s = s[len("mailto:") :]
+    if not s:
+        return ""
+    local, at, domain = s.rpartition("@")
+    if (not at or not local or not domain or not set(s) <= _MAILBOX or len(s) > 254
+            or ".." in s or domain.startswith(".") or domain.endswith(".")):
+        raise ConfigError(key, f"expected a plain ASCII address such as unsubscribe@example.com, "
+                          f"got {s!r}")
+    return s
+
+
 def _auth_users(key: str, v: Any) -> dict[str, str]:
     from beacon_proxy.smtpd.passwords import is_password_hash
 
@@ -399,13 +427,20 @@ _SCHEMA: dict[str, dict[str, Parser]] = {
     },
     "spool": {"path": _path},
     "store": {"url": _store_url, "pool_size": _int_in(1, 1000)},
-    "web": {"listen": _endpoint, "public_url": _public_url},
+    "web": {
+        "listen": _endpoint,
+        "public_url": _public_url,
+        "unsubscribe_mailto": _mailto,
+        "sender_unsubscribe": _choice("replace", "keep"),
+        "default_language": _choice("en", "ja"),
+    },
     "policy": {
         "unknown": _choice("refused", "granted"),
         "unscannable": _choice("neutralise", "hold", "deliver"),
         "signed": _choice("unwrap", "hold", "deliver"),
         "analysis_timeout": _seconds(0.1, 600),
         "analysis_workers": _int_in(0, 64),
+        "forward_opens": _bool,
     },
     "tokens": {"secret": _secret, "previous": _secrets, "secret_file": _path},
     "api": {"tokens": _api_tokens},

@@ -44,12 +44,21 @@ Token layout (before base64url without padding), version 2::
     1 + l    list id, UTF-8, length-prefixed ("" = no list)
     1 + q    queue id, UTF-8, length-prefixed
     1 + u    url_identity() of the replaced URL, length-prefixed (u = 0 or 8)
+    2 + f    optional: the forward URL, UTF-8, 2-byte big-endian length prefix
+             (1 <= f <= 1024); absent (no bytes at all) when there is none
+
+The forward URL is a URL the proxy itself put into the token, the only one the
+web side ever contacts on the token's behalf: for an open token with
+``[policy] forward_opens``, the original tracker URL the pixel replaced; for an
+unsubscribe token, the sender's own RFC 8058 one-click URL that the proxy's
+``List-Unsubscribe`` replaced.  It is encrypted like every other claim, so it
+neither shows in the link nor can be changed without breaking the token.
 
 The purpose (1 = open, 2 = unsubscribe) is only associated data: a token made
 for one purpose fails authentication for the other.
 
 Verification refuses, before any decryption, what can be judged from public
-bytes: empty or longer than 2048 characters, not canonical base64url, too
+bytes: empty or longer than 2560 characters, not canonical base64url, too
 short, another version.  Then it makes one AES-SIV decryption attempt per
 configured key, the key with the token's key id first, and stops at the first
 that authenticates.  A token that authenticates under no key costs exactly one
@@ -90,7 +99,8 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from beacon_proxy.config import ConfigError, TokensConfig
 
-__all__ = ["Claims", "Purpose", "TokenError", "Tokens", "load_secrets", "url_identity"]
+__all__ = ["MAX_FORWARD", "Claims", "Purpose", "TokenError", "Tokens", "load_secrets",
+           "url_identity"]
 
 VERSION = 2
 _KEY_INFO = b"beacon-proxy token v2 AES-SIV key"
@@ -99,7 +109,8 @@ _HEADER = 2  # version, key id
 _SIV = 16
 _MIN_CLAIMS = 4 + 1 + 1 + 1 + 1
 _URL_ID = 8
-_MAX_TOKEN = 2048  # characters; anything longer is refused before decoding
+MAX_FORWARD = 1024  # bytes of a forward URL in a token
+_MAX_TOKEN = 2560  # characters (the longest claims fit); anything longer is refused unread
 _B64URL = re.compile(r"[A-Za-z0-9_-]+")
 _REFUSED = "invalid or expired token"
 
@@ -121,6 +132,7 @@ class Claims:
     queue_id: str
     url_id: bytes = b""  # url_identity() of the URL a pixel token replaces
     issued_at: int = 0  # unix time; 0 means "now" when minting
+    forward: str = ""  # a URL the web side may contact for this token ("" = none)
 
 
 def url_identity(url: str) -> bytes:
@@ -157,13 +169,19 @@ def _pack(c: Claims) -> bytes:
         raise ValueError("url_id must come from url_identity()")
     if not 0 < c.issued_at < 2**32:
         raise ValueError("issued_at must be a positive 32-bit unix time")
-    return (
+    out = (
         struct.pack(">I", c.issued_at)
         + _pack_str(c.recipient)
         + _pack_str(c.list_id or "")
         + _pack_str(c.queue_id)
         + bytes([len(c.url_id)]) + c.url_id
     )
+    if c.forward:
+        raw = c.forward.encode("utf-8")
+        if len(raw) > MAX_FORWARD:
+            raise ValueError(f"forward URL longer than {MAX_FORWARD} bytes")
+        out += struct.pack(">H", len(raw)) + raw
+    return out
 
 
 def _unpack(purpose: Purpose, raw: bytes) -> Claims:
@@ -175,10 +193,17 @@ def _unpack(purpose: Purpose, raw: bytes) -> Claims:
             n = raw[pos]
             fields.append(raw[pos + 1 : pos + 1 + n])
             pos += 1 + n
+        forward = ""
+        if pos < len(raw):
+            (n,) = struct.unpack_from(">H", raw, pos)
+            forward = raw[pos + 2 : pos + 2 + n].decode("utf-8")
+            if not 0 < n <= MAX_FORWARD or pos + 2 + n != len(raw):
+                raise ValueError("bad layout")
+            pos = len(raw)
         if pos != len(raw) or len(fields[3]) not in (0, _URL_ID):
             raise ValueError("bad layout")
         recipient, list_id, queue_id = (f.decode("utf-8") for f in fields[:3])
-        return Claims(purpose, recipient, list_id or None, queue_id, fields[3], issued)
+        return Claims(purpose, recipient, list_id or None, queue_id, fields[3], issued, forward)
     except (struct.error, IndexError, ValueError):  # UnicodeDecodeError is a ValueError
         raise TokenError(_REFUSED) from None
 

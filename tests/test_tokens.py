@@ -31,6 +31,10 @@ VECTORS = [
     (Claims(Purpose.UNSUBSCRIBE, "Jérôme.山田@例え.jp", None, "1K1BVV84HBF88W0M", b"",
             1_767_225_600),
      "AsOD_4edJaHmzHuC4psNkEKT-iVByFAgl-JCFOdn2_IwGpO0YSVO0n0PomTM-oaHExWYrKAdAhSuNFMZt_HApoZ1LA"),
+    (Claims(Purpose.UNSUBSCRIBE, "ann@example.org", "news.example.org", "Q1", b"",
+            1_700_000_000, "https://sender.example/unsub?u=42"),
+     "AsOKaW_ukpdRlVanSVysBaLvtvaKEF9BTO7tdxu1r2PY8IfNbf5gkpeI1vsNfblAVU_fhdVj-3KlNnN4g4AplcJTT2UWG"
+     "hxsnjGMehyILdtWGKlJzsm-pcVcMqTz7Q"),
 ]
 # The first vector's claims as the version-1 (HMAC-SIV) code minted them with VECTOR_SECRET.
 V1_TOKEN = ("nXMp3atRAu1l5wuY1EcCpDio-wx9sGh9PZYqJhVIiWTC19YPSBU4LkLQsGscWIM0nwHdKORCrWSIlzXMGd7bBC"
@@ -63,6 +67,8 @@ def _reference_mint(secret: str, c: Claims) -> str:
 
     plain = (struct.pack(">I", c.issued_at) + field(c.recipient.encode())
              + field((c.list_id or "").encode()) + field(c.queue_id.encode()) + field(c.url_id))
+    if c.forward:
+        plain += struct.pack(">H", len(c.forward.encode())) + c.forward.encode()
     aead = AESSIV(hkdf(b"beacon-proxy token v2 AES-SIV key", 64))
     return _b64(header + aead.encrypt(plain, [header, bytes([c.purpose])]))
 
@@ -264,7 +270,7 @@ def test_length_is_checked_before_decoding(monkeypatch: pytest.MonkeyPatch) -> N
         raise AssertionError("decoded")
 
     monkeypatch.setattr(tokens_module, "_unb64", boom)
-    _refused(TOKENS, "A" * 2049)
+    _refused(TOKENS, "A" * 2561)
     _refused(TOKENS, "")
 
 
@@ -301,6 +307,9 @@ _claims = st.builds(
     queue_id=_short,
     url_id=st.just(b"") | st.text(min_size=0, max_size=5000).map(url_identity),
     issued_at=st.integers(min_value=1, max_value=2**32 - 1),
+    forward=st.just("") | st.text(min_size=1, max_size=300).filter(
+        lambda u: 0 < len(u.encode("utf-8", "surrogatepass")) <= 1024
+        and u.encode("utf-8", "surrogatepass") == u.encode("utf-8", "replace")),
 )
 
 
@@ -309,7 +318,7 @@ def test_round_trip_any_claims(claims: Claims) -> None:
     token = TOKENS.mint(claims)
     assert TOKENS.verify(token, claims.purpose) == claims
     assert _reference_mint(NEW, claims) == token
-    assert len(token) <= 2048
+    assert len(token) <= 2560
     other = Purpose.UNSUBSCRIBE if claims.purpose is Purpose.OPEN else Purpose.OPEN
     _refused(TOKENS, token, other)
 
@@ -325,6 +334,22 @@ def test_bad_secrets_and_claims() -> None:
         TOKENS.mint(replace(CLAIMS, url_id=b"123"))
     with pytest.raises(ValueError, match="32-bit"):
         TOKENS.mint(replace(CLAIMS, issued_at=2**32))
+    with pytest.raises(ValueError, match="1024"):
+        TOKENS.mint(replace(CLAIMS, forward="https://x.example/" + "a" * 1100))
+
+
+def test_longest_claims_fit_the_length_limit() -> None:
+    longest = Claims(Purpose.UNSUBSCRIBE, "r" * 255, "l" * 255, "q" * 255, b"", 2**32 - 1,
+                     "f" * 1024)
+    assert TOKENS.verify(TOKENS.mint(longest), Purpose.UNSUBSCRIBE) == longest
+
+
+def test_forward_claim_is_bound() -> None:
+    token = TOKENS.mint(replace(CLAIMS, forward="https://t.example.com/open?id=1"))
+    assert TOKENS.verify(token, Purpose.OPEN).forward == "https://t.example.com/open?id=1"
+    raw = bytearray(_raw(token))
+    raw[-1] ^= 1  # the last byte of the forward URL
+    _refused(TOKENS, _b64(bytes(raw)))
 
 
 # -- secrets -------------------------------------------------------------------
