@@ -1,0 +1,101 @@
+"""A real headless Chromium for tests of what a browser or mail client renders.
+
+Debian's ``chromium`` and ``chromium-driver`` driven by selenium.  Without them
+a test is skipped with the reason, except under CI (``CI`` set), where a
+missing browser is a failure: ``.ci/run`` installs them.
+
+    with chromium() as browser:
+        browser.get("http://127.0.0.1:8025/u/...")
+        browser.save_screenshot(str(artifact("page.png")))
+
+:func:`artifact` names a file under ``tests/artifacts/`` (not in git), kept
+after the run for people to look at.  :func:`requested_urls` lists what the
+page loaded from anywhere (Chromium's performance log), for "no request to any
+other host" checks.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+__all__ = ["ARTIFACTS", "artifact", "chromium", "requested_urls"]
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
+ARTIFACTS = Path(__file__).parent / "artifacts"
+_NOT_NETWORK = ("chrome://", "chrome-extension://", "chrome-untrusted://", "devtools://", "data:",
+                "blob:", "about:")
+
+
+def artifact(name: str) -> Path:
+    """A path under ``tests/artifacts/`` for a screenshot or page dump."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    return ARTIFACTS / name
+
+
+def _missing() -> str | None:
+    for path in (CHROMIUM, CHROMEDRIVER):
+        if not (os.path.exists(path) or shutil.which(os.path.basename(path))):
+            return f"{path} not installed (Debian packages chromium, chromium-driver)"
+    try:
+        import selenium  # noqa: F401
+    except ImportError:
+        return "selenium not installed"
+    return None
+
+
+@contextmanager
+def chromium(*, width: int = 1024, height: int = 900, lang: str | None = None) -> Iterator[Any]:
+    """A headless Chromium (a selenium WebDriver) that records its network requests."""
+    reason = _missing()
+    if reason is not None:
+        if os.environ.get("CI"):
+            pytest.fail(f"browser tests need Chromium under CI: {reason}")
+        pytest.skip(reason)
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = shutil.which("chromium") or CHROMIUM
+    for arg in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                "--disable-dev-shm-usage", "--no-first-run", "--disable-extensions",
+                f"--window-size={width},{height}"):
+        options.add_argument(arg)
+    if lang:
+        options.add_argument(f"--lang={lang}")
+        options.add_experimental_option("prefs", {"intl.accept_languages": lang})
+    options.set_capability("goog:loggingPrefs", {"performance": "ALL"})
+    with tempfile.TemporaryDirectory(prefix="bp-chromium-") as profile:
+        options.add_argument(f"--user-data-dir={profile}")
+        service = Service(executable_path=shutil.which("chromedriver") or CHROMEDRIVER)
+        driver = webdriver.Chrome(options=options, service=service)
+        try:
+            driver.set_page_load_timeout(60)
+            yield driver
+        finally:
+            driver.quit()
+
+
+def requested_urls(driver: Any) -> list[str]:
+    """Every network URL the browser requested since the last call (performance log).
+
+    The browser's own pages (``chrome://``, ``devtools://``) and ``data:``/``blob:``
+    URLs are not network requests and are left out.
+    """
+    urls: list[str] = []
+    for entry in driver.get_log("performance"):
+        message = json.loads(entry["message"])["message"]
+        if message.get("method") == "Network.requestWillBeSent":
+            url = message["params"]["request"]["url"]
+            if not url.startswith(_NOT_NETWORK):
+                urls.append(url)
+    return urls
