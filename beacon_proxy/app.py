@@ -2,7 +2,8 @@
 
     smtpd --enqueue--> scheduler --put--> spool
                        scheduler --prepare--> rewrite --analyse--> worker processes (budget)
-                       scheduler --render--> rewrite (each copy; policy from consent)
+                       scheduler --render--> rewrite (each copy; policy from consent):
+                           beacons, unsubscribe headers, footer, trace header
                        scheduler --lookup--> consent store (SQLite | PostgreSQL)
                        scheduler --deliver--> courier (SMTP upstream | Maildir)
     web: /healthz, /metrics, /api/v1 (admin API on the consent store)
@@ -39,7 +40,9 @@ from beacon_proxy.rewrite.copies import CopyPolicy
 from beacon_proxy.rewrite.engine import Analysis, Engine
 from beacon_proxy.rewrite.pool import AnalysisPool
 from beacon_proxy.rewrite.rules import load_rules
-from beacon_proxy.rewrite.step import TraceHeader
+from beacon_proxy.rewrite.links import PreferenceLinks
+from beacon_proxy.rewrite.step import CopyStep, TraceHeader
+from beacon_proxy.rewrite.unsubscribe import UnsubscribeHeaders
 from beacon_proxy.smtpd.server import SmtpServer
 from beacon_proxy.spool.queue import Spool
 from beacon_proxy.tokens import Tokens, load_secrets
@@ -122,13 +125,20 @@ class Relay:
         async def analyse(data: bytes) -> Analysis:
             return await self.analysis.analyse(data, budget=budget)
 
-        # Each recipient's copy: the beacon step, then these, in order (the unsubscribe
-        # headers and the footer will come before the trace header, DKIM signing last).
-        steps = (TraceHeader(self.hostname),)
+        # Each recipient's copy: the beacon step, then these, in order (DKIM signing
+        # will come last).  The header and the footer carry the same preference link.
+        links = PreferenceLinks(self.tokens, cfg.web.public_url,
+                                forward=cfg.web.sender_unsubscribe == "replace")
+        steps: tuple[CopyStep, ...] = (
+            UnsubscribeHeaders(links, mailto=cfg.web.unsubscribe_mailto,
+                               sender=cfg.web.sender_unsubscribe),
+            TraceHeader(self.hostname),
+        )
         self.rewrite = BeaconStep(
             Engine(load_rules()), self.tokens, public_url=cfg.web.public_url,
             hostname=self.hostname, analyse=analyse, steps=steps,
-            policy=CopyPolicy(cfg.policy.unscannable, cfg.policy.signed))
+            policy=CopyPolicy(cfg.policy.unscannable, cfg.policy.signed),
+            forward_opens=cfg.policy.forward_opens)
         self.store = open_store(cfg.store.url, unknown=Policy(cfg.policy.unknown),
                                 pool_size=cfg.store.pool_size)
         self.scheduler = Scheduler(

@@ -16,7 +16,11 @@ The rules, lenient as mail clients are:
   any display name, quoted or encoded); without angle brackets, the value
   itself when it is a plain label.  A label is 1-255 printable ASCII
   characters without space, ``<`` or ``>``;
-* ``Message-ID``: the first ``<...>`` of the value, brackets included.
+* ``Message-ID``: the first ``<...>`` of the value, brackets included;
+* the sender's RFC 8058 one-click URL: the first ``https`` URI in angle
+  brackets of ``List-Unsubscribe``, only when ``List-Unsubscribe-Post`` says
+  ``List-Unsubscribe=One-Click`` (without it the URL is for a browser, not a
+  POST); printable ASCII, at most 1024 characters, a host and no user info.
 
 >>> list_id(b'List-Id: "Caf\\xc3\\xa9 news" \\r\\n <news.shop.example>\\r\\n\\r\\nbody')
 'news.shop.example'
@@ -30,15 +34,19 @@ from __future__ import annotations
 
 import re
 from functools import lru_cache
+from urllib.parse import urlsplit
 from typing import Final
 
-__all__ = ["field", "header_block", "list_id", "message_id"]
+__all__ = ["field", "header_block", "list_id", "message_id", "one_click_url"]
 
 MAX_HEADER: Final = 1 << 20  # bytes of header section searched at most
 _LABEL: Final = re.compile(r"[!-;=?-~]{1,255}")  # RFC 2919 list-label characters, no < >
 _BRACKETED_LABEL: Final = re.compile(r"<\s*([!-;=?-~]{1,255})\s*>")
 _BRACKETED_ID: Final = re.compile(r"<[!-;=?-~]{1,250}>")
 _FOLD: Final = re.compile(rb"\r?\n(?=[ \t])")
+_URI: Final = re.compile(r"<\s*([^<>\s]{1,1024})\s*>")
+_ONE_CLICK: Final = re.compile(r"\s*List-Unsubscribe\s*=\s*One-Click\s*", re.IGNORECASE)
+MAX_ONE_CLICK_URL: Final = 1024
 
 
 def header_block(data: bytes) -> bytes:
@@ -93,3 +101,33 @@ def message_id(header: bytes) -> str | None:
     value = field(header_block(header), "message-id")
     found = _BRACKETED_ID.search(value) if value else None
     return found.group() if found else None
+
+
+def one_click_url(header: bytes) -> str | None:
+    """The sender's RFC 8058 one-click URL (see the module docstring), or None.
+
+    >>> one_click_url(b"List-Unsubscribe: <mailto:u@x.example>, <https://x.example/u?s=1>\r\n"
+    ...               b"List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n\r\n")
+    'https://x.example/u?s=1'
+    >>> one_click_url(b"List-Unsubscribe: <https://x.example/u?s=1>\r\n\r\n") is None
+    True
+    """
+    block = header_block(header)
+    post = field(block, "list-unsubscribe-post")
+    if post is None or not _ONE_CLICK.fullmatch(post):
+        return None
+    value = field(block, "list-unsubscribe")
+    for uri in _URI.findall(value or ""):
+        if uri[:8].lower() != "https://":
+            continue
+        if not uri.isascii() or not uri.isprintable() or len(uri) > MAX_ONE_CLICK_URL:
+            return None
+        try:
+            parts = urlsplit(uri)
+            host, _ = parts.hostname, parts.port
+        except ValueError:
+            return None
+        if not host or "@" in parts.netloc:
+            return None
+        return str(uri)
+    return None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from beacon_proxy.headerfacts import header_block, list_id, message_id
+from beacon_proxy.headerfacts import header_block, list_id, message_id, one_click_url
 from beacon_proxy.rewrite.engine import Engine
 from beacon_proxy.rewrite.rules import load_rules
 
@@ -63,3 +63,39 @@ def test_only_the_header_section_counts() -> None:
     assert header_block(b"A: 1\r\n\r\nList-Id: <x.example>\r\n") == b"A: 1\r\n"
     assert list_id(b"Subject: x\r\n\r\nList-Id: <body.example>\r\n") is None
     assert list_id(b"\r\nList-Id: <body.example>\r\n") is None
+
+
+# -- the sender's one-click URL -----------------------------------------------
+
+_POST = b"List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n"
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        (b"List-Unsubscribe: <https://s.example/u?id=1>\r\n" + _POST, "https://s.example/u?id=1"),
+        (b"List-Unsubscribe: <mailto:u@s.example>, <https://s.example/u>\r\n" + _POST,
+         "https://s.example/u"),
+        (b"List-Unsubscribe:\r\n <https://s.example/folded>\r\n" + _POST,
+         "https://s.example/folded"),
+        (b"list-unsubscribe: <HTTPS://S.example/x>\r\nlist-unsubscribe-post:  "
+         b"list-unsubscribe=one-click \r\n", "HTTPS://S.example/x"),
+        # No one-click POST field: the URL is for a browser, not for a POST.
+        (b"List-Unsubscribe: <https://s.example/u>\r\n", None),
+        (b"List-Unsubscribe: <https://s.example/u>\r\nList-Unsubscribe-Post: yes\r\n", None),
+        # Not HTTPS, no host, user info, too long, not ASCII, no brackets.
+        (b"List-Unsubscribe: <http://s.example/u>\r\n" + _POST, None),
+        (b"List-Unsubscribe: <mailto:u@s.example>\r\n" + _POST, None),
+        (b"List-Unsubscribe: <https:///path>\r\n" + _POST, None),
+        (b"List-Unsubscribe: <https://user:pw@s.example/u>\r\n" + _POST, None),
+        (b"List-Unsubscribe: <https://s.example/" + b"a" * 1100 + b">\r\n" + _POST, None),
+        (b"List-Unsubscribe: <https://s.example/\xc3\xa9>\r\n" + _POST, None),
+        (b"List-Unsubscribe: https://s.example/u\r\n" + _POST, None),
+        (b"List-Unsubscribe: <https://s.example:99999/u>\r\n" + _POST, None),
+        (b"Subject: x\r\n" + _POST, None),
+        # Only the header section counts.
+        (b"Subject: x\r\n\r\nList-Unsubscribe: <https://s.example/u>\r\n" + _POST, None),
+    ],
+)
+def test_one_click_url(header: bytes, expected: str | None) -> None:
+    assert one_click_url(header + b"\r\nbody") == expected

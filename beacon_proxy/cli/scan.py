@@ -36,10 +36,10 @@ from typing import Any
 
 from beacon_proxy.cli.common import CliError, add_config_option, config_from
 from beacon_proxy.consent.policy import Policy
-from beacon_proxy.rewrite.beacons import open_links
 from beacon_proxy.rewrite.copies import CopyPolicy, Decided, Outcome, prepare
 from beacon_proxy.rewrite.copies import decide as decide_copy
 from beacon_proxy.rewrite.engine import Action, Engine, Item
+from beacon_proxy.rewrite.links import open_links
 from beacon_proxy.rewrite.rules import load_rules
 from beacon_proxy.tokens import Tokens
 

@@ -7,7 +7,8 @@ the relay backs with a process pool under a CPU budget,
 unwrapped form.  Each recipient's copy is then a cheap render, decided by
 :func:`~beacon_proxy.rewrite.copies.decide`: precise, fallback or held.  For
 ``granted`` recipients, trackers point at ``public_url + "/o/<token>"``, the
-token binding the recipient, the list, the queue id and the original URL.
+token binding the recipient, the list, the queue id and the original URL
+(:mod:`~beacon_proxy.rewrite.links`).
 
 Every copy is counted in ``beacon_proxy_copies_total`` by outcome.
 """
@@ -22,13 +23,14 @@ from typing import Any
 from beacon_proxy.consent.policy import Policy
 from beacon_proxy.metrics import COPIES
 from beacon_proxy.rewrite.copies import CopyPolicy, Decided, Prepared, Variant, decide
-from beacon_proxy.rewrite.engine import Analysis, Engine, Link
+from beacon_proxy.rewrite.engine import Analysis, Engine
+from beacon_proxy.rewrite.links import open_links
 from beacon_proxy.rewrite.signed import unwrap_signed
 from beacon_proxy.rewrite.step import Copy, CopyStep, Recipient, TraceHeader, run_steps
 from beacon_proxy.spool.envelope import Envelope
-from beacon_proxy.tokens import Claims, Purpose, Tokens, url_identity
+from beacon_proxy.tokens import Tokens
 
-__all__ = ["Analyse", "BeaconStep", "inline_analyse", "open_links"]
+__all__ = ["Analyse", "BeaconStep", "inline_analyse"]
 
 log = logging.getLogger(__name__)
 
@@ -47,18 +49,6 @@ def inline_analyse(engine: Engine) -> Analyse:
         return engine.analyse(data)
 
     return analyse
-
-
-def open_links(tokens: Tokens, public_url: str, recipient: str, list_id: str | None,
-               queue_id: str) -> Link:
-    """The ``link`` callback for one copy: tracker URL -> ``public_url/o/<token>``."""
-    base = public_url.rstrip("/") + "/o/"
-
-    def link(url: str) -> str:
-        claims = Claims(Purpose.OPEN, recipient, list_id, queue_id, url_identity(url))
-        return base + tokens.mint(claims)
-
-    return link
 
 
 async def _variant(analyse: Analyse, data: bytes) -> Variant:
@@ -90,7 +80,7 @@ class _Message:
         step, env = self.step, recipient.envelope
         # The List-Id read once, when the message was received (beacon_proxy.headerfacts)
         link = open_links(step.tokens, step.public_url, recipient.address, env.list_id,
-                          env.queue_id)
+                          env.queue_id, forward=step.forward_opens)
         decided = decide(step.engine, self.prepared, recipient.address, recipient.policy,
                          step.policy, link)
         COPIES.labels(decided.outcome.value).inc()
@@ -119,8 +109,9 @@ class BeaconStep:
 
     def __init__(self, engine: Engine, tokens: Tokens, *, public_url: str, hostname: str,
                  policy: CopyPolicy | None = None, analyse: Analyse | None = None,
-                 steps: Sequence[CopyStep] | None = None) -> None:
+                 steps: Sequence[CopyStep] | None = None, forward_opens: bool = False) -> None:
         self.engine = engine
+        self.forward_opens = forward_opens  # open tokens carry the tracker URL
         self.tokens = tokens
         self.public_url = public_url.rstrip("/")
         self.hostname = hostname

@@ -37,7 +37,7 @@ from aiosmtpd.smtp import Envelope as SmtpEnvelope
 from beacon_proxy import metrics
 from beacon_proxy.address import address_problem
 from beacon_proxy.config import SmtpConfig
-from beacon_proxy.headerfacts import list_id, message_id
+from beacon_proxy.headerfacts import list_id, message_id, one_click_url
 from beacon_proxy.log import event
 from beacon_proxy.smtpd import replies
 from beacon_proxy.smtpd.message import (
@@ -205,6 +205,7 @@ class SmtpHandler:
             auth_user=_auth_user(session),
             message_id=message_id(header),
             list_id=list_id(header),
+            one_click=one_click_url(header),
             size=len(data),
             smtputf8=bool(envelope.smtp_utf8),
             body_type=_body_type(envelope.mail_options),

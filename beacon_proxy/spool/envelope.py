@@ -46,6 +46,7 @@ class Envelope:
     auth_user: str | None = None
     message_id: str | None = None
     list_id: str | None = None  # the List-Id label: suppressions can be per list
+    one_click: str | None = None  # the sender's RFC 8058 one-click URL (forwarded to)
     size: int = 0
     smtputf8: bool = False
     body_type: str | None = None  # "8BITMIME" or "7BIT" when the client declared it

@@ -287,10 +287,17 @@ Content-Transfer-Encoding: quoted-printable
 
 
 def strip_trace(data: bytes) -> bytes:
-    """The message without the first (our) Received header."""
+    """The message without what the relay put in front of it: the first (our)
+    ``Received`` header, then our ``List-Unsubscribe`` and ``List-Unsubscribe-Post``."""
     assert data.startswith(b"Received: "), data[:80]
     lines = data.split(b"\r\n")
     i = 1
     while lines[i].startswith((b"\t", b" ")):
+        i += 1
+    if lines[i].startswith(b"List-Unsubscribe: <"):
+        i += 1
+        while lines[i].startswith((b"\t", b" ")):
+            i += 1
+        assert lines[i] == b"List-Unsubscribe-Post: List-Unsubscribe=One-Click", lines[i]
         i += 1
     return b"\r\n".join(lines[i:])

@@ -1,0 +1,103 @@
+"""The unsubscribe headers step: ``List-Unsubscribe`` and ``List-Unsubscribe-Post``.
+
+Every delivered copy carries exactly one ``List-Unsubscribe`` (RFC 2369) with
+the recipient's HTTPS link first and, when ``[web] unsubscribe_mailto`` is
+set, a ``mailto:`` after it, and ``List-Unsubscribe-Post:
+List-Unsubscribe=One-Click`` (RFC 8058), as Gmail and Yahoo require of bulk
+senders::
+
+    List-Unsubscribe: <https://prefs.example.com/u/AsOK...>,
+     <mailto:unsubscribe@example.com?subject=unsubscribe>
+    List-Unsubscribe-Post: List-Unsubscribe=One-Click
+
+The values are built only from validated data: the configured public URL and
+mailbox (checked at start) and a base64url token.  Nothing of the message
+(``List-Id``, subject, addresses) is copied into them, so nothing can be
+injected through it.
+
+A sender's own ``List-Unsubscribe`` (every occurrence, with its
+``List-Unsubscribe-Post``) is removed and ours put in its place with
+``sender = "replace"`` (the default; the sender's one-click URL travels in our
+token and the web side forwards a recipient's one-click to it, so both lists
+agree), or kept as it is with ``sender = "keep"`` (and ours is not added:
+there must be exactly one).  The fields are put at the top of the header
+section; the rest of the message is unchanged.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable
+from typing import Final, Literal
+
+from beacon_proxy.headerfacts import header_block
+from beacon_proxy.rewrite.step import Copy, Recipient
+
+__all__ = ["UnsubscribeHeaders", "unsubscribe_fields"]
+
+log = logging.getLogger(__name__)
+
+_NAMES: Final = re.compile(rb"list-unsubscribe(?:-post)?[ \t]*:", re.IGNORECASE)
+_LIST_UNSUBSCRIBE: Final = re.compile(rb"list-unsubscribe[ \t]*:", re.IGNORECASE)
+
+
+def unsubscribe_fields(url: str, mailto: str = "", eol: bytes = b"\r\n") -> bytes:
+    """The two header fields for one copy (``url`` and ``mailto`` already validated).
+
+    >>> unsubscribe_fields("https://p.example/u/T", "u@example.com").decode().splitlines()
+    ['List-Unsubscribe: <https://p.example/u/T>,', ' <mailto:u@example.com?subject=unsubscribe>', \
+'List-Unsubscribe-Post: List-Unsubscribe=One-Click']
+    """
+    text = f"List-Unsubscribe: <{url}>"
+    if mailto:
+        text += f",{eol.decode()} <mailto:{mailto}?subject=unsubscribe>"
+    text += f"{eol.decode()}List-Unsubscribe-Post: List-Unsubscribe=One-Click{eol.decode()}"
+    return text.encode("ascii")
+
+
+def _fields(block: bytes) -> list[tuple[int, int, bool]]:
+    """``(start, end, is_list_unsubscribe)`` of every List-Unsubscribe(-Post) field."""
+    out: list[tuple[int, int, bool]] = []
+    pos = 0
+    while pos < len(block):
+        nl = block.find(b"\n", pos)
+        end = len(block) if nl < 0 else nl + 1
+        while end < len(block) and block[end : end + 1] in (b" ", b"\t"):  # folded lines
+            nl = block.find(b"\n", end)
+            end = len(block) if nl < 0 else nl + 1
+        if _NAMES.match(block, pos):
+            out.append((pos, end, _LIST_UNSUBSCRIBE.match(block, pos) is not None))
+        pos = end
+    return out
+
+
+class UnsubscribeHeaders:
+    """The copy step adding the unsubscribe headers (see the module docstring)."""
+
+    def __init__(self, link: Callable[[Recipient], str | None], *, mailto: str = "",
+                 sender: Literal["replace", "keep"] = "replace") -> None:
+        self.link = link
+        self.mailto = mailto
+        self.sender = sender
+
+    def __call__(self, copy: Copy, recipient: Recipient) -> Copy:
+        data = copy.data
+        block = header_block(data)
+        found = _fields(block)
+        if self.sender == "keep" and any(is_lu for _, _, is_lu in found):
+            return Copy(data, {**copy.report, "unsubscribe": "kept"})
+        url = self.link(recipient)
+        if url is None:
+            return Copy(data, {**copy.report, "unsubscribe": "none"})
+        eol = b"\n" if block.endswith(b"\n") and not block.endswith(b"\r\n") else b"\r\n"
+        ours = unsubscribe_fields(url, self.mailto, eol)
+        if not found:
+            return Copy(ours + data, {**copy.report, "unsubscribe": "added"})
+        kept, pos = [], 0
+        for start, end, _ in found:
+            kept.append(block[pos:start])
+            pos = end
+        kept.append(block[pos:])
+        new = ours + b"".join(kept) + data[len(block):]
+        return Copy(new, {**copy.report, "unsubscribe": "replaced"})

@@ -1,0 +1,111 @@
+from __future__ import annotations
+
+import email
+import email.policy
+from email.message import EmailMessage
+
+import pytest
+
+from beacon_proxy.consent.policy import Policy
+from beacon_proxy.rewrite.step import Copy, Recipient
+from beacon_proxy.rewrite.unsubscribe import UnsubscribeHeaders, unsubscribe_fields
+from beacon_proxy.spool.envelope import Envelope
+
+URL = "https://prefs.example.com/u/AsOKaW_ukpdRlVanSVysBaLvtvaKEF9BTO7tdxu1r2PY8"
+BODY = b"Subject: hi\r\nFrom: news@sender.example\r\n\r\nbody\r\n"
+ENV = Envelope("Q1", "news@sender.example", ("ann@example.org",), 0.0)
+RCPT = Recipient(ENV, "ann@example.org", Policy.REFUSED)
+
+
+def _step(**kw: object) -> UnsubscribeHeaders:
+    return UnsubscribeHeaders(lambda r: URL, **kw)  # type: ignore[arg-type]
+
+
+def _parse(data: bytes) -> EmailMessage:
+    msg = email.message_from_bytes(data, policy=email.policy.default)
+    assert isinstance(msg, EmailMessage)
+    return msg
+
+
+def test_adds_exactly_one_pair_and_keeps_the_rest() -> None:
+    copy = _step()(Copy(BODY, {"x": 1}), RCPT)
+    assert copy.data.endswith(BODY)
+    assert copy.data[: -len(BODY)] == (
+        f"List-Unsubscribe: <{URL}>\r\n"
+        "List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n").encode()
+    assert copy.report == {"x": 1, "unsubscribe": "added"}
+    msg = _parse(copy.data)
+    assert msg.get_all("List-Unsubscribe") == [f"<{URL}>"]
+    assert msg.get_all("List-Unsubscribe-Post") == ["List-Unsubscribe=One-Click"]
+
+
+def test_mailto_comes_after_the_https_link() -> None:
+    copy = _step(mailto="unsubscribe@example.com")(Copy(BODY), RCPT)
+    msg = _parse(copy.data)
+    value = str(msg["List-Unsubscribe"])
+    assert value == (f"<{URL}>, <mailto:unsubscribe@example.com?subject=unsubscribe>")
+    assert max(len(line) for line in copy.data.split(b"\r\n")) <= 998
+
+
+SENDERS = (b"Subject: hi\r\nList-Unsubscribe: <mailto:u@sender.example>,\r\n"
+           b" <https://sender.example/u?s=1>\r\nX-Other: keep me\r\n"
+           b"list-unsubscribe-post: List-Unsubscribe=One-Click\r\n"
+           b"LIST-UNSUBSCRIBE :<https://dup.example/>\r\n\r\nbody\r\n")
+
+
+def test_replace_removes_every_sender_field() -> None:
+    copy = _step()(Copy(SENDERS), RCPT)
+    assert copy.report["unsubscribe"] == "replaced"
+    msg = _parse(copy.data)
+    assert msg.get_all("List-Unsubscribe") == [f"<{URL}>"]
+    assert msg.get_all("List-Unsubscribe-Post") == ["List-Unsubscribe=One-Click"]
+    assert msg["X-Other"] == "keep me"
+    assert copy.data.endswith(b"Subject: hi\r\nX-Other: keep me\r\n\r\nbody\r\n")
+
+
+def test_keep_leaves_the_senders_header_and_adds_none() -> None:
+    copy = _step(sender="keep")(Copy(SENDERS), RCPT)
+    assert copy.data == SENDERS
+    assert copy.report["unsubscribe"] == "kept"
+
+
+def test_keep_still_adds_ours_when_the_sender_has_none() -> None:
+    stray = b"Subject: hi\r\nList-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n\r\nb\r\n"
+    copy = _step(sender="keep")(Copy(stray), RCPT)
+    msg = _parse(copy.data)
+    assert msg.get_all("List-Unsubscribe") == [f"<{URL}>"]
+    assert msg.get_all("List-Unsubscribe-Post") == ["List-Unsubscribe=One-Click"]
+
+
+def test_lf_only_messages_get_lf_fields() -> None:
+    copy = _step()(Copy(b"Subject: hi\nList-Unsubscribe: <x>\n\nbody\n"), RCPT)
+    assert b"\r" not in copy.data
+    assert copy.data.endswith(b"Subject: hi\n\nbody\n")
+
+
+def test_no_link_no_header() -> None:
+    copy = UnsubscribeHeaders(lambda r: None)(Copy(BODY), RCPT)
+    assert copy.data == BODY
+    assert copy.report["unsubscribe"] == "none"
+
+
+def test_a_body_line_looking_like_the_header_is_not_touched() -> None:
+    data = b"Subject: hi\r\n\r\nList-Unsubscribe: <https://in.body/>\r\n"
+    copy = _step()(Copy(data), RCPT)
+    assert copy.data.endswith(data)
+
+
+@pytest.mark.parametrize("hostile", [
+    b"List-Id: =?UTF-8?Q?x=0D=0ABcc:_evil@attacker.example?= <news.example>\r\n",
+    b"Subject: =?UTF-8?Q?hi=0ABcc:_evil@attacker.example?=\r\n",
+    b"Subject: hi\rBcc: evil@attacker.example\r\n",
+    b"From: \"a\r\n\tBcc: evil\" <x@y>\r\n",
+    b"List-Unsubscribe: <https://x.example/>\r\nBcc: evil@attacker.example\r\n",
+])
+def test_nothing_from_the_message_goes_into_our_fields(hostile: bytes) -> None:
+    data = hostile + b"To: ann@example.org\r\n\r\nbody\r\n"
+    copy = _step(mailto="u@example.com")(Copy(data), RCPT)
+    ours = unsubscribe_fields(URL, "u@example.com")
+    assert copy.data.startswith(ours)
+    rest = copy.data[len(ours):]
+    assert rest in (data, data.replace(b"List-Unsubscribe: <https://x.example/>\r\n", b""))
