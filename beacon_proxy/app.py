@@ -38,9 +38,9 @@ from beacon_proxy.log import event
 from beacon_proxy.rewrite.beacons import BeaconStep
 from beacon_proxy.rewrite.copies import CopyPolicy
 from beacon_proxy.rewrite.engine import Analysis, Engine
+from beacon_proxy.rewrite.links import PreferenceLinks
 from beacon_proxy.rewrite.pool import AnalysisPool
 from beacon_proxy.rewrite.rules import load_rules
-from beacon_proxy.rewrite.links import PreferenceLinks
 from beacon_proxy.rewrite.step import CopyStep, TraceHeader
 from beacon_proxy.rewrite.unsubscribe import UnsubscribeHeaders
 from beacon_proxy.smtpd.server import SmtpServer

@@ -34,8 +34,8 @@ from __future__ import annotations
 
 import re
 from functools import lru_cache
-from urllib.parse import urlsplit
 from typing import Final
+from urllib.parse import urlsplit
 
 __all__ = ["field", "header_block", "list_id", "message_id", "one_click_url"]
 
