@@ -106,10 +106,10 @@ def message_id(header: bytes) -> str | None:
 def one_click_url(header: bytes) -> str | None:
     """The sender's RFC 8058 one-click URL (see the module docstring), or None.
 
-    >>> one_click_url(b"List-Unsubscribe: <mailto:u@x.example>, <https://x.example/u?s=1>\r\n"
-    ...               b"List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n\r\n")
+    >>> one_click_url(b"List-Unsubscribe: <mailto:u@x.example>, <https://x.example/u?s=1>\\r\\n"
+    ...               b"List-Unsubscribe-Post: List-Unsubscribe=One-Click\\r\\n\\r\\n")
     'https://x.example/u?s=1'
-    >>> one_click_url(b"List-Unsubscribe: <https://x.example/u?s=1>\r\n\r\n") is None
+    >>> one_click_url(b"List-Unsubscribe: <https://x.example/u?s=1>\\r\\n\\r\\n") is None
     True
     """
     block = header_block(header)
