@@ -249,6 +249,9 @@ class OneClickForwarder:
             except StoreError as exc:  # the database is away: try again at the next poll
                 event("forward_store_error", logging.WARNING, kind=ONE_CLICK, error=str(exc))
                 claimed = 0
+            except Exception:  # a bug: keep the worker alive, at the poll's pace
+                log.exception("the one-click forwarder's claim failed")
+                claimed = 0
             if claimed < self._batch and not self._stopping:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self._idle_wait())

@@ -453,3 +453,22 @@ async def test_open_forwarding_refuses_other_schemes_and_private_hosts() -> None
     assert count("open", "refused") == before + 5
     await fwd.stop()
     assert fwd.pending == 0
+
+
+async def test_the_log_names_the_host_only(store: Store, peer: HttpPeer,
+                                           caplog: pytest.LogCaptureFixture) -> None:
+    peer.script("/unsub/subscriber-4242", 503)
+    fwd = local(store, Clock())
+    with caplog.at_level("DEBUG", logger="beacon_proxy.relay"):
+        try:
+            await fwd.suspended(unsubscribe(peer.url("/unsub/subscriber-4242")))
+            await fwd.run_once()
+        finally:
+            await fwd.stop()
+    fields = [(r.getMessage(), getattr(r, "fields", {})) for r in caplog.records
+              if r.name == "beacon_proxy.relay"]
+    assert [name for name, _ in fields] == ["forward_queued", "forward"]
+    assert fields[1][1] == {"kind": "one-click", "job": 1, "host": "127.0.0.1", "attempt": 1,
+                            "result": "retry", "status": 503, "error": "HTTP 503"}
+    assert "subscriber-4242" not in caplog.text and "ann@example.org" not in caplog.text
+    assert all("subscriber-4242" not in str(f) and "ann@" not in str(f) for _, f in fields)
