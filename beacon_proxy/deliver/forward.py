@@ -107,13 +107,19 @@ def one_click_body(boundary: str) -> bytes:
             f"--{boundary}--\r\n").encode("ascii")
 
 
-def _describe(exc: BaseException) -> str:
-    """A short, address-free description of a failed request."""
+def _describe(exc: BaseException, url: URL) -> str:
+    """A short description of a failed request, naming the URL by its host only."""
     if isinstance(exc, TimeoutError):
         return "timeout"
-    if isinstance(exc, aiohttp.ClientSSLError):
-        return f"TLS: {exc}"
-    return f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, aiohttp.ClientResponseError):  # its text would show the whole URL
+        text = f"{type(exc).__name__}: {exc.status}, {exc.message}"
+    elif isinstance(exc, aiohttp.ClientSSLError):
+        text = f"TLS: {exc}"
+    else:
+        text = f"{type(exc).__name__}: {exc}"
+    for spelling in {str(url), url.human_repr()}:
+        text = text.replace(spelling, f"<{url.host}>")
+    return text
 
 
 def _refused_address(exc: BaseException) -> RefusedAddress | None:
@@ -292,7 +298,7 @@ class OneClickForwarder:
             if refused is not None:
                 await self._finish(job, host, "refused", f"refused: {refused.strerror}", status)
                 return
-            result, error = Verdict.RETRY, _describe(exc)
+            result, error = Verdict.RETRY, _describe(exc, url)
         else:
             result, error = verdict(status), f"HTTP {status}"
         if result is Verdict.DONE:
@@ -448,7 +454,7 @@ class OpenForwarder:
                 resp.close()  # the rest of the body is never read
             result, error = ("sent" if status < 400 else "rejected"), None
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            result, error = "error", _describe(exc)
+            result, error = "error", _describe(exc, url)
         FORWARDS.labels(OPEN, result).inc()
         event("forward", logging.DEBUG, kind=OPEN, host=url.host, result=result, status=status,
               error=error)

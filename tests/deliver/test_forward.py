@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
@@ -318,15 +319,27 @@ async def test_a_queued_forward_survives_a_restart(tmp_path: Path, peer: HttpPee
     assert (seen.method, seen.path, job.attempts) == ("POST", "/u", 1)
 
 
-async def test_stop_is_bounded_while_a_send_hangs(store: Store, peer: HttpPeer) -> None:
+async def test_a_send_cut_off_by_stop_is_sent_again_after_its_lease(store: Store,
+                                                                     peer: HttpPeer) -> None:
     peer.script("/u", "hang")
-    fwd = local(store, timeout=600)
+    clock = Clock()
+    fwd = local(store, clock, timeout=600)
     await fwd.start()
     await fwd.suspended(unsubscribe(peer.url("/u")))
     await peer.next()
-    await asyncio.wait_for(fwd.stop(grace=0.2), 10)
+    await asyncio.wait_for(fwd.stop(grace=0.2), 10)  # bounded although the send hangs
     job = await only_job(store)
-    assert job.state is ForwardState.PENDING and job.next_at > datetime.now(UTC)  # leased
+    assert job.state is ForwardState.PENDING and job.next_at == T0 + timedelta(seconds=fwd.lease)
+    other = local(store, clock)  # another node, or this one restarted
+    try:
+        assert await other.run_once() == 0  # leased: nobody sends it meanwhile
+        clock.advance(fwd.lease)
+        assert await other.run_once() == 1
+    finally:
+        await other.stop()
+    assert [s.path for s in peer.seen] == ["/u", "/u"]
+    job = await only_job(store)
+    assert (job.state, job.attempts) == (ForwardState.DONE, 2)
 
 
 # -- TLS -----------------------------------------------------------------------
@@ -472,3 +485,27 @@ async def test_the_log_names_the_host_only(store: Store, peer: HttpPeer,
                             "result": "retry", "status": 503, "error": "HTTP 503"}
     assert "subscriber-4242" not in caplog.text and "ann@example.org" not in caplog.text
     assert all("subscriber-4242" not in str(f) and "ann@" not in str(f) for _, f in fields)
+
+
+async def test_a_malformed_answer_is_retried_and_the_error_hides_the_path(store: Store) -> None:
+    """A server answering with a 100 kB header line (aiohttp refuses it)."""
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nX-Big: " + b"a" * 100_000 + b"\r\n\r\n")
+        with contextlib.suppress(ConnectionError):
+            await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    fwd = local(store, Clock())
+    try:
+        await fwd.suspended(unsubscribe(f"http://127.0.0.1:{port}/unsub/subscriber-4242"))
+        assert await fwd.run_once() == 1
+    finally:
+        await fwd.stop()
+        server.close()
+        await server.wait_closed()
+    job = await only_job(store)
+    assert job.state is ForwardState.PENDING and job.last_error
+    assert "subscriber-4242" not in job.last_error
