@@ -26,11 +26,16 @@ in the token is ever contacted):
   server did receive the POST, and asking again would get the same answer for
   the whole lifetime; the status is logged for whoever reads the numbers;
 * 408, 429, 5xx, timeouts, connection and TLS errors -> retried with
-  exponential backoff and jitter (:class:`~beacon_proxy.deliver.retry.RetryPolicy`)
+  exponential backoff and jitter (:class:`~beacon_proxy.deliver.retry.RetryPolicy`),
+  or later if the server's ``Retry-After`` asks so (at most ``retry_max``),
   until ``lifetime`` after the forward was queued (Gmail and Yahoo expect an
   unsubscribe within two days), then ``expired``;
 * any other 4xx, a URL that :func:`~.forwardhttp.check_url` refuses, a host
   without a public address -> failed at once.
+
+Finished jobs stay in the store for ``keep`` seconds (30 days) for
+``beacon-proxy events forwards``, then the worker deletes them: they hold
+the recipient's address and the sender's URL for that recipient.
 
 Each attempt is one ``forward`` event in the log with the URL's host only (its
 path usually carries the sender's subscriber id) and no recipient address, and
@@ -46,6 +51,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import email.utils
 import enum
 import heapq
 import logging
@@ -53,7 +59,7 @@ import math
 import secrets
 import ssl as _ssl
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import aiohttp
 from yarl import URL
@@ -72,13 +78,15 @@ from beacon_proxy.log import event
 from beacon_proxy.metrics import FORWARDS
 from beacon_proxy.tokens import Claims
 
-__all__ = ["OneClickForwarder", "OpenForwarder", "Verdict", "one_click_body", "verdict"]
+__all__ = ["OneClickForwarder", "OpenForwarder", "Verdict", "one_click_body", "retry_after",
+           "verdict"]
 
 log = logging.getLogger(__name__)
 
 ONE_CLICK = "one-click"
 OPEN = "open"
 _MAX_DUE = 10_000  # retry times remembered for an early wake-up; beyond, the poll finds them
+_PRUNE_EVERY = 3600.0  # seconds between deletions of old finished jobs
 
 
 class Verdict(enum.Enum):
@@ -96,6 +104,30 @@ def verdict(status: int) -> Verdict:
     if 400 <= status < 500:
         return Verdict.FAILED
     return Verdict.RETRY  # 1xx or nonsense: the server is confused, maybe for now
+
+
+def retry_after(value: str | None, now: datetime) -> float | None:
+    """Seconds a ``Retry-After`` value asks to wait (delta-seconds or an HTTP date).
+
+    >>> retry_after("120", datetime(2026, 12, 3, tzinfo=UTC))
+    120.0
+    >>> retry_after("Thu, 03 Dec 2026 00:01:00 GMT", datetime(2026, 12, 3, tzinfo=UTC))
+    60.0
+    >>> retry_after("soon", datetime(2026, 12, 3, tzinfo=UTC)) is None
+    True
+    """
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit() and len(value) <= 10:
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - now).total_seconds())
 
 
 def one_click_body(boundary: str) -> bytes:
@@ -138,16 +170,16 @@ class OneClickForwarder:
     flight), at once when one is queued here, when a retry of this node is
     due, and every ``poll`` seconds for jobs queued by other nodes or left
     by a previous run.  ``clock`` is the time source of the queue's
-    timestamps and of the lifetime (tests move it).
+    timestamps, the lifetime and ``keep`` (tests move it).
     """
 
     def __init__(self, store: ForwardQueue, *, timeout: float = 10.0, retry_min: float = 60.0,
                  retry_max: float = 3600.0, lifetime: float = 2 * 86400,
                  ssl: _ssl.SSLContext | None = None, batch: int = 20, concurrency: int = 4,
-                 poll: float = 30.0, allow_http: bool = False, allow_private: bool = False,
-                 clock: Callable[[], datetime] = utcnow) -> None:
-        if not timeout > 0 or not poll > 0 or not lifetime > 0:
-            raise ValueError("timeout, poll and lifetime must be positive")
+                 poll: float = 30.0, keep: float = 30 * 86400, allow_http: bool = False,
+                 allow_private: bool = False, clock: Callable[[], datetime] = utcnow) -> None:
+        if not timeout > 0 or not poll > 0 or not lifetime > 0 or not keep > 0:
+            raise ValueError("timeout, poll, lifetime and keep must be positive")
         if not 0 < retry_min <= retry_max:
             raise ValueError("expected 0 < retry_min <= retry_max")
         if not 1 <= batch <= 1000 or concurrency < 1:
@@ -159,6 +191,8 @@ class OneClickForwarder:
         self._batch = batch
         self._concurrency = concurrency
         self._poll = poll
+        self._keep = timedelta(seconds=keep)
+        self._pruned: datetime | None = None
         self._schemes = frozenset({"https", "http"} if allow_http else {"https"})
         self._allow_private = allow_private
         self._clock = clock
@@ -258,9 +292,24 @@ class OneClickForwarder:
             except Exception:  # a bug: keep the worker alive, at the poll's pace
                 log.exception("the one-click forwarder's claim failed")
                 claimed = 0
+            await self._prune()
             if claimed < self._batch and not self._stopping:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self._idle_wait())
+
+    async def _prune(self) -> None:
+        """Delete finished jobs older than ``keep``, at most once every hour."""
+        now = self._clock()
+        if self._pruned is not None and (now - self._pruned).total_seconds() < _PRUNE_EVERY:
+            return
+        self._pruned = now
+        try:
+            removed = await self._store.prune_forwards(now - self._keep)
+        except StoreError as exc:
+            event("forward_store_error", logging.WARNING, kind=ONE_CLICK, error=str(exc))
+            return
+        if removed:
+            event("forwards_pruned", kind=ONE_CLICK, removed=removed)
 
     def _idle_wait(self) -> float:
         now = self._clock()
@@ -291,8 +340,9 @@ class OneClickForwarder:
         except RefusedURL as exc:
             await self._finish(job, host, "refused", f"refused: {exc}", status)
             return
+        wait: float | None = None
         try:
-            status = await self._post(url)
+            status, wait = await self._post(url)
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             refused = _refused_address(exc)
             if refused is not None:
@@ -308,17 +358,22 @@ class OneClickForwarder:
         elif result is Verdict.FAILED:
             await self._finish(job, host, "failed", error, status)
         else:
-            await self._again(job, host, error, status)
+            await self._again(job, host, error, status, wait)
 
-    async def _again(self, job: ForwardJob, host: str, error: str, status: int | None) -> None:
+    async def _again(self, job: ForwardJob, host: str, error: str, status: int | None,
+                     wait: float | None) -> None:
+        """Schedule the next attempt (not before ``wait`` seconds), or give up at the lifetime."""
         now = self._clock()
         created, moment = job.created_at.timestamp(), now.timestamp()
         if self._retry.expired(created, moment):
             await self._finish(job, host, "expired",
                                f"gave up after {job.attempts} attempts: {error}", status)
             return
-        when = now + timedelta(seconds=self._retry.next_attempt(job.attempts, created, moment)
-                               - moment)
+        delay = self._retry.next_attempt(job.attempts, created, moment) - moment
+        if wait is not None:  # the server's Retry-After, within our bounds and the lifetime
+            last = max(0.0, self._retry.expires_at(created) - moment)
+            delay = min(max(delay, min(wait, self._retry.retry_max)), last)
+        when = now + timedelta(seconds=delay)
         await self._store.forward_retry(job.id, error=error, next_at=when)
         if len(self._due) < _MAX_DUE:
             heapq.heappush(self._due, when)
@@ -336,7 +391,8 @@ class OneClickForwarder:
         event("forward", level, kind=ONE_CLICK, job=job.id, host=host, attempt=job.attempts,
               result=result, status=status, error=error)
 
-    async def _post(self, url: URL) -> int:
+    async def _post(self, url: URL) -> tuple[int, float | None]:
+        """The answer's status, and the wait its ``Retry-After`` asks for (if any)."""
         if self._session is None:  # made on first use, so run_once works without start
             self._session = new_session(role="one-click forwarder", timeout=self._timeout,
                                         ssl=self._ssl, allow_private=self._allow_private,
@@ -347,7 +403,8 @@ class OneClickForwarder:
             url, data=one_click_body(boundary), allow_redirects=False,
             headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
         ) as resp:
-            return resp.status  # the body is not read: closing drops the connection
+            # The body is not read: closing drops the connection.
+            return resp.status, retry_after(resp.headers.get("Retry-After"), self._clock())
 
 
 class OpenForwarder:

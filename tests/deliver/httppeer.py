@@ -4,6 +4,7 @@ Each path answers from its script, one entry per request, then ``200``:
 
 ============  ====================================================
 an int        that status, empty body
+(int, dict)   that status with these headers
 ``redirect``  ``302`` to ``/landed`` (which records a hit if followed)
 ``hang``      no answer until the peer closes
 ``huge``      ``200`` and an endless body (chunks until the client goes)
@@ -27,7 +28,7 @@ from multidict import CIMultiDict
 
 __all__ = ["HttpPeer", "Seen", "http_peer"]
 
-Step = int | str
+Step = int | str | tuple[int, dict[str, str]]
 _CHUNK = b"x" * 65536
 _MAX_CHUNKS = 16384  # 1 GiB: far more than any client here reads
 
@@ -71,6 +72,8 @@ class HttpPeer:
         step: Step = steps.pop(0) if steps else 200
         if isinstance(step, int):
             return web.Response(status=step)
+        if isinstance(step, tuple):
+            return web.Response(status=step[0], headers=step[1])
         if step == "redirect":
             return web.Response(status=302, headers={"Location": "/landed"})
         if step == "hang":

@@ -159,6 +159,52 @@ async def test_a_503_is_retried_with_backoff_then_succeeds(store: Store, peer: H
     assert (job.state, job.attempts, job.last_error) == (ForwardState.DONE, 4, None)
 
 
+@pytest.mark.parametrize(("asked", "waited"), [("1800", 1800), ("99999", 3600), ("0", 48),
+                                                ("Thu, 03 Dec 2026 12:40:00 GMT", 2400)])
+async def test_retry_after_is_honoured_within_bounds(store: Store, peer: HttpPeer, asked: str,
+                                                     waited: float) -> None:
+    peer.script("/u", (503, {"Retry-After": asked}))
+    fwd = local(store, Clock(), retry_min=60, retry_max=3600)
+    try:
+        await fwd.suspended(unsubscribe(peer.url("/u")))
+        assert await fwd.run_once() == 1
+    finally:
+        await fwd.stop()
+    wait = ((await only_job(store)).next_at - T0).total_seconds()
+    assert waited <= wait <= max(waited, 72)  # "0": the ordinary backoff (60 s +- 20 %)
+
+
+async def test_retry_after_does_not_outlive_the_lifetime(store: Store, peer: HttpPeer) -> None:
+    peer.script("/u", (429, {"Retry-After": "3000"}))
+    fwd = local(store, Clock(), retry_min=60, retry_max=3600, lifetime=600)
+    try:
+        await fwd.suspended(unsubscribe(peer.url("/u")))
+        assert await fwd.run_once() == 1
+    finally:
+        await fwd.stop()
+    assert (await only_job(store)).next_at == T0 + timedelta(seconds=600)
+
+
+async def test_the_worker_prunes_old_finished_jobs(store: Store, peer: HttpPeer) -> None:
+    clock = Clock()
+    fwd = local(store, clock, keep=86400, poll=3600)
+    await fwd.suspended(unsubscribe(peer.url("/old")))
+    assert await fwd.run_once() == 1  # done at T0
+    clock.advance(86400 + 1)
+    await store.queue_forward(peer.url("/new"), address="b@example.org", list_id=None,
+                              at=clock.now + timedelta(days=1))  # pending, not yet due
+    await fwd.start()
+    try:
+        for _ in range(400):  # bounded wait for the worker's first round
+            if len((await store.list_forwards()).items) == 1:
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        await fwd.stop()
+    (left,) = (await store.list_forwards()).items
+    assert left.url.endswith("/new") and left.state is ForwardState.PENDING
+
+
 async def test_the_worker_retries_on_its_own_schedule(store: Store, peer: HttpPeer) -> None:
     peer.script("/u", 503)
     fwd = local(store, retry_min=0.05, retry_max=0.1, poll=3600)  # no polling: the retry wakes it
