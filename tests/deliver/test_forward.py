@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import signal
 import ssl
+import sys
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -26,6 +29,7 @@ from beacon_proxy.tokens import Claims, Purpose
 from tests.consent.pg import fresh_schema, temporary_database
 from tests.deliver.httppeer import HttpPeer, http_peer
 
+ROOT = Path(__file__).resolve().parents[2]
 T0 = datetime(2026, 12, 3, 12, 0, tzinfo=UTC)
 UA_ONE_CLICK = "beacon-proxy/0.1.0 (one-click forwarder)"
 CLIENT_HEADERS = ("Cookie", "Referer", "X-Forwarded-For", "Forwarded", "X-Real-IP", "Via",
@@ -348,21 +352,43 @@ async def test_a_url_refused_by_a_later_configuration_fails_when_claimed(store: 
     assert job.state is ForwardState.FAILED and (job.last_error or "").startswith("refused")
 
 
-async def test_a_queued_forward_survives_a_restart(tmp_path: Path, peer: HttpPeer) -> None:
+_KILLED_NODE = """
+import asyncio, os, signal, sys
+from beacon_proxy.consent.store import open_store
+from beacon_proxy.deliver.forward import OneClickForwarder
+from beacon_proxy.tokens import Claims, Purpose
+
+async def main() -> None:
+    store = open_store(sys.argv[1])
+    await store.open()
+    fwd = OneClickForwarder(store, allow_http=True, allow_private=True)
+    await fwd.suspended(Claims(Purpose.UNSUBSCRIBE, "ann@example.org", "news.example.org",
+                               "Q1", forward=sys.argv[2]))
+    os.kill(os.getpid(), signal.SIGKILL)  # no close, no checkpoint, no sending
+
+asyncio.run(main())
+"""
+
+
+async def test_a_queued_forward_survives_kill_9_and_is_sent_after_restart(
+        tmp_path: Path, peer: HttpPeer) -> None:
     url = f"sqlite:///{tmp_path / 'consent.db'}"
-    async with open_store(url) as first:
-        fwd = local(first)
-        await fwd.suspended(unsubscribe(peer.url("/u")))  # queued; never started, then "killed"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [
+        str(ROOT), os.environ.get("PYTHONPATH")]))}
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-c", _KILLED_NODE, url,
+                                                peer.url("/u"), cwd=ROOT, env=env)
+    assert await asyncio.wait_for(proc.wait(), 120) == -signal.SIGKILL
     assert peer.seen == []
-    async with open_store(url) as second:
-        again = local(second, poll=3600)
-        await again.start()  # sends what is due at once
+    async with open_store(url) as store:
+        node = local(store, poll=3600)
+        await node.start()  # sends what is due at once
         try:
             seen = await peer.next()
-            job = await wait_state(second, 1, ForwardState.DONE)
+            job = await wait_state(store, 1, ForwardState.DONE)
         finally:
-            await again.stop()
-    assert (seen.method, seen.path, job.attempts) == ("POST", "/u", 1)
+            await node.stop()
+    assert (seen.method, seen.path, job.attempts, job.address) == (
+        "POST", "/u", 1, "ann@example.org")
 
 
 async def test_a_send_cut_off_by_stop_is_sent_again_after_its_lease(store: Store,
