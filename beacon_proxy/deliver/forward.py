@@ -26,8 +26,10 @@ in the token is ever contacted):
   server did receive the POST, and asking again would get the same answer for
   the whole lifetime; the status is logged for whoever reads the numbers;
 * 408, 429, 5xx, timeouts, connection and TLS errors -> retried with
-  exponential backoff and jitter (:class:`~beacon_proxy.deliver.retry.RetryPolicy`),
-  or later if the server's ``Retry-After`` asks so (at most ``retry_max``),
+  exponential backoff (:func:`backoff`: ``retry_min`` doubling up to
+  ``retry_max``, plus up to 20 % jitter on top, so failures spread out also
+  at the cap), or later if the server's ``Retry-After`` asks so (at most
+  ``retry_max``),
   until ``lifetime`` after the forward was queued (Gmail and Yahoo expect an
   unsubscribe within two days), then ``expired``;
 * any other 4xx, a URL that :func:`~.forwardhttp.check_url` refuses, a host
@@ -56,6 +58,7 @@ import enum
 import heapq
 import logging
 import math
+import random
 import secrets
 import ssl as _ssl
 from collections.abc import Callable
@@ -73,13 +76,12 @@ from beacon_proxy.deliver.forwardhttp import (
     host_of,
     new_session,
 )
-from beacon_proxy.deliver.retry import RetryPolicy
 from beacon_proxy.log import event
 from beacon_proxy.metrics import FORWARDS
 from beacon_proxy.tokens import Claims
 
-__all__ = ["OneClickForwarder", "OpenForwarder", "Verdict", "one_click_body", "retry_after",
-           "verdict"]
+__all__ = ["OneClickForwarder", "OpenForwarder", "Verdict", "backoff", "one_click_body",
+           "retry_after", "verdict"]
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +106,20 @@ def verdict(status: int) -> Verdict:
     if 400 <= status < 500:
         return Verdict.FAILED
     return Verdict.RETRY  # 1xx or nonsense: the server is confused, maybe for now
+
+
+def backoff(attempts: int, retry_min: float, retry_max: float, jitter: float = 0.2) -> float:
+    """Seconds before the next attempt after ``attempts`` failed ones (1-based).
+
+    ``retry_min * 2**(attempts - 1)``, at most ``retry_max``, plus a random
+    ``0..jitter`` fraction of that on top (added, not clamped into the bounds,
+    so jobs failing together do not retry in lockstep at the cap).
+
+    >>> 60 <= backoff(1, 60, 3600) <= 72, 3600 <= backoff(30, 60, 3600) <= 4320
+    (True, True)
+    """
+    base = min(retry_max, retry_min * 2.0 ** min(max(attempts - 1, 0), 40))
+    return base * (1 + random.uniform(0, jitter))
 
 
 def retry_after(value: str | None, now: datetime) -> float | None:
@@ -186,7 +202,8 @@ class OneClickForwarder:
             raise ValueError("batch must be 1..1000 and concurrency at least 1")
         self._store = store
         self._timeout = timeout
-        self._retry = RetryPolicy(retry_min, retry_max, lifetime)
+        self._retry_min, self._retry_max = retry_min, retry_max
+        self._lifetime = timedelta(seconds=lifetime)
         self._ssl = ssl
         self._batch = batch
         self._concurrency = concurrency
@@ -364,16 +381,15 @@ class OneClickForwarder:
                      wait: float | None) -> None:
         """Schedule the next attempt (not before ``wait`` seconds), or give up at the lifetime."""
         now = self._clock()
-        created, moment = job.created_at.timestamp(), now.timestamp()
-        if self._retry.expired(created, moment):
+        expires = job.created_at + self._lifetime
+        if now >= expires:
             await self._finish(job, host, "expired",
                                f"gave up after {job.attempts} attempts: {error}", status)
             return
-        delay = self._retry.next_attempt(job.attempts, created, moment) - moment
-        if wait is not None:  # the server's Retry-After, within our bounds and the lifetime
-            last = max(0.0, self._retry.expires_at(created) - moment)
-            delay = min(max(delay, min(wait, self._retry.retry_max)), last)
-        when = now + timedelta(seconds=delay)
+        delay = backoff(job.attempts, self._retry_min, self._retry_max)
+        if wait is not None:  # the server's Retry-After, within our bounds
+            delay = max(delay, min(wait, self._retry_max))
+        when = min(now + timedelta(seconds=delay), expires)  # the last try is at the lifetime
         await self._store.forward_retry(job.id, error=error, next_at=when)
         if len(self._due) < _MAX_DUE:
             heapq.heappush(self._due, when)
