@@ -227,22 +227,26 @@ class OneClickForwarder:
         """Queue a forward to ``claims.forward`` (durably), then wake the worker.
 
         Nothing happens without a forward URL; a URL this forwarder would not
-        contact is logged and counted as ``refused``, not queued.  A store
-        error propagates: the suspension's caller may answer with an error so
-        that the one-click is sent again (queueing is idempotent).
+        contact, or claims the store refuses, are logged and counted as
+        ``refused``, not queued (the suspension stands either way).  A store
+        failure (:class:`~beacon_proxy.consent.model.StoreError`) propagates:
+        the caller may answer with an error so that the one-click is sent
+        again (suspending and queueing are idempotent).
         """
         if not claims.forward:
             return
         host = host_of(claims.forward)
         try:
             check_url(claims.forward, schemes=self._schemes, allow_private=self._allow_private)
-        except RefusedURL as exc:
+            job_id = await self._store.queue_forward(claims.forward, address=claims.recipient,
+                                                     list_id=claims.list_id, at=self._clock())
+        except ValueError as exc:  # RefusedURL, or a bad address, list or URL for the store
             FORWARDS.labels(ONE_CLICK, "refused").inc()
+            error = (str(exc) if isinstance(exc, RefusedURL)  # the others may show the address
+                     else f"the store refused the claims: {type(exc).__name__}")
             event("forward", logging.WARNING, kind=ONE_CLICK, host=host, result="refused",
-                  error=str(exc))
+                  error=error)
             return
-        job_id = await self._store.queue_forward(claims.forward, address=claims.recipient,
-                                                 list_id=claims.list_id, at=self._clock())
         FORWARDS.labels(ONE_CLICK, "queued").inc()
         event("forward_queued", kind=ONE_CLICK, job=job_id, host=host)
         self._wake.set()

@@ -326,6 +326,21 @@ async def test_hostile_urls_are_refused_and_not_queued(store: Store, url: str) -
     assert count("one-click", "refused") == before + 1
 
 
+@pytest.mark.parametrize(("recipient", "list_id"), [("not-an-address", "news.example.org"),
+                                                    ("ann@example.org", "not a list id")])
+async def test_claims_the_store_refuses_are_not_queued(store: Store, recipient: str,
+                                                       list_id: str,
+                                                       caplog: pytest.LogCaptureFixture) -> None:
+    fwd = OneClickForwarder(store)
+    before = count("one-click", "refused")
+    await fwd.suspended(unsubscribe("https://lists.example.com/u/1", recipient, list_id))
+    assert (await store.list_forwards()).items == []
+    assert count("one-click", "refused") == before + 1
+    fields = [getattr(r, "fields", {}) for r in caplog.records]
+    assert [f["result"] for f in fields] == ["refused"]
+    assert recipient not in str(fields) + caplog.text
+
+
 async def test_a_name_resolving_to_the_loopback_is_refused(store: Store) -> None:
     async with http_peer(host="127.0.0.1") as peer:
         fwd = OneClickForwarder(store, allow_http=True, clock=Clock())  # public addresses only
