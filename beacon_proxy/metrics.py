@@ -11,6 +11,7 @@ __all__ = [
     "COPIES",
     "DELIVERIES",
     "DELIVERY_SECONDS",
+    "FORWARDS",
     "MESSAGES_QUARANTINED",
     "MESSAGES_RECEIVED",
     "QUEUE_MESSAGES",
@@ -59,5 +60,14 @@ MESSAGES_QUARANTINED = Counter(
     "beacon_proxy_messages_quarantined",
     "Messages moved to corrupt/ after their delivery attempts kept failing, by reason.",
     ["reason"],
+    registry=REGISTRY,
+)
+FORWARDS = Counter(
+    "beacon_proxy_forwards",
+    "Server-side forwards by kind (one-click: a recipient's unsubscribe sent on to the "
+    "sender's RFC 8058 URL; open: a consenting recipient's open sent on to the tracker) and "
+    "result (queued, done, redirect, retry, failed, expired, refused; open: sent, rejected, "
+    "error, dropped, refused).",
+    ["kind", "result"],
     registry=REGISTRY,
 )

@@ -1,9 +1,13 @@
-"""``beacon-proxy events opens``: the recorded opens (of consenting recipients only).
+"""``beacon-proxy events opens|forwards``: recorded opens, and the queue of forwards.
 
     beacon-proxy events opens [--since 2026-11-01] [--address ADDR] [--list LIST-ID]
                               [--limit N] [--json]
+    beacon-proxy events forwards [--state pending|done|failed] [--limit N] [--json]
 
-Oldest first; ``--json`` prints one JSON object per open, one per line.
+``opens`` are those of consenting recipients only.  ``forwards`` are the
+one-click unsubscribes queued for the senders' own URLs, with their attempts
+and last error (``failed`` ones are kept for inspection).  Oldest first;
+``--json`` prints one JSON object per line.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from beacon_proxy.cli.storecli import (
     run_with_store,
     short_time,
 )
+from beacon_proxy.consent.model import ForwardState
 from beacon_proxy.consent.store import Store
 
 __all__ = ["register"]
@@ -36,6 +41,12 @@ def register(sub: Any) -> None:
     o.add_argument("--limit", type=int, default=None, metavar="N", help="at most N opens")
     add_common(o, json_flag=True)
     o.set_defaults(handler=_opens)
+    f = esub.add_parser("forwards", help="queued one-click forwards, oldest first")
+    f.add_argument("--state", choices=[s.value for s in ForwardState],
+                   help="only forwards in this state")
+    f.add_argument("--limit", type=int, default=None, metavar="N", help="at most N forwards")
+    add_common(f, json_flag=True)
+    f.set_defaults(handler=_forwards)
 
 
 def _opens(args: argparse.Namespace) -> int:
@@ -65,4 +76,34 @@ def _opens(args: argparse.Namespace) -> int:
     n = run_with_store(args, work)
     if not args.json:
         print(f"{n} open(s)")
+    return 0
+
+
+def _forwards(args: argparse.Namespace) -> int:
+    limit: int | None = args.limit
+
+    async def work(store: Store) -> int:
+        n, after = 0, None
+        while limit is None or n < limit:
+            size = 1000 if limit is None else max(1, min(1000, limit - n))
+            page = await store.list_forwards(state=args.state, after=after, limit=size)
+            for job in page.items:
+                n += 1
+                if args.json:
+                    print_json(job)
+                else:
+                    print(f"{job.id}  {job.state}  {short_time(job.created_at)}  "
+                          f"attempts {job.attempts}  next {short_time(job.next_at)}  "
+                          f"{job.address}  {job.list_id or '-'}  {job.url}"
+                          f"{'  ' + job.last_error if job.last_error else ''}")
+            if page.next is None:
+                break
+            after = page.next
+        return n
+
+    if limit is not None and limit < 1:
+        raise CliError("--limit must be at least 1")
+    n = run_with_store(args, work)
+    if not args.json:
+        print(f"{n} forward(s)")
     return 0

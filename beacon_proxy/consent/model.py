@@ -31,6 +31,8 @@ __all__ = [
     "Consent",
     "ConsentInput",
     "Forgotten",
+    "ForwardJob",
+    "ForwardState",
     "InvalidValue",
     "OpenEvent",
     "Page",
@@ -125,6 +127,34 @@ class OpenEvent:
     message_id: str | None
     ua_class: str | None
     machine: bool
+
+
+class ForwardState(enum.StrEnum):
+    """Where a queued server-side forward stands."""
+
+    PENDING = "pending"  # waiting for its (next) attempt, or being sent
+    DONE = "done"  # the sender's server accepted it
+    FAILED = "failed"  # given up; kept with its last error for inspection
+
+
+@dataclass(frozen=True, slots=True)
+class ForwardJob:
+    """One queued server-side forward (a recipient's one-click, sent on to the sender).
+
+    ``attempts`` counts the attempts started (a claim starts one).  While
+    pending, ``next_at`` is when the job is next due (for a claimed job: the
+    end of its lease); once done or failed, when it ended.
+    """
+
+    id: int
+    url: str
+    address: str
+    list_id: str | None
+    attempts: int
+    created_at: datetime
+    next_at: datetime
+    state: ForwardState
+    last_error: str | None
 
 
 @dataclass(frozen=True, slots=True)

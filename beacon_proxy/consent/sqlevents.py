@@ -4,10 +4,11 @@
   (found by its keyed hash, so also after erasure) or for all.
 * :meth:`SqlEvents.record_open` records an open only if the recipient consents
   at that moment -- checked in the same statement that inserts it.
-* :meth:`SqlEvents.forget` erases a recipient: the consent record and open
-  events are deleted, the address and free-text reason are blanked in the
-  audit trail, and each suppression is reduced to the keyed hash, so the
-  address stays suppressed.
+* :meth:`SqlEvents.forget` erases a recipient: the consent record, open
+  events and queued forwards (they hold the sender's URL for that recipient)
+  are deleted, the address and free-text reason are blanked in the audit
+  trail, and each suppression is reduced to the keyed hash, so the address
+  stays suppressed.
 """
 
 from __future__ import annotations
@@ -95,6 +96,7 @@ class SqlEvents(SqlBase):
         async with self._write() as c:
             consent = await c.execute("delete-consent", a.key)
             opens = await c.execute("delete-opens-of", a.key)
+            await c.execute("delete-forwards-of", a.key)
             kept = await c.execute("forget-suppressions", subject, utcnow())
             redacted = await c.execute("redact-audit", subject)
             await self._audit_change(c, "forget", None, actor=actor, key=a.key)

@@ -37,6 +37,7 @@ from beacon_proxy.consent.sqlbase import (
     suppression_row,
 )
 from beacon_proxy.consent.sqlevents import SqlEvents
+from beacon_proxy.consent.sqlforwards import SqlForwards
 
 __all__ = ["SqlStore"]
 
@@ -55,8 +56,8 @@ def _list_arg(list_id: str | None) -> str:
         raise InvalidValue("list", str(exc)) from None
 
 
-class SqlStore(SqlEvents):
-    """Consent, suppressions, audit trail and open events in a SQL database."""
+class SqlStore(SqlEvents, SqlForwards):
+    """Consent, suppressions, audit trail, open events and forwards in a SQL database."""
 
     # -- the relay's lookup ----------------------------------------------------
 

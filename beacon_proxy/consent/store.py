@@ -5,6 +5,7 @@ Consumers depend on the narrowest protocol that serves them:
 * the relay on :class:`~beacon_proxy.consent.policy.ConsentLookup`
   (``decisions``: one round trip per message);
 * the open pixel on :class:`OpenRecorder` (``record_open``);
+* the one-click forwarder on :class:`ForwardQueue` (queue, claim, outcome);
 * the command line and the admin API on :class:`Store`.
 
 Two backends implement :class:`Store` with the same behaviour:
@@ -35,6 +36,8 @@ from beacon_proxy.consent.model import (
     Consent,
     ConsentInput,
     Forgotten,
+    ForwardJob,
+    ForwardState,
     OpenEvent,
     Page,
     Suppression,
@@ -42,7 +45,7 @@ from beacon_proxy.consent.model import (
 )
 from beacon_proxy.consent.policy import ConsentLookup, Policy
 
-__all__ = ["OpenRecorder", "Store", "open_store", "sqlite_path"]
+__all__ = ["ForwardQueue", "OpenRecorder", "Store", "open_store", "sqlite_path"]
 
 AddressArg = str | Address
 
@@ -55,7 +58,29 @@ class OpenRecorder(Protocol):
         ...
 
 
-class Store(ConsentLookup, OpenRecorder, Protocol):
+class ForwardQueue(Protocol):
+    """The durable queue of server-side forwards (see :mod:`.sqlforwards`)."""
+
+    async def queue_forward(self, url: str, *, address: AddressArg, list_id: str | None,
+                            at: datetime | None = None) -> int:
+        """Queue (or find pending) a forward; its id, committed when this returns."""
+        ...
+
+    async def claim_forwards(self, limit: int, lease: float, *,
+                             now: datetime | None = None) -> list[ForwardJob]:
+        """Claim up to ``limit`` due jobs for ``lease`` seconds."""
+        ...
+
+    async def forward_done(self, job_id: int, *, at: datetime | None = None) -> bool: ...
+    async def forward_retry(self, job_id: int, *, error: str, next_at: datetime) -> bool: ...
+    async def forward_failed(self, job_id: int, *, error: str,
+                             at: datetime | None = None) -> bool: ...
+    async def prune_forwards(self, before: datetime) -> int:
+        """Delete finished jobs that ended before ``before``; how many."""
+        ...
+
+
+class Store(ConsentLookup, OpenRecorder, ForwardQueue, Protocol):
     """Everything the command line and the admin API do with the store."""
 
     unknown: Policy
@@ -99,6 +124,10 @@ class Store(ConsentLookup, OpenRecorder, Protocol):
                     list_id: str | None = None, after: str | None = None,
                     limit: int = 100) -> Page[OpenEvent]: ...
     async def forget(self, address: AddressArg, *, actor: str | None = None) -> Forgotten: ...
+
+    # forwards, besides ForwardQueue
+    async def list_forwards(self, *, state: ForwardState | str | None = None,
+                            after: str | None = None, limit: int = 100) -> Page[ForwardJob]: ...
 
 
 def sqlite_path(url: str) -> str:

@@ -38,3 +38,33 @@ def test_events_opens(config: Path, capsys: Cap) -> None:
         main(["events", "opens", "--since", "yesterday"])
     assert info.value.code == 2
     assert "not an ISO 8601 time" in capsys.readouterr().err
+
+
+def test_events_forwards(config: Path, capsys: Cap) -> None:
+    async def seed() -> None:
+        async with open_store(load_config(config).store.url) as store:
+            first = await store.queue_forward("https://l.example.com/u/1", address="a@example.org",
+                                              list_id="n.example.org")
+            await store.queue_forward("https://l.example.com/u/2", address="b@example.org",
+                                      list_id=None)
+            await store.claim_forwards(1, 60)
+            await store.forward_failed(first, error="HTTP 404")
+
+    asyncio.run(seed())
+    assert main(["events", "forwards"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("1  failed  ") and "attempts 1" in out[0]
+    assert out[0].endswith("a@example.org  n.example.org  https://l.example.com/u/1  HTTP 404")
+    assert out[1].startswith("2  pending  ") and out[1].endswith("-  https://l.example.com/u/2")
+    assert out[2] == "2 forward(s)"
+    assert main(["events", "forwards", "--state", "pending", "--json"]) == 0
+    (line,) = capsys.readouterr().out.splitlines()
+    assert json.loads(line) | {"created_at": "", "next_at": ""} == {
+        "id": 2, "url": "https://l.example.com/u/2", "address": "b@example.org",
+        "list_id": None, "attempts": 0, "created_at": "", "next_at": "", "state": "pending",
+        "last_error": None}
+    assert main(["events", "forwards", "--limit", "1", "--json"]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 1
+    with pytest.raises(SystemExit) as info:
+        main(["events", "forwards", "--state", "stuck"])
+    assert info.value.code == 2

@@ -167,11 +167,14 @@ async def test_forget_erases_but_the_suppression_holds(store: Store) -> None:
     await store.suppress("zoe@example.org", "news.example.org")
     await store.set_consent("other@example.org", "granted")
     await store.record_open("other@example.org")
+    await store.queue_forward("https://news.example.org/u/zoe-id", address="zoe@example.org",
+                              list_id="news.example.org")
     done = await store.forget("ZOE@example.org", actor="dpo")
     assert (done.consent, done.opens, done.suppressions) == (True, 1, 2)
     assert done.audit == 3
     assert await store.get_consent("zoe@example.org") is None
     assert [e.address for e in (await store.opens()).items] == ["other@example.org"]
+    assert (await store.list_forwards()).items == []
     sups = await store.suppressions_of("zoe@example.org")
     assert [(s.address, s.reason, s.forgotten) for s in sups] == [(None, None, True)] * 2
     assert (await store.decisions(["Zoe@Example.org"], None))["Zoe@Example.org"] == S

@@ -117,3 +117,55 @@ ORDER BY id LIMIT $5;
 
 -- name: delete-opens-of
 DELETE FROM opens WHERE key = $1;
+
+-- name: queue-forward
+-- $1 url, $2 key, $3 address, $4 list id ('' = none), $5 now.  Nothing when
+-- the same forward is already pending (then: pending-forward).
+INSERT INTO forwards (url, key, address, list_id, created_at, next_at)
+VALUES ($1, $2, $3, $4, $5, $5)
+ON CONFLICT (key, list_id, url) WHERE state = 'pending' DO NOTHING
+RETURNING id;
+
+-- name: pending-forward
+SELECT id FROM forwards WHERE key = $1 AND list_id = $2 AND url = $3 AND state = 'pending';
+
+-- name: claim-forwards
+-- $1 now, $2 the end of the lease, $3 at most this many.  SKIP LOCKED: a row
+-- another node is claiming right now is left to it; one it has claimed is
+-- no longer due.
+WITH due AS (
+    SELECT id FROM forwards WHERE state = 'pending' AND next_at <= $1
+    ORDER BY next_at, id LIMIT $3
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE forwards AS f SET next_at = $2, attempts = f.attempts + 1
+FROM due WHERE f.id = due.id
+RETURNING f.id, f.url, f.address, f.list_id, f.attempts, f.created_at, f.next_at, f.state,
+          f.last_error;
+
+-- name: forward-done
+-- $1 id, $2 now (kept as next_at: when it ended)
+UPDATE forwards SET state = 'done', next_at = $2, last_error = NULL
+WHERE id = $1 AND state = 'pending';
+
+-- name: forward-retry
+-- $1 id, $2 next attempt, $3 the error
+UPDATE forwards SET next_at = $2, last_error = $3 WHERE id = $1 AND state = 'pending';
+
+-- name: forward-failed
+-- $1 id, $2 now (kept as next_at: when it ended), $3 the error
+UPDATE forwards SET state = 'failed', next_at = $2, last_error = $3
+WHERE id = $1 AND state = 'pending';
+
+-- name: list-forwards
+-- $1 after this id, $2 only this state (or NULL), $3 page size
+SELECT id, url, address, list_id, attempts, created_at, next_at, state, last_error
+FROM forwards WHERE id > $1 AND ($2::text IS NULL OR state = $2::text)
+ORDER BY id LIMIT $3;
+
+-- name: prune-forwards
+-- finished (done or failed) before $1
+DELETE FROM forwards WHERE state <> 'pending' AND next_at < $1;
+
+-- name: delete-forwards-of
+DELETE FROM forwards WHERE key = $1;
