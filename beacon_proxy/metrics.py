@@ -13,7 +13,9 @@ __all__ = [
     "DELIVERY_SECONDS",
     "MESSAGES_QUARANTINED",
     "MESSAGES_RECEIVED",
+    "OPENS",
     "QUEUE_MESSAGES",
+    "RECIPIENT_ACTIONS",
     "REGISTRY",
     "SMTP_REJECTIONS",
     "SMTP_SESSIONS",
@@ -59,5 +61,21 @@ MESSAGES_QUARANTINED = Counter(
     "beacon_proxy_messages_quarantined",
     "Messages moved to corrupt/ after their delivery attempts kept failing, by reason.",
     ["reason"],
+    registry=REGISTRY,
+)
+OPENS = Counter(
+    "beacon_proxy_opens",
+    "Open pixel requests by result: recorded, not_consenting (recorded nothing: the "
+    "recipient does not consent now), invalid_token, rate_limited, dropped (the recording "
+    "queue was full), error (the store failed), head (HEAD requests record nothing).",
+    ["result"],
+    registry=REGISTRY,
+)
+RECIPIENT_ACTIONS = Counter(
+    "beacon_proxy_recipient_actions",
+    "Requests to change state through a recipient's link, by action (one-click, "
+    "stop-tracking, allow-tracking, suspend-list, suspend-all, resume) and result (changed, "
+    "unchanged, invalid_token, bad_request).",
+    ["action", "result"],
     registry=REGISTRY,
 )
