@@ -141,12 +141,12 @@ def _button(lang: str, action: str, *, quiet: bool = False) -> str:
             "</form>")
 
 
-def _card(lang: str, heading: str, badge: tuple[str, bool], text: str,
+def _card(lang: str, heading: str, badge: tuple[str, str], text: str,
           buttons: list[str]) -> str:
-    label, good = badge
+    label, style = badge  # style: yes (green), warn (amber) or off (grey)
     return (f'<section class="card" aria-labelledby="h-{heading}">'
             f'<div class="head"><h2 id="h-{heading}">{_t(lang, heading)}</h2>'
-            f'<span class="badge {"yes" if good else "no"}">{label}</span></div>'
+            f'<span class="badge {style}">{label}</span></div>'
             f"<p>{text}</p>"
             f'<div class="actions">{"".join(buttons)}</div></section>')
 
@@ -171,7 +171,7 @@ def preferences_page(lang: str, view: View, done: tuple[str, bool] | None = None
     parts.append(_card(
         lang, "tracking_heading",
         (_t(lang, "badge_tracking_on" if view.tracking else "badge_tracking_off"),
-         not view.tracking),
+         "warn" if view.tracking else "yes"),
         _t(lang, tracking),
         [_button(lang, "stop-tracking") if view.tracking
          else _button(lang, "allow-tracking", quiet=True)]))
@@ -189,7 +189,8 @@ def preferences_page(lang: str, view: View, done: tuple[str, bool] | None = None
         buttons.append(_button(lang, "resume", quiet=True))
     parts.append(_card(
         lang, "delivery_heading",
-        (_t(lang, "badge_delivery_off" if suspended else "badge_delivery_on"), not suspended),
+        (_t(lang, "badge_delivery_off" if suspended else "badge_delivery_on"),
+         "off" if suspended else "yes"),
         _t(lang, delivery), buttons))
     parts.append(f'<p class="small">{_t(lang, "forwarded")}</p>'
                  f'<p class="small">{_t(lang, "privacy")}</p>')

@@ -11,6 +11,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from beacon_proxy.consent.model import AuditEntry, OpenEvent
@@ -66,16 +67,15 @@ async def store(tmp_path: Path) -> AsyncIterator[Store]:
 
 
 class Env:
-    def __init__(self, client: Client, side: RecipientSide) -> None:
+    def __init__(self, client: Client, app: web.Application, side: RecipientSide) -> None:
         self.client = client
+        self.app = app
         self.side = side
         self.suspended: list[Claims] = []
         self.opened: list[Claims] = []
 
     async def drain(self) -> None:
-        app = self.client.server.app
-        assert app is not None
-        await asyncio.wait_for(app[OPEN_QUEUE].drain(), 30)
+        await asyncio.wait_for(self.app[OPEN_QUEUE].drain(), 30)
 
 
 @asynccontextmanager
@@ -90,7 +90,7 @@ async def _env(store: Store, **kw: Any) -> AsyncIterator[Env]:
                          unsubscribe_max_age=86400 * 365, **kw)
     app = build_app(lambda: {"status": "ok"}, recipient=side)
     async with TestClient(TestServer(app)) as client:
-        env = Env(client, side)
+        env = Env(client, app, side)
         env.suspended, env.opened = calls["suspended"], calls["opened"]
         yield env
 
@@ -201,12 +201,11 @@ async def test_repeated_hits_of_one_token_are_rate_limited(store: Store) -> None
         await e.client.get(f"/o/{_open(issued_at=2_000_000_000)}")  # another token
         await e.drain()
         assert len(await _opens(store)) == 2
-        for step in range(5):  # 3 per hour at most, 30 s apart
+        for _ in range(5):  # 3 per hour at most, 30 s apart
             now[0] += 31
             await e.client.get(f"/o/{token}")
         await e.drain()
         assert len(await _opens(store)) == 4
-        assert step == 4
 
 
 async def test_head_returns_the_pixel_and_records_nothing(env: Env, store: Store) -> None:
