@@ -76,8 +76,12 @@ class SqlEvents(SqlBase):
 
     async def opens(self, *, since: datetime | None = None, address: str | Address | None = None,
                     list_id: str | None = None, after: str | None = None,
-                    limit: int = 100) -> Page[OpenEvent]:
-        """Recorded opens, oldest first, optionally since a time, of one address or list."""
+                    limit: int = 100, machine: bool | None = None) -> Page[OpenEvent]:
+        """Recorded opens, oldest first, optionally since a time, of one address or list.
+
+        ``machine=False`` keeps people's opens only, ``True`` those of image
+        proxies and scanners only.
+        """
         key = addr(address).key if address is not None else None
         try:
             lid = normalize_list_id(list_id) if list_id else None
@@ -85,7 +89,8 @@ class SqlEvents(SqlBase):
             raise InvalidValue("list", str(exc)) from None
         cursor, n = id_cursor(after), page_limit(limit)
         async with self._read() as c:
-            rows = await c.fetch("list-opens", cursor, since, key, lid, n + 1)
+            rows = await c.fetch("list-opens", cursor, since, key, lid, n + 1,
+                                 None if machine is None else bool(machine))
         return _page([open_row(r) for r in rows], n)
 
     async def forget(self, address: str | Address, *, actor: str | None = None) -> Forgotten:

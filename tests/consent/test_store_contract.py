@@ -156,6 +156,8 @@ async def test_opens_are_recorded_only_with_consent(store: Store) -> None:
     one = await store.opens(limit=1)
     assert one.items == [page.items[0]] and one.next is not None
     assert (await store.opens(after=one.next)).items == [page.items[1]]
+    assert (await store.opens(machine=False)).items == [page.items[0]]
+    assert (await store.opens(machine=True, address="yes@example.org")).items == [page.items[1]]
     with pytest.raises(InvalidValue):
         await store.record_open("yes@example.org", ua_class="x" * 41)
 

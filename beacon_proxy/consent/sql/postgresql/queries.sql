@@ -109,10 +109,12 @@ WHERE coalesce(nullif((SELECT beacons FROM recipients WHERE key = $2::text), 'un
                $8::text) = 'granted';
 
 -- name: list-opens
--- $1 after this id, $2 since (or NULL), $3 key (or NULL), $4 list (or NULL), $5 page size
+-- $1 after this id, $2 since (or NULL), $3 key (or NULL), $4 list (or NULL), $5 page size,
+-- $6 machine opens only (true), people's only (false), or both (NULL)
 SELECT id, at, address, list_id, message_id, ua_class, machine FROM opens
 WHERE id > $1 AND ($2::timestamptz IS NULL OR at >= $2::timestamptz)
   AND ($3::text IS NULL OR key = $3::text) AND ($4::text IS NULL OR list_id = $4::text)
+  AND ($6::boolean IS NULL OR machine = $6::boolean)
 ORDER BY id LIMIT $5;
 
 -- name: delete-opens-of

@@ -110,10 +110,11 @@ WHERE coalesce(nullif((SELECT beacons FROM recipients WHERE key = ?2), 'unknown'
       = 'granted';
 
 -- name: list-opens
--- ?1 after this id, ?2 since (or NULL), ?3 key (or NULL), ?4 list (or NULL), ?5 page size
+-- ?1 after this id, ?2 since (or NULL), ?3 key (or NULL), ?4 list (or NULL), ?5 page size,
+-- ?6 machine opens only (1), people's only (0), or both (NULL)
 SELECT id, at, address, list_id, message_id, ua_class, machine FROM opens
 WHERE id > ?1 AND (?2 IS NULL OR at >= ?2) AND (?3 IS NULL OR key = ?3)
-  AND (?4 IS NULL OR list_id = ?4)
+  AND (?4 IS NULL OR list_id = ?4) AND (?6 IS NULL OR machine = ?6)
 ORDER BY id LIMIT ?5;
 
 -- name: delete-opens-of
