@@ -36,6 +36,7 @@ from beacon_proxy.consent.model import (
     ConsentInput,
     Forgotten,
     OpenEvent,
+    OpenInput,
     Page,
     Suppression,
     SuppressionInput,
@@ -52,6 +53,10 @@ class OpenRecorder(Protocol):
                           message_id: str | None = None, ua_class: str | None = None,
                           machine: bool = False, at: datetime | None = None) -> bool:
         """Record an open if the recipient consents at this moment; ``False`` if not."""
+        ...
+
+    async def record_opens(self, opens: Sequence[OpenInput]) -> list[bool]:
+        """Record several in one transaction; one flag per open (see ``record_open``)."""
         ...
 
 

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
 import pytest
 
-from beacon_proxy.consent.model import StoreError, utcnow
+from beacon_proxy.consent.model import InvalidValue, OpenInput, StoreError, utcnow
 from beacon_proxy.metrics import OPENS
 from beacon_proxy.tokens import Claims, Purpose
 from beacon_proxy.web.opens import Open, OpenQueue, RateLimit
@@ -18,20 +19,26 @@ class FakeStore:
     """Records calls; ``gate`` holds every write until set; ``consents`` decides."""
 
     def __init__(self, consents: bool = True, fail: bool = False) -> None:
-        self.calls: list[tuple[str, dict[str, Any]]] = []
+        self.calls: list[tuple[str, OpenInput]] = []
+        self.batches: list[int] = []
         self.gate = asyncio.Event()
         self.gate.set()
         self.consents, self.fail = consents, fail
 
+    async def record_opens(self, opens: Sequence[OpenInput]) -> list[bool]:
+        await self.gate.wait()
+        self.batches.append(len(opens))
+        if self.fail:
+            raise StoreError("database is locked")
+        if any(o.list_id == "bad list" for o in opens):
+            raise InvalidValue("list", "not a list id")
+        self.calls.extend((str(o.address), o) for o in opens)
+        return [self.consents] * len(opens)
+
     async def record_open(self, address: Any, *, list_id: str | None = None,
                           message_id: str | None = None, ua_class: str | None = None,
                           machine: bool = False, at: datetime | None = None) -> bool:
-        await self.gate.wait()
-        if self.fail:
-            raise StoreError("database is locked")
-        self.calls.append((str(address), {"list_id": list_id, "message_id": message_id,
-                                          "ua_class": ua_class, "machine": machine, "at": at}))
-        return self.consents
+        raise AssertionError("the queue records in batches")
 
 
 def _item(n: int = 0) -> Open:
@@ -52,14 +59,14 @@ async def test_records_and_calls_back_only_recorded_opens() -> None:
         await asyncio.wait_for(q.drain(), 30)
         await q.stop()
         assert store.calls[0][0] == "u1@example.org"
-        assert store.calls[0][1]["message_id"] == "Q1"
+        assert store.calls[0][1].message_id == "Q1"
         assert [c.recipient for c in seen] == (["u1@example.org"] if consents else [])
 
 
 async def test_full_queue_drops_and_counts_without_waiting() -> None:
     store = FakeStore()
     store.gate.clear()  # the store is stuck
-    q = OpenQueue(store, max_pending=3, workers=1)
+    q = OpenQueue(store, max_pending=3, workers=1, batch=1)
     await q.start()
     before = _count("dropped")
     results = [q.offer(_item(i)) for i in range(10)]
@@ -75,7 +82,7 @@ async def test_full_queue_drops_and_counts_without_waiting() -> None:
 async def test_stop_is_bounded_when_the_store_hangs() -> None:
     store = FakeStore()
     store.gate.clear()
-    q = OpenQueue(store, workers=1)
+    q = OpenQueue(store, workers=1, batch=1)
     await q.start()
     for i in range(5):
         q.offer(_item(i))
@@ -121,3 +128,22 @@ def test_rate_limit_window() -> None:
     assert sum(hits) == 8  # two an hour (over 3 h 20 min: four windows)
     with pytest.raises(ValueError, match="rate limit"):
         RateLimit(per_window=0)
+
+
+async def test_writes_are_batched_and_a_bad_claim_spoils_only_itself() -> None:
+    store = FakeStore()
+    store.gate.clear()
+    q = OpenQueue(store, workers=1, batch=10)
+    await q.start()
+    for i in range(25):
+        q.offer(_item(i))
+    bad = _item(99)
+    q.offer(Open(Claims(Purpose.OPEN, "x@example.org", "bad list", "Q"), "browser", False,
+                 bad.at))
+    before = _count("error")
+    store.gate.set()
+    await asyncio.wait_for(q.drain(), 30)
+    await q.stop()
+    assert store.batches == [10, 10, 6] + [1] * 6  # the spoilt batch again, one by one
+    assert len(store.calls) == 25
+    assert _count("error") - before == 1
