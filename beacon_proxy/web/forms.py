@@ -7,7 +7,7 @@ check by eye instead of a general multipart machinery.  RFC 8058 says the
 one-click POST SHOULD be ``multipart/form-data`` and MAY be
 ``application/x-www-form-urlencoded``: both are accepted, nothing else.
 
-Every refusal is a :class:`FormError` with an HTTP status (400, 413, 415) and a
+Every refusal is a :class:`FormError` with an HTTP status (400, 408, 413, 415) and a
 short message fit to show to the client.
 
     >>> parse_form("application/x-www-form-urlencoded", b"List-Unsubscribe=One-Click")
@@ -20,15 +20,17 @@ short message fit to show to the client.
 
 from __future__ import annotations
 
+import asyncio
 import re
 from email.message import Message
 from urllib.parse import parse_qsl
 
 from aiohttp import web
 
-__all__ = ["MAX_BODY", "MAX_FIELDS", "FormError", "parse_form", "read_form"]
+__all__ = ["BODY_TIMEOUT", "MAX_BODY", "MAX_FIELDS", "FormError", "parse_form", "read_form"]
 
 MAX_BODY = 4096  # bytes
+BODY_TIMEOUT = 10.0  # seconds to send it: a client trickling bytes must not hold a handler
 MAX_FIELDS = 16
 URLENCODED = "application/x-www-form-urlencoded"
 MULTIPART = "multipart/form-data"
@@ -37,7 +39,7 @@ _HEADER = re.compile(rb"([!-9;-~]+):[ \t]*(.*)")
 
 
 class FormError(Exception):
-    """The request body is refused: ``status`` (400, 413, 415) and a short reason."""
+    """The request body is refused: ``status`` (400, 408, 413, 415) and a short reason."""
 
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
@@ -125,8 +127,9 @@ def parse_form(content_type: str, body: bytes) -> list[tuple[str, str]]:
     raise FormError(415, f"expected {URLENCODED} or {MULTIPART}")
 
 
-async def read_form(request: web.Request, limit: int = MAX_BODY) -> list[tuple[str, str]]:
-    """Read and parse a request's form body, at most ``limit`` bytes of it."""
+async def read_form(request: web.Request, limit: int = MAX_BODY,
+                    timeout: float = BODY_TIMEOUT) -> list[tuple[str, str]]:
+    """Read and parse a request's form body, at most ``limit`` bytes in ``timeout`` s."""
     content_type = request.headers.get("Content-Type", "")
     kind = _params(content_type).get_content_type() if content_type else ""
     if kind not in (URLENCODED, MULTIPART):
@@ -134,11 +137,15 @@ async def read_form(request: web.Request, limit: int = MAX_BODY) -> list[tuple[s
     if request.content_length is not None and request.content_length > limit:
         raise FormError(413, f"the body is larger than {limit} bytes")
     body = bytearray()
-    while len(body) <= limit:  # each pass reads at least one byte, or stops at the end
-        chunk = await request.content.readany()
-        if not chunk:
-            break
-        body += chunk
+    try:
+        async with asyncio.timeout(timeout):
+            while len(body) <= limit:  # each pass reads at least one byte, or stops at the end
+                chunk = await request.content.readany()
+                if not chunk:
+                    break
+                body += chunk
+    except TimeoutError:
+        raise FormError(408, "the body took too long to arrive") from None
     if len(body) > limit:
         raise FormError(413, f"the body is larger than {limit} bytes")
     return parse_form(content_type, bytes(body))

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
-import pytest
+import asyncio
+from collections.abc import AsyncIterator
 
-from beacon_proxy.web.forms import MAX_FIELDS, FormError, parse_form
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+
+from beacon_proxy.web.forms import MAX_FIELDS, FormError, parse_form, read_form
 
 MP = "multipart/form-data; boundary=b0und"
 
@@ -58,3 +63,27 @@ def test_refusals(content_type: str, body: bytes, status: int) -> None:
         parse_form(content_type, body)
     assert info.value.status == status
     assert info.value.message
+
+
+async def test_a_trickling_body_is_cut_off() -> None:
+    async def handler(request: web.Request) -> web.Response:
+        try:
+            await read_form(request, timeout=0.2)
+        except FormError as exc:
+            return web.Response(status=exc.status, text=exc.message)
+        return web.Response(text="read")
+
+    app = web.Application()
+    app.router.add_post("/", handler)
+    never = asyncio.Event()
+
+    async def trickle() -> AsyncIterator[bytes]:
+        yield b"List-Unsubscribe="
+        await never.wait()  # the rest never comes
+        yield b"One-Click"
+
+    async with TestClient(TestServer(app)) as client:
+        resp = await client.post("/", data=trickle(),
+                                 headers={"Content-Type": "application/x-www-form-urlencoded"})
+        assert resp.status == 408
+        never.set()
