@@ -34,6 +34,7 @@ checked before the token, so a malformed body gets the same ``400``/``413``/
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -134,6 +135,9 @@ class _Handlers:
     def __init__(self, side: RecipientSide, opens: OpenQueue) -> None:
         self.side = side
         self.opens = opens
+        # Changes are rare; one at a time in this process, so that two simultaneous
+        # one-clicks (a mailbox provider's retry) make one audit entry and one forward.
+        self._changing = asyncio.Lock()
 
     # -- the open pixel ------------------------------------------------------------
 
@@ -212,7 +216,8 @@ class _Handlers:
                 return _text(404, "This link is not valid or has expired.")
             return _html(404, invalid_page(lang), lang)
         try:
-            changed = await self._apply(action, claims)
+            async with self._changing:
+                changed = await self._apply(action, claims)
             view = None if action == "one-click" else await self._view(claims)
         except StoreError:
             return _unavailable()

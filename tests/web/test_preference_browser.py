@@ -103,13 +103,22 @@ def test_page_renders_in_english_and_japanese(server: Server) -> None:
         assert driver.find_element("tag name", "html").get_attribute("lang") == "en"
         assert driver.find_element("tag name", "h1").text == "Your email preferences"
         driver.save_screenshot(str(artifact("preference-en.png")))
+        driver.get(_url(server)[:-4])  # a truncated link
+        assert driver.find_element("tag name", "h1").text == (
+            "This link is not valid or has expired")
+        driver.save_screenshot(str(artifact("preference-invalid.png")))
         _only_loopback(driver, server)
     with chromium(lang="ja") as driver:
         driver.get(_url(server))
         assert driver.find_element("tag name", "html").get_attribute("lang") == "ja"
         assert driver.find_element("tag name", "h1").text == "メールの配信設定"
         driver.save_screenshot(str(artifact("preference-ja.png")))
+        from selenium.webdriver.support.expected_conditions import staleness_of
+        from selenium.webdriver.support.wait import WebDriverWait
+
+        heading = driver.find_element("tag name", "h1")
         driver.find_element("link text", "English").click()  # the language switch
+        WebDriverWait(driver, 30).until(staleness_of(heading))
         assert driver.find_element("tag name", "html").get_attribute("lang") == "en"
         _only_loopback(driver, server)
     assert _history(server)[-1].source == "signup"  # looking changed nothing
@@ -128,11 +137,28 @@ def test_page_fits_a_phone(server: Server) -> None:
         buttons = driver.find_elements("tag name", "button")
         assert buttons and all(b.size["height"] >= 44 for b in buttons)
         driver.save_screenshot(str(artifact("preference-mobile.png")))
+        # Keyboard: Tab goes through the language links to the first button, with a ring.
+        from selenium.webdriver.common.action_chains import ActionChains
+        from selenium.webdriver.common.keys import Keys
+
+        for _ in range(3):
+            ActionChains(driver).send_keys(Keys.TAB).perform()
+        focused = driver.switch_to.active_element
+        assert focused.tag_name == "button" and focused.text == "Stop read-tracking"
+        assert driver.execute_script(
+            "return getComputedStyle(arguments[0]).outlineStyle", focused) == "solid"
+        driver.save_screenshot(str(artifact("preference-focus.png")))
         _only_loopback(driver, server)
 
 
 def _click(driver: Any, action: str) -> None:
-    driver.find_element("css selector", f'input[value="{action}"] + button').click()
+    """Click an action's button and wait until the answer replaced the page."""
+    from selenium.webdriver.support.expected_conditions import staleness_of
+    from selenium.webdriver.support.wait import WebDriverWait
+
+    button = driver.find_element("css selector", f'input[value="{action}"] + button')
+    button.click()
+    WebDriverWait(driver, 30).until(staleness_of(button))
 
 
 def test_every_action_works_without_javascript(server: Server) -> None:

@@ -442,3 +442,12 @@ def test_recipient_side_refuses_an_unknown_language(store: Store) -> None:
         RecipientSide(Tokens([SECRET]), store, default_language="fr")
     side = RecipientSide(Tokens([SECRET]), store)
     assert replace(side, default_language="ja").default_language == "ja"
+
+
+async def test_simultaneous_one_clicks_make_one_change(env: Env, store: Store) -> None:
+    token = _unsub(CAT)
+    answers = await asyncio.gather(*(
+        env.client.post(f"/u/{token}", data=ONE_CLICK, headers=URLENCODED) for _ in range(5)))
+    assert [r.status for r in answers] == [200] * 5
+    entries = [h for h in await _history(store) if h.action == "suppression.add"]
+    assert len(entries) == 1 and len(env.suspended) == 1
