@@ -6,7 +6,8 @@
                            beacons, unsubscribe headers, footer, trace header
                        scheduler --lookup--> consent store (SQLite | PostgreSQL)
                        scheduler --deliver--> courier (SMTP upstream | Maildir)
-    web: /healthz, /metrics, /api/v1 (admin API on the consent store)
+    web: /healthz, /metrics, /api/v1 (admin API on the consent store),
+         /o/ (open pixel) and /u/ (preference page, one-click) for recipients
 
 Start order: the consent store (connect, migrate), spool recovery and
 delivery (so recovered mail starts moving), then the HTTP and SMTP
@@ -48,6 +49,7 @@ from beacon_proxy.spool.queue import Spool
 from beacon_proxy.tokens import Tokens, load_secrets
 from beacon_proxy.web.api import build_api
 from beacon_proxy.web.auth import ApiTokens
+from beacon_proxy.web.recipient import RecipientSide
 from beacon_proxy.web.server import WebServer, build_app
 
 __all__ = ["Relay", "is_loopback_host", "run", "shared_store", "start_warnings"]
@@ -153,7 +155,11 @@ class Relay:
         )
         self.smtpd = SmtpServer(cfg.smtp, self.scheduler.enqueue, hostname=self.hostname)
         api = build_api(self.store, ApiTokens(cfg.api.tokens))
-        self.web = WebServer(cfg.web.listen, build_app(self._health, api=api))
+        # /o/ and /u/; their background open recorder starts and stops with the web server.
+        recipient = RecipientSide(self.tokens, self.store,
+                                  default_language=cfg.web.default_language)
+        self.web = WebServer(cfg.web.listen, build_app(self._health, api=api,
+                                                       recipient=recipient))
         self._stopping = False
 
     def _health(self) -> dict[str, object]:

@@ -14,7 +14,9 @@ __all__ = [
     "FORWARDS",
     "MESSAGES_QUARANTINED",
     "MESSAGES_RECEIVED",
+    "OPENS",
     "QUEUE_MESSAGES",
+    "RECIPIENT_ACTIONS",
     "REGISTRY",
     "SMTP_REJECTIONS",
     "SMTP_SESSIONS",
@@ -69,5 +71,21 @@ FORWARDS = Counter(
     "result (queued, done, redirect, retry, failed, expired, refused; open: sent, rejected, "
     "error, dropped, refused).",
     ["kind", "result"],
+    registry=REGISTRY,
+)
+OPENS = Counter(
+    "beacon_proxy_opens",
+    "Open pixel requests by result: recorded, not_consenting (recorded nothing: the "
+    "recipient does not consent now), invalid_token, rate_limited, dropped (the recording "
+    "queue was full), error (the store failed), head (HEAD requests record nothing).",
+    ["result"],
+    registry=REGISTRY,
+)
+RECIPIENT_ACTIONS = Counter(
+    "beacon_proxy_recipient_actions",
+    "Requests to change state through a recipient's link, by action (one-click, "
+    "stop-tracking, allow-tracking, suspend-list, suspend-all, resume) and result (changed, "
+    "unchanged, invalid_token, bad_request).",
+    ["action", "result"],
     registry=REGISTRY,
 )

@@ -54,8 +54,13 @@ def _missing() -> str | None:
 
 
 @contextmanager
-def chromium(*, width: int = 1024, height: int = 900, lang: str | None = None) -> Iterator[Any]:
-    """A headless Chromium (a selenium WebDriver) that records its network requests."""
+def chromium(*, width: int = 1024, height: int = 900, lang: str | None = None,
+             javascript: bool = True) -> Iterator[Any]:
+    """A headless Chromium (a selenium WebDriver) that records its network requests.
+
+    ``javascript=False`` runs it with JavaScript disabled (a content setting), for
+    pages that must work without it.
+    """
     reason = _missing()
     if reason is not None:
         if os.environ.get("CI"):
@@ -70,9 +75,14 @@ def chromium(*, width: int = 1024, height: int = 900, lang: str | None = None) -
                 "--disable-dev-shm-usage", "--no-first-run", "--disable-extensions",
                 f"--window-size={width},{height}"):
         options.add_argument(arg)
+    prefs: dict[str, object] = {}
     if lang:
         options.add_argument(f"--lang={lang}")
-        options.add_experimental_option("prefs", {"intl.accept_languages": lang})
+        prefs["intl.accept_languages"] = lang
+    if not javascript:
+        prefs["profile.managed_default_content_settings.javascript"] = 2
+    if prefs:
+        options.add_experimental_option("prefs", prefs)
     options.set_capability("goog:loggingPrefs", {"performance": "ALL"})
     with tempfile.TemporaryDirectory(prefix="bp-chromium-") as profile:
         options.add_argument(f"--user-data-dir={profile}")

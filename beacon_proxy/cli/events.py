@@ -1,8 +1,11 @@
 """``beacon-proxy events opens|forwards``: recorded opens, and the queue of forwards.
 
     beacon-proxy events opens [--since 2026-11-01] [--address ADDR] [--list LIST-ID]
-                              [--limit N] [--json]
+                              [--machine yes|no] [--limit N] [--json]
     beacon-proxy events forwards [--state pending|done|failed] [--limit N] [--json]
+
+``--machine no`` keeps people's opens only (leaves out image proxies such as
+Apple Mail Privacy Protection and security scanners), ``--machine yes`` only theirs.
 
 ``opens`` are those of consenting recipients only.  ``forwards`` are the
 one-click unsubscribes queued for the senders' own URLs, with their attempts
@@ -38,6 +41,8 @@ def register(sub: Any) -> None:
                    help="only opens at or after this time (UTC unless a zone is given)")
     o.add_argument("--address", metavar="ADDR", help="only this recipient's")
     o.add_argument("--list", metavar="LIST-ID", help="only this list's")
+    o.add_argument("--machine", choices=("yes", "no"), default=None,
+                   help="only opens by image proxies and scanners (yes) or by people (no)")
     o.add_argument("--limit", type=int, default=None, metavar="N", help="at most N opens")
     add_common(o, json_flag=True)
     o.set_defaults(handler=_opens)
@@ -51,13 +56,15 @@ def register(sub: Any) -> None:
 
 def _opens(args: argparse.Namespace) -> int:
     limit: int | None = args.limit
+    machine = None if args.machine is None else args.machine == "yes"
 
     async def work(store: Store) -> int:
         n, after = 0, None
         while limit is None or n < limit:
             size = 1000 if limit is None else max(1, min(1000, limit - n))
             page = await store.opens(since=args.since, address=args.address,
-                                     list_id=args.list, after=after, limit=size)
+                                     list_id=args.list, after=after, limit=size,
+                                     machine=machine)
             for e in page.items:
                 n += 1
                 if args.json:

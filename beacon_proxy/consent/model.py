@@ -35,6 +35,7 @@ __all__ = [
     "ForwardState",
     "InvalidValue",
     "OpenEvent",
+    "OpenInput",
     "Page",
     "StoreError",
     "StoreUnavailable",
@@ -189,6 +190,18 @@ class SuppressionInput:
     address: Address
     list_id: str | None
     reason: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class OpenInput:
+    """One open to record (a pixel fetch), for :meth:`record_opens`."""
+
+    address: str | Address
+    list_id: str | None = None
+    message_id: str | None = None
+    ua_class: str | None = None
+    machine: bool = False
+    at: datetime | None = None
 
 
 def utcnow() -> datetime:

@@ -3,7 +3,8 @@
 * :meth:`SqlEvents.history` reads the append-only audit trail, for one address
   (found by its keyed hash, so also after erasure) or for all.
 * :meth:`SqlEvents.record_open` records an open only if the recipient consents
-  at that moment -- checked in the same statement that inserts it.
+  at that moment -- checked in the write transaction that inserts it;
+  :meth:`SqlEvents.record_opens` does the same for many in one transaction.
 * :meth:`SqlEvents.forget` erases a recipient: the consent record, open
   events and queued forwards (they hold the sender's URL for that recipient)
   are deleted, the address and free-text reason are blanked in the audit
@@ -13,6 +14,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import TypeVar
 
@@ -22,6 +24,7 @@ from beacon_proxy.consent.model import (
     Forgotten,
     InvalidValue,
     OpenEvent,
+    OpenInput,
     Page,
     check_text,
     utcnow,
@@ -63,22 +66,49 @@ class SqlEvents(SqlBase):
         ``gmail-proxy``, ...); ``machine`` marks opens made by a proxy or a
         scanner rather than a person.
         """
-        a = addr(address)
-        try:
-            lid = normalize_list_id(list_id) if list_id else None
-        except ListIdError as exc:
-            raise InvalidValue("list", str(exc)) from None
-        message_id = check_text("message_id", message_id, 998)
-        ua_class = check_text("ua_class", ua_class, 40)
+        (done,) = await self.record_opens(
+            [OpenInput(address, list_id, message_id, ua_class, machine, at)])
+        return done
+
+    async def record_opens(self, opens: Sequence[OpenInput]) -> list[bool]:
+        """Record several opens in one transaction, each as :meth:`record_open` would.
+
+        One flag per open, in order (``False``: the recipient does not consent
+        now).  Every open is validated first: one bad value raises and records
+        none.  The open pixel batches its writes this way: two statements and
+        one commit (one fsync) for many opens.  The consent states are read
+        inside the write transaction (SQLite: under its write lock;
+        PostgreSQL: ``FOR SHARE``), so a change of consent is either before
+        the whole batch or after it.
+        """
+        rows = [_open_row(o) for o in opens]
+        if not rows:
+            return []
+        default = self.unknown.value
         async with self._write() as c:
-            n = await c.execute("record-open", at or utcnow(), a.key, a.text, lid, message_id,
-                                ua_class, bool(machine), self.unknown.value)
-        return n > 0
+            found = {r["key"]: r for r in await c.fetch(
+                "open-consents", sorted({str(row[1]) for row in rows}))}
+            done: list[bool] = []
+            keep: list[tuple[object, ...]] = []
+            for row in rows:
+                rec = found.get(row[1])
+                state = rec["beacons"] if rec is not None else "unknown"
+                granted = (default if state == "unknown" else state) == "granted"
+                done.append(granted)
+                if granted:
+                    address = rec["address"] if rec is not None else row[2]
+                    keep.append((row[0], row[1], address, *row[3:]))
+            await c.executemany("insert-open", keep)
+        return done
 
     async def opens(self, *, since: datetime | None = None, address: str | Address | None = None,
                     list_id: str | None = None, after: str | None = None,
-                    limit: int = 100) -> Page[OpenEvent]:
-        """Recorded opens, oldest first, optionally since a time, of one address or list."""
+                    limit: int = 100, machine: bool | None = None) -> Page[OpenEvent]:
+        """Recorded opens, oldest first, optionally since a time, of one address or list.
+
+        ``machine=False`` keeps people's opens only, ``True`` those of image
+        proxies and scanners only.
+        """
         key = addr(address).key if address is not None else None
         try:
             lid = normalize_list_id(list_id) if list_id else None
@@ -86,7 +116,8 @@ class SqlEvents(SqlBase):
             raise InvalidValue("list", str(exc)) from None
         cursor, n = id_cursor(after), page_limit(limit)
         async with self._read() as c:
-            rows = await c.fetch("list-opens", cursor, since, key, lid, n + 1)
+            rows = await c.fetch("list-opens", cursor, since, key, lid, n + 1,
+                                 None if machine is None else bool(machine))
         return _page([open_row(r) for r in rows], n)
 
     async def forget(self, address: str | Address, *, actor: str | None = None) -> Forgotten:
@@ -101,6 +132,17 @@ class SqlEvents(SqlBase):
             redacted = await c.execute("redact-audit", subject)
             await self._audit_change(c, "forget", None, actor=actor, key=a.key)
         return Forgotten(consent > 0, opens, kept, redacted)
+
+
+def _open_row(o: OpenInput) -> tuple[object, ...]:
+    """The validated parameters of ``record-open`` (all but the default policy)."""
+    a = addr(o.address)
+    try:
+        lid = normalize_list_id(o.list_id) if o.list_id else None
+    except ListIdError as exc:
+        raise InvalidValue("list", str(exc)) from None
+    return (o.at or utcnow(), a.key, a.text, lid, check_text("message_id", o.message_id, 998),
+            check_text("ua_class", o.ua_class, 40), bool(o.machine))
 
 
 def _page(rows: list[_E], limit: int) -> Page[_E]:

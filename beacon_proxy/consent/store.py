@@ -39,6 +39,7 @@ from beacon_proxy.consent.model import (
     ForwardJob,
     ForwardState,
     OpenEvent,
+    OpenInput,
     Page,
     Suppression,
     SuppressionInput,
@@ -55,6 +56,10 @@ class OpenRecorder(Protocol):
                           message_id: str | None = None, ua_class: str | None = None,
                           machine: bool = False, at: datetime | None = None) -> bool:
         """Record an open if the recipient consents at this moment; ``False`` if not."""
+        ...
+
+    async def record_opens(self, opens: Sequence[OpenInput]) -> list[bool]:
+        """Record several in one transaction; one flag per open (see ``record_open``)."""
         ...
 
 
@@ -122,7 +127,7 @@ class Store(ConsentLookup, OpenRecorder, ForwardQueue, Protocol):
                       limit: int = 100) -> Page[AuditEntry]: ...
     async def opens(self, *, since: datetime | None = None, address: AddressArg | None = None,
                     list_id: str | None = None, after: str | None = None,
-                    limit: int = 100) -> Page[OpenEvent]: ...
+                    limit: int = 100, machine: bool | None = None) -> Page[OpenEvent]: ...
     async def forget(self, address: AddressArg, *, actor: str | None = None) -> Forgotten: ...
 
     # forwards, besides ForwardQueue

@@ -1,4 +1,4 @@
-"""Web stage: the HTTP listener (health, metrics)."""
+"""Web stage: the HTTP listener (health, metrics, admin API, recipient pages and pixel)."""
 
 from beacon_proxy.web.server import WebServer, build_app
 

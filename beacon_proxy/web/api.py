@@ -158,7 +158,8 @@ async def opens(request: web.Request, ctx: Ctx) -> web.Response:
     return _page(await ctx.store.opens(
         since=q_time(request, "since"), address=request.query.get("address"),
         list_id=q_list(request), after=q_cursor(request, numeric=True),
-        limit=q_int(request, "limit", 100, 1, 1000)))
+        limit=q_int(request, "limit", 100, 1, 1000),
+        machine=q_bool(request, "machine") if "machine" in request.query else None))
 
 
 # -- CSV ---------------------------------------------------------------------------
@@ -250,7 +251,8 @@ def build_api(store: Store, tokens: ApiTokens) -> web.Application:
     r.add_get("/suppressions/{address}", endpoint(suppressions_of))
     r.add_delete("/suppressions/{address}", endpoint(delete_suppression, query=("list",)))
     r.add_get("/audit", endpoint(audit, query=page))
-    r.add_get("/events/opens", endpoint(opens, query=(*page, "since", "address", "list")))
+    r.add_get("/events/opens",
+              endpoint(opens, query=(*page, "since", "address", "list", "machine")))
     for kind in ("consent", "suppressions"):
         k: Kind = "consent" if kind == "consent" else "suppressions"
         r.add_post(f"/import/{kind}", endpoint(_importer(k), query=("dry_run", "source")))

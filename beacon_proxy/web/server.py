@@ -3,7 +3,9 @@
 ``GET /healthz`` answers ``200 {"status": "ok", "queue": N}`` while the relay
 runs (and ``503`` while it is shutting down); ``GET /metrics`` serves the
 Prometheus text format; the admin API is mounted under ``/api/v1``
-(:mod:`beacon_proxy.web.api`).  Later stages add the recipient-facing routes.
+(:mod:`beacon_proxy.web.api`); the recipient-facing routes (``/o/`` open
+pixel, ``/u/`` preference page and one-click) are added with ``recipient=``
+(:mod:`beacon_proxy.web.recipient`).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from beacon_proxy.config import Endpoint
 from beacon_proxy.metrics import REGISTRY
+from beacon_proxy.web.recipient import RecipientSide, add_recipient_routes
 
 __all__ = ["WebServer", "build_app"]
 
@@ -36,13 +39,16 @@ async def _metrics(request: web.Request) -> web.Response:
 
 
 def build_app(health: Callable[[], dict[str, object]], *,
-              api: web.Application | None = None) -> web.Application:
+              api: web.Application | None = None,
+              recipient: RecipientSide | None = None) -> web.Application:
     app = web.Application(client_max_size=1 << 20)
     app[HEALTH] = health
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/metrics", _metrics)
     if api is not None:  # the admin API (beacon_proxy.web.api.build_api)
         app.add_subapp("/api/v1", api)
+    if recipient is not None:  # /o/ and /u/; their open queue runs with the app
+        add_recipient_routes(app, recipient)
     return app
 
 

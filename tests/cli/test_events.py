@@ -34,6 +34,10 @@ def test_events_opens(config: Path, capsys: Cap) -> None:
     assert capsys.readouterr().out == ""
     assert main(["events", "opens", "--limit", "1", "--json"]) == 0
     assert len(capsys.readouterr().out.splitlines()) == 1
+    assert main(["events", "opens", "--machine", "no", "--json"]) == 0
+    assert [json.loads(x)["machine"] for x in capsys.readouterr().out.splitlines()] == [False]
+    assert main(["events", "opens", "--machine", "yes"]) == 0
+    assert "1 open(s)" in capsys.readouterr().out
     with pytest.raises(SystemExit) as info:
         main(["events", "opens", "--since", "yesterday"])
     assert info.value.code == 2

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from beacon_proxy.consent.address import AddressError
-from beacon_proxy.consent.model import Beacons, InvalidValue
+from beacon_proxy.consent.model import Beacons, InvalidValue, OpenInput
 from beacon_proxy.consent.policy import Decision, Policy
 from beacon_proxy.consent.store import Store, open_store
 
@@ -156,8 +156,27 @@ async def test_opens_are_recorded_only_with_consent(store: Store) -> None:
     one = await store.opens(limit=1)
     assert one.items == [page.items[0]] and one.next is not None
     assert (await store.opens(after=one.next)).items == [page.items[1]]
+    assert (await store.opens(machine=False)).items == [page.items[0]]
+    assert (await store.opens(machine=True, address="yes@example.org")).items == [page.items[1]]
     with pytest.raises(InvalidValue):
         await store.record_open("yes@example.org", ua_class="x" * 41)
+
+
+async def test_record_opens_writes_a_batch_checking_each_consent(store: Store) -> None:
+    await store.set_consent("yes@example.org", "granted")
+    await store.set_consent("no@example.org", "refused")
+    done = await store.record_opens([
+        OpenInput("yes@example.org", "news.example.org", "Q1", "browser"),
+        OpenInput("no@example.org"), OpenInput("unknown@example.org"),
+        OpenInput("YES@example.org", machine=True, ua_class="apple-mpp")])
+    assert done == [True, False, False, True]
+    assert await store.record_opens([]) == []
+    with pytest.raises(InvalidValue):  # validated first: nothing of the batch recorded
+        await store.record_opens([OpenInput("yes@example.org"),
+                                  OpenInput("yes@example.org", ua_class="x" * 41)])
+    opens = (await store.opens()).items
+    assert [(e.list_id, e.message_id, e.machine) for e in opens] == [
+        ("news.example.org", "Q1", False), (None, None, True)]
 
 
 async def test_forget_erases_but_the_suppression_holds(store: Store) -> None:

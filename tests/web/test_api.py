@@ -150,6 +150,9 @@ async def test_forget_and_opens(client: Client, store: Store) -> None:
         ("z@example.org", "browser", False)]
     resp = await client.get("/api/v1/events/opens?address=Z@example.org&limit=1", headers=AUTH)
     assert (await resp.json())["next"] is not None
+    for flag, expected in (("false", [False]), ("true", [True])):
+        resp = await client.get(f"/api/v1/events/opens?machine={flag}", headers=AUTH)
+        assert [e["machine"] for e in (await resp.json())["items"]] == expected
     await client.post("/api/v1/suppressions", headers=AUTH, json={"address": "z@example.org"})
     resp = await client.post("/api/v1/consent/z@example.org/forget", headers=AUTH)
     assert await resp.json() == {"consent": True, "opens": 2, "suppressions": 1, "audit": 2}
@@ -207,6 +210,7 @@ async def test_forget_and_opens(client: Client, store: Store) -> None:
         ("GET", "/api/v1/events/opens?since=yesterday", b"", "", "invalid_value",
          "since: not an ISO 8601 time"),
         ("GET", "/api/v1/events/opens?address=x", b"", "", "invalid_address", "no @domain"),
+        ("GET", "/api/v1/events/opens?machine=yes", b"", "", "invalid_value", "true or false"),
         ("GET", "/api/v1/suppressions?global=yes", b"", "", "invalid_value", "true or false"),
         ("POST", "/api/v1/import/consent", b"a@x.org,granted,\n", "application/json",
          "unsupported_media_type", "text/csv"),

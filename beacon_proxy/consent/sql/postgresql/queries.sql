@@ -99,20 +99,21 @@ WHERE id > $1 ORDER BY id LIMIT $2;
 UPDATE audit SET address = NULL, reason = NULL
 WHERE subject = $1 AND (address IS NOT NULL OR reason IS NOT NULL);
 
--- name: record-open
--- Inserted only if the recipient consents now: granted, or unknown with the
--- default ($8) granted.
+-- name: open-consents
+-- record_opens, inside its write transaction: each key's recorded address and state.
+SELECT key, address, beacons FROM recipients WHERE key = ANY($1::text[]) FOR SHARE;
+
+-- name: insert-open
 INSERT INTO opens (at, key, address, list_id, message_id, ua_class, machine)
-SELECT $1, $2::text, coalesce((SELECT address FROM recipients WHERE key = $2::text), $3),
-       $4, $5, $6, $7
-WHERE coalesce(nullif((SELECT beacons FROM recipients WHERE key = $2::text), 'unknown'),
-               $8::text) = 'granted';
+VALUES ($1, $2, $3, $4, $5, $6, $7);
 
 -- name: list-opens
--- $1 after this id, $2 since (or NULL), $3 key (or NULL), $4 list (or NULL), $5 page size
+-- $1 after this id, $2 since (or NULL), $3 key (or NULL), $4 list (or NULL), $5 page size,
+-- $6 machine opens only (true), people's only (false), or both (NULL)
 SELECT id, at, address, list_id, message_id, ua_class, machine FROM opens
 WHERE id > $1 AND ($2::timestamptz IS NULL OR at >= $2::timestamptz)
   AND ($3::text IS NULL OR key = $3::text) AND ($4::text IS NULL OR list_id = $4::text)
+  AND ($6::boolean IS NULL OR machine = $6::boolean)
 ORDER BY id LIMIT $5;
 
 -- name: delete-opens-of

@@ -101,19 +101,20 @@ WHERE id > ?1 ORDER BY id LIMIT ?2;
 UPDATE audit SET address = NULL, reason = NULL
 WHERE subject = ?1 AND (address IS NOT NULL OR reason IS NOT NULL);
 
--- name: record-open
--- Inserted only if the recipient consents now: granted, or unknown with the
--- default (?8) granted.
+-- name: open-consents
+-- record_opens, inside its write transaction: each key's recorded address and state.
+SELECT key, address, beacons FROM recipients WHERE key IN (SELECT value FROM json_each(?1));
+
+-- name: insert-open
 INSERT INTO opens (at, key, address, list_id, message_id, ua_class, machine)
-SELECT ?1, ?2, coalesce((SELECT address FROM recipients WHERE key = ?2), ?3), ?4, ?5, ?6, ?7
-WHERE coalesce(nullif((SELECT beacons FROM recipients WHERE key = ?2), 'unknown'), ?8)
-      = 'granted';
+VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7);
 
 -- name: list-opens
--- ?1 after this id, ?2 since (or NULL), ?3 key (or NULL), ?4 list (or NULL), ?5 page size
+-- ?1 after this id, ?2 since (or NULL), ?3 key (or NULL), ?4 list (or NULL), ?5 page size,
+-- ?6 machine opens only (1), people's only (0), or both (NULL)
 SELECT id, at, address, list_id, message_id, ua_class, machine FROM opens
 WHERE id > ?1 AND (?2 IS NULL OR at >= ?2) AND (?3 IS NULL OR key = ?3)
-  AND (?4 IS NULL OR list_id = ?4)
+  AND (?4 IS NULL OR list_id = ?4) AND (?6 IS NULL OR machine = ?6)
 ORDER BY id LIMIT ?5;
 
 -- name: delete-opens-of

@@ -1,0 +1,198 @@
+"""The preference page in a real headless Chromium: both languages, a phone, every action.
+
+The aiohttp app runs on a free loopback port in a thread of its own (selenium
+blocks), on a real SQLite store; the browser clicks the page's buttons (one by
+keyboard) and the store must show each change with source ``web``.
+Screenshots are kept in ``tests/artifacts/`` for people to look at.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Coroutine, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+import pytest
+from aiohttp import web
+
+from beacon_proxy.consent.store import Store, open_store
+from beacon_proxy.tokens import Claims, Purpose, Tokens
+from beacon_proxy.web.recipient import RecipientSide
+from beacon_proxy.web.server import build_app
+from tests.browser import artifact, chromium, requested_urls
+
+T = TypeVar("T")
+SECRET = "browser-test-secret-0123456789"
+ANN = "ann@example.org"
+LIST = "news.example.org"
+
+
+class Server:
+    """The app and its store on an event loop in a background thread."""
+
+    def __init__(self, db: Path) -> None:
+        self.store: Store = open_store(f"sqlite:///{db}")
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self._runner: web.AppRunner | None = None
+        self.port = 0
+
+    def call(self, coro: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout=60)
+
+    async def _start(self) -> None:
+        await self.store.open()
+        await self.store.set_consent(ANN, "granted", source="signup")
+        side = RecipientSide(Tokens([SECRET]), self.store)
+        self._runner = web.AppRunner(build_app(lambda: {"status": "ok"}, recipient=side),
+                                     access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self.port = self._runner.addresses[0][1]
+
+    async def _stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+        await self.store.close()
+
+    def start(self) -> None:
+        self._thread.start()
+        self.call(self._start())
+
+    def stop(self) -> None:
+        try:
+            self.call(self._stop())
+        finally:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self._thread.join(timeout=30)
+            self.loop.close()
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[Server]:
+    s = Server(tmp_path / "store.db")
+    s.start()
+    try:
+        yield s
+    finally:
+        s.stop()
+
+
+def _url(server: Server, query: str = "") -> str:
+    token = Tokens([SECRET]).mint(Claims(Purpose.UNSUBSCRIBE, ANN, LIST, "Q1"))
+    return f"http://127.0.0.1:{server.port}/u/{token}{query}"
+
+
+def _only_loopback(driver: Any, server: Server) -> None:
+    urls = requested_urls(driver)
+    assert urls, "the performance log recorded no request"
+    assert {urlsplit(u).netloc for u in urls} == {f"127.0.0.1:{server.port}"}, urls
+
+
+def _history(server: Server) -> list[Any]:
+    return list(server.call(server.store.history(ANN)).items)
+
+
+def test_page_renders_in_english_and_japanese(server: Server) -> None:
+    with chromium(lang="en-US") as driver:
+        driver.get(_url(server))
+        assert driver.find_element("tag name", "html").get_attribute("lang") == "en"
+        assert driver.find_element("tag name", "h1").text == "Your email preferences"
+        driver.save_screenshot(str(artifact("preference-en.png")))
+        driver.get(_url(server)[:-4])  # a truncated link
+        assert driver.find_element("tag name", "h1").text == (
+            "This link is not valid or has expired")
+        driver.save_screenshot(str(artifact("preference-invalid.png")))
+        _only_loopback(driver, server)
+    with chromium(lang="ja") as driver:
+        driver.get(_url(server))
+        assert driver.find_element("tag name", "html").get_attribute("lang") == "ja"
+        assert driver.find_element("tag name", "h1").text == "メールの配信設定"
+        driver.save_screenshot(str(artifact("preference-ja.png")))
+        from selenium.webdriver.support.expected_conditions import staleness_of
+        from selenium.webdriver.support.wait import WebDriverWait
+
+        heading = driver.find_element("tag name", "h1")
+        driver.find_element("link text", "English").click()  # the language switch
+        WebDriverWait(driver, 30).until(staleness_of(heading))
+        assert driver.find_element("tag name", "html").get_attribute("lang") == "en"
+        _only_loopback(driver, server)
+    assert _history(server)[-1].source == "signup"  # looking changed nothing
+
+
+def test_page_fits_a_phone(server: Server) -> None:
+    with chromium(width=390, height=844, lang="en-US") as driver:
+        # Headless Chromium keeps windows at least 500 px wide: emulate the phone's viewport.
+        driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {
+            "width": 390, "height": 844, "deviceScaleFactor": 1, "mobile": True})
+        driver.get(_url(server))
+        assert driver.execute_script("return window.innerWidth") == 390
+        width = driver.execute_script("return document.documentElement.scrollWidth")
+        inner = driver.execute_script("return window.innerWidth")
+        assert width <= inner, (width, inner)
+        buttons = driver.find_elements("tag name", "button")
+        assert buttons and all(b.size["height"] >= 44 for b in buttons)
+        driver.save_screenshot(str(artifact("preference-mobile.png")))
+        # Keyboard: Tab goes through the language links to the first button, with a ring.
+        from selenium.webdriver.common.action_chains import ActionChains
+        from selenium.webdriver.common.keys import Keys
+
+        for _ in range(3):
+            ActionChains(driver).send_keys(Keys.TAB).perform()
+        focused = driver.switch_to.active_element
+        assert focused.tag_name == "button" and focused.text == "Stop read-tracking"
+        assert driver.execute_script(
+            "return getComputedStyle(arguments[0]).outlineStyle", focused) == "solid"
+        driver.save_screenshot(str(artifact("preference-focus.png")))
+        _only_loopback(driver, server)
+
+
+def _click(driver: Any, action: str) -> None:
+    """Click an action's button and wait until the answer replaced the page."""
+    from selenium.webdriver.support.expected_conditions import staleness_of
+    from selenium.webdriver.support.wait import WebDriverWait
+
+    button = driver.find_element("css selector", f'input[value="{action}"] + button')
+    button.click()
+    WebDriverWait(driver, 30).until(staleness_of(button))
+
+
+def test_every_action_works_without_javascript(server: Server) -> None:
+    with chromium(lang="en-US", javascript=False) as driver:
+        driver.get(_url(server))
+        _click(driver, "stop-tracking")
+        assert "Saved: read-tracking is off." in driver.page_source
+        consent = server.call(server.store.get_consent(ANN))
+        assert consent is not None and (consent.beacons, consent.source) == ("refused", "web")
+
+        # By keyboard: focus the button, press Enter.
+        from selenium.webdriver.common.keys import Keys
+        from selenium.webdriver.support.expected_conditions import staleness_of
+        from selenium.webdriver.support.wait import WebDriverWait
+
+        button = driver.find_element("css selector", 'input[value="allow-tracking"] + button')
+        button.send_keys(Keys.ENTER)
+        WebDriverWait(driver, 30).until(staleness_of(button))  # the next page replaced it
+        assert "Saved: read-tracking is allowed." in driver.page_source
+        consent = server.call(server.store.get_consent(ANN))
+        assert consent is not None and consent.beacons == "granted"
+
+        _click(driver, "suspend-list")
+        assert "Delivery of this list is suspended." in driver.page_source
+        _click(driver, "suspend-all")
+        sups = server.call(server.store.suppressions_of(ANN))
+        assert sorted(str(s.list_id) for s in sups) == ["None", LIST]
+        assert {s.source for s in sups} == {"web"}
+        driver.save_screenshot(str(artifact("preference-suspended.png")))
+        _click(driver, "resume")
+        assert "Saved: delivery is resumed." in driver.page_source
+        assert server.call(server.store.suppressions_of(ANN)) == []
+        _only_loopback(driver, server)
+    web_changes = [h for h in _history(server) if h.actor == "web:recipient"]
+    assert [h.action for h in web_changes] == [
+        "consent.set", "consent.set", "suppression.add", "suppression.add",
+        "suppression.remove", "suppression.remove"]
