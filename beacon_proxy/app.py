@@ -6,12 +6,14 @@
                            beacons, unsubscribe headers, footer, trace header
                        scheduler --lookup--> consent store (SQLite | PostgreSQL)
                        scheduler --deliver--> courier (SMTP upstream | Maildir)
-    web: /healthz, /metrics, /api/v1 (admin API on the consent store),
-         /o/ (open pixel) and /u/ (preference page, one-click) for recipients
+    web: /o/ (open pixel), /u/ (preference page, one-click) --> consent store
+         /u/ suspension --> one-click forwarder (durable queue in the store) --> sender's URL
+         /o/ open (forward_opens) --> open forwarder --> the original tracker URL
+         /healthz, /metrics, /api/v1 (admin API on the consent store)
 
 Start order: the consent store (connect, migrate), spool recovery and
-delivery (so recovered mail starts moving), then the HTTP and SMTP
-listeners.  Stop order on SIGTERM/SIGINT is the reverse: stop accepting SMTP
+delivery (so recovered mail starts moving), the forwarders, then the HTTP
+and SMTP listeners.  Stop order on SIGTERM/SIGINT is the reverse: stop accepting SMTP
 and let transactions in DATA finish, stop delivery workers within the bound
 (the rest stays queued), close the spool and the store.
 """
@@ -31,6 +33,7 @@ from beacon_proxy.config import Config
 from beacon_proxy.consent.policy import Policy
 from beacon_proxy.consent.store import open_store
 from beacon_proxy.deliver.courier import Courier, CourierFactory
+from beacon_proxy.deliver.forward import OneClickForwarder, OpenForwarder
 from beacon_proxy.deliver.maildir import MaildirCourier
 from beacon_proxy.deliver.retry import RetryPolicy
 from beacon_proxy.deliver.scheduler import Scheduler
@@ -155,9 +158,16 @@ class Relay:
         )
         self.smtpd = SmtpServer(cfg.smtp, self.scheduler.enqueue, hostname=self.hostname)
         api = build_api(self.store, ApiTokens(cfg.api.tokens))
+        # A recipient's unsubscribe through our link goes on to the sender's own RFC 8058
+        # URL (from a durable queue in the store); with forward_opens, a consenting
+        # recipient's open goes on to the tracker URL the pixel replaced.
+        self.one_click = OneClickForwarder(self.store)
+        self.open_forwarder = OpenForwarder() if cfg.policy.forward_opens else None
         # /o/ and /u/; their background open recorder starts and stops with the web server.
-        recipient = RecipientSide(self.tokens, self.store,
-                                  default_language=cfg.web.default_language)
+        recipient = RecipientSide(
+            self.tokens, self.store, default_language=cfg.web.default_language,
+            on_suspended=self.one_click.suspended,
+            on_open=self.open_forwarder.opened if self.open_forwarder is not None else None)
         self.web = WebServer(cfg.web.listen, build_app(self._health, api=api,
                                                        recipient=recipient))
         self._stopping = False
@@ -171,6 +181,9 @@ class Relay:
         self.spool.open()
         await self.analysis.start()
         recovered = await self.scheduler.start()
+        await self.one_click.start()
+        if self.open_forwarder is not None:
+            await self.open_forwarder.start()
         await self.web.start()
         await self.smtpd.start()
         up = self.cfg.delivery.upstream
@@ -194,7 +207,10 @@ class Relay:
         await self.smtpd.stop(timeout)
         await self.scheduler.stop(timeout)
         await self.analysis.close()
-        await self.web.stop()
+        await self.web.stop()  # flushes the open queue (which may forward opens)
+        if self.open_forwarder is not None:
+            await self.open_forwarder.stop()
+        await self.one_click.stop()
         self.spool.close()
         await self.store.close()
         event("stopped", queued=self.scheduler.queue_size())
