@@ -1,0 +1,417 @@
+"""The footer step: a visible preference link in the HTML and the text part of every copy.
+
+Bulk-sender rules (Gmail, Yahoo 2024) want a visible way out in the body, not
+only the ``List-Unsubscribe`` header, and our promise to recipients is one
+click to *stop read-tracking* or *suspend delivery*.  :class:`Footer` is the
+per-recipient :data:`~beacon_proxy.rewrite.step.CopyStep` that adds one short
+sentence with the recipient's preference link, in the message's language
+(``Content-Language``, then the configured default; texts are data files,
+:mod:`~beacon_proxy.rewrite.footertext`).
+
+Which parts: the message's *body* text parts only -- a top-level text/plain or
+text/html; every text/plain and text/html alternative of a
+multipart/alternative (and the root of a multipart/related alternative); the
+first part of any other multipart, recursively.  Never an attachment, a
+``message/rfc822`` part or another text type (calendar, AMP).
+
+Like the beacon engine, the step never rebuilds the message: it parses the MIME
+structure (:func:`~beacon_proxy.rewrite.mime.parse_message`), inserts the
+footer into the *decoded* body of each chosen part (before the last real
+``</body``, :func:`body_end`; at the end of a text part) and writes only the
+touched encoded lines back (:func:`~beacon_proxy.rewrite.transfer.apply_edits`:
+a 70 KB quoted-printable newsletter is not re-encoded per recipient), so every
+other byte leaves as it came.  The footer is encoded in the part's own charset
+and transfer encoding; HTML gets ``&#NNNN;`` for what the charset lacks, a text
+part falls back to English.
+
+A part the step cannot modify safely gets no footer and the copy is otherwise
+unchanged: broken MIME structure, signed or encrypted mail (the whole message:
+a footer would break the signature), unknown or non-ASCII-compatible charsets
+(UTF-16/32/7, HZ, ISO-2022-KR), bytes that do not match their label, a
+7bit/8bit line that would pass 998 octets.  A bug here must never lose or hold
+mail: any exception leaves the copy unchanged with ``{"skipped": "error"}``
+in the report, logged once per kind of error.
+
+>>> from beacon_proxy.spool.envelope import Envelope
+>>> from beacon_proxy.consent.policy import Policy
+>>> from beacon_proxy.rewrite.step import Copy, Recipient
+>>> footer = Footer(lambda r: "https://prefs.example.com/u/T0k3n")
+>>> rcpt = Recipient(Envelope("Q1", "a@x.org", ("b@y.org",), received_at=0), "b@y.org",
+...                  Policy.REFUSED)
+>>> out = footer(Copy(b"Content-Type: text/plain\\r\\n\\r\\nHello\\r\\n"), rcpt)
+>>> out.data.decode().splitlines()[2:]
+['Hello', '', 'You receive this newsletter because you subscribed.', \
+'Stop read-tracking or suspend delivery: https://prefs.example.com/u/T0k3n']
+>>> out.report["footer"]
+{'html': 0, 'text': 1, 'language': 'en'}
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Final
+
+from beacon_proxy.rewrite.charsets import (
+    UNKNOWN_CHARSET,
+    effective_charset,
+    encode_text,
+    is_transcoded,
+    looks_valid,
+    scan_view,
+)
+from beacon_proxy.rewrite.footertext import FooterText, FooterTexts
+from beacon_proxy.rewrite.htmlpatterns import COMMENT_END, CONDITIONAL
+from beacon_proxy.rewrite.mime import (
+    MESSAGE_TYPES,
+    OPAQUE_TYPES,
+    MimePart,
+    MimeTree,
+    header_fields,
+    parse_message,
+)
+from beacon_proxy.rewrite.step import Copy, Recipient
+from beacon_proxy.rewrite.transfer import (
+    Edit,
+    LineTooLongError,
+    apply_edits,
+    decode_indexed,
+    line_ending,
+)
+
+__all__ = ["Footer", "FooterText", "FooterTexts", "body_end"]
+
+log = logging.getLogger(__name__)
+
+#: An absolute http(s) URL of RFC 3986 characters (no space, quote, "<" or ">").
+_LINK: Final = re.compile(r"https?://[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=%]{1,2000}")
+_BODY_TYPES: Final = frozenset({"text/plain", "text/html"})
+_SIGNED_TYPES: Final = OPAQUE_TYPES | {"multipart/signed"}
+#: Charsets a footer is never written in: no ASCII structure to insert into (and to find
+#: ``</body`` in), or no way to know how clients read the bytes.
+_UNWRITABLE: Final = frozenset({UNKNOWN_CHARSET, "replacement", "x-user-defined",
+                                "iso-2022-kr"})
+#: Charsets in which a byte below 0x80 can belong to a multi-byte character (a trail
+#: byte, or ISO-2022 shifted text): only bytes valid in them say where ASCII really is.
+#: Everywhere else an ASCII byte is always that character, whatever the other bytes.
+_CHECKED: Final = frozenset({"shift_jis", "iso-2022-jp", "gbk", "gb18030", "big5", "euc-kr"})
+_JIS_ROMAN: Final = b"\x1b(J"
+_ASCII_ESCAPE: Final = b"\x1b(B"
+_MAX_LOGGED: Final = 64  # kinds of error logged with a traceback (then only counted)
+
+# -- where the footer goes in an HTML part ----------------------------------------------------
+
+_DELIM: Final = b"\t\n\f\r />"
+#: What changes the tokenizer's state, on the lower-cased view: comments (Outlook's
+#: conditional ones among them), downlevel-revealed conditionals, bogus comments
+#: (``<!DOCTYPE``, ``<?xml``), raw-text elements, and the ``</body`` end tag itself.  A
+#: literal first byte lets ``re`` skip to each "<" at memchr speed; no group, no
+#: lookahead (each costs a frame per "<"): the byte after the name is checked in Python.
+_EVENT: Final = re.compile(
+    rb"<(?:!|\?|/body|script|style|textarea|title|xmp|noscript|noembed|noframes|iframe"
+    rb"|plaintext)"
+)
+_RAW: Final = (b"script", b"style", b"textarea", b"title", b"xmp", b"noscript", b"noembed",
+               b"noframes", b"iframe", b"plaintext")
+_RAW_END: Final = {name: b"</" + name for name in _RAW}
+_ENDIF: Final = re.compile(rb"<!\[endif\][\t\n\f\r ]*+(?:--)?>")
+
+
+def _name_end(lower: bytes, at: int) -> bool:
+    """Whether a tag name ends at ``at`` (a delimiter or the end follows)."""
+    return at >= len(lower) or lower[at] in _DELIM
+
+
+def _raw_end(lower: bytes, name: bytes, pos: int) -> int:
+    """The end of the first ``</name`` end tag at or after ``pos``, or -1."""
+    needle = _RAW_END[name]
+    at = lower.find(needle, pos)
+    while at >= 0 and not _name_end(lower, at + len(needle)):
+        at = lower.find(needle, at + 1)
+    return -1 if at < 0 else at + len(needle)
+
+
+def _skip(lower: bytes, start: int, end: int) -> int:
+    """Where the construct an event starts ends (-1: it runs to the end of the document);
+    ``end`` itself when the event turns out to be nothing (``<styles>``)."""
+    if lower.startswith(b"<!--", start):
+        conditional = CONDITIONAL.match(lower, start)
+        if conditional is not None and conditional.end() > lower.find(b"]>", start) + 2:
+            # <!--[if !mso]><!--> ... <!--<![endif]-->: shown everywhere but in Outlook
+            closing = _ENDIF.search(lower, conditional.end())
+        else:
+            closing = COMMENT_END.search(lower, start + 2)  # "<!-->" ends at once
+        return -1 if closing is None else closing.end()
+    if lower.startswith(b"<![if", start):  # downlevel-revealed: hidden in Outlook
+        closing = _ENDIF.search(lower, end)
+        return -1 if closing is None else closing.end()
+    if lower[start + 1] in b"!?":  # a bogus comment runs to the next ">"
+        at = lower.find(b">", end)
+        return -1 if at < 0 else at + 1
+    name = lower[start + 1 : end]
+    if not _name_end(lower, end):
+        return end
+    if name == b"plaintext":
+        return -1
+    return _raw_end(lower, name, end)
+
+
+def body_end(view: bytes) -> int | None:
+    """Offset of the last ``</body`` that an HTML parser reads as the end tag, or None.
+
+    ``view`` is the part's scan view (:func:`~beacon_proxy.rewrite.charsets.scan_view`:
+    a byte below 0x80 is a real ASCII character, so an ISO-2022-JP match is in ASCII
+    state).  A ``</body`` inside a comment (``<!--[if mso]> ... <![endif]-->``
+    included), a downlevel-revealed conditional (``<![if !mso]> ... <![endif]>``) or
+    a non-Outlook block (``<!--[if !mso]><!--> ... <!--<![endif]-->``: Outlook would
+    hide the footer), a bogus comment, raw text (``<script>``, ``<style>``,
+    ``<textarea>``, ``<title>``, ``<xmp>``, ``<noscript>``, ...) or a tag does not
+    count.  One forward pass; every search has a literal start and never backtracks.
+
+    >>> body_end(b"<body><!--[if mso]></body><![endif]--><p>x</p></BODY></html>")
+    46
+    >>> body_end(b"<p>x</p><script>'</body>'</script>") is None
+    True
+    """
+    lower = view.lower()
+    found: list[int] = []
+    pos = 0
+    while (event := _EVENT.search(lower, pos)) is not None:
+        start, end = event.span()
+        if lower[start + 1] == 0x2F:  # "</body"
+            if _name_end(lower, end):
+                found.append(start)
+            pos = end
+            continue
+        pos = _skip(lower, start, end)
+        if pos < 0:
+            break  # unterminated: the rest of the document is inside it
+    for candidate in reversed(found):
+        if lower.rfind(b"<", 0, candidate) <= lower.rfind(b">", 0, candidate):
+            return candidate  # not inside a tag (an attribute value holding "</body")
+    return None
+
+
+# -- the step ---------------------------------------------------------------------------------
+
+class _Skip(Exception):
+    """This part (or message) gets no footer; the text is the reason for the report."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Footers:
+    """One copy's footers: the language chosen and the recipient's link in each form."""
+
+    language: str
+    texts: FooterText
+    english: FooterText
+    url: str
+
+    def html(self) -> str:
+        return self.texts.html.replace("{url}", html.escape(self.url, quote=True))
+
+    def text(self, english: bool = False) -> str:
+        return (self.english if english else self.texts).text.replace("{url}", self.url)
+
+
+class Footer:
+    """The copy step that adds the preference-link footer (see the module docstring).
+
+    ``link(recipient)`` gives the recipient's absolute preference URL;
+    ``default_language`` is used when ``Content-Language`` names no language
+    ``texts`` has (:meth:`FooterTexts.load`, the shipped English and Japanese,
+    by default).
+    """
+
+    def __init__(self, link: Callable[[Recipient], str], *, default_language: str = "en",
+                 texts: FooterTexts | None = None) -> None:
+        self.link = link
+        self.texts = FooterTexts.load() if texts is None else texts
+        if default_language not in self.texts.languages:
+            raise ValueError(f"default_language {default_language!r} has no footer texts "
+                             f"(known: {', '.join(sorted(self.texts.languages))})")
+        self.default_language = default_language
+        self._logged: set[str] = set()
+
+    def __call__(self, copy: Copy, recipient: Recipient) -> Copy:
+        try:
+            data, report = self._render(copy.data, recipient)
+        except Exception as exc:  # a footer bug must never lose or hold mail
+            self._log_once(exc)
+            data, report = copy.data, {"skipped": "error"}
+        return Copy(data, {**copy.report, "footer": report}, held=None)
+
+    def _log_once(self, exc: Exception) -> None:
+        kind = f"{type(exc).__name__}: {str(exc)[:200]}"
+        if kind in self._logged or len(self._logged) >= _MAX_LOGGED:
+            return
+        self._logged.add(kind)
+        log.error("footer step failed, copy sent without footer: %s", kind, exc_info=exc)
+
+    def _render(self, data: bytes, recipient: Recipient) -> tuple[bytes, dict[str, Any]]:
+        tree = parse_message(data)
+        if tree.problems:
+            return data, {"skipped": "broken MIME structure"}
+        if _is_signed(tree):
+            return data, {"skipped": "signed or encrypted"}
+        parts = body_parts(tree)
+        if not parts:
+            return data, {"skipped": "no text body part"}
+        url = self.link(recipient)
+        if not _LINK.fullmatch(url):
+            raise ValueError(f"preference link is not an absolute http(s) URL: {url[:80]!r}")
+        language = self.language(tree)
+        footers = _Footers(language, self.texts.get(language), self.texts.get("en"), url)
+        changes: list[tuple[MimePart, bytes]] = []
+        counts = {"html": 0, "text": 0}
+        skipped: list[str] = []
+        english_text = False
+        for part in parts:
+            kind = "html" if part.content_type == "text/html" else "text"
+            try:
+                body, english = _with_footer(tree, part, kind, footers)
+            except _Skip as skip:
+                skipped.append(f"{kind}: {skip}")
+                continue
+            changes.append((part, body))
+            counts[kind] += 1
+            english_text |= english
+        if not changes:
+            return data, {"skipped": skipped[0]}
+        report: dict[str, Any] = {**counts, "language": language}
+        if english_text and language != "en":
+            report["text_language"] = "en"
+        if skipped:
+            report["not_modified"] = skipped
+        return tree.replace_bodies(changes), report
+
+    def language(self, tree: MimeTree) -> str:
+        """The footer language: the top-level ``Content-Language`` (its first tag's
+        primary subtag, if there are texts for it), else the default."""
+        header = tree.data[tree.root.header_span]
+        if b"content-language" not in header.lower():
+            return self.default_language
+        for name, raw in header_fields(header):
+            if name == "content-language":
+                value = raw.split(b":", 1)[1].decode("latin-1")
+                tag = re.sub(r"\s+", "", value).split(",")[0].lower()
+                primary = tag.split("-")[0]
+                return primary if primary in self.texts.languages else self.default_language
+        return self.default_language
+
+
+def _is_signed(tree: MimeTree) -> bool:
+    """Whether the message (outside embedded messages) is signed or encrypted."""
+    in_message: dict[tuple[int, ...], bool] = {}  # the part is, or is inside, message/*
+    for part in tree.parts:
+        embedded = bool(part.path) and in_message[part.path[:-1]]
+        in_message[part.path] = embedded or part.content_type in MESSAGE_TYPES
+        if not embedded and (part.content_type in _SIGNED_TYPES or part.signed):
+            return True
+    return False
+
+
+def body_parts(tree: MimeTree) -> list[MimePart]:
+    """The parts that make up the message's body text (see the module docstring)."""
+    children: dict[tuple[int, ...], list[MimePart]] = {}
+    for part in tree.parts[1:]:
+        children.setdefault(part.path[:-1], []).append(part)
+    out: list[MimePart] = []
+    todo = [tree.root]
+    while todo:  # each part is visited at most once: bounded by the parser's part limit
+        part = todo.pop()
+        if part.disposition == "attachment":
+            continue
+        if not part.is_multipart:
+            if part.content_type in _BODY_TYPES:
+                out.append(part)
+            continue
+        if part.content_type in MESSAGE_TYPES:
+            continue
+        kids = children.get(part.path, [])
+        if part.content_type == "multipart/alternative":
+            todo.extend(reversed(kids))
+        elif kids:
+            todo.append(kids[0])
+    return out
+
+
+def _with_footer(tree: MimeTree, part: MimePart, kind: str, footers: _Footers
+                 ) -> tuple[bytes, bool]:
+    """The part's new (encoded) body, and whether its text footer fell back to English."""
+    if not part.modifiable:
+        raise _Skip(part.reason or "not modifiable")
+    cte = part.transfer_encoding
+    body = tree.body(part)
+    decoded, index = decode_indexed(body, cte)
+    charset = effective_charset(decoded, part.charset)
+    if charset in _UNWRITABLE or is_transcoded(charset):
+        raise _Skip(f"charset {charset}")
+    if charset in _CHECKED and not looks_valid(decoded, charset):
+        raise _Skip(f"bytes do not match charset {charset}")
+    eol = line_ending(decoded) if b"\n" in decoded else line_ending(tree.data[part.header_span])
+    seven_bit = cte == "7bit"
+    english = False
+    if kind == "html":
+        view = scan_view(decoded, charset)
+        at = body_end(view)
+        footer = encode_text(footers.html(), charset)
+        if seven_bit and not footer.isascii():
+            footer = encode_text(footers.html(), "us-ascii")  # the rest as &#NNNN;
+        if at is None:  # no </body>: at the end, before the trailing line breaks
+            at = _text_end(decoded)
+            insert = eol + _lines(footer, eol)
+        else:  # on a line of its own
+            lead = b"" if at == 0 or decoded[at - 1] == 0x0A else eol
+            insert = lead + _lines(footer, eol) + eol
+    else:
+        at = _text_end(decoded)
+        footer_bytes = _encoded_text(footers.text(), charset, seven_bit)
+        if footer_bytes is None:
+            english = True
+            footer_bytes = _encoded_text(footers.text(english=True), charset, seven_bit)
+            if footer_bytes is None:
+                raise _Skip(f"charset {charset} cannot hold the footer")
+        insert = (eol + eol if at else b"") + _lines(footer_bytes, eol)
+    insert = _in_ascii_state(decoded, at, charset, insert)
+    edit = [Edit(at, at, insert)]
+    try:
+        new = apply_edits(body, "8bit" if cte == "binary" else cte, edit, decoded=decoded,
+                          qp_index=index)
+    except LineTooLongError as exc:
+        raise _Skip("a line would pass 998 octets") from exc
+    return new, english
+
+
+def _text_end(decoded: bytes) -> int:
+    """The end of the text, before its trailing line breaks."""
+    return len(decoded.rstrip(b"\r\n"))
+
+
+def _encoded_text(text: str, charset: str, seven_bit: bool) -> bytes | None:
+    try:
+        out = encode_text(text, charset, errors="strict")
+    except UnicodeEncodeError:
+        return None
+    return None if seven_bit and not out.isascii() else out
+
+
+def _lines(footer: bytes, eol: bytes) -> bytes:
+    """The footer's line breaks (LF in the templates) as the part's."""
+    return footer.replace(b"\n", eol) if eol != b"\n" else footer
+
+
+def _in_ascii_state(decoded: bytes, at: int, charset: str, insert: bytes) -> bytes:
+    """ISO-2022-JP: the inserted bytes start and end in ASCII (the codec does that per
+    call); the text before ``at`` must be in ASCII or JIS-Roman state (restored after)."""
+    if charset != "iso-2022-jp":
+        return insert
+    escape = decoded.rfind(b"\x1b", 0, at)
+    if escape < 0 or decoded.startswith(_ASCII_ESCAPE, escape):
+        return insert
+    if decoded.startswith(_JIS_ROMAN, escape):
+        return _ASCII_ESCAPE + insert + _JIS_ROMAN
+    raise _Skip("the insertion point is not in ASCII state")
