@@ -117,6 +117,9 @@ _EVENT: Final = re.compile(
 _RAW: Final = (b"script", b"style", b"textarea", b"title", b"xmp", b"noscript", b"noembed",
                b"noframes", b"iframe", b"plaintext")
 _RAW_END: Final = {name: b"</" + name for name in _RAW}
+#: A start or end tag up to its ">" (or as far as it goes), quoted values whole.
+_TAG: Final = re.compile(rb"</?[a-z][^\t\n\f\r />]*+(?:[^\"'>]++|\"[^\"]*+\"|'[^']*+')*+")
+_MAX_STRAY: Final = 64  # "<" that open no tag, looked through before a candidate
 _ENDIF: Final = re.compile(rb"<!\[endif\][\t\n\f\r ]*+(?:--)?>")
 
 
@@ -190,9 +193,26 @@ def body_end(view: bytes) -> int | None:
         if pos < 0:
             break  # unterminated: the rest of the document is inside it
     for candidate in reversed(found):
-        if lower.rfind(b"<", 0, candidate) <= lower.rfind(b">", 0, candidate):
-            return candidate  # not inside a tag (an attribute value holding "</body")
+        if not _inside_tag(lower, candidate):
+            return candidate
     return None
+
+
+def _inside_tag(lower: bytes, at: int) -> bool:
+    """Whether ``at`` is inside the tag that the last tag-opening ``<`` before it starts
+    (an attribute value holding ``</body>``, ``</x</body>``): that tag, quoted values
+    whole, reaches past ``at``.  A ``<`` inside a quoted value before it is not seen
+    through (that would take a tokenizer over every tag of the document)."""
+    start = lower.rfind(b"<", 0, at)
+    for _ in range(_MAX_STRAY):
+        if start < 0:
+            return False
+        tag = _TAG.match(lower, start)
+        if tag is not None:
+            end = tag.end()  # at ">", or at a quote never closed (the tag runs to the end)
+            return end >= at or lower[end : end + 1] in (b'"', b"'")
+        start = lower.rfind(b"<", 0, start)  # a "<" that opens nothing: text
+    return True  # too many stray "<" to tell: not a place for the footer
 
 
 # -- the step ---------------------------------------------------------------------------------

@@ -9,13 +9,17 @@ import email
 import email.policy
 import html
 import logging
+import re
 import threading
 from collections.abc import Iterator
 from email.message import EmailMessage
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import html5lib
 import pytest
+from hypothesis import HealthCheck, assume, example, given, settings
+from hypothesis import strategies as st
 
 from beacon_proxy.consent.policy import Policy
 from beacon_proxy.rewrite.charsets import scan_view
@@ -273,6 +277,34 @@ def test_a_too_long_line_skips_only_that_part() -> None:
 ])
 def test_body_end(document: bytes, expected: int | None) -> None:
     assert body_end(document) == expected
+
+
+_FRAGMENTS = st.sampled_from([
+    "<body>", "</body>", "</BODY >", "</body", "<p>x</p>", "text", ">", "<", "'", '"', "=",
+    "<!-- ", " -->", "--!>", "<!-->", "<!--[if mso]>", "<![endif]-->", "<!--[if !mso]><!-->",
+    "<!--<![endif]-->", "<![if !mso]>", "<![endif]>", "<script>", "</script>", "<style>",
+    "</style>", "<title>", "</title>", "<textarea>", "</textarea>", "<xmp>", "</xmp>",
+    "<!DOCTYPE html>", "<?xml x?>", "<a title='</body>'>", "<a title=\"x > </body>\">",
+    "<a title=</body>>", "<a title='", "'>", "<img src=x>", "</ body>", "<b", "<a b=\"",
+])
+_MARK = "<i id=zzfooter></i>"
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(_FRAGMENTS, max_size=30).map("".join))
+@example("<p>x</p><a title='a > </body>'>")
+@example("<body><script>'</script></body>")
+def test_body_end_is_where_an_html5_parser_sees_the_end_tag(document: str) -> None:
+    """Differential: html5lib (the HTML5 tree builder) parses a marker put at body_end()
+    as an element, never as comment, raw text or attribute value.  (Not generated: a
+    ``<`` inside a quoted attribute value before the ``</body>`` -- see body_end().)"""
+    assume(not re.search(r"""<a (?:title|b)=(?:'[^']*<|"[^"]*<)""", document))
+    at = body_end(document.encode())
+    if at is None:
+        return
+    assert document[at:at + 6].lower() == "</body"
+    tree = html5lib.parse(document[:at] + _MARK + document[at:], namespaceHTMLElements=False)
+    assert tree.find(".//i[@id='zzfooter']") is not None, document
 
 
 def test_body_end_in_iso_2022_jp_skips_jis_text() -> None:
