@@ -120,7 +120,6 @@ _RAW_END: Final = {name: b"</" + name for name in _RAW}
 #: A start or end tag up to its ">" (or as far as it goes), quoted values whole.
 _TAG: Final = re.compile(rb"</?[a-z][^\t\n\f\r />]*+(?:[^\"'>]++|\"[^\"]*+\"|'[^']*+')*+")
 _MAX_STRAY: Final = 64  # "<" that open no tag, looked through before a candidate
-_ENDIF: Final = re.compile(rb"<!\[endif\][\t\n\f\r ]*+(?:--)?>")
 
 
 def _name_end(lower: bytes, at: int) -> bool:
@@ -129,37 +128,39 @@ def _name_end(lower: bytes, at: int) -> bool:
 
 
 def _raw_end(lower: bytes, name: bytes, pos: int) -> int:
-    """The end of the first ``</name`` end tag at or after ``pos``, or -1."""
+    """Where the first ``</name`` end tag at or after ``pos`` starts, or -1."""
     needle = _RAW_END[name]
     at = lower.find(needle, pos)
     while at >= 0 and not _name_end(lower, at + len(needle)):
         at = lower.find(needle, at + 1)
-    return -1 if at < 0 else at + len(needle)
+    return at
 
 
 def _skip(lower: bytes, start: int, end: int) -> int:
-    """Where the construct an event starts ends (-1: it runs to the end of the document);
-    ``end`` itself when the event turns out to be nothing (``<styles>``)."""
+    """Where the construct that the event at ``start`` opens ends, outside any tag (-1: it
+    runs to the end of the document)."""
     if lower.startswith(b"<!--", start):
-        conditional = CONDITIONAL.match(lower, start)
-        if conditional is not None and conditional.end() > lower.find(b"]>", start) + 2:
-            # <!--[if !mso]><!--> ... <!--<![endif]-->: shown everywhere but in Outlook
-            closing = _ENDIF.search(lower, conditional.end())
-        else:
-            closing = COMMENT_END.search(lower, start + 2)  # "<!-->" ends at once
-        return -1 if closing is None else closing.end()
-    if lower.startswith(b"<![if", start):  # downlevel-revealed: hidden in Outlook
-        closing = _ENDIF.search(lower, end)
+        closing = COMMENT_END.search(lower, start + 2)  # "<!-->" ends at once
         return -1 if closing is None else closing.end()
     if lower[start + 1] in b"!?":  # a bogus comment runs to the next ">"
         at = lower.find(b">", end)
         return -1 if at < 0 else at + 1
     name = lower[start + 1 : end]
-    if not _name_end(lower, end):
-        return end
-    if name == b"plaintext":
-        return -1
-    return _raw_end(lower, name, end)
+    return -1 if name == b"plaintext" else _raw_end(lower, name, end)
+
+
+def _outlook_hides(lower: bytes, start: int, hidden: bool) -> bool:
+    """Whether what follows the event at ``start`` is hidden from Outlook: a block shown
+    everywhere but there starts (``<!--[if !mso]><!-->``, downlevel-revealed
+    ``<![if !mso]>``) or ends (``<!--<![endif]-->``, ``<![endif]>``)."""
+    if lower.startswith((b"<!--<![endif]", b"<![endif]"), start):
+        return False
+    if lower.startswith(b"<![if", start):
+        return True
+    conditional = CONDITIONAL.match(lower, start)
+    if conditional is not None and conditional.end() > lower.find(b"]>", start) + 2:
+        return True  # the comment closes in its own "<!-->": the block is not a comment
+    return hidden
 
 
 def body_end(view: bytes) -> int | None:
@@ -168,11 +169,11 @@ def body_end(view: bytes) -> int | None:
     ``view`` is the part's scan view (:func:`~beacon_proxy.rewrite.charsets.scan_view`:
     a byte below 0x80 is a real ASCII character, so an ISO-2022-JP match is in ASCII
     state).  A ``</body`` inside a comment (``<!--[if mso]> ... <![endif]-->``
-    included), a downlevel-revealed conditional (``<![if !mso]> ... <![endif]>``) or
-    a non-Outlook block (``<!--[if !mso]><!--> ... <!--<![endif]-->``: Outlook would
-    hide the footer), a bogus comment, raw text (``<script>``, ``<style>``,
-    ``<textarea>``, ``<title>``, ``<xmp>``, ``<noscript>``, ...) or a tag does not
-    count.  One forward pass; every search has a literal start and never backtracks.
+    included), a bogus comment, raw text (``<script>``, ``<style>``, ``<textarea>``,
+    ``<title>``, ``<xmp>``, ``<noscript>``, ...) or a tag does not count, nor one in a
+    block that Outlook hides (``<!--[if !mso]><!--> ... <!--<![endif]-->``,
+    ``<![if !mso]> ... <![endif]>``: the footer must show there too).  One forward
+    pass over the events; every search has a literal start and never backtracks.
 
     >>> body_end(b"<body><!--[if mso]></body><![endif]--><p>x</p></BODY></html>")
     46
@@ -180,39 +181,50 @@ def body_end(view: bytes) -> int | None:
     True
     """
     lower = view.lower()
-    found: list[int] = []
-    pos = 0
+    found: list[int] = []  # every real </body (the last one wins, as in a parser)
+    pos = floor = 0  # floor: a place known to be outside any tag
+    tag_until = 0  # the end of the last tag found to hold an event
+    hidden = False  # inside a block that Outlook does not show
     while (event := _EVENT.search(lower, pos)) is not None:
         start, end = event.span()
-        if lower[start + 1] == 0x2F:  # "</body"
-            if _name_end(lower, end):
-                found.append(start)
-            pos = end
+        if start < tag_until or (tag_until := _tag_end(lower, start, floor)) > start:
+            pos = start + 1  # inside a tag: "<a title='<!--'>", "<b<script>"
             continue
-        pos = _skip(lower, start, end)
+        kind = lower[start + 1]
+        if kind == 0x2F or (kind not in b"!?" and not _name_end(lower, end)):
+            if kind == 0x2F and _name_end(lower, end) and not hidden:
+                found.append(start)  # a real </body
+            pos, floor = end, start  # any tag: "</body>", "<styles>"
+            continue
+        if kind == 0x21:  # "<!"
+            hidden = _outlook_hides(lower, start, hidden)
+        pos = floor = _skip(lower, start, end)
         if pos < 0:
             break  # unterminated: the rest of the document is inside it
-    for candidate in reversed(found):
-        if not _inside_tag(lower, candidate):
-            return candidate
-    return None
+    return found[-1] if found else None
 
 
-def _inside_tag(lower: bytes, at: int) -> bool:
-    """Whether ``at`` is inside the tag that the last tag-opening ``<`` before it starts
-    (an attribute value holding ``</body>``, ``</x</body>``): that tag, quoted values
-    whole, reaches past ``at``.  A ``<`` inside a quoted value before it is not seen
-    through (that would take a tokenizer over every tag of the document)."""
-    start = lower.rfind(b"<", 0, at)
+def _tag_end(lower: bytes, at: int, floor: int) -> int:
+    """The end of the tag that ``at`` is inside (an attribute value holding ``<!--`` or
+    ``</body>``, a name swallowing ``<`` as in ``<b<script>``), or -1 when it is not.
+
+    The tag is the one the last tag-opening ``<`` in ``[floor, at)`` starts, read with
+    its quoted values whole; ``floor`` is a place known to be outside any tag.  A ``<``
+    inside a quoted value before ``at`` is not seen through (that would take a tokenizer
+    over every tag of the document).
+    """
+    start = lower.rfind(b"<", floor, at)
     for _ in range(_MAX_STRAY):
         if start < 0:
-            return False
+            return -1
         tag = _TAG.match(lower, start)
         if tag is not None:
             end = tag.end()  # at ">", or at a quote never closed (the tag runs to the end)
-            return end >= at or lower[end : end + 1] in (b'"', b"'")
-        start = lower.rfind(b"<", 0, start)  # a "<" that opens nothing: text
-    return True  # too many stray "<" to tell: not a place for the footer
+            if lower[end : end + 1] in (b'"', b"'"):
+                end = len(lower)
+            return end if end > at else -1
+        start = lower.rfind(b"<", floor, start)  # a "<" that opens nothing: text
+    return at + 1  # too many stray "<" to tell: not a place for the footer
 
 
 # -- the step ---------------------------------------------------------------------------------
