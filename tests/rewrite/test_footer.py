@@ -11,13 +11,14 @@ import html
 import logging
 import re
 import threading
+import warnings
 from collections.abc import Iterator
 from email.message import EmailMessage
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-import html5lib
 import pytest
+from bs4 import BeautifulSoup
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
@@ -303,8 +304,10 @@ def test_body_end_is_where_an_html5_parser_sees_the_end_tag(document: str) -> No
     if at is None:
         return
     assert document[at:at + 6].lower() == "</body"
-    tree = html5lib.parse(document[:at] + _MARK + document[at:], namespaceHTMLElements=False)
-    assert tree.find(".//i[@id='zzfooter']") is not None, document
+    with warnings.catch_warnings():  # bs4 warns about documents that look like file names
+        warnings.simplefilter("ignore")
+        soup = BeautifulSoup(document[:at] + _MARK + document[at:], "html5lib")
+    assert soup.find("i", id="zzfooter") is not None, document
 
 
 def test_body_end_in_iso_2022_jp_skips_jis_text() -> None:
