@@ -61,8 +61,10 @@ from beacon_proxy.rewrite.charsets import (
     UNKNOWN_CHARSET,
     effective_charset,
     encode_text,
+    from_utf8,
     is_transcoded,
     looks_valid,
+    reading,
     scan_view,
 )
 from beacon_proxy.rewrite.footertext import FooterText, FooterTexts
@@ -102,6 +104,7 @@ _CHECKED: Final = frozenset({"shift_jis", "iso-2022-jp", "gbk", "gb18030", "big5
 _JIS_ROMAN: Final = b"\x1b(J"
 _ASCII_ESCAPE: Final = b"\x1b(B"
 _MAX_LOGGED: Final = 64  # kinds of error logged with a traceback (then only counted)
+
 
 class _Skip(Exception):
     """This part (or message) gets no footer; the text is the reason for the report."""
@@ -256,42 +259,73 @@ def _with_footer(tree: MimeTree, part: MimePart, kind: str, footers: _Footers
     body = tree.body(part)
     decoded, index = decode_indexed(body, cte)
     charset = effective_charset(decoded, part.charset)
-    if charset in _UNWRITABLE or is_transcoded(charset):
+    if charset in _UNWRITABLE:
         raise _Skip(f"charset {charset}")
-    if charset in _CHECKED and not looks_valid(decoded, charset):
-        raise _Skip(f"bytes do not match charset {charset}")
-    eol = line_ending(decoded) if b"\n" in decoded else line_ending(tree.data[part.header_span])
-    seven_bit = cte == "7bit"
-    english = False
+    if is_transcoded(charset):
+        at, insert, english = _transcoded(tree, part, kind, footers, decoded, charset)
+    else:
+        if charset in _CHECKED and not looks_valid(decoded, charset):
+            raise _Skip(f"bytes do not match charset {charset}")
+        eol = _eol(tree, part, decoded)
+        view = scan_view(decoded, charset) if kind == "html" else decoded
+        at, insert, english = _insertion(decoded, view, kind, footers, charset, eol,
+                                         seven_bit=cte == "7bit")
+        insert = _in_ascii_state(decoded, at, charset, insert)
+    try:
+        new = apply_edits(body, "8bit" if cte == "binary" else cte, [Edit(at, at, insert)],
+                          decoded=decoded, qp_index=index)
+    except LineTooLongError as exc:
+        raise _Skip("a line would pass 998 octets") from exc
+    return new, english
+
+
+def _eol(tree: MimeTree, part: MimePart, text: bytes) -> bytes:
+    """The line ending of the part's text (of the message when the text has none)."""
+    return line_ending(text) if b"\n" in text else line_ending(tree.data[part.header_span])
+
+
+def _insertion(text: bytes, view: bytes, kind: str, footers: _Footers, charset: str,
+               eol: bytes, *, seven_bit: bool) -> tuple[int, bytes, bool]:
+    """Where the footer goes in ``text`` (an ASCII-compatible ``charset``), its bytes, and
+    whether a text footer fell back to English."""
     if kind == "html":
-        view = scan_view(decoded, charset)
         at = body_end(view)
         footer = encode_text(footers.html(), charset)
         if seven_bit and not footer.isascii():
             footer = encode_text(footers.html(), "us-ascii")  # the rest as &#NNNN;
         if at is None:  # no </body>: at the end, before the trailing line breaks
-            at = _text_end(decoded)
-            insert = eol + _lines(footer, eol)
-        else:  # on a line of its own
-            lead = b"" if at == 0 or decoded[at - 1] == 0x0A else eol
-            insert = lead + _lines(footer, eol) + eol
-    else:
-        at = _text_end(decoded)
-        footer_bytes = _encoded_text(footers.text(), charset, seven_bit)
+            return _text_end(text), eol + _lines(footer, eol), False
+        lead = b"" if at == 0 or text[at - 1] == 0x0A else eol  # on a line of its own
+        return at, lead + _lines(footer, eol) + eol, False
+    at = _text_end(text)
+    english = False
+    footer_bytes = _encoded_text(footers.text(), charset, seven_bit)
+    if footer_bytes is None:
+        english = True
+        footer_bytes = _encoded_text(footers.text(english=True), charset, seven_bit)
         if footer_bytes is None:
-            english = True
-            footer_bytes = _encoded_text(footers.text(english=True), charset, seven_bit)
-            if footer_bytes is None:
-                raise _Skip(f"charset {charset} cannot hold the footer")
-        insert = (eol + eol if at else b"") + _lines(footer_bytes, eol)
-    insert = _in_ascii_state(decoded, at, charset, insert)
-    edit = [Edit(at, at, insert)]
-    try:
-        new = apply_edits(body, "8bit" if cte == "binary" else cte, edit, decoded=decoded,
-                          qp_index=index)
-    except LineTooLongError as exc:
-        raise _Skip("a line would pass 998 octets") from exc
-    return new, english
+            raise _Skip(f"charset {charset} cannot hold the footer")
+    return at, (eol + eol if at else b"") + _lines(footer_bytes, eol), english
+
+
+def _transcoded(tree: MimeTree, part: MimePart, kind: str, footers: _Footers, decoded: bytes,
+                charset: str) -> tuple[int, bytes, bool]:
+    """UTF-16/32: the insertion is found and built in the part's UTF-8 transcoding
+    (:class:`~beacon_proxy.rewrite.charsets.Reading`) and turned back into the part's
+    encoding, which for UTF-16/32 gives the original bytes around it exactly.  UTF-7
+    and HZ have more than one encoding of a text: not modified."""
+    if not charset.startswith(("utf-16", "utf-32")):
+        raise _Skip(f"charset {charset}")
+    read = reading(decoded, part.charset)
+    if read is None or read.transcoded is None:
+        raise _Skip(f"charset {charset}: clients read the bytes differently")
+    if part.transfer_encoding == "7bit":
+        raise _Skip(f"charset {charset} in 7bit")
+    eol = _eol(tree, part, read.text)
+    at, insert, english = _insertion(read.text, read.view, kind, footers, "utf-8", eol,
+                                     seven_bit=False)
+    offset = len(from_utf8(read.text[:at], read.transcoded, bom=read.bom))
+    return offset, from_utf8(insert, read.transcoded, bom=False), english
 
 
 def _text_end(decoded: bytes) -> int:

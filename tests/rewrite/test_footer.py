@@ -234,7 +234,27 @@ def test_unknown_charsets_and_lying_bytes_get_no_footer() -> None:
     lying = b"Content-Type: text/plain; charset=iso-2022-jp\r\n\r\n\xff\xfe caf\xe9\r\n"
     assert run(lying).data == lying
     utf16 = b"Content-Type: text/plain; charset=utf-16\r\n\r\n" + "hi\r\n".encode("utf-16")
-    assert run(utf16).data == utf16
+    assert run(utf16).data == utf16  # 7bit: NUL bytes and all, not touched
+    utf7 = b"Content-Type: text/plain; charset=utf-7\r\n\r\n" + "h\u00e9\r\n".encode("utf-7")
+    assert run(utf7).report["footer"] == {"skipped": "text: charset utf-7"}
+
+
+@pytest.mark.parametrize(("label", "codec"), [("utf-16", "utf-16"), ("utf-16le", "utf-16-le"),
+                                              ("utf-16be", "utf-16-be"), ("utf-32", "utf-32")])
+def test_utf_16_and_32_parts_through_their_utf_8_transcoding(label: str, codec: str) -> None:
+    page, plain = _original("utf-8", "base64")
+    parts = [b"--B\r\nContent-Type: text/" + subtype + b"; charset=" + label.encode()
+             + b"\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+             + base64.encodebytes(content.replace("\n", "\r\n").encode(codec))
+             for subtype, content in ((b"plain", plain), (b"html", page))]
+    data = (b"Content-Language: ja\r\nContent-Type: multipart/alternative; boundary=B\r\n\r\n"
+            + b"\r\n".join(parts) + b"\r\n--B--\r\n")
+    out = run(data)
+    assert out.report["footer"] == {"html": 1, "text": 1, "language": "ja"}
+    got = contents(out.data)
+    assert JA_SENTENCE in got["html"] and JA_SENTENCE in got["plain"]
+    assert got["html"].replace("\ufeff", "").startswith(page.split("</body>")[0])
+    same_outside(data, out.data, {(0,), (1,)})
 
 
 def test_a_too_long_line_skips_only_that_part() -> None:
