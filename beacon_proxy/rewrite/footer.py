@@ -27,9 +27,10 @@ part falls back to English.
 
 A part the step cannot modify safely gets no footer and the copy is otherwise
 unchanged: broken MIME structure, signed or encrypted mail (the whole message:
-a footer would break the signature), unknown or non-ASCII-compatible charsets
-(UTF-16/32/7, HZ, ISO-2022-KR), bytes that do not match their label, a
-7bit/8bit line that would pass 998 octets.  A bug here must never lose or hold
+a footer would break the signature), unknown charsets, UTF-7, HZ and ISO-2022-KR
+(UTF-16/32 parts are edited through their exact UTF-8 transcoding), bytes that
+do not match a multi-byte label, a 7bit/8bit line that would pass 998 octets,
+an ISO-2022-JP insertion point that is not in ASCII state.  A bug here must never lose or hold
 mail: any exception leaves the copy unchanged with ``{"skipped": "error"}``
 in the report, logged once per kind of error.
 
