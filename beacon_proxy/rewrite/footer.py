@@ -256,6 +256,8 @@ def _with_footer(tree: MimeTree, part: MimePart, kind: str, footers: _Footers
     """The part's new (encoded) body, and whether its text footer fell back to English."""
     if not part.modifiable:
         raise _Skip(part.reason or "not modifiable")
+    if part.body_span.start == part.header_span.stop:  # a header, then the end
+        raise _Skip("no body after the header")
     cte = part.transfer_encoding
     body = tree.body(part)
     decoded, index = decode_indexed(body, cte)
@@ -296,7 +298,10 @@ def _insertion(text: bytes, view: bytes, kind: str, footers: _Footers, charset: 
             footer = encode_text(footers.html(), "us-ascii")  # the rest as &#NNNN;
         if at is None:  # no </body>: at the end, before the trailing line breaks
             return _text_end(text), eol + _lines(footer, eol), False
-        lead = b"" if at == 0 or text[at - 1] == 0x0A else eol  # on a line of its own
+        # On a line of its own, unless the text before it on its line starts with "--":
+        # cut off there, it could become a MIME boundary delimiter line.
+        line = text.rfind(b"\n", 0, at) + 1
+        lead = b"" if line == at or text.startswith(b"--", line) else eol
         return at, lead + _lines(footer, eol) + eol, False
     at = _text_end(text)
     english = False

@@ -16,6 +16,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from beacon_proxy.consent.policy import Policy
 from beacon_proxy.rewrite.bodyend import body_end
@@ -278,6 +280,26 @@ def test_no_body_end_appends_before_trailing_line_breaks() -> None:
     assert out.endswith(b"</p>\r\n\r\n")
 
 
+def test_the_footer_never_makes_a_boundary_line() -> None:
+    # The close delimiter is broken, so the HTML part runs to the end of the message and
+    # its last </body> follows "--B" on the same line: a line break there would make a
+    # delimiter line of it.
+    data = (b'Content-Type: multipart/alternative; boundary="B"\r\n\r\n--B\r\n'
+            b"Content-Type: text/html\r\n\r\n<p>x</p></body>\r\n--B</body>--\r\n")
+    tree = parse_message(data)
+    out = run(data).data
+    assert out.count(b"\n--B") == data.count(b"\n--B") and parse_message(out).notes == tree.notes
+    assert b"\r\n--B<p style=" in out
+    same_outside(data, out, {(0,)})
+
+
+def test_a_message_cut_after_its_header_stays_as_it_is() -> None:
+    for data in (b"Subject: x\r\nTo: a@b.example", b"Subject: x\r\n"):
+        out = run(data)
+        assert out.data == data
+        assert out.report["footer"] == {"skipped": "text: no body after the header"}
+
+
 def test_lf_only_message() -> None:
     data = message(PAGE, PLAIN).replace(b"\r\n", b"\n")
     out = run(data).data
@@ -303,6 +325,43 @@ def test_mime_fixtures_get_their_footer_and_keep_every_other_byte(path: Path) ->
         text = decode_text(decoded, effective_charset(decoded, part.charset))
         assert html.unescape(text).count(URL) == 1, part.path
         assert EN_SENTENCE in html.unescape(text)
+
+
+_SEEDS = [p.read_bytes() for p in sorted(FIXTURES.glob("*.eml"))] + [
+    message(*_original(charset, cte), charset=charset, cte=cte, language="ja")
+    for charset in CODECS for cte in CTES]
+_SNIPPETS = [b"</body>", b"<!--", b"-->", b"<script>", b"\x1b$B", b"\x1b(B", b"=\r\n", b"=3D",
+             b"\r\n", b"\n", b"<![if !mso]>", b"</BODY>", b"\x82", b"\xff", b"--BOUND"]
+
+
+@st.composite
+def _mutated(draw: st.DrawFn) -> bytes:
+    data = bytearray(draw(st.sampled_from(_SEEDS)))
+    for _ in range(draw(st.integers(1, 4))):
+        if not data:
+            break
+        at = draw(st.integers(0, len(data) - 1))
+        op = draw(st.sampled_from(["byte", "cut", "insert", "truncate"]))
+        if op == "byte":
+            data[at] = draw(st.integers(0, 255))
+        elif op == "cut":
+            del data[at : at + draw(st.integers(1, 50))]
+        elif op == "insert":
+            data[at:at] = draw(st.sampled_from(_SNIPPETS))
+        else:
+            del data[at:]
+    return bytes(data)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_mutated())
+def test_mangled_messages_never_error_and_keep_their_structure(data: bytes) -> None:
+    out = run(data)
+    assert out.report["footer"] != {"skipped": "error"}
+    if "skipped" in out.report["footer"]:
+        assert out.data == data
+    else:
+        same_outside(data, out.data, {p.path for p in body_parts(parse_message(data))})
 
 
 # -- what is left alone -----------------------------------------------------------------------
