@@ -27,12 +27,22 @@ part falls back to English.
 
 A part the step cannot modify safely gets no footer and the copy is otherwise
 unchanged: broken MIME structure, signed or encrypted mail (the whole message:
-a footer would break the signature), unknown charsets, UTF-7, HZ and ISO-2022-KR
-(UTF-16/32 parts are edited through their exact UTF-8 transcoding), bytes that
-do not match a multi-byte label, a 7bit/8bit line that would pass 998 octets,
-an ISO-2022-JP insertion point that is not in ASCII state.  A bug here must never lose or hold
-mail: any exception leaves the copy unchanged with ``{"skipped": "error"}``
-in the report, logged once per kind of error.
+a footer would break the signature), unknown charsets, UTF-7, HZ and
+ISO-2022-KR (UTF-16/32 parts are edited through their exact UTF-8
+transcoding), bytes that do not match a multi-byte label, a 7bit/8bit line
+that would pass 998 octets, an ISO-2022-JP insertion point that is not in
+ASCII state.  A bug here must never lose or hold mail: any exception leaves
+the copy unchanged with ``{"skipped": "error"}`` in the report, logged once
+per kind of error.
+
+The report (relay log): ``{"html": 1, "text": 1, "language": "ja"}``, plus
+``"text_language": "en"`` when a text part fell back to English and
+``"not_modified": ["html: charset x-unknown", ...]`` for body parts left
+alone; ``{"skipped": reason}`` when no part got a footer.
+
+Cost: about 0.3-0.45 ms per copy of the 70 KB benchmark newsletter
+(``bench/footer.py``): the MIME parse, the HTML part's transfer decode and the
+search for ``</body`` each take about a third; nothing is cached across copies.
 
 >>> from beacon_proxy.spool.envelope import Envelope
 >>> from beacon_proxy.consent.policy import Policy
