@@ -34,6 +34,8 @@ from beacon_proxy.rewrite.charsets import scan_view
     (b"<body><p>x</p><!-- </body>", None),
     (b"<body><p>x</p><script></body>", None),
     (b"<body><plaintext></body>", None),
+    (b"<body><p>x</p><!--[if !mso]><!--><p>web</p></body><!--<![endif]-->", None),
+    (b"<body><![if !mso]><p>web</p><![endif]><p>all</p></body>", 48),
 ])
 def test_body_end(document: bytes, expected: int | None) -> None:
     assert body_end(document) == expected

@@ -43,8 +43,8 @@ CODECS = {"utf-8": "utf-8", "iso-8859-1": "latin-1", "iso-2022-jp": "iso2022_jp"
 CTES = ("7bit", "8bit", "quoted-printable", "base64")
 
 
-def footer(**kw: object) -> Footer:
-    return Footer(lambda recipient: URL, **kw)  # type: ignore[arg-type]
+def footer(*, default_language: str = "en", texts: FooterTexts | None = None) -> Footer:
+    return Footer(lambda recipient: URL, default_language=default_language, texts=texts)
 
 
 def run(data: bytes, step: Footer | None = None) -> Copy:
