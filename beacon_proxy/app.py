@@ -3,7 +3,7 @@
     smtpd --enqueue--> scheduler --put--> spool
                        scheduler --prepare--> rewrite --analyse--> worker processes (budget)
                        scheduler --render--> rewrite (each copy; policy from consent):
-                           beacons, unsubscribe headers, footer, trace header
+                           beacons, footer, unsubscribe headers, trace header
                        scheduler --lookup--> consent store (SQLite | PostgreSQL)
                        scheduler --deliver--> courier (SMTP upstream | Maildir)
     web: /o/ (open pixel), /u/ (preference page, one-click) --> consent store
@@ -42,6 +42,7 @@ from beacon_proxy.log import event
 from beacon_proxy.rewrite.beacons import BeaconStep
 from beacon_proxy.rewrite.copies import CopyPolicy
 from beacon_proxy.rewrite.engine import Analysis, Engine
+from beacon_proxy.rewrite.footer import Footer
 from beacon_proxy.rewrite.links import PreferenceLinks
 from beacon_proxy.rewrite.pool import AnalysisPool
 from beacon_proxy.rewrite.rules import load_rules
@@ -135,6 +136,7 @@ class Relay:
         links = PreferenceLinks(self.tokens, cfg.web.public_url,
                                 forward=cfg.web.sender_unsubscribe == "replace")
         steps: tuple[CopyStep, ...] = (
+            Footer(links, default_language=cfg.web.default_language),
             UnsubscribeHeaders(links, mailto=cfg.web.unsubscribe_mailto,
                                sender=cfg.web.sender_unsubscribe),
             TraceHeader(self.hostname),

@@ -25,6 +25,8 @@ other byte leaves as it came.  The footer is encoded in the part's own charset
 and transfer encoding; HTML gets ``&#NNNN;`` for what the charset lacks, a text
 part falls back to English.
 
+The relay's own delivery status notifications get none (they are not list
+mail), nor does a copy without a preference link (``link`` returned None).
 A part the step cannot modify safely gets no footer and the copy is otherwise
 unchanged: broken MIME structure, signed or encrypted mail (the whole message:
 a footer would break the signature), unknown charsets, UTF-7, HZ and
@@ -146,7 +148,7 @@ class Footer:
     by default).
     """
 
-    def __init__(self, link: Callable[[Recipient], str], *, default_language: str = "en",
+    def __init__(self, link: Callable[[Recipient], str | None], *, default_language: str = "en",
                  texts: FooterTexts | None = None) -> None:
         self.link = link
         self.texts = FooterTexts.load() if texts is None else texts
@@ -158,6 +160,8 @@ class Footer:
 
     def __call__(self, copy: Copy, recipient: Recipient) -> Copy:
         if copy.held is not None:  # nothing to add to (run_steps stops before this)
+            return copy
+        if recipient.envelope.bounce_of is not None:  # the relay's own DSN: not list mail
             return copy
         try:
             data, report = self._render(copy.data, recipient)
@@ -183,6 +187,8 @@ class Footer:
         if not parts:
             return data, {"skipped": "no text body part"}
         url = self.link(recipient)
+        if url is None:
+            return data, {"skipped": "no preference link"}
         if not _LINK.fullmatch(url):
             raise ValueError(f"preference link is not an absolute http(s) URL: {url[:80]!r}")
         language = self.language(tree)

@@ -286,6 +286,27 @@ Content-Transfer-Encoding: quoted-printable
     return text.replace("\r\n", "\n").replace("\n", "\r\n").encode("utf-8")
 
 
+def preference_link(copy: bytes) -> str:
+    """The recipient's preference link, from the copy's ``List-Unsubscribe``."""
+    m = re.search(rb"^List-Unsubscribe: <([^>]+)>", copy, re.MULTILINE)
+    assert m, copy[:300]
+    return m.group(1).decode()
+
+
+def with_footer(original: bytes, copy: bytes) -> bytes:
+    """``original`` with the footer the relay adds, carrying the link ``copy`` carries:
+    what a copy is (after :func:`strip_trace`) when the beacon step changed nothing."""
+    from beacon_proxy.consent.policy import Policy
+    from beacon_proxy.rewrite.footer import Footer
+    from beacon_proxy.rewrite.step import Copy, Recipient
+    from beacon_proxy.spool.envelope import Envelope
+
+    link = preference_link(copy)
+    rcpt = Recipient(Envelope("Q", "s@example.org", ("r@example.org",)), "r@example.org",
+                     Policy.REFUSED)
+    return Footer(lambda r: link)(Copy(original), rcpt).data
+
+
 def strip_trace(data: bytes) -> bytes:
     """The message without what the relay put in front of it: the first (our)
     ``Received`` header, then our ``List-Unsubscribe`` and ``List-Unsubscribe-Post``."""

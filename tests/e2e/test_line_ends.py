@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.harness import PIXEL, Proxy, Upstream, strip_trace, wait_for
+from tests.e2e.harness import PIXEL, Proxy, Upstream, strip_trace, wait_for, with_footer
 
 pytestmark = pytest.mark.e2e
 
@@ -73,7 +73,8 @@ def test_lf_only_newsletter_from_smtplib_arrives_with_crlf(
     # smtplib puts a CRLF after the last LF-ended line, before the final ".": one empty line more
     queued = raw.replace(b"\n", b"\r\n") + b"\r\n"
     assert b"\n" not in copy.data.replace(b"\r\n", b"")  # CRLF line ends only
-    head = queued[: queued.index(b"Content-Type: text/html")]
+    relayed = with_footer(queued, copy.data)
+    head = relayed[: relayed.index(b"Content-Type: text/html")]
     assert strip_trace(copy.data).startswith(head)  # headers and text part: byte for byte
     assert b"\r\n.a line starting with a dot\r\n.\r\n..two dots\r\n" in head
     parsed = email.message_from_bytes(copy.data, policy=email.policy.default)
@@ -81,7 +82,11 @@ def test_lf_only_newsletter_from_smtplib_arrives_with_crlf(
     assert parsed["List-Id"] == msg["List-Id"] and parsed["Subject"] == "Our November news"
     html = parsed.get_body(("html",))
     assert html is not None  # the rewrite engine read the CRLF copy: the pixel is gone
-    assert html.get_content().replace("\r\n", "\n") == HTML.replace(PIXEL, "")
+    footer_html = email.message_from_bytes(relayed, policy=email.policy.default)
+    assert isinstance(footer_html, EmailMessage)
+    expected = footer_html.get_body(("html",))
+    assert expected is not None
+    assert html.get_content() == expected.get_content().replace(PIXEL, "")
     (delivered,) = wait_for(lambda: proxy.events("delivered"), what="the delivered log line")
     assert (delivered["beacons"], delivered["actions"]) == (1, {"strip": 1})
 
@@ -101,9 +106,9 @@ def test_mixed_crlf_and_lf_message(proxy: Proxy, upstream: Upstream) -> None:
             b"\r\nfirst\n.dot\r\nlast\n")
     proxy.send(SENDER, ["bob@example.net"], data)
     (copy,) = wait_for(lambda: upstream.to("bob@example.net"), what="the copy")
-    assert strip_trace(copy.data) == (
+    assert strip_trace(copy.data) == with_footer(
         b"From: a@sender.example\r\nSubject: mixed\r\nMessage-ID:\r\n <mixed@sender.example>\r\n"
-        b"\r\nfirst\r\n.dot\r\nlast\r\n\r\n")
+        b"\r\nfirst\r\n.dot\r\nlast\r\n\r\n", copy.data)
     (received,) = proxy.events("received")
     assert received["message_id"] == "<mixed@sender.example>"
 
@@ -121,7 +126,8 @@ def test_bare_cr_in_header_is_refused_and_the_session_goes_on(
         client.rcpt("bob@example.net")
         assert client.data(b"Subject: b\nBcc: x@example.net\n\nbody\n")[0] == 250
     (copy,) = wait_for(lambda: upstream.to("bob@example.net"), what="the second message")
-    assert strip_trace(copy.data) == b"Subject: b\r\nBcc: x@example.net\r\n\r\nbody\r\n\r\n"
+    assert strip_trace(copy.data) == with_footer(
+        b"Subject: b\r\nBcc: x@example.net\r\n\r\nbody\r\n\r\n", copy.data)
     (rejected,) = proxy.events("rejected")
     assert (rejected["stage"], rejected["code"]) == ("DATA", 554)
     assert len(proxy.events("received")) == 1
@@ -163,7 +169,7 @@ def test_smuggled_transactions_stay_content_all_the_way_to_the_upstream(
         assert client.noop()[0] == 250  # nothing of the content was taken for a command
 
     (copy,) = wait_for(lambda: upstream.to("bob@example.net"), what="the copy")
-    assert strip_trace(copy.data) == expected  # whole: not cut at any "." line
+    assert strip_trace(copy.data) == with_footer(expected, copy.data)  # not cut at any "." line
     wait_for(lambda: proxy.events("delivered"), what="the delivered log line")
     assert proxy.stop() == 0  # the courier says QUIT: the upstream has read all it was sent
     assert [m.rcpt_tos for m in upstream.messages] == [["bob@example.net"]]  # one message
