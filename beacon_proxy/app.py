@@ -56,7 +56,7 @@ from beacon_proxy.web.auth import ApiTokens
 from beacon_proxy.web.recipient import RecipientSide
 from beacon_proxy.web.server import WebServer, build_app
 
-__all__ = ["Relay", "is_loopback_host", "run", "shared_store", "start_warnings"]
+__all__ = ["Relay", "copy_steps", "is_loopback_host", "run", "shared_store", "start_warnings"]
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +110,25 @@ def start_warnings(cfg: Config) -> list[tuple[str, str]]:
     return out
 
 
+def copy_steps(cfg: Config, tokens: Tokens, *, hostname: str | None) -> tuple[CopyStep, ...]:
+    """What each recipient's copy goes through after the beacon step, in order.
+
+    The footer and the unsubscribe headers carry the same preference link; the
+    trace header (``hostname``; None: none, as for ``scan``) goes on last, and
+    DKIM signing will come after it.
+    """
+    links = PreferenceLinks(tokens, cfg.web.public_url,
+                            forward=cfg.web.sender_unsubscribe == "replace")
+    steps: list[CopyStep] = [
+        Footer(links, default_language=cfg.web.default_language),
+        UnsubscribeHeaders(links, mailto=cfg.web.unsubscribe_mailto,
+                           sender=cfg.web.sender_unsubscribe),
+    ]
+    if hostname is not None:
+        steps.append(TraceHeader(hostname))
+    return tuple(steps)
+
+
 class Relay:
     """The running service: every stage, built from one :class:`Config`."""
 
@@ -131,16 +150,7 @@ class Relay:
         async def analyse(data: bytes) -> Analysis:
             return await self.analysis.analyse(data, budget=budget)
 
-        # Each recipient's copy: the beacon step, then these, in order (DKIM signing
-        # will come last).  The header and the footer carry the same preference link.
-        links = PreferenceLinks(self.tokens, cfg.web.public_url,
-                                forward=cfg.web.sender_unsubscribe == "replace")
-        steps: tuple[CopyStep, ...] = (
-            Footer(links, default_language=cfg.web.default_language),
-            UnsubscribeHeaders(links, mailto=cfg.web.unsubscribe_mailto,
-                               sender=cfg.web.sender_unsubscribe),
-            TraceHeader(self.hostname),
-        )
+        steps = copy_steps(cfg, self.tokens, hostname=self.hostname)
         self.rewrite = BeaconStep(
             Engine(load_rules()), self.tokens, public_url=cfg.web.public_url,
             hostname=self.hostname, analyse=analyse, steps=steps,

@@ -19,9 +19,13 @@ and ``signed``): ``outcome`` says which path made it, and each finding's
 every remote reference is neutralised (``strip``); a ``held`` copy is not sent
 at all (``keep``, and no ``--output`` file).
 
-``--output`` writes the rewritten message: a file for one input, a directory
-(created if needed) for several.  Exit status: 0, or 1 when a file could not
-be read or written (the others are still scanned).
+``--output`` writes the copy the recipient would get (without the relay's
+trace header): the rewritten message with the footer and the unsubscribe
+headers; a file for one input, a directory (created if needed) for several.
+``--json`` also says what the footer and the unsubscribe step did
+(``"footer"``, ``"unsubscribe"``: their relay-log reports).  The links are
+genuine only when the configured ``[tokens] secret`` is set.  Exit status: 0,
+or 1 when a file could not be read or written (the others are still scanned).
 """
 
 from __future__ import annotations
@@ -34,13 +38,17 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from beacon_proxy.app import copy_steps
 from beacon_proxy.cli.common import CliError, add_config_option, config_from
 from beacon_proxy.consent.policy import Policy
+from beacon_proxy.headerfacts import one_click_url
 from beacon_proxy.rewrite.copies import CopyPolicy, Decided, Outcome, prepare
 from beacon_proxy.rewrite.copies import decide as decide_copy
 from beacon_proxy.rewrite.engine import Action, Engine, Item
 from beacon_proxy.rewrite.links import open_links
 from beacon_proxy.rewrite.rules import load_rules
+from beacon_proxy.rewrite.step import Copy, CopyStep, Recipient, run_steps
+from beacon_proxy.spool.envelope import Envelope
 from beacon_proxy.tokens import Tokens
 
 __all__ = ["register"]
@@ -103,6 +111,7 @@ def _scan(args: argparse.Namespace) -> int:
     rules = CopyPolicy(cfg.policy.unscannable, cfg.policy.signed)
     # Links in an offline copy are real only when the configured secret is known.
     tokens = Tokens([cfg.tokens.secret or secrets.token_hex(16)])
+    steps = copy_steps(cfg, tokens, hostname=None)  # the footer and the unsubscribe headers
     status = 0
     for path in files:
         try:
@@ -118,6 +127,7 @@ def _scan(args: argparse.Namespace) -> int:
         link = open_links(tokens, cfg.web.public_url, args.recipient or "", prepared.list_id,
                           "SCAN")
         decided = decide_copy(engine, prepared, args.recipient, policy, rules, link)
+        copy = _finish(steps, data, decided, args.recipient or "", policy, prepared.list_id)
         analysis = prepared.original.analysis
         everything = (engine.items(analysis, args.recipient, policy)
                       if analysis is not None else [])
@@ -128,17 +138,31 @@ def _scan(args: argparse.Namespace) -> int:
             print(json.dumps({"file": str(path), "policy": policy.value,
                               "recipient": args.recipient, "outcome": decided.outcome.value,
                               "findings": [_finding(i) for i in items],
-                              "problems": list(problems)}, ensure_ascii=False))
+                              "problems": list(problems),
+                              "footer": copy.report.get("footer") if copy else None,
+                              "unsubscribe": copy.report.get("unsubscribe") if copy else None},
+                             ensure_ascii=False))
         else:
             _table(path, policy, decided.outcome, items, problems)
-        if args.output is not None and decided.data is not None:
+        if args.output is not None and copy is not None:
             target = out_dir / path.name if out_dir is not None else args.output
             try:
-                target.write_bytes(decided.data)
+                target.write_bytes(copy.data)
             except OSError as exc:
                 print(f"beacon-proxy: {target}: {exc.strerror}", file=sys.stderr)
                 status = 1
     return status
+
+
+def _finish(steps: tuple[CopyStep, ...], data: bytes, decided: Decided, recipient: str,
+            policy: Policy, list_id: str | None) -> Copy | None:
+    """The decided copy through the relay's other steps (footer, unsubscribe headers),
+    as the recipient would get it (without the trace header); None when held."""
+    if decided.data is None:
+        return None
+    envelope = Envelope("SCAN", "", (recipient,), list_id=list_id,
+                        one_click=one_click_url(data))
+    return run_steps(steps, Copy(decided.data), Recipient(envelope, recipient, policy))
 
 
 def _table(path: Path, policy: Policy, outcome: Outcome, items: list[Item],

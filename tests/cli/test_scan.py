@@ -114,3 +114,22 @@ def test_scan_never_reports_an_action_it_did_not_apply(tmp_path: Path,
     written = out.read_bytes()
     assert PIXEL_URL.encode() not in written
     assert b"Content-Transfer-Encoding: quoted-printable" in written
+
+
+def test_output_is_the_copy_a_recipient_gets(tmp_path: Path,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    mail = _eml(tmp_path / "n.eml", f'<html><body><p>Hi</p><img src="{PIXEL_URL}" width="1">'
+                                    "</body></html>")
+    out = tmp_path / "copy.eml"
+    assert main(["scan", str(mail), "--json", "--recipient", "ann@example.org",
+                 "--output", str(out)]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["footer"] == {"html": 1, "text": 0, "language": "en"}
+    assert report["unsubscribe"] == "added"
+    copy = out.read_bytes()
+    link = copy.split(b"List-Unsubscribe: <", 1)[1].split(b">", 1)[0]
+    assert b"/u/" in link
+    assert b"List-Unsubscribe-Post: List-Unsubscribe=One-Click\n" in copy  # LF like the file
+    body = copy.split(b"\n\n", 1)[1]
+    assert body.index(link) < body.index(b"</body>")  # the footer, before </body>
+    assert PIXEL_URL.encode() not in copy
