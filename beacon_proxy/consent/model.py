@@ -228,7 +228,7 @@ def check_text(field: str, value: object, limit: int = 200) -> str | None:
         return None
     if not isinstance(value, str):
         raise InvalidValue(field, "expected a string")
-    value = value.strip()
+    value = value.strip(" \t\r\n")  # str.strip() would also eat \x1c-\x1f
     if len(value) > limit:
         raise InvalidValue(field, f"longer than {limit} characters")
     if any(ord(c) < 32 or ord(c) == 127 for c in value):

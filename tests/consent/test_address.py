@@ -77,3 +77,12 @@ def test_bad_list_ids(value: str) -> None:
 def test_list_key_never_raises() -> None:
     assert list_key(None) == "" and list_key("") == ""
     assert list_key("Two Words") == "two words"
+
+
+def test_free_text_refuses_control_characters_at_the_ends_too() -> None:
+    from beacon_proxy.consent.model import InvalidValue, check_text
+
+    assert check_text("reason", " moved away\t") == "moved away"
+    for bad in ("moved\x1f", "\x1cmoved", "a\x00b", "x\x7f"):
+        with pytest.raises(InvalidValue, match="control characters"):
+            check_text("reason", bad)
