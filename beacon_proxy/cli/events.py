@@ -16,6 +16,7 @@ and last error (``failed`` ones are kept for inspection).  Oldest first;
 from __future__ import annotations
 
 import argparse
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from beacon_proxy.cli.common import CliError
@@ -26,7 +27,7 @@ from beacon_proxy.cli.storecli import (
     run_with_store,
     short_time,
 )
-from beacon_proxy.consent.model import ForwardState
+from beacon_proxy.consent.model import ForwardState, Page
 from beacon_proxy.consent.store import Store
 
 __all__ = ["register"]
@@ -55,62 +56,58 @@ def register(sub: Any) -> None:
 
 
 def _opens(args: argparse.Namespace) -> int:
-    limit: int | None = args.limit
     machine = None if args.machine is None else args.machine == "yes"
 
-    async def work(store: Store) -> int:
-        n, after = 0, None
-        while limit is None or n < limit:
-            size = 1000 if limit is None else max(1, min(1000, limit - n))
-            page = await store.opens(since=args.since, address=args.address,
-                                     list_id=args.list, after=after, limit=size,
-                                     machine=machine)
-            for e in page.items:
-                n += 1
-                if args.json:
-                    print_json(e)
-                else:
-                    print(f"{short_time(e.at)}  {e.address}  {e.list_id or '-'}  "
-                          f"{e.message_id or '-'}  {e.ua_class or '-'}"
-                          f"{'  machine' if e.machine else ''}")
-            if page.next is None:
-                break
-            after = page.next
-        return n
+    def fetch(store: Store, after: str | None, size: int) -> Awaitable[Page[Any]]:
+        return store.opens(since=args.since, address=args.address, list_id=args.list,
+                           after=after, limit=size, machine=machine)
 
-    if limit is not None and limit < 1:
-        raise CliError("--limit must be at least 1")
-    n = run_with_store(args, work)
-    if not args.json:
-        print(f"{n} open(s)")
-    return 0
+    def line(e: Any) -> str:
+        return (f"{short_time(e.at)}  {e.address}  {e.list_id or '-'}  "
+                f"{e.message_id or '-'}  {e.ua_class or '-'}"
+                f"{'  machine' if e.machine else ''}")
+
+    return _list(args, fetch, line, "open(s)")
 
 
 def _forwards(args: argparse.Namespace) -> int:
+    def fetch(store: Store, after: str | None, size: int) -> Awaitable[Page[Any]]:
+        return store.list_forwards(state=args.state, after=after, limit=size)
+
+    def line(job: Any) -> str:
+        return (f"{job.id}  {job.state}  {short_time(job.created_at)}  "
+                f"attempts {job.attempts}  next {short_time(job.next_at)}  "
+                f"{job.address}  {job.list_id or '-'}  {job.url}"
+                f"{'  ' + job.last_error if job.last_error else ''}")
+
+    return _list(args, fetch, line, "forward(s)")
+
+
+def _list(args: argparse.Namespace,
+          fetch: Callable[[Store, str | None, int], Awaitable[Page[Any]]],
+          line: Callable[[Any], str], noun: str) -> int:
+    """Page through a listing: at most ``--limit`` records, JSON lines or text lines."""
     limit: int | None = args.limit
+    if limit is not None and limit < 1:
+        raise CliError("--limit must be at least 1")
 
     async def work(store: Store) -> int:
         n, after = 0, None
         while limit is None or n < limit:
             size = 1000 if limit is None else max(1, min(1000, limit - n))
-            page = await store.list_forwards(state=args.state, after=after, limit=size)
-            for job in page.items:
+            page = await fetch(store, after, size)
+            for record in page.items:
                 n += 1
                 if args.json:
-                    print_json(job)
+                    print_json(record)
                 else:
-                    print(f"{job.id}  {job.state}  {short_time(job.created_at)}  "
-                          f"attempts {job.attempts}  next {short_time(job.next_at)}  "
-                          f"{job.address}  {job.list_id or '-'}  {job.url}"
-                          f"{'  ' + job.last_error if job.last_error else ''}")
+                    print(line(record))
             if page.next is None:
                 break
             after = page.next
         return n
 
-    if limit is not None and limit < 1:
-        raise CliError("--limit must be at least 1")
     n = run_with_store(args, work)
     if not args.json:
-        print(f"{n} forward(s)")
+        print(f"{n} {noun}")
     return 0
