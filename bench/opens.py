@@ -1,0 +1,596 @@
+#!/usr/bin/env python3
+"""Open-pixel latency benchmark: ``GET /o/<token>`` against ``GET /healthz``, per store backend.
+
+    python bench/opens.py [--rate 500] [--seconds 20] [--backends sqlite,postgresql]
+                          [--path-kind open|healthz] [--quick]
+
+The goal (issue 7): under a bounded loopback load of 500 requests/s, the open
+pixel's p99 latency stays under 20 ms, on SQLite and on PostgreSQL.  The
+pixel answers at once and records the open in the background, so its
+latency should be close to that of the cheapest route; this run shows both
+side by side.
+
+For each backend the benchmark creates a fresh store (a SQLite file in a
+temporary folder; a new ``beacon_bench_<random>`` database on the PostgreSQL
+server given by ``--postgres``, dropped afterwards even on failure), seeds
+``--recipients`` consent records with ``beacon-proxy consent import``
+(80 % granted, 10 % refused, 5 % with no record at all -- unknown, which the
+default policy treats as refused -- and 5 % granted but only ever sent
+forged tokens), starts the real ``beacon-proxy serve`` as a subprocess
+(SMTP and HTTP on free loopback ports, a maildir upstream, a ``[tokens]
+secret``) and waits for ``/healthz``.  It mints one open token per recipient
+with the server's secret, exactly as the relay does for a granted copy; the
+forged 5 % of the requests carry tokens minted with another secret or
+valid tokens with one character changed.
+
+Phases, each preceded by an unmeasured warm-up second at the same rate:
+
+  (1) healthz  ``GET /healthz``, the baseline;
+  (2) open     ``GET /o/<token>`` cycling over every token in a fixed
+               shuffled order (the warm-up uses forged tokens only, which
+               record nothing).
+
+Load is open-loop (bench/_openloop.py): request ``i`` is due at
+``start + i / rate`` whatever the server does, and its latency runs from that
+due time to the last byte of the response body, so queueing is charged and
+nothing is hidden by a slow answer (no coordinated omission).  The achieved
+send rate is printed; a phase whose generator fell more than 5 % behind the
+asked rate is not judged.  "server CPU" is the utime+stime of ``serve`` and
+its child processes during the phase (from /proc).
+
+After the open phase the benchmark polls the store until the number of
+recorded opens stops changing (bounded) and reports how many granted
+recipients got an open recorded (per-token rate limiting may record fewer
+opens than hits: reported, not judged).  Refused, unknown and forged
+requests must record nothing: that is judged.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import csv
+import functools
+import os
+import random
+import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+from _openloop import LoadResult, LoadSpec, percentile, run_load
+from relay import BenchError, child_env, cpu_seconds, free_port, http_ok, stop_process, wait_until
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+import asyncpg  # noqa: E402
+
+from beacon_proxy.consent.store import open_store  # noqa: E402
+from beacon_proxy.tokens import Claims, Purpose, Tokens, url_identity  # noqa: E402
+
+DEFAULT_PG = "postgresql://postgres@127.0.0.1:5432/test"
+GOAL_P99_MS = 20.0
+GOAL_RATE = 500.0
+MIN_RATE_SHARE = 0.95  # below this share of --rate the generator fell behind
+LIST_ID = "news.example.org"
+QUEUE_ID = "BENCHQUEUEID0001"
+TRACKER = "https://tracker.example.net/open.gif?u={i}"
+USER_AGENT = ("Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Thunderbird/128.5.0")
+GIF = b"GIF8"
+
+
+# --------------------------------------------------------------------------
+# Recipients and tokens
+# --------------------------------------------------------------------------
+
+@dataclass
+class Population:
+    """Who is seeded with what consent, and the open-pixel paths that point at them."""
+
+    granted: list[str] = field(default_factory=list)
+    refused: list[str] = field(default_factory=list)
+    unknown: list[str] = field(default_factory=list)  # no consent record
+    forged_only: list[str] = field(default_factory=list)  # granted, but only forged tokens
+    valid_paths: dict[str, str] = field(default_factory=dict)  # path -> recipient
+    forged_paths: list[str] = field(default_factory=list)
+    mix: list[str] = field(default_factory=list)  # every path once, shuffled
+
+    def write_csv(self, path: Path) -> None:
+        with path.open("w", encoding="utf-8", newline="") as fh:
+            w = csv.writer(fh)
+            w.writerow(["address", "beacons", "source"])
+            for addr in [*self.granted, *self.forged_only]:
+                w.writerow([addr, "granted", "bench"])
+            for addr in self.refused:
+                w.writerow([addr, "refused", "bench"])
+
+
+def _tamper(token: str, rng: random.Random) -> str:
+    """The token with one character in its ciphertext changed (still base64url)."""
+    pos = rng.randrange(len(token) // 2, len(token) - 1)  # never the last: keep it canonical
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    new = rng.choice(alphabet.replace(token[pos], ""))
+    return token[:pos] + new + token[pos + 1:]
+
+
+def population(recipients: int, secret: str, seed: int = 7) -> Population:
+    """``recipients`` addresses split 80/10/5/5 and one open-pixel path each."""
+    if recipients < 20:
+        raise ValueError("--recipients must be at least 20")
+    rng = random.Random(seed)
+    tokens = Tokens([secret])
+    stranger = Tokens([f"not-the-server-secret-{secret}"])
+    pop = Population()
+    groups = (pop.granted, pop.refused, pop.unknown, pop.forged_only)
+    shares = (0.80, 0.10, 0.05, 0.05)
+    bounds = [round(sum(shares[:k + 1]) * recipients) for k in range(len(shares))]
+    for i in range(recipients):
+        group = next(k for k, b in enumerate(bounds) if i < b)
+        groups[group].append(f"reader{i:06d}@bench-{i % 7}.example.org")
+    forged_only = frozenset(pop.forged_only)
+    for i, addr in enumerate([*pop.granted, *pop.refused, *pop.unknown, *pop.forged_only]):
+        claims = Claims(Purpose.OPEN, addr, LIST_ID, QUEUE_ID,
+                        url_identity(TRACKER.format(i=i)))
+        if addr in forged_only:
+            token = (stranger.mint(claims) if i % 2 else _tamper(tokens.mint(claims), rng))
+            pop.forged_paths.append(f"/o/{token}")
+        else:
+            pop.valid_paths[f"/o/{tokens.mint(claims)}"] = addr
+    pop.mix = [*pop.valid_paths, *pop.forged_paths]
+    rng.shuffle(pop.mix)
+    return pop
+
+
+# --------------------------------------------------------------------------
+# Stores and the server
+# --------------------------------------------------------------------------
+
+async def _admin(server: str, sql: str) -> None:
+    conn = await asyncpg.connect(server, timeout=10)
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+@contextlib.contextmanager
+def store_url(backend: str, workdir: Path, postgres: str) -> Iterator[str]:
+    """A fresh, empty store for one backend; a PostgreSQL database is dropped afterwards."""
+    if backend == "sqlite":
+        yield f"sqlite:///{workdir / 'store' / 'bench.db'}"
+        return
+    name = f"beacon_bench_{secrets.token_hex(4)}"
+    try:
+        asyncio.run(_admin(postgres, f'CREATE DATABASE "{name}"'))
+    except (OSError, asyncpg.PostgresError) as exc:
+        raise BenchError(f"cannot create a database on {postgres}: {exc}") from None
+    try:
+        parts = urlsplit(postgres)
+        yield urlunsplit((parts.scheme, parts.netloc, f"/{name}", "", ""))
+    finally:
+        asyncio.run(_admin(postgres, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+def server_env() -> dict[str, str]:
+    """The environment for beacon-proxy commands: this checkout's package first."""
+    env = child_env()
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
+    return env
+
+
+def write_config(workdir: Path, store: str, secret: str, smtp_port: int, web_port: int) -> Path:
+    cfg = workdir / "bench.toml"
+    cfg.write_text(f"""\
+[smtp]
+listen = "127.0.0.1:{smtp_port}"
+allow_networks = ["127.0.0.0/8"]
+shutdown_timeout = 5
+
+[delivery]
+upstream = "maildir:{workdir / 'outbox'}"
+
+[spool]
+path = "{workdir / 'spool'}"
+
+[store]
+url = "{store}"
+
+[web]
+listen = "127.0.0.1:{web_port}"
+public_url = "http://127.0.0.1:{web_port}"
+
+[tokens]
+secret = "{secret}"
+
+[log]
+level = "warning"
+path = "{workdir / 'beacon-proxy.log'}"
+""")
+    return cfg
+
+
+def seed(cfg: Path, csv_file: Path, workdir: Path) -> None:
+    """``beacon-proxy consent import`` of the population's CSV file."""
+    cmd = [sys.executable, "-m", "beacon_proxy", "consent", "import", str(csv_file),
+           "--config", str(cfg)]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=server_env(),
+                          cwd=str(workdir), check=False)
+    if done.returncode != 0:
+        raise BenchError(f"consent import failed: {(done.stderr or done.stdout).strip()[-500:]}")
+
+
+def descendants(pid: int) -> list[int]:
+    """pid and every live process below it (from /proc/<pid>/task/*/children)."""
+    found, todo = [], [pid]
+    while todo and len(found) < 1000:
+        p = todo.pop()
+        found.append(p)
+        for task in Path(f"/proc/{p}/task").glob("*/children"):
+            with contextlib.suppress(OSError):
+                todo += [int(c) for c in task.read_text().split()]
+    return found
+
+
+def tree_cpu(pid: int) -> dict[int, float]:
+    return {p: cpu_seconds(p) for p in descendants(pid)}
+
+
+def cpu_since(pid: int, before: dict[int, float]) -> float:
+    """CPU seconds the process tree spent since ``before`` (processes started since count whole)."""
+    now = tree_cpu(pid)
+    return sum(t - before.get(p, 0.0) for p, t in now.items())
+
+
+@dataclass
+class Server:
+    proc: subprocess.Popen[bytes]
+    port: int
+    cfg: Path
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+
+@contextlib.contextmanager
+def serve(workdir: Path, cfg: Path, web_port: int, smtp_port: int) -> Iterator[Server]:
+    out_path = workdir / "serve.out"
+    with out_path.open("wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "beacon_proxy", "serve", "--config",
+                                 str(cfg)], stdout=out, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, env=server_env(), cwd=str(workdir))
+        try:
+            wait_until(lambda: http_ok(web_port, "/healthz"), 60, "beacon-proxy start", proc,
+                       interval=0.1)
+            yield Server(proc, web_port, cfg)
+        finally:
+            stop_process(proc, grace=30)
+            if proc.returncode not in (0, None):
+                sys.stderr.write(out_path.read_text(errors="replace")[-2000:])
+
+
+def preflight_open(server: Server, path: str) -> None:
+    """One forged-token GET: the route must exist and answer the GIF."""
+    try:
+        with urllib.request.urlopen(server.url(path), timeout=10) as resp:
+            body: bytes = resp.read()
+            status: int = resp.status
+    except urllib.error.HTTPError as exc:
+        hint = " (is the open-pixel endpoint merged?)" if exc.code == 404 else ""
+        raise BenchError(f"GET /o/<token> answered {exc.code}{hint}") from None
+    except OSError as exc:
+        raise BenchError(f"GET /o/<token>: {exc}") from None
+    if status != 200 or not body.startswith(GIF):
+        raise BenchError(f"GET /o/<token> answered {status} with {body[:16]!r}, not a GIF")
+
+
+# --------------------------------------------------------------------------
+# Phases
+# --------------------------------------------------------------------------
+
+@dataclass
+class Settings:
+    rate: float
+    seconds: float
+    warmup: float
+    clients: int
+    connections: int
+    timeout: float
+    settle: float
+
+    @property
+    def count(self) -> int:
+        return max(1, round(self.rate * self.seconds))
+
+
+@dataclass
+class Phase:
+    backend: str
+    kind: str  # healthz | open
+    rate: float
+    result: LoadResult
+    cpu_s: float
+
+    def ms(self, p: float) -> float:
+        return 1000 * percentile(self.sorted, p)
+
+    @functools.cached_property
+    def sorted(self) -> list[float]:
+        return sorted(self.result.latencies)
+
+    @property
+    def kept_up(self) -> bool:
+        r = self.result
+        return r.send_rate >= MIN_RATE_SHARE * self.rate and "not sent" not in r.errors
+
+
+def load(st: Settings, urls: Sequence[str], seconds: float, expect: bytes) -> LoadResult:
+    spec = LoadSpec(urls=urls, rate=st.rate, count=max(1, round(st.rate * seconds)),
+                    connections=st.connections, timeout=st.timeout, user_agent=USER_AGENT,
+                    expect_prefix=expect)
+    return run_load(spec, st.clients)
+
+
+def phase(st: Settings, server: Server, backend: str, kind: str, urls: Sequence[str],
+          warm_urls: Sequence[str]) -> Phase:
+    expect = GIF if kind == "open" else b""
+    print(f"  {backend}: {kind} warm-up {st.warmup:g} s, then {st.count} requests "
+          f"at {st.rate:g}/s ...", file=sys.stderr, flush=True)
+    if st.warmup > 0:
+        load(st, warm_urls, st.warmup, expect)
+    before = tree_cpu(server.proc.pid)
+    result = load(st, urls, st.seconds, expect)
+    cpu = cpu_since(server.proc.pid, before)
+    if server.proc.poll() is not None:
+        raise BenchError(f"{backend}: beacon-proxy exited with {server.proc.returncode}")
+    return Phase(backend, kind, st.rate, result, cpu)
+
+
+# --------------------------------------------------------------------------
+# Recorded opens
+# --------------------------------------------------------------------------
+
+@dataclass
+class Recorded:
+    total: int
+    machine: int
+    by_address: Counter[str]
+    settled_s: float
+    stable: bool
+
+
+async def _count_opens(url: str) -> tuple[int, int, Counter[str]]:
+    store = open_store(url, pool_size=1)
+    await store.open()
+    try:
+        by, machine, after = Counter[str](), 0, None
+        for _ in range(100_000):  # bounded: 1000 per page
+            page = await store.opens(after=after, limit=1000)
+            for e in page.items:
+                by[e.address.lower()] += 1
+                machine += e.machine
+            if page.next is None:
+                break
+            after = page.next
+        return sum(by.values()), machine, by
+    finally:
+        await store.close()
+
+
+def wait_recorded(url: str, settle: float, limit: float) -> Recorded:
+    """Poll the store until the open count has not changed for ``settle`` seconds."""
+    t0 = time.monotonic()
+    last, since = -1, t0
+    while True:
+        total, machine, by = asyncio.run(_count_opens(url))
+        now = time.monotonic()
+        if total != last:
+            last, since = total, now
+        elif now - since >= settle:
+            return Recorded(total, machine, by, since - t0, True)
+        if now - t0 > limit:
+            return Recorded(total, machine, by, now - t0, False)
+        time.sleep(0.25)
+
+
+@dataclass
+class OpenCheck:
+    backend: str
+    recorded: Recorded
+    granted_hit: int  # granted recipients whose valid token was requested at least once
+    granted_requests: int
+    granted_recorded: int  # of those, with at least one open recorded
+    leaked: dict[str, int]  # group -> opens recorded for recipients that must have none
+
+
+def check_opens(backend: str, pop: Population, result_count: int, rec: Recorded) -> OpenCheck:
+    sent = [pop.mix[i % len(pop.mix)] for i in range(result_count)]
+    granted = set(pop.granted)
+    hits = Counter(pop.valid_paths[p] for p in sent if p in pop.valid_paths)
+    hit_granted = {a for a in hits if a in granted}
+    leaked = {name: sum(rec.by_address[a] for a in group)
+              for name, group in (("refused", pop.refused), ("unknown", pop.unknown),
+                                  ("forged", pop.forged_only))}
+    known = {*pop.granted, *pop.refused, *pop.unknown, *pop.forged_only}
+    leaked["strangers"] = sum(n for a, n in rec.by_address.items() if a not in known)
+    return OpenCheck(backend, rec, len(hit_granted), sum(hits[a] for a in hit_granted),
+                     sum(1 for a in hit_granted if rec.by_address[a]), leaked)
+
+
+# --------------------------------------------------------------------------
+# Report
+# --------------------------------------------------------------------------
+
+def _errors(r: LoadResult) -> str:
+    return ",".join(f"{k}:{v}" for k, v in sorted(r.errors.items())) or "0"
+
+
+def report(phases: Sequence[Phase], checks: Sequence[OpenCheck], st: Settings,
+           path_kind: str, recipients: int) -> bool:
+    print(f"open-pixel benchmark: {st.count} requests per phase at {st.rate:g}/s "
+          f"({st.seconds:g} s, open loop, {st.clients} client process(es) x "
+          f"{st.connections} keep-alive connections), {recipients} recipients, "
+          f"{os.cpu_count()} CPUs, Python {sys.version.split()[0]}")
+    print()
+    hdr = (f"{'backend':<10} {'path':<8} {'sent/s':>7} {'done':>6} {'p50 ms':>7} {'p90 ms':>7} "
+           f"{'p99 ms':>7} {'max ms':>7} {'non-200':>7} {'errors':>7} {'lag p99':>7} "
+           f"{'srv CPU s':>9} {'CPU ms/req':>10}")
+    print(hdr)
+    print("-" * len(hdr))
+    for ph in phases:
+        r = ph.result
+        lag = 1000 * percentile(sorted(r.lags), 99)
+        per = 1000 * ph.cpu_s / r.completed if r.completed else float("nan")
+        print(f"{ph.backend:<10} {ph.kind:<8} {r.send_rate:7.1f} {r.completed:6d} "
+              f"{ph.ms(50):7.2f} {ph.ms(90):7.2f} {ph.ms(99):7.2f} {ph.ms(100):7.2f} "
+              f"{r.non_200 + r.bad_bodies:7d} {_errors(r):>7} {lag:7.2f} {ph.cpu_s:9.2f} "
+              f"{per:10.3f}")
+    ok = True
+    for ph in phases:
+        r = ph.result
+        if r.non_200 or r.bad_bodies or r.errors:
+            ok = False
+            print(f"{ph.backend} {ph.kind}: statuses {dict(r.statuses)}, {r.bad_bodies} bodies "
+                  f"not a GIF, errors {dict(r.errors)}   FAIL")
+    if checks:
+        print()
+    for c in checks:
+        rec = c.recorded
+        leaks = ", ".join(f"{k} {v}" for k, v in c.leaked.items())
+        clean = not any(c.leaked.values())
+        ok = ok and clean
+        print(f"{c.backend:<10} opens recorded: {rec.total} ({rec.machine} machine) for "
+              f"{c.granted_requests} requests with granted recipients' tokens; "
+              f"{c.granted_recorded} of {c.granted_hit} granted recipients hit have an open"
+              f"{'' if rec.stable else ' (count still changing when polling stopped)'}; "
+              f"settled {rec.settled_s:.1f} s after the load")
+        print(f"{'':<10} opens of refused/unknown/forged/strangers: {leaks}   "
+              f"{'PASS' if clean else 'FAIL'}")
+    print()
+    by = {(ph.backend, ph.kind): ph for ph in phases}
+    for backend in dict.fromkeys(ph.backend for ph in phases):
+        base, target = by.get((backend, "healthz")), by.get((backend, path_kind))
+        if base is not None and target is not None and target is not base:
+            print(f"{backend:<10} p99 /o/ / p99 /healthz = {target.ms(99):.2f} / "
+                  f"{base.ms(99):.2f} ms = {target.ms(99) / base.ms(99):.2f}x")
+        if target is None:
+            continue
+        route = "/o/" if path_kind == "open" else "/healthz (harness check, not the goal's route)"
+        line = (f"{backend:<10} {route} p99 {target.ms(99):.2f} ms at "
+                f"{target.result.send_rate:.0f} req/s: goal < {GOAL_P99_MS:g} ms "
+                f"at {GOAL_RATE:g} req/s")
+        if st.rate < GOAL_RATE:
+            print(f"{line}   not judged (--rate {st.rate:g} < {GOAL_RATE:g})")
+        elif not target.kept_up:
+            ok = False
+            print(f"{line}   FAIL (the load generator fell behind: sent "
+                  f"{target.result.send_rate:.0f}/s of {st.rate:g}/s)")
+        else:
+            passed = target.ms(99) < GOAL_P99_MS
+            ok = ok and passed
+            print(f"{line}   {'PASS' if passed else 'FAIL'}")
+    return ok
+
+
+# --------------------------------------------------------------------------
+# Main
+# --------------------------------------------------------------------------
+
+def run_backend(backend: str, st: Settings, pop: Population, secret: str, path_kind: str,
+                workdir: Path, postgres: str) -> tuple[list[Phase], OpenCheck | None]:
+    bdir = workdir / backend
+    bdir.mkdir()
+    csv_file = bdir / "consent.csv"
+    pop.write_csv(csv_file)
+    with store_url(backend, bdir, postgres) as url:
+        print(f"{backend}: seeding {len(pop.granted) + len(pop.refused) + len(pop.forged_only)} "
+              f"consent records ...", file=sys.stderr, flush=True)
+        web_port, smtp_port = free_port(), free_port()
+        cfg = write_config(bdir, url, secret, smtp_port, web_port)
+        seed(cfg, csv_file, bdir)
+        with serve(bdir, cfg, web_port, smtp_port) as server:
+            phases = [phase(st, server, backend, "healthz", [server.url("/healthz")],
+                            [server.url("/healthz")])]
+            if path_kind != "open":
+                return phases, None
+            preflight_open(server, pop.forged_paths[0])
+            phases.append(phase(st, server, backend, "open",
+                                [server.url(p) for p in pop.mix],
+                                [server.url(p) for p in pop.forged_paths]))
+            rec = wait_recorded(url, st.settle, limit=60)
+            return phases, check_opens(backend, pop, phases[-1].result.sent, rec)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    p.add_argument("--rate", type=float, default=GOAL_RATE, help="requests per second (500)")
+    p.add_argument("--seconds", type=float, default=20.0, help="seconds per phase (20)")
+    p.add_argument("--warmup", type=float, default=1.0, help="unmeasured seconds first (1)")
+    p.add_argument("--path-kind", choices=("open", "healthz"), default="open",
+                   help="open: /healthz baseline, then /o/<token> (default); "
+                        "healthz: /healthz only (to check the harness)")
+    p.add_argument("--backends", default="sqlite,postgresql",
+                   help="comma-separated: sqlite, postgresql (default both)")
+    p.add_argument("--postgres", default=DEFAULT_PG, metavar="URL",
+                   help=f"server to create the benchmark database on ({DEFAULT_PG})")
+    p.add_argument("--recipients", type=int, default=1000, help="seeded recipients (1000)")
+    p.add_argument("--clients", type=int, default=1,
+                   help="load-generator processes sharing the schedule (1)")
+    p.add_argument("--connections", type=int, default=64,
+                   help="keep-alive connections per client process (64)")
+    p.add_argument("--timeout", type=float, default=10.0, help="per-request timeout s (10)")
+    p.add_argument("--settle", type=float, default=2.0,
+                   help="seconds the open count must stay unchanged after the load (2)")
+    p.add_argument("--quick", action="store_true",
+                   help="smoke run: 100/s for 3 s, 200 recipients, short warm-up")
+    p.add_argument("--keep", action="store_true", help="keep the temp dir (configs, logs)")
+    a = p.parse_args(argv)
+    if a.quick:
+        a.rate, a.seconds, a.warmup, a.recipients, a.settle = 100.0, 3.0, 0.5, 200, 1.0
+    backends = [b.strip() for b in a.backends.split(",") if b.strip()]
+    if not backends or set(backends) - {"sqlite", "postgresql"}:
+        p.error("--backends: a comma-separated list of sqlite, postgresql")
+    if a.rate <= 0 or a.seconds <= 0 or a.warmup < 0 or a.timeout <= 0 or a.settle <= 0:
+        p.error("--rate, --seconds, --timeout and --settle must be > 0, --warmup >= 0")
+    if a.rate * a.seconds > 1_000_000:
+        p.error("--rate x --seconds: at most 1 000 000 requests per phase")
+    if not 1 <= a.clients <= 64 or not 1 <= a.connections <= 10_000:
+        p.error("--clients must be 1..64 and --connections 1..10000")
+    if not 20 <= a.recipients <= 1_000_000:
+        p.error("--recipients must be 20..1000000")
+    st = Settings(a.rate, a.seconds, a.warmup, a.clients, a.connections, a.timeout, a.settle)
+    secret = f"bench-{secrets.token_hex(16)}"
+    workdir = Path(tempfile.mkdtemp(prefix="beacon-bench-opens-"))
+    phases: list[Phase] = []
+    checks: list[OpenCheck] = []
+    try:
+        pop = population(a.recipients, secret)
+        for backend in backends:
+            got, check = run_backend(backend, st, pop, secret, a.path_kind, workdir, a.postgres)
+            phases += got
+            checks += [check] if check is not None else []
+        ok = report(phases, checks, st, a.path_kind, a.recipients)
+    except (BenchError, TimeoutError) as exc:
+        print(f"benchmark failed: {exc} (logs in {workdir})", file=sys.stderr)
+        a.keep = True
+        return 2
+    finally:
+        if a.keep:
+            print(f"work dir kept: {workdir}", file=sys.stderr)
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
