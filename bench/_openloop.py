@@ -72,6 +72,7 @@ class LoadResult:
     first_due: float = math.inf
     last_sent: float = 0.0  # monotonic time the last request was handed to the client
     last_done: float = 0.0
+    client_cpu: float = 0.0  # CPU seconds the load generator itself used (all processes)
 
     def merge(self, other: LoadResult) -> None:
         self.latencies += other.latencies
@@ -83,6 +84,7 @@ class LoadResult:
         self.first_due = min(self.first_due, other.first_due)
         self.last_sent = max(self.last_sent, other.last_sent)
         self.last_done = max(self.last_done, other.last_done)
+        self.client_cpu += other.client_cpu
 
     @property
     def send_rate(self) -> float:
@@ -171,7 +173,10 @@ async def _drive(spec: LoadSpec, start: float, first: int, step: int) -> LoadRes
 
 def _client(spec: LoadSpec, start: float, first: int, step: int) -> LoadResult:
     """One client's share of the schedule, in this process."""
-    return asyncio.run(_drive(spec, start, first, step))
+    cpu0 = time.process_time()
+    res = asyncio.run(_drive(spec, start, first, step))
+    res.client_cpu = time.process_time() - cpu0
+    return res
 
 
 def _child(spec: LoadSpec, first: int, step: int, conn: Connection) -> None:

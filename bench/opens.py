@@ -69,7 +69,16 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 from _openloop import LoadResult, LoadSpec, percentile, run_load
-from relay import BenchError, child_env, cpu_seconds, free_port, http_ok, stop_process, wait_until
+from relay import (
+    CLK_TCK,
+    BenchError,
+    child_env,
+    cpu_seconds,
+    free_port,
+    http_ok,
+    stop_process,
+    wait_until,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -83,6 +92,8 @@ DEFAULT_PG = "postgresql://postgres@127.0.0.1:5432/test"
 GOAL_P99_MS = 20.0
 GOAL_RATE = 500.0
 MIN_RATE_SHARE = 0.95  # below this share of --rate the generator fell behind
+OTHERS_WARN = 0.10  # other processes' share of the machine's CPUs worth a warning
+LAG_WARN_MS = 5.0  # generator lag (p99) worth a warning
 LIST_ID = "news.example.org"
 QUEUE_ID = "BENCHQUEUEID0001"
 TRACKER = "https://tracker.example.net/open.gif?u={i}"
@@ -232,7 +243,8 @@ def seed(cfg: Path, csv_file: Path, workdir: Path) -> None:
 
 def descendants(pid: int) -> list[int]:
     """pid and every live process below it (from /proc/<pid>/task/*/children)."""
-    found, todo = [], [pid]
+    found: list[int] = []
+    todo = [pid]
     while todo and len(found) < 1000:
         p = todo.pop()
         found.append(p)
@@ -240,6 +252,13 @@ def descendants(pid: int) -> list[int]:
             with contextlib.suppress(OSError):
                 todo += [int(c) for c in task.read_text().split()]
     return found
+
+
+def machine_cpu() -> float:
+    """CPU seconds every CPU of the machine has been busy since boot (from /proc/stat)."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    idle = fields[3] + fields[4]  # idle, iowait
+    return (sum(fields) - idle) / CLK_TCK
 
 
 def tree_cpu(pid: int) -> dict[int, float]:
@@ -319,7 +338,15 @@ class Phase:
     kind: str  # healthz | open
     rate: float
     result: LoadResult
-    cpu_s: float
+    cpu_s: float  # the server's process tree
+    wall_s: float
+    machine_cpu_s: float  # every process on the machine
+
+    @property
+    def others_share(self) -> float:
+        """Share of the machine's CPUs used by neither the server nor the load generator."""
+        other = self.machine_cpu_s - self.cpu_s - self.result.client_cpu
+        return max(0.0, other) / (self.wall_s * (os.cpu_count() or 1))
 
     def ms(self, p: float) -> float:
         return 1000 * percentile(self.sorted, p)
@@ -348,12 +375,13 @@ def phase(st: Settings, server: Server, backend: str, kind: str, urls: Sequence[
           f"at {st.rate:g}/s ...", file=sys.stderr, flush=True)
     if st.warmup > 0:
         load(st, warm_urls, st.warmup, expect)
-    before = tree_cpu(server.proc.pid)
+    before, machine0, t0 = tree_cpu(server.proc.pid), machine_cpu(), time.monotonic()
     result = load(st, urls, st.seconds, expect)
     cpu = cpu_since(server.proc.pid, before)
+    wall, machine = time.monotonic() - t0, machine_cpu() - machine0
     if server.proc.poll() is not None:
         raise BenchError(f"{backend}: beacon-proxy exited with {server.proc.returncode}")
-    return Phase(backend, kind, st.rate, result, cpu)
+    return Phase(backend, kind, st.rate, result, cpu, wall, machine)
 
 
 # --------------------------------------------------------------------------
@@ -442,19 +470,32 @@ def report(phases: Sequence[Phase], checks: Sequence[OpenCheck], st: Settings,
           f"{st.connections} keep-alive connections), {recipients} recipients, "
           f"{os.cpu_count()} CPUs, Python {sys.version.split()[0]}")
     print()
-    hdr = (f"{'backend':<10} {'path':<8} {'sent/s':>7} {'done':>6} {'p50 ms':>7} {'p90 ms':>7} "
-           f"{'p99 ms':>7} {'max ms':>7} {'non-200':>7} {'errors':>7} {'lag p99':>7} "
-           f"{'srv CPU s':>9} {'CPU ms/req':>10}")
+    hdr = (f"{'backend':<10} {'path':<7} {'sent/s':>6} {'done':>6} {'p50 ms':>6} "
+           f"{'p90 ms':>6} {'p99 ms':>6} {'max ms':>7} {'non200':>6} {'errors':>6} "
+           f"{'lag p99':>7} {'srv CPU s':>9} {'ms/req':>6} {'gen CPU s':>9} {'others':>6}")
     print(hdr)
     print("-" * len(hdr))
+    warnings: list[str] = []
     for ph in phases:
         r = ph.result
         lag = 1000 * percentile(sorted(r.lags), 99)
         per = 1000 * ph.cpu_s / r.completed if r.completed else float("nan")
-        print(f"{ph.backend:<10} {ph.kind:<8} {r.send_rate:7.1f} {r.completed:6d} "
-              f"{ph.ms(50):7.2f} {ph.ms(90):7.2f} {ph.ms(99):7.2f} {ph.ms(100):7.2f} "
-              f"{r.non_200 + r.bad_bodies:7d} {_errors(r):>7} {lag:7.2f} {ph.cpu_s:9.2f} "
-              f"{per:10.3f}")
+        print(f"{ph.backend:<10} {ph.kind:<7} {r.send_rate:6.1f} {r.completed:6d} "
+              f"{ph.ms(50):6.2f} {ph.ms(90):6.2f} {ph.ms(99):6.2f} {ph.ms(100):7.2f} "
+              f"{r.non_200:6d} {_errors(r):>6} {lag:7.2f} {ph.cpu_s:9.2f} "
+              f"{per:6.3f} {r.client_cpu:9.2f} {ph.others_share:6.0%}")
+        if ph.others_share > OTHERS_WARN:
+            warnings.append(f"{ph.backend} {ph.kind}: other processes kept {ph.others_share:.0%} "
+                            f"of the machine's CPUs busy: not a quiet machine")
+        if lag > LAG_WARN_MS:
+            warnings.append(f"{ph.backend} {ph.kind}: the generator started requests up to "
+                            f"{lag:.1f} ms late (p99): it was short of CPU, and that delay "
+                            f"counts in the latencies")
+    print("(lag: request start - due time; "
+          "srv CPU: serve and its children; gen CPU: this load generator; others: share of "
+          "all CPUs used by other processes)")
+    for w in warnings:
+        print(f"warning: {w}")
     ok = True
     for ph in phases:
         r = ph.result
