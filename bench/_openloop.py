@@ -65,6 +65,7 @@ class LoadResult:
 
     latencies: list[float] = field(default_factory=list)  # seconds, completed requests only
     lags: list[float] = field(default_factory=list)  # actual send - due time, per request
+    service: list[float] = field(default_factory=list)  # actual send to end of body
     statuses: Counter[int] = field(default_factory=Counter)
     bad_bodies: int = 0  # 200s whose body did not start with expect_prefix
     errors: Counter[str] = field(default_factory=Counter)  # exception name -> count
@@ -77,6 +78,7 @@ class LoadResult:
     def merge(self, other: LoadResult) -> None:
         self.latencies += other.latencies
         self.lags += other.lags
+        self.service += other.service
         self.statuses += other.statuses
         self.bad_bodies += other.bad_bodies
         self.errors += other.errors
@@ -125,7 +127,8 @@ async def _drive(spec: LoadSpec, start: float, first: int, step: int) -> LoadRes
     tasks: set[asyncio.Task[None]] = set()
 
     async def one(url: str, due: float) -> None:
-        res.lags.append(time.monotonic() - due)
+        sent = time.monotonic()
+        res.lags.append(sent - due)
         try:
             async with session.get(url, allow_redirects=False) as resp:
                 body = await resp.read()
@@ -135,6 +138,7 @@ async def _drive(spec: LoadSpec, start: float, first: int, step: int) -> LoadRes
             return
         done = time.monotonic()
         res.latencies.append(done - due)
+        res.service.append(done - sent)
         res.last_done = max(res.last_done, done)
         res.statuses[status] += 1
         if status == 200 and not body.startswith(spec.expect_prefix):

@@ -472,17 +472,19 @@ def report(phases: Sequence[Phase], checks: Sequence[OpenCheck], st: Settings,
     print()
     hdr = (f"{'backend':<10} {'path':<7} {'sent/s':>6} {'done':>6} {'p50 ms':>6} "
            f"{'p90 ms':>6} {'p99 ms':>6} {'max ms':>7} {'non200':>6} {'errors':>6} "
-           f"{'lag p99':>7} {'srv CPU s':>9} {'ms/req':>6} {'gen CPU s':>9} {'others':>6}")
+           f"{'lag p99':>7} {'svc p99':>7} {'srv CPU s':>9} {'ms/req':>6} {'gen CPU s':>9} "
+           f"{'others':>6}")
     print(hdr)
     print("-" * len(hdr))
     warnings: list[str] = []
     for ph in phases:
         r = ph.result
         lag = 1000 * percentile(sorted(r.lags), 99)
+        svc = 1000 * percentile(sorted(r.service), 99)
         per = 1000 * ph.cpu_s / r.completed if r.completed else float("nan")
         print(f"{ph.backend:<10} {ph.kind:<7} {r.send_rate:6.1f} {r.completed:6d} "
               f"{ph.ms(50):6.2f} {ph.ms(90):6.2f} {ph.ms(99):6.2f} {ph.ms(100):7.2f} "
-              f"{r.non_200:6d} {_errors(r):>6} {lag:7.2f} {ph.cpu_s:9.2f} "
+              f"{r.non_200:6d} {_errors(r):>6} {lag:7.2f} {svc:7.2f} {ph.cpu_s:9.2f} "
               f"{per:6.3f} {r.client_cpu:9.2f} {ph.others_share:6.0%}")
         if ph.others_share > OTHERS_WARN:
             warnings.append(f"{ph.backend} {ph.kind}: other processes kept {ph.others_share:.0%} "
@@ -491,7 +493,8 @@ def report(phases: Sequence[Phase], checks: Sequence[OpenCheck], st: Settings,
             warnings.append(f"{ph.backend} {ph.kind}: the generator started requests up to "
                             f"{lag:.1f} ms late (p99): it was short of CPU, and that delay "
                             f"counts in the latencies")
-    print("(lag: request start - due time; "
+    print("(lag: request start - due time; svc: request start to end of body, without the "
+          "lag (diagnostic only: the goal is judged on p99); ms/req: server CPU per request; "
           "srv CPU: serve and its children; gen CPU: this load generator; others: share of "
           "all CPUs used by other processes)")
     for w in warnings:
