@@ -282,7 +282,8 @@ class Server:
 
 
 @contextlib.contextmanager
-def serve(workdir: Path, cfg: Path, web_port: int, smtp_port: int) -> Iterator[Server]:
+def serve(workdir: Path, cfg: Path, web_port: int) -> Iterator[Server]:
+    """``beacon-proxy serve`` with this config, up once /healthz answers; stopped afterwards."""
     out_path = workdir / "serve.out"
     with out_path.open("wb") as out:
         proc = subprocess.Popen([sys.executable, "-m", "beacon_proxy", "serve", "--config",
@@ -562,7 +563,7 @@ def run_backend(backend: str, st: Settings, pop: Population, secret: str, path_k
         web_port, smtp_port = free_port(), free_port()
         cfg = write_config(bdir, url, secret, smtp_port, web_port)
         seed(cfg, csv_file, bdir)
-        with serve(bdir, cfg, web_port, smtp_port) as server:
+        with serve(bdir, cfg, web_port) as server:
             phases = [phase(st, server, backend, "healthz", [server.url("/healthz")],
                             [server.url("/healthz")])]
             if path_kind != "open":
