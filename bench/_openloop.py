@@ -66,6 +66,7 @@ class LoadResult:
     latencies: list[float] = field(default_factory=list)  # seconds, completed requests only
     lags: list[float] = field(default_factory=list)  # actual send - due time, per request
     service: list[float] = field(default_factory=list)  # actual send to end of body
+    dues: list[float] = field(default_factory=list)  # due times, in step with latencies
     statuses: Counter[int] = field(default_factory=Counter)
     bad_bodies: int = 0  # 200s whose body did not start with expect_prefix
     errors: Counter[str] = field(default_factory=Counter)  # exception name -> count
@@ -79,6 +80,7 @@ class LoadResult:
         self.latencies += other.latencies
         self.lags += other.lags
         self.service += other.service
+        self.dues += other.dues
         self.statuses += other.statuses
         self.bad_bodies += other.bad_bodies
         self.errors += other.errors
@@ -139,6 +141,7 @@ async def _drive(spec: LoadSpec, start: float, first: int, step: int) -> LoadRes
         done = time.monotonic()
         res.latencies.append(done - due)
         res.service.append(done - sent)
+        res.dues.append(due)
         res.last_done = max(res.last_done, done)
         res.statuses[status] += 1
         if status == 200 and not body.startswith(spec.expect_prefix):

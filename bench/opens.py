@@ -385,6 +385,19 @@ def phase(st: Settings, server: Server, backend: str, kind: str, urls: Sequence[
     return Phase(backend, kind, st.rate, result, cpu, wall, machine)
 
 
+def dump(ph: Phase, folder: Path) -> Path:
+    """Every completed request of a phase as CSV: due time (s from the first), latency, service."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{ph.backend}-{ph.kind}.csv"
+    r = ph.result
+    with path.open("w", encoding="utf-8", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["due_s", "latency_ms", "service_ms"])
+        for due, lat, svc in sorted(zip(r.dues, r.latencies, r.service, strict=True)):
+            w.writerow([f"{due - r.first_due:.4f}", f"{1000 * lat:.3f}", f"{1000 * svc:.3f}"])
+    return path
+
+
 # --------------------------------------------------------------------------
 # Recorded opens
 # --------------------------------------------------------------------------
@@ -598,6 +611,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="seconds the open count must stay unchanged after the load (2)")
     p.add_argument("--quick", action="store_true",
                    help="smoke run: 100/s for 3 s, 200 recipients, short warm-up")
+    p.add_argument("--dump", type=Path, default=None, metavar="DIR",
+                   help="write every request's timing to DIR/<backend>-<path>.csv")
     p.add_argument("--keep", action="store_true", help="keep the temp dir (configs, logs)")
     a = p.parse_args(argv)
     if a.quick:
@@ -625,6 +640,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             phases += got
             checks += [check] if check is not None else []
         ok = report(phases, checks, st, a.path_kind, a.recipients)
+        for ph in phases if a.dump is not None else []:
+            print(f"timings: {dump(ph, a.dump)}", file=sys.stderr)
     except (BenchError, TimeoutError) as exc:
         print(f"benchmark failed: {exc} (logs in {workdir})", file=sys.stderr)
         a.keep = True
