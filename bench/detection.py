@@ -59,6 +59,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from beacon_proxy.consent.policy import Policy
 from beacon_proxy.rewrite.engine import Engine, Item
 from beacon_proxy.rewrite.rules import TrackerRules, load_rules
 
@@ -174,7 +175,7 @@ class Scanner:
                 "Content-Type: text/html; charset=utf-8\r\n"
                 "Content-Transfer-Encoding: 8bit\r\n\r\n" + body).encode("utf-8")
         analysis = self.engine.analyse(data)
-        return [i for i in self.engine.items(analysis, None, _policy())
+        return [i for i in self.engine.items(analysis, None, Policy.REFUSED)
                 if i.reference.remote]
 
     def caught(self, fragment: str) -> bool:
@@ -184,12 +185,6 @@ class Scanner:
     def flagged(self, fragment: str) -> list[str]:
         """The URLs of the fragment called trackers."""
         return [i.finding.url for i in self.items(fragment) if _beacon(i)]
-
-
-def _policy() -> object:
-    from beacon_proxy.consent.policy import Policy
-
-    return Policy.REFUSED
 
 
 def _beacon(item: Item) -> bool:
