@@ -35,7 +35,11 @@ which holds one checkout per repository, named as below)::
   the subscriber's address (its README lists the parties receiving it) are
   the trackers; the images on LivingSocial's own CDN (``lscdn.net``) are the
   content that must stay.  LivingSocial's own open pixel and the OpenX ad
-  images count neither way.
+  images count neither way;
+* the real templates (Cerberus, Mailchimp blueprints, Postmark, SendGrid...)
+  of ``--templates`` (default ``../shared/data/templates``): apart from the
+  open pixel two of them declare (:data:`TEMPLATE_PIXELS`), every remote
+  reference flagged is a false positive.
 
 MailTrackerBlocker's column is quoted from issue 9 (its figures were taken with
 its own engine, which this script does not run).  Run::
@@ -113,8 +117,10 @@ _MTB = {
     "KDE tracker URL list": ("28/30", 30),
     "MailTrackerBlocker unit tests": ("44/44 (its own)", 42),
     "CITP crawl (fetched trackers)": ("47/47", 47),
+    "real templates (content only)": ("-", 2),
 }
 _BASE = "https://peer-suite.example/tests/"  # relative URLs in the suites resolve here
+_TEMPLATES = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "templates"
 
 
 class MaterialMissing(Exception):
@@ -350,10 +356,34 @@ def citp_crawl(scan: Scanner, root: Path) -> Result:
     return result
 
 
+# -- real templates ----------------------------------------------------------------
+
+
+#: The templates' own open pixels: konsav's 1x1 ``tracker.png`` stands where its comment
+#: says a Google Analytics ``collect`` URL goes.  Everything else in them is content.
+TEMPLATE_PIXELS = frozenset({"/konsav/email-templates/master/images/tracker.png"})
+
+
+def templates(scan: Scanner, root: Path) -> Result:
+    """Real newsletter templates: every remote reference but their own pixels must stay."""
+    files = sorted(root.glob("*.html"))
+    if not files:
+        raise MaterialMissing(f"{root}: no *.html templates")
+    result = Result("real templates (content only)")
+    for path in files:
+        for item in scan.items(_read(path)):
+            name = f"{path.name}: {item.finding.url}"
+            if any(item.finding.url.endswith(pixel) for pixel in TEMPLATE_PIXELS):
+                result.tracker(name, _beacon(item))
+            else:
+                result.harmless(name, _beacon(item))
+    return result
+
+
 # -- the table -------------------------------------------------------------------
 
 
-def run(peers: Path, rules: TrackerRules) -> list[Result]:
+def run(peers: Path, rules: TrackerRules, templates_dir: Path | None = None) -> list[Result]:
     scan = Scanner(rules)
     suites: list[Callable[[], Result]] = [
         lambda: trocker_samples(scan, peers / "trocker"),
@@ -362,6 +392,8 @@ def run(peers: Path, rules: TrackerRules) -> list[Result]:
         lambda: mtb_unit_tests(scan, peers / "MailTrackerBlocker"),
         lambda: citp_crawl(scan, peers / "email_tracking"),
     ]
+    if templates_dir is not None:
+        suites.append(lambda: templates(scan, templates_dir))
     return [suite() for suite in suites]
 
 
@@ -394,12 +426,16 @@ def main(argv: list[str] | None = None) -> int:
                              "email_tracking checkouts (default: $BEACON_PEERS)")
     parser.add_argument("--rules", type=Path, default=None,
                         help="tracker rules file (default: the packaged rules)")
+    parser.add_argument("--templates", type=Path,
+                        default=_TEMPLATES if _TEMPLATES.is_dir() else None,
+                        help="real templates that hold no tracker, checked for false positives "
+                             "(default: ../shared/data/templates when present)")
     parser.add_argument("--verbose", action="store_true", help="list every miss and FP")
     args = parser.parse_args(argv)
     if args.peers is None:
         parser.error("give --peers DIR or set BEACON_PEERS (see the docstring for the clones)")
     try:
-        results = run(args.peers, load_rules(args.rules))
+        results = run(args.peers, load_rules(args.rules), args.templates)
     except MaterialMissing as exc:
         print(f"detection: material missing: {exc}", file=sys.stderr)
         return 2
