@@ -3,7 +3,8 @@ r"""Known tracker rules: vendor URL patterns, matched without running them all.
 The list ships as data (``beacon_proxy/data/trackers.json``, documented copy in
 ``config/trackers.json``), derived from MailTrackerBlocker by
 ``tools/derive_trackers.py``.  Patterns are case-insensitive ASCII regular
-expressions searched in a URL.
+expressions searched in a URL (a pattern may scope case back in with
+``(?-i:...)``, as the anchored Pepipost rule does).
 
 >>> rules = load_rules()
 >>> rules.match("https://u123.ct.sendgrid.net/wf/open?upn=abc")
