@@ -5,9 +5,11 @@ by the trackers' and blockers' authors, so they are the fairest yardstick we
 have (issue 9).  Each suite runs through the engine exactly as ``beacon-proxy
 scan`` does for a refused recipient: the HTML goes into a one-part message,
 :meth:`Engine.analyse` finds and classifies every reference, and a case is
-*detected* when every remote reference it loads is a tracker (an image with no
-URL loads nothing, so it counts as neutralised).  A false positive is a case
-or URL the suite says is clean that we call a tracker.
+*detected* when nothing it references loads in the refused copy: every remote
+reference is a tracker or a layout image neutralised in place (issue 9's
+``inline`` action), and an image with no URL loads nothing.  A false positive
+is a case or URL the suite says is clean that we call a tracker (an ``inline``
+layout image is not one: the layout does not change).
 
 Where each suite comes from (the material is not part of this repository;
 fetch it and give its directory on the command line or in ``BEACON_PEERS``,
@@ -119,6 +121,7 @@ _MTB = {
     "CITP crawl (fetched trackers)": ("47/47", 47),
     "real templates (content only)": ("-", 2),
 }
+_INLINE = "inline"  # issue 9's action for layout images replaced by a data: image
 _BASE = "https://peer-suite.example/tests/"  # relative URLs in the suites resolve here
 _TEMPLATES = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "templates"
 
@@ -185,8 +188,9 @@ class Scanner:
                 if i.reference.remote]
 
     def caught(self, fragment: str) -> bool:
-        """Every remote reference the fragment loads is a tracker (or it loads none)."""
-        return all(_beacon(i) for i in self.items(fragment))
+        """Nothing the fragment references loads in a refused copy: every remote
+        reference is a tracker or neutralised in place (or there is none)."""
+        return all(_neutralised(i) for i in self.items(fragment))
 
     def flagged(self, fragment: str) -> list[str]:
         """The URLs of the fragment called trackers."""
@@ -195,7 +199,12 @@ class Scanner:
 
 def _beacon(item: Item) -> bool:
     """A tracker finding; an image neutralised in place (``inline``) is not one."""
-    return item.finding.tracker and item.action.value != "inline"
+    return item.finding.tracker and item.action.value != _INLINE
+
+
+def _neutralised(item: Item) -> bool:
+    """Loads nothing in a refused copy: a tracker, or a layout image made inline."""
+    return item.finding.tracker or item.action.value == _INLINE
 
 
 def _read(path: Path) -> str:
@@ -299,7 +308,7 @@ def mtb_unit_tests(scan: Scanner, root: Path) -> Result:
             label = f"{name}:{var or source}"
             if clean:
                 result.harmless(label, bool(scan.flagged(fragment)))
-            elif scan.flagged(fragment):
+            elif any(_neutralised(i) for i in scan.items(fragment)):
                 result.tracker(label, True)
             else:
                 result.tracker(label + _unloaded(scan, fragment), False)
@@ -344,13 +353,14 @@ def citp_crawl(scan: Scanner, root: Path) -> Result:
     page = _read(found[0])
     result = Result("CITP crawl (fetched trackers)")
     items = scan.items(page)
-    verdict: dict[str, bool] = {}
+    verdict: dict[str, tuple[bool, bool]] = {}  # URL -> (every copy neutralised, one flagged)
     for item in items:
         url = item.finding.url
-        verdict[url] = verdict.get(url, False) or _beacon(item)
-    for url, flagged in sorted(verdict.items()):
+        caught, flagged = verdict.get(url, (True, False))
+        verdict[url] = (caught and _neutralised(item), flagged or _beacon(item))
+    for url, (caught, flagged) in sorted(verdict.items()):
         if _MD5_PARAM.search(html.unescape(url)):
-            result.tracker(url, flagged)
+            result.tracker(url, caught)
         elif _CONTENT_HOST.search(url):
             result.harmless(url, flagged)
     return result
@@ -374,7 +384,7 @@ def templates(scan: Scanner, root: Path) -> Result:
         for item in scan.items(_read(path)):
             name = f"{path.name}: {item.finding.url}"
             if any(item.finding.url.endswith(pixel) for pixel in TEMPLATE_PIXELS):
-                result.tracker(name, _beacon(item))
+                result.tracker(name, _neutralised(item))
             else:
                 result.harmless(name, _beacon(item))
     return result
