@@ -6,7 +6,7 @@ what the policy does with it.  The default output is a readable table;
 ``--json`` prints one JSON object per file, one per line::
 
     {"file": "news.eml", "policy": "refused", "recipient": null,
-     "outcome": "stripped",
+     "outcome": "stripped", "campaign": null,
      "findings": [{"url": "...", "element": "img", "tracker": true,
                    "vendor": "SendGrid", "reasons": ["rule:SendGrid", "tiny"],
                    "action": "strip"}, ...],
@@ -18,6 +18,16 @@ and ``signed``): ``outcome`` says which path made it, and each finding's
 ``action`` is what that copy really does - under the ``fallback`` outcome
 every remote reference is neutralised (``strip``); a ``held`` copy is not sent
 at all (``keep``, and no ``--output`` file).
+
+Several copies of one campaign (the same :func:`~beacon_proxy.rewrite.campaign.campaign_key`:
+sender domain, ``List-Id``, subject without the recipient's name and numbers,
+HTML skeleton) are diffed as the relay will diff them
+(:mod:`~beacon_proxy.rewrite.campaign`): every loaded URL that differs between
+the copies by an identifier-like token is a tracker with the reason
+``campaign-diff`` in each copy, and ``"campaign": {"key", "copies"}`` names
+the group (``null`` for a file with no other copy).  Files of different
+campaigns are grouped and diffed within their group; a single file is
+scanned alone.
 
 ``--output`` writes the copy the recipient would get (without the relay's
 trace header): the rewritten message with the footer and the unsubscribe
