@@ -199,3 +199,29 @@ def test_bad_memory_and_bounds_are_refused() -> None:
                                   "positions": [None, None]})
     with pytest.raises(ValueError, match="positive"):
         CampaignMemory(max_values=0)
+
+
+def test_work_is_one_split_per_reference_and_copy(monkeypatch: pytest.MonkeyPatch) -> None:
+    import beacon_proxy.rewrite.campaign as campaign
+
+    calls: list[int] = []
+    real = campaign.split_url
+
+    def counted(url: str, max_components: int = 32) -> tuple[str, list[tuple[str, str]]] | None:
+        calls.append(len(url))
+        return real(url, max_components)
+
+    monkeypatch.setattr(campaign, "split_url", counted)
+    long_tail = "/".join(["seg"] * 25)  # 4000-character URLs within the bound
+    copies = [[("img", f"https://t.example/{long_tail}/{pid}?{'x' * 3800}")] * 3000
+              for pid in _ids(12)]
+    found = personal_urls(copies)
+    assert len(found) == 1024  # every remembered position, none past the bound
+    assert len(calls) == 2 * 12 * 1024  # learn and judge: once per remembered reference
+
+
+def test_diffed_indexes_that_are_not_loaded_references_are_ignored() -> None:
+    analysis = _copies()[0]
+    rendered = ENGINE.render(analysis, None, Policy.REFUSED,
+                             diffed={(0, 10_000), (5, 0), (0, -1)})
+    assert rendered.trackers == () and not rendered.changed
