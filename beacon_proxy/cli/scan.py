@@ -6,7 +6,7 @@ what the policy does with it.  The default output is a readable table;
 ``--json`` prints one JSON object per file, one per line::
 
     {"file": "news.eml", "policy": "refused", "recipient": null,
-     "outcome": "stripped",
+     "outcome": "stripped", "campaign": null,
      "findings": [{"url": "...", "element": "img", "tracker": true,
                    "vendor": "SendGrid", "reasons": ["rule:SendGrid", "tiny"],
                    "action": "strip"}, ...],
@@ -18,6 +18,16 @@ and ``signed``): ``outcome`` says which path made it, and each finding's
 ``action`` is what that copy really does - under the ``fallback`` outcome
 every remote reference is neutralised (``strip``); a ``held`` copy is not sent
 at all (``keep``, and no ``--output`` file).
+
+Several copies of one campaign (the same :func:`~beacon_proxy.rewrite.campaign.campaign_key`:
+sender domain, ``List-Id``, subject without the recipient's name and numbers,
+HTML skeleton) are diffed as the relay will diff them
+(:mod:`~beacon_proxy.rewrite.campaign`): every loaded URL that differs between
+the copies by an identifier-like token is a tracker with the reason
+``campaign-diff`` in each copy, and ``"campaign": {"key", "copies"}`` names
+the group (``null`` for a file with no other copy).  Files of different
+campaigns are grouped and diffed within their group; a single file is
+scanned alone.
 
 ``--output`` writes the copy the recipient would get (without the relay's
 trace header): the rewritten message with the footer and the unsubscribe
@@ -42,7 +52,8 @@ from beacon_proxy.app import copy_steps
 from beacon_proxy.cli.common import CliError, add_config_option, config_from
 from beacon_proxy.consent.policy import Policy
 from beacon_proxy.headerfacts import one_click_url
-from beacon_proxy.rewrite.copies import CopyPolicy, Decided, Outcome, prepare
+from beacon_proxy.rewrite.campaign import campaign_key, loaded, personal_urls, references_at
+from beacon_proxy.rewrite.copies import CopyPolicy, Decided, Outcome, Prepared, prepare
 from beacon_proxy.rewrite.copies import decide as decide_copy
 from beacon_proxy.rewrite.engine import Action, Engine, Item
 from beacon_proxy.rewrite.links import open_links
@@ -113,6 +124,7 @@ def _scan(args: argparse.Namespace) -> int:
     tokens = Tokens([cfg.tokens.secret or secrets.token_hex(16)])
     steps = copy_steps(cfg, tokens, hostname=None)  # the footer and the unsubscribe headers
     status = 0
+    inputs: list[tuple[Path, bytes, Prepared]] = []
     for path in files:
         try:
             if path.stat().st_size > _MAX_FILE:
@@ -123,13 +135,16 @@ def _scan(args: argparse.Namespace) -> int:
                   file=sys.stderr)
             status = 1
             continue
-        prepared = prepare(engine, data, rules)
+        inputs.append((path, data, prepare(engine, data, rules)))
+    campaigns = _campaigns([prepared for _, _, prepared in inputs], args.recipient)
+    for (path, data, prepared), (campaign, diffed) in zip(inputs, campaigns, strict=True):
         link = open_links(tokens, cfg.web.public_url, args.recipient or "", prepared.list_id,
                           "SCAN")
-        decided = decide_copy(engine, prepared, args.recipient, policy, rules, link)
+        decided = decide_copy(engine, prepared, args.recipient, policy, rules, link,
+                              diffed=diffed)
         copy = _finish(steps, data, decided, args.recipient or "", policy, prepared.list_id)
         analysis = prepared.original.analysis
-        everything = (engine.items(analysis, args.recipient, policy)
+        everything = (engine.items(analysis, args.recipient, policy, diffed)
                       if analysis is not None else [])
         items = _items(decided, everything)
         problems = tuple(dict.fromkeys(
@@ -137,13 +152,14 @@ def _scan(args: argparse.Namespace) -> int:
         if args.json:
             print(json.dumps({"file": str(path), "policy": policy.value,
                               "recipient": args.recipient, "outcome": decided.outcome.value,
+                              "campaign": campaign,
                               "findings": [_finding(i) for i in items],
                               "problems": list(problems),
                               "footer": copy.report.get("footer") if copy else None,
                               "unsubscribe": copy.report.get("unsubscribe") if copy else None},
                              ensure_ascii=False))
         else:
-            _table(path, policy, decided.outcome, items, problems)
+            _table(path, policy, decided.outcome, items, problems, campaign)
         if args.output is not None and copy is not None:
             target = out_dir / path.name if out_dir is not None else args.output
             try:
@@ -152,6 +168,29 @@ def _scan(args: argparse.Namespace) -> int:
                 print(f"beacon-proxy: {target}: {exc.strerror}", file=sys.stderr)
                 status = 1
     return status
+
+
+def _campaigns(prepared: list[Prepared], recipient: str | None
+               ) -> list[tuple[dict[str, Any] | None, frozenset[tuple[int, int]]]]:
+    """For each message: its campaign (key, copies) when other copies were given, and
+    the references that differ between those copies (``campaign-diff``)."""
+    groups: dict[str, list[int]] = {}
+    for n, p in enumerate(prepared):
+        analysis = p.original.analysis
+        if analysis is not None:
+            groups.setdefault(campaign_key(analysis, recipient).digest, []).append(n)
+    out: list[tuple[dict[str, Any] | None, frozenset[tuple[int, int]]]] = [
+        (None, frozenset())] * len(prepared)
+    for digest, members in groups.items():
+        if len(members) < 2:
+            continue
+        refs = [loaded(analysis) for n in members
+                if (analysis := prepared[n].original.analysis) is not None]
+        positions = personal_urls([[(r.element, r.url) for r in copy] for copy in refs])
+        for n, copy in zip(members, refs, strict=True):
+            out[n] = ({"key": digest, "copies": len(members)},
+                      references_at(copy, positions))
+    return out
 
 
 def _finish(steps: tuple[CopyStep, ...], data: bytes, decided: Decided, recipient: str,
@@ -166,10 +205,13 @@ def _finish(steps: tuple[CopyStep, ...], data: bytes, decided: Decided, recipien
 
 
 def _table(path: Path, policy: Policy, outcome: Outcome, items: list[Item],
-           problems: tuple[str, ...]) -> None:
+           problems: tuple[str, ...], campaign: dict[str, Any] | None) -> None:
     trackers = sum(1 for i in items if i.finding.tracker)
     print(f"{path}: {len(items)} remote reference(s), {trackers} tracker(s); "
           f"policy {policy.value}; copy {outcome.value}")
+    if campaign is not None:
+        print(f"  campaign {campaign['key'][:12]}: diffed with {campaign['copies'] - 1} "
+              "other cop(ies)")
     for problem in problems:
         print(f"  ! {problem}")
     if items:

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import enum
 import logging
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -146,10 +147,16 @@ def _held(reason: str, problems: tuple[str, ...] = ()) -> Decided:
 
 
 def decide(engine: Engine, prepared: Prepared, recipient: str | None, policy: Policy,
-           rules: CopyPolicy, link: Link | None = None) -> Decided:
-    """The copy for one recipient (see the module docstring)."""
+           rules: CopyPolicy, link: Link | None = None, *,
+           diffed: Collection[tuple[int, int]] = ()) -> Decided:
+    """The copy for one recipient (see the module docstring).
+
+    ``diffed``: references of the original's analysis that campaign diffing
+    found personal (``Engine.render``); not applied to an unwrapped variant,
+    whose references are other ones.
+    """
     if policy is Policy.GRANTED:
-        return _granted(engine, prepared.original, recipient, link)
+        return _granted(engine, prepared.original, recipient, link, diffed)
     variant, outcome = prepared.original, Outcome.STRIPPED
     problems: tuple[str, ...] = ()
     if prepared.signed and rules.signed != "deliver":
@@ -160,9 +167,11 @@ def decide(engine: Engine, prepared: Prepared, recipient: str | None, policy: Po
         else:
             problems = ("signed content could not be unwrapped",)
     problems += variant.why_not()
+    if variant is not prepared.original:
+        diffed = ()
     if not problems and variant.analysis is not None:
         try:
-            rendered = engine.render(variant.analysis, recipient, policy)
+            rendered = engine.render(variant.analysis, recipient, policy, diffed=diffed)
         except Exception as exc:
             log.exception("render failed; falling back")
             problems = (f"render failed: {exc!r}",)
@@ -171,7 +180,7 @@ def decide(engine: Engine, prepared: Prepared, recipient: str | None, policy: Po
     if rules.unscannable == "hold":
         return _held("not scannable ([policy] unscannable = hold)", problems)
     if rules.unscannable == "deliver":
-        return _deliver_unscanned(engine, variant, recipient, policy, problems)
+        return _deliver_unscanned(engine, variant, recipient, policy, problems, diffed)
     fallback = variant.fallback()
     if fallback.data is None:
         return _held(f"fallback impossible: {fallback.reason}", problems)
@@ -179,12 +188,13 @@ def decide(engine: Engine, prepared: Prepared, recipient: str | None, policy: Po
 
 
 def _granted(engine: Engine, variant: Variant, recipient: str | None,
-             link: Link | None) -> Decided:
+             link: Link | None, diffed: Collection[tuple[int, int]]) -> Decided:
     problems = variant.why_not()
     if problems or variant.analysis is None:
         return Decided(variant.data, Outcome.UNMODIFIED_GRANTED, None, problems)
     try:
-        rendered = engine.render(variant.analysis, recipient, Policy.GRANTED, link)
+        rendered = engine.render(variant.analysis, recipient, Policy.GRANTED, link,
+                                 diffed=diffed)
     except Exception as exc:
         log.exception("render failed; the consenting recipient gets the original")
         return Decided(variant.data, Outcome.UNMODIFIED_GRANTED, None,
@@ -193,11 +203,12 @@ def _granted(engine: Engine, variant: Variant, recipient: str | None,
 
 
 def _deliver_unscanned(engine: Engine, variant: Variant, recipient: str | None,
-                       policy: Policy, problems: tuple[str, ...]) -> Decided:
+                       policy: Policy, problems: tuple[str, ...],
+                       diffed: Collection[tuple[int, int]]) -> Decided:
     """``unscannable = "deliver"``: what the precise path could do, or the original."""
     if variant.analysis is not None:
         try:
-            rendered = engine.render(variant.analysis, recipient, policy)
+            rendered = engine.render(variant.analysis, recipient, policy, diffed=diffed)
         except Exception:
             log.exception("render failed; delivering the original (unscannable = deliver)")
         else:

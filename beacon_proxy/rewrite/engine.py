@@ -15,6 +15,10 @@ the policy does with each tracker:
   (the ``link`` callback mints it); a visible personalised image is kept, as
   the recipient consented and a pixel in its place would break the mail.
 
+References that campaign diffing found personal (:mod:`~beacon_proxy.rewrite.campaign`:
+their URL differs between the recipients' copies) are given to ``render`` as
+``diffed`` and become trackers with the reason ``campaign-diff``.
+
 Edits are applied to the decoded bytes of each part and re-encoded with the
 part's own transfer encoding (:func:`~beacon_proxy.rewrite.transfer.apply_edits`,
 which re-encodes only the lines it touches); the message is the original
@@ -44,12 +48,13 @@ from __future__ import annotations
 
 import enum
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from beacon_proxy.consent.policy import Policy
 from beacon_proxy.headerfacts import list_id
+from beacon_proxy.rewrite.campaign import diff_finding, diffed_by_part
 from beacon_proxy.rewrite.charsets import from_utf8, reading
 from beacon_proxy.rewrite.classify import Finding, classify, classify_entries, plain_finding
 from beacon_proxy.rewrite.html import Entry, Reference, materialize, scan_entries
@@ -318,26 +323,38 @@ class Engine:
 
     # -- once per recipient ---------------------------------------------------
 
-    def items(self, analysis: Analysis, recipient: str | None, policy: Policy) -> list[Item]:
+    def items(self, analysis: Analysis, recipient: str | None, policy: Policy,
+              diffed: Collection[tuple[int, int]] = ()) -> list[Item]:
         """Every reference with its finding for this recipient and the policy's action."""
-        return self._all_items(analysis, self._decide(analysis, recipient, policy))
+        return self._all_items(analysis, self._decide(analysis, recipient, policy, diffed))
 
-    def _decide(self, analysis: Analysis, recipient: str | None, policy: Policy) -> _Decided:
+    def _decide(self, analysis: Analysis, recipient: str | None, policy: Policy,
+                diffed: Collection[tuple[int, int]] = ()) -> _Decided:
         """Items of the trackers and of the references that identify the recipient.
 
         Every other reference is kept as it is, with its recipient-free finding.
+        ``diffed``: ``(part, index)`` of references that campaign diffing found
+        personal (:mod:`~beacon_proxy.rewrite.campaign`), trackers here.
         """
         identity = RecipientIdentity(recipient) if recipient else None
         personal = identity is not None and bool(identity.find(analysis.urls))
+        by_part = diffed_by_part(diffed) if diffed else {}
         out: _Decided = []
         for index, part in enumerate(analysis.parts):
             mine: set[int] = set()  # references whose URL identifies this recipient
             if personal and identity is not None:
                 mine = {i for i, entry in enumerate(part.entries)
                         if entry.remote and identity.find(entry.url)}
+            compared: set[int] = set()  # found personal by campaign diffing
+            if by_part and index in by_part:
+                compared = {i for i in by_part[index] if 0 <= i < len(part.entries)
+                            and part.entries[i].remote}
+                mine |= compared
             for i in sorted(mine.union(part.trackers)):
                 ref = part.reference(i)
                 finding = classify(ref, self.rules, identity) if i in mine else part.finding(i)
+                if i in compared:
+                    finding = diff_finding(finding, ref)
                 out.append((index, i, _new(Item, (index, ref, finding,
                                                   self._action(ref, finding, policy)))))
         return out
@@ -366,8 +383,11 @@ class Engine:
         return Action.REWRITE if ref.rewritable else Action.STRIP
 
     def render(self, analysis: Analysis, recipient: str | None, policy: Policy,
-               link: Link | None = None) -> Rendered:
-        decided = self._decide(analysis, recipient, policy)
+               link: Link | None = None, *,
+               diffed: Collection[tuple[int, int]] = ()) -> Rendered:
+        """One recipient's copy; ``diffed``: references found personal by campaign
+        diffing, as ``(part, index into its entries)``, stripped or rewritten as trackers."""
+        decided = self._decide(analysis, recipient, policy, diffed)
         trackers = tuple([item for _, _, item in decided if item.finding.tracker])
 
         def everything() -> list[Item]:

@@ -2,11 +2,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import random
+import string
 from pathlib import Path
 
 import pytest
 
 from beacon_proxy.cli.main import main
+from beacon_proxy.rewrite.html import scan_html
 
 PIXEL_URL = "https://t.shop.example/b/42.gif?u=42"
 
@@ -148,3 +151,108 @@ def test_the_proxys_own_open_pixel_is_no_vendor(tmp_path: Path, config: Path,
     findings = {f["url"]: f for f in json.loads(capsys.readouterr().out)["findings"]}
     assert findings[own]["vendor"] is None and findings[own]["tracker"] is False
     assert findings[other]["vendor"] == "Epsilon"
+
+
+# -- campaign diffing: several copies of one campaign --------------------------------------
+
+TEMPLATES = Path("/work/shared/data/templates")
+
+
+def _campaign_copy(path: Path, name: str, html: str, subject: str = "Deals for {name}") -> Path:
+    path.write_bytes(
+        (f"From: Shop <news@shop.example>\r\nTo: {name} <{name.lower()}@example.org>\r\n"
+         f"Subject: {subject.format(name=name)}\r\nMIME-Version: 1.0\r\n"
+         "Content-Type: text/html; charset=utf-8\r\n\r\n" + html + "\r\n").encode())
+    return path
+
+
+def _ids(n: int) -> list[str]:
+    rnd = random.Random(3)
+    return ["".join(rnd.choice(string.ascii_lowercase) for _ in range(8)) + str(10 + k)
+            for k in range(n)]
+
+
+def _shop(name: str, pid: str) -> str:
+    return (f"<p>Hi {name}</p><img src=\"https://cdn.shop.example/banner.png\" width=\"600\">"
+            f"<img src=\"https://img.shop.example/hero/{pid}.jpg\" width=\"600\" alt=\"Hero\">"
+            "<img src=\"https://cdn.shop.example/a/boots.jpg\" width=\"200\">")
+
+
+def test_scan_diffs_the_copies_of_a_campaign(tmp_path: Path,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    names = ["Ann", "Bob", "Cleo", "Dara", "Eve", "Finn", "Gus", "Hana", "Ivo", "Jo", "Kai",
+             "Lea"]
+    ids = _ids(len(names))
+    for name, pid in zip(names, ids, strict=True):
+        _campaign_copy(tmp_path / f"{name}.eml", name, _shop(name, pid))
+    _campaign_copy(tmp_path / "other.eml", "Ann",  # another newsletter: not in the group
+                   '<img src="https://img.books.example/x/q8f3k2m9z1.jpg" width="600">',
+                   "Books of the week")
+    out = tmp_path / "out"
+    assert main(["scan", str(tmp_path), "--json", "--output", str(out)]) == 0
+    reports = {Path(r["file"]).stem: r for r in map(json.loads,
+                                                     capsys.readouterr().out.splitlines())}
+    assert reports["other"]["campaign"] is None
+    assert all(f["tracker"] is False for f in reports["other"]["findings"])
+    for name, pid in zip(names, ids, strict=True):
+        report = reports[name]
+        assert report["campaign"]["copies"] == 12
+        flagged = [f for f in report["findings"] if "campaign-diff" in f["reasons"]]
+        assert [f["url"] for f in flagged] == [f"https://img.shop.example/hero/{pid}.jpg"]
+        assert flagged[0]["action"] == "strip" and flagged[0]["tracker"] is True
+        written = (out / f"{name}.eml").read_bytes()
+        assert pid.encode() not in written and b"banner.png" in written
+        assert b"boots.jpg" in written
+
+
+def test_scan_table_names_the_campaign_and_a_single_file_is_as_before(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    a = _campaign_copy(tmp_path / "a.eml", "Ann", _shop("Ann", "k3jdp9xqw2"))
+    b = _campaign_copy(tmp_path / "b.eml", "Bob", _shop("Bob", "zr8tqw1vnc"))
+    assert main(["scan", str(a), str(b)]) == 0
+    text = capsys.readouterr().out
+    assert text.count("diffed with 1 other") == 2 and "campaign-diff" in text
+    assert main(["scan", str(a), "--json"]) == 0
+    (report,) = map(json.loads, capsys.readouterr().out.splitlines())
+    assert report["campaign"] is None
+    assert all(not f["tracker"] for f in report["findings"])
+
+
+def _inject(html: bytes, chosen: dict[int, str]) -> str:
+    """The template with the URLs of the chosen remote references replaced."""
+    refs = [r for r in scan_html(html).references if r.remote]
+    out, last = [], 0
+    for position in sorted(chosen, key=lambda p: refs[p].url_span[0]):
+        start, end = refs[position].url_span
+        out += [html[last:start], chosen[position].encode()]
+        last = end
+    out.append(html[last:])
+    return b"".join(out).decode("utf-8")
+
+
+@pytest.mark.parametrize("template", ["cerberus-responsive.html", "sg-special_sale.html"])
+def test_two_real_copies_every_per_recipient_url_is_found(
+        template: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    html = (TEMPLATES / template).read_bytes()
+    refs = [r for r in scan_html(html).references if r.remote]
+    personal = [1, len(refs) - 1]  # the second and the last image
+    if template.startswith("cerberus"):
+        personal += [2, 3]  # the background image, in CSS and in VML
+    expected: dict[str, set[str]] = {}
+    for name, uid in (("Ann", "u7Hq2Lx9Pa"), ("Bob", "b4Nw8Kc1Rz")):
+        chosen: dict[int, str] = {}
+        for n, position in enumerate(personal):
+            url = refs[position].url
+            chosen[position] = (url + f"?sid={uid}" if n % 2 == 0
+                                else url.rsplit("/", 1)[0] + f"/{uid}{n}.png")
+        if template.startswith("cerberus"):
+            chosen[3] = chosen[2]  # the VML twin of the CSS background
+        expected[name] = set(chosen.values())
+        _campaign_copy(tmp_path / f"{name}.eml", name, _inject(html, chosen))
+    assert main(["scan", str(tmp_path), "--json"]) == 0
+    for report in map(json.loads, capsys.readouterr().out.splitlines()):
+        name = Path(report["file"]).stem
+        flagged = {f["url"] for f in report["findings"] if "campaign-diff" in f["reasons"]}
+        assert flagged == expected[name]
+        assert all(f["action"] == "strip" for f in report["findings"]
+                   if "campaign-diff" in f["reasons"])

@@ -1,0 +1,484 @@
+"""Campaign diffing: a URL that differs between recipients' copies identifies them.
+
+A single message cannot tell an opaque subscriber id from a file name:
+``https://img.shop.example/hero/k3JdP9xQw2Lm.jpg`` may be a photo or a
+beacon.  The relay sees every recipient's copy of a campaign, and there the
+difference shows: the photo's URL is the same in every copy, the beacon's
+changes with the recipient.  This module groups copies into campaigns
+(:func:`campaign_key`) and compares their loaded URLs position by position
+(:class:`CampaignMemory`, :func:`personal_urls`).
+
+>>> a = [("img", "https://img.shop.example/hero/k3JdP9xQw2Lm.jpg"),
+...      ("img", "https://cdn.shop.example/banner.png")]
+>>> b = [("img", "https://img.shop.example/hero/Zr8TqW1vNc5e.jpg"),
+...      ("img", "https://cdn.shop.example/banner.png")]
+>>> personal_urls([a, b])
+{0: 'path[1]'}
+
+**The campaign key**: the sender's domain (``From``), the ``List-Id``, the
+subject and a fingerprint of the HTML skeleton.  The subject is decoded
+(RFC 2047), case-folded, stripped of the words of the ``To`` display names
+and of the recipient's local part (merge fields: "Ann, your deals"), digit
+runs become ``#`` (order numbers, dates) and punctuation is dropped.  The
+skeleton is a hash of the loaded references in document order - their kind
+(``img``, ``css-url``, ...) and the last two labels of their host - and the
+number of HTML parts: per-recipient text (names, merge fields) does not
+change it, a different newsletter does.  Copies whose structure differs by
+recipient (a personalised number of product blocks) fall into different
+campaigns and are not diffed: content is never lost that way, a beacon may
+be missed.
+
+**The rule.** Each loaded reference is a *position*: its ordinal among the
+message's loaded references.  Its URL is split into components - the scheme,
+each host label, each path segment, each query value (by key, in order), the
+fragment - and its *pattern* is the element, the scheme, the number of host
+labels and of path segments, the query keys in order and whether there is a
+fragment.  A position is *personal by comparison* when, across the copies:
+
+* every copy has the same pattern there (else it is never judged);
+* at least one and at most ``max_varying`` components differ, and every
+  other component is equal in every copy (so a different article image - a
+  different file name *and* a different folder - is not flagged);
+* every value of every differing component is identifier-like: a run of
+  letters and digits of 6 or more with a digit, of 12 or more letters in
+  mixed case, or of 16 or more (file extensions aside; ``summer-dress``,
+  ``iphone-15-pro`` are not);
+* no value of a differing component was seen in two copies: an id is unique
+  per recipient, whereas a content choice (three product variants among
+  twelve recipients) or a segment (``?seg=gold``) repeats.
+
+False positives: per-recipient *content* whose only difference is one
+identifier-like token and whose values never repeat (a recommended product
+per recipient, named ``sku83417.jpg``, across few copies) is flagged and
+lost in refused copies.  With two copies a repeat cannot show.  False
+negatives: a sender that varies the structure per recipient, a URL longer
+than ``max_url`` or with more than ``max_components`` components, more than
+``max_varying`` differing components, positions past ``max_positions``, and
+the same recipient's copy learned twice (its id then counts as a repeat).
+
+**Bounds** (:class:`CampaignMemory`): values are kept as 8-byte BLAKE2b
+hashes, never in clear; at most ``max_positions`` (1024) positions, each with
+the first copy's component hashes (at most ``max_components``, 32) and, for
+at most ``max_varying`` (4) differing components, at most ``max_values``
+(16) distinct value hashes: at most about 1.2 MB as JSON (:meth:`~CampaignMemory.to_json`,
+hashes packed in base64) for a hostile campaign, 18 KB for the 125 loaded
+references of ``bench/newsletter.py``.  Learning and judging a copy are
+linear in its references and the length of their URLs (one hash per
+reference whose URL is the first copy's); no regex runs over a document.
+
+**The relay** (a later step) will call it so: for a new message, compute
+:func:`campaign_key` from its analysis and load the campaign's memory
+(:meth:`CampaignMemory.from_json`, a row shared by the nodes); hold the first
+copies of a new campaign briefly, :meth:`~CampaignMemory.learn` each copy
+(:func:`loaded` of its analysis), then :meth:`~CampaignMemory.judge` it, map
+the positions to references with :func:`references_at` and pass them to
+:meth:`~beacon_proxy.rewrite.engine.Engine.render` as ``diffed``.  Each of
+them becomes a tracker with the reason ``campaign-diff`` (:func:`diff_finding`).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import re
+import unicodedata
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from email.header import decode_header, make_header
+from email.utils import getaddresses, parseaddr
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+from beacon_proxy.headerfacts import field as header_field
+from beacon_proxy.headerfacts import header_block
+from beacon_proxy.rewrite.classify import Finding
+from beacon_proxy.rewrite.html import PendingImg, Reference
+
+if TYPE_CHECKING:
+    from beacon_proxy.rewrite.engine import Analysis
+
+__all__ = ["REASON", "CampaignKey", "CampaignMemory", "Loaded", "campaign_key", "diff_finding",
+           "diffed_by_part", "identifier_like", "loaded", "normalise_subject", "personal_urls",
+           "references_at", "split_url"]
+
+REASON = "campaign-diff"
+MAX_SUBJECT = 1000  # characters of a subject read
+_RUN = re.compile(r"[A-Za-z0-9]+")
+_WORD = re.compile(r"\w+")
+_DIGITS = re.compile(r"[0-9]+")
+_EXTENSION = re.compile(r"\.[A-Za-z0-9]{1,5}\Z")
+#: The host of a URL (one match at its start; user info and port left out).
+_HOST = re.compile(r"[^/]{0,20}//(?:[^/?#@]{0,256}@)?([^/?#:@]{0,256})")
+
+
+class Loaded(NamedTuple):
+    """One loaded (remote) reference of an analysis: where it is, what, which URL."""
+
+    part: int  # index into Analysis.parts
+    entry: int  # index into that part's entries
+    element: str
+    url: str
+
+
+def loaded(analysis: Analysis) -> list[Loaded]:
+    """The analysis's loaded references in document order; a position is an index here."""
+    return [Loaded(p, i, "img" if entry.__class__ is PendingImg else entry.element,  # type: ignore[union-attr]
+                   entry.url)
+            for p, part in enumerate(analysis.parts)
+            for i, entry in enumerate(part.entries) if entry.remote]
+
+
+def references_at(refs: Sequence[Loaded], positions: Iterable[int]) -> frozenset[tuple[int, int]]:
+    """``(part, index)`` of the references at ``positions`` (for ``Engine.render``)."""
+    return frozenset((refs[p].part, refs[p].entry) for p in positions if 0 <= p < len(refs))
+
+
+# -- the campaign key ------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class CampaignKey:
+    """What makes two messages copies of one campaign."""
+
+    sender: str  # the From domain, lower-cased
+    list_id: str  # "" without one
+    subject: str  # normalise_subject()
+    skeleton: str  # hex hash of the loaded references' kinds and base hosts
+
+    @property
+    def digest(self) -> str:
+        """A short stable name for the campaign (a storage key)."""
+        text = "\n".join((self.sender, self.list_id, self.subject, self.skeleton))
+        return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
+
+
+def _decoded(value: str) -> str:
+    try:
+        return str(make_header(decode_header(value)))
+    except (ValueError, LookupError, UnicodeError):
+        return value
+
+
+def normalise_subject(subject: str, personal_words: Iterable[str] = ()) -> str:
+    """The subject as campaigns share it (see the module docstring).
+
+    >>> normalise_subject("=?utf-8?q?Ann=2C_your_12_deals!?=", ["Ann"])
+    'your # deals'
+    """
+    text = unicodedata.normalize("NFKC", _decoded(subject[:MAX_SUBJECT])).casefold()
+    drop = {w.casefold() for w in personal_words if w}
+    words = [_DIGITS.sub("#", w) for w in _WORD.findall(text) if w not in drop]
+    return " ".join(words)
+
+
+def _personal_words(header: bytes, recipient: str | None) -> list[str]:
+    words: list[str] = []
+    to = header_field(header, "to") or ""
+    for name, address in getaddresses([_decoded(to[:MAX_SUBJECT])]):
+        words += _WORD.findall(name)
+        words += _WORD.findall(address.partition("@")[0])
+    if recipient:
+        words += _WORD.findall(recipient.partition("@")[0])
+    return words
+
+
+def _base_host(url: str) -> str:
+    m = _HOST.match(url)
+    return ".".join(m.group(1).lower().rsplit(".", 2)[-2:]) if m is not None else ""
+
+
+def campaign_key(analysis: Analysis, recipient: str | None = None,
+                 refs: Sequence[Loaded] | None = None) -> CampaignKey:
+    """The campaign of a message (``recipient``: its address, to drop merge fields;
+    ``refs``: :func:`loaded` of the analysis, when the caller has it)."""
+    header = header_block(analysis.data)
+    sender = parseaddr(_decoded((header_field(header, "from") or "")[:MAX_SUBJECT]))[1]
+    memo: dict[str, str] = {}  # scheme and host -> base host: a newsletter has a few
+    lines = [str(len(analysis.parts))]
+    for ref in loaded(analysis) if refs is None else refs:
+        url = ref.url
+        end = url.find("/", url.find("//") + 2)
+        prefix = url[:end if 0 <= end < 300 else 300]
+        base = memo.get(prefix)
+        if base is None:
+            base = memo[prefix] = _base_host(prefix)
+        lines.append(ref.element + "\0" + base)
+    text = "\n".join(lines)
+    skeleton = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16)
+    subject = normalise_subject(header_field(header, "subject") or "",
+                                _personal_words(header, recipient))
+    return CampaignKey(sender.rpartition("@")[2].lower(), analysis.list_id or "", subject,
+                       skeleton.hexdigest())
+
+
+# -- a URL's shape ------------------------------------------------------------------------
+
+
+def identifier_like(value: str) -> bool:
+    """A value that could name a recipient (see the module docstring).
+
+    >>> [identifier_like(v) for v in ("k3JdP9xQw2Lm.jpg", "482913", "summer-dress.jpg",
+    ...                               "iphone-15-pro", "QwErTyUiOpAs")]
+    [True, True, False, False, True]
+    """
+    value = _EXTENSION.sub("", value)
+    for run in _RUN.findall(value):
+        if len(run) >= 16:
+            return True
+        if len(run) >= 6 and any(c.isdigit() for c in run):
+            return True
+        if len(run) >= 12 and not run.islower() and not run.isupper():
+            return True
+    return False
+
+
+def split_url(url: str, max_components: int = 32) -> tuple[str, list[tuple[str, str]]] | None:
+    """The URL's pattern and its named components, or None past ``max_components``.
+
+    >>> url = "https://Img.Shop.example/hero/a1.jpg?sid=9&x=1#top"
+    >>> split_url(url)[1]  # doctest: +NORMALIZE_WHITESPACE
+    [('scheme', 'https'), ('host[0]', 'img'), ('host[1]', 'shop'), ('host[2]', 'example'),
+     ('path[0]', 'hero'), ('path[1]', 'a1.jpg'), ('query sid', '9'), ('query x', '1'),
+     ('fragment', 'top')]
+    """
+    rest, hash_, fragment = url.partition("#")
+    rest, question, query = rest.partition("?")
+    scheme, _, rest = rest.partition("//")
+    scheme = scheme.rstrip(":").lower()
+    host, slash, path = rest.partition("/")
+    labels = host.lower().split(".")
+    segments = path.split("/") if slash else []
+    pairs = [pair.partition("=") for pair in query.split("&")] if question else []
+    if 1 + len(labels) + len(segments) + len(pairs) + bool(hash_) > max_components:
+        return None
+    parts = [("scheme", scheme)]
+    parts += [(f"host[{i}]", label) for i, label in enumerate(labels)]
+    parts += [(f"path[{i}]", segment) for i, segment in enumerate(segments)]
+    parts += [(f"query {key}", value) for key, _, value in pairs]
+    if hash_:
+        parts.append(("fragment", fragment))
+    pattern = "\0".join((scheme, str(len(labels)), str(len(segments)),
+                         "&".join(key for key, _, _ in pairs), hash_))
+    return pattern, parts
+
+
+def _hash(text: str) -> int:
+    digest = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8).digest()
+    return int.from_bytes(digest, "big")
+
+
+# -- the per-campaign memory --------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Varying:
+    """The values one differing component took (hashed, bounded)."""
+
+    values: set[int]
+    token: bool  # every value seen was identifier-like
+    repeated: bool  # a value was seen in two copies
+
+
+@dataclass(slots=True)
+class _Position:
+    whole: int  # hash of the first copy's element and URL: most copies repeat it
+    pattern: int  # hash of element and URL pattern (which also fixes the component names)
+    first: list[int]  # component value hashes of the first copy
+    token: list[bool]  # which of the first copy's values are identifier-like
+    varying: dict[int, _Varying] = field(default_factory=dict)
+    broken: bool = False  # never judged: patterns differ, too long, too many differences
+
+
+class _Shape(NamedTuple):
+    pattern: int
+    names: list[str]
+    hashes: list[int]
+    values: list[str]
+
+
+class CampaignMemory:
+    """What the relay keeps of one campaign's copies (bounds: the module docstring)."""
+
+    def __init__(self, *, max_positions: int = 1024, max_components: int = 32,
+                 max_varying: int = 4, max_values: int = 16, max_url: int = 4096) -> None:
+        if min(max_positions, max_components, max_varying, max_values, max_url) < 1:
+            raise ValueError("campaign memory bounds must be positive")
+        self.max_positions = max_positions
+        self.max_components = max_components
+        self.max_varying = max_varying
+        self.max_values = max_values
+        self.max_url = max_url
+        self.copies = 0
+        self._positions: list[_Position | None] = []  # None: not judged (URL too long ...)
+
+    def _shape(self, element: str, url: str) -> _Shape | None:
+        if len(url) > self.max_url:
+            return None
+        split = split_url(url, self.max_components)
+        if split is None:
+            return None
+        pattern, parts = split
+        return _Shape(_hash(element + "\0" + pattern), [n for n, _ in parts],
+                      [_hash(v) for _, v in parts], [v for _, v in parts])
+
+    def learn(self, copy: Sequence[tuple[str, str]]) -> None:
+        """Remember one recipient's copy: its ``(element, url)`` loaded references in order.
+
+        Call it once per recipient: the same copy learned twice makes its ids repeats.
+        """
+        if self.copies == 0:
+            for element, url in copy[:self.max_positions]:
+                shape = self._shape(element, url)
+                self._positions.append(None if shape is None else _Position(
+                    _hash(element + "\0" + url), shape.pattern, shape.hashes,
+                    [identifier_like(v) for v in shape.values]))
+        else:
+            for position, (element, url) in zip(self._positions, copy, strict=False):
+                if position is None or position.broken or (
+                        not position.varying and _hash(element + "\0" + url) == position.whole):
+                    continue  # the fast path: the same URL as the first copy's
+                self._learn_one(position, self._shape(element, url))
+        self.copies += 1
+
+    def _learn_one(self, position: _Position, shape: _Shape | None) -> None:
+        if shape is None or shape.pattern != position.pattern:
+            position.broken = True
+            return
+        for i, value_hash in enumerate(shape.hashes):
+            varying = position.varying.get(i)
+            if varying is None:
+                if value_hash == position.first[i]:
+                    continue
+                if len(position.varying) >= self.max_varying:
+                    position.broken = True
+                    return
+                # Earlier copies all had the first value: two or more is a repeat.
+                varying = position.varying[i] = _Varying(
+                    {position.first[i]}, position.token[i], self.copies >= 2)
+            if value_hash in varying.values:
+                varying.repeated = True
+            elif len(varying.values) < self.max_values:
+                varying.values.add(value_hash)
+            varying.token = varying.token and identifier_like(shape.values[i])
+
+    def judge(self, copy: Sequence[tuple[str, str]]) -> dict[int, str]:
+        """The positions of ``copy`` that are personal by comparison, with the components
+        that differ (e.g. ``"path[1]"``, ``"query sid"``)."""
+        out: dict[int, str] = {}
+        for index, (position, (element, url)) in enumerate(
+                zip(self._positions, copy, strict=False)):
+            if position is None or position.broken or (
+                    not position.varying and _hash(element + "\0" + url) == position.whole):
+                continue
+            shape = self._shape(element, url)
+            if shape is None or shape.pattern != position.pattern:
+                continue
+            differing = set(position.varying)
+            differing.update(i for i, h in enumerate(shape.hashes) if h != position.first[i])
+            if not differing or len(differing) > self.max_varying:
+                continue
+            if all(self._personal(position, shape, i) for i in differing):
+                out[index] = ",".join(shape.names[i] for i in sorted(differing))
+        return out
+
+    @staticmethod
+    def _personal(position: _Position, shape: _Shape, i: int) -> bool:
+        varying = position.varying.get(i)
+        if varying is not None and (varying.repeated or not varying.token):
+            return False
+        return position.token[i] and identifier_like(shape.values[i])
+
+    # -- what the relay stores ------------------------------------------------------------
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-serialisable form: hashes only (packed, base64), no URL or value in clear."""
+        return {"bounds": [self.max_positions, self.max_components, self.max_varying,
+                           self.max_values, self.max_url],
+                "copies": self.copies,
+                "positions": [None if p is None else
+                              [p.whole, p.pattern, _pack(p.first),
+                               sum(1 << i for i, t in enumerate(p.token) if t), p.broken,
+                               [[i, _pack(sorted(v.values)), v.token, v.repeated]
+                                for i, v in sorted(p.varying.items())]]
+                              for p in self._positions]}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> CampaignMemory:
+        """The memory :meth:`to_json` gave; ``ValueError`` on anything else (or past
+        its own bounds)."""
+        try:
+            memory = cls(**dict(zip(("max_positions", "max_components", "max_varying",
+                                     "max_values", "max_url"),
+                                    map(int, data["bounds"]), strict=True)))
+            memory.copies = int(data["copies"])
+            positions = data["positions"]
+            if len(positions) > memory.max_positions:
+                raise ValueError("more positions than the bound")
+            for item in positions:
+                memory._positions.append(None if item is None else memory._load(item))
+        except (KeyError, TypeError, ValueError, binascii.Error) as exc:
+            raise ValueError(f"not a campaign memory: {exc}") from exc
+        return memory
+
+    def _load(self, item: Sequence[Any]) -> _Position:
+        whole, pattern, first, token, broken, varying = item
+        hashes = _unpack(first)
+        if len(hashes) > self.max_components or len(varying) > self.max_varying:
+            raise ValueError("a position past the bounds")
+        position = _Position(int(whole), int(pattern), hashes,
+                             [bool(int(token) >> i & 1) for i in range(len(hashes))],
+                             broken=bool(broken))
+        for i, values, all_token, repeated in varying:
+            seen = _unpack(values)
+            if not 0 <= int(i) < len(hashes) or len(seen) > self.max_values:
+                raise ValueError("a differing component past the bounds")
+            position.varying[int(i)] = _Varying(set(seen), bool(all_token), bool(repeated))
+        return position
+
+
+def _pack(hashes: Sequence[int]) -> str:
+    return base64.b64encode(b"".join(h.to_bytes(8, "big") for h in hashes)).decode("ascii")
+
+
+def _unpack(text: str) -> list[int]:
+    raw = base64.b64decode(text.encode("ascii"), validate=True)
+    if len(raw) % 8:
+        raise ValueError("packed hashes are 8 bytes each")
+    return [int.from_bytes(raw[i:i + 8], "big") for i in range(0, len(raw), 8)]
+
+
+def personal_urls(copies: Sequence[Sequence[tuple[str, str]]]) -> dict[int, str]:
+    """The positions personal by comparison across ``copies`` of one campaign (at least
+    two), each with the components that differ; empty for a single copy."""
+    if len(copies) < 2:
+        return {}
+    memory = CampaignMemory()
+    for copy in copies:
+        memory.learn(copy)
+    out: dict[int, str] = {}
+    for copy in copies:
+        for position, why in memory.judge(copy).items():
+            out.setdefault(position, why)
+    return out
+
+
+def diff_finding(finding: Finding, ref: Reference) -> Finding:
+    """``finding`` once comparison showed ``ref`` personal: a tracker with ``campaign-diff``.
+
+    A visible image stays visible for a consenting recipient (as one whose URL
+    carries the address does): the open endpoint serves a 1x1 pixel.
+    """
+    if REASON in finding.reasons:
+        return finding
+    visible = finding.personalised_visible or (
+        not finding.tracker and ref.box is not None and "spacer" not in finding.reasons)
+    return finding._replace(tracker=True, reasons=(*finding.reasons, REASON),
+                            personalised_visible=visible)
+
+
+def diffed_by_part(diffed: Collection[tuple[int, int]]) -> dict[int, set[int]]:
+    """``(part, index)`` pairs grouped by part."""
+    out: dict[int, set[int]] = {}
+    for part, index in diffed:
+        out.setdefault(part, set()).add(index)
+    return out
