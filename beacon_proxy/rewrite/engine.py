@@ -452,7 +452,8 @@ class Engine:
 def _inline_image(ref: Reference) -> str:
     """The transparent image that takes a layout image's place: its declared size."""
     box = ref.box
-    width = height = 1
+    width: float = 1
+    height: float = 1
     if box is not None:
         width = declared_px(box.width, box.css_width) or 1
         height = declared_px(box.height, box.css_height) or 1
