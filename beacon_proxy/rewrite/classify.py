@@ -14,12 +14,15 @@ A remote reference is a tracker when any of these hold (each adds a reason):
     its URL matches a known tracker rule (:mod:`beacon_proxy.rewrite.rules`);
 ``tiny``
     an image (``img``, ``srcset``, ``input type=image``, SVG ``image``,
-    ``amp-img``, ``amp-anim``, VML ``v:image``) whose width or height is 0-2 px
-    by attribute (``1``, ``2px``, ``0``, ``0%``) or CSS (px, pt, em/rem at
-    16 px, any zero);
+    ``amp-img``, ``amp-anim``, VML ``v:image``, a ``video`` and its ``poster``, a
+    ``<picture>`` ``<source>``, which takes its ``<img>`` 's box) whose width or
+    height is 0-2 px by attribute (``1``, ``2px``, ``0``, ``0%``) or CSS
+    ``width``/``height``/``max-width``/``max-height`` (px, pt, em/rem at 16 px,
+    any zero);
 ``hidden``
     such an image with ``display:none``, ``visibility:hidden|collapse``,
-    ``opacity:0``, ``max-height:0``/``max-width:0`` or ``mso-hide:all``;
+    ``opacity:0``, ``max-height:0``/``max-width:0`` or ``mso-hide:all``, or inside
+    an element that hides its content (:mod:`.hiding`);
 ``pixel-element``
     ``amp-pixel`` and ``amp-analytics``, which exist only to report;
 ``identifies-recipient``
@@ -145,14 +148,15 @@ def _attr_px(value: str | None) -> float | None:
 
 
 def is_tiny(box: Box) -> bool:
-    """Width or height of 0-2 px by attribute or CSS."""
-    width, height, css_width, css_height = box[:4]
+    """Width or height of 0-2 px by attribute, CSS size or CSS maximum size."""
+    width, height, css_width, css_height, max_width, max_height = box[:6]
     for px in (_attr_px(width), _attr_px(height)):
         if px is not None and px <= 2:
             return True
-    if css_width is None and css_height is None:
+    if css_width is None and css_height is None and max_width is None and max_height is None:
         return False
-    return any(px is not None and px <= 2 for px in (_css_px(css_width), _css_px(css_height)))
+    return any(px is not None and px <= 2 for px in map(_css_px, (css_width, css_height,
+                                                                  max_width, max_height)))
 
 
 def is_hidden(box: Box) -> bool:

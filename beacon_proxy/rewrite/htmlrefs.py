@@ -66,7 +66,8 @@ _LOAD_RELS = frozenset({
     "preconnect", "manifest",
 })
 
-_IMAGE_TAGS = frozenset({"img", "image", "input", "amp-img", "amp-anim", "v:image", "v:imagedata"})
+_IMAGE_TAGS = frozenset({"img", "image", "input", "amp-img", "amp-anim", "v:image", "v:imagedata",
+                         "video"})
 
 #: Void elements whose whole tag goes when their main URL is a tracker.
 _WHOLE_TAG = frozenset({"img", "image", "input", "source", "track", "embed", "bgsound"})
@@ -233,6 +234,9 @@ class TagReader:
         self.cond: list[str] = []
         self.base: str | None = None
         self.truncated = False
+        self.opaque: list[Span] = []  # comments and raw text, in document order
+        self.styles: list[Span] = []  # <style> contents
+        self.sources = False  # a <source> reference was found (see html._picture_boxes)
 
     def attributes(self, pos: int) -> tuple[dict[bytes, _Attr], int]:
         """Loader-relevant attributes (first occurrence wins) and the tag's end (-1 at EOF)."""
@@ -315,6 +319,8 @@ class TagReader:
             return
         if name == "link" and _LOAD_RELS.isdisjoint(self.value(get(b"rel")).lower().split()):
             return
+        if name == "source":
+            self.sources = True
         for key, element in _TAG_URLS.get(name, ()):
             attr = get(key)
             if attr is not None:
