@@ -22,7 +22,8 @@ own, and only where a hiding declaration exists at all:
    and refused copies take the fallback).  The element ends at its end tag, at an end
    tag of an element not opened inside it (an ancestor's, which closes it in HTML, or a
    stray one: ending early is the safe side), at a start tag that closes it implicitly
-   (``<div>`` closes a ``<p>``, ``<td>`` a ``<td>``, ``<li>`` an ``<li>``), or at the end.
+   (``<div>`` closes a ``<p>`` and the inline elements in it, ``<td>`` a ``<td>``,
+   ``<li>`` an ``<li>``), or at the end.
 
 Hiding elements inside a range already found are not walked again, and every search
 resumes where the last one stopped: the pass is linear in the document.
@@ -30,6 +31,7 @@ resumes where the last one stopped: the pass is linear in the document.
 Not counted as hiding (the image stays as its own box says):
 
 * ``html``, ``head`` and ``body`` (webmail clients drop their style), void elements,
+  table parts before the first ``<table>`` (a browser drops such a tag),
   raw-text elements, anything inside a comment or raw text (``opaque`` spans from the
   scanner);
 * ``mso-hide:all`` on an ancestor: only Outlook hides it, other clients show the image;
@@ -84,21 +86,25 @@ _CELL = frozenset({b"td", b"th", b"tr", b"tbody", b"thead", b"tfoot", b"caption"
                    b"colgroup"})
 _ROW = _CELL - {b"td", b"th"}
 _SECTION = _ROW - {b"tr"}
-#: hidden element -> (start tags that close it, the element whose being open inside
-#: stops them from doing so)
-_IMPLIED: dict[bytes, tuple[frozenset[bytes], frozenset[bytes]]] = {
-    b"p": (_P_CLOSERS, frozenset()),
-    b"li": (frozenset({b"li"}), frozenset({b"ul", b"ol", b"menu"})),
-    b"dt": (frozenset({b"dt", b"dd"}), frozenset({b"dl"})),
-    b"dd": (frozenset({b"dt", b"dd"}), frozenset({b"dl"})),
-    b"td": (_CELL, frozenset({b"table"})),
-    b"th": (_CELL, frozenset({b"table"})),
-    b"tr": (_ROW, frozenset({b"table"})),
-    b"tbody": (_SECTION, frozenset({b"table"})),
-    b"thead": (_SECTION, frozenset({b"table"})),
-    b"tfoot": (_SECTION, frozenset({b"table"})),
+_HEADINGS = frozenset({b"h1", b"h2", b"h3", b"h4", b"h5", b"h6"})
+#: (start tags that close whatever is open in an element they would end, the elements
+#: whose being open inside stops them, the hidden elements they belong to): an ``<li>``
+#: ends the ``<li>`` it follows and everything in it, unless a list is open inside.
+_LIST_RULES = (
+    (frozenset({b"li"}), frozenset({b"ul", b"ol", b"menu"}), frozenset({b"ul", b"ol", b"menu"})),
+    (frozenset({b"dt", b"dd"}), frozenset({b"dl"}), frozenset({b"dl"})),
+)
+#: hidden element -> the table parts whose start tag closes it (unless a table is open
+#: inside it): a cell ends at the next cell or row, anything in a cell with its cell.
+_TABLE_CLOSERS: dict[bytes, frozenset[bytes]] = {
+    b"table": frozenset(), b"tr": _ROW, b"tbody": _SECTION, b"thead": _SECTION,
+    b"tfoot": _SECTION,
 }
-_ZERO = re.compile(rb"[-+]?0*\.?0*(?:[a-z%]*)")
+_BLOCK = _P_CLOSERS | _CELL | {b"table", b"object", b"marquee", b"applet", b"button",
+                               b"template", b"select"}
+#: A class or id selector in a style block (CSS escapes aside: a miss only hides less).
+_SELECTOR_NAME = re.compile(rb"[.#][-_a-z0-9]++")
+_ZERO = re.compile(rb"[-+]?(?:0++\.?0*+|\.0++)[a-z%]*+")
 _SIZES = ("width", "height", "max-width", "max-height")
 
 
@@ -144,14 +150,13 @@ def _attr_values(low: bytes, start: int, end: int,
     return out
 
 
-def _revealable(low: bytes, start: int, end: int, styles: Sequence[bytes]) -> bool:
+def _revealable(low: bytes, start: int, end: int, names: frozenset[bytes]) -> bool:
     """Whether a ``<style>`` block with a media query names the tag's class or id."""
-    if not styles:
+    if not names:
         return False
     values = _attr_values(low, start, end, (b"class", b"id"))
-    names = [b"." + token for token in values.get(b"class", b"").split()]
-    names += [b"#" + token for token in values.get(b"id", b"").split()]
-    return any(name in css for css in styles for name in names)
+    return any(b"." + token in names for token in values.get(b"class", b"").split()) or any(
+        b"#" + token in names for token in values.get(b"id", b"").split())
 
 
 def _hides(low: bytes, m: re.Match[bytes], start: int, end: int) -> bool:
@@ -173,7 +178,11 @@ def _hides(low: bytes, m: re.Match[bytes], start: int, end: int) -> bool:
 def _extent(low: bytes, name: bytes, pos: int, opaque_starts: Sequence[int],
             opaque: Sequence[Span]) -> int:
     """Where the element ``name`` whose start tag ends at ``pos`` ends (see the docstring)."""
-    implied, shield = _IMPLIED.get(name, (frozenset(), frozenset()))
+    # A block start tag closes a <p>, and an inline element (span, a, font) in one; whether
+    # a <p> is open around an inline element is not known here: it ends there in any case.
+    closers = _P_CLOSERS if name == b"p" or name not in _BLOCK else frozenset()
+    cells = _TABLE_CLOSERS.get(name, _CELL)
+    lists = [(tags, shield) for tags, shield, owners in _LIST_RULES if name not in owners]
     stack: list[bytes] = []
     n = len(low)
     while True:
@@ -194,7 +203,10 @@ def _extent(low: bytes, name: bytes, pos: int, opaque_starts: Sequence[int],
                 del stack[len(stack) - 1 - stack[::-1].index(tag):]
                 continue
             return m.start()  # its own, an ancestor's or a stray one
-        if tag in implied and shield.isdisjoint(stack):
+        if tag in closers or (tag in cells and b"table" not in stack) or (
+                not stack and tag in _HEADINGS and name in _HEADINGS):
+            return m.start()
+        if any(tag in tags and shield.isdisjoint(stack) for tags, shield in lists):
             return m.start()
         if tag not in _VOID:
             stack.append(tag)
@@ -211,8 +223,9 @@ def hidden_ranges(low: bytes, opaque: Sequence[Span], styles: Sequence[Span]) ->
     """
     out: list[Span] = []
     opaque_starts = [start for start, _ in opaque]
-    media = [low[a:b] for a, b in styles]
-    media = [css for css in media if b"@media" in css]
+    media = frozenset(name for a, b in styles if low.find(b"@media", a, b) >= 0
+                      for name in _SELECTOR_NAME.findall(low, a, b))
+    first_table = -1  # where the first <table starts, once looked for (past the end: none)
     seen = 0  # where the last backward search started: each byte is searched back once
     for m in _HIDING.finditer(low):
         at = m.start()
@@ -237,6 +250,12 @@ def hidden_ranges(low: bytes, opaque: Sequence[Span], styles: Sequence[Span]) ->
         name = tag.group(2)
         if name in _VOID or name in _NEVER or name.startswith((b"v:", b"o:", b"w:")):
             continue
+        if name in _CELL:
+            if first_table < 0:
+                first_table = low.find(b"<table")
+                first_table = len(low) if first_table < 0 else first_table
+            if not 0 <= first_table < lt:
+                continue  # outside a table a browser drops the tag (and its style)
         if not _hides(low, m, lt, tag.end()) or _revealable(low, lt, tag.end(), media):
             continue
         end = _extent(low, name, tag.end(), opaque_starts, opaque)
