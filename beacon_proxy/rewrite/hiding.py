@@ -8,7 +8,7 @@ own, and only where a hiding declaration exists at all:
 
 >>> low = b'<p>a</p><div style="display:none"><b><img src="x"></b></div><img src="y">'
 >>> hidden_ranges(low, [], [])
-[(8, 61)]
+[(8, 54)]
 
 1. one compiled search for ``display:none``, ``visibility:hidden|collapse`` and
    ``overflow:hidden`` (the only declarations that hide what is inside an element;

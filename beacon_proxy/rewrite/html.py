@@ -40,8 +40,13 @@ The scanner builds them with ``tuple.__new__`` (no keyword handling: 0.1 µs),
 and leaves a plain ``<img>`` as a :class:`PendingImg` until its reference is
 wanted (:func:`scan_entries`; :func:`scan_html` builds them all).
 
+After the pass: a ``<picture>`` ``<source>`` takes the box of the ``<img>`` that
+draws it, and images inside an element that hides its content get ``display:
+none`` in their box (:mod:`~beacon_proxy.rewrite.hiding`, a pass of its own: the
+fast patterns never stop on a plain ``<div>``).
+
 Not modelled: SVG/MathML foreign-content parsing (``<svg><style>`` is read as
-CSS), ancestors that hide an element, ``data:`` documents in ``iframe`` and
+CSS), ``data:`` documents in ``iframe`` and
 ``object``, SVG presentation attributes (``fill="url(...)"``), ``<script
 src>`` (mail clients run no script).
 """
