@@ -10,10 +10,14 @@ the policy does with each tracker:
 
 * ``refused``: every tracker goes (its ``removal_span`` is replaced by its
   ``neutral`` text); a visible image whose URL identifies the recipient is
-  replaced by its ``alt`` text;
+  replaced by its ``alt`` text; a layout image (tiny or hidden, no identifier:
+  :mod:`~beacon_proxy.rewrite.classify`) keeps its tag and gets a transparent
+  ``data:`` image of its declared size as its URL (``Action.INLINE``,
+  :mod:`~beacon_proxy.rewrite.inline`), so nothing loads and nothing moves;
 * ``granted``: every tracker's URL points at the first-party open endpoint
   (the ``link`` callback mints it); a visible personalised image is kept, as
-  the recipient consented and a pixel in its place would break the mail.
+  the recipient consented and a pixel in its place would break the mail;
+  layout images are left as they are.
 
 Edits are applied to the decoded bytes of each part and re-encoded with the
 part's own transfer encoding (:func:`~beacon_proxy.rewrite.transfer.apply_edits`,

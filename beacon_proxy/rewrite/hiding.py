@@ -150,11 +150,8 @@ def _attr_values(low: bytes, start: int, end: int,
     return out
 
 
-def _revealable(low: bytes, start: int, end: int, names: frozenset[bytes]) -> bool:
-    """Whether a ``<style>`` block with a media query names the tag's class or id."""
-    if not names:
-        return False
-    values = _attr_values(low, start, end, (b"class", b"id"))
+def _named(values: dict[bytes, bytes], names: frozenset[bytes]) -> bool:
+    """Whether a tag's ``class`` or ``id`` (``values``) is among the selector ``names``."""
     return any(b"." + token in names for token in values.get(b"class", b"").split()) or any(
         b"#" + token in names for token in values.get(b"id", b"").split())
 
@@ -223,8 +220,7 @@ def hidden_ranges(low: bytes, opaque: Sequence[Span], styles: Sequence[Span]) ->
     """
     out: list[Span] = []
     opaque_starts = [start for start, _ in opaque]
-    media = frozenset(name for a, b in styles if low.find(b"@media", a, b) >= 0
-                      for name in _SELECTOR_NAME.findall(low, a, b))
+    media: frozenset[bytes] | None = None  # the names media queries style (on first need)
     first_table = -1  # where the first <table starts, once looked for (past the end: none)
     seen = 0  # where the last backward search started: each byte is searched back once
     for m in _HIDING.finditer(low):
@@ -256,8 +252,15 @@ def hidden_ranges(low: bytes, opaque: Sequence[Span], styles: Sequence[Span]) ->
                 first_table = len(low) if first_table < 0 else first_table
             if not 0 <= first_table < lt:
                 continue  # outside a table a browser drops the tag (and its style)
-        if not _hides(low, m, lt, tag.end()) or _revealable(low, lt, tag.end(), media):
+        if not _hides(low, m, lt, tag.end()):
             continue
+        values = _attr_values(low, lt, tag.end(), (b"class", b"id")) if styles else {}
+        if values:
+            if media is None:
+                media = frozenset(name for a, b in styles if low.find(b"@media", a, b) >= 0
+                                  for name in _SELECTOR_NAME.findall(low, a, b))
+            if _named(values, media):
+                continue  # a media query may reveal it
         end = _extent(low, name, tag.end(), opaque_starts, opaque)
         out.append((lt, end))
         seen = max(seen, end)

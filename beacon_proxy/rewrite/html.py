@@ -477,18 +477,23 @@ def _picture_boxes(entries: list[Entry], low: bytes) -> list[Entry]:
 
 
 def _hide(entries: list[Entry], hidden: list[Span]) -> list[Entry]:
-    """The entries, those with a box inside a hidden element marked ``display: none``."""
+    """The entries, those with a box inside a hidden element marked ``display: none``.
+
+    Entries are in document order: past the last hidden element the rest is kept
+    as it is, without a look (a preheader near the top costs a few entries).
+    """
     starts = [start for start, _ in hidden]
-    out: list[Entry] = []
-    for entry in entries:
+    last = hidden[-1][1]
+    for index, entry in enumerate(entries):
+        at = entry.start if entry.__class__ is PendingImg else entry.tag_span[0]  # type: ignore[union-attr]
+        if at >= last:
+            break
         box = entry.box
         if box is not None and box.display != "none":
-            at = entry.start if isinstance(entry, PendingImg) else entry.tag_span[0]
             i = bisect_right(starts, at) - 1
             if i >= 0 and at < hidden[i][1]:
-                entry = entry._replace(box=box._replace(display="none"))
-        out.append(entry)
-    return out
+                entries[index] = entry._replace(box=box._replace(display="none"))
+    return entries
 
 
 def scan_html(view: bytes, *, max_tags: int = DEFAULT_MAX_TAGS,
