@@ -411,3 +411,23 @@ def test_visible_images_without_an_identifier_are_never_touched() -> None:
     for policy in (Policy.REFUSED, Policy.GRANTED):
         out = ENGINE.render(ENGINE.analyse(_message(page)), RCPT, policy, lambda url: LINK)
         assert [i.action for i in out.items] == [Action.KEEP] * 4
+
+
+_SPACER = b'<img src="https://cdn.shop.example/img/spacer.gif" width="1" height="1">'
+_STRUT = b"<img src='https://cdn.shop.example/gmail_fix.gif' width=780 height=1>"
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.one_of(_TEXT.map(lambda t: t.replace("<", "").replace(">", "")), _SAFE_TAGS,
+                          st.sampled_from([_SPACER.decode(), _STRUT.decode(), PIXEL.decode()])),
+                max_size=30),
+       st.sampled_from(["quoted-printable", "base64", "8bit"]))
+def test_layout_images_change_only_their_url(chunks: list[str], cte: str) -> None:
+    html = "".join(chunks).encode()
+    out = ENGINE.render(ENGINE.analyse(_message(html, cte=cte)), RCPT, Policy.REFUSED)
+    expected = html.replace(PIXEL, b"").replace(
+        b"https://cdn.shop.example/img/spacer.gif", transparent_png(1, 1).encode()).replace(
+        b"https://cdn.shop.example/gmail_fix.gif", transparent_png(780, 1).encode())
+    assert _html_of(out.data) == expected
+    assert out.report(Policy.REFUSED).get("actions", {}).get("inline", 0) == (
+        html.count(_SPACER) + html.count(_STRUT))
