@@ -380,7 +380,10 @@ class Engine:
     def _action(ref: Reference, finding: Finding, policy: Policy) -> Action:
         if not finding.tracker:
             if policy is Policy.REFUSED and is_layout_finding(finding):
-                return Action.INLINE if ref.rewritable else Action.STRIP
+                # AMP for Email allows only https images: a data: URI would invalidate the
+                # AMP part (clients then show the HTML one), so an AMP image goes instead.
+                inline = ref.rewritable and not ref.tag.startswith("amp-")
+                return Action.INLINE if inline else Action.STRIP
             return Action.KEEP
         if policy is Policy.REFUSED:
             return Action.STRIP

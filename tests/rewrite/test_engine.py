@@ -431,3 +431,11 @@ def test_layout_images_change_only_their_url(chunks: list[str], cte: str) -> Non
     assert _html_of(out.data) == expected
     assert out.report(Policy.REFUSED).get("actions", {}).get("inline", 0) == (
         html.count(_SPACER) + html.count(_STRUT))
+
+
+def test_an_amp_layout_image_is_removed_not_inlined() -> None:
+    amp = b'<amp-img src="https://cdn.shop.example/img/spacer.gif" width="1" height="1"></amp-img>'
+    out = ENGINE.render(ENGINE.analyse(_message(b"<p>x</p>" + amp)), RCPT, Policy.REFUSED)
+    (item,) = out.items
+    assert item.action is Action.STRIP and not item.finding.tracker
+    assert b"spacer.gif" not in _html_of(out.data)
