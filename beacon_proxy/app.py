@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import ipaddress
 import logging
 import os
@@ -44,7 +45,7 @@ from beacon_proxy.rewrite.copies import CopyPolicy
 from beacon_proxy.rewrite.engine import Analysis, Engine
 from beacon_proxy.rewrite.footer import Footer
 from beacon_proxy.rewrite.links import PreferenceLinks
-from beacon_proxy.rewrite.pool import AnalysisPool
+from beacon_proxy.rewrite.pool import AnalysisPool, default_engine
 from beacon_proxy.rewrite.rules import load_rules
 from beacon_proxy.rewrite.step import CopyStep, TraceHeader
 from beacon_proxy.rewrite.unsubscribe import UnsubscribeHeaders
@@ -143,8 +144,11 @@ class Relay:
         self.spool = Spool(cfg.spool.path)
         # Analysis runs in worker processes under a CPU budget: one message can neither
         # hold the event loop (C regex calls keep the GIL) nor run for ever.
+        # The proxy's own /o/ pixel is never labelled a vendor (issue 9).
+        own = (cfg.web.public_url,)
         self.analysis = AnalysisPool(cfg.policy.analysis_workers
-                                     or min(os.cpu_count() or 1, 4))
+                                     or min(os.cpu_count() or 1, 4),
+                                     engine_factory=functools.partial(default_engine, allow=own))
         budget = cfg.policy.analysis_timeout
 
         async def analyse(data: bytes) -> Analysis:
@@ -152,7 +156,7 @@ class Relay:
 
         steps = copy_steps(cfg, self.tokens, hostname=self.hostname)
         self.rewrite = BeaconStep(
-            Engine(load_rules()), self.tokens, public_url=cfg.web.public_url,
+            Engine(load_rules(allow=own)), self.tokens, public_url=cfg.web.public_url,
             hostname=self.hostname, analyse=analyse, steps=steps,
             policy=CopyPolicy(cfg.policy.unscannable, cfg.policy.signed),
             forward_opens=cfg.policy.forward_opens)

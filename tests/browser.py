@@ -27,7 +27,7 @@ from typing import Any
 
 import pytest
 
-__all__ = ["ARTIFACTS", "artifact", "chromium", "requested_urls"]
+__all__ = ["ARTIFACTS", "artifact", "chromium", "requested_urls", "wait_replaced"]
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
@@ -93,6 +93,26 @@ def chromium(*, width: int = 1024, height: int = 900, lang: str | None = None,
             yield driver
         finally:
             driver.quit()
+
+
+def wait_replaced(driver: Any, element: Any, timeout: float = 30) -> None:
+    """Wait until the page holding ``element`` was replaced by the next one.
+
+    Selenium's ``staleness_of`` only expects ``StaleElementReferenceException``;
+    Chromium sometimes answers for a node of a page being replaced with another
+    error ("Node with given id does not belong to the document"): gone, too.
+    """
+    from selenium.common.exceptions import WebDriverException
+    from selenium.webdriver.support.wait import WebDriverWait
+
+    def gone(_: Any) -> bool:
+        try:
+            element.is_enabled()
+        except WebDriverException:
+            return True
+        return False
+
+    WebDriverWait(driver, timeout).until(gone)
 
 
 def requested_urls(driver: Any) -> list[str]:

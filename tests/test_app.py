@@ -74,3 +74,14 @@ def test_loopback_public_url_with_a_public_listener_warns(
 
 def test_defaults_start_without_warnings() -> None:
     assert start_warnings(load_config(None, environ={})) == []
+
+
+def test_the_proxys_own_pixel_is_allowed_in_the_engine_and_the_workers(tmp_path: Path) -> None:
+    cfg = _config(tmp_path, f'[store]\nurl = "sqlite:///{tmp_path}/consent.db"\n'
+                            '[web]\npublic_url = "https://links.example.org/bp"\n')
+    relay = Relay(cfg)
+    assert relay.rewrite.engine.rules.allow == ("https://links.example.org/bp/",)
+    worker_engine = relay.analysis._factory()  # what each analysis worker builds
+    assert worker_engine.rules.allow == ("https://links.example.org/bp/",)  # type: ignore[attr-defined]
+    assert worker_engine.rules.match(  # type: ignore[attr-defined]
+        "https://links.example.org/bp/o/An6_Q5G5qkzkGRQOstVSe-ruOAoVnFoA7XtiRedwLVqhwjz5Tq") is None

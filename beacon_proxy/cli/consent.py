@@ -165,7 +165,8 @@ def _forget(args: argparse.Namespace) -> int:
             return
         print(f"forgot {args.address}: consent record {'removed' if done.consent else 'absent'}, "
               f"{done.opens} open event(s) removed, {done.suppressions} suppression(s) kept "
-              f"as a hash, {done.audit} audit entr{'y' if done.audit == 1 else 'ies'} redacted")
+              f"as a hash, {done.audit} audit entr{'y' if done.audit == 1 else 'ies'} redacted, "
+              f"{done.forwards} queued forward(s) removed")
 
     run_with_store(args, work)
     return 0

@@ -107,7 +107,7 @@ def _scan(args: argparse.Namespace) -> int:
     if args.output is not None and (len(files) > 1 or args.output.is_dir()):
         out_dir = args.output
         out_dir.mkdir(parents=True, exist_ok=True)
-    engine = Engine(load_rules())
+    engine = Engine(load_rules(allow=(cfg.web.public_url,)))  # our own /o/ is no vendor
     rules = CopyPolicy(cfg.policy.unscannable, cfg.policy.signed)
     # Links in an offline copy are real only when the configured secret is known.
     tokens = Tokens([cfg.tokens.secret or secrets.token_hex(16)])

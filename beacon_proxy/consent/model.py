@@ -166,6 +166,7 @@ class Forgotten:
     opens: int  # open events removed
     suppressions: int  # suppressions reduced to a keyed hash
     audit: int  # audit entries whose address was blanked
+    forwards: int = 0  # queued one-click forwards removed (they held the sender's URL)
 
 
 @dataclass(frozen=True, slots=True)

@@ -127,11 +127,11 @@ class SqlEvents(SqlBase):
         async with self._write() as c:
             consent = await c.execute("delete-consent", a.key)
             opens = await c.execute("delete-opens-of", a.key)
-            await c.execute("delete-forwards-of", a.key)
+            forwards = await c.execute("delete-forwards-of", a.key)
             kept = await c.execute("forget-suppressions", subject, utcnow())
             redacted = await c.execute("redact-audit", subject)
             await self._audit_change(c, "forget", None, actor=actor, key=a.key)
-        return Forgotten(consent > 0, opens, kept, redacted)
+        return Forgotten(consent > 0, opens, kept, redacted, forwards)
 
 
 def _open_row(o: OpenInput) -> tuple[object, ...]:

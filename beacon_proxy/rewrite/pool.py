@@ -126,9 +126,10 @@ class Analyser(Protocol):
     def analyse(self, data: bytes) -> Analysis: ...
 
 
-def default_engine(rules: str | Path | None = None) -> Engine:
-    """The analyser a worker builds by default: the engine with these tracker rules."""
-    return Engine(load_rules(rules))
+def default_engine(rules: str | Path | None = None, allow: tuple[str, ...] = ()) -> Engine:
+    """The analyser a worker builds by default: the engine with these tracker rules
+    (``allow``: URL prefixes no rule may match, see :func:`load_rules`)."""
+    return Engine(load_rules(rules, allow=allow))
 
 
 # -- the worker process ---------------------------------------------------------

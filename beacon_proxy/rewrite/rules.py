@@ -3,7 +3,8 @@ r"""Known tracker rules: vendor URL patterns, matched without running them all.
 The list ships as data (``beacon_proxy/data/trackers.json``, documented copy in
 ``config/trackers.json``), derived from MailTrackerBlocker by
 ``tools/derive_trackers.py``.  Patterns are case-insensitive ASCII regular
-expressions searched in a URL.
+expressions searched in a URL (a pattern may scope case back in with
+``(?-i:...)``, as the anchored Pepipost rule does).
 
 >>> rules = load_rules()
 >>> rules.match("https://u123.ct.sendgrid.net/wf/open?upn=abc")
@@ -25,7 +26,12 @@ each pattern gets an index key from its literal text:
 Candidates are then searched - only if the URL contains the pattern's
 longest literal run, a substring test that spares most searches - the most
 specific match wins (see :meth:`TrackerRules.match`), and results are
-memoised per URL, so a campaign sent to many recipients pays once.  A word at the start of a
+memoised per URL, so a campaign sent to many recipients pays once.
+
+An allow-list of URL prefixes (the proxy's own ``web.public_url``: its
+``/o/<token>`` pixel in a message that comes through again, e.g. forwarded)
+is never labelled a vendor: ``load_rules(allow=[public_url])``.  It costs one
+``bytes.startswith`` per URL not yet memoised.  A word at the start of a
 pattern counts as a whole word: upstream's unanchored ``demdex.net`` would
 also match ``notdemdex.net``, this index does not (a test checks every
 pattern against a sample URL, and random URLs against brute force).
@@ -285,8 +291,11 @@ def _searcher(pattern: str, compiled: re.Pattern[str]) -> _Search:
 class TrackerRules:
     """Compiled vendor patterns with a word index; see the module docstring."""
 
-    def __init__(self, vendors: Mapping[str, Iterable[str]], *, source: str = "") -> None:
+    def __init__(self, vendors: Mapping[str, Iterable[str]], *, source: str = "",
+                 allow: Iterable[str] = ()) -> None:
         self.source = source
+        self.allow = tuple(_allow_prefix(url) for url in allow)
+        self._allow = tuple(p.encode("ascii", "replace") for p in self.allow)
         rules: list[Rule] = []
         by_word: dict[bytes, list[_Entry]] = {}
         by_literal: dict[bytes, list[_Entry]] = {}
@@ -349,6 +358,8 @@ class TrackerRules:
 
     def _match(self, url: str) -> str | None:
         raw = url.encode("ascii", "replace").lower()
+        if self._allow and raw.startswith(self._allow):
+            return None
         best = len(self.rules)
         for word in self._words.intersection(raw.translate(_SPLIT).split()):
             for index, search, skip, must in self._by_word[word]:
@@ -366,12 +377,23 @@ class TrackerRules:
         return [r for r in self._ranked if re.search(r.pattern, url, _FLAGS)]
 
 
+def _allow_prefix(url: str) -> str:
+    """``https://Relay.Example/x`` -> ``https://relay.example/x/``: lower case, one slash."""
+    text = url.strip().lower().rstrip("/")
+    if not re.match(r"https?://[^/?#]+", text):
+        raise RulesError(f"allow-list entry {url!r} is not an http(s) URL")
+    return text + "/"
+
+
 def _packaged() -> str:
     return resources.files("beacon_proxy").joinpath("data/trackers.json").read_text("utf-8")
 
 
-def load_rules(path: str | Path | None = None) -> TrackerRules:
-    """Load and compile the tracker rules (the packaged copy when ``path`` is None)."""
+def load_rules(path: str | Path | None = None, *, allow: Iterable[str] = ()) -> TrackerRules:
+    """Load and compile the tracker rules (the packaged copy when ``path`` is None).
+
+    ``allow``: URL prefixes no rule may match (the proxy's own ``public_url``).
+    """
     try:
         text = _packaged() if path is None else Path(path).read_text("utf-8")
         data = json.loads(text)
@@ -380,4 +402,4 @@ def load_rules(path: str | Path | None = None) -> TrackerRules:
             raise TypeError("'vendors' must be an object")
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise RulesError(f"cannot load tracker rules from {path or 'package'}: {exc}") from exc
-    return TrackerRules(vendors, source=str(data.get("source", "")))
+    return TrackerRules(vendors, source=str(data.get("source", "")), allow=allow)

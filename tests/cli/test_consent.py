@@ -130,7 +130,8 @@ def test_forget(config: Path, capsys: Cap) -> None:
     capsys.readouterr()
     assert main(["consent", "forget", "z@example.org", "--json"]) == 0
     done = json.loads(capsys.readouterr().out)
-    assert done == {"consent": True, "opens": 0, "suppressions": 1, "audit": 2}
+    assert done == {"consent": True, "opens": 0, "suppressions": 1, "audit": 2,
+                    "forwards": 0}
     assert main(["consent", "forget", "z@example.org"]) == 0
     assert "consent record absent" in capsys.readouterr().out
     assert main(["consent", "get", "z@example.org", "--json"]) == 0

@@ -152,3 +152,18 @@ def test_layout_images_are_inlined_and_not_counted(tmp_path: Path,
     assert main(["scan", str(mail), "--json", "--policy", "granted"]) == 0
     granted = json.loads(capsys.readouterr().out)
     assert {f["url"]: f["action"] for f in granted["findings"]}[layout] == "keep"
+
+
+def test_the_proxys_own_open_pixel_is_no_vendor(tmp_path: Path, config: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    # A copy that comes through again (forwarded): our own /o/ pixel looks like Epsilon's
+    # long-token pixel, but it is under web.public_url.
+    config.write_text(config.read_text() + '[web]\npublic_url = "https://links.example.org"\n')
+    own = "https://links.example.org/o/An6_Q5G5qkzkGRQOstVSe-ruOAoVnFoA7XtiRedwLVqhwjz5Tq"
+    other = own.replace("links.example.org", "t.shop.example")
+    eml = _eml(tmp_path / "fwd.eml", f'<img src="{own}" width="600"><img src="{other}" '
+                                     'width="600">')
+    assert main(["scan", str(eml), "--json"]) == 0
+    findings = {f["url"]: f for f in json.loads(capsys.readouterr().out)["findings"]}
+    assert findings[own]["vendor"] is None and findings[own]["tracker"] is False
+    assert findings[other]["vendor"] == "Epsilon"

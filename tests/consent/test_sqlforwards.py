@@ -93,7 +93,7 @@ async def test_list_forwards_pages_and_prune_removes_finished_ones(store: Store)
 async def test_forget_deletes_the_recipients_forwards(store: Store) -> None:
     await store.queue_forward(URL, address="zoe@example.org", list_id="news.example.org")
     await store.queue_forward(URL, address="other@example.org", list_id="news.example.org")
-    await store.forget("ZOE@example.org")
+    assert (await store.forget("ZOE@example.org")).forwards == 1
     assert [j.address for j in (await store.list_forwards()).items] == ["other@example.org"]
 
 

@@ -297,11 +297,11 @@ def test_rules_with_gaps_are_linear(rule: Rule) -> None:
 
 
 def test_the_shipped_rules_have_gaps() -> None:
-    assert len(_GAP_RULES) == 21
+    assert len(_GAP_RULES) == 20  # Emarsys lost its gap when anchored (issue 9)
 
 
 _RULE_FAMILIES: dict[str, Build] = {
-    "mo": lambda n: "/mo/" * n,  # Emarsys: /mo/.+.gif
+    "mo": lambda n: "/mo/" * n,  # Emarsys (upstream /mo/.+.gif)
     "ci0": lambda n: "/CI0/" + "/" * n,  # Amazon SES: /CI0/.+/.+=[0-9][0-9][0-9]
     "every-rule": lambda n: "".join(_almost(r.pattern) for r in RULES.rules) * n,
     "query": lambda n: "a/b?c=d&" * n,

@@ -65,8 +65,8 @@ def test_derivation_makes_hostname_dots_literal_only() -> None:
 
 def test_the_packaged_rules_load_and_compile() -> None:
     data = json.loads(PACKAGED.read_text())
-    assert len(RULES) == sum(len(v) for v in data["vendors"].values()) == 489
-    assert len(data["vendors"]) == 316
+    assert len(RULES) == sum(len(v) for v in data["vendors"].values()) == 493
+    assert len(data["vendors"]) == 318
     assert RULES.source.startswith("MailTrackerBlocker")
     assert load_rules(CONFIG).rules == RULES.rules
 
@@ -230,3 +230,105 @@ def test_the_memo_keeps_no_huge_urls() -> None:
     huge = "https://t.test/" + "a" * 100_000
     assert rules.match(huge) is None and huge not in rules.matched
     assert rules.match("https://t.test/x") is None and "https://t.test/x" in rules.matched
+
+
+# -- issue 9: no content lost, the measured misses closed ---------------------------
+
+OVERRIDES = json.loads((ROOT / "config" / "trackers-overrides.json").read_text())["overrides"]
+
+
+@pytest.mark.parametrize("entry", OVERRIDES, ids=lambda e: f"{e['vendor']}:{e['with'][0]}")
+def test_every_override_catches_its_tracker_and_spares_its_content(entry: Any) -> None:
+    for url in entry["tracker"]:
+        assert RULES.match(url) == entry["vendor"], url
+    for url in entry["content"]:
+        assert RULES.explain(url) == [], url
+    derived = json.loads(PACKAGED.read_text())
+    assert all(p in derived["vendors"][entry["vendor"]] for p in entry["with"])
+    assert entry["replace"] not in derived["vendors"][entry["vendor"]]
+
+
+@pytest.mark.parametrize("url", [
+    "https://shop.example.com/o/summer-dress.jpg",  # Epsilon's /O/ matched case-insensitively
+    "https://shop.example.com/O/summer_dress/front_view.jpg",
+    "https://img.amxe.net/im/5123401/logo.png",  # Sendinblue's image CDN, not its pixel
+    "https://cdn.example.com/t/products/shoe.jpg",  # Sendy's /t/<a>/<b>
+    "https://cdn.example.com/mo/banner.gif",  # Emarsys' /mo/...gif
+])
+def test_content_images_the_broad_rules_used_to_strip(url: str) -> None:
+    assert RULES.match(url) is None
+    assert RULES.explain(url) == []
+
+
+@pytest.mark.parametrize(("url", "vendor"), [
+    ("https://open.convertkit-mail4.com/v8ue2o3kxdh7h0l3rrwfohg7ql0qq", "ConvertKit"),
+    ("https://stats.example.org/piwik.php?idsite=3&rec=1", "Matomo"),
+    ("https://analytics.example.com/matomo.php?idsite=1&rec=1", "Matomo"),
+    ("https://sendibt2.com/track/openc.php?x=1", "Sendinblue"),
+    ("https://tracking.vocus.io/abcd", "Vocus"),
+    ("https://x8k2p.r.bh.amxe.net/tr/op/Qm9vX2FiY2RlZg", "Sendinblue"),
+    ("http://epslocalmail.com/O/v60000017b9910d078a63fa06e966f45e8/"
+     "e2b342d0ae1348c000004c5a42963aa1", "Epsilon"),
+    ("https://lists.panic.com/t/TfytDRucxMhTmMmeRUryNg/Bw2EZEL3ysIdV5Ql3aYwKw", "Sendy"),
+    ("https://link.runtastic.com/mo/W37jKbRMwg_645781705_2447263_458311_1086436.gif",
+     "Emarsys"),
+])
+def test_vendor_pixels_the_list_missed_or_kept_after_anchoring(url: str, vendor: str) -> None:
+    assert RULES.match(url) == vendor
+
+
+def test_the_proxys_own_pixel_is_never_a_vendor() -> None:
+    from beacon_proxy.rewrite.links import open_links
+    from beacon_proxy.tokens import Tokens
+
+    link = open_links(Tokens(["0" * 32]), "https://relay.example.org", "a@b.example",
+                      "list.example", "Q1")
+    own = link("https://u1.ct.sendgrid.net/wf/open?upn=x")
+    assert own is not None and own.startswith("https://relay.example.org/o/")
+    rules = load_rules(allow=["https://Relay.Example.org/"])
+    assert rules.match(own) is None
+    assert rules.match(own.replace("relay.example.org", "RELAY.example.org")) is None
+    assert rules.match("https://u1.ct.sendgrid.net/wf/open?upn=x") == "SendGrid"
+    # Only that origin and path: a look-alike host is still matched.
+    assert rules.match(own.replace("relay.example.org", "relay.example.org.evil.example")) \
+        == RULES.match(own.replace("relay.example.org", "relay.example.org.evil.example"))
+
+
+def test_a_bad_allow_list_entry_is_refused() -> None:
+    with pytest.raises(RulesError, match="not an http"):
+        load_rules(allow=["relay.example.org"])
+
+
+def test_stale_overrides_are_reported_and_additions_applied() -> None:
+    tool = _derive_tool()
+    vendors = {"Acme": ["acme\\.example/o/"]}
+    applied, stale = tool.apply_overrides(vendors, [
+        {"vendor": "Acme", "replace": "gone", "with": ["x"], "why": "w"},
+        {"vendor": "Acme", "replace": "acme\\.example/o/", "with": ["acme\\.example/o/[0-9]+"],
+         "why": "w"},
+        {"vendor": "New", "replace": None, "with": ["new\\.example/p"], "why": "w"},
+    ])
+    assert stale == ["Acme: gone is no longer upstream"]
+    assert vendors == {"Acme": ["acme\\.example/o/[0-9]+"], "New": ["new\\.example/p"]}
+    assert len(applied) == 2
+
+
+def test_refresh_reports_the_diff_and_works_offline_from_a_file(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    tool = _derive_tool()
+    assert tool.diff({"A": ["a", "b"], "B": ["x"]}, {"A": ["a", "c"], "C": ["y"]}) == [
+        "changed A:", "  + c", "  - b", "removed vendor B:", "  - x", "added vendor C:", "  + y"]
+    upstream = tmp_path / "rules.json"
+    upstream.write_text(json.dumps({"source": "test", "license": "BSD",
+                                    "vendors": {"Acme": ["acme.example/o/"]}}))
+    assert tool.read_input(str(upstream))["vendors"] == {"Acme": ["acme.example/o/"]}
+    # --check against the repository's rules: the tiny list differs (exit 1) and nothing
+    # is written; the overrides whose vendors are missing from it are reported stale.
+    before = CONFIG.read_bytes()
+    assert tool.main(["--input", str(upstream), "--check"]) == 1
+    assert CONFIG.read_bytes() == before
+    out = capsys.readouterr()
+    assert "added vendor" in out.out or "removed vendor" in out.out
+    assert "stale override" in out.err
+    (tmp_path / "bad.json").write_text("[]")
+    assert tool.main(["--input", str(tmp_path / "bad.json"), "--check"]) == 2

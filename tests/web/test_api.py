@@ -155,7 +155,8 @@ async def test_forget_and_opens(client: Client, store: Store) -> None:
         assert [e["machine"] for e in (await resp.json())["items"]] == expected
     await client.post("/api/v1/suppressions", headers=AUTH, json={"address": "z@example.org"})
     resp = await client.post("/api/v1/consent/z@example.org/forget", headers=AUTH)
-    assert await resp.json() == {"consent": True, "opens": 2, "suppressions": 1, "audit": 2}
+    assert await resp.json() == {"consent": True, "opens": 2, "suppressions": 1, "audit": 2,
+                                 "forwards": 0}
     resp = await client.get("/api/v1/events/opens", headers=AUTH)
     assert (await resp.json())["items"] == []
     resp = await client.get("/api/v1/suppressions/z@example.org", headers=AUTH)

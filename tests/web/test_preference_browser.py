@@ -22,7 +22,7 @@ from beacon_proxy.consent.store import Store, open_store
 from beacon_proxy.tokens import Claims, Purpose, Tokens
 from beacon_proxy.web.recipient import RecipientSide
 from beacon_proxy.web.server import build_app
-from tests.browser import artifact, chromium, requested_urls
+from tests.browser import artifact, chromium, requested_urls, wait_replaced
 
 T = TypeVar("T")
 SECRET = "browser-test-secret-0123456789"
@@ -113,12 +113,9 @@ def test_page_renders_in_english_and_japanese(server: Server) -> None:
         assert driver.find_element("tag name", "html").get_attribute("lang") == "ja"
         assert driver.find_element("tag name", "h1").text == "メールの配信設定"
         driver.save_screenshot(str(artifact("preference-ja.png")))
-        from selenium.webdriver.support.expected_conditions import staleness_of
-        from selenium.webdriver.support.wait import WebDriverWait
-
         heading = driver.find_element("tag name", "h1")
         driver.find_element("link text", "English").click()  # the language switch
-        WebDriverWait(driver, 30).until(staleness_of(heading))
+        wait_replaced(driver, heading)
         assert driver.find_element("tag name", "html").get_attribute("lang") == "en"
         _only_loopback(driver, server)
     assert _history(server)[-1].source == "signup"  # looking changed nothing
@@ -153,12 +150,9 @@ def test_page_fits_a_phone(server: Server) -> None:
 
 def _click(driver: Any, action: str) -> None:
     """Click an action's button and wait until the answer replaced the page."""
-    from selenium.webdriver.support.expected_conditions import staleness_of
-    from selenium.webdriver.support.wait import WebDriverWait
-
     button = driver.find_element("css selector", f'input[value="{action}"] + button')
     button.click()
-    WebDriverWait(driver, 30).until(staleness_of(button))
+    wait_replaced(driver, button)
 
 
 def test_every_action_works_without_javascript(server: Server) -> None:
@@ -171,12 +165,10 @@ def test_every_action_works_without_javascript(server: Server) -> None:
 
         # By keyboard: focus the button, press Enter.
         from selenium.webdriver.common.keys import Keys
-        from selenium.webdriver.support.expected_conditions import staleness_of
-        from selenium.webdriver.support.wait import WebDriverWait
 
         button = driver.find_element("css selector", 'input[value="allow-tracking"] + button')
         button.send_keys(Keys.ENTER)
-        WebDriverWait(driver, 30).until(staleness_of(button))  # the next page replaced it
+        wait_replaced(driver, button)  # the next page replaced it
         assert "Saved: read-tracking is allowed." in driver.page_source
         consent = server.call(server.store.get_consent(ANN))
         assert consent is not None and consent.beacons == "granted"

@@ -1,0 +1,193 @@
+"""The footer's plan and its cache: kept plans give exactly the copies a fresh plan gives
+(fixtures, real templates, every charset x transfer encoding, mangled messages), the
+cache finds identical copies and survives a run of granted ones, failures stay where a
+single pass meets them, and threads sharing a step get right copies."""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+
+from beacon_proxy.consent.policy import Policy
+from beacon_proxy.rewrite import footerplan
+from beacon_proxy.rewrite.footer import Footer
+from beacon_proxy.rewrite.footerplan import PartPlan, plan_footer
+from beacon_proxy.rewrite.footertext import FooterTexts
+from beacon_proxy.rewrite.step import Copy, Recipient
+from beacon_proxy.rewrite.transfer import Edit, apply_edits, decode_indexed
+from beacon_proxy.spool.envelope import Envelope
+from tests.rewrite.test_footer import (
+    _SEEDS,
+    CODECS,
+    CTES,
+    PAGE,
+    PLAIN,
+    RCPT,
+    URL,
+    _mutated,
+    _original,
+    message,
+)
+from tests.rewrite.test_oracle import TEMPLATE_FILES
+
+TEXTS = FooterTexts.load()
+OTHER_URL = "https://prefs.example.com/u/x?a=1&b='2'&c=" + "z" * 120
+TEMPLATE_SEEDS = [message(p.read_text("utf-8"), "Hello\n", cte=cte, language="ja")
+                  for p in TEMPLATE_FILES for cte in ("quoted-printable", "8bit", "base64")]
+
+
+class Links:
+    """A link function whose answer the test changes between copies."""
+
+    def __init__(self) -> None:
+        self.url: str | None = URL
+
+    def __call__(self, recipient: Recipient) -> str | None:
+        return self.url
+
+
+def equal(data: bytes) -> bytes:
+    """Equal bytes in a new object (``bytes(data)`` would be ``data`` itself)."""
+    return bytes(bytearray(data))
+
+
+def same_copies(data: bytes, *, default_language: str = "en") -> None:
+    """Copies of ``data`` for several links: from a kept plan exactly as from a fresh one."""
+    links = Links()
+    cached = Footer(links, default_language=default_language)
+    fresh = Footer(links, default_language=default_language, cache=0)
+    for url in (URL, OTHER_URL, URL, None, OTHER_URL):
+        links.url = url
+        for step in (cached, cached, fresh):
+            # a new bytes object each time: the relay's copies are equal, not identical
+            out = step(Copy(equal(data), {"beacons": 0}), RCPT)
+            assert out == fresh(Copy(data, {"beacons": 0}), RCPT), (url, out.report)
+    plan = cached.plan(equal(data))
+    assert cached.plan(equal(data)) is plan  # found again, not planned again
+
+
+@pytest.mark.parametrize("data", _SEEDS + TEMPLATE_SEEDS,
+                         ids=[f"seed{i}" for i in range(len(_SEEDS))]
+                         + [f"template{i}" for i in range(len(TEMPLATE_SEEDS))])
+def test_kept_plans_give_the_same_copies_as_fresh_ones(data: bytes) -> None:
+    same_copies(data)
+    same_copies(data.replace(b"\r\n", b"\n"), default_language="ja")
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_mutated())
+def test_kept_plans_of_mangled_messages_give_the_same_copies(data: bytes) -> None:
+    same_copies(data)
+
+
+@pytest.mark.parametrize("cte", CTES)
+@pytest.mark.parametrize("charset", list(CODECS))
+def test_the_line_index_changes_nothing_but_the_work(charset: str, cte: str) -> None:
+    data = message(*_original(charset, cte), charset=charset, cte=cte, language="ja")
+    plan = plan_footer(data, TEXTS, "en")
+    for part in plan.parts:
+        assert isinstance(part, PartPlan)
+        full = decode_indexed(part.body, part.cte)[1]
+        for at in sorted({0, 1, part.at // 2, part.at, len(part.decoded)}):
+            edit = [Edit(at, at, b"<p>inserted\r\nfooter</p>")]
+            line = footerplan._line_index(part.body, part.cte, full, at)
+            assert (apply_edits(part.body, part.cte, edit, decoded=part.decoded, qp_index=line)
+                    == apply_edits(part.body, part.cte, edit, decoded=part.decoded,
+                                   qp_index=full))
+
+
+def test_a_run_of_granted_copies_does_not_push_out_the_shared_plan() -> None:
+    step = Footer(Links(), cache=1)
+    refused = message(PAGE, PLAIN)
+    first = step.plan(refused)
+    assert step.plan(equal(refused)) is first  # seen twice: kept
+    for n in range(10):  # granted copies: each different, each planned once
+        granted = message(PAGE.replace("spring", f"sp{n:04d}"), PLAIN)
+        assert step.plan(granted) is not first
+    assert step.plan(equal(refused)) is first
+
+
+def test_the_cache_is_bounded_in_plans_and_bytes(monkeypatch: pytest.MonkeyPatch) -> None:
+    step = Footer(Links(), cache=2)
+    messages = [message(PAGE, PLAIN + f"{n}\n") for n in range(5)]
+    for data in messages:
+        step.plan(data)
+        step.plan(data)
+    assert len(step._kept) == 2 and len(step._new) == 0
+    assert [p.tree.data for p in step._kept] == messages[:2:-1]
+    monkeypatch.setattr("beacon_proxy.rewrite.footer._MAX_KEPT", 100)
+    big = message(PAGE, PLAIN + "big\n")
+    step.plan(big)
+    assert step.plan(big) is not step.plan(big)  # too big to keep: planned every time
+    none = Footer(Links(), cache=0)
+    assert none.plan(messages[0]) is not none.plan(messages[0])
+    with pytest.raises(ValueError, match="cache must be 0 or more"):
+        Footer(Links(), cache=-1)
+
+
+def test_a_planning_bug_surfaces_where_a_single_pass_meets_it(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    def broken(view: bytes) -> int | None:
+        raise RuntimeError("body_end bug")
+
+    monkeypatch.setattr(footerplan, "body_end", broken)
+    links = Links()
+    step = Footer(links)
+    data = message(PAGE, PLAIN)
+    plan = step.plan(data)
+    assert isinstance(plan.failure, RuntimeError) and len(plan.parts) == 1  # the text part
+    assert step.plan(data) is not plan  # a failed plan is not kept
+    with caplog.at_level(logging.ERROR, "beacon_proxy.rewrite.footer"):
+        out = step(Copy(data), RCPT)
+        links.url = None  # the link is asked for before the bug is met, as before
+        none = step(Copy(data), RCPT)
+    assert (out.data, out.report["footer"]) == (data, {"skipped": "error"})
+    assert (none.data, none.report["footer"]) == (data, {"skipped": "no preference link"})
+    assert [r.getMessage() for r in caplog.records] == [
+        "footer step failed, copy sent without footer: RuntimeError: body_end bug"]
+
+
+def test_threads_sharing_a_step_get_right_copies() -> None:
+    step = Footer(Links(), cache=1)
+    fresh = Footer(Links(), cache=0)
+    messages = [message(PAGE, PLAIN + f"{n}\n", cte=cte) for n in range(3) for cte in CTES]
+    expected = [fresh(Copy(data), RCPT) for data in messages]
+    start = threading.Barrier(4, timeout=30)
+    wrong: list[int] = []
+
+    def render(offset: int) -> None:
+        start.wait()
+        for i in range(60):
+            n = (i + offset) % len(messages)
+            if step(Copy(equal(messages[n])), RCPT) != expected[n]:
+                wrong.append(n)
+
+    threads = [threading.Thread(target=render, args=(k,)) for k in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert not any(thread.is_alive() for thread in threads)
+    assert wrong == []
+
+
+def test_a_plan_is_for_every_recipient_and_the_link_for_one() -> None:
+    seen: list[str] = []
+
+    def link(recipient: Recipient) -> str:
+        seen.append(recipient.address)
+        return f"https://prefs.example.com/u/{recipient.address.split('@')[0]}"
+
+    step = Footer(link)
+    data = message(PAGE, PLAIN)
+    copies = []
+    for address in ("ann@example.org", "bob@example.org"):
+        rcpt = Recipient(Envelope("Q1", "news@shop.example", (address,), received_at=0),
+                         address, Policy.REFUSED)
+        copies.append(step(Copy(data), rcpt).data)
+    assert seen == ["ann@example.org", "bob@example.org"]
+    assert b"/u/ann" in copies[0] and b"/u/bob" not in copies[0]
+    assert copies[1] == copies[0].replace(b"/u/ann", b"/u/bob")
