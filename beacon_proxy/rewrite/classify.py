@@ -33,13 +33,15 @@ and no form of the recipient's address is *not* a tracker (reason
 ``tiny-layout``, or ``hidden-layout``) when its URL carries no identifier.
 For a single message that means: ``http(s)``, no query string or fragment, no
 host label holding an identifier-like run of letters and digits (16 or more
-characters, or 8 or more mixing letters and digits, or 7 or more digits), and
+characters, or 8 or more mixing letters and digits, or 7 or more digits; in a
+host a run of letters alone is a word, ``fidelityinvestments``), and
 
 * either a well-known spacer file name (``spacer.gif``, ``blank.gif``,
   ``clear.gif``, ``s.gif``, ``transparent.png``, ``pixel-transparent.gif``,
   ``1x1.gif``, ``gmail_fix.gif`` ..., optionally with a size like
-  ``spacer_1x1.gif``) whose directories hold no identifier-like run other than
-  a content hash (32, 40 or 64 hex digits: a CDN's resource name);
+  ``spacer_1x1.gif``, the longer names also with a prefix like ``pi_svc_``)
+  whose directories hold no identifier-like run other than a run of 16 or more
+  hex digits (a content hash or a CDN's library id);
 * or a *strut*: one declared dimension 0-2 px and the other larger (Inxmail's
   780 x 1 ``gmail_fix``, a 265 x 1 editor line), with no identifier-like run
   anywhere in its path.
@@ -85,14 +87,17 @@ _CSS_LENGTH = re.compile(r"(-?(?:[0-9]*+\.[0-9]++|[0-9]++))([a-z%]*+)\s*+$")
 _PX_PER_UNIT = {"": 1.0, "px": 1.0, "pt": 4 / 3, "em": 16.0, "rem": 16.0, "pc": 16.0,
                 "mm": 96 / 25.4, "cm": 96 / 2.54, "in": 96.0}
 _SPACER = re.compile(
-    r"(?:spacer|blank|clear|clearpixel|clear[-_]pixel|transparent|trans|transparent[-_]pixel|"
-    r"pixel[-_]transparent|pixel[-_]clear|spc|space|shim|s|dot|empty|1x1|1px|gmail[-_]?fix)"
+    # the unmistakable names may carry a prefix ("pi_svc_spacer.gif"), the short ones not
+    r"(?:(?:[a-z0-9]+[-_])*(?:spacer|blank|clear|clearpixel|clear[-_]pixel|transparent|"
+    r"transparent[-_]pixel|pixel[-_]transparent|pixel[-_]clear|shim|gmail[-_]?fix)"
+    r"|trans|spc|space|s|dot|empty|1x1|1px)"
     r"(?:[-_]?[0-9]{1,3}(?:x[0-9]{1,3}|px)?)?\.(?:gif|png)",
     re.IGNORECASE,
 )
-#: A content hash as a path segment (MD5, SHA-1, SHA-256 hex): the resource's name on a
-#: CDN.  The recipient's own address hashed this way is found by :mod:`.identity` first.
-_RESOURCE_HASH = re.compile(r"[0-9a-f]{32}|[0-9a-f]{40}|[0-9a-f]{64}", re.IGNORECASE)
+#: A run of hex digits as a path segment (a content hash, a CDN library id such as
+#: Salesforce's ``/lib/fe90157070640d7a7c/``): allowed before a spacer's name.  The
+#: recipient's own address hashed this way is found by :mod:`.identity` first.
+_RESOURCE_HASH = re.compile(r"[0-9a-f]{16,128}", re.IGNORECASE)
 LAYOUT_REASONS = ("tiny-layout", "hidden-layout")  # by is_hidden: False, True
 _LAYOUT_FIRST = (("tiny-layout",), ("hidden-layout",))
 _URL_PARTS = re.compile(r"https?://([^/?#]*)([^?#]*)(\?[^#]*)?", re.IGNORECASE)
@@ -172,10 +177,13 @@ def is_hidden(box: Box) -> bool:
     return any(_css_px(v) == 0 for v in (box.css_max_height, box.css_max_width))
 
 
-def _identifier_like(text: str) -> bool:
+def _identifier_like(text: str, words: bool = False) -> bool:
+    """A run of 16+ letters and digits, 8+ mixing both, or 7+ digits (``words``: a run of
+    letters alone is a word, as in host names like ``fidelityinvestments``)."""
     for run in _RUN.findall(text):
         digits = sum(c.isdigit() for c in run)
-        if len(run) >= 16 or (len(run) >= 8 and 0 < digits < len(run)) or digits >= 7:
+        if (len(run) >= 16 and not (words and digits == 0)) or (
+                len(run) >= 8 and 0 < digits < len(run)) or digits >= 7:
             return True
     return False
 
@@ -227,7 +235,7 @@ def is_layout(url: str, box: Box) -> bool:
         return False  # a query string or a fragment: where per-recipient ids live
     host, path = m.group(1), m.group(2)
     *dirs, name = path.split("/")
-    if _identifier_like(host):
+    if _identifier_like(host, words=True):
         return False
     if _SPACER.fullmatch(name) is not None:
         return not any(_identifier_like(d) and not _RESOURCE_HASH.fullmatch(d) for d in dirs)

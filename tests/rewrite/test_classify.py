@@ -313,3 +313,30 @@ def test_a_picture_source_takes_a_visible_img_box_too() -> None:
     html = ('<picture><source srcset="https://cdn.example/hero.webp"><img '
             'src="https://cdn.example/hero.jpg" width="600"></picture>')
     assert not any(f.tracker for f in _findings(html))
+
+
+@pytest.mark.parametrize("html", [
+    '<div style="width: 1px; height: 1px; background-image: url(\'https://t.example/1x1pixel.gif\')">'
+    "</div>",
+    '<div style="width:0;height:0;background:url(https://t.example/track.png)"></div>',
+    '<div style="display: none; background-image: url(\'https://t.example/track.png\')"></div>',
+])
+def test_a_tiny_or_hidden_element_s_background_is_a_pixel(html: str) -> None:
+    finding = _one(html)
+    assert finding.tracker and finding.element == "css-url"
+    assert {"tiny", "hidden"} & set(finding.reasons)
+
+
+def test_a_normal_background_is_no_tracker() -> None:
+    html = ('<td style="background-image:url(https://cdn.example/pattern.png);width:600px;'
+            'height:1px;padding:0">x</td>')
+    assert not _one(html).tracker  # a strut-shaped background: layout at most
+    assert not _one('<td style="background:url(https://cdn.example/bg.jpg);width:1%">x</td>')\
+        .tracker
+
+
+def test_prefixed_spacer_names_under_a_library_id_are_layout() -> None:
+    url = "https://image.fidelityinvestments.com/lib/fe90157070640d7a7c/m/3/pi_svc_spacer.gif"
+    assert is_layout(url, Box("1", None))
+    assert not is_layout("https://t.example/track_s.gif", Box("1", "1"))  # short names: no
+    assert not is_layout("https://t.example/u/8f3a2b1c9d7e/pi_spacer.gif", Box("1", "1"))

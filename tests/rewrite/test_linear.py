@@ -324,6 +324,8 @@ _CLASSIFY: dict[str, tuple[Build, Run]] = {
     "css-length-dot": (lambda n: "1" * n + "." + "1" * n + "..", _box_verdicts),
     "spacer-path": (lambda n: "https://a.test/" + "s1/" * n + "spacer.gif", is_spacer),
     "spacer-run": (lambda n: "https://a.test/" + "a1" * n + "/spacer.gif", is_spacer),
+    "spacer-prefixes": (lambda n: "https://a.test/" + "a_" * n + "spacer.gif", is_spacer),
+    "spacer-prefix-miss": (lambda n: "https://a.test/" + "clear_" * n + "x.gif", is_spacer),
 }
 
 
