@@ -14,26 +14,48 @@ A remote reference is a tracker when any of these hold (each adds a reason):
     its URL matches a known tracker rule (:mod:`beacon_proxy.rewrite.rules`);
 ``tiny``
     an image (``img``, ``srcset``, ``input type=image``, SVG ``image``,
-    ``amp-img``, ``amp-anim``, VML ``v:image``) whose width or height is 0-2 px
-    by attribute (``1``, ``2px``, ``0``, ``0%``) or CSS (px, pt, em/rem at
-    16 px, any zero);
+    ``amp-img``, ``amp-anim``, VML ``v:image``, a ``video`` and its ``poster``, a
+    ``<picture>`` ``<source>``, which takes its ``<img>`` 's box) whose width or
+    height is 0-2 px by attribute (``1``, ``2px``, ``0``, ``0%``) or CSS
+    ``width``/``height``/``max-width``/``max-height`` (px, pt, em/rem at 16 px,
+    any zero);
 ``hidden``
     such an image with ``display:none``, ``visibility:hidden|collapse``,
-    ``opacity:0``, ``max-height:0``/``max-width:0`` or ``mso-hide:all``;
+    ``opacity:0``, ``max-height:0``/``max-width:0`` or ``mso-hide:all``, or inside
+    an element that hides its content (:mod:`.hiding`);
 ``pixel-element``
     ``amp-pixel`` and ``amp-analytics``, which exist only to report;
 ``identifies-recipient``
     followed by the form, e.g. ``address-md5`` (:mod:`.identity`).
 
-Spacers: a tiny or hidden image is *not* a tracker (reason ``spacer``) when
-its URL is ``http(s)``, has no query string, ends in a well-known spacer
-file name (``spacer.gif``, ``blank.gif``, ``clear.gif``, ``s.gif``,
-``transparent.png``, ``pixel-transparent.gif``, ``1x1.gif`` ..., optionally
-with a size like ``spacer_1x1.gif``) and no host label or path segment holds
-an identifier-like run of letters and digits (16 or more characters, or 8 or
-more mixing letters and digits, or 7 or more digits).  A rule or identity
-match still makes it a tracker.  Local references (``cid:``, ``data:``,
-fragments, relative URLs without a remote base) are never trackers.
+Layout images: a tiny or hidden image with no rule match, no pixel element
+and no form of the recipient's address is *not* a tracker (reason
+``tiny-layout``, or ``hidden-layout``) when its URL carries no identifier.
+For a single message that means: ``http(s)``, no query string or fragment, no
+host label holding an identifier-like run of letters and digits (16 or more
+characters, or 8 or more mixing letters and digits, or 7 or more digits; in a
+host a run of letters alone is a word, ``fidelityinvestments``), and
+
+* either a well-known spacer file name (``spacer.gif``, ``blank.gif``,
+  ``clear.gif``, ``s.gif``, ``transparent.png``, ``pixel-transparent.gif``,
+  ``1x1.gif``, ``gmail_fix.gif`` ..., optionally with a size like
+  ``spacer_1x1.gif``, the longer names also with a prefix like ``pi_svc_``)
+  whose directories hold no identifier-like run other than a run of 16 or more
+  hex digits (a content hash or a CDN's library id);
+* or a *strut*: one declared dimension 0-2 px and the other larger (Inxmail's
+  780 x 1 ``gmail_fix``, a 265 x 1 editor line), with no identifier-like run
+  anywhere in its path.
+
+A 1 x 1 image with any other name (``track.png``, ``open.gif``) stays a tracker.
+The engine neutralises layout images in refused copies without changing the
+layout (action ``inline``: the URL becomes a transparent ``data:`` image, see
+:mod:`.inline`) and leaves them as they are in granted copies.  Nothing of
+them loads in a refused copy whichever way this test goes; what it decides is
+only whether the image counts as a beacon and, in granted copies, whether it
+loads from its own host.  Campaign diffing (an identifier is what differs
+between recipients' copies) refines it.  A rule or identity match always makes
+an image a tracker.  Local references (``cid:``, ``data:``, fragments,
+relative URLs without a remote base) are never trackers.
 
 ``personalised_visible`` marks an image the recipient sees whose URL
 identifies them: the renderer replaces it with its ``alt`` text when beacons
@@ -52,8 +74,9 @@ from beacon_proxy.rewrite.html import Box, Entry, PendingImg, Reference
 from beacon_proxy.rewrite.identity import RecipientIdentity
 from beacon_proxy.rewrite.rules import TrackerRules
 
-__all__ = ["Finding", "classify", "classify_all", "classify_entries", "classify_entry",
-           "is_hidden", "is_spacer", "is_tiny", "plain_finding"]
+__all__ = ["LAYOUT_REASONS", "Finding", "classify", "classify_all", "classify_entries",
+           "classify_entry", "declared_px", "is_hidden", "is_layout", "is_layout_finding",
+           "is_spacer", "is_tiny", "plain_finding"]
 
 _PIXEL_ELEMENTS = frozenset({"amp-pixel", "amp-analytics"})
 _UNSEEN: str | None = "\x00unseen"  # not in the rules' memo (no vendor name has a NUL)
@@ -64,11 +87,19 @@ _CSS_LENGTH = re.compile(r"(-?(?:[0-9]*+\.[0-9]++|[0-9]++))([a-z%]*+)\s*+$")
 _PX_PER_UNIT = {"": 1.0, "px": 1.0, "pt": 4 / 3, "em": 16.0, "rem": 16.0, "pc": 16.0,
                 "mm": 96 / 25.4, "cm": 96 / 2.54, "in": 96.0}
 _SPACER = re.compile(
-    r"(?:spacer|blank|clear|clearpixel|clear[-_]pixel|transparent|trans|transparent[-_]pixel|"
-    r"pixel[-_]transparent|pixel[-_]clear|spc|space|shim|s|dot|empty|1x1|1px)"
+    # the unmistakable names may carry a prefix ("pi_svc_spacer.gif"), the short ones not
+    r"(?:(?:[a-z0-9]+[-_])*(?:spacer|blank|clear|clearpixel|clear[-_]pixel|transparent|"
+    r"transparent[-_]pixel|pixel[-_]transparent|pixel[-_]clear|shim|gmail[-_]?fix)"
+    r"|trans|spc|space|s|dot|empty|1x1|1px)"
     r"(?:[-_]?[0-9]{1,3}(?:x[0-9]{1,3}|px)?)?\.(?:gif|png)",
     re.IGNORECASE,
 )
+#: A run of hex digits as a path segment (a content hash, a CDN library id such as
+#: Salesforce's ``/lib/fe90157070640d7a7c/``): allowed before a spacer's name.  The
+#: recipient's own address hashed this way is found by :mod:`.identity` first.
+_RESOURCE_HASH = re.compile(r"[0-9a-f]{16,128}", re.IGNORECASE)
+LAYOUT_REASONS = ("tiny-layout", "hidden-layout")  # by is_hidden: False, True
+_LAYOUT_FIRST = (("tiny-layout",), ("hidden-layout",))
 _URL_PARTS = re.compile(r"https?://([^/?#]*)([^?#]*)(\?[^#]*)?", re.IGNORECASE)
 _RUN = re.compile(r"[A-Za-z0-9]+")
 
@@ -122,14 +153,15 @@ def _attr_px(value: str | None) -> float | None:
 
 
 def is_tiny(box: Box) -> bool:
-    """Width or height of 0-2 px by attribute or CSS."""
-    width, height, css_width, css_height = box[:4]
+    """Width or height of 0-2 px by attribute, CSS size or CSS maximum size."""
+    width, height, css_width, css_height, max_width, max_height = box[:6]
     for px in (_attr_px(width), _attr_px(height)):
         if px is not None and px <= 2:
             return True
-    if css_width is None and css_height is None:
+    if css_width is None and css_height is None and max_width is None and max_height is None:
         return False
-    return any(px is not None and px <= 2 for px in (_css_px(css_width), _css_px(css_height)))
+    return any(px is not None and px <= 2 for px in map(_css_px, (css_width, css_height,
+                                                                  max_width, max_height)))
 
 
 def is_hidden(box: Box) -> bool:
@@ -145,10 +177,13 @@ def is_hidden(box: Box) -> bool:
     return any(_css_px(v) == 0 for v in (box.css_max_height, box.css_max_width))
 
 
-def _identifier_like(text: str) -> bool:
+def _identifier_like(text: str, words: bool = False) -> bool:
+    """A run of 16+ letters and digits, 8+ mixing both, or 7+ digits (``words``: a run of
+    letters alone is a word, as in host names like ``fidelityinvestments``)."""
     for run in _RUN.findall(text):
         digits = sum(c.isdigit() for c in run)
-        if len(run) >= 16 or (len(run) >= 8 and 0 < digits < len(run)) or digits >= 7:
+        if (len(run) >= 16 and not (words and digits == 0)) or (
+                len(run) >= 8 and 0 < digits < len(run)) or digits >= 7:
             return True
     return False
 
@@ -167,6 +202,49 @@ def is_spacer(url: str) -> bool:
     if _SPACER.fullmatch(name) is None:
         return False
     return not _identifier_like(host) and not any(_identifier_like(d) for d in dirs)
+
+
+def declared_px(attr: str | None, css: str | None) -> float | None:
+    """A dimension as the image is laid out: the CSS length wins over the attribute."""
+    px = _css_px(css)
+    return _attr_px(attr) if px is None else px
+
+
+def _is_strut(box: Box) -> bool:
+    """A line of layout: one declared dimension 0-2 px, the other larger (e.g. 780 x 1)."""
+    width = declared_px(box.width, box.css_width)
+    height = declared_px(box.height, box.css_height)
+    if width is None or height is None:
+        return False
+    return min(width, height) <= 2 < max(width, height)
+
+
+def is_layout(url: str, box: Box) -> bool:
+    """A tiny or hidden image whose URL carries no identifier (see the module docstring).
+
+    Only the URL and the box are looked at: the caller has already ruled out a
+    tracker rule, a pixel element and the recipient's address.
+
+    >>> is_layout("https://cdn.example/gmail_fix.gif", Box("780", "1"))
+    True
+    >>> is_layout("https://t.example/open/8f3a2b1c9d7e.gif", Box("780", "1"))
+    False
+    """
+    m = _URL_PARTS.match(url)
+    if m is None or (m.group(3) or "?") != "?" or m.end() != len(url):
+        return False  # a query string or a fragment: where per-recipient ids live
+    host, path = m.group(1), m.group(2)
+    *dirs, name = path.split("/")
+    if _identifier_like(host, words=True):
+        return False
+    if _SPACER.fullmatch(name) is not None:
+        return not any(_identifier_like(d) and not _RESOURCE_HASH.fullmatch(d) for d in dirs)
+    return _is_strut(box) and not any(_identifier_like(d) for d in (*dirs, name))
+
+
+def is_layout_finding(finding: Finding) -> bool:
+    """Whether ``finding`` is a layout image (inlined in refused copies, see above)."""
+    return not finding.tracker and finding.reasons[:1] in _LAYOUT_FIRST
 
 
 def _verdict(box: Box) -> tuple[bool, bool]:
@@ -251,16 +329,15 @@ def _classify(url: str, element: str, remote: bool, box: Box | None, vendor: str
         reasons.append("rule:" + vendor)
     if element in _PIXEL_ELEMENTS:
         reasons.append("pixel-element")
-    if (small or hidden) and is_spacer(url):
-        reasons.append("spacer")
-    else:
-        reasons += ["tiny"] * small + ["hidden"] * hidden
+    if not reasons and not forms and box is not None and is_layout(url, box):
+        # neutralised in refused copies (action "inline"), kept in granted ones
+        return Finding(url, element, False, None, (LAYOUT_REASONS[hidden],), False)
+    reasons += ["tiny"] * small + ["hidden"] * hidden
     if forms:
         reasons.append("identifies-recipient")
         reasons += forms
-    tracker = any(r != "spacer" for r in reasons)
     visible = box is not None and not small and not hidden
-    return Finding(url, element, tracker, vendor, tuple(reasons), bool(forms) and visible)
+    return Finding(url, element, True, vendor, tuple(reasons), bool(forms) and visible)
 
 
 def classify_all(refs: Iterable[Reference], rules: TrackerRules,

@@ -10,10 +10,14 @@ the policy does with each tracker:
 
 * ``refused``: every tracker goes (its ``removal_span`` is replaced by its
   ``neutral`` text); a visible image whose URL identifies the recipient is
-  replaced by its ``alt`` text;
+  replaced by its ``alt`` text; a layout image (tiny or hidden, no identifier:
+  :mod:`~beacon_proxy.rewrite.classify`) keeps its tag and gets a transparent
+  ``data:`` image of its declared size as its URL (``Action.INLINE``,
+  :mod:`~beacon_proxy.rewrite.inline`), so nothing loads and nothing moves;
 * ``granted``: every tracker's URL points at the first-party open endpoint
   (the ``link`` callback mints it); a visible personalised image is kept, as
-  the recipient consented and a pixel in its place would break the mail.
+  the recipient consented and a pixel in its place would break the mail;
+  layout images are left as they are.
 
 References that campaign diffing found personal (:mod:`~beacon_proxy.rewrite.campaign`:
 their URL differs between the recipients' copies) are given to ``render`` as
@@ -56,9 +60,17 @@ from beacon_proxy.consent.policy import Policy
 from beacon_proxy.headerfacts import list_id
 from beacon_proxy.rewrite.campaign import diff_finding, diffed_by_part
 from beacon_proxy.rewrite.charsets import from_utf8, reading
-from beacon_proxy.rewrite.classify import Finding, classify, classify_entries, plain_finding
+from beacon_proxy.rewrite.classify import (
+    Finding,
+    classify,
+    classify_entries,
+    declared_px,
+    is_layout_finding,
+    plain_finding,
+)
 from beacon_proxy.rewrite.html import Entry, Reference, materialize, scan_entries
 from beacon_proxy.rewrite.identity import RecipientIdentity
+from beacon_proxy.rewrite.inline import transparent_png
 from beacon_proxy.rewrite.mime import (
     HTML_TYPES,
     MESSAGE_TYPES,
@@ -104,6 +116,7 @@ class Action(enum.StrEnum):
     STRIP = "strip"
     REWRITE = "rewrite"
     KEEP = "keep"
+    INLINE = "inline"  # a layout image's URL replaced by a transparent data: image
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +132,7 @@ class HtmlPart:
     qp_index: QpIndex = ()  # quoted-printable line starts, for apply_edits
     transcoded: str | None = None  # the part's own charset when ``decoded`` is UTF-8 of it
     bom: bool = False  # the part's bytes start with a byte order mark (kept on re-encoding)
+    layout: tuple[int, ...] = ()  # indexes of the layout images (inlined in refused copies)
     _cache: dict[str, tuple[Any, ...]] = field(default_factory=dict, repr=False,
                                                compare=False)
 
@@ -193,6 +207,7 @@ class Rendered:
     trackers: tuple[Item, ...]  # the items whose finding is a tracker
     changed: bool
     problems: tuple[str, ...] = ()  # parts that could not be re-encoded, left unmodified
+    layout: tuple[Item, ...] = ()  # layout images this copy inlines (not trackers)
     _all: Callable[[], list[Item]] = field(default=list, repr=False)
     _items: list[tuple[Item, ...]] = field(default_factory=list, repr=False)
 
@@ -210,7 +225,8 @@ class Rendered:
         if trackers:
             out["kinds"] = dict(Counter(i.finding.element for i in trackers))
             out["vendors"] = sorted({i.finding.vendor for i in trackers if i.finding.vendor})
-            out["actions"] = dict(Counter(i.action.value for i in trackers))
+        if trackers or self.layout:
+            out["actions"] = dict(Counter(i.action.value for i in (*trackers, *self.layout)))
         if problems or self.problems:
             out["rewrite_problems"] = [*problems, *self.problems]
         return out
@@ -318,8 +334,9 @@ class Engine:
             return None
         noted = classify_entries(entries, self.rules)
         trackers = tuple([i for i, finding in noted.items() if finding.tracker])
+        layout = tuple([i for i, finding in noted.items() if is_layout_finding(finding)])
         return HtmlPart(part, decoded, charset, entries, noted, trackers, qp_index,
-                        read.transcoded, read.bom)
+                        read.transcoded, read.bom, layout)
 
     # -- once per recipient ---------------------------------------------------
 
@@ -339,6 +356,7 @@ class Engine:
         identity = RecipientIdentity(recipient) if recipient else None
         personal = identity is not None and bool(identity.find(analysis.urls))
         by_part = diffed_by_part(diffed) if diffed else {}
+        refused = policy is Policy.REFUSED
         out: _Decided = []
         for index, part in enumerate(analysis.parts):
             mine: set[int] = set()  # references whose URL identifies this recipient
@@ -350,9 +368,12 @@ class Engine:
                 compared = {i for i in by_part[index] if 0 <= i < len(part.entries)
                             and part.entries[i].remote}
                 mine |= compared
+            if refused and part.layout:
+                mine.update(part.layout)  # not personal: classify() below finds out
             for i in sorted(mine.union(part.trackers)):
                 ref = part.reference(i)
-                finding = classify(ref, self.rules, identity) if i in mine else part.finding(i)
+                finding = (classify(ref, self.rules, identity)
+                           if i in mine and (personal or i in compared) else part.finding(i))
                 if i in compared:
                     finding = diff_finding(finding, ref)
                 out.append((index, i, _new(Item, (index, ref, finding,
@@ -375,6 +396,11 @@ class Engine:
     @staticmethod
     def _action(ref: Reference, finding: Finding, policy: Policy) -> Action:
         if not finding.tracker:
+            if policy is Policy.REFUSED and is_layout_finding(finding):
+                # AMP for Email allows only https images: a data: URI would invalidate the
+                # AMP part (clients then show the HTML one), so an AMP image goes instead.
+                inline = ref.rewritable and not ref.tag.startswith("amp-")
+                return Action.INLINE if inline else Action.STRIP
             return Action.KEEP
         if policy is Policy.REFUSED:
             return Action.STRIP
@@ -389,6 +415,8 @@ class Engine:
         diffing, as ``(part, index into its entries)``, stripped or rewritten as trackers."""
         decided = self._decide(analysis, recipient, policy, diffed)
         trackers = tuple([item for _, _, item in decided if item.finding.tracker])
+        layout = tuple([item for _, _, item in decided
+                        if not item.finding.tracker and item.action is not Action.KEEP])
 
         def everything() -> list[Item]:
             return self._all_items(analysis, decided)
@@ -399,7 +427,7 @@ class Engine:
             if edit is not None:
                 edits.setdefault(index, []).append(edit)
         if not edits:
-            return Rendered(analysis.data, trackers, False, (), everything)
+            return Rendered(analysis.data, trackers, False, (), layout, everything)
         changes = []
         notes = []
         for index, part_edits in edits.items():
@@ -414,7 +442,7 @@ class Engine:
                              f"{_Where(part.part)}: re-encoded whole in {part.transcoded}")
             changes.append((part.part, body, header))
         return Rendered(analysis.tree.replace_parts(changes), trackers, True,
-                        tuple(notes), everything)
+                        tuple(notes), layout, everything)
 
     @staticmethod
     def _encode(tree: MimeTree, part: HtmlPart, edits: list[Edit]) -> tuple[bytes, bytes | None]:
@@ -439,11 +467,24 @@ class Engine:
                 alt = part.decoded[ref.alt_span[0]:ref.alt_span[1]] if ref.alt_span else b""
                 return Edit(ref.tag_span[0], ref.tag_span[1], _escape_text(alt))
             return Edit(ref.removal_span[0], ref.removal_span[1], ref.neutral)
+        if item.action is Action.INLINE:
+            return Edit(ref.url_span[0], ref.url_span[1], _inline_image(ref).encode("ascii"))
         if item.action is Action.REWRITE:
             if link is None:  # no open endpoint configured: nothing may load
                 return Edit(ref.removal_span[0], ref.removal_span[1], ref.neutral)
             return Edit(ref.url_span[0], ref.url_span[1], link(ref.url).encode("ascii"))
         return None
+
+
+def _inline_image(ref: Reference) -> str:
+    """The transparent image that takes a layout image's place: its declared size."""
+    box = ref.box
+    width: float = 1
+    height: float = 1
+    if box is not None:
+        width = declared_px(box.width, box.css_width) or 1
+        height = declared_px(box.height, box.css_height) or 1
+    return transparent_png(round(width), round(height))
 
 
 def _merge(edits: list[Edit]) -> list[Edit]:

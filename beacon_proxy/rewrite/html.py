@@ -40,8 +40,13 @@ The scanner builds them with ``tuple.__new__`` (no keyword handling: 0.1 µs),
 and leaves a plain ``<img>`` as a :class:`PendingImg` until its reference is
 wanted (:func:`scan_entries`; :func:`scan_html` builds them all).
 
+After the pass: a ``<picture>`` ``<source>`` takes the box of the ``<img>`` that
+draws it, and images inside an element that hides its content get ``display:
+none`` in their box (:mod:`~beacon_proxy.rewrite.hiding`, a pass of its own: the
+fast patterns never stop on a plain ``<div>``).
+
 Not modelled: SVG/MathML foreign-content parsing (``<svg><style>`` is read as
-CSS), ancestors that hide an element, ``data:`` documents in ``iframe`` and
+CSS), ``data:`` documents in ``iframe`` and
 ``object``, SVG presentation attributes (``fill="url(...)"``), ``<script
 src>`` (mail clients run no script).
 """
@@ -49,10 +54,12 @@ src>`` (mail clients run no script).
 from __future__ import annotations
 
 import re
+from bisect import bisect_right
 from dataclasses import dataclass
 from urllib.parse import urljoin
 
 from beacon_proxy.rewrite.css import scan_css
+from beacon_proxy.rewrite.hiding import HidingLimitError, hidden_ranges
 from beacon_proxy.rewrite.htmlattr import (
     Decoded,
     Span,
@@ -72,6 +79,7 @@ from beacon_proxy.rewrite.htmlpatterns import (
     FAST_TAG,
     IMG_TAG,
     JSON_URL,
+    PICTURE_IMG,
     RAW_END,
     RAW_TEXT,
     SKIP,
@@ -312,7 +320,9 @@ class _Scan(TagReader):
 
     def bogus(self, pos: int) -> int:
         end = self.view.find(b">", pos + 2)
-        return self.n if end < 0 else end + 1
+        end = self.n if end < 0 else end + 1
+        self.opaque.append((pos, end))
+        return end
 
     def bang(self, pos: int) -> int:
         view = self.view
@@ -329,9 +339,11 @@ class _Scan(TagReader):
             self.cond.append(" ".join(view[cond.start(1) : cond.end(1)].decode("latin-1").split()))
             return cond.end()
         if view.startswith(b">", pos + 4) or view.startswith(b"->", pos + 4):
-            return pos + 5 + (view[pos + 4] == 0x2D)
-        end = COMMENT_END.search(view, pos + 4)
-        return self.n if end is None else end.end()  # unterminated: the rest is a comment
+            return pos + 5 + (view[pos + 4] == 0x2D)  # no tag inside: not opaque
+        found = COMMENT_END.search(view, pos + 4)
+        end = self.n if found is None else found.end()  # unterminated: the rest is a comment
+        self.opaque.append((pos, end))
+        return end
 
     def end_tag(self, pos: int) -> int:
         m = TAG_NAME.match(self.view, pos)
@@ -356,6 +368,7 @@ class _Scan(TagReader):
         if name in RAW_TEXT:
             return self.raw_text(name, (pos, end))
         if name == "plaintext":
+            self.opaque.append((end, self.n))
             return self.n
         if name == "amp-analytics" and self.analytics_end < end:
             # Searched again only past the end tag found last: from any tag before it the
@@ -369,7 +382,9 @@ class _Scan(TagReader):
         start = tag_span[1]
         close = RAW_END[name].search(self.low, start)
         end = self.n if close is None else close.start()
+        self.opaque.append((start, end))
         if name == "style":
+            self.styles.append((start, end))
             for css in scan_css(self.view, start, end):
                 self.css_ref(css, "style", tag_span, None, None, True)
         elif name == "script" and start < self.analytics_end:
@@ -430,7 +445,55 @@ def scan_entries(view: bytes, *, max_tags: int = DEFAULT_MAX_TAGS,
                        for r, rel in zip(refs, relative, strict=True)]
     if not scan.ordered:
         entries.sort(key=_entry_start)
+    if scan.sources:
+        entries = _picture_boxes(entries, scan.low)
+    if not scan.truncated:
+        try:
+            hidden = hidden_ranges(scan.low, scan.opaque, scan.styles)
+        except HidingLimitError:
+            return tuple(entries), base, True
+        if hidden:
+            entries = _hide(entries, hidden)
     return tuple(entries), base, truncated or scan.truncated
+
+
+def _picture_boxes(entries: list[Entry], low: bytes) -> list[Entry]:
+    """``<picture>`` sources with the box of the ``<img>`` that shows them.
+
+    A browser draws the chosen source in the picture's ``<img>`` box, so a source
+    followed (past other sources and whitespace) by a 1 x 1 ``<img>`` is a 1 x 1 image.
+    """
+    boxes = {entry.start if isinstance(entry, PendingImg) else entry.tag_span[0]: entry.box
+             for entry in entries if isinstance(entry, PendingImg) or entry.tag == "img"}
+    out: list[Entry] = []
+    for entry in entries:
+        if not isinstance(entry, PendingImg) and entry.tag == "source" and entry.box is None:
+            m = PICTURE_IMG.match(low, entry.tag_span[1])
+            box = None if m is None else boxes.get(m.end() - 4)
+            if box is not None:
+                entry = entry._replace(box=box)
+        out.append(entry)
+    return out
+
+
+def _hide(entries: list[Entry], hidden: list[Span]) -> list[Entry]:
+    """The entries, those with a box inside a hidden element marked ``display: none``.
+
+    Entries are in document order: past the last hidden element the rest is kept
+    as it is, without a look (a preheader near the top costs a few entries).
+    """
+    starts = [start for start, _ in hidden]
+    last = hidden[-1][1]
+    for index, entry in enumerate(entries):
+        at = entry.start if entry.__class__ is PendingImg else entry.tag_span[0]  # type: ignore[union-attr]
+        if at >= last:
+            break
+        box = entry.box
+        if box is not None and box.display != "none":
+            i = bisect_right(starts, at) - 1
+            if i >= 0 and at < hidden[i][1]:
+                entries[index] = entry._replace(box=box._replace(display="none"))
+    return entries
 
 
 def scan_html(view: bytes, *, max_tags: int = DEFAULT_MAX_TAGS,

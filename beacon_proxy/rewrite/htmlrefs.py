@@ -66,7 +66,8 @@ _LOAD_RELS = frozenset({
     "preconnect", "manifest",
 })
 
-_IMAGE_TAGS = frozenset({"img", "image", "input", "amp-img", "amp-anim", "v:image", "v:imagedata"})
+_IMAGE_TAGS = frozenset({"img", "image", "input", "amp-img", "amp-anim", "v:image", "v:imagedata",
+                         "video"})
 
 #: Void elements whose whole tag goes when their main URL is a tracker.
 _WHOLE_TAG = frozenset({"img", "image", "input", "source", "track", "embed", "bgsound"})
@@ -233,6 +234,9 @@ class TagReader:
         self.cond: list[str] = []
         self.base: str | None = None
         self.truncated = False
+        self.opaque: list[Span] = []  # comments and raw text, in document order
+        self.styles: list[Span] = []  # <style> contents
+        self.sources = False  # a <source> reference was found (see html._picture_boxes)
 
     def attributes(self, pos: int) -> tuple[dict[bytes, _Attr], int]:
         """Loader-relevant attributes (first occurrence wins) and the tag's end (-1 at EOF)."""
@@ -315,6 +319,8 @@ class TagReader:
             return
         if name == "link" and _LOAD_RELS.isdisjoint(self.value(get(b"rel")).lower().split()):
             return
+        if name == "source":
+            self.sources = True
         for key, element in _TAG_URLS.get(name, ()):
             attr = get(key)
             if attr is not None:
@@ -428,18 +434,28 @@ class TagReader:
                  tag_span, dec.span(a, b), tag_span, b"", b"content", attr[:2], attr[2:4])
 
     def style_attr(self, tag: str, attr: _Attr, tag_span: Span) -> None:
+        """The URLs of a ``style`` attribute.  A background image gets the element's box
+        from the same style: a 1 x 1 or ``display:none`` element with a background is a
+        pixel like a 1 x 1 image (HTML ``width``/``height`` attributes are not read here).
+        """
         dec = Decoded(self.view, attr[2], attr[3])
+        box = None
         for css in scan_css(dec.data):
-            self.css_ref(css, tag, tag_span, attr, dec)
+            if css.kind == "url" and box is None and BOX_HINT.search(dec.data.lower()):
+                d = declarations(dec.data)
+                box = Box(None, None, d.get("width"), d.get("height"), d.get("max-width"),
+                          d.get("max-height"), d.get("display"), d.get("visibility"),
+                          d.get("opacity"), d.get("mso-hide"))
+            self.css_ref(css, tag, tag_span, attr, dec, box=box if css.kind == "url" else None)
 
     def css_ref(self, css: CssRef, tag: str, tag_span: Span, attr: _Attr | None,
-                dec: Decoded | None, in_block: bool = False) -> None:
+                dec: Decoded | None, in_block: bool = False, box: Box | None = None) -> None:
         url_span, removal = css.url_span, css.removal_span
         if dec is not None:
             url_span, removal = dec.span(*url_span), dec.span(*removal)
         self.add(_CSS_ELEMENT[css.kind], css.url, tag, tag_span, url_span, removal, css.neutral,
                  None if attr is None else b"style", None if attr is None else attr[:2],
-                 None if attr is None else attr[2:4], in_block)
+                 None if attr is None else attr[2:4], in_block, box)
 
     def srcdoc(self, attr: _Attr, tag_span: Span) -> None:
         """The references of an ``<iframe srcdoc>`` document (the pass scans it)."""

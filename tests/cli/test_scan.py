@@ -138,6 +138,25 @@ def test_output_is_the_copy_a_recipient_gets(tmp_path: Path,
     assert PIXEL_URL.encode() not in copy
 
 
+def test_layout_images_are_inlined_and_not_counted(tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    layout = "https://inxmail.example/img/gmail_fix.gif"
+    mail = _eml(tmp_path / "l.eml", f'<img src="{layout}" width="780" height="1">'
+                                    f'<img src="{PIXEL_URL}" width="1" height="1">')
+    out = tmp_path / "out.eml"
+    assert main(["scan", str(mail), "--json", "--output", str(out)]) == 0
+    result = json.loads(capsys.readouterr().out)
+    found = {f["url"]: f for f in result["findings"]}
+    assert found[layout] == {"url": layout, "element": "img", "tracker": False, "vendor": None,
+                             "reasons": ["tiny-layout"], "action": "inline"}
+    assert found[PIXEL_URL]["action"] == "strip"
+    written = out.read_bytes()
+    assert layout.encode() not in written and b'width="780" height="1"' in written
+    assert main(["scan", str(mail), "--json", "--policy", "granted"]) == 0
+    granted = json.loads(capsys.readouterr().out)
+    assert {f["url"]: f["action"] for f in granted["findings"]}[layout] == "keep"
+
+
 def test_the_proxys_own_open_pixel_is_no_vendor(tmp_path: Path, config: Path,
                                                  capsys: pytest.CaptureFixture[str]) -> None:
     # A copy that comes through again (forwarded): our own /o/ pixel looks like Epsilon's

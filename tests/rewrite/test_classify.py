@@ -12,12 +12,15 @@ from beacon_proxy.rewrite.classify import (
     classify,
     classify_all,
     is_hidden,
+    is_layout,
+    is_layout_finding,
     is_spacer,
     is_tiny,
 )
 from beacon_proxy.rewrite.html import Box, scan_html
 from beacon_proxy.rewrite.identity import RecipientIdentity
 from beacon_proxy.rewrite.rules import load_rules
+from tests.rewrite import oracle
 
 FIXTURES = Path(__file__).parent / "fixtures" / "html"
 RULES = load_rules()
@@ -147,7 +150,7 @@ def test_spacer_with_the_recipient_in_it_is_a_tracker() -> None:
     finding = _one(f'<img src="https://cdn.example.com/{MD5}/spacer.gif" width="1" height="1">')
     assert finding.reasons == ("tiny", "identifies-recipient", "address-md5")
     finding = _one('<img src="https://cdn.example.com/ana.silva@example.org/spacer.gif" width=1>')
-    assert finding.tracker and finding.reasons == ("spacer", "identifies-recipient", "address")
+    assert finding.tracker and finding.reasons == ("tiny", "identifies-recipient", "address")
 
 
 def test_local_references_are_never_trackers() -> None:
@@ -222,3 +225,118 @@ def test_a_non_ascii_digit_size_is_no_size() -> None:
     (finding,) = _findings('<img src="https://t.test/x.gif" width="&sup2;" height="&#xB9;">')
     assert not finding.tracker and finding.reasons == ()
     assert not is_tiny(Box(width="\u00b2"))
+
+
+# Layout images: tiny or hidden, no identifier - neutralised in refused copies, not beacons.
+LAYOUT = [
+    ('<img src="https://inxmail.example/img/gmail_fix.gif" width="780" height="1">',
+     "tiny-layout"),
+    ('<img src="https://cdn.example/3f2a9c8b7d6e5f4a3b2c1d0e9f8a7b6c/transparent.gif" '
+     'width="20" height="1">', "tiny-layout"),  # a resource hash in the path
+    ('<img src="https://editor.example/assets/line.png" width="265" height="1">',
+     "tiny-layout"),
+    ('<img src="https://editor.example/assets/line.png" style="width:265px;height:1px">',
+     "tiny-layout"),
+    ('<img src="https://cdn.example/img/spacer.gif" style="display:none">', "hidden-layout"),
+    ('<div style="display:none"><img src="https://cdn.example/img/spacer.gif"></div>',
+     "hidden-layout"),
+]
+
+
+@pytest.mark.parametrize(("html", "reason"), LAYOUT)
+def test_layout_images_are_not_trackers(html: str, reason: str) -> None:
+    finding = _one(html)
+    assert not finding.tracker and finding.reasons == (reason,)
+    assert is_layout_finding(finding)
+
+
+@pytest.mark.parametrize("html", [
+    '<img src="https://t.example/open/8f3a2b1c9d7e.gif" width="780" height="1">',  # an id
+    '<img src="https://t.example/line.png?u=42" width="780" height="1">',  # a query
+    '<img src="https://t.example/track.png" width="1" height="1">',  # not a strut
+    '<img src="https://t.example/track.png" style="width:1px;height:1px">',
+    '<img src="https://a1b2c3d4e5f6a7b8.t.example/gmail_fix.gif" width="780" height="1">',
+    '<img src="https://t.example/u/8f3a2b1c9d7e/spacer.gif" width="1" height="1">',
+    '<img src="https://t.example/x.gif#frag" width="780" height="1">',
+])
+def test_tiny_images_with_an_identifier_stay_trackers(html: str) -> None:
+    assert _one(html).tracker
+
+
+def test_a_layout_image_with_the_recipient_or_a_rule_is_a_tracker() -> None:
+    mine = _one(f'<img src="https://cdn.example/{MD5}/gmail_fix.gif" width="780" height="1">')
+    assert mine.tracker and mine.reasons[:2] == ("tiny", "identifies-recipient")
+    ruled = _one('<img src="https://t.sidekickopen.com/spacer.gif" '
+                 'width="1" height="1">')
+    assert ruled.tracker and ruled.reasons[0].startswith("rule:")
+
+
+def test_is_layout_needs_a_strut_or_a_spacer_name() -> None:
+    assert is_layout("https://cdn.example/gmail_fix.gif", Box("1", "1"))
+    assert is_layout("https://cdn.example/rule.png", Box("600", "2"))
+    assert not is_layout("https://cdn.example/rule.png", Box("1", "1"))
+    assert not is_layout("https://cdn.example/rule.png", Box("600", None))
+    assert not is_layout("https://cdn.example/rule.png?", Box(None, "1"))
+
+
+# CSS-only sizing on every image-like element (trocker's misses, and their relatives).
+CSS_SIZED = [
+    '<img src="https://t.example/1x1pixel.gif" style="width:1px;height:1px">',
+    '<img src="https://t.example/track.png" style="max-width:1px;max-height:1px">',
+    '<img src="https://t.example/track.png" style="width:1px!important;height:1px" width="600">',
+    '<input type="image" src="https://t.example/track.png" style="width:1px;height:1px">',
+    '<video poster="https://t.example/track.png" style="width:1px;height:1px"></video>',
+    '<video poster="https://t.example/track.png" width="1" height="1"></video>',
+    '<picture><source srcset="https://t.example/track.png"><img src="https://t.example/a.png"'
+    ' style="width:1px;height:1px"></picture>',
+    '<v:image src="https://t.example/track.png" style="width:1px;height:1px"/>',
+    '<table><tr><td style="display:none"><img src="https://t.example/track.png"></td></tr>'
+    '</table>',
+]
+
+
+@pytest.mark.parametrize("html", CSS_SIZED)
+def test_css_sized_and_ancestor_hidden_pixels_are_trackers(html: str) -> None:
+    findings = _findings(html)
+    assert findings and all(f.tracker for f in findings), findings
+
+
+@pytest.mark.parametrize("html", CSS_SIZED)
+def test_the_oracle_sees_the_same_loads(html: str) -> None:
+    wanted = oracle.remote_urls(html)
+    found = {oracle.normalise(f.url) for f in _findings(html)}
+    for urls in wanted.values():
+        assert urls <= found
+
+
+def test_a_picture_source_takes_a_visible_img_box_too() -> None:
+    html = ('<picture><source srcset="https://cdn.example/hero.webp"><img '
+            'src="https://cdn.example/hero.jpg" width="600"></picture>')
+    assert not any(f.tracker for f in _findings(html))
+
+
+@pytest.mark.parametrize("html", [
+    '<div style="width: 1px; height: 1px; background-image: url(\'https://t.example/1x1pixel.gif\')">'
+    "</div>",
+    '<div style="width:0;height:0;background:url(https://t.example/track.png)"></div>',
+    '<div style="display: none; background-image: url(\'https://t.example/track.png\')"></div>',
+])
+def test_a_tiny_or_hidden_element_s_background_is_a_pixel(html: str) -> None:
+    finding = _one(html)
+    assert finding.tracker and finding.element == "css-url"
+    assert {"tiny", "hidden"} & set(finding.reasons)
+
+
+def test_a_normal_background_is_no_tracker() -> None:
+    html = ('<td style="background-image:url(https://cdn.example/pattern.png);width:600px;'
+            'height:1px;padding:0">x</td>')
+    assert not _one(html).tracker  # a strut-shaped background: layout at most
+    assert not _one('<td style="background:url(https://cdn.example/bg.jpg);width:1%">x</td>')\
+        .tracker
+
+
+def test_prefixed_spacer_names_under_a_library_id_are_layout() -> None:
+    url = "https://image.fidelityinvestments.com/lib/fe90157070640d7a7c/m/3/pi_svc_spacer.gif"
+    assert is_layout(url, Box("1", None))
+    assert not is_layout("https://t.example/track_s.gif", Box("1", "1"))  # short names: no
+    assert not is_layout("https://t.example/u/8f3a2b1c9d7e/pi_spacer.gif", Box("1", "1"))

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from beacon_proxy.consent.policy import Policy
 from beacon_proxy.rewrite.classify import classify
 from beacon_proxy.rewrite.engine import Action, Engine
+from beacon_proxy.rewrite.inline import transparent_png
 from beacon_proxy.rewrite.rules import load_rules
 from beacon_proxy.rewrite.transfer import decode
 
@@ -354,3 +355,87 @@ def test_a_backslash_ending_a_css_string_does_not_let_the_pixel_through(tail: by
     page = PAGE + tail
     out = ENGINE.render(ENGINE.analyse(_message(page)), RCPT, Policy.REFUSED)
     assert out.changed and _html_of(out.data) == page.replace(PIXEL, b"")
+
+
+LAYOUT_IMG = b'<img src="https://inxmail.example/img/gmail_fix.gif" width="780" height="1">'
+LAYOUT_PAGE = b"<table><tr><td>" + LAYOUT_IMG + b"</td></tr></table>" + PIXEL
+
+
+def test_refused_copy_inlines_layout_images_and_changes_only_their_url() -> None:
+    analysis = ENGINE.analyse(_message(LAYOUT_PAGE))
+    out = ENGINE.render(analysis, RCPT, Policy.REFUSED)
+    html = _html_of(out.data)
+    inline = transparent_png(780, 1).encode()
+    assert html == LAYOUT_PAGE.replace(PIXEL, b"").replace(
+        b"https://inxmail.example/img/gmail_fix.gif", inline)
+    (item,) = [i for i in out.items if i.action is Action.INLINE]
+    assert not item.finding.tracker and item.finding.reasons == ("tiny-layout",)
+    assert [i.action for i in out.trackers] == [Action.STRIP]
+    assert out.report(Policy.REFUSED)["actions"] == {"strip": 1, "inline": 1}
+    assert out.report(Policy.REFUSED)["beacons"] == 1  # a layout image is no beacon
+
+
+def test_granted_copy_leaves_layout_images_alone() -> None:
+    analysis = ENGINE.analyse(_message(LAYOUT_PAGE))
+    out = ENGINE.render(analysis, RCPT, Policy.GRANTED, lambda url: LINK)
+    assert _html_of(out.data) == LAYOUT_PAGE.replace(
+        b"https://t.shop.example/open.gif?u=42", LINK.encode())
+    assert all(i.action is Action.KEEP for i in out.items if "gmail_fix" in i.finding.url)
+    assert out.report(Policy.GRANTED)["actions"] == {"rewrite": 1}
+
+
+def test_a_layout_image_that_names_the_recipient_is_stripped() -> None:
+    md5 = hashlib.md5(RCPT.lower().encode()).hexdigest()
+    img = f'<img src="https://cdn.example/{md5}/spacer.gif" width="1" height="1">'.encode()
+    analysis = ENGINE.analyse(_message(b"<p>x</p>" + img))
+    assert _html_of(ENGINE.render(analysis, RCPT, Policy.REFUSED).data) == b"<p>x</p>"
+    other = ENGINE.render(analysis, "someone@else.example", Policy.REFUSED)
+    assert [i.action for i in other.items] == [Action.INLINE]
+
+
+def test_an_image_hidden_by_its_ancestor_is_stripped_and_the_rest_kept() -> None:
+    hidden = b'<img src="https://t.shop.example/px/7c1e9a.gif">'
+    page = (b'<div style="display:none;max-height:0">Preheader' + hidden + b"</div>"
+            b'<img src="https://cdn.shop.example/logo.png" width="200">')
+    out = ENGINE.render(ENGINE.analyse(_message(page)), RCPT, Policy.REFUSED)
+    assert _html_of(out.data) == page.replace(hidden, b"")
+    (item,) = out.trackers
+    assert item.finding.reasons == ("hidden",)
+
+
+def test_visible_images_without_an_identifier_are_never_touched() -> None:
+    page = (b'<img src="https://cdn.shop.example/logo.png" width="200" height="60">'
+            b'<img src="https://cdn.shop.example/p/summer-dress.jpg" style="width:300px">'
+            b'<picture><source srcset="https://cdn.shop.example/hero.webp">'
+            b'<img src="https://cdn.shop.example/hero.jpg" width="600"></picture>')
+    for policy in (Policy.REFUSED, Policy.GRANTED):
+        out = ENGINE.render(ENGINE.analyse(_message(page)), RCPT, policy, lambda url: LINK)
+        assert [i.action for i in out.items] == [Action.KEEP] * 4
+
+
+_SPACER = b'<img src="https://cdn.shop.example/img/spacer.gif" width="1" height="1">'
+_STRUT = b"<img src='https://cdn.shop.example/gmail_fix.gif' width=780 height=1>"
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.one_of(_TEXT.map(lambda t: t.replace("<", "").replace(">", "")), _SAFE_TAGS,
+                          st.sampled_from([_SPACER.decode(), _STRUT.decode(), PIXEL.decode()])),
+                max_size=30),
+       st.sampled_from(["quoted-printable", "base64", "8bit"]))
+def test_layout_images_change_only_their_url(chunks: list[str], cte: str) -> None:
+    html = "".join(chunks).encode()
+    out = ENGINE.render(ENGINE.analyse(_message(html, cte=cte)), RCPT, Policy.REFUSED)
+    expected = html.replace(PIXEL, b"").replace(
+        b"https://cdn.shop.example/img/spacer.gif", transparent_png(1, 1).encode()).replace(
+        b"https://cdn.shop.example/gmail_fix.gif", transparent_png(780, 1).encode())
+    assert _html_of(out.data) == expected
+    assert out.report(Policy.REFUSED).get("actions", {}).get("inline", 0) == (
+        html.count(_SPACER) + html.count(_STRUT))
+
+
+def test_an_amp_layout_image_is_removed_not_inlined() -> None:
+    amp = b'<amp-img src="https://cdn.shop.example/img/spacer.gif" width="1" height="1"></amp-img>'
+    out = ENGINE.render(ENGINE.analyse(_message(b"<p>x</p>" + amp)), RCPT, Policy.REFUSED)
+    (item,) = out.items
+    assert item.action is Action.STRIP and not item.finding.tracker
+    assert b"spacer.gif" not in _html_of(out.data)

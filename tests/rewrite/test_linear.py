@@ -183,6 +183,24 @@ _HTML: dict[str, Build] = {
     "box-hints": _rep(b'<img src="https://t.test/x" style="', b"width:0 height ", b'">'),
     "meta-refresh": _rep(b'<meta http-equiv="refresh" content="', b"0;", b'">'),
     "vml-open": _rep(b"", b"<v:fill src="),
+    # Hidden ancestors (hiding.py) and <picture> sources.
+    "hiding-in-one-tag": _rep(b"<div style=\"", b"display:none;", b'">'),
+    "hiding-unclosed-tag": _rep(b"<div style=display:none ", b"<a style=display:none "),
+    "hiding-no-tag": _rep(b"", b"display:none "),
+    "hiding-spans": _rep(b"", b'<span style="display:none"><img src="x"></span>'),
+    "hiding-unclosed-ps": _rep(b"", b'<p style="display:none"><img src="x">'),
+    "hiding-overridden": _rep(b"", b'<div style="display:none;display:block"><b>'),
+    "hiding-long-content": _rep(b'<div style="display:none">', b"<b>x</b><i>y</i>",
+                                b"</div>"),
+    "hiding-comments": _rep(b'<div style="display:none">', b"<!--<b>-->", b"</div>"),
+    "hiding-media-classes": _rep(b"<style>@media x{.a{}}</style>",
+                                 b'<div class="a b" style="display:none"></div>'),
+    "hiding-media-big": lambda n: b"<style>@media x{" + b".a{}" * n + b"}</style>"
+    + b'<div class="a" style="display:none"></div>' * n,
+    "hiding-stray-ends": _rep(b"", b'<div style="visibility:hidden"></b>'),
+    "picture-sources": _rep(b"<picture>", b'<source srcset="https://t.test/x">',
+                            b'<img src="y" width="1">'),
+    "picture-many": _rep(b"", b'<picture><source srcset="https://t.test/x"><img src="y">'),
 }
 
 
@@ -306,6 +324,8 @@ _CLASSIFY: dict[str, tuple[Build, Run]] = {
     "css-length-dot": (lambda n: "1" * n + "." + "1" * n + "..", _box_verdicts),
     "spacer-path": (lambda n: "https://a.test/" + "s1/" * n + "spacer.gif", is_spacer),
     "spacer-run": (lambda n: "https://a.test/" + "a1" * n + "/spacer.gif", is_spacer),
+    "spacer-prefixes": (lambda n: "https://a.test/" + "a_" * n + "spacer.gif", is_spacer),
+    "spacer-prefix-miss": (lambda n: "https://a.test/" + "clear_" * n + "x.gif", is_spacer),
 }
 
 

@@ -1,0 +1,147 @@
+"""Images hidden by an ancestor: the scanner against html5lib's tree, and the limits.
+
+The oracle is the tree html5lib builds (as browsers do): an image is hidden when an
+ancestor other than ``html``/``head``/``body`` has, in its inline style, a winning
+``display:none``, ``visibility:hidden|collapse`` or ``overflow:hidden`` with a zero size
+(declarations parsed by tinycss2).  The scanner must agree on well-formed documents and
+must never call an image hidden that the oracle shows (that would cost a content
+image) on any document.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import tinycss2
+from bs4 import BeautifulSoup, Tag
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from beacon_proxy.rewrite.hiding import MAX_DEPTH, HidingLimitError, hidden_ranges
+from beacon_proxy.rewrite.html import scan_entries, scan_html
+
+_NEVER = {"html", "head", "body", "[document]"}
+_ZERO = {"0", "0px", "0em", "0%"}
+
+
+def _declarations(style: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for decl in tinycss2.parse_declaration_list(style, skip_whitespace=True,
+                                                skip_comments=True):
+        if decl.type == "declaration":
+            out[decl.lower_name] = tinycss2.serialize(decl.value).strip().lower()
+    return out
+
+
+def _hides(tag: Tag) -> bool:
+    style = tag.get("style")
+    if not isinstance(style, str) or tag.name in _NEVER:
+        return False
+    d = _declarations(style)
+    if d.get("display") == "none" or d.get("visibility") in ("hidden", "collapse"):
+        return True
+    return d.get("overflow") == "hidden" and any(
+        d.get(key) in _ZERO for key in ("width", "height", "max-width", "max-height"))
+
+
+def oracle_hidden(html: str) -> list[bool]:
+    """For each ``<img>`` in document order: whether an ancestor hides it (html5lib)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        soup = BeautifulSoup(html, "html5lib")
+    return [any(_hides(p) for p in img.parents if isinstance(p, Tag))
+            for img in soup.find_all("img")]
+
+
+def scanner_hidden(html: str) -> list[bool]:
+    refs = [r for r in scan_html(html.encode()).references if r.tag == "img"]
+    return [r.box is not None and r.box.display == "none" for r in refs]
+
+
+WELL_FORMED = [
+    '<div style="display:none"><img src="https://t.test/a"></div><img src="https://c.test/b">',
+    '<table><tr><td style="display: none"><span><img src="https://t.test/a"></span></td>'
+    '<td><img src="https://c.test/b"></td></tr></table>',
+    '<div style="visibility:hidden"><div><div><img src="https://t.test/a"></div></div></div>'
+    '<p><img src="https://c.test/b"></p>',
+    '<div style="max-height:0;overflow:hidden;mso-hide:all">Preheader text'
+    '<img src="https://t.test/a"></div><img src="https://c.test/b">',
+    '<div style="display:none"><div>x</div><img src="https://t.test/a"></div>'
+    '<img src="https://c.test/b">',
+    '<span style="DISPLAY:NONE !important"><img src="https://t.test/a"></span>'
+    '<img src="https://c.test/b">',
+    # not hidden: the later declaration wins, or the style is not the element's
+    '<div style="display:none;display:block"><img src="https://c.test/a"></div>',
+    '<!-- <div style="display:none"> --><img src="https://c.test/a">',
+    '<style>.x{display:none}</style><div class="y"><img src="https://c.test/a"></div>',
+    '<div title=\'style="display:none"\'><img src="https://c.test/a"></div>',
+    '<div style="overflow:hidden;max-height:10px"><img src="https://c.test/a"></div>',
+    '<div style="mso-hide:all"><img src="https://c.test/a"></div>',
+    '<p>display:none <img src="https://c.test/a"></p>',
+]
+
+#: Markup a browser repairs: the scanner may see less hidden than html5lib, never more.
+MALFORMED = [
+    '<p style="display:none">a<div><img src="https://c.test/a"></div>',  # <div> closes <p>
+    '<table><tr><td style="display:none">a<td><img src="https://c.test/a"></table>',
+    '<ul><li style="display:none">a<li><img src="https://c.test/a"></ul>',
+    '<td><div style="display:none">a</td><img src="https://c.test/a">',
+    '<div><div style="display:none"><b>x</div><img src="https://c.test/a"></div>',
+    '<div style="display:none"><span>x</b><img src="https://t.test/a"></div>',
+    '<div style="display:none"><img src="https://t.test/a">',
+]
+
+
+@pytest.mark.parametrize("html", WELL_FORMED)
+def test_well_formed_documents_agree_with_html5lib(html: str) -> None:
+    assert scanner_hidden(html) == oracle_hidden(html)
+
+
+@pytest.mark.parametrize("html", MALFORMED)
+def test_repaired_markup_never_hides_a_shown_image(html: str) -> None:
+    for scanner, browser in zip(scanner_hidden(html), oracle_hidden(html), strict=True):
+        assert browser or not scanner
+
+
+def test_a_class_a_media_query_names_may_be_revealed() -> None:
+    html = ('<style>@media (max-width:600px){.mobile{display:block!important}}</style>'
+            '<div class="mobile" style="display:none"><img src="https://c.test/a"></div>'
+            '<div class="desk" style="display:none"><img src="https://t.test/b"></div>')
+    assert scanner_hidden(html) == [False, True]
+
+
+def test_images_own_boxes_are_kept_alongside() -> None:
+    html = '<div style="display:none"><img src="https://t.test/a" width="1" height="1"></div>'
+    (ref,) = scan_html(html.encode()).references
+    assert ref.box is not None and (ref.box.width, ref.box.display) == ("1", "none")
+
+
+def test_too_deep_inside_a_hidden_element_truncates_the_scan() -> None:
+    html = b'<div style="display:none">' + b"<span>" * (MAX_DEPTH + 1) + b'<img src="x">'
+    with pytest.raises(HidingLimitError):
+        hidden_ranges(html, [], [])
+    assert scan_entries(html)[2]  # truncated: refused copies take the fallback
+    ok = b'<div style="display:none">' + b"<span>" * MAX_DEPTH + b'<img src="x">'
+    assert not scan_entries(ok)[2]
+
+
+_BLOCKS = st.sampled_from([
+    '<div style="display:none">', '<div>', "</div>", '<span style="visibility:hidden">',
+    "<span>", "</span>", '<p style="display:none">', "<p>", "</p>", "<table><tr><td>",
+    '<table><tr><td style="display:none">', "<td>", "</td></tr></table>", "<li>",
+    '<li style="display:none">', "<ul>", "</ul>", "<!--", "-->", "text", "<b>", "</b>",
+    '<img src="https://c.test/i">', '<img src="https://c.test/j" width="1">',
+    '<div style="max-height:0;overflow:hidden">', "<br>", "</br>", "<style>", "</style>",
+])
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(_BLOCKS, max_size=30))
+def test_generated_markup_never_hides_a_shown_image(blocks: list[str]) -> None:
+    html = "".join(blocks)
+    scanner, browser = scanner_hidden(html), oracle_hidden(html)
+    if len(scanner) != len(browser):
+        return  # the scanner and html5lib disagree on which tags are images (raw text)
+    for mine, theirs in zip(scanner, browser, strict=True):
+        assert theirs or not mine, html
