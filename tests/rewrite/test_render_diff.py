@@ -96,6 +96,8 @@ class Box(NamedTuple):
 
 
 class Shot(NamedTuple):
+    """A full-page screenshot; a hidden element has no box (and draws nothing)."""
+
     png: bytes
     boxes: tuple[Box, ...]  # where the asked-for URLs were drawn
 
@@ -110,8 +112,9 @@ def _message(html: bytes) -> bytes:
 
 
 def _html(message: bytes) -> bytes:
-    (part,) = ENGINE.analyse(message).parts
-    return decode(ENGINE.analyse(message).tree.body(part.part), part.part.transfer_encoding)
+    analysis = ENGINE.analyse(message)
+    (part,) = analysis.parts
+    return decode(analysis.tree.body(part.part), part.part.transfer_encoding)
 
 
 @pytest.fixture(scope="module")
@@ -246,8 +249,6 @@ def test_refused_copy_renders_like_the_original(
     artifact(f"render-{stem}-refused.png").write_bytes(refused.png)
     before = Image.open(io.BytesIO(original.png))
     after = Image.open(io.BytesIO(refused.png))
-    if removed:
-        assert original.boxes, f"{name}: no box found on the page for {removed}"
     boxes = original.boxes
     expected = EXPECTED.get(name)
     if expected is not None:
