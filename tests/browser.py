@@ -20,7 +20,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -55,11 +55,12 @@ def _missing() -> str | None:
 
 @contextmanager
 def chromium(*, width: int = 1024, height: int = 900, lang: str | None = None,
-             javascript: bool = True) -> Iterator[Any]:
+             javascript: bool = True, extra_args: Sequence[str] = ()) -> Iterator[Any]:
     """A headless Chromium (a selenium WebDriver) that records its network requests.
 
     ``javascript=False`` runs it with JavaScript disabled (a content setting), for
-    pages that must work without it.
+    pages that must work without it.  ``extra_args`` are more command-line switches
+    (``--host-resolver-rules=...``, rendering switches for screenshot diffs).
     """
     reason = _missing()
     if reason is not None:
@@ -73,7 +74,7 @@ def chromium(*, width: int = 1024, height: int = 900, lang: str | None = None,
     options.binary_location = shutil.which("chromium") or CHROMIUM
     for arg in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                 "--disable-dev-shm-usage", "--no-first-run", "--disable-extensions",
-                f"--window-size={width},{height}"):
+                f"--window-size={width},{height}", *extra_args):
         options.add_argument(arg)
     prefs: dict[str, object] = {}
     if lang:
