@@ -27,20 +27,16 @@ status notifications (bounces) are not list mail and get none.
 
 from __future__ import annotations
 
-import logging
-import re
 from collections.abc import Callable
 from typing import Final, Literal
 
 from beacon_proxy.headerfacts import header_block
+from beacon_proxy.rewrite.mime import header_fields
 from beacon_proxy.rewrite.step import Copy, Recipient
 
 __all__ = ["UnsubscribeHeaders", "unsubscribe_fields"]
 
-log = logging.getLogger(__name__)
-
-_NAMES: Final = re.compile(rb"list-unsubscribe(?:-post)?[ \t]*:", re.IGNORECASE)
-_LIST_UNSUBSCRIBE: Final = re.compile(rb"list-unsubscribe[ \t]*:", re.IGNORECASE)
+_NAMES: Final = frozenset({"list-unsubscribe", "list-unsubscribe-post"})
 
 
 def unsubscribe_fields(url: str, mailto: str = "", eol: bytes = b"\r\n") -> bytes:
@@ -57,22 +53,6 @@ def unsubscribe_fields(url: str, mailto: str = "", eol: bytes = b"\r\n") -> byte
     return text.encode("ascii")
 
 
-def _fields(block: bytes) -> list[tuple[int, int, bool]]:
-    """``(start, end, is_list_unsubscribe)`` of every List-Unsubscribe(-Post) field."""
-    out: list[tuple[int, int, bool]] = []
-    pos = 0
-    while pos < len(block):
-        nl = block.find(b"\n", pos)
-        end = len(block) if nl < 0 else nl + 1
-        while end < len(block) and block[end : end + 1] in (b" ", b"\t"):  # folded lines
-            nl = block.find(b"\n", end)
-            end = len(block) if nl < 0 else nl + 1
-        if _NAMES.match(block, pos):
-            out.append((pos, end, _LIST_UNSUBSCRIBE.match(block, pos) is not None))
-        pos = end
-    return out
-
-
 class UnsubscribeHeaders:
     """The copy step adding the unsubscribe headers (see the module docstring)."""
 
@@ -87,8 +67,9 @@ class UnsubscribeHeaders:
             return copy
         data = copy.data
         block = header_block(data)
-        found = _fields(block)
-        if self.sender == "keep" and any(is_lu for _, _, is_lu in found):
+        fields = header_fields(block) if b"list-unsubscribe" in block.lower() else []
+        found = {name for name, _ in fields if name in _NAMES}
+        if self.sender == "keep" and "list-unsubscribe" in found:
             return Copy(data, {**copy.report, "unsubscribe": "kept"})
         url = self.link(recipient)
         if url is None:
@@ -97,10 +78,6 @@ class UnsubscribeHeaders:
         ours = unsubscribe_fields(url, self.mailto, eol)
         if not found:
             return Copy(ours + data, {**copy.report, "unsubscribe": "added"})
-        kept, pos = [], 0
-        for start, end, _ in found:
-            kept.append(block[pos:start])
-            pos = end
-        kept.append(block[pos:])
-        new = ours + b"".join(kept) + data[len(block):]
+        rest = b"".join(raw for name, raw in fields if name not in _NAMES)
+        new = ours + rest + data[len(block):]
         return Copy(new, {**copy.report, "unsubscribe": "replaced"})
