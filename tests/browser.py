@@ -20,6 +20,7 @@ import json
 import os
 import shutil
 import tempfile
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -27,7 +28,7 @@ from typing import Any
 
 import pytest
 
-__all__ = ["ARTIFACTS", "artifact", "chromium", "requested_urls", "wait_replaced"]
+__all__ = ["ARTIFACTS", "artifact", "chromium", "requested_urls", "serve_pages", "wait_replaced"]
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
@@ -114,6 +115,44 @@ def wait_replaced(driver: Any, element: Any, timeout: float = 30) -> None:
         return False
 
     WebDriverWait(driver, timeout).until(gone)
+
+
+@contextmanager
+def serve_pages() -> Iterator[tuple[dict[str, tuple[bytes, str]], str]]:
+    """A loopback HTTP server in a thread: yields ``(pages, base URL)``.
+
+    ``pages`` maps a path to ``(HTML bytes, charset)``, filled in by the test; any
+    other path is a 404.
+    """
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    pages: dict[str, tuple[bytes, str]] = {}
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            page = pages.get(self.path)
+            if page is None:
+                self.send_error(404)
+                return
+            body, charset = page
+            self.send_response(200)
+            self.send_header("Content-Type", f"text/html; charset={charset}")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:
+            return
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield pages, f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
 
 
 def requested_urls(driver: Any) -> list[str]:

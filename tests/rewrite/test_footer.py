@@ -9,10 +9,8 @@ import email
 import email.policy
 import html
 import logging
-import threading
 from collections.abc import Iterator
 from email.message import EmailMessage
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -28,7 +26,7 @@ from beacon_proxy.rewrite.mime import MimeTree, parse_message
 from beacon_proxy.rewrite.step import Copy, Recipient
 from beacon_proxy.rewrite.transfer import decode
 from beacon_proxy.spool.envelope import Envelope
-from tests.browser import artifact, chromium
+from tests.browser import artifact, chromium, serve_pages
 from tests.rewrite.test_oracle import TEMPLATE_FILES, TEMPLATES
 
 FIXTURES = Path(__file__).parent / "fixtures" / "mime"
@@ -467,29 +465,8 @@ def test_real_templates_change_only_by_the_footer(name: str, cte: str) -> None:
 @pytest.fixture
 def served() -> Iterator[tuple[dict[str, tuple[bytes, str]], str]]:
     """A loopback HTTP server answering each path with (bytes, charset) from a dict."""
-    pages: dict[str, tuple[bytes, str]] = {}
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            body, charset = pages[self.path]
-            self.send_response(200)
-            self.send_header("Content-Type", f"text/html; charset={charset}")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, format: str, *args: object) -> None:
-            return
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield pages, f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=10)
+    with serve_pages() as served:
+        yield served
 
 
 @pytest.mark.parametrize(("charset", "cte"), [("iso-2022-jp", "quoted-printable"),

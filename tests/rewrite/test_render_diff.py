@@ -21,9 +21,7 @@ from __future__ import annotations
 import base64
 import io
 import quopri
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -33,7 +31,7 @@ from beacon_proxy.consent.policy import Policy
 from beacon_proxy.rewrite.engine import Action, Engine
 from beacon_proxy.rewrite.rules import load_rules
 from beacon_proxy.rewrite.transfer import decode
-from tests.browser import artifact, chromium
+from tests.browser import artifact, chromium, serve_pages
 
 Image = pytest.importorskip("PIL.Image", reason="Pillow not installed (test extra)")
 ImageChops = pytest.importorskip("PIL.ImageChops", reason="Pillow not installed (test extra)")
@@ -118,34 +116,10 @@ def _html(message: bytes) -> bytes:
 
 
 @pytest.fixture(scope="module")
-def served() -> Iterator[tuple[dict[str, bytes], str]]:
-    """A loopback HTTP server answering each path with UTF-8 HTML from a dict."""
-    pages: dict[str, bytes] = {}
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            body = pages.get(self.path)
-            if body is None:
-                self.send_error(404)
-                return
-            self.send_response(200)
-            self.send_header("Content-Type", "text/html; charset=utf-8")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, format: str, *args: object) -> None:
-            return
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield pages, f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=10)
+def served() -> Iterator[tuple[dict[str, tuple[bytes, str]], str]]:
+    """A loopback HTTP server answering each path with HTML from a dict."""
+    with serve_pages() as served:
+        yield served
 
 
 @pytest.fixture(scope="module")
@@ -234,15 +208,15 @@ def _diff(before: Any, after: Any, boxes: tuple[Box, ...]) -> tuple[Any, Outside
                     "copied into this repository)")
 @pytest.mark.parametrize("name", [p.name for p in TEMPLATE_FILES] or ["none"])
 def test_refused_copy_renders_like_the_original(
-        name: str, browser: Any, served: tuple[dict[str, bytes], str]) -> None:
+        name: str, browser: Any, served: tuple[dict[str, tuple[bytes, str]], str]) -> None:
     pages, base = served
     message = _message((TEMPLATES / name).read_bytes())
     out = ENGINE.render(ENGINE.analyse(message), RCPT, Policy.REFUSED)
     removed = [item.reference.url for item in (*out.trackers, *out.layout)
                if item.action in (Action.STRIP, Action.INLINE)]
     stem = Path(name).stem
-    pages[f"/original/{name}"] = _html(message)
-    pages[f"/refused/{name}"] = _html(out.data)
+    pages[f"/original/{name}"] = (_html(message), "utf-8")
+    pages[f"/refused/{name}"] = (_html(out.data), "utf-8")
     original = _shot(browser, f"{base}/original/{name}", removed)
     refused = _shot(browser, f"{base}/refused/{name}", [])
     artifact(f"render-{stem}-original.png").write_bytes(original.png)
@@ -285,14 +259,14 @@ _CONTROL = (b'<!DOCTYPE html><html><body style="margin:20px;font:16px sans-serif
 ])
 def test_the_comparison_sees_what_a_reader_would(
         old: bytes, new: bytes, same: bool, browser: Any,
-        served: tuple[dict[str, bytes], str]) -> None:
+        served: tuple[dict[str, tuple[bytes, str]], str]) -> None:
     pages, base = served
     message = _message(_CONTROL)
     out = ENGINE.render(ENGINE.analyse(message), RCPT, Policy.REFUSED)
     assert [i.action for i in out.trackers] == [Action.STRIP]
     removed = [out.trackers[0].reference.url]
-    pages["/control/original"] = _CONTROL
-    pages["/control/copy"] = _html(out.data).replace(old, new, 1)
+    pages["/control/original"] = (_CONTROL, "utf-8")
+    pages["/control/copy"] = (_html(out.data).replace(old, new, 1), "utf-8")
     original = _shot(browser, f"{base}/control/original", removed)
     copy = _shot(browser, f"{base}/control/copy", [])
     assert len(original.boxes) == 1
