@@ -23,7 +23,7 @@ import secrets
 from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
 from datetime import datetime
-from typing import Any, ClassVar, Protocol, Self
+from typing import Any, ClassVar, Protocol, Self, TypeVar
 
 from beacon_proxy.consent.address import Address, normalize_list_id, parse_address
 from beacon_proxy.consent.model import (
@@ -32,6 +32,7 @@ from beacon_proxy.consent.model import (
     Consent,
     InvalidValue,
     OpenEvent,
+    Page,
     StoreError,
     Suppression,
     parse_time,
@@ -50,6 +51,7 @@ __all__ = [
     "audit_row",
     "consent_row",
     "id_cursor",
+    "id_page",
     "list_id_of",
     "open_row",
     "page_limit",
@@ -87,6 +89,22 @@ def page_limit(limit: int) -> int:
     if not 1 <= limit <= MAX_PAGE:
         raise InvalidValue("limit", f"must be between 1 and {MAX_PAGE}")
     return limit
+
+
+class _HasId(Protocol):
+    @property
+    def id(self) -> int: ...
+
+
+_R = TypeVar("_R", bound=_HasId)
+
+
+def id_page(records: list[_R], limit: int) -> Page[_R]:
+    """A page of ``limit`` records fetched as ``limit + 1``: the extra one says there
+    is a next page, whose cursor is the last record's id."""
+    more = len(records) > limit
+    records = records[:limit]
+    return Page(records, str(records[-1].id) if more else None)
 
 
 def id_cursor(after: str | None) -> int:

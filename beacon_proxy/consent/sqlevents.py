@@ -16,7 +16,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import TypeVar
 
 from beacon_proxy.consent.address import Address, ListIdError, normalize_list_id
 from beacon_proxy.consent.model import (
@@ -34,13 +33,13 @@ from beacon_proxy.consent.sqlbase import (
     addr,
     audit_row,
     id_cursor,
+    id_page,
     open_row,
     page_limit,
 )
 
 __all__ = ["SqlEvents"]
 
-_E = TypeVar("_E", AuditEntry, OpenEvent)
 
 
 class SqlEvents(SqlBase):
@@ -55,7 +54,7 @@ class SqlEvents(SqlBase):
                 rows = await c.fetch("audit-all", cursor, n + 1)
             else:
                 rows = await c.fetch("audit-of", self._hash(addr(address).key), cursor, n + 1)
-        return _page([audit_row(r) for r in rows], n)
+        return id_page([audit_row(r) for r in rows], n)
 
     async def record_open(self, address: str | Address, *, list_id: str | None = None,
                           message_id: str | None = None, ua_class: str | None = None,
@@ -118,7 +117,7 @@ class SqlEvents(SqlBase):
         async with self._read() as c:
             rows = await c.fetch("list-opens", cursor, since, key, lid, n + 1,
                                  None if machine is None else bool(machine))
-        return _page([open_row(r) for r in rows], n)
+        return id_page([open_row(r) for r in rows], n)
 
     async def forget(self, address: str | Address, *, actor: str | None = None) -> Forgotten:
         """Erase a recipient (see the module docstring); audited without the address."""
@@ -143,9 +142,3 @@ def _open_row(o: OpenInput) -> tuple[object, ...]:
         raise InvalidValue("list", str(exc)) from None
     return (o.at or utcnow(), a.key, a.text, lid, check_text("message_id", o.message_id, 998),
             check_text("ua_class", o.ua_class, 40), bool(o.machine))
-
-
-def _page(rows: list[_E], limit: int) -> Page[_E]:
-    more = len(rows) > limit
-    rows = rows[:limit]
-    return Page(rows, str(rows[-1].id) if more else None)

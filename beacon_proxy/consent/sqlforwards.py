@@ -41,6 +41,7 @@ from beacon_proxy.consent.sqlbase import (
     SqlBase,
     addr,
     id_cursor,
+    id_page,
     list_id_of,
     page_limit,
     ts,
@@ -143,9 +144,7 @@ class SqlForwards(SqlBase):
         cursor, n = id_cursor(after), page_limit(limit)
         async with self._read() as c:
             rows = await c.fetch("list-forwards", cursor, wanted, n + 1)
-        more = len(rows) > n
-        rows = rows[:n]
-        return Page([_forward_row(r) for r in rows], str(rows[-1]["id"]) if more else None)
+        return id_page([_forward_row(r) for r in rows], n)
 
     async def prune_forwards(self, before: datetime) -> int:
         """Delete done and failed jobs that ended before ``before``; how many."""

@@ -32,6 +32,7 @@ from beacon_proxy.consent.sqlbase import (
     addr,
     consent_row,
     id_cursor,
+    id_page,
     list_id_of,
     page_limit,
     suppression_row,
@@ -205,9 +206,7 @@ class SqlStore(SqlEvents, SqlForwards):
         cursor, n = id_cursor(after), page_limit(limit)
         async with self._read() as c:
             rows = await c.fetch("list-suppressions", cursor, lid, n + 1)
-        more = len(rows) > n
-        rows = rows[:n]
-        return Page([suppression_row(r) for r in rows], str(rows[-1]["id"]) if more else None)
+        return id_page([suppression_row(r) for r in rows], n)
 
     async def iter_suppressions(self) -> AsyncIterator[Suppression]:
         after: str | None = None
