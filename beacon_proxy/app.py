@@ -47,7 +47,7 @@ from beacon_proxy.rewrite.footer import Footer
 from beacon_proxy.rewrite.links import PreferenceLinks
 from beacon_proxy.rewrite.pool import AnalysisPool, default_engine
 from beacon_proxy.rewrite.rules import load_rules
-from beacon_proxy.rewrite.step import CopyStep, TraceHeader
+from beacon_proxy.rewrite.step import CopyStep, ListMailOnly, TraceHeader
 from beacon_proxy.rewrite.unsubscribe import UnsubscribeHeaders
 from beacon_proxy.smtpd.server import SmtpServer
 from beacon_proxy.spool.queue import Spool
@@ -120,10 +120,10 @@ def copy_steps(cfg: Config, tokens: Tokens, *, hostname: str | None) -> tuple[Co
     """
     links = PreferenceLinks(tokens, cfg.web.public_url,
                             forward=cfg.web.sender_unsubscribe == "replace")
-    steps: list[CopyStep] = [
-        Footer(links, default_language=cfg.web.default_language),
-        UnsubscribeHeaders(links, mailto=cfg.web.unsubscribe_mailto,
-                           sender=cfg.web.sender_unsubscribe),
+    steps: list[CopyStep] = [  # the relay's own bounces are not list mail: neither
+        ListMailOnly(Footer(links, default_language=cfg.web.default_language)),
+        ListMailOnly(UnsubscribeHeaders(links, mailto=cfg.web.unsubscribe_mailto,
+                                        sender=cfg.web.sender_unsubscribe)),
     ]
     if hostname is not None:
         steps.append(TraceHeader(hostname))

@@ -6,8 +6,12 @@ from pathlib import Path
 
 import pytest
 
-from beacon_proxy.app import Relay, is_loopback_host, shared_store, start_warnings
+from beacon_proxy.app import Relay, copy_steps, is_loopback_host, shared_store, start_warnings
 from beacon_proxy.config import Config, ConfigError, load_config
+from beacon_proxy.consent.policy import Policy
+from beacon_proxy.rewrite.step import Copy, Recipient, run_steps
+from beacon_proxy.spool.envelope import Envelope
+from beacon_proxy.tokens import Tokens
 
 
 def _config(tmp_path: Path, text: str) -> Config:
@@ -85,3 +89,14 @@ def test_the_proxys_own_pixel_is_allowed_in_the_engine_and_the_workers(tmp_path:
     assert worker_engine.rules.allow == ("https://links.example.org/bp/",)  # type: ignore[attr-defined]
     assert worker_engine.rules.match(  # type: ignore[attr-defined]
         "https://links.example.org/bp/o/An6_Q5G5qkzkGRQOstVSe-ruOAoVnFoA7XtiRedwLVqhwjz5Tq") is None
+
+
+def test_the_relays_own_bounces_get_no_footer_and_no_unsubscribe_header() -> None:
+    steps = copy_steps(Config(), Tokens(["app test secret 0123456789"]), hostname=None)
+    data = b"Content-Type: text/plain\r\n\r\nHello\r\n"
+    dsn = Envelope("Q2", "", ("news@sender.example",), 0.0, bounce_of="Q1")
+    copy = run_steps(steps, Copy(data), Recipient(dsn, "news@sender.example", Policy.REFUSED))
+    assert copy.data == data
+    mail = Envelope("Q1", "news@sender.example", ("ann@example.org",), 0.0)
+    copy = run_steps(steps, Copy(data), Recipient(mail, "ann@example.org", Policy.REFUSED))
+    assert copy.data.startswith(b"List-Unsubscribe: <") and b"/u/" in copy.data.split(b"Hello")[1]

@@ -25,8 +25,8 @@ other byte leaves as it came.  The footer is encoded in the part's own charset
 and transfer encoding; HTML gets ``&#NNNN;`` for what the charset lacks, a text
 part falls back to English.
 
-The relay's own delivery status notifications get none (they are not list
-mail), nor does a copy without a preference link (``link`` returned None).
+A copy without a preference link (``link`` returned None) gets none; the
+relay's own bounces never reach the step (``step.ListMailOnly``).
 A part the step cannot modify safely gets no footer and the copy is otherwise
 unchanged: broken MIME structure, signed or encrypted mail (the whole message:
 a footer would break the signature), unknown charsets, UTF-7, HZ and
@@ -133,8 +133,6 @@ class Footer:
 
     def __call__(self, copy: Copy, recipient: Recipient) -> Copy:
         if copy.held is not None:  # nothing to add to (run_steps stops before this)
-            return copy
-        if recipient.envelope.bounce_of is not None:  # the relay's own DSN: not list mail
             return copy
         try:
             data, report = self._render(copy.data, recipient)

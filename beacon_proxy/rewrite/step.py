@@ -28,8 +28,8 @@ from typing import Any, Protocol
 from beacon_proxy.consent.policy import Policy
 from beacon_proxy.spool.envelope import Envelope
 
-__all__ = ["Copy", "CopyStep", "PreparedMessage", "Recipient", "RewriteStep", "TraceHeader",
-           "TraceStep", "received_header", "run_steps"]
+__all__ = ["Copy", "CopyStep", "ListMailOnly", "PreparedMessage", "Recipient", "RewriteStep",
+           "TraceHeader", "TraceStep", "received_header", "run_steps"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +127,20 @@ class TraceHeader:
     def __call__(self, copy: Copy, recipient: Recipient) -> Copy:
         header = received_header(recipient.envelope, recipient.address, self.hostname)
         return Copy(header + copy.data, copy.report)
+
+
+class ListMailOnly:
+    """A step for list mail only: the relay's own delivery status notifications
+    (``Envelope.bounce_of`` set) pass through it untouched (no footer, no
+    unsubscribe headers on a bounce)."""
+
+    def __init__(self, step: CopyStep) -> None:
+        self.step = step
+
+    def __call__(self, copy: Copy, recipient: Recipient) -> Copy:
+        if recipient.envelope.bounce_of is not None:
+            return copy
+        return self.step(copy, recipient)
 
 
 class _Traced:

@@ -22,7 +22,8 @@ token and the web side forwards a recipient's one-click to it, so both lists
 agree), or kept as it is with ``sender = "keep"`` (and ours is not added:
 there must be exactly one).  The fields are put at the top of the header
 section; the rest of the message is unchanged.  The relay's own delivery
-status notifications (bounces) are not list mail and get none.
+status notifications (bounces) are not list mail: ``app.copy_steps`` wraps
+this step in :class:`~beacon_proxy.rewrite.step.ListMailOnly`.
 """
 
 from __future__ import annotations
@@ -63,8 +64,6 @@ class UnsubscribeHeaders:
         self.sender = sender
 
     def __call__(self, copy: Copy, recipient: Recipient) -> Copy:
-        if recipient.envelope.bounce_of is not None:  # our own DSN: not list mail
-            return copy
         data = copy.data
         block = header_block(data)
         fields = header_fields(block) if b"list-unsubscribe" in block.lower() else []

@@ -4,6 +4,7 @@ from beacon_proxy.consent.policy import Policy
 from beacon_proxy.rewrite.step import (
     Copy,
     CopyStep,
+    ListMailOnly,
     Recipient,
     TraceHeader,
     TraceStep,
@@ -73,3 +74,14 @@ def test_trace_header_step() -> None:
                                                                       Policy.REFUSED))
     assert out.data.startswith(b"Received: from client.example") and out.data.endswith(DATA)
     assert out.report == {"a": 1}
+
+
+def test_list_mail_only_steps_leave_the_relays_own_bounces_alone() -> None:
+    def mark(copy: Copy, recipient: Recipient) -> Copy:
+        return Copy(b"X-Mark: 1\r\n" + copy.data, copy.report)
+
+    step = ListMailOnly(mark)
+    dsn = Recipient(_env(queue_id="Q2", sender="", bounce_of="Q1"), "a@x.org", Policy.REFUSED)
+    assert step(Copy(DATA), dsn).data == DATA
+    mail = Recipient(_env(), "b@y.org", Policy.REFUSED)
+    assert step(Copy(DATA), mail).data == b"X-Mark: 1\r\n" + DATA

@@ -110,8 +110,3 @@ def test_nothing_from_the_message_goes_into_our_fields(hostile: bytes) -> None:
     rest = copy.data[len(ours):]
     assert rest in (data, data.replace(b"List-Unsubscribe: <https://x.example/>\r\n", b""))
 
-
-def test_our_own_bounces_get_no_unsubscribe_header() -> None:
-    dsn = Envelope("Q2", "", ("news@sender.example",), 0.0, bounce_of="Q1")
-    copy = _step()(Copy(BODY), Recipient(dsn, "news@sender.example", Policy.REFUSED))
-    assert copy.data == BODY
