@@ -35,6 +35,13 @@ T = TypeVar("T")
 ROOT = Path(__file__).resolve().parents[2]  # run the code under test, not an installed copy
 
 
+_BIND_ATTEMPTS = 5
+
+
+class _PortTaken(AssertionError):
+    """The proxy could not bind a port :func:`free_port` chose (someone took it since)."""
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -140,21 +147,42 @@ class Proxy:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, *, wait: bool = True) -> Proxy:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("BEACON_PROXY_")}
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "beacon_proxy", "serve", "--config", str(self.config_path)],
-            cwd=self.workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        )
-        if wait:
-            wait_for(self._ready, 30, "the proxy to listen")
+        for attempt in range(_BIND_ATTEMPTS):
+            env = {k: v for k, v in os.environ.items() if not k.startswith("BEACON_PROXY_")}
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "beacon_proxy", "serve", "--config", str(self.config_path)],
+                cwd=self.workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            )
+            if not wait:
+                break
+            try:
+                wait_for(self._ready, 30, "the proxy to listen")
+                break
+            except _PortTaken:
+                # free_port() found a port that was free a moment ago; another process
+                # on this shared machine has taken it since.  Move and start again.
+                if attempt == _BIND_ATTEMPTS - 1:
+                    raise
+                self._move_ports()
         return self
+
+    def _move_ports(self) -> None:
+        text = self.config_path.read_text()
+        smtp, web = free_port(), free_port()
+        text = re.sub(rf"(?<=:){self.smtp_port}(?!\d)", str(smtp), text)
+        text = re.sub(rf"(?<=:){self.web_port}(?!\d)", str(web), text)
+        self.config_path.write_text(text)
+        self.smtp_port, self.web_port = smtp, web
 
     def _ready(self) -> bool:
         assert self.proc is not None
         if self.proc.poll() is not None:
             _, err = self.proc.communicate()
-            raise AssertionError(f"proxy exited {self.proc.returncode}: {err.decode()[-2000:]}")
+            message = f"proxy exited {self.proc.returncode}: {err.decode()[-2000:]}"
+            if "address already in use" in message:
+                raise _PortTaken(message)
+            raise AssertionError(message)
         return any(e["event"] == "started" for e in self.events()) and _connectable(
             self.smtp_port)
 
