@@ -2,6 +2,7 @@
 
     smtpd --enqueue--> scheduler --put--> spool
                        scheduler --prepare--> rewrite --analyse--> worker processes (budget)
+                       rewrite --learn/judge--> campaign memory (in the consent store)
                        scheduler --render--> rewrite (each copy; policy from consent):
                            beacons, footer, unsubscribe headers, trace header
                        scheduler --lookup--> consent store (SQLite | PostgreSQL)
@@ -42,6 +43,7 @@ from beacon_proxy.deliver.smtp import SmtpCourier
 from beacon_proxy.log import event
 from beacon_proxy.rewrite.beacons import BeaconStep
 from beacon_proxy.rewrite.copies import CopyPolicy
+from beacon_proxy.rewrite.diffing import CampaignDiffing
 from beacon_proxy.rewrite.engine import Analysis, Engine
 from beacon_proxy.rewrite.footer import Footer
 from beacon_proxy.rewrite.links import PreferenceLinks
@@ -154,14 +156,20 @@ class Relay:
         async def analyse(data: bytes) -> Analysis:
             return await self.analysis.analyse(data, budget=budget)
 
+        self.store = open_store(cfg.store.url, unknown=Policy(cfg.policy.unknown),
+                                pool_size=cfg.store.pool_size)
+        # Campaign diffing's memory lives in the store, shared by the nodes.
+        camp = cfg.campaign
+        # A waiting copy must never reach the queue lifetime (it would bounce).
+        hold = min(camp.hold, cfg.delivery.queue_lifetime / 2)
+        self.campaigns = (CampaignDiffing(self.store, learn=camp.learn, hold=hold,
+                                          expire=camp.expire) if camp.enabled else None)
         steps = copy_steps(cfg, self.tokens, hostname=self.hostname)
         self.rewrite = BeaconStep(
             Engine(load_rules(allow=own)), self.tokens, public_url=cfg.web.public_url,
             hostname=self.hostname, analyse=analyse, steps=steps,
             policy=CopyPolicy(cfg.policy.unscannable, cfg.policy.signed),
-            forward_opens=cfg.policy.forward_opens)
-        self.store = open_store(cfg.store.url, unknown=Policy(cfg.policy.unknown),
-                                pool_size=cfg.store.pool_size)
+            forward_opens=cfg.policy.forward_opens, campaigns=self.campaigns)
         self.scheduler = Scheduler(
             self.spool,
             _courier_factory(cfg, self.hostname),
@@ -172,6 +180,8 @@ class Relay:
             concurrency=cfg.delivery.concurrency,
             hostname=self.hostname,
         )
+        if self.campaigns is not None:  # a new campaign's second copy: its first one goes now
+            self.campaigns.on_learned = self.scheduler.wake
         self.smtpd = SmtpServer(cfg.smtp, self.scheduler.enqueue, hostname=self.hostname)
         api = build_api(self.store, ApiTokens(cfg.api.tokens))
         # A recipient's unsubscribe through our link goes on to the sender's own RFC 8058
@@ -196,6 +206,8 @@ class Relay:
         await self.store.open()
         self.spool.open()
         await self.analysis.start()
+        if self.campaigns is not None:
+            await self.campaigns.start()  # expiry of old campaigns, hourly
         recovered = await self.scheduler.start()
         await self.one_click.start()
         if self.open_forwarder is not None:
@@ -222,6 +234,8 @@ class Relay:
         event("stopping", timeout=timeout)
         await self.smtpd.stop(timeout)
         await self.scheduler.stop(timeout)
+        if self.campaigns is not None:
+            await self.campaigns.stop()
         await self.analysis.close()
         await self.web.stop()  # flushes the open queue (which may forward opens)
         if self.open_forwarder is not None:

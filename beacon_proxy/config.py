@@ -29,6 +29,7 @@ from urllib.parse import urlsplit
 
 __all__ = [
     "ApiConfig",
+    "CampaignConfig",
     "Config",
     "ConfigError",
     "DeliveryConfig",
@@ -152,6 +153,18 @@ class PolicyConfig:
 
 
 @dataclass(frozen=True)
+class CampaignConfig:
+    """Campaign diffing (rewrite.diffing): compare recipients' copies of a newsletter."""
+
+    enabled: bool = True
+    # Refused copies of a new bulk campaign's first message wait at most this long
+    # (seconds from receipt) for a second copy to compare with; 0: they never wait.
+    hold: float = 60.0
+    learn: int = 16  # copies learned per campaign; then its memory is fixed (and cached)
+    expire: float = 7 * 86400.0  # a campaign not learned from for this long is forgotten
+
+
+@dataclass(frozen=True)
 class TokensConfig:
     secret: str = ""  # mints new links; "" and no secret_file: a generated one (one node)
     previous: tuple[str, ...] = ()  # older secrets, still accepted (key rotation)
@@ -178,6 +191,7 @@ class Config:
     store: StoreConfig = StoreConfig()
     web: WebConfig = WebConfig()
     policy: PolicyConfig = PolicyConfig()
+    campaign: CampaignConfig = CampaignConfig()
     tokens: TokensConfig = TokensConfig()
     api: ApiConfig = ApiConfig()
     log: LogConfig = LogConfig()
@@ -442,6 +456,12 @@ _SCHEMA: dict[str, dict[str, Parser]] = {
         "analysis_workers": _int_in(0, 64),
         "forward_opens": _bool,
     },
+    "campaign": {
+        "enabled": _bool,
+        "hold": _seconds(0, 3600),
+        "learn": _int_in(2, 1000),
+        "expire": _seconds(3600, 365 * 86400),
+    },
     "tokens": {"secret": _secret, "previous": _secrets, "secret_file": _path},
     "api": {"tokens": _api_tokens},
     "log": {"level": _choice("debug", "info", "warning", "error"), "path": _path},
@@ -454,6 +474,7 @@ _SECTION_TYPES: dict[str, type[Any]] = {
     "store": StoreConfig,
     "web": WebConfig,
     "policy": PolicyConfig,
+    "campaign": CampaignConfig,
     "tokens": TokensConfig,
     "api": ApiConfig,
     "log": LogConfig,

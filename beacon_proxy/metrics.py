@@ -8,6 +8,7 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 __all__ = [
+    "CAMPAIGN_COPIES",
     "COPIES",
     "DELIVERIES",
     "DELIVERY_SECONDS",
@@ -55,6 +56,14 @@ COPIES = Counter(
     "Recipients' copies by outcome: stripped, rewritten, unsigned (refused copy of signed "
     "mail, unwrapped), fallback (conservative neutralisation), held, unmodified_granted, "
     "unscanned ([policy] unscannable = deliver).",
+    ["outcome"],
+    registry=REGISTRY,
+)
+CAMPAIGN_COPIES = Counter(
+    "beacon_proxy_campaign_copies",
+    "Messages seen by campaign diffing, by outcome: learned (added to its campaign's "
+    "memory), known (judged against it), waiting (refused copies of a new campaign's first "
+    "copy wait for a second one), error (the store failed; judged with what was known).",
     ["outcome"],
     registry=REGISTRY,
 )

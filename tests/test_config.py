@@ -52,6 +52,13 @@ queue_lifetime = 10
     assert cfg.delivery.retry_max == 2.5
 
 
+def test_campaign_settings(tmp_path: Path) -> None:
+    assert load_config(None, environ={}).campaign.hold == 60.0  # the documented defaults
+    cfg = _load(tmp_path, "[campaign]\nenabled = false\nhold = 0\nlearn = 8\nexpire = 86400")
+    assert (cfg.campaign.enabled, cfg.campaign.hold, cfg.campaign.learn,
+            cfg.campaign.expire) == (False, 0.0, 8, 86400.0)
+
+
 @pytest.mark.parametrize(
     ("text", "key"),
     [
@@ -62,6 +69,11 @@ queue_lifetime = 10
         ("[smtp]\nallow_networks = ['10.0.0.0/33']", "smtp.allow_networks"),
         ("[smtp]\nallow_networks = '10.0.0.0/8'", "smtp.allow_networks"),
         ("[smtp]\nmax_message_size = -1", "smtp.max_message_size"),
+        ("[campaign]\nhold = 7200", "campaign.hold"),
+        ("[campaign]\nhold = -1", "campaign.hold"),
+        ("[campaign]\nlearn = 1", "campaign.learn"),
+        ("[campaign]\nexpire = 60", "campaign.expire"),
+        ("[campaign]\nenabled = 'yes please'", "campaign.enabled"),
         ("[smtp]\nmax_message_size = 'big'", "smtp.max_message_size"),
         ("[smtp]\ntls_cert = 'x.pem'", "smtp.tls_key"),
         ("[smtp]\nauth_users = { bob = 'plaintext' }", "smtp.auth_users.bob"),

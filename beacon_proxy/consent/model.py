@@ -28,6 +28,7 @@ from beacon_proxy.consent.address import Address
 __all__ = [
     "AuditEntry",
     "Beacons",
+    "CampaignRecord",
     "Consent",
     "ConsentInput",
     "Forgotten",
@@ -156,6 +157,21 @@ class ForwardJob:
     next_at: datetime
     state: ForwardState
     last_error: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class CampaignRecord:
+    """What the store keeps of one campaign for campaign diffing (:mod:`.sqlcampaigns`).
+
+    ``memory``: :meth:`~beacon_proxy.rewrite.campaign.CampaignMemory.to_json` as
+    text ("" before the first copy); ``learned``: the copies learned so far, as
+    short hashes of their queue ids; ``updated_at``: when a copy was last learned.
+    """
+
+    memory: str
+    copies: int
+    learned: tuple[str, ...]
+    updated_at: datetime
 
 
 @dataclass(frozen=True, slots=True)

@@ -37,6 +37,7 @@ from beacon_proxy.consent.sqlbase import (
     page_limit,
     suppression_row,
 )
+from beacon_proxy.consent.sqlcampaigns import SqlCampaigns
 from beacon_proxy.consent.sqlevents import SqlEvents
 from beacon_proxy.consent.sqlforwards import SqlForwards
 
@@ -57,8 +58,9 @@ def _list_arg(list_id: str | None) -> str:
         raise InvalidValue("list", str(exc)) from None
 
 
-class SqlStore(SqlEvents, SqlForwards):
-    """Consent, suppressions, audit trail, open events and forwards in a SQL database."""
+class SqlStore(SqlEvents, SqlForwards, SqlCampaigns):
+    """Consent, suppressions, audit trail, open events, forwards and campaign memory in a
+    SQL database."""
 
     # -- the relay's lookup ----------------------------------------------------
 

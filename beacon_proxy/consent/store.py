@@ -6,6 +6,7 @@ Consumers depend on the narrowest protocol that serves them:
   (``decisions``: one round trip per message);
 * the open pixel on :class:`OpenRecorder` (``record_open``);
 * the one-click forwarder on :class:`ForwardQueue` (queue, claim, outcome);
+* campaign diffing on :class:`CampaignStore` (one locked change per copy learned);
 * the command line and the admin API on :class:`Store`.
 
 Two backends implement :class:`Store` with the same behaviour:
@@ -24,7 +25,7 @@ absolute one) and :class:`~beacon_proxy.consent.postgres.PostgresStore`
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable, AsyncIterator, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Sequence
 from datetime import datetime
 from typing import Any, Protocol, Self
 from urllib.parse import unquote, urlsplit
@@ -33,6 +34,7 @@ from beacon_proxy.consent.address import Address
 from beacon_proxy.consent.model import (
     AuditEntry,
     Beacons,
+    CampaignRecord,
     Consent,
     ConsentInput,
     Forgotten,
@@ -46,7 +48,7 @@ from beacon_proxy.consent.model import (
 )
 from beacon_proxy.consent.policy import ConsentLookup, Policy
 
-__all__ = ["ForwardQueue", "OpenRecorder", "Store", "open_store", "sqlite_path"]
+__all__ = ["CampaignStore", "ForwardQueue", "OpenRecorder", "Store", "open_store", "sqlite_path"]
 
 AddressArg = str | Address
 
@@ -85,7 +87,22 @@ class ForwardQueue(Protocol):
         ...
 
 
-class Store(ConsentLookup, OpenRecorder, ForwardQueue, Protocol):
+class CampaignStore(Protocol):
+    """Campaign diffing's shared memory (see :mod:`.sqlcampaigns`)."""
+
+    async def change_campaign(
+            self, digest: str, change: Callable[[CampaignRecord], CampaignRecord | None], *,
+            at: datetime | None = None) -> CampaignRecord:
+        """Apply ``change`` to the campaign's record under a lock; the committed record."""
+        ...
+
+    async def get_campaign(self, digest: str) -> CampaignRecord | None: ...
+    async def prune_campaigns(self, before: datetime) -> int:
+        """Delete campaigns not learned from since ``before``; how many."""
+        ...
+
+
+class Store(ConsentLookup, OpenRecorder, ForwardQueue, CampaignStore, Protocol):
     """Everything the command line and the admin API do with the store."""
 
     unknown: Policy

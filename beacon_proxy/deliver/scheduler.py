@@ -15,7 +15,11 @@ courier; the outcome is journaled at once:
   and logged, as no one can receive them;
 * held (the rewrite step may not send this recipient a copy now, see
   :mod:`~beacon_proxy.rewrite.copies`) -> deferred like a temporary failure,
-  so it bounces at the queue lifetime, and logged as ``held``.
+  so it bounces at the queue lifetime, and logged as ``held``;
+* waiting (a held copy with a :class:`~beacon_proxy.rewrite.step.Wait`: the
+  first copy of a new campaign, :mod:`~beacon_proxy.rewrite.diffing`) ->
+  deferred until the wait ends or :meth:`Scheduler.wake` names its key, and
+  logged as ``waiting``.
 
 An attempt that raises (a bug, a spool error) is counted and journaled as a
 failure and retried with the same backoff; after ``max_failures`` failed
@@ -28,6 +32,7 @@ A message leaves the spool when every recipient is final.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import heapq
 import itertools
@@ -48,7 +53,7 @@ from beacon_proxy.metrics import (
     MESSAGES_QUARANTINED,
     QUEUE_MESSAGES,
 )
-from beacon_proxy.rewrite.step import Copy, PreparedMessage, RewriteStep
+from beacon_proxy.rewrite.step import Copy, PreparedMessage, RewriteStep, Wait
 from beacon_proxy.spool.envelope import Envelope, new_queue_id
 from beacon_proxy.spool.queue import QueueEntry, Spool, SpoolCorruptError
 
@@ -60,6 +65,7 @@ _THREAD_RENDER_BYTES = 1 << 20  # render big messages off the event loop
 _CACHE_BYTES = 64 << 20  # fresh messages kept in memory for their first attempt
 _CONTROL_INTERVAL = 1.0  # seconds between looks at the operators' requests
 MAX_FAILURES = 5  # failed (raising) attempts before a message is set aside
+_WOKEN_KEYS = 10_000  # wait keys whose last wake is remembered
 
 
 def _iso(ts: float) -> str:
@@ -112,6 +118,12 @@ class Scheduler:
         self._tasks: list[asyncio.Task[None]] = []
         self._busy: set[asyncio.Task[None]] = set()
         self._stopping = False
+        # Messages whose copies wait, by wait key, and the keys of each message.
+        self._waiting: dict[str, set[str]] = {}
+        self._waits_of: dict[str, set[str]] = {}
+        # When each key was last woken (bounded): a wake that came while the waiting
+        # message's attempt was still running is not lost.
+        self._woken: collections.OrderedDict[str, float] = collections.OrderedDict()
 
     # -- life cycle ---------------------------------------------------------
 
@@ -189,6 +201,7 @@ class Scheduler:
             for action, queue_id in await self.spool.take_requests():
                 if action == "delete":
                     entry = self._entries.pop(queue_id, None)
+                    self._forget_waits(queue_id)
                     if entry is not None:
                         entry.deleted = True  # a worker on it stops there
                         event("removed", queue_id=queue_id, reason="deleted by an operator")
@@ -198,13 +211,41 @@ class Scheduler:
 
     def retry_now(self, queue_id: str | None) -> int:
         """Make deferred messages (one, or all) due now; returns how many."""
-        now, count = time.time(), 0
-        for entry in list(self._entries.values()):
-            if (queue_id is None or entry.queue_id == queue_id) and entry.next_attempt > now:
-                entry.next_attempt = now
-                self._push(entry)
-                count += 1
-        return count
+        now = time.time()
+        if queue_id is not None:
+            entry = self._entries.get(queue_id)
+            return int(entry is not None and self._due_now(entry, now))
+        return sum(self._due_now(entry, now) for entry in list(self._entries.values()))
+
+    def _due_now(self, entry: QueueEntry, now: float) -> bool:
+        if entry.next_attempt <= now:
+            return False
+        entry.next_attempt = now
+        self._push(entry)
+        return True
+
+    def wake(self, key: str) -> int:
+        """Make the messages whose copies wait for ``key`` due now; returns how many."""
+        self._woken[key] = time.time()
+        self._woken.move_to_end(key)
+        while len(self._woken) > _WOKEN_KEYS:
+            self._woken.popitem(last=False)
+        return sum(self.retry_now(queue_id) for queue_id in self._waiting.pop(key, ()))
+
+    def _forget_waits(self, queue_id: str) -> None:
+        for key in self._waits_of.pop(queue_id, ()):
+            waiting = self._waiting.get(key)
+            if waiting is not None:
+                waiting.discard(queue_id)
+                if not waiting:
+                    del self._waiting[key]
+
+    def _note_waits(self, entry: QueueEntry, waits: Sequence[Wait]) -> None:
+        """Defer ``entry`` until its waits end or one of their keys is woken."""
+        entry.next_attempt = min([entry.next_attempt, *(w.until for w in waits)])
+        for wait in waits:
+            self._waiting.setdefault(wait.key, set()).add(entry.queue_id)
+            self._waits_of.setdefault(entry.queue_id, set()).add(wait.key)
 
     async def _worker(self) -> None:
         courier = self.couriers()
@@ -289,6 +330,8 @@ class Scheduler:
             await self.spool.quarantine(entry.queue_id, f"set aside: {reason}: {exc!r}")
 
     async def _attempt(self, entry: QueueEntry, courier: Courier) -> None:
+        attempt_started = time.time()
+        self._forget_waits(entry.queue_id)
         data = await self._load(entry)
         if data is None:
             return
@@ -297,6 +340,7 @@ class Scheduler:
         pending = entry.pending()
         failed: list[_Pending] = []
         deferred: list[_Pending] = []
+        waits: list[Wait] = []
         tried = 0
         attempt = entry.attempts + 1
         decisions, site_down = await self._decisions(entry, pending)
@@ -315,6 +359,15 @@ class Scheduler:
             if prepared is None:
                 prepared = await self.rewrite.prepare(env, data)
             copy = await self._render(prepared, rcpt.address, policy)
+            if copy.held is not None and copy.wait is not None:
+                waits.append(copy.wait)
+                deferred.append(_Pending(i, Result(
+                    Outcome.TEMPORARY, 451, f"451 4.7.0 copy waiting: {copy.held}"[:500],
+                    "4.7.0", "beacon-proxy")))
+                event("waiting", queue_id=env.queue_id, message_id=env.message_id,
+                      recipient=rcpt.address, policy=policy.value, reason=copy.held,
+                      until=_iso(copy.wait.until), **copy.report)
+                continue
             if copy.held is not None:
                 deferred.append(_Pending(i, Result(
                     Outcome.TEMPORARY, 451, f"451 4.7.0 copy held: {copy.held}"[:500], "4.7.0",
@@ -365,6 +418,11 @@ class Scheduler:
                 now if self._stopping
                 else self.retry.next_attempt(entry.attempts, env.received_at, now)
             )
+            if waits and not self._stopping:
+                if any(self._woken.get(w.key, 0.0) >= attempt_started for w in waits):
+                    entry.next_attempt = now  # woken while this attempt ran
+                else:
+                    self._note_waits(entry, waits)
             entry.state = "deferred"
             await self.spool.finish_attempt(entry)
             for d in deferred:

@@ -10,6 +10,12 @@ unwrapped form.  Each recipient's copy is then a cheap render, decided by
 token binding the recipient, the list, the queue id and the original URL
 (:mod:`~beacon_proxy.rewrite.links`).
 
+With campaign diffing (:mod:`~beacon_proxy.rewrite.diffing`), ``prepare``
+also learns the message into its campaign's memory and judges it: the
+references that differ between recipients' copies become trackers in every
+copy, and the refused copies of a new campaign's first message wait briefly
+for a second one (a held copy with a :class:`~beacon_proxy.rewrite.step.Wait`).
+
 Every copy is counted in ``beacon_proxy_copies_total`` by outcome.
 """
 
@@ -23,10 +29,11 @@ from typing import Any
 from beacon_proxy.consent.policy import Policy
 from beacon_proxy.metrics import COPIES
 from beacon_proxy.rewrite.copies import CopyPolicy, Decided, Prepared, Variant, decide
+from beacon_proxy.rewrite.diffing import NOTHING, CampaignDiffing, Observation
 from beacon_proxy.rewrite.engine import Analysis, Engine
 from beacon_proxy.rewrite.links import open_links
 from beacon_proxy.rewrite.signed import unwrap_signed
-from beacon_proxy.rewrite.step import Copy, CopyStep, Recipient, TraceHeader, run_steps
+from beacon_proxy.rewrite.step import Copy, CopyStep, Recipient, TraceHeader, Wait, run_steps
 from beacon_proxy.spool.envelope import Envelope
 from beacon_proxy.tokens import Tokens
 
@@ -64,8 +71,10 @@ async def _variant(analyse: Analyse, data: bytes) -> Variant:
 class _Message:
     """A prepared message: each recipient's copy is the beacon step, then the others."""
 
-    def __init__(self, step: BeaconStep, envelope: Envelope, prepared: Prepared) -> None:
+    def __init__(self, step: BeaconStep, envelope: Envelope, prepared: Prepared,
+                 campaign: Observation = NOTHING) -> None:
         self.step, self.envelope, self.prepared = step, envelope, prepared
+        self.campaign = campaign
 
     @property
     def size(self) -> int:
@@ -81,10 +90,17 @@ class _Message:
         # The List-Id read once, when the message was received (beacon_proxy.headerfacts)
         link = open_links(step.tokens, step.public_url, recipient.address, env.list_id,
                           env.queue_id, forward=step.forward_opens)
+        campaign = self.campaign
+        if campaign.wait_until is not None and recipient.policy is Policy.REFUSED:
+            assert campaign.campaign is not None
+            report = {**copy.report, **campaign.report(), "outcome": "waiting"}
+            return Copy(b"", report, held="the first copy of a new campaign waits for a "
+                        "second one to compare with (campaign diffing)",
+                        wait=Wait(campaign.wait_until, campaign.campaign))
         decided = decide(step.engine, self.prepared, recipient.address, recipient.policy,
-                         step.policy, link)
+                         step.policy, link, diffed=campaign.diffed)
         COPIES.labels(decided.outcome.value).inc()
-        report = {**copy.report, **_report(decided, recipient.policy)}
+        report = {**copy.report, **campaign.report(), **_report(decided, recipient.policy)}
         if decided.data is None:
             return Copy(b"", report, held=decided.problems[-1])
         return Copy(decided.data, report)
@@ -109,8 +125,10 @@ class BeaconStep:
 
     def __init__(self, engine: Engine, tokens: Tokens, *, public_url: str, hostname: str,
                  policy: CopyPolicy | None = None, analyse: Analyse | None = None,
-                 steps: Sequence[CopyStep] | None = None, forward_opens: bool = False) -> None:
+                 steps: Sequence[CopyStep] | None = None, forward_opens: bool = False,
+                 campaigns: CampaignDiffing | None = None) -> None:
         self.engine = engine
+        self.campaigns = campaigns  # None: no campaign diffing
         self.forward_opens = forward_opens  # open tokens carry the tracker URL
         self.tokens = tokens
         self.public_url = public_url.rstrip("/")
@@ -130,4 +148,8 @@ class BeaconStep:
             if unwrapped is not None:
                 prepared.unwrapped = await _variant(self.analyse, unwrapped)
                 log.info("%s: signed content unwrapped for refused copies", envelope.queue_id)
-        return _Message(self, envelope, prepared)
+        campaign = NOTHING
+        if self.campaigns is not None and original.analysis is not None \
+                and envelope.bounce_of is None:
+            campaign = await self.campaigns.observe(envelope, data, original.analysis)
+        return _Message(self, envelope, prepared, campaign)

@@ -98,7 +98,8 @@ if TYPE_CHECKING:
     from beacon_proxy.rewrite.engine import Analysis
 
 __all__ = ["REASON", "CampaignKey", "CampaignMemory", "Loaded", "campaign_key", "diff_finding",
-           "diffed_by_part", "identifier_like", "loaded", "normalise_subject", "personal_urls",
+           "diffed_by_part", "identifier_like", "loaded", "may_be_personal", "normalise_subject",
+           "personal_urls",
            "references_at", "split_url"]
 
 REASON = "campaign-diff"
@@ -260,6 +261,22 @@ def split_url(url: str, max_components: int = 32) -> tuple[str, list[tuple[str, 
     pattern = "\0".join((scheme, str(len(labels)), str(len(segments)),
                          "&".join(key for key, _, _ in pairs), hash_))
     return pattern, parts
+
+
+def may_be_personal(copy: Sequence[tuple[str, str]], max_components: int = 32) -> bool:
+    """Whether comparison could ever find a reference of ``copy`` personal: some URL
+    component is identifier-like (else the first copy need not wait for a second).
+
+    >>> may_be_personal([("img", "https://cdn.example/logo.png")])
+    False
+    >>> may_be_personal([("img", "https://cdn.example/hero/k3JdP9xQw2Lm.jpg")])
+    True
+    """
+    for _, url in copy:
+        split = split_url(url, max_components)
+        if split is None or any(identifier_like(value) for _, value in split[1]):
+            return True  # a URL too long to judge may hold anything
+    return False
 
 
 def _hash(text: str) -> int:

@@ -29,7 +29,17 @@ from beacon_proxy.consent.policy import Policy
 from beacon_proxy.spool.envelope import Envelope
 
 __all__ = ["Copy", "CopyStep", "ListMailOnly", "PreparedMessage", "Recipient", "RewriteStep",
-           "TraceHeader", "TraceStep", "received_header", "run_steps"]
+           "TraceHeader", "TraceStep", "Wait", "received_header", "run_steps"]
+
+
+@dataclass(frozen=True, slots=True)
+class Wait:
+    """A held copy that waits for an event, not for a problem to go away: it is due
+    again when ``key`` is woken (the scheduler's ``wake``) or at ``until`` (a Unix
+    time), whichever comes first."""
+
+    until: float
+    key: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,12 +47,16 @@ class Copy:
     """One recipient's rendered copy and what was done to it (for the log).
 
     ``held`` (a reason) instead of a copy: nothing may be sent to this recipient
-    now; delivery defers it and, at the queue lifetime, bounces it.
+    now; delivery defers it and, at the queue lifetime, bounces it.  With
+    ``wait`` as well, the copy waits briefly by design (a new campaign's first
+    copy, :mod:`~beacon_proxy.rewrite.diffing`) and is logged as waiting, not
+    held.
     """
 
     data: bytes
     report: Mapping[str, Any] = field(default_factory=dict)
     held: str | None = None
+    wait: Wait | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,7 +12,7 @@ from beacon_proxy.consent.policy import Decision, DefaultConsent, Policy
 from beacon_proxy.deliver.courier import Courier, Outcome, Result
 from beacon_proxy.deliver.retry import RetryPolicy
 from beacon_proxy.deliver.scheduler import Scheduler
-from beacon_proxy.rewrite.step import Copy, TraceStep
+from beacon_proxy.rewrite.step import Copy, RewriteStep, TraceStep, Wait
 from beacon_proxy.spool.envelope import Envelope, new_queue_id
 from beacon_proxy.spool.queue import Spool
 
@@ -290,7 +291,7 @@ class _Step:
         return Copy(self.data, {"outcome": "stripped"})
 
 
-def _with_step(rig: Rig, step: _Step, retry: RetryPolicy, **kw: int) -> Scheduler:
+def _with_step(rig: Rig, step: RewriteStep, retry: RetryPolicy, **kw: int) -> Scheduler:
     def factory() -> Courier:
         return rig.courier
 
@@ -309,6 +310,75 @@ async def test_a_held_copy_is_deferred_then_bounced_at_the_lifetime(rig: Rig) ->
     dsn = rig.courier.sent[-1][2]
     assert b"held@x.org" in dsn and b"copy held: fallback impossible" in dsn
     assert b"4.4.7" in dsn  # expired
+
+
+class _WaitingStep:
+    """A rewrite step whose copies wait for the key ``"campaign"`` until ``released``;
+    ``on_prepare`` runs in the middle of an attempt (after its copies are decided)."""
+
+    def __init__(self, until: float) -> None:
+        self.until, self.released, self.attempts = until, False, 0
+        self.on_render: Callable[[], object] | None = None
+
+    async def prepare(self, envelope: Envelope, data: bytes) -> _WaitingStep:
+        self.data = data
+        if envelope.sender:
+            self.attempts += 1
+        return self
+
+    @property
+    def size(self) -> int:
+        return len(self.data)
+
+    def render(self, recipient: str, policy: Policy) -> Copy:
+        if self.released or recipient == "s@example.org":
+            return Copy(self.data, {"outcome": "stripped"})
+        if self.on_render is not None:
+            self.on_render()
+        return Copy(b"", {"outcome": "waiting"}, held="waits for a second copy",
+                    wait=Wait(self.until, "campaign"))
+
+
+async def test_a_waiting_copy_goes_when_its_key_is_woken(rig: Rig) -> None:
+    step = _WaitingStep(until=time.time() + 3600)
+    s = _with_step(rig, step, RetryPolicy(600, 600, 6000))  # a retry would take 10 min
+    await s.start()
+    env = _env("a@x.org")
+    await s.enqueue(env, DATA)
+    await _until(lambda: step.attempts == 1 and s._deferred() == 1)
+    assert rig.courier.sent == [] and s.wake("other") == 0
+    step.released = True
+    assert s.wake("campaign") == 1
+    await _until(lambda: s.queue_size() == 0)
+    assert [r for _, r, _ in rig.courier.sent] == ["a@x.org"] and step.attempts == 2
+    assert s.wake("campaign") == 0  # nothing waits any more
+
+
+async def test_a_waiting_copy_goes_at_the_end_of_its_wait(rig: Rig) -> None:
+    step = _WaitingStep(until=time.time() - 1)  # already over: due at once, not in 10 min
+    s = _with_step(rig, step, RetryPolicy(600, 600, 6000))
+    await s.start()
+    await s.enqueue(_env("a@x.org"), DATA)
+    await _until(lambda: step.attempts >= 1 and s._deferred() == 1)
+    step.released = True
+    await _until(lambda: s.queue_size() == 0)
+    assert [r for _, r, _ in rig.courier.sent] == ["a@x.org"]
+
+
+async def test_a_wake_during_the_waiting_attempt_is_not_lost(rig: Rig) -> None:
+    step = _WaitingStep(until=time.time() + 3600)
+    s = _with_step(rig, step, RetryPolicy(600, 600, 6000))
+
+    def second_copy_arrives() -> None:  # as campaign diffing's on_learned would
+        step.on_render = None
+        step.released = True
+        s.wake("campaign")
+
+    step.on_render = second_copy_arrives
+    await s.start()
+    await s.enqueue(_env("a@x.org"), DATA)
+    await _until(lambda: s.queue_size() == 0)
+    assert [r for _, r, _ in rig.courier.sent] == ["a@x.org"] and step.attempts == 2
 
 
 async def test_a_failing_attempt_is_counted_and_set_aside(rig: Rig) -> None:

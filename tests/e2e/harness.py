@@ -140,6 +140,9 @@ class Proxy:
             "web": {"listen": f"127.0.0.1:{self.web_port}"},
             "log": {"path": str(self.log_path), "level": "debug"},
             "delivery": {"retry_min": 0.5, "retry_max": 1, "timeout": 10},
+            # Most scenarios send one copy of a newsletter, which would wait for a
+            # second one to compare with: the campaign scenarios set their own hold.
+            "campaign": {"hold": 0},
         }
         if upstream is not None:
             base["delivery"]["upstream"] = f"smtp://127.0.0.1:{upstream}"

@@ -165,3 +165,23 @@ DELETE FROM forwards WHERE state <> 'pending' AND next_at < ?1;
 
 -- name: delete-forwards-of
 DELETE FROM forwards WHERE key = ?1;
+
+-- name: ensure-campaign
+-- ?1 digest, ?2 now.  The row to change (nothing when it exists).
+INSERT INTO campaigns (digest, created_at, updated_at) VALUES (?1, ?2, ?2)
+ON CONFLICT (digest) DO NOTHING;
+
+-- name: lock-campaign
+-- The write transaction (BEGIN IMMEDIATE) is the lock.
+SELECT memory, copies, learned, updated_at FROM campaigns WHERE digest = ?1;
+
+-- name: get-campaign
+SELECT memory, copies, learned, updated_at FROM campaigns WHERE digest = ?1;
+
+-- name: save-campaign
+-- ?1 digest, ?2 memory, ?3 copies, ?4 learned, ?5 now
+UPDATE campaigns SET memory = ?2, copies = ?3, learned = ?4, updated_at = ?5 WHERE digest = ?1;
+
+-- name: prune-campaigns
+-- not learned from since ?1
+DELETE FROM campaigns WHERE updated_at < ?1;

@@ -1,0 +1,285 @@
+"""Campaign diffing in the relay: learn each copy once, judge it, let a new campaign wait.
+
+:mod:`~beacon_proxy.rewrite.campaign` says what is personal by comparison;
+this module is where the relay compares.  For every message it delivers
+(once per delivery attempt, from :meth:`~beacon_proxy.rewrite.beacons.BeaconStep.prepare`),
+:meth:`CampaignDiffing.observe`:
+
+1. names the message's campaign (:func:`~beacon_proxy.rewrite.campaign.campaign_key`;
+   a message without loaded remote references has nothing to diff and stops here);
+2. learns the copy into the campaign's memory - once per message, whatever
+   the number of attempts, and only the first ``learn`` copies of a campaign
+   (16 by default).  The memory is a row of the consent store
+   (:mod:`~beacon_proxy.consent.sqlcampaigns`), changed under a row lock, so
+   every node of a PostgreSQL deployment learns from every node's copies.
+   Once a campaign has learned its ``learn`` copies its memory no longer
+   changes: each node keeps it in a bounded in-process cache and reads the
+   store no more for that campaign;
+3. judges the copy against the memory: the references personal by comparison
+   become trackers with the reason ``campaign-diff`` in every refused copy;
+4. says whether refused copies must **wait**.  A campaign whose memory has
+   fewer than two copies cannot be judged: its first copy would go out
+   undiffed.  So the refused copies of a campaign's first message wait up to
+   ``hold`` seconds (60 by default; 0: never) from the message's receipt for
+   a second copy - when the message is a personalised copy of bulk mail: one
+   recipient, a ``List-Id``, ``List-Unsubscribe`` or ``Precedence:
+   bulk|list`` header, and some loaded URL with an identifier-like component
+   (:func:`~beacon_proxy.rewrite.campaign.may_be_personal`; without one,
+   comparison could find nothing).  When a second copy is learned on
+   this node, the waiting messages are retried at once (:attr:`CampaignDiffing.on_learned`,
+   wired to the scheduler); a copy waiting on another node is retried at the
+   end of its hold at the latest.  Once the hold is over, the copy goes out
+   with the single-message engine's findings (and whatever was learned
+   meanwhile).  Granted copies never wait.
+
+Cost, per message of a known campaign: the key (one hash per loaded
+reference's host prefix), one hash per reference to judge it; no store
+access.  While a campaign learns: one write transaction per message.
+
+Failures: campaign diffing adds findings to the single-message engine's; it
+never removes one.  When the store cannot be reached or holds a memory that
+does not parse, the copy is judged with what is known (a corrupt memory is
+started again from this copy), the event is logged, and delivery goes on.
+
+Expiry: a campaign nothing was learned from for ``expire`` seconds (7 days
+by default) is deleted by :meth:`CampaignDiffing.prune`, which the relay runs
+every hour.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import collections
+import contextlib
+import hashlib
+import json
+import logging
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from beacon_proxy.consent.model import CampaignRecord
+from beacon_proxy.consent.store import CampaignStore
+from beacon_proxy.headerfacts import field as header_field
+from beacon_proxy.headerfacts import header_block
+from beacon_proxy.metrics import CAMPAIGN_COPIES
+from beacon_proxy.rewrite.campaign import (
+    CampaignMemory,
+    campaign_key,
+    loaded,
+    may_be_personal,
+    references_at,
+)
+from beacon_proxy.rewrite.engine import Analysis
+from beacon_proxy.spool.envelope import Envelope
+
+__all__ = ["CampaignDiffing", "Observation", "copy_id", "is_bulk"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_LEARN = 16
+DEFAULT_HOLD = 60.0
+DEFAULT_EXPIRE = 7 * 86400.0
+PRUNE_INTERVAL = 3600.0
+CACHE_BYTES = 32 << 20  # frozen memories kept per process, counted as their JSON size
+_BULK_PRECEDENCE = re.compile(r"\s*(bulk|list)\b", re.IGNORECASE)
+
+
+@dataclass(frozen=True, slots=True)
+class Observation:
+    """What campaign diffing says about one message (the same for all its recipients)."""
+
+    campaign: str | None = None  # the campaign's digest; None: not diffed
+    copies: int = 0  # copies the memory had learned when this one was judged
+    diffed: frozenset[tuple[int, int]] = frozenset()  # (part, index) personal by comparison
+    wait_until: float | None = None  # refused copies wait until then (a new campaign)
+    error: str | None = None  # the store failed; judged with what was known
+
+    def report(self) -> dict[str, object]:
+        """For the relay log of each copy."""
+        if self.campaign is None:
+            return {}
+        out: dict[str, object] = {"campaign": self.campaign[:12],
+                                  "campaign_copies": self.copies}
+        if self.diffed:
+            out["campaign_diffed"] = len(self.diffed)
+        if self.error is not None:
+            out["campaign_error"] = self.error
+        return out
+
+
+NOTHING = Observation()
+
+
+def copy_id(queue_id: str) -> str:
+    """How the store lists a learned copy: a short hash of its queue id."""
+    digest = hashlib.blake2b(queue_id.encode("utf-8", "surrogatepass"), digest_size=9).digest()
+    return base64.urlsafe_b64encode(digest).decode("ascii")
+
+
+def is_bulk(envelope: Envelope, data: bytes) -> bool:
+    """Bulk mail (RFC 2369 list headers, ``Precedence: bulk|list``): a new campaign's
+    first copy may wait for a second one."""
+    if envelope.list_id or envelope.one_click:
+        return True
+    header = header_block(data)
+    if header_field(header, "list-id") is not None \
+            or header_field(header, "list-unsubscribe") is not None:
+        return True
+    precedence = header_field(header, "precedence")
+    return precedence is not None and _BULK_PRECEDENCE.match(precedence) is not None
+
+
+def _memory(text: str) -> CampaignMemory:
+    """The stored memory; a new one for an empty row.  ``ValueError`` when corrupt."""
+    if not text:
+        return CampaignMemory()
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise ValueError(f"not JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise ValueError("not a JSON object")
+    return CampaignMemory.from_json(data)
+
+
+class CampaignDiffing:
+    """The relay's campaign diffing over a shared store (see the module docstring)."""
+
+    def __init__(self, store: CampaignStore, *, learn: int = DEFAULT_LEARN,
+                 hold: float = DEFAULT_HOLD, expire: float = DEFAULT_EXPIRE,
+                 cache_bytes: int = CACHE_BYTES, clock: Callable[[], float] = time.time) -> None:
+        if learn < 2:
+            raise ValueError("a campaign must learn at least two copies to compare them")
+        self.store = store
+        self.learn = learn
+        self.hold = hold
+        self.expire = expire
+        self.cache_bytes = cache_bytes
+        self.clock = clock
+        #: Called with a campaign's digest when it learned its second copy on this node
+        #: (the relay wires the scheduler's ``wake``: messages waiting for it go now).
+        self.on_learned: Callable[[str], object] | None = None
+        self._frozen: collections.OrderedDict[str, tuple[CampaignMemory, int]] = (
+            collections.OrderedDict())
+        self._frozen_bytes = 0
+        self._pruner: asyncio.Task[None] | None = None
+
+    # -- per message ------------------------------------------------------------
+
+    async def observe(self, envelope: Envelope, data: bytes, analysis: Analysis) -> Observation:
+        """Learn (once) and judge one message; see the module docstring."""
+        refs = loaded(analysis)
+        if not refs:
+            return NOTHING
+        recipient = envelope.recipients[0] if len(envelope.recipients) == 1 else None
+        digest = campaign_key(analysis, recipient, refs).digest
+        copy = [(r.element, r.url) for r in refs]
+        error: str | None = None
+        memory = self._cached(digest)
+        if memory is None:
+            try:
+                memory = await self._learn(digest, copy_id(envelope.queue_id), copy)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # judged with the single-message engine alone
+                log.warning("campaign %s: the store failed: %r", digest[:12], exc)
+                CAMPAIGN_COPIES.labels("error").inc()
+                error = repr(exc)[:200]
+                memory = CampaignMemory()
+        else:
+            CAMPAIGN_COPIES.labels("known").inc()
+        diffed = references_at(refs, memory.judge(copy)) if memory.copies >= 2 else frozenset()
+        wait_until = None
+        if memory.copies < 2 and self._may_wait(envelope, data, copy):
+            wait_until = envelope.received_at + self.hold
+            CAMPAIGN_COPIES.labels("waiting").inc()
+        return Observation(digest, memory.copies, diffed, wait_until, error)
+
+    def _may_wait(self, envelope: Envelope, data: bytes, copy: list[tuple[str, str]]) -> bool:
+        """Whether refused copies of a message its campaign cannot judge yet wait."""
+        return (self.hold > 0 and self.clock() < envelope.received_at + self.hold
+                and len(envelope.recipients) == 1  # one copy for many: nothing personal
+                and is_bulk(envelope, data) and may_be_personal(copy))
+
+    async def _learn(self, digest: str, copy_key: str,
+                     copy: list[tuple[str, str]]) -> CampaignMemory:
+        memory = CampaignMemory()
+        learned = False
+
+        def change(record: CampaignRecord) -> CampaignRecord | None:
+            # Runs inside the store's transaction, with the campaign's row locked.
+            nonlocal memory, learned
+            try:
+                memory = _memory(record.memory)
+            except ValueError as exc:
+                log.warning("campaign %s: stored memory unreadable, learning it again: %s",
+                            digest[:12], exc)
+                memory = CampaignMemory()
+                record = CampaignRecord("", 0, (), record.updated_at)
+            if memory.copies >= self.learn or copy_key in record.learned:
+                return None
+            memory.learn(copy)
+            learned = True
+            text = json.dumps(memory.to_json(), separators=(",", ":"))
+            return CampaignRecord(text, memory.copies, (*record.learned, copy_key),
+                                  record.updated_at)
+
+        record = await self.store.change_campaign(
+            digest, change, at=datetime.fromtimestamp(self.clock(), UTC))
+        CAMPAIGN_COPIES.labels("learned" if learned else "known").inc()
+        if memory.copies >= self.learn:
+            self._freeze(digest, memory, len(record.memory))
+        if learned and memory.copies == 2 and self.on_learned is not None:
+            self.on_learned(digest)
+        return memory
+
+    def _cached(self, digest: str) -> CampaignMemory | None:
+        item = self._frozen.get(digest)
+        if item is None:
+            return None
+        self._frozen.move_to_end(digest)
+        return item[0]
+
+    def _freeze(self, digest: str, memory: CampaignMemory, size: int) -> None:
+        if digest in self._frozen or size > self.cache_bytes:
+            return
+        self._frozen[digest] = (memory, size)
+        self._frozen_bytes += size
+        while self._frozen_bytes > self.cache_bytes:
+            _, (_, dropped) = self._frozen.popitem(last=False)
+            self._frozen_bytes -= dropped
+
+    # -- expiry -----------------------------------------------------------------
+
+    async def prune(self) -> int:
+        """Delete campaigns nothing was learned from for ``expire`` seconds; how many."""
+        before = datetime.fromtimestamp(self.clock() - self.expire, UTC)
+        removed = await self.store.prune_campaigns(before)
+        if removed:
+            log.info("campaign memory: %d expired campaigns removed", removed)
+        return removed
+
+    async def start(self) -> None:
+        if self._pruner is None:
+            self._pruner = asyncio.create_task(self._prune_loop(), name="campaign-prune")
+
+    async def stop(self) -> None:
+        if self._pruner is not None:
+            self._pruner.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._pruner
+            self._pruner = None
+
+    async def _prune_loop(self) -> None:
+        while True:
+            try:
+                await self.prune()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the store is down: next time
+                log.warning("campaign memory: prune failed: %r", exc)
+            await asyncio.sleep(PRUNE_INTERVAL)

@@ -1,0 +1,81 @@
+"""Campaign diffing's shared memory, on SQLite and on the real PostgreSQL server."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from beacon_proxy.consent.model import CampaignRecord, InvalidValue
+from beacon_proxy.consent.store import Store, open_store
+
+T0 = datetime(2026, 12, 3, 12, 0, tzinfo=UTC)
+DIGEST = "0123456789abcdef0123456789abcdef"
+
+
+def _learn(copy_id: str, memory: str = "m"):  # type: ignore[no-untyped-def]
+    def change(record: CampaignRecord) -> CampaignRecord | None:
+        if copy_id in record.learned:
+            return None
+        return CampaignRecord(memory + str(record.copies + 1), record.copies + 1,
+                              (*record.learned, copy_id), record.updated_at)
+    return change
+
+
+async def test_a_change_runs_on_an_empty_record_then_on_the_committed_one(store: Store) -> None:
+    assert await store.get_campaign(DIGEST) is None
+    first = await store.change_campaign(DIGEST, _learn("q1"), at=T0)
+    assert (first.memory, first.copies, first.learned, first.updated_at) == ("m1", 1, ("q1",), T0)
+    later = T0 + timedelta(seconds=5)
+    second = await store.change_campaign(DIGEST, _learn("q2"), at=later)
+    assert (second.memory, second.copies, second.learned) == ("m2", 2, ("q1", "q2"))
+    assert await store.get_campaign(DIGEST) == second
+    # unchanged (the copy was learned before): the record as it is, not touched
+    again = await store.change_campaign(DIGEST, _learn("q1"), at=later + timedelta(days=1))
+    assert again == second and again.updated_at == later
+
+
+async def test_prune_removes_campaigns_not_learned_from_since(store: Store) -> None:
+    other = "f" * 32
+    await store.change_campaign(DIGEST, _learn("q1"), at=T0)
+    await store.change_campaign(other, _learn("q1"), at=T0 + timedelta(days=3))
+    assert await store.prune_campaigns(T0 + timedelta(days=1)) == 1
+    assert await store.get_campaign(DIGEST) is None
+    assert (await store.get_campaign(other)) is not None
+
+
+async def test_bad_campaign_input_is_refused_and_changes_nothing(store: Store) -> None:
+    for digest in ("", "XYZ", "0123", DIGEST.upper(), DIGEST + "\n", "a" * 65):
+        with pytest.raises(InvalidValue, match="campaign"):
+            await store.get_campaign(digest)
+    with pytest.raises(InvalidValue, match="learned"):
+        await store.change_campaign(DIGEST, lambda r: CampaignRecord("m", 1, ("a,b",), T0))
+    with pytest.raises(InvalidValue, match="memory"):
+        await store.change_campaign(DIGEST, lambda r: CampaignRecord("x" * (5 << 20), 1, (), T0))
+    record = await store.get_campaign(DIGEST)  # the empty row may exist; nothing was saved
+    assert record is None or (record.memory, record.copies, record.learned) == ("", 0, ())
+
+
+async def test_a_change_that_raises_rolls_back(store: Store) -> None:
+    await store.change_campaign(DIGEST, _learn("q1"), at=T0)
+
+    def broken(record: CampaignRecord) -> CampaignRecord:
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError):
+        await store.change_campaign(DIGEST, broken)
+    record = await store.get_campaign(DIGEST)
+    assert record is not None and record.copies == 1
+
+
+async def test_two_nodes_learning_at_once_both_count(url: str) -> None:
+    """Two stores (separate pools or connections) on one database: no lost update."""
+    async with open_store(url) as a, open_store(url) as b:
+        async def learn(node: Store, prefix: str) -> None:
+            for i in range(15):
+                await node.change_campaign(DIGEST, _learn(f"{prefix}{i}"))
+
+        await asyncio.gather(learn(a, "a"), learn(b, "b"))
+        record = await a.get_campaign(DIGEST)
+        assert record is not None and record.copies == 30 and len(set(record.learned)) == 30

@@ -1,0 +1,196 @@
+"""Campaign diffing in the relay: learn once per message, judge, wait, expire."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Callable
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+
+from beacon_proxy.consent.model import CampaignRecord
+from beacon_proxy.consent.store import Store, open_store
+from beacon_proxy.rewrite.diffing import CampaignDiffing, Observation, copy_id, is_bulk
+from beacon_proxy.rewrite.engine import Engine
+from beacon_proxy.rewrite.rules import load_rules
+from beacon_proxy.spool.envelope import Envelope
+
+ENGINE = Engine(load_rules())
+T0 = 1_800_000_000.0
+BANNER = "https://cdn.shop.example/campaigns/winter-banner.png"
+
+
+def message(subscriber: str, *, headers: str = "List-Id: <news.shop.example>\r\n",
+            hero: str = "https://img.shop.example/p/{}/hero.jpg") -> bytes:
+    html = (f'<html><body><img src="{BANNER}" width="600" height="120">'
+            f'<img src="{hero.format(subscriber)}" width="600" height="300"></body></html>')
+    return (f"From: news@shop.example\r\nSubject: Winter picks\r\n{headers}"
+            f"Content-Type: text/html; charset=utf-8\r\n\r\n{html}\r\n").encode()
+
+
+def envelope(n: int, *, recipients: int = 1, received_at: float = T0) -> Envelope:
+    return Envelope(f"Q{n:04d}", "news@shop.example",
+                    tuple(f"r{n}.{i}@example.org" for i in range(recipients)),
+                    received_at=received_at)
+
+
+class CountingStore:
+    """The real store, counting the calls campaign diffing makes (or failing them)."""
+
+    def __init__(self, store: Store) -> None:
+        self.store, self.changes, self.fail = store, 0, False
+
+    async def change_campaign(self, digest: str,
+                              change: Callable[[CampaignRecord], CampaignRecord | None], *,
+                              at: datetime | None = None) -> CampaignRecord:
+        self.changes += 1
+        if self.fail:
+            raise ConnectionError("the database is down")
+        return await self.store.change_campaign(digest, change, at=at)
+
+    async def get_campaign(self, digest: str) -> CampaignRecord | None:
+        return await self.store.get_campaign(digest)
+
+    async def prune_campaigns(self, before: datetime) -> int:
+        return await self.store.prune_campaigns(before)
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[CountingStore]:
+    async with open_store(f"sqlite:///{tmp_path / 'db' / 'consent.db'}") as s:
+        yield CountingStore(s)
+
+
+def diffing(store: CountingStore, **kw: float) -> tuple[CampaignDiffing, list[float]]:
+    now = [T0]
+    return CampaignDiffing(store, clock=lambda: now[0], **kw), now  # type: ignore[arg-type]
+
+
+async def observe(d: CampaignDiffing, n: int, data: bytes, *, recipients: int = 1,
+                  received_at: float = T0) -> Observation:
+    return await d.observe(envelope(n, recipients=recipients, received_at=received_at), data,
+                           ENGINE.analyse(data))
+
+
+async def test_the_second_copy_finds_the_hero_and_not_the_banner(store: CountingStore) -> None:
+    d, _ = diffing(store, hold=0)
+    first = await observe(d, 1, message("k3JdP9xQw2Lm7a"))
+    assert (first.copies, first.diffed, first.wait_until) == (1, frozenset(), None)
+    second = await observe(d, 2, message("Zr8TqW1vNc5e0b"))
+    assert second.campaign == first.campaign and second.copies == 2
+    assert second.diffed == {(0, 1)}  # the hero, the message's second loaded reference
+    assert first.campaign is not None
+    assert second.report() == {"campaign": first.campaign[:12],
+                               "campaign_copies": 2, "campaign_diffed": 1}
+
+
+async def test_a_message_is_learned_once_however_often_it_is_attempted(
+        store: CountingStore) -> None:
+    d, _ = diffing(store, hold=0)
+    data = message("k3JdP9xQw2Lm7a")
+    for _ in range(3):
+        assert (await observe(d, 1, data)).copies == 1
+    assert (await observe(d, 2, message("Zr8TqW1vNc5e0b"))).copies == 2
+    again = await observe(d, 1, data)  # the first message retried: now judged
+    assert again.copies == 2 and again.diffed == {(0, 1)}
+
+
+async def test_after_learn_copies_the_memory_is_fixed_and_read_from_no_store(
+        store: CountingStore) -> None:
+    d, _ = diffing(store, hold=0, learn=3)
+    for n in range(3):
+        await observe(d, n, message(f"k3JdP9xQw2Lm{n:02d}"))
+    changes = store.changes
+    later = [await observe(d, n, message(f"Zr8TqW1vNc5e{n:02d}")) for n in range(3, 8)]
+    assert store.changes == changes  # the cache answered
+    assert all(o.copies == 3 and o.diffed == {(0, 1)} for o in later)
+    assert later[0].campaign is not None
+    record = await store.get_campaign(later[0].campaign)
+    assert record is not None and record.copies == 3 and len(record.learned) == 3
+    assert record.learned[0] == copy_id("Q0000")
+    # The memory in the store holds hashes only: no URL, no id in clear.
+    assert "k3JdP9xQw2Lm" not in record.memory and "shop" not in record.memory
+
+
+async def test_the_first_personalised_bulk_copy_waits_for_a_second(store: CountingStore) -> None:
+    d, now = diffing(store, hold=60)
+    woken: list[str] = []
+    d.on_learned = woken.append
+    first = await observe(d, 1, message("k3JdP9xQw2Lm7a"))
+    assert first.wait_until == T0 + 60 and woken == []
+    now[0] = T0 + 10
+    again = await observe(d, 1, message("k3JdP9xQw2Lm7a"))  # retried before the second
+    assert again.wait_until == T0 + 60
+    second = await observe(d, 2, message("Zr8TqW1vNc5e0b"))
+    assert second.wait_until is None and woken == [first.campaign]
+    await observe(d, 3, message("Qw8TqW1vNc5e0c"))
+    assert woken == [first.campaign]  # only the second copy wakes the first
+
+
+@pytest.mark.parametrize(("why", "data", "recipients", "received_at"), [
+    ("not bulk mail", message("k3JdP9xQw2Lm7a", headers="Precedence: first-class\r\n"), 1, T0),
+    ("one copy for many recipients", message("k3JdP9xQw2Lm7a"), 3, T0),
+    ("nothing identifier-like to compare",
+     message("k3JdP9xQw2Lm7a", hero="https://img.shop.example/p/hero.jpg"), 1, T0),
+    ("the hold is over", message("k3JdP9xQw2Lm7a"), 1, T0 - 60),
+])
+async def test_copies_that_do_not_wait(store: CountingStore, why: str, data: bytes,
+                                       recipients: int, received_at: float) -> None:
+    d, _ = diffing(store, hold=60)
+    seen = await observe(d, 1, data, recipients=recipients, received_at=received_at)
+    assert seen.wait_until is None, why
+
+
+async def test_no_hold_no_wait_and_no_loaded_reference_no_campaign(store: CountingStore) -> None:
+    d, _ = diffing(store, hold=0)
+    assert (await observe(d, 1, message("k3JdP9xQw2Lm7a"))).wait_until is None
+    text = b"From: a@shop.example\r\nList-Id: <x.shop.example>\r\n\r\nplain text\r\n"
+    nothing = await observe(d, 2, text)
+    assert nothing.campaign is None and nothing.report() == {} and store.changes == 1
+
+
+@pytest.mark.parametrize("headers", [
+    "List-Unsubscribe: <https://shop.example/u>\r\n", "Precedence: bulk\r\n",
+    "Precedence: list\r\n"])
+def test_bulk_mail_is_known_by_its_list_headers(headers: str) -> None:
+    assert is_bulk(envelope(1), message("x", headers=headers))
+    assert not is_bulk(envelope(1), message("x", headers="Precedence: junky\r\n"))
+
+
+async def test_a_failing_store_judges_with_the_engine_alone(store: CountingStore) -> None:
+    d, _ = diffing(store, hold=60)
+    store.fail = True
+    seen = await observe(d, 1, message("k3JdP9xQw2Lm7a"))
+    assert seen.error is not None and "database is down" in seen.error
+    assert seen.diffed == frozenset() and seen.report()["campaign_error"] == seen.error
+    assert seen.wait_until == T0 + 60  # nothing known: a new campaign's copy still waits
+
+
+async def test_an_unreadable_stored_memory_is_learned_again(store: CountingStore) -> None:
+    d, _ = diffing(store, hold=0)
+    first = await observe(d, 1, message("k3JdP9xQw2Lm7a"))
+    assert first.campaign is not None
+    for junk in ("{not json", "[1, 2]", json.dumps({"bounds": [1], "copies": 1})):
+        def corrupt(r: CampaignRecord, text: str = junk) -> CampaignRecord:
+            return CampaignRecord(text, 5, r.learned, r.updated_at)
+
+        await store.store.change_campaign(first.campaign, corrupt)
+        seen = await observe(d, 2, message("Zr8TqW1vNc5e0b"))
+        assert seen.copies == 1 and seen.error is None  # started again from this copy
+    assert (await observe(d, 3, message("Qw8TqW1vNc5e0c"))).diffed == {(0, 1)}
+
+
+async def test_prune_forgets_campaigns_after_the_expiry(store: CountingStore) -> None:
+    d, now = diffing(store, hold=0, expire=3600)
+    first = await observe(d, 1, message("k3JdP9xQw2Lm7a"))
+    assert first.campaign is not None
+    assert await d.prune() == 0
+    now[0] = T0 + 7200
+    assert await d.prune() == 1
+    assert await store.get_campaign(first.campaign) is None
+
+
+async def test_learn_must_allow_a_comparison(store: CountingStore) -> None:
+    with pytest.raises(ValueError, match="two copies"):
+        CampaignDiffing(store, learn=1)
