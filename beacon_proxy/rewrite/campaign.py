@@ -304,6 +304,19 @@ class _Position:
     token: list[bool]  # which of the first copy's values are identifier-like
     varying: dict[int, _Varying] = field(default_factory=dict)
     broken: bool = False  # never judged: patterns differ, too long, too many differences
+    # The first copy's (element, URL), once seen in this process (never stored): a copy
+    # that repeats it is recognised by comparing strings instead of hashing.
+    same: tuple[str, str] | None = None
+
+    def is_first(self, element: str, url: str) -> bool:
+        """Whether ``(element, url)`` is the first copy's (its hash is ``whole``)."""
+        same = self.same
+        if same is not None:
+            return same[1] == url and same[0] == element
+        if _hash(element + "\0" + url) == self.whole:
+            self.same = (element, url)
+            return True
+        return False
 
 
 class _Shape(NamedTuple):
@@ -348,11 +361,11 @@ class CampaignMemory:
                 shape = self._shape(element, url)
                 self._positions.append(None if shape is None else _Position(
                     _hash(element + "\0" + url), shape.pattern, shape.hashes,
-                    [identifier_like(v) for v in shape.values]))
+                    [identifier_like(v) for v in shape.values], same=(element, url)))
         else:
             for position, (element, url) in zip(self._positions, copy, strict=False):
                 if position is None or position.broken or (
-                        not position.varying and _hash(element + "\0" + url) == position.whole):
+                        not position.varying and position.is_first(element, url)):
                     continue  # the fast path: the same URL as the first copy's
                 self._learn_one(position, self._shape(element, url))
         self.copies += 1
@@ -385,7 +398,7 @@ class CampaignMemory:
         for index, (position, (element, url)) in enumerate(
                 zip(self._positions, copy, strict=False)):
             if position is None or position.broken or (
-                    not position.varying and _hash(element + "\0" + url) == position.whole):
+                    not position.varying and position.is_first(element, url)):
                 continue
             shape = self._shape(element, url)
             if shape is None or shape.pattern != position.pattern:
