@@ -203,6 +203,7 @@ class Relay:
                 "queue": self.scheduler.queue_size()}
 
     async def start(self) -> None:
+        self.spool.lock()  # one relay per spool: a second one stops here (SpoolInUse)
         await self.store.open()
         self.spool.open()
         await self.analysis.start()
@@ -242,6 +243,7 @@ class Relay:
             await self.open_forwarder.stop()
         await self.one_click.stop()
         self.spool.close()
+        self.spool.unlock()
         await self.store.close()
         event("stopped", queued=self.scheduler.queue_size())
 

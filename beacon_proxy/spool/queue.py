@@ -10,6 +10,8 @@ moves between states by ``rename``)::
     corrupt/    items that could not be read, kept for a human to look at
     control/    operator requests for the running relay (``retry.<id>``,
                 ``delete.<id>``), written by ``beacon-proxy queue``
+    lock        the running relay's pid, under an exclusive ``flock``
+                (:meth:`Spool.lock`): one relay per spool
 
 A queue file is ``MAGIC <envelope length> <data length>\\n``, the envelope as
 JSON, ``\\n``, then the message exactly as received.  :meth:`Spool.put`
@@ -33,6 +35,7 @@ synchronous ``*_sync`` readers serve the command line.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import json
 import logging
 import os
@@ -52,6 +55,7 @@ __all__ = [
     "RecipientStatus",
     "Spool",
     "SpoolCorruptError",
+    "SpoolInUse",
 ]
 
 MAGIC = b"BEACONQ1"
@@ -67,6 +71,10 @@ T = TypeVar("T")
 
 class SpoolCorruptError(Exception):
     """A queue file or journal cannot be read back."""
+
+
+class SpoolInUse(OSError):
+    """Another process (a relay) holds the spool's lock."""
 
 
 @dataclass(slots=True)
@@ -137,6 +145,7 @@ class Spool:
         self.control = root / "control"
         self._executor: ThreadPoolExecutor | None = None
         self._threads = threads
+        self._lock_fd: int | None = None
 
     # -- set-up -----------------------------------------------------------
 
@@ -147,6 +156,40 @@ class Spool:
             d.mkdir(parents=True, exist_ok=True)
         if self._executor is None:
             self._executor = ThreadPoolExecutor(self._threads, thread_name_prefix="spool")
+
+    def lock(self) -> None:
+        """Take the spool for this process, or raise :class:`SpoolInUse` naming the pid
+        of the process that has it.
+
+        Two relays on one spool would deliver each other's messages twice, so
+        the relay takes an exclusive ``flock`` on ``lock`` before it recovers
+        the queue; the kernel releases it when the process ends, however it
+        ends (``kill -9`` included), so a stale lock cannot block a restart.
+        The command line (``beacon-proxy queue``) reads the spool without it.
+        """
+        if self._lock_fd is not None:
+            return
+        self.root.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.root / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 32).decode("ascii", "replace").strip() or "unknown"
+            os.close(fd)
+            raise SpoolInUse(f"the spool {self.root} is in use by another beacon-proxy "
+                             f"(pid {holder})") from None
+        except BaseException:
+            os.close(fd)
+            raise
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode("ascii"))
+        self._lock_fd = fd
+
+    def unlock(self) -> None:
+        """Release :meth:`lock` (the file stays: it is empty of meaning without the lock)."""
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
 
     def close(self) -> None:
         if self._executor is not None:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from beacon_proxy.spool.envelope import Envelope, new_queue_id
-from beacon_proxy.spool.queue import QueueEntry, Spool, SpoolCorruptError
+from beacon_proxy.spool.queue import QueueEntry, Spool, SpoolCorruptError, SpoolInUse
 
 DATA = b"Subject: hi\r\n\r\nbody\r\n.line\r\n"
 
@@ -169,3 +169,37 @@ def test_queue_ids_are_unique_and_ordered() -> None:
     assert len(set(ids)) == 1000
     assert all(i.isalnum() and len(i) == 16 for i in ids)
     assert new_queue_id(10**18) > new_queue_id(10**17)
+
+
+def test_one_process_holds_the_spool_lock_until_it_lets_go(tmp_path: Path) -> None:
+    first, second = Spool(tmp_path / "spool"), Spool(tmp_path / "spool")
+    first.lock()
+    first.lock()  # idempotent for its holder
+    with pytest.raises(SpoolInUse, match=rf"in use by another beacon-proxy \(pid {os.getpid()}\)"):
+        second.lock()
+    first.unlock()
+    second.lock()  # free again
+    assert (tmp_path / "spool" / "lock").read_text() == f"{os.getpid()}\n"
+    second.unlock()
+
+
+def test_the_spool_lock_dies_with_its_process(tmp_path: Path) -> None:
+    """A relay killed with kill -9 leaves no lock behind (flock, not a pid file)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, time; from pathlib import Path; "
+            "from beacon_proxy.spool.queue import Spool; "
+            "Spool(Path(sys.argv[1])).lock(); print('locked', flush=True); time.sleep(600)")
+    holder = subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "spool")],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "locked\n"
+        with pytest.raises(SpoolInUse, match=f"pid {holder.pid}"):
+            Spool(tmp_path / "spool").lock()
+    finally:
+        holder.kill()
+        holder.communicate(timeout=30)
+    spool = Spool(tmp_path / "spool")
+    spool.lock()
+    spool.unlock()
