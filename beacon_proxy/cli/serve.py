@@ -22,8 +22,13 @@ def register(sub: Any) -> None:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from beacon_proxy import internals
     from beacon_proxy.app import run  # the server stack, only when serving
 
+    missing = internals.missing_internals()
+    if missing:
+        raise CliError("cannot start: the installed SMTP libraries lack what beacon-proxy "
+                       f"uses (install the versions pyproject.toml names): {', '.join(missing)}")
     cfg = config_from(args)
     setup_logging(cfg.log.level, cfg.log.path)
     try:

@@ -32,6 +32,9 @@ The message data is prepared with C-level ``bytes`` operations
 (:func:`wire_data`) and written directly, instead of through aiosmtplib's
 ``data()``, whose two regular-expression passes over every message cost more
 than the rest of the delivery.
+
+The aiosmtplib internals used (``protocol.write``, ``read_response``) are
+listed, checked and version-bounded in :mod:`beacon_proxy.internals`.
 """
 
 from __future__ import annotations

@@ -11,6 +11,9 @@ adds what a server needs around that:
   aiosmtpd's line-by-line loop, the main CPU cost of receiving;
 * one place where every 4xx/5xx reply is logged and counted, whoever wrote it
   (the handler or aiosmtpd itself), with aiosmtpd's size replies reworded.
+
+The aiosmtpd internals this needs are listed, checked and version-bounded in
+:mod:`beacon_proxy.internals`.
 """
 
 from __future__ import annotations
