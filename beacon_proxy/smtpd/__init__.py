@@ -8,10 +8,7 @@
 * :mod:`~beacon_proxy.smtpd.address`, :mod:`~beacon_proxy.smtpd.message` -- pure checks
 * :mod:`~beacon_proxy.smtpd.replies` -- reply texts and rejection logging
 * :mod:`~beacon_proxy.smtpd.passwords` -- scrypt hashes for AUTH users
+
+Nothing is imported here: ``beacon-proxy hash-password`` needs only
+:mod:`~beacon_proxy.smtpd.passwords`, not aiosmtpd.
 """
-
-from beacon_proxy.smtpd.handler import Enqueue
-from beacon_proxy.smtpd.policy import relay_allowed
-from beacon_proxy.smtpd.server import SmtpServer
-
-__all__ = ["Enqueue", "SmtpServer", "relay_allowed"]

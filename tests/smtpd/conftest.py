@@ -15,8 +15,8 @@ import pytest
 import trustme
 
 from beacon_proxy.config import Endpoint, SmtpConfig
-from beacon_proxy.smtpd import SmtpServer
 from beacon_proxy.smtpd.passwords import hash_password
+from beacon_proxy.smtpd.server import SmtpServer
 from beacon_proxy.spool.envelope import Envelope
 from tests.smtpd.client import RawClient
 

@@ -9,8 +9,7 @@ import pytest
 
 from beacon_proxy import metrics
 from beacon_proxy.config import Endpoint, SmtpConfig
-from beacon_proxy.smtpd import SmtpServer
-from beacon_proxy.smtpd.server import server_tls_context
+from beacon_proxy.smtpd.server import SmtpServer, server_tls_context
 from tests.smtpd.client import RawClient
 from tests.smtpd.conftest import WAIT, FakeEnqueue, Running, Serve, Tls, events
 

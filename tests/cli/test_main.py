@@ -1,0 +1,35 @@
+"""The ``beacon-proxy`` entry point stays light: a store command imports no server stack."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+HEAVY = ("aiohttp", "aiosmtpd", "aiosmtplib", "beacon_proxy.app", "beacon_proxy.rewrite.engine",
+         "beacon_proxy.web.server", "beacon_proxy.smtpd.server", "prometheus_client")
+
+
+def _imported_after(code: str) -> set[str]:
+    probe = f"import sys, json\n{code}\nprint(json.dumps(sorted(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True,
+                         text=True, timeout=120, check=True).stdout
+    return set(json.loads(out.splitlines()[-1]))
+
+
+@pytest.mark.parametrize("argv", [
+    ["--help"], ["consent", "get", "a@example.org"], ["hash-token", "--help"], ["scan", "--help"],
+])
+def test_commands_import_only_what_they_need(argv: list[str], tmp_path: Path) -> None:
+    db = tmp_path / "c.db"
+    config = tmp_path / "c.toml"
+    config.write_text(f'[store]\nurl = "sqlite:///{db}"\n')
+    args = [*argv, "--config", str(config)] if argv[0] == "consent" else argv
+    code = ("from beacon_proxy.cli.main import main\n"
+            f"try:\n    main({args!r})\nexcept SystemExit:\n    pass")
+    loaded = _imported_after(code)
+    assert [m for m in HEAVY if m in loaded] == []
