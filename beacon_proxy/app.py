@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import ipaddress
 import logging
@@ -31,7 +32,7 @@ import signal
 import socket
 from urllib.parse import urlsplit
 
-from beacon_proxy.config import Config
+from beacon_proxy.config import Config, ConfigError, load_config
 from beacon_proxy.consent.policy import Policy
 from beacon_proxy.consent.store import open_store
 from beacon_proxy.deliver.courier import Courier, CourierFactory
@@ -40,7 +41,7 @@ from beacon_proxy.deliver.maildir import MaildirCourier
 from beacon_proxy.deliver.retry import RetryPolicy
 from beacon_proxy.deliver.scheduler import Scheduler
 from beacon_proxy.deliver.smtp import SmtpCourier
-from beacon_proxy.log import event
+from beacon_proxy.log import event, pseudonym_key, pseudonymize, setup_logging
 from beacon_proxy.rewrite.beacons import BeaconStep
 from beacon_proxy.rewrite.copies import CopyPolicy
 from beacon_proxy.rewrite.diffing import CampaignDiffing
@@ -142,6 +143,7 @@ class Relay:
             cfg.tokens, cfg.spool.path / "token.secret", shared_store=shared_store(cfg))
         # Kept, for the web side (the open and preference endpoints verify with it).
         self.tokens = Tokens(secrets)
+        pseudonymize(pseudonym_key(secrets[0]) if cfg.log.pseudonymize else None)
         self.hostname = cfg.smtp.hostname or socket.getfqdn()
         self.spool = Spool(cfg.spool.path)
         # Analysis runs in worker processes under a CPU budget: one message can neither
@@ -183,7 +185,8 @@ class Relay:
         if self.campaigns is not None:  # a new campaign's second copy: its first one goes now
             self.campaigns.on_learned = self.scheduler.wake
         self.smtpd = SmtpServer(cfg.smtp, self.scheduler.enqueue, hostname=self.hostname)
-        api = build_api(self.store, ApiTokens(cfg.api.tokens))
+        self.api_tokens = ApiTokens(cfg.api.tokens)
+        api = build_api(self.store, self.api_tokens)
         # A recipient's unsubscribe through our link goes on to the sender's own RFC 8058
         # URL (from a durable queue in the store); with forward_opens, a consenting
         # recipient's open goes on to the tracker URL the pixel replaced.
@@ -229,6 +232,32 @@ class Relay:
             event("notice", logging.WARNING,
                   message=f"no upstream configured: delivering into the local Maildir {up.path}")
 
+    def reload(self) -> None:
+        """``SIGHUP``: read the configuration file again and apply what can change while
+        running - the log settings (the log file is reopened, for logrotate), the token
+        secrets and the admin API tokens.  Other changes need a restart and are named in
+        the ``reloaded`` event; a configuration that does not load changes nothing."""
+        try:
+            cfg = load_config(self.cfg.source)
+            secrets, _ = load_secrets(cfg.tokens, cfg.spool.path / "token.secret",
+                                      shared_store=shared_store(cfg))
+            ApiTokens(cfg.api.tokens)  # both validated before anything changes
+            Tokens(secrets)
+        except (ConfigError, OSError, ValueError) as exc:
+            event("reload_failed", logging.ERROR, config=str(self.cfg.source), error=str(exc))
+            return
+        setup_logging(cfg.log.level, cfg.log.path)
+        pseudonymize(pseudonym_key(secrets[0]) if cfg.log.pseudonymize else None)
+        self.tokens.replace(secrets)
+        self.api_tokens.replace(cfg.api.tokens)
+        live = ("log", "tokens", "api")
+        restart = sorted(f.name for f in dataclasses.fields(Config)
+                         if f.name not in (*live, "source")
+                         and getattr(cfg, f.name) != getattr(self.cfg, f.name))
+        self.cfg = dataclasses.replace(self.cfg, log=cfg.log, tokens=cfg.tokens, api=cfg.api)
+        event("reloaded", config=str(cfg.source) if cfg.source else None, applied=list(live),
+              restart_needed=restart)
+
     async def stop(self) -> None:
         self._stopping = True
         timeout = self.cfg.smtp.shutdown_timeout
@@ -255,6 +284,7 @@ async def run(cfg: Config) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, relay.reload)
     try:
         try:
             await relay.start()
@@ -265,6 +295,6 @@ async def run(cfg: Config) -> None:
         await stop.wait()
         await relay.stop()
     finally:
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             with contextlib.suppress(Exception):
                 loop.remove_signal_handler(sig)

@@ -181,6 +181,8 @@ class ApiConfig:
 class LogConfig:
     level: Literal["debug", "info", "warning", "error"] = "info"
     path: Path | None = None  # None: standard error
+    # Every e-mail address in the log replaced by a keyed hash (beacon-proxy hash-address).
+    pseudonymize: bool = False
 
 
 @dataclass(frozen=True)
@@ -464,7 +466,8 @@ _SCHEMA: dict[str, dict[str, Parser]] = {
     },
     "tokens": {"secret": _secret, "previous": _secrets, "secret_file": _path},
     "api": {"tokens": _api_tokens},
-    "log": {"level": _choice("debug", "info", "warning", "error"), "path": _path},
+    "log": {"level": _choice("debug", "info", "warning", "error"), "path": _path,
+            "pseudonymize": _bool},
 }
 
 _SECTION_TYPES: dict[str, type[Any]] = {

@@ -5,23 +5,79 @@ Every relay event (``received``, ``rejected``, ``delivered``, ``deferred``,
 documented in ``docs/logging.md``.  Ordinary log records from the package and
 its libraries come out in the same shape with ``"event": "log"``.
 
+No secret reaches the log at any level: libraries that trace their traffic
+at debug level (aiosqlite's SQL, with its parameters; aiosmtplib's and
+aiosmtpd's protocol lines) are kept at ``info`` or above.  With
+:func:`pseudonymize` (``[log] pseudonymize = true``) every e-mail address in
+every line is replaced by a keyed hash, ``h:`` and 16 hex digits
+(:func:`pseudonym`; ``beacon-proxy hash-address`` computes one to look an
+address up).  :func:`setup_logging` may be called again (``SIGHUP``): it
+closes the old file and opens the configured one, so ``logrotate`` can move
+the file away and signal.
+
     >>> event("delivered", queue_id="18C0A1B2C3D4E5F6", recipient="a@example.org")
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import logging
+import re
 import sys
 import time
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
-__all__ = ["JsonFormatter", "event", "setup_logging"]
+__all__ = ["JsonFormatter", "event", "pseudonym", "pseudonym_key", "pseudonymize",
+           "setup_logging"]
 
 _relay = logging.getLogger("beacon_proxy.relay")
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
            "error": logging.ERROR}
+
+
+#: Libraries whose debug output carries data (SQL parameters, SMTP lines): never below info.
+_QUIET_LIBRARIES = ("aiosqlite", "asyncpg", "aiosmtplib", "aiohttp.client", "aiohttp.server")
+#: An e-mail address anywhere in a string (quoted local parts aside).
+_ADDRESS = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+@[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?")
+_pseudonym_key: bytes | None = None
+
+
+def pseudonym(address: str, key: bytes) -> str:
+    """The log's name for an address under ``key``: ``h:`` and 16 hex digits of
+    HMAC-SHA256 over the lower-cased address.
+
+    >>> pseudonym("Ann@Example.org", b"k" * 32) == pseudonym("ann@example.org", b"k" * 32)
+    True
+    """
+    digest = hmac.new(key, address.strip().lower().encode("utf-8", "surrogatepass"),
+                      hashlib.sha256).hexdigest()
+    return "h:" + digest[:16]
+
+
+def pseudonym_key(secret: str) -> bytes:
+    """The pseudonym key derived from a token secret (``[tokens] secret``, current one)."""
+    return hmac.new(secret.encode("utf-8"), b"beacon-proxy log pseudonyms v1",
+                    hashlib.sha256).digest()
+
+
+def pseudonymize(key: bytes | None) -> None:
+    """Replace every address in every log line by :func:`pseudonym` (None: stop)."""
+    global _pseudonym_key
+    _pseudonym_key = key
+
+
+def _masked(value: Any, key: bytes) -> Any:
+    if isinstance(value, str):
+        return _ADDRESS.sub(lambda m: pseudonym(m.group(0), key), value) if "@" in value \
+            else value
+    if isinstance(value, list | tuple):
+        return [_masked(v, key) for v in value]
+    if isinstance(value, dict):
+        return {k: _masked(v, key) for k, v in value.items()}
+    return value
 
 
 def _iso(ts: float) -> str:
@@ -43,6 +99,9 @@ class JsonFormatter(logging.Formatter):
             out["message"] = record.getMessage()
             if record.exc_info:
                 out["exception"] = self.formatException(record.exc_info)
+        key = _pseudonym_key
+        if key is not None:
+            out = _masked(out, key)
         return json.dumps(out, ensure_ascii=False, default=str, separators=(",", ":"))
 
 
@@ -53,20 +112,23 @@ def event(name: str, level: int = logging.INFO, /, **fields: Any) -> None:
 
 
 def setup_logging(level: str = "info", path: Path | None = None) -> None:
-    """Route all logging to one JSON-lines stream (stderr, or a file)."""
-    stream: TextIO
+    """Route all logging to one JSON-lines stream (stderr, or a file opened for
+    appending); called again, it closes the previous file and opens ``path`` anew."""
+    handler: logging.Handler
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        stream = path.open("a", encoding="utf-8", buffering=1)
+        handler = logging.FileHandler(path, mode="a", encoding="utf-8")
     else:
-        stream = sys.stderr
-    handler = logging.StreamHandler(stream)
+        handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)
+        old.close()  # a FileHandler closes its file; stderr stays open
     root.addHandler(handler)
     root.setLevel(_LEVELS[level])
     # aiosmtpd logs every connection at INFO; our own events say what matters.
     logging.getLogger("mail.log").setLevel(max(logging.WARNING, _LEVELS[level]))
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    for name in _QUIET_LIBRARIES:
+        logging.getLogger(name).setLevel(max(logging.INFO, _LEVELS[level]))

@@ -226,10 +226,18 @@ class Tokens:
     """Mint with the first secret, verify with any of them."""
 
     def __init__(self, secrets: Sequence[str | bytes]) -> None:
+        self._keys = self._derive(secrets)
+
+    @staticmethod
+    def _derive(secrets: Sequence[str | bytes]) -> list[_Key]:
         keys = [s.encode("utf-8") if isinstance(s, str) else s for s in secrets]
         if not keys or any(len(k) < 8 for k in keys):
             raise ValueError("token secrets must be at least 8 bytes")
-        self._keys = [_Key.derive(k) for k in keys]
+        return [_Key.derive(k) for k in keys]
+
+    def replace(self, secrets: Sequence[str | bytes]) -> None:
+        """Use new secrets from now on (a reload: ``SIGHUP``); ``ValueError`` keeps the old."""
+        self._keys = self._derive(secrets)
 
     def mint(self, claims: Claims) -> str:
         if not claims.issued_at:

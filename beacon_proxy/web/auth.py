@@ -57,10 +57,19 @@ class ApiTokens:
     """The configured tokens: name -> hash."""
 
     def __init__(self, hashes: Mapping[str, str]) -> None:
+        self._hashes = self._parse(hashes)
+
+    @staticmethod
+    def _parse(hashes: Mapping[str, str]) -> list[tuple[str, bytes]]:
         for name, h in hashes.items():
             if not is_token_hash(h):
                 raise ValueError(f"token {name!r}: not a sha256:<hex> token hash")
-        self._hashes = [(name, bytes.fromhex(h[7:])) for name, h in hashes.items()]
+        return [(name, bytes.fromhex(h[7:])) for name, h in hashes.items()]
+
+    def replace(self, hashes: Mapping[str, str]) -> None:
+        """Accept these tokens from now on (a reload: ``SIGHUP``); ``ValueError`` keeps the
+        old ones."""
+        self._hashes = self._parse(hashes)
 
     def __bool__(self) -> bool:
         return bool(self._hashes)

@@ -1,0 +1,74 @@
+"""Structured logging: JSON lines, pseudonymised addresses, reopening, no library traces."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from beacon_proxy.log import event, pseudonym, pseudonym_key, pseudonymize, setup_logging
+
+KEY = pseudonym_key("0123456789abcdef0123")
+
+
+@pytest.fixture
+def logfile(tmp_path: Path) -> Iterator[Path]:
+    path = tmp_path / "log" / "relay.jsonl"
+    setup_logging("debug", path)
+    yield path
+    pseudonymize(None)
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+        handler.close()
+
+
+def _lines(path: Path) -> list[dict[str, object]]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_events_are_json_lines_with_their_fields(logfile: Path) -> None:
+    event("delivered", queue_id="Q1", recipient="ann@example.org", size=3)
+    logging.getLogger("beacon_proxy.x").warning("plain %s", "text")
+    first, second = _lines(logfile)
+    assert (first["event"], first["recipient"], first["size"]) == (
+        "delivered", "ann@example.org", 3)
+    assert (second["event"], second["message"], second["level"]) == ("log", "plain text", "warning")
+
+
+def test_pseudonymized_logs_carry_no_address(logfile: Path) -> None:
+    pseudonymize(KEY)
+    event("bounced", sender="news@shop.example", recipient="Ann@Example.org",
+          reply="550 5.1.1 <ann@example.org>: Recipient address rejected",
+          recipients=["bob@example.org", "x"], count=2, nested={"to": "c@example.org"})
+    logging.getLogger("beacon_proxy.y").info("lookup for %s failed", "dan@example.org")
+    text = logfile.read_text()
+    assert "@" not in text
+    bounced, logged = _lines(logfile)
+    ann = pseudonym("ann@example.org", KEY)
+    assert bounced["recipient"] == ann and ann in str(bounced["reply"])
+    assert bounced["recipients"] == [pseudonym("bob@example.org", KEY), "x"]
+    assert bounced["count"] == 2 and bounced["nested"] == {"to": pseudonym("c@example.org", KEY)}
+    assert logged["message"] == f"lookup for {pseudonym('dan@example.org', KEY)} failed"
+    assert ann.startswith("h:") and len(ann) == 18
+    assert pseudonym("ann@example.org", pseudonym_key("another-secret-0123")) != ann
+
+
+def test_setup_again_reopens_the_file_for_logrotate(logfile: Path) -> None:
+    event("one")
+    rotated = logfile.with_suffix(".1")
+    logfile.rename(rotated)
+    event("two")  # still written to the renamed file, as with any daemon
+    setup_logging("info", logfile)  # what SIGHUP does
+    event("three")
+    assert [e["event"] for e in _lines(rotated)] == ["one", "two"]
+    assert [e["event"] for e in _lines(logfile)] == ["three"]
+
+
+def test_libraries_that_trace_data_stay_at_info_even_at_debug(logfile: Path) -> None:
+    for name in ("aiosqlite", "asyncpg", "aiosmtplib", "mail.log"):
+        assert not logging.getLogger(name).isEnabledFor(logging.DEBUG), name
+    assert logging.getLogger("beacon_proxy").isEnabledFor(logging.DEBUG)
