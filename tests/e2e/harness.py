@@ -36,6 +36,9 @@ ROOT = Path(__file__).resolve().parents[2]  # run the code under test, not an in
 
 
 _BIND_ATTEMPTS = 5
+#: The consent store every Proxy uses unless its test's config names one (None: each
+#: proxy's own SQLite file); the ``store_backend`` fixture sets a PostgreSQL schema.
+DEFAULT_STORE: str | None = None
 
 
 class _PortTaken(AssertionError):
@@ -144,6 +147,9 @@ class Proxy:
             # second one to compare with: the campaign scenarios set their own hold.
             "campaign": {"hold": 0},
         }
+        if DEFAULT_STORE is not None:  # several nodes may share it: one token secret
+            base["store"] = {"url": DEFAULT_STORE}
+            base["tokens"] = {"secret": "e2e-shared-store-secret-0123456789"}
         if upstream is not None:
             base["delivery"]["upstream"] = f"smtp://127.0.0.1:{upstream}"
         self.config_path.write_text(_merge_toml(base, config))

@@ -20,7 +20,7 @@ from tests.e2e.harness import (
     with_footer,
 )
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("store_backend")]
 
 PUBLIC = "https://prefs.sender.example"
 PIXEL_URL = b"https://t.example.com/open?id=abc123"

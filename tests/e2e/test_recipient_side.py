@@ -26,7 +26,7 @@ import pytest
 from beacon_proxy.tokens import Claims, Purpose, Tokens, url_identity
 from tests.e2e.harness import Proxy, Upstream, free_port, newsletter, wait_for
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("store_backend")]
 
 SECRET = "e2e-recipient-secret-0123456789"
 LIST = "news.sender.example"

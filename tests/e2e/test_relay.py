@@ -6,23 +6,13 @@ import email
 import email.policy
 import json
 import smtplib
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.e2e.harness import Proxy, Upstream, newsletter, strip_trace, wait_for, with_footer
 
-pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture
-def proxies() -> Iterator[list[Proxy]]:
-    started: list[Proxy] = []
-    yield started
-    for p in started:
-        if p.proc is not None and p.proc.poll() is None:
-            p.kill9()
+pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("store_backend")]
 
 
 def _proxy(proxies: list[Proxy], tmp_path: Path, config: str = "",
