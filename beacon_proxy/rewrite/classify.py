@@ -252,10 +252,10 @@ def _tracking_word(host: str, segments: Iterable[str]) -> bool:
 
 
 def is_descriptive(name: str) -> bool:
-    """A file name that describes content: two or more words of three or more letters
-    (``fedex_collective_logo_mobile.png``, ``footer-line@2x.png`` is not: ``@``), an image
-    extension, none of the words a tracking word.  A single word (``logo.png``,
-    ``xyzsdfji``) may be a token, and stays unexplained.
+    """A file name that describes content: an image extension, and a stem of two or more
+    words of three or more letters separated by ``-``, ``_`` or ``.`` (short parts such as
+    ``2x`` or ``v2`` between them), none of them a tracking word.  A single word
+    (``logo.png``, MailTrackerBlocker's ``xyzsdfji``) may be a token and explains nothing.
 
     >>> is_descriptive("fedex_collective_logo_mobile.png"), is_descriptive("open_pixel.gif")
     (True, False)
