@@ -25,6 +25,13 @@ A remote reference is a tracker when any of these hold (each adds a reason):
     an element that hides its content (:mod:`.hiding`);
 ``pixel-element``
     ``amp-pixel`` and ``amp-analytics``, which exist only to report;
+``malformed``
+    a URL spelled in an image's attribute *names* (element ``url-in-name``:
+    ``<img alt=" src="https://t.example/o/abc">``, a quote too many, see
+    :func:`~.htmlrefs.name_url`).  No browser loads it, a lenient client might, and
+    the sender meant it to load: a refused copy loses the names (nothing else of the
+    tag), and so does a granted one (there is no attribute to point at the open
+    endpoint);
 ``identifies-recipient``
     followed by the form, e.g. ``address-md5`` (:mod:`.identity`).
 
@@ -40,13 +47,22 @@ host a run of letters alone is a word, ``fidelityinvestments``), and
   ``clear.gif``, ``s.gif``, ``transparent.png``, ``pixel-transparent.gif``,
   ``1x1.gif``, ``gmail_fix.gif`` ..., optionally with a size like
   ``spacer_1x1.gif``, the longer names also with a prefix like ``pi_svc_``)
-  whose directories hold no identifier-like run other than a run of 16 or more
-  hex digits (a content hash or a CDN's library id);
+  whose directories hold no identifier-like run other than a *content id*: a
+  whole segment of 16 or more hex digits (a content hash or a CDN's library id)
+  or a UUID (an asset library's name for an image);
 * or a *strut*: one declared dimension 0-2 px and the other larger (Inxmail's
-  780 x 1 ``gmail_fix``, a 265 x 1 editor line), with no identifier-like run
-  anywhere in its path.
+  780 x 1 ``gmail_fix``, a 265 x 1 editor line, LivingSocial's 1 x 23
+  ``/imgs/<uuid>``), with no identifier-like run in its path other than content
+  ids;
+* or a *descriptive name*: an image extension and a stem of two or more words of
+  three or more letters (``fedex_collective_logo_mobile.png``, the mobile logo a
+  media query reveals), with no identifier-like run in its directories other
+  than content ids.
 
-A 1 x 1 image with any other name (``track.png``, ``open.gif``) stays a tracker.
+A strut or a descriptive name with a word that names a tracking endpoint in its
+host or path (``open``, ``track``, ``pixel``, ``beacon``, ``stats``, ...) stays a
+tracker.  A 1 x 1 image with any other name (``track.png``, ``open.gif``, a
+single word ``logo.png``, a token ``xyzsdfji``) stays a tracker.
 The engine neutralises layout images in refused copies without changing the
 layout (action ``inline``: the URL becomes a transparent ``data:`` image, see
 :mod:`.inline`) and leaves them as they are in granted copies.  Nothing of

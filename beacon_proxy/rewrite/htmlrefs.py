@@ -13,7 +13,9 @@ whitespace) for ``background``, ``poster``, ``iframe src``, ``srcdoc``, AMP
 ``src``; one candidate with one separating comma in a ``srcset``; the
 ``url(...)`` token or whole ``image-set(...)`` (``neutral`` ``none``) or the
 whole ``@import`` rule in CSS; only the value of a VML ``src`` (``""`` when
-it was unquoted).  To rewrite instead, replace ``url_span`` (when
+it was unquoted); for a URL spelled in an image's attribute names
+(``url-in-name``, :func:`name_url`) those names with the separators before them,
+and it is never rewritable.  To rewrite instead, replace ``url_span`` (when
 ``rewritable``) with a URL escaped for its context (``&`` as ``&amp;`` in
 HTML; no quote, space or parenthesis inside CSS ``url()``).  Spans can nest
 (a ``srcset`` candidate or a ``style`` URL inside a removed ``<img>``) and
