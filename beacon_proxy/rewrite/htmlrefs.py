@@ -149,7 +149,7 @@ def name_url(low: bytes, start: int, end: int) -> tuple[Span, bool] | None:
         if scheme:
             if _HOST_NAME.fullmatch(low, nxt[1], nxt[2]) is None:
                 continue
-        elif _HOST_NAME.fullmatch(low, ns, ne) is None or i + 1 >= len(tokens):
+        elif _HOST_NAME.fullmatch(low, ns, ne) is None:
             continue
         last = i + 1
         while (low.find(b'"', tokens[last][1], tokens[last][3]) < 0
