@@ -25,6 +25,13 @@ A remote reference is a tracker when any of these hold (each adds a reason):
     an element that hides its content (:mod:`.hiding`);
 ``pixel-element``
     ``amp-pixel`` and ``amp-analytics``, which exist only to report;
+``malformed``
+    a URL spelled in an image's attribute *names* (element ``url-in-name``:
+    ``<img alt=" src="https://t.example/o/abc">``, a quote too many, see
+    :func:`~.htmlrefs.name_url`).  No browser loads it, a lenient client might, and
+    the sender meant it to load: a refused copy loses the names (nothing else of the
+    tag), and so does a granted one (there is no attribute to point at the open
+    endpoint);
 ``identifies-recipient``
     followed by the form, e.g. ``address-md5`` (:mod:`.identity`).
 
@@ -40,13 +47,22 @@ host a run of letters alone is a word, ``fidelityinvestments``), and
   ``clear.gif``, ``s.gif``, ``transparent.png``, ``pixel-transparent.gif``,
   ``1x1.gif``, ``gmail_fix.gif`` ..., optionally with a size like
   ``spacer_1x1.gif``, the longer names also with a prefix like ``pi_svc_``)
-  whose directories hold no identifier-like run other than a run of 16 or more
-  hex digits (a content hash or a CDN's library id);
+  whose directories hold no identifier-like run other than a *content id*: a
+  whole segment of 16 or more hex digits (a content hash or a CDN's library id)
+  or a UUID (an asset library's name for an image);
 * or a *strut*: one declared dimension 0-2 px and the other larger (Inxmail's
-  780 x 1 ``gmail_fix``, a 265 x 1 editor line), with no identifier-like run
-  anywhere in its path.
+  780 x 1 ``gmail_fix``, a 265 x 1 editor line, LivingSocial's 1 x 23
+  ``/imgs/<uuid>``), with no identifier-like run in its path other than content
+  ids;
+* or a *descriptive name*: an image extension and a stem of two or more words of
+  three or more letters (``fedex_collective_logo_mobile.png``, the mobile logo a
+  media query reveals), with no identifier-like run in its directories other
+  than content ids.
 
-A 1 x 1 image with any other name (``track.png``, ``open.gif``) stays a tracker.
+A strut or a descriptive name with a word that names a tracking endpoint in its
+host or path (``open``, ``track``, ``pixel``, ``beacon``, ``stats``, ...) stays a
+tracker.  A 1 x 1 image with any other name (``track.png``, ``open.gif``, a
+single word ``logo.png``, a token ``xyzsdfji``) stays a tracker.
 The engine neutralises layout images in refused copies without changing the
 layout (action ``inline``: the URL becomes a transparent ``data:`` image, see
 :mod:`.inline`) and leaves them as they are in granted copies.  Nothing of
@@ -71,14 +87,17 @@ from collections.abc import Iterable, Sequence
 from typing import NamedTuple
 
 from beacon_proxy.rewrite.html import Box, Entry, PendingImg, Reference
+from beacon_proxy.rewrite.htmlrefs import URL_IN_NAME
 from beacon_proxy.rewrite.identity import RecipientIdentity
 from beacon_proxy.rewrite.rules import TrackerRules
 
 __all__ = ["LAYOUT_REASONS", "Finding", "classify", "classify_all", "classify_entries",
-           "classify_entry", "declared_px", "is_hidden", "is_layout", "is_layout_finding",
-           "is_spacer", "is_tiny", "plain_finding"]
+           "classify_entry", "declared_px", "is_descriptive", "is_hidden", "is_layout",
+           "is_layout_finding", "is_spacer", "is_tiny", "plain_finding"]
 
 _PIXEL_ELEMENTS = frozenset({"amp-pixel", "amp-analytics"})
+#: Elements that are trackers whatever their URL and box.
+_ALWAYS = _PIXEL_ELEMENTS | {URL_IN_NAME}
 _UNSEEN: str | None = "\x00unseen"  # not in the rules' memo (no vendor name has a NUL)
 _ATTR_LENGTH = re.compile(r"[\t\n\f\r ]*([0-9]*\.?[0-9]+)(%?)")
 # The number is "digits, a dot, digits" or "digits", read possessively: "[0-9]*\.?[0-9]+"
@@ -94,10 +113,28 @@ _SPACER = re.compile(
     r"(?:[-_]?[0-9]{1,3}(?:x[0-9]{1,3}|px)?)?\.(?:gif|png)",
     re.IGNORECASE,
 )
-#: A run of hex digits as a path segment (a content hash, a CDN library id such as
-#: Salesforce's ``/lib/fe90157070640d7a7c/``): allowed before a spacer's name.  The
-#: recipient's own address hashed this way is found by :mod:`.identity` first.
-_RESOURCE_HASH = re.compile(r"[0-9a-f]{16,128}", re.IGNORECASE)
+#: A content id as a whole path segment: a run of hex digits (a content hash, a CDN
+#: library id such as Salesforce's ``/lib/fe90157070640d7a7c/``) or a UUID (an asset
+#: library's name for an image, LivingSocial's ``/imgs/4922d873-8315-4f8e-...``).
+#: Allowed in a layout image's path; the recipient's own address hashed this way is
+#: found by :mod:`.identity` first, and a per-recipient UUID by campaign diffing.
+_RESOURCE_HASH = re.compile(
+    r"[0-9a-f]{16,128}|[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}",
+    re.IGNORECASE)
+#: Words that name a tracking endpoint: in the host or path of a strut or of an image
+#: with a descriptive name, they keep it a tracker (``/open/8f3a2b1c.gif``, ``pixel.``).
+_TRACKING_WORDS = frozenset({
+    "open", "opens", "opened", "track", "tracks", "tracking", "tracker", "trk", "trck",
+    "pixel", "pixels", "pxl", "beacon", "beacons", "bug", "webbug", "imp", "impression",
+    "impressions", "view", "views", "viewed", "read", "stat", "stats", "count", "counter",
+    "hit", "hits", "log", "logger", "ping", "analytics", "collect", "event", "events",
+    "click", "clicks", "wf", "notify", "receipt",
+})
+_WORD = re.compile(r"[a-z]+")
+#: The stem of a descriptive file name: words of three or more letters, separated by
+#: ``-``, ``_`` or ``.``, with short parts such as ``2x`` or ``v2`` between them.
+_DESCRIPTIVE_PART = re.compile(r"[a-z]{3,}|[a-z0-9]{1,3}")
+_IMAGE_EXTENSIONS = frozenset({"gif", "png", "jpg", "jpeg", "webp", "svg", "bmp"})
 LAYOUT_REASONS = ("tiny-layout", "hidden-layout")  # by is_hidden: False, True
 _LAYOUT_FIRST = (("tiny-layout",), ("hidden-layout",))
 _URL_PARTS = re.compile(r"https?://([^/?#]*)([^?#]*)(\?[^#]*)?", re.IGNORECASE)
@@ -219,6 +256,36 @@ def _is_strut(box: Box) -> bool:
     return min(width, height) <= 2 < max(width, height)
 
 
+def _content_ids_only(segments: Iterable[str]) -> bool:
+    """No segment holds an identifier-like run, unless it is a content id as a whole."""
+    return not any(_identifier_like(s) and not _RESOURCE_HASH.fullmatch(s) for s in segments)
+
+
+def _tracking_word(host: str, segments: Iterable[str]) -> bool:
+    """A word of the host or of a path segment names a tracking endpoint."""
+    return any(w in _TRACKING_WORDS for text in (host, *segments)
+               for w in _WORD.findall(text.lower()))
+
+
+def is_descriptive(name: str) -> bool:
+    """A file name that describes content: an image extension, and a stem of two or more
+    words of three or more letters separated by ``-``, ``_`` or ``.`` (short parts such as
+    ``2x`` or ``v2`` between them), none of them a tracking word.  A single word
+    (``logo.png``, MailTrackerBlocker's ``xyzsdfji``) may be a token and explains nothing.
+
+    >>> is_descriptive("fedex_collective_logo_mobile.png"), is_descriptive("open_pixel.gif")
+    (True, False)
+    """
+    stem, dot, extension = name.lower().rpartition(".")
+    if not dot or extension not in _IMAGE_EXTENSIONS:
+        return False
+    parts = re.split(r"[-_.]+", stem)
+    if not all(_DESCRIPTIVE_PART.fullmatch(part) for part in parts):
+        return False
+    words = [part for part in parts if len(part) >= 3 and part.isalpha()]
+    return len(words) >= 2 and not any(w in _TRACKING_WORDS for w in words)
+
+
 def is_layout(url: str, box: Box) -> bool:
     """A tiny or hidden image whose URL carries no identifier (see the module docstring).
 
@@ -229,6 +296,8 @@ def is_layout(url: str, box: Box) -> bool:
     True
     >>> is_layout("https://t.example/open/8f3a2b1c9d7e.gif", Box("780", "1"))
     False
+    >>> is_layout("https://a5.lscdn.net/imgs/4922d873-8315-4f8e-8587-169eebb74dd0", Box("1", "23"))
+    True
     """
     m = _URL_PARTS.match(url)
     if m is None or (m.group(3) or "?") != "?" or m.end() != len(url):
@@ -238,8 +307,13 @@ def is_layout(url: str, box: Box) -> bool:
     if _identifier_like(host, words=True):
         return False
     if _SPACER.fullmatch(name) is not None:
-        return not any(_identifier_like(d) and not _RESOURCE_HASH.fullmatch(d) for d in dirs)
-    return _is_strut(box) and not any(_identifier_like(d) for d in (*dirs, name))
+        return _content_ids_only(dirs)
+    stem = name.rpartition(".")[0] if "." in name else name
+    if _tracking_word(host, (*dirs, stem)):
+        return False
+    if _is_strut(box):
+        return _content_ids_only((*dirs, stem))
+    return is_descriptive(name) and _content_ids_only(dirs)
 
 
 def is_layout_finding(finding: Finding) -> bool:
@@ -301,7 +375,7 @@ def classify_entries(entries: Sequence[Entry], rules: TrackerRules) -> dict[int,
             small, hidden = (False, False) if box is None else _verdict(box)
         pending = entry.__class__ is PendingImg
         if vendor is None and not small and not hidden and (
-                pending or entry.element not in _PIXEL_ELEMENTS):  # type: ignore[union-attr]
+                pending or entry.element not in _ALWAYS):  # type: ignore[union-attr]
             continue
         element = "img" if pending else entry.element  # type: ignore[union-attr]
         out[index] = _classify(url, element, True, box, vendor, None)
@@ -321,14 +395,15 @@ def _classify(url: str, element: str, remote: bool, box: Box | None, vendor: str
         return _new(Finding, (url, element, False, None, (), False))
     small, hidden = (False, False) if box is None else _verdict(box)
     forms = identity.find(url) if identity is not None else []
-    if vendor is None and not small and not hidden and not forms and (
-            element not in _PIXEL_ELEMENTS):
+    if vendor is None and not small and not hidden and not forms and element not in _ALWAYS:
         return _new(Finding, (url, element, False, None, (), False))  # most references
     reasons: list[str] = []
     if vendor is not None:
         reasons.append("rule:" + vendor)
     if element in _PIXEL_ELEMENTS:
         reasons.append("pixel-element")
+    elif element == URL_IN_NAME:
+        reasons.append("malformed")
     if not reasons and not forms and box is not None and is_layout(url, box):
         # neutralised in refused copies (action "inline"), kept in granted ones
         return Finding(url, element, False, None, (LAYOUT_REASONS[hidden],), False)

@@ -245,7 +245,10 @@ class _Scan(TagReader):
                     box = new(Box, (number(None if ws < 0 else view[ws:we]),
                                     number(None if hs < 0 else view[hs:he]), *_NO_CSS))
             vs, ve = img.span(_PLAIN_SRC)
-            if vs < 0:
+            if vs < 0:  # rare: a URL may be spelled in its attribute names
+                self.budget, self.last_start = budget, last_start
+                self.url_in_names("img", (start, pos), box)
+                budget, last_start = self.budget, self.last_start
                 continue
             raw = view[vs + 1 : ve - 1]  # always quoted: '"..."'
             if ascii_ok and raw.isascii():
@@ -288,6 +291,8 @@ class _Scan(TagReader):
         if style is not None and CSS_HINT.search(view, *style):
             attr = self.attr_at(m.start(_IMG_STYLE_NAME) - 5, m.span(_IMG_STYLE))
             self.style_attr("img", attr, (start, m.end()))
+        if vs < 0:  # a URL may be spelled in its attribute names
+            self.url_in_names("img", (start, m.end()), box)
         return True
 
     def pending(self, start: int, vs: int, ve: int, box: Box) -> None:

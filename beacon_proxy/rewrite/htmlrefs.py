@@ -13,7 +13,9 @@ whitespace) for ``background``, ``poster``, ``iframe src``, ``srcdoc``, AMP
 ``src``; one candidate with one separating comma in a ``srcset``; the
 ``url(...)`` token or whole ``image-set(...)`` (``neutral`` ``none``) or the
 whole ``@import`` rule in CSS; only the value of a VML ``src`` (``""`` when
-it was unquoted).  To rewrite instead, replace ``url_span`` (when
+it was unquoted); for a URL spelled in an image's attribute names
+(``url-in-name``, :func:`name_url`) those names with the separators before them,
+and it is never rewritable.  To rewrite instead, replace ``url_span`` (when
 ``rewritable``) with a URL escaped for its context (``&`` as ``&amp;`` in
 HTML; no quote, space or parenthesis inside CSS ``url()``).  Spans can nest
 (a ``srcset`` candidate or a ``style`` URL inside a removed ``<img>``) and
@@ -56,9 +58,11 @@ from beacon_proxy.rewrite.htmlpatterns import (
     PLAIN_IMG_GROUPS,
     SKIP_ATTRS,
     TAG_ATTR,
+    TAG_NAME,
 )
 
-__all__ = ["Box", "Entry", "PendingImg", "Reference", "Span", "TagReader", "materialize"]
+__all__ = ["URL_IN_NAME", "Box", "Entry", "PendingImg", "Reference", "Span", "TagReader",
+           "materialize", "name_url"]
 
 _LOAD_RELS = frozenset({
     "stylesheet", "icon", "apple-touch-icon", "apple-touch-icon-precomposed", "mask-icon",
@@ -95,6 +99,66 @@ _TAG_URLS: dict[str, tuple[tuple[bytes, str], ...]] = {
 }
 
 _SRCSET_TAGS = frozenset({"img", "source", "link", "amp-img"})
+
+#: The element of a URL spelled in an image's attribute *names* (:func:`name_url`).
+URL_IN_NAME = "url-in-name"
+_SCHEME_NAME = re.compile(rb"(?:https?|ftp|wss?):")
+_HOST_NAME = re.compile(rb"(?:[a-z0-9][a-z0-9-]*+\.)++[a-z]{2,63}(?::[0-9]{1,5})?")
+_SLASHES = re.compile(rb"/++")
+
+
+def name_url(low: bytes, start: int, end: int) -> tuple[Span, bool] | None:
+    """A URL spelled in the attribute names of the start tag ``low[start:end]``.
+
+    ``<img alt=" src="https://t.example/o/abc">`` (a quote too many) gives ``alt`` the
+    value ``" src="`` and leaves the URL to the tokenizer as the attribute names
+    ``https:``, ``t.example``, ``o`` and ``abc"`` (``/`` separates attributes): no
+    browser loads it, a lenient client might.  A URL here is a name that is a web
+    scheme (``https:``) followed by ``/`` and a host name, or a host name with a dot
+    and a top-level label followed by ``/`` and another name; it runs over the names
+    that follow with nothing but ``/`` between them, and ends after the name that holds
+    the quote the author meant as its closing one.
+
+    Returns the span to remove (the names, with the separators before them) and
+    whether the URL has a scheme, or None.
+
+    >>> low = b'<img width="1" alt=" src="http://t.example/o/abc">'
+    >>> (a, b), scheme = name_url(low, 0, len(low))
+    >>> low[a:b], scheme
+    (b'http://t.example/o/abc"', True)
+    >>> name_url(b'<img alt="x" class="a" data-x>', 0, 30) is None
+    True
+    """
+    m = TAG_NAME.match(low, start)
+    if m is None:
+        return None
+    pos = m.end()
+    tokens: list[tuple[int, int, int, int]] = []  # (separator start, name start, end, token end)
+    while True:
+        t = TAG_ATTR.match(low, pos, end)
+        if t is None or t.group(1) is not None or t.group(2) is None:
+            break
+        tokens.append((pos, t.start(2), t.end(2), t.end()))
+        pos = t.end()
+    for i in range(len(tokens) - 1):
+        sep, ns, ne, te = tokens[i]
+        nxt = tokens[i + 1]
+        if te != ne or not _SLASHES.fullmatch(low, nxt[0], nxt[1]):
+            continue  # a URL's first name has no value and "/" follows
+        scheme = _SCHEME_NAME.fullmatch(low, ns, ne) is not None
+        if scheme:
+            if _HOST_NAME.fullmatch(low, nxt[1], nxt[2]) is None:
+                continue
+        elif _HOST_NAME.fullmatch(low, ns, ne) is None:
+            continue
+        last = i + 1
+        while (low.find(b'"', tokens[last][1], tokens[last][3]) < 0
+               and low.find(b"'", tokens[last][1], tokens[last][3]) < 0
+               and last + 1 < len(tokens)
+               and _SLASHES.fullmatch(low, tokens[last + 1][0], tokens[last + 1][1])):
+            last += 1
+        return (sep, tokens[last][3]), scheme
+    return None
 
 
 class Box(NamedTuple):
@@ -327,6 +391,8 @@ class TagReader:
                 whole = name == "link" or (key == b"src" and name in _WHOLE_TAG)
                 self.attr_ref(element, name, key, attr, tag_span if whole else attr[:2],
                               tag_span, box, alt_span)
+        if box is not None and b"src" not in attrs:
+            self.url_in_names(name, tag_span, box)
         if name[:2] == "v:" and b"src" in attrs:
             attr = attrs[b"src"]
             self.attr_ref("vml", name, b"src", attr, attr[2:4], tag_span, box, alt_span,
@@ -401,6 +467,30 @@ class TagReader:
             self.ordered = False
         self.last_start = start
         return True
+
+    def url_in_names(self, tag: str, tag_span: Span, box: Box | None) -> None:
+        """A URL spelled in the attribute names of an image-like tag without ``src``
+        (:func:`name_url`): a reference that loads nothing in a browser, removed from
+        refused copies (classified ``malformed``; never rewritten)."""
+        found = name_url(self.low, *tag_span)
+        if found is None:
+            return
+        (start, end), scheme = found
+        name_start = start
+        while self.view[name_start] in _SPACE:
+            name_start += 1
+        # entities decoded as the author meant it: as an attribute value
+        url = clean_url(unescape(decode_text(self.view[name_start:end], self.charset)))
+        url = url.rstrip("\"'")
+        if not scheme:
+            url = "//" + url
+        if not self.count(start):
+            return
+        cond = self.cond
+        self.refs.append(_new(Reference, (
+            URL_IN_NAME, url, tag, True, tag_span, (name_start, end), (start, end), b"", None,
+            None, None, bool(cond), cond[-1] if cond else "", False, box, None, False,
+        )))
 
     def attr_ref(self, element: str, tag: str, key: bytes, attr: _Attr, removal: Span,
                  tag_span: Span, box: Box | None, alt_span: Span | None,

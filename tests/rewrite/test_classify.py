@@ -7,16 +7,19 @@ from pathlib import Path
 
 import pytest
 
+from beacon_proxy.consent.policy import Policy
 from beacon_proxy.rewrite.classify import (
     Finding,
     classify,
     classify_all,
+    is_descriptive,
     is_hidden,
     is_layout,
     is_layout_finding,
     is_spacer,
     is_tiny,
 )
+from beacon_proxy.rewrite.engine import Action, Engine
 from beacon_proxy.rewrite.html import Box, scan_html
 from beacon_proxy.rewrite.identity import RecipientIdentity
 from beacon_proxy.rewrite.rules import load_rules
@@ -240,6 +243,17 @@ LAYOUT = [
     ('<img src="https://cdn.example/img/spacer.gif" style="display:none">', "hidden-layout"),
     ('<div style="display:none"><img src="https://cdn.example/img/spacer.gif"></div>',
      "hidden-layout"),
+    # MailTrackerBlocker's testSpacers msg5: FedEx's mobile logo, shown by a media query
+    ('<img alt="FedEx" border="0" class="showonmobilelogo" style="display:none;width:0px;'
+     'max-height:0px;overflow:hidden;" height="1" width="1" '
+     'src="http://www.fedex.com/ENS/images/fedex_collective_logo_mobile.png">', "hidden-layout"),
+    ('<img src="https://cdn.example/img/footer-rule-grey-2x.png" width="1" height="1">',
+     "tiny-layout"),
+    # the CITP crawl's LivingSocial strut: a 1 x 23 image named by its asset UUID
+    ('<img src="http://a5.lscdn.net/imgs/4922d873-8315-4f8e-8587-169eebb74dd0" width="1" '
+     'height="23">', "tiny-layout"),
+    ('<img src="https://cdn.example/lib/fe90157070640d7a7c9e/line.png" width="600" '
+     'height="1">', "tiny-layout"),
 ]
 
 
@@ -250,6 +264,22 @@ def test_layout_images_are_not_trackers(html: str, reason: str) -> None:
     assert is_layout_finding(finding)
 
 
+@pytest.mark.parametrize(("html", "reason"), LAYOUT[-4:])
+def test_new_layout_images_are_inlined_in_refused_copies_only(html: str, reason: str) -> None:
+    engine = Engine(RULES)
+    message = ("From: n@sender.example\r\nTo: ana.silva@example.org\r\nSubject: s\r\n"
+               "MIME-Version: 1.0\r\nContent-Type: text/html; charset=utf-8\r\n\r\n"
+               + html).encode()
+    analysis = engine.analyse(message)
+    refused = engine.render(analysis, "ana.silva@example.org", Policy.REFUSED)
+    (item,) = refused.layout
+    assert item.action is Action.INLINE and not refused.trackers
+    assert b"data:image/png;base64," in refused.data and b"http" not in refused.data.split(
+        b"\r\n\r\n", 1)[1]
+    granted = engine.render(analysis, "ana.silva@example.org", Policy.GRANTED, lambda u: "x")
+    assert not granted.changed and not granted.trackers
+
+
 @pytest.mark.parametrize("html", [
     '<img src="https://t.example/open/8f3a2b1c9d7e.gif" width="780" height="1">',  # an id
     '<img src="https://t.example/line.png?u=42" width="780" height="1">',  # a query
@@ -258,9 +288,29 @@ def test_layout_images_are_not_trackers(html: str, reason: str) -> None:
     '<img src="https://a1b2c3d4e5f6a7b8.t.example/gmail_fix.gif" width="780" height="1">',
     '<img src="https://t.example/u/8f3a2b1c9d7e/spacer.gif" width="1" height="1">',
     '<img src="https://t.example/x.gif#frag" width="780" height="1">',
+    # a strut's identifier must be a content id as a whole (a UUID or 16+ hex digits)
+    '<img src="https://t.example/u/a8Fk2LmQp9XzR4tY.gif" width="1" height="23">',
+    '<img src="https://t.example/imgs/4922d873-8315-4f8e-8587-169eebb74dd0x" width="1" '
+    'height="23">',
+    # ... and no word of it may name a tracking endpoint
+    '<img src="https://t.example/open/4922d873-8315-4f8e-8587-169eebb74dd0" width="1" '
+    'height="23">',
+    '<img src="https://pixel.t.example/imgs/4922d873-8315-4f8e-8587-169eebb74dd0" width="1" '
+    'height="23">',
+    '<img src="https://t.example/img/3pixel.gif" width="3" height="1">',  # trocker's case
+    # a descriptive name: two words, none a tracking word, no identifier anywhere
+    '<img src="https://t.example/img/open_pixel.gif" width="1" height="1">',
+    '<img src="https://t.example/img/email-open.png" style="display:none">',
+    '<img src="https://t.example/img/logo.png" width="1" height="1">',  # one word
+    '<img src="https://foo.com/bar/xyzsdfji" style="width: 1px; height: 1px;">',  # MTB's
+    '<img src="https://t.example/img/logo_mobile.png?u=42" style="display:none">',
+    '<img src="https://t.example/u/8f3a2b1c9d7e/logo_mobile.png" style="display:none">',
+    '<img src="https://t.example/img/logo_mobile_8f3a2b1c9d7e.png" style="display:none">',
+    '<img src="https://t.example/img/footer-rule-grey@2x.png" width="1" height="1">',
+    '<img src="https://t.example/img/logo_mobile" width="1" height="1">',  # no extension
 ])
 def test_tiny_images_with_an_identifier_stay_trackers(html: str) -> None:
-    assert _one(html).tracker
+    assert _one(html, None).tracker
 
 
 def test_a_layout_image_with_the_recipient_or_a_rule_is_a_tracker() -> None:
@@ -269,6 +319,27 @@ def test_a_layout_image_with_the_recipient_or_a_rule_is_a_tracker() -> None:
     ruled = _one('<img src="https://t.sidekickopen.com/spacer.gif" '
                  'width="1" height="1">')
     assert ruled.tracker and ruled.reasons[0].startswith("rule:")
+
+
+def test_a_content_id_strut_with_the_recipient_s_hash_is_a_tracker() -> None:
+    # MD5 is 32 hex digits, a content id by its shape: the identity check comes first
+    html = f'<img src="https://cdn.example/imgs/{MD5}" width="1" height="23">'
+    assert not _one(html, None).tracker
+    mine = _one(html)
+    assert mine.tracker and "identifies-recipient" in mine.reasons
+
+
+def test_descriptive_names() -> None:
+    assert is_descriptive("fedex_collective_logo_mobile.png")
+    assert is_descriptive("hero-image-v2.JPG")
+    assert is_descriptive("footer.rule.gif")
+    assert not is_descriptive("logo.png")  # one word may be a token
+    assert not is_descriptive("open_pixel.gif")  # tracking words
+    assert not is_descriptive("read-receipt.gif")
+    assert not is_descriptive("logo_mobile")  # no image extension
+    assert not is_descriptive("logo_mobile.php")
+    assert not is_descriptive("logo_mobile_ab12cd.png")  # a part that is no word
+    assert not is_descriptive("logo mobile.png")
 
 
 def test_is_layout_needs_a_strut_or_a_spacer_name() -> None:
