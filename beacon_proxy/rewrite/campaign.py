@@ -91,7 +91,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from beacon_proxy.headerfacts import field as header_field
 from beacon_proxy.headerfacts import header_block
-from beacon_proxy.rewrite.classify import Finding
+from beacon_proxy.rewrite.classify import Finding, is_layout_finding
 from beacon_proxy.rewrite.html import PendingImg, Reference
 
 if TYPE_CHECKING:
@@ -496,12 +496,16 @@ def diff_finding(finding: Finding, ref: Reference) -> Finding:
     """``finding`` once comparison showed ``ref`` personal: a tracker with ``campaign-diff``.
 
     A visible image stays visible for a consenting recipient (as one whose URL
-    carries the address does): the open endpoint serves a 1x1 pixel.
+    carries the address does): the open endpoint serves a 1x1 pixel.  A layout
+    image (a strut, :data:`~beacon_proxy.rewrite.classify.LAYOUT_REASONS` first)
+    is no visible image: a consenting recipient's copy points it at the open
+    endpoint, a refused one's replaces it by a transparent inline image of its
+    size (``Engine``), so the layout does not move.
     """
     if REASON in finding.reasons:
         return finding
     visible = finding.personalised_visible or (
-        not finding.tracker and ref.box is not None and "spacer" not in finding.reasons)
+        not finding.tracker and ref.box is not None and not is_layout_finding(finding))
     return finding._replace(tracker=True, reasons=(*finding.reasons, REASON),
                             personalised_visible=visible)
 

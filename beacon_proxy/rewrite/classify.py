@@ -93,7 +93,7 @@ from beacon_proxy.rewrite.rules import TrackerRules
 
 __all__ = ["LAYOUT_REASONS", "Finding", "classify", "classify_all", "classify_entries",
            "classify_entry", "declared_px", "is_descriptive", "is_hidden", "is_layout",
-           "is_layout_finding", "is_spacer", "is_tiny", "plain_finding"]
+           "is_layout_finding", "is_layout_shaped", "is_spacer", "is_tiny", "plain_finding"]
 
 _PIXEL_ELEMENTS = frozenset({"amp-pixel", "amp-analytics"})
 #: Elements that are trackers whatever their URL and box.
@@ -319,6 +319,12 @@ def is_layout(url: str, box: Box) -> bool:
 def is_layout_finding(finding: Finding) -> bool:
     """Whether ``finding`` is a layout image (inlined in refused copies, see above)."""
     return not finding.tracker and finding.reasons[:1] in _LAYOUT_FIRST
+
+
+def is_layout_shaped(finding: Finding) -> bool:
+    """Whether ``finding`` was first judged a layout image - a tracker now only if
+    campaign diffing found it personal - so refused copies keep its size (inline)."""
+    return finding.reasons[:1] in _LAYOUT_FIRST
 
 
 def _verdict(box: Box) -> tuple[bool, bool]:

@@ -66,6 +66,7 @@ from beacon_proxy.rewrite.classify import (
     classify_entries,
     declared_px,
     is_layout_finding,
+    is_layout_shaped,
     plain_finding,
 )
 from beacon_proxy.rewrite.html import Entry, Reference, materialize, scan_entries
@@ -395,12 +396,13 @@ class Engine:
 
     @staticmethod
     def _action(ref: Reference, finding: Finding, policy: Policy) -> Action:
+        if policy is Policy.REFUSED and is_layout_shaped(finding):
+            # A layout image (also one campaign diffing found personal) keeps its size.
+            # AMP for Email allows only https images: a data: URI would invalidate the
+            # AMP part (clients then show the HTML one), so an AMP image goes instead.
+            inline = ref.rewritable and not ref.tag.startswith("amp-")
+            return Action.INLINE if inline else Action.STRIP
         if not finding.tracker:
-            if policy is Policy.REFUSED and is_layout_finding(finding):
-                # AMP for Email allows only https images: a data: URI would invalidate the
-                # AMP part (clients then show the HTML one), so an AMP image goes instead.
-                inline = ref.rewritable and not ref.tag.startswith("amp-")
-                return Action.INLINE if inline else Action.STRIP
             return Action.KEEP
         if policy is Policy.REFUSED:
             return Action.STRIP

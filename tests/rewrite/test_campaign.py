@@ -114,6 +114,31 @@ def test_granted_copies_rewrite_a_diffed_background_and_keep_a_visible_image() -
     assert LINK.encode() in granted.data and refs[1].url.encode() in granted.data
 
 
+def test_a_strut_found_personal_keeps_its_size_and_goes_to_the_open_endpoint() -> None:
+    """A 600x1 strut in a content-id folder (a layout image for one message) whose id
+    differs per recipient."""
+    ids = ["4922d873-8315-4f8e-8587-169eebb74dd0", "0c1f5e2a-77b3-4d2e-9a41-5e6f7a8b9c0d",
+           "9b8a7c6d-5e4f-4a3b-8c2d-1e0f9a8b7c6d"]
+    copies = [ENGINE.analyse(_newsletter(
+        n, "https://img.shop.example/hero.jpg",
+        extra=f'<img src="https://cdn.shop.example/s/{i}/strut.gif" width="600" height="1">'))
+        for n, i in zip(NAMES[:3], ids, strict=True)]
+    plain = ENGINE.render(copies[0], None, Policy.REFUSED)
+    assert {i.action for i in plain.items if i.reference.box is not None
+            and i.reference.url.endswith("strut.gif")} == {Action.INLINE}  # layout, alone
+    found = personal_urls([_pairs(a) for a in copies])
+    refs = loaded(copies[0])
+    assert [refs[p].url.endswith("strut.gif") for p in found] == [True]
+    diffed = references_at(refs, found)
+    refused = ENGINE.render(copies[0], None, Policy.REFUSED, diffed=diffed)
+    (strut,) = [i for i in refused.trackers if REASON in i.finding.reasons]
+    assert strut.action is Action.INLINE and b'width="600" height="1"' in refused.data
+    assert refs[found.popitem()[0]].url.encode() not in refused.data
+    granted = ENGINE.render(copies[0], None, Policy.GRANTED, lambda url: LINK, diffed=diffed)
+    (strut,) = [i for i in granted.trackers if REASON in i.finding.reasons]
+    assert strut.action is Action.REWRITE and LINK.encode() in granted.data
+
+
 def test_no_campaign_info_renders_as_before() -> None:
     analysis = _copies()[0]
     plain = ENGINE.render(analysis, None, Policy.REFUSED)
