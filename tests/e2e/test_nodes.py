@@ -17,7 +17,6 @@ import socket
 import threading
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -69,7 +68,7 @@ class Balancer:
 
 @pytest.fixture
 def nodes(tmp_path: Path, upstream: Upstream, e2e_pg_database: str,
-          proxies: list[Proxy]) -> Iterator[list[Proxy]]:
+          proxies: list[Proxy]) -> list[Proxy]:
     store = asyncio.run(fresh_schema(e2e_pg_database))
     for name in ("a", "b"):
         workdir = tmp_path / name
@@ -84,7 +83,7 @@ public_url = "{PUBLIC}"
 [api.tokens]
 ops = "{hash_token(TOKEN)}"
 """, upstream=upstream.port).start())
-    yield proxies
+    return proxies  # killed by the proxies fixture
 
 
 def _post(url: str, body: bytes, headers: dict[str, str], method: str = "POST") -> int:
