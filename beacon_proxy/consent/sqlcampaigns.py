@@ -14,7 +14,8 @@ share of the copies; so it lives here, one row per campaign:
   from since a time (the relay's expiry).
 
 The rows hold no address and no URL: the memory keeps 8-byte hashes of URL
-components, and ``learned`` short hashes of queue ids.
+components, and ``learned`` short hashes of the copies learned (per recipient,
+keyed by the campaign: :func:`beacon_proxy.rewrite.diffing.copy_id`).
 """
 
 from __future__ import annotations

@@ -96,6 +96,23 @@ async def test_a_message_is_learned_once_however_often_it_is_attempted(
     assert again.copies == 2 and again.diffed == {(0, 1)}
 
 
+async def test_a_copy_submitted_twice_is_learned_once(store: CountingStore) -> None:
+    """A client that lost our 250 sends the same copy again (a new queue id): learned
+    twice, its id would be a repeat and the hero would be kept in every later copy."""
+    d, _ = diffing(store, hold=0)
+    first = message("k3JdP9xQw2Lm7a")
+    await observe(d, 1, first)
+    again = Envelope("Q9999", "news@shop.example", ("R1.0@example.org",), received_at=T0)
+    assert (await d.observe(again, first, ENGINE.analyse(first))).copies == 1
+    later = [await observe(d, n, message(f"Zr8TqW1vNc5e{n:02d}")) for n in (2, 3)]
+    hero = frozenset({(0, 1)})
+    assert [(o.copies, o.diffed) for o in later] == [(2, hero), (3, hero)]
+    # a message to several recipients is one copy, known by its queue id
+    many = await observe(d, 4, message("Qw8TqW1vNc5e0c"), recipients=3)
+    assert many.copies == 4 and (await observe(d, 4, message("Qw8TqW1vNc5e0c"),
+                                               recipients=3)).copies == 4
+
+
 async def test_after_learn_copies_the_memory_is_fixed_and_read_from_no_store(
         store: CountingStore) -> None:
     d, _ = diffing(store, hold=0, learn=3)
@@ -108,7 +125,7 @@ async def test_after_learn_copies_the_memory_is_fixed_and_read_from_no_store(
     assert later[0].campaign is not None
     record = await store.get_campaign(later[0].campaign)
     assert record is not None and record.copies == 3 and len(record.learned) == 3
-    assert record.learned[0] == copy_id("Q0000")
+    assert record.learned[0] == copy_id(envelope(0), later[0].campaign)
     # The memory in the store holds hashes only: no URL, no id in clear.
     assert "k3JdP9xQw2Lm" not in record.memory and "shop" not in record.memory
 
