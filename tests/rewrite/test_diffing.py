@@ -130,6 +130,27 @@ async def test_after_learn_copies_the_memory_is_fixed_and_read_from_no_store(
     assert "k3JdP9xQw2Lm" not in record.memory and "shop" not in record.memory
 
 
+async def test_a_content_variant_after_the_memory_is_full_is_kept(
+        store: CountingStore) -> None:
+    """The list is sorted by segment: the learned copies all have one segment's hero
+    (a file named by a UUID, as ESPs name uploads).  The other segment's hero differs
+    where no learned copy did - a content variant, not an id: it stays, unless the
+    component that did differ between the learned copies (an id) is there too."""
+    women = "https://img.shop.example/u/0b6f2c1e-5d9a-4c3b-8e7f-1a2b3c4d5e6f.jpg"
+    men = "https://img.shop.example/u/7c9d1e2f-3a4b-4c5d-9e8f-0a1b2c3d4e5f.jpg"
+    d, _ = diffing(store, hold=0, learn=3)
+    for n in range(3):
+        await observe(d, n, message(f"k3JdP9xQw2Lm{n:02d}", hero=women))
+    assert (await observe(d, 3, message("Zr8TqW1vNc5e03", hero=men))).diffed == frozenset()
+    tracked = "List-Id: <tracked.shop.example>\r\n"
+    for n in range(3):
+        seen = await observe(d, n, message(f"k3JdP9xQw2Lm{n:02d}", hero=women + "?p={}",
+                                           headers=tracked))
+    assert seen.diffed == {(0, 1)}
+    other = await observe(d, 3, message("Zr8TqW1vNc5e03", hero=men + "?p={}", headers=tracked))
+    assert other.diffed == {(0, 1)}  # the per-recipient id is still found
+
+
 async def test_the_first_personalised_bulk_copy_waits_for_a_second(store: CountingStore) -> None:
     d, now = diffing(store, hold=60)
     woken: list[str] = []
