@@ -85,7 +85,10 @@ DEFAULT_LEARN = 16
 DEFAULT_HOLD = 60.0
 DEFAULT_EXPIRE = 7 * 86400.0
 PRUNE_INTERVAL = 3600.0
-CACHE_BYTES = 32 << 20  # frozen memories kept per process, counted as their JSON size
+CACHE_BYTES = 32 << 20  # frozen memories kept per process (their Python objects, estimated)
+#: Bytes of Python objects per character of a memory's stored JSON (measured 5.1 to 7.5
+#: over URL shapes and copy counts: sets and ints weigh more than packed hashes).
+FOOTPRINT = 8
 _BULK_PRECEDENCE = re.compile(r"\s*(bulk|list)\b", re.IGNORECASE)
 
 
@@ -244,7 +247,7 @@ class CampaignDiffing:
             digest, change, at=datetime.fromtimestamp(self.clock(), UTC))
         CAMPAIGN_COPIES.labels("learned" if learned else "known").inc()
         if memory.copies >= self.learn:
-            self._freeze(digest, memory, len(record.memory))
+            self._freeze(digest, memory, len(record.memory) * FOOTPRINT)
         if learned and memory.copies == 2 and self.on_learned is not None:
             self.on_learned(digest)
         return memory

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import tracemalloc
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime
 from pathlib import Path
@@ -11,7 +12,7 @@ import pytest
 
 from beacon_proxy.consent.model import CampaignRecord
 from beacon_proxy.consent.store import Store, open_store
-from beacon_proxy.rewrite.diffing import CampaignDiffing, Observation, copy_id, is_bulk
+from beacon_proxy.rewrite.diffing import CampaignDiffing, Observation, _memory, copy_id, is_bulk
 from beacon_proxy.rewrite.engine import Engine
 from beacon_proxy.rewrite.rules import load_rules
 from beacon_proxy.spool.envelope import Envelope
@@ -149,6 +150,36 @@ async def test_a_content_variant_after_the_memory_is_full_is_kept(
     assert seen.diffed == {(0, 1)}
     other = await observe(d, 3, message("Zr8TqW1vNc5e03", hero=men + "?p={}", headers=tracked))
     assert other.diffed == {(0, 1)}  # the per-recipient id is still found
+
+
+async def test_the_cache_counts_what_a_frozen_memory_costs_in_memory(
+        store: CountingStore) -> None:
+    """The cache's bound is of process memory: a frozen memory is counted at least at
+    what its Python objects take (they weigh 6-7 times its stored JSON)."""
+    d, _ = diffing(store, hold=0, learn=3)
+    pixels = "".join(f'<img src="https://t.shop.example/o/{{}}{i:02d}" width="1" height="1">'
+                     for i in range(40))
+
+    def copy(n: int) -> bytes:
+        return message(f"k3JdP9xQw2Lm{n:02d}", headers="List-Id: <x.shop.example>\r\n"
+                       ).replace(b"</body>", pixels.format(*[f"Zr8TqW{n:02d}"] * 40).encode()
+                                 + b"</body>")
+
+    for n in range(3):
+        seen = await observe(d, n, copy(n))
+    assert seen.campaign is not None and len(seen.diffed) == 41
+    record = await store.get_campaign(seen.campaign)
+    assert record is not None
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        memory = _memory(record.memory)
+        cost = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert memory.copies == 3
+    (counted,) = [size for _, size in d._frozen.values()]
+    assert cost <= counted <= 2 * cost
 
 
 async def test_the_first_personalised_bulk_copy_waits_for_a_second(store: CountingStore) -> None:
