@@ -20,6 +20,7 @@ keyed by the campaign: :func:`beacon_proxy.rewrite.diffing.copy_id`).
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Callable
 from datetime import datetime
@@ -36,7 +37,8 @@ _LEARNED = re.compile(r"[0-9A-Za-z_-]{1,32}\Z")
 
 CampaignChange = Callable[[CampaignRecord], CampaignRecord | None]
 """A change of a campaign's record: the record in, the new one out (None: unchanged).
-It runs inside the transaction, with the row locked: keep it short and synchronous."""
+It runs inside the transaction, with the row locked, in a worker thread: keep it short
+and synchronous, and touch nothing the event loop uses."""
 
 
 def _digest(digest: str) -> str:
@@ -73,7 +75,9 @@ class SqlCampaigns(SqlBase):
             if not rows:
                 raise StoreError(f"campaign {key} vanished while locked")
             current = _record(rows[0])
-            changed = change(current)
+            # In a thread: parsing, learning and writing a memory is CPU work of up to
+            # ~0.3 s (a hostile 1024-reference copy) that must not stall the event loop.
+            changed = await asyncio.to_thread(change, current)
             if changed is None:
                 return current
             _check(changed)

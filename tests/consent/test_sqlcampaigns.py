@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -79,3 +80,16 @@ async def test_two_nodes_learning_at_once_both_count(url: str) -> None:
         await asyncio.gather(learn(a, "a"), learn(b, "b"))
         record = await a.get_campaign(DIGEST)
         assert record is not None and record.copies == 30 and len(set(record.learned)) == 30
+
+
+async def test_a_change_runs_off_the_event_loop(store: Store) -> None:
+    """Parsing and learning a memory is CPU work (up to ~0.3 s for a hostile copy): it runs
+    in a worker thread, so the relay's event loop (SMTP, every delivery) goes on."""
+    seen: list[int] = []
+
+    def change(record: CampaignRecord) -> CampaignRecord | None:
+        seen.append(threading.get_ident())
+        return _learn("q1")(record)  # type: ignore[no-any-return]
+
+    assert (await store.change_campaign(DIGEST, change, at=T0)).copies == 1
+    assert seen and seen[0] != threading.get_ident()

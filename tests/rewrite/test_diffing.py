@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+import threading
 import tracemalloc
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import datetime
 from pathlib import Path
 
@@ -12,6 +13,8 @@ import pytest
 
 from beacon_proxy.consent.model import CampaignRecord
 from beacon_proxy.consent.store import Store, open_store
+from beacon_proxy.rewrite import diffing as diffing_module
+from beacon_proxy.rewrite.campaign import CampaignMemory
 from beacon_proxy.rewrite.diffing import CampaignDiffing, Observation, _memory, copy_id, is_bulk
 from beacon_proxy.rewrite.engine import Engine
 from beacon_proxy.rewrite.rules import load_rules
@@ -180,6 +183,23 @@ async def test_the_cache_counts_what_a_frozen_memory_costs_in_memory(
     assert memory.copies == 3
     (counted,) = [size for _, size in d._frozen.values()]
     assert cost <= counted <= 2 * cost
+
+
+async def test_a_copy_with_many_references_is_judged_off_the_event_loop(
+        store: CountingStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(diffing_module, "THREAD_REFERENCES", 1)
+    threads: list[int] = []
+    judge = CampaignMemory.judge
+
+    def spy(memory: CampaignMemory, copy: Sequence[tuple[str, str]]) -> dict[int, str]:
+        threads.append(threading.get_ident())
+        return judge(memory, copy)
+
+    monkeypatch.setattr(CampaignMemory, "judge", spy)
+    d, _ = diffing(store, hold=0)
+    await observe(d, 1, message("k3JdP9xQw2Lm7a"))
+    assert (await observe(d, 2, message("Zr8TqW1vNc5e0b"))).diffed == {(0, 1)}
+    assert threads and threading.get_ident() not in threads
 
 
 async def test_the_first_personalised_bulk_copy_waits_for_a_second(store: CountingStore) -> None:
