@@ -8,7 +8,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from beacon_proxy.consent.model import CampaignRecord, InvalidValue
+from beacon_proxy.consent import sqlbase
+from beacon_proxy.consent.model import Beacons, CampaignRecord, InvalidValue
+from beacon_proxy.consent.queries import load_migrations
 from beacon_proxy.consent.store import Store, open_store
 
 T0 = datetime(2026, 12, 3, 12, 0, tzinfo=UTC)
@@ -93,3 +95,23 @@ async def test_a_change_runs_off_the_event_loop(store: Store) -> None:
 
     assert (await store.change_campaign(DIGEST, change, at=T0)).copies == 1
     assert seen and seen[0] != threading.get_ident()
+
+
+async def test_a_version_2_store_is_migrated_with_its_data(
+        url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An upgrade from the release before campaign diffing: the campaigns table is added,
+    nothing else is touched."""
+    with monkeypatch.context() as m:
+        m.setattr(sqlbase, "load_migrations", lambda dialect: load_migrations(dialect)[:2])
+        async with open_store(url) as old:
+            assert isinstance(old, sqlbase.SqlBase) and old.schema_version == 2
+            await old.set_consent("ann@example.org", Beacons.GRANTED)
+            with pytest.raises(Exception, match="campaigns"):
+                await old.get_campaign(DIGEST)
+    async with open_store(url) as new:
+        assert isinstance(new, sqlbase.SqlBase) and new.schema_version == 3
+        consent = await new.get_consent("ann@example.org")
+        assert consent is not None and consent.beacons is Beacons.GRANTED
+        assert (await new.change_campaign(DIGEST, _learn("q1"), at=T0)).copies == 1
+    async with open_store(url) as again:  # the next start applies nothing
+        assert await again.get_campaign(DIGEST) is not None
