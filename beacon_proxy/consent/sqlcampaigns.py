@@ -70,9 +70,12 @@ class SqlCampaigns(SqlBase):
         lock; the record as committed."""
         key, now = _digest(digest), at or utcnow()
         async with self._write() as c:
-            await c.execute("ensure-campaign", key, now)
-            rows = await c.fetch("lock-campaign", key)
-            if not rows:
+            for _ in range(3):  # a prune may delete the row between the two: again
+                await c.execute("ensure-campaign", key, now)
+                rows = await c.fetch("lock-campaign", key)
+                if rows:
+                    break
+            else:
                 raise StoreError(f"campaign {key} vanished while locked")
             current = _record(rows[0])
             # In a thread: parsing, learning and writing a memory is CPU work of up to

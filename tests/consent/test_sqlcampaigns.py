@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -115,3 +117,31 @@ async def test_a_version_2_store_is_migrated_with_its_data(
         assert (await new.change_campaign(DIGEST, _learn("q1"), at=T0)).copies == 1
     async with open_store(url) as again:  # the next start applies nothing
         assert await again.get_campaign(DIGEST) is not None
+
+
+async def test_a_row_pruned_between_ensure_and_lock_is_made_again(
+        store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another node's prune deletes the (expired) row after this change made sure of it
+    and before it locked it: the change makes it again instead of failing."""
+    assert isinstance(store, sqlbase.SqlBase)
+    await store.change_campaign(DIGEST, _learn("q1"), at=T0)
+    write = store._write
+    pruned: list[int] = []
+
+    @contextlib.asynccontextmanager
+    async def racing_write() -> AsyncIterator[sqlbase.Conn]:
+        async with write() as c:
+            execute = c.execute
+
+            async def execute_then_prune(query: str, *args: object) -> int:
+                done = await execute(query, *args)
+                if query == "ensure-campaign" and not pruned:
+                    pruned.append(await execute("prune-campaigns", T0 + timedelta(days=30)))
+                return done
+
+            monkeypatch.setattr(c, "execute", execute_then_prune)
+            yield c
+
+    monkeypatch.setattr(store, "_write", racing_write)
+    record = await store.change_campaign(DIGEST, _learn("q2"), at=T0 + timedelta(days=31))
+    assert pruned == [1] and (record.copies, record.learned) == (1, ("q2",))
