@@ -165,7 +165,7 @@ class CampaignRecord:
 
     ``memory``: :meth:`~beacon_proxy.rewrite.campaign.CampaignMemory.to_json` as
     text ("" before the first copy); ``learned``: the copies learned so far, as
-    short hashes of their queue ids; ``updated_at``: when a copy was last learned.
+    short hashes (``rewrite.diffing.copy_id``); ``updated_at``: when a copy was last learned.
     """
 
     memory: str

@@ -14,11 +14,13 @@ share of the copies; so it lives here, one row per campaign:
   from since a time (the relay's expiry).
 
 The rows hold no address and no URL: the memory keeps 8-byte hashes of URL
-components, and ``learned`` short hashes of queue ids.
+components, and ``learned`` short hashes of the copies learned (per recipient,
+keyed by the campaign: :func:`beacon_proxy.rewrite.diffing.copy_id`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Callable
 from datetime import datetime
@@ -35,7 +37,8 @@ _LEARNED = re.compile(r"[0-9A-Za-z_-]{1,32}\Z")
 
 CampaignChange = Callable[[CampaignRecord], CampaignRecord | None]
 """A change of a campaign's record: the record in, the new one out (None: unchanged).
-It runs inside the transaction, with the row locked: keep it short and synchronous."""
+It runs inside the transaction, with the row locked, in a worker thread: keep it short
+and synchronous, and touch nothing the event loop uses."""
 
 
 def _digest(digest: str) -> str:
@@ -67,12 +70,17 @@ class SqlCampaigns(SqlBase):
         lock; the record as committed."""
         key, now = _digest(digest), at or utcnow()
         async with self._write() as c:
-            await c.execute("ensure-campaign", key, now)
-            rows = await c.fetch("lock-campaign", key)
-            if not rows:
+            for _ in range(3):  # a prune may delete the row between the two: again
+                await c.execute("ensure-campaign", key, now)
+                rows = await c.fetch("lock-campaign", key)
+                if rows:
+                    break
+            else:
                 raise StoreError(f"campaign {key} vanished while locked")
             current = _record(rows[0])
-            changed = change(current)
+            # In a thread: parsing, learning and writing a memory is CPU work of up to
+            # ~0.3 s (a hostile 1024-reference copy) that must not stall the event loop.
+            changed = await asyncio.to_thread(change, current)
             if changed is None:
                 return current
             _check(changed)

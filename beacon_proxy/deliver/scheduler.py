@@ -124,6 +124,10 @@ class Scheduler:
         # When each key was last woken (bounded): a wake that came while the waiting
         # message's attempt was still running is not lost.
         self._woken: collections.OrderedDict[str, float] = collections.OrderedDict()
+        # Messages in an attempt now, and those made due again meanwhile (a wake or a
+        # retry request while the attempt journals its end): never two attempts at once.
+        self._attempting: set[str] = set()
+        self._again: set[str] = set()
 
     # -- life cycle ---------------------------------------------------------
 
@@ -256,15 +260,23 @@ class Scheduler:
                     break
                 if self._entries.get(entry.queue_id) is not entry:
                     continue  # deleted by an operator while it waited
+                if entry.queue_id in self._attempting:
+                    # Made due again while another worker attempts it (its files move
+                    # meanwhile): once more when that attempt ends, never at once.
+                    self._again.add(entry.queue_id)
+                    continue
                 task = asyncio.current_task()
                 assert task is not None
                 self._busy.add(task)
+                self._attempting.add(entry.queue_id)
                 try:
                     await self._attempt(entry, courier)
                 except Exception as exc:
                     log.exception("delivery attempt for %s failed", entry.queue_id)
                     await self._failed_attempt(entry, exc)
                 finally:
+                    self._attempting.discard(entry.queue_id)
+                    self._again.discard(entry.queue_id)
                     self._busy.discard(task)
         finally:
             with contextlib.suppress(Exception):
@@ -425,6 +437,8 @@ class Scheduler:
                     self._note_waits(entry, waits)
             entry.state = "deferred"
             await self.spool.finish_attempt(entry)
+            if entry.queue_id in self._again and not self._stopping:
+                entry.next_attempt = time.time()  # made due again during this attempt
             for d in deferred:
                 DELIVERIES.labels("deferred").inc()
                 self._log_recipient("deferred", entry, d.index, d.result, attempt,

@@ -404,7 +404,11 @@ class CampaignMemory:
             if shape is None or shape.pattern != position.pattern:
                 continue
             differing = set(position.varying)
-            differing.update(i for i, h in enumerate(shape.hashes) if h != position.first[i])
+            if self.copies < 2:
+                differing.update(i for i, h in enumerate(shape.hashes) if h != position.first[i])
+            # Else a component where this copy differs from the first but no learned copy
+            # did (a copy not learned: the memory is full) had one value in two or more
+            # copies: a content variant (a segment's hero), not an id.
             if not differing or len(differing) > self.max_varying:
                 continue
             if all(self._personal(position, shape, i) for i in differing):

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import threading
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from beacon_proxy.consent.model import CampaignRecord, InvalidValue
+from beacon_proxy.consent import sqlbase
+from beacon_proxy.consent.model import Beacons, CampaignRecord, InvalidValue
+from beacon_proxy.consent.queries import load_migrations
 from beacon_proxy.consent.store import Store, open_store
 
 T0 = datetime(2026, 12, 3, 12, 0, tzinfo=UTC)
@@ -79,3 +84,64 @@ async def test_two_nodes_learning_at_once_both_count(url: str) -> None:
         await asyncio.gather(learn(a, "a"), learn(b, "b"))
         record = await a.get_campaign(DIGEST)
         assert record is not None and record.copies == 30 and len(set(record.learned)) == 30
+
+
+async def test_a_change_runs_off_the_event_loop(store: Store) -> None:
+    """Parsing and learning a memory is CPU work (up to ~0.3 s for a hostile copy): it runs
+    in a worker thread, so the relay's event loop (SMTP, every delivery) goes on."""
+    seen: list[int] = []
+
+    def change(record: CampaignRecord) -> CampaignRecord | None:
+        seen.append(threading.get_ident())
+        return _learn("q1")(record)  # type: ignore[no-any-return]
+
+    assert (await store.change_campaign(DIGEST, change, at=T0)).copies == 1
+    assert seen and seen[0] != threading.get_ident()
+
+
+async def test_a_version_2_store_is_migrated_with_its_data(
+        url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An upgrade from the release before campaign diffing: the campaigns table is added,
+    nothing else is touched."""
+    with monkeypatch.context() as m:
+        m.setattr(sqlbase, "load_migrations", lambda dialect: load_migrations(dialect)[:2])
+        async with open_store(url) as old:
+            assert isinstance(old, sqlbase.SqlBase) and old.schema_version == 2
+            await old.set_consent("ann@example.org", Beacons.GRANTED)
+            with pytest.raises(Exception, match="campaigns"):
+                await old.get_campaign(DIGEST)
+    async with open_store(url) as new:
+        assert isinstance(new, sqlbase.SqlBase) and new.schema_version == 3
+        consent = await new.get_consent("ann@example.org")
+        assert consent is not None and consent.beacons is Beacons.GRANTED
+        assert (await new.change_campaign(DIGEST, _learn("q1"), at=T0)).copies == 1
+    async with open_store(url) as again:  # the next start applies nothing
+        assert await again.get_campaign(DIGEST) is not None
+
+
+async def test_a_row_pruned_between_ensure_and_lock_is_made_again(
+        store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another node's prune deletes the (expired) row after this change made sure of it
+    and before it locked it: the change makes it again instead of failing."""
+    assert isinstance(store, sqlbase.SqlBase)
+    await store.change_campaign(DIGEST, _learn("q1"), at=T0)
+    write = store._write
+    pruned: list[int] = []
+
+    @contextlib.asynccontextmanager
+    async def racing_write() -> AsyncIterator[sqlbase.Conn]:
+        async with write() as c:
+            execute = c.execute
+
+            async def execute_then_prune(query: str, *args: object) -> int:
+                done = await execute(query, *args)
+                if query == "ensure-campaign" and not pruned:
+                    pruned.append(await execute("prune-campaigns", T0 + timedelta(days=30)))
+                return done
+
+            monkeypatch.setattr(c, "execute", execute_then_prune)
+            yield c
+
+    monkeypatch.setattr(store, "_write", racing_write)
+    record = await store.change_campaign(DIGEST, _learn("q2"), at=T0 + timedelta(days=31))
+    assert pruned == [1] and (record.copies, record.learned) == (1, ("q2",))

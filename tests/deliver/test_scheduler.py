@@ -14,7 +14,7 @@ from beacon_proxy.deliver.retry import RetryPolicy
 from beacon_proxy.deliver.scheduler import Scheduler
 from beacon_proxy.rewrite.step import Copy, RewriteStep, TraceStep, Wait
 from beacon_proxy.spool.envelope import Envelope, new_queue_id
-from beacon_proxy.spool.queue import Spool
+from beacon_proxy.spool.queue import QueueEntry, Spool
 
 DATA = b"From: a@example.org\r\nSubject: t\r\n\r\nhello\r\n"
 
@@ -379,6 +379,32 @@ async def test_a_wake_during_the_waiting_attempt_is_not_lost(rig: Rig) -> None:
     await s.enqueue(_env("a@x.org"), DATA)
     await _until(lambda: s.queue_size() == 0)
     assert [r for _, r, _ in rig.courier.sent] == ["a@x.org"] and step.attempts == 2
+
+
+async def test_a_wake_while_the_waiting_attempt_is_journaled_runs_one_attempt(
+        rig: Rig) -> None:
+    """The second copy is learned while the first one's attempt journals its end (its
+    queue file moves to deferred/): the message is due again, but never attempted twice
+    at once (a second worker read it from the wrong place and dropped it: "queue file
+    gone", delivered only after a restart)."""
+    step = _WaitingStep(until=time.time() + 3600)
+    s = Scheduler(rig.spool, lambda: rig.courier, step, DefaultConsent(Policy.REFUSED),
+                  RetryPolicy(600, 600, 6000), concurrency=2, hostname="relay.test")
+    journal = rig.spool.finish_attempt
+
+    async def finish_attempt(entry: QueueEntry) -> None:
+        if not step.released:  # as campaign diffing's on_learned, from another worker
+            step.released = True
+            s.wake("campaign")
+            await asyncio.sleep(0.05)  # the other worker takes the message meanwhile
+        await journal(entry)
+
+    rig.spool.finish_attempt = finish_attempt  # type: ignore[method-assign]
+    await s.start()
+    await s.enqueue(_env("a@x.org"), DATA)
+    await _until(lambda: s.queue_size() == 0)
+    assert [r for _, r, _ in rig.courier.sent] == ["a@x.org"] and step.attempts == 2
+    assert await rig.spool.recover() == []
 
 
 async def test_a_failing_attempt_is_counted_and_set_aside(rig: Rig) -> None:

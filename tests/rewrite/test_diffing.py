@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Callable
+import threading
+import tracemalloc
+from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import datetime
 from pathlib import Path
 
@@ -11,7 +13,9 @@ import pytest
 
 from beacon_proxy.consent.model import CampaignRecord
 from beacon_proxy.consent.store import Store, open_store
-from beacon_proxy.rewrite.diffing import CampaignDiffing, Observation, copy_id, is_bulk
+from beacon_proxy.rewrite import diffing as diffing_module
+from beacon_proxy.rewrite.campaign import CampaignMemory
+from beacon_proxy.rewrite.diffing import CampaignDiffing, Observation, _memory, copy_id, is_bulk
 from beacon_proxy.rewrite.engine import Engine
 from beacon_proxy.rewrite.rules import load_rules
 from beacon_proxy.spool.envelope import Envelope
@@ -96,6 +100,23 @@ async def test_a_message_is_learned_once_however_often_it_is_attempted(
     assert again.copies == 2 and again.diffed == {(0, 1)}
 
 
+async def test_a_copy_submitted_twice_is_learned_once(store: CountingStore) -> None:
+    """A client that lost our 250 sends the same copy again (a new queue id): learned
+    twice, its id would be a repeat and the hero would be kept in every later copy."""
+    d, _ = diffing(store, hold=0)
+    first = message("k3JdP9xQw2Lm7a")
+    await observe(d, 1, first)
+    again = Envelope("Q9999", "news@shop.example", ("R1.0@example.org",), received_at=T0)
+    assert (await d.observe(again, first, ENGINE.analyse(first))).copies == 1
+    later = [await observe(d, n, message(f"Zr8TqW1vNc5e{n:02d}")) for n in (2, 3)]
+    hero = frozenset({(0, 1)})
+    assert [(o.copies, o.diffed) for o in later] == [(2, hero), (3, hero)]
+    # a message to several recipients is one copy, known by its queue id
+    many = await observe(d, 4, message("Qw8TqW1vNc5e0c"), recipients=3)
+    assert many.copies == 4 and (await observe(d, 4, message("Qw8TqW1vNc5e0c"),
+                                               recipients=3)).copies == 4
+
+
 async def test_after_learn_copies_the_memory_is_fixed_and_read_from_no_store(
         store: CountingStore) -> None:
     d, _ = diffing(store, hold=0, learn=3)
@@ -108,9 +129,77 @@ async def test_after_learn_copies_the_memory_is_fixed_and_read_from_no_store(
     assert later[0].campaign is not None
     record = await store.get_campaign(later[0].campaign)
     assert record is not None and record.copies == 3 and len(record.learned) == 3
-    assert record.learned[0] == copy_id("Q0000")
+    assert record.learned[0] == copy_id(envelope(0), later[0].campaign)
     # The memory in the store holds hashes only: no URL, no id in clear.
     assert "k3JdP9xQw2Lm" not in record.memory and "shop" not in record.memory
+
+
+async def test_a_content_variant_after_the_memory_is_full_is_kept(
+        store: CountingStore) -> None:
+    """The list is sorted by segment: the learned copies all have one segment's hero
+    (a file named by a UUID, as ESPs name uploads).  The other segment's hero differs
+    where no learned copy did - a content variant, not an id: it stays, unless the
+    component that did differ between the learned copies (an id) is there too."""
+    women = "https://img.shop.example/u/0b6f2c1e-5d9a-4c3b-8e7f-1a2b3c4d5e6f.jpg"
+    men = "https://img.shop.example/u/7c9d1e2f-3a4b-4c5d-9e8f-0a1b2c3d4e5f.jpg"
+    d, _ = diffing(store, hold=0, learn=3)
+    for n in range(3):
+        await observe(d, n, message(f"k3JdP9xQw2Lm{n:02d}", hero=women))
+    assert (await observe(d, 3, message("Zr8TqW1vNc5e03", hero=men))).diffed == frozenset()
+    tracked = "List-Id: <tracked.shop.example>\r\n"
+    for n in range(3):
+        seen = await observe(d, n, message(f"k3JdP9xQw2Lm{n:02d}", hero=women + "?p={}",
+                                           headers=tracked))
+    assert seen.diffed == {(0, 1)}
+    other = await observe(d, 3, message("Zr8TqW1vNc5e03", hero=men + "?p={}", headers=tracked))
+    assert other.diffed == {(0, 1)}  # the per-recipient id is still found
+
+
+async def test_the_cache_counts_what_a_frozen_memory_costs_in_memory(
+        store: CountingStore) -> None:
+    """The cache's bound is of process memory: a frozen memory is counted at least at
+    what its Python objects take (they weigh 6-7 times its stored JSON)."""
+    d, _ = diffing(store, hold=0, learn=3)
+    pixels = "".join(f'<img src="https://t.shop.example/o/{{}}{i:02d}" width="1" height="1">'
+                     for i in range(40))
+
+    def copy(n: int) -> bytes:
+        return message(f"k3JdP9xQw2Lm{n:02d}", headers="List-Id: <x.shop.example>\r\n"
+                       ).replace(b"</body>", pixels.format(*[f"Zr8TqW{n:02d}"] * 40).encode()
+                                 + b"</body>")
+
+    for n in range(3):
+        seen = await observe(d, n, copy(n))
+    assert seen.campaign is not None and len(seen.diffed) == 41
+    record = await store.get_campaign(seen.campaign)
+    assert record is not None
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        memory = _memory(record.memory)
+        cost = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert memory.copies == 3
+    (counted,) = [size for _, size in d._frozen.values()]
+    assert cost <= counted <= 2 * cost
+
+
+async def test_a_copy_with_many_references_is_judged_off_the_event_loop(
+        store: CountingStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(diffing_module, "THREAD_REFERENCES", 1)
+    threads: list[int] = []
+    judge = CampaignMemory.judge
+
+    def spy(memory: CampaignMemory, copy: Sequence[tuple[str, str]]) -> dict[int, str]:
+        threads.append(threading.get_ident())
+        return judge(memory, copy)
+
+    monkeypatch.setattr(CampaignMemory, "judge", spy)
+    d, _ = diffing(store, hold=0)
+    await observe(d, 1, message("k3JdP9xQw2Lm7a"))
+    assert (await observe(d, 2, message("Zr8TqW1vNc5e0b"))).diffed == {(0, 1)}
+    assert threads and threading.get_ident() not in threads
 
 
 async def test_the_first_personalised_bulk_copy_waits_for_a_second(store: CountingStore) -> None:
