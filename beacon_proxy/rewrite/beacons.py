@@ -151,5 +151,10 @@ class BeaconStep:
         campaign = NOTHING
         if self.campaigns is not None and original.analysis is not None \
                 and envelope.bounce_of is None:
-            campaign = await self.campaigns.observe(envelope, data, original.analysis)
+            try:
+                campaign = await self.campaigns.observe(envelope, data, original.analysis)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a bug: the copies go with the single-message engine's findings
+                log.exception("%s: campaign diffing failed", envelope.queue_id)
         return _Message(self, envelope, prepared, campaign)

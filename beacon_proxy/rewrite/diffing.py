@@ -5,8 +5,9 @@ this module is where the relay compares.  For every message it delivers
 (once per delivery attempt, from :meth:`~beacon_proxy.rewrite.beacons.BeaconStep.prepare`),
 :meth:`CampaignDiffing.observe`:
 
-1. names the message's campaign (:func:`~beacon_proxy.rewrite.campaign.campaign_key`;
-   a message without loaded remote references has nothing to diff and stops here);
+1. names the message's campaign (:func:`~beacon_proxy.rewrite.campaign.campaign_key`,
+   bound to who submitted it: :func:`relay_digest`; a message without loaded
+   remote references has nothing to diff and stops here);
 2. learns the copy into the campaign's memory - once per recipient (:func:`copy_id`),
    whatever the number of attempts or of submissions of the same copy, and only
    the first ``learn`` copies of a campaign (16 by default).  The memory is a
@@ -22,11 +23,12 @@ this module is where the relay compares.  For every message it delivers
    fewer than two copies cannot be judged: its first copy would go out
    undiffed.  So the refused copies of a campaign's first message wait up to
    ``hold`` seconds (60 by default; 0: never) from the message's receipt for
-   a second copy - when the message is a personalised copy of bulk mail: one
-   recipient, a ``List-Id``, ``List-Unsubscribe`` or ``Precedence:
-   bulk|list`` header, and some loaded URL with an identifier-like component
-   (:func:`~beacon_proxy.rewrite.campaign.may_be_personal`; without one,
-   comparison could find nothing).  When a second copy is learned on
+   a second copy - when the message is a personalised copy of list mail: one
+   recipient, a ``List-Id`` (:func:`is_list_mail`; not ``List-Unsubscribe``
+   alone, which transactional mail carries too), and some loaded URL with an
+   identifier-like component (:func:`~beacon_proxy.rewrite.campaign.may_be_personal`;
+   without one, comparison could find nothing).  The hold counts from receipt
+   (from now, if the clock stepped back since).  When a second copy is learned on
    this node, the waiting messages are retried at once (:attr:`CampaignDiffing.on_learned`,
    wired to the scheduler); a copy waiting on another node is retried at the
    end of its hold at the latest.  Once the hold is over, the copy goes out
@@ -56,7 +58,6 @@ import contextlib
 import hashlib
 import json
 import logging
-import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -77,7 +78,7 @@ from beacon_proxy.rewrite.campaign import (
 from beacon_proxy.rewrite.engine import Analysis
 from beacon_proxy.spool.envelope import Envelope
 
-__all__ = ["CampaignDiffing", "Observation", "copy_id", "is_bulk"]
+__all__ = ["CampaignDiffing", "Observation", "copy_id", "is_list_mail", "relay_digest"]
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +93,6 @@ FOOTPRINT = 8
 #: A copy with more loaded references is judged in a thread (up to ~0.2 s of CPU for
 #: 1024 references that all differ), not on the event loop; a newsletter has ~125.
 THREAD_REFERENCES = 256
-_BULK_PRECEDENCE = re.compile(r"\s*(bulk|list)\b", re.IGNORECASE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,17 +138,23 @@ def copy_id(envelope: Envelope, campaign: str) -> str:
     return base64.urlsafe_b64encode(digest).decode("ascii")
 
 
-def is_bulk(envelope: Envelope, data: bytes) -> bool:
-    """Bulk mail (RFC 2369 list headers, ``Precedence: bulk|list``): a new campaign's
-    first copy may wait for a second one."""
-    if envelope.list_id or envelope.one_click:
+def is_list_mail(envelope: Envelope, data: bytes) -> bool:
+    """List mail (a ``List-Id``, RFC 2919): a new campaign's first copy may wait for a
+    second one.  Transactional mail often carries ``List-Unsubscribe`` and varies its
+    subject per message, so each message would be a campaign of its own and wait the
+    whole hold; a ``List-Id`` names a list, whose issues go to many recipients."""
+    if envelope.list_id:
         return True
-    header = header_block(data)
-    if header_field(header, "list-id") is not None \
-            or header_field(header, "list-unsubscribe") is not None:
-        return True
-    precedence = header_field(header, "precedence")
-    return precedence is not None and _BULK_PRECEDENCE.match(precedence) is not None
+    return header_field(header_block(data), "list-id") is not None
+
+
+def relay_digest(digest: str, envelope: Envelope) -> str:
+    """The campaign's name in the relay: its key's digest bound to who submitted it
+    (the envelope sender's domain and the authenticated user), so a client allowed to
+    relay cannot pose as another sender's campaign by copying its ``From``."""
+    domain = envelope.sender.rpartition("@")[2].lower()
+    text = "\n".join((digest, domain, envelope.auth_user or ""))
+    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
 
 
 def _memory(text: str) -> CampaignMemory:
@@ -194,7 +200,7 @@ class CampaignDiffing:
         if not refs:
             return NOTHING
         recipient = envelope.recipients[0] if len(envelope.recipients) == 1 else None
-        digest = campaign_key(analysis, recipient, refs).digest
+        digest = relay_digest(campaign_key(analysis, recipient, refs).digest, envelope)
         copy = [(r.element, r.url) for r in refs]
         error: str | None = None
         memory = self._cached(digest)
@@ -216,16 +222,19 @@ class CampaignDiffing:
                       else await asyncio.to_thread(memory.judge, copy))
             diffed = references_at(refs, judged)
         wait_until = None
-        if memory.copies < 2 and self._may_wait(envelope, data, copy):
-            wait_until = envelope.received_at + self.hold
+        # From receipt, or from now if the clock stepped back since: never longer than hold.
+        start = min(envelope.received_at, self.clock())
+        if memory.copies < 2 and self._may_wait(envelope, data, copy, start):
+            wait_until = start + self.hold
             CAMPAIGN_COPIES.labels("waiting").inc()
         return Observation(digest, memory.copies, diffed, wait_until, error)
 
-    def _may_wait(self, envelope: Envelope, data: bytes, copy: list[tuple[str, str]]) -> bool:
+    def _may_wait(self, envelope: Envelope, data: bytes, copy: list[tuple[str, str]],
+                  start: float) -> bool:
         """Whether refused copies of a message its campaign cannot judge yet wait."""
-        return (self.hold > 0 and self.clock() < envelope.received_at + self.hold
+        return (self.hold > 0 and self.clock() < start + self.hold
                 and len(envelope.recipients) == 1  # one copy for many: nothing personal
-                and is_bulk(envelope, data) and may_be_personal(copy))
+                and is_list_mail(envelope, data) and may_be_personal(copy))
 
     async def _learn(self, digest: str, copy_key: str,
                      copy: list[tuple[str, str]]) -> CampaignMemory:

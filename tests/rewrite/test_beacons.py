@@ -49,3 +49,16 @@ async def test_granted_links_carry_the_envelope_list_id() -> None:
     token = copy.data.split(b"https://prefs.example/o/", 1)[1].split(b'"', 1)[0].decode()
     claims = step.tokens.verify(token, Purpose.OPEN)
     assert claims.list_id == "news.shop.example" and claims.recipient == "r@x.example"
+
+
+async def test_a_bug_in_campaign_diffing_does_not_stop_the_copies() -> None:
+    class Broken:
+        async def observe(self, envelope: Envelope, data: bytes, analysis: object) -> None:
+            raise RuntimeError("a campaign diffing bug")
+
+    step = _step()
+    step.campaigns = Broken()  # type: ignore[assignment]
+    prepared = await step.prepare(_env(), MESSAGES["missing_close"]())
+    copy = prepared.render("r@x.example", Policy.REFUSED)
+    assert copy.held is None and tracker_traces(copy.data) == []
+    assert copy.report["outcome"] == "stripped" and "campaign" not in copy.report

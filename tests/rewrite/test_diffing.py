@@ -15,7 +15,13 @@ from beacon_proxy.consent.model import CampaignRecord
 from beacon_proxy.consent.store import Store, open_store
 from beacon_proxy.rewrite import diffing as diffing_module
 from beacon_proxy.rewrite.campaign import CampaignMemory
-from beacon_proxy.rewrite.diffing import CampaignDiffing, Observation, _memory, copy_id, is_bulk
+from beacon_proxy.rewrite.diffing import (
+    CampaignDiffing,
+    Observation,
+    _memory,
+    copy_id,
+    is_list_mail,
+)
 from beacon_proxy.rewrite.engine import Engine
 from beacon_proxy.rewrite.rules import load_rules
 from beacon_proxy.spool.envelope import Envelope
@@ -218,7 +224,10 @@ async def test_the_first_personalised_bulk_copy_waits_for_a_second(store: Counti
 
 
 @pytest.mark.parametrize(("why", "data", "recipients", "received_at"), [
-    ("not bulk mail", message("k3JdP9xQw2Lm7a", headers="Precedence: first-class\r\n"), 1, T0),
+    ("not list mail", message("k3JdP9xQw2Lm7a", headers="Precedence: first-class\r\n"), 1, T0),
+    ("transactional mail: List-Unsubscribe but no List-Id",
+     message("k3JdP9xQw2Lm7a", headers="List-Unsubscribe: <https://shop.example/u>\r\n"
+             "Precedence: bulk\r\n"), 1, T0),
     ("one copy for many recipients", message("k3JdP9xQw2Lm7a"), 3, T0),
     ("nothing identifier-like to compare",
      message("k3JdP9xQw2Lm7a", hero="https://img.shop.example/p/hero.jpg"), 1, T0),
@@ -239,12 +248,36 @@ async def test_no_hold_no_wait_and_no_loaded_reference_no_campaign(store: Counti
     assert nothing.campaign is None and nothing.report() == {} and store.changes == 1
 
 
-@pytest.mark.parametrize("headers", [
-    "List-Unsubscribe: <https://shop.example/u>\r\n", "Precedence: bulk\r\n",
-    "Precedence: list\r\n"])
-def test_bulk_mail_is_known_by_its_list_headers(headers: str) -> None:
-    assert is_bulk(envelope(1), message("x", headers=headers))
-    assert not is_bulk(envelope(1), message("x", headers="Precedence: junky\r\n"))
+def test_list_mail_is_known_by_its_list_id() -> None:
+    assert is_list_mail(envelope(1), message("x"))
+    assert is_list_mail(Envelope("Q1", "a@shop.example", ("b@example.org",),
+                                 list_id="news.shop.example"), message("x", headers=""))
+    for headers in ("List-Unsubscribe: <https://shop.example/u>\r\n", "Precedence: bulk\r\n",
+                    ""):
+        assert not is_list_mail(envelope(1), message("x", headers=headers))
+
+
+async def test_a_campaign_is_bound_to_who_submits_it(store: CountingStore) -> None:
+    """Another client that copies the sender's From (or an authenticated user other than
+    the sender's) learns into a campaign of its own: it cannot poison the sender's."""
+    d, _ = diffing(store, hold=0)
+    data = message("k3JdP9xQw2Lm7a")
+    own = await d.observe(envelope(1), data, ENGINE.analyse(data))
+    forged = Envelope("Q9", "x@elsewhere.example", ("r9@example.org",), received_at=T0)
+    other = await d.observe(forged, data, ENGINE.analyse(data))
+    authed = Envelope("Q8", "news@shop.example", ("r8@example.org",), received_at=T0,
+                      auth_user="mallory")
+    third = await d.observe(authed, data, ENGINE.analyse(data))
+    assert len({own.campaign, other.campaign, third.campaign}) == 3
+
+
+async def test_a_clock_stepped_back_never_makes_a_wait_longer_than_the_hold(
+        store: CountingStore) -> None:
+    d, now = diffing(store, hold=60)
+    now[0] = T0 - 3600  # received "in the future": the clock stepped back an hour
+    seen = await observe(d, 1, message("k3JdP9xQw2Lm7a"))
+    assert seen.wait_until == now[0] + 60
+
 
 
 async def test_a_failing_store_judges_with_the_engine_alone(store: CountingStore) -> None:
