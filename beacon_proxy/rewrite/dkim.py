@@ -284,18 +284,24 @@ def _signed_names(raw: bytes) -> frozenset[bytes]:
     return frozenset(n for n in names if n)
 
 
+_Parsed = tuple[list[tuple[bytes, bytes]], bytes]
+"""A message's header fields and body (CRLF line ends)."""
+
+
+def _parse(data: bytes) -> _Parsed:
+    header, body = _split(crlf(data))
+    return _fields(header), body
+
+
 def _keep_sender(fields: list[tuple[bytes, bytes]], body: bytes,
-                 original: bytes) -> list[bool]:
+                 original: _Parsed | None) -> list[bool]:
     """Whether each ``dkim-signature`` field of the copy still signs what it signed:
     the body and every field named in its ``h=`` (and every DKIM-Signature) are
     byte-identical to the original's.  Without the original: none is kept."""
     sigs = [raw for name, raw in fields if name == b"dkim-signature"]
-    if not original:
+    if original is None or original[1] != body:
         return [False] * len(sigs)
-    o_header, o_body = _split(crlf(original))
-    if o_body != body:
-        return [False] * len(sigs)
-    o_fields = _fields(o_header)
+    o_fields = original[0]
     keep = []
     for raw in sigs:
         names = _signed_names(raw)
@@ -362,6 +368,8 @@ class DkimSigner:
                  clock: Callable[[], float] = time.time) -> None:
         self.keys = tuple(keys)
         self.clock = clock
+        # The last message's original, parsed: every copy of a message shares the object.
+        self._original: tuple[bytes, _Parsed] | None = None
         self._by_domain: dict[str, tuple[SigningKey, ...]] = {}
         for k in self.keys:
             self._by_domain[k.domain] = (*self._by_domain.get(k.domain, ()), k)
@@ -374,6 +382,16 @@ class DkimSigner:
             if keys:
                 return keys
         return ()
+
+    def _parsed(self, original: bytes) -> _Parsed | None:
+        if not original:
+            return None
+        last = self._original  # one read: copies may be rendered in threads
+        if last is not None and last[0] is original:
+            return last[1]
+        parsed = _parse(original)
+        self._original = (original, parsed)
+        return parsed
 
     def __call__(self, copy: Copy, recipient: Recipient) -> Copy:
         data, report = self.sign(copy.data, recipient.original)
@@ -389,7 +407,7 @@ class DkimSigner:
         fields = _fields(header)
         notes = ""
         if any(name == b"dkim-signature" for name, _ in fields):
-            keep = iter(_keep_sender(fields, body, original))
+            keep = iter(_keep_sender(fields, body, self._parsed(original)))
             kept = [(n, raw) for n, raw in fields if n != b"dkim-signature" or next(keep)]
             if len(kept) < len(fields):
                 data = b"".join(raw for _, raw in kept) + data[len(header) :]

@@ -467,3 +467,18 @@ def test_short_rsa_keys_are_warned(tmp_path: Path, caplog: pytest.LogCaptureFixt
     fields = notices[0].fields  # type: ignore[attr-defined]
     assert fields["key"] == "dkim.keys[0].private_key_file"
     assert "1024 bits" in fields["message"]
+
+
+def test_one_signer_judges_each_message_against_its_own_original(ed_key: SigningKey) -> None:
+    signer = DkimSigner([ed_key])
+    a = SENDER_SIG + MESSAGE
+    b = SENDER_SIG + MESSAGE.replace(b"Our news", b"Other news")
+    for original, copy, verdict in ((a, a, "kept"), (a, a, "kept"), (b, a, "removed"),
+                                    (b, b, "kept"), (a, b, "removed")):
+        recipient = Recipient(ENV, "ann@example.org", Policy.REFUSED, original)
+        report = signer(Copy(copy), recipient).report["dkim"]
+        assert report.endswith(f"sender signature {verdict}")
+    # An LF-only original and its CRLF copy are the same bytes on the wire: kept.
+    lf = (SENDER_SIG + MESSAGE).replace(b"\r\n", b"\n")
+    recipient = Recipient(ENV, "ann@example.org", Policy.REFUSED, lf)
+    assert signer(Copy(SENDER_SIG + MESSAGE), recipient).report["dkim"].endswith("kept")
