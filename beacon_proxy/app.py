@@ -117,9 +117,11 @@ def start_warnings(cfg: Config) -> list[tuple[str, str]]:
 def copy_steps(cfg: Config, tokens: Tokens, *, hostname: str | None) -> tuple[CopyStep, ...]:
     """What each recipient's copy goes through after the beacon step, in order.
 
-    The footer and the unsubscribe headers carry the same preference link; the
-    trace header (``hostname``; None: none, as for ``scan``) goes on last, and
-    DKIM signing will come after it.
+    The footer and the unsubscribe headers carry the same preference link; then
+    the trace header (``hostname``; None: none, as for ``scan``), and last the
+    DKIM signature when ``[dkim]`` has keys (loaded here, at start-up: a bad key
+    is a ConfigError; not for ``scan``, which delivers nothing).  The relay's
+    own bounces are signed too, by a key of the relay's domain.
     """
     links = PreferenceLinks(tokens, cfg.web.public_url,
                             forward=cfg.web.sender_unsubscribe == "replace")
@@ -130,6 +132,10 @@ def copy_steps(cfg: Config, tokens: Tokens, *, hostname: str | None) -> tuple[Co
     ]
     if hostname is not None:
         steps.append(TraceHeader(hostname))
+        if cfg.dkim.all_keys:
+            from beacon_proxy.rewrite.dkim import DkimSigner, load_keys
+
+            steps.append(DkimSigner(load_keys(cfg.dkim)))
     return tuple(steps)
 
 

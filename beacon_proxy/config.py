@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -33,6 +34,8 @@ __all__ = [
     "Config",
     "ConfigError",
     "DeliveryConfig",
+    "DkimConfig",
+    "DkimKeyConfig",
     "Endpoint",
     "LogConfig",
     "PolicyConfig",
@@ -186,6 +189,38 @@ class LogConfig:
 
 
 @dataclass(frozen=True)
+class DkimKeyConfig:
+    """One DKIM signing key; loaded and checked at start-up (rewrite.dkim.load_keys)."""
+
+    domain: str  # d=: lower case, ASCII (xn-- form); signs mail whose From is in it
+    selector: str  # s=: the key is published at <selector>._domainkey.<domain>
+    private_key_file: Path
+    algorithm: Literal["rsa-sha256", "ed25519-sha256"] | None = None  # None: from the key
+    key: str = "dkim"  # the configuration key it came from, for error messages
+
+
+@dataclass(frozen=True)
+class DkimConfig:
+    """``[dkim]``: ``keys`` (a list of tables), or the short form for one key
+    (``domain``, ``selector``, ``private_key_file``, ``algorithm``); both may be given."""
+
+    keys: tuple[DkimKeyConfig, ...] = ()
+    domain: str = ""
+    selector: str = ""
+    private_key_file: Path | None = None
+    algorithm: Literal["rsa-sha256", "ed25519-sha256"] | None = None
+
+    @property
+    def all_keys(self) -> tuple[DkimKeyConfig, ...]:
+        """Every configured key: the short form's first, then ``keys``."""
+        if self.private_key_file is None:
+            return self.keys
+        short = DkimKeyConfig(self.domain, self.selector, self.private_key_file,
+                              self.algorithm, key="dkim")
+        return (short, *self.keys)
+
+
+@dataclass(frozen=True)
 class Config:
     smtp: SmtpConfig = SmtpConfig()
     delivery: DeliveryConfig = DeliveryConfig()
@@ -197,6 +232,7 @@ class Config:
     tokens: TokensConfig = TokensConfig()
     api: ApiConfig = ApiConfig()
     log: LogConfig = LogConfig()
+    dkim: DkimConfig = DkimConfig()
     source: Path | None = None  # the file it was read from
 
 
@@ -414,6 +450,66 @@ def _hostname(key: str, v: Any) -> str:
     return s
 
 
+_DKIM_ALGORITHMS = ("rsa-sha256", "ed25519-sha256")
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_DOMAIN_RE = re.compile(rf"{_LABEL}(?:\.{_LABEL})*")
+
+
+def _dkim_name(what: str) -> Parser:
+    """A DKIM domain (d=) or selector (s=): ASCII labels, returned in lower case."""
+
+    def parse(key: str, v: Any) -> str:
+        s = _str(key, v).strip().rstrip(".").lower()
+        if not s or len(s) > 253 or not _DOMAIN_RE.fullmatch(s):
+            hint = " (an internationalised domain in its xn-- form)" if what == "domain" else ""
+            raise ConfigError(key, f"not a DKIM {what}{hint}: {v!r}")
+        return s
+    return parse
+
+
+def _dkim_keys(key: str, v: Any) -> tuple[DkimKeyConfig, ...]:
+    """``keys = [{domain = ..., selector = ..., private_key_file = ..., algorithm = ...}]``"""
+    if not isinstance(v, list):
+        raise ConfigError(key, "expected a list of tables {domain, selector, private_key_file}")
+    out = []
+    for i, item in enumerate(v):
+        where = f"{key}[{i}]"
+        if not isinstance(item, dict):
+            raise ConfigError(where, "expected a table {domain, selector, private_key_file}")
+        unknown = sorted(set(item) - {"domain", "selector", "private_key_file", "algorithm"})
+        if unknown:
+            raise ConfigError(f"{where}.{unknown[0]}", "unknown key")
+        for name in ("domain", "selector", "private_key_file"):
+            if name not in item:
+                raise ConfigError(f"{where}.{name}", "missing")
+        algorithm = item.get("algorithm")
+        out.append(DkimKeyConfig(
+            _dkim_name("domain")(f"{where}.domain", item["domain"]),
+            _dkim_name("selector")(f"{where}.selector", item["selector"]),
+            _path(f"{where}.private_key_file", item["private_key_file"]),
+            None if algorithm is None
+            else _choice(*_DKIM_ALGORITHMS)(f"{where}.algorithm", algorithm),
+            key=where))
+    return tuple(out)
+
+
+def _check_dkim(dkim: DkimConfig) -> None:
+    short = {"dkim.domain": dkim.domain, "dkim.selector": dkim.selector,
+             "dkim.private_key_file": dkim.private_key_file}
+    given = [k for k, value in short.items() if value]
+    if given and len(given) < len(short):
+        missing = next(k for k, value in short.items() if not value)
+        raise ConfigError(missing, "domain, selector and private_key_file go together")
+    if dkim.algorithm is not None and not given:
+        raise ConfigError("dkim.algorithm", "needs dkim.domain, selector and private_key_file")
+    seen: dict[tuple[str, str], str] = {}
+    for k in dkim.all_keys:
+        where = seen.setdefault((k.domain, k.selector), k.key)
+        if where != k.key:
+            raise ConfigError(k.key, f"selector {k.selector!r} of {k.domain} is already "
+                              f"configured ({where})")
+
+
 # section -> key -> parser.  The single source of truth for what is allowed.
 _SCHEMA: dict[str, dict[str, Parser]] = {
     "smtp": {
@@ -468,6 +564,13 @@ _SCHEMA: dict[str, dict[str, Parser]] = {
     "api": {"tokens": _api_tokens},
     "log": {"level": _choice("debug", "info", "warning", "error"), "path": _path,
             "pseudonymize": _bool},
+    "dkim": {
+        "keys": _dkim_keys,
+        "domain": _dkim_name("domain"),
+        "selector": _dkim_name("selector"),
+        "private_key_file": _path,
+        "algorithm": _choice(*_DKIM_ALGORITHMS),
+    },
 }
 
 _SECTION_TYPES: dict[str, type[Any]] = {
@@ -481,6 +584,7 @@ _SECTION_TYPES: dict[str, type[Any]] = {
     "tokens": TokensConfig,
     "api": ApiConfig,
     "log": LogConfig,
+    "dkim": DkimConfig,
 }
 
 
@@ -558,6 +662,7 @@ def _check_consistency(cfg: Config) -> None:
         raise ConfigError("tokens.previous", "needs tokens.secret (the current secret)")
     if cfg.tokens.secret_file is not None and not cfg.tokens.secret_file.is_file():
         raise ConfigError("tokens.secret_file", f"{cfg.tokens.secret_file}: no such file")
+    _check_dkim(cfg.dkim)
 
 
 def load_config(path: str | Path | None, environ: Mapping[str, str] | None = None) -> Config:

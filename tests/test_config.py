@@ -142,3 +142,74 @@ def test_config_file_from_environment(tmp_path: Path) -> None:
     path.write_text("[policy]\nunknown = 'granted'\n")
     cfg = load_config(None, environ={"BEACON_PROXY_CONFIG": str(path)})
     assert cfg.policy.unknown == "granted"
+
+
+# [dkim]: the keys are read and checked at start-up (tests/rewrite/test_dkim.py).
+
+
+def test_dkim_defaults_to_no_keys() -> None:
+    assert load_config(None, environ={}).dkim.all_keys == ()
+
+
+def test_dkim_short_form_and_keys(tmp_path: Path) -> None:
+    cfg = _load(tmp_path, """
+[dkim]
+domain = "Example.COM."
+selector = "news2026"
+private_key_file = "/etc/beacon-proxy/dkim/news2026.pem"
+keys = [
+{domain = "shop.example", selector = "ed1", private_key_file = "e", algorithm = "ed25519-sha256"},
+    {domain = "xn--bcher-kva.example", selector = "a.b-c", private_key_file = "rsa.pem"},
+]
+""")
+    keys = cfg.dkim.all_keys
+    assert [(k.domain, k.selector, str(k.private_key_file), k.algorithm, k.key) for k in keys] == [
+        ("example.com", "news2026", "/etc/beacon-proxy/dkim/news2026.pem", None, "dkim"),
+        ("shop.example", "ed1", "e", "ed25519-sha256", "dkim.keys[0]"),
+        ("xn--bcher-kva.example", "a.b-c", "rsa.pem", None, "dkim.keys[1]"),
+    ]
+    only_keys = _load(tmp_path, "[[dkim.keys]]\ndomain = 'a.example'\nselector = 's'\n"
+                      "private_key_file = 'k.pem'\n")
+    assert [k.key for k in only_keys.dkim.all_keys] == ["dkim.keys[0]"]
+
+
+def test_dkim_from_the_environment(tmp_path: Path) -> None:
+    cfg = _load(tmp_path, "[dkim]\ndomain = 'example.com'\nselector = 's1'\n", {
+        "BEACON_PROXY_DKIM_PRIVATE_KEY_FILE": "/run/secrets/dkim.pem"})
+    assert str(cfg.dkim.all_keys[0].private_key_file) == "/run/secrets/dkim.pem"
+
+
+KEY = "domain = 'example.com', selector = 's', private_key_file = 'k.pem'"
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ("[dkim]\ndomain = 'example.com'\nselector = 's'", "dkim.private_key_file"),
+        ("[dkim]\ndomain = 'example.com'\nprivate_key_file = 'k.pem'", "dkim.selector"),
+        ("[dkim]\nselector = 's'\nprivate_key_file = 'k.pem'", "dkim.domain"),
+        ("[dkim]\nalgorithm = 'rsa-sha256'", "dkim.algorithm"),
+        ("[dkim]\nalgorithm = 'rsa-sha1'", "dkim.algorithm"),
+        ("[dkim]\ndomain = 'bücher.example'", "dkim.domain"),
+        ("[dkim]\ndomain = 'exa mple.com'", "dkim.domain"),
+        ("[dkim]\ndomain = '-bad.example'", "dkim.domain"),
+        ("[dkim]\nselector = 's_1'", "dkim.selector"),
+        ("[dkim]\nselector = ''", "dkim.selector"),
+        ("[dkim]\nkeys = 'k.pem'", "dkim.keys"),
+        ("[dkim]\nkeys = ['k.pem']", "dkim.keys[0]"),
+        ("[dkim]\nkeys = [{domain = 'example.com', selector = 's'}]",
+         "dkim.keys[0].private_key_file"),
+        (f"[dkim]\nkeys = [{{{KEY}}}, {{{KEY}, sign = true}}]", "dkim.keys[1].sign"),
+        (f"[dkim]\nkeys = [{{{KEY}, algorithm = 'ed448'}}]", "dkim.keys[0].algorithm"),
+        ("[dkim]\nkeys = [{domain = 'a.example', selector = 's;x', private_key_file = 'k'}]",
+         "dkim.keys[0].selector"),
+        (f"[dkim]\nkeys = [{{{KEY}}}, {{{KEY}}}]", "dkim.keys[1]"),
+        (f"[dkim]\ndomain = 'example.com'\nselector = 's'\nprivate_key_file = 'a.pem'\n"
+         f"keys = [{{{KEY}}}]", "dkim.keys[0]"),
+        ("[dkim]\nprivate_keyfile = 'k.pem'", "dkim.private_keyfile"),
+    ],
+)
+def test_dkim_bad_values_name_the_key(tmp_path: Path, text: str, key: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        _load(tmp_path, text)
+    assert info.value.key == key

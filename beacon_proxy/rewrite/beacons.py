@@ -82,7 +82,8 @@ class _Message:
 
     def render(self, recipient: str, policy: Policy) -> Copy:
         steps = (self._beacons, *self.step.steps)
-        return run_steps(steps, Copy(b""), Recipient(self.envelope, recipient, policy))
+        return run_steps(steps, Copy(b""), Recipient(self.envelope, recipient, policy,
+                                                     self.prepared.original.data))
 
     def _beacons(self, copy: Copy, recipient: Recipient) -> Copy:
         """The first step: this recipient's copy of the message, precise, fallback or held."""

@@ -61,11 +61,17 @@ class Copy:
 
 @dataclass(frozen=True, slots=True)
 class Recipient:
-    """Whom a copy is for: what every step may look at."""
+    """Whom a copy is for: what every step may look at.
+
+    ``original``: the message as received (before any step), for a step that
+    must tell whether the copy still has the sender's bytes (DKIM); empty when
+    the caller does not give it.
+    """
 
     envelope: Envelope
     address: str
     policy: Policy
+    original: bytes = b""
 
 
 CopyStep = Callable[[Copy, Recipient], Copy]
@@ -166,7 +172,8 @@ class _Traced:
         return len(self.data)
 
     def render(self, recipient: str, policy: Policy) -> Copy:
-        return run_steps(self.steps, Copy(self.data), Recipient(self.envelope, recipient, policy))
+        return run_steps(self.steps, Copy(self.data),
+                         Recipient(self.envelope, recipient, policy, self.data))
 
 
 class TraceStep:
