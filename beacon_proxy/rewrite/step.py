@@ -12,9 +12,9 @@ A copy is made by an ordered list of small steps (:data:`CopyStep`), each a
 function ``(copy so far, recipient) -> copy``, the way Mailman runs a
 message through its handlers: the beacon step first (it needs the message's
 analysis: :mod:`~beacon_proxy.rewrite.beacons`), then the steps the relay
-wires in ``app.py`` - today the ``Received`` trace header
-(:class:`TraceHeader`, RFC 5321 section 4.4); the unsubscribe headers and
-the footer come before it, DKIM signing after it, last.  A held copy stops
+wires in ``app.py``: the footer, the unsubscribe headers, the ``Received``
+trace header (:class:`TraceHeader`, RFC 5321 section 4.4) and DKIM signing
+(:mod:`~beacon_proxy.rewrite.dkim`), last.  A held copy stops
 the list.  :class:`TraceStep` is the rewrite without beacons (tests).
 """
 
