@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import secrets
 import string
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -74,15 +73,6 @@ retry_min = 3600
 retry_max = 3600
 {extra}
 """, upstream=upstream.port)
-
-
-@pytest.fixture
-def proxies() -> Iterator[list[Proxy]]:
-    started: list[Proxy] = []
-    yield started
-    for p in started:
-        if p.proc is not None and p.proc.poll() is None:
-            p.kill9()
 
 
 def _send_campaign(proxies: list[Proxy], n: int = 12) -> dict[str, str]:
