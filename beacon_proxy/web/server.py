@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Any, Protocol
@@ -124,26 +125,39 @@ class Readiness:
     seconds) and every spool directory is writable (a file is created in ``tmp``).
 
     ``stopping`` (a callable) makes it answer not ready while the relay shuts down,
-    so a balancer stops sending before the listener closes."""
+    so a balancer stops sending before the listener closes.  Probes that arrive
+    together share one check, and a result is reused for ``reuse`` seconds: however
+    often ``/readyz`` is asked, the store and the spool see one check a second."""
 
     def __init__(self, store: _Queryable, spool_root: Path, *, timeout: float = 5.0,
-                 stopping: Callable[[], bool] = lambda: False) -> None:
+                 stopping: Callable[[], bool] = lambda: False, reuse: float = 1.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.store = store
         self.spool_root = spool_root
         self.timeout = timeout
         self.stopping = stopping
+        self.reuse = reuse
+        self._clock = clock
+        self._lock = asyncio.Lock()
+        self._last: tuple[float, dict[str, str]] | None = None
 
     async def __call__(self) -> dict[str, object]:
-        checks: dict[str, str] = {}
-        store, spool = await asyncio.gather(self._store(), asyncio.to_thread(self._spool))
-        checks["store"] = store or "ok"
-        checks["spool"] = spool or "ok"
+        checks = await self._checks()
         problems = [f"{name}: {text}" for name, text in checks.items() if text != "ok"]
         if self.stopping():
             problems.insert(0, "stopping")
         if problems:
             return {"status": "unready", "reason": "; ".join(problems), "checks": checks}
         return {"status": "ready", "checks": checks}
+
+    async def _checks(self) -> dict[str, str]:
+        async with self._lock:
+            if self._last is not None and self._clock() - self._last[0] < self.reuse:
+                return dict(self._last[1])
+            store, spool = await asyncio.gather(self._store(), asyncio.to_thread(self._spool))
+            checks = {"store": store or "ok", "spool": spool or "ok"}
+            self._last = (self._clock(), checks)
+            return dict(checks)
 
     async def _store(self) -> str | None:
         try:

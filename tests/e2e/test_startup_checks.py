@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.harness import ROOT, Proxy, free_port
+from tests.e2e.harness import ROOT, Proxy, free_port, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -97,13 +97,17 @@ def test_readyz_fails_while_the_spool_is_unusable(tmp_path: Path) -> None:
         tmp = tmp_path / "spool" / "tmp"
         tmp.rename(tmp_path / "spool-tmp")
         tmp.write_text("")
-        result = proxy.cli("ready")
-        assert result.returncode == 1
-        assert "not ready" in result.stderr and f"spool: {tmp}/" in result.stderr
+        # /readyz reuses a result for a second: poll until the change shows.
+        def failing() -> str:
+            result = proxy.cli("ready")
+            return result.stderr if result.returncode == 1 else ""
+
+        stderr = wait_for(failing, what="ready to fail")
+        assert "not ready" in stderr and f"spool: {tmp}/" in stderr
         assert _get(proxy.web_port, "/healthz") == 200  # alive all the same
         tmp.unlink()
         (tmp_path / "spool-tmp").rename(tmp)
-        assert proxy.cli("ready").returncode == 0
+        wait_for(lambda: proxy.cli("ready").returncode == 0, what="ready again")
     finally:
         assert proxy.stop() == 0
 

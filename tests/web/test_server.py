@@ -136,6 +136,32 @@ def test_spool_problem_names_an_unwritable_directory(spool: Path,
     assert spool_problem(spool) == f"{deferred}: not writable"
 
 
+class _CountingStore:
+    def __init__(self) -> None:
+        self.queries = 0
+
+    async def list_consent(self, *, after: str | None = None, limit: int = 100,
+                           beacons: Any = None) -> Any:
+        self.queries += 1
+        await asyncio.sleep(0)
+
+
+async def test_probes_share_one_check_a_second(spool: Path) -> None:
+    now = [100.0]
+    store = _CountingStore()
+    ready = Readiness(store, spool, clock=lambda: now[0])
+    answers = await asyncio.gather(*(ready() for _ in range(20)))
+    assert all(a["status"] == "ready" for a in answers)
+    assert store.queries == 1
+    now[0] += 0.5
+    await ready()
+    assert store.queries == 1
+    (spool / "tmp").rmdir()  # broken meanwhile: seen once the result is a second old
+    now[0] += 0.6
+    assert (await ready())["status"] == "unready"
+    assert store.queries == 2
+
+
 async def test_not_ready_while_stopping(store: Store, spool: Path) -> None:
     status, body = await _readyz(Readiness(store, spool, stopping=lambda: True))
     assert (status, body["reason"]) == (503, "stopping")
