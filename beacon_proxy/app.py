@@ -10,7 +10,8 @@
     web: /o/ (open pixel), /u/ (preference page, one-click) --> consent store
          /u/ suspension --> one-click forwarder (durable queue in the store) --> sender's URL
          /o/ open (forward_opens) --> open forwarder --> the original tracker URL
-         /healthz, /metrics, /api/v1 (admin API on the consent store)
+         /healthz, /readyz, /metrics, /api/v1 (admin API on the consent store); with
+         [web] admin_listen the last three on a listener of their own
 
 Start order: the consent store (connect, migrate), spool recovery and
 delivery (so recovered mail starts moving), the forwarders, then the HTTP
@@ -58,7 +59,13 @@ from beacon_proxy.tokens import Tokens, load_secrets
 from beacon_proxy.web.api import build_api
 from beacon_proxy.web.auth import ApiTokens
 from beacon_proxy.web.recipient import RecipientSide
-from beacon_proxy.web.server import WebServer, build_app
+from beacon_proxy.web.server import (
+    Readiness,
+    WebServer,
+    build_admin_app,
+    build_app,
+    build_public_app,
+)
 
 __all__ = ["Relay", "copy_steps", "is_loopback_host", "run", "shared_store", "start_warnings"]
 
@@ -203,8 +210,17 @@ class Relay:
             self.tokens, self.store, default_language=cfg.web.default_language,
             on_suspended=self.one_click.suspended,
             on_open=self.open_forwarder.opened if self.open_forwarder is not None else None)
-        self.web = WebServer(cfg.web.listen, build_app(self._health, api=api,
-                                                       recipient=recipient))
+        # /readyz: the store answers and the spool is writable (and not while stopping).
+        ready = Readiness(self.store, cfg.spool.path, stopping=lambda: self._stopping)
+        self.admin_web: WebServer | None = None
+        if cfg.web.admin_listen is None:  # one listener: the admin side is public too
+            self.web = WebServer(cfg.web.listen, build_app(
+                self._health, ready=ready, api=api, recipient=recipient))
+        else:  # the recipient side alone faces the internet
+            self.web = WebServer(cfg.web.listen,
+                                 build_public_app(self._health, recipient=recipient))
+            self.admin_web = WebServer(cfg.web.admin_listen,
+                                       build_admin_app(self._health, ready=ready, api=api))
         self._stopping = False
 
     def _health(self) -> dict[str, object]:
@@ -222,10 +238,14 @@ class Relay:
         await self.one_click.start()
         if self.open_forwarder is not None:
             await self.open_forwarder.start()
+        if self.admin_web is not None:
+            await self.admin_web.start()
         await self.web.start()
         await self.smtpd.start()
         up = self.cfg.delivery.upstream
+        admin = self.cfg.web.admin_listen
         event("started", smtp=str(self.cfg.smtp.listen), web=str(self.cfg.web.listen),
+              admin=str(admin) if admin is not None else None,
               upstream=str(up), spool=str(self.cfg.spool.path), recovered=recovered,
               hostname=self.hostname, config=str(self.cfg.source) if self.cfg.source else None)
         if self._generated_secret:
@@ -274,6 +294,8 @@ class Relay:
             await self.campaigns.stop()
         await self.analysis.close()
         await self.web.stop()  # flushes the open queue (which may forward opens)
+        if self.admin_web is not None:
+            await self.admin_web.stop()
         if self.open_forwarder is not None:
             await self.open_forwarder.stop()
         await self.one_click.stop()

@@ -1,11 +1,21 @@
 """Configuration: one TOML file, every key optional, validated at start-up.
 
-The file is found from ``--config FILE`` or ``BEACON_PROXY_CONFIG``; with
-neither, the embedded defaults below apply.  Single keys can be overridden
-from the environment as ``BEACON_PROXY_<SECTION>_<KEY>`` (for example
+The file is found (:func:`find_config`) from ``--config FILE``, else
+``BEACON_PROXY_CONFIG``, else :data:`SYSTEM_CONFIG`
+(``/etc/beacon-proxy/beacon-proxy.toml``) when it exists; with none of them,
+the embedded defaults below apply.  Single keys can be overridden from the
+environment as ``BEACON_PROXY_<SECTION>_<KEY>`` (for example
 ``BEACON_PROXY_SMTP_LISTEN=0.0.0.0:25``); the value is read as a TOML value
 when it parses as one and as a plain string otherwise.  ``BEACON_PROXY_SECRET``
 sets ``[tokens] secret``.
+
+Relative paths written in a configuration file (every ``Path`` value, the
+Maildir of ``delivery.upstream`` and a ``sqlite:///relative`` store URL) are
+relative to the directory of that file, so every command that reads the file
+finds the same store and spool wherever it runs.  The built-in defaults and
+values from the environment stay relative to the working directory: the
+defaults must work without a file, and the directory of the system file
+(``/etc/beacon-proxy``) is not writable by the relay.
 
 Every problem is reported as :class:`ConfigError` naming the key
 (``delivery.retry_min``) and the reason, so ``serve`` can stop with one
@@ -18,6 +28,7 @@ readable line.
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import os
 import re
@@ -26,13 +37,15 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 __all__ = [
+    "SYSTEM_CONFIG",
     "ApiConfig",
     "CampaignConfig",
     "Config",
     "ConfigError",
+    "ConfigOrigin",
     "DeliveryConfig",
     "DkimConfig",
     "DkimKeyConfig",
@@ -45,10 +58,15 @@ __all__ = [
     "TokensConfig",
     "Upstream",
     "WebConfig",
+    "environment_keys",
+    "find_config",
     "load_config",
 ]
 
 ENV_PREFIX = "BEACON_PROXY_"
+# Read when neither --config nor BEACON_PROXY_CONFIG names a file (and it exists).
+# Looked up at call time, so tests can point it elsewhere.
+SYSTEM_CONFIG = Path("/etc/beacon-proxy/beacon-proxy.toml")
 IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
@@ -133,6 +151,9 @@ class StoreConfig:
 @dataclass(frozen=True)
 class WebConfig:
     listen: Endpoint = Endpoint("127.0.0.1", 8025)
+    # A second listener for /metrics, /readyz and the admin API (None: all on `listen`,
+    # which then also serves them; only /o/, /u/ and /healthz are meant to face recipients).
+    admin_listen: Endpoint | None = None
     public_url: str = "http://127.0.0.1:8025"
     # A mailto: address added to List-Unsubscribe after the HTTPS link ("" = none).
     unsubscribe_mailto: str = ""
@@ -311,6 +332,11 @@ def _endpoint(key: str, v: Any) -> Endpoint:
         except ValueError:
             raise ConfigError(key, f"bad IPv6 address in {s!r} (write [addr]:port)") from None
     return Endpoint(host, int(port_s))
+
+
+def _optional_endpoint(key: str, v: Any) -> Endpoint | None:
+    """``HOST:PORT``, or ``""`` for none (to unset it from the environment)."""
+    return None if v == "" else _endpoint(key, v)
 
 
 def _networks(key: str, v: Any) -> tuple[IpNetwork, ...]:
@@ -541,6 +567,7 @@ _SCHEMA: dict[str, dict[str, Parser]] = {
     "store": {"url": _store_url, "pool_size": _int_in(1, 1000)},
     "web": {
         "listen": _endpoint,
+        "admin_listen": _optional_endpoint,
         "public_url": _public_url,
         "unsubscribe_mailto": _mailto,
         "sender_unsubscribe": _choice("replace", "keep"),
@@ -602,27 +629,75 @@ def _read_file(path: Path) -> dict[str, Any]:
         raise ConfigError("--config", f"{path}: not UTF-8 text") from None
 
 
-def _env_overrides(raw: dict[str, Any], environ: Mapping[str, str]) -> None:
-    for name, value in environ.items():
+def environment_keys(environ: Mapping[str, str]) -> dict[str, str]:
+    """The keys the environment sets, with the variable that sets each:
+    ``{"smtp.listen": "BEACON_PROXY_SMTP_LISTEN"}`` (unknown keys of known sections
+    included, so they can be refused)."""
+    keys: dict[str, str] = {}
+    for name in environ:
         if not name.startswith(ENV_PREFIX) or name == ENV_PREFIX + "CONFIG":
             continue
         rest = name[len(ENV_PREFIX) :].lower()
         if rest == "secret":
-            raw.setdefault("tokens", {})["secret"] = value
+            keys["tokens.secret"] = name
             continue
         section, sep, key = rest.partition("_")
         if not sep or section not in _SCHEMA:
             continue  # not ours (BEACON_PROXY_SOMETHING_ELSE)
+        keys[f"{section}.{key}"] = name
+    return keys
+
+
+def _env_overrides(raw: dict[str, Any], environ: Mapping[str, str]) -> set[str]:
+    """Put the environment's values into ``raw``; the keys it set."""
+    keys = environment_keys(environ)
+    for dotted, name in keys.items():
+        section, _, key = dotted.partition(".")
         if key not in _SCHEMA[section]:
-            raise ConfigError(f"{section}.{key}", f"unknown key (from environment {name})")
+            raise ConfigError(dotted, f"unknown key (from environment {name})")
+        value = environ[name]
         try:
             parsed: Any = tomllib.loads(f"v = {value}")["v"]
         except tomllib.TOMLDecodeError:
             parsed = value
         raw.setdefault(section, {})[key] = parsed
+    return set(keys)
 
 
-def _build(raw: dict[str, Any], source: Path | None) -> Config:
+def _relative_to(base: Path, value: Any) -> Any:
+    """``value`` with every relative ``Path`` in it (in dataclasses and tuples too)
+    made relative to ``base``; other values unchanged."""
+    if isinstance(value, Path):
+        return value if value.is_absolute() else base / value
+    if isinstance(value, tuple):
+        return tuple(_relative_to(base, v) for v in value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        changes = {}
+        for f in dataclasses.fields(value):
+            old = getattr(value, f.name)
+            new = _relative_to(base, old)
+            if new is not old:
+                changes[f.name] = new
+        return dataclasses.replace(value, **changes) if changes else value
+    return value
+
+
+def _sqlite_url_relative_to(base: Path, url: str) -> str:
+    """A ``sqlite:///relative`` URL made ``sqlite:////base/relative``; others unchanged."""
+    if urlsplit(url).scheme != "sqlite":
+        return url
+    from beacon_proxy.consent.store import sqlite_path
+
+    path = Path(sqlite_path(url))
+    if path.is_absolute():
+        return url
+    return "sqlite:///" + quote(str(base / path), safe="/:@+,=")  # sqlite:////abs
+
+
+def _build(raw: dict[str, Any], source: Path | None, from_env: frozenset[str] = frozenset(),
+           ) -> Config:
+    # Paths written in the file are relative to its directory (see the module docstring).
+    base = source.parent if source is not None else None
     sections: dict[str, Any] = {}
     for section, table in raw.items():
         if section not in _SCHEMA:
@@ -634,15 +709,32 @@ def _build(raw: dict[str, Any], source: Path | None) -> Config:
             parser = _SCHEMA[section].get(key)
             if parser is None:
                 raise ConfigError(f"{section}.{key}", "unknown key")
-            values[key] = parser(f"{section}.{key}", value)
+            parsed = parser(f"{section}.{key}", value)
+            if base is not None and f"{section}.{key}" not in from_env:
+                parsed = _relative_to(base, parsed)
+                if (section, key) == ("store", "url"):
+                    parsed = _sqlite_url_relative_to(base, parsed)
+            values[key] = parsed
         sections[section] = _SECTION_TYPES[section](**values)
     cfg = Config(**sections, source=source)
     _check_consistency(cfg)
     return cfg
 
 
+def _check_web(web: WebConfig) -> None:
+    admin = web.admin_listen
+    if admin is not None and admin.port == web.listen.port and (
+            admin.host == web.listen.host or {admin.host, web.listen.host} & _ANY_HOST):
+        raise ConfigError("web.admin_listen", f"{admin} overlaps web.listen {web.listen}: "
+                          "the admin listener needs an address of its own")
+
+
+_ANY_HOST = {"0.0.0.0", "::", ""}
+
+
 def _check_consistency(cfg: Config) -> None:
     smtp, delivery = cfg.smtp, cfg.delivery
+    _check_web(cfg.web)
     if (smtp.tls_cert is None) != (smtp.tls_key is None):
         missing = "smtp.tls_key" if smtp.tls_key is None else "smtp.tls_cert"
         raise ConfigError(missing, "tls_cert and tls_key must be given together")
@@ -665,12 +757,36 @@ def _check_consistency(cfg: Config) -> None:
     _check_dkim(cfg.dkim)
 
 
-def load_config(path: str | Path | None, environ: Mapping[str, str] | None = None) -> Config:
-    """Read, override from the environment, validate.  Raises :class:`ConfigError`."""
+ConfigOrigin = Literal["--config", "BEACON_PROXY_CONFIG", "system", "defaults"]
+
+
+def find_config(path: str | Path | None, environ: Mapping[str, str] | None = None,
+                ) -> tuple[Path | None, ConfigOrigin]:
+    """Which configuration file applies, and why: ``path`` (``--config``), else
+    ``BEACON_PROXY_CONFIG``, else :data:`SYSTEM_CONFIG` when it exists ("system"),
+    else none (the built-in defaults)."""
     env = os.environ if environ is None else environ
-    if path is None and env.get(ENV_PREFIX + "CONFIG"):
-        path = env[ENV_PREFIX + "CONFIG"]
-    source = Path(path) if path is not None else None
+    if path is not None:
+        return Path(path), "--config"
+    if env.get(ENV_PREFIX + "CONFIG"):
+        return Path(env[ENV_PREFIX + "CONFIG"]), "BEACON_PROXY_CONFIG"
+    try:
+        SYSTEM_CONFIG.stat()
+    except (FileNotFoundError, NotADirectoryError):
+        return None, "defaults"
+    except OSError:
+        pass  # there but not readable: reading it says so, rather than silently using defaults
+    return SYSTEM_CONFIG, "system"
+
+
+def load_config(path: str | Path | None, environ: Mapping[str, str] | None = None) -> Config:
+    """Find (:func:`find_config`), read, override from the environment, validate.
+    Raises :class:`ConfigError`.  ``Config.source`` is the file's absolute path."""
+    env = os.environ if environ is None else environ
+    found, _ = find_config(path, env)
+    # Absolute, but symbolic links are not followed: a file mounted as a link (a
+    # Kubernetes ConfigMap) keeps the directory it was named in.
+    source = Path(os.path.abspath(found)) if found is not None else None
     raw = _read_file(source) if source is not None else {}
-    _env_overrides(raw, env)
-    return _build(raw, source)
+    from_env = _env_overrides(raw, env)
+    return _build(raw, source, frozenset(from_env))

@@ -5,7 +5,14 @@ from pathlib import Path
 
 import pytest
 
-from beacon_proxy.config import ConfigError, Endpoint, load_config
+from beacon_proxy.config import (
+    ConfigError,
+    Endpoint,
+    environment_keys,
+    find_config,
+    load_config,
+)
+from beacon_proxy.consent.store import sqlite_path
 from beacon_proxy.smtpd.passwords import hash_password
 
 
@@ -165,8 +172,9 @@ keys = [
     keys = cfg.dkim.all_keys
     assert [(k.domain, k.selector, str(k.private_key_file), k.algorithm, k.key) for k in keys] == [
         ("example.com", "news2026", "/etc/beacon-proxy/dkim/news2026.pem", None, "dkim"),
-        ("shop.example", "ed1", "e", "ed25519-sha256", "dkim.keys[0]"),
-        ("xn--bcher-kva.example", "a.b-c", "rsa.pem", None, "dkim.keys[1]"),
+        # relative key files are relative to the config file's directory
+        ("shop.example", "ed1", str(tmp_path / "e"), "ed25519-sha256", "dkim.keys[0]"),
+        ("xn--bcher-kva.example", "a.b-c", str(tmp_path / "rsa.pem"), None, "dkim.keys[1]"),
     ]
     only_keys = _load(tmp_path, "[[dkim.keys]]\ndomain = 'a.example'\nselector = 's'\n"
                       "private_key_file = 'k.pem'\n")
@@ -213,3 +221,138 @@ def test_dkim_bad_values_name_the_key(tmp_path: Path, text: str, key: str) -> No
     with pytest.raises(ConfigError) as info:
         _load(tmp_path, text)
     assert info.value.key == key
+
+
+# --------------------------------------------------------------------------
+# Discovery and paths relative to the file
+
+
+@pytest.fixture
+def system(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Where the "system" file is looked for in these tests (absent until written)."""
+    import beacon_proxy.config
+
+    path = tmp_path / "etc" / "beacon-proxy.toml"
+    monkeypatch.setattr(beacon_proxy.config, "SYSTEM_CONFIG", path)
+    return path
+
+
+def test_discovery_order(tmp_path: Path, system: Path) -> None:
+    assert find_config(None, {}) == (None, "defaults")
+    assert load_config(None, environ={}).source is None
+    system.parent.mkdir()
+    system.write_text("[policy]\nunknown = 'granted'\n")
+    assert find_config(None, {}) == (system, "system")
+    assert load_config(None, environ={}).policy.unknown == "granted"
+    assert load_config(None, environ={}).source == system
+    named = tmp_path / "named.toml"
+    named.write_text("[smtp]\nlisten = '127.0.0.1:2600'\n")
+    env = {"BEACON_PROXY_CONFIG": str(named)}
+    assert find_config(None, env) == (named, "BEACON_PROXY_CONFIG")
+    cfg = load_config(None, environ=env)
+    assert (cfg.source, cfg.smtp.listen.port, cfg.policy.unknown) == (named, 2600, "refused")
+    given = tmp_path / "given.toml"
+    given.write_text("")
+    assert find_config(given, env) == (given, "--config")
+    assert load_config(given, environ=env).source == given
+    # A named file that is missing is an error, never a silent fall back to another one.
+    with pytest.raises(ConfigError, match="no such file"):
+        load_config(None, environ={"BEACON_PROXY_CONFIG": str(tmp_path / "gone.toml")})
+
+
+def test_source_is_absolute(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "c.toml").write_text("")
+    monkeypatch.chdir(tmp_path)
+    assert load_config("c.toml", environ={}).source == tmp_path / "c.toml"
+
+
+def test_relative_paths_are_relative_to_the_file(tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    etc = tmp_path / "etc"
+    (etc / "tls").mkdir(parents=True)
+    for name in ("tls/cert.pem", "tls/key.pem", "secrets"):
+        (etc / name).write_text("x" * 20 + "\n")
+    (etc / "c.toml").write_text("""
+[smtp]
+tls_cert = "tls/cert.pem"
+tls_key = "tls/key.pem"
+[spool]
+path = "var/spool"
+[store]
+url = "sqlite:///state/bp.db"
+[delivery]
+upstream = "maildir:out box"
+[tokens]
+secret_file = "secrets"
+[log]
+path = "../log/bp.log"
+""")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)  # checked from another directory: the same files
+    cfg = load_config(etc / "c.toml", environ={})
+    assert cfg.smtp.tls_cert == etc / "tls" / "cert.pem"
+    assert cfg.smtp.tls_key == etc / "tls" / "key.pem"
+    assert cfg.spool.path == etc / "var" / "spool"
+    assert cfg.delivery.upstream.path == etc / "out box"
+    assert cfg.tokens.secret_file == etc / "secrets"
+    assert cfg.log.path == etc / ".." / "log" / "bp.log"
+    assert sqlite_path(cfg.store.url) == str(etc / "state" / "bp.db")
+    assert cfg.store.url.startswith("sqlite:////")
+
+
+def test_absolute_paths_and_other_urls_are_kept(tmp_path: Path) -> None:
+    cfg = _load(tmp_path, """
+[spool]
+path = "/srv/spool"
+[store]
+url = "sqlite:////srv/bp.db"
+""")
+    assert cfg.spool.path == Path("/srv/spool")
+    assert cfg.store.url == "sqlite:////srv/bp.db"
+    pg = _load(tmp_path, "[store]\nurl = 'postgresql://bp@db/bp'\n")
+    assert pg.store.url == "postgresql://bp@db/bp"
+
+
+def test_defaults_and_environment_stay_relative_to_the_working_directory(
+        tmp_path: Path) -> None:
+    # The built-in defaults work without a file (and /etc is not writable), values from
+    # the environment are not written in the file: both relative to the working directory.
+    cfg = _load(tmp_path, "[policy]\nunknown = 'granted'\n",
+                {"BEACON_PROXY_SPOOL_PATH": "spool-from-env"})
+    assert cfg.spool.path == Path("spool-from-env")
+    assert cfg.store.url == "sqlite:///var/beacon-proxy.db"
+    assert cfg.delivery.upstream.path == Path("var/outbox")
+    assert load_config(None, environ={}).spool.path == Path("var/spool")
+
+
+def test_a_linked_file_keeps_the_directory_it_is_named_in(tmp_path: Path) -> None:
+    # A Kubernetes ConfigMap mounts the file as a link into a hidden, versioned folder.
+    real = tmp_path / "..data" / "c.toml"
+    real.parent.mkdir()
+    real.write_text("[spool]\npath = 'spool'\n")
+    link = tmp_path / "c.toml"
+    link.symlink_to(real)
+    assert load_config(link, environ={}).spool.path == tmp_path / "spool"
+
+
+def test_admin_listen(tmp_path: Path) -> None:
+    assert load_config(None, environ={}).web.admin_listen is None
+    cfg = _load(tmp_path, "[web]\nlisten = '0.0.0.0:8025'\nadmin_listen = '127.0.0.1:8026'\n")
+    assert cfg.web.admin_listen == Endpoint("127.0.0.1", 8026)
+    unset = _load(tmp_path, "[web]\nadmin_listen = '127.0.0.1:8026'\n",
+                  {"BEACON_PROXY_WEB_ADMIN_LISTEN": ""})
+    assert unset.web.admin_listen is None
+    for text in ("[web]\nadmin_listen = '127.0.0.1:8025'",
+                 "[web]\nlisten = '0.0.0.0:8025'\nadmin_listen = '127.0.0.1:8025'",
+                 "[web]\nadmin_listen = 'nowhere'"):
+        with pytest.raises(ConfigError) as info:
+            _load(tmp_path, text)
+        assert info.value.key == "web.admin_listen"
+
+
+def test_environment_keys() -> None:
+    assert environment_keys({"BEACON_PROXY_SMTP_LISTEN": "x", "BEACON_PROXY_SECRET": "y",
+                             "BEACON_PROXY_CONFIG": "z", "BEACON_PROXY_OTHER_THING": "w",
+                             "PATH": "/bin"}) == {
+        "smtp.listen": "BEACON_PROXY_SMTP_LISTEN", "tokens.secret": "BEACON_PROXY_SECRET"}

@@ -6,7 +6,7 @@ import argparse
 
 from beacon_proxy.config import Config, load_config
 
-__all__ = ["CliError", "add_config_option", "config_from"]
+__all__ = ["CliError", "add_config_option", "config_from", "config_name"]
 
 
 class CliError(Exception):
@@ -20,9 +20,17 @@ class CliError(Exception):
 def add_config_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--config", metavar="FILE", default=None,
-        help="TOML configuration file (default: $BEACON_PROXY_CONFIG, else built-in defaults)",
+        help="TOML configuration file (default: $BEACON_PROXY_CONFIG, else "
+        "/etc/beacon-proxy/beacon-proxy.toml when it exists, else built-in defaults; "
+        "`beacon-proxy config show` says which applies)",
     )
 
 
 def config_from(args: argparse.Namespace) -> Config:
+    """The configuration a command uses (see :func:`beacon_proxy.config.find_config`)."""
     return load_config(args.config)
+
+
+def config_name(cfg: Config) -> str:
+    """The file a configuration came from, for messages: its path or "built-in defaults"."""
+    return str(cfg.source) if cfg.source is not None else "built-in defaults"

@@ -1,7 +1,8 @@
 """The ``beacon-proxy`` command: one entry point, one sub-command per task.
 
-Every sub-command takes ``--config FILE`` (or ``BEACON_PROXY_CONFIG``),
-prints help with ``-h`` and exits non-zero with a one-line reason on bad
+Every sub-command takes ``--config FILE`` (or ``BEACON_PROXY_CONFIG``, then
+``/etc/beacon-proxy/beacon-proxy.toml`` when it exists; ``config show`` says
+which applies), prints help with ``-h`` and exits non-zero with a one-line reason on bad
 input: 2 for usage and configuration errors, 1 for everything else.
 """
 
@@ -12,7 +13,18 @@ import sys
 from collections.abc import Callable, Sequence
 
 from beacon_proxy import __version__
-from beacon_proxy.cli import apitoken, consent, events, queue, scan, serve, suppress, tools
+from beacon_proxy.cli import (
+    apitoken,
+    configcmd,
+    consent,
+    events,
+    queue,
+    ready,
+    scan,
+    serve,
+    suppress,
+    tools,
+)
 from beacon_proxy.cli.common import CliError
 from beacon_proxy.config import ConfigError
 
@@ -28,7 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in (serve, scan, queue, consent, suppress, events, tools, apitoken):
+    for module in (serve, scan, queue, consent, suppress, events, tools, apitoken, configcmd,
+                   ready):
         module.register(sub)
     return parser
 

@@ -4,6 +4,13 @@
 closes it, turning every expected failure into a one-line :class:`CliError`
 (exit 1): a bad address or value, a bad CSV row (with its line), a store
 that cannot be reached.  Configuration errors exit 2 as everywhere.
+
+A SQLite store that does not exist is an error too, naming the file looked
+for: the relay creates its store when it first starts, so a missing file
+almost always means the command read another configuration than the relay
+(run from another directory, without ``--config``) and would change a new,
+empty store the relay never sees.  ``--create-store`` creates it on purpose
+(to import consent before the relay's first start).
 """
 
 from __future__ import annotations
@@ -13,23 +20,27 @@ import asyncio
 import contextlib
 import getpass
 import json
+import os
 import sys
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
-from beacon_proxy.cli.common import CliError, add_config_option, config_from
+from beacon_proxy.cli.common import CliError, add_config_option, config_from, config_name
+from beacon_proxy.config import Config
 from beacon_proxy.consent.address import AddressError, ListIdError
 from beacon_proxy.consent.csvio import CsvError, Kind, export_csv, import_file
 from beacon_proxy.consent.model import InvalidValue, StoreError, iso, parse_time, to_json
 from beacon_proxy.consent.policy import Policy
-from beacon_proxy.consent.store import Store, open_store
+from beacon_proxy.consent.store import Store, open_store, sqlite_path
 
 __all__ = [
     "actor",
     "add_common",
     "add_import_export",
+    "check_store_exists",
     "export_command",
     "export_to",
     "import_command",
@@ -46,6 +57,10 @@ T = TypeVar("T")
 
 def add_common(parser: argparse.ArgumentParser, *, json_flag: bool = False) -> None:
     add_config_option(parser)
+    parser.add_argument(
+        "--create-store", action="store_true",
+        help="create the SQLite store if it does not exist (the relay creates it on its "
+        "first start; without this flag a missing store is an error)")
     if json_flag:
         parser.add_argument("--json", action="store_true", help="print JSON")
 
@@ -90,6 +105,8 @@ def run_with_store(args: argparse.Namespace,
                    work: Callable[[Store], Awaitable[T]]) -> T:
     """Open the configured store, run ``work`` with it, close it."""
     cfg = config_from(args)
+    if not getattr(args, "create_store", False):
+        check_store_exists(cfg)
     store = open_store(cfg.store.url, unknown=Policy(cfg.policy.unknown), pool_size=2)
 
     async def go() -> T:
@@ -104,6 +121,20 @@ def run_with_store(args: argparse.Namespace,
                 await store.close()
 
     return run(go())
+
+
+def check_store_exists(cfg: Config) -> None:
+    """A one-line :class:`CliError` when the configured store is a SQLite file that does
+    not exist (see the module docstring)."""
+    if urlsplit(cfg.store.url).scheme != "sqlite":
+        return
+    path = Path(os.path.abspath(sqlite_path(cfg.store.url)))
+    if path.exists():
+        return
+    raise CliError(
+        f"no consent store at {path} (configuration: {config_name(cfg)}); the relay creates "
+        "it when it first starts: give this command the relay's configuration "
+        "(--config FILE or BEACON_PROXY_CONFIG), or pass --create-store to create it now")
 
 
 def run(coro: Awaitable[T]) -> T:

@@ -73,7 +73,8 @@ def test_bad_config_and_unreachable_store(tmp_path: Path, capsys: Cap) -> None:
     (tmp_path / "file").write_text("")
     blocked = tmp_path / "blocked.toml"
     blocked.write_text(f"[store]\nurl = 'sqlite:///{tmp_path / 'file' / 'x.db'}'\n")
-    assert main(["consent", "get", "a@example.org", "--config", str(blocked)]) == 1
+    assert main(["consent", "get", "a@example.org", "--config", str(blocked),
+                 "--create-store"]) == 1
     err = capsys.readouterr().err
     assert err.startswith("beacon-proxy: cannot open the consent store") and err.count("\n") == 1
     down = tmp_path / "down.toml"

@@ -28,7 +28,8 @@ def test_commands_import_only_what_they_need(argv: list[str], tmp_path: Path) ->
     db = tmp_path / "c.db"
     config = tmp_path / "c.toml"
     config.write_text(f'[store]\nurl = "sqlite:///{db}"\n')
-    args = [*argv, "--config", str(config)] if argv[0] == "consent" else argv
+    # --create-store: the store is opened (and created), as on a relay's existing store.
+    args = [*argv, "--config", str(config), "--create-store"] if argv[0] == "consent" else argv
     code = ("from beacon_proxy.cli.main import main\n"
             f"try:\n    main({args!r})\nexcept SystemExit:\n    pass")
     loaded = _imported_after(code)
