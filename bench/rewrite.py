@@ -10,7 +10,9 @@ one refused recipient's copy without the pixels, as bytes:
   and ``Engine.render`` (recipient check, splice, re-encode).
 
 Also shown: a further recipient's copy of the same message (the relay
-analyses once per message and renders per recipient), and the whole copy the
+analyses once per message and renders per recipient), a further personalised
+copy of a campaign the relay already knows (analyse, campaign key, judge
+against the campaign's memory, render: issue 9's figure), and the whole copy the
 relay sends a further refused or granted recipient: the beacon step, the
 footer, the unsubscribe headers and the trace header (``app.copy_steps``).  Goal (product.md):
 under 1 ms per message on one core and at least 20x faster than the
@@ -41,6 +43,7 @@ from beacon_proxy.app import copy_steps
 from beacon_proxy.config import Config
 from beacon_proxy.consent.policy import Policy
 from beacon_proxy.rewrite.beacons import BeaconStep
+from beacon_proxy.rewrite.campaign import CampaignMemory, campaign_key, loaded, references_at
 from beacon_proxy.rewrite.engine import Engine
 from beacon_proxy.rewrite.rules import load_rules
 from beacon_proxy.spool.envelope import Envelope
@@ -112,6 +115,23 @@ def main() -> int:
             return prepared.render(f"r{next(serial)}@example.org", policy).data
         return render
 
+    # A further personalised copy of a campaign the relay already knows: analyse it,
+    # name its campaign, judge it against the campaign's memory, render it (what
+    # CampaignDiffing.observe and the beacon step do per message, store aside).
+    memory = CampaignMemory()
+    for k in range(16):  # the campaign learned (its copies differ in the pixel's id)
+        copy = data.replace(b"OGYzYjIx", f"Q{k:07d}".encode())
+        refs = loaded(engine.analyse(copy))
+        memory.learn([(r.element, r.url) for r in refs])
+    known = data.replace(b"OGYzYjIx", b"Q9999999")
+
+    def known_campaign() -> bytes:
+        analysed = engine.analyse(known)
+        refs = loaded(analysed)
+        campaign_key(analysed, RECIPIENT, refs)
+        diffed = references_at(refs, memory.judge([(r.element, r.url) for r in refs]))
+        return engine.render(analysed, RECIPIENT, Policy.REFUSED, diffed=diffed).data
+
     out_ours, out_base = ours(), baseline(data)
     assert b"t.esp-mailer.example" not in out_ours and b"pixel.analytics" not in out_ours
     assert b"t.esp-mailer.example" not in out_base
@@ -122,6 +142,7 @@ def main() -> int:
     base_ms = timed(lambda: baseline(data), max(10, args.rounds // 10))
     ours_ms = timed(ours, args.rounds)
     next_ms = timed(next_recipient, args.rounds)
+    known_ms = timed(known_campaign, args.rounds)
     refused_ms = timed(whole_copy(Policy.REFUSED), args.rounds)
     granted_ms = timed(whole_copy(Policy.GRANTED), args.rounds)
     ratio = base_ms / ours_ms
@@ -133,6 +154,7 @@ def main() -> int:
     print(f"{'baseline: email policy.default + bs4/lxml + as_bytes':<52} {base_ms:>10.3f}")
     print(f"{'beacon-proxy engine: analyse + render one copy':<52} {ours_ms:>10.3f}")
     print(f"{'beacon-proxy: each further recipient (render only)':<52} {next_ms:>10.3f}")
+    print(f"{'  a known campaign: analyse + key + judge + render':<52} {known_ms:>10.3f}")
     print(f"{'  the whole copy, refused (+footer, headers, trace)':<52} {refused_ms:>10.3f}")
     print(f"{'  the whole copy, granted (+footer, headers, trace)':<52} {granted_ms:>10.3f}")
     print()
@@ -140,7 +162,10 @@ def main() -> int:
     print(f"speed-up vs baseline: {ratio:.1f}x   goal >= {GOAL_RATIO:g}x   "
           f"{'PASS' if ok_ratio else 'FAIL'}")
     print(f"per message: {ours_ms:.3f} ms   goal < {GOAL_MS:g} ms   {'PASS' if ok_ms else 'FAIL'}")
-    return 0 if ok_ms and ok_ratio else 1
+    ok_known = known_ms < GOAL_MS
+    print(f"per message of a known campaign: {known_ms:.3f} ms   goal < {GOAL_MS:g} ms   "
+          f"{'PASS' if ok_known else 'FAIL'}")
+    return 0 if ok_ms and ok_ratio and ok_known else 1
 
 
 if __name__ == "__main__":
