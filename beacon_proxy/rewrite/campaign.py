@@ -87,6 +87,9 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from email.header import decode_header, make_header
 from email.utils import getaddresses, parseaddr
+from functools import lru_cache
+from itertools import compress, count
+from operator import ne
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from beacon_proxy.headerfacts import field as header_field
@@ -123,8 +126,9 @@ class Loaded(NamedTuple):
 
 def loaded(analysis: Analysis) -> list[Loaded]:
     """The analysis's loaded references in document order; a position is an index here."""
-    return [Loaded(p, i, "img" if entry.__class__ is PendingImg else entry.element,  # type: ignore[union-attr]
-                   entry.url)
+    new = tuple.__new__  # no keyword handling: a newsletter has hundreds
+    return [new(Loaded, (p, i, "img" if entry.__class__ is PendingImg
+                         else entry.element, entry.url))  # type: ignore[union-attr]
             for p, part in enumerate(analysis.parts)
             for i, entry in enumerate(part.entries) if entry.remote]
 
@@ -154,10 +158,20 @@ class CampaignKey:
 
 
 def _decoded(value: str) -> str:
+    if "=?" not in value:  # no encoded word: decode_header and make_header change nothing
+        return value
     try:
         return str(make_header(decode_header(value)))
     except (ValueError, LookupError, UnicodeError):
         return value
+
+
+@lru_cache(maxsize=1024)
+def _subject_words(subject: str) -> tuple[tuple[str, str], ...]:
+    """Each word of a subject as :func:`normalise_subject` reads it, with its digits as
+    ``#``: the subject of a campaign is the same in every copy, so this is kept."""
+    text = unicodedata.normalize("NFKC", _decoded(subject[:MAX_SUBJECT])).casefold()
+    return tuple((w, _DIGITS.sub("#", w)) for w in _WORD.findall(text))
 
 
 def normalise_subject(subject: str, personal_words: Iterable[str] = ()) -> str:
@@ -166,21 +180,37 @@ def normalise_subject(subject: str, personal_words: Iterable[str] = ()) -> str:
     >>> normalise_subject("=?utf-8?q?Ann=2C_your_12_deals!?=", ["Ann"])
     'your # deals'
     """
-    text = unicodedata.normalize("NFKC", _decoded(subject[:MAX_SUBJECT])).casefold()
     drop = {w.casefold() for w in personal_words if w}
-    words = [_DIGITS.sub("#", w) for w in _WORD.findall(text) if w not in drop]
-    return " ".join(words)
+    return " ".join([digits for word, digits in _subject_words(subject) if word not in drop])
 
 
-def _personal_words(header: bytes, recipient: str | None) -> list[str]:
+def _personal_words(header: bytes, recipient: str | None,
+                    subject: Sequence[tuple[str, str]] | None = None) -> list[str]:
+    """The words of the ``To`` display names and local parts, and of the recipient's local
+    part.  ``subject``: :func:`_subject_words` of the subject, when only the words that
+    could be among them matter (an empty list when none of them could be)."""
+    to = _decoded((header_field(header, "to") or "")[:MAX_SUBJECT])
+    local = recipient.partition("@")[0] if recipient else ""
+    if subject is not None:
+        # A personal word is a run of word characters of the To field (quotes, escapes
+        # and comments aside) or of the local part: none of the subject's words is one
+        # unless it occurs in them.  getaddresses is the larger part of the key's cost.
+        loose = to.replace("\\", "").casefold() + "\0" + local.casefold()
+        if not any(word in loose for word, _ in subject):
+            return []
     words: list[str] = []
-    to = header_field(header, "to") or ""
-    for name, address in getaddresses([_decoded(to[:MAX_SUBJECT])]):
+    for name, address in getaddresses([to]):
         words += _WORD.findall(name)
         words += _WORD.findall(address.partition("@")[0])
     if recipient:
-        words += _WORD.findall(recipient.partition("@")[0])
+        words += _WORD.findall(local)
     return words
+
+
+@lru_cache(maxsize=1024)
+def _sender_domain(value: str) -> str:
+    """The domain of a ``From`` field (the same in every copy of a campaign: kept)."""
+    return parseaddr(_decoded(value[:MAX_SUBJECT]))[1].rpartition("@")[2].lower()
 
 
 def _base_host(url: str) -> str:
@@ -188,28 +218,40 @@ def _base_host(url: str) -> str:
     return ".".join(m.group(1).lower().rsplit(".", 2)[-2:]) if m is not None else ""
 
 
+#: URL -> "\0" + its base host, for the skeleton: a campaign's copies share most URLs.
+_BASES: dict[str, str] = {}
+_BASES_SIZE = 16384
+
+
+def _skeleton(parts: int, refs: Iterable[Loaded]) -> str:
+    """The hex hash of the loaded references' kinds and base hosts, and the part count."""
+    lines = [str(parts)]
+    append, bases = lines.append, _BASES
+    for ref in refs:
+        url = ref[3]
+        base = bases.get(url)
+        if base is None:
+            end = url.find("/", url.find("//") + 2)
+            base = "\0" + _base_host(url[:end if 0 <= end < 300 else 300])
+            if len(bases) >= _BASES_SIZE:
+                bases.clear()
+            bases[url] = base
+        append(ref[2] + base)
+    text = "\n".join(lines)
+    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
+
+
 def campaign_key(analysis: Analysis, recipient: str | None = None,
                  refs: Sequence[Loaded] | None = None) -> CampaignKey:
     """The campaign of a message (``recipient``: its address, to drop merge fields;
     ``refs``: :func:`loaded` of the analysis, when the caller has it)."""
     header = header_block(analysis.data)
-    sender = parseaddr(_decoded((header_field(header, "from") or "")[:MAX_SUBJECT]))[1]
-    memo: dict[str, str] = {}  # scheme and host -> base host: a newsletter has a few
-    lines = [str(len(analysis.parts))]
-    for ref in loaded(analysis) if refs is None else refs:
-        url = ref.url
-        end = url.find("/", url.find("//") + 2)
-        prefix = url[:end if 0 <= end < 300 else 300]
-        base = memo.get(prefix)
-        if base is None:
-            base = memo[prefix] = _base_host(prefix)
-        lines.append(ref.element + "\0" + base)
-    text = "\n".join(lines)
-    skeleton = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16)
-    subject = normalise_subject(header_field(header, "subject") or "",
-                                _personal_words(header, recipient))
-    return CampaignKey(sender.rpartition("@")[2].lower(), analysis.list_id or "", subject,
-                       skeleton.hexdigest())
+    sender = _sender_domain(header_field(header, "from") or "")
+    skeleton = _skeleton(len(analysis.parts), loaded(analysis) if refs is None else refs)
+    subject = header_field(header, "subject") or ""
+    words = _subject_words(subject)
+    subject = normalise_subject(subject, _personal_words(header, recipient, words))
+    return CampaignKey(sender, analysis.list_id or "", subject, skeleton)
 
 
 # -- a URL's shape ------------------------------------------------------------------------
@@ -340,6 +382,11 @@ class CampaignMemory:
         self.max_url = max_url
         self.copies = 0
         self._positions: list[_Position | None] = []  # None: not judged (URL too long ...)
+        # Per position, the first copy's (element, URL) where a copy that repeats it is
+        # judged at once (no varying component, known in this process); None elsewhere.
+        # Built on the first judge after a change: a known campaign's copies are compared
+        # with it in one C-level pass.
+        self._quick: list[tuple[str, str] | None] | None = None
 
     def _shape(self, element: str, url: str) -> _Shape | None:
         if len(url) > self.max_url:
@@ -356,6 +403,7 @@ class CampaignMemory:
 
         Call it once per recipient: the same copy learned twice makes its ids repeats.
         """
+        self._quick = None
         if self.copies == 0:
             for element, url in copy[:self.max_positions]:
                 shape = self._shape(element, url)
@@ -395,10 +443,19 @@ class CampaignMemory:
         """The positions of ``copy`` that are personal by comparison, with the components
         that differ (e.g. ``"path[1]"``, ``"query sid"``)."""
         out: dict[int, str] = {}
-        for index, (position, (element, url)) in enumerate(
-                zip(self._positions, copy, strict=False)):
-            if position is None or position.broken or (
-                    not position.varying and position.is_first(element, url)):
+        quick = self._quick
+        if quick is None:
+            quick = self._quick = [
+                p.same if p is not None and not p.broken and not p.varying else None
+                for p in self._positions]
+        positions = self._positions
+        for index in compress(count(), map(ne, quick, copy)):  # not the first copy's
+            position = positions[index]
+            element, url = copy[index]
+            if position is None or position.broken:
+                continue
+            if not position.varying and position.is_first(element, url):
+                quick[index] = position.same  # known by its hash until now: by string next
                 continue
             shape = self._shape(element, url)
             if shape is None or shape.pattern != position.pattern:

@@ -69,7 +69,7 @@ from beacon_proxy.rewrite.classify import (
     is_layout_shaped,
     plain_finding,
 )
-from beacon_proxy.rewrite.html import Entry, Reference, materialize, scan_entries
+from beacon_proxy.rewrite.html import Entry, Reference, finish_scan, materialize, scan_entries
 from beacon_proxy.rewrite.identity import RecipientIdentity
 from beacon_proxy.rewrite.inline import transparent_png
 from beacon_proxy.rewrite.mime import (
@@ -82,6 +82,7 @@ from beacon_proxy.rewrite.mime import (
     parse_message,
     reencode,
 )
+from beacon_proxy.rewrite.rescan import ScanCache
 from beacon_proxy.rewrite.rules import TrackerRules
 from beacon_proxy.rewrite.signed import has_signed_parts
 from beacon_proxy.rewrite.transfer import (
@@ -252,7 +253,9 @@ def _escape_text(raw: bytes) -> bytes:
 
 
 class Engine:
-    """Stateless apart from the tracker rules; safe to share between workers."""
+    """The tracker rules and a bounded cache of recent scans
+    (:class:`~beacon_proxy.rewrite.rescan.ScanCache`, which never changes a result);
+    safe to share between threads."""
 
     def __init__(self, rules: TrackerRules, *, max_depth: int = 100, max_parts: int = 1000,
                  max_tags: int = 200_000) -> None:
@@ -260,6 +263,9 @@ class Engine:
         self._max_depth = max_depth
         self._max_parts = max_parts
         self._max_tags = max_tags
+        # The last scans, so that a campaign's further copies are scanned only where they
+        # differ (rewrite/rescan.py): the same result, a fraction of the work.
+        self._templates = ScanCache()
 
     # -- once per message ---------------------------------------------------
 
@@ -323,13 +329,18 @@ class Engine:
         if read.transcoded is not None:  # edited as UTF-8, written back whole
             qp_index = ()
         decoded, view, charset = read.text, read.view, read.charset
-        low = view.lower()  # once, for both checks below
-        unmodelled = unmodelled_markup(low)
-        if unmodelled is not None:
-            problems.append(f"{where}: {unmodelled}, not scanned precisely")
-            return None
-        entries, _, truncated = scan_entries(view, max_tags=self._max_tags, charset=charset,
-                                             low=low)
+        rescanned = self._templates.rescan(view, charset, self._max_tags)
+        if rescanned is not None:  # a further copy of a campaign: only what differs
+            entries, _, truncated = finish_scan(rescanned)
+        else:
+            low = view.lower()  # once, for both checks below
+            unmodelled = unmodelled_markup(low)
+            if unmodelled is not None:
+                problems.append(f"{where}: {unmodelled}, not scanned precisely")
+                return None
+            entries, _, truncated = scan_entries(view, max_tags=self._max_tags,
+                                                 charset=charset, low=low,
+                                                 learner=self._templates)
         if truncated:
             problems.append(f"{where}: scan limit reached, left unmodified")
             return None
@@ -373,8 +384,10 @@ class Engine:
                 mine.update(part.layout)  # not personal: classify() below finds out
             for i in sorted(mine.union(part.trackers)):
                 ref = part.reference(i)
+                # Without the recipient in any URL, the recipient-free finding is the one
+                # classify() would give.
                 finding = (classify(ref, self.rules, identity)
-                           if i in mine and (personal or i in compared) else part.finding(i))
+                           if personal and i in mine else part.finding(i))
                 if i in compared:
                     finding = diff_finding(finding, ref)
                 out.append((index, i, _new(Item, (index, ref, finding,

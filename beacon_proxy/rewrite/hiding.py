@@ -69,6 +69,7 @@ _TAG = re.compile(
     + rb"*+=" + _WS + rb"*+(?:\"[^\"]*+\"|'[^']*+'|[^\t\n\f\r >]*+))?)*+[\t\n\f\r /]*+>"
 )
 _TAG_START = re.compile(rb"</?[a-z]")
+_LOOKBEHIND = len(b"visibility")  # the longest property _HIDING looks behind for
 _BEFORE_PROPERTY = b";\"'=\t\n\f\r {"
 _VOID = frozenset({b"area", b"base", b"br", b"col", b"embed", b"hr", b"img", b"input",
                    b"link", b"meta", b"source", b"track", b"wbr", b"param", b"keygen",
@@ -173,8 +174,9 @@ def _hides(low: bytes, m: re.Match[bytes], start: int, end: int) -> bool:
 
 
 def _extent(low: bytes, name: bytes, pos: int, opaque_starts: Sequence[int],
-            opaque: Sequence[Span]) -> int:
-    """Where the element ``name`` whose start tag ends at ``pos`` ends (see the docstring)."""
+            opaque: Sequence[Span]) -> Span:
+    """Where the element ``name`` whose start tag ends at ``pos`` ends (see the docstring),
+    and where the bytes read to find out end."""
     # A block start tag closes a <p>, and an inline element (span, a, font) in one; whether
     # a <p> is open around an inline element is not known here: it ends there in any case.
     closers = _P_CLOSERS if name == b"p" or name not in _BLOCK else frozenset()
@@ -185,39 +187,44 @@ def _extent(low: bytes, name: bytes, pos: int, opaque_starts: Sequence[int],
     while True:
         found = _TAG_START.search(low, pos)
         if found is None:
-            return n
+            return n, n
         i = bisect_right(opaque_starts, found.start()) - 1
         if i >= 0 and opaque[i][1] > found.start():
             pos = opaque[i][1]  # a comment or raw text: no tags in it
             continue
         m = _TAG.match(low, found.start())
         if m is None:
-            return n  # a tag that never ends: the rest of the document is in it
+            return n, n  # a tag that never ends: the rest of the document is in it
         pos = m.end()
         tag = m.group(2)
         if m.group(1):  # an end tag
             if tag in stack:
                 del stack[len(stack) - 1 - stack[::-1].index(tag):]
                 continue
-            return m.start()  # its own, an ancestor's or a stray one
+            return m.start(), m.end()  # its own, an ancestor's or a stray one
         if tag in closers or (tag in cells and b"table" not in stack) or (
                 not stack and tag in _HEADINGS and name in _HEADINGS):
-            return m.start()
+            return m.start(), m.end()
         if any(tag in tags and shield.isdisjoint(stack) for tags, shield in lists):
-            return m.start()
+            return m.start(), m.end()
         if tag not in _VOID:
             stack.append(tag)
             if len(stack) > MAX_DEPTH:
                 raise HidingLimitError(f"more than {MAX_DEPTH} elements open in a hidden one")
 
 
-def hidden_ranges(low: bytes, opaque: Sequence[Span], styles: Sequence[Span]) -> list[Span]:
+def hidden_ranges(low: bytes, opaque: Sequence[Span], styles: Sequence[Span],
+                  reads: list[Span] | None = None) -> list[Span]:
     """The spans of the elements that hide their content, sorted and disjoint.
 
     ``low``: the lower-cased view; ``opaque``: the scanner's comment and raw-text spans
     (sorted); ``styles``: the contents of its ``<style>`` blocks.  Raises
-    :class:`HidingLimitError` past :data:`MAX_DEPTH`.
+    :class:`HidingLimitError` past :data:`MAX_DEPTH`.  ``reads``: where to note every
+    stretch of ``low`` the result depends on, besides the declarations searched for,
+    ``opaque`` and ``styles`` (:mod:`~beacon_proxy.rewrite.rescan` reuses a result where
+    none of them changed); each is ``(start, end)``, ends included.
     """
+    note = ([] if reads is None else reads).append  # a few per hiding declaration
     out: list[Span] = []
     opaque_starts = [start for start, _ in opaque]
     media: frozenset[bytes] | None = None  # the names media queries style (on first need)
@@ -225,6 +232,7 @@ def hidden_ranges(low: bytes, opaque: Sequence[Span], styles: Sequence[Span]) ->
     seen = 0  # where the last backward search started: each byte is searched back once
     for m in _HIDING.finditer(low):
         at = m.start()
+        note((at - _LOOKBEHIND - 1, m.end()))  # with the byte before the property
         if out and at < out[-1][1]:
             continue  # inside a hidden element already
         prop_start = at - (7 if low.startswith(b"display", at - 7) else
@@ -232,6 +240,7 @@ def hidden_ranges(low: bytes, opaque: Sequence[Span], styles: Sequence[Span]) ->
         if prop_start <= 0 or low[prop_start - 1] not in _BEFORE_PROPERTY:
             continue
         lt = low.rfind(b"<", seen, at)
+        note((seen if lt < 0 else lt, at))
         seen = at
         if lt < 0:
             continue  # the same tag as the last match (or none at all)
@@ -239,6 +248,7 @@ def hidden_ranges(low: bytes, opaque: Sequence[Span], styles: Sequence[Span]) ->
         if i >= 0 and opaque[i][1] > lt:
             continue
         tag = _TAG.match(low, lt)
+        note((lt, len(low) if tag is None else tag.end()))
         if tag is None:
             break  # a tag that never ends: the rest of the document is in it
         if tag.group(1) or tag.end() <= at:
@@ -250,6 +260,7 @@ def hidden_ranges(low: bytes, opaque: Sequence[Span], styles: Sequence[Span]) ->
             if first_table < 0:
                 first_table = low.find(b"<table")
                 first_table = len(low) if first_table < 0 else first_table
+                note((0, first_table + len(b"<table")))
             if not 0 <= first_table < lt:
                 continue  # outside a table a browser drops the tag (and its style)
         if not _hides(low, m, lt, tag.end()):
@@ -259,9 +270,12 @@ def hidden_ranges(low: bytes, opaque: Sequence[Span], styles: Sequence[Span]) ->
             if media is None:
                 media = frozenset(name for a, b in styles if low.find(b"@media", a, b) >= 0
                                   for name in _SELECTOR_NAME.findall(low, a, b))
+                for a, b in styles:
+                    note((a, b))
             if _named(values, media):
                 continue  # a media query may reveal it
-        end = _extent(low, name, tag.end(), opaque_starts, opaque)
+        end, read = _extent(low, name, tag.end(), opaque_starts, opaque)
+        note((tag.end(), read))
         out.append((lt, end))
         seen = max(seen, end)
     return out

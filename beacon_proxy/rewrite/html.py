@@ -56,6 +56,7 @@ from __future__ import annotations
 import re
 from bisect import bisect_right
 from dataclasses import dataclass
+from typing import Protocol
 from urllib.parse import urljoin
 
 from beacon_proxy.rewrite.css import scan_css
@@ -110,8 +111,13 @@ from beacon_proxy.rewrite.htmlrefs import (
     materialize,
 )
 
-__all__ = ["Box", "Entry", "HtmlScan", "PendingImg", "Reference", "Span", "materialize",
-           "scan_entries", "scan_html"]
+__all__ = ["Box", "Entry", "HtmlScan", "Learner", "Mark", "PendingImg", "Reference", "Span",
+           "finish_scan", "materialize", "scan_entries", "scan_html"]
+
+#: Where a construct starts and the scan's state there: (position, references before it,
+#: budget left, (comment/raw-text spans before it, style blocks before it, open
+#: conditional comments)).  A scan can resume from any of them (:meth:`_Scan.run`).
+Mark = tuple[int, int, int, tuple[int, int, tuple[str, ...]]]
 
 DEFAULT_MAX_TAGS = 200_000
 DEFAULT_MAX_BYTES = 64 * 1024 * 1024
@@ -146,25 +152,37 @@ class _Scan(TagReader):
         super().__init__(view, charset, budget, depth, low)
         self.fast = fast
         self.analytics_end = -1
+        # For :mod:`~beacon_proxy.rewrite.rescan`: where each construct starts, with the
+        # state there (recorded when a list is set), and where to stop (the first
+        # construct at or past ``stop``; past the end: never).
+        self.marks: list[Mark] | None = None
+        self.stop = self.n + 1
+        # The hidden elements' spans, once known (finish_scan, or a rescan that could
+        # reuse its template's), and where hidden_ranges() notes what it read (if set).
+        self.hidden: list[Span] | None = None
+        self.hidden_reads: list[Span] | None = None
 
     # -- the loop: skip in C, look in Python -------------------------------------------
-    def run(self) -> None:
+    def run(self, pos: int = 0) -> int:
         """Skip boring markup; hand every other construct to Python, one budget unit each.
 
         In fast mode ``SKIP`` runs first and reads a following plain ``<img>`` in the same
         call; it stops short of anything it is not sure of, and ``BORING_TOKEN`` then
         takes one token the exact way, or confirms that an interesting construct (or
         the end) is reached.  ``<img`` and ``<!`` are never boring.
+
+        ``pos``: where to start, a construct's start with :attr:`cond` as it was there
+        (:mod:`~beacon_proxy.rewrite.rescan`).  Returns where the scan stopped: the end,
+        or the first construct at or past :attr:`stop`.
         """
         view, low, n = self.view, self.low, self.n
-        fast = self.fast
+        fast, marks = self.fast, self.marks
         boring = (BORING_TOKEN if fast else BORING).match
-        pos = 0
         while True:
             if fast:
                 pos = self.images(pos)
-                if self.truncated:
-                    return
+                if self.truncated or pos >= self.stop:
+                    return pos
             # (fast mode stops only before "<"; exact mode may be anywhere in text here)
             nxt = low[pos + 1 : pos + 2] if low.startswith(b"<", pos) else b""
             at_img = nxt == b"i" and low.startswith(b"<img", pos) and (
@@ -174,12 +192,17 @@ class _Scan(TagReader):
                 if token is not None and token.end() > pos:
                     pos = token.end()
                     continue
+            if pos >= self.stop:
+                return pos
+            if marks is not None and pos < n:
+                marks.append((pos, len(self.refs), self.budget,
+                              (len(self.opaque), len(self.styles), tuple(self.cond))))
             self.budget -= 1
             if self.budget < 0:
                 self.truncated = True
-                return
+                return pos
             if pos >= n:
-                return
+                return pos
             if at_img:  # not read by SKIP: exact mode, or SKIP could not read the tag
                 m = IMG_TAG.match(low, pos)
                 assert m is not None  # IMG_TAG matches ""
@@ -211,6 +234,8 @@ class _Scan(TagReader):
         ascii_ok, number, cond = self.ascii, self.number, self.cond
         condition = cond[-1] if cond else None  # constant here: comments stop SKIP
         budget, last_start = self.budget, self.last_start  # as count() keeps them; stored back
+        stop, marks = self.stop, self.marks
+        state = (len(self.opaque), len(self.styles), tuple(cond))  # for marks
         # After an <img>, a scanner: it goes on where its last match ended, without new
         # matcher state per call (from one product image to the next, all re needs).
         matches = None
@@ -224,6 +249,11 @@ class _Scan(TagReader):
             start = m.start(_IMG_MARK)
             if start < 0:
                 break
+            if start >= stop:  # before this <img>: the caller asked to stop here
+                pos = start
+                break
+            if marks is not None:
+                marks.append((start, len(refs), budget, state))
             budget -= 1  # the <img> itself: one construct
             if budget < 0:
                 self.truncated = True
@@ -424,20 +454,44 @@ def _resolve(base: str, ref: Reference) -> Reference:
         return ref
 
 
+class Learner(Protocol):
+    """Keeps full scans for the next copies (:class:`~beacon_proxy.rewrite.rescan.ScanCache`)."""
+
+    def learn(self, scan: _Scan, marks: list[Mark], max_tags: int) -> None:
+        """Keep a full scan, run with ``marks`` and ``hidden_reads`` recording and
+        finished (:func:`finish_scan`), as a template."""
+
+
 def scan_entries(view: bytes, *, max_tags: int = DEFAULT_MAX_TAGS,
                  max_bytes: int = DEFAULT_MAX_BYTES, charset: str = "utf-8",
-                 fast: bool = True, low: bytes | None = None
+                 fast: bool = True, low: bytes | None = None, learner: Learner | None = None
                  ) -> tuple[tuple[Entry, ...], str | None, bool]:
     """:func:`scan_html` with plain ``<img>`` s left as :class:`PendingImg` (and the base,
     and whether the scan was truncated).  ``fast=False`` scans with the exact patterns only.
-    ``low``: ``view.lower()``, when the caller already has it.
+    ``low``: ``view.lower()``, when the caller already has it.  ``learner``: keeps the scan
+    so that the next copies of a campaign are scanned only where they differ
+    (:mod:`~beacon_proxy.rewrite.rescan`).
     """
     truncated = len(view) > max_bytes
     if truncated:
         view, low = view[:max_bytes], None
     scan = _Scan(view, charset, max_tags, fast=fast, low=low)
+    if learner is None or not fast or truncated:
+        scan.run()
+        return finish_scan(scan, truncated)
+    marks: list[Mark] = []
+    scan.marks, scan.hidden_reads = marks, []
     scan.run()
-    entries = scan.refs
+    result = finish_scan(scan)
+    learner.learn(scan, marks, max_tags)
+    return result
+
+
+def finish_scan(scan: _Scan, truncated: bool = False
+                ) -> tuple[tuple[Entry, ...], str | None, bool]:
+    """:func:`scan_entries` 's result from a scan that ran (``truncated``: the view was cut):
+    a remote base resolved, document order, ``<picture>`` boxes, hidden ancestors."""
+    entries = list(scan.refs)  # the scan's own list stays in the order it found them
     base = scan.base
     if base is not None and is_remote(base):
         refs = list(map(materialize, entries))
@@ -453,10 +507,13 @@ def scan_entries(view: bytes, *, max_tags: int = DEFAULT_MAX_TAGS,
     if scan.sources:
         entries = _picture_boxes(entries, scan.low)
     if not scan.truncated:
-        try:
-            hidden = hidden_ranges(scan.low, scan.opaque, scan.styles)
-        except HidingLimitError:
-            return tuple(entries), base, True
+        hidden = scan.hidden
+        if hidden is None:
+            try:
+                hidden = hidden_ranges(scan.low, scan.opaque, scan.styles, scan.hidden_reads)
+            except HidingLimitError:
+                return tuple(entries), base, True
+            scan.hidden = hidden
         if hidden:
             entries = _hide(entries, hidden)
     return tuple(entries), base, truncated or scan.truncated

@@ -1,0 +1,393 @@
+"""A campaign's further copies: scan only what differs from a copy already scanned.
+
+A newsletter reaches the relay as one message per recipient, and the copies of
+one campaign differ in a few places: a name, a pixel's id, a link's token.  The
+full scan (:mod:`~beacon_proxy.rewrite.html`) costs about a millisecond per
+70 KB; most of it would find again what the previous copy's scan found.  So a
+full scan leaves a :class:`ScanTemplate` behind - its view, its findings and a
+*mark* at every construct it handled (where it starts, and the scan's state
+there: :data:`~beacon_proxy.rewrite.html.Mark`) - and a further copy is scanned
+like this:
+
+1. **Diff.** Both views are split into lines (one ``bytes.split``); a copy with
+   another number of lines is scanned in full.  Each changed line is narrowed
+   to the bytes between its common prefix and suffix: the *regions*.
+2. **Resume before each region** at the last mark that starts before it.  The
+   bytes before a mark are the template's, and no token ends later than a
+   mark having looked past the mark's own first byte (the scanner's patterns
+   look ahead one byte at most past a token's end), so a full scan of the copy
+   would reach that point in the same state.  The scan of the copy resumes there.
+3. **Re-synchronise after it**: the resumed scan stops at the first construct
+   at or past each later mark of the template (in the unchanged stretch after
+   the region, at the copy's offsets); where it stops *exactly at* a mark with
+   the same open conditional comments, the copy is in the template's state
+   again, and until the next region it would find exactly what the template
+   found, at offsets shifted by the bytes the regions added or removed.  Those
+   findings are copied, shifted; the scan stops otherwise only at the end.
+4. Everything after the scan (``<picture>`` boxes, hidden ancestors, sorting)
+   runs on the copy's whole result, as after a full scan.
+
+The result is the full scan's, entry for entry (``tests/rewrite/test_rescan.py``
+checks it on random edits of real templates, hostile markup included); where
+the argument above does not hold it gives up and the copy is scanned in full:
+a remote ``<base href>`` (relative URLs depend on it), ``<amp-analytics>``
+(its end tag decides what later scripts are), a scan that ran out of budget or
+bytes, more than a quarter of the lines changed.  A newsletter whose HTML is a
+single line gets one region from its first to its last difference: correct,
+but not much faster.
+
+:class:`ScanCache` keeps the last templates per (charset, number of lines), at
+most :data:`MAX_TEMPLATES` and :data:`MAX_TEMPLATE_BYTES` in all; it holds
+views of messages (content, never addresses as such: the relay's process
+memory), and nothing is written anywhere.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from bisect import bisect_left, bisect_right
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from itertools import accumulate, compress, count
+from operator import ne
+
+from beacon_proxy.rewrite.hiding import _HIDING
+from beacon_proxy.rewrite.html import Mark, _Scan
+from beacon_proxy.rewrite.htmlattr import Span
+from beacon_proxy.rewrite.htmlrefs import Entry, PendingImg
+
+__all__ = ["MAX_TEMPLATES", "MAX_TEMPLATE_BYTES", "ScanCache", "ScanTemplate", "rescan"]
+
+MAX_TEMPLATES = 32
+MAX_TEMPLATE_BYTES = 64 << 20  # kept in all, counted as _WEIGHT times each view
+_WEIGHT = 4  # a template holds its view, the lower-cased view, and both split into lines
+MAX_VIEW = 4 << 20  # larger parts are not kept as templates
+_MAX_CHANGED = 4  # at most 1 / _MAX_CHANGED of the lines may differ
+
+_new = tuple.__new__
+#: What :func:`~.unmodelled.unmodelled_markup` looks for, and how far it reads: a tag name
+#: (8 bytes with its delimiter), a <meta> 's charset declaration (within 512 bytes, plus
+#: the declaration itself).
+_UNMODELLED_TAG = re.compile(rb"<(?:svg|select|math|meta)")
+_TAG_REACH = 8
+_META = re.compile(rb"<meta")
+_META_REACH = 5 + 512 + 64
+_BLANKS = b"\t\n\f\r "
+#: A changed region: (start, end) in the template's view, (start, end) in the copy's.
+_Region = tuple[int, int, int, int]
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class ScanTemplate:
+    """What a full scan of one view leaves for the next copies of its campaign."""
+
+    view: bytes
+    charset: str
+    max_tags: int
+    lines: list[bytes]
+    low_lines: list[bytes]  # the lines lower-cased
+    starts: list[int]  # where each line starts
+    refs: list[Entry]  # in the order the scan found them (before sorting)
+    opaque: list[Span]
+    styles: list[Span]
+    marks: list[Mark]  # a start mark at 0, the scan's marks, an end mark at len(view)
+    positions: list[int]  # of the marks
+    ordered: bool
+    sources: bool
+    metas: list[int]  # where each "<meta" starts (a charset declaration may follow)
+    hidden: list[Span]  # hidden_ranges() of the view
+    reads: list[Span]  # what it depends on (hiding.hidden_ranges), ends included
+
+    @classmethod
+    def of(cls, scan: _Scan, marks: list[Mark], max_tags: int) -> ScanTemplate | None:
+        """The template a full, finished scan (run with ``marks`` and ``hidden_reads``
+        recording) leaves, or None when a copy could not resume from it (see the module
+        docstring)."""
+        if (scan.truncated or scan.base is not None or scan.analytics_end >= 0 or scan.depth
+                or not scan.fast or scan.n > MAX_VIEW or scan.hidden is None
+                or scan.hidden_reads is None):
+            return None
+        lines = scan.view.split(b"\n")
+        starts = [0, *accumulate(len(line) + 1 for line in lines[:-1])]
+        start: Mark = (0, 0, max_tags, (0, 0, ()))
+        end: Mark = (scan.n, len(scan.refs), scan.budget,
+                     (len(scan.opaque), len(scan.styles), tuple(scan.cond)))
+        every = [start, *marks, end]
+        metas = [m.start() for m in _META.finditer(scan.low)]
+        return cls(scan.view, scan.charset, max_tags, lines, scan.low.split(b"\n"), starts,
+                   scan.refs, scan.opaque, scan.styles, every, [m[0] for m in every],
+                   scan.ordered, scan.sources, metas, scan.hidden, scan.hidden_reads)
+
+    def regions(self, lines: Sequence[bytes]) -> tuple[list[int], list[_Region]] | None:
+        """Which of ``lines`` (a copy's) differ from the template's and where exactly, or
+        None when too many do."""
+        mine = self.lines
+        if len(lines) != len(mine):
+            return None
+        changed = list(compress(count(), map(ne, mine, lines)))
+        if len(changed) * _MAX_CHANGED > len(mine):
+            return None
+        out: list[_Region] = []
+        shift = 0
+        for i in changed:
+            old, new = mine[i], lines[i]
+            head = _common_prefix(old, new)
+            tail = _common_suffix(old, new, min(len(old), len(new)) - head)
+            a0 = self.starts[i] + head
+            a1 = self.starts[i] + len(old) - tail
+            b0 = a0 + shift
+            b1 = b0 + len(new) - tail - head
+            out.append((a0, a1, b0, b1))
+            shift += len(new) - len(old)
+        return changed, out
+
+    def low(self, lines: Sequence[bytes], changed: Sequence[int]) -> bytes:
+        """The copy's lower-cased view: the template's, with the changed lines lowered."""
+        low = list(self.low_lines)
+        for i in changed:
+            low[i] = lines[i].lower()
+        return b"\n".join(low)
+
+
+def _common_prefix(a: bytes, b: bytes) -> int:
+    """The length of the longest common prefix (binary search over slices: memcmp speed)."""
+    lo, hi = 0, min(len(a), len(b))
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if a[lo:mid] == b[lo:mid]:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
+def _common_suffix(a: bytes, b: bytes, limit: int) -> int:
+    """The length of the longest common suffix, at most ``limit``."""
+    lo, hi = 0, limit
+    la, lb = len(a), len(b)
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if a[la - mid : la - lo] == b[lb - mid : lb - lo]:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
+def _shifted(entries: Sequence[Entry], shift: int, low: bytes) -> list[Entry]:
+    """The template's entries at a copy's offsets (``low``: the copy's lower-cased view)."""
+    if not shift:  # the same offsets, the same bytes there: the same entries
+        return list(entries)
+    out: list[Entry] = []
+    for entry in entries:
+        if isinstance(entry, PendingImg):
+            out.append(_new(PendingImg, (low, entry.start + shift, entry.url, entry.remote,
+                                         entry.box, entry.condition)))
+        else:
+            out.append(entry._replace(
+                tag_span=_move(entry.tag_span, shift), url_span=_move(entry.url_span, shift),
+                removal_span=_move(entry.removal_span, shift),
+                attr_span=_move_optional(entry.attr_span, shift),
+                value_span=_move_optional(entry.value_span, shift),
+                alt_span=_move_optional(entry.alt_span, shift)))
+    return out
+
+
+def _move(span: Span, shift: int) -> Span:
+    return span[0] + shift, span[1] + shift
+
+
+def _move_optional(span: Span | None, shift: int) -> Span | None:
+    return None if span is None else (span[0] + shift, span[1] + shift)
+
+
+def _spans(spans: Sequence[Span], shift: int) -> list[Span]:
+    return [(a + shift, b + shift) for a, b in spans] if shift else list(spans)
+
+
+def _unmodelled_near(template: ScanTemplate, low: bytes, regions: Sequence[_Region]) -> bool:
+    """Whether a region may make :func:`~.unmodelled.unmodelled_markup` see something in
+    the copy that it did not see in the template: a tag it looks for that a region touches,
+    or a region in reach of a ``<meta>`` 's charset declaration."""
+    metas = template.metas
+    for a0, a1, b0, b1 in regions:
+        if _UNMODELLED_TAG.search(low, max(0, b0 - _TAG_REACH), b1 + _TAG_REACH) is not None:
+            return True
+        i = bisect_right(metas, a1) - 1  # the last <meta at or before the region's end
+        if i >= 0 and metas[i] + _META_REACH >= a0:
+            return True
+    return False
+
+
+def rescan(template: ScanTemplate, view: bytes, charset: str, max_tags: int,
+           lines: Sequence[bytes] | None = None) -> _Scan | None:
+    """A scan of ``view`` equal to a full one, from ``template`` and the changed regions;
+    None when it cannot be done that way (the caller scans in full).  Also None when a
+    region may add markup the scanner does not model (see the module docstring).
+    ``lines``: ``view.split(b"\\n")``, when the caller has it.  The scan's ``low`` is the
+    lower-cased view (built from the template's)."""
+    if charset != template.charset or max_tags != template.max_tags:
+        return None
+    lines = view.split(b"\n") if lines is None else lines
+    diff = template.regions(lines)
+    if diff is None:
+        return None
+    changed, regions = diff
+    low = template.low(lines, changed)
+    if _unmodelled_near(template, low, regions):
+        return None
+    marks, positions = template.marks, template.positions
+    starts, ends = [r[0] for r in regions], [r[1] for r in regions]
+    # shifts[m]: copy offset - template offset in the unchanged stretch before region m
+    shifts = [0, *(b1 - a1 for _, a1, _, b1 in regions)]
+    last = len(marks) - 1  # the end mark: copied up to, never a place to stop at
+
+    def candidate(j: int) -> tuple[int, int, int] | None:
+        """The first mark from ``j`` in an unchanged stretch: (mark, stretch, its offset in
+        the copy), or None."""
+        while j < last:
+            q = positions[j]
+            m = bisect_right(starts, q)  # regions starting at or before q
+            if m and q < ends[m - 1]:  # inside region m - 1
+                j = bisect_left(positions, ends[m - 1], j)
+                continue
+            return j, m, q + shifts[m]
+        return None
+
+    result = _Scan(view, charset, max_tags, low=low)
+    refs, opaque, styles = result.refs, result.opaque, result.styles
+    ordered, sources = template.ordered, template.sources
+    budget = max_tags  # left, as the copy's full scan would have it here
+    at, k = 0, 0  # in step with the template at mark `at`; the next region to scan
+    while True:
+        # The template's findings from mark `at` to the last mark before region k (the
+        # end mark after the last region), at the copy's offsets.
+        resume = max(at, bisect_left(positions, starts[k]) - 1) if k < len(regions) else last
+        before, after = marks[at], marks[resume]
+        refs += _shifted(template.refs[before[1] : after[1]], shifts[k], low)
+        opaque += _spans(template.opaque[before[3][0] : after[3][0]], shifts[k])
+        styles += _spans(template.styles[before[3][1] : after[3][1]], shifts[k])
+        budget -= before[2] - after[2]
+        if budget < 0:
+            return None  # the full scan runs out of budget: let it say where
+        if k == len(regions):
+            break
+        # Scan the copy from there until it is in step with the template again.
+        scan = _Scan(view, charset, budget, low=low)
+        scan.cond = list(after[3][2])
+        pos = after[0] + shifts[k]
+        found = candidate(bisect_left(positions, ends[k]))
+        while True:
+            scan.stop = scan.n + 1 if found is None else found[2]
+            pos = scan.run(pos)
+            if scan.truncated or scan.base is not None or scan.analytics_end >= 0:
+                return None
+            if found is None or pos < found[2]:  # the end
+                break
+            if pos == found[2] and tuple(scan.cond) == marks[found[0]][3][2]:
+                break
+            while found is not None and found[2] <= pos and not (
+                    found[2] == pos and tuple(scan.cond) == marks[found[0]][3][2]):
+                found = candidate(found[0] + 1)
+            if found is not None and found[2] == pos:
+                break
+        refs += scan.refs
+        opaque += scan.opaque
+        styles += scan.styles
+        budget = scan.budget
+        ordered = ordered and scan.ordered
+        sources = sources or scan.sources
+        if found is None or pos != found[2]:  # scanned to the end
+            break
+        at, k = found[0], found[1]
+    result.budget = budget
+    result.ordered = ordered
+    result.sources = sources
+    result.hidden = _hidden(template, result, regions, starts, ends, shifts)
+    return result
+
+
+def _hidden(template: ScanTemplate, scan: _Scan, regions: Sequence[_Region],
+            starts: Sequence[int], ends: Sequence[int], shifts: Sequence[int]
+            ) -> list[Span] | None:
+    """The template's hidden elements at the copy's offsets, when the copy's would be the
+    same (else None: finish_scan() computes them).
+
+    They are when no region touches anything hidden_ranges() read for the template, the
+    copy's comments, raw text and style blocks are the template's, shifted, and no
+    hiding declaration starts or ends in reach of a region.
+    """
+
+    def moved(x: int) -> int | None:  # None at or inside a region: no single answer
+        m = bisect_right(starts, x)
+        if m and x <= ends[m - 1]:
+            return None
+        return x + shifts[m]
+
+    for a0, a1, _, _ in regions:
+        for r0, r1 in template.reads:
+            if a0 <= r1 + 1 and r0 - 1 <= a1:
+                return None
+    for mine, theirs in ((template.opaque, scan.opaque), (template.styles, scan.styles)):
+        if len(mine) != len(theirs) or [(moved(a), moved(b)) for a, b in mine] != theirs:
+            return None
+    low, n = scan.low, scan.n
+    for _, _, b0, b1 in regions:
+        # A declaration in reach: ":" at most 22 bytes before the region (unless a run of
+        # blanks reaches further) or 10 after it, its value at most 100 bytes after it
+        # (unless a run of blanks reaches further).
+        if b0 > 22 and not low[b0 - 22 : b0 - 8].translate(None, _BLANKS):
+            return None
+        if b1 + 80 < n and not low[b1 + 11 : b1 + 80].translate(None, _BLANKS):
+            return None
+        if _HIDING.search(low, max(0, b0 - 32), min(n, b1 + 100)) is not None:
+            return None
+    out: list[Span] = []
+    for a, b in template.hidden:
+        start, end = moved(a), moved(b)
+        if start is None or end is None:
+            return None
+        out.append((start, end))
+    return out
+
+
+class ScanCache:
+    """The last templates, by charset and number of lines (see the module docstring)."""
+
+    def __init__(self, max_templates: int = MAX_TEMPLATES,
+                 max_bytes: int = MAX_TEMPLATE_BYTES) -> None:
+        self._max, self._max_bytes = max_templates, max_bytes
+        self._templates: OrderedDict[tuple[str, int], ScanTemplate] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    def rescan(self, view: bytes, charset: str, max_tags: int) -> _Scan | None:
+        """:func:`rescan` from the last template of the same charset and number of lines."""
+        lines = view.split(b"\n")
+        key = (charset, len(lines))
+        with self._lock:
+            template = self._templates.get(key)
+            if template is not None:
+                self._templates.move_to_end(key)
+        if template is None:
+            return None
+        return rescan(template, view, charset, max_tags, lines)
+
+    def learn(self, scan: _Scan, marks: list[Mark], max_tags: int) -> None:
+        template = ScanTemplate.of(scan, marks, max_tags)
+        if template is None:
+            return
+        key = (template.charset, len(template.lines))
+        size = _WEIGHT * len(template.view)
+        with self._lock:
+            old = self._templates.pop(key, None)
+            if old is not None:
+                self._bytes -= _WEIGHT * len(old.view)
+            self._templates[key] = template
+            self._bytes += size
+            while self._templates and (len(self._templates) > self._max
+                                       or self._bytes > self._max_bytes):
+                _, gone = self._templates.popitem(last=False)
+                self._bytes -= _WEIGHT * len(gone.view)
