@@ -330,8 +330,10 @@ class Engine:
             qp_index = ()
         decoded, view, charset = read.text, read.view, read.charset
         rescanned = self._templates.rescan(view, charset, self._max_tags)
+        noted: dict[int, Finding] | None = None
         if rescanned is not None:  # a further copy of a campaign: only what differs
             entries, _, truncated = finish_scan(rescanned)
+            noted = rescanned.findings(entries, self._classify)
         else:
             low = view.lower()  # once, for both checks below
             unmodelled = unmodelled_markup(low)
@@ -344,11 +346,17 @@ class Engine:
         if truncated:
             problems.append(f"{where}: scan limit reached, left unmodified")
             return None
-        noted = classify_entries(entries, self.rules)
+        if noted is None:
+            noted = classify_entries(entries, self.rules)
+            if rescanned is None:
+                self._templates.classified(view, charset, noted)
         trackers = tuple([i for i, finding in noted.items() if finding.tracker])
         layout = tuple([i for i, finding in noted.items() if is_layout_finding(finding)])
         return HtmlPart(part, decoded, charset, entries, noted, trackers, qp_index,
                         read.transcoded, read.bom, layout)
+
+    def _classify(self, entries: Sequence[Entry]) -> dict[int, Finding]:
+        return classify_entries(entries, self.rules)
 
     # -- once per recipient ---------------------------------------------------
 

@@ -79,7 +79,6 @@ _CONFLICT: Final = "\x00conflict"  # in _params' mapping: name= and name*= disag
 #: Bytes a client may strip from the end of a delimiter line (C isspace, NUL): a line
 #: "--boundary" followed only by these is a delimiter to some clients and not to others.
 _LOOSE_PADDING: Final = re.compile(rb"[\x00-\x20]*(?:\n|\Z)")
-_BARE_CR: Final = re.compile(rb"\r(?!\n)")
 _FOLD: Final = re.compile(r"\r?\n")
 _QUOTED_PAIR: Final = re.compile(r"\\(.)", re.S)
 _WANTED: Final = frozenset({"content-type", "content-transfer-encoding", "content-disposition"})
@@ -394,7 +393,8 @@ class _Parser:
 
     def run(self) -> MimeTree:
         root = self._open(0, (), None)
-        if root is not None and b"\r" in self.data and _BARE_CR.search(self.data):
+        data = self.data  # a bare CR: a CR not part of a CRLF (two counts, no regex walk)
+        if root is not None and b"\r" in data and data.count(b"\r") != data.count(b"\r\n"):
             # Thunderbird and Python's email end a line at a bare CR; others do not.
             self._problem(root, "bare CR (a line end to some clients)")
         while self.stack and not self.stopped:
@@ -579,13 +579,16 @@ class _Parser:
             else:
                 end = size if node.end < 0 else max(node.end, node.start)
             ends[node.path] = end
-            header_end = min(node.header_end, end)
+            # Clamped into the part: an embedded message opens where its container's body
+            # would start, which is past the container's end when that body is empty.
+            start = min(node.start, end)
+            header_end = min(max(node.header_end, start), end)
             body_start = min(max(node.body_start, header_end), end)
             bad = node.broken or broken.get(node.path[:-1], False)
             broken[node.path] = bad
             reason = "broken MIME structure" if bad else node.reason
             parts.append(MimePart(
-                node.path, slice(node.start, header_end), slice(body_start, end),
+                node.path, slice(start, header_end), slice(body_start, end),
                 node.content_type, node.charset, node.cte, node.disposition, node.boundary,
                 node.multipart, node.signed, reason is None, reason))
         return MimeTree(self.data, tuple(parts), self.problems, not self.problems,

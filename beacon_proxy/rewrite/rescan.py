@@ -48,17 +48,19 @@ import re
 import threading
 from bisect import bisect_left, bisect_right
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from itertools import accumulate, compress, count
 from operator import ne
+from typing import Any, TypeVar
 
 from beacon_proxy.rewrite.hiding import _HIDING
 from beacon_proxy.rewrite.html import Mark, _Scan
 from beacon_proxy.rewrite.htmlattr import Span
 from beacon_proxy.rewrite.htmlrefs import Entry, PendingImg
 
-__all__ = ["MAX_TEMPLATES", "MAX_TEMPLATE_BYTES", "ScanCache", "ScanTemplate", "rescan"]
+__all__ = ["MAX_TEMPLATES", "MAX_TEMPLATE_BYTES", "Rescanned", "ScanCache", "ScanTemplate",
+           "rescan"]
 
 MAX_TEMPLATES = 32
 MAX_TEMPLATE_BYTES = 64 << 20  # kept in all, counted as _WEIGHT times each view
@@ -75,11 +77,12 @@ _TAG_REACH = 8
 _META = re.compile(rb"<meta")
 _META_REACH = 5 + 512 + 64
 _BLANKS = b"\t\n\f\r "
+_F = TypeVar("_F")
 #: A changed region: (start, end) in the template's view, (start, end) in the copy's.
 _Region = tuple[int, int, int, int]
 
 
-@dataclass(frozen=True, slots=True, eq=False)
+@dataclass(slots=True, eq=False)
 class ScanTemplate:
     """What a full scan of one view leaves for the next copies of its campaign."""
 
@@ -99,6 +102,8 @@ class ScanTemplate:
     metas: list[int]  # where each "<meta" starts (a charset declaration may follow)
     hidden: list[Span]  # hidden_ranges() of the view
     reads: list[Span]  # what it depends on (hiding.hidden_ranges), ends included
+    # The caller's findings for the finished entries, by index (ScanCache.classified).
+    findings: dict[int, Any] | None = None
 
     @classmethod
     def of(cls, scan: _Scan, marks: list[Mark], max_tags: int) -> ScanTemplate | None:
@@ -221,8 +226,39 @@ def _unmodelled_near(template: ScanTemplate, low: bytes, regions: Sequence[_Regi
     return False
 
 
+class Rescanned(_Scan):
+    """A scan put together by :func:`rescan`: the template's entries and the new ones."""
+
+    def __init__(self, view: bytes, charset: str, budget: int, low: bytes) -> None:
+        super().__init__(view, charset, budget, low=low)
+        self.template: ScanTemplate | None = None
+        self.copied: list[tuple[int, int, int]] = []  # (index here, in the template, count)
+        self.fresh: list[tuple[int, int]] = []  # (index, count) of entries scanned here
+
+    def findings(self, entries: Sequence[Entry],
+                 classify: Callable[[Sequence[Entry]], dict[int, _F]]) -> dict[int, _F] | None:
+        """The findings of the finished ``entries`` by index: the template's for the entries
+        copied from it, ``classify`` 's for the others; None when the indexes or boxes may
+        not be the template's (entries sorted or given a ``<picture>`` 's box, hidden
+        elements computed again), or the template has none."""
+        template = self.template
+        if (template is None or template.findings is None or self.hidden is None
+                or not (template.ordered and self.ordered) or template.sources or self.sources):
+            return None
+        out: dict[int, _F] = {}
+        starts = [a for _, a, _ in self.copied]
+        for a, finding in template.findings.items():
+            i = bisect_right(starts, a) - 1
+            if i >= 0 and a < starts[i] + self.copied[i][2]:
+                out[self.copied[i][0] + a - starts[i]] = finding
+        for start, n in self.fresh:
+            for k, finding in classify(entries[start : start + n]).items():
+                out[start + k] = finding
+        return dict(sorted(out.items()))
+
+
 def rescan(template: ScanTemplate, view: bytes, charset: str, max_tags: int,
-           lines: Sequence[bytes] | None = None) -> _Scan | None:
+           lines: Sequence[bytes] | None = None) -> Rescanned | None:
     """A scan of ``view`` equal to a full one, from ``template`` and the changed regions;
     None when it cannot be done that way (the caller scans in full).  Also None when a
     region may add markup the scanner does not model (see the module docstring).
@@ -256,7 +292,8 @@ def rescan(template: ScanTemplate, view: bytes, charset: str, max_tags: int,
             return j, m, q + shifts[m]
         return None
 
-    result = _Scan(view, charset, max_tags, low=low)
+    result = Rescanned(view, charset, max_tags, low=low)
+    result.template = template
     refs, opaque, styles = result.refs, result.opaque, result.styles
     ordered, sources = template.ordered, template.sources
     budget = max_tags  # left, as the copy's full scan would have it here
@@ -266,6 +303,7 @@ def rescan(template: ScanTemplate, view: bytes, charset: str, max_tags: int,
         # end mark after the last region), at the copy's offsets.
         resume = max(at, bisect_left(positions, starts[k]) - 1) if k < len(regions) else last
         before, after = marks[at], marks[resume]
+        result.copied.append((len(refs), before[1], after[1] - before[1]))
         refs += _shifted(template.refs[before[1] : after[1]], shifts[k], low)
         opaque += _spans(template.opaque[before[3][0] : after[3][0]], shifts[k])
         styles += _spans(template.styles[before[3][1] : after[3][1]], shifts[k])
@@ -293,6 +331,7 @@ def rescan(template: ScanTemplate, view: bytes, charset: str, max_tags: int,
                 found = candidate(found[0] + 1)
             if found is not None and found[2] == pos:
                 break
+        result.fresh.append((len(refs), len(scan.refs)))
         refs += scan.refs
         opaque += scan.opaque
         styles += scan.styles
@@ -363,7 +402,7 @@ class ScanCache:
         self._bytes = 0
         self._lock = threading.Lock()
 
-    def rescan(self, view: bytes, charset: str, max_tags: int) -> _Scan | None:
+    def rescan(self, view: bytes, charset: str, max_tags: int) -> Rescanned | None:
         """:func:`rescan` from the last template of the same charset and number of lines."""
         lines = view.split(b"\n")
         key = (charset, len(lines))
@@ -374,6 +413,13 @@ class ScanCache:
         if template is None:
             return None
         return rescan(template, view, charset, max_tags, lines)
+
+    def classified(self, view: bytes, charset: str, findings: dict[int, Any]) -> None:
+        """Keep the findings of the entries of ``view`` 's scan, when it left a template."""
+        with self._lock:
+            template = self._templates.get((charset, view.count(b"\n") + 1))
+        if template is not None and template.view is view:
+            template.findings = findings
 
     def learn(self, scan: _Scan, marks: list[Mark], max_tags: int) -> None:
         template = ScanTemplate.of(scan, marks, max_tags)

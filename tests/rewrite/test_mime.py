@@ -504,3 +504,17 @@ def test_parsing_a_newsletter_is_cheap() -> None:
     for _ in range(100):
         parse_message(big)
     assert (time.perf_counter() - started) / 100 < 0.005
+
+
+def test_an_embedded_message_with_an_empty_body_has_ordered_spans() -> None:
+    """Found by the mutation fuzzer: a message/rfc822 part whose body is empty (its
+    delimiter right after its header) opened its message past its own end."""
+    data = load("digest.eml")
+    for where, drop, piece in [(0.8558239510215719, 34, b"'"),
+                               (0.7344169095136267, 26, b"Content-Type: multipart/")]:
+        at = int(where * len(data))
+        data = data[:at] + piece + data[at + drop :]
+    tree = parse_message(data)
+    check_spans(tree)
+    inner = tree.parts[-1]
+    assert inner.header_span.start <= inner.header_span.stop == inner.body_span.start

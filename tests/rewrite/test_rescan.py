@@ -5,13 +5,22 @@ from __future__ import annotations
 import quopri
 import random
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 
 from beacon_proxy.consent.policy import Policy
 from beacon_proxy.rewrite.engine import Engine
-from beacon_proxy.rewrite.html import Mark, Reference, _Scan, finish_scan, materialize, scan_entries
+from beacon_proxy.rewrite.html import (
+    Entry,
+    Mark,
+    Reference,
+    _Scan,
+    finish_scan,
+    materialize,
+    scan_entries,
+)
 from beacon_proxy.rewrite.rescan import ScanCache, ScanTemplate, rescan
 from beacon_proxy.rewrite.rules import load_rules
 
@@ -244,8 +253,30 @@ def test_an_engine_analyses_a_further_copy_as_a_new_engine_does() -> None:
         again = warm.analyse(copy)
         assert [p.references for p in again.parts] == [p.references for p in cold.parts]
         assert [p.findings for p in again.parts] == [p.findings for p in cold.parts]
+        assert [(p.noted, p.trackers, p.layout) for p in again.parts] == [
+            (p.noted, p.trackers, p.layout) for p in cold.parts]
         assert (again.problems, again.unhandled, again.urls) == (
             cold.problems, cold.unhandled, cold.urls)
         for policy in Policy:
             assert (warm.render(again, "a@example.net", policy).data
                     == warm.render(cold, "a@example.net", policy).data)
+
+
+def test_findings_of_copied_entries_are_the_templates() -> None:
+    doc = _newsletter_html()
+    cache = ScanCache()
+    entries, _, _ = scan_entries(doc, learner=cache)
+    calls: list[int] = []
+
+    def classify(some: Sequence[Entry]) -> dict[int, str]:
+        calls.append(len(some))
+        return {i: e.url for i, e in enumerate(some) if "esp-mailer" in e.url}
+
+    cache.classified(doc, "utf-8", classify(entries))
+    copy = doc.replace(b"OGYzYjIx", b"Q1234567").replace(b"SKU100770-240", b"SKU1x")
+    scan = cache.rescan(copy, "utf-8", 200_000)
+    assert scan is not None
+    finished = finish_scan(scan)[0]
+    found = scan.findings(finished, classify)
+    assert found == classify(finished)
+    assert calls[1:-1] and sum(calls[1:-1]) < len(finished) // 4  # only the new entries
