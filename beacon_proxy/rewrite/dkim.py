@@ -461,9 +461,13 @@ def _signed(fields: list[tuple[bytes, bytes]]) -> tuple[tuple[str, ...], bytes]:
     names: list[str] = []
     out: list[bytes] = []
     for low, name, extra in _SIGNED_ORDER:
-        raws = present.get(low, [])
+        raws = present.get(low)
+        if raws is None:
+            names += [name] * extra
+            continue
         names += [name] * (len(raws) + extra)
-        out += [_relaxed_field(raw) for raw in reversed(raws)]
+        for raw in reversed(raws):
+            out.append(_relaxed_field(raw))
     return tuple(names), b"".join(out)
 
 

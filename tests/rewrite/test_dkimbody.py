@@ -20,7 +20,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from beacon_proxy.rewrite.dkim import DkimSigner, SigningKey, crlf
-from beacon_proxy.rewrite.dkimbody import BodyHashes, relaxed_body, relaxed_tidy, unseen
+from beacon_proxy.rewrite.dkimbody import (
+    BodyHashes,
+    _tidy_between,
+    relaxed_body,
+    relaxed_tidy,
+    unseen,
+)
 
 KEY = SigningKey("example.com", "ed1",
                  ed25519.Ed25519PrivateKey.from_private_bytes(bytes(range(32))))
@@ -186,6 +192,25 @@ def test_ends_of_the_body(body: bytes) -> None:
         assert _hash(hashes, body, b"m") == _whole(body)
         assert _hash(hashes, body + b"more\r\n", b"m") == _whole(body + b"more\r\n")
         assert _hash(hashes, body + b"\r\n", b"m") == _whole(body + b"\r\n")
+
+
+@pytest.mark.parametrize(("data", "lo", "hi", "tidy"), [
+    (b"ab\r\ncd", 0, 6, True),
+    (b"ab\r\ncd", 0, 3, True),  # ends in a CR: its LF is the next piece's
+    (b"ab\r\ncd", 3, 6, True),  # starts with an LF: its CR is the last piece's
+    (b"ab\r\ncd", 2, 4, True),
+    (b"a\rb\r\n", 0, 5, False),
+    (b"a\nb\r\n", 0, 5, False),
+    (b"ab\r\r\n", 0, 5, False),
+    (b"ab\n\r\n", 0, 5, False),
+    (b"a b c\r\n", 0, 7, True),
+    (b"a  b\r\n", 0, 6, False),
+    (b"a \r\n", 0, 4, False),
+    (b"a\tb\r\n", 0, 5, False),
+    (b"a  b", 2, 4, True),  # the run of spaces begins before the stretch
+], ids=repr)
+def test_tidy_between(data: bytes, lo: int, hi: int, tidy: bool) -> None:
+    assert _tidy_between(data, lo, hi) is tidy
 
 
 def test_an_untidy_copy_is_not_remembered() -> None:
