@@ -31,7 +31,7 @@ import hashlib
 import statistics
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from importlib.metadata import version
 from itertools import cycle
 from pathlib import Path
@@ -65,17 +65,21 @@ DOMAIN = "shop.example"  # the newsletter is From: news@shop.example
 COPIES = 64  # recipients' copies signed in turn
 
 
-def timed(fn: Callable[[], object], rounds: int, batch: int = 10) -> tuple[float, float]:
-    """(median, best) milliseconds of one call, over ``rounds`` batches of ``batch`` calls.
+def timed(rows: Sequence[tuple[str, Callable[[], object]]], rounds: int,
+          batch: int = 10) -> dict[str, tuple[float, float]]:
+    """(median, best) milliseconds of one call of each row, over ``rounds`` batches of
+    ``batch`` calls, the rows taking turns batch by batch: a slow spell of the
+    machine falls on every row alike, not on whichever row it met.
 
     The best batch shows the cost on an idle core; the median, what the machine gave."""
-    samples = []
+    samples: dict[str, list[float]] = {name: [] for name, _ in rows}
     for _ in range(rounds):
-        start = time.perf_counter()
-        for _ in range(batch):
-            fn()
-        samples.append((time.perf_counter() - start) * 1000 / batch)
-    return statistics.median(samples), min(samples)
+        for name, fn in rows:
+            start = time.perf_counter()
+            for _ in range(batch):
+                fn()
+            samples[name].append((time.perf_counter() - start) * 1000 / batch)
+    return {name: (statistics.median(xs), min(xs)) for name, xs in samples.items()}
 
 
 def messy(data: bytes) -> bytes:
@@ -198,8 +202,7 @@ def main() -> int:
     ]
     print(f"message: {len(data):,} bytes, body {len(body):,} bytes; {COPIES} recipients' "
           f"copies; dkimpy {version('dkimpy')}, cryptography {version('cryptography')}")
-    results = {name: timed(fn, args.rounds) for name, fn in rows}
-    results |= {name: timed(fn, max(3, args.rounds // 5)) for name, fn in baseline}
+    results = timed(rows, args.rounds) | timed(baseline, max(3, args.rounds // 5))
     print(f"{'ms per copy, one core':<38} {'median':>8} {'best':>8}")
     for name, (median, best) in results.items():
         print(f"{name:<38} {median:8.3f} {best:8.3f}")

@@ -26,9 +26,22 @@ ordinary path instead).
 Nothing is trusted that was not compared: the cache is keyed by the
 ``original`` object the copies were made from (one bytes object per
 message, held by the entry, so it cannot be mistaken for another), but only
-a byte comparison lets a copy use it; an unrelated body, an untidy change,
-a bare LF, a body without a final CRLF fall back to the whole-body path
-(:func:`relaxed_body` and one SHA-256), whose result is identical.
+a byte comparison lets a copy use it.  The whole-body path (``crlf()``,
+:func:`relaxed_body`, one SHA-256; the same result) takes a message's first
+copy, a copy whose change brings a bare CR or LF, a tab, a run of blanks or a
+blank before a line end (or whose body does not end in a CRLF), a copy with
+more than :data:`_MAX_GAPS` changed stretches, and every copy of a message
+whose body is untidy itself (indented text: nothing is remembered) or bigger
+than :data:`_MAX_KEPT`.  An unrelated body under the same key is no danger,
+only slower: its stretches are searched like any change.
+
+Cost (``bench/dkim_sign.py``, the 70 KB newsletter's further copies, idle
+core): 0.09 ms for the body of a further copy, instead of 0.13 for the
+whole-body path; of the 0.09, SHA-256 from the first change on (2.4 KB into
+the body: the footer of the text part) is 0.055 (OpenSSL hashes 1.3 GB/s
+here), finding and checking the changed stretches about 0.015.  In a
+single-part HTML newsletter the footer is near the end and almost the whole
+hash is reused.
 
 >>> hashes = BodyHashes()
 >>> first = b"Hello there\\r\\nlink: A1\\r\\nbye\\r\\n\\r\\n"
@@ -177,10 +190,10 @@ def unseen(new: bytes, at: int, old: bytes, old_at: int) -> tuple[int, list[tupl
     lookups the rest is one stretch.  The ends of common stretches are found to
     within :data:`_NEAR` bytes, on the safe side (a stretch a little longer).
 
-    >>> old = b"H\\r\\n\\r\\n" + b"x" * 300 + b"A" + b"y" * 300
-    >>> new = b"H\\r\\n\\r\\n" + b"x" * 300 + b"BB" + b"y" * 300
-    >>> unseen(new, 5, old, 5)
-    (297, [(302, 321)])
+    >>> old = b"H\\r\\n\\r\\n" + b"x" * 1000 + b"A" + b"y" * 1000
+    >>> new = b"H\\r\\n\\r\\n" + b"x" * 1000 + b"BB" + b"y" * 1000
+    >>> unseen(new, 5, old, 5)  # the change: new[1005:1007]
+    (980, [(985, 1082)])
     """
     view = memoryview(old)
     end, old_end = len(new), len(old)
