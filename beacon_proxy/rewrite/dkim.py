@@ -458,9 +458,8 @@ class DkimSigner:
             return data, f"no key for {domain}" + notes
         body_hash = base64.b64encode(self._bodies.digest(data, at, original, like))
         names, signed = _signed(fields)
-        when = int(self.clock())
+        t = str(int(self.clock())).encode("ascii")
         out = []
-        t = str(when).encode("ascii")
         for key in keys:
             (a, b, c), (ca, cb, cc) = _our_field(key.algorithm, key.domain, key.selector, names)
             signature = key.sign(signed + ca + t + cb + body_hash + cc)
