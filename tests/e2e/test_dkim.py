@@ -5,7 +5,9 @@ domain; the copy the harness Upstream receives verifies with dkimpy against
 the key's published record, its ``h=`` covers From (over-signed),
 List-Unsubscribe and List-Unsubscribe-Post, and the sender's signature, broken
 by the rewrite, is gone.  Mail from a domain without a key leaves unsigned,
-and a bad key file stops ``serve`` at start with one line naming the key.
+and a bad key file stops ``serve`` at start with one line naming the key.  Every
+recipient's copy of one message verifies (the further copies take the body hash's
+fast path).
 """
 
 from __future__ import annotations
@@ -92,6 +94,18 @@ def test_delivered_copy_verifies_and_covers_the_list_headers(
     assert event["outcome"] == "stripped"  # the refused copy lost its pixel: modified
     # What verifies is what the upstream got: one byte more and it fails.
     assert not _verify(data.replace(b"News", b"Newz", 1), key)
+
+
+def test_every_copy_of_one_message_verifies(proxy: Proxy, upstream: Upstream,
+                                            key: SigningKey) -> None:
+    """Further copies of one message are checked and hashed against the last copy
+    (rewrite/dkimbody.py): each recipient's copy, with its own footer link and
+    List-Unsubscribe, verifies."""
+    recipients = [f"r{k}@example.org" for k in range(5)]
+    proxy.send("news@sender.example", recipients, newsletter("Many copies"))
+    copies = [_delivered(proxy, upstream, rcpt)[0] for rcpt in recipients]
+    assert len(set(copies)) == len(recipients)
+    assert all(_verify(data, key) for data in copies)
 
 
 def test_mail_from_another_domain_leaves_unsigned(proxy: Proxy, upstream: Upstream) -> None:

@@ -7,6 +7,7 @@ function that returns the test key's record.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import logging
 import math
@@ -22,8 +23,10 @@ from dkim.canonicalization import Relaxed  # type: ignore[import-untyped]
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from beacon_proxy.config import ConfigError, DkimConfig, DkimKeyConfig
+from beacon_proxy.app import copy_steps
+from beacon_proxy.config import Config, ConfigError, DkimConfig, DkimKeyConfig
 from beacon_proxy.consent.policy import Policy
+from beacon_proxy.rewrite.beacons import BeaconStep
 from beacon_proxy.rewrite.dkim import (
     SIGNED_HEADERS,
     DkimSigner,
@@ -34,9 +37,12 @@ from beacon_proxy.rewrite.dkim import (
     relaxed_body,
     relaxed_header,
 )
+from beacon_proxy.rewrite.engine import Engine
+from beacon_proxy.rewrite.rules import load_rules
 from beacon_proxy.rewrite.step import Copy, Recipient, TraceHeader, run_steps
 from beacon_proxy.rewrite.unsubscribe import UnsubscribeHeaders
 from beacon_proxy.spool.envelope import Envelope
+from beacon_proxy.tokens import Tokens
 from tests.rewrite import hostile
 
 DOMAIN = "example.com"
@@ -278,6 +284,55 @@ def test_bounce_signed_with_the_relays_domain(ed_key: SigningKey) -> None:
 def test_held_copy_is_not_signed(ed_key: SigningKey) -> None:
     held = Copy(b"", {"outcome": "held"}, held="reason")
     assert run_steps((DkimSigner([ed_key]),), held, RCPT) is held
+
+
+# --------------------------------------------------------------------------
+# Further copies of one message
+
+
+def _newsletter() -> bytes:
+    """A multipart/alternative newsletter of about 30 KB: a text part, then a
+    quoted-printable HTML part with a tracking pixel (CRLF line ends)."""
+    rows = "".join(f'<tr><td class=3D"p"><a href=3D"https://shop.example/p/{i}">Product {i}'
+                   f"</a> caf=C3=A9 {i * 7},00 =E2=82=AC</td></tr>\n" for i in range(300))
+    text = "".join(f"* Product {i}: https://shop.example/p/{i}\n" for i in range(40))
+    return (
+        "From: Shop <news@shop.example>\nTo: list@shop.example\nSubject: Sale\n"
+        "Date: Sat, 28 Nov 2026 10:00:00 +0000\nMessage-ID: <sale-1@shop.example>\n"
+        "MIME-Version: 1.0\nContent-Type: multipart/alternative; boundary=\"b1\"\n\n"
+        "--b1\nContent-Type: text/plain; charset=utf-8\n\n" + text + "\n"
+        "--b1\nContent-Type: text/html; charset=utf-8\n"
+        "Content-Transfer-Encoding: quoted-printable\n\n"
+        "<html><body><table>\n" + rows + '<img src=3D"https://t.esp.example/o?id=3D77" '
+        'width=3D"1" height=3D"1">\n</table></body></html>\n--b1--\n'
+    ).replace("\n", "\r\n").encode()
+
+
+def test_further_copies_of_a_newsletter_verify(rsa_key: SigningKey, ed_key: SigningKey) -> None:
+    """The relay's case: copies of one newsletter made by the relay's own copy steps
+    (the beacon step, footer link, unsubscribe headers, trace header), signed one
+    after the other by one step, which checks and hashes each against the last
+    (rewrite/dkimbody.py): each verifies with dkimpy and is byte-identical to what a
+    step that remembers nothing signs."""
+    original = _newsletter()
+    keys = [SigningKey("shop.example", "r", rsa_key.private),
+            SigningKey("shop.example", "e", ed_key.private)]
+    tokens = Tokens(["test secret 0123456789abcdef"])
+    step = BeaconStep(Engine(load_rules()), tokens, public_url="https://prefs.example.com",
+                      hostname="relay.example",
+                      steps=(*copy_steps(Config(), tokens, hostname="relay.example"),))
+    envelope = Envelope("Q2", "news@shop.example", ("a@example.org",),
+                        list_id="news.shop.example")
+    prepared = asyncio.run(step.prepare(envelope, original))
+    fast = DkimSigner(keys, clock=lambda: 1_700_000_000)
+    whole = DkimSigner(keys, clock=lambda: 1_700_000_000, cache=0)
+    for k, policy in enumerate([Policy.REFUSED] * 3 + [Policy.GRANTED] * 2 + [Policy.REFUSED]):
+        copy = prepared.render(f"reader{k}{'x' * k}@example.org", policy)
+        recipient = Recipient(envelope, f"reader{k}@example.org", policy, original)
+        signed = fast(copy, recipient)
+        assert signed == whole(copy, recipient)
+        assert signed.report["dkim"] == "signed d=shop.example s=r,e"
+        assert _verify(signed.data, *keys) == [True, True]
 
 
 # --------------------------------------------------------------------------
