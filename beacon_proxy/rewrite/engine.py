@@ -82,7 +82,7 @@ from beacon_proxy.rewrite.mime import (
     parse_message,
     reencode,
 )
-from beacon_proxy.rewrite.rescan import ScanCache
+from beacon_proxy.rewrite.rescan import MAX_TEMPLATES, ScanCache
 from beacon_proxy.rewrite.rules import TrackerRules
 from beacon_proxy.rewrite.signed import has_signed_parts
 from beacon_proxy.rewrite.transfer import (
@@ -258,14 +258,15 @@ class Engine:
     safe to share between threads."""
 
     def __init__(self, rules: TrackerRules, *, max_depth: int = 100, max_parts: int = 1000,
-                 max_tags: int = 200_000) -> None:
+                 max_tags: int = 200_000, templates: int = MAX_TEMPLATES) -> None:
         self.rules = rules
         self._max_depth = max_depth
         self._max_parts = max_parts
         self._max_tags = max_tags
         # The last scans, so that a campaign's further copies are scanned only where they
         # differ (rewrite/rescan.py): the same result, a fraction of the work.
-        self._templates = ScanCache()
+        self._templates = ScanCache(templates)  # 0: every message scanned in full
+        self._learn = templates > 0
 
     # -- once per message ---------------------------------------------------
 
@@ -329,7 +330,8 @@ class Engine:
         if read.transcoded is not None:  # edited as UTF-8, written back whole
             qp_index = ()
         decoded, view, charset = read.text, read.view, read.charset
-        rescanned = self._templates.rescan(view, charset, self._max_tags)
+        rescanned = (self._templates.rescan(view, charset, self._max_tags) if self._learn
+                     else None)
         noted: dict[int, Finding] | None = None
         if rescanned is not None:  # a further copy of a campaign: only what differs
             entries, _, truncated = finish_scan(rescanned)
@@ -342,7 +344,7 @@ class Engine:
                 return None
             entries, _, truncated = scan_entries(view, max_tags=self._max_tags,
                                                  charset=charset, low=low,
-                                                 learner=self._templates)
+                                                 learner=self._templates if self._learn else None)
         if truncated:
             problems.append(f"{where}: scan limit reached, left unmodified")
             return None

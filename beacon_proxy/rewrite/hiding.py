@@ -214,7 +214,8 @@ def _extent(low: bytes, name: bytes, pos: int, opaque_starts: Sequence[int],
 
 
 def hidden_ranges(low: bytes, opaque: Sequence[Span], styles: Sequence[Span],
-                  reads: list[Span] | None = None) -> list[Span]:
+                  reads: list[Span] | None = None,
+                  declarations: list[int] | None = None) -> list[Span]:
     """The spans of the elements that hide their content, sorted and disjoint.
 
     ``low``: the lower-cased view; ``opaque``: the scanner's comment and raw-text spans
@@ -222,7 +223,8 @@ def hidden_ranges(low: bytes, opaque: Sequence[Span], styles: Sequence[Span],
     :class:`HidingLimitError` past :data:`MAX_DEPTH`.  ``reads``: where to note every
     stretch of ``low`` the result depends on, besides the declarations searched for,
     ``opaque`` and ``styles`` (:mod:`~beacon_proxy.rewrite.rescan` reuses a result where
-    none of them changed); each is ``(start, end)``, ends included.
+    none of them changed); each is ``(start, end)``, ends included.  ``declarations``:
+    where to note where each hiding declaration found starts.
     """
     note = ([] if reads is None else reads).append  # a few per hiding declaration
     out: list[Span] = []
@@ -233,6 +235,8 @@ def hidden_ranges(low: bytes, opaque: Sequence[Span], styles: Sequence[Span],
     for m in _HIDING.finditer(low):
         at = m.start()
         note((at - _LOOKBEHIND - 1, m.end()))  # with the byte before the property
+        if declarations is not None:
+            declarations.append(at)
         if out and at < out[-1][1]:
             continue  # inside a hidden element already
         prop_start = at - (7 if low.startswith(b"display", at - 7) else

@@ -161,6 +161,7 @@ class _Scan(TagReader):
         # reuse its template's), and where hidden_ranges() notes what it read (if set).
         self.hidden: list[Span] | None = None
         self.hidden_reads: list[Span] | None = None
+        self.hidden_declarations: list[int] | None = None
 
     # -- the loop: skip in C, look in Python -------------------------------------------
     def run(self, pos: int = 0) -> int:
@@ -480,7 +481,7 @@ def scan_entries(view: bytes, *, max_tags: int = DEFAULT_MAX_TAGS,
         scan.run()
         return finish_scan(scan, truncated)
     marks: list[Mark] = []
-    scan.marks, scan.hidden_reads = marks, []
+    scan.marks, scan.hidden_reads, scan.hidden_declarations = marks, [], []
     scan.run()
     result = finish_scan(scan)
     learner.learn(scan, marks, max_tags)
@@ -510,7 +511,8 @@ def finish_scan(scan: _Scan, truncated: bool = False
         hidden = scan.hidden
         if hidden is None:
             try:
-                hidden = hidden_ranges(scan.low, scan.opaque, scan.styles, scan.hidden_reads)
+                hidden = hidden_ranges(scan.low, scan.opaque, scan.styles, scan.hidden_reads,
+                                       scan.hidden_declarations)
             except HidingLimitError:
                 return tuple(entries), base, True
             scan.hidden = hidden

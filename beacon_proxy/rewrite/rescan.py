@@ -51,7 +51,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from itertools import accumulate, compress, count
-from operator import ne
+from operator import itemgetter, ne
 from typing import Any, TypeVar
 
 from beacon_proxy.rewrite.hiding import _HIDING
@@ -74,7 +74,6 @@ _new = tuple.__new__
 #: the declaration itself).
 _UNMODELLED_TAG = re.compile(rb"<(?:svg|select|math|meta)")
 _TAG_REACH = 8
-_META = re.compile(rb"<meta")
 _META_REACH = 5 + 512 + 64
 _BLANKS = b"\t\n\f\r "
 _F = TypeVar("_F")
@@ -90,8 +89,8 @@ class ScanTemplate:
     charset: str
     max_tags: int
     lines: list[bytes]
-    low_lines: list[bytes]  # the lines lower-cased
-    starts: list[int]  # where each line starts
+    low_lines: list[bytes] | None  # the lines lower-cased (on first need)
+    ends: list[int]  # where each line ends, without the line feeds before it
     refs: list[Entry]  # in the order the scan found them (before sorting)
     opaque: list[Span]
     styles: list[Span]
@@ -102,28 +101,35 @@ class ScanTemplate:
     metas: list[int]  # where each "<meta" starts (a charset declaration may follow)
     hidden: list[Span]  # hidden_ranges() of the view
     reads: list[Span]  # what it depends on (hiding.hidden_ranges), ends included
+    declarations: list[int]  # where hidden_ranges() found a hiding declaration
     # The caller's findings for the finished entries, by index (ScanCache.classified).
     findings: dict[int, Any] | None = None
 
     @classmethod
-    def of(cls, scan: _Scan, marks: list[Mark], max_tags: int) -> ScanTemplate | None:
+    def of(cls, scan: _Scan, marks: list[Mark], max_tags: int,
+           lines: list[bytes] | None = None) -> ScanTemplate | None:
         """The template a full, finished scan (run with ``marks`` and ``hidden_reads``
         recording) leaves, or None when a copy could not resume from it (see the module
         docstring)."""
         if (scan.truncated or scan.base is not None or scan.analytics_end >= 0 or scan.depth
                 or not scan.fast or scan.n > MAX_VIEW or scan.hidden is None
-                or scan.hidden_reads is None):
+                or scan.hidden_reads is None or scan.hidden_declarations is None):
             return None
-        lines = scan.view.split(b"\n")
-        starts = [0, *accumulate(len(line) + 1 for line in lines[:-1])]
+        if lines is None:
+            lines = scan.view.split(b"\n")
+        ends = list(accumulate(map(len, lines)))  # line i starts at ends[i - 1] + i
         start: Mark = (0, 0, max_tags, (0, 0, ()))
         end: Mark = (scan.n, len(scan.refs), scan.budget,
                      (len(scan.opaque), len(scan.styles), tuple(scan.cond)))
         every = [start, *marks, end]
-        metas = [m.start() for m in _META.finditer(scan.low)]
-        return cls(scan.view, scan.charset, max_tags, lines, scan.low.split(b"\n"), starts,
-                   scan.refs, scan.opaque, scan.styles, every, [m[0] for m in every],
-                   scan.ordered, scan.sources, metas, scan.hidden, scan.hidden_reads)
+        metas, at, low = [], scan.low.find(b"<meta"), scan.low
+        while at >= 0:
+            metas.append(at)
+            at = low.find(b"<meta", at + 1)
+        return cls(scan.view, scan.charset, max_tags, lines, None, ends,
+                   scan.refs, scan.opaque, scan.styles, every, list(map(itemgetter(0), every)),
+                   scan.ordered, scan.sources, metas, scan.hidden, scan.hidden_reads,
+                   scan.hidden_declarations)
 
     def regions(self, lines: Sequence[bytes]) -> tuple[list[int], list[_Region]] | None:
         """Which of ``lines`` (a copy's) differ from the template's and where exactly, or
@@ -140,8 +146,9 @@ class ScanTemplate:
             old, new = mine[i], lines[i]
             head = _common_prefix(old, new)
             tail = _common_suffix(old, new, min(len(old), len(new)) - head)
-            a0 = self.starts[i] + head
-            a1 = self.starts[i] + len(old) - tail
+            start = self.ends[i - 1] + i if i else 0
+            a0 = start + head
+            a1 = start + len(old) - tail
             b0 = a0 + shift
             b1 = b0 + len(new) - tail - head
             out.append((a0, a1, b0, b1))
@@ -150,6 +157,8 @@ class ScanTemplate:
 
     def low(self, lines: Sequence[bytes], changed: Sequence[int]) -> bytes:
         """The copy's lower-cased view: the template's, with the changed lines lowered."""
+        if self.low_lines is None:
+            self.low_lines = self.view.lower().split(b"\n")
         low = list(self.low_lines)
         for i in changed:
             low[i] = lines[i].lower()
@@ -355,8 +364,8 @@ def _hidden(template: ScanTemplate, scan: _Scan, regions: Sequence[_Region],
     same (else None: finish_scan() computes them).
 
     They are when no region touches anything hidden_ranges() read for the template, the
-    copy's comments, raw text and style blocks are the template's, shifted, and no
-    hiding declaration starts or ends in reach of a region.
+    copy's comments, raw text and style blocks are the template's, shifted, and every
+    hiding declaration in reach of a region is one of the template's.
     """
 
     def moved(x: int) -> int | None:  # None at or inside a region: no single answer
@@ -373,6 +382,7 @@ def _hidden(template: ScanTemplate, scan: _Scan, regions: Sequence[_Region],
         if len(mine) != len(theirs) or [(moved(a), moved(b)) for a, b in mine] != theirs:
             return None
     low, n = scan.low, scan.n
+    known = {moved(a) for a in template.declarations}  # (their reads are untouched)
     for _, _, b0, b1 in regions:
         # A declaration in reach: ":" at most 22 bytes before the region (unless a run of
         # blanks reaches further) or 10 after it, its value at most 100 bytes after it
@@ -381,8 +391,9 @@ def _hidden(template: ScanTemplate, scan: _Scan, regions: Sequence[_Region],
             return None
         if b1 + 80 < n and not low[b1 + 11 : b1 + 80].translate(None, _BLANKS):
             return None
-        if _HIDING.search(low, max(0, b0 - 32), min(n, b1 + 100)) is not None:
-            return None
+        for m in _HIDING.finditer(low, max(0, b0 - 32), min(n, b1 + 100)):
+            if m.start() not in known:
+                return None
     out: list[Span] = []
     for a, b in template.hidden:
         start, end = moved(a), moved(b)
@@ -401,6 +412,10 @@ class ScanCache:
         self._templates: OrderedDict[tuple[str, int], ScanTemplate] = OrderedDict()
         self._bytes = 0
         self._lock = threading.Lock()
+        # The last miss's view and lines, the last template made (for classified()): a
+        # thread's miss, scan and learn follow each other (others only lose the shortcut).
+        self._missed: tuple[bytes, list[bytes]] | None = None
+        self._learned: ScanTemplate | None = None
 
     def rescan(self, view: bytes, charset: str, max_tags: int) -> Rescanned | None:
         """:func:`rescan` from the last template of the same charset and number of lines."""
@@ -411,18 +426,20 @@ class ScanCache:
             if template is not None:
                 self._templates.move_to_end(key)
         if template is None:
+            self._missed = (view, lines)  # learn() splits it no more
             return None
         return rescan(template, view, charset, max_tags, lines)
 
     def classified(self, view: bytes, charset: str, findings: dict[int, Any]) -> None:
         """Keep the findings of the entries of ``view`` 's scan, when it left a template."""
-        with self._lock:
-            template = self._templates.get((charset, view.count(b"\n") + 1))
-        if template is not None and template.view is view:
+        template = self._learned
+        if template is not None and template.view is view and template.charset == charset:
             template.findings = findings
 
     def learn(self, scan: _Scan, marks: list[Mark], max_tags: int) -> None:
-        template = ScanTemplate.of(scan, marks, max_tags)
+        missed, self._missed = self._missed, None
+        lines = missed[1] if missed is not None and missed[0] is scan.view else None
+        template = self._learned = ScanTemplate.of(scan, marks, max_tags, lines)
         if template is None:
             return
         key = (template.charset, len(template.lines))
