@@ -7,12 +7,16 @@ one refused recipient's copy without the pixels, as bytes:
 * baseline: ``email`` with ``policy.default`` to parse, BeautifulSoup with
   lxml to find and remove tiny images, ``set_content`` and ``as_bytes()``;
 * beacon-proxy: ``Engine.analyse`` (MIME structure, decode, scan, classify)
-  and ``Engine.render`` (recipient check, splice, re-encode).
+  and ``Engine.render`` (recipient check, splice, re-encode), on an engine
+  that keeps no scan (``templates=0``: every message is new).
 
-Also shown: a further recipient's copy of the same message (the relay
-analyses once per message and renders per recipient), a further personalised
-copy of a campaign the relay already knows (analyse, campaign key, judge
-against the campaign's memory, render: issue 9's figure), and the whole copy the
+Also shown: the same on an engine that keeps the scan as its campaign's
+template (``rewrite/rescan.py``, what the relay's first copy of a campaign
+costs), a further recipient's copy of the same message (the relay analyses
+once per message and renders per recipient), a further personalised copy of
+a campaign the relay already knows (analyse - rescanned where it differs from
+the template -, campaign key, judge against the campaign's memory, render:
+issue 9's figure), and the whole copy the
 relay sends a further refused or granted recipient: the beacon step, the
 footer, the unsubscribe headers and the trace header (``app.copy_steps``).  Goal (product.md):
 under 1 ms per message on one core and at least 20x faster than the
