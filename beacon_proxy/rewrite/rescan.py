@@ -13,10 +13,18 @@ like this:
    another number of lines is scanned in full.  Each changed line is narrowed
    to the bytes between its common prefix and suffix: the *regions*.
 2. **Resume before each region** at the last mark that starts before it.  The
-   bytes before a mark are the template's, and no token ends later than a
-   mark having looked past the mark's own first byte (the scanner's patterns
-   look ahead one byte at most past a token's end), so a full scan of the copy
-   would reach that point in the same state.  The scan of the copy resumes there.
+   bytes before a mark are the template's, and no token that ends before a
+   mark has looked past the mark's own first byte - the scanner's patterns look
+   ahead one byte at most past a token's end, with one exception: a quoted
+   attribute value that is never closed.  Its search for the closing quote runs
+   to the end of the document, and the lenient patterns then read the tag
+   another way (``<div title='x>`` ends at that ``>``); a quote that a later
+   region adds would close it.  Such a search starts after the template's last
+   quote of its kind, so a copy with a quote in a region past the template's
+   last quote of that kind is scanned in full.  (A search that found its quote
+   in a region made its tag reach into the region: that tag is scanned again.)
+   Otherwise a full scan of the copy would reach the mark in the same state,
+   and the scan of the copy resumes there.
 3. **Re-synchronise after it**: the resumed scan stops at the first construct
    at or past each later mark of the template (in the unchanged stretch after
    the region, at the copy's offsets); where it stops *exactly at* a mark with
@@ -70,11 +78,13 @@ _MAX_CHANGED = 4  # at most 1 / _MAX_CHANGED of the lines may differ
 
 _new = tuple.__new__
 #: What :func:`~.unmodelled.unmodelled_markup` looks for, and how far it reads: a tag name
-#: (8 bytes with its delimiter), a <meta> 's charset declaration (within 512 bytes, plus
-#: the declaration itself).
+#: (8 bytes with its delimiter), a <meta> 's charset declaration (one that starts within
+#: the 512 bytes after "<meta", read as far as _DECLARATION reads it: its blanks have no
+#: limit).
 _UNMODELLED_TAG = re.compile(rb"<(?:svg|select|math|meta)")
 _TAG_REACH = 8
-_META_REACH = 5 + 512 + 64
+_META_GAP = len(b"<meta") + 512 + len(b"charset")
+_DECLARATION = re.compile(rb"charset[\t\n\f\r ]*+(?:=[\t\n\f\r \"']*+[-\w.:]{0,40})?")
 _BLANKS = b"\t\n\f\r "
 _F = TypeVar("_F")
 #: A changed region: (start, end) in the template's view, (start, end) in the copy's.
@@ -99,6 +109,8 @@ class ScanTemplate:
     ordered: bool
     sources: bool
     metas: list[int]  # where each "<meta" starts (a charset declaration may follow)
+    reaches: list[int]  # how far unmodelled_markup() reads from metas[: i + 1], at most
+    quotes: tuple[int, int]  # where the last '"' and the last "'" are (-1: none)
     hidden: list[Span]  # hidden_ranges() of the view
     reads: list[Span]  # what it depends on (hiding.hidden_ranges), ends included
     declarations: list[int]  # where hidden_ranges() found a hiding declaration
@@ -128,8 +140,9 @@ class ScanTemplate:
             at = low.find(b"<meta", at + 1)
         return cls(scan.view, scan.charset, max_tags, lines, None, ends,
                    scan.refs, scan.opaque, scan.styles, every, list(map(itemgetter(0), every)),
-                   scan.ordered, scan.sources, metas, scan.hidden, scan.hidden_reads,
-                   scan.hidden_declarations)
+                   scan.ordered, scan.sources, metas, _reaches(low, metas),
+                   (scan.view.rfind(b'"'), scan.view.rfind(b"'")), scan.hidden,
+                   scan.hidden_reads, scan.hidden_declarations)
 
     def regions(self, lines: Sequence[bytes]) -> tuple[list[int], list[_Region]] | None:
         """Which of ``lines`` (a copy's) differ from the template's and where exactly, or
@@ -221,16 +234,46 @@ def _spans(spans: Sequence[Span], shift: int) -> list[Span]:
     return [(a + shift, b + shift) for a, b in spans] if shift else list(spans)
 
 
+def _closes_a_quote(template: ScanTemplate, view: bytes, regions: Sequence[_Region]) -> bool:
+    """Whether a region of the copy holds a quote past the template's last quote of that
+    kind: it may close a value the template never closed (see the module docstring)."""
+    last_double, last_single = template.quotes
+    for a0, _, b0, b1 in regions:
+        if (a0 > last_double and view.find(b'"', b0, b1) >= 0) or (
+                a0 > last_single and view.find(b"'", b0, b1) >= 0):
+            return True
+    return False
+
+
+def _reaches(low: bytes, metas: Sequence[int]) -> list[int]:
+    """For each ``<meta`` (in order), the furthest byte that unmodelled_markup() may read
+    for it or an earlier one: the gap a declaration may start in, and every ``charset``
+    there read as far as a declaration would be (one byte past, for the pattern's end)."""
+    out: list[int] = []
+    furthest = -1
+    for at in metas:
+        stop = at + _META_GAP
+        furthest = max(furthest, stop)
+        word = low.find(b"charset", at, stop)
+        while word >= 0:
+            found = _DECLARATION.match(low, word)
+            assert found is not None  # "charset" itself matches
+            furthest = max(furthest, found.end() + 1)
+            word = low.find(b"charset", word + 1, stop)
+        out.append(furthest)
+    return out
+
+
 def _unmodelled_near(template: ScanTemplate, low: bytes, regions: Sequence[_Region]) -> bool:
     """Whether a region may make :func:`~.unmodelled.unmodelled_markup` see something in
     the copy that it did not see in the template: a tag it looks for that a region touches,
     or a region in reach of a ``<meta>`` 's charset declaration."""
-    metas = template.metas
+    metas, reaches = template.metas, template.reaches
     for a0, a1, b0, b1 in regions:
         if _UNMODELLED_TAG.search(low, max(0, b0 - _TAG_REACH), b1 + _TAG_REACH) is not None:
             return True
         i = bisect_right(metas, a1) - 1  # the last <meta at or before the region's end
-        if i >= 0 and metas[i] + _META_REACH >= a0:
+        if i >= 0 and reaches[i] >= a0:
             return True
     return False
 
@@ -243,6 +286,9 @@ class Rescanned(_Scan):
         self.template: ScanTemplate | None = None
         self.copied: list[tuple[int, int, int]] = []  # (index here, in the template, count)
         self.fresh: list[tuple[int, int]] = []  # (index, count) of entries scanned here
+        # The template's hidden elements hold for this copy (else finish_scan() computes
+        # them, and the boxes of copied entries may differ from the template's).
+        self.hidden_reused = False
 
     def findings(self, entries: Sequence[Entry],
                  classify: Callable[[Sequence[Entry]], dict[int, _F]]) -> dict[int, _F] | None:
@@ -251,7 +297,7 @@ class Rescanned(_Scan):
         not be the template's (entries sorted or given a ``<picture>`` 's box, hidden
         elements computed again), or the template has none."""
         template = self.template
-        if (template is None or template.findings is None or self.hidden is None
+        if (template is None or template.findings is None or not self.hidden_reused
                 or not (template.ordered and self.ordered) or template.sources or self.sources):
             return None
         out: dict[int, _F] = {}
@@ -280,6 +326,8 @@ def rescan(template: ScanTemplate, view: bytes, charset: str, max_tags: int,
     if diff is None:
         return None
     changed, regions = diff
+    if _closes_a_quote(template, view, regions):
+        return None
     low = template.low(lines, changed)
     if _unmodelled_near(template, low, regions):
         return None
@@ -354,6 +402,7 @@ def rescan(template: ScanTemplate, view: bytes, charset: str, max_tags: int,
     result.ordered = ordered
     result.sources = sources
     result.hidden = _hidden(template, result, regions, starts, ends, shifts)
+    result.hidden_reused = result.hidden is not None
     return result
 
 

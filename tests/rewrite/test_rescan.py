@@ -106,6 +106,19 @@ def test_random_edits_rescan_to_the_full_scan(index: int) -> None:
         assert reused >= 10  # most edits keep the number of lines
 
 
+@pytest.mark.parametrize("index", range(len(DOCUMENTS)))
+def test_random_edits_of_a_broken_template_rescan_to_the_full_scan(index: int) -> None:
+    """The template itself hostile too (an unclosed quote, comment or tag left by an edit),
+    and the copy an edit of it."""
+    rng = random.Random(1000 + index)
+    for _ in range(25):
+        template = _edit(DOCUMENTS[index], rng)
+        copy = _edit(template, rng)
+        got = _cached(template, copy)
+        if got is not None:
+            assert got == _full(copy)
+
+
 def test_personalised_copies_rescan_to_the_full_scan() -> None:
     doc = _newsletter_html()
     for k in range(20):
@@ -280,3 +293,82 @@ def test_findings_of_copied_entries_are_the_templates() -> None:
     found = scan.findings(finished, classify)
     assert found == classify(finished)
     assert calls[1:-1] and sum(calls[1:-1]) < len(finished) // 4  # only the new entries
+
+
+def _assert_engines_agree(template: bytes, copy: bytes) -> None:
+    """A warm engine (``template`` seen first) analyses and renders ``copy`` as a new one."""
+    warm = Engine(load_rules())
+    warm.analyse(_message(template))
+    cold = Engine(load_rules()).analyse(_message(copy))
+    again = warm.analyse(_message(copy))
+    assert [p.references for p in again.parts] == [p.references for p in cold.parts]
+    assert [p.findings for p in again.parts] == [p.findings for p in cold.parts]
+    for policy in Policy:
+        assert (warm.render(again, "a@example.net", policy).data
+                == warm.render(cold, "a@example.net", policy).data)
+
+
+_BANNER = b'<img src="https://beacon.test/banner.png?u=1" width="600" height="300">'
+
+
+def test_an_element_hidden_in_the_copy_takes_fresh_findings() -> None:
+    """The template's findings are for its boxes: when a change hides an element (and
+    hidden_ranges() runs again), the copied entries are classified again."""
+    head = b"".join(b"<p>line %d</p>\n" % i for i in range(12))
+    doc = (head + b'<div style="display:block">\n' + b"<p>x</p>\n" * 4 + _BANNER + b"\n"
+           + b"<p>y</p>\n" * 4 + b"</div>\n" + head)
+    copy = doc.replace(b"display:block", b"display:none")
+    scan = ScanCache()
+    scan_entries(doc, learner=scan)
+    again = scan.rescan(copy, "utf-8", 200_000)
+    assert again is not None and again.hidden is None and not again.hidden_reused
+    _assert_engines_agree(doc, copy)
+
+
+@pytest.mark.parametrize(("template", "copy", "rescanned"), [
+    # A quote a region adds closes a value the template never closed: the tag now runs
+    # past the region, and its style loads a beacon.
+    (b"<div title='x>\n" + b"<p>a</p>\n" * 8 + b"<p>Hi Ann</p>\n"
+     + b"<p>b</p>\n" * 8 + b'<p>z  style="background:url(https://beacon.test/o.gif)">\n',
+     b"<div title='x>\n" + b"<p>a</p>\n" * 8 + b"<p>Hi Ann'</p>\n"
+     + b"<p>b</p>\n" * 8 + b'<p>z  style="background:url(https://beacon.test/o.gif)">\n',
+     False),
+    # The other way round: a quote a region removes leaves a value unclosed (that value
+    # reached into the region in the template, so its tag is scanned again).
+    (b"<div title=\"x>\n" + b"<p>a</p>\n" * 8 + b'<p>Hi "Ann</p>\n'
+     + b"<p>b</p>\n" * 8 + b'<img src="https://beacon.test/o.gif" width=1 height=1>\n',
+     b"<div title=\"x>\n" + b"<p>a</p>\n" * 8 + b"<p>Hi Ann</p>\n"
+     + b"<p>b</p>\n" * 8 + b'<img src="https://beacon.test/o.gif" width=1 height=1>\n',
+     True),
+    # A quote in an attribute name (names may start with one) in an <img>.
+    (b"<img x='1\" src=\"https://c.test/a.png\">\n" + b"<p>a</p>\n" * 8 + b"<p>Ann</p>\n"
+     + b"<p>b</p>\n" * 8,
+     b"<img x='1\" src=\"https://c.test/a.png\">\n" + b"<p>a</p>\n" * 8 + b"<p>Ann'</p>\n"
+     + b'<p>b</p>\n' * 7 + b'<p src="https://beacon.test/o.gif">\n', False),
+])
+def test_a_quote_that_may_close_an_unclosed_value_is_scanned_in_full(
+        template: bytes, copy: bytes, rescanned: bool) -> None:
+    got = _cached(template, copy)
+    if rescanned:
+        assert got == _full(copy)
+    else:
+        assert got is None
+    _assert_engines_agree(template, copy)
+
+
+def test_a_region_next_to_a_quote_is_still_rescanned() -> None:
+    doc = _newsletter_html()
+    copy = doc.replace(b"OGYzYjIx", b"Q9")  # inside a quoted URL: no quote changes
+    assert _cached(doc, copy) == _full(copy)
+
+
+def test_a_meta_declaration_with_long_blanks_is_in_reach() -> None:
+    """A charset declaration's blanks have no length limit: a region that far after a
+    ``<meta`` still changes what unmodelled_markup() reads."""
+    doc = (b'<meta name="x" charset' + (b" " * 300 + b"\n") * 10 + b"=utf-8>\n"
+           + b"<p>b</p>\n" * 8 + b"<p>c</p>\n")
+    copy = doc.replace(b"=utf-8>", b"=utf-7>")
+    assert _cached(doc, copy) is None
+    far = doc.replace(b"<p>c</p>", b"<p>d</p>")
+    assert _cached(doc, far) == _full(far)  # past the declaration: rescanned
+    _assert_engines_agree(doc, copy)
