@@ -252,9 +252,13 @@ def hidden_ranges(low: bytes, opaque: Sequence[Span], styles: Sequence[Span],
         if i >= 0 and opaque[i][1] > lt:
             continue
         tag = _TAG.match(low, lt)
-        note((lt, len(low) if tag is None else tag.end()))
         if tag is None:
+            if _TAG_START.match(low, lt) is None:
+                note((lt, lt + 3))  # what both patterns read of it
+                continue  # a "<" that starts no tag ("1 < 2", "<!-->"): text
+            note((lt, len(low)))
             break  # a tag that never ends: the rest of the document is in it
+        note((lt, tag.end()))
         if tag.group(1) or tag.end() <= at:
             continue
         name = tag.group(2)

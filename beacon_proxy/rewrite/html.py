@@ -74,7 +74,7 @@ from beacon_proxy.rewrite.htmlpatterns import (
     BORING_TOKEN,
     BOX_HINT,
     COMMENT_END,
-    CONDITIONAL,
+    CONDITIONAL_OPEN,
     CSS_HINT,
     ENDIF,
     FAST_TAG,
@@ -370,7 +370,7 @@ class _Scan(TagReader):
                 return endif.end()
         if not view.startswith(b"<!--", pos):
             return self.bogus(pos)  # <!DOCTYPE, <![CDATA[ (HTML content), other bogus comments
-        cond = CONDITIONAL.match(self.low, pos)
+        cond = CONDITIONAL_OPEN.match(self.low, pos)
         if cond is not None:
             self.cond.append(" ".join(view[cond.start(1) : cond.end(1)].decode("latin-1").split()))
             return cond.end()

@@ -34,6 +34,7 @@ __all__ = [
     "BOX_HINT",
     "COMMENT_END",
     "CONDITIONAL",
+    "CONDITIONAL_OPEN",
     "CSS_HINT",
     "ENDIF",
     "FAST_TAG",
@@ -266,6 +267,10 @@ COMMENT_END = re.compile(rb"--!?>")
 #: Matched on the lower-cased view ("[IF mso]" is a condition too).  The condition cannot
 #: run past ">", so past the comment it is in: linear without a length limit.
 CONDITIONAL = re.compile(rb"<!--\[if([^\]>]*+)\]>(?:<!--+>|<!--" + _WS + rb"*+-->)?")
+#: The same without the optional empty comment after it, which the scanner reads as a
+#: construct of its own: a token must not look into the next one (an optional tail that
+#: fails reads past the token's end, and rewrite/rescan.py resumes at the next construct).
+CONDITIONAL_OPEN = re.compile(rb"<!--\[if([^\]>]*+)\]>")
 ENDIF = re.compile(rb"(?:<!--)?<!\[endif\]" + _WS + rb"*+(?:--)?>", re.I)
 RAW_TEXT = frozenset(
     {"script", "style", "textarea", "title", "xmp", "iframe", "noembed", "noframes"}

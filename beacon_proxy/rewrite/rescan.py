@@ -15,7 +15,8 @@ like this:
 2. **Resume before each region** at the last mark that starts before it.  The
    bytes before a mark are the template's, and no token that ends before a
    mark has looked past the mark's own first byte - the scanner's patterns look
-   ahead one byte at most past a token's end, with one exception: a quoted
+   ahead one byte at most past a token's end (no optional tail reaches into the
+   next construct: ``html.CONDITIONAL_OPEN``), with one exception: a quoted
    attribute value that is never closed.  Its search for the closing quote runs
    to the end of the document, and the lenient patterns then read the tag
    another way (``<div title='x>`` ends at that ``>``); a quote that a later
@@ -40,9 +41,9 @@ checks it on random edits of real templates, hostile markup included); where
 the argument above does not hold it gives up and the copy is scanned in full:
 a remote ``<base href>`` (relative URLs depend on it), ``<amp-analytics>``
 (its end tag decides what later scripts are), a scan that ran out of budget or
-bytes, more than a quarter of the lines changed.  A newsletter whose HTML is a
-single line gets one region from its first to its last difference: correct,
-but not much faster.
+bytes, more than a quarter of the lines changed (so a newsletter whose HTML is
+minified into a few lines is always scanned in full), a quote that may close a
+value the template left open (step 2).
 
 :class:`ScanCache` keeps the last templates per (charset, number of lines), at
 most :data:`MAX_TEMPLATES` and :data:`MAX_TEMPLATE_BYTES` in all; it holds

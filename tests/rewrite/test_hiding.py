@@ -145,3 +145,14 @@ def test_generated_markup_never_hides_a_shown_image(blocks: list[str]) -> None:
         return  # the scanner and html5lib disagree on which tags are images (raw text)
     for mine, theirs in zip(scanner, browser, strict=True):
         assert theirs or not mine, html
+
+
+@pytest.mark.parametrize("before", [b"<p>1 < 2;display:none</p>", b"<!-->;display:none",
+                                    b"<p>a </ b;display:none</p>"])
+def test_a_lt_that_starts_no_tag_does_not_end_the_search(before: bytes) -> None:
+    """Text such as ``1 < 2;display:none`` before a hidden element: its ``<`` starts no
+    tag, so the search goes on (it stopped there, and the element's image stayed shown)."""
+    img = b'<img src="https://t.test/o.gif?u=42" width="600" height="300">'
+    doc = before + b'<div style="display:none">' + img + b"</div>"
+    (ref,) = scan_html(doc).references
+    assert ref.box is not None and ref.box.display == "none"

@@ -372,3 +372,16 @@ def test_a_meta_declaration_with_long_blanks_is_in_reach() -> None:
     far = doc.replace(b"<p>c</p>", b"<p>d</p>")
     assert _cached(doc, far) == _full(far)  # past the declaration: rescanned
     _assert_engines_agree(doc, copy)
+
+
+def test_a_conditional_comment_does_not_read_into_the_next_construct() -> None:
+    """``<!--[if !mso]><!-- x-->``: the empty comment after a conditional is a construct of
+    its own, so a copy that changes it is scanned from there as the full scan reads it
+    (a pattern with an optional tail read past the conditional's end)."""
+    filler = b"".join(b"<p>line %d</p>\n" % i for i in range(12))
+    doc = (filler + b"<!--[if !mso]><!-- x-->;display:none\n"
+           + b'<div style="display:none">' + _BANNER + b"</div>\n" + filler)
+    copy = doc.replace(b"<!-- x-->", b"<!-- -->")
+    got = _cached(doc, copy)
+    assert got is not None and got == _full(copy)
+    _assert_engines_agree(doc, copy)
