@@ -54,7 +54,9 @@ class Relay:
     scheduler: Scheduler | None = None
     couriers: list[SmtpCourier] = field(default_factory=list)
 
-    async def start(self, *, timeout: float = 30.0) -> Relay:
+    async def start(self, port: int | None = None, *, timeout: float = 30.0) -> Relay:
+        self.port = port or self.port
+
         def courier() -> Courier:
             c = SmtpCourier("127.0.0.1", self.port, starttls=self.starttls, tls_verify=False,
                             timeout=timeout, helo_name="relay.test")
@@ -83,6 +85,13 @@ class Relay:
                        size=len(DATA), message_id="<m1@example.org>")
         await self.scheduler.enqueue(env, DATA)
         return env.queue_id
+
+    async def send_until(self, name: str, *rcpts: str,
+                         count: int | None = None) -> tuple[str, list[dict[str, Any]]]:
+        """Send to ``rcpts``; the queue id and its first ``count`` ``name`` events
+        (one per recipient unless said)."""
+        queue_id = await self.send(*rcpts)
+        return queue_id, await self.until(name, queue_id, count or len(rcpts))
 
     def events(self, name: str, queue_id: str | None = None) -> list[dict[str, Any]]:
         out = []
@@ -140,10 +149,8 @@ def copies(upstream: Upstream, *rcpts: str) -> list[int]:
 # -- no session ------------------------------------------------------------------
 
 async def test_connection_refused_defers_everyone_then_delivers_once(relay: Relay) -> None:
-    relay.port = closed_port()
-    await relay.start()
-    qid = await relay.send("a@example.net", "b@example.net")
-    deferred = await relay.until("deferred", qid, 2)
+    await relay.start(closed_port())
+    qid, deferred = await relay.send_until("deferred", "a@example.net", "b@example.net")
     refused = f"451 4.4.1 connection to 127.0.0.1:{relay.port} failed: Connection refused"
     assert [(e["recipient"], e["reply"], e["attempt"]) for e in deferred] == [
         ("a@example.net", refused, 1), ("b@example.net", refused, 1)]  # b not even tried
@@ -159,11 +166,9 @@ async def test_connection_refused_defers_everyone_then_delivers_once(relay: Rela
 
 
 async def test_slow_greeting_times_out_and_defers(relay: Relay, upstream: Upstream) -> None:
-    relay.port = upstream.port
     upstream.script("greeting", "hold")
-    await relay.start(timeout=1.0)  # the timeout is the event waited for
-    qid = await relay.send("a@example.net")
-    (deferred,) = await relay.until("deferred", qid)
+    await relay.start(upstream.port, timeout=1.0)  # the timeout is the event waited for
+    qid, (deferred,) = await relay.send_until("deferred", "a@example.net")
     timed_out = f"451 4.4.1 connection to 127.0.0.1:{upstream.port} failed: timed out"
     assert deferred["reply"] == timed_out
     assert relay.states(qid) == [("deferred", timed_out)]
@@ -178,11 +183,9 @@ async def test_slow_greeting_times_out_and_defers(relay: Relay, upstream: Upstre
 
 async def test_dropped_during_data_is_deferred_and_sent_once(relay: Relay,
                                                              upstream: Upstream) -> None:
-    relay.port = upstream.port
-    await relay.start()
+    await relay.start(upstream.port)
     upstream.script("DATA", "drop", rcpt="a@example.net")
-    qid = await relay.send("a@example.net", "b@example.net")
-    deferred = await relay.until("deferred", qid, 2)
+    qid, deferred = await relay.send_until("deferred", "a@example.net", "b@example.net")
     lost = f"451 4.4.2 lost connection with 127.0.0.1:{upstream.port} while sending DATA"
     assert {e["reply"] for e in deferred} == {lost}  # a site failure: b waits too
     assert relay.states(qid) == [("deferred", lost)] * 2
@@ -194,11 +197,9 @@ async def test_dropped_during_data_is_deferred_and_sent_once(relay: Relay,
 @pytest.mark.parametrize("stage", ["MAIL", "RCPT"])
 async def test_421_mid_session_defers_the_rest_and_reconnects(relay: Relay, upstream: Upstream,
                                                               stage: str) -> None:
-    relay.port = upstream.port
-    await relay.start()
+    await relay.start(upstream.port)
     upstream.script(stage, "421 4.3.2 closing: too busy")
-    qid = await relay.send("a@example.net", "b@example.net")
-    deferred = await relay.until("deferred", qid, 2)
+    qid, deferred = await relay.send_until("deferred", "a@example.net", "b@example.net")
     assert [(e["recipient"], e["reply"]) for e in deferred] == [
         ("a@example.net", "421 4.3.2 closing: too busy"),
         ("b@example.net", "421 4.3.2 closing: too busy")]
@@ -211,11 +212,10 @@ async def test_421_mid_session_defers_the_rest_and_reconnects(relay: Relay, upst
 
 async def test_452_on_some_recipients_retries_only_those(relay: Relay,
                                                          upstream: Upstream) -> None:
-    relay.port = upstream.port
-    await relay.start()
+    await relay.start(upstream.port)
     upstream.script("RCPT", "452 4.5.3 too many recipients", rcpt="b@example.net")
-    qid = await relay.send("a@example.net", "b@example.net", "c@example.net")
-    (deferred,) = await relay.until("deferred", qid)
+    qid, (deferred,) = await relay.send_until("deferred", "a@example.net", "b@example.net",
+                                              "c@example.net", count=1)
     assert (deferred["recipient"], deferred["reply"]) == (
         "b@example.net", "452 4.5.3 too many recipients")
     assert [e["recipient"] for e in relay.events("delivered", qid)] == [
@@ -229,11 +229,10 @@ async def test_452_on_some_recipients_retries_only_those(relay: Relay,
 
 async def test_5xx_after_data_bounces_that_recipient_with_a_dsn(relay: Relay,
                                                                 upstream: Upstream) -> None:
-    relay.port = upstream.port
-    await relay.start()
+    await relay.start(upstream.port)
     upstream.script("dot", "554 5.7.1 content rejected", rcpt="b@example.net")
-    qid = await relay.send("a@example.net", "b@example.net")
-    (bounced,) = await relay.until("bounced", qid)
+    qid, (bounced,) = await relay.send_until("bounced", "a@example.net", "b@example.net",
+                                             count=1)
     assert (bounced["recipient"], bounced["reply"], bounced["status"], bounced["expired"]) == (
         "b@example.net", "554 5.7.1 content rejected", "5.7.1", False)
     await relay.until("removed", qid)
@@ -257,11 +256,10 @@ async def test_5xx_after_data_bounces_that_recipient_with_a_dsn(relay: Relay,
 
 async def test_tls_handshake_failure_when_required_defers_nothing_in_clear(
         relay: Relay, tls_upstream: Upstream) -> None:
-    relay.port, relay.starttls = tls_upstream.port, "required"
-    await relay.start()
+    relay.starttls = "required"
+    await relay.start(tls_upstream.port)
     tls_upstream.script("STARTTLS", "garbage")
-    qid = await relay.send("a@example.net", "b@example.net")
-    deferred = await relay.until("deferred", qid, 2)
+    qid, deferred = await relay.send_until("deferred", "a@example.net", "b@example.net")
     reply = deferred[0]["reply"]
     assert reply.startswith(f"451 4.7.5 TLS handshake with 127.0.0.1:{tls_upstream.port} "
                             "failed: ")
@@ -276,8 +274,8 @@ async def test_tls_handshake_failure_when_required_defers_nothing_in_clear(
 async def test_tls_handshake_failure_when_opportunistic_sends_in_clear_at_once(
         relay: Relay, tls_upstream: Upstream, caplog: pytest.LogCaptureFixture) -> None:
     """As Postfix's "may" level: a failed handshake is retried without TLS."""
-    relay.port, relay.starttls = tls_upstream.port, "opportunistic"
-    await relay.start()
+    relay.starttls = "opportunistic"
+    await relay.start(tls_upstream.port)
     tls_upstream.script("STARTTLS", "garbage")
     qid = await relay.send("a@example.net")
     await relay.until("removed", qid)
@@ -295,11 +293,9 @@ async def test_tls_handshake_failure_when_opportunistic_sends_in_clear_at_once(
 async def test_no_reply_to_the_final_dot_defers_and_may_duplicate(
         relay: Relay, upstream: Upstream, step: str) -> None:
     """The documented at-least-once case: the upstream has the message, we cannot know."""
-    relay.port = upstream.port
     upstream.script("dot", step, rcpt="a@example.net")
-    await relay.start(timeout=2.0)  # "hang": the timeout is the event waited for
-    qid = await relay.send("a@example.net", "b@example.net")
-    deferred = await relay.until("deferred", qid, 2)
+    await relay.start(upstream.port, timeout=2.0)  # "hang": the timeout is the event waited for
+    qid, deferred = await relay.send_until("deferred", "a@example.net", "b@example.net")
     what = "timeout" if step == "hang" else "lost connection"
     reply = f"451 4.4.2 {what} with 127.0.0.1:{upstream.port} while sending DATA"
     assert [e["reply"] for e in deferred] == [reply, reply]
