@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +35,7 @@ from beacon_proxy.spool.envelope import Envelope, new_queue_id
 from beacon_proxy.spool.queue import Spool
 from tests.deliver.smtppeer import Upstream
 from tests.deliver.test_dsn import parse, status_blocks
+from tests.deliver.test_smtp import closed_port
 
 DATA = b"From: s@example.org\r\nSubject: news\r\nMessage-ID: <m1@example.org>\r\n\r\nhello\r\n"
 SENDER = "s@example.org"
@@ -133,13 +133,6 @@ async def relay(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> AsyncIterat
     yield r
     await r.stop()
     spool.close()
-
-
-def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-    return port
 
 
 def copies(upstream: Upstream, *rcpts: str) -> list[int]:
