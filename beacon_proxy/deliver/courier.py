@@ -33,6 +33,9 @@ class Result:
     delivery, 451 for a connection failure); ``reply`` is the text to log
     and to quote in a bounce, e.g. ``"550 5.1.1 <x@example.org>: no such user"``.
     ``status`` is the RFC 3463 enhanced status code, such as ``"5.1.1"``.
+    ``session`` is true when no session could be had (no connection, no
+    greeting, EHLO refused, TLS failed): a failure of the destination that
+    every recipient would meet, so the scheduler does not try the rest.
     """
 
     outcome: Outcome
@@ -40,6 +43,7 @@ class Result:
     reply: str
     status: str = ""
     remote: str = ""  # who answered: "127.0.0.1:2600", or "maildir"
+    session: bool = False
 
     @property
     def ok(self) -> bool:

@@ -75,7 +75,7 @@ def _iso(ts: float) -> str:
 def _site_failure(result: Result) -> bool:
     """A failure of the destination, not of this recipient: defer the rest too."""
     return result.outcome is Outcome.TEMPORARY and (
-        result.code == 421 or result.status.startswith("4.4.")
+        result.session or result.code == 421 or result.status.startswith("4.4.")
     )
 
 

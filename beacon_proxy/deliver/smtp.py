@@ -15,7 +15,9 @@ a ``5xx`` reply to MAIL, RCPT or DATA       ``PERMANENT``, the server's reply
 no connection, no greeting, EHLO refused,   ``TEMPORARY`` ``451 4.4.1``/``4.4.2``/``4.5.0``
 lost connection or timeout
 STARTTLS required but not offered           ``TEMPORARY`` ``451 4.7.4`` (as Postfix defers)
-TLS handshake or certificate failure        ``TEMPORARY`` ``451 4.7.5``
+TLS handshake or certificate failure        ``TEMPORARY`` ``451 4.7.5``; with
+                                            ``opportunistic``, a new connection
+                                            without TLS instead (as Postfix)
 SMTPUTF8 needed but not offered             ``PERMANENT`` ``554 5.6.7`` (as Postfix bounces)
 ==========================================  ==========================================
 
@@ -40,6 +42,7 @@ listed, checked and version-bounded in :mod:`beacon_proxy.internals`.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import re
@@ -104,11 +107,13 @@ async def _send_data(client: SMTP, data: bytes, timeout: float) -> SMTPResponse:
 
 
 class _SessionFailed(Exception):
-    """Setting up a session failed; carries the result to report."""
+    """Setting up a session failed; carries the result to report, and whether it
+    was the TLS handshake that failed."""
 
-    def __init__(self, result: Result) -> None:
+    def __init__(self, result: Result, *, handshake: bool = False) -> None:
         super().__init__(result.reply)
         self.result = result
+        self.handshake = handshake
 
 
 class SmtpCourier:
@@ -148,7 +153,7 @@ class SmtpCourier:
         try:
             return await self._deliver(sender, recipient, data, smtputf8, body_type)
         except _SessionFailed as exc:
-            return exc.result
+            return dataclasses.replace(exc.result, session=True)
         except asyncio.CancelledError:
             self._drop()  # the session is in an unknown state
             raise
@@ -250,10 +255,29 @@ class SmtpCourier:
     # -- the session ---------------------------------------------------------
 
     async def _connection(self) -> SMTP:
-        """The open connection, or a new one (greeted, EHLO'd, TLS per policy)."""
+        """The open connection, or a new one (greeted, EHLO'd, TLS per policy).
+
+        With ``opportunistic`` TLS, a failed handshake is followed at once by a
+        fresh connection without STARTTLS, as Postfix does at its ``may`` level:
+        the policy accepts clear text, and an upstream whose TLS is broken would
+        otherwise get nothing until the mail bounces at the queue lifetime.
+        """
         if self._client is not None and self._client.is_connected:
             return self._client
         self._drop()
+        try:
+            client = await self._open(self._starttls)
+        except _SessionFailed as exc:
+            if not (exc.handshake and self._starttls == "opportunistic"):
+                raise
+            _log.warning("%s; delivering in clear text (starttls = opportunistic)",
+                         exc.result.reply.split(" ", 2)[-1])
+            client = await self._open("off")
+        self._client = client
+        return client
+
+    async def _open(self, starttls: StartTls) -> SMTP:
+        """A new connection: greeted, EHLO'd, and upgraded to TLS per ``starttls``."""
         client = SMTP(hostname=self._host, port=self._port, local_hostname=self._helo_name,
                       timeout=self._timeout, start_tls=False, validate_certs=self._tls_verify)
         stage = "connect"
@@ -261,7 +285,7 @@ class SmtpCourier:
             await client.connect()
             stage = "EHLO"
             await _hello(client)
-            if self._starttls != "off":
+            if starttls != "off":
                 stage = "STARTTLS"
                 if await self._upgrade(client):
                     stage = "EHLO"
@@ -271,11 +295,11 @@ class SmtpCourier:
             raise
         except Exception as exc:
             client.close()
-            raise _SessionFailed(self._setup_failure(stage, exc)) from None
+            handshake = stage == "STARTTLS" and not isinstance(exc, SMTPResponseException)
+            raise _SessionFailed(self._setup_failure(stage, exc), handshake=handshake) from None
         except BaseException:  # cancelled
             client.close()
             raise
-        self._client = client
         return client
 
     async def _upgrade(self, client: SMTP) -> bool:

@@ -5,19 +5,17 @@ from __future__ import annotations
 import asyncio
 import re
 import socket
-import ssl
 from collections.abc import AsyncIterator, Awaitable
 from typing import Any, Literal, TypeVar
 
 import pytest
-import trustme
 from hypothesis import given
 from hypothesis import strategies as st
 
 from beacon_proxy.deliver.courier import Outcome, Result
 from beacon_proxy.deliver.smtp import SmtpCourier, wire_data
 from beacon_proxy.smtpd.data import canonical, unstuff
-from tests.deliver.conftest import Upstream
+from tests.deliver.smtppeer import Upstream
 
 T = TypeVar("T")
 MESSAGE = b"From: a@example.org\r\nTo: b@example.net\r\nSubject: hi\r\n\r\nHello.\r\n"
@@ -195,7 +193,7 @@ async def test_reconnects_after_the_server_hung_up(upstream: Upstream,
 async def test_stale_connection_at_mail_is_retried_once_afresh(upstream: Upstream,
                                                                courier: SmtpCourier) -> None:
     assert (await send(courier)).ok
-    upstream.drop_at_mail = 1
+    upstream.script("MAIL", "drop")
     assert (await send(courier, "c@example.net")).ok
     assert upstream.connections == 2
     assert [m.rcpt_tos for m in upstream.messages] == [["b@example.net"], ["c@example.net"]]
@@ -203,7 +201,7 @@ async def test_stale_connection_at_mail_is_retried_once_afresh(upstream: Upstrea
 
 async def test_retry_happens_only_once(upstream: Upstream, courier: SmtpCourier) -> None:
     assert (await send(courier)).ok
-    upstream.drop_at_mail = 2
+    upstream.script("MAIL", "drop", "drop")
     result = await send(courier)
     assert (result.outcome, result.code, result.status) == (Outcome.TEMPORARY, 451, "4.4.2")
     assert result.reply == (f"451 4.4.2 lost connection with 127.0.0.1:{upstream.port} "
@@ -213,7 +211,7 @@ async def test_retry_happens_only_once(upstream: Upstream, courier: SmtpCourier)
 
 async def test_fresh_connection_dropped_at_mail_is_not_retried(upstream: Upstream,
                                                                courier: SmtpCourier) -> None:
-    upstream.drop_at_mail = 1
+    upstream.script("MAIL", "drop")
     result = await send(courier)
     assert result.outcome is Outcome.TEMPORARY
     assert upstream.connections == 1
@@ -317,21 +315,6 @@ async def test_cancelled_while_connecting_leaves_nothing_open() -> None:
 
 # -- STARTTLS ---------------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def server_tls() -> ssl.SSLContext:
-    ca = trustme.CA()
-    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("127.0.0.1", "localhost").configure_cert(ctx)
-    return ctx
-
-
-@pytest.fixture
-async def tls_upstream(server_tls: ssl.SSLContext) -> AsyncIterator[Upstream]:
-    up = await Upstream(tls_context=server_tls).start()
-    yield up
-    await up.stop()
-
-
 async def test_starttls_required_but_not_offered_is_temporary(upstream: Upstream) -> None:
     c = make_courier(upstream.port, starttls="required")
     result = await send(c)
@@ -349,17 +332,24 @@ async def test_opportunistic_without_starttls_sends_in_clear(upstream: Upstream)
     assert not upstream.messages[0].tls
 
 
-@pytest.mark.parametrize("policy", ["opportunistic", "required"])
-async def test_starttls_without_verification_encrypts(
-        tls_upstream: Upstream, policy: Literal["opportunistic", "required"]) -> None:
-    c = make_courier(tls_upstream.port, starttls=policy, tls_verify=False)
+@pytest.mark.parametrize(("policy", "verify", "encrypted", "connections"), [
+    ("opportunistic", False, True, 1),
+    ("required", False, True, 1),
+    # Opportunistic TLS never keeps mail back: the handshake fails (the certificate
+    # is not trusted), then one connection in clear text, reused.
+    ("opportunistic", True, False, 2),
+])
+async def test_starttls_per_policy(tls_upstream: Upstream,
+                                   policy: Literal["opportunistic", "required"], verify: bool,
+                                   encrypted: bool, connections: int) -> None:
+    c = make_courier(tls_upstream.port, starttls=policy, tls_verify=verify)
     first = await send(c)
     second = await send(c, "c@example.net")
     await bounded(c.close())
     assert first.ok
     assert second.ok
-    assert [m.tls for m in tls_upstream.messages] == [True, True]
-    assert tls_upstream.connections == 1
+    assert [m.tls for m in tls_upstream.messages] == [encrypted, encrypted]
+    assert tls_upstream.connections == connections
 
 
 async def test_starttls_off_stays_in_clear(tls_upstream: Upstream) -> None:
@@ -370,7 +360,7 @@ async def test_starttls_off_stays_in_clear(tls_upstream: Upstream) -> None:
 
 
 async def test_unverifiable_certificate_is_temporary(tls_upstream: Upstream) -> None:
-    c = make_courier(tls_upstream.port, starttls="opportunistic", tls_verify=True)
+    c = make_courier(tls_upstream.port, starttls="required", tls_verify=True)
     result = await send(c)
     await bounded(c.close())
     assert (result.outcome, result.code, result.status) == (Outcome.TEMPORARY, 451, "4.7.5")
