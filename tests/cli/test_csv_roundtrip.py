@@ -5,14 +5,14 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from beacon_proxy.cli.main import main
 from tests.cli.conftest import create_store
-from tests.consent.pg import fresh_schema, temporary_database
+from tests.consent.pg import fresh_schema
 
 Cap = pytest.CaptureFixture[str]
 NewConfig = Callable[[], Path]
@@ -21,12 +21,6 @@ SOURCES = ["=1+2", "+SUM(A1)", "-3", "@cmd", "'=quoted", "''+twice", "'plain"]
 ADDRESSES = ["=1+2@x.test", "-a@x.test", "+b@x.test", "'=c@x.test", "''-d@x.test",
              '"@e"@x.test', "'g@x.test"]
 LISTS = ["=cmd.x.test", "-l.x.test", "+p.x.test", "'=r.x.test"]
-
-
-@pytest.fixture(scope="module")
-def pg_database() -> Iterator[str]:
-    with temporary_database() as url:
-        yield url
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -20,17 +20,11 @@ from beacon_proxy.consent.store import Store, open_store
 from beacon_proxy.web.api import build_api
 from beacon_proxy.web.auth import ApiTokens, hash_token
 from beacon_proxy.web.server import build_app
-from tests.consent.pg import fresh_schema, temporary_database
+from tests.consent.pg import fresh_schema
 
 TOKEN = "ops-token-0123456789abcdef"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 Client = TestClient[Any, Any]
-
-
-@pytest.fixture(scope="module")
-def pg_database() -> Iterator[str]:
-    with temporary_database() as url:
-        yield url
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
