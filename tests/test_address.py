@@ -16,6 +16,15 @@ from beacon_proxy.address import address_problem
         "under_score@host_name.example",
         "a" * 64 + "@example.org",
         "postmaster@localhost",
+        "=1+2@x.test",  # atext: a formula in a spreadsheet, a valid mailbox here
+        "-a@x.test",
+        "'=x@x.test",
+        "!#$%&'*+-/=?^_`{|}~@x.test",
+        '"a<b>"@x.test',
+        '"a@b"@x.test',
+        '"a\\"b"@x.test',  # quoted-pair: an escaped quote
+        '"a..b"@x.test',
+        '"(x),;:[]"@x.test',
     ],
 )
 def test_acceptable(address: str) -> None:
@@ -42,6 +51,36 @@ def test_acceptable(address: str) -> None:
         ("a@[300.1.1.1]", "not a valid host name"),
         ("a@[IPv6:nope]", "not a valid host name"),
         ("a\udcff@example.org", "not valid UTF-8"),
+        ("\ud800@example.org", "not valid UTF-8"),
+        ("a<b>@x.test", "'<' outside quotes"),
+        ("<a@x.test>", "'<' outside quotes"),
+        ("a>@x.test", "'>' outside quotes"),
+        ("a@b@x.test", "more than one @"),
+        ('"a"@b@x.test', "more than one @"),
+        ("a(b)@x.test", "'(' outside quotes"),
+        ("a,b@x.test", "',' outside quotes"),
+        ("a;b@x.test", "';' outside quotes"),
+        ("a:b@x.test", "':' outside quotes"),
+        ("a[b]@x.test", "'[' outside quotes"),
+        ("a\\b@x.test", "'\\\\' outside quotes"),
+        ('a"b@x.test', "'\"' outside quotes"),
+        (".a@x.test", "dot at its start"),
+        ("a.@x.test", "dot at its start"),
+        ("a..b@x.test", "two in a row"),
+        ('"a@x.test', "quoted local part is not closed"),
+        ('"a\\"@x.test', "quoted local part is not closed"),
+        ('"a"b@x.test', "not followed by @domain"),
+        ('""@x.test', "local part is missing"),
+        ("a@x.test\x00", "spaces or control"),
+        ("a\tb@x.test", "spaces or control"),
+        ("a\u0085b@x.test", "spaces or control"),  # a C1 control (NEL)
+        ("a\u00a0b@x.test", "spaces or control"),  # no-break space
+        ("a\u2028b@x.test", "spaces or control"),  # line separator
+        ('"' + "a" * 63 + '"@x.test', "local part is longer than 64"),
+        ("a@" + ("b" * 63 + ".") * 4 + "c", "longer than 254"),
+        ("a@x.test>", "not a valid host name"),
+        ("a@[192.0.2.1", "not a valid host name"),
+        ("a@x_y.test;", "not a valid host name"),
     ],
 )
 def test_problems(address: str, reason: str) -> None:
@@ -61,3 +100,10 @@ def test_lengths_count_octets() -> None:
     problem = address_problem(local + "@example.org", smtputf8=True)
     assert problem is not None
     assert "longer than 64 octets" in problem
+
+
+def test_quoted_non_ascii_needs_smtputf8() -> None:
+    assert address_problem('"jörg x"@example.de', smtputf8=True) is not None  # the space
+    assert address_problem('"jörg"@example.de', smtputf8=False) == (
+        "non-ASCII address needs SMTPUTF8")
+    assert address_problem('"jörg"@example.de', smtputf8=True) is None

@@ -32,7 +32,14 @@ from beacon_proxy.cli.common import CliError, add_config_option, config_from, co
 from beacon_proxy.config import Config
 from beacon_proxy.consent.address import AddressError, ListIdError
 from beacon_proxy.consent.csvio import CsvError, Kind, export_csv, import_file
-from beacon_proxy.consent.model import InvalidValue, StoreError, iso, parse_time, to_json
+from beacon_proxy.consent.model import (
+    MAX_TEXT,
+    InvalidValue,
+    StoreError,
+    iso,
+    parse_time,
+    to_json,
+)
 from beacon_proxy.consent.policy import Policy
 from beacon_proxy.consent.store import Store, open_store, sqlite_path
 
@@ -185,7 +192,10 @@ def import_command(args: argparse.Namespace, kind: Kind) -> int:
     path: Path = args.file
     if not path.is_file():
         raise CliError(f"{path}: no such file")
-    source = args.source or f"csv:{path.name}"
+    # The default names the file; a name that is not printable text (undecodable
+    # bytes, a newline) or is too long must not make the import fail.
+    name = "".join(c if c.isprintable() else "?" for c in path.name)
+    source = args.source or f"csv:{name}"[:MAX_TEXT]
     progress = progress_printer(f"importing {path.name}")
 
     async def work(store: Store | None) -> int:

@@ -10,6 +10,16 @@ Exports write these columns first and then informational ones (consent:
 ``actor,updated_at``; suppressions: ``source,actor,created_at``), which an
 import accepts and ignores, so an export imports again as it is.
 
+Cells a spreadsheet would run as a formula are exported with a leading
+``'`` (the OWASP advice for CSV injection): a cell starting with ``=``,
+``+``, ``-``, ``@``, a tab or a carriage return -- ``=1+2@x.test`` is a
+valid address, ``source`` and ``reason`` are free text.  Any run of ``'``
+before such a character is prefixed too (``'=x`` is exported as ``''=x``),
+so an import can always take exactly one ``'`` back off a cell that is a run
+of ``'`` and then one of those characters: an export imports as the very
+values that were exported.  A hand-written file follows the same rule (a
+``source`` of ``'=x`` imports as ``=x``; write ``''=x`` to keep the quote).
+
 Imports stream: :class:`CsvReader` reads a binary file a batch at a time (in
 a thread, see :func:`read_batches`), so memory does not grow with the file.
 The first bad row raises :class:`CsvError` naming its line; the store applies
@@ -50,7 +60,9 @@ __all__ = [
     "consent_reader",
     "export_csv",
     "import_file",
+    "neutralise",
     "read_batches",
+    "restore",
     "suppression_reader",
 ]
 
@@ -65,6 +77,24 @@ _EXTRA: dict[str, tuple[str, ...]] = {
     "consent": ("actor", "updated_at"),
     "suppressions": ("source", "actor", "created_at"),
 }
+
+
+_FORMULA = frozenset("=+-@\t\r")
+
+
+def _formula_like(cell: str) -> bool:
+    """A formula character, after any number of ``'``."""
+    return cell.lstrip("'")[:1] in _FORMULA
+
+
+def neutralise(cell: str) -> str:
+    """The cell as exported: prefixed with ``'`` when a spreadsheet could run it."""
+    return "'" + cell if _formula_like(cell) else cell
+
+
+def restore(cell: str) -> str:
+    """The value of an exported cell: :func:`neutralise` undone."""
+    return cell[1:] if cell[:1] == "'" and _formula_like(cell[1:]) else cell
 
 
 class CsvError(ValueError):
@@ -135,7 +165,7 @@ class CsvReader(Generic[T]):
             if len(fields) != len(self._columns):
                 raise CsvError(line, f"expected {len(self._columns)} fields, got {len(fields)}")
             try:
-                out.append(self._row({n: fields[i] for n, i in self._columns.items()}))
+                out.append(self._row({n: restore(fields[i]) for n, i in self._columns.items()}))
             except AddressError as exc:
                 raise CsvError(line, f"bad address {fields[self._columns['address']]!r}: "
                                      f"{exc}") from None
@@ -191,12 +221,14 @@ async def read_batches(reader: CsvReader[T], *, size: int = BATCH,
 
 
 def _consent_cells(c: Consent) -> list[str]:
-    return [c.address, c.beacons.value, c.source or "", c.actor or "", iso(c.updated_at)]
+    return [neutralise(cell) for cell in (
+        c.address, c.beacons.value, c.source or "", c.actor or "", iso(c.updated_at))]
 
 
 def _suppression_cells(s: Suppression) -> list[str]:
-    return [s.address or "", s.list_id or "", s.reason or "", s.source or "", s.actor or "",
-            iso(s.created_at)]
+    return [neutralise(cell) for cell in (
+        s.address or "", s.list_id or "", s.reason or "", s.source or "", s.actor or "",
+        iso(s.created_at))]
 
 
 async def export_csv(kind: Kind, items: AsyncIterator[Consent] | AsyncIterator[Suppression],
@@ -233,9 +265,11 @@ async def import_file(store: Store | None, path: Path, kind: Kind, *, dry_run: b
                       progress: Callable[[int], None] | None = None) -> int:
     """Validate (``dry_run`` or no store) or import a CSV file; returns the number of rows.
 
-    Raises :class:`CsvError` for the first bad row (nothing is applied) and
-    ``OSError`` when the file cannot be read.
+    Raises :class:`CsvError` for the first bad row (nothing is applied),
+    :class:`InvalidValue` for a bad ``source`` and ``OSError`` when the file
+    cannot be read.
     """
+    source = check_text("source", source)
     fh = await asyncio.to_thread(path.open, "rb")
     try:
         if kind == "consent":

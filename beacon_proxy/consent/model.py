@@ -26,6 +26,7 @@ from typing import Any, Generic, TypeVar
 from beacon_proxy.consent.address import Address
 
 __all__ = [
+    "MAX_TEXT",
     "AuditEntry",
     "Beacons",
     "CampaignRecord",
@@ -45,11 +46,13 @@ __all__ = [
     "check_text",
     "iso",
     "parse_time",
+    "storable_problem",
     "to_json",
     "utcnow",
 ]
 
 T = TypeVar("T")
+MAX_TEXT = 200  # characters of a short free-text field (source, actor)
 
 
 class StoreError(Exception):
@@ -239,8 +242,25 @@ def parse_time(text: str) -> datetime:
     return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
 
 
-def check_text(field: str, value: object, limit: int = 200) -> str | None:
-    """A short free-text field: ``None``/empty -> ``None``; no control characters."""
+def storable_problem(value: str) -> str | None:
+    """Why no store can keep ``value`` as text, or ``None``.
+
+    PostgreSQL refuses a NUL character in text, and a lone surrogate (a JSON
+    ``"\\ud800"``, undecodable bytes in a command-line argument) is not UTF-8
+    at all; both would otherwise surface as a database error.
+    """
+    if "\x00" in value:
+        return "must not contain NUL characters"
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return f"is not valid Unicode text (lone surrogate U+{ord(value[exc.start]):04X})"
+    return None
+
+
+def check_text(field: str, value: object, limit: int = MAX_TEXT) -> str | None:
+    """A short free-text field: ``None``/empty -> ``None``; no control characters,
+    nothing a store cannot keep (:func:`storable_problem`)."""
     if value is None:
         return None
     if not isinstance(value, str):
@@ -250,6 +270,9 @@ def check_text(field: str, value: object, limit: int = 200) -> str | None:
         raise InvalidValue(field, f"longer than {limit} characters")
     if any(ord(c) < 32 or ord(c) == 127 for c in value):
         raise InvalidValue(field, "must not contain control characters")
+    problem = storable_problem(value)
+    if problem is not None:
+        raise InvalidValue(field, problem)
     return value or None
 
 

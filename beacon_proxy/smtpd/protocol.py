@@ -27,6 +27,7 @@ from typing import Any, AnyStr
 from aiosmtpd.smtp import MISSING, SMTP, Session
 
 from beacon_proxy import metrics
+from beacon_proxy.address import split_path
 from beacon_proxy.smtpd.data import read_data
 from beacon_proxy.smtpd.replies import (
     MESSAGE_TOO_BIG,
@@ -195,6 +196,11 @@ class SmtpProtocol(SMTP):
         transport.close()
 
     # -- commands ---------------------------------------------------------------
+
+    def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
+        """MAIL/RCPT: the path's address exactly as written (``(None, None)``: no
+        closing ``>``); the handler judges it by the shared RFC 5321 rule."""
+        return split_path(arg) or (None, None)
 
     async def smtp_DATA(self, arg: str) -> None:
         """aiosmtpd's DATA command with a chunked reader (same checks, same hooks)."""

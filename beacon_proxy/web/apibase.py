@@ -10,6 +10,10 @@ Every handler is wrapped by :func:`endpoint`, which
   (``400`` malformed JSON, unknown or missing fields, bad addresses and
   values, a bad CSV row with its ``line``; ``404``; ``415``; ``503`` when the
   database cannot be reached; ``500`` with the details only in the log);
+* refuses, before any handler runs, text no store can keep -- a NUL
+  character (``?after=%00``) or a lone surrogate (JSON ``"\\ud800"``) in a
+  query parameter, a path segment or any string of a JSON body (``400
+  invalid_value`` naming the field), so SQLite and PostgreSQL answer alike;
 * hands the handler the store and the caller's name for the audit trail
   (``api:<token name>``).
 """
@@ -20,7 +24,7 @@ import asyncio
 import json
 import logging
 import re
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -29,7 +33,13 @@ from aiohttp import web
 
 from beacon_proxy.consent.address import MAX_LIST_ID, AddressError, ListIdError
 from beacon_proxy.consent.csvio import CsvError
-from beacon_proxy.consent.model import InvalidValue, StoreError, StoreUnavailable, parse_time
+from beacon_proxy.consent.model import (
+    InvalidValue,
+    StoreError,
+    StoreUnavailable,
+    parse_time,
+    storable_problem,
+)
 from beacon_proxy.consent.store import Store
 from beacon_proxy.web.auth import ApiTokens, bearer_token
 
@@ -121,6 +131,7 @@ def endpoint(handler: Handler, *, query: Iterable[str] = ()
                 400, "unknown_parameter", f"unknown query parameter(s): {', '.join(unknown)}"
                 f" (allowed: {', '.join(sorted(allowed)) or 'none'})", field=unknown[0])
         try:
+            _check_storable([*request.match_info.items(), *request.query.items()])
             return await handler(request, Ctx(request.app[STORE], f"api:{name}"))
         except (ApiError, AddressError, ListIdError, InvalidValue, CsvError, StoreError) as exc:
             return _failure(exc)
@@ -172,11 +183,36 @@ async def json_body(request: web.Request, *, required: Iterable[str] = (),
     if unknown:
         raise ApiError(400, "unknown_field", f"unknown field(s): {', '.join(unknown)} "
                        f"(allowed: {', '.join(sorted(allowed))})", field=unknown[0])
+    _check_storable(body.items())
     missing = sorted(req - set(body))
     if missing:
         raise ApiError(400, "missing_field", f"missing field(s): {', '.join(missing)}",
                        field=missing[0])
     return body
+
+
+def _check_storable(fields: Iterable[tuple[str, Any]]) -> None:
+    """``400`` for the first string (in a JSON value: at any depth) no store can keep."""
+    for name, value in fields:
+        for text in _strings(value):
+            problem = storable_problem(text)
+            if problem is not None:
+                raise ApiError(400, "invalid_address" if name == "address" else "invalid_value",
+                               f"{name}: {problem}", field=name)
+
+
+def _strings(value: Any) -> Iterator[str]:
+    """The strings in a JSON value, keys included, depth first without recursion."""
+    stack = [value]
+    while stack:  # bounded: every item of the (size-limited) body is visited once
+        item = stack.pop()
+        if isinstance(item, str):
+            yield item
+        elif isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
 
 
 def text_field(body: dict[str, Any], name: str) -> str | None:

@@ -1,19 +1,12 @@
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from beacon_proxy.consent.store import Store, open_store
-from tests.consent.pg import fresh_schema, temporary_database
-
-
-@pytest.fixture(scope="session")
-def pg_database() -> Iterator[str]:
-    """One fresh PostgreSQL database for the whole run (dropped at the end)."""
-    with temporary_database() as url:
-        yield url
+from tests.consent.pg import fresh_schema
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

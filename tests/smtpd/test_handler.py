@@ -219,7 +219,12 @@ async def test_null_recipient_refused(serve: Serve) -> None:
          "501 5.1.7 Bad sender address syntax: the local part is longer than 64 octets"),
         ("MAIL FROM:<jörg@example.de>",
          "553 5.6.7 Bad sender address syntax: non-ASCII address needs SMTPUTF8"),
-        ("MAIL FROM:<a@>", "553 5.1.3 Error: malformed address"),  # aiosmtpd's own parser
+        ("MAIL FROM:<a@>", "501 5.1.7 Bad sender address syntax: the domain is missing"),
+        ("MAIL FROM:<a@b@x.test>",
+         "501 5.1.7 Bad sender address syntax: "
+         "the address has more than one @ (quote the local part)"),
+        ("MAIL FROM:<a@x.test", "553 5.1.3 Error: malformed address"),  # no closing >
+        ("MAIL FROM:<a@x.test>junk", "553 5.1.3 Error: malformed address"),
     ],
 )
 async def test_bad_sender_syntax(serve: Serve, command: str, expected: str) -> None:
@@ -239,6 +244,20 @@ async def test_bad_sender_syntax(serve: Serve, command: str, expected: str) -> N
          "the domain is not a valid host name or address literal"),
         ("a@" + "b" * 250 + ".org",
          "501 5.1.3 Bad recipient address syntax: the address is longer than 254 octets"),
+        ("a<b>@x.test",
+         "501 5.1.3 Bad recipient address syntax: the local part has '<' outside quotes"),
+        # aiosmtpd's RFC 5322 parser made these a@x.test, a@x.test and ab@x.test
+        ("a(b)@x.test",
+         "501 5.1.3 Bad recipient address syntax: the local part has '(' outside quotes"),
+        ("a @x.test",
+         "501 5.1.3 Bad recipient address syntax: "
+         "the address contains spaces or control characters"),
+        ("a@b@x.test", "501 5.1.3 Bad recipient address syntax: "
+         "the address has more than one @ (quote the local part)"),
+        ("a..b@x.test", "501 5.1.3 Bad recipient address syntax: "
+         "the local part has a dot at its start or end or two in a row (quote it)"),
+        ('"a"b@x.test', "501 5.1.3 Bad recipient address syntax: "
+         "the quoted local part is not followed by @domain"),
     ],
 )
 async def test_bad_recipient_syntax(serve: Serve, address: str, expected: str) -> None:
@@ -248,6 +267,22 @@ async def test_bad_recipient_syntax(serve: Serve, address: str, expected: str) -
     assert (await client.cmd("MAIL FROM:<a@example.org>")).code == 250
     assert (await client.cmd(f"RCPT TO:<{address}>")).text == expected
     await client.close()
+
+
+async def test_paths_are_taken_as_written(serve: Serve) -> None:
+    running = await serve()
+    client = await running.connect()
+    assert (await client.cmd("EHLO client.test")).code == 250
+    assert (await client.cmd("MAIL FROM:<@relay.test:=1+2@example.org> SIZE=10")).code == 250
+    for path in ('"a>b"@example.org', "-a@example.org", '"a@b"@example.org'):
+        assert (await client.cmd(f"RCPT TO:<{path}>")).code == 250
+    assert (await client.cmd("DATA")).code == 354
+    await client.send(b"Subject: paths\r\n\r\nx\r\n.\r\n")
+    assert (await client.reply()).code == 250
+    await client.close()
+    [(envelope, _)] = running.enqueue.calls
+    assert envelope.sender == "=1+2@example.org"
+    assert envelope.recipients == ('"a>b"@example.org', "-a@example.org", '"a@b"@example.org')
 
 
 async def test_control_characters_in_address_refused(serve: Serve) -> None:
