@@ -131,6 +131,7 @@ class DeliveryConfig:
     tls_verify: bool = True
     concurrency: int = 20
     timeout: float = 60.0
+    data_timeout: float = 600.0  # the wait for the reply to the final dot (RFC 5321)
     retry_min: float = 300.0
     retry_max: float = 4000.0
     queue_lifetime: float = 5 * 86400.0
@@ -558,6 +559,7 @@ _SCHEMA: dict[str, dict[str, Parser]] = {
         "tls_verify": _bool,
         "concurrency": _int_in(1, 1000),
         "timeout": _seconds(1, 3600),
+        "data_timeout": _seconds(1, 3600),
         "retry_min": _seconds(0.1, 86400),
         "retry_max": _seconds(0.1, 7 * 86400),
         "queue_lifetime": _seconds(1, 30 * 86400),

@@ -92,15 +92,18 @@ def wire_data(data: bytes) -> bytes:
     return stuffed + b".\r\n"
 
 
-async def _send_data(client: SMTP, data: bytes, timeout: float) -> SMTPResponse:
-    """DATA, then the prepared message; raises like ``SMTP.data()``."""
+async def _send_data(client: SMTP, data: bytes, timeout: float,
+                     data_timeout: float) -> SMTPResponse:
+    """DATA, then the prepared message; raises like ``SMTP.data()``.  ``data_timeout``:
+    the wait for the reply to the final dot (RFC 5321 4.5.3.2.6 suggests 10 minutes: the
+    upstream may scan the message first, and a copy whose reply times out is sent again)."""
     start = await client.execute_command(b"DATA", timeout=timeout)
     if start.code != 354:
         raise SMTPDataError(start.code, start.message)
     if client.protocol is None:
         raise SMTPServerDisconnected("Connection lost")
     client.protocol.write(wire_data(data))
-    reply = await client.protocol.read_response(timeout=timeout)
+    reply = await client.protocol.read_response(timeout=data_timeout)
     if reply.code != 250:
         raise SMTPDataError(reply.code, reply.message)
     return reply
@@ -126,11 +129,11 @@ class SmtpCourier:
     """
 
     def __init__(self, host: str, port: int, *, starttls: StartTls, tls_verify: bool,
-                 timeout: float, helo_name: str) -> None:
+                 timeout: float, helo_name: str, data_timeout: float | None = None) -> None:
         if starttls not in ("required", "opportunistic", "off"):
             raise ValueError(f"starttls must be required, opportunistic or off, not {starttls!r}")
-        if timeout <= 0:
-            raise ValueError("timeout must be positive")
+        if timeout <= 0 or (data_timeout is not None and data_timeout <= 0):
+            raise ValueError("timeouts must be positive")
         if any(c.isspace() or not c.isprintable() for c in helo_name):
             raise ValueError(f"bad helo_name {helo_name!r}")
         self._host = host
@@ -138,6 +141,7 @@ class SmtpCourier:
         self._starttls: StartTls = starttls
         self._tls_verify = tls_verify
         self._timeout = timeout
+        self._data_timeout = timeout if data_timeout is None else data_timeout
         self._helo_name = helo_name or None  # None: aiosmtplib uses the machine's FQDN
         self._remote = str(Endpoint(host, port))
         self._client: SMTP | None = None
@@ -220,7 +224,7 @@ class SmtpCourier:
             stage = "RCPT TO"
             await client.rcpt(recipient, encoding=encoding)
             stage = "DATA"
-            reply = await _send_data(client, data, self._timeout)
+            reply = await _send_data(client, data, self._timeout, self._data_timeout)
         except SMTPResponseException as exc:
             if retry_stale and stage == "MAIL FROM" and exc.code == 421:
                 self._drop()

@@ -54,12 +54,14 @@ class Relay:
     scheduler: Scheduler | None = None
     couriers: list[SmtpCourier] = field(default_factory=list)
 
-    async def start(self, port: int | None = None, *, timeout: float = 30.0) -> Relay:
+    async def start(self, port: int | None = None, *, timeout: float = 30.0,
+                    data_timeout: float | None = None) -> Relay:
         self.port = port or self.port
 
         def courier() -> Courier:
             c = SmtpCourier("127.0.0.1", self.port, starttls=self.starttls, tls_verify=False,
-                            timeout=timeout, helo_name="relay.test")
+                            timeout=timeout, helo_name="relay.test",
+                            data_timeout=data_timeout)
             self.couriers.append(c)
             return c
 
@@ -287,7 +289,9 @@ async def test_no_reply_to_the_final_dot_defers_and_may_duplicate(
         relay: Relay, upstream: Upstream, step: str) -> None:
     """The documented at-least-once case: the upstream has the message, we cannot know."""
     upstream.script("dot", step, rcpt="a@example.net")
-    await relay.start(upstream.port, timeout=2.0)  # "hang": the timeout is the event waited for
+    # "hang": data_timeout is the event waited for; the other steps' timeout is far longer
+    # (it is not the one that applies to the final dot).
+    await relay.start(upstream.port, timeout=600.0, data_timeout=2.0)
     qid, deferred = await relay.send_until("deferred", "a@example.net", "b@example.net")
     what = "timeout" if step == "hang" else "lost connection"
     reply = f"451 4.4.2 {what} with 127.0.0.1:{upstream.port} while sending DATA"

@@ -35,7 +35,7 @@ def test_faulty_upstream_then_healthy_delivers_every_message_once(
         tmp_path: Path, proxies: list[Proxy]) -> None:
     upstream = Upstream(port=free_port())  # down while the mail arrives
     # timeout: the "hang" fault waits this long once; retries come within a second.
-    proxy = Proxy(tmp_path, "[delivery]\ntimeout = 3", upstream=upstream.port)
+    proxy = Proxy(tmp_path, "[delivery]\ntimeout = 3\ndata_timeout = 3", upstream=upstream.port)
     proxies.append(proxy)
     proxy.start()
     queued = {rcpt: proxy.send(SENDER, [rcpt], newsletter(n=n))
