@@ -40,7 +40,8 @@ import ipaddress
 import re
 import unicodedata
 
-__all__ = ["MAX_ADDRESS", "MAX_DOMAIN", "MAX_LOCAL_PART", "address_problem", "split_path"]
+__all__ = ["MAX_ADDRESS", "MAX_DOMAIN", "MAX_LOCAL_PART", "address_problem", "plain_local_part",
+           "split_path"]
 
 MAX_LOCAL_PART = 64  # RFC 5321 4.5.3.1.1, in octets
 MAX_DOMAIN = 255  # RFC 5321 4.5.3.1.2
@@ -145,6 +146,20 @@ def _split(address: str) -> tuple[str, str] | str:
     if "@" in domain:
         return "the address has more than one @ (quote the local part)"
     return local, domain
+
+
+def plain_local_part(local: str) -> str:
+    r"""A valid local part in its plain form: a quoted string whose content is a dot-string
+    loses its quotes and escapes (RFC 5321 4.1.2: ``"ann"`` and ``ann`` name one mailbox,
+    and the dot-string form is the one to use); any other stays as written.
+
+    >>> plain_local_part('"ann.lee"'), plain_local_part('"a\\nn"'), plain_local_part('"a b"')
+    ('ann.lee', 'ann', '"a b"')
+    """
+    if not (len(local) > 2 and local.startswith('"') and local.endswith('"')):
+        return local
+    content = re.sub(r"\\(.)", r"\1", local[1:-1])
+    return content if content and _dot_string_problem(content) is None else local
 
 
 def _quoted_end(address: str) -> int | None:

@@ -215,11 +215,17 @@ def import_command(args: argparse.Namespace, kind: Kind) -> int:
     finally:
         if progress is not None:
             print(file=sys.stderr)
+    shown = _shown(path)
     if args.dry_run:
-        print(f"{path}: {n} rows valid (dry run: nothing applied)")
+        print(f"{shown}: {n} rows valid (dry run: nothing applied)")
     else:
-        print(f"{path}: imported {n} rows")
+        print(f"{shown}: imported {n} rows")
     return 0
+
+
+def _shown(path: Path) -> str:
+    """``path`` as printable text (a name that is not UTF-8 keeps its other characters)."""
+    return str(path).encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 def export_command(args: argparse.Namespace, kind: Kind) -> int:

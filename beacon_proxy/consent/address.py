@@ -6,7 +6,8 @@ address literal after the ``@``).  Each is stored in one canonical form and
 looked up by a key:
 
 * **canonical form** (``Address.text``, what listings show): the local part
-  as written, Unicode-normalised to NFC, ``@``, the domain lower-cased and
+  as written (a quoted one whose content needs no quotes without them:
+  ``"ann"`` is ``ann``), Unicode-normalised to NFC, ``@``, the domain lower-cased and
   IDNA-encoded (UTS 46 mapping, IDNA 2008 A-labels: ``bücher.DE`` ->
   ``xn--bcher-kva.de``).  Address literals (``[192.0.2.1]``) are kept as
   written.
@@ -38,7 +39,7 @@ from dataclasses import dataclass
 
 import idna
 
-from beacon_proxy.address import address_problem
+from beacon_proxy.address import address_problem, plain_local_part
 
 __all__ = [
     "Address",
@@ -100,6 +101,7 @@ def parse_address(text: str) -> Address:
     if problem is not None:
         raise AddressError(problem)
     local, _, domain = text.rpartition("@")
+    local = plain_local_part(local)
     canonical = f"{local}@{_domain(domain)}"
     if len(canonical.encode("utf-8")) > 254:
         raise AddressError("the address is longer than 254 octets once the domain is encoded")

@@ -5,6 +5,9 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
+import os
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -91,3 +94,19 @@ def test_a_file_name_that_is_not_text_still_imports(new_config: NewConfig, tmp_p
     assert main(["consent", "get", "a@x.test", "--json", "--config", str(config)]) == 0
     out = capsys.readouterr().out
     assert '"source": "csv:crm??xxx' in out
+
+
+def test_a_file_name_that_is_not_utf8_is_printed_not_a_crash(new_config: NewConfig,
+                                                              tmp_path: Path) -> None:
+    """The real process (its standard output is strict UTF-8): the result line shows the
+    name with a replacement character instead of ending in UnicodeEncodeError."""
+    config = new_config()
+    path = tmp_path / os.fsdecode(b"crm\xff.csv")
+    path.write_bytes(b"address,beacons,source\r\na@x.test,granted,\r\n")
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": str(root), "PYTHONIOENCODING": "utf-8"}
+    done = subprocess.run([sys.executable, "-m", "beacon_proxy", "consent", "import", str(path),
+                           "--config", str(config)], capture_output=True, env=env, timeout=120,
+                          check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.decode().endswith("crm\ufffd.csv: imported 1 rows\n")

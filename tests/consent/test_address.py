@@ -24,6 +24,11 @@ from beacon_proxy.consent.address import (
         ("jo\u0308rg@example.org", "jörg@example.org", "jörg@example.org"),  # NFC
         ("x@[192.0.2.1]", "x@[192.0.2.1]", "x@[192.0.2.1]"),
         ("Straße@example.org", "Straße@example.org", "straße@example.org"),  # not casefolded
+        # A quoted local part that needs no quotes is the same mailbox as the plain one.
+        ('"Ann"@example.org', "Ann@example.org", "ann@example.org"),
+        ('"a\\.b"@example.org', "a.b@example.org", "a.b@example.org"),
+        ('"a..b"@example.org', '"a..b"@example.org', '"a..b"@example.org'),
+        ('"a@b"@example.org', '"a@b"@example.org', '"a@b"@example.org'),
     ],
 )
 def test_canonical_form_and_key(text: str, canonical: str, key: str) -> None:
