@@ -109,6 +109,44 @@ def test_bad_values_name_the_key(tmp_path: Path, text: str, key: str) -> None:
     assert str(info.value).startswith(key + ": ")
 
 
+def test_smtp_abuse_limits(tmp_path: Path) -> None:
+    defaults = load_config(None, environ={}).smtp
+    assert (defaults.auth_max_failures, defaults.auth_failure_limit) == (3, 20)
+    assert (defaults.auth_failure_window, defaults.auth_delay_max) == (900, 8)
+    assert (defaults.max_connections_per_client, defaults.idle_timeout_untrusted) == (20, 30)
+    cfg = _load(tmp_path, """
+[smtp]
+auth_max_failures = 1
+auth_failure_window = 60
+auth_failure_limit = 5
+auth_delay_max = 0
+max_connections_per_client = 2
+idle_timeout_untrusted = 5
+""")
+    assert (cfg.smtp.auth_max_failures, cfg.smtp.auth_failure_window) == (1, 60)
+    assert (cfg.smtp.auth_failure_limit, cfg.smtp.auth_delay_max) == (5, 0)
+    assert (cfg.smtp.max_connections_per_client, cfg.smtp.idle_timeout_untrusted) == (2, 5)
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ("auth_max_failures = 0", "smtp.auth_max_failures"),
+        ("auth_failure_limit = 0", "smtp.auth_failure_limit"),
+        ("auth_failure_window = 0", "smtp.auth_failure_window"),
+        ("auth_delay_max = -1", "smtp.auth_delay_max"),
+        ("max_connections_per_client = 0", "smtp.max_connections_per_client"),
+        ("idle_timeout_untrusted = 0", "smtp.idle_timeout_untrusted"),
+        ("idle_timeout_untrusted = 5\nauth_delay_max = 5", "smtp.auth_delay_max"),
+        ("command_timeout = 4\nauth_delay_max = 5", "smtp.auth_delay_max"),
+    ],
+)
+def test_smtp_abuse_limits_are_checked(tmp_path: Path, text: str, key: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        _load(tmp_path, "[smtp]\n" + text)
+    assert info.value.key == key
+
+
 def test_auth_users_need_tls(tmp_path: Path) -> None:
     h = hash_password("pw", n=2**10)
     with pytest.raises(ConfigError) as info:
