@@ -284,12 +284,13 @@ class SmtpHandler:
             await server.close_with(replies.AUTH_CUT_OFF)
             return _AUTH_HANDLED
         ip = server.client_ip()
+        wait = 0.0 if self.failures.blocked(ip) else self.failures.delay(ip)
+        if wait > 0:
+            await self._clock.sleep(wait)
+        # Checked again after the wait: parallel connections may have failed meanwhile.
         if self.failures.blocked(ip):
             metrics.SMTP_AUTH.labels("blocked").inc()
             return await self._failed(server, replies.AUTH_BLOCKED)
-        wait = self.failures.delay(ip)
-        if wait > 0:
-            await self._clock.sleep(wait)
         return None
 
     async def _failed(self, server: SmtpProtocol, reply: str | None = None) -> AuthResult:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 
 import pytest
@@ -11,7 +12,16 @@ from beacon_proxy.smtpd import handler as handler_module
 from beacon_proxy.smtpd.limits import AuthLimiter, FakeClock
 from beacon_proxy.smtpd.passwords import verify_password
 from tests.smtpd.client import RawClient
-from tests.smtpd.conftest import OUTSIDE, PASSWORD, USER_HASH, Running, Serve, Tls, events
+from tests.smtpd.conftest import (
+    OUTSIDE,
+    PASSWORD,
+    USER_HASH,
+    WAIT,
+    Running,
+    Serve,
+    Tls,
+    events,
+)
 from tests.smtpd.test_handler_auth import PLAIN_BAD, PLAIN_OK, b64, tls_client
 
 CUT_OFF = "421 4.7.0 Too many failed authentication attempts, closing connection"
@@ -146,6 +156,37 @@ async def test_address_over_its_limit_is_refused_unchecked_for_the_window(
     clock.now_value += 601  # the failures leave the window
     client = await authed_client(running, tls)
     assert (await client.cmd(f"AUTH PLAIN {PLAIN_OK}")).code == 235
+
+
+class GatedClock(FakeClock):
+    """A fake clock whose first sleep waits for :attr:`gate` (and says it started)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.entered = asyncio.Event()
+        self.gate = asyncio.Event()
+
+    async def sleep(self, seconds: float) -> None:
+        first = not self.slept
+        await super().sleep(seconds)
+        if first:
+            self.entered.set()
+            await self.gate.wait()
+
+
+async def test_limit_checked_again_after_the_wait(serve: Serve, tls: Tls) -> None:
+    """Failures on parallel connections during one's wait count for it too."""
+    clock = GatedClock()
+    running = await serve_auth(serve, tls, clock, auth_failure_limit=2)
+    first = await authed_client(running, tls)
+    assert (await first.cmd(f"AUTH PLAIN {PLAIN_BAD}")).code == 535  # 1 failure: waits now
+    waiting = await authed_client(running, tls)
+    await waiting.send(f"AUTH PLAIN {PLAIN_OK}\r\n".encode())
+    await asyncio.wait_for(clock.entered.wait(), WAIT)
+    parallel = await authed_client(running, tls)
+    assert (await parallel.cmd(f"AUTH PLAIN {PLAIN_BAD}")).code == 535  # the 2nd: the limit
+    clock.gate.set()
+    assert (await waiting.reply()).text == BLOCKED
 
 
 # -- the limiter on its own -----------------------------------------------------
