@@ -8,6 +8,7 @@ import base64
 import pytest
 
 from beacon_proxy import metrics
+from beacon_proxy.log import JsonFormatter, pseudonym, pseudonym_key, pseudonymize
 from beacon_proxy.smtpd import handler as handler_module
 from beacon_proxy.smtpd.limits import AuthLimiter, FakeClock
 from beacon_proxy.smtpd.passwords import verify_password
@@ -114,6 +115,23 @@ async def test_each_failure_is_logged_and_counted(
     assert auth_total("failure") == failures + 2
     assert auth_total("success") == successes + 1
     assert all("guess" not in str(getattr(r, "fields", "")) for r in caplog.records)
+
+
+async def test_pseudonymised_line_keeps_the_client_address_where_fail2ban_looks(
+        serve: Serve, tls: Tls, caplog: pytest.LogCaptureFixture) -> None:
+    running = await serve_auth(serve, tls)
+    client = await authed_client(running, tls)
+    ann = base64.b64encode(b"\0ann@example.org\0nope").decode()
+    assert (await client.cmd(f"AUTH PLAIN {ann}")).code == 535
+    [record] = [r for r in caplog.records if r.getMessage() == "auth_failed"]
+    key = pseudonym_key("0123456789abcdef0123")
+    pseudonymize(key)
+    try:
+        line = JsonFormatter().format(record)
+    finally:
+        pseudonymize(None)
+    assert '"level":"warning","event":"auth_failed","client_address":"127.0.0.1",' in line
+    assert f'"user":"{pseudonym("ann@example.org", key)}"' in line and "@" not in line
 
 
 async def test_replies_to_an_address_with_failures_wait_longer_each_time(
