@@ -117,10 +117,17 @@ class SmtpConfig:
     max_recipients: int = 1000
     max_header_size: int = 102_400
     command_timeout: float = 300.0
+    # Clients outside allow_networks, not authenticated, with no MAIL FROM given yet.
+    idle_timeout_untrusted: float = 30.0
     max_connections: int = 500
+    max_connections_per_client: int = 20  # per address (IPv6: per /64) outside allow_networks
     tls_cert: Path | None = None
     tls_key: Path | None = None
     auth_users: Mapping[str, str] = field(default_factory=dict)  # user -> password hash
+    auth_max_failures: int = 3  # failed AUTH per connection, then 421 and close
+    auth_failure_window: float = 900.0  # seconds: AUTH failures remembered per client address
+    auth_failure_limit: int = 20  # failures in the window, then AUTH is refused (454)
+    auth_delay_max: float = 8.0  # longest wait before answering AUTH after failures
     shutdown_timeout: float = 30.0
 
 
@@ -547,10 +554,16 @@ _SCHEMA: dict[str, dict[str, Parser]] = {
         "max_recipients": _int_in(1, 100_000),
         "max_header_size": _int_in(1024, 10 << 20),
         "command_timeout": _seconds(1, 3600),
+        "idle_timeout_untrusted": _seconds(1, 3600),
         "max_connections": _int_in(1, 100_000),
+        "max_connections_per_client": _int_in(1, 100_000),
         "tls_cert": _path,
         "tls_key": _path,
         "auth_users": _auth_users,
+        "auth_max_failures": _int_in(1, 100),
+        "auth_failure_window": _seconds(1, 86400),
+        "auth_failure_limit": _int_in(1, 100_000),
+        "auth_delay_max": _seconds(0, 60),
         "shutdown_timeout": _seconds(0, 3600),
     },
     "delivery": {
@@ -745,6 +758,9 @@ def _check_consistency(cfg: Config) -> None:
             raise ConfigError(key, f"{p}: no such file")
     if smtp.auth_users and smtp.tls_cert is None:
         raise ConfigError("smtp.auth_users", "AUTH is only offered over TLS: set smtp.tls_cert")
+    if smtp.auth_delay_max >= min(smtp.idle_timeout_untrusted, smtp.command_timeout):
+        raise ConfigError("smtp.auth_delay_max", "must be shorter than command_timeout and "
+                          "idle_timeout_untrusted (the wait is part of the AUTH command)")
     if delivery.retry_max < delivery.retry_min:
         raise ConfigError("delivery.retry_max", "must not be smaller than delivery.retry_min")
     if delivery.queue_lifetime < delivery.retry_min:

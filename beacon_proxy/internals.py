@@ -8,7 +8,8 @@ cannot do the job:
   (every command is wrapped to count its replies), ``_call_handler_hook`` and
   ``_create_envelope`` (DATA ends as aiosmtpd's own ``smtp_DATA`` ends),
   ``_getaddr`` (MAIL and RCPT paths are read as written, not as RFC 5322
-  header addresses);
+  header addresses), ``_reset_timeout`` and ``_timeout_duration`` (the idle
+  timer, shorter for untrusted clients outside a transaction);
 * aiosmtplib's ``SMTPProtocol`` (:mod:`beacon_proxy.deliver.smtp`): ``write``
   and ``read_response`` (the message goes out already dot-stuffed, in one
   write, without a second copy in memory).
@@ -28,7 +29,8 @@ from importlib.metadata import version
 __all__ = ["AIOSMTPD", "AIOSMTPLIB", "missing_internals"]
 
 #: aiosmtpd.smtp.SMTP: attributes the relay's subclass uses.
-AIOSMTPD = ("_reader", "_smtp_methods", "_call_handler_hook", "_create_envelope", "_getaddr")
+AIOSMTPD = ("_reader", "_smtp_methods", "_call_handler_hook", "_create_envelope", "_getaddr",
+            "_reset_timeout", "_timeout_duration")
 #: aiosmtplib.protocol.SMTPProtocol: methods the courier calls.
 AIOSMTPLIB = ("write", "read_response")
 

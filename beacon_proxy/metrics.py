@@ -19,6 +19,7 @@ __all__ = [
     "QUEUE_MESSAGES",
     "RECIPIENT_ACTIONS",
     "REGISTRY",
+    "SMTP_AUTH",
     "SMTP_REJECTIONS",
     "SMTP_SESSIONS",
 ]
@@ -32,6 +33,13 @@ SMTP_REJECTIONS = Counter(
     "beacon_proxy_smtp_rejections",
     "SMTP commands refused, by stage and reply class.",
     ["stage", "code"],
+    registry=REGISTRY,
+)
+SMTP_AUTH = Counter(
+    "beacon_proxy_smtp_auth",
+    "SMTP AUTH attempts by result: success, failure (wrong user or password), blocked "
+    "(refused unchecked: the client's address is over [smtp] auth_failure_limit).",
+    ["result"],
     registry=REGISTRY,
 )
 SMTP_SESSIONS = Gauge(

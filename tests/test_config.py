@@ -100,6 +100,14 @@ def test_campaign_settings(tmp_path: Path) -> None:
         ("[tokens]\nprevious = ['old-secret-0123456789']", "tokens.previous"),
         ("[web]\npublic_url = 'https://x.example/a\"b'", "web.public_url"),
         ("[web]\npublic_url = 'https://x.example/?q=1'", "web.public_url"),
+        ("[smtp]\nauth_max_failures = 0", "smtp.auth_max_failures"),
+        ("[smtp]\nauth_failure_limit = 0", "smtp.auth_failure_limit"),
+        ("[smtp]\nauth_failure_window = 0", "smtp.auth_failure_window"),
+        ("[smtp]\nauth_delay_max = -1", "smtp.auth_delay_max"),
+        ("[smtp]\nmax_connections_per_client = 0", "smtp.max_connections_per_client"),
+        ("[smtp]\nidle_timeout_untrusted = 0", "smtp.idle_timeout_untrusted"),
+        ("[smtp]\nidle_timeout_untrusted = 5\nauth_delay_max = 5", "smtp.auth_delay_max"),
+        ("[smtp]\ncommand_timeout = 4\nauth_delay_max = 5", "smtp.auth_delay_max"),
     ],
 )
 def test_bad_values_name_the_key(tmp_path: Path, text: str, key: str) -> None:
@@ -107,6 +115,25 @@ def test_bad_values_name_the_key(tmp_path: Path, text: str, key: str) -> None:
         _load(tmp_path, text)
     assert info.value.key == key
     assert str(info.value).startswith(key + ": ")
+
+
+def test_smtp_abuse_limits(tmp_path: Path) -> None:
+    defaults = load_config(None, environ={}).smtp
+    assert (defaults.auth_max_failures, defaults.auth_failure_limit) == (3, 20)
+    assert (defaults.auth_failure_window, defaults.auth_delay_max) == (900, 8)
+    assert (defaults.max_connections_per_client, defaults.idle_timeout_untrusted) == (20, 30)
+    cfg = _load(tmp_path, """
+[smtp]
+auth_max_failures = 1
+auth_failure_window = 60
+auth_failure_limit = 5
+auth_delay_max = 0
+max_connections_per_client = 2
+idle_timeout_untrusted = 5
+""")
+    assert (cfg.smtp.auth_max_failures, cfg.smtp.auth_failure_window) == (1, 60)
+    assert (cfg.smtp.auth_failure_limit, cfg.smtp.auth_delay_max) == (5, 0)
+    assert (cfg.smtp.max_connections_per_client, cfg.smtp.idle_timeout_untrusted) == (2, 5)
 
 
 def test_auth_users_need_tls(tmp_path: Path) -> None:

@@ -9,9 +9,20 @@ answers ``451 4.3.0`` and is logged with its traceback.
 The message DATA hands over is already canonical
 (:func:`beacon_proxy.smtpd.data.canonical`): lines that ended in a bare LF
 end in CRLF, so the header checks here, the spool and every later stage see
-one form.  A bare CR left in the header section is refused (``554 5.6.0``);
-the size logged and queued is that of the canonical message, while the size
-limit was applied to the bytes received.
+one form.  A bare CR left in the header section is refused (``554 5.6.0``),
+and so is, anywhere in the message, a NUL or a line longer than 998 octets
+(RFC 5322 2.1.1; RFC 5321 4.5.3.1.6): the next hop may refuse those, and
+nothing is acknowledged that it could refuse.  The size logged and queued is
+that of the canonical message, while the size limit was applied to the
+bytes received.
+
+AUTH has two limits (:mod:`beacon_proxy.smtpd.limits`): ``auth_max_failures``
+failures on one connection, then ``421 4.7.0`` and the connection is closed
+(nothing more is checked on it); and per client address, a growing wait
+before each answer and, past ``auth_failure_limit`` failures in
+``auth_failure_window``, ``454 4.7.0`` without a check.  Each failure is an
+``auth_failed`` event (for fail2ban) and counts in
+``beacon_proxy_smtp_auth_total``.
 
 The hand-off in DATA is the only place a message is acknowledged: ``250`` is
 sent only after :class:`Enqueue` returned, which means the spool has it on
@@ -40,9 +51,13 @@ from beacon_proxy.config import SmtpConfig
 from beacon_proxy.headerfacts import list_id, message_id, one_click_url
 from beacon_proxy.log import event
 from beacon_proxy.smtpd import replies
+from beacon_proxy.smtpd.limits import AuthLimiter, Clock, MonotonicClock
 from beacon_proxy.smtpd.message import (
+    MAX_LINE,
     has_bare_cr_or_lf,
     header_section,
+    line_number,
+    long_line,
     printable_ascii,
 )
 from beacon_proxy.smtpd.passwords import is_password_hash, verify_password
@@ -123,11 +138,15 @@ def _body_type(mail_options: Iterable[str]) -> str | None:
 class SmtpHandler:
     """Hooks for aiosmtpd's ``SMTP``; one instance serves every connection."""
 
-    def __init__(self, cfg: SmtpConfig, enqueue: Enqueue) -> None:
+    def __init__(self, cfg: SmtpConfig, enqueue: Enqueue, clock: Clock | None = None) -> None:
         # No attribute may start with "auth_" or "handle_": aiosmtpd would
         # take it for an AUTH mechanism or a hook.
         self._cfg = cfg
         self._enqueue = enqueue
+        self._clock = clock or MonotonicClock()
+        self.failures = AuthLimiter(window=cfg.auth_failure_window,
+                                    limit=cfg.auth_failure_limit,
+                                    delay_max=cfg.auth_delay_max, clock=self._clock)
         self._users = dict(cfg.auth_users)
         self._dummy = _dummy_hash(self._users.values())
         # scrypt is memory-hard: bound how many checks run at once.
@@ -193,6 +212,9 @@ class SmtpHandler:
             return replies.HEADER_TOO_BIG
         if has_bare_cr_or_lf(header):  # a bare CR: bare LFs are CRLF by now
             return replies.BARE_CR_LF
+        refusal = _not_text(data)
+        if refusal is not None:
+            return refusal
         mail_from = envelope.mail_from or ""
         queued = Envelope(
             queue_id=new_queue_id(),
@@ -225,6 +247,9 @@ class SmtpHandler:
     @_guarded(AuthResult(success=False, handled=False, message=replies.AUTH_TEMPFAIL))
     async def auth_PLAIN(self, server: SmtpProtocol, args: list[str]) -> AuthResult:
         """RFC 4616: ``authzid NUL authcid NUL password``, inline or after a ``334``."""
+        refused = await self._may_try(server, "PLAIN")
+        if refused is not None:
+            return refused
         blob = await self._initial_response(server, args)
         if blob is None:
             return _AUTH_HANDLED
@@ -238,6 +263,9 @@ class SmtpHandler:
     @_guarded(AuthResult(success=False, handled=False, message=replies.AUTH_TEMPFAIL))
     async def auth_LOGIN(self, server: SmtpProtocol, args: list[str]) -> AuthResult:
         """The obsolete but common LOGIN: user name, then password, each base64."""
+        refused = await self._may_try(server, "LOGIN")
+        if refused is not None:
+            return refused
         login = await self._initial_response(server, args, challenge="Username:")
         if login is None:
             return _AUTH_HANDLED
@@ -247,6 +275,32 @@ class SmtpHandler:
         return await self._check(server, "LOGIN", login, password)
 
     # -- internals --------------------------------------------------------------
+
+    async def _may_try(self, server: SmtpProtocol, mechanism: str) -> AuthResult | None:
+        """The limits before an AUTH attempt: a refusal, or ``None`` (after any wait)."""
+        server.log_fields["mechanism"] = mechanism
+        if server.auth_failures >= self._cfg.auth_max_failures:
+            # Only a pipelined AUTH gets here: the connection is being closed.
+            await server.close_with(replies.AUTH_CUT_OFF)
+            return _AUTH_HANDLED
+        ip = server.client_ip()
+        wait = 0.0 if self.failures.blocked(ip) else self.failures.delay(ip)
+        if wait > 0:
+            await self._clock.sleep(wait)
+        # Checked again after the wait: parallel connections may have failed meanwhile.
+        if self.failures.blocked(ip):
+            metrics.SMTP_AUTH.labels("blocked").inc()
+            return await self._failed(server, replies.AUTH_BLOCKED)
+        return None
+
+    async def _failed(self, server: SmtpProtocol, reply: str | None = None) -> AuthResult:
+        """One more failure on this connection: ``reply``, or 421 and close at the cap."""
+        server.auth_failures += 1
+        if server.auth_failures >= self._cfg.auth_max_failures:
+            await server.close_with(replies.AUTH_CUT_OFF)
+            return _AUTH_HANDLED
+        return _AUTH_FAILED if reply is None else AuthResult(
+            success=False, handled=False, message=reply)
 
     async def _initial_response(self, server: SmtpProtocol, args: list[str],
                                 challenge: str = "") -> bytes | None:
@@ -270,13 +324,21 @@ class SmtpHandler:
         except UnicodeDecodeError:
             user = None
         hashed = self._users.get(user) if user is not None else None
-        server.log_fields.update(user=replies.loggable(login.decode("utf-8", "replace")),
-                                 mechanism=mechanism)
+        given = replies.loggable(login.decode("utf-8", "replace"))
+        server.log_fields.update(user=given, mechanism=mechanism)
         async with self._checks:
             ok = await asyncio.to_thread(verify_password, password, hashed or self._dummy)
         if ok and hashed is not None and authzid in (b"", login):
+            metrics.SMTP_AUTH.labels("success").inc()
             return AuthResult(success=True, auth_data=user)
-        return _AUTH_FAILED
+        ip = server.client_ip()
+        recent = self.failures.record_failure(ip)
+        metrics.SMTP_AUTH.labels("failure").inc()
+        # client_address first: the fail2ban filter in docs/security-smtp.md matches it.
+        event("auth_failed", logging.WARNING, client_address=ip, mechanism=mechanism,
+              user=given, connection_failures=server.auth_failures + 1,
+              address_failures=recent)
+        return await self._failed(server)
 
     async def _hand_over(self, envelope: Envelope, data: bytes) -> str:
         """Enqueue, surviving our own cancellation; answer 250 only once queued."""
@@ -295,6 +357,17 @@ class SmtpHandler:
         metrics.MESSAGES_RECEIVED.inc()
         _log_received(envelope)
         return replies.queued(envelope.queue_id)
+
+
+def _not_text(data: bytes) -> str | None:
+    """The refusal for a NUL or an over-long line anywhere in ``data``, or ``None``."""
+    nul = data.find(b"\0")
+    if nul >= 0:
+        return replies.nul_character(line_number(data, nul))
+    start = long_line(data, MAX_LINE)
+    if start is not None:
+        return replies.line_too_long(line_number(data, start), MAX_LINE)
+    return None
 
 
 def _log_received(envelope: Envelope, **extra: Any) -> None:

@@ -22,12 +22,15 @@ from __future__ import annotations
 import re
 
 __all__ = [
+    "MAX_LINE",
     "has_bare_cr_or_lf",
     "header_section",
+    "line_number",
+    "long_line",
     "printable_ascii",
 ]
 
-MAX_HEADER_LINE = 998  # RFC 5322 2.1.1
+MAX_LINE = 998  # octets before CRLF: RFC 5322 2.1.1, RFC 5321 4.5.3.1.6 (1000 with CRLF)
 
 _NOT_PRINTABLE = re.compile(r"[^\x20-\x7e]")
 
@@ -53,6 +56,36 @@ def has_bare_cr_or_lf(header: bytes) -> bool:
     """
     rest = header.replace(b"\r\n", b"")
     return b"\r" in rest or b"\n" in rest
+
+
+def long_line(data: bytes, limit: int = MAX_LINE) -> int | None:
+    r"""The offset where the first line longer than ``limit`` octets starts, or ``None``.
+
+    Lines end at any CR or LF, as the courier sends a bare CR as a line end.
+    Each step looks at the next ``limit + 1`` octets for their last line
+    break, so the work is linear in ``len(data)``, in C, with about one
+    Python step per ``limit`` octets; nothing is copied.
+
+    >>> long_line(b"ab\r\nabcd\r\n", limit=3), long_line(b"ab\r\nabc\rabc\r\n", limit=3)
+    (4, None)
+    """
+    start, end = 0, len(data)
+    while end - start > limit:
+        stop = start + limit + 1  # a window of limit + 1 octets from a line start
+        brk = max(data.rfind(b"\n", start, stop), data.rfind(b"\r", start, stop))
+        if brk < 0:
+            return start
+        start = brk + 1
+    return None
+
+
+def line_number(data: bytes, offset: int) -> int:
+    r"""The 1-based line (CRLF line ends) ``offset`` is on, for replies and logs.
+
+    >>> line_number(b"a\r\nb\r\nc", 6)
+    3
+    """
+    return data.count(b"\n", 0, offset) + 1
 
 
 def printable_ascii(text: str, limit: int = 255) -> str:

@@ -3,8 +3,12 @@
 aiosmtpd parses the protocol and calls the handler's hooks; this subclass only
 adds what a server needs around that:
 
-* connection tracking for the session gauge, ``max_connections`` and a
+* connection tracking for the session gauge, ``max_connections``,
+  ``max_connections_per_client`` (for clients outside ``allow_networks``) and a
   graceful stop (:class:`Connections`);
+* a shorter idle timeout (``idle_timeout_untrusted``) for a client outside
+  ``allow_networks`` that has not authenticated, while no transaction is open
+  (before ``MAIL FROM``, and again after each message);
 * knowing when a connection is inside DATA, so stopping can wait for it;
 * reading DATA in large chunks (:mod:`beacon_proxy.smtpd.data`), into one
   canonical CRLF form (bare LF line ends accepted, as Postfix does), instead of
@@ -21,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import functools
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, AnyStr
 
 from aiosmtpd.smtp import MISSING, SMTP, Session
@@ -29,10 +33,13 @@ from aiosmtpd.smtp import MISSING, SMTP, Session
 from beacon_proxy import metrics
 from beacon_proxy.address import split_path
 from beacon_proxy.smtpd.data import read_data
+from beacon_proxy.smtpd.limits import client_key
+from beacon_proxy.smtpd.policy import IpNetwork, relay_allowed
 from beacon_proxy.smtpd.replies import (
     MESSAGE_TOO_BIG,
     SHUTTING_DOWN,
     TOO_MANY_CONNECTIONS,
+    TOO_MANY_FROM_CLIENT,
     log_rejection,
     loggable,
     rewrite_library_reply,
@@ -67,23 +74,46 @@ class QuietSession(Session):
 
 
 class Connections:
-    """The open connections of one server: limit, stopping flag, change notices."""
+    """The open connections of one server: limits, stopping flag, change notices.
 
-    def __init__(self, limit: int) -> None:
+    ``limit`` bounds all connections; ``per_client`` bounds those of one client
+    address (:func:`~beacon_proxy.smtpd.limits.client_key`) outside ``trusted``.
+    """
+
+    def __init__(self, limit: int, per_client: int | None = None,
+                 trusted: Sequence[IpNetwork] = ()) -> None:
         self.limit = limit
+        self.per_client = limit if per_client is None else per_client
+        self.trusted = tuple(trusted)
         self.stopping = False
         self._open: set[SmtpProtocol] = set()
+        self._per_client: collections.Counter[str] = collections.Counter()
         self._changed = asyncio.Event()
 
     def __len__(self) -> int:
         return len(self._open)
 
-    def admit(self, conn: SmtpProtocol) -> str | None:
-        """Register ``conn``; returns the refusal reply when it may not stay."""
+    def is_trusted(self, ip: str) -> bool:
+        """True for a client address in ``allow_networks``."""
+        return relay_allowed(ip, False, self.trusted)
+
+    def from_client(self, ip: str) -> int:
+        """Open connections of ``ip``'s group that count against ``per_client``."""
+        return self._per_client[client_key(ip)]
+
+    def admit(self, conn: SmtpProtocol, ip: str = "") -> str | None:
+        """Register ``conn`` (from ``ip``); returns the refusal reply when it may not stay."""
         if self.stopping:
             return SHUTTING_DOWN
         if len(self._open) >= self.limit:
             return TOO_MANY_CONNECTIONS
+        trusted = self.is_trusted(ip)
+        key = None if trusted else client_key(ip)
+        if key is not None:
+            if self._per_client[key] >= self.per_client:
+                return TOO_MANY_FROM_CLIENT
+            self._per_client[key] += 1
+        conn.trusted, conn.client_group = trusted, key
         self._open.add(conn)
         metrics.SMTP_SESSIONS.inc()
         return None
@@ -91,6 +121,11 @@ class Connections:
     def release(self, conn: SmtpProtocol) -> None:
         if conn in self._open:
             self._open.remove(conn)
+            key = conn.client_group
+            if key is not None:
+                self._per_client[key] -= 1
+                if self._per_client[key] <= 0:
+                    del self._per_client[key]
             metrics.SMTP_SESSIONS.dec()
             self.notify()
 
@@ -130,8 +165,13 @@ class SmtpProtocol(SMTP):
     # lines keep their own, much smaller, limits.
     line_length_limit = 1 << 16
 
-    def __init__(self, handler: object, connections: Connections, **kwargs: Any) -> None:
+    def __init__(self, handler: object, connections: Connections, *,
+                 idle_timeout_untrusted: float | None = None, **kwargs: Any) -> None:
         self.connections = connections
+        self.trusted = True  # set by Connections.admit: the client is in allow_networks
+        self.client_group: str | None = None  # counted per client under this key
+        self.idle_timeout_untrusted = idle_timeout_untrusted
+        self.auth_failures = 0  # failed AUTH attempts on this connection
         self.in_data = False
         self.stage = ""  # the command being answered ("MAIL"), for rejection logs
         self.log_fields: dict[str, Any] = {}  # context the handler adds to rejection logs
@@ -156,8 +196,24 @@ class SmtpProtocol(SMTP):
             self.log_fields = {"sender": _sender(mail_from)}
             await method(arg)
             self.stage = ""
+            # aiosmtpd armed the idle timer when the command arrived; the command
+            # may have changed which one applies (MAIL FROM, AUTH, end of DATA).
+            if self.transport is not None and not self.transport.is_closing():
+                self._reset_timeout()
 
         return run
+
+    def _reset_timeout(self, duration: float | None = None) -> None:
+        """aiosmtpd's idle timer, shorter for an untrusted client outside a transaction."""
+        short = self.idle_timeout_untrusted
+        if duration is None and short is not None and self._untrusted_idle():
+            duration = min(short, self._timeout_duration)
+        super()._reset_timeout(duration)
+
+    def _untrusted_idle(self) -> bool:
+        if self.trusted or self.session is None or self.session.authenticated:
+            return False
+        return self.envelope is None or self.envelope.mail_from is None
 
     def client_ip(self) -> str:
         return peer_ip(self.session.peer if self.session is not None else None)
@@ -167,11 +223,11 @@ class SmtpProtocol(SMTP):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # Called again after STARTTLS with the TLS transport: already admitted.
         if not self._admitted:
-            refusal = self.connections.admit(self)
+            ip = peer_ip(transport.get_extra_info("peername"))
+            refusal = self.connections.admit(self, ip)
             if refusal is not None:
                 self._refused = True
-                if refusal == TOO_MANY_CONNECTIONS:
-                    ip = peer_ip(transport.get_extra_info("peername"))
+                if refusal != SHUTTING_DOWN:
                     log_rejection("CONNECT", refusal, client_address=ip)
                 if isinstance(transport, asyncio.WriteTransport):
                     transport.write(refusal.encode("ascii") + b"\r\n")
@@ -194,6 +250,12 @@ class SmtpProtocol(SMTP):
         if isinstance(transport, asyncio.WriteTransport):
             transport.write(SHUTTING_DOWN.encode("ascii") + b"\r\n")
         transport.close()
+
+    async def close_with(self, reply: str) -> None:
+        """Send ``reply`` (logged like every refusal) and close the connection."""
+        await self.push(reply)
+        if self.transport is not None:
+            self.transport.close()
 
     # -- commands ---------------------------------------------------------------
 

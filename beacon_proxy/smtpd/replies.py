@@ -15,6 +15,8 @@ from beacon_proxy import metrics
 from beacon_proxy.log import event
 
 __all__ = [
+    "AUTH_BLOCKED",
+    "AUTH_CUT_OFF",
     "AUTH_TEMPFAIL",
     "BARE_CR_LF",
     "HEADER_TOO_BIG",
@@ -25,11 +27,14 @@ __all__ = [
     "SHUTTING_DOWN",
     "TEMPFAIL",
     "TOO_MANY_CONNECTIONS",
+    "TOO_MANY_FROM_CLIENT",
     "TOO_MANY_RECIPIENTS",
     "bad_recipient",
     "bad_sender",
+    "line_too_long",
     "log_rejection",
     "loggable",
+    "nul_character",
     "queued",
     "relay_denied",
     "rewrite_library_reply",
@@ -39,8 +44,13 @@ OK_SENDER = "250 2.1.0 Ok"
 OK_RECIPIENT = "250 2.1.5 Ok"
 TEMPFAIL = "451 4.3.0 Temporary failure, please try again later"
 AUTH_TEMPFAIL = "454 4.7.0 Temporary authentication failure"
+# [smtp] auth_failure_limit reached for the client's address: no check at all.
+AUTH_BLOCKED = "454 4.7.0 Too many failed authentications from your address, try again later"
+# [smtp] auth_max_failures reached on this connection.
+AUTH_CUT_OFF = "421 4.7.0 Too many failed authentication attempts, closing connection"
 TOO_MANY_RECIPIENTS = "452 4.5.3 Too many recipients"
 TOO_MANY_CONNECTIONS = "421 4.7.0 Too many connections"
+TOO_MANY_FROM_CLIENT = "421 4.7.0 Too many connections from your address"
 SHUTTING_DOWN = "421 4.3.2 Service shutting down"
 MESSAGE_TOO_BIG = "552 5.3.4 Message size exceeds fixed limit"
 HEADER_TOO_BIG = "552 5.3.4 Message header size exceeds limit"
@@ -71,6 +81,17 @@ def bad_sender(reason: str) -> str:
 def bad_recipient(reason: str) -> str:
     code = "553 5.6.7" if reason.startswith("non-ASCII") else "501 5.1.3"
     return f"{code} Bad recipient address syntax: {reason}"
+
+
+def line_too_long(line: int, limit: int) -> str:
+    """RFC 5321 4.5.3.1.6 / RFC 5322 2.1.1: the next hop may refuse such a line."""
+    return (f"554 5.6.0 Line {line} of the message is longer than {limit} octets; "
+            "send it quoted-printable or base64")
+
+
+def nul_character(line: int) -> str:
+    """NUL is no text character (RFC 5322 2.3; no BINARYMIME here)."""
+    return f"554 5.6.0 NUL character on line {line} of the message not allowed"
 
 
 def rewrite_library_reply(reply: str) -> str:

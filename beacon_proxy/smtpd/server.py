@@ -22,6 +22,7 @@ from pathlib import Path
 
 from beacon_proxy.config import SmtpConfig
 from beacon_proxy.smtpd.handler import Enqueue, SmtpHandler
+from beacon_proxy.smtpd.limits import Clock
 from beacon_proxy.smtpd.protocol import Connections, SmtpProtocol
 
 __all__ = ["SmtpServer", "server_tls_context"]
@@ -42,11 +43,13 @@ def server_tls_context(cert: Path, key: Path) -> ssl.SSLContext:
 class SmtpServer:
     """The receiving stage: SMTP in, :class:`~beacon_proxy.smtpd.handler.Enqueue` out."""
 
-    def __init__(self, cfg: SmtpConfig, enqueue: Enqueue, *, hostname: str) -> None:
+    def __init__(self, cfg: SmtpConfig, enqueue: Enqueue, *, hostname: str,
+                 clock: Clock | None = None) -> None:
         self._cfg = cfg
         self._hostname = hostname
-        self._handler = SmtpHandler(cfg, enqueue)
-        self._connections = Connections(cfg.max_connections)
+        self._handler = SmtpHandler(cfg, enqueue, clock)
+        self._connections = Connections(cfg.max_connections, cfg.max_connections_per_client,
+                                        cfg.allow_networks)
         self._server: asyncio.Server | None = None
         self._tls: ssl.SSLContext | None = None
         self._port: int | None = None
@@ -66,6 +69,11 @@ class SmtpServer:
         )
         self._port = int(self._server.sockets[0].getsockname()[1])
         _log.info("SMTP listening on %s:%d as %s", cfg.listen.host, self._port, self._hostname)
+
+    @property
+    def connections(self) -> Connections:
+        """The open connections (their count, per-client counts, change notices)."""
+        return self._connections
 
     @property
     def port(self) -> int:
@@ -106,6 +114,7 @@ class SmtpServer:
             enable_SMTPUTF8=True,
             decode_data=False,
             timeout=cfg.command_timeout,
+            idle_timeout_untrusted=cfg.idle_timeout_untrusted,
             tls_context=self._tls,
             require_starttls=False,
             auth_required=False,  # relay policy decides per recipient (networks or AUTH)

@@ -23,6 +23,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -220,6 +221,19 @@ class Proxy:
                 if name is None or rec.get("event") == name:
                     out.append(rec)
         return out
+
+    def metrics(self) -> str:
+        """The relay's ``/metrics`` page (Prometheus text)."""
+        url = f"http://127.0.0.1:{self.web_port}/metrics"
+        with urllib.request.urlopen(url, timeout=10) as response:
+            body: bytes = response.read()
+        return body.decode()
+
+    def metric(self, sample: str) -> float:
+        """One sample's value, e.g. ``'beacon_proxy_smtp_auth_total{result="failure"}'``
+        (0 when the page does not have it)."""
+        match = re.search(rf"^{re.escape(sample)} (\S+)$", self.metrics(), re.MULTILINE)
+        return float(match.group(1)) if match else 0.0
 
     @contextlib.contextmanager
     def smtp(self) -> Iterator[smtplib.SMTP]:

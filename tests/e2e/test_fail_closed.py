@@ -60,13 +60,6 @@ def _case(data: bytes) -> str:
     return first.split(b"\n", 1)[0].strip().decode()
 
 
-def _metrics(proxy: Proxy) -> str:
-    url = f"http://127.0.0.1:{proxy.web_port}/metrics"
-    with urllib.request.urlopen(url, timeout=10) as response:
-        body: bytes = response.read()
-    return body.decode()
-
-
 def test_every_renderable_message_reaches_refused_recipients_without_the_tracker(
         proxy: Proxy, upstream: Upstream) -> None:
     assert proxy.cli("consent", "set", GRANTED, "--beacons", "granted").returncode == 0
@@ -88,7 +81,7 @@ def test_every_renderable_message_reaches_refused_recipients_without_the_tracker
                for data in refused.values())  # LF-only mail leaves with CRLF
     outcomes = {e["recipient"]: e for e in proxy.events("delivered")}
     assert outcomes  # each copy's outcome is logged
-    metrics = _metrics(proxy)
+    metrics = proxy.metrics()
     for outcome in ("stripped", "unsigned", "fallback", "rewritten", "unmodified_granted"):
         assert f'beacon_proxy_copies_total{{outcome="{outcome}"}}' in metrics, outcome
     fallbacks = [e for e in proxy.events("delivered") if e.get("outcome") == "fallback"]

@@ -139,7 +139,6 @@ SMUGGLING = [
     (b"\n.\r\n", b"\r\n"),
     (b"\r\n.\n", b"\r\n"),
     (b"\r.\r", b"\r\n.\r\n"),  # bare CRs in the body: queued as they are, sent as CRLF
-    (b"\r\n\x00.\r\n", b"\r\n\x00.\r\n"),
     (b"\n..\n", b"\r\n.\r\n"),  # a stuffed "." line (smtplib's): queued as <CRLF>.<CRLF>
     (b"\r\n..\r\n", b"\r\n.\r\n"),
 ]
@@ -174,4 +173,36 @@ def test_smuggled_transactions_stay_content_all_the_way_to_the_upstream(
     assert proxy.stop() == 0  # the courier says QUIT: the upstream has read all it was sent
     assert [m.rcpt_tos for m in upstream.messages] == [["bob@example.net"]]  # one message
     assert not [a for a in upstream.handler.attempts if "victim" in a]  # no smuggled RCPT
+    assert len(proxy.events("received")) == 1
+
+
+def test_long_lines_and_nul_are_refused_before_250_and_never_reach_the_upstream(
+    proxy: Proxy, upstream: Upstream
+) -> None:
+    """RFC 5321 4.5.3.1.6 / RFC 5322 2.1.1: an upstream may refuse these after our 250."""
+    head = b"From: a@sender.example\r\nSubject: lines\r\n"
+    refused = [
+        b"Subject: " + b"h" * 5000 + b"\r\n\r\nbody\r\n",  # a 5 000-octet header line
+        head + b"\r\n" + b"b" * 20_000 + b"\r\n",  # a 20 000-octet body line
+        head + b"\r\nNUL \x00 in the body\r\n",
+        head + b"\r\nbody\r\n\x00.\r\nMAIL FROM:<evil@evil.example>\r\n",  # NUL before a dot
+    ]
+    fine = head + b"\r\n" + b"x" * 998 + b"\r\n"  # the longest line allowed
+    with proxy.smtp() as client:
+        client.ehlo("client.test")
+        for data in refused:
+            client.mail(SENDER)
+            client.rcpt("bob@example.net")
+            assert client.docmd("DATA")[0] == 354
+            client.send(data + b".\r\n")
+            code, reply = client.getreply()
+            assert code == 554 and reply.startswith(b"5.6.0 "), reply
+        client.mail(SENDER)
+        client.rcpt("bob@example.net")
+        assert client.data(fine)[0] == 250
+    (copy,) = wait_for(lambda: upstream.to("bob@example.net"), what="the fine message")
+    assert b"\r\n" + b"x" * 998 + b"\r\n" in copy.data
+    assert len(upstream.messages) == 1
+    reasons = [e["reason"] for e in proxy.events("rejected")]
+    assert [r.split(" ")[0] for r in reasons] == ["Line", "Line", "NUL", "NUL"], reasons
     assert len(proxy.events("received")) == 1

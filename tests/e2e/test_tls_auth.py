@@ -1,7 +1,10 @@
-"""End-to-end: STARTTLS and AUTH on the real server (AUTH never in clear text)."""
+"""End-to-end: STARTTLS and AUTH on the real server (AUTH never in clear text), and
+AUTH guessing cut off and logged for fail2ban."""
 
 from __future__ import annotations
 
+import base64
+import re
 import smtplib
 import ssl
 from collections.abc import Iterator
@@ -11,7 +14,7 @@ import pytest
 import trustme
 
 from beacon_proxy.smtpd.passwords import hash_password
-from tests.e2e.harness import Proxy, Upstream, newsletter, wait_for
+from tests.e2e.harness import ROOT, Proxy, Upstream, newsletter, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -68,3 +71,50 @@ def test_auth_is_offered_only_after_starttls(
     (copy,) = wait_for(lambda: upstream.to("ann@example.net"), what="authenticated relay")
     assert b"with ESMTPSA id" in copy.data
     assert proxy.events("received")[0]["auth_user"] == "newsletter"
+
+
+def _plain(user: str, password: str) -> str:
+    return "PLAIN " + base64.b64encode(f"\0{user}\0{password}".encode()).decode()
+
+
+def _documented_failregex() -> re.Pattern[str]:
+    """The fail2ban ``failregex`` of docs/security-smtp.md, as a Python pattern."""
+    doc = (ROOT / "docs" / "security-smtp.md").read_text()
+    (line,) = re.findall(r"^failregex = (.+)$", doc, re.MULTILINE)
+    return re.compile(line.replace("<ADDR>", r"(?P<addr>[0-9A-Fa-f:.]+)"))
+
+
+def test_guessing_is_cut_off_after_three_and_logged_for_fail2ban(
+    tls_proxy: tuple[Proxy, Upstream, ssl.SSLContext]
+) -> None:
+    """The relay's real clock: the waits it adds (0.5 s, then 1 s) are tested, not timed."""
+    proxy, upstream, ctx = tls_proxy
+    with proxy.smtp() as client:
+        client.starttls(context=ctx)
+        client.ehlo("guesser.test")
+        assert client.docmd("AUTH", _plain("newsletter", "pw-first"))[0] == 535
+        assert client.docmd("AUTH", _plain("admin@relay.test", "pw-second"))[0] == 535
+        code, reply = client.docmd("AUTH", _plain("newsletter", "pw-third"))
+        assert (code, reply) == (421, b"4.7.0 Too many failed authentication attempts, "
+                                      b"closing connection")
+        with pytest.raises(smtplib.SMTPServerDisconnected):  # the right one: never checked
+            client.docmd("AUTH", _plain("newsletter", "correct horse"))
+    failures = proxy.events("auth_failed")
+    assert [(e["client_address"], e["mechanism"], e["user"]) for e in failures] == [
+        ("127.0.0.1", "PLAIN", "newsletter"), ("127.0.0.1", "PLAIN", "admin@relay.test"),
+        ("127.0.0.1", "PLAIN", "newsletter")]
+    assert proxy.metric('beacon_proxy_smtp_auth_total{result="failure"}') == 3
+    # The documented fail2ban filter finds exactly these lines, with the right address.
+    failregex = _documented_failregex()
+    found = [m.group("addr") for line in proxy.log_path.read_text().splitlines()
+             if (m := failregex.search(line))]
+    assert found == ["127.0.0.1"] * 3
+    assert "pw-" not in proxy.log_path.read_text()  # no password reaches the log
+
+    # A new connection may still log in (3 failures are far from auth_failure_limit).
+    with proxy.smtp() as client:
+        client.starttls(context=ctx)
+        client.login("newsletter", "correct horse")
+        client.sendmail("news@sender.example", ["ann@example.net"], newsletter())
+    wait_for(lambda: upstream.to("ann@example.net"), what="the authenticated message")
+    assert proxy.metric('beacon_proxy_smtp_auth_total{result="success"}') == 1

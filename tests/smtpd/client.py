@@ -34,8 +34,11 @@ class RawClient:
         self.writer = writer
 
     @classmethod
-    async def connect(cls, port: int, *, greet: bool = True) -> RawClient:
-        reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), WAIT)
+    async def connect(cls, port: int, *, greet: bool = True, source: str = "127.0.0.1",
+                      ) -> RawClient:
+        """Connect to 127.0.0.1 from ``source`` (another loopback address: another client)."""
+        reader, writer = await asyncio.wait_for(
+            asyncio.open_connection("127.0.0.1", port, local_addr=(source, 0)), WAIT)
         client = cls(reader, writer)
         if greet:
             banner = await client.reply()

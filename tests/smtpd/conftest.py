@@ -15,6 +15,7 @@ import pytest
 import trustme
 
 from beacon_proxy.config import Endpoint, SmtpConfig
+from beacon_proxy.smtpd.limits import Clock, FakeClock
 from beacon_proxy.smtpd.passwords import hash_password
 from beacon_proxy.smtpd.server import SmtpServer
 from beacon_proxy.spool.envelope import Envelope
@@ -64,9 +65,9 @@ class Running:
     def port(self) -> int:
         return self.server.port
 
-    async def connect(self, *, greet: bool = True) -> RawClient:
-        """A raw client, closed at the end of the test."""
-        client = await RawClient.connect(self.port, greet=greet)
+    async def connect(self, *, greet: bool = True, source: str = "127.0.0.1") -> RawClient:
+        """A raw client (from the loopback address ``source``), closed at the end of the test."""
+        client = await RawClient.connect(self.port, greet=greet, source=source)
         self.clients.append(client)
         return client
 
@@ -76,13 +77,17 @@ Serve = Callable[..., Awaitable[Running]]
 
 @pytest.fixture
 async def serve() -> AsyncIterator[Serve]:
-    """``await serve(**SmtpConfig overrides)`` starts a server; all are stopped after."""
+    """``await serve(**SmtpConfig overrides)`` starts a server; all are stopped after.
+
+    The server's clock is a :class:`FakeClock` (AUTH waits cost no real time),
+    or the ``clock=`` given.
+    """
     started: list[Running] = []
 
-    async def start(**overrides: Any) -> Running:
+    async def start(*, clock: Clock | None = None, **overrides: Any) -> Running:
         cfg = SmtpConfig(listen=Endpoint("127.0.0.1", 0), **overrides)
         enqueue = FakeEnqueue()
-        server = SmtpServer(cfg, enqueue, hostname=HOSTNAME)
+        server = SmtpServer(cfg, enqueue, hostname=HOSTNAME, clock=clock or FakeClock())
         await server.start()
         running = Running(server, enqueue, cfg, [])
         started.append(running)

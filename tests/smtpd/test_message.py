@@ -1,12 +1,18 @@
 from __future__ import annotations
 
+import re
+
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from beacon_proxy import headerfacts
 from beacon_proxy.smtpd.data import canonical
 from beacon_proxy.smtpd.message import (
     has_bare_cr_or_lf,
     header_section,
+    line_number,
+    long_line,
     printable_ascii,
 )
 
@@ -64,3 +70,33 @@ def test_printable_ascii() -> None:
     assert printable_ascii("mail.example.org") == "mail.example.org"
     assert printable_ascii("a\x00b\r\nc\udcffü") == "a?b??c??"
     assert printable_ascii("x" * 300) == "x" * 255
+
+
+def _first_long_line(data: bytes, limit: int) -> int | None:
+    """The obvious definition, line by line (lines end at any CR or LF)."""
+    start = 0
+    for segment in re.split(rb"[\r\n]", data):
+        if len(segment) > limit:
+            return start
+        start += len(segment) + 1
+    return None
+
+
+@given(st.lists(st.sampled_from([b"\r\n", b"\r", b"\n", b"x", b"yy" * 3, b"z" * 9]),
+                max_size=60),
+       st.integers(min_value=1, max_value=12))
+def test_long_line_finds_the_first_line_over_the_limit(pieces: list[bytes], limit: int) -> None:
+    data = b"".join(pieces)
+    assert long_line(data, limit) == _first_long_line(data, limit)
+
+
+def test_long_line_at_rfc_limits() -> None:
+    assert long_line(b"a" * 998) is None
+    assert long_line(b"a" * 999) == 0
+    assert long_line(b"ok\r\n" + b"a" * 998 + b"\r\n" + b"b" * 999 + b"\r\n") == 1004
+    assert long_line(b"") is None
+
+
+def test_line_number() -> None:
+    data = b"a\r\nb\r\nc\r\n"
+    assert [line_number(data, i) for i in (0, 1, 3, 6, 9)] == [1, 1, 2, 3, 4]

@@ -1,0 +1,108 @@
+"""Connection floods: a cap per client address and a short idle timeout, both for
+clients outside ``allow_networks`` only.
+
+Loopback has a whole /8: a client connecting from 127.0.0.2 is another client
+address, so one test can have a trusted and an untrusted client side by side.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+
+import pytest
+
+from beacon_proxy.smtpd.protocol import Connections, SmtpProtocol
+from tests.smtpd.conftest import USER_HASH, WAIT, Running, Serve, Tls, events
+from tests.smtpd.test_handler_auth import PLAIN_OK, tls_client
+
+ONLY_10 = (ipaddress.ip_network("10.0.0.0/8"),)  # no loopback client is trusted
+ONLY_127_0_0_1 = (ipaddress.ip_network("127.0.0.1/32"),)  # 127.0.0.2 is not trusted
+FROM_CLIENT = "421 4.7.0 Too many connections from your address"
+
+
+async def released(running: Running, ip: str, count: int) -> bool:
+    """Wait until the server counts ``count`` connections from ``ip`` (it has seen them go)."""
+    conns = running.server.connections
+    loop = asyncio.get_running_loop()
+    return await conns.wait_until(lambda: conns.from_client(ip) == count, loop.time() + WAIT)
+
+
+async def test_untrusted_address_gets_421_past_its_cap(
+        serve: Serve, caplog: pytest.LogCaptureFixture) -> None:
+    running = await serve(allow_networks=ONLY_10, max_connections_per_client=3)
+    first, *_ = [await running.connect() for _ in range(3)]
+    refused = await running.connect(greet=False)
+    assert (await refused.reply()).text == FROM_CLIENT
+    assert await refused.at_eof()
+    [rejected] = events(caplog, "rejected")
+    assert (rejected["stage"], rejected["code"], rejected["client_address"]) == (
+        "CONNECT", 421, "127.0.0.1")
+    other = await running.connect(source="127.0.0.2")  # another address has its own count
+    assert (await other.cmd("NOOP")).code == 250
+    assert (await first.cmd("QUIT")).code == 221
+    assert await released(running, "127.0.0.1", 2)
+    again = await running.connect()  # room again
+    assert (await again.cmd("NOOP")).code == 250
+
+
+async def test_trusted_network_keeps_the_global_limit(serve: Serve) -> None:
+    """A newsletter tool in allow_networks with many parallel sessions is never refused."""
+    running = await serve(max_connections_per_client=3)  # 127.0.0.0/8 is allowed
+    clients = await asyncio.gather(*(running.connect() for _ in range(40)))
+    replies = await asyncio.gather(*(client.cmd("NOOP") for client in clients))
+    assert {reply.code for reply in replies} == {250}
+    assert running.server.connections.from_client("127.0.0.1") == 0  # not counted at all
+
+
+async def test_idle_untrusted_client_is_closed_first(serve: Serve) -> None:
+    running = await serve(allow_networks=ONLY_127_0_0_1, idle_timeout_untrusted=0.2,
+                          command_timeout=300)
+    trusted = await running.connect()  # connected first: idle the longest
+    in_transaction = await running.connect(source="127.0.0.2")
+    assert (await in_transaction.cmd("EHLO busy.test")).code == 250
+    assert (await in_transaction.cmd("MAIL FROM:<a@example.org>")).code == 250
+    idle = await running.connect(source="127.0.0.2")
+    assert (await idle.cmd("EHLO idle.test")).code == 250
+    assert await idle.at_eof()  # closed by the server after idle_timeout_untrusted
+    # Both others were idle for longer; a short timer of theirs would have fired first.
+    assert (await trusted.cmd("NOOP")).code == 250
+    assert (await in_transaction.cmd("NOOP")).code == 250
+
+
+async def test_idle_timeout_comes_back_after_the_transaction(serve: Serve) -> None:
+    running = await serve(allow_networks=ONLY_127_0_0_1, idle_timeout_untrusted=0.2,
+                          command_timeout=300)
+    client = await running.connect(source="127.0.0.2")
+    assert (await client.cmd("EHLO c.test")).code == 250
+    assert (await client.cmd("MAIL FROM:<a@example.org>")).code == 250
+    assert (await client.cmd("RSET")).code == 250
+    assert await client.at_eof()
+
+
+async def test_authenticated_client_keeps_the_command_timeout(serve: Serve, tls: Tls) -> None:
+    running = await serve(tls_cert=tls.cert, tls_key=tls.key, allow_networks=ONLY_10,
+                          auth_users={"alice": USER_HASH}, idle_timeout_untrusted=0.2,
+                          command_timeout=300)
+    authed = await tls_client(running, tls)
+    assert (await authed.cmd("EHLO c.test")).code == 250
+    assert (await authed.cmd(f"AUTH PLAIN {PLAIN_OK}")).code == 235
+    idle = await running.connect(source="127.0.0.2")
+    assert await idle.at_eof()
+    assert (await authed.cmd("NOOP")).code == 250
+
+
+def test_connections_count_per_client_group() -> None:
+    conns = Connections(limit=10, per_client=2, trusted=ONLY_127_0_0_1)
+    a, b, c, d = (object.__new__(SmtpProtocol) for _ in range(4))
+    assert conns.admit(a, "2001:db8::1") is None
+    assert conns.admit(b, "2001:db8::2") is None  # the same /64
+    assert conns.admit(c, "2001:db8::3") == FROM_CLIENT
+    assert conns.admit(c, "127.0.0.1") is None  # trusted: not counted
+    assert (a.trusted, c.trusted) == (False, True)
+    assert conns.from_client("2001:db8::9") == 2
+    conns.release(a)
+    assert conns.admit(d, "2001:db8::4") is None
+    for conn in (b, c, d):
+        conns.release(conn)
+    assert len(conns) == 0 and conns.from_client("2001:db8::1") == 0
