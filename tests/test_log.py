@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import ast
 import json
 import logging
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -72,3 +74,27 @@ def test_libraries_that_trace_data_stay_at_info_even_at_debug(logfile: Path) -> 
     for name in ("aiosqlite", "asyncpg", "aiosmtplib", "mail.log"):
         assert not logging.getLogger(name).isEnabledFor(logging.DEBUG), name
     assert logging.getLogger("beacon_proxy").isEnabledFor(logging.DEBUG)
+
+
+def _logged_events() -> dict[str, str]:
+    """Every event name the package logs with :func:`event`, and one place it does."""
+    found: dict[str, str] = {}
+    package = Path(__file__).resolve().parents[1] / "beacon_proxy"
+    for path in sorted(package.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+                    and node.func.id == "event" and node.args
+                    and isinstance(node.args[0], ast.Constant)
+                    and isinstance(node.args[0].value, str)):
+                found.setdefault(node.args[0].value, f"{path.name}:{node.lineno}")
+    return found
+
+
+def test_every_event_is_documented() -> None:
+    """docs/logging.md has a row for every event the code logs (its first column)."""
+    docs = (Path(__file__).resolve().parents[1] / "docs" / "logging.md").read_text()
+    rows = {name for line in docs.splitlines() if line.startswith("| `")
+            for name in re.findall(r"`([a-z_]+)`", line.split("|")[1])}
+    events = _logged_events()
+    assert len(events) > 20  # the walk finds them
+    assert {name: where for name, where in events.items() if name not in rows} == {}
