@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -31,3 +32,15 @@ def test_public_modules_declare_their_api() -> None:
         if p.name not in ("__init__.py", "__main__.py") and "__all__" not in p.read_text()
     ]
     assert missing == []
+
+
+def test_security_md_names_tests_that_exist() -> None:
+    """Every test file and test SECURITY.md names is there (the page must not rot)."""
+    text = (ROOT / "SECURITY.md").read_text()
+    named = re.findall(r"`(tests/[\w/]+\.py)(?:::(\w+))?`", text)
+    assert len(named) > 20
+    for path, test in named:
+        assert (ROOT / path).is_file(), path
+        if test:
+            assert re.search(rf"^(?:async )?def {test}\(", (ROOT / path).read_text(), re.M), (
+                f"{path}::{test}")
