@@ -226,9 +226,10 @@ class WebServer:
     def __init__(self, listen: Endpoint, app: web.Application, *,
                  header_timeout: float = 20.0) -> None:
         self.listen = listen
-        # aiohttp's keep-alive timer runs from the connection's start and from each
-        # answer, and is not pushed back by bytes that arrive: a request head that is
-        # not complete when it fires is cut (aiohttp has no separate header timeout).
+        # aiohttp's keep-alive timer runs from the connection's start (since 3.14.5, hence
+        # the floor in pyproject.toml) and from each answer, and is not pushed back by bytes
+        # that arrive: a request head that is not complete when it fires is cut (aiohttp
+        # has no separate header timeout; tests/web/test_guard.py trickles one).
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False,
                                      shutdown_timeout=5.0, keepalive_timeout=header_timeout,
                                      max_line_size=MAX_LINE, max_field_size=MAX_FIELD,
