@@ -12,7 +12,6 @@ from __future__ import annotations
 import socket
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -26,7 +25,7 @@ SECRET = "e2e-web-abuse-secret-0123456789"
 
 
 @pytest.fixture
-def proxy(tmp_path: Path) -> Iterator[Proxy]:
+def proxy(tmp_path: Path, proxies: list[Proxy]) -> Proxy:
     p = Proxy(tmp_path, f"""
 [web]
 header_timeout = 1
@@ -35,10 +34,8 @@ rate_limit_burst = 3
 [tokens]
 secret = "{SECRET}"
 """)
-    p.start()
-    yield p
-    if p.proc is not None and p.proc.poll() is None:
-        p.kill9()
+    proxies.append(p)  # killed at the end if still running
+    return p.start()
 
 
 def _request(proxy: Proxy, path: str, *, data: bytes | None = None,
