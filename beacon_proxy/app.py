@@ -58,6 +58,7 @@ from beacon_proxy.spool.queue import Spool
 from beacon_proxy.tokens import Tokens, load_secrets
 from beacon_proxy.web.api import build_api
 from beacon_proxy.web.auth import ApiTokens
+from beacon_proxy.web.guard import Guard
 from beacon_proxy.web.recipient import RecipientSide
 from beacon_proxy.web.server import (
     Readiness,
@@ -210,18 +211,22 @@ class Relay:
         recipient = RecipientSide(
             self.tokens, self.store, default_language=cfg.web.default_language,
             on_suspended=self.one_click.suspended,
-            on_open=self.open_forwarder.opened if self.open_forwarder is not None else None)
+            on_open=self.open_forwarder.opened if self.open_forwarder is not None else None,
+            public_url=cfg.web.public_url)
+        guard = Guard.from_config(cfg.web)  # client address, rate limits, bounded bodies
         # /readyz: the store answers and the spool is writable (and not while stopping).
         ready = Readiness(self.store, cfg.spool.path, stopping=lambda: self._stopping)
         self.admin_web: WebServer | None = None
+        timeout = cfg.web.header_timeout
         if cfg.web.admin_listen is None:  # one listener: the admin side is public too
             self.web = WebServer(cfg.web.listen, build_app(
-                self._health, ready=ready, api=api, recipient=recipient))
+                self._health, ready=ready, api=api, recipient=recipient, guard=guard),
+                header_timeout=timeout)
         else:  # the recipient side alone faces the internet
-            self.web = WebServer(cfg.web.listen,
-                                 build_public_app(self._health, recipient=recipient))
-            self.admin_web = WebServer(cfg.web.admin_listen,
-                                       build_admin_app(self._health, ready=ready, api=api))
+            self.web = WebServer(cfg.web.listen, build_public_app(
+                self._health, recipient=recipient, guard=guard), header_timeout=timeout)
+            self.admin_web = WebServer(cfg.web.admin_listen, build_admin_app(
+                self._health, ready=ready, api=api, guard=guard), header_timeout=timeout)
         self._stopping = False
 
     def _health(self) -> dict[str, object]:

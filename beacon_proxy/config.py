@@ -169,6 +169,21 @@ class WebConfig:
     sender_unsubscribe: Literal["replace", "keep"] = "replace"
     # Footer and preference page language when the message / browser does not say.
     default_language: Literal["en", "ja"] = "en"
+    # Seconds a connection has to send a complete request head (from its start or the
+    # previous answer); also how long an idle keep-alive connection stays open.
+    header_timeout: float = 20.0
+    # Requests a second per client address (IPv6: per /64) on /o/, /u/ and /api/ (0: no
+    # limit); a client may send rate_limit_burst seconds' worth at once.
+    rate_limit_pixel: int = 100
+    rate_limit_page: int = 20
+    rate_limit_api: int = 100
+    rate_limit_burst: float = 10.0
+    # Reverse proxies whose X-Forwarded-For names the client (empty: the TCP peer is).
+    # Loopback by default: only a process on this host can connect from there.
+    trusted_proxies: tuple[IpNetwork, ...] = (
+        ipaddress.ip_network("127.0.0.0/8"),
+        ipaddress.ip_network("::1/128"),
+    )
 
 
 @dataclass(frozen=True)
@@ -587,6 +602,12 @@ _SCHEMA: dict[str, dict[str, Parser]] = {
         "unsubscribe_mailto": _mailto,
         "sender_unsubscribe": _choice("replace", "keep"),
         "default_language": _choice("en", "ja"),
+        "header_timeout": _seconds(1, 3600),
+        "rate_limit_pixel": _int_in(0, 1_000_000),
+        "rate_limit_page": _int_in(0, 1_000_000),
+        "rate_limit_api": _int_in(0, 1_000_000),
+        "rate_limit_burst": _seconds(1, 3600),
+        "trusted_proxies": _networks,
     },
     "policy": {
         "unknown": _choice("refused", "granted"),

@@ -22,6 +22,7 @@ __all__ = [
     "SMTP_AUTH",
     "SMTP_REJECTIONS",
     "SMTP_SESSIONS",
+    "WEB_REFUSED",
 ]
 
 REGISTRY = CollectorRegistry(auto_describe=True)
@@ -102,7 +103,16 @@ RECIPIENT_ACTIONS = Counter(
     "beacon_proxy_recipient_actions",
     "Requests to change state through a recipient's link, by action (one-click, "
     "stop-tracking, allow-tracking, suspend-list, suspend-all, resume) and result (changed, "
-    "unchanged, invalid_token, bad_request).",
+    "unchanged, invalid_token, bad_request, cross_site: a page action without its form token "
+    "or from another site).",
     ["action", "result"],
+    registry=REGISTRY,
+)
+WEB_REFUSED = Counter(
+    "beacon_proxy_web_refused",
+    "HTTP requests refused before any handler, by route class (pixel: /o/, page: /u/, api: "
+    "/api/, other) and reason (rate_limited: 429, too_large: a declared body over the bound, "
+    "413).",
+    ["route", "reason"],
     registry=REGISTRY,
 )

@@ -69,6 +69,12 @@ message.
 Keys rotate: :class:`Tokens` mints with the first secret and accepts tokens
 made with any of them.
 
+Form tokens.  The preference page's forms carry a second, short value bound to
+the page's own token: ``base64url(HMAC-SHA256(form_key, token)[:16])`` with
+``form_key = HKDF-SHA256(secret, salt=None, info=b"beacon-proxy form token v1",
+L=32)`` (:meth:`Tokens.form_token`; any configured secret is accepted).  A
+page action must send it back (:mod:`beacon_proxy.web.recipient`).
+
     >>> t = Tokens(["current secret", "previous secret"])
     >>> token = t.mint(Claims(Purpose.OPEN, "ann@example.org", "news.example.org", "Q1"))
     >>> t.verify(token, Purpose.OPEN).recipient
@@ -83,6 +89,7 @@ import base64
 import binascii
 import enum
 import hashlib
+import hmac
 import os
 import re
 import secrets
@@ -105,6 +112,8 @@ __all__ = ["MAX_FORWARD", "Claims", "Purpose", "TokenError", "Tokens", "load_sec
 VERSION = 2
 _KEY_INFO = b"beacon-proxy token v2 AES-SIV key"
 _KEY_ID_INFO = b"beacon-proxy token v2 key id"
+_FORM_INFO = b"beacon-proxy form token v1"
+_FORM_MAC = 16  # bytes of the HMAC kept in a form token
 _HEADER = 2  # version, key id
 _SIV = 16
 _MIN_CLAIMS = 4 + 1 + 1 + 1 + 1
@@ -216,10 +225,16 @@ def _hkdf(secret: bytes, info: bytes, length: int) -> bytes:
 class _Key:
     key_id: int
     aead: AESSIV
+    form_key: bytes
 
     @classmethod
     def derive(cls, secret: bytes) -> _Key:
-        return cls(_hkdf(secret, _KEY_ID_INFO, 1)[0], AESSIV(_hkdf(secret, _KEY_INFO, 64)))
+        return cls(_hkdf(secret, _KEY_ID_INFO, 1)[0], AESSIV(_hkdf(secret, _KEY_INFO, 64)),
+                   _hkdf(secret, _FORM_INFO, 32))
+
+    def form_mac(self, token: str) -> bytes:
+        message = token.encode("utf-8", "surrogatepass")
+        return hmac.new(self.form_key, message, hashlib.sha256).digest()[:_FORM_MAC]
 
 
 class Tokens:
@@ -246,6 +261,19 @@ class Tokens:
         header = bytes([VERSION, key.key_id])
         sealed = key.aead.encrypt(_pack(claims), [header, bytes([int(claims.purpose)])])
         return _b64(header + sealed)
+
+    def form_token(self, token: str) -> str:
+        """The form token of a page reached by ``token`` (made with the current secret)."""
+        return _b64(self._keys[0].form_mac(token))
+
+    def check_form_token(self, token: str, value: str) -> bool:
+        """Whether ``value`` is the form token of ``token`` under any configured secret."""
+        try:
+            presented = _unb64(value)
+        except TokenError:
+            return False
+        matches = [hmac.compare_digest(presented, k.form_mac(token)) for k in self._keys]
+        return any(matches)  # every key compared: the time does not tell which matched
 
     def verify(self, token: str, purpose: Purpose, *, max_age: float | None = None) -> Claims:
         """The claims of a genuine token for ``purpose``; raises :class:`TokenError`."""

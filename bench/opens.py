@@ -148,6 +148,7 @@ url = "{store}"
 [web]
 listen = "127.0.0.1:{web_port}"
 public_url = "http://127.0.0.1:{web_port}"
+rate_limit_pixel = 0  # one client sends every request: measure the pixel, not the limit
 
 [tokens]
 secret = "{secret}"

@@ -28,7 +28,8 @@ from typing import Any
 
 import pytest
 
-__all__ = ["ARTIFACTS", "artifact", "chromium", "requested_urls", "serve_pages", "wait_replaced"]
+__all__ = ["ARTIFACTS", "artifact", "chromium", "console_problems", "requested_urls", "serve_pages",
+           "wait_replaced"]
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
@@ -85,7 +86,7 @@ def chromium(*, width: int = 1024, height: int = 900, lang: str | None = None,
         prefs["profile.managed_default_content_settings.javascript"] = 2
     if prefs:
         options.add_experimental_option("prefs", prefs)
-    options.set_capability("goog:loggingPrefs", {"performance": "ALL"})
+    options.set_capability("goog:loggingPrefs", {"performance": "ALL", "browser": "ALL"})
     with tempfile.TemporaryDirectory(prefix="bp-chromium-") as profile:
         options.add_argument(f"--user-data-dir={profile}")
         service = Service(executable_path=shutil.which("chromedriver") or CHROMEDRIVER)
@@ -169,3 +170,10 @@ def requested_urls(driver: Any) -> list[str]:
             if not url.startswith(_NOT_NETWORK):
                 urls.append(url)
     return urls
+
+
+def console_problems(driver: Any) -> list[str]:
+    """Warnings and errors of the browser console since the last call: a
+    Content-Security-Policy violation (a style or resource refused) is one of them."""
+    return [f"{e['level']}: {e['message']}" for e in driver.get_log("browser")
+            if e["level"] in ("WARNING", "SEVERE")]

@@ -383,3 +383,22 @@ def test_environment_keys() -> None:
                              "BEACON_PROXY_CONFIG": "z", "BEACON_PROXY_OTHER_THING": "w",
                              "PATH": "/bin"}) == {
         "smtp.listen": "BEACON_PROXY_SMTP_LISTEN", "tokens.secret": "BEACON_PROXY_SECRET"}
+
+
+def test_web_abuse_limits(tmp_path: Path) -> None:
+    cfg = load_config(None, environ={}).web
+    assert (cfg.header_timeout, cfg.rate_limit_pixel, cfg.rate_limit_page,
+            cfg.rate_limit_api, cfg.rate_limit_burst) == (20, 100, 20, 100, 10)
+    assert ipaddress.ip_address("127.0.0.1") in cfg.trusted_proxies[0]
+    cfg = _load(tmp_path, "[web]\nheader_timeout = 5\nrate_limit_page = 0\n"
+                          "trusted_proxies = ['10.0.0.0/8']\n").web
+    assert (cfg.header_timeout, cfg.rate_limit_page) == (5, 0)
+    assert cfg.trusted_proxies == (ipaddress.ip_network("10.0.0.0/8"),)
+    for text, key in (("header_timeout = 0", "web.header_timeout"),
+                      ("rate_limit_pixel = -1", "web.rate_limit_pixel"),
+                      ("rate_limit_api = 1.5", "web.rate_limit_api"),
+                      ("rate_limit_burst = 0", "web.rate_limit_burst"),
+                      ("trusted_proxies = ['proxy.example']", "web.trusted_proxies")):
+        with pytest.raises(ConfigError) as info:
+            _load(tmp_path, f"[web]\n{text}\n")
+        assert info.value.key == key

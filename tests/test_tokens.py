@@ -385,3 +385,19 @@ def test_shared_store_needs_a_configured_secret(tmp_path: Path) -> None:
     file.write_text("shared-secret-abcdefgh\n")
     assert load_secrets(TokensConfig(secret_file=file), generated, shared_store=True) == (
         ["shared-secret-abcdefgh"], False)
+
+
+def test_form_tokens_are_bound_to_the_link_and_survive_rotation() -> None:
+    old, new = Tokens(["old-secret-0123456789"]), Tokens(["new-secret-0123456789",
+                                                           "old-secret-0123456789"])
+    link = old.mint(Claims(Purpose.UNSUBSCRIBE, "ann@example.org", None, "Q1"))
+    other = old.mint(Claims(Purpose.UNSUBSCRIBE, "bob@example.org", None, "Q1"))
+    form = old.form_token(link)
+    assert len(form) == 22 and form == old.form_token(link)  # 16 bytes, base64url
+    assert old.check_form_token(link, form) and new.check_form_token(link, form)
+    assert new.check_form_token(link, new.form_token(link))
+    assert not old.check_form_token(other, form)
+    assert not Tokens(["another-secret-012345"]).check_form_token(link, form)
+    flipped = ("B" if form[0] == "A" else "A") + form[1:]
+    for garbage in ("", "A", form + "=", form[:-1], "é" * 22, flipped):
+        assert not old.check_form_token(link, garbage), garbage

@@ -7,8 +7,8 @@ recipient, marked ``machine`` with a class, so statistics can leave them out.
 
 Who those machines are is data, not code: ``beacon_proxy/data/machines.toml``
 (sources noted per entry; operators keep it current).  The client address is
-the TCP peer: ``X-Forwarded-For`` is not read, since no trusted reverse proxy
-can be configured yet and the header is whatever the client wants it to be.
+the one :mod:`beacon_proxy.web.guard` found: the TCP peer, or what a trusted
+reverse proxy (``[web] trusted_proxies``) forwarded for in ``X-Forwarded-For``.
 
     >>> classify("Mozilla/5.0 (via ggpht.com GoogleImageProxy)", "203.0.113.9")
     ('gmail-proxy', True)
@@ -27,7 +27,7 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
-__all__ = ["BROWSER", "NO_USER_AGENT", "Machines", "classify", "load_machines"]
+__all__ = ["BROWSER", "NO_USER_AGENT", "Machines", "classify", "ip_address", "load_machines"]
 
 BROWSER = "browser"  # a person's mail client (nothing matched)
 NO_USER_AGENT = "no-user-agent"  # every mail client sends one; scripts often do not
@@ -54,7 +54,7 @@ class Machines:
             for needle, cls in self.contains:
                 if needle in ua:
                     return cls, True
-        addr = _address(ip)
+        addr = ip_address(ip)
         if addr is not None:
             for net, cls in self.networks:
                 if addr.version == net.version and addr in net:
@@ -64,7 +64,8 @@ class Machines:
         return BROWSER, False
 
 
-def _address(ip: str | None) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+def ip_address(ip: str | None) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """An address as text (a zone id dropped, IPv4-mapped IPv6 as IPv4), or None."""
     if not ip:
         return None
     try:

@@ -3,9 +3,11 @@
 A recipient reaches it from a link in a newsletter, often on a phone and
 sometimes through a forwarded message, so the page is a plain HTML document:
 no cookies, no scripts, nothing from another host (inline CSS, system fonts),
-a strict Content-Security-Policy, every action a POSTed form that works by
-keyboard.  The address shows masked (``a***@example.org``): enough for the
-owner to recognise it, not enough to harvest from a forwarded link.
+a strict Content-Security-Policy (the one ``<style>`` element is allowed by
+its SHA-256 hash, nothing else), every action a POSTed form that works by
+keyboard and carries the page's form token (``View.form``).  The address
+shows masked (``a***@example.org``): enough for the owner to recognise it,
+not enough to harvest from a forwarded link.
 
 Texts are data (``beacon_proxy/data/pages/<lang>.toml``, one file per
 language, same keys), the HTML shell is ``page.html``; every value put into
@@ -21,21 +23,41 @@ the page is escaped here.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import html
+import re
 import string
 import tomllib
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
 
-__all__ = ["ACTIONS", "LANGUAGES", "PAGE_HEADERS", "View", "choose_language",
+__all__ = ["ACTIONS", "FORM_FIELD", "LANGUAGES", "PAGE_HEADERS", "View", "choose_language",
            "invalid_page", "mask_address", "preferences_page", "texts"]
 
 LANGUAGES = ("en", "ja")
 # The page actions, in the order the page offers them (the POSTed ``action`` field).
 ACTIONS = ("stop-tracking", "allow-tracking", "suspend-list", "suspend-all", "resume")
+FORM_FIELD = "form"  # the form token's field in every page form
+
+
+@cache
+def _shell_text() -> str:
+    return resources.files("beacon_proxy").joinpath("data/pages/page.html").read_text("utf-8")
+
+
+def _style_hash() -> str:
+    """The CSP source of the shell's one ``<style>`` element: ``'sha256-...'``."""
+    styles = re.findall(r"<style>(.*?)</style>", _shell_text(), re.DOTALL)
+    if len(styles) != 1 or "$" in styles[0]:
+        raise ValueError("pages/page.html: expected one fixed <style> element")
+    digest = hashlib.sha256(styles[0].encode("utf-8")).digest()
+    return f"'sha256-{base64.b64encode(digest).decode('ascii')}'"
+
+
 PAGE_HEADERS = {
-    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; "
+    "Content-Security-Policy": f"default-src 'none'; style-src {_style_hash()}; "
                                "form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
     "Referrer-Policy": "no-referrer",
     "X-Content-Type-Options": "nosniff",
@@ -56,6 +78,7 @@ class View:
     tracking: bool  # read-tracking allowed (granted, or unknown with a granted default)
     list_suspended: bool
     all_suspended: bool
+    form: str = ""  # the form token every action sends back (Tokens.form_token)
 
 
 def _quality(params: list[str]) -> float | None:
@@ -110,8 +133,7 @@ def texts(lang: str) -> dict[str, str]:
 
 @cache
 def _shell() -> string.Template:
-    raw = resources.files("beacon_proxy").joinpath("data/pages/page.html").read_text("utf-8")
-    return string.Template(raw)
+    return string.Template(_shell_text())
 
 
 def _t(lang: str, key: str, **values: str) -> str:
@@ -132,10 +154,11 @@ def _language_bar(lang: str) -> str:
             f'{"".join(items)}</ul></nav>')
 
 
-def _button(lang: str, action: str, *, quiet: bool = False) -> str:
+def _button(lang: str, action: str, form: str, *, quiet: bool = False) -> str:
     cls = ' class="quiet"' if quiet else ""
     key = action.replace("-", "_")
     return (f'<form method="post" action="?lang={lang}">'
+            f'<input type="hidden" name="{FORM_FIELD}" value="{html.escape(form)}">'
             f'<input type="hidden" name="action" value="{action}">'
             f'<button type="submit"{cls}>{_t(lang, key)}</button>'
             "</form>")
@@ -173,8 +196,8 @@ def preferences_page(lang: str, view: View, done: tuple[str, bool] | None = None
         (_t(lang, "badge_tracking_on" if view.tracking else "badge_tracking_off"),
          "warn" if view.tracking else "yes"),
         _t(lang, tracking),
-        [_button(lang, "stop-tracking") if view.tracking
-         else _button(lang, "allow-tracking", quiet=True)]))
+        [_button(lang, "stop-tracking", view.form) if view.tracking
+         else _button(lang, "allow-tracking", view.form, quiet=True)]))
     suspended = view.all_suspended or view.list_suspended
     if view.all_suspended:
         delivery = "delivery_all_off"
@@ -182,11 +205,11 @@ def preferences_page(lang: str, view: View, done: tuple[str, bool] | None = None
         delivery = "delivery_list_off" if view.list_suspended else "delivery_on"
     buttons = []
     if view.list_id and not suspended:
-        buttons.append(_button(lang, "suspend-list"))
+        buttons.append(_button(lang, "suspend-list", view.form))
     if not view.all_suspended:
-        buttons.append(_button(lang, "suspend-all", quiet=bool(view.list_id)))
+        buttons.append(_button(lang, "suspend-all", view.form, quiet=bool(view.list_id)))
     if suspended:
-        buttons.append(_button(lang, "resume", quiet=True))
+        buttons.append(_button(lang, "resume", view.form, quiet=True))
     parts.append(_card(
         lang, "delivery_heading",
         (_t(lang, "badge_delivery_off" if suspended else "badge_delivery_on"),

@@ -6,8 +6,9 @@
     (:attr:`Purpose.OPEN`) that passes the per-token rate limit is handed to
     a background queue (:mod:`beacon_proxy.web.opens`) and recorded only if
     the recipient consents at that moment; image proxies and scanners are
-    marked ``machine`` (:mod:`beacon_proxy.web.machines`, by the TCP peer's
-    address: ``X-Forwarded-For`` is not trusted).  ``HEAD`` records nothing.
+    marked ``machine`` (:mod:`beacon_proxy.web.machines`, by the client's
+    address: the TCP peer, or what a ``[web] trusted_proxies`` proxy forwarded
+    for, :mod:`beacon_proxy.web.guard`).  ``HEAD`` records nothing.
 ``GET /u/<token>``
     The preference page (:mod:`beacon_proxy.web.pages`).  It never changes
     anything: link scanners and security gateways fetch every link.
@@ -19,6 +20,15 @@
     suspend-all|resume``): done, then the page shows the new state.  Both are
     idempotent: what is already so is not written again, so the audit trail
     gets one entry per real change, with source ``web``.
+
+Cross-site forms.  A page action must come from the page itself: it carries
+the page's form token (``form``, :meth:`Tokens.form_token` of the link's
+token), and a browser that says where the form was (``Sec-Fetch-Site``) must
+say ``same-origin``; without that header an ``Origin`` other than ``null``
+must be this host or ``public_url``'s (the page is ``no-referrer``, so
+browsers send ``Origin: null``).  Otherwise ``403`` and nothing changes.  A
+one-click is exempt: RFC 8058 has mailbox providers post it from anywhere,
+with no form token, and it can only stop mail, never turn tracking back on.
 
 Bad tokens.  Forged, truncated, retired-key, expired or other-purpose tokens
 all fail in :meth:`Tokens.verify` with one error and change nothing.  ``/u/``
@@ -39,6 +49,7 @@ import hashlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 from aiohttp import web
 
@@ -53,6 +64,7 @@ from beacon_proxy.web.machines import classify
 from beacon_proxy.web.opens import Open, OpenQueue, RateLimit
 from beacon_proxy.web.pages import (
     ACTIONS,
+    FORM_FIELD,
     LANGUAGES,
     PAGE_HEADERS,
     View,
@@ -106,6 +118,8 @@ class RecipientSide:
     # default: someone who finds an old message must still be able to leave the list.
     open_max_age: float | None = None
     unsubscribe_max_age: float | None = None
+    # [web] public_url: an Origin the page's forms may come from besides the Host header.
+    public_url: str = ""
 
     def __post_init__(self) -> None:
         if self.default_language not in LANGUAGES:
@@ -176,7 +190,7 @@ class _Handlers:
         except TokenError:
             return None
 
-    async def _view(self, claims: Claims) -> View:
+    async def _view(self, request: web.Request, claims: Claims) -> View:
         store = self.side.store
         consent = await store.get_consent(claims.recipient)
         beacons = consent.beacons if consent is not None else Beacons.UNKNOWN
@@ -185,7 +199,8 @@ class _Handlers:
         lid = _list_id(claims)
         lists = {s.list_id for s in await store.suppressions_of(claims.recipient)}
         return View(claims.recipient, lid, beacons is Beacons.GRANTED,
-                    lid is not None and lid in lists, None in lists)
+                    lid is not None and lid in lists, None in lists,
+                    self.side.tokens.form_token(request.match_info["token"]))
 
     async def page(self, request: web.Request) -> web.Response:
         lang = self._lang(request)
@@ -193,7 +208,7 @@ class _Handlers:
         if claims is None:
             return _html(404, invalid_page(lang), lang)
         try:
-            view = await self._view(claims)
+            view = await self._view(request, claims)
         except StoreError:
             return _unavailable()
         except ValueError:  # an address the store refuses: nothing to show or change
@@ -205,7 +220,8 @@ class _Handlers:
     async def post(self, request: web.Request) -> web.Response:
         lang = self._lang(request)
         try:
-            action = _action(await read_form(request))
+            fields = await read_form(request)
+            action = _action(fields)
         except FormError as exc:
             RECIPIENT_ACTIONS.labels("unknown", "bad_request").inc()
             return _text(exc.status, exc.message)
@@ -215,10 +231,14 @@ class _Handlers:
             if action == "one-click":
                 return _text(404, "This link is not valid or has expired.")
             return _html(404, invalid_page(lang), lang)
+        if action != "one-click" and not self._from_the_page(request, fields):
+            RECIPIENT_ACTIONS.labels(action, "cross_site").inc()
+            return _text(403, "This form can only be sent from its own page: please open "
+                              "the link in the message again.")
         try:
             async with self._changing:
                 changed = await self._apply(action, claims)
-            view = None if action == "one-click" else await self._view(claims)
+            view = None if action == "one-click" else await self._view(request, claims)
         except StoreError:
             return _unavailable()
         except ValueError:
@@ -231,6 +251,21 @@ class _Handlers:
             what = "this list" if _list_id(claims) else "all mail from this sender"
             return _text(200, f"Unsubscribed: delivery of {what} is suspended.")
         return _html(200, preferences_page(lang, view, (action, changed)), lang)
+
+    def _from_the_page(self, request: web.Request, fields: list[tuple[str, str]]) -> bool:
+        """A page action's form token and the browser's word on where it was sent from."""
+        forms = [v for k, v in fields if k == FORM_FIELD]
+        if len(forms) != 1 or not self.side.tokens.check_form_token(
+                request.match_info["token"], forms[0]):
+            return False
+        site = request.headers.get("Sec-Fetch-Site")
+        if site is not None:
+            return site in ("same-origin", "none")  # none: the user's own navigation
+        origin = request.headers.get("Origin")
+        if origin is None or origin == "null":
+            return True
+        hosts = {request.host.lower(), urlsplit(self.side.public_url).netloc.lower()}
+        return urlsplit(origin).netloc.lower() in hosts - {""}
 
     async def _apply(self, action: str, claims: Claims) -> bool:
         if action == "one-click":

@@ -17,6 +17,14 @@ Two layouts (``[web] admin_listen``):
 * two listeners: :func:`build_public_app` on ``[web] listen`` serves only
   ``/o/``, ``/u/`` and ``/healthz`` (what faces the internet), and
   :func:`build_admin_app` on ``[web] admin_listen`` the rest.
+
+Every app runs its requests through a :class:`~beacon_proxy.web.guard.Guard`
+(client address, per-address rate limits, bounded bodies) and gives every
+answer the security headers (:func:`~beacon_proxy.web.guard.security_headers`).
+:class:`WebServer` bounds the request head (:data:`~beacon_proxy.web.guard.MAX_HEADERS`)
+and the time a client has to send it (``header_timeout``, which is also how long
+an idle keep-alive connection stays open): a client that trickles its headers a
+byte at a time is disconnected when that time is up, whatever it still sends.
 """
 
 from __future__ import annotations
@@ -33,6 +41,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from beacon_proxy.config import Endpoint
 from beacon_proxy.metrics import REGISTRY
+from beacon_proxy.web.guard import MAX_FIELD, MAX_HEADERS, MAX_LINE, Guard, security_headers
 from beacon_proxy.web.recipient import RecipientSide, add_recipient_routes
 
 __all__ = ["Readiness", "WebServer", "build_admin_app", "build_app", "build_public_app"]
@@ -69,8 +78,10 @@ async def _always_ready() -> dict[str, object]:
     return {"status": "ready"}
 
 
-def _new_app(health: Health) -> web.Application:
-    app = web.Application(client_max_size=1 << 20)
+def _new_app(health: Health, guard: Guard | None) -> web.Application:
+    # client_max_size bounds what request.read() takes: the admin API's JSON bodies.
+    app = web.Application(client_max_size=1 << 20, middlewares=[(guard or Guard()).middleware])
+    app.on_response_prepare.append(security_headers)
     app[HEALTH] = health
     app.router.add_get("/healthz", _healthz)
     return app
@@ -86,27 +97,30 @@ def _add_admin(app: web.Application, ready: Ready | None, api: web.Application |
 
 def build_app(health: Health, *, ready: Ready | None = None,
               api: web.Application | None = None,
-              recipient: RecipientSide | None = None) -> web.Application:
+              recipient: RecipientSide | None = None,
+              guard: Guard | None = None) -> web.Application:
     """Everything on one listener (no ``[web] admin_listen``)."""
-    app = _new_app(health)
+    app = _new_app(health, guard)
     _add_admin(app, ready, api)
     if recipient is not None:  # /o/ and /u/; their open queue runs with the app
         add_recipient_routes(app, recipient)
     return app
 
 
-def build_public_app(health: Health, *, recipient: RecipientSide | None) -> web.Application:
+def build_public_app(health: Health, *, recipient: RecipientSide | None,
+                     guard: Guard | None = None) -> web.Application:
     """The recipient side alone: ``/o/``, ``/u/`` and ``/healthz``."""
-    app = _new_app(health)
+    app = _new_app(health, guard)
     if recipient is not None:
         add_recipient_routes(app, recipient)
     return app
 
 
 def build_admin_app(health: Health, *, ready: Ready | None = None,
-                    api: web.Application | None = None) -> web.Application:
+                    api: web.Application | None = None,
+                    guard: Guard | None = None) -> web.Application:
     """The operations side: ``/readyz``, ``/metrics``, ``/api/v1`` (and ``/healthz``)."""
-    app = _new_app(health)
+    app = _new_app(health, guard)
     _add_admin(app, ready, api)
     return app
 
@@ -205,11 +219,28 @@ def _short(exc: BaseException) -> str:
 
 
 class WebServer:
-    def __init__(self, listen: Endpoint, app: web.Application) -> None:
+    """One listener.  ``header_timeout``: seconds a connection has, from its start or
+    from the previous answer, to send a complete request head (request line and
+    headers); an idle keep-alive connection is closed after as long."""
+
+    def __init__(self, listen: Endpoint, app: web.Application, *,
+                 header_timeout: float = 20.0) -> None:
         self.listen = listen
+        # aiohttp's keep-alive timer runs from the connection's start (since 3.14.5, hence
+        # the floor in pyproject.toml) and from each answer, and is not pushed back by bytes
+        # that arrive: a request head that is not complete when it fires is cut (aiohttp
+        # has no separate header timeout; tests/web/test_guard.py trickles one).
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False,
-                                     shutdown_timeout=5.0)
+                                     shutdown_timeout=5.0, keepalive_timeout=header_timeout,
+                                     max_line_size=MAX_LINE, max_field_size=MAX_FIELD,
+                                     max_headers=MAX_HEADERS)
         self._site: web.TCPSite | None = None
+
+    @property
+    def port(self) -> int:
+        """The port listened on (``listen.port``, or the one chosen for port 0)."""
+        address = self._runner.addresses[0]
+        return int(address[1])
 
     async def start(self) -> None:
         await self._runner.setup()

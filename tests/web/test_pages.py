@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import re
 
 import pytest
@@ -9,6 +11,7 @@ import pytest
 from beacon_proxy.web.pages import (
     ACTIONS,
     LANGUAGES,
+    PAGE_HEADERS,
     View,
     choose_language,
     invalid_page,
@@ -80,3 +83,19 @@ def test_one_invalid_page_per_language() -> None:
     assert "This link is not valid or has expired" in invalid_page("en")
     assert 'lang="ja"' in invalid_page("ja")
     assert "<form" not in invalid_page("en")
+
+
+def test_the_policy_allows_the_page_style_by_its_hash_and_nothing_else() -> None:
+    csp = PAGE_HEADERS["Content-Security-Policy"]
+    directives = dict(d.strip().split(" ", 1) for d in csp.split(";"))
+    assert directives == {"default-src": "'none'", "style-src": directives["style-src"],
+                          "form-action": "'self'", "frame-ancestors": "'none'",
+                          "base-uri": "'none'"}
+    view = View("ann@example.org", "news.example.org", True, False, False, "FORM")
+    for page in (preferences_page("en", view), preferences_page("ja", view),
+                 invalid_page("en")):
+        [style] = re.findall(r"<style>(.*?)</style>", page, re.DOTALL)
+        digest = base64.b64encode(hashlib.sha256(style.encode()).digest()).decode()
+        assert directives["style-src"] == f"'sha256-{digest}'"
+        assert " style=" not in page and "<script" not in page
+    assert 'name="form" value="FORM"' in preferences_page("en", view)

@@ -2,7 +2,8 @@
 
 The aiohttp app runs on a free loopback port in a thread of its own (selenium
 blocks), on a real SQLite store; the browser clicks the page's buttons (one by
-keyboard) and the store must show each change with source ``web``.
+keyboard) and the store must show each change with source ``web``.  The
+console must stay clean: a Content-Security-Policy violation fails a test.
 Screenshots are kept in ``tests/artifacts/`` for people to look at.
 """
 
@@ -22,7 +23,7 @@ from beacon_proxy.consent.store import Store, open_store
 from beacon_proxy.tokens import Claims, Purpose, Tokens
 from beacon_proxy.web.recipient import RecipientSide
 from beacon_proxy.web.server import build_app
-from tests.browser import artifact, chromium, requested_urls, wait_replaced
+from tests.browser import artifact, chromium, console_problems, requested_urls, wait_replaced
 
 T = TypeVar("T")
 SECRET = "browser-test-secret-0123456789"
@@ -88,9 +89,12 @@ def _url(server: Server, query: str = "") -> str:
 
 
 def _only_loopback(driver: Any, server: Server) -> None:
+    """Nothing was loaded from elsewhere, and the console is clean: no style or resource
+    refused by the Content-Security-Policy, no form blocked, nothing failed."""
     urls = requested_urls(driver)
     assert urls, "the performance log recorded no request"
     assert {urlsplit(u).netloc for u in urls} == {f"127.0.0.1:{server.port}"}, urls
+    assert console_problems(driver) == []
 
 
 def _history(server: Server) -> list[Any]:
@@ -102,11 +106,17 @@ def test_page_renders_in_english_and_japanese(server: Server) -> None:
         driver.get(_url(server))
         assert driver.find_element("tag name", "html").get_attribute("lang") == "en"
         assert driver.find_element("tag name", "h1").text == "Your email preferences"
+        # The inline style applies (the policy allows it by its hash).
+        button = driver.find_element("tag name", "button")
+        assert button.value_of_css_property("background-color") == "rgba(29, 78, 216, 1)"
+        assert console_problems(driver) == []
         driver.save_screenshot(str(artifact("preference-en.png")))
         driver.get(_url(server)[:-4])  # a truncated link
         assert driver.find_element("tag name", "h1").text == (
             "This link is not valid or has expired")
         driver.save_screenshot(str(artifact("preference-invalid.png")))
+        [problem] = console_problems(driver)  # its status, and nothing else
+        assert "status of 404" in problem, problem
         _only_loopback(driver, server)
     with chromium(lang="ja") as driver:
         driver.get(_url(server))
@@ -153,6 +163,7 @@ def _click(driver: Any, action: str) -> None:
     button = driver.find_element("css selector", f'input[value="{action}"] + button')
     button.click()
     wait_replaced(driver, button)
+    assert console_problems(driver) == []
 
 
 def test_every_action_works_without_javascript(server: Server) -> None:

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
+import re
+import secrets
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import aiohttp
 import pytest
@@ -18,6 +21,7 @@ from beacon_proxy.consent.model import AuditEntry, OpenEvent
 from beacon_proxy.consent.policy import Policy
 from beacon_proxy.consent.store import Store, open_store
 from beacon_proxy.tokens import Claims, Purpose, Tokens, url_identity
+from beacon_proxy.web.guard import ClientAddress, Guard
 from beacon_proxy.web.opens import RateLimit
 from beacon_proxy.web.recipient import OPEN_QUEUE, PIXEL, RecipientSide
 from beacon_proxy.web.server import build_app
@@ -79,7 +83,7 @@ class Env:
 
 
 @asynccontextmanager
-async def _env(store: Store, **kw: Any) -> AsyncIterator[Env]:
+async def _env(store: Store, guard: Guard | None = None, **kw: Any) -> AsyncIterator[Env]:
     calls: dict[str, list[Claims]] = {"suspended": [], "opened": []}
 
     async def on_suspended(claims: Claims) -> None:
@@ -88,7 +92,7 @@ async def _env(store: Store, **kw: Any) -> AsyncIterator[Env]:
     side = RecipientSide(Tokens([SECRET, PREVIOUS]), store, on_suspended=on_suspended,
                          on_open=calls["opened"].append, open_max_age=86400 * 365,
                          unsubscribe_max_age=86400 * 365, **kw)
-    app = build_app(lambda: {"status": "ok"}, recipient=side)
+    app = build_app(lambda: {"status": "ok"}, recipient=side, guard=guard)
     async with TestClient(TestServer(app)) as client:
         env = Env(client, app, side)
         env.suspended, env.opened = calls["suspended"], calls["opened"]
@@ -191,6 +195,16 @@ async def test_machine_opens_are_marked(env: Env, store: Store, ua: str, ua_clas
     assert (o.ua_class, o.machine) == (ua_class, machine)
 
 
+async def test_behind_a_trusted_proxy_the_forwarded_client_is_classified(store: Store) -> None:
+    guard = Guard(client=ClientAddress((ipaddress.ip_network("127.0.0.0/8"),)))
+    async with _env(store, guard=guard) as e:
+        await e.client.get(f"/o/{_open()}", headers={"User-Agent": "Mozilla/5.0 (iPhone)",
+                                                     "X-Forwarded-For": "17.1.2.3"})
+        await e.drain()
+    [o] = await _opens(store)
+    assert (o.ua_class, o.machine) == ("apple-mpp", True)
+
+
 async def test_repeated_hits_of_one_token_are_rate_limited(store: Store) -> None:
     now = [1000.0]
     limit = RateLimit(min_interval=30, per_window=3, window=3600, clock=lambda: now[0])
@@ -241,9 +255,9 @@ async def test_page_get_changes_nothing(env: Env, store: Store) -> None:
 async def test_page_shows_state_and_safe_headers(env: Env, store: Store) -> None:
     resp = await env.client.get(f"/u/{_unsub()}")
     body = await resp.text()
-    assert resp.headers["Content-Security-Policy"] == (
-        "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; "
-        "frame-ancestors 'none'; base-uri 'none'")
+    csp = resp.headers["Content-Security-Policy"]
+    assert re.fullmatch("default-src 'none'; style-src 'sha256-[A-Za-z0-9+/]{43}='; "
+                        "form-action 'self'; frame-ancestors 'none'; base-uri 'none'", csp), csp
     assert resp.headers["Referrer-Policy"] == "no-referrer"
     assert resp.headers["X-Content-Type-Options"] == "nosniff"
     assert resp.headers["Cache-Control"] == "no-store"
@@ -345,9 +359,15 @@ async def test_one_click_without_a_list_suspends_all_mail(env: Env, store: Store
     assert [s.list_id for s in await store.suppressions_of(CAT)] == [None]
 
 
+def _form(token: str, action: str) -> bytes:
+    """A page action's body, with the form token the page gives it."""
+    return f"form={Tokens([SECRET]).form_token(token)}&action={action}".encode()
+
+
 async def _act(env: Env, token: str, action: str, lang: str = "en") -> str:
-    resp = await env.client.post(f"/u/{token}?lang={lang}", data=f"action={action}".encode(),
-                                 headers=URLENCODED, allow_redirects=False)
+    resp = await env.client.post(f"/u/{token}?lang={lang}", data=_form(token, action),
+                                 headers={**URLENCODED, "Sec-Fetch-Site": "same-origin"},
+                                 allow_redirects=False)
     assert resp.status == 200
     assert resp.headers["Content-Security-Policy"].startswith("default-src 'none'")
     return await resp.text()
@@ -451,3 +471,122 @@ async def test_simultaneous_one_clicks_make_one_change(env: Env, store: Store) -
     assert [r.status for r in answers] == [200] * 5
     entries = [h for h in await _history(store) if h.action == "suppression.add"]
     assert len(entries) == 1 and len(env.suspended) == 1
+
+
+# -- cross-site forms ----------------------------------------------------------------------
+
+
+async def test_page_forms_carry_a_form_token_bound_to_the_link(env: Env) -> None:
+    ann, bob = _unsub(), _unsub(BOB)
+    body = await (await env.client.get(f"/u/{ann}")).text()
+    forms = re.findall(r'<input type="hidden" name="form" value="([^"]+)">', body)
+    assert forms and set(forms) == {Tokens([SECRET]).form_token(ann)}
+    assert body.count("<form ") == len(forms)
+    assert Tokens([SECRET]).form_token(bob) != forms[0]
+
+
+def _refused_forms() -> dict[str, tuple[dict[str, str], str | None]]:
+    """name -> (headers, form value: None = the right one, "" = no form field)."""
+    return {
+        "no form token": ({}, ""),
+        "another link's form token": ({}, Tokens([SECRET]).form_token(_unsub(BOB))),
+        "a made-up form token": ({}, "AAAAAAAAAAAAAAAAAAAAAA"),
+        "cross-site": ({"Sec-Fetch-Site": "cross-site"}, None),
+        "same-site": ({"Sec-Fetch-Site": "same-site"}, None),
+        "another origin": ({"Origin": "https://evil.example"}, None),
+        "another origin, same path": ({"Origin": "http://127.0.0.2"}, None),
+    }
+
+
+@pytest.mark.parametrize("case", list(_refused_forms()))
+async def test_page_actions_from_elsewhere_are_refused(env: Env, store: Store,
+                                                       case: str) -> None:
+    headers, form = _refused_forms()[case]
+    token = _unsub()
+    value = Tokens([SECRET]).form_token(token) if form is None else form
+    before = await _snapshot(store)
+    for action in ("allow-tracking", "suspend-all", "resume"):
+        fields = f"form={value}&" if value else ""
+        resp = await env.client.post(f"/u/{token}", data=f"{fields}action={action}".encode(),
+                                     headers={**URLENCODED, **headers})
+        assert resp.status == 403, (case, await resp.text())
+    assert await _snapshot(store) == before
+    assert env.suspended == []
+
+
+@pytest.mark.parametrize("headers", [
+    {"Sec-Fetch-Site": "same-origin", "Origin": "null"},  # Chromium, Firefox, Safari
+    {"Sec-Fetch-Site": "none"},
+    {"Origin": "null"},  # a no-referrer page, older browsers
+    {},
+    {"Origin": "https://prefs.example.com"},  # public_url
+])
+async def test_page_actions_from_the_page_itself_work(store: Store,
+                                                      headers: dict[str, str]) -> None:
+    async with _env(store, public_url="https://prefs.example.com") as e:
+        token = _unsub()
+        resp = await e.client.post(f"/u/{token}", data=_form(token, "stop-tracking"),
+                                   headers={**URLENCODED, **headers})
+        assert resp.status == 200, await resp.text()
+        origin = f"http://{e.client.host}:{e.client.port}"
+        previous = f"form={Tokens([PREVIOUS]).form_token(token)}&action=allow-tracking"
+        resp = await e.client.post(f"/u/{token}", data=previous.encode(),  # key rotation
+                                   headers={**URLENCODED, "Origin": origin})
+        assert resp.status == 200, await resp.text()
+    assert [h.action for h in await _history(store) if h.actor == "web:recipient"] == [
+        "consent.set", "consent.set"]
+
+
+async def test_one_click_needs_no_form_token_and_comes_from_anywhere(env: Env,
+                                                                    store: Store) -> None:
+    resp = await env.client.post(f"/u/{_unsub()}", data=ONE_CLICK, headers={
+        **URLENCODED, "Sec-Fetch-Site": "cross-site", "Origin": "https://mail.example"})
+    assert resp.status == 200, await resp.text()
+    assert [s.list_id for s in await store.suppressions_of(ANN)] == [LIST]
+
+
+# -- a flood of bad tokens -----------------------------------------------------------------
+
+
+class _CountingStore:
+    """The real store, with every attribute looked up on it recorded."""
+
+    def __init__(self, inner: Store) -> None:
+        self.inner = inner
+        self.used: list[str] = []
+
+    def __getattr__(self, name: str) -> Any:
+        self.used.append(name)
+        return getattr(self.inner, name)
+
+
+async def test_a_flood_of_bad_tokens_never_reaches_the_store(store: Store) -> None:
+    counting = _CountingStore(store)
+    valid_open, valid_unsub = _open(), _unsub()
+    # Bad for both routes (each route's cross-purpose token is checked below).
+    bad = [t for name, t in (*_bad_variants(valid_unsub, valid_open, _unsub).items(),
+                             *_bad_variants(valid_open, valid_unsub, _open).items())
+           if name != "cross-purpose"]
+    bad += [secrets.token_urlsafe(n) for n in (1, 8, 40, 60, 80, 200, 1000) for _ in range(4)]
+    bad += ["A" * 2560, "A" * 2561, "%00", "%C3%A9" * 10, "..%2F", "a.b", "=" * 40]
+    async with _env(cast(Store, counting)) as e:
+        pixel = await e.client.get(f"/o/{valid_open}")
+        expected = (pixel.status, await pixel.read(), _pixel_headers(pixel))
+        await e.drain()
+        counting.used.clear()
+        for token in bad:
+            resp = await e.client.get(f"/o/{token}")
+            assert (resp.status, await resp.read(), _pixel_headers(resp)) == expected, token
+            assert (await e.client.head(f"/o/{token}")).status == 200
+            assert (await e.client.get(f"/u/{token}")).status == 404, token
+            resp = await e.client.post(f"/u/{token}", data=ONE_CLICK, headers=URLENCODED)
+            assert resp.status == 404, token
+            form = f"form={Tokens([SECRET]).form_token(token)}&action=allow-tracking"
+            resp = await e.client.post(f"/u/{token}", data=form.encode(), headers=URLENCODED)
+            assert resp.status == 404, token
+        resp = await e.client.get(f"/o/{valid_unsub}")
+        assert (resp.status, await resp.read(), _pixel_headers(resp)) == expected
+        assert (await e.client.get(f"/u/{valid_open}")).status == 404
+        assert e.app[OPEN_QUEUE].pending() == 0
+        await e.drain()
+    assert counting.used == []
