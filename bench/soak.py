@@ -283,8 +283,8 @@ def report(tallies: dict[str, Tally], samples: list[tuple[float, int]], delivere
         top = ", ".join(f"{k}: {v}" for k, v in tally.outcomes.most_common(6))
         print(f"  {name:<15} {tally.sent:>8} attempts   {top}")
     guesses = tallies["guessing"].outcomes
-    print(f"  guesses answered per second: {sum(guesses.values()) / duration:.2f} "
-          f"(accepted: {guesses['accepted!']})")
+    print(f"  passwords checked per second (535 answers): {guesses['535'] / duration:.2f}; "
+          f"refused unchecked (454): {guesses['454']}; accepted: {guesses['accepted!']}")
     warm = samples[max(1, len(samples) // 10)][1] if len(samples) > 1 else samples[0][1]
     last, peak = samples[-1][1], max(s[1] for s in samples)
     step = max(1, len(samples) // 12)

@@ -16,10 +16,8 @@ Memory is bounded: each address keeps at most ``limit`` times, an address
 whose newest failure left the window is forgotten, and past ``max_clients``
 addresses the one that failed least recently goes first.
 
-Addresses are grouped by :func:`client_key`: an IPv4 address on its own, an
-IPv6 address by its /64 (what one site is usually given, so the next address
-in the same network is no way around the limits), an IPv4-mapped IPv6 address
-as the IPv4 address it stands for.
+Addresses are grouped by :func:`~beacon_proxy.clientkey.client_key`: an IPv4
+address on its own, an IPv6 address by its /64.
 
 The clock is injectable (:class:`Clock`), so tests run on a fake one:
 
@@ -38,11 +36,12 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import ipaddress
 import time
 from typing import Protocol
 
-__all__ = ["AuthLimiter", "Clock", "FakeClock", "MonotonicClock", "client_key"]
+from beacon_proxy.clientkey import client_key
+
+__all__ = ["AuthLimiter", "Clock", "FakeClock", "MonotonicClock"]
 
 _FIRST_DELAY = 0.5  # seconds after one failure; doubles with each further one
 _MAX_CLIENTS = 10_000  # addresses remembered at once (each holds at most `limit` floats)
@@ -79,27 +78,6 @@ class FakeClock:
     async def sleep(self, seconds: float) -> None:
         self.slept.append(seconds)
         self.now_value += seconds
-
-
-def client_key(ip: str) -> str:
-    """The group a client address counts in: itself (IPv4), or its /64 (IPv6).
-
-    >>> client_key("192.0.2.7"), client_key("::ffff:192.0.2.7")
-    ('192.0.2.7', '192.0.2.7')
-    >>> client_key("2001:db8:1:2:aaaa::1") == client_key("2001:db8:1:2:bbbb::9")
-    True
-    >>> client_key("2001:db8:1:2::1"), client_key("not an address")
-    ('2001:db8:1:2::/64', 'not an address')
-    """
-    try:
-        addr = ipaddress.ip_address(ip)
-    except ValueError:
-        return ip
-    if isinstance(addr, ipaddress.IPv6Address):
-        if addr.ipv4_mapped is not None:
-            return str(addr.ipv4_mapped)
-        return str(ipaddress.IPv6Network((addr, 64), strict=False))
-    return str(addr)
 
 
 class AuthLimiter:

@@ -32,8 +32,8 @@ from aiosmtpd.smtp import MISSING, SMTP, Session
 
 from beacon_proxy import metrics
 from beacon_proxy.address import split_path
+from beacon_proxy.clientkey import client_key
 from beacon_proxy.smtpd.data import read_data
-from beacon_proxy.smtpd.limits import client_key
 from beacon_proxy.smtpd.policy import IpNetwork, relay_allowed
 from beacon_proxy.smtpd.replies import (
     MESSAGE_TOO_BIG,
@@ -77,7 +77,7 @@ class Connections:
     """The open connections of one server: limits, stopping flag, change notices.
 
     ``limit`` bounds all connections; ``per_client`` bounds those of one client
-    address (:func:`~beacon_proxy.smtpd.limits.client_key`) outside ``trusted``.
+    address (:func:`~beacon_proxy.clientkey.client_key`) outside ``trusted``.
     """
 
     def __init__(self, limit: int, per_client: int | None = None,

@@ -49,6 +49,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
+from beacon_proxy.clientkey import client_key
 from beacon_proxy.config import WebConfig
 from beacon_proxy.metrics import WEB_REFUSED
 from beacon_proxy.web.apibase import error_response
@@ -56,7 +57,7 @@ from beacon_proxy.web.forms import MAX_BODY
 from beacon_proxy.web.machines import ip_address
 
 __all__ = ["CLIENTS", "DEFAULT_CSP", "MAX_FIELD", "MAX_HEADERS", "MAX_LINE", "ClientAddress",
-           "Guard", "Rate", "TokenBuckets", "limit_key", "security_headers"]
+           "Guard", "Rate", "TokenBuckets", "security_headers"]
 
 CLIENTS = 20_000  # addresses remembered per route class
 # What aiohttp's request parser accepts (its defaults: 8190, 8190 and 128 headers); more
@@ -135,16 +136,6 @@ class ClientAddress:
         return str(current)
 
 
-def limit_key(client: str | None) -> str:
-    """The rate limit key of an address: itself, or its ``/64`` for IPv6."""
-    addr = ip_address(client)
-    if addr is None:
-        return client or ""
-    if isinstance(addr, ipaddress.IPv6Address):
-        return str(ipaddress.IPv6Network((addr, 64), strict=False))
-    return str(addr)
-
-
 @dataclass(frozen=True)
 class Rate:
     """A rate limit: ``per_second`` requests, ``burst`` at once after a quiet spell."""
@@ -185,7 +176,7 @@ class Guard:
         if route is None:
             return await self._bounded(request, handler, route)
         buckets = self._buckets.get(route)
-        wait = buckets.take(limit_key(client)) if buckets is not None else 0.0
+        wait = buckets.take(client_key(client)) if buckets is not None else 0.0
         if wait > 0:
             WEB_REFUSED.labels(route, "rate_limited").inc()
             return _too_many(route, wait)
