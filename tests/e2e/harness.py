@@ -209,6 +209,15 @@ class Proxy:
         self.proc.wait(10)
         self.proc.communicate()
 
+    def wait_events(self, name: str, count: int, timeout: float = 60.0) -> list[dict[str, Any]]:
+        """The ``name`` events once there are ``count`` of them: a line is written after
+        what it reports happened (a copy reaches the upstream before its ``delivered``)."""
+        def enough() -> list[dict[str, Any]]:
+            found = self.events(name)
+            return found if len(found) >= count else []
+
+        return wait_for(enough, timeout, f"{count} {name} log line(s)")
+
     def events(self, name: str | None = None) -> list[dict[str, Any]]:
         try:
             lines = self.log_path.read_text().splitlines()

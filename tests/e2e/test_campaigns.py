@@ -8,6 +8,7 @@ from refused copies, while the campaign banner, the same in every copy, stays.
 
 from __future__ import annotations
 
+import functools
 import secrets
 import string
 from pathlib import Path
@@ -75,6 +76,11 @@ retry_max = 3600
 """, upstream=upstream.port)
 
 
+def _judged_copies(node: Proxy) -> set[int]:
+    """How many copies the memory held when ``node`` judged each copy after the first."""
+    return {e["campaign_copies"] for e in node.events("delivered")} & set(range(2, 17))
+
+
 def _send_campaign(proxies: list[Proxy], n: int = 12) -> dict[str, str]:
     """Send ``n`` personalised copies (round robin over the nodes); recipient -> its id."""
     ids: dict[str, str] = {}
@@ -106,7 +112,7 @@ def test_twelve_personalised_copies_lose_the_hero_and_keep_the_banner(
     # The copy learned first (normally r0's) waited, and went once the second came.
     (waiting,) = proxy.events("waiting")
     assert waiting["campaign_copies"] == 1
-    delivered = {e["recipient"]: e for e in proxy.events("delivered")}
+    delivered = {e["recipient"]: e for e in proxy.wait_events("delivered", len(ids))}
     assert all(e["campaign_copies"] >= 2 and e.get("campaign_diffed") == 1
                for e in delivered.values())
     # One campaign for all twelve, whatever the merge fields in subject and body.
@@ -157,6 +163,7 @@ def test_two_nodes_on_one_postgresql_database_share_what_they_learn(
         copies = _copies(upstream, ids)
         assert len(_hero_kept(copies, ids)) == 1
         for node in nodes:
-            assert {e["campaign_copies"] for e in node.events("delivered")} & set(range(2, 17))
+            judged = functools.partial(_judged_copies, node)
+            wait_for(judged, what="a copy judged against the shared memory")
         for node in nodes:
             node.stop()

@@ -84,7 +84,7 @@ def test_refused_granted_and_suppressed_recipients_get_their_own_copy(
 
     (suppressed,) = proxy.events("suppressed")
     assert suppressed["recipient"] == "gone@example.net" and suppressed["queue_id"] == qid
-    delivered = {e["recipient"]: e for e in proxy.events("delivered")}
+    delivered = {e["recipient"]: e for e in proxy.wait_events("delivered", 3)}
     assert delivered["granted@example.net"]["policy"] == "granted"
     assert delivered["refused@example.net"]["policy"] == "refused"
     assert delivered["refused@example.net"]["beacons"] == 1

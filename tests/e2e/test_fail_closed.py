@@ -79,12 +79,13 @@ def test_every_renderable_message_reaches_refused_recipients_without_the_tracker
     assert leaks == {}
     assert all(b"\r\n" in data and b"\n" not in data.replace(b"\r\n", b"")
                for data in refused.values())  # LF-only mail leaves with CRLF
-    outcomes = {e["recipient"]: e for e in proxy.events("delivered")}
+    outcomes = {e["recipient"]: e for e in proxy.wait_events("delivered", 2 * len(cases))}
     assert outcomes  # each copy's outcome is logged
     metrics = proxy.metrics()
     for outcome in ("stripped", "unsigned", "fallback", "rewritten", "unmodified_granted"):
         assert f'beacon_proxy_copies_total{{outcome="{outcome}"}}' in metrics, outcome
-    fallbacks = [e for e in proxy.events("delivered") if e.get("outcome") == "fallback"]
+    fallbacks = [e for e in proxy.wait_events("delivered", 2 * len(cases))
+                 if e.get("outcome") == "fallback"]
     assert {e["recipient"] for e in fallbacks} == {REFUSED}
 
 

@@ -136,5 +136,5 @@ def test_a_consent_change_through_node_b_applies_on_node_a(
     (copy,) = wait_for(lambda: upstream.to("bob@example.org"), 60, "bob's copy")
     assert f"{PUBLIC}/o/".encode() in copy.data  # granted: the pixel points at our /o/
     assert PIXEL.encode() not in copy.data
-    (delivered,) = a.events("delivered")
+    (delivered,) = a.wait_events("delivered", 1)
     assert delivered["policy"] == "granted"
