@@ -31,6 +31,7 @@ import logging
 import os
 import signal
 import socket
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from beacon_proxy.config import Config, ConfigError, load_config
@@ -57,6 +58,9 @@ from beacon_proxy.smtpd.server import SmtpServer
 from beacon_proxy.spool.queue import Spool
 from beacon_proxy.tokens import Tokens, load_secrets
 from beacon_proxy.web.api import build_api
+
+if TYPE_CHECKING:  # imported when keys are configured (cryptography is slow to import)
+    from beacon_proxy.rewrite.dkim import DkimSigner
 from beacon_proxy.web.auth import ApiTokens
 from beacon_proxy.web.guard import Guard
 from beacon_proxy.web.recipient import RecipientSide
@@ -182,6 +186,12 @@ class Relay:
         self.campaigns = (CampaignDiffing(self.store, learn=camp.learn, hold=hold,
                                           expire=camp.expire) if camp.enabled else None)
         steps = copy_steps(cfg, self.tokens, hostname=self.hostname)
+        # The signing step, if any: SIGHUP gives it the keys the configuration names then.
+        self._signer: DkimSigner | None = None
+        if cfg.dkim.all_keys:
+            from beacon_proxy.rewrite.dkim import DkimSigner
+
+            self._signer = next((s for s in steps if isinstance(s, DkimSigner)), None)
         self.rewrite = BeaconStep(
             Engine(load_rules(allow=own)), self.tokens, public_url=cfg.web.public_url,
             hostname=self.hostname, analyse=analyse, steps=steps,
@@ -267,14 +277,21 @@ class Relay:
     def reload(self) -> None:
         """``SIGHUP``: read the configuration file again and apply what can change while
         running - the log settings (the log file is reopened, for logrotate), the token
-        secrets and the admin API tokens.  Other changes need a restart and are named in
+        secrets, the admin API tokens and the DKIM keys (when the relay signs: starting or
+        stopping to sign needs a restart).  Other changes need a restart and are named in
         the ``reloaded`` event; a configuration that does not load changes nothing."""
+        signer = self._signer
         try:
             cfg = load_config(self.cfg.source)
             secrets, _ = load_secrets(cfg.tokens, cfg.spool.path / "token.secret",
                                       shared_store=shared_store(cfg))
-            ApiTokens(cfg.api.tokens)  # both validated before anything changes
+            ApiTokens(cfg.api.tokens)  # all validated before anything changes
             Tokens(secrets)
+            keys = None
+            if signer is not None and cfg.dkim.all_keys:
+                from beacon_proxy.rewrite.dkim import load_keys
+
+                keys = load_keys(cfg.dkim)  # every key file read and checked
         except (ConfigError, OSError, ValueError) as exc:
             event("reload_failed", logging.ERROR, config=str(self.cfg.source), error=str(exc))
             return
@@ -282,11 +299,15 @@ class Relay:
         pseudonymize(pseudonym_key(secrets[0]) if cfg.log.pseudonymize else None)
         self.tokens.replace(secrets)
         self.api_tokens.replace(cfg.api.tokens)
-        live = ("log", "tokens", "api")
+        live: tuple[str, ...] = ("log", "tokens", "api")
+        if signer is not None and keys is not None:
+            signer.replace(keys)
+            live = (*live, "dkim")
         restart = sorted(f.name for f in dataclasses.fields(Config)
                          if f.name not in (*live, "source")
                          and getattr(cfg, f.name) != getattr(self.cfg, f.name))
-        self.cfg = dataclasses.replace(self.cfg, log=cfg.log, tokens=cfg.tokens, api=cfg.api)
+        self.cfg = dataclasses.replace(self.cfg, log=cfg.log, tokens=cfg.tokens, api=cfg.api,
+                                       dkim=cfg.dkim if "dkim" in live else self.cfg.dkim)
         event("reloaded", config=str(cfg.source) if cfg.source else None, applied=list(live),
               restart_needed=restart)
 

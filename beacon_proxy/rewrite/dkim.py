@@ -394,20 +394,33 @@ class DkimSigner:
 
     def __init__(self, keys: Iterable[SigningKey], *,
                  clock: Callable[[], float] = time.time, cache: int = 4) -> None:
-        self.keys = tuple(keys)
         self.clock = clock
         # The last message's original, parsed: every copy of a message shares the object.
         self._original: tuple[bytes, _Parsed] | None = None
         self._bodies = BodyHashes(cache)
-        self._by_domain: dict[str, tuple[SigningKey, ...]] = {}
-        for k in self.keys:
-            self._by_domain[k.domain] = (*self._by_domain.get(k.domain, ()), k)
+        self._keyring: tuple[tuple[SigningKey, ...], dict[str, tuple[SigningKey, ...]]]
+        self.replace(keys)
+
+    @property
+    def keys(self) -> tuple[SigningKey, ...]:
+        return self._keyring[0]
+
+    def replace(self, keys: Iterable[SigningKey]) -> None:
+        """Sign with ``keys`` from now on (``SIGHUP``: a key rotation without a restart).
+        One assignment: a copy being signed in another thread takes the old set or the
+        new one, never half of each."""
+        keys = tuple(keys)
+        by_domain: dict[str, tuple[SigningKey, ...]] = {}
+        for k in keys:
+            by_domain[k.domain] = (*by_domain.get(k.domain, ()), k)
+        self._keyring = (keys, by_domain)
 
     def keys_for(self, domain: str) -> tuple[SigningKey, ...]:
         """The keys of ``domain`` or of its closest configured parent."""
         labels = domain.split(".")
+        by_domain = self._keyring[1]
         for i in range(len(labels)):
-            keys = self._by_domain.get(".".join(labels[i:]))
+            keys = by_domain.get(".".join(labels[i:]))
             if keys:
                 return keys
         return ()

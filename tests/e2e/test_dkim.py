@@ -12,6 +12,7 @@ fast path).
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -37,13 +38,17 @@ def key() -> SigningKey:
                                                                  key_size=2048))
 
 
-@pytest.fixture
-def proxy(tmp_path: Path, upstream: Upstream, key: SigningKey) -> Iterator[Proxy]:
-    path = tmp_path / "dkim.pem"
+def _write_key(path: Path, key: SigningKey) -> None:
     path.write_bytes(key.private.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption()))
     path.chmod(0o600)
+
+
+@pytest.fixture
+def proxy(tmp_path: Path, upstream: Upstream, key: SigningKey) -> Iterator[Proxy]:
+    path = tmp_path / "dkim.pem"
+    _write_key(path, key)
     p = Proxy(tmp_path, f"""
 [dkim]
 domain = "{DOMAIN}"
@@ -129,3 +134,26 @@ def test_a_bad_key_file_stops_serve(tmp_path: Path) -> None:
     assert len(lines) == 1, lines
     assert "configuration error: dkim.private_key_file:" in lines[0]
     assert "not a PEM private key" in lines[0]
+
+
+def test_sighup_rotates_the_key_without_a_restart(proxy: Proxy, upstream: Upstream,
+                                                  tmp_path: Path, key: SigningKey) -> None:
+    """A new selector and key file in the configuration, then SIGHUP: the next copy is
+    signed with the new key, by the same process."""
+    new = SigningKey(DOMAIN, "e2e2027", rsa.generate_private_key(public_exponent=65537,
+                                                                 key_size=2048))
+    new_file = tmp_path / "dkim-2027.pem"
+    _write_key(new_file, new)
+    proxy.config_path.write_text(proxy.config_path.read_text()
+                                 .replace(SELECTOR, new.selector)
+                                 .replace(str(tmp_path / "dkim.pem"), str(new_file)))
+    assert proxy.proc is not None
+    pid = proxy.proc.pid
+    proxy.proc.send_signal(signal.SIGHUP)
+    (reloaded,) = wait_for(lambda: proxy.events("reloaded"), 30, "the reload")
+    assert "dkim" in reloaded["applied"] and "dkim" not in reloaded["restart_needed"]
+    proxy.send("news@sender.example", ["ann@example.org"], newsletter("Rotated"))
+    data, event = _delivered(proxy, upstream, "ann@example.org")
+    assert event["dkim"] == f"signed d={DOMAIN} s={new.selector}"
+    assert _verify(data, new) and not _verify(data, key)
+    assert proxy.proc.pid == pid and proxy.proc.poll() is None
