@@ -7,7 +7,8 @@ process: what one node commits, every node reads on its next lookup.
 
 The URL is passed to asyncpg as it is: ``postgresql://user@host:5432/db``,
 ``postgresql:///db?host=/run/postgresql``; other query parameters
-(``?search_path=beacon``) become server settings.
+(``?search_path=beacon``) become server settings.  Every session runs at READ
+COMMITTED whatever the database's or role's default isolation level.
 """
 
 from __future__ import annotations
@@ -26,6 +27,9 @@ from beacon_proxy.consent.sqlstore import SqlStore
 __all__ = ["PostgresStore"]
 
 _CONNECTION_LOST = (OSError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError)
+#: The writes are written for READ COMMITTED (PostgreSQL's default): a database or role
+#: set to another default isolation would make them fail with serialization errors.
+_SESSION = {"default_transaction_isolation": "read committed"}
 
 
 def _error(exc: Exception) -> StoreError:
@@ -94,7 +98,7 @@ class PostgresStore(SqlStore):
         try:
             self._pool = await asyncpg.create_pool(
                 self.url, min_size=1, max_size=self.pool_size, timeout=self.timeout,
-                command_timeout=self.timeout * 10)
+                command_timeout=self.timeout * 10, server_settings=_SESSION)
         except (asyncpg.PostgresError, ValueError, *_CONNECTION_LOST) as exc:
             raise StoreUnavailable(f"cannot connect to PostgreSQL: {exc}") from exc
 
