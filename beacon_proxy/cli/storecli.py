@@ -157,6 +157,8 @@ def run(coro: Awaitable[T]) -> T:
         raise CliError(str(exc)) from None
     except StoreError as exc:
         raise CliError(f"consent store: {exc}") from None
+    except BrokenPipeError:
+        raise  # the reader went away (``| head``): main() ends quietly
     except OSError as exc:
         raise CliError(f"{exc.filename or ''}{': ' if exc.filename else ''}"
                        f"{exc.strerror or exc}") from None
