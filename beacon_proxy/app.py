@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import errno
 import functools
 import ipaddress
 import logging
@@ -68,7 +69,8 @@ from beacon_proxy.web.server import (
     build_public_app,
 )
 
-__all__ = ["Relay", "copy_steps", "is_loopback_host", "run", "shared_store", "start_warnings"]
+__all__ = ["ListenError", "Relay", "check_listeners", "copy_steps", "is_loopback_host", "run",
+           "shared_store", "start_warnings"]
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +110,39 @@ def is_loopback_host(host: str) -> bool:
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         ip = ip.ipv4_mapped
     return ip.is_loopback
+
+
+class ListenError(OSError):
+    """A configured listener's address cannot be taken; its text names the key."""
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
+def check_listeners(cfg: Config) -> None:
+    """Bind (without listening) every configured listener's address once, before
+    anything is created: a port in use (or a privileged one) is said first, naming the
+    key, instead of after the spool and the store were set up and torn down again.
+    Binds as the servers do (``SO_REUSEADDR``), so only a listening socket blocks it."""
+    listeners = [("smtp.listen", cfg.smtp.listen), ("web.listen", cfg.web.listen)]
+    if cfg.web.admin_listen is not None:
+        listeners.append(("web.admin_listen", cfg.web.admin_listen))
+    for key, endpoint in listeners:
+        if endpoint.port == 0:
+            continue  # any free port
+        try:
+            infos = socket.getaddrinfo(endpoint.host or None, endpoint.port,
+                                       type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+            for family, kind, proto, _, address in infos:
+                with socket.socket(family, kind, proto) as sock:
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                    if family == socket.AF_INET6:
+                        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                    sock.bind(address)
+        except OSError as exc:
+            reason = ("address already in use" if exc.errno == errno.EADDRINUSE
+                      else str(exc.strerror or exc).lower())
+            raise ListenError(exc.errno or 0, f"{key} {endpoint}: {reason}") from None
 
 
 def start_warnings(cfg: Config) -> list[tuple[str, str]]:
@@ -312,7 +347,8 @@ class Relay:
 
 
 async def run(cfg: Config) -> None:
-    """Run until SIGTERM or SIGINT, then stop cleanly."""
+    """Run until SIGTERM or SIGINT, then stop cleanly (``beacon-proxy serve`` calls
+    :func:`check_listeners` first)."""
     relay = Relay(cfg)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
