@@ -60,6 +60,7 @@ __all__ = [
     "WebConfig",
     "environment_keys",
     "find_config",
+    "is_token_name",
     "load_config",
 ]
 
@@ -475,6 +476,12 @@ def _auth_users(key: str, v: Any) -> dict[str, str]:
     return users
 
 
+def is_token_name(name: str) -> bool:
+    """Whether ``name`` may name an ``[api.tokens]`` entry: letters, digits, ``- _ .``,
+    at most 64 characters."""
+    return bool(name) and all(c.isalnum() or c in "-_." for c in name) and len(name) <= 64
+
+
 def _api_tokens(key: str, v: Any) -> dict[str, str]:
     from beacon_proxy.web.auth import is_token_hash
 
@@ -482,7 +489,7 @@ def _api_tokens(key: str, v: Any) -> dict[str, str]:
         raise ConfigError(key, 'expected a table of name = "sha256:..." token hashes')
     tokens: dict[str, str] = {}
     for name, hashed in v.items():
-        if not name or not all(c.isalnum() or c in "-_." for c in name) or len(name) > 64:
+        if not is_token_name(name):
             raise ConfigError(f"{key}.{name}", "token names are letters, digits, - _ and .")
         h = _str(f"{key}.{name}", hashed)
         if not is_token_hash(h):

@@ -26,6 +26,9 @@ from beacon_proxy.spool.queue import QueueEntry, Spool, SpoolCorruptError
 __all__ = ["entry_to_dict", "register"]
 
 
+_ID_HELP = "a queue id, as `queue list` shows it and the log's queue_id field has it"
+
+
 def register(sub: Any) -> None:
     p: argparse.ArgumentParser = sub.add_parser(
         "queue", help="inspect the delivery queue", description="Inspect the delivery queue.")
@@ -35,18 +38,18 @@ def register(sub: Any) -> None:
     add_config_option(lst)
     lst.set_defaults(handler=_with_spool(_list))
     show = qsub.add_parser("show", help="show one queued message")
-    show.add_argument("queue_id", metavar="ID")
+    show.add_argument("queue_id", metavar="ID", help=_ID_HELP)
     show.add_argument("--json", action="store_true", help="print one JSON object")
     add_config_option(show)
     show.set_defaults(handler=_with_spool(_show))
     retry = qsub.add_parser("retry", help="retry deferred mail now")
     which = retry.add_mutually_exclusive_group(required=True)
-    which.add_argument("queue_id", metavar="ID", nargs="?")
+    which.add_argument("queue_id", metavar="ID", nargs="?", help=_ID_HELP)
     which.add_argument("--all", action="store_true", help="every deferred message")
     add_config_option(retry)
     retry.set_defaults(handler=_with_spool(_retry))
     delete = qsub.add_parser("delete", help="remove a message from the queue (no bounce)")
-    delete.add_argument("queue_id", metavar="ID")
+    delete.add_argument("queue_id", metavar="ID", help=_ID_HELP)
     add_config_option(delete)
     delete.set_defaults(handler=_with_spool(_delete))
 

@@ -242,7 +242,8 @@ def add_import_export(csub: Any, kind: Kind, header: str) -> None:
     """The ``import`` and ``export`` actions of ``consent`` and ``suppress``."""
     i: argparse.ArgumentParser = csub.add_parser(
         "import", help=f"import a CSV file ({header}); all rows or none")
-    i.add_argument("file", metavar="FILE.csv", type=Path)
+    i.add_argument("file", metavar="FILE.csv", type=Path,
+                   help=f"a CSV file with the header {header} (see docs/consent.md)")
     i.add_argument("--dry-run", action="store_true", help="validate only; change nothing")
     i.add_argument("--source", help="source recorded for the rows (default: csv:FILE name)")
     add_common(i)

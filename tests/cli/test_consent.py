@@ -52,6 +52,14 @@ def test_get_an_unknown_recipient_shows_the_default(config: Path, capsys: Cap) -
     assert (got["beacons"], got["effective"], got["suppressions"]) == ("unknown", "refused", [])
 
 
+def test_get_json_of_an_unknown_recipient_names_the_address(config: Path, capsys: Cap) -> None:
+    config.write_text(config.read_text() + '[policy]\nunknown = "granted"\n')
+    assert main(["consent", "get", " New@Example.ORG ", "--json"]) == 0
+    got = json.loads(capsys.readouterr().out)
+    assert (got["address"], got["beacons"], got["effective"]) == (
+        "New@example.org", "unknown", "granted")
+
+
 def test_bad_input_is_one_line_and_nonzero(config: Path, capsys: Cap) -> None:
     assert main(["consent", "set", "nobody", "--beacons", "granted"]) == 1
     err = capsys.readouterr().err
