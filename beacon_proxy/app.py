@@ -69,8 +69,8 @@ from beacon_proxy.web.server import (
     build_public_app,
 )
 
-__all__ = ["ListenError", "Relay", "check_listeners", "copy_steps", "is_loopback_host", "run",
-           "shared_store", "start_warnings"]
+__all__ = ["ListenError", "Relay", "check_listeners", "copy_steps", "is_loopback_host",
+           "open_networks", "run", "shared_store", "start_warnings"]
 
 log = logging.getLogger(__name__)
 
@@ -145,9 +145,33 @@ def check_listeners(cfg: Config) -> None:
             raise ListenError(exc.errno or 0, f"{key} {endpoint}: {reason}") from None
 
 
+#: Address space that is not the internet's: an allow_networks entry inside one is local.
+_LOCAL_NETWORKS = tuple(ipaddress.ip_network(n) for n in (
+    "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "127.0.0.0/8", "169.254.0.0/16",
+    "100.64.0.0/10", "fc00::/7", "fe80::/10", "::1/128"))
+#: Shorter prefixes than these, outside the local space, open the relay to a large part
+#: of the internet (more than a /16 of IPv4, a /32 of IPv6: an ISP's allocation).
+_WIDE_PREFIX = {4: 16, 6: 32}
+
+
+def open_networks(cfg: Config) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    """The ``[smtp] allow_networks`` entries that let a large part of the internet relay
+    without AUTH (``0.0.0.0/0``, ``::/0``, any public network wider than a /16 or a /32)."""
+    return [n for n in cfg.smtp.allow_networks
+            if n.prefixlen < _WIDE_PREFIX[n.version]
+            and not any(n.version == local.version and n.subnet_of(local)  # type: ignore[arg-type]
+                        for local in _LOCAL_NETWORKS)]
+
+
 def start_warnings(cfg: Config) -> list[tuple[str, str]]:
     """``(key, message)`` for settings that start but are probably wrong."""
     out: list[tuple[str, str]] = []
+    wide = open_networks(cfg)
+    if wide:
+        out.append(("smtp.allow_networks",
+                    f"smtp.allow_networks includes {', '.join(map(str, wide))}: every client "
+                    "there relays without AUTH, an open relay for a large part of the "
+                    "internet; list your own senders' networks only"))
     public_host = urlsplit(cfg.web.public_url).hostname or ""
     if is_loopback_host(public_host) and not is_loopback_host(cfg.smtp.listen.host):
         out.append(("web.public_url",

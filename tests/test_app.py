@@ -80,6 +80,24 @@ def test_defaults_start_without_warnings() -> None:
     assert start_warnings(load_config(None, environ={})) == []
 
 
+@pytest.mark.parametrize(("networks", "named"), [
+    (["0.0.0.0/0"], ["0.0.0.0/0"]),
+    (["::/0", "127.0.0.0/8"], ["::/0"]),
+    (["10.0.0.0/8", "192.0.2.0/24", "2001:db8::/48", "fd00::/8"], []),
+    (["198.51.100.0/22", "2001:db8::/32", "8.0.0.0/8"], ["8.0.0.0/8"]),
+])
+def test_an_allow_network_open_to_the_internet_warns(tmp_path: Path, networks: list[str],
+                                                      named: list[str]) -> None:
+    listed = ", ".join(f'"{n}"' for n in networks)
+    warnings = dict(start_warnings(_config(tmp_path, f"[smtp]\nallow_networks = [{listed}]\n")))
+    if not named:
+        assert "smtp.allow_networks" not in warnings
+        return
+    message = warnings["smtp.allow_networks"]
+    assert message.startswith(f"smtp.allow_networks includes {', '.join(named)}: ")
+    assert "open relay" in message
+
+
 def test_the_proxys_own_pixel_is_allowed_in_the_engine_and_the_workers(tmp_path: Path) -> None:
     cfg = _config(tmp_path, f'[store]\nurl = "sqlite:///{tmp_path}/consent.db"\n'
                             '[web]\npublic_url = "https://links.example.org/bp"\n')
