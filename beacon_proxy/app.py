@@ -32,6 +32,8 @@ import logging
 import os
 import signal
 import socket
+from collections.abc import Iterable
+from pathlib import Path
 from urllib.parse import urlsplit
 
 from beacon_proxy.config import Config, ConfigError, load_config
@@ -69,8 +71,9 @@ from beacon_proxy.web.server import (
     build_public_app,
 )
 
-__all__ = ["ListenError", "Relay", "check_listeners", "copy_steps", "is_loopback_host",
-           "open_networks", "run", "shared_store", "start_warnings"]
+__all__ = ["ListenError", "Relay", "best_hostname", "check_listeners", "copy_steps",
+           "is_loopback_host", "local_hostname", "open_networks", "run", "shared_store",
+           "start_warnings"]
 
 log = logging.getLogger(__name__)
 
@@ -163,9 +166,49 @@ def open_networks(cfg: Config) -> list[ipaddress.IPv4Network | ipaddress.IPv6Net
                         for local in _LOCAL_NETWORKS)]
 
 
-def start_warnings(cfg: Config) -> list[tuple[str, str]]:
-    """``(key, message)`` for settings that start but are probably wrong."""
+def _loopback_name(name: str) -> bool:
+    """A name of this machine that only this machine understands (``localhost``,
+    ``localhost.localdomain``, 127.0.0.1, ``::1``)."""
+    return is_loopback_host(name) or name.lower().startswith("localhost.")
+
+
+def best_hostname(candidates: Iterable[str]) -> str:
+    """The best of the names a machine has: the first fully qualified one that is not
+    a loopback name, else the first that is not a loopback name, else ``localhost``.
+
+    >>> best_hostname(["localhost", "mail", "mail.example.org"])
+    'mail.example.org'
+    """
+    names = [n.strip().rstrip(".") for n in candidates if n and n.strip()]
+    usable = [n for n in names if not _loopback_name(n)]
+    return next((n for n in usable if "." in n), usable[0] if usable else "localhost")
+
+
+def local_hostname() -> str:
+    """The machine's name for an empty ``[smtp] hostname``: the best of the canonical
+    name of ``gethostname()`` (what ``hostname -f`` prints), ``socket.getfqdn()`` (which
+    gives ``localhost`` when /etc/hosts maps the name to 127.0.0.1 first),
+    ``gethostname()`` and ``/etc/hostname``."""
+    candidates: list[str] = []
+    name = socket.gethostname()
+    with contextlib.suppress(OSError):
+        candidates += [info[3] for info in socket.getaddrinfo(
+            name, None, type=socket.SOCK_STREAM, flags=socket.AI_CANONNAME)[:1]]
+    candidates += [socket.getfqdn(), name]
+    with contextlib.suppress(OSError, UnicodeDecodeError):
+        candidates.append(Path("/etc/hostname").read_text("utf-8"))
+    return best_hostname(candidates)
+
+
+def start_warnings(cfg: Config, hostname: str | None = None) -> list[tuple[str, str]]:
+    """``(key, message)`` for settings that start but are probably wrong (``hostname``:
+    the name the relay uses, when it is known)."""
     out: list[tuple[str, str]] = []
+    if hostname is not None and (_loopback_name(hostname) or "." not in hostname):
+        out.append(("smtp.hostname",
+                    f"the relay calls itself {hostname!r} (in EHLO, Received headers and "
+                    "bounces): receiving servers may refuse mail from a host that is not a "
+                    "fully qualified public name; set smtp.hostname"))
     wide = open_networks(cfg)
     if wide:
         out.append(("smtp.allow_networks",
@@ -218,7 +261,7 @@ class Relay:
         # Kept, for the web side (the open and preference endpoints verify with it).
         self.tokens = Tokens(secrets)
         pseudonymize(pseudonym_key(secrets[0]) if cfg.log.pseudonymize else None)
-        self.hostname = cfg.smtp.hostname or socket.getfqdn()
+        self.hostname = cfg.smtp.hostname or local_hostname()
         self.spool = Spool(cfg.spool.path)
         # Analysis runs in worker processes under a CPU budget: one message can neither
         # hold the event loop (C regex calls keep the GIL) nor run for ever.
@@ -317,7 +360,7 @@ class Relay:
             event("notice", logging.WARNING, key="tokens.secret",
                   message="no [tokens] secret configured: using a generated one kept in the "
                   "spool; nodes behind one load balancer must share a configured secret")
-        for key, message in start_warnings(self.cfg):
+        for key, message in start_warnings(self.cfg, self.hostname):
             event("notice", logging.WARNING, key=key, message=message)
         if up.kind == "maildir":
             event("notice", logging.WARNING,
