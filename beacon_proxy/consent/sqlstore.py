@@ -78,8 +78,9 @@ class SqlStore(SqlEvents, SqlForwards, SqlCampaigns):
         default = Decision(self.unknown.value)
         by_key: dict[str, Decision] = {}
         for r in rows:
-            if r["suppressed"]:
-                by_key[r["key"]] = Decision.SUPPRESSED
+            if r["suppressed"] is not None:  # '' for every list, else the list id
+                by_key[r["key"]] = (Decision.SUPPRESSED if r["suppressed"] == ""
+                                    else Decision.SUPPRESSED_LIST)
             elif r["beacons"] in (Beacons.GRANTED, Beacons.REFUSED):
                 by_key[r["key"]] = Decision(r["beacons"])
             else:

@@ -27,9 +27,10 @@ SELECT value FROM store_meta WHERE name = $1;
 
 -- name: decisions
 -- $1 keys, $2 their hashes (parallel arrays), $3 the list id ('' for none).
+-- suppressed: NULL (none), '' (for every list: it sorts first) or the list id.
 SELECT k.key AS key, r.beacons AS beacons,
-       EXISTS (SELECT 1 FROM suppressions s
-               WHERE s.key_hash = k.hash AND s.list_id IN ('', $3::text)) AS suppressed
+       (SELECT MIN(s.list_id) FROM suppressions s
+        WHERE s.key_hash = k.hash AND s.list_id IN ('', $3::text)) AS suppressed
 FROM unnest($1::text[], $2::text[]) AS k(key, hash)
 LEFT JOIN recipients AS r ON r.key = k.key;
 

@@ -28,10 +28,11 @@ SELECT value FROM store_meta WHERE name = ?1;
 -- name: decisions
 -- ?1 keys, ?2 their hashes (parallel JSON arrays), ?3 the list id ('' for none).
 -- The hash is picked by position: a join of two json_each tables would scan n x n.
+-- suppressed: NULL (none), '' (for every list: it sorts first) or the list id.
 SELECT k.value AS key, r.beacons AS beacons,
-       EXISTS (SELECT 1 FROM suppressions s
-               WHERE s.key_hash = json_extract(?2, '$[' || k.key || ']')
-                 AND s.list_id IN ('', ?3)) AS suppressed
+       (SELECT MIN(s.list_id) FROM suppressions s
+        WHERE s.key_hash = json_extract(?2, '$[' || k.key || ']')
+          AND s.list_id IN ('', ?3)) AS suppressed
 FROM json_each(?1) AS k
 LEFT JOIN recipients AS r ON r.key = k.value;
 
