@@ -155,3 +155,15 @@ def test_help(capsys: Cap) -> None:
             main(args)
         assert info.value.code == 0
     assert "--config" in capsys.readouterr().out
+
+
+def test_reimport_says_how_many_rows_changed(config: Path, tmp_path: Path,
+                                             capsys: Cap) -> None:
+    rows = tmp_path / "c.csv"
+    rows.write_text("address,beacons,source\na@example.org,granted,\nb@example.org,refused,\n")
+    assert main(["consent", "import", str(rows)]) == 0
+    assert "imported 2 rows, 2 changed" in capsys.readouterr().out
+    assert main(["consent", "import", str(rows)]) == 0
+    assert "imported 2 rows, 0 changed" in capsys.readouterr().out
+    assert main(["consent", "history", "a@example.org", "--json"]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 1  # one audit entry, not two

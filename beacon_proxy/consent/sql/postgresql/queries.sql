@@ -38,7 +38,7 @@ LEFT JOIN recipients AS r ON r.key = k.key;
 SELECT address, beacons, source, actor, updated_at FROM recipients WHERE key = $1;
 
 -- name: consent-states
-SELECT key, beacons FROM recipients WHERE key = ANY($1::text[]);
+SELECT key, address, beacons, source FROM recipients WHERE key = ANY($1::text[]);
 
 -- name: upsert-consent
 INSERT INTO recipients (key, address, beacons, source, actor, updated_at)
@@ -61,7 +61,7 @@ SELECT id, address, list_id, reason, source, actor, created_at, forgotten_at
 FROM suppressions WHERE key_hash = $1 ORDER BY list_id COLLATE "C";
 
 -- name: suppression-keys
-SELECT key_hash, list_id FROM suppressions WHERE key_hash = ANY($1::text[]);
+SELECT key_hash, list_id, address, reason, source FROM suppressions WHERE key_hash = ANY($1::text[]);
 
 -- name: upsert-suppression
 INSERT INTO suppressions (key_hash, list_id, address, reason, source, actor, created_at)

@@ -40,7 +40,7 @@ LEFT JOIN recipients AS r ON r.key = k.value;
 SELECT address, beacons, source, actor, updated_at FROM recipients WHERE key = ?1;
 
 -- name: consent-states
-SELECT key, beacons FROM recipients WHERE key IN (SELECT value FROM json_each(?1));
+SELECT key, address, beacons, source FROM recipients WHERE key IN (SELECT value FROM json_each(?1));
 
 -- name: upsert-consent
 INSERT INTO recipients (key, address, beacons, source, actor, updated_at)
@@ -63,7 +63,7 @@ SELECT id, address, list_id, reason, source, actor, created_at, forgotten_at
 FROM suppressions WHERE key_hash = ?1 ORDER BY list_id;
 
 -- name: suppression-keys
-SELECT key_hash, list_id FROM suppressions WHERE key_hash IN (SELECT value FROM json_each(?1));
+SELECT key_hash, list_id, address, reason, source FROM suppressions WHERE key_hash IN (SELECT value FROM json_each(?1));
 
 -- name: upsert-suppression
 INSERT INTO suppressions (key_hash, list_id, address, reason, source, actor, created_at)
