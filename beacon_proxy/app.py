@@ -25,12 +25,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import errno
 import functools
 import ipaddress
 import logging
 import os
 import signal
 import socket
+from collections.abc import Iterable
+from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
@@ -72,7 +75,9 @@ from beacon_proxy.web.server import (
     build_public_app,
 )
 
-__all__ = ["Relay", "copy_steps", "is_loopback_host", "run", "shared_store", "start_warnings"]
+__all__ = ["ListenError", "Relay", "best_hostname", "check_listeners", "copy_steps",
+           "is_loopback_host", "local_hostname", "open_networks", "run", "shared_store",
+           "start_warnings"]
 
 log = logging.getLogger(__name__)
 
@@ -114,9 +119,106 @@ def is_loopback_host(host: str) -> bool:
     return ip.is_loopback
 
 
-def start_warnings(cfg: Config) -> list[tuple[str, str]]:
-    """``(key, message)`` for settings that start but are probably wrong."""
+class ListenError(OSError):
+    """A configured listener's address cannot be taken; its text names the key."""
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
+def check_listeners(cfg: Config) -> None:
+    """Bind (without listening) every configured listener's address once, before
+    anything is created: a port in use (or a privileged one) is said first, naming the
+    key, instead of after the spool and the store were set up and torn down again.
+    Binds as the servers do (``SO_REUSEADDR``), so only a listening socket blocks it."""
+    listeners = [("smtp.listen", cfg.smtp.listen), ("web.listen", cfg.web.listen)]
+    if cfg.web.admin_listen is not None:
+        listeners.append(("web.admin_listen", cfg.web.admin_listen))
+    for key, endpoint in listeners:
+        if endpoint.port == 0:
+            continue  # any free port
+        try:
+            infos = socket.getaddrinfo(endpoint.host or None, endpoint.port,
+                                       type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+            for family, kind, proto, _, address in infos:
+                with socket.socket(family, kind, proto) as sock:
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                    if family == socket.AF_INET6:
+                        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                    sock.bind(address)
+        except OSError as exc:
+            reason = ("address already in use" if exc.errno == errno.EADDRINUSE
+                      else str(exc.strerror or exc).lower())
+            raise ListenError(exc.errno or 0, f"{key} {endpoint}: {reason}") from None
+
+
+#: Address space that is not the internet's: an allow_networks entry inside one is local.
+_LOCAL_NETWORKS = tuple(ipaddress.ip_network(n) for n in (
+    "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "127.0.0.0/8", "169.254.0.0/16",
+    "100.64.0.0/10", "fc00::/7", "fe80::/10", "::1/128"))
+#: Shorter prefixes than these, outside the local space, open the relay to a large part
+#: of the internet (more than a /16 of IPv4, a /32 of IPv6: an ISP's allocation).
+_WIDE_PREFIX = {4: 16, 6: 32}
+
+
+def open_networks(cfg: Config) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    """The ``[smtp] allow_networks`` entries that let a large part of the internet relay
+    without AUTH (``0.0.0.0/0``, ``::/0``, any public network wider than a /16 or a /32)."""
+    return [n for n in cfg.smtp.allow_networks
+            if n.prefixlen < _WIDE_PREFIX[n.version]
+            and not any(n.version == local.version and n.subnet_of(local)  # type: ignore[arg-type]
+                        for local in _LOCAL_NETWORKS)]
+
+
+def _loopback_name(name: str) -> bool:
+    """A name of this machine that only this machine understands (``localhost``,
+    ``localhost.localdomain``, 127.0.0.1, ``::1``)."""
+    return is_loopback_host(name) or name.lower().startswith("localhost.")
+
+
+def best_hostname(candidates: Iterable[str]) -> str:
+    """The best of the names a machine has: the first fully qualified one that is not
+    a loopback name, else the first that is not a loopback name, else ``localhost``.
+
+    >>> best_hostname(["localhost", "mail", "mail.example.org"])
+    'mail.example.org'
+    """
+    names = [n.strip().rstrip(".") for n in candidates if n and n.strip()]
+    usable = [n for n in names if not _loopback_name(n)]
+    return next((n for n in usable if "." in n), usable[0] if usable else "localhost")
+
+
+def local_hostname() -> str:
+    """The machine's name for an empty ``[smtp] hostname``: the best of the canonical
+    name of ``gethostname()`` (what ``hostname -f`` prints), ``socket.getfqdn()`` (which
+    gives ``localhost`` when /etc/hosts maps the name to 127.0.0.1 first),
+    ``gethostname()`` and ``/etc/hostname``."""
+    candidates: list[str] = []
+    name = socket.gethostname()
+    with contextlib.suppress(OSError):
+        candidates += [info[3] for info in socket.getaddrinfo(
+            name, None, type=socket.SOCK_STREAM, flags=socket.AI_CANONNAME)[:1]]
+    candidates += [socket.getfqdn(), name]
+    with contextlib.suppress(OSError, UnicodeDecodeError):
+        candidates.append(Path("/etc/hostname").read_text("utf-8"))
+    return best_hostname(candidates)
+
+
+def start_warnings(cfg: Config, hostname: str | None = None) -> list[tuple[str, str]]:
+    """``(key, message)`` for settings that start but are probably wrong (``hostname``:
+    the name the relay uses, when it is known)."""
     out: list[tuple[str, str]] = []
+    if hostname is not None and (_loopback_name(hostname) or "." not in hostname):
+        out.append(("smtp.hostname",
+                    f"the relay calls itself {hostname!r} (in EHLO, Received headers and "
+                    "bounces): receiving servers may refuse mail from a host that is not a "
+                    "fully qualified public name; set smtp.hostname"))
+    wide = open_networks(cfg)
+    if wide:
+        out.append(("smtp.allow_networks",
+                    f"smtp.allow_networks includes {', '.join(map(str, wide))}: every client "
+                    "there relays without AUTH, an open relay for a large part of the "
+                    "internet; list your own senders' networks only"))
     public_host = urlsplit(cfg.web.public_url).hostname or ""
     if is_loopback_host(public_host) and not is_loopback_host(cfg.smtp.listen.host):
         out.append(("web.public_url",
@@ -163,7 +265,7 @@ class Relay:
         # Kept, for the web side (the open and preference endpoints verify with it).
         self.tokens = Tokens(secrets)
         pseudonymize(pseudonym_key(secrets[0]) if cfg.log.pseudonymize else None)
-        self.hostname = cfg.smtp.hostname or socket.getfqdn()
+        self.hostname = cfg.smtp.hostname or local_hostname()
         self.spool = Spool(cfg.spool.path)
         # Analysis runs in worker processes under a CPU budget: one message can neither
         # hold the event loop (C regex calls keep the GIL) nor run for ever.
@@ -268,7 +370,7 @@ class Relay:
             event("notice", logging.WARNING, key="tokens.secret",
                   message="no [tokens] secret configured: using a generated one kept in the "
                   "spool; nodes behind one load balancer must share a configured secret")
-        for key, message in start_warnings(self.cfg):
+        for key, message in start_warnings(self.cfg, self.hostname):
             event("notice", logging.WARNING, key=key, message=message)
         if up.kind == "maildir":
             event("notice", logging.WARNING,
@@ -333,7 +435,8 @@ class Relay:
 
 
 async def run(cfg: Config) -> None:
-    """Run until SIGTERM or SIGINT, then stop cleanly."""
+    """Run until SIGTERM or SIGINT, then stop cleanly (``beacon-proxy serve`` calls
+    :func:`check_listeners` first)."""
     relay = Relay(cfg)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -60,6 +60,7 @@ __all__ = [
     "WebConfig",
     "environment_keys",
     "find_config",
+    "is_token_name",
     "load_config",
 ]
 
@@ -475,6 +476,12 @@ def _auth_users(key: str, v: Any) -> dict[str, str]:
     return users
 
 
+def is_token_name(name: str) -> bool:
+    """Whether ``name`` may name an ``[api.tokens]`` entry: letters, digits, ``- _ .``,
+    at most 64 characters."""
+    return bool(name) and all(c.isalnum() or c in "-_." for c in name) and len(name) <= 64
+
+
 def _api_tokens(key: str, v: Any) -> dict[str, str]:
     from beacon_proxy.web.auth import is_token_hash
 
@@ -482,7 +489,7 @@ def _api_tokens(key: str, v: Any) -> dict[str, str]:
         raise ConfigError(key, 'expected a table of name = "sha256:..." token hashes')
     tokens: dict[str, str] = {}
     for name, hashed in v.items():
-        if not name or not all(c.isalnum() or c in "-_." for c in name) or len(name) > 64:
+        if not is_token_name(name):
             raise ConfigError(f"{key}.{name}", "token names are letters, digits, - _ and .")
         h = _str(f"{key}.{name}", hashed)
         if not is_token_hash(h):
@@ -665,22 +672,29 @@ def _read_file(path: Path) -> dict[str, Any]:
         raise ConfigError("--config", f"{path}: not UTF-8 text") from None
 
 
+#: Variables under the prefix that are not configuration keys: the file to read, and
+#: those the test suite reads (``BEACON_PROXY_TEST_POSTGRES``).
+_ENV_NOT_KEYS = (ENV_PREFIX + "CONFIG",)
+_ENV_TESTS = ENV_PREFIX + "TEST_"
+
+
 def environment_keys(environ: Mapping[str, str]) -> dict[str, str]:
     """The keys the environment sets, with the variable that sets each:
-    ``{"smtp.listen": "BEACON_PROXY_SMTP_LISTEN"}`` (unknown keys of known sections
-    included, so they can be refused)."""
+    ``{"smtp.listen": "BEACON_PROXY_SMTP_LISTEN"}``.  Every ``BEACON_PROXY_*``
+    variable but ``BEACON_PROXY_CONFIG`` (and the test suite's ``BEACON_PROXY_TEST_*``)
+    is a key: unknown sections and unknown keys are included, so they can be refused
+    (a mistyped ``BEACON_PROXY_SMPT_LISTEN`` is an error, not silently ignored)."""
     keys: dict[str, str] = {}
     for name in environ:
-        if not name.startswith(ENV_PREFIX) or name == ENV_PREFIX + "CONFIG":
+        if (not name.startswith(ENV_PREFIX) or name in _ENV_NOT_KEYS
+                or name.startswith(_ENV_TESTS)):
             continue
         rest = name[len(ENV_PREFIX) :].lower()
         if rest == "secret":
             keys["tokens.secret"] = name
             continue
-        section, sep, key = rest.partition("_")
-        if not sep or section not in _SCHEMA:
-            continue  # not ours (BEACON_PROXY_SOMETHING_ELSE)
-        keys[f"{section}.{key}"] = name
+        section, _, key = rest.partition("_")
+        keys[f"{section}.{key}" if key else section] = name
     return keys
 
 
@@ -689,6 +703,10 @@ def _env_overrides(raw: dict[str, Any], environ: Mapping[str, str]) -> set[str]:
     keys = environment_keys(environ)
     for dotted, name in keys.items():
         section, _, key = dotted.partition(".")
+        if section not in _SCHEMA:
+            raise ConfigError(dotted, f"unknown section {section!r} (from environment {name}; "
+                              f"variables are {ENV_PREFIX}<SECTION>_<KEY>, sections: "
+                              f"{', '.join(_SCHEMA)})")
         if key not in _SCHEMA[section]:
             raise ConfigError(dotted, f"unknown key (from environment {name})")
         value = environ[name]

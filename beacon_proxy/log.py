@@ -3,7 +3,9 @@
 Every relay event (``received``, ``rejected``, ``delivered``, ``deferred``,
 ``bounced``, ...) is written through :func:`event`; the field names are
 documented in ``docs/logging.md``.  Ordinary log records from the package and
-its libraries come out in the same shape with ``"event": "log"``.
+its libraries come out in the same shape with ``"event": "log"``; every line
+is one JSON object.  aiosmtpd's warnings about a client's command (unrecognised,
+too many bogus commands, ...) are dropped: the ``rejected`` event reports each.
 
 No secret reaches the log at any level: libraries that trace their traffic
 at debug level (aiosqlite's SQL, with its parameters; aiosmtplib's and
@@ -105,6 +107,21 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(out, ensure_ascii=False, default=str, separators=(",", ":"))
 
 
+class _ReportedByUs(logging.Filter):
+    """Drops aiosmtpd's warnings about a client's command that the relay's own
+    ``rejected`` event already reports (with its stage, code and reason): one line
+    per refusal, and a documented one."""
+
+    MESSAGES = frozenset({"%r unrecognised: %s", "%r too many bogus commands",
+                          "%r over limit for %s", "%r aborted AUTH with '*'"})
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.msg not in self.MESSAGES
+
+
+_reported_by_us = _ReportedByUs()
+
+
 def event(name: str, level: int = logging.INFO, /, **fields: Any) -> None:
     """Log one relay event with its fields (values must be JSON-friendly)."""
     if _relay.isEnabledFor(level):
@@ -127,8 +144,12 @@ def setup_logging(level: str = "info", path: Path | None = None) -> None:
         old.close()  # a FileHandler closes its file; stderr stays open
     root.addHandler(handler)
     root.setLevel(_LEVELS[level])
-    # aiosmtpd logs every connection at INFO; our own events say what matters.
-    logging.getLogger("mail.log").setLevel(max(logging.WARNING, _LEVELS[level]))
+    # aiosmtpd logs every connection at INFO; our own events say what matters (and
+    # its warnings about a refused command are our `rejected` events).
+    smtpd_log = logging.getLogger("mail.log")
+    smtpd_log.setLevel(max(logging.WARNING, _LEVELS[level]))
+    if _reported_by_us not in smtpd_log.filters:
+        smtpd_log.addFilter(_reported_by_us)
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     for name in _QUIET_LIBRARIES:
         logging.getLogger(name).setLevel(max(logging.INFO, _LEVELS[level]))

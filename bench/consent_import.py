@@ -63,7 +63,7 @@ async def run_store(name: str, url: str, csv: Path, rows: int) -> bool:
         times = []
         for _ in range(2):
             t0 = time.perf_counter()
-            n = await import_file(store, csv, "consent", actor="bench", source="bench")
+            n = (await import_file(store, csv, "consent", actor="bench", source="bench")).rows
             times.append(time.perf_counter() - t0)
             assert n == rows, n
         recipients = [f"subscriber.{i:07d}@example-{i % 97}.org" for i in range(0, rows, max(
@@ -105,7 +105,7 @@ async def main() -> int:
         print(f"wrote {args.rows} rows ({csv.stat().st_size / 1e6:.1f} MB) in "
               f"{time.perf_counter() - t0:.2f} s")
         t0 = time.perf_counter()
-        n = await import_file(None, csv, "consent", dry_run=True)
+        n = (await import_file(None, csv, "consent", dry_run=True)).rows
         dry = time.perf_counter() - t0
         print(f"validate only (--dry-run): {dry:6.2f} s ({n / dry:8.0f} rows/s)")
         ok &= await run_store("sqlite", f"sqlite:///{tmp}/store/bench.db", csv, args.rows)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -80,6 +82,24 @@ def test_defaults_start_without_warnings() -> None:
     assert start_warnings(load_config(None, environ={})) == []
 
 
+@pytest.mark.parametrize(("networks", "named"), [
+    (["0.0.0.0/0"], ["0.0.0.0/0"]),
+    (["::/0", "127.0.0.0/8"], ["::/0"]),
+    (["10.0.0.0/8", "192.0.2.0/24", "2001:db8::/48", "fd00::/8"], []),
+    (["198.51.100.0/22", "2001:db8::/32", "8.0.0.0/8"], ["8.0.0.0/8"]),
+])
+def test_an_allow_network_open_to_the_internet_warns(tmp_path: Path, networks: list[str],
+                                                      named: list[str]) -> None:
+    listed = ", ".join(f'"{n}"' for n in networks)
+    warnings = dict(start_warnings(_config(tmp_path, f"[smtp]\nallow_networks = [{listed}]\n")))
+    if not named:
+        assert "smtp.allow_networks" not in warnings
+        return
+    message = warnings["smtp.allow_networks"]
+    assert message.startswith(f"smtp.allow_networks includes {', '.join(named)}: ")
+    assert "open relay" in message
+
+
 def test_the_proxys_own_pixel_is_allowed_in_the_engine_and_the_workers(tmp_path: Path) -> None:
     cfg = _config(tmp_path, f'[store]\nurl = "sqlite:///{tmp_path}/consent.db"\n'
                             '[web]\npublic_url = "https://links.example.org/bp"\n')
@@ -100,3 +120,30 @@ def test_the_relays_own_bounces_get_no_footer_and_no_unsubscribe_header() -> Non
     mail = Envelope("Q1", "news@sender.example", ("ann@example.org",), 0.0)
     copy = run_steps(steps, Copy(data), Recipient(mail, "ann@example.org", Policy.REFUSED))
     assert copy.data.startswith(b"List-Unsubscribe: <") and b"/u/" in copy.data.split(b"Hello")[1]
+
+
+def test_an_empty_hostname_takes_the_better_name_than_getfqdns_localhost(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # /etc/hosts maps the name to 127.0.0.1 first: getfqdn() says localhost, while
+    # `hostname -f` (the canonical name of gethostname()) says mail.example.org.
+    monkeypatch.setattr("socket.gethostname", lambda: "mail")
+    monkeypatch.setattr("socket.getfqdn", lambda name="": "localhost")
+
+    def getaddrinfo(host: str, port: object, *args: object, **kwargs: object) -> list[Any]:
+        assert host == "mail"
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "mail.example.org", ("10.0.0.5", 0))]
+
+    monkeypatch.setattr("socket.getaddrinfo", getaddrinfo)
+    cfg = _config(tmp_path, f'[store]\nurl = "sqlite:///{tmp_path}/consent.db"\n')
+    assert Relay(cfg).hostname == "mail.example.org"
+
+
+@pytest.mark.parametrize(("hostname", "warned"), [
+    ("localhost", True), ("localhost.localdomain", True), ("mail", True),
+    ("127.0.0.1", True), ("mail.example.org", False)])
+def test_a_localhost_ehlo_name_warns(hostname: str, warned: bool) -> None:
+    cfg = load_config(None, environ={})
+    warnings = dict(start_warnings(cfg, hostname))
+    assert ("smtp.hostname" in warnings) is warned
+    if warned:
+        assert repr(hostname) in warnings["smtp.hostname"]

@@ -161,7 +161,7 @@ def test_environment_overrides(tmp_path: Path) -> None:
         "BEACON_PROXY_SMTP_LISTEN": "127.0.0.1:2600",
         "BEACON_PROXY_DELIVERY_RETRY_MIN": "5",
         "BEACON_PROXY_SECRET": "s3cret-s3cret-s3cret",
-        "BEACON_PROXY_UNRELATED": "x",
+        "BEACON_PROXY_TEST_POSTGRES": "postgresql://the-test-suite's",
     })
     assert cfg.smtp.listen.port == 2600
     assert cfg.delivery.retry_min == 5
@@ -169,6 +169,15 @@ def test_environment_overrides(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         load_config(None, environ={"BEACON_PROXY_SMTP_LISTNE": "x"})
     assert info.value.key == "smtp.listne"
+
+
+@pytest.mark.parametrize(("name", "key"), [("BEACON_PROXY_SMPT_LISTEN", "smpt.listen"),
+                                           ("BEACON_PROXY_UNRELATED", "unrelated")])
+def test_a_mistyped_environment_section_is_refused(name: str, key: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(None, environ={name: "127.0.0.1:2600"})
+    assert info.value.key == key
+    assert name in str(info.value) and "unknown section" in str(info.value)
 
 
 def test_config_file_from_environment(tmp_path: Path) -> None:
@@ -381,8 +390,9 @@ def test_admin_listen(tmp_path: Path) -> None:
 def test_environment_keys() -> None:
     assert environment_keys({"BEACON_PROXY_SMTP_LISTEN": "x", "BEACON_PROXY_SECRET": "y",
                              "BEACON_PROXY_CONFIG": "z", "BEACON_PROXY_OTHER_THING": "w",
-                             "PATH": "/bin"}) == {
-        "smtp.listen": "BEACON_PROXY_SMTP_LISTEN", "tokens.secret": "BEACON_PROXY_SECRET"}
+                             "BEACON_PROXY_TEST_POSTGRES": "v", "PATH": "/bin"}) == {
+        "smtp.listen": "BEACON_PROXY_SMTP_LISTEN", "tokens.secret": "BEACON_PROXY_SECRET",
+        "other.thing": "BEACON_PROXY_OTHER_THING"}
 
 
 def test_web_abuse_limits(tmp_path: Path) -> None:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from beacon_proxy.config import Config, load_config
 
-__all__ = ["CliError", "add_config_option", "config_from", "config_name"]
+__all__ = ["CliError", "add_config_option", "config_from", "config_name", "path_error",
+           "under"]
 
 
 class CliError(Exception):
@@ -34,3 +36,22 @@ def config_from(args: argparse.Namespace) -> Config:
 def config_name(cfg: Config) -> str:
     """The file a configuration came from, for messages: its path or "built-in defaults"."""
     return str(cfg.source) if cfg.source is not None else "built-in defaults"
+
+
+def path_error(key: str, path: Path, exc: OSError, doing: str = "cannot use") -> CliError:
+    """A one-line error for an ``OSError`` under a configured path: names the key, the
+    path, the reason and the file it concerns (when not the path itself).
+
+    >>> str(path_error("spool.path", Path("/var/spool/bp"),
+    ...                PermissionError(13, "Permission denied", "/var/spool/bp/active")))
+    'cannot use spool.path /var/spool/bp: Permission denied (/var/spool/bp/active)'
+    """
+    where = f" ({exc.filename})" if exc.filename and Path(exc.filename) != path else ""
+    return CliError(f"{doing} {key} {path}: {exc.strerror or exc}{where}")
+
+
+def under(path: Path, filename: object) -> bool:
+    """Whether the file an ``OSError`` names (``exc.filename``) is ``path`` or inside it."""
+    if not isinstance(filename, str | Path):
+        return False
+    return Path(filename) == path or path in Path(filename).parents

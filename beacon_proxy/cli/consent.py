@@ -27,6 +27,7 @@ from beacon_proxy.cli.storecli import (
     run_with_store,
     short_time,
 )
+from beacon_proxy.consent.address import parse_address
 from beacon_proxy.consent.model import Beacons, to_json
 from beacon_proxy.consent.store import Store
 
@@ -40,14 +41,16 @@ def register(sub: Any) -> None:
     csub = p.add_subparsers(dest="consent_command", metavar="ACTION", required=True)
 
     s = csub.add_parser("set", help="record a recipient's beacon consent")
-    s.add_argument("address", metavar="ADDR")
-    s.add_argument("--beacons", required=True, choices=[b.value for b in Beacons])
+    s.add_argument("address", metavar="ADDR", help="the recipient's e-mail address")
+    s.add_argument("--beacons", required=True, choices=[b.value for b in Beacons],
+                   help="granted: beacons and open tracking allowed (rewritten through the "
+                   "relay); refused: stripped; unknown: no decision, [policy] unknown applies")
     s.add_argument("--source", help="where the consent came from (form, phone, ...)")
     add_common(s, json_flag=True)
     s.set_defaults(handler=_set)
 
     g = csub.add_parser("get", help="show a recipient's consent and suppressions")
-    g.add_argument("address", metavar="ADDR")
+    g.add_argument("address", metavar="ADDR", help="the recipient's e-mail address")
     add_common(g, json_flag=True)
     g.set_defaults(handler=_get)
 
@@ -57,14 +60,14 @@ def register(sub: Any) -> None:
     ls.set_defaults(handler=_list)
 
     h = csub.add_parser("history", help="show the audit trail of an address")
-    h.add_argument("address", metavar="ADDR")
+    h.add_argument("address", metavar="ADDR", help="the recipient's e-mail address")
     add_common(h, json_flag=True)
     h.set_defaults(handler=_history)
 
     add_import_export(csub, "consent", "address,beacons,source")
 
     f = csub.add_parser("forget", help="erase a recipient (suppressions stay, as a hash)")
-    f.add_argument("address", metavar="ADDR")
+    f.add_argument("address", metavar="ADDR", help="the recipient's e-mail address")
     add_common(f, json_flag=True)
     f.set_defaults(handler=_forget)
 
@@ -86,9 +89,10 @@ def _get(args: argparse.Namespace) -> int:
     async def work(store: Store) -> None:
         rec, sups = await asyncio.gather(store.get_consent(args.address),
                                          store.suppressions_of(args.address))
+        # No record: the address as the store would keep it, and the default applies.
         data: dict[str, Any] = (to_json(rec) if rec is not None else {
-            "address": None, "beacons": "unknown", "source": None, "actor": None,
-            "updated_at": None})
+            "address": parse_address(args.address).text, "beacons": "unknown",
+            "source": None, "actor": None, "updated_at": None})
         state = Beacons(data["beacons"])
         effective = store.unknown.value if state is Beacons.UNKNOWN else state.value
         data["effective"] = effective
@@ -96,7 +100,7 @@ def _get(args: argparse.Namespace) -> int:
         if args.json:
             print_json(data)
             return
-        print(f"address:     {data['address'] or args.address}")
+        print(f"address:     {data['address']}")
         note = "" if rec is not None else " (no record)"
         if state is Beacons.UNKNOWN:
             note += f", treated as {effective}"

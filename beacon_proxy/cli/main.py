@@ -3,12 +3,15 @@
 Every sub-command takes ``--config FILE`` (or ``BEACON_PROXY_CONFIG``, then
 ``/etc/beacon-proxy/beacon-proxy.toml`` when it exists; ``config show`` says
 which applies), prints help with ``-h`` and exits non-zero with a one-line reason on bad
-input: 2 for usage and configuration errors, 1 for everything else.
+input: 2 for usage and configuration errors, 1 for everything else.  A reader
+that stops reading (``beacon-proxy consent list | head -1``) ends a command
+quietly, with status 0.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 
@@ -61,6 +64,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:
+        # The reader of standard output went away (``| head -1``): stop quietly, as Unix
+        # tools do.  Standard output is pointed at /dev/null, so that the interpreter's
+        # last flush of what is still buffered does not fail again on exit.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
         return 0
 
 

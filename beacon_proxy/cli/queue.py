@@ -6,20 +6,27 @@ reply, and the message's header section.  ``retry ID`` (or ``--all``) makes
 deferred mail due now and ``delete ID`` removes a message: both leave a
 request in the spool's ``control/`` folder that the running relay carries
 out within a second (or at its next start); ``delete`` also removes the files
-at once.
+at once.  A spool that cannot be read (permissions, a file where a folder
+should be) is one line naming ``spool.path``, the path and the reason.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
+import os
 import time
+from collections.abc import Callable
 from typing import Any
 
-from beacon_proxy.cli.common import CliError, add_config_option, config_from
+from beacon_proxy.cli.common import CliError, add_config_option, config_from, path_error
 from beacon_proxy.spool.queue import QueueEntry, Spool, SpoolCorruptError
 
 __all__ = ["entry_to_dict", "register"]
+
+
+_ID_HELP = "a queue id, as `queue list` shows it and the log's queue_id field has it"
 
 
 def register(sub: Any) -> None:
@@ -29,22 +36,22 @@ def register(sub: Any) -> None:
     lst = qsub.add_parser("list", help="list queued messages")
     lst.add_argument("--json", action="store_true", help="one JSON object per message")
     add_config_option(lst)
-    lst.set_defaults(handler=_list)
+    lst.set_defaults(handler=_with_spool(_list))
     show = qsub.add_parser("show", help="show one queued message")
-    show.add_argument("queue_id", metavar="ID")
+    show.add_argument("queue_id", metavar="ID", help=_ID_HELP)
     show.add_argument("--json", action="store_true", help="print one JSON object")
     add_config_option(show)
-    show.set_defaults(handler=_show)
+    show.set_defaults(handler=_with_spool(_show))
     retry = qsub.add_parser("retry", help="retry deferred mail now")
     which = retry.add_mutually_exclusive_group(required=True)
-    which.add_argument("queue_id", metavar="ID", nargs="?")
+    which.add_argument("queue_id", metavar="ID", nargs="?", help=_ID_HELP)
     which.add_argument("--all", action="store_true", help="every deferred message")
     add_config_option(retry)
-    retry.set_defaults(handler=_retry)
+    retry.set_defaults(handler=_with_spool(_retry))
     delete = qsub.add_parser("delete", help="remove a message from the queue (no bounce)")
-    delete.add_argument("queue_id", metavar="ID")
+    delete.add_argument("queue_id", metavar="ID", help=_ID_HELP)
     add_config_option(delete)
-    delete.set_defaults(handler=_delete)
+    delete.set_defaults(handler=_with_spool(_delete))
 
 
 def _iso(ts: float | None) -> str | None:
@@ -72,16 +79,29 @@ def entry_to_dict(entry: QueueEntry) -> dict[str, Any]:
     }
 
 
-def _spool(args: argparse.Namespace) -> Spool:
-    cfg = config_from(args)
-    spool = Spool(cfg.spool.path)
-    if not cfg.spool.path.is_dir():
-        raise CliError(f"no spool at {cfg.spool.path}")
-    return spool
+def _with_spool(work: Callable[[argparse.Namespace, Spool], int]
+                ) -> Callable[[argparse.Namespace], int]:
+    """A handler that gets the configured spool; an ``OSError`` reading it (other than a
+    closed pipe on standard output) is one line naming ``spool.path``."""
+    @functools.wraps(work)
+    def handler(args: argparse.Namespace) -> int:
+        cfg = config_from(args)
+        if not cfg.spool.path.is_dir():
+            raise CliError(f"no spool at {cfg.spool.path} (spool.path)")
+        spool = Spool(cfg.spool.path)
+        try:
+            for state in ("active", "deferred"):  # readable folders, or a one-line reason
+                os.listdir(spool.root / state)  # (else an unreadable one looks empty)
+            return work(args, spool)
+        except BrokenPipeError:
+            raise
+        except OSError as exc:
+            raise path_error("spool.path", cfg.spool.path, exc, "cannot read") from None
+    return handler
 
 
-def _list(args: argparse.Namespace) -> int:
-    entries = _spool(args).list_sync()
+def _list(args: argparse.Namespace, spool: Spool) -> int:
+    entries = spool.list_sync()
     if args.json:
         for entry in entries:
             print(json.dumps(entry_to_dict(entry), ensure_ascii=False))
@@ -112,8 +132,7 @@ def _age(seconds: float) -> str:
     return f"{s // 86400}d"
 
 
-def _show(args: argparse.Namespace) -> int:
-    spool = _spool(args)
+def _show(args: argparse.Namespace, spool: Spool) -> int:
     queue_id = _queue_id(args.queue_id)
     try:
         entry = spool.find_sync(queue_id)
@@ -150,8 +169,7 @@ def _queue_id(text: str) -> str:
     return text
 
 
-def _retry(args: argparse.Namespace) -> int:
-    spool = _spool(args)
+def _retry(args: argparse.Namespace, spool: Spool) -> int:
     if args.all:
         spool.request_sync("retry", "ALL")
         print("retry of every deferred message requested")
@@ -164,8 +182,7 @@ def _retry(args: argparse.Namespace) -> int:
     return 0
 
 
-def _delete(args: argparse.Namespace) -> int:
-    spool = _spool(args)
+def _delete(args: argparse.Namespace, spool: Spool) -> int:
     queue_id = _queue_id(args.queue_id)
     if not spool.delete_sync(queue_id):
         raise CliError(f"no message {queue_id} in the queue")

@@ -1,8 +1,11 @@
 """``beacon-proxy scan PATH...``: check newsletters offline, no server needed.
 
-Each ``.eml`` file (directories are walked for ``*.eml``) is analysed as the
-relay would for one recipient and policy: every remote reference found, and
-what the policy does with it.  The default output is a readable table;
+Each message - a file that is one message (``.eml``, a Maildir's
+``cur``/``new`` file), or each message of an mbox file (labelled ``FILE#N``);
+directories are walked for ``*.eml`` files and for files that start like a
+message or an mbox - is analysed as the relay would for one recipient and
+policy: every remote reference found, and what the policy does with it.  The
+default output is a readable table;
 ``--json`` prints one JSON object per file, one per line::
 
     {"file": "news.eml", "policy": "refused", "recipient": null,
@@ -34,8 +37,13 @@ trace header): the rewritten message with the footer and the unsubscribe
 headers; a file for one input, a directory (created if needed) for several.
 ``--json`` also says what the footer and the unsubscribe step did
 (``"footer"``, ``"unsubscribe"``: their relay-log reports).  The links are
-genuine only when the configured ``[tokens] secret`` is set.  Exit status: 0,
-or 1 when a file could not be read or written (the others are still scanned).
+genuine only when the configured ``[tokens] secret`` is set.  An output path
+that is an input is refused (exit 2) unless ``--in-place`` is given, which
+without ``--output`` writes each copy over its input (through a rename; not for
+an mbox).  The table's REASONS column lists whole reasons and ``+N`` for N that
+do not fit (``--json`` has them all).  Exit status: 0, or 1 when a file could
+not be read or written or is not a message (empty, binary data, no header
+section; the others are still scanned).
 """
 
 from __future__ import annotations
@@ -55,14 +63,19 @@ def register(sub: Any) -> None:
         "scan", help="check newsletters for beacons offline",
         description="Show the beacons in .eml files and what a policy would do with them.",
     )
-    p.add_argument("paths", nargs="+", metavar="PATH", help=".eml files or directories")
+    p.add_argument("paths", nargs="+", metavar="PATH",
+                   help="messages (.eml, a Maildir's files, mbox files) or directories of them")
     p.add_argument("--recipient", metavar="ADDR",
                    help="also find URLs that carry this address (raw, encoded or hashed)")
     p.add_argument("--policy", choices=[p.value for p in Policy], default=None,
                    help="what to do with trackers (default: [policy] unknown)")
     p.add_argument("--json", action="store_true", help="one JSON object per file")
     p.add_argument("--output", metavar="FILE", type=Path,
-                   help="write the rewritten message (a directory for several inputs)")
+                   help="write the rewritten message (a directory for several inputs); "
+                   "never over an input without --in-place")
+    p.add_argument("--in-place", action="store_true",
+                   help="write each rewritten message over its input file (with --output: "
+                   "allow OUTPUT to be an input)")
     add_config_option(p)
     p.set_defaults(handler=_scan)
 

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import re
 import secrets
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from beacon_proxy.app import copy_steps
 from beacon_proxy.cli.common import CliError, config_from
@@ -30,14 +32,150 @@ __all__ = ["scan"]
 _MAX_FILE = 64 << 20
 
 
+_SNIFF = 65536
+#: A header field's first line (RFC 5322 field name, then a colon).
+_HEADER_LINE = re.compile(rb"[!-9;-~]+:")
+#: One of the fields nearly every message has, at the start of a line.
+_MAIL_FIELD = re.compile(
+    rb"(?im)^(?:from|to|date|subject|message-id|received|return-path|delivered-to):")
+#: An mbox separator's quoted form in a body (mboxrd: one ``>`` more).
+_QUOTED_FROM = re.compile(rb"^>(>*From )")
+
+
+class Message(NamedTuple):
+    """One message to scan: its label in the output, the file it came from, its bytes."""
+
+    label: str
+    path: Path
+    number: int  # 0 for a file that is one message; 1, 2, ... for the messages of an mbox
+    data: bytes
+
+
+def _not_a_message(data: bytes) -> str | None:
+    """Why ``data`` is no message (None when it looks like one)."""
+    if not data.strip():
+        return "not a message (empty)"
+    if b"\0" in data[:_SNIFF]:
+        return "not a message (binary data)"
+    if not (data.startswith(b"From ") or _HEADER_LINE.match(data)):
+        return "not a message (no header section)"
+    return None
+
+
+def _looks_like_mail(path: Path) -> bool:
+    """Whether a file found in a directory is mail: ``*.eml``, an mbox, or a
+    message without an extension (a Maildir's ``cur``/``new`` files)."""
+    if path.suffix.lower() == ".eml":
+        return True
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(_SNIFF)
+    except OSError:
+        return False
+    if _not_a_message(head) is not None:
+        return False
+    return head.startswith(b"From ") or _MAIL_FIELD.search(head) is not None
+
+
 def _files(paths: list[str]) -> Iterator[Path]:
     for name in paths:
         path = Path(name)
         if path.is_dir():
             yield from sorted(f for f in path.rglob("*")
-                              if f.is_file() and f.suffix.lower() == ".eml")
+                              if f.is_file() and not f.name.startswith(".")
+                              and _looks_like_mail(f))
         else:
             yield path
+
+
+def _mbox(data: bytes) -> list[bytes]:
+    """The messages of an mbox file (``From `` lines after a blank line separate them;
+    ``>From`` lines are unquoted)."""
+    messages: list[bytes] = []
+    current: list[bytes] | None = None
+    blank = True
+    for line in data.splitlines(keepends=True):
+        if blank and line.startswith(b"From "):
+            if current is not None:
+                messages.append(_ended(b"".join(current)))
+            current = []
+        elif current is not None:
+            current.append(_QUOTED_FROM.sub(rb"\1", line))
+        blank = line in (b"\n", b"\r\n")
+    if current is not None:
+        messages.append(_ended(b"".join(current)))
+    return messages
+
+
+def _ended(message: bytes) -> bytes:
+    """A message of an mbox without the blank line that separates it from the next."""
+    for eol in (b"\r\n", b"\n"):
+        if message.endswith(eol + eol):
+            return message[: -len(eol)]
+    return message
+
+
+def _read(path: Path) -> list[Message]:
+    """The messages in one file; CliError when it cannot be read or is none."""
+    try:
+        if path.stat().st_size > _MAX_FILE:
+            raise CliError(f"larger than {_MAX_FILE} bytes")
+        data = path.read_bytes()
+    except OSError as exc:
+        raise CliError(exc.strerror or str(exc)) from None
+    reason = _not_a_message(data)
+    if reason is not None:
+        raise CliError(reason)
+    if not data.startswith(b"From "):
+        return [Message(str(path), path, 0, data)]
+    parts = [m for m in _mbox(data) if m.strip()]
+    if not parts:
+        raise CliError("not a message (an empty mbox)")
+    if len(parts) == 1:
+        return [Message(str(path), path, 0, parts[0])]
+    return [Message(f"{path}#{n}", path, n, m) for n, m in enumerate(parts, start=1)]
+
+
+def _targets(args: argparse.Namespace, messages: list[Message]) -> list[Path | None]:
+    """Where each message's copy goes (None: nowhere); refuses to write over an
+    input unless ``--in-place``, and an mbox in place."""
+    if args.output is None and not args.in_place:
+        return [None] * len(messages)
+    if args.output is None:  # --in-place alone: each copy over its file
+        for m in messages:
+            if m.number:
+                raise CliError(f"{m.path}: an mbox cannot be rewritten in place; give "
+                               "--output DIR", exit_code=2)
+        return [m.path for m in messages]
+    several = len(messages) > 1 or args.output.is_dir()
+    targets: list[Path | None] = []
+    for m in messages:
+        if not several:
+            targets.append(args.output)
+        elif m.number:
+            targets.append(args.output / f"{m.path.name}.{m.number}.eml")
+        else:
+            targets.append(args.output / m.path.name)
+    if not args.in_place:
+        inputs = {m.path.resolve() for m in messages}
+        for target in targets:
+            if target is not None and target.resolve() in inputs:
+                raise CliError(f"{target} is an input: refusing to write over it (give "
+                               "--in-place to rewrite the input files)", exit_code=2)
+    if several:
+        args.output.mkdir(parents=True, exist_ok=True)
+    return targets
+
+
+def _write(target: Path, data: bytes) -> None:
+    """Write a copy; through a temporary file and a rename, so an input written
+    over (``--in-place``) is either the old or the new message."""
+    tmp = target.with_name(f".{target.name}.{secrets.token_hex(4)}.tmp")
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _finding(item: Item) -> dict[str, Any]:
@@ -59,36 +197,31 @@ def scan(args: argparse.Namespace) -> int:
     policy = Policy(args.policy or cfg.policy.unknown)
     files = list(_files(args.paths))
     if not files:
-        raise CliError("no .eml files found")
-    out_dir: Path | None = None
-    if args.output is not None and (len(files) > 1 or args.output.is_dir()):
-        out_dir = args.output
-        out_dir.mkdir(parents=True, exist_ok=True)
+        raise CliError("no messages found (.eml files, Maildir files or mbox files)")
+    status = 0
+    messages: list[Message] = []
+    for path in files:
+        try:
+            messages.extend(_read(path))
+        except CliError as exc:
+            print(f"beacon-proxy: {path}: {exc}", file=sys.stderr)
+            status = 1
+    targets = _targets(args, messages)
     engine = Engine(load_rules(allow=(cfg.web.public_url,)))  # our own /o/ is no vendor
     rules = CopyPolicy(cfg.policy.unscannable, cfg.policy.signed)
     # Links in an offline copy are real only when the configured secret is known.
     tokens = Tokens([cfg.tokens.secret or secrets.token_hex(16)])
     steps = copy_steps(cfg, tokens, hostname=None)  # the footer and the unsubscribe headers
-    status = 0
-    inputs: list[tuple[Path, bytes, Prepared]] = []
-    for path in files:
-        try:
-            if path.stat().st_size > _MAX_FILE:
-                raise CliError(f"larger than {_MAX_FILE} bytes")
-            data = path.read_bytes()
-        except (OSError, CliError) as exc:
-            print(f"beacon-proxy: {path}: {getattr(exc, 'strerror', None) or exc}",
-                  file=sys.stderr)
-            status = 1
-            continue
-        inputs.append((path, data, prepare(engine, data, rules)))
-    campaigns = _campaigns([prepared for _, _, prepared in inputs], args.recipient)
-    for (path, data, prepared), (campaign, diffed) in zip(inputs, campaigns, strict=True):
+    prepared_all = [prepare(engine, m.data, rules) for m in messages]
+    campaigns = _campaigns(prepared_all, args.recipient)
+    for message, prepared, (campaign, diffed), target in zip(
+            messages, prepared_all, campaigns, targets, strict=True):
         link = open_links(tokens, cfg.web.public_url, args.recipient or "", prepared.list_id,
                           "SCAN")
         decided = decide_copy(engine, prepared, args.recipient, policy, rules, link,
                               diffed=diffed)
-        copy = _finish(steps, data, decided, args.recipient or "", policy, prepared.list_id)
+        copy = _finish(steps, message.data, decided, args.recipient or "", policy,
+                       prepared.list_id)
         analysis = prepared.original.analysis
         everything = (engine.items(analysis, args.recipient, policy, diffed)
                       if analysis is not None else [])
@@ -96,7 +229,7 @@ def scan(args: argparse.Namespace) -> int:
         problems = tuple(dict.fromkeys(
             [*(analysis.problems if analysis is not None else ()), *decided.problems]))
         if args.json:
-            print(json.dumps({"file": str(path), "policy": policy.value,
+            print(json.dumps({"file": message.label, "policy": policy.value,
                               "recipient": args.recipient, "outcome": decided.outcome.value,
                               "campaign": campaign,
                               "findings": [_finding(i) for i in items],
@@ -105,11 +238,10 @@ def scan(args: argparse.Namespace) -> int:
                               "unsubscribe": copy.report.get("unsubscribe") if copy else None},
                              ensure_ascii=False))
         else:
-            _table(path, policy, decided.outcome, items, problems, campaign)
-        if args.output is not None and copy is not None:
-            target = out_dir / path.name if out_dir is not None else args.output
+            _table(message.label, policy, decided.outcome, items, problems, campaign)
+        if target is not None and copy is not None:
             try:
-                target.write_bytes(copy.data)
+                _write(target, copy.data)
             except OSError as exc:
                 print(f"beacon-proxy: {target}: {exc.strerror}", file=sys.stderr)
                 status = 1
@@ -150,10 +282,28 @@ def _finish(steps: tuple[CopyStep, ...], data: bytes, decided: Decided, recipien
     return run_steps(steps, Copy(decided.data), Recipient(envelope, recipient, policy))
 
 
-def _table(path: Path, policy: Policy, outcome: Outcome, items: list[Item],
+def _cell(reasons: tuple[str, ...], width: int) -> str:
+    """The REASONS column: whole reasons that fit, then ``+N`` for the N left out.
+
+    >>> _cell(("rule:SendGrid", "tiny", "identifies-recipient", "address-urlencoded"), 34)
+    'rule:SendGrid,tiny,+2'
+    """
+    text = ",".join(reasons) or "-"
+    if len(text) <= width:
+        return text
+    for n in range(len(reasons) - 1, 0, -1):
+        cut = ",".join(reasons[:n]) + f",+{len(reasons) - n}"
+        if len(cut) <= width:
+            return cut
+    if len(reasons) == 1:
+        return text[: width - 3] + "..."
+    return f"{reasons[0][: width - 8]}...,+{len(reasons) - 1}"
+
+
+def _table(label: str, policy: Policy, outcome: Outcome, items: list[Item],
            problems: tuple[str, ...], campaign: dict[str, Any] | None) -> None:
     trackers = sum(1 for i in items if i.finding.tracker)
-    print(f"{path}: {len(items)} remote reference(s), {trackers} tracker(s); "
+    print(f"{label}: {len(items)} remote reference(s), {trackers} tracker(s); "
           f"policy {policy.value}; copy {outcome.value}")
     if campaign is not None:
         print(f"  campaign {campaign['key'][:12]}: diffed with {campaign['copies'] - 1} "
@@ -165,6 +315,5 @@ def _table(path: Path, policy: Policy, outcome: Outcome, items: list[Item],
     for item in items:
         f = item.finding
         url = f.url if len(f.url) <= 80 else f.url[:77] + "..."
-        reasons = ",".join(f.reasons) or "-"
         print(f"  {item.action.value:<8} {f.element:<13} {(f.vendor or '-')[:18]:<18} "
-              f"{reasons[:34]:<34} {url}")
+              f"{_cell(f.reasons, 34):<34} {url}")

@@ -34,6 +34,7 @@ from beacon_proxy.consent.address import AddressError, ListIdError
 from beacon_proxy.consent.csvio import CsvError, Kind, export_csv, import_file
 from beacon_proxy.consent.model import (
     MAX_TEXT,
+    Imported,
     InvalidValue,
     StoreError,
     iso,
@@ -157,6 +158,8 @@ def run(coro: Awaitable[T]) -> T:
         raise CliError(str(exc)) from None
     except StoreError as exc:
         raise CliError(f"consent store: {exc}") from None
+    except BrokenPipeError:
+        raise  # the reader went away (``| head``): main() ends quietly
     except OSError as exc:
         raise CliError(f"{exc.filename or ''}{': ' if exc.filename else ''}"
                        f"{exc.strerror or exc}") from None
@@ -198,7 +201,7 @@ def import_command(args: argparse.Namespace, kind: Kind) -> int:
     source = args.source or f"csv:{name}"[:MAX_TEXT]
     progress = progress_printer(f"importing {path.name}")
 
-    async def work(store: Store | None) -> int:
+    async def work(store: Store | None) -> Imported:
         try:
             return await import_file(store, path, kind, dry_run=args.dry_run, actor=actor(),
                                      source=source, progress=progress)
@@ -209,17 +212,18 @@ def import_command(args: argparse.Namespace, kind: Kind) -> int:
     try:
         if args.dry_run:
             config_from(args)  # a bad configuration is an error here too
-            n = run(work(None))
+            done = run(work(None))
         else:
-            n = run_with_store(args, work)
+            done = run_with_store(args, work)
     finally:
         if progress is not None:
             print(file=sys.stderr)
     shown = _shown(path)
     if args.dry_run:
-        print(f"{shown}: {n} rows valid (dry run: nothing applied)")
+        print(f"{shown}: {done.rows} rows valid (dry run: nothing applied)")
     else:
-        print(f"{shown}: imported {n} rows")
+        print(f"{shown}: imported {done.rows} rows, {done.changed} changed "
+              f"({done.rows - done.changed} as stored already: not written, not audited)")
     return 0
 
 
@@ -240,7 +244,8 @@ def add_import_export(csub: Any, kind: Kind, header: str) -> None:
     """The ``import`` and ``export`` actions of ``consent`` and ``suppress``."""
     i: argparse.ArgumentParser = csub.add_parser(
         "import", help=f"import a CSV file ({header}); all rows or none")
-    i.add_argument("file", metavar="FILE.csv", type=Path)
+    i.add_argument("file", metavar="FILE.csv", type=Path,
+                   help=f"a CSV file with the header {header} (see docs/consent.md)")
     i.add_argument("--dry-run", action="store_true", help="validate only; change nothing")
     i.add_argument("--source", help="source recorded for the rows (default: csv:FILE name)")
     add_common(i)

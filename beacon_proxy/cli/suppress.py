@@ -38,7 +38,7 @@ def register(sub: Any) -> None:
     ssub = p.add_subparsers(dest="suppress_command", metavar="ACTION", required=True)
 
     a = ssub.add_parser("add", help="suppress an address")
-    a.add_argument("address", metavar="ADDR")
+    a.add_argument("address", metavar="ADDR", help="the recipient's e-mail address")
     a.add_argument("--list", metavar="LIST-ID", help="only this list (default: every list)")
     a.add_argument("--reason", help="why (unsubscribed, complaint, ...)")
     a.add_argument("--source", help="where the request came from")
@@ -46,7 +46,7 @@ def register(sub: Any) -> None:
     a.set_defaults(handler=_add)
 
     r = ssub.add_parser("remove", help="lift a suppression")
-    r.add_argument("address", metavar="ADDR")
+    r.add_argument("address", metavar="ADDR", help="the recipient's e-mail address")
     r.add_argument("--list", metavar="LIST-ID",
                    help="the list's suppression (default: the one for every list)")
     add_common(r)

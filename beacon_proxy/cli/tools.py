@@ -27,7 +27,8 @@ def register(sub: Any) -> None:
         "log, to look it up: grep the log for it.  It is keyed with the current token "
         "secret, so it changes when that secret is rotated.",
     )
-    a.add_argument("addresses", nargs="+", metavar="ADDRESS")
+    a.add_argument("addresses", nargs="+", metavar="ADDRESS",
+                   help="e-mail addresses to print the pseudonym of")
     add_config_option(a)
     a.set_defaults(handler=_hash_address)
 

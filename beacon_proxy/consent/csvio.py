@@ -41,6 +41,7 @@ from beacon_proxy.consent.model import (
     Beacons,
     Consent,
     ConsentInput,
+    Imported,
     InvalidValue,
     Suppression,
     SuppressionInput,
@@ -262,8 +263,9 @@ async def export_csv(kind: Kind, items: AsyncIterator[Consent] | AsyncIterator[S
 
 async def import_file(store: Store | None, path: Path, kind: Kind, *, dry_run: bool = False,
                       actor: str | None = None, source: str | None = None,
-                      progress: Callable[[int], None] | None = None) -> int:
-    """Validate (``dry_run`` or no store) or import a CSV file; returns the number of rows.
+                      progress: Callable[[int], None] | None = None) -> Imported:
+    """Validate (``dry_run`` or no store) or import a CSV file: the rows read and how
+    many changed something (0 when only validated).
 
     Raises :class:`CsvError` for the first bad row (nothing is applied),
     :class:`InvalidValue` for a bad ``source`` and ``OSError`` when the file
@@ -287,8 +289,8 @@ async def import_file(store: Store | None, path: Path, kind: Kind, *, dry_run: b
         await asyncio.to_thread(fh.close)
 
 
-async def _count(batches: AsyncIterator[list[T]]) -> int:
+async def _count(batches: AsyncIterator[list[T]]) -> Imported:
     n = 0
     async for batch in batches:
         n += len(batch)
-    return n
+    return Imported(n, 0)

@@ -35,6 +35,7 @@ __all__ = [
     "Forgotten",
     "ForwardJob",
     "ForwardState",
+    "Imported",
     "InvalidValue",
     "OpenEvent",
     "OpenInput",
@@ -186,6 +187,15 @@ class Forgotten:
     suppressions: int  # suppressions reduced to a keyed hash
     audit: int  # audit entries whose address was blanked
     forwards: int = 0  # queued one-click forwards removed (they held the sender's URL)
+
+
+@dataclass(frozen=True, slots=True)
+class Imported:
+    """What an import did: the rows read, and how many changed something (a row equal
+    to what the store holds is neither written again nor audited)."""
+
+    rows: int
+    changed: int
 
 
 @dataclass(frozen=True, slots=True)

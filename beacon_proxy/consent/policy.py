@@ -35,7 +35,13 @@ class Policy(enum.StrEnum):
 class Decision(enum.StrEnum):
     GRANTED = "granted"
     REFUSED = "refused"
-    SUPPRESSED = "suppressed"
+    SUPPRESSED = "suppressed"  # delivery suspended for every list
+    SUPPRESSED_LIST = "suppressed-list"  # ... for the message's list (its List-Id)
+
+    @property
+    def suppressed(self) -> bool:
+        """Whether delivery is suspended (for every list or for this one)."""
+        return self in (Decision.SUPPRESSED, Decision.SUPPRESSED_LIST)
 
 
 def policy_of(decision: Decision) -> Policy:
@@ -49,9 +55,9 @@ class ConsentLookup(Protocol):
     ) -> Mapping[str, Decision]:
         """One round trip for all recipients of a message.
 
-        Suppressed for this list (its ``List-Id``) or globally -> ``SUPPRESSED``;
-        else the consent state, unknown -> the configured default.  The keys
-        are the recipient strings exactly as passed.
+        Suppressed for every list -> ``SUPPRESSED``; else for this list (its
+        ``List-Id``) -> ``SUPPRESSED_LIST``; else the consent state, unknown ->
+        the configured default.  The keys are the recipient strings exactly as passed.
         """
         ...
 

@@ -19,6 +19,7 @@ from beacon_proxy.consent.model import (
     Beacons,
     Consent,
     ConsentInput,
+    Imported,
     InvalidValue,
     Page,
     Suppression,
@@ -78,8 +79,9 @@ class SqlStore(SqlEvents, SqlForwards, SqlCampaigns):
         default = Decision(self.unknown.value)
         by_key: dict[str, Decision] = {}
         for r in rows:
-            if r["suppressed"]:
-                by_key[r["key"]] = Decision.SUPPRESSED
+            if r["suppressed"] is not None:  # '' for every list, else the list id
+                by_key[r["key"]] = (Decision.SUPPRESSED if r["suppressed"] == ""
+                                    else Decision.SUPPRESSED_LIST)
             elif r["beacons"] in (Beacons.GRANTED, Beacons.REFUSED):
                 by_key[r["key"]] = Decision(r["beacons"])
             else:
@@ -140,28 +142,36 @@ class SqlStore(SqlEvents, SqlForwards, SqlCampaigns):
             after = page.next
 
     async def import_consent(self, batches: AsyncIterable[Sequence[ConsentInput]], *,
-                             actor: str | None = None, source: str | None = None) -> int:
+                             actor: str | None = None, source: str | None = None) -> Imported:
         """Apply every row in one transaction; an exception from ``batches`` undoes all.
 
         Within the file a later row for the same address wins.  ``source`` is
-        used for rows without one.  Returns the number of rows applied.
+        used for rows without one.  A row equal to the record (address, state and
+        source) is not written again and not audited.
         """
-        total = 0
+        total = changed = 0
         async with self._write() as c:
             async for batch in batches:
                 last = {row.address.key: row for row in batch}
-                olds = {r["key"]: r["beacons"]
+                olds = {r["key"]: (r["address"], r["beacons"], r["source"])
                         for r in await c.fetch("consent-states", list(last))}
+                new = {k: row for k, row in last.items()
+                       if olds.get(k) != (row.address.text, row.beacons.value,
+                                          row.source or source)}
+                total += len(batch)
+                changed += len(new)
+                if not new:
+                    continue
                 now = utcnow()
                 await c.executemany("upsert-consent", [
                     (k, row.address.text, row.beacons.value, row.source or source, actor, now)
-                    for k, row in last.items()])
+                    for k, row in new.items()])
                 await c.executemany("insert-audit", [
                     (now, actor, "consent.set", self._hash(k), row.address.text, None,
-                     olds.get(k), row.beacons.value, row.source or source, None)
-                    for k, row in last.items()])
-                total += len(batch)
-        return total
+                     old[1] if (old := olds.get(k)) else None, row.beacons.value,
+                     row.source or source, None)
+                    for k, row in new.items()])
+        return Imported(total, changed)
 
     # -- suppressions ----------------------------------------------------------
 
@@ -221,23 +231,30 @@ class SqlStore(SqlEvents, SqlForwards, SqlCampaigns):
             after = page.next
 
     async def import_suppressions(self, batches: AsyncIterable[Sequence[SuppressionInput]], *,
-                                  actor: str | None = None, source: str | None = None) -> int:
-        """Like :meth:`import_consent`: all rows in one transaction, or none."""
-        total = 0
+                                  actor: str | None = None, source: str | None = None
+                                  ) -> Imported:
+        """Like :meth:`import_consent`: all rows in one transaction, or none; a row equal
+        to the suppression held (address, reason, source) is not written nor audited."""
+        total = changed = 0
         async with self._write() as c:
             async for batch in batches:
                 last = {(self._hash(row.address.key), row.list_id or ""): row for row in batch}
                 hashes = sorted({h for h, _ in last})
-                existing = {(r["key_hash"], r["list_id"])
+                existing = {(r["key_hash"], r["list_id"]): (r["address"], r["reason"], r["source"])
                             for r in await c.fetch("suppression-keys", hashes)}
+                new = {k: row for k, row in last.items()
+                       if existing.get(k) != (row.address.text, row.reason, source)}
+                total += len(batch)
+                changed += len(new)
+                if not new:
+                    continue
                 now = utcnow()
                 await c.executemany("upsert-suppression", [
                     (h, lid, row.address.text, row.reason, source, actor, now)
-                    for (h, lid), row in last.items()])
+                    for (h, lid), row in new.items()])
                 await c.executemany("insert-audit", [
                     (now, actor, "suppression.add", h, row.address.text, lid or None,
                      "suppressed" if (h, lid) in existing else None, "suppressed", source,
                      row.reason)
-                    for (h, lid), row in last.items()])
-                total += len(batch)
-        return total
+                    for (h, lid), row in new.items()])
+        return Imported(total, changed)

@@ -40,6 +40,7 @@ from beacon_proxy.consent.model import (
     Forgotten,
     ForwardJob,
     ForwardState,
+    Imported,
     OpenEvent,
     OpenInput,
     Page,
@@ -122,7 +123,7 @@ class Store(ConsentLookup, OpenRecorder, ForwardQueue, CampaignStore, Protocol):
                            beacons: Beacons | str | None = None) -> Page[Consent]: ...
     def iter_consent(self) -> AsyncIterator[Consent]: ...
     async def import_consent(self, batches: AsyncIterable[Sequence[ConsentInput]], *,
-                             actor: str | None = None, source: str | None = None) -> int: ...
+                             actor: str | None = None, source: str | None = None) -> Imported: ...
 
     # suppressions
     async def suppress(self, address: AddressArg, list_id: str | None = None, *,
@@ -137,7 +138,7 @@ class Store(ConsentLookup, OpenRecorder, ForwardQueue, CampaignStore, Protocol):
     def iter_suppressions(self) -> AsyncIterator[Suppression]: ...
     async def import_suppressions(self, batches: AsyncIterable[Sequence[SuppressionInput]], *,
                                   actor: str | None = None,
-                                  source: str | None = None) -> int: ...
+                                  source: str | None = None) -> Imported: ...
 
     # history and erasure
     async def history(self, address: AddressArg | None = None, *, after: str | None = None,

@@ -1,8 +1,13 @@
 """Delivery into a local Maildir (the outbox used when no upstream is configured).
 
-Each copy becomes one file holding exactly the bytes given: the final message
-with CRLF line endings, as it would go over the wire.  No ``Return-Path`` or
-``Delivered-To`` is added, and line endings are not converted to LF.
+Each copy becomes one file holding the bytes given - the final message with
+CRLF line endings, as it would go over the wire (line endings are not converted
+to LF) - below the two fields an MTA's local delivery adds (Postfix's
+``local``, RFC 5321 4.4): ``Return-Path: <sender>`` (``<>`` for a bounce) and
+``Delivered-To: recipient``, so the envelope is not lost.  They go on top, after
+any DKIM signature was made: a signature covers neither (they are not in its
+``h=``, and fields added above it do not change what it signed), as with every
+final MTA that adds them.
 
 Durability follows the Maildir spec and the rest of the relay: write
 ``tmp/<unique>``, flush and fsync it, rename it to ``new/<unique>``, fsync
@@ -23,7 +28,7 @@ from pathlib import Path
 
 from beacon_proxy.deliver.courier import Outcome, Result
 
-__all__ = ["MaildirCourier"]
+__all__ = ["MaildirCourier", "envelope_fields"]
 
 _deliveries = itertools.count(1)  # Q<n>: deliveries by this process, all couriers
 _SUBDIRS = ("tmp", "new", "cur")
@@ -48,6 +53,20 @@ def _unique_name(now_ns: int | None = None) -> str:
     return f"{sec}.M{usec}P{os.getpid()}Q{next(_deliveries)}.{_HOST}"
 
 
+def envelope_fields(sender: str, recipient: str) -> bytes:
+    """The fields a local delivery puts on top of a message (CRLF, UTF-8 for SMTPUTF8
+    addresses; a line break in an address, which the SMTP side never accepts, is dropped).
+
+    >>> envelope_fields("", "ann@example.org")
+    b'Return-Path: <>\\r\\nDelivered-To: ann@example.org\\r\\n'
+    """
+    def one_line(text: str) -> bytes:
+        return text.replace("\r", "").replace("\n", "").encode("utf-8", "surrogateescape")
+
+    return (b"Return-Path: <" + one_line(sender) + b">\r\nDelivered-To: " + one_line(recipient)
+            + b"\r\n")
+
+
 class MaildirCourier:
     """Delivers each copy as one file in the Maildir at ``path``.
 
@@ -64,10 +83,10 @@ class MaildirCourier:
 
     async def deliver(self, sender: str, recipient: str, data: bytes, *,
                       smtputf8: bool = False, body_type: str | None = None) -> Result:
-        """Store ``data`` as a new message; the envelope is not recorded in the file."""
+        """Store ``data`` as a new message, below ``Return-Path`` and ``Delivered-To``."""
         name = _unique_name()
         try:
-            await asyncio.to_thread(self._write, name, data)
+            await asyncio.to_thread(self._write, name, envelope_fields(sender, recipient) + data)
         except OSError as exc:
             self._ready = False  # re-check the directories next time
             reason = exc.strerror or str(exc) or type(exc).__name__

@@ -364,8 +364,8 @@ class Scheduler:
                 deferred.append(_Pending(i, site_down))
                 continue
             decision = decisions.get(rcpt.address, Decision.REFUSED)
-            if decision is Decision.SUPPRESSED:
-                await self._suppress(entry, i)
+            if decision.suppressed:
+                await self._suppress(entry, i, decision)
                 continue
             policy = policy_of(decision)
             if prepared is None:
@@ -462,14 +462,17 @@ class Scheduler:
                               "consent-store")
         return found, None
 
-    async def _suppress(self, entry: QueueEntry, index: int) -> None:
-        """Delivery suspended for this recipient: final, nothing sent, no bounce."""
+    async def _suppress(self, entry: QueueEntry, index: int, decision: Decision) -> None:
+        """Delivery suspended for this recipient: final, nothing sent, no bounce.  The
+        log says which suppression matched: ``scope`` ``global`` (every list) or
+        ``list`` (the message's ``list_id``)."""
         env, rcpt = entry.envelope, entry.recipients[index]
         rcpt.state, rcpt.reply = "suppressed", "delivery suspended by the recipient"
         await self.spool.record(env.queue_id, index, "suppressed", rcpt.reply)
         DELIVERIES.labels("suppressed").inc()
         event("suppressed", queue_id=env.queue_id, message_id=env.message_id,
-              sender=env.sender, recipient=rcpt.address, list_id=env.list_id)
+              sender=env.sender, recipient=rcpt.address, list_id=env.list_id,
+              scope="global" if decision is Decision.SUPPRESSED else "list")
 
     async def _bounce(self, entry: QueueEntry, data: bytes, failed: Sequence[_Pending],
                       attempt: int, *, expired: bool) -> None:

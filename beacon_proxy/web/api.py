@@ -191,11 +191,11 @@ def _importer(kind: Kind) -> Any:
         source = request.query.get("source") or None
         path = await _spool_upload(request)
         try:
-            rows = await import_file(None if dry_run else ctx.store, path, kind,
+            done = await import_file(None if dry_run else ctx.store, path, kind,
                                      dry_run=dry_run, actor=ctx.actor, source=source)
         finally:
             await asyncio.to_thread(path.unlink, missing_ok=True)
-        return _ok({"rows": rows, "applied": not dry_run})
+        return _ok({"rows": done.rows, "changed": done.changed, "applied": not dry_run})
 
     run.__name__ = f"import_{kind}"
     return run

@@ -52,6 +52,14 @@ def test_get_an_unknown_recipient_shows_the_default(config: Path, capsys: Cap) -
     assert (got["beacons"], got["effective"], got["suppressions"]) == ("unknown", "refused", [])
 
 
+def test_get_json_of_an_unknown_recipient_names_the_address(config: Path, capsys: Cap) -> None:
+    config.write_text(config.read_text() + '[policy]\nunknown = "granted"\n')
+    assert main(["consent", "get", " New@Example.ORG ", "--json"]) == 0
+    got = json.loads(capsys.readouterr().out)
+    assert (got["address"], got["beacons"], got["effective"]) == (
+        "New@example.org", "unknown", "granted")
+
+
 def test_bad_input_is_one_line_and_nonzero(config: Path, capsys: Cap) -> None:
     assert main(["consent", "set", "nobody", "--beacons", "granted"]) == 1
     err = capsys.readouterr().err
@@ -147,3 +155,15 @@ def test_help(capsys: Cap) -> None:
             main(args)
         assert info.value.code == 0
     assert "--config" in capsys.readouterr().out
+
+
+def test_reimport_says_how_many_rows_changed(config: Path, tmp_path: Path,
+                                             capsys: Cap) -> None:
+    rows = tmp_path / "c.csv"
+    rows.write_text("address,beacons,source\na@example.org,granted,\nb@example.org,refused,\n")
+    assert main(["consent", "import", str(rows)]) == 0
+    assert "imported 2 rows, 2 changed" in capsys.readouterr().out
+    assert main(["consent", "import", str(rows)]) == 0
+    assert "imported 2 rows, 0 changed" in capsys.readouterr().out
+    assert main(["consent", "history", "a@example.org", "--json"]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 1  # one audit entry, not two

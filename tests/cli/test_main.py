@@ -34,3 +34,24 @@ def test_commands_import_only_what_they_need(argv: list[str], tmp_path: Path) ->
             f"try:\n    main({args!r})\nexcept SystemExit:\n    pass")
     loaded = _imported_after(code)
     assert [m for m in HEAVY if m in loaded] == []
+
+
+@pytest.mark.parametrize("action", ["list", "export"])
+def test_a_closed_pipe_ends_a_listing_quietly(action: str, tmp_path: Path) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text(f'[store]\nurl = "sqlite:///{tmp_path / "c.db"}"\n')
+    rows = tmp_path / "rows.csv"  # far more than a pipe holds: the writer meets the closed end
+    rows.write_text("address,beacons,source\n" + "".join(
+        f"reader-{n:05d}-with-a-long-local-part@example.org,granted,crm\n" for n in range(8000)))
+    cli = [sys.executable, "-m", "beacon_proxy"]
+    subprocess.run([*cli, "consent", "import", str(rows), "--config", str(config),
+                    "--create-store"], cwd=ROOT, capture_output=True, timeout=300, check=True)
+    with subprocess.Popen([*cli, "consent", action, "--config", str(config)], cwd=ROOT,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc:
+        assert proc.stdout is not None and proc.stderr is not None
+        first = proc.stdout.readline()
+        proc.stdout.close()  # `| head -1`
+        err = proc.stderr.read()
+        assert proc.wait(timeout=300) == 0, err
+    assert first
+    assert err == b""

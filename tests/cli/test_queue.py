@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -90,3 +91,35 @@ def test_retry_and_delete_leave_requests(configured: Spool,
     requests = asyncio.run(configured.take_requests())
     assert sorted(requests) == sorted([("retry", qid), ("retry", "ALL"), ("delete", qid)])
     assert asyncio.run(configured.take_requests()) == []
+
+
+def _unreadable(folder: Path, how: str) -> None:
+    """``folder`` made unreadable: a file where it should be (works as root too), or
+    mode 000 (skipped when this user, root, reads it anyway)."""
+    if how == "file":
+        folder.rmdir()
+        folder.write_text("")
+        return
+    folder.chmod(0)
+    if os.access(folder, os.R_OK):
+        folder.chmod(0o700)
+        pytest.skip("this user reads a mode 000 folder (root)")
+
+
+@pytest.mark.parametrize("how", ["file", "mode000"])
+@pytest.mark.parametrize("argv", [["list"], ["list", "--json"], ["show", "ABC123"],
+                                  ["retry", "ABC123"], ["retry", "--all"],
+                                  ["delete", "ABC123"]])
+def test_an_unreadable_spool_is_one_line_naming_the_key(
+        configured: Spool, capsys: pytest.CaptureFixture[str], argv: list[str],
+        how: str) -> None:
+    folder = configured.root / "deferred"
+    _unreadable(folder, how)
+    try:
+        assert main(["queue", *argv]) == 1
+    finally:
+        if folder.is_dir():
+            folder.chmod(0o700)
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert f"spool.path {configured.root}" in err and str(folder) in err

@@ -10,7 +10,7 @@ import pytest
 
 from beacon_proxy.consent.address import parse_address
 from beacon_proxy.consent.csvio import CsvError, export_csv, import_file
-from beacon_proxy.consent.model import Beacons, ConsentInput
+from beacon_proxy.consent.model import Beacons, ConsentInput, Imported
 from beacon_proxy.consent.policy import Decision
 from beacon_proxy.consent.store import Store
 
@@ -27,7 +27,8 @@ def _consent_csv(path: Path, rows: int, bad_line: int | None = None) -> Path:
 
 async def test_import_applies_every_row_with_audit(store: Store, tmp_path: Path) -> None:
     path = _consent_csv(tmp_path / "c.csv", 12_000)  # more than two batches
-    assert await import_file(store, path, "consent", actor="cli:test", source="default") == 12_000
+    assert await import_file(store, path, "consent", actor="cli:test",
+                             source="default") == Imported(12_000, 12_000)
     got = await store.decisions(["user0@example.org", "user1@example.org"], None)
     assert got == {"user0@example.org": Decision.REFUSED, "user1@example.org": Decision.GRANTED}
     rec = await store.get_consent("user11999@example.org")
@@ -51,7 +52,7 @@ async def test_a_bad_row_in_the_middle_applies_nothing(store: Store, tmp_path: P
 
 async def test_dry_run_validates_without_touching_the_store(store: Store, tmp_path: Path) -> None:
     path = _consent_csv(tmp_path / "c.csv", 100)
-    assert await import_file(store, path, "consent", dry_run=True) == 100
+    assert (await import_file(store, path, "consent", dry_run=True)).rows == 100
     assert (await store.list_consent()).items == []
     with pytest.raises(CsvError, match="line 51"):
         await import_file(None, _consent_csv(tmp_path / "b.csv", 100, bad_line=51), "consent")
@@ -62,7 +63,7 @@ async def test_later_rows_win_and_the_audit_says_what_changed(store: Store,
     await store.set_consent("a@example.org", "refused")
     path = tmp_path / "c.csv"
     path.write_text("address,beacons,source\na@example.org,granted,x\nA@EXAMPLE.org,unknown,y\n")
-    assert await import_file(store, path, "consent") == 2
+    assert (await import_file(store, path, "consent")).rows == 2
     rec = await store.get_consent("a@example.org")
     assert rec is not None and (rec.address, rec.beacons, rec.source) == (
         "A@example.org", "unknown", "y")
@@ -74,9 +75,10 @@ async def test_suppression_import_and_export_round_trip(store: Store, tmp_path: 
     path = tmp_path / "s.csv"
     path.write_text("address,list,reason\na@example.org,,complaint\n"
                     "b@example.org,News <news.example.org>,clicked\n", encoding="utf-8")
-    assert await import_file(store, path, "suppressions", actor="t", source="csv:s.csv") == 2
+    assert (await import_file(store, path, "suppressions", actor="t", source="csv:s.csv")).rows == 2
     got = await store.decisions(["a@example.org", "b@example.org"], "news.example.org")
-    assert set(got.values()) == {Decision.SUPPRESSED}
+    assert got == {"a@example.org": Decision.SUPPRESSED,
+                   "b@example.org": Decision.SUPPRESSED_LIST}
     await store.suppress("gone@example.org")
     await store.forget("gone@example.org")  # a hash only: not exported
     chunks: list[str] = []
@@ -92,7 +94,7 @@ async def test_suppression_import_and_export_round_trip(store: Store, tmp_path: 
     assert lines[2].startswith("b@example.org,news.example.org,clicked,")
     again = tmp_path / "again.csv"
     again.write_text(text, encoding="utf-8")
-    assert await import_file(store, again, "suppressions") == 2
+    assert (await import_file(store, again, "suppressions")).rows == 2
 
 
 async def test_consent_export_round_trips(store: Store, tmp_path: Path) -> None:
@@ -105,7 +107,7 @@ async def test_consent_export_round_trips(store: Store, tmp_path: Path) -> None:
     assert await export_csv("consent", store.iter_consent(), write) == 2500
     out = tmp_path / "out.csv"
     out.write_text("".join(chunks), encoding="utf-8")
-    assert await import_file(store, out, "consent", dry_run=True) == 2500
+    assert (await import_file(store, out, "consent", dry_run=True)).rows == 2500
 
 
 async def test_lookups_do_not_wait_for_an_import(store: Store) -> None:
@@ -122,6 +124,29 @@ async def test_lookups_do_not_wait_for_an_import(store: Store) -> None:
     got = await asyncio.wait_for(store.decisions(["slow@example.org"], None), 5)
     assert got["slow@example.org"] == Decision.REFUSED  # not committed yet
     release.set()
-    assert await task == 1
+    assert await task == Imported(1, 1)
     got = await store.decisions(["slow@example.org"], None)
     assert got["slow@example.org"] == Decision.GRANTED
+
+
+async def test_reimporting_unchanged_rows_writes_and_audits_nothing(store: Store,
+                                                                     tmp_path: Path) -> None:
+    consent = tmp_path / "c.csv"
+    consent.write_text("address,beacons,source\na@example.org,granted,crm\n"
+                       "b@example.org,refused,\n")
+    assert await import_file(store, consent, "consent", source="csv:c.csv") == Imported(2, 2)
+    sups = tmp_path / "s.csv"
+    sups.write_text("address,list,reason\na@example.org,,complaint\n"
+                    "b@example.org,news.example.org,clicked\n")
+    assert await import_file(store, sups, "suppressions", source="csv:s.csv") == Imported(2, 2)
+    audit = len((await store.history()).items)
+    before = await store.get_consent("a@example.org")
+    assert await import_file(store, consent, "consent", source="csv:c.csv") == Imported(2, 0)
+    assert await import_file(store, sups, "suppressions", source="csv:s.csv") == Imported(2, 0)
+    assert len((await store.history()).items) == audit
+    assert await store.get_consent("a@example.org") == before  # not even updated_at
+    consent.write_text("address,beacons,source\na@example.org,granted,crm\n"
+                       "b@example.org,granted,\n")
+    assert await import_file(store, consent, "consent", source="csv:c.csv") == Imported(2, 1)
+    [last] = (await store.history()).items[audit:]
+    assert (last.address, last.old, last.new) == ("b@example.org", "refused", "granted")

@@ -44,7 +44,7 @@ async def test_two_processes_share_one_postgres_database(pg_database: str,
         assert (await node.decisions(["x@example.org"], None))["x@example.org"] is Decision.GRANTED
         await cli("suppress", "add", "x@example.org", "--list", "news.example.org")
         got = await node.decisions(["x@example.org"], "news.example.org")
-        assert got["x@example.org"] is Decision.SUPPRESSED
+        assert got["x@example.org"] is Decision.SUPPRESSED_LIST
         await node.set_consent("y@example.org", "refused", actor="node")
         shown = json.loads((await cli("consent", "get", "y@example.org", "--json")).stdout)
         assert (shown["beacons"], shown["actor"]) == ("refused", "node")
@@ -55,4 +55,4 @@ async def test_two_processes_share_one_postgres_database(pg_database: str,
         await cli("consent", "forget", "x@example.org")
         assert await node.get_consent("x@example.org") is None
         got = await node.decisions(["x@example.org"], "news.example.org")
-        assert got["x@example.org"] is Decision.SUPPRESSED  # still, as a keyed hash
+        assert got["x@example.org"] is Decision.SUPPRESSED_LIST  # still, as a keyed hash

@@ -10,6 +10,7 @@ from beacon_proxy.consent.policy import Decision, Policy
 from beacon_proxy.consent.store import Store, open_store
 
 G, R, S = Decision.GRANTED, Decision.REFUSED, Decision.SUPPRESSED
+SL = Decision.SUPPRESSED_LIST  # suppressed for the message's list only
 
 
 async def test_consent_is_keyed_case_insensitively_with_a_canonical_address(store: Store) -> None:
@@ -39,12 +40,16 @@ async def test_decisions_one_lookup_for_all_recipients(store: Store) -> None:
     got = await store.decisions(recipients, "Weekly <News.Example.org>")
     assert got == {"G@example.org": G, "g@EXAMPLE.org": G, "r@example.org": R,
                    "u@example.org": R, "new@example.org": R, "all@example.org": S,
-                   "news@example.org": S, "not an address": R}
+                   "news@example.org": SL, "not an address": R}
     other = await store.decisions(recipients, "other.example.org")
     assert other["news@example.org"] == G and other["all@example.org"] == S
     none = await store.decisions(recipients, None)
     assert none["news@example.org"] == G and none["all@example.org"] == S
     assert await store.decisions([], "x") == {}
+    # Suppressed both globally and for the list: the global one is what matched.
+    await store.suppress("all@example.org", "news.example.org")
+    assert (await store.decisions(["all@example.org"], "news.example.org")) == {
+        "all@example.org": S}
 
 
 async def test_unknown_follows_the_configured_default(url: str) -> None:
@@ -109,7 +114,7 @@ async def test_suppressions_per_list_and_global(store: Store) -> None:
     assert await store.unsuppress("bob@example.org", actor="ops")
     assert not await store.unsuppress("bob@example.org")
     assert (await store.decisions(["bob@example.org"], "news.example.org"))[
-        "bob@example.org"] == S
+        "bob@example.org"] == SL
     assert await store.unsuppress("bob@example.org", "news.example.org")
     assert (await store.decisions(["bob@example.org"], "news.example.org"))[
         "bob@example.org"] == R
@@ -244,6 +249,6 @@ async def test_two_instances_see_each_others_changes_at_once(url: str) -> None:
         await a.set_consent("x@example.org", "granted")
         assert (await b.decisions(["x@example.org"], None))["x@example.org"] == G
         await b.suppress("x@example.org", "news.example.org")
-        assert (await a.decisions(["x@example.org"], "news.example.org"))["x@example.org"] == S
+        assert (await a.decisions(["x@example.org"], "news.example.org"))["x@example.org"] == SL
         await a.unsuppress("x@example.org", "news.example.org")
         assert (await b.decisions(["x@example.org"], "news.example.org"))["x@example.org"] == G

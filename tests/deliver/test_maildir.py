@@ -11,6 +11,7 @@ from beacon_proxy.deliver.maildir import MaildirCourier
 
 DATA = b"Subject: hi\r\n\r\n.line with a dot\r\n\xc3\xa9 8bit\r\nno final newline"
 NAME = re.compile(r"\d+\.M\d+P\d+Q\d+\.[^/:]+")
+ENVELOPE = b"Return-Path: <a@example.org>\r\nDelivered-To: b@example.net\r\n"
 
 
 async def deliver(courier: MaildirCourier, data: bytes = DATA) -> Result:
@@ -23,7 +24,7 @@ async def test_delivers_exact_bytes_into_new(tmp_path: Path) -> None:
     assert result == Result(Outcome.DELIVERED, 250, "250 2.0.0 delivered to maildir", "2.0.0",
                             "maildir")
     [file] = (box / "new").iterdir()
-    assert file.read_bytes() == DATA
+    assert file.read_bytes() == ENVELOPE + DATA
     assert NAME.fullmatch(file.name)
     assert list((box / "tmp").iterdir()) == []
     assert (box / "cur").is_dir()
@@ -37,7 +38,9 @@ async def test_names_are_unique_across_couriers(tmp_path: Path) -> None:
     assert all(r.ok for r in results)
     files = list((tmp_path / "new").iterdir())
     assert len(files) == 80
-    assert sorted(f.read_bytes() for f in files) == sorted([b"%d\r\n" % i for i in range(40)] * 2)
+    envelope = b"Return-Path: <>\r\nDelivered-To: b@example.net\r\n"
+    assert sorted(f.read_bytes() for f in files) == sorted(
+        [envelope + b"%d\r\n" % i for i in range(40)] * 2)
     assert list((tmp_path / "tmp").iterdir()) == []
 
 

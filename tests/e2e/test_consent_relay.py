@@ -84,6 +84,7 @@ def test_refused_granted_and_suppressed_recipients_get_their_own_copy(
 
     (suppressed,) = proxy.events("suppressed")
     assert suppressed["recipient"] == "gone@example.net" and suppressed["queue_id"] == qid
+    assert suppressed["scope"] == "global"  # for every list, whatever the message's list_id
     delivered = {e["recipient"]: e for e in proxy.wait_events("delivered", 3)}
     assert delivered["granted@example.net"]["policy"] == "granted"
     assert delivered["refused@example.net"]["policy"] == "refused"
@@ -113,7 +114,10 @@ def test_list_scoped_suppression_blocks_only_that_list(proxy: Proxy, upstream: U
                newsletter("News", list_id="news.sender.example"))
     (copy,) = wait_for(lambda: upstream.to("ann@example.net"), what="the news copy")
     assert b"Subject: News" in copy.data
-    wait_for(lambda: proxy.events("suppressed"), what="the deals suppression")
+    (suppressed,) = wait_for(lambda: [e for e in proxy.events("suppressed")
+                                      if e["recipient"] == "ann@example.net"],
+                             what="the deals suppression")
+    assert (suppressed["scope"], suppressed["list_id"]) == ("list", "deals.sender.example")
     assert len(upstream.to("ann@example.net")) == 1
 
 

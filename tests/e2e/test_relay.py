@@ -62,9 +62,14 @@ def test_without_upstream_mail_lands_in_the_maildir_outbox(
     files = wait_for(lambda: sorted(outbox.glob("*")) if outbox.is_dir() else [],
                      what="outbox files")
     wait_for(lambda: len(list(outbox.glob("*"))) == 2, what="two outbox files")
+    recipients = []
     for f in outbox.glob("*"):
-        copy = f.read_bytes()
+        # The envelope on top, as a local delivery adds it.
+        return_path, delivered_to, copy = f.read_bytes().split(b"\r\n", 2)
+        assert return_path == b"Return-Path: <news@sender.example>"
+        recipients.append(delivered_to.removeprefix(b"Delivered-To: "))
         assert strip_trace(copy) == with_footer(msg, copy)
+    assert sorted(recipients) == [b"ann@example.net", b"bob@example.net"]
     assert files
     assert proxy.stop() == 0
 

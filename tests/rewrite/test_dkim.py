@@ -537,3 +537,20 @@ def test_one_signer_judges_each_message_against_its_own_original(ed_key: Signing
     lf = (SENDER_SIG + MESSAGE).replace(b"\r\n", b"\n")
     recipient = Recipient(ENV, "ann@example.org", Policy.REFUSED, lf)
     assert signer(Copy(SENDER_SIG + MESSAGE), recipient).report["dkim"].endswith("kept")
+
+
+def test_a_maildir_copy_keeps_its_envelope_and_its_signature(rsa_key: SigningKey,
+                                                             tmp_path: Path) -> None:
+    # Return-Path and Delivered-To go on top at the Maildir write, after signing, as a
+    # final MTA adds them: the signature still verifies.
+    from beacon_proxy.deliver.maildir import MaildirCourier
+
+    signed, _ = DkimSigner([rsa_key]).sign(MESSAGE)
+    result = asyncio.run(MaildirCourier(tmp_path).deliver("news@news.example.com",
+                                                          "ann@example.org", signed))
+    assert result.ok
+    [file] = (tmp_path / "new").iterdir()
+    data = file.read_bytes()
+    assert data == (b"Return-Path: <news@news.example.com>\r\nDelivered-To: ann@example.org\r\n"
+                    + signed)
+    assert _verify(data, rsa_key) == [True]

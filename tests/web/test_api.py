@@ -251,11 +251,11 @@ CSV = "address,beacons,source\r\na@example.org,granted,form\r\nb@example.org,ref
 async def test_csv_import_dry_run_and_export(client: Client) -> None:
     headers = {**AUTH, "Content-Type": "text/csv"}
     resp = await client.post("/api/v1/import/consent?dry_run=true", data=CSV, headers=headers)
-    assert await resp.json() == {"rows": 2, "applied": False}
+    assert await resp.json() == {"rows": 2, "changed": 0, "applied": False}
     resp = await client.get("/api/v1/consent", headers=AUTH)
     assert (await resp.json())["items"] == []
     resp = await client.post("/api/v1/import/consent?source=crm", data=CSV, headers=headers)
-    assert await resp.json() == {"rows": 2, "applied": True}
+    assert await resp.json() == {"rows": 2, "changed": 2, "applied": True}
     resp = await client.get("/api/v1/consent/b@example.org", headers=AUTH)
     assert (await resp.json())["source"] == "crm"
     resp = await client.get("/api/v1/export/consent", headers=AUTH)
@@ -265,7 +265,7 @@ async def test_csv_import_dry_run_and_export(client: Client) -> None:
     assert lines[1].startswith("a@example.org,granted,form,api:ops,")
     sup = "address,list,reason\nc@example.org,news.example.org,clicked\n"
     resp = await client.post("/api/v1/import/suppressions", data=sup, headers=headers)
-    assert await resp.json() == {"rows": 1, "applied": True}
+    assert await resp.json() == {"rows": 1, "changed": 1, "applied": True}
     resp = await client.get("/api/v1/export/suppressions", headers=AUTH)
     assert (await resp.text()).splitlines()[1].startswith("c@example.org,news.example.org,")
 

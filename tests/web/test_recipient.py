@@ -340,7 +340,7 @@ async def test_one_click_urlencoded_is_idempotent_and_never_redirects(env: Env,
     assert [(h.list_id, h.source) for h in entries] == [(LIST, "web")]
     assert len(env.suspended) == 1 and env.suspended[0].list_id == LIST
     decisions = await store.decisions([ANN], LIST)
-    assert decisions[ANN].value == "suppressed"
+    assert decisions[ANN].value == "suppressed-list"
     assert (await store.decisions([ANN], "other.example.org"))[ANN].value == "granted"
 
 

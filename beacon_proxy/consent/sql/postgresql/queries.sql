@@ -27,9 +27,10 @@ SELECT value FROM store_meta WHERE name = $1;
 
 -- name: decisions
 -- $1 keys, $2 their hashes (parallel arrays), $3 the list id ('' for none).
+-- suppressed: NULL (none), '' (for every list: it sorts first) or the list id.
 SELECT k.key AS key, r.beacons AS beacons,
-       EXISTS (SELECT 1 FROM suppressions s
-               WHERE s.key_hash = k.hash AND s.list_id IN ('', $3::text)) AS suppressed
+       (SELECT MIN(s.list_id) FROM suppressions s
+        WHERE s.key_hash = k.hash AND s.list_id IN ('', $3::text)) AS suppressed
 FROM unnest($1::text[], $2::text[]) AS k(key, hash)
 LEFT JOIN recipients AS r ON r.key = k.key;
 
@@ -37,7 +38,7 @@ LEFT JOIN recipients AS r ON r.key = k.key;
 SELECT address, beacons, source, actor, updated_at FROM recipients WHERE key = $1;
 
 -- name: consent-states
-SELECT key, beacons FROM recipients WHERE key = ANY($1::text[]);
+SELECT key, address, beacons, source FROM recipients WHERE key = ANY($1::text[]);
 
 -- name: upsert-consent
 INSERT INTO recipients (key, address, beacons, source, actor, updated_at)
@@ -60,7 +61,7 @@ SELECT id, address, list_id, reason, source, actor, created_at, forgotten_at
 FROM suppressions WHERE key_hash = $1 ORDER BY list_id COLLATE "C";
 
 -- name: suppression-keys
-SELECT key_hash, list_id FROM suppressions WHERE key_hash = ANY($1::text[]);
+SELECT key_hash, list_id, address, reason, source FROM suppressions WHERE key_hash = ANY($1::text[]);
 
 -- name: upsert-suppression
 INSERT INTO suppressions (key_hash, list_id, address, reason, source, actor, created_at)

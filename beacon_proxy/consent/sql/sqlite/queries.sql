@@ -28,10 +28,11 @@ SELECT value FROM store_meta WHERE name = ?1;
 -- name: decisions
 -- ?1 keys, ?2 their hashes (parallel JSON arrays), ?3 the list id ('' for none).
 -- The hash is picked by position: a join of two json_each tables would scan n x n.
+-- suppressed: NULL (none), '' (for every list: it sorts first) or the list id.
 SELECT k.value AS key, r.beacons AS beacons,
-       EXISTS (SELECT 1 FROM suppressions s
-               WHERE s.key_hash = json_extract(?2, '$[' || k.key || ']')
-                 AND s.list_id IN ('', ?3)) AS suppressed
+       (SELECT MIN(s.list_id) FROM suppressions s
+        WHERE s.key_hash = json_extract(?2, '$[' || k.key || ']')
+          AND s.list_id IN ('', ?3)) AS suppressed
 FROM json_each(?1) AS k
 LEFT JOIN recipients AS r ON r.key = k.value;
 
@@ -39,7 +40,7 @@ LEFT JOIN recipients AS r ON r.key = k.value;
 SELECT address, beacons, source, actor, updated_at FROM recipients WHERE key = ?1;
 
 -- name: consent-states
-SELECT key, beacons FROM recipients WHERE key IN (SELECT value FROM json_each(?1));
+SELECT key, address, beacons, source FROM recipients WHERE key IN (SELECT value FROM json_each(?1));
 
 -- name: upsert-consent
 INSERT INTO recipients (key, address, beacons, source, actor, updated_at)
@@ -62,7 +63,7 @@ SELECT id, address, list_id, reason, source, actor, created_at, forgotten_at
 FROM suppressions WHERE key_hash = ?1 ORDER BY list_id;
 
 -- name: suppression-keys
-SELECT key_hash, list_id FROM suppressions WHERE key_hash IN (SELECT value FROM json_each(?1));
+SELECT key_hash, list_id, address, reason, source FROM suppressions WHERE key_hash IN (SELECT value FROM json_each(?1));
 
 -- name: upsert-suppression
 INSERT INTO suppressions (key_hash, list_id, address, reason, source, actor, created_at)
