@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -44,3 +45,12 @@ def test_security_md_names_tests_that_exist() -> None:
         if test:
             assert re.search(rf"^(?:async )?def {test}\(", (ROOT / path).read_text(), re.M), (
                 f"{path}::{test}")
+
+
+def test_the_licence_is_a_file_and_an_spdx_expression() -> None:
+    """PEP 639: ``license`` is an SPDX string (setuptools deprecates the table) and the
+    files it covers are named; the Apache-2.0 text is at the root."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert project["license"] == "Apache-2.0"
+    assert (ROOT / "LICENSE").read_text().lstrip().startswith("Apache License")
+    assert all((ROOT / name).is_file() for name in project["license-files"])

@@ -48,10 +48,18 @@ def test_licence_notice_ships_with_the_rules() -> None:
     assert data["upstream_commit"] == "8a8c43c" and "BSD-3-Clause" in data["license"]
 
 
-@pytest.mark.skipif(not UPSTREAM.exists(), reason="the shared upstream list is not beside the repo")
+@pytest.mark.skipif(not UPSTREAM.exists(),
+                    reason=f"needs the shared upstream tracker list at {UPSTREAM} "
+                    "(a checkout beside ../shared)")
 def test_rules_are_exactly_the_derivation_of_the_upstream_list() -> None:
     derived = _derive_tool().derive(json.loads(UPSTREAM.read_text()))
     assert json.loads(CONFIG.read_text()) == derived
+
+
+def test_a_skip_names_the_path_it_wants() -> None:
+    marks = test_rules_are_exactly_the_derivation_of_the_upstream_list.pytestmark  # type: ignore[attr-defined]
+    (skip,) = [m for m in marks if m.name == "skipif"]
+    assert str(UPSTREAM) in skip.kwargs["reason"]
 
 
 def test_derivation_makes_hostname_dots_literal_only() -> None:
