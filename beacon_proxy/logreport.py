@@ -494,6 +494,34 @@ def _volume(hours: Mapping[str, Any]) -> list[str]:
     return out
 
 
+#: The text's sections after the grand totals: title, where in the JSON object, and
+#: how shown: a count map, a table (with bytes in its second column), the volume.
+_SECTIONS: tuple[tuple[str, tuple[str, ...], str], ...] = (
+    ("Events", ("totals",), "counts"),
+    ("Levels", ("levels",), "counts"),
+    ("Copies by outcome", ("outcomes",), "counts"),
+    ("Tracker actions", ("trackers", "actions"), "counts"),
+    ("Trackers removed, by vendor", ("trackers", "removed", "vendors"), "table"),
+    ("Trackers removed, by kind", ("trackers", "removed", "kinds"), "table"),
+    ("Trackers rewritten (granted), by vendor", ("trackers", "rewritten", "vendors"), "table"),
+    ("Trackers rewritten (granted), by kind", ("trackers", "rewritten", "kinds"), "table"),
+    ("", ("hours",), "volume"),
+    ("Deferral reasons", ("top", "deferral_reasons"), "table"),
+    ("Bounce reasons", ("top", "bounce_reasons"), "table"),
+    ("Held copies, by reason", ("top", "held_reasons"), "table"),
+    ("Upstream replies", ("top", "replies"), "table"),
+    ("Sender domains", ("top", "sender_domains"), "bytes"),
+    ("Senders", ("top", "senders"), "bytes"),
+    ("Recipient domains", ("top", "recipient_domains"), "table"),
+    ("Lists", ("top", "lists"), "table"),
+    ("Recipient actions", ("recipient_actions",), "counts"),
+    ("Rejections, by stage", ("rejected", "stages"), "counts"),
+    ("Rejections, by reason", ("rejected", "reasons"), "table"),
+    ("AUTH failures, by client", ("auth_failed", "clients"), "table"),
+    ("AUTH failures, by user", ("auth_failed", "users"), "table"),
+)
+
+
 def render(report: Mapping[str, Any]) -> str:
     """The text form of :meth:`Summary.to_json`'s object."""
     span = (f"{report['first']} .. {report['last']}" if report["first"] else "no events")
@@ -523,27 +551,14 @@ def render(report: Mapping[str, Any]) -> str:
         out.append(f"  {totals.get(name, 0):>9}  {name}{extra}")
     out += [f"  {trk['beacons']:>9}  trackers in {trk['copies']} delivered copies: "
             f"{trk['removed']['beacons']} removed, {trk['rewritten']['beacons']} rewritten"]
-    out += _counts("Events", totals)
-    out += _counts("Levels", report["levels"])
-    out += _counts("Copies by outcome", report["outcomes"])
-    out += _counts("Tracker actions", trk["actions"])
-    out += _table("Trackers removed, by vendor", trk["removed"]["vendors"])
-    out += _table("Trackers removed, by kind", trk["removed"]["kinds"])
-    out += _table("Trackers rewritten (granted), by vendor", trk["rewritten"]["vendors"])
-    out += _table("Trackers rewritten (granted), by kind", trk["rewritten"]["kinds"])
-    out += _volume(report["hours"])
-    top = report["top"]
-    out += _table("Deferral reasons", top["deferral_reasons"])
-    out += _table("Bounce reasons", top["bounce_reasons"])
-    out += _table("Held copies, by reason", top["held_reasons"])
-    out += _table("Upstream replies", top["replies"])
-    out += _table("Sender domains", top["sender_domains"], sizes=(1,))
-    out += _table("Senders", top["senders"], sizes=(1,))
-    out += _table("Recipient domains", top["recipient_domains"])
-    out += _table("Lists", top["lists"])
-    out += _counts("Recipient actions", report["recipient_actions"])
-    out += _counts("Rejections, by stage", report["rejected"]["stages"])
-    out += _table("Rejections, by reason", report["rejected"]["reasons"])
-    out += _table("AUTH failures, by client", report["auth_failed"]["clients"])
-    out += _table("AUTH failures, by user", report["auth_failed"]["users"])
+    for title, path, kind in _SECTIONS:
+        value: Any = report
+        for key in path:
+            value = value[key]
+        if kind == "counts":
+            out += _counts(title, value)
+        elif kind == "volume":
+            out += _volume(value)
+        else:
+            out += _table(title, value, sizes=(1,) if kind == "bytes" else ())
     return "\n".join(out) + "\n"
