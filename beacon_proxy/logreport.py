@@ -27,6 +27,7 @@ import json
 import json.scanner
 import math
 import re
+import zlib
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol, cast
 
@@ -162,6 +163,14 @@ class Lines(Protocol):
     def readline(self, size: int = -1, /) -> bytes: ...
 
 
+def _why(exc: BaseException) -> str:
+    """A read error in a few words (``No such file or directory``, ``Compressed file
+    ended before the end-of-stream marker was reached``)."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return str(exc) or type(exc).__name__
+
+
 def _int(value: Any) -> int:
     return value if type(value) is int else 0
 
@@ -221,11 +230,13 @@ class Summary:
 
     # -- input -------------------------------------------------------------
 
-    def read(self, stream: Lines, name: str) -> None:
-        """Feed every line of ``stream`` (any read error propagates; what was read counts)."""
+    def read(self, stream: Lines, name: str) -> str | None:
+        """Feed every line of ``stream``; a read error (a truncated gzip, say) ends the
+        file: what was read counts, and the error is noted and returned."""
         record: dict[str, Any] = {"name": name, "lines": 0, "error": None}
         self.files.append(record)
         readline, feed, n = stream.readline, self.feed, 0
+        error: str | None = None
         try:
             while raw := readline(MAX_LINE):
                 n += 1
@@ -236,16 +247,15 @@ class Summary:
                     self.skip("too_long", f"{name}:{n}")
                     continue
                 feed(raw, name, n)
-        finally:
-            record["lines"] = n
+        except (OSError, EOFError, zlib.error) as exc:
+            error = record["error"] = _why(exc)
+        record["lines"] = n
+        return error
 
-    def fail(self, name: str, error: str) -> None:
-        """Note that a file could not be read (entirely, or after ``lines``)."""
-        for record in self.files:
-            if record["name"] == name and record["error"] is None:
-                record["error"] = error
-                return
-        self.files.append({"name": name, "lines": 0, "error": error})
+    def fail(self, name: str, exc: OSError) -> str:
+        """Note a file that could not be opened; the reason, for a message."""
+        self.files.append({"name": name, "lines": 0, "error": _why(exc)})
+        return _why(exc)
 
     def skip(self, reason: str, where: str) -> None:
         entry = self.skipped.get(reason)

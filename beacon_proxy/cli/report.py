@@ -20,7 +20,6 @@ import json
 import re
 import sys
 import time
-import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -114,13 +113,11 @@ def _report(args: argparse.Namespace) -> int:
         shown = "(stdin)" if name == "-" else name
         try:
             with _opened(name) as stream:
-                summary.read(stream, shown)
-        except (OSError, EOFError, zlib.error) as exc:
-            # A missing file, or a truncated .gz (logrotate still compressing it).
-            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else (
-                str(exc) or type(exc).__name__)
-            summary.fail(shown, reason)
-            print(f"beacon-proxy: {shown}: {reason}", file=sys.stderr)
+                error = summary.read(stream, shown)
+        except OSError as exc:  # missing, unreadable, a directory
+            error = summary.fail(shown, exc)
+        if error is not None:
+            print(f"beacon-proxy: {shown}: {error}", file=sys.stderr)
             failed = True
     report = summary.to_json(top=args.top)
     if args.json:
