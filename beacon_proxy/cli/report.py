@@ -65,15 +65,17 @@ def since_time(text: str, now: float) -> str:
     from beacon_proxy.consent.model import InvalidValue, parse_time
 
     relative = _RELATIVE.match(text.strip())
-    if relative is not None:
-        at = datetime.fromtimestamp(now, UTC) - timedelta(
-            seconds=int(relative.group(1)) * _UNITS[relative.group(2)])
-    else:
-        try:
+    try:
+        if relative is None:
             at = parse_time(text)
-        except InvalidValue:
-            raise CliError(f"--since: neither an ISO 8601 time nor a span such as 24h or 7d: "
-                           f"{text!r}", 2) from None
+        else:
+            at = datetime.fromtimestamp(now, UTC) - timedelta(
+                seconds=int(relative.group(1)) * _UNITS[relative.group(2)])
+    except InvalidValue:
+        raise CliError(f"--since: neither an ISO 8601 time nor a span such as 24h or 7d: "
+                       f"{text!r}", 2) from None
+    except OverflowError:
+        raise CliError(f"--since: {text!r} reaches back before the year 1", 2) from None
     return at.strftime("%Y-%m-%dT%H:%M:%S.") + f"{at.microsecond // 1000:03d}Z"
 
 
