@@ -23,6 +23,7 @@ from beacon_proxy.cli import (
     events,
     queue,
     ready,
+    report,
     scan,
     serve,
     suppress,
@@ -46,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     for module in (serve, scan, queue, consent, suppress, events, tools, apitoken, configcmd,
                    ready):
         module.register(sub)
+    report.register(sub)
     return parser
 
 
