@@ -4,8 +4,9 @@
     python bench/relay.py [--messages 1000] [--sessions 8]
 
 Every phase sends the same generated ~70 KB quoted-printable HTML newsletter
-with Postfix's ``smtp-source -F FILE -s SESSIONS -m MESSAGES`` (one recipient
-per message) and counts what arrives in a fresh ``smtp-sink``:
+with Postfix's ``smtp-source -N -F FILE -s SESSIONS -m MESSAGES`` (one
+recipient per message, numbered: each message to another recipient) and
+counts what arrives in a fresh ``smtp-sink``:
 
   (a) smtp-source -> smtp-sink                      (the machine's ceiling)
   (b) smtp-source -> aiosmtpd/aiosmtplib pass-through (bench/_passthrough.py)
@@ -187,7 +188,10 @@ class Settings:
 
 
 def source_cmd(st: Settings, port: int) -> list[str]:
-    cmd = [SMTP_SOURCE, "-s", str(st.sessions), "-m", str(st.messages),
+    # -N: a new recipient for each message ("1rcpt@...", "2rcpt@..."), as a newsletter
+    # has: one recipient repeated made every copy the same copy of its campaign, which
+    # the campaign memory then never learns past (a store transaction per message).
+    cmd = [SMTP_SOURCE, "-N", "-s", str(st.sessions), "-m", str(st.messages),
            "-f", SENDER, "-t", RECIPIENT, "-M", "source.bench", "-F", str(st.message_file)]
     if st.reuse:
         cmd.append("-d")
