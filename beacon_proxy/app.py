@@ -65,6 +65,7 @@ from beacon_proxy.web.api import build_api
 if TYPE_CHECKING:  # imported when keys are configured (cryptography is slow to import)
     from beacon_proxy.rewrite.dkim import DkimSigner
 from beacon_proxy.web.auth import ApiTokens
+from beacon_proxy.web.console import Console
 from beacon_proxy.web.guard import Guard
 from beacon_proxy.web.recipient import RecipientSide
 from beacon_proxy.web.server import (
@@ -325,6 +326,10 @@ class Relay:
             on_suspended=self.one_click.suspended,
             on_open=self.open_forwarder.opened if self.open_forwarder is not None else None,
             public_url=cfg.web.public_url)
+        # /console: the admin UI, behind the same API tokens, on the admin listener.
+        console = Console(self.store, self.api_tokens, spool_root=cfg.spool.path,
+                          public_url=cfg.web.public_url,
+                          default_language=cfg.web.default_language)
         guard = Guard.from_config(cfg.web)  # client address, rate limits, bounded bodies
         # /readyz: the store answers and the spool is writable (and not while stopping).
         ready = Readiness(self.store, cfg.spool.path, stopping=lambda: self._stopping)
@@ -332,13 +337,15 @@ class Relay:
         timeout = cfg.web.header_timeout
         if cfg.web.admin_listen is None:  # one listener: the admin side is public too
             self.web = WebServer(cfg.web.listen, build_app(
-                self._health, ready=ready, api=api, recipient=recipient, guard=guard),
+                self._health, ready=ready, api=api, recipient=recipient, guard=guard,
+                console=console),
                 header_timeout=timeout)
         else:  # the recipient side alone faces the internet
             self.web = WebServer(cfg.web.listen, build_public_app(
                 self._health, recipient=recipient, guard=guard), header_timeout=timeout)
             self.admin_web = WebServer(cfg.web.admin_listen, build_admin_app(
-                self._health, ready=ready, api=api, guard=guard), header_timeout=timeout)
+                self._health, ready=ready, api=api, guard=guard, console=console),
+                header_timeout=timeout)
         self._stopping = False
 
     def _health(self) -> dict[str, object]:

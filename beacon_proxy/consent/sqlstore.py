@@ -97,15 +97,18 @@ class SqlStore(SqlEvents, SqlForwards, SqlCampaigns):
         return consent_row(rows[0]) if rows else None
 
     async def set_consent(self, address: str | Address, beacons: Beacons | str, *,
-                          source: str | None = None, actor: str | None = None) -> Consent:
+                          source: str | None = None, actor: str | None = None,
+                          reason: str | None = None) -> Consent:
+        """Set the consent record; audited (with ``reason``, when given)."""
         a, state = addr(address), _state(beacons)
-        source = check_text("source", source)
+        source, reason = check_text("source", source), check_text("reason", reason, 500)
         now = utcnow()
         async with self._write() as c:
             old = await c.fetch("get-consent", a.key)
             await c.execute("upsert-consent", a.key, a.text, state.value, source, actor, now)
             await self._audit_change(c, "consent.set", a, actor=actor, new=state.value,
-                                     old=old[0]["beacons"] if old else None, source=source)
+                                     old=old[0]["beacons"] if old else None, source=source,
+                                     reason=reason)
         return Consent(a.text, state, source, actor, now)
 
     async def delete_consent(self, address: str | Address, *, actor: str | None = None) -> bool:
@@ -193,14 +196,17 @@ class SqlStore(SqlEvents, SqlForwards, SqlCampaigns):
         return next(suppression_row(r) for r in rows if r["list_id"] == lid)
 
     async def unsuppress(self, address: str | Address, list_id: str | None = None, *,
-                         actor: str | None = None) -> bool:
-        """Lift a suppression (also one kept only as a hash after erasure)."""
+                         actor: str | None = None, reason: str | None = None,
+                         source: str | None = None) -> bool:
+        """Lift a suppression (also one kept only as a hash after erasure); audited with
+        ``reason`` and ``source`` when given."""
         a, lid = addr(address), _list_arg(list_id)
+        reason, source = check_text("reason", reason, 500), check_text("source", source)
         async with self._write() as c:
             n = await c.execute("delete-suppression", self._hash(a.key), lid)
             if n:
                 await self._audit_change(c, "suppression.remove", a, actor=actor, list_id=lid,
-                                         old="suppressed")
+                                         old="suppressed", reason=reason, source=source)
         return n > 0
 
     async def suppressions_of(self, address: str | Address) -> list[Suppression]:

@@ -74,6 +74,10 @@ class ApiTokens:
     def __bool__(self) -> bool:
         return bool(self._hashes)
 
+    def names(self) -> frozenset[str]:
+        """The names of the tokens accepted now (a console session ends with its token)."""
+        return frozenset(name for name, _ in self._hashes)
+
     def check(self, token: str) -> str | None:
         """The name of the matching token, or ``None``."""
         digest = hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()

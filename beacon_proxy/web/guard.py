@@ -9,9 +9,10 @@ make it do, before any route looks at a token or the store:
   The header is whatever a client wants it to be, so it is never read from
   anyone else.  Handlers see that address as ``request.remote``.
 * **Rate limits** (:class:`TokenBuckets`), per client address and route class:
-  ``pixel`` (``/o/``), ``page`` (``/u/``, GET and POST alike) and ``api``
-  (``/api/``).  A token bucket holds ``rate x burst`` requests and refills at
-  ``rate`` a second; an empty bucket answers ``429`` with ``Retry-After``.
+  ``pixel`` (``/o/``), ``page`` (``/u/``, GET and POST alike), ``api``
+  (``/api/``) and ``console`` (``/console``, at the ``page`` rate).  A token
+  bucket holds ``rate x burst`` requests and refills at ``rate`` a second;
+  an empty bucket answers ``429`` with ``Retry-After``.
   IPv6 clients are counted per ``/64`` (one subscriber's prefix: its
   addresses are free to a client).  Each class remembers the most recent
   :data:`CLIENTS` addresses (least recently seen out), so memory stays
@@ -19,7 +20,9 @@ make it do, before any route looks at a token or the store:
   bucket.  ``/healthz``, ``/readyz`` and ``/metrics`` are not limited.
 * **Bodies**: outside ``/api/`` a request may declare at most
   :data:`~beacon_proxy.web.forms.MAX_BODY` bytes (a one-click body is 26);
-  more is a ``413`` and the connection is closed, so the body is never read.
+  more is a ``413`` and the connection is closed, so the body is never read
+  (except the console's CSV upload, ``/console/import``, which its handler
+  streams to a file within its own bound).
   (The admin API keeps its own bounds: ``client_max_size`` for JSON, and the
   CSV import's ``MAX_UPLOAD``, streamed to a file.)
 * **Security headers** on every answer (:func:`security_headers`):
@@ -68,7 +71,9 @@ MAX_HEADERS = 64
 DEFAULT_CSP = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
 _COMMON_HEADERS = {"X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer"}
 _MAX_FORWARDED = 32  # X-Forwarded-For entries looked at, from the right
-_PREFIXES = (("/o/", "pixel"), ("/u/", "page"), ("/api/", "api"))
+_PREFIXES = (("/o/", "pixel"), ("/u/", "page"), ("/api/", "api"), ("/console", "console"))
+# Bodies bounded by their handler instead (the console's CSV upload, streamed to a file).
+_OWN_BOUNDS = frozenset({"/console/import"})
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -148,11 +153,13 @@ class Guard:
     """The middleware of the web listener (see the module docstring)."""
 
     def __init__(self, *, pixel: Rate | None = None, page: Rate | None = None,
-                 api: Rate | None = None, client: ClientAddress | None = None,
+                 api: Rate | None = None, console: Rate | None = None,
+                 client: ClientAddress | None = None,
                  capacity: int = CLIENTS, clock: Callable[[], float] = time.monotonic) -> None:
         self.client = client or ClientAddress()
         self.limits = {name: rate for name, rate in (("pixel", pixel), ("page", page),
-                                                     ("api", api)) if rate is not None}
+                                                     ("api", api), ("console", console))
+                       if rate is not None}
         self._buckets = {name: TokenBuckets(rate.per_second, rate.burst, capacity=capacity,
                                             clock=clock) for name, rate in self.limits.items()}
 
@@ -163,7 +170,8 @@ class Guard:
             return Rate(per_second, per_second * cfg.rate_limit_burst) if per_second else None
 
         return cls(pixel=rate(cfg.rate_limit_pixel), page=rate(cfg.rate_limit_page),
-                   api=rate(cfg.rate_limit_api), client=ClientAddress(cfg.trusted_proxies))
+                   api=rate(cfg.rate_limit_api), console=rate(cfg.rate_limit_page),
+                   client=ClientAddress(cfg.trusted_proxies))
 
     @web.middleware
     async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -185,7 +193,8 @@ class Guard:
     @staticmethod
     async def _bounded(request: web.Request, handler: Handler,
                        route: str | None) -> web.StreamResponse:
-        if route != "api" and (request.content_length or 0) > MAX_BODY:
+        if (route != "api" and request.path not in _OWN_BOUNDS
+                and (request.content_length or 0) > MAX_BODY):
             WEB_REFUSED.labels(route or "other", "too_large").inc()
             resp = _text(413, f"The request body is larger than {MAX_BODY} bytes.")
             resp.force_close()  # the body is not read: this connection cannot go on

@@ -6,7 +6,8 @@ the relay runs (and ``503`` while it is shutting down).  ``GET /readyz``
 answers a trivial query and the spool directories are writable, and ``503``
 with a ``reason`` otherwise (:class:`Readiness`).  ``GET /metrics`` serves the
 Prometheus text format; the admin API is mounted under ``/api/v1``
-(:mod:`beacon_proxy.web.api`, its ``openapi.json`` included); the
+(:mod:`beacon_proxy.web.api`, its ``openapi.json`` included), and the
+console under ``/console`` with ``console=`` (:mod:`beacon_proxy.web.console`); the
 recipient-facing routes (``/o/`` open pixel, ``/u/`` preference page and
 one-click) are added with ``recipient=`` (:mod:`beacon_proxy.web.recipient`).
 
@@ -16,7 +17,7 @@ Two layouts (``[web] admin_listen``):
   (the admin API behind its bearer tokens, ``/metrics`` and ``/readyz`` open);
 * two listeners: :func:`build_public_app` on ``[web] listen`` serves only
   ``/o/``, ``/u/`` and ``/healthz`` (what faces the internet), and
-  :func:`build_admin_app` on ``[web] admin_listen`` the rest.
+  :func:`build_admin_app` on ``[web] admin_listen`` the rest (the console too).
 
 Every app runs its requests through a :class:`~beacon_proxy.web.guard.Guard`
 (client address, per-address rate limits, bounded bodies) and gives every
@@ -41,6 +42,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from beacon_proxy.config import Endpoint
 from beacon_proxy.metrics import REGISTRY
+from beacon_proxy.web.console import Console, add_console_routes
 from beacon_proxy.web.guard import MAX_FIELD, MAX_HEADERS, MAX_LINE, Guard, security_headers
 from beacon_proxy.web.recipient import RecipientSide, add_recipient_routes
 
@@ -87,21 +89,25 @@ def _new_app(health: Health, guard: Guard | None) -> web.Application:
     return app
 
 
-def _add_admin(app: web.Application, ready: Ready | None, api: web.Application | None) -> None:
+def _add_admin(app: web.Application, ready: Ready | None, api: web.Application | None,
+               console: Console | None) -> None:
     app[READY] = ready or _always_ready
     app.router.add_get("/readyz", _readyz)
     app.router.add_get("/metrics", _metrics)
     if api is not None:  # the admin API (beacon_proxy.web.api.build_api)
         app.add_subapp("/api/v1", api)
+    if console is not None:  # /console (beacon_proxy.web.console)
+        add_console_routes(app, console)
 
 
 def build_app(health: Health, *, ready: Ready | None = None,
               api: web.Application | None = None,
               recipient: RecipientSide | None = None,
-              guard: Guard | None = None) -> web.Application:
+              guard: Guard | None = None,
+              console: Console | None = None) -> web.Application:
     """Everything on one listener (no ``[web] admin_listen``)."""
     app = _new_app(health, guard)
-    _add_admin(app, ready, api)
+    _add_admin(app, ready, api, console)
     if recipient is not None:  # /o/ and /u/; their open queue runs with the app
         add_recipient_routes(app, recipient)
     return app
@@ -118,10 +124,12 @@ def build_public_app(health: Health, *, recipient: RecipientSide | None,
 
 def build_admin_app(health: Health, *, ready: Ready | None = None,
                     api: web.Application | None = None,
-                    guard: Guard | None = None) -> web.Application:
-    """The operations side: ``/readyz``, ``/metrics``, ``/api/v1`` (and ``/healthz``)."""
+                    guard: Guard | None = None,
+                    console: Console | None = None) -> web.Application:
+    """The operations side: ``/readyz``, ``/metrics``, ``/api/v1``, ``/console`` (and
+    ``/healthz``)."""
     app = _new_app(health, guard)
-    _add_admin(app, ready, api)
+    _add_admin(app, ready, api, console)
     return app
 
 
