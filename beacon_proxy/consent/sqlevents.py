@@ -2,6 +2,8 @@
 
 * :meth:`SqlEvents.history` reads the append-only audit trail, for one address
   (found by its keyed hash, so also after erasure) or for all.
+  :meth:`SqlEvents.recent_history` and :meth:`SqlEvents.recent_opens` give
+  one address's newest entries first (the console).
 * :meth:`SqlEvents.record_open` records an open only if the recipient consents
   at that moment -- checked in the write transaction that inserts it;
   :meth:`SqlEvents.record_opens` does the same for many in one transaction.
@@ -55,6 +57,21 @@ class SqlEvents(SqlBase):
             else:
                 rows = await c.fetch("audit-of", self._hash(addr(address).key), cursor, n + 1)
         return id_page([audit_row(r) for r in rows], n)
+
+    async def recent_history(self, address: str | Address, *,
+                             limit: int = 50) -> list[AuditEntry]:
+        """The newest ``limit`` audit entries of one address, newest first."""
+        n = page_limit(limit)
+        async with self._read() as c:
+            rows = await c.fetch("audit-of-recent", self._hash(addr(address).key), n)
+        return [audit_row(r) for r in rows]
+
+    async def recent_opens(self, address: str | Address, *, limit: int = 50) -> list[OpenEvent]:
+        """The newest ``limit`` recorded opens of one address, newest first."""
+        n = page_limit(limit)
+        async with self._read() as c:
+            rows = await c.fetch("opens-of-recent", addr(address).key, n)
+        return [open_row(r) for r in rows]
 
     async def record_open(self, address: str | Address, *, list_id: str | None = None,
                           message_id: str | None = None, ua_class: str | None = None,

@@ -252,3 +252,24 @@ async def test_two_instances_see_each_others_changes_at_once(url: str) -> None:
         assert (await a.decisions(["x@example.org"], "news.example.org"))["x@example.org"] == SL
         await a.unsuppress("x@example.org", "news.example.org")
         assert (await b.decisions(["x@example.org"], "news.example.org"))["x@example.org"] == G
+
+
+async def test_recent_history_and_opens_are_newest_first(store: Store) -> None:
+    """The console's queries: one address's newest entries, newest first; a reason given to
+    set_consent and unsuppress is kept in the trail."""
+    await store.set_consent("ann@example.org", "granted", source="console", actor="console:ops",
+                            reason="asked by phone")
+    await store.suppress("ann@example.org", "news.example.org", reason="complaint")
+    await store.unsuppress("ann@example.org", "news.example.org", actor="console:ops",
+                           reason="resolved", source="console")
+    await store.set_consent("bob@example.org", "refused")
+    recent = await store.recent_history("Ann@Example.org", limit=2)
+    assert [(e.action, e.reason, e.source) for e in recent] == [
+        ("suppression.remove", "resolved", "console"), ("suppression.add", "complaint", None)]
+    oldest = (await store.history("ann@example.org")).items[0]
+    assert (oldest.action, oldest.reason) == ("consent.set", "asked by phone")
+    for mid in ("<1@x>", "<2@x>", "<3@x>"):
+        assert await store.record_open("ann@example.org", message_id=mid)
+    assert [o.message_id for o in await store.recent_opens("ann@example.org", limit=2)] == [
+        "<3@x>", "<2@x>"]
+    assert await store.recent_opens("bob@example.org") == []

@@ -320,8 +320,8 @@ class _Handlers:
         beacons = consent.beacons if consent is not None else Beacons.UNKNOWN
         effective = beacons if beacons is not Beacons.UNKNOWN else Beacons(self.store.unknown.value)
         suppressions = await self.store.suppressions_of(a)
-        audit = (await self.store.history(a, limit=50)).items
-        opens = (await self.store.opens(address=a, limit=50)).items \
+        audit = await self.store.recent_history(a, limit=50)
+        opens = await self.store.recent_opens(a, limit=50) \
             if effective is Beacons.GRANTED else None
         deliveries = await self._deliveries(a.text) if self.spool is not None else None
         return {"address": a.text, "consent": consent, "beacons": beacons.value,

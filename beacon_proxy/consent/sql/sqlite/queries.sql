@@ -94,6 +94,16 @@ VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10);
 SELECT id, at, actor, action, address, list_id, old, new, source, reason FROM audit
 WHERE subject = ?1 AND id > ?2 ORDER BY id LIMIT ?3;
 
+-- name: audit-of-recent
+-- the console: ?1 subject, ?2 how many; newest first
+SELECT id, at, actor, action, address, list_id, old, new, source, reason FROM audit
+WHERE subject = ?1 ORDER BY id DESC LIMIT ?2;
+
+-- name: opens-of-recent
+-- the console: ?1 key, ?2 how many; newest first
+SELECT id, at, address, list_id, message_id, ua_class, machine FROM opens
+WHERE key = ?1 ORDER BY id DESC LIMIT ?2;
+
 -- name: audit-all
 SELECT id, at, actor, action, address, list_id, old, new, source, reason FROM audit
 WHERE id > ?1 ORDER BY id LIMIT ?2;
