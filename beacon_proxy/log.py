@@ -29,11 +29,12 @@ import logging
 import re
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["JsonFormatter", "event", "pseudonym", "pseudonym_key", "pseudonymize",
-           "setup_logging"]
+__all__ = ["EventTap", "JsonFormatter", "add_event_tap", "event", "pseudonym", "pseudonym_key",
+           "pseudonymize", "remove_event_tap", "setup_logging"]
 
 _relay = logging.getLogger("beacon_proxy.relay")
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
@@ -122,8 +123,27 @@ class _ReportedByUs(logging.Filter):
 _reported_by_us = _ReportedByUs()
 
 
+EventTap = Callable[[str, dict[str, Any]], None]
+_taps: list[EventTap] = []
+
+
+def add_event_tap(tap: EventTap) -> None:
+    """Hand every relay event (name, fields) to ``tap`` too, whatever the log level.
+
+    A tap runs synchronously in :func:`event` (on the hot path): it must be cheap
+    and must not raise.  The console dashboard counts events this way."""
+    _taps.append(tap)
+
+
+def remove_event_tap(tap: EventTap) -> None:
+    if tap in _taps:
+        _taps.remove(tap)
+
+
 def event(name: str, level: int = logging.INFO, /, **fields: Any) -> None:
     """Log one relay event with its fields (values must be JSON-friendly)."""
+    for tap in _taps:
+        tap(name, fields)
     if _relay.isEnabledFor(level):
         _relay.log(level, name, extra={"fields": fields})
 

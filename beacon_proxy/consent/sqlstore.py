@@ -41,6 +41,7 @@ from beacon_proxy.consent.sqlbase import (
 from beacon_proxy.consent.sqlcampaigns import SqlCampaigns
 from beacon_proxy.consent.sqlevents import SqlEvents
 from beacon_proxy.consent.sqlforwards import SqlForwards
+from beacon_proxy.consent.sqlstats import SqlStats
 
 __all__ = ["SqlStore"]
 
@@ -59,7 +60,7 @@ def _list_arg(list_id: str | None) -> str:
         raise InvalidValue("list", str(exc)) from None
 
 
-class SqlStore(SqlEvents, SqlForwards, SqlCampaigns):
+class SqlStore(SqlEvents, SqlForwards, SqlCampaigns, SqlStats):
     """Consent, suppressions, audit trail, open events, forwards and campaign memory in a
     SQL database."""
 

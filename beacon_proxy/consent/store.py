@@ -7,6 +7,7 @@ Consumers depend on the narrowest protocol that serves them:
 * the open pixel on :class:`OpenRecorder` (``record_open``);
 * the one-click forwarder on :class:`ForwardQueue` (queue, claim, outcome);
 * campaign diffing on :class:`CampaignStore` (one locked change per copy learned);
+* the console dashboard's hourly counts on :class:`StatsStore`;
 * the command line and the admin API on :class:`Store`.
 
 Two backends implement :class:`Store` with the same behaviour:
@@ -49,7 +50,8 @@ from beacon_proxy.consent.model import (
 )
 from beacon_proxy.consent.policy import ConsentLookup, Policy
 
-__all__ = ["CampaignStore", "ForwardQueue", "OpenRecorder", "Store", "open_store", "sqlite_path"]
+__all__ = ["CampaignStore", "ForwardQueue", "OpenRecorder", "StatsStore", "Store", "open_store",
+           "sqlite_path"]
 
 AddressArg = str | Address
 
@@ -103,7 +105,16 @@ class CampaignStore(Protocol):
         ...
 
 
-class Store(ConsentLookup, OpenRecorder, ForwardQueue, CampaignStore, Protocol):
+class StatsStore(Protocol):
+    """The console dashboard's hourly counts (see :mod:`.sqlstats`)."""
+
+    async def add_stats(self, counts: Sequence[tuple[str, str, int]]) -> None: ...
+    async def stats_since(self, hour: str) -> list[tuple[str, str, int]]: ...
+    async def prune_stats(self, before: str) -> int: ...
+    async def opens_by_hour(self, since: datetime) -> list[tuple[str, bool, int]]: ...
+
+
+class Store(ConsentLookup, OpenRecorder, ForwardQueue, CampaignStore, StatsStore, Protocol):
     """Everything the command line and the admin API do with the store."""
 
     unknown: Policy

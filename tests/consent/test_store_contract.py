@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 import pytest
 
 from beacon_proxy.consent.address import AddressError
@@ -273,3 +275,22 @@ async def test_recent_history_and_opens_are_newest_first(store: Store) -> None:
     assert [o.message_id for o in await store.recent_opens("ann@example.org", limit=2)] == [
         "<3@x>", "<2@x>"]
     assert await store.recent_opens("bob@example.org") == []
+
+
+async def test_hourly_stats_add_up_and_opens_count_by_hour(store: Store) -> None:
+    """The console dashboard's queries, alike on both backends."""
+    await store.add_stats([("2026-11-28T10", "received", 2), ("2026-11-28T11", "received", 1)])
+    await store.add_stats([("2026-11-28T10", "received", 3), ("2026-11-28T10", "held", 1)])
+    assert await store.stats_since("2026-11-28T10") == [
+        ("2026-11-28T10", "held", 1), ("2026-11-28T10", "received", 5),
+        ("2026-11-28T11", "received", 1)]
+    assert await store.prune_stats("2026-11-28T11") == 2
+    with pytest.raises(InvalidValue):
+        await store.add_stats([("2026-11-28 10", "received", 1)])
+    at = datetime(2026, 11, 28, 10, 59, 59, tzinfo=UTC)
+    await store.set_consent("ann@example.org", "granted")
+    await store.record_opens([OpenInput("ann@example.org", at=at),
+                              OpenInput("ann@example.org", at=at, machine=True),
+                              OpenInput("ann@example.org", at=at + timedelta(seconds=2))])
+    assert await store.opens_by_hour(at - timedelta(hours=1)) == [
+        ("2026-11-28T10", False, 1), ("2026-11-28T10", True, 1), ("2026-11-28T11", False, 1)]

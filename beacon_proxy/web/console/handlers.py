@@ -53,6 +53,7 @@ from beacon_proxy.spool.queue import QueueEntry, Spool, SpoolCorruptError
 from beacon_proxy.web.auth import ApiTokens
 from beacon_proxy.web.console.jobs import ImportJobs, TooBusy
 from beacon_proxy.web.console.sessions import Session, Sessions
+from beacon_proxy.web.console.stats import EventTally, bar_chart, dashboard, hbar_chart
 from beacon_proxy.web.forms import FormError, read_form
 from beacon_proxy.web.guard import TokenBuckets
 from beacon_proxy.web.pages import LANGUAGES, choose_language
@@ -135,6 +136,8 @@ class Console:
     default_language: str = "en"
     sessions: Sessions | None = None  # a fresh store when not given
     login_limit: TokenBuckets | None = None
+    # Count the relay's events for the dashboard while the app runs (stats.EventTally).
+    record_stats: bool = True
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -157,6 +160,7 @@ class _Handlers:
         self.jobs = ImportJobs(cfg.store)
         self.secure = urlsplit(cfg.public_url).scheme == "https"
         self.spool = Spool(cfg.spool_root) if cfg.spool_root is not None else None
+        self.tally = EventTally(cfg.store) if cfg.record_stats else None
 
     # -- plumbing ----------------------------------------------------------------
 
@@ -176,7 +180,8 @@ class _Handlers:
         lang = self._lang(request, session)
         switch = [(code, texts(code)["name"],
                    str(request.rel_url.update_query(lang=code))) for code in LANGUAGES]
-        nav = [(PREFIX, "nav_lookup"), (PREFIX + "/import", "nav_import")]
+        nav = [(PREFIX, "nav_lookup"), (PREFIX + "/dashboard", "nav_dashboard"),
+               (PREFIX + "/import", "nav_import")]
         if self.spool is not None:
             nav.append((PREFIX + "/queue", "nav_queue"))
         css = Markup(_css())  # noqa: S704  (our own stylesheet, allowed by its CSP hash)
@@ -434,6 +439,22 @@ class _Handlers:
         event("console_export", user=session.name, kind=kind, rows=rows)
         return resp
 
+    # -- the dashboard ------------------------------------------------------------------
+
+    async def dashboard(self, request: web.Request, session: Session) -> web.StreamResponse:
+        span = request.query.get("span", "24h")
+        span = span if span in ("24h", "30d") else "24h"
+        t = texts(self._lang(request, session))
+        labels, charts, vendors = await dashboard(self.store, span)
+        every = 6 if span == "24h" else 7
+        drawn = [(c.key, c.total, bar_chart(t["chart_" + c.key], labels,
+                                            [(t["series_" + k], v) for k, v in c.series],
+                                            label_every=every),
+                  [(t["series_" + k], sum(v)) for k, v in c.series]) for c in charts]
+        return self.render(request, session, "dashboard.html", span=span, charts=drawn,
+                           vendors=vendors, vendor_chart=hbar_chart(t["chart_vendors"], vendors)
+                           if vendors else None)
+
     # -- the queue -------------------------------------------------------------------
 
     async def _entries(self) -> list[QueueEntry]:
@@ -589,17 +610,22 @@ CONSOLE: web.AppKey[_Handlers] = web.AppKey("console", _Handlers)
 
 
 def add_console_routes(app: web.Application, console: Console) -> None:
-    """Mount ``/console`` on ``app``; running imports are cancelled when it stops."""
+    """Mount ``/console`` on ``app``.  While the app runs, the relay's events are counted
+    for the dashboard (``record_stats``); running imports are cancelled when it stops."""
     h = _Handlers(console)
     app[CONSOLE] = h
 
-    async def stop_jobs(app: web.Application) -> AsyncIterator[None]:
+    async def run(app: web.Application) -> AsyncIterator[None]:
+        if h.tally is not None:
+            await h.tally.start()
         yield
+        if h.tally is not None:
+            await h.tally.stop()
         await h.jobs.stop()
         if h.spool is not None:
             h.spool.close()
 
-    app.cleanup_ctx.append(stop_jobs)
+    app.cleanup_ctx.append(run)
     r = app.router
     r.add_get(PREFIX, h.page(h.home))
     r.add_get(PREFIX + "/login", h.login_form)
@@ -607,6 +633,7 @@ def add_console_routes(app: web.Application, console: Console) -> None:
     r.add_post(PREFIX + "/logout", h.action(h.logout))
     r.add_get(PREFIX + "/address", h.page(h.address))
     r.add_post(PREFIX + "/address", h.action(h.change))
+    r.add_get(PREFIX + "/dashboard", h.page(h.dashboard))
     r.add_get(PREFIX + "/import", h.page(h.import_form))
     r.add_post(PREFIX + "/import", h.import_post)
     r.add_get(PREFIX + "/import/{job}", h.page(h.import_job))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,8 @@ from beacon_proxy.spool.queue import Spool
 from beacon_proxy.web.auth import ApiTokens, hash_token
 from beacon_proxy.web.console import CONSOLE_CSP, Console
 from beacon_proxy.web.console.handlers import CONSOLE, texts
+from beacon_proxy.web.console.jobs import ImportJob
+from beacon_proxy.web.console.stats import hour_of
 from beacon_proxy.web.forms import MAX_BODY
 from beacon_proxy.web.guard import Guard, Rate
 from beacon_proxy.web.server import build_admin_app
@@ -73,7 +76,7 @@ def _routes(app: web.Application) -> list[tuple[str, str]]:
 async def test_every_console_route_without_a_session_is_refused(client: Client,
                                                                 store: Store) -> None:
     routes = _routes(client.app)
-    assert len(routes) == 13
+    assert len(routes) == 14
     for method, path in routes:
         if path == "/console/login":
             continue
@@ -290,7 +293,6 @@ async def test_dry_run_then_import(client: Client, store: Store) -> None:
 async def test_a_running_import_page_refreshes_with_a_progress_bar(client: Client) -> None:
     await login(client)
     h = client.app[CONSOLE]
-    from beacon_proxy.web.console.jobs import ImportJob
     job = ImportJob("j1", "consent", False, "ops", total=101, rows=40)
     h.jobs._jobs["j1"] = job
     page = await (await client.get("/console/import/j1")).text()
@@ -373,3 +375,14 @@ async def test_logout_and_a_removed_token_end_the_session(client: Client,
 async def test_csrf_token_is_the_sessions(client: Client) -> None:
     first = await login(client)
     assert await csrf(client, "/console/import") == first
+
+
+async def test_dashboard_shows_the_charts(client: Client, store: Store) -> None:
+    await store.add_stats([(hour_of(datetime.now(UTC)), "received", 12),
+                           (hour_of(datetime.now(UTC)), "vendor:<Evil>", 2)])
+    await login(client)
+    page = await (await client.get("/console/dashboard")).text()
+    assert page.count("<svg") == 8 and "Messages received: 12" in page
+    assert "&lt;Evil&gt;" in page and "<Evil>" not in page
+    page = await (await client.get("/console/dashboard?span=30d&lang=ja")).text()
+    assert texts("ja")["span_30d"] in page and page.count("<svg") == 8

@@ -196,3 +196,21 @@ UPDATE campaigns SET memory = ?2, copies = ?3, learned = ?4, updated_at = ?5 WHE
 -- name: prune-campaigns
 -- not learned from since ?1
 DELETE FROM campaigns WHERE updated_at < ?1;
+
+-- name: add-stat
+-- the console dashboard: ?1 hour ('2026-11-28T10'), ?2 counter name, ?3 to add
+INSERT INTO stats_hourly (hour, name, value) VALUES (?1, ?2, ?3)
+ON CONFLICT (hour, name) DO UPDATE SET value = stats_hourly.value + excluded.value;
+
+-- name: stats-since
+-- ?1 the first hour wanted
+SELECT hour, name, value FROM stats_hourly WHERE hour >= ?1 ORDER BY hour, name;
+
+-- name: prune-stats
+-- ?1 the first hour kept
+DELETE FROM stats_hourly WHERE hour < ?1;
+
+-- name: opens-by-hour
+-- the console dashboard: opens since ?1, counted by UTC hour and machine
+SELECT substr(at, 1, 13) AS hour, machine, count(*) AS n FROM opens
+WHERE at >= ?1 GROUP BY 1, 2 ORDER BY 1, 2;
