@@ -231,7 +231,7 @@ def bar_chart(title: str, labels: Sequence[str], series: Sequence[tuple[str, Seq
         parts.append(f'<line x1="{_LEFT}" y1="{y:.1f}" x2="{_W - 8}" y2="{y:.1f}" '
                      f'stroke="#d1d5db" stroke-width="1"/>')
         parts.append(f'<text x="{_LEFT - 6}" y="{y + 4:.1f}" text-anchor="end" '
-                     f'font-size="11" fill="#374151">{int(top * frac)}</text>')
+                     f'font-size="11" fill="#374151">{top * frac:g}</text>')
     for i in range(n):
         x = _LEFT + slot * i + (slot - bar) / 2
         base = 0
