@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import html
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -61,6 +62,8 @@ class EventTally:
         self.every = every
         self._counts: dict[tuple[str, str], int] = {}
         self._dropped = 0
+        self._hour_number = -1
+        self._hour = ""
         self._task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
 
@@ -68,7 +71,11 @@ class EventTally:
         """The event tap (runs in :func:`beacon_proxy.log.event`)."""
         if name not in _COUNTED:
             return
-        hour = datetime.now(UTC).strftime("%Y-%m-%dT%H")
+        now = int(time.time()) // 3600
+        if now != self._hour_number:  # the hour's text, made once an hour
+            self._hour_number = now
+            self._hour = time.strftime("%Y-%m-%dT%H", time.gmtime(now * 3600))
+        hour = self._hour
         self._add(hour, name)
         if name != "delivered":
             return
