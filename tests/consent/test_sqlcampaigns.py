@@ -111,7 +111,8 @@ async def test_a_version_2_store_is_migrated_with_its_data(
             with pytest.raises(Exception, match="campaigns"):
                 await old.get_campaign(DIGEST)
     async with open_store(url) as new:
-        assert isinstance(new, sqlbase.SqlBase) and new.schema_version == 3
+        assert isinstance(new, sqlbase.SqlBase)  # and every later migration
+        assert new.schema_version == load_migrations("sqlite")[-1].version
         consent = await new.get_consent("ann@example.org")
         assert consent is not None and consent.beacons is Beacons.GRANTED
         assert (await new.change_campaign(DIGEST, _learn("q1"), at=T0)).copies == 1

@@ -88,7 +88,8 @@ def test_client_address_reads_forwarded_for_only_from_trusted_proxies() -> None:
 def test_guard_from_config_follows_the_keys() -> None:
     guard = Guard.from_config(WebConfig(rate_limit_pixel=0, rate_limit_page=3,
                                         rate_limit_burst=2))
-    assert guard.limits == {"page": Rate(3, 6), "api": Rate(100, 200)}
+    assert guard.limits == {"page": Rate(3, 6), "api": Rate(100, 200),
+                            "console": Rate(3, 6)}  # the console at the page rate
 
 
 # -- over HTTP ---------------------------------------------------------------------------
