@@ -75,14 +75,16 @@ def test_admin_listener_apart_from_the_recipient_side(tmp_path: Path) -> None:
     try:
         [started] = proxy.events("started")
         assert started["admin"] == f"127.0.0.1:{admin}"
-        public = {p: _get(proxy.web_port, p) for p in (
-            "/healthz", "/readyz", "/metrics", "/api/v1/openapi.json", "/api/v1/consent")}
+        paths = ("/healthz", "/readyz", "/metrics", "/api/v1/openapi.json", "/api/v1/consent",
+                 "/console/login")
+        public = {p: _get(proxy.web_port, p) for p in paths}
         assert public == {"/healthz": 200, "/readyz": 404, "/metrics": 404,
-                          "/api/v1/openapi.json": 404, "/api/v1/consent": 404}
-        back = {p: _get(admin, p) for p in (
-            "/healthz", "/readyz", "/metrics", "/api/v1/openapi.json", "/api/v1/consent")}
+                          "/api/v1/openapi.json": 404, "/api/v1/consent": 404,
+                          "/console/login": 404}
+        back = {p: _get(admin, p) for p in paths}
         assert back == {"/healthz": 200, "/readyz": 200, "/metrics": 200,
-                        "/api/v1/openapi.json": 200, "/api/v1/consent": 401}
+                        "/api/v1/openapi.json": 200, "/api/v1/consent": 401,
+                        "/console/login": 200}
         result = proxy.cli("ready")
         assert (result.returncode, result.stdout) == (
             0, f"ready (http://127.0.0.1:{admin}/readyz)\n"), result.stderr
