@@ -386,3 +386,19 @@ async def test_dashboard_shows_the_charts(client: Client, store: Store) -> None:
     assert "&lt;Evil&gt;" in page and "<Evil>" not in page
     page = await (await client.get("/console/dashboard?span=30d&lang=ja")).text()
     assert texts("ja")["span_30d"] in page and page.count("<svg") == 8
+
+
+def test_both_languages_have_every_text_the_templates_use() -> None:
+    from importlib import resources
+
+    folder = resources.files("beacon_proxy").joinpath("data/console")
+    used: set[str] = set()
+    for entry in folder.iterdir():
+        if entry.name.endswith(".html"):
+            used |= set(re.findall(r"\bt\.([a-z0-9_]+)", entry.read_text("utf-8")))
+    assert len(used) > 50
+    en, ja = texts("en"), texts("ja")
+    assert set(en) == set(ja)
+    assert used - set(en) == set()
+    for key, text in en.items():  # the same placeholders in both
+        assert set(re.findall(r"\{(\w+)\}", text)) == set(re.findall(r"\{(\w+)\}", ja[key])), key
