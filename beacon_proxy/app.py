@@ -327,9 +327,13 @@ class Relay:
             on_open=self.open_forwarder.opened if self.open_forwarder is not None else None,
             public_url=cfg.web.public_url)
         # /console: the admin UI, behind the same API tokens, on the admin listener.
+        # Its cookies are Secure when it is reached at an https public_url (one listener);
+        # an admin listener of its own is often plain HTTP on a private network.
         console = Console(self.store, self.api_tokens, spool_root=cfg.spool.path,
                           public_url=cfg.web.public_url,
-                          default_language=cfg.web.default_language)
+                          default_language=cfg.web.default_language,
+                          secure_cookies=cfg.web.admin_listen is None
+                          and urlsplit(cfg.web.public_url).scheme == "https")
         guard = Guard.from_config(cfg.web)  # client address, rate limits, bounded bodies
         # /readyz: the store answers and the spool is writable (and not while stopping).
         ready = Readiness(self.store, cfg.spool.path, stopping=lambda: self._stopping)

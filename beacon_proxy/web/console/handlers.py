@@ -8,8 +8,9 @@ without one is redirected to ``/console/login``, a ``POST`` is refused with
 session's CSRF token in the form (the login form: a one-time value that
 must match its cookie).  Logins are rate-limited per client address
 (:data:`LOGIN_RATE`, :data:`LOGIN_BURST`); the session cookie is
-``HttpOnly; SameSite=Strict; Path=/console`` (and ``Secure`` when
-``public_url`` is ``https``).
+``HttpOnly; SameSite=Strict; Path=/console``, and ``Secure`` when the
+request came over TLS or ``public_url`` is ``https`` and the console is on
+that listener (``Console.secure_cookies``).
 
 Changes are written to the audit trail with source ``console`` and actor
 ``console:<token name>``.  Pages are Jinja2 templates
@@ -138,6 +139,9 @@ class Console:
     login_limit: TokenBuckets | None = None
     # Count the relay's events for the dashboard while the app runs (stats.EventTally).
     record_stats: bool = True
+    # Secure cookies: None = when public_url is https (the console on that listener);
+    # a request that came over TLS always gets them.
+    secure_cookies: bool | None = None
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -158,7 +162,8 @@ class _Handlers:
         self.sessions = cfg.sessions or Sessions()
         self.login_limit = cfg.login_limit or TokenBuckets(LOGIN_RATE, LOGIN_BURST)
         self.jobs = ImportJobs(cfg.store)
-        self.secure = urlsplit(cfg.public_url).scheme == "https"
+        self.secure = (urlsplit(cfg.public_url).scheme == "https"
+                       if cfg.secure_cookies is None else cfg.secure_cookies)
         self.spool = Spool(cfg.spool_root) if cfg.spool_root is not None else None
         self.tally = EventTally(cfg.store) if cfg.record_stats else None
 
@@ -251,7 +256,7 @@ class _Handlers:
         resp = self.render(request, None, "login.html", status=status, nonce=nonce,
                            error=error, next=_next(request.query.get("next")))
         resp.set_cookie(LOGIN_COOKIE, nonce, path=PREFIX, httponly=True, samesite="Strict",
-                        secure=self.secure, max_age=3600)
+                        secure=self.secure or request.secure, max_age=3600)
         return resp
 
     async def login_form(self, request: web.Request) -> web.StreamResponse:
@@ -286,7 +291,7 @@ class _Handlers:
         event("console_login", result="ok", user=name, client=request.remote)
         resp = web.HTTPSeeOther(_next(fields.get("next")))
         resp.set_cookie(COOKIE, cookie, path=PREFIX, httponly=True, samesite="Strict",
-                        secure=self.secure)
+                        secure=self.secure or request.secure)
         resp.del_cookie(LOGIN_COOKIE, path=PREFIX)
         raise resp
 
@@ -531,7 +536,8 @@ def _single(fields: list[tuple[str, str]]) -> dict[str, str]:
 def _next(value: str | None) -> str:
     """Where to go after the login: a console path, nothing else (no open redirect)."""
     if value and value.startswith(PREFIX) and not value.startswith("//") \
-            and "\\" not in value and all(c.isprintable() for c in value):
+            and "\\" not in value and ".." not in value and "%2e" not in value.lower() \
+            and all(c.isprintable() for c in value):
         path = urlsplit(value)
         if not path.scheme and not path.netloc and (path.path == PREFIX
                                                     or path.path.startswith(PREFIX + "/")):

@@ -117,6 +117,13 @@ async def test_https_public_url_makes_the_cookie_secure(store: Store, tokens: Ap
     async with TestClient(TestServer(app)) as c:
         resp = await c.get("/console/login")
         assert "Secure" in resp.headers["Set-Cookie"]
+    # an admin listener of its own, reached over plain HTTP on a private network
+    console = Console(store, tokens, public_url="https://relay.example.org",
+                      secure_cookies=False)
+    app = build_admin_app(lambda: {"status": "ok"}, console=console)
+    async with TestClient(TestServer(app)) as c:
+        resp = await c.get("/console/login")
+        assert "Secure" not in resp.headers["Set-Cookie"]
 
 
 async def test_bad_token_stale_form_and_foreign_origin_log_nobody_in(client: Client) -> None:
@@ -137,7 +144,8 @@ async def test_bad_token_stale_form_and_foreign_origin_log_nobody_in(client: Cli
 
 
 @pytest.mark.parametrize("target", ["https://evil.example/", "//evil.example/console",
-                                    "/consolex", "/console\\..", "/api/v1/audit"])
+                                    "/consolex", "/console\\..", "/api/v1/audit",
+                                    "/console/../api/v1/audit", "/console/%2E%2E/metrics"])
 async def test_login_never_redirects_off_the_console(client: Client, target: str) -> None:
     page = await (await client.get("/console/login")).text()
     nonce = re.search(r'name="login" value="([^"]+)"', page)
