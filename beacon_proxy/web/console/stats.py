@@ -112,7 +112,7 @@ class EventTally:
                 return
             try:
                 await self.store.add_stats([(h, n, v) for (h, n), v in counts.items()])
-            except StoreError as exc:
+            except Exception as exc:  # the relay goes on; the counts wait for the next try
                 log.warning("console stats not written: %s", exc)
                 for key, value in counts.items():  # try again next time
                     self._counts[key] = self._counts.get(key, 0) + value
@@ -124,10 +124,12 @@ class EventTally:
             await self.flush()
             today = datetime.now(UTC).strftime("%Y-%m-%d")
             if today != pruned:
-                with contextlib.suppress(StoreError):
+                try:
                     await self.store.prune_stats(
                         hour_of(datetime.now(UTC) - timedelta(hours=KEEP_HOURS)))
                     pruned = today
+                except StoreError as exc:  # tried again after the next write
+                    log.warning("console stats not pruned: %s", exc)
 
     async def start(self) -> None:
         add_event_tap(self)

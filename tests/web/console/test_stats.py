@@ -86,3 +86,32 @@ def test_charts_are_svg_with_every_label_escaped() -> None:
     assert "<img" not in svg
     empty = bar_chart("none", ["2026-11-28"], [("a", [0])])
     ElementTree.fromstring(str(empty))
+
+
+class _Failing:
+    """A store whose writes fail (unreachable), then work."""
+
+    def __init__(self) -> None:
+        self.fail = True
+        self.rows: list[tuple[str, str, int]] = []
+
+    async def add_stats(self, counts: list[tuple[str, str, int]]) -> None:
+        if self.fail:
+            raise OSError("store unreachable")
+        self.rows += counts
+
+    async def prune_stats(self, before: str) -> int:
+        return 0
+
+
+async def test_counts_wait_for_a_store_that_fails() -> None:
+    store = _Failing()
+    tally = EventTally(store, every=3600)  # type: ignore[arg-type]
+    tally("received", {})
+    await tally.flush()  # fails: logged, kept
+    tally("received", {})
+    assert sum(tally.pending().values()) == 2
+    store.fail = False
+    await tally.flush()
+    assert [(name, value) for _, name, value in store.rows] == [("received", 2)]
+    assert tally.pending() == {}
