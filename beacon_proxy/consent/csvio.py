@@ -23,7 +23,8 @@ values that were exported.  A hand-written file follows the same rule (a
 Imports stream: :class:`CsvReader` reads a binary file a batch at a time (in
 a thread, see :func:`read_batches`), so memory does not grow with the file.
 The first bad row raises :class:`CsvError` naming its line; the store applies
-an import in one transaction, so nothing is applied.  Blank lines are
+an import in one transaction, so nothing is applied.  A physical line is read
+only up to :data:`MAX_LINE` bytes (a longer one is a bad row).  Blank lines are
 skipped.  Within a file a later row for the same address (and list) wins.
 """
 
@@ -55,6 +56,7 @@ if TYPE_CHECKING:
 __all__ = [
     "BATCH",
     "HEADERS",
+    "MAX_LINE",
     "CsvError",
     "CsvReader",
     "Kind",
@@ -70,6 +72,9 @@ __all__ = [
 Kind = Literal["consent", "suppressions"]
 T = TypeVar("T", ConsentInput, SuppressionInput)
 BATCH = 5000
+# Bytes of one physical line (its line end included): a valid row is a few hundred bytes,
+# and a hostile file of one endless line must not be read into memory whole.
+MAX_LINE = 1 << 16
 HEADERS: dict[str, tuple[str, ...]] = {
     "consent": ("address", "beacons", "source"),
     "suppressions": ("address", "list", "reason"),
@@ -119,8 +124,10 @@ class CsvReader(Generic[T]):
         self._columns = self._header()
 
     def _lines(self) -> Iterator[str]:
-        for raw in self._stream:
+        while raw := self._stream.readline(MAX_LINE + 1):
             self._physical += 1
+            if len(raw) > MAX_LINE:
+                raise CsvError(self._physical, f"a line longer than {MAX_LINE} bytes")
             if self._physical == 1 and raw.startswith(b"\xef\xbb\xbf"):
                 raw = raw[3:]
             try:

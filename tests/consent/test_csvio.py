@@ -8,7 +8,13 @@ from collections.abc import Iterator
 
 import pytest
 
-from beacon_proxy.consent.csvio import CsvError, consent_reader, read_batches, suppression_reader
+from beacon_proxy.consent.csvio import (
+    MAX_LINE,
+    CsvError,
+    consent_reader,
+    read_batches,
+    suppression_reader,
+)
 from beacon_proxy.consent.model import Beacons
 
 
@@ -139,3 +145,43 @@ async def test_reading_streams_in_bounded_batches() -> None:
         tracemalloc.stop()
     assert sum(sizes) == 50_000 and max(sizes) == 5000
     assert peak < 8 * 1024 * 1024, f"peak {peak} bytes"  # all the rows would take ~20 MB
+
+
+class _OneLongLine(io.RawIOBase):
+    """A header and then ``size`` bytes without a line end, made on the fly."""
+
+    def __init__(self, size: int) -> None:
+        self._left = size
+        self._head = b"address,beacons,source\n"
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: bytearray | memoryview) -> int:  # type: ignore[override]
+        if self._head:
+            n = min(len(b), len(self._head))
+            b[:n], self._head = self._head[:n], self._head[n:]
+            return n
+        n = min(len(b), self._left)
+        b[:n] = b"a" * n
+        self._left -= n
+        return n
+
+
+def test_a_huge_line_is_refused_without_reading_it_into_memory() -> None:
+    """A hostile file of one 64 MiB line: refused at its line, memory stays small."""
+    tracemalloc.start()
+    try:
+        with pytest.raises(CsvError) as info:
+            _read_stream(io.BufferedReader(_OneLongLine(64 << 20)))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert info.value.line == 2 and f"longer than {MAX_LINE} bytes" in info.value.reason
+    assert peak < 4 * MAX_LINE + (1 << 20), f"peak {peak} bytes"
+
+
+def _read_stream(stream: io.BufferedReader) -> None:
+    reader = consent_reader(stream)
+    while reader.read_batch(10):
+        pass
