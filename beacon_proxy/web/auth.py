@@ -58,6 +58,11 @@ class ApiTokens:
 
     def __init__(self, hashes: Mapping[str, str]) -> None:
         self._hashes = self._parse(hashes)
+        self._credentials = self._pairs(self._hashes)
+
+    @staticmethod
+    def _pairs(hashes: list[tuple[str, bytes]]) -> frozenset[tuple[str, str]]:
+        return frozenset((name, "sha256:" + digest.hex()) for name, digest in hashes)
 
     @staticmethod
     def _parse(hashes: Mapping[str, str]) -> list[tuple[str, bytes]]:
@@ -69,20 +74,27 @@ class ApiTokens:
     def replace(self, hashes: Mapping[str, str]) -> None:
         """Accept these tokens from now on (a reload: ``SIGHUP``); ``ValueError`` keeps the
         old ones."""
-        self._hashes = self._parse(hashes)
+        parsed = self._parse(hashes)
+        self._hashes, self._credentials = parsed, self._pairs(parsed)
 
     def __bool__(self) -> bool:
         return bool(self._hashes)
 
-    def names(self) -> frozenset[str]:
-        """The names of the tokens accepted now (a console session ends with its token)."""
-        return frozenset(name for name, _ in self._hashes)
+    def credentials(self) -> frozenset[tuple[str, str]]:
+        """``(name, hash)`` of each token accepted now: a console session ends with the
+        token it was opened with, also when another token takes over its name."""
+        return self._credentials
 
     def check(self, token: str) -> str | None:
         """The name of the matching token, or ``None``."""
+        found = self.identify(token)
+        return found[0] if found is not None else None
+
+    def identify(self, token: str) -> tuple[str, str] | None:
+        """``(name, hash)`` of the matching token (see :meth:`credentials`), or ``None``."""
         digest = hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
-        found: str | None = None
+        found: tuple[str, str] | None = None
         for name, expected in self._hashes:
             if hmac.compare_digest(digest, expected) and found is None:
-                found = name
+                found = (name, "sha256:" + expected.hex())
         return found

@@ -20,6 +20,18 @@ def test_tokens_are_checked_against_hashes() -> None:
         ApiTokens({"ops": a})
 
 
+def test_credentials_tell_tokens_of_one_name_apart() -> None:
+    a, b = new_token(), new_token()
+    tokens = ApiTokens({"ops": hash_token(a)})
+    assert tokens.identify(a) == ("ops", hash_token(a)) and tokens.identify(b) is None
+    assert tokens.credentials() == {("ops", hash_token(a))}
+    tokens.replace({"ops": hash_token(b)})  # rotated under the same name
+    assert tokens.credentials() == {("ops", hash_token(b))} and tokens.identify(a) is None
+    with pytest.raises(ValueError):
+        tokens.replace({"ops": "sha256:bad"})
+    assert tokens.credentials() == {("ops", hash_token(b))}  # the old ones are kept
+
+
 @pytest.mark.parametrize(
     ("header", "token"),
     [(None, None), ("", None), ("Bearer abc", "abc"), ("bearer  abc ", "abc"),

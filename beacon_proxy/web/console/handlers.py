@@ -170,7 +170,7 @@ class _Handlers:
     # -- plumbing ----------------------------------------------------------------
 
     def _session(self, request: web.Request) -> Session | None:
-        return self.sessions.get(request.cookies.get(COOKIE), self.cfg.tokens.names())
+        return self.sessions.get(request.cookies.get(COOKIE), self.cfg.tokens.credentials())
 
     def _lang(self, request: web.Request, session: Session | None) -> str:
         query = request.query.get("lang")
@@ -282,12 +282,13 @@ class _Handlers:
                 nonce.encode("utf-8", "surrogatepass"),
                 fields.get("login", "").encode("utf-8", "surrogatepass")):
             return self._login_page(request, 403, "expired_form")
-        name = self.cfg.tokens.check(fields.get("token", "").strip())
-        if name is None:
+        found = self.cfg.tokens.identify(fields.get("token", "").strip())
+        if found is None:
             event("console_login", logging.WARNING, result="refused", client=request.remote)
             return self._login_page(request, 403, "bad_token")
+        name, credential = found
         lang = request.query.get("lang")
-        cookie, _ = self.sessions.create(name, lang if lang in LANGUAGES else None)
+        cookie, _ = self.sessions.create(name, lang if lang in LANGUAGES else None, credential)
         event("console_login", result="ok", user=name, client=request.remote)
         resp = web.HTTPSeeOther(_next(fields.get("next")))
         resp.set_cookie(COOKIE, cookie, path=PREFIX, httponly=True, samesite="Strict",

@@ -5,7 +5,8 @@ A session is created by a login with a valid admin API token
 value, the server keeps its SHA-256 (so neither a memory dump nor a log of
 keys gives a usable cookie).  A session ends after ``idle`` seconds without
 a request, ``max_age`` seconds after login, at logout, and when its token is
-no longer configured (a reload).  At most ``capacity`` sessions are kept;
+no longer configured (a reload), also when a new token of the same name
+replaces it.  At most ``capacity`` sessions are kept;
 a new one pushes out the least recently used.
 
 Each session has its own CSRF token (``csrf``), sent back by every console
@@ -42,6 +43,7 @@ class Session:
     created: float
     seen: float
     lang: str | None = None  # the language chosen with the switch, if any
+    credential: str = ""  # the hash of the token it was opened with
 
     def check_csrf(self, value: str) -> bool:
         return hmac.compare_digest(self.csrf.encode("ascii"),
@@ -66,20 +68,25 @@ class Sessions:
     def __len__(self) -> int:
         return len(self._sessions)
 
-    def create(self, name: str, lang: str | None = None) -> tuple[str, Session]:
-        """A new session for ``name``: ``(cookie value, session)``."""
+    def create(self, name: str, lang: str | None = None,
+               credential: str = "") -> tuple[str, Session]:
+        """A new session for ``name``, opened with the token whose hash is
+        ``credential``: ``(cookie value, session)``."""
         now = self._clock()
         cookie = secrets.token_urlsafe(32)
-        session = Session(name, secrets.token_urlsafe(32), now, now, lang)
+        session = Session(name, secrets.token_urlsafe(32), now, now, lang, credential)
         self._sessions[_key(cookie)] = session
         while len(self._sessions) > self.capacity:
             del self._sessions[next(iter(self._sessions))]
         return cookie, session
 
-    def get(self, cookie: str | None, names: frozenset[str] | None = None) -> Session | None:
+    def get(self, cookie: str | None,
+            accepted: frozenset[tuple[str, str]] | None = None) -> Session | None:
         """The live session of a cookie (its idle time starts again), or ``None``.
 
-        ``names``: the token names accepted now; a session of another name ends."""
+        ``accepted``: ``(name, credential)`` of the tokens accepted now
+        (:meth:`~beacon_proxy.web.auth.ApiTokens.credentials`); a session opened with
+        another token ends."""
         if not cookie or len(cookie) > 100:
             return None
         key = _key(cookie)
@@ -88,7 +95,8 @@ class Sessions:
             return None
         now = self._clock()
         if (now - session.seen > self.idle or now - session.created > self.max_age
-                or (names is not None and session.name not in names)):
+                or (accepted is not None
+                    and (session.name, session.credential) not in accepted)):
             return None
         session.seen = now
         self._sessions[key] = session

@@ -27,11 +27,14 @@ def test_capacity_pushes_out_the_least_recently_used() -> None:
     assert sessions.get(a) is not None and sessions.get(c) is not None
 
 
-def test_logout_and_removed_token() -> None:
+def test_logout_and_removed_or_replaced_token() -> None:
     sessions = Sessions()
-    cookie, session = sessions.create("ops")
-    assert sessions.get(cookie, frozenset({"ops"})) is session
-    assert sessions.get(cookie, frozenset({"other"})) is None  # the token was removed
+    cookie, session = sessions.create("ops", credential="sha256:01")
+    assert sessions.get(cookie, frozenset({("ops", "sha256:01")})) is session
+    assert sessions.get(cookie, frozenset({("other", "sha256:02")})) is None  # removed
+    cookie, _ = sessions.create("ops", credential="sha256:01")
+    # a new token of the same name: the session of the old one ends
+    assert sessions.get(cookie, frozenset({("ops", "sha256:03")})) is None
     cookie, _ = sessions.create("ops")
     assert sessions.drop(cookie) and not sessions.drop(cookie)
     assert sessions.get(cookie) is None
