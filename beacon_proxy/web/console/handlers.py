@@ -74,6 +74,7 @@ MAX_UPLOAD = 1 << 30  # bytes of CSV per import
 MAX_FIELD = 1000  # bytes of a text field of the import form
 QUEUE_SHOWN = 500  # queue entries listed on one page
 HEADERS_SHOWN = 65536  # bytes of a queued message's header shown
+MAX_QUEUE_ID = 40  # characters of a queue id (the spool's are 16)
 ACTIONS = ("consent", "suppress", "resume")
 
 
@@ -401,8 +402,11 @@ class _Handlers:
             return self.refused(request, None, 403, "no_session")
         if not self._same_origin(request):
             return self.refused(request, session, 403, "cross_site")
+        if self.jobs.busy():  # refused before its file is written
+            return self.refused(request, session, 503, "too_busy")
         try:
-            fields, path = await _read_upload(request, session)
+            with self.jobs.uploading():
+                fields, path = await _read_upload(request, session)
         except _Refused as exc:
             return self.refused(request, session, exc.status, exc.key)
         kind = fields.get("kind")
@@ -426,12 +430,14 @@ class _Handlers:
 
     async def export(self, request: web.Request, session: Session) -> web.StreamResponse:
         kind = request.match_info["kind"]
+        headers = {"Cache-Control": "no-store", "Content-Type": "text/csv; charset=utf-8",
+                   "Content-Disposition": f'attachment; filename="{kind}.csv"'}
+        if request.method == "HEAD":  # a streamed body after it would be the next answer
+            return web.Response(headers=headers)
         items = self.store.iter_consent() if kind == "consent" else self.store.iter_suppressions()
         first = await anext(items, None)
         k: Kind = "consent" if kind == "consent" else "suppressions"
-        resp = web.StreamResponse(headers={
-            "Cache-Control": "no-store", "Content-Type": "text/csv; charset=utf-8",
-            "Content-Disposition": f'attachment; filename="{kind}.csv"'})
+        resp = web.StreamResponse(headers=headers)
         await resp.prepare(request)
 
         async def write(text: str) -> None:
@@ -473,8 +479,9 @@ class _Handlers:
         done = request.query.get("done")
         return self.render(request, session, "queue.html", entries=entries[:QUEUE_SHOWN],
                            total=len(entries), now=time.time(),
-                           done=done if done in ("retry", "delete") else None,
-                           done_id=request.query.get("id", "")[:40])
+                           done=done if done in ("retry", "delete") and _queue_id(
+                               request.query.get("id", "")) else None,
+                           done_id=request.query.get("id", ""))
 
     async def queue_show(self, request: web.Request, session: Session) -> web.StreamResponse:
         queue_id = request.match_info["queue_id"]
@@ -485,7 +492,7 @@ class _Handlers:
                            done=None)
 
     def _show(self, queue_id: str) -> tuple[QueueEntry | None, str]:
-        if self.spool is None or not queue_id.isalnum():
+        if self.spool is None or not _queue_id(queue_id):
             return None, ""
         try:
             entry = self.spool.find_sync(queue_id)
@@ -503,7 +510,7 @@ class _Handlers:
         queue_id = request.match_info["queue_id"]
         action = fields.get("action")
         spool = self.spool
-        if spool is None or not queue_id.isalnum() or action not in ("retry", "delete"):
+        if spool is None or not _queue_id(queue_id) or action not in ("retry", "delete"):
             return self.refused(request, session, 400, "bad_action")
 
         def work() -> bool:
@@ -522,6 +529,12 @@ class _Handlers:
             return self.refused(request, session, 404, "not_found")
         event("console_queue", user=session.name, action=action, queue_id=queue_id)
         raise web.HTTPSeeOther(f"{PREFIX}/queue?done={action}&id={queue_id}")
+
+
+def _queue_id(value: str) -> bool:
+    """Whether ``value`` can be a queue id: ASCII letters and digits, as the spool names
+    its files (16 today), nothing a file name could do more with."""
+    return 0 < len(value) <= MAX_QUEUE_ID and value.isascii() and value.isalnum()
 
 
 def _single(fields: list[tuple[str, str]]) -> dict[str, str]:

@@ -6,15 +6,19 @@ An upload is first streamed to a temporary file; a job then counts its lines
 row and then applies nothing (the store imports in one transaction).  The
 page polls ``rows`` against ``total`` until ``state`` is ``done`` or
 ``failed``.  At most :data:`KEEP` jobs are remembered (oldest finished out)
-and :data:`RUNNING` run at once; the temporary file is removed when a job
-ends, however it ends.
+and :data:`RUNNING` run at once, uploads still being written to their
+temporary file included (:meth:`ImportJobs.uploading`; each may be 1 GiB):
+one more is refused before its file is written.  The temporary file is
+removed when a job ends, however it ends.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -79,6 +83,20 @@ class ImportJobs:
         self.store = store
         self._jobs: dict[str, ImportJob] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._uploads = 0  # uploads being written to their temporary file
+
+    def busy(self) -> bool:
+        """Whether :data:`RUNNING` imports run or are being uploaded already."""
+        return self.running() + self._uploads >= RUNNING
+
+    @contextlib.contextmanager
+    def uploading(self) -> Iterator[None]:
+        """While an upload is written to its file (it counts against :data:`RUNNING`)."""
+        self._uploads += 1
+        try:
+            yield
+        finally:
+            self._uploads -= 1
 
     def get(self, job_id: str) -> ImportJob | None:
         return self._jobs.get(job_id)

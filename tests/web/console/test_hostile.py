@@ -1,0 +1,139 @@
+"""The console under attack: what an adversary tried, and what must hold.
+
+Token rotation under the same name, ``HEAD`` on a streamed export, queue ids
+that are no queue ids, many uploads at once.  (Cross-site forms, open
+redirects and routes without a session are in ``test_handlers.py``.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+
+from beacon_proxy.consent.store import Store, open_store
+from beacon_proxy.spool.queue import Spool
+from beacon_proxy.web.auth import ApiTokens, hash_token
+from beacon_proxy.web.console import Console
+from beacon_proxy.web.console.handlers import CONSOLE
+from beacon_proxy.web.console.jobs import RUNNING
+from beacon_proxy.web.server import build_admin_app
+from tests.web.console.helpers import SAME, TOKEN, Client, login
+
+NEW_TOKEN = "rotated-token-0123456789abcdef"
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[Store]:
+    s = open_store(f"sqlite:///{tmp_path / 'store.db'}")
+    await s.open()
+    yield s
+    await s.close()
+
+
+@pytest.fixture
+def spool(tmp_path: Path) -> Iterator[Spool]:
+    s = Spool(tmp_path / "spool")
+    s.open()
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def tokens() -> ApiTokens:
+    return ApiTokens({"ops": hash_token(TOKEN)})
+
+
+def _app(store: Store, tokens: ApiTokens, spool: Spool) -> web.Application:
+    return build_admin_app(lambda: {"status": "ok"},
+                           console=Console(store, tokens, spool_root=spool.root))
+
+
+@pytest.fixture
+async def client(store: Store, tokens: ApiTokens, spool: Spool) -> AsyncIterator[Client]:
+    async with TestClient(TestServer(_app(store, tokens, spool))) as c:
+        yield c
+
+
+async def test_a_rotated_token_ends_the_sessions_it_opened(client: Client,
+                                                           tokens: ApiTokens) -> None:
+    """A leaked token is replaced by a new one of the same name (SIGHUP): whoever
+    signed in with the old one is out, though the name is still configured."""
+    await login(client)
+    assert (await client.get("/console", allow_redirects=False)).status == 200
+    tokens.replace({"ops": hash_token(NEW_TOKEN)})
+    assert (await client.get("/console", allow_redirects=False)).status == 303
+    client.session.cookie_jar.clear()
+    await login(client, NEW_TOKEN)  # the new token signs in, as the same user
+    page = await (await client.get("/console")).text()
+    assert "Signed in as ops" in page
+
+
+async def test_head_of_an_export_sends_no_body(client: Client, store: Store) -> None:
+    """A body after a HEAD answer would be read as the next answer on the connection."""
+    await store.set_consent("ann@example.org", "granted", source="form")
+    await login(client)
+    resp = await client.head("/console/export/consent")
+    assert resp.status == 200 and resp.headers["Content-Type"].startswith("text/csv")
+    assert await resp.read() == b""
+    resp = await client.get("/console/dashboard")  # the same keep-alive connection
+    assert resp.status == 200
+    resp = await client.get("/console/export/consent")
+    assert (await resp.text()).startswith("address,beacons,source")
+
+
+@pytest.mark.parametrize("queue_id", ["A" * 300, "\u00b2\u00b2", "ABC\u0661"])
+async def test_queue_ids_that_are_no_queue_ids(client: Client, queue_id: str) -> None:
+    token = await login(client)
+    resp = await client.get(f"/console/queue/{queue_id}")
+    assert resp.status == 404
+    for action in ("retry", "delete"):
+        resp = await client.post(f"/console/queue/{queue_id}", headers=SAME,
+                                 data={"csrf": token, "action": action})
+        assert resp.status in (400, 404), await resp.text()
+
+
+async def test_the_queue_page_repeats_no_made_up_message(client: Client) -> None:
+    """A link to ``/console/queue?done=delete&id=...`` must not put words on the page."""
+    await login(client)
+    page = await (await client.get(
+        "/console/queue?done=delete&id=ALL%20MAIL%20DELETED%20CALL%20555")).text()
+    assert "CALL 555" not in page and 'role="status"' not in page
+
+
+def _upload_head(csrf: str) -> bytes:
+    return (b"--B\r\nContent-Disposition: form-data; name=\"csrf\"\r\n\r\n" + csrf.encode()
+            + b"\r\n--B\r\nContent-Disposition: form-data; name=\"kind\"\r\n\r\nconsent"
+            b"\r\n--B\r\nContent-Disposition: form-data; name=\"file\"; filename=\"x.csv\""
+            b"\r\nContent-Type: text/csv\r\n\r\naddress,beacons,source\r\n")
+
+
+async def test_uploads_at_once_are_bounded(client: Client) -> None:
+    """Every upload is a temporary file of up to 1 GiB: no more are written at once than
+    imports may run at once; one more is refused before its file is read."""
+    token = await login(client)
+    h = client.app[CONSOLE]
+    go_on = asyncio.Event()
+
+    async def slow_body() -> AsyncIterator[bytes]:
+        yield _upload_head(token)
+        await go_on.wait()
+        yield b"ann@example.org,granted,form\r\n--B--\r\n"
+
+    headers = {**SAME, "Content-Type": "multipart/form-data; boundary=B"}
+    uploads = [asyncio.create_task(client.post("/console/import", data=slow_body(),
+                                               headers=headers, allow_redirects=False))
+               for _ in range(RUNNING)]
+    async with asyncio.timeout(60):
+        while h.jobs.busy() is False:  # both uploads are being written
+            await asyncio.sleep(0.01)
+    resp = await client.post("/console/import", headers=headers, allow_redirects=False,
+                             data=_upload_head(token) + b"bob@example.org,granted,x\r\n--B--\r\n")
+    assert resp.status == 503
+    go_on.set()
+    for done in await asyncio.gather(*uploads):
+        assert done.status == 303
