@@ -203,11 +203,13 @@ def _importer(kind: Kind) -> Any:
 
 def _exporter(kind: Kind) -> Any:
     async def run(request: web.Request, ctx: Ctx) -> web.StreamResponse:
+        headers = {**_NO_STORE, "Content-Type": "text/csv; charset=utf-8",
+                   "Content-Disposition": f'attachment; filename="{kind}.csv"'}
+        if request.method == "HEAD":  # a streamed body after it would be the next answer
+            return web.Response(headers=headers)
         items = ctx.store.iter_consent() if kind == "consent" else ctx.store.iter_suppressions()
         first = await anext(items, None)  # a store failure still gets a JSON error
-        resp = web.StreamResponse(headers={
-            **_NO_STORE, "Content-Type": "text/csv; charset=utf-8",
-            "Content-Disposition": f'attachment; filename="{kind}.csv"'})
+        resp = web.StreamResponse(headers=headers)
         await resp.prepare(request)
 
         async def write(text: str) -> None:

@@ -270,6 +270,17 @@ async def test_csv_import_dry_run_and_export(client: Client) -> None:
     assert (await resp.text()).splitlines()[1].startswith("c@example.org,news.example.org,")
 
 
+async def test_head_of_an_export_sends_no_body(client: Client) -> None:
+    """A body after a HEAD answer would be read as the next answer on the connection."""
+    headers = {**AUTH, "Content-Type": "text/csv"}
+    await client.post("/api/v1/import/consent", data=CSV, headers=headers)
+    resp = await client.head("/api/v1/export/consent", headers=AUTH)
+    assert resp.status == 200 and resp.content_type == "text/csv"
+    assert await resp.read() == b""
+    resp = await client.get("/api/v1/consent", headers=AUTH)  # the same connection
+    assert resp.status == 200 and len((await resp.json())["items"]) == 2
+
+
 @pytest.mark.parametrize(
     ("data", "line", "text"),
     [
