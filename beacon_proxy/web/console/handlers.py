@@ -37,7 +37,7 @@ from datetime import UTC, datetime
 from functools import cache
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote, urlsplit
 
 from aiohttp import BodyPartReader, web
@@ -63,6 +63,7 @@ __all__ = ["CONSOLE_CSP", "COOKIE", "LOGIN_BURST", "LOGIN_RATE", "MAX_UPLOAD", "
            "add_console_routes"]
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 COOKIE = "bp_console"
 LOGIN_COOKIE = "bp_console_login"  # the login form's one-time CSRF value
@@ -72,6 +73,7 @@ LOGIN_RATE = 0.1  # login attempts a second per client address, after ...
 LOGIN_BURST = 5  # ... this many at once
 MAX_UPLOAD = 1 << 30  # bytes of CSV per import
 MAX_FIELD = 1000  # bytes of a text field of the import form
+UPLOAD_IDLE = 60.0  # seconds an upload may send nothing before it is given up
 QUEUE_SHOWN = 500  # queue entries listed on one page
 HEADERS_SHOWN = 65536  # bytes of a queued message's header shown
 MAX_QUEUE_ID = 40  # characters of a queue id (the spool's are 16)
@@ -578,7 +580,7 @@ async def _read_upload(request: web.Request, session: Session) -> tuple[dict[str
     path: Path | None = None
     try:
         while True:
-            part = await reader.next()
+            part = await _idle(reader.next())
             if part is None:
                 break
             if not isinstance(part, BodyPartReader) or part.name is None:
@@ -590,8 +592,9 @@ async def _read_upload(request: web.Request, session: Session) -> tuple[dict[str
                 continue
             if part.name in fields or len(fields) >= 8:
                 raise _Refused(400, "bad_upload")
-            raw = await part.read_chunk(MAX_FIELD + 1)
-            if len(raw) > MAX_FIELD or await part.read_chunk(1):
+            raw = await _idle(part.read_chunk(MAX_FIELD + 1))
+            more = b"" if len(raw) > MAX_FIELD else await _idle(part.read_chunk(1))
+            if len(raw) > MAX_FIELD or more:
                 raise _Refused(400, "bad_upload")
             try:
                 fields[part.name] = raw.decode("utf-8")
@@ -608,6 +611,16 @@ async def _read_upload(request: web.Request, session: Session) -> tuple[dict[str
     return fields, path
 
 
+async def _idle(step: Awaitable[T]) -> T:
+    """One read of an upload, given up after :data:`UPLOAD_IDLE` seconds without data (a
+    stalled upload would hold one of the import slots for as long as its client likes)."""
+    try:
+        async with asyncio.timeout(UPLOAD_IDLE):
+            return await step
+    except TimeoutError:
+        raise _Refused(408, "upload_stalled") from None
+
+
 async def _spool_part(part: BodyPartReader) -> Path:
     fd, name = await asyncio.to_thread(tempfile.mkstemp, prefix="beacon-proxy-console-",
                                        suffix=".csv")
@@ -615,7 +628,7 @@ async def _spool_part(part: BodyPartReader) -> Path:
     try:
         with os.fdopen(fd, "wb") as fh:
             size = 0
-            while chunk := await part.read_chunk(1 << 16):
+            while chunk := await _idle(part.read_chunk(1 << 16)):
                 size += len(chunk)
                 if size > MAX_UPLOAD:
                     raise _Refused(413, "too_large")

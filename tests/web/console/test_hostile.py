@@ -137,3 +137,31 @@ async def test_uploads_at_once_are_bounded(client: Client) -> None:
     go_on.set()
     for done in await asyncio.gather(*uploads):
         assert done.status == 303
+
+
+async def test_a_stalled_upload_gives_its_slot_back(client: Client, tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """An upload that stops sending would hold an import slot for as long as its
+    client likes: after UPLOAD_IDLE seconds without data it is refused, its file gone."""
+    import tempfile
+
+    from beacon_proxy.web.console import handlers
+
+    uploads = tmp_path / "uploads"
+    uploads.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(uploads))
+    monkeypatch.setattr(handlers, "UPLOAD_IDLE", 0.2)
+    token = await login(client)
+    never = asyncio.Event()
+
+    async def stalled() -> AsyncIterator[bytes]:
+        yield _upload_head(token)
+        await never.wait()  # the client goes quiet, the connection stays open
+        yield b"--B--\r\n"
+
+    headers = {**SAME, "Content-Type": "multipart/form-data; boundary=B"}
+    resp = await client.post("/console/import", data=stalled(), headers=headers,
+                             allow_redirects=False)
+    assert resp.status == 408 and "stopped arriving" in await resp.text()
+    assert not client.app[CONSOLE].jobs.busy()
+    assert list(uploads.iterdir()) == []
