@@ -137,7 +137,9 @@ def _login(driver: Any, server: Server) -> None:
 
 
 def _import(driver: Any, kind: str, path: Path, *, dry_run: bool) -> str:
-    """Upload a file and wait for the job's result (the page refreshes itself meanwhile)."""
+    """Upload a file and wait for the job's result (the page refreshes itself meanwhile:
+    a look at a page being replaced may fail, and is tried again)."""
+    from selenium.common.exceptions import WebDriverException
     from selenium.webdriver.support.ui import Select, WebDriverWait
 
     driver.get(driver.current_url.split("/console")[0] + "/console/import")
@@ -147,7 +149,7 @@ def _import(driver: Any, kind: str, path: Path, *, dry_run: bool) -> str:
         box.click()
     driver.find_element("id", "file").send_keys(str(path))
     _submit(driver, "#upload")
-    WebDriverWait(driver, 60).until(
+    WebDriverWait(driver, 120, ignored_exceptions=(WebDriverException,)).until(
         lambda d: d.find_elements("id", "result"))
     return str(driver.find_element("id", "result").text)
 

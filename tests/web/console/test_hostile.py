@@ -165,3 +165,33 @@ async def test_a_stalled_upload_gives_its_slot_back(client: Client, tmp_path: Pa
     assert resp.status == 408 and "stopped arriving" in await resp.text()
     assert not client.app[CONSOLE].jobs.busy()
     assert list(uploads.iterdir()) == []
+
+
+EVIL = "</script><svg/onload=alert(1)><img src=x onerror=alert(2)>"
+
+
+async def test_hostile_texts_are_shown_as_text_everywhere(client: Client, store: Store,
+                                                         spool: Spool) -> None:
+    """Addresses, sources, reasons, audit entries, queue envelopes and headers hold what
+    senders and importers wrote: on every page they are text, never markup."""
+    from beacon_proxy.spool.envelope import Envelope, new_queue_id
+
+    who = '"</script><svg/onload=alert(1)>"@example.org'
+    await store.set_consent(who, "granted", source="<b>crm</b>", actor="api:<i>x</i>",
+                            reason=EVIL + " 日本語の理由")
+    await store.suppress(who, None, reason=EVIL, source="api")
+    env = Envelope(new_queue_id(), '"<svg onload=alert(3)>"@shop.example', (who,),
+                   message_id="<" + EVIL + "@x>", size=10)
+    await spool.put(env, ("Subject: " + EVIL + " 件名\r\nFrom: <x@y>\r\n\r\nhi\r\n").encode())
+    await login(client)
+    pages = [f"/console/address?address={who}", "/console/queue",
+             f"/console/queue/{env.queue_id}", f"/console/address?address={who}&lang=ja"]
+    for path in pages:
+        resp = await client.get(path)
+        page = await resp.text()
+        assert resp.status == 200, path
+        assert "<svg/onload" not in page and "<svg onload" not in page, path
+        assert "<img src=x" not in page and "</script>" not in page, path
+        assert "&lt;svg" in page, path
+    page = await (await client.get(f"/console/address?address={who}&lang=ja")).text()
+    assert "日本語の理由" in page
