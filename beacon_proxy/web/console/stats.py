@@ -33,7 +33,7 @@ from typing import Any
 
 from markupsafe import Markup
 
-from beacon_proxy.consent.model import StoreError
+from beacon_proxy.consent.model import InvalidValue, StoreError
 from beacon_proxy.consent.store import Store
 from beacon_proxy.log import add_event_tap, remove_event_tap
 
@@ -83,8 +83,8 @@ class EventTally:
             self._add(hour, "fallback")
         vendors = fields.get("vendors")
         if fields.get("policy") == "refused" and isinstance(vendors, list):
-            for vendor in vendors:
-                if isinstance(vendor, str) and vendor:
+            for vendor in vendors:  # a name the store could not keep would block every write
+                if isinstance(vendor, str) and vendor and vendor.isprintable():
                     self._add(hour, "vendor:" + vendor[:MAX_VENDOR])
 
     def _add(self, hour: str, name: str) -> None:
@@ -112,6 +112,8 @@ class EventTally:
                 return
             try:
                 await self.store.add_stats([(h, n, v) for (h, n), v in counts.items()])
+            except InvalidValue as exc:  # refused as they are: trying again cannot help
+                log.warning("console stats dropped: %s", exc)
             except Exception as exc:  # the relay goes on; the counts wait for the next try
                 log.warning("console stats not written: %s", exc)
                 for key, value in counts.items():  # try again next time

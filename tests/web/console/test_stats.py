@@ -115,3 +115,22 @@ async def test_counts_wait_for_a_store_that_fails() -> None:
     await tally.flush()
     assert [(name, value) for _, name, value in store.rows] == [("received", 2)]
     assert tally.pending() == {}
+
+
+async def test_a_vendor_name_the_store_cannot_keep_does_not_stop_the_counts(
+        store: Store) -> None:
+    """A rules file is free text: a vendor name with a NUL or a lone surrogate would be
+    refused by the store at every write, and every count kept for a retry forever."""
+    tally = EventTally(store, every=3600)
+    await tally.start()
+    try:
+        event("delivered", queue_id="Q1", policy="refused", outcome="stripped",
+              vendors=["Bad\x00Vendor", "Lone\ud800", "Good"])
+        event("received", queue_id="Q1")
+        await tally.flush()
+    finally:
+        await tally.stop()
+    assert tally.pending() == {}
+    rows = {name: value for _, name, value in
+            await store.stats_since(hour_of(datetime.now(UTC) - timedelta(hours=1)))}
+    assert rows == {"received": 1, "delivered": 1, "vendor:Good": 1}
