@@ -73,6 +73,7 @@ LOGIN_RATE = 0.1  # login attempts a second per client address, after ...
 LOGIN_BURST = 5  # ... this many at once
 MAX_UPLOAD = 1 << 30  # bytes of CSV per import
 MAX_FIELD = 1000  # bytes of a text field of the import form
+MAX_FORM = 64 * 1024  # bytes of the import form around its file (fields, part headers)
 UPLOAD_IDLE = 60.0  # seconds an upload may send nothing before it is given up
 QUEUE_SHOWN = 500  # queue entries listed on one page
 HEADERS_SHOWN = 65536  # bytes of a queued message's header shown
@@ -404,6 +405,10 @@ class _Handlers:
             return self.refused(request, None, 403, "no_session")
         if not self._same_origin(request):
             return self.refused(request, session, 403, "cross_site")
+        if (request.content_length or 0) > MAX_UPLOAD + MAX_FORM:  # before a byte is read
+            resp = self.refused(request, session, 413, "too_large")
+            resp.force_close()  # the body is not read: this connection cannot go on
+            return resp
         if self.jobs.busy():  # refused before its file is written
             return self.refused(request, session, 503, "too_busy")
         try:

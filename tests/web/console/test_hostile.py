@@ -195,3 +195,26 @@ async def test_hostile_texts_are_shown_as_text_everywhere(client: Client, store:
         assert "&lt;svg" in page, path
     page = await (await client.get(f"/console/address?address={who}&lang=ja")).text()
     assert "日本語の理由" in page
+
+
+async def test_an_upload_declared_too_large_is_refused_before_it_is_read(
+        client: Client) -> None:
+    """A Content-Length over the bound is refused at once, not after 1 GiB on disk."""
+    token = await login(client)
+    cookies = "; ".join(f"{k}={v.value}" for k, v in
+                        client.session.cookie_jar.filter_cookies(
+                            client.make_url("/console")).items())
+    reader, writer = await asyncio.open_connection("127.0.0.1", client.port)
+    try:
+        head = (f"POST /console/import HTTP/1.1\r\nHost: 127.0.0.1:{client.port}\r\n"
+                f"Cookie: {cookies}\r\nSec-Fetch-Site: same-origin\r\n"
+                "Content-Type: multipart/form-data; boundary=B\r\n"
+                f"Content-Length: {2 << 30}\r\n\r\n")
+        writer.write(head.encode() + _upload_head(token))
+        await writer.drain()
+        async with asyncio.timeout(30):  # the answer comes without the rest of the body
+            status = await reader.readline()
+    finally:
+        writer.close()
+    assert status.startswith(b"HTTP/1.1 413"), status
+    assert not client.app[CONSOLE].jobs.busy()
