@@ -218,3 +218,21 @@ async def test_an_upload_declared_too_large_is_refused_before_it_is_read(
         writer.close()
     assert status.startswith(b"HTTP/1.1 413"), status
     assert not client.app[CONSOLE].jobs.busy()
+
+
+async def test_an_empty_store_and_a_store_that_is_down(client: Client, store: Store) -> None:
+    """An empty store draws empty charts; a store that is down is a 503 page on every
+    page that needs it (never a 500 or a half-drawn page), and the relay goes on."""
+    token = await login(client)
+    page = await (await client.get("/console/dashboard")).text()
+    assert page.count("<svg") == 7 and "Messages received: 0" in page  # no vendor chart
+    await store.close()
+    for path in ("/console/dashboard", "/console/address?address=ann@example.org",
+                 "/console/export/consent", "/console/dashboard?span=30d&lang=ja"):
+        resp = await client.get(path)
+        assert resp.status == 503, path
+        assert "refresh" not in await resp.text()
+    resp = await client.post("/console/address", headers=SAME, data={
+        "csrf": token, "address": "ann@example.org", "action": "suppress", "reason": "x"})
+    assert resp.status == 503
+    assert (await client.get("/console/queue")).status == 200  # the spool needs no store
