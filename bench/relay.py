@@ -514,7 +514,9 @@ def phase_soak(st: Settings, spec: SoakSpec, dkim: bool) -> bool:
     try:
         wait_until(lambda: smtp_ready(port), 30, "capture start", capture)
         with beacon_proxy(st, "soak", port, dkim) as bp:
+            capture_cpu0 = cpu_seconds(capture.pid)
             res = run_soak(spec, bp.smtp_port, bp.proc.pid, CaptureLog(arrivals), body)
+            res.capture_cpu_s = cpu_seconds(capture.pid) - capture_cpu0
             if bp.proc.poll() is not None:
                 raise BenchError(f"soak: beacon-proxy exited with {bp.proc.returncode}")
     finally:
