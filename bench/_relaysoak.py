@@ -260,11 +260,11 @@ def report_soak(res: SoakResult) -> bool:
                      f"{second / 1024:.1f} MB: {change:+.1%}")
     all_ok = accepted == res.scheduled and missing == 0
     rate_ok = achieved >= RATE_HELD * spec.rate
-    print(f"rate held (achieved >= {RATE_HELD:.0%} of {spec.rate:.1f} msg/s)"
-          f"{'':<18} {'PASS' if rate_ok else 'FAIL'}")
-    print(f"p99 accept-to-deliver < {GOAL_P99_S:g} s ({1000 * p99:.0f} ms)"
-          f"{'':<12} {'PASS' if lat_ok else 'FAIL'}")
-    print(f"RSS flat within {FLAT_TOLERANCE:.0%} ({flat_text})  {'PASS' if flat_ok else 'FAIL'}")
-    print(f"every message accepted and delivered ({accepted - missing}/{res.scheduled})"
-          f"{'':<6} {'PASS' if all_ok else 'FAIL'}")
+    for text, passed in (
+            (f"rate held (achieved >= {RATE_HELD:.0%} of {spec.rate:.1f} msg/s)", rate_ok),
+            (f"p99 accept-to-deliver < {GOAL_P99_S:g} s ({1000 * p99:.0f} ms)", lat_ok),
+            (f"RSS flat within {FLAT_TOLERANCE:.0%} ({flat_text})", flat_ok),
+            (f"every message accepted and delivered ({accepted - missing}/{res.scheduled})",
+             all_ok)):
+        print(f"{text:<78} {'PASS' if passed else 'FAIL'}")
     return lat_ok and flat_ok and all_ok and rate_ok
