@@ -49,20 +49,18 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import pwd
-import re
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
+from _beacon import Proxy, child_env, dkim_key, http_ok, metric, serve
 from _postfix import PostfixHop, postfix_available
 from _proc import (
     CLK_TCK,
@@ -76,13 +74,15 @@ from _proc import (
     wait_until,
 )
 from _relaysoak import CaptureLog, SoakSpec, report_soak, run_soak
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+from _sink import SMTP_SINK, Sink, sink
 from newsletter import RECIPIENT, newsletter
 
 __all__ = [
     "CLK_TCK",
+    "DEFAULT_PHASES",
     "PHASES",
+    "SMTP_SINK",
+    "SMTP_SOURCE",
     "BenchError",
     "Result",
     "child_env",
@@ -91,6 +91,7 @@ __all__ = [
     "http_ok",
     "main",
     "metric",
+    "parse_phases",
     "sink",
     "smtp_ready",
     "stop_process",
@@ -100,7 +101,6 @@ __all__ = [
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 SMTP_SOURCE = shutil.which("smtp-source") or "/usr/sbin/smtp-source"
-SMTP_SINK = shutil.which("smtp-sink") or "/usr/sbin/smtp-sink"
 SENDER = "sender@example.com"
 DKIM_DOMAIN = "shop.example"  # the newsletter's From domain
 DKIM_SELECTOR = "bench"
@@ -122,107 +122,6 @@ PHASES: dict[str, tuple[str, str, bool, bool]] = {
     "soak": ("beacon-proxy soak", "soak", False, True),
 }
 DEFAULT_PHASES = [p for p in PHASES if p != "soak"]
-
-
-# --------------------------------------------------------------------------
-# The sink
-# --------------------------------------------------------------------------
-
-class Sink:
-    """smtp-sink on a free port; counts messages from its -c counters, recipients from -D.
-
-    With ``dump`` smtp-sink appends every transaction to a file (-D); the
-    recipients are its ``X-Rcpt-Args:`` lines, the signatures its
-    ``DKIM-Signature:`` lines (the benchmark's message has neither in its
-    body).  smtp-sink writes a transaction when it ends.
-    """
-
-    def __init__(self, workdir: Path, dump: bool = False) -> None:
-        self.port = free_port()
-        self.out = workdir / f"sink-{self.port}.out"
-        self.dump: Path | None = None
-        self._fh = self.out.open("wb")
-        self._rd = self.out.open("rb")
-        self._count = 0
-        self._tail = b""
-        self._rcpts = self._transactions = self._signed = 0
-        self._dump_offset = 0
-        self._dump_tail = b""
-        cmd = [SMTP_SINK, "-c", "-h", "sink.bench"]
-        if dump:
-            ddir = workdir / f"sink-{self.port}"
-            ddir.mkdir()
-            self.dump = ddir / "dump"
-            if os.geteuid() == 0:
-                nobody = pwd.getpwnam("nobody")
-                os.chown(ddir, nobody.pw_uid, nobody.pw_gid)
-            cmd += ["-D", str(self.dump)]
-        if os.geteuid() == 0:
-            cmd += ["-u", "nobody"]  # smtp-sink refuses to run as root without -u
-        cmd += [f"127.0.0.1:{self.port}", "1024"]
-        self.proc: subprocess.Popen[bytes] = subprocess.Popen(
-            cmd, stdout=self._fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-
-    def start(self, timeout: float) -> None:
-        wait_until(lambda: smtp_ready(self.port), timeout, "smtp-sink start", self.proc)
-        # The probe connection above shows up in the counters but not as a message.
-
-    def received(self) -> int:
-        """Messages received so far (reads only the counter output not yet seen)."""
-        chunk = self._rd.read()
-        if chunk:
-            data = self._tail + chunk
-            found = re.findall(rb"mesg=(\d+)", data)
-            if found:
-                self._count = int(found[-1])
-            self._tail = data[-64:]
-        return self._count
-
-    def _read_dump(self) -> None:
-        if self.dump is None:
-            return
-        try:
-            with self.dump.open("rb") as fh:
-                fh.seek(self._dump_offset)
-                chunk = fh.read()
-        except FileNotFoundError:
-            return
-        self._dump_offset += len(chunk)
-        data = self._dump_tail + chunk
-        cut = data.rfind(b"\n") + 1
-        self._dump_tail = data[cut:]
-        lines = b"\n" + data[:cut]  # every complete line, each after a "\n"
-        self._rcpts += lines.count(b"\nX-Rcpt-Args: ")
-        self._transactions += lines.count(b"\nX-Client-Addr: ")
-        self._signed += lines.count(b"\nDKIM-Signature:")
-
-    def recipients(self) -> int:
-        """Recipients received so far (with ``dump``)."""
-        self._read_dump()
-        return self._rcpts
-
-    def transactions(self) -> int:
-        self._read_dump()
-        return self._transactions
-
-    def signed(self) -> int:
-        self._read_dump()
-        return self._signed
-
-    def close(self) -> None:
-        stop_process(self.proc, grace=5)
-        self._fh.close()
-        self._rd.close()
-
-
-@contextlib.contextmanager
-def sink(workdir: Path, timeout: float, dump: bool = False) -> Iterator[Sink]:
-    s = Sink(workdir, dump)
-    try:
-        s.start(timeout)
-        yield s
-    finally:
-        s.close()
 
 
 # --------------------------------------------------------------------------
@@ -346,12 +245,6 @@ def phase_direct(st: Settings, name: str) -> Result:
         return drive(st, name, snk.port, snk, None)
 
 
-def child_env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BEACON_PROXY_")}
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
-
-
 def phase_passthrough(st: Settings, name: str) -> Result:
     with sink(st.workdir, 30, dump=PHASES[name][2]) as snk:
         port = free_port()
@@ -376,35 +269,6 @@ def phase_postfix(st: Settings, name: str) -> Result:
             return drive(st, name, hop.port, snk, hop.master_pid)
         except BenchError as exc:
             raise BenchError(f"{exc}; Postfix log: {hop.log_tail(800)}") from exc
-
-
-def metric(web_port: int, name: str, labels: str = "") -> float:
-    url = f"http://127.0.0.1:{web_port}/metrics"
-    with urllib.request.urlopen(url, timeout=5) as resp:
-        text: str = resp.read().decode()
-    pat = re.compile(rf"^{re.escape(name + labels)} ([0-9.e+]+)$", re.M)
-    m = pat.search(text)
-    return float(m.group(1)) if m else 0.0
-
-
-def http_ok(port: int, path: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as resp:
-            status: int = resp.status
-            return status == 200
-    except OSError:
-        return False
-
-
-def dkim_key(workdir: Path) -> Path:
-    """A fresh RSA-2048 key (PKCS#8 PEM, mode 0600) for the DKIM phases."""
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    path = workdir / "dkim-bench.pem"
-    path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
-                                       serialization.PrivateFormat.PKCS8,
-                                       serialization.NoEncryption()))
-    path.chmod(0o600)
-    return path
 
 
 def proxy_config(st: Settings, tag: str, smtp_port: int, web_port: int, upstream_port: int,
@@ -454,39 +318,14 @@ path = "{d / 'beacon-proxy.log'}"
     return cfg
 
 
-@dataclass
-class Proxy:
-    proc: subprocess.Popen[bytes]
-    smtp_port: int
-    web_port: int
-
-    def delivered(self) -> float:
-        return metric(self.web_port, "beacon_proxy_deliveries_total", '{result="delivered"}')
-
-
 @contextlib.contextmanager
 def beacon_proxy(st: Settings, tag: str, upstream_port: int, dkim: bool,
                  profile: Path | None = None) -> Iterator[Proxy]:
     """``beacon-proxy serve`` with a fresh spool and store, relaying to upstream_port."""
     smtp_port, web_port = free_port(), free_port()
     cfg = proxy_config(st, tag, smtp_port, web_port, upstream_port, dkim)
-    cmd = [sys.executable]
-    if profile is not None:
-        cmd += ["-m", "cProfile", "-o", str(profile)]
-    cmd += ["-m", "beacon_proxy", "serve", "--config", str(cfg)]
-    err_path = cfg.parent / "serve.stderr"
-    out = err_path.open("wb")
-    relay = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT,
-                             stdin=subprocess.DEVNULL, env=child_env(), cwd=str(cfg.parent))
-    try:
-        wait_until(lambda: http_ok(web_port, "/healthz") and smtp_ready(smtp_port), 60,
-                   "beacon-proxy start", relay, interval=0.1)
-        yield Proxy(relay, smtp_port, web_port)
-    finally:
-        stop_process(relay, grace=30)
-        out.close()
-        if relay.returncode not in (0, None):
-            sys.stderr.write(err_path.read_text()[-2000:])
+    with serve(cfg, smtp_port, web_port, profile) as bp:
+        yield bp
 
 
 def phase_proxy(st: Settings, name: str) -> Result:
