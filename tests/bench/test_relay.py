@@ -157,7 +157,7 @@ def hop_runs_and_stops(tmp_path: Path) -> None:
 @needs_postfix_tools
 def test_a_tiny_run_of_every_throughput_phase(capsys: pytest.CaptureFixture[str]) -> None:
     rc = relay.main(["--messages", "4", "--sessions", "2", "--recipients", "3",
-                     "--phases", "a,b,postfix,c,c-dkim,postfix-rcpt,c-dkim-rcpt",
+                     "--phases", "a,b,postfix,c,c-dkim,a-rcpt,b-rcpt,postfix-rcpt,c-dkim-rcpt",
                      "--timeout", "120"])
     out = capsys.readouterr().out
     assert rc in (0, 1), out  # 1: a goal missed (tiny runs say nothing about speed)
@@ -167,6 +167,8 @@ def test_a_tiny_run_of_every_throughput_phase(capsys: pytest.CaptureFixture[str]
         assert rows[name][-9] == "4", out  # msgs
     assert rows["c-dkim-rcpt"][-9:-7] == ["3", "3"], out  # 3 recipients, 3 transactions
     assert rows["c-dkim-rcpt"][-1] == "3", out  # each copy arrived signed
+    assert rows["a-rcpt"][-9:-7] == ["3", "1"], out
+    assert rows["b-rcpt"][-9:-7] == ["3", "1"], out  # the pass-through: one transaction on
     assert "c-dkim / b (aiosmtpd -> aiosmtplib)" in out
     if _postfix.postfix_available() is None:
         assert rows["postfix"][-9] == "4", out
