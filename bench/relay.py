@@ -1,26 +1,47 @@
 #!/usr/bin/env python3
-"""Relay throughput benchmark: beacon-proxy against two baselines, in one run.
+"""Relay throughput benchmark: beacon-proxy against three baselines, in one run.
 
-    python bench/relay.py [--messages 1000] [--sessions 8]
+    python bench/relay.py [--messages 1000] [--sessions 8] [--phases a,b,postfix,c,...]
 
 Every phase sends the same generated ~70 KB quoted-printable HTML newsletter
-with Postfix's ``smtp-source -N -F FILE -s SESSIONS -m MESSAGES`` (one
-recipient per message, numbered: each message to another recipient) and
-counts what arrives in a fresh ``smtp-sink``:
+with Postfix's ``smtp-source -N -F FILE -s SESSIONS -m MESSAGES`` and counts
+what arrives in a fresh ``smtp-sink``.  Phases (``--phases``, comma-separated;
+default: all but ``soak``; ``all``: every phase):
 
-  (a) smtp-source -> smtp-sink                      (the machine's ceiling)
-  (b) smtp-source -> aiosmtpd/aiosmtplib pass-through (bench/_passthrough.py)
-      -> smtp-sink                                    (the obvious relay)
-  (c) smtp-source -> beacon-proxy serve -> smtp-sink  (spool with fsync,
-      per-recipient rendering, delivery workers)
+  a             smtp-source -> smtp-sink                 (the machine's ceiling)
+  b             smtp-source -> aiosmtpd/aiosmtplib pass-through -> smtp-sink
+                                                          (bench/_passthrough.py)
+  postfix       smtp-source -> Postfix 3 relay hop -> smtp-sink  (a temporary
+                instance of its own, fsynced queue, defaults: bench/_postfix.py)
+  c             smtp-source -> beacon-proxy serve -> smtp-sink, DKIM off
+  c-dkim        the same with DKIM on (an RSA-2048 key made for the run signs
+                every copy: [dkim] domain = the newsletter's From domain)
+  a-rcpt ... c-dkim-rcpt
+                the five above with ``--recipients`` (1000) recipients per
+                message (smtp-source -r), ``--rcpt-messages`` (1) messages: the
+                relay delivers each recipient's own copy, the others pass one
+                transaction on (Postfix: 50 recipients per transaction, its
+                default).  smtp-sink dumps what it receives (-D) and the phase
+                counts the recipients (X-Rcpt-Args) and DKIM signatures in it.
+  soak          beacon-proxy (DKIM on unless --soak-dkim off) at a fixed rate
+                for --soak-seconds (default 600): --soak-rate, or
+                --soak-fraction (0.8) of the rate c-dkim (c) measured in this
+                run; accept-to-deliver latency per message, RSS of the relay
+                every 10 s (bench/_relaysoak.py, bench/_capture.py).
 
-A phase is timed from the start of smtp-source until smtp-sink has received
-every message (for (c) beacon-proxy's /metrics must then also show every
-recipient as delivered).  "relay CPU" is the relay process's utime+stime
-(from /proc) spent during that window.  The goals are those of
-docs (product.md, "Performance goals"): (c) >= 0.5 x (a) and >= 4 x (b).
+A phase is timed from the start of smtp-source until smtp-sink has every
+message (and recipient); for beacon-proxy its /metrics must then also show
+every recipient as delivered.  "relay CPU" is utime+stime of the relay's
+whole process tree (analysis workers, Postfix's daemons, exited children via
+cutime/cstime) spent in that window; "RSS end" is the tree's RSS summed over
+its processes (PSS beside it) once everything was delivered.  The goals are
+issue 12's: beacon-proxy >= 1.0 x the Postfix hop, >= 0.5 x smtp-source ->
+smtp-sink, >= 4 x the pass-through (for c and c-dkim, and with many
+recipients in recipients/s); the soak: p99 accept-to-deliver < 1 s, RSS flat.
+Exit status: 0 every goal met, 1 a goal missed, 2 the benchmark failed.
 
-Needs /usr/sbin/smtp-source and /usr/sbin/smtp-sink (Debian: postfix).
+Needs /usr/sbin/smtp-source and /usr/sbin/smtp-sink (Debian: postfix); the
+Postfix phases need /usr/sbin/postfix and root (skipped otherwise).
 """
 
 from __future__ import annotations
@@ -28,134 +49,79 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from types import FrameType
 
+from _beacon import Proxy, child_env, dkim_key, http_ok, metric, serve
+from _postfix import PostfixHop, postfix_available
+from _proc import (
+    CLK_TCK,
+    BenchError,
+    cpu_seconds,
+    free_port,
+    smtp_ready,
+    stop_process,
+    tree_cpu,
+    tree_memory,
+    wait_until,
+)
+from _relaysoak import CaptureLog, SoakSpec, report_soak, run_soak
+from _sink import SMTP_SINK, Sink, sink
 from newsletter import RECIPIENT, newsletter
+
+__all__ = [
+    "CLK_TCK",
+    "DEFAULT_PHASES",
+    "PHASES",
+    "SMTP_SINK",
+    "SMTP_SOURCE",
+    "BenchError",
+    "Result",
+    "child_env",
+    "cpu_seconds",
+    "free_port",
+    "http_ok",
+    "main",
+    "metric",
+    "parse_phases",
+    "sink",
+    "smtp_ready",
+    "stop_process",
+    "wait_until",
+]
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 SMTP_SOURCE = shutil.which("smtp-source") or "/usr/sbin/smtp-source"
-SMTP_SINK = shutil.which("smtp-sink") or "/usr/sbin/smtp-sink"
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 SENDER = "sender@example.com"
-GOAL_VS_SINK = 0.5
-GOAL_VS_PASSTHROUGH = 4.0
+DKIM_DOMAIN = "shop.example"  # the newsletter's From domain
+DKIM_SELECTOR = "bench"
+GOALS = (("postfix", 1.0, "Postfix hop"), ("a", 0.5, "smtp-source -> smtp-sink"),
+         ("b", 4.0, "aiosmtpd -> aiosmtplib"))
 
-
-class BenchError(Exception):
-    """A phase could not be run or did not complete."""
-
-
-# --------------------------------------------------------------------------
-# Processes
-# --------------------------------------------------------------------------
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of a live process, in seconds (0.0 if it is gone)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return 0.0
-    fields = stat[stat.rindex(")") + 2:].split()
-    # fields[0] is field 3 (state); utime and stime are fields 14 and 15.
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
-
-
-def stop_process(proc: subprocess.Popen[bytes], grace: float = 10.0) -> None:
-    if proc.poll() is not None:
-        return
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout=grace)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(timeout=10)
-
-
-def wait_until(cond: Callable[[], bool], timeout: float, what: str,
-               proc: subprocess.Popen[bytes] | None = None, interval: float = 0.02) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if proc is not None and proc.poll() is not None:
-            raise BenchError(f"{what}: process exited with {proc.returncode}")
-        if time.monotonic() > deadline:
-            raise BenchError(f"{what}: not within {timeout:.0f} s")
-        time.sleep(interval)
-
-
-def smtp_ready(port: int) -> bool:
-    """True once something on 127.0.0.1:port answers with an SMTP 220 greeting."""
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=2) as s:
-            return s.recv(512).startswith(b"220")
-    except OSError:
-        return False
-
-
-class Sink:
-    """smtp-sink on a free port; counts received messages from its -c counter output."""
-
-    def __init__(self, workdir: Path) -> None:
-        self.port = free_port()
-        self.out = workdir / f"sink-{self.port}.out"
-        self._fh = self.out.open("wb")
-        self._rd = self.out.open("rb")
-        self._count = 0
-        self._tail = b""
-        cmd = [SMTP_SINK, "-c", "-h", "sink.bench"]
-        if os.geteuid() == 0:
-            cmd += ["-u", "nobody"]  # smtp-sink refuses to run as root without -u
-        cmd += [f"127.0.0.1:{self.port}", "1024"]
-        self.proc: subprocess.Popen[bytes] = subprocess.Popen(
-            cmd, stdout=self._fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-
-    def start(self, timeout: float) -> None:
-        wait_until(lambda: smtp_ready(self.port), timeout, "smtp-sink start", self.proc)
-        # The probe connection above shows up in the counters but not as a message.
-
-    def received(self) -> int:
-        """Messages received so far (reads only the counter output not yet seen)."""
-        chunk = self._rd.read()
-        if chunk:
-            data = self._tail + chunk
-            found = re.findall(rb"mesg=(\d+)", data)
-            if found:
-                self._count = int(found[-1])
-            self._tail = data[-64:]
-        return self._count
-
-    def close(self) -> None:
-        stop_process(self.proc, grace=5)
-        self._fh.close()
-        self._rd.close()
-
-
-@contextlib.contextmanager
-def sink(workdir: Path, timeout: float) -> Iterator[Sink]:
-    s = Sink(workdir)
-    try:
-        s.start(timeout)
-        yield s
-    finally:
-        s.close()
+# name -> (label, kind, many recipients, DKIM)
+PHASES: dict[str, tuple[str, str, bool, bool]] = {
+    "a": ("smtp-source -> smtp-sink", "direct", False, False),
+    "b": ("aiosmtpd -> aiosmtplib", "passthrough", False, False),
+    "postfix": ("Postfix hop", "postfix", False, False),
+    "c": ("beacon-proxy", "proxy", False, False),
+    "c-dkim": ("beacon-proxy, DKIM on", "proxy", False, True),
+    "a-rcpt": ("smtp-source -> smtp-sink", "direct", True, False),
+    "b-rcpt": ("aiosmtpd -> aiosmtplib", "passthrough", True, False),
+    "postfix-rcpt": ("Postfix hop", "postfix", True, False),
+    "c-rcpt": ("beacon-proxy", "proxy", True, False),
+    "c-dkim-rcpt": ("beacon-proxy, DKIM on", "proxy", True, True),
+    "soak": ("beacon-proxy soak", "soak", False, True),
+}
+DEFAULT_PHASES = [p for p in PHASES if p != "soak"]
 
 
 # --------------------------------------------------------------------------
@@ -165,15 +131,26 @@ def sink(workdir: Path, timeout: float) -> Iterator[Sink]:
 @dataclass
 class Result:
     name: str
+    label: str
     messages: int
+    rcpts_per_msg: int
     accepted_s: float  # smtp-source start .. smtp-source exit (all 250s received)
-    delivered_s: float  # smtp-source start .. every message in smtp-sink
-    relay_cpu_s: float | None
+    delivered_s: float  # smtp-source start .. every message (recipient) in smtp-sink
+    relay_cpu_s: float | None  # the relay's process tree
+    rss_kib: int | None  # the relay's process tree, summed, at the end
+    pss_kib: int | None
     sink_cpu_s: float
+    transactions: int | None = None  # what smtp-sink received (dump phases)
+    signed: int | None = None  # DKIM-Signature fields at smtp-sink (dump phases)
+
+    @property
+    def recipients(self) -> int:
+        return self.messages * self.rcpts_per_msg
 
     @property
     def rate(self) -> float:
-        return self.messages / self.delivered_s
+        """Recipients (= messages at one recipient each) delivered per second."""
+        return self.recipients / self.delivered_s
 
 
 @dataclass
@@ -185,30 +162,45 @@ class Settings:
     timeout: float
     reuse: bool
     profile: Path | None
+    concurrency: int = 20
+    recipients: int = 1000
+    rcpt_messages: int = 1
+    dkim_key: Path | None = None
 
 
-def source_cmd(st: Settings, port: int) -> list[str]:
+def source_cmd(st: Settings, port: int, messages: int, rcpts: int) -> list[str]:
     # -N: a new recipient for each message ("1rcpt@...", "2rcpt@..."), as a newsletter
     # has: one recipient repeated made every copy the same copy of its campaign, which
     # the campaign memory then never learns past (a store transaction per message).
-    cmd = [SMTP_SOURCE, "-N", "-s", str(st.sessions), "-m", str(st.messages),
+    # -r N: N recipients per message, numbered too.
+    sessions = min(st.sessions, messages)
+    cmd = [SMTP_SOURCE, "-N", "-s", str(sessions), "-m", str(messages),
            "-f", SENDER, "-t", RECIPIENT, "-M", "source.bench", "-F", str(st.message_file)]
+    if rcpts > 1:
+        cmd += ["-r", str(rcpts)]
     if st.reuse:
         cmd.append("-d")
     return [*cmd, f"127.0.0.1:{port}"]
 
 
-def drive(st: Settings, name: str, target_port: int, snk: Sink,
-          relay: subprocess.Popen[bytes] | None,
+def drive(st: Settings, name: str, target_port: int, snk: Sink, relay_root: int | None,
+          relay_proc: subprocess.Popen[bytes] | None = None,
           delivered_check: Callable[[], bool] | None = None) -> Result:
-    """Run smtp-source against target_port and wait until the sink has every message."""
-    base = snk.received()
-    relay_cpu0 = cpu_seconds(relay.pid) if relay else 0.0
+    """Run smtp-source against target_port and wait until the sink has everything."""
+    label, _, many, _ = PHASES[name]
+    messages, rcpts = (st.rcpt_messages, st.recipients) if many else (st.messages, 1)
+    want = messages * rcpts
+
+    def arrived() -> int:
+        return snk.recipients() if snk.dump is not None else snk.received()
+
+    relay_cpu0 = tree_cpu(relay_root) if relay_root else 0.0
     sink_cpu0 = cpu_seconds(snk.proc.pid)
-    log = (st.workdir / f"source-{target_port}.out").open("wb")
+    log_path = st.workdir / f"source-{name}.out"
+    log = log_path.open("wb")
     t0 = time.perf_counter()
-    src = subprocess.Popen(source_cmd(st, target_port), stdout=log, stderr=subprocess.STDOUT,
-                           stdin=subprocess.DEVNULL)
+    src = subprocess.Popen(source_cmd(st, target_port, messages, rcpts), stdout=log,
+                           stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     accepted_s = 0.0
     try:
         deadline = time.monotonic() + st.timeout
@@ -218,79 +210,77 @@ def drive(st: Settings, name: str, target_port: int, snk: Sink,
                 accepted_s = now - t0
                 if src.returncode != 0:
                     log.close()
-                    tail = (st.workdir / f"source-{target_port}.out").read_text()[-500:]
-                    raise BenchError(f"{name}: smtp-source exited {src.returncode}: {tail}")
-            if snk.received() - base >= st.messages:
+                    raise BenchError(f"{name}: smtp-source exited {src.returncode}: "
+                                     f"{log_path.read_text()[-500:]}")
+            if arrived() >= want:
                 delivered_s = now - t0
                 break
-            if relay is not None and relay.poll() is not None:
-                raise BenchError(f"{name}: relay exited with {relay.returncode}")
+            if relay_proc is not None and relay_proc.poll() is not None:
+                raise BenchError(f"{name}: relay exited with {relay_proc.returncode}")
             if time.monotonic() > deadline:
-                raise BenchError(f"{name}: sink got {snk.received() - base} of {st.messages} "
-                                 f"messages within {st.timeout:.0f} s")
+                raise BenchError(f"{name}: sink got {arrived()} of {want} "
+                                 f"{'recipients' if many else 'messages'} "
+                                 f"within {st.timeout:.0f} s")
             time.sleep(0.005)
-        relay_cpu = cpu_seconds(relay.pid) - relay_cpu0 if relay else None
+        relay_cpu = tree_cpu(relay_root) - relay_cpu0 if relay_root else None
         sink_cpu = cpu_seconds(snk.proc.pid) - sink_cpu0
         if not accepted_s:
             src.wait(timeout=st.timeout)
             accepted_s = time.perf_counter() - t0
         if delivered_check is not None:
-            wait_until(delivered_check, 30, f"{name}: delivered count in /metrics", relay)
+            wait_until(delivered_check, 30, f"{name}: delivered count in /metrics", relay_proc)
+        rss, pss = tree_memory(relay_root) if relay_root else (None, None)
     finally:
         stop_process(src, grace=2)
         log.close()
-    return Result(name, st.messages, accepted_s, delivered_s, relay_cpu, sink_cpu)
+    res = Result(name, label, messages, rcpts, accepted_s, delivered_s, relay_cpu, rss, pss,
+                 sink_cpu)
+    if snk.dump is not None:
+        res.transactions, res.signed = snk.transactions(), snk.signed()
+    return res
 
 
-def phase_direct(st: Settings) -> Result:
-    with sink(st.workdir, 30) as snk:
-        return drive(st, "(a) smtp-source -> smtp-sink", snk.port, snk, None)
+def phase_direct(st: Settings, name: str) -> Result:
+    with sink(st.workdir, 30, dump=PHASES[name][2]) as snk:
+        return drive(st, name, snk.port, snk, None)
 
 
-def child_env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BEACON_PROXY_")}
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
-
-
-def phase_passthrough(st: Settings) -> Result:
-    with sink(st.workdir, 30) as snk:
+def phase_passthrough(st: Settings, name: str) -> Result:
+    with sink(st.workdir, 30, dump=PHASES[name][2]) as snk:
         port = free_port()
-        log = (st.workdir / "passthrough.log").open("wb")
+        log = (st.workdir / f"passthrough-{name}.log").open("wb")
         relay = subprocess.Popen(
             [sys.executable, str(HERE / "_passthrough.py"), "--listen-port", str(port),
              "--upstream-port", str(snk.port)],
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=child_env())
         try:
             wait_until(lambda: smtp_ready(port), 30, "pass-through start", relay)
-            return drive(st, "(b) aiosmtpd -> aiosmtplib", port, snk, relay)
+            return drive(st, name, port, snk, relay.pid, relay)
         finally:
             stop_process(relay)
             log.close()
 
 
-def metric(web_port: int, name: str, labels: str = "") -> float:
-    url = f"http://127.0.0.1:{web_port}/metrics"
-    with urllib.request.urlopen(url, timeout=5) as resp:
-        text: str = resp.read().decode()
-    pat = re.compile(rf"^{re.escape(name + labels)} ([0-9.e+]+)$", re.M)
-    m = pat.search(text)
-    return float(m.group(1)) if m else 0.0
+def phase_postfix(st: Settings, name: str) -> Result:
+    with sink(st.workdir, 30, dump=PHASES[name][2]) as snk, \
+            PostfixHop(st.workdir / f"postfix-{name}", snk.port) as hop:
+        assert hop.master_pid is not None
+        try:
+            return drive(st, name, hop.port, snk, hop.master_pid)
+        except BenchError as exc:
+            raise BenchError(f"{exc}; Postfix log: {hop.log_tail(800)}") from exc
 
 
-def http_ok(port: int, path: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as resp:
-            status: int = resp.status
-            return status == 200
-    except OSError:
-        return False
-
-
-def proxy_config(st: Settings, smtp_port: int, web_port: int, sink_port: int,
-                 concurrency: int) -> Path:
-    d = st.workdir / "beacon-proxy"
-    d.mkdir(exist_ok=True)
+def proxy_config(st: Settings, tag: str, smtp_port: int, web_port: int, upstream_port: int,
+                 dkim: bool) -> Path:
+    d = st.workdir / f"beacon-proxy-{tag}"
+    d.mkdir()
+    dkim_section = ""
+    if dkim:
+        if st.dkim_key is None:
+            st.dkim_key = dkim_key(st.workdir)
+        dkim_section = (f'\n[dkim]\ndomain = "{DKIM_DOMAIN}"\nselector = "{DKIM_SELECTOR}"\n'
+                        f'private_key_file = "{st.dkim_key}"\n')
     cfg = d / "bench.toml"
     cfg.write_text(f"""\
 [smtp]
@@ -298,11 +288,12 @@ listen = "127.0.0.1:{smtp_port}"
 hostname = "relay.bench"
 allow_networks = ["127.0.0.0/8"]
 shutdown_timeout = 5
+max_recipients = {max(1000, st.recipients)}
 
 [delivery]
-upstream = "smtp://127.0.0.1:{sink_port}"
+upstream = "smtp://127.0.0.1:{upstream_port}"
 starttls = "off"
-concurrency = {concurrency}
+concurrency = {st.concurrency}
 timeout = 60
 retry_min = 1
 retry_max = 5
@@ -323,121 +314,257 @@ secret = "bench-secret-{os.getpid()}-{time.time_ns()}"
 [log]
 level = "warning"
 path = "{d / 'beacon-proxy.log'}"
-""")
+{dkim_section}""")
     return cfg
 
 
-def phase_proxy(st: Settings, concurrency: int) -> Result:
-    with sink(st.workdir, 30) as snk:
-        smtp_port, web_port = free_port(), free_port()
-        cfg = proxy_config(st, smtp_port, web_port, snk.port, concurrency)
-        cmd = [sys.executable]
-        if st.profile is not None:
-            cmd += ["-m", "cProfile", "-o", str(st.profile)]
-        cmd += ["-m", "beacon_proxy", "serve", "--config", str(cfg)]
-        out = (st.workdir / "beacon-proxy.stderr").open("wb")
-        relay = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT,
-                                 stdin=subprocess.DEVNULL, env=child_env(), cwd=str(cfg.parent))
-        try:
-            wait_until(lambda: http_ok(web_port, "/healthz") and smtp_ready(smtp_port), 60,
-                       "beacon-proxy start", relay, interval=0.1)
-            before = metric(web_port, "beacon_proxy_deliveries_total", '{result="delivered"}')
+@contextlib.contextmanager
+def beacon_proxy(st: Settings, tag: str, upstream_port: int, dkim: bool,
+                 profile: Path | None = None) -> Iterator[Proxy]:
+    """``beacon-proxy serve`` with a fresh spool and store, relaying to upstream_port."""
+    smtp_port, web_port = free_port(), free_port()
+    cfg = proxy_config(st, tag, smtp_port, web_port, upstream_port, dkim)
+    with serve(cfg, smtp_port, web_port, profile) as bp:
+        yield bp
 
-            def all_delivered() -> bool:
-                got = metric(web_port, "beacon_proxy_deliveries_total", '{result="delivered"}')
-                return got - before >= st.messages
 
-            return drive(st, "(c) beacon-proxy", smtp_port, snk, relay, all_delivered)
-        finally:
-            stop_process(relay, grace=30)
-            out.close()
-            if relay.returncode not in (0, None):
-                sys.stderr.write((st.workdir / "beacon-proxy.stderr").read_text()[-2000:])
+def phase_proxy(st: Settings, name: str) -> Result:
+    _, _, many, dkim = PHASES[name]
+    with sink(st.workdir, 30, dump=many) as snk, \
+            beacon_proxy(st, name, snk.port, dkim, st.profile if name == "c" else None) as bp:
+        before = bp.delivered()
+        want = st.rcpt_messages * st.recipients if many else st.messages
+        res = drive(st, name, bp.smtp_port, snk, bp.proc.pid, bp.proc,
+                    lambda: bp.delivered() - before >= want)
+    if dkim and res.signed is not None and res.signed < res.recipients:
+        raise BenchError(f"{name}: only {res.signed} of {res.recipients} copies arrived "
+                         "DKIM-signed")
+    return res
+
+
+def phase_soak(st: Settings, spec: SoakSpec, dkim: bool) -> bool:
+    body = newsletter().replace(b"\n", b"\r\n")
+    port = free_port()
+    arrivals = st.workdir / "soak-arrivals.txt"
+    log = (st.workdir / "capture.log").open("wb")
+    capture = subprocess.Popen(
+        [sys.executable, str(HERE / "_capture.py"), "--port", str(port), "--out", str(arrivals)],
+        stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=child_env())
+    try:
+        wait_until(lambda: smtp_ready(port), 30, "capture start", capture)
+        with beacon_proxy(st, "soak", port, dkim) as bp:
+            capture_cpu0 = cpu_seconds(capture.pid)
+            res = run_soak(spec, bp.smtp_port, bp.proc.pid, CaptureLog(arrivals), body)
+            res.capture_cpu_s = cpu_seconds(capture.pid) - capture_cpu0
+            if bp.proc.poll() is not None:
+                raise BenchError(f"soak: beacon-proxy exited with {bp.proc.returncode}")
+    finally:
+        stop_process(capture)
+        log.close()
+    print()
+    return report_soak(res)
 
 
 # --------------------------------------------------------------------------
 # Report
 # --------------------------------------------------------------------------
 
-def report(results: Sequence[Result], st: Settings, size: int, concurrency: int) -> bool:
-    print(f"relay benchmark: {st.messages} messages x {size:,} bytes (QP HTML newsletter), "
-          f"smtp-source -s {st.sessions}{' -d' if st.reuse else ''}, 1 rcpt/msg, "
-          f"{os.cpu_count()} CPUs, Python {sys.version.split()[0]}, "
-          f"beacon-proxy delivery concurrency {concurrency}")
-    print()
-    hdr = (f"{'phase':<30} {'msgs':>5} {'accept s':>9} {'deliver s':>9} {'msg/s':>8} "
-           f"{'relay CPU s':>11} {'CPU ms/msg':>10} {'sink CPU s':>10}")
-    print(hdr)
-    print("-" * len(hdr))
-    for r in results:
-        cpu = f"{r.relay_cpu_s:11.2f}" if r.relay_cpu_s is not None else f"{'-':>11}"
-        per = (f"{1000 * r.relay_cpu_s / r.messages:10.2f}" if r.relay_cpu_s is not None
-               else f"{'-':>10}")
-        print(f"{r.name:<30} {r.messages:>5} {r.accepted_s:9.2f} {r.delivered_s:9.2f} "
-              f"{r.rate:8.1f} {cpu} {per} {r.sink_cpu_s:10.2f}")
-    by = {r.name[:3]: r for r in results}
+def _mb(kib: int | None) -> str:
+    return f"{kib / 1024:.1f}" if kib is not None else "-"
+
+
+def _goal_lines(results: dict[str, Result], subjects: Sequence[str], suffix: str) -> bool:
     ok = True
-    if "(c)" in by:
-        print()
-        c = by["(c)"]
-        for key, goal, label in (("(a)", GOAL_VS_SINK, "smtp-source -> smtp-sink"),
-                                 ("(b)", GOAL_VS_PASSTHROUGH, "aiosmtpd -> aiosmtplib")):
-            if key not in by:
+    for subject in subjects:
+        if subject + suffix not in results:
+            continue
+        mine = results[subject + suffix]
+        for base, goal, label in GOALS:
+            if base + suffix not in results:
                 continue
-            ratio = c.rate / by[key].rate
+            ratio = mine.rate / results[base + suffix].rate
             passed = ratio >= goal
             ok = ok and passed
-            print(f"beacon-proxy / {key} {label:<26} = {ratio:6.2f}x   "
-                  f"goal >= {f'{goal:g}x':<5} {'PASS' if passed else 'FAIL'}")
+            left = f"{subject + suffix} / {base + suffix} ({label})"
+            print(f"{left:<54} = {ratio:6.2f}x  goal >= {f'{goal:g}x':<5} "
+                  f"{'PASS' if passed else 'FAIL'}")
     return ok
+
+
+def report(results: Sequence[Result], st: Settings, size: int, skipped: dict[str, str]) -> bool:
+    by = {r.name: r for r in results}
+    print(f"relay benchmark: {size:,} byte QP HTML newsletter, smtp-source -s {st.sessions}"
+          f"{' -d' if st.reuse else ''}, {os.cpu_count()} CPUs, Python "
+          f"{sys.version.split()[0]}, beacon-proxy delivery concurrency {st.concurrency}")
+    for name, why in skipped.items():
+        print(f"phase {name} skipped: {why}")
+    ok = True
+    single = [r for r in results if not PHASES[r.name][2]]
+    if single:
+        print()
+        print(f"1 recipient per message, {st.messages} messages")
+        hdr = (f"{'phase':<14} {'':<26} {'msgs':>5} {'accept s':>8} {'deliver s':>9} "
+               f"{'msg/s':>7} {'relay CPU s':>11} {'CPU ms/msg':>10} {'RSS MB':>7} "
+               f"{'PSS MB':>7} {'sink CPU s':>10}")
+        print(hdr)
+        print("-" * len(hdr))
+        for r in single:
+            cpu = f"{r.relay_cpu_s:11.2f}" if r.relay_cpu_s is not None else f"{'-':>11}"
+            per = (f"{1000 * r.relay_cpu_s / r.recipients:10.2f}" if r.relay_cpu_s is not None
+                   else f"{'-':>10}")
+            print(f"{r.name:<14} {r.label:<26} {r.messages:>5} {r.accepted_s:8.2f} "
+                  f"{r.delivered_s:9.2f} {r.rate:7.1f} {cpu} {per} {_mb(r.rss_kib):>7} "
+                  f"{_mb(r.pss_kib):>7} {r.sink_cpu_s:10.2f}")
+        print()
+        ok = _goal_lines(by, ("c", "c-dkim"), "") and ok
+    many = [r for r in results if PHASES[r.name][2]]
+    if many:
+        print()
+        print(f"{st.recipients} recipients per message, {st.rcpt_messages} message(s); "
+              "txns and signed: as counted at smtp-sink")
+        hdr = (f"{'phase':<14} {'':<26} {'rcpts':>6} {'txns':>5} {'deliver s':>9} "
+               f"{'rcpt/s':>7} {'relay CPU s':>11} {'CPU ms/rcpt':>11} {'RSS MB':>7} "
+               f"{'PSS MB':>7} {'signed':>6}")
+        print(hdr)
+        print("-" * len(hdr))
+        for r in many:
+            cpu = f"{r.relay_cpu_s:11.2f}" if r.relay_cpu_s is not None else f"{'-':>11}"
+            per = (f"{1000 * r.relay_cpu_s / r.recipients:11.3f}" if r.relay_cpu_s is not None
+                   else f"{'-':>11}")
+            print(f"{r.name:<14} {r.label:<26} {r.recipients:>6} {r.transactions or 0:>5} "
+                  f"{r.delivered_s:9.2f} {r.rate:7.1f} {cpu} {per} {_mb(r.rss_kib):>7} "
+                  f"{_mb(r.pss_kib):>7} {r.signed or 0:>6}")
+        print()
+        ok = _goal_lines(by, ("c", "c-dkim"), "-rcpt") and ok
+    return ok
+
+
+# --------------------------------------------------------------------------
+# Command line
+# --------------------------------------------------------------------------
+
+def parse_phases(text: str) -> list[str]:
+    """``a,b,c`` -> phase names in the order of PHASES; ``all`` is every phase."""
+    if text.strip() == "all":
+        return list(PHASES)
+    wanted = {p.strip() for p in text.split(",") if p.strip()}
+    unknown = wanted - set(PHASES)
+    if unknown or not wanted:
+        raise ValueError(f"unknown phase(s) {', '.join(sorted(unknown)) or '(none)'}; "
+                         f"known: {', '.join(PHASES)}, all")
+    return [p for p in PHASES if p in wanted]
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt  # SIGTERM cleans up like Ctrl-C: relays and Postfix stopped
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    p.add_argument("--messages", "-m", type=int, default=1000, help="messages per phase")
+    p.add_argument("--messages", "-m", type=int, default=1000,
+                   help="messages per 1-recipient phase (default 1000)")
     p.add_argument("--sessions", "-s", type=int, default=8, help="smtp-source sessions")
     p.add_argument("--concurrency", type=int, default=20,
                    help="beacon-proxy [delivery] concurrency (default 20)")
+    p.add_argument("--recipients", type=int, default=1000,
+                   help="recipients per message in the *-rcpt phases (1..1000, default 1000)")
+    p.add_argument("--rcpt-messages", type=int, default=1,
+                   help="messages in the *-rcpt phases (default 1)")
     p.add_argument("--reuse-connections", action="store_true",
                    help="smtp-source -d: several messages per connection")
-    p.add_argument("--phases", default="abc", help="which phases to run (default: abc)")
+    p.add_argument("--phases", default=",".join(DEFAULT_PHASES),
+                   help=f"comma-separated, from: {', '.join(PHASES)}; or 'all' "
+                        "(default: all but soak)")
     p.add_argument("--timeout", type=float, default=300, help="seconds per phase (default 300)")
+    p.add_argument("--soak-seconds", type=float, default=600,
+                   help="soak duration (default 600)")
+    p.add_argument("--soak-rate", type=float, default=None,
+                   help="soak messages/s (default: --soak-fraction of the rate measured)")
+    p.add_argument("--soak-fraction", type=float, default=0.8,
+                   help="soak at this share of c-dkim's (c's with --soak-dkim off) rate "
+                        "measured in this run (default 0.8)")
+    p.add_argument("--soak-dkim", choices=("on", "off"), default="on",
+                   help="DKIM signing during the soak (default on)")
+    p.add_argument("--soak-connections", type=int, default=8,
+                   help="parallel SMTP connections of the soak's sender (default 8)")
+    p.add_argument("--rss-every", type=float, default=10.0,
+                   help="soak: seconds between RSS samples (default 10)")
     p.add_argument("--profile", type=Path, default=None,
-                   help="run beacon-proxy under cProfile and write the stats to this file")
+                   help="run beacon-proxy under cProfile in phase c and write the stats here")
     p.add_argument("--keep", action="store_true", help="keep the temp dir (logs, configs)")
     a = p.parse_args(argv)
-    if a.messages < 1 or a.sessions < 1 or a.concurrency < 1:
-        p.error("--messages, --sessions and --concurrency must be >= 1")
-    if set(a.phases) - set("abc") or not a.phases:
-        p.error("--phases: letters from 'abc'")
+    if min(a.messages, a.sessions, a.concurrency, a.rcpt_messages, a.soak_connections) < 1:
+        p.error("--messages, --sessions, --concurrency, --rcpt-messages and "
+                "--soak-connections must be >= 1")
+    if not 1 <= a.recipients <= 1000:
+        p.error("--recipients: 1..1000")
+    if a.soak_seconds <= 0 or a.rss_every <= 0 or a.soak_fraction <= 0:
+        p.error("--soak-seconds, --rss-every and --soak-fraction must be > 0")
+    try:
+        phases = parse_phases(a.phases)
+    except ValueError as exc:
+        p.error(f"--phases: {exc}")
+    soak_base = "c-dkim" if a.soak_dkim == "on" else "c"
+    if "soak" in phases and a.soak_rate is None and soak_base not in phases:
+        p.error(f"soak: give --soak-rate or run phase {soak_base} (its rate sets the soak's)")
     for tool in (SMTP_SOURCE, SMTP_SINK):
         if not os.access(tool, os.X_OK):
             print(f"{tool} not found (apt-get install postfix)", file=sys.stderr)
             return 2
 
+    old_term = signal.signal(signal.SIGTERM, _interrupt)
     workdir = Path(tempfile.mkdtemp(prefix="beacon-bench-"))
+    workdir.chmod(0o711)  # smtp-sink (nobody) and Postfix's daemons reach their dirs below
+    ok = True
     try:
         msg = newsletter()
         msg_file = workdir / "newsletter.eml"
         msg_file.write_bytes(msg)
+        msg_file.chmod(0o644)
         size = len(msg.replace(b"\n", b"\r\n"))  # as sent on the wire
         st = Settings(a.messages, a.sessions, msg_file, workdir, a.timeout,
-                      a.reuse_connections, a.profile.resolve() if a.profile else None)
-        phases: dict[str, Callable[[], Result]] = {
-            "a": lambda: phase_direct(st),
-            "b": lambda: phase_passthrough(st),
-            "c": lambda: phase_proxy(st, a.concurrency),
+                      a.reuse_connections, a.profile.resolve() if a.profile else None,
+                      a.concurrency, a.recipients, a.rcpt_messages)
+        runners: dict[str, Callable[[Settings, str], Result]] = {
+            "direct": phase_direct, "passthrough": phase_passthrough,
+            "postfix": phase_postfix, "proxy": phase_proxy,
         }
         results: list[Result] = []
-        for key in sorted(set(a.phases)):
-            print(f"running phase ({key}) ...", file=sys.stderr, flush=True)
-            results.append(phases[key]())
-        ok = report(results, st, size, a.concurrency)
+        skipped: dict[str, str] = {}
+        no_postfix = postfix_available()
+        for name in phases:
+            kind = PHASES[name][1]
+            if kind == "soak":
+                continue
+            if kind == "postfix" and no_postfix is not None:
+                skipped[name] = no_postfix
+                continue
+            print(f"running phase {name} ...", file=sys.stderr, flush=True)
+            results.append(runners[kind](st, name))
+        ok = report(results, st, size, skipped)
+        if "soak" in phases:
+            rates = {r.name: r.rate for r in results}
+            if a.soak_rate is not None:
+                rate, label = a.soak_rate, "(--soak-rate)"
+            else:
+                rate = a.soak_fraction * rates[soak_base]
+                label = (f"({a.soak_fraction:g} x {soak_base}'s "
+                         f"{rates[soak_base]:.1f} msg/s)")
+            spec = SoakSpec(a.soak_seconds, rate, a.soak_connections, a.rss_every,
+                            label=f"{label}, DKIM {a.soak_dkim}")
+            print(f"running soak for {a.soak_seconds:.0f} s at {rate:.1f} msg/s ...",
+                  file=sys.stderr, flush=True)
+            sys.stdout.flush()
+            ok = phase_soak(st, spec, a.soak_dkim == "on") and ok
     except BenchError as exc:
         print(f"benchmark failed: {exc} (logs in {workdir})", file=sys.stderr)
         a.keep = True
         return 2
+    except KeyboardInterrupt:
+        print("interrupted; relays and Postfix stopped", file=sys.stderr)
+        return 130
     finally:
+        signal.signal(signal.SIGTERM, old_term)
         if a.keep:
             print(f"work dir kept: {workdir}", file=sys.stderr)
         else:

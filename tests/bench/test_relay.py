@@ -1,0 +1,190 @@
+"""bench/relay.py does not rot: its pieces on fixed inputs, and a tiny run of every phase.
+
+The tiny runs send a handful of messages through every kind of phase (the
+Postfix hop only where Postfix and root are available: the benchmark itself
+says "skipped" otherwise) and check what the report says was delivered and
+counted, never how fast: this machine is shared.
+"""
+
+from __future__ import annotations
+
+import os
+import smtplib
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+
+import _capture
+import _postfix
+import _proc
+import _relaysoak
+import relay
+
+needs_postfix_tools = pytest.mark.skipif(
+    not (os.access(relay.SMTP_SOURCE, os.X_OK) and os.access(relay.SMTP_SINK, os.X_OK)),
+    reason="smtp-source / smtp-sink not installed (Debian: postfix)")
+
+
+def test_phases_parse_in_a_fixed_order() -> None:
+    assert relay.parse_phases("c, postfix,a") == ["a", "postfix", "c"]
+    assert relay.parse_phases("all") == list(relay.PHASES)
+    assert "soak" not in relay.DEFAULT_PHASES
+    with pytest.raises(ValueError, match="unknown phase"):
+        relay.parse_phases("a,x")
+
+
+def test_the_command_line_refuses_a_soak_without_a_rate(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        relay.main(["--phases", "soak"])
+    assert "--soak-rate" in capsys.readouterr().err
+
+
+def test_master_cf_moves_smtpd_to_the_port_and_unchroots() -> None:
+    system = ("# comment smtp inet\n"
+              "smtp      inet  n       -       y       -       -       smtpd\n"
+              "  -o smtpd_sasl_auth_enable=yes\n"
+              "cleanup   unix  n       -       y       -       0       cleanup\n"
+              "qmgr      unix  n       -       n       300     1       qmgr\n")
+    lines = _postfix.master_cf(system, 2525).splitlines()
+    assert lines[0] == "# comment smtp inet"
+    assert lines[1].split() == ["2525", "inet", "n", "-", "n", "-", "-", "smtpd"]
+    assert lines[2] == "  -o smtpd_sasl_auth_enable=yes"
+    assert lines[3].split()[4] == "n"
+    assert lines[4].split() == ["qmgr", "unix", "n", "-", "n", "300", "1", "qmgr"]
+
+
+def test_main_cf_keeps_the_instance_in_its_own_directory(tmp_path: Path) -> None:
+    cf = _postfix.main_cf(tmp_path, 2600)
+    assert f"queue_directory = {tmp_path / 'queue'}" in cf
+    assert f"data_directory = {tmp_path / 'data'}" in cf
+    assert f"maillog_file = {tmp_path / 'maillog'}" in cf
+    assert "relayhost = [127.0.0.1]:2600" in cf
+    assert "inet_interfaces = 127.0.0.1" in cf
+    assert "/var/spool/postfix" not in cf
+
+
+def test_capture_reads_the_bench_id_and_signatures() -> None:
+    msg = (b"Received: by relay\r\nDKIM-Signature: v=1; a=rsa-sha256\r\nX-Bench-Id: 42\r\n"
+           b"Subject: x\r\n\r\nX-Bench-Id: 7\r\nDKIM-Signature: not a header\r\n")
+    assert _capture.parse_message(msg) == ("42", 1)
+    assert _capture.parse_message(b"X-Bench-Id: 3\r\n\r\nbody\r\n") == ("3", 0)
+    assert _capture.parse_message(b"Subject: none\r\n\r\n") == ("-", 0)
+
+
+def test_capture_log_reads_whole_lines_only(tmp_path: Path) -> None:
+    path = tmp_path / "arrivals"
+    log = _relaysoak.CaptureLog(path)
+    assert log.poll() == 0  # no file yet
+    path.write_text("1 10.5 1 1\n2 11.0 1 0\n- 12.0 1 0\n3 12")
+    assert log.poll() == 2
+    with path.open("a") as fh:
+        fh.write(".5 1 1\n")
+    assert log.poll() == 3
+    assert log.arrivals == {1: 10.5, 2: 11.0, 3: 12.5}
+    assert (log.signed, log.other) == (2, 1)
+
+
+def test_soak_latency_counts_an_undelivered_message_as_infinite() -> None:
+    res = _relaysoak.SoakResult(_relaysoak.SoakSpec(seconds=60, rate=1))
+    res.accepted = {1: 1.0, 2: 2.0, 3: 3.0}
+    res.arrivals = {1: 1.25, 3: 3.5}
+    assert res.latencies() == [0.25, 0.5, float("inf")]
+
+
+def test_flat_compares_the_second_window_with_the_last() -> None:
+    ten_min = [(float(t), 100 if t < 60 else 200 if t < 120 else 210, 0)
+               for t in range(0, 601, 10)]
+    w, second, last = _relaysoak.flat_windows(ten_min, 600) or (0, 0, 0)
+    assert (w, second, last) == (60.0, 200.0, 210.0)
+    short = [(float(t), 100, 0) for t in range(0, 61, 10)]
+    assert _relaysoak.flat_windows(short, 60) == (20.0, 100.0, 100.0)
+    assert _relaysoak.flat_windows([(0.0, 1, 1)], 60) is None
+
+
+def test_tree_cpu_counts_a_child_that_has_exited() -> None:
+    before = _proc.tree_cpu(os.getpid())
+    burn = "import time\nwhile time.process_time() < 0.3: pass\n"
+    subprocess.run([sys.executable, "-c", burn], check=True, timeout=60)
+    assert _proc.tree_cpu(os.getpid()) - before >= 0.3
+
+
+def test_tree_memory_covers_a_live_child() -> None:
+    child = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"],
+                             stdin=subprocess.PIPE)
+    try:
+        assert child.pid in _proc.descendants(os.getpid())
+        own_rss, _ = _proc.tree_memory(child.pid)
+        all_rss, all_pss = _proc.tree_memory(os.getpid())
+        assert own_rss > 0
+        assert all_rss >= own_rss
+        assert all_pss > 0
+    finally:
+        assert child.stdin is not None
+        child.stdin.close()
+        child.wait(timeout=30)
+
+
+@pytest.mark.skipif(_postfix.postfix_available() is not None,
+                    reason=str(_postfix.postfix_available()))
+def test_the_postfix_hop_relays_and_leaves_nothing_running() -> None:
+    # Not tmp_path: pytest's base directory is 0700, and Postfix's daemons (user postfix)
+    # must reach the queue below it.
+    with tempfile.TemporaryDirectory(prefix="bench-postfix-") as tmp:
+        tmp_path = Path(tmp)
+        tmp_path.chmod(0o711)
+        hop_runs_and_stops(tmp_path)
+
+
+def hop_runs_and_stops(tmp_path: Path) -> None:
+    with relay.sink(tmp_path, 30) as snk:
+        with _postfix.PostfixHop(tmp_path / "hop", snk.port) as hop:
+            assert hop.master_pid is not None
+            procs = [(p, _proc.proc_start_time(p)) for p in _proc.descendants(hop.master_pid)]
+            assert len(procs) > 1  # master and its daemons
+            with smtplib.SMTP("127.0.0.1", hop.port, timeout=30) as client:
+                client.sendmail("a@example.com", ["b@example.net"], b"Subject: t\r\n\r\nhi\r\n")
+            _proc.wait_until(lambda: snk.received() >= 1, 60, "relayed by the hop")
+        assert not [p for p, t in procs if _proc.proc_alive(p, t)]
+    # The instance ran from its own configuration directory, and logged there.
+    assert f"configuration {tmp_path / 'hop' / 'etc'}" in (tmp_path / "hop" / "maillog").read_text()
+
+
+@needs_postfix_tools
+def test_a_tiny_run_of_every_throughput_phase(capsys: pytest.CaptureFixture[str]) -> None:
+    rc = relay.main(["--messages", "4", "--sessions", "2", "--recipients", "3",
+                     "--phases", "a,b,postfix,c,c-dkim,a-rcpt,b-rcpt,postfix-rcpt,c-dkim-rcpt",
+                     "--timeout", "120"])
+    out = capsys.readouterr().out
+    assert rc in (0, 1), out  # 1: a goal missed (tiny runs say nothing about speed)
+    rows = {line.split()[0]: line.split() for line in out.splitlines()
+            if line.split()[:1] and line.split()[0] in relay.PHASES and " / " not in line}
+    for name in ("a", "b", "c", "c-dkim"):
+        assert rows[name][-9] == "4", out  # msgs
+    assert rows["c-dkim-rcpt"][-9:-7] == ["3", "3"], out  # 3 recipients, 3 transactions
+    assert rows["c-dkim-rcpt"][-1] == "3", out  # each copy arrived signed
+    assert rows["a-rcpt"][-9:-7] == ["3", "1"], out
+    assert rows["b-rcpt"][-9:-7] == ["3", "1"], out  # the pass-through: one transaction on
+    assert "c-dkim / b (aiosmtpd -> aiosmtplib)" in out
+    if _postfix.postfix_available() is None:
+        assert rows["postfix"][-9] == "4", out
+        assert rows["postfix-rcpt"][-9:-7] == ["3", "1"], out  # one transaction on
+        assert "c / postfix (Postfix hop)" in out
+    else:
+        assert "phase postfix skipped" in out
+
+
+@needs_postfix_tools
+def test_a_tiny_soak(capsys: pytest.CaptureFixture[str]) -> None:
+    rc = relay.main(["--phases", "soak", "--soak-rate", "5", "--soak-seconds", "2",
+                     "--rss-every", "0.5", "--soak-connections", "2"])
+    out = capsys.readouterr().out
+    assert rc in (0, 1), out
+    assert "scheduled 10, accepted 10" in out, out
+    assert "DKIM-signed on arrival 10" in out, out
+    assert "every message accepted and delivered (10/10)" in out, out
+    assert "p99 accept-to-deliver < 1 s" in out
