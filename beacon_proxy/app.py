@@ -308,6 +308,7 @@ class Relay:
                         cfg.delivery.queue_lifetime),
             concurrency=cfg.delivery.concurrency,
             hostname=self.hostname,
+            idle_timeout=cfg.delivery.idle_timeout,
         )
         if self.campaigns is not None:  # a new campaign's second copy: its first one goes now
             self.campaigns.on_learned = self.scheduler.wake
