@@ -80,6 +80,8 @@ _MAX_REPLY = 1000  # characters kept of a server's reply
 _MAX_REPLY_LINE = 8192  # bytes, as aiosmtplib bounds a reply line ...
 _MAX_REPLY_BYTES = 4 * _MAX_REPLY_LINE  # ... and a whole reply
 # The pipelined group (RFC 2920): each command's stage and the reply codes that accept it.
+_ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_PLAIN_ADDRESS = re.compile(rf"{_ATEXT}(?:\.{_ATEXT})*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*")
 _GROUP = (("MAIL FROM", (250,)), ("RCPT TO", (250, 251)), ("DATA", (354,)))
 # How a transaction ended: its final reply, or the exception for a refusal, a bad
 # address, a lost connection or a timeout.
@@ -99,7 +101,8 @@ def wire_data(data: bytes) -> bytes:
         data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n").replace(b"\n", b"\r\n")
     if not data.endswith(b"\r\n"):
         data += b"\r\n"
-    stuffed = data.replace(b"\r\n.", b"\r\n..")
+    # split + join: one search pass (replace() makes two: it counts first)
+    stuffed = b"\r\n..".join(data.split(b"\r\n."))
     if stuffed.startswith(b"."):
         stuffed = b"." + stuffed
     return stuffed + b".\r\n"
@@ -122,13 +125,13 @@ async def _send_data(client: SMTP, data: bytes, timeout: float,
     return reply
 
 
-def _command(verb: bytes, address: str, options: list[str], encoding: str) -> bytes:
-    """``MAIL FROM:<address> OPTIONS`` or ``RCPT TO:<address>``, as aiosmtplib writes it
-    (the address is checked before: :func:`quote_address` refuses nothing here)."""
-    line = verb + quote_address(address).encode(encoding)
-    for option in options:
-        line += b" " + option.encode("ascii")
-    return line + b"\r\n"
+def _path(address: str) -> str:
+    """``<address>`` as aiosmtplib's ``quote_address`` writes it (raising ``ValueError``
+    as it does), without its ``email.utils.parseaddr`` call (some 20 us) for a plain
+    ``dot-atom@domain``, which that leaves as it is."""
+    if _PLAIN_ADDRESS.fullmatch(address):
+        return f"<{address}>"
+    return quote_address(address)
 
 
 class _Replies(asyncio.Protocol):
@@ -304,31 +307,34 @@ class SmtpCourier:
 
     async def _deliver(self, sender: str, recipient: str, data: bytes, smtputf8: bool,
                        body_type: str | None) -> Result:
+        paths = []
         for address, status in ((sender, "5.1.7"), (recipient, "5.1.3")):
             if _CONTROLS.search(address) or "<" in address or ">" in address:
                 return self._result(501, f"{status} bad address syntax: {address!r}")
             try:  # what aiosmtplib would refuse to put on a command line
-                quote_address(address)
+                paths.append(_path(address))
             except ValueError as exc:
                 return self._result(501, f"{status} bad address syntax: {exc}")
         needs_utf8, wants_utf8 = _smtputf8(sender, recipient, data, smtputf8)
         eight_bit = (body_type or "").upper() == "8BITMIME"
         reused = self._client is not None and self._client.is_connected
         client = await self._connection()
-        result = await self._transaction(client, sender, recipient, data, needs_utf8,
+        result = await self._transaction(client, sender, recipient, paths, data, needs_utf8,
                                          wants_utf8, eight_bit, retry_stale=reused)
         if result is None:  # the idle connection had died under us: once more, afresh
             _log.debug("connection to %s went stale; reconnecting", self._remote)
             client = await self._connection()
-            result = await self._transaction(client, sender, recipient, data, needs_utf8,
-                                             wants_utf8, eight_bit, retry_stale=False)
+            result = await self._transaction(client, sender, recipient, paths, data,
+                                             needs_utf8, wants_utf8, eight_bit,
+                                             retry_stale=False)
         assert result is not None
         return result
 
-    async def _transaction(self, client: SMTP, sender: str, recipient: str, data: bytes,
-                           needs_utf8: bool, wants_utf8: bool, eight_bit: bool, *,
+    async def _transaction(self, client: SMTP, sender: str, recipient: str, paths: list[str],
+                           data: bytes, needs_utf8: bool, wants_utf8: bool, eight_bit: bool, *,
                            retry_stale: bool) -> Result | None:
-        """MAIL, RCPT, DATA; ``None`` when a reused connection was dead at MAIL."""
+        """MAIL, RCPT, DATA; ``None`` when a reused connection was dead at MAIL.
+        ``paths``: the sender's and the recipient's, as :func:`_path` writes them."""
         utf8 = wants_utf8 and client.supports_extension("smtputf8")
         if needs_utf8 and not utf8:
             return self._result(554, f"5.6.7 SMTPUTF8 is required, but was not offered "
@@ -343,8 +349,7 @@ class SmtpCourier:
             options.append("BODY=8BITMIME")
         encoding = "utf-8" if utf8 else "ascii"
         if self._pipelining and client.supports_extension("pipelining"):
-            stage, outcome = await self._pipelined(client, sender, recipient, options,
-                                                   encoding, data)
+            stage, outcome = await self._pipelined(client, paths, options, encoding, data)
         else:
             stage, outcome = await self._stepwise(client, sender, recipient, options,
                                                   encoding, data)
@@ -384,18 +389,17 @@ class SmtpCourier:
         except (SMTPException, OSError, ValueError) as exc:
             return stage, exc
 
-    async def _pipelined(self, client: SMTP, sender: str, recipient: str, options: list[str],
+    async def _pipelined(self, client: SMTP, paths: list[str], options: list[str],
                          encoding: str, data: bytes) -> tuple[str, _Outcome]:
         """MAIL, RCPT and DATA in one write (RFC 2920), their replies read in order, then
         the message: the same (stage, outcome) as :meth:`_stepwise` for every reply."""
         protocol, transport = client.protocol, client.transport
         if protocol is None or transport is None or transport.is_closing():
             return "MAIL FROM", SMTPServerDisconnected("Connection lost")
-        group = b"".join((
-            _command(b"MAIL FROM:", sender, options, encoding),
-            _command(b"RCPT TO:", recipient, [], encoding),
-            b"DATA\r\n",
-        ))
+        mail = b"MAIL FROM:" + paths[0].encode(encoding)
+        for option in options:
+            mail += b" " + option.encode("ascii")
+        group = b"%s\r\nRCPT TO:%s\r\nDATA\r\n" % (mail, paths[1].encode(encoding))
         replies = _Replies(protocol)
         transport.set_protocol(replies)
         try:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 from aiosmtplib import SMTPReadTimeoutError, SMTPResponseException, SMTPServerDisconnected
+from aiosmtplib.email import quote_address
 from aiosmtplib.protocol import SMTPProtocol
 from hypothesis import given
 from hypothesis import strategies as st
@@ -27,7 +28,7 @@ from beacon_proxy.consent.policy import DefaultConsent, Policy
 from beacon_proxy.deliver.courier import Courier, Outcome
 from beacon_proxy.deliver.retry import RetryPolicy
 from beacon_proxy.deliver.scheduler import Scheduler
-from beacon_proxy.deliver.smtp import SmtpCourier, _Replies, wire_data
+from beacon_proxy.deliver.smtp import _PLAIN_ADDRESS, SmtpCourier, _path, _Replies, wire_data
 from beacon_proxy.metrics import UPSTREAM_CONNECTIONS
 from beacon_proxy.rewrite.step import TraceStep
 from beacon_proxy.spool.envelope import Envelope, new_queue_id
@@ -434,3 +435,23 @@ async def test_bad_replies_are_refused_as_aiosmtplib_refuses_them(data: bytes,
         await replies.next(1)
     assert caught.value.code == -1
     assert re.sub(r"\s+$", "", caught.value.message) == message
+
+
+# -- command lines ------------------------------------------------------------------
+
+@given(st.from_regex(_PLAIN_ADDRESS, fullmatch=True))
+def test_plain_address_path_is_what_aiosmtplib_writes(address: str) -> None:
+    assert _path(address) == quote_address(address)
+
+
+@pytest.mark.parametrize("address", [
+    "", "a@b", '"a b"@example.net', "a..b@example.net", "a.@example.net",
+    "user@[192.0.2.1]", "\u00fc@example.net", "a(comment)@example.net",
+])
+def test_other_paths_are_aiosmtplibs(address: str) -> None:
+    assert _path(address) == quote_address(address)
+
+
+def test_bad_path_raises_as_aiosmtplib_does() -> None:
+    with pytest.raises(ValueError, match="not permitted"):
+        _path("a b@example.net")
