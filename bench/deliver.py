@@ -16,6 +16,8 @@ of them alike:
              the next (what the courier does when PIPELINING is not offered)
   sendmail   aiosmtplib's own SMTP.sendmail() on one kept connection: its regex
              line-end and dot-stuffing passes (the courier's path before issue 12)
+  baseline   with ``--baseline REV``: SmtpCourier as it was at git revision REV
+             (``git show REV:beacon_proxy/deliver/smtp.py``, loaded beside this one)
 
 For each phase: CPU ms per message of this process (utime + stime, read with
 ``time.process_time()``, which is what /proc/self/stat counts but to the
@@ -31,7 +33,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import functools
+import importlib.util
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -48,6 +52,7 @@ from relay import sink
 from beacon_proxy.deliver.smtp import SmtpCourier
 from beacon_proxy.metrics import UPSTREAM_CONNECTIONS
 
+REPO = Path(__file__).resolve().parent.parent
 SENDER = "sender@example.com"
 PHASES = ("pipelined", "stepwise", "sendmail")
 
@@ -68,12 +73,26 @@ class Phase:
         return min(self.rounds, key=lambda r: r.cpu_s)
 
 
+def load_courier(rev: str) -> type[SmtpCourier]:
+    """SmtpCourier from ``beacon_proxy/deliver/smtp.py`` at git revision ``rev``."""
+    source = subprocess.run(["git", "show", f"{rev}:beacon_proxy/deliver/smtp.py"],
+                            cwd=REPO, check=True, capture_output=True).stdout
+    path = Path(tempfile.mkdtemp(prefix="bench-deliver-")) / "baseline_smtp.py"
+    path.write_bytes(source)
+    spec = importlib.util.spec_from_file_location("baseline_smtp", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    courier: type[SmtpCourier] = module.SmtpCourier
+    return courier
+
+
 def connections_opened() -> int:
     return int(sum(UPSTREAM_CONNECTIONS.labels(p)._value.get() for p in ("yes", "no")))
 
 
 async def run_couriers(port: int, data: bytes, messages: int, workers: int,
-                       pipelining: bool) -> int:
+                       pipelining: bool, courier_class: type[SmtpCourier] = SmtpCourier) -> int:
     """Deliver through ``workers`` couriers; returns the connections they opened."""
     before = connections_opened()
     queue: asyncio.Queue[int] = asyncio.Queue()
@@ -81,8 +100,9 @@ async def run_couriers(port: int, data: bytes, messages: int, workers: int,
         queue.put_nowait(n)
 
     async def worker() -> None:
-        courier = SmtpCourier("127.0.0.1", port, starttls="off", tls_verify=False,
-                              timeout=30, helo_name="bench.test", pipelining=pipelining)
+        options = {} if pipelining else {"pipelining": False}
+        courier = courier_class("127.0.0.1", port, starttls="off", tls_verify=False,
+                                timeout=30, helo_name="bench.test", **options)
         try:
             while not queue.empty():
                 n = queue.get_nowait()
@@ -93,6 +113,8 @@ async def run_couriers(port: int, data: bytes, messages: int, workers: int,
             await courier.close()
 
     await asyncio.gather(*(worker() for _ in range(workers)))
+    if courier_class is not SmtpCourier:
+        return -1  # an older courier does not count its connections
     return connections_opened() - before
 
 
@@ -131,12 +153,16 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=1, help="couriers (connections) at once")
     ap.add_argument("--rounds", type=int, default=3, help="rounds of every phase, in turn")
     ap.add_argument("--timeout", type=float, default=300.0, help="bound on one round, seconds")
+    ap.add_argument("--baseline", metavar="REV", help="also SmtpCourier as at git revision REV")
     args = ap.parse_args()
     if not 1 <= args.messages <= 100_000 or not 1 <= args.workers <= 100:
         ap.error("--messages 1..100000, --workers 1..100")
 
     data = newsletter().replace(b"\n", b"\r\n")
     phases = {name: Phase(name) for name in PHASES}
+    baseline = load_courier(args.baseline) if args.baseline else None
+    if baseline is not None:
+        phases["baseline"] = Phase(f"{args.baseline[:10]}")
     with tempfile.TemporaryDirectory(prefix="bench-deliver-") as tmp, \
             sink(Path(tmp), 10) as upstream:
         print(f"{args.messages} messages of {len(data)} bytes per round, {args.workers} "
@@ -147,6 +173,9 @@ def main() -> None:
                 run: Callable[[], Awaitable[int]] = (
                     functools.partial(run_sendmail, upstream.port, data, args.messages,
                                       args.workers) if name == "sendmail" else
+                    functools.partial(run_couriers, upstream.port, data, args.messages,
+                                      args.workers, pipelining=True, courier_class=baseline)
+                    if name == "baseline" and baseline is not None else
                     functools.partial(run_couriers, upstream.port, data, args.messages,
                                       args.workers, pipelining=name == "pipelined"))
                 measured = measure(run, args.timeout)
@@ -168,7 +197,8 @@ def main() -> None:
         spread = f"{min(cpus):.3f}-{max(cpus):.3f}"
         rate = args.messages / best.wall_s
         print(f"{phase.name:10s} {best.cpu_s * 1000 / args.messages:10.3f} {spread:>16s} "
-              f"{rate:8.0f} {best.connections:11d} {best.cpu_s / base.cpu_s:15.2f}x "
+              f"{rate:8.0f} {best.connections if best.connections >= 0 else '-':>11} "
+              f"{best.cpu_s / base.cpu_s:15.2f}x "
               f"{rate / (args.messages / base.wall_s):18.2f}x")
     print("median CPU ms/msg: " + ", ".join(
         f"{p.name} {statistics.median(r.cpu_s for r in p.rounds) * 1000 / args.messages:.3f}"
