@@ -2,9 +2,12 @@
 
 One :class:`SmtpCourier` holds at most one aiosmtplib connection and reuses it
 for every call to :meth:`~SmtpCourier.deliver` (the scheduler gives each
-worker its own courier, so there is no concurrent use).  Each call is one
-transaction for one recipient, done command by command so that every reply
-is known exactly:
+worker its own courier, so there is no concurrent use; it closes the courier
+when the worker has been idle for ``[delivery] idle_timeout``).  Each call is
+one transaction for one recipient, and every reply is known exactly: when the
+upstream offers PIPELINING (RFC 2920), MAIL, RCPT and DATA go out in one write
+and their replies are read in order (:class:`_Replies`), then the message;
+otherwise command by command.  The results are the same either way:
 
 ==========================================  ==========================================
 what happened                               result
@@ -21,6 +24,8 @@ TLS handshake or certificate failure        ``TEMPORARY`` ``451 4.7.5``; with
 SMTPUTF8 needed but not offered             ``PERMANENT`` ``554 5.6.7`` (as Postfix bounces)
 ==========================================  ==========================================
 
+No RSET follows a delivered message (RFC 5321 needs none after a completed
+transaction); a refusal is followed by RSET, a ``421`` by a new connection.
 A connection found dead when MAIL is sent on it (the server closed it while
 idle) is replaced once by a fresh one; nothing is ever re-sent once DATA has
 begun, so a lost final reply is retried later by the scheduler (at-least-once).
@@ -35,8 +40,9 @@ The message data is prepared with C-level ``bytes`` operations
 ``data()``, whose two regular-expression passes over every message cost more
 than the rest of the delivery.
 
-The aiosmtplib internals used (``protocol.write``, ``read_response``) are
-listed, checked and version-bounded in :mod:`beacon_proxy.internals`.
+The aiosmtplib internals used (``protocol.write``, ``read_response``, and for
+pipelining the transport's protocol swapped for :class:`_Replies`) are listed,
+checked and version-bounded in :mod:`beacon_proxy.internals`.
 """
 
 from __future__ import annotations
