@@ -85,9 +85,10 @@ _CONTROLS = re.compile(r"[\x00-\x1f\x7f]+")
 _MAX_REPLY = 1000  # characters kept of a server's reply
 _MAX_REPLY_LINE = 8192  # bytes, as aiosmtplib bounds a reply line ...
 _MAX_REPLY_BYTES = 4 * _MAX_REPLY_LINE  # ... and a whole reply
-# The pipelined group (RFC 2920): each command's stage and the reply codes that accept it.
+# A plain dot-atom@domain, which email.utils.parseaddr (in quote_address) leaves as it is.
 _ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
 _PLAIN_ADDRESS = re.compile(rf"{_ATEXT}(?:\.{_ATEXT})*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*")
+# The pipelined group (RFC 2920): each command's stage and the reply codes that accept it.
 _GROUP = (("MAIL FROM", (250,)), ("RCPT TO", (250, 251)), ("DATA", (354,)))
 # How a transaction ended: its final reply, or the exception for a refusal, a bad
 # address, a lost connection or a timeout.
