@@ -347,7 +347,13 @@ def phase_proxy(st: Settings, concurrency: int) -> Result:
                 got = metric(web_port, "beacon_proxy_deliveries_total", '{result="delivered"}')
                 return got - before >= st.messages
 
-            return drive(st, "(c) beacon-proxy", smtp_port, snk, relay, all_delivered)
+            result = drive(st, "(c) beacon-proxy", smtp_port, snk, relay, all_delivered)
+            opened = {p: metric(web_port, "beacon_proxy_upstream_connections_total",
+                                f'{{pipelining="{p}"}}') for p in ("yes", "no")}
+            print(f"(c) upstream connections opened: {opened['yes'] + opened['no']:.0f} for "
+                  f"{st.messages} messages ({opened['yes']:.0f} offering PIPELINING; "
+                  f"delivery concurrency {concurrency})", file=sys.stderr)
+            return result
         finally:
             stop_process(relay, grace=30)
             out.close()
