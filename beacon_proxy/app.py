@@ -92,7 +92,7 @@ def _courier_factory(cfg: Config, hostname: str) -> CourierFactory:
         def smtp() -> Courier:
             return SmtpCourier(up.host, up.port, starttls=d.starttls, tls_verify=verify,
                                timeout=d.timeout, helo_name=d.helo_name or hostname,
-                               data_timeout=d.data_timeout)
+                               data_timeout=d.data_timeout, pipelining=d.pipelining)
         return smtp
 
     def maildir() -> Courier:

@@ -455,3 +455,24 @@ def test_other_paths_are_aiosmtplibs(address: str) -> None:
 def test_bad_path_raises_as_aiosmtplib_does() -> None:
     with pytest.raises(ValueError, match="not permitted"):
         _path("a b@example.net")
+
+
+@pytest.mark.parametrize("pipelining", [True, False])
+async def test_delivery_pipelining_setting_reaches_the_courier(
+        strict: Strict, tmp_path: Path, pipelining: bool) -> None:
+    """``[delivery] pipelining = false``: the strict peer (answering only whole groups)
+    gets one command at a time and never answers."""
+    from beacon_proxy.app import _courier_factory
+    from beacon_proxy.config import load_config
+
+    path = tmp_path / "beacon-proxy.toml"
+    path.write_text(f'[delivery]\nupstream = "smtp://127.0.0.1:{strict.port}"\n'
+                    f'starttls = "off"\ntimeout = 1\n'
+                    f'pipelining = {str(pipelining).lower()}\n')
+    c = _courier_factory(load_config(path, environ={}), "relay.test")()
+    try:
+        result = await bounded(c.deliver("a@example.org", "b@example.net", MESSAGE))
+    finally:
+        await bounded(c.close())
+    assert result.ok is pipelining
+    assert len(strict.groups) == int(pipelining)
