@@ -158,6 +158,20 @@ async def test_refused_recipient_with_data_accepted_ends_the_data_at_once(
     assert strict.resets == 1  # after the refusal, as without pipelining
 
 
+async def test_malformed_reply_in_a_group_drops_the_connection(strict: Strict) -> None:
+    strict.rcpt_reply = b"hello there\r\n"
+    c = make_courier(strict.port)
+    try:
+        result = await send(c)
+        assert (result.outcome, result.status) == (Outcome.TEMPORARY, "4.5.0")
+        assert result.reply.endswith("to RCPT TO: -1 Malformed SMTP response line: hello there")
+        strict.rcpt_reply = b"250 ok\r\n"
+        assert (await send(c)).ok
+    finally:
+        await bounded(c.close())
+    assert strict.connections == 2
+
+
 async def test_refused_data_keeps_the_connection(strict: Strict) -> None:
     strict.data_reply = b"554 5.7.1 not from you\r\n"
     c = make_courier(strict.port)
