@@ -93,7 +93,7 @@ def _courier_factory(cfg: Config, hostname: str) -> CourierFactory:
         def smtp() -> Courier:
             return SmtpCourier(up.host, up.port, starttls=d.starttls, tls_verify=verify,
                                timeout=d.timeout, helo_name=d.helo_name or hostname,
-                               data_timeout=d.data_timeout)
+                               data_timeout=d.data_timeout, pipelining=d.pipelining)
         return smtp
 
     def maildir() -> Courier:
@@ -309,6 +309,7 @@ class Relay:
                         cfg.delivery.queue_lifetime),
             concurrency=cfg.delivery.concurrency,
             hostname=self.hostname,
+            idle_timeout=cfg.delivery.idle_timeout,
         )
         if self.campaigns is not None:  # a new campaign's second copy: its first one goes now
             self.campaigns.on_learned = self.scheduler.wake

@@ -140,6 +140,10 @@ class DeliveryConfig:
     concurrency: int = 20
     timeout: float = 60.0
     data_timeout: float = 600.0  # the wait for the reply to the final dot (RFC 5321)
+    # A delivery worker with nothing to send for this long closes (QUIT) its connection.
+    idle_timeout: float = 30.0
+    # PIPELINING (RFC 2920) when the upstream offers it; false: each command waits.
+    pipelining: bool = True
     retry_min: float = 300.0
     retry_max: float = 4000.0
     queue_lifetime: float = 5 * 86400.0
@@ -595,6 +599,8 @@ _SCHEMA: dict[str, dict[str, Parser]] = {
         "concurrency": _int_in(1, 1000),
         "timeout": _seconds(1, 3600),
         "data_timeout": _seconds(1, 3600),
+        "idle_timeout": _seconds(1, 3600),
+        "pipelining": _bool,
         "retry_min": _seconds(0.1, 86400),
         "retry_max": _seconds(0.1, 7 * 86400),
         "queue_lifetime": _seconds(1, 30 * 86400),

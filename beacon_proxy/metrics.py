@@ -22,6 +22,7 @@ __all__ = [
     "SMTP_AUTH",
     "SMTP_REJECTIONS",
     "SMTP_SESSIONS",
+    "UPSTREAM_CONNECTIONS",
     "WEB_REFUSED",
 ]
 
@@ -55,6 +56,14 @@ DELIVERIES = Counter(
 DELIVERY_SECONDS = Histogram(
     "beacon_proxy_delivery_seconds",
     "Time to hand one recipient's copy to the courier.",
+    registry=REGISTRY,
+)
+UPSTREAM_CONNECTIONS = Counter(
+    "beacon_proxy_upstream_connections",
+    "SMTP sessions set up with the upstream (connected, greeted, EHLO'd, TLS per policy; "
+    "each delivery worker reuses its own across messages), by whether the upstream offers "
+    "PIPELINING (yes, no).",
+    ["pipelining"],
     registry=REGISTRY,
 )
 QUEUE_MESSAGES = Gauge(

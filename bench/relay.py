@@ -336,6 +336,10 @@ def phase_proxy(st: Settings, name: str) -> Result:
         want = st.rcpt_messages * st.recipients if many else st.messages
         res = drive(st, name, bp.smtp_port, snk, bp.proc.pid, bp.proc,
                     lambda: bp.delivered() - before >= want)
+        opened = {p: metric(bp.web_port, "beacon_proxy_upstream_connections_total",
+                            f'{{pipelining="{p}"}}') for p in ("yes", "no")}
+        print(f"{name}: upstream connections opened: {opened['yes'] + opened['no']:.0f} "
+              f"({opened['yes']:.0f} offering PIPELINING)")
     if dkim and res.signed is not None and res.signed < res.recipients:
         raise BenchError(f"{name}: only {res.signed} of {res.recipients} copies arrived "
                          "DKIM-signed")

@@ -59,6 +59,15 @@ queue_lifetime = 10
     assert cfg.delivery.retry_max == 2.5
 
 
+def test_delivery_idle_timeout_and_pipelining(tmp_path: Path) -> None:
+    assert load_config(None, environ={}).delivery.idle_timeout == 30.0
+    assert load_config(None, environ={}).delivery.pipelining is True
+    assert _load(tmp_path, "[delivery]\npipelining = false").delivery.pipelining is False
+    assert _load(tmp_path, "[delivery]\nidle_timeout = 5").delivery.idle_timeout == 5.0
+    with pytest.raises(ConfigError, match=r"delivery\.idle_timeout"):
+        _load(tmp_path, "[delivery]\nidle_timeout = 0")
+
+
 def test_campaign_settings(tmp_path: Path) -> None:
     assert load_config(None, environ={}).campaign.hold == 60.0  # the documented defaults
     cfg = _load(tmp_path, "[campaign]\nenabled = false\nhold = 0\nlearn = 8\nexpire = 86400")

@@ -27,6 +27,14 @@ def test_a_missing_internal_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
     assert missing[0].startswith("aiosmtpd 1.")
 
 
+def test_a_missing_aiosmtplib_internal_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(internals, "AIOSMTPLIB", (*internals.AIOSMTPLIB, "read_replies"))
+    monkeypatch.setattr(internals, "AIOSMTPLIB_SMTP", (*internals.AIOSMTPLIB_SMTP, "pipe"))
+    missing = missing_internals()
+    assert [m.split(": ")[1] for m in missing] == ["SMTPProtocol.read_replies", "SMTP.pipe"]
+    assert missing[0].startswith("aiosmtplib 5.")
+
+
 def test_both_libraries_are_bounded_to_the_series_tested() -> None:
     project = tomllib.loads((Path(__file__).parent.parent / "pyproject.toml").read_text())
     pins = {d.split(">")[0].split("<")[0]: d for d in project["project"]["dependencies"]}

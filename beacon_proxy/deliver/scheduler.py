@@ -3,9 +3,10 @@
 One timer task keeps deferred messages in a heap ordered by their next
 attempt and hands due ones to a ready queue; ``concurrency`` workers take
 messages from it, each with its own courier (so an SMTP courier reuses its
-connection).  For every pending recipient a worker looks up the policy,
-renders that recipient's copy through the rewrite step and hands it to the
-courier; the outcome is journaled at once:
+connection across messages; a worker with nothing to do for ``idle_timeout``
+seconds closes it, and the next message opens a new one).  For every pending
+recipient a worker looks up the policy, renders that recipient's copy through
+the rewrite step and hands it to the courier; the outcome is journaled at once:
 
 * delivered -> final, never sent again (also after a crash);
 * temporary -> retried with backoff until ``queue_lifetime`` runs out;
@@ -99,6 +100,7 @@ class Scheduler:
         concurrency: int,
         hostname: str,
         max_failures: int = MAX_FAILURES,
+        idle_timeout: float | None = None,
     ) -> None:
         self.spool = spool
         self.couriers = couriers
@@ -108,6 +110,11 @@ class Scheduler:
         self.concurrency = concurrency
         self.hostname = hostname
         self.max_failures = max_failures
+        if idle_timeout is not None and idle_timeout <= 0:
+            raise ValueError("idle_timeout must be positive")
+        # How long a worker keeps its courier's connection with nothing to send (None:
+        # until the upstream closes it).
+        self.idle_timeout = idle_timeout
         self._heap: list[tuple[float, int, QueueEntry]] = []
         self._seq = itertools.count()
         self._ready: asyncio.Queue[QueueEntry] = asyncio.Queue()
@@ -253,9 +260,20 @@ class Scheduler:
 
     async def _worker(self) -> None:
         courier = self.couriers()
+        connected = False  # the courier may hold a connection
         try:
             while True:
-                entry = await self._ready.get()
+                if connected and self.idle_timeout is not None and self._ready.empty():
+                    try:
+                        entry = await asyncio.wait_for(self._ready.get(), self.idle_timeout)
+                    except TimeoutError:  # nothing to send for a while: QUIT
+                        log.debug("delivery worker idle for %ss; closing its connection",
+                                  self.idle_timeout)
+                        await courier.close()
+                        connected = False
+                        continue
+                else:
+                    entry = await self._ready.get()
                 if self._stopping:
                     break
                 if self._entries.get(entry.queue_id) is not entry:
@@ -269,6 +287,7 @@ class Scheduler:
                 assert task is not None
                 self._busy.add(task)
                 self._attempting.add(entry.queue_id)
+                connected = True
                 try:
                     await self._attempt(entry, courier)
                 except Exception as exc:

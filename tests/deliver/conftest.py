@@ -11,9 +11,11 @@ import trustme
 from tests.deliver.smtppeer import Upstream
 
 
-@pytest.fixture
-async def upstream() -> AsyncIterator[Upstream]:
-    up = await Upstream().start()
+@pytest.fixture(params=["pipelining", "stepwise"])
+async def upstream(request: pytest.FixtureRequest) -> AsyncIterator[Upstream]:
+    """An upstream that offers PIPELINING, or one that does not: every test on it runs
+    against the courier's pipelined path and its command-by-command one."""
+    up = await Upstream(pipelining=request.param == "pipelining").start()
     yield up
     await up.stop()
 
@@ -35,9 +37,11 @@ def server_tls() -> ssl.SSLContext:
     return ctx
 
 
-@pytest.fixture
-async def tls_upstream(server_tls: ssl.SSLContext) -> AsyncIterator[Upstream]:
-    """An upstream that offers STARTTLS."""
-    up = await Upstream(tls_context=server_tls).start()
+@pytest.fixture(params=["pipelining", "stepwise"])
+async def tls_upstream(server_tls: ssl.SSLContext,
+                       request: pytest.FixtureRequest) -> AsyncIterator[Upstream]:
+    """An upstream that offers STARTTLS (and PIPELINING, or not)."""
+    up = await Upstream(tls_context=server_tls,
+                        pipelining=request.param == "pipelining").start()
     yield up
     await up.stop()

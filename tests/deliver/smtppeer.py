@@ -38,6 +38,10 @@ courier tests use these):
 ``datahang``   dot: ``hang``
 =============  =================================================
 
+The server offers PIPELINING (``Upstream(pipelining=False)``: not) and, like
+aiosmtpd, reads pipelined commands one by one; a scripted reply comes in its place
+in the pipelined order.
+
 The asyncio tests run the server in their own loop (:meth:`Upstream.start`);
 the end-to-end tests, which are synchronous, run it in a thread of its own
 (:func:`threaded`).  Scripts and records may be used from either thread.
@@ -88,6 +92,7 @@ class Upstream:
 
     tls_context: ssl.SSLContext | None = None
     smtputf8: bool = True
+    pipelining: bool = True  # offered in EHLO (RFC 2920)
     port: int = 0  # 0: any free port, chosen at start
     connections: int = 0
     quits: int = 0
@@ -162,6 +167,13 @@ class Upstream:
         self.server = None
 
     # -- aiosmtpd handler hooks -------------------------------------------
+
+    async def handle_EHLO(self, server: Any, session: Any, envelope: Any, hostname: str,
+                          responses: list[str]) -> list[str]:
+        session.host_name = hostname
+        if self.pipelining:
+            responses.insert(-1, "250-PIPELINING")
+        return responses
 
     async def handle_MAIL(self, server: Any, session: Any, envelope: Any, address: str,
                           mail_options: list[str]) -> str:
