@@ -147,3 +147,22 @@ def test_a_localhost_ehlo_name_warns(hostname: str, warned: bool) -> None:
     assert ("smtp.hostname" in warnings) is warned
     if warned:
         assert repr(hostname) in warnings["smtp.hostname"]
+
+
+def test_the_relay_caches_analyses_by_its_analyser_and_sighup_empties_the_cache(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import beacon_proxy.app as app
+
+    cfg = _config(tmp_path, f'[store]\nurl = "sqlite:///{tmp_path}/consent.db"\n'
+                            '[web]\npublic_url = "https://prefs.example.org"\n')
+    relay = Relay(cfg)
+    cache = relay.rewrite.cache
+    assert cache is not None and cache.context == relay.rewrite.engine.fingerprint
+    # the proxy's own URL is on the engine's allow-list: part of what the cache is keyed by
+    assert relay.rewrite.engine.rules.allow == ("https://prefs.example.org/",)
+    data = b"Subject: x\r\nContent-Type: text/html\r\n\r\n<img src=\"https://t.example/o\">\r\n"
+    cache.put(data, relay.rewrite.engine.analyse(data))
+    assert len(cache) == 1
+    monkeypatch.setattr(app, "setup_logging", lambda *a, **k: None)  # keep pytest's logging
+    relay.reload()
+    assert len(cache) == 0

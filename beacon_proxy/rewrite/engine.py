@@ -268,6 +268,14 @@ class Engine:
         self._templates = ScanCache(templates)  # 0: every message scanned in full
         self._learn = templates > 0
 
+    @property
+    def fingerprint(self) -> bytes:
+        """What an analysis depends on besides the message: the rules' fingerprint and the
+        limits (the scan cache never changes a result), for
+        :class:`~beacon_proxy.rewrite.known.AnalysisCache`."""
+        limits = f"{self._max_depth}/{self._max_parts}/{self._max_tags}/{_MAX_HTML_PART}"
+        return self.rules.fingerprint + limits.encode("ascii")
+
     # -- once per message ---------------------------------------------------
 
     def analyse(self, data: bytes) -> Analysis:
