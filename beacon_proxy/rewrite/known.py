@@ -39,7 +39,7 @@ import hashlib
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 
-from beacon_proxy.rewrite.engine import Analysis
+from beacon_proxy.rewrite.engine import _REFUSED_KEPT, Analysis
 
 __all__ = ["AnalysisCache", "cached", "footprint"]
 
@@ -53,10 +53,12 @@ def footprint(analysis: Analysis) -> int:
     """The estimated memory an analysis keeps alive, its message bytes included.
 
     Over-estimates the measured figure (tracemalloc: 237 KB for the 70 KB
-    benchmark newsletter, estimated 301 KB): the decoded HTML counted twice
-    (the part and its scan view), 800 bytes per reference.
+    benchmark newsletter, estimated 301 KB without the shared copies): the
+    decoded HTML counted twice (the part and its scan view), 800 bytes per
+    reference, and room for the shared refused copies the engine keeps with
+    the analysis (:meth:`Engine.render <beacon_proxy.rewrite.engine.Engine.render>`).
     """
-    size = len(analysis.data) + len(analysis.urls)
+    size = len(analysis.data) * (1 + _REFUSED_KEPT) + len(analysis.urls)  # + shared copies
     for part in analysis.parts:
         size += 2 * len(part.decoded) + _PER_ENTRY * len(part.entries)
     return size
