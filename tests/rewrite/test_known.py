@@ -246,3 +246,31 @@ async def test_campaign_diffing_sees_the_same_as_without_the_cache(store_url: st
     assert seen[0] == seen[1]
     assert [o.copies for o, _ in seen[1]] == [1, 1, 2, 3, 3, 4]
     assert calls == [6, 2]
+
+
+async def test_a_message_too_big_to_keep_is_not_hashed_and_a_big_one_off_the_loop(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+
+    from beacon_proxy.rewrite import known
+
+    data = _variants(1)[0]
+    counting = Counting()
+    cache = AnalysisCache(ENGINE.fingerprint, max_message=len(data) - 1)
+    hashed: list[str] = []
+    key = cache.key
+
+    def spy(d: bytes) -> bytes:
+        hashed.append(threading.current_thread().name)
+        return key(d)
+
+    monkeypatch.setattr(cache, "key", spy)
+    fn = cached(counting, cache)
+    await fn(data)
+    await fn(data)
+    assert len(counting.calls) == 2 and hashed == [] and len(cache) == 0
+    cache.max_message = len(data)
+    monkeypatch.setattr(known, "_HASH_IN_THREAD", len(data) - 1)
+    assert (await fn(data)) == (await fn(data))
+    assert len(counting.calls) == 3 and len(hashed) == 2
+    assert threading.main_thread().name not in hashed  # both hashed in a worker thread
