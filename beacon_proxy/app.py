@@ -54,7 +54,7 @@ from beacon_proxy.rewrite.engine import Analysis
 from beacon_proxy.rewrite.footer import Footer
 from beacon_proxy.rewrite.known import AnalysisCache
 from beacon_proxy.rewrite.links import PreferenceLinks
-from beacon_proxy.rewrite.pool import AnalysisPool, default_engine
+from beacon_proxy.rewrite.pool import INLINE_BYTES, AnalysisPool, default_engine
 from beacon_proxy.rewrite.step import CopyStep, ListMailOnly, TraceHeader
 from beacon_proxy.rewrite.unsubscribe import UnsubscribeHeaders
 from beacon_proxy.smtpd.server import SmtpServer
@@ -277,7 +277,14 @@ class Relay:
                                      engine_factory=engine_factory)
         budget = cfg.policy.analysis_timeout
 
+        # The engine the workers build, from the same factory: its fingerprint names what a
+        # cached analysis depends on besides the bytes (rewrite/known.py), and it analyses
+        # the small messages here, cheaper than the round trip (rewrite/pool.py).
+        engine = engine_factory()
+
         async def analyse(data: bytes) -> Analysis:
+            if len(data) <= INLINE_BYTES:
+                return engine.analyse(data)
             return await self.analysis.analyse(data, budget=budget)
 
         self.store = open_store(cfg.store.url, unknown=Policy(cfg.policy.unknown),
@@ -295,9 +302,6 @@ class Relay:
             from beacon_proxy.rewrite.dkim import DkimSigner
 
             self._signer = next((s for s in steps if isinstance(s, DkimSigner)), None)
-        # The engine the workers build, from the same factory: its fingerprint names what a
-        # cached analysis depends on besides the bytes (rewrite/known.py).
-        engine = engine_factory()
         self.rewrite = BeaconStep(
             engine, self.tokens, public_url=cfg.web.public_url,
             hostname=self.hostname, analyse=analyse, steps=steps,

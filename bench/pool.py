@@ -70,7 +70,7 @@ def plain_text(size: int) -> bytes:
 def messages() -> dict[str, bytes]:
     small = newsletter().replace(b"\n", b"\r\n")
     return {
-        "plain text ~2 KB": plain_text(2000),
+        "plain text ~2 KB": plain_text(1900),
         "newsletter ~7 KB": newsletter(products=1).replace(b"\n", b"\r\n"),
         "newsletter ~18 KB": newsletter(products=20).replace(b"\n", b"\r\n"),
         "newsletter ~30 KB": newsletter(products=40).replace(b"\n", b"\r\n"),

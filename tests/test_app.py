@@ -166,3 +166,17 @@ def test_the_relay_caches_analyses_by_its_analyser_and_sighup_empties_the_cache(
     monkeypatch.setattr(app, "setup_logging", lambda *a, **k: None)  # keep pytest's logging
     relay.reload()
     assert len(cache) == 0
+
+
+async def test_small_messages_are_analysed_in_the_relay_and_larger_ones_in_the_pool(
+        tmp_path: Path) -> None:
+    from beacon_proxy.rewrite.pool import INLINE_BYTES
+
+    relay = Relay(_config(tmp_path, f'[store]\nurl = "sqlite:///{tmp_path}/consent.db"\n'))
+    head = b"Subject: x\r\nContent-Type: text/html\r\n\r\n<img src=\"https://t.example/o\">"
+    small = head + b" " * (INLINE_BYTES - len(head))
+    assert len(small) == INLINE_BYTES
+    analysis = await relay.rewrite.analyse(small)  # the pool is not started: not used
+    assert analysis == relay.rewrite.engine.analyse(small)
+    with pytest.raises(RuntimeError, match="not started"):
+        await relay.rewrite.analyse(small + b" ")
