@@ -46,7 +46,7 @@ from beacon_proxy.rewrite.engine import _REFUSED_KEPT, Analysis
 __all__ = ["AnalysisCache", "cached", "footprint"]
 
 DEFAULT_ENTRIES = 64
-DEFAULT_BYTES = 64 << 20
+DEFAULT_BYTES = 32 << 20
 DEFAULT_MESSAGE = 8 << 20
 _HASH_IN_THREAD = 256 << 10  # bytes from which the digest is computed in a thread (~0.3 ms)
 _PER_ENTRY = 800  # bytes per scanned reference (Entry, Finding, index), measured: ~780
