@@ -47,6 +47,7 @@ from beacon_proxy.deliver.retry import RetryPolicy
 from beacon_proxy.deliver.scheduler import Scheduler
 from beacon_proxy.deliver.smtp import SmtpCourier
 from beacon_proxy.log import event, pseudonym_key, pseudonymize, setup_logging
+from beacon_proxy.metrics import ANALYSES
 from beacon_proxy.rewrite.beacons import BeaconStep
 from beacon_proxy.rewrite.copies import CopyPolicy
 from beacon_proxy.rewrite.diffing import CampaignDiffing
@@ -284,7 +285,9 @@ class Relay:
 
         async def analyse(data: bytes) -> Analysis:
             if len(data) <= INLINE_BYTES:
+                ANALYSES.labels("inline").inc()
                 return engine.analyse(data)
+            ANALYSES.labels("pool").inc()
             return await self.analysis.analyse(data, budget=budget)
 
         self.store = open_store(cfg.store.url, unknown=Policy(cfg.policy.unknown),

@@ -176,7 +176,16 @@ async def test_small_messages_are_analysed_in_the_relay_and_larger_ones_in_the_p
     head = b"Subject: x\r\nContent-Type: text/html\r\n\r\n<img src=\"https://t.example/o\">"
     small = head + b" " * (INLINE_BYTES - len(head))
     assert len(small) == INLINE_BYTES
+    from beacon_proxy.metrics import ANALYSES
+
+    def counts() -> list[float]:
+        return [ANALYSES.labels(s)._value.get() for s in ("inline", "known", "pool")]
+
+    before = counts()
     analysis = await relay.rewrite.analyse(small)  # the pool is not started: not used
     assert analysis == relay.rewrite.engine.analyse(small)
+    assert await relay.rewrite.analyse(small) is analysis  # known bytes
+    assert [a - b for a, b in zip(counts(), before, strict=True)] == [1, 1, 0]
     with pytest.raises(RuntimeError, match="not started"):
         await relay.rewrite.analyse(small + b" ")
+    assert [a - b for a, b in zip(counts(), before, strict=True)] == [1, 1, 1]

@@ -26,6 +26,8 @@ recipient (consent, campaign diffing's judgement, the tokens) is done after
 it, as before.  Campaign diffing still observes every message: a copy known
 to its campaign is not learned again, exactly as without the cache.
 
+Hits are counted in ``beacon_proxy_analyses_total{source="known"}``.
+
 Bounds: at most ``entries`` analyses and ``max_bytes`` of estimated memory
 (the message, its decoded HTML and the scan entries: :func:`footprint`),
 least recently used first out; a message larger than ``max_message`` bytes
@@ -41,6 +43,7 @@ import hashlib
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 
+from beacon_proxy.metrics import ANALYSES
 from beacon_proxy.rewrite.engine import _REFUSED_KEPT, Analysis
 
 __all__ = ["AnalysisCache", "cached", "footprint"]
@@ -147,6 +150,7 @@ def cached(analyse: Analyse, cache: AnalysisCache) -> Analyse:
                else await asyncio.to_thread(cache.key, data))
         found = cache.get(data, key)
         if found is not None:
+            ANALYSES.labels("known").inc()
             return found
         analysis = await analyse(data)
         cache.put(data, analysis, key)
