@@ -47,14 +47,15 @@ from beacon_proxy.deliver.retry import RetryPolicy
 from beacon_proxy.deliver.scheduler import Scheduler
 from beacon_proxy.deliver.smtp import SmtpCourier
 from beacon_proxy.log import event, pseudonym_key, pseudonymize, setup_logging
+from beacon_proxy.metrics import ANALYSES
 from beacon_proxy.rewrite.beacons import BeaconStep
 from beacon_proxy.rewrite.copies import CopyPolicy
 from beacon_proxy.rewrite.diffing import CampaignDiffing
-from beacon_proxy.rewrite.engine import Analysis, Engine
+from beacon_proxy.rewrite.engine import Analysis
 from beacon_proxy.rewrite.footer import Footer
+from beacon_proxy.rewrite.known import AnalysisCache
 from beacon_proxy.rewrite.links import PreferenceLinks
-from beacon_proxy.rewrite.pool import AnalysisPool, default_engine
-from beacon_proxy.rewrite.rules import load_rules
+from beacon_proxy.rewrite.pool import INLINE_BYTES, AnalysisPool, default_engine
 from beacon_proxy.rewrite.step import CopyStep, ListMailOnly, TraceHeader
 from beacon_proxy.rewrite.unsubscribe import UnsubscribeHeaders
 from beacon_proxy.smtpd.server import SmtpServer
@@ -272,12 +273,22 @@ class Relay:
         # hold the event loop (C regex calls keep the GIL) nor run for ever.
         # The proxy's own /o/ pixel is never labelled a vendor (issue 9).
         own = (cfg.web.public_url,)
+        engine_factory = functools.partial(default_engine, allow=own)
         self.analysis = AnalysisPool(cfg.policy.analysis_workers
                                      or min(os.cpu_count() or 1, 4),
-                                     engine_factory=functools.partial(default_engine, allow=own))
+                                     engine_factory=engine_factory)
         budget = cfg.policy.analysis_timeout
 
+        # The engine the workers build, from the same factory: its fingerprint names what a
+        # cached analysis depends on besides the bytes (rewrite/known.py), and it analyses
+        # the small messages here, cheaper than the round trip (rewrite/pool.py).
+        engine = engine_factory()
+
         async def analyse(data: bytes) -> Analysis:
+            if len(data) <= INLINE_BYTES:
+                ANALYSES.labels("inline").inc()
+                return engine.analyse(data)
+            ANALYSES.labels("pool").inc()
             return await self.analysis.analyse(data, budget=budget)
 
         self.store = open_store(cfg.store.url, unknown=Policy(cfg.policy.unknown),
@@ -296,10 +307,11 @@ class Relay:
 
             self._signer = next((s for s in steps if isinstance(s, DkimSigner)), None)
         self.rewrite = BeaconStep(
-            Engine(load_rules(allow=own)), self.tokens, public_url=cfg.web.public_url,
+            engine, self.tokens, public_url=cfg.web.public_url,
             hostname=self.hostname, analyse=analyse, steps=steps,
             policy=CopyPolicy(cfg.policy.unscannable, cfg.policy.signed),
-            forward_opens=cfg.policy.forward_opens, campaigns=self.campaigns)
+            forward_opens=cfg.policy.forward_opens, campaigns=self.campaigns,
+            cache=AnalysisCache(engine.fingerprint))
         self.scheduler = Scheduler(
             self.spool,
             _courier_factory(cfg, self.hostname),
@@ -410,6 +422,8 @@ class Relay:
             event("reload_failed", logging.ERROR, config=str(self.cfg.source), error=str(exc))
             return
         setup_logging(cfg.log.level, cfg.log.path)
+        if self.rewrite.cache is not None:  # analyses are made again from the next copy on
+            self.rewrite.cache.clear()
         pseudonymize(pseudonym_key(secrets[0]) if cfg.log.pseudonymize else None)
         self.tokens.replace(secrets)
         self.api_tokens.replace(cfg.api.tokens)

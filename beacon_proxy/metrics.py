@@ -8,6 +8,7 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 __all__ = [
+    "ANALYSES",
     "CAMPAIGN_COPIES",
     "COPIES",
     "DELIVERIES",
@@ -75,6 +76,14 @@ COPIES = Counter(
     "mail, unwrapped), fallback (conservative neutralisation), held, unmodified_granted, "
     "unscanned ([policy] unscannable = deliver).",
     ["outcome"],
+    registry=REGISTRY,
+)
+ANALYSES = Counter(
+    "beacon_proxy_analyses",
+    "Messages analysed, by where the analysis came from: known (the same bytes were "
+    "analysed recently, rewrite/known.py), inline (a small message, in the relay's own "
+    "process), pool (an analysis worker process; failures included).",
+    ["source"],
     registry=REGISTRY,
 )
 CAMPAIGN_COPIES = Counter(

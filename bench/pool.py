@@ -9,8 +9,13 @@ For each message, the medians over ``--rounds`` alternating calls of
 
 their ratio and difference (the pool's overhead), and the loop stall: the
 longest gap between turns of a 1 ms ticker task while a pool call is awaited
-(median over the rounds; the idle loop's own figure is printed as the floor).
-Messages: the ~70 KB benchmark newsletter (bench/newsletter.py), the same
+(median over the rounds; the idle loop's own figure is printed as the floor);
+then, in this process, the analysis of a message of a new template (``cold``:
+no scan cache, what analysing a cache miss in the event loop would stall it
+for) and the lookup of known bytes in the analysis cache (``hit``,
+rewrite/known.py).
+Messages: a 2 KB plain-text message, the benchmark newsletter (bench/newsletter.py)
+with 1, 20, 40 and 120 products (~7, 18, 30 and 70 KB), the same
 template grown to 10 MB of HTML, and the 70 KB newsletter with a 10 MB
 attachment (little to analyse, everything to transfer).
 Run: ``python bench/pool.py [--rounds N] [--workers N]``.
@@ -33,6 +38,7 @@ from newsletter import newsletter
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from beacon_proxy.rewrite.engine import Engine
+from beacon_proxy.rewrite.known import AnalysisCache
 from beacon_proxy.rewrite.pool import AnalysisPool
 from beacon_proxy.rewrite.rules import load_rules
 
@@ -53,13 +59,46 @@ def with_attachment(message: bytes, size: int) -> bytes:
     )
 
 
+def plain_text(size: int) -> bytes:
+    """A plain-text message of about ``size`` bytes (a notification, a receipt)."""
+    line = b"Your order 4711 has shipped; it should arrive within three working days.\r\n"
+    return (b"From: Shop Example <orders@shop.example>\r\nTo: rcpt@example.net\r\n"
+            b"Subject: Your order\r\nMIME-Version: 1.0\r\n"
+            b"Content-Type: text/plain; charset=utf-8\r\n\r\n" + line * (size // len(line)))
+
+
 def messages() -> dict[str, bytes]:
     small = newsletter().replace(b"\n", b"\r\n")
     return {
+        "plain text ~2 KB": plain_text(1900),
+        "newsletter ~7 KB": newsletter(products=1).replace(b"\n", b"\r\n"),
+        "newsletter ~18 KB": newsletter(products=20).replace(b"\n", b"\r\n"),
+        "newsletter ~30 KB": newsletter(products=40).replace(b"\n", b"\r\n"),
         "newsletter ~70 KB": small,
         "newsletter 10 MB HTML": newsletter(products=18_500).replace(b"\n", b"\r\n"),
         "70 KB + 10 MB attachment": with_attachment(small, 7_500_000),
     }
+
+
+def local_costs(data: bytes, rounds: int) -> tuple[float, float]:
+    """Medians over ``rounds``, in ms: analysing ``data`` on an engine that keeps no scan
+    (``templates=0``: a message of a template not seen before, a cache miss at its
+    dearest), and finding it in an :class:`AnalysisCache` that knows it (the hit)."""
+    cold = Engine(load_rules(), templates=0)
+    cache = AnalysisCache(cold.fingerprint, max_bytes=1 << 40, max_message=1 << 40)
+    cache.put(data, cold.analyse(data))
+    misses: list[float] = []
+    hits: list[float] = []
+    gc.collect()
+    for _ in range(rounds):
+        start = time.perf_counter()
+        cold.analyse(data)
+        misses.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        found = cache.get(data)
+        hits.append(time.perf_counter() - start)
+        assert found is not None
+    return statistics.median(misses) * 1000, statistics.median(hits) * 1000
 
 
 async def measure(engine: Engine, pool: AnalysisPool, data: bytes,
@@ -127,17 +166,22 @@ async def run(rounds: int, workers: int) -> None:
               f"workers (forkserver); median of sequential calls")
         print()
         print(f"{'message':<26} {'bytes':>11} {'local ms':>9} {'pool ms':>9} {'ratio':>6} "
-              f"{'overhead ms':>11} {'loop stall ms':>13}")
+              f"{'overhead ms':>11} {'loop stall ms':>13} {'cold ms':>8} {'hit ms':>7}")
         for name, data in messages().items():
             n = rounds if len(data) < 1 << 20 else max(3, rounds // 100)
             assert await pool.analyse(data, budget=BUDGET) == engine.analyse(data)
 
             local_ms, pool_ms, stall = await measure(engine, pool, data, n)
+            cold_ms, hit_ms = local_costs(data, n)
             print(f"{name:<26} {len(data):>11,} {local_ms:>9.2f} {pool_ms:>9.2f} "
-                  f"{pool_ms / local_ms:>5.1f}x {pool_ms - local_ms:>11.2f} {stall:>13.2f}")
+                  f"{pool_ms / local_ms:>5.1f}x {pool_ms - local_ms:>11.2f} {stall:>13.2f} "
+                  f"{cold_ms:>8.2f} {hit_ms:>7.3f}")
         print()
         print(f"loop stall floor (idle loop, same ticker): {await idle_stall(rounds):.2f} ms; "
               "local analysis stalls the loop for the whole 'local ms'")
+        print("local: a further copy of a known template (the engine's scan cache); cold: a "
+              "new template, analysed in full; hit: known bytes (rewrite/known.py: hash + "
+              "compare)")
 
 
 def main() -> int:

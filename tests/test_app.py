@@ -147,3 +147,45 @@ def test_a_localhost_ehlo_name_warns(hostname: str, warned: bool) -> None:
     assert ("smtp.hostname" in warnings) is warned
     if warned:
         assert repr(hostname) in warnings["smtp.hostname"]
+
+
+def test_the_relay_caches_analyses_by_its_analyser_and_sighup_empties_the_cache(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import beacon_proxy.app as app
+
+    cfg = _config(tmp_path, f'[store]\nurl = "sqlite:///{tmp_path}/consent.db"\n'
+                            '[web]\npublic_url = "https://prefs.example.org"\n')
+    relay = Relay(cfg)
+    cache = relay.rewrite.cache
+    assert cache is not None and cache.context == relay.rewrite.engine.fingerprint
+    # the proxy's own URL is on the engine's allow-list: part of what the cache is keyed by
+    assert relay.rewrite.engine.rules.allow == ("https://prefs.example.org/",)
+    data = b"Subject: x\r\nContent-Type: text/html\r\n\r\n<img src=\"https://t.example/o\">\r\n"
+    cache.put(data, relay.rewrite.engine.analyse(data))
+    assert len(cache) == 1
+    monkeypatch.setattr(app, "setup_logging", lambda *a, **k: None)  # keep pytest's logging
+    relay.reload()
+    assert len(cache) == 0
+
+
+async def test_small_messages_are_analysed_in_the_relay_and_larger_ones_in_the_pool(
+        tmp_path: Path) -> None:
+    from beacon_proxy.rewrite.pool import INLINE_BYTES
+
+    relay = Relay(_config(tmp_path, f'[store]\nurl = "sqlite:///{tmp_path}/consent.db"\n'))
+    head = b"Subject: x\r\nContent-Type: text/html\r\n\r\n<img src=\"https://t.example/o\">"
+    small = head + b" " * (INLINE_BYTES - len(head))
+    assert len(small) == INLINE_BYTES
+    from beacon_proxy.metrics import ANALYSES
+
+    def counts() -> list[float]:
+        return [ANALYSES.labels(s)._value.get() for s in ("inline", "known", "pool")]
+
+    before = counts()
+    analysis = await relay.rewrite.analyse(small)  # the pool is not started: not used
+    assert analysis == relay.rewrite.engine.analyse(small)
+    assert await relay.rewrite.analyse(small) is analysis  # known bytes
+    assert [a - b for a, b in zip(counts(), before, strict=True)] == [1, 1, 0]
+    with pytest.raises(RuntimeError, match="not started"):
+        await relay.rewrite.analyse(small + b" ")
+    assert [a - b for a, b in zip(counts(), before, strict=True)] == [1, 1, 1]

@@ -16,6 +16,10 @@ references that differ between recipients' copies become trackers in every
 copy, and the refused copies of a new campaign's first message wait briefly
 for a second one (a held copy with a :class:`~beacon_proxy.rewrite.step.Wait`).
 
+With an :class:`~beacon_proxy.rewrite.known.AnalysisCache`, a message whose
+exact bytes were analysed recently is not analysed again (its analysis is
+reused; campaign diffing still observes it).
+
 Every copy is counted in ``beacon_proxy_copies_total`` by outcome.
 """
 
@@ -31,6 +35,7 @@ from beacon_proxy.metrics import COPIES
 from beacon_proxy.rewrite.copies import CopyPolicy, Decided, Prepared, Variant, decide
 from beacon_proxy.rewrite.diffing import NOTHING, CampaignDiffing, Observation
 from beacon_proxy.rewrite.engine import Analysis, Engine
+from beacon_proxy.rewrite.known import AnalysisCache, cached
 from beacon_proxy.rewrite.links import open_links
 from beacon_proxy.rewrite.signed import unwrap_signed
 from beacon_proxy.rewrite.step import Copy, CopyStep, Recipient, TraceHeader, Wait, run_steps
@@ -127,7 +132,8 @@ class BeaconStep:
     def __init__(self, engine: Engine, tokens: Tokens, *, public_url: str, hostname: str,
                  policy: CopyPolicy | None = None, analyse: Analyse | None = None,
                  steps: Sequence[CopyStep] | None = None, forward_opens: bool = False,
-                 campaigns: CampaignDiffing | None = None) -> None:
+                 campaigns: CampaignDiffing | None = None,
+                 cache: AnalysisCache | None = None) -> None:
         self.engine = engine
         self.campaigns = campaigns  # None: no campaign diffing
         self.forward_opens = forward_opens  # open tokens carry the tracker URL
@@ -137,7 +143,11 @@ class BeaconStep:
         self.steps: tuple[CopyStep, ...] = tuple(
             steps if steps is not None else (TraceHeader(hostname),))
         self.policy = policy or CopyPolicy()
-        self.analyse = analyse or inline_analyse(engine)
+        analyse = analyse or inline_analyse(engine)
+        # Known bytes skip analysis (rewrite/known.py): the cache's context must name the
+        # analyser ``analyse`` runs (the relay's pool builds the same engine as ``engine``).
+        self.cache = cache
+        self.analyse = analyse if cache is None else cached(analyse, cache)
 
     async def prepare(self, envelope: Envelope, data: bytes) -> _Message:
         original = await _variant(self.analyse, data)

@@ -53,7 +53,7 @@ from __future__ import annotations
 import enum
 from collections import Counter
 from collections.abc import Callable, Collection, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, NamedTuple
 
 from beacon_proxy.consent.policy import Policy
@@ -102,6 +102,7 @@ Link = Callable[[str], str]  # original tracker URL -> first-party open URL
 
 _new = tuple.__new__
 _MAX_HTML_PART = 16 << 20  # bytes of decoded HTML scanned per part
+_REFUSED_KEPT = 2  # shared refused copies kept per analysis (by campaign diffing's findings)
 
 
 def _remote_bases(tree: MimeTree) -> frozenset[tuple[int, ...]]:
@@ -174,6 +175,19 @@ class Analysis:
     urls: str  # every remote URL, joined: one substring test per address form
     unhandled: tuple[str, ...] = ()  # renderable content the precise path did not handle
     signed: bool = False  # signed (or opaque S/MIME) content, left alone here
+    # Refused copies whose recipient no URL names are all the same copy: Engine.render
+    # keeps the last ones here, by ``diffed``.  Not an init field: ``replace()`` (other
+    # bytes) starts with an empty memo, and pickling sends it empty from the workers.
+    _refused: dict[frozenset[tuple[int, int]], Rendered] = field(
+        init=False, default_factory=dict, repr=False, compare=False)
+
+    def __getstate__(self) -> list[Any]:
+        """Pickled (to and from the analysis workers) without the shared refused copies."""
+        return [{} if f.name == "_refused" else getattr(self, f.name) for f in fields(self)]
+
+    def __setstate__(self, state: list[Any]) -> None:
+        for f, value in zip(fields(self), state, strict=True):
+            object.__setattr__(self, f.name, value)
 
     @property
     def modifiable(self) -> bool:
@@ -267,6 +281,14 @@ class Engine:
         # differ (rewrite/rescan.py): the same result, a fraction of the work.
         self._templates = ScanCache(templates)  # 0: every message scanned in full
         self._learn = templates > 0
+
+    @property
+    def fingerprint(self) -> bytes:
+        """What an analysis depends on besides the message: the rules' fingerprint and the
+        limits (the scan cache never changes a result), for
+        :class:`~beacon_proxy.rewrite.known.AnalysisCache`."""
+        limits = f"{self._max_depth}/{self._max_parts}/{self._max_tags}/{_MAX_HTML_PART}"
+        return self.rules.fingerprint + limits.encode("ascii")
 
     # -- once per message ---------------------------------------------------
 
@@ -437,7 +459,26 @@ class Engine:
                link: Link | None = None, *,
                diffed: Collection[tuple[int, int]] = ()) -> Rendered:
         """One recipient's copy; ``diffed``: references found personal by campaign
-        diffing, as ``(part, index into its entries)``, stripped or rewritten as trackers."""
+        diffing, as ``(part, index into its entries)``, stripped or rewritten as trackers.
+
+        A refused copy for a recipient that no URL of the message names is the same copy
+        for every such recipient: it is rendered once per analysis (and ``diffed``) and
+        the same :class:`Rendered` returned for the others."""
+        if policy is Policy.REFUSED and not (
+                recipient and RecipientIdentity(recipient).find(analysis.urls)):
+            key = frozenset(diffed)
+            memo = analysis._refused
+            shared = memo.get(key)
+            if shared is None:
+                shared = self._render(analysis, None, policy, None, diffed)
+                if len(memo) >= _REFUSED_KEPT:
+                    memo.clear()
+                memo[key] = shared
+            return shared
+        return self._render(analysis, recipient, policy, link, diffed)
+
+    def _render(self, analysis: Analysis, recipient: str | None, policy: Policy,
+                link: Link | None, diffed: Collection[tuple[int, int]]) -> Rendered:
         decided = self._decide(analysis, recipient, policy, diffed)
         trackers = tuple([item for _, _, item in decided if item.finding.tracker])
         layout = tuple([item for _, _, item in decided

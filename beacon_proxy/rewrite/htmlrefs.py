@@ -530,8 +530,11 @@ class TagReader:
         """
         dec = Decoded(self.view, attr[2], attr[3])
         box = None
+        hinted: bool | None = None  # searched once per attribute, not once per url()
         for css in scan_css(dec.data):
-            if css.kind == "url" and box is None and BOX_HINT.search(dec.data.lower()):
+            if css.kind == "url" and box is None and hinted is None:
+                hinted = BOX_HINT.search(dec.data.lower()) is not None
+            if css.kind == "url" and box is None and hinted:
                 d = declarations(dec.data)
                 box = Box(None, None, d.get("width"), d.get("height"), d.get("max-width"),
                           d.get("max-height"), d.get("display"), d.get("visibility"),

@@ -39,6 +39,7 @@ pattern against a sample URL, and random URLs against brute force).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from collections.abc import Callable, Iterable, Mapping
@@ -334,6 +335,14 @@ class TrackerRules:
 
     def __len__(self) -> int:
         return len(self.rules)
+
+    @property
+    def fingerprint(self) -> bytes:
+        """A digest of everything a match depends on: every rule (vendor and pattern, in
+        order), the allow-list and the matching flags; equal rules, equal fingerprints."""
+        text = json.dumps([self.source, [[r.vendor, r.pattern] for r in self.rules],
+                           list(self.allow), int(_FLAGS)])
+        return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=32).digest()
 
     def match(self, url: str) -> str | None:
         """The vendor of the most specific rule found in ``url``, else None.

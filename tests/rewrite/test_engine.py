@@ -439,3 +439,48 @@ def test_an_amp_layout_image_is_removed_not_inlined() -> None:
     (item,) = out.items
     assert item.action is Action.STRIP and not item.finding.tracker
     assert b"spacer.gif" not in _html_of(out.data)
+
+
+# -- the shared refused copy ----------------------------------------------------------
+
+
+def _personal_page(address: str) -> bytes:
+    return _message(
+        b'<html><body><img src="https://cdn.shop.example/hero.jpg" width="600" height="300">'
+        b'<img src="https://img.shop.example/p/' + address.encode() + b'/me.jpg" width="600"'
+        b' height="300" alt="You"><img src="https://pixel.tracker-host.example/o.gif" '
+        b'width="1" height="1"></body></html>')
+
+
+def test_refused_copies_nobody_is_named_in_are_rendered_once_and_equal_a_fresh_render(
+        ) -> None:
+    import pickle
+    from dataclasses import replace
+
+    data = _personal_page("ann@example.org")
+    analysis = ENGINE.analyse(data)
+    first = ENGINE.render(analysis, "bob@example.org", Policy.REFUSED)
+    assert ENGINE.render(analysis, "carl@example.org", Policy.REFUSED) is first
+    assert ENGINE.render(analysis, None, Policy.REFUSED) is first
+    for rcpt in ("bob@example.org", "carl@example.org", None):
+        fresh = ENGINE._render(analysis, rcpt, Policy.REFUSED, None, ())
+        assert fresh.data == first.data and fresh.trackers == first.trackers
+        assert fresh.layout == first.layout and fresh.items == first.items
+    # the recipient a URL names gets a copy of her own: her image goes too
+    ann = ENGINE.render(analysis, "ann@example.org", Policy.REFUSED)
+    assert ann is not first and b"/p/ann@example.org/" in first.data
+    assert b"/p/ann@example.org/" not in ann.data
+    assert ENGINE.render(analysis, "ann@example.org", Policy.REFUSED) is not ann
+    # other campaign findings, another copy; granted copies are never shared
+    diffed = ENGINE.render(analysis, "bob@example.org", Policy.REFUSED, diffed=[(0, 0)])
+    assert diffed is not first and b"cdn.shop.example/hero.jpg" not in diffed.data
+    assert ENGINE.render(analysis, "bob@example.org", Policy.REFUSED) is first
+    granted = ENGINE.render(analysis, "bob@example.org", Policy.GRANTED, lambda u: u + "#b")
+    assert ENGINE.render(analysis, "bob@example.org", Policy.GRANTED,
+                         lambda u: u + "#c") is not granted
+    # the memo belongs to these bytes: not to a replace()d analysis, not through pickle
+    other = _personal_page("ann@example.orh")
+    moved = replace(analysis, data=other, tree=replace(analysis.tree, data=other))
+    assert moved._refused == {} and analysis._refused
+    assert pickle.loads(pickle.dumps(analysis))._refused == {}
+    assert len(analysis._refused) <= 2

@@ -188,6 +188,9 @@ _HTML: dict[str, Build] = {
     "hiding-unclosed-tag": _rep(b"<div style=display:none ", b"<a style=display:none "),
     "hiding-no-tag": _rep(b"", b"display:none "),
     "hiding-spans": _rep(b"", b'<span style="display:none"><img src="x"></span>'),
+    # Every url() of one style attribute used to search the whole attribute for box hints.
+    "urls-in-one-style-attr": _rep(b'<div style="', b"background:url(https://t.test/x.gif);",
+                                   b'">'),
     "hiding-unclosed-ps": _rep(b"", b'<p style="display:none"><img src="x">'),
     "hiding-overridden": _rep(b"", b'<div style="display:none;display:block"><b>'),
     "hiding-long-content": _rep(b'<div style="display:none">', b"<b>x</b><i>y</i>",
