@@ -10,6 +10,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 __all__ = [
     "CAMPAIGN_COPIES",
     "COPIES",
+    "DECISION_CACHE",
     "DELIVERIES",
     "DELIVERY_SECONDS",
     "FORWARDS",
@@ -74,6 +75,14 @@ CAMPAIGN_COPIES = Counter(
     "memory), known (judged against it), waiting (refused copies of a new campaign's first "
     "copy wait for a second one), error (the store failed; judged with what was known).",
     ["outcome"],
+    registry=REGISTRY,
+)
+DECISION_CACHE = Counter(
+    "beacon_proxy_decision_cache",
+    "Recipients looked up by the relay, by result: hit (answered from the process's decision "
+    "cache), miss (read from the store), bypass (the cache was not trusted: PostgreSQL's "
+    "listening connection is down), off ([store] cache_size = 0).",
+    ["result"],
     registry=REGISTRY,
 )
 MESSAGES_QUARANTINED = Counter(

@@ -26,6 +26,7 @@ from datetime import datetime
 from typing import Any, ClassVar, Protocol, Self, TypeVar
 
 from beacon_proxy.consent.address import Address, normalize_list_id, parse_address
+from beacon_proxy.consent.cache import DEFAULT_CACHE_SIZE, CacheMode, DecisionCache
 from beacon_proxy.consent.model import (
     AuditEntry,
     Beacons,
@@ -141,8 +142,11 @@ class SqlBase(abc.ABC):
 
     dialect: ClassVar[str]
 
-    def __init__(self, *, unknown: Policy = Policy.REFUSED) -> None:
+    def __init__(self, *, unknown: Policy = Policy.REFUSED,
+                 cache_size: int = DEFAULT_CACHE_SIZE) -> None:
         self.unknown = unknown
+        #: The relay's decision cache (:mod:`.cache`); None when ``cache_size`` is 0.
+        self.cache = DecisionCache(cache_size) if cache_size > 0 else None
         self._hash_key = b""
         self.queries: dict[str, str] = {}
         self._migrations: tuple[Migration, ...] = ()
@@ -162,6 +166,20 @@ class SqlBase(abc.ABC):
     @abc.abstractmethod
     def _write(self) -> AbstractAsyncContextManager[Conn]:
         """One write transaction: committed on success, rolled back on any exception."""
+
+    def _cache_mode(self) -> tuple[CacheMode, object]:
+        """How far the next lookup may trust the cache, and a mark for
+        :meth:`_cache_validated` (SQLite: the data version read now)."""
+        return CacheMode.CHECK, None
+
+    def _cache_validated(self, mark: object) -> None:
+        """A lookup that took ``mark`` read the version the cache holds."""
+
+    def _decisions_changed(self) -> None:
+        """This process committed a change of consent or suppressions: forget at once
+        (the version would say so too; this only frees the entries sooner)."""
+        if self.cache is not None:
+            self.cache.invalidate()
 
     async def open(self) -> None:
         """Connect, apply pending migrations, load the hash key."""

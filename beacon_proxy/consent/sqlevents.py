@@ -147,6 +147,7 @@ class SqlEvents(SqlBase):
             kept = await c.execute("forget-suppressions", subject, utcnow())
             redacted = await c.execute("redact-audit", subject)
             await self._audit_change(c, "forget", None, actor=actor, key=a.key)
+        self._decisions_changed()
         return Forgotten(consent > 0, opens, kept, redacted, forwards)
 
 

@@ -5,9 +5,11 @@ Every method takes an address as text (or a parsed
 :class:`~beacon_proxy.consent.address.AddressError` for a bad one; every change
 is written in one transaction together with its audit entry.
 
-There is no cache: every lookup reads the database, so a change committed by
-any node applies to the next message every node delivers (staleness bound:
-zero).
+The relay's lookup goes through a decision cache (:mod:`.cache`) that is
+exact: every lookup checks the store's decision version (PostgreSQL: in the
+statement it runs anyway; SQLite: ``PRAGMA data_version`` first), so a change
+committed by any node or process before a lookup starts applies to it
+(staleness bound: zero).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from beacon_proxy.consent.model import (
     check_text,
     utcnow,
 )
+from beacon_proxy.consent.cache import CacheMode
 from beacon_proxy.consent.policy import Decision
 from beacon_proxy.consent.sqlbase import (
     EXPORT_PAGE,
@@ -42,6 +45,7 @@ from beacon_proxy.consent.sqlcampaigns import SqlCampaigns
 from beacon_proxy.consent.sqlevents import SqlEvents
 from beacon_proxy.consent.sqlforwards import SqlForwards
 from beacon_proxy.consent.sqlstats import SqlStats
+from beacon_proxy.metrics import DECISION_CACHE
 
 __all__ = ["SqlStore"]
 
@@ -69,17 +73,69 @@ class SqlStore(SqlEvents, SqlForwards, SqlCampaigns, SqlStats):
     async def decisions(
         self, recipients: Sequence[str], list_id: str | None
     ) -> Mapping[str, Decision]:
-        """See :class:`~beacon_proxy.consent.policy.ConsentLookup` (one query)."""
+        """See :class:`~beacon_proxy.consent.policy.ConsentLookup`: at most one statement
+        for the recipients the cache does not hold (and, rarely, a second one when the
+        store changed since the cache's answers; see :mod:`.cache`)."""
         if not recipients:
             return {}
         keys = {r: lookup_key(r) for r in recipients}
         unique = sorted(set(keys.values()))
+        lk = list_key(list_id)
+        default = Decision(self.unknown.value)
+        cache = self.cache
+        mode, mark = self._cache_mode() if cache is not None else (CacheMode.BYPASS, None)
+        if cache is None or mode is CacheMode.BYPASS:
+            DECISION_CACHE.labels("off" if cache is None else "bypass").inc(len(unique))
+            if cache is not None:
+                cache.invalidate()
+            found, _ = await self._lookup(unique, lk)
+            return {r: found.get(k, default) for r, k in keys.items()}
+        by_key: dict[str, Decision] = {}
+        misses: list[str] = []
+        for k in unique:
+            hit = cache.get(k, lk)
+            if hit is None:
+                misses.append(k)
+            else:
+                by_key[k] = hit
+        if mode is CacheMode.TRUST and not misses:
+            DECISION_CACHE.labels("hit").inc(len(unique))
+            return {r: by_key[k] for r, k in keys.items()}
+        held = cache.version  # the version the hits were read at (None: there are none)
+        found, version = await self._lookup(misses, lk)
+        cache.advance(version)
+        result = {**by_key, **found}
+        fetched = [(found, version)]
+        missed = len(misses)
+        if by_key and version != held:  # the store changed since: read the hits again
+            again, version = await self._lookup(list(by_key), lk)
+            cache.advance(version)
+            result.update(again)
+            fetched.append((again, version))
+            missed = len(unique)
+        DECISION_CACHE.labels("miss").inc(missed)
+        if missed < len(unique):
+            DECISION_CACHE.labels("hit").inc(len(unique) - missed)
+        for rows, at in fetched:
+            for k, decision in rows.items():
+                cache.put(k, lk, decision, at)
+        if cache.version == version:  # read after the mark was taken
+            self._cache_validated(mark)
+        return {r: result[k] for r, k in keys.items()}
+
+    async def _lookup(self, unique: list[str], list_key: str) -> tuple[dict[str, Decision], int]:
+        """The decisions of some lookup keys (absent: unknown) and the decision version,
+        in one statement."""
         async with self._read() as c:
             rows = await c.fetch("decisions", unique, [self._hash(k) for k in unique],
-                                 list_key(list_id))
+                                 list_key)
         default = Decision(self.unknown.value)
         by_key: dict[str, Decision] = {}
+        version = 0
         for r in rows:
+            version = int(r["version"])
+            if r["key"] is None:  # no keys: the version alone
+                continue
             if r["suppressed"] is not None:  # '' for every list, else the list id
                 by_key[r["key"]] = (Decision.SUPPRESSED if r["suppressed"] == ""
                                     else Decision.SUPPRESSED_LIST)
@@ -87,7 +143,7 @@ class SqlStore(SqlEvents, SqlForwards, SqlCampaigns, SqlStats):
                 by_key[r["key"]] = Decision(r["beacons"])
             else:
                 by_key[r["key"]] = default
-        return {r: by_key.get(k, default) for r, k in keys.items()}
+        return {k: by_key.get(k, default) for k in unique}, version
 
     # -- consent ---------------------------------------------------------------
 
@@ -110,6 +166,7 @@ class SqlStore(SqlEvents, SqlForwards, SqlCampaigns, SqlStats):
             await self._audit_change(c, "consent.set", a, actor=actor, new=state.value,
                                      old=old[0]["beacons"] if old else None, source=source,
                                      reason=reason)
+        self._decisions_changed()
         return Consent(a.text, state, source, actor, now)
 
     async def delete_consent(self, address: str | Address, *, actor: str | None = None) -> bool:
@@ -121,6 +178,7 @@ class SqlStore(SqlEvents, SqlForwards, SqlCampaigns, SqlStats):
                 return False
             await c.execute("delete-consent", a.key)
             await self._audit_change(c, "consent.delete", a, actor=actor, old=old[0]["beacons"])
+        self._decisions_changed()
         return True
 
     async def list_consent(self, *, after: str | None = None, limit: int = 100,
@@ -175,6 +233,8 @@ class SqlStore(SqlEvents, SqlForwards, SqlCampaigns, SqlStats):
                      old[1] if (old := olds.get(k)) else None, row.beacons.value,
                      row.source or source, None)
                     for k, row in new.items()])
+        if changed:
+            self._decisions_changed()
         return Imported(total, changed)
 
     # -- suppressions ----------------------------------------------------------
@@ -194,6 +254,7 @@ class SqlStore(SqlEvents, SqlForwards, SqlCampaigns, SqlStats):
                                      old="suppressed" if existed else None, new="suppressed",
                                      source=source, reason=reason)
             rows = await c.fetch("suppressions-of", subject)
+        self._decisions_changed()
         return next(suppression_row(r) for r in rows if r["list_id"] == lid)
 
     async def unsuppress(self, address: str | Address, list_id: str | None = None, *,
@@ -208,6 +269,8 @@ class SqlStore(SqlEvents, SqlForwards, SqlCampaigns, SqlStats):
             if n:
                 await self._audit_change(c, "suppression.remove", a, actor=actor, list_id=lid,
                                          old="suppressed", reason=reason, source=source)
+        if n:
+            self._decisions_changed()
         return n > 0
 
     async def suppressions_of(self, address: str | Address) -> list[Suppression]:
@@ -264,4 +327,6 @@ class SqlStore(SqlEvents, SqlForwards, SqlCampaigns, SqlStats):
                      "suppressed" if (h, lid) in existing else None, "suppressed", source,
                      row.reason)
                     for (h, lid), row in new.items()])
+        if changed:
+            self._decisions_changed()
         return Imported(total, changed)

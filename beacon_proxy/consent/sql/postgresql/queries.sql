@@ -28,11 +28,17 @@ SELECT value FROM store_meta WHERE name = $1;
 -- name: decisions
 -- $1 keys, $2 their hashes (parallel arrays), $3 the list id ('' for none).
 -- suppressed: NULL (none), '' (for every list: it sorts first) or the list id.
-SELECT k.key AS key, r.beacons AS beacons,
-       (SELECT MIN(s.list_id) FROM suppressions s
-        WHERE s.key_hash = k.hash AND s.list_id IN ('', $3::text)) AS suppressed
-FROM unnest($1::text[], $2::text[]) AS k(key, hash)
-LEFT JOIN recipients AS r ON r.key = k.key;
+-- version: the decision version of the same snapshot (one statement), on every
+-- row; with no keys, one row with the version alone (key NULL).
+SELECT v.n AS version, d.key AS key, d.beacons AS beacons, d.suppressed AS suppressed
+FROM decision_version AS v
+LEFT JOIN (
+    SELECT k.key AS key, r.beacons AS beacons,
+           (SELECT MIN(s.list_id) FROM suppressions s
+            WHERE s.key_hash = k.hash AND s.list_id IN ('', $3::text)) AS suppressed
+    FROM unnest($1::text[], $2::text[]) AS k(key, hash)
+    LEFT JOIN recipients AS r ON r.key = k.key
+) AS d ON true;
 
 -- name: get-consent
 SELECT address, beacons, source, actor, updated_at FROM recipients WHERE key = $1;
