@@ -48,6 +48,11 @@ _CONNECTION_LOST = (OSError, asyncpg.InterfaceError, asyncpg.PostgresConnectionE
 _SESSION = {"default_transaction_isolation": "read committed"}
 
 
+def _setter(flag: asyncio.Event) -> Any:
+    """A termination listener that sets ``flag``."""
+    return lambda _conn: flag.set()
+
+
 def _error(exc: Exception) -> StoreError:
     if isinstance(exc, _CONNECTION_LOST):
         return StoreUnavailable(f"PostgreSQL: {exc}")
@@ -211,7 +216,7 @@ class PostgresStore(SqlStore):
                 conn = await asyncpg.connect(self.url, timeout=self.timeout,
                                              server_settings=_SESSION)
                 lost = asyncio.Event()
-                conn.add_termination_listener(lambda _c: lost.set())
+                conn.add_termination_listener(_setter(lost))
                 self._schema = str(await conn.fetchval(_SCHEMA) or "")
                 await conn.add_listener(CHANNEL, self._notified)
                 if self.cache is not None:

@@ -173,7 +173,9 @@ class SqlBase(abc.ABC):
         return CacheMode.CHECK, None
 
     def _cache_validated(self, mark: object) -> None:
-        """A lookup that took ``mark`` read the version the cache holds."""
+        """A lookup that took ``mark`` read the version the cache holds (SQLite keeps it:
+        until the data version moves, the cache needs no statement)."""
+        del mark  # PostgreSQL reads the version in every lookup
 
     def _decisions_changed(self) -> None:
         """This process committed a change of consent or suppressions: forget at once

@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterable, AsyncIterator, Mapping, Sequence
 
 from beacon_proxy.consent.address import Address, ListIdError, list_key, lookup_key
+from beacon_proxy.consent.cache import CacheMode
 from beacon_proxy.consent.model import (
     Beacons,
     Consent,
@@ -29,7 +30,6 @@ from beacon_proxy.consent.model import (
     check_text,
     utcnow,
 )
-from beacon_proxy.consent.cache import CacheMode
 from beacon_proxy.consent.policy import Decision
 from beacon_proxy.consent.sqlbase import (
     EXPORT_PAGE,
