@@ -3,8 +3,9 @@
 The relay asks the store for every message's decisions
 (:meth:`~beacon_proxy.consent.sqlstore.SqlStore.decisions`).  Most of the
 time nothing changed since the last message to the same recipient, so each
-process keeps the last answers in a bounded LRU, keyed by the recipient's
-lookup key and the message's list.  What keeps it exact is the store's
+process keeps the last answers in a bounded LRU, keyed by the recipient as
+the relay passes it (a hit parses no address and computes no keyed hash) and
+the message's list.  What keeps it exact is the store's
 **decision version** (migration 0005): a counter that every change of
 consent or suppressions bumps in the same transaction (triggers), read in
 the same statement as the decisions looked up.  The cache holds answers of

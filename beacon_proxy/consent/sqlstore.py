@@ -75,53 +75,59 @@ class SqlStore(SqlEvents, SqlForwards, SqlCampaigns, SqlStats):
     ) -> Mapping[str, Decision]:
         """See :class:`~beacon_proxy.consent.policy.ConsentLookup`: at most one statement
         for the recipients the cache does not hold (and, rarely, a second one when the
-        store changed since the cache's answers; see :mod:`.cache`)."""
+        store changed since the cache's answers; see :mod:`.cache`).
+
+        The cache is keyed by the recipient as passed (and the list), so a hit costs
+        no address parsing and no keyed hash."""
         if not recipients:
             return {}
-        keys = {r: lookup_key(r) for r in recipients}
-        unique = sorted(set(keys.values()))
         lk = list_key(list_id)
-        default = Decision(self.unknown.value)
         cache = self.cache
         mode, mark = self._cache_mode() if cache is not None else (CacheMode.BYPASS, None)
         if cache is None or mode is CacheMode.BYPASS:
-            DECISION_CACHE.labels("off" if cache is None else "bypass").inc(len(unique))
+            DECISION_CACHE.labels("off" if cache is None else "bypass").inc(len(recipients))
             if cache is not None:
                 cache.invalidate()
-            found, _ = await self._lookup(unique, lk)
-            return {r: found.get(k, default) for r, k in keys.items()}
-        by_key: dict[str, Decision] = {}
+            return (await self._lookup_recipients(recipients, lk))[0]
+        result: dict[str, Decision] = {}
         misses: list[str] = []
-        for k in unique:
-            hit = cache.get(k, lk)
+        for r in dict.fromkeys(recipients):
+            hit = cache.get(r, lk)
             if hit is None:
-                misses.append(k)
+                misses.append(r)
             else:
-                by_key[k] = hit
+                result[r] = hit
         if mode is CacheMode.TRUST and not misses:
-            DECISION_CACHE.labels("hit").inc(len(unique))
-            return {r: by_key[k] for r, k in keys.items()}
+            DECISION_CACHE.labels("hit").inc(len(result))
+            return result
         held = cache.version  # the version the hits were read at (None: there are none)
-        found, version = await self._lookup(misses, lk)
+        found, version = await self._lookup_recipients(misses, lk)
         cache.advance(version)
-        result = {**by_key, **found}
         fetched = [(found, version)]
         missed = len(misses)
-        if by_key and version != held:  # the store changed since: read the hits again
-            again, version = await self._lookup(list(by_key), lk)
+        if result and version != held:  # the store changed since: read the hits again
+            again, version = await self._lookup_recipients(list(result), lk)
             cache.advance(version)
-            result.update(again)
             fetched.append((again, version))
-            missed = len(unique)
+            missed += len(result)
+            result.update(again)
+        result.update(found)
         DECISION_CACHE.labels("miss").inc(missed)
-        if missed < len(unique):
-            DECISION_CACHE.labels("hit").inc(len(unique) - missed)
-        for rows, at in fetched:
-            for k, decision in rows.items():
-                cache.put(k, lk, decision, at)
+        if missed < len(result):
+            DECISION_CACHE.labels("hit").inc(len(result) - missed)
+        for answers, at in fetched:
+            for r, decision in answers.items():
+                cache.put(r, lk, decision, at)
         if cache.version == version:  # read after the mark was taken
             self._cache_validated(mark)
-        return {r: result[k] for r, k in keys.items()}
+        return result
+
+    async def _lookup_recipients(self, recipients: Sequence[str], list_key: str
+                                 ) -> tuple[dict[str, Decision], int]:
+        """Each recipient's decision, read from the store, and the decision version."""
+        keys = {r: lookup_key(r) for r in recipients}
+        found, version = await self._lookup(sorted(set(keys.values())), list_key)
+        return {r: found[k] for r, k in keys.items()}, version
 
     async def _lookup(self, unique: list[str], list_key: str) -> tuple[dict[str, Decision], int]:
         """The decisions of some lookup keys (absent: unknown) and the decision version,
