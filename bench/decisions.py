@@ -46,6 +46,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 REPO = Path(__file__).resolve().parent.parent
@@ -97,6 +98,12 @@ async def seed(store: SqlStore) -> None:
     await store.import_suppressions(suppressions(), actor="bench")
 
 
+def sql_store(url: str, *, cache_size: int, pool_size: int = 10) -> SqlStore:
+    store = open_store(url, cache_size=cache_size, pool_size=pool_size)
+    assert isinstance(store, SqlStore)
+    return store
+
+
 def batches(size: int) -> Callable[[int], list[str]]:
     def batch(n: int) -> list[str]:
         if size >= WORKING_SET:
@@ -125,10 +132,8 @@ async def backend_pid(store: SqlStore) -> int | None:
     if not isinstance(store, PostgresStore):
         return None
     async with store._read() as c:
-        rows = await c.fetch("get-meta", "hash_key")  # any statement: the pool's one conn
-        assert rows
-        conn = getattr(c, "_c")
-        pid: int = conn.get_server_pid()
+        wrapped: Any = c  # postgres._Conn: the pool's only connection
+        pid: int = wrapped._c.get_server_pid()
         return pid
 
 
@@ -165,15 +170,14 @@ async def phase(store: SqlStore, other: SqlStore, size: int, mode: str, lookups:
 
 
 async def run_backend(name: str, url: str, args: argparse.Namespace) -> None:
-    other = open_store(url, cache_size=0)
-    assert isinstance(other, SqlStore)
+    other = sql_store(url, cache_size=0)
     await other.open()
     try:
         await seed(other)
         for label, size in SHAPES:
             for mode in MODES:
-                store = open_store(url, pool_size=1, cache_size=0 if mode == "off" else 100_000)
-                assert isinstance(store, SqlStore)
+                store = sql_store(url, pool_size=1,
+                                  cache_size=0 if mode == "off" else 100_000)
                 await store.open()
                 try:
                     if isinstance(store, PostgresStore) and store.cache is not None:
