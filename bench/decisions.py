@@ -24,7 +24,16 @@ and four modes, side by side in one run:
              every 50 lookups (every 4 of 1000 recipients; each change
              empties the cache: the next lookup reads its hits again)
 
-Each phase is bounded by ``--lookups`` and ``--seconds``.  Printed per
+Then campaign diffing's known pathology: the same ~70 KB newsletter
+(bench/newsletter.py, 125 loaded references) to the same recipient, observed
+``--repeats`` times (300) after its first copy was learned -- the campaign
+never freezes -- three ways: ``none`` (no memory kept per node: every
+repeat one store transaction that parses the stored memory, the behaviour
+before this cache), ``r=0s`` (one transaction per repeat, but the memory is
+not parsed again while unchanged) and ``r=10s`` (the default: judged from
+the node's memory, one transaction per 10 s).
+
+Each phase is bounded by ``--lookups`` (``--repeats``) and ``--seconds``.  Printed per
 phase: lookups per second, this process's CPU per lookup (utime+stime from
 /proc: the event loop plus aiosqlite's threads), and for PostgreSQL the
 server backend's CPU per lookup too (/proc of the pool's only connection;
@@ -60,6 +69,17 @@ from beacon_proxy.consent.sqlbase import addr  # noqa: E402
 from beacon_proxy.consent.sqlstore import SqlStore  # noqa: E402
 from beacon_proxy.consent.store import open_store  # noqa: E402
 from beacon_proxy.metrics import DECISION_CACHE  # noqa: E402
+from beacon_proxy.rewrite.diffing import (  # noqa: E402
+    CACHE_BYTES,
+    DEFAULT_REFRESH,
+    CampaignDiffing,
+)
+from beacon_proxy.rewrite.engine import Engine  # noqa: E402
+from beacon_proxy.rewrite.rules import load_rules  # noqa: E402
+from beacon_proxy.spool.envelope import Envelope  # noqa: E402
+
+sys.path.insert(0, str(REPO / "bench"))
+from newsletter import newsletter  # noqa: E402
 
 DEFAULT_PG = "postgresql://postgres@127.0.0.1:5432/test"
 LIST = "news.example.org"
@@ -196,6 +216,35 @@ async def run_backend(name: str, url: str, args: argparse.Namespace) -> None:
         await other.close()
 
 
+async def run_campaign(name: str, url: str, args: argparse.Namespace) -> None:
+    engine = Engine(load_rules())
+    data = newsletter()
+    analysis = engine.analyse(data)
+    envelope = Envelope("Q0001", "news@shop.example", ("ann@example.org",))
+    store = sql_store(url, cache_size=0, pool_size=1)
+    await store.open()
+    try:
+        for label, refresh, cache_bytes in (("none", 0.0, 0), ("r=0s", 0.0, CACHE_BYTES),
+                                            ("r=10s", DEFAULT_REFRESH, CACHE_BYTES)):
+            diffing = CampaignDiffing(store, hold=0, refresh=refresh, cache_bytes=cache_bytes)
+            await diffing.observe(envelope, data, analysis)  # learned (or known) once
+            pid = await backend_pid(store)
+            cpu0, t0 = cpu_of(), time.perf_counter()
+            server0 = cpu_of(pid) if pid is not None else None
+            done = 0
+            while done < args.repeats and time.perf_counter() - t0 < args.seconds:
+                seen = await diffing.observe(envelope, data, analysis)
+                assert seen.campaign is not None and seen.copies == 1
+                done += 1
+            wall, cpu = time.perf_counter() - t0, cpu_of() - cpu0
+            server = (f"{(cpu_of(pid) - server0) * 1000 / done:8.3f}"
+                      if pid is not None and server0 is not None else "       -")
+            print(f"{name:<10} {'repeat':<10} {label:<6} {done:6d} "
+                  f"{done / wall:9.0f} {cpu * 1000 / done:9.3f} {server}      -", flush=True)
+    finally:
+        await store.close()
+
+
 async def admin(server: str, sql: str) -> None:
     conn = await asyncpg.connect(server, timeout=10)
     try:
@@ -221,15 +270,19 @@ async def main() -> int:
     parser.add_argument("--seconds", type=float, default=15.0, help="per phase, at most")
     parser.add_argument("--postgres", default=DEFAULT_PG, metavar="URL",
                         help="server to create the benchmark database on")
+    parser.add_argument("--repeats", type=int, default=300,
+                        help="campaign repeats per phase, at most")
     parser.add_argument("--no-postgres", action="store_true")
     args = parser.parse_args()
     print(f"{'backend':<10} {'message':<10} {'cache':<6} {'lookups':>6} {'per s':>9} "
           f"{'cpu ms':>9} {'srv ms':>8} {'hit%':>6}")
     with tempfile.TemporaryDirectory(prefix="bp-bench-") as tmp:
         await run_backend("sqlite", f"sqlite:///{tmp}/store/bench.db", args)
+        await run_campaign("sqlite", f"sqlite:///{tmp}/store/bench.db", args)
     if not args.no_postgres:
         async with pg_database(args.postgres) as url:
             await run_backend("postgresql", url, args)
+            await run_campaign("postgresql", url, args)
     return 0
 
 
