@@ -63,12 +63,12 @@ sys.path.insert(0, str(REPO))
 
 import asyncpg  # noqa: E402
 
+from beacon_proxy.consent.cache import LOOKUPS  # noqa: E402
 from beacon_proxy.consent.model import Beacons, ConsentInput, SuppressionInput  # noqa: E402
 from beacon_proxy.consent.postgres import PostgresStore  # noqa: E402
 from beacon_proxy.consent.sqlbase import addr  # noqa: E402
 from beacon_proxy.consent.sqlstore import SqlStore  # noqa: E402
 from beacon_proxy.consent.store import open_store  # noqa: E402
-from beacon_proxy.metrics import DECISION_CACHE  # noqa: E402
 from beacon_proxy.rewrite.diffing import (  # noqa: E402
     CACHE_BYTES,
     DEFAULT_REFRESH,
@@ -144,8 +144,7 @@ class Result:
 
 
 def _hits() -> float:
-    value = DECISION_CACHE.labels("hit")._value.get()
-    return float(value)
+    return float(LOOKUPS["hit"])
 
 
 async def backend_pid(store: SqlStore) -> int | None:

@@ -39,14 +39,21 @@ When the version is read:
 
 from __future__ import annotations
 
+import collections
 import enum
 from collections import OrderedDict
 
 from beacon_proxy.consent.policy import Decision
 
-__all__ = ["DEFAULT_CACHE_SIZE", "CacheMode", "DecisionCache"]
+__all__ = ["DEFAULT_CACHE_SIZE", "LOOKUPS", "CacheMode", "DecisionCache"]
 
 DEFAULT_CACHE_SIZE = 100_000  # (recipient, list) answers per process, ~200 bytes each
+#: Recipients the relay looked up since the process started, by result: ``hit``,
+#: ``miss``, ``bypass`` (not trusted: PostgreSQL's listener down, SQLite busy), ``off``
+#: (no cache).  Served as ``beacon_proxy_decision_cache_total`` by :mod:`beacon_proxy.metrics`
+#: (kept here so the store does not import the metrics library: the command line
+#: opens the store too).
+LOOKUPS: collections.Counter[str] = collections.Counter()
 
 
 class CacheMode(enum.Enum):

@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterable, AsyncIterator, Mapping, Sequence
 
 from beacon_proxy.consent.address import Address, ListIdError, list_key, lookup_key
-from beacon_proxy.consent.cache import CacheMode
+from beacon_proxy.consent.cache import LOOKUPS, CacheMode
 from beacon_proxy.consent.model import (
     Beacons,
     Consent,
@@ -45,7 +45,6 @@ from beacon_proxy.consent.sqlcampaigns import SqlCampaigns
 from beacon_proxy.consent.sqlevents import SqlEvents
 from beacon_proxy.consent.sqlforwards import SqlForwards
 from beacon_proxy.consent.sqlstats import SqlStats
-from beacon_proxy.metrics import DECISION_CACHE
 
 __all__ = ["SqlStore"]
 
@@ -85,7 +84,7 @@ class SqlStore(SqlEvents, SqlForwards, SqlCampaigns, SqlStats):
         cache = self.cache
         mode, mark = self._cache_mode() if cache is not None else (CacheMode.BYPASS, None)
         if cache is None or mode is CacheMode.BYPASS:
-            DECISION_CACHE.labels("off" if cache is None else "bypass").inc(len(recipients))
+            LOOKUPS["off" if cache is None else "bypass"] += len(recipients)
             if cache is not None:
                 cache.invalidate()
             return (await self._lookup_recipients(recipients, lk))[0]
@@ -98,7 +97,7 @@ class SqlStore(SqlEvents, SqlForwards, SqlCampaigns, SqlStats):
             else:
                 result[r] = hit
         if mode is CacheMode.TRUST and not misses:
-            DECISION_CACHE.labels("hit").inc(len(result))
+            LOOKUPS["hit"] += len(result)
             return result
         held = cache.version  # the version the hits were read at (None: there are none)
         found, version = await self._lookup_recipients(misses, lk)
@@ -112,9 +111,9 @@ class SqlStore(SqlEvents, SqlForwards, SqlCampaigns, SqlStats):
             missed += len(result)
             result.update(again)
         result.update(found)
-        DECISION_CACHE.labels("miss").inc(missed)
+        LOOKUPS["miss"] += missed
         if missed < len(result):
-            DECISION_CACHE.labels("hit").inc(len(result) - missed)
+            LOOKUPS["hit"] += len(result) - missed
         for answers, at in fetched:
             for r, decision in answers.items():
                 cache.put(r, lk, decision, at)

@@ -10,14 +10,13 @@ from typing import Any
 import asyncpg
 import pytest
 
-from beacon_proxy.consent.cache import CacheMode, DecisionCache
+from beacon_proxy.consent.cache import LOOKUPS, CacheMode, DecisionCache
 from beacon_proxy.consent.model import Beacons
 from beacon_proxy.consent.policy import Decision, Policy
 from beacon_proxy.consent.postgres import PostgresStore
 from beacon_proxy.consent.sqlite import SqliteStore
 from beacon_proxy.consent.sqlstore import SqlStore
 from beacon_proxy.consent.store import open_store
-from beacon_proxy.metrics import DECISION_CACHE
 
 ANN, BOB, CAT = "ann@example.org", "bob@example.org", "cat@example.org"
 _CONNECT = asyncpg.connect  # the real one, also while a test refuses the store's
@@ -43,9 +42,7 @@ def _open(url: str, **kwargs: Any) -> SqlStore:
 
 
 def _metric(result: str) -> float:
-    value = DECISION_CACHE.labels(result)._value.get()
-    assert isinstance(value, float)
-    return value
+    return float(LOOKUPS[result])
 
 
 @pytest.fixture
