@@ -27,14 +27,16 @@ When the version is read:
 
     >>> cache = DecisionCache(2)
     >>> cache.advance(7)
-    True
-    >>> cache.put("a@x.org", "", Decision.GRANTED, 7)
+    >>> cache.put("a@x.org", "", Decision.GRANTED, "h-a", 7)
+    >>> cache.put("b@x.org", "", Decision.REFUSED, "h-b", 7)
     >>> cache.get("a@x.org", "")
-    <Decision.GRANTED: 'granted'>
-    >>> cache.advance(8)  # the store changed: forget
-    True
-    >>> cache.get("a@x.org", "") is None
-    True
+    (<Decision.GRANTED: 'granted'>, 'h-a')
+    >>> cache.move(7, 8, {"h-b"})  # b changed: forget b only
+    >>> cache.get("b@x.org", "") is None, cache.version
+    (True, 8)
+    >>> cache.advance(9)  # a change nobody logged: forget all
+    >>> len(cache)
+    0
 """
 
 from __future__ import annotations
@@ -65,7 +67,8 @@ class CacheMode(enum.Enum):
 
 
 class DecisionCache:
-    """At most ``capacity`` decisions of one decision version, least recently used out."""
+    """At most ``capacity`` decisions of one decision version, least recently used out;
+    each kept with the keyed hash of its address, by which a logged change evicts it."""
 
     def __init__(self, capacity: int = DEFAULT_CACHE_SIZE) -> None:
         if capacity < 1:
@@ -73,36 +76,73 @@ class DecisionCache:
         self.capacity = capacity
         #: The decision version every entry belongs to; None: unknown (holds nothing).
         self.version: int | None = None
-        self._entries: OrderedDict[tuple[str, str], Decision] = OrderedDict()
+        self._entries: OrderedDict[tuple[str, str], tuple[Decision, str]] = OrderedDict()
+        self._by_hash: dict[str, set[tuple[str, str]]] = {}
 
     def __len__(self) -> int:
         return len(self._entries)
 
-    def get(self, key: str, list_key: str) -> Decision | None:
-        decision = self._entries.get((key, list_key))
-        if decision is not None:
+    def get(self, key: str, list_key: str) -> tuple[Decision, str] | None:
+        """The decision and the address's keyed hash, or None."""
+        entry = self._entries.get((key, list_key))
+        if entry is not None:
             self._entries.move_to_end((key, list_key))
-        return decision
+        return entry
 
-    def put(self, key: str, list_key: str, decision: Decision, version: int) -> None:
+    def put(self, key: str, list_key: str, decision: Decision, key_hash: str,
+            version: int) -> None:
         """Keep an answer read at ``version`` (ignored unless that is the cache's)."""
         if version != self.version:
             return
-        self._entries[(key, list_key)] = decision
-        self._entries.move_to_end((key, list_key))
+        where = (key, list_key)
+        old = self._entries.get(where)
+        if old is not None and old[1] != key_hash:
+            self._unindex(where, old[1])
+        self._entries[where] = (decision, key_hash)
+        self._entries.move_to_end(where)
+        self._by_hash.setdefault(key_hash, set()).add(where)
         if len(self._entries) > self.capacity:
-            self._entries.popitem(last=False)
+            gone, (_, h) = self._entries.popitem(last=False)
+            self._unindex(gone, h)
 
-    def advance(self, version: int) -> bool:
-        """The store is at ``version`` (or was, when a statement read it): a newer one
-        than the cache's empties the cache; an older one (a slower concurrent lookup)
-        changes nothing.  Whether the cache is now at ``version``."""
-        if self.version is None or version > self.version:
+    def _unindex(self, where: tuple[str, str], key_hash: str) -> None:
+        keys = self._by_hash.get(key_hash)
+        if keys is not None:
+            keys.discard(where)
+            if not keys:
+                del self._by_hash[key_hash]
+
+    def move(self, held: int | None, version: int, changed: set[str] | None) -> None:
+        """The store is at ``version`` (or was, when a statement read it), and
+        ``changed`` are the keyed hashes changed since ``held`` (None: unknown).  A
+        newer version than the cache's evicts those (everything, when unknown or when
+        the cache is older than ``held``); an older one (a slower concurrent lookup)
+        changes nothing."""
+        if self.version is not None and version <= self.version:
+            return
+        if (changed is None or held is None or self.version is None
+                or self.version < held):
             self._entries.clear()
-            self.version = version
-        return self.version == version
+            self._by_hash.clear()
+        else:
+            for h in changed:
+                for where in self._by_hash.pop(h, ()):
+                    self._entries.pop(where, None)
+        self.version = version
+
+    def forget(self, hashes: set[str]) -> None:
+        """Drop the answers of these addresses (keyed hashes); the version stays."""
+        for h in hashes:
+            for where in self._by_hash.pop(h, ()):
+                self._entries.pop(where, None)
+
+    def advance(self, version: int) -> None:
+        """The store is at ``version``, nothing known of what changed: a newer version
+        than the cache's empties it."""
+        self.move(None, version, None)
 
     def invalidate(self) -> None:
         """Forget everything, the version too (the next lookup reads it again)."""
         self._entries.clear()
+        self._by_hash.clear()
         self.version = None

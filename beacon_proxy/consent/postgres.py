@@ -202,9 +202,7 @@ class PostgresStore(SqlStore):
         schema, _, version = payload.rpartition(" ")
         if schema != self._schema or not version.isdigit():
             return  # another store's schema in the same database
-        self.notifications += 1
-        if self.cache is not None:
-            self.cache.advance(int(version))
+        self.notifications += 1  # the lookup reads the version and the change log itself
         self._signal()
 
     async def _listen(self) -> None:

@@ -168,9 +168,9 @@ class SqliteStore(SqlStore):
     def _cache_validated(self, mark: object) -> None:
         self._trusted = mark if isinstance(mark, int) else None
 
-    def _decisions_changed(self) -> None:
+    def _decisions_changed(self, hashes: set[str]) -> None:
         self._trusted = None
-        super()._decisions_changed()
+        super()._decisions_changed(hashes)
 
     def _require(self, db: aiosqlite.Connection | None) -> aiosqlite.Connection:
         if db is None:

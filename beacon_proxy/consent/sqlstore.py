@@ -73,8 +73,9 @@ class SqlStore(SqlEvents, SqlForwards, SqlCampaigns, SqlStats):
         self, recipients: Sequence[str], list_id: str | None
     ) -> Mapping[str, Decision]:
         """See :class:`~beacon_proxy.consent.policy.ConsentLookup`: at most one statement
-        for the recipients the cache does not hold (and, rarely, a second one when the
-        store changed since the cache's answers; see :mod:`.cache`).
+        for the recipients the cache does not hold; after a change, one more for what
+        changed since the cache's version and one for the hits it touched (see
+        :mod:`.cache`).
 
         The cache is keyed by the recipient as passed (and the list), so a hit costs
         no address parsing and no keyed hash."""
@@ -89,51 +90,60 @@ class SqlStore(SqlEvents, SqlForwards, SqlCampaigns, SqlStats):
                 cache.invalidate()
             return (await self._lookup_recipients(recipients, lk))[0]
         result: dict[str, Decision] = {}
+        hashes: dict[str, str] = {}
         misses: list[str] = []
         for r in dict.fromkeys(recipients):
             hit = cache.get(r, lk)
             if hit is None:
                 misses.append(r)
             else:
-                result[r] = hit
+                result[r], hashes[r] = hit
         if mode is CacheMode.TRUST and not misses:
             LOOKUPS["hit"] += len(result)
             return result
         held = cache.version  # the version the hits were read at (None: there are none)
-        found, version = await self._lookup_recipients(misses, lk)
-        cache.advance(version)
-        fetched = [(found, version)]
+        found, found_hashes, version = await self._lookup_recipients(misses, lk)
+        fetched = [(found, found_hashes, version)]
         missed = len(misses)
-        if result and version != held:  # the store changed since: read the hits again
-            again, version = await self._lookup_recipients(list(result), lk)
-            cache.advance(version)
-            fetched.append((again, version))
-            missed += len(result)
-            result.update(again)
+        if version != held:  # the store changed since the cache's answers
+            changed = (await self._changes_since(held, version)
+                       if held is not None and len(cache) else None)
+            cache.move(held, version, changed)
+            stale = [r for r in result if changed is None or hashes[r] in changed]
+            if stale:  # read again the hits the change touched
+                again, again_hashes, version = await self._lookup_recipients(stale, lk)
+                cache.advance(version)  # moved again meanwhile: start afresh
+                fetched.append((again, again_hashes, version))
+                missed += len(stale)
+                result.update(again)
         result.update(found)
         LOOKUPS["miss"] += missed
         if missed < len(result):
             LOOKUPS["hit"] += len(result) - missed
-        for answers, at in fetched:
+        for answers, keyed, at in fetched:
             for r, decision in answers.items():
-                cache.put(r, lk, decision, at)
+                cache.put(r, lk, decision, keyed[r], at)
         if cache.version == version:  # read after the mark was taken
             self._cache_validated(mark)
         return result
 
     async def _lookup_recipients(self, recipients: Sequence[str], list_key: str
-                                 ) -> tuple[dict[str, Decision], int]:
-        """Each recipient's decision, read from the store, and the decision version."""
+                                 ) -> tuple[dict[str, Decision], dict[str, str], int]:
+        """Each recipient's decision, read from the store, the keyed hash of its
+        address, and the decision version."""
         keys = {r: lookup_key(r) for r in recipients}
-        found, version = await self._lookup(sorted(set(keys.values())), list_key)
-        return {r: found[k] for r, k in keys.items()}, version
+        unique = sorted(set(keys.values()))
+        hashes = {k: self._hash(k) for k in unique}
+        found, version = await self._lookup(unique, hashes, list_key)
+        return ({r: found[k] for r, k in keys.items()},
+                {r: hashes[k] for r, k in keys.items()}, version)
 
-    async def _lookup(self, unique: list[str], list_key: str) -> tuple[dict[str, Decision], int]:
+    async def _lookup(self, unique: list[str], hashes: Mapping[str, str], list_key: str
+                      ) -> tuple[dict[str, Decision], int]:
         """The decisions of some lookup keys (absent: unknown) and the decision version,
         in one statement."""
         async with self._read() as c:
-            rows = await c.fetch("decisions", unique, [self._hash(k) for k in unique],
-                                 list_key)
+            rows = await c.fetch("decisions", unique, [hashes[k] for k in unique], list_key)
         default = Decision(self.unknown.value)
         by_key: dict[str, Decision] = {}
         version = 0
@@ -165,25 +175,27 @@ class SqlStore(SqlEvents, SqlForwards, SqlCampaigns, SqlStats):
         a, state = addr(address), _state(beacons)
         source, reason = check_text("source", source), check_text("reason", reason, 500)
         now = utcnow()
-        async with self._write() as c:
+        async with self._write_decisions() as (c, touched):
             old = await c.fetch("get-consent", a.key)
             await c.execute("upsert-consent", a.key, a.text, state.value, source, actor, now)
+            touched.add(self._hash(a.key))
             await self._audit_change(c, "consent.set", a, actor=actor, new=state.value,
                                      old=old[0]["beacons"] if old else None, source=source,
                                      reason=reason)
-        self._decisions_changed()
+        self._decisions_changed(touched)
         return Consent(a.text, state, source, actor, now)
 
     async def delete_consent(self, address: str | Address, *, actor: str | None = None) -> bool:
         """Remove the consent record (the recipient is unknown again); audited."""
         a = addr(address)
-        async with self._write() as c:
+        async with self._write_decisions() as (c, touched):
             old = await c.fetch("get-consent", a.key)
             if not old:
                 return False
             await c.execute("delete-consent", a.key)
+            touched.add(self._hash(a.key))
             await self._audit_change(c, "consent.delete", a, actor=actor, old=old[0]["beacons"])
-        self._decisions_changed()
+        self._decisions_changed(touched)
         return True
 
     async def list_consent(self, *, after: str | None = None, limit: int = 100,
@@ -217,7 +229,7 @@ class SqlStore(SqlEvents, SqlForwards, SqlCampaigns, SqlStats):
         source) is not written again and not audited.
         """
         total = changed = 0
-        async with self._write() as c:
+        async with self._write_decisions() as (c, touched):
             async for batch in batches:
                 last = {row.address.key: row for row in batch}
                 olds = {r["key"]: (r["address"], r["beacons"], r["source"])
@@ -233,13 +245,14 @@ class SqlStore(SqlEvents, SqlForwards, SqlCampaigns, SqlStats):
                 await c.executemany("upsert-consent", [
                     (k, row.address.text, row.beacons.value, row.source or source, actor, now)
                     for k, row in new.items()])
+                hashed = {k: self._hash(k) for k in new}
+                touched.update(hashed.values())
                 await c.executemany("insert-audit", [
-                    (now, actor, "consent.set", self._hash(k), row.address.text, None,
+                    (now, actor, "consent.set", hashed[k], row.address.text, None,
                      old[1] if (old := olds.get(k)) else None, row.beacons.value,
                      row.source or source, None)
                     for k, row in new.items()])
-        if changed:
-            self._decisions_changed()
+        self._decisions_changed(touched)
         return Imported(total, changed)
 
     # -- suppressions ----------------------------------------------------------
@@ -251,15 +264,16 @@ class SqlStore(SqlEvents, SqlForwards, SqlCampaigns, SqlStats):
         a, lid = addr(address), _list_arg(list_id)
         reason, source = check_text("reason", reason, 500), check_text("source", source)
         subject = self._hash(a.key)
-        async with self._write() as c:
+        async with self._write_decisions() as (c, touched):
             existed = any(r["list_id"] == lid for r in await c.fetch("suppressions-of", subject))
+            touched.add(subject)
             await c.execute("upsert-suppression", subject, lid, a.text, reason, source, actor,
                             utcnow())
             await self._audit_change(c, "suppression.add", a, actor=actor, list_id=lid,
                                      old="suppressed" if existed else None, new="suppressed",
                                      source=source, reason=reason)
             rows = await c.fetch("suppressions-of", subject)
-        self._decisions_changed()
+        self._decisions_changed(touched)
         return next(suppression_row(r) for r in rows if r["list_id"] == lid)
 
     async def unsuppress(self, address: str | Address, list_id: str | None = None, *,
@@ -269,13 +283,13 @@ class SqlStore(SqlEvents, SqlForwards, SqlCampaigns, SqlStats):
         ``reason`` and ``source`` when given."""
         a, lid = addr(address), _list_arg(list_id)
         reason, source = check_text("reason", reason, 500), check_text("source", source)
-        async with self._write() as c:
+        async with self._write_decisions() as (c, touched):
             n = await c.execute("delete-suppression", self._hash(a.key), lid)
             if n:
+                touched.add(self._hash(a.key))
                 await self._audit_change(c, "suppression.remove", a, actor=actor, list_id=lid,
                                          old="suppressed", reason=reason, source=source)
-        if n:
-            self._decisions_changed()
+        self._decisions_changed(touched)
         return n > 0
 
     async def suppressions_of(self, address: str | Address) -> list[Suppression]:
@@ -311,7 +325,7 @@ class SqlStore(SqlEvents, SqlForwards, SqlCampaigns, SqlStats):
         """Like :meth:`import_consent`: all rows in one transaction, or none; a row equal
         to the suppression held (address, reason, source) is not written nor audited."""
         total = changed = 0
-        async with self._write() as c:
+        async with self._write_decisions() as (c, touched):
             async for batch in batches:
                 last = {(self._hash(row.address.key), row.list_id or ""): row for row in batch}
                 hashes = sorted({h for h, _ in last})
@@ -324,6 +338,7 @@ class SqlStore(SqlEvents, SqlForwards, SqlCampaigns, SqlStats):
                 if not new:
                     continue
                 now = utcnow()
+                touched.update(h for h, _ in new)
                 await c.executemany("upsert-suppression", [
                     (h, lid, row.address.text, row.reason, source, actor, now)
                     for (h, lid), row in new.items()])
@@ -332,6 +347,5 @@ class SqlStore(SqlEvents, SqlForwards, SqlCampaigns, SqlStats):
                      "suppressed" if (h, lid) in existing else None, "suppressed", source,
                      row.reason)
                     for (h, lid), row in new.items()])
-        if changed:
-            self._decisions_changed()
+        self._decisions_changed(touched)
         return Imported(total, changed)

@@ -27,9 +27,10 @@ def _counted(store: SqlStore) -> list[list[str]]:
     calls: list[list[str]] = []
     inner = store._lookup
 
-    async def lookup(unique: list[str], list_key: str) -> tuple[dict[str, Decision], int]:
+    async def lookup(unique: list[str], hashes: Any, list_key: str
+                     ) -> tuple[dict[str, Decision], int]:
         calls.append(list(unique))
-        return await inner(unique, list_key)
+        return await inner(unique, hashes, list_key)
 
     store._lookup = lookup  # type: ignore[method-assign]
     return calls
@@ -67,30 +68,51 @@ async def pair(url: str) -> AsyncIterator[tuple[SqlStore, SqlStore]]:
 def test_the_cache_is_bounded_and_forgets_the_least_recently_used() -> None:
     cache = DecisionCache(2)
     cache.advance(1)
-    cache.put("a", "", Decision.GRANTED, 1)
-    cache.put("b", "", Decision.REFUSED, 1)
-    assert cache.get("a", "") is Decision.GRANTED  # a is now the most recent
-    cache.put("c", "", Decision.SUPPRESSED, 1)
+    cache.put("a", "", Decision.GRANTED, "ha", 1)
+    cache.put("b", "", Decision.REFUSED, "hb", 1)
+    assert cache.get("a", "") == (Decision.GRANTED, "ha")  # a is now the most recent
+    cache.put("c", "", Decision.SUPPRESSED, "hc", 1)
     assert len(cache) == 2
-    assert cache.get("b", "") is None and cache.get("a", "") is Decision.GRANTED
+    assert cache.get("b", "") is None and cache.get("a", "") == (Decision.GRANTED, "ha")
+    cache.move(1, 2, {"hb"})  # b's index entry went with it: nothing else to evict
+    assert len(cache) == 2 and cache.version == 2
 
 
 def test_answers_of_another_version_are_not_kept() -> None:
     cache = DecisionCache(10)
-    cache.put("a", "", Decision.GRANTED, 1)  # no version yet: nothing kept
+    cache.put("a", "", Decision.GRANTED, "ha", 1)  # no version yet: nothing kept
     assert len(cache) == 0
-    assert cache.advance(3)
-    cache.put("a", "", Decision.GRANTED, 2)  # an older snapshot's answer
+    cache.advance(3)
+    cache.put("a", "", Decision.GRANTED, "ha", 2)  # an older snapshot's answer
     assert len(cache) == 0
-    cache.put("a", "", Decision.GRANTED, 3)
-    assert not cache.advance(2)  # a slower lookup's older version changes nothing
-    assert cache.get("a", "") is Decision.GRANTED
-    assert cache.advance(4) and len(cache) == 0
-    cache.put("a", "", Decision.GRANTED, 4)
+    cache.put("a", "", Decision.GRANTED, "ha", 3)
+    cache.advance(2)  # a slower lookup's older version changes nothing
+    assert (cache.get("a", ""), cache.version) == ((Decision.GRANTED, "ha"), 3)
+    cache.advance(4)
+    assert (len(cache), cache.version) == (0, 4)
+    cache.put("a", "", Decision.GRANTED, "ha", 4)
     cache.invalidate()
-    assert cache.version is None and len(cache) == 0
+    assert (len(cache), cache.version) == (0, None)
     with pytest.raises(ValueError):
         DecisionCache(0)
+
+
+def test_a_logged_change_evicts_only_its_addresses() -> None:
+    cache = DecisionCache(10)
+    cache.advance(5)
+    for who, h in (("a", "ha"), ("A", "ha"), ("b", "hb")):  # two spellings of a
+        cache.put(who, "", Decision.GRANTED, h, 5)
+        cache.put(who, "news", Decision.GRANTED, h, 5)
+    cache.move(5, 7, {"ha"})
+    assert (len(cache), cache.version) == (2, 7)
+    cache.move(6, 8, {"hb"})  # changes since 6 cover those since 7: a superset is fine
+    assert (len(cache), cache.version) == (0, 8)
+    cache.put("b", "", Decision.GRANTED, "hb", 8)
+    cache.move(9, 10, {"hx"})  # the cache is older than what the changes start from
+    assert (len(cache), cache.version) == (0, 10)
+    cache.put("b", "", Decision.GRANTED, "hb", 10)
+    cache.forget({"hb"})
+    assert (len(cache), cache.version) == (0, 10)
 
 
 # -- hits and misses, both backends ------------------------------------------------
@@ -207,6 +229,47 @@ async def test_a_change_between_two_lookups_rereads_the_hits(
         assert calls == [[BOB], [ANN]]  # the miss (new version), then the stale hit
 
 
+async def test_a_change_of_another_recipient_keeps_the_answers(
+        pair: tuple[SqlStore, SqlStore]) -> None:
+    """The change log names who changed: the other answers stay (one statement for the
+    version, one for the log)."""
+    relay, other = pair
+    await relay.decisions([ANN, BOB], "news.example.org")
+    await other.suppress(CAT, "news.example.org")
+    await other.set_consent(CAT, Beacons.GRANTED)
+    calls = _counted(relay)
+    assert await relay.decisions([ANN, BOB, CAT], "news.example.org") == {
+        ANN: Decision.REFUSED, BOB: Decision.REFUSED, CAT: Decision.SUPPRESSED_LIST}
+    assert calls == [[CAT]]
+    assert relay.cache is not None and len(relay.cache) == 3
+
+
+async def test_a_change_made_outside_the_store_forgets_everything(
+        pair: tuple[SqlStore, SqlStore], url: str) -> None:
+    """A change the log does not name (an operator's SQL): the triggers move the version,
+    so every answer is read again."""
+    relay, _ = pair
+    await relay.decisions([ANN, BOB], None)
+    sql = ("INSERT INTO recipients (key, address, beacons, updated_at) "
+           "VALUES ('bob@example.org', 'bob@example.org', 'granted', '2026-12-04T00:00:00Z')")
+    if isinstance(relay, SqliteStore):
+        db = sqlite3.connect(relay.path, isolation_level=None)
+        try:
+            db.execute(sql)
+        finally:
+            db.close()
+    else:
+        conn = await _CONNECT(url)
+        try:
+            await conn.execute(sql.replace("'2026-12-04T00:00:00Z'", "now()"))
+        finally:
+            await conn.close()
+    calls = _counted(relay)
+    assert await relay.decisions([ANN, BOB], None) == {ANN: Decision.REFUSED,
+                                                        BOB: Decision.GRANTED}
+    assert calls == [[], [ANN, BOB]]
+
+
 async def test_an_import_applies_to_the_next_lookup(pair: tuple[SqlStore, SqlStore]) -> None:
     from beacon_proxy.consent.model import ConsentInput
     from beacon_proxy.consent.sqlbase import addr
@@ -263,7 +326,9 @@ async def test_sqlite_unrelated_commits_keep_the_cache(tmp_path: Path) -> None:
         assert calls == [[]]
         await other.set_consent(CAT, Beacons.GRANTED)  # another recipient: the version moves
         await relay.decisions([ANN, BOB], None)
-        assert calls == [[], [], [ANN, BOB]]  # the hits of the old version read again
+        assert calls == [[], []]  # the version, then the change log: ann and bob stand
+        await relay.decisions([ANN, BOB], None)
+        assert calls == [[], []]
 
 
 async def test_sqlite_busy_version_connection_bypasses(tmp_path: Path) -> None:
@@ -303,18 +368,21 @@ async def _terminate(url: str, pid: int) -> None:
         await conn.close()
 
 
-async def test_postgres_notification_empties_the_cache(pg_url: str) -> None:
+async def test_postgres_notifications_arrive_and_the_log_evicts_one_recipient(
+        pg_url: str) -> None:
     async with PostgresStore(pg_url) as relay, PostgresStore(pg_url, cache_size=0) as other:
         await relay.wait_listener(lambda s: s.listener_pid is not None)
         await relay.decisions([ANN, BOB], None)
         assert relay.cache is not None and len(relay.cache) == 2
         await other.set_consent(ANN, Beacons.GRANTED)
         await relay.wait_listener(lambda s: s.notifications >= 1)
-        assert len(relay.cache) == 0
+        calls = _counted(relay)
+        assert await relay.decisions([ANN, BOB], None) == {ANN: Decision.GRANTED,
+                                                            BOB: Decision.REFUSED}
+        assert calls == [[], [ANN]] and len(relay.cache) == 2
         # One transaction, one version, one notification, however many rows.
         await other.import_suppressions(_suppressions([ANN, BOB, CAT]))
         await relay.wait_listener(lambda s: s.notifications >= 2)
-        assert relay.cache.version is not None
         assert await relay.decisions([ANN, BOB], None) == {ANN: Decision.SUPPRESSED,
                                                             BOB: Decision.SUPPRESSED}
 
@@ -328,9 +396,9 @@ async def _suppressions(addresses: list[str]) -> AsyncIterator[list[Any]]:
 
 async def test_postgres_version_moves_once_per_transaction(pg_url: str) -> None:
     async with PostgresStore(pg_url, cache_size=0) as store:
-        _, before = await store._lookup([], "")
+        _, before = await store._lookup([], {}, "")
         await store.import_suppressions(_suppressions([ANN, BOB, CAT]))
-        _, after = await store._lookup([], "")
+        _, after = await store._lookup([], {}, "")
         assert after == before + 1
 
 

@@ -13,6 +13,21 @@ CREATE TABLE decision_version (
 );
 INSERT INTO decision_version (id, n) VALUES (true, 0);
 
+-- Which recipients a change of versions (version_from, version_to] touched, by
+-- the keyed hash of the address (as suppressions.key_hash: no address is kept),
+-- written by the store in the change's transaction (which bumps the version
+-- itself, just before it commits, and marks the transaction so the triggers
+-- below do not bump again), so a cache forgets those answers only.  A version
+-- no row covers (a change made outside beacon-proxy: the triggers bump) makes
+-- a cache forget everything.  Rows more than 100 000 versions old are pruned.
+CREATE TABLE decision_changes (
+    id           bigserial PRIMARY KEY,
+    version_from bigint NOT NULL,
+    version_to   bigint NOT NULL,
+    key_hash     text NOT NULL
+);
+CREATE INDEX decision_changes_to ON decision_changes (version_to);
+
 -- Once per transaction (a transaction-local setting remembers it), at commit
 -- (the triggers are deferred): the row lock on decision_version is held only
 -- while the transaction commits, so an import does not hold up a recipient's

@@ -11,6 +11,20 @@ CREATE TABLE decision_version (
 );
 INSERT INTO decision_version (id, n) VALUES (1, 0);
 
+-- Which recipients a change of versions (version_from, version_to] touched, by
+-- the keyed hash of the address (as suppressions.key_hash: no address is kept),
+-- written by the store in the change's transaction, so a cache forgets those
+-- answers only.  A version no row covers (a change made outside beacon-proxy:
+-- the triggers below still bump) makes a cache forget everything.  Rows more
+-- than 100 000 versions old are pruned.
+CREATE TABLE decision_changes (
+    id           INTEGER PRIMARY KEY AUTOINCREMENT,
+    version_from INTEGER NOT NULL,
+    version_to   INTEGER NOT NULL,
+    key_hash     TEXT NOT NULL
+);
+CREATE INDEX decision_changes_to ON decision_changes (version_to);
+
 CREATE TRIGGER recipients_version_insert AFTER INSERT ON recipients
 BEGIN
     UPDATE decision_version SET n = n + 1 WHERE id = 1;

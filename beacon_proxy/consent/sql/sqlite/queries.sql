@@ -42,6 +42,29 @@ LEFT JOIN (
     LEFT JOIN recipients AS r ON r.key = k.value
 ) AS d ON 1;
 
+-- name: decision-version
+-- Inside a write transaction (SQLite: the single writer), the version now.
+SELECT n AS version FROM decision_version;
+
+-- name: bump-decision-version
+-- At the end of a change's transaction: the version now (SQLite's triggers bumped
+-- it once per row changed); ?1 the schema (unused: one schema per file).
+SELECT n AS version, ?1 AS mark FROM decision_version;
+
+-- name: decision-schema
+SELECT 'main' AS schema;
+
+-- name: log-decision-change
+INSERT INTO decision_changes (version_from, version_to, key_hash) VALUES (?1, ?2, ?3);
+
+-- name: prune-decision-changes
+DELETE FROM decision_changes WHERE version_to < ?1;
+
+-- name: decision-changes
+-- The changes of versions (?1, ?2], oldest first.
+SELECT version_from, version_to, key_hash FROM decision_changes
+WHERE version_to > ?1 AND version_to <= ?2 ORDER BY version_to;
+
 -- name: get-consent
 SELECT address, beacons, source, actor, updated_at FROM recipients WHERE key = ?1;
 
