@@ -7,18 +7,24 @@ process keeps the last answers in a bounded LRU, keyed by the recipient as
 the relay passes it (a hit parses no address and computes no keyed hash) and
 the message's list.  What keeps it exact is the store's
 **decision version** (migration 0005): a counter that every change of
-consent or suppressions bumps in the same transaction (triggers), read in
-the same statement as the decisions looked up.  The cache holds answers of
-one version only; a lookup that reads another version forgets them all.
+consent or suppressions moves in the same transaction, read in the same
+statement as the decisions looked up.  The cache holds answers of one
+version.  When a lookup reads a newer one, it reads the **change log**
+(``decision_changes``: the keyed hashes of the addresses each change
+touched, written by the store in the change's transaction) since the
+cache's version, forgets those answers only, and reads again the hits among
+them; when the log does not cover every version in between (a change made
+with SQL outside beacon-proxy, which the triggers still count; or pruned)
+it forgets everything.
 
 When the version is read:
 
 * **PostgreSQL**: in every lookup (one statement: the misses and the
   version, or the version alone when every recipient is a hit), so a change
   committed before a lookup starts applies to it, on every node.  A change
-  also notifies (``LISTEN beacon_proxy_decisions``) every node, which then
-  forgets its answers at once; while that listening connection is down or
-  reconnecting the cache is bypassed, and it starts empty when it is back.
+  also notifies (``LISTEN beacon_proxy_decisions``) every node; while that
+  listening connection is down or reconnecting the cache is bypassed, and
+  it starts empty when it is back.
 * **SQLite**: ``PRAGMA data_version`` on a connection of its own, a few
   microseconds on the event loop, tells whether any connection (another
   process, or this process's writer) committed anything since the version

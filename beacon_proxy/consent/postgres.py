@@ -5,9 +5,9 @@ transaction on one connection.  Migrations are serialised across nodes with
 an advisory lock, so nodes may start together.  What one node commits, every
 node reads on its next lookup: the relay's decision cache (:mod:`.cache`)
 reads the decision version in every lookup's statement, and one more
-connection per process listens on ``beacon_proxy_decisions`` to forget the
-cache's answers as soon as a change commits.  While that connection is down
-(and until it is back and listening again, retried with a backoff of 0.1 s
+connection per process listens on ``beacon_proxy_decisions``, where every
+change is announced when it commits.  While that connection is down (and
+until it is back and listening again, retried with a backoff of 0.1 s
 doubling up to 5 s) the cache is bypassed.
 
 The URL is passed to asyncpg as it is: ``postgresql://user@host:5432/db``,

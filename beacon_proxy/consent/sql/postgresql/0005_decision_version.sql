@@ -31,7 +31,10 @@ CREATE INDEX decision_changes_to ON decision_changes (version_to);
 -- Once per transaction (a transaction-local setting remembers it), at commit
 -- (the triggers are deferred): the row lock on decision_version is held only
 -- while the transaction commits, so an import does not hold up a recipient's
--- unsubscribe for its whole length, and versions follow commit order.
+-- unsubscribe for its whole length, and versions follow commit order.  The
+-- store bumps (and notifies) itself at the end of its changes, with the same
+-- mark (query bump-decision-version): these triggers count the changes made
+-- outside beacon-proxy.
 CREATE FUNCTION bump_decision_version() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
     mark text := txid_current()::text || ' ' || TG_TABLE_SCHEMA;
