@@ -22,7 +22,8 @@ and four modes, side by side in one run:
   warm       the cache on, every answer held (the steady state)
   churn      warm, while another store changes one recipient's consent
              every 50 lookups (every 4 of 1000 recipients; each change
-             empties the cache: the next lookup reads its hits again)
+             costs the next lookup the change log, and evicts only the
+             recipient it touched)
 
 Then campaign diffing's known pathology: the same ~70 KB newsletter
 (bench/newsletter.py, 125 loaded references) to the same recipient, observed

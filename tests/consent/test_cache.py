@@ -270,6 +270,23 @@ async def test_a_change_made_outside_the_store_forgets_everything(
     assert calls == [[], [ANN, BOB]]
 
 
+async def test_concurrent_lookups_always_see_the_last_committed_change(
+        pair: tuple[SqlStore, SqlStore]) -> None:
+    """Lookups overlapping each other (the relay's workers) and a writer: every lookup
+    that starts after a change committed sees it, whatever the interleaving."""
+    import asyncio
+
+    relay, other = pair
+    crowd = [f"r{i}@example.org" for i in range(20)]
+    for round_ in range(30):
+        state = Beacons.GRANTED if round_ % 2 else Beacons.REFUSED
+        who = crowd[round_ % len(crowd)]
+        await other.set_consent(who, state)
+        answers = await asyncio.gather(*(relay.decisions([who, *crowd[i:i + 5]], None)
+                                         for i in range(0, 20, 5)))
+        assert all(a[who] is Decision(state.value) for a in answers), round_
+
+
 async def test_an_import_applies_to_the_next_lookup(pair: tuple[SqlStore, SqlStore]) -> None:
     from beacon_proxy.consent.model import ConsentInput
     from beacon_proxy.consent.sqlbase import addr
