@@ -64,6 +64,8 @@ __all__ = [
 Row = dict[str, Any]
 #: Versions of decision changes kept (consent.cache reads those since its own).
 CHANGES_KEPT = 100_000
+#: A change of more addresses (an import) is not logged one by one: caches forget all.
+CHANGES_LOGGED = 10_000
 MAX_PAGE = 1000
 EXPORT_PAGE = MAX_PAGE
 
@@ -197,8 +199,9 @@ class SqlBase(abc.ABC):
                 after = int((await c.fetch("bump-decision-version",
                                            self._decision_schema))[0]["version"])
                 start = before if before is not None else after - 1
-                await c.executemany("log-decision-change",
-                                    [(start, after, h) for h in sorted(changed)])
+                if len(changed) <= CHANGES_LOGGED:
+                    await c.executemany("log-decision-change",
+                                        [(start, after, h) for h in sorted(changed)])
                 if after // 1000 != start // 1000:
                     await c.execute("prune-decision-changes", after - CHANGES_KEPT)
 

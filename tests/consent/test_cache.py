@@ -475,3 +475,18 @@ async def test_postgres_unknown_policy_granted_is_cached_as_granted(pg_url: str)
         await store.wait_listener(lambda s: s.listener_pid is not None)
         assert (await store.decisions([ANN], None))[ANN] is Decision.GRANTED
         assert (await store.decisions([ANN], None))[ANN] is Decision.GRANTED
+
+
+async def test_a_large_import_empties_the_cache(
+        pair: tuple[SqlStore, SqlStore], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Changes of many addresses are not logged one by one: every answer is read again."""
+    from beacon_proxy.consent import sqlbase
+
+    relay, other = pair
+    await relay.decisions([ANN, BOB], None)
+    monkeypatch.setattr(sqlbase, "CHANGES_LOGGED", 1)
+    await other.import_suppressions(_suppressions([CAT, "dan@example.org"]))
+    calls = _counted(relay)
+    assert await relay.decisions([ANN, BOB], None) == {ANN: Decision.REFUSED,
+                                                        BOB: Decision.REFUSED}
+    assert calls == [[], [ANN, BOB]]
