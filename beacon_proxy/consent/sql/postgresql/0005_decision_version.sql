@@ -19,7 +19,9 @@ INSERT INTO decision_version (id, n) VALUES (true, 0);
 -- itself, just before it commits, and marks the transaction so the triggers
 -- below do not bump again), so a cache forgets those answers only.  A version
 -- no row covers (a change made outside beacon-proxy: the triggers bump) makes
--- a cache forget everything.  Rows more than 100 000 versions old are pruned.
+-- a cache forget everything, and so does a change of more than 10 000 addresses
+-- (an import: not logged one by one).  Rows more than 100 000 versions old are
+-- pruned.
 CREATE TABLE decision_changes (
     id           bigserial PRIMARY KEY,
     version_from bigint NOT NULL,

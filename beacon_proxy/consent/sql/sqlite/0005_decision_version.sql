@@ -15,8 +15,9 @@ INSERT INTO decision_version (id, n) VALUES (1, 0);
 -- the keyed hash of the address (as suppressions.key_hash: no address is kept),
 -- written by the store in the change's transaction, so a cache forgets those
 -- answers only.  A version no row covers (a change made outside beacon-proxy:
--- the triggers below still bump) makes a cache forget everything.  Rows more
--- than 100 000 versions old are pruned.
+-- the triggers below still bump) makes a cache forget everything, and so does
+-- a change of more than 10 000 addresses (an import: not logged one by one).
+-- Rows more than 100 000 versions old are pruned.
 CREATE TABLE decision_changes (
     id           INTEGER PRIMARY KEY AUTOINCREMENT,
     version_from INTEGER NOT NULL,
