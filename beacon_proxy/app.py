@@ -292,7 +292,8 @@ class Relay:
             return await self.analysis.analyse(data, budget=budget)
 
         self.store = open_store(cfg.store.url, unknown=Policy(cfg.policy.unknown),
-                                pool_size=cfg.store.pool_size)
+                                pool_size=cfg.store.pool_size,
+                                cache_size=cfg.store.cache_size)
         # Campaign diffing's memory lives in the store, shared by the nodes.
         camp = cfg.campaign
         # A waiting copy must never reach the queue lifetime (it would bounce).

@@ -159,6 +159,8 @@ class SpoolConfig:
 class StoreConfig:
     url: str = "sqlite:///var/beacon-proxy.db"
     pool_size: int = 10  # PostgreSQL connections per process
+    # Answers the relay's decision cache keeps per process (0: no cache); see docs/consent.md.
+    cache_size: int = 100_000
 
 
 @dataclass(frozen=True)
@@ -607,7 +609,8 @@ _SCHEMA: dict[str, dict[str, Parser]] = {
         "helo_name": _hostname,
     },
     "spool": {"path": _path},
-    "store": {"url": _store_url, "pool_size": _int_in(1, 1000)},
+    "store": {"url": _store_url, "pool_size": _int_in(1, 1000),
+              "cache_size": _int_in(0, 10_000_000)},
     "web": {
         "listen": _endpoint,
         "admin_listen": _optional_endpoint,

@@ -5,12 +5,19 @@ Names follow Prometheus conventions (``beacon_proxy_*_total`` counters).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from beacon_proxy.consent.cache import LOOKUPS
 
 __all__ = [
     "ANALYSES",
     "CAMPAIGN_COPIES",
     "COPIES",
+    "DECISION_CACHE",
     "DELIVERIES",
     "DELIVERY_SECONDS",
     "FORWARDS",
@@ -94,6 +101,23 @@ CAMPAIGN_COPIES = Counter(
     ["outcome"],
     registry=REGISTRY,
 )
+class _DecisionCache(Collector):
+    """``beacon_proxy_decision_cache_total{result}``, from the store's own tally."""
+
+    def collect(self) -> Iterator[Metric]:
+        family = CounterMetricFamily(
+            "beacon_proxy_decision_cache",
+            "Recipients looked up by the relay, by result: hit (answered from the process's "
+            "decision cache), miss (read from the store), bypass (the cache was not trusted: "
+            "PostgreSQL's listening connection is down, or SQLite's data version could not be "
+            "read), off ([store] cache_size = 0).", labels=["result"])
+        for result in ("hit", "miss", "bypass", "off"):
+            family.add_metric([result], float(LOOKUPS[result]))
+        yield family
+
+
+DECISION_CACHE = _DecisionCache()
+REGISTRY.register(DECISION_CACHE)
 MESSAGES_QUARANTINED = Counter(
     "beacon_proxy_messages_quarantined",
     "Messages moved to corrupt/ after their delivery attempts kept failing, by reason.",

@@ -115,7 +115,8 @@ def run_with_store(args: argparse.Namespace,
     cfg = config_from(args)
     if not getattr(args, "create_store", False):
         check_store_exists(cfg)
-    store = open_store(cfg.store.url, unknown=Policy(cfg.policy.unknown), pool_size=2)
+    store = open_store(cfg.store.url, unknown=Policy(cfg.policy.unknown), pool_size=2,
+                       cache_size=0)
 
     async def go() -> T:
         try:

@@ -14,8 +14,8 @@ pending recipients at once:
     {'a@x.org': <Decision.REFUSED: 'refused'>}
 
 The store (:mod:`beacon_proxy.consent.store`) implements the same protocol
-from the database, without a cache: a change made on any node applies to the
-next message every node delivers.
+from the database, through an exact cache (:mod:`~beacon_proxy.consent.cache`):
+a change made on any node applies to the next message every node delivers.
 """
 
 from __future__ import annotations

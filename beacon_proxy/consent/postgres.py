@@ -2,8 +2,13 @@
 
 An asyncpg connection pool; reads take any connection, each write is one
 transaction on one connection.  Migrations are serialised across nodes with
-an advisory lock, so nodes may start together.  Nothing is cached in the
-process: what one node commits, every node reads on its next lookup.
+an advisory lock, so nodes may start together.  What one node commits, every
+node reads on its next lookup: the relay's decision cache (:mod:`.cache`)
+reads the decision version in every lookup's statement, and one more
+connection per process listens on ``beacon_proxy_decisions``, where every
+change is announced when it commits.  While that connection is down (and
+until it is back and listening again, retried with a backoff of 0.1 s
+doubling up to 5 s) the cache is bypassed.
 
 The URL is passed to asyncpg as it is: ``postgresql://user@host:5432/db``,
 ``postgresql:///db?host=/run/postgresql``; other query parameters
@@ -13,23 +18,39 @@ COMMITTED whatever the database's or role's default isolation level.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import asyncpg
 
+from beacon_proxy.consent.cache import DEFAULT_CACHE_SIZE, CacheMode
 from beacon_proxy.consent.model import StoreError, StoreUnavailable
 from beacon_proxy.consent.policy import Policy
 from beacon_proxy.consent.sqlbase import Conn, Row
 from beacon_proxy.consent.sqlstore import SqlStore
+from beacon_proxy.log import event
 
-__all__ = ["PostgresStore"]
+__all__ = ["CHANNEL", "PostgresStore"]
+
+#: The channel migration 0005's triggers notify (payload: "<schema> <version>").
+CHANNEL = "beacon_proxy_decisions"
+_RETRY_FIRST, _RETRY_MAX = 0.1, 5.0
+#: The schema of the store's tables, as the triggers name it (TG_TABLE_SCHEMA).
+_SCHEMA = ("SELECT n.nspname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+           "WHERE c.oid = to_regclass('decision_version')")
 
 _CONNECTION_LOST = (OSError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError)
 #: The writes are written for READ COMMITTED (PostgreSQL's default): a database or role
 #: set to another default isolation would make them fail with serialization errors.
 _SESSION = {"default_transaction_isolation": "read committed"}
+
+
+def _setter(flag: asyncio.Event) -> Any:
+    """A termination listener that sets ``flag``."""
+    return lambda _conn: flag.set()
 
 
 def _error(exc: Exception) -> StoreError:
@@ -84,12 +105,19 @@ class PostgresStore(SqlStore):
     dialect = "postgresql"
 
     def __init__(self, url: str, *, unknown: Policy = Policy.REFUSED, pool_size: int = 10,
-                 timeout: float = 30.0) -> None:
-        super().__init__(unknown=unknown)
+                 timeout: float = 30.0, cache_size: int = DEFAULT_CACHE_SIZE) -> None:
+        super().__init__(unknown=unknown, cache_size=cache_size)
         self.url = url
         self.pool_size = pool_size
         self.timeout = timeout
         self._pool: Any = None
+        self._listener: asyncio.Task[None] | None = None
+        #: The listening connection's server process id while it listens, else None.
+        self.listener_pid: int | None = None
+        #: Notifications of this store's schema received (tests wait on :meth:`wait_listener`).
+        self.notifications = 0
+        self._schema = ""
+        self._listen_changed = asyncio.Event()
 
     def __repr__(self) -> str:
         return "PostgresStore(...)"  # the URL may carry a password
@@ -102,7 +130,17 @@ class PostgresStore(SqlStore):
         except (asyncpg.PostgresError, ValueError, *_CONNECTION_LOST) as exc:
             raise StoreUnavailable(f"cannot connect to PostgreSQL: {exc}") from exc
 
+    async def open(self) -> None:
+        await super().open()
+        if self.cache is not None:
+            self._listener = asyncio.create_task(self._listen(), name="decision-listener")
+
     async def _disconnect(self) -> None:
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await listener
         pool, self._pool = self._pool, None
         if pool is not None:
             await pool.close()
@@ -143,6 +181,65 @@ class PostgresStore(SqlStore):
                 await tx.commit()
             except (asyncpg.PostgresError, *_CONNECTION_LOST) as exc:
                 raise _error(exc) from exc
+
+    # -- the decision cache's listener ----------------------------------------------
+
+    def _cache_mode(self) -> tuple[CacheMode, object]:
+        return (CacheMode.CHECK if self.listener_pid is not None else CacheMode.BYPASS), None
+
+    def _signal(self) -> None:
+        self._listen_changed.set()
+        self._listen_changed = asyncio.Event()
+
+    async def wait_listener(self, predicate: Any, timeout: float = 30.0) -> None:
+        """Wait until ``predicate(self)`` holds, re-checked whenever the listener's state
+        changes or a notification arrives (for tests and benchmarks: no polling)."""
+        async with asyncio.timeout(timeout):
+            while not predicate(self):
+                await self._listen_changed.wait()
+
+    def _notified(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
+        schema, _, version = payload.rpartition(" ")
+        if schema != self._schema or not version.isdigit():
+            return  # another store's schema in the same database
+        self.notifications += 1  # the lookup reads the version and the change log itself
+        self._signal()
+
+    async def _listen(self) -> None:
+        """Keep one connection listening; the cache is bypassed whenever it is not."""
+        delay = _RETRY_FIRST
+        while True:
+            conn: Any = None
+            try:
+                conn = await asyncpg.connect(self.url, timeout=self.timeout,
+                                             server_settings=_SESSION)
+                lost = asyncio.Event()
+                conn.add_termination_listener(_setter(lost))
+                self._schema = str(await conn.fetchval(_SCHEMA) or "")
+                await conn.add_listener(CHANNEL, self._notified)
+                if self.cache is not None:
+                    self.cache.invalidate()  # what changed while nobody listened
+                self.listener_pid = conn.get_server_pid()
+                self._signal()
+                if delay > _RETRY_FIRST:
+                    event("decision_cache_listening", logging.INFO)
+                delay = _RETRY_FIRST
+                await lost.wait()
+                event("decision_cache_bypassed", logging.WARNING,
+                      error="the listening connection was lost")
+            except (OSError, TimeoutError, asyncpg.PostgresError,
+                    asyncpg.InterfaceError) as exc:
+                if delay == _RETRY_FIRST:
+                    event("decision_cache_bypassed", logging.WARNING, error=str(exc)[:300])
+            finally:
+                self.listener_pid = None
+                if self.cache is not None:
+                    self.cache.invalidate()
+                self._signal()
+                if conn is not None:
+                    conn.terminate()
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, _RETRY_MAX)
 
     def info(self) -> dict[str, Any]:
         return {"backend": "postgresql"}

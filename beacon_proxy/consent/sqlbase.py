@@ -17,15 +17,17 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import contextlib
 import hashlib
 import hmac
 import secrets
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager
 from datetime import datetime
 from typing import Any, ClassVar, Protocol, Self, TypeVar
 
 from beacon_proxy.consent.address import Address, normalize_list_id, parse_address
+from beacon_proxy.consent.cache import DEFAULT_CACHE_SIZE, CacheMode, DecisionCache
 from beacon_proxy.consent.model import (
     AuditEntry,
     Beacons,
@@ -60,6 +62,10 @@ __all__ = [
 ]
 
 Row = dict[str, Any]
+#: Versions of decision changes kept (consent.cache reads those since its own).
+CHANGES_KEPT = 100_000
+#: A change of more addresses (an import) is not logged one by one: caches forget all.
+CHANGES_LOGGED = 10_000
 MAX_PAGE = 1000
 EXPORT_PAGE = MAX_PAGE
 
@@ -141,8 +147,13 @@ class SqlBase(abc.ABC):
 
     dialect: ClassVar[str]
 
-    def __init__(self, *, unknown: Policy = Policy.REFUSED) -> None:
+    def __init__(self, *, unknown: Policy = Policy.REFUSED,
+                 cache_size: int = DEFAULT_CACHE_SIZE) -> None:
         self.unknown = unknown
+        #: The relay's decision cache (:mod:`.cache`); None when ``cache_size`` is 0.
+        self.cache = DecisionCache(cache_size) if cache_size > 0 else None
+        self._decision_schema = ""  # where decision_version is (PostgreSQL's notifications)
+        self._decision_log = True
         self._hash_key = b""
         self.queries: dict[str, str] = {}
         self._migrations: tuple[Migration, ...] = ()
@@ -163,6 +174,57 @@ class SqlBase(abc.ABC):
     def _write(self) -> AbstractAsyncContextManager[Conn]:
         """One write transaction: committed on success, rolled back on any exception."""
 
+    def _cache_mode(self) -> tuple[CacheMode, object]:
+        """How far the next lookup may trust the cache, and a mark for
+        :meth:`_cache_validated` (SQLite: the data version read now)."""
+        return CacheMode.CHECK, None
+
+    def _cache_validated(self, mark: object) -> None:
+        """A lookup that took ``mark`` read the version the cache holds (SQLite keeps it:
+        until the data version moves, the cache needs no statement)."""
+        del mark  # PostgreSQL reads the version in every lookup
+
+    @contextlib.asynccontextmanager
+    async def _write_decisions(self) -> AsyncIterator[tuple[Conn, set[str]]]:
+        """A write transaction that changes decisions: add the keyed hash of every
+        recipient it changes to the set; at its end the decision version moves and the
+        change is logged (``decision_changes``), so caches forget only those."""
+        async with self._write() as c:
+            before = None
+            if self.dialect == "sqlite" and self._decision_log:  # the single writer
+                before = int((await c.fetch("decision-version"))[0]["version"])
+            changed: set[str] = set()
+            yield c, changed
+            if changed and self._decision_log:
+                after = int((await c.fetch("bump-decision-version",
+                                           self._decision_schema))[0]["version"])
+                start = before if before is not None else after - 1
+                if len(changed) <= CHANGES_LOGGED:
+                    await c.executemany("log-decision-change",
+                                        [(start, after, h) for h in sorted(changed)])
+                if after // 1000 != start // 1000:
+                    await c.execute("prune-decision-changes", after - CHANGES_KEPT)
+
+    async def _changes_since(self, held: int, version: int) -> set[str] | None:
+        """The keyed hashes changed between two versions; None when some change in
+        between was not logged (made outside the store, or pruned): forget all."""
+        async with self._read() as c:
+            rows = await c.fetch("decision-changes", held, version)
+        covered, changed = held, set()
+        for r in rows:  # oldest first; several rows per change
+            if int(r["version_from"]) > covered:
+                return None
+            covered = max(covered, int(r["version_to"]))
+            changed.add(str(r["key_hash"]))
+        return changed if covered == version else None
+
+    def _decisions_changed(self, hashes: set[str]) -> None:
+        """This process committed a change of these recipients (keyed hashes): forget
+        their answers at once (the version and the change log would tell the next
+        lookup too; this only frees the entries sooner)."""
+        if self.cache is not None:
+            self.cache.forget(hashes)
+
     async def open(self) -> None:
         """Connect, apply pending migrations, load the hash key."""
         self.queries = await asyncio.to_thread(load_queries, self.dialect)
@@ -170,6 +232,12 @@ class SqlBase(abc.ABC):
         await self._connect()
         try:
             await self._migrate()
+            # (a schema from before the decision version: only in upgrade tests)
+            self._decision_log = any(m.name == "decision_version" for m in self._migrations)
+            if self._decision_log:
+                async with self._read() as c:
+                    self._decision_schema = str(
+                        (await c.fetch("decision-schema"))[0]["schema"])
         except BaseException:
             await self._disconnect()
             raise

@@ -140,13 +140,15 @@ class SqlEvents(SqlBase):
         """Erase a recipient (see the module docstring); audited without the address."""
         a = addr(address)
         subject = self._hash(a.key)
-        async with self._write() as c:
+        async with self._write_decisions() as (c, touched):
+            touched.add(subject)
             consent = await c.execute("delete-consent", a.key)
             opens = await c.execute("delete-opens-of", a.key)
             forwards = await c.execute("delete-forwards-of", a.key)
             kept = await c.execute("forget-suppressions", subject, utcnow())
             redacted = await c.execute("redact-audit", subject)
             await self._audit_change(c, "forget", None, actor=actor, key=a.key)
+        self._decisions_changed(touched)
         return Forgotten(consent > 0, opens, kept, redacted, forwards)
 
 

@@ -9,6 +9,13 @@ blocks the event loop:
 * a **reader** in autocommit mode: lookups never wait for a write in progress
   and see every committed change (WAL).
 
+and a third, plain ``sqlite3`` connection that only reads ``PRAGMA
+data_version`` for the decision cache (:mod:`.cache`): a few microseconds
+on the event loop, it changes when any other connection commits -- another
+process, or this process's writer (a connection's own commits do not change
+it; this one never writes).  When it cannot be read (the file is busy), the
+lookup bypasses the cache.
+
 ``synchronous = FULL``: a committed change survives a power cut.  Times are
 stored as fixed-width ISO 8601 text, lists are passed to queries as JSON.
 """
@@ -26,6 +33,7 @@ from typing import Any
 
 import aiosqlite
 
+from beacon_proxy.consent.cache import DEFAULT_CACHE_SIZE, CacheMode
 from beacon_proxy.consent.model import StoreError, StoreUnavailable, iso
 from beacon_proxy.consent.policy import Policy
 from beacon_proxy.consent.queries import split_sqlite_script
@@ -93,11 +101,14 @@ class SqliteStore(SqlStore):
 
     dialect = "sqlite"
 
-    def __init__(self, path: str | Path, *, unknown: Policy = Policy.REFUSED) -> None:
-        super().__init__(unknown=unknown)
+    def __init__(self, path: str | Path, *, unknown: Policy = Policy.REFUSED,
+                 cache_size: int = DEFAULT_CACHE_SIZE) -> None:
+        super().__init__(unknown=unknown, cache_size=cache_size)
         self.path = Path(path)
         self._writer: aiosqlite.Connection | None = None
         self._reader: aiosqlite.Connection | None = None
+        self._version_db: sqlite3.Connection | None = None
+        self._trusted: int | None = None  # the data version the cache was validated at
         self._lock = asyncio.Lock()
 
     def __repr__(self) -> str:
@@ -120,16 +131,46 @@ class SqliteStore(SqlStore):
             await asyncio.to_thread(self.path.parent.mkdir, parents=True, exist_ok=True)
             self._writer = await self._connect_one()
             self._reader = await self._connect_one()
+            if self.cache is not None:
+                self._version_db = await asyncio.to_thread(self._connect_version)
         except (OSError, sqlite3.Error) as exc:
             await self._disconnect()
             raise StoreUnavailable(f"cannot open the SQLite store {self.path}: {exc}") from exc
 
+    def _connect_version(self) -> sqlite3.Connection:
+        # check_same_thread=False: made in a worker thread, used on the event loop's.
+        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        db.execute("PRAGMA busy_timeout = 0")  # never wait on the event loop: bypass
+        db.execute("PRAGMA data_version")
+        return db
+
     async def _disconnect(self) -> None:
+        if self._version_db is not None:
+            self._version_db.close()
+            self._version_db = None
+        self._trusted = None
         for db in (self._reader, self._writer):
             if db is not None:
                 with contextlib.suppress(sqlite3.Error, ValueError):
                     await db.close()
         self._reader = self._writer = None
+
+    def _cache_mode(self) -> tuple[CacheMode, object]:
+        if self._version_db is None:
+            return CacheMode.BYPASS, None
+        try:
+            version = int(self._version_db.execute("PRAGMA data_version").fetchone()[0])
+        except sqlite3.Error:
+            self._trusted = None
+            return CacheMode.BYPASS, None
+        return (CacheMode.TRUST if version == self._trusted else CacheMode.CHECK), version
+
+    def _cache_validated(self, mark: object) -> None:
+        self._trusted = mark if isinstance(mark, int) else None
+
+    def _decisions_changed(self, hashes: set[str]) -> None:
+        self._trusted = None
+        super()._decisions_changed(hashes)
 
     def _require(self, db: aiosqlite.Connection | None) -> aiosqlite.Connection:
         if db is None:

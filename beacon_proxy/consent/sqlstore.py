@@ -5,9 +5,11 @@ Every method takes an address as text (or a parsed
 :class:`~beacon_proxy.consent.address.AddressError` for a bad one; every change
 is written in one transaction together with its audit entry.
 
-There is no cache: every lookup reads the database, so a change committed by
-any node applies to the next message every node delivers (staleness bound:
-zero).
+The relay's lookup goes through a decision cache (:mod:`.cache`) that is
+exact: every lookup checks the store's decision version (PostgreSQL: in the
+statement it runs anyway; SQLite: ``PRAGMA data_version`` first), so a change
+committed by any node or process before a lookup starts applies to it
+(staleness bound: zero).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterable, AsyncIterator, Mapping, Sequence
 
 from beacon_proxy.consent.address import Address, ListIdError, list_key, lookup_key
+from beacon_proxy.consent.cache import LOOKUPS, CacheMode
 from beacon_proxy.consent.model import (
     Beacons,
     Consent,
@@ -69,17 +72,85 @@ class SqlStore(SqlEvents, SqlForwards, SqlCampaigns, SqlStats):
     async def decisions(
         self, recipients: Sequence[str], list_id: str | None
     ) -> Mapping[str, Decision]:
-        """See :class:`~beacon_proxy.consent.policy.ConsentLookup` (one query)."""
+        """See :class:`~beacon_proxy.consent.policy.ConsentLookup`: at most one statement
+        for the recipients the cache does not hold; after a change, one more for what
+        changed since the cache's version and one for the hits it touched (see
+        :mod:`.cache`).
+
+        The cache is keyed by the recipient as passed (and the list), so a hit costs
+        no address parsing and no keyed hash."""
         if not recipients:
             return {}
+        lk = list_key(list_id)
+        cache = self.cache
+        mode, mark = self._cache_mode() if cache is not None else (CacheMode.BYPASS, None)
+        if cache is None or mode is CacheMode.BYPASS:
+            LOOKUPS["off" if cache is None else "bypass"] += len(recipients)
+            if cache is not None:
+                cache.invalidate()
+            return (await self._lookup_recipients(recipients, lk))[0]
+        result: dict[str, Decision] = {}
+        hashes: dict[str, str] = {}
+        misses: list[str] = []
+        for r in dict.fromkeys(recipients):
+            hit = cache.get(r, lk)
+            if hit is None:
+                misses.append(r)
+            else:
+                result[r], hashes[r] = hit
+        if mode is CacheMode.TRUST and not misses:
+            LOOKUPS["hit"] += len(result)
+            return result
+        held = cache.version  # the version the hits were read at (None: there are none)
+        found, found_hashes, version = await self._lookup_recipients(misses, lk)
+        fetched = [(found, found_hashes, version)]
+        missed = len(misses)
+        if version != held:  # the store changed since the cache's answers
+            changed = (await self._changes_since(held, version)
+                       if held is not None and len(cache) else None)
+            cache.move(held, version, changed)
+            stale = [r for r in result if changed is None or hashes[r] in changed]
+            if stale:  # read again the hits the change touched
+                again, again_hashes, version = await self._lookup_recipients(stale, lk)
+                cache.advance(version)  # moved again meanwhile: start afresh
+                fetched.append((again, again_hashes, version))
+                missed += len(stale)
+                result.update(again)
+        result.update(found)
+        LOOKUPS["miss"] += missed
+        if missed < len(result):
+            LOOKUPS["hit"] += len(result) - missed
+        for answers, keyed, at in fetched:
+            for r, decision in answers.items():
+                cache.put(r, lk, decision, keyed[r], at)
+        if cache.version == version:  # read after the mark was taken
+            self._cache_validated(mark)
+        return result
+
+    async def _lookup_recipients(self, recipients: Sequence[str], list_key: str
+                                 ) -> tuple[dict[str, Decision], dict[str, str], int]:
+        """Each recipient's decision, read from the store, the keyed hash of its
+        address, and the decision version."""
         keys = {r: lookup_key(r) for r in recipients}
         unique = sorted(set(keys.values()))
+        hashes = {k: self._hash(k) for k in unique}
+        found, version = await self._lookup(unique, hashes, list_key)
+        return ({r: found[k] for r, k in keys.items()},
+                {r: hashes[k] for r, k in keys.items()}, version)
+
+    async def _lookup(self, unique: list[str], hashes: Mapping[str, str], list_key: str
+                      ) -> tuple[dict[str, Decision], int]:
+        """The decisions of some lookup keys (absent: unknown) and the decision version,
+        in one statement."""
         async with self._read() as c:
-            rows = await c.fetch("decisions", unique, [self._hash(k) for k in unique],
-                                 list_key(list_id))
+            rows = await c.fetch("decisions", unique, [hashes[k] for k in unique], list_key)
         default = Decision(self.unknown.value)
         by_key: dict[str, Decision] = {}
+        version = 0
         for r in rows:
+            version = int(r["version"])
+            if r["key"] is None:  # no keys: the version alone
+                continue
             if r["suppressed"] is not None:  # '' for every list, else the list id
                 by_key[r["key"]] = (Decision.SUPPRESSED if r["suppressed"] == ""
                                     else Decision.SUPPRESSED_LIST)
@@ -87,7 +158,7 @@ class SqlStore(SqlEvents, SqlForwards, SqlCampaigns, SqlStats):
                 by_key[r["key"]] = Decision(r["beacons"])
             else:
                 by_key[r["key"]] = default
-        return {r: by_key.get(k, default) for r, k in keys.items()}
+        return {k: by_key.get(k, default) for k in unique}, version
 
     # -- consent ---------------------------------------------------------------
 
@@ -104,23 +175,27 @@ class SqlStore(SqlEvents, SqlForwards, SqlCampaigns, SqlStats):
         a, state = addr(address), _state(beacons)
         source, reason = check_text("source", source), check_text("reason", reason, 500)
         now = utcnow()
-        async with self._write() as c:
+        async with self._write_decisions() as (c, touched):
             old = await c.fetch("get-consent", a.key)
             await c.execute("upsert-consent", a.key, a.text, state.value, source, actor, now)
+            touched.add(self._hash(a.key))
             await self._audit_change(c, "consent.set", a, actor=actor, new=state.value,
                                      old=old[0]["beacons"] if old else None, source=source,
                                      reason=reason)
+        self._decisions_changed(touched)
         return Consent(a.text, state, source, actor, now)
 
     async def delete_consent(self, address: str | Address, *, actor: str | None = None) -> bool:
         """Remove the consent record (the recipient is unknown again); audited."""
         a = addr(address)
-        async with self._write() as c:
+        async with self._write_decisions() as (c, touched):
             old = await c.fetch("get-consent", a.key)
             if not old:
                 return False
             await c.execute("delete-consent", a.key)
+            touched.add(self._hash(a.key))
             await self._audit_change(c, "consent.delete", a, actor=actor, old=old[0]["beacons"])
+        self._decisions_changed(touched)
         return True
 
     async def list_consent(self, *, after: str | None = None, limit: int = 100,
@@ -154,7 +229,7 @@ class SqlStore(SqlEvents, SqlForwards, SqlCampaigns, SqlStats):
         source) is not written again and not audited.
         """
         total = changed = 0
-        async with self._write() as c:
+        async with self._write_decisions() as (c, touched):
             async for batch in batches:
                 last = {row.address.key: row for row in batch}
                 olds = {r["key"]: (r["address"], r["beacons"], r["source"])
@@ -170,11 +245,14 @@ class SqlStore(SqlEvents, SqlForwards, SqlCampaigns, SqlStats):
                 await c.executemany("upsert-consent", [
                     (k, row.address.text, row.beacons.value, row.source or source, actor, now)
                     for k, row in new.items()])
+                hashed = {k: self._hash(k) for k in new}
+                touched.update(hashed.values())
                 await c.executemany("insert-audit", [
-                    (now, actor, "consent.set", self._hash(k), row.address.text, None,
+                    (now, actor, "consent.set", hashed[k], row.address.text, None,
                      old[1] if (old := olds.get(k)) else None, row.beacons.value,
                      row.source or source, None)
                     for k, row in new.items()])
+        self._decisions_changed(touched)
         return Imported(total, changed)
 
     # -- suppressions ----------------------------------------------------------
@@ -186,14 +264,16 @@ class SqlStore(SqlEvents, SqlForwards, SqlCampaigns, SqlStats):
         a, lid = addr(address), _list_arg(list_id)
         reason, source = check_text("reason", reason, 500), check_text("source", source)
         subject = self._hash(a.key)
-        async with self._write() as c:
+        async with self._write_decisions() as (c, touched):
             existed = any(r["list_id"] == lid for r in await c.fetch("suppressions-of", subject))
+            touched.add(subject)
             await c.execute("upsert-suppression", subject, lid, a.text, reason, source, actor,
                             utcnow())
             await self._audit_change(c, "suppression.add", a, actor=actor, list_id=lid,
                                      old="suppressed" if existed else None, new="suppressed",
                                      source=source, reason=reason)
             rows = await c.fetch("suppressions-of", subject)
+        self._decisions_changed(touched)
         return next(suppression_row(r) for r in rows if r["list_id"] == lid)
 
     async def unsuppress(self, address: str | Address, list_id: str | None = None, *,
@@ -203,11 +283,13 @@ class SqlStore(SqlEvents, SqlForwards, SqlCampaigns, SqlStats):
         ``reason`` and ``source`` when given."""
         a, lid = addr(address), _list_arg(list_id)
         reason, source = check_text("reason", reason, 500), check_text("source", source)
-        async with self._write() as c:
+        async with self._write_decisions() as (c, touched):
             n = await c.execute("delete-suppression", self._hash(a.key), lid)
             if n:
+                touched.add(self._hash(a.key))
                 await self._audit_change(c, "suppression.remove", a, actor=actor, list_id=lid,
                                          old="suppressed", reason=reason, source=source)
+        self._decisions_changed(touched)
         return n > 0
 
     async def suppressions_of(self, address: str | Address) -> list[Suppression]:
@@ -243,7 +325,7 @@ class SqlStore(SqlEvents, SqlForwards, SqlCampaigns, SqlStats):
         """Like :meth:`import_consent`: all rows in one transaction, or none; a row equal
         to the suppression held (address, reason, source) is not written nor audited."""
         total = changed = 0
-        async with self._write() as c:
+        async with self._write_decisions() as (c, touched):
             async for batch in batches:
                 last = {(self._hash(row.address.key), row.list_id or ""): row for row in batch}
                 hashes = sorted({h for h, _ in last})
@@ -256,6 +338,7 @@ class SqlStore(SqlEvents, SqlForwards, SqlCampaigns, SqlStats):
                 if not new:
                     continue
                 now = utcnow()
+                touched.update(h for h, _ in new)
                 await c.executemany("upsert-suppression", [
                     (h, lid, row.address.text, row.reason, source, actor, now)
                     for (h, lid), row in new.items()])
@@ -264,4 +347,5 @@ class SqlStore(SqlEvents, SqlForwards, SqlCampaigns, SqlStats):
                      "suppressed" if (h, lid) in existing else None, "suppressed", source,
                      row.reason)
                     for (h, lid), row in new.items()])
+        self._decisions_changed(touched)
         return Imported(total, changed)

@@ -32,6 +32,7 @@ from typing import Any, Protocol, Self
 from urllib.parse import unquote, urlsplit
 
 from beacon_proxy.consent.address import Address
+from beacon_proxy.consent.cache import DEFAULT_CACHE_SIZE
 from beacon_proxy.consent.model import (
     AuditEntry,
     Beacons,
@@ -180,15 +181,19 @@ def sqlite_path(url: str) -> str:
     return path
 
 
-def open_store(url: str, *, unknown: Policy = Policy.REFUSED, pool_size: int = 10) -> Store:
-    """The store for a configured URL (not yet opened); raises ``ValueError`` for a bad URL."""
+def open_store(url: str, *, unknown: Policy = Policy.REFUSED, pool_size: int = 10,
+               cache_size: int = DEFAULT_CACHE_SIZE) -> Store:
+    """The store for a configured URL (not yet opened); raises ``ValueError`` for a bad URL.
+
+    ``cache_size``: answers the relay's decision cache keeps (:mod:`.cache`; 0: none).
+    """
     scheme = urlsplit(url).scheme
     if scheme == "sqlite":
         from beacon_proxy.consent.sqlite import SqliteStore
 
-        return SqliteStore(sqlite_path(url), unknown=unknown)
+        return SqliteStore(sqlite_path(url), unknown=unknown, cache_size=cache_size)
     if scheme in ("postgresql", "postgres"):
         from beacon_proxy.consent.postgres import PostgresStore  # asyncpg only when used
 
-        return PostgresStore(url, unknown=unknown, pool_size=pool_size)
+        return PostgresStore(url, unknown=unknown, pool_size=pool_size, cache_size=cache_size)
     raise ValueError(f"expected sqlite:///PATH or postgresql://..., got {url!r}")

@@ -37,7 +37,21 @@ this module is where the relay compares.  For every message it delivers
 
 Cost, per message of a known campaign: the key (one hash per loaded
 reference's host prefix), one hash per reference to judge it; no store
-access.  While a campaign learns: one write transaction per message.
+access.  While a campaign learns: one write transaction per new copy.
+
+Repeats while a campaign learns: a copy this node already saw learned (the
+same recipient again -- a newsletter resent to one address, a test send, a
+retry) is judged with the memory this node holds from its last transaction
+on that campaign, without a store round trip, for ``refresh`` seconds (10
+by default) after that transaction; then the next repeat reads the store
+again (one transaction; the stored memory is parsed again only when it
+changed).  Learning is unchanged -- a copy is learned once, by the store's
+list of learned copies, under the row lock -- and so is waiting: a repeat of
+a campaign with fewer than two copies that may wait always reads the store,
+so a second copy learned on another node is seen when the hold ends.  What
+a repeat may miss is a copy another node learned in the last ``refresh``
+seconds.  The memories kept for this are bounded like the frozen ones
+(``cache_bytes`` each).
 
 Failures: campaign diffing adds findings to the single-message engine's; it
 never removes one.  When the store cannot be reached or holds a memory that
@@ -86,6 +100,7 @@ DEFAULT_LEARN = 16
 DEFAULT_HOLD = 60.0
 DEFAULT_EXPIRE = 7 * 86400.0
 PRUNE_INTERVAL = 3600.0
+DEFAULT_REFRESH = 10.0  # seconds a repeat of a learning campaign is judged without the store
 CACHE_BYTES = 32 << 20  # frozen memories kept per process (their Python objects, estimated)
 #: Bytes of Python objects per character of a memory's stored JSON (measured 5.1 to 7.5
 #: over URL shapes and copy counts: sets and ints weigh more than packed hashes).
@@ -170,12 +185,25 @@ def _memory(text: str) -> CampaignMemory:
     return CampaignMemory.from_json(data)
 
 
+@dataclass(slots=True)
+class _Known:
+    """A learning campaign as this node last read it from the store."""
+
+    memory: CampaignMemory
+    learned: frozenset[str]  # the copies the store listed as learned
+    copies: int
+    updated_at: datetime  # the stored row's, to tell whether it changed since
+    read_at: float  # the clock when it was read
+    size: int  # estimated bytes
+
+
 class CampaignDiffing:
     """The relay's campaign diffing over a shared store (see the module docstring)."""
 
     def __init__(self, store: CampaignStore, *, learn: int = DEFAULT_LEARN,
                  hold: float = DEFAULT_HOLD, expire: float = DEFAULT_EXPIRE,
-                 cache_bytes: int = CACHE_BYTES, clock: Callable[[], float] = time.time) -> None:
+                 cache_bytes: int = CACHE_BYTES, refresh: float = DEFAULT_REFRESH,
+                 clock: Callable[[], float] = time.time) -> None:
         if learn < 2:
             raise ValueError("a campaign must learn at least two copies to compare them")
         self.store = store
@@ -183,6 +211,7 @@ class CampaignDiffing:
         self.hold = hold
         self.expire = expire
         self.cache_bytes = cache_bytes
+        self.refresh = refresh
         self.clock = clock
         #: Called with a campaign's digest when it learned its second copy on this node
         #: (the relay wires the scheduler's ``wake``: messages waiting for it go now).
@@ -190,6 +219,8 @@ class CampaignDiffing:
         self._frozen: collections.OrderedDict[str, tuple[CampaignMemory, int]] = (
             collections.OrderedDict())
         self._frozen_bytes = 0
+        self._known: collections.OrderedDict[str, _Known] = collections.OrderedDict()
+        self._known_bytes = 0
         self._pruner: asyncio.Task[None] | None = None
 
     # -- per message ------------------------------------------------------------
@@ -203,10 +234,13 @@ class CampaignDiffing:
         digest = relay_digest(campaign_key(analysis, recipient, refs).digest, envelope)
         copy = [(r.element, r.url) for r in refs]
         error: str | None = None
+        key = copy_id(envelope, digest)
         memory = self._cached(digest)
         if memory is None:
+            memory = self._repeat(digest, key, envelope, data, copy)
+        if memory is None:
             try:
-                memory = await self._learn(digest, copy_id(envelope, digest), copy)
+                memory = await self._learn(digest, key, copy)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # judged with the single-message engine alone
@@ -232,18 +266,42 @@ class CampaignDiffing:
     def _may_wait(self, envelope: Envelope, data: bytes, copy: list[tuple[str, str]],
                   start: float) -> bool:
         """Whether refused copies of a message its campaign cannot judge yet wait."""
-        return (self.hold > 0 and self.clock() < start + self.hold
+        return self.clock() < start + self.hold and self._may_ever_wait(envelope, data, copy)
+
+    def _may_ever_wait(self, envelope: Envelope, data: bytes,
+                       copy: list[tuple[str, str]]) -> bool:
+        return (self.hold > 0
                 and len(envelope.recipients) == 1  # one copy for many: nothing personal
                 and is_list_mail(envelope, data) and may_be_personal(copy))
+
+    def _repeat(self, digest: str, copy_key: str, envelope: Envelope, data: bytes,
+                copy: list[tuple[str, str]]) -> CampaignMemory | None:
+        """The memory to judge a copy this node saw learned with, without the store; None
+        when the store must be asked (see the module docstring)."""
+        known = self._known.get(digest)
+        if known is None or copy_key not in known.learned:
+            return None
+        if not 0 <= self.clock() - known.read_at < self.refresh:
+            return None
+        if known.copies < 2 and self._may_ever_wait(envelope, data, copy):
+            return None  # a second copy learned elsewhere must end the wait
+        self._known.move_to_end(digest)
+        return known.memory
 
     async def _learn(self, digest: str, copy_key: str,
                      copy: list[tuple[str, str]]) -> CampaignMemory:
         memory = CampaignMemory()
         learned = False
+        known = self._known.get(digest)
 
         def change(record: CampaignRecord) -> CampaignRecord | None:
             # Runs inside the store's transaction, with the campaign's row locked.
             nonlocal memory, learned
+            if ((copy_key in record.learned or record.copies >= self.learn)
+                    and known is not None and known.copies == record.copies
+                    and known.updated_at == record.updated_at):
+                memory = known.memory  # nothing to learn and unchanged: no parse
+                return None
             try:
                 memory = _memory(record.memory)
             except ValueError as exc:
@@ -263,7 +321,12 @@ class CampaignDiffing:
             digest, change, at=datetime.fromtimestamp(self.clock(), UTC))
         CAMPAIGN_COPIES.labels("learned" if learned else "known").inc()
         if memory.copies >= self.learn:
+            self._forget_known(digest)
             self._freeze(digest, memory, len(record.memory) * FOOTPRINT)
+        else:
+            self._remember(digest, _Known(memory, frozenset(record.learned), record.copies,
+                                          record.updated_at, self.clock(),
+                                          len(record.memory) * FOOTPRINT))
         if learned and memory.copies == 2 and self.on_learned is not None:
             self.on_learned(digest)
         return memory
@@ -274,6 +337,21 @@ class CampaignDiffing:
             return None
         self._frozen.move_to_end(digest)
         return item[0]
+
+    def _remember(self, digest: str, known: _Known) -> None:
+        self._forget_known(digest)
+        if known.size > self.cache_bytes:
+            return
+        self._known[digest] = known
+        self._known_bytes += known.size
+        while self._known_bytes > self.cache_bytes:
+            _, dropped = self._known.popitem(last=False)
+            self._known_bytes -= dropped.size
+
+    def _forget_known(self, digest: str) -> None:
+        old = self._known.pop(digest, None)
+        if old is not None:
+            self._known_bytes -= old.size
 
     def _freeze(self, digest: str, memory: CampaignMemory, size: int) -> None:
         if digest in self._frozen or size > self.cache_bytes:

@@ -139,3 +139,25 @@ def test_suppression_added_while_queued_stops_delivery(proxy: Proxy, upstream: U
     wait_for(lambda: proxy.events("suppressed"), what="the suppression at the retry")
     assert upstream.to("flaky1@example.net") == []
     wait_for(lambda: proxy.cli("queue", "list", "--json").stdout == "", what="empty queue")
+
+
+def test_a_change_by_another_process_applies_to_the_very_next_message(
+        proxy: Proxy, upstream: Upstream) -> None:
+    """The relay's decision cache holds ann's answer after the first message; the command
+    line (another process) changes it; the next message gets the new answer, with no
+    wait in between (SQLite: data version; PostgreSQL: the version read in the lookup)."""
+    proxy.send("news@sender.example", ["ann@example.net"], newsletter("One", 1))
+    (first,) = wait_for(lambda: upstream.to("ann@example.net"), what="the first copy")
+    assert f'{PUBLIC}/o/'.encode() not in first.data  # unknown: refused
+    proxy.send("news@sender.example", ["ann@example.net"], newsletter("Two", 2))
+    wait_for(lambda: len(upstream.to("ann@example.net")) == 2, what="the second copy")
+    assert 'beacon_proxy_decision_cache_total{result="hit"} 1.0' in proxy.metrics()
+    _cli_ok(proxy, "consent", "set", "ann@example.net", "--beacons", "granted")
+    proxy.send("news@sender.example", ["ann@example.net"], newsletter("Three", 3))
+    copies = wait_for(lambda: upstream.to("ann@example.net")[2:], what="the third copy")
+    assert f'{PUBLIC}/o/'.encode() in copies[0].data and PIXEL_URL not in copies[0].data
+    _cli_ok(proxy, "suppress", "add", "ann@example.net")
+    proxy.send("news@sender.example", ["ann@example.net"], newsletter("Four", 4))
+    wait_for(lambda: [e for e in proxy.events("suppressed")
+                      if e["recipient"] == "ann@example.net"], what="the suppression")
+    assert len(upstream.to("ann@example.net")) == 3

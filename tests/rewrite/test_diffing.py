@@ -290,7 +290,8 @@ async def test_a_failing_store_judges_with_the_engine_alone(store: CountingStore
 
 
 async def test_an_unreadable_stored_memory_is_learned_again(store: CountingStore) -> None:
-    d, _ = diffing(store, hold=0)
+    # refresh=0: every repeat of copy 2 reads the store (and finds the corrupt memory)
+    d, _ = diffing(store, hold=0, refresh=0)
     first = await observe(d, 1, message("k3JdP9xQw2Lm7a"))
     assert first.campaign is not None
     for junk in ("{not json", "[1, 2]", json.dumps({"bounds": [1], "copies": 1})):
@@ -301,6 +302,75 @@ async def test_an_unreadable_stored_memory_is_learned_again(store: CountingStore
         seen = await observe(d, 2, message("Zr8TqW1vNc5e0b"))
         assert seen.copies == 1 and seen.error is None  # started again from this copy
     assert (await observe(d, 3, message("Qw8TqW1vNc5e0c"))).diffed == {(0, 1)}
+
+
+async def test_a_repeated_copy_costs_no_store_round_trip(
+        store: CountingStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same copy to the same recipient again and again (the campaign never freezes):
+    judged from this node's memory for ``refresh`` seconds, then one transaction that
+    parses nothing when the stored memory did not change."""
+    parsed: list[str] = []
+    real = diffing_module._memory
+
+    def counting(text: str) -> CampaignMemory:
+        parsed.append(text)
+        return real(text)
+
+    monkeypatch.setattr(diffing_module, "_memory", counting)
+    d, now = diffing(store, hold=0, refresh=10)
+    data = message("k3JdP9xQw2Lm7a")
+    assert (await observe(d, 1, data)).copies == 1
+    assert (await observe(d, 2, message("Zr8TqW1vNc5e0b"))).copies == 2
+    changes, parses = store.changes, len(parsed)
+    repeats = [await observe(d, 1, data) for _ in range(5)]
+    assert store.changes == changes and len(parsed) == parses
+    assert all(o.copies == 2 and o.diffed == {(0, 1)} for o in repeats)
+    now[0] += 10  # refresh: one transaction, the memory is not parsed again
+    assert (await observe(d, 1, data)).diffed == {(0, 1)}
+    assert store.changes == changes + 1 and len(parsed) == parses
+    assert (await observe(d, 1, data)).copies == 2
+    assert store.changes == changes + 1
+    # a new copy is learned as before: one transaction, and repeats see it at once
+    assert (await observe(d, 3, message("Qw8TqW1vNc5e0c"))).copies == 3
+    assert (await observe(d, 1, data)).copies == 3
+    assert store.changes == changes + 2
+
+
+async def test_a_copy_learned_on_another_node_reaches_repeats_after_refresh(
+        store: CountingStore) -> None:
+    here, now = diffing(store, hold=0, refresh=10)
+    there, _ = diffing(store, hold=0, refresh=10)
+    data = message("k3JdP9xQw2Lm7a")
+    assert (await observe(here, 1, data)).copies == 1
+    assert (await observe(there, 2, message("Zr8TqW1vNc5e0b"))).copies == 2
+    assert (await observe(here, 1, data)).copies == 1  # within refresh: this node's memory
+    now[0] += 10
+    again = await observe(here, 1, data)
+    assert again.copies == 2 and again.diffed == {(0, 1)}
+
+
+async def test_a_repeat_that_may_wait_always_asks_the_store(store: CountingStore) -> None:
+    """A new campaign's first copy waits for a second one, which another node may learn:
+    its repeats read the store, so the wait ends with the second copy known."""
+    here, _ = diffing(store, hold=60, refresh=10)
+    there, _ = diffing(store, hold=60, refresh=10)
+    data = message("k3JdP9xQw2Lm7a")
+    assert (await observe(here, 1, data)).wait_until == T0 + 60
+    changes = store.changes
+    assert (await observe(here, 1, data)).wait_until == T0 + 60
+    assert store.changes == changes + 1
+    await observe(there, 2, message("Zr8TqW1vNc5e0b"))
+    retried = await observe(here, 1, data)
+    assert (retried.copies, retried.wait_until) == (2, None) and retried.diffed == {(0, 1)}
+
+
+async def test_the_repeat_memory_is_bounded(store: CountingStore) -> None:
+    d, _ = diffing(store, hold=0, cache_bytes=1)  # no memory fits: every repeat asks
+    data = message("k3JdP9xQw2Lm7a")
+    await observe(d, 1, data)
+    changes = store.changes
+    await observe(d, 1, data)
+    assert store.changes == changes + 1 and not d._known
 
 
 async def test_prune_forgets_campaigns_after_the_expiry(store: CountingStore) -> None:

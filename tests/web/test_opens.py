@@ -147,3 +147,18 @@ async def test_writes_are_batched_and_a_bad_claim_spoils_only_itself() -> None:
     assert store.batches == [10, 10, 6] + [1] * 6  # the spoilt batch again, one by one
     assert len(store.calls) == 25
     assert _count("error") - before == 1
+
+
+async def test_a_clean_stop_records_every_queued_open_in_batches() -> None:
+    """Stopping writes out what is queued, a batch per transaction: no open lost."""
+    store = FakeStore()
+    store.gate.clear()  # everything queues up behind the first write
+    q = OpenQueue(store, workers=1, batch=50, linger=0)
+    await q.start()
+    before = _count("dropped")
+    assert all(q.offer(_item(i)) for i in range(120))
+    store.gate.set()
+    await q.stop()
+    assert sorted(a for a, _ in store.calls) == sorted(f"u{i}@example.org" for i in range(120))
+    assert sum(store.batches) == 120 and max(store.batches) == 50
+    assert _count("dropped") == before

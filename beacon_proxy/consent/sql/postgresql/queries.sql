@@ -28,11 +28,45 @@ SELECT value FROM store_meta WHERE name = $1;
 -- name: decisions
 -- $1 keys, $2 their hashes (parallel arrays), $3 the list id ('' for none).
 -- suppressed: NULL (none), '' (for every list: it sorts first) or the list id.
-SELECT k.key AS key, r.beacons AS beacons,
-       (SELECT MIN(s.list_id) FROM suppressions s
-        WHERE s.key_hash = k.hash AND s.list_id IN ('', $3::text)) AS suppressed
-FROM unnest($1::text[], $2::text[]) AS k(key, hash)
-LEFT JOIN recipients AS r ON r.key = k.key;
+-- version: the decision version of the same snapshot (one statement), on every
+-- row; with no keys, one row with the version alone (key NULL).
+SELECT v.n AS version, d.key AS key, d.beacons AS beacons, d.suppressed AS suppressed
+FROM decision_version AS v
+LEFT JOIN (
+    SELECT k.key AS key, r.beacons AS beacons,
+           (SELECT MIN(s.list_id) FROM suppressions s
+            WHERE s.key_hash = k.hash AND s.list_id IN ('', $3::text)) AS suppressed
+    FROM unnest($1::text[], $2::text[]) AS k(key, hash)
+    LEFT JOIN recipients AS r ON r.key = k.key
+) AS d ON true;
+
+-- name: decision-version
+SELECT n AS version FROM decision_version;
+
+-- name: bump-decision-version
+-- At the end of a change's transaction: bump once, mark the transaction as bumped
+-- (the deferred triggers then skip it), notify; $1 the schema of decision_version.
+WITH b AS (UPDATE decision_version SET n = n + 1 RETURNING n)
+SELECT b.n AS version,
+       set_config('beacon_proxy.decision_bump', txid_current()::text || ' ' || $1::text,
+                  true) AS mark,
+       pg_notify('beacon_proxy_decisions', $1::text || ' ' || b.n) IS NULL AS sent
+FROM b;
+
+-- name: decision-schema
+SELECT n.nspname AS schema FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.oid = to_regclass('decision_version');
+
+-- name: log-decision-change
+INSERT INTO decision_changes (version_from, version_to, key_hash) VALUES ($1, $2, $3);
+
+-- name: prune-decision-changes
+DELETE FROM decision_changes WHERE version_to < $1;
+
+-- name: decision-changes
+-- The changes of versions ($1, $2], oldest first.
+SELECT version_from, version_to, key_hash FROM decision_changes
+WHERE version_to > $1 AND version_to <= $2 ORDER BY version_to;
 
 -- name: get-consent
 SELECT address, beacons, source, actor, updated_at FROM recipients WHERE key = $1;

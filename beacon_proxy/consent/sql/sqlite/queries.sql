@@ -29,12 +29,41 @@ SELECT value FROM store_meta WHERE name = ?1;
 -- ?1 keys, ?2 their hashes (parallel JSON arrays), ?3 the list id ('' for none).
 -- The hash is picked by position: a join of two json_each tables would scan n x n.
 -- suppressed: NULL (none), '' (for every list: it sorts first) or the list id.
-SELECT k.value AS key, r.beacons AS beacons,
-       (SELECT MIN(s.list_id) FROM suppressions s
-        WHERE s.key_hash = json_extract(?2, '$[' || k.key || ']')
-          AND s.list_id IN ('', ?3)) AS suppressed
-FROM json_each(?1) AS k
-LEFT JOIN recipients AS r ON r.key = k.value;
+-- version: the decision version of the same snapshot (one statement), on every
+-- row; with no keys, one row with the version alone (key NULL).
+SELECT v.n AS version, d.key AS key, d.beacons AS beacons, d.suppressed AS suppressed
+FROM decision_version AS v
+LEFT JOIN (
+    SELECT k.value AS key, r.beacons AS beacons,
+           (SELECT MIN(s.list_id) FROM suppressions s
+            WHERE s.key_hash = json_extract(?2, '$[' || k.key || ']')
+              AND s.list_id IN ('', ?3)) AS suppressed
+    FROM json_each(?1) AS k
+    LEFT JOIN recipients AS r ON r.key = k.value
+) AS d ON 1;
+
+-- name: decision-version
+-- Inside a write transaction (SQLite: the single writer), the version now.
+SELECT n AS version FROM decision_version;
+
+-- name: bump-decision-version
+-- At the end of a change's transaction: the version now (SQLite's triggers bumped
+-- it once per row changed); ?1 the schema (unused: one schema per file).
+SELECT n AS version, ?1 AS mark FROM decision_version;
+
+-- name: decision-schema
+SELECT 'main' AS schema;
+
+-- name: log-decision-change
+INSERT INTO decision_changes (version_from, version_to, key_hash) VALUES (?1, ?2, ?3);
+
+-- name: prune-decision-changes
+DELETE FROM decision_changes WHERE version_to < ?1;
+
+-- name: decision-changes
+-- The changes of versions (?1, ?2], oldest first.
+SELECT version_from, version_to, key_hash FROM decision_changes
+WHERE version_to > ?1 AND version_to <= ?2 ORDER BY version_to;
 
 -- name: get-consent
 SELECT address, beacons, source, actor, updated_at FROM recipients WHERE key = ?1;

@@ -1,0 +1,492 @@
+"""The relay's decision cache: hits, misses, bounds, and every way a change reaches it."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+
+from beacon_proxy.consent.cache import LOOKUPS, CacheMode, DecisionCache
+from beacon_proxy.consent.model import Beacons
+from beacon_proxy.consent.policy import Decision, Policy
+from beacon_proxy.consent.postgres import PostgresStore
+from beacon_proxy.consent.sqlite import SqliteStore
+from beacon_proxy.consent.sqlstore import SqlStore
+from beacon_proxy.consent.store import open_store
+
+ANN, BOB, CAT = "ann@example.org", "bob@example.org", "cat@example.org"
+_CONNECT = asyncpg.connect  # the real one, also while a test refuses the store's
+
+
+def _counted(store: SqlStore) -> list[list[str]]:
+    """The keys of every statement the store's lookup runs from now on."""
+    calls: list[list[str]] = []
+    inner = store._lookup
+
+    async def lookup(unique: list[str], hashes: Any, list_key: str
+                     ) -> tuple[dict[str, Decision], int]:
+        calls.append(list(unique))
+        return await inner(unique, hashes, list_key)
+
+    store._lookup = lookup  # type: ignore[method-assign]
+    return calls
+
+
+def _open(url: str, **kwargs: Any) -> SqlStore:
+    store = open_store(url, **kwargs)
+    assert isinstance(store, SqlStore)
+    return store
+
+
+def _metric(result: str) -> float:
+    return float(LOOKUPS[result])
+
+
+@pytest.fixture
+async def pair(url: str) -> AsyncIterator[tuple[SqlStore, SqlStore]]:
+    """Two stores on one database: ``relay`` (cached) and ``other`` (another process's,
+    without a cache, as the command line opens it)."""
+    relay, other = _open(url), _open(url, cache_size=0)
+    await relay.open()
+    await other.open()
+    if isinstance(relay, PostgresStore):
+        await relay.wait_listener(lambda s: s.listener_pid is not None)
+    try:
+        yield relay, other
+    finally:
+        await other.close()
+        await relay.close()
+
+
+# -- the cache itself ----------------------------------------------------------------
+
+
+def test_the_cache_is_bounded_and_forgets_the_least_recently_used() -> None:
+    cache = DecisionCache(2)
+    cache.advance(1)
+    cache.put("a", "", Decision.GRANTED, "ha", 1)
+    cache.put("b", "", Decision.REFUSED, "hb", 1)
+    assert cache.get("a", "") == (Decision.GRANTED, "ha")  # a is now the most recent
+    cache.put("c", "", Decision.SUPPRESSED, "hc", 1)
+    assert len(cache) == 2
+    assert cache.get("b", "") is None and cache.get("a", "") == (Decision.GRANTED, "ha")
+    cache.move(1, 2, {"hb"})  # b's index entry went with it: nothing else to evict
+    assert len(cache) == 2 and cache.version == 2
+
+
+def test_answers_of_another_version_are_not_kept() -> None:
+    cache = DecisionCache(10)
+    cache.put("a", "", Decision.GRANTED, "ha", 1)  # no version yet: nothing kept
+    assert len(cache) == 0
+    cache.advance(3)
+    cache.put("a", "", Decision.GRANTED, "ha", 2)  # an older snapshot's answer
+    assert len(cache) == 0
+    cache.put("a", "", Decision.GRANTED, "ha", 3)
+    cache.advance(2)  # a slower lookup's older version changes nothing
+    assert (cache.get("a", ""), cache.version) == ((Decision.GRANTED, "ha"), 3)
+    cache.advance(4)
+    assert (len(cache), cache.version) == (0, 4)
+    cache.put("a", "", Decision.GRANTED, "ha", 4)
+    cache.invalidate()
+    assert (len(cache), cache.version) == (0, None)
+    with pytest.raises(ValueError):
+        DecisionCache(0)
+
+
+def test_a_logged_change_evicts_only_its_addresses() -> None:
+    cache = DecisionCache(10)
+    cache.advance(5)
+    for who, h in (("a", "ha"), ("A", "ha"), ("b", "hb")):  # two spellings of a
+        cache.put(who, "", Decision.GRANTED, h, 5)
+        cache.put(who, "news", Decision.GRANTED, h, 5)
+    cache.move(5, 7, {"ha"})
+    assert (len(cache), cache.version) == (2, 7)
+    cache.move(6, 8, {"hb"})  # changes since 6 cover those since 7: a superset is fine
+    assert (len(cache), cache.version) == (0, 8)
+    cache.put("b", "", Decision.GRANTED, "hb", 8)
+    cache.move(9, 10, {"hx"})  # the cache is older than what the changes start from
+    assert (len(cache), cache.version) == (0, 10)
+    cache.put("b", "", Decision.GRANTED, "hb", 10)
+    cache.forget({"hb"})
+    assert (len(cache), cache.version) == (0, 10)
+
+
+# -- hits and misses, both backends ------------------------------------------------
+
+
+async def test_a_repeat_lookup_is_answered_from_the_cache(
+        pair: tuple[SqlStore, SqlStore]) -> None:
+    relay, other = pair
+    await other.set_consent(ANN, Beacons.GRANTED)
+    await other.suppress(CAT, "news.example.org")
+    calls = _counted(relay)
+    first = await relay.decisions([ANN, BOB, CAT], "news.example.org")
+    assert calls == [["ann@example.org", "bob@example.org", "cat@example.org"]]
+    hits = _metric("hit")
+    again = await relay.decisions([ANN, BOB, CAT], "news.example.org")
+    assert again == {ANN: Decision.GRANTED, BOB: Decision.REFUSED,
+                     CAT: Decision.SUPPRESSED_LIST}
+    assert first == again and _metric("hit") == hits + 3
+    # SQLite: nothing committed since, so no statement at all; PostgreSQL: the
+    # version alone, in one statement without keys.
+    assert calls[1:] == ([] if isinstance(relay, SqliteStore) else [[]])
+    # The cache knows recipients as passed: another spelling is a miss, same answer.
+    calls.clear()
+    assert (await relay.decisions(["Bob@Example.org"], "news.example.org")) == {
+        "Bob@Example.org": Decision.REFUSED}
+    assert calls == [[BOB]]
+    # Another list is another answer: one miss, for the list-scoped suppression.
+    assert (await relay.decisions([CAT], "deals.example.org"))[CAT] is Decision.REFUSED
+    assert calls[-1] == [CAT]
+
+
+async def test_only_the_misses_are_read(pair: tuple[SqlStore, SqlStore]) -> None:
+    relay, _ = pair
+    await relay.decisions([ANN], None)
+    calls = _counted(relay)
+    await relay.decisions([ANN, BOB], None)
+    assert calls == [[BOB]]
+
+
+async def test_the_cache_size_bounds_the_entries(url: str) -> None:
+    async with _open(url, cache_size=2) as store:
+        assert store.cache is not None
+        if isinstance(store, PostgresStore):
+            await store.wait_listener(lambda s: s.listener_pid is not None)
+        await store.decisions([ANN, BOB, CAT], None)
+        assert len(store.cache) == 2
+
+
+async def test_without_a_cache_every_lookup_reads_the_store(url: str) -> None:
+    async with open_store(url, cache_size=0) as store:
+        assert isinstance(store, SqlStore) and store.cache is None
+        calls = _counted(store)
+        off = _metric("off")
+        await store.decisions([ANN], None)
+        await store.decisions([ANN], None)
+        assert calls == [[ANN], [ANN]] and _metric("off") == off + 2
+
+
+# -- changes --------------------------------------------------------------------------
+
+Change = Callable[[SqlStore], Awaitable[object]]
+CHANGES: dict[str, tuple[Change, Decision]] = {
+    "consent": (lambda s: s.set_consent(ANN, Beacons.GRANTED), Decision.GRANTED),
+    "delete": (lambda s: s.delete_consent(ANN), Decision.REFUSED),
+    "suppress": (lambda s: s.suppress(ANN), Decision.SUPPRESSED),
+    "suppress-list": (lambda s: s.suppress(ANN, "news.example.org"), Decision.SUPPRESSED_LIST),
+    "forget": (lambda s: s.forget(ANN), Decision.REFUSED),
+}
+
+
+@pytest.mark.parametrize("change", sorted(CHANGES))
+async def test_another_process_change_applies_to_the_next_lookup(
+        pair: tuple[SqlStore, SqlStore], change: str) -> None:
+    """No waiting: the lookup right after the other store's commit sees it (the version
+    is read with it; on SQLite the data version says something was committed)."""
+    relay, other = pair
+    await other.set_consent(ANN, Beacons.REFUSED)
+    if change == "delete":
+        await other.set_consent(ANN, Beacons.GRANTED)
+    before = await relay.decisions([ANN], "news.example.org")
+    assert await relay.decisions([ANN], "news.example.org") == before  # cached
+    do, expected = CHANGES[change]
+    await do(other)
+    assert (await relay.decisions([ANN], "news.example.org"))[ANN] is expected
+
+
+async def test_the_processes_own_change_applies_to_the_next_lookup(store: Any) -> None:
+    assert isinstance(store, SqlStore)
+    if isinstance(store, PostgresStore):
+        await store.wait_listener(lambda s: s.listener_pid is not None)
+    assert (await store.decisions([ANN], None))[ANN] is Decision.REFUSED
+    await store.set_consent(ANN, Beacons.GRANTED)
+    assert store.cache is not None and len(store.cache) == 0  # forgotten at once
+    assert (await store.decisions([ANN], None))[ANN] is Decision.GRANTED
+    await store.suppress(ANN)
+    assert (await store.decisions([ANN], None))[ANN] is Decision.SUPPRESSED
+    await store.unsuppress(ANN)
+    assert (await store.decisions([ANN], None))[ANN] is Decision.GRANTED
+
+
+async def test_a_change_between_two_lookups_rereads_the_hits(
+        pair: tuple[SqlStore, SqlStore]) -> None:
+    """Hits of an older version are not trusted: read again with the new version."""
+    relay, other = pair
+    await relay.decisions([ANN], None)
+    await other.set_consent(ANN, Beacons.GRANTED)
+    await other.set_consent(BOB, Beacons.GRANTED)
+    if isinstance(relay, PostgresStore):  # the notification would empty the cache first
+        relay._notified = lambda *args: None  # type: ignore[method-assign]
+    calls = _counted(relay)
+    got = await relay.decisions([ANN, BOB], None)
+    assert got == {ANN: Decision.GRANTED, BOB: Decision.GRANTED}
+    if isinstance(relay, SqliteStore):
+        assert calls == [[BOB], [ANN]]  # the miss (new version), then the stale hit
+
+
+async def test_a_change_of_another_recipient_keeps_the_answers(
+        pair: tuple[SqlStore, SqlStore]) -> None:
+    """The change log names who changed: the other answers stay (one statement for the
+    version, one for the log)."""
+    relay, other = pair
+    await relay.decisions([ANN, BOB], "news.example.org")
+    await other.suppress(CAT, "news.example.org")
+    await other.set_consent(CAT, Beacons.GRANTED)
+    calls = _counted(relay)
+    assert await relay.decisions([ANN, BOB, CAT], "news.example.org") == {
+        ANN: Decision.REFUSED, BOB: Decision.REFUSED, CAT: Decision.SUPPRESSED_LIST}
+    assert calls == [[CAT]]
+    assert relay.cache is not None and len(relay.cache) == 3
+
+
+async def test_a_change_made_outside_the_store_forgets_everything(
+        pair: tuple[SqlStore, SqlStore], url: str) -> None:
+    """A change the log does not name (an operator's SQL): the triggers move the version,
+    so every answer is read again."""
+    relay, _ = pair
+    await relay.decisions([ANN, BOB], None)
+    sql = ("INSERT INTO recipients (key, address, beacons, updated_at) "
+           "VALUES ('bob@example.org', 'bob@example.org', 'granted', '2026-12-04T00:00:00Z')")
+    if isinstance(relay, SqliteStore):
+        db = sqlite3.connect(relay.path, isolation_level=None)
+        try:
+            db.execute(sql)
+        finally:
+            db.close()
+    else:
+        conn = await _CONNECT(url)
+        try:
+            await conn.execute(sql.replace("'2026-12-04T00:00:00Z'", "now()"))
+        finally:
+            await conn.close()
+    calls = _counted(relay)
+    assert await relay.decisions([ANN, BOB], None) == {ANN: Decision.REFUSED,
+                                                        BOB: Decision.GRANTED}
+    assert calls == [[], [ANN, BOB]]
+
+
+async def test_concurrent_lookups_always_see_the_last_committed_change(
+        pair: tuple[SqlStore, SqlStore]) -> None:
+    """Lookups overlapping each other (the relay's workers) and a writer: every lookup
+    that starts after a change committed sees it, whatever the interleaving."""
+    import asyncio
+
+    relay, other = pair
+    crowd = [f"r{i}@example.org" for i in range(20)]
+    for round_ in range(30):
+        state = Beacons.GRANTED if round_ % 2 else Beacons.REFUSED
+        who = crowd[round_ % len(crowd)]
+        await other.set_consent(who, state)
+        answers = await asyncio.gather(*(relay.decisions([who, *crowd[i:i + 5]], None)
+                                         for i in range(0, 20, 5)))
+        assert all(a[who] is Decision(state.value) for a in answers), round_
+
+
+async def test_an_import_applies_to_the_next_lookup(pair: tuple[SqlStore, SqlStore]) -> None:
+    from beacon_proxy.consent.model import ConsentInput
+    from beacon_proxy.consent.sqlbase import addr
+
+    relay, other = pair
+    assert (await relay.decisions([ANN, BOB], None))[ANN] is Decision.REFUSED
+
+    async def batches() -> AsyncIterator[list[ConsentInput]]:
+        yield [ConsentInput(addr(ANN), Beacons.GRANTED, None),
+               ConsentInput(addr(BOB), Beacons.GRANTED, None)]
+
+    await other.import_consent(batches())
+    assert await relay.decisions([ANN, BOB], None) == {ANN: Decision.GRANTED,
+                                                        BOB: Decision.GRANTED}
+
+
+# -- SQLite ----------------------------------------------------------------------------
+
+
+def test_sqlite_data_version_ignores_the_connections_own_commits(tmp_path: Path) -> None:
+    """Why the store reads it on a connection of its own that never writes."""
+    path = tmp_path / "dv.db"
+    a = sqlite3.connect(path, isolation_level=None)
+    b = sqlite3.connect(path, isolation_level=None)
+    try:
+        a.execute("CREATE TABLE t (x)")
+
+        def version(c: sqlite3.Connection) -> int:
+            return int(c.execute("PRAGMA data_version").fetchone()[0])
+
+        va, vb = version(a), version(b)
+        a.execute("INSERT INTO t VALUES (1)")
+        assert version(a) == va and version(b) != vb
+    finally:
+        a.close()
+        b.close()
+
+
+async def test_sqlite_unrelated_commits_keep_the_cache(tmp_path: Path) -> None:
+    """A queued forward changes the data version, not the decision version: one
+    statement (the version alone) and the cache stays; a consent change of anybody
+    empties it."""
+    url = f"sqlite:///{tmp_path / 'c.db'}"
+    async with open_store(url) as relay, open_store(url, cache_size=0) as other:
+        assert isinstance(relay, SqliteStore)
+        await relay.decisions([ANN, BOB], None)
+        await other.queue_forward("https://list.example.org/u/1", address=CAT, list_id=None)
+        calls = _counted(relay)
+        assert relay._cache_mode()[0] is CacheMode.CHECK
+        await relay.decisions([ANN, BOB], None)
+        assert calls == [[]]
+        assert relay._cache_mode()[0] is CacheMode.TRUST
+        await relay.decisions([ANN, BOB], None)
+        assert calls == [[]]
+        await other.set_consent(CAT, Beacons.GRANTED)  # another recipient: the version moves
+        await relay.decisions([ANN, BOB], None)
+        assert calls == [[], []]  # the version, then the change log: ann and bob stand
+        await relay.decisions([ANN, BOB], None)
+        assert calls == [[], []]
+
+
+async def test_sqlite_busy_version_connection_bypasses(tmp_path: Path) -> None:
+    async with open_store(f"sqlite:///{tmp_path / 'c.db'}") as store:
+        assert isinstance(store, SqliteStore)
+        await store.decisions([ANN], None)
+
+        class Broken:
+            def execute(self, _sql: str) -> Any:
+                raise sqlite3.OperationalError("database is locked")
+
+            def close(self) -> None:
+                pass
+
+        store._version_db = Broken()  # type: ignore[assignment]
+        calls = _counted(store)
+        bypass = _metric("bypass")
+        assert (await store.decisions([ANN], None))[ANN] is Decision.REFUSED
+        assert calls == [[ANN]] and _metric("bypass") == bypass + 1
+
+
+# -- PostgreSQL ----------------------------------------------------------------------
+
+
+@pytest.fixture
+async def pg_url(pg_database: str) -> str:
+    from tests.consent.pg import fresh_schema
+
+    return await fresh_schema(pg_database)
+
+
+async def _terminate(url: str, pid: int) -> None:
+    conn = await _CONNECT(url)
+    try:
+        await conn.execute("SELECT pg_terminate_backend($1)", pid)
+    finally:
+        await conn.close()
+
+
+async def test_postgres_notifications_arrive_and_the_log_evicts_one_recipient(
+        pg_url: str) -> None:
+    async with PostgresStore(pg_url) as relay, PostgresStore(pg_url, cache_size=0) as other:
+        await relay.wait_listener(lambda s: s.listener_pid is not None)
+        await relay.decisions([ANN, BOB], None)
+        assert relay.cache is not None and len(relay.cache) == 2
+        await other.set_consent(ANN, Beacons.GRANTED)
+        await relay.wait_listener(lambda s: s.notifications >= 1)
+        calls = _counted(relay)
+        assert await relay.decisions([ANN, BOB], None) == {ANN: Decision.GRANTED,
+                                                            BOB: Decision.REFUSED}
+        assert calls == [[], [ANN]] and len(relay.cache) == 2
+        # One transaction, one version, one notification, however many rows.
+        await other.import_suppressions(_suppressions([ANN, BOB, CAT]))
+        await relay.wait_listener(lambda s: s.notifications >= 2)
+        assert await relay.decisions([ANN, BOB], None) == {ANN: Decision.SUPPRESSED,
+                                                            BOB: Decision.SUPPRESSED}
+
+
+async def _suppressions(addresses: list[str]) -> AsyncIterator[list[Any]]:
+    from beacon_proxy.consent.model import SuppressionInput
+    from beacon_proxy.consent.sqlbase import addr
+
+    yield [SuppressionInput(addr(a), None, None) for a in addresses]
+
+
+async def test_postgres_version_moves_once_per_transaction(pg_url: str) -> None:
+    async with PostgresStore(pg_url, cache_size=0) as store:
+        _, before = await store._lookup([], {}, "")
+        await store.import_suppressions(_suppressions([ANN, BOB, CAT]))
+        _, after = await store._lookup([], {}, "")
+        assert after == before + 1
+
+
+async def test_postgres_another_schema_does_not_touch_the_cache(
+        pg_url: str, pg_database: str) -> None:
+    from tests.consent.pg import fresh_schema
+
+    elsewhere = await fresh_schema(pg_database)
+    async with PostgresStore(pg_url) as relay, PostgresStore(elsewhere, cache_size=0) as other:
+        await relay.wait_listener(lambda s: s.listener_pid is not None)
+        await relay.decisions([ANN], None)
+        await other.set_consent(ANN, Beacons.GRANTED)
+        await other.set_consent(BOB, Beacons.GRANTED)
+        # A change in relay's own schema after them: once it arrived, the others had.
+        async with PostgresStore(pg_url, cache_size=0) as mine:
+            await mine.set_consent(CAT, Beacons.GRANTED)
+        await relay.wait_listener(lambda s: s.notifications >= 1)
+        assert relay.notifications == 1
+
+
+async def test_postgres_lost_listener_bypasses_the_cache_until_back(
+        pg_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    async with PostgresStore(pg_url) as relay, PostgresStore(pg_url, cache_size=0) as other:
+        await relay.wait_listener(lambda s: s.listener_pid is not None)
+        await relay.decisions([ANN], None)
+        real_connect = asyncpg.connect
+        refused: list[int] = []
+
+        async def refuse(*args: Any, **kwargs: Any) -> Any:
+            refused.append(1)
+            raise OSError("connection refused (test)")
+
+        monkeypatch.setattr(asyncpg, "connect", refuse)
+        pid = relay.listener_pid
+        assert pid is not None
+        await _terminate(pg_url, pid)
+        await relay.wait_listener(lambda s: s.listener_pid is None and refused)
+        assert relay._cache_mode()[0] is CacheMode.BYPASS
+        await other.set_consent(ANN, Beacons.GRANTED)
+        calls = _counted(relay)
+        bypass = _metric("bypass")
+        assert (await relay.decisions([ANN], None))[ANN] is Decision.GRANTED
+        assert (await relay.decisions([ANN], None))[ANN] is Decision.GRANTED
+        assert calls == [[ANN], [ANN]] and _metric("bypass") == bypass + 2
+        assert relay.cache is not None and len(relay.cache) == 0
+        monkeypatch.setattr(asyncpg, "connect", real_connect)
+        await relay.wait_listener(lambda s: s.listener_pid not in (None, pid))
+        assert len(relay.cache) == 0  # started empty
+        calls.clear()
+        await relay.decisions([ANN], None)
+        await relay.decisions([ANN], None)
+        assert calls == [[ANN], []]
+
+
+async def test_postgres_unknown_policy_granted_is_cached_as_granted(pg_url: str) -> None:
+    async with PostgresStore(pg_url, unknown=Policy.GRANTED) as store:
+        await store.wait_listener(lambda s: s.listener_pid is not None)
+        assert (await store.decisions([ANN], None))[ANN] is Decision.GRANTED
+        assert (await store.decisions([ANN], None))[ANN] is Decision.GRANTED
+
+
+async def test_a_large_import_empties_the_cache(
+        pair: tuple[SqlStore, SqlStore], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Changes of many addresses are not logged one by one: every answer is read again."""
+    from beacon_proxy.consent import sqlbase
+
+    relay, other = pair
+    await relay.decisions([ANN, BOB], None)
+    monkeypatch.setattr(sqlbase, "CHANGES_LOGGED", 1)
+    await other.import_suppressions(_suppressions([CAT, "dan@example.org"]))
+    calls = _counted(relay)
+    assert await relay.decisions([ANN, BOB], None) == {ANN: Decision.REFUSED,
+                                                        BOB: Decision.REFUSED}
+    assert calls == [[], [ANN, BOB]]
