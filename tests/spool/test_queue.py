@@ -1,7 +1,10 @@
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import stat
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -203,3 +206,134 @@ def test_the_spool_lock_dies_with_its_process(tmp_path: Path) -> None:
     spool = Spool(tmp_path / "spool")
     spool.lock()
     spool.unlock()
+
+
+class _SyncLog:
+    """Records, in order, every rename and every sync the spool does (thread-safe)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.events: list[tuple[str, str]] = []
+        self.lock = threading.Lock()
+        self.renamed = 0
+        self.all_renamed = threading.Event()
+        self.expected_renames = 0
+        self.hold_first_dir_sync = False
+        self.fail_dir_sync = False
+        self._dir_syncs = 0
+        real_fsync, real_fdatasync, real_rename = os.fsync, os.fdatasync, os.rename
+
+        def fsync(fd: int) -> None:
+            if not stat.S_ISDIR(os.fstat(fd).st_mode):
+                self.add("file-fsync", "")
+                real_fsync(fd)
+                return
+            with self.lock:
+                self._dir_syncs += 1
+                n = str(self._dir_syncs)
+            self.add("dir-start", n)
+            if n == "1" and self.hold_first_dir_sync:
+                assert self.all_renamed.wait(60)  # a guard against a hang, not a timing
+            if self.fail_dir_sync:
+                self.add("dir-failed", n)
+                raise OSError(5, "Input/output error")
+            real_fsync(fd)
+            self.add("dir-end", n)
+
+        def fdatasync(fd: int) -> None:
+            self.add("fdatasync", "")
+            real_fdatasync(fd)
+
+        def rename(src: str | Path, dst: str | Path) -> None:
+            real_rename(src, dst)
+            self.add("rename", Path(dst).name)
+            with self.lock:
+                self.renamed += 1
+                if self.renamed >= self.expected_renames:
+                    self.all_renamed.set()
+
+        monkeypatch.setattr(os, "fsync", fsync)
+        monkeypatch.setattr(os, "fdatasync", fdatasync)
+        monkeypatch.setattr(os, "rename", rename)
+
+    def add(self, kind: str, what: str) -> None:
+        with self.lock:
+            self.events.append((kind, what))
+
+    def count(self, kind: str) -> int:
+        return sum(1 for k, _ in self.events if k == kind)
+
+
+async def test_one_put_costs_one_data_sync_and_one_directory_sync(
+        spool: Spool, monkeypatch: pytest.MonkeyPatch) -> None:
+    syncs = _SyncLog(monkeypatch)
+    env = _env()
+    await spool.put(env, DATA)
+    assert [k for k, _ in syncs.events] == ["fdatasync", "rename", "dir-start", "dir-end"]
+    (entry,) = await spool.recover()
+    assert await spool.read_data(entry) == DATA
+
+
+async def test_concurrent_puts_share_directory_syncs_that_follow_their_renames(
+        spool: Spool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Group commit: 20 puts at once, the first directory sync held until every
+    file is renamed; each put returns only after a directory sync that started
+    after its own rename has ended."""
+    n = 20
+    syncs = _SyncLog(monkeypatch)
+    syncs.expected_renames = n
+    syncs.hold_first_dir_sync = True
+    envs = [_env() for _ in range(n)]
+
+    async def put(env: Envelope) -> None:
+        await spool.put(env, DATA)
+        syncs.add("returned", env.queue_id)
+
+    await asyncio.gather(*(put(env) for env in envs))
+    assert syncs.count("fdatasync") == n
+    assert syncs.count("file-fsync") == 0
+    assert 2 <= syncs.count("dir-start") <= 3  # the held one, then one or two for the rest
+    events = syncs.events
+    for env in envs:
+        renamed = events.index(("rename", env.queue_id))
+        returned = events.index(("returned", env.queue_id))
+        covering = [
+            what for i, (kind, what) in enumerate(events)
+            if kind == "dir-start" and i > renamed
+            and events.index(("dir-end", what)) < returned
+        ]
+        assert covering, f"{env.queue_id} returned without a directory sync after its rename"
+    assert len(await spool.recover()) == n
+
+
+async def test_a_failed_directory_sync_fails_its_puts_and_the_next_put_syncs_again(
+        spool: Spool, monkeypatch: pytest.MonkeyPatch) -> None:
+    syncs = _SyncLog(monkeypatch)
+    syncs.fail_dir_sync = True
+    with pytest.raises(OSError, match="Input/output"):
+        await spool.put(_env(), DATA)
+    syncs.fail_dir_sync = False
+    await spool.put(_env(), DATA)
+    assert [k for k, _ in syncs.events][-2:] == ["dir-start", "dir-end"]
+
+
+async def test_removing_a_finished_message_syncs_nothing(
+        spool: Spool, monkeypatch: pytest.MonkeyPatch) -> None:
+    env = _env()
+    await spool.put(env, DATA)
+    syncs = _SyncLog(monkeypatch)
+    await spool.record(env.queue_id, 0, "delivered", "250 ok")
+    await spool.remove(env.queue_id)
+    assert syncs.events == []
+    assert await spool.recover() == []
+
+
+async def test_a_partial_outcome_is_fsynced(
+        spool: Spool, monkeypatch: pytest.MonkeyPatch) -> None:
+    env = _env("a@example.net", "b@example.net")
+    await spool.put(env, DATA)
+    syncs = _SyncLog(monkeypatch)
+    await spool.record(env.queue_id, 0, "delivered", "250 ok")
+    entry = QueueEntry.new(env)
+    entry.attempts, entry.state = 1, "deferred"
+    await spool.finish_attempt(entry)
+    assert syncs.count("file-fsync") == 1  # the journal, at the end of the attempt
