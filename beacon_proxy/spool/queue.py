@@ -222,6 +222,8 @@ class Spool:
         self.corrupt = root / "corrupt"
         self.control = root / "control"
         self._executor: ThreadPoolExecutor | None = None
+        # The group commit's own thread: a directory sync never queues behind writes.
+        self._sync_executor: ThreadPoolExecutor | None = None
         self._threads = threads
         self._lock_fd: int | None = None
         self._active_sync: _GroupSync | None = None
@@ -235,6 +237,7 @@ class Spool:
             d.mkdir(parents=True, exist_ok=True)
         if self._executor is None:
             self._executor = ThreadPoolExecutor(self._threads, thread_name_prefix="spool")
+            self._sync_executor = ThreadPoolExecutor(1, thread_name_prefix="spool-sync")
 
     def lock(self) -> None:
         """Take the spool for this process, or raise :class:`SpoolInUse` naming the pid
@@ -274,11 +277,18 @@ class Spool:
         if self._executor is not None:
             self._executor.shutdown(wait=True)
             self._executor = None
+        if self._sync_executor is not None:
+            self._sync_executor.shutdown(wait=True)
+            self._sync_executor = None
 
     async def _run(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         assert self._executor is not None, "Spool.open() was not called"
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, lambda: fn(*args, **kwargs))
+
+    async def _run_sync(self, fn: Callable[[Path], None], path: Path) -> None:
+        assert self._sync_executor is not None, "Spool.open() was not called"
+        await asyncio.get_running_loop().run_in_executor(self._sync_executor, fn, path)
 
     def _path(self, state: QueueState, queue_id: str) -> Path:
         return self.root / state / queue_id
@@ -296,7 +306,7 @@ class Spool:
         loop = asyncio.get_running_loop()
         syncer = self._active_sync
         if syncer is None or syncer.loop is not loop:
-            syncer = self._active_sync = _GroupSync(loop, self.root / "active", self._run)
+            syncer = self._active_sync = _GroupSync(loop, self.root / "active", self._run_sync)
         await syncer.sync()
 
     def _write_sync(self, envelope: Envelope, data: bytes) -> None:
