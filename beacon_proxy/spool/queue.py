@@ -373,8 +373,12 @@ class Spool:
         await self._run(self._remove_sync, queue_id)
 
     def _remove_sync(self, queue_id: str) -> None:
-        for state in _STATES:
-            self._path(state, queue_id).unlink(missing_ok=True)
+        for state in _STATES:  # a message is in one state only (it moves by rename)
+            try:
+                os.unlink(self._path(state, queue_id))
+                break
+            except FileNotFoundError:
+                continue
         self._journal_path(queue_id).unlink(missing_ok=True)
 
     async def quarantine(self, queue_id: str, reason: str) -> None:
