@@ -336,8 +336,7 @@ class SmtpProtocol(SMTP):
                 self._refused = True
                 if refusal != SHUTTING_DOWN:
                     log_rejection("CONNECT", refusal, client_address=ip)
-                if isinstance(transport, asyncio.WriteTransport):
-                    transport.write(refusal.encode("ascii") + b"\r\n")
+                _send(transport, refusal.encode("ascii") + b"\r\n")
                 transport.close()
                 return
             self._admitted = True
@@ -354,8 +353,7 @@ class SmtpProtocol(SMTP):
         transport = self.transport
         if transport is None or transport.is_closing():
             return
-        if isinstance(transport, asyncio.WriteTransport):
-            transport.write(SHUTTING_DOWN.encode("ascii") + b"\r\n")
+        _send(transport, SHUTTING_DOWN.encode("ascii") + b"\r\n")
         transport.close()
 
     async def close_with(self, reply: str) -> None:
@@ -478,6 +476,15 @@ def _handler_tables(handler: object) -> _HandlerTables:
     with contextlib.suppress(TypeError):
         _HANDLER_TABLES[handler] = tables
     return tables
+
+
+def _send(transport: asyncio.BaseTransport, data: bytes) -> None:
+    """Write ``data`` to ``transport``.  uvloop's transports are not registered with
+    asyncio's transport classes (``isinstance(t, asyncio.WriteTransport)`` is false
+    there), so ask for the method, not the class."""
+    write: Callable[[bytes], object] | None = getattr(transport, "write", None)
+    if write is not None:
+        write(data)
 
 
 def _sender(mail_from: str | None) -> str | None:
