@@ -4,8 +4,12 @@
     python bench/spool.py [--messages 2000] [--concurrency 8] [--baseline main]
 
 Each message makes the spool calls of a one-recipient message that is
-delivered at the first attempt, as the relay makes them: ``put`` (the SMTP
-side's ``250`` waits for it), ``record(..., "delivered")`` and ``remove``.
+delivered at the first attempt: ``put`` (the SMTP side's ``250`` waits for
+it), ``record(..., "delivered")`` and ``remove``, as the baseline's relay
+makes them.  Three rows: the baseline's spool, this checkout's spool with
+the same calls (the spool alone), and this checkout's spool with the calls
+this checkout's scheduler makes (``put`` and ``remove``: the delivery that
+ends a message is not journaled, the removal protects it).
 ``--concurrency`` messages are in flight at once (SMTP sessions handing
 messages over at the same time).  The message is ``--size`` bytes (70 KB,
 the newsletter of ``bench/relay.py``).
@@ -55,7 +59,8 @@ def _cpu_seconds() -> float:
 # -- the child: one spool, one load ---------------------------------------------
 
 
-def child(messages: int, concurrency: int, size: int, root: Path) -> dict[str, Any]:
+def child(messages: int, concurrency: int, size: int, root: Path, *, journal: bool
+          ) -> dict[str, Any]:
     counts = {"file": 0, "dir": 0}
     real_fsync, real_fdatasync = os.fsync, os.fdatasync
 
@@ -85,7 +90,8 @@ def child(messages: int, concurrency: int, size: int, root: Path) -> dict[str, A
         env = Envelope(new_queue_id(), "sender@example.com", ("rcpt@example.net",),
                        client_address="127.0.0.1", size=len(data))
         await spool.put(env, data)
-        await spool.record(env.queue_id, 0, "delivered", "250 2.0.0 Ok: queued")
+        if journal:
+            await spool.record(env.queue_id, 0, "delivered", "250 2.0.0 Ok: queued")
         await spool.remove(env.queue_id)
 
     async def run() -> float:
@@ -123,12 +129,13 @@ def _baseline_tree(ref: str, into: Path) -> Path:
     return into
 
 
-def _run_child(tree: Path, args: argparse.Namespace, spool_dir: Path) -> dict[str, Any]:
+def _run_child(tree: Path, journal: bool, args: argparse.Namespace, spool_dir: Path
+               ) -> dict[str, Any]:
     env = {**os.environ, "PYTHONPATH": str(tree)}
     out = subprocess.run(
         [sys.executable, str(Path(__file__).resolve()), "--child", "--messages",
          str(args.messages), "--concurrency", str(args.concurrency), "--size", str(args.size),
-         "--spool", str(spool_dir)],
+         "--spool", str(spool_dir), *([] if journal else ["--no-journal"])],
         env=env, check=True, capture_output=True, text=True, timeout=CHILD_TIMEOUT + 60,
     ).stdout
     result: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
@@ -155,11 +162,13 @@ def main() -> int:
     parser.add_argument("--dir", type=Path, default=Path(tempfile.gettempdir()))
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--spool", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--no-journal", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if not 1 <= args.messages <= MAX_MESSAGES or not 1 <= args.concurrency <= 256:
         parser.error(f"--messages 1..{MAX_MESSAGES}, --concurrency 1..256")
     if args.child:
-        print(json.dumps(child(args.messages, args.concurrency, args.size, args.spool)))
+        print(json.dumps(child(args.messages, args.concurrency, args.size, args.spool,
+                               journal=not args.no_journal)))
         return 0
     if _on_tmpfs(args.dir.resolve()):
         print(f"{args.dir} is on tmpfs: syncs are free there; give --dir on a disk",
@@ -168,26 +177,31 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="bench-spool-", dir=args.dir) as tmp:
         base = Path(tmp)
         (base / "baseline").mkdir()
-        trees = {args.baseline: _baseline_tree(args.baseline, base / "baseline"),
-                 "this checkout": REPO}
+        baseline = _baseline_tree(args.baseline, base / "baseline")
+        variants: dict[str, tuple[Path, bool]] = {
+            args.baseline: (baseline, True),
+            "new, same calls": (REPO, True),
+            "new, as relay": (REPO, False),
+        }
         print(f"spool benchmark: {args.messages} messages of {args.size} bytes, "
-              f"{args.concurrency} in flight, put + record(delivered) + remove each; "
-              f"{args.rounds} rounds, alternating; spool under {args.dir}")
-        results: dict[str, list[dict[str, Any]]] = {name: [] for name in trees}
-        order = list(trees)
+              f"{args.concurrency} in flight; {args.rounds} rounds, the order rotating; "
+              f"spool under {args.dir}")
+        results: dict[str, list[dict[str, Any]]] = {name: [] for name in variants}
+        order = list(variants)
         for n in range(args.rounds):
-            for name in order if n % 2 == 0 else order[::-1]:
-                spool_dir = base / f"spool-{n}-{len(results[name])}-{name.replace(' ', '-')}"
-                results[name].append(_run_child(trees[name], args, spool_dir))
+            for name in order[n % 3:] + order[:n % 3]:
+                tree, journal = variants[name]
+                spool_dir = base / f"spool-{n}-{order.index(name)}"
+                results[name].append(_run_child(tree, journal, args, spool_dir))
         print()
-        print(f"{'spool':<14} {'round':>5} {'msgs/s':>8} {'CPU ms/msg':>10} "
+        print(f"{'spool':<16} {'round':>5} {'msgs/s':>8} {'CPU ms/msg':>10} "
               f"{'file syncs/msg':>14} {'dir syncs/msg':>13} {'left':>5}")
-        print("-" * 75)
+        print("-" * 77)
         medians: dict[str, tuple[float, float, float, float]] = {}
         for name, runs in results.items():
             for i, r in enumerate(runs, 1):
                 m = r["messages"]
-                print(f"{name:<14} {i:>5} {m / r['wall']:>8.0f} {1000 * r['cpu'] / m:>10.3f} "
+                print(f"{name:<16} {i:>5} {m / r['wall']:>8.0f} {1000 * r['cpu'] / m:>10.3f} "
                       f"{r['file_syncs'] / m:>14.2f} {r['dir_syncs'] / m:>13.3f} "
                       f"{r['leftovers']:>5}")
             medians[name] = (
@@ -196,14 +210,16 @@ def main() -> int:
                 statistics.median(r["file_syncs"] / r["messages"] for r in runs),
                 statistics.median(r["dir_syncs"] / r["messages"] for r in runs),
             )
-        print("-" * 75)
+        print("-" * 77)
         for name, (rate, cpu, fsyncs, dsyncs) in medians.items():
-            print(f"{name:<14} {'med':>5} {rate:>8.0f} {cpu:>10.3f} {fsyncs:>14.2f} "
+            print(f"{name:<16} {'med':>5} {rate:>8.0f} {cpu:>10.3f} {fsyncs:>14.2f} "
                   f"{dsyncs:>13.3f}")
-        old, new = medians[args.baseline], medians["this checkout"]
-        print(f"\nthis checkout / {args.baseline}: {new[0] / old[0]:.2f}x messages/s, "
-              f"{new[1] / old[1]:.2f}x CPU per message, syncs per message "
-              f"{old[2] + old[3]:.2f} -> {new[2] + new[3]:.2f}")
+        old = medians[args.baseline]
+        for name in order[1:]:
+            new = medians[name]
+            print(f"{name} / {args.baseline}: {new[0] / old[0]:.2f}x messages/s, "
+                  f"{new[1] / old[1]:.2f}x CPU per message, syncs per message "
+                  f"{old[2] + old[3]:.2f} -> {new[2] + new[3]:.2f}")
         bad = sum(r["leftovers"] for runs in results.values() for r in runs)
         if bad:
             print(f"FAIL: {bad} queue files or journals left behind", file=sys.stderr)
