@@ -342,6 +342,16 @@ class SmtpProtocol(SMTP):
             self._admitted = True
         super().connection_made(transport)
 
+    def eof_received(self) -> bool | None:
+        """The client closed its side: aiosmtpd cancels the session's handler and
+        (outside TLS) asks to keep the transport half-open, which then nothing
+        closes before the idle timeout: the connection keeps its slot against
+        ``max_connections`` (uvloop shows it at once, for a client that closes
+        right after connecting).  Nothing more will be answered: close it."""
+        if not self._refused:
+            super().eof_received()
+        return False
+
     def connection_lost(self, error: Exception | None) -> None:
         if self._refused:
             return  # aiosmtpd never saw this connection
