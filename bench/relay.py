@@ -185,6 +185,7 @@ class Settings:
     timeout: float
     reuse: bool
     profile: Path | None
+    event_loop: str = "auto"  # beacon-proxy's [smtp] event_loop
 
 
 def source_cmd(st: Settings, port: int) -> list[str]:
@@ -298,6 +299,7 @@ listen = "127.0.0.1:{smtp_port}"
 hostname = "relay.bench"
 allow_networks = ["127.0.0.0/8"]
 shutdown_timeout = 5
+event_loop = "{st.event_loop}"
 
 [delivery]
 upstream = "smtp://127.0.0.1:{sink_port}"
@@ -405,6 +407,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--profile", type=Path, default=None,
                    help="run beacon-proxy under cProfile and write the stats to this file")
     p.add_argument("--keep", action="store_true", help="keep the temp dir (logs, configs)")
+    p.add_argument("--event-loop", choices=("auto", "asyncio", "uvloop"), default="auto",
+                   help="beacon-proxy's [smtp] event_loop (default auto: uvloop if installed)")
     a = p.parse_args(argv)
     if a.messages < 1 or a.sessions < 1 or a.concurrency < 1:
         p.error("--messages, --sessions and --concurrency must be >= 1")
@@ -422,7 +426,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         msg_file.write_bytes(msg)
         size = len(msg.replace(b"\n", b"\r\n"))  # as sent on the wire
         st = Settings(a.messages, a.sessions, msg_file, workdir, a.timeout,
-                      a.reuse_connections, a.profile.resolve() if a.profile else None)
+                      a.reuse_connections, a.profile.resolve() if a.profile else None,
+                      a.event_loop)
         phases: dict[str, Callable[[], Result]] = {
             "a": lambda: phase_direct(st),
             "b": lambda: phase_passthrough(st),
