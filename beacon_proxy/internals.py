@@ -5,12 +5,15 @@ cannot do the job:
 
 * aiosmtpd's ``SMTP`` protocol (:mod:`beacon_proxy.smtpd.protocol`): ``_reader``
   (DATA is read in large chunks instead of line by line), ``_smtp_methods``
-  (every command is wrapped to count its replies), ``_call_handler_hook`` and
+  (every command is wrapped to note its name for the rejection logs and re-arm
+  the idle timer; the relay builds the table itself, see the next item), ``_call_handler_hook`` and
   ``_create_envelope`` (DATA ends as aiosmtpd's own ``smtp_DATA`` ends),
   ``_getaddr`` (MAIL and RCPT paths are read as written, not as RFC 5322
   header addresses), ``_reset_timeout`` and ``_timeout_duration`` (the idle
   timer, shorter for untrusted clients outside a transaction);
-* aiosmtpd's ``SMTP.__init__`` as a whole: :class:`~beacon_proxy.smtpd.protocol.SmtpProtocol`
+* aiosmtpd's ``SMTP.__init__`` as a whole (and ``_AuthMechAttr``, ``make_loop``,
+  ``login_always_fail``, ``is_int``, ``CALL_LIMIT_DEFAULT``, ``__ident__`` and its
+  ``log``, which that work uses): :class:`~beacon_proxy.smtpd.protocol.SmtpProtocol`
   does its work itself (without the per-connection ``inspect.getmembers``/``dir()``
   introspection, whose tables it builds once per class and handler), so it must set
   every attribute aiosmtpd's own ``__init__`` sets: :func:`missing_internals`
