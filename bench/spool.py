@@ -15,7 +15,8 @@ messages over at the same time).  The message is ``--size`` bytes (70 KB,
 the newsletter of ``bench/relay.py``).
 
 Both spools run in child processes of their own (``PYTHONPATH`` = this
-checkout, or the baseline's ``beacon_proxy`` taken with ``git archive``),
+checkout, or the baseline's ``beacon_proxy`` taken with ``git archive``, or
+the checkout ``--baseline-tree`` names),
 alternately, ``--rounds`` times each; the table shows every run and the
 median.  A child counts every ``os.fsync``/``os.fdatasync`` the spool makes
 (wrapped before the spool is imported; a sync of a directory is counted
@@ -159,6 +160,9 @@ def main() -> int:
     parser.add_argument("--size", type=int, default=70_000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--baseline", default="main", help="git ref of the old spool")
+    parser.add_argument("--baseline-tree", type=Path, default=None,
+                        help="a checkout (a folder holding beacon_proxy/) to use as the "
+                        "baseline instead of --baseline")
     parser.add_argument("--dir", type=Path, default=Path(tempfile.gettempdir()))
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--spool", type=Path, help=argparse.SUPPRESS)
@@ -177,7 +181,10 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="bench-spool-", dir=args.dir) as tmp:
         base = Path(tmp)
         (base / "baseline").mkdir()
-        baseline = _baseline_tree(args.baseline, base / "baseline")
+        if args.baseline_tree is not None:
+            baseline, args.baseline = args.baseline_tree.resolve(), "baseline"
+        else:
+            baseline = _baseline_tree(args.baseline, base / "baseline")
         variants: dict[str, tuple[Path, bool]] = {
             args.baseline: (baseline, True),
             "new, same calls": (REPO, True),
