@@ -46,6 +46,7 @@ from beacon_proxy.deliver.maildir import MaildirCourier
 from beacon_proxy.deliver.retry import RetryPolicy
 from beacon_proxy.deliver.scheduler import Scheduler
 from beacon_proxy.deliver.smtp import SmtpCourier
+from beacon_proxy.eventloop import running_loop_name
 from beacon_proxy.log import event, pseudonym_key, pseudonymize, setup_logging
 from beacon_proxy.metrics import ANALYSES
 from beacon_proxy.rewrite.beacons import BeaconStep
@@ -390,7 +391,8 @@ class Relay:
         event("started", smtp=str(self.cfg.smtp.listen), web=str(self.cfg.web.listen),
               admin=str(admin) if admin is not None else None,
               upstream=str(up), spool=str(self.cfg.spool.path), recovered=recovered,
-              hostname=self.hostname, config=str(self.cfg.source) if self.cfg.source else None)
+              hostname=self.hostname, config=str(self.cfg.source) if self.cfg.source else None,
+              event_loop=running_loop_name())
         if self._generated_secret:
             event("notice", logging.WARNING, key="tokens.secret",
                   message="no [tokens] secret configured: using a generated one kept in the "

@@ -130,6 +130,8 @@ class SmtpConfig:
     auth_failure_limit: int = 20  # failures in the window, then AUTH is refused (454)
     auth_delay_max: float = 8.0  # longest wait before answering AUTH after failures
     shutdown_timeout: float = 30.0
+    # The process's event loop: uvloop when installed ("auto"), or forced either way.
+    event_loop: Literal["auto", "asyncio", "uvloop"] = "auto"
 
 
 @dataclass(frozen=True)
@@ -593,6 +595,7 @@ _SCHEMA: dict[str, dict[str, Parser]] = {
         "auth_failure_limit": _int_in(1, 100_000),
         "auth_delay_max": _seconds(0, 60),
         "shutdown_timeout": _seconds(0, 3600),
+        "event_loop": _choice("auto", "asyncio", "uvloop"),
     },
     "delivery": {
         "upstream": _upstream,

@@ -5,11 +5,19 @@ cannot do the job:
 
 * aiosmtpd's ``SMTP`` protocol (:mod:`beacon_proxy.smtpd.protocol`): ``_reader``
   (DATA is read in large chunks instead of line by line), ``_smtp_methods``
-  (every command is wrapped to count its replies), ``_call_handler_hook`` and
+  (every command is wrapped to note its name for the rejection logs and re-arm
+  the idle timer; the relay builds the table itself, see the next item), ``_call_handler_hook`` and
   ``_create_envelope`` (DATA ends as aiosmtpd's own ``smtp_DATA`` ends),
   ``_getaddr`` (MAIL and RCPT paths are read as written, not as RFC 5322
   header addresses), ``_reset_timeout`` and ``_timeout_duration`` (the idle
   timer, shorter for untrusted clients outside a transaction);
+* aiosmtpd's ``SMTP.__init__`` as a whole (and ``_AuthMechAttr``, ``make_loop``,
+  ``login_always_fail``, ``is_int``, ``CALL_LIMIT_DEFAULT``, ``__ident__`` and its
+  ``log``, which that work uses): :class:`~beacon_proxy.smtpd.protocol.SmtpProtocol`
+  does its work itself (without the per-connection ``inspect.getmembers``/``dir()``
+  introspection, whose tables it builds once per class and handler), so it must set
+  every attribute aiosmtpd's own ``__init__`` sets: :func:`missing_internals`
+  builds one of each and names any attribute the relay's lacks;
 * aiosmtplib's ``SMTPProtocol`` (:mod:`beacon_proxy.deliver.smtp`): ``write``
   and ``read_response`` (the message goes out already dot-stuffed, in one
   write, without a second copy in memory); ``connection_lost``,
@@ -62,8 +70,40 @@ def missing_internals() -> list[str]:
 
     missing = [f"aiosmtpd {version('aiosmtpd')}: SMTP.{name}" for name in AIOSMTPD
                if not _assigned_or_defined(SMTP, name)]
+    missing += [f"aiosmtpd {version('aiosmtpd')}: SMTP.__init__ sets {name}, "
+                "SmtpProtocol.__init__ does not" for name in init_attributes_missing()]
     missing += [f"aiosmtplib {version('aiosmtplib')}: SMTPProtocol.{name}" for name in AIOSMTPLIB
                 if not callable(getattr(SMTPProtocol, name, None))]
     missing += [f"aiosmtplib {version('aiosmtplib')}: SMTP.{name}" for name in AIOSMTPLIB_SMTP
                 if not _assigned_or_defined(SMTPClient, name)]
     return missing
+
+
+class _Probe:
+    """A handler with one hook, for :func:`init_attributes_missing`."""
+
+    async def handle_DATA(self, server: object, session: object, envelope: object) -> str:
+        return "250 OK"
+
+
+def init_attributes_missing() -> list[str]:
+    """The instance attributes aiosmtpd's ``SMTP.__init__`` sets that
+    ``SmtpProtocol.__init__`` (which replaces it) does not, sorted."""
+    import asyncio
+    import logging
+
+    from aiosmtpd.smtp import SMTP
+
+    from beacon_proxy.smtpd.protocol import Connections, SmtpProtocol
+
+    loop = asyncio.new_event_loop()
+    quiet = logging.getLogger("mail.log")
+    level = quiet.level
+    quiet.setLevel(logging.WARNING)  # its "Available AUTH mechanisms" line
+    try:
+        theirs = SMTP(_Probe(), hostname="probe.invalid", loop=loop)
+        ours = SmtpProtocol(_Probe(), Connections(1), hostname="probe.invalid", loop=loop)
+        return sorted(set(vars(theirs)) - set(vars(ours)))
+    finally:
+        quiet.setLevel(level)
+        loop.close()

@@ -166,6 +166,7 @@ class Settings:
     recipients: int = 1000
     rcpt_messages: int = 1
     dkim_key: Path | None = None
+    event_loop: str = "auto"  # beacon-proxy's [smtp] event_loop
 
 
 def source_cmd(st: Settings, port: int, messages: int, rcpts: int) -> list[str]:
@@ -289,6 +290,7 @@ hostname = "relay.bench"
 allow_networks = ["127.0.0.0/8"]
 shutdown_timeout = 5
 max_recipients = {max(1000, st.recipients)}
+event_loop = "{st.event_loop}"
 
 [delivery]
 upstream = "smtp://127.0.0.1:{upstream_port}"
@@ -496,6 +498,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--profile", type=Path, default=None,
                    help="run beacon-proxy under cProfile in phase c and write the stats here")
     p.add_argument("--keep", action="store_true", help="keep the temp dir (logs, configs)")
+    p.add_argument("--event-loop", choices=("auto", "asyncio", "uvloop"), default="auto",
+                   help="beacon-proxy's [smtp] event_loop (default auto: uvloop if installed)")
     a = p.parse_args(argv)
     if min(a.messages, a.sessions, a.concurrency, a.rcpt_messages, a.soak_connections) < 1:
         p.error("--messages, --sessions, --concurrency, --rcpt-messages and "
@@ -528,7 +532,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         size = len(msg.replace(b"\n", b"\r\n"))  # as sent on the wire
         st = Settings(a.messages, a.sessions, msg_file, workdir, a.timeout,
                       a.reuse_connections, a.profile.resolve() if a.profile else None,
-                      a.concurrency, a.recipients, a.rcpt_messages)
+                      a.concurrency, a.recipients, a.rcpt_messages,
+                      event_loop=a.event_loop)
         runners: dict[str, Callable[[Settings, str], Result]] = {
             "direct": phase_direct, "passthrough": phase_passthrough,
             "postfix": phase_postfix, "proxy": phase_proxy,

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import tomllib
 from pathlib import Path
+from typing import Any
 
 import aiosmtpd.smtp
 import pytest
 
 from beacon_proxy import internals
 from beacon_proxy.internals import missing_internals
+from beacon_proxy.smtpd.protocol import Connections, SmtpProtocol
 
 
 def test_the_installed_libraries_have_every_internal_the_relay_uses() -> None:
@@ -50,3 +54,92 @@ def test_serve_refuses_to_start_without_them(monkeypatch: pytest.MonkeyPatch,
     assert main(["serve"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "aiosmtpd 9.0: SMTP._reader" in err[0]
+
+
+def _both(auth_users: dict[str, str], loop: asyncio.AbstractEventLoop
+          ) -> tuple[aiosmtpd.smtp.SMTP, SmtpProtocol]:
+    """aiosmtpd's own SMTP and the relay's SmtpProtocol, built with the same
+    arguments and handler as SmtpServer builds a connection."""
+    from beacon_proxy.config import Endpoint, SmtpConfig
+    from beacon_proxy.smtpd.handler import SmtpHandler
+
+    async def enqueue(envelope: object, data: bytes) -> None:
+        return None
+
+    handler = SmtpHandler(SmtpConfig(listen=Endpoint("127.0.0.1", 0), auth_users=auth_users),
+                          enqueue)
+    kwargs: dict[str, Any] = {
+        "hostname": "mx.test", "data_size_limit": 1000, "enable_SMTPUTF8": True, "timeout": 30,
+        "auth_require_tls": True, "loop": loop,
+        "auth_exclude_mechanism": () if auth_users else ("PLAIN", "LOGIN")}
+    theirs = aiosmtpd.smtp.SMTP(handler, **kwargs)
+    ours = SmtpProtocol(handler, Connections(10), idle_timeout_untrusted=5.0, **kwargs)
+    return theirs, ours
+
+
+@pytest.mark.parametrize("auth_users", [{}, {"u": "hash"}])
+def test_the_relays_init_builds_what_aiosmtpds_builds(auth_users: dict[str, str]) -> None:
+    loop = asyncio.new_event_loop()
+    try:
+        theirs, ours = _both(auth_users, loop)
+        assert set(vars(theirs)) <= set(vars(ours))
+        assert list(ours._smtp_methods) == list(theirs._smtp_methods)
+        for name, method in ours._smtp_methods.items():
+            assert method.__self__ is ours
+            assert (getattr(method, "__smtp_syntax__", None)
+                    == getattr(theirs._smtp_methods[name], "__smtp_syntax__", None))
+        def auth(smtp: aiosmtpd.smtp.SMTP) -> dict[str, tuple[object, bool]]:
+            return {m: (getattr(a.method, "__func__", None), a.is_builtin)
+                    for m, a in smtp._auth_methods.items()}
+
+        assert auth(ours) == auth(theirs)
+        assert bool(ours._auth_methods) == bool(auth_users)
+        assert ours._handle_hooks == theirs._handle_hooks
+        assert ours._ehlo_hook_ver == theirs._ehlo_hook_ver
+        plain = {k: v for k, v in vars(theirs).items()
+                 if isinstance(v, (bool, int, float, str, type(None)))}
+        assert {k: vars(ours)[k] for k in plain} == plain
+    finally:
+        loop.close()
+
+
+def test_a_connection_does_not_introspect_its_class(monkeypatch: pytest.MonkeyPatch) -> None:
+    loop = asyncio.new_event_loop()
+    try:
+        _both({"u": "hash"}, loop)  # the first one may build the tables
+        calls: list[object] = []
+        real = inspect.getmembers
+
+        def getmembers(obj: object, *args: Any) -> Any:
+            calls.append(obj)
+            return real(obj, *args)
+
+        monkeypatch.setattr(inspect, "getmembers", getmembers)
+        from beacon_proxy.config import Endpoint, SmtpConfig
+        from beacon_proxy.smtpd.handler import SmtpHandler
+
+        async def enqueue(envelope: object, data: bytes) -> None:
+            return None
+
+        handler = SmtpHandler(SmtpConfig(listen=Endpoint("127.0.0.1", 0)), enqueue)
+        SmtpProtocol(handler, Connections(10), hostname="mx.test", loop=loop)  # new handler
+        assert calls == [handler]
+        for _ in range(3):
+            SmtpProtocol(handler, Connections(10), hostname="mx.test", loop=loop)
+        assert calls == [handler]
+    finally:
+        loop.close()
+
+
+def test_an_attribute_aiosmtpd_adds_to_its_init_is_named(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    real_init = aiosmtpd.smtp.SMTP.__init__
+
+    def init(self: aiosmtpd.smtp.SMTP, *args: Any, **kwargs: Any) -> None:
+        real_init(self, *args, **kwargs)
+        vars(self)["_new_in_1_4_7"] = True
+
+    monkeypatch.setattr(aiosmtpd.smtp.SMTP, "__init__", init)
+    missing = missing_internals()
+    assert len(missing) == 1
+    assert missing[0].endswith("SMTP.__init__ sets _new_in_1_4_7, SmtpProtocol.__init__ does not")

@@ -24,6 +24,7 @@ def register(sub: Any) -> None:
 def _serve(args: argparse.Namespace) -> int:
     from beacon_proxy import internals
     from beacon_proxy.app import ListenError, check_listeners, run  # only when serving
+    from beacon_proxy.eventloop import EventLoopError, loop_factory
 
     missing = internals.missing_internals()
     if missing:
@@ -34,9 +35,14 @@ def _serve(args: argparse.Namespace) -> int:
         check_listeners(cfg)  # a port in use is said first, before anything is created
     except ListenError as exc:
         raise CliError(f"cannot start: {exc}") from None
+    try:
+        factory, _ = loop_factory(cfg.smtp.event_loop)
+    except EventLoopError as exc:
+        raise CliError(f"cannot start: {exc}") from None
     setup_logging(cfg.log.level, cfg.log.path)
     try:
-        asyncio.run(run(cfg))
+        with asyncio.Runner(loop_factory=factory) as runner:
+            runner.run(run(cfg))
     except OSError as exc:
         if under(cfg.spool.path, exc.filename):  # token.secret, lock, the queue folders
             raise path_error("spool.path", cfg.spool.path, exc, "cannot start: cannot use"

@@ -374,6 +374,7 @@ class Scheduler:
         waits: list[Wait] = []
         tried = 0
         attempt = entry.attempts + 1
+        unjournaled: tuple[int, str] | None = None  # the last delivery, see below
         decisions, site_down = await self._decisions(entry, pending)
         for i in pending:
             if self._stopping or entry.deleted:
@@ -416,7 +417,13 @@ class Scheduler:
             tried += 1
             if result.outcome is Outcome.DELIVERED:
                 rcpt.state, rcpt.reply = "delivered", result.reply
-                await self.spool.record(env.queue_id, i, "delivered", result.reply)
+                if entry.pending():
+                    await self.spool.record(env.queue_id, i, "delivered", result.reply)
+                else:
+                    # Every recipient is final: the message is removed next, with no
+                    # await in between, and the unlink protects this outcome as the
+                    # journal line would have (one hop and one journal file fewer).
+                    unjournaled = (i, result.reply)
                 DELIVERIES.labels("delivered").inc()
                 self._log_recipient("delivered", entry, i, result, attempt, policy=policy.value,
                                     size=len(copy.data), **copy.report)
@@ -464,7 +471,13 @@ class Scheduler:
                                     next_attempt=_iso(entry.next_attempt))
             self._push(entry)
         else:
-            await self.spool.remove(env.queue_id)
+            try:
+                await self.spool.remove(env.queue_id)
+            except Exception:
+                if unjournaled is not None:  # the message stays: keep its last outcome
+                    await self.spool.record(env.queue_id, unjournaled[0], "delivered",
+                                            unjournaled[1])
+                raise
             self._entries.pop(env.queue_id, None)
             event("removed", queue_id=env.queue_id, reason="all recipients done")
 

@@ -125,7 +125,9 @@ async def read_data(reader: asyncio.StreamReader, limit: int | None) -> tuple[by
     ``size`` counts the bytes received (before any change).  Raises
     :class:`asyncio.IncompleteReadError` when the client disconnects first.
     """
-    chunks: list[bytes] = []
+    # Each piece is kept as read and joined once at the end (the terminator cut
+    # off through a memoryview): no slice copies of a piece on the way.
+    chunks: list[bytes | memoryview] = []
     size = 0
     tail = b"\r\n"  # what preceded the content: the CRLF ending the DATA command
     while True:
@@ -133,20 +135,20 @@ async def read_data(reader: asyncio.StreamReader, limit: int | None) -> tuple[by
             piece = await reader.readuntil(_END)
         except asyncio.LimitOverrunError as exc:
             piece = await reader.readexactly(exc.consumed)  # no terminator yet
+        n = len(piece)
         at_end = piece.endswith(_END) and (
-            piece[:-3].endswith(b"\r\n") if len(piece) >= 5
+            piece.endswith(b"\r\n", 0, n - 3) if n >= 5
             else (tail + piece[:-3]).endswith(b"\r\n")
         )
-        if at_end:
-            piece = piece[:-3]
-        size += len(piece)
+        kept: bytes | memoryview = memoryview(piece)[:-3] if at_end else piece
+        size += len(kept)
         if limit is None or size <= limit:
-            chunks.append(piece)
+            chunks.append(kept)
         elif chunks:
             chunks.clear()  # too big: keep reading, keep nothing
         if at_end:
             break
-        tail = (tail + piece)[-2:]
+        tail = piece[-2:] if n >= 2 else (tail + piece)[-2:]
     if limit is not None and size > limit:
         return None, size
     return canonical(b"".join(chunks)), size

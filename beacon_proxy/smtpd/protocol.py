@@ -24,11 +24,28 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import functools
-from collections.abc import Awaitable, Callable, Sequence
+import inspect
+import socket
+import ssl
+import types
+import warnings
+import weakref
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, AnyStr
 
-from aiosmtpd.smtp import MISSING, SMTP, Session
+from aiosmtpd import smtp as aiosmtpd_smtp
+from aiosmtpd.smtp import (
+    DATA_SIZE_DEFAULT,
+    MISSING,
+    SMTP,
+    AuthCallbackType,
+    AuthenticatorType,
+    Session,
+    _AuthMechAttr,
+    syntax,
+)
 
 from beacon_proxy import metrics
 from beacon_proxy.address import split_path
@@ -47,7 +64,7 @@ from beacon_proxy.smtpd.replies import (
 
 __all__ = ["Connections", "SmtpProtocol", "peer_ip"]
 
-_Command = Callable[[str | None], Awaitable[None]]
+_UnboundCommand = Callable[[Any, str | None], Awaitable[None]]
 
 
 def peer_ip(peer: Any) -> str:
@@ -166,7 +183,23 @@ class SmtpProtocol(SMTP):
     line_length_limit = 1 << 16
 
     def __init__(self, handler: object, connections: Connections, *,
-                 idle_timeout_untrusted: float | None = None, **kwargs: Any) -> None:
+                 idle_timeout_untrusted: float | None = None,
+                 data_size_limit: int | None = DATA_SIZE_DEFAULT,
+                 enable_SMTPUTF8: bool = False,
+                 decode_data: bool = False,
+                 hostname: str | None = None,
+                 ident: str | None = None,
+                 tls_context: ssl.SSLContext | None = None,
+                 require_starttls: bool = False,
+                 timeout: float = 300,
+                 auth_required: bool = False,
+                 auth_require_tls: bool = True,
+                 auth_exclude_mechanism: Iterable[str] | None = None,
+                 auth_callback: AuthCallbackType | None = None,
+                 command_call_limit: int | dict[str, int] | None = None,
+                 authenticator: AuthenticatorType | None = None,
+                 proxy_protocol_timeout: float | None = None,
+                 loop: asyncio.AbstractEventLoop | None = None) -> None:
         self.connections = connections
         self.trusted = True  # set by Connections.admit: the client is in allow_networks
         self.client_group: str | None = None  # counted per client under this key
@@ -177,31 +210,105 @@ class SmtpProtocol(SMTP):
         self.log_fields: dict[str, Any] = {}  # context the handler adds to rejection logs
         self._admitted = False
         self._refused = False
-        super().__init__(handler, **kwargs)
+        # aiosmtpd's SMTP.__init__, minus its per-connection introspection of the
+        # class and the handler (inspect.getmembers, dir(), a signature, an AUTH
+        # log line built whether logged or not): those tables are built once per
+        # class and per handler (_class_tables, _handler_tables).  It sets the same
+        # attributes; internals.missing_internals() compares the two on start-up.
+        self.__ident__ = ident or aiosmtpd_smtp.__ident__
+        self.loop = loop if loop else aiosmtpd_smtp.make_loop()
+        asyncio.StreamReaderProtocol.__init__(
+            self, asyncio.StreamReader(loop=self.loop, limit=self.line_length_limit),
+            client_connected_cb=self._cb_client_connected, loop=self.loop)
+        self.event_handler = handler
+        assert data_size_limit is None or isinstance(data_size_limit, int)
+        self.data_size_limit = data_size_limit
+        self.enable_SMTPUTF8 = enable_SMTPUTF8
+        self._decode_data = decode_data
         # aiosmtpd keeps these limits in one class-level dict shared by all
         # connections (and grows it on every EHLO); give each connection its own.
         self.command_size_limits = collections.defaultdict(lambda: SMTP.command_size_limit)
-        self._smtp_methods = {
-            name: self._tracked(name, method) for name, method in self._smtp_methods.items()
-        }
+        self.hostname = hostname or socket.getfqdn()
+        self.tls_context = tls_context
+        if tls_context:
+            if tls_context.verify_mode not in {ssl.CERT_NONE, ssl.CERT_OPTIONAL}:
+                aiosmtpd_smtp.log.warning("tls_context.verify_mode not in {CERT_NONE, "
+                                          "CERT_OPTIONAL}; this might cause client "
+                                          "connection problems")
+            elif tls_context.check_hostname:
+                aiosmtpd_smtp.log.warning("tls_context.check_hostname == True; "
+                                          "this might cause client connection problems")
+        self.require_starttls = tls_context and require_starttls
+        self._timeout_duration = timeout
+        self._timeout_handle = None
+        self._tls_handshake_okay = True
+        self._tls_protocol = None
+        self._original_transport = None
+        self.session = None
+        self.envelope = None
+        self.transport = None
+        self._handler_coroutine = None
+        if not auth_require_tls and auth_required:
+            warnings.warn("Requiring AUTH while not requiring TLS "
+                          "can lead to security vulnerabilities!", stacklevel=2)
+            aiosmtpd_smtp.log.warning("auth_required == True but auth_require_tls == False")
+        self._auth_require_tls = auth_require_tls
+        if proxy_protocol_timeout is not None:
+            if proxy_protocol_timeout <= 0:
+                raise ValueError("proxy_protocol_timeout must be > 0")
+            if proxy_protocol_timeout < 3.0:
+                aiosmtpd_smtp.log.warning("proxy_protocol_timeout < 3.0")
+        self._proxy_timeout = proxy_protocol_timeout
+        self._authenticator: AuthenticatorType | None
+        self._auth_callback: AuthCallbackType | None
+        if authenticator is not None:
+            self._authenticator = authenticator
+            self._auth_callback = None
+        else:
+            self._auth_callback = auth_callback or aiosmtpd_smtp.login_always_fail
+            self._authenticator = None
+        self._auth_required = auth_required
+        commands, builtin_auth = _class_tables(type(self))
+        hooks, ehlo_version, handler_auth = _handler_tables(handler)
+        auth_methods = {mech: _AuthMechAttr(getattr(self, attr), True)
+                        for mech, attr in builtin_auth}
+        auth_methods.update(handler_auth)
+        for mech in auth_exclude_mechanism or ():
+            auth_methods.pop(mech, None)
+        self._auth_methods = auth_methods
+        self._handle_hooks = hooks  # read-only in aiosmtpd: shared by the handler's sessions
+        self._ehlo_hook_ver = ehlo_version
+        self._smtp_methods = {name: types.MethodType(run, self) for name, run in commands}
+        if command_call_limit is None:
+            self._enforce_call_limit = False
+        else:
+            self._enforce_call_limit = True
+            if isinstance(command_call_limit, int):
+                self._call_limit_base = {}
+                self._call_limit_default = command_call_limit
+            elif isinstance(command_call_limit, dict):
+                if not all(map(aiosmtpd_smtp.is_int, command_call_limit.values())):
+                    raise TypeError("All command_call_limit values must be int")
+                self._call_limit_base = command_call_limit
+                self._call_limit_default = command_call_limit.get(
+                    "*", aiosmtpd_smtp.CALL_LIMIT_DEFAULT)
+            else:
+                raise TypeError("command_call_limit must be int or Dict[str, int]")
 
     def _create_session(self) -> Session:
         return QuietSession(self.loop)
 
-    def _tracked(self, name: str, method: _Command) -> _Command:
-        @functools.wraps(method)  # keeps the __smtp_syntax__ attributes HELP reads
-        async def run(arg: str | None) -> None:
-            self.stage = name
-            mail_from = self.envelope.mail_from if self.envelope is not None else None
-            self.log_fields = {"sender": _sender(mail_from)}
-            await method(arg)
-            self.stage = ""
-            # aiosmtpd armed the idle timer when the command arrived; the command
-            # may have changed which one applies (MAIL FROM, AUTH, end of DATA).
-            if self.transport is not None and not self.transport.is_closing():
-                self._reset_timeout()
-
-        return run
+    async def _track(self, name: str, method: _UnboundCommand, arg: str | None) -> None:
+        """Run a command: note its name (rejection logs) and re-arm the idle timer."""
+        self.stage = name
+        mail_from = self.envelope.mail_from if self.envelope is not None else None
+        self.log_fields = {"sender": _sender(mail_from)}
+        await method(self, arg)
+        self.stage = ""
+        # aiosmtpd armed the idle timer when the command arrived; the command
+        # may have changed which one applies (MAIL FROM, AUTH, end of DATA).
+        if self.transport is not None and not self.transport.is_closing():
+            self._reset_timeout()
 
     def _reset_timeout(self, duration: float | None = None) -> None:
         """aiosmtpd's idle timer, shorter for an untrusted client outside a transaction."""
@@ -229,12 +336,21 @@ class SmtpProtocol(SMTP):
                 self._refused = True
                 if refusal != SHUTTING_DOWN:
                     log_rejection("CONNECT", refusal, client_address=ip)
-                if isinstance(transport, asyncio.WriteTransport):
-                    transport.write(refusal.encode("ascii") + b"\r\n")
+                _send(transport, refusal.encode("ascii") + b"\r\n")
                 transport.close()
                 return
             self._admitted = True
         super().connection_made(transport)
+
+    def eof_received(self) -> bool | None:
+        """The client closed its side: aiosmtpd cancels the session's handler and
+        (outside TLS) asks to keep the transport half-open, which then nothing
+        closes before the idle timeout: the connection keeps its slot against
+        ``max_connections`` (uvloop shows it at once, for a client that closes
+        right after connecting).  Nothing more will be answered: close it."""
+        if not self._refused:
+            super().eof_received()
+        return False
 
     def connection_lost(self, error: Exception | None) -> None:
         if self._refused:
@@ -247,8 +363,7 @@ class SmtpProtocol(SMTP):
         transport = self.transport
         if transport is None or transport.is_closing():
             return
-        if isinstance(transport, asyncio.WriteTransport):
-            transport.write(SHUTTING_DOWN.encode("ascii") + b"\r\n")
+        _send(transport, SHUTTING_DOWN.encode("ascii") + b"\r\n")
         transport.close()
 
     async def close_with(self, reply: str) -> None:
@@ -264,6 +379,7 @@ class SmtpProtocol(SMTP):
         closing ``>``); the handler judges it by the shared RFC 5321 rule."""
         return split_path(arg) or (None, None)
 
+    @syntax("DATA")  # as aiosmtpd's own: HELP lists it
     async def smtp_DATA(self, arg: str) -> None:
         """aiosmtpd's DATA command with a chunked reader (same checks, same hooks)."""
         if await self.check_helo_needed() or await self.check_auth_needed("DATA"):
@@ -304,6 +420,81 @@ class SmtpProtocol(SMTP):
             await super().push(reply)
         else:
             await super().push(status)
+
+
+def _tracked(name: str, method: _UnboundCommand) -> _UnboundCommand:
+    @functools.wraps(method)  # keeps the __smtp_syntax__ attributes HELP reads
+    async def run(self: SmtpProtocol, arg: str | None) -> None:
+        await self._track(name, method, arg)
+
+    return run
+
+
+_Tables = tuple[tuple[tuple[str, _UnboundCommand], ...], tuple[tuple[str, str], ...]]
+_CLASS_TABLES: dict[type, _Tables] = {}
+_HandlerTables = tuple[dict[str, Callable[..., Any]], str | None, dict[str, _AuthMechAttr]]
+_HANDLER_TABLES: weakref.WeakKeyDictionary[object, _HandlerTables] = (
+    weakref.WeakKeyDictionary())
+
+
+def _class_tables(cls: type[SmtpProtocol]) -> _Tables:
+    """A protocol class's commands (``smtp_*``, wrapped by :func:`_tracked`) and
+    built-in AUTH mechanisms (``auth_*``), as aiosmtpd's ``__init__`` finds them
+    on every connection; computed once per class."""
+    tables = _CLASS_TABLES.get(cls)
+    if tables is None:
+        commands = tuple((attr.replace("smtp_", ""), _tracked(attr.replace("smtp_", ""),
+                                                              getattr(cls, attr)))
+                         for attr in dir(cls) if attr.startswith("smtp_"))
+        builtin_auth = tuple(
+            (getattr(func, "__auth_mechanism_name__",
+                     attr.replace("auth_", "").replace("__", "-")), attr)
+            for attr, func in inspect.getmembers(cls) if attr.startswith("auth_"))
+        tables = _CLASS_TABLES[cls] = (commands, builtin_auth)
+    return tables
+
+
+def _handler_tables(handler: object) -> _HandlerTables:
+    """A handler's hooks (``handle_*``), its EHLO hook's version and its AUTH
+    mechanisms (``auth_*``), as aiosmtpd's ``__init__`` finds them; computed once
+    per handler (the server has one for all its connections)."""
+    try:
+        tables = _HANDLER_TABLES.get(handler)
+    except TypeError:  # not weakly referenceable: nothing to cache it by
+        tables = None
+    if tables is not None:
+        return tables
+    hooks = {attr.replace("handle_", ""): getattr(handler, attr)
+             for attr in dir(handler) if attr.startswith("handle_")}
+    ehlo = hooks.get("EHLO")
+    if ehlo is None:
+        version = None
+    else:
+        params = len(inspect.signature(ehlo).parameters)
+        if params == 4:
+            version = "old"
+            warnings.warn("Use the 5-argument handle_EHLO() hook instead of the 4-argument "
+                          "handle_EHLO() hook", DeprecationWarning, stacklevel=3)
+        elif params == 5:
+            version = "new"
+        else:
+            raise RuntimeError("Unsupported EHLO Hook")
+    auth = {getattr(func, "__auth_mechanism_name__",
+                    attr.replace("auth_", "").replace("__", "-")): _AuthMechAttr(func, False)
+            for attr, func in inspect.getmembers(handler) if attr.startswith("auth_")}
+    tables = (hooks, version, auth)
+    with contextlib.suppress(TypeError):
+        _HANDLER_TABLES[handler] = tables
+    return tables
+
+
+def _send(transport: asyncio.BaseTransport, data: bytes) -> None:
+    """Write ``data`` to ``transport``.  uvloop's transports are not registered with
+    asyncio's transport classes (``isinstance(t, asyncio.WriteTransport)`` is false
+    there), so ask for the method, not the class."""
+    write: Callable[[bytes], object] | None = getattr(transport, "write", None)
+    if write is not None:
+        write(data)
 
 
 def _sender(mail_from: str | None) -> str | None:

@@ -5,6 +5,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -447,3 +448,49 @@ async def test_no_analysis_when_no_copy_is_needed(rig: Rig) -> None:
     await _until(lambda: s.queue_size() == 0)
     await s.stop(1)
     assert step.prepared == 0 and rig.courier.calls == []
+
+
+async def test_the_delivery_that_ends_a_message_is_not_journaled_before_the_removal(
+        rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only outcomes that leave a recipient pending are journaled one by one: the
+    last one is protected by the removal itself (no journal hop, no journal file)."""
+    records: list[tuple[str, int, str]] = []
+    real_record = rig.spool.record
+
+    async def record(queue_id: str, index: int, state: Any, reply: str) -> None:
+        records.append((queue_id, index, state))
+        await real_record(queue_id, index, state, reply)
+
+    monkeypatch.setattr(rig.spool, "record", record)
+    s = rig.make()
+    await s.start()
+    one, two = _env("a@x.org"), _env("b@x.org", "c@x.org")
+    await s.enqueue(one, DATA)
+    await s.enqueue(two, DATA)
+    await _until(lambda: s.queue_size() == 0)
+    assert records == [(two.queue_id, 0, "delivered")]
+    assert await rig.spool.recover() == []
+    assert not any(rig.spool.journal.iterdir())
+
+
+async def test_a_failed_removal_journals_the_last_delivery_first(
+        rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
+    fail = [True]
+    real_remove = rig.spool.remove
+
+    async def remove(queue_id: str) -> None:
+        if fail.pop(0) if fail else False:
+            raise OSError(5, "Input/output error")
+        await real_remove(queue_id)
+
+    monkeypatch.setattr(rig.spool, "remove", remove)
+    s = rig.make(retry=RetryPolicy(60, 60, 3600))
+    await s.start()
+    env = _env("a@x.org")
+    await s.enqueue(env, DATA)
+    journal = rig.spool.journal / f"{env.queue_id}.log"
+    await _until(lambda: journal.exists() and b'"f":1' in journal.read_bytes())
+    await s.stop(1)
+    (entry,) = await rig.spool.recover()  # a restart: the recipient is done
+    assert entry.recipients[0].state == "delivered" and entry.pending() == []
+    assert [r for _, r, _ in rig.courier.sent] == ["a@x.org"]

@@ -40,6 +40,9 @@ _BIND_ATTEMPTS = 5
 #: The consent store every Proxy uses unless its test's config names one (None: each
 #: proxy's own SQLite file); the ``store_backend`` fixture sets a PostgreSQL schema.
 DEFAULT_STORE: str | None = None
+#: ``[smtp] event_loop`` of every Proxy unless its test's config names one: set
+#: ``BEACON_E2E_EVENT_LOOP=asyncio`` (or ``uvloop``) to run the suite on one loop.
+DEFAULT_EVENT_LOOP = os.environ.get("BEACON_E2E_EVENT_LOOP", "auto")
 
 
 class _PortTaken(AssertionError):
@@ -147,7 +150,7 @@ class Proxy:
         self.config_path = workdir / "beacon-proxy.toml"
         base: dict[str, dict[str, Any]] = {
             "smtp": {"listen": f"127.0.0.1:{self.smtp_port}", "hostname": "relay.test",
-                     "shutdown_timeout": 5},
+                     "shutdown_timeout": 5, "event_loop": DEFAULT_EVENT_LOOP},
             "web": {"listen": f"127.0.0.1:{self.web_port}"},
             "log": {"path": str(self.log_path), "level": "debug"},
             "delivery": {"retry_min": 0.5, "retry_max": 1, "timeout": 10},

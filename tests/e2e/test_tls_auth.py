@@ -4,6 +4,7 @@ AUTH guessing cut off and logged for fail2ban."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import re
 import smtplib
 import ssl
@@ -21,6 +22,12 @@ pytestmark = pytest.mark.e2e
 
 @pytest.fixture
 def tls_proxy(tmp_path: Path) -> Iterator[tuple[Proxy, Upstream, ssl.SSLContext]]:
+    with _tls_proxy(tmp_path, "") as running:
+        yield running
+
+
+@contextlib.contextmanager
+def _tls_proxy(tmp_path: Path, extra: str) -> Iterator[tuple[Proxy, Upstream, ssl.SSLContext]]:
     ca = trustme.CA()
     cert = ca.issue_cert("relay.test", "127.0.0.1")
     cert.private_key_and_cert_chain_pem.write_to_path(str(tmp_path / "cert.pem"))
@@ -32,16 +39,19 @@ def tls_proxy(tmp_path: Path) -> Iterator[tuple[Proxy, Upstream, ssl.SSLContext]
 allow_networks = ["192.0.2.0/24"]
 tls_cert = "{tmp_path / "cert.pem"}"
 tls_key = "{tmp_path / "key.pem"}"
+{extra}
 [smtp.auth_users]
 newsletter = "{hashed}"
 """, upstream=upstream.port)
     proxy.start()
     client_ctx = ssl.create_default_context()
     ca.configure_trust(client_ctx)
-    yield proxy, upstream, client_ctx
-    if proxy.proc is not None and proxy.proc.poll() is None:
-        proxy.kill9()
-    upstream.stop()
+    try:
+        yield proxy, upstream, client_ctx
+    finally:
+        if proxy.proc is not None and proxy.proc.poll() is None:
+            proxy.kill9()
+        upstream.stop()
 
 
 def test_auth_is_offered_only_after_starttls(
@@ -118,3 +128,19 @@ def test_guessing_is_cut_off_after_three_and_logged_for_fail2ban(
         client.sendmail("news@sender.example", ["ann@example.net"], newsletter())
     wait_for(lambda: upstream.to("ann@example.net"), what="the authenticated message")
     assert proxy.metric('beacon_proxy_smtp_auth_total{result="success"}') == 1
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_starttls_auth_and_relay_on_each_event_loop(tmp_path: Path, loop: str) -> None:
+    """aiosmtpd's STARTTLS (an SSLProtocol spliced into the transport) on both loops."""
+    if loop == "uvloop":
+        pytest.importorskip("uvloop")
+    with _tls_proxy(tmp_path, f'event_loop = "{loop}"') as (proxy, upstream, ctx):
+        (started,) = proxy.events("started")
+        assert started["event_loop"].split()[0] == loop
+        with proxy.smtp() as client:
+            client.starttls(context=ctx)
+            client.login("newsletter", "correct horse")
+            client.sendmail("news@sender.example", ["ann@example.net"], newsletter())
+        (copy,) = wait_for(lambda: upstream.to("ann@example.net"), what=f"relay on {loop}")
+        assert b"with ESMTPSA id" in copy.data

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+from typing import Any
 
 import pytest
 
@@ -106,3 +107,57 @@ def test_connections_count_per_client_group() -> None:
     for conn in (b, c, d):
         conns.release(conn)
     assert len(conns) == 0 and conns.from_client("2001:db8::1") == 0
+
+
+async def test_a_client_that_closes_its_side_frees_its_slot_at_once(serve: Serve) -> None:
+    """A client that closes its side at once (a port probe): its EOF can come before
+    aiosmtpd's session task first runs, which aiosmtpd then cancels without the
+    task ever closing the transport; the relay closes it when the EOF arrives."""
+    running = await serve(max_connections=1)
+    conns = running.server.connections
+    loop = asyncio.get_running_loop()
+    for _ in range(5):
+        reader, writer = await asyncio.open_connection("127.0.0.1", running.port)
+        writer.write_eof()
+        await asyncio.wait_for(reader.read(), WAIT)  # the greeting or nothing, then EOF
+        writer.close()
+        assert await conns.wait_until(lambda: len(conns) == 0, loop.time() + WAIT)
+    client = await running.connect()  # the one slot is free again
+    assert (await client.cmd("NOOP")).code == 250
+
+
+class _Transport(asyncio.Transport):
+    def __init__(self) -> None:
+        super().__init__()
+        self.closed = False
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return ("127.0.0.1", 40000) if name == "peername" else default
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        pass
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def close(self) -> None:
+        self.closed = True
+
+
+async def test_an_eof_before_the_session_task_runs_closes_the_transport() -> None:
+    """The sequence a port probe causes (on uvloop every time): connection made,
+    EOF, and only then would aiosmtpd's session task run.  aiosmtpd cancels the
+    task before it starts, so the task never closes the transport; returning False
+    from eof_received has the transport close itself."""
+    conns = Connections(1)
+    proto = SmtpProtocol(object(), conns, hostname="mx.test", loop=asyncio.get_running_loop())
+    transport = _Transport()
+    proto.connection_made(transport)
+    assert len(conns) == 1
+    assert proto.eof_received() is False  # asyncio and uvloop then close the transport
+    await asyncio.sleep(0)
+    assert proto._handler_coroutine is not None and proto._handler_coroutine.cancelled()
+    assert not transport.closed  # the cancelled task did not close it: the False does
+    transport.close()  # as the real transports do on that False
+    proto.connection_lost(None)
+    assert len(conns) == 0

@@ -28,7 +28,8 @@ async def test_help_still_works(serve: Serve) -> None:
     assert (await client.cmd("EHLO client.test")).code == 250
     reply = await client.cmd("HELP")
     assert reply.code == 250
-    assert "MAIL" in reply.text
+    assert "MAIL" in reply.text and "DATA" in reply.text.split()
+    assert (await client.cmd("HELP DATA")).text == "250 Syntax: DATA"
     assert (await client.cmd("HELP RCPT")).text.startswith("250 Syntax: RCPT TO: <address>")
 
 

@@ -1,12 +1,16 @@
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import stat
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from beacon_proxy.spool import queue
 from beacon_proxy.spool.envelope import Envelope, new_queue_id
 from beacon_proxy.spool.queue import QueueEntry, Spool, SpoolCorruptError, SpoolInUse
 
@@ -203,3 +207,141 @@ def test_the_spool_lock_dies_with_its_process(tmp_path: Path) -> None:
     spool = Spool(tmp_path / "spool")
     spool.lock()
     spool.unlock()
+
+
+class _SyncLog:
+    """Records, in order, every rename and every sync the spool does (thread-safe)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.events: list[tuple[str, str]] = []
+        self.lock = threading.Lock()
+        self.hold_first_dir_sync: threading.Event | None = None  # set: let it go
+        self.fail_dir_sync = False
+        self._dir_syncs = 0
+        real_fsync, real_fdatasync, real_rename = os.fsync, os.fdatasync, os.rename
+
+        def fsync(fd: int) -> None:
+            if not stat.S_ISDIR(os.fstat(fd).st_mode):
+                self.add("file-fsync", "")
+                real_fsync(fd)
+                return
+            with self.lock:
+                self._dir_syncs += 1
+                n = str(self._dir_syncs)
+            self.add("dir-start", n)
+            if n == "1" and self.hold_first_dir_sync is not None:
+                # 60 s: a guard against a hang, not a timing
+                assert self.hold_first_dir_sync.wait(60)
+            if self.fail_dir_sync:
+                self.add("dir-failed", n)
+                raise OSError(5, "Input/output error")
+            real_fsync(fd)
+            self.add("dir-end", n)
+
+        def fdatasync(fd: int) -> None:
+            self.add("fdatasync", "")
+            real_fdatasync(fd)
+
+        def rename(src: str | Path, dst: str | Path) -> None:
+            real_rename(src, dst)
+            self.add("rename", Path(dst).name)
+
+        monkeypatch.setattr(os, "fsync", fsync)
+        monkeypatch.setattr(os, "fdatasync", fdatasync)
+        monkeypatch.setattr(os, "rename", rename)
+
+    def add(self, kind: str, what: str) -> None:
+        with self.lock:
+            self.events.append((kind, what))
+
+    def count(self, kind: str) -> int:
+        return sum(1 for k, _ in self.events if k == kind)
+
+
+async def test_one_put_costs_one_data_sync_and_one_directory_sync(
+        spool: Spool, monkeypatch: pytest.MonkeyPatch) -> None:
+    syncs = _SyncLog(monkeypatch)
+    env = _env()
+    await spool.put(env, DATA)
+    assert [k for k, _ in syncs.events] == ["fdatasync", "rename", "dir-start", "dir-end"]
+    (entry,) = await spool.recover()
+    assert await spool.read_data(entry) == DATA
+
+
+async def test_concurrent_puts_share_directory_syncs_that_follow_their_renames(
+        spool: Spool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Group commit: 20 puts at once, the first directory sync held until every put
+    waits for one: the 20 cost at most 2 directory syncs, and each put returns only
+    after a directory sync that started after its own rename has ended."""
+    n = 20
+    syncs = _SyncLog(monkeypatch)
+    syncs.hold_first_dir_sync = threading.Event()
+    waiting = 0
+    real_sync = queue._GroupSync.sync
+
+    async def sync(self: queue._GroupSync) -> None:
+        nonlocal waiting
+        waiting += 1
+        if waiting == n:  # the last one registers in this same step: no await before
+            assert syncs.hold_first_dir_sync is not None
+            syncs.hold_first_dir_sync.set()
+        await real_sync(self)
+
+    monkeypatch.setattr(queue._GroupSync, "sync", sync)
+    envs = [_env() for _ in range(n)]
+
+    async def put(env: Envelope) -> None:
+        await spool.put(env, DATA)
+        syncs.add("returned", env.queue_id)
+
+    await asyncio.gather(*(put(env) for env in envs))
+    assert syncs.count("fdatasync") == n
+    assert syncs.count("file-fsync") == 0
+    # The held one, then one for all the others (or the held one alone, if every
+    # put had registered before the flusher first ran).
+    assert syncs.count("dir-start") in (1, 2)
+    events = syncs.events
+    for env in envs:
+        renamed = events.index(("rename", env.queue_id))
+        returned = events.index(("returned", env.queue_id))
+        covering = [
+            what for i, (kind, what) in enumerate(events)
+            if kind == "dir-start" and i > renamed
+            and events.index(("dir-end", what)) < returned
+        ]
+        assert covering, f"{env.queue_id} returned without a directory sync after its rename"
+    assert len(await spool.recover()) == n
+
+
+async def test_a_failed_directory_sync_fails_its_puts_and_the_next_put_syncs_again(
+        spool: Spool, monkeypatch: pytest.MonkeyPatch) -> None:
+    syncs = _SyncLog(monkeypatch)
+    syncs.fail_dir_sync = True
+    with pytest.raises(OSError, match="Input/output"):
+        await spool.put(_env(), DATA)
+    syncs.fail_dir_sync = False
+    await spool.put(_env(), DATA)
+    assert [k for k, _ in syncs.events][-2:] == ["dir-start", "dir-end"]
+
+
+async def test_removing_a_finished_message_syncs_nothing(
+        spool: Spool, monkeypatch: pytest.MonkeyPatch) -> None:
+    env = _env()
+    await spool.put(env, DATA)
+    syncs = _SyncLog(monkeypatch)
+    await spool.record(env.queue_id, 0, "delivered", "250 ok")
+    await spool.remove(env.queue_id)
+    assert syncs.events == []
+    assert await spool.recover() == []
+
+
+async def test_a_partial_outcome_is_fsynced(
+        spool: Spool, monkeypatch: pytest.MonkeyPatch) -> None:
+    env = _env("a@example.net", "b@example.net")
+    await spool.put(env, DATA)
+    syncs = _SyncLog(monkeypatch)
+    await spool.record(env.queue_id, 0, "delivered", "250 ok")
+    entry = QueueEntry.new(env)
+    entry.attempts, entry.state = 1, "deferred"
+    await spool.finish_attempt(entry)
+    assert syncs.count("file-fsync") == 1  # the journal, at the end of the attempt
