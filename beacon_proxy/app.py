@@ -501,14 +501,18 @@ class Relay:
         memory every :data:`CAMPAIGN_POLL` seconds: a second copy learned by another
         worker process (or node) wakes them as one learned here does."""
         assert self.campaigns is not None
+        failing = False
         while True:
             await asyncio.sleep(CAMPAIGN_POLL)
             for key in self.scheduler.waiting_keys():
                 try:
                     record = await self.store.get_campaign(key)
                 except Exception as exc:  # the hold's end still wakes them
-                    log.warning("campaign %s: the store failed: %r", key[:12], exc)
+                    if not failing:  # once per failing spell, not twice a second
+                        log.warning("campaign %s: the store failed: %r", key[:12], exc)
+                    failing = True
                     break
+                failing = False
                 if record is not None and record.copies >= 2:
                     self.scheduler.wake(key)
 

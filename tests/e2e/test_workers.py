@@ -184,3 +184,44 @@ hold = 3600
     assert delivered["r0@example.org"]["worker"] == 0
     assert delivered["r0@example.org"]["campaign_copies"] >= 2
     assert proxy.stop() == 0
+
+
+def test_changing_the_number_of_workers_strands_no_message(
+        tmp_path: Path, proxies: list[Proxy]) -> None:
+    """Messages in part 2 of three workers: with two, worker 0 adopts them; with one
+    process, the single relay adopts every part; all arrive."""
+    upstream = Upstream()
+    proxy = Proxy(tmp_path, "[smtp]\nworkers = 3\n", upstream=upstream.port)
+    proxies.append(proxy.start())
+    try:
+        _workers_started(proxy, 3)
+        pids = _pids(proxy)
+        for i in (0, 1):  # a stopped worker accepts nothing: worker 2 takes these
+            os.kill(pids[i], signal.SIGSTOP)
+        try:
+            rcpts = [f"user{i}@example.org" for i in range(3)]
+            ids = [proxy.send("news@sender.example", [r], newsletter(n=i))
+                   for i, r in enumerate(rcpts)]
+            _deferred(proxy, ids)
+        finally:
+            for i in (0, 1):
+                os.kill(pids[i], signal.SIGCONT)
+        assert {e["worker"] for e in proxy.events("received")} == {2}
+        assert proxy.stop() == 0
+        text = proxy.config_path.read_text()
+        proxy.config_path.write_text(text.replace("workers = 3", "workers = 2"))
+        proxy.start()
+        _workers_started(proxy, 5)
+        adopted = proxy.wait_events("spool_adopted", 1)
+        assert adopted[0]["worker"] == 0 and adopted[0]["messages"] == 3
+        assert adopted[0]["source"].endswith("parts/2")
+        assert proxy.stop() == 0
+        proxy.config_path.write_text(text.replace("workers = 3", "workers = 1"))
+        upstream.start()
+        proxy.start()
+        wait_for(lambda: all(upstream.to(r) for r in rcpts), 60, "every message delivered")
+        single = proxy.events("spool_adopted")[-1]
+        assert "worker" not in single and single["messages"] == 3
+        assert proxy.stop() == 0
+    finally:
+        upstream.stop()
