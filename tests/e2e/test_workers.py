@@ -9,6 +9,7 @@ second copy goes when another worker learns that copy.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
@@ -225,3 +226,47 @@ def test_changing_the_number_of_workers_strands_no_message(
         assert proxy.stop() == 0
     finally:
         upstream.stop()
+
+
+def test_sighup_rotates_the_dkim_key_in_every_worker(
+        tmp_path: Path, upstream: Upstream, proxies: list[Proxy]) -> None:
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    from beacon_proxy.rewrite.dkim import SigningKey
+    from tests.e2e.test_dkim import DOMAIN, _verify, _write_key
+
+    def new_key(selector: str) -> SigningKey:
+        return SigningKey(DOMAIN, selector,
+                          rsa.generate_private_key(public_exponent=65537, key_size=2048))
+
+    old, new = new_key("old2026"), new_key("new2027")
+    _write_key(tmp_path / "old.pem", old)
+    _write_key(tmp_path / "new.pem", new)
+    proxy = Proxy(tmp_path, WORKERS + f"""
+[dkim]
+domain = "{DOMAIN}"
+selector = "{old.selector}"
+private_key_file = "{tmp_path / 'old.pem'}"
+""", upstream=upstream.port)
+    proxies.append(proxy.start())
+    _workers_started(proxy, 2)
+    proxy.config_path.write_text(proxy.config_path.read_text()
+                                 .replace(old.selector, new.selector)
+                                 .replace("old.pem", "new.pem"))
+    proxy.proc.send_signal(signal.SIGHUP)  # type: ignore[union-attr]
+    reloaded = [e for e in proxy.wait_events("reloaded", 3) if e["worker"] != "supervisor"]
+    assert all("dkim" in e["applied"] for e in reloaded)
+    pids = _pids(proxy)
+    for worker in (0, 1):  # each copy through one worker: the other one is stopped
+        other = pids[1 - worker]
+        rcpt = f"ann{worker}@example.org"
+        os.kill(other, signal.SIGSTOP)
+        try:
+            proxy.send("news@sender.example", [rcpt], newsletter(f"Rotated {worker}"))
+            [copy] = wait_for(functools.partial(upstream.to, rcpt), 60, f"a copy for {rcpt}")
+        finally:
+            os.kill(other, signal.SIGCONT)
+        assert _verify(copy.data, new) and not _verify(copy.data, old)
+    delivered = {e["recipient"]: e["worker"] for e in proxy.events("delivered")}
+    assert delivered == {"ann0@example.org": 0, "ann1@example.org": 1}
+    assert proxy.stop() == 0
