@@ -18,6 +18,11 @@ delivery (so recovered mail starts moving), the forwarders, then the HTTP
 and SMTP listeners.  Stop order on SIGTERM/SIGINT is the reverse: stop accepting SMTP
 and let transactions in DATA finish, stop delivery workers within the bound
 (the rest stays queued), close the spool and the store.
+
+With ``[smtp] workers`` above 1 the same :class:`Relay` runs in each process of
+:mod:`beacon_proxy.workers` with a :class:`Role`: in a worker, the SMTP listener (on
+the supervisor's sockets), its part of the spool and delivery; in the supervisor,
+the web listeners and the forwarders.
 """
 
 from __future__ import annotations
