@@ -18,6 +18,11 @@ delivery (so recovered mail starts moving), the forwarders, then the HTTP
 and SMTP listeners.  Stop order on SIGTERM/SIGINT is the reverse: stop accepting SMTP
 and let transactions in DATA finish, stop delivery workers within the bound
 (the rest stays queued), close the spool and the store.
+
+With ``[smtp] workers`` above 1 the same :class:`Relay` runs in each process of
+:mod:`beacon_proxy.workers` with a :class:`Role`: in a worker, the SMTP listener (on
+the supervisor's sockets), its part of the spool and delivery; in the supervisor,
+the web listeners and the forwarders.
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ import logging
 import os
 import signal
 import socket
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
@@ -60,6 +65,7 @@ from beacon_proxy.rewrite.pool import INLINE_BYTES, AnalysisPool, default_engine
 from beacon_proxy.rewrite.step import CopyStep, ListMailOnly, TraceHeader
 from beacon_proxy.rewrite.unsubscribe import UnsubscribeHeaders
 from beacon_proxy.smtpd.server import SmtpServer
+from beacon_proxy.spool.parts import adopt, lock_within, part_root, sources_for
 from beacon_proxy.spool.queue import Spool
 from beacon_proxy.tokens import Tokens, load_secrets
 from beacon_proxy.web.api import build_api
@@ -68,6 +74,7 @@ if TYPE_CHECKING:  # imported when keys are configured (cryptography is slow to 
     from beacon_proxy.rewrite.dkim import DkimSigner
 from beacon_proxy.web.auth import ApiTokens
 from beacon_proxy.web.console import Console
+from beacon_proxy.web.console.stats import EventTally
 from beacon_proxy.web.guard import Guard
 from beacon_proxy.web.recipient import RecipientSide
 from beacon_proxy.web.server import (
@@ -78,11 +85,33 @@ from beacon_proxy.web.server import (
     build_public_app,
 )
 
-__all__ = ["ListenError", "Relay", "best_hostname", "check_listeners", "copy_steps",
-           "is_loopback_host", "local_hostname", "open_networks", "run", "shared_store",
-           "start_warnings"]
+__all__ = ["CAMPAIGN_POLL", "ListenError", "Relay", "Role", "best_hostname",
+           "check_listeners", "copy_steps", "is_loopback_host", "local_hostname",
+           "open_networks", "run", "shared_store", "start_warnings"]
 
 log = logging.getLogger(__name__)
+
+#: Seconds between looks at the campaign memory while some copy waits for its campaign's
+#: second copy (learned by another worker process or another node).
+CAMPAIGN_POLL = 0.5
+
+
+@dataclasses.dataclass(frozen=True)
+class Role:
+    """What a process of a relay with several worker processes does.
+
+    ``worker`` set: worker ``worker`` of ``count`` - SMTP on the supervisor's listening
+    sockets ``socks``, its own part of the spool, delivery; no web listener.  ``worker``
+    None: the supervisor - the web listeners (``metrics``: the page summed over the
+    workers; ``workers_up``: how many workers run and are started), the forwarders; no
+    SMTP, no spool part, no delivery."""
+
+    count: int
+    worker: int | None = None
+    socks: tuple[socket.socket, ...] = ()
+    metrics: Callable[[], Awaitable[bytes]] | None = None
+    workers_up: Callable[[], int] | None = None
+    queue_size: Callable[[], int] | None = None
 
 
 def _courier_factory(cfg: Config, hostname: str) -> CourierFactory:
@@ -260,8 +289,10 @@ def copy_steps(cfg: Config, tokens: Tokens, *, hostname: str | None) -> tuple[Co
 class Relay:
     """The running service: every stage, built from one :class:`Config`."""
 
-    def __init__(self, cfg: Config) -> None:
+    def __init__(self, cfg: Config, role: Role | None = None) -> None:
+        """``role``: None for the single-process relay (everything in this process)."""
         self.cfg = cfg
+        self.role = role
         # First: a PostgreSQL store (several nodes) without a shared secret is a ConfigError.
         secrets, self._generated_secret = load_secrets(
             cfg.tokens, cfg.spool.path / "token.secret", shared_store=shared_store(cfg))
@@ -269,15 +300,19 @@ class Relay:
         self.tokens = Tokens(secrets)
         pseudonymize(pseudonym_key(secrets[0]) if cfg.log.pseudonymize else None)
         self.hostname = cfg.smtp.hostname or local_hostname()
-        self.spool = Spool(cfg.spool.path)
+        if role is not None and role.worker is not None:
+            self.spool = Spool(part_root(cfg.spool.path, role.worker))
+        else:
+            self.spool = Spool(cfg.spool.path)
         # Analysis runs in worker processes under a CPU budget: one message can neither
         # hold the event loop (C regex calls keep the GIL) nor run for ever.
         # The proxy's own /o/ pixel is never labelled a vendor (issue 9).
         own = (cfg.web.public_url,)
         engine_factory = functools.partial(default_engine, allow=own)
-        self.analysis = AnalysisPool(cfg.policy.analysis_workers
-                                     or min(os.cpu_count() or 1, 4),
-                                     engine_factory=engine_factory)
+        analysers = cfg.policy.analysis_workers or min(os.cpu_count() or 1, 4)
+        if role is not None:  # the relay's analysers, shared out over its workers
+            analysers = max(1, analysers // role.count)
+        self.analysis = AnalysisPool(analysers, engine_factory=engine_factory)
         budget = cfg.policy.analysis_timeout
 
         # The engine the workers build, from the same factory: its fingerprint names what a
@@ -327,7 +362,8 @@ class Relay:
         )
         if self.campaigns is not None:  # a new campaign's second copy: its first one goes now
             self.campaigns.on_learned = self.scheduler.wake
-        self.smtpd = SmtpServer(cfg.smtp, self.scheduler.enqueue, hostname=self.hostname)
+        self.smtpd = SmtpServer(cfg.smtp, self.scheduler.enqueue, hostname=self.hostname,
+                                socks=role.socks if role is not None else ())
         self.api_tokens = ApiTokens(cfg.api.tokens)
         api = build_api(self.store, self.api_tokens)
         # A recipient's unsubscribe through our link goes on to the sender's own RFC 8058
@@ -348,51 +384,107 @@ class Relay:
                           public_url=cfg.web.public_url,
                           default_language=cfg.web.default_language,
                           secure_cookies=cfg.web.admin_listen is None
-                          and urlsplit(cfg.web.public_url).scheme == "https")
+                          and urlsplit(cfg.web.public_url).scheme == "https",
+                          record_stats=False)  # the processes that deliver count (self.tally)
         guard = Guard.from_config(cfg.web)  # client address, rate limits, bounded bodies
         # /readyz: the store answers and the spool is writable (and not while stopping).
-        ready = Readiness(self.store, cfg.spool.path, stopping=lambda: self._stopping)
+        readiness = Readiness(self.store, cfg.spool.path, stopping=lambda: self._stopping)
+        ready: Callable[[], Awaitable[dict[str, object]]] = readiness
+        if role is not None and role.workers_up is not None:
+            ready = functools.partial(_with_workers, readiness, role.workers_up, role.count)
         self.admin_web: WebServer | None = None
         timeout = cfg.web.header_timeout
+        metrics = role.metrics if role is not None else None
         if cfg.web.admin_listen is None:  # one listener: the admin side is public too
             self.web = WebServer(cfg.web.listen, build_app(
                 self._health, ready=ready, api=api, recipient=recipient, guard=guard,
-                console=console),
+                console=console, metrics=metrics),
                 header_timeout=timeout)
         else:  # the recipient side alone faces the internet
             self.web = WebServer(cfg.web.listen, build_public_app(
                 self._health, recipient=recipient, guard=guard), header_timeout=timeout)
             self.admin_web = WebServer(cfg.web.admin_listen, build_admin_app(
-                self._health, ready=ready, api=api, guard=guard, console=console),
+                self._health, ready=ready, api=api, guard=guard, console=console,
+                metrics=metrics),
                 header_timeout=timeout)
         self._stopping = False
+        self._poller: asyncio.Task[None] | None = None
+        # The console's dashboard counts the relay's events where they happen: in every
+        # process that receives and delivers (each worker adds its own counts to the store).
+        self.tally = EventTally(self.store) if self.delivers else None
+
+    @property
+    def delivers(self) -> bool:
+        """Whether this process receives and delivers mail (not a supervisor)."""
+        return self.role is None or self.role.worker is not None
+
+    @property
+    def serves_web(self) -> bool:
+        """Whether this process runs the web listeners (not a worker)."""
+        return self.role is None or self.role.worker is None
 
     def _health(self) -> dict[str, object]:
-        return {"status": "stopping" if self._stopping else "ok",
-                "queue": self.scheduler.queue_size()}
+        if self.role is not None and self.role.queue_size is not None:
+            queue = self.role.queue_size()
+        else:
+            queue = self.scheduler.queue_size()
+        return {"status": "stopping" if self._stopping else "ok", "queue": queue}
+
+    async def _take_spool(self) -> None:
+        """Lock this process's spool (root or part) and adopt what no running worker
+        owns (see :mod:`beacon_proxy.spool.parts`)."""
+        root = self.cfg.spool.path
+        if self.role is None:
+            self.spool.lock()  # one relay per spool: a second one stops here (SpoolInUse)
+            sources = sources_for(root, None, 1)
+        else:
+            assert self.role.worker is not None
+            # A worker of an earlier run may still be stopping (its supervisor was killed).
+            await asyncio.to_thread(lock_within, self.spool,
+                                    2 * self.cfg.smtp.shutdown_timeout + 30)
+            sources = sources_for(root, self.role.worker, self.role.count)
+        for source in sources:
+            await asyncio.to_thread(adopt, self.spool.root, source)
 
     async def start(self) -> None:
-        self.spool.lock()  # one relay per spool: a second one stops here (SpoolInUse)
+        if self.delivers:
+            await self._take_spool()
+        else:
+            self.spool.lock()  # the supervisor holds the root: one relay per spool
         await self.store.open()
+        if self.tally is not None:
+            await self.tally.start()
         self.spool.open()
-        await self.analysis.start()
-        if self.campaigns is not None:
-            await self.campaigns.start()  # expiry of old campaigns, hourly
-        recovered = await self.scheduler.start()
-        await self.one_click.start()
-        if self.open_forwarder is not None:
-            await self.open_forwarder.start()
-        if self.admin_web is not None:
-            await self.admin_web.start()
-        await self.web.start()
-        await self.smtpd.start()
+        recovered: int | None = None
+        if self.delivers:
+            await self.analysis.start()
+            if self.campaigns is not None:
+                await self.campaigns.start()  # expiry of old campaigns, hourly
+                self._poller = asyncio.create_task(self._poll_campaigns(),
+                                                   name="campaign-poll")
+            recovered = await self.scheduler.start()
+        if self.serves_web:
+            await self.one_click.start()
+            if self.open_forwarder is not None:
+                await self.open_forwarder.start()
+            if self.admin_web is not None:
+                await self.admin_web.start()
+            await self.web.start()
+        if self.delivers:
+            await self.smtpd.start()
         up = self.cfg.delivery.upstream
         admin = self.cfg.web.admin_listen
+        extra: dict[str, object] = {}
+        if self.role is not None:
+            extra = {"workers": self.role.count,
+                     "role": "supervisor" if self.role.worker is None else "worker"}
         event("started", smtp=str(self.cfg.smtp.listen), web=str(self.cfg.web.listen),
               admin=str(admin) if admin is not None else None,
-              upstream=str(up), spool=str(self.cfg.spool.path), recovered=recovered,
+              upstream=str(up), spool=str(self.spool.root), recovered=recovered,
               hostname=self.hostname, config=str(self.cfg.source) if self.cfg.source else None,
-              event_loop=running_loop_name())
+              event_loop=running_loop_name(), **extra)
+        if self.role is not None and self.role.worker is not None:
+            return  # the supervisor says the rest once
         if self._generated_secret:
             event("notice", logging.WARNING, key="tokens.secret",
                   message="no [tokens] secret configured: using a generated one kept in the "
@@ -442,25 +534,72 @@ class Relay:
         event("reloaded", config=str(cfg.source) if cfg.source else None, applied=list(live),
               restart_needed=restart)
 
+    async def _poll_campaigns(self) -> None:
+        """While copies wait for their campaign's second copy, look at the campaign
+        memory every :data:`CAMPAIGN_POLL` seconds: a second copy learned by another
+        worker process (or node) wakes them as one learned here does."""
+        assert self.campaigns is not None
+        failing = False
+        while True:
+            await asyncio.sleep(CAMPAIGN_POLL)
+            for key in self.scheduler.waiting_keys():
+                try:
+                    record = await self.store.get_campaign(key)
+                except Exception as exc:  # the hold's end still wakes them
+                    if not failing:  # once per failing spell, not twice a second
+                        log.warning("campaign %s: the store failed: %r", key[:12], exc)
+                    failing = True
+                    break
+                failing = False
+                if record is not None and record.copies >= 2:
+                    self.scheduler.wake(key)
+
+    def mark_stopping(self) -> None:
+        """Answer not ready (``/readyz``) and ``stopping`` (``/healthz``) from now on."""
+        self._stopping = True
+
     async def stop(self) -> None:
         self._stopping = True
         timeout = self.cfg.smtp.shutdown_timeout
         event("stopping", timeout=timeout)
-        await self.smtpd.stop(timeout)
-        await self.scheduler.stop(timeout)
-        if self.campaigns is not None:
-            await self.campaigns.stop()
-        await self.analysis.close()
-        await self.web.stop()  # flushes the open queue (which may forward opens)
-        if self.admin_web is not None:
-            await self.admin_web.stop()
-        if self.open_forwarder is not None:
-            await self.open_forwarder.stop()
-        await self.one_click.stop()
+        if self.delivers:
+            await self.smtpd.stop(timeout)
+            await self.scheduler.stop(timeout)
+            if self._poller is not None:
+                self._poller.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._poller
+                self._poller = None
+            if self.campaigns is not None:
+                await self.campaigns.stop()
+            await self.analysis.close()
+            if self.tally is not None:
+                await self.tally.stop()  # the last counts go to the store
+        if self.serves_web:
+            await self.web.stop()  # flushes the open queue (which may forward opens)
+            if self.admin_web is not None:
+                await self.admin_web.stop()
+            if self.open_forwarder is not None:
+                await self.open_forwarder.stop()
+            await self.one_click.stop()
         self.spool.close()
         self.spool.unlock()
         await self.store.close()
-        event("stopped", queued=self.scheduler.queue_size())
+        event("stopped", queued=self._health()["queue"])
+
+
+async def _with_workers(readiness: Readiness, workers_up: Callable[[], int], count: int
+                        ) -> dict[str, object]:
+    """``/readyz`` of a supervisor: the store and the spool, and every worker started."""
+    status = await readiness()
+    up = workers_up()
+    checks = status.get("checks")
+    if isinstance(checks, dict):
+        checks["workers"] = "ok" if up == count else f"{up} of {count} started"
+    if up != count and status.get("status") == "ready":
+        return {"status": "unready", "reason": f"workers: {up} of {count} started",
+                "checks": checks}
+    return status
 
 
 async def run(cfg: Config) -> None:

@@ -62,7 +62,11 @@ __all__ = [
     "find_config",
     "is_token_name",
     "load_config",
+    "usable_cpus",
+    "worker_count",
 ]
+
+MAX_WORKERS = 64
 
 ENV_PREFIX = "BEACON_PROXY_"
 # Read when neither --config nor BEACON_PROXY_CONFIG names a file (and it exists).
@@ -132,6 +136,9 @@ class SmtpConfig:
     shutdown_timeout: float = 30.0
     # The process's event loop: uvloop when installed ("auto"), or forced either way.
     event_loop: Literal["auto", "asyncio", "uvloop"] = "auto"
+    # Relay worker processes (receive, spool part, delivery each): a number, or "auto"
+    # (one per usable CPU).  1: one process, the spool's single-process layout.
+    workers: int | Literal["auto"] = 1
 
 
 @dataclass(frozen=True)
@@ -331,6 +338,32 @@ def _seconds(lo: float, hi: float) -> Parser:
         return float(v)
 
     return parse
+
+
+def _workers(key: str, v: Any) -> int | Literal["auto"]:
+    if v == "auto":
+        return "auto"
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise ConfigError(key, f'expected a number of processes or "auto", got {v!r}')
+    if not 1 <= v <= MAX_WORKERS:
+        raise ConfigError(key, f"must be between 1 and {MAX_WORKERS}, got {v}")
+    return v
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity mask, as ``taskset`` sets it)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def worker_count(smtp: SmtpConfig) -> int:
+    """How many relay worker processes ``[smtp] workers`` asks for ("auto": one per
+    usable CPU, at most :data:`MAX_WORKERS`)."""
+    if smtp.workers == "auto":
+        return min(usable_cpus(), MAX_WORKERS)
+    return smtp.workers
 
 
 def _choice(*choices: str) -> Parser:
@@ -596,6 +629,7 @@ _SCHEMA: dict[str, dict[str, Parser]] = {
         "auth_delay_max": _seconds(0, 60),
         "shutdown_timeout": _seconds(0, 3600),
         "event_loop": _choice("auto", "asyncio", "uvloop"),
+        "workers": _workers,
     },
     "delivery": {
         "upstream": _upstream,

@@ -26,6 +26,7 @@ import hashlib
 import hmac
 import json
 import logging
+import os
 import re
 import sys
 import time
@@ -33,8 +34,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["EventTap", "JsonFormatter", "add_event_tap", "event", "pseudonym", "pseudonym_key",
-           "pseudonymize", "remove_event_tap", "setup_logging"]
+__all__ = ["EventTap", "JsonFormatter", "LineHandler", "add_event_tap", "event", "pseudonym",
+           "pseudonym_key", "pseudonymize", "remove_event_tap", "set_worker", "setup_logging"]
 
 _relay = logging.getLogger("beacon_proxy.relay")
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
@@ -46,6 +47,8 @@ _QUIET_LIBRARIES = ("aiosqlite", "asyncpg", "aiosmtplib", "aiohttp.client", "aio
 #: An e-mail address anywhere in a string (quoted local parts aside).
 _ADDRESS = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+@[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?")
 _pseudonym_key: bytes | None = None
+#: The ``worker`` field of every line (several worker processes): an index or "supervisor".
+_worker: int | str | None = None
 
 
 def pseudonym(address: str, key: bytes) -> str:
@@ -72,6 +75,13 @@ def pseudonymize(key: bytes | None) -> None:
     _pseudonym_key = key
 
 
+def set_worker(worker: int | str | None) -> None:
+    """Give every line a ``worker`` field (the worker's index, or ``"supervisor"``); None:
+    none (a single-process relay)."""
+    global _worker
+    _worker = worker
+
+
 def _masked(value: Any, key: bytes) -> Any:
     if isinstance(value, str):
         return _ADDRESS.sub(lambda m: pseudonym(m.group(0), key), value) if "@" in value \
@@ -92,6 +102,8 @@ class JsonFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         out: dict[str, Any] = {"ts": _iso(record.created), "level": record.levelname.lower()}
+        if _worker is not None:
+            out["worker"] = _worker
         fields: dict[str, Any] | None = getattr(record, "fields", None)
         if fields is not None:
             out["event"] = record.getMessage()
@@ -148,11 +160,49 @@ def event(name: str, level: int = logging.INFO, /, **fields: Any) -> None:
         _relay.log(level, name, extra={"fields": fields})
 
 
-def setup_logging(level: str = "info", path: Path | None = None) -> None:
+class LineHandler(logging.Handler):
+    """Writes each record as one line with a single ``write(2)`` on a file descriptor:
+    to a file opened with ``O_APPEND`` (``path``) or to standard error.  Several
+    processes writing one log (the worker processes) never interleave inside a line:
+    ``O_APPEND`` writes to a file are atomic, and so are writes to a pipe up to
+    ``PIPE_BUF`` (4096 bytes; a longer line to a pipe may interleave)."""
+
+    def __init__(self, path: Path | None = None) -> None:
+        super().__init__()
+        self._owned = path is not None
+        self._fd = (os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+                    if path is not None else sys.stderr.fileno())
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            data = (self.format(record) + "\n").encode("utf-8", "backslashreplace")
+            while data:
+                written = os.write(self._fd, data)
+                data = data[written:]
+        except Exception:
+            self.handleError(record)
+
+    def close(self) -> None:
+        if self._owned and self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+        super().close()
+
+
+def setup_logging(level: str = "info", path: Path | None = None, *,
+                  atomic: bool | None = None) -> None:
     """Route all logging to one JSON-lines stream (stderr, or a file opened for
-    appending); called again, it closes the previous file and opens ``path`` anew."""
+    appending); called again, it closes the previous file and opens ``path`` anew.
+    ``atomic``: one ``write(2)`` per line (:class:`LineHandler`), for several processes
+    writing one log; by default when :func:`set_worker` named a worker."""
     handler: logging.Handler
-    if path is not None:
+    if atomic is None:
+        atomic = _worker is not None
+    if atomic:
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        handler = LineHandler(path)
+    elif path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         handler = logging.FileHandler(path, mode="a", encoding="utf-8")
     else:

@@ -421,3 +421,18 @@ def test_web_abuse_limits(tmp_path: Path) -> None:
         with pytest.raises(ConfigError) as info:
             _load(tmp_path, f"[web]\n{text}\n")
         assert info.value.key == key
+
+
+def test_workers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from beacon_proxy.config import usable_cpus, worker_count
+
+    assert load_config(None, environ={}).smtp.workers == 1
+    assert worker_count(_load(tmp_path, "[smtp]\nworkers = 3").smtp) == 3
+    auto = _load(tmp_path, '[smtp]\nworkers = "auto"').smtp
+    assert auto.workers == "auto" and worker_count(auto) == usable_cpus()
+    assert load_config(None, environ={"BEACON_PROXY_SMTP_WORKERS": "auto"}).smtp.workers \
+        == "auto"
+    for bad in ("0", "65", '"many"', "true", "1.5"):
+        with pytest.raises(ConfigError) as info:
+            _load(tmp_path, f"[smtp]\nworkers = {bad}")
+        assert info.value.key == "smtp.workers"

@@ -98,3 +98,24 @@ def test_every_event_is_documented() -> None:
     events = _logged_events()
     assert len(events) > 20  # the walk finds them
     assert {name: where for name, where in events.items() if name not in rows} == {}
+
+
+def test_worker_field_and_one_write_per_line(tmp_path: Path) -> None:
+    from beacon_proxy.log import set_worker
+
+    path = tmp_path / "workers.jsonl"
+    set_worker(1)
+    try:
+        setup_logging("info", path)  # a worker: one write(2) per line, O_APPEND
+        event("received", queue_id="Q1", note="x" * 70_000)
+        logging.getLogger("beacon_proxy.test").warning("plain")
+    finally:
+        set_worker(None)
+        root = logging.getLogger()
+        for handler in list(root.handlers):
+            root.removeHandler(handler)
+            handler.close()
+    first, second = _lines(path)
+    assert first["worker"] == 1 and first["event"] == "received"
+    assert len(str(first["note"])) == 70_000
+    assert second["worker"] == 1 and second["message"] == "plain"

@@ -6,7 +6,9 @@ reply, and the message's header section.  ``retry ID`` (or ``--all``) makes
 deferred mail due now and ``delete ID`` removes a message: both leave a
 request in the spool's ``control/`` folder that the running relay carries
 out within a second (or at its next start); ``delete`` also removes the files
-at once.  A spool that cannot be read (permissions, a file where a folder
+at once.  With several worker processes (``[smtp] workers``) every part of the spool
+is read, and a request goes to the part that holds the message (whose worker
+carries it out).  A spool that cannot be read (permissions, a file where a folder
 should be) is one line naming ``spool.path``, the path and the reason.
 """
 
@@ -21,6 +23,7 @@ from collections.abc import Callable
 from typing import Any
 
 from beacon_proxy.cli.common import CliError, add_config_option, config_from, path_error
+from beacon_proxy.spool.parts import all_roots, owner_of
 from beacon_proxy.spool.queue import QueueEntry, Spool, SpoolCorruptError
 
 __all__ = ["entry_to_dict", "register"]
@@ -101,7 +104,8 @@ def _with_spool(work: Callable[[argparse.Namespace, Spool], int]
 
 
 def _list(args: argparse.Namespace, spool: Spool) -> int:
-    entries = spool.list_sync()
+    entries = [e for root in all_roots(spool.root) for e in Spool(root).list_sync()]
+    entries.sort(key=lambda e: (e.state != "active", e.queue_id))  # as one spool lists
     if args.json:
         for entry in entries:
             print(json.dumps(entry_to_dict(entry), ensure_ascii=False))
@@ -135,10 +139,11 @@ def _age(seconds: float) -> str:
 def _show(args: argparse.Namespace, spool: Spool) -> int:
     queue_id = _queue_id(args.queue_id)
     try:
-        entry = spool.find_sync(queue_id)
-        if entry is None:
+        found = owner_of(spool.root, queue_id)
+        if found is None:
             raise CliError(f"no message {queue_id} in the queue")
-        data = spool.read_data_sync(entry)
+        owner, entry = found
+        data = owner.read_data_sync(entry)
     except (SpoolCorruptError, ValueError) as exc:
         raise CliError(f"message {queue_id} is unreadable: {exc}") from None
     except FileNotFoundError:
@@ -171,21 +176,24 @@ def _queue_id(text: str) -> str:
 
 def _retry(args: argparse.Namespace, spool: Spool) -> int:
     if args.all:
-        spool.request_sync("retry", "ALL")
+        for root in all_roots(spool.root):  # every worker's part
+            Spool(root).request_sync("retry", "ALL")
         print("retry of every deferred message requested")
         return 0
     queue_id = _queue_id(args.queue_id)
-    if spool.find_sync(queue_id) is None:
+    found = owner_of(spool.root, queue_id)
+    if found is None:
         raise CliError(f"no message {queue_id} in the queue")
-    spool.request_sync("retry", queue_id)
+    found[0].request_sync("retry", queue_id)  # to the worker that owns it
     print(f"retry of {queue_id} requested")
     return 0
 
 
 def _delete(args: argparse.Namespace, spool: Spool) -> int:
     queue_id = _queue_id(args.queue_id)
-    if not spool.delete_sync(queue_id):
+    found = owner_of(spool.root, queue_id)
+    if found is None or not found[0].delete_sync(queue_id):
         raise CliError(f"no message {queue_id} in the queue")
-    spool.request_sync("delete", queue_id)  # so a running relay forgets it too
+    found[0].request_sync("delete", queue_id)  # so the running worker forgets it too
     print(f"deleted {queue_id}")
     return 0

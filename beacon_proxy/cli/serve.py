@@ -7,7 +7,8 @@ import asyncio
 from typing import Any
 
 from beacon_proxy.cli.common import CliError, add_config_option, config_from, path_error, under
-from beacon_proxy.log import setup_logging
+from beacon_proxy.config import Config
+from beacon_proxy.log import set_worker, setup_logging
 
 __all__ = ["register"]
 
@@ -18,6 +19,12 @@ def register(sub: Any) -> None:
         "delivery workers until SIGTERM or SIGINT.",
     )
     add_config_option(p)
+    # A worker process of a relay with [smtp] workers > 1, as its supervisor starts it.
+    p.add_argument("--worker", type=int, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--workers", type=int, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--listen-fds", default="", help=argparse.SUPPRESS)
+    p.add_argument("--channel", type=int, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--supervisor-pid", type=int, default=None, help=argparse.SUPPRESS)
     p.set_defaults(handler=_serve)
 
 
@@ -31,6 +38,11 @@ def _serve(args: argparse.Namespace) -> int:
         raise CliError("cannot start: the installed SMTP libraries lack what beacon-proxy "
                        f"uses (install the versions pyproject.toml names): {', '.join(missing)}")
     cfg = config_from(args)
+    if args.worker is not None:
+        return _serve_worker(args, cfg)
+    from beacon_proxy.config import worker_count
+
+    count = worker_count(cfg.smtp)
     try:
         check_listeners(cfg)  # a port in use is said first, before anything is created
     except ListenError as exc:
@@ -39,12 +51,46 @@ def _serve(args: argparse.Namespace) -> int:
         factory, _ = loop_factory(cfg.smtp.event_loop)
     except EventLoopError as exc:
         raise CliError(f"cannot start: {exc}") from None
+    if count > 1:
+        set_worker("supervisor")
     setup_logging(cfg.log.level, cfg.log.path)
     try:
         with asyncio.Runner(loop_factory=factory) as runner:
-            runner.run(run(cfg))
+            if count > 1:
+                from beacon_proxy.workers import run_supervisor
+
+                runner.run(run_supervisor(cfg, count))
+            else:
+                runner.run(run(cfg))
     except OSError as exc:
         if under(cfg.spool.path, exc.filename):  # token.secret, lock, the queue folders
+            raise path_error("spool.path", cfg.spool.path, exc, "cannot start: cannot use"
+                             ) from None
+        raise CliError(f"cannot start: {exc}") from None
+    return 0
+
+
+def _serve_worker(args: argparse.Namespace, cfg: Config) -> int:
+    """One worker process (started by the supervisor, never by hand)."""
+    from beacon_proxy.workers import die_with_parent, run_worker
+
+    if args.workers is None or args.channel is None or args.supervisor_pid is None:
+        raise CliError("--worker is started by beacon-proxy serve itself, with its channel")
+    die_with_parent(args.supervisor_pid)
+    set_worker(args.worker)
+    setup_logging(cfg.log.level, cfg.log.path)
+    fds = [int(fd) for fd in args.listen_fds.split(",") if fd]
+    from beacon_proxy.eventloop import EventLoopError, loop_factory
+
+    try:
+        factory, _ = loop_factory(cfg.smtp.event_loop)
+    except EventLoopError as exc:
+        raise CliError(f"cannot start: {exc}") from None
+    try:
+        with asyncio.Runner(loop_factory=factory) as runner:
+            runner.run(run_worker(cfg, args.worker, args.workers, fds, args.channel))
+    except OSError as exc:
+        if under(cfg.spool.path, exc.filename):
             raise path_error("spool.path", cfg.spool.path, exc, "cannot start: cannot use"
                              ) from None
         raise CliError(f"cannot start: {exc}") from None

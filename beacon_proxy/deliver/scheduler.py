@@ -243,6 +243,10 @@ class Scheduler:
             self._woken.popitem(last=False)
         return sum(self.retry_now(queue_id) for queue_id in self._waiting.pop(key, ()))
 
+    def waiting_keys(self) -> list[str]:
+        """The wait keys some message's copies wait for now (see :meth:`wake`)."""
+        return list(self._waiting)
+
     def _forget_waits(self, queue_id: str) -> None:
         for key in self._waits_of.pop(queue_id, ()):
             waiting = self._waiting.get(key)

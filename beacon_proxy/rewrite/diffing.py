@@ -30,8 +30,9 @@ this module is where the relay compares.  For every message it delivers
    without one, comparison could find nothing).  The hold counts from receipt
    (from now, if the clock stepped back since).  When a second copy is learned on
    this node, the waiting messages are retried at once (:attr:`CampaignDiffing.on_learned`,
-   wired to the scheduler); a copy waiting on another node is retried at the
-   end of its hold at the latest.  Once the hold is over, the copy goes out
+   wired to the scheduler); a copy waiting in another worker process or on another
+   node is retried within :data:`beacon_proxy.app.CAMPAIGN_POLL` seconds (the relay
+   reads the waited campaigns' rows while copies wait).  Once the hold is over, the copy goes out
    with the single-message engine's findings (and whatever was learned
    meanwhile).  Granted copies never wait.
 

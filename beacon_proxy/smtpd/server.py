@@ -18,6 +18,7 @@ import asyncio
 import logging
 import socket
 import ssl
+from collections.abc import Sequence
 from pathlib import Path
 
 from beacon_proxy.config import SmtpConfig
@@ -44,8 +45,12 @@ class SmtpServer:
     """The receiving stage: SMTP in, :class:`~beacon_proxy.smtpd.handler.Enqueue` out."""
 
     def __init__(self, cfg: SmtpConfig, enqueue: Enqueue, *, hostname: str,
-                 clock: Clock | None = None) -> None:
+                 clock: Clock | None = None, socks: Sequence[socket.socket] = ()) -> None:
         self._cfg = cfg
+        # Listening sockets handed over by a supervisor (several worker processes
+        # accepting on the same sockets); none: bind cfg.listen here.
+        self._socks = tuple(socks)
+        self._extra: list[asyncio.Server] = []
         self._hostname = hostname
         self._handler = SmtpHandler(cfg, enqueue, clock)
         self._connections = Connections(cfg.max_connections, cfg.max_connections_per_client,
@@ -64,9 +69,14 @@ class SmtpServer:
         if not self._hostname:
             self._hostname = await asyncio.to_thread(socket.getfqdn)
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(
-            self._new_connection, cfg.listen.host, cfg.listen.port
-        )
+        if self._socks:
+            servers = [await loop.create_server(self._new_connection, sock=s)
+                       for s in self._socks]
+            self._server, self._extra = servers[0], servers[1:]
+        else:
+            self._server = await loop.create_server(
+                self._new_connection, cfg.listen.host, cfg.listen.port
+            )
         self._port = int(self._server.sockets[0].getsockname()[1])
         _log.info("SMTP listening on %s:%d as %s", cfg.listen.host, self._port, self._hostname)
 
@@ -90,6 +100,8 @@ class SmtpServer:
         conns.stopping = True
         if self._server is not None:
             self._server.close()
+        for extra in self._extra:
+            extra.close()
         conns.shutdown(idle_only=True)
         if not await conns.wait_until(lambda: conns.in_data() == 0, deadline):
             _log.warning("closing %d SMTP sessions still in DATA at shutdown", conns.in_data())
@@ -102,6 +114,8 @@ class SmtpServer:
         await conns.wait_until(lambda: len(conns) == 0, loop.time() + _CLOSE_GRACE)
         if self._server is not None:
             await self._server.wait_closed()
+        for extra in self._extra:
+            await extra.wait_closed()
 
     def _new_connection(self) -> SmtpProtocol:
         cfg = self._cfg

@@ -46,12 +46,16 @@ from beacon_proxy.web.console import Console, add_console_routes
 from beacon_proxy.web.guard import MAX_FIELD, MAX_HEADERS, MAX_LINE, Guard, security_headers
 from beacon_proxy.web.recipient import RecipientSide, add_recipient_routes
 
-__all__ = ["Readiness", "WebServer", "build_admin_app", "build_app", "build_public_app"]
+__all__ = ["METRICS", "Readiness", "WebServer", "build_admin_app", "build_app", "build_public_app"]
 
 Health = Callable[[], dict[str, object]]
 Ready = Callable[[], Awaitable[dict[str, object]]]
 HEALTH: web.AppKey[Health] = web.AppKey("health")
 READY: web.AppKey[Ready] = web.AppKey("ready")
+Metrics = Callable[[], Awaitable[bytes]]
+#: Where ``/metrics`` takes its page from (default: this process's registry); a
+#: supervisor of worker processes sets the sum over its workers.
+METRICS: web.AppKey[Metrics] = web.AppKey("metrics")
 
 _NO_STORE = {"Cache-Control": "no-store"}
 
@@ -69,7 +73,8 @@ async def _readyz(request: web.Request) -> web.Response:
 
 
 async def _metrics(request: web.Request) -> web.Response:
-    body = generate_latest(REGISTRY)
+    source = request.app.get(METRICS)
+    body = await source() if source is not None else generate_latest(REGISTRY)
     resp = web.Response(body=body, headers=_NO_STORE)
     resp.content_type = CONTENT_TYPE_LATEST.split(";")[0]
     resp.charset = "utf-8"
@@ -90,8 +95,10 @@ def _new_app(health: Health, guard: Guard | None) -> web.Application:
 
 
 def _add_admin(app: web.Application, ready: Ready | None, api: web.Application | None,
-               console: Console | None) -> None:
+               console: Console | None, metrics: Metrics | None = None) -> None:
     app[READY] = ready or _always_ready
+    if metrics is not None:
+        app[METRICS] = metrics
     app.router.add_get("/readyz", _readyz)
     app.router.add_get("/metrics", _metrics)
     if api is not None:  # the admin API (beacon_proxy.web.api.build_api)
@@ -104,10 +111,11 @@ def build_app(health: Health, *, ready: Ready | None = None,
               api: web.Application | None = None,
               recipient: RecipientSide | None = None,
               guard: Guard | None = None,
-              console: Console | None = None) -> web.Application:
+              console: Console | None = None,
+              metrics: Metrics | None = None) -> web.Application:
     """Everything on one listener (no ``[web] admin_listen``)."""
     app = _new_app(health, guard)
-    _add_admin(app, ready, api, console)
+    _add_admin(app, ready, api, console, metrics)
     if recipient is not None:  # /o/ and /u/; their open queue runs with the app
         add_recipient_routes(app, recipient)
     return app
@@ -125,11 +133,12 @@ def build_public_app(health: Health, *, recipient: RecipientSide | None,
 def build_admin_app(health: Health, *, ready: Ready | None = None,
                     api: web.Application | None = None,
                     guard: Guard | None = None,
-                    console: Console | None = None) -> web.Application:
+                    console: Console | None = None,
+                    metrics: Metrics | None = None) -> web.Application:
     """The operations side: ``/readyz``, ``/metrics``, ``/api/v1``, ``/console`` (and
     ``/healthz``)."""
     app = _new_app(health, guard)
-    _add_admin(app, ready, api, console)
+    _add_admin(app, ready, api, console, metrics)
     return app
 
 

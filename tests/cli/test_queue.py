@@ -123,3 +123,27 @@ def test_an_unreadable_spool_is_one_line_naming_the_key(
     err = capsys.readouterr().err
     assert err.count("\n") == 1
     assert f"spool.path {configured.root}" in err and str(folder) in err
+
+
+def test_every_part_is_listed_and_requests_go_to_the_owner(
+        configured: Spool, capsys: pytest.CaptureFixture[str]) -> None:
+    from beacon_proxy.spool.parts import part_root
+
+    parts = [Spool(part_root(configured.root, i)) for i in (0, 1)]
+    for part in parts:
+        part.open()
+    ids = [_put(configured), _put(parts[0]), _put(parts[1])]
+    assert main(["queue", "list", "--json"]) == 0
+    listed = [json.loads(line)["queue_id"] for line in capsys.readouterr().out.splitlines()]
+    assert sorted(listed) == sorted(ids)
+    assert main(["queue", "show", ids[2]]) == 0
+    assert "Subject: queued" in capsys.readouterr().out
+    assert main(["queue", "retry", ids[2]]) == 0
+    assert os.listdir(parts[1].control) == [f"retry.{ids[2]}"]
+    assert os.listdir(parts[0].control) == []
+    assert main(["queue", "delete", ids[1]]) == 0
+    assert parts[0].find_sync(ids[1]) is None
+    assert os.listdir(parts[0].control) == [f"delete.{ids[1]}"]
+    assert main(["queue", "retry", "--all"]) == 0
+    assert all("retry.ALL" in os.listdir(s.control) for s in (configured, *parts))
+    capsys.readouterr()

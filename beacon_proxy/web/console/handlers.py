@@ -50,6 +50,7 @@ from beacon_proxy.consent.csvio import Kind, export_csv
 from beacon_proxy.consent.model import Beacons, InvalidValue, StoreError
 from beacon_proxy.consent.store import Store
 from beacon_proxy.log import event
+from beacon_proxy.spool.parts import all_roots, owner_of
 from beacon_proxy.spool.queue import QueueEntry, Spool, SpoolCorruptError
 from beacon_proxy.web.auth import ApiTokens
 from beacon_proxy.web.console.jobs import ImportJobs, TooBusy
@@ -479,7 +480,11 @@ class _Handlers:
     async def _entries(self) -> list[QueueEntry]:
         if self.spool is None:
             return []
-        return await asyncio.to_thread(self.spool.list_sync)
+        root = self.spool.root  # with several workers, every worker's part of the spool
+
+        def every_part() -> list[QueueEntry]:
+            return [e for r in all_roots(root) for e in Spool(r).list_sync()]
+        return await asyncio.to_thread(every_part)
 
     async def queue(self, request: web.Request, session: Session) -> web.StreamResponse:
         entries = await self._entries()
@@ -502,10 +507,11 @@ class _Handlers:
         if self.spool is None or not _queue_id(queue_id):
             return None, ""
         try:
-            entry = self.spool.find_sync(queue_id)
-            if entry is None:
+            found = owner_of(self.spool.root, queue_id)
+            if found is None:
                 return None, ""
-            data = self.spool.read_data_sync(entry)
+            spool, entry = found
+            data = spool.read_data_sync(entry)
         except (SpoolCorruptError, ValueError, OSError):
             return None, ""
         end = data.find(b"\r\n\r\n")
@@ -516,21 +522,22 @@ class _Handlers:
                            fields: dict[str, str]) -> web.StreamResponse:
         queue_id = request.match_info["queue_id"]
         action = fields.get("action")
-        spool = self.spool
-        if spool is None or not _queue_id(queue_id) or action not in ("retry", "delete"):
+        if self.spool is None or not _queue_id(queue_id) or action not in ("retry", "delete"):
             return self.refused(request, session, 400, "bad_action")
+        root = self.spool.root
 
         def work() -> bool:
-            assert spool is not None
+            found = owner_of(root, queue_id)  # the part (worker) that holds it
+            if found is None:
+                return False
+            spool = found[0]
             if action == "retry":
-                if spool.find_sync(queue_id) is None:
-                    return False
                 spool.request_sync("retry", queue_id)
                 return True
-            found = spool.delete_sync(queue_id)
-            if found:
-                spool.request_sync("delete", queue_id)  # so the running relay forgets it
-            return found
+            deleted = spool.delete_sync(queue_id)
+            if deleted:
+                spool.request_sync("delete", queue_id)  # so the running worker forgets it
+            return deleted
 
         if not await asyncio.to_thread(work):
             return self.refused(request, session, 404, "not_found")

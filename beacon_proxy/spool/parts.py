@@ -1,0 +1,157 @@
+"""The spool of a relay with several worker processes: one part per worker.
+
+With ``[smtp] workers = N`` (N > 1) worker ``i`` owns ``<spool>/parts/<i>/``, an
+ordinary :class:`~beacon_proxy.spool.queue.Spool` root with its own ``lock``,
+queue folders and journal; the spool root keeps ``token.secret`` and the
+supervisor's ``lock`` (one relay per spool).  With one process the root itself
+is the queue, as it always was.
+
+No message is stranded when N changes: before it recovers its part, a worker
+**adopts** what no running worker owns any more (:func:`sources_for`):
+
+* worker ``i`` of ``N`` adopts every part ``j >= N`` with ``j % N == i`` (left by an
+  earlier, larger N), and worker 0 also the root's own queue (the single-process
+  layout);
+* a single-process relay adopts every part.
+
+Adopting a message (:func:`adopt`) moves it without ever having it in no part
+and without losing its journal: the journal is hard-linked into the new part,
+the queue file renamed (the commit point: ``rename`` is atomic), then the old
+journal link removed.  A crash at any step leaves the message in exactly one
+part with its journal (a journal link without its queue file is an orphan that
+recovery removes).  Requests in ``control/`` and items in ``corrupt/`` move with
+it; files in ``tmp/`` were never acknowledged and are removed, as recovery would.
+The source part is locked while it is adopted (a worker of an earlier run may
+still be finishing; :func:`lock_within` waits for it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from pathlib import Path
+
+from beacon_proxy.log import event
+from beacon_proxy.spool.queue import QueueEntry, Spool, SpoolInUse
+
+__all__ = ["PARTS", "adopt", "all_roots", "lock_within", "owner_of", "part_root",
+           "sources_for"]
+
+PARTS = "parts"
+_QUEUE_DIRS = ("active", "deferred")
+
+
+def part_root(root: Path, index: int) -> Path:
+    """The root of worker ``index``'s part of the spool at ``root``."""
+    return root / PARTS / str(index)
+
+
+def _part_indexes(root: Path) -> list[int]:
+    try:
+        names = os.listdir(root / PARTS)
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    return sorted(int(n) for n in names if n.isdigit() and (root / PARTS / n).is_dir())
+
+
+def sources_for(root: Path, index: int | None, count: int) -> list[Path]:
+    """The spool roots that the owner of ``index`` of ``count`` (None: a single-process
+    relay, which owns the root) adopts at start."""
+    if index is None:
+        return [part_root(root, j) for j in _part_indexes(root)]
+    out = [part_root(root, j) for j in _part_indexes(root) if j >= count and j % count == index]
+    if index == 0:
+        out.insert(0, root)
+    return out
+
+
+def all_roots(root: Path) -> list[Path]:
+    """Every spool root that may hold messages: the root, then each part."""
+    return [root, *(part_root(root, j) for j in _part_indexes(root))]
+
+
+def owner_of(root: Path, queue_id: str) -> tuple[Spool, QueueEntry] | None:
+    """The part (as a :class:`Spool`) that holds ``queue_id``, with its entry; None when
+    no part holds it."""
+    for r in all_roots(root):
+        spool = Spool(r)
+        entry = spool.find_sync(queue_id)
+        if entry is not None:
+            return spool, entry
+    return None
+
+
+def lock_within(spool: Spool, timeout: float) -> None:
+    """:meth:`Spool.lock`, waiting up to ``timeout`` seconds for a holder to let go (a
+    worker of an earlier run still stopping); then :class:`SpoolInUse`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            spool.lock()
+            return
+        except SpoolInUse:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.1)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def adopt(into: Path, source: Path) -> int:
+    """Move every message (with its journal), request and corrupt item from the spool
+    root ``source`` into the spool root ``into``; returns how many messages moved.
+    The caller holds ``into``'s lock; ``source``'s lock is taken here (unless ``source``
+    is the spool root, whose lock the supervisor holds for the whole relay)."""
+    if not any((source / d).is_dir() for d in _QUEUE_DIRS):
+        return 0
+    src_spool = Spool(source)
+    if source not in (into, into.parent.parent):  # a part: lock it while adopting
+        lock_within(src_spool, 60.0)
+    try:
+        moved = _adopt_locked(into, source)
+    finally:
+        src_spool.unlock()
+    if moved:
+        event("spool_adopted", source=str(source), into=str(into), messages=moved)
+    return moved
+
+
+def _adopt_locked(into: Path, source: Path) -> int:
+    for d in (*_QUEUE_DIRS, "journal", "control", "corrupt", "tmp"):
+        (into / d).mkdir(parents=True, exist_ok=True)
+    moved = 0
+    for state in _QUEUE_DIRS:
+        try:
+            names = sorted(os.listdir(source / state))
+        except FileNotFoundError:
+            continue
+        for name in names:
+            journal = source / "journal" / f"{name}.log"
+            target_journal = into / "journal" / f"{name}.log"
+            if journal.exists():
+                target_journal.unlink(missing_ok=True)  # a link from a crashed adoption
+                os.link(journal, target_journal)
+            os.rename(source / state / name, into / state / name)  # the commit point
+            journal.unlink(missing_ok=True)
+            moved += 1
+    for d in ("control", "corrupt"):
+        with contextlib.suppress(FileNotFoundError):
+            for name in os.listdir(source / d):
+                os.replace(source / d / name, into / d / name)
+    with contextlib.suppress(FileNotFoundError):
+        for name in os.listdir(source / "tmp"):
+            (source / "tmp" / name).unlink(missing_ok=True)  # never acknowledged
+    with contextlib.suppress(FileNotFoundError):
+        for name in os.listdir(source / "journal"):  # their messages finished earlier
+            (source / "journal" / name).unlink(missing_ok=True)
+    if moved:
+        for d in (*_QUEUE_DIRS, "journal"):
+            _fsync_dir(into / d)
+    return moved
