@@ -9,6 +9,7 @@ second copy goes when another worker learns that copy.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
 import os
@@ -19,6 +20,8 @@ from typing import Any
 
 import pytest
 
+from beacon_proxy.consent.store import open_store
+from tests.e2e import harness
 from tests.e2e.harness import Proxy, Upstream, newsletter, wait_for
 from tests.e2e.test_campaigns import personalised
 
@@ -270,3 +273,29 @@ private_key_file = "{tmp_path / 'old.pem'}"
     delivered = {e["recipient"]: e["worker"] for e in proxy.events("delivered")}
     assert delivered == {"ann0@example.org": 0, "ann1@example.org": 1}
     assert proxy.stop() == 0
+
+
+def test_the_dashboards_counts_come_from_every_worker(
+        tmp_path: Path, proxies: list[Proxy], upstream: Upstream) -> None:
+    """The console's dashboard counts events where they happen: each worker adds its own
+    counts to the store (the supervisor, which serves the console, sees none of them)."""
+    proxy = Proxy(tmp_path, WORKERS, upstream=upstream.port)
+    proxies.append(proxy.start())
+    _workers_started(proxy, 2)
+    for i in range(8):
+        proxy.send("news@sender.example", [f"user{i}@example.org"], newsletter(n=i))
+    delivered = proxy.wait_events("delivered", 8)
+    assert proxy.stop() == 0  # each worker writes its last counts as it stops
+    workers = {e["worker"] for e in proxy.events("received")}
+    url = harness.DEFAULT_STORE or f"sqlite:///{tmp_path / 'var' / 'beacon-proxy.db'}"
+
+    async def counts() -> dict[str, int]:
+        async with open_store(url) as store:
+            out: dict[str, int] = {}
+            for _, name, value in await store.stats_since("2000-01-01T00"):
+                out[name] = out.get(name, 0) + value
+            return out
+
+    got = asyncio.run(counts())
+    assert got.get("received") == 8 and got.get("delivered") == len(delivered) == 8
+    assert workers <= {0, 1}

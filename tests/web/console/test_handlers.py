@@ -14,6 +14,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from beacon_proxy.consent.store import Store, open_store
 from beacon_proxy.spool.envelope import Envelope, new_queue_id
+from beacon_proxy.spool.parts import part_root
 from beacon_proxy.spool.queue import Spool
 from beacon_proxy.web.auth import ApiTokens, hash_token
 from beacon_proxy.web.console import CONSOLE_CSP, Console
@@ -410,3 +411,32 @@ def test_both_languages_have_every_text_the_templates_use() -> None:
     assert used - set(en) == set()
     for key, text in en.items():  # the same placeholders in both
         assert set(re.findall(r"\{(\w+)\}", text)) == set(re.findall(r"\{(\w+)\}", ja[key])), key
+
+
+async def test_queue_pages_see_every_workers_part(client: Client, spool: Spool) -> None:
+    """With ``[smtp] workers`` > 1 the messages live in ``<spool>/parts/<i>``: the queue
+    pages list them, show them, and send retry/delete to the part that holds them."""
+    part = Spool(part_root(spool.root, 1))
+    part.open()
+    try:
+        env = Envelope(new_queue_id(), "s@example.net", (ANN,), size=30)
+        await part.put(env, b"Subject: in part 1\r\n\r\nbody\r\n")
+        token = await login(client)
+        page = await (await client.get("/console/queue")).text()
+        assert env.queue_id in page and "1 messages in the queue." in page
+        page = await (await client.get(f"/console/queue/{env.queue_id}")).text()
+        assert "Subject: in part 1" in page
+        page = await (await client.get("/console/address", params={"address": ANN})).text()
+        assert env.queue_id in page
+        resp = await client.post(f"/console/queue/{env.queue_id}", headers=SAME,
+                                 data={"csrf": token, "action": "retry"})
+        assert resp.status == 200
+        assert (part.control / f"retry.{env.queue_id}").exists()
+        assert not (spool.control / f"retry.{env.queue_id}").exists()
+        resp = await client.post(f"/console/queue/{env.queue_id}", headers=SAME,
+                                 data={"csrf": token, "action": "delete"})
+        assert f"{env.queue_id} was deleted." in await resp.text()
+        assert part.find_sync(env.queue_id) is None
+        assert (part.control / f"delete.{env.queue_id}").exists()
+    finally:
+        part.close()
