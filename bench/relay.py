@@ -113,6 +113,7 @@ PHASES: dict[str, tuple[str, str, bool, bool]] = {
     "b": ("aiosmtpd -> aiosmtplib", "passthrough", False, False),
     "postfix": ("Postfix hop", "postfix", False, False),
     "c": ("beacon-proxy", "proxy", False, False),
+    "c-1w": ("beacon-proxy, one process", "proxy", False, False),
     "c-dkim": ("beacon-proxy, DKIM on", "proxy", False, True),
     "a-rcpt": ("smtp-source -> smtp-sink", "direct", True, False),
     "b-rcpt": ("aiosmtpd -> aiosmtplib", "passthrough", True, False),
@@ -167,6 +168,7 @@ class Settings:
     rcpt_messages: int = 1
     dkim_key: Path | None = None
     event_loop: str = "auto"  # beacon-proxy's [smtp] event_loop
+    workers: str = "auto"  # beacon-proxy's [smtp] workers (phase c-1w: always 1)
 
 
 def source_cmd(st: Settings, port: int, messages: int, rcpts: int) -> list[str]:
@@ -274,6 +276,8 @@ def phase_postfix(st: Settings, name: str) -> Result:
 
 def proxy_config(st: Settings, tag: str, smtp_port: int, web_port: int, upstream_port: int,
                  dkim: bool) -> Path:
+    workers = "1" if tag == "c-1w" else st.workers
+    workers_value = workers if workers.isdigit() else f'"{workers}"'
     d = st.workdir / f"beacon-proxy-{tag}"
     d.mkdir()
     dkim_section = ""
@@ -291,6 +295,7 @@ allow_networks = ["127.0.0.0/8"]
 shutdown_timeout = 5
 max_recipients = {max(1000, st.recipients)}
 event_loop = "{st.event_loop}"
+workers = {workers_value}
 
 [delivery]
 upstream = "smtp://127.0.0.1:{upstream_port}"
@@ -498,9 +503,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--profile", type=Path, default=None,
                    help="run beacon-proxy under cProfile in phase c and write the stats here")
     p.add_argument("--keep", action="store_true", help="keep the temp dir (logs, configs)")
+    p.add_argument("--workers", default="auto",
+                   help='beacon-proxy\'s [smtp] workers (default "auto": one per CPU; '
+                        "phase c-1w always runs one process)")
     p.add_argument("--event-loop", choices=("auto", "asyncio", "uvloop"), default="auto",
                    help="beacon-proxy's [smtp] event_loop (default auto: uvloop if installed)")
     a = p.parse_args(argv)
+    if a.workers != "auto" and not (a.workers.isdigit() and int(a.workers) >= 1):
+        p.error('--workers must be "auto" or a number >= 1')
     if min(a.messages, a.sessions, a.concurrency, a.rcpt_messages, a.soak_connections) < 1:
         p.error("--messages, --sessions, --concurrency, --rcpt-messages and "
                 "--soak-connections must be >= 1")
@@ -533,7 +543,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         st = Settings(a.messages, a.sessions, msg_file, workdir, a.timeout,
                       a.reuse_connections, a.profile.resolve() if a.profile else None,
                       a.concurrency, a.recipients, a.rcpt_messages,
-                      event_loop=a.event_loop)
+                      event_loop=a.event_loop, workers=a.workers)
         runners: dict[str, Callable[[Settings, str], Result]] = {
             "direct": phase_direct, "passthrough": phase_passthrough,
             "postfix": phase_postfix, "proxy": phase_proxy,
