@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
 from aiohttp import FormData, web
 from aiohttp.test_utils import TestClient, TestServer
 
-from beacon_proxy.consent.store import Store, open_store
+from beacon_proxy.consent.store import Store
 from beacon_proxy.spool.envelope import Envelope, new_queue_id
 from beacon_proxy.spool.parts import part_root
 from beacon_proxy.spool.queue import Spool
@@ -27,22 +26,6 @@ from beacon_proxy.web.server import build_admin_app
 from tests.web.console.helpers import OTHER, SAME, TOKEN, Client, csrf, login
 
 ANN = "ann@example.org"
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    s = open_store(f"sqlite:///{tmp_path / 'store.db'}")
-    await s.open()
-    yield s
-    await s.close()
-
-
-@pytest.fixture
-def spool(tmp_path: Path) -> Iterator[Spool]:
-    s = Spool(tmp_path / "spool")
-    s.open()
-    yield s
-    s.close()
 
 
 @pytest.fixture

@@ -8,14 +8,14 @@ redirects and routes without a session are in ``test_handlers.py``.)
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from beacon_proxy.consent.store import Store, open_store
+from beacon_proxy.consent.store import Store
 from beacon_proxy.spool.queue import Spool
 from beacon_proxy.web.auth import ApiTokens, hash_token
 from beacon_proxy.web.console import Console
@@ -25,22 +25,6 @@ from beacon_proxy.web.server import build_admin_app
 from tests.web.console.helpers import SAME, TOKEN, Client, login
 
 NEW_TOKEN = "rotated-token-0123456789abcdef"
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    s = open_store(f"sqlite:///{tmp_path / 'store.db'}")
-    await s.open()
-    yield s
-    await s.close()
-
-
-@pytest.fixture
-def spool(tmp_path: Path) -> Iterator[Spool]:
-    s = Spool(tmp_path / "spool")
-    s.open()
-    yield s
-    s.close()
 
 
 @pytest.fixture
