@@ -16,20 +16,24 @@ other host" checks.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
 import tempfile
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Coroutine, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
+from aiohttp import web
 
-__all__ = ["ARTIFACTS", "artifact", "chromium", "console_problems", "requested_urls", "serve_pages",
-           "wait_replaced"]
+from beacon_proxy.consent.store import Store
+
+__all__ = ["ARTIFACTS", "AppThread", "artifact", "chromium", "console_problems", "requested_urls",
+           "serve_pages", "wait_replaced"]
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
@@ -177,3 +181,53 @@ def console_problems(driver: Any) -> list[str]:
     Content-Security-Policy violation (a style or resource refused) is one of them."""
     return [f"{e['level']}: {e['message']}" for e in driver.get_log("browser")
             if e["level"] in ("WARNING", "SEVERE")]
+
+
+T = TypeVar("T")
+
+
+class AppThread:
+    """An aiohttp app and its store on an event loop in a background thread, for a
+    browser to load.  Subclasses fill the store and build the app in :meth:`_start`,
+    ending with :meth:`serve`."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self._runner: web.AppRunner | None = None
+        self.port = 0
+
+    def call(self, coro: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout=60)
+
+    async def _start(self) -> None:
+        raise NotImplementedError
+
+    async def serve(self, app: web.Application) -> None:
+        """Listen on a free loopback port (:attr:`port`)."""
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self.port = self._runner.addresses[0][1]
+
+    async def _stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+        await self.store.close()
+
+    def start(self) -> None:
+        self._thread.start()
+        self.call(self._start())
+
+    def stop(self) -> None:
+        try:
+            self.call(self._stop())
+        finally:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self._thread.join(timeout=30)
+            self.loop.close()
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"

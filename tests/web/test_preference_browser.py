@@ -9,21 +9,25 @@ Screenshots are kept in ``tests/artifacts/`` for people to look at.
 
 from __future__ import annotations
 
-import asyncio
-import threading
-from collections.abc import Coroutine, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import pytest
-from aiohttp import web
 
-from beacon_proxy.consent.store import Store, open_store
+from beacon_proxy.consent.store import open_store
 from beacon_proxy.tokens import Claims, Purpose, Tokens
 from beacon_proxy.web.recipient import RecipientSide
 from beacon_proxy.web.server import build_app
-from tests.browser import artifact, chromium, console_problems, requested_urls, wait_replaced
+from tests.browser import (
+    AppThread,
+    artifact,
+    chromium,
+    console_problems,
+    requested_urls,
+    wait_replaced,
+)
 
 T = TypeVar("T")
 SECRET = "browser-test-secret-0123456789"
@@ -31,46 +35,17 @@ ANN = "ann@example.org"
 LIST = "news.example.org"
 
 
-class Server:
+class Server(AppThread):
     """The app and its store on an event loop in a background thread."""
 
     def __init__(self, db: Path) -> None:
-        self.store: Store = open_store(f"sqlite:///{db}")
-        self.loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self._runner: web.AppRunner | None = None
-        self.port = 0
-
-    def call(self, coro: Coroutine[Any, Any, T]) -> T:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout=60)
+        super().__init__(open_store(f"sqlite:///{db}"))
 
     async def _start(self) -> None:
         await self.store.open()
         await self.store.set_consent(ANN, "granted", source="signup")
         side = RecipientSide(Tokens([SECRET]), self.store)
-        self._runner = web.AppRunner(build_app(lambda: {"status": "ok"}, recipient=side),
-                                     access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = self._runner.addresses[0][1]
-
-    async def _stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-        await self.store.close()
-
-    def start(self) -> None:
-        self._thread.start()
-        self.call(self._start())
-
-    def stop(self) -> None:
-        try:
-            self.call(self._stop())
-        finally:
-            self.loop.call_soon_threadsafe(self.loop.stop)
-            self._thread.join(timeout=30)
-            self.loop.close()
+        await self.serve(build_app(lambda: {"status": "ok"}, recipient=side))
 
 
 @pytest.fixture

@@ -10,44 +10,41 @@ Screenshots are kept in ``tests/artifacts/``.
 
 from __future__ import annotations
 
-import asyncio
-import threading
-from collections.abc import Coroutine, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import pytest
-from aiohttp import web
 
-from beacon_proxy.consent.store import Store, open_store
+from beacon_proxy.consent.store import open_store
 from beacon_proxy.spool.envelope import Envelope, new_queue_id
 from beacon_proxy.spool.queue import Spool
 from beacon_proxy.web.auth import ApiTokens, hash_token
 from beacon_proxy.web.console import Console
 from beacon_proxy.web.console.stats import hour_of
 from beacon_proxy.web.server import build_admin_app
-from tests.browser import artifact, chromium, console_problems, requested_urls, wait_replaced
+from tests.browser import (
+    AppThread,
+    artifact,
+    chromium,
+    console_problems,
+    requested_urls,
+    wait_replaced,
+)
 
 T = TypeVar("T")
 TOKEN = "marketing-token-0123456789abcdef"
 ANN = "ann@example.org"
 
 
-class Server:
+class Server(AppThread):
     """The admin app with the console, its store and spool, on a loop in a thread."""
 
     def __init__(self, tmp: Path) -> None:
-        self.store: Store = open_store(f"sqlite:///{tmp / 'store.db'}")
+        super().__init__(open_store(f"sqlite:///{tmp / 'store.db'}"))
         self.spool = Spool(tmp / "spool")
-        self.loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self._runner: web.AppRunner | None = None
-        self.port = 0
-
-    def call(self, coro: Coroutine[Any, Any, T]) -> T:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout=60)
 
     async def _start(self) -> None:
         await self.store.open()
@@ -76,32 +73,12 @@ class Server:
         tokens = ApiTokens({"marketing": hash_token(TOKEN)})
         console = Console(self.store, tokens, spool_root=self.spool.root)
         app = build_admin_app(lambda: {"status": "ok"}, console=console)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = self._runner.addresses[0][1]
+        await self.serve(app)
 
     async def _stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-        await self.store.close()
+        await super()._stop()
         self.spool.close()
 
-    def start(self) -> None:
-        self._thread.start()
-        self.call(self._start())
-
-    def stop(self) -> None:
-        try:
-            self.call(self._stop())
-        finally:
-            self.loop.call_soon_threadsafe(self.loop.stop)
-            self._thread.join(timeout=30)
-            self.loop.close()
-
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
 
 
 @pytest.fixture
