@@ -133,3 +133,13 @@ def test_other_idn_mailboxes_are_not_found() -> None:
     assert me.find("https://img.test/p/ann.lee@bucher.example/") == []
     assert RecipientIdentity("a@[192.0.2.1]").find("https://t.test/?e=a@[192.0.2.1]") == [
         "address"]
+
+
+@given(st.text(max_size=30),
+       st.sampled_from(["", "xn--", "XN--", "\u00fc", ".", "..", "-", "xn--a.", "\u0308"]),
+       st.text(max_size=10))
+def test_property_any_address_text_is_handled(local: str, middle: str, tail: str) -> None:
+    """Whatever the envelope holds, looking for it never raises (an address whose domain
+    is no valid IDN simply has no other spelling)."""
+    address = f"{local}@{middle}{tail}"
+    RecipientIdentity(address).find(f"https://t.test/{local}{middle}{tail}")
