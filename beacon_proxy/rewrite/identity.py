@@ -26,6 +26,12 @@ Detected, each under its reason:
     lower-cased address (and of the address as given, when it differs), in
     any letter case.
 
+Each is looked for in every spelling of the same mailbox: an internationalised
+domain as its A-label (``xn--``, what senders hash and put in URLs) and as its
+U-label (``bücher.example``), whichever the envelope used, and a quoted local part
+that is a plain dot-string (``"ann.lee"@...``) without its quotes - the forms
+:func:`~beacon_proxy.consent.address.parse_address` treats as one recipient.
+
 Not detected: salted or keyed hashes, digests in base64 or base32, hashes of
 other normalisations (Gmail dots, ``+tags``), encrypted or opaque subscriber
 IDs, an address split across parameters.  Opaque IDs are why tiny images and
@@ -37,15 +43,59 @@ from __future__ import annotations
 import binascii
 import hashlib
 import re
+import unicodedata
 from urllib.parse import quote, unquote, unquote_plus
 
-__all__ = ["HASHES", "RecipientIdentity", "base64_cores"]
+import idna
+
+from beacon_proxy.address import plain_local_part
+
+__all__ = ["HASHES", "RecipientIdentity", "base64_cores", "spellings"]
 
 HASHES = ("md5", "sha1", "sha224", "sha256", "sha384", "sha512")
 _MIN_CORE = 6  # shorter base64 fragments would match by chance
 _HASH_NEW = tuple((getattr(hashlib, name), "address-" + name) for name in HASHES)
 #: Characters quote() never escapes, and "@": such an address needs no quote() calls.
 _PLAIN = re.compile(r"[A-Za-z0-9_.~@-]*")
+
+
+def spellings(address: str) -> list[str]:
+    """``address`` and the other spellings of the same mailbox: the domain as A-label and
+    as U-label, the local part without quotes when it is a plain dot-string (first:
+    ``address`` itself; no duplicates; an address that is none of these: itself alone).
+
+    >>> spellings("ann@b\u00fccher.example")
+    ['ann@bücher.example', 'ann@xn--bcher-kva.example']
+    >>> spellings('"Ann"@XN--BCHER-KVA.example')[3:]
+    ['Ann@XN--BCHER-KVA.example', 'Ann@xn--bcher-kva.example', 'Ann@bücher.example']
+    >>> spellings("ann@example.org")
+    ['ann@example.org']
+    """
+    local, at, domain = address.rpartition("@")
+    if not at:
+        return [address]
+    locals_ = dict.fromkeys((local, plain_local_part(local)))
+    domains = dict.fromkeys((domain,))
+    if not domain.isascii() or "xn--" in domain.lower():
+        for convert in (_a_label, _u_label):
+            other = convert(domain)
+            if other is not None:
+                domains[other] = None
+    return list(dict.fromkeys(f"{lp}@{d}" for lp in locals_ for d in domains))
+
+
+def _a_label(domain: str) -> str | None:
+    try:
+        return idna.encode(unicodedata.normalize("NFC", domain), uts46=True).decode("ascii")
+    except (idna.IDNAError, UnicodeError, ValueError):
+        return None
+
+
+def _u_label(domain: str) -> str | None:
+    try:
+        return idna.decode(domain.lower())
+    except (idna.IDNAError, UnicodeError, ValueError):
+        return None
 
 
 def base64_cores(data: bytes) -> list[str]:
@@ -72,12 +122,15 @@ def base64_cores(data: bytes) -> list[str]:
 class RecipientIdentity:
     """The forms of one recipient's address that can appear in a URL."""
 
-    __slots__ = ("_b64", "_folded", "_hashes", "address")
+    __slots__ = ("_b64", "_folded", "_hashes", "_lowers", "address")
 
     def __init__(self, address: str) -> None:
         self.address = address.strip()
         lower = self.address.lower()
-        variants = dict.fromkeys((lower, self.address))  # ordered, without duplicates
+        given = spellings(self.address) if self.address else []
+        # every spelling of the mailbox, lower-cased (the first: the address as given)
+        self._lowers = tuple(dict.fromkeys(s.lower() for s in given))
+        variants = dict.fromkeys((*self._lowers, *given))  # ordered, without duplicates
         if _PLAIN.fullmatch(lower):  # the usual address: quote() would change only "@"
             quoted = (lower, lower, lower.replace("@", "%40"))
         else:
@@ -105,7 +158,8 @@ class RecipientIdentity:
             return []
         found: list[str] = []
         low = url.lower()
-        if self._folded[0] in low:
+        lowers = self._lowers
+        if (lowers[0] in low if len(lowers) == 1 else any(form in low for form in lowers)):
             found.append("address")
         texts: tuple[str, ...] = (url,)
         if "%" in url or "+" in url:
@@ -113,7 +167,8 @@ class RecipientIdentity:
             texts = (url, once, unquote(once), unquote_plus(url))
             if not found:
                 for text in texts[1:]:
-                    if self._folded[0] in text.lower():
+                    text_low = text.lower()
+                    if any(form in text_low for form in lowers):
                         found.append("address-urlencoded")
                         break
         for text in texts:

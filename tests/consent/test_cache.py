@@ -490,3 +490,38 @@ async def test_a_large_import_empties_the_cache(
     assert await relay.decisions([ANN, BOB], None) == {ANN: Decision.REFUSED,
                                                         BOB: Decision.REFUSED}
     assert calls == [[], [ANN, BOB]]
+
+
+_SPELLINGS = ("Ann@B\u00fccher.example", "ann@xn--bcher-kva.example",
+              '"ann"@b\u00fccher.example', "ANN@XN--BCHER-KVA.EXAMPLE",
+              "ann@bu\u0308cher.example")  # the last: not NFC
+
+
+async def test_a_change_reaches_every_spelling_of_the_mailbox(
+        pair: tuple[SqlStore, SqlStore]) -> None:
+    """The relay caches answers by the recipient as the envelope spells it; a change
+    written under another spelling of the same mailbox (IDN A-/U-label, letter case, a
+    quoted plain local part, another Unicode normal form) evicts every one of them, per
+    list and globally."""
+    relay, other = pair
+    for lid in ("news.example.org", None):
+        assert set((await relay.decisions(_SPELLINGS, lid)).values()) == {Decision.REFUSED}
+    await other.set_consent('"ANN"@xn--bcher-kva.example', Beacons.GRANTED)
+    for lid in ("news.example.org", None):
+        assert set((await relay.decisions(_SPELLINGS, lid)).values()) == {Decision.GRANTED}
+    await other.suppress("ann@B\u00dcCHER.example", "news.example.org")
+    assert set((await relay.decisions(_SPELLINGS, "news.example.org")).values()) == {
+        Decision.SUPPRESSED_LIST}
+    assert set((await relay.decisions(_SPELLINGS, None)).values()) == {Decision.GRANTED}
+    await other.suppress("ann@bücher.example")
+    for lid in ("news.example.org", "other.example.org", None):
+        assert set((await relay.decisions(_SPELLINGS, lid)).values()) == {
+            Decision.SUPPRESSED}
+    await other.forget("ANN@xn--bcher-kva.example")
+    for lid in ("news.example.org", None):  # the suppression stays, kept as its hash
+        assert set((await relay.decisions(_SPELLINGS, lid)).values()) == {
+            Decision.SUPPRESSED}
+    await other.unsuppress("ann@xn--bcher-kva.example")
+    await other.unsuppress("ann@xn--bcher-kva.example", "news.example.org")
+    for lid in ("news.example.org", None):  # consent forgotten: unknown, refused
+        assert set((await relay.decisions(_SPELLINGS, lid)).values()) == {Decision.REFUSED}

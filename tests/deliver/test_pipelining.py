@@ -50,6 +50,7 @@ class Strict:
     rcpt_reply: bytes = b"250 2.1.5 ok\r\n"
     data_reply: bytes = b"354 go ahead\r\n"
     dot: bytes = b"250 2.0.0 queued\r\n"
+    stray: bytes = b""  # written once before the next group's replies (a late extra reply)
     connections: int = 0
     groups: list[bytes] = field(default_factory=list)  # MAIL..DATA as received
     bodies: list[bytes] = field(default_factory=list)  # DATA sections, final dot included
@@ -79,7 +80,9 @@ class Strict:
                 elif verb == b"MAIL":
                     group = line + await reader.readuntil(b"DATA\r\n")
                     self.groups.append(group)
-                    writer.write(b"250 2.1.0 ok\r\n" + self.rcpt_reply + self.data_reply)
+                    writer.write(self.stray + b"250 2.1.0 ok\r\n" + self.rcpt_reply
+                                 + self.data_reply)
+                    self.stray = b""
                     if self.data_reply.startswith(b"354"):
                         body = b""
                         while not body.endswith(b"\n.\r\n") and body != b".\r\n":
@@ -156,6 +159,28 @@ async def test_refused_recipient_with_data_accepted_ends_the_data_at_once(
     assert strict.bodies[1] == wire_data(MESSAGE)
     assert strict.connections == 1
     assert strict.resets == 1  # after the refusal, as without pipelining
+
+
+@pytest.mark.parametrize("stray", [b"250 2.0.0 queued again\r\n",
+                                   b"250-2.0.0 one\r\n250 2.0.0 two\r\n",
+                                   b"250 a\r\n250 b\r\n"])
+async def test_a_late_extra_reply_never_makes_a_message_delivered(strict: Strict,
+                                                                  stray: bytes) -> None:
+    """An upstream that sends a reply nobody asked for, arriving with the next group's
+    replies, shifts them: the transaction must fail (temporarily, on a new connection
+    next), never count a message delivered whose data was not sent."""
+    c = make_courier(strict.port)
+    try:
+        assert (await send(c)).ok
+        strict.stray = stray
+        result = await send(c)
+        assert (result.outcome, result.status) == (Outcome.TEMPORARY, "4.5.0")
+        assert len(strict.bodies) == 1  # the second message's data never went out
+        assert (await send(c)).ok  # a new connection, in step
+    finally:
+        await bounded(c.close())
+    assert strict.connections == 2
+    assert len(strict.bodies) == 2
 
 
 async def test_malformed_reply_in_a_group_drops_the_connection(strict: Strict) -> None:

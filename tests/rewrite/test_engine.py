@@ -484,3 +484,20 @@ def test_refused_copies_nobody_is_named_in_are_rendered_once_and_equal_a_fresh_r
     assert moved._refused == {} and analysis._refused
     assert pickle.loads(pickle.dumps(analysis))._refused == {}
     assert len(analysis._refused) <= 2
+
+
+@pytest.mark.parametrize(("recipient", "in_url"), [
+    ("ann@b\u00fccher.example", "ann@xn--bcher-kva.example"),
+    ("ann@xn--bcher-kva.example", "ann@b\u00fccher.example"),
+    ("ANN@XN--BCHER-KVA.EXAMPLE", "ann%40b%C3%BCcher.example"),
+    ('"ann"@b\u00fccher.example', "ann@xn--bcher-kva.example"),
+])
+def test_a_refused_recipient_named_in_another_spelling_loses_her_personal_image(
+        recipient: str, in_url: str) -> None:
+    analysis = ENGINE.analyse(_personal_page(in_url))
+    shared = ENGINE.render(analysis, "bob@example.org", Policy.REFUSED)  # memo filled
+    assert b"img.shop.example/p/" in _html_of(shared.data)
+    mine = ENGINE.render(analysis, recipient, Policy.REFUSED)
+    assert mine is not shared
+    assert b"img.shop.example/p/" not in _html_of(mine.data)
+    assert b"cdn.shop.example/hero.jpg" in _html_of(mine.data)

@@ -101,3 +101,45 @@ def test_reasons_are_listed_once_in_a_stable_order() -> None:
     md5 = hashlib.md5(LOWER.encode()).hexdigest()
     url = f"https://t.test/{md5}/{md5.upper()}?e={LOWER}&b={_b64(LOWER)}"
     assert ME.find(url) == ["address", "address-base64", "address-md5"]
+
+
+# -- one mailbox, several spellings (internationalised domains, quoted local parts) ---------
+
+_U = "Ann.Lee@b\u00fccher.example"  # the envelope's U-label form
+_A = "ann.lee@xn--bcher-kva.example"  # its A-label form, what senders usually hash
+
+
+@pytest.mark.parametrize("recipient", [_U, _A, _A.upper(), '"ann.lee"@xn--bcher-kva.example'])
+@pytest.mark.parametrize(("text", "reason"), [
+    (_A, "address"),
+    ("ann.lee@b\u00fccher.example", "address"),
+    (quote(_A, safe=""), "address-urlencoded"),
+    (quote("ann.lee@b\u00fccher.example", safe=""), "address-urlencoded"),
+    (base64.urlsafe_b64encode(_A.encode()).decode(), "address-base64"),
+    (base64.b64encode("ann.lee@b\u00fccher.example".encode()).decode(), "address-base64"),
+    (hashlib.sha256(_A.encode()).hexdigest(), "address-sha256"),
+    (hashlib.md5("ann.lee@b\u00fccher.example".encode()).hexdigest(), "address-md5"),
+])
+def test_every_spelling_of_an_idn_mailbox_is_found(recipient: str, text: str,
+                                                    reason: str) -> None:
+    # A refused recipient whose envelope has one form of the domain and whose URL has the
+    # other was not recognised: her personalised image reached her (an identifying load).
+    assert reason in RecipientIdentity(recipient).find(f"https://img.test/p/{text}/me.jpg")
+
+
+def test_other_idn_mailboxes_are_not_found() -> None:
+    me = RecipientIdentity(_U)
+    assert me.find("https://img.test/p/ann.lee@xn--bcher-kvb.example/") == []
+    assert me.find("https://img.test/p/ann.lee@bucher.example/") == []
+    assert RecipientIdentity("a@[192.0.2.1]").find("https://t.test/?e=a@[192.0.2.1]") == [
+        "address"]
+
+
+@given(st.text(max_size=30),
+       st.sampled_from(["", "xn--", "XN--", "\u00fc", ".", "..", "-", "xn--a.", "\u0308"]),
+       st.text(max_size=10))
+def test_property_any_address_text_is_handled(local: str, middle: str, tail: str) -> None:
+    """Whatever the envelope holds, looking for it never raises (an address whose domain
+    is no valid IDN simply has no other spelling)."""
+    address = f"{local}@{middle}{tail}"
+    RecipientIdentity(address).find(f"https://t.test/{local}{middle}{tail}")

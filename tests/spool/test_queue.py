@@ -345,3 +345,36 @@ async def test_a_partial_outcome_is_fsynced(
     entry.attempts, entry.state = 1, "deferred"
     await spool.finish_attempt(entry)
     assert syncs.count("file-fsync") == 1  # the journal, at the end of the attempt
+
+
+async def test_stopping_the_directory_sync_fails_every_waiting_put_and_loses_none(
+        spool: Spool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Shutdown while puts wait for their directory sync: none of them is acknowledged
+    (each raises), a put cancelled meanwhile does not disturb the others, and every
+    message renamed into active/ is still recovered (delivered, at worst twice)."""
+    syncs = _SyncLog(monkeypatch)
+    syncs.hold_first_dir_sync = threading.Event()
+    envs = [_env() for _ in range(3)]
+    started = asyncio.Event()
+    real_sync = queue._GroupSync.sync
+    waiting = 0
+
+    async def sync(self: queue._GroupSync) -> None:
+        nonlocal waiting
+        waiting += 1
+        if waiting == len(envs):
+            started.set()
+        await real_sync(self)
+
+    monkeypatch.setattr(queue._GroupSync, "sync", sync)
+    puts = [asyncio.ensure_future(spool.put(env, DATA)) for env in envs]
+    await started.wait()
+    puts[1].cancel()
+    syncer = spool._active_sync
+    assert syncer is not None and syncer._flusher is not None
+    syncer._flusher.cancel()
+    results = await asyncio.gather(*puts, return_exceptions=True)
+    syncs.hold_first_dir_sync.set()  # let the held thread end
+    assert isinstance(results[0], OSError) and isinstance(results[2], OSError)
+    assert isinstance(results[1], asyncio.CancelledError)
+    assert {e.queue_id for e in await spool.recover()} == {e.queue_id for e in envs}
