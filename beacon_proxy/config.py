@@ -169,7 +169,7 @@ class StoreConfig:
     url: str = "sqlite:///var/beacon-proxy.db"
     pool_size: int = 10  # PostgreSQL connections per process
     # Answers the relay's decision cache keeps per process (0: no cache); see docs/consent.md.
-    cache_size: int = 100_000
+    cache_size: int = 20_000  # consent.cache.DEFAULT_CACHE_SIZE (~530 bytes each)
 
 
 @dataclass(frozen=True)

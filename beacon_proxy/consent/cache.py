@@ -49,13 +49,18 @@ from __future__ import annotations
 
 import collections
 import enum
+import sys
 from collections import OrderedDict
 
 from beacon_proxy.consent.policy import Decision
 
 __all__ = ["DEFAULT_CACHE_SIZE", "LOOKUPS", "CacheMode", "DecisionCache"]
 
-DEFAULT_CACHE_SIZE = 100_000  # (recipient, list) answers per process, ~200 bytes each
+#: (recipient, list) answers per process: about 530 bytes each in the relay (tracemalloc,
+#: 30-character addresses: the key tuple and the address, the 64-character keyed hash,
+#: the LRU node, the hash index; 790 before the index kept a lone key without a set and
+#: one list-key string served all of a list's entries), so ~11 MB a process.
+DEFAULT_CACHE_SIZE = 20_000
 #: Recipients the relay looked up since the process started, by result: ``hit``,
 #: ``miss``, ``bypass`` (not trusted: PostgreSQL's listener down, SQLite busy), ``off``
 #: (no cache).  Served as ``beacon_proxy_decision_cache_total`` by :mod:`beacon_proxy.metrics`
@@ -83,7 +88,9 @@ class DecisionCache:
         #: The decision version every entry belongs to; None: unknown (holds nothing).
         self.version: int | None = None
         self._entries: OrderedDict[tuple[str, str], tuple[Decision, str]] = OrderedDict()
-        self._by_hash: dict[str, set[tuple[str, str]]] = {}
+        #: The keys kept for each keyed hash: one key alone (by far the usual case: one
+        #: address, one list), a set only for several (a set costs ~200 bytes a hash).
+        self._by_hash: dict[str, tuple[str, str] | set[tuple[str, str]]] = {}
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -100,23 +107,48 @@ class DecisionCache:
         """Keep an answer read at ``version`` (ignored unless that is the cache's)."""
         if version != self.version:
             return
-        where = (key, list_key)
+        # One string per list for all its entries (each lookup normalises the List-Id
+        # into a new one: 65 bytes an entry otherwise); interned strings die unused.
+        where = (key, sys.intern(list_key))
         old = self._entries.get(where)
         if old is not None and old[1] != key_hash:
             self._unindex(where, old[1])
         self._entries[where] = (decision, key_hash)
         self._entries.move_to_end(where)
-        self._by_hash.setdefault(key_hash, set()).add(where)
+        self._index(where, key_hash)
         if len(self._entries) > self.capacity:
             gone, (_, h) = self._entries.popitem(last=False)
             self._unindex(gone, h)
 
+    def _index(self, where: tuple[str, str], key_hash: str) -> None:
+        keys = self._by_hash.get(key_hash)
+        if keys is None:
+            self._by_hash[key_hash] = where
+        elif isinstance(keys, set):
+            keys.add(where)
+        elif keys != where:
+            self._by_hash[key_hash] = {keys, where}
+
     def _unindex(self, where: tuple[str, str], key_hash: str) -> None:
         keys = self._by_hash.get(key_hash)
-        if keys is not None:
+        if keys is None:
+            return
+        if isinstance(keys, set):
             keys.discard(where)
-            if not keys:
+            if len(keys) == 1:
+                self._by_hash[key_hash] = next(iter(keys))
+            elif not keys:
                 del self._by_hash[key_hash]
+        elif keys == where:
+            del self._by_hash[key_hash]
+
+    def _drop(self, key_hash: str) -> None:
+        """Forget every answer kept for this keyed hash."""
+        keys = self._by_hash.pop(key_hash, None)
+        if keys is None:
+            return
+        for where in (keys if isinstance(keys, set) else (keys,)):
+            self._entries.pop(where, None)
 
     def move(self, held: int | None, version: int, changed: set[str] | None) -> None:
         """The store is at ``version`` (or was, when a statement read it), and
@@ -132,15 +164,13 @@ class DecisionCache:
             self._by_hash.clear()
         else:
             for h in changed:
-                for where in self._by_hash.pop(h, ()):
-                    self._entries.pop(where, None)
+                self._drop(h)
         self.version = version
 
     def forget(self, hashes: set[str]) -> None:
         """Drop the answers of these addresses (keyed hashes); the version stays."""
         for h in hashes:
-            for where in self._by_hash.pop(h, ()):
-                self._entries.pop(where, None)
+            self._drop(h)
 
     def advance(self, version: int) -> None:
         """The store is at ``version``, nothing known of what changed: a newer version

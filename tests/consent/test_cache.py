@@ -115,6 +115,55 @@ def test_a_logged_change_evicts_only_its_addresses() -> None:
     assert (len(cache), cache.version) == (0, 10)
 
 
+def test_the_hash_index_follows_every_entry_through_its_shapes() -> None:
+    """One key per hash is kept without a set; a second key makes one, evictions and
+    re-puts under another hash shrink it back, and a change still evicts every key."""
+    cache = DecisionCache(3)
+    cache.advance(1)
+    cache.put("a", "", Decision.GRANTED, "ha", 1)
+    cache.put("a", "", Decision.GRANTED, "ha", 1)  # the same again: still one key
+    assert cache._by_hash == {"ha": ("a", "")}
+    cache.put("a", "news", Decision.REFUSED, "ha", 1)
+    cache.put("A", "", Decision.GRANTED, "ha", 1)
+    assert cache._by_hash == {"ha": {("a", ""), ("a", "news"), ("A", "")}}
+    cache.put("b", "", Decision.GRANTED, "hb", 1)  # evicts ("a", ""): two keys left
+    assert cache._by_hash["ha"] == {("a", "news"), ("A", "")}
+    cache.put("A", "", Decision.GRANTED, "hA", 1)  # re-keyed: its old hash lets go
+    assert cache._by_hash == {"ha": ("a", "news"), "hb": ("b", ""), "hA": ("A", "")}
+    cache.put("c", "", Decision.GRANTED, "hc", 1)  # evicts ("a", "news"): "ha" is gone
+    assert set(cache._by_hash) == {"hb", "hA", "hc"}
+    cache.put("c", "news", Decision.GRANTED, "hc", 1)
+    cache.put("c", "x", Decision.GRANTED, "hc", 1)  # evicts b and A
+    cache.move(1, 2, {"hc"})  # every key of a changed address goes, set or single
+    assert (len(cache), cache._by_hash, cache.version) == (0, {}, 2)
+    cache.put("d", "", Decision.GRANTED, "hd", 2)
+    cache.put("d", "news", Decision.GRANTED, "hd", 2)
+    cache.put("e", "", Decision.GRANTED, "he", 2)
+    cache.forget({"hd", "he", "hx"})
+    assert (len(cache), cache._by_hash) == (0, {})
+
+
+def test_an_entry_costs_at_most_450_bytes() -> None:
+    """The cost the default ``cache_size`` is chosen by (docs/performance.md)."""
+    import hashlib
+    import tracemalloc
+
+    n = 5000
+    cache = DecisionCache(n)
+    cache.advance(1)
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for i in range(n):  # the address and its hash are kept alive by the cache alone
+            k = f"subscriber-{i:06d}@example.net"
+            cache.put(k, "news.example.org", Decision.GRANTED,
+                      hashlib.sha256(k.encode()).hexdigest(), 1)
+        per_entry = (tracemalloc.get_traced_memory()[0] - before) / n
+    finally:
+        tracemalloc.stop()
+    assert per_entry < 450, per_entry
+
+
 # -- hits and misses, both backends ------------------------------------------------
 
 
