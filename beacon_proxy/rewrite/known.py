@@ -26,7 +26,15 @@ recipient (consent, campaign diffing's judgement, the tokens) is done after
 it, as before.  Campaign diffing still observes every message: a copy known
 to its campaign is not learned again, exactly as without the cache.
 
-Hits are counted in ``beacon_proxy_analyses_total{source="known"}``.
+Concurrent misses of the same bytes are merged (single flight): while one
+copy's analysis runs, another copy of the same bytes waits for it instead of
+sending the message to the pool again (a burst at start used to analyse one
+newsletter once per connection).  The waiter checks the bytes are equal, as a
+hit does; when the analysis fails or is cancelled, each waiter tries again on
+its own, exactly as without the merge.
+
+Hits, merged misses included, are counted in
+``beacon_proxy_analyses_total{source="known"}``.
 
 Bounds: at most ``entries`` analyses and ``max_bytes`` of estimated memory
 (the message, its decoded HTML and the scan entries: :func:`footprint`),
@@ -142,6 +150,10 @@ Analyse = Callable[[bytes], Awaitable[Analysis]]
 def cached(analyse: Analyse, cache: AnalysisCache) -> Analyse:
     """``analyse`` behind ``cache``: known bytes answer at once, failures are not kept."""
 
+    # misses being analysed now, by key: a copy of the same bytes that arrives
+    # meanwhile waits for that analysis instead of sending the bytes again
+    pending: dict[bytes, asyncio.Future[Analysis | None]] = {}
+
     async def known(data: bytes) -> Analysis:
         if len(data) > cache.max_message:  # never kept: not even hashed
             return await analyse(data)
@@ -152,8 +164,23 @@ def cached(analyse: Analyse, cache: AnalysisCache) -> Analyse:
         if found is not None:
             ANALYSES.labels("known").inc()
             return found
-        analysis = await analyse(data)
-        cache.put(data, analysis, key)
+        running = pending.get(key)
+        if running is not None:
+            # shielded: a waiter that is cancelled does not cancel the analysis
+            shared = await asyncio.shield(running)
+            if shared is not None and shared.data == data:  # equal bytes, as for a hit
+                ANALYSES.labels("known").inc()
+                return shared
+            return await analyse(data)  # the first try failed: try again, as without it
+        done: asyncio.Future[Analysis | None] = asyncio.get_running_loop().create_future()
+        pending[key] = done
+        analysis: Analysis | None = None
+        try:
+            analysis = await analyse(data)
+            cache.put(data, analysis, key)
+        finally:
+            del pending[key]
+            done.set_result(analysis)  # None after a failure or a cancellation
         return analysis
 
     return known

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import replace
 from pathlib import Path
 
@@ -274,3 +275,68 @@ async def test_a_message_too_big_to_keep_is_not_hashed_and_a_big_one_off_the_loo
     assert (await fn(data)) == (await fn(data))
     assert len(counting.calls) == 3 and len(hashed) == 2
     assert threading.main_thread().name not in hashed  # both hashed in a worker thread
+
+
+class Gated(Counting):
+    """Counting, but every analysis waits until the test lets it go."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = asyncio.Event()
+        self.started = asyncio.Event()
+
+    async def __call__(self, data: bytes) -> Analysis:
+        self.started.set()
+        await self.gate.wait()
+        return await super().__call__(data)
+
+
+async def test_concurrent_misses_of_the_same_bytes_are_analysed_once() -> None:
+    gated = Gated()
+    cache = AnalysisCache(ENGINE.fingerprint)
+    known = cached(gated, cache)
+    data = MESSAGES["missing_close"]()
+    other = _html()
+    first = asyncio.ensure_future(known(data))
+    await gated.started.wait()
+    rest = [asyncio.ensure_future(known(data)) for _ in range(4)]
+    different = asyncio.ensure_future(known(other))
+    for _ in range(5):  # let every waiter reach the pending analysis
+        await asyncio.sleep(0)
+    gated.gate.set()
+    results = await asyncio.gather(first, *rest, different)
+    assert gated.calls == [data, other]
+    assert all(r is results[0] for r in results[:5]) and results[0].data == data
+    assert results[5].data == other
+
+
+async def test_a_failed_shared_analysis_is_tried_again_by_each_waiter() -> None:
+    gated = Gated()
+    gated.fail = 1
+    known = cached(gated, AnalysisCache(ENGINE.fingerprint))
+    data = MESSAGES["missing_close"]()
+    first = asyncio.ensure_future(known(data))
+    await gated.started.wait()
+    second = asyncio.ensure_future(known(data))
+    for _ in range(5):
+        await asyncio.sleep(0)
+    gated.gate.set()
+    with pytest.raises(RuntimeError):
+        await first
+    assert (await second).data == data and len(gated.calls) == 2
+
+
+async def test_a_cancelled_waiter_does_not_cancel_the_analysis() -> None:
+    gated = Gated()
+    known = cached(gated, AnalysisCache(ENGINE.fingerprint))
+    data = MESSAGES["missing_close"]()
+    first = asyncio.ensure_future(known(data))
+    await gated.started.wait()
+    second = asyncio.ensure_future(known(data))
+    for _ in range(5):
+        await asyncio.sleep(0)
+    second.cancel()
+    gated.gate.set()
+    assert (await first).data == data and len(gated.calls) == 1
+    with pytest.raises(asyncio.CancelledError):
+        await second
