@@ -35,7 +35,7 @@ import csv
 import io
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO, Generic, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, BinaryIO, Generic, Literal, TypeVar
 
 from beacon_proxy.consent.address import AddressError, ListIdError, normalize_list_id, parse_address
 from beacon_proxy.consent.model import (
@@ -64,6 +64,7 @@ __all__ = [
     "export_csv",
     "import_file",
     "neutralise",
+    "prepend",
     "read_batches",
     "restore",
     "suppression_reader",
@@ -301,3 +302,13 @@ async def _count(batches: AsyncIterator[list[T]]) -> Imported:
     async for batch in batches:
         n += len(batch)
     return Imported(n, 0)
+
+
+async def prepend(first: Any, rest: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    """``first`` and then ``rest``; nothing when ``first`` is None (an export reads its
+    first row before it answers, so a store failure can still be a clean error)."""
+    if first is None:
+        return
+    yield first
+    async for item in rest:
+        yield item

@@ -16,7 +16,6 @@ import asyncio
 import json
 import os
 import tempfile
-from collections.abc import AsyncIterator
 from functools import cache
 from importlib import resources
 from pathlib import Path
@@ -24,7 +23,7 @@ from typing import Any
 
 from aiohttp import web
 
-from beacon_proxy.consent.csvio import Kind, export_csv, import_file
+from beacon_proxy.consent.csvio import Kind, export_csv, import_file, prepend
 from beacon_proxy.consent.model import StoreError, to_json
 from beacon_proxy.consent.store import Store
 from beacon_proxy.web.apibase import (
@@ -216,7 +215,7 @@ def _exporter(kind: Kind) -> Any:
             await resp.write(text.encode("utf-8"))
 
         try:
-            await export_csv(kind, _chain(first, items), write)
+            await export_csv(kind, prepend(first, items), write)
         except StoreError as exc:  # the status line is gone: cut the response short
             raise ConnectionAbortedError(f"export failed: {exc}") from exc
         await resp.write_eof()
@@ -224,14 +223,6 @@ def _exporter(kind: Kind) -> Any:
 
     run.__name__ = f"export_{kind}"
     return run
-
-
-async def _chain(first: Any, rest: AsyncIterator[Any]) -> AsyncIterator[Any]:
-    if first is None:
-        return
-    yield first
-    async for item in rest:
-        yield item
 
 
 def build_api(store: Store, tokens: ApiTokens) -> web.Application:

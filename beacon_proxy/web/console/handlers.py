@@ -46,7 +46,7 @@ from markupsafe import Markup
 
 from beacon_proxy.clientkey import client_key
 from beacon_proxy.consent.address import AddressError, ListIdError, normalize_list_id, parse_address
-from beacon_proxy.consent.csvio import Kind, export_csv
+from beacon_proxy.consent.csvio import Kind, export_csv, prepend
 from beacon_proxy.consent.model import Beacons, InvalidValue, StoreError
 from beacon_proxy.consent.store import Store
 from beacon_proxy.log import event
@@ -452,7 +452,7 @@ class _Handlers:
             await resp.write(text.encode("utf-8"))
 
         try:
-            rows = await export_csv(k, _chain(first, items), write)
+            rows = await export_csv(k, prepend(first, items), write)
         except StoreError as exc:
             raise ConnectionAbortedError(f"export failed: {exc}") from exc
         await resp.write_eof()
@@ -571,14 +571,6 @@ def _next(value: str | None) -> str:
                                                     or path.path.startswith(PREFIX + "/")):
             return value
     return PREFIX
-
-
-async def _chain(first: Any, rest: AsyncIterator[Any]) -> AsyncIterator[Any]:
-    if first is None:
-        return
-    yield first
-    async for item in rest:
-        yield item
 
 
 async def _read_upload(request: web.Request, session: Session) -> tuple[dict[str, str], Path]:
