@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 
 from beacon_proxy.deliver.courier import Outcome, Result
+from beacon_proxy.spool.queue import fsync_dir
 
 __all__ = ["MaildirCourier", "envelope_fields"]
 
@@ -120,7 +121,7 @@ class MaildirCourier:
             with contextlib.suppress(OSError):
                 tmp.unlink(missing_ok=True)
             raise
-        _fsync_dir(new_dir)
+        fsync_dir(new_dir)
 
     def _make_dirs(self) -> None:
         created = False
@@ -130,13 +131,7 @@ class MaildirCourier:
                 d.mkdir(mode=0o700, parents=True, exist_ok=True)
                 created = True
         if created:
-            _fsync_dir(self._path)
+            fsync_dir(self._path)
         self._ready = True
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

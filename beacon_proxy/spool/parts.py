@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 
 from beacon_proxy.log import event
-from beacon_proxy.spool.queue import QueueEntry, Spool, SpoolInUse
+from beacon_proxy.spool.queue import QueueEntry, Spool, SpoolInUse, fsync_dir
 
 __all__ = ["PARTS", "adopt", "all_roots", "lock_within", "owner_of", "part_root",
            "sources_for"]
@@ -96,14 +96,6 @@ def lock_within(spool: Spool, timeout: float) -> None:
             time.sleep(0.1)
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def adopt(into: Path, source: Path) -> int:
     """Move every message (with its journal), request and corrupt item from the spool
     root ``source`` into the spool root ``into``; returns how many messages moved.
@@ -153,5 +145,5 @@ def _adopt_locked(into: Path, source: Path) -> int:
             (source / "journal" / name).unlink(missing_ok=True)
     if moved:
         for d in (*_QUEUE_DIRS, "journal"):
-            _fsync_dir(into / d)
+            fsync_dir(into / d)
     return moved

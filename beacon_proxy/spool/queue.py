@@ -72,6 +72,7 @@ __all__ = [
     "Spool",
     "SpoolCorruptError",
     "SpoolInUse",
+    "fsync_dir",
 ]
 
 MAGIC = b"BEACONQ1"
@@ -131,7 +132,8 @@ class QueueEntry:
         return cls(envelope, [RecipientStatus(a) for a in envelope.recipients])
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
+    """fsync a directory, so the names created or renamed in it are on disk."""
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
@@ -181,7 +183,7 @@ class _GroupSync:
         while self._waiting:
             batch, self._waiting = self._waiting, []
             try:
-                await self._run(_fsync_dir, self._path)
+                await self._run(fsync_dir, self._path)
             except Exception as exc:
                 outcome: BaseException | None = exc
             except BaseException:  # cancelled (the loop is closing): nobody is served
