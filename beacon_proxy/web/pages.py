@@ -34,7 +34,7 @@ from functools import cache
 from importlib import resources
 
 __all__ = ["ACTIONS", "FORM_FIELD", "LANGUAGES", "PAGE_HEADERS", "View", "choose_language",
-           "invalid_page", "mask_address", "preferences_page", "texts"]
+           "invalid_page", "mask_address", "preferences_page", "read_texts", "texts"]
 
 LANGUAGES = ("en", "ja")
 # The page actions, in the order the page offers them (the POSTed ``action`` field).
@@ -119,16 +119,22 @@ def mask_address(address: str) -> str:
     return f"{local[0]}***@{domain}"
 
 
-@cache
-def texts(lang: str) -> dict[str, str]:
-    """The strings of one language (``ValueError`` for a language not shipped)."""
+def read_texts(folder: str, lang: str, what: str) -> dict[str, str]:
+    """The strings of one shipped language, ``data/<folder>/<lang>.toml`` (``ValueError``
+    for a language not shipped or a value that is not a string); ``what`` names them."""
     if lang not in LANGUAGES:
-        raise ValueError(f"no preference page texts for language {lang!r}")
-    raw = resources.files("beacon_proxy").joinpath(f"data/pages/{lang}.toml").read_text("utf-8")
+        raise ValueError(f"no {what} texts for language {lang!r}")
+    raw = resources.files("beacon_proxy").joinpath(f"data/{folder}/{lang}.toml").read_text("utf-8")
     doc = tomllib.loads(raw)
     if not all(isinstance(v, str) for v in doc.values()):
-        raise ValueError(f"pages/{lang}.toml: every value must be a string")
+        raise ValueError(f"{folder}/{lang}.toml: every value must be a string")
     return dict(doc)
+
+
+@cache
+def texts(lang: str) -> dict[str, str]:
+    """The preference page's strings of one language."""
+    return read_texts("pages", lang, "preference page")
 
 
 @cache

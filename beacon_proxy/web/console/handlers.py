@@ -30,7 +30,6 @@ import os
 import secrets
 import tempfile
 import time
-import tomllib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -58,7 +57,7 @@ from beacon_proxy.web.console.sessions import Session, Sessions
 from beacon_proxy.web.console.stats import EventTally, bar_chart, dashboard, hbar_chart
 from beacon_proxy.web.forms import FormError, read_form
 from beacon_proxy.web.guard import TokenBuckets
-from beacon_proxy.web.pages import LANGUAGES, choose_language
+from beacon_proxy.web.pages import LANGUAGES, choose_language, read_texts
 
 __all__ = ["CONSOLE_CSP", "COOKIE", "LOGIN_BURST", "LOGIN_RATE", "MAX_UPLOAD", "Console",
            "add_console_routes"]
@@ -106,13 +105,7 @@ _PAGE_HEADERS = {
 @cache
 def texts(lang: str) -> dict[str, str]:
     """The console's strings in one language (``data/console/<lang>.toml``)."""
-    if lang not in LANGUAGES:
-        raise ValueError(f"no console texts for language {lang!r}")
-    raw = resources.files("beacon_proxy").joinpath(f"data/console/{lang}.toml").read_text("utf-8")
-    doc = tomllib.loads(raw)
-    if not all(isinstance(v, str) for v in doc.values()):
-        raise ValueError(f"console/{lang}.toml: every value must be a string")
-    return dict(doc)
+    return read_texts("console", lang, "console")
 
 
 @cache
