@@ -16,7 +16,11 @@ Changes are written to the audit trail with source ``console`` and actor
 ``console:<token name>``.  Pages are Jinja2 templates
 (``beacon_proxy/data/console/``), autoescaped, in English or Japanese
 (``?lang=``, then ``Accept-Language``), with one inline stylesheet allowed by
-its hash (:data:`CONSOLE_CSP`) and no scripts.
+its hash (:data:`CONSOLE_CSP`) and no scripts.  Text from outside (a queued
+message's header, an address, a CSV source) is shown with its control and
+bidirectional formatting characters as ``<U+202E>``-style marks
+(:func:`visible`): a right-to-left override in a ``Subject`` would otherwise
+reorder what the operator reads.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import contextlib
 import hashlib
 import logging
 import os
+import re
 import secrets
 import tempfile
 import time
@@ -41,7 +46,7 @@ from urllib.parse import quote, urlsplit
 
 from aiohttp import BodyPartReader, web
 from jinja2 import Environment, PackageLoader, StrictUndefined
-from markupsafe import Markup
+from markupsafe import Markup, escape
 
 from beacon_proxy.clientkey import client_key
 from beacon_proxy.consent.address import AddressError, ListIdError, normalize_list_id, parse_address
@@ -108,10 +113,34 @@ def texts(lang: str) -> dict[str, str]:
     return read_texts("console", lang, "console")
 
 
+# C0 controls but tab and line ends, DEL, C1 controls, and the bidirectional
+# formatting characters (Unicode's Bidi_Control: marks, embeddings, overrides, isolates)
+_HIDDEN = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u061c\u200e\u200f"
+                     "\u202a-\u202e\u2066-\u2069]")
+
+
+def visible(value: Any) -> Any:
+    """Text with its hidden and reordering characters shown as ``<U+XXXX>`` marks.
+
+    The console's Jinja ``finalize``: every ``{{ }}`` output passes here before it
+    is escaped; markup the console built itself (``Markup``) and non-text pass as
+    they are.
+
+    >>> visible("Sale \u202egnp.exe")
+    'Sale <U+202E>gnp.exe'
+    """
+    if type(value) is not str:  # Markup (the console's own HTML), numbers, None
+        return value
+    return _HIDDEN.sub(lambda m: f"<U+{ord(m.group()):04X}>", value)
+
+
 @cache
 def _env() -> Environment:
     env = Environment(loader=PackageLoader("beacon_proxy", "data/console"), autoescape=True,
-                      undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+                      undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True,
+                      finalize=visible)
+    # a value the page must send back as it is (a hidden field's address): escaped, not marked
+    env.filters["exact"] = escape
     env.filters["when"] = _when
     return env
 
