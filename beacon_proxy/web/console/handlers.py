@@ -19,8 +19,8 @@ Changes are written to the audit trail with source ``console`` and actor
 its hash (:data:`CONSOLE_CSP`) and no scripts.  Text from outside (a queued
 message's header, an address, a CSV source) is shown with its control and
 bidirectional formatting characters as ``<U+202E>``-style marks
-(:func:`visible`): a right-to-left override in a ``Subject`` would otherwise
-reorder what the operator reads.
+(:mod:`beacon_proxy.display`): a right-to-left override in a ``Subject`` would
+otherwise reorder what the operator reads.
 """
 
 from __future__ import annotations
@@ -31,7 +31,6 @@ import contextlib
 import hashlib
 import logging
 import os
-import re
 import secrets
 import tempfile
 import time
@@ -53,6 +52,7 @@ from beacon_proxy.consent.address import AddressError, ListIdError, normalize_li
 from beacon_proxy.consent.csvio import Kind, export_csv, prepend
 from beacon_proxy.consent.model import Beacons, InvalidValue, StoreError
 from beacon_proxy.consent.store import Store
+from beacon_proxy.display import visible as shown
 from beacon_proxy.log import event
 from beacon_proxy.spool.parts import all_roots, owner_of
 from beacon_proxy.spool.queue import QueueEntry, Spool, SpoolCorruptError
@@ -113,25 +113,12 @@ def texts(lang: str) -> dict[str, str]:
     return read_texts("console", lang, "console")
 
 
-# C0 controls but tab and line ends, DEL, C1 controls, and the bidirectional
-# formatting characters (Unicode's Bidi_Control: marks, embeddings, overrides, isolates)
-_HIDDEN = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u061c\u200e\u200f"
-                     "\u202a-\u202e\u2066-\u2069]")
-
-
 def visible(value: Any) -> Any:
-    """Text with its hidden and reordering characters shown as ``<U+XXXX>`` marks.
-
-    The console's Jinja ``finalize``: every ``{{ }}`` output passes here before it
-    is escaped; markup the console built itself (``Markup``) and non-text pass as
-    they are.
-
-    >>> visible("Sale \u202egnp.exe")
-    'Sale <U+202E>gnp.exe'
-    """
-    if type(value) is not str:  # Markup (the console's own HTML), numbers, None
-        return value
-    return _HIDDEN.sub(lambda m: f"<U+{ord(m.group()):04X}>", value)
+    """The console's Jinja ``finalize``: every ``{{ }}`` output passes here before it is
+    escaped.  Text gets its hidden and reordering characters as marks
+    (:func:`beacon_proxy.display.visible`); markup the console built itself
+    (``Markup``), numbers and ``None`` pass as they are."""
+    return shown(value) if type(value) is str else value
 
 
 @cache
