@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -21,7 +22,7 @@ from beacon_proxy.web.console.handlers import CONSOLE, texts
 from beacon_proxy.web.console.jobs import ImportJob
 from beacon_proxy.web.console.stats import hour_of
 from beacon_proxy.web.forms import MAX_BODY
-from beacon_proxy.web.guard import Guard, Rate
+from beacon_proxy.web.guard import ClientAddress, Guard, Rate
 from beacon_proxy.web.server import build_admin_app
 from tests.web.console.helpers import OTHER, SAME, TOKEN, Client, csrf, login
 
@@ -107,6 +108,27 @@ async def test_https_public_url_makes_the_cookie_secure(store: Store, tokens: Ap
     app = build_admin_app(lambda: {"status": "ok"}, console=console)
     async with TestClient(TestServer(app)) as c:
         resp = await c.get("/console/login")
+        assert "Secure" not in resp.headers["Set-Cookie"]
+
+
+async def test_a_trusted_tls_proxy_makes_the_cookie_secure(store: Store, tokens: ApiTokens,
+                                                          spool: Spool) -> None:
+    """An admin listener of its own behind a TLS-terminating proxy: the proxy's
+    ``X-Forwarded-Proto: https`` counts, from a trusted peer only."""
+    console = Console(store, tokens, secure_cookies=False)
+    trusting = Guard(client=ClientAddress((ipaddress.ip_network("127.0.0.0/8"),
+                                           ipaddress.ip_network("::1/128"))))
+    app = build_admin_app(lambda: {"status": "ok"}, console=console, guard=trusting)
+    async with TestClient(TestServer(app)) as c:
+        for proto, secure in ((["https"], True), (["http"], False), ([], False),
+                              (["https, http"], False), (["http", "HTTPS"], True)):
+            headers = [("X-Forwarded-Proto", p) for p in proto]
+            resp = await c.get("/console/login", headers=headers)
+            assert ("Secure" in resp.headers["Set-Cookie"]) is secure, proto
+    app = build_admin_app(lambda: {"status": "ok"}, console=Console(
+        store, tokens, secure_cookies=False), guard=Guard())  # no trusted proxy
+    async with TestClient(TestServer(app)) as c:
+        resp = await c.get("/console/login", headers={"X-Forwarded-Proto": "https"})
         assert "Secure" not in resp.headers["Set-Cookie"]
 
 
