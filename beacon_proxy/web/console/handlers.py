@@ -81,6 +81,7 @@ MAX_FIELD = 1000  # bytes of a text field of the import form
 MAX_FORM = 64 * 1024  # bytes of the import form around its file (fields, part headers)
 UPLOAD_IDLE = 60.0  # seconds an upload may send nothing before it is given up
 QUEUE_SHOWN = 500  # queue entries listed on one page
+LOOKUP_SCANNED = 20_000  # newest queued messages an address lookup reads (~0.5 s)
 HEADERS_SHOWN = 65536  # bytes of a queued message's header shown
 MAX_QUEUE_ID = 40  # characters of a queue id (the spool's are 16)
 ACTIONS = ("consent", "suppress", "resume")
@@ -348,13 +349,16 @@ class _Handlers:
         audit = await self.store.recent_history(a, limit=50)
         opens = await self.store.recent_opens(a, limit=50) \
             if effective is Beacons.GRANTED else None
-        deliveries = await self._deliveries(a.text) if self.spool is not None else None
+        deliveries, scanned, queued = (await self._deliveries(a.text) if self.spool is not None
+                                       else (None, 0, 0))
         return {"address": a.text, "consent": consent, "beacons": beacons.value,
                 "effective": effective.value, "suppressions": suppressions, "audit": audit,
-                "opens": opens, "deliveries": deliveries}
+                "opens": opens, "deliveries": deliveries, "scanned": scanned, "queued": queued}
 
-    async def _deliveries(self, address: str) -> list[dict[str, Any]]:
-        entries = await self._entries()
+    async def _deliveries(self, address: str) -> tuple[list[dict[str, Any]], int, int]:
+        """This address's copies in the newest :data:`LOOKUP_SCANNED` queued messages, how
+        many were looked at, and how many are queued."""
+        entries, total = await self._entries(newest=LOOKUP_SCANNED)
         want = address.lower()
         out = []
         for e in entries:
@@ -363,7 +367,7 @@ class _Handlers:
                     out.append({"queue_id": e.queue_id, "sender": e.envelope.sender,
                                 "received": e.envelope.received_at, "state": r.state,
                                 "reply": r.reply, "attempts": e.attempts})
-        return out
+        return out, len(entries), total
 
     async def change(self, request: web.Request, session: Session,
                      fields: dict[str, str]) -> web.StreamResponse:
@@ -486,20 +490,35 @@ class _Handlers:
 
     # -- the queue -------------------------------------------------------------------
 
-    async def _entries(self) -> list[QueueEntry]:
-        if self.spool is None:
-            return []
-        root = self.spool.root  # with several workers, every worker's part of the spool
+    async def _entries(self, *, first: int | None = None,
+                       newest: int | None = None) -> tuple[list[QueueEntry], int]:
+        """Queued entries of every worker's part of the spool, and how many are queued.
 
-        def every_part() -> list[QueueEntry]:
-            return [e for r in all_roots(root) for e in Spool(r).list_sync()]
-        return await asyncio.to_thread(every_part)
+        Only the names of a big queue are all read: ``first`` loads the first that
+        many in listing order (state, then oldest first), ``newest`` the newest that
+        many (ids are time-ordered), so a page costs the same with a backlog of a
+        million messages as with a hundred."""
+        if self.spool is None:
+            return [], 0
+        root = self.spool.root
+
+        def load() -> tuple[list[QueueEntry], int]:
+            parts = [Spool(r) for r in all_roots(root)]
+            ids = [(spool, i) for spool in parts for i in spool.ids_sync()]
+            total = len(ids)
+            if newest is not None:
+                ids.sort(key=lambda item: item[1][0], reverse=True)
+                ids = ids[:newest]
+            elif first is not None:
+                ids = ids[:first]
+            return [e for spool, i in ids for e in spool.load_some_sync([i])], total
+        return await asyncio.to_thread(load)
 
     async def queue(self, request: web.Request, session: Session) -> web.StreamResponse:
-        entries = await self._entries()
+        entries, total = await self._entries(first=QUEUE_SHOWN)
         done = request.query.get("done")
-        return self.render(request, session, "queue.html", entries=entries[:QUEUE_SHOWN],
-                           total=len(entries), now=time.time(),
+        return self.render(request, session, "queue.html", entries=entries,
+                           total=total, now=time.time(),
                            done=done if done in ("retry", "delete") and _queue_id(
                                request.query.get("id", "")) else None,
                            done_id=request.query.get("id", ""))

@@ -248,6 +248,38 @@ async def test_lookup_shows_the_queued_copies(client: Client, spool: Spool) -> N
     assert env.queue_id in page and "451 try later" in page
 
 
+async def test_a_big_queue_is_read_only_as_far_as_a_page_shows(
+        client: Client, spool: Spool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A backlog is when operators look: the queue page loads what it lists, a lookup
+    the newest LOOKUP_SCANNED messages, and both say how many are queued."""
+    from beacon_proxy.web.console import handlers
+
+    monkeypatch.setattr(handlers, "QUEUE_SHOWN", 3)
+    monkeypatch.setattr(handlers, "LOOKUP_SCANNED", 4)
+    envs = [Envelope(new_queue_id(now_ns=(i + 1) * 10**9), "s@example.net", (ANN,), size=20)
+            for i in range(6)]
+    for env in envs:
+        await spool.put(env, b"Subject: hi\r\n\r\nbody\r\n")
+    loaded: list[str] = []
+    load = Spool.load_some_sync
+
+    def counting(self: Spool, ids: Any) -> list[Any]:
+        ids = list(ids)
+        loaded.extend(i for i, _ in ids)
+        return load(self, ids)
+
+    monkeypatch.setattr(Spool, "load_some_sync", counting)
+    await login(client)
+    page = await (await client.get("/console/queue")).text()
+    assert "6 messages in the queue." in page and "The first 3 are listed." in page
+    assert loaded == [e.queue_id for e in envs[:3]]  # the oldest first, as listed
+    loaded.clear()
+    page = await (await client.get("/console/address", params={"address": ANN})).text()
+    assert sorted(loaded) == sorted(e.queue_id for e in envs[2:])  # the newest 4 only
+    assert all(e.queue_id in page for e in envs[2:]) and envs[0].queue_id not in page
+    assert "Looked at the newest 4 of the 6 queued messages." in page
+
+
 async def test_pages_are_strict_and_speak_japanese(client: Client) -> None:
     resp = await client.get("/console/login", headers={"Accept-Language": "ja,en;q=0.5"})
     assert resp.headers["Content-Security-Policy"] == CONSOLE_CSP
