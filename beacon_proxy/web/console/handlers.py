@@ -436,9 +436,11 @@ class _Handlers:
             return self.refused(request, session, 400, "bad_action")
         k: Kind = "consent" if kind == "consent" else "suppressions"
         try:
+            tokens, holder = self.cfg.tokens, (session.name, session.credential)
             job = self.jobs.start(path, k, dry_run=fields.get("dry_run") == "1",
                                   user=session.name, actor=f"{SOURCE}:{session.name}",
-                                  source=SOURCE)
+                                  source=SOURCE,
+                                  allowed=lambda: holder in tokens.credentials())
         except TooBusy:
             return self.refused(request, session, 503, "too_busy")
         raise web.HTTPSeeOther(f"{PREFIX}/import/{job.id}")
