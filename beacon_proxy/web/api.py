@@ -13,7 +13,9 @@ CSV imports: at most :data:`IMPORTS_AT_ONCE` run at once per process, their
 uploads included (each may write up to :data:`MAX_UPLOAD` bytes to a temporary
 file and hold a store transaction); one more is answered ``503 too_busy`` with
 ``Retry-After`` before any of its body is read, as the console refuses a third
-job.
+job.  An import stops, applying nothing, when the token that sent it is removed
+or replaced while it runs (``403 revoked``; asked after every batch, before
+the transaction commits).
 """
 
 from __future__ import annotations
@@ -49,7 +51,7 @@ from beacon_proxy.web.apibase import (
     q_time,
     text_field,
 )
-from beacon_proxy.web.auth import ApiTokens
+from beacon_proxy.web.auth import ApiTokens, bearer_token
 
 __all__ = ["IMPORTS_AT_ONCE", "MAX_UPLOAD", "build_api", "openapi_document"]
 
@@ -212,12 +214,21 @@ def _importer(kind: Kind) -> Any:
             raise ApiError(503, "too_busy", f"{IMPORTS_AT_ONCE} CSV imports are running; "
                            "try again when one has finished",
                            headers={"Retry-After": str(IMPORT_RETRY_AFTER)})
+        tokens = request.app[TOKENS]
+        holder = tokens.identify(bearer_token(request.headers.get("Authorization")) or "")
+
+        def still_accepted(rows: int) -> None:  # after every batch, before the commit
+            if holder is None or holder not in tokens.credentials():
+                raise ApiError(403, "revoked", "the bearer token was removed or replaced "
+                               "while the import ran: nothing was imported")
+
         imports.running += 1
         try:
             path = await _spool_upload(request)
             try:
                 done = await import_file(None if dry_run else ctx.store, path, kind,
-                                         dry_run=dry_run, actor=ctx.actor, source=source)
+                                         dry_run=dry_run, actor=ctx.actor, source=source,
+                                         progress=still_accepted)
             finally:
                 await asyncio.to_thread(path.unlink, missing_ok=True)
         finally:
