@@ -358,7 +358,9 @@ class Engine:
         of every part), ``part.body`` via spans, ``hide_encoded_files`` of plain-text
         bodies, :meth:`_scan_part` (``modifiable``, ``signed``, the remote bases,
         ``transfer_encoding``, ``charset``, the body bytes; the rules and limits are the
-        cache's context), ``list_id(data)``, ``has_signed_parts(tree)``.
+        cache's context), ``list_id(data)``, ``has_signed_parts(tree)``.  Held to a fresh
+        analysis by ``tests/rewrite/test_known_header_fuzz.py`` (a differential fuzzer:
+        run it with a large ``REBASE_FUZZ`` after changing anything above).
 
         The result shares the old analysis's recipient-independent work: each
         :class:`HtmlPart`'s decoded bytes, entries, findings and lazily built

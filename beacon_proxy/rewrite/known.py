@@ -31,7 +31,10 @@ A message whose key is kept is answered in one of two ways, counted in
   analysis plus its round trip).  When the proof fails (a changed
   ``Content-Type``, boundary, charset or transfer encoding in the header, a
   header that moves the body, ...) the message is analysed as a new one and
-  its analysis replaces the kept one.
+  its analysis replaces the kept one.  A seeded differential fuzzer
+  (``tests/rewrite/test_known_header_fuzz.py``: the real templates, the hostile
+  messages, hundreds of header mutations a lenient client reads differently)
+  holds every derived analysis to a fresh one, field by field and copy by copy.
 
 A hit costs one hash of the body (about 0.05 ms for 70 KB; from 256 KB in a
 thread, off the event loop, as is the rebase) and one comparison of the
