@@ -426,8 +426,8 @@ class Scheduler:
             if result.outcome is Outcome.DELIVERED:
                 rcpt.state, rcpt.reply = "delivered", result.reply
                 unfinished -= 1
-                if unfinished:
-                    await self.spool.record(env.queue_id, i, "delivered", result.reply)
+                if unfinished:  # written by the journal's thread; no hop per copy
+                    self.spool.record_soon(env.queue_id, i, "delivered", result.reply)
                 else:
                     # Every recipient is final: the message is removed next, with no
                     # await in between, and the unlink protects this outcome as the
@@ -509,7 +509,7 @@ class Scheduler:
         ``list`` (the message's ``list_id``)."""
         env, rcpt = entry.envelope, entry.recipients[index]
         rcpt.state, rcpt.reply = "suppressed", "delivery suspended by the recipient"
-        await self.spool.record(env.queue_id, index, "suppressed", rcpt.reply)
+        self.spool.record_soon(env.queue_id, index, "suppressed", rcpt.reply)
         DELIVERIES.labels("suppressed").inc()
         event("suppressed", queue_id=env.queue_id, message_id=env.message_id,
               sender=env.sender, recipient=rcpt.address, list_id=env.list_id,
