@@ -29,6 +29,13 @@ default: all but ``soak``; ``all``: every phase):
                 run; accept-to-deliver latency per message, RSS of the relay
                 every 10 s (bench/_relaysoak.py, bench/_capture.py).
 
+``--granted-share F`` (default 0: every recipient refused, as no consent is
+recorded) seeds a share F of the numbered recipients (evenly spread) as
+granted into each beacon-proxy's fresh store before it starts (``beacon-proxy
+consent import``): their copies carry open-pixel tokens and plan their footer
+afresh, the dearer copy.  The phase then checks /metrics: exactly that many
+copies ``rewritten``.
+
 A phase is timed from the start of smtp-source until smtp-sink has every
 message (and recipient); for beacon-proxy its /metrics must then also show
 every recipient as delivered.  "relay CPU" is utime+stime of the relay's
@@ -169,6 +176,33 @@ class Settings:
     dkim_key: Path | None = None
     event_loop: str = "auto"  # beacon-proxy's [smtp] event_loop
     workers: str = "auto"  # beacon-proxy's [smtp] workers (phase c-1w: always 1)
+    granted_share: float = 0.0  # of the numbered recipients, seeded granted (--granted-share)
+
+
+def granted_numbers(total: int, share: float) -> list[int]:
+    """Which of smtp-source -N's recipients 1..total are granted: ``share`` of them,
+    evenly spread (n is granted when floor(n * share) steps up at n).
+
+    >>> granted_numbers(10, 0.5), granted_numbers(4, 1.0), granted_numbers(4, 0.0)
+    ([2, 4, 6, 8, 10], [1, 2, 3, 4], [])
+    """
+    return [n for n in range(1, total + 1) if int(n * share) > int((n - 1) * share)]
+
+
+def seed_granted(cfg: Path, numbers: Sequence[int]) -> None:
+    """``beacon-proxy consent import`` of ``<n>rcpt@...`` as granted, for each n
+    (smtp-source -N numbers every recipient across a run: 1, 2, ... in order)."""
+    csv_file = cfg.parent / "granted.csv"
+    local, _, domain = RECIPIENT.partition("@")
+    with csv_file.open("w", encoding="ascii") as fh:
+        fh.write("address,beacons,source\n")
+        fh.writelines(f"{n}{local}@{domain},granted,bench\n" for n in numbers)
+    cmd = [sys.executable, "-m", "beacon_proxy", "consent", "import", str(csv_file),
+           "--config", str(cfg), "--create-store"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=child_env(),
+                          cwd=str(cfg.parent), check=False)
+    if done.returncode != 0:
+        raise BenchError(f"consent import failed: {(done.stderr or done.stdout).strip()[-500:]}")
 
 
 def source_cmd(st: Settings, port: int, messages: int, rcpts: int) -> list[str]:
@@ -327,22 +361,31 @@ path = "{d / 'beacon-proxy.log'}"
 
 @contextlib.contextmanager
 def beacon_proxy(st: Settings, tag: str, upstream_port: int, dkim: bool,
-                 profile: Path | None = None) -> Iterator[Proxy]:
-    """``beacon-proxy serve`` with a fresh spool and store, relaying to upstream_port."""
+                 profile: Path | None = None, granted: Sequence[int] = ()) -> Iterator[Proxy]:
+    """``beacon-proxy serve`` with a fresh spool and store (``granted``: the recipient
+    numbers seeded granted in it), relaying to upstream_port."""
     smtp_port, web_port = free_port(), free_port()
     cfg = proxy_config(st, tag, smtp_port, web_port, upstream_port, dkim)
+    if granted:
+        seed_granted(cfg, granted)
     with serve(cfg, smtp_port, web_port, profile) as bp:
         yield bp
 
 
 def phase_proxy(st: Settings, name: str) -> Result:
     _, _, many, dkim = PHASES[name]
+    want = st.rcpt_messages * st.recipients if many else st.messages
+    granted = granted_numbers(want, st.granted_share)
     with sink(st.workdir, 30, dump=many) as snk, \
-            beacon_proxy(st, name, snk.port, dkim, st.profile if name == "c" else None) as bp:
+            beacon_proxy(st, name, snk.port, dkim, st.profile if name == "c" else None,
+                         granted) as bp:
         before = bp.delivered()
-        want = st.rcpt_messages * st.recipients if many else st.messages
         res = drive(st, name, bp.smtp_port, snk, bp.proc.pid, bp.proc,
                     lambda: bp.delivered() - before >= want)
+        rewritten = metric(bp.web_port, "beacon_proxy_copies_total", '{outcome="rewritten"}')
+        if rewritten != len(granted):
+            raise BenchError(f"{name}: {rewritten:.0f} copies rewritten for granted "
+                             f"recipients, {len(granted)} seeded granted")
         opened = {p: metric(bp.web_port, "beacon_proxy_upstream_connections_total",
                             f'{{pipelining="{p}"}}') for p in ("yes", "no")}
         print(f"{name}: upstream connections opened: {opened['yes'] + opened['no']:.0f} "
@@ -406,7 +449,8 @@ def report(results: Sequence[Result], st: Settings, size: int, skipped: dict[str
     by = {r.name: r for r in results}
     print(f"relay benchmark: {size:,} byte QP HTML newsletter, smtp-source -s {st.sessions}"
           f"{' -d' if st.reuse else ''}, {os.cpu_count()} CPUs, Python "
-          f"{sys.version.split()[0]}, beacon-proxy delivery concurrency {st.concurrency}")
+          f"{sys.version.split()[0]}, beacon-proxy delivery concurrency {st.concurrency}"
+          f"{f', {st.granted_share:g} of the recipients granted' if st.granted_share else ''}")
     for name, why in skipped.items():
         print(f"phase {name} skipped: {why}")
     ok = True
@@ -481,6 +525,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="recipients per message in the *-rcpt phases (1..1000, default 1000)")
     p.add_argument("--rcpt-messages", type=int, default=1,
                    help="messages in the *-rcpt phases (default 1)")
+    p.add_argument("--granted-share", type=float, default=0.0,
+                   help="share of the recipients seeded granted in beacon-proxy's store "
+                        "(0..1, default 0: all refused)")
     p.add_argument("--reuse-connections", action="store_true",
                    help="smtp-source -d: several messages per connection")
     p.add_argument("--phases", default=",".join(DEFAULT_PHASES),
@@ -516,6 +563,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "--soak-connections must be >= 1")
     if not 1 <= a.recipients <= 1000:
         p.error("--recipients: 1..1000")
+    if not 0 <= a.granted_share <= 1:
+        p.error("--granted-share: 0..1")
     if a.soak_seconds <= 0 or a.rss_every <= 0 or a.soak_fraction <= 0:
         p.error("--soak-seconds, --rss-every and --soak-fraction must be > 0")
     try:
@@ -543,7 +592,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         st = Settings(a.messages, a.sessions, msg_file, workdir, a.timeout,
                       a.reuse_connections, a.profile.resolve() if a.profile else None,
                       a.concurrency, a.recipients, a.rcpt_messages,
-                      event_loop=a.event_loop, workers=a.workers)
+                      event_loop=a.event_loop, workers=a.workers,
+                      granted_share=a.granted_share)
         runners: dict[str, Callable[[Settings, str], Result]] = {
             "direct": phase_direct, "passthrough": phase_passthrough,
             "postfix": phase_postfix, "proxy": phase_proxy,

@@ -379,6 +379,9 @@ class Scheduler:
         tried = 0
         attempt = entry.attempts + 1
         unjournaled: tuple[int, str] | None = None  # the last delivery, see below
+        # Recipients of ``pending`` not yet final: ``entry.pending()`` after each copy
+        # without its scan of every recipient (1000 recipients: a million checks).
+        unfinished = len(pending)
         decisions, site_down = await self._decisions(entry, pending)
         for i in pending:
             if self._stopping or entry.deleted:
@@ -390,6 +393,7 @@ class Scheduler:
             decision = decisions.get(rcpt.address, Decision.REFUSED)
             if decision.suppressed:
                 await self._suppress(entry, i, decision)
+                unfinished -= 1
                 continue
             policy = policy_of(decision)
             if prepared is None:
@@ -421,8 +425,9 @@ class Scheduler:
             tried += 1
             if result.outcome is Outcome.DELIVERED:
                 rcpt.state, rcpt.reply = "delivered", result.reply
-                if entry.pending():
-                    await self.spool.record(env.queue_id, i, "delivered", result.reply)
+                unfinished -= 1
+                if unfinished:  # written by the journal's thread; no hop per copy
+                    self.spool.record_soon(env.queue_id, i, "delivered", result.reply)
                 else:
                     # Every recipient is final: the message is removed next, with no
                     # await in between, and the unlink protects this outcome as the
@@ -504,7 +509,7 @@ class Scheduler:
         ``list`` (the message's ``list_id``)."""
         env, rcpt = entry.envelope, entry.recipients[index]
         rcpt.state, rcpt.reply = "suppressed", "delivery suspended by the recipient"
-        await self.spool.record(env.queue_id, index, "suppressed", rcpt.reply)
+        self.spool.record_soon(env.queue_id, index, "suppressed", rcpt.reply)
         DELIVERIES.labels("suppressed").inc()
         event("suppressed", queue_id=env.queue_id, message_id=env.message_id,
               sender=env.sender, recipient=rcpt.address, list_id=env.list_id,

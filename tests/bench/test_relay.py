@@ -180,6 +180,28 @@ def test_a_tiny_run_of_every_throughput_phase(capsys: pytest.CaptureFixture[str]
         assert "phase postfix skipped" in out
 
 
+def test_granted_recipients_are_spread_evenly() -> None:
+    assert relay.granted_numbers(10, 0.5) == [2, 4, 6, 8, 10]
+    assert relay.granted_numbers(1000, 0.3)[:4] == [4, 7, 10, 14]
+    assert len(relay.granted_numbers(1000, 0.3)) == 300
+    assert relay.granted_numbers(5, 1.0) == [1, 2, 3, 4, 5]
+    assert relay.granted_numbers(5, 0.0) == []
+
+
+@needs_postfix_tools
+def test_a_tiny_run_with_granted_recipients(capsys: pytest.CaptureFixture[str]) -> None:
+    """The seeded recipients get rewritten copies: the phase checks /metrics for
+    exactly that many (and fails the run otherwise)."""
+    rc = relay.main(["--messages", "4", "--sessions", "2", "--recipients", "20",
+                     "--phases", "c,c-rcpt", "--granted-share", "0.5", "--timeout", "120"])
+    out = capsys.readouterr().out
+    assert rc in (0, 1), out
+    assert "0.5 of the recipients granted" in out
+    rows = {line.split()[0]: line.split() for line in out.splitlines()
+            if line.split()[:1] and line.split()[0] in relay.PHASES and " / " not in line}
+    assert rows["c"][-9] == "4" and rows["c-rcpt"][-9:-7] == ["20", "20"], out
+
+
 @needs_postfix_tools
 def test_a_tiny_soak(capsys: pytest.CaptureFixture[str]) -> None:
     rc = relay.main(["--phases", "soak", "--soak-rate", "5", "--soak-seconds", "2",

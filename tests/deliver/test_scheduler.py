@@ -455,13 +455,13 @@ async def test_the_delivery_that_ends_a_message_is_not_journaled_before_the_remo
     """Only outcomes that leave a recipient pending are journaled one by one: the
     last one is protected by the removal itself (no journal hop, no journal file)."""
     records: list[tuple[str, int, str]] = []
-    real_record = rig.spool.record
+    real_soon = rig.spool.record_soon
 
-    async def record(queue_id: str, index: int, state: Any, reply: str) -> None:
-        records.append((queue_id, index, state))
-        await real_record(queue_id, index, state, reply)
+    def record_soon(queue_id: str, index: int, state: Any, reply: str) -> None:
+        records.append((queue_id, index, state))  # Spool.record too hands its line over here
+        real_soon(queue_id, index, state, reply)
 
-    monkeypatch.setattr(rig.spool, "record", record)
+    monkeypatch.setattr(rig.spool, "record_soon", record_soon)
     s = rig.make()
     await s.start()
     one, two = _env("a@x.org"), _env("b@x.org", "c@x.org")
@@ -471,6 +471,43 @@ async def test_the_delivery_that_ends_a_message_is_not_journaled_before_the_remo
     assert records == [(two.queue_id, 0, "delivered")]
     assert await rig.spool.recover() == []
     assert not any(rig.spool.journal.iterdir())
+
+
+async def test_a_last_delivery_is_journaled_while_an_earlier_recipient_is_pending(
+        rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The attempt counts the recipients left instead of scanning them after every copy:
+    a deferred or refused recipient before the last delivery keeps the message, so that
+    delivery is journaled; a suppressed one is final and does not."""
+    records: list[tuple[int, str]] = []
+    real_soon = rig.spool.record_soon
+
+    def record_soon(queue_id: str, index: int, state: Any, reply: str) -> None:
+        records.append((index, state))  # Spool.record too hands its line over here
+        real_soon(queue_id, index, state, reply)
+
+    monkeypatch.setattr(rig.spool, "record_soon", record_soon)
+    rig.courier.script["later@x.org"] = [TEMP]
+    rig.courier.script["no@x.org"] = [PERM]
+    s = _with_consent(rig, _Consent({"gone@x.org": Decision.SUPPRESSED}),
+                      RetryPolicy(60, 60, 3600))
+    await s.start()
+    deferred = _env("later@x.org", "a@x.org", "b@x.org")
+    await s.enqueue(deferred, DATA)
+    await _until(lambda: (deferred.queue_id, "deferred") in
+                 [(e.queue_id, e.state) for e in rig.spool.list_sync()])
+    assert records == [(1, "delivered"), (2, "delivered"), (0, "deferred")], records
+    records.clear()
+    bounced, suppressed = _env("no@x.org", "a@x.org"), _env("gone@x.org", "c@x.org")
+    await s.enqueue(bounced, DATA)
+    await _until(lambda: bounced.queue_id not in [e.queue_id for e in rig.spool.list_sync()])
+    assert records[:2] == [(1, "delivered"), (0, "bounced")]
+    records.clear()
+    await s.enqueue(suppressed, DATA)
+    await _until(lambda: suppressed.queue_id not in [e.queue_id for e in rig.spool.list_sync()])
+    await s.stop(1)
+    assert records == [(0, "suppressed")]  # c@x.org ended the message: not journaled
+    sent = [r for _, r, _ in rig.courier.sent if r != "s@example.org"]  # not the DSN
+    assert sent == ["a@x.org", "b@x.org", "a@x.org", "c@x.org"]
 
 
 async def test_a_failed_removal_journals_the_last_delivery_first(

@@ -378,3 +378,79 @@ async def test_stopping_the_directory_sync_fails_every_waiting_put_and_loses_non
     assert isinstance(results[0], OSError) and isinstance(results[2], OSError)
     assert isinstance(results[1], asyncio.CancelledError)
     assert {e.queue_id for e in await spool.recover()} == {e.queue_id for e in envs}
+
+
+async def test_outcomes_handed_over_are_in_the_journal_before_the_attempt_ends(
+        spool: Spool) -> None:
+    """``record_soon`` does not wait; ``finish_attempt`` waits for every line handed over
+    before it, so its fsync covers them, in order."""
+    env = _env(*(f"r{i}@example.net" for i in range(300)))
+    await spool.put(env, DATA)
+    for i in range(299):
+        spool.record_soon(env.queue_id, i, "delivered", f"250 ok {i}")
+    spool.record_soon(env.queue_id, 0, "deferred", "451 a late duplicate")
+    entry = QueueEntry.new(env)
+    entry.attempts, entry.state = 1, "deferred"
+    await spool.finish_attempt(entry)
+    lines = (spool.journal / f"{env.queue_id}.log").read_bytes().splitlines()
+    assert [json.loads(x).get("r") for x in lines] == [*range(299), 0, None]
+    (back,) = await spool.recover()
+    assert back.pending() == [299]
+    assert back.recipients[0].state == "delivered" and back.recipients[298].reply == "250 ok 298"
+
+
+async def test_a_removal_after_outcomes_handed_over_leaves_no_journal(spool: Spool) -> None:
+    """A line written after the unlink would recreate the journal (an orphan)."""
+    for _ in range(20):
+        env = _env("a@example.net", "b@example.net")
+        await spool.put(env, DATA)
+        spool.record_soon(env.queue_id, 0, "delivered", "250 ok")
+        spool.record_soon(env.queue_id, 1, "suppressed", "suspended")
+        await spool.remove(env.queue_id)
+    spool.close()
+    assert not any(spool.journal.iterdir())
+    assert await _recovered(spool) == []
+
+
+async def _recovered(spool: Spool) -> list[QueueEntry]:
+    spool.open()
+    return await spool.recover()
+
+
+async def test_a_failed_journal_write_fails_the_end_of_that_attempt_only(
+        spool: Spool) -> None:
+    """The writer thread keeps a failed write for its journal: ``finish_attempt`` of that
+    message raises it (its attempt fails, and is retried), another message's does not;
+    ``record`` raises its own as before."""
+    bad, good = _env("a@example.net", "b@example.net"), _env("c@example.net", "d@example.net")
+    for env in (bad, good):
+        await spool.put(env, DATA)
+    (spool.journal / f"{bad.queue_id}.log").mkdir()  # opening it for writing fails
+    spool.record_soon(bad.queue_id, 0, "delivered", "250 ok")
+    spool.record_soon(good.queue_id, 0, "delivered", "250 ok")
+    entries = {env.queue_id: QueueEntry.new(env) for env in (bad, good)}
+    for entry in entries.values():
+        entry.attempts, entry.state = 1, "deferred"
+    await spool.finish_attempt(entries[good.queue_id])
+    with pytest.raises(IsADirectoryError):
+        await spool.finish_attempt(entries[bad.queue_id])
+    with pytest.raises(IsADirectoryError):
+        await spool.record(bad.queue_id, 1, "delivered", "250 ok")
+    await spool.record(good.queue_id, 1, "deferred", "451 later")
+    lines = (spool.journal / f"{good.queue_id}.log").read_bytes().splitlines()
+    assert [json.loads(x).get("r") for x in lines] == [0, None, 1]
+
+
+async def test_closing_the_spool_writes_the_outcomes_handed_over(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "spool")
+    spool.open()
+    env = _env("a@example.net", "b@example.net")
+    await spool.put(env, DATA)
+    spool.record_soon(env.queue_id, 1, "delivered", "250 ok")
+    spool.close()
+    spool.open()
+    try:
+        (back,) = await spool.recover()
+    finally:
+        spool.close()
+    assert [r.state for r in back.recipients] == ["pending", "delivered"]
