@@ -3,7 +3,7 @@
 Many sends of a newsletter are byte-identical (a non-personalised template,
 one recipient per message): every copy used to cost a round trip through the
 analysis pool (:mod:`~beacon_proxy.rewrite.pool`) for the same result.
-:class:`AnalysisCache` keeps the last analyses, keyed by a BLAKE2b digest of
+:class:`AnalysisCache` keeps the last analyses, keyed by a SHA-256 digest of
 
 * the *context*: what the analysis depends on besides the bytes - the
   fingerprint of the analyser (:attr:`Engine.fingerprint
@@ -11,7 +11,7 @@ analysis pool (:mod:`~beacon_proxy.rewrite.pool`) for the same result.
   allow-list, the engine's limits); and
 * the exact message bytes, with their length.
 
-A hit costs one hash of the message (about 0.05 ms for 70 KB; from 256 KB
+A hit costs one hash of the message (about 0.045 ms for 70 KB; from 256 KB
 in a thread, off the event loop) and one comparison of the bytes: the cached
 analysis is returned only when the bytes it was made from are *equal* to the
 bytes asked about, so not even a digest collision could apply an analysis to
@@ -59,7 +59,8 @@ __all__ = ["AnalysisCache", "cached", "footprint"]
 DEFAULT_ENTRIES = 64
 DEFAULT_BYTES = 32 << 20
 DEFAULT_MESSAGE = 8 << 20
-_HASH_IN_THREAD = 256 << 10  # bytes from which the digest is computed in a thread (~0.3 ms)
+_HASH_IN_THREAD = 256 << 10  # bytes from which the digest is computed in a thread (~0.15 ms)
+_PERSON = b"beacon-analysis\0"  # what BLAKE2b's person= said: these keys are no others
 _PER_ENTRY = 800  # bytes per scanned reference (Entry, Finding, index), measured: ~780
 
 
@@ -103,8 +104,12 @@ class AnalysisCache:
         return self._bytes
 
     def key(self, data: bytes) -> bytes:
-        """The digest of the context, the message's length and its bytes."""
-        h = hashlib.blake2b(digest_size=32, person=b"beacon-analysis")
+        """The digest of the context, the message's length and its bytes.
+
+        SHA-256, not BLAKE2b: OpenSSL's SHA-256 (SHA extensions on x86) hashes the
+        70 KB newsletter in 0.044 ms of CPU, hashlib's own BLAKE2b in 0.083 ms.  The key
+        lives in this process only, and a hit still needs equal bytes."""
+        h = hashlib.sha256(_PERSON)
         h.update(len(self.context).to_bytes(8, "big"))
         h.update(self.context)
         h.update(len(data).to_bytes(8, "big"))
