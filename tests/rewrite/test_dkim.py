@@ -622,3 +622,26 @@ def test_a_copy_from_a_step_after_dkim_is_not_flagged(ed_key: SigningKey) -> Non
     signed = DkimSigner([ed_key])(Copy(MESSAGE), RCPT)
     assert signed.crlf
     assert not TraceHeader("relay.example")(signed, RCPT).crlf
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from([b"From: a@example.com\r\n", b"Subject: s\r\n", b"\r\n", b"\r",
+                                 b"\n", b"a", b" ", b"\t", b"\r\n\r\n"]), max_size=30),
+       st.lists(st.tuples(st.integers(0, 400), st.sampled_from([b"\r", b"\n", b"x", b"\r\n"])),
+                max_size=3))
+def test_a_signed_copy_is_always_crlf(parts: list[bytes],
+                                      edits: list[tuple[int, bytes]]) -> None:
+    """Any message, then a copy of it with a few bytes put in (checked against the
+    first, the further-copy path): both flagged, both CRLF-only ending in CRLF."""
+    message = b"".join(parts)
+    copy = message
+    for at, insert in edits:
+        copy = copy[:at] + insert + copy[at:]
+    signer = DkimSigner([_HYPOTHESIS_KEY])
+    recipient = Recipient(ENV, "ann@example.org", Policy.REFUSED, message)
+    for data in (message, copy, message):
+        signed = signer(Copy(data), recipient)
+        assert signed.crlf and _canonical(signed.data)
+
+
+_HYPOTHESIS_KEY = SigningKey(DOMAIN, "hyp", ed25519.Ed25519PrivateKey.generate())
