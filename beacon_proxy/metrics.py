@@ -88,8 +88,10 @@ COPIES = Counter(
 ANALYSES = Counter(
     "beacon_proxy_analyses",
     "Messages analysed, by where the analysis came from: known (the same bytes were "
-    "analysed recently, rewrite/known.py), inline (a small message, in the relay's own "
-    "process), pool (an analysis worker process; failures included).",
+    "analysed recently, rewrite/known.py), header (the same body under another header "
+    "was analysed recently; derived once proven, rewrite/known.py), inline (a small "
+    "message, in the relay's own process), pool (an analysis worker process; failures "
+    "included).",
     ["source"],
     registry=REGISTRY,
 )

@@ -5,7 +5,10 @@ Every sub-command takes ``--config FILE`` (or ``BEACON_PROXY_CONFIG``, then
 which applies), prints help with ``-h`` and exits non-zero with a one-line reason on bad
 input: 2 for usage and configuration errors, 1 for everything else.  A reader
 that stops reading (``beacon-proxy consent list | head -1``) ends a command
-quietly, with status 0.
+quietly, with status 0.  On a terminal, standard output shows control and
+bidirectional formatting characters from stored data (a queued header's escape
+sequence, an address's override) as ``<U+XXXX>`` marks
+(:class:`~beacon_proxy.display.TerminalText`); a pipe gets the exact text.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from beacon_proxy.cli import (
 )
 from beacon_proxy.cli.common import CliError
 from beacon_proxy.config import ConfigError
+from beacon_proxy.display import TerminalText
 
 __all__ = ["main"]
 
@@ -55,6 +59,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     handler: Command = args.handler
+    stdout = sys.stdout
+    if stdout.isatty():  # not a pipe: what a person reads must not be able to hide
+        sys.stdout = TerminalText(stdout)
     try:
         return handler(args)
     except ConfigError as exc:
@@ -73,6 +80,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.dup2(devnull, sys.stdout.fileno())
         os.close(devnull)
         return 0
+    finally:
+        sys.stdout = stdout
 
 
 if __name__ == "__main__":

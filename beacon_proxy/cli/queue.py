@@ -164,7 +164,7 @@ def _show(args: argparse.Namespace, spool: Spool) -> int:
         reply = f"  ({r['reply']})" if r["reply"] else ""
         print(f"  {r['state']:<10} {r['address']}{reply}")
     print()
-    print(headers)
+    print(headers.replace("\r\n", "\n"))  # a bare CR is left to show as a mark on a terminal
     return 0
 
 

@@ -18,7 +18,9 @@ for a second one (a held copy with a :class:`~beacon_proxy.rewrite.step.Wait`).
 
 With an :class:`~beacon_proxy.rewrite.known.AnalysisCache`, a message whose
 exact bytes were analysed recently is not analysed again (its analysis is
-reused; campaign diffing still observes it).
+reused; campaign diffing still observes it), nor is one whose body was and
+whose header is proven to change nothing the analysis depends on
+(:meth:`Engine.rebase <beacon_proxy.rewrite.engine.Engine.rebase>`).
 
 Every copy is counted in ``beacon_proxy_copies_total`` by outcome.
 """
@@ -164,8 +166,10 @@ class BeaconStep:
         analyse = analyse or inline_analyse(engine)
         # Known bytes skip analysis (rewrite/known.py): the cache's context must name the
         # analyser ``analyse`` runs (the relay's pool builds the same engine as ``engine``).
+        # A body under another header is rebased by ``engine`` (its parse limits; other
+        # limits than the analyser's can only make the proof fail, never pass wrongly).
         self.cache = cache
-        self.analyse = analyse if cache is None else cached(analyse, cache)
+        self.analyse = analyse if cache is None else cached(analyse, cache, engine.rebase)
 
     async def prepare(self, envelope: Envelope, data: bytes) -> _Message:
         original = await _variant(self.analyse, data)

@@ -53,7 +53,7 @@ from __future__ import annotations
 import enum
 from collections import Counter
 from collections.abc import Callable, Collection, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from typing import Any, NamedTuple
 
 from beacon_proxy.consent.policy import Policy
@@ -323,6 +323,79 @@ class Engine:
         urls = "\n".join([e.url for p in parts for e in p.entries if e.remote])
         return Analysis(data, tree, tuple(parts), tuple(problems), list_id(data), urls,
                         tuple(unhandled), has_signed_parts(tree))
+
+    def rebase(self, analysis: Analysis, data: bytes, split: int) -> Analysis | None:
+        """``analysis`` made the analysis of ``data``, a message with the same body
+        (``data[split:]``) and another header; None unless proven (then analyse ``data``).
+
+        Real senders personalise the header (``To``, ``Message-ID``, ids): every copy of a
+        newsletter would miss :class:`~beacon_proxy.rewrite.known.AnalysisCache` and cost
+        a round trip to the analysis pool (~2 ms CPU for 70 KB) for the analysis it has.
+        Nothing here trusts that the header does not matter; it is proven, from the
+        cheap part of the real analysis (~0.2 ms for 70 KB, half of it the parse):
+
+        * the bodies are compared byte for byte (not a digest), and the old analysis's
+          message body starts at its root's body (``len(body)`` from the end);
+        * ``data`` is parsed again by the real parser with the same limits, and its tree
+          must be the old one shifted by ``delta`` (the difference of the headers'
+          lengths): every :class:`~beacon_proxy.rewrite.mime.MimePart` field equal but
+          the spans, which are the old ones plus ``delta`` (the root's header span
+          excepted: it is the header), its root's body starting at ``split``, every
+          other part's spans inside the body, and the same problems, notes and
+          ``modifiable``.  So every part reads the same bytes with the same type,
+          charset, transfer encoding, disposition, boundary and signed-ness: the
+          scan (:meth:`_scan_part`: decoding, charset reading, references, rules) and
+          the plain-text and opaque checks of :meth:`analyse` give the same result;
+        * what else :meth:`analyse` reads from the header is computed again and
+          compared: the remote ``Content-Base``/``Content-Location`` of every part, the
+          root's included (:func:`_remote_bases`), and :func:`has_signed_parts`.  The
+          ``List-Id`` (:func:`~beacon_proxy.headerfacts.list_id`) is read from ``data``,
+          as :meth:`analyse` does: nothing else in an analysis depends on it.
+
+        Audit of :meth:`analyse` (keep it in step when it reads anything new): the tree
+        (``parse_message``: the root's header gives its Content-* fields, problems such
+        as a bare CR anywhere or a missing blank line), ``_remote_bases`` (header bytes
+        of every part), ``part.body`` via spans, ``hide_encoded_files`` of plain-text
+        bodies, :meth:`_scan_part` (``modifiable``, ``signed``, the remote bases,
+        ``transfer_encoding``, ``charset``, the body bytes; the rules and limits are the
+        cache's context), ``list_id(data)``, ``has_signed_parts(tree)``.
+
+        The result shares the old analysis's recipient-independent work: each
+        :class:`HtmlPart`'s decoded bytes, entries, findings and lazily built
+        references (their spans are offsets into the decoded part, not the message),
+        with its shifted :class:`~beacon_proxy.rewrite.mime.MimePart`; its memo of
+        refused copies starts empty (a copy holds the header).
+        """
+        old = analysis.data
+        body = len(data) - split
+        old_split = len(old) - body
+        old_tree = analysis.tree
+        if not (0 < split < len(data) and 0 < old_split < len(old)) \
+                or old_tree.root.body_span.start != old_split \
+                or not old.endswith(memoryview(data)[split:]):  # equal bodies, compared
+            return None
+        tree = parse_message(data, max_depth=self._max_depth, max_parts=self._max_parts)
+        delta = split - old_split
+        if (len(tree.parts) != len(old_tree.parts) or tree.problems != old_tree.problems
+                or tree.notes != old_tree.notes or tree.modifiable != old_tree.modifiable
+                or tree.root.body_span != slice(split, len(data))
+                or tree.root.header_span.stop > split):
+            return None
+        for was, now in zip(old_tree.parts, tree.parts, strict=True):
+            header = (now.header_span if not was.path
+                      else slice(was.header_span.start + delta, was.header_span.stop + delta))
+            body_span = slice(was.body_span.start + delta, was.body_span.stop + delta)
+            if now != replace(was, header_span=header, body_span=body_span):
+                return None
+            if was.path and header.start < split:  # a part in the header: not the body
+                return None
+        if has_signed_parts(tree) != analysis.signed or (
+                tree.modifiable and _remote_bases(tree) != _remote_bases(old_tree)):
+            return None
+        by_path = {part.path: part for part in tree.parts}
+        parts = tuple([replace(p, part=by_path[p.part.path]) for p in analysis.parts])
+        return Analysis(data, tree, parts, analysis.problems, list_id(data), analysis.urls,
+                        analysis.unhandled, analysis.signed)
 
     def _scan_part(self, tree: MimeTree, part: MimePart, problems: list[str],
                    based: frozenset[tuple[int, ...]] = frozenset()) -> HtmlPart | None:

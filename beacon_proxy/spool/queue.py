@@ -56,7 +56,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -528,8 +528,17 @@ class Spool:
     # -- synchronous readers for the command line ---------------------------
 
     def list_sync(self) -> list[QueueEntry]:
+        return self.load_some_sync(self.ids_sync())
+
+    def ids_sync(self) -> list[tuple[str, QueueState]]:
+        """Every queued message's id and state, by state then id (oldest first): names
+        only, no file is read (a view of a big queue loads only what it shows)."""
+        return list(self._ids())
+
+    def load_some_sync(self, ids: Iterable[tuple[str, QueueState]]) -> list[QueueEntry]:
+        """The entries of ``ids`` (from :meth:`ids_sync`) that are still queued and readable."""
         entries = []
-        for queue_id, state in self._ids():
+        for queue_id, state in ids:
             try:
                 entries.append(self._load_sync(state, queue_id))
             except (FileNotFoundError, SpoolCorruptError, ValueError, UnicodeDecodeError):

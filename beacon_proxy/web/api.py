@@ -8,6 +8,14 @@ or plain ``ann@example.org``).
 
 Lists are paginated by cursor: each page has ``items`` and ``next``; pass
 ``next`` as ``?after=`` for the following page (``null`` on the last one).
+
+CSV imports: at most :data:`IMPORTS_AT_ONCE` run at once per process, their
+uploads included (each may write up to :data:`MAX_UPLOAD` bytes to a temporary
+file and hold a store transaction); one more is answered ``503 too_busy`` with
+``Retry-After`` before any of its body is read, as the console refuses a third
+job.  An import stops, applying nothing, when the token that sent it is removed
+or replaced while it runs (``403 revoked``; asked after every batch, before
+the transaction commits).
 """
 
 from __future__ import annotations
@@ -22,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
+from aiohttp.web import AppKey
 
 from beacon_proxy.consent.csvio import Kind, export_csv, import_file, prepend
 from beacon_proxy.consent.model import StoreError, to_json
@@ -42,11 +51,23 @@ from beacon_proxy.web.apibase import (
     q_time,
     text_field,
 )
-from beacon_proxy.web.auth import ApiTokens
+from beacon_proxy.web.auth import ApiTokens, bearer_token
 
-__all__ = ["MAX_UPLOAD", "build_api", "openapi_document"]
+__all__ = ["IMPORTS_AT_ONCE", "MAX_UPLOAD", "build_api", "openapi_document"]
 
 MAX_UPLOAD = 1 << 30  # bytes of CSV per import request
+IMPORTS_AT_ONCE = 2  # CSV imports running (or uploading) at once; one more: 503 too_busy
+IMPORT_RETRY_AFTER = 10  # seconds, the Retry-After of a too_busy answer
+
+
+class _Imports:
+    """How many CSV imports this API runs now (uploads included)."""
+
+    def __init__(self) -> None:
+        self.running = 0
+
+
+IMPORTS: AppKey[_Imports] = AppKey("imports", _Imports)
 _NO_STORE = {"Cache-Control": "no-store"}
 
 
@@ -188,12 +209,30 @@ def _importer(kind: Kind) -> Any:
     async def run(request: web.Request, ctx: Ctx) -> web.Response:
         dry_run = q_bool(request, "dry_run")
         source = request.query.get("source") or None
-        path = await _spool_upload(request)
+        imports = request.app[IMPORTS]
+        if imports.running >= IMPORTS_AT_ONCE:  # refused before the upload is read
+            raise ApiError(503, "too_busy", f"{IMPORTS_AT_ONCE} CSV imports are running; "
+                           "try again when one has finished",
+                           headers={"Retry-After": str(IMPORT_RETRY_AFTER)})
+        tokens = request.app[TOKENS]
+        holder = tokens.identify(bearer_token(request.headers.get("Authorization")) or "")
+
+        def still_accepted(rows: int) -> None:  # after every batch, before the commit
+            if holder is None or holder not in tokens.credentials():
+                raise ApiError(403, "revoked", "the bearer token was removed or replaced "
+                               "while the import ran: nothing was imported")
+
+        imports.running += 1
         try:
-            done = await import_file(None if dry_run else ctx.store, path, kind,
-                                     dry_run=dry_run, actor=ctx.actor, source=source)
+            path = await _spool_upload(request)
+            try:
+                done = await import_file(None if dry_run else ctx.store, path, kind,
+                                         dry_run=dry_run, actor=ctx.actor, source=source,
+                                         progress=still_accepted)
+            finally:
+                await asyncio.to_thread(path.unlink, missing_ok=True)
         finally:
-            await asyncio.to_thread(path.unlink, missing_ok=True)
+            imports.running -= 1
         return _ok({"rows": done.rows, "changed": done.changed, "applied": not dry_run})
 
     run.__name__ = f"import_{kind}"
@@ -230,6 +269,7 @@ def build_api(store: Store, tokens: ApiTokens) -> web.Application:
     api = web.Application(middlewares=[error_middleware])
     api[STORE] = store
     api[TOKENS] = tokens
+    api[IMPORTS] = _Imports()
     r = api.router
     r.add_get("/openapi.json", _openapi)
     page = ("after", "limit")

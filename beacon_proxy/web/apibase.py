@@ -69,11 +69,13 @@ TOKENS: web.AppKey[ApiTokens] = web.AppKey("api_tokens", ApiTokens)
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, code: str, message: str, **extra: Any) -> None:
+    def __init__(self, status: int, code: str, message: str, *,
+                 headers: dict[str, str] | None = None, **extra: Any) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
+        self.headers = headers or {}
         self.extra = extra
 
 
@@ -86,8 +88,9 @@ class Ctx:
 Handler = Callable[[web.Request, Ctx], Awaitable[web.StreamResponse]]
 
 
-def error_response(status: int, code: str, message: str, **extra: Any) -> web.Response:
-    headers = {"Cache-Control": "no-store"}
+def error_response(status: int, code: str, message: str, *,
+                   headers: dict[str, str] | None = None, **extra: Any) -> web.Response:
+    headers = {**(headers or {}), "Cache-Control": "no-store"}
     if status == 401:
         headers["WWW-Authenticate"] = 'Bearer realm="beacon-proxy"'
     return web.json_response({"error": code, "message": message, **extra}, status=status,
@@ -96,7 +99,8 @@ def error_response(status: int, code: str, message: str, **extra: Any) -> web.Re
 
 def _failure(exc: Exception) -> web.Response:
     if isinstance(exc, ApiError):
-        return error_response(exc.status, exc.code, exc.message, **exc.extra)
+        return error_response(exc.status, exc.code, exc.message, headers=exc.headers,
+                              **exc.extra)
     if isinstance(exc, AddressError):
         return error_response(400, "invalid_address", f"bad address: {exc}", field="address")
     if isinstance(exc, ListIdError):

@@ -7,7 +7,11 @@ make it do, before any route looks at a token or the store:
   peer is in ``[web] trusted_proxies``; then ``X-Forwarded-For`` is read from
   the right, and the first address not in a trusted network is the client.
   The header is whatever a client wants it to be, so it is never read from
-  anyone else.  Handlers see that address as ``request.remote``.
+  anyone else.  Handlers see that address as ``request.remote``.  From a
+  trusted proxy, ``X-Forwarded-Proto: https`` (its last value: what the
+  nearest proxy says of the connection it took) makes the request count as
+  TLS (``request.secure``): the console's cookies are then ``Secure`` behind a
+  TLS-terminating proxy, on an admin listener of its own too.
 * **Rate limits** (:class:`TokenBuckets`), per client address and route class:
   ``pixel`` (``/o/``), ``page`` (``/u/``, GET and POST alike), ``api``
   (``/api/``) and ``console`` (``/console``, at the ``page`` rate).  A token
@@ -121,6 +125,14 @@ class ClientAddress:
     def _trusted(self, addr: Address) -> bool:
         return any(addr.version == net.version and addr in net for net in self.trusted_proxies)
 
+    def forwarded_tls(self, peer: str | None, forwarded_proto: Sequence[str] = ()) -> bool:
+        """Whether a trusted proxy says it took the request over TLS (the last
+        ``X-Forwarded-Proto`` value is ``https``)."""
+        current = ip_address(peer)
+        if current is None or not self._trusted(current) or not forwarded_proto:
+            return False
+        return forwarded_proto[-1].rsplit(",", 1)[-1].strip().lower() == "https"
+
     def of(self, peer: str | None, forwarded_for: Sequence[str] = ()) -> str | None:
         """The client's address; ``forwarded_for`` are the ``X-Forwarded-For`` headers."""
         current = ip_address(peer)
@@ -179,6 +191,9 @@ class Guard:
         client = self.client.of(peer, request.headers.getall("X-Forwarded-For", ()))
         if client != peer and client is not None:
             request = request.clone(remote=client)
+        if not request.secure and self.client.forwarded_tls(
+                peer, request.headers.getall("X-Forwarded-Proto", ())):
+            request = request.clone(scheme="https")
         route = next((name for prefix, name in _PREFIXES if request.path.startswith(prefix)),
                      None)
         if route is None:

@@ -1,8 +1,10 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -147,3 +149,29 @@ def test_every_part_is_listed_and_requests_go_to_the_owner(
     assert main(["queue", "retry", "--all"]) == 0
     assert all("retry.ALL" in os.listdir(s.control) for s in (configured, *parts))
     capsys.readouterr()
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.mark.parametrize("terminal", [True, False])
+def test_show_on_a_terminal_marks_escapes_and_overrides(
+        configured: Spool, monkeypatch: pytest.MonkeyPatch, terminal: bool) -> None:
+    """A queued header may carry an escape sequence (OSC 52 sets the clipboard) or a
+    right-to-left override: a terminal shows marks; a pipe gets the exact text."""
+    evil = "Subject: Invoice \u202egpj.exe \x1b]52;c;ZXZpbA==\x07\rfake\r\n"
+    env = Envelope(new_queue_id(), "s@x.org", ("a@y.org",), size=10, smtputf8=True)
+    asyncio.run(configured.put(env, (evil + "\r\nbody\r\n").encode()))
+    out = _Terminal() if terminal else io.StringIO()
+    monkeypatch.setattr(sys, "stdout", out)
+    assert main(["queue", "show", env.queue_id]) == 0
+    assert sys.stdout is out  # restored
+    text = out.getvalue()
+    if terminal:
+        assert ("Subject: Invoice <U+202E>gpj.exe <U+001B>]52;c;ZXZpbA==<U+0007><U+000D>fake\n"
+                in text)
+        assert not any(c in text for c in "\u202e\x1b\x07\r")
+    else:
+        assert "Subject: Invoice \u202egpj.exe \x1b]52;c;ZXZpbA==\x07\rfake\n" in text

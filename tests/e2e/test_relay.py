@@ -282,3 +282,28 @@ def test_operator_can_retry_now_and_delete(
                          for e in proxy.events("removed")), what="the relay forgets it")
     assert proxy.cli("queue", "list", "--json").stdout == ""
     assert proxy.cli("queue", "retry", "--all").returncode == 0
+
+
+def test_a_newsletter_personalised_in_its_header_is_analysed_once(
+    tmp_path: Path, upstream: Upstream, proxies: list[Proxy]
+) -> None:
+    """Two messages that differ only in ``To`` and ``Message-ID``: the first is analysed,
+    the second's analysis is derived from it (rewrite/known.py, source="header"), and both
+    refused copies lose the pixel."""
+    proxy = _proxy(proxies, tmp_path, upstream=upstream.port)
+    first = newsletter()
+    second = newsletter().replace(b"To: subscribers@", b"To: ann.personal@")
+    assert first != second and first.split(b"\r\n\r\n", 1)[1] == second.split(b"\r\n\r\n", 1)[1]
+    proxy.send("news@sender.example", ["ann@example.net"], first)
+    wait_for(lambda: len(upstream.messages) == 1, what="the first copy")
+    proxy.send("news@sender.example", ["bob@example.net"], second)
+    wait_for(lambda: len(upstream.messages) == 2, what="the second copy")
+    for rcpt, sent in (("ann@example.net", first), ("bob@example.net", second)):
+        (copy,) = upstream.to(rcpt)
+        assert b"t.example.com" not in copy.data  # refused by default: the pixel is gone
+        assert strip_trace(copy.data).startswith(sent.split(b"\r\n\r\n", 1)[0])
+    analysed = sum(proxy.metric(f'beacon_proxy_analyses_total{{source="{s}"}}')
+                   for s in ("inline", "pool"))
+    assert analysed == 1
+    assert proxy.metric('beacon_proxy_analyses_total{source="header"}') == 1
+    assert proxy.stop() == 0

@@ -13,7 +13,7 @@ from beacon_proxy.consent.store import open_store
 from beacon_proxy.rewrite.beacons import BeaconStep, inline_analyse
 from beacon_proxy.rewrite.diffing import CampaignDiffing, Observation
 from beacon_proxy.rewrite.engine import Analysis, Engine
-from beacon_proxy.rewrite.known import AnalysisCache, cached, footprint
+from beacon_proxy.rewrite.known import AnalysisCache, body_start, cached, footprint
 from beacon_proxy.rewrite.rules import TrackerRules, load_rules
 from beacon_proxy.rewrite.step import TraceHeader
 from beacon_proxy.spool.envelope import Envelope
@@ -105,8 +105,16 @@ def test_an_analysis_of_other_bytes_is_never_kept() -> None:
     assert len(cache) == 0 and cache.get(after) is None and cache.get(before) is None
 
 
-def test_the_key_covers_the_context_the_length_and_every_byte() -> None:
+def test_the_key_covers_the_context_the_length_and_every_byte_of_the_body() -> None:
+    """The header is not in the key: it is compared (equal bytes) or proven irrelevant
+    (Engine.rebase), never trusted."""
     data = _html()
+    split = body_start(data)
+    assert split == data.index(b"\r\n\r\n") + 4
+    assert AnalysisCache(b"a").key(data) == AnalysisCache(b"a").key(
+        data.replace(b"h1@shop", b"h2@shop"))
+    assert AnalysisCache(b"a").key(data) != AnalysisCache(b"a").key(data[:split] + b" " +
+                                                                 data[split:])
     keys = {AnalysisCache(b"a").key(data), AnalysisCache(b"b").key(data),
             AnalysisCache(b"").key(data), AnalysisCache(b"a").key(data[:-1]),
             AnalysisCache(b"a").key(data[:-1] + b"!"), AnalysisCache(b"a").key(b""),
@@ -261,9 +269,9 @@ async def test_a_message_too_big_to_keep_is_not_hashed_and_a_big_one_off_the_loo
     hashed: list[str] = []
     key = cache.key
 
-    def spy(d: bytes) -> bytes:
+    def spy(d: bytes, split: int | None = None) -> bytes:
         hashed.append(threading.current_thread().name)
-        return key(d)
+        return key(d, split)
 
     monkeypatch.setattr(cache, "key", spy)
     fn = cached(counting, cache)

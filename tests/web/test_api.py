@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from beacon_proxy.consent.model import StoreUnavailable
 from beacon_proxy.consent.store import Store, open_store
-from beacon_proxy.web.api import build_api, openapi_document
+from beacon_proxy.web.api import IMPORTS, build_api, openapi_document
 from beacon_proxy.web.auth import ApiTokens, hash_token
 from beacon_proxy.web.server import build_app
 
@@ -302,3 +303,76 @@ async def test_csv_import_errors_apply_nothing(client: Client, data: bytes, line
     assert text in body["message"]
     resp = await client.get("/api/v1/consent", headers=AUTH)
     assert (await resp.json())["items"] == []
+
+
+async def test_a_third_concurrent_import_is_refused_before_its_upload(store: Store) -> None:
+    """Each import may spool 1 GiB and hold a transaction: two at once, a third is 503."""
+    from beacon_proxy.web.api import IMPORTS_AT_ONCE
+
+    api = build_api(store, ApiTokens({"ops": hash_token(TOKEN)}))
+    release = asyncio.Event()
+
+    async def slow_body() -> AsyncIterator[bytes]:
+        yield b"address,beacons,source\r\n"
+        await release.wait()
+        yield b"a@example.org,granted,form\r\n"
+
+    headers = {**AUTH, "Content-Type": "text/csv"}
+    async with TestClient(TestServer(build_app(lambda: {"status": "ok"}, api=api))) as c:
+        slow = [asyncio.create_task(c.post("/api/v1/import/consent", data=slow_body(),
+                                           headers=headers)) for _ in range(IMPORTS_AT_ONCE)]
+        for _ in range(3000):  # until both handlers have started (bounded: 30 s)
+            if api[IMPORTS].running == IMPORTS_AT_ONCE:
+                break
+            await asyncio.sleep(0.01)
+        assert api[IMPORTS].running == IMPORTS_AT_ONCE
+        resp = await c.post("/api/v1/import/suppressions", data=CSV, headers=headers)
+        assert resp.status == 503 and resp.headers["Retry-After"] == "10"
+        assert (await resp.json())["error"] == "too_busy"
+        release.set()
+        for task in slow:
+            resp = await task
+            assert resp.status == 200
+            assert (await resp.json())["rows"] == 1
+        assert api[IMPORTS].running == 0
+        resp = await c.post("/api/v1/import/consent", data=CSV, headers=headers)
+        assert resp.status == 200  # a slot is free again
+
+
+async def test_a_failed_import_frees_its_slot(client: Client) -> None:
+    headers = {**AUTH, "Content-Type": "text/csv"}
+    for _ in range(3):  # more failures than slots: none leaks
+        resp = await client.post("/api/v1/import/consent", data=b"email\n", headers=headers)
+        assert resp.status == 400
+    resp = await client.post("/api/v1/import/consent", data=CSV, headers=headers)
+    assert resp.status == 200
+
+
+@pytest.mark.parametrize("rows", [2, 12_000])  # one batch; several
+async def test_an_import_whose_token_is_revoked_meanwhile_applies_nothing(
+        store: Store, rows: int) -> None:
+    """A leaked token removed (SIGHUP) while its import runs: the transaction is not
+    committed; another token's imports go on."""
+    tokens = ApiTokens({"ops": hash_token(TOKEN)})
+    api = build_api(store, tokens)
+    release = asyncio.Event()
+    body = "address,beacons,source\r\n" + "".join(
+        f"u{i}@example.org,granted,crm\r\n" for i in range(rows))
+
+    async def slow_body() -> AsyncIterator[bytes]:
+        yield body.encode()
+        await release.wait()  # the upload ends only after the token is gone
+
+    headers = {**AUTH, "Content-Type": "text/csv"}
+    async with TestClient(TestServer(build_app(lambda: {"status": "ok"}, api=api))) as c:
+        task = asyncio.create_task(c.post("/api/v1/import/consent", data=slow_body(),
+                                          headers=headers))
+        for _ in range(3000):  # until the handler runs (bounded: 30 s)
+            if api[IMPORTS].running:
+                break
+            await asyncio.sleep(0.01)
+        tokens.replace({"ops": hash_token("a-new-token-0123456789abcdef")})
+        release.set()
+        resp = await task
+        assert resp.status == 403 and (await resp.json())["error"] == "revoked"
+    assert (await store.list_consent()).items == []

@@ -16,7 +16,11 @@ Changes are written to the audit trail with source ``console`` and actor
 ``console:<token name>``.  Pages are Jinja2 templates
 (``beacon_proxy/data/console/``), autoescaped, in English or Japanese
 (``?lang=``, then ``Accept-Language``), with one inline stylesheet allowed by
-its hash (:data:`CONSOLE_CSP`) and no scripts.
+its hash (:data:`CONSOLE_CSP`) and no scripts.  Text from outside (a queued
+message's header, an address, a CSV source) is shown with its control and
+bidirectional formatting characters as ``<U+202E>``-style marks
+(:mod:`beacon_proxy.display`): a right-to-left override in a ``Subject`` would
+otherwise reorder what the operator reads.
 """
 
 from __future__ import annotations
@@ -41,13 +45,14 @@ from urllib.parse import quote, urlsplit
 
 from aiohttp import BodyPartReader, web
 from jinja2 import Environment, PackageLoader, StrictUndefined
-from markupsafe import Markup
+from markupsafe import Markup, escape
 
 from beacon_proxy.clientkey import client_key
 from beacon_proxy.consent.address import AddressError, ListIdError, normalize_list_id, parse_address
 from beacon_proxy.consent.csvio import Kind, export_csv, prepend
 from beacon_proxy.consent.model import Beacons, InvalidValue, StoreError
 from beacon_proxy.consent.store import Store
+from beacon_proxy.display import visible as shown
 from beacon_proxy.log import event
 from beacon_proxy.spool.parts import all_roots, owner_of
 from beacon_proxy.spool.queue import QueueEntry, Spool, SpoolCorruptError
@@ -76,6 +81,7 @@ MAX_FIELD = 1000  # bytes of a text field of the import form
 MAX_FORM = 64 * 1024  # bytes of the import form around its file (fields, part headers)
 UPLOAD_IDLE = 60.0  # seconds an upload may send nothing before it is given up
 QUEUE_SHOWN = 500  # queue entries listed on one page
+LOOKUP_SCANNED = 20_000  # newest queued messages an address lookup reads (1.4 s, busy 2 cores)
 HEADERS_SHOWN = 65536  # bytes of a queued message's header shown
 MAX_QUEUE_ID = 40  # characters of a queue id (the spool's are 16)
 ACTIONS = ("consent", "suppress", "resume")
@@ -108,10 +114,21 @@ def texts(lang: str) -> dict[str, str]:
     return read_texts("console", lang, "console")
 
 
+def visible(value: Any) -> Any:
+    """The console's Jinja ``finalize``: every ``{{ }}`` output passes here before it is
+    escaped.  Text gets its hidden and reordering characters as marks
+    (:func:`beacon_proxy.display.visible`); markup the console built itself
+    (``Markup``), numbers and ``None`` pass as they are."""
+    return shown(value) if type(value) is str else value
+
+
 @cache
 def _env() -> Environment:
     env = Environment(loader=PackageLoader("beacon_proxy", "data/console"), autoescape=True,
-                      undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+                      undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True,
+                      finalize=visible)
+    # a value the page must send back as it is (a hidden field's address): escaped, not marked
+    env.filters["exact"] = escape
     env.filters["when"] = _when
     return env
 
@@ -332,13 +349,16 @@ class _Handlers:
         audit = await self.store.recent_history(a, limit=50)
         opens = await self.store.recent_opens(a, limit=50) \
             if effective is Beacons.GRANTED else None
-        deliveries = await self._deliveries(a.text) if self.spool is not None else None
+        deliveries, scanned, queued = (await self._deliveries(a.text) if self.spool is not None
+                                       else (None, 0, 0))
         return {"address": a.text, "consent": consent, "beacons": beacons.value,
                 "effective": effective.value, "suppressions": suppressions, "audit": audit,
-                "opens": opens, "deliveries": deliveries}
+                "opens": opens, "deliveries": deliveries, "scanned": scanned, "queued": queued}
 
-    async def _deliveries(self, address: str) -> list[dict[str, Any]]:
-        entries = await self._entries()
+    async def _deliveries(self, address: str) -> tuple[list[dict[str, Any]], int, int]:
+        """This address's copies in the newest :data:`LOOKUP_SCANNED` queued messages, how
+        many were looked at, and how many are queued."""
+        entries, total = await self._entries(newest=LOOKUP_SCANNED)
         want = address.lower()
         out = []
         for e in entries:
@@ -347,7 +367,7 @@ class _Handlers:
                     out.append({"queue_id": e.queue_id, "sender": e.envelope.sender,
                                 "received": e.envelope.received_at, "state": r.state,
                                 "reply": r.reply, "attempts": e.attempts})
-        return out
+        return out, len(entries), total
 
     async def change(self, request: web.Request, session: Session,
                      fields: dict[str, str]) -> web.StreamResponse:
@@ -416,9 +436,11 @@ class _Handlers:
             return self.refused(request, session, 400, "bad_action")
         k: Kind = "consent" if kind == "consent" else "suppressions"
         try:
+            tokens, holder = self.cfg.tokens, (session.name, session.credential)
             job = self.jobs.start(path, k, dry_run=fields.get("dry_run") == "1",
                                   user=session.name, actor=f"{SOURCE}:{session.name}",
-                                  source=SOURCE)
+                                  source=SOURCE,
+                                  allowed=lambda: holder in tokens.credentials())
         except TooBusy:
             return self.refused(request, session, 503, "too_busy")
         raise web.HTTPSeeOther(f"{PREFIX}/import/{job.id}")
@@ -470,20 +492,35 @@ class _Handlers:
 
     # -- the queue -------------------------------------------------------------------
 
-    async def _entries(self) -> list[QueueEntry]:
-        if self.spool is None:
-            return []
-        root = self.spool.root  # with several workers, every worker's part of the spool
+    async def _entries(self, *, first: int | None = None,
+                       newest: int | None = None) -> tuple[list[QueueEntry], int]:
+        """Queued entries of every worker's part of the spool, and how many are queued.
 
-        def every_part() -> list[QueueEntry]:
-            return [e for r in all_roots(root) for e in Spool(r).list_sync()]
-        return await asyncio.to_thread(every_part)
+        Only the names of a big queue are all read: ``first`` loads the first that
+        many in listing order (state, then oldest first), ``newest`` the newest that
+        many (ids are time-ordered), so a page costs the same with a backlog of a
+        million messages as with a hundred."""
+        if self.spool is None:
+            return [], 0
+        root = self.spool.root
+
+        def load() -> tuple[list[QueueEntry], int]:
+            parts = [Spool(r) for r in all_roots(root)]
+            ids = [(spool, i) for spool in parts for i in spool.ids_sync()]
+            total = len(ids)
+            if newest is not None:
+                ids.sort(key=lambda item: item[1][0], reverse=True)
+                ids = ids[:newest]
+            elif first is not None:
+                ids = ids[:first]
+            return [e for spool, i in ids for e in spool.load_some_sync([i])], total
+        return await asyncio.to_thread(load)
 
     async def queue(self, request: web.Request, session: Session) -> web.StreamResponse:
-        entries = await self._entries()
+        entries, total = await self._entries(first=QUEUE_SHOWN)
         done = request.query.get("done")
-        return self.render(request, session, "queue.html", entries=entries[:QUEUE_SHOWN],
-                           total=len(entries), now=time.time(),
+        return self.render(request, session, "queue.html", entries=entries,
+                           total=total, now=time.time(),
                            done=done if done in ("retry", "delete") and _queue_id(
                                request.query.get("id", "")) else None,
                            done_id=request.query.get("id", ""))

@@ -10,6 +10,11 @@ and :data:`RUNNING` run at once, uploads still being written to their
 temporary file included (:meth:`ImportJobs.uploading`; each may be 1 GiB):
 one more is refused before its file is written.  The temporary file is
 removed when a job ends, however it ends.
+
+A job belongs to the token that started it: when that token is removed or
+replaced while the job runs (a leaked token revoked mid-import), the job
+stops at its next batch, before its transaction commits, and nothing of it
+is applied (``error = "revoked"``).
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ import asyncio
 import contextlib
 import logging
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -28,7 +33,7 @@ from beacon_proxy.consent.model import InvalidValue, StoreError
 from beacon_proxy.consent.store import Store
 from beacon_proxy.log import event
 
-__all__ = ["KEEP", "RUNNING", "ImportJob", "ImportJobs", "TooBusy", "count_lines"]
+__all__ = ["KEEP", "RUNNING", "ImportJob", "ImportJobs", "Revoked", "TooBusy", "count_lines"]
 
 log = logging.getLogger(__name__)
 KEEP = 50  # jobs remembered
@@ -40,6 +45,10 @@ JobState = Literal["running", "done", "failed"]
 
 class TooBusy(Exception):
     """:data:`RUNNING` imports are running already."""
+
+
+class Revoked(Exception):
+    """The token that started an import is no longer accepted."""
 
 
 @dataclass(slots=True)
@@ -105,8 +114,11 @@ class ImportJobs:
         return sum(1 for j in self._jobs.values() if j.state == "running")
 
     def start(self, path: Path, kind: Kind, *, dry_run: bool, user: str,
-              actor: str, source: str) -> ImportJob:
-        """Start importing ``path`` (which the job removes when it ends)."""
+              actor: str, source: str, allowed: Callable[[], bool] = lambda: True
+              ) -> ImportJob:
+        """Start importing ``path`` (which the job removes when it ends); ``allowed``
+        says whether the token that started it is still accepted (asked after every
+        batch, the last one included, so a revoked token's import applies nothing)."""
         if self.running() >= RUNNING:
             path.unlink(missing_ok=True)
             raise TooBusy()
@@ -115,14 +127,17 @@ class ImportJobs:
         finished = [k for k, j in self._jobs.items() if j.state != "running"]
         for k in finished[:max(0, len(self._jobs) - KEEP)]:
             del self._jobs[k]
-        task = asyncio.create_task(self._run(job, path, actor, source))
+        task = asyncio.create_task(self._run(job, path, actor, source, allowed))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return job
 
-    async def _run(self, job: ImportJob, path: Path, actor: str, source: str) -> None:
+    async def _run(self, job: ImportJob, path: Path, actor: str, source: str,
+                   allowed: Callable[[], bool]) -> None:
         def progress(rows: int) -> None:
             job.rows = rows
+            if not allowed():  # raised into the store's transaction: it is rolled back
+                raise Revoked()
 
         try:
             job.total = await asyncio.to_thread(count_lines, path)
@@ -134,6 +149,8 @@ class ImportJobs:
             job.state, job.error_line, job.error = "failed", exc.line, exc.reason
         except InvalidValue as exc:
             job.state, job.error = "failed", str(exc)
+        except Revoked:
+            job.state, job.error = "failed", "revoked"
         except (StoreError, OSError) as exc:
             log.warning("console import failed: %s", exc)
             job.state, job.error = "failed", "store"

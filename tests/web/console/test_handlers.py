@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -21,7 +22,7 @@ from beacon_proxy.web.console.handlers import CONSOLE, texts
 from beacon_proxy.web.console.jobs import ImportJob
 from beacon_proxy.web.console.stats import hour_of
 from beacon_proxy.web.forms import MAX_BODY
-from beacon_proxy.web.guard import Guard, Rate
+from beacon_proxy.web.guard import ClientAddress, Guard, Rate
 from beacon_proxy.web.server import build_admin_app
 from tests.web.console.helpers import OTHER, SAME, TOKEN, Client, csrf, login
 
@@ -107,6 +108,27 @@ async def test_https_public_url_makes_the_cookie_secure(store: Store, tokens: Ap
     app = build_admin_app(lambda: {"status": "ok"}, console=console)
     async with TestClient(TestServer(app)) as c:
         resp = await c.get("/console/login")
+        assert "Secure" not in resp.headers["Set-Cookie"]
+
+
+async def test_a_trusted_tls_proxy_makes_the_cookie_secure(store: Store, tokens: ApiTokens,
+                                                          spool: Spool) -> None:
+    """An admin listener of its own behind a TLS-terminating proxy: the proxy's
+    ``X-Forwarded-Proto: https`` counts, from a trusted peer only."""
+    console = Console(store, tokens, secure_cookies=False)
+    trusting = Guard(client=ClientAddress((ipaddress.ip_network("127.0.0.0/8"),
+                                           ipaddress.ip_network("::1/128"))))
+    app = build_admin_app(lambda: {"status": "ok"}, console=console, guard=trusting)
+    async with TestClient(TestServer(app)) as c:
+        for proto, secure in ((["https"], True), (["http"], False), ([], False),
+                              (["https, http"], False), (["http", "HTTPS"], True)):
+            headers = [("X-Forwarded-Proto", p) for p in proto]
+            resp = await c.get("/console/login", headers=headers)
+            assert ("Secure" in resp.headers["Set-Cookie"]) is secure, proto
+    app = build_admin_app(lambda: {"status": "ok"}, console=Console(
+        store, tokens, secure_cookies=False), guard=Guard())  # no trusted proxy
+    async with TestClient(TestServer(app)) as c:
+        resp = await c.get("/console/login", headers={"X-Forwarded-Proto": "https"})
         assert "Secure" not in resp.headers["Set-Cookie"]
 
 
@@ -224,6 +246,38 @@ async def test_lookup_shows_the_queued_copies(client: Client, spool: Spool) -> N
     await login(client)
     page = await (await client.get("/console/address", params={"address": ANN})).text()
     assert env.queue_id in page and "451 try later" in page
+
+
+async def test_a_big_queue_is_read_only_as_far_as_a_page_shows(
+        client: Client, spool: Spool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A backlog is when operators look: the queue page loads what it lists, a lookup
+    the newest LOOKUP_SCANNED messages, and both say how many are queued."""
+    from beacon_proxy.web.console import handlers
+
+    monkeypatch.setattr(handlers, "QUEUE_SHOWN", 3)
+    monkeypatch.setattr(handlers, "LOOKUP_SCANNED", 4)
+    envs = [Envelope(new_queue_id(now_ns=(i + 1) * 10**9), "s@example.net", (ANN,), size=20)
+            for i in range(6)]
+    for env in envs:
+        await spool.put(env, b"Subject: hi\r\n\r\nbody\r\n")
+    loaded: list[str] = []
+    load = Spool.load_some_sync
+
+    def counting(self: Spool, ids: Any) -> list[Any]:
+        ids = list(ids)
+        loaded.extend(i for i, _ in ids)
+        return load(self, ids)
+
+    monkeypatch.setattr(Spool, "load_some_sync", counting)
+    await login(client)
+    page = await (await client.get("/console/queue")).text()
+    assert "6 messages in the queue." in page and "The first 3 are listed." in page
+    assert loaded == [e.queue_id for e in envs[:3]]  # the oldest first, as listed
+    loaded.clear()
+    page = await (await client.get("/console/address", params={"address": ANN})).text()
+    assert sorted(loaded) == sorted(e.queue_id for e in envs[2:])  # the newest 4 only
+    assert all(e.queue_id in page for e in envs[2:]) and envs[0].queue_id not in page
+    assert "Looked at the newest 4 of the 6 queued messages." in page
 
 
 async def test_pages_are_strict_and_speak_japanese(client: Client) -> None:

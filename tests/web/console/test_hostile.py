@@ -220,3 +220,37 @@ async def test_an_empty_store_and_a_store_that_is_down(client: Client, store: St
         "csrf": token, "address": "ann@example.org", "action": "suppress", "reason": "x"})
     assert resp.status == 503
     assert (await client.get("/console/queue")).status == 200  # the spool needs no store
+
+
+async def test_reordering_and_control_characters_are_shown_as_marks(
+        client: Client, store: Store, spool: Spool) -> None:
+    """A right-to-left override in a Subject would reorder what the operator reads
+    ("Invoice \u202egpj.exe" shows as "Invoice exe.jpg"): pages show it as a mark, and the
+    hidden fields that send an address back keep it exact."""
+    import re
+
+    from beacon_proxy.spool.envelope import Envelope, new_queue_id
+    from tests.web.console.helpers import csrf
+
+    who = "ann\u202e@example.org"  # SMTPUTF8 local parts may hold format characters
+    await store.set_consent(who, "refused", source="crm\u2066x", actor="api:ops")
+    env = Envelope(new_queue_id(), "s@shop.example", (who,), size=10, smtputf8=True)
+    subject = "Invoice \u202egpj.exe \x1b[31m"
+    await spool.put(env, f"Subject: {subject}\r\nFrom: <s@shop.example>\r\n\r\nhi\r\n"
+                    .encode())
+    await login(client)
+    page = await (await client.get(f"/console/queue/{env.queue_id}")).text()
+    assert "Invoice &lt;U+202E&gt;gpj.exe &lt;U+001B&gt;[31m" in page
+    assert "\u202e" not in page and "\x1b" not in page
+    resp = await client.get("/console/address", params={"address": who})
+    page = await resp.text()
+    assert "\u2066" not in page and "crm&lt;U+2066&gt;x" in page
+    shown = re.findall(r'name="address" value="([^"]*)"', page)
+    assert shown and all(v == who for v in shown)  # exact, for the forms to send back
+    token = await csrf(client, "/console/address?address=ann%E2%80%AE%40example.org")
+    resp = await client.post("/console/address", headers=SAME, data={
+        "csrf": token, "address": shown[-1], "action": "consent", "beacons": "granted",
+        "reason": "asked"})
+    assert resp.status == 200
+    consent = await store.get_consent(who)
+    assert consent is not None and consent.beacons.value == "granted"
