@@ -52,8 +52,13 @@ class Result:
 
 class Courier(Protocol):
     async def deliver(self, sender: str, recipient: str, data: bytes, *,
-                      smtputf8: bool = False, body_type: str | None = None) -> Result:
+                      smtputf8: bool = False, body_type: str | None = None,
+                      crlf: bool = False) -> Result:
         """Hand ``data`` (the final bytes, CRLF line endings) to ``recipient``.
+
+        ``crlf``: the caller has proven that ``data`` has CRLF line ends only and
+        ends in one (:attr:`~beacon_proxy.rewrite.step.Copy.crlf`); a courier may
+        then skip its own check.  False: the courier makes sure itself.
 
         Never raises for delivery failures: every failure is a :class:`Result`
         whose outcome says whether it is permanent.

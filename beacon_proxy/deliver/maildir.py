@@ -83,7 +83,8 @@ class MaildirCourier:
         return self._path
 
     async def deliver(self, sender: str, recipient: str, data: bytes, *,
-                      smtputf8: bool = False, body_type: str | None = None) -> Result:
+                      smtputf8: bool = False, body_type: str | None = None,
+                      crlf: bool = False) -> Result:
         """Store ``data`` as a new message, below ``Return-Path`` and ``Delivered-To``."""
         name = _unique_name()
         try:

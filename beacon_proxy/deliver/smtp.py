@@ -95,17 +95,25 @@ _GROUP = (("MAIL FROM", (250,)), ("RCPT TO", (250, 251)), ("DATA", (354,)))
 _Outcome: TypeAlias = SMTPResponse | Exception
 
 
-def wire_data(data: bytes) -> bytes:
+def wire_data(data: bytes, crlf: bool = False) -> bytes:
     r"""The DATA section for ``data``: CRLF line ends, dot-stuffed, terminated.
+
+    ``crlf``: the caller has proven that ``data`` has CRLF line ends only and ends in
+    one (:attr:`~beacon_proxy.rewrite.step.Copy.crlf`: the DKIM step's output), so
+    the line-end check is skipped.  Stuffing is never skipped.  The check itself:
+    the bytes left once every CRLF pair is cut out hold no CR and no LF (a split,
+    a join and two ``memchr``: 0.086 ms of CPU for 70 KB, where the three ``count``
+    passes it replaces took 0.12).
 
     >>> wire_data(b".a\r\nb\n.c")
     b'..a\r\nb\r\n..c\r\n.\r\n'
     """
-    crlf = data.count(b"\r\n")
-    if data.count(b"\n") != crlf or data.count(b"\r") != crlf:  # a bare CR or LF somewhere
-        # As re.sub(rb"\r\n|\r|\n", b"\r\n") does, without a regex: each CRLF pair, then
-        # each CR left (a bare one), becomes one LF; then every LF becomes CRLF.
-        data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n").replace(b"\n", b"\r\n")
+    if not crlf:
+        rest = b"".join(data.split(b"\r\n"))
+        if b"\r" in rest or b"\n" in rest:  # a bare CR or LF somewhere
+            # As re.sub(rb"\r\n|\r|\n", b"\r\n") does, without a regex: each CRLF pair,
+            # then each CR left (a bare one), becomes one LF; then every LF becomes CRLF.
+            data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n").replace(b"\n", b"\r\n")
     if not data.endswith(b"\r\n"):
         data += b"\r\n"
     # split + join: one search pass (replace() makes two: it counts first)
@@ -116,7 +124,7 @@ def wire_data(data: bytes) -> bytes:
 
 
 async def _send_data(client: SMTP, data: bytes, timeout: float,
-                     data_timeout: float) -> SMTPResponse:
+                     data_timeout: float, crlf: bool = False) -> SMTPResponse:
     """DATA, then the prepared message; raises like ``SMTP.data()``.  ``data_timeout``:
     the wait for the reply to the final dot (RFC 5321 4.5.3.2.6 suggests 10 minutes: the
     upstream may scan the message first, and a copy whose reply times out is sent again)."""
@@ -125,7 +133,7 @@ async def _send_data(client: SMTP, data: bytes, timeout: float,
         raise SMTPDataError(start.code, start.message)
     if client.protocol is None:
         raise SMTPServerDisconnected("Connection lost")
-    client.protocol.write(wire_data(data))
+    client.protocol.write(wire_data(data, crlf))
     reply = await client.protocol.read_response(timeout=data_timeout)
     if reply.code != 250:
         raise SMTPDataError(reply.code, reply.message)
@@ -282,10 +290,12 @@ class SmtpCourier:
         return self._remote
 
     async def deliver(self, sender: str, recipient: str, data: bytes, *,
-                      smtputf8: bool = False, body_type: str | None = None) -> Result:
-        """Send ``data`` from ``sender`` to ``recipient``; never raises for failures."""
+                      smtputf8: bool = False, body_type: str | None = None,
+                      crlf: bool = False) -> Result:
+        """Send ``data`` from ``sender`` to ``recipient``; never raises for failures.
+        ``crlf``: ``data`` is proven CRLF-only, ending in CRLF (see :func:`wire_data`)."""
         try:
-            return await self._deliver(sender, recipient, data, smtputf8, body_type)
+            return await self._deliver(sender, recipient, data, smtputf8, body_type, crlf)
         except _SessionFailed as exc:
             return dataclasses.replace(exc.result, session=True)
         except asyncio.CancelledError:
@@ -313,7 +323,7 @@ class SmtpCourier:
     # -- the transaction ---------------------------------------------------
 
     async def _deliver(self, sender: str, recipient: str, data: bytes, smtputf8: bool,
-                       body_type: str | None) -> Result:
+                       body_type: str | None, crlf: bool = False) -> Result:
         paths = []
         for address, status in ((sender, "5.1.7"), (recipient, "5.1.3")):
             if _CONTROLS.search(address) or "<" in address or ">" in address:
@@ -327,19 +337,19 @@ class SmtpCourier:
         reused = self._client is not None and self._client.is_connected
         client = await self._connection()
         result = await self._transaction(client, sender, recipient, paths, data, needs_utf8,
-                                         wants_utf8, eight_bit, retry_stale=reused)
+                                         wants_utf8, eight_bit, retry_stale=reused, crlf=crlf)
         if result is None:  # the idle connection had died under us: once more, afresh
             _log.debug("connection to %s went stale; reconnecting", self._remote)
             client = await self._connection()
             result = await self._transaction(client, sender, recipient, paths, data,
                                              needs_utf8, wants_utf8, eight_bit,
-                                             retry_stale=False)
+                                             retry_stale=False, crlf=crlf)
         assert result is not None
         return result
 
     async def _transaction(self, client: SMTP, sender: str, recipient: str, paths: list[str],
                            data: bytes, needs_utf8: bool, wants_utf8: bool, eight_bit: bool, *,
-                           retry_stale: bool) -> Result | None:
+                           retry_stale: bool, crlf: bool = False) -> Result | None:
         """MAIL, RCPT, DATA; ``None`` when a reused connection was dead at MAIL.
         ``paths``: the sender's and the recipient's, as :func:`_path` writes them."""
         utf8 = wants_utf8 and client.supports_extension("smtputf8")
@@ -356,10 +366,11 @@ class SmtpCourier:
             options.append("BODY=8BITMIME")
         encoding = "utf-8" if utf8 else "ascii"
         if self._pipelining and client.supports_extension("pipelining"):
-            stage, outcome = await self._pipelined(client, paths, options, encoding, data)
+            stage, outcome = await self._pipelined(client, paths, options, encoding, data,
+                                                   crlf)
         else:
             stage, outcome = await self._stepwise(client, sender, recipient, options,
-                                                  encoding, data)
+                                                  encoding, data, crlf)
         if isinstance(outcome, SMTPResponse):
             return self._result(outcome.code, outcome.message)
         if isinstance(outcome, SMTPResponseException):
@@ -383,7 +394,8 @@ class SmtpCourier:
         return self._temporary("4.4.2", f"{what} with {self._remote} while sending {stage}")
 
     async def _stepwise(self, client: SMTP, sender: str, recipient: str, options: list[str],
-                        encoding: str, data: bytes) -> tuple[str, _Outcome]:
+                        encoding: str, data: bytes, crlf: bool = False
+                        ) -> tuple[str, _Outcome]:
         """MAIL, RCPT, DATA one by one, each reply awaited before the next command:
         (the stage reached, its final reply or what went wrong)."""
         stage = "MAIL FROM"
@@ -392,12 +404,14 @@ class SmtpCourier:
             stage = "RCPT TO"
             await client.rcpt(recipient, encoding=encoding)
             stage = "DATA"
-            return stage, await _send_data(client, data, self._timeout, self._data_timeout)
+            return stage, await _send_data(client, data, self._timeout, self._data_timeout,
+                                           crlf)
         except (SMTPException, OSError, ValueError) as exc:
             return stage, exc
 
     async def _pipelined(self, client: SMTP, paths: list[str], options: list[str],
-                         encoding: str, data: bytes) -> tuple[str, _Outcome]:
+                         encoding: str, data: bytes, crlf: bool = False
+                         ) -> tuple[str, _Outcome]:
         """MAIL, RCPT and DATA in one write (RFC 2920), their replies read in order, then
         the message: the same (stage, outcome) as :meth:`_stepwise` for every reply."""
         protocol, transport = client.protocol, client.transport
@@ -410,12 +424,12 @@ class SmtpCourier:
         replies = _Replies(protocol)
         transport.set_protocol(replies)
         try:
-            return await self._exchange(protocol, replies, group, data)
+            return await self._exchange(protocol, replies, group, data, crlf)
         finally:  # aiosmtplib's protocol reads RSET's and QUIT's replies again
             transport.set_protocol(protocol)
 
     async def _exchange(self, protocol: SMTPProtocol, replies: _Replies, group: bytes,
-                        data: bytes) -> tuple[str, _Outcome]:
+                        data: bytes, crlf: bool = False) -> tuple[str, _Outcome]:
         stage = "MAIL FROM"
         refusal: tuple[str, _Outcome] | None = None
         try:
@@ -441,7 +455,7 @@ class SmtpCourier:
             return refusal
         stage = "DATA"
         try:
-            protocol.write(wire_data(data))
+            protocol.write(wire_data(data, crlf))
             reply = await replies.next(self._data_timeout)
         except (SMTPException, OSError) as exc:
             return stage, exc

@@ -11,7 +11,12 @@ header), so it signs the final bytes:
   ``deliver.smtp.wire_data``), and those are the bytes that leave; a further
   copy of a message is known to have them when its header block has and its
   body was compared with the last copy's
-  (:class:`~beacon_proxy.rewrite.dkimbody.BodyHashes`);
+  (:class:`~beacon_proxy.rewrite.dkimbody.BodyHashes`).  The signed copy says
+  so (:attr:`Copy.crlf <beacon_proxy.rewrite.step.Copy.crlf>`), and the
+  courier does not check its line ends again.  Messages with equal bytes share
+  one ``original`` object (:mod:`~beacon_proxy.rewrite.beacons`), so the
+  first copy of a newsletter sent as one message per recipient is a further
+  copy too;
 * ``c=relaxed/relaxed``, ``rsa-sha256`` or ``ed25519-sha256`` (RFC 8463), no
   ``l=``; ``h=`` lists From, To, Subject, Date, Message-ID, List-Id,
   List-Unsubscribe, List-Unsubscribe-Post, MIME-Version, Content-Type and
@@ -437,7 +442,10 @@ class DkimSigner:
 
     def __call__(self, copy: Copy, recipient: Recipient) -> Copy:
         data, report = self.sign(copy.data, recipient.original)
-        return Copy(data, {**copy.report, "dkim": report}, copy.held, copy.wait)
+        # sign() returns CRLF-only bytes ending in CRLF on every path (crlf(), or a
+        # header block and a body proven tidy by byte comparison): the courier skips
+        # its own check (Copy.crlf).
+        return Copy(data, {**copy.report, "dkim": report}, copy.held, copy.wait, crlf=True)
 
     def sign(self, data: bytes, original: bytes = b"") -> tuple[bytes, str]:
         """``data`` with CRLF line ends, the sender's broken signatures removed and

@@ -4,7 +4,7 @@ Many sends of a newsletter are byte-identical (a non-personalised template,
 one recipient per message), and most others differ only in their header
 (``To``, ``Message-ID``, a sender's ids): every copy used to cost a round trip
 through the analysis pool (:mod:`~beacon_proxy.rewrite.pool`) for the same
-result.  :class:`AnalysisCache` keeps the last analyses, keyed by a BLAKE2b
+result.  :class:`AnalysisCache` keeps the last analyses, keyed by a SHA-256
 digest of
 
 * the *context*: what the analysis depends on besides the bytes - the
@@ -36,7 +36,7 @@ A message whose key is kept is answered in one of two ways, counted in
   messages, hundreds of header mutations a lenient client reads differently)
   holds every derived analysis to a fresh one, field by field and copy by copy.
 
-A hit costs one hash of the body (about 0.05 ms for 70 KB; from 256 KB in a
+A hit costs one hash of the body (about 0.045 ms for 70 KB; from 256 KB in a
 thread, off the event loop, as is the rebase) and one comparison of the
 bytes.  Failed analyses (an error, the CPU budget, a crash) are never cached:
 the next copy tries again.  The derived analyses are not kept (the one kept
@@ -83,7 +83,8 @@ __all__ = ["AnalysisCache", "Rebase", "body_start", "cached", "footprint"]
 DEFAULT_ENTRIES = 64
 DEFAULT_BYTES = 32 << 20
 DEFAULT_MESSAGE = 8 << 20
-_HASH_IN_THREAD = 256 << 10  # bytes from which the digest is computed in a thread (~0.3 ms)
+_HASH_IN_THREAD = 256 << 10  # bytes from which the digest is computed in a thread (~0.15 ms)
+_PERSON = b"beacon-analysis\0"  # what BLAKE2b's person= said: these keys are no others
 _PER_ENTRY = 800  # bytes per scanned reference (Entry, Finding, index), measured: ~780
 
 Rebase = Callable[[Analysis, bytes, int], Analysis | None]
@@ -155,9 +156,14 @@ class AnalysisCache:
 
     def key(self, data: bytes, split: int | None = None) -> bytes:
         """The digest of the context and the message's body (``data[split:]``, ``split``
-        being :func:`body_start` of ``data``), with its length."""
+        being :func:`body_start` of ``data``), with its length.
+
+        SHA-256, not BLAKE2b: OpenSSL's SHA-256 (SHA extensions on x86) hashes the
+        70 KB newsletter in 0.044 ms of CPU, hashlib's own BLAKE2b in 0.083 ms.  The key
+        lives in this process only, and a hit still needs equal bytes (or a proven
+        header-only change)."""
         split = body_start(data) if split is None else split
-        h = hashlib.blake2b(digest_size=32, person=b"beacon-analysis")
+        h = hashlib.sha256(_PERSON)
         h.update(len(self.context).to_bytes(8, "big"))
         h.update(self.context)
         h.update((len(data) - split).to_bytes(8, "big"))

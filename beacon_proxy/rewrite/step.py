@@ -51,12 +51,19 @@ class Copy:
     ``wait`` as well, the copy waits briefly by design (a new campaign's first
     copy, :mod:`~beacon_proxy.rewrite.diffing`) and is logged as waiting, not
     held.
+
+    ``crlf``: the step that made ``data`` has proven that its line ends are all
+    CRLF and that it ends in one (the DKIM step, which signs exactly those bytes),
+    so the courier need not check again (``deliver.smtp.wire_data``).  False
+    unless a step proved it: every step builds a new ``Copy``, so a step that
+    changes the bytes after the proof drops the flag by default.
     """
 
     data: bytes
     report: Mapping[str, Any] = field(default_factory=dict)
     held: str | None = None
     wait: Wait | None = None
+    crlf: bool = False
 
 
 @dataclass(frozen=True, slots=True)

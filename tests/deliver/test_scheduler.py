@@ -8,11 +8,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from beacon_proxy.consent.policy import Decision, DefaultConsent, Policy
 from beacon_proxy.deliver.courier import Courier, Outcome, Result
 from beacon_proxy.deliver.retry import RetryPolicy
 from beacon_proxy.deliver.scheduler import Scheduler
+from beacon_proxy.rewrite.dkim import DkimSigner, SigningKey
 from beacon_proxy.rewrite.step import Copy, RewriteStep, TraceStep, Wait
 from beacon_proxy.spool.envelope import Envelope, new_queue_id
 from beacon_proxy.spool.queue import QueueEntry, Spool
@@ -29,18 +31,21 @@ class FakeCourier:
     closed: list[bool] = field(default_factory=list)
 
     async def deliver(self, sender: str, recipient: str, data: bytes, *,
-                      smtputf8: bool = False, body_type: str | None = None) -> Result:
+                      smtputf8: bool = False, body_type: str | None = None,
+                      crlf: bool = False) -> Result:
         answers = self.script.get(recipient)
         result = answers.pop(0) if answers else OK
         if result.ok:
             self.sent.append((sender, recipient, data))
         self.calls.append(recipient)
+        self.crlf.append(crlf)
         return result
 
     async def close(self) -> None:
         self.closed.append(True)
 
     calls: list[str] = field(default_factory=list)
+    crlf: list[bool] = field(default_factory=list)  # the proof given with each copy
 
 
 OK = Result(Outcome.DELIVERED, 250, "250 2.0.0 ok", "2.0.0", "fake")
@@ -101,6 +106,31 @@ async def test_each_recipient_gets_its_own_rendered_copy(rig: Rig) -> None:
         assert data.startswith(b"Received: ") and data.endswith(DATA)
         assert f"for <{rcpt}>".encode() in data
     assert await rig.spool.recover() == []
+
+
+async def test_the_courier_is_told_crlf_only_when_a_step_proved_it(rig: Rig) -> None:
+    """A DKIM-signed copy is CRLF-only by the DKIM step's proof (Copy.crlf) and the
+    courier is told so; any other copy goes without it, and the courier checks."""
+    s = rig.make()
+    await s.start()
+    await s.enqueue(_env("a@x.org"), DATA.replace(b"\r\n", b"\n"))
+    await _until(lambda: s.queue_size() == 0)
+    await s.stop(1)
+    assert rig.courier.crlf == [False]
+    signing = TraceStep("relay.test")
+    signing.steps = (*signing.steps, DkimSigner([SigningKey(
+        "example.org", "s", ed25519.Ed25519PrivateKey.generate())]))
+    signed = Scheduler(rig.spool, lambda: rig.courier, signing, DefaultConsent(Policy.REFUSED),
+                       RetryPolicy(0.1, 0.2, 60), concurrency=1, hostname="relay.test")
+    await signed.start()
+    try:
+        await signed.enqueue(_env("b@x.org"), DATA.replace(b"\r\n", b"\n"))
+        await _until(lambda: signed.queue_size() == 0)
+    finally:
+        await signed.stop(1)
+    assert rig.courier.crlf == [False, True]
+    data = rig.courier.sent[-1][2]
+    assert data.startswith(b"DKIM-Signature: ") and b"\n" not in data.replace(b"\r\n", b"")
 
 
 async def test_temporary_failure_is_retried(rig: Rig) -> None:

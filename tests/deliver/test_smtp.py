@@ -429,3 +429,23 @@ def test_wire_data_round_trips_through_unstuffing(parts: list[bytes]) -> None:
     if not normalised.endswith(b"\r\n"):
         normalised += b"\r\n"
     assert unstuff(body) == normalised
+
+
+@given(st.lists(st.sampled_from([b"a", b".", b"..", b"\r\n", b"\r", b"\n", b"\r\n.", b"x" * 30]),
+                max_size=50))
+def test_wire_data_of_proven_crlf_bytes_is_the_same(parts: list[bytes]) -> None:
+    """``crlf=True`` (a DKIM-signed copy) skips only the line-end check: for bytes that
+    are CRLF-only and end in CRLF, the DATA section is the same, stuffing included."""
+    data = re.sub(rb"\r\n|\r|\n", b"\r\n", b"".join(parts)) + b"\r\n"
+    assert wire_data(data, crlf=True) == wire_data(data)
+
+
+@pytest.mark.parametrize("data", [b"Subject: lf\n\nbody\nmore\n", b"Subject: cr\r\n\r\nbo\rdy\r\n",
+                                  b"Subject: end\r\n\r\nno line end"])
+async def test_a_copy_not_proven_crlf_is_made_crlf(upstream: Upstream, courier: SmtpCourier,
+                                                  data: bytes) -> None:
+    """Without the proof (the default: no DKIM step made the copy) a bare LF or CR
+    still goes out as CRLF."""
+    assert (await send(courier, data=data)).ok
+    [msg] = upstream.messages
+    assert msg.content == re.sub(rb"\r\n|\r|\n", b"\r\n", data).removesuffix(b"\r\n") + b"\r\n"

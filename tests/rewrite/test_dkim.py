@@ -554,3 +554,94 @@ def test_a_maildir_copy_keeps_its_envelope_and_its_signature(rsa_key: SigningKey
     assert data == (b"Return-Path: <news@news.example.com>\r\nDelivered-To: ann@example.org\r\n"
                     + signed)
     assert _verify(data, rsa_key) == [True]
+
+
+# --------------------------------------------------------------------------
+# The proof the courier relies on (Copy.crlf)
+
+
+def _canonical(data: bytes) -> bool:
+    """CRLF line ends only, ending in one: what wire_data would otherwise make."""
+    pairs = data.count(b"\r\n")
+    return data.count(b"\r") == pairs == data.count(b"\n") and data.endswith(b"\r\n")
+
+
+def _further(message: bytes) -> list[bytes]:
+    """Copies of ``message`` as a later step might make them: a change early and late,
+    each bringing a fault the first copy did not have (a bare LF, a bare CR, a lost
+    final line end), or none."""
+    cut = len(message) // 2
+    return [
+        message,
+        message[:cut] + b"x" + message[cut:],
+        message[:cut] + b"\n" + message[cut:],
+        message[:cut] + b"\r" + message[cut:],
+        message[:cut] + b"\r\r\n\n" + message[cut:],
+        message.rstrip(b"\r\n"),
+        message + b"tail\n",
+        message + b"tail\r",
+        b"X-Early: 1\n" + message,
+        message.replace(b"\r\n", b"\n", 1),
+    ]
+
+
+@pytest.mark.parametrize("name", sorted(HOSTILE))
+def test_every_signed_copy_is_crlf_as_its_flag_says(name: str, ed_key: SigningKey) -> None:
+    """The DKIM step flags each copy CRLF-only (the courier then skips its check): on
+    every path, the first copy's and a further copy's (checked against the last),
+    whatever fault a further copy brings, the bytes are CRLF-only and end in CRLF."""
+    message = HOSTILE[name]
+    signer = DkimSigner([ed_key])
+    unsigned = DkimSigner([SigningKey("other.example", "s", ed_key.private)])
+    recipient = Recipient(ENV, "ann@example.org", Policy.REFUSED, message)
+    for step in (signer, unsigned):
+        for data in (*_further(message), *_further(message)):  # twice: each one remembered
+            copy = step(Copy(data), recipient)
+            assert copy.crlf
+            assert _canonical(copy.data), (name, data[:80])
+
+
+def test_a_further_newsletter_copy_with_a_bare_lf_is_still_made_crlf(
+        ed_key: SigningKey) -> None:
+    """A copy that shares almost every byte with the last one (the path that does not
+    run crlf()) but brings a bare LF or CR in its change is made CRLF all the same."""
+    original = _newsletter()
+    keys = [SigningKey("shop.example", "e", ed_key.private)]
+    signer = DkimSigner(keys)
+    recipient = Recipient(ENV, "ann@example.org", Policy.REFUSED, original)
+    assert signer(Copy(original), recipient).crlf
+    at = original.index(b"Product 7")
+    for fault in (b"\n", b"\r", b"\n\r", b" \n"):
+        copy = signer(Copy(original[:at] + fault + original[at:]), recipient)
+        assert copy.crlf and _canonical(copy.data)
+        assert _verify(copy.data, *keys) == [True]
+
+
+def test_a_copy_from_a_step_after_dkim_is_not_flagged(ed_key: SigningKey) -> None:
+    """The flag is the DKIM step's: a step that makes a new copy drops it."""
+    signed = DkimSigner([ed_key])(Copy(MESSAGE), RCPT)
+    assert signed.crlf
+    assert not TraceHeader("relay.example")(signed, RCPT).crlf
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from([b"From: a@example.com\r\n", b"Subject: s\r\n", b"\r\n", b"\r",
+                                 b"\n", b"a", b" ", b"\t", b"\r\n\r\n"]), max_size=30),
+       st.lists(st.tuples(st.integers(0, 400), st.sampled_from([b"\r", b"\n", b"x", b"\r\n"])),
+                max_size=3))
+def test_a_signed_copy_is_always_crlf(parts: list[bytes],
+                                      edits: list[tuple[int, bytes]]) -> None:
+    """Any message, then a copy of it with a few bytes put in (checked against the
+    first, the further-copy path): both flagged, both CRLF-only ending in CRLF."""
+    message = b"".join(parts)
+    copy = message
+    for at, insert in edits:
+        copy = copy[:at] + insert + copy[at:]
+    signer = DkimSigner([_HYPOTHESIS_KEY])
+    recipient = Recipient(ENV, "ann@example.org", Policy.REFUSED, message)
+    for data in (message, copy, message):
+        signed = signer(Copy(data), recipient)
+        assert signed.crlf and _canonical(signed.data)
+
+
+_HYPOTHESIS_KEY = SigningKey(DOMAIN, "hyp", ed25519.Ed25519PrivateKey.generate())
