@@ -49,6 +49,7 @@ from beacon_proxy.consent.model import (
     check_text,
     iso,
 )
+from beacon_proxy.threadio import open_binary
 
 if TYPE_CHECKING:
     from beacon_proxy.consent.store import Store
@@ -280,7 +281,7 @@ async def import_file(store: Store | None, path: Path, kind: Kind, *, dry_run: b
     cannot be read.
     """
     source = check_text("source", source)
-    fh = await asyncio.to_thread(path.open, "rb")
+    fh = await open_binary(path)
     try:
         if kind == "consent":
             creader = await asyncio.to_thread(consent_reader, fh)

@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import tempfile
 from functools import cache
 from importlib import resources
 from pathlib import Path
@@ -35,6 +34,7 @@ from aiohttp.web import AppKey
 from beacon_proxy.consent.csvio import Kind, export_csv, import_file, prepend
 from beacon_proxy.consent.model import StoreError, to_json
 from beacon_proxy.consent.store import Store
+from beacon_proxy.threadio import temp_file
 from beacon_proxy.web.apibase import (
     STORE,
     TOKENS,
@@ -188,9 +188,7 @@ async def _spool_upload(request: web.Request) -> Path:
     """The request body in a temporary file (streamed; never all in memory)."""
     if request.content_type not in ("text/csv", "application/csv"):
         raise ApiError(415, "unsupported_media_type", "send the CSV file as text/csv")
-    fd, name = await asyncio.to_thread(tempfile.mkstemp, prefix="beacon-proxy-import-",
-                                       suffix=".csv")
-    path = Path(name)
+    fd, path = await temp_file("beacon-proxy-import-", ".csv")
     try:
         with os.fdopen(fd, "wb") as fh:
             size = 0

@@ -32,7 +32,6 @@ import hashlib
 import logging
 import os
 import secrets
-import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -56,6 +55,7 @@ from beacon_proxy.display import visible as shown
 from beacon_proxy.log import event
 from beacon_proxy.spool.parts import all_roots, owner_of
 from beacon_proxy.spool.queue import QueueEntry, Spool, SpoolCorruptError
+from beacon_proxy.threadio import temp_file
 from beacon_proxy.web.auth import ApiTokens
 from beacon_proxy.web.console.jobs import ImportJobs, TooBusy
 from beacon_proxy.web.console.sessions import Session, Sessions
@@ -656,9 +656,7 @@ async def _idle(step: Awaitable[T]) -> T:
 
 
 async def _spool_part(part: BodyPartReader) -> Path:
-    fd, name = await asyncio.to_thread(tempfile.mkstemp, prefix="beacon-proxy-console-",
-                                       suffix=".csv")
-    path = Path(name)
+    fd, path = await temp_file("beacon-proxy-console-", ".csv")
     try:
         with os.fdopen(fd, "wb") as fh:
             size = 0
