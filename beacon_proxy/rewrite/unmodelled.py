@@ -44,7 +44,9 @@ _META_GAP: Final = 512
 _BASE_FIELD: Final = re.compile(
     rb"^content-(?:base|location)[ \t]*:((?:[^\n]*\n?)(?:[ \t][^\n]*\n?)*)",
     re.IGNORECASE | re.MULTILINE)
-_NOT_URL: Final = re.compile(rb"[\s\"]+")
+# Around a base URL: blanks, quotes (double or single), angle brackets and comments
+# (RFC 5322 CFWS, one level): what a lenient reader may strip before using the value.
+_NOT_URL: Final = re.compile(rb"[\s\"'<>]+|\([^()]*\)")
 _ENCODED_FILE: Final = re.compile(  # after a "\n" (a literal prefix, unlike "^")
     rb"\n(?:[bB][eE][gG][iI][nN][ \t]+[0-7]{3,4}[ \t]|=[yY][bB][eE][gG][iI][nN][ \t])"
     rb"[^\n]{0,500}?\.(?:[xX]?[hH][tT][mM][lL]?|[xX][hH][tT]|[sS][vV][gG])\b")
@@ -110,11 +112,21 @@ def unread_meta_charset(low: bytes) -> str | None:
 
 
 def remote_base(header: bytes) -> bool:
-    """Whether a part's header names a remote ``Content-Base`` or ``Content-Location``."""
+    """Whether a part's header names a remote ``Content-Base`` or ``Content-Location``.
+
+    Fail-closed: the value counts as remote when it is a remote URL once blanks,
+    quotes, angle brackets and comments are dropped (``<https://t.test/>``,
+    ``(c) 'https://t.test/'``), or when ``//`` is anywhere in it (a scheme or a
+    spelling no rule here knows): relative URLs in such a part could load from
+    it, so the part is not trusted to the precise path.
+    """
     if b"ontent-" not in header and b"ONTENT-" not in header:
         return False
-    return any(is_remote(_NOT_URL.sub(b"", m.group(1)).decode("latin-1"))
-               for m in _BASE_FIELD.finditer(header))
+    for m in _BASE_FIELD.finditer(header):
+        value = _NOT_URL.sub(b"", m.group(1))
+        if b"//" in value or is_remote(value.decode("latin-1")):
+            return True
+    return False
 
 
 def hide_encoded_files(text: bytes) -> tuple[bytes, int]:

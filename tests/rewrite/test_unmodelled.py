@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import binascii
 
+import pytest
+
 from beacon_proxy.consent.policy import Policy
 from beacon_proxy.rewrite.copies import CopyPolicy, Outcome, decide, prepare
 from beacon_proxy.rewrite.engine import Engine
@@ -75,6 +77,19 @@ def test_a_remote_content_base_falls_back() -> None:
     assert remote_base(b"Content-Base: \"https://t.test/\"\r\n")
     assert remote_base(b"Content-Location:\r\n https://t.test/x/\r\n")
     assert not remote_base(b"Content-Location: cid:part1\r\nContent-Type: text/html\r\n")
+    assert not remote_base(b"Content-Location: (the page) news/index.html\r\n")
+
+
+@pytest.mark.parametrize("value", [
+    b"<https://t.test/>", b"(company site) https://t.test/", b"'https://t.test/'",
+    b"https://t.test/ (base)", b"< https://t.test/ >", b"\"<https://t.test/>\"",
+    b"hxxp://t.test/", b"//t.test/", b"(a) (b) HTTPS://t.test/", b"foo://t.test/",
+])
+def test_a_base_in_any_lenient_spelling_counts_as_remote(value: bytes) -> None:
+    """Clients strip what they like around the value: any spelling with ``//`` is remote
+    (fail-closed), for Content-Base and Content-Location alike."""
+    for field in (b"Content-Base: ", b"content-location:"):
+        assert remote_base(field + value + b"\r\n"), field + value
     data = (b"Content-Type: text/html\r\nContent-Location: https://t.test/\r\n\r\n"
             b'<img src="o.gif" width="1" height="1">')
     outcome, out = _refused(data)
