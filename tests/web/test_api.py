@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from beacon_proxy.consent.model import StoreUnavailable
-from beacon_proxy.consent.store import Store, open_store
+from beacon_proxy.consent.store import Store
 from beacon_proxy.web.api import IMPORTS, build_api, openapi_document
 from beacon_proxy.web.auth import ApiTokens, hash_token
 from beacon_proxy.web.server import build_app
@@ -19,14 +18,6 @@ from beacon_proxy.web.server import build_app
 TOKEN = "ops-token-0123456789abcdef"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 Client = TestClient[Any, Any]
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    s = open_store(f"sqlite:///{tmp_path / 'store.db'}")
-    await s.open()
-    yield s
-    await s.close()
 
 
 @pytest.fixture

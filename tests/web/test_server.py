@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -50,14 +49,6 @@ async def test_healthz_and_metrics() -> None:
 
 # --------------------------------------------------------------------------
 # /readyz
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    s = open_store(f"sqlite:///{tmp_path / 'store.db'}")
-    await s.open()
-    yield s
-    await s.close()
 
 
 @pytest.fixture

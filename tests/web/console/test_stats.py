@@ -2,24 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from xml.etree import ElementTree
 
-import pytest
-
-from beacon_proxy.consent.store import Store, open_store
+from beacon_proxy.consent.store import Store
 from beacon_proxy.log import event
 from beacon_proxy.web.console.stats import EventTally, bar_chart, dashboard, hbar_chart, hour_of
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    s = open_store(f"sqlite:///{tmp_path / 'store.db'}")
-    await s.open()
-    yield s
-    await s.close()
 
 
 async def test_events_are_counted_by_hour_and_written_once(store: Store) -> None:
