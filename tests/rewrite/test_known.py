@@ -318,16 +318,24 @@ async def test_concurrent_misses_of_the_same_bytes_are_analysed_once() -> None:
     assert results[5].data == other
 
 
-async def test_a_failed_shared_analysis_is_tried_again_by_each_waiter() -> None:
-    gated = Gated()
-    gated.fail = 1
+async def _analysing_and_waiting(gated: Gated, data: bytes
+                                 ) -> tuple[asyncio.Future[Analysis], asyncio.Future[Analysis]]:
+    """Two copies of ``data`` through one cache: the first in ``gated``'s analysis, the
+    second waiting for it."""
     known = cached(gated, AnalysisCache(ENGINE.fingerprint))
-    data = MESSAGES["missing_close"]()
     first = asyncio.ensure_future(known(data))
     await gated.started.wait()
     second = asyncio.ensure_future(known(data))
     for _ in range(5):
         await asyncio.sleep(0)
+    return first, second
+
+
+async def test_a_failed_shared_analysis_is_tried_again_by_each_waiter() -> None:
+    gated = Gated()
+    gated.fail = 1
+    data = MESSAGES["missing_close"]()
+    first, second = await _analysing_and_waiting(gated, data)
     gated.gate.set()
     with pytest.raises(RuntimeError):
         await first
@@ -336,13 +344,8 @@ async def test_a_failed_shared_analysis_is_tried_again_by_each_waiter() -> None:
 
 async def test_a_cancelled_waiter_does_not_cancel_the_analysis() -> None:
     gated = Gated()
-    known = cached(gated, AnalysisCache(ENGINE.fingerprint))
     data = MESSAGES["missing_close"]()
-    first = asyncio.ensure_future(known(data))
-    await gated.started.wait()
-    second = asyncio.ensure_future(known(data))
-    for _ in range(5):
-        await asyncio.sleep(0)
+    first, second = await _analysing_and_waiting(gated, data)
     second.cancel()
     gated.gate.set()
     assert (await first).data == data and len(gated.calls) == 1
