@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import re
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -317,14 +317,6 @@ async def test_quoted_local_part_and_bad_address(upstream: Upstream,
 # -- the scheduler's workers: one connection each, closed when idle ------------------
 
 DATA = b"From: s@example.org\r\nSubject: news\r\n\r\nhello\r\n.\r\n"
-
-
-@pytest.fixture
-def spool(tmp_path: Path) -> Iterator[Spool]:
-    s = Spool(tmp_path / "spool")
-    s.open()
-    yield s
-    s.close()
 
 
 @pytest.mark.parametrize("concurrency", [1, 3])

@@ -5,7 +5,6 @@ import json
 import os
 import stat
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,14 +19,6 @@ DATA = b"Subject: hi\r\n\r\nbody\r\n.line\r\n"
 def _env(*rcpts: str) -> Envelope:
     return Envelope(new_queue_id(), "s@example.org", rcpts or ("a@example.net",),
                     client_address="127.0.0.1", size=len(DATA))
-
-
-@pytest.fixture
-def spool(tmp_path: Path) -> Iterator[Spool]:
-    s = Spool(tmp_path / "spool")
-    s.open()
-    yield s
-    s.close()
 
 
 async def test_put_is_readable_and_recovered(spool: Spool) -> None:
