@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -31,6 +32,8 @@ from typing import Any, TypeVar
 
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
+
+from beacon_proxy.consent.store import open_store
 
 T = TypeVar("T")
 ROOT = Path(__file__).resolve().parents[2]  # run the code under test, not an installed copy
@@ -392,3 +395,18 @@ def strip_trace(data: bytes) -> bytes:
         assert lines[i] == b"List-Unsubscribe-Post: List-Unsubscribe=One-Click", lines[i]
         i += 1
     return b"\r\n".join(lines[i:])
+
+
+def stored_counts(tmp_path: Path) -> dict[str, int]:
+    """The dashboard's counts a relay of ``tmp_path`` stored, summed over the hours:
+    ``{"received": 8, "vendor:Mailchimp": 2, ...}``."""
+    url = DEFAULT_STORE or f"sqlite:///{tmp_path / 'var' / 'beacon-proxy.db'}"
+
+    async def counts() -> dict[str, int]:
+        async with open_store(url) as store:
+            out: dict[str, int] = {}
+            for _, name, value in await store.stats_since("2000-01-01T00"):
+                out[name] = out.get(name, 0) + value
+            return out
+
+    return asyncio.run(counts())

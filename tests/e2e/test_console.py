@@ -3,7 +3,6 @@ dashboard's counts written to the store by the relay."""
 
 from __future__ import annotations
 
-import asyncio
 import http.cookiejar
 import re
 import urllib.error
@@ -13,7 +12,6 @@ from pathlib import Path
 
 import pytest
 
-from beacon_proxy.consent.store import open_store
 from beacon_proxy.web.auth import hash_token
 from tests.e2e import harness
 from tests.e2e.harness import Proxy, Upstream, free_port, newsletter
@@ -88,15 +86,6 @@ marketing = "{hash_token(TOKEN)}"
     finally:
         if not stopped:
             proxy.kill9()
-    url = harness.DEFAULT_STORE or f"sqlite:///{tmp_path / 'var' / 'beacon-proxy.db'}"
-
-    async def counts() -> dict[str, int]:
-        async with open_store(url) as store:
-            out: dict[str, int] = {}
-            for _, name, value in await store.stats_since("2000-01-01T00"):
-                out[name] = out.get(name, 0) + value
-            return out
-
     # the same numbers the log has
     expected: dict[str, int] = {}
     for e in events:
@@ -106,5 +95,5 @@ marketing = "{hash_token(TOKEN)}"
         if name == "delivered" and e.get("policy") == "refused":
             for vendor in e.get("vendors", []):
                 expected["vendor:" + vendor] = expected.get("vendor:" + vendor, 0) + 1
-    assert asyncio.run(counts()) == expected
+    assert harness.stored_counts(tmp_path) == expected
     assert expected["received"] == 1 and expected["suppressed"] == 1

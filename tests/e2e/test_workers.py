@@ -9,7 +9,6 @@ second copy goes when another worker learns that copy.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import json
 import os
@@ -20,7 +19,6 @@ from typing import Any
 
 import pytest
 
-from beacon_proxy.consent.store import open_store
 from tests.e2e import harness
 from tests.e2e.harness import Proxy, Upstream, newsletter, wait_for
 from tests.e2e.test_campaigns import personalised
@@ -287,15 +285,6 @@ def test_the_dashboards_counts_come_from_every_worker(
     delivered = proxy.wait_events("delivered", 8)
     assert proxy.stop() == 0  # each worker writes its last counts as it stops
     workers = {e["worker"] for e in proxy.events("received")}
-    url = harness.DEFAULT_STORE or f"sqlite:///{tmp_path / 'var' / 'beacon-proxy.db'}"
-
-    async def counts() -> dict[str, int]:
-        async with open_store(url) as store:
-            out: dict[str, int] = {}
-            for _, name, value in await store.stats_since("2000-01-01T00"):
-                out[name] = out.get(name, 0) + value
-            return out
-
-    got = asyncio.run(counts())
+    got = harness.stored_counts(tmp_path)
     assert got.get("received") == 8 and got.get("delivered") == len(delivered) == 8
     assert workers <= {0, 1}
