@@ -11,7 +11,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from beacon_proxy.consent.cache import LOOKUPS
+from beacon_proxy.consent.cache import LOOKUPS, LOOP_READS
 
 __all__ = [
     "ANALYSES",
@@ -104,7 +104,8 @@ CAMPAIGN_COPIES = Counter(
     registry=REGISTRY,
 )
 class _DecisionCache(Collector):
-    """``beacon_proxy_decision_cache_total{result}``, from the store's own tally."""
+    """``beacon_proxy_decision_cache_total{result}`` and
+    ``beacon_proxy_decision_reads_total{on}``, from the store's own tallies."""
 
     def collect(self) -> Iterator[Metric]:
         family = CounterMetricFamily(
@@ -116,6 +117,14 @@ class _DecisionCache(Collector):
         for result in ("hit", "miss", "bypass", "off"):
             family.add_metric([result], float(LOOKUPS[result]))
         yield family
+        reads = CounterMetricFamily(
+            "beacon_proxy_decision_reads",
+            "SQLite decision statements by where they ran: loop (on the event loop, no "
+            "thread hop), busy (the file was busy or locked there: run on the reader's thread "
+            "instead), thread (too many recipients for the loop).", labels=["on"])
+        for on in ("loop", "busy", "thread"):
+            reads.add_metric([on], float(LOOP_READS[on]))
+        yield reads
 
 
 DECISION_CACHE = _DecisionCache()

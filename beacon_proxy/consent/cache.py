@@ -54,7 +54,7 @@ from collections import OrderedDict
 
 from beacon_proxy.consent.policy import Decision
 
-__all__ = ["DEFAULT_CACHE_SIZE", "LOOKUPS", "CacheMode", "DecisionCache"]
+__all__ = ["DEFAULT_CACHE_SIZE", "LOOKUPS", "LOOP_READS", "CacheMode", "DecisionCache"]
 
 #: (recipient, list) answers per process: about 530 bytes each in the relay (tracemalloc,
 #: 30-character addresses: the key tuple and the address, the 64-character keyed hash,
@@ -67,6 +67,11 @@ DEFAULT_CACHE_SIZE = 20_000
 #: (kept here so the store does not import the metrics library: the command line
 #: opens the store too).
 LOOKUPS: collections.Counter[str] = collections.Counter()
+#: SQLite's decision statements by where they ran: ``loop`` (on the event loop's own
+#: connection), ``busy`` (tried there, the file was busy or locked: run on the reader's
+#: thread instead), ``thread`` (too many addresses for the loop).  Served as
+#: ``beacon_proxy_decision_reads_total`` (see :mod:`beacon_proxy.consent.sqlite`).
+LOOP_READS: collections.Counter[str] = collections.Counter()
 
 
 class CacheMode(enum.Enum):

@@ -174,6 +174,13 @@ class SqlBase(abc.ABC):
     def _write(self) -> AbstractAsyncContextManager[Conn]:
         """One write transaction: committed on success, rolled back on any exception."""
 
+    def _lookup_read(self, rows: int) -> AbstractAsyncContextManager[Conn]:
+        """A connection for one statement of the relay's decision lookup (once per
+        message) reading at most about ``rows`` rows (SQLite: on the event loop when
+        few, see :mod:`.sqlite`)."""
+        del rows
+        return self._read()
+
     def _cache_mode(self) -> tuple[CacheMode, object]:
         """How far the next lookup may trust the cache, and a mark for
         :meth:`_cache_validated` (SQLite: the data version read now)."""
@@ -208,7 +215,8 @@ class SqlBase(abc.ABC):
     async def _changes_since(self, held: int, version: int) -> set[str] | None:
         """The keyed hashes changed between two versions; None when some change in
         between was not logged (made outside the store, or pruned): forget all."""
-        async with self._read() as c:
+        # at most one row per decision row changed, and each moved the version
+        async with self._lookup_read(version - held) as c:
             rows = await c.fetch("decision-changes", held, version)
         covered, changed = held, set()
         for r in rows:  # oldest first; several rows per change

@@ -9,12 +9,36 @@ blocks the event loop:
 * a **reader** in autocommit mode: lookups never wait for a write in progress
   and see every committed change (WAL).
 
-and a third, plain ``sqlite3`` connection that only reads ``PRAGMA
-data_version`` for the decision cache (:mod:`.cache`): a few microseconds
-on the event loop, it changes when any other connection commits -- another
-process, or this process's writer (a connection's own commits do not change
-it; this one never writes).  When it cannot be read (the file is busy), the
-lookup bypasses the cache.
+and a third, plain ``sqlite3`` connection used **on the event loop** (the
+*loop connection*), read-only (``query_only``) and in autocommit mode:
+
+* ``PRAGMA data_version`` for the decision cache (:mod:`.cache`): a few
+  microseconds, it changes when any other connection commits -- another
+  process, or this process's writer (a connection's own commits do not
+  change it; this one never writes).  When it cannot be read (the file is
+  busy), the lookup bypasses the cache.
+* the relay's decision lookup of up to :data:`LOOP_READ_MAX` addresses (a
+  message's recipients), and its read of the change log after a change of up
+  to that many versions (at most one row a version): primary-key reads of
+  ~10 µs a key, where the hop to the reader's thread and back (a queue, a
+  semaphore, the GIL handed over twice, ``call_soon_threadsafe``) costs
+  ~50 µs of CPU.
+
+  It is as fresh as the reader: each statement is its own read transaction
+  (autocommit, the cursor closed at once), which in WAL mode sees every
+  commit made before it starts, by any process; the decision version comes
+  in the same statement, so the cache stays exact (:mod:`.sqlstore`).  It
+  never waits on a lock: ``busy_timeout`` is 0, and a statement that fails
+  there (``SQLITE_BUSY``/``SQLITE_LOCKED``: another process recovering the
+  WAL after a crash or holding the file in exclusive locking mode, a
+  database not in WAL mode during a write) runs again on the reader's
+  thread, which waits as every read did before.  (What it cannot avoid is
+  SQLite's own short retry of a WAL read whose read-mark another connection
+  is moving at that instant -- microseconds, as on the thread.)  Larger
+  lookups (a list send) go to the thread straight away, so the loop is held
+  well under a millisecond.  :data:`LOOP_READS` counts where they ran.  Only
+  reads move here: nothing about how a change is written, and so nothing
+  the spool's durability rests on, differs.
 
 ``synchronous = FULL``: a committed change survives a power cut.  Times are
 stored as fixed-width ISO 8601 text, lists are passed to queries as JSON.
@@ -29,20 +53,24 @@ import sqlite3
 from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import aiosqlite
 
-from beacon_proxy.consent.cache import DEFAULT_CACHE_SIZE, CacheMode
+from beacon_proxy.consent.cache import DEFAULT_CACHE_SIZE, LOOP_READS, CacheMode
 from beacon_proxy.consent.model import StoreError, StoreUnavailable, iso
 from beacon_proxy.consent.policy import Policy
 from beacon_proxy.consent.queries import split_sqlite_script
 from beacon_proxy.consent.sqlbase import Conn, Row
 from beacon_proxy.consent.sqlstore import SqlStore
 
-__all__ = ["BUSY_TIMEOUT_MS", "SqliteStore"]
+__all__ = ["BUSY_TIMEOUT_MS", "LOOP_READ_MAX", "SqliteStore"]
 
 BUSY_TIMEOUT_MS = 10_000
+#: The most addresses (change log rows) a decision lookup reads on the event loop (more:
+#: on the reader's thread).  ~10-35 µs a key on the 2-core VM, so at most ~0.5-1 ms on the loop; the
+#: thread's fixed ~50 µs is small beside a lookup that size (bench/decisions.py).
+LOOP_READ_MAX = 32
 
 
 def _arg(value: object) -> object:
@@ -96,10 +124,37 @@ class _Conn:
             raise _error(exc) from exc
 
 
+class _LoopConn(_Conn):
+    """Reads on the loop connection first; a statement that fails there (busy,
+    locked: it never waits) runs again on the reader's thread.  Writes are not
+    for it (the store hands it out for lookups only): they go to the reader."""
+
+    def __init__(self, db: aiosqlite.Connection, queries: dict[str, str],
+                 loop_db: sqlite3.Connection) -> None:
+        super().__init__(db, queries)
+        self._loop_db = loop_db
+
+    async def fetch(self, query: str, *args: object) -> list[Row]:
+        try:
+            cur = self._loop_db.execute(self._q[query], _args(args))
+            try:
+                rows = cur.fetchall()
+            finally:
+                cur.close()  # ends the read transaction whatever happened
+        except sqlite3.Error:
+            LOOP_READS["busy"] += 1
+            return await super().fetch(query, *args)
+        LOOP_READS["loop"] += 1
+        return [dict(r) for r in rows]
+
+
 class SqliteStore(SqlStore):
     """The store in one SQLite file (created with its parent folders)."""
 
     dialect = "sqlite"
+    #: WAL: readers are not blocked by a writer.  (Tests run a subclass on a
+    #: rollback-journal file, where a writer's lock makes a read on the loop busy.)
+    journal_mode: ClassVar[str] = "WAL"
 
     def __init__(self, path: str | Path, *, unknown: Policy = Policy.REFUSED,
                  cache_size: int = DEFAULT_CACHE_SIZE) -> None:
@@ -107,7 +162,7 @@ class SqliteStore(SqlStore):
         self.path = Path(path)
         self._writer: aiosqlite.Connection | None = None
         self._reader: aiosqlite.Connection | None = None
-        self._version_db: sqlite3.Connection | None = None
+        self._loop_db: sqlite3.Connection | None = None  # on the event loop, read-only
         self._trusted: int | None = None  # the data version the cache was validated at
         self._lock = asyncio.Lock()
 
@@ -119,7 +174,7 @@ class SqliteStore(SqlStore):
         try:
             db.row_factory = sqlite3.Row
             await db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-            await db.execute("PRAGMA journal_mode = WAL")
+            await db.execute(f"PRAGMA journal_mode = {self.journal_mode}")
             await db.execute("PRAGMA synchronous = FULL")
         except BaseException:
             await db.close()
@@ -131,23 +186,28 @@ class SqliteStore(SqlStore):
             await asyncio.to_thread(self.path.parent.mkdir, parents=True, exist_ok=True)
             self._writer = await self._connect_one()
             self._reader = await self._connect_one()
-            if self.cache is not None:
-                self._version_db = await asyncio.to_thread(self._connect_version)
+            self._loop_db = await asyncio.to_thread(self._connect_loop)
         except (OSError, sqlite3.Error) as exc:
             await self._disconnect()
             raise StoreUnavailable(f"cannot open the SQLite store {self.path}: {exc}") from exc
 
-    def _connect_version(self) -> sqlite3.Connection:
+    def _connect_loop(self) -> sqlite3.Connection:
         # check_same_thread=False: made in a worker thread, used on the event loop's.
         db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        db.execute("PRAGMA busy_timeout = 0")  # never wait on the event loop: bypass
-        db.execute("PRAGMA data_version")
+        try:
+            db.row_factory = sqlite3.Row
+            db.execute("PRAGMA busy_timeout = 0")  # never wait on the event loop: fall back
+            db.execute("PRAGMA query_only = 1")
+            db.execute("PRAGMA data_version")
+        except BaseException:
+            db.close()
+            raise
         return db
 
     async def _disconnect(self) -> None:
-        if self._version_db is not None:
-            self._version_db.close()
-            self._version_db = None
+        if self._loop_db is not None:
+            self._loop_db.close()
+            self._loop_db = None
         self._trusted = None
         for db in (self._reader, self._writer):
             if db is not None:
@@ -156,10 +216,10 @@ class SqliteStore(SqlStore):
         self._reader = self._writer = None
 
     def _cache_mode(self) -> tuple[CacheMode, object]:
-        if self._version_db is None:
+        if self._loop_db is None:
             return CacheMode.BYPASS, None
         try:
-            version = int(self._version_db.execute("PRAGMA data_version").fetchone()[0])
+            version = int(self._loop_db.execute("PRAGMA data_version").fetchone()[0])
         except sqlite3.Error:
             self._trusted = None
             return CacheMode.BYPASS, None
@@ -180,6 +240,15 @@ class SqliteStore(SqlStore):
     @contextlib.asynccontextmanager
     async def _read(self) -> AsyncIterator[Conn]:
         yield _Conn(self._require(self._reader), self.queries)
+
+    @contextlib.asynccontextmanager
+    async def _lookup_read(self, rows: int) -> AsyncIterator[Conn]:
+        reader = self._require(self._reader)
+        if self._loop_db is None or rows > LOOP_READ_MAX:
+            LOOP_READS["thread"] += 1
+            yield _Conn(reader, self.queries)
+        else:
+            yield _LoopConn(reader, self.queries, self._loop_db)
 
     @contextlib.asynccontextmanager
     async def _write(self) -> AsyncIterator[Conn]:

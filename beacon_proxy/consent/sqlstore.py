@@ -142,7 +142,7 @@ class SqlStore(SqlEvents, SqlForwards, SqlCampaigns, SqlStats):
                       ) -> tuple[dict[str, Decision], int]:
         """The decisions of some lookup keys (absent: unknown) and the decision version,
         in one statement."""
-        async with self._read() as c:
+        async with self._lookup_read(len(unique)) as c:
             rows = await c.fetch("decisions", unique, [hashes[k] for k in unique], list_key)
         default = Decision(self.unknown.value)
         by_key: dict[str, Decision] = {}

@@ -403,13 +403,13 @@ async def test_sqlite_busy_version_connection_bypasses(tmp_path: Path) -> None:
         await store.decisions([ANN], None)
 
         class Broken:
-            def execute(self, _sql: str) -> Any:
+            def execute(self, _sql: str, *_args: object) -> Any:
                 raise sqlite3.OperationalError("database is locked")
 
             def close(self) -> None:
                 pass
 
-        store._version_db = Broken()  # type: ignore[assignment]
+        store._loop_db = Broken()  # type: ignore[assignment]
         calls = _counted(store)
         bypass = _metric("bypass")
         assert (await store.decisions([ANN], None))[ANN] is Decision.REFUSED
