@@ -3,6 +3,7 @@
 
     python bench/decisions.py [--lookups 4000] [--seconds 15] [--postgres URL]
                               [--no-postgres]
+    python bench/decisions.py --compare TREE [--rounds 3] [--lookups 4000]
 
 For each backend: a fresh store (a SQLite file in a temporary folder; a new
 ``beacon_bench_<random>`` database on the PostgreSQL server given by
@@ -40,6 +41,12 @@ phase: lookups per second, this process's CPU per lookup (utime+stime from
 server backend's CPU per lookup too (/proc of the pool's only connection;
 pool_size = 1); ``hit%`` is the share of recipients the cache answered.
 Compare numbers within one run only: the machine is shared.
+
+``--compare TREE`` (SQLite only) measures another tree of the repository
+(``git archive main | tar -x -C /tmp/main``) against this one: each round
+runs the phases in ``COMPARED`` in a child process per tree, which one goes
+first alternating, and prints the CPU per lookup side by side with the ratio
+(and the medians of all rounds at the end).
 """
 
 from __future__ import annotations
@@ -47,9 +54,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import os
 import resource
 import secrets
+import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -60,7 +70,9 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+#: The tree whose beacon_proxy is measured (--compare runs a child per tree).
+TREE = Path(os.environ.get("BENCH_DECISIONS_TREE", REPO))
+sys.path.insert(0, str(TREE))
 
 import asyncpg  # noqa: E402
 
@@ -189,6 +201,20 @@ async def phase(store: SqlStore, other: SqlStore, size: int, mode: str, lookups:
     return Result(done, wall, cpu, server, _hits() - hits0, recipients)
 
 
+async def measured(url: str, other: SqlStore, size: int, mode: str,
+                   args: argparse.Namespace) -> Result:
+    """One phase on a store of its own (the relay's: one connection, a cache unless
+    ``off``)."""
+    store = sql_store(url, pool_size=1, cache_size=0 if mode == "off" else 100_000)
+    await store.open()
+    try:
+        if isinstance(store, PostgresStore) and store.cache is not None:
+            await store.wait_listener(lambda s: s.listener_pid is not None)
+        return await phase(store, other, size, mode, args.lookups, args.seconds)
+    finally:
+        await store.close()
+
+
 async def run_backend(name: str, url: str, args: argparse.Namespace) -> None:
     other = sql_store(url, cache_size=0)
     await other.open()
@@ -196,15 +222,7 @@ async def run_backend(name: str, url: str, args: argparse.Namespace) -> None:
         await seed(other)
         for label, size in SHAPES:
             for mode in MODES:
-                store = sql_store(url, pool_size=1,
-                                  cache_size=0 if mode == "off" else 100_000)
-                await store.open()
-                try:
-                    if isinstance(store, PostgresStore) and store.cache is not None:
-                        await store.wait_listener(lambda s: s.listener_pid is not None)
-                    r = await phase(store, other, size, mode, args.lookups, args.seconds)
-                finally:
-                    await store.close()
+                r = await measured(url, other, size, mode, args)
                 per = 1000 / r.lookups
                 server = (f"{r.server_cpu * per:8.3f}" if r.server_cpu is not None
                           else "       -")
@@ -245,6 +263,63 @@ async def run_campaign(name: str, url: str, args: argparse.Namespace) -> None:
         await store.close()
 
 
+#: --compare's phases (SQLite): a miss (``cold``: every recipient new, as in the relay
+#: bench, where unknown recipients each get one message), a hit, no cache, churn, and
+#: the larger messages (10 on the loop; 1000 on the reader's thread in both trees).
+COMPARED = (("1 rcpt", 1, "cold"), ("1 rcpt", 1, "warm"), ("1 rcpt", 1, "off"),
+            ("1 rcpt", 1, "churn"), ("10 rcpts", 10, "cold"), ("10 rcpts", 10, "warm"),
+            ("1000 rcpts", 1000, "off"))
+
+
+async def cpu_json(args: argparse.Namespace) -> int:
+    """The child of --compare: CPU ms per lookup of each COMPARED phase, as JSON."""
+    out: dict[str, float] = {}
+    with tempfile.TemporaryDirectory(prefix="bp-bench-") as tmp:
+        url = f"sqlite:///{tmp}/store/bench.db"
+        other = sql_store(url, cache_size=0)
+        await other.open()
+        try:
+            await seed(other)
+            for label, size, mode in COMPARED:
+                r = await measured(url, other, size, mode, args)
+                out[f"{label} {mode}"] = r.cpu * 1000 / r.lookups
+        finally:
+            await other.close()
+    print(json.dumps(out))
+    return 0
+
+
+def compare(base: Path, args: argparse.Namespace) -> int:
+    """Each round runs a child per tree (which first alternates), prints both side by
+    side; then the medians."""
+    trees = {"base": base.resolve(), "this": TREE}
+    rows: dict[str, dict[str, list[float]]] = {"base": {}, "this": {}}
+    cmd = [sys.executable, __file__, "--cpu-json", "--lookups", str(args.lookups),
+           "--seconds", str(args.seconds)]
+    print(f"base {trees['base']}\nthis {trees['this']}")
+    for n in range(args.rounds):
+        order = ("base", "this") if n % 2 == 0 else ("this", "base")
+        got: dict[str, dict[str, float]] = {}
+        for which in order:
+            env = {**os.environ, "BENCH_DECISIONS_TREE": str(trees[which])}
+            done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True,
+                                  timeout=60 + 20 * args.seconds * len(COMPARED))
+            got[which] = json.loads(done.stdout.strip().splitlines()[-1])
+        print(f"round {n + 1} (first: {order[0]}, load average "
+              f"{os.getloadavg()[0]:.2f})")
+        for key in got["base"]:
+            b, t = got["base"][key], got["this"][key]
+            rows["base"].setdefault(key, []).append(b)
+            rows["this"].setdefault(key, []).append(t)
+            print(f"  {key:<18} cpu ms/lookup base {b:7.4f}  this {t:7.4f}  "
+                  f"this/base {t / b:5.2f}")
+    print("median")
+    for key, bs in rows["base"].items():
+        b, t = statistics.median(bs), statistics.median(rows["this"][key])
+        print(f"  {key:<18} cpu ms/lookup base {b:7.4f}  this {t:7.4f}  this/base {t / b:5.2f}")
+    return 0
+
+
 async def admin(server: str, sql: str) -> None:
     conn = await asyncpg.connect(server, timeout=10)
     try:
@@ -273,7 +348,16 @@ async def main() -> int:
     parser.add_argument("--repeats", type=int, default=300,
                         help="campaign repeats per phase, at most")
     parser.add_argument("--no-postgres", action="store_true")
+    parser.add_argument("--compare", type=Path, metavar="TREE",
+                        help="SQLite only: CPU per lookup (miss, hit, ...) of another "
+                             "tree of the repo (e.g. main's) against this one, alternating")
+    parser.add_argument("--rounds", type=int, default=3, help="with --compare")
+    parser.add_argument("--cpu-json", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.cpu_json:
+        return await cpu_json(args)
+    if args.compare is not None:
+        return compare(args.compare, args)
     print(f"{'backend':<10} {'message':<10} {'cache':<6} {'lookups':>6} {'per s':>9} "
           f"{'cpu ms':>9} {'srv ms':>8} {'hit%':>6}")
     with tempfile.TemporaryDirectory(prefix="bp-bench-") as tmp:
