@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import email
 import email.policy
+import re
 from collections.abc import Iterator
 from email.message import EmailMessage
 from pathlib import Path
@@ -142,7 +143,7 @@ def test_suppression_added_while_queued_stops_delivery(proxy: Proxy, upstream: U
 
 
 def test_a_change_by_another_process_applies_to_the_very_next_message(
-        proxy: Proxy, upstream: Upstream) -> None:
+        proxy: Proxy, upstream: Upstream, store_backend: str) -> None:
     """The relay's decision cache holds ann's answer after the first message; the command
     line (another process) changes it; the next message gets the new answer, with no
     wait in between (SQLite: data version; PostgreSQL: the version read in the lookup)."""
@@ -161,3 +162,7 @@ def test_a_change_by_another_process_applies_to_the_very_next_message(
     wait_for(lambda: [e for e in proxy.events("suppressed")
                       if e["recipient"] == "ann@example.net"], what="the suppression")
     assert len(upstream.to("ann@example.net")) == 3
+    # SQLite read those decisions on the event loop (no thread hop); PostgreSQL never does
+    loop = re.search(r'^beacon_proxy_decision_reads_total\{on="loop"\} (\S+)$',
+                     proxy.metrics(), re.MULTILINE)
+    assert loop is not None and (float(loop[1]) > 0) == (store_backend == "sqlite")
