@@ -68,8 +68,9 @@ __all__ = ["BUSY_TIMEOUT_MS", "LOOP_READ_MAX", "SqliteStore"]
 
 BUSY_TIMEOUT_MS = 10_000
 #: The most addresses (change log rows) a decision lookup reads on the event loop (more:
-#: on the reader's thread).  ~10-35 µs a key on the 2-core VM, so at most ~0.5-1 ms on the loop; the
-#: thread's fixed ~50 µs is small beside a lookup that size (bench/decisions.py).
+#: on the reader's thread).  A lookup of 32 holds the loop ~0.4 ms (address parsing and
+#: hashing included, which stay on the loop anyway); past that the thread's fixed
+#: ~0.05-0.1 ms is under 15 % of it (docs/performance.md, "Decisions read on the loop").
 LOOP_READ_MAX = 32
 
 
