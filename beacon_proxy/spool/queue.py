@@ -16,12 +16,15 @@ moves between states by ``rename``)::
 A queue file is ``MAGIC <envelope length> <data length>\\n``, the envelope as
 JSON, ``\\n``, then the message exactly as received.  :meth:`Spool.put`
 writes it to ``tmp/``, ``fdatasync``\\ s it (the data and the size, all a
-reader needs), renames it into ``active/`` -- one hop to the thread pool for
-the three -- and then waits for an ``fsync`` of ``active/`` that *started
-after* its rename: only then may the SMTP side answer ``250``.  That
-directory fsync is a group commit (:class:`_GroupSync`): concurrent puts
-share one, so under load a message costs one data sync and a fraction of a
-directory sync instead of two syncs.
+reader needs), renames it into ``active/`` and then waits for an ``fsync`` of
+``active/`` that *started after* its rename -- all four in one job on the
+puts' own threads, one hop from the event loop and back -- and only when that
+job has returned may the SMTP side answer ``250``.  That directory fsync is a
+group commit run by the waiting threads themselves (:class:`_DirSync`, leader
+and followers): concurrent puts share one, so under load a message costs one
+data sync and a fraction of a directory sync instead of two syncs.  A put
+cancelled while its job runs is not acknowledged; its job still finishes, and
+a message it renamed into ``active/`` is recovered at the next start.
 
 The journal is append-only, one JSON object per line: ``{"r": index, "s":
 state, "reply": ..., "t": time}`` for a recipient's outcome, ``{"a":
@@ -40,17 +43,24 @@ before them is written).  An attempt that makes every recipient final
 is not fsynced at all: :meth:`Spool.remove` unlinks the queue file first and
 the journal second, so whatever part of that a crash undoes, recovery finds
 either nothing (done) or the queue file with the outcomes that reached the
-disk, and retries the rest: a redelivery at worst, never a loss.  The window
+disk, and retries the rest: a redelivery at worst, never a loss.  The removal
+itself is handed to the journal's writer thread (:meth:`Spool.remove_soon`),
+behind the message's lines, and not waited for: a crash before the thread
+does it is the same case (the queue file is still there), and a failed unlink
+journals the delivery the removal stood for, is logged (``remove_failed``),
+and leaves the finished message for the next start to remove.  The window
 is that of an at-least-once MTA such as Postfix: a *process* crash retries
 a delivered recipient only if it falls between the upstream's ``250`` and
-the journal write (or the unlink) that follows it (the writer thread's
-wait for the GIL, a few milliseconds at most, in which the delivery worker
-may already send the next copies); an *operating-system*
+the journal write (or the unlink) that follows it (both done by the writer
+thread: its wait for the GIL, a few milliseconds at most, in which the
+delivery worker may already send the next copies); an *operating-system*
 crash or power loss can also retry the recipients delivered since the
 journal's last fsync (in this attempt, or all of them when the message was
 being removed).  A torn last line (a crash mid-write) is ignored.
 
-All file I/O runs in a small thread pool, never on the event loop; the
+All file I/O runs in threads, never on the event loop: puts in their own pool
+(each holds its thread through the directory sync), reads and attempt ends in
+another, journal lines and removals in the journal's writer thread.  The
 synchronous ``*_sync`` readers serve the command line.
 """
 
@@ -346,7 +356,7 @@ class _JournalWriter:
             if item.done is not None:
                 self._answer(item.done, exc)
             else:
-                event("remove-failed", logging.ERROR, queue_id=item.queue_id,
+                event("remove_failed", logging.ERROR, queue_id=item.queue_id,
                       error=f"{type(exc).__name__}: {exc}",
                       kept="until the next start, which finishes it")
             return
@@ -587,7 +597,7 @@ class Spool:
         ``last`` is the delivery (recipient index, reply) that made the message
         finished, not journaled (the removal stands for it): if the queue file
         cannot be unlinked, the thread journals it (so the recipient is not sent it
-        again) and logs ``remove-failed``; the message then stays on disk, finished,
+        again) and logs ``remove_failed``; the message then stays on disk, finished,
         until the next start removes it.  :meth:`settled` waits for removals handed
         over; :meth:`close` does them all."""
         assert self._journal_writer is not None, "Spool.open() was not called"

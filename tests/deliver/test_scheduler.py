@@ -551,7 +551,7 @@ async def test_a_failed_removal_journals_the_last_delivery_first(
         rig: Rig, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     """The removal is done by the spool's journal thread, not waited for: when its
     unlink fails, that thread journals the delivery the removal stood for and logs
-    ``remove-failed``; the message stays on disk, finished, and the next start
+    ``remove_failed``; the message stays on disk, finished, and the next start
     (recovery) neither loses it nor sends it again."""
     fail = [True]
     real_remove_sync = rig.spool._remove_sync
@@ -568,9 +568,13 @@ async def test_a_failed_removal_journals_the_last_delivery_first(
     await s.enqueue(env, DATA)
     await _drained(rig, s)
     await s.stop(1)
-    (failed,) = [r for r in caplog.records if r.getMessage() == "remove-failed"]
+    (failed,) = [r for r in caplog.records if r.getMessage() == "remove_failed"]
     fields = getattr(failed, "fields", {})
     assert fields["queue_id"] == env.queue_id and "Input/output" in fields["error"]
     (entry,) = await rig.spool.recover()  # a restart: the recipient is done
     assert entry.recipients[0].state == "delivered" and entry.pending() == []
+    again = rig.make()
+    assert await again.start() == 1
+    await _drained(rig, again)  # ... and the restarted relay removes the message
+    assert await rig.spool.recover() == []
     assert [r for _, r, _ in rig.courier.sent] == ["a@x.org"]

@@ -3,13 +3,15 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import random
 import stat
 import threading
+import time
 from pathlib import Path
 
 import pytest
 
-from beacon_proxy.spool import queue
+from beacon_proxy.spool import envelope, queue
 from beacon_proxy.spool.envelope import Envelope, new_queue_id
 from beacon_proxy.spool.queue import QueueEntry, Spool, SpoolCorruptError, SpoolInUse
 
@@ -511,3 +513,121 @@ async def test_a_wait_with_no_line_handed_over_needs_no_round_trip(spool: Spool)
     with pytest.raises(IsADirectoryError):  # a failed write is still raised by its wait
         await spool._flushed(env.queue_id)
     await spool._flushed(env.queue_id)  # and only once
+
+
+async def test_a_removal_handed_over_follows_the_lines_before_it_without_a_barrier(
+        spool: Spool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``remove_soon`` queues the removal behind the message's lines on the journal's
+    thread: no wait for them first (no barrier, no future), no journal left behind, and
+    :meth:`Spool.settled` says when it is done."""
+    envs = [_env("a@example.net", "b@example.net") for _ in range(20)]
+    for env in envs:
+        await spool.put(env, DATA)
+    writer = spool._journal_writer
+    assert writer is not None
+    barriers: list[object] = []
+    real_flushed = writer.flushed
+
+    async def flushed(queue_id: str | None) -> None:
+        barriers.append(queue_id)
+        await real_flushed(queue_id)
+
+    monkeypatch.setattr(writer, "flushed", flushed)
+    for env in envs:
+        spool.record_soon(env.queue_id, 0, "delivered", "250 ok")
+        spool.remove_soon(env.queue_id, (1, "250 ok"))
+    assert writer._unflushed == set()  # nothing left for a wait to track
+    await spool.settled()
+    assert barriers == [None]  # settled's own, nothing per removal
+    assert not any(spool.journal.iterdir())
+    assert await spool.recover() == []
+
+
+async def test_a_failed_removal_keeps_the_last_delivery_and_is_told(
+        spool: Spool, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Not waited for: the thread journals the delivery the removal stood for and logs
+    ``remove_failed`` (the message stays, finished: a restart neither loses it nor sends
+    it again).  Waited for (:meth:`Spool.remove`): the error is raised to the caller."""
+    real_remove_sync = spool._remove_sync
+
+    def remove_sync(queue_id: str) -> None:
+        raise PermissionError(13, "Permission denied")
+
+    env, other = _env("a@example.net", "b@example.net"), _env()
+    for e in (env, other):
+        await spool.put(e, DATA)
+    monkeypatch.setattr(spool, "_remove_sync", remove_sync)
+    spool.record_soon(env.queue_id, 0, "delivered", "250 first")
+    spool.remove_soon(env.queue_id, (1, "250 last"))
+    with pytest.raises(PermissionError):
+        await spool.remove(other.queue_id)
+    await spool.settled()
+    (failed,) = [r for r in caplog.records if r.getMessage() == "remove_failed"]
+    assert getattr(failed, "fields", {})["queue_id"] == env.queue_id
+    back = {e.queue_id: e for e in await spool.recover()}
+    assert [(r.state, r.reply) for r in back[env.queue_id].recipients] == [
+        ("delivered", "250 first"), ("delivered", "250 last")]
+    assert back[other.queue_id].pending() == [0]  # no outcome given: nothing journaled
+    monkeypatch.setattr(spool, "_remove_sync", real_remove_sync)
+    spool.remove_soon(env.queue_id)
+    spool.remove_soon(other.queue_id)
+    await spool.settled()
+    assert await spool.recover() == []
+
+
+async def test_closing_the_spool_does_the_removals_handed_over(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "spool")
+    spool.open()
+    env = _env("a@example.net", "b@example.net")
+    await spool.put(env, DATA)
+    spool.record_soon(env.queue_id, 0, "delivered", "250 ok")
+    spool.remove_soon(env.queue_id, (1, "250 ok"))
+    spool.close()
+    assert await _recovered(spool) == []
+    spool.close()
+
+
+async def test_a_cancelled_wait_for_a_removal_does_not_stop_it(spool: Spool) -> None:
+    env = _env()
+    await spool.put(env, DATA)
+    removal = asyncio.ensure_future(spool.remove(env.queue_id))
+    await asyncio.sleep(0)  # handed over
+    removal.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await removal
+    await spool.settled()
+    assert await spool.recover() == []
+
+
+def test_queue_ids_made_in_one_microsecond_stay_unique_and_ordered(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stopped (or stepped back) clock: ids made from it still strictly increase."""
+    now = time.time_ns()
+    monkeypatch.setattr(time, "time_ns", lambda: now)
+    ids = [new_queue_id() for _ in range(1000)]
+    assert ids == sorted(set(ids))
+    monkeypatch.setattr(time, "time_ns", lambda: now - 10**9)
+    assert new_queue_id() > ids[-1]
+
+
+def test_a_forked_child_does_not_repeat_its_parents_queue_ids() -> None:
+    """The random part comes from a per-process generator: a fork re-seeds it, or a
+    worker forked from the relay would make its parent's ids in the same microsecond."""
+    read, write = os.pipe()
+    state = envelope._rng.getstate()
+    pid = os.fork()
+    if pid == 0:  # the child: report its next random bits, and leave at once
+        try:
+            os.write(write, envelope._rng.getrandbits(64).to_bytes(8, "big"))
+        finally:
+            os._exit(0)
+    os.close(write)
+    try:
+        child = int.from_bytes(os.read(read, 8), "big")
+    finally:
+        os.close(read)
+        os.waitpid(pid, 0)
+    parent = random.Random()
+    parent.setstate(state)
+    assert child != parent.getrandbits(64)
