@@ -477,19 +477,24 @@ async def test_a_failed_journal_write_fails_the_end_of_that_attempt_only(
     assert [json.loads(x).get("r") for x in lines] == [0, None, 1]
 
 
-async def test_closing_the_spool_writes_the_outcomes_handed_over(tmp_path: Path) -> None:
+async def test_closing_the_spool_writes_the_outcomes_and_removals_handed_over(
+        tmp_path: Path) -> None:
     spool = Spool(tmp_path / "spool")
     spool.open()
-    env = _env("a@example.net", "b@example.net")
-    await spool.put(env, DATA)
-    spool.record_soon(env.queue_id, 1, "delivered", "250 ok")
+    env, done = _env("a@example.net", "b@example.net"), _env("a@example.net", "b@example.net")
+    for e in (env, done):
+        await spool.put(e, DATA)
+        spool.record_soon(e.queue_id, 1, "delivered", "250 ok")
+    spool.remove_soon(done.queue_id, (0, "250 ok"))
     spool.close()
     spool.open()
     try:
         (back,) = await spool.recover()
     finally:
         spool.close()
+    assert back.queue_id == env.queue_id
     assert [r.state for r in back.recipients] == ["pending", "delivered"]
+    assert not (spool.journal / f"{done.queue_id}.log").exists()
 
 
 async def test_a_wait_with_no_line_handed_over_needs_no_round_trip(spool: Spool) -> None:
@@ -574,18 +579,6 @@ async def test_a_failed_removal_keeps_the_last_delivery_and_is_told(
     spool.remove_soon(other.queue_id)
     await spool.settled()
     assert await spool.recover() == []
-
-
-async def test_closing_the_spool_does_the_removals_handed_over(tmp_path: Path) -> None:
-    spool = Spool(tmp_path / "spool")
-    spool.open()
-    env = _env("a@example.net", "b@example.net")
-    await spool.put(env, DATA)
-    spool.record_soon(env.queue_id, 0, "delivered", "250 ok")
-    spool.remove_soon(env.queue_id, (1, "250 ok"))
-    spool.close()
-    assert await _recovered(spool) == []
-    spool.close()
 
 
 async def test_a_cancelled_wait_for_a_removal_does_not_stop_it(spool: Spool) -> None:
