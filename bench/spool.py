@@ -5,11 +5,13 @@
 
 Each message makes the spool calls of a one-recipient message that is
 delivered at the first attempt: ``put`` (the SMTP side's ``250`` waits for
-it), ``record(..., "delivered")`` and ``remove``, as the baseline's relay
-makes them.  Three rows: the baseline's spool, this checkout's spool with
-the same calls (the spool alone), and this checkout's spool with the calls
-this checkout's scheduler makes (``put`` and ``remove``: the delivery that
-ends a message is not journaled, the removal protects it).
+it), then either ``record(..., "delivered")`` and ``remove`` ("same calls", as
+the first relays made them), or the removal alone as the scheduler makes it
+("as relay": the delivery that ends a message is not journaled, the removal
+protects it; ``remove_soon``, not waited for, when the spool has it, else
+``remove``).  Four rows: both calls on the baseline's spool and on this
+checkout's.  A run ends when every removal handed over is done
+(``settled``), so its CPU includes them.
 ``--concurrency`` messages are in flight at once (SMTP sessions handing
 messages over at the same time).  The message is ``--size`` bytes (70 KB,
 the newsletter of ``bench/relay.py``).
@@ -87,13 +89,19 @@ def child(messages: int, concurrency: int, size: int, root: Path, *, journal: bo
     spool = Spool(root)
     spool.open()
 
+    remove_soon = None if journal else getattr(spool, "remove_soon", None)
+    reply = "250 2.0.0 Ok: queued"
+
     async def one() -> None:
         env = Envelope(new_queue_id(), "sender@example.com", ("rcpt@example.net",),
                        client_address="127.0.0.1", size=len(data))
         await spool.put(env, data)
         if journal:
-            await spool.record(env.queue_id, 0, "delivered", "250 2.0.0 Ok: queued")
-        await spool.remove(env.queue_id)
+            await spool.record(env.queue_id, 0, "delivered", reply)
+        if remove_soon is not None:
+            remove_soon(env.queue_id, (0, reply))
+        else:
+            await spool.remove(env.queue_id)
 
     async def run() -> float:
         left = messages
@@ -107,6 +115,8 @@ def child(messages: int, concurrency: int, size: int, root: Path, *, journal: bo
         started = time.perf_counter()
         await asyncio.wait_for(asyncio.gather(*(session() for _ in range(concurrency))),
                                CHILD_TIMEOUT)
+        if remove_soon is not None:
+            await asyncio.wait_for(spool.settled(), CHILD_TIMEOUT)
         return time.perf_counter() - started
 
     cpu0 = _cpu_seconds()
@@ -186,8 +196,9 @@ def main() -> int:
         else:
             baseline = _baseline_tree(args.baseline, base / "baseline")
         variants: dict[str, tuple[Path, bool]] = {
-            args.baseline: (baseline, True),
+            f"{args.baseline}, same calls": (baseline, True),
             "new, same calls": (REPO, True),
+            f"{args.baseline}, as relay": (baseline, False),
             "new, as relay": (REPO, False),
         }
         print(f"spool benchmark: {args.messages} messages of {args.size} bytes, "
@@ -196,19 +207,19 @@ def main() -> int:
         results: dict[str, list[dict[str, Any]]] = {name: [] for name in variants}
         order = list(variants)
         for n in range(args.rounds):
-            for name in order[n % 3:] + order[:n % 3]:
+            for name in order[n % len(order):] + order[:n % len(order)]:
                 tree, journal = variants[name]
                 spool_dir = base / f"spool-{n}-{order.index(name)}"
                 results[name].append(_run_child(tree, journal, args, spool_dir))
         print()
-        print(f"{'spool':<16} {'round':>5} {'msgs/s':>8} {'CPU ms/msg':>10} "
+        print(f"{'spool':<20} {'round':>5} {'msgs/s':>8} {'CPU ms/msg':>10} "
               f"{'file syncs/msg':>14} {'dir syncs/msg':>13} {'left':>5}")
-        print("-" * 77)
+        print("-" * 81)
         medians: dict[str, tuple[float, float, float, float]] = {}
         for name, runs in results.items():
             for i, r in enumerate(runs, 1):
                 m = r["messages"]
-                print(f"{name:<16} {i:>5} {m / r['wall']:>8.0f} {1000 * r['cpu'] / m:>10.3f} "
+                print(f"{name:<20} {i:>5} {m / r['wall']:>8.0f} {1000 * r['cpu'] / m:>10.3f} "
                       f"{r['file_syncs'] / m:>14.2f} {r['dir_syncs'] / m:>13.3f} "
                       f"{r['leftovers']:>5}")
             medians[name] = (
@@ -217,14 +228,13 @@ def main() -> int:
                 statistics.median(r["file_syncs"] / r["messages"] for r in runs),
                 statistics.median(r["dir_syncs"] / r["messages"] for r in runs),
             )
-        print("-" * 77)
+        print("-" * 81)
         for name, (rate, cpu, fsyncs, dsyncs) in medians.items():
-            print(f"{name:<16} {'med':>5} {rate:>8.0f} {cpu:>10.3f} {fsyncs:>14.2f} "
+            print(f"{name:<20} {'med':>5} {rate:>8.0f} {cpu:>10.3f} {fsyncs:>14.2f} "
                   f"{dsyncs:>13.3f}")
-        old = medians[args.baseline]
-        for name in order[1:]:
-            new = medians[name]
-            print(f"{name} / {args.baseline}: {new[0] / old[0]:.2f}x messages/s, "
+        for old_name, name in ((order[0], order[1]), (order[2], order[3])):
+            old, new = medians[old_name], medians[name]
+            print(f"{name} / {old_name}: {new[0] / old[0]:.2f}x messages/s, "
                   f"{new[1] / old[1]:.2f}x CPU per message, syncs per message "
                   f"{old[2] + old[3]:.2f} -> {new[2] + new[3]:.2f}")
         bad = sum(r["leftovers"] for runs in results.values() for r in runs)

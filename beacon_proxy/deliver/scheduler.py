@@ -480,13 +480,10 @@ class Scheduler:
                                     next_attempt=_iso(entry.next_attempt))
             self._push(entry)
         else:
-            try:
-                await self.spool.remove(env.queue_id)
-            except Exception:
-                if unjournaled is not None:  # the message stays: keep its last outcome
-                    await self.spool.record(env.queue_id, unjournaled[0], "delivered",
-                                            unjournaled[1])
-                raise
+            # Done by the journal's thread after this message's lines, not waited for
+            # (no hop back to the loop); if the unlink fails it journals the last
+            # delivery and logs it, and the next start removes the message.
+            self.spool.remove_soon(env.queue_id, unjournaled)
             self._entries.pop(env.queue_id, None)
             event("removed", queue_id=env.queue_id, reason="all recipients done")
 

@@ -16,12 +16,15 @@ moves between states by ``rename``)::
 A queue file is ``MAGIC <envelope length> <data length>\\n``, the envelope as
 JSON, ``\\n``, then the message exactly as received.  :meth:`Spool.put`
 writes it to ``tmp/``, ``fdatasync``\\ s it (the data and the size, all a
-reader needs), renames it into ``active/`` -- one hop to the thread pool for
-the three -- and then waits for an ``fsync`` of ``active/`` that *started
-after* its rename: only then may the SMTP side answer ``250``.  That
-directory fsync is a group commit (:class:`_GroupSync`): concurrent puts
-share one, so under load a message costs one data sync and a fraction of a
-directory sync instead of two syncs.
+reader needs), renames it into ``active/`` and then waits for an ``fsync`` of
+``active/`` that *started after* its rename -- all four in one job on the
+puts' own threads, one hop from the event loop and back -- and only when that
+job has returned may the SMTP side answer ``250``.  That directory fsync is a
+group commit run by the waiting threads themselves (:class:`_DirSync`, leader
+and followers): concurrent puts share one, so under load a message costs one
+data sync and a fraction of a directory sync instead of two syncs.  A put
+cancelled while its job runs is not acknowledged; its job still finishes, and
+a message it renamed into ``active/`` is recovered at the next start.
 
 The journal is append-only, one JSON object per line: ``{"r": index, "s":
 state, "reply": ..., "t": time}`` for a recipient's outcome, ``{"a":
@@ -40,17 +43,24 @@ before them is written).  An attempt that makes every recipient final
 is not fsynced at all: :meth:`Spool.remove` unlinks the queue file first and
 the journal second, so whatever part of that a crash undoes, recovery finds
 either nothing (done) or the queue file with the outcomes that reached the
-disk, and retries the rest: a redelivery at worst, never a loss.  The window
+disk, and retries the rest: a redelivery at worst, never a loss.  The removal
+itself is handed to the journal's writer thread (:meth:`Spool.remove_soon`),
+behind the message's lines, and not waited for: a crash before the thread
+does it is the same case (the queue file is still there), and a failed unlink
+journals the delivery the removal stood for, is logged (``remove_failed``),
+and leaves the finished message for the next start to remove.  The window
 is that of an at-least-once MTA such as Postfix: a *process* crash retries
 a delivered recipient only if it falls between the upstream's ``250`` and
-the journal write (or the unlink) that follows it (the writer thread's
-wait for the GIL, a few milliseconds at most, in which the delivery worker
-may already send the next copies); an *operating-system*
+the journal write (or the unlink) that follows it (both done by the writer
+thread: its wait for the GIL, a few milliseconds at most, in which the
+delivery worker may already send the next copies); an *operating-system*
 crash or power loss can also retry the recipients delivered since the
 journal's last fsync (in this attempt, or all of them when the message was
 being removed).  A torn last line (a crash mid-write) is ignored.
 
-All file I/O runs in a small thread pool, never on the event loop; the
+All file I/O runs in threads, never on the event loop: puts in their own pool
+(each holds its thread through the directory sync), reads and attempt ends in
+another, journal lines and removals in the journal's writer thread.  The
 synchronous ``*_sync`` readers serve the command line.
 """
 
@@ -65,7 +75,7 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -162,61 +172,89 @@ def _write_all(fd: int, parts: list[bytes]) -> None:
             views[0] = views[0][written:]
 
 
-class _GroupSync:
-    """Group commit of one directory's ``fsync``.
+class _DirSync:
+    """Group commit of one directory's ``fsync``, in the spool's threads.
 
     :meth:`sync` returns once an ``fsync`` of the directory that *started after
-    the call* has completed, so every rename done before the call is durable.
-    One flusher task runs the syncs one after the other: callers arriving
-    while a sync runs share the next one, so N concurrent puts cost about one
-    directory sync per sync duration instead of N.  A failed sync fails every
-    caller of its batch (their messages are not acknowledged).
+    the call* has completed, so every rename its thread did before the call is
+    durable.  Leader and followers: a caller that finds no sync running runs one
+    itself (the leader) for everybody waiting; a caller arriving while a sync runs
+    waits for the next one (which started after it arrived: the running one may not
+    cover its rename), whose leader is one of the callers waiting for it.  Syncs are
+    numbered in the order they start and never overlap, so "a sync numbered at least
+    ``started + 1`` at the time of the call has succeeded" is exactly the promise.
+    N concurrent puts cost about one directory sync per sync duration instead of N;
+    a failed sync fails every caller counting on it (their messages are not
+    acknowledged), and the next caller syncs again.
+
+    Why in the threads: the put's thread job waits here after its rename, so the
+    event loop sees one completion per put (one hand-off) instead of a hop for the
+    write and a second, shared one for the sync.  ``on_wait`` (tests only) is called,
+    under the lock, with the number of callers waiting for a sync to end.
     """
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, path: Path,
-                 run: Callable[[Callable[[Path], None], Path], Awaitable[None]]) -> None:
-        self.loop = loop
+    def __init__(self, path: Path) -> None:
         self._path = path
-        self._run = run
-        self._waiting: list[asyncio.Future[None]] = []
-        self._flusher: asyncio.Task[None] | None = None
+        self._cond = threading.Condition(threading.Lock())
+        self._started = 0  # number of the last sync started
+        self._ended = 0  # number of the last sync ended (they run one at a time)
+        self._succeeded = 0  # number of the last sync that succeeded
+        self._error: BaseException | None = None  # of the last sync that failed
+        self._running = False
+        self._waiting = 0
+        self.on_wait: Callable[[int], None] | None = None
 
-    async def sync(self) -> None:
-        waiter: asyncio.Future[None] = self.loop.create_future()
-        self._waiting.append(waiter)
-        if self._flusher is None or self._flusher.done():
-            self._flusher = self.loop.create_task(self._flush(), name="spool-dir-sync")
-        await waiter
-
-    async def _flush(self) -> None:
-        while self._waiting:
-            batch, self._waiting = self._waiting, []
-            try:
-                await self._run(fsync_dir, self._path)
-            except Exception as exc:
-                outcome: BaseException | None = exc
-            except BaseException:  # cancelled (the loop is closing): nobody is served
-                for waiter in batch + self._waiting:
-                    if not waiter.done():
-                        waiter.set_exception(OSError("the spool's directory sync was stopped"))
-                self._waiting = []
-                raise
+    def sync(self) -> None:
+        with self._cond:
+            needed = self._started + 1  # a running sync may have started before the rename
+            while self._running and self._ended < needed:
+                self._waiting += 1
+                if self.on_wait is not None:
+                    self.on_wait(self._waiting)
+                self._cond.wait()
+                self._waiting -= 1
+            if self._ended >= needed:  # another caller led a sync that covers this one
+                if self._succeeded >= needed:
+                    return
+                assert self._error is not None
+                raise self._error
+            self._running = True  # none runs, none that counts has ended: lead one
+            self._started += 1
+            number = self._started
+        error: BaseException | None = None
+        try:
+            fsync_dir(self._path)
+        except BaseException as exc:
+            error = exc
+        with self._cond:
+            self._running = False
+            self._ended = number
+            if error is None:
+                self._succeeded = number
             else:
-                outcome = None
-            for waiter in batch:
-                if waiter.done():
-                    continue  # its put was cancelled meanwhile
-                if outcome is None:
-                    waiter.set_result(None)
-                else:
-                    waiter.set_exception(outcome)
+                self._error = error
+            self._cond.notify_all()
+        if error is not None:
+            raise error
 
 
-_Barrier = tuple[asyncio.AbstractEventLoop, "asyncio.Future[None]", str]
+_Answer = tuple[asyncio.AbstractEventLoop, "asyncio.Future[None]"]
+# A wait for the lines of one journal (None: for everything handed over before it).
+_Barrier = tuple[asyncio.AbstractEventLoop, "asyncio.Future[None]", str | None]
+
+
+@dataclass(slots=True)
+class _Removal:
+    """A finished message to remove, after the lines handed over before it."""
+
+    queue_id: str
+    last: tuple[int, str] | None  # an unjournaled delivery, journaled if the unlink fails
+    done: _Answer | None  # who waits for it (None: nobody; a failure is logged)
 
 
 class _JournalWriter:
-    """Journal outcome lines, appended in order by a thread of its own.
+    """Journal outcome lines, appended in order by a thread of its own, and the
+    removals of finished messages after them.
 
     Why: a delivery worker used to hop to the thread pool and wait for every
     recipient's line (about 0.1 ms of CPU per copy, most of it the hop: a future,
@@ -229,11 +267,19 @@ class _JournalWriter:
     handed over since its last wait (a 1-recipient message, whose last outcome the
     scheduler leaves to the unlink) it returns at once: 0.6 us instead of a 35-40 us
     round trip through the thread and back to the loop.
+
+    :meth:`remove` queues a message's removal behind its lines: this thread writes
+    them first, so no barrier (a round trip through the loop) is needed before the
+    unlink, and nothing comes back to the loop unless somebody waits
+    (:meth:`Spool.remove`, :meth:`settled`).
     """
 
-    def __init__(self, append: Callable[[str, bytes], None]) -> None:
+    def __init__(self, append: Callable[[str, bytes], None],
+                 remove: Callable[[str, tuple[int, str] | None], None]) -> None:
         self._append = append
-        self._queue: queue.SimpleQueue[tuple[str, bytes] | _Barrier | None] = queue.SimpleQueue()
+        self._remove = remove
+        self._queue: queue.SimpleQueue[tuple[str, bytes] | _Barrier | _Removal | None] = (
+            queue.SimpleQueue())
         self._errors: dict[str, BaseException] = {}  # journal -> first failed write
         # journals with lines put since their last wait (the event loop's only: put and
         # flushed run there); a wait for any other has nothing to wait for and no new error
@@ -245,10 +291,19 @@ class _JournalWriter:
         self._unflushed.add(queue_id)
         self._queue.put((queue_id, payload))
 
-    async def flushed(self, queue_id: str) -> None:
-        if queue_id not in self._unflushed:
-            return  # no line since the last wait (a 1-recipient message's removal)
-        self._unflushed.discard(queue_id)  # lines put from now on need a wait of their own
+    def remove(self, queue_id: str, last: tuple[int, str] | None,
+               done: _Answer | None) -> None:
+        """Remove ``queue_id``'s files once the lines handed over before are written."""
+        self._unflushed.discard(queue_id)  # its lines go before the removal, in order
+        self._queue.put(_Removal(queue_id, last, done))
+
+    async def flushed(self, queue_id: str | None) -> None:
+        """Wait for the lines of ``queue_id`` handed over before (``None``: for every
+        line and removal handed over before)."""
+        if queue_id is not None:
+            if queue_id not in self._unflushed:
+                return  # no line since the last wait (a 1-recipient message's removal)
+            self._unflushed.discard(queue_id)  # lines put from now on need a wait of their own
         loop = asyncio.get_running_loop()
         done: asyncio.Future[None] = loop.create_future()
         self._queue.put((loop, done, queue_id))
@@ -267,13 +322,16 @@ class _JournalWriter:
                     items.append(self._queue.get_nowait())
             lines: dict[str, list[bytes]] = {}  # per journal, in order
             for item in items:
-                if item is None or len(item) == 3:
+                if isinstance(item, _Removal):
+                    self._removal(item, lines.pop(item.queue_id, None))
+                elif item is None or len(item) == 3:
                     self._write(lines)
                     lines = {}
                     if item is None:
                         return
                     loop, done, queue_id = item
-                    self._answer(loop, done, self._errors.pop(queue_id, None))
+                    error = None if queue_id is None else self._errors.pop(queue_id, None)
+                    self._answer((loop, done), error)
                 else:
                     lines.setdefault(item[0], []).append(item[1])
             self._write(lines)
@@ -285,9 +343,30 @@ class _JournalWriter:
             except Exception as exc:
                 self._errors.setdefault(queue_id, exc)
 
+    def _removal(self, item: _Removal, payloads: list[bytes] | None) -> None:
+        """Write the message's last lines, then remove it.  A failed line no longer
+        matters once the message is gone; a failed removal is answered to whoever
+        waits for it, else logged (the message stays queued: see :meth:`Spool.remove_soon`)."""
+        if payloads:
+            self._write({item.queue_id: payloads})
+        self._errors.pop(item.queue_id, None)
+        try:
+            self._remove(item.queue_id, item.last)
+        except Exception as exc:
+            if item.done is not None:
+                self._answer(item.done, exc)
+            else:
+                event("remove_failed", logging.ERROR, queue_id=item.queue_id,
+                      error=f"{type(exc).__name__}: {exc}",
+                      kept="until the next start, which finishes it")
+            return
+        if item.done is not None:
+            self._answer(item.done, None)
+
     @staticmethod
-    def _answer(loop: asyncio.AbstractEventLoop, done: asyncio.Future[None],
-                error: BaseException | None) -> None:
+    def _answer(waiter: _Answer, error: BaseException | None) -> None:
+        loop, done = waiter
+
         def answer() -> None:
             if done.done():
                 return  # its waiter was cancelled
@@ -319,18 +398,22 @@ def _parse_header(line: bytes) -> tuple[int, int]:
 class Spool:
     """A directory of queue files.  Create, :meth:`open`, then use."""
 
-    def __init__(self, root: Path, *, threads: int = 4) -> None:
+    def __init__(self, root: Path, *, threads: int = 4, put_threads: int = 16) -> None:
         self.root = root
         self.tmp = root / "tmp"
         self.journal = root / "journal"
         self.corrupt = root / "corrupt"
         self.control = root / "control"
         self._executor: ThreadPoolExecutor | None = None
-        # The group commit's own thread: a directory sync never queues behind writes.
-        self._sync_executor: ThreadPoolExecutor | None = None
+        # Puts have threads of their own: each holds its thread through the group
+        # commit's directory sync, which must not make reads, journal fsyncs or
+        # quarantines wait (nor they the puts).  Sized for the SMTP sessions that hand
+        # a message over at once; more just queue, each still sharing a sync.
+        self._put_executor: ThreadPoolExecutor | None = None
         self._threads = threads
+        self._put_threads = put_threads
         self._lock_fd: int | None = None
-        self._active_sync: _GroupSync | None = None
+        self._active_sync = _DirSync(root / "active")
         self._journal_writer: _JournalWriter | None = None
 
     # -- set-up -----------------------------------------------------------
@@ -342,8 +425,9 @@ class Spool:
             d.mkdir(parents=True, exist_ok=True)
         if self._executor is None:
             self._executor = ThreadPoolExecutor(self._threads, thread_name_prefix="spool")
-            self._sync_executor = ThreadPoolExecutor(1, thread_name_prefix="spool-sync")
-            self._journal_writer = _JournalWriter(self._append_bytes)
+            self._put_executor = ThreadPoolExecutor(self._put_threads,
+                                                    thread_name_prefix="spool-put")
+            self._journal_writer = _JournalWriter(self._append_bytes, self._remove_now)
 
     def lock(self) -> None:
         """Take the spool for this process, or raise :class:`SpoolInUse` naming the pid
@@ -386,18 +470,15 @@ class Spool:
         if self._executor is not None:
             self._executor.shutdown(wait=True)
             self._executor = None
-        if self._sync_executor is not None:
-            self._sync_executor.shutdown(wait=True)
-            self._sync_executor = None
+        if self._put_executor is not None:
+            self._put_executor.shutdown(wait=True)
+            self._put_executor = None
 
     async def _run(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         assert self._executor is not None, "Spool.open() was not called"
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, lambda: fn(*args, **kwargs))
 
-    async def _run_sync(self, fn: Callable[[Path], None], path: Path) -> None:
-        assert self._sync_executor is not None, "Spool.open() was not called"
-        await asyncio.get_running_loop().run_in_executor(self._sync_executor, fn, path)
 
     def _path(self, state: QueueState, queue_id: str) -> Path:
         return self.root / state / queue_id
@@ -411,12 +492,17 @@ class Spool:
         """Store a new message durably.  Returns only after its data and its directory
         entry are on disk (``fdatasync`` of the file, then a group ``fsync`` of
         ``active/`` that started after the rename)."""
-        await self._run(self._write_sync, envelope, data)
-        loop = asyncio.get_running_loop()
-        syncer = self._active_sync
-        if syncer is None or syncer.loop is not loop:
-            syncer = self._active_sync = _GroupSync(loop, self.root / "active", self._run_sync)
-        await syncer.sync()
+        assert self._put_executor is not None, "Spool.open() was not called"
+        await asyncio.get_running_loop().run_in_executor(
+            self._put_executor, self._put_sync, envelope, data)
+
+    def _put_sync(self, envelope: Envelope, data: bytes) -> None:
+        """The whole put in one thread job: write, ``fdatasync``, rename, then the group
+        commit of ``active/`` (:class:`_DirSync`).  Cancelling the awaiting put does
+        not stop the job: a message renamed into ``active/`` is then recovered at the
+        next start (not acknowledged: at worst a duplicate if the client sends it again)."""
+        self._write_sync(envelope, data)
+        self._active_sync.sync()
 
     def _write_sync(self, envelope: Envelope, data: bytes) -> None:
         """Write, ``fdatasync`` and rename into ``active/`` (not yet durable there)."""
@@ -492,16 +578,48 @@ class Spool:
             os.rename(src, self._path(state, queue_id))
 
     async def remove(self, queue_id: str) -> None:
-        """Forget a finished message: the queue file first, then its journal.
+        """Forget a finished message, and wait until it is done (raising a failed
+        unlink): :meth:`remove_soon`, waited for."""
+        assert self._journal_writer is not None, "Spool.open() was not called"
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+        self._journal_writer.remove(queue_id, None, (loop, done))
+        await done
 
-        Nothing is fsynced: a crash that undoes the unlinks brings the message
-        back with the outcomes its journal kept, and the rest is retried (see
-        the module's docstring for the window).  A line still being written for it
-        is waited for first: written after the unlink, it would leave an orphan
-        journal; a failed one does not matter any more."""
-        with contextlib.suppress(Exception):
-            await self._flushed(queue_id)
-        await self._run(self._remove_sync, queue_id)
+    def remove_soon(self, queue_id: str, last: tuple[int, str] | None = None) -> None:
+        """Forget a finished message: the queue file first, then its journal, done by
+        the journal's writer thread after the lines handed over before (so no line is
+        written after the unlink to leave an orphan journal), without waiting for it.
+
+        Nothing is fsynced: a crash that undoes the unlinks (or comes before the
+        thread does them) brings the message back with the outcomes its journal
+        kept, and the rest is retried (see the module's docstring for the window).
+        ``last`` is the delivery (recipient index, reply) that made the message
+        finished, not journaled (the removal stands for it): if the queue file
+        cannot be unlinked, the thread journals it (so the recipient is not sent it
+        again) and logs ``remove_failed``; the message then stays on disk, finished,
+        until the next start removes it.  :meth:`settled` waits for removals handed
+        over; :meth:`close` does them all."""
+        assert self._journal_writer is not None, "Spool.open() was not called"
+        self._journal_writer.remove(queue_id, last, None)
+
+    async def settled(self) -> None:
+        """Wait until every line and removal handed over before is done (tests, and
+        anything that reads the spool's files after the scheduler let a message go)."""
+        assert self._journal_writer is not None, "Spool.open() was not called"
+        await self._journal_writer.flushed(None)
+
+    def _remove_now(self, queue_id: str, last: tuple[int, str] | None) -> None:
+        """:meth:`_remove_sync`, keeping ``last`` in the journal when it fails."""
+        try:
+            self._remove_sync(queue_id)
+        except BaseException:
+            if last is not None:
+                line = {"r": last[0], "s": "delivered", "reply": last[1],
+                        "t": round(time.time(), 3)}
+                with contextlib.suppress(Exception):  # the removal's error is the one told
+                    self._append_bytes(queue_id, _line(line))
+            raise
 
     def _remove_sync(self, queue_id: str) -> None:
         for state in _STATES:  # a message is in one state only (it moves by rename)

@@ -9,7 +9,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_the_spool_benchmark_runs_its_three_rows(tmp_path: Path) -> None:
+def test_the_spool_benchmark_runs_its_four_rows(tmp_path: Path) -> None:
     done = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "spool.py"), "--messages", "12", "--rounds", "1",
          "--concurrency", "3", "--size", "2000", "--baseline-tree", str(ROOT),
@@ -17,8 +17,10 @@ def test_the_spool_benchmark_runs_its_three_rows(tmp_path: Path) -> None:
         capture_output=True, text=True, timeout=300, check=False, cwd=ROOT)
     assert done.returncode == 0, done.stdout + done.stderr
     rows = [line.split() for line in done.stdout.splitlines() if line.endswith(" 0")]
-    assert [" ".join(r[:-6]) for r in rows] == ["baseline", "new, same calls", "new, as relay"], (
+    assert [" ".join(r[:-6]) for r in rows] == [
+        "baseline, same calls", "new, same calls", "baseline, as relay", "new, as relay"], (
         done.stdout)
     for row in rows:
         assert row[-3] == "1.00"  # one data sync per message, whatever the spool
-    assert "new, as relay / baseline:" in done.stdout
+    assert "new, as relay / baseline, as relay:" in done.stdout
+    assert "new, same calls / baseline, same calls:" in done.stdout

@@ -96,11 +96,18 @@ async def _until(cond: Callable[[], object], timeout: float = 5.0) -> None:
     await asyncio.wait_for(poll(), timeout)
 
 
+async def _drained(rig: Rig, s: Scheduler) -> None:
+    """Every message delivered, and the removals (done by the spool's journal thread,
+    not waited for by the scheduler) done on disk."""
+    await _until(lambda: s.queue_size() == 0)
+    await rig.spool.settled()
+
+
 async def test_each_recipient_gets_its_own_rendered_copy(rig: Rig) -> None:
     s = rig.make()
     await s.start()
     await s.enqueue(_env("a@x.org", "b@x.org"), DATA)
-    await _until(lambda: s.queue_size() == 0)
+    await _drained(rig, s)
     assert [r for _, r, _ in rig.courier.sent] == ["a@x.org", "b@x.org"]
     for _, rcpt, data in rig.courier.sent:
         assert data.startswith(b"Received: ") and data.endswith(DATA)
@@ -114,7 +121,7 @@ async def test_the_courier_is_told_crlf_only_when_a_step_proved_it(rig: Rig) -> 
     s = rig.make()
     await s.start()
     await s.enqueue(_env("a@x.org"), DATA.replace(b"\r\n", b"\n"))
-    await _until(lambda: s.queue_size() == 0)
+    await _drained(rig, s)
     await s.stop(1)
     assert rig.courier.crlf == [False]
     signing = TraceStep("relay.test")
@@ -125,7 +132,7 @@ async def test_the_courier_is_told_crlf_only_when_a_step_proved_it(rig: Rig) -> 
     await signed.start()
     try:
         await signed.enqueue(_env("b@x.org"), DATA.replace(b"\r\n", b"\n"))
-        await _until(lambda: signed.queue_size() == 0)
+        await _drained(rig, signed)
     finally:
         await signed.stop(1)
     assert rig.courier.crlf == [False, True]
@@ -138,7 +145,7 @@ async def test_temporary_failure_is_retried(rig: Rig) -> None:
     s = rig.make()
     await s.start()
     await s.enqueue(_env("a@x.org"), DATA)
-    await _until(lambda: s.queue_size() == 0)
+    await _drained(rig, s)
     assert rig.courier.calls == ["a@x.org"] * 3
     assert len(rig.courier.sent) == 1
 
@@ -149,7 +156,7 @@ async def test_permanent_failure_bounces_to_the_sender(rig: Rig) -> None:
     await s.start()
     env = _env("good@x.org", "bad@x.org")
     await s.enqueue(env, DATA)
-    await _until(lambda: s.queue_size() == 0)
+    await _drained(rig, s)
     senders = [(snd, rcpt) for snd, rcpt, _ in rig.courier.sent]
     assert ("s@example.org", "good@x.org") in senders
     assert ("", "s@example.org") in senders  # the DSN, from the null sender
@@ -176,7 +183,7 @@ async def test_expired_recipients_bounce_with_4_4_7(rig: Rig) -> None:
     s = rig.make(RetryPolicy(0.1, 0.1, 0.3))
     await s.start()
     await s.enqueue(_env("a@x.org"), DATA)
-    await _until(lambda: s.queue_size() == 0)
+    await _drained(rig, s)
     dsn = next(d for snd, _, d in rig.courier.sent if snd == "")
     assert b"4.4.7" in dsn and b"451 4.3.0 later" in dsn
 
@@ -186,7 +193,7 @@ async def test_no_bounce_to_the_null_sender(rig: Rig) -> None:
     s = rig.make()
     await s.start()
     await s.enqueue(_env("a@x.org", sender=""), DATA)
-    await _until(lambda: s.queue_size() == 0)
+    await _drained(rig, s)
     assert rig.courier.sent == []
 
 
@@ -196,7 +203,7 @@ async def test_recovered_entries_are_delivered_and_final_ones_skipped(rig: Rig) 
     await rig.spool.record(env.queue_id, 0, "delivered", "250 before the crash")
     s = rig.make()
     assert await s.start() == 1
-    await _until(lambda: s.queue_size() == 0)
+    await _drained(rig, s)
     assert rig.courier.calls == ["todo@x.org"]
 
 
@@ -219,7 +226,7 @@ async def test_corrupt_queue_file_is_quarantined(rig: Rig) -> None:
     path = rig.spool.root / "active" / env.queue_id
     raw = path.read_bytes()
     await s.start()
-    await _until(lambda: s.queue_size() == 0)
+    await _drained(rig, s)
     assert raw  # delivered normally; now a damaged one:
     env2 = _env("b@x.org")
     await rig.spool.put(env2, DATA)
@@ -260,7 +267,7 @@ async def test_suppressed_recipients_get_nothing_and_stay_final(rig: Rig) -> Non
     env = Envelope(new_queue_id(), "s@example.org", ("gone@x.org", "in@x.org"),
                    list_id="news.x.org", size=len(DATA))
     await s.enqueue(env, DATA)
-    await _until(lambda: s.queue_size() == 0)
+    await _drained(rig, s)
     await s.stop(1)
     assert [r for _, r, _ in rig.courier.sent] == ["in@x.org"]
     assert consent.calls == [(["gone@x.org", "in@x.org"], "news.x.org")]
@@ -336,7 +343,7 @@ async def test_a_held_copy_is_deferred_then_bounced_at_the_lifetime(rig: Rig) ->
     await s.start()
     env = _env("held@x.org", "ok@x.org")
     await s.enqueue(env, DATA)
-    await _until(lambda: s.queue_size() == 0)  # only the DSN is left, then nothing
+    await _drained(rig, s)  # only the DSN is left, then nothing
     assert [r for _, r, _ in rig.courier.sent] == ["ok@x.org", "s@example.org"]
     dsn = rig.courier.sent[-1][2]
     assert b"held@x.org" in dsn and b"copy held: fallback impossible" in dsn
@@ -380,7 +387,7 @@ async def test_a_waiting_copy_goes_when_its_key_is_woken(rig: Rig) -> None:
     assert rig.courier.sent == [] and s.wake("other") == 0
     step.released = True
     assert s.wake("campaign") == 1
-    await _until(lambda: s.queue_size() == 0)
+    await _drained(rig, s)
     assert [r for _, r, _ in rig.courier.sent] == ["a@x.org"] and step.attempts == 2
     assert s.wake("campaign") == 0  # nothing waits any more
 
@@ -392,7 +399,7 @@ async def test_a_waiting_copy_goes_at_the_end_of_its_wait(rig: Rig) -> None:
     await s.enqueue(_env("a@x.org"), DATA)
     await _until(lambda: step.attempts >= 1 and s._deferred() == 1)
     step.released = True
-    await _until(lambda: s.queue_size() == 0)
+    await _drained(rig, s)
     assert [r for _, r, _ in rig.courier.sent] == ["a@x.org"]
 
 
@@ -408,7 +415,7 @@ async def test_a_wake_during_the_waiting_attempt_is_not_lost(rig: Rig) -> None:
     step.on_render = second_copy_arrives
     await s.start()
     await s.enqueue(_env("a@x.org"), DATA)
-    await _until(lambda: s.queue_size() == 0)
+    await _drained(rig, s)
     assert [r for _, r, _ in rig.courier.sent] == ["a@x.org"] and step.attempts == 2
 
 
@@ -433,7 +440,7 @@ async def test_a_wake_while_the_waiting_attempt_is_journaled_runs_one_attempt(
     rig.spool.finish_attempt = finish_attempt  # type: ignore[method-assign]
     await s.start()
     await s.enqueue(_env("a@x.org"), DATA)
-    await _until(lambda: s.queue_size() == 0)
+    await _drained(rig, s)
     assert [r for _, r, _ in rig.courier.sent] == ["a@x.org"] and step.attempts == 2
     assert await rig.spool.recover() == []
 
@@ -475,7 +482,7 @@ async def test_no_analysis_when_no_copy_is_needed(rig: Rig) -> None:
                   hostname="relay.test")
     await s.start()
     await s.enqueue(_env("gone@x.org"), DATA)
-    await _until(lambda: s.queue_size() == 0)
+    await _drained(rig, s)
     await s.stop(1)
     assert step.prepared == 0 and rig.courier.calls == []
 
@@ -497,7 +504,7 @@ async def test_the_delivery_that_ends_a_message_is_not_journaled_before_the_remo
     one, two = _env("a@x.org"), _env("b@x.org", "c@x.org")
     await s.enqueue(one, DATA)
     await s.enqueue(two, DATA)
-    await _until(lambda: s.queue_size() == 0)
+    await _drained(rig, s)
     assert records == [(two.queue_id, 0, "delivered")]
     assert await rig.spool.recover() == []
     assert not any(rig.spool.journal.iterdir())
@@ -541,23 +548,33 @@ async def test_a_last_delivery_is_journaled_while_an_earlier_recipient_is_pendin
 
 
 async def test_a_failed_removal_journals_the_last_delivery_first(
-        rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
+        rig: Rig, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """The removal is done by the spool's journal thread, not waited for: when its
+    unlink fails, that thread journals the delivery the removal stood for and logs
+    ``remove_failed``; the message stays on disk, finished, and the next start
+    (recovery) neither loses it nor sends it again."""
     fail = [True]
-    real_remove = rig.spool.remove
+    real_remove_sync = rig.spool._remove_sync
 
-    async def remove(queue_id: str) -> None:
+    def remove_sync(queue_id: str) -> None:
         if fail.pop(0) if fail else False:
             raise OSError(5, "Input/output error")
-        await real_remove(queue_id)
+        real_remove_sync(queue_id)
 
-    monkeypatch.setattr(rig.spool, "remove", remove)
+    monkeypatch.setattr(rig.spool, "_remove_sync", remove_sync)
     s = rig.make(retry=RetryPolicy(60, 60, 3600))
     await s.start()
     env = _env("a@x.org")
     await s.enqueue(env, DATA)
-    journal = rig.spool.journal / f"{env.queue_id}.log"
-    await _until(lambda: journal.exists() and b'"f":1' in journal.read_bytes())
+    await _drained(rig, s)
     await s.stop(1)
+    (failed,) = [r for r in caplog.records if r.getMessage() == "remove_failed"]
+    fields = getattr(failed, "fields", {})
+    assert fields["queue_id"] == env.queue_id and "Input/output" in fields["error"]
     (entry,) = await rig.spool.recover()  # a restart: the recipient is done
     assert entry.recipients[0].state == "delivered" and entry.pending() == []
+    again = rig.make()
+    assert await again.start() == 1
+    await _drained(rig, again)  # ... and the restarted relay removes the message
+    assert await rig.spool.recover() == []
     assert [r for _, r, _ in rig.courier.sent] == ["a@x.org"]

@@ -3,13 +3,15 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import random
 import stat
 import threading
+import time
 from pathlib import Path
 
 import pytest
 
-from beacon_proxy.spool import queue
+from beacon_proxy.spool import envelope, queue
 from beacon_proxy.spool.envelope import Envelope, new_queue_id
 from beacon_proxy.spool.queue import QueueEntry, Spool, SpoolCorruptError, SpoolInUse
 
@@ -260,48 +262,95 @@ async def test_one_put_costs_one_data_sync_and_one_directory_sync(
 
 
 async def test_concurrent_puts_share_directory_syncs_that_follow_their_renames(
-        spool: Spool, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Group commit: 20 puts at once, the first directory sync held until every put
-    waits for one: the 20 cost at most 2 directory syncs, and each put returns only
-    after a directory sync that started after its own rename has ended."""
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Group commit in the threads: 20 puts at once, the first directory sync held
+    until the 19 others wait for the next one: the 20 cost 2 directory syncs, and each
+    put returns only after a directory sync that started after its own rename has ended."""
     n = 20
+    spool = Spool(tmp_path / "spool", put_threads=n)
+    spool.open()
     syncs = _SyncLog(monkeypatch)
-    syncs.hold_first_dir_sync = threading.Event()
-    waiting = 0
-    real_sync = queue._GroupSync.sync
+    held = syncs.hold_first_dir_sync = threading.Event()
 
-    async def sync(self: queue._GroupSync) -> None:
-        nonlocal waiting
-        waiting += 1
-        if waiting == n:  # the last one registers in this same step: no await before
-            assert syncs.hold_first_dir_sync is not None
-            syncs.hold_first_dir_sync.set()
-        await real_sync(self)
+    def on_wait(waiting: int) -> None:
+        if waiting == n - 1:  # called under the sync's lock: every follower counts on #2
+            held.set()
 
-    monkeypatch.setattr(queue._GroupSync, "sync", sync)
+    spool._active_sync.on_wait = on_wait
     envs = [_env() for _ in range(n)]
 
     async def put(env: Envelope) -> None:
         await spool.put(env, DATA)
         syncs.add("returned", env.queue_id)
 
-    await asyncio.gather(*(put(env) for env in envs))
-    assert syncs.count("fdatasync") == n
-    assert syncs.count("file-fsync") == 0
-    # The held one, then one for all the others (or the held one alone, if every
-    # put had registered before the flusher first ran).
-    assert syncs.count("dir-start") in (1, 2)
-    events = syncs.events
-    for env in envs:
-        renamed = events.index(("rename", env.queue_id))
-        returned = events.index(("returned", env.queue_id))
-        covering = [
-            what for i, (kind, what) in enumerate(events)
-            if kind == "dir-start" and i > renamed
-            and events.index(("dir-end", what)) < returned
-        ]
-        assert covering, f"{env.queue_id} returned without a directory sync after its rename"
-    assert len(await spool.recover()) == n
+    try:
+        await asyncio.gather(*(put(env) for env in envs))
+        assert syncs.count("fdatasync") == n
+        assert syncs.count("file-fsync") == 0
+        assert syncs.count("dir-start") == 2  # the held one, then one for all the others
+        events = syncs.events
+        for env in envs:
+            renamed = events.index(("rename", env.queue_id))
+            returned = events.index(("returned", env.queue_id))
+            covering = [
+                what for i, (kind, what) in enumerate(events)
+                if kind == "dir-start" and i > renamed
+                and events.index(("dir-end", what)) < returned
+            ]
+            assert covering, f"{env.queue_id} returned without a directory sync after its rename"
+        assert len(await spool.recover()) == n
+    finally:
+        spool.close()
+
+
+def test_a_sync_that_started_before_a_rename_does_not_cover_it(tmp_path: Path) -> None:
+    """The leader/follower rule without the spool: a caller arriving while a sync runs
+    waits for the next one, and a failed sync fails exactly the callers counting on it."""
+    (tmp_path / "d").mkdir()
+    dir_sync = queue._DirSync(tmp_path / "d")
+    started, release = threading.Event(), threading.Event()
+    calls: list[str] = []
+    fail = {"2"}
+    real_fsync_dir = queue.fsync_dir
+
+    def fsync_dir(path: Path) -> None:
+        number = str(dir_sync._started)
+        calls.append(number)
+        if number == "1":
+            started.set()
+            assert release.wait(60)  # a guard against a hang, not a timing
+        if number in fail:
+            raise OSError(5, "Input/output error")
+        real_fsync_dir(path)
+
+    def on_wait(waiting: int) -> None:
+        if waiting == 2:
+            release.set()
+
+    dir_sync.on_wait = on_wait
+    outcomes: dict[str, str] = {}
+
+    def call(name: str) -> None:
+        try:
+            dir_sync.sync()
+            outcomes[name] = "ok"
+        except OSError:
+            outcomes[name] = "failed"
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(queue, "fsync_dir", fsync_dir)
+        leader = threading.Thread(target=call, args=("leader",))
+        leader.start()
+        assert started.wait(60)
+        followers = [threading.Thread(target=call, args=(f"f{i}",)) for i in range(2)]
+        for t in followers:
+            t.start()
+        for t in (leader, *followers):
+            t.join(60)
+        assert calls == ["1", "2"]  # the followers did not count on #1, and shared #2
+        assert outcomes == {"leader": "ok", "f0": "failed", "f1": "failed"}
+        call("after")  # the next caller syncs again
+        assert calls == ["1", "2", "3"] and outcomes["after"] == "ok"
 
 
 async def test_a_failed_directory_sync_fails_its_puts_and_the_next_put_syncs_again(
@@ -338,37 +387,33 @@ async def test_a_partial_outcome_is_fsynced(
     assert syncs.count("file-fsync") == 1  # the journal, at the end of the attempt
 
 
-async def test_stopping_the_directory_sync_fails_every_waiting_put_and_loses_none(
+async def test_cancelled_puts_waiting_for_the_directory_sync_lose_nothing(
         spool: Spool, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Shutdown while puts wait for their directory sync: none of them is acknowledged
-    (each raises), a put cancelled meanwhile does not disturb the others, and every
-    message renamed into active/ is still recovered (delivered, at worst twice)."""
+    """Shutdown while puts wait (in their threads) for their directory sync: the
+    cancelled puts are not acknowledged (each raises ``CancelledError``), their
+    threads finish the sync, and every message renamed into active/ is recovered
+    (delivered, at worst twice if the client sends it again)."""
     syncs = _SyncLog(monkeypatch)
-    syncs.hold_first_dir_sync = threading.Event()
+    held = syncs.hold_first_dir_sync = threading.Event()
     envs = [_env() for _ in range(3)]
-    started = asyncio.Event()
-    real_sync = queue._GroupSync.sync
-    waiting = 0
+    loop = asyncio.get_running_loop()
+    all_waiting = asyncio.Event()
 
-    async def sync(self: queue._GroupSync) -> None:
-        nonlocal waiting
-        waiting += 1
-        if waiting == len(envs):
-            started.set()
-        await real_sync(self)
+    def on_wait(waiting: int) -> None:
+        if waiting == len(envs) - 1:
+            loop.call_soon_threadsafe(all_waiting.set)
 
-    monkeypatch.setattr(queue._GroupSync, "sync", sync)
+    spool._active_sync.on_wait = on_wait
     puts = [asyncio.ensure_future(spool.put(env, DATA)) for env in envs]
-    await started.wait()
-    puts[1].cancel()
-    syncer = spool._active_sync
-    assert syncer is not None and syncer._flusher is not None
-    syncer._flusher.cancel()
+    await all_waiting.wait()
+    for put in puts:
+        put.cancel()
     results = await asyncio.gather(*puts, return_exceptions=True)
-    syncs.hold_first_dir_sync.set()  # let the held thread end
-    assert isinstance(results[0], OSError) and isinstance(results[2], OSError)
-    assert isinstance(results[1], asyncio.CancelledError)
-    assert {e.queue_id for e in await spool.recover()} == {e.queue_id for e in envs}
+    assert all(isinstance(r, asyncio.CancelledError) for r in results)
+    held.set()  # let the held thread end
+    spool.close()  # waits for the put threads
+    assert syncs.count("dir-end") == 2
+    assert {e.queue_id for e in await _recovered(spool)} == {e.queue_id for e in envs}
 
 
 async def test_outcomes_handed_over_are_in_the_journal_before_the_attempt_ends(
@@ -432,19 +477,24 @@ async def test_a_failed_journal_write_fails_the_end_of_that_attempt_only(
     assert [json.loads(x).get("r") for x in lines] == [0, None, 1]
 
 
-async def test_closing_the_spool_writes_the_outcomes_handed_over(tmp_path: Path) -> None:
+async def test_closing_the_spool_writes_the_outcomes_and_removals_handed_over(
+        tmp_path: Path) -> None:
     spool = Spool(tmp_path / "spool")
     spool.open()
-    env = _env("a@example.net", "b@example.net")
-    await spool.put(env, DATA)
-    spool.record_soon(env.queue_id, 1, "delivered", "250 ok")
+    env, done = _env("a@example.net", "b@example.net"), _env("a@example.net", "b@example.net")
+    for e in (env, done):
+        await spool.put(e, DATA)
+        spool.record_soon(e.queue_id, 1, "delivered", "250 ok")
+    spool.remove_soon(done.queue_id, (0, "250 ok"))
     spool.close()
     spool.open()
     try:
         (back,) = await spool.recover()
     finally:
         spool.close()
+    assert back.queue_id == env.queue_id
     assert [r.state for r in back.recipients] == ["pending", "delivered"]
+    assert not (spool.journal / f"{done.queue_id}.log").exists()
 
 
 async def test_a_wait_with_no_line_handed_over_needs_no_round_trip(spool: Spool) -> None:
@@ -468,3 +518,109 @@ async def test_a_wait_with_no_line_handed_over_needs_no_round_trip(spool: Spool)
     with pytest.raises(IsADirectoryError):  # a failed write is still raised by its wait
         await spool._flushed(env.queue_id)
     await spool._flushed(env.queue_id)  # and only once
+
+
+async def test_a_removal_handed_over_follows_the_lines_before_it_without_a_barrier(
+        spool: Spool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``remove_soon`` queues the removal behind the message's lines on the journal's
+    thread: no wait for them first (no barrier, no future), no journal left behind, and
+    :meth:`Spool.settled` says when it is done."""
+    envs = [_env("a@example.net", "b@example.net") for _ in range(20)]
+    for env in envs:
+        await spool.put(env, DATA)
+    writer = spool._journal_writer
+    assert writer is not None
+    barriers: list[object] = []
+    real_flushed = writer.flushed
+
+    async def flushed(queue_id: str | None) -> None:
+        barriers.append(queue_id)
+        await real_flushed(queue_id)
+
+    monkeypatch.setattr(writer, "flushed", flushed)
+    for env in envs:
+        spool.record_soon(env.queue_id, 0, "delivered", "250 ok")
+        spool.remove_soon(env.queue_id, (1, "250 ok"))
+    assert writer._unflushed == set()  # nothing left for a wait to track
+    await spool.settled()
+    assert barriers == [None]  # settled's own, nothing per removal
+    assert not any(spool.journal.iterdir())
+    assert await spool.recover() == []
+
+
+async def test_a_failed_removal_keeps_the_last_delivery_and_is_told(
+        spool: Spool, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Not waited for: the thread journals the delivery the removal stood for and logs
+    ``remove_failed`` (the message stays, finished: a restart neither loses it nor sends
+    it again).  Waited for (:meth:`Spool.remove`): the error is raised to the caller."""
+    real_remove_sync = spool._remove_sync
+
+    def remove_sync(queue_id: str) -> None:
+        raise PermissionError(13, "Permission denied")
+
+    env, other = _env("a@example.net", "b@example.net"), _env()
+    for e in (env, other):
+        await spool.put(e, DATA)
+    monkeypatch.setattr(spool, "_remove_sync", remove_sync)
+    spool.record_soon(env.queue_id, 0, "delivered", "250 first")
+    spool.remove_soon(env.queue_id, (1, "250 last"))
+    with pytest.raises(PermissionError):
+        await spool.remove(other.queue_id)
+    await spool.settled()
+    (failed,) = [r for r in caplog.records if r.getMessage() == "remove_failed"]
+    assert getattr(failed, "fields", {})["queue_id"] == env.queue_id
+    back = {e.queue_id: e for e in await spool.recover()}
+    assert [(r.state, r.reply) for r in back[env.queue_id].recipients] == [
+        ("delivered", "250 first"), ("delivered", "250 last")]
+    assert back[other.queue_id].pending() == [0]  # no outcome given: nothing journaled
+    monkeypatch.setattr(spool, "_remove_sync", real_remove_sync)
+    spool.remove_soon(env.queue_id)
+    spool.remove_soon(other.queue_id)
+    await spool.settled()
+    assert await spool.recover() == []
+
+
+async def test_a_cancelled_wait_for_a_removal_does_not_stop_it(spool: Spool) -> None:
+    env = _env()
+    await spool.put(env, DATA)
+    removal = asyncio.ensure_future(spool.remove(env.queue_id))
+    await asyncio.sleep(0)  # handed over
+    removal.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await removal
+    await spool.settled()
+    assert await spool.recover() == []
+
+
+def test_queue_ids_made_in_one_microsecond_stay_unique_and_ordered(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stopped (or stepped back) clock: ids made from it still strictly increase."""
+    now = time.time_ns()
+    monkeypatch.setattr(time, "time_ns", lambda: now)
+    ids = [new_queue_id() for _ in range(1000)]
+    assert ids == sorted(set(ids))
+    monkeypatch.setattr(time, "time_ns", lambda: now - 10**9)
+    assert new_queue_id() > ids[-1]
+
+
+def test_a_forked_child_does_not_repeat_its_parents_queue_ids() -> None:
+    """The random part comes from a per-process generator: a fork re-seeds it, or a
+    worker forked from the relay would make its parent's ids in the same microsecond."""
+    read, write = os.pipe()
+    state = envelope._rng.getstate()
+    pid = os.fork()
+    if pid == 0:  # the child: report its next random bits, and leave at once
+        try:
+            os.write(write, envelope._rng.getrandbits(64).to_bytes(8, "big"))
+        finally:
+            os._exit(0)
+    os.close(write)
+    try:
+        child = int.from_bytes(os.read(read, 8), "big")
+    finally:
+        os.close(read)
+        os.waitpid(pid, 0)
+    parent = random.Random()
+    parent.setstate(state)
+    assert child != parent.getrandbits(64)
