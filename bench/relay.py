@@ -547,6 +547,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="parallel SMTP connections of the soak's sender (default 8)")
     p.add_argument("--rss-every", type=float, default=10.0,
                    help="soak: seconds between RSS samples (default 10)")
+    p.add_argument("--soak-drain", type=float, default=120.0,
+                   help="soak: seconds after the schedule's end for the sender to send what "
+                        "is still queued, then the rest is cancelled (default 120)")
     p.add_argument("--profile", type=Path, default=None,
                    help="run beacon-proxy under cProfile in phase c and write the stats here")
     p.add_argument("--keep", action="store_true", help="keep the temp dir (logs, configs)")
@@ -565,8 +568,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         p.error("--recipients: 1..1000")
     if not 0 <= a.granted_share <= 1:
         p.error("--granted-share: 0..1")
-    if a.soak_seconds <= 0 or a.rss_every <= 0 or a.soak_fraction <= 0:
-        p.error("--soak-seconds, --rss-every and --soak-fraction must be > 0")
+    if a.soak_seconds <= 0 or a.rss_every <= 0 or a.soak_fraction <= 0 or a.soak_drain <= 0:
+        p.error("--soak-seconds, --rss-every, --soak-fraction and --soak-drain must be > 0")
     try:
         phases = parse_phases(a.phases)
     except ValueError as exc:
@@ -620,6 +623,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 label = (f"({a.soak_fraction:g} x {soak_base}'s "
                          f"{rates[soak_base]:.1f} msg/s)")
             spec = SoakSpec(a.soak_seconds, rate, a.soak_connections, a.rss_every,
+                            send_drain=a.soak_drain, dkim=a.soak_dkim == "on",
                             label=f"{label}, DKIM {a.soak_dkim}")
             print(f"running soak for {a.soak_seconds:.0f} s at {rate:.1f} msg/s ...",
                   file=sys.stderr, flush=True)
