@@ -50,6 +50,8 @@ from _openloop import percentile
 from _proc import tree_cpu, tree_memory
 from _smtpload import Failed, Refused, SmtpClient, SoakTemplate
 
+from beacon_proxy.eventloop import loop_factory
+
 __all__ = ["CaptureLog", "SoakResult", "SoakSpec", "flat_windows", "report_soak", "run_soak"]
 
 SENDER = "news@shop.example"
@@ -68,6 +70,7 @@ class SoakSpec:
     drain_timeout: float = 120.0  # for deliveries, after the last send
     send_drain: float = 120.0  # for sends, after the schedule's end; then the rest is cancelled
     dkim: bool = False  # every delivered message must arrive signed
+    event_loop: str = "auto"  # the sender's: uvloop when installed (beacon_proxy.eventloop)
     label: str = ""  # how the rate was chosen, for the report
 
 
@@ -88,6 +91,7 @@ class SoakResult:
     cpu_s: float = 0.0
     sender_cpu_s: float = 0.0  # this process (the sender) during the soak
     capture_cpu_s: float = 0.0  # set by the caller
+    sender_loop: str = ""  # the event loop the sender ran on
     send_s: float = 0.0  # first due time .. last send finished
     overrun_s: float = 0.0  # the schedule's end .. the sender done (or cancelled)
 
@@ -223,7 +227,9 @@ def run_soak(spec: SoakSpec, port: int, root: int, capture: CaptureLog, body: by
     """Send for spec.seconds to 127.0.0.1:port, then wait (bounded) for every accepted message."""
     res = SoakResult(spec)
     cpu0, own0 = tree_cpu(root), time.process_time()
-    asyncio.run(_send(spec, port, SoakTemplate(body), res, root))
+    factory, res.sender_loop = loop_factory(spec.event_loop)
+    with asyncio.Runner(loop_factory=factory) as runner:
+        runner.run(_send(spec, port, SoakTemplate(body), res, root))
     deadline = time.monotonic() + spec.drain_timeout
     while time.monotonic() < deadline:
         capture.poll()
@@ -275,7 +281,8 @@ def report_soak(res: SoakResult) -> bool:
                   f"p99 {1000 * p[99]:.0f} ms, max {1000 * values[-1]:.0f} ms")
     if accepted:
         print(f"  relay tree CPU {res.cpu_s:.1f} s = {1000 * res.cpu_s / accepted:.2f} ms/msg; "
-              f"load side: sender {1000 * res.sender_cpu_s / accepted:.2f} ms/msg, capture "
+              f"load side: sender {1000 * res.sender_cpu_s / accepted:.2f} ms/msg "
+              f"({res.sender_loop or 'asyncio'}), capture "
               f"{1000 * res.capture_cpu_s / accepted:.2f} ms/msg")
     step = max(1, math.ceil(len(res.samples) / 20))
     curve = " ".join(f"{t:.0f}s:{rss / 1024:.0f}" for t, rss, _ in res.samples[::step])
