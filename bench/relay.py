@@ -27,7 +27,9 @@ default: all but ``soak``; ``all``: every phase):
                 for --soak-seconds (default 600): --soak-rate, or
                 --soak-fraction (0.8) of the rate c-dkim (c) measured in this
                 run; accept-to-deliver latency per message, RSS of the relay
-                every 10 s (bench/_relaysoak.py, bench/_capture.py).
+                every 10 s; the sender has --soak-drain (120) s after the
+                schedule to finish (bench/_relaysoak.py, bench/_smtpload.py,
+                bench/_capture.py).
 
 ``--granted-share F`` (default 0: every recipient refused, as no consent is
 recorded) seeds a share F of the numbered recipients (evenly spread) as
@@ -44,7 +46,8 @@ cutime/cstime) spent in that window; "RSS end" is the tree's RSS summed over
 its processes (PSS beside it) once everything was delivered.  The goals are
 issue 12's: beacon-proxy >= 1.0 x the Postfix hop, >= 0.5 x smtp-source ->
 smtp-sink, >= 4 x the pass-through (for c and c-dkim, and with many
-recipients in recipients/s); the soak: p99 accept-to-deliver < 1 s, RSS flat.
+recipients in recipients/s); the soak: the rate held, p99 accept-to-deliver
+< 1 s, RSS flat, every message accepted, delivered (and DKIM-signed).
 Exit status: 0 every goal met, 1 a goal missed, 2 the benchmark failed.
 
 Needs /usr/sbin/smtp-source and /usr/sbin/smtp-sink (Debian: postfix); the

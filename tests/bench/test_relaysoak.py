@@ -31,7 +31,8 @@ def rcpt(n: int) -> bytes:
 def test_every_scheduled_message_ends_in_exactly_one_count() -> None:
     """10 messages over 2 connections: 3 refused, 5 cut by the server, 7 and 8 never
     answered (cut off when the drain ends), so 9 is never started."""
-    spec = SoakSpec(seconds=0.05, rate=200, connections=2, rss_every=60, send_drain=0.5)
+    # The drain ends while 7 and 8 wait for ever; 3 s leaves the rest ample time to finish.
+    spec = SoakSpec(seconds=0.05, rate=200, connections=2, rss_every=60, send_drain=3)
     res = SoakResult(spec)
 
     async def scenario() -> None:
