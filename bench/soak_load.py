@@ -92,6 +92,15 @@ def _run(tree: Path, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     return result
 
 
+def _ratio(new: float, old: float) -> str:
+    """``new / old`` as ``"0.42x"``; ``"-"`` when ``old`` is 0 (a run too short for a tick).
+
+    >>> _ratio(1.0, 4.0), _ratio(1.0, 0.0)
+    ('0.25x', '-')
+    """
+    return f"{new / old:.2f}x" if old else "-"
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0] if __doc__ else None)
     p.add_argument("--rate", type=float, default=300.0, help="messages/s (default 300)")
@@ -140,8 +149,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"median  baseline ({base_name}) sender {med['baseline'][0]:.2f}, capture "
               f"{med['baseline'][1]:.2f}; this checkout sender {med['this'][0]:.2f}, capture "
               f"{med['this'][1]:.2f}")
-        print(f"this / baseline: sender {med['this'][0] / med['baseline'][0]:.2f}x, capture "
-              f"{med['this'][1] / med['baseline'][1]:.2f}x")
+        print(f"this / baseline: sender {_ratio(med['this'][0], med['baseline'][0])}, capture "
+              f"{_ratio(med['this'][1], med['baseline'][1])}")
     return 0
 
 
