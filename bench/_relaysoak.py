@@ -176,7 +176,7 @@ async def _send(spec: SoakSpec, port: int, template: SoakTemplate, res: SoakResu
                     if client is None or client.closed:
                         client = await SmtpClient.connect("127.0.0.1", port, SENDER,
                                                           _SEND_TIMEOUT)
-                    await client.send(template.rcpt(n), template.parts(n))
+                    await client.send(template.rcpt(n), template.parts(n), template.size(n))
                     res.accepted[n] = last_done = time.monotonic()
                 except Refused as exc:
                     res.refused[exc.reason] += 1

@@ -17,7 +17,8 @@ timeout), and the personalisation copied the 70 KB body three times.  Here:
   the template's dot-stuffing holds for every ``n``.  :func:`wire` is the
   same rendering done the slow way, the reference the tests compare with.
 * :class:`SmtpClient` speaks plain SMTP on asyncio streams: EHLO once per
-  connection, then per message ``MAIL``, ``RCPT``, ``DATA`` and the body,
+  connection, then per message ``MAIL`` (with ``SIZE=`` when offered, as
+  aiosmtplib sends it), ``RCPT``, ``DATA`` and the body,
   each reply read before the next command, or the three commands in one
   write when the server advertises PIPELINING (RFC 2920; the relay does
   not).  Replies are parsed strictly (RFC 5321 4.2: three digits, ``-`` or
@@ -82,6 +83,12 @@ class SoakTemplate:
         self._to = b"\r\n" + stuffed[:to] + b"To: s"
         self._mid = b"@example.org" + stuffed[to + len(_TO):mid] + b"<soak-"
         self._tail = b"@mailer.shop.example>" + stuffed[mid + len(_MESSAGE_ID):]
+        # The message's own size, without the dots stuffing added (RFC 1870), but the values.
+        self._size = len(soak_message(0, body)) - 3
+
+    def size(self, n: int) -> int:
+        """``len(soak_message(n, body))``: for MAIL's SIZE= parameter."""
+        return self._size + 3 * len(b"%d" % n)
 
     def parts(self, n: int) -> list[bytes]:
         """Message ``n``'s DATA bytes in pieces, for ``writelines`` (no copy of the body)."""
@@ -143,9 +150,10 @@ class SmtpClient:
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                  sender: str, timeout: float) -> None:
         self._reader, self._writer = reader, writer
-        self._mail = f"MAIL FROM:<{sender}>\r\n".encode("ascii")
+        self._mail = f"MAIL FROM:<{sender}>".encode("ascii")
         self.timeout = timeout
         self.pipelining = False
+        self.size = False  # the server takes MAIL's SIZE= (RFC 1870), as aiosmtplib sends it
         self.closed = False
 
     @classmethod
@@ -166,8 +174,9 @@ class SmtpClient:
         except BaseException:
             client.close()
             raise
-        client.pipelining = pipelining and any(
-            ln.upper().split(b" ", 1)[0] == b"PIPELINING" for ln in lines[1:])
+        keywords = {ln.upper().split(b" ", 1)[0] for ln in lines[1:]}
+        client.pipelining = pipelining and b"PIPELINING" in keywords
+        client.size = b"SIZE" in keywords
         return client
 
     async def _reply(self) -> tuple[int, list[bytes]]:
@@ -192,24 +201,26 @@ class SmtpClient:
         """The next reply; :class:`Refused` unless its code is ``want`` (2xx for 250)."""
         return _check(step, want, *await self._reply())
 
-    async def send(self, rcpt: bytes, data: Sequence[bytes]) -> None:
-        """One transaction: ``rcpt`` is the RCPT command, ``data`` the DATA bytes in pieces.
+    async def send(self, rcpt: bytes, data: Sequence[bytes], size: int) -> None:
+        """One transaction: ``rcpt`` is the RCPT command, ``data`` the DATA bytes in pieces,
+        ``size`` the message's (for MAIL's SIZE=, when the server takes it).
 
         Returns when the server answered 2xx to the end of DATA, i.e. accepted the
         message.  Raises :class:`Refused` or :class:`Failed`, after which this
         connection is closed; :class:`asyncio.CancelledError` closes it too.
         """
+        mail = self._mail + (b" SIZE=%d\r\n" % size if self.size else b"\r\n")
         try:
             async with asyncio.timeout(self.timeout):
                 if self.pipelining:
-                    self._writer.writelines((self._mail, rcpt, b"DATA\r\n"))
+                    self._writer.writelines((mail, rcpt, b"DATA\r\n"))
                     # Every reply is read before the first wrong one is raised (RFC 2920).
                     replies = [await self._reply() for _ in range(3)]
                     for step, want, reply in zip(("MAIL", "RCPT", "DATA"), (250, 250, 354),
                                                  replies, strict=True):
                         _check(step, want, *reply)
                 else:
-                    self._writer.write(self._mail)
+                    self._writer.write(mail)
                     await self._expect("MAIL", 250)
                     self._writer.write(rcpt)
                     await self._expect("RCPT", 250)

@@ -51,6 +51,7 @@ def test_the_template_equals_the_reference_rendering(n: int) -> None:
     template = SoakTemplate(BODY)
     assert template.render(n) == wire(n, BODY) == smtplib_wire(soak_message(n, BODY))
     assert template.rcpt(n) == f"RCPT TO:<s{n}@example.org>\r\n".encode()
+    assert template.size(n) == len(soak_message(n, BODY))
 
 
 @pytest.mark.parametrize("n", IDS)
@@ -143,17 +144,19 @@ def test_a_message_goes_through_byte_for_byte(pipelining: bool) -> None:
     template = SoakTemplate(BODY)
 
     async def scenario() -> None:
+        # The relay offers SIZE and no PIPELINING; the capture offers both.
         ehlo = b"250-fake\r\n250-PIPELINING\r\n250 8BITMIME\r\n" if pipelining else (
-            b"250-fake\r\n250 8BITMIME\r\n")
+            b"250-fake\r\n250-SIZE 1000000\r\n250 8BITMIME\r\n")
         async with Server(ehlo) as srv:
             client = await SmtpClient.connect("127.0.0.1", srv.port, "news@shop.example", 30)
-            assert client.pipelining is pipelining
+            assert (client.pipelining, client.size) == (pipelining, not pipelining)
             for n in (3, 4):
-                await client.send(template.rcpt(n), template.parts(n))
+                await client.send(template.rcpt(n), template.parts(n), template.size(n))
             await client.quit()
             assert client.closed
         assert srv.data == [wire(3, BODY), wire(4, BODY)]
-        assert srv.lines[1:4] == [b"MAIL FROM:<news@shop.example>\r\n",
+        size = b" SIZE=%d" % len(soak_message(3, BODY)) if not pipelining else b""
+        assert srv.lines[1:4] == [b"MAIL FROM:<news@shop.example>" + size + b"\r\n",
                                   b"RCPT TO:<s3@example.org>\r\n", b"DATA\r\n"]
         assert srv.lines[-1] == b"QUIT\r\n"
 
@@ -178,7 +181,7 @@ def test_a_refused_recipient_is_refused_and_drops_the_connection(pipelining: boo
             srv.on_rcpt[b"RCPT TO:<s1@example.org>\r\n"] = b"550 5.1.1 no such user\r\n"
             client = await SmtpClient.connect("127.0.0.1", srv.port, "a@b", 30)
             with pytest.raises(Refused) as info:
-                await client.send(b"RCPT TO:<s1@example.org>\r\n", [b"x\r\n.\r\n"])
+                await client.send(b"RCPT TO:<s1@example.org>\r\n", [b"x\r\n.\r\n"], 3)
             assert info.value.reason == "RCPT 550"
             assert client.closed
             assert srv.data == []
@@ -228,7 +231,7 @@ def test_a_server_that_closes_or_never_answers_fails_the_send(server_does: str,
             if server_does == "hang":
                 client.timeout = 0.2  # the server never answers: no race with the clock
             with pytest.raises(Failed, match=why):
-                await client.send(b"RCPT TO:<s1@example.org>\r\n", [b"x\r\n.\r\n"])
+                await client.send(b"RCPT TO:<s1@example.org>\r\n", [b"x\r\n.\r\n"], 3)
             assert client.closed
 
     run(scenario())
@@ -239,7 +242,7 @@ def test_a_cancelled_send_closes_the_connection() -> None:
         async with Server() as srv:
             srv.hang_on.add(b"RCPT TO:<s1@example.org>\r\n")
             client = await SmtpClient.connect("127.0.0.1", srv.port, "a@b", 30)
-            task = asyncio.create_task(client.send(b"RCPT TO:<s1@example.org>\r\n", [b".\r\n"]))
+            task = asyncio.create_task(client.send(b"RCPT TO:<s1@example.org>\r\n", [b".\r\n"], 0))
             await srv.mail_seen.wait()
             task.cancel()
             with pytest.raises(asyncio.CancelledError):
