@@ -27,7 +27,9 @@ default: all but ``soak``; ``all``: every phase):
                 for --soak-seconds (default 600): --soak-rate, or
                 --soak-fraction (0.8) of the rate c-dkim (c) measured in this
                 run; accept-to-deliver latency per message, RSS of the relay
-                every 10 s (bench/_relaysoak.py, bench/_capture.py).
+                every 10 s; the sender has --soak-drain (120) s after the
+                schedule to finish (bench/_relaysoak.py, bench/_smtpload.py,
+                bench/_capture.py).
 
 ``--granted-share F`` (default 0: every recipient refused, as no consent is
 recorded) seeds a share F of the numbered recipients (evenly spread) as
@@ -44,7 +46,8 @@ cutime/cstime) spent in that window; "RSS end" is the tree's RSS summed over
 its processes (PSS beside it) once everything was delivered.  The goals are
 issue 12's: beacon-proxy >= 1.0 x the Postfix hop, >= 0.5 x smtp-source ->
 smtp-sink, >= 4 x the pass-through (for c and c-dkim, and with many
-recipients in recipients/s); the soak: p99 accept-to-deliver < 1 s, RSS flat.
+recipients in recipients/s); the soak: the rate held, p99 accept-to-deliver
+< 1 s, RSS flat, every message accepted, delivered (and DKIM-signed).
 Exit status: 0 every goal met, 1 a goal missed, 2 the benchmark failed.
 
 Needs /usr/sbin/smtp-source and /usr/sbin/smtp-sink (Debian: postfix); the
@@ -547,6 +550,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="parallel SMTP connections of the soak's sender (default 8)")
     p.add_argument("--rss-every", type=float, default=10.0,
                    help="soak: seconds between RSS samples (default 10)")
+    p.add_argument("--soak-drain", type=float, default=120.0,
+                   help="soak: seconds after the schedule's end for the sender to send what "
+                        "is still queued, then the rest is cancelled (default 120)")
     p.add_argument("--profile", type=Path, default=None,
                    help="run beacon-proxy under cProfile in phase c and write the stats here")
     p.add_argument("--keep", action="store_true", help="keep the temp dir (logs, configs)")
@@ -565,8 +571,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         p.error("--recipients: 1..1000")
     if not 0 <= a.granted_share <= 1:
         p.error("--granted-share: 0..1")
-    if a.soak_seconds <= 0 or a.rss_every <= 0 or a.soak_fraction <= 0:
-        p.error("--soak-seconds, --rss-every and --soak-fraction must be > 0")
+    if a.soak_seconds <= 0 or a.rss_every <= 0 or a.soak_fraction <= 0 or a.soak_drain <= 0:
+        p.error("--soak-seconds, --rss-every, --soak-fraction and --soak-drain must be > 0")
     try:
         phases = parse_phases(a.phases)
     except ValueError as exc:
@@ -620,6 +626,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 label = (f"({a.soak_fraction:g} x {soak_base}'s "
                          f"{rates[soak_base]:.1f} msg/s)")
             spec = SoakSpec(a.soak_seconds, rate, a.soak_connections, a.rss_every,
+                            send_drain=a.soak_drain, dkim=a.soak_dkim == "on",
                             label=f"{label}, DKIM {a.soak_dkim}")
             print(f"running soak for {a.soak_seconds:.0f} s at {rate:.1f} msg/s ...",
                   file=sys.stderr, flush=True)
