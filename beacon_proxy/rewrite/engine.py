@@ -81,6 +81,7 @@ from beacon_proxy.rewrite.mime import (
     MimeTree,
     parse_message,
     reencode,
+    reparse_shifted,
 )
 from beacon_proxy.rewrite.rescan import MAX_TEMPLATES, ScanCache
 from beacon_proxy.rewrite.rules import TrackerRules
@@ -345,7 +346,9 @@ class Engine:
           ``modifiable``.  So every part reads the same bytes with the same type,
           charset, transfer encoding, disposition, boundary and signed-ness: the
           scan (:meth:`_scan_part`: decoding, charset reading, references, rules) and
-          the plain-text and opaque checks of :meth:`analyse` give the same result;
+          the plain-text and opaque checks of :meth:`analyse` give the same result
+          (these two proofs: :func:`~beacon_proxy.rewrite.mime.reparse_shifted`, shared
+          with the footer's :func:`~beacon_proxy.rewrite.footerplan.rebase_plan`);
         * what else :meth:`analyse` reads from the header is computed again and
           compared: the remote ``Content-Base``/``Content-Location`` of every part, the
           root's included (:func:`_remote_bases`), and :func:`has_signed_parts`.  The
@@ -368,29 +371,11 @@ class Engine:
         with its shifted :class:`~beacon_proxy.rewrite.mime.MimePart`; its memo of
         refused copies starts empty (a copy holds the header).
         """
-        old = analysis.data
-        body = len(data) - split
-        old_split = len(old) - body
         old_tree = analysis.tree
-        if not (0 < split < len(data) and 0 < old_split < len(old)) \
-                or old_tree.root.body_span.start != old_split \
-                or not old.endswith(memoryview(data)[split:]):  # equal bodies, compared
+        tree = reparse_shifted(old_tree, data, split, max_depth=self._max_depth,
+                               max_parts=self._max_parts)
+        if tree is None:
             return None
-        tree = parse_message(data, max_depth=self._max_depth, max_parts=self._max_parts)
-        delta = split - old_split
-        if (len(tree.parts) != len(old_tree.parts) or tree.problems != old_tree.problems
-                or tree.notes != old_tree.notes or tree.modifiable != old_tree.modifiable
-                or tree.root.body_span != slice(split, len(data))
-                or tree.root.header_span.stop > split):
-            return None
-        for was, now in zip(old_tree.parts, tree.parts, strict=True):
-            header = (now.header_span if not was.path
-                      else slice(was.header_span.start + delta, was.header_span.stop + delta))
-            body_span = slice(was.body_span.start + delta, was.body_span.stop + delta)
-            if now != replace(was, header_span=header, body_span=body_span):
-                return None
-            if was.path and header.start < split:  # a part in the header: not the body
-                return None
         if has_signed_parts(tree) != analysis.signed or (
                 tree.modifiable and _remote_bases(tree) != _remote_bases(old_tree)):
             return None

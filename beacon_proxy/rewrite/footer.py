@@ -79,8 +79,10 @@ from beacon_proxy.rewrite.footerplan import (
     body_parts,
     footer_language,
     plan_footer,
+    rebase_plan,
 )
 from beacon_proxy.rewrite.footertext import FooterText, FooterTexts
+from beacon_proxy.rewrite.known import body_start
 from beacon_proxy.rewrite.mime import MimeTree
 from beacon_proxy.rewrite.step import Copy, Recipient
 
@@ -130,6 +132,7 @@ class Footer:
         self._lock = threading.Lock()
         self._kept: tuple[FooterPlan, ...] = ()  # found again at least once; most recent first
         self._new: tuple[FooterPlan, ...] = ()  # on probation; newest first
+        self._derived: FooterPlan | None = None  # the last plan rebase_plan derived
 
     def __call__(self, copy: Copy, recipient: Recipient) -> Copy:
         if copy.held is not None:  # nothing to add to (run_steps stops before this)
@@ -161,7 +164,8 @@ class Footer:
         return (data if out is None else out), report
 
     def plan(self, data: bytes) -> FooterPlan:
-        """The plan for a message: a kept one when ``data`` is the same bytes, else a new one."""
+        """The plan for a message: a kept one when ``data`` is the same bytes, one derived
+        from a kept one when only the header differs (:func:`rebase_plan`), else a new one."""
         kept, new = self._kept, self._new  # snapshots: each tuple is replaced, never changed
         for plan in kept:
             if plan.tree.data is data or plan.tree.data == data:
@@ -172,11 +176,41 @@ class Footer:
             if plan.tree.data is data or plan.tree.data == data:
                 self._keep(plan)
                 return plan
+        derived = self._derived
+        if derived is not None and (derived.tree.data is data or derived.tree.data == data):
+            return derived
+        derived = self._rebased(data, (*kept, *new))
+        if derived is not None:
+            return derived
         plan = plan_footer(data, self.texts, self.default_language)
         if self.cache and plan.failure is None and plan.size <= _MAX_KEPT:
             with self._lock:
                 self._new = (plan, *self._new[: _NEW_PLANS - 1])
         return plan
+
+    def _rebased(self, data: bytes, plans: tuple[FooterPlan, ...]) -> FooterPlan | None:
+        """A plan derived from the first kept one with the same body, if proven.
+
+        Only the first plan whose body has the same length and bytes is tried: a failed
+        proof costs one parse more than a new plan, never more.  The base goes off
+        probation (a personalised newsletter's refused copies find it again by body); the
+        derived plan is the one remembered for further equal bytes (a message's other
+        refused recipients), not kept in the lists (each message has its own header)."""
+        split = body_start(data) if self.cache else 0
+        if not split:
+            return None
+        body = len(data) - split
+        view = memoryview(data)[split:]
+        for base in plans:
+            old = base.tree.data
+            if len(old) - base.tree.root.body_span.start != body or not old.endswith(view):
+                continue
+            derived = rebase_plan(base, data, split, self.texts, self.default_language)
+            if derived is not None:
+                self._derived = derived
+                self._keep(base)
+            return derived
+        return None
 
     def _keep(self, plan: FooterPlan) -> None:
         """Put a plan found again at the front of the kept ones (off probation)."""
