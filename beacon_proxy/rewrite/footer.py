@@ -49,8 +49,14 @@ and applying it to one link (about 0.035 ms).  Every refused or unknown
 recipient's copy of a message is the same bytes, so the step keeps the plans of
 the last few messages, found again by comparing the bytes (a memcmp): a
 further copy costs about 0.04 ms instead of 0.5, and thousands of copies pay
-for one plan.  A granted copy differs from every other (its open-pixel
-tokens), so it is planned afresh, 0.5 ms (see :class:`Footer`).
+for one plan.  Real senders personalise the header of every message (``To``,
+``Message-ID``, ids), so the refused copies of two messages differ in the
+header only: such a copy gets a plan derived from the kept one with the same
+body (:func:`~beacon_proxy.rewrite.footerplan.rebase_plan`: the message parsed
+again and proven to be the kept one's shifted, what the plan reads from the
+header read again; about 0.12 ms instead of 0.5 for the 70 KB newsletter).  A
+granted copy differs from every other in its body too (its open-pixel tokens),
+so it is planned afresh, 0.5 ms (see :class:`Footer`).
 
 >>> from beacon_proxy.spool.envelope import Envelope
 >>> from beacon_proxy.consent.policy import Policy
@@ -112,8 +118,11 @@ class Footer:
     has found them (0: none, every copy is planned).  A new plan first goes to a
     small probation list, so that a run of granted copies (each different, never
     seen again) cannot push out the plan that the refused copies share.  A plan
-    is found again only by comparing the whole input bytes: a stale or racing
-    entry can cost a new plan, never a wrong copy.  Threads may share the step:
+    is found again only by comparing the whole input bytes, or its body bytes and
+    a proof that the header changes nothing (:func:`rebase_plan`; the plan so
+    derived is remembered in one slot of its own, for the message's further
+    refused copies): a stale or racing entry can cost a new plan, never a wrong
+    copy.  Threads may share the step:
     the lists are immutable tuples, replaced under a lock.
     """
 

@@ -333,7 +333,7 @@ def rebase_plan(plan: FooterPlan, data: bytes, split: int, texts: FooterTexts,
 
 def _headless(part: MimePart) -> bool:
     """``_plan_part``'s "no body after the header": the body starts where the header ends."""
-    return part.body_span.start == part.header_span.stop
+    return bool(part.body_span.start == part.header_span.stop)
 
 
 def footer_language(tree: MimeTree, languages: Collection[str], default: str) -> str:
