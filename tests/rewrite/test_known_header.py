@@ -374,7 +374,7 @@ def test_a_derived_refused_copy_is_made_from_the_origins(
     assert shared.changed and tracker_traces(BASES["multi"])
     rendered = _rendered_by(monkeypatch)
     for n in range(3):
-        data = _with_header(BASES["multi"], lambda h, n=n: b"X-Id: %d\r\n" % n + h)
+        data = b"X-Id: %d\r\n" % n + BASES["multi"]
         derived = ENGINE.rebase(base, data, body_start(data))
         assert derived is not None and derived._origin is base
         copy = ENGINE.render(derived, "other@example.net", Policy.REFUSED)
