@@ -16,9 +16,12 @@ fresh bytes object.  Campaign diffing, the consent lookup, the spool and the
 sockets are left out: ``bench/relay.py`` measures the whole relay.
 
 Shown: CPU ms per message (``time.process_time``, best of ``--rounds`` rounds of
-``--messages`` after a warm-up), refused and granted.  ``--base DIR``: the same
-in child processes, ``PYTHONPATH=DIR`` (e.g. ``/work/main``) and this tree in
-turn, ``--pairs`` times, each pair printed with the ratio branch/base.
+``--messages`` after a warm-up), refused and granted; then the footer step alone
+(``footer refused``: the personalised messages themselves as the copies,
+``footer granted``: each with its own pixel token as well, a body seen once).
+``--base DIR``: the same in child processes, ``PYTHONPATH=DIR`` (e.g.
+``/work/main``) and this tree in turn, ``--pairs`` times, each pair printed
+with the ratio branch/base.
 """
 
 from __future__ import annotations
@@ -42,8 +45,10 @@ from beacon_proxy.consent.policy import Policy
 from beacon_proxy.deliver.smtp import wire_data
 from beacon_proxy.rewrite.beacons import BeaconStep, inline_analyse
 from beacon_proxy.rewrite.engine import Engine
+from beacon_proxy.rewrite.footer import Footer
 from beacon_proxy.rewrite.known import AnalysisCache, cached
 from beacon_proxy.rewrite.rules import load_rules
+from beacon_proxy.rewrite.step import Copy, Recipient
 from beacon_proxy.spool.envelope import Envelope
 from beacon_proxy.tokens import Tokens
 
@@ -78,6 +83,21 @@ async def _round(step: BeaconStep, policy: Policy, first: int, messages: int) ->
     return (time.process_time() - start) / messages * 1e3
 
 
+PIXEL = b"eyJjIjoiMjAyNS1zcHJpbmci"  # in the newsletter's first tracking pixel
+
+
+def _footer_round(step: Footer, first: int, messages: int, granted: bool) -> float:
+    """CPU ms per copy of the footer step alone, for personalised copies."""
+    copies = [Copy(soak_message(n, DATA.replace(PIXEL, b"%024d" % n) if granted else DATA))
+              for n in range(first, first + messages)]
+    rcpt = Recipient(Envelope("Q1", "news@shop.example", ("a@example.org",)),
+                     "a@example.org", Policy.REFUSED)
+    start = time.process_time()
+    for copy in copies:
+        step(copy, rcpt)
+    return (time.process_time() - start) / messages * 1e3
+
+
 async def measure(messages: int, rounds: int) -> dict[str, float]:
     """Best CPU ms per message of ``rounds`` rounds, for each policy (this build)."""
     engine = Engine(load_rules())
@@ -90,6 +110,15 @@ async def measure(messages: int, rounds: int) -> dict[str, float]:
         best = []
         for _ in range(rounds):
             best.append(await _round(step, policy, first, messages))
+            first += messages
+        out[name] = min(best)
+    for name, granted in (("footer refused", False), ("footer granted", True)):
+        footer = Footer(lambda r: "https://prefs.example.com/u/AAECAwQFBgcICQoLDA0ODw")
+        _footer_round(footer, first, 50, granted)
+        first += 50
+        best = []
+        for _ in range(rounds):
+            best.append(_footer_round(footer, first, messages, granted))
             first += messages
         out[name] = min(best)
     return out
@@ -108,17 +137,17 @@ def _child(tree: Path, messages: int, rounds: int) -> dict[str, float]:
 def compare(base: Path, messages: int, rounds: int, pairs: int) -> None:
     """Base and this tree alternating in child processes, one line per run and pair."""
     branch = HERE.parent
-    names = [name for name, _ in POLICIES]
+    names = [*(name for name, _ in POLICIES), "footer refused", "footer granted"]
     print(f"CPU ms per personalised message (best of {rounds} x {messages}); "
           f"base {base}, branch {branch}")
     for pair in range(1, pairs + 1):
         load = os.getloadavg()[0]
         old = _child(base, messages, rounds)
         new = _child(branch, messages, rounds)
-        cells = "  ".join(f"{n} base {old[n]:.3f} branch {new[n]:.3f} "
+        cells = "\n  ".join(f"{n} base {old[n]:.3f} branch {new[n]:.3f} "
                           f"saved {(old[n] - new[n]) * 1e3:4.0f} us ({new[n] / old[n]:.2f}x)"
                           for n in names)
-        print(f"pair {pair} (load {load:.1f}): {cells}")
+        print(f"pair {pair} (load {load:.1f}):\n  {cells}")
 
 
 def main() -> None:

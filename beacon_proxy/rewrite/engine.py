@@ -373,7 +373,9 @@ class Engine:
         :class:`HtmlPart`'s decoded bytes, entries, findings and lazily built
         references (their spans are offsets into the decoded part, not the message),
         with its shifted :class:`~beacon_proxy.rewrite.mime.MimePart`; its memo of
-        refused copies starts empty (a copy holds the header).
+        refused copies starts empty (a copy holds the header), and is filled from the
+        old analysis's when it has one (:func:`_rebased_refused`: the new header, then
+        the old copy from the body on; not for a message whose root is an HTML part).
         """
         old_tree = analysis.tree
         tree = reparse_shifted(old_tree, data, split, max_depth=self._max_depth,
