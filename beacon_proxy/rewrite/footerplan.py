@@ -38,7 +38,7 @@ import html
 import re
 from bisect import bisect_right
 from collections.abc import Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Final
 
 from beacon_proxy.rewrite.bodyend import body_end
@@ -60,6 +60,7 @@ from beacon_proxy.rewrite.mime import (
     MimeTree,
     header_fields,
     parse_message,
+    reparse_shifted,
 )
 from beacon_proxy.rewrite.transfer import (
     Edit,
@@ -70,7 +71,8 @@ from beacon_proxy.rewrite.transfer import (
     line_ending,
 )
 
-__all__ = ["FooterPlan", "PartPlan", "body_parts", "footer_language", "plan_footer"]
+__all__ = ["FooterPlan", "PartPlan", "body_parts", "footer_language", "plan_footer",
+           "rebase_plan"]
 
 _BODY_TYPES: Final = frozenset({"text/plain", "text/html"})
 _SIGNED_TYPES: Final = OPAQUE_TYPES | {"multipart/signed"}
@@ -83,6 +85,8 @@ _UNWRITABLE: Final = frozenset({UNKNOWN_CHARSET, "replacement", "x-user-defined"
 #: Everywhere else an ASCII byte is always that character, whatever the other bytes.
 _CHECKED: Final = frozenset({"shift_jis", "iso-2022-jp", "gbk", "gb18030", "big5", "euc-kr"})
 _JIS_ROMAN: Final = b"\x1b(J"
+_MAX_DEPTH: Final = 100  # the parser's limits (its defaults), the same for a rebased plan
+_MAX_PARTS: Final = 1000
 _ASCII_ESCAPE: Final = b"\x1b(B"
 
 
@@ -130,6 +134,7 @@ class PartPlan:
     transcode: str | None = None
     wrap: tuple[bytes, bytes] = (b"", b"")
     state_skip: str | None = None
+    eol_of_header: bool = False  # ``eol`` is the part header's (the text has no line break)
 
     @property
     def size(self) -> int:
@@ -232,7 +237,7 @@ def plan_footer(data: bytes, texts: FooterTexts, default_language: str) -> Foote
     Raises only for a bug in the MIME parse or the choice of parts (before a single
     pass would ask for the link); a later one is kept in :attr:`FooterPlan.failure`.
     """
-    tree = parse_message(data)
+    tree = parse_message(data, max_depth=_MAX_DEPTH, max_parts=_MAX_PARTS)
     if tree.problems:
         return FooterPlan(tree, "broken MIME structure")
     if _is_signed(tree):
@@ -254,6 +259,81 @@ def plan_footer(data: bytes, texts: FooterTexts, default_language: str) -> Foote
         except Exception as exc:
             return FooterPlan(tree, None, language, tuple(planned), exc)
     return FooterPlan(tree, None, language, tuple(planned))
+
+
+def rebase_plan(plan: FooterPlan, data: bytes, split: int, texts: FooterTexts,
+                default_language: str) -> FooterPlan | None:
+    """``plan`` made the plan of ``data``, a message with the same body (``data[split:]``)
+    and another header; None unless proven (then :func:`plan_footer` it).
+
+    Why: a personalised newsletter (its own ``To``, ``Message-ID``, ids per message)
+    has a refused copy whose bytes differ from every other message's in the header
+    only, so :class:`~beacon_proxy.rewrite.footer.Footer`'s kept plans (found by equal
+    bytes) missed and each message planned afresh: 0.5 ms for the 70 KB newsletter, of
+    which this costs the parse (~0.1 ms).
+
+    The proof: :func:`~beacon_proxy.rewrite.mime.reparse_shifted` (the bodies equal
+    byte for byte, ``data`` parsed again with the same limits, its tree ``plan``'s
+    shifted: every part's fields, problems, notes and ``modifiable`` equal, every part
+    but the root inside the body); then what :func:`plan_footer` reads from the header
+    is read again:
+
+    * ``footer_language`` reads the root's ``Content-Language``: computed again from
+      ``data`` and *used* (no part plan depends on the language; only
+      :meth:`FooterPlan.apply` does); an exception there (kept as a ``failure`` by a
+      fresh plan): not rebased;
+    * ``_is_signed`` (the parts' types and ``signed``, equal by the proof) computed
+      again and compared;
+    * a part's line ending when its text has none (``_eol``: the line ending of the
+      part's header, the message's header for the root) read again and compared
+      (``PartPlan.eol_of_header``);
+    * the root's "no body after the header" check (``_plan_part``: the root's header
+      span, which is not compared) computed again and compared.
+
+    Audit of :func:`plan_footer` (keep it in step when it reads anything new):
+    ``parse_message`` (the proof above); ``tree.problems`` (equal); ``_is_signed``
+    (compared); ``body_parts`` (paths, types, dispositions, ``is_multipart``: equal
+    fields); ``footer_language`` (above); ``_plan_part`` per body part: ``modifiable``,
+    ``reason``, the spans' emptiness (the root's compared above; every other part's
+    shifted), ``transfer_encoding``, ``tree.body(part)`` (equal bytes), ``charset``
+    (equal field; the effective charset is read from the decoded body), ``_eol``
+    (above), ``scan_view``/``body_end``/``_insertion``/``_ascii_state``/``_line_index``
+    (the decoded and encoded body only: offsets into the part's body, not the
+    message), ``_transcoded`` (``charset``, ``transfer_encoding``, the body, ``_eol``).
+    A ``PartPlan`` keeps nothing else of the message but its ``MimePart``, which is
+    swapped for the shifted one (``FooterPlan.apply`` splices by its spans into the
+    new tree).  A plan with a ``failure`` is not rebased (``Footer`` never keeps one).
+    Held to a fresh plan by ``tests/rewrite/test_known_header_fuzz.py`` (copy for copy,
+    byte for byte: run it with a large ``REBASE_FUZZ`` after changing anything above).
+    """
+    if plan.failure is not None:
+        return None
+    tree = reparse_shifted(plan.tree, data, split, max_depth=_MAX_DEPTH, max_parts=_MAX_PARTS)
+    if tree is None or _is_signed(tree) != _is_signed(plan.tree) \
+            or _headless(tree.root) != _headless(plan.tree.root):
+        return None
+    if plan.skip is not None:
+        return FooterPlan(tree, plan.skip)
+    try:
+        language = footer_language(tree, texts.languages, default_language)
+    except Exception:  # a fresh plan keeps it as its failure: leave that to one
+        return None
+    by_path = {part.path: part for part in tree.parts}
+    parts: list[PartPlan | str] = []
+    for part in plan.parts:
+        if isinstance(part, str):
+            parts.append(part)
+            continue
+        now = by_path[part.part.path]
+        if part.eol_of_header and line_ending(tree.data[now.header_span]) != part.eol:
+            return None
+        parts.append(replace(part, part=now))
+    return FooterPlan(tree, None, language, tuple(parts))
+
+
+def _headless(part: MimePart) -> bool:
+    """``_plan_part``'s "no body after the header": the body starts where the header ends."""
+    return bool(part.body_span.start == part.header_span.stop)
 
 
 def footer_language(tree: MimeTree, languages: Collection[str], default: str) -> str:
@@ -311,7 +391,7 @@ def _plan_part(tree: MimeTree, part: MimePart, kind: str) -> PartPlan:
     """Where the footer goes in one body part; raises :class:`_Skip` to leave it alone."""
     if not part.modifiable:
         raise _Skip(part.reason or "not modifiable")
-    if part.body_span.start == part.header_span.stop:  # a header, then the end
+    if _headless(part):  # a header, then the end
         raise _Skip("no body after the header")
     cte = part.transfer_encoding
     body = tree.body(part)
@@ -330,7 +410,7 @@ def _plan_part(tree: MimeTree, part: MimePart, kind: str) -> PartPlan:
     wrap, state_skip = _ascii_state(decoded, at, charset)
     return PartPlan(part, kind, body, edit_cte, decoded, _line_index(body, cte, index, at),
                     charset, eol, cte == "7bit", at, before, after, wrap=wrap,
-                    state_skip=state_skip)
+                    state_skip=state_skip, eol_of_header=b"\n" not in decoded)
 
 
 def _eol(tree: MimeTree, part: MimePart, text: bytes) -> bytes:
@@ -371,7 +451,8 @@ def _transcoded(tree: MimeTree, part: MimePart, kind: str, body: bytes, cte: str
     at, before, after = _insertion(read.text, read.view, kind, eol)
     offset = len(from_utf8(read.text[:at], read.transcoded, bom=read.bom))
     return PartPlan(part, kind, body, cte, decoded, _line_index(body, cte, index, offset),
-                    "utf-8", eol, False, offset, before, after, transcode=read.transcoded)
+                    "utf-8", eol, False, offset, before, after, transcode=read.transcoded,
+                    eol_of_header=b"\n" not in read.text)
 
 
 def _line_index(body: bytes, cte: str, index: QpIndex, at: int) -> QpIndex:

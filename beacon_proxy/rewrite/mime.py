@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from typing import Final
 from urllib.parse import unquote_to_bytes
@@ -47,7 +47,7 @@ from beacon_proxy.rewrite.transfer import ENCODINGS, encode_whole, line_ending, 
 
 __all__ = ["HTML_TYPES", "MESSAGE_TYPES", "OPAQUE_TYPES", "PKCS7_TYPES", "RENDERED_TYPES",
            "MimePart", "MimeTree", "header_fields", "parse_message", "reencode",
-           "with_transfer_encoding"]
+           "reparse_shifted", "with_transfer_encoding"]
 
 HTML_TYPES: Final = frozenset({"text/html", "text/x-amp-html"})
 """Leaf types :meth:`MimeTree.html_parts` returns."""
@@ -218,6 +218,56 @@ def parse_message(data: bytes, *, max_depth: int = 100, max_parts: int = 1000) -
         root = MimePart((), span, slice(len(data), len(data)), "text/plain", "us-ascii", "7bit",
                         None, None, False, False, False, "unparseable")
         return MimeTree(data, (root,), [f"internal parser error: {exc!r}"], False)
+
+
+def reparse_shifted(old: MimeTree, data: bytes, split: int, *, max_depth: int = 100,
+                    max_parts: int = 1000) -> MimeTree | None:
+    """The tree of ``data`` when it is ``old``'s tree shifted by the change in the header's
+    length: ``data`` has ``old``'s body (``data[split:]``) under another header.  None
+    unless proven (then parse ``data`` and do the work afresh).
+
+    The proof behind every "a known body under another header" derivation
+    (:meth:`Engine.rebase <beacon_proxy.rewrite.engine.Engine.rebase>`,
+    :func:`~beacon_proxy.rewrite.footerplan.rebase_plan`):
+
+    * the bodies are compared byte for byte (not a digest), and ``old``'s body starts
+      at its root's body (``len(data) - split`` bytes from the end);
+    * ``data`` is parsed again by :func:`parse_message` with the limits ``old`` was
+      parsed with (the caller's to keep equal), and its tree must be ``old``'s shifted
+      by ``delta`` (the difference of the headers' lengths): every :class:`MimePart`
+      field equal but the spans, which are the old ones plus ``delta`` (the root's
+      header span excepted: it is the header), the root's body starting at ``split``,
+      every other part's spans inside the body, and the same problems, notes and
+      ``modifiable``.  So every part reads the same bytes with the same type, charset,
+      transfer encoding, disposition, boundary and signed-ness.
+
+    What a caller reads from the header *bytes* beyond the parse (a part's
+    ``Content-Base``, ``Content-Language``, the line ending of the root's header) is
+    its own to read again and compare.
+    """
+    old_data = old.data
+    body = len(data) - split
+    old_split = len(old_data) - body
+    if not (0 < split < len(data) and 0 < old_split < len(old_data)) \
+            or old.root.body_span.start != old_split \
+            or not old_data.endswith(memoryview(data)[split:]):  # equal bodies, compared
+        return None
+    tree = parse_message(data, max_depth=max_depth, max_parts=max_parts)
+    delta = split - old_split
+    if (len(tree.parts) != len(old.parts) or tree.problems != old.problems
+            or tree.notes != old.notes or tree.modifiable != old.modifiable
+            or tree.root.body_span != slice(split, len(data))
+            or tree.root.header_span.stop > split):
+        return None
+    for was, now in zip(old.parts, tree.parts, strict=True):
+        header = (now.header_span if not was.path
+                  else slice(was.header_span.start + delta, was.header_span.stop + delta))
+        body_span = slice(was.body_span.start + delta, was.body_span.stop + delta)
+        if now != replace(was, header_span=header, body_span=body_span):
+            return None
+        if was.path and header.start < split:  # a part in the header: not the body
+            return None
+    return tree
 
 
 # --- header values ----------------------------------------------------------------------------

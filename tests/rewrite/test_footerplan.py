@@ -16,6 +16,8 @@ from beacon_proxy.rewrite import footerplan
 from beacon_proxy.rewrite.footer import Footer
 from beacon_proxy.rewrite.footerplan import PartPlan, plan_footer
 from beacon_proxy.rewrite.footertext import FooterTexts
+from beacon_proxy.rewrite.known import body_start
+from beacon_proxy.rewrite.mime import parse_message, reparse_shifted
 from beacon_proxy.rewrite.step import Copy, Recipient
 from beacon_proxy.rewrite.transfer import Edit, apply_edits, decode_indexed
 from beacon_proxy.spool.envelope import Envelope
@@ -191,3 +193,126 @@ def test_a_plan_is_for_every_recipient_and_the_link_for_one() -> None:
     assert seen == ["ann@example.org", "bob@example.org"]
     assert b"/u/ann" in copies[0] and b"/u/bob" not in copies[0]
     assert copies[1] == copies[0].replace(b"/u/ann", b"/u/bob")
+
+
+# -- a known body under another header (rebase_plan) ------------------------------------------
+
+SINGLE = b"Content-Type: text/plain; charset=utf-8\r\n\r\nHello"  # no line break: the header's
+
+
+def rebased(data: bytes, new: bytes) -> footerplan.FooterPlan | None:
+    """``data``'s plan rebased onto ``new``; when proven, it must equal a fresh plan of
+    ``new`` and make the same copy, report and all."""
+    derived = footerplan.rebase_plan(plan_footer(data, TEXTS, "en"), new,
+                                     body_start(new), TEXTS, "en")
+    if derived is not None:
+        fresh = plan_footer(new, TEXTS, "en")
+        assert derived == fresh
+        assert derived.apply(URL, TEXTS) == fresh.apply(URL, TEXTS)
+    return derived
+
+
+def test_a_personalised_header_rebases_the_plan() -> None:
+    data = message(PAGE, PLAIN)
+    new = data.replace(b"To: ann@example.org", b"To: bob.with.a.longer.name@example.org")
+    derived = rebased(data, new)
+    assert derived is not None and derived.tree.data is new
+    assert all(isinstance(p, PartPlan) for p in derived.parts)
+
+
+def test_a_header_that_changes_the_language_rebases_with_the_new_language() -> None:
+    data = message(PAGE, PLAIN, language="en")
+    derived = rebased(data, data.replace(b"Content-Language: en", b"Content-Language: ja-JP"))
+    assert derived is not None and derived.language == "ja"
+    assert derived.apply(URL, TEXTS)[1]["language"] == "ja"
+    gone = rebased(data, data.replace(b"Content-Language: en\r\n", b""))
+    assert gone is not None and gone.language == "en"
+
+
+@pytest.mark.parametrize(("old", "new"), [
+    (b"charset=utf-8", b"charset=iso-8859-1"),  # the root's charset
+    (b"Content-Type: text/plain; charset=utf-8", b"Content-Type: text/html"),
+    (b"Content-Type: text/plain; charset=utf-8\r\n", b""),  # a Content-Type removed
+    (b"\r\n\r\n", b"\r\nContent-Type: text/html\r\n\r\n"),  # a second one: a conflict
+    (b"\r\n\r\n", b"\r\nContent-Transfer-Encoding: base64\r\n\r\n"),
+    (b"\r\n\r\n", b"\r\nContent-Disposition: attachment\r\n\r\n"),
+    (b"Content-Type: text/plain;", b"Content-Type: multipart/signed; boundary=b; x=y;"),
+    (b"\r\n\r\n", b"\r\nX-Bare: a\rb\r\n\r\n"),  # a bare CR: a problem
+], ids=["charset", "type", "no-type", "two-types", "cte", "attachment", "signed", "bare-cr"])
+def test_a_header_that_changes_the_root_part_plans_afresh(old: bytes, new: bytes) -> None:
+    assert rebased(SINGLE, SINGLE.replace(old, new, 1)) is None
+
+
+@pytest.mark.parametrize(("old", "new"), [
+    (b'boundary="BOUND"', b'boundary="OTHER"'),
+    (b"multipart/alternative", b"multipart/mixed"),  # the first part only, not each
+    (b"MIME-Version: 1.0\r\n", b"Content-Type: multipart/signed; boundary=BOUND\r\n"),
+    (b"Subject: Deals\r\n", b"Subject: Deals\r\n--BOUND\r\n"),  # a delimiter in the header
+], ids=["boundary", "mixed", "signed", "delimiter-line"])
+def test_a_header_that_changes_the_structure_plans_afresh(old: bytes, new: bytes) -> None:
+    data = message(PAGE, PLAIN)
+    assert rebased(data, data.replace(old, new, 1)) is None
+
+
+def test_the_line_ending_of_a_header_that_gives_the_footers_is_compared() -> None:
+    """A text without a line break takes its line ending from the header: an LF header
+    plans afresh (its footer gets LF), a CRLF one with other fields is rebased."""
+    lf = b"Content-Type: text/plain; charset=utf-8\n\nHello"
+    assert reparse_shifted(parse_message(SINGLE), lf, body_start(lf)) is not None  # same tree
+    assert rebased(SINGLE, lf) is None  # but the footer's line ending is the header's
+    assert rebased(SINGLE, b"To: x@y\r\n" + SINGLE) is not None
+    multi = message(PAGE, PLAIN)  # the texts have line breaks: the header's do not matter
+    split = body_start(multi)
+    assert rebased(multi, multi[:split].replace(b"\r\n", b"\n") + multi[split:]) is not None
+
+
+def test_an_unproven_body_or_a_plan_with_a_failure_is_not_rebased(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    data = message(PAGE, PLAIN)
+    plan = plan_footer(data, TEXTS, "en")
+    new = b"X-Id: 1\r\n" + data
+    assert footerplan.rebase_plan(plan, new[:-3] + b"x\r\n", body_start(new), TEXTS, "en") is None
+    assert footerplan.rebase_plan(plan, new, 0, TEXTS, "en") is None  # no header to tell apart
+    broken = footerplan.FooterPlan(plan.tree, failure=ValueError("x"))
+    assert footerplan.rebase_plan(broken, new, body_start(new), TEXTS, "en") is None
+
+    def raises(*args: object) -> str:
+        raise RuntimeError("language")
+
+    monkeypatch.setattr(footerplan, "footer_language", raises)
+    assert footerplan.rebase_plan(plan, new, body_start(new), TEXTS, "en") is None
+
+
+def test_skipped_messages_rebase_to_the_same_reason() -> None:
+    signed = message(PAGE, PLAIN).replace(b"multipart/alternative", b"multipart/signed")
+    derived = rebased(signed, b"X-Id: 1\r\n" + signed)
+    assert derived is not None and derived.skip == "signed or encrypted"
+
+
+def test_the_step_rebases_personalised_copies_and_keeps_its_base_against_granted_ones() -> None:
+    """Refused copies of personalised messages share the first one's plan (off probation:
+    a run of granted copies does not push it out); a message's second refused copy finds
+    the derived plan by its bytes; every copy as an uncached step makes it."""
+    step, fresh = Footer(lambda r: URL), Footer(lambda r: URL, cache=0)
+    data = message(PAGE, PLAIN)
+    planned: list[bytes] = []
+    real = footerplan.plan_footer
+
+    def counting(data: bytes, *args: object) -> footerplan.FooterPlan:
+        planned.append(data)
+        return real(data, *args)  # type: ignore[arg-type]
+
+    copies = []
+    for n in range(6):
+        copy = Copy(b"X-Id: %d\r\n" % n + data)
+        granted = [Copy(copy.data.replace(b"spring sale", b"sale %d" % g)) for g in range(3)]
+        copies.append((copy, granted, fresh(copy, RCPT), [fresh(c, RCPT) for c in granted]))
+    footer_module = __import__("beacon_proxy.rewrite.footer", fromlist=["plan_footer"])
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(footer_module, "plan_footer", counting)
+        for copy, granted, expected, expected_granted in copies:
+            assert step(copy, RCPT) == expected
+            assert step(Copy(equal(copy.data)), RCPT) == expected
+            assert [step(c, RCPT) for c in granted] == expected_granted
+    refused = [p for p in planned if b"spring sale" in p]
+    assert len(refused) == 1  # the first message's only

@@ -6,6 +6,8 @@ analysis sees must fall back."""
 from __future__ import annotations
 
 import asyncio
+import base64
+import pickle
 import random
 import re
 from collections.abc import Callable
@@ -347,3 +349,81 @@ async def test_concurrent_copies_of_one_body_under_other_headers_are_analysed_on
     for data, result in zip([first_data, *others, hostile], results, strict=True):
         assert result == ENGINE.analyse(data)
     assert PIXEL  # the planted tracker the checks above look for
+
+
+# -- the shared refused copy of a derived analysis (engine._rebased_refused) -----------------
+
+
+def _rendered_by(monkeypatch: pytest.MonkeyPatch) -> list[Analysis]:
+    """The analyses ``Engine._render`` renders for, from now on."""
+    seen: list[Analysis] = []
+    real = Engine._render
+
+    def counting(self: Engine, analysis: Analysis, *args: object) -> object:
+        seen.append(analysis)
+        return real(self, analysis, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Engine, "_render", counting)
+    return seen
+
+
+def test_a_derived_refused_copy_is_made_from_the_origins(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    base = ENGINE.analyse(BASES["multi"])
+    shared = ENGINE.render(base, None, Policy.REFUSED)
+    assert shared.changed and tracker_traces(BASES["multi"])
+    rendered = _rendered_by(monkeypatch)
+    for n in range(3):
+        data = b"X-Id: %d\r\n" % n + BASES["multi"]
+        derived = ENGINE.rebase(base, data, body_start(data))
+        assert derived is not None and derived._origin is base
+        copy = ENGINE.render(derived, "other@example.net", Policy.REFUSED)
+        fresh = Engine(load_rules(), templates=0).render(
+            ENGINE.analyse(data), "other@example.net", Policy.REFUSED)
+        assert copy.data == fresh.data and copy.data.startswith(b"X-Id: %d\r\n" % n)
+        assert copy.items == fresh.items and copy.trackers == fresh.trackers
+        assert not tracker_traces(copy.data)
+        # a rebase of a derived analysis points at the first origin
+        again = ENGINE.rebase(derived, BASES["multi"], body_start(BASES["multi"]))
+        assert again is not None and again._origin is base
+    assert rendered.count(base) == 0 and len(rendered) == 3  # only the fresh engine's
+
+
+def test_a_derived_analysis_without_the_origins_copy_renders_its_own(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    base = ENGINE.analyse(BASES["multi"])  # nothing rendered from it yet
+    data = _with_header(BASES["multi"], lambda h: b"X-Id: 1\r\n" + h)
+    derived = ENGINE.rebase(base, data, body_start(data))
+    assert derived is not None
+    rendered = _rendered_by(monkeypatch)
+    ENGINE.render(derived, None, Policy.REFUSED)
+    assert rendered == [derived]
+
+
+@pytest.mark.parametrize("charset", ["utf-16", "utf-8"])
+def test_a_single_part_message_renders_its_own_refused_copy(
+        monkeypatch: pytest.MonkeyPatch, charset: str) -> None:
+    """The root is the HTML part: its re-encoding reads the header (a UTF-16 part written
+    back whole takes the header's line ending), so its copy is never spliced."""
+    page = PERSONAL.encode(charset)
+    body = base64.encodebytes(page).replace(b"\n", b"\r\n")
+    data = (HEAD + "MIME-Version: 1.0\r\nContent-Type: text/html; charset=" + charset
+            + "\r\nContent-Transfer-Encoding: base64\r\n\r\n").encode() + body
+    base = ENGINE.analyse(data)
+    ENGINE.render(base, None, Policy.REFUSED)
+    lf = _with_header(data, _lf)  # an LF header over the same body
+    assert _check(data, lf) is not None  # every copy as fresh (another origin)
+    derived = ENGINE.rebase(base, lf, body_start(lf))
+    assert derived is not None
+    rendered = _rendered_by(monkeypatch)
+    copy = ENGINE.render(derived, None, Policy.REFUSED)
+    assert rendered == [derived]
+    assert copy.data == ENGINE.render(ENGINE.analyse(lf), None, Policy.REFUSED).data
+
+
+def test_a_pickled_analysis_has_no_origin() -> None:
+    base = ENGINE.analyse(BASES["multi"])
+    data = b"X-Id: 1\r\n" + BASES["multi"]
+    derived = ENGINE.rebase(base, data, body_start(data))
+    assert derived is not None and derived._origin is base
+    assert pickle.loads(pickle.dumps(derived))._origin is None

@@ -1,7 +1,9 @@
 """A differential fuzzer for Engine.rebase (rewrite/known.py, source="header"): a known
 body under a mutated header is either analysed again or renders every copy - refused and
 granted, named and unnamed recipients, with and without campaign diffing's findings -
-byte for byte as a fresh analysis of the new bytes does.
+byte for byte as a fresh analysis of the new bytes does.  The same for the footer's
+``rebase_plan`` (rewrite/footerplan.py): a rebased plan equals a fresh ``plan_footer``
+of the new bytes and applies to the same copy, byte for byte, report and all.
 
 The bodies are the real templates (``shared/data/templates``) and the benchmark's
 newsletter, in several MIME shapes; the headers are mutated the way a lenient client
@@ -31,8 +33,12 @@ from beacon_proxy.consent.policy import Policy
 from beacon_proxy.consent.store import open_store
 from beacon_proxy.rewrite.diffing import CampaignDiffing
 from beacon_proxy.rewrite.engine import Analysis, Engine
+from beacon_proxy.rewrite.footer import Footer
+from beacon_proxy.rewrite.footerplan import FooterPlan, plan_footer, rebase_plan
+from beacon_proxy.rewrite.footertext import FooterTexts
 from beacon_proxy.rewrite.known import AnalysisCache, body_start, cached
 from beacon_proxy.rewrite.rules import load_rules
+from beacon_proxy.rewrite.step import Copy, Recipient
 from tests.rewrite import hostile
 from tests.rewrite.hostile import TRACKER_HOST
 from tests.rewrite.test_known import Counting, _env, _step
@@ -50,6 +56,8 @@ def newsletter(products: int) -> bytes:
 
 
 COUNT = int(os.environ.get("REBASE_FUZZ", "240"))
+TEXTS = FooterTexts.load()
+PREFS = "https://prefs.example.com/u/T0k3n?a=1&b=2"
 
 # what makes a refused copy differ: a planted pixel and an image naming the recipient
 _PLANT = (f'<img src="https://{TRACKER_HOST}/o.gif?u=5f3a9" width="1" height="1" alt="">'
@@ -138,6 +146,10 @@ _OTHERS = [
     b"Content-Base: h\r\n ttps://evil.example/", b"CONTENT-LOCATION:HTTPS://EVIL.EXAMPLE/",
     b"Content-Location: //evil.example/", b"Content-Base : https://evil.example/",
     b"Content-ID: <a@b>", b"Content-Language: de", b"Content-Language: ar, he",
+    b"Content-Language: ja", b"Content-Language: JA-jp, en", b"Content-Language:\r\n ja",
+    b"Content-Language: e n", b"Content-Language: en", b"Content-Language: \xe9",
+    b"Content-Type: text/plain; charset=iso-2022-jp", b"Content-Type: text/plain; charset=utf-16",
+    b"Content-Type: text/plain; charset=shift_jis", b"Content-Type: text/html; charset=hz-gb-2312",
     b"Content-Description: =?utf-8?b?PGltZyBzcmM9eD4=?=",
     b"Subject: =?UTF-8?Q?Spring_Sale_=E2=80=93?=", b"List-Id: <other.list.example>",
     b"List-Id: a b c", b"List-Unsubscribe: <https://u.example/x>",
@@ -218,6 +230,73 @@ def _check(base: Analysis, data: bytes) -> bool:
     assert derived == fresh, data[: body_start(data)]
     assert _renders(derived) == _renders(fresh), data[: body_start(data)]
     return True
+
+
+def _footer_bases() -> list[bytes]:
+    """Messages whose footer plan reads the header beyond the parse: a text without a
+    line break (its line ending is the header's), a ``Content-Language``, Japanese in
+    ISO-2022-JP and UTF-16, an attachment, nothing after the header."""
+    return [b"Content-Type: text/plain\r\n\r\nHello",
+            b"Content-Language: ja\nContent-Type: text/html; charset=utf-8\n\n<p>x</p>",
+            b"Content-Type: text/plain; charset=utf-16\r\n\r\n" + "Hi \u3042".encode("utf-16"),
+            b"Content-Language: ja\r\nContent-Type: text/plain; charset=iso-2022-jp\r\n\r\n"
+            + "\u3053\u3093\u306b\u3061\u306f\r\n".encode("iso-2022-jp"),
+            hostile.charset_message("shift_jis", "\u65e5\u672c<p>x</p>".encode("shift_jis")),
+            b"Content-Type: multipart/mixed; boundary=m\r\n\r\n--m\r\n"
+            b"Content-Type: text/plain\r\n\r\nBody\r\n--m\r\nContent-Type: text/html\r\n"
+            b"Content-Disposition: attachment\r\n\r\n<p>a</p>\r\n--m--\r\n",
+            b"Content-Type: text/html\r\n\r\n\r\n", b"Subject: x\n\n"]
+
+
+def _check_footer(base: FooterPlan, data: bytes) -> bool:
+    """The rebased footer plan of ``data`` (if proven) against a fresh one, every field and
+    the copy it makes, byte for byte; True when rebased."""
+    derived = rebase_plan(base, data, body_start(data), TEXTS, "en")
+    if derived is None:
+        return False
+    fresh = plan_footer(data, TEXTS, "en")
+    assert fresh.failure is None and derived == fresh, data[: body_start(data)]
+    assert derived.apply(PREFS, TEXTS) == fresh.apply(PREFS, TEXTS), data[: body_start(data)]
+    return True
+
+
+def test_header_mutations_plan_footers_as_fresh_plans() -> None:
+    """Every base (the messages and their refused copies, which the relay's footer step
+    sees) under ``COUNT`` mutated headers: rebased footer plans equal fresh ones."""
+    rng = random.Random(20261205)
+    bases = _bases()[:12] + [ENGINE.render(ENGINE.analyse(b), None, Policy.REFUSED).data
+                             for b in _bases()[12:]] + _footer_bases()
+    plans = [plan_footer(b, TEXTS, "en") for b in bases]
+    rebased = 0
+    for n in range(COUNT):
+        index = n % len(bases)
+        data = bases[index]
+        split = body_start(data)
+        if plans[index].failure is not None or not split:
+            continue
+        rebased += _check_footer(plans[index], _mutate(data[:split], rng) + data[split:])
+    assert rebased > COUNT // 10  # the fuzzer reaches the rebased path
+
+
+def test_the_footer_step_answers_as_an_uncached_one() -> None:
+    """The ``Footer`` step (kept plans, rebased plans, the derived one remembered) over
+    personalised, repeated and mutated copies: each copy and report as without a cache."""
+    rng = random.Random(5)
+    cached_step = Footer(lambda r: PREFS)
+    fresh_step = Footer(lambda r: PREFS, cache=0)
+    rcpt = Recipient(_env(), "r@x.example", Policy.REFUSED)
+    rebased = 0
+    for base in (newsletter(products=10), *_footer_bases()[:4]):
+        split = body_start(base)
+        for n in range(12):
+            head = base[:split]
+            head = (b"X-Id: %d\r\n" % n + head) if n % 3 else _mutate(head, rng)
+            copy = Copy(head + base[split:])
+            for _ in range(2):  # a second recipient of the same message: equal bytes
+                assert cached_step(copy, rcpt) == fresh_step(copy, rcpt), head
+            derived = cached_step._derived
+            rebased += derived is not None and derived.tree.data is copy.data
+    assert rebased > 20
 
 
 @pytest.mark.skipif(not TEMPLATE_FILES, reason="no shared templates")

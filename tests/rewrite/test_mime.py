@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from beacon_proxy.rewrite.charsets import decode_text, looks_valid, scan_view
-from beacon_proxy.rewrite.mime import MimePart, MimeTree, parse_message
+from beacon_proxy.rewrite.mime import MimePart, MimeTree, parse_message, reparse_shifted
 from beacon_proxy.rewrite.transfer import Edit, apply_edits, decode
 
 FIXTURES = Path(__file__).parent / "fixtures" / "mime"
@@ -518,3 +518,22 @@ def test_an_embedded_message_with_an_empty_body_has_ordered_spans() -> None:
     check_spans(tree)
     inner = tree.parts[-1]
     assert inner.header_span.start <= inner.header_span.stop == inner.body_span.start
+
+
+def test_reparse_shifted_proves_a_header_only_change() -> None:
+    msg = (b"To: a@x\r\nContent-Type: multipart/alternative; boundary=b\r\n\r\n"
+           b"--b\r\nContent-Type: text/plain\r\n\r\nhi\r\n--b--\r\n")
+    old = parse_message(msg)
+    longer = b"To: someone.else@example.org\r\n" + msg[len(b"To: a@x\r\n"):]
+    split = longer.index(b"\r\n\r\n") + 4
+    tree = reparse_shifted(old, longer, split)
+    assert tree is not None and tree.data is longer
+    delta = len(longer) - len(msg)
+    assert [p.body_span.start - delta for p in tree.parts] == [
+        p.body_span.start for p in old.parts]
+    assert reparse_shifted(old, longer.replace(b"hi", b"ho"), split) is None  # another body
+    assert reparse_shifted(old, longer.replace(b"boundary=b", b"boundary=c"),
+                           split) is None  # the boundary: another tree
+    assert reparse_shifted(old, longer, 0) is None and reparse_shifted(old, longer, 5) is None
+    limited = parse_message(msg, max_parts=1)  # limits differ: another tree
+    assert reparse_shifted(limited, longer, split) is None
