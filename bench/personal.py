@@ -36,7 +36,7 @@ import sys
 import time
 from pathlib import Path
 
-from _relaysoak import soak_message
+from _smtpload import soak_message
 from newsletter import newsletter
 
 from beacon_proxy.app import copy_steps
