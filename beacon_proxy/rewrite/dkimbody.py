@@ -63,10 +63,10 @@ import re
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Final, Generic, TypeVar
+from typing import Final, Generic, TypeAlias, TypeVar
 
 __all__ = ["MAX_GAPS", "MAX_KEPT", "BodyHashes", "LastCopies", "Likeness", "crlf_between",
-           "crlf_header_at", "gaps_pass", "relaxed_body", "relaxed_tidy", "unseen"]
+           "crlf_header_at", "gaps_pass", "matched", "relaxed_body", "relaxed_tidy", "unseen"]
 
 _TAB_TO_SPACE: Final = bytes.maketrans(b"\t", b" ")
 _SPACE_TO_FIX: Final = re.compile(rb" [ \r]")  # a run of blanks, or one before a line end
@@ -199,6 +199,20 @@ def unseen(new: bytes, at: int, old: bytes, old_at: int) -> tuple[int, list[tupl
     >>> unseen(new, 5, old, 5)  # the change: new[1005:1007]
     (980, [(985, 1082)])
     """
+    same, gaps, _ = matched(new, at, old, old_at)
+    return same, gaps
+
+
+Piece: TypeAlias = tuple[int, int, int]
+"""A stretch of a new body byte-identical to one of the old: (start in the new,
+start in the old, length), absolute offsets."""
+
+
+def matched(new: bytes, at: int, old: bytes, old_at: int
+            ) -> tuple[int, list[tuple[int, int]], list[Piece]]:
+    """:func:`unseen`, and the compared pieces themselves (some maybe empty, in no
+    particular order): every byte of the body ``new[at:]`` is in exactly one gap or
+    one piece."""
     view = memoryview(old)
     end, old_end = len(new), len(old)
     same = _common_prefix(new, at, view, old_at, min(end - at, old_end - old_at))
@@ -206,6 +220,7 @@ def unseen(new: bytes, at: int, old: bytes, old_at: int) -> tuple[int, list[tupl
     tail = _common_suffix(new, end, view, old_end, min(end - i, old_end - j))
     end, old_end = end - tail, old_end - tail
     gaps: list[tuple[int, int]] = []
+    pieces: list[Piece] = [(at, old_at, same), (end, old_end, tail)]
     searches = 0
     while i < end:
         x, q = i + _FIRST_PROBE, -1
@@ -226,10 +241,11 @@ def unseen(new: bytes, at: int, old: bytes, old_at: int) -> tuple[int, list[tupl
         ahead = _PROBE + _common_prefix(new, x + _PROBE, view, q + _PROBE,
                                         min(end - x, old_end - q) - _PROBE)
         gaps.append((i, x - back))
+        pieces.append((x - back, q - back, back + ahead))
         i, j = x + ahead, q + ahead
     if not gaps or gaps[-1][1] != end:
         gaps.append((end, end))  # where the last piece meets the common end
-    return same, gaps
+    return same, gaps, pieces
 
 
 def crlf_between(data: bytes, lo: int, hi: int) -> bool:

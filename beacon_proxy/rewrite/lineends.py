@@ -48,10 +48,18 @@ Cost (``bench/passes.py``, the 70 KB newsletter's further copies): about
 
 from __future__ import annotations
 
-from beacon_proxy.rewrite.dkimbody import MAX_GAPS, LastCopies, crlf_header_at, gaps_pass, unseen
+import bisect
+import re
+from dataclasses import dataclass
+from typing import Final
+
+from beacon_proxy.rewrite.dkimbody import MAX_GAPS, LastCopies, crlf_header_at, gaps_pass, matched
 from beacon_proxy.rewrite.step import Copy, Recipient
 
-__all__ = ["CrlfProof", "crlf_lines"]
+__all__ = ["MAX_DOTS", "CrlfProof", "Shown", "crlf_lines", "line_dots"]
+
+MAX_DOTS: Final = 256  # line-start periods carried per copy; more: the courier searches
+_LINE_DOT: Final = re.compile(rb"\r\n\.")  # a period that starts a line (but the first)
 
 
 def crlf_lines(data: bytes) -> bytes:
@@ -74,6 +82,27 @@ def crlf_lines(data: bytes) -> bytes:
     return data
 
 
+def line_dots(data: bytes, lo: int = 0, hi: int | None = None) -> list[int]:
+    r"""The offsets of the periods that start a line (after a CRLF, or at 0) and lie,
+    with the CRLF before them, within ``data[lo:hi]``.
+
+    >>> line_dots(b".a\r\n.b\r\nc.\r\n..\r\n")
+    [0, 4, 12]
+    """
+    hi = len(data) if hi is None else hi
+    found = [m.end() - 1 for m in _LINE_DOT.finditer(data, lo, hi)]
+    return [0, *found] if lo == 0 and data.startswith(b".") else found
+
+
+@dataclass(frozen=True, slots=True)
+class Shown:
+    """What comparing a copy with the last one showed: its line ends are CRLF only and
+    it ends in one.  ``dots``: the offsets of its line-start periods
+    (:func:`line_dots`), or None when there are more than :data:`MAX_DOTS`."""
+
+    dots: tuple[int, ...] | None
+
+
 class CrlfProof:
     """The copy step that makes a copy's line ends CRLF and says so (``Copy.crlf``),
     comparing a further copy of a message with the last one instead of searching it
@@ -81,30 +110,62 @@ class CrlfProof:
     remembered (0: none, every copy takes the whole pass).  Threads may share it."""
 
     def __init__(self, cache: int = 4) -> None:
-        # original -> (last copy with CRLF line ends only, where its body starts)
-        self._last: LastCopies[tuple[bytes, int]] = LastCopies(cache)
+        # original -> (last copy with CRLF line ends only, where its body starts, its
+        # line-start periods or None)
+        self._last: LastCopies[tuple[bytes, int, tuple[int, ...] | None]] = LastCopies(cache)
 
     def __call__(self, copy: Copy, recipient: Recipient) -> Copy:
         if copy.crlf:  # an earlier step proved it
             return copy
         data = copy.data
-        if not self.proven(data, recipient.original):
+        shown = self.shown(data, recipient.original)
+        if shown is None:
             data = crlf_lines(data)
+            dots = line_dots(data)
+            kept = tuple(dots) if len(dots) <= MAX_DOTS else None
             at = crlf_header_at(data)
             if at > 0 and recipient.original:
-                self._last.put(recipient.original, (data, at), len(data) - at)
-        return Copy(data, copy.report, copy.held, copy.wait, crlf=True)
+                self._last.put(recipient.original, (data, at, kept), len(data) - at)
+        else:
+            kept = shown.dots
+        return Copy(data, copy.report, copy.held, copy.wait, crlf=True, dots=kept)
 
     def proven(self, data: bytes, original: bytes) -> bool:
         """Whether ``data`` has CRLF line ends only and ends in one, shown by comparing
         it with the last copy of ``original`` (False: not shown, maybe not true)."""
+        return self.shown(data, original) is not None
+
+    def shown(self, data: bytes, original: bytes) -> Shown | None:
+        """What comparing ``data`` with the last copy of ``original`` shows (None: not
+        that ``data`` has CRLF line ends only; maybe it has).
+
+        The dots: those of the last copy that lie, with their CRLF, inside a piece of
+        ``data`` byte-identical to a stretch of it, moved to where the piece is; and
+        those found by searching the rest: the header (with the CRLF that ends it)
+        and each changed stretch widened by two bytes each way, so that a CRLF and
+        period that straddle a piece's edge are found (every edge is a changed
+        stretch, maybe an empty one).
+        """
         if not original:
-            return False
+            return None
         last = self._last.get(original)
         if last is None:
-            return False
+            return None
         at = crlf_header_at(data)
         if at < 0:
-            return False
-        _, gaps = unseen(data, at, *last)
-        return len(gaps) <= MAX_GAPS and gaps_pass(data, at, gaps)
+            return None
+        old, old_at, old_dots = last
+        _, gaps, pieces = matched(data, at, old, old_at)
+        if len(gaps) > MAX_GAPS or not gaps_pass(data, at, gaps):
+            return None
+        if old_dots is None:
+            return Shown(None)
+        dots = set(line_dots(data, 0, at + 2))  # the header's, and the body's first line
+        for start, old_start, size in pieces:
+            lo = bisect.bisect_left(old_dots, old_start + 2)
+            hi = bisect.bisect_left(old_dots, old_start + size)
+            dots.update(dot - old_start + start for dot in old_dots[lo:hi])
+        end = len(data)
+        for a, b in gaps:
+            dots.update(line_dots(data, max(a - 2, at), min(b + 2, end)))
+        return Shown(tuple(sorted(dots)) if len(dots) <= MAX_DOTS else None)

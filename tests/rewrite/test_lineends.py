@@ -24,7 +24,7 @@ from beacon_proxy.consent.policy import Policy
 from beacon_proxy.deliver.smtp import wire_data
 from beacon_proxy.rewrite.beacons import BeaconStep
 from beacon_proxy.rewrite.engine import Engine
-from beacon_proxy.rewrite.lineends import CrlfProof, crlf_lines
+from beacon_proxy.rewrite.lineends import MAX_DOTS, CrlfProof, Shown, crlf_lines
 from beacon_proxy.rewrite.rules import load_rules
 from beacon_proxy.rewrite.step import Copy, Recipient
 from beacon_proxy.spool.envelope import Envelope
@@ -65,9 +65,20 @@ def _edit(body: bytes, edits: list[tuple[float, int, bytes]]) -> bytes:
     return body
 
 
+def _dots(data: bytes) -> tuple[int, ...]:
+    """The line-start periods, read plainly: each line's first byte."""
+    found, start = [], 0
+    for line in data.split(b"\r\n"):
+        if line.startswith(b"."):
+            found.append(start)
+        start += len(line) + 2
+    return tuple(found)
+
+
 def _check(proof: CrlfProof, data: bytes, original: bytes) -> Copy:
-    """The step's copy of ``data``: the whole pass's bytes, proven; and when the step
-    said it needed no pass, the bytes were already CRLF only."""
+    """The step's copy of ``data``: the whole pass's bytes, proven, with exactly its
+    line-start periods (when carried); when the step said it needed no pass, the
+    bytes were already CRLF only; and the DATA section is the searching courier's."""
     proven = proof.proven(data, original)
     out = proof(Copy(data, {"k": "v"}), _recipient(original))
     assert out.crlf and out.data == crlf_lines(data) and _crlf_only(out.data)
@@ -75,6 +86,9 @@ def _check(proof: CrlfProof, data: bytes, original: bytes) -> Copy:
     if proven:
         assert _crlf_only(data), data
         assert out.data is data
+    if out.dots is not None:
+        assert out.dots == _dots(out.data)
+    assert wire_data(out.data, out.crlf, out.dots) == wire_data(data)
     return out
 
 
@@ -134,6 +148,94 @@ def test_a_bad_line_end_next_to_compared_bytes_is_found(change: bytes, where: st
     proof, original = CrlfProof(), HEAD + base
     _check(proof, original, original)
     _check(proof, head + body, original)
+
+
+@pytest.mark.parametrize("change", [
+    b"=\r\n",  # a quoted-printable soft break: the period after it starts a line
+    b"\r\n", b"\r\n.", b".", b"..\r\n", b"\r\n.\r\n", b".footer text\r\n",
+], ids=repr)
+def test_every_line_start_period_is_carried_wherever_a_change_puts_one(change: bytes) -> None:
+    """A change at each offset of a stretch full of periods (in a line, at a line's start,
+    stuffed twice, after a soft break), and the bytes before a period cut away: the
+    copy's periods are exactly its line-start ones, wherever the change meets the
+    compared bytes (a wrong list is an early end of DATA at the upstream)."""
+    line = b"a.b ..c =3D.d\r\n.e.f\r\n..g\r\nh.\r\n.\r\n"
+    base = _text(random.Random(7), 40) + line * 8 + _text(random.Random(8), 40)
+    original = HEAD + base
+    proof = CrlfProof()
+    _check(proof, original, original)
+    start = base.index(line)
+    for at in range(start - 3, start + 2 * len(line) + 3):
+        _check(proof, HEAD + _insert(base, at, change), original)
+        _check(proof, HEAD + base[:at] + base[at + len(change) :], original)
+
+
+_OLD_LINES = st.lists(st.sampled_from([b".", b"..", b"a", b".a.", b"b c"]), max_size=3).map(
+    b"".join)
+_SEGMENTS = st.lists(st.one_of(
+    st.tuples(st.floats(0, 1), st.integers(0, 30)),  # a piece: where in the old body, how long
+    st.lists(st.sampled_from([b"x", b".", b"\r\n", b"\r\n.", b"..", b"\r"]), max_size=3).map(
+        b"".join),  # a changed stretch
+), max_size=12)
+
+
+@settings(max_examples=400, deadline=None)
+@given(old_lines=st.lists(_OLD_LINES, max_size=30), segments=_SEGMENTS)
+def test_periods_at_the_exact_edges_of_compared_pieces(
+        old_lines: list[bytes], segments: list[tuple[float, int] | bytes]) -> None:
+    """The comparison finds a piece's edges only to within 128 bytes, so a CRLF and a
+    period astride an exact edge are rare with it: here the pieces and changed
+    stretches are given exactly (``matched`` replaced; where two pieces meet, an
+    empty stretch, as ``matched`` promises), and the periods are still exactly the
+    copy's."""
+    old_body = b"".join(line + b"\r\n" for line in old_lines)
+    old, at = HEAD + old_body, len(HEAD)
+    new, gaps, pieces = bytearray(HEAD), [], []
+    after_piece = False
+    for segment in segments:
+        if isinstance(segment, bytes):
+            gaps.append((len(new), len(new) + len(segment)))
+            new += segment
+        else:
+            if after_piece:  # where two pieces meet: an empty stretch
+                gaps.append((len(new), len(new)))
+            start = at + int(segment[0] * len(old_body))
+            piece = old[start : start + segment[1]]
+            pieces.append((len(new), start, len(piece)))
+            new += piece
+        after_piece = not isinstance(segment, bytes)
+    proof = CrlfProof()
+    _check(proof, old, old)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("beacon_proxy.rewrite.lineends.matched",
+                      lambda *args: (0, gaps, pieces))
+        _check(proof, bytes(new), old)
+
+
+@pytest.mark.parametrize("head", [
+    HEAD.replace(b"Subject: News\r\n", b"Subject: News\r\n.folded\r\n"),
+    HEAD.replace(b"Subject: News\r\n", b"Subject:\r\n .News\r\n"),
+    b"." + HEAD, HEAD[:-2] + b".x: y\r\n\r\n", HEAD + b".",
+], ids=repr)
+def test_a_period_in_the_header_or_at_the_bodys_start(head: bytes) -> None:
+    """The header is searched whole, with the empty line and the body's first byte."""
+    base = _text(random.Random(9), 100)
+    proof, original = CrlfProof(), HEAD + base
+    _check(proof, original, original)
+    copy = _check(proof, head + base, original)
+    assert proof.proven(head + base, original) == _crlf_only(head + base)
+    assert copy.dots is not None
+
+
+def test_many_periods_are_not_carried() -> None:
+    """More line-start periods than MAX_DOTS: the courier searches for them."""
+    base = b".x\r\n" * (MAX_DOTS + 1)
+    proof, original = CrlfProof(), HEAD + base
+    assert _check(proof, original, original).dots is None
+    assert _check(proof, HEAD + base + b"y\r\n", original).dots is None
+    few = HEAD + b"y\r\n" * (MAX_DOTS + 1)
+    assert _check(proof, few, few).dots == ()
+    assert _check(proof, HEAD + b".z\r\n" * (MAX_DOTS + 1), few).dots is None
 
 
 def _insert(data: bytes, at: int, what: bytes) -> bytes:
@@ -222,13 +324,14 @@ def test_the_relays_copies_without_dkim_are_proven(bare_cr: bool,
     proof = steps[-1]
     assert isinstance(proof, CrlfProof)
     found: list[tuple[bool, bytes]] = []
-    proven = proof.proven
+    shown = proof.shown
 
-    def recorded(data: bytes, original: bytes) -> bool:
-        found.append((proven(data, original), data))
-        return found[-1][0]
+    def recorded(data: bytes, original: bytes) -> Shown | None:
+        result = shown(data, original)
+        found.append((result is not None, data))
+        return result
 
-    monkeypatch.setattr(proof, "proven", recorded)
+    monkeypatch.setattr(proof, "shown", recorded)
     html = b"".join(b'<p class="x">Item %d <img src="https://cdn.example/%d.png"></p>\r\n'
                     % (k, k) for k in range(300))
     message = (b"From: News <news@shop.example>\r\nTo: a@example.org\r\nSubject: Hi\r\n"
@@ -243,6 +346,7 @@ def test_the_relays_copies_without_dkim_are_proven(bare_cr: bool,
     for k, policy in enumerate([Policy.REFUSED, Policy.GRANTED, Policy.REFUSED]):
         copy = prepared.render(f"reader{k}@example.org", policy)
         assert copy.crlf and (b"bare\r\nCR" in copy.data) == bare_cr
+        assert copy.dots is not None and copy.dots == _dots(copy.data) and copy.dots
         other = plain.render(f"reader{k}@example.org", policy)
         assert not other.crlf
         assert wire_data(copy.data, copy.crlf) == wire_data(other.data)
