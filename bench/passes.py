@@ -42,6 +42,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from _baseline import add_arguments, baseline_tree
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 CHILD_TIMEOUT = 300.0
@@ -127,14 +129,6 @@ def child(messages: int, copies: int) -> dict[str, float]:
 # -- the parent ------------------------------------------------------------------
 
 
-def _baseline_tree(ref: str, into: Path) -> Path:
-    """``beacon_proxy`` of git ``ref`` (``git archive``), unpacked under ``into``."""
-    archive = subprocess.run(["git", "-C", str(REPO), "archive", ref, "beacon_proxy"],
-                             check=True, capture_output=True, timeout=120).stdout
-    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True, timeout=120)
-    return into
-
-
 def _run_child(tree: Path, args: argparse.Namespace) -> dict[str, float]:
     env = {**os.environ, "PYTHONPATH": str(tree)}
     out = subprocess.run(
@@ -151,10 +145,7 @@ def main() -> int:
     parser.add_argument("--messages", type=int, default=400)
     parser.add_argument("--copies", type=int, default=1000)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--baseline", default="main", help="git ref to compare with")
-    parser.add_argument("--baseline-tree", type=Path, default=None,
-                        help="a checkout (a folder holding beacon_proxy/) to use as the "
-                        "baseline instead of --baseline")
+    add_arguments(parser, "the tree to compare with")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if not 1 <= args.messages <= 5000 or not 2 <= args.copies <= 20_000 \
@@ -167,7 +158,7 @@ def main() -> int:
         if args.baseline_tree is not None:
             baseline, name = args.baseline_tree.resolve(), str(args.baseline_tree)
         else:
-            baseline, name = _baseline_tree(args.baseline, Path(tmp)), args.baseline
+            baseline, name = baseline_tree(args.baseline, Path(tmp)), args.baseline
         print(f"passes: {args.messages} messages, {args.copies} copies, {args.rounds} rounds "
               f"alternating; CPU us per message (1000 rcpt: per copy); load "
               f"{os.getloadavg()[0]:.2f}")
