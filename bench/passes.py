@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import inspect
 import json
 import os
 import statistics
@@ -94,8 +95,10 @@ def child(messages: int, copies: int) -> dict[str, float]:
     step.cache = AnalysisCache(engine.fingerprint)
     step.analyse = cached(inline_analyse(engine), step.cache)
 
-    def send(copy: Any) -> None:
-        wire_data(copy.data, getattr(copy, "crlf", False))
+    proofs = [name for name in ("crlf", "dots") if name in inspect.signature(wire_data).parameters]
+
+    def send(copy: Any) -> None:  # the copy's proofs, as far as this tree has them
+        wire_data(copy.data, *(getattr(copy, name) for name in proofs))
 
     async def one_rcpt(count: int) -> float:
         received = [bytes(bytearray(data)) for _ in range(count)]
