@@ -35,8 +35,10 @@ stuffing, so every line that starts with a period is stuffed and no content
 line can end the data early at the next hop: a ``.`` line that smtpd took as
 content (a client's ``<LF>..<LF>`` is queued as ``<CRLF>.<CRLF>``) goes out
 as ``<CRLF>..<CRLF>``, never as an end of data followed by smuggled commands.
-The message data is prepared with C-level ``bytes`` operations
-(:func:`wire_data`) and written directly, instead of through aiosmtplib's
+The message data is prepared with C-level operations (:func:`wire_data`: a
+line-end check and one search for the periods to stuff, skipped for a copy
+whose line ends and periods the copy steps proved: ``Copy.crlf`` and
+``Copy.dots``) and written directly, instead of through aiosmtplib's
 ``data()``, whose two regular-expression passes over every message cost more
 than the rest of the delivery.
 
