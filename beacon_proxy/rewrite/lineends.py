@@ -82,16 +82,22 @@ def crlf_lines(data: bytes) -> bytes:
     return data
 
 
-def line_dots(data: bytes, lo: int = 0, hi: int | None = None) -> list[int]:
+def line_dots(data: bytes, lo: int = 0, hi: int | None = None,
+              limit: int | None = None) -> list[int]:
     r"""The offsets of the periods that start a line (after a CRLF, or at 0) and lie,
-    with the CRLF before them, within ``data[lo:hi]``.
+    with the CRLF before them, within ``data[lo:hi]``; the search stops once more
+    than ``limit`` are found (those are returned).
 
-    >>> line_dots(b".a\r\n.b\r\nc.\r\n..\r\n")
-    [0, 4, 12]
+    >>> line_dots(b".a\r\n.b\r\nc.\r\n..\r\n"), line_dots(b"\r\n." * 9, limit=2)
+    ([0, 4, 12], [2, 5, 8])
     """
     hi = len(data) if hi is None else hi
-    found = [m.end() - 1 for m in _LINE_DOT.finditer(data, lo, hi)]
-    return [0, *found] if lo == 0 and data.startswith(b".") else found
+    found = [0] if lo == 0 and data.startswith(b".") else []
+    for match in _LINE_DOT.finditer(data, lo, hi):
+        found.append(match.end() - 1)
+        if limit is not None and len(found) > limit:
+            break
+    return found
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,7 +127,7 @@ class CrlfProof:
         shown = self.shown(data, recipient.original)
         if shown is None:
             data = crlf_lines(data)
-            dots = line_dots(data)
+            dots = line_dots(data, limit=MAX_DOTS)  # more: the courier searches anyway
             kept = tuple(dots) if len(dots) <= MAX_DOTS else None
             at = crlf_header_at(data)
             if at > 0 and recipient.original:
