@@ -53,8 +53,9 @@ class Copy:
     held.
 
     ``crlf``: the step that made ``data`` has proven that its line ends are all
-    CRLF and that it ends in one (the DKIM step, which signs exactly those bytes),
-    so the courier need not check again (``deliver.smtp.wire_data``).  False
+    CRLF and that it ends in one (the DKIM step, which signs exactly those bytes;
+    without DKIM, :class:`~beacon_proxy.rewrite.lineends.CrlfProof`), so the
+    courier need not check again (``deliver.smtp.wire_data``).  False
     unless a step proved it: every step builds a new ``Copy``, so a step that
     changes the bytes after the proof drops the flag by default.
 
