@@ -60,6 +60,7 @@ from beacon_proxy.rewrite.diffing import CampaignDiffing
 from beacon_proxy.rewrite.engine import Analysis
 from beacon_proxy.rewrite.footer import Footer
 from beacon_proxy.rewrite.known import AnalysisCache
+from beacon_proxy.rewrite.lineends import CrlfProof
 from beacon_proxy.rewrite.links import PreferenceLinks
 from beacon_proxy.rewrite.pool import INLINE_BYTES, AnalysisPool, default_engine
 from beacon_proxy.rewrite.step import CopyStep, ListMailOnly, TraceHeader
@@ -267,7 +268,9 @@ def copy_steps(cfg: Config, tokens: Tokens, *, hostname: str | None) -> tuple[Co
     The footer and the unsubscribe headers carry the same preference link; then
     the trace header (``hostname``; None: none, as for ``scan``), and last the
     DKIM signature when ``[dkim]`` has keys (loaded here, at start-up: a bad key
-    is a ConfigError; not for ``scan``, which delivers nothing).  The relay's
+    is a ConfigError; not for ``scan``, which delivers nothing), else the step
+    that makes the line ends CRLF and proves it (:class:`CrlfProof`: the courier
+    then need not check each copy whole).  The relay's
     own bounces are signed too, by a key of the relay's domain.
     """
     links = PreferenceLinks(tokens, cfg.web.public_url,
@@ -283,6 +286,8 @@ def copy_steps(cfg: Config, tokens: Tokens, *, hostname: str | None) -> tuple[Co
             from beacon_proxy.rewrite.dkim import DkimSigner, load_keys
 
             steps.append(DkimSigner(load_keys(cfg.dkim)))
+        else:  # the signer proves the line ends of what it signs; without it, this step
+            steps.append(CrlfProof())
     return tuple(steps)
 
 

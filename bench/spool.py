@@ -47,6 +47,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from _baseline import add_arguments, baseline_tree
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -132,14 +134,6 @@ def child(messages: int, concurrency: int, size: int, root: Path, *, journal: bo
 # -- the parent ------------------------------------------------------------------
 
 
-def _baseline_tree(ref: str, into: Path) -> Path:
-    """``beacon_proxy`` of git ``ref`` (``git archive``), unpacked under ``into``."""
-    archive = subprocess.run(["git", "-C", str(REPO), "archive", ref, "beacon_proxy"],
-                             check=True, capture_output=True, timeout=120).stdout
-    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True, timeout=120)
-    return into
-
-
 def _run_child(tree: Path, journal: bool, args: argparse.Namespace, spool_dir: Path
                ) -> dict[str, Any]:
     env = {**os.environ, "PYTHONPATH": str(tree)}
@@ -169,10 +163,7 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--size", type=int, default=70_000)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--baseline", default="main", help="git ref of the old spool")
-    parser.add_argument("--baseline-tree", type=Path, default=None,
-                        help="a checkout (a folder holding beacon_proxy/) to use as the "
-                        "baseline instead of --baseline")
+    add_arguments(parser, "the old spool")
     parser.add_argument("--dir", type=Path, default=Path(tempfile.gettempdir()))
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--spool", type=Path, help=argparse.SUPPRESS)
@@ -194,7 +185,7 @@ def main() -> int:
         if args.baseline_tree is not None:
             baseline, args.baseline = args.baseline_tree.resolve(), "baseline"
         else:
-            baseline = _baseline_tree(args.baseline, base / "baseline")
+            baseline = baseline_tree(args.baseline, base / "baseline")
         variants: dict[str, tuple[Path, bool]] = {
             f"{args.baseline}, same calls": (baseline, True),
             "new, same calls": (REPO, True),

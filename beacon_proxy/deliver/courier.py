@@ -53,12 +53,15 @@ class Result:
 class Courier(Protocol):
     async def deliver(self, sender: str, recipient: str, data: bytes, *,
                       smtputf8: bool = False, body_type: str | None = None,
-                      crlf: bool = False) -> Result:
+                      crlf: bool = False, dots: tuple[int, ...] | None = None) -> Result:
         """Hand ``data`` (the final bytes, CRLF line endings) to ``recipient``.
 
         ``crlf``: the caller has proven that ``data`` has CRLF line ends only and
         ends in one (:attr:`~beacon_proxy.rewrite.step.Copy.crlf`); a courier may
-        then skip its own check.  False: the courier makes sure itself.
+        then skip its own check.  False: the courier makes sure itself.  ``dots``:
+        with ``crlf``, the proven offsets of every line-start period
+        (:attr:`~beacon_proxy.rewrite.step.Copy.dots`; None: not known), for a
+        courier that stuffs them.
 
         Never raises for delivery failures: every failure is a :class:`Result`
         whose outcome says whether it is permanent.

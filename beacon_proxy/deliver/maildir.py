@@ -84,7 +84,7 @@ class MaildirCourier:
 
     async def deliver(self, sender: str, recipient: str, data: bytes, *,
                       smtputf8: bool = False, body_type: str | None = None,
-                      crlf: bool = False) -> Result:
+                      crlf: bool = False, dots: tuple[int, ...] | None = None) -> Result:
         """Store ``data`` as a new message, below ``Return-Path`` and ``Delivered-To``."""
         name = _unique_name()
         try:

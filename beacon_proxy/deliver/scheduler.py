@@ -419,7 +419,7 @@ class Scheduler:
             started = time.monotonic()
             result = await courier.deliver(
                 env.sender, rcpt.address, copy.data,
-                smtputf8=env.smtputf8, body_type=env.body_type, crlf=copy.crlf,
+                smtputf8=env.smtputf8, body_type=env.body_type, crlf=copy.crlf, dots=copy.dots,
             )
             DELIVERY_SECONDS.observe(time.monotonic() - started)
             tried += 1

@@ -81,7 +81,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa
 
 from beacon_proxy.config import ConfigError, DkimConfig, DkimKeyConfig
 from beacon_proxy.log import event
-from beacon_proxy.rewrite.dkimbody import BodyHashes, relaxed_body
+from beacon_proxy.rewrite.dkimbody import BodyHashes, crlf_header_at, relaxed_body
 from beacon_proxy.rewrite.step import Copy, Recipient
 
 __all__ = ["SIGNED_HEADERS", "DkimSigner", "SigningKey", "dns_record", "load_keys",
@@ -259,18 +259,6 @@ def _split(data: bytes) -> tuple[bytes, bytes]:
     """(header block ending in CRLF, body) of a CRLF message."""
     at = _body_at(data)
     return data[: at - 2], data[at:]
-
-
-def _tidy_header_at(data: bytes) -> int:
-    """Where the body starts when the header block (before the first empty line) has
-    CRLF line ends only, else -1: the body is then all :func:`crlf` may have to fix,
-    and a further copy's body is checked against the last copy's
-    (:class:`~beacon_proxy.rewrite.dkimbody.BodyHashes`)."""
-    end = data.find(b"\r\n\r\n")
-    if end <= 0 or data.startswith(b"\r\n") or data.count(b"\r", 0, end) != data.count(
-            b"\n", 0, end) or _BARE_CR.search(data, 0, end + 2):
-        return -1
-    return end + 4
 
 
 # --------------------------------------------------------------------------
@@ -451,7 +439,10 @@ class DkimSigner:
         """``data`` with CRLF line ends, the sender's broken signatures removed and
         ours on top; and the report.  ``original``: the message as received (its
         further copies are checked and hashed against the last one: ``BodyHashes``)."""
-        at = _tidy_header_at(data)
+        # Where the body starts when the header block is CRLF only: the body is then
+        # all crlf() may have to fix, and a further copy's is checked against the last
+        # copy's (BodyHashes).
+        at = crlf_header_at(data)
         like = self._bodies.like_last(data, at, original) if at > 0 else None
         if like is None:  # not known to be CRLF only: the whole-buffer check
             data = crlf(data)

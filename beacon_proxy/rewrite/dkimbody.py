@@ -30,9 +30,9 @@ a byte comparison lets a copy use it.  The whole-body path (``crlf()``,
 :func:`relaxed_body`, one SHA-256; the same result) takes a message's first
 copy, a copy whose change brings a bare CR or LF, a tab, a run of blanks or a
 blank before a line end (or whose body does not end in a CRLF), a copy with
-more than :data:`_MAX_GAPS` changed stretches, and every copy of a message
+more than :data:`MAX_GAPS` changed stretches, and every copy of a message
 whose body is untidy itself (indented text: nothing is remembered) or bigger
-than :data:`_MAX_KEPT`.  An unrelated body under the same key is no danger,
+than :data:`MAX_KEPT`.  An unrelated body under the same key is no danger,
 only slower: its stretches are searched like any change.
 
 Cost (``bench/dkim_sign.py``, the 70 KB newsletter's further copies, idle
@@ -61,22 +61,26 @@ from __future__ import annotations
 import hashlib
 import re
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, Generic, TypeAlias, TypeVar
 
-__all__ = ["BodyHashes", "Likeness", "relaxed_body", "relaxed_tidy", "unseen"]
+__all__ = ["MAX_GAPS", "MAX_KEPT", "BodyHashes", "LastCopies", "Likeness", "crlf_between",
+           "crlf_header_at", "gaps_pass", "matched", "relaxed_body", "relaxed_tidy", "unseen"]
 
 _TAB_TO_SPACE: Final = bytes.maketrans(b"\t", b" ")
 _SPACE_TO_FIX: Final = re.compile(rb" [ \r]")  # a run of blanks, or one before a line end
 _SPACES: Final = re.compile(rb"  +")
+_BARE_CR: Final = re.compile(rb"\r(?!\n)")
+_T = TypeVar("_T")
 
 _PROBE: Final = 64  # bytes of a copy looked up in the remembered body to meet it again
 _FIRST_PROBE: Final = 256  # how far past a difference the first probe starts
 _REACH: Final = 4096  # how far past its expected place a probe is looked for
 _NEAR: Final = 128  # how closely the end of a common stretch is found
 _MAX_SEARCHES: Final = 24  # bytes.find calls per copy; then the rest counts as changed
-_MAX_GAPS: Final = 32  # changed stretches per copy; more: the whole-body path
-_MAX_KEPT: Final = 4 << 20  # bigger bodies are not remembered (the entry holds the copy)
+MAX_GAPS: Final = 32  # changed stretches per copy; more: the whole-body path
+MAX_KEPT: Final = 4 << 20  # bigger bodies are not remembered (the entry holds the copy)
 
 
 def relaxed_tidy(body: bytes) -> tuple[bytes, bool]:
@@ -195,6 +199,20 @@ def unseen(new: bytes, at: int, old: bytes, old_at: int) -> tuple[int, list[tupl
     >>> unseen(new, 5, old, 5)  # the change: new[1005:1007]
     (980, [(985, 1082)])
     """
+    same, gaps, _ = matched(new, at, old, old_at)
+    return same, gaps
+
+
+Piece: TypeAlias = tuple[int, int, int]
+"""A stretch of a new body byte-identical to one of the old: (start in the new,
+start in the old, length), absolute offsets."""
+
+
+def matched(new: bytes, at: int, old: bytes, old_at: int
+            ) -> tuple[int, list[tuple[int, int]], list[Piece]]:
+    """:func:`unseen`, and the compared pieces themselves (some maybe empty, in no
+    particular order): every byte of the body ``new[at:]`` is in exactly one gap or
+    one piece."""
     view = memoryview(old)
     end, old_end = len(new), len(old)
     same = _common_prefix(new, at, view, old_at, min(end - at, old_end - old_at))
@@ -202,6 +220,7 @@ def unseen(new: bytes, at: int, old: bytes, old_at: int) -> tuple[int, list[tupl
     tail = _common_suffix(new, end, view, old_end, min(end - i, old_end - j))
     end, old_end = end - tail, old_end - tail
     gaps: list[tuple[int, int]] = []
+    pieces: list[Piece] = [(at, old_at, same), (end, old_end, tail)]
     searches = 0
     while i < end:
         x, q = i + _FIRST_PROBE, -1
@@ -222,32 +241,65 @@ def unseen(new: bytes, at: int, old: bytes, old_at: int) -> tuple[int, list[tupl
         ahead = _PROBE + _common_prefix(new, x + _PROBE, view, q + _PROBE,
                                         min(end - x, old_end - q) - _PROBE)
         gaps.append((i, x - back))
+        pieces.append((x - back, q - back, back + ahead))
         i, j = x + ahead, q + ahead
     if not gaps or gaps[-1][1] != end:
         gaps.append((end, end))  # where the last piece meets the common end
-    return same, gaps
+    return same, gaps, pieces
+
+
+def crlf_between(data: bytes, lo: int, hi: int) -> bool:
+    """Whether no two adjacent bytes of ``data[lo:hi]`` make a bad line end: a CR not
+    before an LF, an LF not after a CR.  Counting does it without a regular expression
+    (which would try each alternative at each byte: 40 ns a byte): as many CRs (but for
+    the last byte, whose successor lies outside) as LFs (but for the first byte, whose
+    predecessor lies outside) as CRLFs.
+
+    >>> crlf_between(b"a\\r\\nb", 0, 4), crlf_between(b"a\\rb\\n", 0, 4)
+    (True, False)
+    """
+    return (data.count(b"\r", lo, hi - 1) == data.count(b"\r\n", lo, hi)
+            == data.count(b"\n", lo + 1, hi))
 
 
 def _tidy_between(data: bytes, lo: int, hi: int) -> bool:
     """Whether no two adjacent bytes of ``data[lo:hi]`` make a fault (a run of spaces,
-    a space before a CR, a CR not before an LF, an LF not after a CR) and no byte
-    of it is a tab.  Counting does it without a regular expression (which would
-    try each alternative at each byte: 40 ns a byte): as many CRs (but for the last
-    byte, whose successor lies outside) as LFs (but for the first byte) as CRLFs."""
-    return (data.count(b"\r", lo, hi - 1) == data.count(b"\r\n", lo, hi)
-            == data.count(b"\n", lo + 1, hi)
+    a space before a CR, a bad line end: :func:`crlf_between`) and no byte of it is
+    a tab."""
+    return (crlf_between(data, lo, hi)
             and data.find(b"\t", lo, hi) < 0 and data.find(b"  ", lo, hi) < 0
             and data.find(b" \r", lo, hi) < 0)
 
 
-def _tidy_gaps(new: bytes, at: int, gaps: list[tuple[int, int]]) -> bool:
+def gaps_pass(new: bytes, at: int, gaps: list[tuple[int, int]],
+              between: Callable[[bytes, int, int], bool] = crlf_between) -> bool:
     """Whether no fault lies in or next to the changed stretches of the body
-    ``new[at:]`` (the compared pieces, bytes of a tidy body, have none), and the
-    body itself starts and ends well: not with an LF, empty or with a CRLF."""
+    ``new[at:]`` (:func:`unseen`'s gaps against a remembered body without such
+    faults, whose compared pieces therefore have none), and the body itself starts
+    and ends well: not with an LF, empty or with a CRLF.  ``between``: the check of
+    one stretch with a byte of each neighbour (a fault is one byte or two adjacent
+    bytes: one inside a piece is the remembered body's, which has none)."""
     if new.startswith(b"\n", at) or (len(new) > at and not new.endswith(b"\r\n")):
         return False
     end = len(new)
-    return all(_tidy_between(new, max(a - 1, at), min(b + 1, end)) for a, b in gaps)
+    return all(between(new, max(a - 1, at), min(b + 1, end)) for a, b in gaps)
+
+
+def crlf_header_at(data: bytes) -> int:
+    """Where the body starts when the header block (before the first empty line) is
+    not empty and has CRLF line ends only, else -1.
+
+    As many CRs as LFs before the empty line, and no CR there without its LF: then
+    every LF has its CR too (two counts and a search over the header only).
+
+    >>> crlf_header_at(b"A: 1\\r\\n\\r\\nbody"), crlf_header_at(b"A: 1\\r\\rB\\n\\r\\n\\r\\n")
+    (8, -1)
+    """
+    end = data.find(b"\r\n\r\n")
+    if end <= 0 or data.startswith(b"\r\n") or data.count(b"\r", 0, end) != data.count(
+            b"\n", 0, end) or _BARE_CR.search(data, 0, end + 2):
+        return -1
+    return end + 4
 
 
 # --------------------------------------------------------------------------
@@ -285,13 +337,13 @@ def _end_of_content(data: bytes, at: int) -> int:
     return content + 2 if content else 0
 
 
-class BodyHashes:
-    """The SHA-256 of each copy's relaxed body, remembering the last tidy copy of
-    the last ``cache`` messages (see the module docstring).
+class LastCopies(Generic[_T]):
+    """What was remembered of the last copy of each of the last ``cache`` messages,
+    found by the ``original`` object the copies were made from (the entry holds it,
+    so it cannot be mistaken for another message's).
 
     Threads may share it (big copies are rendered off the event loop): the list
-    is an immutable tuple, replaced under a lock, and a remembered state is only
-    ever copied.
+    is an immutable tuple, replaced under a lock; what is kept must not change.
     """
 
     def __init__(self, cache: int = 4) -> None:
@@ -299,17 +351,42 @@ class BodyHashes:
             raise ValueError(f"cache must be 0 or more messages, not {cache}")
         self.cache = cache
         self._lock = threading.Lock()
-        self._seen: tuple[_Seen, ...] = ()  # most recent first
+        self._seen: tuple[tuple[bytes, _T], ...] = ()  # most recent first
+
+    def get(self, original: bytes) -> _T | None:
+        """What was kept for the last copy of ``original`` (this very object), or None."""
+        return next((kept for o, kept in self._seen if o is original), None)
+
+    def put(self, original: bytes, kept: _T, size: int) -> None:
+        """Keep ``kept`` for ``original``'s last copy, whose body is ``size`` bytes
+        (over :data:`MAX_KEPT`: nothing is kept, the entry would hold too much)."""
+        if not self.cache or size > MAX_KEPT:
+            return
+        with self._lock:
+            others = tuple(item for item in self._seen if item[0] is not original)
+            self._seen = ((original, kept), *others[: self.cache - 1])
+
+
+class BodyHashes:
+    """The SHA-256 of each copy's relaxed body, remembering the last tidy copy of
+    the last ``cache`` messages (see the module docstring).
+
+    Threads may share it (big copies are rendered off the event loop): see
+    :class:`LastCopies`; a remembered state is only ever copied.
+    """
+
+    def __init__(self, cache: int = 4) -> None:
+        self._last: LastCopies[_Seen] = LastCopies(cache)
 
     def like_last(self, data: bytes, at: int, original: bytes) -> Likeness | None:
         """The likeness of the body ``data[at:]`` to the last copy of ``original``, when
         that says the body is tidy (CRLF line ends only, nothing for relaxed
         canonicalisation to change but the empty lines at its end); else None."""
-        seen = next((s for s in self._seen if s.original is original), None)
+        seen = self._last.get(original)
         if seen is None:
             return None
         same, gaps = unseen(data, at, seen.data, seen.at)
-        if len(gaps) > _MAX_GAPS or not _tidy_gaps(data, at, gaps):
+        if len(gaps) > MAX_GAPS or not gaps_pass(data, at, gaps, _tidy_between):
             return None
         return Likeness(seen, same)
 
@@ -338,8 +415,4 @@ class BodyHashes:
         return body_hash.digest()
 
     def _remember(self, seen: _Seen) -> None:
-        if not self.cache or len(seen.data) - seen.at > _MAX_KEPT:
-            return
-        with self._lock:
-            others = tuple(s for s in self._seen if s.original is not seen.original)
-            self._seen = (seen, *others[: self.cache - 1])
+        self._last.put(seen.original, seen, len(seen.data) - seen.at)

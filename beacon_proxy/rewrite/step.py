@@ -53,10 +53,19 @@ class Copy:
     held.
 
     ``crlf``: the step that made ``data`` has proven that its line ends are all
-    CRLF and that it ends in one (the DKIM step, which signs exactly those bytes),
-    so the courier need not check again (``deliver.smtp.wire_data``).  False
+    CRLF and that it ends in one (the DKIM step, which signs exactly those bytes;
+    without DKIM, :class:`~beacon_proxy.rewrite.lineends.CrlfProof`), so the
+    courier need not check again (``deliver.smtp.wire_data``).  False
     unless a step proved it: every step builds a new ``Copy``, so a step that
     changes the bytes after the proof drops the flag by default.
+
+    ``dots``: with ``crlf``, the offsets in ``data`` of every period that starts
+    a line (at 0 or after a CRLF), in order, as the step that proved ``crlf``
+    found them (:class:`~beacon_proxy.rewrite.lineends.CrlfProof`), so the
+    courier stuffs them without searching; None: not known (the courier
+    searches).  A list missing one would let a line ``.`` end the DATA early
+    (SMTP smuggling): only a step that proved it sets it, and, like ``crlf``,
+    a later step drops it by building a new ``Copy``.
     """
 
     data: bytes
@@ -64,6 +73,7 @@ class Copy:
     held: str | None = None
     wait: Wait | None = None
     crlf: bool = False
+    dots: tuple[int, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)

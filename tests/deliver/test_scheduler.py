@@ -15,6 +15,7 @@ from beacon_proxy.deliver.courier import Courier, Outcome, Result
 from beacon_proxy.deliver.retry import RetryPolicy
 from beacon_proxy.deliver.scheduler import Scheduler
 from beacon_proxy.rewrite.dkim import DkimSigner, SigningKey
+from beacon_proxy.rewrite.lineends import CrlfProof, line_dots
 from beacon_proxy.rewrite.step import Copy, RewriteStep, TraceStep, Wait
 from beacon_proxy.spool.envelope import Envelope, new_queue_id
 from beacon_proxy.spool.queue import QueueEntry, Spool
@@ -32,13 +33,14 @@ class FakeCourier:
 
     async def deliver(self, sender: str, recipient: str, data: bytes, *,
                       smtputf8: bool = False, body_type: str | None = None,
-                      crlf: bool = False) -> Result:
+                      crlf: bool = False, dots: tuple[int, ...] | None = None) -> Result:
         answers = self.script.get(recipient)
         result = answers.pop(0) if answers else OK
         if result.ok:
             self.sent.append((sender, recipient, data))
         self.calls.append(recipient)
         self.crlf.append(crlf)
+        self.dots.append(dots)
         return result
 
     async def close(self) -> None:
@@ -46,6 +48,7 @@ class FakeCourier:
 
     calls: list[str] = field(default_factory=list)
     crlf: list[bool] = field(default_factory=list)  # the proof given with each copy
+    dots: list[tuple[int, ...] | None] = field(default_factory=list)  # and its periods
 
 
 OK = Result(Outcome.DELIVERED, 250, "250 2.0.0 ok", "2.0.0", "fake")
@@ -138,6 +141,25 @@ async def test_the_courier_is_told_crlf_only_when_a_step_proved_it(rig: Rig) -> 
     assert rig.courier.crlf == [False, True]
     data = rig.courier.sent[-1][2]
     assert data.startswith(b"DKIM-Signature: ") and b"\n" not in data.replace(b"\r\n", b"")
+
+
+async def test_the_courier_is_told_the_proven_line_start_periods(rig: Rig) -> None:
+    """Without DKIM the line-end proof is the last step (CrlfProof): the courier gets
+    its ``crlf`` and the offsets of the copy's line-start periods."""
+    proving = TraceStep("relay.test")
+    proving.steps = (*proving.steps, CrlfProof())
+    s = Scheduler(rig.spool, lambda: rig.courier, proving, DefaultConsent(Policy.REFUSED),
+                  RetryPolicy(0.1, 0.2, 60), concurrency=1, hostname="relay.test")
+    await s.start()
+    try:
+        await s.enqueue(_env("a@x.org", "b@x.org"), DATA + b".dot\r\n..two\n")
+        await _until(lambda: s.queue_size() == 0)
+    finally:
+        await s.stop(1)
+    assert rig.courier.crlf == [True, True]
+    for (_, _, data), dots in zip(rig.courier.sent, rig.courier.dots, strict=True):
+        assert data.endswith(b".dot\r\n..two\r\n")
+        assert dots == tuple(line_dots(data)) and len(dots) == 2
 
 
 async def test_temporary_failure_is_retried(rig: Rig) -> None:

@@ -433,6 +433,18 @@ def test_wire_data_round_trips_through_unstuffing(parts: list[bytes]) -> None:
 
 @given(st.lists(st.sampled_from([b"a", b".", b"..", b"\r\n", b"\r", b"\n", b"\r\n.", b"x" * 30]),
                 max_size=50))
+def test_wire_data_stuffs_each_line_that_starts_with_a_period(parts: list[bytes]) -> None:
+    """Read line by line: every line of the CRLF form that starts with a period gets one
+    more, and the terminator follows."""
+    data = re.sub(rb"\r\n|\r|\n", b"\r\n", b"".join(parts)).removesuffix(b"\r\n")
+    lines = data.split(b"\r\n")
+    stuffed = b"".join((b"." + line if line.startswith(b".") else line) + b"\r\n"
+                       for line in lines)
+    assert wire_data(b"".join(parts)) == stuffed + b".\r\n"
+
+
+@given(st.lists(st.sampled_from([b"a", b".", b"..", b"\r\n", b"\r", b"\n", b"\r\n.", b"x" * 30]),
+                max_size=50))
 def test_wire_data_of_proven_crlf_bytes_is_the_same(parts: list[bytes]) -> None:
     """``crlf=True`` (a DKIM-signed copy) skips only the line-end check: for bytes that
     are CRLF-only and end in CRLF, the DATA section is the same, stuffing included."""

@@ -23,6 +23,7 @@ from beacon_proxy.rewrite.dkim import DkimSigner, SigningKey, crlf
 from beacon_proxy.rewrite.dkimbody import (
     BodyHashes,
     _tidy_between,
+    matched,
     relaxed_body,
     relaxed_tidy,
     unseen,
@@ -107,6 +108,31 @@ def test_further_copies_hash_as_the_whole_body(seed: int, lines: int, trailing: 
             for start, end in zip(starts, ends, strict=True):
                 assert start <= end and body[start:end] in previous
         previous = body
+
+
+@settings(max_examples=300, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), lines=st.integers(0, 150), edits=_EDITS)
+def test_the_matched_pieces_are_the_old_bytes(seed: int, lines: int,
+                                              edits: list[tuple[float, int, bytes]]) -> None:
+    """``matched``'s pieces are each byte-identical to the old body where it says, and
+    with the changed stretches they cover the new body exactly once; where two pieces
+    meet, there is a (maybe empty) changed stretch."""
+    old = b"H: 1\r\n\r\n" + _text(random.Random(seed), lines)
+    new = b"H: 22\r\n\r\n" + _edit(old[9:], edits)
+    same, gaps, pieces = matched(new, 11, old, 9)
+    assert (same, gaps) == unseen(new, 11, old, 9)
+    covered = [0] * len(new)
+    for start, old_start, size in pieces:
+        assert new[start : start + size] == old[old_start : old_start + size]
+        for k in range(start, start + size):
+            covered[k] += 1
+    for a, b in gaps:
+        for k in range(a, b):
+            covered[k] += 1
+    assert covered[11:] == [1] * (len(new) - 11)
+    edges = {s for s, _, n in pieces if n} | {s + n for s, _, n in pieces if n}
+    touching = {a for a, _ in gaps} | {b for _, b in gaps}
+    assert edges - touching <= {11, len(new)}
 
 
 @settings(max_examples=100, deadline=None)

@@ -92,6 +92,16 @@ def test_unstuff() -> None:
     assert unstuff(b"..a\r\n..b\r\n.c\r\n") == b".a\r\n.b\r\nc\r\n"
 
 
+@given(st.lists(st.sampled_from([b"a", b".", b"..", b"\r\n", b"\r", b"\n", b"\r\n.", b"\\1",
+                                 b"\\g<0>"]), max_size=50))
+def test_unstuff_removes_each_lines_first_period_only(parts: list[bytes]) -> None:
+    """The period that starts a line (after a CRLF, or at the very start) goes, one per
+    line, nothing else changes (the substitution's template has no escapes to expand)."""
+    content = b"".join(parts)
+    lines = content.split(b"\r\n")
+    assert unstuff(content) == b"\r\n".join(line.removeprefix(b".") for line in lines)
+
+
 def test_crlf_line_ends() -> None:
     assert crlf_line_ends(b"a\nb\n\nc\r\nd\n") == b"a\r\nb\r\n\r\nc\r\nd\r\n"
     assert crlf_line_ends(b"\n") == b"\r\n"
