@@ -309,7 +309,7 @@ def test_the_loads_are_not_pickled_and_the_names_kept_are_bounded() -> None:
     assert copy == analysis and loads(copy) == found and loads(copy) is not found
     for n in range(20):  # names past the bound are made on every call, never kept
         assert analysis.shared(f"test{n}", lambda a: len(a.parts)) == len(analysis.parts)
-    calls: list[int] = []
+    calls: list[Analysis] = []
     analysis.shared("test-last", calls.append)
     analysis.shared("test-last", calls.append)
     assert len(calls) == 2
