@@ -94,6 +94,8 @@ _ASCII_ESCAPE: Final = b"\x1b(B"
 #: Every printable ASCII character: what a link (escaped or not) is checked to be made of.
 _PROBE: Final = "".join(map(chr, range(0x20, 0x7F)))
 _SLOT_KEYS: Final = 4  # (language, English) pairs whose slotted footer a part plan keeps
+_ONCE: Final = "once"
+_UNPROVEN: Final = "unproven"
 
 
 class _Skip(Exception):
@@ -167,10 +169,11 @@ class PartPlan:
     wrap: tuple[bytes, bytes] = (b"", b"")
     state_skip: str | None = None
     eol_of_header: bool = False  # ``eol`` is the part header's (the text has no line break)
-    #: The slotted footers made so far (:meth:`_slot`), by the texts they were made from.
+    #: The slotted footers made so far (:meth:`_slot`), by the texts they were made from
+    #: (or ``_ONCE``: used once, ``_UNPROVEN``: not made).
     #: Shared by the plans :func:`rebase_plan` derives (``replace`` keeps it): nothing
     #: it depends on is changed there.  Threads may race to fill it with equal values.
-    slots: dict[tuple[FooterText, FooterText], _Slot | None] = field(
+    slots: dict[tuple[FooterText, FooterText], _Slot | str] = field(
         default_factory=dict, compare=False, repr=False)
 
     @property
@@ -201,18 +204,26 @@ class PartPlan:
         return new, english
 
     def _slot(self, footers: _Footers) -> _Slot | None:
-        """The footer of these texts with the link as a slot, made once (None: not proven)."""
+        """The footer of these texts with the link as a slot, made on the second copy
+        (None: the first copy, or not proven).
+
+        Not on the first: a plan used once (a granted copy's, its body seen once) would
+        pay for making the slot and not use it."""
         key = (footers.texts, footers.english)
-        try:
-            return self.slots[key]
-        except KeyError:
-            pass
+        found = self.slots.get(key)
+        if isinstance(found, _Slot):
+            return found
+        if found is None:  # the first copy
+            if len(self.slots) < _SLOT_KEYS:
+                self.slots[key] = _ONCE
+            return None
+        if found != _ONCE:  # not proven
+            return None
         try:
             slot = self._make_slot(footers)
         except (UnicodeError, ValueError):  # not proven: apply's other path meets it again
             slot = None
-        if len(self.slots) < _SLOT_KEYS:
-            self.slots[key] = slot
+        self.slots[key] = _UNPROVEN if slot is None else slot
         return slot
 
     def _make_slot(self, footers: _Footers) -> _Slot | None:

@@ -375,9 +375,10 @@ def test_the_slotted_footer_in_every_charset_and_encoding(
         data = message(page, plain, charset=charset, cte=cte, language="ja")
     same_as_old(data, monkeypatch)
     plan = plan_footer(data, TEXTS, "en")
-    plan.apply(URL, TEXTS)
-    slotted = [p for p in plan.parts if isinstance(p, PartPlan) and p.slots
-               and None not in p.slots.values()]
+    for _ in range(2):  # the slot is made for the second copy
+        plan.apply(URL, TEXTS)
+    slotted = [p for p in plan.parts if isinstance(p, PartPlan)
+               and any(isinstance(s, footerplan._Slot) for s in p.slots.values())]
     if cte == "quoted-printable" and charset in ("utf-8", "iso-8859-1", "shift_jis"):
         assert len(slotted) == 2  # the cheap path is taken where it is proven
 
@@ -406,12 +407,31 @@ def test_a_link_that_is_not_printable_ascii_takes_the_old_path(
 def test_a_rebased_plan_shares_the_slots() -> None:
     plan = plan_footer(SLOT_MESSAGE, TEXTS, "en")
     plan.apply(URL, TEXTS)
+    plan.apply(OTHER_URL, TEXTS)
     other = b"To: someone@example.org\r\n" + SLOT_MESSAGE
     derived = footerplan.rebase_plan(plan, other, body_start(other), TEXTS, "en")
     assert derived is not None
     for old, new in zip(plan.parts, derived.parts, strict=True):
         assert isinstance(old, PartPlan) and isinstance(new, PartPlan)
-        assert new.slots is old.slots and old.slots
+        assert new.slots is old.slots
+        assert [type(s) for s in old.slots.values()] == [footerplan._Slot]
+
+
+def test_a_plan_used_once_makes_no_slot(monkeypatch: pytest.MonkeyPatch) -> None:
+    made: list[PartPlan] = []
+    make = PartPlan._make_slot
+
+    def counted(self: PartPlan, footers: footerplan._Footers) -> footerplan._Slot | None:
+        made.append(self)
+        return make(self, footers)
+
+    monkeypatch.setattr(PartPlan, "_make_slot", counted)
+    plan = plan_footer(SLOT_MESSAGE, TEXTS, "en")
+    plan.apply(URL, TEXTS)
+    assert not made
+    plan.apply(URL, TEXTS)
+    plan.apply(OTHER_URL, TEXTS)
+    assert len(made) == 2  # once per part, on the second copy
 
 
 def test_the_slots_kept_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
