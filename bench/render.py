@@ -111,10 +111,9 @@ def _child(tree: Path, messages: int, rounds: int) -> dict[str, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--messages", type=int, default=400)
-    parser.add_argument("--rounds", type=int, default=3)
+    for name, default in (("messages", 400), ("rounds", 3), ("pairs", 3)):
+        parser.add_argument(f"--{name}", type=int, default=default)
     parser.add_argument("--base", type=Path, help="another tree to compare with (PYTHONPATH)")
-    parser.add_argument("--pairs", type=int, default=3)
     parser.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.base is None:
