@@ -401,3 +401,16 @@ def test_form_tokens_are_bound_to_the_link_and_survive_rotation() -> None:
     flipped = ("B" if form[0] == "A" else "A") + form[1:]
     for garbage in ("", "A", form + "=", form[:-1], "é" * 22, flipped):
         assert not old.check_form_token(link, garbage), garbage
+
+
+def test_issued_at_zero_mints_now_exactly_as_an_explicit_time(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    tokens = Tokens(["a test secret 0123456789"])
+    now = 1_765_000_000
+    monkeypatch.setattr("beacon_proxy.tokens.time.time", lambda: now + 0.75)
+    claims = Claims(Purpose.UNSUBSCRIBE, "ann@example.org", "news.example", "Q1")
+    token = tokens.mint(claims)
+    assert token == tokens.mint(replace(claims, issued_at=now))  # AES-SIV: deterministic
+    assert tokens.verify(token, Purpose.UNSUBSCRIBE).issued_at == now
+    with pytest.raises(ValueError, match="positive 32-bit"):
+        tokens.mint(replace(claims, issued_at=-1))

@@ -100,10 +100,9 @@ from beacon_proxy.rewrite.html import PendingImg, Reference
 if TYPE_CHECKING:
     from beacon_proxy.rewrite.engine import Analysis
 
-__all__ = ["REASON", "CampaignKey", "CampaignMemory", "Loaded", "campaign_key", "diff_finding",
-           "diffed_by_part", "identifier_like", "loaded", "may_be_personal", "normalise_subject",
-           "personal_urls",
-           "references_at", "split_url"]
+__all__ = ["REASON", "CampaignKey", "CampaignMemory", "Loaded", "Loads", "campaign_key",
+           "diff_finding", "diffed_by_part", "identifier_like", "loaded", "loads",
+           "may_be_personal", "normalise_subject", "personal_urls", "references_at", "split_url"]
 
 REASON = "campaign-diff"
 MAX_SUBJECT = 1000  # characters of a subject read
@@ -131,6 +130,37 @@ def loaded(analysis: Analysis) -> list[Loaded]:
                          else entry.element, entry.url))  # type: ignore[union-attr]
             for p, part in enumerate(analysis.parts)
             for i, entry in enumerate(part.entries) if entry.remote]
+
+
+@dataclass(frozen=True, slots=True)
+class Loads:
+    """What campaign diffing reads of an analysis's loaded references, made once per
+    analysis (:meth:`~beacon_proxy.rewrite.engine.Analysis.shared`: it depends on the
+    parts' entries only): :func:`loaded`, the copy as the memory learns and judges it,
+    and :func:`campaign_key`'s skeleton."""
+
+    refs: tuple[Loaded, ...]
+    copy: tuple[tuple[str, str], ...]
+    skeleton: str
+
+
+def loads(analysis: Analysis) -> Loads:
+    """The analysis's :class:`Loads`, kept on it (about 0.05 ms a message of 125 references).
+
+    >>> from beacon_proxy.rewrite.engine import Engine
+    >>> from beacon_proxy.rewrite.rules import load_rules
+    >>> analysis = Engine(load_rules()).analyse(b"Content-Type: text/html\\r\\n\\r\\n"
+    ...                                         b'<img src="https://t.example/o.gif?u=1">')
+    >>> loads(analysis).copy, loads(analysis) is loads(analysis)
+    ((('img', 'https://t.example/o.gif?u=1'),), True)
+    """
+    return analysis.shared("campaign.loads", _make_loads)
+
+
+def _make_loads(analysis: Analysis) -> Loads:
+    refs = tuple(loaded(analysis))
+    return Loads(refs, tuple([(r.element, r.url) for r in refs]),
+                 _skeleton(len(analysis.parts), refs))
 
 
 def references_at(refs: Sequence[Loaded], positions: Iterable[int]) -> frozenset[tuple[int, int]]:
@@ -242,12 +272,15 @@ def _skeleton(parts: int, refs: Iterable[Loaded]) -> str:
 
 
 def campaign_key(analysis: Analysis, recipient: str | None = None,
-                 refs: Sequence[Loaded] | None = None) -> CampaignKey:
+                 refs: Sequence[Loaded] | None = None, *,
+                 skeleton: str | None = None) -> CampaignKey:
     """The campaign of a message (``recipient``: its address, to drop merge fields;
-    ``refs``: :func:`loaded` of the analysis, when the caller has it)."""
+    ``refs``: :func:`loaded` of the analysis, or ``skeleton``: :func:`loads`'s, when the
+    caller has it)."""
     header = header_block(analysis.data)
     sender = _sender_domain(header_field(header, "from") or "")
-    skeleton = _skeleton(len(analysis.parts), loaded(analysis) if refs is None else refs)
+    if skeleton is None:
+        skeleton = _skeleton(len(analysis.parts), loaded(analysis) if refs is None else refs)
     subject = header_field(header, "subject") or ""
     words = _subject_words(subject)
     subject = normalise_subject(subject, _personal_words(header, recipient, words))

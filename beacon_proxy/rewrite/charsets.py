@@ -56,6 +56,7 @@ __all__ = [
     "decode_text",
     "effective_charset",
     "encode_text",
+    "encodes_in_pieces",
     "from_utf8",
     "has_bom",
     "is_supported",
@@ -281,6 +282,24 @@ def is_supported(charset: str) -> bool:
     """
     del charset
     return True
+
+
+def encodes_in_pieces(charset: str) -> bool:
+    """Whether :func:`encode_text` of ``a + b`` is always that of ``a``, then of ``b``.
+
+    True for the stateless encoders: ASCII, UTF-8, the single-byte charsets and the
+    EUC-JP, Shift_JIS, GBK/GB18030, Big5-HKSCS and UHC codecs, which encode each
+    character (or a pair whose second character is a combining mark, never ASCII) on
+    its own.  Not for ISO-2022 (shift states), x-user-defined, the transcoded
+    charsets (a byte order mark, UTF-7's base64 runs, HZ's ``~{``) or unknown labels.
+
+    >>> encodes_in_pieces("windows-1252"), encodes_in_pieces("ISO-2022-JP")
+    (True, False)
+    """
+    return _info(charset).kind in _IN_PIECES
+
+
+_IN_PIECES: Final = frozenset({"ascii", "utf8", "single", "euc", "sjis", "gbk", "big5", "uhc"})
 
 
 def is_transcoded(charset: str) -> bool:

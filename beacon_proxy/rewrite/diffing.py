@@ -36,9 +36,10 @@ this module is where the relay compares.  For every message it delivers
    with the single-message engine's findings (and whatever was learned
    meanwhile).  Granted copies never wait.
 
-Cost, per message of a known campaign: the key (one hash per loaded
-reference's host prefix), one hash per reference to judge it; no store
-access.  While a campaign learns: one write transaction per new copy.
+Cost, per message of a known campaign: the key (the header's fields; the
+loaded references and their skeleton hash are made once per analysis,
+:func:`~beacon_proxy.rewrite.campaign.loads`), one hash per reference to judge
+it; no store access.  While a campaign learns: one write transaction per new copy.
 
 Repeats while a campaign learns: a copy this node already saw learned (the
 same recipient again -- a newsletter resent to one address, a test send, a
@@ -74,7 +75,7 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -86,7 +87,7 @@ from beacon_proxy.metrics import CAMPAIGN_COPIES
 from beacon_proxy.rewrite.campaign import (
     CampaignMemory,
     campaign_key,
-    loaded,
+    loads,
     may_be_personal,
     references_at,
 )
@@ -228,12 +229,13 @@ class CampaignDiffing:
 
     async def observe(self, envelope: Envelope, data: bytes, analysis: Analysis) -> Observation:
         """Learn (once) and judge one message; see the module docstring."""
-        refs = loaded(analysis)
+        found = loads(analysis)  # made once per analysis: every copy of a newsletter
+        refs, copy = found.refs, found.copy
         if not refs:
             return NOTHING
         recipient = envelope.recipients[0] if len(envelope.recipients) == 1 else None
-        digest = relay_digest(campaign_key(analysis, recipient, refs).digest, envelope)
-        copy = [(r.element, r.url) for r in refs]
+        campaign = campaign_key(analysis, recipient, skeleton=found.skeleton)
+        digest = relay_digest(campaign.digest, envelope)
         error: str | None = None
         key = copy_id(envelope, digest)
         memory = self._cached(digest)
@@ -264,19 +266,19 @@ class CampaignDiffing:
             CAMPAIGN_COPIES.labels("waiting").inc()
         return Observation(digest, memory.copies, diffed, wait_until, error)
 
-    def _may_wait(self, envelope: Envelope, data: bytes, copy: list[tuple[str, str]],
+    def _may_wait(self, envelope: Envelope, data: bytes, copy: Sequence[tuple[str, str]],
                   start: float) -> bool:
         """Whether refused copies of a message its campaign cannot judge yet wait."""
         return self.clock() < start + self.hold and self._may_ever_wait(envelope, data, copy)
 
     def _may_ever_wait(self, envelope: Envelope, data: bytes,
-                       copy: list[tuple[str, str]]) -> bool:
+                       copy: Sequence[tuple[str, str]]) -> bool:
         return (self.hold > 0
                 and len(envelope.recipients) == 1  # one copy for many: nothing personal
                 and is_list_mail(envelope, data) and may_be_personal(copy))
 
     def _repeat(self, digest: str, copy_key: str, envelope: Envelope, data: bytes,
-                copy: list[tuple[str, str]]) -> CampaignMemory | None:
+                copy: Sequence[tuple[str, str]]) -> CampaignMemory | None:
         """The memory to judge a copy this node saw learned with, without the store; None
         when the store must be asked (see the module docstring)."""
         known = self._known.get(digest)
@@ -290,7 +292,7 @@ class CampaignDiffing:
         return known.memory
 
     async def _learn(self, digest: str, copy_key: str,
-                     copy: list[tuple[str, str]]) -> CampaignMemory:
+                     copy: Sequence[tuple[str, str]]) -> CampaignMemory:
         memory = CampaignMemory()
         learned = False
         known = self._known.get(digest)

@@ -54,7 +54,7 @@ import enum
 from collections import Counter
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field, fields, replace
-from typing import Any, NamedTuple
+from typing import Any, Final, NamedTuple, TypeVar, cast
 
 from beacon_proxy.consent.policy import Policy
 from beacon_proxy.headerfacts import list_id
@@ -123,6 +123,10 @@ class Action(enum.StrEnum):
     INLINE = "inline"  # a layout image's URL replaced by a transparent data: image
 
 
+_T = TypeVar("_T")
+_SHARED_NAMES: Final = 8  # names Analysis.shared keeps per analysis
+
+
 @dataclass(frozen=True, slots=True)
 class HtmlPart:
     """One HTML part, decoded and scanned (recipient-independent)."""
@@ -184,11 +188,34 @@ class Analysis:
     # The analysis this one was derived from by Engine.rebase (same body, another header):
     # its shared refused copies give this one's (Engine.render).  Not sent when pickled.
     _origin: Analysis | None = field(init=False, default=None, repr=False, compare=False)
+    # What shared() keeps, by name (on the origin only).  Not sent when pickled.
+    _shared: dict[str, Any] = field(init=False, default_factory=dict, repr=False, compare=False)
 
     def __getstate__(self) -> list[Any]:
         """Pickled (to and from the analysis workers) without the shared refused copies."""
-        return [{} if f.name == "_refused" else None if f.name == "_origin"
+        return [{} if f.name in ("_refused", "_shared") else None if f.name == "_origin"
                 else getattr(self, f.name) for f in fields(self)]
+
+    def shared(self, name: str, make: Callable[[Analysis], _T]) -> _T:
+        """``make(analysis)`` made once for this analysis and every one rebased from it.
+
+        Why: every copy of a newsletter is judged against the same analysis (the
+        known-bytes cache), or one :meth:`Engine.rebase` derived from it (another
+        header): what depends only on the parts' entries -- which a rebase keeps, the
+        very objects, in the same parts -- need not be made again per message.
+        ``make`` must read nothing else (not the header, not the bytes); it gets the
+        origin, so a mistake there shows in every message alike.  At most
+        :data:`_SHARED_NAMES` names; threads may race to make one (then equal values).
+        """
+        origin = self._origin or self
+        try:
+            return cast(_T, origin._shared[name])
+        except KeyError:
+            pass
+        value = make(origin)
+        if len(origin._shared) < _SHARED_NAMES:
+            origin._shared[name] = value
+        return value
 
     def __setstate__(self, state: list[Any]) -> None:
         for f, value in zip(fields(self), state, strict=True):

@@ -38,7 +38,7 @@ import html
 import re
 from bisect import bisect_right
 from collections.abc import Collection
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Final
 
 from beacon_proxy.rewrite.bodyend import body_end
@@ -46,6 +46,7 @@ from beacon_proxy.rewrite.charsets import (
     UNKNOWN_CHARSET,
     effective_charset,
     encode_text,
+    encodes_in_pieces,
     from_utf8,
     is_transcoded,
     looks_valid,
@@ -66,9 +67,11 @@ from beacon_proxy.rewrite.transfer import (
     Edit,
     LineTooLongError,
     QpIndex,
+    QpSlotted,
     apply_edits,
     decode_indexed,
     line_ending,
+    qp_slotted,
 )
 
 __all__ = ["FooterPlan", "PartPlan", "body_parts", "footer_language", "plan_footer",
@@ -88,6 +91,11 @@ _JIS_ROMAN: Final = b"\x1b(J"
 _MAX_DEPTH: Final = 100  # the parser's limits (its defaults), the same for a rebased plan
 _MAX_PARTS: Final = 1000
 _ASCII_ESCAPE: Final = b"\x1b(B"
+#: Every printable ASCII character: what a link (escaped or not) is checked to be made of.
+_PROBE: Final = "".join(map(chr, range(0x20, 0x7F)))
+_SLOT_KEYS: Final = 4  # (language, English) pairs whose slotted footer a part plan keeps
+_ONCE: Final = "once"
+_UNPROVEN: Final = "unproven"
 
 
 class _Skip(Exception):
@@ -107,6 +115,32 @@ class _Footers:
 
     def text(self, english: bool = False) -> str:
         return (self.english if english else self.texts).text.replace("{url}", self.url)
+
+
+@dataclass(frozen=True, slots=True)
+class _Slot:
+    """A part's footer made once for a (language, English) pair, with the link as a slot.
+
+    ``body.fill(link)`` is the very bytes :meth:`PartPlan.apply`'s other path gives for a
+    link of printable ASCII (checked per copy), ``english`` its fallback flag.  Made only
+    where that is proven:
+
+    * quoted-printable, no transcode, no ISO-2022-JP wrap or state skip;
+    * the charset encodes text in pieces (:func:`encodes_in_pieces`: ``a + b`` as
+      ``a`` then ``b``) and every printable ASCII character as itself, so the footer
+      with the link is the template's encoded pieces joined by the link's ASCII
+      bytes (HTML-escaped for HTML, as ``_Footers.html``); checked again on the
+      templates joined by every printable ASCII character;
+    * the 7bit fallbacks (HTML in us-ascii, text in English) depend on whether the
+      footer is ASCII and encodes strictly: with an ASCII link, on the pieces alone;
+    * ``_lines`` turns LF into the part's line ending: a link has no LF, so it
+      does that piece by piece;
+    * :class:`~beacon_proxy.rewrite.transfer.QpSlotted` encodes the lines without the
+      link once and the link's line per copy (its docstring has the proof).
+    """
+
+    body: QpSlotted
+    english: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,6 +169,12 @@ class PartPlan:
     wrap: tuple[bytes, bytes] = (b"", b"")
     state_skip: str | None = None
     eol_of_header: bool = False  # ``eol`` is the part header's (the text has no line break)
+    #: The slotted footers made so far (:meth:`_slot`), by the texts they were made from
+    #: (or ``_ONCE``: used once, ``_UNPROVEN``: not made).
+    #: Shared by the plans :func:`rebase_plan` derives (``replace`` keeps it): nothing
+    #: it depends on is changed there.  Threads may race to fill it with equal values.
+    slots: dict[tuple[FooterText, FooterText], _Slot | str] = field(
+        default_factory=dict, compare=False, repr=False)
 
     @property
     def size(self) -> int:
@@ -143,6 +183,11 @@ class PartPlan:
 
     def apply(self, footers: _Footers) -> tuple[bytes, bool]:
         """The part's new (encoded) body, and whether its text footer fell back to English."""
+        url = footers.url
+        slot = self._slot(footers) if url.isascii() and url.isprintable() else None
+        if slot is not None:  # the same bytes as below (see _Slot), cheaper
+            link = html.escape(url, quote=True) if self.kind == "html" else url
+            return slot.body.fill(link.encode("ascii")), slot.english
         footer, english = self._footer(footers)
         insert = self.before + _lines(footer, self.eol) + self.after
         if self.transcode is not None:
@@ -157,6 +202,62 @@ class PartPlan:
         except LineTooLongError as exc:
             raise _Skip("a line would pass 998 octets") from exc
         return new, english
+
+    def _slot(self, footers: _Footers) -> _Slot | None:
+        """The footer of these texts with the link as a slot, made on the second copy
+        (None: the first copy, or not proven).
+
+        Not on the first: a plan used once (a granted copy's, its body seen once) would
+        pay for making the slot and not use it."""
+        key = (footers.texts, footers.english)
+        found = self.slots.get(key)
+        if isinstance(found, _Slot):
+            return found
+        if found is None:  # the first copy
+            if len(self.slots) < _SLOT_KEYS:
+                self.slots[key] = _ONCE
+            return None
+        if found != _ONCE:  # not proven
+            return None
+        try:
+            slot = self._make_slot(footers)
+        except (UnicodeError, ValueError):  # not proven: apply's other path meets it again
+            slot = None
+        self.slots[key] = _UNPROVEN if slot is None else slot
+        return slot
+
+    def _make_slot(self, footers: _Footers) -> _Slot | None:
+        """See :class:`_Slot`; None where its proof does not hold."""
+        if (self.cte != "quoted-printable" or self.transcode is not None
+                or self.state_skip is not None or self.wrap != (b"", b"")
+                or not encodes_in_pieces(self.charset)
+                or encode_text(_PROBE, self.charset, errors="strict") != _PROBE.encode()):
+            return None
+        if self.kind == "html":
+            templates = footers.texts.html.split("{url}")
+            charset = self.charset
+            pieces = [encode_text(t, charset) for t in templates]
+            if self.seven_bit and not all(p.isascii() for p in pieces):
+                charset = "us-ascii"
+                pieces = [encode_text(t, charset) for t in templates]
+            probe = html.escape(_PROBE, quote=True)
+            english = False
+        else:
+            charset, probe = self.charset, _PROBE
+            for english in (False, True):
+                templates = (footers.english if english else footers.texts).text.split("{url}")
+                encoded = [_encoded_text(t, charset, self.seven_bit) for t in templates]
+                if None not in encoded:
+                    break
+            else:
+                return None
+            pieces = [p for p in encoded if p is not None]
+        if encode_text(probe.join(templates), charset) != probe.encode().join(pieces):
+            return None
+        lines = [_lines(p, self.eol) for p in pieces]
+        lines[0] = self.before + lines[0]
+        lines[-1] += self.after
+        return _Slot(qp_slotted(self.body, self.at, lines, self.index), english)
 
     def _footer(self, footers: _Footers) -> tuple[bytes, bool]:
         if self.kind == "html":

@@ -32,6 +32,7 @@ __all__ = [
     "Edit",
     "LineTooLongError",
     "QpIndex",
+    "QpSlotted",
     "TransferError",
     "apply_edits",
     "decode",
@@ -39,6 +40,7 @@ __all__ = [
     "encode_whole",
     "line_ending",
     "normalise_cte",
+    "qp_slotted",
     "splice",
 ]
 
@@ -340,6 +342,30 @@ def _decoded_offset(entry: tuple[int, int]) -> int:
     return entry[1]
 
 
+def _qp_segment(body: bytes, edits: Sequence[Edit], i: int, enc: int, dec: int,
+                index: QpIndex) -> tuple[int, int, int, int, int]:
+    """The encoded lines [start, stop) re-encoded for edits ``i`` to ``j - 1``: from the
+    line holding edit ``i`` on, grown over every edit that starts inside them.
+
+    Returns (start, stop, decoded offset of start, of stop, j); ``(enc, dec)`` is a line
+    start at or before edit ``i``.
+    """
+    start, stop, start_dec = _qp_seek(body, enc, dec, edits[i].start, index)
+    stop_dec = start_dec + len(binascii.a2b_qp(body[start:stop]))
+    j, need = i, 0
+    while j < len(edits):  # grow the segment over every edit that starts inside it
+        if j > i and edits[j].start >= stop_dec and stop < len(body):
+            break
+        need = max(need, edits[j].start, edits[j].end - 1)
+        if need >= stop_dec and stop < len(body):
+            line, stop, line_dec = _qp_seek(body, stop, stop_dec, need, index)
+            stop_dec = line_dec + len(binascii.a2b_qp(body[line:stop]))
+        j += 1
+    if edits[j - 1].end > stop_dec:
+        raise ValueError("edit beyond the end of the body")
+    return start, stop, start_dec, stop_dec, j
+
+
 def _qp_apply(body: bytes, edits: Sequence[Edit], index: QpIndex = ()) -> bytes:
     eol = _eol(body)
     out: list[bytes | memoryview] = []
@@ -347,25 +373,106 @@ def _qp_apply(body: bytes, edits: Sequence[Edit], index: QpIndex = ()) -> bytes:
     copied = enc = dec = 0
     i = 0
     while i < len(edits):
-        start, stop, start_dec = _qp_seek(body, enc, dec, edits[i].start, index)
-        stop_dec = start_dec + len(binascii.a2b_qp(body[start:stop]))
-        j, need = i, 0
-        while j < len(edits):  # grow the segment over every edit that starts inside it
-            if j > i and edits[j].start >= stop_dec and stop < len(body):
-                break
-            need = max(need, edits[j].start, edits[j].end - 1)
-            if need >= stop_dec and stop < len(body):
-                line, stop, line_dec = _qp_seek(body, stop, stop_dec, need, index)
-                stop_dec = line_dec + len(binascii.a2b_qp(body[line:stop]))
-            j += 1
-        if edits[j - 1].end > stop_dec:
-            raise ValueError("edit beyond the end of the body")
+        start, stop, start_dec, stop_dec, j = _qp_segment(body, edits, i, enc, dec, index)
         segment = binascii.a2b_qp(body[start:stop])
         new = splice(segment, edits[i:j], start_dec)
         out += (whole[copied:start], _qp_encode(new, eol, stop < len(body)))
         copied, enc, dec, i = stop, stop, stop_dec, j
     out.append(whole[copied:])
     return b"".join(out)
+
+
+@dataclass(frozen=True, slots=True)
+class QpSlotted:
+    """A quoted-printable body with one insertion made of constant pieces around a slot
+    (the same variable bytes at each), all of it encoded but the lines the slot is on.
+
+    Why: a footer goes into every copy of a newsletter with only the recipient's link
+    changing; :func:`apply_edits` decoded the edited line, spliced and encoded the
+    footer's lines for each copy.  :meth:`fill` gives exactly
+    ``apply_edits(body, "quoted-printable", [Edit(at, at, slot.join(pieces))], ...)``
+    (:func:`qp_slotted` made with ``at`` and ``pieces``) for any ``slot`` without CR
+    or LF, because :func:`_qp_encode` encodes each hard line (split at the body's line
+    ending, made only of CR and LF) on its own: a slot without CR or LF neither adds,
+    removes nor joins a line break, so the lines without it are the same bytes for
+    every slot, and each line with it is encoded from its constant fragments joined by
+    the slot, as one line, exactly as :func:`_qp_encode` does.
+    """
+
+    body: bytes
+    start: int  # the encoded lines [start, stop) are replaced by ``lines``
+    stop: int
+    eol: bytes
+    #: encoded constant lines (bytes) and lines holding the slot: their decoded
+    #: fragments and whether the line is the last one of a segment the next line continues
+    lines: tuple[bytes | tuple[tuple[bytes, ...], bool], ...]
+    last: int  # index in ``lines`` of the segment's last line (no line ending after it)
+
+    def fill(self, slot: bytes) -> bytes:
+        """The body with ``slot`` (not empty, no CR, no LF: ``ValueError``) in every slot."""
+        if not slot or b"\r" in slot or b"\n" in slot:
+            raise ValueError("a slot must not be empty or hold a line break")
+        body, eol = self.body, self.eol
+        out: list[bytes | memoryview] = [memoryview(body)[: self.start]]
+        for n, line in enumerate(self.lines):
+            if isinstance(line, bytes):
+                out.append(line)
+                continue
+            fragments, continues = line
+            encoded = _qp_line(slot.join(fragments), eol)
+            if n != self.last:
+                out += (encoded, eol)
+            else:
+                out.append(_soft_end(encoded, eol) if continues else encoded)
+        out.append(memoryview(body)[self.stop :])
+        return b"".join(out)
+
+
+def qp_slotted(body: bytes, at: int, pieces: Sequence[bytes],
+               index: QpIndex = ()) -> QpSlotted:
+    """Prepare the insertion of ``slot.join(pieces)`` at decoded offset ``at`` of a
+    quoted-printable body (see :class:`QpSlotted`); raises as :func:`apply_edits` would.
+
+    >>> body = b"Hello=\\r\\n world\\r\\nBye\\r\\n"
+    >>> slotted = qp_slotted(body, 11, [b"<a href=", b">x</a>\\r\\n"])
+    >>> edit = Edit(11, 11, b"<a href=u>x</a>\\r\\n")
+    >>> slotted.fill(b"u") == apply_edits(body, "quoted-printable", [edit])
+    True
+    """
+    if not pieces:
+        raise ValueError("an insertion needs at least one piece")
+    edit = [Edit(at, at, b"")]
+    start, stop, start_dec, _, _ = _qp_segment(body, edit, 0, 0, 0, index)
+    segment = binascii.a2b_qp(body[start:stop])
+    eol = _eol(body)
+    chunks = list(pieces)
+    chunks[0] = segment[: at - start_dec] + chunks[0]
+    chunks[-1] += segment[at - start_dec :]
+    lines: list[list[bytes]] = [[b""]]  # the decoded lines, each as its slot's fragments
+    for n, chunk in enumerate(chunks):
+        first, *rest = chunk.split(eol)
+        if n:
+            lines[-1].append(first)  # a slot between the previous fragment and this one
+        else:
+            lines[-1][-1] += first
+        lines += ([line] for line in rest)
+    if lines[-1] != [b""]:
+        last = len(lines) - 1
+    else:  # the segment ends with a line break: _qp_encode adds nothing after it
+        lines.pop()
+        last = -1
+    continues = stop < len(body)
+    encoded: list[bytes | tuple[tuple[bytes, ...], bool]] = []
+    for n, fragments in enumerate(lines):
+        if len(fragments) > 1:
+            encoded.append((tuple(fragments), continues))
+            continue
+        line = _qp_line(fragments[0], eol)
+        if n != last:
+            encoded.append(line + eol)
+        else:
+            encoded.append(_soft_end(line, eol) if continues else line)
+    return QpSlotted(body, start, stop, eol, tuple(encoded), last)
 
 
 # --- base64 -----------------------------------------------------------------------------------

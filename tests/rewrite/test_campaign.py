@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import pickle
 import random
 import string
 
@@ -13,6 +14,7 @@ from beacon_proxy.rewrite.campaign import (
     campaign_key,
     identifier_like,
     loaded,
+    loads,
     normalise_subject,
     personal_urls,
     references_at,
@@ -273,3 +275,41 @@ def test_diffed_indexes_that_are_not_loaded_references_are_ignored() -> None:
     rendered = ENGINE.render(analysis, None, Policy.REFUSED,
                              diffed={(0, 10_000), (5, 0), (0, -1)})
     assert rendered.trackers == () and not rendered.changed
+
+
+def test_loads_are_made_once_per_analysis_and_equal_a_fresh_reading() -> None:
+    for analysis in _copies():
+        found = loads(analysis)
+        assert loads(analysis) is found
+        assert found.refs == tuple(loaded(analysis))
+        assert list(found.copy) == _pairs(analysis)
+        for rcpt in (None, "ann@example.org"):
+            assert (campaign_key(analysis, rcpt, skeleton=found.skeleton)
+                    == campaign_key(analysis, rcpt))
+
+
+def test_a_rebased_analysis_shares_the_loads_and_reads_its_own_header() -> None:
+    data = _newsletter("Ann", ARTICLES[2])
+    analysis = ENGINE.analyse(data)
+    other = data.replace(b"Subject: Ann, your", b"Subject: Ann, all your")
+    derived = ENGINE.rebase(analysis, other, other.index(b"\r\n\r\n") + 4)
+    assert derived is not None
+    assert loads(derived) is loads(analysis)
+    fresh = ENGINE.analyse(other)
+    assert loads(derived) == loads(fresh)
+    key = campaign_key(derived, "ann@example.org", skeleton=loads(derived).skeleton)
+    assert key == campaign_key(fresh, "ann@example.org") != campaign_key(analysis,
+                                                                          "ann@example.org")
+
+
+def test_the_loads_are_not_pickled_and_the_names_kept_are_bounded() -> None:
+    analysis = ENGINE.analyse(_newsletter("Ann", ARTICLES[2]))
+    found = loads(analysis)
+    copy = pickle.loads(pickle.dumps(analysis))
+    assert copy == analysis and loads(copy) == found and loads(copy) is not found
+    for n in range(20):  # names past the bound are made on every call, never kept
+        assert analysis.shared(f"test{n}", lambda a: len(a.parts)) == len(analysis.parts)
+    calls: list[Analysis] = []
+    analysis.shared("test-last", calls.append)
+    analysis.shared("test-last", calls.append)
+    assert len(calls) == 2

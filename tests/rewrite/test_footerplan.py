@@ -10,6 +10,7 @@ import threading
 
 import pytest
 from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from beacon_proxy.consent.policy import Policy
 from beacon_proxy.rewrite import footerplan
@@ -37,6 +38,10 @@ from tests.rewrite.test_oracle import TEMPLATE_FILES
 
 TEXTS = FooterTexts.load()
 OTHER_URL = "https://prefs.example.com/u/x?a=1&b='2'&c=" + "z" * 120
+#: The characters a checked link is made of (footer._LINK).
+LINK_CHARS = ("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
+              "-._~:/?#[]@!$&'()*+,;=%")
+SLOT_MESSAGE = message(PAGE, PLAIN, cte="quoted-printable")
 TEMPLATE_SEEDS = [message(p.read_text("utf-8"), "Hello\n", cte=cte, language="ja")
                   for p in TEMPLATE_FILES for cte in ("quoted-printable", "8bit", "base64")]
 
@@ -316,3 +321,123 @@ def test_the_step_rebases_personalised_copies_and_keeps_its_base_against_granted
             assert [step(c, RCPT) for c in granted] == expected_granted
     refused = [p for p in planned if b"spring sale" in p]
     assert len(refused) == 1  # the first message's only
+
+
+# --- the slotted footer: the same bytes as rendering and encoding it per copy -----------------
+
+#: Links of every length around a quoted-printable line (soft breaks land everywhere),
+#: with characters QP or HTML escapes ("=", "&", "'").
+SLOT_URLS = [URL, OTHER_URL, *(f"https://p.example/u/{'a=&' * (n % 5)}{'b' * n}"
+                               for n in range(0, 160, 7))]
+
+
+def old_path(plan: footerplan.FooterPlan, url: str, monkeypatch: pytest.MonkeyPatch,
+             texts: FooterTexts = TEXTS) -> tuple[bytes | None, dict[str, object]]:
+    """The copy as made before the slot: the footer rendered and encoded for this link."""
+    with monkeypatch.context() as patch:
+        patch.setattr(PartPlan, "_slot", lambda self, footers: None)
+        return plan.apply(url, texts)
+
+
+def same_as_old(data: bytes, monkeypatch: pytest.MonkeyPatch, urls: list[str] = SLOT_URLS,
+                languages: tuple[str, ...] = ("en", "ja")) -> None:
+    for language in languages:
+        plan = plan_footer(data, TEXTS, language)
+        for url in urls:
+            try:
+                old = old_path(plan, url, monkeypatch)
+            except Exception as exc:  # a plan failure: raised the same by both
+                with pytest.raises(type(exc)):
+                    plan.apply(url, TEXTS)
+                continue
+            assert plan.apply(url, TEXTS) == old, (language, url)
+
+
+@pytest.mark.parametrize("data", _SEEDS + TEMPLATE_SEEDS,
+                         ids=[f"seed{i}" for i in range(len(_SEEDS))]
+                         + [f"template{i}" for i in range(len(TEMPLATE_SEEDS))])
+def test_the_slotted_footer_gives_the_old_bytes(data: bytes,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    same_as_old(data, monkeypatch)
+    same_as_old(data.replace(b"\r\n", b"\n"), monkeypatch)
+
+
+@pytest.mark.parametrize("cte", CTES)
+@pytest.mark.parametrize("charset", [*CODECS, "windows-1252", "gb18030", "big5", "euc-kr",
+                                     "utf-16le", "us-ascii", "x-unknown"])
+def test_the_slotted_footer_in_every_charset_and_encoding(
+        charset: str, cte: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    page, plain = _original(charset, cte) if charset in CODECS else (PAGE, PLAIN)
+    if charset == "utf-16le":
+        data = message(page, plain, charset="utf-8", cte=cte, language="ja")
+        data = data.replace(b"charset=utf-8", b"charset=utf-16le")  # bytes that lie: skipped
+    else:
+        data = message(page, plain, charset=charset, cte=cte, language="ja")
+    same_as_old(data, monkeypatch)
+    plan = plan_footer(data, TEXTS, "en")
+    for _ in range(2):  # the slot is made for the second copy
+        plan.apply(URL, TEXTS)
+    slotted = [p for p in plan.parts if isinstance(p, PartPlan)
+               and any(isinstance(s, footerplan._Slot) for s in p.slots.values())]
+    if cte == "quoted-printable" and charset in ("utf-8", "iso-8859-1", "shift_jis"):
+        assert len(slotted) == 2  # the cheap path is taken where it is proven
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_mutated())
+def test_the_slotted_footer_of_mangled_messages_gives_the_old_bytes(data: bytes) -> None:
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        same_as_old(data, monkeypatch, [URL, OTHER_URL], ("ja",))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(alphabet=LINK_CHARS, min_size=1, max_size=300))
+def test_any_link_gets_the_old_bytes(tail: str) -> None:
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        same_as_old(SLOT_MESSAGE, monkeypatch, [f"https://p.example/{tail}"], ("ja",))
+
+
+def test_a_link_that_is_not_printable_ascii_takes_the_old_path(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    plan = plan_footer(SLOT_MESSAGE, TEXTS, "en")
+    for url in ("https://p.example/é", "https://p.example/a\r\nb", "https://p.example/\x00"):
+        assert plan.apply(url, TEXTS) == old_path(plan, url, monkeypatch)
+
+
+def test_a_rebased_plan_shares_the_slots() -> None:
+    plan = plan_footer(SLOT_MESSAGE, TEXTS, "en")
+    plan.apply(URL, TEXTS)
+    plan.apply(OTHER_URL, TEXTS)
+    other = b"To: someone@example.org\r\n" + SLOT_MESSAGE
+    derived = footerplan.rebase_plan(plan, other, body_start(other), TEXTS, "en")
+    assert derived is not None
+    for old, new in zip(plan.parts, derived.parts, strict=True):
+        assert isinstance(old, PartPlan) and isinstance(new, PartPlan)
+        assert new.slots is old.slots
+        assert [type(s) for s in old.slots.values()] == [footerplan._Slot]
+
+
+def test_a_plan_used_once_makes_no_slot(monkeypatch: pytest.MonkeyPatch) -> None:
+    made: list[PartPlan] = []
+    make = PartPlan._make_slot
+
+    def counted(self: PartPlan, footers: footerplan._Footers) -> footerplan._Slot | None:
+        made.append(self)
+        return make(self, footers)
+
+    monkeypatch.setattr(PartPlan, "_make_slot", counted)
+    plan = plan_footer(SLOT_MESSAGE, TEXTS, "en")
+    plan.apply(URL, TEXTS)
+    assert not made
+    plan.apply(URL, TEXTS)
+    plan.apply(OTHER_URL, TEXTS)
+    assert len(made) == 2  # once per part, on the second copy
+
+
+def test_the_slots_kept_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    plan = plan_footer(SLOT_MESSAGE, TEXTS, "ja")
+    monkeypatch.setattr(footerplan, "_SLOT_KEYS", 1)
+    for language in ("en", "ja", "en", "ja"):  # the Japanese footer in two languages
+        texts = FooterTexts({"en": TEXTS.get("en"), "ja": TEXTS.get(language)})
+        assert plan.apply(URL, texts) == old_path(plan, URL, monkeypatch, texts)
+    assert all(len(p.slots) == 1 for p in plan.parts if isinstance(p, PartPlan))

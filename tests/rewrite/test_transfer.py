@@ -17,7 +17,9 @@ from beacon_proxy.rewrite.transfer import (
     apply_edits,
     decode,
     decode_indexed,
+    encode_whole,
     normalise_cte,
+    qp_slotted,
 )
 
 QP_LINE = re.compile(rb"(?:[\x21-\x3c\x3e-\x7e \t]|=[0-9A-F]{2})*=?")
@@ -337,3 +339,37 @@ def test_indexed_decode_and_edits_equal_the_plain_ones(data: st.DataObject, eol:
 def test_indexed_decode_of_other_encodings_has_no_index() -> None:
     assert decode_indexed(b"aGVsbG8=", "base64") == (b"hello", ())
     assert decode_indexed(b"plain", "8bit") == (b"plain", ())
+
+
+# --- qp_slotted: an insertion with a slot, the same bytes as apply_edits for any slot ---------
+
+_SLOT_BYTES = st.binary(min_size=1, max_size=120).filter(lambda b: b"\r" not in b
+                                                          and b"\n" not in b)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=600), st.sampled_from([b"\r\n", b"\n"]), st.data())
+def test_a_slotted_insertion_is_apply_edits_for_any_slot(
+        decoded: bytes, eol: bytes, data: st.DataObject) -> None:
+    decoded = decoded.replace(b"\r\n", b"\n").replace(b"\n", eol)
+    body = encode_whole(decoded, "quoted-printable", eol)[0]
+    at = data.draw(st.integers(0, len(decoded)))
+    pieces = data.draw(st.lists(st.binary(max_size=200), min_size=1, max_size=4))
+    slotted = qp_slotted(body, at, pieces, decode_indexed(body, "quoted-printable")[1])
+    for slot in data.draw(st.lists(_SLOT_BYTES, min_size=1, max_size=3)):
+        edit = [Edit(at, at, slot.join(pieces))]
+        assert slotted.fill(slot) == apply_edits(body, "quoted-printable", edit)
+
+
+@pytest.mark.parametrize("slot", [b"", b"a\rb", b"a\nb"])
+def test_a_slot_is_never_empty_or_a_line_break(slot: bytes) -> None:
+    slotted = qp_slotted(b"abc\r\n", 3, [b"<", b">"])
+    with pytest.raises(ValueError, match="slot"):
+        slotted.fill(slot)
+
+
+def test_a_slotted_insertion_beyond_the_body_raises_as_apply_edits() -> None:
+    with pytest.raises(ValueError, match="beyond"):
+        qp_slotted(b"abc\r\n", 9, [b"<", b">"])
+    with pytest.raises(ValueError, match="at least one piece"):
+        qp_slotted(b"abc\r\n", 0, [])
