@@ -41,7 +41,8 @@ leaves the message queued (:meth:`Spool.finish_attempt`,
 :meth:`Spool.record_failure`, which first wait until every line handed over
 before them is written).  An attempt that makes every recipient final
 is not fsynced at all: :meth:`Spool.remove` unlinks the queue file first and
-the journal second, so whatever part of that a crash undoes, recovery finds
+the journal second (if it may exist: :meth:`Spool._remove_sync`), so
+whatever part of that a crash undoes, recovery finds
 either nothing (done) or the queue file with the outcomes that reached the
 disk, and retries the rest: a redelivery at worst, never a loss.  The removal
 itself is handed to the journal's writer thread (:meth:`Spool.remove_soon`),
@@ -415,6 +416,11 @@ class Spool:
         self._lock_fd: int | None = None
         self._active_sync = _DirSync(root / "active")
         self._journal_writer: _JournalWriter | None = None
+        # Messages whose journal may exist (see _remove_sync): lines appended by this
+        # process, or journals found by recover().  Complete only after recover():
+        # before it (the command line, a spool not recovered) every removal unlinks.
+        self._journaled: set[str] = set()
+        self._journals_known = False
 
     # -- set-up -----------------------------------------------------------
 
@@ -562,6 +568,7 @@ class Spool:
         self._append_bytes(queue_id, b"".join(_line(line) for line in lines), sync)
 
     def _append_bytes(self, queue_id: str, payload: bytes, sync: bool = False) -> None:
+        self._journaled.add(queue_id)  # before the file can exist
         fd = os.open(self._journal_path(queue_id), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         try:
             os.write(fd, payload)
@@ -622,13 +629,31 @@ class Spool:
             raise
 
     def _remove_sync(self, queue_id: str) -> None:
+        """Unlink the queue file, then the journal -- only if one may exist.
+
+        Most messages never get a journal (one recipient, delivered at the first
+        attempt: the removal stands for the outcome), and an unlink that fails with
+        ``ENOENT`` still costs a path lookup in the kernel.  After :meth:`recover`
+        the spool knows every journal that can exist: one found at recovery (of a
+        live message; orphans are unlinked there) or one this process appended to
+        (noted before the file is opened, so a journal created by a write that then
+        failed is known too).  Nothing else creates journals in a spool this process
+        has locked (adoption runs before recovery; the command line only leaves
+        requests).  Crash cases are those of an unconditional unlink: the set is only
+        memory, so a crash loses it and the next start rebuilds it from the disk; and
+        should a journal ever be left behind, it is an orphan, which recovery removes
+        (its message is gone), so a skipped unlink can never resurrect a message nor
+        lose an outcome.
+        """
         for state in _STATES:  # a message is in one state only (it moves by rename)
             try:
                 os.unlink(self._path(state, queue_id))
                 break
             except FileNotFoundError:
                 continue
-        self._journal_path(queue_id).unlink(missing_ok=True)
+        if queue_id in self._journaled or not self._journals_known:
+            self._journal_path(queue_id).unlink(missing_ok=True)
+            self._journaled.discard(queue_id)
 
     async def quarantine(self, queue_id: str, reason: str) -> None:
         """Move an unreadable item to ``corrupt/`` and log why."""
@@ -640,6 +665,7 @@ class Spool:
         for src in (*(self._path(s, queue_id) for s in _STATES), self._journal_path(queue_id)):
             if src.exists():
                 os.replace(src, self.corrupt / src.name)
+        self._journaled.discard(queue_id)
         event("corrupt", logging.ERROR, queue_id=queue_id, reason=reason,
               moved_to=str(self.corrupt))
 
@@ -714,8 +740,12 @@ class Spool:
             except (SpoolCorruptError, ValueError, UnicodeDecodeError) as exc:
                 self._quarantine_sync(queue_id, str(exc))
         for journal in self.journal.iterdir():
-            if journal.name.removesuffix(".log") not in live:
+            name = journal.name.removesuffix(".log")
+            if name not in live:
                 journal.unlink(missing_ok=True)  # its message finished before a crash
+            else:
+                self._journaled.add(name)
+        self._journals_known = True  # see _remove_sync
         return entries
 
     def _ids(self) -> Iterator[tuple[str, QueueState]]:

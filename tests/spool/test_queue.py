@@ -624,3 +624,68 @@ def test_a_forked_child_does_not_repeat_its_parents_queue_ids() -> None:
     parent = random.Random()
     parent.setstate(state)
     assert child != parent.getrandbits(64)
+
+
+def _journal_unlinks(spool: Spool, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Record which journals the spool tries to unlink (``Path.unlink`` of journal/)."""
+    tried: list[str] = []
+    real_unlink = Path.unlink
+
+    def unlink(path: Path, missing_ok: bool = False) -> None:
+        if path.parent == spool.journal:
+            tried.append(path.name)
+        real_unlink(path, missing_ok=missing_ok)
+
+    monkeypatch.setattr(Path, "unlink", unlink)
+    return tried
+
+
+async def test_a_removal_skips_the_unlink_of_a_journal_that_cannot_exist(
+        spool: Spool, monkeypatch: pytest.MonkeyPatch) -> None:
+    await spool.recover()
+    tried = _journal_unlinks(spool, monkeypatch)
+    quiet, noted = _env(), _env("a@example.net", "b@example.net")
+    for env in (quiet, noted):
+        await spool.put(env, DATA)
+    await spool.record(noted.queue_id, 0, "delivered", "250 ok")
+    await spool.remove(quiet.queue_id)  # never journaled: no unlink of a missing file
+    await spool.remove(noted.queue_id)  # journaled by this process: unlinked
+    assert tried == [f"{noted.queue_id}.log"]
+    assert await spool.recover() == []
+    assert not any(spool.journal.iterdir())
+
+
+async def test_a_journal_found_at_recovery_is_removed_with_its_message(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    first = Spool(tmp_path / "spool")
+    first.open()
+    env = _env("a@example.net", "b@example.net")
+    try:
+        await first.put(env, DATA)
+        await first.record(env.queue_id, 0, "delivered", "250 ok")
+    finally:
+        first.close()  # a crash, as far as the next process knows
+    second = Spool(tmp_path / "spool")
+    second.open()
+    try:
+        (entry,) = await second.recover()
+        assert entry.pending() == [1]
+        tried = _journal_unlinks(second, monkeypatch)
+        await second.remove(env.queue_id)
+        assert tried == [f"{env.queue_id}.log"]
+        assert not any(second.journal.iterdir())
+    finally:
+        second.close()
+
+
+async def test_before_recovery_every_removal_unlinks_the_journal(
+        spool: Spool, monkeypatch: pytest.MonkeyPatch) -> None:
+    env = _env()
+    await spool.put(env, DATA)
+    # A journal this spool did not write (another process's, the command line's view).
+    (spool.journal / f"{env.queue_id}.log").write_text('{"r":0,"s":"deferred"}\n')
+    tried = _journal_unlinks(spool, monkeypatch)
+    await spool.remove(env.queue_id)
+    assert tried == [f"{env.queue_id}.log"]
+    assert not any(spool.journal.iterdir())
+    assert spool.delete_sync(env.queue_id) is False  # and the command line's delete too
