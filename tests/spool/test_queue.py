@@ -368,62 +368,60 @@ def _gathering_leader(dir_sync: queue._DirSync, events: list[str]) -> threading.
     return leader
 
 
-def test_a_leader_gathers_the_puts_already_writing_and_no_later_one(tmp_path: Path) -> None:
+def _logged_dir_sync(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                     ) -> tuple[queue._DirSync, list[str]]:
+    """A ``_DirSync`` of a fresh directory whose syncs are logged (``sync <number>``)."""
+    (tmp_path / "d").mkdir()
+    dir_sync = queue._DirSync(tmp_path / "d")
+    events: list[str] = []
+    real_fsync_dir = queue.fsync_dir
+
+    def fsync_dir(path: Path) -> None:
+        events.append(f"sync {dir_sync._started}")
+        real_fsync_dir(path)
+
+    monkeypatch.setattr(queue, "fsync_dir", fsync_dir)
+    return dir_sync, events
+
+
+def test_a_leader_gathers_the_puts_already_writing_and_no_later_one(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The leader's sync starts only once the writes in flight when it came have
     renamed (so it covers them), and does not wait for a write that starts later."""
-    (tmp_path / "d").mkdir()
-    dir_sync = queue._DirSync(tmp_path / "d")
-    events: list[str] = []
-    real_fsync_dir = queue.fsync_dir
-
-    def fsync_dir(path: Path) -> None:
-        events.append(f"sync {dir_sync._started}")
-        real_fsync_dir(path)
-
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(queue, "fsync_dir", fsync_dir)
-        first = dir_sync.writing()
-        leader = _gathering_leader(dir_sync, events)
-        later = dir_sync.writing()  # starts while the leader gathers: not waited for
-        assert events == ["gather 1"]  # nothing synced while the first put writes
-        events.append("renamed")
-        dir_sync.written(first)
-        leader.join(60)
-        assert not leader.is_alive()
-        assert events == ["gather 1", "renamed", "sync 1"]
-        dir_sync.written(later)
-        dir_sync.sync()  # the later put's own sync: the next one
-        assert events[-1] == "sync 2"
+    dir_sync, events = _logged_dir_sync(tmp_path, monkeypatch)
+    first = dir_sync.writing()
+    leader = _gathering_leader(dir_sync, events)
+    later = dir_sync.writing()  # starts while the leader gathers: not waited for
+    assert events == ["gather 1"]  # nothing synced while the first put writes
+    events.append("renamed")
+    dir_sync.written(first)
+    leader.join(60)
+    assert not leader.is_alive()
+    assert events == ["gather 1", "renamed", "sync 1"]
+    dir_sync.written(later)
+    dir_sync.sync()  # the later put's own sync: the next one
+    assert events[-1] == "sync 2"
 
 
-def test_a_caller_arriving_while_the_leader_gathers_shares_its_sync(tmp_path: Path) -> None:
-    (tmp_path / "d").mkdir()
-    dir_sync = queue._DirSync(tmp_path / "d")
-    events: list[str] = []
-    real_fsync_dir = queue.fsync_dir
-
-    def fsync_dir(path: Path) -> None:
-        events.append(f"sync {dir_sync._started}")
-        real_fsync_dir(path)
-
+def test_a_caller_arriving_while_the_leader_gathers_shares_its_sync(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    dir_sync, events = _logged_dir_sync(tmp_path, monkeypatch)
     joined = threading.Event()
 
     def on_wait(waiting: int) -> None:
         joined.set()
 
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(queue, "fsync_dir", fsync_dir)
-        writer = dir_sync.writing()
-        leader = _gathering_leader(dir_sync, events)
-        dir_sync.on_wait = on_wait
-        follower = threading.Thread(target=dir_sync.sync)  # renamed before the sync starts
-        follower.start()
-        assert joined.wait(60)  # it waits for the gathering sync, a guard not a timing
-        dir_sync.written(writer)
-        for t in (leader, follower):
-            t.join(60)
-            assert not t.is_alive()
-        assert events == ["gather 1", "sync 1"]  # one sync for all three
+    writer = dir_sync.writing()
+    leader = _gathering_leader(dir_sync, events)
+    dir_sync.on_wait = on_wait
+    follower = threading.Thread(target=dir_sync.sync)  # renamed before the sync starts
+    follower.start()
+    assert joined.wait(60)  # it waits for the gathering sync, a guard not a timing
+    dir_sync.written(writer)
+    for t in (leader, follower):
+        t.join(60)
+        assert not t.is_alive()
+    assert events == ["gather 1", "sync 1"]  # one sync for all three
 
 
 async def test_a_put_whose_write_fails_does_not_hold_up_a_gathering_leader(
