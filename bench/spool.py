@@ -11,7 +11,9 @@ the first relays made them), or the removal alone as the scheduler makes it
 protects it; ``remove_soon``, not waited for, when the spool has it, else
 ``remove``).  Four rows: both calls on the baseline's spool and on this
 checkout's.  A run ends when every removal handed over is done
-(``settled``), so its CPU includes them.
+(``settled``), so its CPU includes them.  Each child first recovers its
+(empty) spool, as the relay does before it serves: after that the spool knows
+which journals can exist.
 ``--concurrency`` messages are in flight at once (SMTP sessions handing
 messages over at the same time).  The message is ``--size`` bytes (70 KB,
 the newsletter of ``bench/relay.py``).
@@ -106,6 +108,7 @@ def child(messages: int, concurrency: int, size: int, root: Path, *, journal: bo
             await spool.remove(env.queue_id)
 
     async def run() -> float:
+        await spool.recover()  # as the relay does before it serves (an empty spool)
         left = messages
 
         async def session() -> None:

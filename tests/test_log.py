@@ -119,3 +119,26 @@ def test_worker_field_and_one_write_per_line(tmp_path: Path) -> None:
     assert first["worker"] == 1 and first["event"] == "received"
     assert len(str(first["note"])) == 70_000
     assert second["worker"] == 1 and second["message"] == "plain"
+
+
+def test_records_skip_the_process_and_thread_names_no_line_shows(
+        logfile: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for flag in ("logProcesses", "logThreads", "logMultiprocessing"):
+        monkeypatch.setattr(logging, flag, True)  # restored after the test
+    setup_logging("debug", logfile)
+    records: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record)
+
+    keep = Keep()
+    logging.getLogger().addHandler(keep)
+    try:
+        event("delivered", queue_id="Q1")
+    finally:
+        logging.getLogger().removeHandler(keep)
+    (record,) = records
+    assert (record.process, record.thread, record.processName) == (None, None, None)
+    (line,) = _lines(logfile)
+    assert set(line) == {"ts", "level", "event", "queue_id"} | ({"worker"} & set(line))

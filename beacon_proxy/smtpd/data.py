@@ -51,17 +51,23 @@ __all__ = ["canonical", "crlf_line_ends", "drop_lone_dots", "has_bare_lf", "read
 
 _END = b".\r\n"
 _LONE_DOT = b"\r\n.\r\n"
+_BARE_LF: Final = re.compile(rb"\n(?<!\r\n)")  # an LF, then a look back: see has_bare_lf
 _STUFFED: Final = re.compile(rb"\r\n\.")  # a line's leading period (no group: a literal)
 
 
 def has_bare_lf(data: bytes) -> bool:
-    r"""True if an LF appears other than as part of a CRLF pair (two ``count`` calls).
+    r"""True if an LF appears other than as part of a CRLF pair.
+
+    One search for an LF not preceded by CR, stopping at the first: the pattern
+    starts with the literal LF, so ``re`` skips from LF to LF in C and looks one
+    byte back at each.  Comparing ``count(b"\n")`` with ``count(b"\r\n")`` gave
+    the same answer in three times the CPU (a 70 KB all-CRLF message: 0.10 ms
+    against 0.036; ``bytes.count`` of a two-byte needle is slow), on every message.
 
     >>> has_bare_lf(b"a\r\nb\r\n"), has_bare_lf(b"a\r\nb\n"), has_bare_lf(b"a\rb")
     (False, True, False)
     """
-    lf = data.count(b"\n")
-    return lf != 0 and lf != data.count(b"\r\n")
+    return _BARE_LF.search(data) is not None
 
 
 def crlf_line_ends(data: bytes) -> bytes:

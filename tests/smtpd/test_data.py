@@ -202,3 +202,14 @@ def test_lf_only_message_with_dot_lines() -> None:
     got, size, rest = asyncio.run(_read([wire]))
     assert got == b"Subject: x\r\n\r\n.leading dot\r\n.\r\n..two\r\nend\r\n\r\n"
     assert size == len(wire) - 3 and rest == b"QUIT\r\n"
+
+
+_LINE_BYTES = bytes(b"\r\na."[i % 4] for i in range(256))  # any byte -> CR, LF, a or .
+
+
+@given(st.binary(max_size=64).map(lambda b: b.translate(_LINE_BYTES)))
+def test_has_bare_lf_is_an_lf_without_a_cr_before_it(data: bytes) -> None:
+    """The search agrees with the definition (and with the counts it replaced)."""
+    expected = any(c == 10 and (i == 0 or data[i - 1] != 13) for i, c in enumerate(data))
+    assert has_bare_lf(data) is expected
+    assert expected == (data.count(b"\n") != data.count(b"\r\n"))

@@ -353,6 +353,90 @@ def test_a_sync_that_started_before_a_rename_does_not_cover_it(tmp_path: Path) -
         assert calls == ["1", "2", "3"] and outcomes["after"] == "ok"
 
 
+def _gathering_leader(dir_sync: queue._DirSync, events: list[str]) -> threading.Thread:
+    """A thread leading a sync of ``dir_sync``, started and waited for until it gathers."""
+    gathering = threading.Event()
+
+    def on_gather(writers: int) -> None:
+        events.append(f"gather {writers}")
+        gathering.set()
+
+    dir_sync.on_gather = on_gather
+    leader = threading.Thread(target=dir_sync.sync)
+    leader.start()
+    assert gathering.wait(60)  # a guard against a hang, not a timing
+    return leader
+
+
+def _logged_dir_sync(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                     ) -> tuple[queue._DirSync, list[str]]:
+    """A ``_DirSync`` of a fresh directory whose syncs are logged (``sync <number>``)."""
+    (tmp_path / "d").mkdir()
+    dir_sync = queue._DirSync(tmp_path / "d")
+    events: list[str] = []
+    real_fsync_dir = queue.fsync_dir
+
+    def fsync_dir(path: Path) -> None:
+        events.append(f"sync {dir_sync._started}")
+        real_fsync_dir(path)
+
+    monkeypatch.setattr(queue, "fsync_dir", fsync_dir)
+    return dir_sync, events
+
+
+def test_a_leader_gathers_the_puts_already_writing_and_no_later_one(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The leader's sync starts only once the writes in flight when it came have
+    renamed (so it covers them), and does not wait for a write that starts later."""
+    dir_sync, events = _logged_dir_sync(tmp_path, monkeypatch)
+    first = dir_sync.writing()
+    leader = _gathering_leader(dir_sync, events)
+    later = dir_sync.writing()  # starts while the leader gathers: not waited for
+    assert events == ["gather 1"]  # nothing synced while the first put writes
+    events.append("renamed")
+    dir_sync.written(first)
+    leader.join(60)
+    assert not leader.is_alive()
+    assert events == ["gather 1", "renamed", "sync 1"]
+    dir_sync.written(later)
+    dir_sync.sync()  # the later put's own sync: the next one
+    assert events[-1] == "sync 2"
+
+
+def test_a_caller_arriving_while_the_leader_gathers_shares_its_sync(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    dir_sync, events = _logged_dir_sync(tmp_path, monkeypatch)
+    joined = threading.Event()
+
+    def on_wait(waiting: int) -> None:
+        joined.set()
+
+    writer = dir_sync.writing()
+    leader = _gathering_leader(dir_sync, events)
+    dir_sync.on_wait = on_wait
+    follower = threading.Thread(target=dir_sync.sync)  # renamed before the sync starts
+    follower.start()
+    assert joined.wait(60)  # it waits for the gathering sync, a guard not a timing
+    dir_sync.written(writer)
+    for t in (leader, follower):
+        t.join(60)
+        assert not t.is_alive()
+    assert events == ["gather 1", "sync 1"]  # one sync for all three
+
+
+async def test_a_put_whose_write_fails_does_not_hold_up_a_gathering_leader(
+        spool: Spool, monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(envelope: Envelope, data: bytes) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(spool, "_write_sync", broken)
+    with pytest.raises(OSError, match="No space"):
+        await spool.put(_env(), DATA)
+    assert not spool._active_sync._writers  # its ticket is returned however it ends
+    monkeypatch.undo()
+    await spool.put(_env(), DATA)  # a leader after it does not wait for it
+
+
 async def test_a_failed_directory_sync_fails_its_puts_and_the_next_put_syncs_again(
         spool: Spool, monkeypatch: pytest.MonkeyPatch) -> None:
     syncs = _SyncLog(monkeypatch)
@@ -412,7 +496,8 @@ async def test_cancelled_puts_waiting_for_the_directory_sync_lose_nothing(
     assert all(isinstance(r, asyncio.CancelledError) for r in results)
     held.set()  # let the held thread end
     spool.close()  # waits for the put threads
-    assert syncs.count("dir-end") == 2
+    # 2, or 1 when the first put's sync gathered the others' writes (_DirSync)
+    assert syncs.count("dir-end") in (1, 2)
     assert {e.queue_id for e in await _recovered(spool)} == {e.queue_id for e in envs}
 
 
@@ -624,3 +709,68 @@ def test_a_forked_child_does_not_repeat_its_parents_queue_ids() -> None:
     parent = random.Random()
     parent.setstate(state)
     assert child != parent.getrandbits(64)
+
+
+def _journal_unlinks(spool: Spool, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Record which journals the spool tries to unlink (``Path.unlink`` of journal/)."""
+    tried: list[str] = []
+    real_unlink = Path.unlink
+
+    def unlink(path: Path, missing_ok: bool = False) -> None:
+        if path.parent == spool.journal:
+            tried.append(path.name)
+        real_unlink(path, missing_ok=missing_ok)
+
+    monkeypatch.setattr(Path, "unlink", unlink)
+    return tried
+
+
+async def test_a_removal_skips_the_unlink_of_a_journal_that_cannot_exist(
+        spool: Spool, monkeypatch: pytest.MonkeyPatch) -> None:
+    await spool.recover()
+    tried = _journal_unlinks(spool, monkeypatch)
+    quiet, noted = _env(), _env("a@example.net", "b@example.net")
+    for env in (quiet, noted):
+        await spool.put(env, DATA)
+    await spool.record(noted.queue_id, 0, "delivered", "250 ok")
+    await spool.remove(quiet.queue_id)  # never journaled: no unlink of a missing file
+    await spool.remove(noted.queue_id)  # journaled by this process: unlinked
+    assert tried == [f"{noted.queue_id}.log"]
+    assert await spool.recover() == []
+    assert not any(spool.journal.iterdir())
+
+
+async def test_a_journal_found_at_recovery_is_removed_with_its_message(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    first = Spool(tmp_path / "spool")
+    first.open()
+    env = _env("a@example.net", "b@example.net")
+    try:
+        await first.put(env, DATA)
+        await first.record(env.queue_id, 0, "delivered", "250 ok")
+    finally:
+        first.close()  # a crash, as far as the next process knows
+    second = Spool(tmp_path / "spool")
+    second.open()
+    try:
+        (entry,) = await second.recover()
+        assert entry.pending() == [1]
+        tried = _journal_unlinks(second, monkeypatch)
+        await second.remove(env.queue_id)
+        assert tried == [f"{env.queue_id}.log"]
+        assert not any(second.journal.iterdir())
+    finally:
+        second.close()
+
+
+async def test_before_recovery_every_removal_unlinks_the_journal(
+        spool: Spool, monkeypatch: pytest.MonkeyPatch) -> None:
+    env = _env()
+    await spool.put(env, DATA)
+    # A journal this spool did not write (another process's, the command line's view).
+    (spool.journal / f"{env.queue_id}.log").write_text('{"r":0,"s":"deferred"}\n')
+    tried = _journal_unlinks(spool, monkeypatch)
+    await spool.remove(env.queue_id)
+    assert tried == [f"{env.queue_id}.log"]
+    assert not any(spool.journal.iterdir())
+    assert spool.delete_sync(env.queue_id) is False  # and the command line's delete too
