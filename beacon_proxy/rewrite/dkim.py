@@ -82,6 +82,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa
 from beacon_proxy.config import ConfigError, DkimConfig, DkimKeyConfig
 from beacon_proxy.log import event
 from beacon_proxy.rewrite.dkimbody import BodyHashes, crlf_header_at, relaxed_body
+from beacon_proxy.rewrite.lineends import crlf_lines
 from beacon_proxy.rewrite.step import Copy, Recipient
 
 __all__ = ["SIGNED_HEADERS", "DkimSigner", "SigningKey", "dns_record", "load_keys",
@@ -206,22 +207,13 @@ def load_keys(conf: DkimConfig) -> tuple[SigningKey, ...]:
 # --------------------------------------------------------------------------
 # Canonicalisation (RFC 6376 section 3.4, "relaxed")
 
-_LINE_ENDS: Final = re.compile(rb"\r\n|\r|\n")
-_BARE_CR: Final = re.compile(rb"\r(?!\n)")
 _HEADER_BLANKS: Final = re.compile(rb"[ \t]+")
 
 
 def crlf(data: bytes) -> bytes:
-    """``data`` with CRLF line ends only (a bare CR or LF becomes CRLF), ending in CRLF.
-
-    As many CRs as LFs and no CR without its LF: every line end is a CRLF
-    (three scans that do not copy; the usual copy needs nothing more).
-    """
-    if data.count(b"\r") != data.count(b"\n") or _BARE_CR.search(data):
-        data = _LINE_ENDS.sub(b"\r\n", data)
-    if data and not data.endswith(b"\r\n"):
-        data += b"\r\n"
-    return data
+    """``data`` with CRLF line ends only (a bare CR or LF becomes CRLF), ending in CRLF
+    (:func:`~beacon_proxy.rewrite.lineends.crlf_lines`); empty stays empty."""
+    return crlf_lines(data) if data else data
 
 
 def relaxed_header(raw: bytes) -> bytes:
