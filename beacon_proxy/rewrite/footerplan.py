@@ -131,8 +131,9 @@ class _Slot:
       with the link is the template's encoded pieces joined by the link's ASCII
       bytes (HTML-escaped for HTML, as ``_Footers.html``); checked again on the
       templates joined by every printable ASCII character;
-    * the 7bit fallbacks (HTML in us-ascii, text in English) depend on whether the
-      footer is ASCII and encodes strictly: with an ASCII link, on the pieces alone;
+    * a quoted-printable part is never ``seven_bit`` (that is a 7bit part's), so
+      the 7bit fallback (HTML in us-ascii) does not arise; the text's fallback to
+      English depends on whether the pieces encode strictly, with an ASCII link;
     * ``_lines`` turns LF into the part's line ending: a link has no LF, so it
       does that piece by piece;
     * :class:`~beacon_proxy.rewrite.transfer.QpSlotted` encodes the lines without the
@@ -237,16 +238,13 @@ class PartPlan:
             templates = footers.texts.html.split("{url}")
             charset = self.charset
             pieces = [encode_text(t, charset) for t in templates]
-            if self.seven_bit and not all(p.isascii() for p in pieces):
-                charset = "us-ascii"
-                pieces = [encode_text(t, charset) for t in templates]
             probe = html.escape(_PROBE, quote=True)
             english = False
         else:
             charset, probe = self.charset, _PROBE
             for english in (False, True):
                 templates = (footers.english if english else footers.texts).text.split("{url}")
-                encoded = [_encoded_text(t, charset, self.seven_bit) for t in templates]
+                encoded = [_encoded_text(t, charset, False) for t in templates]
                 if None not in encoded:
                     break
             else:
