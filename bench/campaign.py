@@ -68,7 +68,7 @@ def main() -> int:
           f"personal by comparison: {sorted(judged.items())}")
     rows = [
         ("loaded(analysis)", lambda: loaded(analysis)),
-        ("campaign_key(analysis, refs=...)", lambda: campaign_key(analysis, refs=refs)),
+        ("campaign_key(analysis)", lambda: campaign_key(analysis)),
         ("learn one copy (known campaign)", lambda: learner.learn(next(fresh))),
         ("judge one copy (known campaign)", lambda: memory.judge(first)),
         ("render refused, no campaign info", lambda: engine.render(analysis, None,

@@ -156,7 +156,7 @@ def main() -> int:
     def known_campaign() -> bytes:
         analysed = engine.analyse(known)
         refs = loaded(analysed)
-        campaign_key(analysed, RECIPIENT, refs)
+        campaign_key(analysed, RECIPIENT)
         diffed = references_at(refs, memory.judge([(r.element, r.url) for r in refs]))
         return engine.render(analysed, RECIPIENT, Policy.REFUSED, diffed=diffed).data
 

@@ -17,7 +17,7 @@ from beacon_proxy.app import copy_steps
 from beacon_proxy.cli.common import CliError, config_from
 from beacon_proxy.consent.policy import Policy
 from beacon_proxy.headerfacts import one_click_url
-from beacon_proxy.rewrite.campaign import campaign_key, loaded, personal_urls, references_at
+from beacon_proxy.rewrite.campaign import campaign_key, loads, personal_urls, references_at
 from beacon_proxy.rewrite.copies import CopyPolicy, Decided, Outcome, Prepared, prepare
 from beacon_proxy.rewrite.copies import decide as decide_copy
 from beacon_proxy.rewrite.engine import Action, Engine, Item
@@ -262,7 +262,7 @@ def _campaigns(prepared: list[Prepared], recipient: str | None
     for digest, members in groups.items():
         if len(members) < 2:
             continue
-        refs = [loaded(analysis) for n in members
+        refs = [loads(analysis).refs for n in members
                 if (analysis := prepared[n].original.analysis) is not None]
         positions = personal_urls([[(r.element, r.url) for r in copy] for copy in refs])
         for n, copy in zip(members, refs, strict=True):

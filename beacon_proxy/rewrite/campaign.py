@@ -271,16 +271,12 @@ def _skeleton(parts: int, refs: Iterable[Loaded]) -> str:
     return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
 
 
-def campaign_key(analysis: Analysis, recipient: str | None = None,
-                 refs: Sequence[Loaded] | None = None, *,
-                 skeleton: str | None = None) -> CampaignKey:
-    """The campaign of a message (``recipient``: its address, to drop merge fields;
-    ``refs``: :func:`loaded` of the analysis, or ``skeleton``: :func:`loads`'s, when the
-    caller has it)."""
+def campaign_key(analysis: Analysis, recipient: str | None = None) -> CampaignKey:
+    """The campaign of a message (``recipient``: its address, to drop merge fields); the
+    skeleton is :func:`loads`'s, kept on the analysis, the header is read each time."""
     header = header_block(analysis.data)
     sender = _sender_domain(header_field(header, "from") or "")
-    if skeleton is None:
-        skeleton = _skeleton(len(analysis.parts), loaded(analysis) if refs is None else refs)
+    skeleton = loads(analysis).skeleton
     subject = header_field(header, "subject") or ""
     words = _subject_words(subject)
     subject = normalise_subject(subject, _personal_words(header, recipient, words))

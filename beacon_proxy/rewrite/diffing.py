@@ -234,7 +234,7 @@ class CampaignDiffing:
         if not refs:
             return NOTHING
         recipient = envelope.recipients[0] if len(envelope.recipients) == 1 else None
-        campaign = campaign_key(analysis, recipient, skeleton=found.skeleton)
+        campaign = campaign_key(analysis, recipient)
         digest = relay_digest(campaign.digest, envelope)
         error: str | None = None
         key = copy_id(envelope, digest)
