@@ -40,7 +40,15 @@ from beacon_proxy.rewrite.engine import Analysis, Engine
 from beacon_proxy.rewrite.known import AnalysisCache, cached
 from beacon_proxy.rewrite.links import open_links
 from beacon_proxy.rewrite.signed import unwrap_signed
-from beacon_proxy.rewrite.step import Copy, CopyStep, Recipient, TraceHeader, Wait, run_steps
+from beacon_proxy.rewrite.step import (
+    Copy,
+    CopyStep,
+    Recipient,
+    Spliced,
+    TraceHeader,
+    Wait,
+    run_steps,
+)
 from beacon_proxy.spool.envelope import Envelope
 from beacon_proxy.tokens import Tokens
 
@@ -129,7 +137,11 @@ class _Message:
         report = {**copy.report, **campaign.report(), **_report(decided, recipient.policy)}
         if decided.data is None:
             return Copy(b"", report, held=decided.problems[-1])
-        return Copy(decided.data, report)
+        rendered = decided.rendered
+        written = None if rendered is None or rendered.data is not decided.data \
+            else rendered.written
+        spliced = None if written is None else Spliced(decided.data, *written)
+        return Copy(decided.data, report, spliced=spliced)
 
 
 def _report(decided: Decided, policy: Policy) -> dict[str, Any]:

@@ -52,7 +52,7 @@ from __future__ import annotations
 
 import enum
 from collections import Counter
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Hashable, Sequence
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Final, NamedTuple, TypeVar, cast
 
@@ -104,6 +104,8 @@ Link = Callable[[str], str]  # original tracker URL -> first-party open URL
 _new = tuple.__new__
 _MAX_HTML_PART = 16 << 20  # bytes of decoded HTML scanned per part
 _REFUSED_KEPT = 2  # shared refused copies kept per analysis (by campaign diffing's findings)
+#: Transfer encodings whose edited bodies say which stretches were written (apply_edits)
+_WRITTEN: Final = frozenset({"quoted-printable", "7bit", "8bit", "binary"})
 
 
 def _remote_bases(tree: MimeTree) -> frozenset[tuple[int, ...]]:
@@ -258,6 +260,11 @@ class Rendered:
     layout: tuple[Item, ...] = ()  # layout images this copy inlines (not trackers)
     _all: Callable[[], list[Item]] = field(default=list, repr=False)
     _items: list[tuple[Item, ...]] = field(default_factory=list, repr=False)
+    #: A granted copy: its shape (the analysis's origin and the places of the edits) and
+    #: the stretches of each rewritten part's body written for it (``step.Spliced``);
+    #: None when not known (another policy, a part re-encoded whole or in base64).
+    written: tuple[Hashable, tuple[tuple[tuple[int, ...], tuple[tuple[int, int], ...]], ...]] \
+        | None = None
 
     @property
     def items(self) -> tuple[Item, ...]:
@@ -592,29 +599,49 @@ class Engine:
             return Rendered(analysis.data, trackers, False, (), layout, everything)
         changes = []
         notes = []
+        # A granted copy says where it differs from the others (step.Spliced): the
+        # stretches written per part, and its shape, the places of the edits
+        shape: list[tuple[int, int, int]] | None = [] if policy is Policy.GRANTED else None
+        written: list[tuple[tuple[int, ...], tuple[tuple[int, int], ...]]] = []
         for index, part_edits in edits.items():
             part = analysis.parts[index]
+            merged = _merge(part_edits)
+            stretches: list[tuple[int, int]] | None = None
+            if shape is not None and part.transcoded is None \
+                    and part.part.transfer_encoding in _WRITTEN:
+                stretches = []
+                shape += [(index, edit.start, edit.end) for edit in merged]
             try:
-                body, header = self._encode(analysis.tree, part, _merge(part_edits))
+                body, header = self._encode(analysis.tree, part, merged, stretches)
             except ValueError as exc:  # TransferError, bad edits: never send it half-done
                 raise RenderError(f"{_Where(part.part)}: {exc}") from exc
             if header is not None:
                 notes.append(f"{_Where(part.part)}: re-encoded as quoted-printable"
                              if part.transcoded is None else
                              f"{_Where(part.part)}: re-encoded whole in {part.transcoded}")
+            if stretches is None or header is not None:
+                shape = None  # not known for this part: for none
+            else:
+                written.append((part.part.path, tuple(stretches)))
             changes.append((part.part, body, header))
+        known = None
+        if shape is not None:
+            origin = analysis.shared("granted shape", _new_shape)
+            known = ((origin, tuple(shape)), tuple(written))
         return Rendered(analysis.tree.replace_parts(changes), trackers, True,
-                        tuple(notes), layout, everything)
+                        tuple(notes), layout, everything, written=known)
 
     @staticmethod
-    def _encode(tree: MimeTree, part: HtmlPart, edits: list[Edit]) -> tuple[bytes, bytes | None]:
-        """The part's new body, and its new header when the transfer encoding changes."""
+    def _encode(tree: MimeTree, part: HtmlPart, edits: list[Edit],
+                written: list[tuple[int, int]] | None = None) -> tuple[bytes, bytes | None]:
+        """The part's new body, and its new header when the transfer encoding changes;
+        ``written`` gets the stretches of the body written anew (``apply_edits``)."""
         mime = part.part
         cte = mime.transfer_encoding
         if part.transcoded is None:
             try:
                 return apply_edits(tree.body(mime), cte, edits, decoded=part.decoded,
-                                   qp_index=part.qp_index), None
+                                   qp_index=part.qp_index, written=written), None
             except LineTooLongError:  # a granted link made a 7bit/8bit line too long
                 new = splice(part.decoded, edits)
         else:
@@ -675,6 +702,12 @@ def _rebased_refused(analysis: Analysis, key: frozenset[tuple[int, int]]) -> Ren
                          memoryview(shared.data)[old_split:]))
     return Rendered(data, shared.trackers, shared.changed, shared.problems, shared.layout,
                     shared._all, shared._items)
+
+
+def _new_shape(origin: Analysis) -> object:
+    """What the granted copies of one analysis and those rebased from it have in common
+    (``Rendered.written``): an object of their own, compared by identity."""
+    return object()
 
 
 def _inline_image(ref: Reference) -> str:

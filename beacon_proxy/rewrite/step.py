@@ -21,7 +21,7 @@ the list.  :class:`TraceStep` is the rewrite without beacons (tests).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -29,7 +29,7 @@ from beacon_proxy.consent.policy import Policy
 from beacon_proxy.spool.envelope import Envelope
 
 __all__ = ["Copy", "CopyStep", "ListMailOnly", "PreparedMessage", "Recipient", "RewriteStep",
-           "TraceHeader", "TraceStep", "Wait", "received_header", "run_steps"]
+           "Spliced", "TraceHeader", "TraceStep", "Wait", "received_header", "run_steps"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +40,33 @@ class Wait:
 
     until: float
     key: str
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Spliced:
+    """Where the copies of one shape differ: what the step that made ``data`` knows.
+
+    Why: a granted copy carries its recipient's open-pixel tokens, so its bytes differ
+    from every other copy's, yet only in a few encoded lines; a later step that
+    planned the whole message per copy (the footer) can reuse another copy's work
+    for everything else (:func:`~beacon_proxy.rewrite.footerplan.derive_granted`).
+
+    ``shape`` is equal for the copies that one step made from one message (or one
+    body) by edits at the same places; ``parts`` gives, for each part whose body was
+    rewritten (by its path in the MIME tree), the ``(start, stop)`` stretches of the
+    new body written for this copy, in order
+    (:func:`~beacon_proxy.rewrite.transfer.apply_edits`'s ``written``): every other
+    byte of the body is the message's, copied.
+
+    A hint, never a proof: whoever uses it checks the bytes it relies on, and a wrong
+    hint costs the work it would have saved, never a wrong copy.  Like ``Copy.crlf``,
+    a step that builds a new ``Copy`` drops it; it also names the bytes it is about
+    (``data``: a user checks ``copy.data is spliced.data``).
+    """
+
+    data: bytes
+    shape: Hashable
+    parts: tuple[tuple[tuple[int, ...], tuple[tuple[int, int], ...]], ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +93,9 @@ class Copy:
     searches).  A list missing one would let a line ``.`` end the DATA early
     (SMTP smuggling): only a step that proved it sets it, and, like ``crlf``,
     a later step drops it by building a new ``Copy``.
+
+    ``spliced``: where this copy differs from the other copies of its shape
+    (:class:`Spliced`), from the step that made ``data``; None: not known.
     """
 
     data: bytes
@@ -74,6 +104,7 @@ class Copy:
     wait: Wait | None = None
     crlf: bool = False
     dots: tuple[int, ...] | None = None
+    spliced: Spliced | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -140,7 +140,7 @@ def decode_indexed(body: bytes, cte: str) -> tuple[bytes, QpIndex]:
 
 def apply_edits(
     body: bytes, cte: str, edits: Sequence[Edit], *, decoded: bytes | None = None,
-    qp_index: QpIndex = (),
+    qp_index: QpIndex = (), written: list[tuple[int, int]] | None = None,
 ) -> bytes:
     """Apply edits (sorted, non-overlapping, in decoded offsets) and re-encode the body.
 
@@ -152,15 +152,26 @@ def apply_edits(
     (wrapping would change bytes outside the edits).  Raises :class:`ValueError`
     for edits out of order or out of range, :class:`TransferError` for an unknown
     encoding.
+
+    ``written``, when given (quoted-printable, 7bit, 8bit, binary), gets the
+    ``(start, stop)`` of every stretch of the result that was written anew, in
+    order; every byte outside them is a byte of ``body``, in order (a granted copy's
+    footer is derived from another copy's through them:
+    :func:`~beacon_proxy.rewrite.footerplan.plan_footer`).  Quoted-printable: the
+    re-encoded lines, each starting after an LF (or at 0) and ending after one (or
+    at the end); 7bit/8bit: the replacements.  Base64 re-encodes up to the end and
+    reports nothing (:class:`ValueError` when asked).
     """
     name = normalise_cte(cte)
     if name not in ENCODINGS:
         raise TransferError(f"unknown transfer encoding {cte!r}")
     _check_order(edits)
+    if written is not None and name == "base64":
+        raise ValueError("base64 bodies do not report what was written")
     if not edits:
         return body
     if name == "quoted-printable":
-        return _qp_apply(body, edits, qp_index)
+        return _qp_apply(body, edits, qp_index, written)
     if name == "base64":
         return _b64_apply(body, edits, decoded)
     if edits[-1].end > len(body):
@@ -168,6 +179,12 @@ def apply_edits(
     out = splice(body, edits, 0)
     if name != "binary":
         _check_line_lengths(body, out, edits)
+    if written is not None:
+        shift = 0
+        for edit in edits:
+            start = edit.start + shift
+            written.append((start, start + len(edit.replacement)))
+            shift += len(edit.replacement) - (edit.end - edit.start)
     return out
 
 
@@ -366,17 +383,24 @@ def _qp_segment(body: bytes, edits: Sequence[Edit], i: int, enc: int, dec: int,
     return start, stop, start_dec, stop_dec, j
 
 
-def _qp_apply(body: bytes, edits: Sequence[Edit], index: QpIndex = ()) -> bytes:
+def _qp_apply(body: bytes, edits: Sequence[Edit], index: QpIndex = (),
+              written: list[tuple[int, int]] | None = None) -> bytes:
     eol = _eol(body)
     out: list[bytes | memoryview] = []
     whole = memoryview(body)  # the unchanged stretches are joined without a copy each
     copied = enc = dec = 0
     i = 0
+    size = 0  # of the result so far (for ``written``)
     while i < len(edits):
         start, stop, start_dec, stop_dec, j = _qp_segment(body, edits, i, enc, dec, index)
         segment = binascii.a2b_qp(body[start:stop])
         new = splice(segment, edits[i:j], start_dec)
-        out += (whole[copied:start], _qp_encode(new, eol, stop < len(body)))
+        encoded = _qp_encode(new, eol, stop < len(body))
+        out += (whole[copied:start], encoded)
+        if written is not None:
+            size += start - copied
+            written.append((size, size + len(encoded)))
+            size += len(encoded)
         copied, enc, dec, i = stop, stop, stop_dec, j
     out.append(whole[copied:])
     return b"".join(out)
