@@ -60,7 +60,7 @@ so it is planned afresh, 0.5 ms (see :class:`Footer`).
 
 >>> from beacon_proxy.spool.envelope import Envelope
 >>> from beacon_proxy.consent.policy import Policy
->>> from beacon_proxy.rewrite.step import Copy, Recipient
+>>> from beacon_proxy.rewrite.step import Copy, Recipient, Spliced
 >>> footer = Footer(lambda r: "https://prefs.example.com/u/T0k3n")
 >>> rcpt = Recipient(Envelope("Q1", "a@x.org", ("b@y.org",), received_at=0), "b@y.org",
 ...                  Policy.REFUSED)
@@ -82,7 +82,9 @@ from typing import Any, Final
 
 from beacon_proxy.rewrite.footerplan import (
     FooterPlan,
+    GrantedBase,
     body_parts,
+    derive_granted,
     footer_language,
     plan_footer,
     rebase_plan,
@@ -90,7 +92,7 @@ from beacon_proxy.rewrite.footerplan import (
 from beacon_proxy.rewrite.footertext import FooterText, FooterTexts
 from beacon_proxy.rewrite.known import body_start
 from beacon_proxy.rewrite.mime import MimeTree
-from beacon_proxy.rewrite.step import Copy, Recipient
+from beacon_proxy.rewrite.step import Copy, Recipient, Spliced
 
 __all__ = ["Footer", "FooterText", "FooterTexts", "body_parts"]
 
@@ -104,6 +106,7 @@ _NEW_PLANS: Final = 2  # plans seen once, kept to be found by the next identical
 #: kept: the cache holds at most ``cache + 2`` plans, so at most ~100 MiB after a run
 #: of very big messages; bigger ones are planned for every copy.
 _MAX_KEPT: Final = 16 << 20
+_GRANTED_BASES: Final = 2  # granted copies' plans kept, one per shape, for the shape's others
 
 
 class Footer:
@@ -142,12 +145,17 @@ class Footer:
         self._kept: tuple[FooterPlan, ...] = ()  # found again at least once; most recent first
         self._new: tuple[FooterPlan, ...] = ()  # on probation; newest first
         self._derived: FooterPlan | None = None  # the last plan rebase_plan derived
+        self._granted: tuple[GrantedBase, ...] = ()  # newest first, one per shape
+        #: Granted copies planned from a kept one of their shape (at least one part plan
+        #: derived: derive_granted) and planned afresh; counted for tests and benchmarks.
+        self.granted_derived = 0
+        self.granted_planned = 0
 
     def __call__(self, copy: Copy, recipient: Recipient) -> Copy:
         if copy.held is not None:  # nothing to add to (run_steps stops before this)
             return copy
         try:
-            data, report = self._render(copy.data, recipient)
+            data, report = self._render(copy.data, recipient, copy.spliced)
         except Exception as exc:  # a footer bug must never lose or hold mail
             self._log_once(exc)
             data, report = copy.data, {"skipped": "error"}
@@ -160,8 +168,9 @@ class Footer:
         self._logged.add(kind)
         log.error("footer step failed, copy sent without footer: %s", kind, exc_info=exc)
 
-    def _render(self, data: bytes, recipient: Recipient) -> tuple[bytes, dict[str, Any]]:
-        plan = self.plan(data)
+    def _render(self, data: bytes, recipient: Recipient,
+                spliced: Spliced | None = None) -> tuple[bytes, dict[str, Any]]:
+        plan = self.plan(data, spliced)
         if plan.skip is not None:
             return data, {"skipped": plan.skip}
         url = self.link(recipient)
@@ -172,9 +181,12 @@ class Footer:
         out, report = plan.apply(url, self.texts)
         return (data if out is None else out), report
 
-    def plan(self, data: bytes) -> FooterPlan:
+    def plan(self, data: bytes, spliced: Spliced | None = None) -> FooterPlan:
         """The plan for a message: a kept one when ``data`` is the same bytes, one derived
-        from a kept one when only the header differs (:func:`rebase_plan`), else a new one."""
+        from a kept one when only the header differs (:func:`rebase_plan`), one derived
+        from the first granted copy of the same shape (``spliced``, the beacon step's
+        :class:`~beacon_proxy.rewrite.step.Spliced`: :func:`derive_granted`), else a new
+        one."""
         kept, new = self._kept, self._new  # snapshots: each tuple is replaced, never changed
         for plan in kept:
             if plan.tree.data is data or plan.tree.data == data:
@@ -188,6 +200,8 @@ class Footer:
         derived = self._derived
         if derived is not None and (derived.tree.data is data or derived.tree.data == data):
             return derived
+        if spliced is not None and spliced.data is data and self.cache:
+            return self._granted_plan(data, spliced)
         derived = self._rebased(data, (*kept, *new))
         if derived is not None:
             return derived
@@ -220,6 +234,36 @@ class Footer:
                 self._keep(base)
             return derived
         return None
+
+    def _granted_plan(self, data: bytes, spliced: Spliced) -> FooterPlan:
+        """A granted copy's plan: derived from the kept plan of its shape's first copy,
+        part by part where proven (:func:`derive_granted`), else new (and kept as its
+        shape's when there is none yet).
+
+        Not put on probation with the others: a granted copy's bytes are seen once."""
+        parts = dict(spliced.parts)
+        for base in self._granted:
+            if base.shape == spliced.shape:
+                plan, derived = derive_granted(base, data, parts, self.texts,
+                                               self.default_language)
+                if derived:
+                    self.granted_derived += 1
+                    return plan
+                self.granted_planned += 1  # a base that proves nothing: this one instead
+                self._keep_granted(GrantedBase(spliced.shape, plan, parts))
+                return plan
+        plan = plan_footer(data, self.texts, self.default_language)
+        self.granted_planned += 1
+        self._keep_granted(GrantedBase(spliced.shape, plan, parts))
+        return plan
+
+    def _keep_granted(self, base: GrantedBase) -> None:
+        """Keep a granted copy's plan as its shape's (the newest first, one per shape)."""
+        if base.plan.failure is not None or base.plan.size > _MAX_KEPT:
+            return
+        with self._lock:
+            others = tuple(b for b in self._granted if b.shape != base.shape)
+            self._granted = (base, *others[: _GRANTED_BASES - 1])
 
     def _keep(self, plan: FooterPlan) -> None:
         """Put a plan found again at the front of the kept ones (off probation)."""
