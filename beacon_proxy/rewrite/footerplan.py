@@ -757,7 +757,7 @@ def derive_granted(base: GrantedBase, data: bytes,
     the line breaks around the insertion, the ISO-2022-JP state, the QP line index) is
     computed on the new text as a fresh plan does.  Anything not proven makes the part
     afresh; an unexpected exception in the derivation too (never a failure of the
-    plan).  Held to fresh plans byte for byte by ``tests/rewrite/test_footer_granted.py``.
+    plan).  Held to fresh plans byte for byte by ``tests/rewrite/test_footerplan_granted.py``.
     """
     derived = 0
 
@@ -874,8 +874,8 @@ def _known(base: GrantedBase, old: PartPlan, body: bytes,
         last = n == len(written)
         if not enc <= start <= stop <= len(body) or start - enc != old_start - before \
                 or not body.startswith(view[before:old_start], enc) \
-                or (qp and not (_after_lf(body, start)
-                                and (_after_lf(body, stop) or stop == len(body)))):
+                or (qp and not last and not (_after_lf(body, start)
+                                             and (_after_lf(body, stop) or stop == len(body)))):
             return None
         if qp:  # the unchanged stretch: the base's text; its line starts, moved
             moved = dec - before_dec

@@ -5,6 +5,7 @@ import email
 import hashlib
 import quopri
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -501,3 +502,33 @@ def test_a_refused_recipient_named_in_another_spelling_loses_her_personal_image(
     assert mine is not shared
     assert b"img.shop.example/p/" not in _html_of(mine.data)
     assert b"cdn.shop.example/hero.jpg" in _html_of(mine.data)
+
+
+@pytest.mark.parametrize("cte", ["quoted-printable", "8bit", "base64"])
+def test_a_granted_copy_says_what_was_written_for_it(cte: str) -> None:
+    """``Rendered.written`` (step.Spliced): the same shape for every unnamed granted copy,
+    the stretches of the body written for it, whose outside is the same bytes in each;
+    none for a refused copy or a base64 part (re-encoded to the end)."""
+    html = (b'<html><body><p>Hi</p><img src="https://pixel.tracker-host.example/o.gif?u=1"'
+            b' width="1" height="1" alt=""></body></html>')
+    analysis = ENGINE.analyse(_message(html, cte=cte))
+    def link(size: int) -> Callable[[str], str]:
+        return lambda url: "https://p.example/o/" + "T" * size
+
+    copies = [ENGINE.render(analysis, f"{'r' * n}@x.example", Policy.GRANTED, link(n))
+              for n in (3, 40)]
+    assert ENGINE.render(analysis, "r@x.example", Policy.REFUSED).written is None
+    if cte == "base64":
+        assert [c.written for c in copies] == [None, None]
+        return
+    shapes, parts = zip(*(c.written for c in copies if c.written is not None), strict=True)
+    assert len(parts) == 2 and shapes[0] == shapes[1]
+    outside = []
+    for copy, ((path, stretches),) in zip(copies, parts, strict=True):
+        part = next(p for p in analysis.tree.parts if p.path == path)
+        start = part.body_span.start
+        body = copy.data[start : len(copy.data) - (len(analysis.data) - part.body_span.stop)]
+        cuts = [0, *(x for s in stretches for x in s), len(body)]
+        outside.append([body[a:b] for a, b in zip(cuts[::2], cuts[1::2], strict=True)])
+        assert b"T" * 3 in body[stretches[0][0] : stretches[0][1]] or b"T" * 40 in body
+    assert outside[0] == outside[1]

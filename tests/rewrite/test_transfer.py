@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import binascii
+import itertools
 import re
 import time
 
@@ -373,3 +374,55 @@ def test_a_slotted_insertion_beyond_the_body_raises_as_apply_edits() -> None:
         qp_slotted(b"abc\r\n", 9, [b"<", b">"])
     with pytest.raises(ValueError, match="at least one piece"):
         qp_slotted(b"abc\r\n", 0, [])
+
+
+# --- written: the stretches an edit wrote, the rest copied -----------------------------------
+
+@pytest.mark.parametrize("cte", ["7bit", "8bit", "binary", "quoted-printable"])
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=600), st.sampled_from([b"\r\n", b"\n"]), st.data())
+def test_written_stretches_are_all_that_differs_between_two_replacements(
+        cte: str, text: bytes, eol: bytes, data: st.DataObject) -> None:
+    """Two edit lists at the same places, other replacements: the stretches outside
+    ``written`` are the same bytes in both results, in order; quoted-printable cuts lie
+    after an LF (or at an end), so the result decodes stretch by stretch."""
+    body = text.replace(b"\r", b"").replace(b"\n", eol)
+    if cte == "quoted-printable":
+        body = binascii.b2a_qp(body, istext=True).replace(b"\n", eol) if eol != b"\n" \
+            else binascii.b2a_qp(body, istext=True)
+    size = len(decode(body, cte))
+    cuts = sorted(data.draw(st.lists(st.integers(0, size), max_size=6)))
+    spans = list(zip(cuts[::2], cuts[1::2], strict=False))
+    words = st.binary(min_size=0, max_size=90).filter(lambda b: b"\n" not in b)
+    results = []
+    for _ in range(2):
+        edits = [Edit(a, b, data.draw(words)) for a, b in spans]
+        written: list[tuple[int, int]] = []
+        try:
+            out = apply_edits(body, cte, edits, written=written)
+        except LineTooLongError:
+            return
+        results.append((out, written))
+    (_, first), (_, second) = results
+    assert len(first) == len(second) <= len(spans)  # QP: one per re-encoded segment
+    kept: list[list[bytes]] = [[], []]
+    for n, (out, written) in enumerate(results):
+        previous = 0
+        for start, stop in written:
+            assert previous <= start <= stop <= len(out)
+            kept[n].append(out[previous:start])
+            if cte == "quoted-printable":
+                assert start == 0 or out[start - 1] == 0x0A
+                assert stop == len(out) or out[stop - 1] == 0x0A
+            previous = stop
+        kept[n].append(out[previous:])
+        if cte == "quoted-printable":  # decoded stretch by stretch: the same text
+            cuts_ = [0, *(x for w in written for x in w), len(out)]
+            assert b"".join(binascii.a2b_qp(out[a:b]) for a, b in
+                            itertools.pairwise(cuts_)) == decode(out, cte)
+    assert kept[0] == kept[1]
+
+
+def test_base64_reports_no_written_stretches() -> None:
+    with pytest.raises(ValueError, match="base64"):
+        apply_edits(b"aGVsbG8=\r\n", "base64", [Edit(0, 1, b"j")], written=[])

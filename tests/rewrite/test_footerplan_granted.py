@@ -1,0 +1,345 @@
+"""Granted copies' footer plans derived from their shape's first copy
+(``footerplan.derive_granted``, ``Footer``'s granted bases): byte for byte the copies a
+fresh plan gives (the real templates in several MIME shapes, the benchmark's newsletter,
+other charsets and transfer encodings, nested and signed messages), the derivation is
+really taken where it should be, and every failed proof plans afresh.  The proof's
+reading of ``body_end`` is fuzzed on its own (``_inert_change``)."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from dataclasses import fields, replace
+
+import pytest
+
+from beacon_proxy.consent.policy import Policy
+from beacon_proxy.rewrite import footerplan
+from beacon_proxy.rewrite.beacons import BeaconStep
+from beacon_proxy.rewrite.bodyend import body_end
+from beacon_proxy.rewrite.engine import Engine
+from beacon_proxy.rewrite.footer import Footer
+from beacon_proxy.rewrite.footerplan import FooterPlan, plan_footer
+from beacon_proxy.rewrite.footertext import FooterTexts
+from beacon_proxy.rewrite.mime import MimePart
+from beacon_proxy.rewrite.rules import load_rules
+from beacon_proxy.rewrite.step import Copy, Recipient, Spliced
+from beacon_proxy.spool.envelope import Envelope
+from beacon_proxy.tokens import Tokens
+from tests.rewrite import hostile
+from tests.rewrite.hostile import PIXEL
+from tests.rewrite.test_footer import CODECS, CTES, message
+from tests.rewrite.test_known_header_fuzz import _shapes, newsletter
+from tests.rewrite.test_oracle import TEMPLATE_FILES
+
+ENGINE = Engine(load_rules())
+TOKENS = Tokens(["a test secret of some length"])
+TEXTS = FooterTexts.load()
+PREFS = "https://prefs.example.com/u/T0k3n?a=1&b=2"
+#: Recipients with addresses of different lengths: tokens of different lengths.
+RECIPIENTS = tuple(f"{'r' * n}{n}@x{n % 3}.example" for n in range(1, 7))
+
+
+def granted_copies(data: bytes, recipients: tuple[str, ...] = RECIPIENTS,
+                   ) -> list[tuple[Copy, Recipient]]:
+    """The beacon step's granted copy of ``data`` for each recipient (real open tokens)."""
+    step = BeaconStep(ENGINE, TOKENS, public_url="https://prefs.example.com",
+                      hostname="relay.example", steps=())
+    env = Envelope("Q1", "news@shop.example", recipients, list_id="news.shop.example",
+                   received_at=1_800_000_000.0)
+    prepared = asyncio.run(step.prepare(env, data))
+    return [(prepared.render(r, Policy.GRANTED), Recipient(env, r, Policy.GRANTED, data))
+            for r in recipients]
+
+
+def footer(cache: int = 4) -> Footer:
+    return Footer(lambda recipient: PREFS, cache=cache)
+
+
+def same_as_fresh(copies: list[tuple[Copy, Recipient]]) -> Footer:
+    """Every copy through a caching step and an uncaching one: the same bytes and report;
+    every plan the caching step derives equals a fresh plan of the copy, field for field."""
+    step, fresh = footer(), footer(cache=0)
+    for copy, recipient in copies:
+        mine, theirs = step(copy, recipient), fresh(copy, recipient)
+        assert mine.data == theirs.data
+        assert mine.report == theirs.report
+    return step
+
+
+def derived_plans(copies: list[tuple[Copy, Recipient]]) -> int:
+    """Derive every further copy's plan from the first one's and compare it with a fresh
+    plan of the copy; how many part plans were derived in all."""
+    first = copies[0][0]
+    assert first.spliced is not None
+    base = footerplan.GrantedBase(first.spliced.shape, plan_footer(first.data, TEXTS, "en"),
+                                  dict(first.spliced.parts))
+    count = 0
+    for copy, _ in copies[1:]:
+        assert copy.spliced is not None and copy.spliced.shape == first.spliced.shape
+        plan, derived = footerplan.derive_granted(base, copy.data, dict(copy.spliced.parts),
+                                                  TEXTS, "en")
+        assert plan == plan_footer(copy.data, TEXTS, "en")
+        count += derived
+    return count
+
+
+def _templates() -> list[tuple[str, bytes]]:
+    return [(f"{path.stem}-{shape}", data) for path in TEMPLATE_FILES
+            for shape, data in zip(("single", "alternative", "base64", "single-qp", "lf"),
+                                   _shapes(path.read_text("utf-8", "replace")), strict=True)]
+
+
+def _hostile() -> list[tuple[str, bytes]]:
+    page = hostile.PAGE + "\n"
+    out = [("newsletter", newsletter(20).replace(b"\n", b"\r\n")),
+           ("newsletter-lf", newsletter(20)),
+           ("lf-only", hostile.lf_only()), ("missing-close", hostile.missing_close()),
+           ("forwarded", hostile.forwarded()), ("signed", hostile.smime_signed()),
+           ("utf-16", hostile.charset_message("utf-16", page.encode("utf-16"))),
+           ("latin-1-qp", hostile.charset_message("iso-8859-1", page.encode(),
+                                                  "quoted-printable"))]
+    for charset in CODECS:
+        for cte in CTES:
+            word = {"utf-8": "Grüße 日本", "iso-8859-1": "Grüße", "iso-2022-jp": "日本語",
+                    "shift_jis": "日本語ソ表", "euc-jp": "日本語"}[charset]
+            word = word if cte != "7bit" or charset == "iso-2022-jp" else "Hello"
+            html = (f"<html><body>\n<p>{word}</p>\n<p>{'x' * 200} {word}</p>\n{PIXEL}"
+                    f"</body></html>\n")
+            out.append((f"{charset}-{cte}", message(html, f"{word}\n", charset=charset,
+                                                    cte=cte, language="ja")))
+    return out
+
+
+TEMPLATES = _templates()
+HOSTILE = _hostile()
+
+
+@pytest.mark.parametrize(("name", "data"), TEMPLATES + HOSTILE,
+                         ids=[name for name, _ in TEMPLATES + HOSTILE])
+def test_granted_copies_get_the_footer_of_a_fresh_plan(name: str, data: bytes) -> None:
+    copies = granted_copies(data)
+    step = same_as_fresh(copies)
+    spliced = copies[0][0].spliced
+    if spliced is not None:
+        assert derived_plans(copies) >= step.granted_derived
+    else:  # base64 or a part re-encoded whole: no hint, the old way
+        assert step.granted_derived == step.granted_planned == 0
+
+
+def _parts(copy: Copy) -> int:
+    """Footer body parts of a copy with a plan (a derived plan derives each of them)."""
+    plan = plan_footer(copy.data, TEXTS, "en")
+    return sum(isinstance(p, footerplan.PartPlan) for p in plan.parts)
+
+
+@pytest.mark.parametrize(("name", "data"), [
+    *((n, d) for n, d in TEMPLATES if n.endswith(("-alternative", "-single-qp", "-lf"))),
+    *((n, d) for n, d in HOSTILE if n in ("newsletter", "newsletter-lf", "latin-1-qp",
+                                         "utf-8-quoted-printable", "utf-8-8bit",
+                                         "iso-8859-1-quoted-printable", "euc-jp-8bit"))])
+def test_the_derivation_is_taken(name: str, data: bytes) -> None:
+    """Quoted-printable and 8bit HTML in charsets whose scan view is the text itself:
+    every copy after the first is derived, every body part of it."""
+    copies = granted_copies(data)
+    step = same_as_fresh(copies)
+    assert (step.granted_planned, step.granted_derived) == (1, len(copies) - 1)
+    assert derived_plans(copies) == (len(copies) - 1) * _parts(copies[0][0])
+
+
+@pytest.mark.parametrize("name", ["shift_jis-quoted-printable", "iso-2022-jp-7bit",
+                                  "utf-8-base64", "utf-16"])
+def test_charsets_and_encodings_without_a_proof_plan_the_html_part(name: str) -> None:
+    data = dict(HOSTILE)[name]
+    copies = granted_copies(data)
+    same_as_fresh(copies)
+    spliced = copies[0][0].spliced
+    if spliced is None:  # base64, UTF-16: no hint at all
+        return
+    base = footerplan.GrantedBase(spliced.shape, plan_footer(copies[0][0].data, TEXTS, "en"),
+                                  dict(spliced.parts))
+    html = next(p for p in base.plan.parts if isinstance(p, footerplan.PartPlan)
+                and p.kind == "html")
+    assert base.pieces(html) is None  # a checked or non-identity scan view: not cut
+
+
+def test_a_named_recipient_gets_the_copy_of_a_fresh_plan_too() -> None:
+    """A recipient whom image URLs name (their findings read with the address): the
+    same footer as a fresh plan, and the copies after it are still derived."""
+    named = "reader@example.org"
+    html = (f'<html><body><p>Hi</p><img src="https://img.shop.example/p/{named}/a.gif" '
+            f'width="1" height="1" alt=""><img src="https://img.shop.example/p/{named}/b.jpg"'
+            f' alt="Hi">\n{PIXEL}</body></html>\n')
+    data = message(html, "Hi\n", cte="quoted-printable")
+    copies = granted_copies(data, (*RECIPIENTS[:3], named, *RECIPIENTS[3:]))
+    step = same_as_fresh(copies)
+    assert step.granted_planned + step.granted_derived == len(copies)
+    assert step.granted_derived >= len(copies) - 3
+
+
+# -- every failed proof plans afresh ---------------------------------------------------------
+
+def _forged(copy: Copy, data: bytes | None = None,
+            parts: tuple[tuple[tuple[int, ...], tuple[tuple[int, int], ...]], ...] | None = None,
+            ) -> Copy:
+    spliced = copy.spliced
+    assert spliced is not None
+    data = copy.data if data is None else data
+    return replace(copy, data=data, spliced=Spliced(data, spliced.shape,
+                                                    spliced.parts if parts is None else parts))
+
+
+def _stepped(copies: list[tuple[Copy, Recipient]], forged: Copy) -> tuple[Footer, Copy, Copy]:
+    step, fresh = footer(), footer(cache=0)
+    step(*copies[0])
+    return step, step(forged, copies[1][1]), fresh(forged, copies[1][1])
+
+
+NEWSLETTER = dict(HOSTILE)["newsletter"]
+
+
+def _case(mangle: str) -> tuple[list[tuple[Copy, Recipient]], Copy]:
+    copies = granted_copies(NEWSLETTER)
+    copy = copies[1][0]
+    assert copy.spliced is not None
+    (path, stretches), = copy.spliced.parts
+    start, stop = stretches[0]
+    plan = plan_footer(copy.data, TEXTS, "en")
+    html = next(p for p in plan.parts if isinstance(p, footerplan.PartPlan) and p.kind == "html")
+    at = html.part.body_span.start
+    data = copy.data
+    if mangle == "stretches":  # one byte off: the unchanged stretches do not match
+        return copies, _forged(copy, parts=((path, ((start + 1, stop), *stretches[1:])),))
+    if mangle == "fewer":
+        return copies, _forged(copy, parts=((path, stretches[1:]),))
+    if mangle == "unchanged":  # a byte outside the stretches differs from the base's
+        i = data.index(b"Spring Sale", at)
+        return copies, _forged(copy, data[:i] + b"Sprung" + data[i + 6:])
+    token = data.index(b"/o/", at + start) + 3
+    if mangle == "tag":  # a "<" in the written stretch, where the token was
+        return copies, _forged(copy, data[:token] + b"<" + data[token + 1:])
+    if mangle == "comment-end":  # "-->" made of a token's end: body_end could move
+        return copies, _forged(copy, data[:token] + b"x-->" + data[token + 4:])
+    if mangle == "not-after-lf":  # a stretch that does not start after an LF
+        return copies, _forged(copy, parts=((path, ((start + 2, stop), *stretches[1:])),))
+    raise AssertionError(mangle)
+
+
+@pytest.mark.parametrize("mangle", ["stretches", "fewer", "unchanged", "tag", "comment-end",
+                                    "not-after-lf"])
+def test_a_failed_proof_plans_afresh(mangle: str) -> None:
+    copies, forged = _case(mangle)
+    step, mine, theirs = _stepped(copies, forged)
+    assert mine.data == theirs.data and mine.report == theirs.report
+    assert step.granted_derived == 0
+    assert step.granted_planned == 2  # the base, then this one (its text part derived)
+
+
+def test_a_hint_about_other_bytes_is_ignored() -> None:
+    copies = granted_copies(NEWSLETTER)
+    copy = copies[1][0]
+    other = replace(copy, data=bytes(bytearray(copy.data)))  # equal bytes, not the same object
+    step, mine, theirs = _stepped(copies, other)
+    assert mine.data == theirs.data
+    assert (step.granted_planned, step.granted_derived) == (1, 0)
+
+
+def test_an_error_in_the_derivation_plans_afresh(monkeypatch: pytest.MonkeyPatch) -> None:
+    copies = granted_copies(NEWSLETTER)
+
+    def broken(*args: object) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(footerplan, "_known", broken)
+    step = same_as_fresh(copies)
+    assert step.granted_derived == 0
+    assert derived_plans(copies) == len(copies) - 1  # the unchanged text part, reused
+    plan = step.plan(copies[2][0].data, copies[2][0].spliced)
+    assert plan.failure is None and plan == plan_footer(copies[2][0].data, TEXTS, "en")
+
+
+def test_same_fields_compares_every_field_but_the_spans() -> None:
+    names = {f.name for f in fields(MimePart)} - {"header_span", "body_span"}
+    part = MimePart((1,), slice(0, 1), slice(1, 2), "text/html", "utf-8", "7bit", None, None,
+                    False, False, True, None)
+    others = [replace(part, path=(2,)), replace(part, content_type="text/plain"),
+              replace(part, charset="us-ascii"), replace(part, transfer_encoding="8bit"),
+              replace(part, disposition="inline"), replace(part, boundary=b"b"),
+              replace(part, is_multipart=True), replace(part, signed=True),
+              replace(part, modifiable=False), replace(part, reason="x")]
+    assert len(others) == len(names) == 10
+    moved = replace(part, header_span=slice(5, 6), body_span=slice(6, 9))
+    assert footerplan._same_fields(part, moved)
+    for other in others:
+        assert not footerplan._same_fields(part, other)
+
+
+# -- the reading of body_end -----------------------------------------------------------------
+
+_PIECES = [b"<", b">", b"!", b"?", b"-", b"--", b"/", b"[", b"]", b'"', b"'", b" ", b"\n",
+           b"<!--", b"-->", b"--!>", b"<!-->", b"</body>", b"</BODY ", b"<body>", b"<script>",
+           b"</script>", b"<style>", b"</style", b"<![if !mso]>", b"<![endif]>",
+           b"<!--[if mso]>", b"<![endif]-->", b"<!--<![endif]-->", b"<!--[if !mso]><!-->",
+           b"<a href=", b'<img src="', b"<p>", b"x", b"body", b"script", b"endif", b"if",
+           b"<!doctype html>", b"<?xml", b"url(", b"=", b"</", b"<b<script>"]
+_TOKEN = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-"
+_RUNS = [b"-", b"--", b"body", b"script", b"endif", b"a-", b"-a", b"if", b"x" * 40]
+
+
+def _run(rnd: random.Random) -> bytes:
+    if rnd.random() < 0.4:
+        return rnd.choice(_RUNS)
+    return bytes(rnd.choice(_TOKEN) for _ in range(rnd.randint(1, 12)))
+
+
+def test_inert_changes_leave_body_end_where_it_was() -> None:
+    """Random markup around a run of token bytes, replaced by another: wherever
+    ``_inert_change`` says ``body_end`` cannot tell them apart, it answers the same,
+    moved by the length change (and the cases it refuses are seen too)."""
+    rnd = random.Random(12)
+    proven = refused = 0
+    for _ in range(30_000):
+        before = b"".join(rnd.choice(_PIECES) for _ in range(rnd.randint(0, 12)))
+        after = b"".join(rnd.choice(_PIECES) for _ in range(rnd.randint(0, 12)))
+        old, new = _run(rnd), _run(rnd)
+        if old == new:
+            continue
+        was, now = before + old + after, before + new + after
+        change = footerplan._inert_change(was, 0, was, now)
+        if change is None:
+            refused += 1
+            continue
+        proven += 1
+        first, _, length = change
+        end = body_end(was)
+        assert body_end(now) == (None if end is None else end + (length if first < end else 0)), \
+            (was, now)
+    assert proven > 5000 and refused > 5000
+
+
+@pytest.mark.parametrize(("was", "now"), [
+    (b"<!-- <img src=x/o/Ab-->x</body>", b"<!-- <img src=x/o/Abc>x</body>"),
+    (b"<p></body><!-- a/o/A--!>b</body>", b"<p></body><!-- a/o/AB!>b</body>"),
+    (b"</body><![endif]>", b"</body><![xendif]>"),
+    (b"<p></body></bodyx", b"<p></body></body"),
+    (b"<p>x</body><scriptx>", b"<p>x</body><script>"),
+    (b"</body><!--[ifx mso]>", b"</body><!--[if mso]>"),
+    (b"<p>x</body>]y>", b"<p>x</body>]>"),
+])
+def test_changes_that_body_end_could_see_are_refused(was: bytes, now: bytes) -> None:
+    assert footerplan._inert_change(was, 0, was, now) is None
+
+
+def test_a_plan_is_still_a_footer_plan() -> None:
+    """The derived plan is an ordinary FooterPlan: it applies as one (links of any
+    length), and is not kept with the shared plans (a granted copy is seen once)."""
+    copies = granted_copies(NEWSLETTER)
+    step = footer()
+    for copy, recipient in copies:
+        step(copy, recipient)
+    plan = step.plan(copies[-1][0].data, copies[-1][0].spliced)
+    assert isinstance(plan, FooterPlan)
+    fresh = plan_footer(copies[-1][0].data, TEXTS, "en")
+    for url in (PREFS, PREFS + "&z=" + "y" * 300, "https://p.example/u/T"):
+        assert plan.apply(url, TEXTS) == fresh.apply(url, TEXTS)
+    assert not step._kept and not step._new
