@@ -62,6 +62,7 @@ from beacon_proxy.rewrite.mime import (
     header_fields,
     parse_message,
     reparse_shifted,
+    respliced,
 )
 from beacon_proxy.rewrite.transfer import (
     Edit,
@@ -343,7 +344,13 @@ def plan_footer(data: bytes, texts: FooterTexts, default_language: str,
     ``reuse(tree, part, kind)``: a part's plan proven equal to the one
     ``_plan_part`` would make, or None (then it is made) -- :func:`derive_granted`.
     """
-    tree = parse_message(data, max_depth=_MAX_DEPTH, max_parts=_MAX_PARTS)
+    return _plan_tree(parse_message(data, max_depth=_MAX_DEPTH, max_parts=_MAX_PARTS), texts,
+                      default_language, reuse)
+
+
+def _plan_tree(tree: MimeTree, texts: FooterTexts, default_language: str,
+               reuse: _Reuse | None) -> FooterPlan:
+    """:func:`plan_footer` of a parsed message."""
     if tree.problems:
         return FooterPlan(tree, "broken MIME structure")
     if _is_signed(tree):
@@ -721,9 +728,11 @@ def derive_granted(base: GrantedBase, data: bytes,
     MIME parse, the QP decode, the ``</body`` search, the line index) while only a few
     encoded lines differ from the shape's first granted copy.
 
-    ``data`` is parsed (the MIME structure is proven by the parser, not assumed) and
-    planned by :func:`plan_footer` as usual, but each body part's plan is taken from
-    the base where proven, else made (``_plan_part``, exactly as a fresh plan):
+    ``data``'s MIME structure is the base's moved where
+    :func:`~beacon_proxy.rewrite.mime.respliced` proves it (the stretches and the
+    bytes around them checked against the parser's reading), else parsed; it is
+    planned as :func:`plan_footer` does, but each body part's plan is taken from the
+    base where proven, else made (``_plan_part``, exactly as a fresh plan):
 
     * a part whose fields (spans aside) and body bytes equal the base part's: the
       base's plan with the new ``MimePart`` (every input of ``_plan_part`` is equal:
@@ -783,7 +792,10 @@ def derive_granted(base: GrantedBase, data: bytes,
         derived += plan is not None
         return plan
 
-    return plan_footer(data, texts, default_language, reuse), derived
+    tree = respliced(base.plan.tree, data, base.written, written)
+    if tree is None:
+        tree = parse_message(data, max_depth=_MAX_DEPTH, max_parts=_MAX_PARTS)
+    return _plan_tree(tree, texts, default_language, reuse), derived
 
 
 def _same_fields(a: MimePart, b: MimePart) -> bool:

@@ -46,8 +46,8 @@ from beacon_proxy.rewrite.charsets import is_supported, normalise_charset
 from beacon_proxy.rewrite.transfer import ENCODINGS, encode_whole, line_ending, normalise_cte
 
 __all__ = ["HTML_TYPES", "MESSAGE_TYPES", "OPAQUE_TYPES", "PKCS7_TYPES", "RENDERED_TYPES",
-           "MimePart", "MimeTree", "header_fields", "parse_message", "reencode",
-           "reparse_shifted", "with_transfer_encoding"]
+           "MimePart", "MimeTree", "Written", "header_fields", "parse_message", "reencode",
+           "reparse_shifted", "respliced", "with_transfer_encoding"]
 
 HTML_TYPES: Final = frozenset({"text/html", "text/x-amp-html"})
 """Leaf types :meth:`MimeTree.html_parts` returns."""
@@ -268,6 +268,109 @@ def reparse_shifted(old: MimeTree, data: bytes, split: int, *, max_depth: int = 
         if was.path and header.start < split:  # a part in the header: not the body
             return None
     return tree
+
+
+Written = Mapping[tuple[int, ...], tuple[tuple[int, int], ...]]
+"""By part path, stretches of the part's body (offsets into it) written anew."""
+
+
+def respliced(old: MimeTree, data: bytes, old_written: Written, written: Written,
+              ) -> MimeTree | None:
+    """The tree of ``data`` when it is ``old``'s message with the same leaves' bodies
+    rewritten in other stretches: ``old``'s tree with its spans moved.  None unless
+    proven (then parse ``data``).
+
+    Why: a granted copy differs from another copy of its shape only in the lines that
+    hold its open-pixel tokens (``step.Spliced``); parsing it again to find that out
+    was a quarter of its footer's work (the bare-CR search alone reads the whole copy).
+
+    ``old_written`` are the stretches ``old``'s own message was written in,
+    ``written`` those of ``data``, both by part path (the same paths, as many
+    stretches each).  The proof:
+
+    * each rewritten part is a modifiable leaf of ``old`` with a blank line after its
+      header; each stretch lies inside its body, starts after an LF and ends after
+      one or at the body's end, and does not end with CR, in both messages;
+    * everything outside the stretches is the same bytes (compared), so ``data`` is
+      ``old``'s message with each stretch replaced, and its length follows;
+    * no stretch, with the ``L`` bytes before it and 2 after it (``L`` the longest
+      ``"\\n--" + boundary`` of ``old``'s multiparts), holds ``"\\n--"``, and every
+      CR in a stretch is followed by an LF, in both messages.
+
+    Then :func:`parse_message` reads ``data`` as it read ``old``'s, moved: it looks
+    at bytes only through the delimiter search (``"\\n--" + boundary``: no occurrence
+    can touch a stretch, as it would put ``"\\n--"`` in the window; each one
+    elsewhere is the same bytes), the padding after a delimiter (it ends at the LF
+    before a stretch at the latest), the header fields at each part's start and the
+    blank line after them (never in a body), an mbox ``From `` line at 0, and the
+    bare-CR search (a CR in a stretch is followed by LF; the byte before a stretch is
+    an LF).  So every part keeps its fields, problems and notes, and each span
+    boundary moves by the length change of the stretches before it; a boundary
+    inside a stretch (impossible for a leaf's own body) is not proven.  Held to the
+    parser by ``tests/rewrite/test_footerplan_granted.py`` and ``tests/rewrite/test_mime.py``.
+    """
+    if set(old_written) != set(written):
+        return None
+    by_path = {part.path: part for part in old.parts}
+    rewritten: list[tuple[MimePart, tuple[tuple[int, int], ...], tuple[tuple[int, int], ...]]] = []
+    for path, stretches in old_written.items():
+        part = by_path.get(path)
+        if part is None or part.is_multipart or not part.modifiable \
+                or part.body_span.start <= part.header_span.stop \
+                or len(stretches) != len(written[path]):
+            return None
+        rewritten.append((part, stretches, written[path]))
+    rewritten.sort(key=lambda change: change[0].body_span.start)
+    old_data = old.data
+    view = memoryview(old_data)
+    needle = 3 + max((len(p.boundary) for p in old.parts if p.boundary), default=0)
+    pieces: list[tuple[int, int, int, int]] = []  # (old start, old stop, new start, new stop)
+    previous = moved = 0  # old offset after the last stretch; new minus old offset there
+    for part, stretches, others in rewritten:
+        body, end = part.body_span.start, part.body_span.stop
+        if body < previous:
+            return None
+        new_body = body + moved  # the part's body in ``data``: nothing moved since
+        for (start, stop), (new_start, new_stop) in zip(stretches, others, strict=True):
+            old_start, old_stop = body + start, body + stop
+            if not previous <= old_start <= old_stop <= end or new_start > new_stop \
+                    or new_body + new_start != old_start + moved \
+                    or not data.startswith(view[previous:old_start], previous + moved):
+                return None
+            pieces.append((old_start, old_stop, old_start + moved, new_body + new_stop))
+            moved = new_body + new_stop - old_stop
+            previous = old_stop
+        for a, b, c, d in pieces[len(pieces) - len(stretches):]:
+            for text, x, y, stop in ((old_data, a, b, end), (data, c, d, end + moved)):
+                stretch = text[x:y]  # x > 0: after the part's header and blank line
+                if text[x - 1] != 0x0A or (y != stop and text[y - 1] != 0x0A) \
+                        or stretch.endswith(b"\r") \
+                        or stretch.count(b"\r") != stretch.count(b"\r\n") \
+                        or b"\n--" in text[max(0, x - needle) : y + 2]:
+                    return None
+    if len(data) - len(old_data) != moved \
+            or not data.startswith(view[previous:], previous + moved):
+        return None
+    moves = [(a, b, d - b) for a, b, c, d in pieces if d - c != b - a]
+
+    def move(at: int) -> int | None:
+        shift = 0
+        for start, stop, after in moves:
+            if start == stop or start < at < stop:
+                return None  # an empty stretch that grew: where its edges go is not proven
+            if at >= stop:
+                shift = after
+        return at + shift
+
+    parts = []
+    for part in old.parts:
+        spans = [move(x) for x in (part.header_span.start, part.header_span.stop,
+                                   part.body_span.start, part.body_span.stop)]
+        if None in spans:
+            return None
+        a, b, c, d = (x for x in spans if x is not None)
+        parts.append(replace(part, header_span=slice(a, b), body_span=slice(c, d)))
+    return MimeTree(data, tuple(parts), list(old.problems), old.modifiable, old.notes)
 
 
 # --- header values ----------------------------------------------------------------------------

@@ -21,7 +21,7 @@ from beacon_proxy.rewrite.engine import Engine
 from beacon_proxy.rewrite.footer import Footer
 from beacon_proxy.rewrite.footerplan import FooterPlan, plan_footer
 from beacon_proxy.rewrite.footertext import FooterTexts
-from beacon_proxy.rewrite.mime import MimePart
+from beacon_proxy.rewrite.mime import MimePart, parse_message
 from beacon_proxy.rewrite.rules import load_rules
 from beacon_proxy.rewrite.step import Copy, Recipient, Spliced
 from beacon_proxy.spool.envelope import Envelope
@@ -343,3 +343,22 @@ def test_a_plan_is_still_a_footer_plan() -> None:
     for url in (PREFS, PREFS + "&z=" + "y" * 300, "https://p.example/u/T"):
         assert plan.apply(url, TEXTS) == fresh.apply(url, TEXTS)
     assert not step._kept and not step._new
+
+
+@pytest.mark.parametrize("name", ["newsletter", "newsletter-lf", "cerberus-hybrid-alternative",
+                                  "postmark-welcome-single-qp"])
+def test_a_derived_copy_is_not_parsed_again(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Its MIME structure is the base's moved (mime.respliced), proven without a parse."""
+    data = dict(TEMPLATES + HOSTILE)[name]
+    copies = granted_copies(data)
+    parsed = []
+    real = parse_message
+
+    def counting(data: bytes, **limits: int) -> object:
+        parsed.append(len(data))
+        return real(data, **limits)
+
+    monkeypatch.setattr(footerplan, "parse_message", counting)
+    step = same_as_fresh(copies)
+    assert step.granted_derived == len(copies) - 1
+    assert len(parsed) == 2 * len(copies) - (len(copies) - 1)  # fresh: all; derived: none

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import quopri
 import time
 from pathlib import Path
 
@@ -10,7 +11,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from beacon_proxy.rewrite.charsets import decode_text, looks_valid, scan_view
-from beacon_proxy.rewrite.mime import MimePart, MimeTree, parse_message, reparse_shifted
+from beacon_proxy.rewrite.mime import (
+    MimePart,
+    MimeTree,
+    parse_message,
+    reparse_shifted,
+    respliced,
+)
 from beacon_proxy.rewrite.transfer import Edit, apply_edits, decode
 
 FIXTURES = Path(__file__).parent / "fixtures" / "mime"
@@ -537,3 +544,84 @@ def test_reparse_shifted_proves_a_header_only_change() -> None:
     assert reparse_shifted(old, longer, 0) is None and reparse_shifted(old, longer, 5) is None
     limited = parse_message(msg, max_parts=1)  # limits differ: another tree
     assert reparse_shifted(limited, longer, split) is None
+
+
+# --- respliced: a copy with other stretches written is the tree moved, or parsed ------------
+
+_RESPLICE_HTML = (b"<html><body>\r\n<p>" + b"x" * 150 + b"</p>\r\n--b1 is not a boundary here\r\n"
+                  b"<img src=\"https://t.example/o.gif\">\r\n<p>end</p></body></html>\r\n")
+_RESPLICE_WORDS = [b"T" * 5, b"T" * 90, b"--b1", b"\r\n--b1\r\n", b"\r\n--b1--\r\n", b"\r", b"x\rx",
+                   b"\n", b"--", b"b1", b"\r\n", b"=", b"https://p.example/o/AAAA-_", b""]
+
+
+def _resplice_message(html_cte: str, eol: bytes) -> bytes:
+    html = _RESPLICE_HTML
+    body = quopri.encodestring(html) if html_cte == "quoted-printable" else html
+    data = (b"From: a@b.example\r\nMIME-Version: 1.0\r\n"
+            b'Content-Type: multipart/mixed; boundary="b0"\r\n\r\n'
+            b"--b0\r\nContent-Type: multipart/alternative; boundary=b1\r\n\r\n"
+            b"--b1\r\nContent-Type: text/plain\r\n\r\nHi\r\n"
+            b"--b1\r\nContent-Type: text/html; charset=utf-8\r\n"
+            b"Content-Transfer-Encoding: " + html_cte.encode() + b"\r\n\r\n" + body +
+            b"\r\n--b1--\r\n--b0\r\nContent-Type: text/plain\r\n\r\nafter\r\n--b0--\r\n")
+    return data.replace(b"\r\n", eol) if eol != b"\r\n" else data
+
+
+@pytest.mark.parametrize("cte", ["quoted-printable", "8bit"])
+@pytest.mark.parametrize("eol", [b"\r\n", b"\n"])
+@settings(max_examples=150, deadline=None)
+@given(data=st.data())
+def test_respliced_is_the_parsed_tree_or_nothing(cte: str, eol: bytes, data: st.DataObject,
+                                                 ) -> None:
+    """Two copies rewritten at the same places with other bytes (some of them boundary
+    lines, bare CRs, line breaks): the second's tree moved from the first's is exactly
+    what the parser reads, whenever ``respliced`` answers."""
+    message = _resplice_message(cte, eol)
+    tree = parse_message(message)
+    html = next(p for p in tree.parts if p.content_type == "text/html")
+    body = tree.body(html)
+    size = len(decode(body, cte))
+    cuts = sorted(data.draw(st.lists(st.integers(0, size), min_size=2, max_size=6)))
+    spans = list(zip(cuts[::2], cuts[1::2], strict=False))
+    copies = []
+    for _ in range(2):
+        edits = [Edit(a, b, data.draw(st.sampled_from(_RESPLICE_WORDS))) for a, b in spans]
+        written: list[tuple[int, int]] = []
+        try:
+            new = apply_edits(body, cte, edits, written=written)
+        except ValueError:
+            return
+        copies.append((tree.replace_bodies([(html, new)]), tuple(written)))
+    (one, first), (two, second) = copies
+    base = parse_message(one)
+    moved = respliced(base, two, {html.path: first}, {html.path: second})
+    if moved is not None:
+        assert moved == parse_message(two)
+
+
+def test_respliced_refuses_a_boundary_line_or_a_bare_cr_in_a_stretch() -> None:
+    message = _resplice_message("quoted-printable", b"\r\n")
+    tree = parse_message(message)
+    html = next(p for p in tree.parts if p.content_type == "text/html")
+    body = tree.body(html)
+    at = decode(body, "quoted-printable").index(b"o.gif")
+    results = {}
+    for word in (b"p.gif", b"x\r\n--b1\r\ny", b"q.gif"):
+        written: list[tuple[int, int]] = []
+        new = apply_edits(body, "quoted-printable", [Edit(at, at + 5, word)], written=written)
+        results[word] = (tree.replace_bodies([(html, new)]), tuple(written))
+    one, first = results[b"p.gif"]
+    base = parse_message(one)
+    good, stretches = results[b"q.gif"]
+    moved = respliced(base, good, {html.path: first}, {html.path: stretches})
+    assert moved is not None and moved == parse_message(good)
+    other, others = results[b"x\r\n--b1\r\ny"]
+    assert parse_message(other) != moved  # a boundary line: another structure
+    assert respliced(base, other, {html.path: first}, {html.path: others}) is None
+    start = html.body_span.start + stretches[0][0]
+    cr = good[:start + 2] + b"\r" + good[start + 3:]  # a bare CR in the stretch
+    assert respliced(base, cr, {html.path: first}, {html.path: stretches}) is None
+    assert respliced(base, good, {html.path: first}, {}) is None
+    assert respliced(base, good, {html.path: first}, {html.path: ((0, 3),)}) is None
+    outside = good[:20] + b"X" + good[21:]  # a byte outside the stretches
+    assert respliced(base, outside, {html.path: first}, {html.path: stretches}) is None
