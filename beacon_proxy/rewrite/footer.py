@@ -56,7 +56,13 @@ body (:func:`~beacon_proxy.rewrite.footerplan.rebase_plan`: the message parsed
 again and proven to be the kept one's shifted, what the plan reads from the
 header read again; about 0.12 ms instead of 0.5 for the 70 KB newsletter).  A
 granted copy differs from every other in its body too (its open-pixel tokens),
-so it is planned afresh, 0.5 ms (see :class:`Footer`).
+but the beacon step says where (``Copy.spliced``: the encoded lines it wrote
+for this copy): the first granted copy of a shape is planned and kept, each
+further one gets a plan derived from it
+(:func:`~beacon_proxy.rewrite.footerplan.derive_granted`: the structure moved,
+the unchanged parts' plans reused, the HTML part's decoded text, line starts
+and ``</body`` proven from the few lines that differ; about 0.13 ms instead of
+0.45), or, where that is not proven, planned afresh.
 
 >>> from beacon_proxy.spool.envelope import Envelope
 >>> from beacon_proxy.consent.policy import Policy
