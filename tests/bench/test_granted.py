@@ -1,0 +1,22 @@
+"""bench/granted.py runs end to end on a tiny load (a smoke test: no timing is judged)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_the_granted_benchmark_compares_two_trees() -> None:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "granted.py"), "--messages", "3", "--rounds",
+         "1", "--base", str(ROOT), "--pairs", "1"],
+        capture_output=True, text=True, timeout=300, check=False, cwd=ROOT, env=env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    pair = next(line for line in done.stdout.splitlines() if line.startswith("pair 1"))
+    for name in ("render granted", "footer granted", "footer refused"):
+        assert f"{name} base " in pair, done.stdout
