@@ -37,7 +37,7 @@ import binascii
 import html
 import re
 from bisect import bisect_right
-from collections.abc import Callable, Collection, Hashable, Mapping
+from collections.abc import Callable, Collection, Hashable
 from dataclasses import dataclass, field, replace
 from typing import Any, Final
 
@@ -59,6 +59,7 @@ from beacon_proxy.rewrite.mime import (
     OPAQUE_TYPES,
     MimePart,
     MimeTree,
+    Written,
     header_fields,
     parse_message,
     reparse_shifted,
@@ -692,20 +693,19 @@ class GrantedBase:
 
     shape: Hashable
     plan: FooterPlan
-    written: Mapping[tuple[int, ...], tuple[tuple[int, int], ...]]
+    written: Written
     _pieces: dict[tuple[int, ...], _Pieces | None] = field(default_factory=dict)
-    _parts: dict[tuple[int, ...], PartPlan | str] = field(default_factory=dict)
+    _parts: dict[tuple[int, ...], PartPlan] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        for part in self.plan.parts:
-            if isinstance(part, PartPlan):
-                self._parts[part.part.path] = part
+        self._parts.update((p.part.path, p) for p in self.plan.parts if isinstance(p, PartPlan))
 
     def part(self, path: tuple[int, ...]) -> PartPlan | None:
-        found = self._parts.get(path)
-        return found if isinstance(found, PartPlan) else None
+        """The base's plan of the body part at ``path`` (None: none, or skipped)."""
+        return self._parts.get(path)
 
     def pieces(self, plan: PartPlan) -> _Pieces | None:
+        """The base part ``plan`` cut at its written stretches (None: not derivable)."""
         path = plan.part.path
         try:
             return self._pieces[path]
@@ -717,9 +717,8 @@ class GrantedBase:
         return pieces
 
 
-def derive_granted(base: GrantedBase, data: bytes,
-                   written: Mapping[tuple[int, ...], tuple[tuple[int, int], ...]],
-                   texts: FooterTexts, default_language: str) -> tuple[FooterPlan, int]:
+def derive_granted(base: GrantedBase, data: bytes, written: Written, texts: FooterTexts,
+                   default_language: str) -> tuple[FooterPlan, int]:
     """The plan of ``data``, a granted copy of ``base``'s shape (``written``: its
     ``step.Spliced`` parts), and how many part plans were derived instead of made.
 
