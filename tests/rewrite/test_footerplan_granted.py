@@ -15,12 +15,13 @@ import pytest
 
 from beacon_proxy.consent.policy import Policy
 from beacon_proxy.rewrite import footerplan
-from beacon_proxy.rewrite.beacons import BeaconStep
+from beacon_proxy.rewrite.beacons import BeaconStep, inline_analyse
 from beacon_proxy.rewrite.bodyend import body_end
 from beacon_proxy.rewrite.engine import Engine
 from beacon_proxy.rewrite.footer import Footer
 from beacon_proxy.rewrite.footerplan import FooterPlan, plan_footer
 from beacon_proxy.rewrite.footertext import FooterTexts
+from beacon_proxy.rewrite.known import AnalysisCache, cached
 from beacon_proxy.rewrite.mime import MimePart, parse_message
 from beacon_proxy.rewrite.rules import load_rules
 from beacon_proxy.rewrite.step import Copy, Recipient, Spliced
@@ -362,3 +363,30 @@ def test_a_derived_copy_is_not_parsed_again(name: str, monkeypatch: pytest.Monke
     step = same_as_fresh(copies)
     assert step.granted_derived == len(copies) - 1
     assert len(parsed) == 2 * len(copies) - (len(copies) - 1)  # fresh: all; derived: none
+
+
+def test_personalised_messages_share_their_body_s_shape() -> None:
+    """Messages with their own header and the same body (rebased analyses,
+    ``Engine.rebase``): a granted copy of each is derived from the first message's,
+    with the footer language read from its own header."""
+    step = BeaconStep(ENGINE, TOKENS, public_url="https://prefs.example.com",
+                      hostname="relay.example", steps=())
+    step.cache = AnalysisCache(ENGINE.fingerprint)
+    step.analyse = cached(inline_analyse(ENGINE), step.cache, ENGINE.rebase)
+    mine, fresh = footer(), footer(cache=0)
+
+    async def copies() -> None:
+        for n in range(8):
+            lang = b"Content-Language: ja\r\n" if n % 3 == 1 else b""
+            data = (b"To: s%d@example.org\r\nMessage-ID: <m%d@shop.example>\r\n" % (n, n) + lang
+                    + NEWSLETTER)
+            rcpt = f"s{n}{'x' * (n % 4)}@example.org"
+            env = Envelope(f"Q{n}", "news@shop.example", (rcpt,), list_id="news.shop.example",
+                           received_at=1_800_000_000.0)
+            copy = (await step.prepare(env, data)).render(rcpt, Policy.GRANTED)
+            recipient = Recipient(env, rcpt, Policy.GRANTED, data)
+            one, other = mine(copy, recipient), fresh(copy, recipient)
+            assert one.data == other.data and one.report == other.report
+
+    asyncio.run(copies())
+    assert (mine.granted_planned, mine.granted_derived) == (1, 7)
