@@ -23,7 +23,7 @@ from collections.abc import Callable
 from typing import Any
 
 from beacon_proxy.cli.common import CliError, add_config_option, config_from, path_error
-from beacon_proxy.spool.parts import all_roots, owner_of
+from beacon_proxy.spool.parts import all_roots, leave_request, owner_of
 from beacon_proxy.spool.queue import QueueEntry, Spool, SpoolCorruptError
 
 __all__ = ["entry_to_dict", "register"]
@@ -181,19 +181,15 @@ def _retry(args: argparse.Namespace, spool: Spool) -> int:
         print("retry of every deferred message requested")
         return 0
     queue_id = _queue_id(args.queue_id)
-    found = owner_of(spool.root, queue_id)
-    if found is None:
+    if not leave_request(spool.root, "retry", queue_id):  # to the worker that owns it
         raise CliError(f"no message {queue_id} in the queue")
-    found[0].request_sync("retry", queue_id)  # to the worker that owns it
     print(f"retry of {queue_id} requested")
     return 0
 
 
 def _delete(args: argparse.Namespace, spool: Spool) -> int:
     queue_id = _queue_id(args.queue_id)
-    found = owner_of(spool.root, queue_id)
-    if found is None or not found[0].delete_sync(queue_id):
+    if not leave_request(spool.root, "delete", queue_id):
         raise CliError(f"no message {queue_id} in the queue")
-    found[0].request_sync("delete", queue_id)  # so the running worker forgets it too
     print(f"deleted {queue_id}")
     return 0

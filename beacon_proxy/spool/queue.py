@@ -728,6 +728,10 @@ class Spool:
         self.control.mkdir(parents=True, exist_ok=True)
         (self.control / f"{action}.{queue_id}").touch()
 
+    def withdraw_sync(self, action: Literal["retry", "delete"], queue_id: str) -> None:
+        """Take back a request not yet picked up (it went to the wrong part)."""
+        (self.control / f"{action}.{queue_id}").unlink(missing_ok=True)
+
     async def take_requests(self) -> list[tuple[str, str]]:
         """The pending operator requests; each is handed out once."""
         return await self._run(self._take_requests_sync)
