@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 from pathlib import Path
+from typing import Literal
 
 import pytest
 
@@ -118,28 +119,23 @@ def _adopted_after_the_look_up(monkeypatch: pytest.MonkeyPatch, into: Path,
     monkeypatch.setattr(parts, "owner_of", owner_then_adopt)
 
 
-def test_a_retry_follows_a_message_adopted_meanwhile(tmp_path: Path,
-                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("action", ["retry", "delete"])
+def test_a_request_follows_a_message_adopted_meanwhile(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, action: Literal["retry", "delete"]
+) -> None:
     old, into = part_root(tmp_path, 2), part_root(tmp_path, 0)
     qid = _put(old)
     into.mkdir(parents=True)
     _adopted_after_the_look_up(monkeypatch, into, old)
-    assert leave_request(tmp_path, "retry", qid)
-    assert os.listdir(into / "control") == [f"retry.{qid}"]  # with the worker that has it
-    assert os.listdir(old / "control") == []  # not left in a part no worker owns
-
-
-def test_a_delete_follows_a_message_adopted_meanwhile(tmp_path: Path,
-                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    old, into = part_root(tmp_path, 2), part_root(tmp_path, 0)
-    qid = _put(old)
-    into.mkdir(parents=True)
-    _adopted_after_the_look_up(monkeypatch, into, old)
-    assert leave_request(tmp_path, "delete", qid)
+    assert leave_request(tmp_path, action, qid)
     monkeypatch.undo()
-    assert owner_of(tmp_path, qid) is None
-    assert os.listdir(into / "control") == [f"delete.{qid}"]
-    assert os.listdir(into / "journal") == []
+    assert os.listdir(into / "control") == [f"{action}.{qid}"]  # with the worker that has it
+    assert os.listdir(old / "control") == []  # not left in a part no worker owns
+    found = owner_of(tmp_path, qid)
+    if action == "delete":
+        assert found is None and os.listdir(into / "journal") == []
+    else:
+        assert found is not None and found[0].root == into
 
 
 def test_a_request_for_no_message_is_refused(tmp_path: Path) -> None:
