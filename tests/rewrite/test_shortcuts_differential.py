@@ -37,6 +37,7 @@ from types import SimpleNamespace
 from unittest import mock
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric import ed25519
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -46,6 +47,7 @@ from beacon_proxy.consent.store import open_store
 from beacon_proxy.deliver.smtp import wire_data
 from beacon_proxy.rewrite.beacons import BeaconStep, inline_analyse
 from beacon_proxy.rewrite.diffing import CampaignDiffing
+from beacon_proxy.rewrite.dkim import DkimSigner, SigningKey
 from beacon_proxy.rewrite.engine import Engine
 from beacon_proxy.rewrite.footer import Footer
 from beacon_proxy.rewrite.known import AnalysisCache, body_start
@@ -157,13 +159,20 @@ class _Tap:
         return copy
 
 
-def _chain(shortcut: bool, store: object, tap: _Tap) -> BeaconStep:
+#: The relay's key for the DKIM runs (Ed25519 signatures are deterministic: the chains
+#: sign the same bytes alike)
+DKIM_KEY = SigningKey("shop.example", "ed1", ed25519.Ed25519PrivateKey.generate())
+
+
+def _chain(shortcut: bool, store: object, tap: _Tap, dkim: bool) -> BeaconStep:
     tokens = Tokens(SECRET)
     links = PreferenceLinks(tokens, "https://prefs.example", forward=False)
     steps: list[CopyStep] = [
         ListMailOnly(Footer(links, cache=4 if shortcut else 0)),
         ListMailOnly(UnsubscribeHeaders(links)), TraceHeader("relay.example"), tap]
-    if shortcut:
+    if dkim:  # the signer proves the line ends (Copy.crlf) from its remembered copies
+        steps.append(DkimSigner([DKIM_KEY], clock=lambda: NOW, cache=4 if shortcut else 0))
+    elif shortcut:
         steps.append(CrlfProof())
     engine = Engine(load_rules()) if shortcut else Engine(load_rules(), templates=0)
     return BeaconStep(engine, tokens, public_url="https://prefs.example",
@@ -175,13 +184,13 @@ def _chain(shortcut: bool, store: object, tap: _Tap) -> BeaconStep:
 Run = list[tuple[int, int, int, tuple[tuple[str, bool], ...]]]
 
 
-async def _sends(shortcut: bool, run: Run, where: Path) -> list[object]:
+async def _sends(shortcut: bool, run: Run, where: Path, dkim: bool = False) -> list[object]:
     """What each copy of each message of ``run`` sends: (DATA section, held, report), and
     the bytes each copy had before the line-end proof."""
     out: list[object] = []
     tap = _Tap()
     async with open_store(f"sqlite:///{where / ('s' if shortcut else 'f')}.db") as store:
-        step = _chain(shortcut, store, tap)
+        step = _chain(shortcut, store, tap, dkim)
         for n, (base, seed, shape, rcpts) in enumerate(run):
             data = _message(BASES[base], n, seed, shape)
             env = Envelope(f"Q{n}", "news@shop.example", tuple(r for r, _ in rcpts),
@@ -239,12 +248,28 @@ def test_every_base_rebased_under_another_header_and_its_line_ends_switched(base
                   (base, 5, 24, (("r1@example.org", False), ("ann@example.net", False)))])
 
 
-def _same(run: Run) -> bool:
+@settings(max_examples=max(COUNT // 2, 1), deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(st.integers(0, len(BASES) - 1), st.integers(0, len(BASES) - 1), _RUNS)
+def test_with_dkim_the_shortcut_chain_sends_what_the_fresh_chain_sends(
+        first: int, second: int, messages: list[tuple[bool, int, int, tuple[tuple[str, bool], ...]]]
+) -> None:
+    """The same with DKIM on: the signer's own proof of the line ends (a further copy
+    checked against the last one of the same ``original``, shared by messages of equal
+    bytes) instead of ``CrlfProof``; the fresh signer remembers nothing."""
+    run: Run = [(first, 1, 0, ((NAMED, False), ("ann@example.net", False))),
+                (first, 2, 8, (("bob@example.net", False), ("ann@example.net", True)))]
+    run += [(second if other else first, seed, shape, rcpts)
+            for other, seed, shape, rcpts in messages]
+    assert _same(run, dkim=True)
+
+
+def _same(run: Run, dkim: bool = False) -> bool:
     clock = SimpleNamespace(time=lambda: NOW)  # open tokens carry their minting second
     with mock.patch.object(tokens_module, "time", clock), \
             tempfile.TemporaryDirectory() as tmp:
-        shortcut = asyncio.run(_sends(True, run, Path(tmp)))
-        fresh = asyncio.run(_sends(False, run, Path(tmp)))
+        shortcut = asyncio.run(_sends(True, run, Path(tmp), dkim))
+        fresh = asyncio.run(_sends(False, run, Path(tmp), dkim))
     for n, (mine, theirs) in enumerate(zip(shortcut, fresh, strict=True)):
         assert mine == theirs, (n, run)
     return True
