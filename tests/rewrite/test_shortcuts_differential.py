@@ -10,7 +10,9 @@ unsubscribe and trace headers, then ``lineends.CrlfProof`` (line ends and line-s
 periods proven from the last copy), its ``crlf``/``dots`` handed to
 ``deliver.smtp.wire_data``.  The *fresh* chain has no cache anywhere (``Engine``
 without templates, no analysis cache, ``Footer(cache=0)``, no ``CrlfProof``) and the
-courier's whole-copy pass (``wire_data`` without a proof).
+courier's whole-copy pass (``wire_data`` without a proof).  The copies are compared
+before the line-end step too, and once more with DKIM on (the signer's own proof, with
+and without its remembered copies).
 
 Messages are personalised newsletters (the ``To`` and ``Message-ID`` change per
 message), under the header fuzzer's mutations (Content-* variants, folds, duplicates,
@@ -147,9 +149,8 @@ def _message(base: bytes, n: int, seed: int, shape: int) -> bytes:
 
 
 class _Tap:
-    """A copy step that keeps each copy's bytes as they are before the line-end proof
-    (which a Maildir courier writes as they are; and an SMTP courier's line-end
-    conversion would hide a difference in line ends only)."""
+    """A copy step that keeps each copy's bytes as they are before the line-end step
+    (which makes every copy CRLF, and so would hide a difference in line ends only)."""
 
     def __init__(self) -> None:
         self.seen: list[bytes] = []
