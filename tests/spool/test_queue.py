@@ -2,15 +2,18 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import random
 import stat
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from beacon_proxy.log import add_event_tap, remove_event_tap
 from beacon_proxy.spool import envelope, queue
 from beacon_proxy.spool.envelope import Envelope, new_queue_id
 from beacon_proxy.spool.queue import QueueEntry, Spool, SpoolCorruptError, SpoolInUse
@@ -639,6 +642,7 @@ async def test_a_failed_removal_keeps_the_last_delivery_and_is_told(
     """Not waited for: the thread journals the delivery the removal stood for and logs
     ``remove_failed`` (the message stays, finished: a restart neither loses it nor sends
     it again).  Waited for (:meth:`Spool.remove`): the error is raised to the caller."""
+    caplog.set_level(logging.INFO, "beacon_proxy.relay")  # removed too
     real_remove_sync = spool._remove_sync
 
     def remove_sync(queue_id: str) -> None:
@@ -655,6 +659,7 @@ async def test_a_failed_removal_keeps_the_last_delivery_and_is_told(
     await spool.settled()
     (failed,) = [r for r in caplog.records if r.getMessage() == "remove_failed"]
     assert getattr(failed, "fields", {})["queue_id"] == env.queue_id
+    assert not [r for r in caplog.records if r.getMessage() == "removed"]  # it was not
     back = {e.queue_id: e for e in await spool.recover()}
     assert [(r.state, r.reply) for r in back[env.queue_id].recipients] == [
         ("delivered", "250 first"), ("delivered", "250 last")]
@@ -663,6 +668,38 @@ async def test_a_failed_removal_keeps_the_last_delivery_and_is_told(
     spool.remove_soon(env.queue_id)
     spool.remove_soon(other.queue_id)
     await spool.settled()
+    assert await spool.recover() == []
+    assert [getattr(r, "fields", {})["queue_id"] for r in caplog.records
+            if r.getMessage() == "removed"] == [env.queue_id, other.queue_id]
+
+
+async def test_removed_is_logged_once_the_files_are_gone(spool: Spool) -> None:
+    """``removed`` tells of a removal that happened: the journal's thread logs it after
+    the unlinks (with the caller's reason), not the caller when it hands the removal
+    over (which a failed unlink, or a crash, would then belie)."""
+    seen: list[tuple[str, bool, bool]] = []
+
+    def tap(name: str, fields: dict[str, Any]) -> None:
+        if name == "removed":
+            queue_id = fields["queue_id"]
+            seen.append((fields["reason"],
+                         any(spool._path(s, queue_id).exists() for s in ("active", "deferred")),
+                         (spool.journal / f"{queue_id}.log").exists()))
+
+    one, two, three = _env("a@example.net", "b@example.net"), _env(), _env()
+    for env in (one, two, three):
+        await spool.put(env, DATA)
+    spool.record_soon(one.queue_id, 0, "delivered", "250 ok")  # one has a journal
+    add_event_tap(tap)
+    try:
+        spool.remove_soon(one.queue_id, (1, "250 ok"))
+        spool.remove_soon(two.queue_id, reason="test")
+        await spool.settled()
+        await spool.remove(three.queue_id, reason="waited for")
+    finally:
+        remove_event_tap(tap)
+    assert seen == [("all recipients done", False, False), ("test", False, False),
+                    ("waited for", False, False)]
     assert await spool.recover() == []
 
 
