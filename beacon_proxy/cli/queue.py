@@ -23,12 +23,14 @@ from collections.abc import Callable
 from typing import Any
 
 from beacon_proxy.cli.common import CliError, add_config_option, config_from, path_error
+from beacon_proxy.headerfacts import header_block
 from beacon_proxy.spool.parts import all_roots, leave_request, owner_of
 from beacon_proxy.spool.queue import QueueEntry, Spool, SpoolCorruptError
 
 __all__ = ["entry_to_dict", "register"]
 
 
+_HEADERS_SHOWN = 65536  # bytes of a message's header shown at most (as the console)
 _ID_HELP = "a queue id, as `queue list` shows it and the log's queue_id field has it"
 
 
@@ -149,8 +151,7 @@ def _show(args: argparse.Namespace, spool: Spool) -> int:
     except FileNotFoundError:
         raise CliError(f"message {queue_id} left the queue meanwhile") from None
     info = entry_to_dict(entry)
-    end = data.find(b"\r\n\r\n")
-    headers = data[: end if end >= 0 else min(len(data), 65536)].decode("utf-8", "replace")
+    headers = header_block(data, _HEADERS_SHOWN).decode("utf-8", "replace")
     if args.json:
         info["headers"] = headers
         print(json.dumps(info, ensure_ascii=False))
@@ -164,7 +165,8 @@ def _show(args: argparse.Namespace, spool: Spool) -> int:
         reply = f"  ({r['reply']})" if r["reply"] else ""
         print(f"  {r['state']:<10} {r['address']}{reply}")
     print()
-    print(headers.replace("\r\n", "\n"))  # a bare CR is left to show as a mark on a terminal
+    # A bare CR is left to show as a mark on a terminal; the header's last line end is print's.
+    print(headers.replace("\r\n", "\n").removesuffix("\n"))
     return 0
 
 

@@ -12,7 +12,8 @@ digest of
   <beacon_proxy.rewrite.engine.Engine.fingerprint>`: the tracker rules, their
   allow-list, the engine's limits); and
 * the message's *body* (the bytes after the first empty line,
-  :func:`body_start`; the whole message when it has none), with its length.
+  :func:`~beacon_proxy.headerfacts.body_start`; the whole message when it has
+  none), with its length.
 
 A message whose key is kept is answered in one of two ways, counted in
 ``beacon_proxy_analyses_total{source}``:
@@ -90,6 +91,10 @@ import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 
+# The split of the key: where the body starts (the header facts' search, with the MIME
+# parser's rule: Engine.rebase checks that the parser's root body starts there too).
+# Named here as well, for the callers that split for this cache (footer.py).
+from beacon_proxy.headerfacts import body_start
 from beacon_proxy.metrics import ANALYSES
 from beacon_proxy.rewrite.engine import _REFUSED_KEPT, Analysis
 
@@ -118,26 +123,6 @@ Rebase = Callable[[Analysis, bytes, int], Analysis | None]
 """``(analysis of other bytes, data, body_start(data))``: the analysis of ``data``
 derived from one of a message with the same body, or None (:meth:`Engine.rebase
 <beacon_proxy.rewrite.engine.Engine.rebase>`)."""
-
-
-def body_start(data: bytes) -> int:
-    """Where the body starts: after the first empty line (CRLF or LF); 0 without one.
-
-    Only the key's split: :meth:`Engine.rebase <beacon_proxy.rewrite.engine.Engine.rebase>`
-    checks that the MIME parser's root body starts there too.
-
-    >>> body_start(b"A: 1\\r\\n\\r\\nbody"), body_start(b"A: 1\\n\\nbody"), body_start(b"A: 1")
-    (8, 6, 0)
-    """
-    if data.startswith(b"\r\n"):
-        return 2
-    if data.startswith(b"\n"):
-        return 1
-    crlf = data.find(b"\n\r\n")
-    lf = data.find(b"\n\n", 0, len(data) if crlf < 0 else crlf)
-    if lf >= 0:
-        return lf + 2
-    return crlf + 3 if crlf >= 0 else 0
 
 
 def content_lines(data: bytes, split: int) -> bytes:

@@ -52,6 +52,7 @@ from beacon_proxy.consent.csvio import Kind, export_csv, prepend
 from beacon_proxy.consent.model import Beacons, InvalidValue, StoreError
 from beacon_proxy.consent.store import Store
 from beacon_proxy.display import visible as shown
+from beacon_proxy.headerfacts import header_block
 from beacon_proxy.log import event
 from beacon_proxy.spool.parts import all_roots, leave_request, owner_of
 from beacon_proxy.spool.queue import QueueEntry, Spool, SpoolCorruptError
@@ -544,9 +545,7 @@ class _Handlers:
             data = spool.read_data_sync(entry)
         except (SpoolCorruptError, ValueError, OSError):
             return None, ""
-        end = data.find(b"\r\n\r\n")
-        head = data[: end if end >= 0 else HEADERS_SHOWN][:HEADERS_SHOWN]
-        return entry, head.decode("utf-8", "replace")
+        return entry, header_block(data, HEADERS_SHOWN).decode("utf-8", "replace")
 
     async def queue_action(self, request: web.Request, session: Session,
                            fields: dict[str, str]) -> web.StreamResponse:
