@@ -267,8 +267,10 @@ async def test_one_put_costs_one_data_sync_and_one_directory_sync(
 async def test_concurrent_puts_share_directory_syncs_that_follow_their_renames(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Group commit in the threads: 20 puts at once, the first directory sync held
-    until the 19 others wait for the next one: the 20 cost 2 directory syncs, and each
-    put returns only after a directory sync that started after its own rename has ended."""
+    until the 19 others wait - for the next one, or for this one when its leader was
+    still gathering their writes (a busy machine: every put was writing when the
+    first sync was led) -: the 20 cost at most 2 directory syncs, and each put returns
+    only after a directory sync that started after its own rename has ended."""
     n = 20
     spool = Spool(tmp_path / "spool", put_threads=n)
     spool.open()
@@ -290,7 +292,8 @@ async def test_concurrent_puts_share_directory_syncs_that_follow_their_renames(
         await asyncio.gather(*(put(env) for env in envs))
         assert syncs.count("fdatasync") == n
         assert syncs.count("file-fsync") == 0
-        assert syncs.count("dir-start") == 2  # the held one, then one for all the others
+        # the held one, then one for all the others (or the held one for all)
+        assert syncs.count("dir-start") in (1, 2)
         events = syncs.events
         for env in envs:
             renamed = events.index(("rename", env.queue_id))
