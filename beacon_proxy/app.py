@@ -63,6 +63,7 @@ from beacon_proxy.rewrite.known import AnalysisCache
 from beacon_proxy.rewrite.lineends import CrlfProof
 from beacon_proxy.rewrite.links import PreferenceLinks
 from beacon_proxy.rewrite.pool import INLINE_BYTES, AnalysisPool, default_engine
+from beacon_proxy.rewrite.rules import rules_text
 from beacon_proxy.rewrite.step import CopyStep, ListMailOnly, TraceHeader
 from beacon_proxy.rewrite.unsubscribe import UnsubscribeHeaders
 from beacon_proxy.smtpd.server import SmtpServer
@@ -312,8 +313,10 @@ class Relay:
         # Analysis runs in worker processes under a CPU budget: one message can neither
         # hold the event loop (C regex calls keep the GIL) nor run for ever.
         # The proxy's own /o/ pixel is never labelled a vendor (issue 9).
+        # The rules are read here once: a worker restarted after a package upgrade builds
+        # the rules the cache's fingerprint (below) names, not the new file's.
         own = (cfg.web.public_url,)
-        engine_factory = functools.partial(default_engine, allow=own)
+        engine_factory = functools.partial(default_engine, allow=own, text=rules_text())
         analysers = cfg.policy.analysis_workers or min(os.cpu_count() or 1, 4)
         if role is not None:  # the relay's analysers, shared out over its workers
             analysers = max(1, analysers // role.count)

@@ -91,7 +91,8 @@ ANALYSES = Counter(
     "analysed recently, rewrite/known.py), header (the same body under another header "
     "was analysed recently; derived once proven, rewrite/known.py), inline (a small "
     "message, in the relay's own process), pool (an analysis worker process; failures "
-    "included).",
+    "included), failed (the same body's analysis failed within the last 5 minutes: the "
+    "copy falls back at once, rewrite/known.py).",
     ["source"],
     registry=REGISTRY,
 )

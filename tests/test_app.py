@@ -189,3 +189,21 @@ async def test_small_messages_are_analysed_in_the_relay_and_larger_ones_in_the_p
     with pytest.raises(RuntimeError, match="not started"):
         await relay.rewrite.analyse(small + b" ")
     assert [a - b for a, b in zip(counts(), before, strict=True)] == [1, 1, 1]
+
+
+def test_analysis_workers_build_the_rules_read_at_start(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A pool worker restarted later (a crash, a timeout) builds the rules the relay read
+    at start, whatever the package holds by then (an in-place upgrade): the analysis
+    cache's fingerprint names them."""
+    import pickle
+
+    from beacon_proxy.rewrite import rules
+
+    cfg = _config(tmp_path, f'[store]\nurl = "sqlite:///{tmp_path}/consent.db"\n')
+    relay = Relay(cfg)
+    started = rules.load_rules(allow=(cfg.web.public_url,)).fingerprint
+    monkeypatch.setattr(rules, "_packaged", lambda: '{"vendors": {"New": ["new\\\\.example"]}}')
+    assert rules.load_rules(allow=(cfg.web.public_url,)).fingerprint != started  # upgraded
+    factory = pickle.loads(pickle.dumps(relay.analysis._factory))  # as a worker gets it
+    assert factory().rules.fingerprint == started

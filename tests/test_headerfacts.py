@@ -1,11 +1,15 @@
-"""One parser for List-Id and Message-ID, used by the SMTP side, the engine and scan."""
+"""One parser for List-Id and Message-ID, used by the SMTP side, the engine and scan, and
+one search for the end of the header section."""
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
-from beacon_proxy.headerfacts import header_block, list_id, message_id, one_click_url
+from beacon_proxy.headerfacts import body_start, header_block, list_id, message_id, one_click_url
 from beacon_proxy.rewrite.engine import Engine
+from beacon_proxy.rewrite.mime import parse_message
 from beacon_proxy.rewrite.rules import load_rules
 
 
@@ -99,3 +103,58 @@ _POST = b"List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n"
 )
 def test_one_click_url(header: bytes, expected: str | None) -> None:
     assert one_click_url(header + b"\r\nbody") == expected
+
+
+# -- where the header section ends: one search for every reader ------------------
+
+
+@pytest.mark.parametrize(
+    ("data", "start", "block"),
+    [
+        (b"A: 1\r\nB: 2\r\n\r\nbody\r\n", 14, b"A: 1\r\nB: 2\r\n"),  # CRLF
+        (b"A: 1\nB: 2\n\nbody\n", 11, b"A: 1\nB: 2\n"),  # bare LF
+        (b"A: 1\r\n\nbody", 7, b"A: 1\r\n"),  # a CRLF line, then an empty LF one
+        (b"A: 1\n\r\nbody", 7, b"A: 1\n"),  # an LF line, then an empty CRLF one
+        (b"A: 1\n\n\r\nbody", 6, b"A: 1\n"),  # the LF one comes first (was 8)
+        (b"A: 1\r\n\r\n", 8, b"A: 1\r\n"),  # no body
+        (b"A: 1\n\n", 6, b"A: 1\n"),
+        (b"A: 1\r\nB: 2\r\n", 0, b"A: 1\r\nB: 2\r\n"),  # a header only: no empty line
+        (b"A: 1", 0, b"A: 1"),
+        (b"\r\nbody\r\n\r\nmore", 2, b""),  # no header
+        (b"\nbody", 1, b""),
+        (b"", 0, b""),
+        (b"A: 1\r\rB\r\n\r\n", 11, b"A: 1\r\rB\r\n"),  # a bare CR ends no line
+    ],
+)
+def test_body_start_and_header_block(data: bytes, start: int, block: bytes) -> None:
+    assert body_start(data) == start
+    assert header_block(data) == block
+    if start:  # the rewrite's MIME parser reads the same header section
+        assert parse_message(data).root.body_span.start == start
+
+
+def test_the_search_is_bounded_by_its_limit() -> None:
+    data = b"A: 1\r\n\r\nbody"
+    assert body_start(data, 8) == 8 and body_start(data, 7) == 0
+    assert header_block(data, 8) == b"A: 1\r\n" and header_block(data, 7) == data[:7]
+    long = b"X: " + b"x" * 100 + b"\r\n\r\nbody"
+    assert header_block(long, 50) == long[:50]
+
+
+def test_body_start_is_the_first_empty_line_of_any_line_ends() -> None:
+    """Held to the rule written out line by line: a line ends at LF; an empty one is
+    nothing or a lone CR before it."""
+
+    def by_lines(data: bytes) -> int:
+        at = 0
+        while (nl := data.find(b"\n", at)) >= 0:
+            if data[at:nl] in (b"", b"\r"):
+                return nl + 1
+            at = nl + 1
+        return 0
+
+    rng = random.Random(12)
+    pieces = (b"A: 1", b"\r\n", b"\n", b"\r", b" b", b":")
+    for _ in range(20_000):
+        data = b"".join(rng.choice(pieces) for _ in range(rng.randrange(9)))
+        assert body_start(data) == by_lines(data), data

@@ -23,12 +23,14 @@ from collections.abc import Callable
 from typing import Any
 
 from beacon_proxy.cli.common import CliError, add_config_option, config_from, path_error
-from beacon_proxy.spool.parts import all_roots, owner_of
+from beacon_proxy.headerfacts import header_block
+from beacon_proxy.spool.parts import all_roots, leave_request, owner_of
 from beacon_proxy.spool.queue import QueueEntry, Spool, SpoolCorruptError
 
 __all__ = ["entry_to_dict", "register"]
 
 
+_HEADERS_SHOWN = 65536  # bytes of a message's header shown at most (as the console)
 _ID_HELP = "a queue id, as `queue list` shows it and the log's queue_id field has it"
 
 
@@ -149,8 +151,7 @@ def _show(args: argparse.Namespace, spool: Spool) -> int:
     except FileNotFoundError:
         raise CliError(f"message {queue_id} left the queue meanwhile") from None
     info = entry_to_dict(entry)
-    end = data.find(b"\r\n\r\n")
-    headers = data[: end if end >= 0 else min(len(data), 65536)].decode("utf-8", "replace")
+    headers = header_block(data, _HEADERS_SHOWN).decode("utf-8", "replace")
     if args.json:
         info["headers"] = headers
         print(json.dumps(info, ensure_ascii=False))
@@ -164,7 +165,8 @@ def _show(args: argparse.Namespace, spool: Spool) -> int:
         reply = f"  ({r['reply']})" if r["reply"] else ""
         print(f"  {r['state']:<10} {r['address']}{reply}")
     print()
-    print(headers.replace("\r\n", "\n"))  # a bare CR is left to show as a mark on a terminal
+    # A bare CR is left to show as a mark on a terminal; the header's last line end is print's.
+    print(headers.replace("\r\n", "\n").removesuffix("\n"))
     return 0
 
 
@@ -181,19 +183,15 @@ def _retry(args: argparse.Namespace, spool: Spool) -> int:
         print("retry of every deferred message requested")
         return 0
     queue_id = _queue_id(args.queue_id)
-    found = owner_of(spool.root, queue_id)
-    if found is None:
+    if not leave_request(spool.root, "retry", queue_id):  # to the worker that owns it
         raise CliError(f"no message {queue_id} in the queue")
-    found[0].request_sync("retry", queue_id)  # to the worker that owns it
     print(f"retry of {queue_id} requested")
     return 0
 
 
 def _delete(args: argparse.Namespace, spool: Spool) -> int:
     queue_id = _queue_id(args.queue_id)
-    found = owner_of(spool.root, queue_id)
-    if found is None or not found[0].delete_sync(queue_id):
+    if not leave_request(spool.root, "delete", queue_id):
         raise CliError(f"no message {queue_id} in the queue")
-    found[0].request_sync("delete", queue_id)  # so the running worker forgets it too
     print(f"deleted {queue_id}")
     return 0

@@ -44,7 +44,10 @@ from beacon_proxy.consent.policy import Policy
 from beacon_proxy.consent.queries import Migration, load_migrations, load_queries
 
 __all__ = [
+    "CHANGES_KEPT",
+    "CHANGES_LOGGED",
     "EXPORT_PAGE",
+    "LOOP_READ_MAX",
     "MAX_PAGE",
     "Conn",
     "Row",
@@ -66,6 +69,9 @@ Row = dict[str, Any]
 CHANGES_KEPT = 100_000
 #: A change of more addresses (an import) is not logged one by one: caches forget all.
 CHANGES_LOGGED = 10_000
+#: Rows one statement of the relay's decision lookup may read on the event loop
+#: (SQLite, see :mod:`.sqlite`): more go to the connection's thread.
+LOOP_READ_MAX = 32
 MAX_PAGE = 1000
 EXPORT_PAGE = MAX_PAGE
 
@@ -214,10 +220,20 @@ class SqlBase(abc.ABC):
 
     async def _changes_since(self, held: int, version: int) -> set[str] | None:
         """The keyed hashes changed between two versions; None when some change in
-        between was not logged (made outside the store, or pruned): forget all."""
-        # at most one row per decision row changed, and each moved the version
-        async with self._lookup_read(version - held) as c:
-            rows = await c.fetch("decision-changes", held, version)
+        between was not logged (made outside the store, or pruned) or more than
+        :data:`CHANGES_LOGGED` rows are to read: forget all.
+
+        One version can log up to :data:`CHANGES_LOGGED` rows (a bulk change), so the
+        span of versions bounds nothing: the first statement reads at most
+        :data:`LOOP_READ_MAX` rows (SQLite: on the event loop), and only a longer log
+        is read again whole (SQLite: in the thread)."""
+        async with self._lookup_read(LOOP_READ_MAX) as c:
+            rows = await c.fetch("decision-changes", held, version, LOOP_READ_MAX)
+        if len(rows) == LOOP_READ_MAX:  # perhaps cut short: read it all, bounded
+            async with self._lookup_read(CHANGES_LOGGED + 1) as c:
+                rows = await c.fetch("decision-changes", held, version, CHANGES_LOGGED + 1)
+            if len(rows) > CHANGES_LOGGED:
+                return None
         covered, changed = held, set()
         for r in rows:  # oldest first; several rows per change
             if int(r["version_from"]) > covered:

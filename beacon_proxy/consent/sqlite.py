@@ -18,8 +18,8 @@ and a third, plain ``sqlite3`` connection used **on the event loop** (the
   change it; this one never writes).  When it cannot be read (the file is
   busy), the lookup bypasses the cache.
 * the relay's decision lookup of up to :data:`LOOP_READ_MAX` addresses (a
-  message's recipients), and its read of the change log after a change of up
-  to that many versions (at most one row a version): primary-key reads of
+  message's recipients), and its read of at most that many rows of the change
+  log (a longer log, e.g. after a bulk change, is read in the thread): reads of
   ~10 µs a key, where the hop to the reader's thread and back (a queue, a
   semaphore, the GIL handed over twice, ``call_soon_threadsafe``) costs
   ~50 µs of CPU.
@@ -61,7 +61,7 @@ from beacon_proxy.consent.cache import DEFAULT_CACHE_SIZE, LOOP_READS, CacheMode
 from beacon_proxy.consent.model import StoreError, StoreUnavailable, iso
 from beacon_proxy.consent.policy import Policy
 from beacon_proxy.consent.queries import split_sqlite_script
-from beacon_proxy.consent.sqlbase import Conn, Row
+from beacon_proxy.consent.sqlbase import LOOP_READ_MAX, Conn, Row
 from beacon_proxy.consent.sqlstore import SqlStore
 
 __all__ = ["BUSY_TIMEOUT_MS", "LOOP_READ_MAX", "SqliteStore"]
@@ -71,7 +71,6 @@ BUSY_TIMEOUT_MS = 10_000
 #: on the reader's thread).  A lookup of 32 holds the loop ~0.4 ms (address parsing and
 #: hashing included, which stay on the loop anyway); past that the thread's fixed
 #: ~0.05-0.1 ms is under 15 % of it (docs/performance.md, "Decisions read on the loop").
-LOOP_READ_MAX = 32
 
 
 def _arg(value: object) -> object:

@@ -481,11 +481,11 @@ class Scheduler:
             self._push(entry)
         else:
             # Done by the journal's thread after this message's lines, not waited for
-            # (no hop back to the loop); if the unlink fails it journals the last
-            # delivery and logs it, and the next start removes the message.
+            # (no hop back to the loop), and logged there (removed) once done; if the
+            # unlink fails it journals the last delivery and logs remove_failed, and
+            # the next start removes the message.
             self.spool.remove_soon(env.queue_id, unjournaled)
             self._entries.pop(env.queue_id, None)
-            event("removed", queue_id=env.queue_id, reason="all recipients done")
 
     async def _decisions(self, entry: QueueEntry, pending: list[int]
                          ) -> tuple[Mapping[str, Decision], Result | None]:

@@ -76,7 +76,7 @@ from aiosmtplib.response import SMTPResponse
 from beacon_proxy.config import Endpoint
 from beacon_proxy.deliver.courier import Outcome, Result
 from beacon_proxy.metrics import UPSTREAM_CONNECTIONS
-from beacon_proxy.rewrite.lineends import crlf_lines
+from beacon_proxy.rewrite.lineends import LINE_DOT, crlf_lines
 
 __all__ = ["Dots", "SmtpCourier", "StartTls", "wire_data"]
 
@@ -92,7 +92,6 @@ _MAX_REPLY_BYTES = 4 * _MAX_REPLY_LINE  # ... and a whole reply
 _ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
 _PLAIN_ADDRESS = re.compile(rf"{_ATEXT}(?:\.{_ATEXT})*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*")
 # The pipelined group (RFC 2920): each command's stage and the reply codes that accept it.
-_LINE_DOT = re.compile(rb"\r\n\.")  # a line's leading period: stuffed (RFC 5321 4.5.2)
 _GROUP = (("MAIL FROM", (250,)), ("RCPT TO", (250, 251)), ("DATA", (354,)))
 # How a transaction ended: its final reply, or the exception for a refusal, a bad
 # address, a lost connection or a timeout.
@@ -135,7 +134,7 @@ def wire_data(data: bytes, crlf: bool = False, dots: Dots = None) -> bytes:
     # split + join: one search pass (replace() makes two: it counts first); re's search
     # for a literal starting with CR is faster than bytes.split's (70 KB: 0.052 ms
     # against 0.067).  The terminator goes onto the last piece: one copy of the rest.
-    pieces = _LINE_DOT.split(data)
+    pieces = LINE_DOT.split(data)
     pieces[-1] += b".\r\n"
     if data.startswith(b"."):
         pieces[0] = b"." + pieces[0]

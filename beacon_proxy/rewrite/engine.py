@@ -74,6 +74,8 @@ from beacon_proxy.rewrite.identity import RecipientIdentity
 from beacon_proxy.rewrite.inline import transparent_png
 from beacon_proxy.rewrite.mime import (
     HTML_TYPES,
+    MAX_DEPTH,
+    MAX_PARTS,
     MESSAGE_TYPES,
     OPAQUE_TYPES,
     RENDERED_TYPES,
@@ -310,7 +312,8 @@ class Engine:
     (:class:`~beacon_proxy.rewrite.rescan.ScanCache`, which never changes a result);
     safe to share between threads."""
 
-    def __init__(self, rules: TrackerRules, *, max_depth: int = 100, max_parts: int = 1000,
+    def __init__(self, rules: TrackerRules, *, max_depth: int = MAX_DEPTH,
+                 max_parts: int = MAX_PARTS,
                  max_tags: int = 200_000, templates: int = MAX_TEMPLATES) -> None:
         self.rules = rules
         self._max_depth = max_depth

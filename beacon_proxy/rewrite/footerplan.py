@@ -55,6 +55,8 @@ from beacon_proxy.rewrite.charsets import (
 )
 from beacon_proxy.rewrite.footertext import FooterText, FooterTexts
 from beacon_proxy.rewrite.mime import (
+    MAX_DEPTH,
+    MAX_PARTS,
     MESSAGE_TYPES,
     OPAQUE_TYPES,
     MimePart,
@@ -90,8 +92,6 @@ _UNWRITABLE: Final = frozenset({UNKNOWN_CHARSET, "replacement", "x-user-defined"
 #: Everywhere else an ASCII byte is always that character, whatever the other bytes.
 _CHECKED: Final = frozenset({"shift_jis", "iso-2022-jp", "gbk", "gb18030", "big5", "euc-kr"})
 _JIS_ROMAN: Final = b"\x1b(J"
-_MAX_DEPTH: Final = 100  # the parser's limits (its defaults), the same for a rebased plan
-_MAX_PARTS: Final = 1000
 _ASCII_ESCAPE: Final = b"\x1b(B"
 #: Every printable ASCII character: what a link (escaped or not) is checked to be made of.
 _PROBE: Final = "".join(map(chr, range(0x20, 0x7F)))
@@ -345,7 +345,7 @@ def plan_footer(data: bytes, texts: FooterTexts, default_language: str,
     ``reuse(tree, part, kind)``: a part's plan proven equal to the one
     ``_plan_part`` would make, or None (then it is made) -- :func:`derive_granted`.
     """
-    return _plan_tree(parse_message(data, max_depth=_MAX_DEPTH, max_parts=_MAX_PARTS), texts,
+    return _plan_tree(parse_message(data, max_depth=MAX_DEPTH, max_parts=MAX_PARTS), texts,
                       default_language, reuse)
 
 
@@ -423,7 +423,7 @@ def rebase_plan(plan: FooterPlan, data: bytes, split: int, texts: FooterTexts,
     """
     if plan.failure is not None:
         return None
-    tree = reparse_shifted(plan.tree, data, split, max_depth=_MAX_DEPTH, max_parts=_MAX_PARTS)
+    tree = reparse_shifted(plan.tree, data, split, max_depth=MAX_DEPTH, max_parts=MAX_PARTS)
     if tree is None or _is_signed(tree) != _is_signed(plan.tree) \
             or _headless(tree.root) != _headless(plan.tree.root):
         return None
@@ -793,7 +793,7 @@ def derive_granted(base: GrantedBase, data: bytes, written: Written, texts: Foot
 
     tree = respliced(base.plan.tree, data, base.written, written)
     if tree is None:
-        tree = parse_message(data, max_depth=_MAX_DEPTH, max_parts=_MAX_PARTS)
+        tree = parse_message(data, max_depth=MAX_DEPTH, max_parts=MAX_PARTS)
     return _plan_tree(tree, texts, default_language, reuse), derived
 
 

@@ -12,7 +12,8 @@ digest of
   <beacon_proxy.rewrite.engine.Engine.fingerprint>`: the tracker rules, their
   allow-list, the engine's limits); and
 * the message's *body* (the bytes after the first empty line,
-  :func:`body_start`; the whole message when it has none), with its length.
+  :func:`~beacon_proxy.headerfacts.body_start`; the whole message when it has
+  none), with its length.
 
 A message whose key is kept is answered in one of two ways, counted in
 ``beacon_proxy_analyses_total{source}``:
@@ -38,8 +39,7 @@ A message whose key is kept is answered in one of two ways, counted in
 
 A hit costs one hash of the body (about 0.045 ms for 70 KB; from 256 KB in a
 thread, off the event loop, as is the rebase) and one comparison of the
-bytes.  Failed analyses (an error, the CPU budget, a crash) are never cached:
-the next copy tries again.  The derived analyses are not kept (the one kept
+bytes.  The derived analyses are not kept (the one kept
 still answers its own bytes as ``known``); one entry per body, so two headers
 the proof tells apart (two ``Content-Type`` spellings of one body) take turns.
 
@@ -57,8 +57,22 @@ Concurrent misses of the same body are merged (single flight): while one
 copy's analysis runs, another copy of the same body waits for it instead of
 sending the message to the pool again (a burst at start used to analyse one
 newsletter once per connection).  The waiter uses it as a hit would: equal
-bytes, or a proven header-only change; otherwise, or when the analysis fails
-or is cancelled, each waiter analyses on its own, exactly as without the merge.
+bytes, or a proven header-only change; otherwise, or when the analysis is
+cancelled, each waiter analyses on its own, exactly as without the merge.
+
+A failed analysis (an error, the CPU budget, a crash of the worker) is
+remembered for :data:`FAILED_FOR` seconds, by the body's key and the header's
+``Content-*`` and ``MIME-Version`` lines (what the parse of that body depends
+on): a copy of the same body with the same content lines, waiting for it or
+arriving later, gets :class:`KnownFailure` at once and takes the fail-closed
+fallback, as the failed copy did, instead of spending the pool's budget on the
+same bytes again (a newsletter that overruns its budget, sent as a thousand
+one-recipient messages, would otherwise hold the analysis workers for a
+thousand budgets, and every other message with them).  Other content lines
+are analysed on their own; after :data:`FAILED_FOR` seconds (a retry of a
+held copy, a quieter machine) the body is tried again.  This holds for
+messages of any size (a big one is hashed in a thread).  Counted as
+``beacon_proxy_analyses_total{source="failed"}``.
 
 Bounds: at most ``entries`` analyses and ``max_bytes`` of estimated memory
 (the message, its decoded HTML and the scan entries: :func:`footprint`),
@@ -72,13 +86,20 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import re
+import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 
+# The split of the key: where the body starts (the header facts' search, with the MIME
+# parser's rule: Engine.rebase checks that the parser's root body starts there too).
+# Named here as well, for the callers that split for this cache (footer.py).
+from beacon_proxy.headerfacts import body_start
 from beacon_proxy.metrics import ANALYSES
 from beacon_proxy.rewrite.engine import _REFUSED_KEPT, Analysis
 
-__all__ = ["AnalysisCache", "Rebase", "body_start", "cached", "footprint"]
+__all__ = ["FAILED_FOR", "AnalysisCache", "KnownFailure", "Rebase", "body_start", "cached",
+           "content_lines", "footprint"]
 
 DEFAULT_ENTRIES = 64
 DEFAULT_BYTES = 32 << 20
@@ -86,6 +107,17 @@ DEFAULT_MESSAGE = 8 << 20
 _HASH_IN_THREAD = 256 << 10  # bytes from which the digest is computed in a thread (~0.15 ms)
 _PERSON = b"beacon-analysis\0"  # what BLAKE2b's person= said: these keys are no others
 _PER_ENTRY = 800  # bytes per scanned reference (Entry, Finding, index), measured: ~780
+#: Seconds a failed analysis answers for the same body and content lines.
+FAILED_FOR = 300.0
+_FAILED_KEPT = 256  # failures remembered at most (least recently failed first out)
+#: A header line (with its folded continuations) naming the content: what a body's
+#: parse reads from the header, spelled any way a lenient reader accepts.
+_CONTENT_LINE = re.compile(
+    rb"(?im)^[ \t]*(?:content-[^:\r\n]*|mime-version)[ \t]*:[^\n]*(?:\n[ \t][^\n]*)*")
+
+
+class KnownFailure(Exception):
+    """The analysis of the same body (and content lines) failed moments ago."""
 
 Rebase = Callable[[Analysis, bytes, int], Analysis | None]
 """``(analysis of other bytes, data, body_start(data))``: the analysis of ``data``
@@ -93,24 +125,18 @@ derived from one of a message with the same body, or None (:meth:`Engine.rebase
 <beacon_proxy.rewrite.engine.Engine.rebase>`)."""
 
 
-def body_start(data: bytes) -> int:
-    """Where the body starts: after the first empty line (CRLF or LF); 0 without one.
+def content_lines(data: bytes, split: int) -> bytes:
+    """The header's ``Content-*`` and ``MIME-Version`` lines (``data[:split]``, ``split``
+    being :func:`body_start` of ``data``), in order, as they are: what tells two
+    messages with one body apart for the parse.  Errs towards more lines (any field
+    name that starts so, leading blanks), so it never calls two parses the same
+    that a lenient reader would tell apart by them.
 
-    Only the key's split: :meth:`Engine.rebase <beacon_proxy.rewrite.engine.Engine.rebase>`
-    checks that the MIME parser's root body starts there too.
-
-    >>> body_start(b"A: 1\\r\\n\\r\\nbody"), body_start(b"A: 1\\n\\nbody"), body_start(b"A: 1")
-    (8, 6, 0)
+    >>> m = b"To: a\\r\\nContent-Type: text/html;\\r\\n charset=utf-8\\r\\nX: 1\\r\\n\\r\\nbody"
+    >>> content_lines(m, body_start(m))
+    b'Content-Type: text/html;\\r\\n charset=utf-8\\r'
     """
-    if data.startswith(b"\r\n"):
-        return 2
-    if data.startswith(b"\n"):
-        return 1
-    crlf = data.find(b"\n\r\n")
-    lf = data.find(b"\n\n", 0, len(data) if crlf < 0 else crlf)
-    if lf >= 0:
-        return lf + 2
-    return crlf + 3 if crlf >= 0 else 0
+    return b"\n".join(m[0] for m in _CONTENT_LINE.finditer(data, 0, split))
 
 
 def footprint(analysis: Analysis) -> int:
@@ -133,7 +159,8 @@ class AnalysisCache:
     bytes (LRU)."""
 
     def __init__(self, context: bytes, *, entries: int = DEFAULT_ENTRIES,
-                 max_bytes: int = DEFAULT_BYTES, max_message: int = DEFAULT_MESSAGE) -> None:
+                 max_bytes: int = DEFAULT_BYTES, max_message: int = DEFAULT_MESSAGE,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         if entries < 0 or max_bytes < 0 or max_message < 0:
             raise ValueError("cache bounds must not be negative")
         self.context = bytes(context)
@@ -142,12 +169,38 @@ class AnalysisCache:
         self.max_message = max_message
         self._items: OrderedDict[bytes, tuple[Analysis, int]] = OrderedDict()
         self._bytes = 0
+        # failed analyses: (body key, content lines) -> (when it stops answering, why)
+        self._failed: OrderedDict[tuple[bytes, bytes], tuple[float, str]] = OrderedDict()
+        self._clock = clock
         self.hits = 0  # equal bytes
         self.rebased = 0  # the same body under another header (Engine.rebase)
         self.misses = 0  # analysed
+        self.failed = 0  # answered by a failure of the same body (KnownFailure)
 
     def __len__(self) -> int:
         return len(self._items)
+
+    def fail(self, key: bytes, lines: bytes, exc: BaseException) -> None:
+        """Remember that the analysis of the body ``key`` with these :func:`content_lines`
+        failed, for :data:`FAILED_FOR` seconds."""
+        self._failed.pop((key, lines), None)
+        self._failed[key, lines] = (self._clock() + FAILED_FOR, repr(exc)[:200])
+        while len(self._failed) > _FAILED_KEPT:
+            self._failed.popitem(last=False)
+
+    def failure(self, key: bytes, lines: bytes) -> KnownFailure | None:
+        """The failure remembered for this body and content lines, if not too old."""
+        item = self._failed.get((key, lines))
+        if item is None:
+            return None
+        until, why = item
+        if self._clock() >= until:
+            del self._failed[key, lines]
+            return None
+        self.failed += 1
+        ANALYSES.labels("failed").inc()
+        return KnownFailure(f"the analysis of the same body failed within {FAILED_FOR:g} s: "
+                            f"{why}")
 
     @property
     def size(self) -> int:
@@ -210,6 +263,7 @@ class AnalysisCache:
 
     def clear(self) -> None:
         self._items.clear()
+        self._failed.clear()
         self._bytes = 0
 
 
@@ -219,7 +273,8 @@ Analyse = Callable[[bytes], Awaitable[Analysis]]
 def cached(analyse: Analyse, cache: AnalysisCache, rebase: Rebase | None = None) -> Analyse:
     """``analyse`` behind ``cache``: known bytes answer at once, a known body under another
     header through ``rebase`` when it proves the header changes nothing (None: equal bytes
-    only), failures are not kept."""
+    only); a failure answers the same body and content lines for a while
+    (:class:`KnownFailure`)."""
 
     # misses being analysed now, by key: a copy of the same body that arrives
     # meanwhile waits for that analysis instead of sending the bytes again
@@ -240,18 +295,37 @@ def cached(analyse: Analyse, cache: AnalysisCache, rebase: Rebase | None = None)
             ANALYSES.labels("header").inc()
         return derived
 
-    async def known(data: bytes) -> Analysis:
-        if len(data) > cache.max_message:  # never kept: not even hashed
+    async def analysed(data: bytes, key: bytes, lines: bytes) -> Analysis:
+        """A new analysis of ``data``; its failure is remembered."""
+        cache.misses += 1
+        try:
             return await analyse(data)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            cache.fail(key, lines, exc)
+            raise
+
+    def refused(key: bytes, lines: bytes) -> None:
+        failure = cache.failure(key, lines)
+        if failure is not None:
+            raise failure
+
+    async def known(data: bytes) -> Analysis:
         split = body_start(data)
+        big = len(data) > _HASH_IN_THREAD
         # hashlib lets go of the GIL: a big message is hashed while the loop runs on
-        key = (cache.key(data, split) if len(data) <= _HASH_IN_THREAD
-               else await asyncio.to_thread(cache.key, data, split))
+        key = await asyncio.to_thread(cache.key, data, split) if big else cache.key(data, split)
+        lines = content_lines(data, split)
+        if len(data) > cache.max_message:  # never kept; only a failure is remembered
+            refused(key, lines)
+            return await analysed(data, key, lines)
         base = cache.kept(key)
         if base is not None:
             found = await reuse(base, data, split)
             if found is not None:
                 return found
+        refused(key, lines)
         running = pending.get(key)
         if running is not None:
             # shielded: a waiter that is cancelled does not cancel the analysis
@@ -259,14 +333,13 @@ def cached(analyse: Analyse, cache: AnalysisCache, rebase: Rebase | None = None)
             found = None if shared is None else await reuse(shared, data, split)
             if found is not None:
                 return found
-            cache.misses += 1
-            return await analyse(data)  # the first try failed: try again, as without it
+            refused(key, lines)  # it failed: so would this copy's
+            return await analysed(data, key, lines)  # cancelled, or other content lines
         done: asyncio.Future[Analysis | None] = asyncio.get_running_loop().create_future()
         pending[key] = done
         analysis: Analysis | None = None
-        cache.misses += 1
         try:
-            analysis = await analyse(data)
+            analysis = await analysed(data, key, lines)
             cache.put(data, analysis, key)
         finally:
             del pending[key]

@@ -75,10 +75,15 @@ from typing import Final
 from beacon_proxy.rewrite.dkimbody import MAX_GAPS, LastCopies, crlf_header_at, gaps_pass, matched
 from beacon_proxy.rewrite.step import Copy, Recipient
 
-__all__ = ["MAX_DOTS", "CrlfProof", "Shown", "crlf_lines", "line_dots"]
+__all__ = ["LINE_DOT", "MAX_DOTS", "CrlfProof", "Shown", "crlf_lines", "line_dots"]
 
 MAX_DOTS: Final = 256  # line-start periods carried per copy; more: the courier searches
-_LINE_DOT: Final = re.compile(rb"\r\n\.")  # a period that starts a line (but the first)
+# A period that starts a line (but the first): what SMTP's transparency stuffs and
+# unstuffs (RFC 5321 4.5.2).  One pattern for the three places that search for it
+# (here, ``deliver.smtp.wire_data``, ``smtpd.data.unstuff``); no group, so ``re``
+# searches for it as a literal (faster than ``bytes.find``/``split`` for one that
+# starts with CR: see those functions).
+LINE_DOT: Final = re.compile(rb"\r\n\.")
 
 
 def crlf_lines(data: bytes) -> bytes:
@@ -112,7 +117,7 @@ def line_dots(data: bytes, lo: int = 0, hi: int | None = None,
     """
     hi = len(data) if hi is None else hi
     found = [0] if lo == 0 and data.startswith(b".") else []
-    for match in _LINE_DOT.finditer(data, lo, hi):
+    for match in LINE_DOT.finditer(data, lo, hi):
         found.append(match.end() - 1)
         if limit is not None and len(found) > limit:
             break

@@ -45,10 +45,16 @@ from urllib.parse import unquote_to_bytes
 from beacon_proxy.rewrite.charsets import is_supported, normalise_charset
 from beacon_proxy.rewrite.transfer import ENCODINGS, encode_whole, line_ending, normalise_cte
 
-__all__ = ["HTML_TYPES", "MESSAGE_TYPES", "OPAQUE_TYPES", "PKCS7_TYPES", "RENDERED_TYPES",
-           "MimePart", "MimeTree", "Written", "header_fields", "parse_message", "reencode",
-           "reparse_shifted", "respliced", "with_transfer_encoding"]
+__all__ = ["HTML_TYPES", "MAX_DEPTH", "MAX_PARTS", "MESSAGE_TYPES", "OPAQUE_TYPES",
+           "PKCS7_TYPES", "RENDERED_TYPES", "MimePart", "MimeTree", "Written",
+           "header_fields", "parse_message", "reencode", "reparse_shifted", "respliced",
+           "with_transfer_encoding"]
 
+#: The parser's default limits, nesting levels and parts: past either the tree has a
+#: problem and nothing in it is modified.  A result derived for a message parsed again
+#: (:func:`reparse_shifted`) holds only under the same limits: one source for them.
+MAX_DEPTH: Final = 100
+MAX_PARTS: Final = 1000
 HTML_TYPES: Final = frozenset({"text/html", "text/x-amp-html"})
 """Leaf types :meth:`MimeTree.html_parts` returns."""
 
@@ -209,7 +215,8 @@ def reencode(tree: MimeTree, part: MimePart, decoded: bytes, cte: str
     return body, with_transfer_encoding(tree.data[part.header_span], used, eol)
 
 
-def parse_message(data: bytes, *, max_depth: int = 100, max_parts: int = 1000) -> MimeTree:
+def parse_message(data: bytes, *, max_depth: int = MAX_DEPTH, max_parts: int = MAX_PARTS
+                  ) -> MimeTree:
     """Parse the MIME structure of a raw message (CRLF or LF line ends); never raises."""
     try:
         return _Parser(data, max_depth, max(1, max_parts)).run()
@@ -220,8 +227,8 @@ def parse_message(data: bytes, *, max_depth: int = 100, max_parts: int = 1000) -
         return MimeTree(data, (root,), [f"internal parser error: {exc!r}"], False)
 
 
-def reparse_shifted(old: MimeTree, data: bytes, split: int, *, max_depth: int = 100,
-                    max_parts: int = 1000) -> MimeTree | None:
+def reparse_shifted(old: MimeTree, data: bytes, split: int, *, max_depth: int = MAX_DEPTH,
+                    max_parts: int = MAX_PARTS) -> MimeTree | None:
     """The tree of ``data`` when it is ``old``'s tree shifted by the change in the header's
     length: ``data`` has ``old``'s body (``data[split:]``) under another header.  None
     unless proven (then parse ``data`` and do the work afresh).

@@ -140,10 +140,12 @@ class Analyser(Protocol):
     def analyse(self, data: bytes) -> Analysis: ...
 
 
-def default_engine(rules: str | Path | None = None, allow: tuple[str, ...] = ()) -> Engine:
+def default_engine(rules: str | Path | None = None, allow: tuple[str, ...] = (),
+                   text: str | None = None) -> Engine:
     """The analyser a worker builds by default: the engine with these tracker rules
-    (``allow``: URL prefixes no rule may match, see :func:`load_rules`)."""
-    return Engine(load_rules(rules, allow=allow))
+    (``allow``: URL prefixes no rule may match; ``text``: the rules file's text, read
+    once by the parent - see :func:`load_rules`)."""
+    return Engine(load_rules(rules, allow=allow, text=text))
 
 
 # -- the worker process ---------------------------------------------------------

@@ -47,7 +47,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-__all__ = ["Rule", "RulesError", "TrackerRules", "literal_runs", "load_rules"]
+__all__ = ["Rule", "RulesError", "TrackerRules", "literal_runs", "load_rules", "rules_text"]
 
 _FLAGS = re.IGNORECASE | re.ASCII
 _WORD = frozenset(b"abcdefghijklmnopqrstuvwxyz")
@@ -398,17 +398,31 @@ def _packaged() -> str:
     return resources.files("beacon_proxy").joinpath("data/trackers.json").read_text("utf-8")
 
 
-def load_rules(path: str | Path | None = None, *, allow: Iterable[str] = ()) -> TrackerRules:
-    """Load and compile the tracker rules (the packaged copy when ``path`` is None).
+def rules_text(path: str | Path | None = None) -> str:
+    """The rules file's text (the packaged copy when ``path`` is None): read once by a
+    process that hands the same rules to processes it starts later (the analysis pool's
+    workers are restarted at any time; an upgraded package or an edited file must not
+    give them other rules than the cache's fingerprint names)."""
+    try:
+        return _packaged() if path is None else Path(path).read_text("utf-8")
+    except (OSError, ValueError) as exc:
+        raise RulesError(f"cannot load tracker rules from {path or 'package'}: {exc}") from exc
+
+
+def load_rules(path: str | Path | None = None, *, allow: Iterable[str] = (),
+               text: str | None = None) -> TrackerRules:
+    """Load and compile the tracker rules (the packaged copy when ``path`` is None; the
+    given ``text`` of a rules file, as :func:`rules_text` read it, when not None).
 
     ``allow``: URL prefixes no rule may match (the proxy's own ``public_url``).
     """
+    if text is None:
+        text = rules_text(path)
     try:
-        text = _packaged() if path is None else Path(path).read_text("utf-8")
         data = json.loads(text)
         vendors = data["vendors"]
         if not isinstance(vendors, dict):
             raise TypeError("'vendors' must be an object")
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+    except (ValueError, KeyError, TypeError) as exc:
         raise RulesError(f"cannot load tracker rules from {path or 'package'}: {exc}") from exc
     return TrackerRules(vendors, source=str(data.get("source", "")), allow=allow)

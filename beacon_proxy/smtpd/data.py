@@ -47,12 +47,13 @@ import asyncio
 import re
 from typing import Final
 
+from beacon_proxy.rewrite.lineends import LINE_DOT
+
 __all__ = ["canonical", "crlf_line_ends", "drop_lone_dots", "has_bare_lf", "read_data", "unstuff"]
 
 _END = b".\r\n"
 _LONE_DOT = b"\r\n.\r\n"
 _BARE_LF: Final = re.compile(rb"\n(?<!\r\n)")  # an LF, then a look back: see has_bare_lf
-_STUFFED: Final = re.compile(rb"\r\n\.")  # a line's leading period (no group: a literal)
 
 
 def has_bare_lf(data: bytes) -> bool:
@@ -113,7 +114,7 @@ def unstuff(content: bytes) -> bytes:
     """
     if content.startswith(b"."):
         content = content[1:]
-    return _STUFFED.sub(b"\r\n", content)
+    return LINE_DOT.sub(b"\r\n", content)
 
 
 def canonical(received: bytes) -> bytes:

@@ -23,6 +23,12 @@ recovery removes).  Requests in ``control/`` and items in ``corrupt/`` move with
 it; files in ``tmp/`` were never acknowledged and are removed, as recovery would.
 The source part is locked while it is adopted (a worker of an earlier run may
 still be finishing; :func:`lock_within` waits for it).
+
+An operator's request about one message (:func:`leave_request`: the command line's and
+the console's retry and delete) goes to the part that holds it; a worker starting
+meanwhile may adopt the message, and a request written into its old part after
+adoption moved the requests would wait there for the next start, so the request
+follows the message.  A message deleted while it is adopted is skipped.
 """
 
 from __future__ import annotations
@@ -31,12 +37,13 @@ import contextlib
 import os
 import time
 from pathlib import Path
+from typing import Literal
 
 from beacon_proxy.log import event
 from beacon_proxy.spool.queue import QueueEntry, Spool, SpoolInUse, fsync_dir
 
-__all__ = ["PARTS", "adopt", "all_roots", "lock_within", "owner_of", "part_root",
-           "sources_for"]
+__all__ = ["PARTS", "adopt", "all_roots", "leave_request", "lock_within", "owner_of",
+           "part_root", "sources_for"]
 
 PARTS = "parts"
 _QUEUE_DIRS = ("active", "deferred")
@@ -80,6 +87,36 @@ def owner_of(root: Path, queue_id: str) -> tuple[Spool, QueueEntry] | None:
         if entry is not None:
             return spool, entry
     return None
+
+
+#: How often a request follows a message that moved while it was written: a message
+#: moves once per worker start, so more means parts changing faster than a request.
+_FOLLOW = 4
+
+
+def leave_request(root: Path, action: Literal["retry", "delete"], queue_id: str) -> bool:
+    """An operator's ``retry`` or ``delete`` of ``queue_id``, left with the part that
+    holds it (``delete`` also removes it there now, so the running worker only has to
+    forget it); False when no part holds it.
+
+    After writing, the part is checked again: if the message moved meanwhile (adopted
+    by a worker that started), the request is taken back and made again where it is
+    now, instead of waiting in a part no worker owns until the next start."""
+    for _ in range(_FOLLOW):
+        found = owner_of(root, queue_id)
+        if found is None:
+            return False
+        spool = found[0]
+        if action == "delete":
+            if spool.delete_sync(queue_id):
+                spool.request_sync("delete", queue_id)  # so the running worker forgets it
+                return True
+            continue  # moved (or finished) between the look-up and the removal
+        spool.request_sync("retry", queue_id)
+        if spool.find_sync(queue_id) is not None:
+            return True
+        spool.withdraw_sync("retry", queue_id)
+    return False
 
 
 def lock_within(spool: Spool, timeout: float) -> None:
@@ -127,10 +164,14 @@ def _adopt_locked(into: Path, source: Path) -> int:
         for name in names:
             journal = source / "journal" / f"{name}.log"
             target_journal = into / "journal" / f"{name}.log"
-            if journal.exists():
-                target_journal.unlink(missing_ok=True)  # a link from a crashed adoption
+            target_journal.unlink(missing_ok=True)  # a link from a crashed adoption
+            with contextlib.suppress(FileNotFoundError):  # none, or deleted meanwhile
                 os.link(journal, target_journal)
-            os.rename(source / state / name, into / state / name)  # the commit point
+            try:
+                os.rename(source / state / name, into / state / name)  # the commit point
+            except FileNotFoundError:  # an operator deleted it meanwhile (or it moved on)
+                target_journal.unlink(missing_ok=True)
+                continue
             journal.unlink(missing_ok=True)
             moved += 1
     for d in ("control", "corrupt"):

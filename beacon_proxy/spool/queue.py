@@ -48,9 +48,10 @@ either nothing (done) or the queue file with the outcomes that reached the
 disk, and retries the rest: a redelivery at worst, never a loss.  The removal
 itself is handed to the journal's writer thread (:meth:`Spool.remove_soon`),
 behind the message's lines, and not waited for: a crash before the thread
-does it is the same case (the queue file is still there), and a failed unlink
-journals the delivery the removal stood for, is logged (``remove_failed``),
-and leaves the finished message for the next start to remove.  The window
+does it is the same case (the queue file is still there).  The thread logs
+``removed`` once the files are gone; a failed unlink journals the delivery the
+removal stood for, is logged (``remove_failed``, and no ``removed``), and leaves
+the finished message for the next start to remove.  The window
 is that of an at-least-once MTA such as Postfix: a *process* crash retries
 a delivered recipient only if it falls between the upstream's ``250`` and
 the journal write (or the unlink) that follows it (both done by the writer
@@ -101,6 +102,7 @@ FINAL_STATES = frozenset({"delivered", "bounced", "suppressed"})
 RecipientState = Literal["pending", "deferred", "delivered", "bounced", "suppressed"]
 QueueState = Literal["active", "deferred"]
 _STATES: tuple[QueueState, ...] = ("active", "deferred")
+_DONE = "all recipients done"  # why a finished message is removed (the removed event)
 
 log = logging.getLogger(__name__)
 P = ParamSpec("P")
@@ -297,6 +299,7 @@ class _Removal:
     queue_id: str
     last: tuple[int, str] | None  # an unjournaled delivery, journaled if the unlink fails
     done: _Answer | None  # who waits for it (None: nobody; a failure is logged)
+    reason: str  # why it leaves the queue: the ``removed`` event's, once it has
 
 
 class _JournalWriter:
@@ -339,10 +342,10 @@ class _JournalWriter:
         self._queue.put((queue_id, payload))
 
     def remove(self, queue_id: str, last: tuple[int, str] | None,
-               done: _Answer | None) -> None:
+               done: _Answer | None, reason: str) -> None:
         """Remove ``queue_id``'s files once the lines handed over before are written."""
         self._unflushed.discard(queue_id)  # its lines go before the removal, in order
-        self._queue.put(_Removal(queue_id, last, done))
+        self._queue.put(_Removal(queue_id, last, done, reason))
 
     async def flushed(self, queue_id: str | None) -> None:
         """Wait for the lines of ``queue_id`` handed over before (``None``: for every
@@ -391,9 +394,11 @@ class _JournalWriter:
                 self._errors.setdefault(queue_id, exc)
 
     def _removal(self, item: _Removal, payloads: list[bytes] | None) -> None:
-        """Write the message's last lines, then remove it.  A failed line no longer
-        matters once the message is gone; a failed removal is answered to whoever
-        waits for it, else logged (the message stays queued: see :meth:`Spool.remove_soon`)."""
+        """Write the message's last lines, then remove it and log ``removed`` (here, once
+        it is gone: logged when handed over, it told of a removal that might still fail,
+        or never happen if the process died first).  A failed line no longer matters
+        once the message is gone; a failed removal is answered to whoever waits for it,
+        else logged (the message stays queued: see :meth:`Spool.remove_soon`)."""
         if payloads:
             self._write({item.queue_id: payloads})
         self._errors.pop(item.queue_id, None)
@@ -407,6 +412,7 @@ class _JournalWriter:
                       error=f"{type(exc).__name__}: {exc}",
                       kept="until the next start, which finishes it")
             return
+        event("removed", queue_id=item.queue_id, reason=item.reason)
         if item.done is not None:
             self._answer(item.done, None)
 
@@ -634,16 +640,17 @@ class Spool:
         if src.exists():
             os.rename(src, self._path(state, queue_id))
 
-    async def remove(self, queue_id: str) -> None:
+    async def remove(self, queue_id: str, *, reason: str = _DONE) -> None:
         """Forget a finished message, and wait until it is done (raising a failed
         unlink): :meth:`remove_soon`, waited for."""
         assert self._journal_writer is not None, "Spool.open() was not called"
         loop = asyncio.get_running_loop()
         done: asyncio.Future[None] = loop.create_future()
-        self._journal_writer.remove(queue_id, None, (loop, done))
+        self._journal_writer.remove(queue_id, None, (loop, done), reason)
         await done
 
-    def remove_soon(self, queue_id: str, last: tuple[int, str] | None = None) -> None:
+    def remove_soon(self, queue_id: str, last: tuple[int, str] | None = None, *,
+                    reason: str = _DONE) -> None:
         """Forget a finished message: the queue file first, then its journal, done by
         the journal's writer thread after the lines handed over before (so no line is
         written after the unlink to leave an orphan journal), without waiting for it.
@@ -655,10 +662,11 @@ class Spool:
         finished, not journaled (the removal stands for it): if the queue file
         cannot be unlinked, the thread journals it (so the recipient is not sent it
         again) and logs ``remove_failed``; the message then stays on disk, finished,
-        until the next start removes it.  :meth:`settled` waits for removals handed
-        over; :meth:`close` does them all."""
+        until the next start removes it.  Once the files are gone the thread logs
+        ``removed`` with ``reason``.  :meth:`settled` waits for removals handed over;
+        :meth:`close` does them all."""
         assert self._journal_writer is not None, "Spool.open() was not called"
-        self._journal_writer.remove(queue_id, last, None)
+        self._journal_writer.remove(queue_id, last, None, reason)
 
     async def settled(self) -> None:
         """Wait until every line and removal handed over before is done (tests, and
@@ -727,6 +735,10 @@ class Spool:
             raise ValueError(f"bad request {action} {queue_id!r}")
         self.control.mkdir(parents=True, exist_ok=True)
         (self.control / f"{action}.{queue_id}").touch()
+
+    def withdraw_sync(self, action: Literal["retry", "delete"], queue_id: str) -> None:
+        """Take back a request not yet picked up (it went to the wrong part)."""
+        (self.control / f"{action}.{queue_id}").unlink(missing_ok=True)
 
     async def take_requests(self) -> list[tuple[str, str]]:
         """The pending operator requests; each is handed out once."""

@@ -175,3 +175,26 @@ def test_show_on_a_terminal_marks_escapes_and_overrides(
         assert not any(c in text for c in "\u202e\x1b\x07\r")
     else:
         assert "Subject: Invoice \u202egpj.exe \x1b]52;c;ZXZpbA==\x07\rfake\n" in text
+
+
+@pytest.mark.parametrize(
+    ("data", "shown"),
+    [
+        (b"Subject: a\r\nTo: b\r\n\r\nbody\r\n", "Subject: a\r\nTo: b\r\n"),
+        (b"Subject: a\nTo: b\n\nbody\n", "Subject: a\nTo: b\n"),  # bare LF line ends
+        (b"Subject: a\r\n\r\n", "Subject: a\r\n"),  # no body
+        (b"Subject: a\r\nTo: b\r\n", "Subject: a\r\nTo: b\r\n"),  # a header only
+        (b"\r\nSubject: in the body\r\n\r\nx\r\n", ""),  # no header: none shown
+    ],
+)
+def test_show_prints_the_header_section(configured: Spool, capsys: pytest.CaptureFixture[str],
+                                        data: bytes, shown: str) -> None:
+    """The header ends at the first empty line, whatever the line ends (the one search,
+    ``headerfacts.body_start``, that the console and the relay use too)."""
+    env = Envelope(new_queue_id(), "s@x.org", ("a@y.org",), size=len(data))
+    asyncio.run(configured.put(env, data))
+    assert main(["queue", "show", env.queue_id, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["headers"] == shown
+    assert main(["queue", "show", env.queue_id]) == 0
+    out = capsys.readouterr().out
+    assert out.endswith("\n\n" + shown.replace("\r\n", "\n") if shown else "\n\n\n")

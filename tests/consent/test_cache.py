@@ -541,6 +541,45 @@ async def test_a_large_import_empties_the_cache(
     assert calls == [[], [ANN, BOB]]
 
 
+async def test_a_bulk_change_longer_than_one_loop_read_rereads_only_its_answers(
+        pair: tuple[SqlStore, SqlStore]) -> None:
+    """One transaction changing more addresses than a read on the event loop may return
+    logs them all under one version: the log is read whole (a second statement), and
+    only the answers it names are read again."""
+    from beacon_proxy.consent.sqlbase import LOOP_READ_MAX
+
+    relay, other = pair
+    if isinstance(relay, PostgresStore):  # the notification would empty the cache first
+        relay._notified = lambda *args: None  # type: ignore[method-assign]
+    await relay.decisions([ANN, BOB], None)
+    many = [f"r{i}@example.org" for i in range(LOOP_READ_MAX + 8)]
+    await other.import_suppressions(_suppressions([*many, BOB]))
+    calls = _counted(relay)
+    assert await relay.decisions([ANN, BOB], None) == {ANN: Decision.REFUSED,
+                                                        BOB: Decision.SUPPRESSED}
+    assert calls == [[], [BOB]]
+
+
+async def test_changes_longer_than_the_log_bound_empty_the_cache(
+        pair: tuple[SqlStore, SqlStore], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Logged changes (each within the bound) that add up to more than
+    ``CHANGES_LOGGED`` rows since the cache's version are not read: all forgotten."""
+    from beacon_proxy.consent import sqlbase
+
+    relay, other = pair
+    if isinstance(relay, PostgresStore):
+        relay._notified = lambda *args: None  # type: ignore[method-assign]
+    await relay.decisions([ANN, BOB], None)
+    monkeypatch.setattr(sqlbase, "CHANGES_LOGGED", sqlbase.LOOP_READ_MAX + 8)
+    for batch in range(2):  # each logged, together more than the bound
+        await other.import_suppressions(_suppressions(
+            [f"r{batch}-{i}@example.org" for i in range(sqlbase.LOOP_READ_MAX + 4)]))
+    calls = _counted(relay)
+    assert await relay.decisions([ANN, BOB], None) == {ANN: Decision.REFUSED,
+                                                        BOB: Decision.REFUSED}
+    assert calls == [[], [ANN, BOB]]
+
+
 _SPELLINGS = ("Ann@B\u00fccher.example", "ann@xn--bcher-kva.example",
               '"ann"@b\u00fccher.example', "ANN@XN--BCHER-KVA.EXAMPLE",
               "ann@bu\u0308cher.example")  # the last: not NFC

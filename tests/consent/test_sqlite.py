@@ -13,8 +13,9 @@ from typing import Any
 import pytest
 
 from beacon_proxy.consent.cache import LOOP_READS
-from beacon_proxy.consent.model import Beacons
+from beacon_proxy.consent.model import Beacons, SuppressionInput
 from beacon_proxy.consent.policy import Decision
+from beacon_proxy.consent.sqlbase import addr
 from beacon_proxy.consent.sqlite import LOOP_READ_MAX, SqliteStore
 
 ANN, BOB = "ann@example.org", "bob@example.org"
@@ -84,6 +85,24 @@ async def test_a_large_lookup_goes_to_the_thread(relay: SqliteStore) -> None:
     before = _reads()
     assert len(await relay.decisions(many[:LOOP_READ_MAX], "news.example.org")) == LOOP_READ_MAX
     assert _moved(before) == {"loop": 1}
+
+
+async def test_a_long_change_log_is_read_in_the_thread(tmp_path: Path) -> None:
+    """A bulk change logs a row per address under one version: the lookup's read of
+    the log on the event loop stops at LOOP_READ_MAX rows and the whole log is read in
+    the thread (not thousands of rows on the loop)."""
+    async def rows() -> AsyncIterator[list[SuppressionInput]]:
+        yield [SuppressionInput(addr(f"r{i}@example.org"), None, None)
+               for i in range(LOOP_READ_MAX * 3)]
+
+    async with SqliteStore(tmp_path / "c.db") as relay, \
+            SqliteStore(tmp_path / "c.db", cache_size=0) as other:
+        await relay.decisions([ANN, BOB], None)
+        await other.import_suppressions(rows())  # one transaction: one version
+        before = _reads()
+        assert await relay.decisions([ANN, BOB], None) == {ANN: Decision.REFUSED,
+                                                            BOB: Decision.REFUSED}
+        assert _moved(before) == {"loop": 2, "thread": 1}
 
 
 @contextmanager

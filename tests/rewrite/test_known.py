@@ -10,10 +10,18 @@ import pytest
 
 from beacon_proxy.consent.policy import Policy
 from beacon_proxy.consent.store import open_store
+from beacon_proxy.rewrite import known as known_module
 from beacon_proxy.rewrite.beacons import BeaconStep, inline_analyse
 from beacon_proxy.rewrite.diffing import CampaignDiffing, Observation
 from beacon_proxy.rewrite.engine import Analysis, Engine
-from beacon_proxy.rewrite.known import AnalysisCache, body_start, cached, footprint
+from beacon_proxy.rewrite.known import (
+    FAILED_FOR,
+    AnalysisCache,
+    KnownFailure,
+    body_start,
+    cached,
+    footprint,
+)
 from beacon_proxy.rewrite.rules import TrackerRules, load_rules
 from beacon_proxy.rewrite.step import TraceHeader
 from beacon_proxy.spool.envelope import Envelope
@@ -156,17 +164,70 @@ async def test_a_cache_of_other_rules_analyses_again() -> None:
     assert AnalysisCache(none.fingerprint).key(data) != AnalysisCache(ENGINE.fingerprint).key(data)
 
 
-async def test_a_failed_analysis_is_not_kept() -> None:
-    counting = Counting()
+class Clock:
+    """A monotonic clock the test moves."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_a_failed_analysis_answers_the_same_body_for_a_while() -> None:
+    """The next copies of a body whose analysis failed fall back at once (no second
+    budget spent on it), also under another header with the same content lines;
+    after FAILED_FOR it is analysed again, and the result is kept."""
+    counting, clock = Counting(), Clock()
     counting.fail = 1
-    step = _step(counting, AnalysisCache(ENGINE.fingerprint))
+    cache = AnalysisCache(ENGINE.fingerprint, clock=clock)
+    step = _step(counting, cache)
     data = MESSAGES["missing_close"]()
     first = (await step.prepare(_env(1), data)).render("r@x.example", Policy.REFUSED)
     assert first.report["outcome"] == "fallback"
-    second = (await step.prepare(_env(2), data)).render("r@x.example", Policy.REFUSED)
-    assert second.report["outcome"] == "stripped" and len(counting.calls) == 2
-    await step.prepare(_env(3), data)
+    personal = b"X-Subscriber: 42\r\n" + data  # another header, the same content lines
+    for n, copy in enumerate((data, personal), 2):
+        again = (await step.prepare(_env(n), copy)).render("r@x.example", Policy.REFUSED)
+        assert again.report["outcome"] == "fallback" and len(counting.calls) == 1
+        assert "KnownFailure" in str(again.report) and "the worker died" in str(again.report)
+    assert cache.failed == 2
+    clock.now += FAILED_FOR
+    later = (await step.prepare(_env(4), data)).render("r@x.example", Policy.REFUSED)
+    assert later.report["outcome"] == "stripped" and len(counting.calls) == 2
+    await step.prepare(_env(5), data)
+    assert len(counting.calls) == 2  # kept
+
+
+async def test_a_failure_does_not_answer_other_content_lines() -> None:
+    counting = Counting()
+    counting.fail = 1
+    known = cached(counting, AnalysisCache(ENGINE.fingerprint))
+    data = _html()
+    with pytest.raises(RuntimeError):
+        await known(data)
+    other = data.replace(b"charset=utf-8", b"charset=iso-8859-1", 1)  # in the header
+    assert (await known(other)).data == other and counting.calls == [data, other]
+    with pytest.raises(KnownFailure):
+        await known(data)
     assert len(counting.calls) == 2
+
+
+async def test_a_big_message_is_not_kept_but_its_failure_is(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    counting = Counting()
+    counting.fail = 1
+    data = _html()
+    cache = AnalysisCache(ENGINE.fingerprint, max_message=len(data) - 1)
+    monkeypatch.setattr(known_module, "_HASH_IN_THREAD", len(data) - 1)  # hashed in a thread
+    known = cached(counting, cache)
+    with pytest.raises(RuntimeError):
+        await known(data)
+    with pytest.raises(KnownFailure):
+        await known(data)
+    assert len(counting.calls) == 1 and len(cache) == 0
+    cache.clear()  # SIGHUP forgets failures too
+    assert (await known(data)).data == data
+    assert (await known(data)).data == data and len(counting.calls) == 3  # never kept
 
 
 def _variants(count: int) -> list[bytes]:
@@ -257,7 +318,7 @@ async def test_campaign_diffing_sees_the_same_as_without_the_cache(store_url: st
     assert calls == [6, 2]
 
 
-async def test_a_message_too_big_to_keep_is_not_hashed_and_a_big_one_off_the_loop(
+async def test_a_message_too_big_to_keep_is_never_kept_and_a_big_one_hashed_off_the_loop(
         monkeypatch: pytest.MonkeyPatch) -> None:
     import threading
 
@@ -277,7 +338,9 @@ async def test_a_message_too_big_to_keep_is_not_hashed_and_a_big_one_off_the_loo
     fn = cached(counting, cache)
     await fn(data)
     await fn(data)
-    assert len(counting.calls) == 2 and hashed == [] and len(cache) == 0
+    # hashed only for a failure it might have had (not kept, so analysed each time)
+    assert len(counting.calls) == 2 and len(hashed) == 2 and len(cache) == 0
+    hashed.clear()
     cache.max_message = len(data)
     monkeypatch.setattr(known, "_HASH_IN_THREAD", len(data) - 1)
     assert (await fn(data)) == (await fn(data))
@@ -331,7 +394,9 @@ async def _analysing_and_waiting(gated: Gated, data: bytes
     return first, second
 
 
-async def test_a_failed_shared_analysis_is_tried_again_by_each_waiter() -> None:
+async def test_a_failed_shared_analysis_answers_its_waiters() -> None:
+    """A copy waiting for the same bytes' analysis gets its failure, not a second try
+    of a budget the first one overran."""
     gated = Gated()
     gated.fail = 1
     data = MESSAGES["missing_close"]()
@@ -339,7 +404,20 @@ async def test_a_failed_shared_analysis_is_tried_again_by_each_waiter() -> None:
     gated.gate.set()
     with pytest.raises(RuntimeError):
         await first
-    assert (await second).data == data and len(gated.calls) == 2
+    with pytest.raises(KnownFailure, match="the worker died"):
+        await second
+    assert len(gated.calls) == 1
+
+
+async def test_a_cancelled_analysis_is_tried_again_by_its_waiter() -> None:
+    gated = Gated()
+    data = MESSAGES["missing_close"]()
+    first, second = await _analysing_and_waiting(gated, data)
+    first.cancel()
+    await asyncio.sleep(0)
+    gated.gate.set()
+    # the cancelled one never got past the gate: the only analysis is the waiter's own
+    assert (await second).data == data and len(gated.calls) == 1
 
 
 async def test_a_cancelled_waiter_does_not_cancel_the_analysis() -> None:

@@ -39,7 +39,7 @@ from datetime import UTC, datetime
 from functools import cache
 from importlib import resources
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 from urllib.parse import quote, urlsplit
 
 from aiohttp import BodyPartReader, web
@@ -52,8 +52,9 @@ from beacon_proxy.consent.csvio import Kind, export_csv, prepend
 from beacon_proxy.consent.model import Beacons, InvalidValue, StoreError
 from beacon_proxy.consent.store import Store
 from beacon_proxy.display import visible as shown
+from beacon_proxy.headerfacts import header_block
 from beacon_proxy.log import event
-from beacon_proxy.spool.parts import all_roots, owner_of
+from beacon_proxy.spool.parts import all_roots, leave_request, owner_of
 from beacon_proxy.spool.queue import QueueEntry, Spool, SpoolCorruptError
 from beacon_proxy.threadio import temp_file
 from beacon_proxy.web.auth import ApiTokens
@@ -544,35 +545,22 @@ class _Handlers:
             data = spool.read_data_sync(entry)
         except (SpoolCorruptError, ValueError, OSError):
             return None, ""
-        end = data.find(b"\r\n\r\n")
-        head = data[: end if end >= 0 else HEADERS_SHOWN][:HEADERS_SHOWN]
-        return entry, head.decode("utf-8", "replace")
+        return entry, header_block(data, HEADERS_SHOWN).decode("utf-8", "replace")
 
     async def queue_action(self, request: web.Request, session: Session,
                            fields: dict[str, str]) -> web.StreamResponse:
         queue_id = request.match_info["queue_id"]
-        action = fields.get("action")
-        if self.spool is None or not _queue_id(queue_id) or action not in ("retry", "delete"):
+        action = _QUEUE_ACTIONS.get(fields.get("action", ""))
+        if self.spool is None or not _queue_id(queue_id) or action is None:
             return self.refused(request, session, 400, "bad_action")
-        root = self.spool.root
-
-        def work() -> bool:
-            found = owner_of(root, queue_id)  # the part (worker) that holds it
-            if found is None:
-                return False
-            spool = found[0]
-            if action == "retry":
-                spool.request_sync("retry", queue_id)
-                return True
-            deleted = spool.delete_sync(queue_id)
-            if deleted:
-                spool.request_sync("delete", queue_id)  # so the running worker forgets it
-            return deleted
-
-        if not await asyncio.to_thread(work):
+        # to the part (worker) that holds it
+        if not await asyncio.to_thread(leave_request, self.spool.root, action, queue_id):
             return self.refused(request, session, 404, "not_found")
         event("console_queue", user=session.name, action=action, queue_id=queue_id)
         raise web.HTTPSeeOther(f"{PREFIX}/queue?done={action}&id={queue_id}")
+
+
+_QUEUE_ACTIONS: dict[str, Literal["retry", "delete"]] = {"retry": "retry", "delete": "delete"}
 
 
 def _queue_id(value: str) -> bool:

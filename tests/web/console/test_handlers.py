@@ -404,6 +404,23 @@ async def test_queue_list_show_retry_delete(client: Client, spool: Spool) -> Non
     assert resp.status == 404
 
 
+async def test_a_queued_message_shows_its_header_section_only(client: Client,
+                                                              spool: Spool) -> None:
+    """The header ends at the first empty line, whatever the line ends; a message without
+    a header shows none (its body is no header)."""
+    ids = []
+    for data in (b"Subject: lf\nTo: x\n\nBody-Line: lf\n", b"\r\nBody-Line: none\r\n\r\nx\r\n",
+                 b"Subject: only\r\n"):
+        env = Envelope(new_queue_id(), "s@example.net", (ANN,), size=len(data))
+        await spool.put(env, data)
+        ids.append(env.queue_id)
+    await login(client)
+    pages = [await (await client.get(f"/console/queue/{q}")).text() for q in ids]
+    assert "Subject: lf\nTo: x\n</pre>" in pages[0] and "Body-Line" not in pages[0]
+    assert "<pre></pre>" in pages[1] and "Body-Line" not in pages[1]
+    assert "Subject: only\r\n</pre>" in pages[2]
+
+
 async def test_logout_and_a_removed_token_end_the_session(client: Client,
                                                           tokens: ApiTokens) -> None:
     token = await login(client)

@@ -64,9 +64,9 @@ INSERT INTO decision_changes (version_from, version_to, key_hash) VALUES ($1, $2
 DELETE FROM decision_changes WHERE version_to < $1;
 
 -- name: decision-changes
--- The changes of versions ($1, $2], oldest first.
+-- The changes of versions ($1, $2], oldest first, at most $3 rows.
 SELECT version_from, version_to, key_hash FROM decision_changes
-WHERE version_to > $1 AND version_to <= $2 ORDER BY version_to;
+WHERE version_to > $1 AND version_to <= $2 ORDER BY version_to LIMIT $3;
 
 -- name: get-consent
 SELECT address, beacons, source, actor, updated_at FROM recipients WHERE key = $1;
