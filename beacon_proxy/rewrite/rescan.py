@@ -172,32 +172,34 @@ class ScanTemplate:
         na, nb = len(mine), len(view)
         out: list[_Region] = []
         a = b = 0  # the starts of a line, the same in both
-        while True:
-            head = _common_prefix_at(mine, a, view, b)
-            a0, b0 = a + head, b + head
-            if a0 == na and b0 == nb:
-                return out
-            if (len(out) + 1) * _MAX_CHANGED > lines:
-                return None
-            # The ends of the line where they differ (the same line: as many cuts before).
-            a1, b1 = mine.find(cut, a0), view.find(cut, b0)
-            a1, b1 = na if a1 < 0 else a1, nb if b1 < 0 else b1
-            tail = _common_suffix(mine[a0:a1], view[b0:b1], min(a1 - a0, b1 - b0))
-            out.append((a0, a1 - tail, b0, b1 - tail))
-            if a1 == na or b1 == nb:  # the last line (of both, as they have as many)
-                return out if a1 == na and b1 == nb else None
-            a, b = a1 + 1, b1 + 1
+        with memoryview(view) as theirs:  # (compared in place)
+            while True:
+                head = _common_prefix_at(mine, a, theirs, b)
+                a0, b0 = a + head, b + head
+                if a0 == na and b0 == nb:
+                    return out
+                if (len(out) + 1) * _MAX_CHANGED > lines:
+                    return None
+                # The ends of the line where they differ (the same line: as many cuts before).
+                a1, b1 = mine.find(cut, a0), view.find(cut, b0)
+                a1, b1 = na if a1 < 0 else a1, nb if b1 < 0 else b1
+                tail = _common_suffix(mine[a0:a1], view[b0:b1], min(a1 - a0, b1 - b0))
+                out.append((a0, a1 - tail, b0, b1 - tail))
+                if a1 == na or b1 == nb:  # the last line (of both, as they have as many)
+                    return out if a1 == na and b1 == nb else None
+                a, b = a1 + 1, b1 + 1
 
     def low_of(self, view: bytes, regions: Sequence[_Region]) -> bytes:
         """The copy's lower-cased view: the template's, with the regions lowered
         (``bytes.lower`` maps each byte on its own)."""
-        low, at = self.low, 0
-        parts: list[bytes] = []
-        for a0, a1, b0, b1 in regions:
-            parts += (low[at:a0], view[b0:b1].lower())
-            at = a1
-        parts.append(low[at:])
-        return b"".join(parts)
+        at = 0
+        parts: list[bytes | memoryview] = []
+        with memoryview(self.low) as low:  # (copied once, by join())
+            for a0, a1, b0, b1 in regions:
+                parts += (low[at:a0], view[b0:b1].lower())
+                at = a1
+            parts.append(low[at:])
+            return b"".join(parts)
 
 
 def cut_of(view: bytes) -> tuple[bytes, int]:
@@ -213,15 +215,16 @@ def cut_of(view: bytes) -> tuple[bytes, int]:
     return b"\n", lines
 
 
-def _common_prefix_at(a: bytes, i: int, b: bytes, j: int) -> int:
-    """The length of the longest common prefix of ``a[i:]`` and ``b[j:]``: slices compared
-    at memcmp speed, doubling from :data:`_GALLOP` bytes, then a binary search in the
-    slice that differs (time linear in the length found)."""
+def _common_prefix_at(a: bytes, i: int, b: memoryview, j: int) -> int:
+    """The length of the longest common prefix of ``a[i:]`` and ``b[j:]``: stretches of
+    ``b`` compared in place in ``a`` at memcmp speed (nothing copied), doubling from
+    :data:`_GALLOP` bytes, then a binary search in the stretch that differs (time linear
+    in the length found)."""
     n = min(len(a) - i, len(b) - j)
     lo, step = 0, _GALLOP
     while True:
         hi = min(lo + step, n)
-        if a[i + lo : i + hi] != b[j + lo : j + hi]:
+        if not a.startswith(b[j + lo : j + hi], i + lo):
             break
         if hi == n:
             return n
@@ -229,7 +232,7 @@ def _common_prefix_at(a: bytes, i: int, b: bytes, j: int) -> int:
     hi -= 1  # a[i + lo : i + hi + 1] differs: the answer is in [lo, hi]
     while lo < hi:
         mid = (lo + hi + 1) // 2
-        if a[i + lo : i + mid] == b[j + lo : j + mid]:
+        if a.startswith(b[j + lo : j + mid], i + lo):
             lo = mid
         else:
             hi = mid - 1

@@ -483,7 +483,7 @@ def test_common_prefix_at_is_the_plain_one() -> None:
         plain = 0
         while i + plain < len(a) and j + plain < len(b) and a[i + plain] == b[j + plain]:
             plain += 1
-        assert _common_prefix_at(a, i, bytes(b), j) == plain
+        assert _common_prefix_at(a, i, memoryview(bytes(b)), j) == plain
 
 
 #: What an edit that keeps the number of ">" inserts (a minified copy's lines stay in step):
