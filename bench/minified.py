@@ -24,6 +24,9 @@ rounds of ``--copies`` fresh copies after a warm-up):
 
 ``--base DIR``: the same in child processes with ``PYTHONPATH=DIR`` (e.g. a
 ``git archive`` of main) and this tree in turn, ``--pairs`` times.
+``--scan-only SHAPE``: only the template's scan and ``--copies`` copies' ``scan``,
+untimed, for an instruction count (``valgrind --tool=callgrind``: the difference
+between two ``--copies`` is the copies' share).
 """
 
 from __future__ import annotations
@@ -134,6 +137,18 @@ def measure(copies: int, rounds: int) -> dict[str, float]:
     return out
 
 
+def scan_only(shape: str, copies: int) -> None:
+    doc = SHAPES[shape](_html())
+    cache = ScanCache()
+    scan_entries(doc, learner=cache)
+    for view in [_copy(doc, n) for n in range(copies)]:
+        scan = cache.rescan(view, "utf-8", 200_000)
+        if scan is None:
+            scan_entries(view, learner=cache)
+        else:
+            finish_scan(scan)
+
+
 def _child(tree: Path, copies: int, rounds: int) -> dict[str, float]:
     env = {**os.environ, "PYTHONPATH": str(tree)}
     done = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--json",
@@ -171,8 +186,12 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--base", type=Path, help="another tree to compare with (PYTHONPATH)")
     parser.add_argument("--pairs", type=int, default=3)
+    parser.add_argument("--scan-only", choices=SHAPES, help="scan copies, untimed")
     parser.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.scan_only is not None:
+        scan_only(args.scan_only, args.copies)
+        return
     if args.base is not None:
         compare(args.base, args.copies, args.rounds, args.pairs)
         return
