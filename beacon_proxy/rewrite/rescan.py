@@ -9,9 +9,19 @@ full scan leaves a :class:`ScanTemplate` behind - its view, its findings and a
 there: :data:`~beacon_proxy.rewrite.html.Mark`) - and a further copy is scanned
 like this:
 
-1. **Diff.** Both views are split into lines (one ``bytes.split``); a copy with
-   another number of lines is scanned in full.  Each changed line is narrowed
-   to the bytes between its common prefix and suffix: the *regions*.
+1. **Diff.** Both views are cut into "lines": at line feeds, or, in a view whose
+   lines are longer than :data:`LONG_LINES` bytes on average (HTML minified into
+   a few lines, as MJML and many ESPs send it), at each ``>`` when that cuts it
+   finer (:func:`cut_of`, a function of the view alone).  A copy cut otherwise,
+   or into another number of lines, is scanned in full.  Line i of the copy is
+   compared with line i of the template - the equal ones skipped at memcmp speed
+   (:meth:`ScanTemplate.regions`) - and each changed line is narrowed to the
+   bytes between its common prefix and suffix: the *regions*.  What follows
+   rests only on this: every byte outside the regions is the template's, at
+   its offset shifted by what the regions before it added or removed, and a
+   cut byte (the same in both) lies between any two regions.  Where the cuts
+   fall - a line feed or a ``>``, inside a tag, a comment, a quoted value or
+   raw text - does not matter: the scan does not stop at them.
 2. **Resume before each region** at the last mark that starts before it.  The
    bytes before a mark are the template's, and no token that ends before a
    mark has looked past the mark's own first byte - the scanner's patterns look
@@ -37,17 +47,18 @@ like this:
    runs on the copy's whole result, as after a full scan.
 
 The result is the full scan's, entry for entry (``tests/rewrite/test_rescan.py``
-checks it on random edits of real templates, hostile markup included); where
+checks it on random edits of real templates, as formatted and minified, hostile
+markup included); where
 the argument above does not hold it gives up and the copy is scanned in full:
 a remote ``<base href>`` (relative URLs depend on it), ``<amp-analytics>``
 (its end tag decides what later scripts are), a scan that ran out of budget or
-bytes, more than a quarter of the lines changed (so a newsletter whose HTML is
-minified into a few lines is always scanned in full), a quote that may close a
-value the template left open (step 2).
+bytes, more than a quarter of the lines changed, a quote that may close a value
+the template left open (step 2).  A minified copy that adds or removes a ``>``
+(another number of lines) is scanned in full too.
 
-:class:`ScanCache` keeps the last templates per (charset, number of lines), at
-most :data:`MAX_TEMPLATES` and :data:`MAX_TEMPLATE_BYTES` in all; it holds
-views of messages (content, never addresses as such: the relay's process
+:class:`ScanCache` keeps the last templates per (charset, cut, number of
+lines), at most :data:`MAX_TEMPLATES` and :data:`MAX_TEMPLATE_BYTES` in all; it
+holds views of messages (content, never addresses as such: the relay's process
 memory), and nothing is written anywhere.
 """
 
@@ -59,8 +70,7 @@ from bisect import bisect_left, bisect_right
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from itertools import accumulate, compress, count
-from operator import itemgetter, ne
+from operator import itemgetter
 from typing import Any, TypeVar
 
 from beacon_proxy.rewrite.hiding import _HIDING
@@ -68,14 +78,18 @@ from beacon_proxy.rewrite.html import Mark, _Scan
 from beacon_proxy.rewrite.htmlattr import Span
 from beacon_proxy.rewrite.htmlrefs import Entry, PendingImg
 
-__all__ = ["MAX_TEMPLATES", "MAX_TEMPLATE_BYTES", "Rescanned", "ScanCache", "ScanTemplate",
-           "rescan"]
+__all__ = ["LONG_LINES", "MAX_TEMPLATES", "MAX_TEMPLATE_BYTES", "Rescanned", "ScanCache",
+           "ScanTemplate", "cut_of", "rescan"]
 
 MAX_TEMPLATES = 32
 MAX_TEMPLATE_BYTES = 64 << 20  # kept in all, counted as _WEIGHT times each view
-_WEIGHT = 4  # a template holds its view, the lower-cased view, and both split into lines
+_WEIGHT = 4  # a template holds its view, the lower-cased view, its marks and entries
 MAX_VIEW = 4 << 20  # larger parts are not kept as templates
 _MAX_CHANGED = 4  # at most 1 / _MAX_CHANGED of the lines may differ
+#: A view whose lines are longer than this on average (HTML minified into a few lines) is
+#: cut into lines at each ">" instead of at line feeds, when that cuts it finer (cut_of).
+LONG_LINES = 256
+_GALLOP = 256  # the first stretch _common_prefix_at() compares at once
 
 _new = tuple.__new__
 #: What :func:`~.unmodelled.unmodelled_markup` looks for, and how far it reads: a tag name
@@ -99,9 +113,9 @@ class ScanTemplate:
     view: bytes
     charset: str
     max_tags: int
-    lines: list[bytes]
-    low_lines: list[bytes] | None  # the lines lower-cased (on first need)
-    ends: list[int]  # where each line ends, without the line feeds before it
+    cut: bytes  # where the view is cut into lines (cut_of): b"\n", or b">" when minified
+    lines: int  # how many: view.count(cut) + 1
+    low: bytes  # the view lower-cased (the scan's)
     refs: list[Entry]  # in the order the scan found them (before sorting)
     opaque: list[Span]
     styles: list[Span]
@@ -120,17 +134,15 @@ class ScanTemplate:
 
     @classmethod
     def of(cls, scan: _Scan, marks: list[Mark], max_tags: int,
-           lines: list[bytes] | None = None) -> ScanTemplate | None:
+           cut: tuple[bytes, int] | None = None) -> ScanTemplate | None:
         """The template a full, finished scan (run with ``marks`` and ``hidden_reads``
         recording) leaves, or None when a copy could not resume from it (see the module
-        docstring)."""
+        docstring).  ``cut``: ``cut_of(scan.view)``, when the caller has it."""
         if (scan.truncated or scan.base is not None or scan.analytics_end >= 0 or scan.depth
                 or not scan.fast or scan.n > MAX_VIEW or scan.hidden is None
                 or scan.hidden_reads is None or scan.hidden_declarations is None):
             return None
-        if lines is None:
-            lines = scan.view.split(b"\n")
-        ends = list(accumulate(map(len, lines)))  # line i starts at ends[i - 1] + i
+        at_byte, lines = cut_of(scan.view) if cut is None else cut
         start: Mark = (0, 0, max_tags, (0, 0, ()))
         end: Mark = (scan.n, len(scan.refs), scan.budget,
                      (len(scan.opaque), len(scan.styles), tuple(scan.cond)))
@@ -139,52 +151,88 @@ class ScanTemplate:
         while at >= 0:
             metas.append(at)
             at = low.find(b"<meta", at + 1)
-        return cls(scan.view, scan.charset, max_tags, lines, None, ends,
+        return cls(scan.view, scan.charset, max_tags, at_byte, lines, low,
                    scan.refs, scan.opaque, scan.styles, every, list(map(itemgetter(0), every)),
                    scan.ordered, scan.sources, metas, _reaches(low, metas),
                    (scan.view.rfind(b'"'), scan.view.rfind(b"'")), scan.hidden,
                    scan.hidden_reads, scan.hidden_declarations)
 
-    def regions(self, lines: Sequence[bytes]) -> tuple[list[int], list[_Region]] | None:
-        """Which of ``lines`` (a copy's) differ from the template's and where exactly, or
-        None when too many do."""
-        mine = self.lines
-        if len(lines) != len(mine):
+    def regions(self, view: bytes, lines: int) -> list[_Region] | None:
+        """Where ``view`` (a copy's, cut into ``lines`` lines at the template's cut byte)
+        differs from the template, line by line, or None when too many lines do.
+
+        Line i of the copy is compared with line i of the template, as if both were split,
+        but the lines the same in both are skipped at memcmp speed (a common prefix from
+        the end of the last changed line), and only changed lines are cut out.  A changed
+        line is narrowed to the bytes between its common prefix and suffix.
+        """
+        if lines != self.lines:
             return None
-        changed = list(compress(count(), map(ne, mine, lines)))
-        if len(changed) * _MAX_CHANGED > len(mine):
-            return None
+        mine, cut = self.view, self.cut
+        na, nb = len(mine), len(view)
         out: list[_Region] = []
-        shift = 0
-        for i in changed:
-            old, new = mine[i], lines[i]
-            head = _common_prefix(old, new)
-            tail = _common_suffix(old, new, min(len(old), len(new)) - head)
-            start = self.ends[i - 1] + i if i else 0
-            a0 = start + head
-            a1 = start + len(old) - tail
-            b0 = a0 + shift
-            b1 = b0 + len(new) - tail - head
-            out.append((a0, a1, b0, b1))
-            shift += len(new) - len(old)
-        return changed, out
+        a = b = 0  # the starts of a line, the same in both
+        with memoryview(view) as theirs:  # (compared in place)
+            while True:
+                head = _common_prefix_at(mine, a, theirs, b)
+                a0, b0 = a + head, b + head
+                if a0 == na and b0 == nb:
+                    return out
+                if (len(out) + 1) * _MAX_CHANGED > lines:
+                    return None
+                # The ends of the line where they differ (the same line: as many cuts before).
+                a1, b1 = mine.find(cut, a0), view.find(cut, b0)
+                a1, b1 = na if a1 < 0 else a1, nb if b1 < 0 else b1
+                tail = _common_suffix(mine[a0:a1], view[b0:b1], min(a1 - a0, b1 - b0))
+                out.append((a0, a1 - tail, b0, b1 - tail))
+                if a1 == na or b1 == nb:  # the last line (of both, as they have as many)
+                    return out if a1 == na and b1 == nb else None
+                a, b = a1 + 1, b1 + 1
 
-    def low(self, lines: Sequence[bytes], changed: Sequence[int]) -> bytes:
-        """The copy's lower-cased view: the template's, with the changed lines lowered."""
-        if self.low_lines is None:
-            self.low_lines = self.view.lower().split(b"\n")
-        low = list(self.low_lines)
-        for i in changed:
-            low[i] = lines[i].lower()
-        return b"\n".join(low)
+    def low_of(self, view: bytes, regions: Sequence[_Region]) -> bytes:
+        """The copy's lower-cased view: the template's, with the regions lowered
+        (``bytes.lower`` maps each byte on its own)."""
+        at = 0
+        parts: list[bytes | memoryview] = []
+        with memoryview(self.low) as low:  # (copied once, by join())
+            for a0, a1, b0, b1 in regions:
+                parts += (low[at:a0], view[b0:b1].lower())
+                at = a1
+            parts.append(low[at:])
+            return b"".join(parts)
 
 
-def _common_prefix(a: bytes, b: bytes) -> int:
-    """The length of the longest common prefix (binary search over slices: memcmp speed)."""
-    lo, hi = 0, min(len(a), len(b))
+def cut_of(view: bytes) -> tuple[bytes, int]:
+    """Where to cut ``view`` into the lines that are diffed, and how many there are: at
+    line feeds, or at each ``>`` when its lines are long on average (HTML minified into a
+    few lines) and that cuts it finer.  A function of the view alone: a campaign's copies
+    (a few bytes apart) are cut alike, and their template is found by it."""
+    lines = view.count(b"\n") + 1
+    if len(view) > LONG_LINES * lines:
+        tags = view.count(b">") + 1
+        if tags > lines:
+            return b">", tags
+    return b"\n", lines
+
+
+def _common_prefix_at(a: bytes, i: int, b: memoryview, j: int) -> int:
+    """The length of the longest common prefix of ``a[i:]`` and ``b[j:]``: stretches of
+    ``b`` compared in place in ``a`` at memcmp speed (nothing copied), doubling from
+    :data:`_GALLOP` bytes, then a binary search in the stretch that differs (time linear
+    in the length found)."""
+    n = min(len(a) - i, len(b) - j)
+    lo, step = 0, _GALLOP
+    while True:
+        hi = min(lo + step, n)
+        if not a.startswith(b[j + lo : j + hi], i + lo):
+            break
+        if hi == n:
+            return n
+        lo, step = hi, step * 2
+    hi -= 1  # a[i + lo : i + hi + 1] differs: the answer is in [lo, hi]
     while lo < hi:
         mid = (lo + hi + 1) // 2
-        if a[lo:mid] == b[lo:mid]:
+        if a.startswith(b[j + lo : j + mid], i + lo):
             lo = mid
         else:
             hi = mid - 1
@@ -314,22 +362,21 @@ class Rescanned(_Scan):
 
 
 def rescan(template: ScanTemplate, view: bytes, charset: str, max_tags: int,
-           lines: Sequence[bytes] | None = None) -> Rescanned | None:
+           lines: int | None = None) -> Rescanned | None:
     """A scan of ``view`` equal to a full one, from ``template`` and the changed regions;
     None when it cannot be done that way (the caller scans in full).  Also None when a
     region may add markup the scanner does not model (see the module docstring).
-    ``lines``: ``view.split(b"\\n")``, when the caller has it.  The scan's ``low`` is the
-    lower-cased view (built from the template's)."""
+    ``lines``: ``view.count(template.cut) + 1``, when the caller has it.  The scan's
+    ``low`` is the lower-cased view (built from the template's)."""
     if charset != template.charset or max_tags != template.max_tags:
         return None
-    lines = view.split(b"\n") if lines is None else lines
-    diff = template.regions(lines)
-    if diff is None:
+    lines = view.count(template.cut) + 1 if lines is None else lines
+    regions = template.regions(view, lines)
+    if regions is None:
         return None
-    changed, regions = diff
     if _closes_a_quote(template, view, regions):
         return None
-    low = template.low(lines, changed)
+    low = template.low_of(view, regions)
     if _unmodelled_near(template, low, regions):
         return None
     marks, positions = template.marks, template.positions
@@ -454,31 +501,32 @@ def _hidden(template: ScanTemplate, scan: _Scan, regions: Sequence[_Region],
 
 
 class ScanCache:
-    """The last templates, by charset and number of lines (see the module docstring)."""
+    """The last templates, by charset, cut and number of lines (see the module docstring)."""
 
     def __init__(self, max_templates: int = MAX_TEMPLATES,
                  max_bytes: int = MAX_TEMPLATE_BYTES) -> None:
         self._max, self._max_bytes = max_templates, max_bytes
-        self._templates: OrderedDict[tuple[str, int], ScanTemplate] = OrderedDict()
+        self._templates: OrderedDict[tuple[str, bytes, int], ScanTemplate] = OrderedDict()
         self._bytes = 0
         self._lock = threading.Lock()
-        # The last miss's view and lines, the last template made (for classified()): a
+        # The last miss's view and cut, the last template made (for classified()): a
         # thread's miss, scan and learn follow each other (others only lose the shortcut).
-        self._missed: tuple[bytes, list[bytes]] | None = None
+        self._missed: tuple[bytes, tuple[bytes, int]] | None = None
         self._learned: ScanTemplate | None = None
 
     def rescan(self, view: bytes, charset: str, max_tags: int) -> Rescanned | None:
-        """:func:`rescan` from the last template of the same charset and number of lines."""
-        lines = view.split(b"\n")
-        key = (charset, len(lines))
+        """:func:`rescan` from the last template of the same charset, cut and number of
+        lines."""
+        cut = cut_of(view)
+        key = (charset, *cut)
         with self._lock:
             template = self._templates.get(key)
             if template is not None:
                 self._templates.move_to_end(key)
         if template is None:
-            self._missed = (view, lines)  # learn() splits it no more
+            self._missed = (view, cut)  # learn() counts it no more
             return None
-        return rescan(template, view, charset, max_tags, lines)
+        return rescan(template, view, charset, max_tags, cut[1])
 
     def classified(self, view: bytes, charset: str, findings: dict[int, Any]) -> None:
         """Keep the findings of the entries of ``view`` 's scan, when it left a template."""
@@ -488,11 +536,11 @@ class ScanCache:
 
     def learn(self, scan: _Scan, marks: list[Mark], max_tags: int) -> None:
         missed, self._missed = self._missed, None
-        lines = missed[1] if missed is not None and missed[0] is scan.view else None
-        template = self._learned = ScanTemplate.of(scan, marks, max_tags, lines)
+        cut = missed[1] if missed is not None and missed[0] is scan.view else None
+        template = self._learned = ScanTemplate.of(scan, marks, max_tags, cut)
         if template is None:
             return
-        key = (template.charset, len(template.lines))
+        key = (template.charset, template.cut, template.lines)
         size = _WEIGHT * len(template.view)
         with self._lock:
             old = self._templates.pop(key, None)
