@@ -32,6 +32,7 @@ from tests.rewrite.hostile import PIXEL
 from tests.rewrite.test_footer import CODECS, CTES, message
 from tests.rewrite.test_known_header_fuzz import _shapes, newsletter
 from tests.rewrite.test_oracle import TEMPLATE_FILES
+from tests.rewrite.test_oracle import TEMPLATES as TEMPLATE_DIR
 
 ENGINE = Engine(load_rules())
 TOKENS = Tokens(["a test secret of some length"])
@@ -350,7 +351,10 @@ def test_a_plan_is_still_a_footer_plan() -> None:
                                   "postmark-welcome-single-qp"])
 def test_a_derived_copy_is_not_parsed_again(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """Its MIME structure is the base's moved (mime.respliced), proven without a parse."""
-    data = dict(TEMPLATES + HOSTILE)[name]
+    known = dict(TEMPLATES + HOSTILE)
+    if name not in known:
+        pytest.skip(f"no shared templates at {TEMPLATE_DIR}")
+    data = known[name]
     copies = granted_copies(data)
     parsed = []
     real = parse_message
