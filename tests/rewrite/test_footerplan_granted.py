@@ -390,3 +390,23 @@ def test_personalised_messages_share_their_body_s_shape() -> None:
 
     asyncio.run(copies())
     assert (mine.granted_planned, mine.granted_derived) == (1, 7)
+
+
+# -- found by attacking the derivation (branch wt-attack2) -----------------------------------
+
+def test_written_lines_up_to_the_body_s_end_give_a_fresh_plan_s_line_start() -> None:
+    """A quoted-printable HTML part without ``</body`` and without a final line break
+    whose written lines run to the body's end (the token's length moves the last soft
+    break): the footer goes at the very end, and ``_line_index`` must answer the last
+    line's start as from ``decode_indexed``'s index, not a line start at the body's end
+    (which ``decode_indexed`` never gives).  Found by the fuzzer below."""
+    data = message(f"<html><body>\n- <!--[if mso]>{PIXEL}", "Hi\n", cte="quoted-printable")
+    copies = granted_copies(data)
+    first = copies[0][0].spliced
+    assert first is not None
+    (path, ((_, stop),)), = first.parts
+    plan = plan_footer(copies[0][0].data, TEXTS, "en")
+    html = next(p for p in plan.parts if isinstance(p, footerplan.PartPlan) and p.kind == "html")
+    assert stop == len(html.body) and html.at == len(html.decoded)  # the case at hand
+    same_as_fresh(copies)
+    assert derived_plans(copies) == 2 * (len(copies) - 1)
