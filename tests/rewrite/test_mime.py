@@ -644,8 +644,9 @@ def test_respliced_of_many_parts_and_many_moved_stretches_costs_less_than_a_pars
     """Found by attacking the granted footer derivation (branch wt-attack2): each part's
     four span ends were moved by a loop over every stretch whose length changed, so a
     message with the parser's 1000 parts and a pixel on each of thousands of lines cost
-    parts x stretches (0.29 s against a 9 ms parse for 900 x 2000).  It must stay a
-    fraction of the parse it saves (and equal to it)."""
+    parts x stretches (0.42 s against a 14 ms parse here).  A bisection makes it about
+    the parse's cost at this extreme (1.4x: 3000 stretches, 900 parts moved in Python);
+    5x leaves room for noise and still fails the loop (30-55x, growing with size)."""
     lines = 3000
 
     def message(grow: bytes) -> tuple[bytes, tuple[tuple[int, int], ...]]:
@@ -663,4 +664,4 @@ def test_respliced_of_many_parts_and_many_moved_stretches_costs_less_than_a_pars
     moved = respliced(base, two, {path: first}, {path: second})
     assert moved is not None and moved == parse_message(two)
     cost = _best_cpu(lambda: respliced(base, two, {path: first}, {path: second}))
-    assert cost < 2 * _best_cpu(lambda: parse_message(two))
+    assert cost < 5 * _best_cpu(lambda: parse_message(two))
