@@ -654,7 +654,8 @@ def test_respliced_of_many_parts_and_many_moved_stretches_costs_less_than_a_pars
         written = tuple((n * len(line), (n + 1) * len(line)) for n in range(lines))
         return (b"From: a@b.example\r\nMIME-Version: 1.0\r\n"
                 b'Content-Type: multipart/mixed; boundary="b0"\r\n\r\n'
-                b"--b0\r\nContent-Type: text/html; charset=utf-8\r\n\r\n" + line * lines + b"<p>end</p>\r\n"
+                b"--b0\r\nContent-Type: text/html; charset=utf-8\r\n\r\n"
+                + line * lines + b"<p>end</p>\r\n"
                 + b"--b0\r\nContent-Type: application/octet-stream\r\n\r\nx\r\n" * 900
                 + b"--b0--\r\n"), written
 
