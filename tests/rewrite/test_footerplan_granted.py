@@ -453,6 +453,9 @@ def test_property_granted_copies_are_the_cache_free_copies(
     copies = [(prepared.render(r, policy), Recipient(env, r, policy, data))
               for r, policy in _MIXED]
     same_as_fresh(copies)
-    granted = [(c, r) for c, r in copies if r.policy is Policy.GRANTED]
-    if granted[0][0].spliced is not None:
-        derived_plans(granted)
+    # a copy whose HTML part was re-encoded whole (an 8bit line grown past 998) has no hint
+    hinted = [(c, r) for c, r in copies if r.policy is Policy.GRANTED and c.spliced is not None]
+    shapes = [c.spliced.shape for c, _ in hinted if c.spliced is not None]
+    if hinted:
+        derived_plans([(c, r) for c, r in hinted
+                       if c.spliced is not None and c.spliced.shape == shapes[0]])
