@@ -890,7 +890,8 @@ def _known(base: GrantedBase, old: PartPlan, body: bytes,
             return None
         if qp:  # the unchanged stretch: the base's text; its line starts, moved
             moved = dec - before_dec
-            index.append((enc, dec))
+            if enc < len(body) or not enc:  # no line starts at the end (decode_indexed's)
+                index.append((enc, dec))
             index += [(e - before + enc, d + moved) for e, d in pieces.lines[n]]
             texts.append(whole[before_dec:old_dec])
             dec += old_dec - before_dec
@@ -904,7 +905,8 @@ def _known(base: GrantedBase, old: PartPlan, body: bytes,
                 return None  # not inert, or in the run of the one before
             shifts.append(change)
         if qp:
-            index.append((start, dec))
+            if start < len(body):
+                index.append((start, dec))
             texts.append(new)
             dec += len(new)
         enc, before, before_dec = stop, old_stop, old_dec_stop

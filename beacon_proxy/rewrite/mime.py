@@ -36,6 +36,7 @@ a few passes in all (at most ``max_depth``).
 from __future__ import annotations
 
 import re
+from bisect import bisect_right
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
@@ -359,15 +360,17 @@ def respliced(old: MimeTree, data: bytes, old_written: Written, written: Written
             or not data.startswith(view[previous:], previous + moved):
         return None
     moves = [(a, b, d - b) for a, b, c, d in pieces if d - c != b - a]
+    if any(start == stop for start, stop, _ in moves):
+        return None  # an empty stretch that grew: where its edges go is not proven
+    stops = [stop for _, stop, _ in moves]  # increasing: the stretches are disjoint, in order
 
     def move(at: int) -> int | None:
-        shift = 0
-        for start, stop, after in moves:
-            if start == stop or start < at < stop:
-                return None  # an empty stretch that grew: where its edges go is not proven
-            if at >= stop:
-                shift = after
-        return at + shift
+        """``at`` moved by the last stretch ending at or before it; a bisection, not a
+        loop over every stretch per span end (parts x stretches: 1000 x thousands)."""
+        n = bisect_right(stops, at)
+        if n < len(moves) and moves[n][0] < at:
+            return None  # inside a stretch
+        return at + (moves[n - 1][2] if n else 0)
 
     parts = []
     for part in old.parts:
