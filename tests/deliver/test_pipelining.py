@@ -452,6 +452,48 @@ async def test_no_reply_times_out() -> None:
         await _Replies(_Inner()).next(0.01)
 
 
+def _live_timers(loop: asyncio.AbstractEventLoop) -> list[asyncio.TimerHandle]:
+    scheduled: list[asyncio.TimerHandle] = loop._scheduled  # type: ignore[attr-defined]
+    return [t for t in scheduled if not t.cancelled()]
+
+
+async def test_a_reply_in_time_leaves_no_timer_behind() -> None:
+    """The wait's timer goes with the wait: a reply that came in time (or a wait that
+    found one at once) leaves nothing that could fail a later wait."""
+    loop = asyncio.get_running_loop()
+    before = len(_live_timers(loop))
+    replies = _Replies(_Inner())
+    loop.call_soon(replies.data_received, b"250 ok\r\n")
+    assert (await replies.next(3600)).code == 250
+    replies.data_received(b"354 go\r\n")
+    assert (await replies.next(3600)).code == 354
+    assert len(_live_timers(loop)) == before
+
+
+async def test_a_cancelled_wait_cancels_its_timer_and_the_next_wait_works() -> None:
+    loop = asyncio.get_running_loop()
+    before = len(_live_timers(loop))
+    replies = _Replies(_Inner())
+    waiting = asyncio.ensure_future(replies.next(3600))
+    await asyncio.sleep(0)
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    assert len(_live_timers(loop)) == before
+    replies.data_received(b"250 ok\r\n")
+    assert tuple(await replies.next(WAIT)) == (250, "ok")
+
+
+async def test_a_timed_out_wait_then_a_late_reply() -> None:
+    """The timeout fails that wait only; a reply that comes afterwards is still read in
+    order by the next wait (the courier drops the connection after a timeout anyway)."""
+    replies = _Replies(_Inner())
+    with pytest.raises(SMTPReadTimeoutError, match="Timed out"):
+        await replies.next(0.001)
+    replies.data_received(b"250 late\r\n")
+    assert tuple(await replies.next(WAIT)) == (250, "late")
+
+
 @pytest.mark.parametrize(("data", "message"), [
     (b"hello there\r\n", "Malformed SMTP response line: hello there"),
     (b"250-" + b"x" * 9000 + b"\r\n", "Response too long"),
