@@ -128,6 +128,37 @@ async def test_group_is_written_before_any_reply_is_awaited(strict: Strict) -> N
     assert strict.resets == 0  # none after a successful transaction (RFC 5321 needs none)
 
 
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_a_proven_copy_goes_out_in_pieces_with_the_same_bytes(loop: str) -> None:
+    """A copy with proven line ends and periods (``crlf``, ``dots``) is written as views
+    of it (``wire_pieces``: ``writelines``, uvloop's ``writev``), with its periods
+    stuffed: the upstream reads what ``wire_data`` makes, on either loop."""
+    data = (b"Subject: x\r\n\r\n.dot\r\nline\r\n..two\r\n" + (b"x" * 990 + b"\r\n") * 200
+            + b".\r\n")
+    dots = tuple(i for i in range(len(data)) if data[i:i + 1] == b"."
+                 and (i == 0 or data[i - 2:i] == b"\r\n"))
+    assert len(dots) == 3
+
+    async def run() -> list[bytes]:
+        peer = await Strict().start()
+        c = make_courier(peer.port)
+        try:
+            for _ in range(2):
+                assert (await send(c, data=data, crlf=True, dots=dots)).ok
+        finally:
+            await bounded(c.close())
+            await peer.stop()
+        return peer.bodies
+
+    if loop == "uvloop":
+        uvloop = pytest.importorskip("uvloop")
+        bodies = uvloop.run(run())
+    else:
+        bodies = asyncio.run(run())
+    assert bodies == [wire_data(data)] * 2
+    assert wire_data(data).count(b"\r\n..") == 3
+
+
 async def test_stepwise_path_never_pipelines(strict: Strict) -> None:
     """``pipelining=False`` (the benchmark's old path) waits for each reply: the strict
     peer, which answers only a whole group, gives it none, and the wait times out."""
