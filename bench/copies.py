@@ -2,14 +2,16 @@
 """CPU per copy of a message to many recipients, in one process: the delivery side.
 
     python bench/copies.py [--recipients 1000] [--messages 4] [--granted-share F]
-                           [--dkim] [--base DIR] [--pairs 3]
+                           [--dkim [--dkim-key PEM]] [--base DIR] [--pairs 3]
 
 What one of the relay's delivery workers does for each recipient of a 1000-recipient
 newsletter (``bench/relay.py --phases c-rcpt``), without the receiving side and
 without the other processes of that phase: the real ``Scheduler`` with one
 delivery worker, the ``Spool`` (its journal thread), the beacon step and the copy
 steps ``app.copy_steps`` wires (footer, unsubscribe headers, ``Received``, the
-line-end proof or, with ``--dkim``, an RSA-2048 signature), the JSON log lines
+line-end proof or, with ``--dkim``, an RSA-2048 signature: a fresh key, or the PEM
+``--dkim-key`` names, e.g. for callgrind, where a key search's varying cost would show),
+the JSON log lines
 (to a file, one ``write`` each, as a worker writes them) and ``SmtpCourier``
 (pipelined, one transaction per copy) into ``smtp-sink`` on uvloop.  The consent
 lookup is a stub: every recipient refused, or ``--granted-share`` of them granted.
@@ -75,27 +77,33 @@ class _Consent:
         return out
 
 
-def _steps(tokens: Tokens, dkim: bool) -> list[CopyStep]:
+def _steps(tokens: Tokens, dkim: bool, pem: Path | None) -> list[CopyStep]:
     steps: list[CopyStep] = list(copy_steps(Config(), tokens, hostname="relay.example"))
     if dkim:  # as copy_steps with [dkim] keys: the signer instead of the line-end proof
         from cryptography.hazmat.primitives.asymmetric import rsa
+        from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
         from beacon_proxy.rewrite.dkim import DkimSigner, SigningKey
 
-        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        if pem is None:
+            key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        else:
+            loaded = load_pem_private_key(pem.read_bytes(), password=None)
+            assert isinstance(loaded, rsa.RSAPrivateKey), f"{pem}: not an RSA key"
+            key = loaded
         steps = [s for s in steps if type(s).__name__ != "CrlfProof"]
         steps.append(DkimSigner([SigningKey("shop.example", "bench", key)]))
     return steps
 
 
 async def measure(port: int, tmp: Path, recipients: int, messages: int, share: float,
-                  dkim: bool) -> list[float]:
+                  dkim: bool, pem: Path | None = None) -> list[float]:
     """CPU ms per copy of each of ``messages`` messages (after one warm-up message)."""
     setup_logging("info", tmp / "relay.log", atomic=True)
     engine = Engine(load_rules())
     tokens = Tokens(["bench secret 0123456789abcdef"])
     step = BeaconStep(engine, tokens, public_url="https://prefs.example.com",
-                      hostname="relay.example", steps=_steps(tokens, dkim))
+                      hostname="relay.example", steps=_steps(tokens, dkim, pem))
     step.cache = AnalysisCache(engine.fingerprint)
     step.analyse = cached(inline_analyse(engine), step.cache)
     spool = Spool(tmp / "spool")
@@ -132,7 +140,8 @@ async def measure(port: int, tmp: Path, recipients: int, messages: int, share: f
     return out
 
 
-def run(recipients: int, messages: int, share: float, dkim: bool) -> list[float]:
+def run(recipients: int, messages: int, share: float, dkim: bool,
+        pem: Path | None = None) -> list[float]:
     import uvloop
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -140,7 +149,7 @@ def run(recipients: int, messages: int, share: float, dkim: bool) -> list[float]
         try:
             sink.start(10)
             per_copy = uvloop.run(measure(sink.port, Path(tmp), recipients, messages, share,
-                                          dkim))
+                                          dkim, pem))
             if sink.received() < recipients * (messages + 1):
                 raise SystemExit(f"smtp-sink counted {sink.received()} messages, not "
                                  f"{recipients * (messages + 1)}")
@@ -154,6 +163,8 @@ def _child(tree: Path, args: argparse.Namespace) -> list[float]:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--json",
            "--recipients", str(args.recipients), "--messages", str(args.messages),
            "--granted-share", str(args.granted_share)] + (["--dkim"] if args.dkim else [])
+    if args.dkim_key is not None:
+        cmd += ["--dkim-key", str(args.dkim_key.resolve())]
     done = subprocess.run(cmd, env={**os.environ, "PYTHONPATH": str(tree)}, cwd=HERE,
                           capture_output=True, text=True, check=True, timeout=1800)
     result: list[float] = json.loads(done.stdout)
@@ -171,6 +182,7 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=4)
     parser.add_argument("--granted-share", type=float, default=0.0)
     parser.add_argument("--dkim", action="store_true")
+    parser.add_argument("--dkim-key", type=Path, help="RSA private key (PEM) for --dkim")
     parser.add_argument("--pairs", type=int, default=3)
     parser.add_argument("--base", type=Path, help="another tree to compare with (PYTHONPATH)")
     parser.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
@@ -178,7 +190,8 @@ def main() -> None:
     if not 0 <= args.granted_share <= 1 or args.recipients < 1 or args.messages < 1:
         parser.error("--granted-share 0..1, --recipients and --messages >= 1")
     if args.base is None:
-        per_copy = run(args.recipients, args.messages, args.granted_share, args.dkim)
+        per_copy = run(args.recipients, args.messages, args.granted_share, args.dkim,
+                       args.dkim_key)
         print(json.dumps(per_copy) if args.json else f"CPU ms/copy: {_shown(per_copy)}")
         return
     print(f"CPU ms per copy, median (min-max) of {args.messages} messages x "

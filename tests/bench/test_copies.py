@@ -36,3 +36,18 @@ def test_the_copies_benchmark_compares_two_trees() -> None:
     done = _run("--recipients", "4", "--messages", "1", "--base", str(ROOT), "--pairs", "1")
     assert done.returncode == 0, done.stdout + done.stderr
     assert "pair 1 (load" in done.stdout and "branch" in done.stdout
+
+
+def test_the_copies_benchmark_signs_with_a_given_key(tmp_path: Path) -> None:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = tmp_path / "k.pem"
+    pem.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                      serialization.PrivateFormat.PKCS8,
+                                      serialization.NoEncryption()))
+    done = _run("--json", "--recipients", "3", "--messages", "1", "--dkim", "--dkim-key",
+                str(pem))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert len(json.loads(done.stdout)) == 1
