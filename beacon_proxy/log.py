@@ -93,8 +93,22 @@ def _masked(value: Any, key: bytes) -> Any:
     return value
 
 
+#: The JSON of a line: one encoder made once (``json.dumps`` with options builds one per
+#: call), the same output.
+_JSON = json.JSONEncoder(ensure_ascii=False, default=str, separators=(",", ":"))
+#: The second of the last line's time and its text (the lines of one second share it).
+_second: tuple[int, str] = (-1, "")
+
+
 def _iso(ts: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int(ts % 1 * 1000):03d}Z"
+    global _second
+    whole = int(ts)  # gmtime's second for ts >= 0 (gmtime floors, int() truncates)
+    second = _second
+    if second[0] != whole or ts < 0:
+        second = (whole, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)))
+        if ts >= 0:
+            _second = second
+    return second[1] + f".{int(ts % 1 * 1000):03d}Z"
 
 
 class JsonFormatter(logging.Formatter):
@@ -117,7 +131,7 @@ class JsonFormatter(logging.Formatter):
         key = _pseudonym_key
         if key is not None:
             out = _masked(out, key)
-        return json.dumps(out, ensure_ascii=False, default=str, separators=(",", ":"))
+        return _JSON.encode(out)
 
 
 class _ReportedByUs(logging.Filter):

@@ -142,3 +142,38 @@ def test_records_skip_the_process_and_thread_names_no_line_shows(
     assert (record.process, record.thread, record.processName) == (None, None, None)
     (line,) = _lines(logfile)
     assert set(line) == {"ts", "level", "event", "queue_id"} | ({"worker"} & set(line))
+
+
+def test_line_times_are_gmtimes_also_when_the_second_is_kept() -> None:
+    """``_iso`` keeps the last second's text: times in order, out of order, across
+    seconds, before 1970 (not kept), each as ``strftime`` of ``gmtime`` makes it."""
+    import random
+    import time
+
+    from beacon_proxy.log import _iso
+
+    def fresh(ts: float) -> str:
+        return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int(ts % 1 * 1000):03d}Z"
+
+    rng = random.Random(12)
+    times = [1733333333 + i / 997 for i in range(3000)] + [rng.uniform(0, 4e9) for _ in range(3000)]
+    times += [0.0, 0.999, 1.0, 0.5, -0.5, 0.5, -1.0, -1.5, -0.25, 0.25, 86399.9999, 86400.0]
+    for ts in times:
+        assert _iso(ts) == fresh(ts), ts
+
+
+def test_a_line_is_the_json_dumps_of_its_fields() -> None:
+    """The formatter's kept encoder gives what ``json.dumps`` with the same options gives
+    (non-ASCII kept, ``str`` for the unknown, compact)."""
+    from pathlib import PurePosixPath
+
+    from beacon_proxy.log import JsonFormatter
+
+    fields = {"recipient": "d\u00e9@example.org", "path": PurePosixPath("/x"), "n": 1.5,
+              "nested": {"a": [1, None, True]}}
+    record = logging.makeLogRecord({"msg": "delivered", "fields": fields, "created": 1.25,
+                                    "levelname": "INFO"})
+    line = JsonFormatter().format(record)
+    assert line == json.dumps({"ts": "1970-01-01T00:00:01.250Z", "level": "info",
+                               "event": "delivered", **fields},
+                              ensure_ascii=False, default=str, separators=(",", ":"))

@@ -267,6 +267,10 @@ class Rendered:
     #: None when not known (another policy, a part re-encoded whole or in base64).
     written: tuple[Hashable, tuple[tuple[tuple[int, ...], tuple[tuple[int, int], ...]], ...]] \
         | None = None
+    # report() by (policy, problems): a refused copy's Rendered is shared by every
+    # recipient of the message that no URL names, and its report is the same for each
+    _reports: dict[tuple[Policy, tuple[str, ...]], dict[str, Any]] = field(
+        default_factory=dict, repr=False)
 
     @property
     def items(self) -> tuple[Item, ...]:
@@ -276,7 +280,17 @@ class Rendered:
         return self._items[0]
 
     def report(self, policy: Policy, problems: Sequence[str] = ()) -> dict[str, Any]:
-        """What the relay log says about this copy: counts, kinds, vendors, no URLs."""
+        """What the relay log says about this copy: counts, kinds, vendors, no URLs.
+
+        A new dict each time (callers add to it); the values in it are made once per
+        (policy, problems) and shared: nothing changes a report's values."""
+        key = (policy, tuple(problems))
+        kept = self._reports.get(key)
+        if kept is None:
+            kept = self._reports[key] = self._report(problems)
+        return dict(kept)
+
+    def _report(self, problems: Sequence[str]) -> dict[str, Any]:
         trackers = self.trackers
         out: dict[str, Any] = {"beacons": len(trackers)}
         if trackers:

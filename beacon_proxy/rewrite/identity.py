@@ -119,6 +119,28 @@ def base64_cores(data: bytes) -> list[str]:
     return cores
 
 
+# The last text searched, lower-cased, and its percent-decoded readings: (text, lower,
+# readings).  A refused copy searches the message's joined URLs (``Analysis.urls``, some
+# KB) for each recipient: the same object each time, so these are made once per message.
+_last: tuple[str, str, tuple[str, ...]] = ("", "", ("",))
+
+
+def _texts(url: str) -> tuple[str, tuple[str, ...]]:
+    """``url`` lower-cased, and the readings of it searched: itself, then (when it has
+    a ``%`` or ``+``) once and twice percent-decoded and form-decoded."""
+    global _last
+    last = _last
+    if last[0] is url:  # the very object: its readings cannot have changed
+        return last[1], last[2]
+    texts: tuple[str, ...] = (url,)
+    if "%" in url or "+" in url:
+        once = unquote(url)
+        texts = (url, once, unquote(once), unquote_plus(url))
+    low = url.lower()
+    _last = (url, low, texts)
+    return low, texts
+
+
 class RecipientIdentity:
     """The forms of one recipient's address that can appear in a URL."""
 
@@ -157,20 +179,16 @@ class RecipientIdentity:
         if not self._folded:
             return []
         found: list[str] = []
-        low = url.lower()
+        low, texts = _texts(url)
         lowers = self._lowers
         if (lowers[0] in low if len(lowers) == 1 else any(form in low for form in lowers)):
             found.append("address")
-        texts: tuple[str, ...] = (url,)
-        if "%" in url or "+" in url:
-            once = unquote(url)
-            texts = (url, once, unquote(once), unquote_plus(url))
-            if not found:
-                for text in texts[1:]:
-                    text_low = text.lower()
-                    if any(form in text_low for form in lowers):
-                        found.append("address-urlencoded")
-                        break
+        if len(texts) > 1 and not found:
+            for text in texts[1:]:
+                text_low = text.lower()
+                if any(form in text_low for form in lowers):
+                    found.append("address-urlencoded")
+                    break
         for text in texts:
             for core in self._b64:
                 if core in text:

@@ -85,23 +85,29 @@ class PreferenceLinks:
         return url
 
     def _mint(self, recipient: Recipient) -> str | None:
+        """The link; with the sender's one-click URL to carry, that token is minted
+        first and the plain one only when it cannot be used (one AES-SIV seal per copy,
+        not two).  The same link and the same warnings as minting the plain one first:
+        every claim the plain token packs, the carrying one packs first, so a claim
+        too long for one is too long for both."""
         env = recipient.envelope
+        url = ""
+        if self.forward and env.one_click:
+            try:
+                url = self.base + self.tokens.mint(Claims(
+                    Purpose.UNSUBSCRIBE, recipient.address, env.list_id, env.queue_id,
+                    forward=env.one_click))
+            except ValueError:
+                url = ""
+            if url and len(url) <= MAX_LINK:
+                return url
         claims = Claims(Purpose.UNSUBSCRIBE, recipient.address, env.list_id, env.queue_id)
         try:
             plain = self.base + self.tokens.mint(claims)
         except ValueError as exc:  # a claim longer than a token allows
             log.warning("%s: no preference link for a recipient: %s", env.queue_id, exc)
             return None
-        if not (self.forward and env.one_click):
-            return plain
-        try:
-            url = self.base + self.tokens.mint(Claims(
-                Purpose.UNSUBSCRIBE, recipient.address, env.list_id, env.queue_id,
-                forward=env.one_click))
-        except ValueError:
-            url = ""
-        if not url or len(url) > MAX_LINK:
+        if self.forward and env.one_click:
             log.warning("%s: the sender's one-click URL is too long to carry in the link; "
                         "an unsubscribe will not be forwarded to it", env.queue_id)
-            return plain
-        return url
+        return plain

@@ -161,6 +161,27 @@ def _address(addr: str) -> str:
     return "".join(c for c in addr if c >= " " and c not in "<>\x7f")[:320]
 
 
+def _trace(envelope: Envelope, hostname: str) -> tuple[str, str]:
+    """What a ``Received`` line says of the message, not of the recipient: its
+    ``from ... by ... id`` lines, and the date."""
+    ip = _clean(envelope.client_address, 64)
+    prefix = "IPv6:" if ":" in ip else ""
+    when = time.strftime("%a, %d %b %Y %H:%M:%S +0000", time.gmtime(envelope.received_at))
+    head = (f"Received: from {_clean(envelope.client_helo)} ([{prefix}{ip}])\r\n"
+            f"\tby {_clean(hostname)} (beacon-proxy) with {_clean(envelope.protocol, 16)}"
+            f" id {_clean(envelope.queue_id, 64)}")
+    return head, when
+
+
+def _received(trace: tuple[str, str], envelope: Envelope, recipient: str | None) -> bytes:
+    head, when = trace
+    if recipient is not None:
+        text = f"{head}\r\n\tfor <{_address(recipient)}>; {when}\r\n"
+    else:
+        text = f"{head};\r\n\t{when}\r\n"
+    return text.encode("utf-8" if envelope.smtputf8 else "ascii", "replace")
+
+
 def received_header(envelope: Envelope, recipient: str | None, hostname: str) -> bytes:
     """The ``Received`` line for one copy, built only from validated values.
 
@@ -169,31 +190,28 @@ def received_header(envelope: Envelope, recipient: str | None, hostname: str) ->
     >>> received_header(env, "b@y.org", "relay.example").decode().splitlines()[0]
     'Received: from client.example ([127.0.0.1])'
     """
-    ip = _clean(envelope.client_address, 64)
-    prefix = "IPv6:" if ":" in ip else ""
-    when = time.strftime("%a, %d %b %Y %H:%M:%S +0000", time.gmtime(envelope.received_at))
-    lines = [
-        f"Received: from {_clean(envelope.client_helo)} ([{prefix}{ip}])",
-        f"\tby {_clean(hostname)} (beacon-proxy) with {_clean(envelope.protocol, 16)}"
-        f" id {_clean(envelope.queue_id, 64)}",
-    ]
-    if recipient is not None:
-        lines.append(f"\tfor <{_address(recipient)}>; {when}")
-    else:
-        lines[-1] += ";"
-        lines.append(f"\t{when}")
-    text = "\r\n".join(lines) + "\r\n"
-    return text.encode("utf-8" if envelope.smtputf8 else "ascii", "replace")
+    return _received(_trace(envelope, hostname), envelope, recipient)
 
 
 class TraceHeader:
-    """The step that puts the ``Received`` trace header in front of the copy."""
+    """The step that puts the ``Received`` trace header in front of the copy.
+
+    The part that is the same for every copy of a message (the client, this host, the
+    queue id, the date: some 60 characters each filtered one by one) is made once per
+    envelope, for the last envelope seen; only the ``for`` line is the recipient's.
+    """
 
     def __init__(self, hostname: str) -> None:
         self.hostname = hostname
+        # (envelope, its trace): one tuple, replaced whole (copies may render in threads)
+        self._last: tuple[Envelope, tuple[str, str]] | None = None
 
     def __call__(self, copy: Copy, recipient: Recipient) -> Copy:
-        header = received_header(recipient.envelope, recipient.address, self.hostname)
+        envelope = recipient.envelope
+        last = self._last
+        if last is None or last[0] is not envelope:
+            last = self._last = (envelope, _trace(envelope, self.hostname))
+        header = _received(last[1], envelope, recipient.address)
         return Copy(header + copy.data, copy.report)
 
 

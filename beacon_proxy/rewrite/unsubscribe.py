@@ -55,19 +55,42 @@ def unsubscribe_fields(url: str, mailto: str = "", eol: bytes = b"\r\n") -> byte
 
 
 class UnsubscribeHeaders:
-    """The copy step adding the unsubscribe headers (see the module docstring)."""
+    """The copy step adding the unsubscribe headers (see the module docstring).
+
+    Every copy of a message comes with the same header section (the steps before
+    this one change the body only), so what this step reads of it (which of our
+    fields the sender put there, and the header without them) is kept for the last
+    header section seen and reused for a copy whose header section has *equal* bytes
+    (one comparison of some 2 KB instead of the split into fields, for each of 1000
+    copies of a message); any other header is read afresh.  The copy is then made
+    in one join instead of a slice of the body and a concatenation (two copies of
+    70 KB).
+    """
 
     def __init__(self, link: Callable[[Recipient], str | None], *, mailto: str = "",
                  sender: Literal["replace", "keep"] = "replace") -> None:
         self.link = link
         self.mailto = mailto
         self.sender = sender
+        # (header section, our field names found in it, the section without them);
+        # one tuple, replaced whole: copies may be rendered in threads
+        self._last: tuple[bytes, frozenset[str], bytes] = (b"", frozenset(), b"")
+
+    def _read(self, block: bytes) -> tuple[frozenset[str], bytes]:
+        """Our field names in ``block``, and ``block`` without those fields."""
+        last = self._last
+        if last[0] == block:
+            return last[1], last[2]
+        fields = header_fields(block) if b"list-unsubscribe" in block.lower() else []
+        found = frozenset(name for name, _ in fields if name in _NAMES)
+        rest = b"".join(raw for name, raw in fields if name not in _NAMES) if found else block
+        self._last = (block, found, rest)
+        return found, rest
 
     def __call__(self, copy: Copy, recipient: Recipient) -> Copy:
         data = copy.data
         block = header_block(data)
-        fields = header_fields(block) if b"list-unsubscribe" in block.lower() else []
-        found = {name for name, _ in fields if name in _NAMES}
+        found, rest = self._read(block)
         if self.sender == "keep" and "list-unsubscribe" in found:
             return Copy(data, {**copy.report, "unsubscribe": "kept"})
         url = self.link(recipient)
@@ -77,6 +100,5 @@ class UnsubscribeHeaders:
         ours = unsubscribe_fields(url, self.mailto, eol)
         if not found:
             return Copy(ours + data, {**copy.report, "unsubscribe": "added"})
-        rest = b"".join(raw for name, raw in fields if name not in _NAMES)
-        new = ours + rest + data[len(block):]
+        new = b"".join((ours, rest, memoryview(data)[len(block):]))
         return Copy(new, {**copy.report, "unsubscribe": "replaced"})

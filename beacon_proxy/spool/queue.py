@@ -432,9 +432,13 @@ class _JournalWriter:
             loop.call_soon_threadsafe(answer)
 
 
+#: One encoder for every journal line (``json.dumps`` with options builds one per call).
+_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+
+
 def _line(line: dict[str, Any]) -> bytes:
     """One journal line."""
-    return json.dumps(line, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
+    return _JSON.encode(line).encode() + b"\n"
 
 
 def _header(envelope_json: bytes, data_len: int) -> bytes:

@@ -128,6 +128,37 @@ async def test_group_is_written_before_any_reply_is_awaited(strict: Strict) -> N
     assert strict.resets == 0  # none after a successful transaction (RFC 5321 needs none)
 
 
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_a_proven_copy_goes_out_in_pieces_with_the_same_bytes(loop: str) -> None:
+    """A copy with proven line ends and periods (``crlf``, ``dots``) is written as views
+    of it (``wire_pieces``: ``writelines``, uvloop's ``writev``), with its periods
+    stuffed: the upstream reads what ``wire_data`` makes, on either loop."""
+    data = (b"Subject: x\r\n\r\n.dot\r\nline\r\n..two\r\n" + (b"x" * 990 + b"\r\n") * 200
+            + b".\r\n")
+    dots = tuple(i for i in range(len(data)) if data[i:i + 1] == b"."
+                 and (i == 0 or data[i - 2:i] == b"\r\n"))
+    assert len(dots) == 3
+
+    async def run() -> list[bytes]:
+        peer = await Strict().start()
+        c = make_courier(peer.port)
+        try:
+            for _ in range(2):
+                assert (await send(c, data=data, crlf=True, dots=dots)).ok
+        finally:
+            await bounded(c.close())
+            await peer.stop()
+        return peer.bodies
+
+    if loop == "uvloop":
+        uvloop = pytest.importorskip("uvloop")
+        bodies = uvloop.run(run())
+    else:
+        bodies = asyncio.run(run())
+    assert bodies == [wire_data(data)] * 2
+    assert wire_data(data).count(b"\r\n..") == 3
+
+
 async def test_stepwise_path_never_pipelines(strict: Strict) -> None:
     """``pipelining=False`` (the benchmark's old path) waits for each reply: the strict
     peer, which answers only a whole group, gives it none, and the wait times out."""
@@ -450,6 +481,48 @@ async def test_eof_is_a_disconnect() -> None:
 async def test_no_reply_times_out() -> None:
     with pytest.raises(SMTPReadTimeoutError):
         await _Replies(_Inner()).next(0.01)
+
+
+def _live_timers(loop: asyncio.AbstractEventLoop) -> list[asyncio.TimerHandle]:
+    scheduled: list[asyncio.TimerHandle] = loop._scheduled  # type: ignore[attr-defined]
+    return [t for t in scheduled if not t.cancelled()]
+
+
+async def test_a_reply_in_time_leaves_no_timer_behind() -> None:
+    """The wait's timer goes with the wait: a reply that came in time (or a wait that
+    found one at once) leaves nothing that could fail a later wait."""
+    loop = asyncio.get_running_loop()
+    before = len(_live_timers(loop))
+    replies = _Replies(_Inner())
+    loop.call_soon(replies.data_received, b"250 ok\r\n")
+    assert (await replies.next(3600)).code == 250
+    replies.data_received(b"354 go\r\n")
+    assert (await replies.next(3600)).code == 354
+    assert len(_live_timers(loop)) == before
+
+
+async def test_a_cancelled_wait_cancels_its_timer_and_the_next_wait_works() -> None:
+    loop = asyncio.get_running_loop()
+    before = len(_live_timers(loop))
+    replies = _Replies(_Inner())
+    waiting = asyncio.ensure_future(replies.next(3600))
+    await asyncio.sleep(0)
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    assert len(_live_timers(loop)) == before
+    replies.data_received(b"250 ok\r\n")
+    assert tuple(await replies.next(WAIT)) == (250, "ok")
+
+
+async def test_a_timed_out_wait_then_a_late_reply() -> None:
+    """The timeout fails that wait only; a reply that comes afterwards is still read in
+    order by the next wait (the courier drops the connection after a timeout anyway)."""
+    replies = _Replies(_Inner())
+    with pytest.raises(SMTPReadTimeoutError, match="Timed out"):
+        await replies.next(0.001)
+    replies.data_received(b"250 late\r\n")
+    assert tuple(await replies.next(WAIT)) == (250, "late")
 
 
 @pytest.mark.parametrize(("data", "message"), [

@@ -13,7 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from beacon_proxy.deliver.courier import Outcome, Result
-from beacon_proxy.deliver.smtp import SmtpCourier, wire_data
+from beacon_proxy.deliver.smtp import SmtpCourier, wire_data, wire_pieces
 from beacon_proxy.smtpd.data import canonical, unstuff
 from tests.deliver.smtppeer import Upstream
 
@@ -450,6 +450,22 @@ def test_wire_data_of_proven_crlf_bytes_is_the_same(parts: list[bytes]) -> None:
     are CRLF-only and end in CRLF, the DATA section is the same, stuffing included."""
     data = re.sub(rb"\r\n|\r|\n", b"\r\n", b"".join(parts)) + b"\r\n"
     assert wire_data(data, crlf=True) == wire_data(data)
+
+
+@given(st.lists(st.sampled_from([b"a", b".", b"..", b"\r\n", b"\r", b"\n", b"\r\n.", b"x" * 30]),
+                max_size=50), st.booleans(), st.booleans())
+def test_wire_pieces_joined_are_wire_data(parts: list[bytes], crlf: bool, proven: bool) -> None:
+    """What the courier writes in pieces (``writelines``) is, joined, the DATA section:
+    with and without the line-end proof, with and without the periods' offsets."""
+    data = b"".join(parts)
+    if crlf:
+        data = re.sub(rb"\r\n|\r|\n", b"\r\n", data) + b"\r\n"
+    dots = (tuple(m.start() for m in re.finditer(rb"(?=\r\n\.)", b"\r\n" + data))
+            if crlf and proven else None)
+    pieces = wire_pieces(data, crlf, dots)
+    assert b"".join(pieces) == wire_data(data, crlf, dots) == wire_data(data)
+    if dots is None:
+        assert len(pieces) == 1
 
 
 @pytest.mark.parametrize("data", [b"Subject: lf\n\nbody\nmore\n", b"Subject: cr\r\n\r\nbo\rdy\r\n",

@@ -532,3 +532,23 @@ def test_a_granted_copy_says_what_was_written_for_it(cte: str) -> None:
         outside.append([body[a:b] for a, b in zip(cuts[::2], cuts[1::2], strict=True)])
         assert b"T" * 3 in body[stretches[0][0] : stretches[0][1]] or b"T" * 40 in body
     assert outside[0] == outside[1]
+
+
+def test_a_shared_refused_copys_report_is_made_once_and_handed_out_fresh() -> None:
+    """The refused copy shared by the recipients no URL names reports the same for each
+    (the report of a fresh render); each caller gets a dict of its own to add to."""
+    engine = Engine(load_rules())
+    data = (b"Content-Type: text/html\r\n\r\n<p>hi</p>"
+            b'<img src="https://t.example/o.gif" width="1" height="1">\r\n')
+    analysis = engine.analyse(data)
+    first = engine.render(analysis, "ann@example.org", Policy.REFUSED)
+    again = engine.render(analysis, "bob@example.org", Policy.REFUSED)
+    assert again is first  # shared
+    fresh = engine._render(analysis, None, Policy.REFUSED, None, ())
+    want = fresh.report(Policy.REFUSED, ("p",))
+    one = first.report(Policy.REFUSED, ("p",))
+    one["outcome"] = "stripped"  # what beacons._report adds
+    two = again.report(Policy.REFUSED, ("p",))
+    assert two == want and "outcome" not in two
+    assert first.report(Policy.REFUSED) == fresh.report(Policy.REFUSED)
+    assert want["beacons"] == 1

@@ -143,3 +143,25 @@ def test_property_any_address_text_is_handled(local: str, middle: str, tail: str
     is no valid IDN simply has no other spelling)."""
     address = f"{local}@{middle}{tail}"
     RecipientIdentity(address).find(f"https://t.test/{local}{middle}{tail}")
+
+
+def test_the_kept_readings_of_the_last_text_find_what_fresh_ones_find() -> None:
+    """``find`` keeps the lower-cased and decoded readings of the last text object (a
+    message's joined URLs, searched once per recipient): searching it for one identity
+    after another, with other texts in between, finds what it finds with nothing kept."""
+    import hashlib
+
+    import beacon_proxy.rewrite.identity as identity
+
+    people = ["Jane.Doe@Example.com", "ann@b\u00fccher.example", "x+y@z.org", "bob@example.net"]
+    urls = [f"https://t.example/o?e={p.lower().replace('@', '%40')}" for p in people]
+    urls += ["https://t.example/p/" + hashlib.sha256(b"bob@example.net").hexdigest() + ".gif",
+             "https://t.example/q?x=a+b%2540x+y%40z.org", "https://t.example/plain"]
+    joined = "\n".join(urls)
+    texts = [joined, urls[0], joined, joined.upper(), joined, urls[4], joined]
+    for person in people:
+        me = RecipientIdentity(person)
+        for text in texts:
+            got = me.find(text)
+            identity._last = ("", "", ("",))  # nothing kept
+            assert got == me.find(text), (person, text)

@@ -1,5 +1,9 @@
 from __future__ import annotations
 
+import logging
+
+import pytest
+
 from beacon_proxy.consent.policy import Policy
 from beacon_proxy.rewrite.links import MAX_LINK, PreferenceLinks, open_links
 from beacon_proxy.rewrite.step import Recipient
@@ -71,3 +75,66 @@ def test_open_links_carry_the_tracker_url_only_when_forwarding() -> None:
     huge = "https://t.example/" + "x" * 2000
     long_link = open_links(TOKENS, BASE, "ann@example.org", None, "Q1", forward=True)(huge)
     assert _claims(long_link, Purpose.OPEN).forward == ""
+
+
+class _Counting(Tokens):
+    def __init__(self) -> None:
+        super().__init__(["links test secret 0123456789"])
+        self.minted = 0
+
+    def mint(self, claims: Claims) -> str:
+        self.minted += 1
+        return super().mint(claims)
+
+
+def _plain_first(tokens: Tokens, r: Recipient, forward: bool) -> tuple[str | None, list[str]]:
+    """The link and the warnings as the step made them before: the plain token first,
+    then the one carrying the sender's one-click URL."""
+    env, warnings = r.envelope, list[str]()
+    try:
+        plain = BASE + "/u/" + tokens.mint(Claims(Purpose.UNSUBSCRIBE, r.address, env.list_id,
+                                                 env.queue_id))
+    except ValueError:
+        return None, ["no preference link"]
+    if not (forward and env.one_click):
+        return plain, warnings
+    try:
+        url = BASE + "/u/" + tokens.mint(Claims(Purpose.UNSUBSCRIBE, r.address, env.list_id,
+                                               env.queue_id, forward=env.one_click))
+    except ValueError:
+        url = ""
+    if not url or len(url) > MAX_LINK:
+        return plain, ["one-click URL is too long"]
+    return url, warnings
+
+
+def test_the_carrying_token_first_gives_the_same_links_and_warnings(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Minting the token that carries the sender's one-click URL first (and the plain
+    one only when that cannot be used) gives the link and the warnings of the plain one
+    first, for addresses and one-click URLs of every length that matters, and mints
+    once when the carrying link is used."""
+    addresses = ["ann@example.org", "a" * 240 + "@b.org", "a" * 250 + "@" + "b" * 10 + ".org"]
+    clicks = [None, "https://sender.example/u?s=1", "https://sender.example/" + "a" * 400,
+              "https://sender.example/" + "a" * 800, "https://sender.example/" + "a" * 3000]
+    for address in addresses:
+        for one_click in clicks:
+            for forward in (True, False):
+                r = _recipient(address, one_click=one_click)
+                want, want_warnings = _plain_first(TOKENS, r, forward)
+                tokens = _Counting()
+                caplog.clear()
+                with caplog.at_level(logging.WARNING, logger="beacon_proxy.rewrite.links"):
+                    got = PreferenceLinks(tokens, BASE, forward=forward)(r)
+                messages = [rec.getMessage() for rec in caplog.records]
+                assert len(messages) == len(want_warnings)
+                assert all(w in m for w, m in zip(want_warnings, messages, strict=True))
+                if want is None:
+                    assert got is None
+                    continue
+                assert got is not None
+                a, b = (_claims(u, Purpose.UNSUBSCRIBE) for u in (got, want))
+                assert (a.recipient, a.list_id, a.queue_id, a.forward) == (
+                    b.recipient, b.list_id, b.queue_id, b.forward)
+                if b.forward:
+                    assert tokens.minted == 1

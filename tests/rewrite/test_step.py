@@ -85,3 +85,17 @@ def test_list_mail_only_steps_leave_the_relays_own_bounces_alone() -> None:
     assert step(Copy(DATA), dsn).data == DATA
     mail = Recipient(_env(), "b@y.org", Policy.REFUSED)
     assert step(Copy(DATA), mail).data == b"X-Mark: 1\r\n" + DATA
+
+
+def test_trace_header_step_keeps_each_envelopes_own_trace() -> None:
+    """The step keeps the message's part of the line for the last envelope only: copies
+    of messages in turn (two envelopes equal but for the queue id, one with SMTPUTF8,
+    an IPv6 client) each get the line ``received_header`` makes for them."""
+    envelopes = [_env(), _env(queue_id="Q2"), _env(client_address="2001:db8::1",
+                                                   client_helo="h(x)", smtputf8=True,
+                                                   received_at=86400.5)]
+    step = TraceHeader("relay.example")
+    for env in [*envelopes, envelopes[0], envelopes[0], envelopes[2], envelopes[1]]:
+        for rcpt in ("b@y.org", "c@y.org", "d\u00e9@y.org"):
+            copy = step(Copy(DATA), Recipient(env, rcpt, Policy.REFUSED))
+            assert copy.data == received_header(env, rcpt, "relay.example") + DATA

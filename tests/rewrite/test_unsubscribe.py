@@ -110,3 +110,46 @@ def test_nothing_from_the_message_goes_into_our_fields(hostile: bytes) -> None:
     rest = copy.data[len(ours):]
     assert rest in (data, data.replace(b"List-Unsubscribe: <https://x.example/>\r\n", b""))
 
+
+
+def _fresh_reading(step: UnsubscribeHeaders, copy: Copy) -> Copy:
+    """The step as it was before it kept its reading of the last header: every header
+    split into fields anew."""
+    from beacon_proxy.headerfacts import header_block
+    from beacon_proxy.rewrite.mime import header_fields
+
+    data = copy.data
+    block = header_block(data)
+    fields = header_fields(block) if b"list-unsubscribe" in block.lower() else []
+    names = {"list-unsubscribe", "list-unsubscribe-post"}
+    found = {name for name, _ in fields if name in names}
+    if step.sender == "keep" and "list-unsubscribe" in found:
+        return Copy(data, {**copy.report, "unsubscribe": "kept"})
+    eol = b"\n" if block.endswith(b"\n") and not block.endswith(b"\r\n") else b"\r\n"
+    ours = unsubscribe_fields(URL, step.mailto, eol)
+    if not found:
+        return Copy(ours + data, {**copy.report, "unsubscribe": "added"})
+    rest = b"".join(raw for name, raw in fields if name not in names)
+    return Copy(ours + rest + data[len(block):], {**copy.report, "unsubscribe": "replaced"})
+
+
+@pytest.mark.parametrize("sender", ["replace", "keep"])
+def test_a_kept_reading_gives_the_copies_of_a_fresh_one(sender: str) -> None:
+    """The step keeps its reading of the last header section: copies of one message
+    (the same header, bodies that differ), then other headers (ours in them or not, LF
+    line ends, a header equal to the last but one, a header only, one of the same
+    length with other bytes), each copy as a fresh reading of its own header makes it."""
+    lf = SENDERS.replace(b"\r\n", b"\n")
+    plain = b"Subject: hi\r\nList-Id: <news.sender.example>\r\n\r\nbody\r\n"
+    folded = SENDERS.replace(b"X-Other: keep me", b"X-Other: keep\r\n me")
+    inputs = [SENDERS, SENDERS.replace(b"body", b"other body"), SENDERS + b"more\r\n",
+              plain, plain.replace(b"body", b"b2"), SENDERS, lf, lf + b"tail\n", folded,
+              BODY, b"List-Unsubscribe: <https://x.example/>\r\n", SENDERS, plain,
+              SENDERS.replace(b"keep me", b"KEEP ME"),  # the same length, other bytes
+              SENDERS.replace(b"X-Other", b"List-Unsu")]
+    step = _step(sender=sender)
+    for data in inputs:
+        copy = Copy(bytes(bytearray(data)), {"n": len(data)})  # a fresh object, as copies are
+        got = step(copy, RCPT)
+        want = _fresh_reading(step, copy)
+        assert (got.data, got.report) == (want.data, want.report)
