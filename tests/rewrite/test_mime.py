@@ -422,9 +422,9 @@ def nested(levels: int) -> bytes:
 
 
 def test_absurd_nesting_stops_at_max_depth() -> None:
-    started = time.perf_counter()
+    started = time.process_time()
     tree = parse_message(nested(1000))
-    assert time.perf_counter() - started < 1.0
+    assert time.process_time() - started < 1.0
     assert tree.problems == ["part 1.1.1...1.1.1 (depth 100): nested deeper than 100 levels"]
     assert len(tree.parts) == 101 and not tree.modifiable
     assert tree.html_parts() == []
@@ -437,9 +437,9 @@ def test_absurd_nesting_stops_at_max_depth() -> None:
 def test_a_hundred_thousand_tiny_parts_stop_at_max_parts() -> None:
     data = (b"Content-Type: multipart/mixed; boundary=b\r\n\r\n"
             + b"--b\r\nContent-Type: text/html\r\n\r\n<i>x</i>\r\n" * 100_000 + b"--b--\r\n")
-    started = time.perf_counter()
+    started = time.process_time()
     tree = parse_message(data)
-    assert time.perf_counter() - started < 0.5
+    assert time.process_time() - started < 0.5
     assert tree.problems == ["more than 1000 MIME parts"]
     assert len(tree.parts) == 1000 and not any(p.modifiable for p in tree.parts)
     assert len(parse_message(data, max_parts=100_002).parts) == 100_001
@@ -456,9 +456,9 @@ def test_a_hundred_thousand_tiny_parts_stop_at_max_parts() -> None:
     ],
 )
 def test_adversarial_inputs_finish_quickly(data: bytes) -> None:
-    started = time.perf_counter()
+    started = time.process_time()
     tree = parse_message(data)
-    assert time.perf_counter() - started < 2.0
+    assert time.process_time() - started < 2.0
     check_spans(tree)
 
 
@@ -509,10 +509,10 @@ def test_a_parser_bug_still_delivers_the_message_untouched(
 def test_parsing_a_newsletter_is_cheap() -> None:
     data = load("alternative_qp.eml")
     big = data.replace(b"<table", b"<table>" + b"<tr><td>x</td></tr>\r\n" * 3000 + b"<table", 1)
-    started = time.perf_counter()
+    started = time.process_time()
     for _ in range(100):
         parse_message(big)
-    assert (time.perf_counter() - started) / 100 < 0.005
+    assert (time.process_time() - started) / 100 < 0.005
 
 
 def test_an_embedded_message_with_an_empty_body_has_ordered_spans() -> None:

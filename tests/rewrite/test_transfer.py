@@ -314,9 +314,9 @@ def test_many_edits_on_a_big_part_stay_linear() -> None:
         pos = at + len(marker)
     for cte, body in (("quoted-printable", binascii.b2a_qp(html)),
                       ("base64", wrap(html, 76, b"\r\n")), ("8bit", html)):
-        started = time.perf_counter()
+        started = time.process_time()
         out = apply_edits(body, cte, edits)
-        assert time.perf_counter() - started < 2.0, cte
+        assert time.process_time() - started < 2.0, cte
         assert decode(out, cte) == html.replace(b"voir", b"lire", len(edits))
 
 
