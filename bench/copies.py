@@ -47,6 +47,7 @@ from beacon_proxy.consent.policy import Decision
 from beacon_proxy.deliver.retry import RetryPolicy
 from beacon_proxy.deliver.scheduler import Scheduler
 from beacon_proxy.deliver.smtp import SmtpCourier
+from beacon_proxy.eventloop import loop_factory
 from beacon_proxy.log import setup_logging
 from beacon_proxy.rewrite.beacons import BeaconStep, inline_analyse
 from beacon_proxy.rewrite.engine import Engine
@@ -142,14 +143,14 @@ async def measure(port: int, tmp: Path, recipients: int, messages: int, share: f
 
 def run(recipients: int, messages: int, share: float, dkim: bool,
         pem: Path | None = None) -> list[float]:
-    import uvloop
-
+    factory, _ = loop_factory("auto")  # uvloop when installed, as serve's default
     with tempfile.TemporaryDirectory() as tmp:
         sink = Sink(Path(tmp))
         try:
             sink.start(10)
-            per_copy = uvloop.run(measure(sink.port, Path(tmp), recipients, messages, share,
-                                          dkim, pem))
+            with asyncio.Runner(loop_factory=factory) as runner:
+                per_copy = runner.run(measure(sink.port, Path(tmp), recipients, messages,
+                                              share, dkim, pem))
             if sink.received() < recipients * (messages + 1):
                 raise SystemExit(f"smtp-sink counted {sink.received()} messages, not "
                                  f"{recipients * (messages + 1)}")

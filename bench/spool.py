@@ -229,9 +229,9 @@ def main() -> int:
         for old_name, name in ((order[0], order[1]), (order[2], order[3])):
             old, new = medians[old_name], medians[name]
             # a tiny run may read no CPU tick at all (the process clock counts in ticks)
-            cpu = f"{new[1] / old[1]:.2f}x" if old[1] > 0 else "n/a (no CPU tick read)"
+            cpu_ratio = f"{new[1] / old[1]:.2f}x" if old[1] > 0 else "n/a (no CPU tick read)"
             print(f"{name} / {old_name}: {new[0] / old[0]:.2f}x messages/s, "
-                  f"{cpu} CPU per message, syncs per message "
+                  f"{cpu_ratio} CPU per message, syncs per message "
                   f"{old[2] + old[3]:.2f} -> {new[2] + new[3]:.2f}")
         bad = sum(r["leftovers"] for runs in results.values() for r in runs)
         if bad:
