@@ -31,17 +31,15 @@ between two ``--copies`` is the copies' share).
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import quopri
 import re
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+from _pairs import child, pair_parser
 from newsletter import newsletter
 
 from beacon_proxy.rewrite.engine import Engine
@@ -149,16 +147,6 @@ def scan_only(shape: str, copies: int) -> None:
             finish_scan(scan)
 
 
-def _child(tree: Path, copies: int, rounds: int) -> dict[str, float]:
-    env = {**os.environ, "PYTHONPATH": str(tree)}
-    done = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--json",
-                           "--copies", str(copies), "--rounds", str(rounds)],
-                          env=env, cwd=HERE, capture_output=True, text=True, check=True,
-                          timeout=600)
-    result: dict[str, float] = json.loads(done.stdout)
-    return result
-
-
 def _table(result: dict[str, float]) -> str:
     rows = [f"{'shape':<10} {'scan ms':>8} {'rescanned':>9} {'full ms':>8} {'analyse ms':>10}"]
     for name in SHAPES:
@@ -175,19 +163,14 @@ def compare(base: Path, copies: int, rounds: int, pairs: int) -> None:
           f"branch {branch}")
     for pair in range(1, pairs + 1):
         load = os.getloadavg()[0]
-        old = _child(base, copies, rounds)
-        new = _child(branch, copies, rounds)
+        args = ("--copies", str(copies), "--rounds", str(rounds))
+        old, new = child(__file__, base, *args), child(__file__, branch, *args)
         print(f"pair {pair} (load {load:.1f})\n base:\n{_table(old)}\n branch:\n{_table(new)}")
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--copies", type=int, default=300)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--base", type=Path, help="another tree to compare with (PYTHONPATH)")
-    parser.add_argument("--pairs", type=int, default=3)
+    parser = pair_parser(__doc__, "copies", 300)
     parser.add_argument("--scan-only", choices=SHAPES, help="scan copies, untimed")
-    parser.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.scan_only is not None:
         scan_only(args.scan_only, args.copies)

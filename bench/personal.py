@@ -26,16 +26,14 @@ with the ratio branch/base.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import inspect
 import json
 import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
+from _pairs import child, pair_parser
 from _smtpload import soak_message
 from newsletter import newsletter
 
@@ -124,16 +122,6 @@ async def measure(messages: int, rounds: int) -> dict[str, float]:
     return out
 
 
-def _child(tree: Path, messages: int, rounds: int) -> dict[str, float]:
-    env = {**os.environ, "PYTHONPATH": str(tree)}
-    done = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--json",
-                           "--messages", str(messages), "--rounds", str(rounds)],
-                          env=env, cwd=HERE, capture_output=True, text=True, check=True,
-                          timeout=600)
-    result: dict[str, float] = json.loads(done.stdout)
-    return result
-
-
 def compare(base: Path, messages: int, rounds: int, pairs: int) -> None:
     """Base and this tree alternating in child processes, one line per run and pair."""
     branch = HERE.parent
@@ -142,8 +130,8 @@ def compare(base: Path, messages: int, rounds: int, pairs: int) -> None:
           f"base {base}, branch {branch}")
     for pair in range(1, pairs + 1):
         load = os.getloadavg()[0]
-        old = _child(base, messages, rounds)
-        new = _child(branch, messages, rounds)
+        args = ("--messages", str(messages), "--rounds", str(rounds))
+        old, new = child(__file__, base, *args), child(__file__, branch, *args)
         cells = "\n  ".join(f"{n} base {old[n]:.3f} branch {new[n]:.3f} "
                           f"saved {(old[n] - new[n]) * 1e3:4.0f} us ({new[n] / old[n]:.2f}x)"
                           for n in names)
@@ -151,13 +139,7 @@ def compare(base: Path, messages: int, rounds: int, pairs: int) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--messages", type=int, default=300)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--base", type=Path, help="another tree to compare with (PYTHONPATH)")
-    parser.add_argument("--pairs", type=int, default=3)
-    parser.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args = pair_parser(__doc__, default=300).parse_args()
     if args.base is not None:
         compare(args.base, args.messages, args.rounds, args.pairs)
         return

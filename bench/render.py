@@ -18,17 +18,13 @@ warm-up).  ``--base DIR``: the same in child processes with ``PYTHONPATH=DIR``
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
-import os
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable
-from pathlib import Path
 
+from _pairs import compare, pair_parser
 from newsletter import newsletter
 
 from beacon_proxy.consent.policy import Policy
@@ -43,7 +39,6 @@ from beacon_proxy.spool.envelope import Envelope
 from beacon_proxy.tokens import Tokens
 
 DATA = newsletter().replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
-HERE = Path(__file__).resolve().parent
 NAMES = ("footer", "observe", "mint")
 
 
@@ -100,36 +95,16 @@ async def measure(messages: int, rounds: int) -> dict[str, float]:
     return {name: min(values) for name, values in best.items()}
 
 
-def _child(tree: Path, messages: int, rounds: int) -> dict[str, float]:
-    done = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--json",
-                           "--messages", str(messages), "--rounds", str(rounds)],
-                          env={**os.environ, "PYTHONPATH": str(tree)}, cwd=HERE,
-                          capture_output=True, text=True, check=True, timeout=600)
-    result: dict[str, float] = json.loads(done.stdout)
-    return result
-
-
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    for name, default in (("messages", 400), ("rounds", 3), ("pairs", 3)):
-        parser.add_argument(f"--{name}", type=int, default=default)
-    parser.add_argument("--base", type=Path, help="another tree to compare with (PYTHONPATH)")
-    parser.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args = pair_parser(__doc__).parse_args()
     if args.base is None:
         result = asyncio.run(measure(args.messages, args.rounds))
         print(json.dumps(result) if args.json else
               "CPU ms/copy: " + ", ".join(f"{k} {v:.4f}" for k, v in result.items()))
         return
-    print(f"CPU ms per copy (best of {args.rounds} x {args.messages}); base {args.base}, "
-          f"branch {HERE.parent}")
-    for pair in range(1, args.pairs + 1):
-        load = os.getloadavg()[0]
-        old = _child(args.base, args.messages, args.rounds)
-        new = _child(HERE.parent, args.messages, args.rounds)
-        print(f"pair {pair} (load {load:.1f}): " + "; ".join(
-            f"{n} base {old[n]:.4f} branch {new[n]:.4f} ({new[n] / old[n]:.2f}x)"
-            for n in NAMES))
+    compare(__file__, args.base, NAMES, ("--messages", str(args.messages), "--rounds",
+                                       str(args.rounds)), args.pairs,
+            f"CPU ms per copy (best of {args.rounds} x {args.messages})")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,54 @@
+"""Benchmarks that compare two trees in one run: the same script, in a child process
+per tree (``PYTHONPATH`` picks the tree), base and branch alternating, each child
+printing its result as JSON.  Shared by ``granted.py``, ``render.py``, ``personal.py``
+and ``minified.py``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+__all__ = ["BRANCH", "child", "compare", "pair_parser"]
+
+BRANCH = Path(__file__).resolve().parent.parent  # the tree this script is in
+
+
+def pair_parser(doc: str | None, count: str = "messages", default: int = 400
+                ) -> argparse.ArgumentParser:
+    """``--<count>``, ``--rounds``, ``--pairs``, ``--base`` and the children's ``--json``."""
+    parser = argparse.ArgumentParser(description=(doc or "").splitlines()[0])
+    parser.add_argument(f"--{count}", type=int, default=default)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--pairs", type=int, default=3)
+    parser.add_argument("--base", type=Path, help="another tree to compare with (PYTHONPATH)")
+    parser.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
+    return parser
+
+
+def child(script: str, tree: Path, *args: str) -> dict[str, float]:
+    """``script --json args`` run with ``tree`` first on the path: its JSON result."""
+    done = subprocess.run([sys.executable, str(Path(script).resolve()), "--json", *args],
+                          env={**os.environ, "PYTHONPATH": str(tree)},
+                          cwd=Path(script).resolve().parent, capture_output=True, text=True,
+                          check=True, timeout=600)
+    result: dict[str, float] = json.loads(done.stdout)
+    return result
+
+
+def compare(script: str, base: Path, names: Sequence[str], args: Sequence[str], pairs: int,
+            title: str) -> None:
+    """``pairs`` pairs of children (base, then this tree), one line per pair: each name's
+    value in both and their ratio."""
+    print(f"{title}; base {base}, branch {BRANCH}")
+    for pair in range(1, pairs + 1):
+        load = os.getloadavg()[0]
+        old = child(script, base, *args)
+        new = child(script, BRANCH, *args)
+        print(f"pair {pair} (load {load:.1f}): " + "; ".join(
+            f"{n} base {old[n]:.4f} branch {new[n]:.4f} ({new[n] / old[n]:.2f}x)"
+            for n in names))
