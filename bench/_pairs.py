@@ -10,10 +10,10 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
-__all__ = ["BRANCH", "child", "compare", "pair_parser"]
+__all__ = ["BRANCH", "child", "compare", "main_per_copy", "pair_parser"]
 
 BRANCH = Path(__file__).resolve().parent.parent  # the tree this script is in
 
@@ -52,3 +52,18 @@ def compare(script: str, base: Path, names: Sequence[str], args: Sequence[str], 
         print(f"pair {pair} (load {load:.1f}): " + "; ".join(
             f"{n} base {old[n]:.4f} branch {new[n]:.4f} ({new[n] / old[n]:.2f}x)"
             for n in names))
+
+
+def main_per_copy(script: str, doc: str | None, names: Sequence[str],
+                  measure: Callable[[int, int], dict[str, float]]) -> None:
+    """A script's ``main``: ``measure(messages, rounds)`` in this tree (CPU ms per copy
+    by name), or with ``--base`` pairs of children of both trees."""
+    args = pair_parser(doc).parse_args()
+    if args.base is None:
+        result = measure(args.messages, args.rounds)
+        print(json.dumps(result) if args.json else
+              "CPU ms/copy: " + ", ".join(f"{k} {v:.4f}" for k, v in result.items()))
+        return
+    compare(script, args.base, names, ("--messages", str(args.messages), "--rounds",
+                                       str(args.rounds)), args.pairs,
+            f"CPU ms per copy (best of {args.rounds} x {args.messages})")

@@ -22,10 +22,9 @@ warm-up).  ``--base DIR``: the same in child processes with ``PYTHONPATH=DIR``
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 
-from _pairs import compare, pair_parser
+from _pairs import main_per_copy
 from newsletter import newsletter
 
 from beacon_proxy.consent.policy import Policy
@@ -73,15 +72,7 @@ def measure(messages: int, rounds: int) -> dict[str, float]:
 
 
 def main() -> None:
-    args = pair_parser(__doc__).parse_args()
-    if args.base is None:
-        result = measure(args.messages, args.rounds)
-        print(json.dumps(result) if args.json else
-              "CPU ms/copy: " + ", ".join(f"{k} {v:.4f}" for k, v in result.items()))
-        return
-    compare(__file__, args.base, NAMES, ("--messages", str(args.messages), "--rounds",
-                                       str(args.rounds)), args.pairs,
-            f"CPU ms per copy (best of {args.rounds} x {args.messages})")
+    main_per_copy(__file__, __doc__, NAMES, measure)
 
 
 if __name__ == "__main__":
