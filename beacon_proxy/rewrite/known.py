@@ -316,8 +316,8 @@ def cached(analyse: Analyse, cache: AnalysisCache, rebase: Rebase | None = None)
         big = len(data) > _HASH_IN_THREAD
         # hashlib lets go of the GIL: a big message is hashed while the loop runs on
         key = await asyncio.to_thread(cache.key, data, split) if big else cache.key(data, split)
-        lines = content_lines(data, split)
         if len(data) > cache.max_message:  # never kept; only a failure is remembered
+            lines = content_lines(data, split)
             refused(key, lines)
             return await analysed(data, key, lines)
         base = cache.kept(key)
@@ -325,6 +325,7 @@ def cached(analyse: Analyse, cache: AnalysisCache, rebase: Rebase | None = None)
             found = await reuse(base, data, split)
             if found is not None:
                 return found
+        lines = content_lines(data, split)  # a miss: only failures are told apart by them
         refused(key, lines)
         running = pending.get(key)
         if running is not None:
