@@ -11,6 +11,7 @@ processes, Postfix's daemons under its ``master``):
   live or gone, and the difference of two samples is the CPU the tree spent
   in between.  (Only a process re-parented out of the tree, a double fork,
   escapes; the relays measured here do not do that below their root.)
+  :func:`tree_cpu_split` gives the same as (user, system).
 * :func:`tree_memory` is the sum of ``VmRSS`` (``/proc/<pid>/status``) and of
   ``Pss`` (``/proc/<pid>/smaps_rollup``) over the live tree.  RSS counts a
   page shared by two processes (a forkserver's children) twice, PSS splits it.
@@ -38,6 +39,7 @@ __all__ = [
     "smtp_ready",
     "stop_process",
     "tree_cpu",
+    "tree_cpu_split",
     "tree_memory",
     "wait_until",
 ]
@@ -108,13 +110,20 @@ def descendants(pid: int) -> list[int]:
 
 def tree_cpu(root: int) -> float:
     """CPU seconds the tree under root has used so far, exited children included."""
-    total = 0
+    return sum(tree_cpu_split(root))
+
+
+def tree_cpu_split(root: int) -> tuple[float, float]:
+    """(user, system) CPU seconds of the tree under root so far, exited children included."""
+    user = system = 0
     for pid in descendants(root):
         fields = _stat_fields(pid)
         if fields is not None:
             # utime, stime, cutime, cstime: fields 14-17.
-            total += sum(int(f) for f in fields[11:15])
-    return total / CLK_TCK
+            utime, stime, cutime, cstime = (int(f) for f in fields[11:15])
+            user += utime + cutime
+            system += stime + cstime
+    return user / CLK_TCK, system / CLK_TCK
 
 
 def _status_kib(pid: int, key: str, name: str) -> int:

@@ -115,6 +115,15 @@ def test_tree_cpu_counts_a_child_that_has_exited() -> None:
     assert _proc.tree_cpu(os.getpid()) - before >= 0.45
 
 
+def test_tree_cpu_split_separates_user_and_system_time() -> None:
+    user0, system0 = _proc.tree_cpu_split(os.getpid())
+    burn = "import os, time\nwhile time.process_time() < 0.5: os.stat('/')\n"
+    subprocess.run([sys.executable, "-c", burn], check=True, timeout=60)
+    user, system = _proc.tree_cpu_split(os.getpid())
+    assert user - user0 > 0 and system - system0 > 0  # stat() is a system call
+    assert (user - user0) + (system - system0) >= 0.45  # a tick's margin, as above
+
+
 def test_tree_memory_covers_a_live_child() -> None:
     child = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"],
                              stdin=subprocess.PIPE)
@@ -166,15 +175,18 @@ def test_a_tiny_run_of_every_throughput_phase(capsys: pytest.CaptureFixture[str]
     rows = {line.split()[0]: line.split() for line in out.splitlines()
             if line.split()[:1] and line.split()[0] in relay.PHASES and " / " not in line}
     for name in ("a", "b", "c", "c-dkim"):
-        assert rows[name][-9] == "4", out  # msgs
-    assert rows["c-dkim-rcpt"][-9:-7] == ["3", "3"], out  # 3 recipients, 3 transactions
-    assert rows["c-dkim-rcpt"][-1] == "3", out  # each copy arrived signed
-    assert rows["a-rcpt"][-9:-7] == ["3", "1"], out
-    assert rows["b-rcpt"][-9:-7] == ["3", "1"], out  # the pass-through: one transaction on
+        assert rows[name][-10] == "4", out  # msgs (then 9 columns, the last sys %)
+    # rcpts, txns, then 9 columns: ... signed, sink CPU s, sys %
+    assert rows["c-dkim-rcpt"][-11:-9] == ["3", "3"], out  # 3 recipients, 3 transactions
+    assert rows["c-dkim-rcpt"][-3] == "3", out  # each copy arrived signed
+    assert rows["a-rcpt"][-11:-9] == ["3", "1"], out
+    assert rows["b-rcpt"][-11:-9] == ["3", "1"], out  # the pass-through: one transaction on
+    assert rows["a-rcpt"][-1] == "-" and rows["c-dkim-rcpt"][-1].isdigit(), out  # sys %
+    assert "c-dkim-rcpt / a (one transaction per recipient" in out
     assert "c-dkim / b (aiosmtpd -> aiosmtplib)" in out
     if _postfix.postfix_available() is None:
-        assert rows["postfix"][-9] == "4", out
-        assert rows["postfix-rcpt"][-9:-7] == ["3", "1"], out  # one transaction on
+        assert rows["postfix"][-10] == "4", out
+        assert rows["postfix-rcpt"][-11:-9] == ["3", "1"], out  # one transaction on
         assert "c / postfix (Postfix hop)" in out
     else:
         assert "phase postfix skipped" in out
@@ -199,7 +211,7 @@ def test_a_tiny_run_with_granted_recipients(capsys: pytest.CaptureFixture[str]) 
     assert "0.5 of the recipients granted" in out
     rows = {line.split()[0]: line.split() for line in out.splitlines()
             if line.split()[:1] and line.split()[0] in relay.PHASES and " / " not in line}
-    assert rows["c"][-9] == "4" and rows["c-rcpt"][-9:-7] == ["20", "20"], out
+    assert rows["c"][-10] == "4" and rows["c-rcpt"][-11:-9] == ["20", "20"], out
 
 
 @needs_postfix_tools
