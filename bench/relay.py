@@ -445,6 +445,38 @@ def _mb(kib: int | None) -> str:
     return f"{kib / 1024:.1f}" if kib is not None else "-"
 
 
+#: A table's column: its header, its width, its cell.
+Column = tuple[str, int, Callable[[Result], str]]
+
+#: The last columns of both tables (the 1-recipient one has no "signed").
+_TAIL: list[Column] = [
+    ("RSS MB", 7, lambda r: _mb(r.rss_kib)),
+    ("PSS MB", 7, lambda r: _mb(r.pss_kib)),
+    ("signed", 6, lambda r: f"{r.signed or 0}"),
+    ("sink CPU s", 10, lambda r: f"{r.sink_cpu_s:.2f}"),
+    ("sys %", 5, lambda r: _share(r)),
+]
+
+
+def _opt(value: float | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def _per(r: Result, spec: str) -> str:
+    """Relay CPU milliseconds per recipient (= per message at one recipient each)."""
+    return "-" if r.relay_cpu_s is None else format(1000 * r.relay_cpu_s / r.recipients, spec)
+
+
+def _table(rows: Sequence[Result], columns: Sequence[Column]) -> None:
+    """Phase and label left-aligned, then every column right-aligned to its width."""
+    hdr = f"{'phase':<14} {'':<26} " + " ".join(f"{h:>{w}}" for h, w, _ in columns)
+    print(hdr)
+    print("-" * len(hdr))
+    for r in rows:
+        print(f"{r.name:<14} {r.label:<26} " + " ".join(f"{cell(r):>{w}}"
+                                                        for _, w, cell in columns))
+
+
 def _share(r: Result) -> str:
     """The relay's system (kernel) CPU as a share of its CPU: sockets, files, syncs."""
     if r.relay_sys_s is None or not r.relay_cpu_s:
@@ -501,18 +533,14 @@ def report(results: Sequence[Result], st: Settings, size: int, skipped: dict[str
     if single:
         print()
         print(f"1 recipient per message, {st.messages} messages")
-        hdr = (f"{'phase':<14} {'':<26} {'msgs':>5} {'accept s':>8} {'deliver s':>9} "
-               f"{'msg/s':>7} {'relay CPU s':>11} {'CPU ms/msg':>10} {'RSS MB':>7} "
-               f"{'PSS MB':>7} {'sink CPU s':>10} {'sys %':>5}")
-        print(hdr)
-        print("-" * len(hdr))
-        for r in single:
-            cpu = f"{r.relay_cpu_s:11.2f}" if r.relay_cpu_s is not None else f"{'-':>11}"
-            per = (f"{1000 * r.relay_cpu_s / r.recipients:10.2f}" if r.relay_cpu_s is not None
-                   else f"{'-':>10}")
-            print(f"{r.name:<14} {r.label:<26} {r.messages:>5} {r.accepted_s:8.2f} "
-                  f"{r.delivered_s:9.2f} {r.rate:7.1f} {cpu} {per} {_mb(r.rss_kib):>7} "
-                  f"{_mb(r.pss_kib):>7} {r.sink_cpu_s:10.2f} {_share(r):>5}")
+        _table(single, [
+            ("msgs", 5, lambda r: f"{r.messages}"),
+            ("accept s", 8, lambda r: f"{r.accepted_s:.2f}"),
+            ("deliver s", 9, lambda r: f"{r.delivered_s:.2f}"),
+            ("msg/s", 7, lambda r: f"{r.rate:.1f}"),
+            ("relay CPU s", 11, lambda r: _opt(r.relay_cpu_s, ".2f")),
+            ("CPU ms/msg", 10, lambda r: _per(r, ".2f")),
+            *_TAIL[:2], _TAIL[3], _TAIL[4]])
         print()
         ok = _goal_lines(by, ("c", "c-dkim"), "") and ok
     many = [r for r in results if PHASES[r.name][2]]
@@ -520,18 +548,14 @@ def report(results: Sequence[Result], st: Settings, size: int, skipped: dict[str
         print()
         print(f"{st.recipients} recipients per message, {st.rcpt_messages} message(s); "
               "txns and signed: as counted at smtp-sink")
-        hdr = (f"{'phase':<14} {'':<26} {'rcpts':>6} {'txns':>5} {'deliver s':>9} "
-               f"{'rcpt/s':>7} {'relay CPU s':>11} {'CPU ms/rcpt':>11} {'RSS MB':>7} "
-               f"{'PSS MB':>7} {'signed':>6} {'sink CPU s':>10} {'sys %':>5}")
-        print(hdr)
-        print("-" * len(hdr))
-        for r in many:
-            cpu = f"{r.relay_cpu_s:11.2f}" if r.relay_cpu_s is not None else f"{'-':>11}"
-            per = (f"{1000 * r.relay_cpu_s / r.recipients:11.3f}" if r.relay_cpu_s is not None
-                   else f"{'-':>11}")
-            print(f"{r.name:<14} {r.label:<26} {r.recipients:>6} {r.transactions or 0:>5} "
-                  f"{r.delivered_s:9.2f} {r.rate:7.1f} {cpu} {per} {_mb(r.rss_kib):>7} "
-                  f"{_mb(r.pss_kib):>7} {r.signed or 0:>6} {r.sink_cpu_s:10.2f} {_share(r):>5}")
+        _table(many, [
+            ("rcpts", 6, lambda r: f"{r.recipients}"),
+            ("txns", 5, lambda r: f"{r.transactions or 0}"),
+            ("deliver s", 9, lambda r: f"{r.delivered_s:.2f}"),
+            ("rcpt/s", 7, lambda r: f"{r.rate:.1f}"),
+            ("relay CPU s", 11, lambda r: _opt(r.relay_cpu_s, ".2f")),
+            ("CPU ms/rcpt", 11, lambda r: _per(r, ".3f")),
+            *_TAIL])
         print()
         ok = _goal_lines(by, ("c", "c-dkim"), "-rcpt") and ok
         _copies_ceiling(by)
