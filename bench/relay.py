@@ -43,7 +43,13 @@ message (and recipient); for beacon-proxy its /metrics must then also show
 every recipient as delivered.  "relay CPU" is utime+stime of the relay's
 whole process tree (analysis workers, Postfix's daemons, exited children via
 cutime/cstime) spent in that window; "RSS end" is the tree's RSS summed over
-its processes (PSS beside it) once everything was delivered.  The goals are
+its processes (PSS beside it) once everything was delivered; "sys %" the
+kernel's share of the relay CPU; "sink CPU s" and "source CPU s" what
+smtp-sink and smtp-source spent (they share the relay's cores).  Below the
+goals, two lines without a goal: the CPU per message each rate goal leaves
+the relay on this machine's cores once the sink and the source have theirs,
+and the many-recipient rate beside phase a's (one transaction per recipient
+is the most smtp-sink takes in).  The goals are
 issue 12's: beacon-proxy >= 1.0 x the Postfix hop, >= 0.5 x smtp-source ->
 smtp-sink, >= 4 x the pass-through (for c and c-dkim, and with many
 recipients in recipients/s); the soak: the rate held, p99 accept-to-deliver
@@ -59,6 +65,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import resource
 import shutil
 import signal
 import subprocess
@@ -152,6 +159,7 @@ class Result:
     pss_kib: int | None
     sink_cpu_s: float
     relay_sys_s: float | None = None  # the system (kernel) part of relay_cpu_s
+    source_cpu_s: float | None = None  # smtp-source's, from its rusage once it exited
     transactions: int | None = None  # what smtp-sink received (dump phases)
     signed: int | None = None  # DKIM-Signature fields at smtp-sink (dump phases)
 
@@ -246,6 +254,7 @@ def drive(st: Settings, name: str, target_port: int, snk: Sink, relay_root: int 
     sink_cpu0 = cpu_seconds(snk.proc.pid)
     log_path = st.workdir / f"source-{name}.out"
     log = log_path.open("wb")
+    children0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     src = subprocess.Popen(source_cmd(st, target_port, messages, rcpts), stdout=log,
                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
@@ -282,6 +291,11 @@ def drive(st: Settings, name: str, target_port: int, snk: Sink, relay_root: int 
         if not accepted_s:
             src.wait(timeout=st.timeout)
             accepted_s = time.perf_counter() - t0
+        # smtp-source is the only child reaped since children0 (relays, sinks and Postfix
+        # outlive the phase's clock; their start-up commands ended before it).
+        children1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        source_cpu = (children1.ru_utime - children0.ru_utime
+                      + children1.ru_stime - children0.ru_stime)
         if delivered_check is not None:
             wait_until(delivered_check, 30, f"{name}: delivered count in /metrics", relay_proc)
         rss, pss = tree_memory(relay_root) if relay_root else (None, None)
@@ -289,7 +303,7 @@ def drive(st: Settings, name: str, target_port: int, snk: Sink, relay_root: int 
         stop_process(src, grace=2)
         log.close()
     res = Result(name, label, messages, rcpts, accepted_s, delivered_s, relay_cpu, rss, pss,
-                 sink_cpu, relay_sys)
+                 sink_cpu, relay_sys, source_cpu)
     if snk.dump is not None:
         res.transactions, res.signed = snk.transactions(), snk.signed()
     return res
@@ -458,6 +472,33 @@ _TAIL: list[Column] = [
 ]
 
 
+_SOURCE: Column = ("source CPU s", 12, lambda r: _opt(r.source_cpu_s, ".2f"))
+
+
+def _budget_lines(results: dict[str, Result]) -> None:
+    """What each rate goal leaves the relay per message, on this machine (no goal).
+
+    smtp-source and smtp-sink run on the relay's cores: at a goal's rate R with every
+    core busy, the relay may spend at most cores / R minus what the sink and the source
+    spent per message in the same phase.  A relay that spends more cannot reach R here.
+    """
+    cores = len(os.sched_getaffinity(0))
+    for subject in ("c", "c-dkim"):
+        mine = results.get(subject)
+        if mine is None or mine.relay_cpu_s is None or mine.source_cpu_s is None:
+            continue
+        others = 1000 * (mine.sink_cpu_s + mine.source_cpu_s) / mine.messages
+        spent = 1000 * mine.relay_cpu_s / mine.messages
+        for base, goal, _label in GOALS:
+            if base not in results:
+                continue
+            rate = goal * results[base].rate
+            budget = 1000 * cores / rate - others
+            print(f"  {subject} at {goal:g}x {base} = {rate:.0f} msg/s: the relay may spend "
+                  f"{budget:.2f} CPU ms/msg on {cores} busy cores (sink + source take "
+                  f"{others:.2f}); it spends {spent:.2f}")
+
+
 def _opt(value: float | None, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
@@ -540,9 +581,10 @@ def report(results: Sequence[Result], st: Settings, size: int, skipped: dict[str
             ("msg/s", 7, lambda r: f"{r.rate:.1f}"),
             ("relay CPU s", 11, lambda r: _opt(r.relay_cpu_s, ".2f")),
             ("CPU ms/msg", 10, lambda r: _per(r, ".2f")),
-            *_TAIL[:2], _TAIL[3], _TAIL[4]])
+            *_TAIL[:2], _TAIL[3], _SOURCE, _TAIL[4]])
         print()
         ok = _goal_lines(by, ("c", "c-dkim"), "") and ok
+        _budget_lines(by)
     many = [r for r in results if PHASES[r.name][2]]
     if many:
         print()
