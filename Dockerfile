@@ -8,9 +8,9 @@
 # Configuration: /etc/beacon-proxy/beacon-proxy.toml, found by every
 # beacon-proxy command in the container (no --config needed).  The image ships
 # config/container.toml there: SMTP on 0.0.0.0:2525, the recipient side (/o/,
-# /u/, /healthz) on 0.0.0.0:8025, the admin side (/api/v1, /metrics, /readyz)
-# on 0.0.0.0:8026, state under /var/lib/beacon-proxy, relaying for loopback
-# clients only.  Mount your own file there to replace it (start from that one);
+# /u/, /healthz) on 0.0.0.0:8025, the admin side (/api/v1, /console, /metrics,
+# /readyz) on 0.0.0.0:8026, state under /var/lib/beacon-proxy, relaying for
+# loopback clients only.  Mount your own file there to replace it (start from that one);
 # listen addresses come only from that file or an explicit
 # `-e BEACON_PROXY_SMTP_LISTEN=...`, never from this image's environment.
 # Publish 8026 on loopback or a private network only.  compose.yaml: with

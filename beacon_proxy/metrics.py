@@ -165,8 +165,8 @@ RECIPIENT_ACTIONS = Counter(
 WEB_REFUSED = Counter(
     "beacon_proxy_web_refused",
     "HTTP requests refused before any handler, by route class (pixel: /o/, page: /u/, api: "
-    "/api/, other) and reason (rate_limited: 429, too_large: a declared body over the bound, "
-    "413).",
+    "/api/, console: /console, other) and reason (rate_limited: 429, too_large: a declared "
+    "body over the bound, 413).",
     ["route", "reason"],
     registry=REGISTRY,
 )

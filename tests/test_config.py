@@ -1,11 +1,16 @@
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
+import json
+import re
+import tomllib
 from pathlib import Path
 
 import pytest
 
 from beacon_proxy.config import (
+    Config,
     ConfigError,
     Endpoint,
     environment_keys,
@@ -34,10 +39,84 @@ def test_defaults_without_a_file() -> None:
     assert ipaddress.ip_address("127.0.0.5") in cfg.smtp.allow_networks[0]
 
 
+EXAMPLE = Path(__file__).parent.parent / "config" / "beacon-proxy.example.toml"
+
+
 def test_full_example_file_loads() -> None:
-    example = Path(__file__).parent.parent / "config" / "beacon-proxy.example.toml"
-    cfg = load_config(example, environ={})
-    assert cfg.source == example
+    cfg = load_config(EXAMPLE, environ={})
+    assert cfg.source == EXAMPLE
+
+
+def _config_keys() -> dict[str, set[str]]:
+    """Every key the configuration accepts, by section (the fields of the sections)."""
+    return {f.name: {k.name for k in dataclasses.fields(f.default)}
+            for f in dataclasses.fields(Config) if dataclasses.is_dataclass(f.default)}
+
+
+def _is_toml(lines: list[str]) -> bool:
+    """Whether the first of ``lines`` starts a TOML key/value (which may go on over the
+    following lines, as a commented-out array does)."""
+    for end in range(1, len(lines) + 1):
+        try:
+            tomllib.loads("\n".join(lines[:end]))
+        except tomllib.TOMLDecodeError:
+            continue
+        return True
+    return False
+
+
+def _example_keys() -> dict[str, set[str]]:
+    """The keys the example file shows, set or commented out (``# tls_cert = "..."``,
+    ``# [smtp.auth_users]``), by section; a commented line counts when it is TOML."""
+    shown: dict[str, set[str]] = {}
+    section = ""
+    lines = [line.removeprefix("#").strip() for line in EXAMPLE.read_text().splitlines()]
+    for i, text in enumerate(lines):
+        if match := re.fullmatch(r"\[([a-z_]+)(?:\.([a-z_]+))?\]", text):
+            if match[2] is None:
+                section = match[1]
+            else:
+                shown.setdefault(match[1], set()).add(match[2])
+        elif (match := re.match(r"([a-z_]+) = ", text)) and _is_toml(lines[i:i + 20]):
+            # (not prose in a comment that happens to say "word = ...")
+            shown.setdefault(section, set()).add(match[1])
+    return shown
+
+
+def test_the_example_shows_every_key_and_no_other() -> None:
+    """config/beacon-proxy.example.toml documents every key config.py accepts (set to
+    its default, or commented out when it has none to show), and no key it refuses."""
+    keys, shown = _config_keys(), _example_keys()
+    assert len(keys) > 10 and sum(map(len, keys.values())) > 60  # the walk finds them
+    missing = {f"{s}.{k}" for s, ks in keys.items() for k in ks - shown.get(s, set())}
+    unknown = {f"{s}.{k}" for s, ks in shown.items() for k in ks - keys.get(s, set())}
+    assert (sorted(missing), sorted(unknown)) == ([], [])
+
+
+#: Keys the example sets to something other than the built-in default, saying so in
+#: its comment: the production setting.
+_EXAMPLE_NOT_DEFAULT = {("smtp", "workers")}
+
+
+def test_the_example_values_are_the_defaults() -> None:
+    """Each value the example file sets is the built-in default (as its header says).
+    Read through the environment, where paths stay as written (not made relative to the
+    file), so they compare with the defaults."""
+    defaults = load_config(None, environ={})
+    example = tomllib.loads(EXAMPLE.read_text())
+    differ = []
+    for section, table in example.items():
+        for key, value in table.items():
+            if (section, key) in _EXAMPLE_NOT_DEFAULT:
+                continue
+            name = f"BEACON_PROXY_{section}_{key}".upper()
+            written = load_config(None, environ={name: json.dumps(value)})
+            if getattr(getattr(written, section), key) != getattr(getattr(defaults, section),
+                                                                  key):
+                differ.append(f"{section}.{key}")
+    assert differ == []
+    for section, key in _EXAMPLE_NOT_DEFAULT:
+        assert getattr(getattr(defaults, section), key) != example[section][key]
 
 
 def test_values_are_parsed(tmp_path: Path) -> None:

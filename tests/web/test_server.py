@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from beacon_proxy.spool.queue import Spool
 from beacon_proxy.tokens import Claims, Purpose, Tokens
 from beacon_proxy.web.api import build_api
 from beacon_proxy.web.auth import ApiTokens
+from beacon_proxy.web.console import Console
 from beacon_proxy.web.recipient import RecipientSide
 from beacon_proxy.web.server import (
     Readiness,
@@ -210,3 +212,62 @@ async def test_two_listeners_split_the_routes(parts: dict[str, Any]) -> None:
     assert admin["/api/v1/openapi.json"] == 200 and admin["/api/v1/consent"] == 401
     assert admin["/o/x"] == 404 and admin[f"/u/{UNSUB}"] == 404
     assert admin["/healthz"] == 200
+
+
+# --------------------------------------------------------------------------
+# The documentation names every route
+
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _operator_docs() -> str:
+    """README.md and docs/*.md but the performance notebook."""
+    docs = [p for p in sorted((ROOT / "docs").glob("*.md")) if p.name != "performance.md"]
+    return "\n".join(p.read_text(encoding="utf-8") for p in [ROOT / "README.md", *docs])
+
+
+def _written_paths(docs: str, prefix: str = "") -> set[str]:
+    """The paths a text names, each ``{param}`` or ``<param>`` in it made a sample value;
+    with ``prefix``, each also as a path under it (the admin API's table leaves out its
+    ``/api/v1``)."""
+    paths: set[str] = set()
+    for m in re.finditer(r"/[A-Za-z0-9_.{}<>/-]+", docs):
+        path = re.sub(r"\{[^}/]*\}|<[^>/]*>", "x1", m[0]).rstrip(".")
+        paths.update((path, prefix + path) if prefix else (path,))
+    return paths
+
+
+def _undocumented(app: web.Application, docs: str, prefix: str = "") -> list[str]:
+    """The routes of ``app`` that no path ``docs`` writes matches (without ``prefix``: not
+    those of the admin API, mounted under ``/api/v1``)."""
+    written = _written_paths(docs, prefix)
+    missing = []
+    for route in app.router.routes():
+        resource = route.resource
+        if resource is None or route.method == "HEAD" or (
+                not prefix and resource.canonical.startswith("/api/v1")):
+            continue
+        info = resource.get_info()
+        if "pattern" in info:
+            pattern = info["pattern"]
+            found = any(pattern.fullmatch(path) for path in written)
+        else:
+            found = info.get("path", resource.canonical) in written
+        if not found:
+            missing.append(f"{route.method} {resource.canonical}")
+    return missing
+
+
+async def test_every_route_is_documented(store: Store, spool: Path) -> None:
+    """Each route the web listeners serve is named in README.md or docs/ (the admin API's
+    in docs/consent.md's table), so a new route cannot come without its description."""
+    api = build_api(store, ApiTokens({}))
+    console = Console(store, ApiTokens({}), spool_root=spool, record_stats=False)
+    app = build_app(_ok, ready=Readiness(store, spool), api=api,
+                    recipient=RecipientSide(Tokens([SECRET]), store), console=console)
+    docs = _operator_docs()
+    assert len(list(app.router.routes())) > 15 and len(list(api.router.routes())) > 15
+    assert _undocumented(app, docs) == []
+    consent = (ROOT / "docs" / "consent.md").read_text(encoding="utf-8")
+    assert _undocumented(api, consent, prefix="/api/v1") == []
