@@ -202,3 +202,13 @@ def test_compose_parses_and_keeps_the_admin_side_private() -> None:
     # The relay's allow_networks cover the compose network (and nothing wider).
     subnet = data["networks"]["relay"]["ipam"]["config"][0]["subnet"]
     assert subnet in [str(n) for n in cfg.smtp.allow_networks]
+
+
+def test_the_container_configurations_run_a_worker_per_cpu() -> None:
+    """Both files the image and the compose example mount load, and run the production
+    setting ``workers = "auto"`` (the built-in default stays 1: docs/operations.md)."""
+    for name in ("container.toml", "compose.toml"):
+        environ = {"BEACON_PROXY_SECRET": "s" * 32,
+                   "BEACON_PROXY_STORE_URL": "postgresql://u:p@db/beacon"}
+        cfg = load_config(ROOT / "config" / name, environ=environ)
+        assert cfg.smtp.workers == "auto", name

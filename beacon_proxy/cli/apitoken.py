@@ -19,7 +19,7 @@ import re
 import sys
 from typing import Any
 
-from beacon_proxy.cli.common import CliError
+from beacon_proxy.cli.common import CliError, add_unused_config_option
 from beacon_proxy.config import is_token_name
 from beacon_proxy.web.auth import MIN_TOKEN_LENGTH, hash_token, new_token
 
@@ -39,6 +39,7 @@ def register(sub: Any) -> None:
     p.add_argument("--name", default="admin", type=_name,
                    help="the token's name in [api.tokens], shown as the actor in the audit "
                    "trail (api:NAME); letters, digits, - _ and . (default: admin)")
+    add_unused_config_option(p)
     p.set_defaults(handler=_hash)
 
 

@@ -28,6 +28,13 @@ def add_config_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_unused_config_option(parser: argparse.ArgumentParser) -> None:
+    """``--config`` for a command that reads no configuration: every command takes it (a
+    script may pass it to each), and this one says that it does not read the file."""
+    parser.add_argument("--config", metavar="FILE", default=None,
+                        help="accepted as by every command; this one reads no configuration")
+
+
 def config_from(args: argparse.Namespace) -> Config:
     """The configuration a command uses (see :func:`beacon_proxy.config.find_config`)."""
     return load_config(args.config)

@@ -3,7 +3,8 @@
 ``list`` prints one line per queued message (``--json``: one JSON object per
 line); ``show ID`` prints the envelope, each recipient's state and last
 reply, and the message's header section.  ``retry ID`` (or ``--all``) makes
-deferred mail due now and ``delete ID`` removes a message: both leave a
+deferred mail due now and ``delete ID`` removes a message (``--json``: one
+object saying what was requested): both leave a
 request in the spool's ``control/`` folder that the running relay carries
 out within a second (or at its next start); ``delete`` also removes the files
 at once.  With several worker processes (``[smtp] workers``) every part of the spool
@@ -32,6 +33,7 @@ __all__ = ["entry_to_dict", "register"]
 
 _HEADERS_SHOWN = 65536  # bytes of a message's header shown at most (as the console)
 _ID_HELP = "a queue id, as `queue list` shows it and the log's queue_id field has it"
+_DONE_JSON = 'print one JSON object: {"action", "queue_id" (null: --all), "requested": true}'
 
 
 def register(sub: Any) -> None:
@@ -51,10 +53,12 @@ def register(sub: Any) -> None:
     which = retry.add_mutually_exclusive_group(required=True)
     which.add_argument("queue_id", metavar="ID", nargs="?", help=_ID_HELP)
     which.add_argument("--all", action="store_true", help="every deferred message")
+    retry.add_argument("--json", action="store_true", help=_DONE_JSON)
     add_config_option(retry)
     retry.set_defaults(handler=_with_spool(_retry))
     delete = qsub.add_parser("delete", help="remove a message from the queue (no bounce)")
     delete.add_argument("queue_id", metavar="ID", help=_ID_HELP)
+    delete.add_argument("--json", action="store_true", help=_DONE_JSON)
     add_config_option(delete)
     delete.set_defaults(handler=_with_spool(_delete))
 
@@ -180,18 +184,27 @@ def _retry(args: argparse.Namespace, spool: Spool) -> int:
     if args.all:
         for root in all_roots(spool.root):  # every worker's part
             Spool(root).request_sync("retry", "ALL")
-        print("retry of every deferred message requested")
-        return 0
+        return _done(args, "retry", None, "retry of every deferred message requested")
     queue_id = _queue_id(args.queue_id)
     if not leave_request(spool.root, "retry", queue_id):  # to the worker that owns it
         raise CliError(f"no message {queue_id} in the queue")
-    print(f"retry of {queue_id} requested")
-    return 0
+    return _done(args, "retry", queue_id, f"retry of {queue_id} requested")
 
 
 def _delete(args: argparse.Namespace, spool: Spool) -> int:
     queue_id = _queue_id(args.queue_id)
     if not leave_request(spool.root, "delete", queue_id):
         raise CliError(f"no message {queue_id} in the queue")
-    print(f"deleted {queue_id}")
+    return _done(args, "delete", queue_id, f"deleted {queue_id}")
+
+
+def _done(args: argparse.Namespace, action: str, queue_id: str | None, text: str) -> int:
+    """What a request did: a sentence, or with ``--json`` one object saying the same.
+
+    ``requested``: the request is in the spool for the relay to carry out (a delete has
+    also removed the message's files already)."""
+    if args.json:
+        print(json.dumps({"action": action, "queue_id": queue_id, "requested": True}))
+    else:
+        print(text)
     return 0

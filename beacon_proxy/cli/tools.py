@@ -8,7 +8,12 @@ import getpass
 import sys
 from typing import Any
 
-from beacon_proxy.cli.common import CliError, add_config_option, config_from
+from beacon_proxy.cli.common import (
+    CliError,
+    add_config_option,
+    add_unused_config_option,
+    config_from,
+)
 from beacon_proxy.smtpd.passwords import hash_password
 
 __all__ = ["register"]
@@ -20,6 +25,7 @@ def register(sub: Any) -> None:
         description="Read a password (prompted, or one line on standard input) and print "
         "its scrypt hash for [smtp] auth_users.",
     )
+    add_unused_config_option(p)
     p.set_defaults(handler=_hash)
     a: argparse.ArgumentParser = sub.add_parser(
         "hash-address", help="the pseudonym of an address in the relay's log",

@@ -48,16 +48,33 @@ def test_a_bad_token_name_is_a_usage_error(capsys: Cap) -> None:
     assert "token names are letters" in capsys.readouterr().err
 
 
-def test_every_argument_has_a_help_text() -> None:
-    def parsers(parser: argparse.ArgumentParser) -> Iterator[argparse.ArgumentParser]:
-        yield parser
-        for action in parser._actions:
-            if isinstance(action, argparse._SubParsersAction):
-                for sub in action.choices.values():
-                    yield from parsers(sub)
+def _parsers(parser: argparse.ArgumentParser) -> Iterator[argparse.ArgumentParser]:
+    yield parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                yield from _parsers(sub)
 
-    missing = [f"{p.prog} {a.metavar or a.dest}" for p in parsers(build_parser())
+
+def test_every_argument_has_a_help_text() -> None:
+    missing = [f"{p.prog} {a.metavar or a.dest}" for p in _parsers(build_parser())
                for a in p._actions
                if not isinstance(a, argparse._HelpAction | argparse._VersionAction
                                  | argparse._SubParsersAction) and not a.help]
     assert missing == []
+
+
+def test_every_command_takes_config() -> None:
+    """product.md: "Every command takes --config FILE" (one that reads none says so)."""
+    commands = [p for p in _parsers(build_parser()) if not any(
+        isinstance(a, argparse._SubParsersAction) for a in p._actions)]
+    assert len(commands) > 20
+    assert [p.prog for p in commands
+            if not any("--config" in a.option_strings for a in p._actions)] == []
+
+
+def test_hash_token_accepts_config_and_reads_none(tmp_path: Path, capsys: Cap) -> None:
+    broken = tmp_path / "broken.toml"
+    broken.write_text("[smtp\n")
+    assert main(["hash-token", "--config", str(broken)]) == 0
+    assert capsys.readouterr().out.startswith("token: ")

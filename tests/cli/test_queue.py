@@ -95,6 +95,22 @@ def test_retry_and_delete_leave_requests(configured: Spool,
     assert asyncio.run(configured.take_requests()) == []
 
 
+def test_retry_and_delete_say_what_they_did_in_json(configured: Spool,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    qid = _put(configured)
+    capsys.readouterr()
+    assert main(["queue", "retry", qid, "--json"]) == 0
+    assert main(["queue", "retry", "--all", "--json"]) == 0
+    assert main(["queue", "delete", qid, "--json"]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert lines == [{"action": "retry", "queue_id": qid, "requested": True},
+                     {"action": "retry", "queue_id": None, "requested": True},
+                     {"action": "delete", "queue_id": qid, "requested": True}]
+    assert main(["queue", "delete", qid, "--json"]) == 1  # a bad request: no JSON, a reason
+    out, err = capsys.readouterr()
+    assert out == "" and "no message" in err and len(err.strip().splitlines()) == 1
+
+
 def _unreadable(folder: Path, how: str) -> None:
     """``folder`` made unreadable: a file where it should be (works as root too), or
     mode 000 (skipped when this user, root, reads it anyway)."""
