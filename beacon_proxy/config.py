@@ -208,7 +208,7 @@ class PolicyConfig:
     # Refused copies of what the precise engine cannot handle / of signed mail.
     unscannable: Literal["neutralise", "hold", "deliver"] = "neutralise"
     signed: Literal["unwrap", "hold", "deliver"] = "unwrap"
-    analysis_timeout: float = 10.0  # one message's analysis budget (wall seconds, rewrite.pool)
+    analysis_timeout: float = 10.0  # one message's analysis budget (CPU s; 4x in wall time)
     analysis_workers: int = 0  # analysis processes; 0: one per core, at most 4
     # Forward a consenting recipient's open to the original tracker URL (server-side,
     # without the recipient's address or user agent).

@@ -1,4 +1,4 @@
-"""Message analysis in worker processes, each job with a wall-time budget.
+"""Message analysis in worker processes, each job with a CPU budget.
 
 :meth:`Engine.analyse <beacon_proxy.rewrite.engine.Engine.analyse>` is pure
 CPU, most of it inside C regular-expression calls that hold the GIL: a thread
@@ -28,18 +28,27 @@ the parent is a non-blocking socket operation of the event loop.
 
 Failures, all :class:`AnalysisError`:
 
-* :class:`AnalysisTimeout`: no result within ``budget`` seconds; the worker
-  was killed and is being replaced;
+* :class:`AnalysisTimeout`: the job used ``budget`` CPU seconds, or ran
+  :data:`WALL_FACTOR` times as long in wall time, without a result; the
+  worker was killed and is being replaced;
 * :class:`AnalysisCrashed`: the worker died (a signal, the OOM killer, a
   ``MemoryError``, which ends the worker as its state is then suspect);
 * :class:`AnalysisFailed`: ``analyse`` raised; the original ``repr`` is
   kept and the worker goes on serving;
 * :class:`PoolClosed`: :meth:`AnalysisPool.close` was called.
 
-The budget is wall time from when a worker takes the job (waiting for a free
-worker does not count) until the whole result is in: sending the message,
-the analysis, pickling and receiving the result.  A large result is
-unpickled in a thread, so that the loop keeps getting turns meanwhile.
+The budget is the worker's CPU time (user and system, ``/proc/<pid>/stat``)
+from when it takes the job (waiting for a free worker does not count) until
+the whole result is in: the analysis and pickling its result.  On a busy
+machine a worker gets less than a core, and a wall-time budget would end
+sound analyses there first (each then takes the fail-closed fallback); a CPU
+budget ends the same work everywhere.  A worker that uses no CPU and sends
+nothing (stopped, starved) is ended after :data:`WALL_FACTOR` budgets of
+wall time.  Where ``/proc`` cannot be read, the budget is wall time.  The
+pool reads the worker's CPU only when a budget's worth of wall time has
+passed (its CPU cannot have run faster), so a job that ends sooner costs one
+read of ``/proc`` at its start.  A large result is unpickled in a thread, so
+that the loop keeps getting turns meanwhile.
 
 Workers ignore SIGINT and SIGTERM: the relay handles those and shuts the pool
 down itself.  A pool that is not closed has its workers killed when the
@@ -76,6 +85,7 @@ from beacon_proxy.rewrite.rules import load_rules
 
 __all__ = [
     "INLINE_BYTES",
+    "WALL_FACTOR",
     "Analyser",
     "AnalysisCrashed",
     "AnalysisError",
@@ -281,6 +291,29 @@ def _describe(exitcode: int | None) -> str:
     return f"exit status {exitcode}"
 
 
+#: A job that uses no CPU is ended after this many budgets of wall time.
+WALL_FACTOR = 4.0
+_MIN_WAIT = 0.01  # seconds between reads of a worker's CPU, at least
+_CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def _cpu_seconds(pid: int) -> float | None:
+    """The CPU seconds (user + system) process ``pid`` has used, or None where
+    ``/proc/<pid>/stat`` cannot be read (another system, the process gone)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            text = stat.read()
+    except OSError:
+        return None
+    # After the command name, which may hold spaces and parentheses: state is field 3,
+    # utime and stime fields 14 and 15.
+    fields = text[text.rfind(b")") + 2 :].split()
+    try:
+        return (int(fields[11]) + int(fields[12])) / _CLK_TCK
+    except (IndexError, ValueError):
+        return None
+
+
 def _wake(future: asyncio.Future[None]) -> None:
     if not future.done():
         future.set_result(None)
@@ -295,13 +328,18 @@ class AnalysisPool:
     calls once to build its analyser - the test hook.  ``start_method``:
     ``"forkserver"`` (default) or ``"spawn"``.  ``start_timeout``: seconds a
     new worker may take to build its analyser.  ``stop_timeout``: seconds
-    :meth:`close` gives an idle worker to exit before killing it.
+    :meth:`close` gives an idle worker to exit before killing it.  ``wall_factor``:
+    a job is ended after this many budgets of wall time whatever CPU it used.
     """
 
     def __init__(self, workers: int | None = None, *, rules: str | Path | None = None,
                  engine_factory: Callable[[], Analyser] | None = None,
                  start_method: Literal["forkserver", "spawn"] = "forkserver",
-                 start_timeout: float = 60.0, stop_timeout: float = 5.0) -> None:
+                 start_timeout: float = 60.0, stop_timeout: float = 5.0,
+                 wall_factor: float = WALL_FACTOR) -> None:
+        if not wall_factor >= 1:
+            raise ValueError(f"wall_factor must be at least 1, not {wall_factor!r}")
+        self._wall_factor = wall_factor
         if workers is None:
             workers = min(2, os.cpu_count() or 1)
         if workers < 1:
@@ -421,11 +459,12 @@ class AnalysisPool:
     # -- jobs -----------------------------------------------------------------------
 
     async def analyse(self, data: bytes, *, budget: float) -> Analysis:
-        """The analysis of ``data``, computed in a worker within ``budget`` seconds.
+        """The analysis of ``data``, computed in a worker within ``budget`` CPU seconds.
 
         Waits (without blocking the loop) while all workers are busy; the budget
-        runs from when a worker takes the job until its result is in (``math.inf``:
-        no limit).  If the calling task is cancelled, the job is abandoned and
+        counts the worker's CPU from when it takes the job until its result is in,
+        and at most :data:`WALL_FACTOR` times as much wall time (``math.inf``: no
+        limit).  If the calling task is cancelled, the job is abandoned and
         its worker killed and replaced.  Raises the :class:`AnalysisError` s of
         the module docstring.
         """
@@ -440,14 +479,13 @@ class AnalysisPool:
         healthy = False
         try:
             try:
-                async with asyncio.timeout(None if math.isinf(budget) else budget):
-                    status, payload = await self._job(worker, data)
-            except TimeoutError:
+                status, payload = await self._within(worker, data, budget)
+            except TimeoutError as exc:
                 if self._closed:
                     raise PoolClosed("the analysis pool was closed") from None
                 raise AnalysisTimeout(
-                    f"analysis of a {len(data)}-byte message exceeded its budget of "
-                    f"{budget:g} s; worker {worker.pid} killed") from None
+                    f"analysis of a {len(data)}-byte message {exc.args[0]} (budget "
+                    f"{budget:g} CPU s); worker {worker.pid} killed") from None
             except (_Gone, OSError) as exc:
                 exitcode = await self._reaped(worker)
                 if self._closed:
@@ -477,6 +515,35 @@ class AnalysisPool:
                 self._discard(worker, kill=True)
                 if not self._closed:
                     self._replenish()
+
+    async def _within(self, worker: _Worker, data: bytes, budget: float
+                      ) -> tuple[bytes, bytearray]:
+        """The job's reply, unless the worker uses ``budget`` CPU seconds first (or
+        ``wall_factor`` times that in wall time): TimeoutError saying which."""
+        if math.isinf(budget):
+            return await self._job(worker, data)
+        loop = asyncio.get_running_loop()
+        job = asyncio.ensure_future(self._job(worker, data))
+        start, cpu0 = loop.time(), _cpu_seconds(worker.pid)
+        wall_end = start + budget * self._wall_factor
+        wait = budget  # its CPU cannot run ahead of the clock: nothing to read sooner
+        try:
+            while True:
+                done, _ = await asyncio.wait((job,), timeout=wait)
+                if done:
+                    return job.result()
+                cpu = _cpu_seconds(worker.pid)
+                used = loop.time() - start if cpu is None or cpu0 is None else cpu - cpu0
+                if used >= budget:
+                    raise TimeoutError(f"used {used:.2f} CPU s")
+                if loop.time() >= wall_end:
+                    raise TimeoutError(f"ran {loop.time() - start:.1f} s with "
+                                       f"{used:.2f} CPU s")
+                wait = min(max(budget - used, _MIN_WAIT), max(wall_end - loop.time(), 0.0))
+        finally:
+            if not job.done():
+                job.cancel()
+                await asyncio.gather(job, return_exceptions=True)
 
     async def _job(self, worker: _Worker, data: bytes) -> tuple[bytes, bytearray]:
         loop = asyncio.get_running_loop()

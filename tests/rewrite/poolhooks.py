@@ -5,6 +5,8 @@
 
 * ``sleep PATH``: write the worker's pid to PATH (the test waits for it), sleep ten minutes;
 * ``spin SECONDS``: burn CPU in Python for that long, then answer normally;
+* ``burn PATH``: write the worker's pid to PATH, then burn CPU for ten minutes;
+* ``nap SECONDS``: sleep that long (no CPU), then answer normally;
 * ``kill``: SIGKILL itself; ``exit CODE``: ``os._exit(CODE)``;
 * ``raise``: raise ``ValueError``; ``memory``: raise ``MemoryError``;
 * ``pid``: answer with an analysis whose only problem is ``pid <worker pid>``;
@@ -39,6 +41,14 @@ class HookedEngine:
             Path(arg + ".tmp").write_text(str(os.getpid()))
             Path(arg + ".tmp").rename(arg)  # appears complete
             time.sleep(600)
+        elif command == "burn":
+            Path(arg + ".tmp").write_text(str(os.getpid()))
+            Path(arg + ".tmp").rename(arg)
+            end = time.monotonic() + 600
+            while time.monotonic() < end:
+                pass
+        elif command == "nap":
+            time.sleep(float(arg))
         elif command == "spin":
             end = time.monotonic() + float(arg)
             while time.monotonic() < end:

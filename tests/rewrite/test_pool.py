@@ -26,6 +26,7 @@ from typing import Any
 import pytest
 
 from beacon_proxy.consent.policy import Policy
+from beacon_proxy.rewrite import pool as pool_module
 from beacon_proxy.rewrite.engine import Analysis, Engine
 from beacon_proxy.rewrite.html import PendingImg
 from beacon_proxy.rewrite.pool import (
@@ -205,12 +206,46 @@ async def _replaced(pool: AnalysisPool, pid: int) -> None:
 
 async def test_a_job_over_budget_is_killed_and_the_next_one_works(
         pool: AnalysisPool, tmp_path: Path) -> None:
-    job, pid = await _sleeping(pool, tmp_path / "started", budget=1.0)
-    with pytest.raises(AnalysisTimeout, match="exceeded its budget of 1 s"):
+    """A job that uses no CPU (here: sleeps) is ended after WALL_FACTOR budgets."""
+    job, pid = await _sleeping(pool, tmp_path / "started", budget=0.25)
+    with pytest.raises(AnalysisTimeout, match=r"ran \d+\.\d s with 0\.\d\d CPU s "
+                       r"\(budget 0\.25 CPU s\); worker \d+ killed"):
         await job
     await _replaced(pool, pid)
     message = MESSAGES["newsletter"]
     assert await pool.analyse(message, budget=GENEROUS) == ENGINE.analyse(message)
+
+
+async def test_a_job_that_uses_its_cpu_budget_is_killed(tmp_path: Path) -> None:
+    flag = tmp_path / "burning"
+    async with AnalysisPool(1, engine_factory=poolhooks.hooked_engine,
+                            wall_factor=1000) as pool:
+        job = asyncio.create_task(pool.analyse(f"HOOK burn {flag}".encode(), budget=0.3))
+        await _until(lambda: flag.exists() or job.done())
+        with pytest.raises(AnalysisTimeout, match=r"used \d\.\d\d CPU s "
+                           r"\(budget 0\.3 CPU s\); worker \d+ killed"):
+            await job
+        await _replaced(pool, int(flag.read_text()))
+
+
+async def test_a_job_starved_of_cpu_is_not_killed_at_its_budget() -> None:
+    """The budget counts the worker's CPU: a job that waits (a busy machine, here a
+    sleep) longer than its budget, using next to no CPU, still answers."""
+    async with AnalysisPool(1, engine_factory=poolhooks.hooked_engine,
+                            wall_factor=1000) as pool:
+        analysis = await pool.analyse(b"HOOK nap 0.6", budget=0.2)
+    assert analysis == ENGINE.analyse(b"HOOK nap 0.6")
+
+
+def test_the_cpu_of_a_process_is_read_from_proc() -> None:
+    before = pool_module._cpu_seconds(os.getpid())
+    assert before is not None
+    end = time.process_time() + 0.05
+    while time.process_time() < end:
+        pass
+    after = pool_module._cpu_seconds(os.getpid())
+    assert after is not None and after >= before
+    assert pool_module._cpu_seconds(2**22 + 7) is None  # beyond pid_max: no such process
 
 
 async def test_the_event_loop_keeps_running_while_a_worker_spins(pool: AnalysisPool) -> None:
