@@ -301,10 +301,15 @@ def _cpu_seconds(pid: int) -> float | None:
     """The CPU seconds (user + system) process ``pid`` has used, or None where
     ``/proc/<pid>/stat`` cannot be read (another system, the process gone)."""
     try:
-        with open(f"/proc/{pid}/stat", "rb") as stat:
-            text = stat.read()
+        fd = os.open(f"/proc/{pid}/stat", os.O_RDONLY)
     except OSError:
         return None
+    try:
+        text = os.read(fd, 4096)  # a few hundred bytes; no buffered file object per job
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
     # After the command name, which may hold spaces and parentheses: state is field 3,
     # utime and stime fields 14 and 15.
     fields = text[text.rfind(b")") + 2 :].split()
