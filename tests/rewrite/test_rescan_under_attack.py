@@ -12,7 +12,9 @@ default small; e.g. ``ATTACK3_FUZZ=3000`` for a soak).
 from __future__ import annotations
 
 import os
+import random
 import time
+from dataclasses import replace
 
 from beacon_proxy.rewrite.html import finish_scan, scan_entries
 from beacon_proxy.rewrite.rescan import ScanCache
@@ -59,3 +61,30 @@ def test_a_rescan_of_many_regions_among_many_hidden_elements_costs_less_than_a_f
 
     full = _cpu(lambda: scan_entries(copy))
     assert _cpu(rescanned) < 5 * full + 0.01
+
+
+def test_the_template_s_reads_touched_are_the_pairwise_check() -> None:
+    """The bisection over the template's reads answers what the check of every region
+    against every read answered (regions x reads), on random reads and regions, borders
+    and overlapping or nested reads included."""
+    rng = random.Random(7)
+    cache = ScanCache()
+    scan_entries(b'<div style="display:none">x</div><p>a</p>' * 3, learner=cache)
+    (template,) = cache._templates.values()
+    for _ in range(3000):
+        reads = []
+        for _ in range(rng.randrange(0, 8)):
+            r0 = rng.randrange(-12, 60)
+            reads.append((r0, r0 + rng.randrange(0, 15)))
+        regions = []
+        at = 0
+        for _ in range(rng.randrange(0, 5)):
+            a0 = at + rng.randrange(0, 12)
+            a1 = a0 + rng.randrange(0, 6)
+            regions.append((a0, a1, a0, a1))
+            at = a1 + 1
+        fresh = replace(template, reads=reads, read_index=None)
+        pairwise = any(a0 <= r1 + 1 and r0 - 1 <= a1
+                       for a0, a1, _, _ in regions for r0, r1 in reads)
+        assert fresh.reads_touched(regions) is pairwise, (reads, regions)
+        assert fresh.reads_touched(regions) is pairwise  # the index kept
