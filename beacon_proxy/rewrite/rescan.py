@@ -142,6 +142,7 @@ class ScanTemplate:
         recording) leaves, or None when a copy could not resume from it (see the module
         docstring).  ``cut``: ``cut_of(scan.view)``, when the caller has it."""
         if (scan.truncated or scan.base is not None or scan.analytics_end >= 0 or scan.depth
+                or scan.deep
                 or not scan.fast or scan.n > MAX_VIEW or scan.hidden is None
                 or scan.hidden_reads is None or scan.hidden_declarations is None):
             return None
@@ -458,10 +459,10 @@ def rescan(template: ScanTemplate, view: bytes, charset: str, max_tags: int,
                 return None
             if found is None or pos < found[2]:  # the end
                 break
-            if pos == found[2] and tuple(scan.cond) == marks[found[0]][3][2]:
+            if pos == found[2] and _same_cond(scan.cond, marks[found[0]][3][2]):
                 break
             while found is not None and found[2] <= pos and not (
-                    found[2] == pos and tuple(scan.cond) == marks[found[0]][3][2]):
+                    found[2] == pos and _same_cond(scan.cond, marks[found[0]][3][2])):
                 found = candidate(found[0] + 1)
             if found is not None and found[2] == pos:
                 break
@@ -481,6 +482,13 @@ def rescan(template: ScanTemplate, view: bytes, charset: str, max_tags: int,
     result.hidden = _hidden(template, result, regions, starts, ends, shifts)
     result.hidden_reused = result.hidden is not None
     return result
+
+
+def _same_cond(cond: list[str], state: tuple[str, ...]) -> bool:
+    """Whether the open conditional comments ``cond`` are a mark's ``state``: the lengths
+    first (a template's marks hold at most ``html.MAX_MARKED_DEPTH``; a copy's deeper
+    stack is compared in O(1), not once per mark it passes)."""
+    return len(cond) == len(state) and tuple(cond) == state
 
 
 def _hidden(template: ScanTemplate, scan: _Scan, regions: Sequence[_Region],

@@ -16,7 +16,13 @@ import random
 import time
 from dataclasses import replace
 
-from beacon_proxy.rewrite.html import finish_scan, scan_entries
+from beacon_proxy.rewrite.html import (
+    MAX_MARKED_DEPTH,
+    Reference,
+    finish_scan,
+    materialize,
+    scan_entries,
+)
 from beacon_proxy.rewrite.rescan import ScanCache
 
 COUNT = int(os.environ.get("ATTACK3_FUZZ", "40"))
@@ -101,3 +107,28 @@ def test_a_full_scan_kept_as_a_template_under_deeply_nested_conditionals_is_line
     learned = _cpu(lambda: scan_entries(deep, learner=ScanCache()))
     assert learned < 4 * _cpu(lambda: scan_entries(flat, learner=ScanCache())) + 0.02
     assert _cpu(lambda: scan_entries(deep)) < 4 * _cpu(lambda: scan_entries(flat)) + 0.02
+
+
+def test_past_the_marked_depth_no_template_is_kept_and_deeper_copies_scan_alike() -> None:
+    """A scan with more open conditional comments than a mark holds leaves no template;
+    a copy that opens that many in a region of a shallow template is rescanned to the
+    full scan's result (or scanned in full)."""
+    pixel = b'<img src="https://t.test/o.gif" width="1" height="1">'
+    deep = b"<!--[if mso]>\n" * (MAX_MARKED_DEPTH + 1) + (b"<p>a</p>\n" + pixel) * 50
+    cache = ScanCache()
+    scan_entries(deep, learner=cache)
+    assert not cache._templates
+    shallow = b"<p>x</p>\n" * 40 + b"<!--[if mso]>\n" + (b"<p>a</p>\n" + pixel) * 50
+    copy = shallow.replace(b"<p>x</p>\n", b"<p>" + b"<!--[if gte mso 9]>" * 60 + b"</p>\n", 1)
+    for template, view in ((shallow, copy), (copy, shallow), (shallow, shallow + pixel)):
+        cache = ScanCache()
+        scan_entries(template, learner=cache)
+        scan = cache.rescan(view, "utf-8", 200_000)
+        if scan is not None:
+            entries, base, truncated = finish_scan(scan)
+            assert ([materialize(e) for e in entries], base, truncated) == _full(view)
+
+
+def _full(view: bytes) -> tuple[list[Reference], str | None, bool]:
+    entries, base, truncated = scan_entries(view)
+    return [materialize(e) for e in entries], base, truncated
