@@ -330,15 +330,22 @@ def _reaches(low: bytes, metas: Sequence[int]) -> list[int]:
     there read as far as a declaration would be (one byte past, for the pattern's end)."""
     out: list[int] = []
     furthest = -1
+    # Where the next "charset" may start that no earlier <meta read: the gaps of close
+    # <meta overlap, and a word read for one is already in ``furthest`` (a running
+    # maximum) for the next.  (Each word read once: its run of blanks may be long, and
+    # a hundred <meta before one "charset" and a megabyte of blanks read them a hundred
+    # times.)
+    unread = 0
     for at in metas:
         stop = at + _META_GAP
         furthest = max(furthest, stop)
-        word = low.find(b"charset", at, stop)
+        word = low.find(b"charset", max(at, unread), stop)
         while word >= 0:
             found = _DECLARATION.match(low, word)
             assert found is not None  # "charset" itself matches
             furthest = max(furthest, found.end() + 1)
             word = low.find(b"charset", word + 1, stop)
+        unread = max(unread, stop - len(b"charset") + 1)  # none starts before, unread
         out.append(furthest)
     return out
 

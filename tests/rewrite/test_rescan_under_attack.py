@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import time
 from dataclasses import replace
 
@@ -23,7 +24,7 @@ from beacon_proxy.rewrite.html import (
     materialize,
     scan_entries,
 )
-from beacon_proxy.rewrite.rescan import ScanCache
+from beacon_proxy.rewrite.rescan import _DECLARATION, _META_GAP, ScanCache, _reaches
 
 COUNT = int(os.environ.get("ATTACK3_FUZZ", "40"))
 
@@ -141,3 +142,29 @@ def test_a_template_s_meta_reaches_read_each_declaration_once() -> None:
     doc = b"<p>" + b"<meta " * 100 + b"charset" + b" " * 1_000_000 + b"x>"
     learned = _cpu(lambda: scan_entries(doc, learner=ScanCache()))
     assert learned < 5 * _cpu(lambda: scan_entries(doc)) + 0.02
+
+
+def _reaches_pairwise(low: bytes, metas: list[int]) -> list[int]:
+    """The reaches as they were read before: every "charset" of each <meta's gap."""
+    out, furthest = [], -1
+    for at in metas:
+        stop = at + _META_GAP
+        furthest = max(furthest, stop)
+        word = low.find(b"charset", at, stop)
+        while word >= 0:
+            found = _DECLARATION.match(low, word)
+            assert found is not None
+            furthest = max(furthest, found.end() + 1)
+            word = low.find(b"charset", word + 1, stop)
+        out.append(furthest)
+    return out
+
+
+def test_meta_reaches_are_the_pairwise_ones() -> None:
+    rng = random.Random(11)
+    pieces = [b"<meta", b"charset", b" " * 40, b"=", b'"utf-8"', b"x" * 100, b"\n", b"'",
+              b"charset=", b"<meta charset", b" " * 600]
+    for _ in range(2000):
+        low = b"".join(rng.choice(pieces) for _ in range(rng.randrange(1, 30)))
+        metas = [m.start() for m in re.finditer(b"<meta", low)]
+        assert _reaches(low, metas) == _reaches_pairwise(low, metas), low
