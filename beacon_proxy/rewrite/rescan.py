@@ -82,8 +82,14 @@ __all__ = ["LONG_LINES", "MAX_TEMPLATES", "MAX_TEMPLATE_BYTES", "Rescanned", "Sc
            "ScanTemplate", "cut_of", "rescan"]
 
 MAX_TEMPLATES = 32
-MAX_TEMPLATE_BYTES = 64 << 20  # kept in all, counted as _WEIGHT times each view
-_WEIGHT = 4  # a template holds its view, the lower-cased view, its marks and entries
+MAX_TEMPLATE_BYTES = 64 << 20  # kept in all, as _size() counts them
+_WEIGHT = 4  # a template holds its view, the lower-cased view, ... (bytes per view byte)
+#: ... and its marks and entries: bytes per mark and per entry, measured (tracemalloc: a
+#: mark ~340 bytes with its position, an entry up to ~300).  A construct-dense view
+#: holds far more in marks than in bytes: 500 KB of ``<!x>`` held 42 MB, counted as
+#: 2 MB when only views were (a sender's 32 such templates: 1.3 GB per worker).
+_PER_MARK = 400
+_PER_ENTRY = 400
 MAX_VIEW = 4 << 20  # larger parts are not kept as templates
 _MAX_CHANGED = 4  # at most 1 / _MAX_CHANGED of the lines may differ
 #: A view whose lines are longer than this on average (HTML minified into a few lines) is
@@ -542,6 +548,13 @@ def _hidden(template: ScanTemplate, scan: _Scan, regions: Sequence[_Region],
     return out
 
 
+def _size(template: ScanTemplate) -> int:
+    """The bytes a template is counted as in :data:`MAX_TEMPLATE_BYTES` (its lists are
+    not changed once it is kept: the same count when it goes)."""
+    return (_WEIGHT * len(template.view) + _PER_MARK * len(template.marks)
+            + _PER_ENTRY * len(template.refs))
+
+
 class ScanCache:
     """The last templates, by charset, cut and number of lines (see the module docstring)."""
 
@@ -583,14 +596,14 @@ class ScanCache:
         if template is None:
             return
         key = (template.charset, template.cut, template.lines)
-        size = _WEIGHT * len(template.view)
+        size = _size(template)
         with self._lock:
             old = self._templates.pop(key, None)
             if old is not None:
-                self._bytes -= _WEIGHT * len(old.view)
+                self._bytes -= _size(old)
             self._templates[key] = template
             self._bytes += size
             while self._templates and (len(self._templates) > self._max
                                        or self._bytes > self._max_bytes):
                 _, gone = self._templates.popitem(last=False)
-                self._bytes -= _WEIGHT * len(gone.view)
+                self._bytes -= _size(gone)

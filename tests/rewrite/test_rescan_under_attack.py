@@ -266,15 +266,15 @@ def test_the_template_cache_counts_marks_and_entries_in_its_bytes() -> None:
     """A template was counted as four times its view, but a construct-dense view holds
     ~340 bytes of marks per construct: 500 KB of ``<!x>`` held 42 MB counted as 2 MB, so
     the 64 MB bound let a worker hold ~1.3 GB of templates.  Twenty dense templates of
-    distinct shapes through a cache of 4 MB must leave about 4 MB held."""
+    distinct shapes through a cache of 16 MB must leave about 16 MB held."""
     tracemalloc.start()
     try:
-        cache = ScanCache(max_bytes=4 << 20)
+        cache = ScanCache(max_bytes=16 << 20)
         for k in range(20):
-            scan_entries(b"<!x>" * (20_000 + k) + b'<img src="https://t.test/a.gif">' * 500,
+            scan_entries(b"<!x>" * (8000 + k) + b'<img src="https://t.test/a.gif">' * 500,
                          learner=cache)
         held, _ = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
     assert cache._templates
-    assert held < 3 * (4 << 20)
+    assert held < 2 * (16 << 20)
