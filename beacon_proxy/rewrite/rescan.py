@@ -82,8 +82,14 @@ __all__ = ["LONG_LINES", "MAX_TEMPLATES", "MAX_TEMPLATE_BYTES", "Rescanned", "Sc
            "ScanTemplate", "cut_of", "rescan"]
 
 MAX_TEMPLATES = 32
-MAX_TEMPLATE_BYTES = 64 << 20  # kept in all, counted as _WEIGHT times each view
-_WEIGHT = 4  # a template holds its view, the lower-cased view, its marks and entries
+MAX_TEMPLATE_BYTES = 64 << 20  # kept in all, as _size() counts them
+_WEIGHT = 4  # a template holds its view, the lower-cased view, ... (bytes per view byte)
+#: ... and its marks and entries: bytes per mark and per entry, measured (tracemalloc: a
+#: mark ~340 bytes with its position, an entry up to ~300).  A construct-dense view
+#: holds far more in marks than in bytes: 500 KB of ``<!x>`` held 42 MB, counted as
+#: 2 MB when only views were (a sender's 32 such templates: 1.3 GB per worker).
+_PER_MARK = 400
+_PER_ENTRY = 400
 MAX_VIEW = 4 << 20  # larger parts are not kept as templates
 _MAX_CHANGED = 4  # at most 1 / _MAX_CHANGED of the lines may differ
 #: A view whose lines are longer than this on average (HTML minified into a few lines) is
@@ -131,6 +137,9 @@ class ScanTemplate:
     declarations: list[int]  # where hidden_ranges() found a hiding declaration
     # The caller's findings for the finished entries, by index (ScanCache.classified).
     findings: dict[int, Any] | None = None
+    # ``reads`` sorted by start, with the furthest end up to each (reads_touched(); made
+    # on first need: most templates are never asked).
+    read_index: tuple[list[int], list[int]] | None = None
 
     @classmethod
     def of(cls, scan: _Scan, marks: list[Mark], max_tags: int,
@@ -139,6 +148,7 @@ class ScanTemplate:
         recording) leaves, or None when a copy could not resume from it (see the module
         docstring).  ``cut``: ``cut_of(scan.view)``, when the caller has it."""
         if (scan.truncated or scan.base is not None or scan.analytics_end >= 0 or scan.depth
+                or scan.deep
                 or not scan.fast or scan.n > MAX_VIEW or scan.hidden is None
                 or scan.hidden_reads is None or scan.hidden_declarations is None):
             return None
@@ -188,6 +198,32 @@ class ScanTemplate:
                 if a1 == na or b1 == nb:  # the last line (of both, as they have as many)
                     return out if a1 == na and b1 == nb else None
                 a, b = a1 + 1, b1 + 1
+
+    def reads_touched(self, regions: Sequence[_Region]) -> bool:
+        """Whether a region touches, or borders, a stretch that hidden_ranges() read for
+        the template (``reads``, ends included).
+
+        A bisection per region over the reads sorted by start, with the furthest end
+        among those up to each: a region ``a0:a1`` touches one exactly when some read
+        starting at or before ``a1 + 1`` ends at or after ``a0 - 1``.  Checking every
+        region against every read cost regions x reads: a sender's template of thousands
+        of hidden elements (a few reads each) and a copy changing the text after every
+        fifth one took 1.7 s for 376 KB (a full scan: 0.05 s), minutes at :data:`MAX_VIEW`.
+        """
+        index = self.read_index
+        if index is None:  # (two threads may both make it: the same lists)
+            ordered = sorted(self.reads)
+            furthest, reach = -1 << 62, []
+            for _, end in ordered:
+                furthest = max(furthest, end)
+                reach.append(furthest)
+            index = self.read_index = ([start for start, _ in ordered], reach)
+        starts, reach = index
+        for a0, a1, _, _ in regions:
+            i = bisect_right(starts, a1 + 1)
+            if i and reach[i - 1] >= a0 - 1:
+                return True
+        return False
 
     def low_of(self, view: bytes, regions: Sequence[_Region]) -> bytes:
         """The copy's lower-cased view: the template's, with the regions lowered
@@ -300,15 +336,22 @@ def _reaches(low: bytes, metas: Sequence[int]) -> list[int]:
     there read as far as a declaration would be (one byte past, for the pattern's end)."""
     out: list[int] = []
     furthest = -1
+    # Where the next "charset" may start that no earlier <meta read: the gaps of close
+    # <meta overlap, and a word read for one is already in ``furthest`` (a running
+    # maximum) for the next.  (Each word read once: its run of blanks may be long, and
+    # a hundred <meta before one "charset" and a megabyte of blanks read them a hundred
+    # times.)
+    unread = 0
     for at in metas:
         stop = at + _META_GAP
         furthest = max(furthest, stop)
-        word = low.find(b"charset", at, stop)
+        word = low.find(b"charset", max(at, unread), stop)
         while word >= 0:
             found = _DECLARATION.match(low, word)
             assert found is not None  # "charset" itself matches
             furthest = max(furthest, found.end() + 1)
             word = low.find(b"charset", word + 1, stop)
+        unread = max(unread, stop - len(b"charset") + 1)  # none starts before, unread
         out.append(furthest)
     return out
 
@@ -429,10 +472,10 @@ def rescan(template: ScanTemplate, view: bytes, charset: str, max_tags: int,
                 return None
             if found is None or pos < found[2]:  # the end
                 break
-            if pos == found[2] and tuple(scan.cond) == marks[found[0]][3][2]:
+            if pos == found[2] and _same_cond(scan.cond, marks[found[0]][3][2]):
                 break
             while found is not None and found[2] <= pos and not (
-                    found[2] == pos and tuple(scan.cond) == marks[found[0]][3][2]):
+                    found[2] == pos and _same_cond(scan.cond, marks[found[0]][3][2])):
                 found = candidate(found[0] + 1)
             if found is not None and found[2] == pos:
                 break
@@ -454,6 +497,13 @@ def rescan(template: ScanTemplate, view: bytes, charset: str, max_tags: int,
     return result
 
 
+def _same_cond(cond: list[str], state: tuple[str, ...]) -> bool:
+    """Whether the open conditional comments ``cond`` are a mark's ``state``: the lengths
+    first (a template's marks hold at most ``html.MAX_MARKED_DEPTH``; a copy's deeper
+    stack is compared in O(1), not once per mark it passes)."""
+    return len(cond) == len(state) and tuple(cond) == state
+
+
 def _hidden(template: ScanTemplate, scan: _Scan, regions: Sequence[_Region],
             starts: Sequence[int], ends: Sequence[int], shifts: Sequence[int]
             ) -> list[Span] | None:
@@ -471,10 +521,8 @@ def _hidden(template: ScanTemplate, scan: _Scan, regions: Sequence[_Region],
             return None
         return x + shifts[m]
 
-    for a0, a1, _, _ in regions:
-        for r0, r1 in template.reads:
-            if a0 <= r1 + 1 and r0 - 1 <= a1:
-                return None
+    if template.reads_touched(regions):
+        return None
     for mine, theirs in ((template.opaque, scan.opaque), (template.styles, scan.styles)):
         if len(mine) != len(theirs) or [(moved(a), moved(b)) for a, b in mine] != theirs:
             return None
@@ -498,6 +546,13 @@ def _hidden(template: ScanTemplate, scan: _Scan, regions: Sequence[_Region],
             return None
         out.append((start, end))
     return out
+
+
+def _size(template: ScanTemplate) -> int:
+    """The bytes a template is counted as in :data:`MAX_TEMPLATE_BYTES` (its lists are
+    not changed once it is kept: the same count when it goes)."""
+    return (_WEIGHT * len(template.view) + _PER_MARK * len(template.marks)
+            + _PER_ENTRY * len(template.refs))
 
 
 class ScanCache:
@@ -541,14 +596,14 @@ class ScanCache:
         if template is None:
             return
         key = (template.charset, template.cut, template.lines)
-        size = _WEIGHT * len(template.view)
+        size = _size(template)
         with self._lock:
             old = self._templates.pop(key, None)
             if old is not None:
-                self._bytes -= _WEIGHT * len(old.view)
+                self._bytes -= _size(old)
             self._templates[key] = template
             self._bytes += size
             while self._templates and (len(self._templates) > self._max
                                        or self._bytes > self._max_bytes):
                 _, gone = self._templates.popitem(last=False)
-                self._bytes -= _WEIGHT * len(gone.view)
+                self._bytes -= _size(gone)
