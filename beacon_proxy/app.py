@@ -320,7 +320,9 @@ class Relay:
         analysers = cfg.policy.analysis_workers or min(os.cpu_count() or 1, 4)
         if role is not None:  # the relay's analysers, shared out over its workers
             analysers = max(1, analysers // role.count)
-        self.analysis = AnalysisPool(analysers, engine_factory=engine_factory)
+        memory = cfg.policy.analysis_memory_mb
+        self.analysis = AnalysisPool(analysers, engine_factory=engine_factory,
+                                     memory_limit=memory << 20 if memory else None)
         budget = cfg.policy.analysis_timeout
 
         # The engine the workers build, from the same factory: its fingerprint names what a

@@ -210,6 +210,7 @@ class PolicyConfig:
     signed: Literal["unwrap", "hold", "deliver"] = "unwrap"
     analysis_timeout: float = 10.0  # one message's analysis budget (CPU s; 4x in wall time)
     analysis_workers: int = 0  # analysis processes; 0: one per core, at most 4
+    analysis_memory_mb: int = 1024  # each analysis process's address space; 0: no limit
     # Forward a consenting recipient's open to the original tracker URL (server-side,
     # without the recipient's address or user agent).
     forward_opens: bool = False
@@ -338,6 +339,19 @@ def _seconds(lo: float, hi: float) -> Parser:
         return float(v)
 
     return parse
+
+
+#: The smallest analysis process address space allowed (MiB): an idle worker maps
+#: about 40 MiB; much less and none would start.
+MIN_ANALYSIS_MEMORY_MB = 256
+
+
+def _analysis_memory(key: str, v: Any) -> int:
+    mb = int(_int_in(0, 1 << 20)(key, v))
+    if 0 < mb < MIN_ANALYSIS_MEMORY_MB:
+        raise ConfigError(key, f"must be 0 (no limit) or at least {MIN_ANALYSIS_MEMORY_MB} "
+                          f"MiB, got {mb}")
+    return mb
 
 
 def _workers(key: str, v: Any) -> int | Literal["auto"]:
@@ -668,6 +682,7 @@ _SCHEMA: dict[str, dict[str, Parser]] = {
         "signed": _choice("unwrap", "hold", "deliver"),
         "analysis_timeout": _seconds(0.1, 600),
         "analysis_workers": _int_in(0, 64),
+        "analysis_memory_mb": _analysis_memory,
         "forward_opens": _bool,
     },
     "campaign": {

@@ -182,6 +182,8 @@ def test_campaign_settings(tmp_path: Path) -> None:
         ("[store]\nurl = 'mysql://x'", "store.url"),
         ("[web]\npublic_url = 'mail-prefs.example.com'", "web.public_url"),
         ("[policy]\nunknown = 'maybe'", "policy.unknown"),
+        ("[policy]\nanalysis_memory_mb = 100", "policy.analysis_memory_mb"),
+        ("[policy]\nanalysis_memory_mb = -1", "policy.analysis_memory_mb"),
         ("smtp = 1", "smtp"),
         ("[tokens]\nsecret_file = '/nonexistent/secret'", "tokens.secret_file"),
         ("[tokens]\nsecret = 'short'", "tokens.secret"),
@@ -203,6 +205,12 @@ def test_bad_values_name_the_key(tmp_path: Path, text: str, key: str) -> None:
         _load(tmp_path, text)
     assert info.value.key == key
     assert str(info.value).startswith(key + ": ")
+
+
+def test_the_analysis_memory_limit(tmp_path: Path) -> None:
+    assert load_config(None, environ={}).policy.analysis_memory_mb == 1024
+    assert _load(tmp_path, "[policy]\nanalysis_memory_mb = 0").policy.analysis_memory_mb == 0
+    assert _load(tmp_path, "[policy]\nanalysis_memory_mb = 256").policy.analysis_memory_mb == 256
 
 
 def test_smtp_abuse_limits(tmp_path: Path) -> None:

@@ -68,6 +68,7 @@ import math
 import multiprocessing
 import os
 import pickle
+import resource
 import signal
 import socket
 import struct
@@ -200,10 +201,19 @@ def _dump(analysis: Analysis, data: bytes) -> tuple[bytes, bytes]:
         raise _Unpicklable from exc
 
 
-def _serve(sock: socket.socket, factory: Callable[[], Analyser]) -> None:
-    """A worker's life: build the analyser, then answer jobs until the parent hangs up."""
+def _serve(sock: socket.socket, factory: Callable[[], Analyser],
+           memory_limit: int | None = None) -> None:
+    """A worker's life: build the analyser, then answer jobs until the parent hangs up.
+
+    ``memory_limit``: bytes of address space (``RLIMIT_AS``); past it an allocation
+    raises MemoryError, which ends the worker (:class:`AnalysisCrashed`).
+    """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    if memory_limit is not None:
+        _, hard = resource.getrlimit(resource.RLIMIT_AS)
+        limit = memory_limit if hard == resource.RLIM_INFINITY else min(memory_limit, hard)
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     with sock:
         try:
             analyser = factory()
@@ -282,7 +292,7 @@ def _describe(exitcode: int | None) -> str:
     if exitcode is None:
         return "exit status unknown"
     if exitcode == _EXIT_MEMORY:
-        return "out of memory (MemoryError)"
+        return "out of memory (MemoryError: its memory limit, or the machine's)"
     if exitcode < 0:
         try:
             return f"killed by {signal.Signals(-exitcode).name}"
@@ -335,13 +345,18 @@ class AnalysisPool:
     new worker may take to build its analyser.  ``stop_timeout``: seconds
     :meth:`close` gives an idle worker to exit before killing it.  ``wall_factor``:
     a job is ended after this many budgets of wall time whatever CPU it used.
+    ``memory_limit``: each worker's address space in bytes (None: unlimited); a job
+    that needs more ends its worker, as a MemoryError does (:class:`AnalysisCrashed`).
     """
 
     def __init__(self, workers: int | None = None, *, rules: str | Path | None = None,
                  engine_factory: Callable[[], Analyser] | None = None,
                  start_method: Literal["forkserver", "spawn"] = "forkserver",
                  start_timeout: float = 60.0, stop_timeout: float = 5.0,
-                 wall_factor: float = WALL_FACTOR) -> None:
+                 wall_factor: float = WALL_FACTOR, memory_limit: int | None = None) -> None:
+        if memory_limit is not None and memory_limit <= 0:
+            raise ValueError(f"memory_limit must be positive, not {memory_limit!r}")
+        self._memory_limit = memory_limit
         if not wall_factor >= 1:
             raise ValueError(f"wall_factor must be at least 1, not {wall_factor!r}")
         self._wall_factor = wall_factor
@@ -599,8 +614,9 @@ class AnalysisPool:
         for sock in (parent, child):
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, _SOCKET_BUFFER)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _SOCKET_BUFFER)
-        process = self._context.Process(target=_serve, args=(child, self._factory),
-                                        name="beacon-proxy-analysis", daemon=False)
+        process = self._context.Process(
+            target=_serve, args=(child, self._factory, self._memory_limit),
+            name="beacon-proxy-analysis", daemon=False)
         try:
             process.start()  # a short round trip to the fork server; the worker starts later
         except BaseException:

@@ -7,6 +7,7 @@
 * ``spin SECONDS``: burn CPU in Python for that long, then answer normally;
 * ``burn PATH``: write the worker's pid to PATH, then burn CPU for ten minutes;
 * ``nap SECONDS``: sleep that long (no CPU), then answer normally;
+* ``hog MIB``: allocate that many MiB, then answer normally;
 * ``kill``: SIGKILL itself; ``exit CODE``: ``os._exit(CODE)``;
 * ``raise``: raise ``ValueError``; ``memory``: raise ``MemoryError``;
 * ``pid``: answer with an analysis whose only problem is ``pid <worker pid>``;
@@ -47,6 +48,9 @@ class HookedEngine:
             end = time.monotonic() + 600
             while time.monotonic() < end:
                 pass
+        elif command == "hog":
+            hog = bytearray(int(arg) << 20)
+            del hog
         elif command == "nap":
             time.sleep(float(arg))
         elif command == "spin":

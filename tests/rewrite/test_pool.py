@@ -237,6 +237,24 @@ async def test_a_job_starved_of_cpu_is_not_killed_at_its_budget() -> None:
     assert analysis == ENGINE.analyse(b"HOOK nap 0.6")
 
 
+async def test_a_job_over_the_memory_limit_ends_its_worker_and_the_next_one_works() -> None:
+    async with AnalysisPool(1, engine_factory=poolhooks.hooked_engine,
+                            memory_limit=256 << 20) as pool:
+        assert await pool.analyse(b"HOOK hog 16", budget=GENEROUS) == ENGINE.analyse(
+            b"HOOK hog 16")
+        (pid,) = pool.pids
+        with pytest.raises(AnalysisCrashed, match="out of memory"):
+            await pool.analyse(b"HOOK hog 512", budget=GENEROUS)
+        await _replaced(pool, pid)
+        message = MESSAGES["newsletter"]
+        assert await pool.analyse(message, budget=GENEROUS) == ENGINE.analyse(message)
+
+
+def test_a_memory_limit_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="memory_limit"):
+        AnalysisPool(1, memory_limit=0)
+
+
 def test_the_cpu_of_a_process_is_read_from_proc() -> None:
     before = pool_module._cpu_seconds(os.getpid())
     assert before is not None
@@ -273,7 +291,7 @@ async def test_the_event_loop_keeps_running_while_a_worker_spins(pool: AnalysisP
 @pytest.mark.parametrize(("hook", "why"), [
     (b"HOOK kill", "killed by SIGKILL"),
     (b"HOOK exit 7", "exit status 7"),
-    (b"HOOK memory", r"out of memory \(MemoryError\)"),
+    (b"HOOK memory", r"out of memory \(MemoryError: its memory limit, or the machine.s\)"),
 ])
 async def test_a_dying_worker_is_reported_and_replaced(pool: AnalysisPool, hook: bytes,
                                                        why: str) -> None:
