@@ -168,7 +168,8 @@ def test_a_lt_that_starts_no_tag_does_not_end_the_search(before: bytes) -> None:
 
 _DECLARATION_PARTS = [":", " ", "\t", "\n", "none", "hidden", "collapse", "display", "visibility",
                       "overflow", "isplay", "flow", "-", "_", "x", "0", ";", "{", '"', "<p>",
-                      "none-", "hiddenx", "::", "display:", "visibility :", "é"]
+                      "none-", "hiddenx", "::", "display:", "visibility:", "overflow:",
+                      "visibility :", "xdisplay:", "é"]
 
 
 @settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -191,3 +192,9 @@ def test_hiding_declarations_need_the_property_right_before_the_colon() -> None:
     assert [m.group() for m in hiding_declarations(low)] == [b":none", b": hidden"]
     assert [m.start() for m in hiding_declarations(low)] == [
         m.start() for m in _HIDING.finditer(low)]
+    for prop in (b"display", b"visibility", b"overflow"):
+        for value in (b"none", b"hidden", b"collapse"):
+            for low in (prop + b":" + value, b"a;" + prop + b": \t" + value + b";b"):
+                found = [(m.start(), m.end()) for m in hiding_declarations(low)]
+                assert found == [(m.start(), m.end()) for m in _HIDING.finditer(low)]
+                assert len(found) == 1
