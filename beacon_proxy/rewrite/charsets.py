@@ -507,6 +507,8 @@ def reading(decoded: bytes, label: str) -> Reading | None:
     if is_transcoded(charset):
         text = to_utf8(decoded, charset)
         return Reading(text, text, "utf-8", charset, has_bom(decoded, charset))
+    if _info(charset).kind not in _OWN_VIEW:  # either view is the bytes themselves
+        return Reading(decoded, decoded, charset)
     view = (scan_view(decoded, charset) if looks_valid(decoded, charset)
             else lenient_view(decoded, charset))
     return Reading(decoded, view, charset)
@@ -691,6 +693,13 @@ def _iso2022kr_view(data: bytes) -> bytes:
     if b"\x1b" not in data and b"\x0e" not in data:
         return data
     return _KR_RUN.sub(lambda m: bytes([_MASK]) * (m.end() - m.start()), data)
+
+
+#: The kinds whose :func:`scan_view` is not the bytes themselves.  For every other
+#: (non-transcoded) kind both views are ``decoded``, so :func:`reading` does not ask
+#: :func:`looks_valid`: its answer would change nothing, and for UTF-8 it is a strict
+#: decode of the whole part (25 us of the 70 KB benchmark newsletter's ~1.2 ms).
+_OWN_VIEW: Final = frozenset({"sjis", "gbk", "big5", "uhc", "2022jp", "2022kr"})
 
 
 def scan_view(decoded: bytes, charset: str) -> bytes:

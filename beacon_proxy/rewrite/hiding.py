@@ -44,24 +44,30 @@ Not counted as hiding (the image stays as its own box says):
 from __future__ import annotations
 
 import re
+import sys
 from bisect import bisect_right
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 from beacon_proxy.rewrite.css import declarations
 from beacon_proxy.rewrite.htmlattr import Span
 from beacon_proxy.rewrite.htmlpatterns import TAG_ATTR
 
-__all__ = ["MAX_DEPTH", "HidingLimitError", "hidden_ranges"]
+__all__ = ["MAX_DEPTH", "HidingLimitError", "hidden_ranges", "hiding_declarations"]
 
 MAX_DEPTH = 256  # elements open inside one hiding element
 
 _WS = rb"[\t\n\f\r ]"
 #: The three declarations that can hide an element's content, on the lower-cased view.
 #: ":" is the literal re scans for; the property is checked behind it (fixed widths).
+#: The definition: :func:`hiding_declarations` finds the same matches faster.
 _HIDING = re.compile(
     rb":(?:(?<=display:)|(?<=visibility:)|(?<=overflow:))" + _WS + rb"*+(?:none|hidden|collapse)"
     rb"(?![-a-z0-9_])"
 )
+#: :data:`_HIDING` without its look-behinds: the value first (a blank run and a branch of
+#: literals, which re rejects without entering a frame), the property checked in Python.
+_HIDING_VALUE = re.compile(rb":" + _WS + rb"*+(?:none|hidden|collapse)(?![-a-z0-9_])")
+_HIDING_PROPERTIES = (b"display", b"visibility", b"overflow")
 #: Any tag: its name (group 2; group 1 "/" for an end tag) and its whole extent, quotes
 #: honoured.  Searched in the lower-cased view.
 _TAG = re.compile(
@@ -107,6 +113,24 @@ _BLOCK = _P_CLOSERS | _CELL | {b"table", b"object", b"marquee", b"applet", b"but
 _SELECTOR_NAME = re.compile(rb"[.#][-_a-z0-9]++")
 _ZERO = re.compile(rb"[-+]?(?:0++\.?0*+|\.0++)[a-z%]*+")
 _SIZES = ("width", "height", "max-width", "max-height")
+
+
+def hiding_declarations(low: bytes, start: int = 0, end: int = sys.maxsize
+                        ) -> Iterator[re.Match[bytes]]:
+    """``_HIDING.finditer(low, start, end)``: the same matches, in the same order.
+
+    Why not the pattern itself: its three look-behinds are entered at every ":" of the
+    view (every URL's scheme, every CSS declaration: ~500 in the 70 KB benchmark
+    newsletter), 36 us a pass; tested the other way round, value first, 25 us.  The
+    matches are the same: no two candidates overlap (each holds one ":", at its start),
+    so keeping those whose ":" follows a property is :data:`_HIDING`'s ``finditer``;
+    ``endswith`` up to the ":" reads the bytes before ``start`` as a look-behind does.
+    The Python test runs per candidate (``:none`` and the like), never per ":".
+    """
+    ends = low.endswith
+    for m in _HIDING_VALUE.finditer(low, start, end):
+        if ends(_HIDING_PROPERTIES, 0, m.start()):
+            yield m
 
 
 class HidingLimitError(ValueError):
@@ -232,7 +256,7 @@ def hidden_ranges(low: bytes, opaque: Sequence[Span], styles: Sequence[Span],
     media: frozenset[bytes] | None = None  # the names media queries style (on first need)
     first_table = -1  # where the first <table starts, once looked for (past the end: none)
     seen = 0  # where the last backward search started: each byte is searched back once
-    for m in _HIDING.finditer(low):
+    for m in hiding_declarations(low):
         at = m.start()
         note((at - _LOOKBEHIND - 1, m.end()))  # with the byte before the property
         if declarations is not None:

@@ -62,6 +62,7 @@ from urllib.parse import urljoin
 from beacon_proxy.rewrite.css import scan_css
 from beacon_proxy.rewrite.hiding import HidingLimitError, hidden_ranges
 from beacon_proxy.rewrite.htmlattr import (
+    _URL_STRIP,
     Decoded,
     Span,
     clean_url,
@@ -311,7 +312,9 @@ class _Scan(TagReader):
                     url = unescape(url)
             else:
                 url = unescape(decode_text(raw, self.charset))
-            url = clean_url(url)
+            url = url.strip(_URL_STRIP)  # clean_url(url), inline: one call less per image
+            if "\t" in url or "\n" in url or "\r" in url:
+                url = url.replace("\t", "").replace("\n", "").replace("\r", "")
             if not url:
                 continue
             budget -= 1  # the reference: as add() does

@@ -681,3 +681,36 @@ def test_lenient_view_misses_css_after_a_backslash_trail_byte() -> None:
     identity = [r.url for r in scan_css(lenient_view(data, "shift_jis")[css])]
     assert labelled == ["https://t.example/o.gif"]
     assert identity == []
+
+
+# -- reading() asks looks_valid() only where the answer changes the view --------------------
+
+_READ_BYTES = st.lists(st.sampled_from([b"<p>", b"a", b"\x80", b"\xc3\xa9", b"\xe2\x82", b"\x1b$B",
+                                        b"\x1b(B", b"\xff", b"\x00", b"~{", b"+ADw-", b"\x8e\xa1",
+                                        b"\x81\x40", b"\xa4\xa1"]), max_size=12)
+
+
+@settings(max_examples=60, deadline=None)
+@given(_READ_BYTES)
+def test_reading_gives_the_view_it_gave_when_it_always_checked(parts: list[bytes]) -> None:
+    # Before: view = scan_view(...) if looks_valid(...) else lenient_view(...), for every
+    # charset that is not transcoded.  Now only the kinds whose scan_view differs from
+    # the bytes ask; every other kind must give the bytes both ways.
+    decoded = b"".join(parts)
+    for label in sorted(charsets._CHARSETS):
+        read = charsets.reading(decoded, label)
+        charset = effective_charset(decoded, label)
+        if read is None or is_transcoded(charset):
+            continue
+        old = (scan_view(decoded, charset) if looks_valid(decoded, charset)
+               else lenient_view(decoded, charset))
+        assert read.view == old, label
+        assert (read.text, read.charset) == (decoded, charset)
+
+
+def test_only_the_kinds_with_their_own_view_are_checked() -> None:
+    kinds = {row.kind for row in charsets._CHARSETS.values()} - {"transcoded"}
+    for kind in kinds - charsets._OWN_VIEW:
+        name = next(n for n, row in charsets._CHARSETS.items() if row.kind == kind)
+        assert scan_view(b"<p>\x80\xff", name) == b"<p>\x80\xff"
+        assert lenient_view(b"<p>\x80\xff", name) == b"<p>\x80\xff"

@@ -14,7 +14,8 @@ from hypothesis import strategies as st
 
 from beacon_proxy.consent.policy import Policy
 from beacon_proxy.rewrite.classify import classify
-from beacon_proxy.rewrite.engine import Action, Engine
+from beacon_proxy.rewrite.engine import Action, Engine, _identity
+from beacon_proxy.rewrite.identity import RecipientIdentity
 from beacon_proxy.rewrite.inline import transparent_png
 from beacon_proxy.rewrite.rules import load_rules
 from beacon_proxy.rewrite.transfer import decode
@@ -552,3 +553,29 @@ def test_a_shared_refused_copys_report_is_made_once_and_handed_out_fresh() -> No
     assert two == want and "outcome" not in two
     assert first.report(Policy.REFUSED) == fresh.report(Policy.REFUSED)
     assert want["beacons"] == 1
+
+
+# -- the recipient's identity, kept per address (engine._identity) ----------------------------
+
+def test_a_kept_identity_finds_what_a_new_one_finds() -> None:
+    url = "https://t.test/o?e=" + hashlib.sha256(RCPT.lower().encode()).hexdigest()
+    kept = _identity(RCPT)
+    assert kept is _identity(RCPT)  # built once per address
+    assert kept.find(url) == RecipientIdentity(RCPT).find(url) == ["address-sha256"]
+    assert _identity(" " + RCPT) is not kept  # another string: its own (equal) identity
+    assert _identity(" " + RCPT).find(url) == kept.find(url)
+
+
+def test_copies_are_the_same_with_a_kept_identity() -> None:
+    # A personalised copy (its URL names the recipient) and a shared refused one, each
+    # rendered with the kept identity and with the cache emptied first.
+    html = (b'<p>hi</p><img src="https://t.test/o.gif?e=ann.reader%40example.org" width="1">'
+            b'<img src="https://cdn.test/a.jpg" width="300">')
+    for recipient in (RCPT, "other@example.org"):
+        for policy in (Policy.REFUSED, Policy.GRANTED):
+            _identity.cache_clear()
+            fresh = ENGINE.render(ENGINE.analyse(_message(html)), recipient, policy,
+                                  lambda url: LINK).data
+            kept = ENGINE.render(ENGINE.analyse(_message(html)), recipient, policy,
+                                 lambda url: LINK).data
+            assert kept == fresh

@@ -18,7 +18,13 @@ from bs4 import BeautifulSoup, Tag
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from beacon_proxy.rewrite.hiding import MAX_DEPTH, HidingLimitError, hidden_ranges
+from beacon_proxy.rewrite.hiding import (
+    _HIDING,
+    MAX_DEPTH,
+    HidingLimitError,
+    hidden_ranges,
+    hiding_declarations,
+)
 from beacon_proxy.rewrite.html import scan_entries, scan_html
 
 _NEVER = {"html", "head", "body", "[document]"}
@@ -156,3 +162,39 @@ def test_a_lt_that_starts_no_tag_does_not_end_the_search(before: bytes) -> None:
     doc = before + b'<div style="display:none">' + img + b"</div>"
     (ref,) = scan_html(doc).references
     assert ref.box is not None and ref.box.display == "none"
+
+
+# -- the declaration search: hiding_declarations() is _HIDING.finditer() ---------------------
+
+_DECLARATION_PARTS = [":", " ", "\t", "\n", "none", "hidden", "collapse", "display", "visibility",
+                      "overflow", "isplay", "flow", "-", "_", "x", "0", ";", "{", '"', "<p>",
+                      "none-", "hiddenx", "::", "display:", "visibility:", "overflow:",
+                      "visibility :", "xdisplay:", "é"]
+
+
+@settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.sampled_from(_DECLARATION_PARTS), max_size=40),
+       st.integers(0, 120), st.integers(0, 160))
+def test_hiding_declarations_are_the_patterns_matches(parts: list[str], start: int,
+                                                      length: int) -> None:
+    # The definition with look-behinds against the value-first search and its Python
+    # property test: the same matches, spans and order, in any window (rescan.py
+    # searches windows whose look-behind reaches before the window's start).
+    low = "".join(parts).encode().lower()
+    for window in ((), (start,), (start, start + length)):
+        old = [(m.start(), m.end(), m.group()) for m in _HIDING.finditer(low, *window)]
+        new = [(m.start(), m.end(), m.group()) for m in hiding_declarations(low, *window)]
+        assert new == old
+
+
+def test_hiding_declarations_need_the_property_right_before_the_colon() -> None:
+    low = b"x:none; display:none; displays:none; visibility: hidden; overflow:\tcollapse-"
+    assert [m.group() for m in hiding_declarations(low)] == [b":none", b": hidden"]
+    assert [m.start() for m in hiding_declarations(low)] == [
+        m.start() for m in _HIDING.finditer(low)]
+    for prop in (b"display", b"visibility", b"overflow"):
+        for value in (b"none", b"hidden", b"collapse"):
+            for low in (prop + b":" + value, b"a;" + prop + b": \t" + value + b";b"):
+                found = [(m.start(), m.end()) for m in hiding_declarations(low)]
+                assert found == [(m.start(), m.end()) for m in _HIDING.finditer(low)]
+                assert len(found) == 1

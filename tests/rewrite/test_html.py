@@ -11,7 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from beacon_proxy.rewrite.html import Reference, materialize, scan_entries, scan_html
+from beacon_proxy.rewrite.html import PendingImg, Reference, materialize, scan_entries, scan_html
+from beacon_proxy.rewrite.htmlattr import clean_url, decode_text, unescape
 from beacon_proxy.rewrite.htmlpatterns import FAST_TAG, IMG_TAG, SKIP
 
 FIXTURES = Path(__file__).parent / "fixtures" / "html"
@@ -481,3 +482,23 @@ def test_conditional_comments_in_upper_case_and_with_long_conditions() -> None:
 @pytest.mark.timeout(10)
 def test_many_unclosed_conditions_stay_linear() -> None:
     scan_html(b"<!--[if " + b"x" * 1_000_000 + b"<!--[if mso]>" * 100_000)
+
+
+# -- a plain <img>'s URL is cleaned inline (html._Scan.images) as clean_url() cleans it ------
+
+_URL_PARTS = [" ", "\t", "\n", "\r", "\x00", "\x0b", "\x1f", "\x7f", "a", "/", "&amp;", "&#9;",
+              "&Tab;", "https://t.test/", "//t.test/", "\u00e9", "\u2028", "\xa0", "x y"]
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.sampled_from(_URL_PARTS), max_size=12), st.sampled_from(["utf-8", "latin-1"]))
+def test_plain_img_urls_are_cleaned_as_clean_url_cleans_them(parts: list[str],
+                                                             charset: str) -> None:
+    url = "".join(parts)
+    view = f'<p>x</p><img src="{url}" width="1"><img src="{url}">'.encode(charset, "replace")
+    fast, _, _ = scan_entries(view, charset=charset)
+    exact, _, _ = scan_entries(view, fast=False, charset=charset)
+    assert [materialize(e) for e in fast] == [materialize(e) for e in exact]
+    assert all(isinstance(e, PendingImg) for e in fast)  # read by the inline path
+    expected = clean_url(unescape(decode_text(url.encode(charset, "replace"), charset)))
+    assert [e.url for e in fast] == ([expected] * 2 if expected else [])

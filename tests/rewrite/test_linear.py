@@ -201,6 +201,10 @@ _HTML: dict[str, Build] = {
     "hiding-media-big": lambda n: b"<style>@media x{" + b".a{}" * n + b"}</style>"
     + b'<div class="a" style="display:none"></div>' * n,
     "hiding-stray-ends": _rep(b"", b'<div style="visibility:hidden"></b>'),
+    # Candidates of hiding_declarations() that its Python property test turns down.
+    "hiding-values-without-property": _rep(b"<p>", b":none :hidden : collapse "),
+    "hiding-values-near-property": _rep(b'<p style="', b"displays:none;xoverflow:hidden;",
+                                        b'">'),
     "picture-sources": _rep(b"<picture>", b'<source srcset="https://t.test/x">',
                             b'<img src="y" width="1">'),
     "picture-many": _rep(b"", b'<picture><source srcset="https://t.test/x"><img src="y">'),

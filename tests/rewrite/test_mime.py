@@ -12,6 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from beacon_proxy.rewrite import mime
 from beacon_proxy.rewrite.charsets import decode_text, looks_valid, scan_view
 from beacon_proxy.rewrite.mime import (
     MimePart,
@@ -666,3 +667,21 @@ def test_respliced_of_many_parts_and_many_moved_stretches_costs_less_than_a_pars
     assert moved is not None and moved == parse_message(two)
     cost = _best_cpu(lambda: respliced(base, two, {path: first}, {path: second}))
     assert cost < 5 * _best_cpu(lambda: parse_message(two))
+
+
+# -- the bare-CR search: "\r[^\n]" or a final CR is "\r(?!\n)" ---------------------------------
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.sampled_from([b"\r", b"\n", b"\r\n", b"a", b"\r\r", b"\n\r"]), max_size=24))
+def test_the_bare_cr_search_is_the_look_ahead_one(parts: list[bytes]) -> None:
+    data = b"".join(parts)
+    new = data.endswith(b"\r") or mime._CR_NOT_LF.search(data) is not None
+    assert new == (mime._BARE_CR.search(data) is not None)
+    message = b"Subject: x\r\n\r\n" + data
+    bare = any("bare CR" in problem for problem in parse_message(message).problems)
+    assert bare == (mime._BARE_CR.search(message) is not None)
+
+
+def test_a_cr_at_the_very_end_is_a_bare_cr() -> None:
+    assert any("bare CR" in p for p in parse_message(b"Subject: x\r\n\r\nbody\r").problems)
+    assert not parse_message(b"Subject: x\r\n\r\nbody\r\n").problems

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import binascii
+import re
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from beacon_proxy.consent.policy import Policy
+from beacon_proxy.rewrite import unmodelled
+from beacon_proxy.rewrite.charsets import is_transcoded, normalise_charset
 from beacon_proxy.rewrite.copies import CopyPolicy, Outcome, decide, prepare
 from beacon_proxy.rewrite.engine import Engine
 from beacon_proxy.rewrite.rules import load_rules
@@ -94,3 +99,61 @@ def test_a_base_in_any_lenient_spelling_counts_as_remote(value: bytes) -> None:
             b'<img src="o.gif" width="1" height="1">')
     outcome, out = _refused(data)
     assert outcome is Outcome.FALLBACK and out is not None and b'src="o.gif"' not in out
+
+
+# -- the one search for contexts and <meta> tags, against the pattern it replaced ----------
+
+_OLD_TAGS = re.compile(rb"<(?:(s(?:vg|elect)|math)[\t\n\f\r />]|meta)")
+
+
+def _old_first(low: bytes, contexts: bool) -> str | None:
+    """unmodelled._first as it was with a capturing group (the definition)."""
+    pos = searched = 0
+    declaration = -1
+    found: re.Match[bytes] | None = None
+    while (tag := _OLD_TAGS.search(low, pos)) is not None:
+        if tag.group(1) is not None:
+            if contexts:
+                return f"{tag.group(1).decode()} content"
+            pos = tag.end()
+            continue
+        start = tag.end()
+        if declaration < start:
+            stop = start + unmodelled._META_GAP + len(b"charset")
+            declaration = low.find(b"charset", max(start, searched), stop)
+            while declaration >= 0 and (found := unmodelled._CHARSET.match(low, declaration)) \
+                    is None:
+                declaration = low.find(b"charset", declaration + 1, stop)
+            if declaration < 0:
+                searched = stop - len(b"charset") + 1
+        if declaration < start or low.find(b">", start, declaration) >= 0:
+            pos = tag.start() + 1
+            continue
+        assert found is not None
+        label = found.group(1).decode("ascii", "replace")
+        if is_transcoded(normalise_charset(label)):
+            return f"a <meta> charset ({label}) that is not ascii-compatible"
+        pos = found.end()
+    return None
+
+
+_MARKUP_PARTS = ["<svg", "<select", "<math", "<meta", "<s", "<m", "<sv", "<mat", "<metax",
+                 " ", "/", ">", "\n", "\t", "<", "charset=", "charset =", "utf-7", "utf-8",
+                 "utf-16", '"', "x", "<p>", "<span>", "<svg>", "<selected", "<mathx "]
+
+
+@settings(max_examples=800, deadline=None)
+@given(st.lists(st.sampled_from(_MARKUP_PARTS), max_size=30))
+def test_the_context_search_finds_what_the_old_pattern_found(parts: list[str]) -> None:
+    low = "".join(parts).encode()
+    assert unmodelled_markup(low) == _old_first(low, True)
+    assert unread_meta_charset(low) == _old_first(low, False)
+
+
+def test_each_context_is_named_as_before() -> None:
+    for name in ("svg", "select", "math"):
+        for delimiter in "\t\n\f\r />":
+            low = f"<p>x</p><{name}{delimiter}".encode()
+            assert unmodelled_markup(low) == f"{name} content" == _old_first(low, True)
+    assert unmodelled_markup(b"<meta charset=utf-8><svg>") == "svg content"
+    assert unmodelled_markup(b"<svg") is None  # no delimiter: not the element
