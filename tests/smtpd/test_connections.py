@@ -161,3 +161,106 @@ async def test_an_eof_before_the_session_task_runs_closes_the_transport() -> Non
     transport.close()  # as the real transports do on that False
     proto.connection_lost(None)
     assert len(conns) == 0
+
+
+class _FakeTimer:
+    def __init__(self, when: float, callback: Any) -> None:
+        self._when, self.callback, self._cancelled = when, callback, False
+
+    def when(self) -> float:
+        return self._when
+
+    def cancel(self) -> None:
+        self._cancelled = True
+
+    def cancelled(self) -> bool:
+        return self._cancelled
+
+
+class _FakeClock:
+    """The loop parts the idle timer uses, with a clock the test moves."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.armed: list[_FakeTimer] = []
+
+    def time(self) -> float:
+        return self.now
+
+    def call_at(self, when: float, callback: Any) -> _FakeTimer:
+        timer = _FakeTimer(when, callback)
+        self.armed.append(timer)
+        return timer
+
+    def fire(self, timer: _FakeTimer) -> None:
+        """Run ``timer`` at its time, as the loop would (a cancelled one never runs)."""
+        assert not timer.cancelled()
+        self.now = max(self.now, timer.when())
+        timer.callback()
+
+
+class _Closable:
+    def __init__(self) -> None:
+        self.closes = 0
+
+    def close(self) -> None:
+        self.closes += 1
+
+
+def _idle_protocol(untrusted: float | None = None) -> tuple[SmtpProtocol, _FakeClock, _Closable]:
+    """A protocol with only what its idle timer reads, on a fake clock."""
+    proto = object.__new__(SmtpProtocol)
+    clock, transport = _FakeClock(), _Closable()
+    proto.loop = clock  # type: ignore[assignment]
+    proto.transport = transport  # type: ignore[assignment]
+    proto.session = type("S", (), {"peer": ("127.0.0.2", 1), "authenticated": False})()
+    proto.envelope = None
+    proto.trusted = untrusted is None
+    proto.idle_timeout_untrusted = untrusted
+    proto._timeout_duration = 300.0
+    proto._timeout_handle = None
+    proto._deadline = 0.0
+    return proto, clock, transport
+
+
+def test_the_idle_timer_moves_its_deadline_without_a_new_timer_per_command() -> None:
+    """Re-armed per command, the timer is made once; it fires at the old deadline, arms
+    again for the rest, and closes the connection at the last deadline set, not before."""
+    proto, clock, transport = _idle_protocol()
+    proto._reset_timeout()
+    for now in (1.0, 2.0, 2.5, 10.0):  # commands: the deadline moves to now + 300
+        clock.now = now
+        proto._reset_timeout()
+    assert len(clock.armed) == 1 and clock.armed[0].when() == 300.0
+    clock.fire(clock.armed[0])  # the first deadline: pushed back since, not closed
+    assert transport.closes == 0
+    assert [t.when() for t in clock.armed] == [300.0, 310.0]
+    clock.fire(clock.armed[-1])
+    assert transport.closes == 1 and len(clock.armed) == 2
+
+
+def test_a_deadline_brought_forward_rearms_at_once() -> None:
+    """A shorter deadline than the armed timer's (a timeout given for one wait, or the
+    untrusted client's) cancels the armed timer and arms one for itself."""
+    proto, clock, transport = _idle_protocol(untrusted=0.2)
+    proto.envelope = type("E", (), {"mail_from": "a@example.org"})()
+    proto._reset_timeout()  # in a transaction: the command timeout
+    assert [t.when() for t in clock.armed] == [300.0]
+    proto.envelope = None  # the transaction ended: idle, untrusted
+    clock.now = 5.0
+    proto._reset_timeout()
+    first, short = clock.armed
+    assert first.cancelled() and short.when() == pytest.approx(5.2)
+    clock.fire(short)
+    assert transport.closes == 1
+
+
+def test_a_timer_due_within_the_clock_resolution_closes() -> None:
+    """Fired a fraction of a millisecond before its deadline (uvloop counts whole
+    milliseconds), the timer closes rather than arming itself again for nothing."""
+    proto, clock, transport = _idle_protocol()
+    proto._reset_timeout()
+    (timer,) = clock.armed
+    clock.now = timer.when() - 0.0004
+    timer.callback()
+    assert transport.closes == 1 and len(clock.armed) == 1
