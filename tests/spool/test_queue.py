@@ -850,3 +850,55 @@ async def test_puts_and_removals_go_by_the_directories_kept_open(
         monkeypatch.undo()
         spool.close()
     assert spool._dir_fds is None and spool._active_sync.fd is None
+
+
+async def test_a_directory_replaced_while_open_is_followed_after_a_failed_put(
+        tmp_path: Path) -> None:
+    """An operator replaces tmp/ (first by a file, then by a new directory) and active/:
+    the put while tmp/ is a file fails (not acknowledged), the next one reopens the
+    replaced directories and lands in the new active/, where recovery finds it; a
+    removal by the old descriptors that finds nothing unlinks by the path."""
+    root = tmp_path / "spool"
+    spool = Spool(root)
+    spool.open()
+    try:
+        first = _env()
+        await spool.put(first, DATA)
+        (root / "tmp").rmdir()
+        (root / "tmp").write_bytes(b"not a directory")
+        with pytest.raises(OSError):
+            await spool.put(_env(), DATA)
+        (root / "tmp").unlink()
+        (root / "tmp").mkdir()
+        (root / "active").rename(root / "active.old")
+        (root / "active").mkdir()
+        (root / "active.old" / first.queue_id).rename(root / "active" / first.queue_id)
+        second = _env()
+        await spool.put(second, DATA)  # by the new tmp/ and active/
+        assert sorted(os.listdir(root / "active")) == sorted([first.queue_id, second.queue_id])
+        assert os.listdir(root / "active.old") == []
+        assert {e.queue_id for e in await spool.recover()} == {first.queue_id, second.queue_id}
+        await spool.remove(first.queue_id)
+        assert os.listdir(root / "active") == [second.queue_id]
+    finally:
+        spool.close()
+    assert spool._retired_fds == []
+
+
+async def test_a_removal_by_a_stale_descriptor_unlinks_by_the_path(tmp_path: Path) -> None:
+    """active/ replaced (its files moved into the new one) with no put since: the
+    removal finds nothing by the kept descriptor and unlinks the file by its path."""
+    root = tmp_path / "spool"
+    spool = Spool(root)
+    spool.open()
+    try:
+        env = _env()
+        await spool.put(env, DATA)
+        await spool.recover()
+        (root / "active").rename(root / "active.old")
+        (root / "active").mkdir()
+        (root / "active.old" / env.queue_id).rename(root / "active" / env.queue_id)
+        await spool.remove(env.queue_id)
+        assert os.listdir(root / "active") == []
+    finally:
+        spool.close()
