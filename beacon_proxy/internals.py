@@ -9,10 +9,8 @@ cannot do the job:
   the idle timer; the relay builds the table itself, see the next item), ``_call_handler_hook`` and
   ``_create_envelope`` (DATA ends as aiosmtpd's own ``smtp_DATA`` ends),
   ``_getaddr`` (MAIL and RCPT paths are read as written, not as RFC 5322
-  header addresses), ``_reset_timeout``, ``_timeout_duration``, ``_timeout_handle``
-  and ``_timeout_cb`` (the idle timer, shorter for untrusted clients outside a
-  transaction, and moved by its deadline: the armed timer is kept and re-armed when
-  it fires early);
+  header addresses), ``_reset_timeout`` and ``_timeout_duration`` (the idle
+  timer, shorter for untrusted clients outside a transaction);
 * aiosmtpd's ``SMTP.__init__`` as a whole (and ``_AuthMechAttr``, ``make_loop``,
   ``login_always_fail``, ``is_int``, ``CALL_LIMIT_DEFAULT``, ``__ident__`` and its
   ``log``, which that work uses): :class:`~beacon_proxy.smtpd.protocol.SmtpProtocol`
@@ -45,7 +43,7 @@ __all__ = ["AIOSMTPD", "AIOSMTPLIB", "AIOSMTPLIB_SMTP", "missing_internals"]
 
 #: aiosmtpd.smtp.SMTP: attributes the relay's subclass uses.
 AIOSMTPD = ("_reader", "_smtp_methods", "_call_handler_hook", "_create_envelope", "_getaddr",
-            "_reset_timeout", "_timeout_duration", "_timeout_handle", "_timeout_cb")
+            "_reset_timeout", "_timeout_duration")
 #: aiosmtplib.protocol.SMTPProtocol: methods the courier calls.
 AIOSMTPLIB = ("write", "read_response", "connection_lost", "pause_writing", "resume_writing")
 #: aiosmtplib.SMTP: attributes the courier reads.

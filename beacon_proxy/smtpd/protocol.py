@@ -65,8 +65,6 @@ from beacon_proxy.smtpd.replies import (
 __all__ = ["Connections", "SmtpProtocol", "peer_ip"]
 
 _UnboundCommand = Callable[[Any, str | None], Awaitable[None]]
-#: The event loop's timer resolution (uvloop's timers count milliseconds).
-_TIMER_RESOLUTION = 0.001
 
 
 def peer_ip(peer: Any) -> str:
@@ -243,7 +241,6 @@ class SmtpProtocol(SMTP):
         self.require_starttls = tls_context and require_starttls
         self._timeout_duration = timeout
         self._timeout_handle = None
-        self._deadline = 0.0  # of the idle timer (loop time), see _reset_timeout
         self._tls_handshake_okay = True
         self._tls_protocol = None
         self._original_transport = None
@@ -314,35 +311,11 @@ class SmtpProtocol(SMTP):
             self._reset_timeout()
 
     def _reset_timeout(self, duration: float | None = None) -> None:
-        """aiosmtpd's idle timer, shorter for an untrusted client outside a transaction.
-
-        It is re-armed twice per command (when the line arrives and when the command
-        is done), about ten times a message; cancelling the loop's timer and making a
-        new one each time cost ~1.6 us.  Only the deadline moves now: the armed timer
-        is kept while it fires no later than the new deadline, and when it fires
-        before the deadline (it was pushed back meanwhile) :meth:`_timeout_cb` arms it
-        again for the rest.  A deadline brought forward (the shorter untrusted timeout)
-        re-arms at once.  So the connection still closes at the last deadline set."""
+        """aiosmtpd's idle timer, shorter for an untrusted client outside a transaction."""
         short = self.idle_timeout_untrusted
         if duration is None and short is not None and self._untrusted_idle():
             duration = min(short, self._timeout_duration)
-        deadline = self.loop.time() + (duration or self._timeout_duration)
-        self._deadline = deadline
-        handle = self._timeout_handle
-        if handle is not None:
-            if not handle.cancelled() and handle.when() <= deadline:
-                return
-            handle.cancel()
-        self._timeout_handle = self.loop.call_at(deadline, self._timeout_cb)
-
-    def _timeout_cb(self) -> None:
-        """aiosmtpd's timeout (log, close) once the last deadline has come; before it,
-        the timer again for the rest (within the loop's clock resolution, as asyncio
-        runs a timer that is due within it)."""
-        if self.loop.time() + _TIMER_RESOLUTION < self._deadline:
-            self._timeout_handle = self.loop.call_at(self._deadline, self._timeout_cb)
-            return
-        super()._timeout_cb()  # type: ignore[no-untyped-call]
+        super()._reset_timeout(duration)
 
     def _untrusted_idle(self) -> bool:
         if self.trusted or self.session is None or self.session.authenticated:
