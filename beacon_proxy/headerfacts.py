@@ -33,7 +33,6 @@ The rules, lenient as mail clients are:
 from __future__ import annotations
 
 import re
-from functools import lru_cache
 from typing import Final
 from urllib.parse import urlsplit
 
@@ -91,27 +90,58 @@ def header_block(data: bytes, limit: int = MAX_HEADER) -> bytes:
 
 def field(header: bytes, name: str) -> str | None:
     """The first ``name`` field's value (unfolded, stripped), or None when absent."""
-    start = _field_start(name).search(header)
-    if start is None:
+    value_start = _value_start(header, name)
+    if value_start < 0:
         return None
-    end = start.end()
+    end = value_start
     while True:  # the field runs to the first line break not followed by a fold
         nl = header.find(b"\n", end)
         if nl < 0 or header[nl + 1 : nl + 2] not in (b" ", b"\t"):
             end = len(header) if nl < 0 else nl
             break
         end = nl + 1
-    raw = _FOLD.sub(b"", header[start.end() : end]).strip(b" \t\r\n")
+    raw = _FOLD.sub(b"", header[value_start:end]).strip(b" \t\r\n")
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError:
         return raw.decode("latin-1")
 
 
-@lru_cache(maxsize=8)
-def _field_start(name: str) -> re.Pattern[bytes]:
-    return re.compile(rb"(?:\A|\n)" + re.escape(name.encode("ascii")) + rb"[ \t]*:",
-                      re.IGNORECASE)
+#: The last header :func:`_value_start` lowered, and its lowered bytes: the facts of one
+#: message (Message-ID, List-Id, List-Unsubscribe and -Post) are read from one header.
+_lowered: tuple[bytes, bytes] = (b"", b"")
+
+
+def _value_start(header: bytes, name: str) -> int:
+    r"""Where the value of the first ``name`` field starts (after its colon), or -1.
+
+    What ``re.search(rb"(?:\A|\n)NAME[ \t]*:", header, re.IGNORECASE)`` finds (its
+    ``end()``), with ``bytes.find`` in the ASCII-lowered header instead: an
+    ``IGNORECASE`` pattern that starts with an alternation has no literal to skip
+    to, so ``re`` tried it at every byte (3.4-5.5 us a field in a 500-byte header,
+    four fields a message on the receive side).  ``bytes.lower`` folds ASCII only,
+    as ``re.IGNORECASE`` does for a bytes pattern."""
+    global _lowered
+    last, lowered = _lowered
+    if last is not header and last != header:
+        lowered = header.lower()
+        _lowered = (header, lowered)
+    key = name.lower().encode("ascii")
+    line_key = b"\n" + key
+    size = len(lowered)
+    # Candidates in order: the name at the very start, then after each LF.
+    after = len(key) if lowered.startswith(key) else -1
+    at = -1
+    while True:
+        if after >= 0:
+            while after < size and lowered[after] in b" \t":
+                after += 1
+            if after < size and lowered[after] == 0x3A:  # ":"
+                return after + 1
+        at = lowered.find(line_key, at + 1)
+        if at < 0:
+            return -1
+        after = at + len(line_key)
 
 
 def list_id(header: bytes) -> str | None:

@@ -6,9 +6,11 @@ Names follow Prometheus conventions (``beacon_proxy_*_total`` counters).
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.registry import Collector
 
 from beacon_proxy.consent.cache import LOOKUPS, LOOP_READS
@@ -32,9 +34,25 @@ __all__ = [
     "SMTP_SESSIONS",
     "UPSTREAM_CONNECTIONS",
     "WEB_REFUSED",
+    "child",
 ]
 
 REGISTRY = CollectorRegistry(auto_describe=True)
+
+M = TypeVar("M", bound=MetricWrapperBase)
+_CHILDREN: dict[tuple[int, tuple[str, ...]], MetricWrapperBase] = {}
+
+
+def child(metric: M, *values: str) -> M:
+    """``metric.labels(*values)``, looked up once per process: ``labels`` takes a lock and
+    builds its key on every call (~1 us), and a relayed message counts four labelled
+    series.  Made on first use, as ``labels`` makes it, so a series that never counted is
+    still not shown."""
+    key = (id(metric), values)
+    found = _CHILDREN.get(key)
+    if found is None:
+        found = _CHILDREN[key] = metric.labels(*values)
+    return found  # type: ignore[return-value]
 
 MESSAGES_RECEIVED = Counter(
     "beacon_proxy_messages_received", "Messages accepted (250 after DATA).", registry=REGISTRY

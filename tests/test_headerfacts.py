@@ -4,10 +4,21 @@ one search for the end of the header section."""
 from __future__ import annotations
 
 import random
+import re
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from beacon_proxy.headerfacts import body_start, header_block, list_id, message_id, one_click_url
+from beacon_proxy.headerfacts import (
+    _value_start,
+    body_start,
+    field,
+    header_block,
+    list_id,
+    message_id,
+    one_click_url,
+)
 from beacon_proxy.rewrite.engine import Engine
 from beacon_proxy.rewrite.mime import parse_message
 from beacon_proxy.rewrite.rules import load_rules
@@ -158,3 +169,61 @@ def test_body_start_is_the_first_empty_line_of_any_line_ends() -> None:
     for _ in range(20_000):
         data = b"".join(rng.choice(pieces) for _ in range(rng.randrange(9)))
         assert body_start(data) == by_lines(data), data
+
+
+_NAMES = ("message-id", "list-id", "list-unsubscribe", "list-unsubscribe-post", "to")
+
+
+def _regex_value_start(header: bytes, name: str) -> int:
+    """The search ``field`` made before (a regex per name), as the reference."""
+    found = re.search(rb"(?:\A|\n)" + re.escape(name.encode("ascii")) + rb"[ \t]*:",
+                      header, re.IGNORECASE)
+    return -1 if found is None else found.end()
+
+
+_LINE = st.one_of(
+    st.tuples(
+        st.sampled_from(["Message-ID", "MESSAGE-id", "message-i", "List-Id", "LIST-ID",
+                         "List-Unsubscribe", "list-unsubscribe-POST", "To", "tO", "X-To",
+                         "List-Unsubscribe-Post-X", ""]),
+        st.sampled_from(["", " ", "\t", " \t ", "x", ": "]),
+        st.sampled_from([":", "", " :"]),
+        st.sampled_from(["", " <a@b>", "\xc4", " v\r\n x", "\r"]),
+    ).map(lambda t: "".join(t).encode("latin-1")),
+    st.sampled_from([b"\n", b"\r\n", b"\r", b" ", b"\t", b":", b"\xc4\xe9", b"\0"]),
+)
+
+
+@settings(max_examples=800, deadline=None)
+@given(st.lists(st.tuples(_LINE, st.sampled_from([b"\r\n", b"\n", b"\r", b""])),
+                max_size=12),
+       st.sampled_from(_NAMES))
+def test_the_field_search_finds_what_the_regex_found(lines: list[tuple[bytes, bytes]],
+                                                     name: str) -> None:
+    """Headers of field lines (names in any case, blanks or junk before the colon, no
+    colon), folds, bare CR and LF, non-ASCII bytes: the same start as the regex."""
+    header = b"".join(line + end for line, end in lines)
+    assert _value_start(header, name) == _regex_value_start(header, name)
+    assert _value_start(bytes(header), name) == _regex_value_start(header, name)
+
+
+@pytest.mark.parametrize(("header", "name", "start"), [
+    (b"To:x", "to", 3),
+    (b"tO \t :x", "to", 6),
+    (b"To x\nTo\t:y", "to", 9),
+    (b"\nTo:x", "to", 4),
+    (b"X-To: a\nto : b", "to", 12),
+    (b"Tox: a\r\nTo\r\n: b\r\nTO:c", "to", 20),
+    (b"List-Unsubscribe-Post: a\nList-Unsubscribe: b", "list-unsubscribe", 42),
+])
+def test_the_field_search_at_the_edges(header: bytes, name: str, start: int) -> None:
+    assert _regex_value_start(header, name) == start
+    assert _value_start(header, name) == start
+
+
+def test_the_lowered_header_is_not_reused_for_other_bytes() -> None:
+    """The kept lowered copy answers only for equal bytes: a header of the same length
+    read next gets its own."""
+    assert field(b"Subject: a\r\nTo: b\r\n", "to") == "b"
+    assert field(b"Subject: a\r\nXo: b\r\n", "to") is None  # the same length
+    assert field(b"TO: c\r\nSubject: a\r\n", "to") == "c"

@@ -53,6 +53,7 @@ from beacon_proxy.metrics import (
     DELIVERY_SECONDS,
     MESSAGES_QUARANTINED,
     QUEUE_MESSAGES,
+    child,
 )
 from beacon_proxy.rewrite.step import Copy, PreparedMessage, RewriteStep, Wait
 from beacon_proxy.spool.envelope import Envelope, new_queue_id
@@ -433,7 +434,7 @@ class Scheduler:
                     # await in between, and the unlink protects this outcome as the
                     # journal line would have (one hop and one journal file fewer).
                     unjournaled = (i, result.reply)
-                DELIVERIES.labels("delivered").inc()
+                child(DELIVERIES, "delivered").inc()
                 self._log_recipient("delivered", entry, i, result, attempt, policy=policy.value,
                                     size=len(copy.data), **copy.report)
             elif result.outcome is Outcome.PERMANENT:

@@ -33,7 +33,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from beacon_proxy.consent.policy import Policy
-from beacon_proxy.metrics import COPIES
+from beacon_proxy.metrics import COPIES, child
 from beacon_proxy.rewrite.copies import CopyPolicy, Decided, Prepared, Variant, decide
 from beacon_proxy.rewrite.diffing import NOTHING, CampaignDiffing, Observation
 from beacon_proxy.rewrite.engine import Analysis, Engine
@@ -133,7 +133,7 @@ class _Message:
                         wait=Wait(campaign.wait_until, campaign.campaign))
         decided = decide(step.engine, self.prepared, recipient.address, recipient.policy,
                          step.policy, link, diffed=campaign.diffed)
-        COPIES.labels(decided.outcome.value).inc()
+        child(COPIES, decided.outcome.value).inc()
         report = {**copy.report, **campaign.report(), **_report(decided, recipient.policy)}
         if decided.data is None:
             return Copy(b"", report, held=decided.problems[-1])

@@ -83,7 +83,7 @@ from beacon_proxy.consent.model import CampaignRecord
 from beacon_proxy.consent.store import CampaignStore
 from beacon_proxy.headerfacts import field as header_field
 from beacon_proxy.headerfacts import header_block
-from beacon_proxy.metrics import CAMPAIGN_COPIES
+from beacon_proxy.metrics import CAMPAIGN_COPIES, child
 from beacon_proxy.rewrite.campaign import (
     CampaignMemory,
     campaign_key,
@@ -252,7 +252,7 @@ class CampaignDiffing:
                 error = repr(exc)[:200]
                 memory = CampaignMemory()
         else:
-            CAMPAIGN_COPIES.labels("known").inc()
+            child(CAMPAIGN_COPIES, "known").inc()
         diffed: frozenset[tuple[int, int]] = frozenset()
         if memory.copies >= 2:
             judged = (memory.judge(copy) if len(copy) <= THREAD_REFERENCES

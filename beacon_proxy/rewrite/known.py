@@ -95,7 +95,7 @@ from collections.abc import Awaitable, Callable
 # parser's rule: Engine.rebase checks that the parser's root body starts there too).
 # Named here as well, for the callers that split for this cache (footer.py).
 from beacon_proxy.headerfacts import body_start
-from beacon_proxy.metrics import ANALYSES
+from beacon_proxy.metrics import ANALYSES, child
 from beacon_proxy.rewrite.engine import _REFUSED_KEPT, Analysis
 
 __all__ = ["FAILED_FOR", "AnalysisCache", "KnownFailure", "Rebase", "body_start", "cached",
@@ -284,7 +284,7 @@ def cached(analyse: Analyse, cache: AnalysisCache, rebase: Rebase | None = None)
         """``base`` itself for equal bytes, else its rebase onto ``data`` (None: not proven)."""
         if base.data == data:  # equal bytes, not just an equal digest
             cache.hits += 1
-            ANALYSES.labels("known").inc()
+            child(ANALYSES, "known").inc()
             return base
         if rebase is None or split == 0:  # no header to tell apart from the body
             return None
