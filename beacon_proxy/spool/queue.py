@@ -491,13 +491,7 @@ class Spool:
         # ``fsync(2)`` instead of three calls.  Each of those calls in a thread is a
         # GIL hand-off with the event loop; fewer calls, fewer hand-offs.  ``None``
         # until :meth:`open` (the command line's paths work without them).
-        # An operator who replaces one of them while the relay runs (a repair) is
-        # followed: a put that fails reopens those whose path names another directory
-        # now (:meth:`_reopened_dirs`) and is tried once more.  The descriptors it
-        # replaces stay open until close(): a thread may still be using them.
         self._dir_fds: dict[str, int] | None = None
-        self._retired_fds: list[int] = []
-        self._dir_lock = threading.Lock()
 
     # -- set-up -----------------------------------------------------------
 
@@ -510,7 +504,8 @@ class Spool:
             fds: dict[str, int] = {}
             try:
                 for name in ("tmp", *_STATES):
-                    fds[name] = self._open_dir(name)
+                    fds[name] = os.open(self.root / name,
+                                        os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
             except BaseException:
                 for fd in fds.values():
                     os.close(fd)
@@ -569,36 +564,9 @@ class Spool:
             self._put_executor = None
         if self._dir_fds is not None:  # no thread uses them any more
             self._active_sync.fd = None
-            for fd in [*self._dir_fds.values(), *self._retired_fds]:
+            for fd in self._dir_fds.values():
                 os.close(fd)
             self._dir_fds = None
-            self._retired_fds.clear()
-
-    def _open_dir(self, name: str) -> int:
-        return os.open(self.root / name, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-
-    def _reopened_dirs(self) -> bool:
-        """Reopen the kept directories whose path names another directory now (replaced
-        by an operator while the relay ran); True if any was.  A path that is no
-        directory (yet) keeps its old descriptor: calls by it fail, as by the path."""
-        with self._dir_lock:
-            old = self._dir_fds
-            if old is None:
-                return False
-            new = dict(old)
-            for name, fd in old.items():
-                try:
-                    if os.path.samestat(os.stat(self.root / name), os.fstat(fd)):
-                        continue
-                    new[name] = self._open_dir(name)
-                except OSError:
-                    continue
-                self._retired_fds.append(fd)
-            if new == old:
-                return False
-            self._dir_fds = new  # one assignment: a thread reads the old dict or the new
-            self._active_sync.fd = new["active"]
-            return True
 
     async def _run(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         assert self._executor is not None, "Spool.open() was not called"
@@ -629,12 +597,7 @@ class Spool:
         next start (not acknowledged: at worst a duplicate if the client sends it again)."""
         ticket = self._active_sync.writing()
         try:
-            try:
-                self._write_sync(envelope, data)
-            except OSError:
-                if not self._reopened_dirs():
-                    raise
-                self._write_sync(envelope, data)  # once more, in the directories now there
+            self._write_sync(envelope, data)
         finally:
             self._active_sync.written(ticket)
         self._active_sync.sync()
@@ -792,12 +755,6 @@ class Spool:
                 break
             except FileNotFoundError:
                 continue
-        else:
-            if dirs is not None:  # by the paths too: a directory may have been replaced
-                for state in _STATES:
-                    with contextlib.suppress(FileNotFoundError):
-                        os.unlink(self._path(state, queue_id))
-                        break
         if queue_id in self._journaled or not self._journals_known:
             self._journal_path(queue_id).unlink(missing_ok=True)
             self._journaled.discard(queue_id)
