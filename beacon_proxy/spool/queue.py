@@ -214,10 +214,6 @@ class _DirSync:
 
     def __init__(self, path: Path) -> None:
         self._path = path
-        # The directory, kept open by the spool (:meth:`Spool.open`): a sync is then
-        # one ``fsync(2)``, not an ``open``, ``fsync`` and ``close`` (each a GIL hand-off
-        # in a put's thread).  ``None``: each sync opens the path (a bare ``_DirSync``).
-        self.fd: int | None = None
         self._cond = threading.Condition(threading.Lock())
         self._started = 0  # number of the last sync started
         self._ended = 0  # number of the last sync ended (they run one at a time)
@@ -276,10 +272,7 @@ class _DirSync:
                 self._gathering = False
         error: BaseException | None = None
         try:
-            if self.fd is None:
-                fsync_dir(self._path)
-            else:
-                os.fsync(self.fd)
+            fsync_dir(self._path)
         except BaseException as exc:
             error = exc
         with self._cond:
@@ -484,14 +477,6 @@ class Spool:
         # before it (the command line, a spool not recovered) every removal unlinks.
         self._journaled: set[str] = set()
         self._journals_known = False
-        # ``tmp/``, ``active/`` and ``deferred/``, kept open from :meth:`open` to
-        # :meth:`close`: a put creates, renames and (with ``active/``'s group commit)
-        # syncs by these descriptors, and a removal unlinks by them -- no path walk in
-        # the kernel, no ``Path`` built per call, and a directory sync that is one
-        # ``fsync(2)`` instead of three calls.  Each of those calls in a thread is a
-        # GIL hand-off with the event loop; fewer calls, fewer hand-offs.  ``None``
-        # until :meth:`open` (the command line's paths work without them).
-        self._dir_fds: dict[str, int] | None = None
 
     # -- set-up -----------------------------------------------------------
 
@@ -500,18 +485,6 @@ class Spool:
         for d in (self.tmp, self.journal, self.corrupt, self.control,
                   *(self.root / s for s in _STATES)):
             d.mkdir(parents=True, exist_ok=True)
-        if self._dir_fds is None:
-            fds: dict[str, int] = {}
-            try:
-                for name in ("tmp", *_STATES):
-                    fds[name] = os.open(self.root / name,
-                                        os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-            except BaseException:
-                for fd in fds.values():
-                    os.close(fd)
-                raise
-            self._dir_fds = fds
-            self._active_sync.fd = fds["active"]
         if self._executor is None:
             self._executor = ThreadPoolExecutor(self._threads, thread_name_prefix="spool")
             self._put_executor = ThreadPoolExecutor(self._put_threads,
@@ -562,11 +535,6 @@ class Spool:
         if self._put_executor is not None:
             self._put_executor.shutdown(wait=True)
             self._put_executor = None
-        if self._dir_fds is not None:  # no thread uses them any more
-            self._active_sync.fd = None
-            for fd in self._dir_fds.values():
-                os.close(fd)
-            self._dir_fds = None
 
     async def _run(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         assert self._executor is not None, "Spool.open() was not called"
@@ -608,20 +576,14 @@ class Spool:
         if not queue_id.isalnum():
             raise ValueError(f"bad queue id {queue_id!r}")
         env = envelope.to_json()
-        dirs = self._dir_fds
-        assert dirs is not None, "Spool.open() was not called"
-        tmp, active = dirs["tmp"], dirs["active"]
-        # By the directories' descriptors: the same calls as with the paths
-        # ``tmp/<id>`` and ``active/<id>``, without the kernel walking them.
-        fd = os.open(queue_id, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600,
-                     dir_fd=tmp)
+        tmp = self.tmp / queue_id
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         try:
             _write_all(fd, [_header(env, len(data)), env, b"\n", data])
             os.fdatasync(fd)
-            os.rename(queue_id, queue_id, src_dir_fd=tmp, dst_dir_fd=active)
+            os.rename(tmp, self._path("active", queue_id))
         except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(queue_id, dir_fd=tmp)
+            tmp.unlink(missing_ok=True)
             raise
         finally:
             os.close(fd)
@@ -745,13 +707,9 @@ class Spool:
         (its message is gone), so a skipped unlink can never resurrect a message nor
         lose an outcome.
         """
-        dirs = self._dir_fds
         for state in _STATES:  # a message is in one state only (it moves by rename)
             try:
-                if dirs is None:
-                    os.unlink(self._path(state, queue_id))
-                else:
-                    os.unlink(queue_id, dir_fd=dirs[state])
+                os.unlink(self._path(state, queue_id))
                 break
             except FileNotFoundError:
                 continue

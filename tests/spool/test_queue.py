@@ -238,8 +238,8 @@ class _SyncLog:
             self.add("fdatasync", "")
             real_fdatasync(fd)
 
-        def rename(src: str | Path, dst: str | Path, **dir_fds: int) -> None:
-            real_rename(src, dst, **dir_fds)
+        def rename(src: str | Path, dst: str | Path) -> None:
+            real_rename(src, dst)
             self.add("rename", Path(dst).name)
 
         monkeypatch.setattr(os, "fsync", fsync)
@@ -814,39 +814,3 @@ async def test_before_recovery_every_removal_unlinks_the_journal(
     assert tried == [f"{env.queue_id}.log"]
     assert not any(spool.journal.iterdir())
     assert spool.delete_sync(env.queue_id) is False  # and the command line's delete too
-
-
-async def test_puts_and_removals_go_by_the_directories_kept_open(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """From open() to close() the spool holds tmp/, active/ and deferred/ open: a put
-    creates and renames by them and syncs active/ by its descriptor (one fsync call, no
-    open of the directory), a removal unlinks by them, and close() closes them."""
-    spool = Spool(tmp_path / "spool")
-    spool.open()
-    fds = dict(spool._dir_fds or {})
-    assert set(fds) == {"tmp", "active", "deferred"}
-    for name, fd in fds.items():
-        assert os.path.samestat(os.fstat(fd), os.stat(tmp_path / "spool" / name))
-    opened: list[str] = []
-    real_open = os.open
-
-    def logged_open(path: Any, flags: int, mode: int = 0o777, **kw: Any) -> int:
-        opened.append(os.fsdecode(path))
-        return real_open(path, flags, mode, **kw)
-
-    monkeypatch.setattr(os, "open", logged_open)
-    syncs = _SyncLog(monkeypatch)
-    env = _env()
-    try:
-        await spool.put(env, DATA)
-        assert opened == [env.queue_id]  # the queue file by name in tmp/; no directory
-        assert [k for k, _ in syncs.events] == ["fdatasync", "rename", "dir-start", "dir-end"]
-        assert os.listdir(tmp_path / "spool" / "active") == [env.queue_id]
-        assert os.listdir(tmp_path / "spool" / "tmp") == []
-        await spool.recover()
-        await spool.remove(env.queue_id)
-        assert os.listdir(tmp_path / "spool" / "active") == []
-    finally:
-        monkeypatch.undo()
-        spool.close()
-    assert spool._dir_fds is None and spool._active_sync.fd is None
