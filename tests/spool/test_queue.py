@@ -37,6 +37,23 @@ async def test_put_is_readable_and_recovered(spool: Spool) -> None:
     assert await spool.read_data(entry) == DATA
 
 
+async def test_a_put_after_active_was_replaced_by_a_rename_lands_in_the_new_one(
+        spool: Spool) -> None:
+    """An operator who moves ``active/`` aside and makes a new one while the relay runs:
+    what is accepted next is in the new ``active/`` (by path), where the scheduler and
+    the next start's recovery look -- never in the moved-away folder (a descriptor kept
+    open would follow it there: acknowledged mail nobody finds)."""
+    active = spool.root / "active"
+    active.rename(spool.root / "active.old")
+    active.mkdir()
+    env = _env()
+    await spool.put(env, DATA)
+    assert (active / env.queue_id).exists()
+    assert not any((spool.root / "active.old").iterdir())
+    (entry,) = await spool.recover()
+    assert entry.envelope == env and await spool.read_data(entry) == DATA
+
+
 async def test_journal_keeps_final_states_across_restart(spool: Spool) -> None:
     env = _env("a@example.net", "b@example.net", "c@example.net")
     await spool.put(env, DATA)
