@@ -346,6 +346,13 @@ def _seconds(lo: float, hi: float) -> Parser:
 MIN_ANALYSIS_MEMORY_MB = 256
 
 
+def analysis_memory_needed(max_message_size: int) -> int:
+    """The least ``[policy] analysis_memory_mb`` for messages up to ``max_message_size``
+    bytes: an idle process and its rules, plus four times the message (a 25 MB message
+    peaked at 3.4 times its size; the scanned parts are capped at 16 MB each)."""
+    return MIN_ANALYSIS_MEMORY_MB + -(-4 * max_message_size // (1 << 20))
+
+
 def _analysis_memory(key: str, v: Any) -> int:
     mb = int(_int_in(0, 1 << 20)(key, v))
     if 0 < mb < MIN_ANALYSIS_MEMORY_MB:
@@ -861,6 +868,12 @@ def _check_consistency(cfg: Config) -> None:
     if smtp.auth_delay_max >= min(smtp.idle_timeout_untrusted, smtp.command_timeout):
         raise ConfigError("smtp.auth_delay_max", "must be shorter than command_timeout and "
                           "idle_timeout_untrusted (the wait is part of the AUTH command)")
+    needed = analysis_memory_needed(smtp.max_message_size)
+    if cfg.policy.analysis_memory_mb and cfg.policy.analysis_memory_mb < needed:
+        raise ConfigError("policy.analysis_memory_mb", (
+            f"{cfg.policy.analysis_memory_mb} MiB is too little for messages of "
+            f"smtp.max_message_size ({smtp.max_message_size} bytes): every large one would "
+            f"end its analysis process and take the fallback; set at least {needed}, or 0"))
     if delivery.retry_max < delivery.retry_min:
         raise ConfigError("delivery.retry_max", "must not be smaller than delivery.retry_min")
     if delivery.queue_lifetime < delivery.retry_min:

@@ -184,6 +184,8 @@ def test_campaign_settings(tmp_path: Path) -> None:
         ("[policy]\nunknown = 'maybe'", "policy.unknown"),
         ("[policy]\nanalysis_memory_mb = 100", "policy.analysis_memory_mb"),
         ("[policy]\nanalysis_memory_mb = -1", "policy.analysis_memory_mb"),
+        ("[smtp]\nmax_message_size = 524288000\n[policy]\nanalysis_memory_mb = 1024",
+         "policy.analysis_memory_mb"),
         ("smtp = 1", "smtp"),
         ("[tokens]\nsecret_file = '/nonexistent/secret'", "tokens.secret_file"),
         ("[tokens]\nsecret = 'short'", "tokens.secret"),
@@ -210,7 +212,15 @@ def test_bad_values_name_the_key(tmp_path: Path, text: str, key: str) -> None:
 def test_the_analysis_memory_limit(tmp_path: Path) -> None:
     assert load_config(None, environ={}).policy.analysis_memory_mb == 1024
     assert _load(tmp_path, "[policy]\nanalysis_memory_mb = 0").policy.analysis_memory_mb == 0
-    assert _load(tmp_path, "[policy]\nanalysis_memory_mb = 256").policy.analysis_memory_mb == 256
+    small = "[smtp]\nmax_message_size = 1048576\n[policy]\nanalysis_memory_mb = 260"
+    assert _load(tmp_path, small).policy.analysis_memory_mb == 260  # 256 + 4 x 1 MiB
+    with pytest.raises(ConfigError, match="set at least 356, or 0"):  # 256 + 4 x 25 MiB
+        _load(tmp_path, "[policy]\nanalysis_memory_mb = 300")
+    big = "[smtp]\nmax_message_size = 524288000\n[policy]\nanalysis_memory_mb = "
+    assert _load(tmp_path, big + "2256").policy.analysis_memory_mb == 2256  # 256 + 4 x 500
+    assert _load(tmp_path, big + "0").policy.analysis_memory_mb == 0
+    with pytest.raises(ConfigError, match="set at least 2256, or 0"):
+        _load(tmp_path, big + "2255")
 
 
 def test_smtp_abuse_limits(tmp_path: Path) -> None:
