@@ -18,9 +18,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import binascii
-import math
 import time
-from collections.abc import Callable
+
+from _cpu import best_cpu
 
 from beacon_proxy.consent.policy import Policy
 from beacon_proxy.rewrite.beacons import BeaconStep
@@ -36,15 +36,6 @@ PIXEL = '<img src="https://pixel.tracker-host.example/o.gif?u={n}" width="1" hei
 RCPTS = ("a1@x.example", "bbbbbbbbbbbbbbbbb2@x.example")  # tokens of different lengths
 
 
-def best(run: Callable[[], object], rounds: int) -> float:
-    out = math.inf
-    for _ in range(rounds):
-        started = time.process_time()
-        run()
-        out = min(out, time.process_time() - started)
-    return out * 1e3
-
-
 def _message(grow: bytes, lines: int) -> tuple[bytes, tuple[tuple[int, int], ...]]:
     line = b'<p><img src="https://p.example/o/' + grow + b'T0k3n"></p>\r\n'
     written = tuple((n * len(line), (n + 1) * len(line)) for n in range(lines))
@@ -57,8 +48,8 @@ def _message(grow: bytes, lines: int) -> tuple[bytes, tuple[tuple[int, int], ...
 def resplice_row(lines: int, rounds: int) -> None:
     (one, first), (two, second) = _message(b"", lines), _message(b"x", lines)
     base = parse_message(one)
-    moved = best(lambda: respliced(base, two, {(0,): first}, {(0,): second}), rounds)
-    parsed = best(lambda: parse_message(two), rounds)
+    moved = 1e3 * best_cpu(lambda: respliced(base, two, {(0,): first}, {(0,): second}), rounds)
+    parsed = 1e3 * best_cpu(lambda: parse_message(two), rounds)
     print(f"stretches {lines:5d} parts 901: respliced {moved:8.2f} ms  parse {parsed:6.2f} ms")
 
 

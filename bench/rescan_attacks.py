@@ -21,21 +21,11 @@ the base's bench/ when it is not there).
 from __future__ import annotations
 
 import argparse
-import math
-import time
-from collections.abc import Callable
+
+from _cpu import best_cpu
 
 from beacon_proxy.rewrite.html import finish_scan, scan_entries
 from beacon_proxy.rewrite.rescan import ScanCache
-
-
-def best(run: Callable[[], object], rounds: int) -> float:
-    out = math.inf
-    for _ in range(rounds):
-        started = time.process_time()
-        run()
-        out = min(out, time.process_time() - started)
-    return out
 
 
 def hidden(units: int, rounds: int) -> str:
@@ -52,14 +42,14 @@ def hidden(units: int, rounds: int) -> str:
         finish_scan(scan)
 
     return (f"hidden x{units:<13d}({len(copy) // 1000:4d} KB): full "
-            f"{best(lambda: scan_entries(copy), rounds):.3f} s  rescan "
-            f"{best(rescanned, rounds):.3f} s")
+            f"{best_cpu(lambda: scan_entries(copy), rounds):.3f} s  rescan "
+            f"{best_cpu(rescanned, rounds):.3f} s")
 
 
 def learned(name: str, doc: bytes, rounds: int) -> str:
     return (f"{name:<21s}({len(doc) // 1000:4d} KB): plain "
-            f"{best(lambda: scan_entries(doc), rounds):.3f} s  learned "
-            f"{best(lambda: scan_entries(doc, learner=ScanCache()), rounds):.3f} s")
+            f"{best_cpu(lambda: scan_entries(doc), rounds):.3f} s  learned "
+            f"{best_cpu(lambda: scan_entries(doc, learner=ScanCache()), rounds):.3f} s")
 
 
 def main() -> None:
