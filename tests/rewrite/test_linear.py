@@ -251,11 +251,13 @@ def test_unmodelled_checks_are_linear(unit: bytes) -> None:
 
 def test_a_meta_tag_costs_little_more_than_any_tag() -> None:
     # Linear is not enough when each "<meta" read 512 bytes ahead: 12 s per 16 MB, 140
-    # times the cost of as many bytes of "<p>" (now 20 times: a Python step per tag).
+    # times the cost of as many bytes of "<p>" then, ~400 times now that a "<p>" is
+    # rejected inside the regex (wt-engine).  A "<meta" is a Python step: ~58 times a
+    # "<p>" on a quiet machine, so 60 was within noise of it (a CI run measured 61).
     plain, metas = b"<p>" * 80_000, b"<meta" * 48_000
     for run in (unmodelled_markup, unread_meta_charset):
         repeat = max(1, math.ceil(_STRETCH / max(_best(run, plain, 1), 1e-6)))
-        assert _best(run, metas, repeat) < 60 * _best(run, plain, repeat)
+        assert _best(run, metas, repeat) < 150 * _best(run, plain, repeat)
 
 
 def test_fallback_of_a_message_is_linear() -> None:
