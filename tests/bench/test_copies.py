@@ -11,6 +11,10 @@ from pathlib import Path
 
 import pytest
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+
+import _beacon
+
 ROOT = Path(__file__).resolve().parents[2]
 
 pytestmark = pytest.mark.skipif(
@@ -39,14 +43,7 @@ def test_the_copies_benchmark_compares_two_trees() -> None:
 
 
 def test_the_copies_benchmark_signs_with_a_given_key(tmp_path: Path) -> None:
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import rsa
-
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    pem = tmp_path / "k.pem"
-    pem.write_bytes(key.private_bytes(serialization.Encoding.PEM,
-                                      serialization.PrivateFormat.PKCS8,
-                                      serialization.NoEncryption()))
+    pem = _beacon.dkim_key(tmp_path)  # the relay benchmark's own key maker
     done = _run("--json", "--recipients", "3", "--messages", "1", "--dkim", "--dkim-key",
                 str(pem))
     assert done.returncode == 0, done.stdout + done.stderr
