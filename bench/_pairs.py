@@ -10,10 +10,10 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
-__all__ = ["BRANCH", "child", "compare", "main_per_copy", "pair_parser"]
+__all__ = ["BRANCH", "alternate", "child", "compare", "main_per_copy", "pair_parser"]
 
 BRANCH = Path(__file__).resolve().parent.parent  # the tree this script is in
 
@@ -40,15 +40,23 @@ def child(script: str, tree: Path, *args: str) -> dict[str, float]:
     return result
 
 
+def alternate(script: str, base: Path, args: Sequence[str], pairs: int
+              ) -> Iterator[tuple[int, float, dict[str, float], dict[str, float]]]:
+    """``pairs`` pairs of children, base then this tree: (pair number from 1, the load
+    average before it, base's result, this tree's result)."""
+    for pair in range(1, pairs + 1):
+        load = os.getloadavg()[0]
+        old = child(script, base, *args)
+        new = child(script, BRANCH, *args)
+        yield pair, load, old, new
+
+
 def compare(script: str, base: Path, names: Sequence[str], args: Sequence[str], pairs: int,
             title: str) -> None:
     """``pairs`` pairs of children (base, then this tree), one line per pair: each name's
     value in both and their ratio."""
     print(f"{title}; base {base}, branch {BRANCH}")
-    for pair in range(1, pairs + 1):
-        load = os.getloadavg()[0]
-        old = child(script, base, *args)
-        new = child(script, BRANCH, *args)
+    for pair, load, old, new in alternate(script, base, args, pairs):
         print(f"pair {pair} (load {load:.1f}): " + "; ".join(
             f"{n} base {old[n]:.4f} branch {new[n]:.4f} ({new[n] / old[n]:.2f}x)"
             for n in names))

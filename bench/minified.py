@@ -32,22 +32,19 @@ between two ``--copies`` is the copies' share).
 from __future__ import annotations
 
 import json
-import os
 import quopri
 import re
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-from _pairs import child, pair_parser
+from _pairs import BRANCH, alternate, pair_parser
 from newsletter import newsletter
 
 from beacon_proxy.rewrite.engine import Engine
 from beacon_proxy.rewrite.html import finish_scan, scan_entries
 from beacon_proxy.rewrite.rescan import ScanCache
 from beacon_proxy.rewrite.rules import load_rules
-
-HERE = Path(__file__).resolve().parent
 
 
 def _html() -> bytes:
@@ -158,13 +155,10 @@ def _table(result: dict[str, float]) -> str:
 
 def compare(base: Path, copies: int, rounds: int, pairs: int) -> None:
     """Base and this tree alternating in child processes."""
-    branch = HERE.parent
     print(f"CPU ms per further copy (best of {rounds} x {copies}); base {base}, "
-          f"branch {branch}")
-    for pair in range(1, pairs + 1):
-        load = os.getloadavg()[0]
-        args = ("--copies", str(copies), "--rounds", str(rounds))
-        old, new = child(__file__, base, *args), child(__file__, branch, *args)
+          f"branch {BRANCH}")
+    args = ("--copies", str(copies), "--rounds", str(rounds))
+    for pair, load, old, new in alternate(__file__, base, args, pairs):
         print(f"pair {pair} (load {load:.1f})\n base:\n{_table(old)}\n branch:\n{_table(new)}")
 
 

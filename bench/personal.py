@@ -29,11 +29,10 @@ from __future__ import annotations
 import asyncio
 import inspect
 import json
-import os
 import time
 from pathlib import Path
 
-from _pairs import child, pair_parser
+from _pairs import BRANCH, alternate, pair_parser
 from _smtpload import soak_message
 from newsletter import newsletter
 
@@ -53,7 +52,6 @@ from beacon_proxy.tokens import Tokens
 DATA = newsletter().replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
 PROOF = "crlf" in inspect.signature(wire_data).parameters  # builds before Copy.crlf: no
 POLICIES = (("refused", Policy.REFUSED), ("granted", Policy.GRANTED))
-HERE = Path(__file__).resolve().parent
 
 
 def _step(engine: Engine) -> BeaconStep:
@@ -124,14 +122,11 @@ async def measure(messages: int, rounds: int) -> dict[str, float]:
 
 def compare(base: Path, messages: int, rounds: int, pairs: int) -> None:
     """Base and this tree alternating in child processes, one line per run and pair."""
-    branch = HERE.parent
     names = [*(name for name, _ in POLICIES), "footer refused", "footer granted"]
     print(f"CPU ms per personalised message (best of {rounds} x {messages}); "
-          f"base {base}, branch {branch}")
-    for pair in range(1, pairs + 1):
-        load = os.getloadavg()[0]
-        args = ("--messages", str(messages), "--rounds", str(rounds))
-        old, new = child(__file__, base, *args), child(__file__, branch, *args)
+          f"base {base}, branch {BRANCH}")
+    args = ("--messages", str(messages), "--rounds", str(rounds))
+    for pair, load, old, new in alternate(__file__, base, args, pairs):
         cells = "\n  ".join(f"{n} base {old[n]:.3f} branch {new[n]:.3f} "
                           f"saved {(old[n] - new[n]) * 1e3:4.0f} us ({new[n] / old[n]:.2f}x)"
                           for n in names)
