@@ -462,17 +462,20 @@ def _mb(kib: int | None) -> str:
 #: A table's column: its header, its width, its cell.
 Column = tuple[str, int, Callable[[Result], str]]
 
-#: The last columns of both tables (the 1-recipient one has no "signed").
-_TAIL: list[Column] = [
-    ("RSS MB", 7, lambda r: _mb(r.rss_kib)),
-    ("PSS MB", 7, lambda r: _mb(r.pss_kib)),
-    ("signed", 6, lambda r: f"{r.signed or 0}"),
-    ("sink CPU s", 10, lambda r: f"{r.sink_cpu_s:.2f}"),
-    ("sys %", 5, lambda r: _share(r)),
-]
-
-
+_MEMORY: list[Column] = [("RSS MB", 7, lambda r: _mb(r.rss_kib)),
+                         ("PSS MB", 7, lambda r: _mb(r.pss_kib))]
+_SIGNED: Column = ("signed", 6, lambda r: f"{r.signed or 0}")
+_SINK: Column = ("sink CPU s", 10, lambda r: f"{r.sink_cpu_s:.2f}")
 _SOURCE: Column = ("source CPU s", 12, lambda r: _opt(r.source_cpu_s, ".2f"))
+_SYS: Column = ("sys %", 5, lambda r: _share(r))
+
+
+def _rate_columns(unit: str, per_width: int, per_spec: str) -> list[Column]:
+    """Both tables' middle: delivery time, rate, the relay's CPU and its CPU per ``unit``."""
+    return [("deliver s", 9, lambda r: f"{r.delivered_s:.2f}"),
+            (f"{unit}/s", 7, lambda r: f"{r.rate:.1f}"),
+            ("relay CPU s", 11, lambda r: _opt(r.relay_cpu_s, ".2f")),
+            (f"CPU ms/{unit}", per_width, lambda r: _per(r, per_spec))]
 
 
 def _budget_lines(results: dict[str, Result]) -> None:
@@ -577,11 +580,7 @@ def report(results: Sequence[Result], st: Settings, size: int, skipped: dict[str
         _table(single, [
             ("msgs", 5, lambda r: f"{r.messages}"),
             ("accept s", 8, lambda r: f"{r.accepted_s:.2f}"),
-            ("deliver s", 9, lambda r: f"{r.delivered_s:.2f}"),
-            ("msg/s", 7, lambda r: f"{r.rate:.1f}"),
-            ("relay CPU s", 11, lambda r: _opt(r.relay_cpu_s, ".2f")),
-            ("CPU ms/msg", 10, lambda r: _per(r, ".2f")),
-            *_TAIL[:2], _TAIL[3], _SOURCE, _TAIL[4]])
+            *_rate_columns("msg", 10, ".2f"), *_MEMORY, _SINK, _SOURCE, _SYS])
         print()
         ok = _goal_lines(by, ("c", "c-dkim"), "") and ok
         _budget_lines(by)
@@ -593,11 +592,7 @@ def report(results: Sequence[Result], st: Settings, size: int, skipped: dict[str
         _table(many, [
             ("rcpts", 6, lambda r: f"{r.recipients}"),
             ("txns", 5, lambda r: f"{r.transactions or 0}"),
-            ("deliver s", 9, lambda r: f"{r.delivered_s:.2f}"),
-            ("rcpt/s", 7, lambda r: f"{r.rate:.1f}"),
-            ("relay CPU s", 11, lambda r: _opt(r.relay_cpu_s, ".2f")),
-            ("CPU ms/rcpt", 11, lambda r: _per(r, ".3f")),
-            *_TAIL])
+            *_rate_columns("rcpt", 11, ".3f"), *_MEMORY, _SIGNED, _SINK, _SYS])
         print()
         ok = _goal_lines(by, ("c", "c-dkim"), "-rcpt") and ok
         _copies_ceiling(by)
