@@ -23,12 +23,11 @@ from hypothesis import strategies as st
 
 from beacon_proxy.rewrite.html import (
     MAX_MARKED_DEPTH,
-    Reference,
     finish_scan,
-    materialize,
     scan_entries,
 )
 from beacon_proxy.rewrite.rescan import _DECLARATION, _META_GAP, ScanCache, _reaches
+from tests.rewrite.test_rescan import _cached, _full
 
 COUNT = int(os.environ.get("ATTACK3_FUZZ", "40"))
 
@@ -126,17 +125,8 @@ def test_past_the_marked_depth_no_template_is_kept_and_deeper_copies_scan_alike(
     shallow = b"<p>x</p>\n" * 40 + b"<!--[if mso]>\n" + (b"<p>a</p>\n" + pixel) * 50
     copy = shallow.replace(b"<p>x</p>\n", b"<p>" + b"<!--[if gte mso 9]>" * 60 + b"</p>\n", 1)
     for template, view in ((shallow, copy), (copy, shallow), (shallow, shallow + pixel)):
-        cache = ScanCache()
-        scan_entries(template, learner=cache)
-        scan = cache.rescan(view, "utf-8", 200_000)
-        if scan is not None:
-            entries, base, truncated = finish_scan(scan)
-            assert ([materialize(e) for e in entries], base, truncated) == _full(view)
-
-
-def _full(view: bytes) -> tuple[list[Reference], str | None, bool]:
-    entries, base, truncated = scan_entries(view)
-    return [materialize(e) for e in entries], base, truncated
+        rescanned = _cached(template, view)
+        assert rescanned is None or rescanned == _full(view)
 
 
 def test_a_template_s_meta_reaches_read_each_declaration_once() -> None:
@@ -253,12 +243,8 @@ def test_seam_edits_of_minified_and_formatted_templates_rescan_to_the_full_scan(
     template = _seam_template(rng)
     for _ in range(3):
         copy = _seam_copy(template, rng)
-        cache = ScanCache()
-        scan_entries(template, learner=cache)
-        scan = cache.rescan(copy, "utf-8", 200_000)
-        if scan is not None:
-            entries, base, truncated = finish_scan(scan)
-            assert ([materialize(e) for e in entries], base, truncated) == _full(copy)
+        rescanned = _cached(template, copy)
+        assert rescanned is None or rescanned == _full(copy)
         template = copy
 
 
