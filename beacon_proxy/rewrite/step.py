@@ -88,7 +88,8 @@ class Copy:
 
     ``dots``: with ``crlf``, the offsets in ``data`` of every period that starts
     a line (at 0 or after a CRLF), in order, as the step that proved ``crlf``
-    found them (:class:`~beacon_proxy.rewrite.lineends.CrlfProof`), so the
+    found them (:class:`~beacon_proxy.rewrite.lineends.CrlfProof`, or the DKIM
+    step: :meth:`~beacon_proxy.rewrite.dkim.DkimSigner.signed`), so the
     courier stuffs them without searching; None: not known (the courier
     searches).  A list missing one would let a line ``.`` end the DATA early
     (SMTP smuggling): only a step that proved it sets it, and, like ``crlf``,
