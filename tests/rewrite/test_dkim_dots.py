@@ -23,6 +23,7 @@ from beacon_proxy.rewrite.dkim import DkimSigner, SigningKey
 from beacon_proxy.rewrite.lineends import MAX_DOTS
 from beacon_proxy.rewrite.step import Copy, Recipient
 from beacon_proxy.spool.envelope import Envelope
+from tests.rewrite.test_lineends import _dots, _edit  # the plain reading, the edits
 
 KEY = SigningKey("example.com", "ed1",
                  ed25519.Ed25519PrivateKey.from_private_bytes(bytes(range(32))))
@@ -41,27 +42,10 @@ def _signer(cache: int = 4) -> DkimSigner:
     return DkimSigner([KEY], clock=lambda: 1_700_000_000, cache=cache)
 
 
-def _dots(data: bytes) -> tuple[int, ...]:
-    """The line-start periods, read plainly: each line's first byte."""
-    found, start = [], 0
-    for line in data.split(b"\r\n"):
-        if line.startswith(b"."):
-            found.append(start)
-        start += len(line) + 2
-    return tuple(found)
-
-
 def _text(rnd: random.Random, lines: int) -> bytes:
     words = [b"news", b"Link:", b"https://x.example/u/Ab9", b"=3D", b".dot", b"..", b"."]
     return b"".join(b" ".join(rnd.choice(words) for _ in range(rnd.randint(1, 6))) + b"\r\n"
                     for _ in range(lines))
-
-
-def _edit(data: bytes, edits: list[tuple[float, int, bytes]]) -> bytes:
-    for where, removed, inserted in edits:
-        at = int(where * len(data))
-        data = data[:at] + inserted + data[at + removed :]
-    return data
 
 
 def _check(signer: DkimSigner, data: bytes, original: bytes) -> Copy:
