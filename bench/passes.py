@@ -22,6 +22,11 @@ repetitions inside a child) for the 70 KB newsletter of ``bench/relay.py``
 * ``1000 rcpt``: one message prepared once, ``--copies`` copies rendered, alternately
   refused and granted, and their DATA sections, per copy.
 
+``--dkim``: the copies are signed, as with ``[dkim]`` keys (the trace header, then
+the DKIM step with a fresh RSA-2048 key of the newsletter's ``From`` domain, in
+place of the line-end proof), so ``1 rcpt`` is what the relay's phase c-dkim does
+per message besides the receive side, the consent lookup and the sockets.
+
 Each tree runs in a child process of its own (``PYTHONPATH`` = this checkout, or
 the baseline's ``beacon_proxy`` from ``git archive``, or ``--baseline-tree``),
 alternately, ``--rounds`` times each: compare the columns of one run, the machine
@@ -54,12 +59,27 @@ MEASURES = ("receive", "1 rcpt", "1000 rcpt")
 # -- the child: one tree ---------------------------------------------------------
 
 
-def child(messages: int, copies: int) -> dict[str, float]:
+def _steps(tokens: Any, dkim: bool) -> tuple[Any, ...]:
+    """``app.copy_steps`` without ``[dkim]`` keys, or as with one (see the docstring)."""
+    from beacon_proxy.app import copy_steps
+    from beacon_proxy.config import Config
+
+    if not dkim:
+        return copy_steps(Config(), tokens, hostname="relay.example")
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    from beacon_proxy.rewrite.dkim import DkimSigner, SigningKey
+    from beacon_proxy.rewrite.step import TraceHeader
+
+    key = SigningKey("shop.example", "bench", rsa.generate_private_key(65537, 2048))
+    return (*copy_steps(Config(), tokens, hostname=None), TraceHeader("relay.example"),
+            DkimSigner([key]))
+
+
+def child(messages: int, copies: int, dkim: bool = False) -> dict[str, float]:
     sys.path.insert(0, str(HERE))
     from newsletter import newsletter
 
-    from beacon_proxy.app import copy_steps
-    from beacon_proxy.config import Config
     from beacon_proxy.consent.policy import Policy
     from beacon_proxy.deliver.smtp import wire_data
     from beacon_proxy.rewrite.beacons import BeaconStep, inline_analyse
@@ -91,7 +111,7 @@ def child(messages: int, copies: int) -> dict[str, float]:
     tokens = Tokens(["bench secret 0123456789abcdef"])
     step = BeaconStep(engine, tokens, public_url="https://prefs.example.com",
                       hostname="relay.example",
-                      steps=copy_steps(Config(), tokens, hostname="relay.example"))
+                      steps=_steps(tokens, dkim))
     step.cache = AnalysisCache(engine.fingerprint)
     step.analyse = cached(inline_analyse(engine), step.cache)
 
@@ -136,7 +156,7 @@ def _run_child(tree: Path, args: argparse.Namespace) -> dict[str, float]:
     env = {**os.environ, "PYTHONPATH": str(tree)}
     out = subprocess.run(
         [sys.executable, str(Path(__file__).resolve()), "--child", "--messages",
-         str(args.messages), "--copies", str(args.copies)],
+         str(args.messages), "--copies", str(args.copies), *(["--dkim"] if args.dkim else [])],
         env=env, check=True, capture_output=True, text=True, timeout=CHILD_TIMEOUT + 60,
     ).stdout
     result: dict[str, float] = json.loads(out.strip().splitlines()[-1])
@@ -148,6 +168,7 @@ def main() -> int:
     parser.add_argument("--messages", type=int, default=400)
     parser.add_argument("--copies", type=int, default=1000)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--dkim", action="store_true", help="sign the copies (RSA-2048)")
     add_arguments(parser, "the tree to compare with")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -155,14 +176,15 @@ def main() -> int:
             or not 1 <= args.rounds <= 20:
         parser.error("--messages 1..5000, --copies 2..20000, --rounds 1..20")
     if args.child:
-        print(json.dumps(child(args.messages, args.copies)))
+        print(json.dumps(child(args.messages, args.copies, args.dkim)))
         return 0
     with tempfile.TemporaryDirectory(prefix="bench-passes-") as tmp:
         if args.baseline_tree is not None:
             baseline, name = args.baseline_tree.resolve(), str(args.baseline_tree)
         else:
             baseline, name = baseline_tree(args.baseline, Path(tmp)), args.baseline
-        print(f"passes: {args.messages} messages, {args.copies} copies, {args.rounds} rounds "
+        print(f"passes: {args.messages} messages, {args.copies} copies, {args.rounds} rounds"
+              f"{', DKIM (RSA-2048)' if args.dkim else ''} "
               f"alternating; CPU us per message (1000 rcpt: per copy); load "
               f"{os.getloadavg()[0]:.2f}")
         print(f"{'round':<7}{'tree':<9}" + "".join(f"{m:>12}" for m in MEASURES))

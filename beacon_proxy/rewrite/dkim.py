@@ -16,7 +16,12 @@ header), so it signs the final bytes:
   courier does not check its line ends again.  Messages with equal bytes share
   one ``original`` object (:mod:`~beacon_proxy.rewrite.beacons`), so the
   first copy of a newsletter sent as one message per recipient is a further
-  copy too;
+  copy too.  Its line-start periods, which the courier stuffs, are carried
+  from the last copy's through the same comparison (searched only in the
+  header and the changed stretches:
+  :func:`~beacon_proxy.rewrite.lineends.carried_dots`), and given with it
+  (:attr:`Copy.dots <beacon_proxy.rewrite.step.Copy.dots>`): the courier
+  does not search the copy for them (0.035 ms for 70 KB);
 * ``c=relaxed/relaxed``, ``rsa-sha256`` or ``ed25519-sha256`` (RFC 8463), no
   ``l=``; ``h=`` lists From, To, Subject, Date, Message-ID, List-Id,
   List-Unsubscribe, List-Unsubscribe-Post, MIME-Version, Content-Type and
@@ -69,7 +74,7 @@ import hashlib
 import logging
 import re
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from email.utils import getaddresses
 from pathlib import Path
@@ -82,7 +87,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa
 from beacon_proxy.config import ConfigError, DkimConfig, DkimKeyConfig
 from beacon_proxy.log import event
 from beacon_proxy.rewrite.dkimbody import BodyHashes, crlf_header_at, relaxed_body
-from beacon_proxy.rewrite.lineends import crlf_lines
+from beacon_proxy.rewrite.lineends import MAX_DOTS, carried_dots, crlf_lines, line_dots
 from beacon_proxy.rewrite.step import Copy, Recipient
 
 __all__ = ["SIGNED_HEADERS", "DkimSigner", "SigningKey", "dns_record", "load_keys",
@@ -421,16 +426,28 @@ class DkimSigner:
         return parsed
 
     def __call__(self, copy: Copy, recipient: Recipient) -> Copy:
-        data, report = self.sign(copy.data, recipient.original)
-        # sign() returns CRLF-only bytes ending in CRLF on every path (crlf(), or a
-        # header block and a body proven tidy by byte comparison): the courier skips
-        # its own check (Copy.crlf).
-        return Copy(data, {**copy.report, "dkim": report}, copy.held, copy.wait, crlf=True)
+        data, report, dots = self.signed(copy.data, recipient.original)
+        # signed() returns CRLF-only bytes ending in CRLF on every path (crlf(), or a
+        # header block and a body proven tidy by byte comparison), and their line-start
+        # periods: the courier skips its own check and search (Copy.crlf, Copy.dots).
+        return Copy(data, {**copy.report, "dkim": report}, copy.held, copy.wait, crlf=True,
+                    dots=dots)
 
     def sign(self, data: bytes, original: bytes = b"") -> tuple[bytes, str]:
         """``data`` with CRLF line ends, the sender's broken signatures removed and
         ours on top; and the report.  ``original``: the message as received (its
         further copies are checked and hashed against the last one: ``BodyHashes``)."""
+        signed, report, _ = self.signed(data, original)
+        return signed, report
+
+    def signed(self, data: bytes, original: bytes = b""
+               ) -> tuple[bytes, str, tuple[int, ...] | None]:
+        """:meth:`sign`, and the offsets of the signed copy's line-start periods (what
+        the courier stuffs: :attr:`Copy.dots <beacon_proxy.rewrite.step.Copy.dots>`;
+        None: more than :data:`~beacon_proxy.rewrite.lineends.MAX_DOTS`).  A further
+        copy's are carried from the last copy's through the same comparison that
+        proves its body (:func:`~beacon_proxy.rewrite.lineends.carried_dots`), a first
+        copy's searched once, instead of the courier searching every copy whole."""
         # Where the body starts when the header block is CRLF only: the body is then
         # all crlf() may have to fix, and a further copy's is checked against the last
         # copy's (BodyHashes).
@@ -441,6 +458,11 @@ class DkimSigner:
             if not data.startswith(b"\r\n") and b"\r\n\r\n" not in data:
                 data += b"\r\n"  # a header section without a body: end it
             at = _body_at(data)
+            body_dots = _in_body(line_dots(data, limit=MAX_DOTS), at)
+        else:
+            seen = like.seen.dots
+            body_dots = None if seen is None else _in_body(
+                carried_dots(data, at, like.pieces, like.gaps, seen), at)
         header = data[: at - 2]
         fields = _fields(header)
         notes = ""
@@ -454,13 +476,14 @@ class DkimSigner:
                 notes = "; sender signature removed"
             else:
                 notes = "; sender signature kept"
+        dots = _with_header(data, at, body_dots)
         domain = _from_domain(fields)
         if domain is None:
-            return data, "no From domain" + notes
+            return data, "no From domain" + notes, dots
         keys = self.keys_for(domain)
         if not keys:
-            return data, f"no key for {domain}" + notes
-        body_hash = base64.b64encode(self._bodies.digest(data, at, original, like))
+            return data, f"no key for {domain}" + notes, dots
+        body_hash = base64.b64encode(self._bodies.digest(data, at, original, like, dots))
         names, signed = _signed(fields)
         t = str(int(self.clock())).encode("ascii")
         out = []
@@ -469,7 +492,32 @@ class DkimSigner:
             signature = key.sign(signed + ca + t + cb + body_hash + cc)
             out.append(a + t + b + body_hash + c + _b64_folded(signature) + b"\r\n")
         selectors = ",".join(k.selector for k in keys)
-        return b"".join(out) + data, f"signed d={keys[0].domain} s={selectors}" + notes
+        # No line of our fields starts with a period (each starts "DKIM-" or a tab): the
+        # copy's periods move down by their length.
+        ours = b"".join(out)
+        moved = None if dots is None else tuple(dot + len(ours) for dot in dots)
+        return ours + data, f"signed d={keys[0].domain} s={selectors}" + notes, moved
+
+
+def _in_body(dots: Sequence[int] | None, at: int) -> tuple[int, ...] | None:
+    """The line-start periods among ``dots`` that lie in the body (``at`` on), as offsets
+    from its start (they stay valid when the header changes); None for None or more
+    than :data:`~beacon_proxy.rewrite.lineends.MAX_DOTS`."""
+    if dots is None or len(dots) > MAX_DOTS:
+        return None
+    return tuple(dot - at for dot in dots if dot >= at)
+
+
+def _with_header(data: bytes, at: int, body: tuple[int, ...] | None
+                 ) -> tuple[int, ...] | None:
+    """Every line-start period of the CRLF message ``data`` whose body starts at ``at``:
+    the header's, searched (with the body's first byte), and the body's ``body`` (from
+    :func:`_in_body`; None: not known, nor then are these)."""
+    if body is None:
+        return None
+    dots = set(line_dots(data, 0, min(at + 1, len(data))))
+    dots.update(at + dot for dot in body)
+    return tuple(sorted(dots)) if len(dots) <= MAX_DOTS else None
 
 
 def _signed(fields: list[tuple[bytes, bytes]]) -> tuple[tuple[str, ...], bytes]:

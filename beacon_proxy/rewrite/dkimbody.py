@@ -65,8 +65,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final, Generic, TypeAlias, TypeVar
 
-__all__ = ["MAX_GAPS", "MAX_KEPT", "BodyHashes", "LastCopies", "Likeness", "crlf_between",
-           "crlf_header_at", "gaps_pass", "matched", "relaxed_body", "relaxed_tidy", "unseen"]
+__all__ = ["MAX_GAPS", "MAX_KEPT", "BodyHashes", "LastCopies", "Likeness", "Piece",
+           "crlf_between", "crlf_header_at", "gaps_pass", "matched", "relaxed_body",
+           "relaxed_tidy", "unseen"]
 
 _TAB_TO_SPACE: Final = bytes.maketrans(b"\t", b" ")
 _SPACE_TO_FIX: Final = re.compile(rb" [ \r]")  # a run of blanks, or one before a line end
@@ -309,21 +310,26 @@ def crlf_header_at(data: bytes) -> int:
 @dataclass(frozen=True, slots=True)
 class _Seen:
     """The last tidy copy of one message: ``data[at:]`` is its body, and ``state`` a
-    SHA-256 over its first ``mark`` bytes (never updated: ``copy()`` it)."""
+    SHA-256 over its first ``mark`` bytes (never updated: ``copy()`` it); ``dots``: the
+    offsets of its line-start periods, as its signer found them (None: not known)."""
 
     original: bytes
     data: bytes
     at: int
     mark: int
     state: hashlib._Hash
+    dots: tuple[int, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Likeness:
-    """A copy found tidy against ``seen``, with which it shares ``same`` first bytes."""
+    """A copy found tidy against ``seen``, with which it shares ``same`` first bytes;
+    ``gaps`` and ``pieces``: :func:`matched`'s, of the copy's body against ``seen``'s."""
 
     seen: _Seen
     same: int
+    gaps: list[tuple[int, int]]
+    pieces: list[Piece]
 
 
 def _end_of_content(data: bytes, at: int) -> int:
@@ -385,19 +391,21 @@ class BodyHashes:
         seen = self._last.get(original)
         if seen is None:
             return None
-        same, gaps = unseen(data, at, seen.data, seen.at)
+        same, gaps, pieces = matched(data, at, seen.data, seen.at)
         if len(gaps) > MAX_GAPS or not gaps_pass(data, at, gaps, _tidy_between):
             return None
-        return Likeness(seen, same)
+        return Likeness(seen, same, gaps, pieces)
 
-    def digest(self, data: bytes, at: int, original: bytes, like: Likeness | None) -> bytes:
+    def digest(self, data: bytes, at: int, original: bytes, like: Likeness | None,
+               dots: tuple[int, ...] | None = None) -> bytes:
         """The SHA-256 of the relaxed body ``data[at:]`` (CRLF line ends).  ``like``:
         what :meth:`like_last` found (the same body bytes, ``at`` may differ);
-        None: the whole body is canonicalised and hashed."""
+        None: the whole body is canonicalised and hashed.  ``dots``: the offsets of
+        ``data``'s line-start periods, remembered with it (None: not known)."""
         if like is None:
             canonical, tidy = relaxed_tidy(data[at:])
             if tidy:
-                self._remember(_Seen(original, data, at, 0, hashlib.sha256()))
+                self._remember(_Seen(original, data, at, 0, hashlib.sha256(), dots))
             return hashlib.sha256(canonical).digest()
         # A tidy body: its relaxed form is its first `content` bytes, of which the first
         # `mark` are the remembered copy's too.
@@ -411,7 +419,7 @@ class BodyHashes:
             state = hashlib.sha256(view[at : at + mark])
         body_hash = state.copy()
         body_hash.update(view[at + mark : at + content])
-        self._remember(_Seen(original, data, at, mark, state))
+        self._remember(_Seen(original, data, at, mark, state, dots))
         return body_hash.digest()
 
     def _remember(self, seen: _Seen) -> None:

@@ -8,10 +8,11 @@ whole copy (:func:`crlf_lines`: a split on CRLF, a join and two ``memchr``,
 0.09 ms of CPU for the 70 KB newsletter) and finding the periods another (a
 search for CRLF and period, 0.05 ms), per copy, unless a step proved them
 (:attr:`Copy.crlf <beacon_proxy.rewrite.step.Copy.crlf>`, :attr:`Copy.dots
-<beacon_proxy.rewrite.step.Copy.dots>`).  The DKIM step proves the line ends
-of the copies it signs; :class:`CrlfProof`, the last step when DKIM is off
-(``app.copy_steps``), proves both for the others, the way the DKIM step
-proves its line ends, without a pass over the whole copy:
+<beacon_proxy.rewrite.step.Copy.dots>`).  The DKIM step proves both for the
+copies it signs (its periods carried as here: :func:`carried_dots`);
+:class:`CrlfProof`, the last step when DKIM is off (``app.copy_steps``), proves
+both for the others, the way the DKIM step proves its line ends, without a pass
+over the whole copy:
 
 * a further copy of a message (the same ``original`` object as the copy it
   remembers) is compared with that copy
@@ -69,13 +70,22 @@ from __future__ import annotations
 
 import bisect
 import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Final
 
-from beacon_proxy.rewrite.dkimbody import MAX_GAPS, LastCopies, crlf_header_at, gaps_pass, matched
+from beacon_proxy.rewrite.dkimbody import (
+    MAX_GAPS,
+    LastCopies,
+    Piece,
+    crlf_header_at,
+    gaps_pass,
+    matched,
+)
 from beacon_proxy.rewrite.step import Copy, Recipient
 
-__all__ = ["LINE_DOT", "MAX_DOTS", "CrlfProof", "Shown", "crlf_lines", "line_dots"]
+__all__ = ["LINE_DOT", "MAX_DOTS", "CrlfProof", "Shown", "carried_dots", "crlf_lines",
+           "line_dots"]
 
 MAX_DOTS: Final = 256  # line-start periods carried per copy; more: the courier searches
 # A period that starts a line (but the first): what SMTP's transparency stuffs and
@@ -190,12 +200,29 @@ class CrlfProof:
             return None
         if old_dots is None:
             return Shown(None)
-        dots = set(line_dots(data, 0, at + 2))  # the header's, and the body's first line
-        for start, old_start, size in pieces:
-            lo = bisect.bisect_left(old_dots, old_start + 2)
-            hi = bisect.bisect_left(old_dots, old_start + size)
-            dots.update(dot - old_start + start for dot in old_dots[lo:hi])
-        end = len(data)
-        for a, b in gaps:
-            dots.update(line_dots(data, max(a - 2, at), min(b + 2, end)))
-        return Shown(tuple(sorted(dots)) if len(dots) <= MAX_DOTS else None)
+        return Shown(carried_dots(data, at, pieces, gaps, old_dots))
+
+
+def carried_dots(data: bytes, at: int, pieces: Iterable[Piece],
+                 gaps: Iterable[tuple[int, int]], old_dots: Sequence[int]
+                 ) -> tuple[int, ...] | None:
+    """The offsets of every line-start period of ``data`` (its body starts at ``at``),
+    from :func:`~beacon_proxy.rewrite.dkimbody.matched`'s ``pieces`` and ``gaps`` of its
+    body against a copy whose line-start periods are ``old_dots`` (all of them, in
+    order); None when there are more than :data:`MAX_DOTS`.
+
+    Those of the old copy that lie, with their CRLF, inside a piece, moved to where the
+    piece is; and those found by searching the header (with the CRLF after it and the
+    body's first byte) and each changed stretch widened by two bytes each way, so that
+    a CRLF and period astride a piece's edge are found (every edge is a changed
+    stretch, maybe an empty one).  :meth:`CrlfProof.shown` and the DKIM step
+    (:mod:`~beacon_proxy.rewrite.dkim`) carry them so."""
+    dots = set(line_dots(data, 0, at + 2))  # the header's, and the body's first line
+    for start, old_start, size in pieces:
+        lo = bisect.bisect_left(old_dots, old_start + 2)
+        hi = bisect.bisect_left(old_dots, old_start + size)
+        dots.update(dot - old_start + start for dot in old_dots[lo:hi])
+    end = len(data)
+    for a, b in gaps:
+        dots.update(line_dots(data, max(a - 2, at), min(b + 2, end)))
+    return tuple(sorted(dots)) if len(dots) <= MAX_DOTS else None

@@ -7,6 +7,8 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from beacon_proxy.consent.policy import Policy
 from beacon_proxy.consent.store import open_store
@@ -130,6 +132,39 @@ def test_the_key_covers_the_context_the_length_and_every_byte_of_the_body() -> N
             AnalysisCache(b"ab").key(b"c"), AnalysisCache(b"a").key(b"bc")}
     assert len(keys) == 8
     assert AnalysisCache(b"a").key(data) == AnalysisCache(b"a").key(bytes(bytearray(data)))
+
+
+_HEADERS = st.sampled_from([b"", b"To: a@x.org\r\n\r\n", b"To: b@x.org\r\n\r\n",
+                            b"Subject: s\n\n", b"X: 1\r\n"])
+_BODIES = st.one_of(st.sampled_from([b"", b"body\r\n", b"bodz\r\n", b"\r\nbody\r\n"]),
+                    st.binary(max_size=40))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(_HEADERS, _BODIES, st.booleans()), min_size=1, max_size=12))
+def test_a_body_equal_to_the_last_keyed_has_its_key_without_a_hash(
+        messages: list[tuple[bytes, bytes, bool]]) -> None:
+    """One cache keying a run of messages (bodies repeated under other headers, bodies
+    of equal length, no header, no body) gives every message the key a fresh cache
+    (which remembers no last key, so hashes) gives it."""
+    cache = AnalysisCache(b"ctx")
+    for header, body, pass_split in messages:
+        data = header + body
+        split = body_start(data) if pass_split else None
+        assert cache.key(data, split) == AnalysisCache(b"ctx").key(data)
+
+
+def test_a_body_over_the_thread_bound_is_hashed_each_time(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(known_module, "_HASH_IN_THREAD", 8)
+    cache = AnalysisCache(b"ctx")
+    small, big = b"To: a\r\n\r\nsmall", b"To: a\r\n\r\n" + b"b" * 9
+    cache.key(small)
+    assert cache._last_key is not None and cache._last_key[0] is small
+    cache.key(big)
+    assert cache._last_key[0] is small  # not remembered: compared on no thread
+    cache.clear()
+    assert cache._last_key is None
 
 
 def test_the_fingerprint_changes_with_what_the_analysis_depends_on() -> None:

@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from beacon_proxy.consent.policy import Policy
 from beacon_proxy.rewrite.step import (
     Copy,
@@ -8,6 +11,8 @@ from beacon_proxy.rewrite.step import (
     Recipient,
     TraceHeader,
     TraceStep,
+    _address,
+    _clean,
     received_header,
     run_steps,
 )
@@ -99,3 +104,24 @@ def test_trace_header_step_keeps_each_envelopes_own_trace() -> None:
         for rcpt in ("b@y.org", "c@y.org", "d\u00e9@y.org"):
             copy = step(Copy(DATA), Recipient(env, rcpt, Policy.REFUSED))
             assert copy.data == received_header(env, rcpt, "relay.example") + DATA
+
+
+def _clean_by_loop(text: str, limit: int = 255) -> str:
+    """The filter as it was, one character at a time (the reference)."""
+    out = "".join(c for c in text if "!" <= c <= "~" and c not in "()[];<>\\")
+    return out[:limit] or "unknown"
+
+
+def _address_by_loop(addr: str) -> str:
+    return "".join(c for c in addr if c >= " " and c not in "<>\x7f")[:320]
+
+
+_TRACE_CHARS = st.one_of(st.characters(), st.sampled_from(list("()[];<>\\ !~\x7f\x00\x1f\r\n\t")))
+
+
+@settings(max_examples=500)
+@given(st.lists(_TRACE_CHARS, max_size=80).map("".join), st.integers(0, 100))
+def test_trace_values_are_filtered_as_one_character_at_a_time(text: str, limit: int) -> None:
+    assert _clean(text, limit) == _clean_by_loop(text, limit)
+    assert _clean(text) == _clean_by_loop(text)
+    assert _address(text) == _address_by_loop(text)
