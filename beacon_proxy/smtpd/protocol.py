@@ -316,8 +316,8 @@ class SmtpProtocol(SMTP):
         a wrapper of its own (the stage for rejection logs, the idle timer
         re-armed after it).  Here the per-line logs are built only when
         ``mail.log`` logs at their level, the stage is noted by :meth:`_run`,
-        and the timer's second re-arm is skipped when it would not move the
-        deadline (:meth:`_rearm`).  Everything a client sees is aiosmtpd's: the
+        and the idle timer is re-armed (when a command arrives and after it)
+        only when that would move its deadline (:meth:`_rearm`).  Everything a client sees is aiosmtpd's: the
         greeting, the line limits (``500 Command line too long`` after reading
         the whole over-long line), the ASCII and syntax checks, STARTTLS-first
         and failed-handshake refusals, the call limits and the bogus-command
@@ -368,7 +368,7 @@ class SmtpProtocol(SMTP):
                         continue
                     await self.push(f'500 Error: command "{command}" not recognized')
                     continue
-                self._reset_timeout()  # a valid command arrived
+                self._rearm()  # a valid command arrived
                 await self._run(command, method, arg)
             except (asyncio.CancelledError, ConnectionResetError):
                 # The client went away (aiosmtpd cancels this task), in DATA or not.
@@ -481,12 +481,14 @@ class SmtpProtocol(SMTP):
         self._armed = (self.loop.time(), duration or self._timeout_duration)
 
     def _rearm(self) -> None:
-        """Re-arm the idle timer after a command (which may have changed which
-        timeout applies: MAIL FROM, AUTH, the end of DATA), unless the timer
-        armed when the command arrived already ends where a new one would: the
-        same duration, and the loop's clock has not moved since (uvloop's counts
-        milliseconds: a command answered within the millisecond it arrived in;
-        asyncio's own clock always moves, so there it is always re-armed)."""
+        """Re-arm the idle timer, as aiosmtpd does when a command arrives and the
+        relay did after each one (a command may change which timeout applies:
+        MAIL FROM, AUTH, the end of DATA), unless the armed timer already ends
+        where a new one would: the same duration, and the loop's clock has not
+        moved since it was armed.  uvloop's clock counts milliseconds, and a
+        local client's next command often comes within the millisecond of the
+        last reply: most re-arms are skipped.  asyncio's own clock always moves,
+        so there it is always re-armed."""
         if self._armed != (self.loop.time(), self._idle_duration() or self._timeout_duration):
             self._reset_timeout()
 
