@@ -1,7 +1,8 @@
 """One client connection: aiosmtpd's ``SMTP`` protocol plus this stage's bookkeeping.
 
-aiosmtpd parses the protocol and calls the handler's hooks; this subclass only
-adds what a server needs around that:
+aiosmtpd parses the commands and calls the handler's hooks; this subclass
+adds what a server needs around that, and does some of aiosmtpd's own work
+with less CPU per message:
 
 * connection tracking for the session gauge, ``max_connections``,
   ``max_connections_per_client`` (for clients outside ``allow_networks``) and a
@@ -14,7 +15,14 @@ adds what a server needs around that:
   canonical CRLF form (bare LF line ends accepted, as Postfix does), instead of
   aiosmtpd's line-by-line loop, the main CPU cost of receiving;
 * one place where every 4xx/5xx reply is logged and counted, whoever wrote it
-  (the handler or aiosmtpd itself), with aiosmtpd's size replies reworded.
+  (the handler or aiosmtpd itself), with aiosmtpd's size replies reworded;
+* the command loop (:meth:`SmtpProtocol._handle_client`): aiosmtpd's checks and
+  replies, byte for byte, its per-line log calls built only when ``mail.log``
+  logs them, with
+  the command's name noted for the rejection logs and the idle timer re-armed
+  only when its deadline would move;
+* the relay verdict by the client's address, judged once per connection
+  (:meth:`SmtpProtocol.allowed_by_address`), not at every RCPT.
 
 The aiosmtpd internals this needs are listed, checked and version-bounded in
 :mod:`beacon_proxy.internals`.
@@ -312,12 +320,13 @@ class SmtpProtocol(SMTP):
         """aiosmtpd's command loop: the same checks, replies and order, less work a line.
 
         aiosmtpd 1.4's loop builds two sanitized log calls per line whether
-        ``mail.log`` logs them or not, and the relay ran each command through
-        a wrapper of its own (the stage for rejection logs, the idle timer
-        re-armed after it).  Here the per-line logs are built only when
-        ``mail.log`` logs at their level, the stage is noted by :meth:`_run`,
-        and the idle timer is re-armed (when a command arrives and after it)
-        only when that would move its deadline (:meth:`_rearm`).  Everything a client sees is aiosmtpd's: the
+        ``mail.log`` logs them or not, re-arms the idle timer for every command,
+        and the relay ran each command through a wrapper of its own (the stage
+        for rejection logs, the timer re-armed again after it).  Here the
+        per-line logs are built only when ``mail.log`` logs at their level, the
+        stage is noted by :meth:`_run`, and the idle timer is re-armed (when a
+        command arrives and after it) only when that would move its deadline
+        (:meth:`_rearm`).  Everything a client sees is aiosmtpd's: the
         greeting, the line limits (``500 Command line too long`` after reading
         the whole over-long line), the ASCII and syntax checks, STARTTLS-first
         and failed-handshake refusals, the call limits and the bogus-command
