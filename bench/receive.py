@@ -20,7 +20,9 @@ no pipelining), sent by
 
 Shown: CPU ms per message of the server's thread (``time.thread_time``), best of
 ``--rounds``, and the load average.  ``--newsletter`` sends ``bench/newsletter.py``'s
-~70 KB quoted-printable newsletter (``--size`` is then ignored).  ``--base TREE``
+~70 KB quoted-printable newsletter (``--size`` is then ignored).  ``--floor``
+answers with :class:`Floor` instead of the server; ``--stub handler`` or
+``--stub data`` leaves parts of the DATA work out, to price them.  ``--base TREE``
 compares two builds: a child process per tree (``PYTHONPATH``), base and this tree
 alternating ``--pairs`` times (:func:`_pairs.alternate`).
 """
@@ -51,6 +53,20 @@ SMTP_SOURCE = shutil.which("smtp-source") or "/usr/sbin/smtp-source"
 
 async def _keep_nothing(envelope: Envelope, data: bytes) -> None:
     return None
+
+
+def _stub(part: str) -> None:
+    """Price parts of the receive side by leaving them out: ``handler`` makes
+    ``handle_DATA`` answer ``250 OK`` at once (no checks, no enqueue); ``data``
+    also keeps the bytes received in DATA as they are (no canonical form)."""
+    from beacon_proxy.smtpd import data, handler
+
+    async def answer(self: object, server: object, session: object, envelope: object) -> str:
+        return "250 OK"
+
+    handler.SmtpHandler.handle_DATA = answer  # type: ignore[method-assign]
+    if part == "data":
+        data.canonical = lambda received: received  # read_data looks it up at each call
 
 
 def _client(port: int, count: int, body: bytes) -> None:
@@ -188,6 +204,7 @@ def _compare(args: argparse.Namespace) -> None:
               "--size", str(args.size), "--client", args.client]
     passed += ["--newsletter"] if args.newsletter else []
     passed += ["--floor"] if args.floor else []
+    passed += ["--stub", args.stub] if args.stub else []
     print(f"receive CPU ms/msg (server thread), best of {args.rounds} x {args.messages}, "
           f"client {args.client}; base {args.base}, branch {BRANCH}")
     for pair, load, old, new in alternate(__file__, args.base, passed, args.pairs):
@@ -207,12 +224,16 @@ def main() -> None:
                         default="source" if os.path.exists(SMTP_SOURCE) else "thread")
     parser.add_argument("--newsletter", action="store_true")
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--stub", choices=("handler", "data"),
+                        help="leave out handle_DATA (handler), and the canonical form (data)")
     parser.add_argument("--floor", action="store_true",
                         help="the bare asyncio.Protocol responder (Floor) instead of the server")
     args = parser.parse_args()
     if args.base is not None:
         _compare(args)
         return
+    if args.stub:
+        _stub(args.stub)
     body = _body(args.size, args.newsletter)
     factory, name = loop_factory("auto")  # the loop serve runs on
     with tempfile.TemporaryDirectory() as tmp:
