@@ -124,10 +124,6 @@ class Connections:
     def __len__(self) -> int:
         return len(self._open)
 
-    def is_trusted(self, ip: str) -> bool:
-        """True for a client address in ``allow_networks``."""
-        return relay_allowed(ip, False, self.trusted)
-
     def from_client(self, ip: str) -> int:
         """Open connections of ``ip``'s group that count against ``per_client``."""
         return self._per_client[client_key(ip)]
