@@ -18,9 +18,8 @@ with less CPU per message:
   (the handler or aiosmtpd itself), with aiosmtpd's size replies reworded;
 * the command loop (:meth:`SmtpProtocol._handle_client`): aiosmtpd's checks and
   replies, byte for byte, its per-line log calls built only when ``mail.log``
-  logs them, with
-  the command's name noted for the rejection logs and the idle timer re-armed
-  only when its deadline would move;
+  logs them, the command's name noted for the rejection logs, and the idle
+  timer re-armed only when its deadline would move;
 * the relay verdict by the client's address, judged once per connection
   (:meth:`SmtpProtocol.allowed_by_address`), not at every RCPT.
 
@@ -455,7 +454,9 @@ class SmtpProtocol(SMTP):
     async def _answer_exception(self, error: Exception) -> None:
         """aiosmtpd's answer to an exception from a command: :meth:`handle_exception`'s
         reply (or a ``500`` naming the error it raised in turn); a failed TLS
-        handshake closes the connection instead."""
+        handshake closes the connection instead.  (Where ``handle_exception``
+        itself is cancelled, aiosmtpd would push ``None`` and fail; here the
+        cancellation goes on, with no reply either way.)"""
         status = None
         try:
             status = await self.handle_exception(error)
@@ -471,8 +472,7 @@ class SmtpProtocol(SMTP):
                 assert self.transport is not None
                 self.transport.close()
                 self.connection_lost(error)
-            else:
-                assert status is not None
+            elif status is not None:  # None: handle_exception was cancelled, which goes on
                 await self.push(status)
 
     # -- the idle timer ---------------------------------------------------------
