@@ -5,8 +5,16 @@ cannot do the job:
 
 * aiosmtpd's ``SMTP`` protocol (:mod:`beacon_proxy.smtpd.protocol`): ``_reader``
   (DATA is read in large chunks instead of line by line), ``_smtp_methods``
-  (every command is wrapped to note its name for the rejection logs and re-arm
-  the idle timer; the relay builds the table itself, see the next item), ``_call_handler_hook`` and
+  (the commands; the relay builds the table itself, see the next item),
+  ``_handle_client`` (the command loop, replaced by one with the same checks
+  and replies that notes each command's name for the rejection logs and
+  re-arms the idle timer only when its deadline would move; it must still be
+  what ``connection_made`` runs), with what that loop reads: ``_writer``,
+  ``_tls_handshake_okay``, ``_tls_protocol``, ``_enforce_call_limit``,
+  ``_call_limit_base``, ``_call_limit_default``, ``command_size_limits`` and the
+  module's ``BOGUS_LIMIT``, ``ALLOWED_BEFORE_STARTTLS`` and ``sanitized_log``
+  (``tests/smtpd/test_loop.py`` plays scripts against both loops and compares
+  every byte), ``_call_handler_hook`` and
   ``_create_envelope`` (DATA ends as aiosmtpd's own ``smtp_DATA`` ends),
   ``_getaddr`` (MAIL and RCPT paths are read as written, not as RFC 5322
   header addresses), ``_reset_timeout`` and ``_timeout_duration`` (the idle
@@ -39,11 +47,15 @@ from __future__ import annotations
 import inspect
 from importlib.metadata import version
 
-__all__ = ["AIOSMTPD", "AIOSMTPLIB", "AIOSMTPLIB_SMTP", "missing_internals"]
+__all__ = ["AIOSMTPD", "AIOSMTPD_MODULE", "AIOSMTPLIB", "AIOSMTPLIB_SMTP", "missing_internals"]
 
 #: aiosmtpd.smtp.SMTP: attributes the relay's subclass uses.
 AIOSMTPD = ("_reader", "_smtp_methods", "_call_handler_hook", "_create_envelope", "_getaddr",
-            "_reset_timeout", "_timeout_duration")
+            "_reset_timeout", "_timeout_duration", "_handle_client", "_writer",
+            "_tls_handshake_okay", "_tls_protocol", "_enforce_call_limit", "_call_limit_base",
+            "_call_limit_default", "command_size_limits")
+#: aiosmtpd.smtp: module names the relay's command loop uses.
+AIOSMTPD_MODULE = ("BOGUS_LIMIT", "ALLOWED_BEFORE_STARTTLS", "sanitized_log")
 #: aiosmtplib.protocol.SMTPProtocol: methods the courier calls.
 AIOSMTPLIB = ("write", "read_response", "connection_lost", "pause_writing", "resume_writing")
 #: aiosmtplib.SMTP: attributes the courier reads.
@@ -64,12 +76,18 @@ def _assigned_or_defined(cls: type, name: str) -> bool:
 def missing_internals() -> list[str]:
     """What the installed aiosmtpd and aiosmtplib lack of what the relay uses (empty: all
     there), each as ``"<library> <version>: <Class>.<attribute>"``."""
+    from aiosmtpd import smtp
     from aiosmtpd.smtp import SMTP
     from aiosmtplib import SMTP as SMTPClient
     from aiosmtplib.protocol import SMTPProtocol
 
     missing = [f"aiosmtpd {version('aiosmtpd')}: SMTP.{name}" for name in AIOSMTPD
                if not _assigned_or_defined(SMTP, name)]
+    missing += [f"aiosmtpd {version('aiosmtpd')}: aiosmtpd.smtp.{name}"
+                for name in AIOSMTPD_MODULE if not hasattr(smtp, name)]
+    if "self._handle_client()" not in inspect.getsource(SMTP.connection_made):
+        missing.append(f"aiosmtpd {version('aiosmtpd')}: SMTP.connection_made runs "
+                       "_handle_client")
     missing += [f"aiosmtpd {version('aiosmtpd')}: SMTP.__init__ sets {name}, "
                 "SmtpProtocol.__init__ does not" for name in init_attributes_missing()]
     missing += [f"aiosmtplib {version('aiosmtplib')}: SMTPProtocol.{name}" for name in AIOSMTPLIB

@@ -143,3 +143,16 @@ def test_an_attribute_aiosmtpd_adds_to_its_init_is_named(
     missing = missing_internals()
     assert len(missing) == 1
     assert missing[0].endswith("SMTP.__init__ sets _new_in_1_4_7, SmtpProtocol.__init__ does not")
+
+
+def test_the_command_loops_needs_are_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The relay replaces aiosmtpd's command loop: the constants it reads, and that
+    ``connection_made`` still runs ``_handle_client``, are checked too."""
+    monkeypatch.delattr(aiosmtpd.smtp, "BOGUS_LIMIT")
+
+    def connection_made(self: aiosmtpd.smtp.SMTP, transport: object) -> None:
+        self._handler_coroutine = self.loop.create_task(self._serve())  # type: ignore[attr-defined]
+
+    monkeypatch.setattr(aiosmtpd.smtp.SMTP, "connection_made", connection_made)
+    missing = [m.split(": ")[1] for m in missing_internals()]
+    assert missing == ["aiosmtpd.smtp.BOGUS_LIMIT", "SMTP.connection_made runs _handle_client"]

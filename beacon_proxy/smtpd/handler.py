@@ -61,7 +61,6 @@ from beacon_proxy.smtpd.message import (
     printable_ascii,
 )
 from beacon_proxy.smtpd.passwords import is_password_hash, verify_password
-from beacon_proxy.smtpd.policy import relay_allowed
 from beacon_proxy.smtpd.protocol import SmtpProtocol, peer_ip
 from beacon_proxy.spool.envelope import Envelope, new_queue_id
 
@@ -192,8 +191,10 @@ class SmtpHandler:
         problem = address_problem(address, smtputf8=bool(envelope.smtp_utf8))
         if problem is not None:
             return replies.bad_recipient(problem)
-        client = peer_ip(session.peer)
-        if not relay_allowed(client, bool(session.authenticated), self._cfg.allow_networks):
+        # relay_allowed(client, authenticated, allow_networks), its address part
+        # kept per connection
+        if not (session.authenticated or server.allowed_by_address(
+                peer_ip(session.peer), self._cfg.allow_networks)):
             return replies.relay_denied(address)
         if len(envelope.rcpt_tos) >= self._cfg.max_recipients:
             return replies.TOO_MANY_RECIPIENTS

@@ -62,9 +62,14 @@ def long_line(data: bytes, limit: int = MAX_LINE) -> int | None:
     r"""The offset where the first line longer than ``limit`` octets starts, or ``None``.
 
     Lines end at any CR or LF, as the courier sends a bare CR as a line end.
-    Each step looks at the next ``limit + 1`` octets for their last line
-    break, so the work is linear in ``len(data)``, in C, with about one
-    Python step per ``limit`` octets; nothing is copied.
+    Each step looks at the next ``limit + 1`` octets from a line start for their
+    last LF (for their last CR only when they hold no LF: one ``rfind`` a step in
+    a message of CRLF lines, not two); every line that starts before that break
+    ends at it or earlier, so it is no longer than ``limit``.  A step that finds
+    no break has found the line; one that jumps to an LF has no LF left in the
+    window, so within three steps the start moves past the first window's end:
+    the work is linear in ``len(data)``, in C, with a few Python steps per
+    ``limit`` octets; nothing is copied.
 
     >>> long_line(b"ab\r\nabcd\r\n", limit=3), long_line(b"ab\r\nabc\rabc\r\n", limit=3)
     (4, None)
@@ -72,9 +77,11 @@ def long_line(data: bytes, limit: int = MAX_LINE) -> int | None:
     start, end = 0, len(data)
     while end - start > limit:
         stop = start + limit + 1  # a window of limit + 1 octets from a line start
-        brk = max(data.rfind(b"\n", start, stop), data.rfind(b"\r", start, stop))
+        brk = data.rfind(b"\n", start, stop)
         if brk < 0:
-            return start
+            brk = data.rfind(b"\r", start, stop)
+            if brk < 0:
+                return start
         start = brk + 1
     return None
 

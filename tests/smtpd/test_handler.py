@@ -456,7 +456,7 @@ async def test_unexpected_error_in_hook_answers_451(
     def explode(*args: object) -> bool:
         raise RuntimeError("internal detail")
 
-    monkeypatch.setattr(handler_module, "relay_allowed", explode)
+    monkeypatch.setattr(handler_module, "peer_ip", explode)  # RCPT's relay check
     running = await serve()
     client = await running.connect()
     assert (await client.cmd("EHLO client.test")).code == 250
@@ -509,3 +509,47 @@ async def test_hook_signature_is_the_five_argument_ehlo() -> None:
 
     handler = handler_module.SmtpHandler(SmtpConfig(), FakeEnqueue())
     assert len(inspect.signature(handler.handle_EHLO).parameters) == 5
+
+
+@pytest.mark.parametrize("outside", [False, True])
+async def test_a_connections_address_is_judged_once(
+        serve: Serve, monkeypatch: pytest.MonkeyPatch, outside: bool) -> None:
+    """The relay check by address runs when the connection is admitted; its RCPTs
+    reuse that verdict (allowed or refused alike), AUTH still overrides it."""
+    from beacon_proxy.smtpd.policy import relay_allowed as real
+
+    calls: list[str] = []
+
+    def counted(ip: str, authenticated: bool, networks: object) -> bool:
+        calls.append(ip)
+        return real(ip, authenticated, networks)  # type: ignore[arg-type]
+
+    monkeypatch.setattr("beacon_proxy.smtpd.protocol.relay_allowed", counted)
+    running = await serve(**({"allow_networks": OUTSIDE} if outside else {}))
+    client = await running.connect()
+    assert (await client.cmd("EHLO client.test")).code == 250
+    assert (await client.cmd("MAIL FROM:<a@example.org>")).code == 250
+    for n in range(3):
+        reply = await client.cmd(f"RCPT TO:<b{n}@example.org>")
+        assert reply.code == (554 if outside else 250), reply
+    await client.close()
+    assert calls == ["127.0.0.1"]
+
+
+def test_a_kept_verdict_is_for_its_address_and_networks_only() -> None:
+    """Another address, or another networks object (even an equal one), is judged anew."""
+    import ipaddress
+
+    from beacon_proxy.smtpd.protocol import Connections, SmtpProtocol
+
+    loop = asyncio.new_event_loop()
+    try:
+        conn = SmtpProtocol(object(), Connections(1), hostname="h", loop=loop)
+        nets = (ipaddress.ip_network("192.0.2.0/24"),)
+        assert conn.allowed_by_address("192.0.2.7", nets)
+        assert not conn.allowed_by_address("198.51.100.1", nets)
+        assert conn.allowed_by_address("192.0.2.7", nets)
+        assert not conn.allowed_by_address("192.0.2.7", (ipaddress.ip_network("10.0.0.0/8"),))
+        assert not conn.allowed_by_address("192.0.2.7", ())
+    finally:
+        loop.close()

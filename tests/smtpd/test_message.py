@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -88,6 +89,29 @@ def _first_long_line(data: bytes, limit: int) -> int | None:
 def test_long_line_finds_the_first_line_over_the_limit(pieces: list[bytes], limit: int) -> None:
     data = b"".join(pieces)
     assert long_line(data, limit) == _first_long_line(data, limit)
+
+
+class _Counted(bytes):
+    """Bytes that count the ``rfind`` calls made on them."""
+
+    calls = 0
+
+    def rfind(self, *args: Any) -> int:
+        type(self).calls += 1
+        return super().rfind(*args)
+
+
+@given(st.lists(st.sampled_from([b"\r\n", b"\r", b"\n", b"\n\n", b"\r\r", b"x", b"z" * 9]),
+                max_size=200),
+       st.integers(min_value=1, max_value=12))
+def test_long_line_steps_are_linear(pieces: list[bytes], limit: int) -> None:
+    """LF first, CR only without an LF: within three steps the start passes the
+    first window's end, so at most two rfind calls per step and three steps per
+    ``limit`` octets (and the answer stays the definition's)."""
+    data = _Counted(b"".join(pieces))
+    _Counted.calls = 0
+    assert long_line(data, limit) == _first_long_line(data, limit)
+    assert _Counted.calls <= 2 * (3 * (len(data) // limit + 1))
 
 
 def test_long_line_at_rfc_limits() -> None:
