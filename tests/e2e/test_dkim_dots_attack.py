@@ -121,3 +121,38 @@ def test_signed_copies_full_of_period_lines_arrive_whole(
     reports = {e["dkim"] for e in proxy.events("delivered")}
     assert reports == {"signed d=sender.example s=r6rsa,r6ed", "no key for nokey.example"}
     assert proxy.stop() == 0
+
+
+def test_bare_line_ends_next_to_periods_arrive_whole(proxy: Proxy, upstream: Upstream) -> None:
+    """DATA written raw (no client stuffing or line-end fixing): bare CRs and LFs next to
+    periods, which the relay's line ends make into period lines of the signed copy (a
+    bare CR is no line end when received, but the signed copy has CRLF only), in one
+    body sent twice under two headers (a further copy with a bare CR is not compared
+    with the last one: its line ends are made and its periods searched whole).
+    Every copy verifies -- its body hash covers every byte the upstream took as content
+    -- and no command is taken from the content."""
+    body = (b".\r\nx\r.\r\n" + SMUGGLED + b"y\r.\rQUIT\r\n\r.\r\r\n.\r\n" + b"z\r.\r\n" * 3
+            + b"a\n.\nMAIL FROM:<evil@evil.example>\n.\r\n" + SMUGGLED + b"end\r.")
+    for n in range(2):
+        head = (b"From: Shop <news@sender.example>\r\nTo: reader%d@example.net\r\n"
+                b"Subject: Bare\r\nMessage-ID: <bare-%d@sender.example>\r\n"
+                b"Content-Type: text/plain\r\n\r\n") % (n, n)
+        with proxy.smtp() as client:
+            client.ehlo("client.test")
+            assert client.mail(SENDER)[0] == 250
+            for rcpt in RCPTS:
+                assert client.rcpt(rcpt)[0] == 250
+            assert client.docmd("DATA")[0] == 354
+            # stuffed by hand (after a CRLF and after a bare LF, as the relay unstuffs);
+            # the bare line ends left as they are
+            client.send((head + body).replace(b"\n.", b"\n..") + b"\r\n.\r\n")
+            assert client.getreply()[0] == 250
+    total = 2 * len(RCPTS)
+    wait_for(lambda: len(upstream.messages) >= total, what=f"{total} copies", timeout=60)
+    copies = upstream.messages
+    assert len(copies) == total and all(len(c.rcpt_tos) == 1 for c in copies)
+    assert all(_verifies(copy.data) for copy in copies)
+    assert all(copy.data.count(b"MAIL FROM:<evil@evil.example>") == 3 for copy in copies)
+    assert not [a for a in upstream.handler.attempts if "victim" in a]  # no smuggled RCPT
+    wait_for(lambda: len(proxy.events("delivered")) == total, what="the delivered lines")
+    assert proxy.stop() == 0

@@ -153,6 +153,7 @@ _DKIM_HEADS = [
     b"From: a@example.com\r\nDKIM-Signature: v=1; h=from:subject; b=x\r\nSubject: s\r\n\r\n",
     b".X: a header line starting with a period\r\nFrom: a@example.com\r\n\r\n",
     b"From: a@example.com\r\n.\r\n\r\n",
+    b".X: 1\r\nDKIM-Signature: v=1; h=subject; b=x\r\n.Y: 2\r\nFrom: a@example.com\r\n\r\n",
 ]
 _LINES = [b".", b"..", b".\r\n.", b"", b"line", b"a b", b"QUIT", b"MAIL FROM:<e@x>", b". x"]
 # what a change inserts: mostly bytes that keep the body tidy (so the copy is compared
@@ -244,3 +245,26 @@ def test_one_period_over_the_limit_is_left_to_the_courier() -> None:
             out = _signed(signer, head + body + b"x" * n + b"\r\n", original)
             assert (out.dots is None) == bool(extra)
             assert wire_data(out.data, out.crlf, out.dots) == wire_data(out.data)
+
+
+def test_copies_signed_in_threads_at_once_have_exactly_their_periods() -> None:
+    """Big copies are rendered (and signed) off the event loop: one signer shared by
+    four threads at once, over further copies of two messages, each copy a few changes
+    off: every copy's periods are its own line starts (a copy is compared with some
+    remembered copy of its message, whichever a thread finds)."""
+    rnd = random.Random(64)
+    head = _DKIM_HEADS[0]
+    bodies = [_body(rnd, 1200) for _ in range(2)]
+    originals = [head + body for body in bodies]  # one object per message, as the relay's
+    jobs = []
+    for _ in range(400):
+        n = rnd.randrange(2)
+        jobs.append((head + _edited(rnd, bodies[n], 2), originals[n]))
+    signer = DkimSigner([_ED], clock=lambda: 1_700_000_000)
+    whole = DkimSigner([_ED], clock=lambda: 1_700_000_000, cache=0)
+    with ThreadPoolExecutor(4) as pool:
+        outs = list(pool.map(lambda job: _signed(signer, *job), jobs))
+    for (data, original), out in zip(jobs, outs, strict=True):
+        assert out.data == _signed(whole, data, original).data
+        assert out.dots is None or out.dots == _dots(out.data)
+    assert sum(out.dots is not None for out in outs) > 300  # given, not left to the courier
