@@ -223,7 +223,8 @@ class AnalysisCache:
         to 256 KB equal to the last one keyed, byte for byte (one ``memcmp``: 0.003 ms
         for 70 KB), has that one's key, without hashing: a newsletter sent as one
         message per recipient has one body under many headers.  (Bigger bodies are
-        hashed in a thread, :func:`cached`, and not compared on it.)"""
+        hashed in a thread, :func:`cached`, and not compared on it.)  Only a ``bytes``
+        object is remembered so: a mutable buffer could change under the kept key."""
         split = body_start(data) if split is None else split
         size = len(data) - split
         last = self._last_key
@@ -238,7 +239,10 @@ class AnalysisCache:
         h.update(size.to_bytes(8, "big"))
         h.update(memoryview(data)[split:])
         key = h.digest()
-        if size <= _HASH_IN_THREAD:
+        # Only immutable bytes are remembered (the type says bytes; nothing checks it at
+        # run time): a bytearray changed after this call would lend this key to what it
+        # holds then.
+        if size <= _HASH_IN_THREAD and type(data) is bytes:
             self._last_key = (data, split, key)  # one tuple, replaced whole (threads)
         return key
 
