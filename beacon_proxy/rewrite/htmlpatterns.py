@@ -267,11 +267,14 @@ _ATTR = (
     + rb"*+" + _ANY_VALUE + rb")"
     + rb"|b(?!ackground[\t\n\f\r /=>])" + _NAME_CHARS + rb"*+" + _ANY_VALUE + rb")"
 )
-# After the tag name: ">" at once, or a separator run and then attributes (the first one
-# unrolled) or ">".  Each alternative starts with a literal or a class, which re tests
-# without entering it: a tag name followed by neither (the "g" after "<im") costs no frame.
-_REST = (rb"(?:>|" + _SEP + _SEP + rb"*+(?:" + _ATTR + rb"(?:" + _SEP + rb"++" + _ATTR
-         + rb")*+" + _SEP + rb"*+>|>))")
+# After the tag name: ">" at once, or a separator run and then attributes or ">"; the same
+# after the first attribute (most tags have one: <td class="x">, <a href="...">), then a
+# loop.  Each alternative starts with a literal or a class, which re tests without
+# entering it: a tag name followed by neither (the "g" after "<im") costs no frame, nor
+# a ">" after the first attribute a loop.
+_MORE = (_SEP + _SEP + rb"*+(?:" + _ATTR + rb"(?:" + _SEP + rb"++" + _ATTR + rb")*+" + _SEP
+         + rb"*+>|>)")
+_REST = rb"(?:>|" + _SEP + _SEP + rb"*+(?:" + _ATTR + rb"(?:>|" + _MORE + rb")|>))"
 _NAMES = _name_except(_LOADER_NAMES, _LOADER_PREFIXES, end_tag=rb"/[a-z]" + _NAME_CHARS + rb"*+")
 # First the tags that need no name trie: a plain end tag, and a start tag whose name has
 # one or two characters (<tr>, <td class="x">, <a href="...">; every loader name is longer,
