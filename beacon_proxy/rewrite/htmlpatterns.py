@@ -66,6 +66,9 @@ def _positive(source: bytes) -> bytes:
     classes.  A pattern of bytes sees only bytes 0-255, so the complement is exact; each
     class's members are found by matching all 256 bytes against it (no parsing of
     class syntax here).  One-byte classes (``[^<]``) stay: ``re`` has a faster op for them.
+    Not for a class inside a case-insensitive group (its positive form would gain the
+    other case): the patterns here have none (``tests/rewrite/test_html.py`` compares
+    each compiled pattern with its source as written).
     """
     def positive(m: re.Match[bytes]) -> bytes:
         negated = re.compile(m.group(0))
@@ -127,14 +130,14 @@ _BORING_TOKEN = (
 BORING = re.compile(_positive(rb"(?:" + _BORING_TOKEN + rb")*+"))
 BORING_TOKEN = re.compile(_positive(_BORING_TOKEN))  # one token of a BORING run
 TAG_NAME = re.compile(_positive(rb"</?([a-zA-Z][^\t\n\f\r />]*+)"))
-SKIP_ATTRS = re.compile(
+SKIP_ATTRS = re.compile(_positive(
     rb"(?:" + _SEP + rb"*+(?!(?i:" + _INTERESTING_ATTRS + rb")" + _END + rb")" + _NAME
     + _EQ_VALUE + rb")*+"
-)
-TAG_ATTR = re.compile(
+))
+TAG_ATTR = re.compile(_positive(
     _SEP + rb"*+(?:(>)|(" + _NAME + rb")(?:" + _WS + rb"*+=" + _WS
     + rb"*+(?:\"([^\"]*+)(\")?|'([^']*+)(')?|([^\t\n\f\r >]*+)))?)"
-)
+))
 
 
 # -- whole tags with their loader attributes, in one match ------------------------------------

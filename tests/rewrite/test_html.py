@@ -522,6 +522,12 @@ _AS_WRITTEN = {
     "TAG_NAME": (htmlpatterns.TAG_NAME, rb"</?([a-zA-Z][^\t\n\f\r />]*+)"),
     "FAST_TAG": (FAST_TAG, htmlpatterns._FAST_TAG),
     "IMG_TAG": (IMG_TAG, rb"(?:()" + htmlpatterns._IMG_TAG + rb")?"),
+    "SKIP_ATTRS": (htmlpatterns.SKIP_ATTRS, rb"(?:" + htmlpatterns._SEP + rb"*+(?!(?i:"
+                   + htmlpatterns._INTERESTING_ATTRS + rb")" + htmlpatterns._END + rb")"
+                   + htmlpatterns._NAME + htmlpatterns._EQ_VALUE + rb")*+"),
+    "TAG_ATTR": (htmlpatterns.TAG_ATTR, htmlpatterns._SEP + rb"*+(?:(>)|(" + htmlpatterns._NAME
+                 + rb")(?:" + htmlpatterns._WS + rb"*+=" + htmlpatterns._WS
+                 + rb"*+(?:\"([^\"]*+)(\")?|'([^']*+)(')?|([^\t\n\f\r >]*+)))?)"),
 }
 _BYTES = st.sampled_from([b"\x00", b"\x0b", b"\x7f", b"\x80", b"\xe2\x82\xac", b"\xff", b"&#40;",
                           b"(", b"<i>", b"<im>", b"<i2 x>", b"<img", b"<iframe", b"<input",
