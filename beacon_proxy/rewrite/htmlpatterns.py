@@ -71,22 +71,37 @@ def _positive(source: bytes) -> bytes:
     each compiled pattern with its source as written).
     """
     def positive(m: re.Match[bytes]) -> bytes:
-        negated = re.compile(m.group(0))
-        kept = [b for b in range(256) if negated.fullmatch(bytes([b]))]
-        if len(kept) >= 255:
-            return m.group(0)
-        runs: list[list[int]] = []
-        for b in kept:
-            if runs and runs[-1][1] == b - 1:
-                runs[-1][1] = b
-            else:
-                runs.append([b, b])
-        return b"[" + b"".join(b"\\x%02x" % a if a == z else b"\\x%02x-\\x%02x" % (a, z)
-                               for a, z in runs) + b"]"
+        negated = m.group(0)
+        written = _POSITIVE.get(negated)
+        if written is None:
+            written = _POSITIVE[negated] = _complement(negated)
+        return written
 
     return _NEGATED_CLASS.sub(positive, source)
 
 
+def _complement(negated: bytes) -> bytes:
+    """The positive class of the bytes a negated class matches (itself if one byte)."""
+    kept = re.compile(negated).findall(_ALL_BYTES)  # its members, in order, in one call
+    if len(kept) >= 255:
+        return negated
+    runs: list[list[int]] = []
+    for (b,) in kept:
+        if runs and runs[-1][1] == b - 1:
+            runs[-1][1] = b
+        else:
+            runs.append([b, b])
+    return b"[" + b"".join(_byte(a) if a == z else _byte(a) + b"-" + _byte(z)
+                           for a, z in runs) + b"]"
+
+
+def _byte(b: int) -> bytes:
+    """One byte in a class: a letter or digit as itself (shorter to compile), else escaped."""
+    return bytes([b]) if bytes([b]).isalnum() else b"\\x%02x" % b
+
+
+_ALL_BYTES = bytes(range(256))
+_POSITIVE: dict[bytes, bytes] = {}  # by negated class (the name tries repeat a few dozen)
 _NEGATED_CLASS = re.compile(rb"(?<!\\)\[\^(?:\\.|[^\]\\])++\]")
 
 
