@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import base64
 import email
+import gc
 import hashlib
 import quopri
 import re
@@ -579,3 +580,24 @@ def test_copies_are_the_same_with_a_kept_identity() -> None:
             kept = ENGINE.render(ENGINE.analyse(_message(html)), recipient, policy,
                                  lambda url: LINK).data
             assert kept == fresh
+
+
+# -- an analysis and its copies are freed by reference counting --------------------------------
+
+@pytest.mark.parametrize("policy", [Policy.REFUSED, Policy.GRANTED])
+def test_an_analysis_and_its_copies_leave_no_reference_cycle(policy: Policy) -> None:
+    # A shared refused copy is kept by its analysis, and a copy keeps what builds its
+    # items: had that been the analysis, each one would wait for the garbage collector.
+    engine = Engine(load_rules(), templates=0)
+    message = _message(PAGE + b'<img src="https://cdn.shop.example/p.png?u=1" width="1">')
+    gc.collect()
+    gc.disable()
+    try:
+        analysis = engine.analyse(message)
+        for recipient in (RCPT, "someone.else@example.net", None):
+            out = engine.render(analysis, recipient, policy, lambda url: LINK)
+            assert out.items and out.changed
+        del analysis, out
+        assert gc.collect() == 0
+    finally:
+        gc.enable()

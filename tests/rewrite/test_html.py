@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from beacon_proxy.rewrite import htmlpatterns
 from beacon_proxy.rewrite.html import PendingImg, Reference, materialize, scan_entries, scan_html
 from beacon_proxy.rewrite.htmlattr import clean_url, decode_text, unescape
 from beacon_proxy.rewrite.htmlpatterns import FAST_TAG, IMG_TAG, SKIP
@@ -502,3 +503,59 @@ def test_plain_img_urls_are_cleaned_as_clean_url_cleans_them(parts: list[str],
     assert all(isinstance(e, PendingImg) for e in fast)  # read by the inline path
     expected = clean_url(unescape(decode_text(url.encode(charset, "replace"), charset)))
     assert [e.url for e in fast] == ([expected] * 2 if expected else [])
+
+
+# -- the patterns as compiled: positive classes, and SKIP's cheaper dispatch ------------------
+
+_OLD_REST = (rb"(?:>|" + htmlpatterns._SEP + rb"++" + htmlpatterns._ATTR + rb"(?:"
+             + htmlpatterns._SEP + rb"++" + htmlpatterns._ATTR + rb")*+" + htmlpatterns._SEP
+             + rb"*+>|" + htmlpatterns._SEP + rb"++>)")
+_OLD_SHORT_TAG = (rb"/[a-z]" + htmlpatterns._NAME_CHARS + rb"*+>|[a-z][a-z0-9]?+" + _OLD_REST)
+#: Each compiled pattern, and the source it was compiled from before wt-engine2: negated
+#: classes as written, SKIP with "<i..." tried as a short tag and _REST entering its
+#: separator alternatives.
+_AS_WRITTEN = {
+    "SKIP": (SKIP, rb"(?:[^<]*+<(?:" + _OLD_SHORT_TAG + rb"|" + htmlpatterns._NAMES + _OLD_REST
+             + rb"))*+[^<]*+(?:()" + htmlpatterns._PLAIN_IMG + rb")?"),
+    "BORING": (htmlpatterns.BORING, rb"(?:" + htmlpatterns._BORING_TOKEN + rb")*+"),
+    "BORING_TOKEN": (htmlpatterns.BORING_TOKEN, htmlpatterns._BORING_TOKEN),
+    "TAG_NAME": (htmlpatterns.TAG_NAME, rb"</?([a-zA-Z][^\t\n\f\r />]*+)"),
+    "FAST_TAG": (FAST_TAG, htmlpatterns._FAST_TAG),
+    "IMG_TAG": (IMG_TAG, rb"(?:()" + htmlpatterns._IMG_TAG + rb")?"),
+    "SKIP_ATTRS": (htmlpatterns.SKIP_ATTRS, rb"(?:" + htmlpatterns._SEP + rb"*+(?!(?i:"
+                   + htmlpatterns._INTERESTING_ATTRS + rb")" + htmlpatterns._END + rb")"
+                   + htmlpatterns._NAME + htmlpatterns._EQ_VALUE + rb")*+"),
+    "TAG_ATTR": (htmlpatterns.TAG_ATTR, htmlpatterns._SEP + rb"*+(?:(>)|(" + htmlpatterns._NAME
+                 + rb")(?:" + htmlpatterns._WS + rb"*+=" + htmlpatterns._WS
+                 + rb"*+(?:\"([^\"]*+)(\")?|'([^']*+)(')?|([^\t\n\f\r >]*+)))?)"),
+}
+_BYTES = st.sampled_from([b"\x00", b"\x0b", b"\x7f", b"\x80", b"\xe2\x82\xac", b"\xff", b"&#40;",
+                          b"(", b"<i>", b"<im>", b"<i2 x>", b"<img", b"<iframe", b"<input",
+                          b"<ix a='1'>", b" ", b"\t", b"/", b"=", b"sb", b"u", b"m"])
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.one_of(st.sampled_from(_TRICKY).map(str.encode), _BYTES), max_size=25),
+       st.sampled_from(sorted(_AS_WRITTEN)), st.booleans())
+def test_the_compiled_patterns_match_as_the_written_ones(parts: list[bytes], name: str,
+                                                         lower: bool) -> None:
+    pattern, written = _AS_WRITTEN[name]
+    view = b"".join(parts)
+    view = view.lower() if lower else view
+    old = re.compile(written)
+    for pos in range(0, len(view) + 1, max(1, len(view) // 7)):
+        new_match, old_match = pattern.match(view, pos), old.match(view, pos)
+        assert (new_match is None) == (old_match is None)
+        if new_match is not None and old_match is not None:
+            assert new_match.regs == old_match.regs
+
+
+def test_positive_classes_hold_the_same_bytes() -> None:
+    for negated in (rb"[^\t\n\f\r />]", rb"[^\"(&]", rb"[^\t\n\f\r />\"'=sb]", rb"[^\]>]",
+                    rb"[^\-a-z\\]", rb"[^\x00-\x1f]"):
+        positive = htmlpatterns._positive(negated)
+        assert positive.startswith(b"[") and not positive.startswith(b"[^")
+        for byte in range(256):
+            one = bytes([byte])
+            assert bool(re.fullmatch(negated, one)) == bool(re.fullmatch(positive, one))
+    assert htmlpatterns._positive(rb"[^<]*+\[^x]") == rb"[^<]*+\[^x]"  # one byte; a literal [
