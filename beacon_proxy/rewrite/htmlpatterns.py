@@ -66,18 +66,40 @@ def _positive(source: bytes) -> bytes:
     classes.  A pattern of bytes sees only bytes 0-255, so the complement is exact; each
     class's members are found by matching all 256 bytes against it (no parsing of
     class syntax here).  One-byte classes (``[^<]``) stay: ``re`` has a faster op for them.
-    Not for a class inside a case-insensitive group (its positive form would gain the
-    other case): the patterns here have none (``tests/rewrite/test_html.py`` compares
-    each compiled pattern with its source as written).
+    For patterns compiled without ``re.IGNORECASE``.  Inside a case-insensitive group
+    (``(?i:...)``) a class is rewritten only when its members are closed under ASCII
+    case (a letter with its other case, or no letter at all): ``(?i:[^a])`` matches
+    neither ``a`` nor ``A``, where its complement there would match both.
+    ``tests/rewrite/test_html.py`` compares each compiled pattern with its source as
+    written.
     """
-    def positive(m: re.Match[bytes]) -> bytes:
-        negated = m.group(0)
-        written = _POSITIVE.get(negated)
-        if written is None:
-            written = _POSITIVE[negated] = _complement(negated)
-        return written
+    out = bytearray()
+    groups: list[bool] = []  # the open groups, each True when case-insensitive
+    done = 0
+    for m in _SYNTAX.finditer(source):
+        token = m.group(0)
+        if token == b"(?i:":
+            groups.append(True)
+        elif token.startswith(b"("):
+            groups.append(bool(groups) and groups[-1])
+        elif token == b")":
+            if groups:
+                groups.pop()
+        elif token.startswith(b"[^"):
+            written = _POSITIVE.get(token)
+            if written is None:
+                written = _POSITIVE[token] = _complement(token)
+            if groups and groups[-1] and not _case_closed(token):
+                written = token
+            out += source[done:m.start()] + written
+            done = m.end()
+    return bytes(out + source[done:])
 
-    return _NEGATED_CLASS.sub(positive, source)
+
+def _case_closed(negated: bytes) -> bool:
+    """Whether the bytes a class matches hold each ASCII letter with its other case."""
+    kept = set(re.compile(negated).findall(_ALL_BYTES))
+    return kept == {b.swapcase() for b in kept}
 
 
 def _complement(negated: bytes) -> bytes:
@@ -102,7 +124,9 @@ def _byte(b: int) -> bytes:
 
 _ALL_BYTES = bytes(range(256))
 _POSITIVE: dict[bytes, bytes] = {}  # by negated class (the name tries repeat a few dozen)
-_NEGATED_CLASS = re.compile(rb"(?<!\\)\[\^(?:\\.|[^\]\\])++\]")
+#: What _positive reads of a pattern's syntax: an escape, a negated class, any other
+#: class, a group's opening (``(?i:`` apart) and a closing parenthesis.
+_SYNTAX = re.compile(rb"\\.|\[\^(?:\\.|[^\]\\])++\]|\[\]?(?:\\.|[^\]\\])*+\]|\(\?i:|\(|\)", re.S)
 
 
 _SEP = rb"[\t\n\f\r /]"

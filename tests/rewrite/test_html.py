@@ -559,3 +559,18 @@ def test_positive_classes_hold_the_same_bytes() -> None:
             one = bytes([byte])
             assert bool(re.fullmatch(negated, one)) == bool(re.fullmatch(positive, one))
     assert htmlpatterns._positive(rb"[^<]*+\[^x]") == rb"[^<]*+\[^x]"  # one byte; a literal [
+
+
+@pytest.mark.parametrize("source", [
+    rb"(?i:[^a]x)", rb"(?i:(?:[^ab]))[^ab]", rb"[(][^ab](?i:x)", rb"(?i:[^aA])",
+    rb"(?i:[^\t ])", rb"[^a](?i:b)[^b]", rb"(?i:[)][^ab])[^ab]",
+])
+def test_positive_classes_keep_case_insensitive_groups_exact(source: bytes) -> None:
+    """Inside ``(?i:...)`` a class with a letter but not its other case stays negated
+    (``(?i:[^a])`` matches neither ``a`` nor ``A``); elsewhere it is rewritten."""
+    rewritten = htmlpatterns._positive(source)
+    for byte in range(256):
+        for tail in (b"x", b"b", b"a", b")"):
+            text = bytes([byte]) + tail
+            assert bool(re.fullmatch(source, text)) == bool(re.fullmatch(rewritten, text))
+    assert htmlpatterns._positive(rb"(?i:[^ab])[^ab]") == rb"(?i:[^ab])[\x00-\x60c-\xff]"
