@@ -16,6 +16,7 @@ timeout set to an hour where which timer fired matters.
 from __future__ import annotations
 
 import base64
+import contextlib
 import select
 import socket
 import ssl
@@ -93,23 +94,28 @@ class Client:
         self.sock.close()
 
 
+@contextlib.contextmanager
+def _running(tmp_path: Path, upstream: Upstream, smtp: str) -> Iterator[Proxy]:
+    """The relay with ``smtp`` as its ``[smtp]`` section, stopped at the end."""
+    proxy = Proxy(tmp_path, "[smtp]\n" + smtp, upstream=upstream.port).start()
+    try:
+        yield proxy
+    finally:
+        proxy.stop()
+
+
 @pytest.fixture
 def stranger_proxy(tmp_path: Path, upstream: Upstream) -> Iterator[Proxy]:
     """127.0.0.1 is outside allow_networks; the short idle timer fires in a second,
     the normal one never within a test."""
-    proxy = Proxy(tmp_path, """
-[smtp]
-allow_networks = ["10.0.0.0/8"]
+    with _running(tmp_path, upstream, """allow_networks = ["10.0.0.0/8"]
 idle_timeout_untrusted = 1
 command_timeout = 3600
 auth_delay_max = 0.5
 max_connections = 10
 max_connections_per_client = 8
-""", upstream=upstream.port).start()
-    try:
+""") as proxy:
         yield proxy
-    finally:
-        proxy.stop()
 
 
 def _nothing_relayed(proxy: Proxy, upstream: Upstream) -> None:
@@ -322,18 +328,27 @@ def test_a_transaction_keeps_the_normal_timer_at_the_short_ones_edge(
     assert open_mail.closed()
 
 
+def test_a_stalled_tls_handshake_is_closed_by_the_short_timer(tmp_path: Path) -> None:
+    """STARTTLS answered, then no handshake, or half a ClientHello: the short timer
+    (command_timeout an hour) still closes both, and their slots are freed."""
+    extra = "idle_timeout_untrusted = 1\ncommand_timeout = 3600\nauth_delay_max = 0.5"
+    with _tls_proxy(tmp_path, extra) as (proxy, _, _ctx):
+        clients = [_greeted(proxy, b"EHLO a.test\r\n", b"STARTTLS\r\n") for _ in range(2)]
+        hello = b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + b"\x00" * 40
+        _wait_closed(clients, dribble={1: hello})
+        wait_for(lambda: proxy.metric("beacon_proxy_smtp_sessions") == 0,
+                 what="slots released")
+
+
 def test_the_normal_timer_fires_for_a_trusted_client(tmp_path: Path,
                                                      upstream: Upstream) -> None:
-    """A client in allow_networks (and a stranger inside a transaction) get
-    command_timeout; bytes that complete no command do not re-arm it either."""
-    proxy = Proxy(tmp_path, """
-[smtp]
-allow_networks = ["127.0.0.0/8"]
+    """A client in allow_networks gets command_timeout, in a transaction or not;
+    bytes that complete no command do not re-arm it."""
+    with _running(tmp_path, upstream, """allow_networks = ["127.0.0.0/8"]
 command_timeout = 2
 idle_timeout_untrusted = 1
 auth_delay_max = 0.5
-""", upstream=upstream.port).start()
-    try:
+""") as proxy:
         clients = [
             _greeted(proxy),
             _greeted(proxy, b"EHLO a.test\r\n", b"MAIL FROM:<a@sender.example>\r\n"),
@@ -344,8 +359,6 @@ auth_delay_max = 0.5
         _wait_closed(clients, dribble={3: b"RCPT TO:<" + b"a" * 100_000})
         wait_for(lambda: proxy.metric("beacon_proxy_smtp_sessions") == 0,
                  what="slots released")
-    finally:
-        proxy.stop()
 
 
 # -- line limits and floods ----------------------------------------------------
@@ -425,12 +438,9 @@ def test_clients_leaving_mid_command_or_mid_data_release_their_slot(
     """max_connections = 2: twelve clients leave mid-command, mid-DATA, mid-AUTH
     and after an error, by FIN or RST; afterwards two may connect at once and
     nothing was queued."""
-    proxy = Proxy(tmp_path, """
-[smtp]
-allow_networks = ["127.0.0.0/8"]
+    with _running(tmp_path, upstream, """allow_networks = ["127.0.0.0/8"]
 max_connections = 2
-""", upstream=upstream.port).start()
-    try:
+""") as proxy:
         begin = b"EHLO a.test\r\nMAIL FROM:<a@sender.example>\r\nRCPT TO:<ann@example.net>\r\n"
         scripts: list[tuple[bytes, int]] = [
             (b"MAIL FROM:<a@sen", 0),  # mid-command
@@ -453,7 +463,4 @@ max_connections = 2
             client.send(b"QUIT\r\n")
             assert client.codes(1) == [221]
             client.close()
-        assert proxy.events("received") == []
-    finally:
-        proxy.stop()
-    assert upstream.messages == []
+        _nothing_relayed(proxy, upstream)

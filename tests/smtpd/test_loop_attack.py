@@ -2,7 +2,9 @@
 from outside: IPv4-mapped peers and the kept relay verdict, a client leaving while
 its message is being queued, commands that raise (in the command and in
 ``handle_exception``) and clients leaving after that.  (The attacks from the
-network are in ``tests/e2e/test_command_loop_attack.py``.)"""
+network are in ``tests/e2e/test_command_loop_attack.py``.)  And the one break
+found: a connection closed by the relay in the middle of a STARTTLS handshake
+(the idle timer, a stop) kept its slot forever."""
 
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ import pytest
 from beacon_proxy.smtpd.handler import SmtpHandler
 from beacon_proxy.smtpd.protocol import Connections, SmtpProtocol
 from beacon_proxy.smtpd.replies import TOO_MANY_FROM_CLIENT
-from tests.smtpd.conftest import WAIT, Serve
+from tests.smtpd.conftest import WAIT, Serve, Tls
 
 NETS = (ipaddress.ip_network("192.0.2.0/24"),)
 
@@ -101,3 +103,31 @@ async def test_a_command_that_raises_answers_and_the_slot_is_released(
         await client.close()
         assert await conns.wait_until(lambda: len(conns) == 0, loop.time() + WAIT)
     assert running.enqueue.calls == []
+
+
+@pytest.mark.parametrize("close", ["idle timer", "shutdown"])
+async def test_a_connection_closed_mid_tls_handshake_frees_its_slot(
+        serve: Serve, tls: Tls, close: str) -> None:
+    """STARTTLS answered, no handshake: the idle timer (or a stop) closes the
+    connection.  asyncio's SSLProtocol then completes the STARTTLS waiter without
+    an error and never tells the protocol the connection is lost: aiosmtpd's
+    STARTTLS returned as if secured and its loop waited for a line forever, the
+    slot against max_connections (and the client's) held for good."""
+    running = await serve(tls_cert=tls.cert, tls_key=tls.key, max_connections=1)
+    conns = running.server.connections
+    loop = asyncio.get_running_loop()
+    for _ in range(3):
+        client = await running.connect()
+        assert (await client.cmd("EHLO c")).code == 250
+        assert (await client.cmd("STARTTLS")).code == 220
+        (conn,) = list(conns._open)
+        if close == "idle timer":
+            timer: Any = conn
+            timer._timeout_cb()
+        else:
+            conn.shutdown()
+        assert await client.at_eof()
+        assert await conns.wait_until(lambda: len(conns) == 0, loop.time() + WAIT)
+        assert conn._handler_coroutine is not None
+        await asyncio.wait_for(asyncio.wait([conn._handler_coroutine]), WAIT)
+        await client.close()
