@@ -22,6 +22,8 @@ with less CPU per message:
   timer re-armed only when its deadline would move;
 * the relay verdict by the client's address, judged once per connection
   (:meth:`SmtpProtocol.allowed_by_address`), not at every RCPT.
+* a STARTTLS whose handshake the relay cut short (idle timer, stop) failing,
+  so that the connection is released (:meth:`SmtpProtocol.smtp_STARTTLS`).
 
 The aiosmtpd internals this needs are listed, checked and version-bounded in
 :mod:`beacon_proxy.internals`.

@@ -105,14 +105,15 @@ async def test_a_command_that_raises_answers_and_the_slot_is_released(
     assert running.enqueue.calls == []
 
 
-@pytest.mark.parametrize("close", ["idle timer", "shutdown"])
+@pytest.mark.parametrize("close", ["idle timer", "shutdown", "client"])
 async def test_a_connection_closed_mid_tls_handshake_frees_its_slot(
         serve: Serve, tls: Tls, close: str) -> None:
     """STARTTLS answered, no handshake: the idle timer (or a stop) closes the
     connection.  asyncio's SSLProtocol then completes the STARTTLS waiter without
     an error and never tells the protocol the connection is lost: aiosmtpd's
     STARTTLS returned as if secured and its loop waited for a line forever, the
-    slot against max_connections (and the client's) held for good."""
+    slot against max_connections (and the client's) held for good.  (A client
+    that goes mid-handshake itself was released already.)"""
     running = await serve(tls_cert=tls.cert, tls_key=tls.key, max_connections=1)
     conns = running.server.connections
     loop = asyncio.get_running_loop()
@@ -124,9 +125,12 @@ async def test_a_connection_closed_mid_tls_handshake_frees_its_slot(
         if close == "idle timer":
             timer: Any = conn
             timer._timeout_cb()
-        else:
+        elif close == "shutdown":
             conn.shutdown()
-        assert await client.at_eof()
+        else:  # the client goes instead: that was released already
+            await client.send(b"\x16\x03\x01")
+            await client.close()
+        assert close == "client" or await client.at_eof()
         assert await conns.wait_until(lambda: len(conns) == 0, loop.time() + WAIT)
         assert conn._handler_coroutine is not None
         await asyncio.wait_for(asyncio.wait([conn._handler_coroutine]), WAIT)
