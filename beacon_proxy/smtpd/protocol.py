@@ -22,6 +22,8 @@ with less CPU per message:
   timer re-armed only when its deadline would move;
 * the relay verdict by the client's address, judged once per connection
   (:meth:`SmtpProtocol.allowed_by_address`), not at every RCPT.
+* a STARTTLS whose handshake the relay cut short (idle timer, stop) failing,
+  so that the connection is released (:meth:`SmtpProtocol.smtp_STARTTLS`).
 
 The aiosmtpd internals this needs are listed, checked and version-bounded in
 :mod:`beacon_proxy.internals`.
@@ -613,6 +615,26 @@ class SmtpProtocol(SMTP):
             self.connections.notify()
             if self.connections.stopping:
                 self.shutdown()
+
+    @syntax("STARTTLS", when="tls_context")  # as aiosmtpd's own
+    async def smtp_STARTTLS(self, arg: str) -> None:
+        """aiosmtpd's STARTTLS, failing when the handshake never completed.
+
+        When the relay itself closes the connection during the handshake (the
+        idle timer, a stop), asyncio's ``SSLProtocol`` completes aiosmtpd's
+        handshake waiter without an error and never calls this protocol's
+        ``connection_lost``: aiosmtpd's STARTTLS returned as if secured, the
+        loop waited for a line that could never come, and the connection held
+        its slot against ``max_connections`` for good (a slow-handshake client
+        could use up every slot).  A new ``SSLProtocol`` but the session not
+        replaced (a completed handshake's ``connection_made`` replaces it) is
+        that case: a failed handshake, which closes the connection and releases it.
+        """
+        session, tls_protocol = self.session, self._tls_protocol
+        await super().smtp_STARTTLS(arg)
+        if self._tls_protocol is not tls_protocol and self.session is session:
+            raise TLSSetupException() from ConnectionAbortedError(
+                "connection closed during the TLS handshake")
 
     async def push(self, status: AnyStr) -> None:
         if isinstance(status, str) and status[:1] in ("4", "5"):
