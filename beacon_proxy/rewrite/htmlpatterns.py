@@ -86,27 +86,23 @@ def _positive(source: bytes) -> bytes:
             if groups:
                 groups.pop()
         elif token.startswith(b"[^"):
-            written = _POSITIVE.get(token)
-            if written is None:
-                written = _POSITIVE[token] = _complement(token)
-            if groups and groups[-1] and not _case_closed(token):
-                written = token
-            out += source[done:m.start()] + written
-            done = m.end()
+            known = _POSITIVE.get(token)
+            if known is None:
+                known = _POSITIVE[token] = _complement(token)
+            written, case_closed = known
+            if case_closed or not (groups and groups[-1]):
+                out += source[done:m.start()] + written
+                done = m.end()
     return bytes(out + source[done:])
 
 
-def _case_closed(negated: bytes) -> bool:
-    """Whether the bytes a class matches hold each ASCII letter with its other case."""
-    kept = set(re.compile(negated).findall(_ALL_BYTES))
-    return kept == {b.swapcase() for b in kept}
-
-
-def _complement(negated: bytes) -> bytes:
-    """The positive class of the bytes a negated class matches (itself if one byte)."""
+def _complement(negated: bytes) -> tuple[bytes, bool]:
+    """The positive class of the bytes a negated class matches (itself if one byte), and
+    whether those bytes hold each ASCII letter with its other case."""
     kept = re.compile(negated).findall(_ALL_BYTES)  # its members, in order, in one call
+    case_closed = set(kept) == {b.swapcase() for b in kept}
     if len(kept) >= 255:
-        return negated
+        return negated, case_closed
     runs: list[list[int]] = []
     for (b,) in kept:
         if runs and runs[-1][1] == b - 1:
@@ -114,7 +110,7 @@ def _complement(negated: bytes) -> bytes:
         else:
             runs.append([b, b])
     return b"[" + b"".join(_byte(a) if a == z else _byte(a) + b"-" + _byte(z)
-                           for a, z in runs) + b"]"
+                           for a, z in runs) + b"]", case_closed
 
 
 def _byte(b: int) -> bytes:
@@ -123,7 +119,8 @@ def _byte(b: int) -> bytes:
 
 
 _ALL_BYTES = bytes(range(256))
-_POSITIVE: dict[bytes, bytes] = {}  # by negated class (the name tries repeat a few dozen)
+#: _complement's answers by negated class (the name tries repeat a few dozen)
+_POSITIVE: dict[bytes, tuple[bytes, bool]] = {}
 #: What _positive reads of a pattern's syntax: an escape, a negated class, any other
 #: class, a group's opening (``(?i:`` apart) and a closing parenthesis.
 _SYNTAX = re.compile(rb"\\.|\[\^(?:\\.|[^\]\\])++\]|\[\]?(?:\\.|[^\]\\])*+\]|\(\?i:|\(|\)", re.S)
