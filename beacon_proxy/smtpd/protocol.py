@@ -496,8 +496,9 @@ class SmtpProtocol(SMTP):
         local client's next command often comes within the millisecond of the
         last reply: most re-arms are skipped.  asyncio's own clock always moves,
         so there it is always re-armed."""
-        if self._armed != (self.loop.time(), self._idle_duration() or self._timeout_duration):
-            self._reset_timeout()
+        duration = self._idle_duration()
+        if self._armed != (self.loop.time(), duration or self._timeout_duration):
+            self._reset_timeout(duration)
 
     def _idle_duration(self) -> float:
         short = self.idle_timeout_untrusted
