@@ -378,6 +378,16 @@ def test_a_slotted_insertion_beyond_the_body_raises_as_apply_edits() -> None:
 
 # --- written: the stretches an edit wrote, the rest copied -----------------------------------
 
+def test_a_stretch_written_empty_at_the_start_is_a_cut_at_an_end() -> None:
+    """Deleting a whole first quoted-printable line writes an empty stretch at 0: a cut
+    at the output's start, which the property below takes as an end (hypothesis found
+    ``stop == 0`` read there as ``out[-1]``)."""
+    written: list[tuple[int, int]] = []
+    body = binascii.b2a_qp(b"\x00\n\x00", istext=True)
+    assert apply_edits(body, "quoted-printable", [Edit(0, 2, b"")], written=written) == b"=00"
+    assert written == [(0, 0)]
+
+
 @pytest.mark.parametrize("cte", ["7bit", "8bit", "binary", "quoted-printable"])
 @settings(max_examples=200, deadline=None)
 @given(st.binary(max_size=600), st.sampled_from([b"\r\n", b"\n"]), st.data())
@@ -413,7 +423,7 @@ def test_written_stretches_are_all_that_differs_between_two_replacements(
             kept[n].append(out[previous:start])
             if cte == "quoted-printable":
                 assert start == 0 or out[start - 1] == 0x0A
-                assert stop == len(out) or out[stop - 1] == 0x0A
+                assert stop in (0, len(out)) or out[stop - 1] == 0x0A
             previous = stop
         kept[n].append(out[previous:])
         if cte == "quoted-printable":  # decoded stretch by stretch: the same text
