@@ -23,3 +23,13 @@ def spool(tmp_path: Path) -> Iterator[Spool]:
     s.open()
     yield s
     s.close()
+
+
+@pytest.fixture
+def file_spool(tmp_path: Path) -> Iterator[Spool]:
+    """A fresh, open spool that writes a queue file per new message (no log): the
+    tests of that path, which the log's messages take after their first attempt."""
+    s = Spool(tmp_path / "spool", log=False)
+    s.open()
+    yield s
+    s.close()

@@ -14,14 +14,16 @@ No message is stranded when N changes: before it recovers its part, a worker
   layout);
 * a single-process relay adopts every part.
 
-Adopting a message (:func:`adopt`) moves it without ever having it in no part
-and without losing its journal: the journal is hard-linked into the new part,
-the queue file renamed (the commit point: ``rename`` is atomic), then the old
-journal link removed.  A crash at any step leaves the message in exactly one
-part with its journal (a journal link without its queue file is an orphan that
-recovery removes).  Requests in ``control/`` and items in ``corrupt/`` move with
-it; files in ``tmp/`` were never acknowledged and are removed, as recovery would.
-The source part is locked while it is adopted (a worker of an earlier run may
+Adopting a message (:func:`adopt`) first writes the source's log out as queue
+files (:meth:`~beacon_proxy.spool.queue.Spool.settle_log_sync`, as recovery would),
+then moves each without ever having it in no part and without losing its journal:
+the journal is hard-linked into the new part, the queue file renamed (the commit
+point: ``rename`` is atomic), then the old journal link removed.  A crash at any
+step leaves the message in exactly one part with its journal (a journal link
+without its queue file is an orphan that recovery removes).  Requests in
+``control/`` and items in ``corrupt/`` move with it; files in ``tmp/`` were never
+acknowledged and are removed, as recovery would.  The source part is locked while
+it is adopted (a worker of an earlier run may
 still be finishing; :func:`lock_within` waits for it).
 
 An operator's request about one message (:func:`leave_request`: the command line's and
@@ -138,7 +140,7 @@ def adopt(into: Path, source: Path) -> int:
     root ``source`` into the spool root ``into``; returns how many messages moved.
     The caller holds ``into``'s lock; ``source``'s lock is taken here (unless ``source``
     is the spool root, whose lock the supervisor holds for the whole relay)."""
-    if not any((source / d).is_dir() for d in _QUEUE_DIRS):
+    if not any((source / d).is_dir() for d in (*_QUEUE_DIRS, "log")):
         return 0
     src_spool = Spool(source)
     if source not in (into, into.parent.parent):  # a part: lock it while adopting
@@ -155,6 +157,7 @@ def adopt(into: Path, source: Path) -> int:
 def _adopt_locked(into: Path, source: Path) -> int:
     for d in (*_QUEUE_DIRS, "journal", "control", "corrupt", "tmp"):
         (into / d).mkdir(parents=True, exist_ok=True)
+    Spool(source).settle_log_sync()  # its log's live messages become queue files, moved below
     moved = 0
     for state in _QUEUE_DIRS:
         try:

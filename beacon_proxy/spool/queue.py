@@ -86,6 +86,18 @@ from typing import Any, Literal, ParamSpec, TypeVar
 
 from beacon_proxy.log import event
 from beacon_proxy.spool.envelope import Envelope
+from beacon_proxy.spool.fileio import fsync_dir, write_all
+from beacon_proxy.spool.log import (
+    LogRecord,
+    SegmentLog,
+    live_records,
+    mark_done,
+    orphan_done_files,
+    read_envelope,
+    read_record,
+    remove_segment,
+    segments,
+)
 
 __all__ = [
     "FINAL_STATES",
@@ -153,27 +165,6 @@ class QueueEntry:
     @classmethod
     def new(cls, envelope: Envelope) -> QueueEntry:
         return cls(envelope, [RecipientStatus(a) for a in envelope.recipients])
-
-
-def fsync_dir(path: Path) -> None:
-    """fsync a directory, so the names created or renamed in it are on disk."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _write_all(fd: int, parts: list[bytes]) -> None:
-    """Write ``parts`` in order with as few system calls as the kernel allows."""
-    views = [memoryview(p) for p in parts if p]
-    while views:
-        written = os.writev(fd, views)
-        while views and written >= len(views[0]):
-            written -= len(views[0])
-            views.pop(0)
-        if views and written:
-            views[0] = views[0][written:]
 
 
 class _DirSync:
@@ -455,7 +446,10 @@ def _parse_header(line: bytes) -> tuple[int, int]:
 class Spool:
     """A directory of queue files.  Create, :meth:`open`, then use."""
 
-    def __init__(self, root: Path, *, threads: int = 4, put_threads: int = 16) -> None:
+    def __init__(self, root: Path, *, threads: int = 4, put_threads: int = 16,
+                 log: bool = True) -> None:
+        """``log``: new messages go to the group-committed log (:mod:`.log`); False
+        writes a queue file per message (the tests of that path)."""
         self.root = root
         self.tmp = root / "tmp"
         self.journal = root / "journal"
@@ -477,6 +471,11 @@ class Spool:
         # before it (the command line, a spool not recovered) every removal unlinks.
         self._journaled: set[str] = set()
         self._journals_known = False
+        # The log of new messages (None: a queue file each).  Its places in memory are
+        # the truth for the relay that holds the lock; a reader (the command line, the
+        # console) finds live records by reading the segments (_scan).
+        self._lane = SegmentLog(root / "log") if log else None
+        self._scanned: dict[str, LogRecord] = {}  # a reader's last reading of the log
 
     # -- set-up -----------------------------------------------------------
 
@@ -527,8 +526,10 @@ class Spool:
 
     def close(self) -> None:
         if self._journal_writer is not None:
-            self._journal_writer.close()
+            self._journal_writer.close()  # its removals let go of log records
             self._journal_writer = None
+        if self._lane is not None:
+            self._lane.close()
         if self._executor is not None:
             self._executor.shutdown(wait=True)
             self._executor = None
@@ -553,8 +554,15 @@ class Spool:
     async def put(self, envelope: Envelope, data: bytes) -> None:
         """Store a new message durably.  Returns only after its data and its directory
         entry are on disk (``fdatasync`` of the file, then a group ``fsync`` of
-        ``active/`` that started after the rename)."""
+        ``active/`` that started after the rename), or, with the log, after its record
+        and every record written with it are (one ``fdatasync`` for them all)."""
         assert self._put_executor is not None, "Spool.open() was not called"
+        if self._lane is not None:
+            if not envelope.queue_id.isalnum():
+                raise ValueError(f"bad queue id {envelope.queue_id!r}")
+            self._lane.start()
+            await self._lane.append(envelope.queue_id, envelope.to_json(), data)
+            return
         await asyncio.get_running_loop().run_in_executor(
             self._put_executor, self._put_sync, envelope, data)
 
@@ -572,21 +580,31 @@ class Spool:
 
     def _write_sync(self, envelope: Envelope, data: bytes) -> None:
         """Write, ``fdatasync`` and rename into ``active/`` (not yet durable there)."""
-        queue_id = envelope.queue_id
-        if not queue_id.isalnum():
-            raise ValueError(f"bad queue id {queue_id!r}")
-        env = envelope.to_json()
+        if not envelope.queue_id.isalnum():
+            raise ValueError(f"bad queue id {envelope.queue_id!r}")
+        self._write_file(envelope.queue_id, envelope.to_json(), data, self.root / "active")
+
+    def _write_file(self, queue_id: str, env: bytes, data: bytes, into: Path) -> None:
+        """Write a queue file in ``tmp/``, ``fdatasync`` it and rename it into ``into``
+        (its name not yet durable there: the caller syncs the directory)."""
         tmp = self.tmp / queue_id
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         try:
-            _write_all(fd, [_header(env, len(data)), env, b"\n", data])
+            write_all(fd, [_header(env, len(data)), env, b"\n", data])
             os.fdatasync(fd)
-            os.rename(tmp, self._path("active", queue_id))
+            os.rename(tmp, into / queue_id)
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
         finally:
             os.close(fd)
+
+    def _write_out(self, record: LogRecord, into: Path) -> None:
+        """A log record as a durable queue file in ``into`` (``active/``, ``deferred/``
+        or ``corrupt/``): written, synced, renamed, the directory synced."""
+        env, data = read_record(record)
+        self._write_file(record.queue_id, env, data, into)
+        fsync_dir(into)
 
     async def record(self, queue_id: str, index: int, state: RecipientState, reply: str) -> None:
         """Append one recipient's outcome to the journal (written, not yet fsynced)."""
@@ -639,6 +657,14 @@ class Spool:
 
     def _finish_sync(self, queue_id: str, line: dict[str, Any], state: QueueState) -> None:
         self._append(queue_id, [line], True)
+        record = self._lane.find(queue_id) if self._lane is not None else None
+        if record is not None:
+            # Still queued after its first attempt: a queue file from now on (durable
+            # before the record is let go of), so that the log holds short lives only.
+            assert self._lane is not None
+            self._write_out(record, self.root / state)
+            self._lane.forget(queue_id)
+            return
         other: QueueState = "deferred" if state == "active" else "active"
         src = self._path(other, queue_id)
         if src.exists():
@@ -707,12 +733,17 @@ class Spool:
         (its message is gone), so a skipped unlink can never resurrect a message nor
         lose an outcome.
         """
-        for state in _STATES:  # a message is in one state only (it moves by rename)
-            try:
-                os.unlink(self._path(state, queue_id))
-                break
-            except FileNotFoundError:
-                continue
+        if self._lane is None or not self._lane.forget(queue_id):  # a log record: let go
+            for state in _STATES:  # a message is in one state only (it moves by rename)
+                try:
+                    os.unlink(self._path(state, queue_id))
+                    break
+                except FileNotFoundError:
+                    continue
+            else:
+                record = self._scan_find(queue_id) if self._reader else None
+                if record is not None:  # the command line's delete of a message in the log
+                    mark_done(record)
         if queue_id in self._journaled or not self._journals_known:
             self._journal_path(queue_id).unlink(missing_ok=True)
             self._journaled.discard(queue_id)
@@ -724,6 +755,11 @@ class Spool:
         await self._run(self._quarantine_sync, queue_id, reason)
 
     def _quarantine_sync(self, queue_id: str, reason: str) -> None:
+        record = self._lane.find(queue_id) if self._lane is not None else None
+        if record is not None:  # kept in the log (for the next start) if this fails
+            assert self._lane is not None
+            self._write_out(record, self.corrupt)
+            self._lane.forget(queue_id)
         for src in (*(self._path(s, queue_id) for s in _STATES), self._journal_path(queue_id)):
             if src.exists():
                 os.replace(src, self.corrupt / src.name)
@@ -763,9 +799,77 @@ class Spool:
 
     def delete_sync(self, queue_id: str) -> bool:
         """Remove a message and its journal now; False when it is not queued."""
-        found = any(self._path(s, queue_id).exists() for s in _STATES)
+        found = (any(self._path(s, queue_id).exists() for s in _STATES)
+                 or self._record(queue_id, fresh=True) is not None)
         self._remove_sync(queue_id)
         return found
+
+    # -- the log, as the relay (memory) or a reader (the disk) sees it -------
+
+    @property
+    def _reader(self) -> bool:
+        """Not the relay (which holds the lock and knows its log's records)."""
+        return self._lock_fd is None
+
+    def _scan_find(self, queue_id: str) -> LogRecord | None:
+        """A reader's look-up of a message in the log, reading the segments afresh."""
+        if self._lane is None:
+            return None
+        self._scanned = {r.queue_id: r for r in live_records(self._lane.directory)}
+        return self._scanned.get(queue_id)
+
+    def _record(self, queue_id: str, *, fresh: bool = False) -> LogRecord | None:
+        """Where ``queue_id`` is in the log: the relay's memory, or for a reader the
+        segments read again (``fresh``) or as its listing (:meth:`ids_sync`) read them."""
+        if self._lane is None:
+            return None
+        if not self._reader:
+            return self._lane.find(queue_id)
+        return self._scan_find(queue_id) if fresh else self._scanned.get(queue_id)
+
+    def settle_log_sync(self) -> int:
+        """Write every live record of the log on disk out as a queue file in ``active/``
+        (durably), then remove the segments; returns how many were written.  Recovery's
+        first step, and adoption's (for a part no worker owns); damaged records that are
+        not a torn tail are kept in ``corrupt/``."""
+        if self._lane is None:
+            directory = self.root / "log"
+            owned: set[Path] = set()
+        else:
+            directory = self._lane.directory
+            owned = self._lane.owned()
+        found = [path for _, path in segments(directory) if path not in owned]
+        if not found:
+            return 0
+        self.tmp.mkdir(parents=True, exist_ok=True)
+        bad: list[tuple[Path, int, int]] = []
+        records = live_records(directory, bad, skip=owned)
+        active = self.root / "active"
+        written = 0
+        for record in records:
+            if any(self._path(s, record.queue_id).exists() for s in _STATES):
+                continue  # written out before a crash, which came before it was let go of
+            env, data = read_record(record)
+            self._write_file(record.queue_id, env, data, active)
+            written += 1
+        for path, offset, length in bad:
+            with path.open("rb") as fh:
+                fh.seek(offset)
+                chunk = fh.read(length)
+            self.corrupt.mkdir(parents=True, exist_ok=True)
+            name = f"{path.stem}-{offset}.log"
+            (self.corrupt / name).write_bytes(chunk)
+            event("corrupt", logging.ERROR, queue_id="", segment=str(path), offset=offset,
+                  length=length, reason="damaged log record", moved_to=str(self.corrupt / name))
+        if written:
+            fsync_dir(active)
+        if bad:
+            fsync_dir(self.corrupt)
+        for path in found:
+            remove_segment(path)
+        for path in orphan_done_files(directory):
+            path.unlink(missing_ok=True)
+        return written
 
     # -- reading ----------------------------------------------------------
 
@@ -774,6 +878,22 @@ class Spool:
         return await self._run(self._read_data_sync, entry.state, entry.queue_id)
 
     def _read_data_sync(self, state: QueueState, queue_id: str) -> bytes:
+        record = self._lane.find(queue_id) if self._lane is not None else None
+        if record is None:
+            try:
+                return self._read_file_data(state, queue_id)
+            except FileNotFoundError:
+                record = self._record(queue_id, fresh=True) if self._reader else None
+                if record is None:
+                    raise
+        try:
+            return read_record(record)[1]
+        except FileNotFoundError:
+            raise
+        except (OSError, EOFError) as exc:
+            raise SpoolCorruptError(f"cannot read the log record: {exc}") from None
+
+    def _read_file_data(self, state: QueueState, queue_id: str) -> bytes:
         try:
             with self._path(state, queue_id).open("rb") as fh:
                 env_len, data_len = _parse_header(fh.readline(64))
@@ -797,6 +917,7 @@ class Spool:
     def _recover_sync(self) -> list[QueueEntry]:
         for leftover in self.tmp.iterdir():
             leftover.unlink(missing_ok=True)  # never acknowledged
+        self.settle_log_sync()  # the log's live records become queue files
         entries: list[QueueEntry] = []
         live: set[str] = set()
         for queue_id, state in self._ids():
@@ -815,13 +936,33 @@ class Spool:
         return entries
 
     def _ids(self) -> Iterator[tuple[str, QueueState]]:
+        files: set[str] = set()
         for state in _STATES:
             for path in sorted((self.root / state).iterdir()):
+                files.add(path.name)
                 yield path.name, state
+        if self._lane is None:
+            return
+        if self._reader:
+            self._scanned = {r.queue_id: r for r in live_records(self._lane.directory)}
+            in_log = list(self._scanned)
+        else:
+            in_log = self._lane.ids()
+        for queue_id in in_log:  # in the log: active (its first attempt)
+            if queue_id not in files:
+                yield queue_id, "active"
 
     def _load_sync(self, state: QueueState, queue_id: str) -> QueueEntry:
         path = self._path(state, queue_id)
-        with path.open("rb") as fh:
+        try:
+            fh = path.open("rb")
+        except FileNotFoundError:
+            record = self._record(queue_id)
+            if record is None:
+                raise
+            return self._entry(queue_id, read_envelope(record), "active",
+                               record.envelope_len + record.data_len)
+        with fh:
             env_len, data_len = _parse_header(fh.readline(64))
             raw = fh.read(env_len + 1)
             size = os.fstat(fh.fileno()).st_size
@@ -830,7 +971,10 @@ class Spool:
         expected = len(_header(raw[:-1], data_len)) + env_len + 1 + data_len
         if size != expected:
             raise SpoolCorruptError(f"queue file is {size} bytes, expected {expected}")
-        envelope = Envelope.from_json(raw[:-1])
+        return self._entry(queue_id, raw[:-1], state, size)
+
+    def _entry(self, queue_id: str, env: bytes, state: QueueState, size: int) -> QueueEntry:
+        envelope = Envelope.from_json(env)
         if envelope.queue_id != queue_id:
             raise SpoolCorruptError(f"queue file names id {envelope.queue_id!r}")
         entry = QueueEntry.new(envelope)
@@ -897,6 +1041,9 @@ class Spool:
                     return self._load_sync(state, queue_id)
                 except FileNotFoundError:
                     return None
+        if self._record(queue_id, fresh=True) is not None:
+            with contextlib.suppress(FileNotFoundError):  # done meanwhile
+                return self._load_sync("active", queue_id)
         return None
 
     def read_data_sync(self, entry: QueueEntry) -> bytes:

@@ -65,8 +65,9 @@ class Rig:
 
 
 @pytest.fixture
-async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
-    spool = Spool(tmp_path / "spool")
+async def rig(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[Rig]:
+    """``log`` (indirect parameter, default True): the spool's log of new messages."""
+    spool = Spool(tmp_path / "spool", log=getattr(request, "param", {}).get("log", True))
     spool.open()
     courier = FakeCourier({}, [])
     schedulers: list[Scheduler] = []
@@ -241,6 +242,7 @@ async def test_stop_leaves_undelivered_mail_queued(rig: Rig) -> None:
     assert rig.courier.closed
 
 
+@pytest.mark.parametrize("rig", [{"log": False}], indirect=True)  # damaged queue files
 async def test_corrupt_queue_file_is_quarantined(rig: Rig) -> None:
     env = _env("a@x.org")
     await rig.spool.put(env, DATA)

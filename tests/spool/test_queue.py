@@ -38,11 +38,12 @@ async def test_put_is_readable_and_recovered(spool: Spool) -> None:
 
 
 async def test_a_put_after_active_was_replaced_by_a_rename_lands_in_the_new_one(
-        spool: Spool) -> None:
+        file_spool: Spool) -> None:
     """An operator who moves ``active/`` aside and makes a new one while the relay runs:
     what is accepted next is in the new ``active/`` (by path), where the scheduler and
     the next start's recovery look -- never in the moved-away folder (a descriptor kept
     open would follow it there: acknowledged mail nobody finds)."""
+    spool = file_spool  # the queue-file path
     active = spool.root / "active"
     active.rename(spool.root / "active.old")
     active.mkdir()
@@ -126,7 +127,8 @@ async def test_unreadable_item_moves_to_corrupt(spool: Spool, content: bytes) ->
     assert (spool.corrupt / "BAD0000000000000").read_bytes() == content
 
 
-async def test_truncated_data_is_corrupt(spool: Spool) -> None:
+async def test_truncated_data_is_corrupt(file_spool: Spool) -> None:
+    spool = file_spool  # the queue-file path
     env = _env()
     await spool.put(env, DATA)
     path = spool.root / "active" / env.queue_id
@@ -135,7 +137,8 @@ async def test_truncated_data_is_corrupt(spool: Spool) -> None:
     assert (spool.corrupt / env.queue_id).exists()
 
 
-async def test_read_data_reports_corruption(spool: Spool) -> None:
+async def test_read_data_reports_corruption(file_spool: Spool) -> None:
+    spool = file_spool  # the queue-file path
     env = _env()
     await spool.put(env, DATA)
     (entry,) = await spool.recover()
@@ -147,7 +150,8 @@ async def test_read_data_reports_corruption(spool: Spool) -> None:
     assert (spool.corrupt / env.queue_id).exists()
 
 
-async def test_put_failure_leaves_nothing_behind(spool: Spool) -> None:
+async def test_put_failure_leaves_nothing_behind(file_spool: Spool) -> None:
+    spool = file_spool  # the queue-file path
     env = _env()
     os.rmdir(spool.root / "active")
     (spool.root / "active").write_bytes(b"not a directory")
@@ -156,7 +160,8 @@ async def test_put_failure_leaves_nothing_behind(spool: Spool) -> None:
     assert not any(spool.tmp.iterdir())
 
 
-async def test_put_refuses_a_duplicate_id(spool: Spool) -> None:
+async def test_put_refuses_a_duplicate_id(file_spool: Spool) -> None:
+    spool = file_spool  # the queue-file path
     env = _env()
     (spool.tmp / env.queue_id).write_bytes(b"")
     with pytest.raises(FileExistsError):
@@ -272,7 +277,8 @@ class _SyncLog:
 
 
 async def test_one_put_costs_one_data_sync_and_one_directory_sync(
-        spool: Spool, monkeypatch: pytest.MonkeyPatch) -> None:
+        file_spool: Spool, monkeypatch: pytest.MonkeyPatch) -> None:
+    spool = file_spool  # the queue-file path
     syncs = _SyncLog(monkeypatch)
     env = _env()
     await spool.put(env, DATA)
@@ -289,7 +295,7 @@ async def test_concurrent_puts_share_directory_syncs_that_follow_their_renames(
     first sync was led) -: the 20 cost at most 2 directory syncs, and each put returns
     only after a directory sync that started after its own rename has ended."""
     n = 20
-    spool = Spool(tmp_path / "spool", put_threads=n)
+    spool = Spool(tmp_path / "spool", put_threads=n, log=False)
     spool.open()
     syncs = _SyncLog(monkeypatch)
     held = syncs.hold_first_dir_sync = threading.Event()
@@ -448,7 +454,8 @@ def test_a_caller_arriving_while_the_leader_gathers_shares_its_sync(
 
 
 async def test_a_put_whose_write_fails_does_not_hold_up_a_gathering_leader(
-        spool: Spool, monkeypatch: pytest.MonkeyPatch) -> None:
+        file_spool: Spool, monkeypatch: pytest.MonkeyPatch) -> None:
+    spool = file_spool  # the queue-file path
     def broken(envelope: Envelope, data: bytes) -> None:
         raise OSError(28, "No space left on device")
 
@@ -461,7 +468,8 @@ async def test_a_put_whose_write_fails_does_not_hold_up_a_gathering_leader(
 
 
 async def test_a_failed_directory_sync_fails_its_puts_and_the_next_put_syncs_again(
-        spool: Spool, monkeypatch: pytest.MonkeyPatch) -> None:
+        file_spool: Spool, monkeypatch: pytest.MonkeyPatch) -> None:
+    spool = file_spool  # the queue-file path
     syncs = _SyncLog(monkeypatch)
     syncs.fail_dir_sync = True
     with pytest.raises(OSError, match="Input/output"):
@@ -495,11 +503,12 @@ async def test_a_partial_outcome_is_fsynced(
 
 
 async def test_cancelled_puts_waiting_for_the_directory_sync_lose_nothing(
-        spool: Spool, monkeypatch: pytest.MonkeyPatch) -> None:
+        file_spool: Spool, monkeypatch: pytest.MonkeyPatch) -> None:
     """Shutdown while puts wait (in their threads) for their directory sync: the
     cancelled puts are not acknowledged (each raises ``CancelledError``), their
     threads finish the sync, and every message renamed into active/ is recovered
     (delivered, at worst twice if the client sends it again)."""
+    spool = file_spool  # the queue-file path
     syncs = _SyncLog(monkeypatch)
     held = syncs.hold_first_dir_sync = threading.Event()
     envs = [_env() for _ in range(3)]

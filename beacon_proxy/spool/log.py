@@ -1,0 +1,525 @@
+"""The spool's log: new messages appended to a segment file, fsynced in groups.
+
+Why: a queue file per message cost the relay a file creation, an ``fdatasync``, a
+rename, a share of a directory ``fsync`` and an unlink for every message, most of
+them in the kernel, and a thread hop each way (``bench/spool.py``: 0.55 CPU ms a
+message, a quarter of the relay's).  Nearly every message is delivered at its first
+attempt, seconds after it arrived, so its queue file lived for nothing but a crash.
+Here a new message is one record appended to the current *segment*
+(``log/<seq>.seg``) by one thread of its own, which writes every record handed over
+meanwhile with one ``writev`` and makes them durable with one ``fdatasync``: a group
+commit.  The puts of a batch are answered together (one wake-up of the event loop),
+and only then may the SMTP side answer ``250``.
+
+A record::
+
+    BEACONL1 <queue id> <envelope length> <data length> <crc32, 8 hex digits>\\n
+    <envelope JSON>\\n<message data>\\n
+
+The CRC covers the envelope, its newline and the data: a record that a crash cut
+short, or whose blocks never reached the disk, is told apart from a whole one (a
+file system may keep a new size before the data it covers).  Reading a segment
+stops at its first record that is not whole: everything after it is the torn tail
+of a batch that was never acknowledged (a batch's records are written in one go,
+and the thread starts a new segment after any write or sync that failed).
+
+A message leaves the log when the scheduler is done with it: finished (delivered,
+bounced, suppressed), or still pending after its first attempt, when
+:class:`~beacon_proxy.spool.queue.Spool` writes it out as an ordinary queue file
+(``active/`` or ``deferred/``, durably) before it lets go of the record.  Letting
+go (:meth:`SegmentLog.forget`) appends the queue id to the segment's ``.done`` file
+(not fsynced: a crash that loses the line redelivers, the window a queue file's
+unfsynced unlink had).  A segment that is no longer the one written to and holds no
+live record is removed, its ``.seg`` first, then its ``.done``.  The thread starts a
+new segment when the current one is full (:data:`SEGMENT_BYTES`), or when it holds
+nothing live and is a sixteenth full, so a quiet relay does not keep delivered mail
+on disk.
+
+Recovery (:func:`live_records`) reads every segment with its ``.done`` file; the
+spool writes each live record out as a queue file and then removes the segments,
+so the rest of the spool, and the command line, mostly see queue files.  A relay
+that runs keeps its live records' places in memory; the command line, which reads
+the spool without its lock, finds them by reading the segments
+(:func:`live_records` too; a record being written is not whole yet and is skipped).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import queue
+import threading
+import zlib
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from beacon_proxy.log import event
+from beacon_proxy.spool.fileio import fsync_dir, write_all
+
+__all__ = ["SEGMENT_BYTES", "LogRecord", "SegmentLog", "live_records", "mark_done",
+           "orphan_done_files", "read_envelope", "read_record", "record_bytes",
+           "remove_segment", "segments"]
+
+SEGMENT_MAGIC = b"BEACONS1"
+RECORD_MAGIC = b"BEACONL1"
+_NONCE_BYTES = 16  # hex digits: 32
+#: A segment is retired once it holds this many bytes (its records stay until done).
+SEGMENT_BYTES = 32 << 20
+_SUFFIX = ".seg"
+_DONE = ".done"
+_HEADER_MAX = 160  # a record's header line is shorter than this
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class LogRecord:
+    """Where a message's record is: its segment and the envelope's and data's places."""
+
+    queue_id: str
+    segment: Path
+    offset: int  # of the envelope
+    envelope_len: int
+    data_len: int
+
+    @property
+    def data_offset(self) -> int:
+        return self.offset + self.envelope_len + 1
+
+
+def record_bytes(nonce: bytes, queue_id: str, envelope: bytes, data: bytes) -> list[bytes]:
+    """A record as the parts to write (the CRC computed here: call it off the loop)."""
+    crc = zlib.crc32(data, zlib.crc32(b"\n", zlib.crc32(envelope)))
+    header = b"%s %s %s %d %d %08x\n" % (RECORD_MAGIC, nonce, queue_id.encode("ascii"),
+                                         len(envelope), len(data), crc)
+    return [header, envelope, b"\n", data, b"\n"]
+
+
+def _parse_header(line: bytes, nonce: bytes) -> tuple[str, int, int, int] | None:
+    parts = line.split(b" ")
+    if (len(parts) != 6 or parts[0] != RECORD_MAGIC or parts[1] != nonce
+            or not parts[2].isalnum() or not parts[3].isdigit() or not parts[4].isdigit()
+            or len(parts[5]) != 8):
+        return None
+    try:
+        crc = int(parts[5], 16)
+    except ValueError:
+        return None
+    return parts[2].decode("ascii"), int(parts[3]), int(parts[4]), crc
+
+
+def _segment_header(nonce: bytes) -> bytes:
+    return b"%s %s\n" % (SEGMENT_MAGIC, nonce)
+
+
+def _records(path: Path, bad: list[tuple[Path, int, int]] | None = None) -> Iterator[LogRecord]:
+    """The whole records of one segment, in order.
+
+    A stretch that is not a whole record (a torn batch, or damage) is skipped to the
+    next line that starts a whole record; if one follows, the stretch was not the
+    torn tail of the last batch, and it is reported in ``bad`` (segment, offset,
+    length) for the caller to keep.  A torn tail, never acknowledged, is dropped."""
+    raw = path.read_bytes()
+    end = len(raw)
+    first = raw.find(b"\n", 0, _HEADER_MAX)
+    head = raw[:first].split(b" ")
+    if (first < 0 or len(head) != 2 or head[0] != SEGMENT_MAGIC
+            or len(head[1]) != 2 * _NONCE_BYTES):
+        if end > first + 1 > 0 and bad is not None:  # records, perhaps, but unreadable
+            bad.append((path, 0, end))
+        return
+    nonce = head[1]
+    resync = b"\n" + RECORD_MAGIC + b" " + nonce + b" "
+    offset = first + 1
+    bad_start: int | None = None
+    while offset < end:
+        record = _record_at(raw, offset, path, nonce)
+        if record is None:
+            # Only a header with this segment's nonce starts a record: a message's data
+            # cannot forge one (the nonce never leaves the spool).
+            if bad_start is None:
+                bad_start = offset
+            nxt = raw.find(resync, offset)
+            offset = end if nxt < 0 else nxt + 1
+            continue
+        if bad_start is not None:
+            if bad is not None:
+                bad.append((path, bad_start, offset - bad_start))
+            bad_start = None
+        yield record
+        offset = record.data_offset + record.data_len + 1
+    if bad_start is not None:
+        log.debug("segment %s: %d bytes from offset %d are a torn tail (ignored)",
+                  path, end - bad_start, bad_start)
+
+
+def _record_at(raw: bytes, offset: int, path: Path, nonce: bytes) -> LogRecord | None:
+    eol = raw.find(b"\n", offset, offset + _HEADER_MAX)
+    if eol < 0:
+        return None
+    parsed = _parse_header(raw[offset:eol], nonce)
+    if parsed is None:
+        return None
+    queue_id, env_len, data_len, crc = parsed
+    start = eol + 1
+    stop = start + env_len + 1 + data_len
+    if (stop >= len(raw) or raw[start + env_len:start + env_len + 1] != b"\n"
+            or raw[stop:stop + 1] != b"\n"
+            or zlib.crc32(memoryview(raw)[start:stop]) != crc):
+        return None
+    return LogRecord(queue_id, path, start, env_len, data_len)
+
+
+def segments(directory: Path) -> list[tuple[int, Path]]:
+    """The segments in ``directory``, oldest first."""
+    try:
+        names = os.listdir(directory)
+    except FileNotFoundError:
+        return []
+    found = []
+    for name in names:
+        stem, dot, suffix = name.partition(".")
+        if "." + suffix == _SUFFIX and dot and stem.isdigit():
+            found.append((int(stem), directory / name))
+    return sorted(found)
+
+
+def _done_ids(segment: Path) -> set[str]:
+    try:
+        raw = segment.with_suffix(_DONE).read_bytes()
+    except FileNotFoundError:
+        return set()
+    return {line.decode("ascii", "replace") for line in raw.split(b"\n") if line}
+
+
+def live_records(directory: Path, bad: list[tuple[Path, int, int]] | None = None,
+                 skip: Iterable[Path] = ()) -> list[LogRecord]:
+    """Every whole record that is not done, of every segment in ``directory`` but
+    ``skip``, oldest first (damaged stretches that are not a torn tail go to ``bad``)."""
+    out: list[LogRecord] = []
+    skipped = set(skip)
+    for _, path in segments(directory):
+        if path in skipped:
+            continue
+        try:
+            done = _done_ids(path)
+            out.extend(r for r in _records(path, bad) if r.queue_id not in done)
+        except FileNotFoundError:
+            continue  # removed meanwhile: all of it was done
+    return out
+
+
+def read_record(record: LogRecord) -> tuple[bytes, bytes]:
+    """A record's envelope JSON and data (``FileNotFoundError`` once its segment is gone)."""
+    fd = os.open(record.segment, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        raw = os.pread(fd, record.envelope_len + 1 + record.data_len, record.offset)
+    finally:
+        os.close(fd)
+    if len(raw) != record.envelope_len + 1 + record.data_len:
+        raise EOFError(f"segment {record.segment} ends inside the record of {record.queue_id}")
+    return raw[:record.envelope_len], raw[record.envelope_len + 1:]
+
+
+def read_envelope(record: LogRecord) -> bytes:
+    """A record's envelope JSON (``FileNotFoundError`` once its segment is gone)."""
+    fd = os.open(record.segment, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        return os.pread(fd, record.envelope_len, record.offset)
+    finally:
+        os.close(fd)
+
+
+def mark_done(record: LogRecord) -> None:
+    """Let go of a record from outside the relay (the command line's ``delete``)."""
+    _append(record.segment.with_suffix(_DONE), record.queue_id.encode("ascii") + b"\n")
+
+
+def _append(path: Path, payload: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+    try:
+        os.write(fd, payload)
+    finally:
+        os.close(fd)
+
+
+def remove_segment(path: Path) -> None:
+    """Remove a segment whose live records were written out: ``.seg``, then ``.done``."""
+    path.unlink(missing_ok=True)
+    path.with_suffix(_DONE).unlink(missing_ok=True)
+
+
+def orphan_done_files(directory: Path) -> list[Path]:
+    """``.done`` files without their segment (a command-line delete that raced the
+    segment's removal): nothing refers to them."""
+    try:
+        names = os.listdir(directory)
+    except FileNotFoundError:
+        return []
+    return [directory / n for n in names
+            if n.endswith(_DONE) and not (directory / n).with_suffix(_SUFFIX).exists()]
+
+
+@dataclass(slots=True)
+class _Segment:
+    seq: int
+    path: Path
+    fd: int
+    nonce: bytes
+    size: int = 0
+    live: int = 0
+    retired: bool = False
+    done_fd: int | None = None
+    ids: set[str] = field(default_factory=set)
+
+
+_Item = tuple[asyncio.AbstractEventLoop, "asyncio.Future[None]", str, bytes, bytes]
+
+
+class SegmentLog:
+    """The group-committed log of a spool's new messages (see the module's docstring).
+
+    :meth:`append` from the event loop; :meth:`forget`, :meth:`find` and :meth:`read`
+    from any thread (one lock guards the places and the live counts).
+    ``on_sync`` (tests only) is called by the thread after each ``fdatasync`` with
+    the number of records it made durable."""
+
+    def __init__(self, directory: Path, *, segment_bytes: int = SEGMENT_BYTES) -> None:
+        self.directory = directory
+        self.segment_bytes = segment_bytes
+        self._lock = threading.Lock()
+        self._records: dict[str, tuple[_Segment, LogRecord]] = {}
+        self._segments: dict[int, _Segment] = {}
+        self._current: _Segment | None = None
+        self._queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self.on_sync: Callable[[int], None] | None = None
+
+    def start(self) -> None:
+        """Start the writing thread (after recovery: the first segment it creates
+        numbers after every segment on disk)."""
+        if self._thread is None:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            self._thread = threading.Thread(target=self._run, name="spool-log", daemon=True)
+            self._thread.start()
+
+    async def append(self, queue_id: str, envelope: bytes, data: bytes) -> None:
+        """Append a message; returns once its record is on disk."""
+        assert self._thread is not None, "SegmentLog.start() was not called"
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+        self._queue.put((loop, done, queue_id, envelope, data))
+        await done
+
+    def find(self, queue_id: str) -> LogRecord | None:
+        with self._lock:
+            found = self._records.get(queue_id)
+        return None if found is None else found[1]
+
+    def read(self, queue_id: str) -> tuple[bytes, bytes] | None:
+        """A live record's envelope and data, None when it is not in the log."""
+        record = self.find(queue_id)
+        return None if record is None else read_record(record)
+
+    def forget(self, queue_id: str) -> bool:
+        """Let go of a message's record: note it done, and remove its segment once
+        nothing in it is live.  False when the message is not in the log."""
+        with self._lock:
+            found = self._records.pop(queue_id, None)
+            if found is None:
+                return False
+            segment = found[0]
+            segment.live -= 1
+            segment.ids.discard(queue_id)
+            if segment.done_fd is None:
+                segment.done_fd = os.open(segment.path.with_suffix(_DONE),
+                                          os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC,
+                                          0o600)
+            os.write(segment.done_fd, queue_id.encode("ascii") + b"\n")
+            if segment.retired and segment.live == 0:
+                self._remove(segment)
+            return True
+
+    def live(self) -> int:
+        with self._lock:
+            return len(self._records)
+
+    def ids(self) -> list[str]:
+        with self._lock:
+            return list(self._records)
+
+    def owned(self) -> set[Path]:
+        """The segments this log writes or wrote (recovery leaves them alone)."""
+        with self._lock:
+            return {s.path for s in self._segments.values()}
+
+    def close(self) -> None:
+        """Write what is queued, end the thread, and remove the current segment when
+        nothing in it is live (else it stays for the next start's recovery)."""
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join()
+            self._thread = None
+        with self._lock:
+            for segment in list(self._segments.values()):
+                if segment.live == 0:
+                    self._remove(segment)
+                else:
+                    self._close_fds(segment)
+            self._segments.clear()
+            self._current = None
+
+    # -- the writing thread ---------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            items = [self._queue.get()]
+            with contextlib.suppress(queue.Empty):
+                while True:
+                    items.append(self._queue.get_nowait())
+            stop = items[-1] is None
+            batch = [item for item in items if item is not None]
+            if batch:
+                self._commit(batch)
+            if stop:
+                return
+
+    def _commit(self, items: list[_Item]) -> None:
+        batch: list[_Item] = []
+        taken: set[str] = set()
+        with self._lock:
+            for item in items:  # an id already in the log is refused, as a queue file's is
+                if item[2] in self._records or item[2] in taken:
+                    _reply([item], FileExistsError(f"queue id {item[2]} is already queued"))
+                else:
+                    taken.add(item[2])
+                    batch.append(item)
+        if not batch:
+            return
+        error: BaseException | None = None
+        try:
+            segment = self._segment()
+            parts = [record_bytes(segment.nonce, item[2], item[3], item[4]) for item in batch]
+            start = segment.size
+            write_all(segment.fd, [p for record in parts for p in record])
+            os.fdatasync(segment.fd)
+        except BaseException as exc:  # every put of the batch gets it
+            error = exc
+            self._retire_current()  # what follows goes to a new segment
+        else:
+            with self._lock:
+                offset = start
+                for item, record in zip(batch, parts, strict=True):
+                    queue_id = item[2]
+                    header = len(record[0])
+                    self._records[queue_id] = (segment, LogRecord(
+                        queue_id, segment.path, offset + header, len(item[3]), len(item[4])))
+                    segment.ids.add(queue_id)
+                    offset += header + len(item[3]) + len(item[4]) + 2
+                segment.live += len(batch)
+                segment.size = offset
+            if self.on_sync is not None:
+                self.on_sync(len(batch))
+        _reply(batch, error)
+
+    def _segment(self) -> _Segment:
+        """The segment to write to: the current one, or a new one (its name durable)."""
+        with self._lock:
+            current = self._current
+            if current is not None and (
+                    current.size >= self.segment_bytes
+                    or (current.live == 0 and current.size >= self.segment_bytes // 16)
+                    or not _same_file(current)):
+                self._retire(current)
+                current = None
+        if current is not None:
+            return current
+        self.directory.mkdir(parents=True, exist_ok=True)
+        seq = max([s for s, _ in segments(self.directory)] + list(self._segments) + [0]) + 1
+        path = self.directory / f"{seq:012d}{_SUFFIX}"
+        nonce = os.urandom(_NONCE_BYTES).hex().encode("ascii")
+        header = _segment_header(nonce)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC,
+                     0o600)
+        try:
+            write_all(fd, [header])  # made durable by the first batch's fdatasync
+            fsync_dir(self.directory)
+        except BaseException:
+            os.close(fd)
+            path.unlink(missing_ok=True)
+            raise
+        segment = _Segment(seq, path, fd, nonce, size=len(header))
+        with self._lock:
+            self._segments[seq] = segment
+            self._current = segment
+        return segment
+
+    def _retire_current(self) -> None:
+        with self._lock:
+            if self._current is not None:
+                self._retire(self._current)
+
+    def _retire(self, segment: _Segment) -> None:
+        """No more records go to ``segment`` (the lock is held)."""
+        segment.retired = True
+        if self._current is segment:
+            self._current = None
+        if segment.live == 0:
+            self._remove(segment)
+
+    def _remove(self, segment: _Segment) -> None:
+        """Remove a segment with nothing live in it (the lock is held)."""
+        self._close_fds(segment)
+        self._segments.pop(segment.seq, None)
+        if self._current is segment:
+            self._current = None
+        try:
+            segment.path.unlink(missing_ok=True)
+            segment.path.with_suffix(_DONE).unlink(missing_ok=True)
+        except OSError as exc:  # left for the next start, which removes it
+            event("segment_remove_failed", logging.ERROR, segment=str(segment.path),
+                  error=f"{type(exc).__name__}: {exc}")
+
+    @staticmethod
+    def _close_fds(segment: _Segment) -> None:
+        for fd in (segment.fd, segment.done_fd):
+            if fd is not None and fd >= 0:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        segment.fd = -1
+        segment.done_fd = None
+
+
+def _same_file(segment: _Segment) -> bool:
+    """Whether the segment's path still names the file written to: an operator who
+    moved ``log/`` aside (and made a new one) gets the next records in the new one,
+    where recovery looks, not in the moved-away folder (one ``stat`` a batch)."""
+    try:
+        by_path = os.stat(segment.path)
+    except FileNotFoundError:
+        return False
+    by_fd = os.fstat(segment.fd)
+    return (by_path.st_ino, by_path.st_dev) == (by_fd.st_ino, by_fd.st_dev)
+
+
+def _reply(batch: list[_Item], error: BaseException | None) -> None:
+    """Answer a batch's puts: one wake-up of each event loop for them all."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[asyncio.Future[None]]] = {}
+    for loop, done, *_ in batch:
+        by_loop.setdefault(loop, []).append(done)
+    for loop, futures in by_loop.items():
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
+            loop.call_soon_threadsafe(_answer, futures, error)
+
+
+def _answer(futures: list[asyncio.Future[None]], error: BaseException | None) -> None:
+    for done in futures:
+        if done.done():
+            continue  # its waiter was cancelled
+        if error is None:
+            done.set_result(None)
+        else:
+            done.set_exception(error)
