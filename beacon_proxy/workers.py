@@ -48,6 +48,7 @@ from beacon_proxy.app import Relay, Role
 from beacon_proxy.config import Config
 from beacon_proxy.log import event
 from beacon_proxy.metrics import REGISTRY
+from beacon_proxy.spool.log import count_live
 from beacon_proxy.spool.parts import all_roots
 
 __all__ = ["BACKOFF_MAX", "BACKOFF_MIN", "Supervisor", "bind_listeners", "die_with_parent",
@@ -187,6 +188,8 @@ class Supervisor:
                 for state in ("active", "deferred"):
                     with contextlib.suppress(OSError):
                         total += len(os.listdir(root / state))
+                with contextlib.suppress(OSError):
+                    total += count_live(root / "log")  # first attempts, not yet files
             self._queue = (now, total)
         return self._queue[1]
 
