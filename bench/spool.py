@@ -14,6 +14,9 @@ checkout's.  A run ends when every removal handed over is done
 (``settled``), so its CPU includes them.  Each child first recovers its
 (empty) spool, as the relay does before it serves: after that the spool knows
 which journals can exist.
+A spool with the log (``spool/log.py``, the default since it landed) makes one
+data sync per batch of puts, so its file syncs per message fall below 1 with
+more than one message in flight; the spool before it, one per message.
 ``--concurrency`` messages are in flight at once (SMTP sessions handing
 messages over at the same time).  The message is ``--size`` bytes (70 KB,
 the newsletter of ``bench/relay.py``).
@@ -129,7 +132,8 @@ def child(messages: int, concurrency: int, size: int, root: Path, *, journal: bo
     cpu = _cpu_seconds() - cpu0
     spool.close()
     leftovers = sum(1 for _ in (root / "active").iterdir()) + sum(
-        1 for _ in (root / "journal").iterdir())
+        1 for _ in (root / "journal").iterdir()) + sum(
+        1 for _ in (root / "log").iterdir() if (root / "log").is_dir())  # log segments
     return {"messages": messages, "wall": wall, "cpu": cpu, "file_syncs": counts["file"],
             "dir_syncs": counts["dir"], "leftovers": leftovers}
 

@@ -53,7 +53,7 @@ import queue
 import threading
 import zlib
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from beacon_proxy.log import event
@@ -301,7 +301,6 @@ class _Segment:
     live: int = 0
     retired: bool = False
     done_fd: int | None = None
-    ids: set[str] = field(default_factory=set)
 
 
 _Item = tuple[asyncio.AbstractEventLoop, "asyncio.Future[None]", str, bytes, bytes]
@@ -322,6 +321,7 @@ class SegmentLog:
         self._records: dict[str, tuple[_Segment, LogRecord]] = {}
         self._segments: dict[int, _Segment] = {}
         self._current: _Segment | None = None
+        self._doomed: list[Path] = []  # segments let go of, to unlink (list ops are atomic)
         self._queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self.on_sync: Callable[[int], None] | None = None
@@ -361,7 +361,6 @@ class SegmentLog:
                 return False
             segment = found[0]
             segment.live -= 1
-            segment.ids.discard(queue_id)
             if segment.done_fd is None:
                 segment.done_fd = os.open(segment.path.with_suffix(_DONE),
                                           os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC,
@@ -369,7 +368,8 @@ class SegmentLog:
             os.write(segment.done_fd, queue_id.encode("ascii") + b"\n")
             if segment.retired and segment.live == 0:
                 self._remove(segment)
-            return True
+        self._reap()
+        return True
 
     def live(self) -> int:
         with self._lock:
@@ -399,6 +399,7 @@ class SegmentLog:
                     self._close_fds(segment)
             self._segments.clear()
             self._current = None
+        self._reap()
 
     # -- the writing thread ---------------------------------------------------
 
@@ -445,7 +446,6 @@ class SegmentLog:
                     header = len(record[0])
                     self._records[queue_id] = (segment, LogRecord(
                         queue_id, segment.path, offset + header, len(item[3]), len(item[4])))
-                    segment.ids.add(queue_id)
                     offset += header + len(item[3]) + len(item[4]) + 2
                 segment.live += len(batch)
                 segment.size = offset
@@ -463,6 +463,7 @@ class SegmentLog:
                     or not _same_file(current)):
                 self._retire(current)
                 current = None
+        self._reap()
         if current is not None:
             return current
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -489,6 +490,7 @@ class SegmentLog:
         with self._lock:
             if self._current is not None:
                 self._retire(self._current)
+        self._reap()
 
     def _retire(self, segment: _Segment) -> None:
         """No more records go to ``segment`` (the lock is held)."""
@@ -499,17 +501,27 @@ class SegmentLog:
             self._remove(segment)
 
     def _remove(self, segment: _Segment) -> None:
-        """Remove a segment with nothing live in it (the lock is held)."""
+        """Let go of a segment with nothing live in it (the lock is held); its files
+        are unlinked by :meth:`_reap`, after the lock (freeing 32 MB of blocks takes the
+        kernel a while, which the log's thread must not wait for under the lock)."""
         self._close_fds(segment)
         self._segments.pop(segment.seq, None)
         if self._current is segment:
             self._current = None
-        try:
-            segment.path.unlink(missing_ok=True)
-            segment.path.with_suffix(_DONE).unlink(missing_ok=True)
-        except OSError as exc:  # left for the next start, which removes it
-            event("segment_remove_failed", logging.ERROR, segment=str(segment.path),
-                  error=f"{type(exc).__name__}: {exc}")
+        self._doomed.append(segment.path)
+
+    def _reap(self) -> None:
+        """Unlink the segments let go of (each ``.seg`` before its ``.done``)."""
+        while self._doomed:
+            try:
+                path = self._doomed.pop()
+            except IndexError:  # another thread took the last one
+                return
+            try:
+                remove_segment(path)
+            except OSError as exc:  # left for the next start, which removes it
+                event("segment_remove_failed", logging.ERROR, segment=str(path),
+                      error=f"{type(exc).__name__}: {exc}")
 
     @staticmethod
     def _close_fds(segment: _Segment) -> None:

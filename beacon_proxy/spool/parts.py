@@ -23,8 +23,8 @@ step leaves the message in exactly one part with its journal (a journal link
 without its queue file is an orphan that recovery removes).  Requests in
 ``control/`` and items in ``corrupt/`` move with it; files in ``tmp/`` were never
 acknowledged and are removed, as recovery would.  The source part is locked while
-it is adopted (a worker of an earlier run may
-still be finishing; :func:`lock_within` waits for it).
+it is adopted (a worker of an earlier run may still be finishing; :func:`lock_within`
+waits for it).
 
 An operator's request about one message (:func:`leave_request`: the command line's and
 the console's retry and delete) goes to the part that holds it; a worker starting

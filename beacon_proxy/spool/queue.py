@@ -3,6 +3,8 @@
 Layout under the spool directory (queue state is a directory; a message
 moves between states by ``rename``)::
 
+    log/        <n>.seg: new messages, one record each, group-committed; <n>.done:
+                the ids let go of (see :mod:`beacon_proxy.spool.log`)
     tmp/        queue files being written; never acknowledged, removed on start
     active/     committed messages waiting for (or in) a delivery attempt
     deferred/   messages waiting for their next retry time
@@ -12,6 +14,14 @@ moves between states by ``rename``)::
                 ``delete.<id>``), written by ``beacon-proxy queue``
     lock        the running relay's pid, under an exclusive ``flock``
                 (:meth:`Spool.lock`): one relay per spool
+
+A new message goes to the log (:mod:`beacon_proxy.spool.log`): one record appended
+and made durable with the others of its batch, by the log's own thread; the SMTP
+side answers ``250`` after that.  It becomes a queue file only if it is still
+queued after its first attempt (:meth:`Spool.finish_attempt` writes it out, then
+lets go of the record), at recovery (every live record is written out), or when a
+worker adopts another's part; with ``Spool(..., log=False)`` every new message is
+a queue file from the start, as follows.
 
 A queue file is ``MAGIC <envelope length> <data length>\\n``, the envelope as
 JSON, ``\\n``, then the message exactly as received.  :meth:`Spool.put`
@@ -484,6 +494,8 @@ class Spool:
         for d in (self.tmp, self.journal, self.corrupt, self.control,
                   *(self.root / s for s in _STATES)):
             d.mkdir(parents=True, exist_ok=True)
+        if self._lane is not None:  # here, so that an unusable spool is found at start
+            self._lane.directory.mkdir(exist_ok=True)
         if self._executor is None:
             self._executor = ThreadPoolExecutor(self._threads, thread_name_prefix="spool")
             self._put_executor = ThreadPoolExecutor(self._put_threads,

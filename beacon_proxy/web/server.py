@@ -205,7 +205,8 @@ class Readiness:
 
 def spool_problem(root: Path) -> str | None:
     """Why the spool at ``root`` is not usable, or None: every directory in it must be
-    writable, and a file must be creatable in ``tmp`` (where every message starts)."""
+    writable (``log`` too, where new messages go), and a file must be creatable in
+    ``tmp`` (where every queue file starts)."""
     dirs: Iterable[Path]
     try:
         dirs = [root, *(p for p in root.iterdir() if p.is_dir())]

@@ -21,6 +21,6 @@ def test_the_spool_benchmark_runs_its_four_rows(tmp_path: Path) -> None:
         "baseline, same calls", "new, same calls", "baseline, as relay", "new, as relay"], (
         done.stdout)
     for row in rows:
-        assert row[-3] == "1.00"  # one data sync per message, whatever the spool
+        assert 0 < float(row[-3]) <= 1.0  # a data sync per message at most (the log groups)
     assert "new, as relay / baseline, as relay:" in done.stdout
     assert "new, same calls / baseline, same calls:" in done.stdout
