@@ -132,8 +132,9 @@ def child(messages: int, concurrency: int, size: int, root: Path, *, journal: bo
     cpu = _cpu_seconds() - cpu0
     spool.close()
     leftovers = sum(1 for _ in (root / "active").iterdir()) + sum(
-        1 for _ in (root / "journal").iterdir()) + sum(
-        1 for _ in (root / "log").iterdir() if (root / "log").is_dir())  # log segments
+        1 for _ in (root / "journal").iterdir())
+    if (root / "log").is_dir():  # a spool with the log: its segments must be gone too
+        leftovers += sum(1 for _ in (root / "log").iterdir())
     return {"messages": messages, "wall": wall, "cpu": cpu, "file_syncs": counts["file"],
             "dir_syncs": counts["dir"], "leftovers": leftovers}
 
