@@ -321,6 +321,7 @@ class SegmentLog:
         self._records: dict[str, tuple[_Segment, LogRecord]] = {}
         self._segments: dict[int, _Segment] = {}
         self._current: _Segment | None = None
+        self._last_seq = 0
         self._doomed: list[Path] = []  # segments let go of, to unlink (list ops are atomic)
         self._queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
@@ -467,7 +468,10 @@ class SegmentLog:
         if current is not None:
             return current
         self.directory.mkdir(parents=True, exist_ok=True)
-        seq = max([s for s, _ in segments(self.directory)] + list(self._segments) + [0]) + 1
+        # Never a number used before: not one on disk (a start's leftovers, a segment
+        # being unlinked), nor one this log removed (a command line's late ``.done``).
+        seq = max([s for s, _ in segments(self.directory)] + [self._last_seq]) + 1
+        self._last_seq = seq
         path = self.directory / f"{seq:012d}{_SUFFIX}"
         nonce = os.urandom(_NONCE_BYTES).hex().encode("ascii")
         header = _segment_header(nonce)
