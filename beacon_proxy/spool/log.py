@@ -21,7 +21,9 @@ short, or whose blocks never reached the disk, is told apart from a whole one (a
 file system may keep a new size before the data it covers).  Reading a segment
 stops at its first record that is not whole: everything after it is the torn tail
 of a batch that was never acknowledged (a batch's records are written in one go,
-and the thread starts a new segment after any write or sync that failed).
+and the thread starts a new segment after any write or sync that failed) -- unless
+that record has all its bytes and only its CRC is wrong: damage, kept in
+``corrupt/`` like a damaged stretch followed by whole records.
 
 A message leaves the log when the scheduler is done with it: finished (delivered,
 bounced, suppressed), or still pending after its first attempt, when
@@ -47,6 +49,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import os
 import queue
@@ -152,8 +155,31 @@ def _records(path: Path, bad: list[tuple[Path, int, int]] | None = None) -> Iter
         yield record
         offset = record.data_offset + record.data_len + 1
     if bad_start is not None:
-        log.debug("segment %s: %d bytes from offset %d are a torn tail (ignored)",
-                  path, end - bad_start, bad_start)
+        if _damaged_whole(raw, bad_start, nonce):
+            # Every byte of the record is there, its closing newline in place, but the
+            # CRC is wrong: not what a process crash leaves (a cut write is a prefix),
+            # but an acknowledged record damaged since (or, after a power loss, a batch
+            # whose blocks reached the disk out of order).  Kept for a human, as a
+            # damaged queue file is, rather than dropped without a word.
+            if bad is not None:
+                bad.append((path, bad_start, end - bad_start))
+        else:
+            log.debug("segment %s: %d bytes from offset %d are a torn tail (ignored)",
+                      path, end - bad_start, bad_start)
+
+
+def _damaged_whole(raw: bytes, offset: int, nonce: bytes) -> bool:
+    """Whether the record at ``offset`` has its header and all its bytes (the newlines
+    after its envelope and its data in place) yet is not whole: damaged, not torn."""
+    eol = raw.find(b"\n", offset, offset + _HEADER_MAX)
+    parsed = None if eol < 0 else _parse_header(raw[offset:eol], nonce)
+    if parsed is None:
+        return False
+    _, env_len, data_len, _ = parsed
+    start = eol + 1
+    stop = start + env_len + 1 + data_len
+    return (stop < len(raw) and raw[start + env_len:start + env_len + 1] == b"\n"
+            and raw[stop:stop + 1] == b"\n")
 
 
 def _record_at(raw: bytes, offset: int, path: Path, nonce: bytes) -> LogRecord | None:
@@ -323,6 +349,7 @@ class SegmentLog:
         self._current: _Segment | None = None
         self._last_seq = 0
         self._doomed: list[Path] = []  # segments let go of, to unlink (list ops are atomic)
+        self._closing = False  # close() has queued its stop: appends are refused
         self._queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self.on_sync: Callable[[int], None] | None = None
@@ -331,6 +358,7 @@ class SegmentLog:
         """Start the writing thread (after recovery: the first segment it creates
         numbers after every segment on disk)."""
         if self._thread is None:
+            self._closing = False
             self.directory.mkdir(parents=True, exist_ok=True)
             self._thread = threading.Thread(target=self._run, name="spool-log", daemon=True)
             self._thread.start()
@@ -340,7 +368,10 @@ class SegmentLog:
         assert self._thread is not None, "SegmentLog.start() was not called"
         loop = asyncio.get_running_loop()
         done: asyncio.Future[None] = loop.create_future()
-        self._queue.put((loop, done, queue_id, envelope, data))
+        with self._lock:  # never behind close()'s stop, where no thread would answer it
+            if self._closing:
+                raise OSError(errno.ESHUTDOWN, "the spool's log is closed")
+            self._queue.put((loop, done, queue_id, envelope, data))
         await done
 
     def find(self, queue_id: str) -> LogRecord | None:
@@ -389,7 +420,9 @@ class SegmentLog:
         """Write what is queued, end the thread, and remove the current segment when
         nothing in it is live (else it stays for the next start's recovery)."""
         if self._thread is not None:
-            self._queue.put(None)
+            with self._lock:  # an append after this is refused (see append)
+                self._closing = True
+                self._queue.put(None)
             self._thread.join()
             self._thread = None
         with self._lock:
@@ -410,7 +443,7 @@ class SegmentLog:
             with contextlib.suppress(queue.Empty):
                 while True:
                     items.append(self._queue.get_nowait())
-            stop = items[-1] is None
+            stop = None in items  # the last item (append refuses any after it)
             batch = [item for item in items if item is not None]
             if batch:
                 self._commit(batch)
@@ -432,7 +465,13 @@ class SegmentLog:
         error: BaseException | None = None
         try:
             segment = self._segment()
-            parts = [record_bytes(segment.nonce, item[2], item[3], item[4]) for item in batch]
+            parts = []
+            for item in list(batch):  # a put that cannot be a record fails alone
+                try:
+                    parts.append(record_bytes(segment.nonce, item[2], item[3], item[4]))
+                except (UnicodeError, ValueError) as exc:
+                    batch.remove(item)
+                    _reply([item], ValueError(f"bad queue id {item[2]!r}: {exc}"))
             start = segment.size
             write_all(segment.fd, [p for record in parts for p in record])
             os.fdatasync(segment.fd)

@@ -442,6 +442,27 @@ def _line(line: dict[str, Any]) -> bytes:
     return _JSON.encode(line).encode() + b"\n"
 
 
+def _keep(directory: Path, stem: str, chunk: bytes) -> Path:
+    """Write ``chunk`` durably to a new file ``<stem>[-n].log`` of ``directory``.
+
+    Never over an existing one: segments are numbered from 1 again after a recovery
+    removed them all (and each part numbers its own), so a later damaged stretch can
+    have the name of one kept before.  Synced before the segment that held it goes."""
+    for n in range(1000):
+        path = directory / (f"{stem}.log" if n == 0 else f"{stem}-{n}.log")
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        except FileExistsError:
+            continue
+        try:
+            write_all(fd, [chunk])
+            os.fdatasync(fd)
+        finally:
+            os.close(fd)
+        return path
+    raise FileExistsError(f"{directory}: too many damaged stretches named {stem}")
+
+
 def _header(envelope_json: bytes, data_len: int) -> bytes:
     return MAGIC + b" %d %d\n" % (len(envelope_json), data_len)
 
@@ -570,7 +591,9 @@ class Spool:
         and every record written with it are (one ``fdatasync`` for them all)."""
         assert self._put_executor is not None, "Spool.open() was not called"
         if self._lane is not None:
-            if not envelope.queue_id.isalnum():
+            # ASCII only: a record's header is ASCII (str.isalnum() alone takes letters
+            # and digits of any script, which then failed a whole batch of puts).
+            if not (envelope.queue_id.isascii() and envelope.queue_id.isalnum()):
                 raise ValueError(f"bad queue id {envelope.queue_id!r}")
             self._lane.start()
             await self._lane.append(envelope.queue_id, envelope.to_json(), data)
@@ -806,6 +829,12 @@ class Spool:
             action, _, queue_id = name.partition(".")
             (self.control / name).unlink(missing_ok=True)
             if action in ("retry", "delete") and (queue_id.isalnum()):
+                if action == "delete" and not self._reader:
+                    # The command line removed what it found, but a message in the
+                    # log is only marked done on disk (this process still holds its
+                    # record, and its segment), and one written out meanwhile was
+                    # looked for before its file existed: remove it here, for good.
+                    self._remove_sync(queue_id)
                 out.append((action, queue_id))
         return out
 
@@ -862,6 +891,9 @@ class Spool:
             if any(self._path(s, record.queue_id).exists() for s in _STATES):
                 continue  # written out before a crash, which came before it was let go of
             env, data = read_record(record)
+            # A write-out that a crash cut short left tmp/<id> (never renamed, never
+            # counted on); adoption settles a part before it empties that part's tmp/.
+            (self.tmp / record.queue_id).unlink(missing_ok=True)
             self._write_file(record.queue_id, env, data, active)
             written += 1
         for path, offset, length in bad:
@@ -869,10 +901,9 @@ class Spool:
                 fh.seek(offset)
                 chunk = fh.read(length)
             self.corrupt.mkdir(parents=True, exist_ok=True)
-            name = f"{path.stem}-{offset}.log"
-            (self.corrupt / name).write_bytes(chunk)
+            kept = _keep(self.corrupt, f"{path.stem}-{offset}", chunk)
             event("corrupt", logging.ERROR, queue_id="", segment=str(path), offset=offset,
-                  length=length, reason="damaged log record", moved_to=str(self.corrupt / name))
+                  length=length, reason="damaged log record", moved_to=str(kept))
         if written:
             fsync_dir(active)
         if bad:
