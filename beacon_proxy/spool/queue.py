@@ -979,18 +979,22 @@ class Spool:
         return entries
 
     def _ids(self) -> Iterator[tuple[str, QueueState]]:
+        # The log first, then the folders: a message leaves the log by being written
+        # out as a queue file first and let go of second, so a reader that looks in
+        # this order sees it in one or the other (the other order could miss it in
+        # both, and a delete or retry then found "not queued").
+        in_log: list[str] = []
+        if self._lane is not None:
+            if self._reader:
+                self._scanned = {r.queue_id: r for r in live_records(self._lane.directory)}
+                in_log = list(self._scanned)
+            else:
+                in_log = self._lane.ids()
         files: set[str] = set()
         for state in _STATES:
             for path in sorted((self.root / state).iterdir()):
                 files.add(path.name)
                 yield path.name, state
-        if self._lane is None:
-            return
-        if self._reader:
-            self._scanned = {r.queue_id: r for r in live_records(self._lane.directory)}
-            in_log = list(self._scanned)
-        else:
-            in_log = self._lane.ids()
         for queue_id in in_log:  # in the log: active (its first attempt)
             if queue_id not in files:
                 yield queue_id, "active"
@@ -1078,15 +1082,19 @@ class Spool:
         return entries
 
     def find_sync(self, queue_id: str) -> QueueEntry | None:
-        for state in _STATES:
-            if self._path(state, queue_id).exists():
-                try:
-                    return self._load_sync(state, queue_id)
-                except FileNotFoundError:
-                    return None
-        if self._record(queue_id, fresh=True) is not None:
-            with contextlib.suppress(FileNotFoundError):  # done meanwhile
+        in_log = self._record(queue_id, fresh=True) is not None  # first: see _ids
+        for _ in range(2):
+            for state in _STATES:
+                if self._path(state, queue_id).exists():
+                    try:
+                        return self._load_sync(state, queue_id)
+                    except FileNotFoundError:
+                        return None
+            if not in_log:
+                return None
+            with contextlib.suppress(FileNotFoundError):  # let go of meanwhile
                 return self._load_sync("active", queue_id)
+            in_log = False  # its segment is gone: written out (look again) or done
         return None
 
     def read_data_sync(self, entry: QueueEntry) -> bytes:

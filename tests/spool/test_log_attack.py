@@ -15,6 +15,7 @@ import os
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -586,3 +587,31 @@ async def test_adopting_a_part_whose_write_out_was_cut_by_a_crash(tmp_path: Path
         target.close()
         target.unlock()
     assert await _recovered(into) == {env.queue_id: DATA}
+
+
+async def test_a_reader_sees_a_message_that_leaves_the_log_while_it_looks(
+        relay: Spool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The relay writes a message out (its first attempt deferred it) and lets go of
+    its record while the command line looks for it: the reader finds it, in the log or
+    in ``deferred/`` (looking in the folders first, then the log, it found neither, and
+    ``queue delete`` or ``retry`` answered that it was not queued)."""
+    real = live_records
+    moving: list[str] = []  # the message the relay writes out at the reader's next scan
+
+    def racing(directory: Path, *args: Any, **kwargs: Any) -> list[seglog.LogRecord]:
+        if moving:  # the relay, meanwhile: written out to deferred/, then let go of
+            relay._finish_sync(moving.pop(), {"a": 1, "next": 1.0, "t": 1.0}, "deferred")
+        return real(directory, *args, **kwargs)
+
+    monkeypatch.setattr("beacon_proxy.spool.queue.live_records", racing)
+    reader = Spool(relay.root)
+    for look in ("list", "find"):
+        env = _env()
+        await relay.put(env, DATA)
+        moving.append(env.queue_id)
+        if look == "list":
+            assert (env.queue_id, "deferred") in reader.ids_sync()
+        else:
+            found = reader.find_sync(env.queue_id)
+            assert found is not None and found.state == "deferred"
+        assert not moving
