@@ -212,3 +212,37 @@ def test_two_workers_killed_with_live_segments_are_adopted_by_one_process(
         assert single.stop() == 0
     finally:
         upstream.stop()
+
+
+def test_a_message_deleted_while_in_the_log_is_not_delivered_after_a_restart(
+        tmp_path: Path, proxies: list[Proxy]) -> None:
+    """``queue show`` and ``queue delete`` of messages that are only log records (the
+    upstream hangs): the deleted one is gone for good -- not listed, and not brought
+    back by a ``kill -9`` and restart -- while the others are delivered."""
+    port = Upstream().port
+    hole = Blackhole(port)
+    proxy = Proxy(tmp_path, HANG, upstream=port)
+    proxies.append(proxy.start())
+    try:
+        ids = [proxy.send("s@sender.example", [f"r{n}@example.net"], _message(f"d{n}"))
+               for n in range(3)]
+        shown = proxy.cli("queue", "show", ids[0])
+        assert shown.returncode == 0 and ids[0] in shown.stdout, shown
+        deleted = proxy.cli("queue", "delete", ids[0])
+        assert deleted.returncode == 0, deleted
+        wait_for(lambda: any(e.get("queue_id") == ids[0] for e in proxy.events("removed")),
+                 what="the relay to take the delete request")
+        listed = proxy.cli("queue", "list", "--json").stdout
+        assert ids[0] not in listed and ids[1] in listed and ids[2] in listed
+        proxy.kill9()
+    finally:
+        hole.stop()
+    upstream = Upstream(port).start()
+    try:
+        proxy.start()
+        wait_for(lambda: {"d1", "d2"} <= _delivered_tags(upstream), 60, "d1 and d2")
+        wait_for(lambda: proxy.cli("queue", "list", "--json").stdout == "", what="empty queue")
+        assert "d0" not in _delivered_tags(upstream)
+        assert proxy.stop() == 0
+    finally:
+        upstream.stop()
