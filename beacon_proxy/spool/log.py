@@ -62,9 +62,9 @@ from pathlib import Path
 from beacon_proxy.log import event
 from beacon_proxy.spool.fileio import fsync_dir, write_all
 
-__all__ = ["SEGMENT_BYTES", "LogRecord", "SegmentLog", "count_live", "live_records", "mark_done",
-           "orphan_done_files", "read_envelope", "read_record", "record_bytes",
-           "remove_segment", "segments"]
+__all__ = ["SEGMENT_BYTES", "LogRecord", "SegmentLog", "count_live", "live_records",
+           "make_directory", "mark_done", "orphan_done_files", "read_envelope", "read_record",
+           "record_bytes", "remove_segment", "segments"]
 
 SEGMENT_MAGIC = b"BEACONS1"
 RECORD_MAGIC = b"BEACONL1"
@@ -359,7 +359,7 @@ class SegmentLog:
         numbers after every segment on disk)."""
         if self._thread is None:
             self._closing = False
-            self.directory.mkdir(parents=True, exist_ok=True)
+            make_directory(self.directory)
             self._thread = threading.Thread(target=self._run, name="spool-log", daemon=True)
             self._thread.start()
 
@@ -506,7 +506,7 @@ class SegmentLog:
         self._reap()
         if current is not None:
             return current
-        self.directory.mkdir(parents=True, exist_ok=True)
+        make_directory(self.directory)
         # Never a number used before: not one on disk (a start's leftovers, a segment
         # being unlinked), nor one this log removed (a command line's late ``.done``).
         seq = max([s for s, _ in segments(self.directory)] + [self._last_seq]) + 1
@@ -574,6 +574,18 @@ class SegmentLog:
                     os.close(fd)
         segment.fd = -1
         segment.done_fd = None
+
+
+def make_directory(directory: Path) -> None:
+    """Make ``directory`` if it is missing, its name durable: a segment's
+    ``fsync_dir`` makes the segment's name durable in ``log/``, not ``log/``'s own
+    name in the spool (a new spool's first put, or a new ``log/`` after an operator
+    moved the old one aside), which a power loss could otherwise take with it."""
+    if directory.is_dir():
+        return
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    directory.mkdir(exist_ok=True)
+    fsync_dir(directory.parent)
 
 
 def _same_file(segment: _Segment) -> bool:

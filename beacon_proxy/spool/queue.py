@@ -101,6 +101,7 @@ from beacon_proxy.spool.log import (
     LogRecord,
     SegmentLog,
     live_records,
+    make_directory,
     mark_done,
     orphan_done_files,
     read_envelope,
@@ -516,7 +517,7 @@ class Spool:
                   *(self.root / s for s in _STATES)):
             d.mkdir(parents=True, exist_ok=True)
         if self._lane is not None:  # here, so that an unusable spool is found at start
-            self._lane.directory.mkdir(exist_ok=True)
+            make_directory(self._lane.directory)  # its name durable in the spool
         if self._executor is None:
             self._executor = ThreadPoolExecutor(self._threads, thread_name_prefix="spool")
             self._put_executor = ThreadPoolExecutor(self._put_threads,

@@ -22,6 +22,7 @@ import pytest
 from beacon_proxy.log import add_event_tap, remove_event_tap
 from beacon_proxy.spool import log as seglog
 from beacon_proxy.spool.envelope import Envelope, new_queue_id
+from beacon_proxy.spool.fileio import fsync_dir as fsync_dir_real
 from beacon_proxy.spool.log import live_records, segments
 from beacon_proxy.spool.parts import adopt, part_root
 from beacon_proxy.spool.queue import QueueEntry, Spool
@@ -615,3 +616,34 @@ async def test_a_reader_sees_a_message_that_leaves_the_log_while_it_looks(
             found = reader.find_sync(env.queue_id)
             assert found is not None and found.state == "deferred"
         assert not moving
+
+
+async def test_a_new_log_folder_is_durable_in_the_spool_before_a_put_returns(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``log/`` made by the spool (at open, or by a put after an operator moved the old
+    one aside): the spool folder is fsynced, so the folder's name survives a power loss
+    with the records in it."""
+    synced: list[Path] = []
+    real = fsync_dir_real
+
+    def fsync_dir(path: Path) -> None:
+        synced.append(path)
+        real(path)
+
+    monkeypatch.setattr("beacon_proxy.spool.log.fsync_dir", fsync_dir)
+    relay = _relay(tmp_path / "spool")
+    try:
+        assert synced == [relay.root]  # at open
+        synced.clear()
+        await relay.put(_env(), DATA)
+        assert synced == [relay.root / "log"]  # the new segment's name
+        os.rename(relay.root / "log", relay.root / "log.old")
+        synced.clear()
+        await relay.put(_env(), DATA)
+        assert synced[:2] == [relay.root, relay.root / "log"]
+        synced.clear()
+        await relay.put(_env(), DATA)
+        assert synced == []  # an existing folder, an existing segment: no directory sync
+    finally:
+        relay.close()
+        relay.unlock()
