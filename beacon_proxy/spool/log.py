@@ -22,7 +22,8 @@ file system may keep a new size before the data it covers).  Reading a segment
 stops at its first record that is not whole: everything after it is the torn tail
 of a batch that was never acknowledged (a batch's records are written in one go,
 and the thread starts a new segment after any write or sync that failed) -- unless
-that record has all its bytes and only its CRC is wrong: damage, kept in
+that record's header line is whole but no header of the segment, or it has all its
+bytes and only its CRC is wrong: damage, which no crash leaves, kept in
 ``corrupt/`` like a damaged stretch followed by whole records.
 
 A message leaves the log when the scheduler is done with it: finished (delivered,
@@ -135,7 +136,9 @@ def _records(path: Path, bad: list[tuple[Path, int, int]] | None = None) -> Iter
             bad.append((path, 0, end))
         return
     nonce = head[1]
-    resync = b"\n" + RECORD_MAGIC + b" " + nonce + b" "
+    # Not anchored at a line start: the newline before a header ends the record
+    # before it, and damage there must not cost the (whole) record that follows.
+    resync = RECORD_MAGIC + b" " + nonce + b" "
     offset = first + 1
     bad_start: int | None = None
     while offset < end:
@@ -145,8 +148,8 @@ def _records(path: Path, bad: list[tuple[Path, int, int]] | None = None) -> Iter
             # cannot forge one (the nonce never leaves the spool).
             if bad_start is None:
                 bad_start = offset
-            nxt = raw.find(resync, offset)
-            offset = end if nxt < 0 else nxt + 1
+            nxt = raw.find(resync, offset + 1)
+            offset = end if nxt < 0 else nxt
             continue
         if bad_start is not None:
             if bad is not None:
@@ -155,12 +158,12 @@ def _records(path: Path, bad: list[tuple[Path, int, int]] | None = None) -> Iter
         yield record
         offset = record.data_offset + record.data_len + 1
     if bad_start is not None:
-        if _damaged_whole(raw, bad_start, nonce):
-            # Every byte of the record is there, its closing newline in place, but the
-            # CRC is wrong: not what a process crash leaves (a cut write is a prefix),
-            # but an acknowledged record damaged since (or, after a power loss, a batch
-            # whose blocks reached the disk out of order).  Kept for a human, as a
-            # damaged queue file is, rather than dropped without a word.
+        if _damaged(raw, bad_start, nonce):
+            # Not what a crash leaves (a cut write is a prefix of the right bytes, or
+            # a size kept without its data: zeros), but acknowledged records damaged
+            # since (or, after a power loss, a batch whose blocks reached the disk
+            # out of order).  Kept for a human, as a damaged queue file is, rather
+            # than dropped without a word.
             if bad is not None:
                 bad.append((path, bad_start, end - bad_start))
         else:
@@ -168,13 +171,17 @@ def _records(path: Path, bad: list[tuple[Path, int, int]] | None = None) -> Iter
                       path, end - bad_start, bad_start)
 
 
-def _damaged_whole(raw: bytes, offset: int, nonce: bytes) -> bool:
-    """Whether the record at ``offset`` has its header and all its bytes (the newlines
-    after its envelope and its data in place) yet is not whole: damaged, not torn."""
+def _damaged(raw: bytes, offset: int, nonce: bytes) -> bool:
+    """Whether the stretch from ``offset`` (where a record should start) to the end is
+    damage rather than a torn tail: its header line is whole and no header of this
+    segment (a damaged header, or the segment's own nonce damaged), or the record has
+    all its bytes, its newlines in place, and only its CRC is wrong."""
     eol = raw.find(b"\n", offset, offset + _HEADER_MAX)
-    parsed = None if eol < 0 else _parse_header(raw[offset:eol], nonce)
+    if eol < 0 or b"\0" in raw[offset:eol]:
+        return False  # the header itself cut short
+    parsed = _parse_header(raw[offset:eol], nonce)
     if parsed is None:
-        return False
+        return True
     _, env_len, data_len, _ = parsed
     start = eol + 1
     stop = start + env_len + 1 + data_len
