@@ -246,3 +246,29 @@ def test_a_message_deleted_while_in_the_log_is_not_delivered_after_a_restart(
         assert proxy.stop() == 0
     finally:
         upstream.stop()
+
+
+def test_one_process_killed_with_a_live_segment_is_adopted_by_two_workers(
+        tmp_path: Path, proxies: list[Proxy]) -> None:
+    """The single-process layout's log (the spool root's) after a ``kill -9``: worker 0
+    of two adopts the root, writing its live records out first."""
+    port = Upstream().port
+    hole = Blackhole(port)
+    proxy = Proxy(tmp_path, HANG, upstream=port)
+    proxies.append(proxy.start())
+    try:
+        acked = _load(proxy, senders=2, each=15, kill_after=20, kill=proxy.kill9)
+    finally:
+        hole.stop()
+    spool = tmp_path / "var" / "spool"
+    assert _segments(spool)
+    workers = Proxy(tmp_path, HANG + "[smtp]\nworkers = 2\n", upstream=port)
+    proxies.append(workers)
+    upstream = Upstream(port).start()
+    try:
+        workers.start()
+        _all_delivered(upstream, acked)
+        assert not _segments(spool)
+        assert workers.stop() == 0
+    finally:
+        upstream.stop()
