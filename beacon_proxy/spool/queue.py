@@ -828,14 +828,23 @@ class Spool:
         out = []
         for name in names:
             action, _, queue_id = name.partition(".")
-            (self.control / name).unlink(missing_ok=True)
-            if action in ("retry", "delete") and (queue_id.isalnum()):
-                if action == "delete" and not self._reader:
-                    # The command line removed what it found, but a message in the
-                    # log is only marked done on disk (this process still holds its
-                    # record, and its segment), and one written out meanwhile was
-                    # looked for before its file existed: remove it here, for good.
+            valid = action in ("retry", "delete") and queue_id.isalnum()
+            if valid and action == "delete" and not self._reader:
+                # The command line removed what it found, but a message in the log is
+                # only marked done on disk (this process still holds its record, and
+                # its segment), and one written out meanwhile was looked for before
+                # its file existed: remove it here, for good.  If that fails the
+                # request stays, to be tried again (the scheduler forgets it anyway).
+                try:
                     self._remove_sync(queue_id)
+                except OSError as exc:
+                    event("remove_failed", logging.ERROR, queue_id=queue_id,
+                          error=f"{type(exc).__name__}: {exc}",
+                          kept="the delete request, tried again")
+                    out.append((action, queue_id))
+                    continue
+            (self.control / name).unlink(missing_ok=True)
+            if valid:
                 out.append((action, queue_id))
         return out
 

@@ -703,3 +703,25 @@ async def test_a_new_log_folder_is_durable_in_the_spool_before_a_put_returns(
     finally:
         relay.close()
         relay.unlock()
+
+
+async def test_a_delete_request_whose_removal_fails_stays_to_be_tried_again(
+        relay: Spool, monkeypatch: pytest.MonkeyPatch) -> None:
+    env = _env()
+    await relay.put(env, DATA)
+    Spool(relay.root).request_sync("delete", env.queue_id)
+    real = relay._remove_sync
+    failures = [OSError(errno.EIO, "Input/output error")]
+
+    def remove(queue_id: str) -> None:
+        if failures:
+            raise failures.pop()
+        real(queue_id)
+
+    monkeypatch.setattr(relay, "_remove_sync", remove)
+    assert await relay.take_requests() == [("delete", env.queue_id)]
+    assert (relay.control / f"delete.{env.queue_id}").exists()
+    assert relay.find_sync(env.queue_id) is not None
+    assert await relay.take_requests() == [("delete", env.queue_id)]
+    assert not any(relay.control.iterdir())
+    assert relay.find_sync(env.queue_id) is None
