@@ -725,3 +725,59 @@ async def test_a_delete_request_whose_removal_fails_stays_to_be_tried_again(
     assert await relay.take_requests() == [("delete", env.queue_id)]
     assert not any(relay.control.iterdir())
     assert relay.find_sync(env.queue_id) is None
+
+
+async def test_a_batch_of_more_parts_than_one_writev_takes(
+        relay: Spool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """300 puts in one batch: 1500 parts, more than IOV_MAX (1024) in one ``writev``."""
+    held = _HeldSync(monkeypatch)
+    first = asyncio.ensure_future(relay.put(_env(), DATA))
+    await held.wait_inside()
+    sent = {}
+    puts = []
+    for n in range(300):
+        env, data = _env(), b"Subject: %d\r\n\r\n" % n
+        sent[env.queue_id] = data
+        puts.append(asyncio.ensure_future(relay.put(env, data)))
+    await _queued(300, relay)
+    held.release.set()
+    await first
+    await asyncio.gather(*puts)
+    relay.close()
+    relay.unlock()
+    back = await _recovered(relay.root)
+    assert {q: back[q] for q in sent} == sent
+
+
+async def test_a_recovery_cut_short_by_a_crash_is_finished_by_the_next(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Recovery writes the log's records out one by one, then removes the segments: a
+    crash after some of them (a queue file written, one half written in tmp/) and the
+    next recovery finds every message once."""
+    root = tmp_path / "spool"
+    spool = _relay(root)
+    sent = {}
+    try:
+        for n in range(5):
+            env, data = _env(), b"Subject: %d\r\n\r\n" % n
+            sent[env.queue_id] = data
+            await spool.put(env, data)
+    finally:
+        spool.close()
+        spool.unlock()
+    crashing = Spool(root)
+    real = crashing._write_file
+    calls = [0]
+
+    def write_file(queue_id: str, env: bytes, data: bytes, into: Path) -> None:
+        calls[0] += 1
+        if calls[0] == 3:
+            (crashing.tmp / queue_id).write_bytes(b"BEACONQ1 half")
+            raise SystemExit("killed")  # the process ends here
+        real(queue_id, env, data, into)
+
+    monkeypatch.setattr(crashing, "_write_file", write_file)
+    with pytest.raises(SystemExit):
+        crashing.settle_log_sync()
+    assert len(list((root / "active").iterdir())) == 2 and _segment_files(root)
+    assert await _recovered(root) == sent
