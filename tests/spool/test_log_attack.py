@@ -781,3 +781,27 @@ async def test_a_recovery_cut_short_by_a_crash_is_finished_by_the_next(
         crashing.settle_log_sync()
     assert len(list((root / "active").iterdir())) == 2 and _segment_files(root)
     assert await _recovered(root) == sent
+
+
+async def test_adopting_parts_keeps_every_damaged_stretch(tmp_path: Path) -> None:
+    """Each part numbers its segments from 1: the damaged stretches two parts kept under
+    the same name both survive being adopted into one."""
+    root = tmp_path / "spool"
+    kept = set()
+    for index in (1, 2):
+        part = part_root(root, index)
+        raw, sent = await _three_records(part)
+        damaged = bytearray(raw)
+        damaged[sent[1][2] - 5] ^= 0x01
+        (seg,) = _segment_files(part)
+        seg.write_bytes(bytes(damaged))
+        kept.add(bytes(damaged[sent[0][2]:sent[1][2]]))
+    into = part_root(root, 0)
+    target = _relay(into)
+    try:
+        for index in (1, 2):
+            assert await asyncio.to_thread(adopt, into, part_root(root, index)) == 2
+    finally:
+        target.close()
+        target.unlock()
+    assert {p.read_bytes() for p in (into / "corrupt").iterdir()} == kept
