@@ -699,7 +699,10 @@ class Spool:
             # before the record is let go of), so that the log holds short lives only.
             assert self._lane is not None
             self._write_out(record, self.root / state)
-            self._lane.forget(queue_id)
+            if not self._lane.forget(queue_id):
+                # Let go of meanwhile: an operator's delete (taken by this relay while
+                # the file was written), which found no file to remove yet.
+                self._path(state, queue_id).unlink(missing_ok=True)
             return
         other: QueueState = "deferred" if state == "active" else "active"
         src = self._path(other, queue_id)

@@ -805,3 +805,24 @@ async def test_adopting_parts_keeps_every_damaged_stretch(tmp_path: Path) -> Non
         target.close()
         target.unlock()
     assert {p.read_bytes() for p in (into / "corrupt").iterdir()} == kept
+
+
+async def test_a_delete_taken_while_the_relay_writes_the_message_out(
+        relay: Spool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The relay takes an operator's delete (in another thread) while the end of the
+    message's first attempt writes it out: the delete lets go of the record before the
+    file exists; the write-out, finding the record gone, removes its file."""
+    env = _env()
+    await relay.put(env, DATA)
+    real = relay._write_out
+
+    def write_out(record: seglog.LogRecord, into: Path) -> None:
+        real(record, into)
+        Spool(relay.root).request_sync("delete", env.queue_id)
+        assert relay._take_requests_sync() == [("delete", env.queue_id)]
+
+    monkeypatch.setattr(relay, "_write_out", write_out)
+    relay._finish_sync(env.queue_id, {"a": 1, "next": 1.0, "t": 1.0}, "deferred")
+    relay.close()
+    relay.unlock()
+    assert await _recovered(relay.root) == {}
