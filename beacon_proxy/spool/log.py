@@ -21,7 +21,10 @@ short, or whose blocks never reached the disk, is told apart from a whole one (a
 file system may keep a new size before the data it covers).  Reading a segment
 stops at its first record that is not whole: everything after it is the torn tail
 of a batch that was never acknowledged (a batch's records are written in one go,
-and the thread starts a new segment after any write or sync that failed).
+and the thread starts a new segment after any write or sync that failed) -- unless
+that record's header line is whole but no header of the segment, or it has all its
+bytes and only its CRC is wrong: damage, which no crash leaves, kept in
+``corrupt/`` like a damaged stretch followed by whole records.
 
 A message leaves the log when the scheduler is done with it: finished (delivered,
 bounced, suppressed), or still pending after its first attempt, when
@@ -47,6 +50,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import os
 import queue
@@ -59,9 +63,9 @@ from pathlib import Path
 from beacon_proxy.log import event
 from beacon_proxy.spool.fileio import fsync_dir, write_all
 
-__all__ = ["SEGMENT_BYTES", "LogRecord", "SegmentLog", "count_live", "live_records", "mark_done",
-           "orphan_done_files", "read_envelope", "read_record", "record_bytes",
-           "remove_segment", "segments"]
+__all__ = ["SEGMENT_BYTES", "LogRecord", "SegmentLog", "count_live", "live_records",
+           "make_directory", "mark_done", "orphan_done_files", "read_envelope", "read_record",
+           "record_bytes", "remove_segment", "segments"]
 
 SEGMENT_MAGIC = b"BEACONS1"
 RECORD_MAGIC = b"BEACONL1"
@@ -132,7 +136,9 @@ def _records(path: Path, bad: list[tuple[Path, int, int]] | None = None) -> Iter
             bad.append((path, 0, end))
         return
     nonce = head[1]
-    resync = b"\n" + RECORD_MAGIC + b" " + nonce + b" "
+    # Not anchored at a line start: the newline before a header ends the record
+    # before it, and damage there must not cost the (whole) record that follows.
+    resync = RECORD_MAGIC + b" " + nonce + b" "
     offset = first + 1
     bad_start: int | None = None
     while offset < end:
@@ -142,8 +148,8 @@ def _records(path: Path, bad: list[tuple[Path, int, int]] | None = None) -> Iter
             # cannot forge one (the nonce never leaves the spool).
             if bad_start is None:
                 bad_start = offset
-            nxt = raw.find(resync, offset)
-            offset = end if nxt < 0 else nxt + 1
+            nxt = raw.find(resync, offset + 1)
+            offset = end if nxt < 0 else nxt
             continue
         if bad_start is not None:
             if bad is not None:
@@ -152,8 +158,35 @@ def _records(path: Path, bad: list[tuple[Path, int, int]] | None = None) -> Iter
         yield record
         offset = record.data_offset + record.data_len + 1
     if bad_start is not None:
-        log.debug("segment %s: %d bytes from offset %d are a torn tail (ignored)",
-                  path, end - bad_start, bad_start)
+        if _damaged(raw, bad_start, nonce):
+            # Not what a crash leaves (a cut write is a prefix of the right bytes, or
+            # a size kept without its data: zeros), but acknowledged records damaged
+            # since (or, after a power loss, a batch whose blocks reached the disk
+            # out of order).  Kept for a human, as a damaged queue file is, rather
+            # than dropped without a word.
+            if bad is not None:
+                bad.append((path, bad_start, end - bad_start))
+        else:
+            log.debug("segment %s: %d bytes from offset %d are a torn tail (ignored)",
+                      path, end - bad_start, bad_start)
+
+
+def _damaged(raw: bytes, offset: int, nonce: bytes) -> bool:
+    """Whether the stretch from ``offset`` (where a record should start) to the end is
+    damage rather than a torn tail: its header line is whole and no header of this
+    segment (a damaged header, or the segment's own nonce damaged), or the record has
+    all its bytes, its newlines in place, and only its CRC is wrong."""
+    eol = raw.find(b"\n", offset, offset + _HEADER_MAX)
+    if eol < 0 or b"\0" in raw[offset:eol]:
+        return False  # the header itself cut short
+    parsed = _parse_header(raw[offset:eol], nonce)
+    if parsed is None:
+        return True
+    _, env_len, data_len, _ = parsed
+    start = eol + 1
+    stop = start + env_len + 1 + data_len
+    return (stop < len(raw) and raw[start + env_len:start + env_len + 1] == b"\n"
+            and raw[stop:stop + 1] == b"\n")
 
 
 def _record_at(raw: bytes, offset: int, path: Path, nonce: bytes) -> LogRecord | None:
@@ -323,6 +356,7 @@ class SegmentLog:
         self._current: _Segment | None = None
         self._last_seq = 0
         self._doomed: list[Path] = []  # segments let go of, to unlink (list ops are atomic)
+        self._closing = False  # close() has queued its stop: appends are refused
         self._queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self.on_sync: Callable[[int], None] | None = None
@@ -331,7 +365,8 @@ class SegmentLog:
         """Start the writing thread (after recovery: the first segment it creates
         numbers after every segment on disk)."""
         if self._thread is None:
-            self.directory.mkdir(parents=True, exist_ok=True)
+            self._closing = False
+            make_directory(self.directory)
             self._thread = threading.Thread(target=self._run, name="spool-log", daemon=True)
             self._thread.start()
 
@@ -340,7 +375,10 @@ class SegmentLog:
         assert self._thread is not None, "SegmentLog.start() was not called"
         loop = asyncio.get_running_loop()
         done: asyncio.Future[None] = loop.create_future()
-        self._queue.put((loop, done, queue_id, envelope, data))
+        with self._lock:  # never behind close()'s stop, where no thread would answer it
+            if self._closing:
+                raise OSError(errno.ESHUTDOWN, "the spool's log is closed")
+            self._queue.put((loop, done, queue_id, envelope, data))
         await done
 
     def find(self, queue_id: str) -> LogRecord | None:
@@ -389,7 +427,9 @@ class SegmentLog:
         """Write what is queued, end the thread, and remove the current segment when
         nothing in it is live (else it stays for the next start's recovery)."""
         if self._thread is not None:
-            self._queue.put(None)
+            with self._lock:  # an append after this is refused (see append)
+                self._closing = True
+                self._queue.put(None)
             self._thread.join()
             self._thread = None
         with self._lock:
@@ -410,7 +450,7 @@ class SegmentLog:
             with contextlib.suppress(queue.Empty):
                 while True:
                     items.append(self._queue.get_nowait())
-            stop = items[-1] is None
+            stop = None in items  # the last item (append refuses any after it)
             batch = [item for item in items if item is not None]
             if batch:
                 self._commit(batch)
@@ -432,7 +472,13 @@ class SegmentLog:
         error: BaseException | None = None
         try:
             segment = self._segment()
-            parts = [record_bytes(segment.nonce, item[2], item[3], item[4]) for item in batch]
+            parts = []
+            for item in list(batch):  # a put that cannot be a record fails alone
+                try:
+                    parts.append(record_bytes(segment.nonce, item[2], item[3], item[4]))
+                except (UnicodeError, ValueError) as exc:
+                    batch.remove(item)
+                    _reply([item], ValueError(f"bad queue id {item[2]!r}: {exc}"))
             start = segment.size
             write_all(segment.fd, [p for record in parts for p in record])
             os.fdatasync(segment.fd)
@@ -467,7 +513,7 @@ class SegmentLog:
         self._reap()
         if current is not None:
             return current
-        self.directory.mkdir(parents=True, exist_ok=True)
+        make_directory(self.directory)
         # Never a number used before: not one on disk (a start's leftovers, a segment
         # being unlinked), nor one this log removed (a command line's late ``.done``).
         seq = max([s for s, _ in segments(self.directory)] + [self._last_seq]) + 1
@@ -535,6 +581,18 @@ class SegmentLog:
                     os.close(fd)
         segment.fd = -1
         segment.done_fd = None
+
+
+def make_directory(directory: Path) -> None:
+    """Make ``directory`` if it is missing, its name durable: a segment's
+    ``fsync_dir`` makes the segment's name durable in ``log/``, not ``log/``'s own
+    name in the spool (a new spool's first put, or a new ``log/`` after an operator
+    moved the old one aside), which a power loss could otherwise take with it."""
+    if directory.is_dir():
+        return
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    directory.mkdir(exist_ok=True)
+    fsync_dir(directory.parent)
 
 
 def _same_file(segment: _Segment) -> bool:

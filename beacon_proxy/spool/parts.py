@@ -177,10 +177,12 @@ def _adopt_locked(into: Path, source: Path) -> int:
                 continue
             journal.unlink(missing_ok=True)
             moved += 1
-    for d in ("control", "corrupt"):
-        with contextlib.suppress(FileNotFoundError):
-            for name in os.listdir(source / d):
-                os.replace(source / d / name, into / d / name)
+    with contextlib.suppress(FileNotFoundError):
+        for name in os.listdir(source / "control"):
+            os.replace(source / "control" / name, into / "control" / name)
+    with contextlib.suppress(FileNotFoundError):
+        for name in os.listdir(source / "corrupt"):
+            _move_aside(source / "corrupt" / name, into / "corrupt")
     with contextlib.suppress(FileNotFoundError):
         for name in os.listdir(source / "tmp"):
             (source / "tmp" / name).unlink(missing_ok=True)  # never acknowledged
@@ -191,3 +193,20 @@ def _adopt_locked(into: Path, source: Path) -> int:
         for d in (*_QUEUE_DIRS, "journal"):
             fsync_dir(into / d)
     return moved
+
+
+def _move_aside(src: Path, directory: Path) -> None:
+    """Move a corrupt item into ``directory`` without replacing one kept there: the
+    damaged stretches of logs are named by segment number and offset, and every part
+    numbers its segments from 1 (a link first, so a crash leaves it in one place or
+    both, never in neither)."""
+    stem, dot, suffix = src.name.partition(".")
+    for n in range(1000):
+        target = directory / (src.name if n == 0 else f"{stem}-moved{n}{dot}{suffix}")
+        try:
+            os.link(src, target)
+        except FileExistsError:
+            continue
+        src.unlink()
+        return
+    raise FileExistsError(f"{directory}: too many items named like {src.name}")

@@ -101,6 +101,7 @@ from beacon_proxy.spool.log import (
     LogRecord,
     SegmentLog,
     live_records,
+    make_directory,
     mark_done,
     orphan_done_files,
     read_envelope,
@@ -442,6 +443,27 @@ def _line(line: dict[str, Any]) -> bytes:
     return _JSON.encode(line).encode() + b"\n"
 
 
+def _keep(directory: Path, stem: str, chunk: bytes) -> Path:
+    """Write ``chunk`` durably to a new file ``<stem>[-n].log`` of ``directory``.
+
+    Never over an existing one: segments are numbered from 1 again after a recovery
+    removed them all (and each part numbers its own), so a later damaged stretch can
+    have the name of one kept before.  Synced before the segment that held it goes."""
+    for n in range(1000):
+        path = directory / (f"{stem}.log" if n == 0 else f"{stem}-{n}.log")
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        except FileExistsError:
+            continue
+        try:
+            write_all(fd, [chunk])
+            os.fdatasync(fd)
+        finally:
+            os.close(fd)
+        return path
+    raise FileExistsError(f"{directory}: too many damaged stretches named {stem}")
+
+
 def _header(envelope_json: bytes, data_len: int) -> bytes:
     return MAGIC + b" %d %d\n" % (len(envelope_json), data_len)
 
@@ -495,7 +517,7 @@ class Spool:
                   *(self.root / s for s in _STATES)):
             d.mkdir(parents=True, exist_ok=True)
         if self._lane is not None:  # here, so that an unusable spool is found at start
-            self._lane.directory.mkdir(exist_ok=True)
+            make_directory(self._lane.directory)  # its name durable in the spool
         if self._executor is None:
             self._executor = ThreadPoolExecutor(self._threads, thread_name_prefix="spool")
             self._put_executor = ThreadPoolExecutor(self._put_threads,
@@ -570,7 +592,9 @@ class Spool:
         and every record written with it are (one ``fdatasync`` for them all)."""
         assert self._put_executor is not None, "Spool.open() was not called"
         if self._lane is not None:
-            if not envelope.queue_id.isalnum():
+            # ASCII only: a record's header is ASCII (str.isalnum() alone takes letters
+            # and digits of any script, which then failed a whole batch of puts).
+            if not (envelope.queue_id.isascii() and envelope.queue_id.isalnum()):
                 raise ValueError(f"bad queue id {envelope.queue_id!r}")
             self._lane.start()
             await self._lane.append(envelope.queue_id, envelope.to_json(), data)
@@ -675,7 +699,10 @@ class Spool:
             # before the record is let go of), so that the log holds short lives only.
             assert self._lane is not None
             self._write_out(record, self.root / state)
-            self._lane.forget(queue_id)
+            if not self._lane.forget(queue_id):
+                # Let go of meanwhile: an operator's delete (taken by this relay while
+                # the file was written), which found no file to remove yet.
+                self._path(state, queue_id).unlink(missing_ok=True)
             return
         other: QueueState = "deferred" if state == "active" else "active"
         src = self._path(other, queue_id)
@@ -804,8 +831,23 @@ class Spool:
         out = []
         for name in names:
             action, _, queue_id = name.partition(".")
+            valid = action in ("retry", "delete") and queue_id.isalnum()
+            if valid and action == "delete" and not self._reader:
+                # The command line removed what it found, but a message in the log is
+                # only marked done on disk (this process still holds its record, and
+                # its segment), and one written out meanwhile was looked for before
+                # its file existed: remove it here, for good.  If that fails the
+                # request stays, to be tried again (the scheduler forgets it anyway).
+                try:
+                    self._remove_sync(queue_id)
+                except OSError as exc:
+                    event("remove_failed", logging.ERROR, queue_id=queue_id,
+                          error=f"{type(exc).__name__}: {exc}",
+                          kept="the delete request, tried again")
+                    out.append((action, queue_id))
+                    continue
             (self.control / name).unlink(missing_ok=True)
-            if action in ("retry", "delete") and (queue_id.isalnum()):
+            if valid:
                 out.append((action, queue_id))
         return out
 
@@ -862,6 +904,9 @@ class Spool:
             if any(self._path(s, record.queue_id).exists() for s in _STATES):
                 continue  # written out before a crash, which came before it was let go of
             env, data = read_record(record)
+            # A write-out that a crash cut short left tmp/<id> (never renamed, never
+            # counted on); adoption settles a part before it empties that part's tmp/.
+            (self.tmp / record.queue_id).unlink(missing_ok=True)
             self._write_file(record.queue_id, env, data, active)
             written += 1
         for path, offset, length in bad:
@@ -869,10 +914,9 @@ class Spool:
                 fh.seek(offset)
                 chunk = fh.read(length)
             self.corrupt.mkdir(parents=True, exist_ok=True)
-            name = f"{path.stem}-{offset}.log"
-            (self.corrupt / name).write_bytes(chunk)
+            kept = _keep(self.corrupt, f"{path.stem}-{offset}", chunk)
             event("corrupt", logging.ERROR, queue_id="", segment=str(path), offset=offset,
-                  length=length, reason="damaged log record", moved_to=str(self.corrupt / name))
+                  length=length, reason="damaged log record", moved_to=str(kept))
         if written:
             fsync_dir(active)
         if bad:
@@ -948,18 +992,22 @@ class Spool:
         return entries
 
     def _ids(self) -> Iterator[tuple[str, QueueState]]:
+        # The log first, then the folders: a message leaves the log by being written
+        # out as a queue file first and let go of second, so a reader that looks in
+        # this order sees it in one or the other (the other order could miss it in
+        # both, and a delete or retry then found "not queued").
+        in_log: list[str] = []
+        if self._lane is not None:
+            if self._reader:
+                self._scanned = {r.queue_id: r for r in live_records(self._lane.directory)}
+                in_log = list(self._scanned)
+            else:
+                in_log = self._lane.ids()
         files: set[str] = set()
         for state in _STATES:
             for path in sorted((self.root / state).iterdir()):
                 files.add(path.name)
                 yield path.name, state
-        if self._lane is None:
-            return
-        if self._reader:
-            self._scanned = {r.queue_id: r for r in live_records(self._lane.directory)}
-            in_log = list(self._scanned)
-        else:
-            in_log = self._lane.ids()
         for queue_id in in_log:  # in the log: active (its first attempt)
             if queue_id not in files:
                 yield queue_id, "active"
@@ -1047,15 +1095,19 @@ class Spool:
         return entries
 
     def find_sync(self, queue_id: str) -> QueueEntry | None:
-        for state in _STATES:
-            if self._path(state, queue_id).exists():
-                try:
-                    return self._load_sync(state, queue_id)
-                except FileNotFoundError:
-                    return None
-        if self._record(queue_id, fresh=True) is not None:
-            with contextlib.suppress(FileNotFoundError):  # done meanwhile
+        in_log = self._record(queue_id, fresh=True) is not None  # first: see _ids
+        for _ in range(2):
+            for state in _STATES:
+                if self._path(state, queue_id).exists():
+                    try:
+                        return self._load_sync(state, queue_id)
+                    except FileNotFoundError:
+                        return None
+            if not in_log:
+                return None
+            with contextlib.suppress(FileNotFoundError):  # let go of meanwhile
                 return self._load_sync("active", queue_id)
+            in_log = False  # its segment is gone: written out (look again) or done
         return None
 
     def read_data_sync(self, entry: QueueEntry) -> bytes:

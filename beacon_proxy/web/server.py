@@ -205,8 +205,8 @@ class Readiness:
 
 def spool_problem(root: Path) -> str | None:
     """Why the spool at ``root`` is not usable, or None: every directory in it must be
-    writable (``log`` too, where new messages go), and a file must be creatable in
-    ``tmp`` (where every queue file starts)."""
+    writable, and a file must be creatable in ``tmp`` (where a queue file starts) and in
+    ``log`` (where new messages go; a file in its place fails every put)."""
     dirs: Iterable[Path]
     try:
         dirs = [root, *(p for p in root.iterdir() if p.is_dir())]
@@ -215,16 +215,20 @@ def spool_problem(root: Path) -> str | None:
     for d in dirs:
         if not os.access(d, os.W_OK | os.X_OK):
             return f"{d}: not writable"
-    probe = root / "tmp" / f".readyz.{os.getpid()}"
-    try:
-        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    folders = [root / "tmp"]
+    if os.path.lexists(root / "log"):  # a file there fails every put (a segment's name
+        folders.append(root / "log")  # is digits and ".seg": the probe is no segment)
+    for folder in folders:
+        probe = folder / f".readyz.{os.getpid()}"
         try:
-            os.write(fd, b"r")
-        finally:
-            os.close(fd)
-            probe.unlink(missing_ok=True)
-    except OSError as exc:
-        return _short(exc)
+            fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+            try:
+                os.write(fd, b"r")
+            finally:
+                os.close(fd)
+                probe.unlink(missing_ok=True)
+        except OSError as exc:
+            return _short(exc)
     return None
 
 

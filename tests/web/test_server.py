@@ -121,6 +121,17 @@ async def test_not_ready_when_the_spool_is_unusable(store: Store, spool: Path) -
     assert (status, body["reason"]) == (503, f"spool: {missing}: No such file or directory")
 
 
+def test_spool_problem_names_a_file_where_the_log_folder_should_be(spool: Path) -> None:
+    """New messages go to the spool's log (``log/``): a file there fails every put."""
+    (spool / "log").mkdir(exist_ok=True)
+    assert spool_problem(spool) is None
+    (spool / "log").rmdir()
+    assert spool_problem(spool) is None  # none: the relay makes it
+    (spool / "log").write_text("not a directory")
+    probe = spool / "log" / f".readyz.{os.getpid()}"
+    assert spool_problem(spool) == f"{probe}: Not a directory"
+
+
 def test_spool_problem_names_an_unwritable_directory(spool: Path,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     real = os.access
