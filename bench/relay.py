@@ -47,7 +47,9 @@ its processes (PSS beside it) once everything was delivered; "sys %" the
 kernel's share of the relay CPU; "sink CPU s" and "source CPU s" what
 smtp-sink and smtp-source spent (they share the relay's cores); "busy %" how
 much of every core the whole machine used in the window (anything: the relay,
-the sink, the source, other work), "runq ms/msg" how long the relay's threads
+the sink, the source, other work), "other %" the part of it that none of the
+three used (phase a's relay is none; the source's CPU is counted once it exited,
+so a phase that ends before it does understates it), "runq ms/msg" how long the relay's threads
 were runnable but waited for a CPU, per message (/proc schedstat): a busy
 machine and a long run-queue wait mean the rate is the machine's CPU, however
 much of it the relay itself used.  Below the
@@ -170,6 +172,7 @@ class Result:
     transactions: int | None = None  # what smtp-sink received (dump phases)
     signed: int | None = None  # DKIM-Signature fields at smtp-sink (dump phases)
     busy_share: float | None = None  # of every core, by anything, while the phase ran
+    cores_s: float | None = None  # every core's seconds in the phase's window
     relay_runq_s: float | None = None  # the relay's threads runnable, waiting for a CPU
 
     @property
@@ -320,6 +323,7 @@ def drive(st: Settings, name: str, target_port: int, snk: Sink, relay_root: int 
     res.relay_runq_s = runq
     if busy1[1] > busy0[1]:
         res.busy_share = (busy1[0] - busy0[0]) / (busy1[1] - busy0[1])
+        res.cores_s = busy1[1] - busy0[1]
     if snk.dump is not None:
         res.transactions, res.signed = snk.transactions(), snk.signed()
     return res
@@ -489,6 +493,7 @@ _SYS: Column = ("sys %", 5, lambda r: _share(r))
 # relay's threads wait for a CPU (runq), not a relay waiting on itself (issue 12).
 _BUSY: Column = ("busy %", 6, lambda r: _opt(None if r.busy_share is None
                                              else 100 * r.busy_share, ".0f"))
+_OTHER: Column = ("other %", 7, lambda r: _opt(_other(r), ".0f"))
 _RUNQ: Column = ("runq ms/msg", 11, lambda r: _opt(
     None if r.relay_runq_s is None else 1000 * r.relay_runq_s / r.recipients, ".2f"))
 
@@ -551,6 +556,15 @@ def _share(r: Result) -> str:
     return f"{100 * r.relay_sys_s / r.relay_cpu_s:.0f}"
 
 
+def _other(r: Result) -> float | None:
+    """The share of every core that neither the relay, the sink nor the source used
+    while the phase ran (other work on the machine: what a shared machine takes)."""
+    if r.busy_share is None or not r.cores_s:
+        return None
+    ours = (r.relay_cpu_s or 0.0) + r.sink_cpu_s + (r.source_cpu_s or 0.0)
+    return max(0.0, 100 * (r.busy_share - ours / r.cores_s))
+
+
 def _copies_ceiling(results: dict[str, Result]) -> None:
     """Set the relay's many-recipient rate beside the rate of phase a (no goal).
 
@@ -603,7 +617,7 @@ def report(results: Sequence[Result], st: Settings, size: int, skipped: dict[str
         _table(single, [
             ("msgs", 5, lambda r: f"{r.messages}"),
             ("accept s", 8, lambda r: f"{r.accepted_s:.2f}"),
-            *_rate_columns("msg", 10, ".2f"), *_MEMORY, _SINK, _SOURCE, _SYS, _BUSY, _RUNQ])
+            *_rate_columns("msg", 10, ".2f"), *_MEMORY, _SINK, _SOURCE, _SYS, _BUSY, _OTHER, _RUNQ])
         print()
         ok = _goal_lines(by, ("c", "c-dkim"), "") and ok
         _budget_lines(by)
