@@ -34,6 +34,7 @@ __all__ = [
     "cpu_seconds",
     "descendants",
     "free_port",
+    "machine_busy",
     "proc_alive",
     "proc_start_time",
     "smtp_ready",
@@ -41,6 +42,7 @@ __all__ = [
     "tree_cpu",
     "tree_cpu_split",
     "tree_memory",
+    "tree_runqueue_wait",
     "wait_until",
 ]
 
@@ -124,6 +126,32 @@ def tree_cpu_split(root: int) -> tuple[float, float]:
             user += utime + cutime
             system += stime + cstime
     return user / CLK_TCK, system / CLK_TCK
+
+
+def tree_runqueue_wait(root: int) -> float:
+    """Seconds the live threads of the tree under root have spent runnable but waiting
+    for a CPU (the second field of /proc/<pid>/task/<tid>/schedstat; 0 without it).
+
+    Why: a relay can be short of CPU while its own CPU time leaves cores "free" on
+    paper: the sink, the source and anything else on the machine take them.  Its
+    event loops then wait in the kernel's run queue, which looks like idle waiting
+    from inside (issue 12's "not CPU-bound" relay was this)."""
+    waited = 0
+    for pid in descendants(root):
+        for stat in Path(f"/proc/{pid}/task").glob("*/schedstat"):
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                waited += int(stat.read_text().split()[1])
+    return waited / 1e9
+
+
+def machine_busy() -> tuple[float, float]:
+    """(busy, total) CPU seconds of the whole machine since boot, every core summed
+    (/proc/stat; idle and iowait are not busy): the difference of two readings is
+    how much of the cores anything at all used in between."""
+    fields = [int(f) for f in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    total = sum(fields[:8])  # guest time is already counted in user and nice
+    idle = fields[3] + fields[4]
+    return (total - idle) / CLK_TCK, total / CLK_TCK
 
 
 def _status_kib(pid: int, key: str, name: str) -> int:

@@ -45,7 +45,14 @@ whole process tree (analysis workers, Postfix's daemons, exited children via
 cutime/cstime) spent in that window; "RSS end" is the tree's RSS summed over
 its processes (PSS beside it) once everything was delivered; "sys %" the
 kernel's share of the relay CPU; "sink CPU s" and "source CPU s" what
-smtp-sink and smtp-source spent (they share the relay's cores).  Below the
+smtp-sink and smtp-source spent (they share the relay's cores); "busy %" how
+much of every core the whole machine used in the window (anything: the relay,
+the sink, the source, other work), "other %" the part of it that none of the
+three used (phase a's relay is none; the source's CPU is counted once it exited,
+so a phase that ends before it does understates it), "runq ms/msg" how long the relay's threads
+were runnable but waited for a CPU, per message (/proc schedstat): a busy
+machine and a long run-queue wait mean the rate is the machine's CPU, however
+much of it the relay itself used.  Below the
 goals, two lines without a goal: the CPU per message each rate goal leaves
 the relay on this machine's cores once the sink and the source have theirs,
 and the many-recipient rate beside phase a's (one transaction per recipient
@@ -84,10 +91,12 @@ from _proc import (
     BenchError,
     cpu_seconds,
     free_port,
+    machine_busy,
     smtp_ready,
     stop_process,
     tree_cpu_split,
     tree_memory,
+    tree_runqueue_wait,
     wait_until,
 )
 from _relaysoak import CaptureLog, SoakSpec, report_soak, run_soak
@@ -162,6 +171,9 @@ class Result:
     source_cpu_s: float | None = None  # smtp-source's, from its rusage once it exited
     transactions: int | None = None  # what smtp-sink received (dump phases)
     signed: int | None = None  # DKIM-Signature fields at smtp-sink (dump phases)
+    busy_share: float | None = None  # of every core, by anything, while the phase ran
+    cores_s: float | None = None  # every core's seconds in the phase's window
+    relay_runq_s: float | None = None  # the relay's threads runnable, waiting for a CPU
 
     @property
     def recipients(self) -> int:
@@ -251,6 +263,8 @@ def drive(st: Settings, name: str, target_port: int, snk: Sink, relay_root: int 
                 else snk.received())
 
     relay_cpu0 = tree_cpu_split(relay_root) if relay_root else (0.0, 0.0)
+    runq0 = tree_runqueue_wait(relay_root) if relay_root else 0.0
+    busy0 = machine_busy()
     sink_cpu0 = cpu_seconds(snk.proc.pid)
     log_path = st.workdir / f"source-{name}.out"
     log = log_path.open("wb")
@@ -280,6 +294,8 @@ def drive(st: Settings, name: str, target_port: int, snk: Sink, relay_root: int 
                                  f"within {st.timeout:.0f} s")
             time.sleep(0.005)
         relay_cpu1 = tree_cpu_split(relay_root) if relay_root else None
+        runq = tree_runqueue_wait(relay_root) - runq0 if relay_root else None
+        busy1 = machine_busy()
         sink_cpu = cpu_seconds(snk.proc.pid) - sink_cpu0
         relay_cpu = relay_sys = None
         if relay_cpu1 is not None:
@@ -304,6 +320,10 @@ def drive(st: Settings, name: str, target_port: int, snk: Sink, relay_root: int 
         log.close()
     res = Result(name, label, messages, rcpts, accepted_s, delivered_s, relay_cpu, rss, pss,
                  sink_cpu, relay_sys, source_cpu)
+    res.relay_runq_s = runq
+    if busy1[1] > busy0[1]:
+        res.busy_share = (busy1[0] - busy0[0]) / (busy1[1] - busy0[1])
+        res.cores_s = busy1[1] - busy0[1]
     if snk.dump is not None:
         res.transactions, res.signed = snk.transactions(), snk.signed()
     return res
@@ -468,6 +488,14 @@ _SIGNED: Column = ("signed", 6, lambda r: f"{r.signed or 0}")
 _SINK: Column = ("sink CPU s", 10, lambda r: f"{r.sink_cpu_s:.2f}")
 _SOURCE: Column = ("source CPU s", 12, lambda r: _opt(r.source_cpu_s, ".2f"))
 _SYS: Column = ("sys %", 5, lambda r: _share(r))
+# Why these two: a rate far below what the relay's CPU per message allows on these
+# cores is a machine short of CPU (busy % near 100: sink, source, other work) when the
+# relay's threads wait for a CPU (runq), not a relay waiting on itself (issue 12).
+_BUSY: Column = ("busy %", 6, lambda r: _opt(None if r.busy_share is None
+                                             else 100 * r.busy_share, ".0f"))
+_OTHER: Column = ("other %", 7, lambda r: _opt(_other(r), ".0f"))
+_RUNQ: Column = ("runq ms/msg", 11, lambda r: _opt(
+    None if r.relay_runq_s is None else 1000 * r.relay_runq_s / r.recipients, ".2f"))
 
 
 def _rate_columns(unit: str, per_width: int, per_spec: str) -> list[Column]:
@@ -528,6 +556,15 @@ def _share(r: Result) -> str:
     return f"{100 * r.relay_sys_s / r.relay_cpu_s:.0f}"
 
 
+def _other(r: Result) -> float | None:
+    """The share of every core that neither the relay, the sink nor the source used
+    while the phase ran (other work on the machine: what a shared machine takes)."""
+    if r.busy_share is None or not r.cores_s:
+        return None
+    ours = (r.relay_cpu_s or 0.0) + r.sink_cpu_s + (r.source_cpu_s or 0.0)
+    return max(0.0, 100 * (r.busy_share - ours / r.cores_s))
+
+
 def _copies_ceiling(results: dict[str, Result]) -> None:
     """Set the relay's many-recipient rate beside the rate of phase a (no goal).
 
@@ -580,7 +617,7 @@ def report(results: Sequence[Result], st: Settings, size: int, skipped: dict[str
         _table(single, [
             ("msgs", 5, lambda r: f"{r.messages}"),
             ("accept s", 8, lambda r: f"{r.accepted_s:.2f}"),
-            *_rate_columns("msg", 10, ".2f"), *_MEMORY, _SINK, _SOURCE, _SYS])
+            *_rate_columns("msg", 10, ".2f"), *_MEMORY, _SINK, _SOURCE, _SYS, _BUSY, _OTHER, _RUNQ])
         print()
         ok = _goal_lines(by, ("c", "c-dkim"), "") and ok
         _budget_lines(by)
@@ -592,7 +629,7 @@ def report(results: Sequence[Result], st: Settings, size: int, skipped: dict[str
         _table(many, [
             ("rcpts", 6, lambda r: f"{r.recipients}"),
             ("txns", 5, lambda r: f"{r.transactions or 0}"),
-            *_rate_columns("rcpt", 11, ".3f"), *_MEMORY, _SIGNED, _SINK, _SYS])
+            *_rate_columns("rcpt", 11, ".3f"), *_MEMORY, _SIGNED, _SINK, _SYS, _BUSY])
         print()
         ok = _goal_lines(by, ("c", "c-dkim"), "-rcpt") and ok
         _copies_ceiling(by)

@@ -175,20 +175,22 @@ def test_a_tiny_run_of_every_throughput_phase(capsys: pytest.CaptureFixture[str]
     rows = {line.split()[0]: line.split() for line in out.splitlines()
             if line[:1].strip() and line.split()[0] in relay.PHASES and " / " not in line}
     for name in ("a", "b", "c", "c-dkim"):
-        assert rows[name][-11] == "4", out  # msgs (then 10 columns, the last sys %)
-        assert rows[name][-2] != "-", out  # smtp-source's CPU
-    # rcpts, txns, then 9 columns: ... signed, sink CPU s, sys %
-    assert rows["c-dkim-rcpt"][-11:-9] == ["3", "3"], out  # 3 recipients, 3 transactions
-    assert rows["c-dkim-rcpt"][-3] == "3", out  # each copy arrived signed
-    assert rows["a-rcpt"][-11:-9] == ["3", "1"], out
-    assert rows["b-rcpt"][-11:-9] == ["3", "1"], out  # the pass-through: one transaction on
-    assert rows["a-rcpt"][-1] == "-" and rows["c-dkim-rcpt"][-1].isdigit(), out  # sys %
+        assert rows[name][-14] == "4", out  # msgs (then 13 columns, the last runq ms/msg)
+        assert rows[name][-5] != "-", out  # smtp-source's CPU
+        assert rows[name][-3].isdigit() and rows[name][-2].isdigit(), out  # busy %, other %
+    assert rows["a"][-1] == "-" and float(rows["c"][-1]) >= 0, out  # runq: relays only
+    # rcpts, txns, then 10 columns: ... signed, sink CPU s, sys %, busy %
+    assert rows["c-dkim-rcpt"][-12:-10] == ["3", "3"], out  # 3 recipients, 3 transactions
+    assert rows["c-dkim-rcpt"][-4] == "3", out  # each copy arrived signed
+    assert rows["a-rcpt"][-12:-10] == ["3", "1"], out
+    assert rows["b-rcpt"][-12:-10] == ["3", "1"], out  # the pass-through: one transaction on
+    assert rows["a-rcpt"][-2] == "-" and rows["c-dkim-rcpt"][-2].isdigit(), out  # sys %
     assert "c-dkim-rcpt / a (one transaction per recipient" in out
     assert "c-dkim / b (aiosmtpd -> aiosmtplib)" in out
     assert "c-dkim at 4x b = " in out and "the relay may spend" in out
     if _postfix.postfix_available() is None:
-        assert rows["postfix"][-11] == "4", out
-        assert rows["postfix-rcpt"][-11:-9] == ["3", "1"], out  # one transaction on
+        assert rows["postfix"][-14] == "4", out
+        assert rows["postfix-rcpt"][-12:-10] == ["3", "1"], out  # one transaction on
         assert "c / postfix (Postfix hop)" in out
     else:
         assert "phase postfix skipped" in out
@@ -213,7 +215,7 @@ def test_a_tiny_run_with_granted_recipients(capsys: pytest.CaptureFixture[str]) 
     assert "0.5 of the recipients granted" in out
     rows = {line.split()[0]: line.split() for line in out.splitlines()
             if line[:1].strip() and line.split()[0] in relay.PHASES and " / " not in line}
-    assert rows["c"][-11] == "4" and rows["c-rcpt"][-11:-9] == ["20", "20"], out
+    assert rows["c"][-14] == "4" and rows["c-rcpt"][-12:-10] == ["20", "20"], out
 
 
 @needs_postfix_tools
@@ -228,3 +230,20 @@ def test_a_tiny_soak(capsys: pytest.CaptureFixture[str]) -> None:
     assert "every message accepted and delivered (10/10)" in out, out
     assert "every delivered message DKIM-signed on arrival (10/10)" in out, out
     assert "p99 accept-to-deliver < 1 s" in out
+
+
+def test_machine_busy_counts_a_burning_child() -> None:
+    """The whole machine's busy seconds grow at least by what a child burns."""
+    busy0, total0 = _proc.machine_busy()
+    burn = "import time\nwhile time.process_time() < 0.3: pass\n"
+    subprocess.run([sys.executable, "-c", burn], check=True, timeout=60)
+    busy, total = _proc.machine_busy()
+    assert busy - busy0 >= 0.25
+    assert total - total0 >= busy - busy0
+
+
+def test_runqueue_wait_is_read_for_a_live_tree() -> None:
+    """A tree's run-queue wait is a number that never goes back (0 without schedstat)."""
+    first = _proc.tree_runqueue_wait(os.getpid())
+    subprocess.run([sys.executable, "-c", "pass"], check=True, timeout=60)
+    assert 0.0 <= first <= _proc.tree_runqueue_wait(os.getpid())
