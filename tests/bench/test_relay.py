@@ -177,7 +177,11 @@ def test_a_tiny_run_of_every_throughput_phase(capsys: pytest.CaptureFixture[str]
     for name in ("a", "b", "c", "c-dkim"):
         assert rows[name][-14] == "4", out  # msgs (then 13 columns, the last runq ms/msg)
         assert rows[name][-5] != "-", out  # smtp-source's CPU
-        assert rows[name][-3].isdigit() and rows[name][-2].isdigit(), out  # busy %, other %
+        # busy %, other %: "-" only for a phase shorter than /proc/stat's tick (10 ms;
+        # phase a of 4 messages sometimes is), never anything but a number otherwise
+        busy, other = rows[name][-3], rows[name][-2]
+        assert (busy.isdigit() and other.isdigit()) or busy == other == "-", out
+    assert rows["c"][-3].isdigit() or rows["c-dkim"][-3].isdigit(), out  # relays take longer
     assert rows["a"][-1] == "-" and float(rows["c"][-1]) >= 0, out  # runq: relays only
     # rcpts, txns, then 10 columns: ... signed, sink CPU s, sys %, busy %
     assert rows["c-dkim-rcpt"][-12:-10] == ["3", "3"], out  # 3 recipients, 3 transactions
