@@ -11,20 +11,24 @@ meanwhile with one ``writev`` and makes them durable with one ``fdatasync``: a g
 commit.  The puts of a batch are answered together (one wake-up of the event loop),
 and only then may the SMTP side answer ``250``.
 
-A record::
+A segment starts with ``BEACONS1 <nonce>``, 16 random bytes in hex; a record::
 
-    BEACONL1 <queue id> <envelope length> <data length> <crc32, 8 hex digits>\\n
+    BEACONL1 <nonce> <queue id> <envelope length> <data length> <body crc> <header crc>\\n
     <envelope JSON>\\n<message data>\\n
 
-The CRC covers the envelope, its newline and the data: a record that a crash cut
-short, or whose blocks never reached the disk, is told apart from a whole one (a
-file system may keep a new size before the data it covers).  Reading a segment
-stops at its first record that is not whole: everything after it is the torn tail
-of a batch that was never acknowledged (a batch's records are written in one go,
-and the thread starts a new segment after any write or sync that failed) -- unless
-that record's header line is whole but no header of the segment, or it has all its
-bytes and only its CRC is wrong: damage, which no crash leaves, kept in
-``corrupt/`` like a damaged stretch followed by whole records.
+The body CRC (CRC-32, 8 hex digits) covers the envelope, its newline and the data;
+the header CRC the header line before it.  A record that a crash cut short, or
+whose blocks never reached the disk, is told apart from a whole one (a file system
+may keep a new size before the data it covers), and a damaged id or length from
+either.  Only a header carrying the segment's nonce starts a record, so a message
+cannot smuggle a record of its own into the log: a reader skips its data by length,
+and one that lost its place looks for the nonce, which never leaves the spool.
+Reading a segment stops at its first record that is not whole: everything after it
+is the torn tail of a batch that was never acknowledged (a batch's records are
+written in one go, and the thread starts a new segment after any write or sync that
+failed) -- unless that record's header line is whole but not a valid header of the
+segment, or it has all its bytes and only its body CRC is wrong: damage, which no
+crash leaves, kept in ``corrupt/`` like a damaged stretch followed by whole records.
 
 A message leaves the log when the scheduler is done with it: finished (delivered,
 bounced, suppressed), or still pending after its first attempt, when
@@ -95,22 +99,27 @@ class LogRecord:
 
 
 def record_bytes(nonce: bytes, queue_id: str, envelope: bytes, data: bytes) -> list[bytes]:
-    """A record as the parts to write (the CRC computed here: call it off the loop)."""
+    """A record as the parts to write (the CRCs computed here: call it off the loop)."""
     crc = zlib.crc32(data, zlib.crc32(b"\n", zlib.crc32(envelope)))
-    header = b"%s %s %s %d %d %08x\n" % (RECORD_MAGIC, nonce, queue_id.encode("ascii"),
-                                         len(envelope), len(data), crc)
-    return [header, envelope, b"\n", data, b"\n"]
+    head = b"%s %s %s %d %d %08x" % (RECORD_MAGIC, nonce, queue_id.encode("ascii"),
+                                     len(envelope), len(data), crc)
+    return [b"%s %08x\n" % (head, zlib.crc32(head)), envelope, b"\n", data, b"\n"]
 
 
 def _parse_header(line: bytes, nonce: bytes) -> tuple[str, int, int, int] | None:
+    """A header line's id, lengths and body CRC; None unless it is whole and this
+    segment's.  Its last field is the CRC of the line before it: a damaged id or
+    length is told from a cut write (a cut header has no newline yet)."""
     parts = line.split(b" ")
-    if (len(parts) != 6 or parts[0] != RECORD_MAGIC or parts[1] != nonce
+    if (len(parts) != 7 or parts[0] != RECORD_MAGIC or parts[1] != nonce
             or not parts[2].isalnum() or not parts[3].isdigit() or not parts[4].isdigit()
-            or len(parts[5]) != 8):
+            or len(parts[5]) != 8 or len(parts[6]) != 8):
         return None
     try:
-        crc = int(parts[5], 16)
+        crc, own = int(parts[5], 16), int(parts[6], 16)
     except ValueError:
+        return None
+    if zlib.crc32(line[:-9]) != own:
         return None
     return parts[2].decode("ascii"), int(parts[3]), int(parts[4]), crc
 

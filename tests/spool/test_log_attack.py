@@ -222,14 +222,7 @@ async def test_one_damaged_byte_anywhere_costs_at_most_its_own_record(
                 continue
             hit = max(k for k, start in enumerate(starts) if start <= at)
             others = [q for k, (q, _, _) in enumerate(sent) if k != hit]
-            id_at = starts[hit] + len(b"BEACONL1 ") + 32 + 1
-            if id_at <= at < id_at + len(sent[hit][0]) and len(found) == len(sent):
-                # The CRC does not cover the id in the header: a record read under
-                # another id, which recovery quarantines (its envelope names the
-                # true id; see the test below).
-                assert found[hit] != sent[hit][0] and found[:hit] + found[hit + 1:] == others
-                continue
-            assert found == others, at
+            assert found == others, at  # the header's own CRC covers its id and lengths
             stretch = (seg, starts[hit], sent[hit][2] - starts[hit])
             if hit < len(sent) - 1:
                 assert bad == [stretch], at
@@ -246,8 +239,27 @@ async def test_a_damaged_id_in_a_record_header_is_quarantined_not_delivered(
     (seg,) = _segment_files(root)
     seg.write_bytes(damaged)
     assert await _recovered(root) == {sent[0][0]: sent[0][1], sent[2][0]: sent[2][1]}
+    (kept,) = (root / "corrupt").iterdir()  # the header's CRC: damage, kept whole
+    assert kept.name.endswith(".log") and b"Z" + sent[1][0][1:].encode() in kept.read_bytes()
+
+
+async def test_a_damaged_length_in_the_last_record_is_kept_not_dropped(tmp_path: Path) -> None:
+    """A length digit of the last record damaged (its data now seems to run past the
+    end, as a cut write's would): the header's own CRC tells it from a crash."""
+    root = tmp_path / "spool"
+    raw, sent = await _three_records(root)
+    nonce = raw.split(b"\n", 1)[0].split(b" ")[1]
+    at = raw.rindex(b"BEACONL1 " + nonce)  # (each message's data says BEACONL1 too)
+    line_end = raw.index(b"\n", at)
+    fields = raw[at:line_end].split(b" ")
+    length_at = at + len(b" ".join(fields[:4])) + 1  # the data length's first digit
+    damaged = bytearray(raw)
+    damaged[length_at] = ord("9") if damaged[length_at] != ord("9") else ord("8")
+    (seg,) = _segment_files(root)
+    seg.write_bytes(bytes(damaged))
+    assert await _recovered(root) == {sent[0][0]: sent[0][1], sent[1][0]: sent[1][1]}
     (kept,) = (root / "corrupt").iterdir()
-    assert kept.name == "Z" + sent[1][0][1:]
+    assert sent[2][0].encode() in kept.read_bytes()
 
 
 async def test_a_damaged_last_record_that_is_whole_in_length_is_kept_not_dropped(
