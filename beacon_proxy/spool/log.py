@@ -63,13 +63,14 @@ import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from beacon_proxy.log import event
 from beacon_proxy.spool.fileio import fsync_dir, write_all
 
 __all__ = ["SEGMENT_BYTES", "LogRecord", "SegmentLog", "count_live", "live_records",
            "make_directory", "mark_done", "orphan_done_files", "read_envelope", "read_record",
-           "record_bytes", "remove_segment", "segments"]
+           "record_bytes", "remove_segment", "segments", "take_all"]
 
 SEGMENT_MAGIC = b"BEACONS1"
 RECORD_MAGIC = b"BEACONL1"
@@ -81,6 +82,7 @@ _DONE = ".done"
 _HEADER_MAX = 160  # a record's header line is shorter than this
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,10 +191,12 @@ def _damaged(raw: bytes, offset: int, nonce: bytes) -> bool:
     if eol < 0 or b"\0" in raw[offset:eol]:
         return False  # the header itself cut short
     parsed = _parse_header(raw[offset:eol], nonce)
-    if parsed is None:
-        return True
-    _, env_len, data_len, _ = parsed
-    start = eol + 1
+    return parsed is None or _framed(raw, eol + 1, parsed[1], parsed[2])
+
+
+def _framed(raw: bytes, start: int, env_len: int, data_len: int) -> bool:
+    """Whether a record's envelope and data from ``start`` are all there, each with
+    its newline in place (what a cut write cannot have)."""
     stop = start + env_len + 1 + data_len
     return (stop < len(raw) and raw[start + env_len:start + env_len + 1] == b"\n"
             and raw[stop:stop + 1] == b"\n")
@@ -208,8 +212,7 @@ def _record_at(raw: bytes, offset: int, path: Path, nonce: bytes) -> LogRecord |
     queue_id, env_len, data_len, crc = parsed
     start = eol + 1
     stop = start + env_len + 1 + data_len
-    if (stop >= len(raw) or raw[start + env_len:start + env_len + 1] != b"\n"
-            or raw[stop:stop + 1] != b"\n"
+    if (not _framed(raw, start, env_len, data_len)
             or zlib.crc32(memoryview(raw)[start:stop]) != crc):
         return None
     return LogRecord(queue_id, path, start, env_len, data_len)
@@ -455,10 +458,7 @@ class SegmentLog:
 
     def _run(self) -> None:
         while True:
-            items = [self._queue.get()]
-            with contextlib.suppress(queue.Empty):
-                while True:
-                    items.append(self._queue.get_nowait())
+            items = take_all(self._queue)
             stop = None in items  # the last item (append refuses any after it)
             batch = [item for item in items if item is not None]
             if batch:
@@ -590,6 +590,15 @@ class SegmentLog:
                     os.close(fd)
         segment.fd = -1
         segment.done_fd = None
+
+
+def take_all(from_queue: queue.SimpleQueue[T]) -> list[T]:
+    """Wait for an item, then take every item queued meanwhile (a thread's batch)."""
+    items = [from_queue.get()]
+    with contextlib.suppress(queue.Empty):
+        while True:
+            items.append(from_queue.get_nowait())
+    return items
 
 
 def make_directory(directory: Path) -> None:

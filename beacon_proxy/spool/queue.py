@@ -108,6 +108,7 @@ from beacon_proxy.spool.log import (
     read_record,
     remove_segment,
     segments,
+    take_all,
 )
 
 __all__ = [
@@ -368,10 +369,7 @@ class _JournalWriter:
 
     def _run(self) -> None:
         while True:
-            items = [self._queue.get()]
-            with contextlib.suppress(queue.Empty):
-                while True:
-                    items.append(self._queue.get_nowait())
+            items = take_all(self._queue)
             lines: dict[str, list[bytes]] = {}  # per journal, in order
             for item in items:
                 if isinstance(item, _Removal):
