@@ -68,9 +68,23 @@ from typing import TypeVar
 from beacon_proxy.log import event
 from beacon_proxy.spool.fileio import fsync_dir, write_all
 
-__all__ = ["SEGMENT_BYTES", "LogRecord", "SegmentLog", "count_live", "live_records",
-           "make_directory", "mark_done", "orphan_done_files", "read_envelope", "read_record",
-           "record_bytes", "remove_segment", "segments", "take_all"]
+__all__ = [
+    "SEGMENT_BYTES",
+    "LogRecord",
+    "SegmentLog",
+    "answer_soon",
+    "count_live",
+    "live_records",
+    "make_directory",
+    "mark_done",
+    "orphan_done_files",
+    "read_envelope",
+    "read_record",
+    "record_bytes",
+    "remove_segment",
+    "segments",
+    "take_all",
+]
 
 SEGMENT_MAGIC = b"BEACONS1"
 RECORD_MAGIC = b"BEACONL1"
@@ -130,6 +144,14 @@ def _segment_header(nonce: bytes) -> bytes:
     return b"%s %s\n" % (SEGMENT_MAGIC, nonce)
 
 
+def _segment_nonce(line: bytes) -> bytes | None:
+    """The nonce of a segment's first line (without its newline), None if it is none."""
+    head = line.split(b" ")
+    if len(head) != 2 or head[0] != SEGMENT_MAGIC or len(head[1]) != 2 * _NONCE_BYTES:
+        return None
+    return head[1]
+
+
 def _records(path: Path, bad: list[tuple[Path, int, int]] | None = None) -> Iterator[LogRecord]:
     """The whole records of one segment, in order.
 
@@ -140,13 +162,11 @@ def _records(path: Path, bad: list[tuple[Path, int, int]] | None = None) -> Iter
     raw = path.read_bytes()
     end = len(raw)
     first = raw.find(b"\n", 0, _HEADER_MAX)
-    head = raw[:first].split(b" ")
-    if (first < 0 or len(head) != 2 or head[0] != SEGMENT_MAGIC
-            or len(head[1]) != 2 * _NONCE_BYTES):
+    nonce = _segment_nonce(raw[:first]) if first >= 0 else None
+    if nonce is None:
         if end > first + 1 > 0 and bad is not None:  # records, perhaps, but unreadable
             bad.append((path, 0, end))
         return
-    nonce = head[1]
     # Not anchored at a line start: the newline before a header ends the record
     # before it, and damage there must not cost the (whole) record that follows.
     resync = RECORD_MAGIC + b" " + nonce + b" "
@@ -270,9 +290,9 @@ def count_live(directory: Path) -> int:
         try:
             head = os.pread(fd, _HEADER_MAX, 0)
             eol = head.find(b"\n")
-            nonce = head[:eol].split(b" ")[-1]
+            nonce = _segment_nonce(head[:eol]) if eol > 0 else None
             offset = eol + 1
-            while eol > 0:
+            while nonce is not None and eol > 0:
                 chunk = os.pread(fd, _HEADER_MAX, offset)
                 eol = chunk.find(b"\n")
                 parsed = _parse_header(chunk[:eol], nonce) if eol > 0 else None
@@ -285,13 +305,17 @@ def count_live(directory: Path) -> int:
     return total
 
 
-def read_record(record: LogRecord) -> tuple[bytes, bytes]:
-    """A record's envelope JSON and data (``FileNotFoundError`` once its segment is gone)."""
-    fd = os.open(record.segment, os.O_RDONLY | os.O_CLOEXEC)
+def _pread(path: Path, length: int, offset: int) -> bytes:
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
-        raw = os.pread(fd, record.envelope_len + 1 + record.data_len, record.offset)
+        return os.pread(fd, length, offset)
     finally:
         os.close(fd)
+
+
+def read_record(record: LogRecord) -> tuple[bytes, bytes]:
+    """A record's envelope JSON and data (``FileNotFoundError`` once its segment is gone)."""
+    raw = _pread(record.segment, record.envelope_len + 1 + record.data_len, record.offset)
     if len(raw) != record.envelope_len + 1 + record.data_len:
         raise EOFError(f"segment {record.segment} ends inside the record of {record.queue_id}")
     return raw[:record.envelope_len], raw[record.envelope_len + 1:]
@@ -299,11 +323,7 @@ def read_record(record: LogRecord) -> tuple[bytes, bytes]:
 
 def read_envelope(record: LogRecord) -> bytes:
     """A record's envelope JSON (``FileNotFoundError`` once its segment is gone)."""
-    fd = os.open(record.segment, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        return os.pread(fd, record.envelope_len, record.offset)
-    finally:
-        os.close(fd)
+    return _pread(record.segment, record.envelope_len, record.offset)
 
 
 def mark_done(record: LogRecord) -> None:
@@ -354,8 +374,8 @@ _Item = tuple[asyncio.AbstractEventLoop, "asyncio.Future[None]", str, bytes, byt
 class SegmentLog:
     """The group-committed log of a spool's new messages (see the module's docstring).
 
-    :meth:`append` from the event loop; :meth:`forget`, :meth:`find` and :meth:`read`
-    from any thread (one lock guards the places and the live counts).
+    :meth:`append` from the event loop; :meth:`forget` and :meth:`find` from any
+    thread (one lock guards the places and the live counts).
     ``on_sync`` (tests only) is called by the thread after each ``fdatasync`` with
     the number of records it made durable."""
 
@@ -397,11 +417,6 @@ class SegmentLog:
         with self._lock:
             found = self._records.get(queue_id)
         return None if found is None else found[1]
-
-    def read(self, queue_id: str) -> tuple[bytes, bytes] | None:
-        """A live record's envelope and data, None when it is not in the log."""
-        record = self.find(queue_id)
-        return None if record is None else read_record(record)
 
     def forget(self, queue_id: str) -> bool:
         """Let go of a message's record: note it done, and remove its segment once
@@ -631,8 +646,15 @@ def _reply(batch: list[_Item], error: BaseException | None) -> None:
     for loop, done, *_ in batch:
         by_loop.setdefault(loop, []).append(done)
     for loop, futures in by_loop.items():
-        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
-            loop.call_soon_threadsafe(_answer, futures, error)
+        answer_soon(loop, futures, error)
+
+
+def answer_soon(loop: asyncio.AbstractEventLoop, futures: list[asyncio.Future[None]],
+                error: BaseException | None) -> None:
+    """From a spool thread: settle ``futures`` of ``loop`` (with ``error``, if any),
+    in one callback on that loop; nothing when the loop is closed (nobody waits)."""
+    with contextlib.suppress(RuntimeError):
+        loop.call_soon_threadsafe(_answer, futures, error)
 
 
 def _answer(futures: list[asyncio.Future[None]], error: BaseException | None) -> None:

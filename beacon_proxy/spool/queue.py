@@ -100,6 +100,7 @@ from beacon_proxy.spool.fileio import fsync_dir, write_all
 from beacon_proxy.spool.log import (
     LogRecord,
     SegmentLog,
+    answer_soon,
     live_records,
     make_directory,
     mark_done,
@@ -419,17 +420,7 @@ class _JournalWriter:
     @staticmethod
     def _answer(waiter: _Answer, error: BaseException | None) -> None:
         loop, done = waiter
-
-        def answer() -> None:
-            if done.done():
-                return  # its waiter was cancelled
-            if error is None:
-                done.set_result(None)
-            else:
-                done.set_exception(error)
-
-        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
-            loop.call_soon_threadsafe(answer)
+        answer_soon(loop, [done], error)
 
 
 #: One encoder for every journal line (``json.dumps`` with options builds one per call).
