@@ -768,10 +768,6 @@ class Spool:
                     break
                 except FileNotFoundError:
                     continue
-            else:
-                record = self._scan_find(queue_id) if self._reader else None
-                if record is not None:  # the command line's delete of a message in the log
-                    mark_done(record)
         if queue_id in self._journaled or not self._journals_known:
             self._journal_path(queue_id).unlink(missing_ok=True)
             self._journaled.discard(queue_id)
@@ -842,10 +838,12 @@ class Spool:
 
     def delete_sync(self, queue_id: str) -> bool:
         """Remove a message and its journal now; False when it is not queued."""
-        found = (any(self._path(s, queue_id).exists() for s in _STATES)
-                 or self._record(queue_id, fresh=True) is not None)
+        record = self._record(queue_id, fresh=True)  # the segments read once
+        in_files = any(self._path(s, queue_id).exists() for s in _STATES)
         self._remove_sync(queue_id)
-        return found
+        if record is not None and not in_files and self._reader:
+            mark_done(record)  # the command line's delete of a message in the log
+        return in_files or record is not None
 
     # -- the log, as the relay (memory) or a reader (the disk) sees it -------
 
@@ -854,12 +852,11 @@ class Spool:
         """Not the relay (which holds the lock and knows its log's records)."""
         return self._lock_fd is None
 
-    def _scan_find(self, queue_id: str) -> LogRecord | None:
-        """A reader's look-up of a message in the log, reading the segments afresh."""
-        if self._lane is None:
-            return None
+    def _rescan(self) -> dict[str, LogRecord]:
+        """A reader's reading of the log's live records, kept for its look-ups."""
+        assert self._lane is not None
         self._scanned = {r.queue_id: r for r in live_records(self._lane.directory)}
-        return self._scanned.get(queue_id)
+        return self._scanned
 
     def _record(self, queue_id: str, *, fresh: bool = False) -> LogRecord | None:
         """Where ``queue_id`` is in the log: the relay's memory, or for a reader the
@@ -868,7 +865,7 @@ class Spool:
             return None
         if not self._reader:
             return self._lane.find(queue_id)
-        return self._scan_find(queue_id) if fresh else self._scanned.get(queue_id)
+        return (self._rescan() if fresh else self._scanned).get(queue_id)
 
     def settle_log_sync(self) -> int:
         """Write every live record of the log on disk out as a queue file in ``active/``
@@ -987,11 +984,7 @@ class Spool:
         # both, and a delete or retry then found "not queued").
         in_log: list[str] = []
         if self._lane is not None:
-            if self._reader:
-                self._scanned = {r.queue_id: r for r in live_records(self._lane.directory)}
-                in_log = list(self._scanned)
-            else:
-                in_log = self._lane.ids()
+            in_log = list(self._rescan()) if self._reader else self._lane.ids()
         files: set[str] = set()
         for state in _STATES:
             for path in sorted((self.root / state).iterdir()):
