@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Literal
 
 from beacon_proxy.log import event
+from beacon_proxy.spool.fileio import claim_name
 from beacon_proxy.spool.queue import QueueEntry, Spool, SpoolInUse, fsync_dir
 
 __all__ = ["PARTS", "adopt", "all_roots", "leave_request", "lock_within", "owner_of",
@@ -200,13 +201,5 @@ def _move_aside(src: Path, directory: Path) -> None:
     damaged stretches of logs are named by segment number and offset, and every part
     numbers its segments from 1 (a link first, so a crash leaves it in one place or
     both, never in neither)."""
-    stem, dot, suffix = src.name.partition(".")
-    for n in range(1000):
-        target = directory / (src.name if n == 0 else f"{stem}-moved{n}{dot}{suffix}")
-        try:
-            os.link(src, target)
-        except FileExistsError:
-            continue
-        src.unlink()
-        return
-    raise FileExistsError(f"{directory}: too many items named like {src.name}")
+    claim_name(directory, src.name, "moved", lambda target: os.link(src, target))
+    src.unlink()

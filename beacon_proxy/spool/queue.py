@@ -96,7 +96,7 @@ from typing import Any, Literal, ParamSpec, TypeVar
 
 from beacon_proxy.log import event
 from beacon_proxy.spool.envelope import Envelope
-from beacon_proxy.spool.fileio import fsync_dir, write_all
+from beacon_proxy.spool.fileio import claim_name, fsync_dir, write_all
 from beacon_proxy.spool.log import (
     LogRecord,
     SegmentLog,
@@ -438,19 +438,16 @@ def _keep(directory: Path, stem: str, chunk: bytes) -> Path:
     Never over an existing one: segments are numbered from 1 again after a recovery
     removed them all (and each part numbers its own), so a later damaged stretch can
     have the name of one kept before.  Synced before the segment that held it goes."""
-    for n in range(1000):
-        path = directory / (f"{stem}.log" if n == 0 else f"{stem}-{n}.log")
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-        except FileExistsError:
-            continue
+
+    def create(path: Path) -> None:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         try:
             write_all(fd, [chunk])
             os.fdatasync(fd)
         finally:
             os.close(fd)
-        return path
-    raise FileExistsError(f"{directory}: too many damaged stretches named {stem}")
+
+    return claim_name(directory, f"{stem}.log", "", create)
 
 
 def _header(envelope_json: bytes, data_len: int) -> bytes:
