@@ -119,6 +119,25 @@ def _segments(root: Path) -> list[Path]:
     return sorted(root.rglob("log/*.seg"))
 
 
+def _killed_with_a_hanging_upstream(tmp_path: Path, proxies: list[Proxy], *, senders: int,
+                                    each: int, kill_after: int
+                                    ) -> tuple[Proxy, int, dict[str, str]]:
+    """A single-process relay whose upstream accepts and never answers, killed with
+    ``kill -9`` under load: every acknowledged message is still a live record.
+    Returns the relay, the upstream's port and the acknowledged messages."""
+    port = Upstream().port
+    hole = Blackhole(port)
+    proxy = Proxy(tmp_path, HANG, upstream=port)
+    proxies.append(proxy.start())
+    try:
+        acked = _load(proxy, senders=senders, each=each, kill_after=kill_after,
+                      kill=proxy.kill9)
+    finally:
+        hole.stop()
+    assert _segments(tmp_path / "var" / "spool"), "the acknowledged messages are in the log"
+    return proxy, port, acked
+
+
 def test_kill9_under_load_with_the_upstream_up_loses_no_acknowledged_message(
         tmp_path: Path, upstream: Upstream, proxies: list[Proxy]) -> None:
     proxy = Proxy(tmp_path, upstream=upstream.port)
@@ -152,16 +171,9 @@ def test_kill9_with_every_message_a_live_record_loses_none(
         tmp_path: Path, proxies: list[Proxy]) -> None:
     """The upstream hangs: at the kill every acknowledged message is only in the log;
     the command line lists them from the segments, recovery writes them out."""
-    port = Upstream().port
-    hole = Blackhole(port)
-    proxy = Proxy(tmp_path, HANG, upstream=port)
-    proxies.append(proxy.start())
-    try:
-        acked = _load(proxy, senders=3, each=30, kill_after=40, kill=proxy.kill9)
-    finally:
-        hole.stop()
+    proxy, port, acked = _killed_with_a_hanging_upstream(tmp_path, proxies, senders=3,
+                                                         each=30, kill_after=40)
     spool = tmp_path / "var" / "spool"
-    assert _segments(spool), "the acknowledged messages should be in the log"
     assert not any((spool / "deferred").iterdir())
     listed = proxy.cli("queue", "list", "--json")  # a reader of the segments, no relay
     assert listed.returncode == 0, listed.stderr
@@ -252,16 +264,9 @@ def test_one_process_killed_with_a_live_segment_is_adopted_by_two_workers(
         tmp_path: Path, proxies: list[Proxy]) -> None:
     """The single-process layout's log (the spool root's) after a ``kill -9``: worker 0
     of two adopts the root, writing its live records out first."""
-    port = Upstream().port
-    hole = Blackhole(port)
-    proxy = Proxy(tmp_path, HANG, upstream=port)
-    proxies.append(proxy.start())
-    try:
-        acked = _load(proxy, senders=2, each=15, kill_after=20, kill=proxy.kill9)
-    finally:
-        hole.stop()
+    _, port, acked = _killed_with_a_hanging_upstream(tmp_path, proxies, senders=2, each=15,
+                                                     kill_after=20)
     spool = tmp_path / "var" / "spool"
-    assert _segments(spool)
     workers = Proxy(tmp_path, HANG + "[smtp]\nworkers = 2\n", upstream=port)
     proxies.append(workers)
     upstream = Upstream(port).start()
