@@ -222,7 +222,8 @@ def test_a_record_forged_inside_a_message_is_never_recovered(tmp_path: Path) -> 
     path, ids, raw = _segment_of(tmp_path, b"x\r\n" + forged + b"y\r\n", b"ok\r\n")
     assert [r.queue_id for r in live_records(tmp_path)] == ids  # read by lengths
     header_end = raw.index(b"\n", raw.index(b"BEACONL1")) - 1
-    path.write_bytes(raw[:header_end] + b"0" + raw[header_end + 1:])  # its CRC digit
+    digit = b"1" if raw[header_end:header_end + 1] == b"0" else b"0"  # always a change
+    path.write_bytes(raw[:header_end] + digit + raw[header_end + 1:])  # its CRC's last digit
     found = [r.queue_id for r in live_records(tmp_path)]
     assert "FORGED" not in found and found == ids[1:]
 
