@@ -243,7 +243,9 @@ def test_machine_busy_counts_a_burning_child() -> None:
     subprocess.run([sys.executable, "-c", burn], check=True, timeout=60)
     busy, total = _proc.machine_busy()
     assert busy - busy0 >= 0.25
-    assert total - total0 >= busy - busy0
+    # (equal when no core idled at all, as with both cores busy: then only the float
+    # division of the tick counts tells them apart, by far less than a tick)
+    assert total - total0 >= busy - busy0 - 1e-6
 
 
 def test_runqueue_wait_is_read_for_a_live_tree() -> None:
