@@ -6,6 +6,7 @@ import asyncio
 import json
 import re
 import threading
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,16 +15,17 @@ from typing import Any, cast
 import jsonschema_rs  # (schemathesis depends on it)
 import pytest
 import schemathesis
-from aiohttp import web
 from hypothesis import settings
 from hypothesis import strategies as st
 from schemathesis.core.parameters import ParameterLocation
 
+from beacon_proxy.config import Endpoint
 from beacon_proxy.consent.address import AddressError, parse_address
 from beacon_proxy.consent.store import Store, open_store
 from beacon_proxy.web.api import build_api, openapi_document
 from beacon_proxy.web.auth import ApiTokens, hash_token
-from beacon_proxy.web.server import build_app
+from beacon_proxy.web.guard import MAX_LINE
+from beacon_proxy.web.server import WebServer, build_app
 
 TOKEN = "schemathesis-token-0123456789"
 
@@ -77,15 +79,13 @@ class _Server:
         await store.open()
         app = build_app(lambda: {"status": "ok"},
                         api=build_api(store, ApiTokens({"test": hash_token(TOKEN)})))
-        runner = web.AppRunner(app, handle_signals=False)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = runner.addresses[0][1]
-        self.url = f"http://127.0.0.1:{port}/api/v1"
+        # The listener `serve` runs, with its request-parser limits.
+        listener = WebServer(Endpoint("127.0.0.1", 0), app)
+        await listener.start()
+        self.url = f"http://127.0.0.1:{listener.port}/api/v1"
         self._ready.set()
         await self._stop.wait()
-        await runner.cleanup()
+        await listener.stop()
         await store.close()
 
     def __enter__(self) -> _Server:
@@ -186,6 +186,24 @@ def test_every_documented_operation_is_served_and_every_route_documented() -> No
         path = info.get("path") or info.get("formatter")
         served[(route.method, str(path))] = set(getattr(route.handler, "query_parameters", ()))
     assert served == documented
+
+
+def test_a_request_the_http_parser_refuses_is_answered_as_documented(server: _Server) -> None:
+    """A request line over the parser's limit never reaches a handler: aiohttp answers 400
+    with a text/plain line, which the document lists (schemathesis found a query of
+    percent-encoded characters longer than 8190 bytes)."""
+    url = f"{server.url}/events/opens?address={'%C3%92' * (MAX_LINE // 6 + 1)}"
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {TOKEN}"})
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=10)
+    with refused.value:
+        assert refused.value.code == 400
+        media = refused.value.headers.get_content_type()
+    assert media == "text/plain"
+    bad_request = openapi_document()["components"]["responses"]["BadRequest"]
+    assert media in bad_request["content"]
+    op = openapi_document()["paths"]["/events/opens"]["get"]
+    assert op["responses"]["400"] == {"$ref": "#/components/responses/BadRequest"}
 
 
 def test_document_is_served_without_a_token(server: _Server) -> None:
