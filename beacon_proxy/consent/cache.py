@@ -29,7 +29,9 @@ When the version is read:
   microseconds on the event loop, tells whether any connection (another
   process, or this process's writer) committed anything since the version
   was last read: when nothing was, the hits need no statement at all; when
-  something was, the lookup reads the version as PostgreSQL does.
+  something was, the lookup reads the version as PostgreSQL does.  A lookup
+  with misses runs the statement anyway: once a data version is held, it
+  reads the version there and no ``PRAGMA`` (the data version held stays).
 
     >>> cache = DecisionCache(2)
     >>> cache.advance(7)

@@ -184,7 +184,8 @@ class PostgresStore(SqlStore):
 
     # -- the decision cache's listener ----------------------------------------------
 
-    def _cache_mode(self) -> tuple[CacheMode, object]:
+    def _cache_mode(self, misses: bool = False) -> tuple[CacheMode, object]:
+        del misses  # bypassed while the listener is down, misses or not
         return (CacheMode.CHECK if self.listener_pid is not None else CacheMode.BYPASS), None
 
     def _signal(self) -> None:

@@ -187,9 +187,11 @@ class SqlBase(abc.ABC):
         del rows
         return self._read()
 
-    def _cache_mode(self) -> tuple[CacheMode, object]:
+    def _cache_mode(self, misses: bool = False) -> tuple[CacheMode, object]:
         """How far the next lookup may trust the cache, and a mark for
-        :meth:`_cache_validated` (SQLite: the data version read now)."""
+        :meth:`_cache_validated` (SQLite: the data version read now; None: no mark).
+        ``misses``: the lookup has some, so it runs its statement anyway."""
+        del misses
         return CacheMode.CHECK, None
 
     def _cache_validated(self, mark: object) -> None:

@@ -7,7 +7,8 @@ is written in one transaction together with its audit entry.
 
 The relay's lookup goes through a decision cache (:mod:`.cache`) that is
 exact: every lookup checks the store's decision version (PostgreSQL: in the
-statement it runs anyway; SQLite: ``PRAGMA data_version`` first), so a change
+statement it runs anyway; SQLite: ``PRAGMA data_version`` first, or only in
+the statement when there are misses and a data version is held), so a change
 committed by any node or process before a lookup starts applies to it
 (staleness bound: zero).
 """
@@ -83,11 +84,8 @@ class SqlStore(SqlEvents, SqlForwards, SqlCampaigns, SqlStats):
             return {}
         lk = list_key(list_id)
         cache = self.cache
-        mode, mark = self._cache_mode() if cache is not None else (CacheMode.BYPASS, None)
-        if cache is None or mode is CacheMode.BYPASS:
-            LOOKUPS["off" if cache is None else "bypass"] += len(recipients)
-            if cache is not None:
-                cache.invalidate()
+        if cache is None:
+            LOOKUPS["off"] += len(recipients)
             return (await self._lookup_recipients(recipients, lk))[0]
         result: dict[str, Decision] = {}
         hashes: dict[str, str] = {}
@@ -98,6 +96,14 @@ class SqlStore(SqlEvents, SqlForwards, SqlCampaigns, SqlStats):
                 misses.append(r)
             else:
                 result[r], hashes[r] = hit
+        # Asked after the cache (no await in between): with misses the statement runs
+        # anyway and reads the version in its own snapshot, which checks the hits, so
+        # SQLite reads no data version then (see SqliteStore._cache_mode).
+        mode, mark = self._cache_mode(bool(misses))
+        if mode is CacheMode.BYPASS:
+            LOOKUPS["bypass"] += len(recipients)
+            cache.invalidate()
+            return (await self._lookup_recipients(recipients, lk))[0]
         if mode is CacheMode.TRUST and not misses:
             LOOKUPS["hit"] += len(result)
             return result
@@ -123,7 +129,7 @@ class SqlStore(SqlEvents, SqlForwards, SqlCampaigns, SqlStats):
         for answers, keyed, at in fetched:
             for r, decision in answers.items():
                 cache.put(r, lk, decision, keyed[r], at)
-        if cache.version == version:  # read after the mark was taken
+        if mark is not None and cache.version == version:  # read after the mark was taken
             self._cache_validated(mark)
         return result
 

@@ -613,3 +613,78 @@ async def test_a_change_reaches_every_spelling_of_the_mailbox(
     await other.unsuppress("ann@xn--bcher-kva.example", "news.example.org")
     for lid in ("news.example.org", None):  # consent forgotten: unknown, refused
         assert set((await relay.decisions(_SPELLINGS, lid)).values()) == {Decision.REFUSED}
+
+
+class _Pragmas:
+    """The loop connection, counting its ``PRAGMA data_version`` reads."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db, self.reads = db, 0
+
+    def execute(self, sql: str, *args: Any) -> Any:
+        self.reads += sql == "PRAGMA data_version"
+        return self.db.execute(sql, *args)
+
+    def close(self) -> None:
+        self.db.close()
+
+
+def _pragmas(store: SqliteStore) -> _Pragmas:
+    assert store._loop_db is not None
+    counted = _Pragmas(store._loop_db)
+    store._loop_db = counted  # type: ignore[assignment]
+    return counted
+
+
+async def test_sqlite_a_lookup_with_misses_reads_no_data_version_once_one_is_held(
+        tmp_path: Path) -> None:
+    """Every recipient new (the relay's usual lookup): the statement reads the version,
+    no PRAGMA; the data version held stays, so hits alone still need no statement."""
+    async with SqliteStore(tmp_path / "c.db") as relay:
+        pragmas = _pragmas(relay)
+        await relay.decisions([ANN], None)  # none held yet: the mark is taken
+        assert pragmas.reads == 1 and relay._trusted is not None
+        held = relay._trusted
+        calls = _counted(relay)
+        for n in range(5):
+            await relay.decisions([f"new{n}@example.org"], None)
+            await relay.decisions([ANN, f"again{n}@example.org"], None)  # a hit, a miss
+        assert pragmas.reads == 1 and relay._trusted == held
+        assert len(calls) == 10 and all(calls)
+        assert (await relay.decisions([ANN, "new0@example.org"], None))[ANN] is Decision.REFUSED
+        assert pragmas.reads == 2 and len(calls) == 10  # hits alone: trusted, no statement
+
+
+async def test_sqlite_a_change_applies_to_a_lookup_with_misses_without_a_data_version(
+        tmp_path: Path) -> None:
+    """A held data version gone stale (another process committed) is not trusted by the
+    lookups with misses that skip the PRAGMA: their statement reads the new decision
+    version, the change log evicts the changed hit, and the next lookup of hits alone
+    reads the data version, sees it moved, and checks the version once."""
+    async with SqliteStore(tmp_path / "c.db") as relay, \
+            SqliteStore(tmp_path / "c.db", cache_size=0) as other:
+        await relay.decisions([ANN, BOB], None)
+        pragmas = _pragmas(relay)
+        held = relay._trusted
+        assert held is not None
+        await other.set_consent(ANN, Beacons.GRANTED)
+        calls = _counted(relay)
+        found = await relay.decisions([ANN, BOB, CAT], None)
+        assert found == {ANN: Decision.GRANTED, BOB: Decision.REFUSED, CAT: Decision.REFUSED}
+        assert calls == [[CAT], [ANN]]  # the miss and the version, then the changed hit
+        assert pragmas.reads == 0 and relay._trusted == held
+        await other.set_consent(BOB, Beacons.GRANTED)
+        assert (await relay.decisions([ANN, BOB], None))[BOB] is Decision.GRANTED
+        assert pragmas.reads == 1 and calls[2:] == [[], [BOB]]
+        assert relay._trusted != held  # marked again at the data version read now
+        calls.clear()
+        await relay.decisions([ANN, BOB, CAT], None)
+        assert calls == [] and pragmas.reads == 2
+        # An unrelated commit: the next lookups with misses skip the PRAGMA, the first
+        # of hits alone reads it, finds it moved and checks the version (no keys).
+        await other.queue_forward("https://list.example.org/u/1", address=CAT, list_id=None)
+        await relay.decisions(["dan@example.org"], None)
+        assert pragmas.reads == 2 and calls == [["dan@example.org"]]
+        await relay.decisions([ANN, BOB], None)
+        await relay.decisions([ANN, BOB], None)
+        assert pragmas.reads == 4 and calls == [["dan@example.org"], []]
