@@ -271,16 +271,53 @@ def _skeleton(parts: int, refs: Iterable[Loaded]) -> str:
     return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
 
 
-def campaign_key(analysis: Analysis, recipient: str | None = None) -> CampaignKey:
-    """The campaign of a message (``recipient``: its address, to drop merge fields); the
-    skeleton is :func:`loads`'s, kept on the analysis, the header is read each time."""
-    header = header_block(analysis.data)
-    sender = _sender_domain(header_field(header, "from") or "")
-    skeleton = loads(analysis).skeleton
+class _HeaderKey(NamedTuple):
+    """What :func:`campaign_key` reads of one header, for every recipient alike."""
+
+    header: bytes
+    sender: str
+    subject: str  # the field as written
+    words: tuple[tuple[str, str], ...]  # _subject_words(subject)
+    loose: str  # the To field as _personal_words searches it, and "\0"
+    plain: str  # the normalised subject when no word of it is a personal one
+
+
+#: The last header :func:`campaign_key` read (replaced whole: one tuple, no lock needed).
+#: A newsletter sent as one message per recipient under one header (a list's ``To``)
+#: reads its From, Subject and To fields once, not per message.
+_last_header: _HeaderKey | None = None
+
+
+def _header_key(header: bytes) -> _HeaderKey:
+    global _last_header
+    last = _last_header
+    if last is not None and last.header == header:  # the same bytes: the same fields
+        return last
     subject = header_field(header, "subject") or ""
     words = _subject_words(subject)
-    subject = normalise_subject(subject, _personal_words(header, recipient, words))
-    return CampaignKey(sender, analysis.list_id or "", subject, skeleton)
+    to = _decoded((header_field(header, "to") or "")[:MAX_SUBJECT])
+    last = _last_header = _HeaderKey(
+        header, _sender_domain(header_field(header, "from") or ""), subject, words,
+        to.replace("\\", "").casefold() + "\0", normalise_subject(subject))
+    return last
+
+
+def campaign_key(analysis: Analysis, recipient: str | None = None) -> CampaignKey:
+    """The campaign of a message (``recipient``: its address, to drop merge fields); the
+    skeleton is :func:`loads`'s, kept on the analysis, the header is read each time
+    (its fields once for a run of messages with the same header bytes)."""
+    header = header_block(analysis.data)
+    read = _header_key(header)
+    local = recipient.partition("@")[0].casefold() if recipient else ""
+    # _personal_words' own test: no subject word in the To field or the local part, no
+    # personal word to drop (the usual case), so the subject is the plain one.
+    loose = read.loose + local
+    if not any(word in loose for word, _ in read.words):
+        subject = read.plain
+    else:
+        subject = normalise_subject(read.subject,
+                                    _personal_words(header, recipient, read.words))
+    return CampaignKey(read.sender, analysis.list_id or "", subject, loads(analysis).skeleton)
 
 
 # -- a URL's shape ------------------------------------------------------------------------
