@@ -124,9 +124,9 @@ def _identity(recipient: str) -> RecipientIdentity:
     Building one costs ~30 us (six digests of each spelling, base64 cores, the IDNA
     forms): the relay sends a list's recipients every newsletter of it, and a
     personalised refused copy built it twice (:meth:`Engine.render`, then
-    :meth:`Engine._decide`).  The identity is immutable (slots set once, ``find``
-    reads them only); 1024 of them hold ~3 MB.  A list larger than that gains nothing
-    here (each lookup misses, ~1 us).
+    :meth:`Engine._decide`).  The identity's answers never change (its slots are set
+    once, but for its digests, made on first need and replaced whole); 1024 of them
+    hold ~3 MB.  A list larger than that gains nothing here (each lookup misses, ~1 us).
     """
     return RecipientIdentity(recipient)
 

@@ -55,6 +55,12 @@ __all__ = ["HASHES", "RecipientIdentity", "base64_cores", "spellings"]
 HASHES = ("md5", "sha1", "sha224", "sha256", "sha384", "sha512")
 _MIN_CORE = 6  # shorter base64 fragments would match by chance
 _HASH_NEW = tuple((getattr(hashlib, name), "address-" + name) for name in HASHES)
+#: Each hash's hex length, in the order of HASHES (growing: 32, 40, 56, 64, 96, 128).
+_HEX_LENGTHS = tuple(getattr(hashlib, name)().digest_size * 2 for name in HASHES)
+_MIN_HEX = min(_HEX_LENGTHS)
+#: bytes.translate: a lower-case hex digit -> "x", any other byte -> " ".
+_HEX_MARKS = bytes(0x78 if c in b"0123456789abcdef" else 0x20 for c in range(256))
+_HEX_RUN = b"x" * _MIN_HEX
 #: Characters quote() never escapes, and "@": such an address needs no quote() calls.
 _PLAIN = re.compile(r"[A-Za-z0-9_.~@-]*")
 
@@ -141,10 +147,46 @@ def _texts(url: str) -> tuple[str, tuple[str, ...]]:
     return low, texts
 
 
-class RecipientIdentity:
-    """The forms of one recipient's address that can appear in a URL."""
+# The last text searched for digests and its runs of hex digits long enough to hold one:
+# (text, runs), for the same object as _last.
+_last_runs: tuple[str, tuple[str, ...]] = ("", ())
 
-    __slots__ = ("_b64", "_folded", "_hashes", "_lowers", "address")
+
+def _hex_runs(url: str, low: str) -> tuple[str, ...]:
+    """The maximal runs of ``[0-9a-f]`` in ``low`` (``url`` lower-cased) of at least
+    :data:`_MIN_HEX` characters.  A hex digest (lower-case hex) is in ``low`` exactly
+    when it is in one of them: every occurrence lies inside a maximal run at least as
+    long.  Made once per text, like :func:`_texts` (a few microseconds for a message's
+    joined URLs: one ``translate`` and a search for the marks of a long run), so a
+    recipient's digests are compared with these few runs instead of searched for in
+    the whole text, and only the digests that fit the longest run are made."""
+    global _last_runs
+    last = _last_runs
+    if last[0] is url:
+        return last[1]
+    raw = low.encode("utf-8", "surrogatepass")  # other characters: bytes >= 0x80, not hex
+    marks = raw.translate(_HEX_MARKS)
+    runs: list[str] = []
+    start = marks.find(_HEX_RUN)
+    while start >= 0:  # the first long run at or after a non-hex byte starts there
+        end = marks.find(b" ", start + _MIN_HEX)
+        if end < 0:
+            end = len(marks)
+        runs.append(raw[start:end].decode("ascii"))
+        start = marks.find(_HEX_RUN, end)
+    found = tuple(runs)
+    _last_runs = (url, found)
+    return found
+
+
+class RecipientIdentity:
+    """The forms of one recipient's address that can appear in a URL.
+
+    The digests are made when a searched text first has a run of hex digits long
+    enough to hold them (most URL texts have none, or only MD5-long ones), shortest
+    hash first, and kept: the same answers as making them all up front."""
+
+    __slots__ = ("_b64", "_folded", "_hashes", "_lowers", "_variants", "address")
 
     def __init__(self, address: str) -> None:
         self.address = address.strip()
@@ -158,12 +200,11 @@ class RecipientIdentity:
         else:
             quoted = (lower, quote(lower, safe="@"), quote(lower, safe=""))
         self._folded = tuple(dict.fromkeys(quoted)) if lower else ()
-        hashes: dict[str, str] = {}
-        for new, reason in _HASH_NEW:
-            for text in variants:
-                if text:
-                    hashes[new(text.encode("utf-8")).hexdigest()] = reason
-        self._hashes = tuple(hashes.items())
+        self._variants = tuple(text.encode("utf-8") for text in variants if text)
+        # (n, digests): (digest, reason) of the first n hashes of HASHES, in that order,
+        # each over every variant (as one dict made them all: no digest twice); one
+        # tuple, replaced whole (copies may render in threads: a race makes equal ones)
+        self._hashes: tuple[int, tuple[tuple[str, str], ...]] = (0, ())
         b64: dict[str, None] = {}
         for text in variants:
             for core in base64_cores(text.encode("utf-8")):
@@ -197,8 +238,26 @@ class RecipientIdentity:
             else:
                 continue
             break
-        if len(low) >= 32:
-            for digest, reason in self._hashes:
-                if digest in low and reason not in found:
-                    found.append(reason)
+        if len(low) >= _MIN_HEX:
+            runs = _hex_runs(url, low)
+            if runs:
+                longest = max(map(len, runs))
+                for digest, reason in self._digests(longest):
+                    if reason not in found and any(digest in run for run in runs):
+                        found.append(reason)
         return found
+
+    def _digests(self, longest: int) -> tuple[tuple[str, str], ...]:
+        """The (digest, reason) pairs of the hashes no longer than ``longest`` hex digits,
+        in the order of HASHES (made now if not yet).  Longer ones may come too: they
+        cannot be in a run shorter than themselves."""
+        fit = sum(1 for n in _HEX_LENGTHS if n <= longest)
+        made, digests = self._hashes
+        if fit > made:
+            hashes = dict(digests)
+            for new, reason in _HASH_NEW[made:fit]:
+                for text in self._variants:
+                    hashes[new(text).hexdigest()] = reason
+            digests = tuple(hashes.items())
+            self._hashes = (fit, digests)
+        return digests

@@ -1,0 +1,85 @@
+"""RecipientIdentity's digests made on first need and compared with a text's hex runs:
+every answer equal to making them all up front and searching the whole text."""
+
+from __future__ import annotations
+
+import hashlib
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from beacon_proxy.rewrite import identity
+from beacon_proxy.rewrite.identity import HASHES, RecipientIdentity, _hex_runs
+
+
+def _reference(me: RecipientIdentity, url: str) -> list[str]:
+    """find() as it was: every digest of every variant searched in the lower-cased text."""
+    # the other forms, found as before (that code is unchanged), then the digests
+    fresh = [r for r in me.find(url) if r in ("address", "address-urlencoded",
+                                               "address-base64")]
+    low = url.lower()
+    if me._folded and len(low) >= 32:
+        hashes: dict[str, str] = {}
+        for name in HASHES:
+            for text in me._variants:
+                hashes[hashlib.new(name, text).hexdigest()] = "address-" + name
+        for digest, reason in hashes.items():
+            if digest in low and reason not in fresh:
+                fresh.append(reason)
+    return fresh
+
+
+_ADDRESSES = ["Jane.Doe@Example.com", "ann@example.org", "x@y", '"ann.lee"@bücher.example', ""]
+
+
+def _digests(address: str) -> list[str]:
+    texts = {address.strip().lower(), address.strip()}
+    return [hashlib.new(name, t.encode()).hexdigest() for name in HASHES for t in texts if t]
+
+
+@st.composite
+def _urls(draw: st.DrawFn, address: str) -> str:
+    digests = _digests(address) or ["d41d8cd98f00b204e9800998ecf8427e"]
+    piece = st.one_of(
+        st.sampled_from(digests),
+        st.sampled_from(digests).map(str.upper),
+        st.sampled_from(digests).flatmap(lambda d: st.integers(1, len(d)).map(lambda n: d[:n])),
+        st.sampled_from(digests).flatmap(lambda d: st.integers(0, len(d) - 1).map(lambda n: d[n:])),
+        st.text("0123456789abcdefABCDEF", max_size=140),
+        st.sampled_from(["/", "?h=", "&", "%", "+", "é", "\uff21", "\udcff", "g", "x", "-", ""]),
+    )
+    return "https://t.example/" + "".join(draw(st.lists(piece, max_size=8)))
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.data())
+def test_every_answer_is_the_whole_texts(data: st.DataObject) -> None:
+    identity._last_runs = ("", ())
+    people = [RecipientIdentity(a) for a in _ADDRESSES]
+    urls = data.draw(st.lists(st.sampled_from(_ADDRESSES).flatmap(_urls), min_size=1,
+                              max_size=6))
+    for url in urls:  # the same text for each identity in turn, then the next text
+        for me in people:
+            assert me.find(url) == _reference(me, url), (me, url)
+            assert me.find(url) == _reference(me, url)  # the kept runs and digests
+
+
+@given(st.text("0123456789abcdefg/é", max_size=300))
+def test_the_runs_are_the_maximal_hex_runs_of_32_or_more(text: str) -> None:
+    identity._last_runs = ("", ())
+    import re
+
+    assert list(_hex_runs(text, text.lower())) == re.findall("[0-9a-f]{32,}", text.lower())
+
+
+def test_only_the_digests_that_fit_are_made() -> None:
+    me = RecipientIdentity("ann@example.org")
+    assert me.find("https://t.example/" + "0" * 31) == []
+    assert me._hashes[0] == 0  # no run of 32: no digest made
+    md5 = hashlib.md5(b"ann@example.org").hexdigest()
+    assert me.find("https://t.example/" + md5) == ["address-md5"]
+    assert me._hashes[0] == 1  # MD5 only
+    sha512 = hashlib.sha512(b"ann@example.org").hexdigest()
+    assert me.find("https://t.example/?a=" + md5 + "&b=" + sha512.upper()) == [
+        "address-md5", "address-sha512"]
+    assert me._hashes[0] == len(HASHES)
