@@ -242,7 +242,7 @@ class SqliteStore(SqlStore):
         if self._loop_db is None:
             return CacheMode.BYPASS, None
         if misses and self._trusted is not None:
-            # No PRAGMA (~40 us of the loop's CPU in the relay, GIL hand-offs included):
+            # No PRAGMA (a statement on the loop, and the GIL released around it):
             # the lookup's statement reads the decision version, which checks the hits,
             # and a mark would only let a later lookup of hits alone skip its statement.
             # ``_trusted`` stays, still true: a data version read before a statement
