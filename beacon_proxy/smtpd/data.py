@@ -2,11 +2,12 @@
 
 aiosmtpd reads DATA one line at a time in Python, which dominates the CPU
 cost of receiving a newsletter (a 70 KB quoted-printable message is about a
-thousand lines).  :func:`read_data` asks the stream for everything up to the
-next ``.<CRLF>`` instead and accepts it as the end only when it starts a
-line (follows ``<CRLF>``, or is the very first byte): exactly RFC 5321's
-``<CRLF>.<CRLF>``.  The smuggling variants (``<LF>.<LF>``, ``<LF>.<CRLF>``,
-``<CR>.<CR>``, ``<CRLF>.<LF>``, ``<CRLF><NUL>.<CRLF>``) never end the data.
+thousand lines).  :func:`read_data` searches the bytes where they arrive for
+the periods that start a line and for bare LFs instead, in one pass, and
+accepts a ``.<CRLF>`` as the end only when it starts a line (follows
+``<CRLF>``, or is the very first byte): exactly RFC 5321's ``<CRLF>.<CRLF>``.
+The smuggling variants (``<LF>.<LF>``, ``<LF>.<CRLF>``, ``<CR>.<CR>``,
+``<CRLF>.<LF>``, ``<CRLF><NUL>.<CRLF>``) never end the data.
 
 Line ends are taken as Postfix 3.9+ takes them by default
 (``smtpd_forbid_bare_newline = normal``): the end of the data must be the
@@ -27,8 +28,10 @@ that happens, right after the data is read and before anything parses it:
 
 A bare CR (one not followed by LF) is no line end: it stays as it is (the
 handler refuses one in the header section).  Each step is a few C-level
-``bytes`` operations over the whole message, no loop over lines; a message
-that already is all CRLF costs two ``count`` calls on top of the unstuffing.
+``bytes`` operations over the whole message, no loop over lines.  A message
+that is all CRLF with at most ``MAX_DOTS`` stuffed lines does not need these
+steps: :func:`read_data`'s one search found its stuffing periods, which it cuts
+out by offset, and proved it free of bare LFs (its result is the same).
 
     >>> async def demo() -> tuple[bytes | None, int]:
     ...     reader = asyncio.StreamReader()
@@ -173,10 +176,12 @@ async def read_data(reader: asyncio.StreamReader, limit: int | None) -> tuple[by
     search goes on, for the look back at CR).  The periods to remove are cut
     out by their offsets, so the message costs one search instead of three
     (the terminator, :func:`has_bare_lf`, :func:`unstuff`).  A bare LF, or
-    more than ``MAX_DOTS`` line-start periods, hands the rest to
-    :func:`_read_to_end` and the whole message to :func:`canonical`, as
-    before (what they return for any input, split anyhow, is what this
-    returns: ``tests/smtpd/test_data.py`` compares them).
+    more than ``MAX_DOTS`` line-start periods, or one past ``limit``, hands
+    the rest to :func:`_read_to_end` and the whole message to
+    :func:`canonical`, as before: the Python steps a message costs here are
+    at most ``MAX_DOTS`` and one a wake-up.  Whichever way, the result is
+    the same for any input split anyhow (``tests/smtpd/test_data.py`` checks
+    every path against a line-by-line reading as Postfix's).
     """
     buf: bytearray = reader._buffer  # type: ignore[attr-defined]  # see internals.py
     chunks: list[bytes] = []  # the content taken out of the reader, as received
@@ -217,11 +222,10 @@ async def read_data(reader: asyncio.StreamReader, limit: int | None) -> tuple[by
             if verdict:
                 end = lf + 1
                 break
-            if dots is not None:
-                if len(dots) >= MAX_DOTS:
-                    slow = True
-                    break
-                dots.append(size + lf + 1)
+            if dots is None or len(dots) >= MAX_DOTS:  # too big, or many
+                slow = True
+                break
+            dots.append(size + lf + 1)
             pos = lf + 2
         if end >= 0:
             last = await reader.readexactly(end + 3)  # buffered: returns at once

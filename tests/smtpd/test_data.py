@@ -343,3 +343,14 @@ async def test_more_than_max_dots_go_the_slow_way() -> None:
     with mock.patch.object(data_module, "_slow", slow):
         got, _, _ = await _read([_stuff(content)])
     assert got == content and slow.await_count == 1
+
+
+async def test_past_the_limit_a_stuffed_line_goes_the_slow_way() -> None:
+    """Past the limit nothing is kept: the rest is read the old way (the Python
+    steps stay bounded by MAX_DOTS however many stuffed lines follow)."""
+    content = b"x" * 198 + b"\r\n" + b"..\r\n" * 1000
+    slow = mock.AsyncMock(side_effect=data_module._slow)
+    with _settings(10_000, 4), mock.patch.object(data_module, "_slow", slow):
+        got, size, rest = await _read([_stuff(content)[:150], _stuff(content)[150:]], limit=60)
+    assert (got, size, rest) == (None, len(_stuff(content)) - 3, b"QUIT\r\n")
+    assert slow.await_count == 1
