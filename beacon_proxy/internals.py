@@ -1,6 +1,6 @@
-"""The private internals of aiosmtpd and aiosmtplib the relay relies on, in one place.
+"""The private internals of aiosmtpd, aiosmtplib and asyncio's streams the relay uses, in one place.
 
-Both libraries are used beyond their documented API where the documented one
+These are used beyond their documented API where the documented one
 cannot do the job:
 
 * aiosmtpd's ``SMTP`` protocol (:mod:`beacon_proxy.smtpd.protocol`): ``_reader``
@@ -33,7 +33,12 @@ cannot do the job:
   PIPELINING group (RFC 2920) the courier puts a reader of its own on the
   transport (``set_protocol``), since aiosmtplib reads one reply per command and
   drops replies that arrive while no command waits; the reader passes the
-  connection's end and flow control on to aiosmtplib's protocol.
+  connection's end and flow control on to aiosmtplib's protocol;
+* asyncio's ``StreamReader`` (:func:`beacon_proxy.smtpd.data.read_data`):
+  ``_buffer``, ``_eof`` and ``_wait_for_data``: DATA is searched in the reader's
+  buffer where it arrives (one pass for the end of data, the stuffing periods and
+  bare LFs) and taken out of it with ``readexactly``, so that the bytes after the
+  end of data stay in the reader for the command loop.
 
 ``pyproject.toml`` bounds both libraries to the release series tested
 (``aiosmtpd<1.5``, ``aiosmtplib<6``); :func:`missing_internals` says what an
@@ -44,10 +49,13 @@ found before it runs.
 
 from __future__ import annotations
 
+import asyncio
 import inspect
+import sys
 from importlib.metadata import version
 
-__all__ = ["AIOSMTPD", "AIOSMTPD_MODULE", "AIOSMTPLIB", "AIOSMTPLIB_SMTP", "missing_internals"]
+__all__ = ["AIOSMTPD", "AIOSMTPD_MODULE", "AIOSMTPLIB", "AIOSMTPLIB_SMTP", "STREAM_READER",
+           "missing_internals"]
 
 #: aiosmtpd.smtp.SMTP: attributes the relay's subclass uses.
 AIOSMTPD = ("_reader", "_smtp_methods", "_call_handler_hook", "_create_envelope", "_getaddr",
@@ -60,6 +68,8 @@ AIOSMTPD_MODULE = ("BOGUS_LIMIT", "ALLOWED_BEFORE_STARTTLS", "sanitized_log")
 AIOSMTPLIB = ("write", "read_response", "connection_lost", "pause_writing", "resume_writing")
 #: aiosmtplib.SMTP: attributes the courier reads.
 AIOSMTPLIB_SMTP = ("transport", "protocol")
+#: asyncio.StreamReader: attributes DATA's reader uses.
+STREAM_READER = ("_buffer", "_eof", "_wait_for_data")
 
 
 def _assigned_or_defined(cls: type, name: str) -> bool:
@@ -94,6 +104,8 @@ def missing_internals() -> list[str]:
                 if not callable(getattr(SMTPProtocol, name, None))]
     missing += [f"aiosmtplib {version('aiosmtplib')}: SMTP.{name}" for name in AIOSMTPLIB_SMTP
                 if not _assigned_or_defined(SMTPClient, name)]
+    missing += [f"Python {sys.version.split()[0]}: asyncio.StreamReader.{name}"
+                for name in STREAM_READER if not _assigned_or_defined(asyncio.StreamReader, name)]
     return missing
 
 

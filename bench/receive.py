@@ -66,7 +66,9 @@ def _stub(part: str) -> None:
 
     handler.SmtpHandler.handle_DATA = answer  # type: ignore[method-assign]
     if part == "data":
-        data.canonical = lambda received: received  # read_data looks it up at each call
+        # read_data looks them up at each call: the stuffing periods stay too
+        data.canonical = lambda received: received
+        data._unstuffed = lambda chunks, end, dots: b"".join(chunks)[:end]
 
 
 def _client(port: int, count: int, body: bytes) -> None:

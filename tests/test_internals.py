@@ -156,3 +156,10 @@ def test_the_command_loops_needs_are_named(monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.setattr(aiosmtpd.smtp.SMTP, "connection_made", connection_made)
     missing = [m.split(": ")[1] for m in missing_internals()]
     assert missing == ["aiosmtpd.smtp.BOGUS_LIMIT", "SMTP.connection_made runs _handle_client"]
+
+
+def test_a_missing_stream_reader_internal_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(internals, "STREAM_READER", (*internals.STREAM_READER, "_gone"))
+    missing = missing_internals()
+    assert [m.split(": ")[1] for m in missing] == ["asyncio.StreamReader._gone"]
+    assert missing[0].startswith("Python 3.")

@@ -1,12 +1,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
+from unittest import mock
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from beacon_proxy.smtpd import data as data_module
 from beacon_proxy.smtpd.data import (
     canonical,
     crlf_line_ends,
@@ -213,3 +216,141 @@ def test_has_bare_lf_is_an_lf_without_a_cr_before_it(data: bytes) -> None:
     expected = any(c == 10 and (i == 0 or data[i - 1] != 13) for i, c in enumerate(data))
     assert has_bare_lf(data) is expected
     assert expected == (data.count(b"\n") != data.count(b"\r\n"))
+
+
+# -- the one-pass reader's own paths: taking out of the buffer, the slow path --
+
+def _settings(max_dots: int, take_at: int) -> contextlib.AbstractContextManager[object]:
+    """read_data with ``MAX_DOTS`` and ``_TAKE_AT`` set (1 and 4: every message
+    with a stuffed line goes the slow way, the buffer is taken out at each wake)."""
+    stack = contextlib.ExitStack()
+    stack.enter_context(mock.patch.object(data_module, "MAX_DOTS", max_dots))
+    stack.enter_context(mock.patch.object(data_module, "_TAKE_AT", take_at))
+    return stack
+
+
+_SETTINGS = [(64, 1 << 17), (64, 4), (1, 1 << 17), (1, 4), (0, 1)]
+
+
+@pytest.mark.parametrize(("max_dots", "take_at"), _SETTINGS)
+@given(parts=st.lists(_PARTS, max_size=60), cuts=_CUTS,
+       limit=st.none() | st.integers(min_value=0, max_value=400))
+def test_every_path_reads_as_postfix_does(max_dots: int, take_at: int, parts: list[bytes],
+                                          cuts: list[int], limit: int | None) -> None:
+    """Split terminators, bare LFs, stuffed lines, sizes around the limit: whichever
+    way the reader goes, the message, the size and what follows are Postfix's."""
+    sent = b"".join(parts) + b"\r\n.\r\n"
+    message, size, rest = _postfix(sent + b"QUIT\r\n")
+    with _settings(max_dots, take_at):
+        got, got_size, got_rest = asyncio.run(_read(_split(sent, cuts), limit))
+    assert (got_size, got_rest) == (size, rest)
+    assert got == (None if limit is not None and size > limit else message)
+
+
+@pytest.mark.parametrize(("max_dots", "take_at"), _SETTINGS)
+async def test_a_byte_at_a_time(max_dots: int, take_at: int) -> None:
+    """A client dribbling the message a byte per read, the terminator included."""
+    content = b".a\r\n..\r\nb.\r\n.\r\r\n.c\r\n"
+    wire = _stuff(content)
+    with _settings(max_dots, take_at):
+        got, size, rest = await _read([wire[i : i + 1] for i in range(len(wire))])
+    assert (got, size, rest) == (content, len(wire) - 3, b"QUIT\r\n")
+
+
+@pytest.mark.parametrize("cut", range(1, 12))
+async def test_the_terminator_split_anywhere(cut: int) -> None:
+    wire = b"x\r\n..y\r\n.\r\nMAIL FROM:<a@b>\r\n"
+    got, size, rest = await _read([wire[:cut], wire[cut:]])
+    assert (got, size) == (b"x\r\n.y\r\n", 8)
+    assert rest == b"MAIL FROM:<a@b>\r\nQUIT\r\n"
+
+
+async def test_many_stuffed_lines_go_the_slow_way() -> None:
+    content = b"".join(b".%d\r\n" % i for i in range(5000))
+    got, size, rest = await _read([_stuff(content)])
+    assert (got, rest) == (content, b"QUIT\r\n") and size == len(_stuff(content)) - 3
+
+
+async def test_a_bare_lf_after_stuffed_lines_goes_the_slow_way() -> None:
+    wire = b"..a\r\n..b\r\nc\nd\r\n\n.\n..e\r\n.\r\n"
+    got, size, rest = await _read([wire[:12], wire[12:]])
+    assert got == b".a\r\n.b\r\nc\r\nd\r\n\r\n.e\r\n" and rest == b"QUIT\r\n"
+    assert size == len(wire) - 3
+
+
+@pytest.mark.parametrize("line_end", [b"", b"\r\n", b"\n"])
+async def test_the_reader_holds_no_more_than_it_did(line_end: bytes) -> None:
+    """A 3 MB message (one line, or many) fed in 64 KB pieces: the reader's buffer
+    never holds more than ``_TAKE_AT`` and a piece; an oversize one is dropped."""
+    reader = asyncio.StreamReader(limit=1 << 16)
+    line = b"z" * 998 + line_end
+    body = line * (3_000_000 // len(line))
+    wire = body + (b"" if body.endswith(b"\r\n") else b"\r\n") + b".\r\n"
+    most = 0
+    buffer: bytearray = reader._buffer  # type: ignore[attr-defined]
+
+    async def feed() -> None:
+        nonlocal most
+        for start in range(0, len(wire), 1 << 16):
+            while len(buffer) > 1 << 17:  # as the paused transport would
+                await asyncio.sleep(0)
+            reader.feed_data(wire[start : start + (1 << 16)])
+            most = max(most, len(buffer))
+            await asyncio.sleep(0)
+        reader.feed_eof()
+
+    feeder = asyncio.create_task(feed())
+    got, size = await asyncio.wait_for(read_data(reader, 1_000_000), 30)
+    await feeder
+    assert got is None and size == len(wire) - 3
+    assert most <= data_module._TAKE_AT + (1 << 16)
+
+
+async def test_a_disconnect_after_part_was_taken_raises() -> None:
+    reader = asyncio.StreamReader()
+    reader.feed_data(b"..a\r\n" * 100)
+    reader.feed_eof()
+    with _settings(64, 4), pytest.raises(asyncio.IncompleteReadError):
+        await read_data(reader, None)
+
+
+async def test_an_error_on_the_stream_is_raised() -> None:
+    reader = asyncio.StreamReader()
+    reader.feed_data(b"a\r\n")
+    reader.set_exception(ConnectionResetError("gone"))
+    with pytest.raises(ConnectionResetError):
+        await read_data(reader, None)
+
+
+@given(st.lists(st.sampled_from([b"a", b".", b"\r\n", b"\r\n.", b"\r\n..", b"x" * 50]),
+                max_size=60), _CUTS)
+def test_crlf_messages_with_few_stuffed_lines_take_one_pass(parts: list[bytes],
+                                                            cuts: list[int]) -> None:
+    """All CRLF and under ``MAX_DOTS`` stuffed lines, however split and taken out of
+    the buffer (a CRLF split between two takes included): never the slow way."""
+    content = b"".join(parts) + b"\r\n"
+    wire = _stuff(content)
+    slow = mock.AsyncMock(side_effect=AssertionError("went the slow way"))
+    with _settings(64, 4), mock.patch.object(data_module, "_slow", slow):
+        got, _, rest = asyncio.run(_read(_split(wire, cuts)))
+    assert (got, rest) == (content, b"QUIT\r\n")
+
+
+async def test_more_than_max_dots_go_the_slow_way() -> None:
+    content = b".a\r\n" * 65
+    real = data_module._slow
+    slow = mock.AsyncMock(side_effect=real)
+    with mock.patch.object(data_module, "_slow", slow):
+        got, _, _ = await _read([_stuff(content)])
+    assert got == content and slow.await_count == 1
+
+
+async def test_past_the_limit_a_stuffed_line_goes_the_slow_way() -> None:
+    """Past the limit nothing is kept: the rest is read the old way (the Python
+    steps stay bounded by MAX_DOTS however many stuffed lines follow)."""
+    content = b"x" * 198 + b"\r\n" + b"..\r\n" * 1000
+    slow = mock.AsyncMock(side_effect=data_module._slow)
+    with _settings(10_000, 4), mock.patch.object(data_module, "_slow", slow):
+        got, size, rest = await _read([_stuff(content)[:150], _stuff(content)[150:]], limit=60)
+    assert (got, size, rest) == (None, len(_stuff(content)) - 3, b"QUIT\r\n")
+    assert slow.await_count == 1
