@@ -369,13 +369,15 @@ class _Segment:
 
 
 _Item = tuple[asyncio.AbstractEventLoop, "asyncio.Future[None]", str, bytes, bytes]
+#: A job for the thread, run after the batch it was taken with (:meth:`SegmentLog.call_soon`).
+_Call = Callable[[], None]
 
 
 class SegmentLog:
     """The group-committed log of a spool's new messages (see the module's docstring).
 
-    :meth:`append` from the event loop; :meth:`forget` and :meth:`find` from any
-    thread (one lock guards the places and the live counts).
+    :meth:`append` and :meth:`call_soon` from the event loop; :meth:`forget` and
+    :meth:`find` from any thread (one lock guards the places and the live counts).
     ``on_sync`` (tests only) is called by the thread after each ``fdatasync`` with
     the number of records it made durable."""
 
@@ -389,7 +391,7 @@ class SegmentLog:
         self._last_seq = 0
         self._doomed: list[Path] = []  # segments let go of, to unlink (list ops are atomic)
         self._closing = False  # close() has queued its stop: appends are refused
-        self._queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[_Item | _Call | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self.on_sync: Callable[[int], None] | None = None
 
@@ -412,6 +414,26 @@ class SegmentLog:
                 raise OSError(errno.ESHUTDOWN, "the spool's log is closed")
             self._queue.put((loop, done, queue_id, envelope, data))
         await done
+
+    def call_soon(self, job: _Call) -> bool:
+        """Have the thread run ``job`` after the records handed over with it are
+        written (the spool's removals of log-backed messages without a journal: the
+        thread is often awake for a batch anyway, where the journal's thread had to be
+        woken for each).  False, and nothing queued, when no thread will run it (not
+        started, or closing): the caller does the job another way.  A job that raises
+        is logged; the thread goes on."""
+        with self._lock:  # never behind close()'s stop (see append)
+            if self._closing or self._thread is None:
+                return False
+            self._queue.put(job)
+        return True
+
+    async def flushed(self) -> None:
+        """Wait until every job handed over before (:meth:`call_soon`) has run."""
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+        if self.call_soon(lambda: answer_soon(loop, [done], None)):
+            await done
 
     def find(self, queue_id: str) -> LogRecord | None:
         with self._lock:
@@ -474,10 +496,21 @@ class SegmentLog:
     def _run(self) -> None:
         while True:
             items = take_all(self._queue)
-            stop = None in items  # the last item (append refuses any after it)
-            batch = [item for item in items if item is not None]
+            stop = items[-1] is None  # the last item (append and call_soon refuse any after it)
+            batch: list[_Item] = []
+            jobs: list[_Call] = []
+            for item in items:
+                if isinstance(item, tuple):
+                    batch.append(item)
+                elif item is not None:
+                    jobs.append(item)
             if batch:
                 self._commit(batch)
+            for job in jobs:  # after the batch's puts are answered: they wait, jobs do not
+                try:
+                    job()
+                except Exception:
+                    log.exception("a job of the spool's log thread failed")
             if stop:
                 return
 
