@@ -738,7 +738,7 @@ class Spool:
         ``removed`` with ``reason``.  :meth:`settled` waits for removals handed over;
         :meth:`close` does them all."""
         assert self._journal_writer is not None, "Spool.open() was not called"
-        if (self._lane is not None and queue_id not in self._journaled
+        if (self._lane is not None and self._journals_known and queue_id not in self._journaled
                 and not self._journal_writer.has_lines(queue_id)
                 and self._lane.call_soon(functools.partial(
                     _remove_and_tell, self._remove_now, _Removal(queue_id, last, None, reason)))):
