@@ -36,7 +36,11 @@ bounced, suppressed), or still pending after its first attempt, when
 (``active/`` or ``deferred/``, durably) before it lets go of the record.  Letting
 go (:meth:`SegmentLog.forget`) appends the queue id to the segment's ``.done`` file
 (not fsynced: a crash that loses the line redelivers, the window a queue file's
-unfsynced unlink had).  A segment that is no longer the one written to and holds no
+unfsynced unlink had); for a message with no journal the spool has this thread do
+it (:meth:`SegmentLog.call_soon`), after the batch it is taken with.  The record it
+lets go of was durable before its message was acknowledged, so no order with the
+batch matters; a crash before the line is written leaves the record live (a
+redelivery, as above).  A segment that is no longer the one written to and holds no
 live record is removed, its ``.seg`` first, then its ``.done``.  The thread starts a
 new segment when the current one is full (:data:`SEGMENT_BYTES`), or when it holds
 nothing live and is a sixteenth full, so a quiet relay does not keep delivered mail

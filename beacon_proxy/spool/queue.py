@@ -57,23 +57,28 @@ whatever part of that a crash undoes, recovery finds
 either nothing (done) or the queue file with the outcomes that reached the
 disk, and retries the rest: a redelivery at worst, never a loss.  The removal
 itself is handed to the journal's writer thread (:meth:`Spool.remove_soon`),
-behind the message's lines, and not waited for: a crash before the thread
-does it is the same case (the queue file is still there).  The thread logs
+behind the message's lines, and not waited for -- or, for a message with no
+journal line (nearly all: one recipient, delivered at the first attempt), to the
+log's thread (:meth:`SegmentLog.call_soon`), which is awake for the puts anyway:
+a crash before the thread does it is the same case (the queue file, or the
+record, is still there).  The thread logs
 ``removed`` once the files are gone; a failed unlink journals the delivery the
 removal stood for, is logged (``remove_failed``, and no ``removed``), and leaves
 the finished message for the next start to remove.  The window
 is that of an at-least-once MTA such as Postfix: a *process* crash retries
 a delivered recipient only if it falls between the upstream's ``250`` and
 the journal write (or the unlink) that follows it (both done by the writer
-thread: its wait for the GIL, a few milliseconds at most, in which the
-delivery worker may already send the next copies); an *operating-system*
+thread, or by the log's after the batch it is writing: a wait for the GIL, or
+for that batch's ``fdatasync``, a few milliseconds, in which the delivery
+worker may already send the next copies); an *operating-system*
 crash or power loss can also retry the recipients delivered since the
 journal's last fsync (in this attempt, or all of them when the message was
 being removed).  A torn last line (a crash mid-write) is ignored.
 
 All file I/O runs in threads, never on the event loop: puts in their own pool
 (each holds its thread through the directory sync), reads and attempt ends in
-another, journal lines and removals in the journal's writer thread.  The
+another, journal lines and removals in the journal's writer thread (removals of
+messages with no journal in the log's).  The
 synchronous ``*_sync`` readers serve the command line.
 """
 
