@@ -118,29 +118,9 @@ class LogRecord:
         return self.offset + self.envelope_len + 1
 
 
-#: ``zlib.crc32`` releases the GIL for more bytes than this (CPython's zlibmodule.c).
-_CRC_HELD = 5 * 1024
-
-
-def _crc_held(data: bytes, crc: int) -> int:
-    """``zlib.crc32(data, crc)`` in pieces short enough that the GIL is kept.
-
-    Why: the log's thread gave up the GIL for every message's CRC (70 KB: ~15-30 us)
-    and, the event loop having taken it meanwhile, slept until the loop let go of it
-    again: a futex wait and wake and two context switches a message, in a thread that
-    gives up the GIL anyway for its ``writev`` and ``fdatasync``.  The pieces cost a
-    few percent more CRC time (a call each)."""
-    if len(data) <= _CRC_HELD:
-        return zlib.crc32(data, crc)
-    view = memoryview(data)
-    for start in range(0, len(view), _CRC_HELD):
-        crc = zlib.crc32(view[start:start + _CRC_HELD], crc)
-    return crc
-
-
 def record_bytes(nonce: bytes, queue_id: str, envelope: bytes, data: bytes) -> list[bytes]:
     """A record as the parts to write (the CRCs computed here: call it off the loop)."""
-    crc = _crc_held(data, zlib.crc32(b"\n", _crc_held(envelope, 0)))
+    crc = zlib.crc32(data, zlib.crc32(b"\n", zlib.crc32(envelope)))
     head = b"%s %s %s %d %d %08x" % (RECORD_MAGIC, nonce, queue_id.encode("ascii"),
                                      len(envelope), len(data), crc)
     return [b"%s %08x\n" % (head, zlib.crc32(head)), envelope, b"\n", data, b"\n"]

@@ -486,24 +486,3 @@ def test_jobs_of_the_logs_thread(tmp_path: Path, caplog: pytest.LogCaptureFixtur
     asyncio.run(lane.flushed())  # nothing to wait for
     assert ran == [1]
 
-
-def test_a_records_crc_keeps_the_gil_and_is_the_crc_of_the_whole(
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    """The body CRC is taken in pieces short enough that ``zlib`` keeps the GIL (the log's
-    thread would otherwise wait for it back after every message), and is the same CRC."""
-    import zlib
-
-    real = zlib.crc32
-    sizes: list[int] = []
-
-    def crc32(data: Any, value: int = 0) -> int:
-        sizes.append(len(data))
-        return real(data, value)
-
-    envelope, data = b'{"e": "%s"}' % (b"x" * 9000), os.urandom(70_000)
-    expected = real(envelope + b"\n" + data)
-    monkeypatch.setattr(zlib, "crc32", crc32)
-    head = record_bytes(b"ab" * 16, "ID1", envelope, data)[0]
-    monkeypatch.undo()
-    assert max(sizes) <= seglog._CRC_HELD
-    assert head.split(b" ")[5] == b"%08x" % expected
