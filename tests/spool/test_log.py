@@ -485,4 +485,3 @@ def test_jobs_of_the_logs_thread(tmp_path: Path, caplog: pytest.LogCaptureFixtur
     assert not lane.call_soon(lambda: ran.append(2))
     asyncio.run(lane.flushed())  # nothing to wait for
     assert ran == [1]
-
