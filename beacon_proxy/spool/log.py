@@ -36,7 +36,11 @@ bounced, suppressed), or still pending after its first attempt, when
 (``active/`` or ``deferred/``, durably) before it lets go of the record.  Letting
 go (:meth:`SegmentLog.forget`) appends the queue id to the segment's ``.done`` file
 (not fsynced: a crash that loses the line redelivers, the window a queue file's
-unfsynced unlink had).  A segment that is no longer the one written to and holds no
+unfsynced unlink had); for a message with no journal the spool has this thread do
+it (:meth:`SegmentLog.call_soon`), after the batch it is taken with.  The record it
+lets go of was durable before its message was acknowledged, so no order with the
+batch matters; a crash before the line is written leaves the record live (a
+redelivery, as above).  A segment that is no longer the one written to and holds no
 live record is removed, its ``.seg`` first, then its ``.done``.  The thread starts a
 new segment when the current one is full (:data:`SEGMENT_BYTES`), or when it holds
 nothing live and is a sixteenth full, so a quiet relay does not keep delivered mail
@@ -366,16 +370,19 @@ class _Segment:
     live: int = 0
     retired: bool = False
     done_fd: int | None = None
+    inode: tuple[int, int] = (0, 0)  # (st_ino, st_dev) of the file fd writes to
 
 
 _Item = tuple[asyncio.AbstractEventLoop, "asyncio.Future[None]", str, bytes, bytes]
+#: A job for the thread, run after the batch it was taken with (:meth:`SegmentLog.call_soon`).
+_Call = Callable[[], None]
 
 
 class SegmentLog:
     """The group-committed log of a spool's new messages (see the module's docstring).
 
-    :meth:`append` from the event loop; :meth:`forget` and :meth:`find` from any
-    thread (one lock guards the places and the live counts).
+    :meth:`append` and :meth:`call_soon` from the event loop; :meth:`forget` and
+    :meth:`find` from any thread (one lock guards the places and the live counts).
     ``on_sync`` (tests only) is called by the thread after each ``fdatasync`` with
     the number of records it made durable."""
 
@@ -389,7 +396,7 @@ class SegmentLog:
         self._last_seq = 0
         self._doomed: list[Path] = []  # segments let go of, to unlink (list ops are atomic)
         self._closing = False  # close() has queued its stop: appends are refused
-        self._queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[_Item | _Call | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self.on_sync: Callable[[int], None] | None = None
 
@@ -412,6 +419,26 @@ class SegmentLog:
                 raise OSError(errno.ESHUTDOWN, "the spool's log is closed")
             self._queue.put((loop, done, queue_id, envelope, data))
         await done
+
+    def call_soon(self, job: _Call) -> bool:
+        """Have the thread run ``job`` after the records handed over with it are
+        written (the spool's removals of log-backed messages without a journal: the
+        thread is often awake for a batch anyway, where the journal's thread had to be
+        woken for each).  False, and nothing queued, when no thread will run it (not
+        started, or closing): the caller does the job another way.  A job that raises
+        is logged; the thread goes on."""
+        with self._lock:  # never behind close()'s stop (see append)
+            if self._closing or self._thread is None:
+                return False
+            self._queue.put(job)
+        return True
+
+    async def flushed(self) -> None:
+        """Wait until every job handed over before (:meth:`call_soon`) has run."""
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+        if self.call_soon(lambda: answer_soon(loop, [done], None)):
+            await done
 
     def find(self, queue_id: str) -> LogRecord | None:
         with self._lock:
@@ -474,10 +501,21 @@ class SegmentLog:
     def _run(self) -> None:
         while True:
             items = take_all(self._queue)
-            stop = None in items  # the last item (append refuses any after it)
-            batch = [item for item in items if item is not None]
+            stop = items[-1] is None  # the last item (append and call_soon refuse any after it)
+            batch: list[_Item] = []
+            jobs: list[_Call] = []
+            for item in items:
+                if isinstance(item, tuple):
+                    batch.append(item)
+                elif item is not None:
+                    jobs.append(item)
             if batch:
                 self._commit(batch)
+            for job in jobs:  # after the batch's puts are answered: they wait, jobs do not
+                try:
+                    job()
+                except Exception:
+                    log.exception("a job of the spool's log thread failed")
             if stop:
                 return
 
@@ -550,11 +588,13 @@ class SegmentLog:
         try:
             write_all(fd, [header])  # made durable by the first batch's fdatasync
             fsync_dir(self.directory)
+            made = os.fstat(fd)
         except BaseException:
             os.close(fd)
             path.unlink(missing_ok=True)
             raise
-        segment = _Segment(seq, path, fd, nonce, size=len(header))
+        segment = _Segment(seq, path, fd, nonce, size=len(header),
+                           inode=(made.st_ino, made.st_dev))
         with self._lock:
             self._segments[seq] = segment
             self._current = segment
@@ -631,13 +671,14 @@ def make_directory(directory: Path) -> None:
 def _same_file(segment: _Segment) -> bool:
     """Whether the segment's path still names the file written to: an operator who
     moved ``log/`` aside (and made a new one) gets the next records in the new one,
-    where recovery looks, not in the moved-away folder (one ``stat`` a batch)."""
+    where recovery looks, not in the moved-away folder (one ``stat`` a batch; the
+    file's own inode was taken when it was made: an ``fstat`` a batch, and its
+    hand-off of the GIL, cost as much again)."""
     try:
         by_path = os.stat(segment.path)
     except FileNotFoundError:
         return False
-    by_fd = os.fstat(segment.fd)
-    return (by_path.st_ino, by_path.st_dev) == (by_fd.st_ino, by_fd.st_dev)
+    return (by_path.st_ino, by_path.st_dev) == segment.inode
 
 
 def _reply(batch: list[_Item], error: BaseException | None) -> None:

@@ -57,23 +57,28 @@ whatever part of that a crash undoes, recovery finds
 either nothing (done) or the queue file with the outcomes that reached the
 disk, and retries the rest: a redelivery at worst, never a loss.  The removal
 itself is handed to the journal's writer thread (:meth:`Spool.remove_soon`),
-behind the message's lines, and not waited for: a crash before the thread
-does it is the same case (the queue file is still there).  The thread logs
+behind the message's lines, and not waited for -- or, for a message with no
+journal line (nearly all: one recipient, delivered at the first attempt), to the
+log's thread (:meth:`SegmentLog.call_soon`), which is awake for the puts anyway:
+a crash before the thread does it is the same case (the queue file, or the
+record, is still there).  The thread logs
 ``removed`` once the files are gone; a failed unlink journals the delivery the
 removal stood for, is logged (``remove_failed``, and no ``removed``), and leaves
 the finished message for the next start to remove.  The window
 is that of an at-least-once MTA such as Postfix: a *process* crash retries
 a delivered recipient only if it falls between the upstream's ``250`` and
 the journal write (or the unlink) that follows it (both done by the writer
-thread: its wait for the GIL, a few milliseconds at most, in which the
-delivery worker may already send the next copies); an *operating-system*
+thread, or by the log's after the batch it is writing: a wait for the GIL, or
+for that batch's ``fdatasync``, a few milliseconds, in which the delivery
+worker may already send the next copies); an *operating-system*
 crash or power loss can also retry the recipients delivered since the
 journal's last fsync (in this attempt, or all of them when the message was
 being removed).  A torn last line (a crash mid-write) is ignored.
 
 All file I/O runs in threads, never on the event loop: puts in their own pool
 (each holds its thread through the directory sync), reads and attempt ends in
-another, journal lines and removals in the journal's writer thread.  The
+another, journal lines and removals in the journal's writer thread (removals of
+messages with no journal in the log's).  The
 synchronous ``*_sync`` readers serve the command line.
 """
 
@@ -82,6 +87,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import functools
 import json
 import logging
 import os
@@ -395,32 +401,48 @@ class _JournalWriter:
                 self._errors.setdefault(queue_id, exc)
 
     def _removal(self, item: _Removal, payloads: list[bytes] | None) -> None:
-        """Write the message's last lines, then remove it and log ``removed`` (here, once
-        it is gone: logged when handed over, it told of a removal that might still fail,
-        or never happen if the process died first).  A failed line no longer matters
-        once the message is gone; a failed removal is answered to whoever waits for it,
-        else logged (the message stays queued: see :meth:`Spool.remove_soon`)."""
+        """Write the message's last lines, then remove it (:func:`_remove_and_tell`).  A
+        failed line no longer matters once the message is gone."""
         if payloads:
             self._write({item.queue_id: payloads})
         self._errors.pop(item.queue_id, None)
-        try:
-            self._remove(item.queue_id, item.last)
-        except Exception as exc:
-            if item.done is not None:
-                self._answer(item.done, exc)
-            else:
-                event("remove_failed", logging.ERROR, queue_id=item.queue_id,
-                      error=f"{type(exc).__name__}: {exc}",
-                      kept="until the next start, which finishes it")
-            return
-        event("removed", queue_id=item.queue_id, reason=item.reason)
-        if item.done is not None:
-            self._answer(item.done, None)
+        _remove_and_tell(self._remove, item)
+
+    def has_lines(self, queue_id: str) -> bool:
+        """Whether lines of ``queue_id`` were handed over and not waited for (the event
+        loop's view: put and flushed run there), so may not be written yet."""
+        return queue_id in self._unflushed
 
     @staticmethod
     def _answer(waiter: _Answer, error: BaseException | None) -> None:
-        loop, done = waiter
-        answer_soon(loop, [done], error)
+        _answer(waiter, error)
+
+
+def _answer(waiter: _Answer, error: BaseException | None) -> None:
+    loop, done = waiter
+    answer_soon(loop, [done], error)
+
+
+def _remove_and_tell(remove: Callable[[str, tuple[int, str] | None], None],
+                     item: _Removal) -> None:
+    """Remove a finished message and log ``removed`` (here, once it is gone: logged when
+    handed over, it told of a removal that might still fail, or never happen if the
+    process died first).  A failed removal is answered to whoever waits for it, else
+    logged (the message stays queued: see :meth:`Spool.remove_soon`).  Run by the
+    journal's thread, or by the log's for a message with no journal (see there)."""
+    try:
+        remove(item.queue_id, item.last)
+    except Exception as exc:
+        if item.done is not None:
+            _answer(item.done, exc)
+        else:
+            event("remove_failed", logging.ERROR, queue_id=item.queue_id,
+                  error=f"{type(exc).__name__}: {exc}",
+                  kept="until the next start, which finishes it")
+        return
+    event("removed", queue_id=item.queue_id, reason=item.reason)
+    if item.done is not None:
+        _answer(item.done, None)
 
 
 #: One encoder for every journal line (``json.dumps`` with options builds one per call).
@@ -721,6 +743,19 @@ class Spool:
         ``removed`` with ``reason``.  :meth:`settled` waits for removals handed over;
         :meth:`close` does them all."""
         assert self._journal_writer is not None, "Spool.open() was not called"
+        if (self._lane is not None and self._journals_known and queue_id not in self._journaled
+                and not self._journal_writer.has_lines(queue_id)
+                and self._lane.call_soon(functools.partial(
+                    _remove_and_tell, self._remove_now, _Removal(queue_id, last, None, reason)))):
+            # No journal (nearly every message: one recipient, delivered at its first
+            # attempt, a record in the log): its removal is a ``.done`` line, which
+            # the log's thread appends after its current batch -- awake for the puts
+            # anyway under load, where the journal's thread was woken (and the GIL
+            # handed over) for each message.  No line of the message waits on the
+            # journal's thread, so none can be written after the removal; the crash
+            # cases are those of the journal's thread (a removal not done yet leaves
+            # the record live: a redelivery at worst).
+            return
         self._journal_writer.remove(queue_id, last, None, reason)
 
     async def settled(self) -> None:
@@ -728,6 +763,8 @@ class Spool:
         anything that reads the spool's files after the scheduler let a message go)."""
         assert self._journal_writer is not None, "Spool.open() was not called"
         await self._journal_writer.flushed(None)
+        if self._lane is not None:
+            await self._lane.flushed()  # removals handed to the log's thread
 
     def _remove_now(self, queue_id: str, last: tuple[int, str] | None) -> None:
         """:meth:`_remove_sync`, keeping ``last`` in the journal when it fails."""

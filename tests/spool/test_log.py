@@ -379,3 +379,109 @@ async def test_count_live_reads_headers_only(tmp_path: Path) -> None:
     assert seglog.count_live(_log_dir(spool)) == 3
     assert seglog.count_live(tmp_path / "nowhere") == 0
     spool.close()
+
+
+async def test_a_removal_with_no_journal_is_done_by_the_logs_thread(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A finished message with no journal line (a record, or a queue file from the last
+    start's recovery) is removed by the log's thread, the journal's thread never woken
+    for it; one with lines goes behind them on the journal's thread.  Removals handed
+    over and not yet done are done at close: nothing comes back at the next start."""
+    first = _relay(tmp_path / "spool")
+    old = _env()
+    await first.put(old, DATA)
+    first.close()
+    first.unlock()
+    spool = _relay(tmp_path / "spool")
+    assert [e.queue_id for e in await spool.recover()] == [old.queue_id]  # a queue file now
+    plain, journaled, last = _env(), _env("a@example.net", "b@example.net"), _env()
+    for env in (plain, journaled, last):
+        await spool.put(env, DATA)
+    ran: list[tuple[str, str]] = []
+    real = spool._remove_sync
+
+    def remove_sync(queue_id: str) -> None:
+        ran.append((queue_id, threading.current_thread().name))
+        real(queue_id)
+
+    monkeypatch.setattr(spool, "_remove_sync", remove_sync)
+    writer = spool._journal_writer
+    assert writer is not None
+    spool.remove_soon(plain.queue_id, (0, "250 ok"))
+    spool.remove_soon(old.queue_id, (0, "250 ok"))
+    assert writer._queue.qsize() == 0  # nothing for the journal's thread
+    spool.record_soon(journaled.queue_id, 0, "delivered", "250 ok")
+    spool.remove_soon(journaled.queue_id, (1, "250 ok"))
+    await spool.settled()
+    assert sorted(ran) == sorted([(plain.queue_id, "spool-log"), (old.queue_id, "spool-log"),
+                                  (journaled.queue_id, "spool-journal")])
+    assert [r.queue_id for r in live_records(_log_dir(spool))] == [last.queue_id]
+    assert not (spool.root / "active" / old.queue_id).exists()
+    assert not any(spool.journal.iterdir())
+    spool.remove_soon(last.queue_id, (0, "250 ok"))
+    spool.close()  # the log's thread does what was handed over before it ends
+    spool.unlock()
+    assert segments(_log_dir(spool)) == []
+    again = _relay(tmp_path / "spool")
+    assert await again.recover() == []
+    again.close()
+
+
+async def test_a_failed_removal_on_the_logs_thread_keeps_the_last_delivery(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """As on the journal's thread: the delivery the removal stood for is journaled and
+    ``remove_failed`` logged, so a restart neither loses the message nor sends it again."""
+    spool = _relay(tmp_path / "spool")
+    await spool.recover()
+    env = _env()
+    await spool.put(env, DATA)
+    seen: list[str] = []
+
+    def tap(name: str, fields: dict[str, Any]) -> None:
+        if fields.get("queue_id") == env.queue_id:
+            seen.append(f"{name} {threading.current_thread().name}")
+
+    def remove_sync(queue_id: str) -> None:
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(spool, "_remove_sync", remove_sync)
+    add_event_tap(tap)
+    try:
+        spool.remove_soon(env.queue_id, (0, "250 ok"))
+        await spool.settled()
+    finally:
+        remove_event_tap(tap)
+    assert seen == ["remove_failed spool-log"]
+    spool.close()
+    spool.unlock()
+    again = _relay(tmp_path / "spool")
+    (entry,) = await again.recover()
+    assert entry.queue_id == env.queue_id and entry.pending() == []  # finished, not resent
+    again.close()
+
+
+def test_jobs_of_the_logs_thread(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """``call_soon`` is refused with no thread to run the job (not started, closed); a job
+    that raises is logged and the thread goes on; ``flushed`` waits for the jobs before."""
+    lane = SegmentLog(tmp_path / "log")
+    ran: list[int] = []
+    assert not lane.call_soon(lambda: ran.append(0))
+    lane.start()
+
+    def fail() -> None:
+        raise RuntimeError("boom")
+
+    async def go() -> None:
+        await lane.append(new_queue_id(), b"{}", b"x")
+        assert lane.call_soon(fail)
+        assert lane.call_soon(lambda: ran.append(1))
+        await lane.flushed()
+        assert ran == [1]
+        await lane.append(new_queue_id(), b"{}", b"y")  # the thread is still there
+
+    asyncio.run(go())
+    assert "a job of the spool's log thread failed" in caplog.text
+    lane.close()
+    assert not lane.call_soon(lambda: ran.append(2))
+    asyncio.run(lane.flushed())  # nothing to wait for
+    assert ran == [1]
