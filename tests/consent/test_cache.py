@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -688,3 +688,56 @@ async def test_sqlite_a_change_applies_to_a_lookup_with_misses_without_a_data_ve
         await relay.decisions([ANN, BOB], None)
         await relay.decisions([ANN, BOB], None)
         assert pragmas.reads == 4 and calls == [["dan@example.org"], []]
+
+
+@pytest.mark.parametrize("loop_read_max", [None, 1])
+async def test_sqlite_interleaved_lookups_and_changes_of_every_writer(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, loop_read_max: int | None) -> None:
+    """Lookups of hits, misses and both, overlapping changes made by another process
+    (the command line) and by the relay's own writer (the admin API), on the loop's
+    connection or the reader's thread (``loop_read_max`` 1): a lookup that overlaps a
+    change answers the old or the new decision, and every lookup that starts after it
+    committed answers the new one -- with or without a data version read (a lookup
+    with misses reads none once one is held)."""
+    import asyncio
+    import random
+
+    from beacon_proxy.consent import sqlite as sqlite_module
+
+    if loop_read_max is not None:
+        monkeypatch.setattr(sqlite_module, "LOOP_READ_MAX", loop_read_max)
+    rng = random.Random(8)
+    crowd = [f"u{i}@example.org" for i in range(10)]
+    truth = dict.fromkeys(crowd, Decision.REFUSED)
+    new = 0
+    async with SqliteStore(tmp_path / "c.db") as relay, \
+            SqliteStore(tmp_path / "c.db", cache_size=0) as other:
+
+        async def look() -> tuple[list[str], Mapping[str, Decision]]:
+            nonlocal new
+            asked = rng.sample(crowd, rng.randint(1, 4))
+            if rng.random() < 0.5:  # and one never seen: a miss
+                new += 1
+                asked.append(f"new{new}@example.org")
+            return asked, await relay.decisions(asked, None)
+
+        for step in range(120):
+            who = rng.choice(crowd)
+            state = rng.choice([Beacons.GRANTED, Beacons.REFUSED])
+            writer = other if rng.random() < 0.7 else relay
+            before = truth[who]
+            looks = [look() for _ in range(rng.randint(0, 3))]
+            at = rng.randint(0, len(looks))  # where the change starts among the lookups
+            first = [asyncio.ensure_future(job) for job in looks[:at]]
+            change = asyncio.ensure_future(writer.set_consent(who, state))
+            done = await asyncio.gather(*first, *looks[at:])
+            await change
+            for asked, found in done:
+                for r in set(asked) & truth.keys():
+                    allowed = {truth[r], before if r == who else truth[r]}
+                    assert found[r] in allowed, (step, r)
+            truth[who] = Decision(state.value)
+            for _ in range(rng.randint(1, 3)):
+                asked, found = await look()
+                assert {r: found[r] for r in set(asked) & truth.keys()} == {
+                    r: truth[r] for r in set(asked) & truth.keys()}, step

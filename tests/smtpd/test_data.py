@@ -354,3 +354,56 @@ async def test_past_the_limit_a_stuffed_line_goes_the_slow_way() -> None:
         got, size, rest = await _read([_stuff(content)[:150], _stuff(content)[150:]], limit=60)
     assert (got, size, rest) == (None, len(_stuff(content)) - 3, b"QUIT\r\n")
     assert slow.await_count == 1
+
+
+def _over_a_socket(wire: bytes, loop: str, reader_limit: int) -> tuple[bytes | None, int, bytes]:
+    """``wire`` sent through a real TCP connection in one write (so the transport's flow
+    control pauses and resumes reading around the reader's buffer), read as the relay's
+    protocol reads DATA, on asyncio's loop or uvloop: (message, size, what followed)."""
+    from beacon_proxy.eventloop import loop_factory
+
+    if loop == "uvloop":
+        pytest.importorskip("uvloop")
+    factory, _ = loop_factory(loop)
+
+    async def run() -> tuple[bytes | None, int, bytes]:
+        got: asyncio.Future[tuple[bytes | None, int, bytes]] = (
+            asyncio.get_running_loop().create_future())
+
+        async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            try:
+                content, size = await read_data(reader, None)
+                got.set_result((content, size, await reader.read()))
+            except Exception as exc:  # pragma: no cover - told to the test
+                got.set_exception(exc)
+            writer.close()
+
+        server = await asyncio.start_server(serve, "127.0.0.1", 0, limit=reader_limit)
+        try:
+            port = server.sockets[0].getsockname()[1]
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(wire)
+            writer.write_eof()
+            try:
+                return await asyncio.wait_for(got, 30)
+            finally:
+                writer.close()
+        finally:
+            server.close()
+            await server.wait_closed()
+
+    with asyncio.Runner(loop_factory=factory) as runner:
+        return runner.run(run())
+
+
+@pytest.mark.parametrize("reader_limit", [1 << 16, 1001])  # the protocol's; pauses often
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_a_large_message_over_a_socket_on_either_loop(loop: str, reader_limit: int) -> None:
+    """A 1.5 MB message (taken out of the reader's buffer many times) with stuffed lines
+    spread through it, then the same with a bare LF near its end (the slow way after
+    many takes), each with the next commands in the same write: Postfix's reading."""
+    line = b"q" * 76 + b"\r\n"
+    body = b"".join(line if i % 700 else b"..stuffed\r\n" for i in range(20_000))
+    for content in (body, body[:-300_000] + b"bare\n" + body[-300_000:]):
+        wire = content + b".\r\nMAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\n"
+        assert _over_a_socket(wire, loop, reader_limit) == _postfix(wire)

@@ -485,3 +485,68 @@ def test_jobs_of_the_logs_thread(tmp_path: Path, caplog: pytest.LogCaptureFixtur
     assert not lane.call_soon(lambda: ran.append(2))
     asyncio.run(lane.flushed())  # nothing to wait for
     assert ran == [1]
+
+
+async def test_a_crash_before_the_logs_thread_removes_a_message_redelivers_it(
+        tmp_path: Path) -> None:
+    """kill -9 after ``remove_soon`` handed a removal to the log's thread but before the
+    thread wrote the ``.done`` line (the disk as it is then, copied): the next start
+    finds the message with its recipient still to do -- a redelivery, never a loss --
+    and the spool that went on removes it for good."""
+    import shutil
+
+    spool = _relay(tmp_path / "spool")
+    await spool.recover()
+    env, other = _env(), _env()
+    await spool.put(env, DATA)
+    await spool.put(other, DATA)
+    holding, release = threading.Event(), threading.Event()
+
+    def hold() -> None:  # the log's thread, busy with a batch
+        holding.set()
+        release.wait(5)
+
+    lane = spool._lane
+    assert lane is not None
+    assert lane.call_soon(hold)
+    assert holding.wait(5)
+    spool.remove_soon(env.queue_id, (0, "250 ok"))  # queued behind the batch
+    shutil.copytree(tmp_path / "spool", tmp_path / "crashed")
+    release.set()
+    await spool.settled()
+    assert [r.queue_id for r in live_records(_log_dir(spool))] == [other.queue_id]
+    spool.close()
+    spool.unlock()
+    crashed = _relay(tmp_path / "crashed")
+    found = {e.queue_id: e for e in await crashed.recover()}
+    assert sorted(found) == sorted([env.queue_id, other.queue_id])
+    assert found[env.queue_id].pending() == [0]
+    assert await crashed.read_data(found[env.queue_id]) == DATA
+    crashed.close()
+    again = _relay(tmp_path / "spool")
+    assert [e.queue_id for e in await again.recover()] == [other.queue_id]
+    again.close()
+
+
+async def test_a_message_journaled_and_waited_for_leaves_no_journal_behind(
+        tmp_path: Path) -> None:
+    """A recipient's outcome journaled and waited for (``record``: the journal's thread
+    wrote it, so the loop no longer counts a line of it as pending), then the last
+    delivery: the removal still takes the journal with it, wherever it runs, and a
+    restart finds nothing (no orphan journal, no message come back)."""
+    spool = _relay(tmp_path / "spool")
+    await spool.recover()
+    env = _env("a@example.net", "b@example.net")
+    await spool.put(env, DATA)
+    await spool.record(env.queue_id, 0, "bounced", "550 no such user")
+    assert spool._journal_path(env.queue_id).exists()
+    spool.remove_soon(env.queue_id, (1, "250 ok"))
+    await spool.settled()
+    assert not spool._journal_path(env.queue_id).exists()
+    assert live_records(_log_dir(spool)) == []
+    spool.close()
+    spool.unlock()
+    again = _relay(tmp_path / "spool")
+    assert await again.recover() == []
+    assert not any(again.journal.iterdir())
+    again.close()
