@@ -208,7 +208,8 @@ class Supervisor:
         reply: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
         worker.replies.append(reply)
         await _send(worker.writer, "metrics")
-        return await asyncio.wait_for(reply, _METRICS_TIMEOUT)
+        async with asyncio.timeout(_METRICS_TIMEOUT):
+            return await reply
 
     # -- life cycle -----------------------------------------------------------------
 

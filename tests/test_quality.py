@@ -35,6 +35,20 @@ def test_public_modules_declare_their_api() -> None:
     assert missing == []
 
 
+def test_no_asyncio_wait_for_in_the_package() -> None:
+    """``asyncio.timeout``, never ``asyncio.wait_for``: on Python 3.11, ``wait_for``
+    returns a result that meets a cancellation and drops the cancellation, which once
+    left a stopping delivery worker waiting on its queue for good
+    (tests/deliver/test_smtp.py, the QUIT reply that comes with a cancellation)."""
+    calls = [
+        f"{p.relative_to(ROOT)}:{n}"
+        for p in sorted((ROOT / "beacon_proxy").rglob("*.py"))
+        for n, line in enumerate(p.read_text().splitlines(), 1)
+        if re.search(r"\bwait_for\(", line)
+    ]
+    assert calls == []
+
+
 def test_security_md_names_tests_that_exist() -> None:
     """Every test file and test SECURITY.md names is there (the page must not rot)."""
     text = (ROOT / "SECURITY.md").read_text()

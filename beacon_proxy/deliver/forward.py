@@ -316,7 +316,8 @@ class OneClickForwarder:
             await self._prune()
             if claimed < self._batch and not self._stopping:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self._idle_wait())
+                    async with asyncio.timeout(self._idle_wait()):
+                        await self._wake.wait()
 
     async def _prune(self) -> None:
         """Delete finished jobs older than ``keep``, at most once every hour."""

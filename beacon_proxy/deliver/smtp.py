@@ -371,7 +371,8 @@ class SmtpCourier:
             return
         try:
             if client.is_connected:
-                await asyncio.wait_for(client.quit(timeout=self._timeout), self._timeout)
+                async with asyncio.timeout(self._timeout):
+                    await client.quit(timeout=self._timeout)
         except (SMTPException, OSError):
             pass
         finally:

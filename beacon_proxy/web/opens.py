@@ -164,7 +164,8 @@ class OpenQueue:
         if not self._workers:
             return
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.drain(), timeout)
+            async with asyncio.timeout(timeout):
+                await self.drain()
         for task in self._workers:
             task.cancel()
         await asyncio.gather(*self._workers, return_exceptions=True)

@@ -192,7 +192,8 @@ class Readiness:
 
     async def _store(self) -> str | None:
         try:
-            await asyncio.wait_for(self.store.list_consent(limit=1), self.timeout)
+            async with asyncio.timeout(self.timeout):
+                await self.store.list_consent(limit=1)
         except TimeoutError:
             return f"no answer within {self.timeout:g} s"
         except Exception as exc:  # any failure is "not ready"; the text says which

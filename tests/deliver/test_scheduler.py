@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -602,3 +603,39 @@ async def test_a_failed_removal_journals_the_last_delivery_first(
     await _drained(rig, again)  # ... and the restarted relay removes the message
     assert await rig.spool.recover() == []
     assert [r for _, r, _ in rig.courier.sent] == ["a@x.org"]
+
+
+@dataclass
+class _SwallowingCourier(FakeCourier):
+    """A courier whose idle close loses a cancellation, as aiosmtplib's QUIT can on
+    Python 3.11 (its ``asyncio.wait_for`` returns a reply that meets the cancellation)."""
+
+    closing: asyncio.Event = field(default_factory=asyncio.Event)
+    release: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def close(self) -> None:
+        self.closed.append(True)
+        if len(self.closed) > 1:
+            return  # the worker's last close, on its way out
+        self.closing.set()
+        with contextlib.suppress(asyncio.CancelledError):  # lost, as in the library
+            await self.release.wait()
+
+
+async def test_stop_ends_a_worker_whose_idle_close_loses_the_cancellation(
+        tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "spool")
+    spool.open()
+    courier = _SwallowingCourier({}, [])
+    s = Scheduler(spool, lambda: courier, TraceStep("relay.test"),
+                  DefaultConsent(Policy.REFUSED), RetryPolicy(0.1, 0.2, 60), concurrency=1,
+                  hostname="relay.test", idle_timeout=0.01)
+    await s.start()
+    try:
+        await s.enqueue(_env("a@x.org"), DATA)
+        await asyncio.wait_for(courier.closing.wait(), 30)  # delivered, then idle: QUIT
+        await asyncio.wait_for(s.stop(5), 30)  # hung for good before the fix
+    finally:
+        spool.close()
+    assert [r for _, r, _ in courier.sent] == ["a@x.org"]
+    assert len(courier.closed) == 2

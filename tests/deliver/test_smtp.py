@@ -477,3 +477,39 @@ async def test_a_copy_not_proven_crlf_is_made_crlf(upstream: Upstream, courier: 
     assert (await send(courier, data=data)).ok
     [msg] = upstream.messages
     assert msg.content == re.sub(rb"\r\n|\r|\n", b"\r\n", data).removesuffix(b"\r\n") + b"\r\n"
+
+
+class _QuittingClient:
+    """Stands for aiosmtplib's SMTP in :meth:`SmtpCourier.close`: QUIT waits for
+    ``reply``, which the test settles."""
+
+    is_connected = True
+
+    def __init__(self) -> None:
+        self.reply: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.quitting = asyncio.Event()
+        self.closed = False
+
+    async def quit(self, timeout: float | None = None) -> None:
+        self.quitting.set()
+        await self.reply
+
+    def close(self) -> None:
+        self.closed = True
+
+
+async def test_close_keeps_a_cancellation_that_comes_with_the_quit_reply() -> None:
+    """A stop that cancels a delivery worker as the upstream's 221 arrives is not lost:
+    on Python 3.11, ``asyncio.wait_for`` returned the reply and dropped the
+    cancellation, and the worker then waited on its queue for good (CI hung 300 s in
+    ``test_idle_worker_says_quit_and_reconnects``)."""
+    courier = make_courier(1)
+    client = _QuittingClient()
+    courier._client = client  # type: ignore[assignment]
+    closing = asyncio.create_task(courier.close())
+    await bounded(client.quitting.wait())
+    client.reply.set_result(None)  # the reply and the cancellation in the same turn
+    closing.cancel()
+    await asyncio.wait([closing], timeout=10)  # a bound, never reached when it works
+    assert closing.cancelled()
+    assert client.closed
