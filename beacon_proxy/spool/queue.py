@@ -388,7 +388,7 @@ class _JournalWriter:
                         return
                     loop, done, queue_id = item
                     error = None if queue_id is None else self._errors.pop(queue_id, None)
-                    self._answer((loop, done), error)
+                    _answer((loop, done), error)
                 else:
                     lines.setdefault(item[0], []).append(item[1])
             self._write(lines)
@@ -412,10 +412,6 @@ class _JournalWriter:
         """Whether lines of ``queue_id`` were handed over and not waited for (the event
         loop's view: put and flushed run there), so may not be written yet."""
         return queue_id in self._unflushed
-
-    @staticmethod
-    def _answer(waiter: _Answer, error: BaseException | None) -> None:
-        _answer(waiter, error)
 
 
 def _answer(waiter: _Answer, error: BaseException | None) -> None:
