@@ -204,3 +204,11 @@ def test_a_missing_stream_reader_internal_is_named(monkeypatch: pytest.MonkeyPat
     missing = missing_internals()
     assert [m.split(": ")[1] for m in missing] == ["asyncio.StreamReader._gone"]
     assert missing[0].startswith("Python 3.")
+
+
+def test_a_missing_stream_reader_protocol_internal_is_named(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(internals, "STREAM_READER_PROTOCOL",
+                        (*internals.STREAM_READER_PROTOCOL, "_gone_in_3_99"))
+    missing = missing_internals()
+    assert [m.split(": ")[1] for m in missing] == ["asyncio.StreamReaderProtocol._gone_in_3_99"]

@@ -383,67 +383,71 @@ class SmtpProtocol(SMTP):
         does, is not supported (``__init__`` refuses it).  The aiosmtpd
         attributes this reads are listed in :mod:`beacon_proxy.internals`.
         """
-        log = _MAIL_LOG
-        assert self.session is not None
-        log.info("%r handling connection", self.session.peer)
-        await self.push(f"220 {self.hostname} {self.__ident__}")
-        call_limit: MutableMapping[str, int] = (
-            collections.defaultdict(lambda: self._call_limit_default, self._call_limit_base)
-            if self._enforce_call_limit else {})
-        bogus_budget = BOGUS_LIMIT
-        commands = _class_tables(type(self))[0]  # what _smtp_methods binds
-        while self.transport is not None and not self._quit:
-            try:
+        try:
+            log = _MAIL_LOG
+            assert self.session is not None
+            log.info("%r handling connection", self.session.peer)
+            await self.push(f"220 {self.hostname} {self.__ident__}")
+            call_limit: MutableMapping[str, int] = (
+                collections.defaultdict(lambda: self._call_limit_default, self._call_limit_base)
+                if self._enforce_call_limit else {})
+            bogus_budget = BOGUS_LIMIT
+            commands = _class_tables(type(self))[0]  # what _smtp_methods binds
+            while self.transport is not None and not self._quit:
                 try:
-                    line = await self._reader.readuntil()
-                except asyncio.LimitOverrunError as error:
-                    await self._discard_long_line(error.consumed)
-                    await self.push("500 Command line too long")
-                    continue
-                line = self._logged(line)
-                parsed = self._parse(line)
-                if isinstance(parsed, str):
-                    await self.push(parsed)
-                    continue
-                command, arg = parsed
-                if self._enforce_call_limit:
-                    budget = call_limit[command]
-                    if budget < 1:
-                        log.warning("%r over limit for %s", self.session.peer, command)
-                        await self.push(f"421 4.7.0 {command} sent too many times")
-                        self.transport.close()
+                    try:
+                        line = await self._reader.readuntil()
+                    except asyncio.LimitOverrunError as error:
+                        await self._discard_long_line(error.consumed)
+                        await self.push("500 Command line too long")
                         continue
-                    call_limit[command] = budget - 1
-                method = commands.get(command)
-                if method is None:
-                    log.warning("%r unrecognised: %s", self.session.peer, command)
-                    bogus_budget -= 1
-                    if bogus_budget < 1:
-                        log.warning("%r too many bogus commands", self.session.peer)
-                        await self.push("502 5.5.1 Too many unrecognized commands, goodbye.")
-                        self.transport.close()
+                    line = self._logged(line)
+                    parsed = self._parse(line)
+                    if isinstance(parsed, str):
+                        await self.push(parsed)
                         continue
-                    await self.push(f'500 Error: command "{command}" not recognized')
-                    continue
-                self._rearm()  # a valid command arrived
-                # The command's name for the rejection logs (a command that
-                # raises keeps it: the reply to its exception is logged under it).
-                self.stage = command
-                envelope = self.envelope
-                self.log_fields = {"sender": _sender(
-                    envelope.mail_from if envelope is not None else None)}
-                await method(self, arg)
-                self.stage = ""
-                transport = self.transport
-                if transport is not None and not transport.is_closing():
-                    self._rearm()  # the command may have changed which timeout applies
-            except (asyncio.CancelledError, ConnectionResetError):
-                # The client went away (aiosmtpd cancels this task), in DATA or not.
-                log.info("%r Connection lost during _handle_client()", self.session.peer)
-                self._writer.close()
-                raise
-            except Exception as error:
-                await self._answer_exception(error)
+                    command, arg = parsed
+                    if self._enforce_call_limit:
+                        budget = call_limit[command]
+                        if budget < 1:
+                            log.warning("%r over limit for %s", self.session.peer, command)
+                            await self.push(f"421 4.7.0 {command} sent too many times")
+                            self.transport.close()
+                            continue
+                        call_limit[command] = budget - 1
+                    method = commands.get(command)
+                    if method is None:
+                        log.warning("%r unrecognised: %s", self.session.peer, command)
+                        bogus_budget -= 1
+                        if bogus_budget < 1:
+                            log.warning("%r too many bogus commands", self.session.peer)
+                            await self.push("502 5.5.1 Too many unrecognized commands, goodbye.")
+                            self.transport.close()
+                            continue
+                        await self.push(f'500 Error: command "{command}" not recognized')
+                        continue
+                    self._rearm()  # a valid command arrived
+                    # The command's name for the rejection logs (a command that
+                    # raises keeps it: the reply to its exception is logged under it).
+                    self.stage = command
+                    envelope = self.envelope
+                    self.log_fields = {"sender": _sender(
+                        envelope.mail_from if envelope is not None else None)}
+                    await method(self, arg)
+                    self.stage = ""
+                    transport = self.transport
+                    if transport is not None and not transport.is_closing():
+                        self._rearm()  # the command may have changed which timeout applies
+                except (asyncio.CancelledError, ConnectionResetError):
+                    # The client went away (aiosmtpd cancels this task), in DATA or not.
+                    log.info("%r Connection lost during _handle_client()", self.session.peer)
+                    self._writer.close()
+                    raise
+                except Exception as error:
+                    await self._answer_exception(error)
+        finally:
+            if self.transport is None:  # lost: nothing will write to it
+                self._forget_writer()
 
     def _logged(self, line: bytes) -> bytes:
         """The line without its line end; aiosmtpd's two per-line logs, built only
@@ -620,8 +624,14 @@ class SmtpProtocol(SMTP):
                     log_rejection("CONNECT", refusal, client_address=ip)
                 _send(transport, refusal.encode("ascii") + b"\r\n")
                 transport.close()
+                self._client_connected_cb = _streams_made  # no cycle (_forget_writer)
                 return
             self._admitted = True
+            super().connection_made(transport)
+            # The streams are made (_cb_client_connected ran, once: a STARTTLS
+            # only swaps their transport); the bound method would keep a cycle.
+            self._client_connected_cb = _streams_made
+            return
         super().connection_made(transport)
 
     def eof_received(self) -> bool | None:
@@ -640,6 +650,24 @@ class SmtpProtocol(SMTP):
         self.connections.release(self)
         super().connection_lost(error)  # cancels the idle timer
         self._timer_at = math.inf
+        task = self._handler_coroutine
+        if task is not None:
+            if task.done():  # the command loop has ended (QUIT, or cancelled at EOF)
+                _forget_cancellation(task)
+                self._forget_writer()
+            else:  # aiosmtpd cancelled it: it ends with a CancelledError
+                task.add_done_callback(_forget_cancellation)
+
+    def _forget_writer(self) -> None:
+        """Drop the connection's ``StreamWriter`` once the connection is lost and
+        its command loop has ended (whichever comes last calls this): nothing
+        writes to it again.  The writer refers back to this protocol; with that
+        cycle (and the two :meth:`connection_made` and :class:`_BoundCommands`
+        avoid) every connection's objects (~25: the protocol, its reader and
+        writer, session, envelope, timer, task, transport) were left to the
+        cyclic garbage collector, whose collections they also triggered;
+        without, reference counting frees them when the connection ends."""
+        self.__dict__.pop("_writer", None)
 
     def shutdown(self) -> None:
         """Answer ``421 4.3.2`` and close, whatever the session is doing."""
@@ -767,11 +795,14 @@ class _BoundCommands(Mapping[str, Callable[[str | None], Awaitable[None]]]):
     __slots__ = ("_conn", "_table")
 
     def __init__(self, conn: SmtpProtocol, table: dict[str, _UnboundCommand]) -> None:
-        self._conn = conn
+        self._conn = weakref.ref(conn)  # no cycle (SmtpProtocol._forget_writer)
         self._table = table
 
     def __getitem__(self, name: str) -> Callable[[str | None], Awaitable[None]]:
-        return types.MethodType(self._table[name], self._conn)
+        conn = self._conn()
+        if conn is None:
+            raise ReferenceError("the connection is gone")
+        return types.MethodType(self._table[name], conn)
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._table)
@@ -835,6 +866,20 @@ def _handler_tables(handler: object) -> _HandlerTables:
     with contextlib.suppress(TypeError):
         _HANDLER_TABLES[handler] = tables
     return tables
+
+
+def _forget_cancellation(task: asyncio.Task[None]) -> None:
+    """Take a cancelled command loop's ``CancelledError`` from its task: the task
+    keeps it until asked, and its traceback holds the loop's frame, so the
+    protocol, which holds the task (``SmtpProtocol._forget_writer``)."""
+    if task.cancelled():
+        with contextlib.suppress(asyncio.CancelledError):
+            task.result()
+
+
+def _streams_made(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """A connection's ``client_connected_cb`` once its streams are made: not called
+    again (asyncio's ``StreamWriter.start_tls`` only asks whether there is one)."""
 
 
 def _send(transport: asyncio.BaseTransport, data: bytes) -> None:

@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import re
 import ssl
+import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -31,6 +33,7 @@ from beacon_proxy.config import Endpoint, SmtpConfig
 from beacon_proxy.eventloop import loop_factory
 from beacon_proxy.smtpd.handler import SmtpHandler
 from beacon_proxy.smtpd.protocol import Connections, SmtpProtocol
+from beacon_proxy.smtpd.server import SmtpServer
 from tests.smtpd.conftest import WAIT, FakeEnqueue, Serve, Tls
 
 T = TypeVar("T")
@@ -428,3 +431,69 @@ def test_the_lazy_idle_timer_times_out_when_aiosmtpds_would(
         assert conns[0].timeouts == conns[1].timeouts == 1
     finally:
         loop.close()
+
+
+_ENDINGS = {
+    "quit": [b"EHLO c\r\n", b"QUIT\r\n"],
+    "message then quit": [b"EHLO c\r\n", b"MAIL FROM:<a@example.org>\r\n",
+                          b"RCPT TO:<b@example.net>\r\n", b"DATA\r\n", _BODY, b"QUIT\r\n"],
+    "client closes": [b"EHLO c\r\n"],
+    "client closes in data": [b"EHLO c\r\n", b"MAIL FROM:<a@example.org>\r\n",
+                              b"RCPT TO:<b@example.net>\r\n", b"DATA\r\n", b"Subject: x\r\n"],
+    "refused": [],
+}
+
+
+@pytest.mark.parametrize("ending", sorted(_ENDINGS))
+@pytest.mark.parametrize("loop_name", ["asyncio", "auto"])
+def test_a_finished_connection_is_freed_without_the_cyclic_gc(ending: str,
+                                                                loop_name: str) -> None:
+    """No reference cycle is left when a connection ends, however it ends: its
+    objects go when the last reference does, not at a collection of the cyclic
+    GC (which they also used to trigger, ~25 objects a connection)."""
+    chunks = _ENDINGS[ending]
+
+    async def run() -> None:
+        cfg = SmtpConfig(listen=Endpoint("127.0.0.1", 0),
+                         max_connections=0 if ending == "refused" else 10)
+        server = SmtpServer(cfg, FakeEnqueue(), hostname="mx.test.example")
+        made: list[weakref.ref[SmtpProtocol]] = []
+        real = server._new_connection
+
+        def tracked() -> SmtpProtocol:
+            conn = real()
+            made.append(weakref.ref(conn))
+            return conn
+
+        server._new_connection = tracked  # type: ignore[method-assign]
+        await server.start()
+        conns = server.connections
+        loop = asyncio.get_running_loop()
+        try:
+            for _ in range(2):
+                reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+                await _reply(reader)  # the greeting, or the refusal
+                for chunk in chunks:
+                    writer.write(chunk)
+                    if chunk != b"Subject: x\r\n":  # a message cut short: no reply
+                        await _reply(reader)
+                if not chunks or chunks[-1] == b"QUIT\r\n":
+                    assert await asyncio.wait_for(reader.read(), WAIT) == b""
+                writer.close()
+                with contextlib.suppress(ConnectionError):
+                    await writer.wait_closed()
+                assert await conns.wait_until(lambda: len(conns) == 0, loop.time() + WAIT)
+                for _ in range(10):  # the close's callbacks, the loop task's end
+                    await asyncio.sleep(0)
+            assert len(made) == 2 and all(ref() is None for ref in made), ending
+        finally:
+            await server.stop(1.0)
+
+    gc.collect()
+    gc.disable()
+    try:
+        factory, _ = loop_factory(loop_name)
+        with asyncio.Runner(loop_factory=factory) as runner:
+            runner.run(run())
+    finally:
+        gc.enable()
