@@ -22,9 +22,14 @@ with less CPU per message:
   timer re-armed by storing its new deadline (one loop timer a connection,
   rescheduled only when it fires early or a shorter timeout applies);
 * the relay verdict by the client's address, judged once per connection
-  (:meth:`SmtpProtocol.allowed_by_address`), not at every RCPT.
+  (:meth:`SmtpProtocol.allowed_by_address`), not at every RCPT, and kept by
+  :class:`Connections` for the last addresses seen (:meth:`Connections._verdict`);
 * a STARTTLS whose handshake the relay cut short (idle timer, stop) failing,
-  so that the connection is released (:meth:`SmtpProtocol.smtp_STARTTLS`).
+  so that the connection is released (:meth:`SmtpProtocol.smtp_STARTTLS`);
+* QUIT ending the command loop by a flag rather than by cancelling its task
+  (:meth:`SmtpProtocol.smtp_QUIT`), and a finished connection leaving no
+  reference cycle, so that its objects go by reference counting rather than
+  by the cyclic garbage collector (:meth:`SmtpProtocol._forget_writer`).
 
 The aiosmtpd internals this needs are listed, checked and version-bounded in
 :mod:`beacon_proxy.internals`.
