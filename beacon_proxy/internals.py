@@ -17,8 +17,14 @@ cannot do the job:
   every byte), ``_call_handler_hook`` and
   ``_create_envelope`` (DATA ends as aiosmtpd's own ``smtp_DATA`` ends),
   ``_getaddr`` (MAIL and RCPT paths are read as written, not as RFC 5322
-  header addresses), ``_reset_timeout`` and ``_timeout_duration`` (the idle
-  timer, shorter for untrusted clients outside a transaction);
+  header addresses), ``_reset_timeout``, ``_timeout_duration``,
+  ``_timeout_handle`` and ``_timeout_cb`` (the idle timer, shorter for untrusted
+  clients outside a transaction, kept lazily: one loop timer a connection whose
+  callback checks the deadline before calling ``_timeout_cb``; aiosmtpd's
+  ``connection_lost`` cancels ``_timeout_handle``), ``_handler_coroutine`` (the
+  command loop's task: once it and the connection have ended, the relay drops
+  the ``_writer`` and takes the task's cancellation, so no reference cycle is
+  left to the cyclic garbage collector);
 * aiosmtpd's ``SMTP.__init__`` as a whole (and ``_AuthMechAttr``, ``make_loop``,
   ``login_always_fail``, ``is_int``, ``CALL_LIMIT_DEFAULT``, ``__ident__`` and its
   ``log``, which that work uses): :class:`~beacon_proxy.smtpd.protocol.SmtpProtocol`
@@ -34,6 +40,10 @@ cannot do the job:
   transport (``set_protocol``), since aiosmtplib reads one reply per command and
   drops replies that arrive while no command waits; the reader passes the
   connection's end and flow control on to aiosmtplib's protocol;
+* asyncio's ``StreamReaderProtocol``: ``_client_connected_cb``, which holds the
+  protocol's own bound method (a reference cycle); once the streams are made,
+  ``SmtpProtocol.connection_made`` replaces it with a plain function (asyncio
+  only asks again whether there is one, in ``StreamWriter.start_tls``);
 * asyncio's ``StreamReader`` (:func:`beacon_proxy.smtpd.data.read_data`):
   ``_buffer``, ``_eof`` and ``_wait_for_data``: DATA is searched in the reader's
   buffer where it arrives (one pass for the end of data, the stuffing periods and
@@ -55,11 +65,12 @@ import sys
 from importlib.metadata import version
 
 __all__ = ["AIOSMTPD", "AIOSMTPD_MODULE", "AIOSMTPLIB", "AIOSMTPLIB_SMTP", "STREAM_READER",
-           "missing_internals"]
+           "STREAM_READER_PROTOCOL", "missing_internals"]
 
 #: aiosmtpd.smtp.SMTP: attributes the relay's subclass uses.
 AIOSMTPD = ("_reader", "_smtp_methods", "_call_handler_hook", "_create_envelope", "_getaddr",
-            "_reset_timeout", "_timeout_duration", "_handle_client", "_writer",
+            "_reset_timeout", "_timeout_duration", "_timeout_handle", "_timeout_cb",
+            "_handler_coroutine", "_handle_client", "_writer",
             "_tls_handshake_okay", "_tls_protocol", "_enforce_call_limit", "_call_limit_base",
             "_call_limit_default", "command_size_limits")
 #: aiosmtpd.smtp: module names the relay's command loop uses.
@@ -70,6 +81,8 @@ AIOSMTPLIB = ("write", "read_response", "connection_lost", "pause_writing", "res
 AIOSMTPLIB_SMTP = ("transport", "protocol")
 #: asyncio.StreamReader: attributes DATA's reader uses.
 STREAM_READER = ("_buffer", "_eof", "_wait_for_data")
+#: asyncio.StreamReaderProtocol: attributes the SMTP protocol replaces.
+STREAM_READER_PROTOCOL = ("_client_connected_cb",)
 
 
 def _assigned_or_defined(cls: type, name: str) -> bool:
@@ -106,6 +119,9 @@ def missing_internals() -> list[str]:
                 if not _assigned_or_defined(SMTPClient, name)]
     missing += [f"Python {sys.version.split()[0]}: asyncio.StreamReader.{name}"
                 for name in STREAM_READER if not _assigned_or_defined(asyncio.StreamReader, name)]
+    missing += [f"Python {sys.version.split()[0]}: asyncio.StreamReaderProtocol.{name}"
+                for name in STREAM_READER_PROTOCOL
+                if not _assigned_or_defined(asyncio.StreamReaderProtocol, name)]
     return missing
 
 

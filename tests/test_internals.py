@@ -103,6 +103,47 @@ def test_the_relays_init_builds_what_aiosmtpds_builds(auth_users: dict[str, str]
         loop.close()
 
 
+@pytest.mark.parametrize("exclude", [(), ("PLAIN",), ("LOGIN",), ("LOGIN", "PLAIN"),
+                                     ("XTEST",), ("NOPE",)])
+@pytest.mark.parametrize("extra", [False, True])
+def test_the_auth_table_is_aiosmtpds_in_its_order(exclude: tuple[str, ...], extra: bool) -> None:
+    """The built-in mechanisms (PLAIN and LOGIN, bound to the connection), the
+    handler's replacing them in place or added after, the excluded ones left out:
+    the same mechanisms, methods and order as aiosmtpd's ``__init__`` builds."""
+    from beacon_proxy.config import Endpoint, SmtpConfig
+    from beacon_proxy.smtpd.handler import SmtpHandler
+
+    async def enqueue(envelope: object, data: bytes) -> None:
+        return None
+
+    class Extra(SmtpHandler):
+        async def auth_XTEST(self, server: object, args: list[str]) -> object:
+            return None
+
+    class Builtin:  # no auth_ methods: aiosmtpd's own PLAIN and LOGIN stay
+        async def handle_DATA(self, server: object, session: object, envelope: object) -> str:
+            return "250 OK"
+
+    cfg = SmtpConfig(listen=Endpoint("127.0.0.1", 0), auth_users={"u": "hash"})
+    loop = asyncio.new_event_loop()
+    try:
+        for handler in (Extra(cfg, enqueue) if extra else SmtpHandler(cfg, enqueue), Builtin()):
+            kwargs: dict[str, Any] = {"hostname": "mx.test", "loop": loop,
+                                      "auth_exclude_mechanism": exclude}
+            theirs = aiosmtpd.smtp.SMTP(handler, **kwargs)
+            ours = SmtpProtocol(handler, Connections(10), **kwargs)
+
+            def auth(smtp: aiosmtpd.smtp.SMTP) -> list[tuple[str, object, object, bool]]:
+                return [(m, getattr(a.method, "__func__", a.method),
+                         getattr(a.method, "__self__", None), a.is_builtin)
+                        for m, a in smtp._auth_methods.items()]
+
+            assert [(m, f, ours if s is ours else s, b) for m, f, s, b in auth(ours)] == [
+                (m, f, ours if s is theirs else s, b) for m, f, s, b in auth(theirs)]
+    finally:
+        loop.close()
+
+
 def test_a_connection_does_not_introspect_its_class(monkeypatch: pytest.MonkeyPatch) -> None:
     loop = asyncio.new_event_loop()
     try:
@@ -163,3 +204,11 @@ def test_a_missing_stream_reader_internal_is_named(monkeypatch: pytest.MonkeyPat
     missing = missing_internals()
     assert [m.split(": ")[1] for m in missing] == ["asyncio.StreamReader._gone"]
     assert missing[0].startswith("Python 3.")
+
+
+def test_a_missing_stream_reader_protocol_internal_is_named(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(internals, "STREAM_READER_PROTOCOL",
+                        (*internals.STREAM_READER_PROTOCOL, "_gone_in_3_99"))
+    missing = missing_internals()
+    assert [m.split(": ")[1] for m in missing] == ["asyncio.StreamReaderProtocol._gone_in_3_99"]

@@ -19,11 +19,17 @@ with less CPU per message:
 * the command loop (:meth:`SmtpProtocol._handle_client`): aiosmtpd's checks and
   replies, byte for byte, its per-line log calls built only when ``mail.log``
   logs them, the command's name noted for the rejection logs, and the idle
-  timer re-armed only when its deadline would move;
+  timer re-armed by storing its new deadline (one loop timer a connection,
+  rescheduled only when it fires early or a shorter timeout applies);
 * the relay verdict by the client's address, judged once per connection
-  (:meth:`SmtpProtocol.allowed_by_address`), not at every RCPT.
+  (:meth:`SmtpProtocol.allowed_by_address`), not at every RCPT, and kept by
+  :class:`Connections` for the last addresses seen (:meth:`Connections._verdict`);
 * a STARTTLS whose handshake the relay cut short (idle timer, stop) failing,
-  so that the connection is released (:meth:`SmtpProtocol.smtp_STARTTLS`).
+  so that the connection is released (:meth:`SmtpProtocol.smtp_STARTTLS`);
+* QUIT ending the command loop by a flag rather than by cancelling its task
+  (:meth:`SmtpProtocol.smtp_QUIT`), and a finished connection leaving no
+  reference cycle, so that its objects go by reference counting rather than
+  by the cyclic garbage collector (:meth:`SmtpProtocol._forget_writer`).
 
 The aiosmtpd internals this needs are listed, checked and version-bounded in
 :mod:`beacon_proxy.internals`.
@@ -36,12 +42,21 @@ import collections
 import contextlib
 import inspect
 import logging
+import math
 import socket
 import ssl
 import types
 import warnings
 import weakref
-from collections.abc import Awaitable, Callable, Iterable, MutableMapping, Sequence
+from collections.abc import (
+    Awaitable,
+    Callable,
+    Iterable,
+    Iterator,
+    Mapping,
+    MutableMapping,
+    Sequence,
+)
 from typing import Any, AnyStr
 
 from aiosmtpd import smtp as aiosmtpd_smtp
@@ -80,6 +95,7 @@ __all__ = ["Connections", "SmtpProtocol", "peer_ip"]
 _UnboundCommand = Callable[[Any, str | None], Awaitable[None]]
 _MAIL_LOG = aiosmtpd_smtp.log  # aiosmtpd's logger ("mail.log")
 _DEBUG, _INFO = logging.DEBUG, logging.INFO
+_VERDICTS = 1024  # client addresses whose verdicts Connections keeps (see _verdict)
 
 
 def peer_ip(peer: Any) -> str:
@@ -121,6 +137,10 @@ class Connections:
         self._open: set[SmtpProtocol] = set()
         self._per_client: collections.Counter[str] = collections.Counter()
         self._changed = asyncio.Event()
+        # _verdict's table: address -> (allowed by address, client group), and
+        # the trusted networks it is for
+        self._verdicts: dict[str, tuple[bool, str | None]] = {}
+        self._verdicts_for: Sequence[IpNetwork] = self.trusted
 
     def __len__(self) -> int:
         return len(self._open)
@@ -135,8 +155,8 @@ class Connections:
             return SHUTTING_DOWN
         if len(self._open) >= self.limit:
             return TOO_MANY_CONNECTIONS
-        trusted = conn.allowed_by_address(ip, self.trusted)  # kept for its RCPTs
-        key = None if trusted else client_key(ip)
+        trusted, key = self._verdict(ip)
+        conn.keep_verdict(ip, self.trusted, trusted)  # for its RCPTs
         if key is not None:
             if self._per_client[key] >= self.per_client:
                 return TOO_MANY_FROM_CLIENT
@@ -145,6 +165,27 @@ class Connections:
         self._open.add(conn)
         metrics.SMTP_SESSIONS.inc()
         return None
+
+    def _verdict(self, ip: str) -> tuple[bool, str | None]:
+        """``ip``'s relay verdict by address (``relay_allowed(ip, False, trusted)``)
+        and, outside ``trusted``, its :func:`client_key`: both pure functions of
+        the address (and ``trusted``), each an ``ipaddress`` parse (~6-13 us a
+        connection), kept for the last ``_VERDICTS`` addresses seen.  A client
+        usually comes back from the same address; a flood from ever new ones
+        (an IPv6 network) only empties the table each ``_VERDICTS`` addresses
+        and pays the parses it paid before.  Kept for the ``trusted`` object it
+        was computed for: another one starts a new table."""
+        if self._verdicts_for is not self.trusted:
+            self._verdicts = {}
+            self._verdicts_for = self.trusted
+        verdict = self._verdicts.get(ip)
+        if verdict is None:
+            allowed = relay_allowed(ip, False, self.trusted)
+            verdict = (allowed, None if allowed else client_key(ip))
+            if len(self._verdicts) >= _VERDICTS:
+                self._verdicts.clear()
+            self._verdicts[ip] = verdict
+        return verdict
 
     def release(self, conn: SmtpProtocol) -> None:
         if conn in self._open:
@@ -195,6 +236,7 @@ class SmtpProtocol(SMTP):
     line_length_limit = 1 << 16
     # allowed_by_address's kept verdict: (networks, address, allowed)
     _by_address: tuple[Sequence[IpNetwork], str, bool] | None = None
+    _quit = False  # QUIT answered: the command loop ends (smtp_QUIT)
 
     def __init__(self, handler: object, connections: Connections, *,
                  idle_timeout_untrusted: float | None = None,
@@ -272,7 +314,10 @@ class SmtpProtocol(SMTP):
             # replaces; the relay never asks for it.
             raise ValueError("the PROXY protocol is not supported")
         self._proxy_timeout = proxy_protocol_timeout
-        self._armed: tuple[float, float] | None = None  # the idle timer: (armed at, duration)
+        # the idle timer (_reset_timeout): the deadline, and the one the loop's
+        # timer is set for (inf: none pending)
+        self._deadline = 0.0
+        self._timer_at = math.inf
         self._authenticator: AuthenticatorType | None
         self._auth_callback: AuthCallbackType | None
         if authenticator is not None:
@@ -284,15 +329,24 @@ class SmtpProtocol(SMTP):
         self._auth_required = auth_required
         commands, builtin_auth = _class_tables(type(self))
         hooks, ehlo_version, handler_auth = _handler_tables(handler)
-        auth_methods = {mech: _AuthMechAttr(getattr(self, attr), True)
-                        for mech, attr in builtin_auth}
-        auth_methods.update(handler_auth)
-        for mech in auth_exclude_mechanism or ():
-            auth_methods.pop(mech, None)
+        # aiosmtpd's table: the built-in mechanisms, the handler's replacing them
+        # in place or added after them, the excluded ones left out; a built-in
+        # one is bound only when it stays.
+        excluded = auth_exclude_mechanism or ()
+        auth_methods: dict[str, _AuthMechAttr] = {}
+        for mech, attr in builtin_auth:
+            if mech not in excluded:
+                auth_methods[mech] = handler_auth.get(mech) or _AuthMechAttr(
+                    getattr(self, attr), True)
+        for mech, found in handler_auth.items():
+            if mech not in excluded and mech not in auth_methods:
+                auth_methods[mech] = found
         self._auth_methods = auth_methods
         self._handle_hooks = hooks  # read-only in aiosmtpd: shared by the handler's sessions
         self._ehlo_hook_ver = ehlo_version
-        self._smtp_methods = {name: types.MethodType(run, self) for name, run in commands}
+        # aiosmtpd's HELP reads the commands through this; the loop calls them from
+        # the class's table (no bound method made for each command a connection)
+        self._smtp_methods = _BoundCommands(self, commands)  # type: ignore[assignment]  # read only
         if command_call_limit is None:
             self._enforce_call_limit = False
         else:
@@ -322,9 +376,9 @@ class SmtpProtocol(SMTP):
         and the relay ran each command through a wrapper of its own (the stage
         for rejection logs, the timer re-armed again after it).  Here the
         per-line logs are built only when ``mail.log`` logs at their level, the
-        stage is noted by :meth:`_run`, and the idle timer is re-armed (when a
-        command arrives and after it) only when that would move its deadline
-        (:meth:`_rearm`).  Everything a client sees is aiosmtpd's: the
+        stage is noted in the loop itself, and the idle timer is re-armed (when
+        a command arrives and after it) by storing its new deadline
+        (:meth:`_rearm`, :meth:`_reset_timeout`).  Everything a client sees is aiosmtpd's: the
         greeting, the line limits (``500 Command line too long`` after reading
         the whole over-long line), the ASCII and syntax checks, STARTTLS-first
         and failed-handshake refusals, the call limits and the bogus-command
@@ -334,56 +388,71 @@ class SmtpProtocol(SMTP):
         does, is not supported (``__init__`` refuses it).  The aiosmtpd
         attributes this reads are listed in :mod:`beacon_proxy.internals`.
         """
-        log = _MAIL_LOG
-        assert self.session is not None
-        log.info("%r handling connection", self.session.peer)
-        await self.push(f"220 {self.hostname} {self.__ident__}")
-        call_limit: MutableMapping[str, int] = (
-            collections.defaultdict(lambda: self._call_limit_default, self._call_limit_base)
-            if self._enforce_call_limit else {})
-        bogus_budget = BOGUS_LIMIT
-        while self.transport is not None:
-            try:
+        try:
+            log = _MAIL_LOG
+            assert self.session is not None
+            log.info("%r handling connection", self.session.peer)
+            await self.push(f"220 {self.hostname} {self.__ident__}")
+            call_limit: MutableMapping[str, int] = (
+                collections.defaultdict(lambda: self._call_limit_default, self._call_limit_base)
+                if self._enforce_call_limit else {})
+            bogus_budget = BOGUS_LIMIT
+            commands = _class_tables(type(self))[0]  # what _smtp_methods binds
+            while self.transport is not None and not self._quit:
                 try:
-                    line = await self._reader.readuntil()
-                except asyncio.LimitOverrunError as error:
-                    await self._discard_long_line(error.consumed)
-                    await self.push("500 Command line too long")
-                    continue
-                line = self._logged(line)
-                parsed = self._parse(line)
-                if isinstance(parsed, str):
-                    await self.push(parsed)
-                    continue
-                command, arg = parsed
-                if self._enforce_call_limit:
-                    budget = call_limit[command]
-                    if budget < 1:
-                        log.warning("%r over limit for %s", self.session.peer, command)
-                        await self.push(f"421 4.7.0 {command} sent too many times")
-                        self.transport.close()
+                    try:
+                        line = await self._reader.readuntil()
+                    except asyncio.LimitOverrunError as error:
+                        await self._discard_long_line(error.consumed)
+                        await self.push("500 Command line too long")
                         continue
-                    call_limit[command] = budget - 1
-                method = self._smtp_methods.get(command)
-                if method is None:
-                    log.warning("%r unrecognised: %s", self.session.peer, command)
-                    bogus_budget -= 1
-                    if bogus_budget < 1:
-                        log.warning("%r too many bogus commands", self.session.peer)
-                        await self.push("502 5.5.1 Too many unrecognized commands, goodbye.")
-                        self.transport.close()
+                    line = self._logged(line)
+                    parsed = self._parse(line)
+                    if isinstance(parsed, str):
+                        await self.push(parsed)
                         continue
-                    await self.push(f'500 Error: command "{command}" not recognized')
-                    continue
-                self._rearm()  # a valid command arrived
-                await self._run(command, method, arg)
-            except (asyncio.CancelledError, ConnectionResetError):
-                # The client went away (aiosmtpd cancels this task), in DATA or not.
-                log.info("%r Connection lost during _handle_client()", self.session.peer)
-                self._writer.close()
-                raise
-            except Exception as error:
-                await self._answer_exception(error)
+                    command, arg = parsed
+                    if self._enforce_call_limit:
+                        budget = call_limit[command]
+                        if budget < 1:
+                            log.warning("%r over limit for %s", self.session.peer, command)
+                            await self.push(f"421 4.7.0 {command} sent too many times")
+                            self.transport.close()
+                            continue
+                        call_limit[command] = budget - 1
+                    method = commands.get(command)
+                    if method is None:
+                        log.warning("%r unrecognised: %s", self.session.peer, command)
+                        bogus_budget -= 1
+                        if bogus_budget < 1:
+                            log.warning("%r too many bogus commands", self.session.peer)
+                            await self.push("502 5.5.1 Too many unrecognized commands, goodbye.")
+                            self.transport.close()
+                            continue
+                        await self.push(f'500 Error: command "{command}" not recognized')
+                        continue
+                    self._rearm()  # a valid command arrived
+                    # The command's name for the rejection logs (a command that
+                    # raises keeps it: the reply to its exception is logged under it).
+                    self.stage = command
+                    envelope = self.envelope
+                    self.log_fields = {"sender": _sender(
+                        envelope.mail_from if envelope is not None else None)}
+                    await method(self, arg)
+                    self.stage = ""
+                    transport = self.transport
+                    if transport is not None and not transport.is_closing():
+                        self._rearm()  # the command may have changed which timeout applies
+                except (asyncio.CancelledError, ConnectionResetError):
+                    # The client went away (aiosmtpd cancels this task), in DATA or not.
+                    log.info("%r Connection lost during _handle_client()", self.session.peer)
+                    self._writer.close()
+                    raise
+                except Exception as error:
+                    await self._answer_exception(error)
+        finally:
+            if self.transport is None:  # lost: nothing will write to it
+                self._forget_writer()
 
     def _logged(self, line: bytes) -> bytes:
         """The line without its line end; aiosmtpd's two per-line logs, built only
@@ -440,20 +509,6 @@ class SmtpProtocol(SMTP):
             except asyncio.LimitOverrunError as error:
                 await self._reader.read(error.consumed)
 
-    async def _run(self, name: str, method: Callable[[str | None], Awaitable[None]],
-                   arg: str | None) -> None:
-        """Run a command: note its name (rejection logs), then re-arm the idle timer.
-
-        A command that raises keeps its stage: the reply to its exception is
-        logged under it."""
-        self.stage = name
-        mail_from = self.envelope.mail_from if self.envelope is not None else None
-        self.log_fields = {"sender": _sender(mail_from)}
-        await method(arg)
-        self.stage = ""
-        if self.transport is not None and not self.transport.is_closing():
-            self._rearm()
-
     async def _answer_exception(self, error: Exception) -> None:
         """aiosmtpd's answer to an exception from a command: :meth:`handle_exception`'s
         reply (or a ``500`` naming the error it raised in turn); a failed TLS
@@ -481,25 +536,49 @@ class SmtpProtocol(SMTP):
     # -- the idle timer ---------------------------------------------------------
 
     def _reset_timeout(self, duration: float | None = None) -> None:
-        """aiosmtpd's idle timer, shorter for an untrusted client outside a
-        transaction; notes when it was armed and for how long (:meth:`_rearm`)."""
+        """aiosmtpd's idle timer (``duration``, or the one that applies now:
+        shorter for an untrusted client outside a transaction), kept lazily.
+
+        aiosmtpd cancels its timer and schedules a new one at every re-arm
+        (``cancel`` + ``call_later``: six times a message here).  Here a re-arm
+        stores the new deadline (loop time) in ``_deadline``; the loop's timer is
+        touched only when the deadline comes earlier than the one it is set for
+        (``_timer_at``: a shorter timeout applies again, or no timer is pending).
+        When it fires, :meth:`_idle_check` times the connection out if the
+        deadline has not moved since, and otherwise sets it for the deadline
+        that now applies.  So the timeout comes when aiosmtpd's would: at the
+        last re-arm's deadline, by the same loop timer; ``_timeout_cb`` is
+        aiosmtpd's own."""
         if duration is None:
             duration = self._idle_duration()
-        super()._reset_timeout(duration)
-        self._armed = (self.loop.time(), duration or self._timeout_duration)
+        delay = duration or self._timeout_duration
+        loop = self.loop
+        deadline = self._deadline = loop.time() + delay
+        if deadline < self._timer_at:  # earlier than the pending timer, or none pending
+            handle = self._timeout_handle
+            if handle is not None:
+                handle.cancel()
+            self._timeout_handle = loop.call_later(delay, self._idle_check)
+            self._timer_at = deadline
+
+    def _idle_check(self) -> None:
+        """The idle timer fired: time out if the deadline is the one it was set for
+        (or earlier), else wait on for the deadline a later re-arm set."""
+        deadline = self._deadline
+        if deadline <= self._timer_at:
+            self._timer_at = math.inf  # none pending: a later re-arm schedules one
+            self._timeout_cb()  # type: ignore[no-untyped-call]  # aiosmtpd: logs, closes
+        else:
+            self._timeout_handle = self.loop.call_at(deadline, self._idle_check)
+            self._timer_at = deadline
 
     def _rearm(self) -> None:
         """Re-arm the idle timer, as aiosmtpd does when a command arrives and the
         relay did after each one (a command may change which timeout applies:
-        MAIL FROM, AUTH, the end of DATA), unless the armed timer already ends
-        where a new one would: the same duration, and the loop's clock has not
-        moved since it was armed.  uvloop's clock counts milliseconds, and a
-        local client's next command often comes within the millisecond of the
-        last reply: most re-arms are skipped.  asyncio's own clock always moves,
-        so there it is always re-armed."""
-        duration = self._idle_duration()
-        if self._armed != (self.loop.time(), duration or self._timeout_duration):
-            self._reset_timeout(duration)
+        MAIL FROM, AUTH, the end of DATA): a new deadline stored
+        (:meth:`_reset_timeout`), the loop's timer left alone unless the
+        deadline came earlier."""
+        self._reset_timeout(self._idle_duration())
 
     def _idle_duration(self) -> float:
         short = self.idle_timeout_untrusted
@@ -512,6 +591,11 @@ class SmtpProtocol(SMTP):
             return False
         return self.envelope is None or self.envelope.mail_from is None
 
+    def keep_verdict(self, ip: str, networks: Sequence[IpNetwork], allowed: bool) -> None:
+        """Keep ``allowed`` as ``relay_allowed(ip, False, networks)`` for
+        :meth:`allowed_by_address` (:meth:`Connections.admit` knows it already)."""
+        self._by_address = (networks, ip, allowed)
+
     def client_ip(self) -> str:
         return peer_ip(self.session.peer if self.session is not None else None)
 
@@ -520,8 +604,9 @@ class SmtpProtocol(SMTP):
 
         The answer is kept with the address and the very ``networks`` object it
         was computed for, and given again only for both: a pure function of the
-        same arguments.  :meth:`Connections.admit` computes it for
-        ``allow_networks`` (the same tuple the handler's configuration holds),
+        same arguments.  :meth:`Connections.admit` gives it for
+        ``allow_networks`` (:meth:`keep_verdict`; the same tuple the handler's
+        configuration holds),
         so a connection's RCPTs parse its address no more (~5 us each: a
         message to 1000 recipients saved 5 ms)."""
         kept = self._by_address
@@ -544,8 +629,14 @@ class SmtpProtocol(SMTP):
                     log_rejection("CONNECT", refusal, client_address=ip)
                 _send(transport, refusal.encode("ascii") + b"\r\n")
                 transport.close()
+                self._client_connected_cb = _streams_made  # no cycle (_forget_writer)
                 return
             self._admitted = True
+            super().connection_made(transport)
+            # The streams are made (_cb_client_connected ran, once: a STARTTLS
+            # only swaps their transport); the bound method would keep a cycle.
+            self._client_connected_cb = _streams_made
+            return
         super().connection_made(transport)
 
     def eof_received(self) -> bool | None:
@@ -562,7 +653,26 @@ class SmtpProtocol(SMTP):
         if self._refused:
             return  # aiosmtpd never saw this connection
         self.connections.release(self)
-        super().connection_lost(error)
+        super().connection_lost(error)  # cancels the idle timer
+        self._timer_at = math.inf
+        task = self._handler_coroutine
+        if task is not None:
+            if task.done():  # the command loop has ended (QUIT, or cancelled at EOF)
+                _forget_cancellation(task)
+                self._forget_writer()
+            else:  # aiosmtpd cancelled it: it ends with a CancelledError
+                task.add_done_callback(_forget_cancellation)
+
+    def _forget_writer(self) -> None:
+        """Drop the connection's ``StreamWriter`` once the connection is lost and
+        its command loop has ended (whichever comes last calls this): nothing
+        writes to it again.  The writer refers back to this protocol; with that
+        cycle (and the two :meth:`connection_made` and :class:`_BoundCommands`
+        avoid) every connection's objects (~25: the protocol, its reader and
+        writer, session, envelope, timer, task, transport) were left to the
+        cyclic garbage collector, whose collections they also triggered;
+        without, reference counting frees them when the connection ends."""
+        self.__dict__.pop("_writer", None)
 
     def shutdown(self) -> None:
         """Answer ``421 4.3.2`` and close, whatever the session is doing."""
@@ -618,6 +728,27 @@ class SmtpProtocol(SMTP):
             if self.connections.stopping:
                 self.shutdown()
 
+    @syntax("QUIT")  # as aiosmtpd's own
+    async def smtp_QUIT(self, arg: str) -> None:
+        """aiosmtpd's QUIT (``221``, close), ending the command loop by a flag
+        instead of cancelling the loop's own task.
+
+        aiosmtpd cancels the running loop task: the task goes on to its next
+        read, which the cancellation then interrupts, and a ``CancelledError``
+        unwinds through the loop (another turn of the event loop and an
+        exception a connection).  The loop here stops at its next turn instead
+        (``_quit``) and nothing more is read or answered, as with aiosmtpd's
+        (``tests/smtpd/test_loop.py`` plays QUIT, pipelined or not, against
+        aiosmtpd's loop and QUIT)."""
+        if arg:
+            await self.push("501 Syntax: QUIT")
+            return
+        status = await self._call_handler_hook("QUIT")
+        await self.push("221 Bye" if status is MISSING else status)
+        self._quit = True
+        assert self.transport is not None
+        self.transport.close()
+
     @syntax("STARTTLS", when="tls_context")  # as aiosmtpd's own
     async def smtp_STARTTLS(self, arg: str) -> None:
         """aiosmtpd's STARTTLS, failing when the handshake never completed.
@@ -639,16 +770,53 @@ class SmtpProtocol(SMTP):
                 "connection closed during the TLS handshake")
 
     async def push(self, status: AnyStr) -> None:
-        if isinstance(status, str) and status[:1] in ("4", "5"):
-            reply = rewrite_library_reply(status)
-            log_rejection(self.stage or "COMMAND", reply,
-                          **{"client_address": self.client_ip(), **self.log_fields})
-            await super().push(reply)
+        """aiosmtpd's ``push`` (the reply encoded, written, debug-logged, drained),
+        in one coroutine with the relay's part: every 4xx/5xx reply is logged
+        and counted, aiosmtpd's size replies reworded."""
+        response: bytes
+        if isinstance(status, str):
+            reply: str = status
+            if reply[:1] in ("4", "5"):
+                reply = rewrite_library_reply(reply)
+                log_rejection(self.stage or "COMMAND", reply,
+                              **{"client_address": self.client_ip(), **self.log_fields})
+            response = bytes(reply, "utf-8" if self.enable_SMTPUTF8 else "ascii")
         else:
-            await super().push(status)
+            response = status
+        writer = self._writer
+        writer.write(response + b"\r\n")
+        if _MAIL_LOG.isEnabledFor(_DEBUG):
+            assert self.session is not None
+            _MAIL_LOG.debug("%r << %r", self.session.peer, response)
+        await writer.drain()
 
 
-_Tables = tuple[tuple[tuple[str, _UnboundCommand], ...], tuple[tuple[str, str], ...]]
+class _BoundCommands(Mapping[str, Callable[[str | None], Awaitable[None]]]):
+    """A connection's commands by name, as aiosmtpd's ``_smtp_methods`` dict (the
+    same names, the same order), each bound to the connection when looked up:
+    aiosmtpd's ``__init__`` binds all of them (~20) for every connection, where
+    only its HELP reads them."""
+
+    __slots__ = ("_conn", "_table")
+
+    def __init__(self, conn: SmtpProtocol, table: dict[str, _UnboundCommand]) -> None:
+        self._conn = weakref.ref(conn)  # no cycle (SmtpProtocol._forget_writer)
+        self._table = table
+
+    def __getitem__(self, name: str) -> Callable[[str | None], Awaitable[None]]:
+        conn = self._conn()
+        if conn is None:
+            raise ReferenceError("the connection is gone")
+        return types.MethodType(self._table[name], conn)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._table)
+
+    def __len__(self) -> int:
+        return len(self._table)
+
+
+_Tables = tuple[dict[str, _UnboundCommand], tuple[tuple[str, str], ...]]
 _CLASS_TABLES: dict[type, _Tables] = {}
 _HandlerTables = tuple[dict[str, Callable[..., Any]], str | None, dict[str, _AuthMechAttr]]
 _HANDLER_TABLES: weakref.WeakKeyDictionary[object, _HandlerTables] = (
@@ -661,8 +829,8 @@ def _class_tables(cls: type[SmtpProtocol]) -> _Tables:
     on every connection; computed once per class."""
     tables = _CLASS_TABLES.get(cls)
     if tables is None:
-        commands = tuple((attr.replace("smtp_", ""), getattr(cls, attr))
-                         for attr in dir(cls) if attr.startswith("smtp_"))
+        commands = {attr.replace("smtp_", ""): getattr(cls, attr)
+                    for attr in dir(cls) if attr.startswith("smtp_")}
         builtin_auth = tuple(
             (getattr(func, "__auth_mechanism_name__",
                      attr.replace("auth_", "").replace("__", "-")), attr)
@@ -703,6 +871,20 @@ def _handler_tables(handler: object) -> _HandlerTables:
     with contextlib.suppress(TypeError):
         _HANDLER_TABLES[handler] = tables
     return tables
+
+
+def _forget_cancellation(task: asyncio.Task[None]) -> None:
+    """Take a cancelled command loop's ``CancelledError`` from its task: the task
+    keeps it until asked, and its traceback holds the loop's frame, so the
+    protocol, which holds the task (``SmtpProtocol._forget_writer``)."""
+    if task.cancelled():
+        with contextlib.suppress(asyncio.CancelledError):
+            task.result()
+
+
+def _streams_made(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """A connection's ``client_connected_cb`` once its streams are made: not called
+    again (asyncio's ``StreamWriter.start_tls`` only asks whether there is one)."""
 
 
 def _send(transport: asyncio.BaseTransport, data: bytes) -> None:

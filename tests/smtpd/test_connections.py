@@ -12,7 +12,12 @@ import ipaddress
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from beacon_proxy.clientkey import client_key
+from beacon_proxy.smtpd import protocol
+from beacon_proxy.smtpd.policy import relay_allowed
 from beacon_proxy.smtpd.protocol import Connections, SmtpProtocol
 from tests.smtpd.conftest import USER_HASH, WAIT, Running, Serve, Tls, events
 from tests.smtpd.test_handler_auth import PLAIN_OK, tls_client
@@ -161,3 +166,42 @@ async def test_an_eof_before_the_session_task_runs_closes_the_transport() -> Non
     transport.close()  # as the real transports do on that False
     proto.connection_lost(None)
     assert len(conns) == 0
+
+
+_ADDRESSES = st.one_of(
+    st.ip_addresses().map(str),
+    st.ip_addresses(v=4).map(lambda a: f"::ffff:{a}"),
+    st.sampled_from(["127.0.0.1", "127.0.0.2", "10.1.2.3", "::1", "2001:db8::1",
+                     "2001:db8::2", "", "not an address", "::ffff:c633:6407"]))
+
+
+@settings(max_examples=300, deadline=None)
+@given(ips=st.lists(_ADDRESSES, max_size=40), bound=st.integers(min_value=1, max_value=5))
+def test_kept_verdicts_are_the_computed_ones(ips: list[str], bound: int) -> None:
+    """Differential: the kept (trusted, client group) of each admitted address is
+    what relay_allowed and client_key give, whatever was kept before; the table
+    never holds more than its bound."""
+    trusted = (ipaddress.ip_network("127.0.0.1/32"), ipaddress.ip_network("10.0.0.0/8"),
+               ipaddress.ip_network("2001:db8::1/128"))
+    conns = Connections(limit=1000, per_client=1000, trusted=trusted)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(protocol, "_VERDICTS", bound)
+        for ip in ips:
+            conn = object.__new__(SmtpProtocol)
+            assert conns.admit(conn, ip) is None
+            allowed = relay_allowed(ip, False, trusted)
+            assert (conn.trusted, conn.client_group) == (
+                allowed, None if allowed else client_key(ip))
+            assert conn.allowed_by_address(ip, trusted) is allowed  # kept for its RCPTs
+            assert len(conns._verdicts) <= bound
+            conns.release(conn)
+
+
+def test_kept_verdicts_are_for_the_trusted_networks_they_were_made_for() -> None:
+    conns = Connections(limit=10, trusted=ONLY_127_0_0_1)
+    a, b = object.__new__(SmtpProtocol), object.__new__(SmtpProtocol)
+    assert conns.admit(a, "127.0.0.1") is None and a.trusted
+    conns.release(a)
+    conns.trusted = ONLY_10  # another networks object: the table starts again
+    assert conns.admit(b, "127.0.0.1") is None and not b.trusted
+    assert b.client_group == "127.0.0.1"

@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import re
 import ssl
+import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -31,6 +33,7 @@ from beacon_proxy.config import Endpoint, SmtpConfig
 from beacon_proxy.eventloop import loop_factory
 from beacon_proxy.smtpd.handler import SmtpHandler
 from beacon_proxy.smtpd.protocol import Connections, SmtpProtocol
+from beacon_proxy.smtpd.server import SmtpServer
 from tests.smtpd.conftest import WAIT, FakeEnqueue, Serve, Tls
 
 T = TypeVar("T")
@@ -59,6 +62,7 @@ class Theirs(Ours):
     """The same, with aiosmtpd's own command loop."""
 
     _handle_client = SMTP._handle_client
+    smtp_QUIT = SMTP.smtp_QUIT
 
 
 _BODY = b"Subject: x\r\n\r\nbody\r\n..dot\r\n.\r\n"
@@ -70,7 +74,7 @@ _VOCABULARY = [
     b"RCPT TO:<b@example.net> NOTIFY=NEVER", b"RCPT TO:b", b"DATA", b"DATA x", b"RSET",
     b"NOOP", b"NOOP  arg  ", b"VRFY b@example.net", b"VRFY", b"HELP", b"HELP MAIL", b"HELP X",
     b"EXPN list", b"AUTH PLAIN", b"AUTH", b"STARTTLS", b"", b" ", b"   ", b"BOGUS", b"bogus x",
-    b"\xff\xfe", b"N\xc3\xb6OP", b"NOOP \xff", b"BOOM", b"KBOOM", b"QUIT now",
+    b"\xff\xfe", b"N\xc3\xb6OP", b"NOOP \xff", b"BOOM", b"KBOOM", b"QUIT now", b"QUIT",
     b"NOOP " + b"a" * 600,  # past the 512-octet command limit
     b"NOOP " + b"a" * 507, b"NOOP " + b"a" * 508,  # 512 and 513 octets
     # MAIL's limit after EHLO: 512 + 26 (SIZE) + 10 (SMTPUTF8)
@@ -245,6 +249,45 @@ async def test_a_client_closing_mid_command_or_mid_data_is_released(serve: Serve
     assert running.enqueue.calls == []
 
 
+async def test_nothing_pipelined_after_quit_is_run(serve: Serve) -> None:
+    """A transaction pipelined after QUIT is neither answered nor queued: aiosmtpd's
+    QUIT cancels its loop, the relay's ends it by a flag (``smtp_QUIT``)."""
+    running = await serve()
+    client = await running.connect()
+    assert (await client.cmd("EHLO c")).code == 250
+    await client.send(b"QUIT\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.net>\r\n"
+                      b"DATA\r\nSubject: x\r\n\r\nbody\r\n.\r\nNOOP\r\n")
+    assert await asyncio.wait_for(client.reader.read(), WAIT) == b"221 Bye\r\n"
+    conns = running.server.connections
+    loop = asyncio.get_running_loop()
+    assert await conns.wait_until(lambda: len(conns) == 0, loop.time() + WAIT)
+    await asyncio.sleep(0)
+    assert running.enqueue.calls == []
+    await client.close()
+
+
+@pytest.mark.parametrize("base", [Ours, Theirs])
+def test_no_command_pipelined_after_quit_is_run(base: type[Ours]) -> None:
+    """Not even one: with aiosmtpd's QUIT its loop is cancelled, and a command
+    already buffered gets as far as its reply's drain; the relay's loop stops."""
+    ran: list[str] = []
+
+    class Counting(base):  # type: ignore[valid-type,misc]
+        async def smtp_NOOP(self, arg: str) -> None:
+            ran.append("NOOP")
+            await super().smtp_NOOP(arg)
+
+    async def run() -> bytes:
+        return await _served(Counting, {}, lambda r, w: _pipelined(
+            r, w, [b"NOOP\r\n", b"QUIT\r\n", b"NOOP\r\n", b"NOOP\r\n"]))
+
+    factory, _ = loop_factory("auto")
+    with asyncio.Runner(loop_factory=factory) as runner:
+        got = runner.run(run())
+    assert got == b"220 mx.test.example ESMTP beacon-proxy\r\n250 OK\r\n221 Bye\r\n"
+    assert ran == (["NOOP"] if base is Ours else ["NOOP", "NOOP"])
+
+
 class _Clock:
     """A loop clock the test moves (no wall clock)."""
 
@@ -261,28 +304,196 @@ def _timer(conn: SmtpProtocol) -> asyncio.TimerHandle:
     return handle
 
 
-def test_the_idle_timer_is_rearmed_only_when_its_deadline_would_move() -> None:
+class _Timed(SmtpProtocol):
+    """Counts aiosmtpd's timeouts instead of closing a transport."""
+
+    timeouts = 0
+
+    def _timeout_cb(self) -> None:
+        self.timeouts += 1
+
+
+class _Eager(_Timed):
+    """aiosmtpd's eager idle timer: cancelled and scheduled again at every re-arm."""
+
+    def _reset_timeout(self, duration: float | None = None) -> None:
+        SMTP._reset_timeout(self, duration or self._idle_duration())
+
+
+def _fire_due(loop: asyncio.AbstractEventLoop, conn: SmtpProtocol, now: float) -> None:
+    """Run the connection's timer callbacks due at ``now``, as the loop would."""
+    while True:
+        handle: Any = conn._timeout_handle
+        if handle is None or handle.cancelled() or handle.when() > now:
+            return
+        callback, args = handle._callback, handle._args
+        handle.cancel()  # ran: its callback may schedule a new one
+        callback(*args)
+
+
+def test_a_rearm_stores_the_deadline_and_keeps_the_timer() -> None:
     loop = asyncio.new_event_loop()
     clock = _Clock()
     loop.time = clock  # type: ignore[method-assign]
     try:
-        conn = SmtpProtocol(object(), Connections(1), hostname="h", timeout=300,
-                            idle_timeout_untrusted=30, loop=loop)
+        conn = _Timed(object(), Connections(1), hostname="h", timeout=300,
+                      idle_timeout_untrusted=30, loop=loop)
         conn.trusted = False
         conn._reset_timeout()
         first = _timer(conn)
         assert first.when() == 1300.0
-        conn._rearm()  # the same instant, the same duration: the same deadline
-        assert _timer(conn) is first
-        clock.now += 0.001
-        conn._rearm()
-        second = _timer(conn)
-        assert second is not first and second.when() == 1300.001 and first.cancelled()
+        clock.now += 10
+        conn._rearm()  # a later deadline: stored, the loop's timer kept
+        assert _timer(conn) is first and conn._deadline == 1310.0
         conn.session = conn._create_session()  # not authenticated, no MAIL: untrusted idle
-        conn._rearm()  # the same instant, a shorter duration
-        assert _timer(conn) is not second and _timer(conn).when() == 1030.001
-        armed: Any = conn._armed
-        assert armed == (1000.001, 30)
+        conn._rearm()  # an earlier deadline: the timer is set again
+        second = _timer(conn)
+        assert first.cancelled() and second.when() == 1040.0
+        clock.now = 1040.0
+        _fire_due(loop, conn, clock.now)
+        assert conn.timeouts == 1
+        conn._timeout_handle = None
+        conn.trusted = True
+        conn.session = None
+        conn._reset_timeout()  # none pending after the timeout: a new one
+        assert _timer(conn).when() == 1340.0
         _timer(conn).cancel()
     finally:
         loop.close()
+
+
+def test_a_timer_that_fires_early_waits_for_the_deadline() -> None:
+    loop = asyncio.new_event_loop()
+    clock = _Clock()
+    loop.time = clock  # type: ignore[method-assign]
+    try:
+        conn = _Timed(object(), Connections(1), hostname="h", timeout=300, loop=loop)
+        conn._reset_timeout()
+        clock.now = 1200.0
+        conn._rearm()  # deadline 1500
+        clock.now = 1300.0
+        _fire_due(loop, conn, clock.now)
+        assert conn.timeouts == 0 and _timer(conn).when() == 1500.0
+        clock.now = 1499.0
+        _fire_due(loop, conn, clock.now)
+        assert conn.timeouts == 0
+        clock.now = 1500.0
+        _fire_due(loop, conn, clock.now)
+        assert conn.timeouts == 1
+    finally:
+        loop.close()
+
+
+_STEP = st.tuples(
+    st.sampled_from(["rearm", "mail", "end", "auth", "tick"]),
+    st.sampled_from([0.0, 0.001, 0.5, 1.0, 9.0, 10.0, 29.0, 30.0, 31.0, 299.0, 300.0]))
+
+
+@settings(max_examples=400, deadline=None)
+@given(steps=st.lists(_STEP, max_size=30), trusted=st.booleans())
+def test_the_lazy_idle_timer_times_out_when_aiosmtpds_would(
+        steps: list[tuple[str, float]], trusted: bool) -> None:
+    """Differential: the same re-arms and clock moves for the relay's lazy timer and
+    aiosmtpd's eager one (each re-arm cancels and schedules); the timeout comes at
+    the same step, or at none.  Steps change which timeout applies (MAIL starts a
+    transaction, its end or an AUTH end it) as the connection's life does."""
+    loop = asyncio.new_event_loop()
+    clock = _Clock()
+    loop.time = clock  # type: ignore[method-assign]
+    try:
+        conns = [cls(object(), Connections(1), hostname="h", timeout=300,
+                     idle_timeout_untrusted=30, loop=loop) for cls in (_Timed, _Eager)]
+        for conn in conns:
+            conn.trusted = trusted
+            conn.session = conn._create_session()
+            conn.envelope = conn._create_envelope()
+            conn._reset_timeout()  # connection_made
+        for what, dt in steps:
+            clock.now += dt
+            for conn in conns:
+                _fire_due(loop, conn, clock.now)
+            assert conns[0].timeouts == conns[1].timeouts, (what, clock.now)
+            if conns[0].timeouts:
+                break
+            for conn in conns:
+                assert conn.session is not None and conn.envelope is not None
+                if what == "mail":
+                    conn.envelope.mail_from = "a@example.org"
+                elif what == "end":
+                    conn.envelope = conn._create_envelope()
+                elif what == "auth":
+                    conn.session.authenticated = True
+                if what != "tick":
+                    conn._rearm()
+        clock.now += 301  # past any deadline: both time out now, if not before
+        for conn in conns:
+            _fire_due(loop, conn, clock.now)
+        assert conns[0].timeouts == conns[1].timeouts == 1
+    finally:
+        loop.close()
+
+
+_ENDINGS = {
+    "quit": [b"EHLO c\r\n", b"QUIT\r\n"],
+    "message then quit": [b"EHLO c\r\n", b"MAIL FROM:<a@example.org>\r\n",
+                          b"RCPT TO:<b@example.net>\r\n", b"DATA\r\n", _BODY, b"QUIT\r\n"],
+    "client closes": [b"EHLO c\r\n"],
+    "client closes in data": [b"EHLO c\r\n", b"MAIL FROM:<a@example.org>\r\n",
+                              b"RCPT TO:<b@example.net>\r\n", b"DATA\r\n", b"Subject: x\r\n"],
+    "refused": [],
+}
+
+
+@pytest.mark.parametrize("ending", sorted(_ENDINGS))
+@pytest.mark.parametrize("loop_name", ["asyncio", "auto"])
+def test_a_finished_connection_is_freed_without_the_cyclic_gc(ending: str,
+                                                                loop_name: str) -> None:
+    """No reference cycle is left when a connection ends, however it ends: its
+    objects go when the last reference does, not at a collection of the cyclic
+    GC (which they also used to trigger, ~25 objects a connection)."""
+    chunks = _ENDINGS[ending]
+
+    async def run() -> None:
+        cfg = SmtpConfig(listen=Endpoint("127.0.0.1", 0),
+                         max_connections=0 if ending == "refused" else 10)
+        server = SmtpServer(cfg, FakeEnqueue(), hostname="mx.test.example")
+        made: list[weakref.ref[SmtpProtocol]] = []
+        real = server._new_connection
+
+        def tracked() -> SmtpProtocol:
+            conn = real()
+            made.append(weakref.ref(conn))
+            return conn
+
+        server._new_connection = tracked  # type: ignore[method-assign]
+        await server.start()
+        conns = server.connections
+        loop = asyncio.get_running_loop()
+        try:
+            for _ in range(2):
+                reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+                await _reply(reader)  # the greeting, or the refusal
+                for chunk in chunks:
+                    writer.write(chunk)
+                    if chunk != b"Subject: x\r\n":  # a message cut short: no reply
+                        await _reply(reader)
+                if not chunks or chunks[-1] == b"QUIT\r\n":
+                    assert await asyncio.wait_for(reader.read(), WAIT) == b""
+                writer.close()
+                with contextlib.suppress(ConnectionError):
+                    await writer.wait_closed()
+                assert await conns.wait_until(lambda: len(conns) == 0, loop.time() + WAIT)
+                for _ in range(10):  # the close's callbacks, the loop task's end
+                    await asyncio.sleep(0)
+            assert len(made) == 2 and all(ref() is None for ref in made), ending
+        finally:
+            await server.stop(1.0)
+
+    gc.collect()
+    gc.disable()
+    try:
+        factory, _ = loop_factory(loop_name)
+        with asyncio.Runner(loop_factory=factory) as runner:
+            runner.run(run())
+    finally:
+        gc.enable()
