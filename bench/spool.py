@@ -27,8 +27,7 @@ the checkout ``--baseline-tree`` names),
 alternately, ``--rounds`` times each; the table shows every run and the
 median.  A child counts every ``os.fsync``/``os.fdatasync`` the spool makes
 (wrapped before the spool is imported; a sync of a directory is counted
-apart; a ``writev`` to a file opened ``O_DSYNC``, as the log's segments are, counts
-as a file sync) and its own CPU time (utime+stime of all its threads, from
+apart) and its own CPU time (utime+stime of all its threads, from
 ``/proc/self/stat``).  Compare the two columns of one run only: the machine
 is shared and its disk's sync latency varies from minute to minute.
 
@@ -87,18 +86,8 @@ def child(messages: int, concurrency: int, size: int, root: Path, *, journal: bo
         counts["dir" if is_dir(fd) else "file"] += 1
         real_fdatasync(fd)
 
-    real_writev = os.writev
-
-    def writev(fd: int, buffers: Any) -> int:
-        # A write to a file opened O_DSYNC (the log's segments) is its own data sync.
-        import fcntl
-        if fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_DSYNC:
-            counts["file"] += 1
-        return real_writev(fd, buffers)
-
     os.fsync = fsync  # type: ignore[assignment]  # the spool calls them through os
     os.fdatasync = fdatasync  # type: ignore[assignment]
-    os.writev = writev
 
     from beacon_proxy.spool.envelope import Envelope, new_queue_id
     from beacon_proxy.spool.queue import Spool

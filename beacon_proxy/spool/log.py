@@ -7,19 +7,9 @@ message, a quarter of the relay's).  Nearly every message is delivered at its fi
 attempt, seconds after it arrived, so its queue file lived for nothing but a crash.
 Here a new message is one record appended to the current *segment*
 (``log/<seq>.seg``) by one thread of its own, which writes every record handed over
-meanwhile with one ``writev``, durable when it returns: a group commit.  The puts of a
-batch are answered together (one wake-up of the event loop), and only then may the
-SMTP side answer ``250``.
-
-Durable on return: a segment is opened ``O_DSYNC``, so each ``writev`` returns once
-its bytes, and the file size that reaches them, are on disk, as ``writev`` and then
-``fdatasync`` did (``fdatasync`` is what ``O_DSYNC`` is defined as: synchronized
-I/O *data* integrity, POSIX; Linux runs the same sync for the range written).  One
-system call a batch less, and one release of the GIL less on the thread (whose every
-release the event loop pays for in a hand-off); the kernel's work is the same.  Its
-first line goes with its first batch (a line of its own, written ``O_DSYNC``, would
-cost a sync of its own).  A failed sync is a failed ``writev``: the batch fails, as
-a failed ``fdatasync`` failed it.
+meanwhile with one ``writev`` and makes them durable with one ``fdatasync``: a group
+commit.  The puts of a batch are answered together (one wake-up of the event loop),
+and only then may the SMTP side answer ``250``.
 
 A segment starts with ``BEACONS1 <nonce>``, 16 random bytes in hex; a record::
 
@@ -381,7 +371,6 @@ class _Segment:
     retired: bool = False
     done_fd: int | None = None
     inode: tuple[int, int] = (0, 0)  # (st_ino, st_dev) of the file fd writes to
-    head: bytes = b""  # the segment's first line, written with its first batch
 
 
 _Item = tuple[asyncio.AbstractEventLoop, "asyncio.Future[None]", str, bytes, bytes]
@@ -394,7 +383,7 @@ class SegmentLog:
 
     :meth:`append` and :meth:`call_soon` from the event loop; :meth:`forget` and
     :meth:`find` from any thread (one lock guards the places and the live counts).
-    ``on_sync`` (tests only) is called by the thread after each durable write with
+    ``on_sync`` (tests only) is called by the thread after each ``fdatasync`` with
     the number of records it made durable."""
 
     def __init__(self, directory: Path, *, segment_bytes: int = SEGMENT_BYTES) -> None:
@@ -553,9 +542,8 @@ class SegmentLog:
                     batch.remove(item)
                     _reply([item], ValueError(f"bad queue id {item[2]!r}: {exc}"))
             start = segment.size
-            # O_DSYNC: durable when it returns (see the module's docstring).
-            write_all(segment.fd, [segment.head, *(p for record in parts for p in record)])
-            segment.head = b""
+            write_all(segment.fd, [p for record in parts for p in record])
+            os.fdatasync(segment.fd)
         except BaseException as exc:  # every put of the batch gets it
             error = exc
             self._retire_current()  # what follows goes to a new segment
@@ -595,9 +583,10 @@ class SegmentLog:
         path = self.directory / f"{seq:012d}{_SUFFIX}"
         nonce = os.urandom(_NONCE_BYTES).hex().encode("ascii")
         header = _segment_header(nonce)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_DSYNC
-                     | os.O_CLOEXEC, 0o600)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC,
+                     0o600)
         try:
+            write_all(fd, [header])  # made durable by the first batch's fdatasync
             fsync_dir(self.directory)
             made = os.fstat(fd)
         except BaseException:
@@ -605,7 +594,7 @@ class SegmentLog:
             path.unlink(missing_ok=True)
             raise
         segment = _Segment(seq, path, fd, nonce, size=len(header),
-                           inode=(made.st_ino, made.st_dev), head=header)
+                           inode=(made.st_ino, made.st_dev))
         with self._lock:
             self._segments[seq] = segment
             self._current = segment

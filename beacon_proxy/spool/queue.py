@@ -69,7 +69,7 @@ is that of an at-least-once MTA such as Postfix: a *process* crash retries
 a delivered recipient only if it falls between the upstream's ``250`` and
 the journal write (or the unlink) that follows it (both done by the writer
 thread, or by the log's after the batch it is writing: a wait for the GIL, or
-for that batch's durable write, a few milliseconds, in which the delivery
+for that batch's ``fdatasync``, a few milliseconds, in which the delivery
 worker may already send the next copies); an *operating-system*
 crash or power loss can also retry the recipients delivered since the
 journal's last fsync (in this attempt, or all of them when the message was
@@ -593,7 +593,7 @@ class Spool:
         """Store a new message durably.  Returns only after its data and its directory
         entry are on disk (``fdatasync`` of the file, then a group ``fsync`` of
         ``active/`` that started after the rename), or, with the log, after its record
-        and every record written with it are (one ``O_DSYNC`` write for them all)."""
+        and every record written with it are (one ``fdatasync`` for them all)."""
         assert self._put_executor is not None, "Spool.open() was not called"
         if self._lane is not None:
             # ASCII only: a record's header is ASCII (str.isalnum() alone takes letters

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import fcntl
 import os
 import threading
 from pathlib import Path
@@ -64,26 +63,24 @@ async def test_a_put_is_one_record_and_recovery_writes_it_out(tmp_path: Path) ->
 
 async def test_concurrent_puts_share_one_data_sync(tmp_path: Path,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    """20 puts at once while the first batch's durable write (``O_DSYNC``) is held: the
-    19 others queue behind it and go in one batch, so the 20 cost 2 syncs; no put
-    returns before the write of its own record has ended."""
+    """20 puts at once while the first batch's ``fdatasync`` is held: the 19 others
+    queue behind it and go in one batch, so the 20 cost 2 syncs; no put returns before
+    the sync of its own record has ended."""
     spool = _relay(tmp_path / "spool")
     release = threading.Event()
     synced: list[int] = []
-    real = os.writev
+    real = os.fdatasync
     lock = threading.Lock()
 
-    def writev(fd: int, buffers: list[memoryview]) -> int:
-        if not os.readlink(f"/proc/self/fd/{fd}").endswith(".seg"):
-            return real(fd, buffers)
+    def fdatasync(fd: int) -> None:
         with lock:
             first = not synced
             synced.append(fd)
         if first:
             assert release.wait(60)  # a guard against a hang, not a timing
-        return real(fd, buffers)
+        real(fd)
 
-    monkeypatch.setattr(os, "writev", writev)
+    monkeypatch.setattr(os, "fdatasync", fdatasync)
     sizes: list[int] = []
     assert spool._lane is not None
     spool._lane.on_sync = sizes.append
@@ -102,38 +99,6 @@ async def test_concurrent_puts_share_one_data_sync(tmp_path: Path,
     assert sizes == [1, 19]
     assert len(synced) == 2
     assert {r.queue_id for r in live_records(_log_dir(spool))} == {e.queue_id for e in envs}
-    spool.close()
-
-
-async def test_a_segment_is_written_durably_without_fdatasync(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A segment is opened ``O_DSYNC``: a batch is one ``writev``, durable when it
-    returns, and no ``fdatasync`` (which the ``250`` used to wait for) is made for
-    it; the segment's first line goes with the first batch, so a new segment costs
-    no write (nor sync) of its own."""
-    calls: list[str] = []
-    real_writev, real_sync = os.writev, os.fdatasync
-
-    def writev(fd: int, buffers: list[memoryview]) -> int:
-        if os.readlink(f"/proc/self/fd/{fd}").endswith(".seg"):
-            calls.append("writev" if fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_DSYNC
-                         else "writev without O_DSYNC")
-        return real_writev(fd, buffers)
-
-    def fdatasync(fd: int) -> None:
-        calls.append(os.readlink(f"/proc/self/fd/{fd}"))
-        real_sync(fd)
-
-    monkeypatch.setattr(os, "writev", writev)
-    monkeypatch.setattr(os, "fdatasync", fdatasync)
-    spool = _relay(tmp_path / "spool")
-    envs = [_env(), _env()]
-    for env in envs:
-        await spool.put(env, DATA)
-    assert calls == ["writev", "writev"]
-    (seg,) = [p for _, p in segments(_log_dir(spool))]
-    assert seg.read_bytes().startswith(b"BEACONS1 ")
-    assert [r.queue_id for r in live_records(_log_dir(spool))] == [e.queue_id for e in envs]
     spool.close()
 
 

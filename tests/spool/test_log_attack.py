@@ -309,16 +309,13 @@ async def test_damage_found_by_two_recoveries_is_kept_twice(tmp_path: Path) -> N
 # -- failing writes and syncs ---------------------------------------------------
 
 class _Faults:
-    """``os.writev`` of the log's segments failing on demand: before writing (disk
-    full), after part of it, or after all of it (the sync of an ``O_DSYNC`` write
-    failing: the bytes are in the file, the write says ``EIO``, as ``fdatasync`` did
-    when the segment was synced apart)."""
+    """``os.writev`` / ``os.fdatasync`` of the log's segments failing on demand."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.write_error: int | None = None
         self.partial = 0  # bytes written before the write fails
         self.sync_error: int | None = None
-        real_writev = os.writev
+        real_writev, real_sync = os.writev, os.fdatasync
 
         def writev(fd: int, buffers: list[memoryview]) -> int:
             if self.write_error is not None and _is_segment(fd):
@@ -326,13 +323,16 @@ class _Faults:
                 if self.partial:
                     real_writev(fd, [bytes(b"".join(buffers))[:self.partial]])
                 raise OSError(error, os.strerror(error))
-            if self.sync_error is not None and _is_segment(fd):
-                error, self.sync_error = self.sync_error, None
-                real_writev(fd, buffers)
-                raise OSError(error, os.strerror(error))
             return real_writev(fd, buffers)
 
+        def fdatasync(fd: int) -> None:
+            if self.sync_error is not None and _is_segment(fd):
+                error, self.sync_error = self.sync_error, None
+                raise OSError(error, os.strerror(error))
+            real_sync(fd)
+
         monkeypatch.setattr(os, "writev", writev)
+        monkeypatch.setattr(os, "fdatasync", fdatasync)
 
 
 def _is_segment(fd: int) -> bool:
@@ -388,23 +388,23 @@ async def test_a_failed_first_write_of_an_empty_log_leaves_nothing(
 # -- ids ------------------------------------------------------------------------
 
 class _HeldSync:
-    """Holds the log thread in its next durable write (``O_DSYNC``) until released,
-    so that puts made meanwhile are one batch."""
+    """Holds the log thread in its next ``fdatasync`` until released, so that puts
+    made meanwhile are one batch."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.inside = threading.Event()
         self.release = threading.Event()
         self.armed = True
-        real = os.writev
+        real = os.fdatasync
 
-        def writev(fd: int, buffers: list[memoryview]) -> int:
+        def fdatasync(fd: int) -> None:
             if self.armed and _is_segment(fd):
                 self.armed = False
                 self.inside.set()
                 assert self.release.wait(30)
-            return real(fd, buffers)
+            real(fd)
 
-        monkeypatch.setattr(os, "writev", writev)
+        monkeypatch.setattr(os, "fdatasync", fdatasync)
 
     async def wait_inside(self) -> None:
         assert await asyncio.to_thread(self.inside.wait, 30)
