@@ -83,9 +83,9 @@ def settle_heap() -> None:
 
     Why: under load the collector took ~55 us a message in the two workers of
     ``bench/relay.py`` (phase c, 20 000 messages, timed with ``gc.callbacks``): a full
-    collection every ~10 s that walked the whole heap for 30-45 ms (the event loop
-    stopped that long; ~18 us a message), ~130 young collections a second per worker
-    and their survivors' middle-generation collections.  :func:`gc.freeze` moves every
+    collection every ~10 s that walked the whole heap for 26-55 ms (the event loop
+    stopped that long; ~18 us a message), a young collection every ~15 messages and
+    their survivors' middle-generation collections.  :func:`gc.freeze` moves every
     object alive now to a generation that is never collected, so a full collection
     walks only what the relay made since (5-10 ms); a first threshold of
     :data:`GC_YOUNG_THRESHOLD` makes fewer young objects live long enough to be walked
@@ -96,8 +96,9 @@ def settle_heap() -> None:
     Safe: frozen objects are still freed by reference counting when they are let go
     of; only a cycle among them would never be collected, and start-up leaves none
     behind (:func:`gc.collect` first).  Garbage in cycles waits for up to 2000
-    container allocations instead of 700 (RSS flat in the soak), a young collection
-    stops the loop for up to ~2 ms.  The command line and the tests do not call it."""
+    container allocations instead of 700 (RSS flat in the soak); a young collection
+    takes up to ~2.5 ms (was ~1), a full one up to ~10 ms (was up to 55).  The
+    command line and the tests do not call it."""
     gc.collect()
     gc.freeze()
     _, middle, oldest = gc.get_threshold()
