@@ -59,3 +59,40 @@ if os.environ.get("BEACON_CPUSAMPLE") and "--worker" in sys.argv:
     signal.signal(signal.SIGPROF, _sample)
     signal.setitimer(signal.ITIMER_PROF, 0.0005, 0.0005)
     atexit.register(_dump)
+
+# The cyclic garbage collector's time, for ``serve`` workers (independent of the sampler
+# above; either or both):
+#
+#     BEACON_GCSTAT=/tmp/gc PYTHONPATH=$PWD/bench/cpusample:$PWD python bench/relay.py ...
+#     python bench/gcstat_report.py /tmp/gc.*.json --messages N
+#
+# Each collection's generation, thread CPU (``time.thread_time`` around it, from
+# ``gc.callbacks``) and objects collected, with its wall-clock time; written to
+# ``<BEACON_GCSTAT>.<pid>.json`` every 100 collections and at exit.
+if os.environ.get("BEACON_GCSTAT") and "--worker" in sys.argv:
+    import atexit as _atexit
+    import gc as _gc
+    import json as _json
+    import time as _time
+    from typing import Any as _Any
+
+    _gc_out = f"{os.environ['BEACON_GCSTAT']}.{os.getpid()}.json"
+    _gc_started = [0.0]
+    _gc_log: list[tuple[float, int, float, int]] = []
+
+    def _gc_dump() -> None:
+        with open(_gc_out, "w") as f:
+            _json.dump({"log": _gc_log, "threshold": _gc.get_threshold(),
+                        "frozen": _gc.get_freeze_count()}, f)
+
+    def _gc_timed(phase: str, info: dict[str, _Any]) -> None:
+        if phase == "start":
+            _gc_started[0] = _time.thread_time()
+            return
+        _gc_log.append((round(_time.time(), 3), info["generation"],
+                        _time.thread_time() - _gc_started[0], info["collected"]))
+        if len(_gc_log) % 100 == 0:
+            _gc_dump()
+
+    _gc.callbacks.append(_gc_timed)
+    _atexit.register(_gc_dump)
