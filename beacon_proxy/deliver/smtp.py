@@ -679,7 +679,16 @@ def _reply_text(code: int, message: str) -> str:
     """``"550 5.1.1 <x@y>: no such user"``: one line, continuation lines joined.
 
     A status code repeated at the start of continuation lines is dropped.
+
+    A one-line reply of printable ASCII (every ``250`` in practice) takes a shortcut
+    to the same text: it has no continuation line, nothing to replace and no control
+    character, and the only blank that ``strip`` can meet in it is the space (the
+    encoding round trip, the split, the regular expressions and the join: 5 us of
+    the 6 a delivered copy's result took).
     """
+    if message.isascii() and message.isprintable():  # no CR, LF or other control
+        text = message.strip(" ")
+        return (f"{code} {text}" if text else str(code))[:_MAX_REPLY]
     message = message.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
     lines = [line.strip() for line in message.split("\n")]
     first = _ENHANCED.match(lines[0]) if lines else None

@@ -13,7 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from beacon_proxy.deliver.courier import Outcome, Result
-from beacon_proxy.deliver.smtp import SmtpCourier, wire_data, wire_pieces
+from beacon_proxy.deliver.smtp import SmtpCourier, _reply_text, wire_data, wire_pieces
 from beacon_proxy.smtpd.data import canonical, unstuff
 from tests.deliver.smtppeer import Upstream
 
@@ -513,3 +513,39 @@ async def test_close_keeps_a_cancellation_that_comes_with_the_quit_reply() -> No
     await asyncio.wait([closing], timeout=10)  # a bound, never reached when it works
     assert closing.cancelled()
     assert client.closed
+
+
+# -- the reply's text ---------------------------------------------------------------
+
+_OLD_ENHANCED = re.compile(r"([245])\.\d{1,3}\.\d{1,3}(?=\s|$)")
+_OLD_CONTROLS = re.compile(r"[\x00-\x1f\x7f]+")
+
+
+def _old_reply_text(code: int, message: str) -> str:
+    """``smtp._reply_text`` before its one-line shortcut (the reference)."""
+    message = message.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    lines = [line.strip() for line in message.split("\n")]
+    first = _OLD_ENHANCED.match(lines[0]) if lines else None
+    if first:
+        repeated = first.group(0)
+        lines[1:] = [line.removeprefix(repeated).lstrip() for line in lines[1:]]
+    text = f"{code} " + " ".join(line for line in lines if line)
+    return _OLD_CONTROLS.sub(" ", text).strip()[:1000]
+
+
+_REPLY_CHARS = st.sampled_from([" ", "\t", "\r", "\n", "\x0b", "\x0c", "\x1c", "\x7f", "\x00",
+                                "a", "Z", "0", "5", ".", ":", "<", "@", "\xe9", "\xa0",
+                                "\u2028", "\u3000", "\udce9"])
+_REPLY_TEXTS = st.one_of(
+    st.text(_REPLY_CHARS, max_size=30),
+    st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7e), max_size=1100),
+    st.text(max_size=40),
+    st.sampled_from(["2.0.0 Ok: queued as 4711", "", " ", "  2.0.0 Ok  ",
+                     "5.1.1 no such user\n5.1.1 really", "x" * 1200]),
+)
+
+
+@given(st.sampled_from([-1, 0, 220, 250, 354, 421, 451, 550, 554, 999]), _REPLY_TEXTS)
+def test_reply_text_is_the_old_text(code: int, message: str) -> None:
+    """The printable-ASCII shortcut gives what the general path gives, for every text."""
+    assert _reply_text(code, message) == _old_reply_text(code, message)
