@@ -215,12 +215,15 @@ class TraceHeader:
         self._last: tuple[Envelope, tuple[str, str]] | None = None
 
     def __call__(self, copy: Copy, recipient: Recipient) -> Copy:
+        return Copy(self.header(recipient) + copy.data, copy.report)
+
+    def header(self, recipient: Recipient) -> bytes:
+        """The ``Received`` field this step puts in front of ``recipient``'s copy."""
         envelope = recipient.envelope
         last = self._last
         if last is None or last[0] is not envelope:
             last = self._last = (envelope, _trace(envelope, self.hostname))
-        header = _received(last[1], envelope, recipient.address)
-        return Copy(header + copy.data, copy.report)
+        return _received(last[1], envelope, recipient.address)
 
 
 class ListMailOnly:

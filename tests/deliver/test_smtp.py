@@ -6,14 +6,23 @@ import asyncio
 import re
 import socket
 from collections.abc import AsyncIterator, Awaitable
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar, cast
 
 import pytest
-from hypothesis import given
+from aiosmtplib import SMTPResponseException
+from aiosmtplib.protocol import SMTPProtocol
+from aiosmtplib.response import SMTPResponse
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from beacon_proxy.deliver.courier import Outcome, Result
-from beacon_proxy.deliver.smtp import SmtpCourier, _reply_text, wire_data, wire_pieces
+from beacon_proxy.deliver.smtp import (
+    SmtpCourier,
+    _Replies,
+    _reply_text,
+    wire_data,
+    wire_pieces,
+)
 from beacon_proxy.smtpd.data import canonical, unstuff
 from tests.deliver.smtppeer import Upstream
 
@@ -549,3 +558,67 @@ _REPLY_TEXTS = st.one_of(
 def test_reply_text_is_the_old_text(code: int, message: str) -> None:
     """The printable-ASCII shortcut gives what the general path gives, for every text."""
     assert _reply_text(code, message) == _old_reply_text(code, message)
+
+
+class _OldReplies(_Replies):
+    """``_Replies`` with its parser before the one-copy cut (the reference)."""
+
+    def _parse(self) -> None:
+        buffer = self._buffer
+        start = 0
+        while True:
+            offset, code, message = start, -1, bytearray()
+            while True:
+                end = buffer.find(b"\n", offset)
+                if end < 0:
+                    del buffer[:start]
+                    if len(buffer) > 4 * 8192:
+                        raise SMTPResponseException(-1, "Response too long")
+                    return
+                line = bytes(buffer[offset:end + 1])
+                if len(line) > 8192:
+                    raise SMTPResponseException(-1, "Response too long")
+                try:
+                    code = int(line[:3])
+                except ValueError:
+                    text = line.decode("utf-8", errors="ignore")
+                    raise SMTPResponseException(
+                        -1, f"Malformed SMTP response line: {text}") from None
+                offset = end + 1
+                if message:
+                    message += b"\n"
+                message += line[4:].strip(b" \t\r\n")
+                if line[3:4] != b"-":
+                    break
+            self._replies.append(
+                SMTPResponse(code, bytes(message).decode("utf-8", "surrogateescape")))
+            start = offset
+
+
+_REPLY_LINES = st.one_of(
+    st.sampled_from([b"250 2.1.0 Ok\r\n", b"250-first\r\n", b"250-\r\n", b"354 go\n",
+                     b"451 4.3.0 later\r\n", b"250 \r\n", b"250\r\n", b"25x bad\r\n",
+                     b" 25 odd\r\n", b"550-a \t\r\n", b"250 \xc3\xa9\xff\r\n", b"\r\n",
+                     b"2", b"250 " + b"x" * 8200 + b"\r\n", b"250-" + b"y" * 5000 + b"\r\n"]),
+    st.binary(max_size=12),
+)
+
+
+@settings(max_examples=400)
+@given(st.lists(_REPLY_LINES, max_size=10), st.lists(st.integers(1, 40), max_size=12))
+def test_reply_parser_is_the_old_parser(lines: list[bytes], cuts: list[int]) -> None:
+    """Replies read in any pieces give the same replies, in order, and the same error
+    (too long, malformed) at the same point as the parser before."""
+    stream = b"".join(lines)
+    pieces, at = [], 0
+    for cut in cuts:
+        pieces.append(stream[at:at + cut])
+        at += cut
+    pieces.append(stream[at:])
+    new, old = _Replies(cast(SMTPProtocol, None)), _OldReplies(cast(SMTPProtocol, None))
+    for piece in pieces:
+        for replies in (new, old):
+            replies.data_received(piece)
+        assert list(new._replies) == list(old._replies)
+        assert repr(new._error) == repr(old._error)
+        assert new._buffer == old._buffer
