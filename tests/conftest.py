@@ -4,9 +4,17 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 from beacon_proxy.spool.queue import Spool
 from tests.consent.pg import temporary_database
+
+# No example is timed: hypothesis's default deadline (200 ms an example) races the wall
+# clock, and on a busy 2-core machine (CI shares it) a slow example then fails the run
+# as "flaky" (a schemathesis case of tests/web/test_openapi.py did so under load).
+# Tests that need a bound on time say so in a benchmark, never here.
+settings.register_profile("beacon-proxy", deadline=None)
+settings.load_profile("beacon-proxy")
 
 
 @pytest.fixture(scope="session")

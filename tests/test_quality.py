@@ -8,6 +8,8 @@ import sys
 import tomllib
 from pathlib import Path
 
+from hypothesis import settings
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -68,3 +70,9 @@ def test_the_licence_is_a_file_and_an_spdx_expression() -> None:
     assert project["license"] == "Apache-2.0"
     assert (ROOT / "LICENSE").read_text().lstrip().startswith("Apache License")
     assert all((ROOT / name).is_file() for name in project["license-files"])
+
+
+def test_no_hypothesis_example_races_the_wall_clock() -> None:
+    """The suite's hypothesis profile (tests/conftest.py) times no example: a deadline
+    fails a slow example on a busy machine as "flaky", whatever the code does."""
+    assert settings.default.deadline is None
