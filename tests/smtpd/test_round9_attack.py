@@ -24,13 +24,15 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import gc
 import ipaddress
 import math
+import weakref
 from typing import Any
 
 import pytest
 
-from beacon_proxy.smtpd.protocol import SmtpProtocol
+from beacon_proxy.smtpd.protocol import Connections, SmtpProtocol
 from tests.smtpd.client import RawClient
 from tests.smtpd.conftest import USER_HASH, WAIT, Running, Serve, Tls
 
@@ -226,3 +228,34 @@ async def test_kept_verdicts_on_the_wire(serve: Serve) -> None:
         outside = await running.connect(source="127.0.0.2")
         assert await _rcpt_code(outside) == 554
         assert await _rcpt_code(inside) == 250
+
+
+class _Handler:
+    async def handle_NOOP(self, server: object, session: object, envelope: object,
+                          arg: str) -> str:
+        return "250 OK"
+
+    async def auth_XTEST(self, server: object, args: list[str]) -> None:
+        return None
+
+
+def test_a_handler_is_freed_with_its_server_and_its_tables_kept_while_it_lives() -> None:
+    """The hooks and AUTH mechanisms found once per handler are shared by its
+    connections, and do not keep the handler (with the configuration and enqueue
+    it holds) alive once nothing else does: kept in a table of their own, even
+    weakly keyed by the handler, its bound methods kept it for good."""
+    loop = asyncio.new_event_loop()
+    try:
+        conns = Connections(8)
+        handler = _Handler()
+        gone = weakref.ref(handler)
+        first = SmtpProtocol(handler, conns, hostname="h", loop=loop)
+        second = SmtpProtocol(handler, conns, hostname="h", loop=loop)
+        assert first._handle_hooks is second._handle_hooks  # made once
+        assert list(first._handle_hooks) == ["NOOP"]
+        assert "XTEST" in first._auth_methods
+        del first, second, handler
+        gc.collect()
+        assert gone() is None
+    finally:
+        loop.close()
