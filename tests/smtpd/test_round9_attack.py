@@ -32,9 +32,13 @@ from typing import Any
 
 import pytest
 
+from beacon_proxy.config import Endpoint, SmtpConfig
+from beacon_proxy.eventloop import loop_factory
+from beacon_proxy.smtpd.limits import FakeClock
 from beacon_proxy.smtpd.protocol import Connections, SmtpProtocol
+from beacon_proxy.smtpd.server import SmtpServer
 from tests.smtpd.client import RawClient
-from tests.smtpd.conftest import USER_HASH, WAIT, Running, Serve, Tls
+from tests.smtpd.conftest import USER_HASH, WAIT, FakeEnqueue, Running, Serve, Tls
 
 ONLY_127_0_0_1 = (ipaddress.ip_network("127.0.0.1/32"),)  # 127.0.0.2 is not trusted
 
@@ -148,6 +152,51 @@ async def test_no_idle_timer_outlives_its_connection(
         loop.set_exception_handler(previous)
     if ending == "while queued":
         assert len(running.enqueue.calls) == 3  # accepted: queued although the client left
+
+
+@pytest.mark.parametrize("ending", ["pipelined burst", "mid-data", "while queued",
+                                    "after starttls", "handshake stalled", "quit pipelined",
+                                    "relay timeout"])
+def test_no_idle_timer_outlives_its_connection_on_the_relays_loop(
+        tls: Tls, lost: list[SmtpProtocol], ending: str) -> None:
+    """The same on the loop the relay runs by default (``event_loop = "auto"``:
+    uvloop where installed, whose clock and timers are libuv's)."""
+    errors: list[dict[str, Any]] = []
+
+    async def run() -> None:
+        loop = asyncio.get_running_loop()
+        loop.set_exception_handler(lambda _loop, context: errors.append(context))
+        cfg = SmtpConfig(listen=Endpoint("127.0.0.1", 0), tls_cert=tls.cert, tls_key=tls.key,
+                         allow_networks=ONLY_127_0_0_1, auth_users={"alice": USER_HASH},
+                         idle_timeout_untrusted=0.3, command_timeout=300)
+        enqueue = FakeEnqueue()
+        if ending == "while queued":
+            enqueue.gate = asyncio.Event()
+        server = SmtpServer(cfg, enqueue, hostname="mx.test.example", clock=FakeClock())
+        await server.start()
+        running = Running(server, enqueue, cfg, [])
+        conns = server.connections
+        try:
+            for _ in range(2):
+                await _ending(running, ending, tls)
+                assert await conns.wait_until(lambda: len(conns) == 0, loop.time() + WAIT)
+            enqueue.release()
+            for conn in lost:
+                assert conn._handler_coroutine is not None
+                await asyncio.wait_for(asyncio.wait([conn._handler_coroutine]), WAIT)
+            await asyncio.sleep(0.05)
+            assert len(lost) == 2
+            for conn in lost:
+                _no_timer_left(conn)
+        finally:
+            for client in running.clients:
+                await client.close()
+            await server.stop(1.0)
+
+    factory, _ = loop_factory("auto")
+    with asyncio.Runner(loop_factory=factory) as runner:
+        runner.run(run())
+    assert errors == []
 
 
 async def test_a_client_stalled_in_data_is_closed_at_the_command_timeout(
