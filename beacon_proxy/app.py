@@ -65,7 +65,7 @@ from beacon_proxy.rewrite.links import PreferenceLinks
 from beacon_proxy.rewrite.pool import INLINE_BYTES, AnalysisPool, default_engine
 from beacon_proxy.rewrite.rules import rules_text
 from beacon_proxy.rewrite.step import CopyStep, ListMailOnly, TraceHeader
-from beacon_proxy.rewrite.unsubscribe import UnsubscribeHeaders
+from beacon_proxy.rewrite.unsubscribe import UnsubscribeAndTrace, UnsubscribeHeaders
 from beacon_proxy.smtpd.server import SmtpServer
 from beacon_proxy.spool.parts import adopt, lock_within, part_root, sources_for
 from beacon_proxy.spool.queue import Spool
@@ -276,13 +276,14 @@ def copy_steps(cfg: Config, tokens: Tokens, *, hostname: str | None) -> tuple[Co
     """
     links = PreferenceLinks(tokens, cfg.web.public_url,
                             forward=cfg.web.sender_unsubscribe == "replace")
-    steps: list[CopyStep] = [  # the relay's own bounces are not list mail: neither
-        ListMailOnly(Footer(links, default_language=cfg.web.default_language)),
-        ListMailOnly(UnsubscribeHeaders(links, mailto=cfg.web.unsubscribe_mailto,
-                                        sender=cfg.web.sender_unsubscribe)),
-    ]
-    if hostname is not None:
-        steps.append(TraceHeader(hostname))
+    unsubscribe = UnsubscribeHeaders(links, mailto=cfg.web.unsubscribe_mailto,
+                                     sender=cfg.web.sender_unsubscribe)
+    # the relay's own bounces are not list mail: neither footer nor unsubscribe headers
+    steps: list[CopyStep] = [ListMailOnly(Footer(links, default_language=cfg.web.default_language))]
+    if hostname is None:
+        steps.append(ListMailOnly(unsubscribe))
+    else:  # the unsubscribe headers, then the trace header, joined once
+        steps.append(UnsubscribeAndTrace(unsubscribe, TraceHeader(hostname)))
         if cfg.dkim.all_keys:
             from beacon_proxy.rewrite.dkim import DkimSigner, load_keys
 

@@ -227,3 +227,31 @@ def test_a_line_is_the_json_dumps_of_its_fields() -> None:
     assert line == json.dumps({"ts": "1970-01-01T00:00:01.250Z", "level": "info",
                                "event": "delivered", **fields},
                               ensure_ascii=False, default=str, separators=(",", ":"))
+
+
+def test_listened_is_when_an_event_would_reach_anyone() -> None:
+    """``listened`` answers exactly when ``event`` would do something: a tap, or the
+    relay log enabled at the level (callers skip gathering fields otherwise)."""
+    from beacon_proxy.log import add_event_tap, listened, remove_event_tap
+
+    relay = logging.getLogger("beacon_proxy.relay")
+    seen: list[str] = []
+
+    def tap(name: str, fields: dict[str, object]) -> None:
+        seen.append(name)
+
+    old = relay.level
+    try:
+        relay.setLevel(logging.WARNING)
+        assert not listened() and listened(logging.WARNING) and listened(logging.ERROR)
+        add_event_tap(tap)
+        try:
+            assert listened() and listened(logging.DEBUG)
+            event("delivered", queue_id="Q1")
+        finally:
+            remove_event_tap(tap)
+        assert seen == ["delivered"] and not listened()
+        relay.setLevel(logging.INFO)
+        assert listened() and not listened(logging.DEBUG)
+    finally:
+        relay.setLevel(old)

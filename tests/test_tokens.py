@@ -10,7 +10,7 @@ import pytest
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESSIV
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import beacon_proxy.tokens as tokens_module
@@ -414,3 +414,49 @@ def test_issued_at_zero_mints_now_exactly_as_an_explicit_time(
     assert tokens.verify(token, Purpose.UNSUBSCRIBE).issued_at == now
     with pytest.raises(ValueError, match="positive 32-bit"):
         tokens.mint(replace(claims, issued_at=-1))
+
+
+def _old_pack(c: Claims, issued_at: int) -> bytes:
+    """``tokens._pack`` as it was, a concatenation per claim (the reference)."""
+    def pack_str(value: str) -> bytes:
+        raw = value.encode("utf-8")
+        if len(raw) > 255:
+            raise ValueError("claim longer than 255 bytes")
+        return bytes([len(raw)]) + raw
+
+    if len(c.url_id) not in (0, 8):
+        raise ValueError("url_id must come from url_identity()")
+    if not 0 < issued_at < 2**32:
+        raise ValueError("issued_at must be a positive 32-bit unix time")
+    out = (struct.pack(">I", issued_at) + pack_str(c.recipient) + pack_str(c.list_id or "")
+           + pack_str(c.queue_id) + bytes([len(c.url_id)]) + c.url_id)
+    if c.forward:
+        raw = c.forward.encode("utf-8")
+        if len(raw) > 1024:
+            raise ValueError("forward URL longer than 1024 bytes")
+        out += struct.pack(">H", len(raw)) + raw
+    return out
+
+
+_CLAIM_TEXT = st.one_of(st.text(max_size=8), st.sampled_from(
+    ["", "a@b.org", "\udce9", "x" * 255, "x" * 256, "\u00e9" * 128, "\u00e9" * 127]))
+
+
+@settings(max_examples=300)
+@given(_CLAIM_TEXT, st.one_of(st.none(), _CLAIM_TEXT), _CLAIM_TEXT,
+       st.sampled_from([b"", b"12345678", b"1234"]),
+       st.sampled_from(["", "https://s.example/u", "\udce9", "y" * 1025]),
+       st.sampled_from([0, 1, 1_700_000_000, 2**32 - 1, 2**32]))
+def test_claims_pack_as_before(recipient: str, list_id: str | None, queue_id: str,
+                               url_id: bytes, forward: str, issued_at: int) -> None:
+    """The same plaintext, or the same error (type and text), for any claims."""
+    claims = Claims(Purpose.UNSUBSCRIBE, recipient, list_id, queue_id, url_id, 0, forward)
+    try:
+        expected: bytes | tuple[type, str] = _old_pack(claims, issued_at)
+    except ValueError as exc:
+        expected = (type(exc), str(exc))
+    try:
+        got: bytes | tuple[type, str] = tokens_module._pack(claims, issued_at)
+    except ValueError as exc:
+        got = (type(exc), str(exc))
+    assert got == expected

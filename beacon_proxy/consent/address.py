@@ -36,6 +36,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from dataclasses import dataclass
+from typing import Final
 
 import idna
 
@@ -108,12 +109,26 @@ def parse_address(text: str) -> Address:
     return Address(canonical, f"{local.lower()}@{canonical.rpartition('@')[2]}")
 
 
+#: What keeps an ASCII address off :func:`lookup_key`'s shortcut: a character that
+#: stripping, unquoting or an address literal would treat apart (whitespace is not
+#: printable but for the space).
+_NOT_PLAIN: Final = re.compile(r'[ "<>\[]|xn--', re.IGNORECASE)
+
+
 def lookup_key(text: str) -> str:
     """The key for a recipient as the relay has it; never raises.
 
     Envelope addresses were checked when the mail was received; one that still
     does not parse is looked up by its lower-cased text.
+
+    An address of printable ASCII with an ``@`` and no space, quote, angle bracket,
+    ``[`` or ``xn--`` has the key ``text.lower()`` whether it parses or not (parsed:
+    its local part is not quoted, so it stays as written, and its domain is neither a
+    literal nor IDNA, so it is only lower-cased; not parsed: the fallback has nothing
+    to strip), so it is not parsed (some 5 us a recipient, once a message).
     """
+    if text.isascii() and text.isprintable() and "@" in text and not _NOT_PLAIN.search(text):
+        return text.lower()
     try:
         return parse_address(text).key
     except AddressError:
@@ -137,11 +152,22 @@ def normalize_list_id(value: str) -> str:
     return text.lower()
 
 
+#: The last list id :func:`list_key` was asked for and its key (one tuple, replaced
+#: whole): a list's messages come in runs, and the key is a pure function of the text.
+_last_list: tuple[str, str] = ("", "")
+
+
 def list_key(value: str | None) -> str:
     """The list id as the relay hands it to a lookup (``""`` for none); never raises."""
+    global _last_list
     if not value:
         return ""
+    last = _last_list
+    if last[0] == value:
+        return last[1]
     try:
-        return normalize_list_id(value)
+        key = normalize_list_id(value)
     except ListIdError:
-        return value.strip().strip("<>").lower()
+        key = value.strip().strip("<>").lower()
+    _last_list = (value, key)
+    return key

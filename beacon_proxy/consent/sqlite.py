@@ -53,7 +53,7 @@ import sqlite3
 from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Final
 
 import aiosqlite
 
@@ -76,13 +76,24 @@ BUSY_TIMEOUT_MS = 10_000
 #: ``json.dumps(value, ensure_ascii=False)`` without building an encoder per call (a
 #: lookup passes two lists: ~0.7 us each).
 _JSON = json.JSONEncoder(ensure_ascii=False).encode
+#: One string as ``_JSON`` writes it (the C ``encode_basestring``: quotes and escapes).
+_JSON_STR: Final = json.encoder.encode_basestring
+
+
+def _json_list(value: list[Any] | tuple[Any, ...]) -> str:
+    """``_JSON(value)``; a list of strings (a lookup's keys and hashes) is written by
+    joining its encoded strings with the encoder's ``", "``, the same text without
+    the encoder's set-up per call (2 us of a lookup's two lists)."""
+    if all(type(v) is str for v in value):
+        return "[" + ", ".join(map(_JSON_STR, value)) + "]"
+    return _JSON(value)
 
 
 def _arg(value: object) -> object:
     if isinstance(value, datetime):
         return iso(value)
     if isinstance(value, list | tuple):
-        return _JSON(value)
+        return _json_list(value)
     if isinstance(value, bool):
         return int(value)
     return value

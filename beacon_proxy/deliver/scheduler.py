@@ -47,7 +47,7 @@ from beacon_proxy.deliver.courier import Courier, CourierFactory, Outcome, Resul
 from beacon_proxy.deliver.dsn import Failure, build_dsn, needs_bounce
 from beacon_proxy.deliver.retry import RetryPolicy
 from beacon_proxy.headerfacts import message_id
-from beacon_proxy.log import event
+from beacon_proxy.log import event, listened
 from beacon_proxy.metrics import (
     DELIVERIES,
     DELIVERY_SECONDS,
@@ -446,8 +446,10 @@ class Scheduler:
                     # journal line would have (one hop and one journal file fewer).
                     unjournaled = (i, result.reply)
                 child(DELIVERIES, "delivered").inc()
-                self._log_recipient("delivered", entry, i, result, attempt, policy=policy.value,
-                                    size=len(copy.data), **copy.report)
+                if listened():  # else not even the keywords are gathered
+                    self._log_recipient("delivered", entry, i, result, attempt,
+                                        policy=policy.value, size=len(copy.data),
+                                        **copy.report)
             elif result.outcome is Outcome.PERMANENT:
                 failed.append(_Pending(i, result))
             else:
@@ -575,6 +577,8 @@ class Scheduler:
 
     def _log_recipient(self, name: str, entry: QueueEntry, index: int, result: Result,
                        attempt: int, **extra: object) -> None:
+        if not listened():  # nobody would see it: build none of its fields
+            return
         env = entry.envelope
         event(
             name,

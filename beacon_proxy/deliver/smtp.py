@@ -262,19 +262,25 @@ class _Replies(asyncio.Protocol):
 
     def _parse(self) -> None:
         """Move every complete reply from the buffer to the queue (as aiosmtplib
-        parses one: the last line's code, the lines' texts joined by newlines)."""
+        parses one: the last line's code, the lines' texts joined by newlines).
+
+        The lines are cut from one ``bytes`` copy of the buffer (a few dozen bytes: the
+        replies to a pipelined group come together), and a one-line reply's text is
+        its line's, without a buffer to join lines in (3 -> 2 us a reply)."""
         buffer = self._buffer
+        data = bytes(buffer)
         start = 0
         while True:
-            offset, code, message = start, -1, bytearray()
+            offset, code = start, -1
+            message: bytearray | None = None  # the lines' texts joined, for several
             while True:
-                end = buffer.find(b"\n", offset)
+                end = data.find(b"\n", offset)
                 if end < 0:
                     del buffer[:start]
                     if len(buffer) > _MAX_REPLY_BYTES:
                         raise SMTPResponseException(-1, "Response too long")
                     return
-                line = bytes(buffer[offset:end + 1])
+                line = data[offset:end + 1]
                 if len(line) > _MAX_REPLY_LINE:
                     raise SMTPResponseException(-1, "Response too long")
                 try:
@@ -284,13 +290,20 @@ class _Replies(asyncio.Protocol):
                     raise SMTPResponseException(
                         -1, f"Malformed SMTP response line: {text}") from None
                 offset = end + 1
-                if message:
+                text_bytes = line[4:].strip(b" \t\r\n")
+                last = line[3:4] != b"-"
+                if message is None:
+                    if last:  # a one-line reply: its text as it is
+                        break
+                    message = bytearray()
+                elif message:  # (as aiosmtplib: no newline after an empty first text)
                     message += b"\n"
-                message += line[4:].strip(b" \t\r\n")
-                if line[3:4] != b"-":
+                message += text_bytes
+                if last:
+                    text_bytes = bytes(message)
                     break
             self._replies.append(
-                SMTPResponse(code, bytes(message).decode("utf-8", "surrogateescape")))
+                SMTPResponse(code, text_bytes.decode("utf-8", "surrogateescape")))
             start = offset
 
 
@@ -679,7 +692,16 @@ def _reply_text(code: int, message: str) -> str:
     """``"550 5.1.1 <x@y>: no such user"``: one line, continuation lines joined.
 
     A status code repeated at the start of continuation lines is dropped.
+
+    A one-line reply of printable ASCII (every ``250`` in practice) takes a shortcut
+    to the same text: it has no continuation line, nothing to replace and no control
+    character, and the only blank that ``strip`` can meet in it is the space (the
+    encoding round trip, the split, the regular expressions and the join: 5 us of
+    the 6 a delivered copy's result took).
     """
+    if message.isascii() and message.isprintable():  # no CR, LF or other control
+        text = message.strip(" ")
+        return (f"{code} {text}" if text else str(code))[:_MAX_REPLY]
     message = message.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
     lines = [line.strip() for line in message.split("\n")]
     first = _ENHANCED.match(lines[0]) if lines else None

@@ -191,11 +191,16 @@ class RecipientIdentity:
     def __init__(self, address: str) -> None:
         self.address = address.strip()
         lower = self.address.lower()
-        given = spellings(self.address) if self.address else []
+        # An address of the characters quote() leaves alone, with no "xn--", is its only
+        # spelling (no quotes to drop, an ASCII domain that is no A-label): spellings()
+        # would say so after its splits and dictionaries (3 us of a new recipient's 14).
+        plain = _PLAIN.fullmatch(lower) is not None
+        given = ([self.address] if plain and "xn--" not in lower else spellings(self.address)) \
+            if self.address else []
         # every spelling of the mailbox, lower-cased (the first: the address as given)
         self._lowers = tuple(dict.fromkeys(s.lower() for s in given))
         variants = dict.fromkeys((*self._lowers, *given))  # ordered, without duplicates
-        if _PLAIN.fullmatch(lower):  # the usual address: quote() would change only "@"
+        if plain:  # the usual address: quote() would change only "@"
             quoted = (lower, lower, lower.replace("@", "%40"))
         else:
             quoted = (lower, quote(lower, safe="@"), quote(lower, safe=""))

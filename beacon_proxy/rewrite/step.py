@@ -169,16 +169,38 @@ def _address(addr: str) -> str:
     return _NOT_IN_ADDRESS.sub("", addr)[:320]
 
 
+#: The last trace's ``from ... by ... with`` text, by the values it was made from, and
+#: the last date, by its whole second (each one tuple, replaced whole: copies may render
+#: in threads): a client's messages come from one name, address and protocol, many a
+#: second, and each message has its own envelope (7 us of regular expressions and
+#: ``strftime`` a message, where only the queue id is new).
+_last_head: tuple[tuple[str, str, str, str], str] | None = None
+_last_when: tuple[int, str] = (-1, "")
+
+
 def _trace(envelope: Envelope, hostname: str) -> tuple[str, str]:
     """What a ``Received`` line says of the message, not of the recipient: its
     ``from ... by ... id`` lines, and the date."""
-    ip = _clean(envelope.client_address, 64)
-    prefix = "IPv6:" if ":" in ip else ""
-    when = time.strftime("%a, %d %b %Y %H:%M:%S +0000", time.gmtime(envelope.received_at))
-    head = (f"Received: from {_clean(envelope.client_helo)} ([{prefix}{ip}])\r\n"
-            f"\tby {_clean(hostname)} (beacon-proxy) with {_clean(envelope.protocol, 16)}"
-            f" id {_clean(envelope.queue_id, 64)}")
-    return head, when
+    global _last_head, _last_when
+    key = (envelope.client_helo, envelope.client_address, envelope.protocol, hostname)
+    last = _last_head
+    if last is not None and last[0] == key:
+        head = last[1]
+    else:
+        ip = _clean(envelope.client_address, 64)
+        prefix = "IPv6:" if ":" in ip else ""
+        head = (f"Received: from {_clean(envelope.client_helo)} ([{prefix}{ip}])\r\n"
+                f"\tby {_clean(hostname)} (beacon-proxy) with {_clean(envelope.protocol, 16)}")
+        _last_head = (key, head)
+    ts = envelope.received_at
+    day = _last_when
+    if ts >= 0 and int(ts) == day[0]:  # gmtime floors, int() truncates: equal for ts >= 0
+        when = day[1]
+    else:
+        when = time.strftime("%a, %d %b %Y %H:%M:%S +0000", time.gmtime(ts))
+        if ts >= 0:
+            _last_when = (int(ts), when)
+    return f"{head} id {_clean(envelope.queue_id, 64)}", when
 
 
 def _received(trace: tuple[str, str], envelope: Envelope, recipient: str | None) -> bytes:
@@ -215,12 +237,15 @@ class TraceHeader:
         self._last: tuple[Envelope, tuple[str, str]] | None = None
 
     def __call__(self, copy: Copy, recipient: Recipient) -> Copy:
+        return Copy(self.header(recipient) + copy.data, copy.report)
+
+    def header(self, recipient: Recipient) -> bytes:
+        """The ``Received`` field this step puts in front of ``recipient``'s copy."""
         envelope = recipient.envelope
         last = self._last
         if last is None or last[0] is not envelope:
             last = self._last = (envelope, _trace(envelope, self.hostname))
-        header = _received(last[1], envelope, recipient.address)
-        return Copy(header + copy.data, copy.report)
+        return _received(last[1], envelope, recipient.address)
 
 
 class ListMailOnly:

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 from beacon_proxy.consent.address import (
     AddressError,
@@ -91,3 +93,51 @@ def test_free_text_refuses_control_characters_at_the_ends_too() -> None:
     for bad in ("moved\x1f", "\x1cmoved", "a\x00b", "x\x7f"):
         with pytest.raises(InvalidValue, match="control characters"):
             check_text("reason", bad)
+
+
+def _parsed_key(text: str) -> str:
+    """``lookup_key`` before its shortcut: always parsed (the reference)."""
+    try:
+        return parse_address(text).key
+    except AddressError:
+        return text.strip().strip("<>").lower()
+
+
+_ADDRESS_PIECES = st.lists(
+    st.sampled_from([*"aZ09.-_+@@[]<>\"\\ \t\n\x00\x7fxXnN-", "xn--", "XN--", "x" * 64]),
+    max_size=24).map("".join)
+
+
+@settings(max_examples=500)
+@given(st.one_of(
+    _ADDRESS_PIECES,
+    st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7e), max_size=30),
+    st.builds(lambda local, labels: f"{local}@{'.'.join(labels)}",
+              st.text(st.sampled_from(list("aZ0.-_+!#'\"")), min_size=0, max_size=70),
+              st.lists(st.text(st.sampled_from(list("aZ0-x")), max_size=64) | st.just("xn--a"),
+                       min_size=1, max_size=5)),
+    st.text(max_size=20),
+    st.builds(lambda local, literal: f"{local}@[{literal}]",
+              st.sampled_from(["A", "ann", '"A"']),
+              st.sampled_from(["192.0.2.1", "IPv6:ABCD::1", "ipv6:abcd::1", "X"])),
+))
+@example("x@[IPv6:ABCD::1]")
+@example("Ann@[192.0.2.1]")
+@example("j@XN--BCHER-KVA.de")
+@example("j@xn--bcher-kva.DE")
+@example('"Ann"@Example.org')
+@example(" Ann@example.org")
+@example("<Ann@example.org>")
+@example("Ann@example.org")
+def test_lookup_key_shortcut_is_the_parsed_key(text: str) -> None:
+    """The ASCII shortcut gives the key parsing gives, or its fallback, for every text
+    (over-long parts, quotes, literals, IDNA labels, controls, brackets)."""
+    assert lookup_key(text) == _parsed_key(text)
+
+
+def test_list_key_remembers_only_equal_text() -> None:
+    assert list_key("News <A.Example.org>") == "a.example.org"
+    assert list_key("News <A.Example.org>") == "a.example.org"
+    assert list_key("B.example.org") == "b.example.org"
+    assert list_key("Two Words") == "two words" and list_key(None) == ""
+    assert list_key("News <A.Example.org>") == "a.example.org"

@@ -4,6 +4,7 @@ the reader's thread when the file is busy (a lock held by another connection).""
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
 from collections.abc import AsyncIterator, Coroutine, Iterator, Mapping
 from contextlib import contextmanager
@@ -11,12 +12,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from beacon_proxy.consent.cache import LOOP_READS
 from beacon_proxy.consent.model import Beacons, SuppressionInput
 from beacon_proxy.consent.policy import Decision
 from beacon_proxy.consent.sqlbase import addr
-from beacon_proxy.consent.sqlite import LOOP_READ_MAX, SqliteStore
+from beacon_proxy.consent.sqlite import LOOP_READ_MAX, SqliteStore, _json_list
 
 ANN, BOB = "ann@example.org", "bob@example.org"
 
@@ -167,3 +170,11 @@ async def test_the_loop_connection_cannot_write(relay: SqliteStore) -> None:
     assert relay._loop_db is not None
     with pytest.raises(sqlite3.OperationalError, match="readonly"):
         relay._loop_db.execute("DELETE FROM recipients")
+
+
+@given(st.lists(st.one_of(st.text(max_size=12), st.integers(), st.none(), st.booleans(),
+                          st.floats(allow_nan=False)), max_size=6)
+       | st.lists(st.text(max_size=20), max_size=6).map(tuple))
+def test_json_lists_are_the_encoders_text(value: list[Any] | tuple[Any, ...]) -> None:
+    """A lookup's list arguments: the joined strings are exactly the encoder's text."""
+    assert _json_list(value) == json.dumps(value, ensure_ascii=False)

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -639,3 +640,43 @@ async def test_stop_ends_a_worker_whose_idle_close_loses_the_cancellation(
         spool.close()
     assert [r for _, r, _ in courier.sent] == ["a@x.org"]
     assert len(courier.closed) == 2
+
+
+async def test_delivered_event_when_listened_and_not_built_otherwise(
+        rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A delivered copy's event reaches a tap with every field, as before; with no tap
+    and the relay log above info, its fields are not even gathered."""
+    from beacon_proxy.log import add_event_tap, remove_event_tap
+
+    seen: list[tuple[str, dict[str, Any]]] = []
+
+    def tap(name: str, fields: dict[str, Any]) -> None:
+        seen.append((name, fields))
+
+    s = rig.make()
+    await s.start()
+    add_event_tap(tap)
+    try:
+        env = _env("r1@example.net")
+        await s.enqueue(env, DATA)
+        await _drained(rig, s)
+    finally:
+        remove_event_tap(tap)
+    [fields] = [f for n, f in seen if n == "delivered"]
+    assert fields["queue_id"] == env.queue_id and fields["recipient"] == "r1@example.net"
+    assert (fields["relay"], fields["reply"], fields["attempt"]) == ("fake", OK.reply, 1)
+    assert fields["policy"] == "refused" and fields["size"] > len(DATA)
+    assert set(fields) >= {"message_id", "sender", "delay"}
+
+    built: list[str] = []
+    monkeypatch.setattr(Scheduler, "_log_recipient",
+                        lambda self, name, *a, **kw: built.append(name))
+    relay = logging.getLogger("beacon_proxy.relay")
+    old = relay.level
+    relay.setLevel(logging.WARNING)
+    try:
+        await s.enqueue(_env("r2@example.net"), DATA)
+        await _drained(rig, s)
+    finally:
+        relay.setLevel(old)
+    assert built == [] and rig.courier.calls[-1] == "r2@example.net"

@@ -6,14 +6,23 @@ import asyncio
 import re
 import socket
 from collections.abc import AsyncIterator, Awaitable
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar, cast
 
 import pytest
-from hypothesis import given
+from aiosmtplib import SMTPResponseException
+from aiosmtplib.protocol import SMTPProtocol
+from aiosmtplib.response import SMTPResponse
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from beacon_proxy.deliver.courier import Outcome, Result
-from beacon_proxy.deliver.smtp import SmtpCourier, wire_data, wire_pieces
+from beacon_proxy.deliver.smtp import (
+    SmtpCourier,
+    _Replies,
+    _reply_text,
+    wire_data,
+    wire_pieces,
+)
 from beacon_proxy.smtpd.data import canonical, unstuff
 from tests.deliver.smtppeer import Upstream
 
@@ -513,3 +522,103 @@ async def test_close_keeps_a_cancellation_that_comes_with_the_quit_reply() -> No
     await asyncio.wait([closing], timeout=10)  # a bound, never reached when it works
     assert closing.cancelled()
     assert client.closed
+
+
+# -- the reply's text ---------------------------------------------------------------
+
+_OLD_ENHANCED = re.compile(r"([245])\.\d{1,3}\.\d{1,3}(?=\s|$)")
+_OLD_CONTROLS = re.compile(r"[\x00-\x1f\x7f]+")
+
+
+def _old_reply_text(code: int, message: str) -> str:
+    """``smtp._reply_text`` before its one-line shortcut (the reference)."""
+    message = message.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    lines = [line.strip() for line in message.split("\n")]
+    first = _OLD_ENHANCED.match(lines[0]) if lines else None
+    if first:
+        repeated = first.group(0)
+        lines[1:] = [line.removeprefix(repeated).lstrip() for line in lines[1:]]
+    text = f"{code} " + " ".join(line for line in lines if line)
+    return _OLD_CONTROLS.sub(" ", text).strip()[:1000]
+
+
+_REPLY_CHARS = st.sampled_from([" ", "\t", "\r", "\n", "\x0b", "\x0c", "\x1c", "\x7f", "\x00",
+                                "a", "Z", "0", "5", ".", ":", "<", "@", "\xe9", "\xa0",
+                                "\u2028", "\u3000", "\udce9"])
+_REPLY_TEXTS = st.one_of(
+    st.text(_REPLY_CHARS, max_size=30),
+    st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7e), max_size=1100),
+    st.text(max_size=40),
+    st.sampled_from(["2.0.0 Ok: queued as 4711", "", " ", "  2.0.0 Ok  ",
+                     "5.1.1 no such user\n5.1.1 really", "x" * 1200]),
+)
+
+
+@given(st.sampled_from([-1, 0, 220, 250, 354, 421, 451, 550, 554, 999]), _REPLY_TEXTS)
+def test_reply_text_is_the_old_text(code: int, message: str) -> None:
+    """The printable-ASCII shortcut gives what the general path gives, for every text."""
+    assert _reply_text(code, message) == _old_reply_text(code, message)
+
+
+class _OldReplies(_Replies):
+    """``_Replies`` with its parser before the one-copy cut (the reference)."""
+
+    def _parse(self) -> None:
+        buffer = self._buffer
+        start = 0
+        while True:
+            offset, code, message = start, -1, bytearray()
+            while True:
+                end = buffer.find(b"\n", offset)
+                if end < 0:
+                    del buffer[:start]
+                    if len(buffer) > 4 * 8192:
+                        raise SMTPResponseException(-1, "Response too long")
+                    return
+                line = bytes(buffer[offset:end + 1])
+                if len(line) > 8192:
+                    raise SMTPResponseException(-1, "Response too long")
+                try:
+                    code = int(line[:3])
+                except ValueError:
+                    text = line.decode("utf-8", errors="ignore")
+                    raise SMTPResponseException(
+                        -1, f"Malformed SMTP response line: {text}") from None
+                offset = end + 1
+                if message:
+                    message += b"\n"
+                message += line[4:].strip(b" \t\r\n")
+                if line[3:4] != b"-":
+                    break
+            self._replies.append(
+                SMTPResponse(code, bytes(message).decode("utf-8", "surrogateescape")))
+            start = offset
+
+
+_REPLY_LINES = st.one_of(
+    st.sampled_from([b"250 2.1.0 Ok\r\n", b"250-first\r\n", b"250-\r\n", b"354 go\n",
+                     b"451 4.3.0 later\r\n", b"250 \r\n", b"250\r\n", b"25x bad\r\n",
+                     b" 25 odd\r\n", b"550-a \t\r\n", b"250 \xc3\xa9\xff\r\n", b"\r\n",
+                     b"2", b"250 " + b"x" * 8200 + b"\r\n", b"250-" + b"y" * 5000 + b"\r\n"]),
+    st.binary(max_size=12),
+)
+
+
+@settings(max_examples=400)
+@given(st.lists(_REPLY_LINES, max_size=10), st.lists(st.integers(1, 40), max_size=12))
+def test_reply_parser_is_the_old_parser(lines: list[bytes], cuts: list[int]) -> None:
+    """Replies read in any pieces give the same replies, in order, and the same error
+    (too long, malformed) at the same point as the parser before."""
+    stream = b"".join(lines)
+    pieces, at = [], 0
+    for cut in cuts:
+        pieces.append(stream[at:at + cut])
+        at += cut
+    pieces.append(stream[at:])
+    new, old = _Replies(cast(SMTPProtocol, None)), _OldReplies(cast(SMTPProtocol, None))
+    for piece in pieces:
+        for replies in (new, old):
+            replies.data_received(piece)
+        assert list(new._replies) == list(old._replies)
+        assert repr(new._error) == repr(old._error)
+        assert new._buffer == old._buffer

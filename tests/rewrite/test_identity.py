@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import re
 from urllib.parse import quote, quote_plus
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from beacon_proxy.rewrite.identity import HASHES, RecipientIdentity, base64_cores
+from beacon_proxy.rewrite.identity import HASHES, RecipientIdentity, base64_cores, spellings
 
 ADDRESS = "Jane.Doe+news@Example.com"
 LOWER = ADDRESS.lower()
@@ -165,3 +166,17 @@ def test_the_kept_readings_of_the_last_text_find_what_fresh_ones_find() -> None:
             got = me.find(text)
             identity._last = ("", "", ("",))  # nothing kept
             assert got == me.find(text), (person, text)
+
+
+@given(st.lists(st.sampled_from([*"aZ09_.~@-xn", "xn--", "XN--", "@@", "\u00fc", '"', " "]),
+                max_size=30).map("".join))
+def test_a_plain_address_is_its_only_spelling(text: str) -> None:
+    """What RecipientIdentity takes without calling spellings(): an address of the
+    characters quote() leaves alone and no "xn--" (in any case) has no other spelling."""
+    address = text.strip()
+    lower = address.lower()
+    if address and re.fullmatch(r"[A-Za-z0-9_.~@-]*", lower) and "xn--" not in lower:
+        assert spellings(address) == [address]
+        me = RecipientIdentity(address)
+        assert me._lowers == (lower,) and me._variants == tuple(
+            dict.fromkeys(v.encode() for v in (lower, address)))

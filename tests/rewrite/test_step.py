@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import time
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -13,6 +15,7 @@ from beacon_proxy.rewrite.step import (
     TraceStep,
     _address,
     _clean,
+    _trace,
     received_header,
     run_steps,
 )
@@ -125,3 +128,35 @@ def test_trace_values_are_filtered_as_one_character_at_a_time(text: str, limit: 
     assert _clean(text, limit) == _clean_by_loop(text, limit)
     assert _clean(text) == _clean_by_loop(text)
     assert _address(text) == _address_by_loop(text)
+
+
+def _trace_by_hand(envelope: Envelope, hostname: str) -> tuple[str, str]:
+    """``step._trace`` before it kept the last client's text and date (the reference)."""
+    ip = _clean(envelope.client_address, 64)
+    prefix = "IPv6:" if ":" in ip else ""
+    when = time.strftime("%a, %d %b %Y %H:%M:%S +0000", time.gmtime(envelope.received_at))
+    head = (f"Received: from {_clean(envelope.client_helo)} ([{prefix}{ip}])\r\n"
+            f"\tby {_clean(hostname)} (beacon-proxy) with {_clean(envelope.protocol, 16)}"
+            f" id {_clean(envelope.queue_id, 64)}")
+    return head, when
+
+
+_TRACE_TEXT = st.sampled_from(["", "client.example", "h(x)", "127.0.0.1", "2001:db8::1",
+                               "ESMTP", "ESMTPS", "local", "Q1", "Q2", "18C0A1B2C3D4E5F6",
+                               "\u00e9 x<y>", "a" * 300])
+
+
+@settings(max_examples=200)
+@given(st.lists(st.tuples(_TRACE_TEXT, _TRACE_TEXT, _TRACE_TEXT, _TRACE_TEXT,
+                          st.sampled_from([0.0, 0.999, 1.0, 86399.5, 86400.0, 1.7649e9,
+                                           1.7649e9 + 0.25, 1.7649e9 + 1.0]),
+                          st.sampled_from(["relay.example", "relay.bench", ""])),
+                min_size=1, max_size=8))
+def test_trace_is_the_trace_made_afresh(runs: list[tuple[str, str, str, str, float, str]]
+                                        ) -> None:
+    """Envelopes in any order (the same client or another, the same second or another):
+    each gets the trace made afresh, though the last client's text and date are kept."""
+    for helo, address, protocol, queue_id, received_at, hostname in runs:
+        env = _env(client_helo=helo, client_address=address, protocol=protocol,
+                   queue_id=queue_id or "Q0", received_at=received_at)
+        assert _trace(env, hostname) == _trace_by_hand(env, hostname)

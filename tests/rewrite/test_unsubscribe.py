@@ -5,10 +5,16 @@ import email.policy
 from email.message import EmailMessage
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from beacon_proxy.consent.policy import Policy
-from beacon_proxy.rewrite.step import Copy, Recipient
-from beacon_proxy.rewrite.unsubscribe import UnsubscribeHeaders, unsubscribe_fields
+from beacon_proxy.rewrite.step import Copy, ListMailOnly, Recipient, TraceHeader, run_steps
+from beacon_proxy.rewrite.unsubscribe import (
+    UnsubscribeAndTrace,
+    UnsubscribeHeaders,
+    unsubscribe_fields,
+)
 from beacon_proxy.spool.envelope import Envelope
 
 URL = "https://prefs.example.com/u/AsOKaW_ukpdRlVanSVysBaLvtvaKEF9BTO7tdxu1r2PY8"
@@ -153,3 +159,40 @@ def test_a_kept_reading_gives_the_copies_of_a_fresh_one(sender: str) -> None:
         got = step(copy, RCPT)
         want = _fresh_reading(step, copy)
         assert (got.data, got.report) == (want.data, want.report)
+
+
+# -- the unsubscribe headers and the trace header as one step ----------------------
+
+
+_FIELDS = st.sampled_from([
+    b"Subject: hi", b"From: news@sender.example", b"List-Unsubscribe: <https://s.example/u>",
+    b"list-unsubscribe-post: List-Unsubscribe=One-Click", b"LIST-UNSUBSCRIBE:\r\n <mailto:x@y>",
+    b"X-Long: a\r\n\tb", b"To: ann@example.org", b"List-Unsubscribe: x\n folded"])
+
+
+@settings(max_examples=300)
+@given(fields=st.lists(_FIELDS, max_size=5), eol=st.sampled_from([b"\r\n", b"\n"]),
+       body=st.binary(max_size=40), bounce=st.booleans(),
+       sender=st.sampled_from(["replace", "keep"]), mailto=st.sampled_from(["", "u@example.com"]),
+       link=st.sampled_from([URL, None]), flags=st.booleans())
+def test_unsubscribe_and_trace_is_the_two_steps(fields: list[bytes], eol: bytes, body: bytes,
+                                                bounce: bool, sender: str, mailto: str,
+                                                link: str | None, flags: bool) -> None:
+    """One step gives what ListMailOnly(UnsubscribeHeaders), then TraceHeader give: the
+    same bytes, report and (dropped) proofs, for list mail and for the relay's bounces."""
+    data = eol.join([*fields, b"", body]) if fields else body
+    env = Envelope("Q1", "news@sender.example", ("ann@example.org",), 1.5e9,
+                   client_address="192.0.2.7", client_helo="mx.sender.example",
+                   bounce_of="Q0" if bounce else None)
+    rcpt = Recipient(env, "ann@example.org", Policy.REFUSED, data)
+    copy = Copy(data, {"footer": {"html": 1}}, crlf=flags, dots=(0,) if flags else None)
+
+    def unsubscribe() -> UnsubscribeHeaders:
+        return UnsubscribeHeaders(lambda r: link, mailto=mailto,
+                                  sender=sender)  # type: ignore[arg-type]
+
+    old = run_steps((ListMailOnly(unsubscribe()), TraceHeader("relay.example")), copy, rcpt)
+    step = UnsubscribeAndTrace(unsubscribe(), TraceHeader("relay.example"))
+    new = step(copy, rcpt)
+    assert new == old
+    assert step(copy, rcpt) == old  # again, with what the steps remembered
