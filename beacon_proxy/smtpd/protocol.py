@@ -819,8 +819,8 @@ class _BoundCommands(Mapping[str, Callable[[str | None], Awaitable[None]]]):
 _Tables = tuple[dict[str, _UnboundCommand], tuple[tuple[str, str], ...]]
 _CLASS_TABLES: dict[type, _Tables] = {}
 _HandlerTables = tuple[dict[str, Callable[..., Any]], str | None, dict[str, _AuthMechAttr]]
-_HANDLER_TABLES: weakref.WeakKeyDictionary[object, _HandlerTables] = (
-    weakref.WeakKeyDictionary())
+#: Where a handler keeps its tables (_handler_tables): in its own ``__dict__``.
+_HANDLER_TABLES = "_beacon_proxy_smtp_tables"
 
 
 def _class_tables(cls: type[SmtpProtocol]) -> _Tables:
@@ -842,11 +842,20 @@ def _class_tables(cls: type[SmtpProtocol]) -> _Tables:
 def _handler_tables(handler: object) -> _HandlerTables:
     """A handler's hooks (``handle_*``), its EHLO hook's version and its AUTH
     mechanisms (``auth_*``), as aiosmtpd's ``__init__`` finds them; computed once
-    per handler (the server has one for all its connections)."""
+    per handler (the server has one for all its connections).
+
+    Kept in the handler's own ``__dict__``: the hooks are its bound methods, so a
+    table kept elsewhere, even by a weak reference to the handler (a
+    ``WeakKeyDictionary``, as it was), refers to the handler and
+    kept it, and all it refers to (the configuration, the enqueue and what that
+    holds), alive for good.  Kept in the handler, they form one reference cycle
+    that the cyclic collector frees with the handler when the server is gone."""
+    kept: MutableMapping[str, Any]
     try:
-        tables = _HANDLER_TABLES.get(handler)
-    except TypeError:  # not weakly referenceable: nothing to cache it by
-        tables = None
+        kept = vars(handler)
+    except TypeError:  # no __dict__: nothing to keep them in, made for each connection
+        kept = {}
+    tables: _HandlerTables | None = kept.get(_HANDLER_TABLES)
     if tables is not None:
         return tables
     hooks = {attr.replace("handle_", ""): getattr(handler, attr)
@@ -868,8 +877,8 @@ def _handler_tables(handler: object) -> _HandlerTables:
                     attr.replace("auth_", "").replace("__", "-")): _AuthMechAttr(func, False)
             for attr, func in inspect.getmembers(handler) if attr.startswith("auth_")}
     tables = (hooks, version, auth)
-    with contextlib.suppress(TypeError):
-        _HANDLER_TABLES[handler] = tables
+    with contextlib.suppress(TypeError):  # a class's mappingproxy: read-only
+        kept[_HANDLER_TABLES] = tables
     return tables
 
 
