@@ -75,4 +75,4 @@ def test_the_licence_is_a_file_and_an_spdx_expression() -> None:
 def test_no_hypothesis_example_races_the_wall_clock() -> None:
     """The suite's hypothesis profile (tests/conftest.py) times no example: a deadline
     fails a slow example on a busy machine as "flaky", whatever the code does."""
-    assert settings.default.deadline is None
+    assert settings().deadline is None

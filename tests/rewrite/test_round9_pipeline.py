@@ -13,7 +13,6 @@ whatever one step keeps from the last copy is exercised by the next.
 
 from __future__ import annotations
 
-import time
 import types
 from typing import Any
 
@@ -33,13 +32,13 @@ from beacon_proxy.rewrite.step import (
     CopyStep,
     ListMailOnly,
     Recipient,
-    _clean,
     _received,
     run_steps,
 )
 from beacon_proxy.rewrite.unsubscribe import UnsubscribeHeaders, unsubscribe_fields
 from beacon_proxy.spool.envelope import Envelope
 from beacon_proxy.tokens import Tokens
+from tests.rewrite.test_step import _trace_by_hand
 
 NOW = 1_764_900_000  # every token minted at this second: the two lists mint the same
 
@@ -73,14 +72,9 @@ class _OldTrace:
         self.hostname = hostname
 
     def __call__(self, copy: Copy, recipient: Recipient) -> Copy:
-        env = recipient.envelope
-        ip = _clean(env.client_address, 64)
-        prefix = "IPv6:" if ":" in ip else ""
-        when = time.strftime("%a, %d %b %Y %H:%M:%S +0000", time.gmtime(env.received_at))
-        head = (f"Received: from {_clean(env.client_helo)} ([{prefix}{ip}])\r\n"
-                f"\tby {_clean(self.hostname)} (beacon-proxy) with {_clean(env.protocol, 16)}"
-                f" id {_clean(env.queue_id, 64)}")
-        return Copy(_received((head, when), env, recipient.address) + copy.data, copy.report)
+        trace = _trace_by_hand(recipient.envelope, self.hostname)
+        return Copy(_received(trace, recipient.envelope, recipient.address) + copy.data,
+                    copy.report)
 
 
 def _old_steps(cfg: Config, tokens: Tokens, hostname: str | None) -> list[CopyStep]:
