@@ -11,8 +11,9 @@
 Workers are spawned fresh (``sys.executable -m beacon_proxy serve --worker I``: a new
 interpreter, never a fork of a process that runs an event loop) with the listening
 sockets passed as inherited descriptors (``pass_fds``): every worker accepts from the
-same kernel queue, which also works for port 0 and lets no other process bind the
-port the way ``SO_REUSEPORT`` would.  Each worker has a socket pair to the supervisor
+same kernel queue, one connection each time it is ready (``smtpd.server``'s shared
+listener: a burst spreads over the workers), which also works for port 0 and lets no
+other process bind the port the way ``SO_REUSEPORT`` would.  Each worker has a socket pair to the supervisor
 (its *channel*): the worker says ``ready`` once started and answers ``metrics`` with
 its registry's text; the end of the channel (the supervisor is gone) stops the worker,
 and so does ``PR_SET_PDEATHSIG`` (SIGTERM when the supervisor dies, ``kill -9``
@@ -48,6 +49,7 @@ from beacon_proxy.app import Relay, Role
 from beacon_proxy.config import Config
 from beacon_proxy.log import event
 from beacon_proxy.metrics import REGISTRY
+from beacon_proxy.smtpd.server import LISTEN_BACKLOG
 from beacon_proxy.spool.log import count_live
 from beacon_proxy.spool.parts import all_roots
 
@@ -137,7 +139,7 @@ def bind_listeners(host: str, port: int) -> list[socket.socket]:
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
             # Port 0: every address on the one port the first one got.
             sock.bind((address[0], port, *address[2:]))
-            sock.listen(1024)
+            sock.listen(LISTEN_BACKLOG)
             sock.setblocking(False)
             port = port or int(sock.getsockname()[1])
     except BaseException:

@@ -15,10 +15,11 @@ was cut off without a ``250`` will send its message again.
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import socket
 import ssl
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from beacon_proxy.config import SmtpConfig
@@ -26,11 +27,17 @@ from beacon_proxy.smtpd.handler import Enqueue, SmtpHandler
 from beacon_proxy.smtpd.limits import Clock
 from beacon_proxy.smtpd.protocol import Connections, SmtpProtocol
 
-__all__ = ["SmtpServer", "server_tls_context"]
+__all__ = ["LISTEN_BACKLOG", "SmtpServer", "server_tls_context"]
 
 _log = logging.getLogger(__name__)
 _IDENT = "ESMTP beacon-proxy"  # the greeting: "220 <hostname> ESMTP beacon-proxy"
 _CLOSE_GRACE = 1.0  # seconds for closed connections to finish their TLS shutdown
+#: The kernel's queue of connections not yet accepted, per listening socket.  Passed to
+#: every ``create_server``: asyncio and uvloop call ``listen()`` again on a socket they
+#: are handed, with their default of 100, which shrank the supervisor's queue for its
+#: workers (``workers.bind_listeners``) to 100 as soon as a worker started.
+LISTEN_BACKLOG = 1024
+_ACCEPT_RETRY = 1.0  # seconds without accepting after running out of descriptors
 
 
 def server_tls_context(cert: Path, key: Path) -> ssl.SSLContext:
@@ -50,7 +57,7 @@ class SmtpServer:
         # Listening sockets handed over by a supervisor (several worker processes
         # accepting on the same sockets); none: bind cfg.listen here.
         self._socks = tuple(socks)
-        self._extra: list[asyncio.Server] = []
+        self._shared: list[_SharedListener] = []
         self._hostname = hostname
         self._handler = SmtpHandler(cfg, enqueue, clock)
         self._connections = Connections(cfg.max_connections, cfg.max_connections_per_client,
@@ -59,9 +66,13 @@ class SmtpServer:
         self._tls: ssl.SSLContext | None = None
         self._port: int | None = None
 
+    @property
+    def started(self) -> bool:
+        return self._server is not None or bool(self._shared)
+
     async def start(self) -> None:
         """Bind ``cfg.listen`` (port 0: any free port, see :attr:`port`) and serve."""
-        if self._server is not None:
+        if self.started:
             raise RuntimeError("SmtpServer already started")
         cfg = self._cfg
         if cfg.tls_cert is not None and cfg.tls_key is not None:
@@ -69,15 +80,14 @@ class SmtpServer:
         if not self._hostname:
             self._hostname = await asyncio.to_thread(socket.getfqdn)
         loop = asyncio.get_running_loop()
-        if self._socks:
-            servers = [await loop.create_server(self._new_connection, sock=s)
-                       for s in self._socks]
-            self._server, self._extra = servers[0], servers[1:]
+        if self._socks:  # shared with the other workers: one connection a turn each
+            self._shared = [_SharedListener(loop, s, self._new_connection) for s in self._socks]
+            self._port = int(self._socks[0].getsockname()[1])
         else:
             self._server = await loop.create_server(
-                self._new_connection, cfg.listen.host, cfg.listen.port
+                self._new_connection, cfg.listen.host, cfg.listen.port, backlog=LISTEN_BACKLOG
             )
-        self._port = int(self._server.sockets[0].getsockname()[1])
+            self._port = int(self._server.sockets[0].getsockname()[1])
         _log.info("SMTP listening on %s:%d as %s", cfg.listen.host, self._port, self._hostname)
 
     @property
@@ -100,8 +110,8 @@ class SmtpServer:
         conns.stopping = True
         if self._server is not None:
             self._server.close()
-        for extra in self._extra:
-            extra.close()
+        for shared in self._shared:
+            shared.close()
         conns.shutdown(idle_only=True)
         if not await conns.wait_until(lambda: conns.in_data() == 0, deadline):
             _log.warning("closing %d SMTP sessions still in DATA at shutdown", conns.in_data())
@@ -114,8 +124,8 @@ class SmtpServer:
         await conns.wait_until(lambda: len(conns) == 0, loop.time() + _CLOSE_GRACE)
         if self._server is not None:
             await self._server.wait_closed()
-        for extra in self._extra:
-            await extra.wait_closed()
+        for shared in self._shared:
+            await shared.wait_closed()
 
     def _new_connection(self) -> SmtpProtocol:
         cfg = self._cfg
@@ -137,3 +147,72 @@ class SmtpServer:
             auth_exclude_mechanism=() if cfg.auth_users else ("PLAIN", "LOGIN"),
             loop=asyncio.get_running_loop(),
         )
+
+
+class _SharedListener:
+    """Accepts on a listening socket that other worker processes accept on too, one
+    connection each time the socket is ready.
+
+    asyncio's and uvloop's servers accept every connection waiting (up to the backlog)
+    when the socket is ready, so the first worker to wake took a whole burst: the 8
+    connections a sender opens together, or an MTA's cached connections, all went to
+    one worker, which then used one core while the others idled (the soak of
+    ``bench/relay.py``: 8 connections held ~275 msg/s on 1.0 core of 2).  Taking one a
+    turn, every worker woken by the ready socket (epoll is level-triggered) takes the
+    next one its loop gets to, so a busy worker takes fewer.  The accepted socket
+    becomes a connection as ``create_server``'s would (``connect_accepted_socket``)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, sock: socket.socket,
+                 factory: Callable[[], asyncio.BaseProtocol]) -> None:
+        self._loop, self._sock, self._factory = loop, sock, factory
+        self._connecting: set[asyncio.Task[None]] = set()
+        self._retry: asyncio.TimerHandle | None = None
+        self._closed = False
+        sock.setblocking(False)
+        loop.add_reader(sock.fileno(), self._accept)
+
+    def _accept(self) -> None:
+        try:
+            conn, _ = self._sock.accept()
+        except (BlockingIOError, InterruptedError, ConnectionAbortedError):
+            return  # another worker took it, or the client gave up
+        except OSError as exc:
+            if exc.errno not in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                raise
+            # Out of descriptors or memory: stop accepting for a moment, as asyncio does
+            # (the connections wait in the kernel's queue, or go to another worker).
+            _log.warning("SMTP accept failed (%s); retrying in %.0f s", exc, _ACCEPT_RETRY)
+            self._loop.remove_reader(self._sock.fileno())
+            self._retry = self._loop.call_later(_ACCEPT_RETRY, self._resume)
+            return
+        task = self._loop.create_task(self._connect(conn))
+        self._connecting.add(task)
+        task.add_done_callback(self._connecting.discard)
+
+    def _resume(self) -> None:
+        self._retry = None
+        if not self._closed:
+            self._loop.add_reader(self._sock.fileno(), self._accept)
+
+    async def _connect(self, conn: socket.socket) -> None:
+        try:
+            await self._loop.connect_accepted_socket(self._factory, conn)
+        except Exception as exc:  # the client left before the connection was made
+            _log.info("SMTP connection not made: %r", exc)
+            conn.close()
+
+    def close(self) -> None:
+        """Stop accepting at once (the other workers' copies of the socket stay open)."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._retry is not None:
+            self._retry.cancel()
+        else:
+            self._loop.remove_reader(self._sock.fileno())
+        self._sock.close()
+
+    async def wait_closed(self) -> None:
+        """The connections being made when it closed are made (or failed)."""
+        if self._connecting:
+            await asyncio.gather(*self._connecting, return_exceptions=True)

@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
+import socket
 import ssl
+import subprocess
 
 import pytest
 
 from beacon_proxy import metrics
 from beacon_proxy.config import Endpoint, SmtpConfig
-from beacon_proxy.smtpd.server import SmtpServer, server_tls_context
+from beacon_proxy.smtpd.server import (
+    LISTEN_BACKLOG,
+    SmtpServer,
+    _SharedListener,
+    server_tls_context,
+)
+from beacon_proxy.workers import bind_listeners
 from tests.smtpd.client import RawClient
 from tests.smtpd.conftest import WAIT, FakeEnqueue, Running, Serve, Tls, events
 
@@ -162,3 +171,85 @@ def test_tls_context_is_server_side_tls12_or_later(tls: Tls) -> None:
     assert ctx.verify_mode == ssl.CERT_NONE
     assert not ctx.check_hostname
 
+
+
+def _listen_backlog(port: int) -> int:
+    """The accept queue's size of the listening socket on ``port`` (``ss``: a listening
+    socket's Send-Q is its backlog)."""
+    ss = shutil.which("ss")
+    if ss is None:
+        pytest.skip("needs ss (iproute2) to read a listening socket's backlog")
+    out = subprocess.run([ss, "-ltnH", f"sport = :{port}"], capture_output=True, text=True,
+                         check=True).stdout.split()
+    return int(out[2])  # State Recv-Q Send-Q Local Peer
+
+
+async def test_the_accept_queue_keeps_its_size_when_served(serve: Serve) -> None:
+    """asyncio and uvloop call ``listen()`` again on the socket they serve, with their
+    own default of 100 unless told: the relay's queue is LISTEN_BACKLOG, bound here or
+    handed over by a supervisor (whose queue a worker must not shrink)."""
+    running = await serve()
+    assert _listen_backlog(running.port) == LISTEN_BACKLOG
+    socks = bind_listeners("127.0.0.1", 0)
+    server = SmtpServer(SmtpConfig(listen=Endpoint("127.0.0.1", 0)), FakeEnqueue(),
+                        hostname="h", socks=socks)
+    await server.start()
+    try:
+        assert _listen_backlog(server.port) == LISTEN_BACKLOG
+    finally:
+        await server.stop(0)
+        for sock in socks:
+            sock.close()
+
+
+async def test_a_shared_socket_gives_one_connection_a_turn() -> None:
+    """Workers share the supervisor's listening socket: each takes one connection each
+    time the socket is ready, so a burst (a sender's or an MTA's connections opened
+    together) spreads over the workers instead of going whole to the first one awake;
+    what is left stays in the kernel's queue for the next turn (or the next worker)."""
+    socks = bind_listeners("127.0.0.1", 0)
+    sock = socks[0]
+    waiting = [socket.create_connection(sock.getsockname()[:2]) for _ in range(5)]
+    loop = asyncio.get_running_loop()
+    made: list[asyncio.Protocol] = []
+
+    def factory() -> asyncio.Protocol:
+        made.append(asyncio.Protocol())
+        return made[-1]
+
+    listener = _SharedListener(loop, sock, factory)
+    loop.remove_reader(sock.fileno())  # its turns are taken by hand here
+    try:
+        listener._accept()  # one turn: one connection
+        await listener.wait_closed()  # (the connection it started is made)
+        assert len(made) == 1
+        for _ in range(4):  # the other four still wait in the kernel's queue
+            sock.accept()[0].close()
+        with pytest.raises(BlockingIOError):
+            sock.accept()
+        listener._accept()  # nothing waiting: a turn takes nothing
+        assert not listener._connecting
+    finally:
+        loop.add_reader(sock.fileno(), listener._accept)
+        listener.close()
+        for client in waiting:
+            client.close()
+
+
+async def test_a_shared_socket_serves_smtp_and_stops_at_once() -> None:
+    """A worker's server on the supervisor's socket answers as one that bound its own,
+    and stops accepting at once when stopped."""
+    socks = bind_listeners("127.0.0.1", 0)
+    server = SmtpServer(SmtpConfig(listen=Endpoint("127.0.0.1", 0)), FakeEnqueue(),
+                        hostname="h", socks=socks)
+    await server.start()
+    assert server.started
+    with pytest.raises(RuntimeError):
+        await server.start()
+    client = await RawClient.connect(server.port, greet=False)
+    try:
+        assert (await client.reply()).text == "220 h ESMTP beacon-proxy"
+    finally:
+        await client.close()
+        await server.stop(0)
+    assert socks[0].fileno() == -1  # the worker's copy is closed
