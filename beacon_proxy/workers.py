@@ -13,11 +13,11 @@ interpreter, never a fork of a process that runs an event loop) with the listeni
 sockets passed as inherited descriptors (``pass_fds``): every worker accepts from the
 same kernel queue, one connection each time it is ready (``smtpd.server``'s shared
 listener: a burst spreads over the workers), which also works for port 0 and lets no
-other process bind the port the way ``SO_REUSEPORT`` would.  Each worker has a socket pair to the supervisor
-(its *channel*): the worker says ``ready`` once started and answers ``metrics`` with
-its registry's text; the end of the channel (the supervisor is gone) stops the worker,
-and so does ``PR_SET_PDEATHSIG`` (SIGTERM when the supervisor dies, ``kill -9``
-included): no worker outlives its supervisor.
+other process bind the port the way ``SO_REUSEPORT`` would.  Each worker has a socket
+pair to the supervisor (its *channel*): the worker says ``ready`` once started and
+answers ``metrics`` with its registry's text; the end of the channel (the supervisor
+is gone) stops the worker, and so does ``PR_SET_PDEATHSIG`` (SIGTERM when the
+supervisor dies, ``kill -9`` included): no worker outlives its supervisor.
 
 A worker that dies is started again after a bounded backoff (:data:`BACKOFF_MIN`
 doubling to :data:`BACKOFF_MAX`; ``worker_exited`` and ``worker_started`` events); it
