@@ -378,7 +378,8 @@ class SmtpProtocol(SMTP):
         per-line logs are built only when ``mail.log`` logs at their level, the
         stage is noted in the loop itself, and the idle timer is re-armed (when
         a command arrives and after it) by storing its new deadline
-        (:meth:`_rearm`, :meth:`_reset_timeout`).  Everything a client sees is aiosmtpd's: the
+        (:meth:`_reset_timeout`, with the timeout that applies now).  Everything a client
+        sees is aiosmtpd's: the
         greeting, the line limits (``500 Command line too long`` after reading
         the whole over-long line), the ASCII and syntax checks, STARTTLS-first
         and failed-handshake refusals, the call limits and the bogus-command
@@ -431,7 +432,7 @@ class SmtpProtocol(SMTP):
                             continue
                         await self.push(f'500 Error: command "{command}" not recognized')
                         continue
-                    self._rearm()  # a valid command arrived
+                    self._reset_timeout()  # a valid command arrived
                     # The command's name for the rejection logs (a command that
                     # raises keeps it: the reply to its exception is logged under it).
                     self.stage = command
@@ -442,7 +443,9 @@ class SmtpProtocol(SMTP):
                     self.stage = ""
                     transport = self.transport
                     if transport is not None and not transport.is_closing():
-                        self._rearm()  # the command may have changed which timeout applies
+                        # the command may have changed which timeout applies (MAIL
+                        # FROM, AUTH, the end of DATA)
+                        self._reset_timeout()
                 except (asyncio.CancelledError, ConnectionResetError):
                     # The client went away (aiosmtpd cancels this task), in DATA or not.
                     log.info("%r Connection lost during _handle_client()", self.session.peer)
@@ -571,14 +574,6 @@ class SmtpProtocol(SMTP):
         else:
             self._timeout_handle = self.loop.call_at(deadline, self._idle_check)
             self._timer_at = deadline
-
-    def _rearm(self) -> None:
-        """Re-arm the idle timer, as aiosmtpd does when a command arrives and the
-        relay did after each one (a command may change which timeout applies:
-        MAIL FROM, AUTH, the end of DATA): a new deadline stored
-        (:meth:`_reset_timeout`), the loop's timer left alone unless the
-        deadline came earlier."""
-        self._reset_timeout(self._idle_duration())
 
     def _idle_duration(self) -> float:
         short = self.idle_timeout_untrusted

@@ -343,10 +343,10 @@ def test_a_rearm_stores_the_deadline_and_keeps_the_timer() -> None:
         first = _timer(conn)
         assert first.when() == 1300.0
         clock.now += 10
-        conn._rearm()  # a later deadline: stored, the loop's timer kept
+        conn._reset_timeout()  # a later deadline: stored, the loop's timer kept
         assert _timer(conn) is first and conn._deadline == 1310.0
         conn.session = conn._create_session()  # not authenticated, no MAIL: untrusted idle
-        conn._rearm()  # an earlier deadline: the timer is set again
+        conn._reset_timeout()  # an earlier deadline: the timer is set again
         second = _timer(conn)
         assert first.cancelled() and second.when() == 1040.0
         clock.now = 1040.0
@@ -370,7 +370,7 @@ def test_a_timer_that_fires_early_waits_for_the_deadline() -> None:
         conn = _Timed(object(), Connections(1), hostname="h", timeout=300, loop=loop)
         conn._reset_timeout()
         clock.now = 1200.0
-        conn._rearm()  # deadline 1500
+        conn._reset_timeout()  # deadline 1500
         clock.now = 1300.0
         _fire_due(loop, conn, clock.now)
         assert conn.timeouts == 0 and _timer(conn).when() == 1500.0
@@ -424,7 +424,7 @@ def test_the_lazy_idle_timer_times_out_when_aiosmtpds_would(
                 elif what == "auth":
                     conn.session.authenticated = True
                 if what != "tick":
-                    conn._rearm()
+                    conn._reset_timeout()
         clock.now += 301  # past any deadline: both time out now, if not before
         for conn in conns:
             _fire_due(loop, conn, clock.now)
