@@ -201,6 +201,7 @@ class Settings:
     event_loop: str = "auto"  # beacon-proxy's [smtp] event_loop
     workers: str = "auto"  # beacon-proxy's [smtp] workers (phase c-1w: always 1)
     granted_share: float = 0.0  # of the numbered recipients, seeded granted (--granted-share)
+    log_level: str = "warning"  # beacon-proxy's [log] level (--log-level)
 
 
 def granted_numbers(total: int, share: float) -> list[int]:
@@ -405,7 +406,7 @@ public_url = "http://127.0.0.1:{web_port}"
 secret = "bench-secret-{os.getpid()}-{time.time_ns()}"
 
 [log]
-level = "warning"
+level = "{st.log_level}"
 path = "{d / 'beacon-proxy.log'}"
 {dkim_section}""")
     return cfg
@@ -605,7 +606,8 @@ def report(results: Sequence[Result], st: Settings, size: int, skipped: dict[str
     by = {r.name: r for r in results}
     print(f"relay benchmark: {size:,} byte QP HTML newsletter, smtp-source -s {st.sessions}"
           f"{' -d' if st.reuse else ''}, {os.cpu_count()} CPUs, Python "
-          f"{sys.version.split()[0]}, beacon-proxy delivery concurrency {st.concurrency}"
+          f"{sys.version.split()[0]}, beacon-proxy delivery concurrency {st.concurrency}, "
+          f"log level {st.log_level}"
           f"{f', {st.granted_share:g} of the recipients granted' if st.granted_share else ''}")
     for name, why in skipped.items():
         print(f"phase {name} skipped: {why}")
@@ -700,6 +702,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                         "phase c-1w always runs one process)")
     p.add_argument("--event-loop", choices=("auto", "asyncio", "uvloop"), default="auto",
                    help="beacon-proxy's [smtp] event_loop (default auto: uvloop if installed)")
+    p.add_argument("--log-level", choices=("debug", "info", "warning", "error"),
+                   default="warning",
+                   help="beacon-proxy's [log] level (default warning: the relay's own default "
+                        "is info, one JSON line per received message and per delivered copy)")
     a = p.parse_args(argv)
     if a.workers != "auto" and not (a.workers.isdigit() and int(a.workers) >= 1):
         p.error('--workers must be "auto" or a number >= 1')
@@ -738,7 +744,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                       a.reuse_connections, a.profile.resolve() if a.profile else None,
                       a.concurrency, a.recipients, a.rcpt_messages,
                       event_loop=a.event_loop, workers=a.workers,
-                      granted_share=a.granted_share)
+                      granted_share=a.granted_share, log_level=a.log_level)
         runners: dict[str, Callable[[Settings, str], Result]] = {
             "direct": phase_direct, "passthrough": phase_passthrough,
             "postfix": phase_postfix, "proxy": phase_proxy,

@@ -59,6 +59,34 @@ def test_pseudonymized_logs_carry_no_address(logfile: Path) -> None:
     assert pseudonym("ann@example.org", pseudonym_key("another-secret-0123")) != ann
 
 
+@pytest.mark.parametrize("address", [
+    "D\u00e9sir\u00e9e@example.org",  # SMTPUTF8: a non-ASCII local part
+    "\u7528\u6237@\u4f8b\u5b50.\u5e7f\u544a",  # and domain
+    '"john doe"@example.org', '"a\\"b"@example.org',  # quoted local parts
+    "postmaster@[192.0.2.1]",  # an address literal
+])
+def test_pseudonymized_logs_carry_no_international_quoted_or_literal_address(
+        logfile: Path, address: str) -> None:
+    pseudonymize(KEY)
+    event("bounced", recipient=address, reply=f"550 5.1.1 <{address}>: no such user")
+    (line,) = _lines(logfile)
+    assert "@" not in json.dumps(line)
+    assert line["recipient"] == pseudonym(address, KEY)
+    assert line["reply"] == f"550 5.1.1 <{pseudonym(address, KEY)}>: no such user"
+
+
+def test_pseudonymizing_a_hostile_text_is_linear(logfile: Path) -> None:
+    """Long runs of address characters with no address (an upstream's reply, a header
+    quoted in a message): each run is scanned once.  Were every character a new start,
+    these would take minutes; here they are what they say."""
+    pseudonymize(KEY)
+    runs = ["a" * 100_000 + " @", '"' * 100_000 + "@", "@" * 100_000,
+            "x" * 100_000 + "@example.org"]
+    event("deferred", reply=runs)
+    (line,) = _lines(logfile)
+    assert line["reply"] == [*runs[:3], pseudonym(runs[3], KEY)]
+
+
 def test_setup_again_reopens_the_file_for_logrotate(logfile: Path) -> None:
     event("one")
     rotated = logfile.with_suffix(".1")
@@ -255,3 +283,107 @@ def test_listened_is_when_an_event_would_reach_anyone() -> None:
         assert listened() and not listened(logging.DEBUG)
     finally:
         relay.setLevel(old)
+
+
+def _no_handlers() -> None:
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+        handler.close()
+
+
+@pytest.mark.parametrize("key", [None, KEY])
+@pytest.mark.parametrize("worker", [None, 2])
+def test_an_events_line_is_the_same_written_straight_or_through_its_record(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, key: bytes | None,
+        worker: int | None) -> None:
+    """With the file's handler alone, ``event`` writes the line itself; with a filter on the
+    relay logger it goes through a ``LogRecord`` and the formatter: the same bytes, for
+    non-ASCII text, a lone surrogate, nested values, pseudonyms and the worker field."""
+    import time
+
+    from beacon_proxy import log
+
+    monkeypatch.setattr(time, "time", lambda: 1_733_333_333.25)
+    path = tmp_path / "relay.jsonl"
+    log.set_worker(worker)
+    pseudonymize(key)
+    relay = logging.getLogger("beacon_proxy.relay")
+    fields = {"recipient": "D\u00e9@example.org", "odd": "\udce9", "n": 1.5, "path": tmp_path,
+              "nested": {"to": ["a@example.org", None, True]}}
+    try:
+        setup_logging("info", path)
+        assert log._direct is not None and log._direct_reaches(log._direct, logging.INFO)
+        event("delivered", **fields)
+        event("deferred", logging.WARNING, **fields)
+
+        def keep(record: logging.LogRecord) -> bool:
+            return True
+
+        relay.addFilter(keep)
+        try:
+            assert not log._direct_reaches(log._direct, logging.INFO)
+            event("delivered", **fields)
+            event("deferred", logging.WARNING, **fields)
+        finally:
+            relay.removeFilter(keep)
+        event("debugged", logging.DEBUG, **fields)  # below the level: nowhere
+    finally:
+        log.set_worker(None)
+        pseudonymize(None)
+        _no_handlers()
+    straight, straight_warning, through, through_warning = path.read_bytes().splitlines()
+    assert straight == through and straight_warning == through_warning
+    assert b'"level":"warning"' in straight_warning and b"\\udce9" in straight
+    assert (b"@" not in straight) is (key is not None)
+
+
+def test_anything_else_attached_gets_the_record(tmp_path: Path,
+                                                caplog: pytest.LogCaptureFixture) -> None:
+    """A second handler (here pytest's capture), a handler on the package's logger or a
+    logger that does not pass records on: the ordinary way, which reaches each."""
+    from beacon_proxy import log
+
+    path = tmp_path / "relay.jsonl"
+    package = logging.getLogger("beacon_proxy")
+    try:
+        setup_logging("info", path)
+        assert log._direct is not None
+        caplog.set_level(logging.INFO, logger="beacon_proxy.relay")
+        logging.getLogger().addHandler(caplog.handler)
+        event("received", queue_id="Q1")
+        logging.getLogger().removeHandler(caplog.handler)
+        package.propagate = False
+        assert not log._direct_reaches(log._direct, logging.INFO)
+        event("received", queue_id="Q2")  # stops at the package's logger: no handler there
+        package.propagate = True
+        package.addHandler(caplog.handler)
+        assert not log._direct_reaches(log._direct, logging.INFO)
+        event("received", queue_id="Q3")
+        package.removeHandler(caplog.handler)
+    finally:
+        package.propagate = True
+        _no_handlers()
+    queued = [getattr(r, "fields", {}).get("queue_id") for r in caplog.records]
+    assert queued == ["Q1", "Q3"]
+    assert [line["queue_id"] for line in _lines(path)] == ["Q1", "Q3"]
+
+
+def test_a_line_that_cannot_be_written_is_reported_not_raised(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The straight way fails as the handler's own ``emit`` does: ``handleError`` reports
+    it on standard error, the caller goes on."""
+    import os
+
+    from beacon_proxy import log
+
+    try:
+        setup_logging("info", tmp_path / "relay.jsonl")
+        assert log._direct is not None
+        os.close(log._direct._fd)
+        event("received", queue_id="Q1")
+        log._direct._fd = os.open(os.devnull, os.O_WRONLY)
+    finally:
+        _no_handlers()
+    err = capsys.readouterr().err
+    assert "--- Logging error ---" in err and "OSError" in err

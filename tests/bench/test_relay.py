@@ -200,6 +200,16 @@ def test_a_tiny_run_of_every_throughput_phase(capsys: pytest.CaptureFixture[str]
         assert "phase postfix skipped" in out
 
 
+def test_the_relays_log_level_is_the_one_asked_for(tmp_path: Path) -> None:
+    """``--log-level`` reaches the relay's config (the default, warning, writes no line per
+    message; the relay's own default, info, writes one per message and per copy)."""
+    st = relay.Settings(1, 1, tmp_path / "m.eml", tmp_path, 10, False, None, log_level="info")
+    cfg = relay.proxy_config(st, "t", 2525, 8080, 2526, False).read_text()
+    assert '\n[log]\nlevel = "info"\n' in cfg
+    with pytest.raises(SystemExit):
+        relay.main(["--log-level", "verbose"])
+
+
 def test_granted_recipients_are_spread_evenly() -> None:
     assert relay.granted_numbers(10, 0.5) == [2, 4, 6, 8, 10]
     assert relay.granted_numbers(1000, 0.3)[:4] == [4, 7, 10, 14]
