@@ -65,9 +65,9 @@ def pseudonym(address: str, key: bytes) -> str:
     >>> pseudonym("Ann@Example.org", b"k" * 32) == pseudonym("ann@example.org", b"k" * 32)
     True
     """
-    digest = hmac.new(key, address.strip().lower().encode("utf-8", "surrogatepass"),
-                      hashlib.sha256).hexdigest()
-    return "h:" + digest[:16]
+    digest = hmac.digest(key, address.strip().lower().encode("utf-8", "surrogatepass"),
+                         "sha256")  # one call into OpenSSL: hmac.new's object costs 3x
+    return "h:" + digest[:8].hex()
 
 
 def pseudonym_key(secret: str) -> bytes:
