@@ -47,12 +47,15 @@ _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARN
 _QUIET_LIBRARIES = ("aiosqlite", "asyncpg", "aiosmtplib", "aiohttp.client", "aiohttp.server")
 #: An e-mail address anywhere in a string: a local part of atom characters (any letter
 #: or digit, SMTPUTF8's too) or a quoted one, ``@``, a domain (its labels in any script,
-#: or an address literal).  It starts only where no atom character precedes it, so a long
-#: run of them without ``@`` is scanned once, not once per character (linear, not
-#: quadratic, in a hostile reply or header).
+#: or an address literal).  Linear in the string's length, so that a hostile reply or
+#: header cannot stall the relay: an atom local part starts only where no atom character
+#: precedes it (a run of them without ``@`` is scanned once, not once per character); a
+#: quoted one holds at most 64 characters or pairs (RFC 5321's 64 octets of local part,
+#: so every valid one), as each ``\"`` of a run of them would otherwise start a scan
+#: to the run's end; an address literal holds no "[" (it ends a scan at the next one).
 _ADDRESS = re.compile(r"(?<![\w!#$%&'*+/=?^`{|}~.-])"
-                      r"(?:\"(?:[^\"\\\r\n]|\\.)*\"|[\w!#$%&'*+/=?^`{|}~.-]+)"
-                      r"@(?:[^\W_](?:[\w.-]*[^\W_])?|\[[^\]\s]*\])")
+                      r"(?:\"(?:[^\"\\\r\n]|\\.){0,64}+\"|[\w!#$%&'*+/=?^`{|}~.-]+)"
+                      r"@(?:[^\W_](?:[\w.-]*[^\W_])?|\[[^\[\]\s]*\])")
 _pseudonym_key: bytes | None = None
 #: The ``worker`` field of every line (several worker processes): an index or "supervisor".
 _worker: int | str | None = None
@@ -97,7 +100,9 @@ def _masked(value: Any, key: bytes) -> Any:
         return [_masked(v, key) for v in value]
     if isinstance(value, dict):
         return {k: _masked(v, key) for k, v in value.items()}
-    return value
+    if value is None or isinstance(value, int | float):
+        return value
+    return _masked(str(value), key)  # what the JSON would hold (default=str): an error, a path
 
 
 #: The JSON of a line: one encoder made once (``json.dumps`` with options builds one per

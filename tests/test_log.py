@@ -10,7 +10,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from beacon_proxy import log as log_module
 from beacon_proxy.log import event, pseudonym, pseudonym_key, pseudonymize, setup_logging
 
 KEY = pseudonym_key("0123456789abcdef0123")
@@ -81,10 +84,51 @@ def test_pseudonymizing_a_hostile_text_is_linear(logfile: Path) -> None:
     these would take minutes; here they are what they say."""
     pseudonymize(KEY)
     runs = ["a" * 100_000 + " @", '"' * 100_000 + "@", "@" * 100_000,
+            '\\"' * 50_000 + "@",  # each escaped quote would open a quoted local part
+            "a@[" * 30_000,  # each would open an address literal
             "x" * 100_000 + "@example.org"]
     event("deferred", reply=runs)
     (line,) = _lines(logfile)
-    assert line["reply"] == [*runs[:3], pseudonym(runs[3], KEY)]
+    assert line["reply"] == [*runs[:5], pseudonym(runs[5], KEY)]
+
+
+#: The address pattern before its quoted local parts and address literals were bounded
+#: (quadratic on a run of escaped quotes, or of "a@["): the same matches elsewhere.
+_UNBOUNDED = re.compile(r"(?<![\w!#$%&'*+/=?^`{|}~.-])"
+                        r"(?:\"(?:[^\"\\\r\n]|\\.)*\"|[\w!#$%&'*+/=?^`{|}~.-]+)"
+                        r"@(?:[^\W_](?:[\w.-]*[^\W_])?|\[[^\]\s]*\])")
+_LOCAL = re.compile(r"\"(?:[^\"\\\r\n]|\\.)*\"|[^@]+")
+_VALID_LOCAL = re.compile(r"\"(?:[^\"\\\r\n]|\\.){0,64}\"|[^\"].*", re.S)
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.lists(st.sampled_from(['"', "a", "\u00e9", "_", ".", "-", " ", "\\", "@", "[", "]",
+                                 "<", ">", "\r", "\n", "b.c", '\\"', "x@y", '"a"@', "@[1]"]),
+                max_size=40).map("".join) | st.text(max_size=80))
+def test_the_bounded_address_pattern_finds_what_the_unbounded_one_did(text: str) -> None:
+    """Every match of the unbounded pattern is found, unless its quoted local part is
+    longer than RFC 5321 allows or its address literal holds a "["."""
+    old = [m.group() for m in _UNBOUNDED.finditer(text)]
+    for found in old:
+        local = _LOCAL.match(found)
+        assert local is not None
+        if not _VALID_LOCAL.fullmatch(local.group()) or "[" in found[local.end() + 2:]:
+            return
+    assert [m.group() for m in log_module._ADDRESS.finditer(text)] == old
+
+
+def test_a_value_json_would_write_as_text_is_pseudonymized_too(logfile: Path) -> None:
+    """An error, a path or bytes become their text in the line (``default=str``): the
+    address in that text is masked like any other."""
+    pseudonymize(KEY)
+    event("failed", error=LookupError("no such user ann@example.org"),
+          path=Path("/spool/bob@example.org"), raw=b"<c@example.org>", n=3, ok=None)
+    (line,) = _lines(logfile)
+    assert "@" not in json.dumps(line)
+    assert line["error"] == f"no such user {pseudonym('ann@example.org', KEY)}"
+    assert line["path"] == pseudonym("/spool/bob@example.org", KEY)  # "/" is an atom character
+    assert line["raw"] == f"b'<{pseudonym('c@example.org', KEY)}>'"
+    assert line["n"] == 3 and line["ok"] is None
 
 
 def test_setup_again_reopens_the_file_for_logrotate(logfile: Path) -> None:
