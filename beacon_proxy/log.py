@@ -211,8 +211,7 @@ def event(name: str, level: int = logging.INFO, /, **fields: Any) -> None:
     if _relay.isEnabledFor(level):
         handler = _direct
         if handler is not None and _direct_reaches(handler, level):
-            line = _line(time.time(), _LEVEL_NAMES.get(level) or
-                         logging.getLevelName(level).lower(), name, fields)
+            line = _line(time.time(), logging.getLevelName(level).lower(), name, fields)
             with handler.lock:  # type: ignore[union-attr]  # made by Handler.__init__
                 try:
                     handler.write_line(line)
@@ -225,18 +224,18 @@ def event(name: str, level: int = logging.INFO, /, **fields: Any) -> None:
 
 _root = logging.getLogger()
 _package = logging.getLogger("beacon_proxy")
-_LEVEL_NAMES = {logging.DEBUG: "debug", logging.INFO: "info", logging.WARNING: "warning",
-                logging.ERROR: "error", logging.CRITICAL: "critical"}
 #: The handler setup_logging attached to the root logger, when it is a LineHandler.
 _direct: LineHandler | None = None
 
 
 def _direct_reaches(handler: LineHandler, level: int) -> bool:
     """Whether a relay event's record would reach ``handler`` and nothing else, unfiltered
-    (the relay logger and its parent add no handler or filter and pass records on, the
-    root logger has ``handler`` alone, with no filter, and the handler takes ``level``)."""
+    and formatted by a :class:`JsonFormatter` (the relay logger and its parent add no
+    handler or filter and pass records on, the root logger has ``handler`` alone, with no
+    filter, the handler takes ``level`` and nobody gave it another formatter)."""
     handlers = _root.handlers
     return (len(handlers) == 1 and handlers[0] is handler and level >= handler.level
+            and type(handler.formatter) is JsonFormatter
             and not (_relay.handlers or _relay.filters or _package.handlers
                      or _package.filters or _root.filters or handler.filters)
             and _relay.propagate and _package.propagate)
@@ -269,9 +268,16 @@ class LineHandler(logging.Handler):
             data = data[written:]
 
     def close(self) -> None:
-        if self._owned and self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
+        """Close the file, under the lock every write holds: a thread writing a line as
+        ``setup_logging`` (``SIGHUP``) replaces the handler finishes first, rather than
+        write to the closed descriptor, or to a file opened meanwhile with its number."""
+        self.acquire()
+        try:
+            if self._owned and self._fd >= 0:
+                os.close(self._fd)
+                self._fd = -1
+        finally:
+            self.release()
         super().close()
 
 

@@ -413,6 +413,62 @@ def test_anything_else_attached_gets_the_record(tmp_path: Path,
     assert [line["queue_id"] for line in _lines(path)] == ["Q1", "Q3"]
 
 
+@pytest.mark.parametrize("change", ["formatter", "level name"])
+def test_an_embedders_formatter_or_level_name_is_honoured(tmp_path: Path, change: str) -> None:
+    """An embedding program that gives the file's handler its own formatter, or renames a
+    level, gets its lines as the ordinary way writes them (the straight way wrote JSON,
+    and "info", regardless)."""
+    from beacon_proxy import log
+
+    path = tmp_path / "relay.jsonl"
+    try:
+        setup_logging("info", path)
+        assert log._direct is not None
+        if change == "formatter":
+            log._direct.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+            assert not log._direct_reaches(log._direct, logging.INFO)
+        else:
+            logging.addLevelName(logging.INFO, "NOTICE")
+        event("delivered", queue_id="Q1")
+    finally:
+        logging.addLevelName(logging.INFO, "INFO")
+        _no_handlers()
+    if change == "formatter":
+        assert path.read_text() == "INFO delivered\n"
+    else:
+        assert _lines(path)[0]["level"] == "notice"
+
+
+def test_the_file_is_closed_under_the_lock_each_write_holds(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``setup_logging`` again (``SIGHUP``) closes the old file only once no thread is
+    writing to it (its descriptor's number could be another file's by then)."""
+    import os
+
+    from beacon_proxy import log
+
+    steps: list[str] = []
+
+    class Recording:
+        def acquire(self) -> None:
+            steps.append("acquire")
+
+        def release(self) -> None:
+            steps.append("release")
+
+    handler = log.LineHandler(tmp_path / "relay.jsonl")
+    monkeypatch.setattr(handler, "lock", Recording())
+    real_close = os.close
+
+    def close(fd: int) -> None:
+        steps.append("close")
+        real_close(fd)
+
+    monkeypatch.setattr(os, "close", close)
+    handler.close()
+    assert steps[:3] == ["acquire", "close", "release"]
+
+
 def test_a_line_that_cannot_be_written_is_reported_not_raised(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """The straight way fails as the handler's own ``emit`` does: ``handleError`` reports
