@@ -61,9 +61,10 @@ from __future__ import annotations
 
 import asyncio
 import dis
+import inspect
 import sys
 from importlib.metadata import version
-from types import CodeType
+from types import CodeType, MemberDescriptorType
 
 __all__ = ["AIOSMTPD", "AIOSMTPD_MODULE", "AIOSMTPLIB", "AIOSMTPLIB_SMTP", "STREAM_READER",
            "STREAM_READER_PROTOCOL", "missing_internals"]
@@ -86,31 +87,44 @@ STREAM_READER = ("_buffer", "_eof", "_wait_for_data")
 STREAM_READER_PROTOCOL = ("_client_connected_cb",)
 
 
-def _stores(code: CodeType, name: str) -> bool:
-    """``code`` (or a function nested in it) assigns attribute ``name``."""
-    if name in code.co_names and any(ins.opname == "STORE_ATTR" and ins.argval == name
-                                     for ins in dis.get_instructions(code)):
-        return True
-    return any(_stores(const, name) for const in code.co_consts if isinstance(const, CodeType))
+def _stores(code: CodeType, name: str, receiver: str) -> bool:
+    """``code`` (or a function nested in it) assigns attribute ``name`` of ``receiver`` (the
+    method's ``self``): ``self.name = ...``, not ``other.name = ...``, ``del self.name`` or
+    ``self.name += ...`` (which reads it first)."""
+    if name in code.co_names:
+        before = None
+        for ins in dis.get_instructions(code):
+            if ins.opname == "STORE_ATTR" and ins.argval == name and before is not None \
+                    and before.opname.startswith(("LOAD_FAST", "LOAD_DEREF")) \
+                    and (before.argval if isinstance(before.argval, str)
+                         else before.argval[-1]) == receiver:  # 3.13's LOAD_FAST_LOAD_FAST
+                return True
+            before = ins
+    return any(_stores(const, name, receiver) for const in code.co_consts
+               if isinstance(const, CodeType))
 
 
 def _assigned_or_defined(cls: type, name: str) -> bool:
-    """``name`` is defined on ``cls`` or assigned as an attribute in the code of a method of
-    ``cls`` or of its bases (read from the bytecode: ``inspect.getsource`` took ~0.5 s of
-    every worker's start-up)."""
-    if hasattr(cls, name):
+    """``name`` is defined on ``cls`` or assigned as ``self.<name>`` in the code of a method
+    of ``cls`` or of its bases (read from the bytecode: ``inspect.getsource`` took ~0.5 s of
+    every worker's start-up).  A ``__slots__`` entry alone is not enough: the slot is empty
+    until some method assigns it."""
+    if isinstance(inspect.getattr_static(cls, name, None), MemberDescriptorType):
+        pass  # a slot: look for the assignment
+    elif hasattr(cls, name):
         return True
     funcs = [func for klass in cls.__mro__[:-1] for member in vars(klass).values()
+             if not isinstance(member, staticmethod)  # it has no self
              for func in ((member.fget, member.fset) if isinstance(member, property)
                           else (getattr(member, "__func__", member),))]
     seen: set[int] = set()
-    while funcs:  # each method, and the functions a wrapper of one closes over
+    while funcs:  # each method (its first argument is self), and what a wrapper closes over
         func = funcs.pop()
         code = getattr(func, "__code__", None)
         if not isinstance(code, CodeType) or id(func) in seen:
             continue
         seen.add(id(func))
-        if _stores(code, name):
+        if code.co_argcount and _stores(code, name, code.co_varnames[0]):
             return True
         funcs += [cell.cell_contents for cell in getattr(func, "__closure__", None) or ()
                   if hasattr(cell, "cell_contents")]

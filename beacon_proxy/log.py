@@ -47,12 +47,15 @@ _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARN
 _QUIET_LIBRARIES = ("aiosqlite", "asyncpg", "aiosmtplib", "aiohttp.client", "aiohttp.server")
 #: An e-mail address anywhere in a string: a local part of atom characters (any letter
 #: or digit, SMTPUTF8's too) or a quoted one, ``@``, a domain (its labels in any script,
-#: or an address literal).  It starts only where no atom character precedes it, so a long
-#: run of them without ``@`` is scanned once, not once per character (linear, not
-#: quadratic, in a hostile reply or header).
+#: or an address literal).  Linear in the string's length, so that a hostile reply or
+#: header cannot stall the relay: an atom local part starts only where no atom character
+#: precedes it (a run of them without ``@`` is scanned once, not once per character); a
+#: quoted one holds at most 64 characters or pairs (RFC 5321's 64 octets of local part,
+#: so every valid one), as each ``\"`` of a run of them would otherwise start a scan
+#: to the run's end; an address literal holds no "[" (it ends a scan at the next one).
 _ADDRESS = re.compile(r"(?<![\w!#$%&'*+/=?^`{|}~.-])"
-                      r"(?:\"(?:[^\"\\\r\n]|\\.)*\"|[\w!#$%&'*+/=?^`{|}~.-]+)"
-                      r"@(?:[^\W_](?:[\w.-]*[^\W_])?|\[[^\]\s]*\])")
+                      r"(?:\"(?:[^\"\\\r\n]|\\.){0,64}+\"|[\w!#$%&'*+/=?^`{|}~.-]+)"
+                      r"@(?:[^\W_](?:[\w.-]*[^\W_])?|\[[^\[\]\s]*\])")
 _pseudonym_key: bytes | None = None
 #: The ``worker`` field of every line (several worker processes): an index or "supervisor".
 _worker: int | str | None = None
@@ -97,7 +100,9 @@ def _masked(value: Any, key: bytes) -> Any:
         return [_masked(v, key) for v in value]
     if isinstance(value, dict):
         return {k: _masked(v, key) for k, v in value.items()}
-    return value
+    if value is None or isinstance(value, int | float):
+        return value
+    return _masked(str(value), key)  # what the JSON would hold (default=str): an error, a path
 
 
 #: The JSON of a line: one encoder made once (``json.dumps`` with options builds one per
@@ -206,8 +211,7 @@ def event(name: str, level: int = logging.INFO, /, **fields: Any) -> None:
     if _relay.isEnabledFor(level):
         handler = _direct
         if handler is not None and _direct_reaches(handler, level):
-            line = _line(time.time(), _LEVEL_NAMES.get(level) or
-                         logging.getLevelName(level).lower(), name, fields)
+            line = _line(time.time(), logging.getLevelName(level).lower(), name, fields)
             with handler.lock:  # type: ignore[union-attr]  # made by Handler.__init__
                 try:
                     handler.write_line(line)
@@ -220,18 +224,18 @@ def event(name: str, level: int = logging.INFO, /, **fields: Any) -> None:
 
 _root = logging.getLogger()
 _package = logging.getLogger("beacon_proxy")
-_LEVEL_NAMES = {logging.DEBUG: "debug", logging.INFO: "info", logging.WARNING: "warning",
-                logging.ERROR: "error", logging.CRITICAL: "critical"}
 #: The handler setup_logging attached to the root logger, when it is a LineHandler.
 _direct: LineHandler | None = None
 
 
 def _direct_reaches(handler: LineHandler, level: int) -> bool:
     """Whether a relay event's record would reach ``handler`` and nothing else, unfiltered
-    (the relay logger and its parent add no handler or filter and pass records on, the
-    root logger has ``handler`` alone, with no filter, and the handler takes ``level``)."""
+    and formatted by a :class:`JsonFormatter` (the relay logger and its parent add no
+    handler or filter and pass records on, the root logger has ``handler`` alone, with no
+    filter, the handler takes ``level`` and nobody gave it another formatter)."""
     handlers = _root.handlers
     return (len(handlers) == 1 and handlers[0] is handler and level >= handler.level
+            and type(handler.formatter) is JsonFormatter
             and not (_relay.handlers or _relay.filters or _package.handlers
                      or _package.filters or _root.filters or handler.filters)
             and _relay.propagate and _package.propagate)
@@ -264,9 +268,16 @@ class LineHandler(logging.Handler):
             data = data[written:]
 
     def close(self) -> None:
-        if self._owned and self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
+        """Close the file, under the lock every write holds: a thread writing a line as
+        ``setup_logging`` (``SIGHUP``) replaces the handler finishes first, rather than
+        write to the closed descriptor, or to a file opened meanwhile with its number."""
+        self.acquire()
+        try:
+            if self._owned and self._fd >= 0:
+                os.close(self._fd)
+                self._fd = -1
+        finally:
+            self.release()
         super().close()
 
 

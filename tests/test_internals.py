@@ -242,3 +242,33 @@ def test_an_attribute_is_found_where_the_classes_code_assigns_it(name: str, foun
     """Read from the bytecode of the class's methods and their bases' (start-up took ~0.5 s a
     worker with ``inspect.getsource``): an attribute only read is not there."""
     assert internals._assigned_or_defined(_Derived, name) is found
+
+
+class _NotItsOwn:
+    """Attributes a method touches without assigning them on its own instance."""
+
+    __slots__ = ("_slot_never_set", "_slot_set")
+
+    def __init__(self) -> None:
+        self._slot_set = 1
+
+    def other(self, peer: _Base) -> None:
+        peer._stored_on_another = 1  # type: ignore[attr-defined]
+        alias = self
+        alias._stored_through_an_alias = 2  # type: ignore[attr-defined]
+        del self._deleted  # type: ignore[attr-defined]
+        self._augmented += 1  # type: ignore[attr-defined]
+
+    @staticmethod
+    def helper(peer: _Base) -> None:
+        peer._stored_by_a_static_method = 3  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(("name", "found"), [
+    ("_slot_set", True), ("_slot_never_set", False), ("_stored_on_another", False),
+    ("_stored_through_an_alias", False), ("_deleted", False), ("_augmented", False),
+    ("_stored_by_a_static_method", False)])
+def test_an_attribute_is_its_own_only_where_self_is_assigned(name: str, found: bool) -> None:
+    """Only ``self.<name> = ...`` counts: a library whose own assignment went away, leaving
+    another object's, a deletion, an increment or an empty slot, lacks the attribute."""
+    assert internals._assigned_or_defined(_NotItsOwn, name) is found

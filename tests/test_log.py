@@ -10,7 +10,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from beacon_proxy import log as log_module
 from beacon_proxy.log import event, pseudonym, pseudonym_key, pseudonymize, setup_logging
 
 KEY = pseudonym_key("0123456789abcdef0123")
@@ -81,10 +84,51 @@ def test_pseudonymizing_a_hostile_text_is_linear(logfile: Path) -> None:
     these would take minutes; here they are what they say."""
     pseudonymize(KEY)
     runs = ["a" * 100_000 + " @", '"' * 100_000 + "@", "@" * 100_000,
+            '\\"' * 50_000 + "@",  # each escaped quote would open a quoted local part
+            "a@[" * 30_000,  # each would open an address literal
             "x" * 100_000 + "@example.org"]
     event("deferred", reply=runs)
     (line,) = _lines(logfile)
-    assert line["reply"] == [*runs[:3], pseudonym(runs[3], KEY)]
+    assert line["reply"] == [*runs[:5], pseudonym(runs[5], KEY)]
+
+
+#: The address pattern before its quoted local parts and address literals were bounded
+#: (quadratic on a run of escaped quotes, or of "a@["): the same matches elsewhere.
+_UNBOUNDED = re.compile(r"(?<![\w!#$%&'*+/=?^`{|}~.-])"
+                        r"(?:\"(?:[^\"\\\r\n]|\\.)*\"|[\w!#$%&'*+/=?^`{|}~.-]+)"
+                        r"@(?:[^\W_](?:[\w.-]*[^\W_])?|\[[^\]\s]*\])")
+_LOCAL = re.compile(r"\"(?:[^\"\\\r\n]|\\.)*\"|[^@]+")
+_VALID_LOCAL = re.compile(r"\"(?:[^\"\\\r\n]|\\.){0,64}\"|[^\"].*", re.S)
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.lists(st.sampled_from(['"', "a", "\u00e9", "_", ".", "-", " ", "\\", "@", "[", "]",
+                                 "<", ">", "\r", "\n", "b.c", '\\"', "x@y", '"a"@', "@[1]"]),
+                max_size=40).map("".join) | st.text(max_size=80))
+def test_the_bounded_address_pattern_finds_what_the_unbounded_one_did(text: str) -> None:
+    """Every match of the unbounded pattern is found, unless its quoted local part is
+    longer than RFC 5321 allows or its address literal holds a "["."""
+    old = [m.group() for m in _UNBOUNDED.finditer(text)]
+    for found in old:
+        local = _LOCAL.match(found)
+        assert local is not None
+        if not _VALID_LOCAL.fullmatch(local.group()) or "[" in found[local.end() + 2:]:
+            return
+    assert [m.group() for m in log_module._ADDRESS.finditer(text)] == old
+
+
+def test_a_value_json_would_write_as_text_is_pseudonymized_too(logfile: Path) -> None:
+    """An error, a path or bytes become their text in the line (``default=str``): the
+    address in that text is masked like any other."""
+    pseudonymize(KEY)
+    event("failed", error=LookupError("no such user ann@example.org"),
+          path=Path("/spool/bob@example.org"), raw=b"<c@example.org>", n=3, ok=None)
+    (line,) = _lines(logfile)
+    assert "@" not in json.dumps(line)
+    assert line["error"] == f"no such user {pseudonym('ann@example.org', KEY)}"
+    assert line["path"] == pseudonym("/spool/bob@example.org", KEY)  # "/" is an atom character
+    assert line["raw"] == f"b'<{pseudonym('c@example.org', KEY)}>'"
+    assert line["n"] == 3 and line["ok"] is None
 
 
 def test_setup_again_reopens_the_file_for_logrotate(logfile: Path) -> None:
@@ -367,6 +411,62 @@ def test_anything_else_attached_gets_the_record(tmp_path: Path,
     queued = [getattr(r, "fields", {}).get("queue_id") for r in caplog.records]
     assert queued == ["Q1", "Q3"]
     assert [line["queue_id"] for line in _lines(path)] == ["Q1", "Q3"]
+
+
+@pytest.mark.parametrize("change", ["formatter", "level name"])
+def test_an_embedders_formatter_or_level_name_is_honoured(tmp_path: Path, change: str) -> None:
+    """An embedding program that gives the file's handler its own formatter, or renames a
+    level, gets its lines as the ordinary way writes them (the straight way wrote JSON,
+    and "info", regardless)."""
+    from beacon_proxy import log
+
+    path = tmp_path / "relay.jsonl"
+    try:
+        setup_logging("info", path)
+        assert log._direct is not None
+        if change == "formatter":
+            log._direct.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+            assert not log._direct_reaches(log._direct, logging.INFO)
+        else:
+            logging.addLevelName(logging.INFO, "NOTICE")
+        event("delivered", queue_id="Q1")
+    finally:
+        logging.addLevelName(logging.INFO, "INFO")
+        _no_handlers()
+    if change == "formatter":
+        assert path.read_text() == "INFO delivered\n"
+    else:
+        assert _lines(path)[0]["level"] == "notice"
+
+
+def test_the_file_is_closed_under_the_lock_each_write_holds(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``setup_logging`` again (``SIGHUP``) closes the old file only once no thread is
+    writing to it (its descriptor's number could be another file's by then)."""
+    import os
+
+    from beacon_proxy import log
+
+    steps: list[str] = []
+
+    class Recording:
+        def acquire(self) -> None:
+            steps.append("acquire")
+
+        def release(self) -> None:
+            steps.append("release")
+
+    handler = log.LineHandler(tmp_path / "relay.jsonl")
+    monkeypatch.setattr(handler, "lock", Recording())
+    real_close = os.close
+
+    def close(fd: int) -> None:
+        steps.append("close")
+        real_close(fd)
+
+    monkeypatch.setattr(os, "close", close)
+    handler.close()
+    assert steps[:3] == ["acquire", "close", "release"]
 
 
 def test_a_line_that_cannot_be_written_is_reported_not_raised(

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from beacon_proxy import logreport
 from beacon_proxy.logreport import MAX_LINE, OTHER, Summary, Tally, normalise, render
 
 
@@ -33,6 +37,31 @@ def test_normalise_groups_similar_replies(reply: str, group: str) -> None:
 
 def test_normalise_bounds_the_key() -> None:
     assert len(normalise("550 5.7.1 " + "word " * 200)) == 200
+
+
+def test_normalise_scans_a_hostile_reply_once() -> None:
+    """Long runs of address characters with no address: each is scanned from its start
+    only (from every character, these would take minutes)."""
+    assert normalise("550 5.1.1 " + "a" * 200_000 + " @") == "550 5.1.1 " + ("a" * 200)[10:]
+    assert normalise("550 " + "a." * 100_000 + "@") == "550 " + ("a." * 100)[4:]
+    assert normalise("550 x" + "h:0123456789abcdef." * 20_000 + "@") == \
+        ("550 x" + "<addr>." * 40)[:200]
+
+
+#: The address pattern before its local parts started only where one can begin.
+_EVERY_START = re.compile(r"h:[0-9a-f]{16}\b|[^\s<>()\[\]@,;\"']+@[^\s<>()\[\]@,;\"']+")
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.lists(st.sampled_from(["a", "h:", "0123456789abcdef", "h:0123456789abcdef", "@", " ",
+                                 "<", ">", ".", "x@y", "[", "]", '"', ",", "9"]),
+                max_size=30).map("".join) | st.text(max_size=60))
+def test_normalise_finds_the_addresses_it_found_before(text: str) -> None:
+    """The same matches, but where a pseudonym runs straight into an address."""
+    if re.search(r"h:[0-9a-f]{16}\b[^\s<>()\[\]@,;\"']", text):
+        return
+    assert [m.group() for m in logreport._ADDRESS.finditer(text)] == \
+        [m.group() for m in _EVERY_START.finditer(text)]
 
 
 def test_tally_counts_overflow_as_other() -> None:
