@@ -57,10 +57,10 @@ def price(events: int, straight: bool) -> float:
         relay.removeFilter(_keep)
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--events", type=int, default=20_000)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     events = min(max(args.events, 1), 1_000_000)
 
     from beacon_proxy.log import pseudonym_key, pseudonymize, set_worker, setup_logging
