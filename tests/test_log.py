@@ -305,6 +305,8 @@ def test_an_events_line_is_the_same_written_straight_or_through_its_record(
     from beacon_proxy import log
 
     monkeypatch.setattr(time, "time", lambda: 1_733_333_333.25)
+    # a LogRecord's ``created`` comes from time.time_ns() on Python 3.13+
+    monkeypatch.setattr(time, "time_ns", lambda: 1_733_333_333_250_000_000)
     path = tmp_path / "relay.jsonl"
     log.set_worker(worker)
     pseudonymize(key)
