@@ -348,7 +348,11 @@ def test_an_events_line_is_the_same_written_straight_or_through_its_record(
 
     from beacon_proxy import log
 
-    monkeypatch.setattr(time, "time", lambda: 1_733_333_333.25)
+    # the same instant from both clocks: a LogRecord's ``created`` is time.time_ns() / 1e9 on
+    # Python 3.13+ (time.time() before), which can differ from a float literal in its last bit
+    now_ns = 1_733_333_333_250_000_000
+    monkeypatch.setattr(time, "time_ns", lambda: now_ns)
+    monkeypatch.setattr(time, "time", lambda: now_ns / 1e9)
     path = tmp_path / "relay.jsonl"
     log.set_worker(worker)
     pseudonymize(key)

@@ -99,8 +99,21 @@ def _arg(value: object) -> object:
     return value
 
 
-def _args(args: Sequence[object]) -> tuple[object, ...]:
-    return tuple(_arg(a) for a in args)
+#: The names of the numbered placeholders ``?1``, ``?2``, ... as sqlite3 looks them up in a
+#: mapping (their text after the ``?``).
+_PARAM_NAMES: Final = tuple(str(n) for n in range(1, 33))
+
+
+def _args(args: Sequence[object]) -> dict[str, object]:
+    """A query's arguments by the names of its numbered placeholders (``?1`` is ``"1"``).
+
+    The queries number their placeholders (one argument can appear twice), which
+    sqlite3 counts as named: bound from a sequence, Python 3.12 and 3.13 warn
+    (``DeprecationWarning``) and 3.14 refuses; from a mapping every version binds them.
+    """
+    if len(args) > len(_PARAM_NAMES):
+        raise ValueError(f"{len(args)} query arguments; at most {len(_PARAM_NAMES)}")
+    return dict(zip(_PARAM_NAMES, map(_arg, args), strict=False))
 
 
 def _error(exc: sqlite3.Error) -> StoreError:

@@ -211,6 +211,15 @@ class Connections:
             if not (idle_only and conn.in_data):
                 conn.shutdown()
 
+    def abort(self) -> None:
+        """Drop every connection still open, unsent replies and all: one closed but
+        waiting for a peer that reads nothing to take what is left to send."""
+        for conn in list(self._open):
+            # asked for by name: uvloop's transports are not asyncio's classes (_send)
+            abort: Callable[[], object] | None = getattr(conn.transport, "abort", None)
+            if abort is not None:
+                abort()
+
     async def wait_until(self, done: Callable[[], bool], deadline: float) -> bool:
         """Wait until ``done()`` is true or the loop clock reaches ``deadline``."""
         loop = asyncio.get_running_loop()

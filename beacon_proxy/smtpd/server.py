@@ -15,6 +15,7 @@ was cut off without a ``250`` will send its message again.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import logging
 import socket
@@ -121,9 +122,18 @@ class SmtpServer:
             _, pending = await asyncio.wait(pending, timeout=max(deadline - loop.time(), 0.0))
             if pending:
                 _log.warning("%d enqueues still running after SMTP shutdown", len(pending))
-        await conns.wait_until(lambda: len(conns) == 0, loop.time() + _CLOSE_GRACE)
+        if not await conns.wait_until(lambda: len(conns) == 0, loop.time() + _CLOSE_GRACE):
+            # closed, but a peer that reads nothing keeps the replies left to send (and
+            # the connection) for good
+            conns.abort()
+            await conns.wait_until(lambda: len(conns) == 0, loop.time() + _CLOSE_GRACE)
         if self._server is not None:
-            await self._server.wait_closed()
+            # From Python 3.12.1 this waits for every connection the server accepted to be
+            # lost (3.11 returned at once), refused ones too, which are not tracked: a stop
+            # must not hang on one that never goes.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(_CLOSE_GRACE):
+                    await self._server.wait_closed()
         for shared in self._shared:
             await shared.wait_closed()
 

@@ -21,6 +21,7 @@ class Server:
         self.greeting = b"220 fake ESMTP\r\n"
         self.port = 0
         self._server: asyncio.Server | None = None
+        self._sessions: set[asyncio.Task[None]] = set()
 
     async def __aenter__(self) -> Server:
         self._server = await asyncio.start_server(self._session, "127.0.0.1", 0,
@@ -31,9 +32,17 @@ class Server:
     async def __aexit__(self, *exc: object) -> None:
         assert self._server is not None
         self._server.close()
+        # Python 3.12.1+: wait_closed waits for the connections too (a hung session's)
+        for task in self._sessions:
+            task.cancel()
+        await asyncio.gather(*self._sessions, return_exceptions=True)
         await self._server.wait_closed()
 
     async def _session(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._sessions.add(task)
+        task.add_done_callback(self._sessions.discard)
         writer.write(self.greeting)
         try:
             for _ in range(10_000):

@@ -82,6 +82,8 @@ async def _ending(running: Running, ending: str, tls: Tls) -> None:
             await client.reply()  # EHLO's is one reply: 250-... lines
     elif ending == "while queued":
         assert running.enqueue.gate is not None
+        # started stays set from the first round: wait for this round's own hand-off
+        running.enqueue.started.clear()
         await client.send(b"EHLO a\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.org>\r\n"
                           b"DATA\r\nSubject: x\r\n\r\nbody\r\n.\r\n")
         await asyncio.wait_for(running.enqueue.started.wait(), WAIT)

@@ -156,11 +156,41 @@ async def test_stop_with_no_sessions_is_quick(serve: Serve) -> None:
     await asyncio.wait_for(running.server.stop(30), 1.0)
 
 
+async def test_stop_is_not_held_by_a_client_that_reads_nothing(serve: Serve) -> None:
+    """A client that sends and never reads keeps its closed connection's replies unsent:
+    stop drops it after the close grace (on Python 3.12.1+ ``Server.wait_closed`` waits
+    for every connection, and stop hung there for good)."""
+    running = await serve()
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", running.port))
+    _, writer = await asyncio.open_connection(sock=sock)
+    try:
+        (conn,) = running.server.connections._open
+        transport = conn.transport
+        assert isinstance(transport, asyncio.WriteTransport)
+        for _ in range(3000):  # EHLO's replies fill the socket buffers, then the relay's
+            writer.write(b"EHLO a\r\n" * 1000)
+            await asyncio.wait_for(writer.drain(), WAIT)
+            await asyncio.sleep(0.001)
+            if transport.get_write_buffer_size() > 0:
+                break
+        assert transport.get_write_buffer_size() > 0
+        await asyncio.wait_for(running.server.stop(0.1), WAIT)
+        assert len(running.server.connections) == 0
+    finally:
+        writer.transport.abort()
+
+
 async def test_stop_closes_tls_sessions(serve: Serve, tls: Tls) -> None:
     running = await serve(tls_cert=tls.cert, tls_key=tls.key)
     client = await running.connect()
     assert (await client.cmd("EHLO client.test")).code == 250
     await client.starttls(tls.client)
+    # the server's side of the handshake has completed too (the client's can end first:
+    # a stop then aborts the handshake, with no 421)
+    assert (await client.cmd("EHLO client.test")).code == 250
     await asyncio.wait_for(running.server.stop(1), WAIT)
     assert (await client.reply()).text == "421 4.3.2 Service shutting down"
 
