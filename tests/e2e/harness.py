@@ -25,7 +25,7 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -57,6 +57,21 @@ def free_port() -> int:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
         return port
+
+
+def free_ports(count: int, *, besides: Collection[int] = ()) -> list[int]:
+    """``count`` ports free now, all different and none of ``besides``: each socket stays
+    bound until every port is chosen (two :func:`free_port` calls in a row can return the
+    same port, and a relay given it twice cannot start, however often it is moved)."""
+    ports: list[int] = []
+    with contextlib.ExitStack() as held:
+        while len(ports) < count:  # a port of besides at most once each: bounded
+            s = held.enter_context(socket.socket())
+            s.bind(("127.0.0.1", 0))
+            port: int = s.getsockname()[1]
+            if port not in besides:
+                ports.append(port)
+    return ports
 
 
 def wait_for(predicate: Callable[[], T], timeout: float = 20.0, what: str = "condition") -> T:
@@ -147,8 +162,8 @@ class Proxy:
 
     def __init__(self, workdir: Path, config: str = "", *, upstream: int | None = None) -> None:
         self.workdir = workdir
-        self.smtp_port = free_port()
-        self.web_port = free_port()
+        self.upstream = upstream
+        self.smtp_port, self.web_port = free_ports(2, besides=self._others())
         self.log_path = workdir / "proxy.log.jsonl"
         self.config_path = workdir / "beacon-proxy.toml"
         base: dict[str, dict[str, Any]] = {
@@ -190,9 +205,13 @@ class Proxy:
                 self._move_ports()
         return self
 
+    def _others(self) -> tuple[int, ...]:
+        """Ports the relay's own listeners must not take: its upstream's."""
+        return () if self.upstream is None else (self.upstream,)
+
     def _move_ports(self) -> None:
         text = self.config_path.read_text()
-        smtp, web = free_port(), free_port()
+        smtp, web = free_ports(2, besides={self.smtp_port, self.web_port, *self._others()})
         text = re.sub(rf"(?<=:){self.smtp_port}(?!\d)", str(smtp), text)
         text = re.sub(rf"(?<=:){self.web_port}(?!\d)", str(web), text)
         self.config_path.write_text(text)

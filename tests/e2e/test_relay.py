@@ -10,7 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.harness import Proxy, Upstream, newsletter, strip_trace, wait_for, with_footer
+from tests.e2e.harness import (
+    Proxy,
+    Upstream,
+    free_ports,
+    newsletter,
+    strip_trace,
+    wait_for,
+    with_footer,
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("store_backend")]
 
@@ -307,3 +315,12 @@ def test_a_newsletter_personalised_in_its_header_is_analysed_once(
     assert analysed == 1
     assert proxy.metric('beacon_proxy_analyses_total{source="header"}') == 1
     assert proxy.stop() == 0
+
+
+def test_the_harness_gives_a_relay_distinct_ports_apart_from_its_upstream() -> None:
+    """``free_ports`` holds every port it chose until all are chosen: a relay's SMTP and web
+    listeners never get one port twice (which no move could cure), nor its upstream's."""
+    for _ in range(50):
+        upstream = free_ports(1)[0]
+        ports = free_ports(3, besides={upstream})
+        assert len(set(ports)) == 3 and upstream not in ports
