@@ -124,7 +124,8 @@ def _iso(ts: float) -> str:
 
 
 def _line(created: float, levelname: str, name: str, fields: dict[str, Any]) -> str:
-    """A relay event's line (what :class:`JsonFormatter` makes of its record)."""
+    """A line: its time, level, worker, ``event`` name, then ``fields`` (pseudonymised
+    when :func:`pseudonymize` is on)."""
     out: dict[str, Any] = {"ts": _iso(created), "level": levelname}
     if _worker is not None:
         out["worker"] = _worker
@@ -137,24 +138,17 @@ def _line(created: float, levelname: str, name: str, fields: dict[str, Any]) -> 
 
 
 class JsonFormatter(logging.Formatter):
-    """Formats a record as one line of JSON; relay events carry their fields."""
+    """Formats a record as one line of JSON; relay events carry their fields, any other
+    record is an ``event`` ``"log"`` with its logger, message and exception."""
 
     def format(self, record: logging.LogRecord) -> str:
         fields: dict[str, Any] | None = getattr(record, "fields", None)
         if fields is not None:
             return _line(record.created, record.levelname.lower(), record.getMessage(), fields)
-        out: dict[str, Any] = {"ts": _iso(record.created), "level": record.levelname.lower()}
-        if _worker is not None:
-            out["worker"] = _worker
-        out["event"] = "log"
-        out["logger"] = record.name
-        out["message"] = record.getMessage()
+        plain: dict[str, Any] = {"logger": record.name, "message": record.getMessage()}
         if record.exc_info:
-            out["exception"] = self.formatException(record.exc_info)
-        key = _pseudonym_key
-        if key is not None:
-            out = _masked(out, key)
-        return _JSON.encode(out)
+            plain["exception"] = self.formatException(record.exc_info)
+        return _line(record.created, record.levelname.lower(), "log", plain)
 
 
 class _ReportedByUs(logging.Filter):
@@ -204,8 +198,8 @@ def event(name: str, level: int = logging.INFO, /, **fields: Any) -> None:
     would reach, with no filter on the way, its line is written straight away, the
     same bytes its record would have become: no ``LogRecord``, caller lookup or
     handler chain (a serving relay writes three lines a message at ``info``, its
-    default: 15 -> 7 us each).  Anything else attached (a test's capture, a handler
-    an embedding program added) takes the ordinary way."""
+    default: 15 -> 11 us each, ``bench/log_event.py``).  Anything else attached (a
+    test's capture, a handler an embedding program added) takes the ordinary way."""
     for tap in _taps:
         tap(name, fields)
     if _relay.isEnabledFor(level):
