@@ -32,7 +32,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 __all__ = ["EventTap", "JsonFormatter", "LineHandler", "add_event_tap", "event", "listened",
            "pseudonym", "pseudonym_key", "pseudonymize", "remove_event_tap", "set_worker",
@@ -56,7 +56,31 @@ _QUIET_LIBRARIES = ("aiosqlite", "asyncpg", "aiosmtplib", "aiohttp.client", "aio
 _ADDRESS = re.compile(r"(?<![\w!#$%&'*+/=?^`{|}~.-])"
                       r"(?:\"(?:[^\"\\\r\n]|\\.){0,64}+\"|[\w!#$%&'*+/=?^`{|}~.-]+)"
                       r"@(?:[^\W_](?:[\w.-]*[^\W_])?|\[[^\[\]\s]*\])")
-_pseudonym_key: bytes | None = None
+
+class _Pseudonyms:
+    """The pseudonyms of one key, remembered: a message's lines name its sender, recipient
+    and Message-ID again and again (one HMAC each otherwise).  Bounded: emptied when
+    full, so addresses an outsider chooses only cost the HMAC they would cost anyway."""
+
+    LIMIT: Final = 4096
+
+    def __init__(self, key: bytes) -> None:
+        self.key = key
+        self._known: dict[str, str] = {}
+
+    def of(self, match: re.Match[str]) -> str:
+        address = match.group(0)
+        name = self._known.get(address)
+        if name is None:
+            name = pseudonym(address, self.key)
+            if len(self._known) >= self.LIMIT:
+                self._known.clear()
+            self._known[address] = name
+        return name
+
+
+#: The current key's pseudonyms (None: addresses are logged as they are).
+_pseudonyms: _Pseudonyms | None = None
 #: The ``worker`` field of every line (several worker processes): an index or "supervisor".
 _worker: int | str | None = None
 
@@ -81,8 +105,8 @@ def pseudonym_key(secret: str) -> bytes:
 
 def pseudonymize(key: bytes | None) -> None:
     """Replace every address in every log line by :func:`pseudonym` (None: stop)."""
-    global _pseudonym_key
-    _pseudonym_key = key
+    global _pseudonyms
+    _pseudonyms = None if key is None else _Pseudonyms(key)
 
 
 def set_worker(worker: int | str | None) -> None:
@@ -92,17 +116,16 @@ def set_worker(worker: int | str | None) -> None:
     _worker = worker
 
 
-def _masked(value: Any, key: bytes) -> Any:
+def _masked(value: Any, names: _Pseudonyms) -> Any:
     if isinstance(value, str):
-        return _ADDRESS.sub(lambda m: pseudonym(m.group(0), key), value) if "@" in value \
-            else value
+        return _ADDRESS.sub(names.of, value) if "@" in value else value
     if isinstance(value, list | tuple):
-        return [_masked(v, key) for v in value]
+        return [_masked(v, names) for v in value]
     if isinstance(value, dict):
-        return {k: _masked(v, key) for k, v in value.items()}
+        return {k: _masked(v, names) for k, v in value.items()}
     if value is None or isinstance(value, int | float):
         return value
-    return _masked(str(value), key)  # what the JSON would hold (default=str): an error, a path
+    return _masked(str(value), names)  # what the JSON would hold (default=str): an error, a path
 
 
 #: The JSON of a line: one encoder made once (``json.dumps`` with options builds one per
@@ -131,9 +154,9 @@ def _line(created: float, levelname: str, name: str, fields: dict[str, Any]) -> 
         out["worker"] = _worker
     out["event"] = name
     out.update(fields)
-    key = _pseudonym_key
-    if key is not None:
-        out = _masked(out, key)
+    names = _pseudonyms
+    if names is not None:
+        out = _masked(out, names)
     return _JSON.encode(out)
 
 

@@ -62,6 +62,23 @@ def test_pseudonymized_logs_carry_no_address(logfile: Path) -> None:
     assert pseudonym("ann@example.org", pseudonym_key("another-secret-0123")) != ann
 
 
+def test_remembered_pseudonyms_follow_the_key_and_stay_bounded(
+        logfile: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(log_module._Pseudonyms, "LIMIT", 3)
+    other = pseudonym_key("another-secret-0123")
+    for key in (KEY, other, KEY):
+        pseudonymize(key)
+        for n in range(5):  # more addresses than are remembered, each named twice
+            event("delivered", recipient=f"r{n}@example.org", sender=f"r{n}@example.org")
+    names = log_module._pseudonyms
+    assert names is not None and len(names._known) <= 3
+    lines = _lines(logfile)
+    assert len(lines) == 15 and "@" not in logfile.read_text()
+    for i, line in enumerate(lines):
+        key = other if 5 <= i < 10 else KEY
+        assert line["recipient"] == line["sender"] == pseudonym(f"r{i % 5}@example.org", key)
+
+
 @pytest.mark.parametrize("address", [
     "D\u00e9sir\u00e9e@example.org",  # SMTPUTF8: a non-ASCII local part
     "\u7528\u6237@\u4f8b\u5b50.\u5e7f\u544a",  # and domain
