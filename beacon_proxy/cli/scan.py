@@ -1,10 +1,13 @@
 """``beacon-proxy scan PATH...``: check newsletters offline, no server needed.
 
 Each message - a file that is one message (``.eml``, a Maildir's
-``cur``/``new`` file), or each message of an mbox file (labelled ``FILE#N``);
-directories are walked for ``*.eml`` files and for files that start like a
-message or an mbox - is analysed as the relay would for one recipient and
-policy: every remote reference found, and what the policy does with it.  The
+``cur``/``new`` file), each message of an mbox file (labelled ``FILE#N``), or
+an HTML document (``*.html``, ``*.htm`` or a file that starts like one: a
+template or a newsletter tool's export, scanned as a message's one
+``text/html`` part and written back by ``--output`` as HTML); directories are
+walked for ``*.eml``, ``*.html`` and ``*.htm`` files and for files that start
+like a message or an mbox - is analysed as the relay would for one recipient
+and policy: every remote reference found, and what the policy does with it.  The
 default output is a readable table;
 ``--json`` prints one JSON object per file, one per line::
 
@@ -43,7 +46,7 @@ without ``--output`` writes each copy over its input (through a rename; not for
 an mbox).  The table's REASONS column lists whole reasons and ``+N`` for N that
 do not fit (``--json`` has them all).  Exit status: 0, or 1 when a file could
 not be read or written or is not a message (empty, binary data, no header
-section; the others are still scanned).
+section and no HTML document; the others are still scanned).
 """
 
 from __future__ import annotations
@@ -61,10 +64,12 @@ __all__ = ["register"]
 def register(sub: Any) -> None:
     p: argparse.ArgumentParser = sub.add_parser(
         "scan", help="check newsletters for beacons offline",
-        description="Show the beacons in .eml files and what a policy would do with them.",
+        description="Show the beacons in .eml or HTML files and what a policy would do with "
+        "them.",
     )
     p.add_argument("paths", nargs="+", metavar="PATH",
-                   help="messages (.eml, a Maildir's files, mbox files) or directories of them")
+                   help="messages (.eml, a Maildir's files, mbox files, HTML files) or directories "
+                   "of them")
     p.add_argument("--recipient", metavar="ADDR",
                    help="also find URLs that carry this address (raw, encoded or hashed)")
     p.add_argument("--policy", choices=[p.value for p in Policy], default=None,

@@ -4,6 +4,9 @@ it runs, as it needs the whole engine."""
 from __future__ import annotations
 
 import argparse
+import codecs
+import email
+import email.policy
 import json
 import os
 import re
@@ -42,13 +45,74 @@ _MAIL_FIELD = re.compile(
 _QUOTED_FROM = re.compile(rb"^>(>*From )")
 
 
+#: How an HTML file starts (after a byte order mark and blanks) when its name does not
+#: say so: a doctype, a comment (Outlook's conditional ones too) or a document's usual
+#: first tags.
+_HTML_START = re.compile(
+    rb"[\t\n\f\r ]*<(?:!--|(?:!doctype[\t\n\f\r ]+html|html|head|body|meta|table|div|center"
+    rb"|style|title)[\t\n\f\r />])", re.IGNORECASE)
+_HTML_SUFFIXES = frozenset({".html", ".htm"})
+#: A ``<meta>`` charset in the first 1024 bytes (where HTML's prescan looks for one).
+_META_CHARSET = re.compile(
+    rb"<meta[^>]{0,512}?charset[\t\n\f\r ]*=[\t\n\f\r \"']*([-\w.:]{1,40})", re.IGNORECASE)
+
+
 class Message(NamedTuple):
-    """One message to scan: its label in the output, the file it came from, its bytes."""
+    """One message to scan: its label in the output, the file it came from, its bytes;
+    ``html``: the file was an HTML document, scanned as a message's one text/html part."""
 
     label: str
     path: Path
     number: int  # 0 for a file that is one message; 1, 2, ... for the messages of an mbox
     data: bytes
+    html: bool = False
+
+
+def _html_message(data: bytes, named_html: bool) -> bytes | None:
+    """An HTML file (a template, a newsletter tool's export: no header section) as the
+    message that would carry it, one ``text/html`` part in the file's charset; None when
+    ``data`` is no HTML document.  ``named_html``: the file's name ends in ``.html`` or
+    ``.htm`` (then any text starting with ``<`` is taken).
+
+    The charset: a byte order mark's (UTF-16 is made UTF-8), else the first 1024 bytes'
+    ``<meta>`` charset, else UTF-8 when the bytes are UTF-8, else windows-1252 (what
+    browsers assume).
+    """
+    charset = ""
+    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        try:
+            data = data.decode("utf-16").encode("utf-8", "surrogatepass")
+        except UnicodeError:
+            return None
+        charset = "utf-8"
+    elif data.startswith(codecs.BOM_UTF8):
+        data, charset = data[len(codecs.BOM_UTF8):], "utf-8"
+    if not (_HTML_START.match(data) or (named_html and data.lstrip().startswith(b"<"))):
+        return None
+    if not charset:
+        meta = _META_CHARSET.search(data, 0, 1024)
+        if meta is not None:
+            charset = meta.group(1).decode("ascii")
+        else:
+            try:
+                data.decode("utf-8")
+                charset = "utf-8"
+            except UnicodeDecodeError:
+                charset = "windows-1252"
+    return (b"MIME-Version: 1.0\r\nContent-Type: text/html; charset=" + charset.encode("ascii")
+            + b"\r\nContent-Transfer-Encoding: 8bit\r\n\r\n" + data)
+
+
+def _html_of(copy: bytes) -> bytes:
+    """The HTML document of a copy made from an HTML file: its text/html part's bytes,
+    transfer encoding undone (what ``--output`` writes for an HTML input)."""
+    parsed = email.message_from_bytes(copy, policy=email.policy.compat32)
+    for part in parsed.walk():
+        if part.get_content_type() == "text/html":
+            payload = part.get_payload(decode=True)
+            if isinstance(payload, bytes):
+                return payload
+    raise CliError("the rewritten copy has no HTML part")
 
 
 def _not_a_message(data: bytes) -> str | None:
@@ -63,9 +127,10 @@ def _not_a_message(data: bytes) -> str | None:
 
 
 def _looks_like_mail(path: Path) -> bool:
-    """Whether a file found in a directory is mail: ``*.eml``, an mbox, or a
-    message without an extension (a Maildir's ``cur``/``new`` files)."""
-    if path.suffix.lower() == ".eml":
+    """Whether a file found in a directory is mail: ``*.eml``, an mbox, a message
+    without an extension (a Maildir's ``cur``/``new`` files), or an HTML document
+    (``*.html``, ``*.htm``)."""
+    if path.suffix.lower() == ".eml" or path.suffix.lower() in _HTML_SUFFIXES:
         return True
     try:
         with path.open("rb") as fh:
@@ -123,6 +188,9 @@ def _read(path: Path) -> list[Message]:
         data = path.read_bytes()
     except OSError as exc:
         raise CliError(exc.strerror or str(exc)) from None
+    html = _html_message(data, path.suffix.lower() in _HTML_SUFFIXES)
+    if html is not None:
+        return [Message(str(path), path, 0, html, html=True)]
     reason = _not_a_message(data)
     if reason is not None:
         raise CliError(reason)
@@ -197,7 +265,7 @@ def scan(args: argparse.Namespace) -> int:
     policy = Policy(args.policy or cfg.policy.unknown)
     files = list(_files(args.paths))
     if not files:
-        raise CliError("no messages found (.eml files, Maildir files or mbox files)")
+        raise CliError("no messages found (.eml files, Maildir files, mbox files or HTML files)")
     status = 0
     messages: list[Message] = []
     for path in files:
@@ -241,7 +309,7 @@ def scan(args: argparse.Namespace) -> int:
             _table(message.label, policy, decided.outcome, items, problems, campaign)
         if target is not None and copy is not None:
             try:
-                _write(target, copy.data)
+                _write(target, _html_of(copy.data) if message.html else copy.data)
             except OSError as exc:
                 print(f"beacon-proxy: {target}: {exc.strerror}", file=sys.stderr)
                 status = 1

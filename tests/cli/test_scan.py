@@ -3,6 +3,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+import re
 import string
 from pathlib import Path
 
@@ -344,3 +345,101 @@ def test_the_reasons_column_marks_what_it_leaves_out(
     row = capsys.readouterr().out.splitlines()[-1]
     assert "rule:SendGrid,tiny,+2 " in row
     assert "identifies-reci " not in row
+
+
+# -- HTML files: a template or a newsletter tool's export, no header section ----------------
+
+HTML_DOC = (f'<!DOCTYPE html>\n<html>\n<head>\n<meta charset="utf-8">\n</head>\n<body>\n'
+            f'<p>Caf\u00e9 deals</p>\n<img src="{PIXEL_URL}" width="1" height="1">\n'
+            '<img src="https://cdn.shop.example/logo.png" width="200">\n</body>\n</html>\n')
+
+
+def test_an_html_file_is_scanned_and_written_back_as_html(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    page = tmp_path / "news.html"
+    page.write_bytes(HTML_DOC.encode())
+    out = tmp_path / "clean.html"
+    assert main(["scan", str(page), "--json", "--output", str(out)]) == 0
+    (got,) = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert got["file"] == str(page) and got["outcome"] == "stripped"
+    pixel = next(f for f in got["findings"] if f["url"] == PIXEL_URL)
+    assert pixel["tracker"] and pixel["action"] == "strip"
+    written = out.read_bytes()
+    assert written.startswith(b"<!DOCTYPE html>\n<html>")  # a document, no header section
+    assert PIXEL_URL.encode() not in written and b"/u/" in written  # the footer's link
+    assert "Caf\u00e9 deals".encode() in written and b"\r\n" not in written  # bytes kept
+    # Everything before the pixel is byte for byte the input's.
+    assert written.startswith(HTML_DOC.encode()[: HTML_DOC.encode().index(b"<img")])
+    assert main(["scan", str(page), "--in-place"]) == 0
+    link = re.compile(rb"/u/[\w-]+")  # a new token each run (no [tokens] secret configured)
+    assert link.sub(b"/u/T", page.read_bytes()) == link.sub(b"/u/T", written)
+
+
+@pytest.mark.parametrize(("raw", "charset"), [
+    (HTML_DOC.replace('<meta charset="utf-8">', "").encode("utf-8"), "utf-8"),
+    (b"\xef\xbb\xbf" + HTML_DOC.replace('<meta charset="utf-8">', "").encode(), "utf-8"),
+    (HTML_DOC.replace('<meta charset="utf-8">', "").encode("utf-16"), "utf-8"),
+    (HTML_DOC.replace("utf-8", "iso-8859-1").encode("latin-1"), "iso-8859-1"),
+    (HTML_DOC.replace('<meta charset="utf-8">', "").encode("latin-1"), "windows-1252"),
+])
+def test_an_html_files_charset_is_its_bom_its_meta_or_what_its_bytes_are(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], raw: bytes, charset: str) -> None:
+    from beacon_proxy.cli.scanning import _html_message
+
+    message = _html_message(raw, named_html=False)
+    assert message is not None
+    assert f"Content-Type: text/html; charset={charset}\r\n".encode() in message
+    page = tmp_path / "page"  # no suffix: found by its content
+    page.write_bytes(raw)
+    out = tmp_path / "out.html"
+    assert main(["scan", str(page), "--output", str(out)]) == 0
+    assert "1 tracker(s)" in capsys.readouterr().out
+    text = out.read_bytes().decode("utf-8" if charset == "utf-8" else "latin-1")
+    assert "Caf\u00e9 deals" in text and PIXEL_URL not in text
+
+
+def test_a_directory_scan_takes_html_files_and_a_named_fragment(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "a.html").write_text(HTML_DOC)
+    (tmp_path / "b.htm").write_text(f'<img src="{PIXEL_URL}" width="1" height="1">')  # a fragment
+    (tmp_path / "notes.txt").write_text(f'<img src="{PIXEL_URL}" width="1" height="1">')
+    (tmp_path / "c.eml").write_text("From: a@shop.example\n\n<p>plain</p>\n")
+    assert main(["scan", str(tmp_path), "--json"]) == 0
+    files = {Path(g["file"]).name: g for g in map(json.loads, capsys.readouterr().out.splitlines())}
+    assert sorted(files) == ["a.html", "b.htm", "c.eml"]
+    assert [f["action"] for f in files["b.htm"]["findings"]] == ["strip"]
+    # A fragment is HTML only by its name: given directly as .txt it is no message.
+    assert main(["scan", str(tmp_path / "notes.txt")]) == 1
+    assert "not a message (no header section)" in capsys.readouterr().err
+
+
+def test_an_html_file_that_is_not_utf16_is_no_message(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    page = tmp_path / "x.html"
+    page.write_bytes(b"\xff\xfe<\x00h\x00\x00\xd8")  # a UTF-16 BOM, then a lone surrogate
+    assert main(["scan", str(page)]) == 1
+    assert "x.html: not a message (binary data)" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not TEMPLATES.is_dir(), reason=f"no shared templates at {TEMPLATES}")
+def test_real_templates_scanned_as_html_files_change_only_by_the_footer(tmp_path: Path) -> None:
+    for template in sorted(TEMPLATES.glob("*.html")):
+        out = tmp_path / template.name
+        # Granted: trackers are rewritten, not removed; the footer is the only insertion.
+        assert main(["scan", str(template), "--policy", "granted", "--output", str(out)]) == 0
+        # A granted tracker's first-party URL stands in for the vendor's.
+        trackers = re.compile(rb'(?:src|href)="[^"]*"')
+        original = trackers.sub(b"U", template.read_bytes())
+        written = trackers.sub(b"U", out.read_bytes())
+        # The footer is one inserted block: what is before and after it is the input's.
+        head = len(_common_prefix(original, written))
+        tail = len(_common_prefix(original[head:][::-1], written[head:][::-1]))
+        assert head + tail == len(original), template.name
+        assert b"You receive this newsletter" in written[head: len(written) - tail]
+
+
+def _common_prefix(a: bytes, b: bytes) -> bytes:
+    n = 0
+    while n < min(len(a), len(b)) and a[n] == b[n]:
+        n += 1
+    return a[:n]
