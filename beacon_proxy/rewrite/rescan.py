@@ -136,8 +136,8 @@ class ScanTemplate:
     hidden: list[Span]  # hidden_ranges() of the view
     reads: list[Span]  # what it depends on (hiding.hidden_ranges), ends included
     declarations: list[int]  # where hidden_ranges() found a hiding declaration
-    # Each <noscript> to the end of its "</noscript" (unmodelled.noscript_spans): a region
-    # touching one may change what unmodelled_markup() says of it.
+    # Each <noscript> to the end of its "</noscript" (unmodelled.noscript_spans: in order,
+    # apart): a region touching one may change what unmodelled_markup() says of it.
     noscripts: list[Span]
     # The caller's findings for the finished entries, by index (ScanCache.classified).
     findings: dict[int, Any] | None = None
@@ -369,7 +369,9 @@ def _unmodelled_near(template: ScanTemplate, low: bytes, regions: Sequence[_Regi
     for a0, a1, b0, b1 in regions:
         if _UNMODELLED_TAG.search(low, max(0, b0 - _TAG_REACH), b1 + _TAG_REACH) is not None:
             return True
-        if any(start <= a1 and (end < 0 or a0 <= end) for start, end in template.noscripts):
+        # The spans are in order and apart: only the last to start by a1 may reach a0.
+        k = bisect_right(template.noscripts, a1, key=itemgetter(0)) - 1
+        if k >= 0 and (template.noscripts[k][1] < 0 or template.noscripts[k][1] >= a0):
             return True
         i = bisect_right(metas, a1) - 1  # the last <meta at or before the region's end
         if i >= 0 and reaches[i] >= a0:

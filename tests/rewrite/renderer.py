@@ -33,7 +33,7 @@ from typing import Any
 
 from tests.browser import chromium, serve_pages
 
-__all__ = ["SWITCHES", "HtmlPart", "Renderer", "html_parts", "renderer"]
+__all__ = ["PATIENT", "SWITCHES", "HtmlPart", "Renderer", "html_parts", "renderer"]
 
 #: No traffic leaves loopback: every other host fails to resolve, and the attempt is
 #: still logged (requestWillBeSent), which is what counts.
@@ -46,7 +46,8 @@ SWITCHES = (
     "--no-pings",
 )
 MAX_EMBEDDED = 4  # message/rfc822 inside each other
-_QUIET = 0.06  # s without a network event after load and scroll: settled
+_QUIET = 0.1  # s without a network event after load and scroll: settled
+PATIENT = 1.0  # the same, for a second look where a request was expected and not seen
 _POLL = 0.02
 _MAX_WAIT = 3.0  # s per page, bound on every wait
 _SCROLL = "window.scrollTo(0, 1e7); return document.readyState"
@@ -110,8 +111,9 @@ class Renderer:
         self._n = 0
         self.loads = 0
 
-    def load(self, body: bytes, charset: str | None) -> list[str]:
-        """The URLs the page requested that are not on the loopback server."""
+    def load(self, body: bytes, charset: str | None, quiet: float = _QUIET) -> list[str]:
+        """The URLs the page requested that are not on the loopback server; ``quiet``:
+        how long no network event after the load and the scroll means settled."""
         self._n += 1
         path = f"/page-{self._n}"
         # serve_pages() writes "text/html; charset=<charset>"; "" names no charset
@@ -124,7 +126,7 @@ class Renderer:
         self.loads += 1
         ready = ""
         quiet_since = time.monotonic()
-        while time.monotonic() - start < _MAX_WAIT:
+        while time.monotonic() - start < _MAX_WAIT + quiet:
             if ready != "complete":
                 try:
                     ready = self.driver.execute_script(_SCROLL)
@@ -135,7 +137,7 @@ class Renderer:
             now = time.monotonic()
             if any(e.get("method", "").startswith("Network.") for e in new):
                 quiet_since = now
-            elif ready == "complete" and now - quiet_since >= _QUIET:
+            elif ready == "complete" and now - quiet_since >= quiet:
                 break
             time.sleep(_POLL)
         del self.pages[path]

@@ -670,6 +670,21 @@ def test_a_region_in_a_noscript_is_not_rescanned() -> None:
     assert _cached(doc, doc.replace(b"TOKEN1", b"'></noscript>")) is None
 
 
+@pytest.mark.parametrize("touched", [0, 1, 2, 3, None])
+def test_a_region_in_any_of_several_noscripts_is_not_rescanned(touched: int | None) -> None:
+    """The spans are looked up by bisection: a region in the first, a middle or the last
+    <noscript>, or in one with no end, is scanned in full; a region between them is not."""
+    lines = b"".join(b"<p>line %d</p>\n" % i for i in range(12))
+    doc = b"".join(b"<noscript><img src='https://t.test/o.gif?u=TOKEN%d'></noscript>\n" % n
+                   + lines + b"<p>GAP%d</p>\n" % n + lines for n in range(3))
+    doc += b"<noscript><p>TOKEN3</p>\n" + lines  # no end: raw text to the end, scripting on
+    if touched is None:
+        for n in range(3):  # between the spans: rescanned
+            assert _cached(doc, doc.replace(b"GAP%d" % n, b"gap")) is not None
+    else:
+        assert _cached(doc, doc.replace(b"TOKEN%d" % touched, b"token")) is None
+
+
 def test_an_engine_finds_a_noscript_breakout_in_a_further_copy() -> None:
     doc = (b"<p>Hi</p>\n<noscript><p title='x TOKEN1'></p></noscript>\n<p>Bye</p>\n" * 4)
     warm = Engine(load_rules())
