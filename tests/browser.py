@@ -127,7 +127,8 @@ def serve_pages() -> Iterator[tuple[dict[str, tuple[bytes, str]], str]]:
     """A loopback HTTP server in a thread: yields ``(pages, base URL)``.
 
     ``pages`` maps a path to ``(HTML bytes, charset)``, filled in by the test; any
-    other path is a 404.
+    other path is a 404.  An empty charset sends ``text/html`` without one (the
+    browser then reads a BOM, a ``<meta>`` or guesses).
     """
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -141,7 +142,8 @@ def serve_pages() -> Iterator[tuple[dict[str, tuple[bytes, str]], str]]:
                 return
             body, charset = page
             self.send_response(200)
-            self.send_header("Content-Type", f"text/html; charset={charset}")
+            self.send_header("Content-Type",
+                             f"text/html; charset={charset}" if charset else "text/html")
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)

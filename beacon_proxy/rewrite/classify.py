@@ -71,7 +71,11 @@ only whether the image counts as a beacon and, in granted copies, whether it
 loads from its own host.  Campaign diffing (an identifier is what differs
 between recipients' copies) refines it.  A rule or identity match always makes
 an image a tracker.  Local references (``cid:``, ``data:``, fragments,
-relative URLs without a remote base) are never trackers.
+relative URLs without a remote base) are never trackers; a ``data:`` URL that a
+browser loads as a document or a style sheet (``iframe``, ``object``, ``embed``,
+``link``, ``@import``: :func:`~.htmlrefs.embeds_document`) is noted with the
+reason ``embedded-document`` by :func:`classify_entries`, and the engine leaves
+its part to the fallback: what it loads in turn was not scanned.
 
 ``personalised_visible`` marks an image the recipient sees whose URL
 identifies them: the renderer replaces it with its ``alt`` text when beacons
@@ -87,7 +91,7 @@ from collections.abc import Iterable, Sequence
 from typing import NamedTuple
 
 from beacon_proxy.rewrite.html import Box, Entry, PendingImg, Reference
-from beacon_proxy.rewrite.htmlrefs import URL_IN_NAME
+from beacon_proxy.rewrite.htmlrefs import EMBEDDED_DOCUMENT, URL_IN_NAME, embeds_document
 from beacon_proxy.rewrite.identity import RecipientIdentity
 from beacon_proxy.rewrite.rules import TrackerRules
 
@@ -370,6 +374,10 @@ def classify_entries(entries: Sequence[Entry], rules: TrackerRules) -> dict[int,
     last_box, small, hidden = None, False, False  # most boxes are the previous one
     for index, entry in enumerate(entries):
         if not entry.remote:
+            if entry.__class__ is not PendingImg and embeds_document(
+                    entry.element, entry.url):  # type: ignore[union-attr]
+                out[index] = _new(Finding, (entry.url, entry.element, False,  # type: ignore[union-attr]
+                                            None, (EMBEDDED_DOCUMENT,), False))
             continue
         url = entry.url
         vendor = known(url, _UNSEEN)  # the memo without a Python call (one lookup: threads)

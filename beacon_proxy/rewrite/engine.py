@@ -34,7 +34,8 @@ whole in its own charset.
 
 What the precise path could not handle is listed in ``Analysis.unhandled``
 (broken MIME, a scan that hit its limits, renderable parts it does not scan
-such as ``text/css``, opaque or encrypted content); such an analysis is not
+such as ``text/css`` or a ``data:`` URL that a browser loads as a document or
+style sheet, opaque or encrypted content); such an analysis is not
 ``complete``, and the caller (:mod:`~beacon_proxy.rewrite.copies`) then
 applies the conservative fallback to refused copies.  Signed parts are left
 alone here (``Analysis.signed``): the caller decides whether to unwrap them.
@@ -71,6 +72,7 @@ from beacon_proxy.rewrite.classify import (
     plain_finding,
 )
 from beacon_proxy.rewrite.html import Entry, Reference, finish_scan, materialize, scan_entries
+from beacon_proxy.rewrite.htmlrefs import EMBEDDED_DOCUMENT
 from beacon_proxy.rewrite.identity import RecipientIdentity
 from beacon_proxy.rewrite.inline import transparent_png
 from beacon_proxy.rewrite.mime import (
@@ -106,6 +108,7 @@ Link = Callable[[str], str]  # original tracker URL -> first-party open URL
 
 _new = tuple.__new__
 _MAX_HTML_PART = 16 << 20  # bytes of decoded HTML scanned per part
+_EMBEDDED: Final = (EMBEDDED_DOCUMENT,)  # a finding's reasons: the part goes to the fallback
 _REFUSED_KEPT = 2  # shared refused copies kept per analysis (by campaign diffing's findings)
 #: Transfer encodings whose edited bodies say which stretches were written (apply_edits)
 _WRITTEN: Final = frozenset({"quoted-printable", "7bit", "8bit", "binary"})
@@ -508,6 +511,10 @@ class Engine:
             noted = classify_entries(entries, self.rules)
             if rescanned is None:
                 self._templates.classified(view, charset, noted)
+        if any(finding.reasons[:1] == _EMBEDDED for finding in noted.values()):
+            problems.append(f"{where}: a data: URL loaded as a document or style sheet "
+                            "(iframe, object, embed, link, @import), not scanned precisely")
+            return None
         trackers = tuple([i for i, finding in noted.items() if finding.tracker])
         layout = tuple([i for i, finding in noted.items() if is_layout_finding(finding)])
         return HtmlPart(part, decoded, charset, entries, noted, trackers, qp_index,

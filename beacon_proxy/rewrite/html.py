@@ -109,6 +109,7 @@ from beacon_proxy.rewrite.htmlrefs import (
     _Attr,
     _entry_start,
     _new,
+    embeds_document,
     materialize,
 )
 
@@ -466,7 +467,7 @@ class _Scan(TagReader):
         self.budget, self.truncated = inner.budget, self.truncated or inner.truncated
         value, whole = attr[2:4], attr[:2]
         for ref in inner.refs:
-            if ref.remote:
+            if ref.remote or (isinstance(ref, Reference) and embeds_document(ref.element, ref.url)):
                 self.add("iframe-srcdoc", ref.url, "iframe", tag_span, value, whole, b"",
                          b"srcdoc", whole, value, False, ref.box, None, False)
 

@@ -61,8 +61,8 @@ from beacon_proxy.rewrite.htmlpatterns import (
     TAG_NAME,
 )
 
-__all__ = ["URL_IN_NAME", "Box", "Entry", "PendingImg", "Reference", "Span", "TagReader",
-           "materialize", "name_url"]
+__all__ = ["EMBEDDED_DOCUMENT", "URL_IN_NAME", "Box", "Entry", "PendingImg", "Reference", "Span",
+           "TagReader", "embeds_document", "materialize", "name_url"]
 
 _LOAD_RELS = frozenset({
     "stylesheet", "icon", "apple-touch-icon", "apple-touch-icon-precomposed", "mask-icon",
@@ -77,6 +77,29 @@ _IMAGE_TAGS = frozenset({"img", "image", "input", "amp-img", "amp-anim", "v:imag
 _WHOLE_TAG = frozenset({"img", "image", "input", "source", "track", "embed", "bgsound"})
 
 _CSS_ELEMENT = {"url": "css-url", "font": "css-font", "import": "css-import"}
+
+#: Elements whose URL a browser loads as a document or a style sheet, which loads in
+#: turn what it names: ``<iframe src="data:text/html,<img src=//t.example/o>">``,
+#: ``<link rel=stylesheet href="data:text/css,@import url(//t.example/o)">`` load the
+#: tracker in Chromium (images, ``poster``, CSS images and SVG resources such as
+#: ``filter:url(data:image/svg+xml,...#f)`` load nothing from inside a ``data:`` URL).
+_DOCUMENT_ELEMENTS = frozenset({"iframe", "iframe-srcdoc", "object", "embed", "link",
+                                "css-import", "svg-image", "amp-iframe"})
+#: The reason of a finding for a ``data:`` URL in such an element (see :func:`embeds_document`).
+EMBEDDED_DOCUMENT = "embedded-document"
+
+
+def embeds_document(element: str, url: str) -> bool:
+    """Whether a local reference is a ``data:`` URL a browser loads as a document or a
+    style sheet: what it loads in turn the scan does not see (the part goes to the
+    fallback, which renames the attribute or breaks the ``@import``).
+
+    >>> embeds_document("iframe", "DATA:text/html,<img src=//t.example/o>")
+    True
+    >>> embeds_document("img", "data:image/svg+xml,<svg/>"), embeds_document("iframe", "a.html")
+    (False, False)
+    """
+    return element in _DOCUMENT_ELEMENTS and url[:5].lower() == "data:"
 
 _TAG_URLS: dict[str, tuple[tuple[bytes, str], ...]] = {
     # tag -> (attribute, element); srcset, style, background, VML and AMP are handled apart.

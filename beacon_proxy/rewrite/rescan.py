@@ -77,6 +77,7 @@ from beacon_proxy.rewrite.hiding import hiding_declarations
 from beacon_proxy.rewrite.html import Mark, _Scan
 from beacon_proxy.rewrite.htmlattr import Span
 from beacon_proxy.rewrite.htmlrefs import Entry, PendingImg
+from beacon_proxy.rewrite.unmodelled import noscript_spans
 
 __all__ = ["LONG_LINES", "MAX_TEMPLATES", "MAX_TEMPLATE_BYTES", "Rescanned", "ScanCache",
            "ScanTemplate", "cut_of", "rescan"]
@@ -99,11 +100,11 @@ _GALLOP = 256  # the first stretch _common_prefix_at() compares at once
 
 _new = tuple.__new__
 #: What :func:`~.unmodelled.unmodelled_markup` looks for, and how far it reads: a tag name
-#: (8 bytes with its delimiter), a <meta> 's charset declaration (one that starts within
+#: (10 bytes with its delimiter), a <meta> 's charset declaration (one that starts within
 #: the 512 bytes after "<meta", read as far as _DECLARATION reads it: its blanks have no
-#: limit).
-_UNMODELLED_TAG = re.compile(rb"<(?:svg|select|math|meta)")
-_TAG_REACH = 8
+#: limit), a <noscript> 's content to its "</noscript" (ScanTemplate.noscripts).
+_UNMODELLED_TAG = re.compile(rb"<(?:svg|select|math|meta|noscript)")
+_TAG_REACH = 10
 _META_GAP = len(b"<meta") + 512 + len(b"charset")
 _DECLARATION = re.compile(rb"charset[\t\n\f\r ]*+(?:=[\t\n\f\r \"']*+[-\w.:]{0,40})?")
 _BLANKS = b"\t\n\f\r "
@@ -135,6 +136,9 @@ class ScanTemplate:
     hidden: list[Span]  # hidden_ranges() of the view
     reads: list[Span]  # what it depends on (hiding.hidden_ranges), ends included
     declarations: list[int]  # where hidden_ranges() found a hiding declaration
+    # Each <noscript> to the end of its "</noscript" (unmodelled.noscript_spans: in order,
+    # apart): a region touching one may change what unmodelled_markup() says of it.
+    noscripts: list[Span]
     # The caller's findings for the finished entries, by index (ScanCache.classified).
     findings: dict[int, Any] | None = None
     # ``reads`` sorted by start, with the furthest end up to each (reads_touched(); made
@@ -165,7 +169,8 @@ class ScanTemplate:
                    scan.refs, scan.opaque, scan.styles, every, list(map(itemgetter(0), every)),
                    scan.ordered, scan.sources, metas, _reaches(low, metas),
                    (scan.view.rfind(b'"'), scan.view.rfind(b"'")), scan.hidden,
-                   scan.hidden_reads, scan.hidden_declarations)
+                   scan.hidden_reads, scan.hidden_declarations,
+                   noscript_spans(low) if b"<noscript" in low else [])
 
     def regions(self, view: bytes, lines: int) -> list[_Region] | None:
         """Where ``view`` (a copy's, cut into ``lines`` lines at the template's cut byte)
@@ -363,6 +368,10 @@ def _unmodelled_near(template: ScanTemplate, low: bytes, regions: Sequence[_Regi
     metas, reaches = template.metas, template.reaches
     for a0, a1, b0, b1 in regions:
         if _UNMODELLED_TAG.search(low, max(0, b0 - _TAG_REACH), b1 + _TAG_REACH) is not None:
+            return True
+        # The spans are in order and apart: only the last to start by a1 may reach a0.
+        k = bisect_right(template.noscripts, a1, key=itemgetter(0)) - 1
+        if k >= 0 and (template.noscripts[k][1] < 0 or template.noscripts[k][1] >= a0):
             return True
         i = bisect_right(metas, a1) - 1  # the last <meta at or before the region's end
         if i >= 0 and reaches[i] >= a0:

@@ -12,6 +12,7 @@ from beacon_proxy.rewrite.classify import (
     Finding,
     classify,
     classify_all,
+    classify_entries,
     is_descriptive,
     is_hidden,
     is_layout,
@@ -21,6 +22,7 @@ from beacon_proxy.rewrite.classify import (
 )
 from beacon_proxy.rewrite.engine import Action, Engine
 from beacon_proxy.rewrite.html import Box, scan_html
+from beacon_proxy.rewrite.htmlrefs import EMBEDDED_DOCUMENT
 from beacon_proxy.rewrite.identity import RecipientIdentity
 from beacon_proxy.rewrite.rules import load_rules
 from tests.rewrite import oracle
@@ -411,3 +413,32 @@ def test_prefixed_spacer_names_under_a_library_id_are_layout() -> None:
     assert is_layout(url, Box("1", None))
     assert not is_layout("https://t.example/track_s.gif", Box("1", "1"))  # short names: no
     assert not is_layout("https://t.example/u/8f3a2b1c9d7e/pi_spacer.gif", Box("1", "1"))
+
+
+# -- data: URLs a browser loads as a document or style sheet -----------------------------------
+
+@pytest.mark.parametrize("html", [
+    b'<iframe src="data:text/html,<img src=%22https://t.test/o%22>"></iframe>',
+    b'<frameset><frame src="DATA:text/html;base64,PGltZz4="></frameset>',
+    b'<object data="data:image/svg+xml,<svg/>"></object>',
+    b'<embed src="data:text/html,x">',
+    b'<link rel="stylesheet" href="data:text/css,@import url(//t.test/o);">',
+    b'<style>@import url("data:text/css,p{}");</style>',
+    b'<p style="x:y">&#100;ata</p><iframe src="&#100;ata:text/html,x"></iframe>',
+    b'<iframe srcdoc="<iframe src=&quot;data:text/html,x&quot;></iframe>"></iframe>',
+])
+def test_a_data_url_loaded_as_a_document_is_noted(html: bytes) -> None:
+    entries = scan_html(html).references
+    noted = classify_entries(entries, RULES)
+    assert [f.reasons for f in noted.values()] == [(EMBEDDED_DOCUMENT,)]
+    assert not any(f.tracker for f in noted.values())
+
+
+@pytest.mark.parametrize("html", [
+    b'<img src="data:image/svg+xml,<svg><image href=%22https://t.test/o%22/></svg>">',
+    b'<p style="background:url(data:image/svg+xml,x);filter:url(data:image/svg+xml,x#f)">',
+    b'<video poster="data:image/png;base64,AAAA"></video>',
+    b'<iframe src="cid:part1"></iframe><iframe src="page.html"></iframe>',
+])
+def test_a_data_url_loaded_as_an_image_is_not(html: bytes) -> None:
+    assert classify_entries(scan_html(html).references, RULES) == {}

@@ -601,3 +601,42 @@ def test_an_analysis_and_its_copies_leave_no_reference_cycle(policy: Policy) -> 
         assert gc.collect() == 0
     finally:
         gc.enable()
+
+
+# -- a data: URL loaded as a document or style sheet: what it loads was not scanned ------------
+
+_DATA_DOCUMENTS = {
+    # each loads the tracker in Chromium (tests/rewrite/test_rendered_refusal.py)
+    "iframe_html": b'<iframe src="data:text/html,<img src=%22https://t.test/o.gif?u=1%22>">'
+                   b"</iframe>",
+    "iframe_base64": b'<iframe src="data:text/html;base64,' + base64.b64encode(
+        b'<img src="https://t.test/o.gif?u=1">') + b'"></iframe>',
+    "object_svg": b'<object data="data:image/svg+xml,%3Csvg xmlns=%22http://www.w3.org/2000/svg'
+                  b'%22%3E%3Cimage href=%22https://t.test/o.gif%22/%3E%3C/svg%3E"></object>',
+    "embed_html": b'<embed src="data:text/html,<img src=%22https://t.test/o.gif%22>">',
+    "stylesheet": b'<link rel="stylesheet" href="data:text/css,@import url(//t.test/o.css);">',
+    "import": b'<style>@import url("data:text/css,p{background:url(//t.test/o.gif)}");</style>',
+    "in_srcdoc": b'<iframe srcdoc="<iframe src=&quot;data:text/html,<img src=//t.test/o>'
+                 b'&quot;></iframe>"></iframe>',
+}
+
+
+@pytest.mark.parametrize("name", _DATA_DOCUMENTS)
+def test_a_data_url_document_sends_refused_copies_to_the_fallback(name: str) -> None:
+    from beacon_proxy.rewrite.copies import CopyPolicy, Outcome, decide, prepare
+
+    html = b"<p>Offers</p>" + _DATA_DOCUMENTS[name]
+    analysis = ENGINE.analyse(_message(html, cte="8bit"))
+    assert not analysis.complete and "a data: URL loaded as a document" in analysis.unhandled[0]
+    prepared = prepare(ENGINE, _message(html, cte="8bit"), CopyPolicy())
+    copy = decide(ENGINE, prepared, RCPT, Policy.REFUSED, CopyPolicy())
+    assert copy.outcome is Outcome.FALLBACK and copy.data is not None
+    assert b"x-bp-" in copy.data or b"@_import" in copy.data  # 8bit: the body as it is
+    granted = decide(ENGINE, prepared, RCPT, Policy.GRANTED, CopyPolicy())
+    assert granted.outcome is Outcome.UNMODIFIED_GRANTED
+
+
+def test_a_data_url_image_stays_on_the_precise_path() -> None:
+    html = (b'<img src="data:image/svg+xml,%3Csvg%3E%3Cimage href=%22https://t.test/o%22/%3E">'
+            b'<p style="background:url(data:image/png;base64,AAAA)">x</p>')
+    assert ENGINE.analyse(_message(html, cte="8bit")).complete

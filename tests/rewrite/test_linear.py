@@ -243,7 +243,10 @@ def test_fallback_is_linear(build: Build) -> None:
     _assert_linear(build, neutralise_markup)
 
 
-@pytest.mark.parametrize("unit", [b"<meta", b"<meta charset", b"<meta charset=x", b"<svg"])
+@pytest.mark.parametrize("unit", [b"<meta", b"<meta charset", b"<meta charset=x", b"<svg",
+                                  b"<noscript>", b"<noscript><p>", b"<noscript x=1>a",
+                                  b"<noscript>a</noscript>", b"<noscript></noscriptx",
+                                  b"<noscript><meta charset=x>"])
 def test_unmodelled_checks_are_linear(unit: bytes) -> None:
     _assert_linear(_rep(b"", unit), unmodelled_markup)
     _assert_linear(_rep(b"", unit), unread_meta_charset)

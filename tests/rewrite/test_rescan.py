@@ -166,7 +166,7 @@ def test_nothing_changed_gives_the_templates_entries() -> None:
 
 
 @pytest.mark.parametrize("addition", [b"<svg><style>x</style></svg>", b"<select>",
-                                      b"<math>", b'<meta charset="utf-7">'])
+                                      b"<math>", b'<meta charset="utf-7">', b"<noscript>x"])
 def test_unmodelled_markup_in_a_region_is_not_rescanned(addition: bytes) -> None:
     doc = _newsletter_html()
     at = doc.index(b"<center")
@@ -657,3 +657,39 @@ def test_hostile_edits_of_a_minified_view(template: bytes, copy: bytes,
     else:
         assert got is None
     _assert_engines_agree(template, copy)
+
+
+def test_a_region_in_a_noscript_is_not_rescanned() -> None:
+    """What a <noscript> holds up to its "</noscript" decides whether the part is precise
+    (unmodelled.noscript_spans): a copy changed there is scanned in full."""
+    doc = (b"<p>Hi\n<noscript><img src='https://t.test/o.gif?u=TOKEN1'></noscript>\n"
+           + b"".join(b"<p>line %d</p>\n" % i for i in range(30)) + b"<p>TOKEN2</p>\n")
+    assert _cached(doc.replace(b"<noscript>", b"<div>"), doc.replace(b"<noscript>", b"<div>")
+                   .replace(b"TOKEN2", b"token9")) is not None
+    assert _cached(doc, doc.replace(b"TOKEN2", b"token9")) is not None  # elsewhere: rescanned
+    assert _cached(doc, doc.replace(b"TOKEN1", b"'></noscript>")) is None
+
+
+@pytest.mark.parametrize("touched", [0, 1, 2, 3, None])
+def test_a_region_in_any_of_several_noscripts_is_not_rescanned(touched: int | None) -> None:
+    """The spans are looked up by bisection: a region in the first, a middle or the last
+    <noscript>, or in one with no end, is scanned in full; a region between them is not."""
+    lines = b"".join(b"<p>line %d</p>\n" % i for i in range(12))
+    doc = b"".join(b"<noscript><img src='https://t.test/o.gif?u=TOKEN%d'></noscript>\n" % n
+                   + lines + b"<p>GAP%d</p>\n" % n + lines for n in range(3))
+    doc += b"<noscript><p>TOKEN3</p>\n" + lines  # no end: raw text to the end, scripting on
+    if touched is None:
+        for n in range(3):  # between the spans: rescanned
+            assert _cached(doc, doc.replace(b"GAP%d" % n, b"gap")) is not None
+    else:
+        assert _cached(doc, doc.replace(b"TOKEN%d" % touched, b"token")) is None
+
+
+def test_an_engine_finds_a_noscript_breakout_in_a_further_copy() -> None:
+    doc = (b"<p>Hi</p>\n<noscript><p title='x TOKEN1'></p></noscript>\n<p>Bye</p>\n" * 4)
+    warm = Engine(load_rules())
+    assert warm.analyse(_message(doc)).complete
+    copy = doc.replace(b"TOKEN1", b"</noscript><img src=//t.test/o.gif>", 1)
+    again = warm.analyse(_message(copy))
+    assert not again.complete and "noscript" in again.unhandled[0]
+    assert again.unhandled == Engine(load_rules()).analyse(_message(copy)).unhandled

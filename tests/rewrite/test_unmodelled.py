@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import binascii
 import re
+import time
 
 import pytest
 from hypothesis import given, settings
@@ -157,3 +158,60 @@ def test_each_context_is_named_as_before() -> None:
             assert unmodelled_markup(low) == f"{name} content" == _old_first(low, True)
     assert unmodelled_markup(b"<meta charset=utf-8><svg>") == "svg content"
     assert unmodelled_markup(b"<svg") is None  # no delimiter: not the element
+
+
+# -- <noscript> read with scripting enabled (raw text to the first "</noscript") ---------------
+
+#: Each loads PIXEL in Chromium with JavaScript on (tests/rewrite/test_rendered_refusal.py,
+#: ``*_js``): the markup reading, which the scanner follows, is elsewhere at "</noscript".
+NOSCRIPT_BREAKOUTS = {
+    "in_a_quoted_value": b'<noscript><p title="</noscript>' + PIXEL + b'"></p></noscript>',
+    "in_an_unquoted_value": b"<noscript><p title=</noscript>" + PIXEL + b"></noscript>",
+    "in_a_style": b"<noscript><style></noscript>" + PIXEL + b"</style></noscript>",
+    "in_a_comment": b"<noscript><!--</noscript>" + PIXEL + b"--></noscript>",
+    "in_a_textarea": b"<noscript><textarea></noscript>" + PIXEL + b"</textarea></noscript>",
+    "in_a_bogus_comment": b"<noscript><?</noscript>" + PIXEL + b"></noscript>",
+    "quote_in_a_name_opens_a_value": b"<noscript><img a\"=\" src='x'></noscript>" + PIXEL
+                                     + b'"></noscript>',
+    "in_the_second_noscript": b"<noscript>x</noscript><p><noscript><p title='</noscript>"
+                              + PIXEL + b"'></noscript>",
+    "upper_case": b"<NOSCRIPT><P TITLE='</NOSCRIPT>" + PIXEL + b"'></NOSCRIPT>",
+}
+
+
+@pytest.mark.parametrize("name", NOSCRIPT_BREAKOUTS)
+def test_noscript_content_read_otherwise_with_scripting_falls_back(name: str) -> None:
+    html = NOSCRIPT_BREAKOUTS[name]
+    assert unmodelled.noscript_breakout(html.lower()) is not None
+    outcome, data = _refused(b"Content-Type: text/html\r\n\r\n" + html)
+    assert outcome is Outcome.FALLBACK
+    assert data is not None and b' src="https://t.test' not in data
+
+
+@pytest.mark.parametrize("html", [
+    b"<p>no noscript at all",
+    # MJML's Outlook settings, and the usual tracking-pixel fallback (the scanner finds it)
+    b"<!--[if mso]>\n<noscript>\n<xml>\n<o:OfficeDocumentSettings>\n  <o:AllowPNG/>\n"
+    b"  <o:PixelsPerInch>96</o:PixelsPerInch>\n</o:OfficeDocumentSettings>\n</xml>\n"
+    b"</noscript>\n<![endif]-->",
+    b'<noscript><img height="1" width="1" style="display:none" alt=\'a>b\' '
+    b'src="https://t.test/tr?id=1&amp;ev=PageView"/></noscript>',
+    b'<noscript class="x">it\'s 3 < 4 > 2 "quoted" text</noscript >',
+    b"<noscript><p>never closed",  # raw text to the end: that reading sees less
+])
+def test_plain_noscript_content_stays_on_the_precise_path(html: bytes) -> None:
+    assert unmodelled.noscript_breakout(html.lower()) is None
+    outcome, data = _refused(b"Content-Type: text/html\r\n\r\n" + html)
+    assert outcome is Outcome.STRIPPED and data is not None
+
+
+@pytest.mark.parametrize("unit", [b"<noscript>", b"<noscript><p a='x' b=y>", b"<noscript><a\"",
+                                  b"<noscript>" + b"<p " * 8, b"<noscript></noscript"])
+def test_noscript_check_stays_linear(unit: bytes) -> None:
+    small, big = unit * 2_000, unit * 40_000
+    times = []
+    for html in (small, big):
+        start = time.perf_counter()
+        unmodelled.noscript_breakout(html)
+        times.append(time.perf_counter() - start)
+    assert times[1] < 0.5 and times[1] < 20 * 20 * max(times[0], 1e-4)
