@@ -7,7 +7,11 @@ decoding, ``message/rfc822`` attachments, base64/QP-encoded ones too), served
 from loopback with the part's charset as the HTTP charset (what a mail client
 hands its HTML engine), loaded in Chromium, scrolled to the bottom, and every
 request the performance log shows (``Network.requestWillBeSent``: an attempt
-counts even though no host but loopback resolves) is collected.
+counts even though no host but loopback resolves) is collected.  With
+``renderer(trap_host=...)`` that host resolves to a loopback :class:`Trap` that
+counts connections: a ``<link rel=preconnect>`` connects without a request.  A
+``dns-prefetch`` alone (a resolution, no connection) stays unseen: seeing it would
+mean letting the browser's DNS out.
 
 Chromium runs with JavaScript disabled, as mail clients render mail: then
 ``<noscript>`` holds markup and ``loading=lazy`` images load at once.  The
@@ -23,6 +27,8 @@ import email.policy
 import io
 import json
 import quopri
+import socket
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -33,7 +39,7 @@ from typing import Any
 
 from tests.browser import chromium, serve_pages
 
-__all__ = ["PATIENT", "SWITCHES", "HtmlPart", "Renderer", "html_parts", "renderer"]
+__all__ = ["PATIENT", "SWITCHES", "HtmlPart", "Renderer", "Trap", "html_parts", "renderer"]
 
 #: No traffic leaves loopback: every other host fails to resolve, and the attempt is
 #: still logged (requestWillBeSent), which is what counts.
@@ -110,6 +116,7 @@ class Renderer:
         self.base = base
         self._n = 0
         self.loads = 0
+        self.trap: Trap | None = None  # renderer(trap_host=...): its host's connections
 
     def load(self, body: bytes, charset: str | None, quiet: float = _QUIET) -> list[str]:
         """The URLs the page requested that are not on the loopback server; ``quiet``:
@@ -153,10 +160,54 @@ def _requested(events: list[dict[str, Any]]) -> Iterator[str]:
                 yield url
 
 
+class Trap:
+    """A loopback listener that counts the TCP connections it accepts (and closes them):
+    a browser whose resolver maps a host here shows every connection to that host,
+    ``<link rel=preconnect>`` too, which sends no request the performance log shows."""
+
+    def __init__(self) -> None:
+        self._socket = socket.create_server(("127.0.0.1", 0))
+        self._socket.settimeout(0.2)
+        self.port: int = self._socket.getsockname()[1]
+        self.connections = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="trap", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._socket.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            self.connections += 1
+            conn.close()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self._socket.close()
+
+
 @contextmanager
-def renderer(*, javascript: bool = False) -> Iterator[Renderer]:
-    with chromium(javascript=javascript, extra_args=SWITCHES) as driver, \
-            serve_pages() as (pages, base):
-        driver.set_page_load_timeout(10)
-        driver.set_script_timeout(5)
-        yield Renderer(driver, pages, base)
+def renderer(*, javascript: bool = False, trap_host: str | None = None
+             ) -> Iterator[Renderer]:
+    """A :class:`Renderer`; with ``trap_host``, that host resolves to a :class:`Trap`
+    (``Renderer.trap``), every other to nothing."""
+    trap = Trap() if trap_host is not None else None
+    switches = SWITCHES if trap is None else (
+        f"--host-resolver-rules=MAP {trap_host} 127.0.0.1:{trap.port} , MAP * ~NOTFOUND , "
+        "EXCLUDE 127.0.0.1", *SWITCHES[1:])
+    try:
+        with chromium(javascript=javascript, extra_args=switches) as driver, \
+                serve_pages() as (pages, base):
+            driver.set_page_load_timeout(10)
+            driver.set_script_timeout(5)
+            rendering = Renderer(driver, pages, base)
+            rendering.trap = trap
+            yield rendering
+    finally:
+        if trap is not None:
+            trap.close()

@@ -4,7 +4,10 @@ For each message of the corpus the test makes the copy for a refused recipient
 (``prepare`` then ``decide``, as the relay does), reads its HTML parts with
 Python's ``email`` and renders them in Chromium (:mod:`tests.rewrite.renderer`:
 JavaScript off as in mail clients, no host but loopback resolves, every request
-attempt logged).  A held copy sends nothing and passes.  Each case carries its own
+attempt logged).  The tracker host resolves to a loopback listener (a trap) that
+counts connections, so a connection that sends no request (``<link rel=preconnect>``)
+counts too; refused copies render in browsers of their own, whose traps must stay
+untouched to the end.  A held copy sends nothing and passes.  Each case carries its own
 tracker URL (``/p/<case>``, the recipient's address URL-encoded in it, which makes
 it a tracker by the product's definition); as a control the original message is
 rendered the same way and must request it, else the case proves nothing.
@@ -147,6 +150,8 @@ SNIPPETS: dict[str, str] = {
     "link_preload_style": '<link rel="preload" as="style" href="{U}">',
     "link_preload_font": '<link rel="preload" as="font" crossorigin href="{U}">',
     "link_prefetch": '<link rel="prefetch" href="{U}">',
+    "link_preconnect": '<link rel="preconnect" href="{U}">',  # a connection, no request
+    "link_preconnect_hints": '<link rel="dns-prefetch preconnect" href="{U}" crossorigin>',
     "link_icon": '<link rel="icon" href="{U}">',
     "link_shortcut_icon": '<link rel="shortcut icon" href="{U}">',
     "link_modulepreload": '<link rel="modulepreload" href="{U}">',
@@ -577,17 +582,34 @@ def refused(data: bytes) -> Decided:
 
 def rendered_requests(browser: Renderer, data: bytes, patient: bool = False) -> list[str]:
     """Every non-loopback request Chromium makes rendering the message's HTML parts
-    (``patient``: settled after a longer quiet time)."""
+    (``patient``: settled after a longer quiet time), and ``tcp://HOST/`` when the
+    browser's trap for the tracker host took a connection meanwhile."""
     urls: list[str] = []
+    before = browser.trap.connections if browser.trap is not None else 0
     for part in html_parts(data):
         urls += browser.load(part.body, part.charset, *([PATIENT] if patient else []))
+    if browser.trap is not None and browser.trap.connections > before:
+        urls.append(f"tcp://{HOST}/")
     return urls
 
 
 @pytest.fixture(scope="module")
 def browsers() -> Iterator[dict[bool, Renderer]]:
-    with renderer() as plain, renderer(javascript=True) as scripted:
+    """The originals' browsers (the controls), by JavaScript on or off; the tracker host
+    resolves to a loopback trap of their own (a preconnect loads nothing else)."""
+    with renderer(trap_host=HOST) as plain, renderer(javascript=True, trap_host=HOST) as scripted:
         yield {False: plain, True: scripted}
+
+
+@pytest.fixture(scope="module")
+def refused_browsers() -> Iterator[dict[bool, Renderer]]:
+    """The refused copies' browsers: the tracker host resolves to a loopback trap there,
+    so a connection without a request (``<link rel=preconnect>``, a retry after the page
+    moved on) is seen too, and only a refused copy can have made it."""
+    with renderer(trap_host=HOST) as plain, renderer(javascript=True, trap_host=HOST) as scripted:
+        yield {False: plain, True: scripted}
+        for rendering in (plain, scripted):  # late connections, after the last page
+            assert rendering.trap is not None and rendering.trap.connections == 0
 
 
 def _marker(case: str) -> str:
@@ -595,7 +617,8 @@ def _marker(case: str) -> str:
 
 
 @pytest.mark.parametrize("case", list(CASES))
-def test_refused_copy_makes_no_remote_load(case: str, browsers: dict[bool, Renderer]) -> None:
+def test_refused_copy_makes_no_remote_load(case: str, browsers: dict[bool, Renderer],
+                                           refused_browsers: dict[bool, Renderer]) -> None:
     make, javascript = CASES[case]
     browser = browsers[javascript]
     data = make()
@@ -607,7 +630,7 @@ def test_refused_copy_makes_no_remote_load(case: str, browsers: dict[bool, Rende
     copy = refused(data)
     if copy.data is None:
         return  # held: nothing is sent
-    loads = rendered_requests(browser, copy.data)
+    loads = rendered_requests(refused_browsers[javascript], copy.data)
     if case.startswith("tpl_"):  # the template's own images stay (not beacons)
         loads = [url for url in loads if HOST in url]
     assert not loads, f"{copy.outcome}: the refused copy loads {loads}"
