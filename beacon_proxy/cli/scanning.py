@@ -21,6 +21,7 @@ from beacon_proxy.cli.common import CliError, config_from
 from beacon_proxy.consent.policy import Policy
 from beacon_proxy.headerfacts import one_click_url
 from beacon_proxy.rewrite.campaign import campaign_key, loads, personal_urls, references_at
+from beacon_proxy.rewrite.charsets import effective_charset
 from beacon_proxy.rewrite.copies import CopyPolicy, Decided, Outcome, Prepared, prepare
 from beacon_proxy.rewrite.copies import decide as decide_copy
 from beacon_proxy.rewrite.engine import Action, Engine, Item
@@ -52,6 +53,8 @@ _HTML_START = re.compile(
     rb"[\t\n\f\r ]*<(?:!--|(?:!doctype[\t\n\f\r ]+html|html|head|body|meta|table|div|center"
     rb"|style|title)[\t\n\f\r />])", re.IGNORECASE)
 _HTML_SUFFIXES = frozenset({".html", ".htm"})
+_MAIL_SUFFIXES = frozenset({".eml", *_HTML_SUFFIXES})  # taken from a directory by name
+_BOMS = (codecs.BOM_UTF8, codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)  # UTF-32's start like these
 #: A ``<meta>`` charset in the first 1024 bytes (where HTML's prescan looks for one).
 _META_CHARSET = re.compile(
     rb"<meta[^>]{0,512}?charset[\t\n\f\r ]*=[\t\n\f\r \"']*([-\w.:]{1,40})", re.IGNORECASE)
@@ -70,24 +73,23 @@ class Message(NamedTuple):
 
 def _html_message(data: bytes, named_html: bool) -> bytes | None:
     """An HTML file (a template, a newsletter tool's export: no header section) as the
-    message that would carry it, one ``text/html`` part in the file's charset; None when
-    ``data`` is no HTML document.  ``named_html``: the file's name ends in ``.html`` or
-    ``.htm`` (then any text starting with ``<`` is taken).
+    message that would carry it, one ``text/html`` part of the file's bytes as they are;
+    None when ``data`` is no HTML document.  ``named_html``: the file's name ends in
+    ``.html`` or ``.htm`` (then any text starting with ``<`` is taken).
 
-    The charset: a byte order mark's (UTF-16 is made UTF-8), else the first 1024 bytes'
-    ``<meta>`` charset, else UTF-8 when the bytes are UTF-8, else windows-1252 (what
-    browsers assume).
+    The charset: a byte order mark's (UTF-8, UTF-16 or UTF-32, as the engine reads it:
+    :func:`~beacon_proxy.rewrite.charsets.effective_charset`; text that does not decode
+    in it is no HTML document), else the first 1024 bytes' ``<meta>`` charset, else
+    UTF-8 when the bytes are UTF-8, else windows-1252 (what browsers assume).
     """
-    charset = ""
-    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+    head, charset = data, ""
+    if data.startswith(_BOMS):
+        charset = effective_charset(data, "")
         try:
-            data = data.decode("utf-16").encode("utf-8", "surrogatepass")
+            head = data.decode(charset).lstrip("\ufeff").encode("utf-8", "surrogatepass")
         except UnicodeError:
             return None
-        charset = "utf-8"
-    elif data.startswith(codecs.BOM_UTF8):
-        data, charset = data[len(codecs.BOM_UTF8):], "utf-8"
-    if not (_HTML_START.match(data) or (named_html and data.lstrip().startswith(b"<"))):
+    if not (_HTML_START.match(head) or (named_html and head.lstrip().startswith(b"<"))):
         return None
     if not charset:
         meta = _META_CHARSET.search(data, 0, 1024)
@@ -130,7 +132,7 @@ def _looks_like_mail(path: Path) -> bool:
     """Whether a file found in a directory is mail: ``*.eml``, an mbox, a message
     without an extension (a Maildir's ``cur``/``new`` files), or an HTML document
     (``*.html``, ``*.htm``)."""
-    if path.suffix.lower() == ".eml" or path.suffix.lower() in _HTML_SUFFIXES:
+    if path.suffix.lower() in _MAIL_SUFFIXES:
         return True
     try:
         with path.open("rb") as fh:

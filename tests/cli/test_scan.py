@@ -378,7 +378,11 @@ def test_an_html_file_is_scanned_and_written_back_as_html(
 @pytest.mark.parametrize(("raw", "charset"), [
     (HTML_DOC.replace('<meta charset="utf-8">', "").encode("utf-8"), "utf-8"),
     (b"\xef\xbb\xbf" + HTML_DOC.replace('<meta charset="utf-8">', "").encode(), "utf-8"),
-    (HTML_DOC.replace('<meta charset="utf-8">', "").encode("utf-16"), "utf-8"),
+    (b"\xff\xfe" + HTML_DOC.replace('<meta charset="utf-8">', "").encode("utf-16-le"),
+     "utf-16le"),
+    (b"\xfe\xff" + HTML_DOC.replace('<meta charset="utf-8">', "").encode("utf-16-be"),
+     "utf-16be"),
+    (HTML_DOC.replace('<meta charset="utf-8">', "").encode("utf-32"), "utf-32le"),
     (HTML_DOC.replace("utf-8", "iso-8859-1").encode("latin-1"), "iso-8859-1"),
     (HTML_DOC.replace('<meta charset="utf-8">', "").encode("latin-1"), "windows-1252"),
 ])
@@ -394,8 +398,10 @@ def test_an_html_files_charset_is_its_bom_its_meta_or_what_its_bytes_are(
     out = tmp_path / "out.html"
     assert main(["scan", str(page), "--output", str(out)]) == 0
     assert "1 tracker(s)" in capsys.readouterr().out
-    text = out.read_bytes().decode("utf-8" if charset == "utf-8" else "latin-1")
+    written = out.read_bytes()
+    text = written.decode(charset if charset.startswith("utf") else "latin-1")
     assert "Caf\u00e9 deals" in text and PIXEL_URL not in text
+    assert written.startswith(raw[:4])  # the file's own bytes: its BOM, its encoding
 
 
 def test_a_directory_scan_takes_html_files_and_a_named_fragment(
