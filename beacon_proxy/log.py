@@ -57,6 +57,7 @@ _ADDRESS = re.compile(r"(?<![\w!#$%&'*+/=?^`{|}~.-])"
                       r"(?:\"(?:[^\"\\\r\n]|\\.){0,64}+\"|[\w!#$%&'*+/=?^`{|}~.-]+)"
                       r"@(?:[^\W_](?:[\w.-]*[^\W_])?|\[[^\[\]\s]*\])")
 
+
 class _Pseudonyms:
     """The pseudonyms of one key, remembered: a message's lines name its sender, recipient
     and Message-ID again and again (one HMAC each otherwise).  Bounded: emptied when

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import argparse
 import codecs
-import email
-import email.policy
 import json
 import os
 import re
@@ -26,8 +24,10 @@ from beacon_proxy.rewrite.copies import CopyPolicy, Decided, Outcome, Prepared, 
 from beacon_proxy.rewrite.copies import decide as decide_copy
 from beacon_proxy.rewrite.engine import Action, Engine, Item
 from beacon_proxy.rewrite.links import open_links
+from beacon_proxy.rewrite.mime import parse_message
 from beacon_proxy.rewrite.rules import load_rules
 from beacon_proxy.rewrite.step import Copy, CopyStep, Recipient, run_steps
+from beacon_proxy.rewrite.transfer import TransferError, decode
 from beacon_proxy.spool.envelope import Envelope
 from beacon_proxy.tokens import Tokens
 
@@ -108,12 +108,13 @@ def _html_message(data: bytes, named_html: bool) -> bytes | None:
 def _html_of(copy: bytes) -> bytes:
     """The HTML document of a copy made from an HTML file: its text/html part's bytes,
     transfer encoding undone (what ``--output`` writes for an HTML input)."""
-    parsed = email.message_from_bytes(copy, policy=email.policy.compat32)
-    for part in parsed.walk():
-        if part.get_content_type() == "text/html":
-            payload = part.get_payload(decode=True)
-            if isinstance(payload, bytes):
-                return payload
+    tree = parse_message(copy)
+    for part in tree.html_parts():
+        if part.content_type == "text/html":
+            try:
+                return decode(tree.body(part), part.transfer_encoding)
+            except TransferError as exc:
+                raise CliError(f"the rewritten copy cannot be decoded: {exc}") from None
     raise CliError("the rewritten copy has no HTML part")
 
 
