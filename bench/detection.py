@@ -203,8 +203,9 @@ def _beacon(item: Item) -> bool:
 
 
 def _neutralised(item: Item) -> bool:
-    """Loads nothing in a refused copy: a tracker, or a layout image made inline."""
-    return item.finding.tracker or item.action.value == _INLINE
+    """Loads nothing in a refused copy: a tracker, or a layout image made inline or an
+    invisible load (a resource hint, icon or manifest) stripped though no tracker."""
+    return item.finding.tracker or item.action.value != "keep"
 
 
 def _read(path: Path) -> str:

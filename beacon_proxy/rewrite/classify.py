@@ -77,6 +77,13 @@ browser loads as a document or a style sheet (``iframe``, ``object``, ``embed``,
 reason ``embedded-document`` by :func:`classify_entries`, and the engine leaves
 its part to the fallback: what it loads in turn was not scanned.
 
+Invisible loads: a ``<link>`` that loads but is no style sheet (element
+``link-hint``: a resource hint such as ``preconnect``, ``dns-prefetch``,
+``prefetch``, ``preload``, an icon, a manifest) with no rule match and no form of
+the recipient's address is *not* a tracker either (reason ``invisible-load``).  It
+shows nothing, yet tells its host the mail is open: the engine strips it from
+refused copies (action ``strip``) and leaves it in granted ones.
+
 ``personalised_visible`` marks an image the recipient sees whose URL
 identifies them: the renderer replaces it with its ``alt`` text when beacons
 are refused.
@@ -91,17 +98,25 @@ from collections.abc import Iterable, Sequence
 from typing import NamedTuple
 
 from beacon_proxy.rewrite.html import Box, Entry, PendingImg, Reference
-from beacon_proxy.rewrite.htmlrefs import EMBEDDED_DOCUMENT, URL_IN_NAME, embeds_document
+from beacon_proxy.rewrite.htmlrefs import (
+    EMBEDDED_DOCUMENT,
+    LINK_HINT,
+    URL_IN_NAME,
+    embeds_document,
+)
 from beacon_proxy.rewrite.identity import RecipientIdentity
 from beacon_proxy.rewrite.rules import TrackerRules
 
-__all__ = ["LAYOUT_REASONS", "Finding", "classify", "classify_all", "classify_entries",
-           "classify_entry", "declared_px", "is_descriptive", "is_hidden", "is_layout",
-           "is_layout_finding", "is_layout_shaped", "is_spacer", "is_tiny", "plain_finding"]
+__all__ = ["INVISIBLE_LOAD", "LAYOUT_REASONS", "Finding", "classify", "classify_all",
+           "classify_entries", "classify_entry", "declared_px", "is_descriptive", "is_hidden",
+           "is_layout", "is_layout_finding", "is_layout_shaped", "is_neutralised", "is_spacer",
+           "is_tiny", "plain_finding"]
 
 _PIXEL_ELEMENTS = frozenset({"amp-pixel", "amp-analytics"})
 #: Elements that are trackers whatever their URL and box.
 _ALWAYS = _PIXEL_ELEMENTS | {URL_IN_NAME}
+#: Elements whose finding says something whatever their URL and box.
+_NOTED = _ALWAYS | {LINK_HINT}
 _UNSEEN: str | None = "\x00unseen"  # not in the rules' memo (no vendor name has a NUL)
 _ATTR_LENGTH = re.compile(r"[\t\n\f\r ]*([0-9]*\.?[0-9]+)(%?)")
 # The number is "digits, a dot, digits" or "digits", read possessively: "[0-9]*\.?[0-9]+"
@@ -141,6 +156,9 @@ _DESCRIPTIVE_PART = re.compile(r"[a-z]{3,}|[a-z0-9]{1,3}")
 _IMAGE_EXTENSIONS = frozenset({"gif", "png", "jpg", "jpeg", "webp", "svg", "bmp"})
 LAYOUT_REASONS = ("tiny-layout", "hidden-layout")  # by is_hidden: False, True
 _LAYOUT_FIRST = (("tiny-layout",), ("hidden-layout",))
+#: The reason of a resource hint, icon or manifest ``<link>`` that is no tracker.
+INVISIBLE_LOAD = "invisible-load"
+_NEUTRALISED_FIRST = (*_LAYOUT_FIRST, (INVISIBLE_LOAD,))
 _URL_PARTS = re.compile(r"https?://([^/?#]*)([^?#]*)(\?[^#]*)?", re.IGNORECASE)
 _RUN = re.compile(r"[A-Za-z0-9]+")
 
@@ -325,6 +343,12 @@ def is_layout_finding(finding: Finding) -> bool:
     return not finding.tracker and finding.reasons[:1] in _LAYOUT_FIRST
 
 
+def is_neutralised(finding: Finding) -> bool:
+    """Whether ``finding`` is no tracker yet loads nothing in a refused copy: a layout
+    image (inlined) or an invisible load (stripped)."""
+    return not finding.tracker and finding.reasons[:1] in _NEUTRALISED_FIRST
+
+
 def is_layout_shaped(finding: Finding) -> bool:
     """Whether ``finding`` was first judged a layout image - a tracker now only if
     campaign diffing found it personal - so refused copies keep its size (inline)."""
@@ -389,7 +413,7 @@ def classify_entries(entries: Sequence[Entry], rules: TrackerRules) -> dict[int,
             small, hidden = (False, False) if box is None else _verdict(box)
         pending = entry.__class__ is PendingImg
         if vendor is None and not small and not hidden and (
-                pending or entry.element not in _ALWAYS):  # type: ignore[union-attr]
+                pending or entry.element not in _NOTED):  # type: ignore[union-attr]
             continue
         element = "img" if pending else entry.element  # type: ignore[union-attr]
         out[index] = _classify(url, element, True, box, vendor, None)
@@ -409,7 +433,7 @@ def _classify(url: str, element: str, remote: bool, box: Box | None, vendor: str
         return _new(Finding, (url, element, False, None, (), False))
     small, hidden = (False, False) if box is None else _verdict(box)
     forms = identity.find(url) if identity is not None else []
-    if vendor is None and not small and not hidden and not forms and element not in _ALWAYS:
+    if vendor is None and not small and not hidden and not forms and element not in _NOTED:
         return _new(Finding, (url, element, False, None, (), False))  # most references
     reasons: list[str] = []
     if vendor is not None:
@@ -421,6 +445,9 @@ def _classify(url: str, element: str, remote: bool, box: Box | None, vendor: str
     if not reasons and not forms and box is not None and is_layout(url, box):
         # neutralised in refused copies (action "inline"), kept in granted ones
         return Finding(url, element, False, None, (LAYOUT_REASONS[hidden],), False)
+    if not reasons and not forms and element == LINK_HINT:
+        # stripped from refused copies, kept in granted ones
+        return Finding(url, element, False, None, (INVISIBLE_LOAD,), False)
     reasons += ["tiny"] * small + ["hidden"] * hidden
     if forms:
         reasons.append("identifies-recipient")

@@ -13,11 +13,13 @@ the policy does with each tracker:
   replaced by its ``alt`` text; a layout image (tiny or hidden, no identifier:
   :mod:`~beacon_proxy.rewrite.classify`) keeps its tag and gets a transparent
   ``data:`` image of its declared size as its URL (``Action.INLINE``,
-  :mod:`~beacon_proxy.rewrite.inline`), so nothing loads and nothing moves;
+  :mod:`~beacon_proxy.rewrite.inline`), so nothing loads and nothing moves; an
+  invisible load (a resource hint, icon or manifest ``<link>`` that is no tracker)
+  goes as a tracker does;
 * ``granted``: every tracker's URL points at the first-party open endpoint
   (the ``link`` callback mints it); a visible personalised image is kept, as
   the recipient consented and a pixel in its place would break the mail;
-  layout images are left as they are.
+  layout images and invisible loads are left as they are.
 
 References that campaign diffing found personal (:mod:`~beacon_proxy.rewrite.campaign`:
 their URL differs between the recipients' copies) are given to ``render`` as
@@ -67,8 +69,8 @@ from beacon_proxy.rewrite.classify import (
     classify,
     classify_entries,
     declared_px,
-    is_layout_finding,
     is_layout_shaped,
+    is_neutralised,
     plain_finding,
 )
 from beacon_proxy.rewrite.html import Entry, Reference, finish_scan, materialize, scan_entries
@@ -162,7 +164,7 @@ class HtmlPart:
     qp_index: QpIndex = ()  # quoted-printable line starts, for apply_edits
     transcoded: str | None = None  # the part's own charset when ``decoded`` is UTF-8 of it
     bom: bool = False  # the part's bytes start with a byte order mark (kept on re-encoding)
-    layout: tuple[int, ...] = ()  # indexes of the layout images (inlined in refused copies)
+    layout: tuple[int, ...] = ()  # layout images and invisible loads (is_neutralised)
     _cache: dict[str, tuple[Any, ...]] = field(default_factory=dict, repr=False,
                                                compare=False)
 
@@ -277,7 +279,7 @@ class Rendered:
     trackers: tuple[Item, ...]  # the items whose finding is a tracker
     changed: bool
     problems: tuple[str, ...] = ()  # parts that could not be re-encoded, left unmodified
-    layout: tuple[Item, ...] = ()  # layout images this copy inlines (not trackers)
+    layout: tuple[Item, ...] = ()  # layout images and invisible loads it neutralises
     _all: Callable[[], list[Item]] = field(default=list, repr=False)
     _items: list[tuple[Item, ...]] = field(default_factory=list, repr=False)
     #: A granted copy: its shape (the analysis's origin and the places of the edits) and
@@ -516,7 +518,7 @@ class Engine:
                             "(iframe, object, embed, link, @import), not scanned precisely")
             return None
         trackers = tuple([i for i, finding in noted.items() if finding.tracker])
-        layout = tuple([i for i, finding in noted.items() if is_layout_finding(finding)])
+        layout = tuple([i for i, finding in noted.items() if is_neutralised(finding)])
         return HtmlPart(part, decoded, charset, entries, noted, trackers, qp_index,
                         read.transcoded, read.bom, layout)
 
@@ -598,7 +600,8 @@ class Engine:
             inline = ref.rewritable and not ref.tag.startswith("amp-")
             return Action.INLINE if inline else Action.STRIP
         if not finding.tracker:
-            return Action.KEEP
+            return (Action.STRIP if policy is Policy.REFUSED and is_neutralised(finding)
+                    else Action.KEEP)
         if policy is Policy.REFUSED:
             return Action.STRIP
         if finding.personalised_visible:

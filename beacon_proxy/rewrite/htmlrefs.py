@@ -61,14 +61,20 @@ from beacon_proxy.rewrite.htmlpatterns import (
     TAG_NAME,
 )
 
-__all__ = ["EMBEDDED_DOCUMENT", "URL_IN_NAME", "Box", "Entry", "PendingImg", "Reference", "Span",
-           "TagReader", "embeds_document", "materialize", "name_url"]
+__all__ = ["EMBEDDED_DOCUMENT", "LINK_HINT", "URL_IN_NAME", "Box", "Entry", "PendingImg",
+           "Reference", "Span", "TagReader", "embeds_document", "materialize", "name_url"]
 
 _LOAD_RELS = frozenset({
     "stylesheet", "icon", "apple-touch-icon", "apple-touch-icon-precomposed", "mask-icon",
     "fluid-icon", "prefetch", "preload", "modulepreload", "prerender", "dns-prefetch",
     "preconnect", "manifest",
 })
+#: The element of a ``<link>`` that loads but is no style sheet: a resource hint
+#: (``preconnect``, ``dns-prefetch``, ``prefetch``, ``preload``, ...), an icon or a
+#: manifest.  A mail client shows nothing of it, yet it tells its host that the mail is
+#: open (classified ``invisible-load``, see :mod:`.classify`); its ``imagesrcset``
+#: candidates (a preloaded image) are this element too.
+LINK_HINT = "link-hint"
 
 _IMAGE_TAGS = frozenset({"img", "image", "input", "amp-img", "amp-anim", "v:image", "v:imagedata",
                          "video"})
@@ -404,15 +410,20 @@ class TagReader:
             alt_span = (alt[2], alt[3]) if alt is not None and alt[2] >= 0 else None
         if name == "input" and self.value(get(b"type")).strip().lower() != "image":
             return
-        if name == "link" and _LOAD_RELS.isdisjoint(self.value(get(b"rel")).lower().split()):
-            return
+        hint = False
+        if name == "link":
+            rels = self.value(get(b"rel")).lower().split()
+            if _LOAD_RELS.isdisjoint(rels):
+                return
+            hint = "stylesheet" not in rels
         if name == "source":
             self.sources = True
         for key, element in _TAG_URLS.get(name, ()):
             attr = get(key)
             if attr is not None:
                 whole = name == "link" or (key == b"src" and name in _WHOLE_TAG)
-                self.attr_ref(element, name, key, attr, tag_span if whole else attr[:2],
+                self.attr_ref(LINK_HINT if hint else element, name, key, attr,
+                              tag_span if whole else attr[:2],
                               tag_span, box, alt_span)
         if box is not None and b"src" not in attrs:
             self.url_in_names(name, tag_span, box)
@@ -436,7 +447,8 @@ class TagReader:
             for key in (b"srcset", b"imagesrcset"):
                 attr = get(key)
                 if attr is not None and attr[2] >= 0:
-                    self.srcset(name, key, attr, tag_span, box, alt_span)
+                    self.srcset(name, key, attr, tag_span, box, alt_span,
+                                LINK_HINT if hint else "srcset")
         elif name == "iframe" and b"srcdoc" in attrs and attrs[b"srcdoc"][2] >= 0:
             self.srcdoc(attrs[b"srcdoc"], tag_span)
         elif name == "meta" and b"content" in attrs and attrs[b"content"][2] >= 0:
@@ -525,7 +537,7 @@ class TagReader:
                  attr[:2], attr[2:4], False, box, alt_span)
 
     def srcset(self, tag: str, key: bytes, attr: _Attr, tag_span: Span, box: Box | None,
-               alt_span: Span | None) -> None:
+               alt_span: Span | None, element: str = "srcset") -> None:
         dec = Decoded(self.view, attr[2], attr[3])
         data = dec.data
         cands = srcset_candidates(data)
@@ -537,7 +549,7 @@ class TagReader:
             else:
                 removal = (start, cand_end)
             url = decode_text(data[start:url_end], self.charset)
-            self.add("srcset", url, tag, tag_span, dec.span(start, url_end), dec.span(*removal),
+            self.add(element, url, tag, tag_span, dec.span(start, url_end), dec.span(*removal),
                      b"", key, attr[:2], attr[2:4], False, box, alt_span)
 
     def refresh(self, attr: _Attr, tag_span: Span) -> None:

@@ -9,6 +9,7 @@ import pytest
 
 from beacon_proxy.consent.policy import Policy
 from beacon_proxy.rewrite.classify import (
+    INVISIBLE_LOAD,
     Finding,
     classify,
     classify_all,
@@ -17,12 +18,13 @@ from beacon_proxy.rewrite.classify import (
     is_hidden,
     is_layout,
     is_layout_finding,
+    is_neutralised,
     is_spacer,
     is_tiny,
 )
 from beacon_proxy.rewrite.engine import Action, Engine
 from beacon_proxy.rewrite.html import Box, scan_html
-from beacon_proxy.rewrite.htmlrefs import EMBEDDED_DOCUMENT
+from beacon_proxy.rewrite.htmlrefs import EMBEDDED_DOCUMENT, LINK_HINT
 from beacon_proxy.rewrite.identity import RecipientIdentity
 from beacon_proxy.rewrite.rules import load_rules
 from tests.rewrite import oracle
@@ -442,3 +444,53 @@ def test_a_data_url_loaded_as_a_document_is_noted(html: bytes) -> None:
 ])
 def test_a_data_url_loaded_as_an_image_is_not(html: bytes) -> None:
     assert classify_entries(scan_html(html).references, RULES) == {}
+
+
+# -- invisible loads: resource hints, icons, manifests -----------------------------------------
+
+@pytest.mark.parametrize("html", [
+    '<link rel="preconnect" href="https://cdn.shop.example">',
+    '<link rel="dns-prefetch" href="//cdn.shop.example">',
+    "<LINK REL='DNS-PREFETCH PRECONNECT' HREF=https://cdn.shop.example/ crossorigin>",
+    '<link rel="prefetch" href="https://cdn.shop.example/app.js">',
+    '<link rel="preload" as="font" href="https://cdn.shop.example/f.woff2" crossorigin>',
+    '<link rel="modulepreload" href="https://cdn.shop.example/m.js">',
+    '<link rel="prerender" href="https://shop.example/sale">',
+    '<link rel="shortcut icon" href="https://shop.example/favicon.ico">',
+    '<link rel="apple-touch-icon" href="https://shop.example/touch.png">',
+    '<link rel="manifest" href="https://shop.example/site.webmanifest">',
+    '<link rel="preload" as="image" imagesrcset="https://cdn.shop.example/hero.jpg 1x">',
+])
+def test_a_link_that_shows_nothing_is_an_invisible_load(html: str) -> None:
+    """No tracker (no rule, no identifier), yet it tells its host the mail is open and
+    shows nothing: neutralised in refused copies, kept in granted ones."""
+    finding = _one(html)
+    assert finding.element == LINK_HINT and not finding.tracker
+    assert finding.reasons == (INVISIBLE_LOAD,)
+    assert is_neutralised(finding) and not is_layout_finding(finding)
+    (noted,) = classify_entries(scan_html(html.encode()).references, RULES).values()
+    assert noted == _one(html, None)
+
+
+@pytest.mark.parametrize("html", [
+    '<link rel="stylesheet" href="https://fonts.example/css?family=Roboto">',
+    '<link rel="stylesheet preload" as="style" href="https://fonts.example/a.css">',
+    '<link rel="alternate stylesheet" href="https://fonts.example/b.css" title="b">',
+])
+def test_a_style_sheet_link_is_kept_like_a_visible_image(html: str) -> None:
+    finding = _one(html)
+    assert finding.element == "link" and finding.reasons == () and not is_neutralised(finding)
+
+
+def test_a_link_that_is_not_loaded_is_no_reference() -> None:
+    assert _findings('<link rel="alternate" href="https://shop.example/feed.xml">') == []
+    assert _findings('<link href="https://shop.example/x" rel="canonical">') == []
+
+
+def test_an_invisible_load_with_the_recipient_or_a_rule_is_a_tracker() -> None:
+    mine = _one(f'<link rel="preconnect" href="https://cdn.example/{MD5}">')
+    assert mine.tracker and "address-md5" in mine.reasons and not is_neutralised(mine)
+    assert not mine.personalised_visible  # nothing to replace by its alt text
+    ruled = _one('<link rel="prefetch" href="https://www.google-analytics.com/collect?v=1">')
+    assert ruled.tracker and ruled.vendor is not None
+    assert _one('<link rel="preload" href="data:font/woff2;base64,AAAA">').reasons == ()

@@ -387,6 +387,30 @@ def test_granted_copy_leaves_layout_images_alone() -> None:
     assert out.report(Policy.GRANTED)["actions"] == {"rewrite": 1}
 
 
+HINTS = (b'<link rel="preconnect" href="https://cdn.shop.example"> '
+         b"<link rel=icon href=https://shop.example/favicon.ico>")
+HINT_PAGE = (b'<html><head><link rel="stylesheet" href="https://fonts.example/a.css"> ' + HINTS
+             + b'</head><body><img src="https://cdn.shop.example/hero.jpg" width="600">'
+             + PIXEL + b"</body></html>")
+
+
+@pytest.mark.parametrize("cte", ["quoted-printable", "base64", "8bit"])
+def test_refused_copy_strips_invisible_loads_and_nothing_else(cte: str) -> None:
+    """A resource hint or icon that is no tracker goes from a refused copy, whole tag;
+    the style sheet and the visible image stay, and a granted copy keeps all three."""
+    analysis = ENGINE.analyse(_message(HINT_PAGE, cte=cte))
+    out = ENGINE.render(analysis, RCPT, Policy.REFUSED)
+    assert _html_of(out.data) == HINT_PAGE.replace(HINTS, b" ").replace(PIXEL, b"")
+    assert [i.action for i in out.layout] == [Action.STRIP, Action.STRIP]
+    assert all(i.finding.reasons == ("invisible-load",) for i in out.layout)
+    report = out.report(Policy.REFUSED)
+    assert report["actions"] == {"strip": 3} and report["beacons"] == 1
+    granted = ENGINE.render(analysis, RCPT, Policy.GRANTED, lambda url: LINK)
+    assert _html_of(granted.data) == HINT_PAGE.replace(
+        b"https://t.shop.example/open.gif?u=42", LINK.encode())
+    assert not granted.layout
+
+
 def test_a_layout_image_that_names_the_recipient_is_stripped() -> None:
     md5 = hashlib.md5(RCPT.lower().encode()).hexdigest()
     img = f'<img src="https://cdn.example/{md5}/spacer.gif" width="1" height="1">'.encode()

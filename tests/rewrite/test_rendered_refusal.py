@@ -155,6 +155,18 @@ SNIPPETS: dict[str, str] = {
     "link_icon": '<link rel="icon" href="{U}">',
     "link_shortcut_icon": '<link rel="shortcut icon" href="{U}">',
     "link_modulepreload": '<link rel="modulepreload" href="{U}">',
+    # hints, icons and manifests to a host and path that identify nobody: no tracker,
+    # yet they tell the host the mail is open, and show nothing (stripped: invisible-load)
+    "hint_preconnect_plain": '<link rel="preconnect" href="https://{H}">',
+    "hint_dns_prefetch_preconnect_plain": '<link rel="dns-prefetch preconnect" '
+                                          'href="//{H}" crossorigin>',
+    "hint_prefetch_plain": '<link rel="prefetch" href="https://{H}/assets/app.js">',
+    "hint_preload_plain": '<link rel="preload" as="image" href="https://{H}/img/hero.jpg">',
+    "hint_preload_imagesrcset_plain": '<link rel="preload" as="image" '
+                                      'imagesrcset="https://{H}/img/a.jpg 1x, '
+                                      'https://{H}/img/a2.jpg 2x">',
+    "hint_icon_plain": '<link rel="icon" href="https://{H}/favicon.ico">',
+    "hint_in_body_plain": '<p>Offers</p><LINK REL=PRECONNECT HREF=https://{H}/>',
     "link_stylesheet_data_import": '<link rel="stylesheet" '
                                    'href="data:text/css,@import url({U});">',
     "link_stylesheet_data_bg": '<link rel="stylesheet" '
