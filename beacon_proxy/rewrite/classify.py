@@ -21,8 +21,9 @@ A remote reference is a tracker when any of these hold (each adds a reason):
     any zero);
 ``hidden``
     such an image with ``display:none``, ``visibility:hidden|collapse``,
-    ``opacity:0``, ``max-height:0``/``max-width:0`` or ``mso-hide:all``, or inside
-    an element that hides its content (:mod:`.hiding`);
+    ``opacity:0``, ``max-height:0``/``max-width:0`` or ``mso-hide:all``, or with a
+    ``hidden`` attribute, or inside an element that hides its content (a style or a
+    ``hidden`` attribute, :mod:`.hiding`);
 ``pixel-element``
     ``amp-pixel`` and ``amp-analytics``, which exist only to report;
 ``malformed``

@@ -73,7 +73,7 @@ from dataclasses import dataclass
 from operator import itemgetter
 from typing import Any, TypeVar
 
-from beacon_proxy.rewrite.hiding import hiding_declarations
+from beacon_proxy.rewrite.hiding import hiding_marks
 from beacon_proxy.rewrite.html import Mark, _Scan
 from beacon_proxy.rewrite.htmlattr import Span
 from beacon_proxy.rewrite.htmlrefs import Entry, PendingImg
@@ -545,7 +545,7 @@ def _hidden(template: ScanTemplate, scan: _Scan, regions: Sequence[_Region],
             return None
         if b1 + 80 < n and not low[b1 + 11 : b1 + 80].translate(None, _BLANKS):
             return None
-        for m in hiding_declarations(low, max(0, b0 - 32), min(n, b1 + 100)):
+        for m in hiding_marks(low, max(0, b0 - 32), min(n, b1 + 100)):
             if m.start() not in known:
                 return None
     out: list[Span] = []

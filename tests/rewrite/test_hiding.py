@@ -3,13 +3,17 @@
 The oracle is the tree html5lib builds (as browsers do): an image is hidden when an
 ancestor other than ``html``/``head``/``body`` has, in its inline style, a winning
 ``display:none``, ``visibility:hidden|collapse`` or ``overflow:hidden`` with a zero size
-(declarations parsed by tinycss2).  The scanner must agree on well-formed documents and
-must never call an image hidden that the oracle shows (that would cost a content
-image) on any document.
+(declarations parsed by tinycss2), or when it or such an ancestor has a ``hidden``
+attribute that no style shows again: the user agent's ``[hidden]{display:none}`` loses
+to its own ``display`` and, conservatively, to a ``<style>`` block that sets a
+``display`` and names its tag, a class or its id, or styles ``[hidden``.  The scanner
+must agree on well-formed documents and must never call an image hidden that the
+oracle shows (that would cost a content image) on any document.
 """
 
 from __future__ import annotations
 
+import re
 import warnings
 
 import pytest
@@ -23,7 +27,9 @@ from beacon_proxy.rewrite.hiding import (
     MAX_DEPTH,
     HidingLimitError,
     hidden_ranges,
+    hiding_attributes,
     hiding_declarations,
+    hiding_marks,
 )
 from beacon_proxy.rewrite.html import scan_entries, scan_html
 
@@ -40,24 +46,45 @@ def _declarations(style: str) -> dict[str, str]:
     return out
 
 
-def _hides(tag: Tag) -> bool:
-    style = tag.get("style")
-    if not isinstance(style, str) or tag.name in _NEVER:
+def _hides(tag: Tag, shown: set[str]) -> bool:
+    """``shown``: the names a style block that sets a ``display`` holds (``[hidden``
+    among them when one styles the attribute)."""
+    if tag.name in _NEVER:
         return False
-    d = _declarations(style)
+    style = tag.get("style")
+    d = _declarations(style) if isinstance(style, str) else {}
     if d.get("display") == "none" or d.get("visibility") in ("hidden", "collapse"):
         return True
-    return d.get("overflow") == "hidden" and any(
-        d.get(key) in _ZERO for key in ("width", "height", "max-width", "max-height"))
+    if d.get("overflow") == "hidden" and any(
+            d.get(key) in _ZERO for key in ("width", "height", "max-width", "max-height")):
+        return True
+    if not tag.has_attr("hidden") or "display" in d or "[hidden" in shown:
+        return False
+    names = {tag.name, *tag.get_attribute_list("class"), *str(tag.get("id") or "").split()}
+    return not names & shown
+
+
+def _shown(soup: BeautifulSoup) -> set[str]:
+    out: set[str] = set()
+    for style in soup.find_all("style"):
+        text = str(style.string or "").lower()  # (get_text() leaves style sheets out)
+        if "display" in text:
+            out.update(re.findall(r"[-_a-z0-9]+", text))
+        if "[hidden" in text:
+            out.add("[hidden")
+    return out
 
 
 def oracle_hidden(html: str) -> list[bool]:
-    """For each ``<img>`` in document order: whether an ancestor hides it (html5lib)."""
+    """For each ``<img>`` in document order: whether it or an ancestor hides it (html5lib;
+    an image's own style is its box, not looked at here)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         soup = BeautifulSoup(html, "html5lib")
-    return [any(_hides(p) for p in img.parents if isinstance(p, Tag))
-            for img in soup.find_all("img")]
+    shown = _shown(soup)
+    return [(img.has_attr("hidden") and _hides(img, shown)) or any(
+        _hides(p, shown) for p in img.parents if isinstance(p, Tag))
+        for img in soup.find_all("img")]
 
 
 def scanner_hidden(html: str) -> list[bool]:
@@ -85,6 +112,26 @@ WELL_FORMED = [
     '<div style="overflow:hidden;max-height:10px"><img src="https://c.test/a"></div>',
     '<div style="mso-hide:all"><img src="https://c.test/a"></div>',
     '<p>display:none <img src="https://c.test/a"></p>',
+    # the hidden attribute: the user agent's [hidden]{display:none}
+    '<img src="https://t.test/a" hidden><img src="https://c.test/b">',
+    '<img hidden=until-found src="https://t.test/a"><IMG SRC="https://c.test/b" HIDDEN=""'
+    ' style="display:block">',
+    '<div hidden><p><img src="https://t.test/a"></p></div><img src="https://c.test/b">',
+    '<table><tr><td hidden><img src="https://t.test/a"></td><td><img src="https://c.test/b">'
+    "</td></tr></table>",
+    '<div title="x"hidden><img src="https://t.test/a"></div>',
+    '<div style="color:red" hidden><img src="https://t.test/a"></div>',
+    '<style>td{padding:0}</style><div hidden><img src="https://t.test/a"></div>',
+    # not hidden: its own style or a style block can show it again
+    '<div hidden style="display:block"><img src="https://c.test/a"></div>',
+    '<style>.row{display:flex}</style><div class="row" hidden><img src="https://c.test/a">'
+    "</div>",
+    '<style>img{display:block}</style><img src="https://c.test/a" hidden>',
+    '<style>[hidden]{display:block}</style><div hidden><img src="https://c.test/a"></div>',
+    '<style>#top{display:block}</style><div id="top" hidden><img src="https://c.test/a"></div>',
+    '<div title="hidden"><img src="https://c.test/a" alt="hidden"></div>',
+    '<div data-hidden><img src="https://c.test/a" hiddenx></div>',
+    '<p>hidden <img src="https://c.test/a"> hidden</p>',
 ]
 
 #: Markup a browser repairs: the scanner may see less hidden than html5lib, never more.
@@ -139,6 +186,8 @@ _BLOCKS = st.sampled_from([
     '<li style="display:none">', "<ul>", "</ul>", "<!--", "-->", "text", "<b>", "</b>",
     '<img src="https://c.test/i">', '<img src="https://c.test/j" width="1">',
     '<div style="max-height:0;overflow:hidden">', "<br>", "</br>", "<style>", "</style>",
+    "<div hidden>", '<img src="https://c.test/k" hidden>', "<td hidden>", "<p hidden>",
+    '<span hidden style="display:inline">', "hidden ", "<style>.x{display:block}</style>",
 ])
 
 
@@ -198,3 +247,24 @@ def test_hiding_declarations_need_the_property_right_before_the_colon() -> None:
                 found = [(m.start(), m.end()) for m in hiding_declarations(low)]
                 assert found == [(m.start(), m.end()) for m in _HIDING.finditer(low)]
                 assert len(found) == 1
+
+
+def test_an_image_s_own_style_outranks_its_hidden_attribute() -> None:
+    """On the image itself its style is its box: ``display:block`` shows it, a tiny or
+    ``display:none`` style is read there already (the range is for the attribute)."""
+    shown = b'<img src="https://c.test/a" width="600" hidden style="display:block">'
+    assert hidden_ranges(shown, [], []) == []
+    (ref,) = scan_html(shown).references
+    assert ref.box is not None and ref.box.display != "none"
+    hidden = b'<p>x</p><img src="https://t.test/a" width="600" hidden>'
+    assert hidden_ranges(hidden, [], []) == [(8, len(hidden))]
+    (ref,) = scan_html(hidden).references
+    assert ref.box is not None and ref.box.display == "none"
+
+
+def test_hidden_marks_are_declarations_and_attributes_by_position() -> None:
+    low = b'<div hidden style="display:none"><img hidden src=x> hidden;x :hiddenz hidden=1>'
+    assert [(m.start(), m.group()) for m in hiding_marks(low)] == [
+        (5, b"hidden"), (26, b":none"), (38, b"hidden"), (70, b"hidden")]
+    assert [m.start() for m in hiding_attributes(low, 6)] == [38, 70]
+    assert [m.start() for m in hiding_attributes(b"xhidden hidden>", 1)] == [8]

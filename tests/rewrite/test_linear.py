@@ -201,6 +201,12 @@ _HTML: dict[str, Build] = {
     "hiding-media-big": lambda n: b"<style>@media x{" + b".a{}" * n + b"}</style>"
     + b'<div class="a" style="display:none"></div>' * n,
     "hiding-stray-ends": _rep(b"", b'<div style="visibility:hidden"></b>'),
+    "hiding-attribute": _rep(b"", b"<div hidden><b>"),
+    "hiding-attribute-images": _rep(b"", b'<img src="https://t.test/x" hidden>'),
+    "hiding-attribute-in-values": _rep(b"", b'<p title="a hidden b" class="hidden x">'),
+    "hiding-attribute-in-text": _rep(b"<p>", b"hidden hidden/ "),
+    "hiding-attribute-styled": lambda n: b"<style>" + b".a%d{display:block}" * 3 % (1, 2, 3)
+    + b"</style>" + b'<div class="a b c d" id="e" hidden></div>' * n,
     # Candidates of hiding_declarations() that its Python property test turns down.
     "hiding-values-without-property": _rep(b"<p>", b":none :hidden : collapse "),
     "hiding-values-near-property": _rep(b'<p style="', b"displays:none;xoverflow:hidden;",

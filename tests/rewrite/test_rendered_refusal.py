@@ -167,6 +167,13 @@ SNIPPETS: dict[str, str] = {
                                       'https://{H}/img/a2.jpg 2x">',
     "hint_icon_plain": '<link rel="icon" href="https://{H}/favicon.ico">',
     "hint_in_body_plain": '<p>Offers</p><LINK REL=PRECONNECT HREF=https://{H}/>',
+    # hidden by the hidden attribute ([hidden]{display:none}), with a token that names
+    # nobody by itself: a hidden image with an identifier is a tracker
+    "hidden_attr_img_token": '<p>Offers</p><img src="https://{H}/o/8f3a2b1c9d.gif" hidden>',
+    "hidden_attr_div_token": '<div hidden><img src="https://{H}/o/8f3a2b1c9d.gif" '
+                             'width="600" height="300"></div><p>Offers</p>',
+    "hidden_attr_td_token": '<table><tr><td hidden><img src="https://{H}/o/8f3a2b1c9d.png">'
+                            "</td><td>Offers</td></tr></table>",
     "link_stylesheet_data_import": '<link rel="stylesheet" '
                                    'href="data:text/css,@import url({U});">',
     "link_stylesheet_data_bg": '<link rel="stylesheet" '

@@ -64,7 +64,8 @@ PIECES = [
     b"123", b"&amp;", b'<a href="x">', b"<script>", b'<base href="https://b.test/">',
     b"<amp-analytics>", b'<td background="https://q.test/r.png">', b"<svg>",
     b'<picture><source srcset="https://s.test/1.png">', b'<meta charset="utf-7">',
-    b"display:none", b"<title>", b"</title>",
+    b"display:none", b"<title>", b"</title>", b" hidden", b"<div hidden>",
+    b'<img src="https://t.test/h.gif" hidden>', b"<style>.a{display:block}</style>",
 ]
 
 
