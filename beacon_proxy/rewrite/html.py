@@ -60,7 +60,7 @@ from typing import Protocol
 from urllib.parse import urljoin
 
 from beacon_proxy.rewrite.css import scan_css
-from beacon_proxy.rewrite.hiding import HidingLimitError, hidden_ranges
+from beacon_proxy.rewrite.hiding import HidingLimitError, _attr_values, hidden_ranges
 from beacon_proxy.rewrite.htmlattr import (
     _URL_STRIP,
     Decoded,
@@ -81,7 +81,7 @@ from beacon_proxy.rewrite.htmlpatterns import (
     FAST_TAG,
     IMG_TAG,
     JSON_URL,
-    PICTURE_IMG,
+    PICTURE_STEP,
     RAW_END,
     RAW_TEXT,
     SKIP,
@@ -533,7 +533,7 @@ def finish_scan(scan: _Scan, truncated: bool = False
     if not scan.ordered:
         entries.sort(key=_entry_start)
     if scan.sources:
-        entries = _picture_boxes(entries, scan.low)
+        entries = _source_boxes(entries, scan)
     if not scan.truncated:
         hidden = scan.hidden
         if hidden is None:
@@ -548,6 +548,89 @@ def finish_scan(scan: _Scan, truncated: bool = False
     return tuple(entries), base, truncated or scan.truncated
 
 
+def _source_boxes(entries: list[Entry], scan: _Scan) -> list[Entry]:
+    """``<source>``, ``<track>`` and ``<audio>`` references with the box that shows them:
+    a picture's source the box of its ``<img>`` (:func:`_picture_boxes`), a media
+    element's source or track the box of its ``<video>`` or ``<audio>``, an ``<audio>``
+    without ``controls`` none at all (``display: none``: it shows nothing, yet loads
+    when the mail is opened).  A hidden or tiny media element's loads are then found as
+    a hidden or tiny image's are."""
+    entries = _picture_boxes(entries, scan.low)
+    wanted = [i for i, entry in enumerate(entries) if entry.__class__ is not PendingImg
+              and entry.tag in _MEDIA_OWN and entry.box is None]  # type: ignore[union-attr]
+    return _media_boxes(entries, wanted, scan) if wanted else entries
+
+
+_MEDIA_OWN = frozenset({"source", "track", "audio"})
+#: A ``<video>`` or ``<audio>`` start or end tag, on the lower-cased view.
+_MEDIA_TAG = re.compile(rb"<(/?)(video|audio)(?=[\t\n\f\r />])")
+
+
+def _media_box(scan: _Scan, start: int, name: bytes) -> Box | None:
+    """The box of the ``<video>`` or ``<audio>`` whose start tag is at ``start`` (None: a
+    tag that never ends)."""
+    budget = scan.budget  # the scan is over: reading a tag again spends nothing
+    attrs, end = scan.attributes(start + 1 + len(name))
+    scan.budget = budget
+    if end < 0:
+        return None
+    box = scan.box(attrs)
+    if name == b"audio" and b"controls" not in _attr_values(scan.low, start, end,
+                                                            (b"controls",)):
+        box = box._replace(display="none")  # no controls: an audio element shows nothing
+    return box
+
+
+def _media_boxes(entries: list[Entry], wanted: list[int], scan: _Scan) -> list[Entry]:
+    """``entries`` with those at ``wanted`` (sources, audio elements, in document order)
+    given the box of the innermost media element open at their start tag.
+
+    One pass over the media tags outside comments and raw text, with a stack of the
+    open ones: an end tag closes the innermost of its name and what opened inside it, a
+    start tag never closes one (a media element left open runs to the end: its sources
+    take its box, the safe side).  A media element inside another is fallback content,
+    never shown, yet it loads: its loads are hidden.  Linear: each tag is pushed and
+    popped once."""
+    low, opaque = scan.low, scan.opaque
+    starts = [a for a, _ in opaque]
+    boxes: dict[int, Box | None] = {}
+    stack: list[tuple[bytes, int]] = []
+    open_ = {b"video": 0, b"audio": 0}  # how many of each the stack holds
+    tags = _MEDIA_TAG.finditer(low)
+    pending = next(tags, None)
+    for index in wanted:
+        entry = entries[index]
+        at = entry.tag_span[0]  # type: ignore[union-attr]
+        while pending is not None and pending.start() < at:
+            i = bisect_right(starts, pending.start()) - 1
+            if i < 0 or opaque[i][1] <= pending.start():  # not in a comment or raw text
+                name = pending.group(2)
+                if not pending.group(1):
+                    stack.append((name, pending.start()))
+                    open_[name] += 1
+                elif open_[name]:  # (else a stray end tag: no walk down the stack)
+                    k = len(stack) - 1
+                    while stack[k][0] != name:
+                        k -= 1
+                    for closed, _ in stack[k:]:
+                        open_[closed] -= 1
+                    del stack[k:]
+            pending = next(tags, None)
+        own = entry.tag == "audio"  # type: ignore[union-attr]
+        start = at if own else stack[-1][1] if stack else -1
+        if start < 0:
+            continue
+        if start not in boxes:
+            boxes[start] = _media_box(scan, start, b"audio" if low.startswith(
+                b"<audio", start) else b"video")
+        box = boxes[start]
+        if box is not None:
+            if len(stack) > (0 if own else 1):  # inside another media element: its
+                box = box._replace(display="none")  # fallback content, never shown
+            entries[index] = entry._replace(box=box)
+    return entries
+
+
 def _picture_boxes(entries: list[Entry], low: bytes) -> list[Entry]:
     """``<picture>`` sources with the box of the ``<img>`` that shows them.
 
@@ -556,15 +639,40 @@ def _picture_boxes(entries: list[Entry], low: bytes) -> list[Entry]:
     """
     boxes = {entry.start if isinstance(entry, PendingImg) else entry.tag_span[0]: entry.box
              for entry in entries if isinstance(entry, PendingImg) or entry.tag == "img"}
+    imgs: dict[int, int] = {}  # a source tag's end -> where its picture's <img starts (-1)
     out: list[Entry] = []
     for entry in entries:
         if not isinstance(entry, PendingImg) and entry.tag == "source" and entry.box is None:
-            m = PICTURE_IMG.match(low, entry.tag_span[1])
-            box = None if m is None else boxes.get(m.end() - 4)
+            box = boxes.get(_picture_img(low, entry.tag_span[1], imgs))
             if box is not None:
                 entry = entry._replace(box=box)
         out.append(entry)
     return out
+
+
+def _picture_img(low: bytes, pos: int, imgs: dict[int, int]) -> int:
+    """Where the ``<img`` that follows the source tag ending at ``pos`` starts, past more
+    sources and whitespace (-1: none).  ``imgs`` remembers it for every source tag end on
+    the way: a run of n sources costs n steps in all, not n x n (20 000 sources in a
+    row, 0.9 MB, took 13 s when each source read the rest of the run)."""
+    way: list[int] = []
+    found = -1
+    while True:
+        known = imgs.get(pos)
+        if known is not None:
+            found = known
+            break
+        way.append(pos)
+        m = PICTURE_STEP.match(low, pos)
+        if m is None:
+            break
+        if m.start(1) < 0:
+            found = m.end() - 4
+            break
+        pos = m.end()
+    for at in way:
+        imgs[at] = found
+    return found
 
 
 def _hide(entries: list[Entry], hidden: list[Span]) -> list[Entry]:

@@ -47,7 +47,7 @@ __all__ = [
     "IMG_TAG_GROUPS",
     "JSON_URL",
     "KEYS",
-    "PICTURE_IMG",
+    "PICTURE_STEP",
     "RAW_END",
     "RAW_TEXT",
     "SKIP",
@@ -369,8 +369,9 @@ RAW_END = {
 #: ``"//a/\\`` repeated); no such start can succeed, as it meets the first run at one of
 #: its token boundaries (what precedes it is ``/``, never an escaping backslash).
 JSON_URL = re.compile(rb"\"((?:https?:)?(?:\\?/){2}(?:[^\"\\]++|\\.)*+)(\")?")
-#: From the end of a ``<source>`` tag: more sources and whitespace, then the ``<img>`` of
-#: the ``<picture>`` (the match ends just after ``<img``).  A source whose tag holds a
-#: quoted ">" is not followed (it keeps no box: the safe side).
-PICTURE_IMG = re.compile(
-    rb"(?:" + _WS + rb"++|<source(?=" + _SEP + rb"|>)[^>]*+>)*+<img(?=" + _SEP + rb"|>)")
+#: From the end of a ``<source>`` tag: whitespace, then another source (group 1) or the
+#: ``<img>`` of the ``<picture>`` (the match ends just after ``<img``).  Followed source by
+#: source (and remembered: a run of sources is read once, not once per source); a source
+#: whose tag holds a quoted ">" is not followed (it keeps no box: the safe side).
+PICTURE_STEP = re.compile(
+    _WS + rb"*+(?:(<source(?=" + _SEP + rb"|>)[^>]*+>)|<img(?=" + _SEP + rb"|>))")

@@ -329,7 +329,7 @@ class TagReader:
         self.truncated = False
         self.opaque: list[Span] = []  # comments and raw text, in document order
         self.styles: list[Span] = []  # <style> contents
-        self.sources = False  # a <source> reference was found (see html._picture_boxes)
+        self.sources = False  # a <source>, <track> or <audio> was read (html._source_boxes)
 
     def attributes(self, pos: int) -> tuple[dict[bytes, _Attr], int]:
         """Loader-relevant attributes (first occurrence wins) and the tag's end (-1 at EOF)."""
@@ -416,8 +416,8 @@ class TagReader:
             if _LOAD_RELS.isdisjoint(rels):
                 return
             hint = "stylesheet" not in rels
-        if name == "source":
-            self.sources = True
+        if name in ("source", "audio", "track"):
+            self.sources = True  # boxes decided after the scan (html._source_boxes)
         for key, element in _TAG_URLS.get(name, ()):
             attr = get(key)
             if attr is not None:

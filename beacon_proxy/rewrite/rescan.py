@@ -43,7 +43,7 @@ like this:
    again, and until the next region it would find exactly what the template
    found, at offsets shifted by the bytes the regions added or removed.  Those
    findings are copied, shifted; the scan stops otherwise only at the end.
-4. Everything after the scan (``<picture>`` boxes, hidden ancestors, sorting)
+4. Everything after the scan (``<picture>`` and media boxes, hidden ancestors, sorting)
    runs on the copy's whole result, as after a full scan.
 
 The result is the full scan's, entry for entry (``tests/rewrite/test_rescan.py``

@@ -494,3 +494,40 @@ def test_an_invisible_load_with_the_recipient_or_a_rule_is_a_tracker() -> None:
     ruled = _one('<link rel="prefetch" href="https://www.google-analytics.com/collect?v=1">')
     assert ruled.tracker and ruled.vendor is not None
     assert _one('<link rel="preload" href="data:font/woff2;base64,AAAA">').reasons == ()
+
+
+# -- media elements: a source or track takes its video's or audio's box ------------------------
+
+_TOKEN = "https://media.shop.example/o/8f3a2b1c9d"
+
+
+@pytest.mark.parametrize(("html", "reasons"), [
+    (f'<video style="display:none"><source src="{_TOKEN}.mp4" type="video/mp4"></video>',
+     [("hidden",)]),
+    (f'<VIDEO WIDTH=1 HEIGHT=1>\n<source src="{_TOKEN}.mp4"><track default src="{_TOKEN}.vtt">'
+     "</VIDEO>", [("tiny",), ("tiny",)]),
+    (f'<audio><source src="{_TOKEN}.mp3" type="audio/mpeg"></audio>', [("hidden",)]),
+    (f'<audio src="{_TOKEN}.mp3" title="controls" data-controls></audio>', [("hidden",)]),
+    (f'<audio controls style="display:none" src="{_TOKEN}.mp3"></audio>', [("hidden",)]),
+    (f'<div style="display:none"><video><source src="{_TOKEN}.mp4"></video></div>',
+     [("hidden",)]),
+    (f'<div hidden><audio controls><source src="{_TOKEN}.mp3"></audio></div>', [("hidden",)]),
+    (f'<video width="1"><audio controls><source src="{_TOKEN}.mp3"></audio></video>',
+     [("hidden",)]),  # the innermost: an audio element inside a video is never shown
+    # shown: kept
+    (f'<audio controls src="{_TOKEN}.mp3"></audio><audio CONTROLS><source src="{_TOKEN}.ogg">'
+     "</audio>", [(), ()]),
+    (f'<video width="600" height="300" poster="https://media.shop.example/poster.jpg">'
+     f'<source src="{_TOKEN}.mp4"><track default src="{_TOKEN}.vtt"></video>', [(), (), ()]),
+    (f'<video width="1"></video><source src="{_TOKEN}.mp4">', [()]),  # closed before it
+    (f'<!-- <video width="1"> --><source src="{_TOKEN}.mp4">', [()]),  # a comment
+    (f'<picture><source srcset="{_TOKEN}.png"><img src="https://c.example/hero.png" '
+     'width="600"></picture>', [(), ()]),
+])
+def test_media_sources_take_their_element_s_box(html: str, reasons: list[tuple[str, ...]]
+                                                 ) -> None:
+    findings = _findings(html)
+    assert [f.reasons for f in findings] == reasons
+    assert all(f.tracker == bool(f.reasons) for f in findings)
+    noted = classify_entries(scan_html(html.encode()).references, RULES)
+    assert [f.reasons for f in noted.values()] == [r for r in reasons if r]

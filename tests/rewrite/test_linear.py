@@ -214,6 +214,15 @@ _HTML: dict[str, Build] = {
     "picture-sources": _rep(b"<picture>", b'<source srcset="https://t.test/x">',
                             b'<img src="y" width="1">'),
     "picture-many": _rep(b"", b'<picture><source srcset="https://t.test/x"><img src="y">'),
+    # a media element's sources and tracks take its box (html._media_boxes)
+    "media-sources-unclosed": _rep(b'<video width="1">', b'<source src="https://t.test/x">'),
+    "picture-source-run": _rep(b"<picture>", b'<source srcset="https://t.test/x">'
+                               + b"\n" * 200, b'<img src="y" width="1">'),
+    "media-nested-unclosed": _rep(b"", b'<video><audio><source src="https://t.test/x">'),
+    "media-stray-end-tags": _rep(b"<video>" * 50, b'</audio><track src="https://t.test/x">'),
+    "media-open-then-stray": lambda n: b"<video>" * n + b"</audio>" * n
+    + b'<source src="https://t.test/x">' * n,
+    "media-audio-many": _rep(b"", b'<audio src="https://t.test/x" title="controls">'),
 }
 
 

@@ -167,6 +167,18 @@ SNIPPETS: dict[str, str] = {
                                       'https://{H}/img/a2.jpg 2x">',
     "hint_icon_plain": '<link rel="icon" href="https://{H}/favicon.ico">',
     "hint_in_body_plain": '<p>Offers</p><LINK REL=PRECONNECT HREF=https://{H}/>',
+    # media that shows nothing (no controls, hidden, tiny) with a token that names nobody
+    # by itself: its source or track takes its box, a hidden load with an identifier
+    "media_audio_token": '<p>Offers</p><audio src="https://{H}/o/8f3a2b1c9d.mp3"></audio>',
+    "media_audio_source_token": '<audio><source src="https://{H}/o/8f3a2b1c9d.mp3" '
+                                'type="audio/mpeg"></audio><p>Offers</p>',
+    "media_video_hidden_source_token": '<video style="display:none"><source '
+                                       'src="https://{H}/o/8f3a2b1c9d.mp4" type="video/mp4">'
+                                       "</video><p>Offers</p>",
+    "media_video_tiny_source_token": '<video width="1" height="1"><source '
+                                     'src="https://{H}/o/8f3a2b1c9d.webm"></video>',
+    "media_video_in_hidden_div_token": '<div style="display:none"><video><source '
+                                       'src="https://{H}/o/8f3a2b1c9d.mp4"></video></div>',
     # hidden by the hidden attribute ([hidden]{display:none}), with a token that names
     # nobody by itself: a hidden image with an identifier is a tracker
     "hidden_attr_img_token": '<p>Offers</p><img src="https://{H}/o/8f3a2b1c9d.gif" hidden>',
