@@ -17,7 +17,8 @@ A remote reference is a tracker when any of these hold (each adds a reason):
     ``amp-img``, ``amp-anim``, VML ``v:image``, a ``video`` and its ``poster``, a
     ``<picture>`` ``<source>``, which takes its ``<img>`` 's box, a media element's
     ``<source>`` and ``<track>``, which take its ``<video>`` 's or ``<audio>`` 's box,
-    an ``<audio>`` without ``controls`` being hidden) whose width or
+    an ``<audio>`` without ``controls`` being hidden; and an ``<iframe>``,
+    ``<object>`` or ``<embed>``, which loads in a 0 x 0 box all the same) whose width or
     height is 0-2 px by attribute (``1``, ``2px``, ``0``, ``0%``) or CSS
     ``width``/``height``/``max-width``/``max-height`` (px, pt, em/rem at 16 px,
     any zero);

@@ -21,8 +21,9 @@ own, and only where a hiding declaration exists at all:
    ``hidden`` attribute hides (the user agent's ``[hidden]{display:none}``) unless
    an author style can show the element again: its own ``style`` sets ``display``,
    or a ``<style>`` block sets a ``display`` somewhere and names the element's tag,
-   a class or its id, or styles ``[hidden`` at all.  On an image itself (a void
-   element) the range is its own tag: the image's box says ``display:none``;
+   a class or its id, or styles ``[hidden`` at all.  On an image or an ``<iframe>``
+   itself (a void element, raw text) the range is its own tag: its box says
+   ``display:none``;
 3. per hiding element, its extent: a walk over the tags after it with a stack of the
    elements opened inside (at most :data:`MAX_DEPTH`; past it the scan is truncated
    and refused copies take the fallback).  The element ends at its end tag, at an end
@@ -344,10 +345,10 @@ def hidden_ranges(low: bytes, opaque: Sequence[Span], styles: Sequence[Span],
         if tag.group(1) or tag.end() <= at:
             continue
         name = tag.group(2)
-        if name in _NEVER or name.startswith((b"v:", b"o:", b"w:")):
+        void = name in _VOID or name == b"iframe"  # its own style is its box already; its
+        if void and not attribute:  # hidden attribute is not (an iframe holds raw text)
             continue
-        void = name in _VOID  # an image's own style is its box already; hidden is not
-        if void and not attribute:
+        if (name in _NEVER and name != b"iframe") or name.startswith((b"v:", b"o:", b"w:")):
             continue
         if name in _CELL:
             if first_table < 0:

@@ -79,6 +79,10 @@ LINK_HINT = "link-hint"
 _IMAGE_TAGS = frozenset({"img", "image", "input", "amp-img", "amp-anim", "v:image", "v:imagedata",
                          "video"})
 
+#: Elements that show a document or a plug-in in a box of their own: a tiny or hidden one
+#: loads all the same (a 0 x 0 ``<iframe>`` is a pixel), so it gets a box as an image does.
+_FRAME_TAGS = frozenset({"iframe", "frame", "object", "embed"})
+
 #: Void elements whose whole tag goes when their main URL is a tracker.
 _WHOLE_TAG = frozenset({"img", "image", "input", "source", "track", "embed", "bgsound"})
 
@@ -408,6 +412,8 @@ class TagReader:
             box = self.box(attrs)
             alt = get(b"alt")
             alt_span = (alt[2], alt[3]) if alt is not None and alt[2] >= 0 else None
+        elif name in _FRAME_TAGS:
+            box = self.box(attrs)
         if name == "input" and self.value(get(b"type")).strip().lower() != "image":
             return
         hint = False
@@ -425,7 +431,7 @@ class TagReader:
                 self.attr_ref(LINK_HINT if hint else element, name, key, attr,
                               tag_span if whole else attr[:2],
                               tag_span, box, alt_span)
-        if box is not None and b"src" not in attrs:
+        if box is not None and b"src" not in attrs and name not in _FRAME_TAGS:
             self.url_in_names(name, tag_span, box)
         if name[:2] == "v:" and b"src" in attrs:
             attr = attrs[b"src"]

@@ -531,3 +531,20 @@ def test_media_sources_take_their_element_s_box(html: str, reasons: list[tuple[s
     assert all(f.tracker == bool(f.reasons) for f in findings)
     noted = classify_entries(scan_html(html.encode()).references, RULES)
     assert [f.reasons for f in noted.values()] == [r for r in reasons if r]
+
+
+@pytest.mark.parametrize(("html", "reasons"), [
+    (f'<iframe src="{_TOKEN}" width="0" height="0" frameborder="0"></iframe>', ("tiny",)),
+    (f'<iframe src="{_TOKEN}" style="display:none"></iframe>', ("hidden",)),
+    (f'<iframe src="{_TOKEN}" hidden></iframe>', ("hidden",)),
+    (f'<IFRAME SRC="{_TOKEN}" HIDDEN STYLE="DISPLAY:BLOCK"></IFRAME>', ()),
+    (f'<object data="{_TOKEN}" width="1" height="1"></object>', ("tiny",)),
+    (f'<embed src="{_TOKEN}" style="visibility:hidden">', ("hidden",)),
+    (f'<div style="display:none"><iframe src="{_TOKEN}"></iframe></div>', ("hidden",)),
+    (f'<iframe src="{_TOKEN}" width="600" height="400"></iframe>', ()),
+    (f'<object data="{_TOKEN}"></object>', ()),
+])
+def test_a_tiny_or_hidden_frame_is_a_pixel(html: str, reasons: tuple[str, ...]) -> None:
+    """A 0 x 0 or hidden ``<iframe>``, ``<object>`` or ``<embed>`` loads all the same."""
+    (finding,) = _findings(html)
+    assert finding.reasons == reasons and finding.tracker == bool(reasons)

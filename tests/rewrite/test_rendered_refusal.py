@@ -177,6 +177,15 @@ SNIPPETS: dict[str, str] = {
                                        "</video><p>Offers</p>",
     "media_video_tiny_source_token": '<video width="1" height="1"><source '
                                      'src="https://{H}/o/8f3a2b1c9d.webm"></video>',
+    "frame_tiny_token": '<p>Offers</p><iframe src="https://{H}/o/8f3a2b1c9d" width="0" '
+                        'height="0" style="border:0"></iframe>',
+    "frame_hidden_style_token": '<iframe src="https://{H}/o/8f3a2b1c9d" '
+                                'style="display:none"></iframe><p>Offers</p>',
+    "frame_hidden_attr_token": '<iframe src="https://{H}/o/8f3a2b1c9d" hidden></iframe>',
+    "frame_object_tiny_token": '<object data="https://{H}/o/8f3a2b1c9d.html" type="text/html" '
+                               'width="1" height="1"></object>',
+    "frame_in_hidden_div_token": '<div style="display:none"><iframe '
+                                 'src="https://{H}/o/8f3a2b1c9d"></iframe></div>',
     "media_video_in_hidden_div_token": '<div style="display:none"><video><source '
                                        'src="https://{H}/o/8f3a2b1c9d.mp4"></video></div>',
     # hidden by the hidden attribute ([hidden]{display:none}), with a token that names
