@@ -56,14 +56,14 @@ from __future__ import annotations
 import re
 import sys
 from bisect import bisect_right
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from heapq import merge
 
 from beacon_proxy.rewrite.css import declarations
-from beacon_proxy.rewrite.htmlattr import Span
+from beacon_proxy.rewrite.htmlattr import Span, unescape
 from beacon_proxy.rewrite.htmlpatterns import TAG_ATTR
 
-__all__ = ["MAX_DEPTH", "HidingLimitError", "hidden_ranges", "hiding_attributes",
+__all__ = ["MAX_DEPTH", "MAX_NESTING", "HidingLimitError", "hidden_ranges", "hiding_attributes",
            "hiding_declarations", "hiding_marks"]
 
 MAX_DEPTH = 256  # elements open inside one hiding element
@@ -86,6 +86,8 @@ _HIDDEN_ATTRIBUTE = re.compile(rb"hidden(?=[\t\n\f\r /=>])")
 _BEFORE_ATTRIBUTE = b"\t\n\f\r /\"'"
 #: A word of a style block: a tag, class or id name a selector may hold.
 _STYLE_WORD = re.compile(rb"[-_a-z0-9]++")
+#: An attribute selector on ``hidden`` (``[hidden]``, ``[ hidden ]``, ``[hidden=""]``).
+_HIDDEN_SELECTOR = re.compile(rb"\[" + _WS + rb"*+hidden(?![-_a-z0-9])")
 #: Any tag: its name (group 2; group 1 "/" for an end tag) and its whole extent, quotes
 #: honoured.  Searched in the lower-cased view.
 _TAG = re.compile(
@@ -149,6 +151,60 @@ def hiding_declarations(low: bytes, start: int = 0, end: int = sys.maxsize
     for m in _HIDING_VALUE.finditer(low, start, end):
         if ends(_HIDING_PROPERTIES, 0, m.start()):
             yield m
+
+
+#: ``<`` tried around one mark: a start tag inside another's quoted value, and "<" that
+#: start no tag.  Past it the part counts as truncated (refused copies take the fallback).
+MAX_NESTING = 32
+_ENDLESS = re.compile(b"").match(b"")  # _enclosing_tag(): a tag that never ends
+
+
+def _enclosing_tag(low: bytes, at: int, attribute: bool, floor: int,
+                   note: Callable[[Span], None], opaque_starts: Sequence[int],
+                   opaque: Sequence[Span]) -> re.Match[bytes] | None:
+    """The tag that holds position ``at`` (a hiding mark, an ``attribute`` or a
+    declaration), looking back no further than
+    ``floor``: None when ``at`` is in text, :data:`_ENDLESS` in a tag that never ends.
+
+    The nearest ``<`` before ``at`` may sit in an attribute value (``<img alt="<"
+    hidden>``, ``<p title="<div hidden>">``): a ``<`` that starts no tag is passed
+    over, and a tag found is replaced by the one further back while that one's extent
+    holds it - looked for only when a quote stands between the last ``>`` before the tag
+    and the tag, or one is left open between the tag and the mark (else the tags before,
+    a campaign's personal pixel often, would be read for every hidden element after
+    them; a ``>`` in a value may hide the rest from us: ``<p title="a>b <div hidden>">``
+    hides more than a browser does).
+    Raises :class:`HidingLimitError` past :data:`MAX_NESTING` steps.
+    """
+    tag: re.Match[bytes] | None = None
+    hi = at
+    for _ in range(MAX_NESTING):
+        cand = low.rfind(b"<", floor, hi)
+        note((floor if cand < 0 else cand, hi))
+        if cand < 0:
+            return tag
+        i = bisect_right(opaque_starts, cand) - 1
+        if i >= 0 and opaque[i][1] > cand:
+            return tag  # a comment or raw text: no tag around it reaches here
+        m = _TAG.match(low, cand)
+        if m is None:
+            if _TAG_START.match(low, cand) is None:
+                note((cand, cand + 3))  # what both patterns read of it
+                hi = cand  # a "<" that starts no tag ("1 < 2", alt="<"): further back
+                continue
+            note((cand, len(low)))
+            return _ENDLESS
+        note((cand, m.end()))
+        if m.end() <= (at if tag is None else tag.start()):
+            return tag  # it ends before: what was found is not inside it
+        tag, hi = m, cand
+        gt = low.rfind(b">", floor, cand)
+        note((floor if gt < 0 else gt, max(cand, at)))
+        if low.find(b'"', gt + 1, cand) < 0 and low.find(b"'", gt + 1, cand) < 0 and not (
+                attribute and (low.count(b'"', cand, at) % 2 or low.count(b"'", cand, at) % 2)):
+            return tag  # no quote since the last ">", none left open up to an attribute
+            # mark (a declaration's is in its style's quotes): not in a value (most tags)
+    raise HidingLimitError(f"more than {MAX_NESTING} tags or '<' around a hiding mark")
 
 
 def hiding_attributes(low: bytes, start: int = 0, end: int = sys.maxsize
@@ -226,19 +282,21 @@ def _named(values: dict[bytes, bytes], names: frozenset[bytes]) -> bool:
 def _hides(low: bytes, start: int, end: int) -> bool | None:
     """Whether the tag at ``start:end`` hides its content by its first style attribute:
     a hiding declaration that wins there; None when that style sets no ``display`` (a
-    ``hidden`` attribute then hides, unless a style block shows the element)."""
+    ``hidden`` attribute then hides, unless a style block shows the element).  Character
+    references are decoded first (``font-family:&quot;Open Sans&quot;`` is common); a
+    CSS escape stays as it is (``display:\\62 lock`` sets a display that is not none)."""
     value = _style_value(low, start, end)
     if value is None:
         return None
-    if low.find(b"&", *value) >= 0 or low.find(b"\\", *value) >= 0:
-        return False  # entities or CSS escapes: not read here (the image keeps its own box)
-    d = declarations(low, value[0], value[1], lower=True)
+    css = low[value[0] : value[1]]
+    if b"&" in css:
+        css = unescape(css.decode("latin-1")).lower().encode("latin-1", "replace")
+    d = declarations(css, lower=True)
     if d.get("display") == "none" or d.get("visibility") in ("hidden", "collapse"):
         return True
-    if any(_ZERO.fullmatch(d[key].encode("latin-1")) is not None
+    if any(_ZERO.fullmatch(d[key].encode("latin-1", "replace")) is not None
            for key in _SIZES if key in d) and any(
-            low.startswith(b"overflow", m.start() - 8)
-            for m in hiding_declarations(low, value[0], value[1])):
+            css.startswith(b"overflow", m.start() - 8) for m in hiding_declarations(css)):
         return True  # overflow:hidden (overflow:clip is not searched for) with a zero size
     return False if "display" in d else None
 
@@ -311,7 +369,7 @@ def hidden_ranges(low: bytes, opaque: Sequence[Span], styles: Sequence[Span],
     media: frozenset[bytes] | None = None  # the names media queries style (on first need)
     styled: frozenset[bytes] | None = None  # words of style blocks with a display (same)
     first_table = -1  # where the first <table starts, once looked for (past the end: none)
-    seen = 0  # where the last backward search started: each byte is searched back once
+    seen = 0  # past the last mark and the tag judged for it: each tag is judged once
     for m in hiding_marks(low):
         at = m.start()
         attribute = low[at] != 0x3A  # ":" starts a declaration's match
@@ -319,31 +377,23 @@ def hidden_ranges(low: bytes, opaque: Sequence[Span], styles: Sequence[Span],
              (at - _LOOKBEHIND - 1, m.end()))  # with the byte before the property
         if declarations is not None:
             declarations.append(at)
-        if out and at < out[-1][1]:
-            continue  # inside a hidden element already
+        if (out and at < out[-1][1]) or at < seen:
+            continue  # inside a hidden element, or the tag judged last, already
         if not attribute:
             prop_start = at - (7 if low.startswith(b"display", at - 7) else
                                10 if low.startswith(b"visibility", at - 10) else 8)
             if prop_start <= 0 or low[prop_start - 1] not in _BEFORE_PROPERTY:
                 continue
-        lt = low.rfind(b"<", seen, at)
-        note((seen if lt < 0 else lt, at))
-        seen = at
-        if lt < 0:
-            continue  # the same tag as the last match (or none at all)
-        i = bisect_right(opaque_starts, lt) - 1
-        if i >= 0 and opaque[i][1] > lt:
-            continue
-        tag = _TAG.match(low, lt)
-        if tag is None:
-            if _TAG_START.match(low, lt) is None:
-                note((lt, lt + 3))  # what both patterns read of it
-                continue  # a "<" that starts no tag ("1 < 2", "<!-->"): text
-            note((lt, len(low)))
+        i = bisect_right(opaque_starts, at) - 1
+        if i >= 0 and opaque[i][1] > at:
+            continue  # in a comment or raw text
+        tag = _enclosing_tag(low, at, attribute, seen, note, opaque_starts, opaque)
+        if tag is _ENDLESS:
             break  # a tag that never ends: the rest of the document is in it
-        note((lt, tag.end()))
-        if tag.group(1) or tag.end() <= at:
-            continue
+        seen = at if tag is None else max(at, tag.end())  # each tag is judged once
+        if tag is None or tag.group(1):
+            continue  # text, or an end tag
+        lt = tag.start()
         name = tag.group(2)
         void = name in _VOID or name == b"iframe"  # its own style is its box already; its
         if void and not attribute:  # hidden attribute is not (an iframe holds raw text)
@@ -362,12 +412,12 @@ def hidden_ranges(low: bytes, opaque: Sequence[Span], styles: Sequence[Span],
             continue  # its own style decides (its box), also over a hidden attribute
         values = _attr_values(low, lt, tag.end(), (b"class", b"id", b"hidden"))
         if hides is None:  # no own display: a hidden attribute, unless a style shows it
-            if b"hidden" not in values:
-                continue
+            if b"hidden" not in values or (void and values[b"hidden"].strip() == b"until-found"):
+                continue  # (until-found hides an element's content, not a replaced one)
             if styles and styled is None:
                 styled = frozenset(word for a, b in styles if low.find(b"display", a, b) >= 0
                                    for word in _STYLE_WORD.findall(low, a, b))
-                if any(low.find(b"[hidden", a, b) >= 0 for a, b in styles):
+                if any(_HIDDEN_SELECTOR.search(low, a, b) for a, b in styles):
                     styled = styled | {b"[hidden"}
                 for a, b in styles:
                     note((a, b))

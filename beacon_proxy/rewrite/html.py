@@ -55,7 +55,9 @@ from __future__ import annotations
 
 import re
 from bisect import bisect_right
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Protocol
 from urllib.parse import urljoin
 
@@ -532,33 +534,43 @@ def finish_scan(scan: _Scan, truncated: bool = False
                        for r, rel in zip(refs, relative, strict=True)]
     if not scan.ordered:
         entries.sort(key=_entry_start)
-    if scan.sources:
-        entries = _source_boxes(entries, scan)
+    hidden: list[Span] = []
     if not scan.truncated:
-        hidden = scan.hidden
-        if hidden is None:
+        found = scan.hidden
+        if found is None:
             try:
-                hidden = hidden_ranges(scan.low, scan.opaque, scan.styles, scan.hidden_reads,
-                                       scan.hidden_declarations)
-            except HidingLimitError:
+                found = hidden_ranges(scan.low, scan.opaque, scan.styles, scan.hidden_reads,
+                                      scan.hidden_declarations)
+            except HidingLimitError:  # (scan.hidden stays None: no template is kept)
                 return tuple(entries), base, True
-            scan.hidden = hidden
+            scan.hidden = found
+        hidden = found
         if hidden:
             entries = _hide(entries, hidden)
+    if scan.sources:  # after the hiding: a source takes its <img>'s box as hidden
+        entries = _source_boxes(entries, scan, hidden)
     return tuple(entries), base, truncated or scan.truncated
 
 
-def _source_boxes(entries: list[Entry], scan: _Scan) -> list[Entry]:
+def _source_boxes(entries: list[Entry], scan: _Scan, hidden: list[Span]) -> list[Entry]:
     """``<source>``, ``<track>`` and ``<audio>`` references with the box that shows them:
     a picture's source the box of its ``<img>`` (:func:`_picture_boxes`), a media
     element's source or track the box of its ``<video>`` or ``<audio>``, an ``<audio>``
     without ``controls`` none at all (``display: none``: it shows nothing, yet loads
     when the mail is opened).  A hidden or tiny media element's loads are then found as
-    a hidden or tiny image's are."""
-    entries = _picture_boxes(entries, scan.low)
+    a hidden or tiny image's are.  ``hidden``: the hidden elements (:func:`_hide` ran with
+    them): a box found here is hidden inside one, as the ``<img>`` 's or the source's."""
+    inside = partial(_inside, [start for start, _ in hidden], hidden)
+    entries = _picture_boxes(entries, scan, inside)
     wanted = [i for i, entry in enumerate(entries) if entry.__class__ is not PendingImg
               and entry.tag in _MEDIA_OWN and entry.box is None]  # type: ignore[union-attr]
-    return _media_boxes(entries, wanted, scan) if wanted else entries
+    return _media_boxes(entries, wanted, scan, inside) if wanted else entries
+
+
+def _inside(starts: list[int], hidden: list[Span], at: int) -> bool:
+    """Whether ``at`` is inside one of the sorted, disjoint ``hidden`` spans."""
+    i = bisect_right(starts, at) - 1
+    return i >= 0 and at < hidden[i][1]
 
 
 _MEDIA_OWN = frozenset({"source", "track", "audio"})
@@ -566,9 +578,9 @@ _MEDIA_OWN = frozenset({"source", "track", "audio"})
 _MEDIA_TAG = re.compile(rb"<(/?)(video|audio)(?=[\t\n\f\r />])")
 
 
-def _media_box(scan: _Scan, start: int, name: bytes) -> Box | None:
-    """The box of the ``<video>`` or ``<audio>`` whose start tag is at ``start`` (None: a
-    tag that never ends)."""
+def _tag_box(scan: _Scan, start: int, name: bytes) -> Box | None:
+    """The box of the ``<video>``, ``<audio>`` or ``<img>`` whose start tag is at
+    ``start`` (None: a tag that never ends)."""
     budget = scan.budget  # the scan is over: reading a tag again spends nothing
     attrs, end = scan.attributes(start + 1 + len(name))
     scan.budget = budget
@@ -581,7 +593,8 @@ def _media_box(scan: _Scan, start: int, name: bytes) -> Box | None:
     return box
 
 
-def _media_boxes(entries: list[Entry], wanted: list[int], scan: _Scan) -> list[Entry]:
+def _media_boxes(entries: list[Entry], wanted: list[int], scan: _Scan,
+                 inside: Callable[[int], bool]) -> list[Entry]:
     """``entries`` with those at ``wanted`` (sources, audio elements, in document order)
     given the box of the innermost media element open at their start tag.
 
@@ -621,30 +634,42 @@ def _media_boxes(entries: list[Entry], wanted: list[int], scan: _Scan) -> list[E
         if start < 0:
             continue
         if start not in boxes:
-            boxes[start] = _media_box(scan, start, b"audio" if low.startswith(
+            boxes[start] = _tag_box(scan, start, b"audio" if low.startswith(
                 b"<audio", start) else b"video")
         box = boxes[start]
         if box is not None:
-            if len(stack) > (0 if own else 1):  # inside another media element: its
-                box = box._replace(display="none")  # fallback content, never shown
+            if len(stack) > (0 if own else 1) or inside(at):  # fallback content inside
+                box = box._replace(display="none")  # another media element, or hidden
             entries[index] = entry._replace(box=box)
     return entries
 
 
-def _picture_boxes(entries: list[Entry], low: bytes) -> list[Entry]:
+def _picture_boxes(entries: list[Entry], scan: _Scan, inside: Callable[[int], bool]
+                   ) -> list[Entry]:
     """``<picture>`` sources with the box of the ``<img>`` that shows them.
 
     A browser draws the chosen source in the picture's ``<img>`` box, so a source
-    followed (past other sources and whitespace) by a 1 x 1 ``<img>`` is a 1 x 1 image.
+    followed (past other sources and whitespace) by a 1 x 1 ``<img>`` is a 1 x 1 image,
+    and one followed by a hidden ``<img>`` (``<img hidden>``, in a hidden element) a
+    hidden one.  An ``<img>`` that is no reference (no ``src``) is read for its box.
     """
-    boxes = {entry.start if isinstance(entry, PendingImg) else entry.tag_span[0]: entry.box
-             for entry in entries if isinstance(entry, PendingImg) or entry.tag == "img"}
+    low = scan.low
+    boxes: dict[int, Box | None] = {
+        entry.start if isinstance(entry, PendingImg) else entry.tag_span[0]: entry.box
+        for entry in entries if isinstance(entry, PendingImg) or entry.tag == "img"}
     imgs: dict[int, int] = {}  # a source tag's end -> where its picture's <img starts (-1)
     out: list[Entry] = []
     for entry in entries:
         if not isinstance(entry, PendingImg) and entry.tag == "source" and entry.box is None:
-            box = boxes.get(_picture_img(low, entry.tag_span[1], imgs))
+            at = _picture_img(low, entry.tag_span[1], imgs)
+            if at >= 0 and at not in boxes:
+                box = _tag_box(scan, at, b"img")
+                boxes[at] = box if box is None or not inside(at) else box._replace(
+                    display="none")
+            box = boxes.get(at)
             if box is not None:
+                if box.display != "none" and inside(entry.tag_span[0]):
+                    box = box._replace(display="none")  # the source itself is hidden
                 entry = entry._replace(box=box)
         out.append(entry)
     return out

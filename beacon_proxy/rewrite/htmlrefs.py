@@ -67,8 +67,10 @@ __all__ = ["EMBEDDED_DOCUMENT", "LINK_HINT", "URL_IN_NAME", "Box", "Entry", "Pen
 _LOAD_RELS = frozenset({
     "stylesheet", "icon", "apple-touch-icon", "apple-touch-icon-precomposed", "mask-icon",
     "fluid-icon", "prefetch", "preload", "modulepreload", "prerender", "dns-prefetch",
-    "preconnect", "manifest",
+    "preconnect", "manifest", "compression-dictionary",
 })
+#: A style sheet that loads: no ``type``, or a CSS one.
+_CSS_TYPES = frozenset({"", "text/css"})
 #: The element of a ``<link>`` that loads but is no style sheet: a resource hint
 #: (``preconnect``, ``dns-prefetch``, ``prefetch``, ``preload``, ...), an icon or a
 #: manifest.  A mail client shows nothing of it, yet it tells its host that the mail is
@@ -421,7 +423,10 @@ class TagReader:
             rels = self.value(get(b"rel")).lower().split()
             if _LOAD_RELS.isdisjoint(rels):
                 return
-            hint = "stylesheet" not in rels
+            # a style sheet shows, and its hints (rel="stylesheet preconnect") load nothing
+            # more; one that never loads (type="text/plain") shows nothing: only hints
+            hint = "stylesheet" not in rels or (
+                self.value(get(b"type")).split(";")[0].strip().lower() not in _CSS_TYPES)
         if name in ("source", "audio", "track"):
             self.sources = True  # boxes decided after the scan (html._source_boxes)
         for key, element in _TAG_URLS.get(name, ()):

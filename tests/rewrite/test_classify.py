@@ -460,6 +460,9 @@ def test_a_data_url_loaded_as_an_image_is_not(html: bytes) -> None:
     '<link rel="apple-touch-icon" href="https://shop.example/touch.png">',
     '<link rel="manifest" href="https://shop.example/site.webmanifest">',
     '<link rel="preload" as="image" imagesrcset="https://cdn.shop.example/hero.jpg 1x">',
+    '<link rel="compression-dictionary" href="https://cdn.shop.example/d">',
+    # a style sheet that never loads shows nothing: its hints still connect
+    '<link rel="stylesheet preconnect" type="text/plain" href="https://cdn.shop.example/">',
 ])
 def test_a_link_that_shows_nothing_is_an_invisible_load(html: str) -> None:
     """No tracker (no rule, no identifier), yet it tells its host the mail is open and
@@ -476,6 +479,7 @@ def test_a_link_that_shows_nothing_is_an_invisible_load(html: str) -> None:
     '<link rel="stylesheet" href="https://fonts.example/css?family=Roboto">',
     '<link rel="stylesheet preload" as="style" href="https://fonts.example/a.css">',
     '<link rel="alternate stylesheet" href="https://fonts.example/b.css" title="b">',
+    '<link rel="stylesheet" type="TEXT/CSS; charset=utf-8" href="https://fonts.example/c.css">',
 ])
 def test_a_style_sheet_link_is_kept_like_a_visible_image(html: str) -> None:
     finding = _one(html)
@@ -523,6 +527,14 @@ _TOKEN = "https://media.shop.example/o/8f3a2b1c9d"
     (f'<!-- <video width="1"> --><source src="{_TOKEN}.mp4">', [()]),  # a comment
     (f'<picture><source srcset="{_TOKEN}.png"><img src="https://c.example/hero.png" '
      'width="600"></picture>', [(), ()]),
+    # a picture's source takes its <img>'s box after the hiding: hidden with it
+    (f'<picture><source srcset="{_TOKEN}.png"><img hidden src="data:,"></picture>',
+     [("hidden",), ()]),
+    (f'<picture><source srcset="{_TOKEN}.png"><img hidden width="600"></picture>',
+     [("hidden",)]),
+    (f'<div hidden><picture><source srcset="{_TOKEN}.png"><img></picture></div>',
+     [("hidden",)]),
+    (f'<video hidden><source src="{_TOKEN}.mp4"></video>', [("hidden",)]),
 ])
 def test_media_sources_take_their_element_s_box(html: str, reasons: list[tuple[str, ...]]
                                                  ) -> None:

@@ -60,6 +60,8 @@ def _hides(tag: Tag, shown: set[str]) -> bool:
         return True
     if not tag.has_attr("hidden") or "display" in d or "[hidden" in shown:
         return False
+    if tag.name in ("img", "input", "iframe", "embed") and tag.get("hidden") == "until-found":
+        return False  # until-found hides an element's content, not a replaced element
     names = {tag.name, *tag.get_attribute_list("class"), *str(tag.get("id") or "").split()}
     return not names & shown
 
@@ -70,7 +72,7 @@ def _shown(soup: BeautifulSoup) -> set[str]:
         text = str(style.string or "").lower()  # (get_text() leaves style sheets out)
         if "display" in text:
             out.update(re.findall(r"[-_a-z0-9]+", text))
-        if "[hidden" in text:
+        if re.search(r"\[\s*hidden(?![-_a-z0-9])", text):
             out.add("[hidden")
     return out
 
@@ -132,6 +134,21 @@ WELL_FORMED = [
     '<div title="hidden"><img src="https://c.test/a" alt="hidden"></div>',
     '<div data-hidden><img src="https://c.test/a" hiddenx></div>',
     '<p>hidden <img src="https://c.test/a"> hidden</p>',
+    '<style>[ hidden ]{display:block}</style><div hidden><img src="https://c.test/a"></div>',
+    '<img hidden=until-found src="https://c.test/a"><div hidden=until-found>'
+    '<img src="https://t.test/b"></div>',
+    # a character reference in the element's style, a "<" in an attribute value
+    '<div hidden style="font-family:&quot;Open Sans&quot;,Arial"><img src="https://t.test/a">'
+    '</div><img src="https://c.test/b">',
+    '<div style="font-family:&quot;x&quot;;display:none"><img src="https://t.test/a"></div>',
+    '<div title="<" hidden><img src="https://t.test/a"></div><img src="https://c.test/b">',
+    '<img alt="<" hidden src="https://t.test/a"><img src="https://c.test/b">',
+    '<img src="https://t.test/a?<" hidden><img src="https://c.test/b">',
+    '<p title="<div hidden>">Hello <img src="https://c.test/a"></p>',
+    '<p><img alt="<b" hidden src="https://t.test/a"><img src="https://c.test/b"></p>',
+    '<p title="<div style=display:none>">Hello <img src="https://c.test/a"></p>',
+    '<p title=\'a < b <i title="<x hidden>">\'><img src="https://c.test/a"></p>',
+    '<p>1 < 2 hidden> <img src="https://c.test/a"></p>',
 ]
 
 #: Markup a browser repairs: the scanner may see less hidden than html5lib, never more.

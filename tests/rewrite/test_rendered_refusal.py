@@ -177,6 +177,16 @@ SNIPPETS: dict[str, str] = {
                                        "</video><p>Offers</p>",
     "media_video_tiny_source_token": '<video width="1" height="1"><source '
                                      'src="https://{H}/o/8f3a2b1c9d.webm"></video>',
+    "hidden_attr_lt_in_alt_token": '<img alt="<" hidden src="https://{H}/o/8f3a2b1c9d.gif" '
+                                   'width="600" height="300"><p>Offers</p>',
+    "hidden_attr_entity_style_token": '<div hidden style="font-family:&quot;Open Sans&quot;">'
+                                      '<img src="https://{H}/o/8f3a2b1c9d.gif"></div>',
+    "hidden_attr_picture_token": '<picture><source srcset="https://{H}/o/8f3a2b1c9d.gif">'
+                                 '<img hidden src="data:,"></picture><p>Offers</p>',
+    "hint_compression_dictionary_plain": '<link rel="compression-dictionary" '
+                                         'href="https://{H}/dictionary">',
+    "hint_on_a_sheet_that_never_loads_plain": '<link rel="stylesheet preconnect" '
+                                              'type="text/plain" href="https://{H}/">',
     "frame_tiny_token": '<p>Offers</p><iframe src="https://{H}/o/8f3a2b1c9d" width="0" '
                         'height="0" style="border:0"></iframe>',
     "frame_hidden_style_token": '<iframe src="https://{H}/o/8f3a2b1c9d" '
