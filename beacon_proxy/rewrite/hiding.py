@@ -63,8 +63,9 @@ from beacon_proxy.rewrite.css import declarations
 from beacon_proxy.rewrite.htmlattr import Span, unescape
 from beacon_proxy.rewrite.htmlpatterns import TAG_ATTR
 
-__all__ = ["MAX_DEPTH", "MAX_NESTING", "HidingLimitError", "hidden_ranges", "hiding_attributes",
-           "hiding_declarations", "hiding_marks"]
+__all__ = ["ENDLESS", "MAX_DEPTH", "MAX_NESTING", "HidingLimitError", "attr_values",
+           "enclosing_tag", "hidden_ranges", "hiding_attributes", "hiding_declarations",
+           "hiding_marks"]
 
 MAX_DEPTH = 256  # elements open inside one hiding element
 
@@ -156,15 +157,15 @@ def hiding_declarations(low: bytes, start: int = 0, end: int = sys.maxsize
 #: ``<`` tried around one mark: a start tag inside another's quoted value, and "<" that
 #: start no tag.  Past it the part counts as truncated (refused copies take the fallback).
 MAX_NESTING = 32
-_ENDLESS = re.compile(b"").match(b"")  # _enclosing_tag(): a tag that never ends
+ENDLESS = re.compile(b"").match(b"")  # enclosing_tag(): a tag that never ends
 
 
-def _enclosing_tag(low: bytes, at: int, attribute: bool, floor: int,
-                   note: Callable[[Span], None], opaque_starts: Sequence[int],
-                   opaque: Sequence[Span]) -> re.Match[bytes] | None:
+def enclosing_tag(low: bytes, at: int, attribute: bool, floor: int,
+                  note: Callable[[Span], None], opaque_starts: Sequence[int],
+                  opaque: Sequence[Span], strict: bool = False) -> re.Match[bytes] | None:
     """The tag that holds position ``at`` (a hiding mark, an ``attribute`` or a
     declaration), looking back no further than
-    ``floor``: None when ``at`` is in text, :data:`_ENDLESS` in a tag that never ends.
+    ``floor``: None when ``at`` is in text, :data:`ENDLESS` in a tag that never ends.
 
     The nearest ``<`` before ``at`` may sit in an attribute value (``<img alt="<"
     hidden>``, ``<p title="<div hidden>">``): a ``<`` that starts no tag is passed
@@ -174,6 +175,7 @@ def _enclosing_tag(low: bytes, at: int, attribute: bool, floor: int,
     a campaign's personal pixel often, would be read for every hidden element after
     them; a ``>`` in a value may hide the rest from us: ``<p title="a>b <div hidden>">``
     hides more than a browser does).
+    ``strict``: always look further back (a ``>`` in a value cannot hide it then).
     Raises :class:`HidingLimitError` past :data:`MAX_NESTING` steps.
     """
     tag: re.Match[bytes] | None = None
@@ -193,14 +195,18 @@ def _enclosing_tag(low: bytes, at: int, attribute: bool, floor: int,
                 hi = cand  # a "<" that starts no tag ("1 < 2", alt="<"): further back
                 continue
             note((cand, len(low)))
-            return _ENDLESS
+            return ENDLESS
         note((cand, m.end()))
         if m.end() <= (at if tag is None else tag.start()):
             return tag  # it ends before: what was found is not inside it
+        if m.end() <= at:  # it holds the tag found (in a value) but ends before the mark:
+            floor, tag, hi = m.end(), None, at  # the mark's tag starts after it
+            continue
         tag, hi = m, cand
         gt = low.rfind(b">", floor, cand)
         note((floor if gt < 0 else gt, max(cand, at)))
-        if low.find(b'"', gt + 1, cand) < 0 and low.find(b"'", gt + 1, cand) < 0 and not (
+        if not strict and low.find(b'"', gt + 1, cand) < 0 and low.find(
+                b"'", gt + 1, cand) < 0 and not (
                 attribute and (low.count(b'"', cand, at) % 2 or low.count(b"'", cand, at) % 2)):
             return tag  # no quote since the last ">", none left open up to an attribute
             # mark (a declaration's is in its style's quotes): not in a value (most tags)
@@ -255,7 +261,7 @@ def _style_value(low: bytes, start: int, end: int) -> Span | None:
     return None
 
 
-def _attr_values(low: bytes, start: int, end: int,
+def attr_values(low: bytes, start: int, end: int,
                  names: tuple[bytes, ...]) -> dict[bytes, bytes]:
     """The values of the attributes ``names`` (first of each) of the tag at ``start:end``."""
     pos = start + 1
@@ -387,8 +393,8 @@ def hidden_ranges(low: bytes, opaque: Sequence[Span], styles: Sequence[Span],
         i = bisect_right(opaque_starts, at) - 1
         if i >= 0 and opaque[i][1] > at:
             continue  # in a comment or raw text
-        tag = _enclosing_tag(low, at, attribute, seen, note, opaque_starts, opaque)
-        if tag is _ENDLESS:
+        tag = enclosing_tag(low, at, attribute, seen, note, opaque_starts, opaque)
+        if tag is ENDLESS:
             break  # a tag that never ends: the rest of the document is in it
         seen = at if tag is None else max(at, tag.end())  # each tag is judged once
         if tag is None or tag.group(1):
@@ -410,7 +416,7 @@ def hidden_ranges(low: bytes, opaque: Sequence[Span], styles: Sequence[Span],
         hides = _hides(low, lt, tag.end())
         if void and hides is not None:
             continue  # its own style decides (its box), also over a hidden attribute
-        values = _attr_values(low, lt, tag.end(), (b"class", b"id", b"hidden"))
+        values = attr_values(low, lt, tag.end(), (b"class", b"id", b"hidden"))
         if hides is None:  # no own display: a hidden attribute, unless a style shows it
             if b"hidden" not in values or (void and values[b"hidden"].strip() == b"until-found"):
                 continue  # (until-found hides an element's content, not a replaced one)

@@ -55,14 +55,20 @@ from __future__ import annotations
 
 import re
 from bisect import bisect_right
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Protocol
 from urllib.parse import urljoin
 
 from beacon_proxy.rewrite.css import scan_css
-from beacon_proxy.rewrite.hiding import HidingLimitError, _attr_values, hidden_ranges
+from beacon_proxy.rewrite.hiding import (
+    ENDLESS,
+    HidingLimitError,
+    attr_values,
+    enclosing_tag,
+    hidden_ranges,
+)
 from beacon_proxy.rewrite.htmlattr import (
     _URL_STRIP,
     Decoded,
@@ -428,6 +434,8 @@ class _Scan(TagReader):
             attrs, end = self.attributes(m.end())
         if end < 0:
             return self.n
+        if name in _MEDIA_NAMES:
+            self.sources = True  # (its fallback content is hidden, also without attributes)
         if attrs:
             self.tag(name, attrs, (pos, end))
         if name in RAW_TEXT:
@@ -557,14 +565,14 @@ def _source_boxes(entries: list[Entry], scan: _Scan, hidden: list[Span]) -> list
     a picture's source the box of its ``<img>`` (:func:`_picture_boxes`), a media
     element's source or track the box of its ``<video>`` or ``<audio>``, an ``<audio>``
     without ``controls`` none at all (``display: none``: it shows nothing, yet loads
-    when the mail is opened).  A hidden or tiny media element's loads are then found as
-    a hidden or tiny image's are.  ``hidden``: the hidden elements (:func:`_hide` ran with
-    them): a box found here is hidden inside one, as the ``<img>`` 's or the source's."""
+    when the mail is opened), and whatever else loads inside a media element (its
+    fallback content, another media element) none either.  A hidden or tiny media
+    element's loads are then found as a hidden or tiny image's are.  ``hidden``: the
+    hidden elements (:func:`_hide` ran with them): a box found here is hidden inside
+    one, as the ``<img>`` 's or the source's."""
     inside = partial(_inside, [start for start, _ in hidden], hidden)
     entries = _picture_boxes(entries, scan, inside)
-    wanted = [i for i, entry in enumerate(entries) if entry.__class__ is not PendingImg
-              and entry.tag in _MEDIA_OWN and entry.box is None]  # type: ignore[union-attr]
-    return _media_boxes(entries, wanted, scan, inside) if wanted else entries
+    return _media_boxes(entries, scan, inside)
 
 
 def _inside(starts: list[int], hidden: list[Span], at: int) -> bool:
@@ -573,9 +581,15 @@ def _inside(starts: list[int], hidden: list[Span], at: int) -> bool:
     return i >= 0 and at < hidden[i][1]
 
 
-_MEDIA_OWN = frozenset({"source", "track", "audio"})
+_MEDIA_CHILDREN = frozenset({"source", "track"})
+_MEDIA_NAMES = frozenset({"video", "audio"})
 #: A ``<video>`` or ``<audio>`` start or end tag, on the lower-cased view.
 _MEDIA_TAG = re.compile(rb"<(/?)(video|audio)(?=[\t\n\f\r />])")
+
+
+def _no_note(_: Span) -> None:
+    """Where :func:`~.hiding.enclosing_tag` notes what it read: nowhere (media boxes are
+    found after every scan, a further copy's too)."""
 
 
 def _tag_box(scan: _Scan, start: int, name: bytes) -> Box | None:
@@ -587,36 +601,64 @@ def _tag_box(scan: _Scan, start: int, name: bytes) -> Box | None:
     if end < 0:
         return None
     box = scan.box(attrs)
-    if name == b"audio" and b"controls" not in _attr_values(scan.low, start, end,
-                                                            (b"controls",)):
+    if name == b"audio" and b"controls" not in attr_values(scan.low, start, end,
+                                                           (b"controls",)):
         box = box._replace(display="none")  # no controls: an audio element shows nothing
     return box
 
 
-def _media_boxes(entries: list[Entry], wanted: list[int], scan: _Scan,
-                 inside: Callable[[int], bool]) -> list[Entry]:
-    """``entries`` with those at ``wanted`` (sources, audio elements, in document order)
-    given the box of the innermost media element open at their start tag.
+def _media_tag(low: bytes, tag: re.Match[bytes], floor: int, opaque_starts: list[int],
+               opaque: Sequence[Span]) -> int:
+    """-1 when the media tag matched at ``tag`` is one; else where what holds it ends (a
+    comment, raw text or the tag in whose value it stands: ``title="</video>"`` closes
+    nothing, nor do the media tags after it up to there).  ``floor``: where the last
+    media tag starts (a tag around this one starts no earlier).  An end tag is not one
+    when that cannot be told, a start tag is (its sources take its box: the safe side).
+    """
+    pos = tag.start()
+    i = bisect_right(opaque_starts, pos) - 1
+    if i >= 0 and opaque[i][1] > pos:
+        return opaque[i][1]
+    try:
+        around = enclosing_tag(low, pos + 1, True, floor, _no_note, opaque_starts, opaque,
+                               strict=True)
+    except HidingLimitError:
+        return pos + 1 if tag.group(1) else -1
+    if around is None:
+        return pos + 1
+    if around is ENDLESS:
+        return len(low)
+    return -1 if around.start() == pos else around.end()
 
-    One pass over the media tags outside comments and raw text, with a stack of the
-    open ones: an end tag closes the innermost of its name and what opened inside it, a
-    start tag never closes one (a media element left open runs to the end: its sources
-    take its box, the safe side).  A media element inside another is fallback content,
-    never shown, yet it loads: its loads are hidden.  Linear: each tag is pushed and
-    popped once."""
+
+def _media_boxes(entries: list[Entry], scan: _Scan, inside: Callable[[int], bool]
+                 ) -> list[Entry]:
+    """``entries`` with the boxes media elements give (see :func:`_source_boxes`).
+
+    One pass over the entries and the media tags, with a stack of the open media
+    elements: an end tag closes the innermost of its name and what opened inside it, a
+    start tag never closes one (a media element left open runs to the end: what follows
+    is inside it, the safe side).  Linear: each tag is pushed and popped once, and each
+    is told from a tag in a value by looking back no further than the last one."""
     low, opaque = scan.low, scan.opaque
-    starts = [a for a, _ in opaque]
+    tags = _MEDIA_TAG.finditer(low)
+    pending = next(tags, None)
+    if pending is None:
+        return entries
+    opaque_starts = [a for a, _ in opaque]
     boxes: dict[int, Box | None] = {}
     stack: list[tuple[bytes, int]] = []
     open_ = {b"video": 0, b"audio": 0}  # how many of each the stack holds
-    tags = _MEDIA_TAG.finditer(low)
-    pending = next(tags, None)
-    for index in wanted:
-        entry = entries[index]
-        at = entry.tag_span[0]  # type: ignore[union-attr]
+    floor = skip = 0  # the last media tag's start; the end of what holds the last fake one
+    for index, entry in enumerate(entries):
+        at = entry.start if entry.__class__ is PendingImg else entry.tag_span[0]  # type: ignore[union-attr]
         while pending is not None and pending.start() < at:
-            i = bisect_right(starts, pending.start()) - 1
-            if i < 0 or opaque[i][1] <= pending.start():  # not in a comment or raw text
+            held = -1 if pending.start() < skip else _media_tag(
+                low, pending, floor, opaque_starts, opaque)
+            if held >= 0:
+                skip = max(skip, held)
+            elif pending.start() >= skip:
+                floor = pending.start()
                 name = pending.group(2)
                 if not pending.group(1):
                     stack.append((name, pending.start()))
@@ -629,17 +671,27 @@ def _media_boxes(entries: list[Entry], wanted: list[int], scan: _Scan,
                         open_[closed] -= 1
                     del stack[k:]
             pending = next(tags, None)
-        own = entry.tag == "audio"  # type: ignore[union-attr]
-        start = at if own else stack[-1][1] if stack else -1
-        if start < 0:
+        tag = "img" if entry.__class__ is PendingImg else entry.tag  # type: ignore[union-attr]
+        box = entry.box
+        if tag in _MEDIA_CHILDREN and stack and box is None:
+            start = stack[-1][1]
+            if start not in boxes:
+                boxes[start] = _tag_box(scan, start, b"audio" if low.startswith(
+                    b"<audio", start) else b"video")
+            box = boxes[start]
+            if box is not None and (len(stack) > 1 or inside(at)):
+                box = box._replace(display="none")  # inside another media element, hidden
+        elif tag == "audio" and box is None:
+            if at not in boxes:
+                boxes[at] = _tag_box(scan, at, b"audio")
+            box = boxes[at]
+            if box is not None and (stack or inside(at)):
+                box = box._replace(display="none")
+        elif stack and box is not None and box.display != "none":
+            box = box._replace(display="none")  # fallback content: never shown, it loads
+        else:
             continue
-        if start not in boxes:
-            boxes[start] = _tag_box(scan, start, b"audio" if low.startswith(
-                b"<audio", start) else b"video")
-        box = boxes[start]
         if box is not None:
-            if len(stack) > (0 if own else 1) or inside(at):  # fallback content inside
-                box = box._replace(display="none")  # another media element, or hidden
             entries[index] = entry._replace(box=box)
     return entries
 

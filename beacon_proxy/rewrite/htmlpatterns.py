@@ -369,9 +369,15 @@ RAW_END = {
 #: ``"//a/\\`` repeated); no such start can succeed, as it meets the first run at one of
 #: its token boundaries (what precedes it is ``/``, never an escaping backslash).
 JSON_URL = re.compile(rb"\"((?:https?:)?(?:\\?/){2}(?:[^\"\\]++|\\.)*+)(\")?")
-#: From the end of a ``<source>`` tag: whitespace, then another source (group 1) or the
-#: ``<img>`` of the ``<picture>`` (the match ends just after ``<img``).  Followed source by
-#: source (and remembered: a run of sources is read once, not once per source); a source
-#: whose tag holds a quoted ">" is not followed (it keeps no box: the safe side).
+#: From the end of a ``<source>`` tag: text, comments and other tags (a browser passes
+#: over what is no source when it picks one), then another source (group 1) or the
+#: ``<img>`` of the ``<picture>`` (the match ends just after ``<img``); ``</picture``
+#: stops it.  Followed source by source (and remembered: a run of sources is read once,
+#: not once per source); a source whose tag holds a quoted ">" is not followed (it keeps
+#: no box: the safe side).  An ``<img>`` nested in another element is taken too: a box
+#: for a source that loads nothing then, never one too few.
+_PICTURE_PARTS = (b"/picture", b"source", b"img")
 PICTURE_STEP = re.compile(
-    _WS + rb"*+(?:(<source(?=" + _SEP + rb"|>)[^>]*+>)|<img(?=" + _SEP + rb"|>))")
+    rb"(?:[^<]++|<!--(?:[^-]|-(?!->))*+-->|<(?!(?:" + b"|".join(_PICTURE_PARTS) + rb")(?="
+    + _SEP + rb"|>))[^>]*+>)*+(?:(<source(?=" + _SEP + rb"|>)[^>]*+>)|<img(?=" + _SEP
+    + rb"|>))")

@@ -535,6 +535,20 @@ _TOKEN = "https://media.shop.example/o/8f3a2b1c9d"
     (f'<div hidden><picture><source srcset="{_TOKEN}.png"><img></picture></div>',
      [("hidden",)]),
     (f'<video hidden><source src="{_TOKEN}.mp4"></video>', [("hidden",)]),
+    # a media end tag in a value closes nothing; fallback content and nested media hide
+    (f'<video width=1 height=1><p title="</video>">x</p><source src="{_TOKEN}.mp4"></video>',
+     [("tiny",)]),
+    (f'<VIDEO TITLE="</VIDEO>" WIDTH=1><source src="{_TOKEN}.mp4"></VIDEO>', [("tiny",)]),
+    (f'<p title="a>b </video>"><video width=1><source src="{_TOKEN}.mp4"></video></p>',
+     [("tiny",)]),
+    (f'<video controls width=300 height=200><video src="{_TOKEN}.mp4"></video></video>',
+     [("hidden",)]),
+    (f'<audio><img src="{_TOKEN}.gif" width="600" height="300"></audio>', [("hidden",)]),
+    (f'<video controls width="300"><iframe src="{_TOKEN}"></iframe></video>', [("hidden",)]),
+    (f'<p title="<video width=1>"><source src="{_TOKEN}.mp4"></p>', [()]),
+    # a picture's source passes over comments, text and other tags to its <img>
+    (f'<picture><source srcset="{_TOKEN}.png"><!-- x -->text<br><img src="data:," width="1" '
+     'height="1"></picture>', [("tiny",), ()]),
 ])
 def test_media_sources_take_their_element_s_box(html: str, reasons: list[tuple[str, ...]]
                                                  ) -> None:

@@ -231,6 +231,12 @@ _HTML: dict[str, Build] = {
     "media-open-then-stray": lambda n: b"<video>" * n + b"</audio>" * n
     + b'<source src="https://t.test/x">' * n,
     "media-audio-many": _rep(b"", b'<audio src="https://t.test/x" title="controls">'),
+    "media-end-tags-in-one-value": _rep(b'<video width="1"><p title="', b"</video x",
+                                        b'"><source src="https://t.test/x">'),
+    "media-tags-in-values": _rep(b"<video>", b'<p title="</video>"><source src="https://t.test/x">'),
+    "media-fallback-images": _rep(b"<audio>", b'<img src="https://t.test/x" width="600">'),
+    "picture-source-text-run": _rep(b"<picture>", b'<source srcset="https://t.test/x"><!--c-->'
+                                    b"text<br>", b'<img src="y" width="1">'),
 }
 
 

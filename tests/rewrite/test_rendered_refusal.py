@@ -187,6 +187,16 @@ SNIPPETS: dict[str, str] = {
                                          'href="https://{H}/dictionary">',
     "hint_on_a_sheet_that_never_loads_plain": '<link rel="stylesheet preconnect" '
                                               'type="text/plain" href="https://{H}/">',
+    "hidden_attr_quote_trick_token": '<p title="<b title=\'">\'<div hidden><img '
+                                     'src="https://{H}/o/8f3a2b1c9d.gif" width="600" '
+                                     'height="300"></div><p>Offers</p>',
+    "media_end_tag_in_value_token": '<video width=1 height=1><p title="</video>">x</p><source '
+                                    'src="https://{H}/o/8f3a2b1c9d.mp4"></video>',
+    "media_fallback_img_token": '<p>x</p><video controls width="300" height="200"><img '
+                                'src="https://{H}/o/8f3a2b1c9d.gif" width="600" height="300">'
+                                "</video>",
+    "picture_comment_between_token": '<picture><source srcset="https://{H}/o/8f3a2b1c9d.gif">'
+                                     '<!-- x --><img src="data:," width="1" height="1"></picture>',
     "frame_tiny_token": '<p>Offers</p><iframe src="https://{H}/o/8f3a2b1c9d" width="0" '
                         'height="0" style="border:0"></iframe>',
     "frame_hidden_style_token": '<iframe src="https://{H}/o/8f3a2b1c9d" '
