@@ -101,6 +101,7 @@ import re
 from collections.abc import Iterable, Sequence
 from typing import NamedTuple
 
+from beacon_proxy.rewrite.boxes import attr_px, css_px, is_hidden, is_tiny
 from beacon_proxy.rewrite.html import Box, Entry, PendingImg, Reference
 from beacon_proxy.rewrite.htmlrefs import (
     EMBEDDED_DOCUMENT,
@@ -122,12 +123,6 @@ _ALWAYS = _PIXEL_ELEMENTS | {URL_IN_NAME}
 #: Elements whose finding says something whatever their URL and box.
 _NOTED = _ALWAYS | {LINK_HINT}
 _UNSEEN: str | None = "\x00unseen"  # not in the rules' memo (no vendor name has a NUL)
-_ATTR_LENGTH = re.compile(r"[\t\n\f\r ]*([0-9]*\.?[0-9]+)(%?)")
-# The number is "digits, a dot, digits" or "digits", read possessively: "[0-9]*\.?[0-9]+"
-# split a digit run every way before failing at the end ("1" * 20000 + " x": quadratic).
-_CSS_LENGTH = re.compile(r"(-?(?:[0-9]*+\.[0-9]++|[0-9]++))([a-z%]*+)\s*+$")
-_PX_PER_UNIT = {"": 1.0, "px": 1.0, "pt": 4 / 3, "em": 16.0, "rem": 16.0, "pc": 16.0,
-                "mm": 96 / 25.4, "cm": 96 / 2.54, "in": 96.0}
 _SPACER = re.compile(
     # the unmistakable names may carry a prefix ("pi_svc_spacer.gif"), the short ones not
     r"(?:(?:[a-z0-9]+[-_])*(?:spacer|blank|clear|clearpixel|clear[-_]pixel|transparent|"
@@ -167,7 +162,6 @@ _URL_PARTS = re.compile(r"https?://([^/?#]*)([^?#]*)(\?[^#]*)?", re.IGNORECASE)
 _RUN = re.compile(r"[A-Za-z0-9]+")
 
 
-_NO_CSS = (None,) * 6
 _new = tuple.__new__
 #: (tiny, hidden) per Box: newsletters repeat a few sizes hundreds of times (and the
 #: scanner shares one Box per size: the last one is checked first, by identity).
@@ -186,58 +180,6 @@ class Finding(NamedTuple):
     vendor: str | None
     reasons: tuple[str, ...]
     personalised_visible: bool = False
-
-
-def _css_px(value: str | None) -> float | None:
-    """A CSS length in px (None when not an absolute length, e.g. ``auto`` or ``50%``)."""
-    if not value:
-        return None
-    m = _CSS_LENGTH.match(value.strip())
-    if m is None:
-        return None
-    number, unit = float(m.group(1)), m.group(2)
-    if number == 0:
-        return 0.0
-    scale = _PX_PER_UNIT.get(unit)
-    return None if scale is None else number * scale
-
-
-def _attr_px(value: str | None) -> float | None:
-    """An HTML dimension attribute in px, parsed as browsers do (``"1px"`` -> 1)."""
-    if not value:
-        return None
-    if value.isascii() and value.isdigit():  # str.isdigit() is also true for "²"
-        return float(value)
-    m = _ATTR_LENGTH.match(value)
-    if m is None:
-        return None
-    number = float(m.group(1))
-    return number if not m.group(2) or number == 0 else None
-
-
-def is_tiny(box: Box) -> bool:
-    """Width or height of 0-2 px by attribute, CSS size or CSS maximum size."""
-    width, height, css_width, css_height, max_width, max_height = box[:6]
-    for px in (_attr_px(width), _attr_px(height)):
-        if px is not None and px <= 2:
-            return True
-    if css_width is None and css_height is None and max_width is None and max_height is None:
-        return False
-    return any(px is not None and px <= 2 for px in map(_css_px, (css_width, css_height,
-                                                                  max_width, max_height)))
-
-
-def is_hidden(box: Box) -> bool:
-    """Hidden by ``display``, ``visibility``, ``opacity``, a zero maximum size or mso-hide."""
-    if box[4:] == _NO_CSS:
-        return False
-    if box.display == "none" or box.visibility in ("hidden", "collapse") or box.mso_hide == "all":
-        return True
-    if box.opacity is not None:
-        m = _CSS_LENGTH.match(box.opacity.strip())
-        if m is not None and float(m.group(1)) <= 0:
-            return True
-    return any(_css_px(v) == 0 for v in (box.css_max_height, box.css_max_width))
 
 
 def _identifier_like(text: str, words: bool = False) -> bool:
@@ -269,8 +211,8 @@ def is_spacer(url: str) -> bool:
 
 def declared_px(attr: str | None, css: str | None) -> float | None:
     """A dimension as the image is laid out: the CSS length wins over the attribute."""
-    px = _css_px(css)
-    return _attr_px(attr) if px is None else px
+    px = css_px(css)
+    return attr_px(attr) if px is None else px
 
 
 def _is_strut(box: Box) -> bool:

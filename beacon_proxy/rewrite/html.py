@@ -61,6 +61,7 @@ from functools import partial
 from typing import Protocol
 from urllib.parse import urljoin
 
+from beacon_proxy.rewrite.boxes import is_hidden, is_tiny
 from beacon_proxy.rewrite.css import scan_css
 from beacon_proxy.rewrite.hiding import (
     ENDLESS,
@@ -468,9 +469,12 @@ class _Scan(TagReader):
                 self.add("amp-analytics", url, "script", tag_span, m.span(1), m.span(1))
         return end
 
-    def srcdoc(self, attr: _Attr, tag_span: Span) -> None:
+    def srcdoc(self, attr: _Attr, tag_span: Span, box: Box | None) -> None:
+        """A tiny or hidden frame shows nothing of its document, which loads all the same:
+        its references are hidden (a box-less CSS one gets a hidden box)."""
         if self.depth >= 2:
             return
+        unseen = box is not None and (is_tiny(box) or is_hidden(box))
         inner = _Scan(Decoded(self.view, attr[2], attr[3]).data, self.charset, self.budget,
                       self.depth + 1, self.fast)
         inner.run()
@@ -478,8 +482,11 @@ class _Scan(TagReader):
         value, whole = attr[2:4], attr[:2]
         for ref in inner.refs:
             if ref.remote or (isinstance(ref, Reference) and embeds_document(ref.element, ref.url)):
+                inner_box = ref.box
+                if unseen:
+                    inner_box = (inner_box or _UNSEEN_BOX)._replace(display="none")
                 self.add("iframe-srcdoc", ref.url, "iframe", tag_span, value, whole, b"",
-                         b"srcdoc", whole, value, False, ref.box, None, False)
+                         b"srcdoc", whole, value, False, inner_box, None, False)
 
 
 def _resolve(base: str, ref: Reference) -> Reference:
@@ -582,6 +589,7 @@ def _inside(starts: list[int], hidden: list[Span], at: int) -> bool:
 
 
 _MEDIA_CHILDREN = frozenset({"source", "track"})
+_UNSEEN_BOX = Box(None, None, display="none")  # what a hidden frame's document shows
 _MEDIA_NAMES = frozenset({"video", "audio"})
 #: A ``<video>`` or ``<audio>`` start or end tag, on the lower-cased view.
 _MEDIA_TAG = re.compile(rb"<(/?)(video|audio)(?=[\t\n\f\r />])")

@@ -461,7 +461,7 @@ class TagReader:
                     self.srcset(name, key, attr, tag_span, box, alt_span,
                                 LINK_HINT if hint else "srcset")
         elif name == "iframe" and b"srcdoc" in attrs and attrs[b"srcdoc"][2] >= 0:
-            self.srcdoc(attrs[b"srcdoc"], tag_span)
+            self.srcdoc(attrs[b"srcdoc"], tag_span, box)
         elif name == "meta" and b"content" in attrs and attrs[b"content"][2] >= 0:
             if self.value(get(b"http-equiv")).strip().lower() == "refresh":
                 self.refresh(attrs[b"content"], tag_span)
@@ -596,6 +596,7 @@ class TagReader:
                  None if attr is None else b"style", None if attr is None else attr[:2],
                  None if attr is None else attr[2:4], in_block, box)
 
-    def srcdoc(self, attr: _Attr, tag_span: Span) -> None:
-        """The references of an ``<iframe srcdoc>`` document (the pass scans it)."""
+    def srcdoc(self, attr: _Attr, tag_span: Span, box: Box | None) -> None:
+        """The references of an ``<iframe srcdoc>`` document (the pass scans it);
+        ``box``: the frame's."""
         raise NotImplementedError

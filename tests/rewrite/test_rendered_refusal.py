@@ -197,6 +197,9 @@ SNIPPETS: dict[str, str] = {
                                 "</video>",
     "picture_comment_between_token": '<picture><source srcset="https://{H}/o/8f3a2b1c9d.gif">'
                                      '<!-- x --><img src="data:," width="1" height="1"></picture>',
+    "frame_tiny_srcdoc_token": '<p>x</p><iframe width="1" height="1" srcdoc="<img '
+                               'src=&quot;https://{H}/o/8f3a2b1c9d.gif&quot; width=600 '
+                               'height=300>"></iframe>',
     "frame_tiny_token": '<p>Offers</p><iframe src="https://{H}/o/8f3a2b1c9d" width="0" '
                         'height="0" style="border:0"></iframe>',
     "frame_hidden_style_token": '<iframe src="https://{H}/o/8f3a2b1c9d" '
