@@ -103,7 +103,7 @@ _new = tuple.__new__
 #: (10 bytes with its delimiter), a <meta> 's charset declaration (one that starts within
 #: the 512 bytes after "<meta", read as far as _DECLARATION reads it: its blanks have no
 #: limit), a <noscript> 's content to its "</noscript" (ScanTemplate.noscripts).
-_UNMODELLED_TAG = re.compile(rb"<(?:svg|select|math|meta|noscript)")
+_UNMODELLED_TAG = re.compile(rb"<(?:svg|select|math|frameset|meta|noscript)")
 _TAG_REACH = 10
 _META_GAP = len(b"<meta") + 512 + len(b"charset")
 _DECLARATION = re.compile(rb"charset[\t\n\f\r ]*+(?:=[\t\n\f\r \"']*+[-\w.:]{0,40})?")

@@ -9,7 +9,10 @@ copy where even it cannot promise anything:
 
 * SVG and MathML foreign content (``<svg><style>`` is not raw text, entities
   are decoded in it) and ``<select>`` (``<xmp>``, ``<title>``, ``<iframe>``
-  are ignored there, so their "raw text" is markup);
+  are ignored there, so their "raw text" is markup), and ``<frameset>`` (a parser
+  in its mode ignores ``<title>``, ``<style>`` and most other start tags: a
+  comment the scanner reads as title text is a comment there, and an Outlook
+  conditional comment in it is markup);
 * a ``<meta charset>`` naming a charset that is not ASCII-compatible (UTF-7,
   UTF-16, ...) in a part labelled with an ASCII-compatible one: a client
   that honours the meta reads ``+ADw-img ...`` as ``<img ...``.  The fallback
@@ -55,7 +58,8 @@ __all__ = ["hide_encoded_files", "noscript_breakout", "noscript_spans", "remote_
 #: tag costs one byte comparison per alternative (a group in front cost an entered
 #: frame at each of the ~2 800 "<" of the benchmark newsletter: 58 us against 40).
 _TAGS: Final = re.compile(
-    rb"<(?:s(?:vg|elect)[\t\n\f\r />]|math[\t\n\f\r />]|meta|noscript(?=[\t\n\f\r />]|\Z))")
+    rb"<(?:s(?:vg|elect)[\t\n\f\r />]|math[\t\n\f\r />]|frameset[\t\n\f\r />]|meta|"
+    rb"noscript(?=[\t\n\f\r />]|\Z))")
 _CHARSET: Final = re.compile(rb"charset[\t\n\f\r ]*=[\t\n\f\r \"']*([-\w.:]{1,40})")
 _META_GAP: Final = 512
 _BASE_FIELD: Final = re.compile(

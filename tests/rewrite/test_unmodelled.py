@@ -37,6 +37,9 @@ def test_markup_contexts_the_scanner_does_not_model() -> None:
     assert unmodelled_markup(b"<math><title><img src=x></title></math>") == "math content"
     assert unmodelled_markup(b"<select><xmp><img src=x></xmp>") == "select content"
     assert unmodelled_markup(b"<p>an svg-like <svgx> tag</p>") is None
+    assert unmodelled_markup(b"<frameset><title><!--[if mso]><img src=x><![endif]-->"
+                             b"</title>") == "frameset content"
+    assert unmodelled_markup(b"<framesets><frame src=x>") is None
     assert unmodelled_markup(b'<meta http-equiv=content-type content="text/html; '
                              b'charset=utf-16">') is not None
     assert unread_meta_charset(b'<meta content="text/html; charset=iso-8859-1">') is None
