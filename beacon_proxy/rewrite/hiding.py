@@ -440,8 +440,7 @@ def hidden_ranges(low: bytes, opaque: Sequence[Span], styles: Sequence[Span],
             if _named(values, media):
                 continue  # a media query may reveal it
         if void:
-            out.append((lt, tag.end()))  # the image's own tag
-            seen = max(seen, tag.end())
+            out.append((lt, tag.end()))  # the image's own tag (seen is past it already)
             continue
         end, read = _extent(low, name, tag.end(), opaque_starts, opaque)
         note((tag.end(), read))

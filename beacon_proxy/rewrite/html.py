@@ -435,8 +435,8 @@ class _Scan(TagReader):
             attrs, end = self.attributes(m.end())
         if end < 0:
             return self.n
-        if name in _MEDIA_NAMES:
-            self.sources = True  # (its fallback content is hidden, also without attributes)
+        if name in _BOXED_AFTER:  # (with attributes or not: a media element's fallback)
+            self.sources = True  # boxes decided after the scan (_source_boxes)
         if attrs:
             self.tag(name, attrs, (pos, end))
         if name in RAW_TEXT:
@@ -590,7 +590,8 @@ def _inside(starts: list[int], hidden: list[Span], at: int) -> bool:
 
 _MEDIA_CHILDREN = frozenset({"source", "track"})
 _UNSEEN_BOX = Box(None, None, display="none")  # what a hidden frame's document shows
-_MEDIA_NAMES = frozenset({"video", "audio"})
+#: Tags whose loads take their box after the scan (:func:`_source_boxes`).
+_BOXED_AFTER = frozenset({"source", "track", "video", "audio"})
 #: A ``<video>`` or ``<audio>`` start or end tag, on the lower-cased view.
 _MEDIA_TAG = re.compile(rb"<(/?)(video|audio)(?=[\t\n\f\r />])")
 
@@ -661,11 +662,11 @@ def _media_boxes(entries: list[Entry], scan: _Scan, inside: Callable[[int], bool
     for index, entry in enumerate(entries):
         at = entry.start if entry.__class__ is PendingImg else entry.tag_span[0]  # type: ignore[union-attr]
         while pending is not None and pending.start() < at:
-            held = -1 if pending.start() < skip else _media_tag(
+            held = skip if pending.start() < skip else _media_tag(
                 low, pending, floor, opaque_starts, opaque)
-            if held >= 0:
-                skip = max(skip, held)
-            elif pending.start() >= skip:
+            if held >= 0:  # in a comment, raw text or a value: opens and closes nothing
+                skip = held
+            else:
                 floor = pending.start()
                 name = pending.group(2)
                 if not pending.group(1):

@@ -335,7 +335,7 @@ class TagReader:
         self.truncated = False
         self.opaque: list[Span] = []  # comments and raw text, in document order
         self.styles: list[Span] = []  # <style> contents
-        self.sources = False  # a <source>, <track>, <video> or <audio> (html._source_boxes)
+        self.sources = False  # a <source>, <track>, <video> or <audio> (html.start_tag)
 
     def attributes(self, pos: int) -> tuple[dict[bytes, _Attr], int]:
         """Loader-relevant attributes (first occurrence wins) and the tag's end (-1 at EOF)."""
@@ -427,8 +427,6 @@ class TagReader:
             # more; one that never loads (type="text/plain") shows nothing: only hints
             hint = "stylesheet" not in rels or (
                 self.value(get(b"type")).split(";")[0].strip().lower() not in _CSS_TYPES)
-        if name in ("source", "audio", "track", "video"):
-            self.sources = True  # boxes decided after the scan (html._source_boxes)
         for key, element in _TAG_URLS.get(name, ()):
             attr = get(key)
             if attr is not None:
