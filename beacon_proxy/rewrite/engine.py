@@ -495,7 +495,7 @@ class Engine:
                      else None)
         noted: dict[int, Finding] | None = None
         if rescanned is not None:  # a further copy of a campaign: only what differs
-            entries, _, truncated = finish_scan(rescanned)
+            entries, _, incomplete = finish_scan(rescanned)
             noted = rescanned.findings(entries, self._classify)
         else:
             low = view.lower()  # once, for both checks below
@@ -503,11 +503,11 @@ class Engine:
             if unmodelled is not None:
                 problems.append(f"{where}: {unmodelled}, not scanned precisely")
                 return None
-            entries, _, truncated = scan_entries(view, max_tags=self._max_tags,
-                                                 charset=charset, low=low,
-                                                 learner=self._templates if self._learn else None)
-        if truncated:
-            problems.append(f"{where}: scan limit reached, left unmodified")
+            entries, _, incomplete = scan_entries(
+                view, max_tags=self._max_tags, charset=charset, low=low,
+                learner=self._templates if self._learn else None)
+        if incomplete is not None:
+            problems.append(f"{where}: {incomplete}, left unmodified")
             return None
         if noted is None:
             noted = classify_entries(entries, self.rules)

@@ -17,7 +17,8 @@ How the pass works (style guide point 6, "tokenize, then decide"):
   whatever else is boring; both agree on every tag the fast one accepts;
 * Python looks only at what they stop on: comments (skipped), Outlook
   conditional comments (their contents are scanned, references inside get
-  ``in_conditional``), ``<!DOCTYPE``/``<![CDATA[``/``<?`` (bogus comments up
+  ``in_conditional``; where a browser ends one inside a construct, the scan
+  stops: :meth:`_Scan.bang`), ``<!DOCTYPE``/``<![CDATA[``/``<?`` (bogus comments up
   to ``>``, as in HTML), loader tags (attributes parsed, entities decoded for
   the URL string only), and raw-text elements: ``<style>`` is scanned as CSS,
   ``<script>``, ``<textarea>``, ``<title>``, ``<xmp>``, ``<iframe>``,
@@ -122,8 +123,9 @@ from beacon_proxy.rewrite.htmlrefs import (
     materialize,
 )
 
-__all__ = ["Box", "Entry", "HtmlScan", "Learner", "Mark", "PendingImg", "Reference", "Span",
-           "finish_scan", "materialize", "scan_entries", "scan_html"]
+__all__ = ["LIMIT_REACHED", "READINGS_PART", "Box", "Entry", "HtmlScan", "Learner", "Mark",
+           "PendingImg", "Reference", "Span", "finish_scan", "materialize", "scan_entries",
+           "scan_html"]
 
 #: Where a construct starts and the scan's state there: (position, references before it,
 #: budget left, (comment/raw-text spans before it, style blocks before it, open
@@ -145,6 +147,11 @@ DEFAULT_MAX_BYTES = 64 * 1024 * 1024
 #: gigabyte.  Past it nothing is resolved and the scan counts as truncated.
 _RESOLVE_PER_BYTE = 32
 _RESOLVE_FREE = 1 << 20
+#: Why a scan is incomplete (:func:`finish_scan`): a limit (bytes, constructs, nesting, the
+#: resolving budget), or a comment that browsers end inside a construct (:meth:`_Scan.bang`).
+LIMIT_REACHED = "scan limit reached"
+READINGS_PART = ("a comment that browsers end inside what Outlook reads as markup "
+                 "(a conditional comment)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,6 +190,14 @@ class _Scan(TagReader):
         # Marks were being recorded and stopped: too many conditional comments open
         # (MAX_MARKED_DEPTH); such a scan leaves no template.
         self.deep = False
+        # Where a browser ends the comment that an Outlook conditional comment (or another
+        # construct the scanner reads as markup from "<!--") is to it (-1: none pending):
+        # the scanner must be between constructs there too (see bang()).  Each such
+        # "<!--" with that end, in order, for the template (rescan.py); and where the two
+        # readings part, once found (the scan stops there, truncated).
+        self.comment_end = -1
+        self.comment_spans: list[Span] = []
+        self.breakout = -1
 
     # -- the loop: skip in C, look in Python -------------------------------------------
     def run(self, pos: int = 0) -> int:
@@ -397,6 +412,54 @@ class _Scan(TagReader):
         return end
 
     def bang(self, pos: int) -> int:
+        """A construct from ``<!``, read as Outlook reads it: a conditional comment is
+        transparent, its content markup.
+
+        A browser reads the same ``<!--[if mso]>`` as a comment up to the first ``-->``
+        or ``--!>``, and from there as markup.  The two readings agree when the scanner
+        is between constructs at that point too (a comment or ``<![endif]-->`` ends
+        there, the usual case); when a construct it reads runs across it
+        (``<!--[if mso]><b title="--><img src=...>"><![endif]-->``: a browser loads that
+        image, the scanner reads a title), the readings part: the scan stops, truncated,
+        and refused copies take the fallback, which reads no markup.  Checked at the next
+        ``<!`` (or a raw-text element's end, or the scan's end): any other construct that
+        ends there counts as crossing it, the safe side.
+        """
+        end = self._bang(pos)
+        pending = self.comment_end
+        if pending >= 0:
+            if pos == pending or end == pending:
+                pending = self.comment_end = -1
+            elif end > pending:
+                return self.diverged(pending)
+        if pending < 0 and end < self.n and self.view.startswith(b"<!--", pos):
+            close = self.comment_close(pos)
+            if close > end:
+                self.comment_end = close
+                self.comment_spans.append((pos, close))
+        return end
+
+    def comment_close(self, pos: int) -> int:
+        """Where a browser's comment from the ``<!--`` at ``pos`` ends (the text's end when
+        it does not).  Asked only with none pending: the searches never overlap."""
+        view = self.view
+        if view.startswith(b">", pos + 4) or view.startswith(b"->", pos + 4):
+            return pos + 5 + (view[pos + 4] == 0x2D)
+        found = COMMENT_END.search(view, pos + 4)
+        return self.n if found is None else found.end()
+
+    def diverged(self, at: int) -> int:
+        """The two readings of a comment part at ``at``: stop, truncated."""
+        self.breakout, self.truncated = at, True
+        return self.n
+
+    def ended(self) -> None:
+        """At the end of a whole scan: a browser's comment end still pending was passed
+        inside text or a construct other than ``<!`` (the safe side: counted as parted)."""
+        if 0 <= self.comment_end < self.n and not self.truncated:
+            self.diverged(self.comment_end)
+
+    def _bang(self, pos: int) -> int:
         view = self.view
         if view.startswith(b"<![", pos) or view.startswith(b"<!--<![", pos):
             endif = ENDIF.match(view, pos)
@@ -457,6 +520,8 @@ class _Scan(TagReader):
         close = RAW_END[name].search(self.low, start)
         end = self.n if close is None else close.start()
         self.opaque.append((start, end))
+        if end == self.comment_end:  # a browser's comment ends here: at its end tag too
+            self.comment_end = -1
         if name == "style":
             self.styles.append((start, end))
             for css in scan_css(self.view, start, end):
@@ -478,7 +543,10 @@ class _Scan(TagReader):
         inner = _Scan(Decoded(self.view, attr[2], attr[3]).data, self.charset, self.budget,
                       self.depth + 1, self.fast)
         inner.run()
+        inner.ended()
         self.budget, self.truncated = inner.budget, self.truncated or inner.truncated
+        if inner.breakout >= 0 and self.breakout < 0:
+            self.breakout = attr[2]  # (somewhere in the value: the scan is truncated)
         value, whole = attr[2:4], attr[:2]
         for ref in inner.refs:
             if ref.remote or (isinstance(ref, Reference) and embeds_document(ref.element, ref.url)):
@@ -510,9 +578,10 @@ class Learner(Protocol):
 def scan_entries(view: bytes, *, max_tags: int = DEFAULT_MAX_TAGS,
                  max_bytes: int = DEFAULT_MAX_BYTES, charset: str = "utf-8",
                  fast: bool = True, low: bytes | None = None, learner: Learner | None = None
-                 ) -> tuple[tuple[Entry, ...], str | None, bool]:
+                 ) -> tuple[tuple[Entry, ...], str | None, str | None]:
     """:func:`scan_html` with plain ``<img>`` s left as :class:`PendingImg` (and the base,
-    and whether the scan was truncated).  ``fast=False`` scans with the exact patterns only.
+    and why the scan is incomplete, None when it is not: :data:`LIMIT_REACHED`,
+    :data:`READINGS_PART`).  ``fast=False`` scans with the exact patterns only.
     ``low``: ``view.lower()``, when the caller already has it.  ``learner``: keeps the scan
     so that the next copies of a campaign are scanned only where they differ
     (:mod:`~beacon_proxy.rewrite.rescan`).
@@ -523,17 +592,19 @@ def scan_entries(view: bytes, *, max_tags: int = DEFAULT_MAX_TAGS,
     scan = _Scan(view, charset, max_tags, fast=fast, low=low)
     if learner is None or not fast or truncated:
         scan.run()
+        scan.ended()
         return finish_scan(scan, truncated)
     marks: list[Mark] = []
     scan.marks, scan.hidden_reads, scan.hidden_declarations = marks, [], []
     scan.run()
+    scan.ended()
     result = finish_scan(scan)
     learner.learn(scan, marks, max_tags)
     return result
 
 
 def finish_scan(scan: _Scan, truncated: bool = False
-                ) -> tuple[tuple[Entry, ...], str | None, bool]:
+                ) -> tuple[tuple[Entry, ...], str | None, str | None]:
     """:func:`scan_entries` 's result from a scan that ran (``truncated``: the view was cut):
     a remote base resolved, document order, ``<picture>`` boxes, hidden ancestors."""
     entries = list(scan.refs)  # the scan's own list stays in the order it found them
@@ -557,14 +628,16 @@ def finish_scan(scan: _Scan, truncated: bool = False
                 found = hidden_ranges(scan.low, scan.opaque, scan.styles, scan.hidden_reads,
                                       scan.hidden_declarations)
             except HidingLimitError:  # (scan.hidden stays None: no template is kept)
-                return tuple(entries), base, True
+                return tuple(entries), base, LIMIT_REACHED
             scan.hidden = found
         hidden = found
         if hidden:
             entries = _hide(entries, hidden)
     if scan.sources:  # after the hiding: a source takes its <img>'s box as hidden
         entries = _source_boxes(entries, scan, hidden)
-    return tuple(entries), base, truncated or scan.truncated
+    if scan.breakout >= 0:
+        return tuple(entries), base, READINGS_PART
+    return tuple(entries), base, LIMIT_REACHED if truncated or scan.truncated else None
 
 
 def _source_boxes(entries: list[Entry], scan: _Scan, hidden: list[Span]) -> list[Entry]:
@@ -789,7 +862,7 @@ def scan_html(view: bytes, *, max_tags: int = DEFAULT_MAX_TAGS,
     ``max_bytes`` bytes or ``max_tags`` constructs the scan stops and says so
     (``truncated``).
     """
-    entries, base, truncated = scan_entries(view, max_tags=max_tags, max_bytes=max_bytes,
-                                            charset=charset)
-    return HtmlScan(tuple(map(materialize, entries)), base, truncated)
+    entries, base, incomplete = scan_entries(view, max_tags=max_tags, max_bytes=max_bytes,
+                                             charset=charset)
+    return HtmlScan(tuple(map(materialize, entries)), base, incomplete is not None)
 

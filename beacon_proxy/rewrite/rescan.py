@@ -105,6 +105,7 @@ _new = tuple.__new__
 #: limit), a <noscript> 's content to its "</noscript" (ScanTemplate.noscripts).
 _UNMODELLED_TAG = re.compile(rb"<(?:svg|select|math|frameset|meta|noscript)")
 _TAG_REACH = 10
+_COMMENT_REACH = len(b"--!>")
 _META_GAP = len(b"<meta") + 512 + len(b"charset")
 _DECLARATION = re.compile(rb"charset[\t\n\f\r ]*+(?:=[\t\n\f\r \"']*+[-\w.:]{0,40})?")
 _BLANKS = b"\t\n\f\r "
@@ -139,6 +140,10 @@ class ScanTemplate:
     # Each <noscript> to the end of its "</noscript" (unmodelled.noscript_spans: in order,
     # apart): a region touching one may change what unmodelled_markup() says of it.
     noscripts: list[Span]
+    # Each "<!--" the scan read as markup (an Outlook conditional comment) to where a
+    # browser ends its comment (_Scan.comment_spans: in order, apart): a copy changed near
+    # one is scanned from its "<!--" (rescan()).
+    comments: list[Span]
     # The caller's findings for the finished entries, by index (ScanCache.classified).
     findings: dict[int, Any] | None = None
     # ``reads`` sorted by start, with the furthest end up to each (reads_touched(); made
@@ -170,7 +175,7 @@ class ScanTemplate:
                    scan.ordered, scan.sources, metas, _reaches(low, metas),
                    (scan.view.rfind(b'"'), scan.view.rfind(b"'")), scan.hidden,
                    scan.hidden_reads, scan.hidden_declarations,
-                   noscript_spans(low) if b"<noscript" in low else [])
+                   noscript_spans(low) if b"<noscript" in low else [], scan.comment_spans)
 
     def regions(self, view: bytes, lines: int) -> list[_Region] | None:
         """Where ``view`` (a copy's, cut into ``lines`` lines at the template's cut byte)
@@ -459,6 +464,16 @@ def rescan(template: ScanTemplate, view: bytes, charset: str, max_tags: int,
         # The template's findings from mark `at` to the last mark before region k (the
         # end mark after the last region), at the copy's offsets.
         resume = max(at, bisect_left(positions, starts[k]) - 1) if k < len(regions) else last
+        if k < len(regions):
+            # A region near a "<!--" read as markup, up to where a browser ends that comment:
+            # the copy is scanned from the "<!--" (a construct: a mark is there), so that
+            # the scan checks the new end (_Scan.bang).
+            opened = _comment_near(template.comments, starts[k], ends[k])
+            if opened >= 0:
+                j = bisect_left(positions, opened)
+                if j < at:
+                    return None
+                resume = min(resume, j)
         before, after = marks[at], marks[resume]
         result.copied.append((len(refs), before[1], after[1] - before[1]))
         refs += _shifted(template.refs[before[1] : after[1]], shifts[k], low)
@@ -481,13 +496,20 @@ def rescan(template: ScanTemplate, view: bytes, charset: str, max_tags: int,
                 return None
             if found is None or pos < found[2]:  # the end
                 break
-            if pos == found[2] and _same_cond(scan.cond, marks[found[0]][3][2]):
+            # In step again: at a mark, with the same conditional comments open, and no
+            # browser's comment end pending (_Scan.bang: only the scan that read the "<!--"
+            # can tell whether it is between constructs there).
+            if pos == found[2] and scan.comment_end < 0 and _same_cond(
+                    scan.cond, marks[found[0]][3][2]):
                 break
             while found is not None and found[2] <= pos and not (
-                    found[2] == pos and _same_cond(scan.cond, marks[found[0]][3][2])):
+                    found[2] == pos and scan.comment_end < 0
+                    and _same_cond(scan.cond, marks[found[0]][3][2])):
                 found = candidate(found[0] + 1)
             if found is not None and found[2] == pos:
                 break
+        if 0 <= scan.comment_end < scan.n:  # scanned to the end with one pending
+            return None  # the full scan says what that means (_Scan.ended)
         result.fresh.append((len(refs), len(scan.refs)))
         refs += scan.refs
         opaque += scan.opaque
@@ -504,6 +526,15 @@ def rescan(template: ScanTemplate, view: bytes, charset: str, max_tags: int,
     result.hidden = _hidden(template, result, regions, starts, ends, shifts)
     result.hidden_reused = result.hidden is not None
     return result
+
+
+def _comment_near(comments: list[Span], a0: int, a1: int) -> int:
+    """Where the first of ``comments`` (``ScanTemplate.comments``) within reach of the region
+    ``a0``-``a1`` starts, or -1 (a "<!--" or "--!>" may be made across a region's edge)."""
+    f = bisect_left(comments, a0 - _COMMENT_REACH, key=itemgetter(1))
+    if f < len(comments) and comments[f][0] <= a1 + _COMMENT_REACH:
+        return comments[f][0]
+    return -1
 
 
 def _same_cond(cond: list[str], state: tuple[str, ...]) -> bool:

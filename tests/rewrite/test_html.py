@@ -12,7 +12,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from beacon_proxy.rewrite import html, htmlpatterns
-from beacon_proxy.rewrite.html import PendingImg, Reference, materialize, scan_entries, scan_html
+from beacon_proxy.rewrite.html import (
+    READINGS_PART,
+    PendingImg,
+    Reference,
+    materialize,
+    scan_entries,
+    scan_html,
+)
 from beacon_proxy.rewrite.htmlattr import clean_url, decode_text, unescape
 from beacon_proxy.rewrite.htmlpatterns import FAST_TAG, IMG_TAG, SKIP
 
@@ -403,8 +410,8 @@ def test_property_fast_skip_finds_what_the_exact_patterns_find(parts: list[str],
                                                               upper: bool) -> None:
     view = "".join(parts).encode()
     view = view.upper() if upper else view
-    entries, base, truncated = scan_entries(view, fast=False)
-    exact = ([materialize(entry) for entry in entries], base, truncated)
+    entries, base, incomplete = scan_entries(view, fast=False)
+    exact = ([materialize(entry) for entry in entries], base, incomplete is not None)
     fast = scan_html(view)
     assert (list(fast.references), fast.base, fast.truncated) == exact
 
@@ -595,3 +602,64 @@ def test_a_run_of_picture_sources_is_followed_once(monkeypatch: pytest.MonkeyPat
     refs = scan_html(doc).references
     assert [r.box.width if r.box else None for r in refs] == ["1"] * (n + 1) + [None]
     assert len(steps) == n + 1  # one step per source: n to the next, the last to <img
+
+
+# -- Outlook conditional comments: where a browser ends the comment -------------------------
+
+_T = "https://t.test/p.gif"
+
+
+@pytest.mark.parametrize("html", [
+    f'<p>x</p><!--[if mso]><b title="--><img src={_T}>"></b><![endif]-->',
+    f"<!--[if mso]><b title='--!><img src={_T}>'><![endif]-->",
+    f"<!--[if mso]><style>a{{}}--><img src={_T}></style><![endif]-->",
+    f"<!--[if mso]><title>--><img src={_T}></title><![endif]-->",
+    # "</style--" ends no <style> (nor does it for a browser, which never opened one).
+    f'<!--[if mso]><style>p{{}}</style--><![endif]--><img src="{_T}">',
+    f'<!--[if mso]><b title="<![endif]--><img src={_T}>">',
+    f'<!--[if mso]>x<!--<![endif]><b title="--><img src={_T}>">',
+    f'<!--<![endif]><p title="--><img src={_T}>">x</p>',
+    f'<!--[if mso]><!--[if gte mso 9]><b title="--><img src={_T}>"><![endif]--><![endif]-->',
+    # A construct other than "<!" ends at the browser's end: counted as crossing it.
+    f"<!--[if mso]><b--><img src={_T}><![endif]-->",
+    f"<!--[if mso]>a-->b<img src={_T}><![endif]-->",
+    # Inside a srcdoc document.
+    '<iframe srcdoc="&lt;!--[if mso]&gt;&lt;b title=&quot;--&gt;&lt;img src=x&gt;&quot;&gt;">',
+])
+def test_a_conditional_comment_that_browsers_end_inside_a_construct_is_not_precise(
+        html: str) -> None:
+    """A browser ends ``<!--[if mso]>`` at its first ``-->``; where the scanner (reading it
+    as Outlook does) is inside a construct there, the readings part: the scan says so
+    and stops (refused copies take the fallback)."""
+    incomplete = scan_entries(html.encode())[2]
+    assert incomplete == READINGS_PART
+    assert scan_html(html.encode()).truncated
+    assert scan_entries(html.encode(), fast=False)[2] == READINGS_PART
+
+
+@pytest.mark.parametrize(("html", "urls"), [
+    (f'<!--[if mso]><v:rect><v:fill src="{_T}"/></v:rect><![endif]--><p>ok', [_T]),
+    (f'<!--[if !mso]><!--><img src="{_T}"><!--<![endif]-->', [_T]),
+    (f'<!--[if !mso]><!-- --><img src="{_T}"><!--<![endif]-->', [_T]),
+    ("<!--[if mso]><table><!-- c --><tr><td>x</td></tr></table><![endif]-->", []),
+    ("<!--[if gte mso 9]><style><!-- .a{} --></style><![endif]-->", []),
+    ("<!--[if mso]><!--[if gte mso 9]>x<![endif]--><![endif]-->", []),
+    (f'<!--[if mso]><p>hello <img src="{_T}">', [_T]),  # no end: a comment to the end
+    (f'<!--[if mso]><style>p{{}}</style ><![endif]--><img src="{_T}">', [_T]),
+])
+def test_conditional_comments_whose_readings_agree_are_scanned(html: str,
+                                                               urls: list[str]) -> None:
+    result = scan_html(html.encode())
+    assert not result.truncated
+    assert [r.url for r in result.references] == urls
+
+
+_FIXTURES = Path(__file__).parent / "fixtures" / "html"
+_TEMPLATES = Path(__file__).resolve().parents[3] / "shared" / "data" / "templates"
+
+
+def test_real_templates_keep_their_conditional_comments_precise() -> None:
+    paths = sorted(_FIXTURES.glob("*.html")) + sorted(_TEMPLATES.glob("*.html"))
+    assert any(b"<!--[if" in path.read_bytes() for path in paths)
+    for path in paths:
+        assert scan_entries(path.read_bytes())[2] is None, path.name

@@ -123,6 +123,10 @@ _HTML: dict[str, Build] = {
     "if-unclosed": _rep(b"", b"<!--[if mso]>"),
     "endif": _rep(b"", b"<![endif]-->"),
     "if-img": _rep(b"", b'<!--[if mso]><img src="https://t.test/x"><![endif]-->'),
+    # A browser's comment end searched for each "<!--" read as markup (html._Scan.bang).
+    "if-open-no-end": _rep(b"", b"<!--[if mso]><p>x"),
+    "endif-opens-comment": _rep(b"", b"<!--<![endif]><p>x"),
+    "if-inner-comments": _rep(b"<!--[if mso]>", b"<!-- c --><p>x"),
     # Quotes, tags and attributes.
     "quote-double": _rep(b'<a title="', b"<i x='"),
     "quote-single": _rep(b"<img src=https://t.test/x alt='", b'<i x="'),

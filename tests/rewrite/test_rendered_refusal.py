@@ -360,6 +360,22 @@ SNIPPETS: dict[str, str] = {
     "conditional_downlevel_revealed": '<![if !mso]><img src="{U}"><![endif]>',
     "conditional_not_mso": '<!--[if !mso]><!--><img src="{U}"><!--<![endif]-->',
     "conditional_not_mso_spaced": '<!--[if !mso]><!-- --><img src="{U}"><!--<![endif]-->',
+    # A browser ends a conditional comment at its first "-->"; Outlook's reading is markup
+    # there, and must not read past that point inside a construct.
+    "conditional_value_breakout": '<!--[if mso]><b title="--><img src={U}>"></b><![endif]-->',
+    "conditional_single_quote_breakout": "<!--[if mso]><b title='--><img src={U}>'><![endif]-->",
+    "conditional_style_breakout": '<!--[if mso]><style>a{}--><img src={U}></style><![endif]-->',
+    "conditional_style_spans_endif": '<!--[if mso]><style><![endif]--><p>x</p><img src="{U}">'
+                                     '<!--[if mso]></style><![endif]-->',
+    "conditional_title_breakout": '<!--[if mso]><title>--><img src={U}></title><![endif]-->',
+    "conditional_textarea_breakout": '<!--[if mso]><textarea>--><img src={U}></textarea>'
+                                     '<![endif]-->',
+    "conditional_endif_in_value": '<!--[if mso]><b title="<![endif]--><img src={U}>">',
+    "conditional_bang_end": '<!--[if mso]><b title="--!><img src={U}>"><![endif]-->',
+    "conditional_nested_breakout": '<!--[if mso]><!--[if gte mso 9]><b title="--><img src={U}>">'
+                                   '<![endif]--><![endif]-->',
+    "endif_opens_comment": '<!--<![endif]><p title="--><img src={U}>">x</p>',
+    "endif_ws_opens_comment": '<!--<![endif] ><p title="--><img src={U}>">x</p>',
     "select_img": '<select><option>x</option></select><img src="{U}">',
     "template_breakout": '<template><p></template><img src="{U}">',
     "iframe_text_breakout": '<iframe>x</iframe ><img src="{U}">',
