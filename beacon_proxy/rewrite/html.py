@@ -111,6 +111,11 @@ from beacon_proxy.rewrite.htmlrefs import (
     _PLAIN_SRC,
     _PLAIN_WIDTH,
     _QUOTES,
+    BASE_IN_SRCDOC,
+    BASE_UNRESOLVED,
+    BASES_DIFFER,
+    LIMIT_REACHED,
+    READINGS_PART,
     Box,
     Entry,
     PendingImg,
@@ -119,13 +124,12 @@ from beacon_proxy.rewrite.htmlrefs import (
     _Attr,
     _entry_start,
     _new,
-    embeds_document,
     materialize,
 )
 
-__all__ = ["LIMIT_REACHED", "READINGS_PART", "Box", "Entry", "HtmlScan", "Learner", "Mark",
-           "PendingImg", "Reference", "Span", "finish_scan", "materialize", "scan_entries",
-           "scan_html"]
+__all__ = ["BASES_DIFFER", "BASE_IN_SRCDOC", "BASE_UNRESOLVED", "LIMIT_REACHED", "READINGS_PART",
+           "Box", "Entry", "HtmlScan", "Learner", "Mark", "PendingImg", "Reference", "Span",
+           "finish_scan", "materialize", "scan_entries", "scan_html"]
 
 #: Where a construct starts and the scan's state there: (position, references before it,
 #: budget left, (comment/raw-text spans before it, style blocks before it, open
@@ -147,11 +151,8 @@ DEFAULT_MAX_BYTES = 64 * 1024 * 1024
 #: gigabyte.  Past it nothing is resolved and the scan counts as truncated.
 _RESOLVE_PER_BYTE = 32
 _RESOLVE_FREE = 1 << 20
-#: Why a scan is incomplete (:func:`finish_scan`): a limit (bytes, constructs, nesting, the
-#: resolving budget), or a comment that browsers end inside a construct (:meth:`_Scan.bang`).
-LIMIT_REACHED = "scan limit reached"
-READINGS_PART = ("a comment that browsers end inside what Outlook reads as markup "
-                 "(a conditional comment)")
+_SPECIAL_SCHEMES = frozenset({"http", "https", "ftp", "ws", "wss"})
+_SLASHES = frozenset({"//", "\\\\", "/\\", "\\/"})  # a protocol-relative base
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,11 +194,9 @@ class _Scan(TagReader):
         # Where a browser ends the comment that an Outlook conditional comment (or another
         # construct the scanner reads as markup from "<!--") is to it (-1: none pending):
         # the scanner must be between constructs there too (see bang()).  Each such
-        # "<!--" with that end, in order, for the template (rescan.py); and where the two
-        # readings part, once found (the scan stops there, truncated).
+        # "<!--" with that end, in order, for the template (rescan.py).
         self.comment_end = -1
         self.comment_spans: list[Span] = []
-        self.breakout = -1
 
     # -- the loop: skip in C, look in Python -------------------------------------------
     def run(self, pos: int = 0) -> int:
@@ -450,8 +449,7 @@ class _Scan(TagReader):
 
     def diverged(self, at: int) -> int:
         """The two readings of a comment part at ``at``: stop, truncated."""
-        self.breakout, self.truncated = at, True
-        return self.n
+        return self.stop_scan(READINGS_PART)
 
     def ended(self) -> None:
         """At the end of a whole scan: a browser's comment end still pending was passed
@@ -536,20 +534,30 @@ class _Scan(TagReader):
 
     def srcdoc(self, attr: _Attr, tag_span: Span, box: Box | None) -> None:
         """A tiny or hidden frame shows nothing of its document, which loads all the same:
-        its references are hidden (a box-less CSS one gets a hidden box)."""
+        its references are hidden (a box-less CSS one gets a hidden box).
+
+        Its relative URLs resolve against this document's ``<base>`` (a ``srcdoc``
+        document has this one's base URL), so they are kept for :func:`finish_scan` to
+        resolve; a ``<base>`` of its own, or documents nested deeper than two, make the
+        scan incomplete.
+        """
         if self.depth >= 2:
+            self.stop_scan(LIMIT_REACHED)
             return
         unseen = box is not None and (is_tiny(box) or is_hidden(box))
         inner = _Scan(Decoded(self.view, attr[2], attr[3]).data, self.charset, self.budget,
                       self.depth + 1, self.fast)
         inner.run()
         inner.ended()
-        self.budget, self.truncated = inner.budget, self.truncated or inner.truncated
-        if inner.breakout >= 0 and self.breakout < 0:
-            self.breakout = attr[2]  # (somewhere in the value: the scan is truncated)
+        self.budget = inner.budget
+        if inner.base is not None:
+            inner.stop_scan(BASE_IN_SRCDOC)
+        if inner.truncated:
+            self.stop_scan(inner.incomplete or LIMIT_REACHED)
+            return
         value, whole = attr[2:4], attr[:2]
         for ref in inner.refs:
-            if ref.remote or (isinstance(ref, Reference) and embeds_document(ref.element, ref.url)):
+            if ref.url:
                 inner_box = ref.box
                 if unseen:
                     inner_box = (inner_box or _UNSEEN_BOX)._replace(display="none")
@@ -558,13 +566,16 @@ class _Scan(TagReader):
 
 
 def _resolve(base: str, ref: Reference) -> Reference:
-    """A relative reference against a remote ``<base href>``; unchanged (local) when the base
-    cannot be parsed ("https://[x/" raises in urljoin): a mail client cannot resolve it either.
+    """A relative reference against a remote ``<base href>``.  In an http(s), ftp or ws(s)
+    URL a browser reads ``\\`` as ``/`` (WHATWG URL): so does this, in both.  Raises
+    ValueError where ``urljoin`` cannot parse the base ("https://[x/"): a browser may
+    still (the scan is then incomplete: :func:`finish_scan`).
     """
-    try:
-        return ref._replace(url=urljoin(base, ref.url), remote=True)
-    except ValueError:
-        return ref
+    url = ref.url
+    special = base.partition(":")[0].lower() in _SPECIAL_SCHEMES or base[:2] in _SLASHES
+    if special and ("\\" in base or "\\" in url):
+        base, url = base.replace("\\", "/"), url.replace("\\", "/")
+    return ref._replace(url=urljoin(base, url), remote=True)
 
 
 class Learner(Protocol):
@@ -616,8 +627,11 @@ def finish_scan(scan: _Scan, truncated: bool = False
         if cost > _RESOLVE_PER_BYTE * scan.n + _RESOLVE_FREE:
             truncated = True
         else:
-            entries = [_resolve(base, r) if rel else r
-                       for r, rel in zip(refs, relative, strict=True)]
+            try:
+                entries = [_resolve(base, r) if rel else r
+                           for r, rel in zip(refs, relative, strict=True)]
+            except ValueError:
+                return tuple(entries), base, BASE_UNRESOLVED
     if not scan.ordered:
         entries.sort(key=_entry_start)
     hidden: list[Span] = []
@@ -635,9 +649,9 @@ def finish_scan(scan: _Scan, truncated: bool = False
             entries = _hide(entries, hidden)
     if scan.sources:  # after the hiding: a source takes its <img>'s box as hidden
         entries = _source_boxes(entries, scan, hidden)
-    if scan.breakout >= 0:
-        return tuple(entries), base, READINGS_PART
-    return tuple(entries), base, LIMIT_REACHED if truncated or scan.truncated else None
+    if scan.truncated or truncated:
+        return tuple(entries), base, scan.incomplete or LIMIT_REACHED
+    return tuple(entries), base, None
 
 
 def _source_boxes(entries: list[Entry], scan: _Scan, hidden: list[Span]) -> list[Entry]:

@@ -61,8 +61,19 @@ from beacon_proxy.rewrite.htmlpatterns import (
     TAG_NAME,
 )
 
-__all__ = ["EMBEDDED_DOCUMENT", "LINK_HINT", "URL_IN_NAME", "Box", "Entry", "PendingImg",
-           "Reference", "Span", "TagReader", "embeds_document", "materialize", "name_url"]
+__all__ = ["BASES_DIFFER", "BASE_IN_SRCDOC", "BASE_UNRESOLVED", "EMBEDDED_DOCUMENT",
+           "LIMIT_REACHED", "LINK_HINT", "READINGS_PART", "URL_IN_NAME", "Box", "Entry",
+           "PendingImg", "Reference", "Span", "TagReader", "embeds_document", "materialize",
+           "name_url"]
+
+#: Why a scan is incomplete (refused copies take the fallback): a limit (bytes,
+#: constructs, nesting, the resolving budget), or a reading the scanner cannot decide.
+LIMIT_REACHED = "scan limit reached"
+READINGS_PART = ("a comment that browsers end inside what Outlook reads as markup "
+                 "(a conditional comment)")
+BASES_DIFFER = "two <base href> that differ (a browser may see only the second)"
+BASE_IN_SRCDOC = "a <base> inside an iframe srcdoc document"
+BASE_UNRESOLVED = "a <base href> that relative URLs cannot be resolved against"
 
 _LOAD_RELS = frozenset({
     "stylesheet", "icon", "apple-touch-icon", "apple-touch-icon-precomposed", "mask-icon",
@@ -333,6 +344,7 @@ class TagReader:
         self.cond: list[str] = []
         self.base: str | None = None
         self.truncated = False
+        self.incomplete: str | None = None  # why truncated, when not a limit (stop_scan)
         self.opaque: list[Span] = []  # comments and raw text, in document order
         self.styles: list[Span] = []  # <style> contents
         self.sources = False  # a <source>, <track>, <video> or <audio> (html.start_tag)
@@ -463,8 +475,22 @@ class TagReader:
         elif name == "meta" and b"content" in attrs and attrs[b"content"][2] >= 0:
             if self.value(get(b"http-equiv")).strip().lower() == "refresh":
                 self.refresh(attrs[b"content"], tag_span)
-        elif name == "base" and b"href" in attrs and self.base is None:
-            self.base = clean_url(self.value(attrs[b"href"]))
+        elif name == "base" and b"href" in attrs:
+            # The first <base href> is a browser's base; the scanner's first may be one a
+            # browser never sees (in a conditional comment, a <template>, a <noscript>):
+            # with two that differ it cannot tell which.
+            href = clean_url(self.value(attrs[b"href"]))
+            if self.base is None:
+                self.base = href
+            elif href != self.base:
+                self.stop_scan(BASES_DIFFER)
+
+    def stop_scan(self, reason: str) -> int:
+        """End the scan here, incomplete for ``reason`` (the first one given stays)."""
+        if self.incomplete is None:
+            self.incomplete = reason
+        self.truncated = True
+        return self.n
 
     def value(self, attr: _Attr | None) -> str:
         if attr is None or attr[2] < 0:

@@ -13,6 +13,10 @@ from hypothesis import strategies as st
 
 from beacon_proxy.rewrite import html, htmlpatterns
 from beacon_proxy.rewrite.html import (
+    BASE_IN_SRCDOC,
+    BASE_UNRESOLVED,
+    BASES_DIFFER,
+    LIMIT_REACHED,
     READINGS_PART,
     PendingImg,
     Reference,
@@ -663,3 +667,40 @@ def test_real_templates_keep_their_conditional_comments_precise() -> None:
     assert any(b"<!--[if" in path.read_bytes() for path in paths)
     for path in paths:
         assert scan_entries(path.read_bytes())[2] is None, path.name
+
+
+# -- <base>: which one a browser uses, and how it resolves ------------------------------------
+
+@pytest.mark.parametrize(("html", "reason"), [
+    ('<template><base href="cid:x"></template><base href="https://t.test/p/"><img src="x">',
+     BASES_DIFFER),
+    ('<!--[if mso]><base href="cid:x"><![endif]--><base href="https://t.test/p/"><img src=x>',
+     BASES_DIFFER),
+    ('<iframe srcdoc="<base href=https://t.test/p/><img src=x>"></iframe>', BASE_IN_SRCDOC),
+    ('<base href="https://[x/"><img src="x.gif">', BASE_UNRESOLVED),
+    ('<iframe srcdoc="<iframe srcdoc=&quot;<iframe srcdoc=&amp;quot;<img src=&amp;amp;quot;'
+     'https://t.test/x&amp;amp;quot;>&amp;quot;></iframe>&quot;></iframe>"></iframe>',
+     LIMIT_REACHED),
+])
+def test_a_base_the_scanner_cannot_decide_makes_the_scan_incomplete(html: str,
+                                                                    reason: str) -> None:
+    assert scan_entries(html.encode())[2] == reason
+
+
+@pytest.mark.parametrize(("html", "urls"), [
+    ('<base href="https://t.test/p/"><base href="https://t.test/p/"><img src="x.gif">',
+     ["https://t.test/p/x.gif"]),
+    ('<base target="_blank"><base href="https://t.test/p/"><img src="x.gif">',
+     ["https://t.test/p/x.gif"]),
+    # WHATWG URL: "\" is "/" in an http(s) URL (urljoin alone would take "t.test\p\[" as
+    # the host, or raise).
+    ('<base href="https://t.test\\p\\[/"><img src="x.gif">', ["https://t.test/p/[/x.gif"]),
+    ('<base href="//t.test/p/"><img src="a\\x.gif">', ["//t.test/p/a/x.gif"]),
+    # A srcdoc document has its parent's base URL.
+    ('<base href="https://t.test/p/"><iframe srcdoc="<img src=&quot;x.gif&quot;>"></iframe>',
+     ["https://t.test/p/x.gif"]),
+])
+def test_relative_urls_resolve_as_a_browser_resolves_them(html: str, urls: list[str]) -> None:
+    result = scan_html(html.encode())
+    assert not result.truncated
+    assert [r.url for r in result.references if r.remote] == urls

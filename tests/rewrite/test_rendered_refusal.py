@@ -239,6 +239,25 @@ SNIPPETS: dict[str, str] = {
                               '?e=reader%40example.org">',
     "base_in_body": '<p>x</p><base href="https://{H}/p/"><img src="base_in_body.gif'
                     '?e=reader%40example.org">',
+    # The scanner's first <base> is one a browser never sees.
+    "base_after_template": '<template><base href="cid:x"></template><base href="https://{H}/p/">'
+                           '<img src="base_after_template.gif?e=reader%40example.org">',
+    "base_after_conditional": '<!--[if mso]><base href="cid:x"><![endif]-->'
+                              '<base href="https://{H}/p/"><p>x</p>'
+                              '<img src="base_after_conditional.gif?e=reader%40example.org">',
+    "base_backslashes": '<base href="https://{H}\\p\\[/"><p>x</p>'
+                        '<img src="base_backslashes.gif?e=reader%40example.org">',
+    "base_srcdoc_inherited": '<base href="https://{H}/p/"><p>x</p><iframe srcdoc="<img src='
+                             '&quot;base_srcdoc_inherited.gif?e=reader%40example.org&quot;>">'
+                             '</iframe>',
+    "base_srcdoc_css": '<base href="https://{H}/p/"><p>x</p><iframe srcdoc="<p style=&quot;'
+                       'background:url(base_srcdoc_css.gif?e=reader%40example.org)&quot;>x">'
+                       '</iframe>',
+    "base_inside_srcdoc": '<iframe srcdoc="<base href=https://{H}/p/>'
+                          '<img src=base_inside_srcdoc.gif?e=reader%40example.org>"></iframe>',
+    "srcdoc_three_deep": '<iframe srcdoc="<iframe srcdoc=&quot;<iframe srcdoc=&amp;quot;'
+                         '<img src=&amp;amp;quot;{U}&amp;amp;quot;>&amp;quot;></iframe>&quot;>'
+                         '</iframe>"></iframe>',
     # CSS in a style attribute
     "style_bg": '<p style="background:url({U})">x</p>',
     "style_bg_image_quoted": "<p style=\"background-image:url('{U}')\">x</p>",
