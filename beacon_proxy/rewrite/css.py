@@ -12,6 +12,16 @@ Strings elsewhere (``content: "url(x)"``) are text.  Every span is an absolute
 ``(start, end)`` offset into the buffer passed in.  A region without ``(``,
 ``@`` and ``\\`` cannot load anything and is skipped at ``memchr`` speed.
 
+Tokens are read as the CSS Syntax Level 3 tokenizer reads them, in one pass that
+never resumes inside a token: a url token and the remnants of a bad one (which
+honour escapes: ``url(a"\\)'`` runs on to the next ``)``), strings (a hex escape
+takes the newline after it), escapes, comments, and a name before ``(`` read whole
+(``#url(`` is a hash, ``@url(`` an at-keyword, ``\\41 url(`` one name, but
+``<!--url(`` a CDO and a function).  NUL is U+FFFD, a valid url code point, as
+the HTML parser and CSS preprocessing make it.  ``{}``, ``()`` and ``;`` are
+counted only to end an ``@font-face`` block (its URLs are ``font``), an
+``image-set()`` and an ``@import`` rule (removals), never inside another token.
+
 Neutralising a reference means replacing ``removal_span`` with ``neutral``:
 ``none`` for a ``url()`` token or a whole ``image-set()`` (the declaration
 stays valid), nothing for a whole ``@import`` rule.
@@ -29,31 +39,44 @@ __all__ = ["CssRef", "css_unescape", "declarations", "scan_css"]
 Span = tuple[int, int]
 
 _WS = rb"[ \t\n\r\f]"
+# Name code points as bytes: a NUL is U+FFFD to every client (the HTML parser and CSS
+# preprocessing replace it), a non-ASCII code point like any byte of a multi-byte one.
+_NAME = rb"-\w\x00\x80-\xff"
 _NEXT = re.compile(rb"[/\"'\\@(]")
+_NEXT_IN_BLOCK = re.compile(rb"[/\"'\\@({}]")
 _NEXT_IN_SET = re.compile(rb"[/\"'\\()]")
-_NEXT_IN_BLOCK = re.compile(rb"[/\"'\\{}]")
+_NEXT_IN_PRELUDE = re.compile(rb"[/\"'\\(){};]")
+# A function name ends a name token started just there: not after a name code point, an
+# escape, "#" (a hash token: "#url(" is a hash and a "(") or "@" (an at-keyword); after
+# "<!--" when that is a CDO token (see _Scanner.cdo_before).
+# (The first-byte class lets re skip the positions where no name can start.)
+_FUNC_NAME = re.compile(rb"(?=[-ius])(?:(?<![" + _NAME + rb"\\#@])|(?<=<!--))"
+                        rb"(?:-webkit-)?(?:image-set|url|src)\Z", re.I)
+# A valid escape (CSS Syntax 4.3.7; a hex escape takes one whitespace, CRLF being one; a
+# backslash at the very end is U+FFFD).
+_ESCAPE = (rb"\\(?:[0-9a-fA-F]{1,6}(?:\r\n|" + _WS + rb")?|[^\n\r\f0-9a-fA-F]|\Z)")
 _STRING = {
     # A backslash at the very end escapes nothing (CSS Syntax 4.3.5): the string ends there.
-    q: re.compile(rb"%c(?:[^%c\\\n\r\f]++|\\(?:\r\n|[\s\S])?+)*+(%c|(?=[\n\r\f])|\Z)" % (q, q, q))
+    # A hex escape takes the whitespace after it, a newline too: "\\41<LF>" goes on.
+    q: re.compile(rb"%c(?:[^%c\\\n\r\f]++|\\(?:[0-9a-fA-F]{1,6}(?:\r\n|[ \t\n\r\f])?|\r\n"
+                  rb"|[\s\S]))*+(%c|(?=[\n\r\f])|\\?\Z)" % (q, q, q))
     for q in b"\"'"
 }
-_FUNC_NAME = re.compile(rb"(?<![-\w\x80-\xff\\])(?:-webkit-)?(?:image-set|url|src)\Z", re.I)
-_ESCAPE = rb"\\(?:[0-9a-fA-F]{1,6}" + _WS + rb"?|[^\n\r\f0-9a-fA-F])"
-_IDENT_RUN = re.compile(rb"(?:[-\w\x80-\xff]|" + _ESCAPE + rb")++")
-_IDENT_BACK = re.compile(rb"[-\w\x80-\xff]*+\Z")
+_IDENT_RUN = re.compile(rb"(?:[" + _NAME + rb"]|" + _ESCAPE + rb")++")
+_IDENT_BACK = re.compile(rb"[" + _NAME + rb"]*+\Z")
+# Consume a url token (CSS Syntax 4.3.6): NUL is U+FFFD there, a valid code point.
 _URL_UNQUOTED = re.compile(
-    _WS + rb"*+((?:[^)\"'(\\ \t\n\r\f\x00-\x08\x0b\x0e-\x1f\x7f]++|" + _ESCAPE + rb")*+)"
+    _WS + rb"*+((?:[^)\"'(\\ \t\n\r\f\x01-\x08\x0b\x0e-\x1f\x7f]++|" + _ESCAPE + rb")*+)"
     + _WS + rb"*+(?:\)|\Z)"
 )
+# Consume the remnants of a bad url (4.3.14): to the first ")" that no valid escape takes.
+_BAD_URL_REST = re.compile(rb"(?:[^)\\]++|\\[^\n\r\f]?+)*+(?:\)|\Z)")
 _URL_QUOTE = re.compile(_WS + rb"*+([\"'])")
 _CLOSE = re.compile(_WS + rb"*+(?:\)|\Z)")
-_AT = re.compile(rb"@(import|font-face)(?![-\w\x80-\xff\\])", re.I)
+_AT = re.compile(rb"@(import|font-face)(?![" + _NAME + rb"\\])", re.I)
 # Whitespace and comments: "@import/**/'x'" imports x.
-_GAP = rb"(?:" + _WS + rb"++|/\*[^*]*+\*++(?:[^/*][^*]*+\*++)*+/)*+"
-_IMPORT_URL = re.compile(_GAP + rb"(?:([\"'])|(url\())", re.I)
-_IMPORT_TAIL = re.compile(rb"(?:[^;\"'{}]++|\"[^\"\n]*+\"?|'[^'\n]*+'?)*+;?")
-_PRELUDE = re.compile(rb"[^{;}]*+")  # an at-rule's prelude: its block opens with "{"
-_HEX_ESCAPE = re.compile(r"\\(?:([0-9a-fA-F]{1,6})[ \t\n\r\f]?|(\r\n|[\n\r\f])|(.))", re.S)
+_GAP = re.compile(rb"(?:" + _WS + rb"++|/\*[^*]*+\*++(?:[^/*][^*]*+\*++)*+/)*+")
+_HEX_ESCAPE = re.compile(r"\\(?:([0-9a-fA-F]{1,6})(?:\r\n|[ \t\n\r\f])?|(\r\n|[\n\r\f])|(.))", re.S)
 _DECL_NAMES = rb"(width|height|max-width|max-height|display|visibility|opacity|mso-hide)"
 _DECL = re.compile(rb"(?<![-\w])" + _DECL_NAMES + _WS + rb"*+:" + _WS + rb"*+([^;}!]*)", re.I)
 # The same on lower-case text: a first-byte class before the lookbehind lets re skip to
@@ -95,18 +118,26 @@ def css_unescape(text: str) -> str:
 
 
 def _text(data: bytes, span: Span) -> str:
-    return css_unescape(data[span[0] : span[1]].decode("utf-8", "replace")).strip()
+    # NUL is U+FFFD to a client (HTML parser, CSS preprocessing): url(x\0) loads x%EF%BF%BD
+    text = data[span[0] : span[1]].decode("utf-8", "replace").replace("\0", "\ufffd")
+    return css_unescape(text).strip()
 
 
 class _Scanner:
+    """One forward pass over the tokens of ``data[:end]``, as CSS Syntax tokenizes them.
+
+    Every loop here hands a token to the same readers (:meth:`string`,
+    :meth:`skip_comment`, :meth:`call`), so no structure (a block's ``}``, an
+    ``image-set(``'s ``)``, an ``@import``'s ``;``) is ever looked for inside a string, a
+    comment, an escape or a url token, and every position a loop resumes at is a token
+    boundary.  Blocks are counted only to label a reference (``font``) and to bound a
+    removal (a whole ``image-set()``, a whole ``@import`` rule).
+    """
+
     def __init__(self, data: bytes, end: int) -> None:
         self.data = data
         self.end = end
         self.refs: list[CssRef] = []
-        # Where the last @font-face prelude without a block ended (at ";", "}" or the end):
-        # every later @font-face before it ends there too, so it is not read again (one
-        # read per "@font-face " to the same far end made that quadratic).
-        self.no_block = -1
 
     def skip_comment(self, pos: int) -> int:
         close = self.data.find(b"*/", pos + 2, self.end)
@@ -116,35 +147,73 @@ class _Scanner:
         """End of the string token at ``pos`` and the span of its contents."""
         m = _STRING[self.data[pos]].match(self.data, pos, self.end)
         assert m is not None  # the pattern matches any opening quote
-        inner_end = m.end() - (1 if m.group(1) else 0)
+        inner_end = m.end() - len(m.group(1))  # less its quote, or a backslash at the end
         return m.end(), (pos + 1, inner_end)
 
-    def function_at(self, paren: int) -> tuple[str, int] | None:
-        """(lower-cased name, start) of url/src/image-set ending just before ``paren``."""
-        m = _FUNC_NAME.search(self.data, max(0, paren - 18), paren)
-        if m is None:
-            return None
-        return m.group().decode("ascii").lower(), m.start()
+    def cdo_before(self, at: int) -> bool:
+        """Whether ``data[at - 4:at]`` is a CDO token ``<!--`` (its "<" not escaped)."""
+        data = self.data
+        if at < 4 or data[at - 4 : at] != b"<!--":
+            return False
+        i = at - 5
+        while i >= 0 and data[i] == 0x5C:  # a backslash run, each read once per "<!--"
+            i -= 1
+        return (at - 5 - i) % 2 == 0
 
-    def url_function(self, name: str, start: int, paren: int, kind: str) -> int:
-        """Read url( or src( whose ``(`` is at ``paren``; record it; return the end."""
+    def call(self, pos: int, kind: str, nested: bool = False) -> tuple[int, bool]:
+        """Read the ``(`` or the backslash at ``pos``: a url token, a ``url(``/``src(``
+        function, an ``image-set(`` (whole, unless ``nested``), another function or block,
+        or a name with escapes.  Returns where the next token starts and whether a block
+        (a function or a ``(``) is left open, its ``)`` still to come."""
+        data = self.data
+        if data[pos] == 0x28:  # "("
+            paren = pos
+            m = _FUNC_NAME.search(data, max(0, paren - 18), paren)
+            if m is None or (m.start() and data[m.start() - 1] == 0x2D
+                              and not self.cdo_before(m.start())):
+                return paren + 1, True
+            name, start = m.group().decode("ascii").lower(), m.start()
+        else:  # a backslash: maybe an escaped function name like u\72 l(
+            back = _IDENT_BACK.search(data, max(0, pos - 64), pos)
+            start = back.start() if back else pos
+            run = _IDENT_RUN.match(data, start, self.end)
+            if run is None:  # a backslash before a newline: a delimiter
+                return pos + 1, False
+            paren = run.end()
+            if paren >= self.end or data[paren] != 0x28:
+                return max(paren, pos + 1), False
+            if start > 0 and data[start - 1] in b"#@":  # a hash or an at-keyword, then "("
+                return paren + 1, True
+            if start >= 2 and data[start - 2] == 0x3C and self.cdo_before(start + 2):
+                start += 2  # "<!--" is a CDO token, the name starts after it
+            name = css_unescape(data[start:paren].decode("latin-1")).lower()
+        if name in ("url", "src"):
+            return self.url_function(name, start, paren, kind)
+        if name in ("image-set", "-webkit-image-set") and not nested:
+            return self.image_set(start, paren, kind), False
+        return paren + 1, True
+
+    def url_function(self, name: str, start: int, paren: int, kind: str) -> tuple[int, bool]:
+        """Read url( or src( whose ``(`` is at ``paren``; record it; return the end and
+        whether the function is still open (a string and then not its ``)``)."""
         data, after = self.data, paren + 1
         q = _URL_QUOTE.match(data, after, self.end)
         if q is not None:
             pos, inner = self.string(q.start(1))
             close = _CLOSE.match(data, pos, self.end)
             if close is None:
-                return pos
+                return pos, True
             self.add(kind, inner, (start, close.end()))
-            return close.end()
+            return close.end(), False
         if name != "url":
-            return after
+            return after, True
         m = _URL_UNQUOTED.match(data, after, self.end)
-        if m is None:  # a bad url: nothing is fetched; skip to its ")"
-            close_at = data.find(b")", after, self.end)
-            return self.end if close_at < 0 else close_at + 1
+        if m is None:  # a bad url: nothing is fetched; its remnants honour escapes ("\)")
+            bad = _BAD_URL_REST.match(data, after, self.end)
+            assert bad is not None  # matches ""
+            return bad.end(), False
         self.add(kind, m.span(1), (start, m.end()))
-        return m.end()
+        return m.end(), False
 
     def add(self, kind: str, inner: Span, token: Span, removal: Span | None = None) -> None:
         url = _text(self.data, inner)
@@ -171,16 +240,11 @@ class _Scanner:
                 if depth == 1:
                     self.add(kind, inner, (pos, end))
                 pos = end
-            elif c == 0x5C:  # backslash
-                pos += 2
-            elif c == 0x28:  # "("
-                func = self.function_at(pos)
-                if func and func[0] in ("url", "src"):
-                    pos = self.url_function(func[0], func[1], pos, kind)
-                else:
-                    depth, pos = depth + 1, pos + 1
-            else:  # ")"
+            elif c == 0x29:  # ")"
                 depth, pos = depth - 1, pos + 1
+            else:  # "(" or a backslash
+                pos, opened = self.call(pos, kind, nested=True)
+                depth += opened
         whole = (start, pos)
         self.refs[first:] = [
             CssRef(r.kind, r.url, r.url_span, r.token_span, whole, b"none", True)
@@ -188,122 +252,112 @@ class _Scanner:
         ]
         return pos
 
-    def scan(self, pos: int, kind: str = "url") -> None:
+    def scan(self, pos: int, kind: str = "url", block: bool = False) -> int:
+        """Scan to the end, or (``block``) to just past the ``}`` closing a block."""
         data, end = self.data, self.end
+        search = (_NEXT_IN_BLOCK if block else _NEXT).search
+        depth = 1
         while pos < end:
-            m = _NEXT.search(data, pos, end)
+            m = search(data, pos, end)
             if m is None:
-                return
+                return end
             pos, c = m.start(), data[m.start()]
             if c == 0x2F:  # "/"
                 pos = self.skip_comment(pos) if data.startswith(b"/*", pos) else pos + 1
             elif c in b"\"'":
                 pos = self.string(pos)[0]
-            elif c == 0x28:  # "("
-                pos = self.paren(pos, kind)
             elif c == 0x40:  # "@"
                 pos = self.at_rule(pos, kind)
-            else:
-                pos = self.escape(pos, kind)
+            elif c == 0x7B:  # "{" (only in a block)
+                depth, pos = depth + 1, pos + 1
+            elif c == 0x7D:  # "}"
+                depth, pos = depth - 1, pos + 1
+                if depth == 0:
+                    return pos
+            else:  # "(" or a backslash
+                pos = self.call(pos, kind)[0]
+        return end
 
-    def paren(self, pos: int, kind: str) -> int:
-        func = self.function_at(pos)
-        if func is None:
-            return pos + 1
-        name, start = func
-        if name.endswith("image-set"):
-            return self.image_set(start, pos, kind)
-        return self.url_function(name, start, pos, kind)
-
-    def escape(self, pos: int, kind: str) -> int:
-        """A backslash outside strings: maybe an escaped function name like ``u\\72 l(``."""
-        back = _IDENT_BACK.search(self.data, max(0, pos - 64), pos)
-        start = back.start() if back else pos
-        m = _IDENT_RUN.match(self.data, start, self.end)
-        if m is None:  # a backslash before a newline: not an escape
-            return pos + 1
-        paren = m.end()
-        if not self.data.startswith(b"(", paren):
-            return max(paren, pos + 1)
-        name = css_unescape(self.data[start:paren].decode("latin-1")).lower()
-        if name in ("url", "src"):
-            return self.url_function(name, start, paren, kind)
-        if name in ("image-set", "-webkit-image-set"):
-            return self.image_set(start, paren, kind)
-        return paren + 1
+    def prelude(self, pos: int, kind: str) -> tuple[int, int]:
+        """Read an at-rule's prelude from ``pos``: the position of its ``{`` or a ``}``,
+        or just past its ``;`` (outside ``()``), or the end; and that byte (0 at the end)."""
+        data, end, depth = self.data, self.end, 0
+        while pos < end:
+            m = _NEXT_IN_PRELUDE.search(data, pos, end)
+            if m is None:
+                break
+            pos, c = m.start(), data[m.start()]
+            if c == 0x2F:  # "/"
+                pos = self.skip_comment(pos) if data.startswith(b"/*", pos) else pos + 1
+            elif c in b"\"'":
+                pos = self.string(pos)[0]
+            elif c in b"{}":
+                return pos, c
+            elif c == 0x3B:  # ";"
+                pos += 1
+                if depth == 0:
+                    return pos, c
+            elif c == 0x29:  # ")"
+                depth, pos = max(0, depth - 1), pos + 1
+            else:  # "(" or a backslash
+                pos, opened = self.call(pos, kind)
+                depth += opened
+        return end, 0
 
     def at_rule(self, pos: int, kind: str) -> int:
         m = _AT.match(self.data, pos, self.end)
         if m is not None:
             name, name_end = m.group(1).lower(), m.end()
-        else:  # an escaped name: "@\69mport" is "@import"
+        else:  # another at-keyword (read whole: "@url(" is no function) or an escaped name
             m = _IDENT_RUN.match(self.data, pos + 1, self.end)
-            if m is None or b"\\" not in m.group():
+            if m is None:
                 return pos + 1
-            name = css_unescape(m.group().decode("latin-1")).lower().encode("latin-1", "replace")
             name_end = m.end()
+            name = b""
+            if b"\\" in m.group():  # "@\69mport" is "@import"
+                name = css_unescape(m.group().decode("latin-1")).lower().encode("latin-1",
+                                                                               "replace")
             if name not in (b"import", b"font-face"):
-                return pos + 1
+                # a "(" after it opens a block: "@a\41 url(" is no url( (the lookbehind of
+                # a "(" cannot tell an escape's whitespace from a space)
+                return name_end + self.data.startswith(b"(", name_end, self.end)
         if name == b"import":
             return self.import_rule(pos, name_end)
-        if kind == "font":  # @font-face does not nest: no second pass over the rest
+        if kind == "font":  # @font-face does not nest
             return name_end
-        start = name_end
-        if start <= self.no_block:  # at_rule() is called at increasing offsets
-            return start
-        prelude = _PRELUDE.match(self.data, start, self.end)
-        assert prelude is not None  # matches ""
-        brace = prelude.end()
-        if brace >= self.end or self.data[brace] != 0x7B:  # "{"
-            self.no_block = brace
-            return start
-        body_end = self.block_end(brace + 1)
-        inner = _Scanner(self.data, body_end)
-        inner.scan(brace + 1, "font")
-        self.refs.extend(inner.refs)
-        return body_end
+        brace, c = self.prelude(name_end, kind)
+        if c != 0x7B:  # "{"
+            return brace
+        return self.scan(brace + 1, "font", block=True)
 
     def import_rule(self, at: int, pos: int) -> int:
         data, end = self.data, self.end
-        m = _IMPORT_URL.match(data, pos, end)
-        if m is None:
+        gap = _GAP.match(data, pos, end)
+        assert gap is not None  # matches ""
+        pos = gap.end()
+        if pos >= end:
             return pos
-        if m.group(1):
-            after, inner = self.string(m.start(1))
-            token: Span = (m.start(1), after)
-        else:
+        if data[pos] in b"\"'":
+            after, inner = self.string(pos)
+            token: Span = (pos, after)
+            if not _text(data, inner):  # imports nothing: the rest is read as any CSS
+                return after
+        else:  # url(x), url("x"), also with an escaped name: u\72l(x)
+            run = _IDENT_RUN.match(data, pos, end)
+            if (run is None or not data.startswith(b"(", run.end(), end)
+                    or css_unescape(run.group().decode("latin-1")).lower() != "url"):
+                return pos
             before = len(self.refs)
-            after = self.url_function("url", m.start(2), m.end(2) - 1, "import")
-            if len(self.refs) == before:
+            after = self.url_function("url", pos, run.end(), "import")[0]
+            if len(self.refs) == before:  # a bad url, an empty one, or url("x" and more
                 return after
             ref = self.refs.pop()
             inner, token = ref.url_span, ref.token_span
-        tail = _IMPORT_TAIL.match(data, after, end)
-        rule_end = tail.end() if tail else after
+        first = len(self.refs)
+        rule_end = self.prelude(after, "import")[0]
+        del self.refs[first:]  # the rest of the rule (media, supports) goes with it
         self.add("import", inner, token, (at, rule_end))
         return rule_end
-
-    def block_end(self, pos: int) -> int:
-        """Offset just past the ``}`` closing the block whose body starts at ``pos``."""
-        depth, data = 1, self.data
-        while pos < self.end:
-            m = _NEXT_IN_BLOCK.search(data, pos, self.end)
-            if m is None:
-                break
-            pos, c = m.start(), data[m.start()]
-            if c == 0x2F:
-                pos = self.skip_comment(pos) if data.startswith(b"/*", pos) else pos + 1
-            elif c in b"\"'":
-                pos = self.string(pos)[0]
-            elif c == 0x5C:
-                pos += 2
-            elif c == 0x7B:
-                depth, pos = depth + 1, pos + 1
-            else:
-                depth, pos = depth - 1, pos + 1
-                if depth == 0:
-                    return pos
-        return self.end
 
 
 def _strip(data: bytes, span: Span) -> Span:

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from beacon_proxy.rewrite.css import CssRef, css_unescape, declarations, scan_css
 from beacon_proxy.rewrite.html import scan_html
+from tests.rewrite.csstokens import url_loads
 
 
 def _found(css: bytes) -> list[tuple[str, str, bytes, bytes]]:
@@ -142,3 +145,125 @@ def test_a_backslash_ending_a_string_at_the_end_of_the_css(css: bytes) -> None:
     # found by tests/rewrite/test_fuzz.py: it raised AssertionError out of Engine.analyse
     scan_css(css)
     scan_html(b"<style>" + css)
+
+
+# -- read as the CSS tokenizer reads (CSS Syntax Level 3, 4.3): a misread token leaves the
+# scanner elsewhere than the browser, and a quote it then reads as a string hides the rest
+
+_U = b"url(https://t.test/U)"
+
+
+def _urls(css: bytes) -> list[str]:
+    return [r.url for r in scan_css(css)]
+
+
+@pytest.mark.parametrize("bad", [
+    b"url(a\"\\)'x)",  # the remnants of a bad url honour escapes: "\)" does not end them
+    b"url(a(\\)'b)",
+    b"url(a\"b\\)c')",
+    b"image-set(url(a\"\\)'x) 1x)",
+    b"url(a b\\)'c)",
+])
+def test_the_remnants_of_a_bad_url_end_at_an_unescaped_paren(bad: bytes) -> None:
+    css = b"p{color:" + bad + b"} p{background:" + _U + b"} /*'*/"
+    assert _urls(css) == ["https://t.test/U"]
+    font = b"@font-face{font-family:q;src:" + bad + b"} p{background:" + _U + b"} /*'*/"
+    assert [(r.kind, r.url) for r in scan_css(font)] == [("url", "https://t.test/U")]
+
+
+def test_a_url_token_ends_where_the_tokenizer_ends_it() -> None:
+    # "\\)" is an escaped backslash, then the ")" that ends the remnants
+    assert _urls(b"p{x:url(a\"\\\\)'y)} q{background:" + _U + b"} /*'*/") == []
+    # a comment opener, braces and quotes-in-escapes are url code points
+    css = b"q{x:url(/*)} p{background:" + _U + b"} /**/"
+    assert _urls(css) == ["/*", "https://t.test/U"]
+    assert _urls(b"url(a\\41 b) url(a\\41\r\nb)") == ["aAb", "aAb"]  # CRLF is one whitespace
+    assert _urls(b"p{background:url(https://t.test/U\\") == ["https://t.test/U\\"]
+
+
+def test_a_brace_in_a_url_token_or_a_string_does_not_end_a_font_face_block() -> None:
+    css = (b"@font-face{font-family:'}';src:url(a}b),url(a}'b)} p{background:" + _U
+           + b"} /*'*/@font-face{src:url(https://t.test/f.woff)}")
+    assert [(r.kind, r.url) for r in scan_css(css)] == [
+        ("font", "a}b"), ("url", "https://t.test/U"), ("font", "https://t.test/f.woff")]
+
+
+def test_nul_in_a_url_is_a_code_point() -> None:
+    # the HTML parser (and CSS preprocessing) make it U+FFFD, which Chromium loads
+    for css in (b"p{background:url(https://t.test/U\x00)}", b"p{background:url(\x00x)}"):
+        (ref,) = scan_css(css)
+        assert "\ufffd" in ref.url and css[slice(*ref.removal_span)].startswith(b"url(")
+
+
+@pytest.mark.parametrize("name", [b"#url(", b"#\\75rl(", b"@url(", b"\x00url(", b"x\\41 url(",
+                                  b"@a\\41 url(", b"-url(", b"5url(", b"\\<!--url("])
+def test_a_name_that_is_not_a_url_function(name: bytes) -> None:
+    # Chromium: a hash, an at-keyword, a longer name or a dimension, then a "(" block; a
+    # string in it hides nothing: :is() forgives the selector, p gets the background
+    css = b":is(" + name + b"a\")\"), p){background:" + _U + b"}"
+    assert _urls(css) == ["https://t.test/U"]
+
+
+@pytest.mark.parametrize("css", [b"q{x:<!--url(/*)} p{background:" + _U + b"} /**/",
+                                 b"q{x:<!--\\75rl(/*)} p{background:" + _U + b"} /**/",
+                                 b"q{x:\\\\<!--url(/*)} p{background:" + _U + b"} /**/"])
+def test_a_url_function_after_a_cdo_token(css: bytes) -> None:
+    assert _urls(css) == ["/*", "https://t.test/U"]
+
+
+def test_a_hex_escape_takes_a_newline_in_a_string() -> None:
+    for nl in (b"\n", b"\r\n", b"\f"):
+        css = b'p{content:"\\41' + nl + b'"; background:' + _U + b'} /*"*/'
+        assert _urls(css) == ["https://t.test/U"]
+    assert _urls(b'p{content:"\\\n"; background:' + _U + b'}') == ["https://t.test/U"]
+
+
+def test_an_import_rule_ends_at_its_own_semicolon() -> None:
+    css = (b"@import \"https://t.test/a.css\" url(a;'b) supports(x:y;z) '\\';' ;"
+           b" p{background:" + _U + b"} /*'*/")
+    refs = scan_css(css)
+    assert [(r.kind, r.url) for r in refs] == [
+        ("import", "https://t.test/a.css"), ("url", "https://t.test/U")]
+    assert css[slice(*refs[0].removal_span)].endswith(b"'\\';' ;")
+    # an empty one imports nothing and takes nothing with it
+    assert _urls(b"@import '' url(https://t.test/U);") == ["https://t.test/U"]
+
+
+def test_an_import_with_an_escaped_url_name_is_an_import() -> None:
+    # its data: style sheet would load what it names (unmodelled.py: embedded-document)
+    (ref,) = scan_css(b"@import u\\72l(data:text/css,x);")
+    assert (ref.kind, ref.url) == ("import", "data:text/css,x")
+
+
+def test_a_font_face_prelude_is_read_as_tokens() -> None:
+    css = b"@font-face '{' ; p{background:" + _U + b"} /*'*/"
+    assert [(r.kind, r.url) for r in scan_css(css)] == [("url", "https://t.test/U")]
+    css = b"@font-face x(;) {src:url(https://t.test/f.woff)} p{background:" + _U + b"}"
+    assert [(r.kind, r.url) for r in scan_css(css)] == [
+        ("font", "https://t.test/f.woff"), ("url", "https://t.test/U")]
+
+
+def test_functions_in_an_image_set_nest() -> None:
+    css = b'p{background:image-set(src(x) 1x, "https://t.test/U" 2x, y(")") 3x)} q{}'
+    (ref,) = scan_css(css)
+    assert css[slice(*ref.removal_span)] == css[13:-5]
+
+
+_FRAGMENTS = ["url(", "URL(", "u\\72l(", "\\75rl(", "src(", "url( ", 'url("', "url( '", "(",
+              ")", "{", "}", '"', "'", "\\", "\\)", "\\\\", "/*", "*/", "/", "#", "@",
+              "@font-face", "@\\66ont-face", "@media", "<!--", "-->", "<!---", "\\<", "-", "--",
+              "5", "-5", ".", "+", "e", "1e", "e+5", "%", "a", "x", " ", "\n", "\r\n", "\r", "\t",
+              "\f", "\x00", "\x01", "\x0b", "\x7f", ";", ":", ",", "[", "]", "!", "<", "\u00e9",
+              "\\41 ", "\\41\r\n", "\\0", "\\28", "\\\n", "\\\r\n", "\\\x00", "U+0",
+              "image-set(", "-webkit-image-set(", "p{background:", "https://t.test/U"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(_FRAGMENTS), max_size=30))
+def test_url_loads_are_a_literal_tokenizers(bits: list[str]) -> None:
+    """Every ``url()``/``src()`` load, exactly where a literal reading of CSS Syntax
+    Level 3 (tests/rewrite/csstokens.py) finds one: none missed, none invented (a url
+    token invented swallows what the browser reads as other tokens)."""
+    css = "".join(bits).encode()
+    found = {r.token_span for r in scan_css(css) if css[r.token_span[0]] not in b"\"'"}
+    assert found == url_loads(css)

@@ -254,6 +254,31 @@ def test_css_scan_is_linear() -> None:
     _assert_linear(_rep(b"", b"@font-face;url("), scan_css)
 
 
+# Shapes of the token-exact reading (bad-url remnants, at-rule preludes, import tails,
+# names before "(", CDO): each token is read once, whatever follows it.
+_CSS_TOKENS: dict[str, Build] = {
+    "bad-url-escapes": _rep(b"", b"url(a\"\\)"),
+    "bad-url-open": _rep(b"", b"url(a'"),
+    "font-face-prelude-strings": _rep(b"", b"@font-face '{'"),
+    "font-face-prelude-parens": _rep(b"", b"@font-face ("),
+    "font-face-blocks-open": _rep(b"", b"@font-face{src:url(a}"),
+    "import-tails": _rep(b"", b"@import 'a' url(b;"),
+    "import-tail-parens": _rep(b"", b"@import 'a' x("),
+    "import-escaped-urls": _rep(b"", b"@import u\\72l(a"),
+    "hash-names": _rep(b"", b"#\\75rl("),
+    "at-names": _rep(b"", b"@a\\41 url("),
+    "cdo-names": _rep(b"", b"<!--\\75rl("),
+    "cdo-backslashes": _rep(b"\\" * 64, b"<!--url("),
+    "string-hex-newlines": _rep(b'"', b"\\41\n"),
+    "image-set-functions": _rep(b"image-set(", b"src(x("),
+}
+
+
+@pytest.mark.parametrize("build", _CSS_TOKENS.values(), ids=_CSS_TOKENS.keys())
+def test_css_token_shapes_are_linear(build: Build) -> None:
+    _assert_linear(build, scan_css)
+
+
 # -- the conservative fallback: one pass, whatever the markup --------------------------------
 
 _FALLBACK: dict[str, Build] = {

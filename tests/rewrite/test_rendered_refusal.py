@@ -339,6 +339,46 @@ SNIPPETS: dict[str, str] = {
     "css_image_set_string": '<style>p{{background-image:image-set("{U}" 1x)}}</style><p>x</p>',
     "css_attr_selector_url": '<style>p[title="a}}"]{{background:url({U})}}</style>'
                              '<p title="a}}">x</p>',
+    # the scanner read as the CSS tokenizer does (each ' or " after a token the scanner
+    # once misread starts a string that ran over the real url() into the closing comment)
+    "css_bad_url_escape": "<p>x</p><style>p{{color:url(a\"\\)'x) }} p{{background:url({U})}}"
+                          " /*'*/</style>",
+    "css_bad_url_paren": "<style>p{{x:url(a(\\)'b); }} p{{background:url({U})}} /*'*/</style>"
+                         "<p>x</p>",
+    "css_bad_url_string_desync": "<style>p{{x:url(a\"b\\)c'); }} p{{background:url({U})}} "
+                                 "/*'*/</style><p>x</p>",
+    "css_image_set_bad_url": "<style>p{{background-image:image-set(url(a\"\\)'x) 1x); }} "
+                             "p{{background:url({U})}} /*'*/</style><p>x</p>",
+    "css_bad_url_in_font_face": "<style>@font-face{{font-family:q;src:url(a\"\\)'b)}} "
+                                "p{{background:url({U})}} /*'*/</style><p>x</p>",
+    "css_font_face_brace_in_url": "<p>x</p><style>@font-face{{font-family:q;src:url(a}}'b)}} "
+                                  "p{{background:url({U})}} /*'*/</style>",
+    "css_nul_in_url": "<p>x</p><style>p{{background:url({U}\x00)}}</style>",
+    "style_nul_in_url": '<p style="background:url({U}\x00)">x</p>',
+    "style_nul_in_url_mid": '<p style="background:url(https://{H}/p/\x00/style_nul_in_url_mid.gif'
+                            '?e=reader%40example.org)">x</p>',
+    "css_import_tail_bad_url": "<style>@import \"x.css\" url(a;'b); p{{background:url({U})}} "
+                               "/*'*/</style><p>x</p>",
+    "css_import_tail_escaped_quote": "<style>@import \"x.css\" '\\';' ; p{{background:url({U})}}"
+                                     " /*'*/</style><p>x</p>",
+    "css_import_escaped_url_data": "<style>@import u\\72l(data:text/css,p%7Bbackground:url%28"
+                                   "{U}%29%7D);</style><p>x</p>",
+    "css_font_face_prelude_string": "<style>@font-face '{{' ; p{{background:url({U})}} /*'*/"
+                                    "</style><p>x</p>",
+    "css_hash_url_in_is": "<style>:is(#url(a\")\"), p){{background:url({U})}}</style><p>x</p>",
+    "css_hash_escaped_url_in_is": "<style>:is(#\\75rl(a\")\"), p){{background:url({U})}}"
+                                  "</style><p>x</p>",
+    "css_at_url_in_is": "<style>:is(@url(a\")\"), p){{background:url({U})}}</style><p>x</p>",
+    "css_nul_name_url_in_is": "<style>:is(\x00url(a\")\"), p){{background:url({U})}}</style>"
+                              "<p>x</p>",
+    "css_cdo_url_then_comment": "<style>q{{x:<!--url(/*)}} p{{background:url({U})}} /**/"
+                                "</style><p>x</p>",
+    "css_cdo_escaped_url_then_comment": "<style>q{{x:<!--\\75rl(/*)}} p{{background:url({U})}}"
+                                        " /**/</style><p>x</p>",
+    "css_string_hex_escape_newline": "<style>p{{content:\"\\41\n\"; background:url({U})}} "
+                                     "/*\"*/</style><p>x</p>",
+    "css_url_hex_escape_crlf": "<style>p{{background:url({U}\\41\r\nb)}}</style><p>x</p>",
+    "css_url_backslash_at_end": "<style>p{{background:url({U}\\</style><p>x</p>",
     # SVG and MathML (the precise path leaves them to the fallback)
     "svg_image_href": '<svg width="10" height="10"><image href="{U}" width="10" height="10"/>'
                       '</svg>',
@@ -490,7 +530,7 @@ NO_CONTROL: dict[str, str] = {
 #: Also rendered with JavaScript on (noscript is then raw text, other paths change).
 WITH_SCRIPT = ("noscript_attr_breakout", "noscript_style_breakout", "noscript_comment_breakout",
                "noscript_textarea_breakout", "img_lazy", "iframe_lazy", "meta_refresh",
-               "css_block")
+               "css_block", "style_nul_in_url")
 
 #: Snippets also sent base64- and quoted-printable-encoded.
 ENCODED = ("img", "style_bg", "css_import", "body_background", "link_stylesheet",
