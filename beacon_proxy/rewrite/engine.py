@@ -81,11 +81,11 @@ from beacon_proxy.rewrite.mime import (
     HTML_TYPES,
     MAX_DEPTH,
     MAX_PARTS,
-    MESSAGE_TYPES,
     OPAQUE_TYPES,
     RENDERED_TYPES,
     MimePart,
     MimeTree,
+    is_message,
     parse_message,
     reencode,
     reparse_shifted,
@@ -99,6 +99,7 @@ from beacon_proxy.rewrite.transfer import (
     QpIndex,
     TransferError,
     apply_edits,
+    decode_base64,
     decode_indexed,
     splice,
 )
@@ -393,7 +394,7 @@ class Engine:
                     unhandled.append(f"{_Where(part)}: an encoded HTML file in plain text")
                 elif part.content_type in RENDERED_TYPES:
                     unhandled.append(f"{_Where(part)}: not scanned by the precise path")
-                elif part.content_type in OPAQUE_TYPES or part.content_type in MESSAGE_TYPES:
+                elif part.content_type in OPAQUE_TYPES or is_message(part.content_type):
                     # message/delivery-status and the like are not rendered as HTML
                     unhandled.append(f"{_Where(part)}: {part.reason or 'opaque content'}")
         urls = "\n".join([e.url for p in parts for e in p.entries if e.remote])
@@ -476,10 +477,19 @@ class Engine:
             problems.append(f"{where}: a remote Content-Base/Content-Location, relative URLs "
                             "load from it")
             return None
+        body = tree.body(part)
+        qp_index: QpIndex = ()
         try:
-            decoded, qp_index = decode_indexed(tree.body(part), part.transfer_encoding)
+            if part.transfer_encoding == "base64":  # one decode, and whether it has two
+                decoded, raw = decode_base64(body)
+            else:
+                (decoded, qp_index), raw = decode_indexed(body, part.transfer_encoding), False
         except (TransferError, ValueError) as exc:
             problems.append(f"{where}: cannot decode: {exc}")
+            return None
+        if raw:  # the fallback writes it back decodable, so no client shows the raw text
+            problems.append(f"{where}: base64 that some clients show undecoded (its length), "
+                            "not scanned precisely")
             return None
         if len(decoded) > _MAX_HTML_PART:
             problems.append(f"{where}: larger than {_MAX_HTML_PART} bytes, not scanned")

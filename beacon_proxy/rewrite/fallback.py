@@ -46,11 +46,12 @@ from typing import Final
 
 from beacon_proxy.rewrite.charsets import reading
 from beacon_proxy.rewrite.mime import (
-    MESSAGE_TYPES,
     OPAQUE_TYPES,
     RENDERED_TYPES,
     MimePart,
     MimeTree,
+    is_ambiguous,
+    is_message,
     parse_message,
     reencode,
 )
@@ -59,6 +60,7 @@ from beacon_proxy.rewrite.transfer import (
     decode,
     line_ending,
     normalise_cte,
+    shown_raw,
 )
 from beacon_proxy.rewrite.unmodelled import hide_encoded_files, unread_meta_charset
 
@@ -303,9 +305,11 @@ def neutralise_message(data: bytes, _depth: int = 0) -> FallbackResult:
     if b"\r" in data:
         data, fixed = _BARE_CR.subn(b"\r\n", data)
     tree = parse_message(data, max_depth=MAX_DEPTH, max_parts=MAX_PARTS)
-    if any(p.startswith(("more than", "too many", "internal", "ambiguous"))
-           for p in tree.problems):
-        return FallbackResult(None, 0, f"beyond the fallback's limits: {tree.problems[0]}")
+    for problem in tree.problems:
+        if is_ambiguous(problem):  # no one copy is safe for every reading
+            return FallbackResult(None, 0, problem)
+        if problem.startswith(("more than", "too many", "internal")):
+            return FallbackResult(None, 0, f"beyond the fallback's limits: {problem}")
     changes: list[tuple[slice, bytes]] = []
     count = 0
     parents = {p.path[:-1] for p in tree.parts if p.path}
@@ -321,16 +325,18 @@ def neutralise_message(data: bytes, _depth: int = 0) -> FallbackResult:
                     changes.append((part.body_span, new))
                     count += n
             continue
-        if part.content_type in MESSAGE_TYPES:  # encoded: the parser left it opaque
+        if is_message(part.content_type):  # encoded: the parser left it opaque
             if _depth >= MAX_EMBEDDED:
                 return FallbackResult(None, 0, "embedded messages nested too deep")
-            decoded, cte = _part_body(tree, part)
+            decoded, _ = _part_body(tree, part)
             inner = neutralise_message(decoded, _depth + 1)
             if inner.data is None:
                 return inner
-            if inner.neutralised:
-                changes.append(_changed_part(tree, part, inner.data, cte))
-                count += inner.neutralised
+            # Always written back, in base64: Python's email parses the encoded text
+            # itself as a message (it ignores the encoding here), and base64 text has no
+            # header field, no markup; so every reading is the neutralised message.
+            changes.append(_changed_part(tree, part, inner.data, "base64"))
+            count += max(inner.neutralised, 1)
             continue
         if part.content_type == "text/plain" and not broken:
             decoded, cte = _part_body(tree, part)
@@ -350,7 +356,9 @@ def neutralise_message(data: bytes, _depth: int = 0) -> FallbackResult:
                 return FallbackResult(None, 0, f"{part.content_type} part that clients decode "
                                       f"differently ({part.charset}, or a <meta> charset)")
             new, n = neutralised
-        if n or part.transfer_encoding not in ENCODINGS:  # the header too: a known encoding
+        if n or part.transfer_encoding not in ENCODINGS or shown_raw(tree.body(part), cte):
+            # The header too for an unknown encoding: a known one.  Base64 that some
+            # clients cannot decode (and show as it is): re-encoded, one reading left.
             changes.append(_changed_part(tree, part, new, cte))
             count += max(n, 1)
     if not changes:

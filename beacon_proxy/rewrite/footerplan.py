@@ -57,12 +57,12 @@ from beacon_proxy.rewrite.footertext import FooterText, FooterTexts
 from beacon_proxy.rewrite.mime import (
     MAX_DEPTH,
     MAX_PARTS,
-    MESSAGE_TYPES,
     OPAQUE_TYPES,
     MimePart,
     MimeTree,
     Written,
     header_fields,
+    is_message,
     parse_message,
     reparse_shifted,
     respliced,
@@ -471,7 +471,7 @@ def _is_signed(tree: MimeTree) -> bool:
     in_message: dict[tuple[int, ...], bool] = {}  # the part is, or is inside, message/*
     for part in tree.parts:
         embedded = bool(part.path) and in_message[part.path[:-1]]
-        in_message[part.path] = embedded or part.content_type in MESSAGE_TYPES
+        in_message[part.path] = embedded or is_message(part.content_type)
         if not embedded and (part.content_type in _SIGNED_TYPES or part.signed):
             return True
     return False
@@ -492,7 +492,7 @@ def body_parts(tree: MimeTree) -> list[MimePart]:
             if part.content_type in _BODY_TYPES:
                 out.append(part)
             continue
-        if part.content_type in MESSAGE_TYPES:
+        if is_message(part.content_type):
             continue
         kids = children.get(part.path, [])
         if part.content_type == "multipart/alternative":

@@ -23,7 +23,8 @@ part's first byte to the blank line (exclusive).  Parsing never raises.
 Parsing is as lenient as the most lenient mail client: a multipart whose
 closing boundary is missing ends at the end of the message (or of its
 enclosing part), which is noted in ``notes`` and changes nothing else; an
-embedded ``message/rfc822`` (or ``message/global``) part is parsed like a
+embedded message (any ``message/*`` part: ``rfc822``, ``global``, ``news``,
+``partial``, ...; see :func:`is_message`) in 7bit/8bit/binary is parsed like a
 top-level message, its root a child of the ``message/*`` part, so a forwarded
 newsletter is rewritten like any other.  Structure a client could read in
 more than one way (a boundary that never appears, a missing blank line, a
@@ -46,10 +47,10 @@ from urllib.parse import unquote_to_bytes
 from beacon_proxy.rewrite.charsets import is_supported, normalise_charset
 from beacon_proxy.rewrite.transfer import ENCODINGS, encode_whole, line_ending, normalise_cte
 
-__all__ = ["HTML_TYPES", "MAX_DEPTH", "MAX_PARTS", "MESSAGE_TYPES", "OPAQUE_TYPES",
-           "PKCS7_TYPES", "RENDERED_TYPES", "MimePart", "MimeTree", "Written",
-           "header_fields", "parse_message", "reencode", "reparse_shifted", "respliced",
-           "with_transfer_encoding"]
+__all__ = ["HTML_TYPES", "MAX_DEPTH", "MAX_PARTS", "OPAQUE_TYPES", "PKCS7_TYPES",
+           "RENDERED_TYPES", "MimePart", "MimeTree", "Written", "header_fields",
+           "is_ambiguous", "is_message", "parse_message", "reencode", "reparse_shifted",
+           "respliced", "with_transfer_encoding"]
 
 #: The parser's default limits, nesting levels and parts: past either the tree has a
 #: problem and nothing in it is modified.  A result derived for a message parsed again
@@ -68,16 +69,51 @@ PKCS7_TYPES: Final = frozenset({"application/pkcs7-mime", "application/x-pkcs7-m
 OPAQUE_TYPES: Final = PKCS7_TYPES | {"multipart/encrypted"}
 """Content a client decrypts (or unpacks) and renders, which no scan here can see into."""
 
-MESSAGE_TYPES: Final = frozenset({"message/rfc822", "message/global"})
-"""Embedded messages, parsed like the top-level one (clients show them inline)."""
+
+
+def is_message(content_type: str) -> bool:
+    """Whether a part of this type holds an embedded message: every ``message/*``.
+
+    Python's ``email`` parses each one (``message/news``, ``message/partial``,
+    ``message/external-body``, ``message/x-anything``, ...) as a message, and clients
+    show what is inside; ``message/delivery-status`` (header blocks to ``email``) is
+    harmless read as a message.  The parser, the engine, the fallback and the footer
+    all ask this one question.
+
+    >>> is_message("message/rfc822"), is_message("message/news"), is_message("text/html")
+    (True, True, False)
+    """
+    return content_type.startswith("message/")
+
+
+def is_ambiguous(problem: str) -> bool:
+    """Whether a tree problem is one no single copy is safe for (clients read the
+    message in ways that cannot all be neutralised at once: the fallback holds).
+
+    >>> is_ambiguous("message: ambiguous Content-Type parameter 'boundary'")
+    True
+    >>> is_ambiguous("part 2: boundary never found")
+    False
+    """
+    return problem.startswith("ambiguous") or ": ambiguous " in problem
 
 _HEADERS: Final = re.compile(  # header field lines (and their folds), never a "--" line
     rb"(?:(?!--)[!-9;-~]+[ \t]*:[^\n]*(?:\n|\Z)(?:[ \t][^\n]*(?:\n|\Z))*)*"
 )
 _PADDING: Final = re.compile(rb"[ \t\r]*(?:\n|\Z)")  # after "--boundary" or "--boundary--"
-_TOKEN: Final = re.compile(r'"((?:[^"\\]|\\.)*)"?|;|[^;"]+', re.S)
+_TOKEN: Final = re.compile(r'"((?:[^"\\]|\\.)*)("?)|;|[^;"]+', re.S)
 _COMMENT: Final = re.compile(r"(?:^|(?<=\s))\((?:[^()\\]|\\.)*\)")
-_SECTION: Final = re.compile(r"([^*]+)(?:\*(\d{1,2}))?(\*?)")
+_SECTION: Final = re.compile(r"([^*]+)(?:\*(\d+))?(\*?)")
+#: The parameters that change what a client renders (the split, the text's charset):
+#: any form of them that readers take in different ways makes the part ambiguous.
+_READ_ALIKE: Final = frozenset({"boundary", "charset"})
+_SECTION_NUMBER: Final = re.compile(r"0|[1-9][0-9]?")  # RFC 2231 sections every reader takes
+_ENCODED_WORD: Final = re.compile(r"=\?[^?]*\?[bq]\?", re.I)  # decoded inside quotes by some
+#: An unquoted value readers cut in different places (Python's email, policy.default:
+#: at a tspecial or whitespace; compat32 and the parser here: at ";").
+_IRREGULAR_UNQUOTED: Final = re.compile(r'[\s\\"()]')
+_TOKEN_CHARS: Final = re.compile(r"[!#$%&'*+\-.0-9A-Z^_`a-z{|}~]*")  # RFC 2045 token
+_AMBIGUOUS: Final = "\x00ambiguous"  # in _params' mapping: _READ_ALIKE names read differently
 _TYPE: Final = re.compile(r"[a-z0-9!#$&^_.+-]+/[a-z0-9!#$&^_.+-]+")
 #: The type as the most lenient client reads it: Thunderbird stops at ";", "," or
 #: whitespace ("text/html charset=utf-8" is HTML there), others allow space around "/".
@@ -111,7 +147,7 @@ class MimePart:
     transfer_encoding: str  # normalised; an unknown name is kept (and not modifiable)
     disposition: str | None  # "inline", "attachment", ... or None when absent
     boundary: bytes | None  # multipart only
-    is_multipart: bool  # a container: multipart/*, or an embedded message/rfc822
+    is_multipart: bool  # a container: multipart/*, or an embedded message/*
     signed: bool  # inside multipart/signed: a change breaks the signature
     modifiable: bool  # the body may be replaced (the caller still decides for signed)
     reason: str | None  # why not modifiable, None when it is
@@ -426,6 +462,8 @@ def _fields(block: bytes) -> dict[str, str]:
             first = found.setdefault(name, value)
             if first is not value and _differ(name, first, value):
                 found.setdefault("conflict", name)
+                if _ambiguous_fields(name, first, value):
+                    found.setdefault("ambiguous", name)
         at = lower.find(b"\ncontent-", line_end)
     return found
 
@@ -436,6 +474,18 @@ def _differ(name: str, first: str, value: str) -> bool:
     if name == "content-type":
         return _params(first) != _params(value)
     return first.split(";")[0].strip().lower() != value.split(";")[0].strip().lower()
+
+
+def _ambiguous_fields(name: str, first: str, value: str) -> bool:
+    """Whether two different values of one Content-* field make readings that no single
+    copy neutralises: two transfer encodings (two decodings of one body), a container
+    type (one reader's preamble or embedded header is another's body), two charsets."""
+    if name == "content-transfer-encoding":
+        return True
+    (one, params), (other, others) = _params(first), _params(value)
+    if any(t.startswith(("multipart", "message")) for t in (one, other)):
+        return True
+    return normalise_charset(params.get("charset")) != normalise_charset(others.get("charset"))
 
 
 def _delimiter_end(data: bytes, pos: int) -> tuple[bool, int] | None:
@@ -449,16 +499,37 @@ def _unescape(text: str) -> str:
     return _QUOTED_PAIR.sub(r"\1", text)
 
 
-def _split_param(tokens: list[tuple[str, bool]]) -> tuple[str, str]:
-    """(lower-cased name, value) of one ``name=value`` segment; quotes removed."""
-    for index, (text, quoted) in enumerate(tokens):
-        if not quoted and "=" in text:
+def _split_param(tokens: list[tuple[str, int]]) -> tuple[str, str, bool]:
+    """(lower-cased name, value, regular) of one ``name=value`` segment; quotes removed.
+
+    Token kinds: 0 unquoted, 1 unquoted with a comment, "(" or "\\" in it, 2 a quoted
+    string, 3 a quoted string without its closing quote or with a quoted pair.
+    ``regular``: every reader takes the value as it is returned here (one quoted
+    string, or one unquoted run without whitespace, quotes or comments; no encoded
+    word, ASCII only).
+    """
+    for index, (text, kind) in enumerate(tokens):
+        if kind < 2 and "=" in text:
             before = "".join(t for t, _ in tokens[:index]) + text.split("=", 1)[0]
-            rest = [(text.split("=", 1)[1], False), *tokens[index + 1 :]]
-            if any(q for _, q in rest) and not "".join(t for t, q in rest if not q).strip():
-                return before.strip().lower(), "".join(t for t, q in rest if q)
-            return before.strip().lower(), "".join(t for t, _ in rest).strip()
-    return "", ""
+            rest = [(text.split("=", 1)[1], kind), *tokens[index + 1 :]]
+            regular = all(k in (0, 2) for _, k in tokens)
+            quoted = [t for t, k in rest if k >= 2]
+            if quoted and not "".join(t for t, k in rest if k < 2).strip():
+                value = "".join(quoted)
+                regular = regular and len(quoted) == 1
+            else:
+                value = "".join(t for t, _ in rest).strip()
+                regular = regular and not quoted and not _IRREGULAR_UNQUOTED.search(value)
+            regular = regular and value.isascii() and not _ENCODED_WORD.search(value)
+            return before.strip().lower(), value, regular
+    return "", "", True
+
+
+def _same_value(name: str, first: str, other: str) -> bool:
+    """Whether two values of parameter ``name`` read the same (charsets: the same charset)."""
+    if name == "charset":
+        return normalise_charset(first) == normalise_charset(other)
+    return first == other
 
 
 @lru_cache(maxsize=512)
@@ -466,33 +537,60 @@ def _params(value: str) -> tuple[str, Mapping[str, str]]:
     """Split ``type/subtype; name=value; ...``; RFC 2231 sections and extended values joined.
 
     Values keep their bytes as latin-1 characters (a boundary must match exactly).
+    A ``boundary`` or ``charset`` that readers take in different ways (Python's
+    ``email`` in both policies, Thunderbird, this parser: given twice with different
+    values, a quote or comment out of place, an encoded word, RFC 2231 sections with
+    a gap or an odd number, ticks a reader splits elsewhere) is listed under
+    :data:`_AMBIGUOUS`; another parameter given twice under :data:`_CONFLICT`.
+
+    >>> _params('text/html; charset=utf-8(x)')[1][_AMBIGUOUS]
+    'charset'
+    >>> _params('multipart/mixed; boundary*0="a"; boundary*1*=b%41')[1]
+    {'boundary': 'abA'}
     """
-    segments: list[list[tuple[str, bool]]] = [[]]
+    segments: list[list[tuple[str, int]]] = [[]]
     for match in _TOKEN.finditer(value):
         if match[0] == ";":
             segments.append([])
         elif match[1] is not None:
-            segments[-1].append((_unescape(match[1]), True))
+            closed = match[2] and "\\" not in match[1]
+            segments[-1].append((_unescape(match[1]), 2 if closed else 3))
         else:
-            segments[-1].append((_COMMENT.sub("", match[0]), False))
+            text = match[0]
+            odd = "(" in text or ")" in text or "\\" in text
+            segments[-1].append((_COMMENT.sub("", text) if odd else text, int(odd)))
     head = "".join(text for text, _ in segments[0]).strip().lower()
     plain: dict[str, str] = {}
     sections: dict[str, dict[int, tuple[str, bool]]] = {}
+    ambiguous: set[str] = set()
+    conflict: list[str] = []
+
+    def differs(base: str) -> None:
+        if base in _READ_ALIKE:
+            ambiguous.add(base)
+        else:
+            conflict.append(base)
+
+    if len(segments) > 64:  # read by others, not here: whatever they say may differ
+        ambiguous.update(_READ_ALIKE)
     for segment in segments[1:64]:
-        name, raw = _split_param(segment)
+        name, raw, regular = _split_param(segment)
         parts = _SECTION.fullmatch(name)
         if not parts:
             continue
         base, number, extended = parts[1], parts[2], bool(parts[3])
+        if base in _READ_ALIKE and (not regular or (
+                number is not None and not _SECTION_NUMBER.fullmatch(number))):
+            ambiguous.add(base)
         if number is None and not extended:
             # A repeated name: the first, as Thunderbird and email take it; given twice with
             # different values it is a conflict (a client taking the last sees other parts).
-            if plain.setdefault(base, raw) != raw and base in ("boundary", "charset"):
-                plain[_CONFLICT] = base
+            if not _same_value(base, plain.setdefault(base, raw), raw) and base in _READ_ALIKE:
+                ambiguous.add(base)
         else:
             pieces = sections.setdefault(base, {})
             if pieces.setdefault(int(number or 0), (raw, extended)) != (raw, extended):
-                plain[_CONFLICT] = base
+                differs(base)
     for base, pieces in sections.items():
         joined = []
         for index in range(len(pieces)):
@@ -504,12 +602,33 @@ def _params(value: str) -> tuple[str, Mapping[str, str]]:
                     raw = raw.split("'", 2)[2]  # charset'language'value
                 raw = unquote_to_bytes(raw.encode("latin-1")).decode("latin-1")
             joined.append(raw)
+        if base in _READ_ALIKE and _compat32_sections(pieces) != "".join(joined):
+            ambiguous.add(base)  # a gap, or ticks that Python's email splits elsewhere
         if joined:
             value = "".join(joined)
-            if plain.setdefault(base, value) != value:  # name= and name*= disagree
-                plain[_CONFLICT] = base
+            if not _same_value(base, plain.setdefault(base, value), value):
+                differs(base)  # name= and name*= disagree
             plain[base] = value
+    if conflict:
+        plain[_CONFLICT] = conflict[0]
+    ambiguous.update(name for name in _READ_ALIKE if not plain.get(name, "").isascii())
+    if "charset" in plain and not _TOKEN_CHARS.fullmatch(plain["charset"]):
+        ambiguous.add("charset")  # policy.default cuts an unquoted one at a tspecial
+    if ambiguous:
+        plain[_AMBIGUOUS] = " ".join(sorted(ambiguous))
     return head, plain
+
+
+def _compat32_sections(pieces: Mapping[int, tuple[str, bool]]) -> str:
+    """RFC 2231 sections as Python's ``email`` (compat32) joins them: every section in
+    number order (gaps too), extended ones %-decoded, and when any is extended
+    ``charset'language'`` split off the joined value."""
+    values = [unquote_to_bytes(raw.encode("latin-1")).decode("latin-1") if extended else raw
+              for _, (raw, extended) in sorted(pieces.items())]
+    joined = "".join(values)
+    if any(extended for _, extended in pieces.values()) and joined.count("'") >= 2:
+        return joined.split("'", 2)[2]
+    return joined
 
 
 # --- the parser -------------------------------------------------------------------------------
@@ -531,7 +650,7 @@ class _Node:
     broken: bool = False
     reason: str | None = None
     children: int = 0
-    embedded: bool = False  # message/rfc822 whose content is parsed as a message (one child)
+    embedded: bool = False  # message/* whose content is parsed as a message (one child)
 
 
 @dataclass(slots=True)
@@ -691,18 +810,28 @@ class _Parser:
                    for ctx in self.stack)
 
     def _describe(self, node: _Node, fields: dict[str, str], parent: _Node | None) -> None:
-        if "conflict" in fields:
+        if "ambiguous" in fields:  # no one copy is safe for every reading: held
+            self._problem(node, f"ambiguous {fields['ambiguous'].title()} fields "
+                                "(clients take different ones)")
+        elif "conflict" in fields:
             self._problem(node, f"conflicting {fields['conflict'].title()} fields")
         digest = parent is not None and parent.content_type == "multipart/digest"
         ctype, params = _params(fields.get("content-type", ""))
         if _CONFLICT in params:
             self._problem(node, f"Content-Type parameter {params[_CONFLICT]!r} given twice")
+        read_alike = params.get(_AMBIGUOUS, "").split()
         lenient = None if _TYPE.fullmatch(ctype) else _LENIENT_TYPE.match(ctype)
         if lenient is not None:
             ctype = f"{lenient[1]}/{lenient[2]}"
         node.content_type = ctype if _TYPE.fullmatch(ctype) else (
             "message/rfc822" if digest else "text/plain")
         node.charset = normalise_charset(params.get("charset"))
+        container = node.content_type.startswith("multipart/") or is_message(node.content_type)
+        for name in read_alike:
+            if (name == "boundary" and node.content_type.startswith("multipart/")) or (
+                    name == "charset" and not container):
+                self._problem(node, f"ambiguous Content-Type parameter {name!r} "
+                                    "(clients read it differently)")
         cte = fields.get("content-transfer-encoding", "")
         node.cte = normalise_cte(_COMMENT.sub("", cte) if "(" in cte else cte)
         disposition = _params(fields["content-disposition"])[0] if (
@@ -722,13 +851,13 @@ class _Parser:
             else:
                 node.boundary = boundary
                 self.stack.append(_Context(node, b"\n--" + boundary))
-        elif node.content_type in MESSAGE_TYPES and node.cte in _IDENTITY:
+        elif is_message(node.content_type) and node.cte in _IDENTITY:
             if len(node.path) >= self.max_depth:
                 self._problem(node, f"nested deeper than {self.max_depth} levels")
             else:
                 node.multipart = node.embedded = True
                 node.reason = "an embedded message"
-        elif node.content_type.startswith("message/"):
+        elif is_message(node.content_type):  # encoded: the fallback decodes it
             node.reason = "message/* parts are left untouched"
         elif node.cte not in ENCODINGS:
             node.reason = f"unknown transfer encoding {node.cte!r}"

@@ -36,11 +36,13 @@ __all__ = [
     "TransferError",
     "apply_edits",
     "decode",
+    "decode_base64",
     "decode_indexed",
     "encode_whole",
     "line_ending",
     "normalise_cte",
     "qp_slotted",
+    "shown_raw",
     "splice",
 ]
 
@@ -85,12 +87,40 @@ def normalise_cte(value: str | None) -> str:
 
 def _b64decode(data: bytes) -> bytes:
     """Lenient base64: junk is skipped and broken padding repaired, never an exception."""
+    return decode_base64(data)[0]
+
+
+def decode_base64(data: bytes) -> tuple[bytes, bool]:
+    """Lenient base64 (:func:`decode`), and whether some clients show the body as it
+    is, not decoded: when the count of alphabet characters is 1 more than a multiple
+    of 4 no decoding exists, and Python's ``email`` returns the encoded bytes
+    (bpo-27397) while others decode leniently (here: a character is dropped).  Such a
+    part has two readings.  One decode for a well-formed body, as :func:`decode`.
+
+    >>> decode_base64(b"aGVsbG8=\\r\\n"), decode_base64(b"<p>hi</p>\\r\\n")[1]
+    ((b'hello', False), True)
+    """
     try:
-        return binascii.a2b_base64(data)
+        return binascii.a2b_base64(data), False
     except binascii.Error:
-        clean = data.translate(None, _NOT_B64)
-        clean = clean[: len(clean) - (len(clean) % 4 == 1)]
-        return binascii.a2b_base64(clean + b"=" * (-len(clean) % 4))
+        pass
+    try:  # as email tries last: every padding a body could need (extra is ignored)
+        binascii.a2b_base64(data + b"==")
+        raw = False
+    except binascii.Error:
+        raw = True
+    clean = data.translate(None, _NOT_B64)
+    clean = clean[: len(clean) - (len(clean) % 4 == 1)]
+    return binascii.a2b_base64(clean + b"=" * (-len(clean) % 4)), raw
+
+
+def shown_raw(body: bytes, cte: str) -> bool:
+    """Whether some clients show this body undecoded (see :func:`decode_base64`).
+
+    >>> shown_raw(b"aGVsbG8=\\r\\n", "base64"), shown_raw(b"<p>hi</p>\\r\\n", "base64")
+    (False, True)
+    """
+    return normalise_cte(cte) == "base64" and decode_base64(body)[1]
 
 
 def decode(body: bytes, cte: str) -> bytes:

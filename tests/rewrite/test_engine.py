@@ -664,3 +664,40 @@ def test_a_data_url_image_stays_on_the_precise_path() -> None:
     html = (b'<img src="data:image/svg+xml,%3Csvg%3E%3Cimage href=%22https://t.test/o%22/%3E">'
             b'<p style="background:url(data:image/png;base64,AAAA)">x</p>')
     assert ENGINE.analyse(_message(html, cte="8bit")).complete
+
+
+# --- MIME readings ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("subtype", [b"news", b"partial; id=1; number=1; total=1", b"x-foo",
+                                     b"external-body", b"rfc822-headers"])
+def test_a_pixel_inside_any_message_subtype_is_found_and_removed(subtype: bytes) -> None:
+    data = (b"MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=m\r\n\r\n--m\r\n"
+            b"Content-Type: text/plain\r\n\r\nsee below\r\n--m\r\n"
+            b"Content-Type: message/" + subtype + b"\r\n\r\nSubject: fwd\r\n"
+            b"Content-Type: text/html\r\n\r\n<p>x</p>" + PIXEL + b"\r\n--m--\r\n")
+    analysis = ENGINE.analyse(data)
+    assert analysis.unhandled == () and [p.part.path for p in analysis.parts] == [(1, 0)]
+    out = ENGINE.render(analysis, RCPT, Policy.REFUSED, None)
+    assert b"t.shop.example" not in out.data and b"<p>x</p>" in out.data
+
+
+def test_an_encoded_message_of_any_subtype_is_not_handled() -> None:
+    data = (b"MIME-Version: 1.0\r\nContent-Type: message/news\r\n"
+            b"Content-Transfer-Encoding: base64\r\n\r\n"
+            + base64.encodebytes(b"Content-Type: text/html\r\n\r\n" + PIXEL))
+    assert ENGINE.analyse(data).unhandled == (
+        "part 1 (message/news): message/* parts are left untouched",)
+
+
+def test_html_in_base64_that_python_shows_raw_is_not_handled() -> None:
+    """Its alphabet characters are 1 more than a multiple of 4: no decoding exists, and
+    Python's email shows the text as it is (bpo-27397); here it decodes leniently."""
+    html = b"<style>body{background:url(https://t.shop.example/o.gif)}</style><p>Deals</p>"
+    html += b"x" * (1 - len(html.translate(None, b"<>{}():.")) % 4)
+    data = _message(b"", cte="base64").replace(b"\r\n\r\n\r\n--BOUND--", b"\r\n\r\n" + html
+                                                 + b"\r\n--BOUND--")
+    analysis = ENGINE.analyse(data)
+    assert analysis.unhandled == (
+        "part 2 (text/html): base64 that some clients show undecoded (its length), "
+        "not scanned precisely",)
+    assert ENGINE.analyse(_message(html, cte="base64")).unhandled == ()  # encoded: precise

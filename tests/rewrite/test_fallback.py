@@ -113,3 +113,88 @@ def test_a_multipart_without_parts_has_its_body_neutralised() -> None:
             b"<img src=https://t.test/x>\r\n")
     result = neutralise_message(data)
     assert result.data is not None and b"t.test" not in result.data
+
+
+# --- MIME readings: every message/*, base64 shown raw, parameters read differently ------------
+
+_PIXEL = b'<img src="https://t.example/p.gif?e=a%40b.example">'
+
+
+def _python_html(data: bytes) -> list[bytes]:
+    """Every text/html body as Python's email shows it (message/* of any subtype included)."""
+    out = []
+    for policy in (email.policy.compat32, email.policy.default):
+        for part in email.message_from_bytes(data, policy=policy).walk():
+            if part.get_content_type() == "text/html":
+                body = part.get_payload(decode=True)
+                out.append(body if isinstance(body, bytes) else b"")
+    return out
+
+
+def test_an_html_part_inside_message_news_is_neutralised() -> None:
+    data = (b"Content-Type: multipart/mixed; boundary=m\r\n\r\n--m\r\n"
+            b"Content-Type: message/news\r\n\r\nContent-Type: text/html\r\n\r\n" + _PIXEL
+            + b"\r\n--m--\r\n")
+    result = neutralise_message(data)
+    assert result.data is not None and result.neutralised == 1
+    assert b"t.example" not in result.data and _python_html(result.data)
+
+
+@pytest.mark.parametrize("cte", ["base64", "quoted-printable", "base64 x"])
+def test_an_encoded_message_of_any_subtype_is_written_back_in_base64(cte: str) -> None:
+    """Python's email parses the encoded text itself as the message: what it holds
+    (here raw HTML, garbage as base64) must not stay readable either."""
+    data = (b"Content-Type: message/x-foo\r\nContent-Transfer-Encoding: " + cte.encode()
+            + b"\r\n\r\nContent-Type: text/html\r\n\r\n" + _PIXEL + b"\r\n")
+    assert any(b"t.example" in html for html in _python_html(data))
+    result = neutralise_message(data)
+    assert result.data is not None and result.neutralised >= 1
+    assert b"t.example" not in result.data
+    assert b"Content-Transfer-Encoding: base64\r\n" in result.data
+    assert not any(b"t.example" in html for html in _python_html(result.data))
+
+
+def _raw_base64_html() -> bytes:
+    """HTML declared base64 whose alphabet characters are 1 more than a multiple of 4."""
+    for pad in range(8):
+        html = (b"<style>body{background:url(https://t.example/" + b"x" * pad
+                + b".gif)}</style><p>Offers</p>")  # no "=": it ends base64 data
+        data = b"Content-Type: text/html\r\nContent-Transfer-Encoding: base64\r\n\r\n" + html
+        if any(b"t.example" in body for body in _python_html(data)):
+            return data + b"\r\n"
+    raise AssertionError("no length found")
+
+
+def test_base64_that_python_shows_raw_is_reencoded_even_unchanged() -> None:
+    data = _raw_base64_html()
+    result = neutralise_message(data)
+    assert result.data is not None and result.data != data
+    assert not any(b"t.example" in html for html in _python_html(result.data))
+    body = result.data.split(b"\r\n\r\n", 1)[1]
+    assert base64.b64decode(body.replace(b"\r\n", b""), validate=True)  # canonical now
+
+
+@pytest.mark.parametrize("header", [
+    b"Content-Type: multipart/mixed; boundary*0=a; boundary*2=c",
+    b"Content-Type: multipart/mixed; boundary=a(x)",
+    b'Content-Type: multipart/mixed; boundary="=?us-ascii?q?ac?="',
+    b"Content-Type: multipart/mixed; boundary=a; boundary=ac",
+    b"Content-Type: multipart/mixed; boundary=a\r\nContent-Type: multipart/mixed; boundary=ac",
+])
+def test_a_boundary_clients_read_differently_is_held(header: bytes) -> None:
+    """No single split can be neutralised: the other one's preamble is a part."""
+    data = (header + b"\r\n\r\n--ac\r\nContent-Type: text/html\r\n\r\n" + _PIXEL
+            + b"\r\n--ac--\r\n--a\r\nContent-Type: text/plain\r\n\r\nhi\r\n--a--\r\n")
+    result = neutralise_message(data)
+    assert result.data is None and result.reason is not None
+    assert "ambiguous" in result.reason
+
+
+@pytest.mark.parametrize("ctype", [
+    b"text/html; charset=; charset=utf-16le", b"text/html; charset=utf-16le(x)",
+    b'text/html; charset="=?us-ascii?q?utf-16le?="', b"text/html; charset*0=utf; charset*2=-16le"])
+def test_a_charset_clients_read_differently_is_held(ctype: bytes) -> None:
+    data = (b"Content-Type: " + ctype + b"\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+            + base64.encodebytes(_PIXEL.decode().encode("utf-16-le")).replace(b"\n", b"\r\n"))
+    result = neutralise_message(data)
+    assert result.data is None and "ambiguous" in (result.reason or "")

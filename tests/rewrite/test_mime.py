@@ -260,8 +260,12 @@ def test_rfc2231_continuations_folding_and_case() -> None:
 def test_transport_padding_comments_and_first_header_wins() -> None:
     data = load("padding_comments.eml")
     tree = parse_message(data)
-    # clients differ in which Content-Type they take: reported, so refused copies fall back
-    assert tree.problems == ["part 1: conflicting Content-Type fields"]
+    # clients differ in which Content-Type they take, here with two charsets; and a comment
+    # after the quoted charset is part of the value to Python's email (compat32): no one
+    # copy is safe for every reading, so refused copies are held
+    assert tree.problems == [
+        "part 1: ambiguous Content-Type fields (clients take different ones)",
+        "part 1: ambiguous Content-Type parameter 'charset' (clients read it differently)"]
     assert tree.root.boundary == b"pad (not a comment)"
     html = tree.parts[1]
     assert (html.content_type, html.charset, html.transfer_encoding) == (
@@ -310,8 +314,10 @@ def test_parts_that_cannot_be_modified_say_why() -> None:
          "multipart/mixed", "us-ascii", b"----=_NextPart_000_0012_01DB4F2A.8C6B9E30"),
         (b'Content-Type: multipart/mixed; boundary="a\\"b"; boundary=ignored', "multipart/mixed",
          "us-ascii", b'a"b'),
-        (b"Content-Type: multipart/mixed;\r\n\tboundary*0=ab;\r\n boundary*1=cd (comment)",
+        (b"Content-Type: multipart/mixed;\r\n\tboundary*0=ab;\r\n boundary*1=cd",
          "multipart/mixed", "us-ascii", b"abcd"),
+        (b"Content-Type: multipart/mixed;\r\n\tboundary*0=ab;\r\n boundary*1=cd (comment)",
+         "multipart/mixed", "us-ascii", b"abcd"),  # "abcd (comment)" to compat32: held
     ],
 )
 def test_content_type_values(header: bytes, ctype: str, charset: str,
@@ -323,9 +329,11 @@ def test_content_type_values(header: bytes, ctype: str, charset: str,
     assert (tree.root.content_type, tree.root.charset, tree.root.boundary) == (
         ctype, charset, boundary)
     if boundary:
-        twice = b"boundary=ignored" in header  # the first is used, and the copy falls back
-        assert tree.problems == (["message: Content-Type parameter 'boundary' given twice"]
-                                 if twice else [])
+        # given twice, or a comment (the first / the proxy's reading is used, and the copy
+        # is held: no one split can be neutralised for every reader)
+        odd = b"boundary=ignored" in header or b"(comment)" in header
+        assert tree.problems == (["message: ambiguous Content-Type parameter 'boundary' "
+                                  "(clients read it differently)"] if odd else [])
         assert tree.data[tree.parts[1].body_span] == b"x"
 
 
@@ -685,3 +693,135 @@ def test_the_bare_cr_search_is_the_look_ahead_one(parts: list[bytes]) -> None:
 def test_a_cr_at_the_very_end_is_a_bare_cr() -> None:
     assert any("bare CR" in p for p in parse_message(b"Subject: x\r\n\r\nbody\r").problems)
     assert not parse_message(b"Subject: x\r\n\r\nbody\r\n").problems
+
+
+# --- every message/* is an embedded message; parameters read alike or held -----------------------
+
+@pytest.mark.parametrize("subtype", [
+    "rfc822", "global", "news", "partial; id=1; number=1; total=1", "external-body",
+    "x-foo", "rfc822-headers", "disposition-notification", "http", "sip", "global-headers",
+    "feedback-report", "imdn+xml", "delivery-status"])
+def test_every_message_subtype_is_an_embedded_message(subtype: str) -> None:
+    """Python's email (and Thunderbird, for message/news) parses them as messages and
+    shows what is inside: the HTML part in there is scanned like any other."""
+    data = (b"Content-Type: multipart/mixed; boundary=m\r\n\r\n--m\r\n"
+            b"Content-Type: message/" + subtype.encode() + b"\r\n\r\n"
+            b"Subject: fwd\r\nContent-Type: text/html\r\n\r\n<p>x</p>\r\n--m--\r\n")
+    tree = parse_message(data)
+    assert tree.problems == []
+    assert shape(tree) == [((), "multipart/mixed", False),
+                           ((0,), f"message/{subtype.split(';')[0]}", False),
+                           ((0, 0), "text/html", True)]
+    assert tree.parts[1].is_multipart and tree.parts[1].reason == "an embedded message"
+    assert [data[p.body_span] for p in tree.html_parts()] == [b"<p>x</p>"]
+
+
+def test_a_top_level_message_partial_is_an_embedded_message() -> None:
+    data = (b"Content-Type: message/partial; id=1; number=1; total=1\r\n\r\n"
+            b"Content-Type: text/html\r\n\r\n<p>x</p>\r\n")
+    tree = parse_message(data)
+    assert shape(tree) == [((), "message/partial", False), ((0,), "text/html", True)]
+    assert mime.is_message("message/news") and not mime.is_message("multipart/mixed")
+
+
+def test_an_encoded_message_of_any_subtype_stays_opaque() -> None:
+    data = (b"Content-Type: message/news\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+            b"U3ViamVjdDogeA0KDQo8cD54PC9wPg==\r\n")
+    tree = parse_message(data)
+    assert shape(tree) == [((), "message/news", False)]
+    assert tree.root.reason == "message/* parts are left untouched"
+
+
+_AMBIGUOUS = "ambiguous Content-Type parameter '{}' (clients read it differently)"
+
+
+@pytest.mark.parametrize(("value", "name"), [
+    ("multipart/mixed; boundary*0=a; boundary*2=c", "boundary"),  # a gap: "ac" to compat32
+    ("multipart/mixed; boundary*0=a; boundary*100=c", "boundary"),  # 3 digits
+    ("multipart/mixed; boundary*0=a; boundary*01=c", "boundary"),  # a leading zero
+    ("multipart/mixed; boundary*1=a", "boundary"),  # no section 0
+    ("multipart/mixed; boundary*0=\"x'y'z\"; boundary*1*=q", "boundary"),  # "zq" to compat32
+    ("multipart/mixed; boundary*0*=ab; boundary*1*=c'd'e", "boundary"),  # ticks split late
+    ("multipart/mixed; boundary*0*=a%27b%27c", "boundary"),  # encoded ticks
+    ('multipart/mixed; boundary="ab', "boundary"),  # unbalanced quote
+    ('multipart/mixed; boundary=a"b"c', "boundary"),  # a quote mid-value
+    ('multipart/mixed; boundary="a"b', "boundary"),  # a token after the quotes
+    ('multipart/mixed; boundary="a" b', "boundary"),
+    ('multipart/mixed; boundary="a"(x)', "boundary"),
+    ("multipart/mixed; boundary=a (x)", "boundary"),  # a comment after the value
+    ("multipart/mixed; boundary=a(x)", "boundary"),  # glued to it
+    ("multipart/mixed; boundary=a b", "boundary"),  # "a" to policy.default
+    ('multipart/mixed; boundary="a\\-b"', "boundary"),  # a quoted pair compat32 keeps
+    ('multipart/mixed; boundary="=?us-ascii?q?ab?="', "boundary"),  # an encoded word
+    ("multipart/mixed; boundary==?us-ascii?q?ab?=", "boundary"),
+    ("multipart/mixed; boundary=a; boundary=b", "boundary"),  # given twice
+    ("multipart/mixed; boundary=ab; boundary*0=a", "boundary"),
+    ("multipart/mixed; boundary*=''%C3%A9", "boundary"),  # not ASCII
+    ("multipart/mixed; " + "x=y; " * 70 + "boundary=b", "boundary"),  # past 63 parameters
+    ("text/html; charset*0=utf; charset*2=-16le", "charset"),
+    ("text/html; charset*0=\"x'y'utf\"; charset*1*=-16le", "charset"),
+    ('text/html; charset="=?us-ascii?q?utf-16le?="', "charset"),
+    ("text/html; charset=utf-16le(x)", "charset"),
+    ("text/html; charset=utf-8 (x)", "charset"),
+    ('text/html; charset="utf-8" (x)', "charset"),
+    ('text/html; charset="utf-16le', "charset"),
+    ("text/html; charset=; charset=utf-16le", "charset"),  # utf-16le to policy.default
+    ("text/html; charset=utf-8; charset=utf-16le", "charset"),
+    ("text/html; charset*=x; charset*0=y", "charset"),  # compat32 raises
+    ("text/html; charset=utf-8,utf-16le", "charset"),  # "utf-8" to policy.default
+])
+def test_parameters_clients_read_differently_are_ambiguous(value: str, name: str) -> None:
+    data = b"Content-Type: " + value.encode() + b"\r\n\r\n--a\r\n\r\nx\r\n--a--\r\n"
+    tree = parse_message(data)
+    assert "message: " + _AMBIGUOUS.format(name) in tree.problems
+    assert any(mime.is_ambiguous(problem) for problem in tree.problems)
+
+
+@pytest.mark.parametrize(("value", "boundary", "charset"), [
+    ('multipart/mixed; boundary="----=_Part_1; x (y)"', b"----=_Part_1; x (y)", "us-ascii"),
+    ("multipart/mixed; boundary=\"a'b'c\"", b"a'b'c", "us-ascii"),
+    ("multipart/mixed; boundary=simple-1.2_3", b"simple-1.2_3", "us-ascii"),
+    ('multipart/mixed; boundary = "a b" ; type="text/html"', b"a b", "us-ascii"),
+    ("multipart/mixed; boundary*0*=''%3D%3Dsplit; boundary*1=\"-b\"; boundary*2=42",
+     b"==split-b42", "us-ascii"),
+    ("multipart/mixed; boundary*0=ab; boundary*1=cd", b"abcd", "us-ascii"),
+    ("multipart/mixed; boundary*0*=us-ascii'en'a%41; boundary*1*=b", b"aAb", "us-ascii"),
+    ("multipart/mixed; boundary=b; boundary=b", b"b", "us-ascii"),
+    ("text/html; charset=UTF-8", None, "utf-8"),
+    ('text/html; charset="iso-8859-1"', None, "iso-8859-1"),
+    ("text/html; charset*=utf-8'en'windows-1252", None, "windows-1252"),
+    ("text/html; charset*0=windows; charset*1=-1252", None, "windows-1252"),
+    ("text/html; charset=utf-8; charset=UTF-8", None, "utf-8"),  # the same charset twice
+    ("text/html; charset=utf-8; name=\"a (b); c\"; filename*0*=''%C3%A9", None, "utf-8"),
+])
+def test_ordinary_parameters_keep_the_precise_path(value: str, boundary: bytes | None,
+                                                   charset: str) -> None:
+    data = b"Content-Type: " + value.encode() + b"\r\n\r\n"
+    if boundary:
+        data += b"--" + boundary + b"\r\n\r\nx\r\n--" + boundary + b"--\r\n"
+    tree = parse_message(data)
+    assert tree.problems == []
+    assert (tree.root.boundary, tree.root.charset) == (boundary, charset)
+
+
+def test_a_read_alike_parameter_matters_only_where_it_is_read() -> None:
+    """A charset on a multipart and a boundary on a leaf change nothing a client renders."""
+    for value in (b"multipart/mixed; boundary=a; charset=x(y)", b"text/html; boundary=a(x)"):
+        data = b"Content-Type: " + value + b"\r\n\r\n--a\r\n\r\nx\r\n--a--\r\n"
+        assert parse_message(data).problems == []
+
+
+@pytest.mark.parametrize(("fields", "ambiguous"), [
+    ("Content-Type: multipart/mixed; boundary=a\r\nContent-Type: multipart/mixed; boundary=b",
+     True),
+    ("Content-Type: multipart/mixed; boundary=a\r\nContent-Type: text/html", True),
+    ("Content-Type: text/html; charset=utf-8\r\nContent-Type: text/html; charset=utf-16le",
+     True),
+    ("Content-Transfer-Encoding: base64\r\nContent-Transfer-Encoding: 7bit", True),
+    ("Content-Type: text/plain\r\nContent-Type: text/html", False),  # the fallback: one text
+])
+def test_two_content_fields_that_no_copy_can_serve_are_ambiguous(fields: str,
+                                                                  ambiguous: bool) -> None:
+    data = fields.encode() + b"\r\n\r\n--a\r\n\r\nx\r\n--a--\r\n"
+    problems = parse_message(data).problems
+    assert len(problems) == 1 and mime.is_ambiguous(problems[0]) is ambiguous

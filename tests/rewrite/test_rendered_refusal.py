@@ -637,6 +637,53 @@ def mime_cases() -> dict[str, bytes]:
                                             "text/html; charset=iso-2022-jp", cte="7bit")
     page = f'<p>\u00e9</p><img src="{tracker("charset_unknown_label")}">'
     out["charset_unknown_label"] = html_message(page.encode(), "text/html; charset=x-nonsense")
+    out.update(_mime_reading_cases())
+    return out
+
+
+def _mime_reading_cases() -> dict[str, bytes]:
+    """Messages Python's email (the harness's reader) reads otherwise than the parser did:
+    any message/* is a message to it; base64 it cannot decode is shown raw; a boundary
+    or charset written so that readers take it differently (those are held)."""
+    out: dict[str, bytes] = {}
+    pixel = '<img src="{}" width="1" height="1">'
+    out["mime_message_news"] = crlf(
+        HEAD + 'Content-Type: multipart/mixed; boundary="m"\n\n--m\nContent-Type: text/plain'
+        "\n\nsee below\n--m\nContent-Type: message/news\n\nSubject: fwd\n"
+        f"Content-Type: text/html\n\n<p>x</p>{pixel.format(tracker('mime_message_news'))}"
+        "\n--m--\n")
+    out["mime_top_message_partial"] = crlf(
+        HEAD + "Content-Type: message/partial; id=1; number=1; total=1\n\n"
+        "Content-Type: text/html\n\n<p>x</p>"
+        + pixel.format(tracker("mime_top_message_partial")) + "\n")
+    for pad in range(8):  # alphabet characters 1 more than a multiple of 4, no "=" in it
+        url = f"https://{HOST}/p/mime_base64_shown_raw/{'x' * pad}reader%40example.org.gif"
+        html = f"<style>body{{background:url({url})}}</style><p>Offers</p>"
+        if sum(c.isascii() and (c.isalnum() or c in "+/") for c in html) % 4 == 1:
+            break
+    out["mime_base64_shown_raw"] = crlf(
+        HEAD + "Content-Type: text/html; charset=utf-8\nContent-Transfer-Encoding: base64"
+        "\n\n" + html + "\n")
+
+    def swap(case: str, ctype: str, parser: str, python: str) -> bytes:
+        return crlf(HEAD + f"Content-Type: {ctype}\n\n--{parser}\nContent-Type: text/plain\n\n"
+                    f"--{python}\nContent-Type: text/html\n\n{pixel.format(tracker(case))}\n"
+                    f"--{python}--\n--{parser}--\n")
+
+    for case, ctype, parser, python in (
+            ("boundary_2231_gap", "multipart/mixed; boundary*0=a; boundary*2=c", "a", "ac"),
+            ("boundary_2231_section_100", "multipart/mixed; boundary*0=a; boundary*100=c",
+             "a", "ac"),
+            ("boundary_2231_tick_in_later_section",
+             "multipart/mixed; boundary*0=\"x'y'z\"; boundary*1*=q", "x'y'zq", "zq"),
+            ("boundary_unbalanced_quote", 'multipart/mixed; boundary="ab', "ab", '"ab'),
+            ("boundary_quote_mid", 'multipart/mixed; boundary=a"b"c', "abc", 'a"b"c'),
+            ("boundary_comment_after", "multipart/mixed; boundary=a (x)", "a", "a (x)")):
+        out[f"mime_{case}"] = swap(f"mime_{case}", ctype, parser, python)
+    for case, ctype in (("charset_2231_gap", "charset*0=utf; charset*2=-16le"),
+                        ("charset_2231_tick", "charset*0=\"x'y'utf\"; charset*1*=-16le")):
+        page = pixel.format(tracker(f"mime_{case}")).encode("utf-16-le")
+        out[f"mime_{case}"] = html_message(page, f"text/html; {ctype}", cte="base64")
     return out
 
 
