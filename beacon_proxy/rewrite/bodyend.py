@@ -28,7 +28,7 @@ from __future__ import annotations
 import re
 from typing import Final
 
-from beacon_proxy.rewrite.htmlpatterns import COMMENT_END, CONDITIONAL
+from beacon_proxy.rewrite.htmlpatterns import COMMENT_END, CONDITIONAL, script_end
 
 __all__ = ["body_end"]
 
@@ -56,7 +56,10 @@ def _name_end(lower: bytes, at: int) -> bool:
 
 
 def _raw_end(lower: bytes, name: bytes, pos: int) -> int:
-    """Where the first ``</name`` end tag at or after ``pos`` starts, or -1."""
+    """Where the ``</name`` end tag that ends the element's text from ``pos`` starts, or -1:
+    the first one, but for a script's escaped states (:func:`.htmlpatterns.script_end`)."""
+    if name == b"script":
+        return script_end(lower, pos)
     needle = _RAW_END[name]
     at = lower.find(needle, pos)
     while at >= 0 and not _name_end(lower, at + len(needle)):

@@ -96,6 +96,7 @@ from beacon_proxy.rewrite.htmlpatterns import (
     RAW_TEXT,
     SKIP,
     TAG_NAME,
+    script_end,
 )
 from beacon_proxy.rewrite.htmlrefs import (
     _HTTP,
@@ -515,8 +516,12 @@ class _Scan(TagReader):
 
     def raw_text(self, name: str, tag_span: Span) -> int:
         start = tag_span[1]
-        close = RAW_END[name].search(self.low, start)
-        end = self.n if close is None else close.start()
+        if name == "script":  # its escaped states (script_end)
+            end = script_end(self.low, start)
+            end = self.n if end < 0 else end
+        else:
+            close = RAW_END[name].search(self.low, start)
+            end = self.n if close is None else close.start()
         self.opaque.append((start, end))
         if end == self.comment_end:  # a browser's comment ends here: at its end tag too
             self.comment_end = -1

@@ -54,6 +54,7 @@ __all__ = [
     "SKIP_ATTRS",
     "TAG_ATTR",
     "TAG_NAME",
+    "script_end",
 ]
 
 def _positive(source: bytes) -> bytes:
@@ -361,6 +362,45 @@ RAW_END = {
     name: re.compile(b"</" + name.encode() + rb"(?=[\t\n\f\r />]|\Z)")
     for name in (*RAW_TEXT, "amp-analytics")
 }
+#: What changes the tokenizer's state inside a ``<script>`` (lower-cased view): an escape
+#: (``<!--``), its end (``-->``), and ``<script`` / ``</script`` with a delimiter after.
+_SCRIPT_EVENT = re.compile(rb"<!--|-->|</?script(?=[\t\n\f\r />]|\Z)")
+
+
+def script_end(low: bytes, pos: int) -> int:
+    """Where the ``</script`` that ends a script's text from ``pos`` starts, or -1 (the text
+    runs to the end), as the HTML tokenizer's script data states find it: after ``<!--``
+    (escaped) a ``<script`` makes the next ``</script`` text (double escaped) until
+    ``-->`` or that ``</script``; ``-->`` ends either.  The first ``</script`` is the end
+    only when there is no ``<!--`` before it: ``<script><!--<script></script><b
+    title="</script><img src=...>">`` loads that image.  One forward search (linear).
+
+    >>> low = b"<!--<script></script>x</script>"
+    >>> script_end(low, 0), low.find(b"</script")
+    (22, 12)
+    >>> script_end(b"a</script>", 0), script_end(b"<!--><script></script>", 0)
+    (1, 13)
+    """
+    state = 0  # 0 script data, 1 escaped, 2 double escaped
+    while (m := _SCRIPT_EVENT.search(low, pos)) is not None:
+        token = m.group()
+        if token == b"<!--":
+            if state == 0:
+                state = 1
+            pos = m.end() - 2  # its "--" may start a "-->" ("<!-->", "<!--->")
+        elif token == b"-->":
+            state, pos = 0, m.end()
+        elif token[1] == 0x2F:  # "</script"
+            if state < 2:
+                return m.start()
+            state, pos = 1, m.end()
+        else:  # "<script"
+            if state == 1:
+                state = 2
+            pos = m.end()
+    return -1
+
+
 #: A URL string in amp-analytics JSON: group 1 its raw text, group 2 the closing quote.
 #: Without group 2 the string never ends (its escape-aware run stopped at the end, or at a
 #: backslash before a line break or the end): the match still consumes what it read, so

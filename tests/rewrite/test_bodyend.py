@@ -36,6 +36,9 @@ from beacon_proxy.rewrite.charsets import scan_view
     (b"<body><plaintext></body>", None),
     (b"<body><p>x</p><!--[if !mso]><!--><p>web</p></body><!--<![endif]-->", None),
     (b"<body><![if !mso]><p>web</p><![endif]><p>all</p></body>", 48),
+    # A script's escaped states: "<!--<script>" makes the next "</script" script text.
+    (b"<body><p>x</p></body><script><!--<script></script></body>", 14),
+    (b"<body><script><!--<script></script>--></script></body>", 47),
 ])
 def test_body_end(document: bytes, expected: int | None) -> None:
     assert body_end(document) == expected
@@ -56,6 +59,7 @@ _MARK = "<i id=zzfooter></i>"
 @given(st.lists(_FRAGMENTS, max_size=30).map("".join))
 @example("<p>x</p><a title='a > </body>'>")
 @example("<body><script>'</script></body>")
+@example("<script><!--[if mso]><script></script></body>")
 def test_body_end_is_where_an_html5_parser_sees_the_end_tag(document: str) -> None:
     """Differential: html5lib (the HTML5 tree builder) parses a marker put at body_end()
     as an element, never as comment, raw text or attribute value.  (Not generated: a
@@ -81,7 +85,8 @@ def test_body_end_in_iso_2022_jp_skips_jis_text() -> None:
 @pytest.mark.parametrize("prefix", [b"", b"<a title='", b"<b", b"<p>"])
 @pytest.mark.parametrize("unit", [b"<!", b"<!--", b"<script", b"</body>", b"<![if",
                                   b"<!--[if x]><!-->", b"<", b"<<!--", b"<b<script>", b"'<!--",
-                                  b"<!---->", b"<a '>", b"<x</body>"])
+                                  b"<!---->", b"<a '>", b"<x</body>",
+                                  b"<script><!--<script>", b"<script><!--<script></script>"])
 def test_body_end_is_linear_on_hostile_input(prefix: bytes, unit: bytes) -> None:
     document = prefix + unit * 50_000  # quadratic work here would not finish
     at = body_end(document)

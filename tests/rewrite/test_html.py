@@ -704,3 +704,18 @@ def test_relative_urls_resolve_as_a_browser_resolves_them(html: str, urls: list[
     result = scan_html(html.encode())
     assert not result.truncated
     assert [r.url for r in result.references if r.remote] == urls
+
+
+@pytest.mark.parametrize(("html", "urls"), [
+    # "<!--<script>" makes the next "</script" script text: the script ends at the second.
+    ('<script><!--<script></script><b title="</script><img src=https://t.test/a>">',
+     ["https://t.test/a"]),
+    ('<script><!--<script></script>--></script><img src="https://t.test/b">',
+     ["https://t.test/b"]),
+    ('<script><!--></script><img src="https://t.test/c">', ["https://t.test/c"]),
+    ('<script><!--<script x --></script><img src="https://t.test/d">', ["https://t.test/d"]),
+    ('<script><!--<script></script><img src="https://t.test/e">', []),  # text to the end
+])
+def test_a_script_ends_where_the_tokenizers_script_states_end_it(html: str,
+                                                                 urls: list[str]) -> None:
+    assert [r.url for r in scan_html(html.encode()).references] == urls

@@ -127,6 +127,8 @@ _HTML: dict[str, Build] = {
     "if-open-no-end": _rep(b"", b"<!--[if mso]><p>x"),
     "endif-opens-comment": _rep(b"", b"<!--<![endif]><p>x"),
     "if-inner-comments": _rep(b"<!--[if mso]>", b"<!-- c --><p>x"),
+    "script-escapes": _rep(b"<script>", b"<!--<script></script>"),
+    "scripts-escaped": _rep(b"", b"<script><!--<script></script></script>"),
     # Quotes, tags and attributes.
     "quote-double": _rep(b'<a title="', b"<i x='"),
     "quote-single": _rep(b"<img src=https://t.test/x alt='", b'<i x="'),

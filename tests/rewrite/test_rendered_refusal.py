@@ -433,6 +433,8 @@ SNIPPETS: dict[str, str] = {
     "conditional_bang_end": '<!--[if mso]><b title="--!><img src={U}>"><![endif]-->',
     "conditional_nested_breakout": '<!--[if mso]><!--[if gte mso 9]><b title="--><img src={U}>">'
                                    '<![endif]--><![endif]-->',
+    # The script data double-escaped state: "<!--<script>" makes the next "</script" text.
+    "script_double_escaped": '<script><!--<script></script><b title="</script><img src={U}>">',
     "endif_opens_comment": '<!--<![endif]><p title="--><img src={U}>">x</p>',
     "endif_ws_opens_comment": '<!--<![endif] ><p title="--><img src={U}>">x</p>',
     "select_img": '<select><option>x</option></select><img src="{U}">',
