@@ -217,6 +217,8 @@ _EXTRA_LABELS: Final = {
     "hz": "hz-gb-2312", "x-hz": "hz-gb-2312",
 }
 _FROM_WHATWG: Final = {"iso-8859-8-i": "iso-8859-8"}  # WHATWG encodings we decode as another
+_BROWSER_NAMES: Final = {label: _FROM_WHATWG.get(name, name)
+                         for name, labels in WHATWG_LABELS.items() for label in labels}
 _LABELS: Final = {
     **{label: _FROM_WHATWG.get(name, name)
        for name, labels in WHATWG_LABELS.items() for label in labels},
@@ -477,8 +479,9 @@ class Reading:
     ``text`` is the bytes (ASCII-compatible charsets) or their UTF-8 transcoding
     (UTF-16/32/7, HZ); ``view`` its same-length scan view: the scan view of a
     charset the bytes agree with, else the bytes themselves (a lying label: every
-    ASCII construct is found).  :meth:`back` turns an edited ``text`` into bytes in
-    the part's own charset.
+    ASCII construct is found).  ``others``: the views of the other readings some
+    client makes (:func:`reading`), empty for a correctly labelled part.
+    :meth:`back` turns an edited ``text`` into bytes in the part's own charset.
     """
 
     text: bytes
@@ -486,6 +489,13 @@ class Reading:
     charset: str  # of ``text``: "utf-8" when transcoded
     transcoded: str | None = None  # the part's own charset when ``text`` is a transcoding
     bom: bool = False  # the part's bytes start with a byte order mark
+    #: Further same-length views of ``text`` that other clients' readings give (another
+    #: charset, a browser that does not know the label, a ``<meta>`` charset): a copy is
+    #: made from ``view`` only when every one of them finds the same loads.
+    others: tuple[bytes, ...] = ()
+    #: A transcoded part whose label browsers do not know: they read its bytes as ASCII
+    #: text, so its bytes must never open a tag (:func:`opens_tags`), edited or not.
+    foreign: bool = False
 
     def back(self, edited: bytes) -> bytes:
         if self.transcoded is None:
@@ -495,7 +505,16 @@ class Reading:
 
 def reading(decoded: bytes, label: str) -> Reading | None:
     """How to scan a part labelled ``label``; None when clients read it in different ways
-    (:func:`read_the_same_by_all`).
+    (:func:`read_the_same_by_all`, or UTF-16/32/7 under a label browsers do not know
+    whose bytes open a tag when read as ASCII).
+
+    ``label`` is the part's charset parameter as written (None when absent): whether
+    browsers know it (:func:`browsers_read`) matters.  ``others`` gets the view of
+    every further reading some client makes: the label's own view when the bytes lie
+    (browsers resynchronise and keep to it), WHATWG's ISO-2022-JP reading
+    (:func:`_iso2022jp_whatwg_view`), and, for a label browsers do not know, a
+    missing or ``us-ascii`` one or lying bytes, the bytes themselves (windows-1252)
+    and the view of any charset a ``charset=`` in the text names (:func:`_declared_views`).
 
     >>> r = reading("<p>".encode("utf-16"), "utf-16")
     >>> r.text, r.charset, r.transcoded, r.bom
@@ -504,14 +523,96 @@ def reading(decoded: bytes, label: str) -> Reading | None:
     charset = effective_charset(decoded, label)
     if not read_the_same_by_all(decoded, label, charset):
         return None
+    browsers = browsers_read(label)
     if is_transcoded(charset):
+        foreign = not browsers and not decoded.startswith(_ANY_BOM)
+        if foreign and opens_tags(decoded):
+            return None  # browsers read these bytes as ASCII markup, other clients not
         text = to_utf8(decoded, charset)
-        return Reading(text, text, "utf-8", charset, has_bom(decoded, charset))
-    if _info(charset).kind not in _OWN_VIEW:  # either view is the bytes themselves
-        return Reading(decoded, decoded, charset)
-    view = (scan_view(decoded, charset) if looks_valid(decoded, charset)
-            else lenient_view(decoded, charset))
-    return Reading(decoded, view, charset)
+        return Reading(text, text, "utf-8", charset, has_bom(decoded, charset), (), foreign)
+    kind = _info(charset).kind
+    valid = kind not in _OWN_VIEW or looks_valid(decoded, charset)
+    view = scan_view(decoded, charset) if valid else decoded
+    views = [view]
+    if kind in _OWN_VIEW and not valid:  # browsers resynchronise and keep to the label
+        views.append(scan_view(decoded, charset))
+    if kind == "2022jp" and (whatwg := _iso2022jp_whatwg_view(decoded)) is not None:
+        views.append(whatwg)
+    if not browsers or not valid:  # windows-1252, or what a <meta> says
+        views.append(decoded)
+        views += _declared_views(decoded)
+    others: list[bytes] = []
+    for other in views[1:]:
+        if other is not view and other != view and other not in others:
+            others.append(other)
+    return Reading(decoded, view, charset, others=tuple(others))
+
+
+_TAG_OPEN: Final = re.compile(rb"<[!/?A-Za-z]")
+
+
+def opens_tags(data: bytes) -> bool:
+    """Whether ASCII-compatible reading of ``data`` would find any markup (a ``<`` that
+    opens a tag, comment or declaration).  UTF-16/32 markup never does: its ASCII
+    characters alternate with NUL bytes.
+
+    >>> opens_tags("<img>".encode("utf-16-le")), opens_tags("\u4e3c".encode("utf-16-le"))
+    (False, True)
+    """
+    return _TAG_OPEN.search(data) is not None
+
+
+_BROWSER_LABELS: Final = frozenset(label for labels in WHATWG_LABELS.values()
+                                   for label in labels) - {"us-ascii", "ascii",
+                                                           "ansi_x3.4-1968"}
+
+
+@lru_cache(maxsize=256)
+def browsers_read(label: str | None) -> bool:
+    """Whether browsers decode a part by this label (and not by a ``<meta>`` or windows-1252).
+
+    True for the labels of the WHATWG Encoding Standard, which browser engines and
+    Thunderbird use; False for a missing label and ``us-ascii`` (the MIME default:
+    clients follow a ``<meta>`` then) and for labels only mail software and
+    Python-based or iconv-based readers know (``cp932``, ``iso-2022-jp-2``,
+    ``utf-16-le``, ``ks_c_5601_1987``, ...).
+
+    >>> browsers_read("Shift_JIS"), browsers_read("cp932"), browsers_read(None)
+    (True, False, False)
+    """
+    if label is None:
+        return False
+    return label.strip().strip("\"'").strip().lower() in _BROWSER_LABELS
+
+
+#: A charset declaration anywhere in the text (``<meta charset>``, ``http-equiv``).
+_DECLARED: Final = re.compile(rb"charset[\t\n\f\r ]*=[\t\n\f\r \"']*([-\w.:]{1,40})")
+
+
+def _declared_views(decoded: bytes) -> list[bytes]:
+    """The views of the charsets with their own view (multi-byte trail bytes in the
+    ASCII range, ISO-2022) that a charset declaration in the text names, as a client
+    honouring it reads the part.  Any ``charset=`` counts, in a ``<meta>`` or not (a
+    superset); ASCII text without ESC or SO reads the same in every such charset."""
+    if decoded.isascii() and b"\x1b" not in decoded and b"\x0e" not in decoded:
+        return []
+    low = decoded.lower()
+    names: set[str] = set()  # at most the few charsets with their own view
+    at = low.find(b"charset")
+    while at >= 0:
+        if (match := _DECLARED.match(low, at)) is not None:
+            label = match.group(1).decode("ascii", "replace")
+            for name in (normalise_charset(label), _BROWSER_NAMES.get(label, UNKNOWN_CHARSET)):
+                if _CHARSETS[name].kind in _OWN_VIEW:
+                    names.add(name)
+        at = low.find(b"charset", at + len(b"charset"))
+    views: list[bytes] = []
+    for name in sorted(names):
+        views.append(scan_view(decoded, name))
+        if _CHARSETS[name].kind == "2022jp" and (
+                whatwg := _iso2022jp_whatwg_view(decoded)) is not None:
+            views.append(whatwg)
+    return views
 
 
 def to_utf8(decoded: bytes, charset: str) -> bytes:
@@ -689,6 +790,53 @@ def _iso2022jp_view_any(data: bytes) -> bytes:
     return bytes(out)
 
 
+#: The escape sequences the WHATWG iso-2022-jp decoder (browsers, Thunderbird) knows, and
+#: the state each selects; any other ESC is an error and what follows stays in the state.
+_WHATWG_JP: Final = {b"(B": "ascii", b"(J": "roman", b"(I": "masked", b"$@": "masked",
+                     b"$B": "masked"}
+#: JIS X 0201 Roman: 0x5C is the yen sign and 0x7E the overline, not "\\" and "~".
+_ROMAN: Final = bytes(b | _MASK if b in (0x5C, 0x7E) else b for b in range(256))
+
+
+def _iso2022jp_whatwg_view(data: bytes) -> bytes | None:
+    """The view of ``data`` as the WHATWG iso-2022-jp decoder reads it; None when that
+    is :func:`scan_view` 's (every escape is ``ESC $ B``, ``ESC $ @`` or ``ESC ( B``).
+
+    :func:`scan_view` follows the readers that know ISO-2022-JP-2 and its extensions
+    (Python, iconv): ``ESC $ A`` (GB 2312), ``ESC $ ( C`` (KS C 5601), ``ESC $ ( D``
+    (JIS X 0212), ``ESC $ ( Q`` (JIS X 0213) and the single shift ``ESC N`` hide what
+    follows, and JIS X 0201 Roman (``ESC ( J``) is read as ASCII, as some clients do.
+    Browsers read those escapes as an error and what follows in the mode they were in
+    (ASCII: markup), and Roman's ``0x5C`` as a yen sign (never a CSS escape).  Both
+    views are scanned (:attr:`Reading.others`).
+
+    >>> _iso2022jp_whatwg_view(b"<p>\x1b$A<img>\x1b(B")
+    b'<p>\x80$A<img>\x80\x80\x80'
+    >>> _iso2022jp_whatwg_view(b"\x1b$BF|\x1b(B<a>") is None
+    True
+    """
+    escapes = data.count(b"\x1b")
+    if escapes == data.count(b"\x1b$B") + data.count(b"\x1b$@") + data.count(b"\x1b(B"):
+        return None
+    out = bytearray(data)
+    state, run_start = "ascii", 0
+    esc = data.find(b"\x1b")
+    while True:
+        stop = len(data) if esc < 0 else esc
+        if state == "masked":
+            out[run_start:stop] = bytes([_MASK]) * (stop - run_start)
+        elif state == "roman":
+            out[run_start:stop] = data[run_start:stop].translate(_ROMAN)
+        if esc < 0:
+            return bytes(out)
+        selected = _WHATWG_JP.get(data[esc + 1:esc + 3])
+        end = esc + 3 if selected is not None else esc + 1
+        out[esc:end] = bytes([_MASK]) * (end - esc)
+        state = selected or state
+        run_start = end
+        esc = data.find(b"\x1b", end)
+
+
 def _iso2022kr_view(data: bytes) -> bytes:
     if b"\x1b" not in data and b"\x0e" not in data:
         return data
@@ -741,9 +889,9 @@ def lenient_view(decoded: bytes, charset: str) -> bytes:
     character, so the superset is the safe side.  One exception: a valid
     character whose trail byte is ``\\`` just before a CSS string's closing quote
     (Shift_JIS ``表``, ``能``, ``ソ``) escapes that quote in this view, so a
-    ``url()`` later on the same line is read as string text; only scanning both
-    this view and :func:`scan_view` (and removing both sets of trackers) covers
-    both kinds of client there.
+    ``url()`` later on the same line is read as string text; so :func:`reading`
+    gives :func:`scan_view` as a further view (:attr:`Reading.others`), and the
+    engine keeps the precise path only when both find the same references.
 
     A transcoded charset is never scanned as bytes: :class:`ValueError`.
 

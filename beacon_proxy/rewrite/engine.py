@@ -63,7 +63,7 @@ from typing import Any, Final, NamedTuple, TypeVar, cast
 from beacon_proxy.consent.policy import Policy
 from beacon_proxy.headerfacts import list_id
 from beacon_proxy.rewrite.campaign import diff_finding, diffed_by_part
-from beacon_proxy.rewrite.charsets import from_utf8, reading
+from beacon_proxy.rewrite.charsets import from_utf8, opens_tags, reading
 from beacon_proxy.rewrite.classify import (
     Finding,
     classify,
@@ -90,6 +90,7 @@ from beacon_proxy.rewrite.mime import (
     reencode,
     reparse_shifted,
 )
+from beacon_proxy.rewrite.readings import read_otherwise
 from beacon_proxy.rewrite.rescan import MAX_TEMPLATES, ScanCache
 from beacon_proxy.rewrite.rules import TrackerRules
 from beacon_proxy.rewrite.signed import has_signed_parts
@@ -166,6 +167,7 @@ class HtmlPart:
     transcoded: str | None = None  # the part's own charset when ``decoded`` is UTF-8 of it
     bom: bool = False  # the part's bytes start with a byte order mark (kept on re-encoding)
     layout: tuple[int, ...] = ()  # layout images and invisible loads (is_neutralised)
+    foreign: bool = False  # transcoded, browsers read its bytes: they must open no tag
     _cache: dict[str, tuple[Any, ...]] = field(default_factory=dict, repr=False,
                                                compare=False)
 
@@ -494,14 +496,15 @@ class Engine:
         if len(decoded) > _MAX_HTML_PART:
             problems.append(f"{where}: larger than {_MAX_HTML_PART} bytes, not scanned")
             return None
-        read = reading(decoded, part.charset)
+        read = reading(decoded, part.charset if part.label is None else part.label)
         if read is None:
             problems.append(f"{where}: text that clients decode differently ({part.charset})")
             return None
         if read.transcoded is not None:  # edited as UTF-8, written back whole
             qp_index = ()
         decoded, view, charset = read.text, read.view, read.charset
-        rescanned = (self._templates.rescan(view, charset, self._max_tags) if self._learn
+        learn = self._learn and not read.others  # read in several ways: scanned in full
+        rescanned = (self._templates.rescan(view, charset, self._max_tags) if learn
                      else None)
         noted: dict[int, Finding] | None = None
         if rescanned is not None:  # a further copy of a campaign: only what differs
@@ -515,9 +518,14 @@ class Engine:
                 return None
             entries, _, incomplete = scan_entries(
                 view, max_tags=self._max_tags, charset=charset, low=low,
-                learner=self._templates if self._learn else None)
+                learner=self._templates if learn else None)
         if incomplete is not None:
             problems.append(f"{where}: {incomplete}, left unmodified")
+            return None
+        if read.others and (otherwise := read_otherwise(read.others, entries, charset,
+                                                        self._max_tags)) is not None:
+            problems.append(f"{where}: text that clients decode differently "
+                            f"({part.charset}): {otherwise}")
             return None
         if noted is None:
             noted = classify_entries(entries, self.rules)
@@ -530,7 +538,7 @@ class Engine:
         trackers = tuple([i for i, finding in noted.items() if finding.tracker])
         layout = tuple([i for i, finding in noted.items() if is_neutralised(finding)])
         return HtmlPart(part, decoded, charset, entries, noted, trackers, qp_index,
-                        read.transcoded, read.bom, layout)
+                        read.transcoded, read.bom, layout, read.foreign)
 
     def _classify(self, entries: Sequence[Entry]) -> dict[int, Finding]:
         return classify_entries(entries, self.rules)
@@ -704,6 +712,9 @@ class Engine:
                 new = splice(part.decoded, edits)
         else:
             new = from_utf8(splice(part.decoded, edits), part.transcoded, bom=part.bom)
+            if part.foreign and opens_tags(new):
+                raise ValueError("the edited bytes open a tag for clients that read them "
+                                 "as ASCII")
         return reencode(tree, mime, new, cte)
 
     @staticmethod

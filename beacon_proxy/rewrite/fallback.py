@@ -44,7 +44,7 @@ import re
 from dataclasses import dataclass
 from typing import Final
 
-from beacon_proxy.rewrite.charsets import reading
+from beacon_proxy.rewrite.charsets import opens_tags, reading
 from beacon_proxy.rewrite.mime import (
     OPAQUE_TYPES,
     RENDERED_TYPES,
@@ -270,14 +270,25 @@ def _part_body(tree: MimeTree, part: MimePart) -> tuple[bytes, str]:
 
 
 def _neutralise_text(decoded: bytes, label: str) -> tuple[bytes, int] | None:
-    """The neutralised text and the count; None when clients read the bytes differently."""
+    """The neutralised text and the count; None when clients read the bytes differently.
+
+    Text that clients read in several ways (``Reading.others``: another charset, a
+    ``<meta>``, a label browsers do not know) is neutralised only when every reading's
+    view gives the same result, which then is safe for each of them.
+    """
     read = reading(decoded, label)
     if read is None:
         return None
     if read.transcoded is None and unread_meta_charset(decoded.lower()) is not None:
         return None  # a client honouring the <meta> reads other markup than we can change
     text, count = neutralise_markup(read.text, read.view)
-    return (read.back(text), count) if count else (decoded, 0)
+    for other in read.others:
+        if neutralise_markup(read.text, other)[0] != text:
+            return None
+    if not count:
+        return decoded, 0
+    new = read.back(text)
+    return None if read.foreign and opens_tags(new) else (new, count)
 
 
 def _changed_part(tree: MimeTree, part: MimePart, new: bytes, cte: str
@@ -351,7 +362,8 @@ def neutralise_message(data: bytes, _depth: int = 0) -> FallbackResult:
         if part.content_type == "text/x-amp-html" and not broken:
             new, n = _AMP_BODY, 1
         else:
-            neutralised = _neutralise_text(decoded, part.charset)
+            neutralised = _neutralise_text(
+                decoded, part.charset if part.label is None else part.label)
             if neutralised is None:
                 return FallbackResult(None, 0, f"{part.content_type} part that clients decode "
                                       f"differently ({part.charset}, or a <meta> charset)")

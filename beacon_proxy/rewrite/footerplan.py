@@ -802,7 +802,8 @@ def _same_fields(a: MimePart, b: MimePart) -> bool:
     return (a.path == b.path and a.content_type == b.content_type and a.charset == b.charset
             and a.transfer_encoding == b.transfer_encoding and a.disposition == b.disposition
             and a.boundary == b.boundary and a.is_multipart == b.is_multipart
-            and a.signed == b.signed and a.modifiable == b.modifiable and a.reason == b.reason)
+            and a.signed == b.signed and a.modifiable == b.modifiable and a.reason == b.reason
+            and a.label == b.label)
 
 
 def _same_part(old: PartPlan, tree: MimeTree, part: MimePart) -> PartPlan | None:

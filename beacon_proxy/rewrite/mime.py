@@ -151,6 +151,7 @@ class MimePart:
     signed: bool  # inside multipart/signed: a change breaks the signature
     modifiable: bool  # the body may be replaced (the caller still decides for signed)
     reason: str | None  # why not modifiable, None when it is
+    label: str | None = None  # the charset parameter as written (at most 100 characters)
 
     @property
     def depth(self) -> int:
@@ -642,6 +643,7 @@ class _Node:
     end: int = -1
     content_type: str = "text/plain"
     charset: str = "us-ascii"
+    label: str | None = None
     cte: str = "7bit"
     disposition: str | None = None
     boundary: bytes | None = None
@@ -832,6 +834,7 @@ class _Parser:
                     name == "charset" and not container):
                 self._problem(node, f"ambiguous Content-Type parameter {name!r} "
                                     "(clients read it differently)")
+        node.label = None if params.get("charset") is None else params["charset"][:100]
         cte = fields.get("content-transfer-encoding", "")
         node.cte = normalise_cte(_COMMENT.sub("", cte) if "(" in cte else cte)
         disposition = _params(fields["content-disposition"])[0] if (
@@ -887,6 +890,6 @@ class _Parser:
             parts.append(MimePart(
                 node.path, slice(start, header_end), slice(body_start, end),
                 node.content_type, node.charset, node.cte, node.disposition, node.boundary,
-                node.multipart, node.signed, reason is None, reason))
+                node.multipart, node.signed, reason is None, reason, node.label))
         return MimeTree(self.data, tuple(parts), self.problems, not self.problems,
                         tuple(self.notes))

@@ -3,6 +3,7 @@ byte order marks and the UTF-8 transcoding of charsets that are not ASCII-compat
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Callable
 
 import pytest
@@ -27,6 +28,7 @@ from beacon_proxy.rewrite.charsets import (
     to_utf8,
 )
 from beacon_proxy.rewrite.css import scan_css
+from beacon_proxy.rewrite.engine import Engine
 
 
 @pytest.mark.parametrize(
@@ -714,3 +716,167 @@ def test_only_the_kinds_with_their_own_view_are_checked() -> None:
         name = next(n for n, row in charsets._CHARSETS.items() if row.kind == kind)
         assert scan_view(b"<p>\x80\xff", name) == b"<p>\x80\xff"
         assert lenient_view(b"<p>\x80\xff", name) == b"<p>\x80\xff"
+
+
+# -- text that clients read in more than one way --------------------------------------------
+
+_TRAIL_CSS = b'<style>p{font-family:"\x95\\"; background:url(https://t.example/o)} /*"*/</style>'
+
+
+_ENGINES: dict[str, Engine] = {}
+
+
+def _refused_outcome(html: bytes, ctype: str, cte: str = "8bit") -> str:
+    from beacon_proxy.consent.policy import Policy
+    from beacon_proxy.rewrite.copies import CopyPolicy, decide, prepare
+    from beacon_proxy.rewrite.rules import load_rules
+
+    body = base64.encodebytes(html) if cte == "base64" else html
+    data = (b"From: a@shop.example\r\nTo: r@example.org\r\nSubject: x\r\nMIME-Version: 1.0\r\n"
+            b"Content-Type: " + ctype.encode() + b"\r\nContent-Transfer-Encoding: "
+            + cte.encode() + b"\r\n\r\n" + body + b"\r\n")
+    engine = _ENGINES.get("engine") or _ENGINES.setdefault("engine", Engine(load_rules()))
+    prepared = prepare(engine, data, CopyPolicy())
+    return decide(engine, prepared, "r@example.org", Policy.REFUSED, CopyPolicy()).outcome
+
+
+@pytest.mark.parametrize("label", ["utf-8", "iso-8859-1", "windows-1252", "shift_jis",
+                                   "Shift_JIS", "euc-jp", "iso-2022-jp", "gb2312", "gbk",
+                                   "big5", "euc-kr", "ks_c_5601-1987", "koi8-r"])
+def test_ordinary_labels_have_one_reading(label: str) -> None:
+    """Correctly labelled text keeps one view: no second scan, the precise path."""
+    codec = {"iso-2022-jp": "iso2022_jp", "ks_c_5601-1987": "cp949"}.get(label.lower(), label)
+    text = ('<meta charset="shift_jis"><p style="font-family:\'\uff2d\uff33 \uff30ゴシック\'">'
+            "表示 ソ 能</p>"
+            if label.lower() in ("shift_jis", "euc-jp", "iso-2022-jp") else
+            "<p>Grüße 表示</p>" if label.lower() in ("utf-8", "gb2312", "gbk", "big5") else
+            "<p>x</p>")
+    data = text.encode(codec, "xmlcharrefreplace")
+    read = charsets.reading(data, label)
+    assert read is not None and read.others == () and not read.foreign
+
+
+@pytest.mark.parametrize(
+    ("label", "known"),
+    [("shift_jis", True), ("Shift_JIS", True), ("ms_kanji", True), ("ms-kanji", False),
+     ("cp932", False), ("x-mac-japanese", False), ("cp950", False), ("big5hkscs", False),
+     ("big5-hkscs", True), ("cp936", False), ("euc-cn", False), ("gb2312", True),
+     ("ks_c_5601-1987", True), ("ks_c_5601_1987", False), ("euc_kr", False),
+     ("iso-2022-jp", True), ("iso-2022-jp-2", False), ("iso2022jp", False),
+     ("utf-16le", True), ("utf-16-le", False), ("x-utf-16le", False), ("u16", False),
+     ("unicodelittleunmarked", False), ("utf-32", False), ("ucs-4", False), ("utf-7", False),
+     ("hz", False), ("x-hz", False), ("us-ascii", False), (None, False), ("latin1", True)])
+def test_browsers_read_only_whatwg_labels(label: str | None, known: bool) -> None:
+    assert charsets.browsers_read(label) is known
+
+
+@pytest.mark.parametrize("label", ["cp932", "ms-kanji", "x-mac-japanese"])
+def test_a_label_browsers_do_not_know_is_also_read_as_ascii(label: str) -> None:
+    data = b'<meta charset="windows-1252"><p>x</p>' + _TRAIL_CSS
+    read = charsets.reading(data, label)
+    assert read is not None and read.charset == "shift_jis"
+    assert read.view == scan_view(data, "shift_jis")
+    assert read.others == (data,)
+    assert _refused_outcome(data, f"text/html; charset={label}") in ("fallback", "held")
+    # the same bytes with a label browsers know: one reading, the precise path
+    assert charsets.reading(data, "shift_jis").others == ()  # type: ignore[union-attr]
+
+
+def test_a_label_browsers_do_not_know_keeps_the_precise_path_when_readings_agree() -> None:
+    """Japanese text (ASCII-range trail bytes in text, not in CSS) reads the same."""
+    data = ('<p>表示 ソフト 能力</p><img src="https://t.example/o.gif?u=12345678" width=1 '
+            'height=1>').encode("shift_jis")
+    read = charsets.reading(data, "cp932")
+    assert read is not None and read.others == (data,)
+    assert _refused_outcome(data, "text/html; charset=cp932") == "stripped"
+
+
+@pytest.mark.parametrize("label", ["utf-16-le", "x-utf-16le", "unicodelittleunmarked", "u16",
+                                   "utf-32le"])
+def test_transcoded_labels_browsers_do_not_know(label: str) -> None:
+    crafted = b'<p>x\x00</p><img src="https://t.example/o.gif">'
+    assert charsets.reading(crafted, label) is None  # browsers see the <img>
+    assert _refused_outcome(crafted, f"text/html; charset={label}", "base64") == "held"
+    codec = "utf-32-le" if "32" in label else "utf-16-le"
+    honest = '<img src="https://t.example/o.gif">'.encode(codec)
+    read = charsets.reading(honest, label)
+    assert read is not None and read.foreign and read.text == honest.decode(codec).encode()
+    assert not charsets.opens_tags(honest)
+
+
+@pytest.mark.parametrize("meta", ["shift_jis", "x-sjis", "big5", "gbk", "cp932"])
+@pytest.mark.parametrize("label", [None, "us-ascii", "x-klingon"])
+def test_a_meta_charset_with_ascii_trail_bytes_is_a_second_reading(meta: str,
+                                                                   label: str | None) -> None:
+    data = f'<meta charset="{meta}"><p>x</p>'.encode() + _TRAIL_CSS
+    read = charsets.reading(data, label)  # type: ignore[arg-type]
+    assert read is not None and read.view == data
+    name = normalise_charset(meta)
+    assert read.others == (scan_view(data, name),)
+    assert _refused_outcome(data, "text/html" + (f"; charset={label}" if label else "")
+                            ) in ("fallback", "held")
+
+
+def test_a_lying_double_byte_label_is_read_both_ways() -> None:
+    data = b"<p>x</p>" + _TRAIL_CSS + b"<p>\xc2\x81</p>"
+    assert not looks_valid(data, "shift_jis")
+    read = charsets.reading(data, "shift_jis")
+    assert read is not None and read.view == data
+    assert read.others == (scan_view(data, "shift_jis"),)
+    assert _refused_outcome(data, "text/html; charset=shift_jis") in ("fallback", "held")
+
+
+@pytest.mark.parametrize("escape", [b"\x1b$A", b"\x1b$(C", b"\x1b$(D", b"\x1b$(Q", b"\x1bN"])
+def test_iso_2022_jp_escapes_browsers_do_not_know(escape: bytes) -> None:
+    data = b"<p>x</p>" + escape + b'<img src="https://t.example/o.gif">\x1b(B<p>y</p>'
+    read = charsets.reading(data, "iso-2022-jp")
+    assert read is not None and b"<img" not in read.view
+    (whatwg,) = read.others
+    assert b'<img src="https://t.example/o.gif">' in whatwg and b"\x1b" not in whatwg
+    assert _refused_outcome(data, "text/html; charset=iso-2022-jp", "7bit") in (
+        "fallback", "held")
+
+
+def test_iso_2022_jp_roman_backslash_is_a_yen_sign_for_browsers() -> None:
+    data = (b'<style>\x1b(Jp{font-family:"a\\"; background:url(https://t.example/o)} /*"*/'
+            b"\x1b(B</style>")
+    read = charsets.reading(data, "iso-2022-jp")
+    assert read is not None
+    (whatwg,) = read.others
+    assert whatwg[data.index(b"a\\") + 1] == 0x5C | 0x80
+    assert read.view[data.index(b"a\\") + 1] == 0x5C  # the readers that take it for ASCII
+    assert _refused_outcome(data, "text/html; charset=iso-2022-jp", "7bit") in (
+        "fallback", "held")
+    # Roman text without a backslash or tilde reads the same everywhere
+    plain = b"<p>\x1b(Jabc\x1b(B</p>"
+    assert charsets.reading(plain, "iso-2022-jp").others == ()  # type: ignore[union-attr]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.sampled_from([b"\x1b$B", b"\x1b$@", b"\x1b(B", b"\x1b(J", b"\x1b(I",
+                                 b"\x1b$A", b"\x1bN", b"\x1b$(D", b"\x1b", b"<p>", b"\\",
+                                 b"~", b"F|", b'"']), max_size=12))
+def test_the_whatwg_view_follows_the_whatwg_decoder(pieces: list[bytes]) -> None:
+    """Every byte the view keeps below 0x80 is that ASCII character in the decoder's
+    output (checked with a reference state machine of the Encoding Standard)."""
+    data = b"".join(pieces)
+    view = charsets._iso2022jp_whatwg_view(data)
+    if view is None:
+        view = scan_view(data, "iso-2022-jp")
+    assert len(view) == len(data)
+    state, i, expected = "ascii", 0, bytearray()
+    while i < len(data):
+        seq = data[i + 1:i + 3]
+        if data[i] == 0x1B:
+            known = {b"(B": "ascii", b"(J": "roman", b"(I": "kana", b"$@": "jis",
+                     b"$B": "jis"}.get(seq)
+            width = 3 if known else 1
+            expected += b"\x80" * width
+            state = known or state
+            i += width
+            continue
+        byte = data[i]
+        keep = state == "ascii" or (state == "roman" and byte not in (0x5C, 0x7E))
+        expected.append(byte if keep else 0x80)
+        i += 1
+    assert [b if b < 0x80 else 0x80 for b in view] == list(expected)

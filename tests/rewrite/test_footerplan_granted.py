@@ -271,8 +271,9 @@ def test_same_fields_compares_every_field_but_the_spans() -> None:
               replace(part, charset="us-ascii"), replace(part, transfer_encoding="8bit"),
               replace(part, disposition="inline"), replace(part, boundary=b"b"),
               replace(part, is_multipart=True), replace(part, signed=True),
-              replace(part, modifiable=False), replace(part, reason="x")]
-    assert len(others) == len(names) == 10
+              replace(part, modifiable=False), replace(part, reason="x"),
+              replace(part, label="cp932")]
+    assert len(others) == len(names) == 11
     moved = replace(part, header_span=slice(5, 6), body_span=slice(6, 9))
     assert footerplan._same_fields(part, moved)
     for other in others:

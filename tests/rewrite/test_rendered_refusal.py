@@ -640,6 +640,7 @@ def mime_cases() -> dict[str, bytes]:
     page = f'<p>\u00e9</p><img src="{tracker("charset_unknown_label")}">'
     out["charset_unknown_label"] = html_message(page.encode(), "text/html; charset=x-nonsense")
     out.update(_mime_reading_cases())
+    out.update(_charset_reading_cases())
     return out
 
 
@@ -686,6 +687,66 @@ def _mime_reading_cases() -> dict[str, bytes]:
                         ("charset_2231_tick", "charset*0=\"x'y'utf\"; charset*1*=-16le")):
         page = pixel.format(tracker(f"mime_{case}")).encode("utf-16-le")
         out[f"mime_{case}"] = html_message(page, f"text/html; {ctype}", cte="base64")
+    return out
+
+
+#: A CSS string that a trail byte "\\" (Shift_JIS 0x95 0x5C, Big5 0xB3 0x5C) closes for a
+#: reader of the double-byte charset and escapes for an ASCII reader: {T} is the trail pair.
+_TRAIL_CSS = '<p>x</p><style>p{{font-family:"{T}"; background:url({U})}} /*"*/</style>'
+_TRAIL_CSS_2 = ('<meta charset="windows-1252"><p>x</p><style>p{{font-family:"{T}"; x:"; '
+                'background:url({U})}} /*"*/</style>')
+
+
+def _charset_reading_cases() -> dict[str, bytes]:
+    """Text that clients read in more than one way (labels browsers do not know, a
+    ``<meta>`` charset, lying labels, ISO-2022-JP escapes only some decoders know): the
+    refused copy is held, or neutralised for every reading."""
+    def page(case: str, markup: str, trail: str = "\x95\\") -> bytes:
+        return markup.replace("{T}", trail).replace("{U}", tracker(case)).encode(
+            "latin-1").replace(b"{{", b"{").replace(b"}}", b"}")
+
+    out: dict[str, bytes] = {}
+    # a <meta> charset naming a charset with ASCII-range trail bytes, no usable label
+    for case, ctype, meta, trail in (
+            ("charset_sjis_meta_unlabelled", "text/html", "shift_jis", "\x95\\"),
+            ("charset_sjis_meta_unknown_label", "text/html; charset=x-klingon", "shift_jis",
+             "\x95\\"),
+            ("charset_big5_meta_unlabelled", "text/html", "big5", "\xb3\\")):
+        out[case] = html_message(f'<meta charset="{meta}">'.encode() + page(
+            case, _TRAIL_CSS, trail), ctype)
+    case = "charset_sjis_meta_style_attr"
+    out[case] = html_message(page(case, '<meta charset="shift_jis"><p style=\'font-family:'
+                                  '"{T}"; background-image:url({U})\'>x</p>'), "text/html")
+    # a Shift_JIS label on bytes that are not all Shift_JIS: browsers still read it so
+    case = "charset_sjis_lying_label"
+    out[case] = html_message(page(case, _TRAIL_CSS) + b"<p>\xc2\x81</p>",
+                             "text/html; charset=shift_jis")
+    # labels only mail software knows: browsers read windows-1252 (here: the <meta>)
+    for label in ("cp932", "ms-kanji", "x-mac-japanese", "cp950", "big5hkscs", "cp936",
+                  "euc-cn"):
+        case = "charset_mail_label_" + label.replace("-", "_")
+        out[case] = html_message(page(case, _TRAIL_CSS_2), f"text/html; charset={label}")
+    for label in ("iso-2022-jp-2", "iso2022jp"):
+        case = "charset_mail_label_" + label.replace("-", "_")
+        out[case] = html_message(page(case, '<p>x</p>\x1b$B<img src="{U}">\x1b(B<p>y</p>'),
+                                 f"text/html; charset={label}", cte="7bit")
+    for label in ("utf-16-le", "x-utf-16le", "u16"):
+        case = "charset_mail_label_" + label.replace("-", "_")
+        out[case] = html_message(page(case, '<p>x\x00</p><img src="{U}">'),
+                                 f"text/html; charset={label}", cte="base64")
+    # ISO-2022-JP escapes browsers do not know (an error, then ASCII) and JIS-Roman
+    for case, markup in (
+            ("charset_2022jp_gb2312", '<p>x</p>\x1b$A<img src="{U}">\x1b(B<p>y</p>'),
+            ("charset_2022jp_ksc", '<p>x</p>\x1b$(C<img src="{U}">\x1b(B<p>y</p>'),
+            ("charset_2022jp_jisx0212", '<p>x</p>\x1b$(D<img src="{U}">\x1b(B<p>y</p>'),
+            ("charset_2022jp_jisx0213", '<p>x</p>\x1b$(Q<img src="{U}">\x1b(B<p>y</p>'),
+            ("charset_2022jp_single_shift", '<p>x</p>\x1bN<img src="{U}">\x1b(B<p>y</p>'),
+            ("charset_2022jp_roman_css", '<p>x</p><style>\x1b(Jp{{font-family:"a\\"; '
+                                         'background:url({U})}} /*"*/\x1b(B</style>'),
+            ("charset_2022jp_roman_style_attr", '<p style=\'\x1b(Jfont-family:"a\\"; '
+                                                'background-image:url({U})\x1b(B\'>x</p>')):
+        out[case] = html_message(page(case, markup), "text/html; charset=iso-2022-jp",
+                                 cte="7bit")
     return out
 
 
