@@ -101,6 +101,15 @@ _HEADERS: Final = re.compile(  # header field lines (and their folds), never a "
     rb"(?:(?!--)[!-9;-~]+[ \t]*:[^\n]*(?:\n|\Z)(?:[ \t][^\n]*(?:\n|\Z))*)*"
 )
 _PADDING: Final = re.compile(rb"[ \t\r]*(?:\n|\Z)")  # after "--boundary" or "--boundary--"
+#: A line Python's email reads as part of a header block (feedparser's headerRE): where
+#: the parser's block ends at such a line, the two readers take different fields.
+_PY_HEADER_LINE: Final = re.compile(rb"From |[!-9;-~]*:|[\t ]")
+#: A field name with blanks before its colon (obsolete syntax): Python's email ends the
+#: header block there, the parser (as other clients) reads on.
+_BLANK_BEFORE_COLON: Final = re.compile(rb"(?:\A|\n)[!-9;-~]+[ \t]+:")
+#: What Python's email decodes a body for: the field's value exactly (compat32 compares
+#: it lower-cased, leading blanks stripped, trailing and folded ones kept).
+_DECODED_CTE: Final = frozenset({"base64", "quoted-printable"})
 _TOKEN: Final = re.compile(r'"((?:[^"\\]|\\.)*)("?)|;|[^;"]+', re.S)
 _COMMENT: Final = re.compile(r"(?:^|(?<=\s))\((?:[^()\\]|\\.)*\)")
 _SECTION: Final = re.compile(r"([^*]+)(?:\*(\d+))?(\*?)")
@@ -460,6 +469,12 @@ def _fields(block: bytes) -> dict[str, str]:
                 end = lower.find(b"\n", end + 1)
                 end = len(lower) if end < 0 else end
             value = _FOLD.sub("", block[colon : end - 1].decode("latin-1")).strip()[:_MAX_VALUE]
+            if name == "content-transfer-encoding" and (
+                    normalise_cte(value.split("(")[0]) in _DECODED_CTE
+                    and block[colon : end - 1].decode("latin-1").lstrip(" \t").rstrip("\r\n")
+                    .lower() not in _DECODED_CTE):
+                # Python's email decodes only the bare name: it shows the body raw
+                found.setdefault("raw-cte", value)
             first = found.setdefault(name, value)
             if first is not value and _differ(name, first, value):
                 found.setdefault("conflict", name)
@@ -800,7 +815,14 @@ class _Parser:
         self.nodes.append(node)
         self.pos = max(self.pos, header_end - 1)
         if body_start == header_end < len(data) and not self._at_delimiter(header_end):
-            self._problem(node, "no blank line after the header fields")
+            if _PY_HEADER_LINE.match(data, header_end):  # Python's email reads on
+                self._problem(node, "ambiguous header block: no blank line after the "
+                                    "header fields (clients end it in different places)")
+            else:
+                self._problem(node, "no blank line after the header fields")
+        if _BLANK_BEFORE_COLON.search(data, first, header_end) is not None:
+            self._problem(node, "ambiguous header block: a field name with blanks before "
+                                "its colon (clients end the block there or read on)")
         self._describe(node, _fields(data[first:header_end]), parent)
         if node.embedded and self._open(body_start, (*path, 0), node) is not None:
             node.children = 1
@@ -817,6 +839,9 @@ class _Parser:
                                 "(clients take different ones)")
         elif "conflict" in fields:
             self._problem(node, f"conflicting {fields['conflict'].title()} fields")
+        if "raw-cte" in fields:
+            self._problem(node, f"ambiguous Content-Transfer-Encoding {fields['raw-cte']!r} "
+                                "(some clients decode it, Python's email shows the body raw)")
         digest = parent is not None and parent.content_type == "multipart/digest"
         ctype, params = _params(fields.get("content-type", ""))
         if _CONFLICT in params:
@@ -844,7 +869,13 @@ class _Parser:
                                               parent.content_type == "multipart/signed")
         if node.content_type.startswith("multipart/"):
             node.multipart, node.reason = True, "a multipart container"
-            boundary = params.get("boundary", "").rstrip(" ").encode("latin-1")
+            written = params.get("boundary", "")
+            boundary = written.rstrip(" ").encode("latin-1")
+            if written.rstrip() != written.rstrip(" ") or (
+                    written.startswith("<") and written.endswith(">")):
+                # Python's email strips every blank (str.rstrip) and <...> (unquote)
+                self._problem(node, "ambiguous Content-Type parameter 'boundary' "
+                                    "(clients read it differently)")
             if not boundary:
                 self._problem(node, "multipart without a boundary")
             elif len(node.path) >= self.max_depth:

@@ -263,8 +263,11 @@ def test_transport_padding_comments_and_first_header_wins() -> None:
     # clients differ in which Content-Type they take, here with two charsets; and a comment
     # after the quoted charset is part of the value to Python's email (compat32): no one
     # copy is safe for every reading, so refused copies are held
+    # (and Python's email does not decode "quoted-printable (encoded)": it shows it raw)
     assert tree.problems == [
         "part 1: ambiguous Content-Type fields (clients take different ones)",
+        "part 1: ambiguous Content-Transfer-Encoding 'quoted-printable (encoded)' (some "
+        "clients decode it, Python's email shows the body raw)",
         "part 1: ambiguous Content-Type parameter 'charset' (clients read it differently)"]
     assert tree.root.boundary == b"pad (not a comment)"
     html = tree.parts[1]
@@ -825,3 +828,43 @@ def test_two_content_fields_that_no_copy_can_serve_are_ambiguous(fields: str,
     data = fields.encode() + b"\r\n\r\n--a\r\n\r\nx\r\n--a--\r\n"
     problems = parse_message(data).problems
     assert len(problems) == 1 and mime.is_ambiguous(problems[0]) is ambiguous
+
+
+@pytest.mark.parametrize("head", [
+    b"MIME-Version: 1.0\r\n:x\r\nContent-Type: text/html\r\n",  # Python's email reads on
+    b"MIME-Version: 1.0\r\nFrom nobody\r\nContent-Type: text/html\r\n",
+    b"MIME-Version: 1.0\r\n--x: 1\r\nContent-Type: text/html\r\n",
+    b"Content-Type: text/html\r\nX-A : 1\r\nContent-Transfer-Encoding: base64\r\n",
+    b"Content-Type: text/html\r\nContent-Transfer-Encoding\t: base64\r\n",
+    b"Content-Type: text/html\r\nContent-Transfer-Encoding: base64 \r\n",
+    b"Content-Type: text/html\r\nContent-Transfer-Encoding: \"base64\"\r\n",
+    b"Content-Type: text/html\r\nContent-Transfer-Encoding: base64 (c)\r\n",
+    b"Content-Type: text/html\r\nContent-Transfer-Encoding:\r\n base64\r\n",
+    b"Content-Type: text/html\r\nContent-Transfer-Encoding: quoted-printable\t\r\n",
+    b"Content-Type: multipart/mixed; boundary=\"b\t\"\r\n",
+    b"Content-Type: multipart/mixed; boundary=\"b\x1f\"\r\n",
+    b"Content-Type: multipart/mixed; boundary=\"<b>\"\r\n",
+    b"Content-Type: multipart/mixed; boundary=<b>\r\n",
+])
+def test_header_blocks_python_reads_otherwise_are_ambiguous(head: bytes) -> None:
+    """Python's email (feedparser) ends a header block at "Name :", reads on past ":x" or
+    "From ", decodes only a bare "base64"/"quoted-printable", strips every blank and
+    <...> from a boundary: where the parser reads the block otherwise, the copy is held."""
+    data = head + b"\r\n--b\r\nContent-Type: text/html\r\n\r\nx\r\n--b--\r\n"
+    problems = parse_message(data).problems
+    assert any(mime.is_ambiguous(problem) for problem in problems), problems
+
+
+@pytest.mark.parametrize("head", [
+    b"Content-Type: text/html\r\nContent-Transfer-Encoding: base64\r\n",
+    b"Content-Type: text/html\r\nContent-Transfer-Encoding: BASE64\r\n",
+    b"Content-Type: text/html\r\nContent-Transfer-Encoding:base64\r\n",
+    b"Content-Type: text/html\r\nContent-Transfer-Encoding:  Quoted-Printable\r\n",
+    b"Content-Type: text/html\r\nContent-Transfer-Encoding: 8bit \r\n",  # not decoded anyway
+    b"Content-Type: multipart/mixed; boundary=\"b \"\r\n",
+    b"Content-Type: multipart/mixed; boundary=\"----=_NextPart_000_0001\"\r\n",
+    b"From sender@example.org Sat Dec  5 10:00:00 2026\r\nContent-Type: text/html\r\n",
+])
+def test_ordinary_header_blocks_are_not_ambiguous(head: bytes) -> None:
+    data = head + b"\r\nx\r\n"
+    assert not any(mime.is_ambiguous(p) for p in parse_message(data).problems)
