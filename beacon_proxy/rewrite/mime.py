@@ -105,8 +105,9 @@ _PADDING: Final = re.compile(rb"[ \t\r]*(?:\n|\Z)")  # after "--boundary" or "--
 #: the parser's block ends at such a line, the two readers take different fields.
 _PY_HEADER_LINE: Final = re.compile(rb"From |[!-9;-~]*:|[\t ]")
 #: A field name with blanks before its colon (obsolete syntax): Python's email ends the
-#: header block there, the parser (as other clients) reads on.
-_BLANK_BEFORE_COLON: Final = re.compile(rb"(?:\A|\n)[!-9;-~]+[ \t]+:")
+#: header block there, the parser (as other clients) reads on.  Matched from a line's
+#: start up to a " :" or "\t:" found with ``bytes.find`` (_blank_before_colon).
+_NAME_THEN_BLANKS: Final = re.compile(rb"[!-9;-~]++[ \t]++")
 #: What Python's email decodes a body for: the field's value exactly (compat32 compares
 #: it lower-cased, leading blanks stripped, trailing and folded ones kept).
 _DECODED_CTE: Final = frozenset({"base64", "quoted-printable"})
@@ -470,9 +471,9 @@ def _fields(block: bytes) -> dict[str, str]:
                 end = len(lower) if end < 0 else end
             value = _FOLD.sub("", block[colon : end - 1].decode("latin-1")).strip()[:_MAX_VALUE]
             if name == "content-transfer-encoding" and (
-                    normalise_cte(value.split("(")[0]) in _DECODED_CTE
-                    and block[colon : end - 1].decode("latin-1").lstrip(" \t").rstrip("\r\n")
-                    .lower() not in _DECODED_CTE):
+                    block[colon : end - 1].decode("latin-1").lstrip(" \t").rstrip("\r\n")
+                    .lower() not in _DECODED_CTE
+                    and normalise_cte(value.split("(")[0]) in _DECODED_CTE):
                 # Python's email decodes only the bare name: it shows the body raw
                 found.setdefault("raw-cte", value)
             first = found.setdefault(name, value)
@@ -482,6 +483,25 @@ def _fields(block: bytes) -> dict[str, str]:
                     found.setdefault("ambiguous", name)
         at = lower.find(b"\ncontent-", line_end)
     return found
+
+
+def _blank_before_colon(data: bytes, start: int, end: int) -> bool:
+    """Whether a header field line in ``data[start:end]`` has blanks before its colon
+    (``X-A : 1``).  Two ``find`` s at memchr speed; each hit checked from its line's start.
+
+    >>> _blank_before_colon(b"A: 1\\r\\nX-A : 2\\r\\n", 0, 16)
+    True
+    >>> _blank_before_colon(b"A: b : c", 0, 8)
+    False
+    """
+    for needle in (b" :", b"\t:"):
+        at = data.find(needle, start, end)
+        while at >= 0:
+            line = max(start, data.rfind(b"\n", start, at) + 1)
+            if _NAME_THEN_BLANKS.fullmatch(data, line, at + 1) is not None:
+                return True
+            at = data.find(needle, at + 1, end)
+    return False
 
 
 def _differ(name: str, first: str, value: str) -> bool:
@@ -820,7 +840,7 @@ class _Parser:
                                     "header fields (clients end it in different places)")
             else:
                 self._problem(node, "no blank line after the header fields")
-        if _BLANK_BEFORE_COLON.search(data, first, header_end) is not None:
+        if _blank_before_colon(data, first, header_end):
             self._problem(node, "ambiguous header block: a field name with blanks before "
                                 "its colon (clients end the block there or read on)")
         self._describe(node, _fields(data[first:header_end]), parent)
