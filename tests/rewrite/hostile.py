@@ -154,6 +154,10 @@ MESSAGES: dict[str, Callable[[], bytes]] = {
     "svg_foreign_content": svg_foreign_content,
     "select_raw_text": select_raw_text,
 }
+#: Messages no copy of which is safe for every reader: a refused recipient's is held.
+#: UTF-7 is a label browsers do not know (they read the bytes as windows-1252), and the
+#: fallback's UTF-7 writes "<" as itself, markup to that reading too.
+HELD_FOR_REFUSED = frozenset({"charset_utf7"})
 POISON: dict[str, Callable[[], bytes]] = {
     "amp_json_poison": amp_json_poison,
     "font_face_poison": font_face_poison,

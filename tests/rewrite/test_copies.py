@@ -12,7 +12,13 @@ from beacon_proxy.consent.policy import Policy
 from beacon_proxy.rewrite.copies import CopyPolicy, Outcome, Prepared, Variant, decide, prepare
 from beacon_proxy.rewrite.engine import Engine
 from beacon_proxy.rewrite.rules import load_rules
-from tests.rewrite.hostile import MESSAGES, POISON, TRACKER_HOST, tracker_traces
+from tests.rewrite.hostile import (
+    HELD_FOR_REFUSED,
+    MESSAGES,
+    POISON,
+    TRACKER_HOST,
+    tracker_traces,
+)
 
 ENGINE = Engine(load_rules())
 RCPT = "reader@example.org"
@@ -28,6 +34,11 @@ EXPECTED = {  # what the precise path can do for each; the rest falls back
     "amp_json_poison": Outcome.STRIPPED, "font_face_poison": Outcome.STRIPPED,
     "svg_foreign_content": Outcome.FALLBACK, "select_raw_text": Outcome.FALLBACK,
 }
+
+
+def test_the_held_cases_are_the_ones_the_end_to_end_test_expects_held() -> None:
+    assert {name for name, outcome in EXPECTED.items() if outcome is Outcome.HELD} == (
+        HELD_FOR_REFUSED)
 
 
 @pytest.fixture(scope="module", params=sorted({**MESSAGES, **POISON}))
