@@ -78,11 +78,25 @@ _AT = re.compile(rb"@(import|font-face)(?![" + _NAME + rb"\\])", re.I)
 _GAP = re.compile(rb"(?:" + _WS + rb"++|/\*[^*]*+\*++(?:[^/*][^*]*+\*++)*+/)*+")
 _HEX_ESCAPE = re.compile(r"\\(?:([0-9a-fA-F]{1,6})(?:\r\n|[ \t\n\r\f])?|(\r\n|[\n\r\f])|(.))", re.S)
 _DECL_NAMES = rb"(width|height|max-width|max-height|display|visibility|opacity|mso-hide)"
-_DECL = re.compile(rb"(?<![-\w])" + _DECL_NAMES + _WS + rb"*+:" + _WS + rb"*+([^;}!]*)", re.I)
+_IMPORTANT = rb"(!" + _WS + rb"*+important)?"
+_DECL = re.compile(rb"(?<![-\w])" + _DECL_NAMES + _WS + rb"*+:" + _WS + rb"*+([^;}!]*)"
+                   + _IMPORTANT, re.I)
 # The same on lower-case text: a first-byte class before the lookbehind lets re skip to
 # the few places where a name can start (with re.I it tries every position).
 _DECL_LOWER = re.compile(rb"(?=[wmhdvo])(?<![-\w])" + _DECL_NAMES + _WS + rb"*+:" + _WS
-                         + rb"*+([^;}!]*)")
+                         + rb"*+([^;}!]*)" + _IMPORTANT)
+#: The values a browser accepts for ``display`` (each keyword of a multi-keyword value)
+#: and ``visibility``; any other value is dropped, and an earlier declaration stays.
+_CSS_WIDE = frozenset({"inherit", "initial", "unset", "revert", "revert-layer"})
+_DISPLAY_WORDS = _CSS_WIDE | frozenset({
+    "none", "block", "inline", "inline-block", "flex", "inline-flex", "grid", "inline-grid",
+    "table", "inline-table", "table-row", "table-cell", "table-column", "table-column-group",
+    "table-header-group", "table-footer-group", "table-row-group", "table-caption",
+    "list-item", "contents", "flow", "flow-root", "run-in", "ruby", "ruby-base", "ruby-text",
+    "ruby-base-container", "ruby-text-container", "math", "-webkit-box", "-webkit-inline-box",
+    "-moz-box", "-moz-inline-box", "-ms-flexbox", "-ms-inline-flexbox", "-webkit-flex",
+    "-webkit-inline-flex", "-ms-grid", "-ms-inline-grid"})
+_VISIBILITY_WORDS = _CSS_WIDE | frozenset({"visible", "hidden", "collapse"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -385,18 +399,42 @@ def scan_css(data: bytes, start: int = 0, end: int | None = None) -> list[CssRef
 
 def declarations(data: bytes, start: int = 0, end: int | None = None, *,
                  lower: bool = False) -> dict[str, str]:
-    """The sizing and visibility declarations of an inline style, last one winning.
+    """The sizing and visibility declarations of an inline style, as a browser's cascade
+    picks them: the last valid one, an ``!important`` one over any later one that is not.
+    A value a browser drops (empty; for ``display`` and ``visibility`` a word they do not
+    accept: ``display:none;display:blok`` stays hidden) does not count.
 
     ``lower``: ``data`` is already lower-case (faster).
 
     >>> declarations(b"display:block; WIDTH: 1PX !important; max-height:0")
     {'display': 'block', 'width': '1px', 'max-height': '0'}
+    >>> declarations(b"display:none !important;display:block;visibility:x", lower=True)
+    {'display': 'none'}
     """
     stop = len(data) if end is None else end
-    if lower:
-        return {name.decode("ascii"): value.decode("latin-1").strip()
-                for name, value in _DECL_LOWER.findall(data, start, stop)}
-    return {
-        name.decode("ascii").lower(): value.decode("latin-1").strip().lower()
-        for name, value in _DECL.findall(data, start, stop)
-    }
+    out: dict[str, str] = {}
+    strong: set[str] = set()
+    for raw_name, raw_value, important in (_DECL_LOWER if lower else _DECL).findall(
+            data, start, stop):
+        name = raw_name.decode("ascii") if lower else raw_name.decode("ascii").lower()
+        value = raw_value.decode("latin-1").strip()
+        if not lower:
+            value = value.lower()
+        if (name in strong and not important) or not _accepted(name, value):
+            continue
+        out[name] = value
+        if important:
+            strong.add(name)
+    return out
+
+
+def _accepted(name: str, value: str) -> bool:
+    """Whether a browser keeps this declaration (``var()`` is kept: decided later)."""
+    if not value:
+        return False
+    if name == "display":
+        words = value.split()
+        return "var(" in value or (len(words) <= 3 and all(w in _DISPLAY_WORDS for w in words))
+    if name == "visibility":
+        return "var(" in value or value in _VISIBILITY_WORDS
+    return True

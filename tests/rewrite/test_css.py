@@ -267,3 +267,22 @@ def test_url_loads_are_a_literal_tokenizers(bits: list[str]) -> None:
     css = "".join(bits).encode()
     found = {r.token_span for r in scan_css(css) if css[r.token_span[0]] not in b"\"'"}
     assert found == url_loads(css)
+
+
+@pytest.mark.parametrize(("style", "expected"), [
+    (b"display:none;display:blok", {"display": "none"}),  # an unknown value is dropped
+    (b"display:none;display:", {"display": "none"}),
+    (b"display:none !important;display:block", {"display": "none"}),
+    (b"display:none!important;display:block!important", {"display": "block"}),
+    (b"visibility:hidden!important;visibility:visible", {"visibility": "hidden"}),
+    (b"visibility:hidden;visibility:shown", {"visibility": "hidden"}),
+    (b"display:none;display:block", {"display": "block"}),
+    (b"display:none;display:inline flow-root", {"display": "inline flow-root"}),
+    (b"display:none;display:var(--d)", {"display": "var(--d)"}),  # decided later: kept
+    (b"display:none;display:INHERIT", {"display": "inherit"}),
+    (b"width:0 !important;width:600px", {"width": "0"}),
+])
+def test_declarations_follow_the_cascade_of_one_style(style: bytes,
+                                                      expected: dict[str, str]) -> None:
+    assert declarations(style) == expected
+    assert declarations(style.lower(), lower=True) == expected

@@ -177,6 +177,20 @@ SNIPPETS: dict[str, str] = {
                                        "</video><p>Offers</p>",
     "media_video_tiny_source_token": '<video width="1" height="1"><source '
                                      'src="https://{H}/o/8f3a2b1c9d.webm"></video>',
+    # An inline style's cascade: an invalid or empty later display, or one an earlier
+    # !important beats, leaves the element hidden.
+    "hide_invalid_later_display_token": '<p>Offers</p><div style="display:none;display:blok">'
+                                        '<img src="https://{H}/o/8f3a2b1c9d.gif" width="600" '
+                                        'height="300"></div>',
+    "hide_important_then_block_token": '<p>Offers</p><div style="display:none !important;'
+                                       'display:block"><img src="https://{H}/o/8f3a2b1c9d.gif" '
+                                       'width="600" height="300"></div>',
+    "img_visibility_important_token": '<p>Offers</p><img style="visibility:hidden!important;'
+                                      'visibility:visible" src="https://{H}/o/8f3a2b1c9d.gif" '
+                                      'width="600" height="300">',
+    "hidden_attr_invalid_display_token": '<p>Offers</p><div hidden style="display:blok"><img '
+                                         'src="https://{H}/o/8f3a2b1c9d.gif" width="600" '
+                                         'height="300"></div>',
     "hidden_attr_lt_in_alt_token": '<img alt="<" hidden src="https://{H}/o/8f3a2b1c9d.gif" '
                                    'width="600" height="300"><p>Offers</p>',
     "hidden_attr_entity_style_token": '<div hidden style="font-family:&quot;Open Sans&quot;">'
