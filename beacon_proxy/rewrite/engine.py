@@ -496,7 +496,7 @@ class Engine:
         if len(decoded) > _MAX_HTML_PART:
             problems.append(f"{where}: larger than {_MAX_HTML_PART} bytes, not scanned")
             return None
-        read = reading(decoded, part.charset if part.label is None else part.label)
+        read = reading(decoded, part.charset_label)
         if read is None:
             problems.append(f"{where}: text that clients decode differently ({part.charset})")
             return None

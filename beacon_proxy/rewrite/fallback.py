@@ -362,8 +362,7 @@ def neutralise_message(data: bytes, _depth: int = 0) -> FallbackResult:
         if part.content_type == "text/x-amp-html" and not broken:
             new, n = _AMP_BODY, 1
         else:
-            neutralised = _neutralise_text(
-                decoded, part.charset if part.label is None else part.label)
+            neutralised = _neutralise_text(decoded, part.charset_label)
             if neutralised is None:
                 return FallbackResult(None, 0, f"{part.content_type} part that clients decode "
                                       f"differently ({part.charset}, or a <meta> charset)")

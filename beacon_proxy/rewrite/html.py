@@ -431,7 +431,7 @@ class _Scan(TagReader):
             if pos == pending or end == pending:
                 pending = self.comment_end = -1
             elif end > pending:
-                return self.diverged(pending)
+                return self.stop_scan(READINGS_PART)
         if pending < 0 and end < self.n and self.view.startswith(b"<!--", pos):
             close = self.comment_close(pos)
             if close > end:
@@ -448,15 +448,11 @@ class _Scan(TagReader):
         found = COMMENT_END.search(view, pos + 4)
         return self.n if found is None else found.end()
 
-    def diverged(self, at: int) -> int:
-        """The two readings of a comment part at ``at``: stop, truncated."""
-        return self.stop_scan(READINGS_PART)
-
     def ended(self) -> None:
         """At the end of a whole scan: a browser's comment end still pending was passed
         inside text or a construct other than ``<!`` (the safe side: counted as parted)."""
         if 0 <= self.comment_end < self.n and not self.truncated:
-            self.diverged(self.comment_end)
+            self.stop_scan(READINGS_PART)
 
     def _bang(self, pos: int) -> int:
         view = self.view
@@ -555,10 +551,9 @@ class _Scan(TagReader):
         inner.run()
         inner.ended()
         self.budget = inner.budget
-        if inner.base is not None:
-            inner.stop_scan(BASE_IN_SRCDOC)
-        if inner.truncated:
-            self.stop_scan(inner.incomplete or LIMIT_REACHED)
+        if inner.truncated or inner.base is not None:
+            self.stop_scan(inner.incomplete or (
+                BASE_IN_SRCDOC if inner.base is not None else LIMIT_REACHED))
             return
         value, whole = attr[2:4], attr[:2]
         for ref in inner.refs:

@@ -167,6 +167,12 @@ class MimePart:
     def depth(self) -> int:
         return len(self.path)
 
+    @property
+    def charset_label(self) -> str:
+        """What clients read the text by: the charset parameter as written (browsers
+        know only some spellings, :func:`~.charsets.browsers_read`), else the default."""
+        return self.charset if self.label is None else self.label
+
 
 @dataclass(frozen=True, slots=True)
 class MimeTree:

@@ -46,9 +46,9 @@ def read_otherwise(others: Sequence[bytes], entries: Sequence[Entry], charset: s
         unmodelled = unmodelled_markup(low)
         if unmodelled is not None:
             return f"another reading of its charset has {unmodelled}"
-        found, _, truncated = scan_entries(view, max_tags=max_tags, charset=charset, low=low)
-        if truncated:
-            return "another reading of its charset reaches the scan limit"
+        found, _, incomplete = scan_entries(view, max_tags=max_tags, charset=charset, low=low)
+        if incomplete is not None:
+            return f"another reading of its charset: {incomplete}"
         if [materialize(entry) for entry in found] != mine:
             return "another reading of its charset finds other references"
     return None

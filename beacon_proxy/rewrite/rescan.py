@@ -496,15 +496,8 @@ def rescan(template: ScanTemplate, view: bytes, charset: str, max_tags: int,
                 return None
             if found is None or pos < found[2]:  # the end
                 break
-            # In step again: at a mark, with the same conditional comments open, and no
-            # browser's comment end pending (_Scan.bang: only the scan that read the "<!--"
-            # can tell whether it is between constructs there).
-            if pos == found[2] and scan.comment_end < 0 and _same_cond(
-                    scan.cond, marks[found[0]][3][2]):
-                break
             while found is not None and found[2] <= pos and not (
-                    found[2] == pos and scan.comment_end < 0
-                    and _same_cond(scan.cond, marks[found[0]][3][2])):
+                    found[2] == pos and _in_step(scan, marks[found[0]])):
                 found = candidate(found[0] + 1)
             if found is not None and found[2] == pos:
                 break
@@ -535,6 +528,14 @@ def _comment_near(comments: list[Span], a0: int, a1: int) -> int:
     if f < len(comments) and comments[f][0] <= a1 + _COMMENT_REACH:
         return comments[f][0]
     return -1
+
+
+def _in_step(scan: _Scan, mark: Mark) -> bool:
+    """Whether a copy's scan, at ``mark`` 's position, is in step with the template there:
+    the same conditional comments open, and no browser's comment end pending
+    (:meth:`.html._Scan.bang`: only the scan that read the "<!--" can tell whether it is
+    between constructs there)."""
+    return scan.comment_end < 0 and _same_cond(scan.cond, mark[3][2])
 
 
 def _same_cond(cond: list[str], state: tuple[str, ...]) -> bool:
