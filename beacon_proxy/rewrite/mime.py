@@ -506,7 +506,9 @@ def _blank_before_colon(data: bytes, start: int, end: int) -> bool:
             line = max(start, data.rfind(b"\n", start, at) + 1)
             if _NAME_THEN_BLANKS.fullmatch(data, line, at + 1) is not None:
                 return True
-            at = data.find(needle, at + 1, end)
+            # Not this line's name: no later hit on the line is either (searched once).
+            line_end = data.find(b"\n", at, end)
+            at = -1 if line_end < 0 else data.find(needle, line_end, end)
     return False
 
 

@@ -327,6 +327,12 @@ def test_fallback_of_a_message_is_linear() -> None:
     _assert_linear(lambda n: _message(b"src=/" * n + b"(a" * n), neutralise_message)
 
 
+@pytest.mark.parametrize("unit", [b" :", b"\t:", b" x :", b"  :"])
+def test_header_blocks_with_blanks_before_colons_parse_in_linear_time(unit: bytes) -> None:
+    """mime._blank_before_colon: a long header line of " :" read once, not per hit."""
+    _assert_linear(lambda n: b"A:" + unit * n + b"\r\nB: 1\r\n\r\nbody\r\n", parse_message)
+
+
 # -- classification: tracker rules, sizes, spacers, the recipient's address ------------------
 
 RULES = load_rules()
