@@ -306,7 +306,8 @@ def scan(args: argparse.Namespace) -> int:
                               "findings": [_finding(i) for i in items],
                               "problems": list(problems),
                               "footer": copy.report.get("footer") if copy else None,
-                              "unsubscribe": copy.report.get("unsubscribe") if copy else None},
+                              "unsubscribe": copy.report.get("unsubscribe") if copy else None,
+                              "read_receipt": copy.report.get("read_receipt") if copy else None},
                              ensure_ascii=False))
         else:
             _table(message.label, policy, decided.outcome, items, problems, campaign)

@@ -24,20 +24,51 @@ there must be exactly one).  The fields are put at the top of the header
 section; the rest of the message is unchanged.  The relay's own delivery
 status notifications (bounces) are not list mail: ``app.copy_steps`` wraps
 this step in :class:`~beacon_proxy.rewrite.step.ListMailOnly`.
+
+A read-receipt request is read tracking too: a client that honours one (Outlook,
+Thunderbird: asking the reader, or sending at once where so configured) tells the
+sender when the message was opened.  A refused recipient's copy loses every such
+field (:data:`RECEIPT_FIELDS`: ``Disposition-Notification-To`` of RFC 8098 with its
+``Disposition-Notification-Options``, and the older ``Return-Receipt-To`` and
+``X-Confirm-Reading-To`` that clients still honour), in either ``sender`` mode;
+a granted recipient's keeps them.  The report then says ``"read_receipt":
+"removed"``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Final, Literal
 
+from beacon_proxy.consent.policy import Policy
 from beacon_proxy.headerfacts import header_block
 from beacon_proxy.rewrite.mime import header_fields
 from beacon_proxy.rewrite.step import Copy, Recipient, TraceHeader
 
-__all__ = ["UnsubscribeAndTrace", "UnsubscribeHeaders", "unsubscribe_fields"]
+__all__ = ["RECEIPT_FIELDS", "UnsubscribeAndTrace", "UnsubscribeHeaders", "unsubscribe_fields"]
 
 _NAMES: Final = frozenset({"list-unsubscribe", "list-unsubscribe-post"})
+RECEIPT_FIELDS: Final = frozenset({
+    "disposition-notification-to", "disposition-notification-options",
+    "return-receipt-to", "x-confirm-reading-to"})
+"""Fields that ask the reader's client for a read receipt (lower case): not in a
+refused recipient's copy."""
+#: What a lower-cased header block holds when it may have one of RECEIPT_FIELDS.
+_RECEIPT_HINTS: Final = (b"notification-", b"receipt-to", b"reading-to")
+
+
+@dataclass(frozen=True, slots=True)
+class _Read:
+    """What the step reads of one header section: of our field names, those found
+    in it; the section without them; and, when it asks for a read receipt, the
+    section without those fields (``None``: it asks for none), with and without ours."""
+
+    block: bytes
+    found: frozenset[str]
+    rest: bytes
+    no_receipt: bytes | None = None
+    rest_no_receipt: bytes | None = None
 
 
 def unsubscribe_fields(url: str, mailto: str = "", eol: bytes = b"\r\n") -> bytes:
@@ -72,47 +103,73 @@ class UnsubscribeHeaders:
         self.link = link
         self.mailto = mailto
         self.sender = sender
-        # (header section, our field names found in it, the section without them);
-        # one tuple, replaced whole: copies may be rendered in threads
-        self._last: tuple[bytes, frozenset[str], bytes] = (b"", frozenset(), b"")
+        # the last header section read; replaced whole: copies may be rendered in threads
+        self._last = _Read(b"", frozenset(), b"")
 
-    def _read(self, block: bytes) -> tuple[frozenset[str], bytes]:
-        """Our field names in ``block``, and ``block`` without those fields."""
+    def _read(self, block: bytes) -> _Read:
+        """What the step needs of ``block`` (see :class:`_Read`)."""
         last = self._last
-        if last[0] == block:
-            return last[1], last[2]
-        fields = header_fields(block) if b"list-unsubscribe" in block.lower() else []
+        if last.block == block:
+            return last
+        lower = block.lower()
+        receipts = any(hint in lower for hint in _RECEIPT_HINTS)
+        fields = header_fields(block) if receipts or b"list-unsubscribe" in lower else []
         found = frozenset(name for name, _ in fields if name in _NAMES)
         rest = b"".join(raw for name, raw in fields if name not in _NAMES) if found else block
-        self._last = (block, found, rest)
-        return found, rest
+        read = _Read(block, found, rest)
+        if any(name in RECEIPT_FIELDS for name, _ in fields):
+            read = _Read(block, found, rest,
+                         b"".join(raw for name, raw in fields if name not in RECEIPT_FIELDS),
+                         b"".join(raw for name, raw in fields
+                                  if name not in RECEIPT_FIELDS and name not in _NAMES))
+        self._last = read
+        return read
 
     def __call__(self, copy: Copy, recipient: Recipient) -> Copy:
         data = copy.data
-        head, tail, outcome = self.split(data, recipient)
-        if head:  # else the copy's own bytes (kept, or no link)
+        head, tail, report = self.split(data, recipient)
+        if head or tail is not data:  # else the copy's own bytes (kept, or no link)
             data = head + tail if isinstance(tail, bytes) else b"".join((head, tail))
-        return Copy(data, {**copy.report, "unsubscribe": outcome})
+        return Copy(data, {**copy.report, **report})
 
-    def split(self, data: bytes, recipient: Recipient) -> tuple[bytes, bytes | memoryview, str]:
+    def split(self, data: bytes, recipient: Recipient
+              ) -> tuple[bytes, bytes | memoryview, dict[str, str]]:
         """What the step makes of ``data``, unjoined: the bytes it puts in front, the
         part of ``data`` that follows them (``data`` itself, or a view of it past the
-        sender's header when fields of it were dropped) and the report's outcome.
+        sender's header when fields of it were dropped) and the report's entries
+        (``unsubscribe``'s outcome; ``read_receipt`` when a request was removed).
 
         So a later step that also puts something in front (the trace header:
         :class:`UnsubscribeAndTrace`) joins the copy once."""
         block = header_block(data)
-        found, rest = self._read(block)
-        if self.sender == "keep" and "list-unsubscribe" in found:
-            return b"", data, "kept"
+        read = self._read(block)
+        # a refused recipient's copy asks for no read receipt (see the module docstring)
+        strip = read.no_receipt is not None and recipient.policy is Policy.REFUSED
+        report = {"read_receipt": "removed"} if strip else {}
+        if self.sender == "keep" and "list-unsubscribe" in read.found:
+            report["unsubscribe"] = "kept"
+            return self._without(read.no_receipt if strip else None, block, data, report)
         url = self.link(recipient)
         if url is None:
-            return b"", data, "none"
+            report["unsubscribe"] = "none"
+            return self._without(read.no_receipt if strip else None, block, data, report)
         eol = b"\n" if block.endswith(b"\n") and not block.endswith(b"\r\n") else b"\r\n"
         ours = unsubscribe_fields(url, self.mailto, eol)
-        if not found:
-            return ours, data, "added"
-        return ours + rest, memoryview(data)[len(block):], "replaced"
+        rest = read.rest_no_receipt if strip else read.rest
+        if rest is block:  # none of the sender's fields dropped
+            report["unsubscribe"] = "added"
+            return ours, data, report
+        report["unsubscribe"] = "replaced" if read.found else "added"
+        assert rest is not None
+        return ours + rest, memoryview(data)[len(block):], report
+
+    @staticmethod
+    def _without(header: bytes | None, block: bytes, data: bytes, report: dict[str, str]
+                 ) -> tuple[bytes, bytes | memoryview, dict[str, str]]:
+        """``data`` unchanged (``header`` None), or with ``header`` in place of ``block``."""
+        if header is None:
+            return b"", data, report
+        return header, memoryview(data)[len(block):], report
 
 
 class UnsubscribeAndTrace:
@@ -135,5 +192,5 @@ class UnsubscribeAndTrace:
         received = self.trace.header(recipient)
         if recipient.envelope.bounce_of is not None:  # the relay's own bounce: no fields
             return Copy(received + copy.data, copy.report)
-        head, tail, outcome = self.unsubscribe.split(copy.data, recipient)
-        return Copy(b"".join((received, head, tail)), {**copy.report, "unsubscribe": outcome})
+        head, tail, report = self.unsubscribe.split(copy.data, recipient)
+        return Copy(b"".join((received, head, tail)), {**copy.report, **report})

@@ -120,6 +120,19 @@ def test_scan_never_reports_an_action_it_did_not_apply(tmp_path: Path,
     assert b"Content-Transfer-Encoding: quoted-printable" in written
 
 
+@pytest.mark.parametrize("policy", ["refused", "granted"])
+def test_scan_says_a_refused_copy_loses_its_read_receipt_request(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], policy: str) -> None:
+    mail = _eml(tmp_path / "n.eml", "<p>Hi</p>")
+    mail.write_bytes(b"Disposition-Notification-To: news@shop.example\n" + mail.read_bytes())
+    out = tmp_path / "copy.eml"
+    assert main(["scan", str(mail), "--json", "--policy", policy, "--output", str(out)]) == 0
+    report = json.loads(capsys.readouterr().out)
+    refused = policy == "refused"
+    assert report["read_receipt"] == ("removed" if refused else None)
+    assert (b"Disposition-Notification-To" in out.read_bytes()) is not refused
+
+
 def test_output_is_the_copy_a_recipient_gets(tmp_path: Path,
                                              capsys: pytest.CaptureFixture[str]) -> None:
     mail = _eml(tmp_path / "n.eml", f'<html><body><p>Hi</p><img src="{PIXEL_URL}" width="1">'

@@ -3,10 +3,11 @@ and the real web listener (issue 7's "done when").
 
 A granted recipient's copy has one first-party pixel whose fetch is recorded;
 refused and unknown recipients' copies have no beacon and no open is ever
-recorded for them; every copy carries both unsubscribe headers and the footer
-link in both parts; a one-click POST suspends that list, so the next mail of
-the list is not delivered to that recipient while another list still is;
-fetching the preference page changes nothing.
+recorded for them, nor asked for by a read-receipt request; every copy carries
+both unsubscribe headers and the footer link in both parts; a one-click POST
+suspends that list, so the next mail of the list is not delivered to that
+recipient while another list still is; fetching the preference page changes
+nothing.
 """
 
 from __future__ import annotations
@@ -96,7 +97,9 @@ def test_recipient_side_end_to_end(proxy: Proxy, upstream: Upstream) -> None:
     _ok(proxy, "consent", "set", "granted@example.net", "--beacons", "granted")
     _ok(proxy, "consent", "set", "refused@example.net", "--beacons", "refused")
     people = ["granted@example.net", "refused@example.net", "unknown@example.net"]
-    proxy.send("news@sender.example", people, newsletter("First", list_id=LIST))
+    first = newsletter("First", list_id=LIST).replace(
+        b"\r\nDate:", b"\r\nDisposition-Notification-To: news@sender.example\r\nDate:", 1)
+    proxy.send("news@sender.example", people, first)
     wait_for(lambda: len(upstream.messages) == 3, what="three copies")
 
     links: dict[str, str] = {}
@@ -111,6 +114,8 @@ def test_recipient_side_end_to_end(proxy: Proxy, upstream: Upstream) -> None:
                          str(unsubscribe))
         assert m, unsubscribe
         links[who] = m.group(1)
+        # Only a granted recipient's copy asks for a read receipt.
+        assert (msg["Disposition-Notification-To"] is not None) == (who == "granted@example.net")
         # The footer link, in both parts, is the same preference link.
         assert links[who] in _body(msg, "html")
         assert links[who] in _body(msg, "plain")

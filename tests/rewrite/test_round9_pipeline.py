@@ -35,7 +35,11 @@ from beacon_proxy.rewrite.step import (
     _received,
     run_steps,
 )
-from beacon_proxy.rewrite.unsubscribe import UnsubscribeHeaders, unsubscribe_fields
+from beacon_proxy.rewrite.unsubscribe import (
+    RECEIPT_FIELDS,
+    UnsubscribeHeaders,
+    unsubscribe_fields,
+)
 from beacon_proxy.spool.envelope import Envelope
 from beacon_proxy.tokens import Tokens
 from tests.rewrite.test_step import _trace_by_hand
@@ -44,25 +48,32 @@ NOW = 1_764_900_000  # every token minted at this second: the two lists mint the
 
 
 class _OldUnsubscribe(UnsubscribeHeaders):
-    """``UnsubscribeHeaders.__call__`` before round 9 (the reference)."""
+    """``UnsubscribeHeaders.__call__`` before round 9 (the reference; with the refused
+    copy's read-receipt fields dropped, as the step does since)."""
 
     def __call__(self, copy: Copy, recipient: Recipient) -> Copy:
         from beacon_proxy.headerfacts import header_block
+        from beacon_proxy.rewrite.mime import header_fields
 
         data = copy.data
         block = header_block(data)
-        found, rest = self._read(block)
+        fields = header_fields(block)
+        report = dict(copy.report)
+        if recipient.policy is Policy.REFUSED and any(n in RECEIPT_FIELDS for n, _ in fields):
+            fields = [(n, raw) for n, raw in fields if n not in RECEIPT_FIELDS]
+            report["read_receipt"] = "removed"
+        kept = b"".join(raw for _, raw in fields)
+        found = {n for n, _ in fields if n in ("list-unsubscribe", "list-unsubscribe-post")}
         if self.sender == "keep" and "list-unsubscribe" in found:
-            return Copy(data, {**copy.report, "unsubscribe": "kept"})
+            return Copy(kept + data[len(block):], {**report, "unsubscribe": "kept"})
         url = self.link(recipient)
         if url is None:
-            return Copy(data, {**copy.report, "unsubscribe": "none"})
+            return Copy(kept + data[len(block):], {**report, "unsubscribe": "none"})
         eol = b"\n" if block.endswith(b"\n") and not block.endswith(b"\r\n") else b"\r\n"
         ours = unsubscribe_fields(url, self.mailto, eol)
-        if not found:
-            return Copy(ours + data, {**copy.report, "unsubscribe": "added"})
+        rest = b"".join(raw for n, raw in fields if n not in found)
         new = b"".join((ours, rest, memoryview(data)[len(block):]))
-        return Copy(new, {**copy.report, "unsubscribe": "replaced"})
+        return Copy(new, {**report, "unsubscribe": "replaced" if found else "added"})
 
 
 class _OldTrace:
@@ -100,6 +111,7 @@ _HEADERS = st.sampled_from([
     b"Content-Transfer-Encoding: quoted-printable", b"X-Folded: a\r\n\tb\r\n c",
     b"Subject: =?utf-8?q?caf=C3=A9?=", b"Subject: caf\xc3\xa9 8-bit", b"X-Nul: a\x00b",
     b"Received: from x by y", b" leading-space-continuation", b"NoColonLine",
+    b"Disposition-Notification-To: news@sender.example", b"RETURN-RECEIPT-TO:\r\n <r@s.example>",
 ])
 _BODIES = st.sampled_from([
     b"", b"plain text\r\n", b"<html><body><p>Hi</p><img src=\"https://t.example/o.gif\">"
@@ -115,6 +127,7 @@ _ENVELOPES = st.tuples(
     st.sampled_from(["ann@example.org", "Bob+x@Example.ORG", "\"a b\"@example.org",
                      "j\u00f6rg@b\u00fccher.example", "x@[192.0.2.1]"]),
     st.booleans(),  # smtputf8
+    st.sampled_from(list(Policy)),
 )
 
 
@@ -143,13 +156,13 @@ def test_the_copies_are_the_old_steps_copies(
     new_steps = copy_steps(cfg, tokens, hostname=hostname)
     old_steps = _old_steps(cfg, tokens, hostname)
     for n, (fields, eol, separated, body, env_values) in enumerate(runs):
-        helo, address, protocol, received_at, bounce_of, rcpt, utf8 = env_values
+        helo, address, protocol, received_at, bounce_of, rcpt, utf8, policy = env_values
         head = eol.join(fields)
         data = head + eol + eol + body if separated else head + body
         env = Envelope(f"Q{n}", "news@sender.example", (rcpt,), received_at,
                        client_address=address, client_helo=helo, protocol=protocol,
                        list_id="news.sender.example", bounce_of=bounce_of, smtputf8=utf8)
-        recipient = Recipient(env, rcpt, Policy.REFUSED, data)
+        recipient = Recipient(env, rcpt, policy, data)
         for _ in range(2):  # the same envelope again: what the steps kept
             new = run_steps(new_steps, Copy(data), recipient)
             old = run_steps(old_steps, Copy(data), recipient)

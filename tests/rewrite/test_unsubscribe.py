@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from beacon_proxy.consent.policy import Policy
 from beacon_proxy.rewrite.step import Copy, ListMailOnly, Recipient, TraceHeader, run_steps
 from beacon_proxy.rewrite.unsubscribe import (
+    RECEIPT_FIELDS,
     UnsubscribeAndTrace,
     UnsubscribeHeaders,
     unsubscribe_fields,
@@ -118,25 +119,81 @@ def test_nothing_from_the_message_goes_into_our_fields(hostile: bytes) -> None:
 
 
 
-def _fresh_reading(step: UnsubscribeHeaders, copy: Copy) -> Copy:
+# -- read-receipt requests: not in a refused copy ---------------------------------
+
+GRANTED = Recipient(ENV, "ann@example.org", Policy.GRANTED)
+RECEIPTS = (b"Subject: hi\r\nDisposition-Notification-To: news@sender.example\r\n"
+            b"X-Other: keep me\r\nDISPOSITION-NOTIFICATION-OPTIONS: signed-receipt-protocol\r\n"
+            b" =optional,pkcs7-signature\r\nreturn-receipt-to:\r\n\t<news@sender.example>\r\n"
+            b"X-Confirm-Reading-To : news@sender.example\r\n"
+            b"List-Unsubscribe: <https://sender.example/u>\r\n\r\n"
+            b"Disposition-Notification-To: a body line, not a field\r\n")
+
+
+@pytest.mark.parametrize("sender", ["replace", "keep"])
+def test_a_refused_copy_asks_for_no_read_receipt(sender: str) -> None:
+    copy = _step(sender=sender)(Copy(RECEIPTS, {"x": 1}), RCPT)
+    assert copy.report == {"x": 1, "read_receipt": "removed",
+                           "unsubscribe": "replaced" if sender == "replace" else "kept"}
+    msg = _parse(copy.data)
+    for name in ("Disposition-Notification-To", "Disposition-Notification-Options",
+                 "Return-Receipt-To", "X-Confirm-Reading-To"):
+        assert msg.get_all(name) is None, name
+    assert msg["X-Other"] == "keep me"
+    assert msg["Subject"] == "hi"
+    assert copy.data.endswith(b"X-Other: keep me\r\n" + (
+        b"List-Unsubscribe: <https://sender.example/u>\r\n" if sender == "keep" else b"")
+        + b"\r\nDisposition-Notification-To: a body line, not a field\r\n")
+
+
+def test_a_granted_copy_keeps_its_read_receipt_request() -> None:
+    copy = _step()(Copy(RECEIPTS), GRANTED)
+    assert "read_receipt" not in copy.report
+    msg = _parse(copy.data)
+    assert msg["Disposition-Notification-To"] == "news@sender.example"
+    assert str(msg["Return-Receipt-To"]).strip() == "<news@sender.example>"
+
+
+def test_a_refused_copy_without_a_link_still_loses_the_request() -> None:
+    copy = UnsubscribeHeaders(lambda r: None)(Copy(RECEIPTS), RCPT)
+    assert copy.report == {"unsubscribe": "none", "read_receipt": "removed"}
+    assert _parse(copy.data).get_all("Disposition-Notification-To") is None
+    assert copy.data.startswith(b"Subject: hi\r\nX-Other: keep me\r\n")
+
+
+def test_a_header_without_a_request_is_not_split() -> None:
+    """Look-alikes of the fields' names are other fields: kept."""
+    data = (b"Subject: return-receipt-tomorrow\r\nX-Disposition-Notification-Tox: 1\r\n"
+            b"\r\nbody\r\n")
+    copy = _step()(Copy(data), RCPT)
+    assert copy.data.endswith(data)
+    assert "read_receipt" not in copy.report
+
+
+def _fresh_reading(step: UnsubscribeHeaders, copy: Copy, policy: Policy = Policy.REFUSED
+                   ) -> Copy:
     """The step as it was before it kept its reading of the last header: every header
-    split into fields anew."""
+    split into fields anew (a model written apart from the step)."""
     from beacon_proxy.headerfacts import header_block
     from beacon_proxy.rewrite.mime import header_fields
 
     data = copy.data
     block = header_block(data)
-    fields = header_fields(block) if b"list-unsubscribe" in block.lower() else []
+    fields = header_fields(block)
     names = {"list-unsubscribe", "list-unsubscribe-post"}
     found = {name for name, _ in fields if name in names}
+    report = dict(copy.report)
+    if policy is Policy.REFUSED and any(name in RECEIPT_FIELDS for name, _ in fields):
+        fields = [(name, raw) for name, raw in fields if name not in RECEIPT_FIELDS]
+        report["read_receipt"] = "removed"
     if step.sender == "keep" and "list-unsubscribe" in found:
-        return Copy(data, {**copy.report, "unsubscribe": "kept"})
+        return Copy(b"".join(raw for _, raw in fields) + data[len(block):],
+                    {**report, "unsubscribe": "kept"})
     eol = b"\n" if block.endswith(b"\n") and not block.endswith(b"\r\n") else b"\r\n"
     ours = unsubscribe_fields(URL, step.mailto, eol)
-    if not found:
-        return Copy(ours + data, {**copy.report, "unsubscribe": "added"})
     rest = b"".join(raw for name, raw in fields if name not in names)
-    return Copy(ours + rest + data[len(block):], {**copy.report, "unsubscribe": "replaced"})
+    return Copy(ours + rest + data[len(block):],
+                {**report, "unsubscribe": "replaced" if found else "added"})
 
 
 @pytest.mark.parametrize("sender", ["replace", "keep"])
@@ -152,20 +209,24 @@ def test_a_kept_reading_gives_the_copies_of_a_fresh_one(sender: str) -> None:
               plain, plain.replace(b"body", b"b2"), SENDERS, lf, lf + b"tail\n", folded,
               BODY, b"List-Unsubscribe: <https://x.example/>\r\n", SENDERS, plain,
               SENDERS.replace(b"keep me", b"KEEP ME"),  # the same length, other bytes
-              SENDERS.replace(b"X-Other", b"List-Unsu")]
+              SENDERS.replace(b"X-Other", b"List-Unsu"), RECEIPTS, RECEIPTS,
+              SENDERS.replace(b"X-Other: keep me", b"Return-Receipt-To: <s@x>"),
+              RECEIPTS.replace(b"Disposition-Notification-To", b"Disposition-Notification-Tx")]
     step = _step(sender=sender)
     for data in inputs:
-        copy = Copy(bytes(bytearray(data)), {"n": len(data)})  # a fresh object, as copies are
-        got = step(copy, RCPT)
-        want = _fresh_reading(step, copy)
-        assert (got.data, got.report) == (want.data, want.report)
+        for rcpt in (RCPT, GRANTED, RCPT):
+            copy = Copy(bytes(bytearray(data)), {"n": len(data)})  # a fresh object, as copies are
+            got = step(copy, rcpt)
+            want = _fresh_reading(step, copy, rcpt.policy)
+            assert (got.data, got.report) == (want.data, want.report)
 
 
 # -- the unsubscribe headers and the trace header as one step ----------------------
 
 
 _FIELDS = st.sampled_from([
-    b"Subject: hi", b"From: news@sender.example", b"List-Unsubscribe: <https://s.example/u>",
+    b"Subject: hi", b"Disposition-Notification-To: n@sender.example",
+    b"return-receipt-to:\r\n <n@sender.example>", b"From: news@sender.example", b"List-Unsubscribe: <https://s.example/u>",
     b"list-unsubscribe-post: List-Unsubscribe=One-Click", b"LIST-UNSUBSCRIBE:\r\n <mailto:x@y>",
     b"X-Long: a\r\n\tb", b"To: ann@example.org", b"List-Unsubscribe: x\n folded"])
 
@@ -174,17 +235,19 @@ _FIELDS = st.sampled_from([
 @given(fields=st.lists(_FIELDS, max_size=5), eol=st.sampled_from([b"\r\n", b"\n"]),
        body=st.binary(max_size=40), bounce=st.booleans(),
        sender=st.sampled_from(["replace", "keep"]), mailto=st.sampled_from(["", "u@example.com"]),
-       link=st.sampled_from([URL, None]), flags=st.booleans())
+       link=st.sampled_from([URL, None]), flags=st.booleans(),
+       policy=st.sampled_from(list(Policy)))
 def test_unsubscribe_and_trace_is_the_two_steps(fields: list[bytes], eol: bytes, body: bytes,
                                                 bounce: bool, sender: str, mailto: str,
-                                                link: str | None, flags: bool) -> None:
+                                                link: str | None, flags: bool,
+                                                policy: Policy) -> None:
     """One step gives what ListMailOnly(UnsubscribeHeaders), then TraceHeader give: the
     same bytes, report and (dropped) proofs, for list mail and for the relay's bounces."""
     data = eol.join([*fields, b"", body]) if fields else body
     env = Envelope("Q1", "news@sender.example", ("ann@example.org",), 1.5e9,
                    client_address="192.0.2.7", client_helo="mx.sender.example",
                    bounce_of="Q0" if bounce else None)
-    rcpt = Recipient(env, "ann@example.org", Policy.REFUSED, data)
+    rcpt = Recipient(env, "ann@example.org", policy, data)
     copy = Copy(data, {"footer": {"html": 1}}, crlf=flags, dots=(0,) if flags else None)
 
     def unsubscribe() -> UnsubscribeHeaders:
