@@ -9,8 +9,15 @@ looked up by a key:
   as written (a quoted one whose content needs no quotes without them:
   ``"ann"`` is ``ann``), Unicode-normalised to NFC, ``@``, the domain lower-cased and
   IDNA-encoded (UTS 46 mapping, IDNA 2008 A-labels: ``bücher.DE`` ->
-  ``xn--bcher-kva.de``).  Address literals (``[192.0.2.1]``) are kept as
-  written.
+  ``xn--bcher-kva.de``).  A domain the relay accepts but IDNA 2008 does not
+  (an emoji label, an ``xn--`` label that is no valid Punycode, a right-to-left
+  label mixed with Latin letters, a label longer than 63 octets once encoded) is
+  keyed label by label: an ASCII label lower-cased, any other lower-cased and
+  Punycode-encoded (``💩.la`` and ``xn--ls8h.la`` are one domain), so every
+  address the relay delivers to can have a record, a suppression and a working
+  preference link.  IPv4 literals are kept as written (they have one spelling);
+  IPv6 literals are written in their RFC 5952 form (``[IPv6:2001:DB8:0::1]`` ->
+  ``[IPv6:2001:db8::1]``).
 * **key** (``Address.key``): the canonical form with the local part
   lower-cased as well.  RFC 5321 lets a server treat ``Ann`` and ``ann`` as
   different mailboxes, but no real one does, and a refusal must not be lost
@@ -33,6 +40,7 @@ List ids are the ``List-Id`` header's identifier (RFC 2919), lower-cased:
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import unicodedata
 from dataclasses import dataclass
@@ -76,16 +84,29 @@ def _problem(address: str) -> str | None:
 
 
 def _domain(domain: str) -> str:
-    if domain.startswith("["):
-        return domain  # address literal; _problem() checked it
+    if domain.startswith("["):  # an address literal; _problem() checked it
+        if domain[1:6].upper() == "IPV6:":
+            return f"[IPv6:{ipaddress.IPv6Address(domain[6:-1]).compressed}]"
+        return domain  # IPv4: one spelling (no leading zeros)
     if domain.isascii():
         ascii_domain = domain.lower()
         if not any(label.startswith("xn--") for label in ascii_domain.split(".")):
             return ascii_domain
     try:
         return idna.encode(domain, uts46=True).decode("ascii")
-    except (idna.IDNAError, UnicodeError) as exc:
-        raise AddressError(f"the domain is not a valid internationalised name: {exc}") from None
+    except (idna.IDNAError, UnicodeError):
+        return _labelwise(domain)
+
+
+def _labelwise(domain: str) -> str:
+    """A domain IDNA 2008 refuses, keyed label by label (see the module docstring).
+
+    >>> _labelwise("\N{PILE OF POO}.LA"), _labelwise("xn--ZZ.example")
+    ('xn--ls8h.la', 'xn--zz.example')
+    """
+    return ".".join(label.lower() if label.isascii()
+                    else "xn--" + label.lower().encode("punycode").decode("ascii")
+                    for label in domain.split("."))
 
 
 def parse_address(text: str) -> Address:

@@ -79,6 +79,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from beacon_proxy.consent.address import lookup_key
 from beacon_proxy.consent.model import CampaignRecord
 from beacon_proxy.consent.store import CampaignStore
 from beacon_proxy.headerfacts import field as header_field
@@ -145,9 +146,12 @@ def copy_id(envelope: Envelope, campaign: str) -> str:
     By recipient, not by message: a client that did not see our ``250`` sends the
     same copy again under a new queue id, and a recipient's copy learned twice makes
     its id a repeat, which would hide that beacon in every later copy of the campaign.
+    The recipient as the consent store keys it (:func:`lookup_key`), so one mailbox
+    spelled two ways (``"ann"@x`` and ``ann@x``, a Unicode domain and its ``xn--``
+    form) is one recipient here too.
     """
     if len(envelope.recipients) == 1:
-        text, key = envelope.recipients[0].lower(), campaign.encode("ascii", "replace")[:64]
+        text, key = lookup_key(envelope.recipients[0]), campaign.encode("ascii", "replace")[:64]
     else:
         text, key = "\0" + envelope.queue_id, b""
     digest = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=9,

@@ -25,6 +25,12 @@ from beacon_proxy.consent.address import (
         ("j@XN--BCHER-KVA.de", "j@xn--bcher-kva.de", "j@xn--bcher-kva.de"),
         ("jo\u0308rg@example.org", "jörg@example.org", "jörg@example.org"),  # NFC
         ("x@[192.0.2.1]", "x@[192.0.2.1]", "x@[192.0.2.1]"),
+        ("x@[IPv6:2001:DB8:0::1]", "x@[IPv6:2001:db8::1]", "x@[IPv6:2001:db8::1]"),
+        ("x@[ipv6:2001:db8:0:0:0:0:0:1]", "x@[IPv6:2001:db8::1]", "x@[IPv6:2001:db8::1]"),
+        # domains the relay accepts and IDNA 2008 refuses: keyed label by label
+        ("X@XN--LS8H.la", "X@xn--ls8h.la", "x@xn--ls8h.la"),  # an emoji label
+        ("a@xn--zz.org", "a@xn--zz.org", "a@xn--zz.org"),  # no valid Punycode
+        ("a@\u05d0a.com", "a@xn--a-zhc.com", "a@xn--a-zhc.com"),  # right-to-left and Latin
         ("Straße@example.org", "Straße@example.org", "straße@example.org"),  # not casefolded
         # A quoted local part that needs no quotes is the same mailbox as the plain one.
         ('"Ann"@example.org', "Ann@example.org", "ann@example.org"),
@@ -49,7 +55,7 @@ def test_canonical_form_and_key(text: str, canonical: str, key: str) -> None:
         ("a b@example.org", "spaces"),
         ("a@exa mple.org", "spaces"),
         ("a@-bad-.org", "not a valid host name"),
-        ("a@xn--zz.org", "internationalised"),
+        ("a@[IPv6:2001:db8::g]", "not a valid host name or address literal"),
         ("a" * 65 + "@example.org", "longer than 64"),
     ],
 )

@@ -30,6 +30,30 @@ async def test_consent_is_keyed_case_insensitively_with_a_canonical_address(stor
     assert await store.get_consent("nobody@example.org") is None
 
 
+@pytest.mark.parametrize(("written", "spellings"), [
+    # a domain the relay accepts and IDNA 2008 refuses: an emoji label (U+1F4A9) ...
+    ("reader@xn--ls8h.la", ["Reader@XN--LS8H.LA"]),
+    ("reader@xn--zz.example", ["READER@xn--ZZ.example"]),  # ... no valid Punycode
+    ("reader@\u05d0a.com", ["reader@xn--a-zhc.com", "READER@\u05d0A.COM"]),  # ... bidi
+    # IPv6 literals in any spelling
+    ("reader@[IPv6:2001:DB8:0::1]", ["reader@[ipv6:2001:db8::1]",
+                                     "Reader@[IPv6:2001:0db8:0000::0001]"]),
+])
+async def test_every_address_the_relay_delivers_to_can_refuse_and_be_suppressed(
+        store: Store, written: str, spellings: list[str]) -> None:
+    """Consent and suppressions are recorded for such addresses, and every spelling of
+    one finds them (the relay looks recipients up as they came in RCPT)."""
+    await store.set_consent(written, "granted")
+    await store.set_consent(spellings[-1], "refused")
+    page = await store.list_consent()
+    assert len(page.items) == 1
+    got = await store.decisions([written, *spellings], None)
+    assert set(got.values()) == {R}
+    await store.suppress(spellings[0], reason="one-click")
+    got = await store.decisions([written, *spellings], None)
+    assert set(got.values()) == {S}
+
+
 async def test_decisions_one_lookup_for_all_recipients(store: Store) -> None:
     await store.set_consent("g@example.org", "granted")
     await store.set_consent("r@example.org", "refused")

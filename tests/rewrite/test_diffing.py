@@ -106,6 +106,19 @@ async def test_a_message_is_learned_once_however_often_it_is_attempted(
     assert again.copies == 2 and again.diffed == {(0, 1)}
 
 
+@pytest.mark.parametrize(("one", "other"), [
+    ("ann@example.org", "ANN@Example.ORG"), ('"ann"@example.org', "ann@example.org"),
+    ("ann@b\u00fccher.example", "ann@xn--bcher-kva.example"),
+    ("ann@[IPv6:2001:DB8::1]", "ann@[ipv6:2001:db8:0::1]")])
+def test_one_mailbox_spelled_two_ways_is_one_copy(one: str, other: str) -> None:
+    """The recipient as the consent store keys it: a mailbox sent the campaign twice,
+    in two spellings, is not two copies whose equal token would look shared."""
+    assert copy_id(Envelope("Q1", "s@x", (one,)), "c1") == copy_id(
+        Envelope("Q2", "s@x", (other,)), "c1")
+    assert copy_id(Envelope("Q1", "s@x", (one,)), "c1") != copy_id(
+        Envelope("Q1", "s@x", ("bob@example.org",)), "c1")
+
+
 async def test_a_copy_submitted_twice_is_learned_once(store: CountingStore) -> None:
     """A client that lost our 250 sends the same copy again (a new queue id): learned
     twice, its id would be a repeat and the hero would be kept in every later copy."""

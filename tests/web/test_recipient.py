@@ -344,6 +344,20 @@ async def test_one_click_urlencoded_is_idempotent_and_never_redirects(env: Env,
     assert (await store.decisions([ANN], "other.example.org"))[ANN].value == "granted"
 
 
+@pytest.mark.parametrize("recipient", [
+    "reader@xn--ls8h.la", "reader@xn--zz.example", "reader@\u05d0a.com",
+    "reader@[IPv6:2001:DB8:0::1]"])
+async def test_one_click_works_for_every_address_the_relay_delivers_to(
+        env: Env, store: Store, recipient: str) -> None:
+    """Domains IDNA 2008 refuses (the relay accepts them) and address literals: the link
+    in their copies works, and the next message of the list is suppressed."""
+    resp = await env.client.post(f"/u/{_unsub(recipient)}", data=ONE_CLICK, headers=URLENCODED)
+    assert resp.status == 200, await resp.text()
+    assert (await store.decisions([recipient], LIST))[recipient].value == "suppressed-list"
+    page = await env.client.get(f"/u/{_unsub(recipient)}")
+    assert page.status == 200
+
+
 async def test_one_click_multipart(env: Env, store: Store) -> None:
     with aiohttp.MultipartWriter("form-data") as mp:
         part = mp.append("One-Click")
