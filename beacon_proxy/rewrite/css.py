@@ -137,6 +137,11 @@ def _text(data: bytes, span: Span) -> str:
     return css_unescape(text).strip()
 
 
+def _raw_text(data: bytes, span: Span) -> str:
+    """A URL as :func:`_text` reads it, but with its escapes left as they are."""
+    return data[span[0] : span[1]].decode("utf-8", "replace").replace("\0", "\ufffd").strip()
+
+
 class _Scanner:
     """One forward pass over the tokens of ``data[:end]``, as CSS Syntax tokenizes them.
 
@@ -234,8 +239,18 @@ class _Scanner:
         if not url:
             return
         removal = removal or token
-        neutral = b"" if kind == "import" else b"none"
-        self.refs.append(CssRef(kind, url, _strip(self.data, inner), token, removal, neutral))
+        # a removed @import leaves a space: the tokens around it stay apart
+        # ("u@import 'T1';rl(T2)" is no url(), "<@import 'T1';/style>" no end tag)
+        neutral = b" " if kind == "import" else b"none"
+        url_span = _strip(self.data, inner)
+        self.refs.append(CssRef(kind, url, url_span, token, removal, neutral))
+        if kind == "import" and b"\\" in self.data[inner[0]:inner[1]]:
+            # Chromium's CSS preload scanner fetches an @import's URL as written, escapes
+            # not decoded: \\t.example/x (two backslashes) is //t.example/x to it, a path
+            # (\t.example/x) to the CSS parser
+            raw = _raw_text(self.data, inner)
+            if raw and raw != url:
+                self.refs.append(CssRef(kind, raw, url_span, token, removal, neutral))
 
     def image_set(self, start: int, paren: int, kind: str) -> int:
         """Scan ``image-set(`` arguments; every URL in it shares the whole set as removal."""

@@ -102,6 +102,7 @@ from beacon_proxy.rewrite.transfer import (
     apply_edits,
     decode_base64,
     decode_indexed,
+    padded_soft_breaks,
     splice,
 )
 from beacon_proxy.rewrite.unmodelled import hide_encoded_files, remote_base, unmodelled_markup
@@ -493,6 +494,11 @@ class Engine:
             problems.append(f"{where}: base64 that some clients show undecoded (its length), "
                             "not scanned precisely")
             return None
+        if qp_index and padded_soft_breaks(body):  # the fallback writes it back canonically
+            problems.append(f"{where}: quoted-printable with blanks after a soft line "
+                            "break's '=' (decoders join such lines in two ways), "
+                            "not scanned precisely")
+            return None
         if len(decoded) > _MAX_HTML_PART:
             problems.append(f"{where}: larger than {_MAX_HTML_PART} bytes, not scanned")
             return None
@@ -671,7 +677,7 @@ class Engine:
         written: list[tuple[tuple[int, ...], tuple[tuple[int, int], ...]]] = []
         for index, part_edits in edits.items():
             part = analysis.parts[index]
-            merged = _merge(part_edits)
+            merged = _separated(_merge(part_edits), part.decoded)
             stretches: list[tuple[int, int]] | None = None
             if shape is not None and part.transcoded is None \
                     and part.part.transfer_encoding in _WRITTEN:
@@ -788,6 +794,56 @@ def _inline_image(ref: Reference) -> str:
         width = declared_px(box.width, box.css_width) or 1
         height = declared_px(box.height, box.css_height) or 1
     return transparent_png(round(width), round(height))
+
+
+def _separated(edits: list[Edit], decoded: bytes) -> list[Edit]:
+    """``edits`` (sorted, not overlapping), changed where one would join the bytes
+    before it to the bytes after it into markup.
+
+    A removed tag is in the data state, so text before it is text: only a ``<`` there
+    can make markup of what follows (``<<img src=T1>img src=T2>`` would become
+    ``<img src=T2>``, a tag the original shows as text; ``<`` then ``!--`` would open a
+    comment that hides a ``<style>`` start tag, and turns the style sheet's text into
+    markup).  ``< `` is text in every state that matters: such a ``<`` gets a space
+    after it.  In a style sheet a removed ``@import`` leaves a space
+    (:mod:`~beacon_proxy.rewrite.css`: ``u@import 'T1';rl(T2)`` is no ``url()``), which
+    after a ``</style`` the style sheet's text held (``</style@import 'T1';>`` is
+    text) would end the ``<style>``: there a ``_`` goes first.
+
+    >>> [e.replacement for e in _separated([Edit(1, 16, b"")], b"<<img src=//t/o>img src=//t/p>")]
+    [b' ']
+    >>> [e.replacement for e in _separated([Edit(0, 3, b""), Edit(3, 5, b"x")], b"<ab<cdef")]
+    [b'', b'x']
+    >>> _separated([Edit(7, 22, b" ")], b"</STYLE@import 'T1';>")[0].replacement
+    b'_ '
+    """
+    out = edits
+    tail = b""  # the output's last bytes before the current edit (up to 7)
+    pos = 0
+    for i, edit in enumerate(edits):
+        if edit.start - pos >= _TAIL:
+            tail = decoded[edit.start - _TAIL:edit.start]
+        else:
+            tail = (tail + decoded[pos:edit.start])[-_TAIL:]
+        replacement = edit.replacement
+        if edit.start < edit.end:
+            after = replacement[:1] or decoded[edit.end:edit.end + 1]
+            if tail[-1:] == b"<" and not replacement[:1].isspace():
+                replacement = b" " + replacement
+            elif after in _ENDS_TAG_NAME and tail.lower() == b"</style":
+                replacement = b"_" + replacement
+        if replacement is not edit.replacement:
+            if out is edits:
+                out = list(edits)
+            out[i] = Edit(edit.start, edit.end, replacement)
+        tail = (tail + replacement)[-_TAIL:]
+        pos = edit.end
+    return out
+
+
+_TAIL: Final = len(b"</style")
+#: What ends a tag name (an end tag's too): HTML whitespace, "/" and ">".
+_ENDS_TAG_NAME: Final = frozenset([b"\t", b"\n", b"\f", b"\r", b" ", b"/", b">"])
 
 
 def _merge(edits: list[Edit]) -> list[Edit]:

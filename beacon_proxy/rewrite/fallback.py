@@ -60,11 +60,13 @@ from beacon_proxy.rewrite.transfer import (
     decode,
     line_ending,
     normalise_cte,
+    padded_soft_breaks,
     shown_raw,
+    strip_padded_breaks,
 )
 from beacon_proxy.rewrite.unmodelled import hide_encoded_files, unread_meta_charset
 
-__all__ = ["FallbackResult", "neutralise_markup", "neutralise_message"]
+__all__ = ["FallbackResult", "neutralise_markup", "neutralise_message", "xml_document"]
 
 #: Limits of the fallback's own MIME parse: far above what the precise path allows,
 #: still linear enough (work grows with parts x depth).
@@ -76,7 +78,7 @@ _WS = rb"[\t\n\f\r ]"
 _LOADING_ATTRS = (
     rb"srcset|src|lowsrc|dynsrc|background|poster|data|imagesrcset|srcdoc|config|manifest|"
     rb"codebase|archive|code|classid|href|ping|longdesc|profile|icon|action|formaction|"
-    rb"http-equiv|attributename|[a-z][-a-z0-9._]*:(?:href|src|base)"
+    rb"http-equiv|attributename|attributionsrc|[a-z][-a-z0-9._]*:(?:href|src|base)"
 )
 #: An attribute-like name that loads, anywhere: after a character that can end the
 #: previous attribute or tag name, before "=" (spaces allowed).
@@ -97,6 +99,11 @@ _IDENT_BYTES = frozenset(b"-_abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXY
 _IDENT_MAX = 40
 #: "@" in any spelling, then the at-keyword's name (escapes included).
 _AT = re.compile(rb"(?:@|&#0*64;?|&#[xX]0*40;?|&commat;)([-\w\\]{0,40})", re.IGNORECASE)
+#: What may split an at-keyword's name where markup inside CSS is decoded (an SVG
+#: ``<style>`` in HTML, any style sheet of an XML document): a character reference,
+#: a comment, CDATA, a processing instruction or an element, which the style sheet's
+#: text leaves out (``@imp<!---->ort``, ``@&#105;mport``, ``<![CDATA[@]]>import``).
+_NAME_SPLITS: Final = frozenset(b"<&]")
 _VALUE_MAX: Final = 8192
 #: The bytes of an unquoted value (it is one when at most _VALUE_MAX of them end at
 #: whitespace, ">" or the end).
@@ -104,6 +111,7 @@ _UNQUOTED = re.compile(rb"[^\t\n\f\r >\"'`]*+")
 #: A plain url() argument: quoted without quotes, "<" or ">" inside, or unquoted.
 _PLAIN_ARG = re.compile(rb"[\t\n\f\r ]*(?:\"[^\"<>\n]{0,4096}\"|'[^'<>\n]{0,4096}'|"
                         rb"[^\"'()<>\s]{1,4096})[\t\n\f\r ]*(?=\))")
+_XML_TYPES: Final = frozenset({"text/xml", "application/xml", "text/xsl"})
 _AMP_BODY: Final = b"<!-- AMP part removed by beacon-proxy: the HTML alternative is shown -->"
 _BARE_CR: Final = re.compile(rb"\r(?!\n)")
 #: The encoding name as Thunderbird reads it: up to ";", "," or whitespace.
@@ -202,8 +210,10 @@ def neutralise_markup(text: bytes, view: bytes | None = None) -> tuple[bytes, in
             if arg is not None and arg.end() > m.end():
                 edits.append((m.end(), arg.end(), b""))
     for m in _AT.finditer(view):
-        name = m.group(1)
-        if name.lower().startswith(b"import") or b"\\" in name:
+        name = m.group(1).lower()
+        if name.startswith(b"import") or b"\\" in name or (  # also split by markup
+                m.end() < len(view) and view[m.end()] in _NAME_SPLITS
+                and b"import".startswith(name)):
             edits.append((m.start(1), m.start(1), b"_"))
     if not edits:
         return text, 0
@@ -260,35 +270,57 @@ def _part_body(tree: MimeTree, part: MimePart) -> tuple[bytes, str]:
     Thunderbird), else as the bytes themselves; either way the part is then
     written back under a known encoding (see :func:`_neutralise_part`), so no
     client decodes it some other way (Thunderbird decodes ``x-uuencode``).
+    Quoted-printable with blanks after a soft break's ``=`` is read as RFC 2045 says
+    (:func:`~beacon_proxy.rewrite.transfer.padded_soft_breaks`) and written back.
     """
     body = tree.body(part)
     cte = part.transfer_encoding
     if cte not in ENCODINGS:
         cte = normalise_cte(_CTE_TOKEN.match(cte)[0])  # type: ignore[index]
         cte = cte if cte in ENCODINGS else "8bit"
+    if cte == "quoted-printable" and padded_soft_breaks(body):
+        body = strip_padded_breaks(body)  # RFC 2045's reading; written back canonically
     return decode(body, cte), cte
 
 
-def _neutralise_text(decoded: bytes, label: str) -> tuple[bytes, int] | None:
-    """The neutralised text and the count; None when clients read the bytes differently.
+def _neutralise_text(decoded: bytes, label: str, content_type: str) -> tuple[bytes, int] | str:
+    """The neutralised text and the count; or why no copy is safe (hold it).
 
     Text that clients read in several ways (``Reading.others``: another charset, a
     ``<meta>``, a label browsers do not know) is neutralised only when every reading's
-    view gives the same result, which then is safe for each of them.
+    view gives the same result, which then is safe for each of them.  An XML document
+    that declares entities of its own (``<!ENTITY``, in its DOCTYPE's internal subset)
+    is held: a reference to one expands to text no pattern here sees (``url&p;`` with
+    ``p`` a ``(``; ``@&i;`` with ``i`` the word ``import``).
     """
+    differently = (f"{content_type} part that clients decode differently ({label}, "
+                   "or a <meta> charset)")
     read = reading(decoded, label)
     if read is None:
-        return None
+        return differently
     if read.transcoded is None and unread_meta_charset(decoded.lower()) is not None:
-        return None  # a client honouring the <meta> reads other markup than we can change
+        return differently  # a client honouring the <meta> reads other markup than we change
+    if xml_document(content_type) and b"<!entity" in read.view.lower():
+        return f"{content_type} part that declares its own entities (<!ENTITY)"
     text, count = neutralise_markup(read.text, read.view)
     for other in read.others:
         if neutralise_markup(read.text, other)[0] != text:
-            return None
+            return differently
     if not count:
         return decoded, 0
     new = read.back(text)
-    return None if read.foreign and opens_tags(new) else (new, count)
+    return differently if read.foreign and opens_tags(new) else (new, count)
+
+
+def xml_document(content_type: str) -> bool:
+    """Whether a browser renders a part of this type as an XML document, which loads what
+    it names, when a frame, ``<object>`` or ``<embed>`` loads it by its ``cid:``: XHTML,
+    SVG (an image that loads nothing only when an ``<img>`` shows it), any XML.
+
+    >>> xml_document("image/svg+xml"), xml_document("text/xml"), xml_document("image/png")
+    (True, True, False)
+    """
+    return content_type.endswith("+xml") or content_type in _XML_TYPES
 
 
 def _changed_part(tree: MimeTree, part: MimePart, new: bytes, cte: str
@@ -356,20 +388,22 @@ def neutralise_message(data: bytes, _depth: int = 0) -> FallbackResult:
                 changes.append(_changed_part(tree, part, new, cte))
                 count += n
             continue
-        if part.content_type not in RENDERED_TYPES and not broken:
+        if (part.content_type not in RENDERED_TYPES and not xml_document(part.content_type)
+                and not broken):
             continue
         decoded, cte = _part_body(tree, part)
         if part.content_type == "text/x-amp-html" and not broken:
             new, n = _AMP_BODY, 1
         else:
-            neutralised = _neutralise_text(decoded, part.charset_label)
-            if neutralised is None:
-                return FallbackResult(None, 0, f"{part.content_type} part that clients decode "
-                                      f"differently ({part.charset}, or a <meta> charset)")
+            neutralised = _neutralise_text(decoded, part.charset_label, part.content_type)
+            if isinstance(neutralised, str):
+                return FallbackResult(None, 0, neutralised)
             new, n = neutralised
-        if n or part.transfer_encoding not in ENCODINGS or shown_raw(tree.body(part), cte):
+        if (n or part.transfer_encoding not in ENCODINGS or shown_raw(tree.body(part), cte)
+                or (cte == "quoted-printable" and padded_soft_breaks(tree.body(part)))):
             # The header too for an unknown encoding: a known one.  Base64 that some
-            # clients cannot decode (and show as it is): re-encoded, one reading left.
+            # clients cannot decode (and show as it is), quoted-printable that decoders
+            # join in two ways: re-encoded, one reading left.
             changes.append(_changed_part(tree, part, new, cte))
             count += max(n, 1)
     if not changes:

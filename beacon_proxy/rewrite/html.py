@@ -115,7 +115,9 @@ from beacon_proxy.rewrite.htmlrefs import (
     BASE_IN_SRCDOC,
     BASE_UNRESOLVED,
     BASES_DIFFER,
+    DUPLICATED,
     LIMIT_REACHED,
+    PRELOAD_TAGS,
     READINGS_PART,
     Box,
     Entry,
@@ -125,6 +127,7 @@ from beacon_proxy.rewrite.htmlrefs import (
     _Attr,
     _entry_start,
     _new,
+    emptied,
     materialize,
 )
 
@@ -490,7 +493,10 @@ class _Scan(TagReader):
         if fast is not None:
             attrs, end = self.fast_attributes(fast), fast.end()
         else:
+            self.duplicated = False
             attrs, end = self.attributes(m.end())
+            if self.duplicated and name in PRELOAD_TAGS:  # FAST_TAG refuses such tags
+                return self.stop_scan(DUPLICATED)
         if end < 0:
             return self.n
         if name in _BOXED_AFTER:  # (with attributes or not: a media element's fallback)
@@ -555,13 +561,14 @@ class _Scan(TagReader):
             self.stop_scan(inner.incomplete or (
                 BASE_IN_SRCDOC if inner.base is not None else LIMIT_REACHED))
             return
-        value, whole = attr[2:4], attr[:2]
+        value, whole, neutral = attr[2:4], attr[:2], emptied(attr, b"")
         for ref in inner.refs:
             if ref.url:
                 inner_box = ref.box
                 if unseen:
                     inner_box = (inner_box or _UNSEEN_BOX)._replace(display="none")
-                self.add("iframe-srcdoc", ref.url, "iframe", tag_span, value, whole, b"",
+                # the value emptied: an empty srcdoc still wins over the frame's src
+                self.add("iframe-srcdoc", ref.url, "iframe", tag_span, value, value, neutral,
                          b"srcdoc", whole, value, False, inner_box, None, False)
 
 

@@ -148,8 +148,12 @@ def clean_url(url: str) -> str:
 def is_remote(url: str) -> bool | None:
     """True for remote, False for local, None for relative (depends on ``<base>``).
 
+    A fragment alone (``#a``) is relative too: against a remote ``<base>`` a browser
+    loads the base's own URL (``<img src="#a">`` under ``<base href=T>`` loads ``T``).
+
     >>> is_remote("HTTPS://x.test"), is_remote("//x.test"), is_remote("cid:a"), is_remote("a.png")
     (True, True, False, None)
+    >>> is_remote("#a")
     """
     if url.startswith(("https:", "http:")):  # the common spelling, before lower-casing
         return True
@@ -157,7 +161,7 @@ def is_remote(url: str) -> bool | None:
         return True
     m = _SCHEME.match(url)
     if m is None:
-        return None if url[:1] != "#" else False
+        return None
     return m.group(1).lower() in _REMOTE_SCHEMES
 
 

@@ -48,6 +48,7 @@ __all__ = [
     "JSON_URL",
     "KEYS",
     "PICTURE_STEP",
+    "PRELOADED_ATTRS",
     "RAW_END",
     "RAW_TEXT",
     "SKIP",
@@ -208,7 +209,9 @@ def _keyed_tag(tag: bytes, keys: tuple[bytes, ...], first: int = 1, canonical: b
     (:data:`TAG_ATTR`).  Keys are dispatched on their literal bytes (a trie).
     ``canonical``: only ``name="value"`` with the ``=`` right after the name, or a
     name alone (one alternative less to enter per attribute).  ``refuse``: names
-    (with a value or without) that make the tag not match at all.
+    (with a value or without) that make the tag not match at all; a key among them
+    only where it is no key's first occurrence with a value (a duplicate, or a key
+    without a value).
     """
     value, eq = (rb"\"[^\"]*+\"", b"=") if canonical else (_VALUE, _WS + rb"*+=" + _WS + rb"*+")
     groups: dict[bytes, tuple[int, int]] = {}
@@ -234,18 +237,25 @@ def _keyed_tag(tag: bytes, keys: tuple[bytes, ...], first: int = 1, canonical: b
 
 
 KEYS = tuple(_INTERESTING_ATTRS.split(b"|"))
-_FAST_TAG, FAST_TAG_GROUPS = _keyed_tag(rb"</?[a-z][^\t\n\f\r />]*+", KEYS)
+#: Attributes Chromium's preload scanner reads, which it may take from a later duplicate
+#: (it skips an empty first value; for some, the last one wins), where the tree builder
+#: keeps the first: a tag that has one of them twice matches no keyed pattern here, and
+#: the attribute-by-attribute reader (TAG_ATTR) tells the scan (TagReader.duplicated).
+PRELOADED_ATTRS = (b"src", b"srcset", b"href", b"poster", b"rel", b"type", b"imagesrcset")
+_FAST_TAG, FAST_TAG_GROUPS = _keyed_tag(rb"</?[a-z][^\t\n\f\r />]*+", KEYS,
+                                        refuse=PRELOADED_ATTRS)
 FAST_TAG = re.compile(_positive(_FAST_TAG))
 IMG_KEYS = (b"src", b"srcset", b"lowsrc", b"dynsrc", b"style", b"width", b"height", b"alt",
             b"background")
 # Group 1 (empty) marks that the <img> matched; the keys' groups follow.
-_IMG_TAG, IMG_TAG_GROUPS = _keyed_tag(rb"<img(?=[\t\n\f\r />])", IMG_KEYS, first=2)
+_IMG_TAG, IMG_TAG_GROUPS = _keyed_tag(rb"<img(?=[\t\n\f\r />])", IMG_KEYS, first=2,
+                                      refuse=(b"src", b"srcset"))
 #: The keys of a plain ``<img>`` (SKIP reads it whole): any of the other loader keys
 #: (srcset, lowsrc, dynsrc, style, background) sends it to the general path.
 PLAIN_IMG_KEYS = (b"src", b"width", b"height")
 _PLAIN_IMG, PLAIN_IMG_GROUPS = _keyed_tag(
     rb"<img(?=[\t\n\f\r />])", PLAIN_IMG_KEYS, first=2, canonical=True,
-    refuse=tuple(key for key in IMG_KEYS if key not in PLAIN_IMG_KEYS and key != b"alt"))
+    refuse=(b"src", *(key for key in IMG_KEYS if key not in PLAIN_IMG_KEYS and key != b"alt")))
 
 
 # -- the fast pre-skip ------------------------------------------------------------------------

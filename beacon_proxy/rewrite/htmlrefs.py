@@ -8,14 +8,14 @@ one loader tag's attributes into references: URLs entity-decoded, CSS in
 
 For the renderer: to neutralise a reference, replace ``removal_span`` with
 ``neutral`` - the whole tag of ``img``/``input``/``source``/``track``/
-``embed``/``link``/``meta`` refresh, the attribute (with its leading
-whitespace) for ``background``, ``poster``, ``iframe src``, ``srcdoc``, AMP
-``src``; one candidate with one separating comma in a ``srcset``; the
-``url(...)`` token or whole ``image-set(...)`` (``neutral`` ``none``) or the
-whole ``@import`` rule in CSS; only the value of a VML ``src`` (``""`` when
-it was unquoted); for a URL spelled in an image's attribute names
-(``url-in-name``, :func:`name_url`) those names with the separators before them,
-and it is never rewritable.  To rewrite instead, replace ``url_span`` (when
+``embed``/``link``/``meta`` refresh; only the value for ``background``,
+``poster``, ``iframe src``, AMP ``src`` (``data:,``), ``srcdoc`` and VML ``src``
+(nothing; quoted where the value was not: :func:`emptied`); one candidate with one separating comma
+in a quoted ``srcset``, an unquoted one's whole value; the ``url(...)`` token or
+whole ``image-set(...)`` (``neutral`` ``none``) or the whole ``@import`` rule in
+CSS (a space); for a URL spelled in an image's attribute names (``url-in-name``,
+:func:`name_url`) those names with the separators before them (a space), and it
+is never rewritable.  To rewrite instead, replace ``url_span`` (when
 ``rewritable``) with a URL escaped for its context (``&`` as ``&amp;`` in
 HTML; no quote, space or parenthesis inside CSS ``url()``).  Spans can nest
 (a ``srcset`` candidate or a ``style`` URL inside a removed ``<img>``) and
@@ -56,15 +56,34 @@ from beacon_proxy.rewrite.htmlpatterns import (
     IMG_TAG_GROUPS,
     KEYS,
     PLAIN_IMG_GROUPS,
+    PRELOADED_ATTRS,
     SKIP_ATTRS,
     TAG_ATTR,
     TAG_NAME,
 )
 
-__all__ = ["BASES_DIFFER", "BASE_IN_SRCDOC", "BASE_UNRESOLVED", "EMBEDDED_DOCUMENT",
-           "LIMIT_REACHED", "LINK_HINT", "READINGS_PART", "URL_IN_NAME", "Box", "Entry",
-           "PendingImg", "Reference", "Span", "TagReader", "embeds_document", "materialize",
-           "name_url"]
+__all__ = [
+    "BASES_DIFFER",
+    "BASE_IN_SRCDOC",
+    "BASE_UNRESOLVED",
+    "DUPLICATED",
+    "EMBEDDED_DOCUMENT",
+    "LIMIT_REACHED",
+    "LINK_HINT",
+    "PRELOAD_TAGS",
+    "READINGS_PART",
+    "URL_IN_NAME",
+    "Box",
+    "Entry",
+    "PendingImg",
+    "Reference",
+    "Span",
+    "TagReader",
+    "embeds_document",
+    "emptied",
+    "materialize",
+    "name_url",
+]
 
 #: Why a scan is incomplete (refused copies take the fallback): a limit (bytes,
 #: constructs, nesting, the resolving budget), or a reading the scanner cannot decide.
@@ -74,6 +93,13 @@ READINGS_PART = ("a comment that browsers end inside what Outlook reads as marku
 BASES_DIFFER = "two <base href> that differ (a browser may see only the second)"
 BASE_IN_SRCDOC = "a <base> inside an iframe srcdoc document"
 BASE_UNRESOLVED = "a <base href> that relative URLs cannot be resolved against"
+_PRELOADED = frozenset(PRELOADED_ATTRS)
+#: The tags Chromium's preload scanner reads (the others' duplicates are the tree
+#: builder's alone: the first one wins).
+PRELOAD_TAGS = frozenset({"img", "image", "source", "link", "input", "video", "audio",
+                          "script", "base", "track", "embed", "object", "iframe", "meta"})
+DUPLICATED = ("a loading tag with an attribute twice (Chromium's preload scanner may "
+              "read the second)")
 
 _LOAD_RELS = frozenset({
     "stylesheet", "icon", "apple-touch-icon", "apple-touch-icon-precomposed", "mask-icon",
@@ -108,21 +134,47 @@ _CSS_ELEMENT = {"url": "css-url", "font": "css-font", "import": "css-import"}
 #: ``filter:url(data:image/svg+xml,...#f)`` load nothing from inside a ``data:`` URL).
 _DOCUMENT_ELEMENTS = frozenset({"iframe", "iframe-srcdoc", "object", "embed", "link",
                                 "css-import", "svg-image", "amp-iframe"})
+#: References to another part of the message (RFC 2392).
+_PART_SCHEMES = frozenset({"cid:", "mid:"})
 #: The reason of a finding for a ``data:`` URL in such an element (see :func:`embeds_document`).
 EMBEDDED_DOCUMENT = "embedded-document"
 
 
 def embeds_document(element: str, url: str) -> bool:
-    """Whether a local reference is a ``data:`` URL a browser loads as a document or a
-    style sheet: what it loads in turn the scan does not see (the part goes to the
-    fallback, which renames the attribute or breaks the ``@import``).
+    """Whether a local reference is a ``data:`` URL, or a ``cid:``/``mid:`` reference
+    to another part of the message, that a browser loads as a document or a style
+    sheet: what it loads in turn the scan does not see (the part goes to the fallback,
+    which renames the attribute or breaks the ``@import`` of a ``data:`` URL, and
+    neutralises every part a ``cid:`` can load as a document: HTML, CSS, SVG, XML).
+    ``<img src="cid:...">`` shows an image, which loads nothing (an SVG one neither).
 
     >>> embeds_document("iframe", "DATA:text/html,<img src=//t.example/o>")
     True
-    >>> embeds_document("img", "data:image/svg+xml,<svg/>"), embeds_document("iframe", "a.html")
+    >>> embeds_document("embed", "cid:part1@x"), embeds_document("img", "cid:part1@x")
+    (True, False)
+    >>> embeds_document("img", "data:image/svg+xml,<svg/>"), embeds_document("iframe", "data/a")
     (False, False)
     """
-    return element in _DOCUMENT_ELEMENTS and url[:5].lower() == "data:"
+    return element in _DOCUMENT_ELEMENTS and (url[:5].lower() == "data:"
+                                              or url[:4].lower() in _PART_SCHEMES)
+
+def emptied(attr: _Attr, value: bytes = b"data:,") -> bytes:
+    """What replaces an attribute's value to neutralise it in place: ``value``
+    (``data:,``, an empty ``data:`` URL, by default), quoted when the value was not.
+
+    An attribute is neutralised by its value, never removed: the first of two attributes
+    of one name is the one a browser reads (``<iframe src=T1 src=T2>``: removing the first
+    makes the second count), and a removal with the blanks before it would join what
+    stood on either side (``<im background=T1 g src=T2>`` would become ``<img src=T2>``).
+    Not emptied to nothing: Chromium's preload scanner takes a later duplicate where the
+    first value is empty (``<video poster="" poster=T2>`` loads ``T2``), and an empty
+    unquoted value would take what follows as its value.
+
+    >>> emptied((0, 9, 5, 8, True)), emptied((0, 9, 5, 9, False)), emptied((0, 9, 5, 9, False), b"")
+    (b'data:,', b'"data:,"', b'""')
+    """
+    return value if attr[4] else b'"' + value + b'"'
+
 
 _TAG_URLS: dict[str, tuple[tuple[bytes, str], ...]] = {
     # tag -> (attribute, element); srcset, style, background, VML and AMP are handled apart.
@@ -348,9 +400,13 @@ class TagReader:
         self.opaque: list[Span] = []  # comments and raw text, in document order
         self.styles: list[Span] = []  # <style> contents
         self.sources = False  # a <source>, <track>, <video> or <audio> (html.start_tag)
+        self.duplicated = False  # the last tag read had a PRELOADED_ATTRS name twice
 
     def attributes(self, pos: int) -> tuple[dict[bytes, _Attr], int]:
-        """Loader-relevant attributes (first occurrence wins) and the tag's end (-1 at EOF)."""
+        """Loader-relevant attributes (first occurrence wins) and the tag's end (-1 at EOF).
+
+        One of :data:`PRELOADED_ATTRS` twice sets ``duplicated`` (the keyed fast patterns
+        leave such a tag to this reader)."""
         view, skip, match = self.view, SKIP_ATTRS.match, TAG_ATTR.match
         attrs: dict[bytes, _Attr] = {}
         while True:
@@ -374,7 +430,11 @@ class TagReader:
                 attr = (m.start(), m.end(), m.start(7), m.end(7), False)
             else:
                 attr = (m.start(), m.end(), -1, -1, False)
-            attrs.setdefault(name.lower(), attr)
+            key = name.lower()
+            if key not in attrs:
+                attrs[key] = attr
+            elif key in _PRELOADED:
+                self.duplicated = True
             pos = m.end()
 
     def fast_attributes(self, m: re.Match[bytes]) -> dict[bytes, _Attr]:
@@ -442,25 +502,27 @@ class TagReader:
         for key, element in _TAG_URLS.get(name, ()):
             attr = get(key)
             if attr is not None:
-                whole = name == "link" or (key == b"src" and name in _WHOLE_TAG)
-                self.attr_ref(LINK_HINT if hint else element, name, key, attr,
-                              tag_span if whole else attr[:2],
-                              tag_span, box, alt_span)
+                if name == "link" or (key == b"src" and name in _WHOLE_TAG):
+                    self.attr_ref(LINK_HINT if hint else element, name, key, attr, tag_span,
+                                  tag_span, box, alt_span)
+                else:
+                    self.attr_ref(element, name, key, attr, attr[2:4], tag_span, box, alt_span,
+                                  emptied(attr))
         if box is not None and b"src" not in attrs and name not in _FRAME_TAGS:
             self.url_in_names(name, tag_span, box)
         if name[:2] == "v:" and b"src" in attrs:
             attr = attrs[b"src"]
             self.attr_ref("vml", name, b"src", attr, attr[2:4], tag_span, box, alt_span,
-                          b"" if attr[4] else b'""')
+                          emptied(attr, b""))  # Word's VML: emptied as it always was
         elif name[:4] == "amp-":
             for key, element in ((b"src", name), (b"poster", "video-poster")):
                 if key in attrs:
-                    self.attr_ref(element, name, key, attrs[key], attrs[key][:2], tag_span, box,
-                                  alt_span)
+                    self.attr_ref(element, name, key, attrs[key], attrs[key][2:4], tag_span,
+                                  box, alt_span, emptied(attrs[key]))
         if b"background" in attrs:
             attr = attrs[b"background"]
-            self.attr_ref("background", name, b"background", attr, attr[:2], tag_span, box,
-                          alt_span)
+            self.attr_ref("background", name, b"background", attr, attr[2:4], tag_span, box,
+                          alt_span, emptied(attr))
         attr = get(b"style")
         if attr is not None and CSS_HINT.search(self.view, attr[2], attr[3]):
             self.style_attr(name, attr, tag_span)
@@ -558,7 +620,9 @@ class TagReader:
             return
         cond = self.cond
         self.refs.append(_new(Reference, (
-            URL_IN_NAME, url, tag, True, tag_span, (name_start, end), (start, end), b"", None,
+            # removed with the separators before it, a space in their place: what stood on
+            # either side stays apart (<img sr https://h.example/a="x"c=T> is no src)
+            URL_IN_NAME, url, tag, True, tag_span, (name_start, end), (start, end), b" ", None,
             None, None, bool(cond), cond[-1] if cond else "", False, box, None, False,
         )))
 
@@ -577,15 +641,18 @@ class TagReader:
         data = dec.data
         cands = srcset_candidates(data)
         for i, (start, url_end, cand_end) in enumerate(cands):
-            if i + 1 < len(cands):
-                removal = (start, cands[i + 1][0])  # with its comma and the space after
+            if not attr[4]:  # unquoted: emptied whole (an empty unquoted value would take
+                removal, neutral = (0, len(data)), b'""'  # the next attribute as its value;
+                # "" is no null srcset: the preload scanner keeps the first one too)
+            elif i + 1 < len(cands):
+                removal, neutral = (start, cands[i + 1][0]), b""  # with its comma and space
             elif i > 0:
-                removal = (cands[i - 1][2], cand_end)  # the last: with the comma before
+                removal, neutral = (cands[i - 1][2], cand_end), b""  # the last: comma before
             else:
-                removal = (start, cand_end)
+                removal, neutral = (start, cand_end), b""
             url = decode_text(data[start:url_end], self.charset)
             self.add(element, url, tag, tag_span, dec.span(start, url_end), dec.span(*removal),
-                     b"", key, attr[:2], attr[2:4], False, box, alt_span)
+                     neutral, key, attr[:2], attr[2:4], False, box, alt_span)
 
     def refresh(self, attr: _Attr, tag_span: Span) -> None:
         dec = Decoded(self.view, attr[2], attr[3])

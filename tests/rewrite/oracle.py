@@ -106,12 +106,14 @@ def normalise(url: str) -> str:
 
 
 def is_remote(url: str) -> bool | None:
-    """True (remote), False (local: another scheme, a fragment) or None (relative)."""
+    """True (remote), False (local: another scheme, empty) or None (relative: a path, a
+    query, a fragment alone; against a remote base a browser loads ``<img src="#a">``
+    from the base's own URL)."""
     if url[:2].replace("\\", "/") == "//":
         return True
     m = _SCHEME.match(url)
     if m is None:
-        return False if url.startswith("#") or not url else None
+        return False if not url else None
     return m.group(1).lower() in _REMOTE_SCHEMES
 
 

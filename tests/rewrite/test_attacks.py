@@ -259,3 +259,48 @@ def test_new_checks_stay_linear(name: str) -> None:
         t_small = _best_of(lambda: f(small))  # noqa: B023
         t_large = _best_of(lambda: f(large))  # noqa: B023
         assert t_large < 10 * t_small + 0.02, (f.__name__, t_small, t_large)
+
+
+def test_quoted_printable_with_padded_soft_breaks_goes_to_the_fallback() -> None:
+    """``s= `` then a line break: decoders that delete trailing blanks first (RFC 2045
+    6.7: Dovecot, Roundcube) read ``src=``; Python and Thunderbird do not.  Neither
+    reading may be left: the fallback neutralises the RFC one and re-encodes."""
+    data = _crlf(HEAD + "Content-Type: text/html\nContent-Transfer-Encoding: quoted-printable"
+                 '\n\n<p>News</p><img s= \nrc=3D"' + URL.replace("=", "=3D")
+                 + '" width=3D"1" height=3D"1">\n')
+    copy = _refused(data)
+    assert copy.outcome is Outcome.FALLBACK
+    assert any("soft line break" in p for p in copy.problems), copy.problems
+    assert copy.data is not None
+    body = copy.data.split(b"\r\n\r\n", 1)[1]
+    assert decode(body, "quoted-printable").startswith(b'<p>News</p><img x-bp-src="" ')
+    assert b"= " not in body
+
+
+_SVG_PIXEL = ("<svg xmlns='http://www.w3.org/2000/svg'><image href='" + URL
+              + "' width='1' height='1'/></svg>")
+
+
+@pytest.mark.parametrize("element", [
+    '<iframe src="cid:s1"></iframe>', '<embed src="CID:s1" type="image/svg+xml">',
+    '<object data="cid:s1"></object>', '<frameset><frame src="cid:s1"></frameset>',
+    '<iframe src="mid:m1/s1"></iframe>'])
+def test_a_part_a_frame_loads_by_cid_goes_to_the_fallback(element: str) -> None:
+    """A client that resolves ``cid:`` for a frame, ``<object>`` or ``<embed>`` renders
+    that part as a document: an SVG part then loads its ``<image>``.  The copy goes to
+    the fallback, which neutralises every part a frame can load."""
+    data = _crlf(HEAD + 'Content-Type: multipart/related; boundary="r"\n\n--r\n'
+                 "Content-Type: text/html\n\n<p>News</p>" + element + "\n--r\n"
+                 "Content-Type: image/svg+xml\nContent-ID: <s1>\n\n" + _SVG_PIXEL + "\n--r--\n")
+    copy = _refused(data)
+    assert copy.outcome is Outcome.FALLBACK, copy.problems
+    assert copy.data is not None and f"href='{URL}'".encode() not in copy.data
+    assert b"x-bp-href" in copy.data
+
+
+def test_an_image_shown_by_cid_stays_precise() -> None:
+    """``<img src="cid:...">`` of an SVG part loads nothing from inside it."""
+    data = _crlf(HEAD + 'Content-Type: multipart/related; boundary="r"\n\n--r\n'
+                 'Content-Type: text/html\n\n<p>News</p><img src="cid:s1">\n--r\n'
+                 "Content-Type: image/svg+xml\nContent-ID: <s1>\n\n" + _SVG_PIXEL + "\n--r--\n")
+    assert _refused(data).outcome is Outcome.STRIPPED

@@ -428,6 +428,10 @@ def test_prefixed_spacer_names_under_a_library_id_are_layout() -> None:
     b'<style>@import url("data:text/css,p{}");</style>',
     b'<p style="x:y">&#100;ata</p><iframe src="&#100;ata:text/html,x"></iframe>',
     b'<iframe srcdoc="<iframe src=&quot;data:text/html,x&quot;></iframe>"></iframe>',
+    # a part of the message a frame loads: rendered as a document (an SVG part loads
+    # what it names), not as the image an <img> shows
+    b'<iframe src="cid:part1"></iframe><iframe src="page.html"></iframe>',
+    b'<embed src="CID:part1">', b'<object data="mid:m1/part1"></object>',
 ])
 def test_a_data_url_loaded_as_a_document_is_noted(html: bytes) -> None:
     entries = scan_html(html).references
@@ -440,7 +444,8 @@ def test_a_data_url_loaded_as_a_document_is_noted(html: bytes) -> None:
     b'<img src="data:image/svg+xml,<svg><image href=%22https://t.test/o%22/></svg>">',
     b'<p style="background:url(data:image/svg+xml,x);filter:url(data:image/svg+xml,x#f)">',
     b'<video poster="data:image/png;base64,AAAA"></video>',
-    b'<iframe src="cid:part1"></iframe><iframe src="page.html"></iframe>',
+    b'<img src="cid:part1"><p style="background:url(cid:part2)">',
+    b'<iframe src="page.html"></iframe><iframe src="data/x.html"></iframe>',
 ])
 def test_a_data_url_loaded_as_an_image_is_not(html: bytes) -> None:
     assert classify_entries(scan_html(html).references, RULES) == {}

@@ -198,3 +198,74 @@ def test_a_charset_clients_read_differently_is_held(ctype: bytes) -> None:
             + base64.encodebytes(_PIXEL.decode().encode("utf-16-le")).replace(b"\n", b"\r\n"))
     result = neutralise_message(data)
     assert result.data is None and "ambiguous" in (result.reason or "")
+
+
+# -- at-keywords split by markup, XML parts, padded soft line breaks ---------------------
+
+@pytest.mark.parametrize("css", [
+    '@&#105;mport "https://t.test/a";', '@&#x69;mport "https://t.test/a";',
+    '&#64;&#105;mport "https://t.test/a";', '@&bsol;69mport "https://t.test/a";',
+    '@imp<![CDATA[ort "https://t.test/a";]]>', '@<![CDATA[import "https://t.test/a";]]>',
+    '<![CDATA[@]]>import "https://t.test/a";', '@imp<!---->ort "https://t.test/a";',
+    '@IMP<g/>ORT "https://t.test/a";', '@i<?x?>mport "https://t.test/a";',
+    '&commat;im<!---->port "https://t.test/a";'])
+def test_an_at_import_split_by_markup_is_broken(css: str) -> None:
+    """In an SVG ``<style>`` (and any XML style sheet) references are decoded and
+    comments, CDATA markers, processing instructions and elements left out of the
+    text: an ``@`` then a start of ``import`` then such a split gets the ``_``."""
+    out = _neutralised(f"<svg><style>{css}</style></svg>")
+    assert "@_" in out or "&#64;_" in out or "&commat;_" in out
+    assert loads_left(out) == {}
+
+
+@pytest.mark.parametrize("text", [
+    "write to ann@example.org &amp; bob@shop.example", "<a href=mailto:ann@example.org>",
+    "@media screen{p{color:red}}", "@font-face{font-family:x}", "a@i.example", "@impo rt"])
+def test_addresses_and_other_at_rules_are_left_alone(text: str) -> None:
+    assert neutralise_markup(text.encode()) == (text.encode(), 0)
+    # text that only may be a split "@import" pays a "_": "@im<b>portant</b>"
+    assert neutralise_markup(b"@im<b>portant</b>")[0] == b"@_im<b>portant</b>"
+
+
+def _related(html: bytes, ctype: bytes, part: bytes) -> bytes:
+    return (b'Content-Type: multipart/related; boundary="r"\r\nMIME-Version: 1.0\r\n\r\n'
+            b"--r\r\nContent-Type: text/html; charset=utf-8\r\n\r\n" + html
+            + b"\r\n--r\r\nContent-Type: " + ctype + b"\r\nContent-ID: <s1>\r\n\r\n" + part
+            + b"\r\n--r--\r\n")
+
+
+@pytest.mark.parametrize("ctype", [b"image/svg+xml", b"text/xml", b"application/xml",
+                                   b"application/xslt+xml", b"text/xsl"])
+def test_xml_parts_a_frame_may_load_by_cid_are_neutralised(ctype: bytes) -> None:
+    svg = (b"<svg xmlns='http://www.w3.org/2000/svg'><image href='https://t.test/i' "
+           b"width='9' height='9'/><style>@import 'https://t.test/s';</style></svg>")
+    result = neutralise_message(_related(b'<iframe src="cid:s1"></iframe>', ctype, svg))
+    assert result.data is not None
+    assert b"https://t.test/i" not in result.data and b"x-bp-href=''" in result.data
+    assert b"@_import" in result.data
+    assert b'<iframe src="cid:s1">' in result.data  # the frame still shows the part
+
+
+@pytest.mark.parametrize("ctype", [b"application/xhtml+xml", b"image/svg+xml", b"text/xml"])
+def test_an_xml_part_declaring_entities_is_held(ctype: bytes) -> None:
+    doc = (b'<!DOCTYPE html [<!ENTITY p "&#38;#40;">]><html xmlns="http://www.w3.org/1999/'
+           b'xhtml"><body><p style="background:url&p;\'https://t.test/e\')">x</p></body></html>')
+    result = neutralise_message(_related(b"<p>hi</p>", ctype, doc))
+    assert result.data is None and "<!ENTITY" in (result.reason or "")
+
+
+def test_padded_soft_line_breaks_are_read_as_rfc_2045_says_and_written_back() -> None:
+    """``s= `` at a line's end: Dovecot and Roundcube read ``src=``, Python and
+    Thunderbird do not.  The RFC reading is neutralised and the part re-encoded, so
+    every decoder reads the one neutralised text."""
+    data = (b"Content-Type: text/html\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n"
+            b"<p>Hi</p><img s= \t\r\nrc=3D\"https://t.test/q\">\r\n<p>still =\r\n here</p>\r\n")
+    result = neutralise_message(data)
+    assert result.data is not None
+    body = result.data.split(b"\r\n\r\n", 1)[1]
+    assert b"= " not in body and b"=\t" not in body
+    assert b"https://t.test/q" not in result.data
+    assert b"x-bp-src" in result.data and b"<p>still  here</p>" in result.data
+    unchanged = data.replace(b"https://t.test/q", b"cid:a").replace(b"s= \t\r\nrc", b"src")
+    again = neutralise_message(unchanged.replace(b"still =\r\n", b"still = \r\n"))
+    assert again.data is not None and b"still = \r\n" not in again.data  # re-encoded anyway

@@ -26,6 +26,7 @@ from beacon_proxy.rewrite.html import (
 )
 from beacon_proxy.rewrite.htmlattr import clean_url, decode_text, unescape
 from beacon_proxy.rewrite.htmlpatterns import FAST_TAG, IMG_TAG, SKIP
+from beacon_proxy.rewrite.htmlrefs import DUPLICATED
 
 FIXTURES = Path(__file__).parent / "fixtures" / "html"
 VECTORS = sorted(FIXTURES.glob("vector_*.html"))
@@ -134,7 +135,7 @@ def test_style_block_references() -> None:
     view = b"<style>@import 'https://t.test/a.css';\n.x{background:url(https://t.test/b.png)}</style>"
     imp, url = scan_html(view).references
     assert imp.in_style_block and imp.element == "css-import" and imp.attr is None
-    assert _at(view, imp.removal_span) == b"@import 'https://t.test/a.css';" and imp.neutral == b""
+    assert _at(view, imp.removal_span) == b"@import 'https://t.test/a.css';" and imp.neutral == b" "
     assert _at(view, url.removal_span) == b"url(https://t.test/b.png)"
     assert _at(view, url.tag_span) == b"<style>"
 
@@ -209,8 +210,25 @@ def test_bogus_comments_end_at_the_first_gt_as_in_html() -> None:
 
 
 def test_duplicate_attributes_first_one_wins() -> None:
-    (ref,) = scan_html(b'<img src="https://t.test/first" src="https://a.test/second">').references
-    assert ref.url == "https://t.test/first"
+    """The tree builder keeps the first; an attribute Chromium's preload scanner reads
+    twice makes the scan incomplete (it may take the second: refused copies fall back)."""
+    scan = scan_html(b'<img alt="a" alt="b" style="x" style="y" src="https://t.test/first">')
+    assert [ref.url for ref in scan.references] == ["https://t.test/first"]
+    assert not scan.truncated
+
+
+@pytest.mark.parametrize("tag", [
+    b'<img src="https://t.test/first" src="https://a.test/second">',
+    b'<img src=a.png width=1 src=https://t.test/x>', b'<video poster="" poster="https://t.test/p">',
+    b'<link rel="canonical" rel="stylesheet" href="https://t.test/s">',
+    b'<input type="text" type="image" src="https://t.test/i">',
+    b'<picture><source srcset="" srcset="https://t.test/s"><img alt="x"></picture>',
+    b'<link rel=preload as=image imagesrcset="a.png 1x" imagesrcset="https://t.test/s 1x">',
+    b'<img src srcset="a.png 1x" src="https://t.test/x">'])
+def test_an_attribute_the_preload_scanner_reads_twice_stops_the_scan(tag: bytes) -> None:
+    view = b"<p>x</p>" + tag + b'<img src="https://t.test/after">'
+    assert scan_entries(view)[2] == DUPLICATED
+    assert scan_html(view).truncated
 
 
 def test_conditional_comment_kinds() -> None:
@@ -235,7 +253,9 @@ def test_iframe_srcdoc_is_reported_on_the_attribute() -> None:
     view = b'<iframe srcdoc="&lt;img src=&quot;https://t.test/s&quot;&gt;"></iframe>'
     (ref,) = scan_html(view).references
     assert ref.element == "iframe-srcdoc" and not ref.rewritable
-    assert _at(view, ref.removal_span).startswith(b' srcdoc="')
+    # the value emptied in place (an empty srcdoc still wins over the frame's src)
+    assert _at(view, ref.removal_span) == b"&lt;img src=&quot;https://t.test/s&quot;&gt;"
+    assert ref.neutral == b""
 
 
 # -- real templates ---------------------------------------------------------------------------

@@ -403,6 +403,75 @@ SNIPPETS: dict[str, str] = {
     "svg_use": '<svg width="10" height="10"><use href="{U}#a"/></svg>',
     "svg_style": '<svg><style>@import url({U});</style></svg>',
     "svg_style_entity": '<svg><style>@import url(&quot;{U}&quot;);</style></svg>',
+    # a removal must not join the text around it into markup (a "<" before it)
+    "splice_lt_joins_img": '<<img src="{U}">img src="{U}">',
+    "splice_lt_alt_text": '<<img alt="img src={U} " src="{U}" width="600" height="300">>',
+    "splice_lt_input": '<<input type=image src="{U}">img src="{U}">',
+    "splice_lt_link": '<<link rel=stylesheet href="{U}">img src="{U}">',
+    "splice_lt_meta": '<<meta http-equiv=refresh content="0;url={U}">img src="{U}">',
+    "splice_lt_opens_comment": ('<<img src="{U}">!-- <style> --> /* <img src="{U}"> */ '
+                                '</style><p>x</p>'),
+    "splice_css_import_joins_url": ('<img src="{U}" width=1 height=1>'
+                                    "<style>p{background:u@import'{U}';rl({U})}</style>"),
+    "splice_css_import_joins_at": ('<img src="{U}" width=1 height=1>'
+                                   "<style>@@import '{U}';import '{U}';</style>"),
+    "splice_css_import_ends_style": ('<img src="{U}" width=1 height=1>'
+                                     "<style><@import '{U}';/style><img src=\"{U}\"></style>"),
+    # an attribute is emptied in place, never removed: no join, the first one still wins
+    "splice_attr_joins_tag_name": ('<im background="{U}"g src="{U}">'
+                                   '<img src="{U}" width=1 height=1>'),
+    "splice_attr_joins_attr_name": ('<img sr background="{U}"c="{U}">'
+                                    '<img src="{U}" width=1 height=1>'),
+    "splice_name_url_joins_attr_name": ('<img sr https://{H}/a/b="x"c="{U}">'
+                                        '<img src="{U}" width=1 height=1>'),
+    "splice_attr_joins_poster": ('<video src="data:," poste background="{U}"r="{U}"></video>'
+                                 '<img src="{U}" width=1 height=1>'),
+    "splice_attr_makes_iframe": ('<ifram background="{U}"e src="{U}"></iframe>'
+                                 '<img src="{U}" width=1 height=1>'),
+    "splice_attr_ends_raw_text": ('<p background="{U}">x</p>'
+                                  '<style background="{U}"x><img src="{U}"></style>'
+                                  '<img src="{U}" width=1 height=1>'),
+    "dup_attr_iframe_src": '<iframe src="{U}" src="{U}"></iframe>',
+    "dup_attr_table_background": ('<table background="{U}" background="{U}"><tr><td>x</td>'
+                                  '</tr></table>'),
+    "dup_attr_video_poster": '<video src="data:," poster="{U}" poster="{U}"></video>',
+    "srcset_unquoted_emptied": '<img srcset={U} https:{H}{Q}>',
+    "splice_css_import_ends_style_tag": ("<style>p{color:red}</style@import '{U}';>"
+                                         '<img src="{U}"></style><img src="{U}" width=1 height=1>'),
+    # Chromium's preload scanner reads a later duplicate (the tree builder the first one)
+    "preload_dup_poster_empty_first": '<video poster="" poster="{U}"></video>',
+    "preload_dup_link_href_empty_first": '<link rel="stylesheet" href="" href="{U}">',
+    "preload_dup_link_rel": '<link rel="canonical" rel="stylesheet" href="{U}">',
+    "preload_dup_input_src_blank_first": '<input type="image" src=" " src="{U}">',
+    "preload_dup_input_type": '<input type="text" type="image" src="{U}">',
+    "preload_dup_link_as_image_href": '<link rel="preload" as="image" href="data:," href="{U}">',
+    "preload_dup_source_srcset": '<picture><source srcset="" srcset="{U}"><img alt="x"></picture>',
+    "preload_dup_source_srcset_both": ('<picture><source srcset="{U}" srcset="{U}">'
+                                       '<img alt="x"></picture>'),
+    # ... and fetches an @import's URL with its CSS escapes not decoded
+    "preload_css_import_raw_backslashes": '<style>@import "\\\\{H}{Q}";</style>',
+    "preload_css_import_raw_slash_escape": '<style>@import url(/\\{H}{Q});</style><p>x</p>',
+    # a fragment alone is relative: against a remote <base> it loads the base
+    "base_fragment_img": '<base href="{U}"><img src="#a">',
+    "base_fragment_srcset": '<base href="{U}"><img srcset="#a 1x">',
+    "base_fragment_background": ('<base href="{U}"><table background="#a"><tr><td>x</td>'
+                                 '</tr></table>'),
+    "base_fragment_style": '<base href="{U}"><p style="background:url(#a)">x</p>',
+    "base_fragment_link": '<base href="{U}"><link rel=stylesheet href="#a">',
+    "base_fragment_entity": '<base href="{U}"><img src="&#35;a">',
+    # the at-keyword split by what an SVG <style> leaves out of its text (the fallback)
+    "svg_style_at_entity": '<svg><style>@&#105;mport "{U}";</style></svg><p>x</p>',
+    "svg_style_at_hex_entity": '<svg><style>@&#x69;mport "{U}";</style></svg><p>x</p>',
+    "svg_style_at_both_entities": '<svg><style>&#64;&#105;mport "{U}";</style></svg><p>x</p>',
+    "svg_style_at_bsol": '<svg><style>@&bsol;69mport "{U}";</style></svg><p>x</p>',
+    "svg_style_at_cdata": '<svg><style>@imp<![CDATA[ort "{U}";]]></style></svg><p>x</p>',
+    "svg_style_at_cdata_all": '<svg><style>@<![CDATA[import "{U}";]]></style></svg><p>x</p>',
+    "svg_style_at_cdata_at": '<svg><style><![CDATA[@]]>import "{U}";</style></svg><p>x</p>',
+    "svg_style_at_comment": '<svg><style>@imp<!---->ort "{U}";</style></svg><p>x</p>',
+    "svg_style_at_element": '<svg><style>@imp<g/>ort "{U}";</style></svg><p>x</p>',
+    "svg_style_at_pi": '<svg><style>@imp<?x?>ort "{U}";</style></svg><p>x</p>',
+    "svg_style_at_after_charset": ('<svg><style>@charset "utf-8";@imp<!---->ort "{U}";'
+                                   '</style></svg><p>x</p>'),
     "svg_foreignobject": '<svg><foreignObject width="10" height="10"><img src="{U}">'
                          '</foreignObject></svg>',
     "math_img": '<math><mtext><img src="{U}"></mtext></math>',
