@@ -33,8 +33,9 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Final
 
-__all__ = ["CssRef", "css_unescape", "declarations", "scan_css"]
+__all__ = ["CssRef", "css_unescape", "declarations", "preload_imports", "scan_css"]
 
 Span = tuple[int, int]
 
@@ -110,6 +111,65 @@ class CssRef:
     removal_span: Span  # url(...), a whole image-set(...), or a whole @import rule
     neutral: bytes  # what replaces removal_span: b"none" or b""
     in_image_set: bool = False
+
+
+_HTML_SPACE: Final = frozenset(b" \t\n\f\r")
+_RULE_NAME: Final = re.compile(rb"[^ \t\n\f\r;]*+")  # a rule name or value: to a blank or ";"
+#: "@import", then blanks: where the preload scanner reads an import rule's value.
+_PRELOAD_IMPORT: Final = re.compile(rb"@[iI][mM][pP][oO][rR][tT][ \t\n\f\r]++")
+
+
+def preload_imports(data: bytes, start: int = 0, end: int | None = None,
+                    known: frozenset[int] = frozenset()) -> list[CssRef]:
+    """The ``@import`` rules Chromium's CSS preload scanner may fetch from a ``<style>``'s
+    text ``data[start:end]`` that CSS does not read.
+
+    The preload scanner (``css_preload_scanner.cc``) reads the leading ``@`` rules with a
+    small state machine of its own, not as CSS: no strings, no escapes; a rule's name and
+    value end at a blank or ``;``, and ``@charset``, ``@layer`` and ``@import`` rules go
+    on.  So ``@charset "x;@import 'T';"`` fetches ``T``, which CSS reads as a string.
+    Where it stops depends on every byte before, and a refused copy's own removals change
+    those bytes; so every ``@import`` followed by a blank is taken here, wherever it is
+    (the scanner can fetch from no other place), with its value read as the scanner reads
+    it.  ``known``: the offsets of the ``@`` of imports the CSS scan already reported.
+    Each is neutralised by a ``_`` after its ``@`` (``removal_span`` empty, ``neutral``
+    ``_``): no reader then sees an ``@import`` there.
+
+    >>> text = b'@charset "x;@import t.css;";'
+    >>> [(r.kind, r.url, r.removal_span) for r in preload_imports(text)]
+    [('import', 't.css', (13, 13))]
+    """
+    end = len(data) if end is None else end
+    out: list[CssRef] = []
+    for m in _PRELOAD_IMPORT.finditer(data, start, end):
+        at = m.start()
+        if at in known:
+            continue
+        value = _RULE_NAME.match(data, m.end(), end)
+        assert value is not None  # matches ""
+        url_span = _preload_url(data, value.start(), value.end())
+        url = data[url_span[0]:url_span[1]].decode("utf-8", "replace").replace("\0", "\ufffd")
+        if url:
+            out.append(CssRef("import", url, url_span, value.span(), (at + 1, at + 1), b"_"))
+    return out
+
+
+def _preload_url(data: bytes, a: int, b: int) -> Span:
+    """The URL of an ``@import`` value as Chromium's ``ParseCSSStringOrURL`` cuts it:
+    blanks, a ``url(...)`` around it, blanks, matching quotes."""
+    while a < b and data[a] in _HTML_SPACE:
+        a += 1
+    while b > a and data[b - 1] in _HTML_SPACE:
+        b -= 1
+    if b - a >= 5 and data[a:a + 4].lower() == b"url(" and data[b - 1] == 0x29:
+        a, b = a + 4, b - 1
+        while a < b and data[a] in _HTML_SPACE:
+            a += 1
+        while b > a and data[b - 1] in _HTML_SPACE:
+            b -= 1
+    if b - a >= 2 and data[a] == data[b - 1] and data[a] in b"\"'":
+        a, b = a + 1, b - 1
+    return a, b
 
 
 def css_unescape(text: str) -> str:

@@ -832,6 +832,11 @@ def _separated(edits: list[Edit], decoded: bytes) -> list[Edit]:
                 replacement = b" " + replacement
             elif after in _ENDS_TAG_NAME and tail.lower() == b"</style":
                 replacement = b"_" + replacement
+            elif tail[-1:] in b"-!" and _ends_comment(
+                    tail[-3:], (replacement + decoded[edit.end:edit.end + 3])[:3]):
+                replacement = b" " + replacement
+            if replacement and _ends_comment(replacement[-3:], decoded[edit.end:edit.end + 3]):
+                replacement += b" "  # an alt text ending "--" before ">"
         if replacement is not edit.replacement:
             if out is edits:
                 out = list(edits)
@@ -839,6 +844,16 @@ def _separated(edits: list[Edit], decoded: bytes) -> list[Edit]:
         tail = (tail + replacement)[-_TAIL:]
         pos = edit.end
     return out
+
+
+def _ends_comment(left: bytes, right: bytes) -> bool:
+    """Whether ``left`` + ``right`` make a comment's end (``-->``, ``--!>``) that neither
+    has alone: a tag removed inside an Outlook conditional comment, which a browser reads
+    as a comment, between ``--`` and ``>`` would end it early, and what follows in the
+    conditional (read only as Outlook's markup) would load in the browser."""
+    joined = left + right
+    return any(end in joined and end not in left and end not in right
+               for end in (b"-->", b"--!>"))
 
 
 _TAIL: Final = len(b"</style")

@@ -63,7 +63,7 @@ from typing import Protocol
 from urllib.parse import urljoin
 
 from beacon_proxy.rewrite.boxes import is_hidden, is_tiny
-from beacon_proxy.rewrite.css import scan_css
+from beacon_proxy.rewrite.css import preload_imports, scan_css
 from beacon_proxy.rewrite.hiding import (
     ENDLESS,
     HidingLimitError,
@@ -529,7 +529,13 @@ class _Scan(TagReader):
             self.comment_end = -1
         if name == "style":
             self.styles.append((start, end))
+            imports = set()
             for css in scan_css(self.view, start, end):
+                self.css_ref(css, "style", tag_span, None, None, True)
+                if css.kind == "import":
+                    imports.add(css.removal_span[0])
+            # what Chromium's CSS preload scanner fetches that CSS does not read
+            for css in preload_imports(self.view, start, end, frozenset(imports)):
                 self.css_ref(css, "style", tag_span, None, None, True)
         elif name == "script" and start < self.analytics_end:
             for m in JSON_URL.finditer(self.view, start, end):

@@ -451,6 +451,33 @@ SNIPPETS: dict[str, str] = {
     # ... and fetches an @import's URL with its CSS escapes not decoded
     "preload_css_import_raw_backslashes": '<style>@import "\\\\{H}{Q}";</style>',
     "preload_css_import_raw_slash_escape": '<style>@import url(/\\{H}{Q});</style><p>x</p>',
+    # a removal inside a conditional comment must not make the browser's comment end
+    "splice_ends_conditional_comment": ('<img src="{U}" width=1 height=1><!--[if mso]>--'
+                                        '<img src="{U}">><base href="https://{H}/p/">'
+                                        '<img src="x.gif"><![endif]--><p>x</p>'),
+    "splice_ends_conditional_comment_bang": ('<img src="{U}" width=1 height=1><!--[if mso]>--!'
+                                             '<img src="{U}">><base href="https://{H}/p/">'
+                                             '<img src="x.gif"><![endif]--><p>x</p>'),
+    "splice_ends_conditional_comment_dash": ('<img src="{U}" width=1 height=1><!--[if mso]>-'
+                                             '<img src="{U}">-><base href="https://{H}/p/">'
+                                             '<img src="x.gif"><![endif]--><p>x</p>'),
+    # Chromium's CSS preload scanner reads no strings: an @import inside @charset's
+    "preload_css_import_in_charset_string": '<style>@charset "x;@import \'{U}\';";</style>',
+    "preload_css_import_in_charset_unterminated": ('<style>@charset "x;@import url({U});\n'
+                                                   '</style><p>x</p>'),
+    "preload_css_import_after_comment_quote": ('<style>/*"*/@charset "a;@import url({U});b";'
+                                               'p{}</style>'),
+    "splice_alt_text_ends_conditional_comment": ('<img src="{U}" width=1 height=1>'
+                                                 '<!--[if mso]><img src="{U}" alt="x--">>'
+                                                 '<base href="https://{H}/p/"><img src="x.gif">'
+                                                 '<![endif]--><p>x</p>'),
+    # a removal changes where the preload scanner stops: every "@import " is read
+    "preload_css_after_removal_slash": ('<img src="{U}" width=1 height=1><style>/@import '
+                                        'url({U});@charset "x;@import url({U});";</style>'),
+    "preload_css_after_removal_at": ('<img src="{U}" width=1 height=1><style>@@import '
+                                     'url({U});@charset "x;@import url({U});";</style>'),
+    "preload_css_after_removal_layer": ('<img src="{U}" width=1 height=1><style>@layer@import '
+                                        'url({U});@charset "x;@import url({U});";</style>'),
     # a fragment alone is relative: against a remote <base> it loads the base
     "base_fragment_img": '<base href="{U}"><img src="#a">',
     "base_fragment_srcset": '<base href="{U}"><img srcset="#a 1x">',

@@ -105,6 +105,10 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[_Server]:
         yield srv
 
 
+#: The document's pattern for an address in a path: no blank, no control character.
+_PRINTABLE = re.compile(r"[^\x00-\x20\x7f]*")
+
+
 @schema.parametrize()
 @settings(max_examples=40)
 def test_api_conforms_to_its_document(case: schemathesis.Case[Any], server: _Server) -> None:
@@ -113,6 +117,11 @@ def test_api_conforms_to_its_document(case: schemathesis.Case[Any], server: _Ser
     if case.media_type == "text/csv":
         # A CSV file's rows (addresses, values) cannot be described by a JSON schema, so a
         # "schema-valid" upload may still be refused; test_api.py covers the CSV rules.
+        excluded.append(schemathesis.checks.positive_data_acceptance)
+    if not _PRINTABLE.fullmatch(str((case.path_parameters or {}).get("address", ""))):
+        # The path's address pattern excludes blanks and controls, yet one of schemathesis's
+        # phases built a "valid" one with a tab (CI found `ui|auazAS7\t@x.tAIpei`): it
+        # breaks the document's own pattern, so its refusal (400) is no failure.
         excluded.append(schemathesis.checks.positive_data_acceptance)
     if _negative_body_still_valid(case):
         # Schemathesis negates one branch of the anyOf it makes of `nullable: true` (string
