@@ -120,7 +120,7 @@ _PRELOAD_IMPORT: Final = re.compile(rb"@[iI][mM][pP][oO][rR][tT][ \t\n\f\r]++")
 
 
 def preload_imports(data: bytes, start: int = 0, end: int | None = None,
-                    known: frozenset[int] = frozenset()) -> list[CssRef]:
+                    known: frozenset[tuple[int, str]] = frozenset()) -> list[CssRef]:
     """The ``@import`` rules Chromium's CSS preload scanner may fetch from a ``<style>``'s
     text ``data[start:end]`` that CSS does not read.
 
@@ -131,7 +131,9 @@ def preload_imports(data: bytes, start: int = 0, end: int | None = None,
     Where it stops depends on every byte before, and a refused copy's own removals change
     those bytes; so every ``@import`` followed by a blank is taken here, wherever it is
     (the scanner can fetch from no other place), with its value read as the scanner reads
-    it.  ``known``: the offsets of the ``@`` of imports the CSS scan already reported.
+    it (escapes not decoded: ``@import "\\\\t.example/x"`` is ``//t.example/x`` to it, the
+    path ``\\t.example/x`` to CSS).  ``known``: the imports the CSS scan already reported,
+    as (offset of the ``@``, URL): one read the same way is not reported again.
     Each is neutralised by a ``_`` after its ``@`` (``removal_span`` empty, ``neutral``
     ``_``): no reader then sees an ``@import`` there.
 
@@ -143,13 +145,11 @@ def preload_imports(data: bytes, start: int = 0, end: int | None = None,
     out: list[CssRef] = []
     for m in _PRELOAD_IMPORT.finditer(data, start, end):
         at = m.start()
-        if at in known:
-            continue
         value = _RULE_NAME.match(data, m.end(), end)
         assert value is not None  # matches ""
         url_span = _preload_url(data, value.start(), value.end())
         url = data[url_span[0]:url_span[1]].decode("utf-8", "replace").replace("\0", "\ufffd")
-        if url:
+        if url and (at, url) not in known:
             out.append(CssRef("import", url, url_span, value.span(), (at + 1, at + 1), b"_"))
     return out
 
@@ -195,11 +195,6 @@ def _text(data: bytes, span: Span) -> str:
     # NUL is U+FFFD to a client (HTML parser, CSS preprocessing): url(x\0) loads x%EF%BF%BD
     text = data[span[0] : span[1]].decode("utf-8", "replace").replace("\0", "\ufffd")
     return css_unescape(text).strip()
-
-
-def _raw_text(data: bytes, span: Span) -> str:
-    """A URL as :func:`_text` reads it, but with its escapes left as they are."""
-    return data[span[0] : span[1]].decode("utf-8", "replace").replace("\0", "\ufffd").strip()
 
 
 class _Scanner:
@@ -304,13 +299,6 @@ class _Scanner:
         neutral = b" " if kind == "import" else b"none"
         url_span = _strip(self.data, inner)
         self.refs.append(CssRef(kind, url, url_span, token, removal, neutral))
-        if kind == "import" and b"\\" in self.data[inner[0]:inner[1]]:
-            # Chromium's CSS preload scanner fetches an @import's URL as written, escapes
-            # not decoded: \\t.example/x (two backslashes) is //t.example/x to it, a path
-            # (\t.example/x) to the CSS parser
-            raw = _raw_text(self.data, inner)
-            if raw and raw != url:
-                self.refs.append(CssRef(kind, raw, url_span, token, removal, neutral))
 
     def image_set(self, start: int, paren: int, kind: str) -> int:
         """Scan ``image-set(`` arguments; every URL in it shares the whole set as removal."""

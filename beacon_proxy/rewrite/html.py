@@ -533,7 +533,7 @@ class _Scan(TagReader):
             for css in scan_css(self.view, start, end):
                 self.css_ref(css, "style", tag_span, None, None, True)
                 if css.kind == "import":
-                    imports.add(css.removal_span[0])
+                    imports.add((css.removal_span[0], css.url))
             # what Chromium's CSS preload scanner fetches that CSS does not read
             for css in preload_imports(self.view, start, end, frozenset(imports)):
                 self.css_ref(css, "style", tag_span, None, None, True)
