@@ -40,7 +40,9 @@ trace header): the rewritten message with the footer and the unsubscribe
 headers; a file for one input, a directory (created if needed) for several.
 ``--json`` also says what the footer and the unsubscribe step did
 (``"footer"``, ``"unsubscribe"``, ``"read_receipt"``: their relay-log reports;
-``"read_receipt": "removed"`` when a refused copy lost a read-receipt request).  The links are
+``"read_receipt": "removed"`` when a refused copy lost a read-receipt request) and what a
+precise copy's calendar parts lost (``"calendar_loads"``, 0 when nothing; null when the
+copy was not made by the precise path).  The links are
 genuine only when the configured ``[tokens] secret`` is set.  An output path
 that is an input is refused (exit 2) unless ``--in-place`` is given, which
 without ``--output`` writes each copy over its input (through a rename; not for

@@ -307,7 +307,9 @@ def scan(args: argparse.Namespace) -> int:
                               "problems": list(problems),
                               "footer": copy.report.get("footer") if copy else None,
                               "unsubscribe": copy.report.get("unsubscribe") if copy else None,
-                              "read_receipt": copy.report.get("read_receipt") if copy else None},
+                              "read_receipt": copy.report.get("read_receipt") if copy else None,
+                              "calendar_loads": decided.rendered.calendar
+                              if decided.rendered is not None else None},
                              ensure_ascii=False))
         else:
             _table(message.label, policy, decided.outcome, items, problems, campaign)

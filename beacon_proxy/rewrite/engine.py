@@ -62,6 +62,7 @@ from typing import Any, Final, NamedTuple, TypeVar, cast
 
 from beacon_proxy.consent.policy import Policy
 from beacon_proxy.headerfacts import list_id
+from beacon_proxy.rewrite.calendar import CalendarChange, calendar_change, is_calendar
 from beacon_proxy.rewrite.campaign import diff_finding, diffed_by_part
 from beacon_proxy.rewrite.charsets import from_utf8, opens_tags, reading
 from beacon_proxy.rewrite.classify import (
@@ -208,6 +209,8 @@ class Analysis:
     urls: str  # every remote URL, joined: one substring test per address form
     unhandled: tuple[str, ...] = ()  # renderable content the precise path did not handle
     signed: bool = False  # signed (or opaque S/MIME) content, left alone here
+    # Every calendar part and its refused form (rewrite.calendar): refused copies only
+    calendars: tuple[CalendarChange, ...] = ()
     # Refused copies whose recipient no URL names are all the same copy: Engine.render
     # keeps the last ones here, by ``diffed``.  Not an init field: ``replace()`` (other
     # bytes) starts with an empty memo, and pickling sends it empty from the workers.
@@ -291,6 +294,7 @@ class Rendered:
     #: None when not known (another policy, a part re-encoded whole or in base64).
     written: tuple[Hashable, tuple[tuple[tuple[int, ...], tuple[tuple[int, int], ...]], ...]] \
         | None = None
+    calendar: int = 0  # constructs that could load removed from calendar parts (refused)
     # report() by (policy, problems): a refused copy's Rendered is shared by every
     # recipient of the message that no URL names, and its report is the same for each
     _reports: dict[tuple[Policy, tuple[str, ...]], dict[str, Any]] = field(
@@ -322,6 +326,8 @@ class Rendered:
             out["vendors"] = sorted({i.finding.vendor for i in trackers if i.finding.vendor})
         if trackers or self.layout:
             out["actions"] = dict(Counter(i.action.value for i in (*trackers, *self.layout)))
+        if self.calendar:
+            out["calendar_loads"] = self.calendar
         if problems or self.problems:
             out["rewrite_problems"] = [*problems, *self.problems]
         return out
@@ -377,6 +383,7 @@ class Engine:
         problems = list(tree.problems)
         unhandled = list(tree.problems)
         parts: list[HtmlPart] = []
+        calendars: list[CalendarChange] = []
         based = _remote_bases(tree) if tree.modifiable else frozenset()
         if tree.modifiable:
             for part in tree.parts:
@@ -384,6 +391,13 @@ class Engine:
                     if part.content_type in OPAQUE_TYPES:
                         unhandled.append(f"{_Where(part)}: encrypted content")
                     continue
+                if part.content_type not in HTML_TYPES and not part.signed and is_calendar(
+                        tree, part):
+                    change = calendar_change(tree, part)
+                    if isinstance(change, str):
+                        unhandled.append(f"{_Where(part)}: {change}")
+                    else:
+                        calendars.append(change)
                 if part.content_type in HTML_TYPES:
                     scanned = self._scan_part(tree, part, problems, based)
                     if scanned is not None:
@@ -402,7 +416,7 @@ class Engine:
                     unhandled.append(f"{_Where(part)}: {part.reason or 'opaque content'}")
         urls = "\n".join([e.url for p in parts for e in p.entries if e.remote])
         return Analysis(data, tree, tuple(parts), tuple(problems), list_id(data), urls,
-                        tuple(unhandled), has_signed_parts(tree))
+                        tuple(unhandled), has_signed_parts(tree), tuple(calendars))
 
     def rebase(self, analysis: Analysis, data: bytes, split: int) -> Analysis | None:
         """``analysis`` made the analysis of ``data``, a message with the same body
@@ -460,10 +474,13 @@ class Engine:
         if has_signed_parts(tree) != analysis.signed or (
                 tree.modifiable and _remote_bases(tree) != _remote_bases(old_tree)):
             return None
+        if not tree.root.is_multipart and is_calendar(tree, tree.root) != is_calendar(
+                old_tree, old_tree.root):
+            return None  # a single-part message named .ics in one header only
         by_path = {part.path: part for part in tree.parts}
         parts = tuple([replace(p, part=by_path[p.part.path]) for p in analysis.parts])
         derived = Analysis(data, tree, parts, analysis.problems, list_id(data), analysis.urls,
-                           analysis.unhandled, analysis.signed)
+                           analysis.unhandled, analysis.signed, analysis.calendars)
         object.__setattr__(derived, "_origin", analysis._origin or analysis)
         return derived
 
@@ -667,10 +684,12 @@ class Engine:
             edit = self._edit(analysis.parts[index], item, link)
             if edit is not None:
                 edits.setdefault(index, []).append(edit)
-        if not edits:
+        calendars = [c for c in analysis.calendars if c.new is not None] \
+            if policy is not Policy.GRANTED else []
+        if not edits and not calendars:
             return Rendered(analysis.data, trackers, False, (), layout, everything)
-        changes = []
-        notes = []
+        changes = self._calendars(analysis.tree, calendars)
+        notes: list[str] = []
         # A granted copy says where it differs from the others (step.Spliced): the
         # stretches written per part, and its shape, the places of the edits
         shape: list[tuple[int, int, int]] | None = [] if policy is Policy.GRANTED else None
@@ -701,7 +720,23 @@ class Engine:
             origin = analysis.shared("granted shape", _new_shape)
             known = ((origin, tuple(shape)), tuple(written))
         return Rendered(analysis.tree.replace_parts(changes), trackers, True,
-                        tuple(notes), layout, everything, written=known)
+                        tuple(notes), layout, everything, written=known,
+                        calendar=sum(c.count for c in calendars))
+
+    @staticmethod
+    def _calendars(tree: MimeTree, calendars: list[CalendarChange]
+                   ) -> list[tuple[MimePart, bytes, bytes | None]]:
+        """The refused form of each calendar part that has one, re-encoded."""
+        changes = []
+        by_path = {part.path: part for part in tree.parts} if calendars else {}
+        for calendar in calendars:
+            part = by_path[calendar.path]
+            try:
+                body, header = reencode(tree, part, calendar.new or b"", part.transfer_encoding)
+            except ValueError as exc:  # never send it half-done
+                raise RenderError(f"{_Where(part)}: {exc}") from exc
+            changes.append((part, body, header))
+        return changes
 
     @staticmethod
     def _encode(tree: MimeTree, part: HtmlPart, edits: list[Edit],
@@ -765,7 +800,8 @@ def _rebased_refused(analysis: Analysis, key: frozenset[tuple[int, int]]) -> Ren
     """
     origin = analysis._origin
     shared = None if origin is None else origin._refused.get(key)
-    if origin is None or shared is None or any(not p.part.path for p in analysis.parts):
+    if origin is None or shared is None or any(not p.part.path for p in analysis.parts) or any(
+            not c.path for c in analysis.calendars):
         return None
     if not shared.changed:
         data = analysis.data
@@ -776,7 +812,7 @@ def _rebased_refused(analysis: Analysis, key: frozenset[tuple[int, int]]) -> Ren
         data = b"".join((memoryview(analysis.data)[:analysis.tree.root.body_span.start],
                          memoryview(shared.data)[old_split:]))
     return Rendered(data, shared.trackers, shared.changed, shared.problems, shared.layout,
-                    shared._all, shared._items)
+                    shared._all, shared._items, calendar=shared.calendar)
 
 
 def _new_shape(origin: Analysis) -> object:

@@ -133,6 +133,26 @@ def test_scan_says_a_refused_copy_loses_its_read_receipt_request(
     assert (b"Disposition-Notification-To" in out.read_bytes()) is not refused
 
 
+@pytest.mark.parametrize("policy", ["refused", "granted"])
+def test_scan_says_what_a_refused_copy_s_calendar_lost(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], policy: str) -> None:
+    mail = tmp_path / "invite.eml"
+    mail.write_bytes(
+        b"From: news@shop.example\nTo: ann@example.org\nSubject: Launch\nMIME-Version: 1.0\n"
+        b'Content-Type: multipart/alternative; boundary="b"\n\n--b\n'
+        b"Content-Type: text/plain\n\nJoin us.\n--b\nContent-Type: text/calendar; "
+        b"method=REQUEST\n\nBEGIN:VCALENDAR\nBEGIN:VEVENT\n"
+        b'X-ALT-DESC;FMTTYPE=text/html:<img src="' + PIXEL_URL.encode() + b'">\n'
+        b"DESCRIPTION:Join us.\nEND:VEVENT\nEND:VCALENDAR\n--b--\n")
+    out = tmp_path / "copy.eml"
+    assert main(["scan", str(mail), "--json", "--policy", policy, "--output", str(out)]) == 0
+    report = json.loads(capsys.readouterr().out)
+    refused = policy == "refused"
+    assert report["outcome"] == ("stripped" if refused else "rewritten")
+    assert report["calendar_loads"] == (1 if refused else 0)
+    assert (PIXEL_URL.encode() in out.read_bytes()) is not refused
+
+
 def test_output_is_the_copy_a_recipient_gets(tmp_path: Path,
                                              capsys: pytest.CaptureFixture[str]) -> None:
     mail = _eml(tmp_path / "n.eml", f'<html><body><p>Hi</p><img src="{PIXEL_URL}" width="1">'

@@ -170,3 +170,32 @@ def test_recipient_side_end_to_end(proxy: Proxy, upstream: Upstream) -> None:
     assert subjects == ["First #0", "Deals #0"]
     # Still no open for anyone but the granted recipient.
     assert [o["address"] for o in _opens(proxy)] == ["granted@example.net"]
+
+
+def test_a_refused_copy_s_invitation_loads_nothing(proxy: Proxy, upstream: Upstream) -> None:
+    _ok(proxy, "consent", "set", "granted@example.net", "--beacons", "granted")
+    pixel = b"https://t.example.com/cal/open.gif"
+    invite = (
+        b"From: news@sender.example\r\nTo: list@sender.example\r\nSubject: Launch\r\n"
+        b"Message-ID: <launch@sender.example>\r\nList-Id: <" + LIST.encode() + b">\r\n"
+        b'MIME-Version: 1.0\r\nContent-Type: multipart/alternative; boundary="b"\r\n\r\n'
+        b"--b\r\nContent-Type: text/plain\r\n\r\nJoin us.\r\n"
+        b"--b\r\nContent-Type: text/calendar; method=REQUEST; charset=utf-8\r\n\r\n"
+        b"BEGIN:VCALENDAR\r\nMETHOD:REQUEST\r\nBEGIN:VEVENT\r\nUID:launch@sender.example\r\n"
+        b'X-ALT-DESC;FMTTYPE=text/html:<html><body><img src="' + pixel + b'"></body></html>\r\n'
+        b"IMAGE;VALUE=URI:" + pixel + b"\r\nDESCRIPTION:Join us.\r\n"
+        b"END:VEVENT\r\nEND:VCALENDAR\r\n--b--\r\n")
+    people = ["granted@example.net", "refused@example.net"]
+    proxy.send("news@sender.example", people, invite)
+    wait_for(lambda: len(upstream.messages) == 2, what="two copies")
+    for who in people:
+        (copy,) = upstream.to(who)
+        calendar = next(p for p in _parse(copy.data).walk()
+                        if p.get_content_type() == "text/calendar")
+        text = calendar.get_payload(decode=True)
+        assert isinstance(text, bytes) and b"DESCRIPTION:Join us." in text
+        assert (pixel in text) is (who == "granted@example.net"), who
+    wait_for(lambda: len(proxy.events("delivered")) == 2, what="both delivered lines")
+    delivered = {e["recipient"]: e for e in proxy.events("delivered")}
+    assert delivered["refused@example.net"]["calendar_loads"] == 2
+    assert "calendar_loads" not in delivered["granted@example.net"]

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 
-from beacon_proxy.rewrite.fallback import neutralise_markup, neutralise_message
+from beacon_proxy.rewrite.fallback import neutralise_message
+from beacon_proxy.rewrite.markup import neutralise_markup
 from tests.rewrite import oracle
 from tests.rewrite.test_oracle import FIXTURES, TEMPLATE_FILES, TEMPLATES, _documents
 

@@ -31,11 +31,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from beacon_proxy.consent.policy import Policy
+from beacon_proxy.rewrite.calendar import neutralise_calendar
 from beacon_proxy.rewrite.classify import is_hidden, is_spacer, is_tiny
 from beacon_proxy.rewrite.css import scan_css
-from beacon_proxy.rewrite.fallback import neutralise_markup, neutralise_message
+from beacon_proxy.rewrite.fallback import neutralise_message
 from beacon_proxy.rewrite.html import Box, scan_html
 from beacon_proxy.rewrite.identity import RecipientIdentity, base64_cores
+from beacon_proxy.rewrite.markup import neutralise_markup
 from beacon_proxy.rewrite.mime import header_fields, parse_message
 from beacon_proxy.rewrite.rules import Rule, literal_runs, load_rules
 from beacon_proxy.rewrite.unmodelled import unmodelled_markup, unread_meta_charset
@@ -301,6 +303,26 @@ _FALLBACK: dict[str, Build] = {
 @pytest.mark.parametrize("build", _FALLBACK.values(), ids=_FALLBACK.keys())
 def test_fallback_is_linear(build: Build) -> None:
     _assert_linear(build, neutralise_markup)
+
+
+_CALENDAR: dict[str, Build] = {
+    "folds": _rep(b"DESCRIPTION:<img ", b"\r\n s"),  # one property of n physical lines
+    "properties": _rep(b"", b"IMAGE:https://t.test/p\r\n"),
+    "altreps": _rep(b"SUMMARY", b';ALTREP="https://t.test/a"'),
+    "altrep-unquoted": _rep(b"SUMMARY", b";ALTREP=x"),
+    "quotes": _rep(b"DESCRIPTION", b';X=":"'),
+    "open-quote": _rep(b'DESCRIPTION;X="', b":a"),
+    "markup": _rep(b"DESCRIPTION:", b"<img src=x\\n"),
+    "markup-and-altreps": _rep(b"DESCRIPTION", b';ALTREP=" src=x<"'),
+    "html-property": _rep(b"X-ALT-DESC;FMTTYPE=text/html:", b"<p>(a)\r\n "),
+    "soft-breaks": _rep(b"DESCRIPTION;ENCODING=QUOTED-PRINTABLE:", b"<a=\r\n"),
+    "soft-breaks-quoted": _rep(b'DESCRIPTION;X=";QUOTED-PRINTABLE":', b"a=\r\n"),
+}
+
+
+@pytest.mark.parametrize("build", _CALENDAR.values(), ids=_CALENDAR.keys())
+def test_calendar_reading_is_linear(build: Build) -> None:
+    _assert_linear(build, lambda data: neutralise_calendar(data, "utf-8"))
 
 
 @pytest.mark.parametrize("unit", [b"<meta", b"<meta charset", b"<meta charset=x", b"<svg",

@@ -36,8 +36,8 @@ from beacon_proxy.rewrite.charsets import (
     scan_view,
     to_utf8,
 )
-from beacon_proxy.rewrite.fallback import neutralise_markup
 from beacon_proxy.rewrite.html import scan_entries, scan_html
+from beacon_proxy.rewrite.markup import neutralise_markup
 from beacon_proxy.rewrite.unmodelled import unmodelled_markup
 from tests.rewrite import oracle
 
