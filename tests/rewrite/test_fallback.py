@@ -1,63 +1,21 @@
-"""The conservative fallback: after it, a browser-conformant parser finds no remote load."""
+"""The conservative fallback over whole messages: every part a client renders, neutralised
+(the markup reading itself: ``test_markup.py``)."""
 
 from __future__ import annotations
 
 import base64
 import email
 import email.policy
-from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, example, given, settings
 
 from beacon_proxy.rewrite.fallback import neutralise_message
-from beacon_proxy.rewrite.markup import neutralise_markup
 from tests.rewrite import oracle
-from tests.rewrite.test_oracle import FIXTURES, TEMPLATE_FILES, TEMPLATES, _documents
 
 
 def loads_left(html: str) -> dict[str, set[str]]:
     """Remote loads each oracle parser still finds (plain links are not loads)."""
     return {parser: urls for parser, urls in oracle.remote_urls(html).items() if urls}
-
-
-def _neutralised(html: str) -> str:
-    return neutralise_markup(html.encode("utf-8"))[0].decode("utf-8")
-
-
-@pytest.mark.parametrize("path", sorted((FIXTURES / "html").glob("*.html")), ids=lambda p: p.stem)
-def test_no_load_survives_in_fixtures(path: Path) -> None:
-    html = path.read_text("utf-8", "replace")
-    assert loads_left(html), "the fixture loads something to begin with"
-    assert loads_left(_neutralised(html)) == {}
-
-
-@pytest.mark.skipif(not TEMPLATE_FILES, reason=f"no shared templates at {TEMPLATES}")
-@pytest.mark.parametrize("name", [p.name for p in TEMPLATE_FILES] or ["none"])
-def test_no_load_survives_in_real_templates(name: str) -> None:
-    html = (TEMPLATES / name).read_text("utf-8", "replace")
-    out = _neutralised(html)
-    assert loads_left(out) == {}
-    assert out.count("<a ") + out.count("<a\n") == html.count("<a ") + html.count("<a\n")
-
-
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(_documents())
-@example("<link title='<a x=\"' u\" href=https://t.test/x.css>")  # a quote trick on <a href
-@example("<link title=<a href=https://t.test/y.css rel=stylesheet>")
-@example("<svg><style><img src=https://t.test/svg></style></svg>")
-@example("<svg><image><set attributeName=href to=https://t.test/smil /></image></svg>")
-@example("<p style=\"background:u&#114;l(https://t.test/e)\">")
-@example("<style>@\\69mport 'https://t.test/i';@import url(https://t.test/j);</style>")
-@example("<meta http-equiv=refresh content='0;url=https://t.test/r'>")
-def test_no_load_survives_in_hostile_html(html: str) -> None:
-    assert loads_left(_neutralised(html)) == {}
-
-
-def test_links_cid_images_and_harmless_css_keep_working() -> None:
-    html = ('<a href="https://shop.example/sale">Sale</a><img src="cid:logo@x" alt="">'
-            '<td style="color:rgb(1,2,3);width:calc(100% - 2px)">')
-    assert neutralise_markup(html.encode()) == (html.encode(), 0)
 
 
 def _payload(data: bytes) -> str:
@@ -201,32 +159,7 @@ def test_a_charset_clients_read_differently_is_held(ctype: bytes) -> None:
     assert result.data is None and "ambiguous" in (result.reason or "")
 
 
-# -- at-keywords split by markup, XML parts, padded soft line breaks ---------------------
-
-@pytest.mark.parametrize("css", [
-    '@&#105;mport "https://t.test/a";', '@&#x69;mport "https://t.test/a";',
-    '&#64;&#105;mport "https://t.test/a";', '@&bsol;69mport "https://t.test/a";',
-    '@imp<![CDATA[ort "https://t.test/a";]]>', '@<![CDATA[import "https://t.test/a";]]>',
-    '<![CDATA[@]]>import "https://t.test/a";', '@imp<!---->ort "https://t.test/a";',
-    '@IMP<g/>ORT "https://t.test/a";', '@i<?x?>mport "https://t.test/a";',
-    '&commat;im<!---->port "https://t.test/a";'])
-def test_an_at_import_split_by_markup_is_broken(css: str) -> None:
-    """In an SVG ``<style>`` (and any XML style sheet) references are decoded and
-    comments, CDATA markers, processing instructions and elements left out of the
-    text: an ``@`` then a start of ``import`` then such a split gets the ``_``."""
-    out = _neutralised(f"<svg><style>{css}</style></svg>")
-    assert "@_" in out or "&#64;_" in out or "&commat;_" in out
-    assert loads_left(out) == {}
-
-
-@pytest.mark.parametrize("text", [
-    "write to ann@example.org &amp; bob@shop.example", "<a href=mailto:ann@example.org>",
-    "@media screen{p{color:red}}", "@font-face{font-family:x}", "a@i.example", "@impo rt"])
-def test_addresses_and_other_at_rules_are_left_alone(text: str) -> None:
-    assert neutralise_markup(text.encode()) == (text.encode(), 0)
-    # text that only may be a split "@import" pays a "_": "@im<b>portant</b>"
-    assert neutralise_markup(b"@im<b>portant</b>")[0] == b"@_im<b>portant</b>"
-
+# -- XML parts, padded soft line breaks ----------------------------------------------------
 
 def _related(html: bytes, ctype: bytes, part: bytes) -> bytes:
     return (b'Content-Type: multipart/related; boundary="r"\r\nMIME-Version: 1.0\r\n\r\n'
