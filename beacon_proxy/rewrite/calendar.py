@@ -56,7 +56,7 @@ from beacon_proxy.rewrite.charsets import (
     scan_view,
     to_utf8,
 )
-from beacon_proxy.rewrite.markup import markup_edits
+from beacon_proxy.rewrite.markup import applied, markup_edits
 from beacon_proxy.rewrite.mime import RENDERED_TYPES, MimePart, MimeTree
 from beacon_proxy.rewrite.transfer import (
     TransferError,
@@ -246,15 +246,7 @@ def _neutralised(text: bytes, view: bytes) -> tuple[bytes, int]:
         elif changed[0]:
             edits += changed[0]
             count += changed[1]
-    if not edits:
-        return text, 0
-    pieces: list[bytes] = []
-    pos = 0
-    for start, end, replacement in edits:
-        pieces += (text[pos:start], replacement)
-        pos = end
-    pieces.append(text[pos:])
-    return b"".join(pieces), count
+    return (applied(text, edits), count) if edits else (text, 0)
 
 
 def _alone_too(view: bytes, segments: list[tuple[int, int]], soft: list[int]) -> bool:
@@ -312,7 +304,7 @@ def _plain_property(name: bytes, line: bytes, head: bytes, segments: list[tuple[
     alternates: list[_Edit] = []
     if b"altrep" in head.lower():
         alternates = [(m.start(), m.end(), b"") for m in _ALTREP.finditer(head)]
-        if not alternates or b"altrep" in _head(_applied(line, alternates)).lower():
+        if not alternates or b"altrep" in _head(applied(line, alternates)).lower():
             return None  # an ALTREP this cannot take out alone
     edits, count = alternates, len(alternates)
     if b"<" in line:  # markup, for a client that shows the value as HTML
@@ -413,16 +405,6 @@ def _unquoted_colon(line: bytes) -> int:
         if close < 0:
             return -1
         pos = close + 1
-
-
-def _applied(line: bytes, edits: list[_Edit]) -> bytes:
-    pieces: list[bytes] = []
-    pos = 0
-    for start, end, replacement in edits:
-        pieces += (line[pos:start], replacement)
-        pos = end
-    pieces.append(line[pos:])
-    return b"".join(pieces)
 
 
 def _mapped(edits: list[_Edit], segments: list[tuple[int, int]]) -> list[_Edit]:

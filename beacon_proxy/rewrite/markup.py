@@ -32,7 +32,7 @@ from __future__ import annotations
 import re
 from typing import Final
 
-__all__ = ["markup_edits", "neutralise_markup"]
+__all__ = ["applied", "markup_edits", "neutralise_markup"]
 
 _WS = rb"[\t\n\f\r ]"
 _LOADING_ATTRS = (
@@ -135,13 +135,18 @@ def neutralise_markup(text: bytes, view: bytes | None = None) -> tuple[bytes, in
     edits = markup_edits(text if view is None else view)
     if not edits:
         return text, 0
+    return applied(text, edits), sum(start == end for start, end, _ in edits)
+
+
+def applied(text: bytes, edits: list[tuple[int, int, bytes]]) -> bytes:
+    """``text`` with ``edits`` (``(start, end, replacement)``, sorted, not overlapping)."""
     pieces: list[bytes] = []
     pos = 0
     for start, end, replacement in edits:
         pieces += (text[pos:start], replacement)
         pos = end
     pieces.append(text[pos:])
-    return b"".join(pieces), sum(start == end for start, end, _ in edits)
+    return b"".join(pieces)
 
 
 def markup_edits(view: bytes) -> list[tuple[int, int, bytes]]:
