@@ -1,40 +1,52 @@
-"""Calendar parts (iCalendar, RFC 5545) in a refused copy: nothing in them loads.
+"""Calendar parts (iCalendar, RFC 5545; vCalendar 1.0) in a refused copy: nothing loads.
 
 An invitation (``text/calendar``, iMIP) or an "add to your calendar" attachment is
 shown by the mail client, and some of what it carries loads from the network:
 
 * an HTML description: Outlook shows ``X-ALT-DESC;FMTTYPE=text/html`` as the
   event's body, images included (``STYLED-DESCRIPTION``, RFC 9073, is the
-  standard form, also by URI); any property with an HTML or XML ``FMTTYPE``;
+  standard form, also by URI); a client may show any value as HTML;
 * a property whose value is a URI the client fetches: ``IMAGE`` (RFC 7986),
   ``ATTACH`` (a URI unless it says ``VALUE=BINARY``: an alarm's sound too),
   ``TZURL``, ``SOURCE`` (fetched to refresh the calendar), ``STRUCTURED-DATA``;
 * the ``ALTREP`` parameter (RFC 5545 3.2.1), an alternate representation of a
   description, summary, location or comment that a client may fetch;
-* markup in any other value, for a client that shows a ``DESCRIPTION`` as HTML.
+* a value in quoted-printable or base64 (vCalendar 1.0's ``ENCODING``), which
+  decodes to any of that.
 
-:func:`neutralise_calendar` makes a copy in which none of it loads: an HTML
-property in which the fallback's reading finds anything that could load
-(:func:`~beacon_proxy.rewrite.markup.markup_edits`: an attribute that loads, a
-``(`` of a CSS function, an ``@import``), or that is given by URI, is removed
-whole (the plain ``DESCRIPTION`` stays: what every other client shows); a URI
-property is removed unless its value is inline (``cid:``, ``mid:``, ``data:``,
-``VALUE=BINARY`` or ``ENCODING=BASE64``) - read both ways a client may split
-the line (at its first ``:``, or at the first one outside double quotes: when
-they differ, it is removed); every ``ALTREP`` parameter is removed (the whole
-property when one is left after that); markup in other values (a ``<``) is
-neutralised in place with the fallback's insertions (``x-bp-`` before an
-attribute that loads, a blank before ``(``, ``@_import``), its words kept.
-Links (``URL``, ``CONFERENCE``) are not loads and stay.
+Readers split and unfold these lines in many ways, so, like the fallback's reading
+of markup (:mod:`~beacon_proxy.rewrite.markup`), :func:`neutralise_calendar` does
+not decide on one: it reads the text in every way a client may - as it is, and
+unfolded as RFC 5545 says (a line end and one blank go), as RFC 822 and vCalendar
+1.0 say (the blank stays), across empty lines (``icalendar``), with any of CR, LF,
+VT, FF, FS-RS, NEL, U+2028 and U+2029 as a line end, and each of those with
+iCalendar's backslash escapes read as a decoder reads them (``\\n`` a newline,
+also where a naive decoder takes ``\\\\n`` for ``\\`` and a newline) - and makes
+only insertions in the original bytes, each mapped back from the reading that
+asked for it, which no other reading can undo:
 
-Lines are unfolded (a line end, then one blank) and read on a same-length view:
-multi-byte characters masked (:func:`~beacon_proxy.rewrite.charsets.scan_view`),
-iCalendar's backslash escapes blanked (``\\n`` separates ``<img\\nsrc=`` as the
-newline it stands for does).  The changes are made in the original bytes: a
-removed property goes with every physical line it has, an insertion or deletion
-inside a property is mapped through its folds.  Charsets that are not
-ASCII-compatible (UTF-16, UTF-32, UTF-7) are read through their UTF-8
-transcoding and written back.  Linear in the part's size.
+* in any line that holds a ``<``, the fallback's insertions
+  (:func:`~beacon_proxy.rewrite.markup.markup_edits`: ``x-bp-`` before an
+  attribute that loads, a blank - ``/**/`` at the start of a line, where a
+  blank would fold it - before a ``(`` of a CSS function, ``@_import``), the
+  words kept;
+* ``X-BP-`` before the name of a fetched-URI property at the start of a line (a
+  group prefix ``item1.`` allowed), which makes it an unknown property that
+  clients ignore - unless its value is inline, read both ways a client may split
+  the line (``cid:``, ``mid:``, ``data:``, or a real ``VALUE=BINARY`` parameter of
+  ``ATTACH``, ``IMAGE`` or ``STRUCTURED-DATA``, no quote before the value); an HTML
+  description only when it is given by URI;
+* ``X-BP-`` before every ``ALTREP`` and ``ENCODING`` parameter name (but the
+  ``ENCODING`` of a kept binary value) and before a bare ``BASE64`` parameter, and
+  an ``_`` inside every ``quoted-printable`` (``QUOTED_-PRINTABLE``): no decoder
+  then decodes a value, not even one that takes any line with that word for
+  quoted-printable and joins it to the next.
+
+Links (``URL``, ``CONFERENCE``) are not loads and stay.  Charsets that are not
+ASCII-compatible (UTF-16, UTF-32, UTF-7, HZ) are read through their UTF-8
+transcoding and written back; their bytes as they are must need nothing (a client
+that reads UTF-7 as ASCII), else no copy is made.  Work is linear in the part's
+size (views are built once, insertions mapped back with a binary search).
 
 Granted copies keep their calendar parts as they are.
 """
@@ -42,10 +54,11 @@ Granted copies keep their calendar parts as they are.
 from __future__ import annotations
 
 import binascii
+import email
+import email.policy
 import re
 from bisect import bisect_right
 from dataclasses import dataclass
-from itertools import pairwise
 from typing import Final
 
 from beacon_proxy.rewrite.charsets import (
@@ -53,11 +66,10 @@ from beacon_proxy.rewrite.charsets import (
     from_utf8,
     has_bom,
     is_transcoded,
-    scan_view,
     to_utf8,
 )
 from beacon_proxy.rewrite.markup import applied, markup_edits
-from beacon_proxy.rewrite.mime import RENDERED_TYPES, MimePart, MimeTree
+from beacon_proxy.rewrite.mime import MimePart, MimeTree
 from beacon_proxy.rewrite.transfer import (
     TransferError,
     decode,
@@ -67,79 +79,119 @@ from beacon_proxy.rewrite.transfer import (
 
 __all__ = ["CalendarChange", "calendar_change", "is_calendar", "neutralise_calendar"]
 
-MAX_CALENDAR: Final = 16 << 20  # bytes of a decoded calendar part read by the precise path
+#: Bytes of a decoded calendar part read (by both paths); a larger one is no copy's
+#: (real invitations are a few KB; the readings cost up to ~4 us a byte of hostile text).
+MAX_CALENDAR: Final = 4 << 20
 
 CALENDAR_TYPES: Final = frozenset({"application/ics", "application/x-ical"})
-"""Calendar types without "calendar" in their name (text/calendar, text/x-vcalendar,
-application/calendar+xml and the like are found by the word)."""
+"""Calendar types without "calendar" in their name (text/calendar, text/x-vcalendar
+and the like are found by the word)."""
 
-#: A file name (or name) parameter that ends in a calendar extension, RFC 2231's
-#: percent-encoded dot included.
+_EXTENSION: Final = re.compile(r"\.(?:ics|ical|icalendar|ifb|vcs)\s*\Z", re.IGNORECASE)
+#: A name parameter ending in a calendar extension, as written (folds undone).
 _FILE_NAME: Final = re.compile(
-    rb"name[^=\r\n]{0,12}=[^;\r\n]{0,400}?(?:\.|%2e)(?:ics|ical|icalendar|ifb|vcs)(?![a-z0-9])",
-    re.IGNORECASE)
+    rb"name[\t ]*=[\t ]*\"?[^;\"\r\n]{0,400}?\.(?:ics|ical|icalendar|ifb|vcs)"
+    rb"[\t ]*(?:[\";\r\n]|\Z)", re.IGNORECASE)
+#: What only Python's email reads right: RFC 2047 words, RFC 2231 sections and charsets.
+_ENCODED_NAME: Final = re.compile(rb"name[^=\r\n]{0,12}\*|=\?", re.IGNORECASE)
 _FOLD: Final = re.compile(rb"\r?\n(?=[\t ])")
-#: The seam between two RFC 2231 continuations of a name: "...; filename*1=..."
-_CONTINUATION: Final = re.compile(
-    rb'"?[\t ]*;[\t ]*(?:file)?name\*[1-9][0-9]*\*?[\t ]*=[\t ]*"?', re.IGNORECASE)
-_SNIFF: Final = 512  # bytes of a body looked at for BEGIN:VCALENDAR
+_SNIFF: Final = 4096  # bytes of a body decoded at a time to find BEGIN:VCALENDAR
 _NOT_BASE64: Final = re.compile(rb"[^A-Za-z0-9+/]+")
 _BEGIN: Final = re.compile(rb"(?:\xef\xbb\xbf|\xff\xfe|\xfe\xff)?\s*begin[\t ]*:[\t ]*vcalendar",
                            re.IGNORECASE)
-_LINE: Final = re.compile(rb"[^\r\n]*+(?:\r\n|\r|\n|\Z)")
-_ESCAPE: Final = re.compile(rb"\\[\s\S]")
-_NAME: Final = re.compile(rb"[^;:\t ]*+")
-#: An ALTREP parameter, its value quoted or not (quote-aware, in the parameters).
-_ALTREP: Final = re.compile(rb';[\t ]*+altrep[\t ]*+=[\t ]*+(?:"[^"]*+"?|[^;:]*+)', re.IGNORECASE)
-_HTML_PROPERTIES: Final = frozenset({b"X-ALT-DESC", b"STYLED-DESCRIPTION"})
-_HTML_FORMAT: Final = re.compile(rb"fmttype[^;:]*?(?:html|xml|css|svg)", re.IGNORECASE)
+
+#: Every byte sequence some reader ends a line at: CR LF, CR, LF, VT, FF, FS, GS, RS,
+#: NEL (Latin-1 and UTF-8), U+2028 and U+2029 (UTF-8).
+_BREAK: Final = rb"(?:\r\n|[\n\r\x0b\x0c\x1c-\x1e\x85]|\xc2\x85|\xe2\x80[\xa8\xa9])"
+_BREAKS: Final = re.compile(_BREAK)
+#: The unfoldings: each pattern's matches are deleted from the text.
+_UNFOLDINGS: Final = (
+    re.compile(_BREAK + rb"[\t ]"),             # RFC 5545: a line end and one blank
+    re.compile(_BREAK + rb"(?=[\t ])"),         # RFC 822, vCalendar 1.0: the blank stays
+    re.compile(_BREAK + rb"++[\t ]"),           # icalendar: across empty lines
+    re.compile(_BREAK + rb"++(?=[\t ])"),
+)
+_ESCAPES: Final = (re.compile(rb"\\[\s\S]"),   # pairs, as RFC 5545 decodes them
+                   re.compile(rb"\\[nN]"))       # "\n" anywhere, as a naive decoder does
+#: A property's name at the start of a line (blanks and a group prefix allowed).
+_PROPERTY: Final = re.compile(rb"[\t ]*+(?:[A-Za-z0-9_-]++\.)?([A-Za-z0-9_-]++)[\t ]*+[;:]")
 _URI_PROPERTIES: Final = frozenset({b"IMAGE", b"ATTACH", b"TZURL", b"SOURCE",
                                     b"STRUCTURED-DATA"})
-_INLINE_VALUE: Final = re.compile(rb"[\t ]*+(?:cid|mid|data):", re.IGNORECASE)
-_BINARY: Final = re.compile(rb"value[\t ]*=[\t ]*binary|encoding[\t ]*=[\t ]*base64",
+_BINARY_PROPERTIES: Final = frozenset({b"IMAGE", b"ATTACH", b"STRUCTURED-DATA"})
+_HTML_PROPERTIES: Final = frozenset({b"X-ALT-DESC", b"STYLED-DESCRIPTION"})
+_INLINE: Final = re.compile(rb"[\t ]*+(?:cid|mid|data):", re.IGNORECASE)
+_SCHEME: Final = re.compile(rb"[\t ]*+[a-z][a-z0-9+.-]*+:", re.IGNORECASE)
+_BY_URI: Final = re.compile(rb";[\t ]*+value[\t ]*+=[\t ]*+uri[\t ]*+(?=[;:,]|\Z)",
                             re.IGNORECASE)
-_BY_URI: Final = re.compile(rb"value[\t ]*=[\t ]*uri", re.IGNORECASE)
-#: vCalendar 1.0's transfer encodings of a value (``ENCODING=QUOTED-PRINTABLE``, also
-#: written as the bare parameter ``;QUOTED-PRINTABLE``; ``ENCODING=BASE64`` or ``B``).
-_ENCODED: Final = re.compile(
-    rb";[\t ]*+(?:encoding[\t ]*+=[\t ]*+)?(quoted-printable|base64|b)[\t ]*+(?=[;:,]|$)",
+_VALUE_BINARY: Final = re.compile(rb";[\t ]*+value[\t ]*+=[\t ]*+binary[\t ]*+(?=;|\Z)",
+                                  re.IGNORECASE)
+#: Parameter names renamed wherever they are: ALTREP and ENCODING (group 1), a bare
+#: BASE64 after a ";" (group 2).
+_PARAMETER: Final = re.compile(
+    rb"(?<![A-Za-z0-9_-])(altrep|encoding)(?=[\t ]*+=)|;[\t ]*+(base64)(?=[\t ]*+[;:,])",
     re.IGNORECASE)
-_QUOTED_PRINTABLE: Final = re.compile(rb";[\t ]*+(?:encoding[\t ]*+=[\t ]*+)?quoted-printable",
-                                      re.IGNORECASE)
-_FETCHED: Final = frozenset({b"TZURL", b"SOURCE"})  # always a URI
-_URI: Final = re.compile(rb"[\t ]*+[a-z][a-z0-9+.-]*+:", re.IGNORECASE)
+_QUOTED_PRINTABLE: Final = re.compile(rb"(?<=quoted)(?=-printable)", re.IGNORECASE)
+_RENAMED: Final = b"X-BP-"
+_Insertion = tuple[int, bytes]  # (position in the original bytes, what goes there)
 
 
 def is_calendar(tree: MimeTree, part: MimePart) -> bool:
     """Whether a client may show this leaf as a calendar: its type says so, its (file)
-    name ends in ``.ics``, ``.ical``, ``.icalendar``, ``.ifb`` or ``.vcs`` (folded, or
-    split in RFC 2231 continuations), or its content starts with ``BEGIN:VCALENDAR`` -
-    and it is not read as HTML, CSS or XML (the markup passes cover those)."""
+    name ends in ``.ics``, ``.ical``, ``.icalendar``, ``.ifb`` or ``.vcs`` (folded,
+    RFC 2047- or RFC 2231-encoded, split in continuations), or its content starts with
+    ``BEGIN:VCALENDAR`` (after any blank lines; NULs left out, so UTF-16 too).  An
+    HTML, CSS or XML part too: a client that opens it by its name reads it as a
+    calendar (the precise path leaves such a part to the fallback)."""
+    if part.is_multipart:
+        return False
     kind = part.content_type
-    if part.is_multipart or kind in RENDERED_TYPES or "xml" in kind:
-        return False  # read as markup (xCal, RFC 6321, is XML: no client shows it)
-    if "calendar" in kind or kind in CALENDAR_TYPES:
+    if ("calendar" in kind and "xml" not in kind) or kind in CALENDAR_TYPES:
+        return True  # (xCal, RFC 6321, is XML: no mail client shows it)
+    header = tree.data[part.header_span]
+    if _FILE_NAME.search(_FOLD.sub(b"", header)) is not None:
         return True
-    header = _FOLD.sub(b"", tree.data[part.header_span])
-    if _FILE_NAME.search(_CONTINUATION.sub(b"", header)) is not None:
+    if _ENCODED_NAME.search(header) is not None and _named_calendar(header):
         return True
-    start = part.body_span.start
-    head = tree.data[start:min(part.body_span.stop, start + _SNIFF)]
-    return _BEGIN.match(_start(head, part.transfer_encoding)) is not None
+    return _starts_calendar(tree, part)
 
 
-def _start(head: bytes, cte: str) -> bytes:
-    """The first bytes of a body, transfer-decoded as far as they go, NULs left out (so
-    UTF-16 and UTF-32 text reads as its ASCII)."""
+def _named_calendar(header: bytes) -> bool:
+    """Whether Python's email, which decodes every encoding of a parameter, reads a
+    calendar name in ``header`` (a part's header block)."""
+    msg = email.message_from_bytes(header.rstrip(b"\r\n") + b"\r\n\r\n",
+                                   policy=email.policy.default)
     try:
-        if cte == "base64":
-            chunk = _NOT_BASE64.sub(b"", head)[:96]
-            head = binascii.a2b_base64(chunk[:len(chunk) // 4 * 4])
-        elif cte == "quoted-printable":
-            head = binascii.a2b_qp(head)
-    except (binascii.Error, ValueError):
-        return b""
-    return head.replace(b"\0", b"")
+        names = (msg.get_filename(), msg.get_param("name"))
+    except Exception:  # a header email cannot read: the plain search above stands
+        return False
+    return any(isinstance(n, str) and _EXTENSION.search(n) for n in names)
+
+
+def _starts_calendar(tree: MimeTree, part: MimePart) -> bool:
+    """Whether the body, transfer-decoded, starts with ``BEGIN:VCALENDAR`` after
+    blanks: decoded a piece at a time until something else than blanks comes."""
+    pos, stop, cte = part.body_span.start, part.body_span.stop, part.transfer_encoding
+    seen = carry = b""
+    while pos < stop:
+        end = min(stop, pos + _SNIFF)
+        if cte == "quoted-printable" and end < stop:
+            cut = tree.data.rfind(b"=", end - 2, end)  # no "=XX" escape cut in two
+            end = cut if cut > pos else end
+        chunk = tree.data[pos:end]
+        pos = end
+        try:
+            if cte == "base64":  # in quads: what a piece leaves over goes with the next
+                chunk = carry + _NOT_BASE64.sub(b"", chunk)
+                whole = len(chunk) // 4 * 4
+                chunk, carry = binascii.a2b_base64(chunk[:whole]), chunk[whole:]
+            elif cte == "quoted-printable":
+                chunk = binascii.a2b_qp(chunk)
+        except (binascii.Error, ValueError):
+            return False
+        seen = (seen + chunk.replace(b"\0", b"")).lstrip(b" \t\r\n\x0b\x0c")
+        if len(seen) >= 32 or (seen and pos >= stop):
+            break
+    return _BEGIN.match(seen) is not None
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,8 +222,6 @@ def calendar_change(tree: MimeTree, part: MimePart) -> CalendarChange | str:
     if part.transfer_encoding == "quoted-printable" and padded_soft_breaks(body):
         return ("calendar in quoted-printable with blanks after a soft line break's '=' "
                 "(decoders join such lines in two ways)")
-    if len(decoded) > MAX_CALENDAR:
-        return f"calendar larger than {MAX_CALENDAR} bytes"
     result = neutralise_calendar(decoded, part.charset_label)
     if isinstance(result, str):
         return result
@@ -181,21 +231,24 @@ def calendar_change(tree: MimeTree, part: MimePart) -> CalendarChange | str:
 
 def neutralise_calendar(decoded: bytes, label: str) -> tuple[bytes, int] | str:
     """``decoded`` (a calendar part's transfer-decoded body, in the charset ``label``
-    says) with nothing that loads, and the number of constructs changed; or why no
-    such copy can be made (then hold it).
+    says) with nothing that loads, and the number of insertions; or why no such copy
+    can be made (then hold it).
 
-    >>> neutralise_calendar(b"BEGIN:VEVENT\\r\\nIMAGE;VALUE=URI:https://t.example/p\\r\\n"
-    ...                     b"DESCRIPTION:Hello\\r\\nEND:VEVENT\\r\\n", "utf-8")
-    (b'BEGIN:VEVENT\\r\\nDESCRIPTION:Hello\\r\\nEND:VEVENT\\r\\n', 1)
+    >>> neutralise_calendar(b"IMAGE;VALUE=URI:https://t.example/p\\r\\nSUMMARY:Hi\\r\\n", "utf-8")
+    (b'X-BP-IMAGE;VALUE=URI:https://t.example/p\\r\\nSUMMARY:Hi\\r\\n', 1)
     """
+    if len(decoded) > MAX_CALENDAR:
+        return f"calendar larger than {MAX_CALENDAR} bytes"
     charset = effective_charset(decoded, label)
     if not is_transcoded(charset):
-        return _neutralised(decoded, scan_view(decoded, charset))
+        return _neutralised(decoded)
+    if _insertions(decoded):  # UTF-7 read as ASCII by a client that ignores the label
+        return f"calendar part in {charset} whose bytes read as ASCII load something"
     try:
         text = to_utf8(decoded, charset)
     except ValueError as exc:
         return f"calendar part in {charset} that cannot be read: {exc}"
-    new, count = _neutralised(text, text)
+    new, count = _neutralised(text)
     if not count:
         return decoded, 0
     try:
@@ -204,195 +257,133 @@ def neutralise_calendar(decoded: bytes, label: str) -> tuple[bytes, int] | str:
         return f"calendar part in {charset} that cannot be written back: {exc}"
 
 
-_Edit = tuple[int, int, bytes]  # (start, end, replacement), in the original bytes
+def _neutralised(text: bytes) -> tuple[bytes, int]:
+    found = _insertions(text)
+    if not found:
+        return text, 0
+    edits = [(pos, pos, found[pos]) for pos in sorted(found)]
+    return applied(text, edits), len(edits)
 
 
-def _neutralised(text: bytes, view: bytes) -> tuple[bytes, int]:
-    edits: list[_Edit] = []
-    count = 0
-    lines = [(m.start(), m.end()) for m in _LINE.finditer(view) if m.end() > m.start()]
-    index = 0
-    while index < len(lines):  # one property: a line and its continuation lines
-        start, end = lines[index]
-        segments = [(start, _content_end(view, start, end))]
-        soft: list[int] = []  # segments after a quoted-printable soft line break
-        quoted_printable: bytes | None = None  # the head, once a soft break asks
-        ambiguous = False
-        index += 1
-        while index < len(lines):
-            cont, cont_end = lines[index]
-            if view[cont] in b" \t":
-                segments.append((cont + 1, _content_end(view, cont, cont_end)))
-            elif view[segments[-1][0]:segments[-1][1]].endswith(b"="):
-                if quoted_printable is None:  # once: a value's lines never change it
-                    quoted_printable = _head(b"".join([view[a:b] for a, b in segments]))
-                if not _QUOTED_PRINTABLE.search(quoted_printable):
-                    break
-                if b'"' in quoted_printable:  # maybe a quoted value's text: the next line
-                    ambiguous = True          # is a property of its own to some clients
-                    break
-                soft.append(len(segments))
-                segments.append((cont, _content_end(view, cont, cont_end)))
-            else:
-                break
-            end = cont_end
-            index += 1
-        changed = None if ambiguous else _property(view, segments, soft)
-        if soft and changed is not None and not _alone_too(view, segments, soft):
-            changed = None
-        if changed is None:  # the whole property goes, every physical line of it
-            edits.append((start, end, b""))
-            count += 1
-        elif changed[0]:
-            edits += changed[0]
-            count += changed[1]
-    return (applied(text, edits), count) if edits else (text, 0)
+class _View:
+    """The text as one reading has it: ``data``, and where each stretch of it is in the
+    original bytes (``starts[i]`` in the view is ``origins[i]`` in the original)."""
+
+    def __init__(self, text: bytes, deleted: re.Pattern[bytes] | None = None) -> None:
+        self.starts = [0]
+        self.origins = [0]
+        if deleted is None:
+            self.data = text
+            return
+        pieces: list[bytes] = []
+        pos = size = 0
+        for m in deleted.finditer(text):
+            pieces.append(text[pos:m.start()])
+            size += m.start() - pos
+            pos = m.end()
+            self.starts.append(size)
+            self.origins.append(pos)
+        pieces.append(text[pos:])
+        self.data = b"".join(pieces)
+
+    def origin(self, at: int) -> int:
+        """Where the byte at ``at`` in the view is in the original bytes."""
+        i = bisect_right(self.starts, at) - 1
+        return self.origins[i] + at - self.starts[i]
 
 
-def _alone_too(view: bytes, segments: list[tuple[int, int]], soft: list[int]) -> bool:
-    """Whether each line after a soft line break, read as a property of its own (as an
-    iCalendar 2.0 client reads it: no soft breaks there), needs nothing either."""
-    bounds = [*soft, len(segments)]
-    return all(_property(view, segments[a:b], []) == ([], 0) for a, b in pairwise(bounds))
+def _insertions(text: bytes) -> dict[int, bytes]:
+    """Every insertion any reading asks for: position in ``text`` -> bytes."""
+    views = [_View(text)]
+    if re.search(_BREAK + rb"[\t ]", text):
+        seen = {text}
+        for pattern in _UNFOLDINGS:
+            view = _View(text, pattern)
+            if view.data not in seen:
+                seen.add(view.data)
+                views.append(view)
+    found: dict[int, bytes] = {}
+    for view in views:
+        _structure(text, view, found)
+        _markup(text, view, view.data, found)
+        if b"\\" in view.data:
+            for escape in _ESCAPES:
+                _markup(text, view, escape.sub(b"  ", view.data), found)
+    return found
 
 
-def _content_end(view: bytes, start: int, end: int) -> int:
-    """Where the line from ``start`` to ``end`` (its line end included) ends without it."""
-    while end > start and view[end - 1] in b"\r\n":
-        end -= 1
-    return end
+def _markup(text: bytes, view: _View, data: bytes, found: dict[int, bytes]) -> None:
+    """The fallback's insertions in each line of ``data`` (``view``'s bytes, escapes
+    perhaps blanked: the same length) that holds a ``<``."""
+    for line_start, line_end in _lines(data):
+        line = data[line_start:line_end]
+        if b"<" not in line:
+            continue
+        for start, end, replacement in markup_edits(line):
+            if start != end:
+                continue  # a deletion is cosmetic (it empties a value), and takes words
+            at = view.origin(line_start + start)
+            if replacement == b" " and at > 0 and text[at - 1] in b"\r\n":
+                replacement = b"/**/"  # a blank at a line's start would fold it
+            found.setdefault(at, replacement)
 
 
-def _property(view: bytes, segments: list[tuple[int, int]], soft: list[int]
-              ) -> tuple[list[_Edit], int] | None:
-    """The edits one property needs (in the original bytes) and their count; None when
-    it is removed whole.  ``segments``: its physical lines' contents, the first blank of
-    each continuation line left out (the unfolded property is their concatenation);
-    ``soft``: those that follow a quoted-printable soft line break (vCalendar 1.0)."""
-    line = b"".join([view[a:b] if n not in soft else b"\n" + view[a:b]
-                     for n, (a, b) in enumerate(segments)]) if soft else \
-        b"".join([view[a:b] for a, b in segments])
-    name = _NAME.match(line).group().upper()  # type: ignore[union-attr]  # matches ""
-    head = _head(line)
-    encoded = _ENCODED.search(head)
-    if encoded is not None:  # vCalendar 1.0: the value is transfer-encoded
-        kept = _encoded_property(name, line, head, encoded.group(1).lower())
-        if kept is None:
-            return None
-        # Read as plain text too (a client that knows no ENCODING parameter, or reads it
-        # as a quoted value's text): up to the first soft break, the rest is _alone_too's
-        own = segments[:soft[0]] if soft else segments
-        plain = _plain_property(name, b"".join([view[a:b] for a, b in own]), head, own)
-        return None if plain is None or plain[0] else kept
-    return _plain_property(name, line, head, segments)
+def _structure(text: bytes, view: _View, found: dict[int, bytes]) -> None:
+    """Fetched-URI properties and encoding or ALTREP parameters, line by line."""
+    data = view.data
+    for start, end in _lines(data):
+        m = _PROPERTY.match(data, start, end)
+        kept_binary = False
+        if m is not None:
+            name = m.group(1).upper()
+            if name in _URI_PROPERTIES or name in _HTML_PROPERTIES:
+                value = data[m.end(1):end]
+                head, values = _split(value)
+                if name in _HTML_PROPERTIES:
+                    loads = _BY_URI.search(head) is not None or any(
+                        _SCHEME.match(v) and not _INLINE.match(v) for v in values)
+                else:
+                    kept_binary = name in _BINARY_PROPERTIES and b'"' not in head and \
+                        _VALUE_BINARY.search(head) is not None
+                    loads = not kept_binary and not (
+                        values and all(_INLINE.match(v) for v in values))
+                if loads:
+                    found.setdefault(view.origin(m.start(1)), _RENAMED)
+        for p in _PARAMETER.finditer(data, start, end):
+            name = (p.group(1) or p.group(2)).lower()
+            if not (kept_binary and name != b"altrep"):
+                found.setdefault(view.origin(p.start(1) if p.group(1) else p.start(2)),
+                                 _RENAMED)
+        for q in _QUOTED_PRINTABLE.finditer(data, start, end):
+            found.setdefault(view.origin(q.start()), b"_")
 
 
-def _plain_property(name: bytes, line: bytes, head: bytes, segments: list[tuple[int, int]]
-                    ) -> tuple[list[_Edit], int] | None:
-    first = line.find(b":")
-    values = _values(line)
-    if name in _HTML_PROPERTIES or _HTML_FORMAT.search(head):
-        if _BY_URI.search(head) or _markup(line) or any(
-                not _INLINE_VALUE.match(v) and _URI.match(v) for v in values):
-            return None
-        return [], 0
-    if name in _URI_PROPERTIES:
-        inline = b'"' not in head and bool(values) and (
-            all(_INLINE_VALUE.match(v) for v in values)
-            or (name not in _FETCHED and _BINARY.search(head) is not None))
-        return None if not inline else ([], 0)
-    alternates: list[_Edit] = []
-    if b"altrep" in head.lower():
-        alternates = [(m.start(), m.end(), b"") for m in _ALTREP.finditer(head)]
-        if not alternates or b"altrep" in _head(applied(line, alternates)).lower():
-            return None  # an ALTREP this cannot take out alone
-    edits, count = alternates, len(alternates)
-    if b"<" in line:  # markup, for a client that shows the value as HTML
-        body = first + 1 if first >= 0 else len(line)
-        # the insertions only: the fallback's deletions are cosmetic, and in text they
-        # would take words out ("(online)" read as a url() argument)
-        found = [e for e in _markup(line) if e[0] == e[1] and e[0] >= body]
-        edits = _union(alternates, found)
-        if not set(alternates) <= set(edits):
-            return None  # markup inside an ALTREP (read one way): not taken apart here
-        count += len(found)
-    return _mapped(edits, segments), count
+def _lines(data: bytes) -> list[tuple[int, int]]:
+    """The spans of ``data``'s lines, every :data:`_BREAK` a line end."""
+    spans = []
+    pos = 0
+    for m in _BREAKS.finditer(data):
+        spans.append((pos, m.start()))
+        pos = m.end()
+    spans.append((pos, len(data)))
+    return spans
 
 
-def _encoded_property(name: bytes, line: bytes, head: bytes, encoding: bytes
-                      ) -> tuple[list[_Edit], int] | None:
-    """A property whose value is quoted-printable or base64 (vCalendar 1.0's ENCODING
-    parameter): kept as it is or removed whole (never edited inside its encoding)."""
-    if name in _URI_PROPERTIES and name not in _FETCHED and encoding != b"quoted-printable":
-        return ([], 0) if b'"' not in head else None  # inline binary data
-    if b"altrep" in head.lower():
-        return None
-    values = []
-    for value in _values(line):
-        try:
-            values.append(binascii.a2b_qp(value) if encoding == b"quoted-printable"
-                          else binascii.a2b_base64(value, strict_mode=False))
-        except (binascii.Error, ValueError):
-            return None  # what a client makes of it is anyone's guess
-    for value in values:
-        if name in _URI_PROPERTIES and not _INLINE_VALUE.match(value):
-            return None
-        if (name in _HTML_PROPERTIES or _HTML_FORMAT.search(head)) and _URI.match(value):
-            return None
-        if b"<" in value and _markup(value):
-            return None
-    return [], 0
-
-
-def _values(line: bytes) -> list[bytes]:
-    """The value as either reading of the line has it: after the first ``:``, after the
-    first outside quotes (one value when they agree; none without a ``:``)."""
-    first = line.find(b":")
-    values = [line[first + 1:]] if first >= 0 else []
-    quoted = _unquoted_colon(line)
+def _split(rest: bytes) -> tuple[bytes, list[bytes]]:
+    """A property's parameters and value (``rest``: from after its name), as long as
+    either reading has them: split at the first ``:`` and at the first outside double
+    quotes; the parameters as far as the later split (all of it when a quote is never
+    closed), the value as each split has it."""
+    first = rest.find(b":")
+    quoted = _unquoted_colon(rest)
+    values = [rest[first + 1:]] if first >= 0 else []
     if quoted >= 0 and quoted != first:
-        values.append(line[quoted + 1:])
-    return values
-
-
-def _head(line: bytes) -> bytes:
-    """The name and parameters, as long as either reading of the line has them: up to
-    the first ``:`` or the first outside quotes, whichever comes later (all of it when
-    a quote is never closed)."""
-    quoted = _unquoted_colon(line)
-    return line if quoted < 0 else line[:max(line.find(b":"), quoted)]
-
-
-def _markup(line: bytes) -> list[_Edit]:
-    """The fallback's edits of the value read both ways: as written, and with the
-    backslash escapes a client decodes (``\\n`` a newline) blanked."""
-    return _union(markup_edits(line), markup_edits(_ESCAPE.sub(b"  ", line)))
-
-
-def _union(first: list[_Edit], second: list[_Edit]) -> list[_Edit]:
-    """Both lists of edits in one, sorted and not overlapping.  Every insertion is kept
-    (one per place: it is what stops a load); a deletion (cosmetic: it empties a value
-    whose attribute is renamed) only where it overlaps no insertion or deletion kept."""
-    inserted: dict[int, bytes] = {}
-    for start, end, replacement in (*first, *second):
-        if start == end:
-            inserted.setdefault(start, replacement)
-    places = sorted(inserted)
-    out: list[_Edit] = []
-    pos = -1
-    for start, end, _ in sorted({e for e in (*first, *second) if e[0] < e[1]}):
-        after = bisect_right(places, start)  # the first insertion after start
-        if start >= pos and (after == len(places) or places[after] >= end):
-            out.append((start, end, b""))
-            pos = end
-    out += [(p, p, r) for p, r in inserted.items()]
-    out.sort(key=lambda e: (e[0], e[1]))  # an insertion before a deletion at its start
-    return out
+        values.append(rest[quoted + 1:])
+    return (rest if quoted < 0 else rest[:max(first, quoted)]), values
 
 
 def _unquoted_colon(line: bytes) -> int:
-    """The first ``:`` outside double quotes (the value's start), -1 when none (an
-    unclosed quote)."""
+    """The first ``:`` outside double quotes, -1 when none (an unclosed quote)."""
     pos = 0
     while True:
         colon = line.find(b":", pos)
@@ -405,25 +396,3 @@ def _unquoted_colon(line: bytes) -> int:
         if close < 0:
             return -1
         pos = close + 1
-
-
-def _mapped(edits: list[_Edit], segments: list[tuple[int, int]]) -> list[_Edit]:
-    """Edits of the unfolded property as edits of the original bytes: a deletion across
-    a fold becomes one deletion per physical line, so the folds stay; an insertion goes
-    before the byte it precedes (at the end of the last line after the last byte)."""
-    out: list[_Edit] = []
-    for start, end, replacement in edits:
-        offset = 0
-        for number, (seg_start, seg_end) in enumerate(segments):
-            size = seg_end - seg_start
-            if start == end:
-                if start < offset + size or number == len(segments) - 1:
-                    out.append((seg_start + start - offset, seg_start + start - offset,
-                                replacement))
-                    break
-            else:  # the fallback's and ALTREP's deletions replace with nothing
-                lo, hi = max(start, offset), min(end, offset + size)
-                if lo < hi:
-                    out.append((seg_start + lo - offset, seg_start + hi - offset, b""))
-            offset += size
-    return out

@@ -35,7 +35,8 @@ import re
 from dataclasses import dataclass
 from typing import Final
 
-__all__ = ["CssRef", "css_unescape", "declarations", "preload_imports", "scan_css"]
+__all__ = ["SUBSTITUTED", "CssRef", "css_unescape", "declarations", "preload_imports",
+           "scan_css"]
 
 Span = tuple[int, int]
 
@@ -45,7 +46,7 @@ _WS = rb"[ \t\n\r\f]"
 _NAME = rb"-\w\x00\x80-\xff"
 _NEXT = re.compile(rb"[/\"'\\@(]")
 _NEXT_IN_BLOCK = re.compile(rb"[/\"'\\@({}]")
-_NEXT_IN_SET = re.compile(rb"[/\"'\\()]")
+_NEXT_IN_ARGUMENTS = re.compile(rb"[/\"'\\()[\]{}]")
 _NEXT_IN_PRELUDE = re.compile(rb"[/\"'\\(){};]")
 # A function name ends a name token started just there: not after a name code point, an
 # escape, "#" (a hash token: "#url(" is a hash and a "(") or "@" (an at-keyword); after
@@ -74,6 +75,20 @@ _URL_UNQUOTED = re.compile(
 _BAD_URL_REST = re.compile(rb"(?:[^)\\]++|\\[^\n\r\f]?+)*+(?:\)|\Z)")
 _URL_QUOTE = re.compile(_WS + rb"*+([\"'])")
 _CLOSE = re.compile(_WS + rb"*+(?:\)|\Z)")
+#: The name before a "(" (none: a bare block).
+_FUNCTION_BEFORE = re.compile(rb"[" + _NAME + rb"]*+\Z")
+#: Functions inside image-set() that cannot bring a string in from elsewhere: its own
+#: url() and type(), numbers (a resolution), gradients (an image of their own).  A
+#: backslash (an escaped name) or any other function (var, env, if, attr, --custom)
+#: may; "" is a bare "(" block.
+_PLAIN_IN_SET: Final = frozenset({
+    "url", "src", "type", "calc", "min", "max", "clamp", "linear-gradient",
+    "radial-gradient", "conic-gradient", "repeating-linear-gradient",
+    "repeating-radial-gradient", "repeating-conic-gradient", "-webkit-linear-gradient",
+    "-webkit-radial-gradient", "-webkit-repeating-linear-gradient",
+    "-webkit-repeating-radial-gradient", "-webkit-gradient"})
+#: The kind of a reference whose URL comes from a substitution: no scan can know it.
+SUBSTITUTED: Final = "substituted"
 _AT = re.compile(rb"@(import|font-face)(?![" + _NAME + rb"\\])", re.I)
 # Whitespace and comments: "@import/**/'x'" imports x.
 _GAP = re.compile(rb"(?:" + _WS + rb"++|/\*[^*]*+\*++(?:[^/*][^*]*+\*++)*+/)*+")
@@ -104,7 +119,7 @@ _VISIBILITY_WORDS = _CSS_WIDE | frozenset({"visible", "hidden", "collapse"})
 class CssRef:
     """One URL a stylesheet makes the client fetch."""
 
-    kind: str  # "url", "import", "font"
+    kind: str  # "url", "import", "font"; SUBSTITUTED: a URL no scan can know (url "")
     url: str  # CSS-unescaped, whitespace-stripped
     url_span: Span  # the URL text, inside quotes or url( )
     token_span: Span  # the url(...) function or the string token
@@ -262,25 +277,34 @@ class _Scanner:
                 start += 2  # "<!--" is a CDO token, the name starts after it
             name = css_unescape(data[start:paren].decode("latin-1")).lower()
         if name in ("url", "src"):
-            return self.url_function(name, start, paren, kind)
+            return self.url_function(name, start, paren, kind, nested)
         if name in ("image-set", "-webkit-image-set") and not nested:
             return self.image_set(start, paren, kind), False
         return paren + 1, True
 
-    def url_function(self, name: str, start: int, paren: int, kind: str) -> tuple[int, bool]:
+    def url_function(self, name: str, start: int, paren: int, kind: str, nested: bool = False
+                     ) -> tuple[int, bool]:
         """Read url( or src( whose ``(`` is at ``paren``; record it; return the end and
-        whether the function is still open (a string and then not its ``)``)."""
+        whether the function is still open.  ``nested`` (inside the arguments of another
+        function, whose reader counts the blocks): its arguments after a string are left
+        to that reader, and its token ends after the string."""
         data, after = self.data, paren + 1
         q = _URL_QUOTE.match(data, after, self.end)
         if q is not None:
             pos, inner = self.string(q.start(1))
             close = _CLOSE.match(data, pos, self.end)
-            if close is None:
-                return pos, True
-            self.add(kind, inner, (start, close.end()))
-            return close.end(), False
-        if name != "url":
-            return after, True
+            if close is not None:
+                self.add(kind, inner, (start, close.end()))
+                return close.end(), False
+            # url("x" cross-origin(anonymous)): request modifiers (CSS Values 4) after
+            # the string, and the URL loads all the same: the function ends at its ")"
+            end = pos if nested else self.arguments(pos, kind)[0]
+            self.add(kind, inner, (start, end))
+            return end, nested
+        if name != "url":  # src(var(--x)): a URL this scan cannot know
+            end = after if nested else self.arguments(after, kind)[0]
+            self.substituted(start, end)
+            return end, nested
         m = _URL_UNQUOTED.match(data, after, self.end)
         if m is None:  # a bad url: nothing is fetched; its remnants honour escapes ("\)")
             bad = _BAD_URL_REST.match(data, after, self.end)
@@ -303,31 +327,63 @@ class _Scanner:
     def image_set(self, start: int, paren: int, kind: str) -> int:
         """Scan ``image-set(`` arguments; every URL in it shares the whole set as removal."""
         first = len(self.refs)
-        depth, pos, data = 1, paren + 1, self.data
-        while depth and pos < self.end:
-            m = _NEXT_IN_SET.search(data, pos, self.end)
+        pos, strings, functions = self.arguments(paren + 1, kind)
+        for inner, token in strings:
+            self.add(kind, inner, token)
+        whole = (start, pos)
+        self.refs[first:] = sorted([  # in the order of the text, strings and url()s mixed
+            CssRef(r.kind, r.url, r.url_span, r.token_span, whole, b"none", True)
+            for r in self.refs[first:]
+        ], key=lambda r: r.token_span)
+        if functions - _PLAIN_IN_SET:
+            # image-set(var(--x)), env(), if(), attr(), --f(): a string substituted from
+            # anywhere (a custom property, @property, @function) is a URL here
+            self.substituted(start, pos)
+        return pos
+
+    def arguments(self, pos: int, kind: str) -> tuple[int, list[tuple[Span, Span]], set[str]]:
+        """Read a function's arguments from ``pos`` to just past its ``)`` (CSS Syntax's
+        "consume a function": a ``)`` inside a ``[]`` or ``{}`` block is no end): that
+        end, the strings directly inside it (contents and token spans) and the names of
+        the functions directly inside it (lower-case; ``\\`` for a name with escapes).
+        URLs in nested ``url()`` and ``src()`` are recorded as anywhere."""
+        data = self.data
+        closers = [0x29]  # the closing byte of each block open, innermost last
+        strings: list[tuple[Span, Span]] = []
+        functions: set[str] = set()
+        while closers and pos < self.end:
+            m = _NEXT_IN_ARGUMENTS.search(data, pos, self.end)
             if m is None:
-                pos = self.end
-                break
+                return self.end, strings, functions
             pos, c = m.start(), data[m.start()]
             if c == 0x2F:  # "/"
                 pos = self.skip_comment(pos) if data.startswith(b"/*", pos) else pos + 1
             elif c in b"\"'":
                 end, inner = self.string(pos)
-                if depth == 1:
-                    self.add(kind, inner, (pos, end))
+                if len(closers) == 1:
+                    strings.append((inner, (pos, end)))
                 pos = end
-            elif c == 0x29:  # ")"
-                depth, pos = depth - 1, pos + 1
+            elif c in b")]}":
+                if c == closers[-1]:
+                    closers.pop()
+                pos += 1
+            elif c in b"[{":
+                closers.append(0x5D if c == 0x5B else 0x7D)
+                pos += 1
             else:  # "(" or a backslash
+                if len(closers) == 1:
+                    name = _FUNCTION_BEFORE.search(data, max(0, pos - 64), pos)
+                    functions.add("\\" if c == 0x5C else
+                                  name.group().decode("latin-1").lower() if name else "")
                 pos, opened = self.call(pos, kind, nested=True)
-                depth += opened
-        whole = (start, pos)
-        self.refs[first:] = [
-            CssRef(r.kind, r.url, r.url_span, r.token_span, whole, b"none", True)
-            for r in self.refs[first:]
-        ]
-        return pos
+                if opened:
+                    closers.append(0x29)
+        return pos, strings, functions
+
+    def substituted(self, start: int, end: int) -> None:
+        """A function whose URL comes from a substitution (``var()`` and the like)."""
+        self.refs.append(CssRef(SUBSTITUTED, "", (start, start), (start, end), (start, end),
+                                b"none"))
 
     def scan(self, pos: int, kind: str = "url", block: bool = False) -> int:
         """Scan to the end, or (``block``) to just past the ``}`` closing a block."""

@@ -391,9 +391,9 @@ class Engine:
                     if part.content_type in OPAQUE_TYPES:
                         unhandled.append(f"{_Where(part)}: encrypted content")
                     continue
-                if part.content_type not in HTML_TYPES and not part.signed and is_calendar(
-                        tree, part):
-                    change = calendar_change(tree, part)
+                if not part.signed and is_calendar(tree, part):
+                    change = calendar_change(tree, part) if part.content_type not in (
+                        RENDERED_TYPES) else "a calendar in a part read as markup too"
                     if isinstance(change, str):
                         unhandled.append(f"{_Where(part)}: {change}")
                     else:

@@ -197,19 +197,23 @@ def neutralise_message(data: bytes, _depth: int = 0) -> FallbackResult:
             changes.append(_changed_part(tree, part, inner.data, "base64"))
             count += max(inner.neutralised, 1)
             continue
+        calendar = 0  # what a calendar reading of the part neutralised
+        decoded, cte = b"", ""
         if not broken and is_calendar(tree, part):
             decoded, cte = _part_body(tree, part)
-            calendar = neutralise_calendar(decoded, part.charset_label)
-            if isinstance(calendar, str):
-                return FallbackResult(None, 0, calendar)
-            new, n = calendar
-            if part.content_type == "text/plain":
-                new, hidden = hide_encoded_files(new)
-                n += hidden
-            if n or _reencoded(tree, part, cte):
-                changes.append(_changed_part(tree, part, new, cte))
-                count += max(n, 1)
-            continue
+            read = neutralise_calendar(decoded, part.charset_label)
+            if isinstance(read, str):
+                return FallbackResult(None, 0, read)
+            decoded, calendar = read
+            if part.content_type not in RENDERED_TYPES and not xml_document(
+                    part.content_type):
+                n = 0
+                if part.content_type == "text/plain":
+                    decoded, n = hide_encoded_files(decoded)
+                if calendar or n or _reencoded(tree, part, cte):
+                    changes.append(_changed_part(tree, part, decoded, cte))
+                    count += max(calendar + n, 1)
+                continue
         if part.content_type == "text/plain" and not broken:
             decoded, cte = _part_body(tree, part)
             new, n = hide_encoded_files(decoded)
@@ -220,7 +224,8 @@ def neutralise_message(data: bytes, _depth: int = 0) -> FallbackResult:
         if (part.content_type not in RENDERED_TYPES and not xml_document(part.content_type)
                 and not broken):
             continue
-        decoded, cte = _part_body(tree, part)
+        if not cte:  # not read as a calendar above
+            decoded, cte = _part_body(tree, part)
         if part.content_type == "text/x-amp-html" and not broken:
             new, n = _AMP_BODY, 1
         else:
@@ -228,9 +233,9 @@ def neutralise_message(data: bytes, _depth: int = 0) -> FallbackResult:
             if isinstance(neutralised, str):
                 return FallbackResult(None, 0, neutralised)
             new, n = neutralised
-        if n or _reencoded(tree, part, cte):
+        if n or calendar or _reencoded(tree, part, cte):
             changes.append(_changed_part(tree, part, new, cte))
-            count += max(n, 1)
+            count += max(n + calendar, 1)
     if not changes:
         return FallbackResult(data, fixed)
     return FallbackResult(_splice(data, changes), count + fixed)

@@ -35,7 +35,7 @@ from functools import lru_cache
 from itertools import compress
 from typing import NamedTuple
 
-from beacon_proxy.rewrite.css import CssRef, declarations, scan_css
+from beacon_proxy.rewrite.css import SUBSTITUTED, CssRef, declarations, scan_css
 from beacon_proxy.rewrite.htmlattr import (
     Decoded,
     Span,
@@ -92,6 +92,8 @@ READINGS_PART = ("a comment that browsers end inside what Outlook reads as marku
                  "(a conditional comment)")
 BASES_DIFFER = "two <base href> that differ (a browser may see only the second)"
 BASE_IN_SRCDOC = "a <base> inside an iframe srcdoc document"
+SUBSTITUTED_URL = ("a CSS image-set() or src() whose URL a var(), env(), if() or other "
+                   "function substitutes")
 BASE_UNRESOLVED = "a <base href> that relative URLs cannot be resolved against"
 _PRELOADED = frozenset(PRELOADED_ATTRS)
 #: The tags Chromium's preload scanner reads (the others' duplicates are the tree
@@ -680,6 +682,9 @@ class TagReader:
 
     def css_ref(self, css: CssRef, tag: str, tag_span: Span, attr: _Attr | None,
                 dec: Decoded | None, in_block: bool = False, box: Box | None = None) -> None:
+        if css.kind == SUBSTITUTED:
+            self.stop_scan(SUBSTITUTED_URL)
+            return
         url_span, removal = css.url_span, css.removal_span
         if dec is not None:
             url_span, removal = dec.span(*url_span), dec.span(*removal)

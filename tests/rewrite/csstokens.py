@@ -5,8 +5,11 @@ specification's prose reads, over the bytes read as Latin-1 (one code point per 
 offsets are the bytes'), NUL read as U+FFFD (preprocessing), CR LF kept as two code points
 but taken as one newline where that matters (a hex escape's whitespace, a string's line
 continuation).  :func:`url_loads` lists the span of every ``url(x)`` token and of every
-``url("x")``/``src("x")`` function that is closed right after its string (a bad string
-included, as the scanner errs towards more), the function's name included.
+``url("x")``/``src("x")`` function whose first argument is a string (a bad string
+included, as the scanner errs towards more), the function's name included, to the ``)``
+that closes it as "consume a function" reads it (blocks ``()``, ``[]``, ``{}`` and other
+functions nested; the end of the text closes everything): ``url("x" cross-origin(a))``
+loads ``x``.
 """
 
 from __future__ import annotations
@@ -36,6 +39,8 @@ class _Tokenizer:
         self.s = css.decode("latin-1").replace("\0", "\ufffd")
         self.n = len(self.s)
         self.loads: set[tuple[int, int]] = set()
+        self.closers: list[str] = []  # the blocks and functions open, innermost last
+        self.pending: dict[int, tuple[int, str]] = {}  # len(closers) -> a function's load
 
     def at(self, j: int) -> str:
         return self.s[j] if j < self.n else ""
@@ -178,18 +183,15 @@ class _Tokenizer:
             j += 1
 
     def quoted_function(self, start: int, j: int) -> None:
-        """A function's string argument and its ")": a load (a look ahead only)."""
+        """A function whose first argument is a string: a load, to the ``)`` that
+        closes the function (a look ahead only; run() meets that ``)``)."""
         while self.at(j) != "" and self.at(j) in _WS:
             j += 1
         if self.at(j) not in ("'", '"'):
             return
-        value, j = self.string(j + 1, self.s[j])
-        while self.at(j) != "" and self.at(j) in _WS:
-            j += 1
-        if j >= self.n:
-            self.load(start, j, value)
-        elif self.s[j] == ")":
-            self.load(start, j + 1, value)
+        value = self.string(j + 1, self.s[j])[0]
+        if value.strip():
+            self.pending[len(self.closers) + 1] = (start, value)  # the function's level
 
     def ident_like(self, j: int) -> int:  # 4.3.4
         start = j
@@ -204,11 +206,21 @@ class _Tokenizer:
             c, d = self.at(j), self.at(j + 1)
             if c in ("'", '"') or (c in tuple(_WS) and d in ("'", '"')):
                 self.quoted_function(start, j)
+                self.closers.append(")")
                 return j
             return self.url(start, j)
         if low == "src":
             self.quoted_function(start, j)
+        self.closers.append(")")
         return j
+
+    def close(self, c: str, j: int) -> None:
+        """A ``)``, ``]`` or ``}`` at ``j``: the innermost block ends when it is its closer."""
+        if self.closers and self.closers[-1] == c:
+            load = self.pending.pop(len(self.closers), None)
+            self.closers.pop()
+            if load is not None:
+                self.load(load[0], j + 1, load[1])
 
     def load(self, start: int, end: int, value: str) -> None:
         if value.strip():
@@ -248,8 +260,16 @@ class _Tokenizer:
                 i = self.numeric(i)
             elif _name_start(c):
                 i = self.ident_like(i)
+            elif c in "([{":
+                self.closers.append({"(": ")", "[": "]", "{": "}"}[c])
+                i += 1
+            elif c in ")]}":
+                self.close(c, i)
+                i += 1
             else:
                 i += 1
+        for start, value in self.pending.values():  # the end of the text closes them
+            self.load(start, self.n, value)
         return self.loads
 
 

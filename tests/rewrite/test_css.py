@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from beacon_proxy.rewrite.css import CssRef, css_unescape, declarations, scan_css
+from beacon_proxy.rewrite.css import SUBSTITUTED, CssRef, css_unescape, declarations, scan_css
 from beacon_proxy.rewrite.html import scan_html
 from tests.rewrite.csstokens import url_loads
 
@@ -244,9 +244,41 @@ def test_a_font_face_prelude_is_read_as_tokens() -> None:
 
 
 def test_functions_in_an_image_set_nest() -> None:
-    css = b'p{background:image-set(src(x) 1x, "https://t.test/U" 2x, y(")") 3x)} q{}'
+    css = b'p{background:image-set(url(x) 1x, "https://t.test/U" 2x, type(")") 3x)} q{}'
+    refs = scan_css(css)
+    assert [r.url for r in refs] == ["x", "https://t.test/U"]
+    assert {css[slice(*r.removal_span)] for r in refs} == {css[13:-5]}
+
+
+@pytest.mark.parametrize("value", [
+    "image-set(var(--x))", "image-set(var(--n, 'https://t.test/U') 1x)",
+    "-webkit-image-set(env(x, 'https://t.test/U'))", "image-set(if(media(a): 'u'))",
+    "image-set(--f())", "image-set(attr(data-u))", "image-set(\\76 ar(--x))",
+    "image-set(url(a) 1x, var(--x) 2x)", "src(var(--x))", "src(x)"])
+def test_a_url_a_substitution_gives_is_one_no_scan_can_know(value: str) -> None:
+    css = f"p{{background-image:{value}}}".encode()
+    refs = [r for r in scan_css(css) if r.kind == SUBSTITUTED]
+    assert len(refs) == 1 and css[slice(*refs[0].removal_span)] == value.encode()
+
+
+@pytest.mark.parametrize("value", [
+    "image-set(url(a) 1x, 'b' calc(2x))", "image-set(linear-gradient(var(--c), red) 1x)",
+    "image-set('a' type('image/avif'))", "url(var(--x))", "linear-gradient(var(--c), red)"])
+def test_substitutions_that_cannot_give_a_url_are_none(value: str) -> None:
+    assert not [r for r in scan_css(f"p{{background:{value}}}".encode())
+                if r.kind == SUBSTITUTED]
+
+
+@pytest.mark.parametrize("modifiers", [" cross-origin(anonymous)", " referrer-policy(no-referrer)",
+                                       ' integrity("sha256-x")', " var(--m)", "/**/x(y) z",
+                                       " CROSS-ORIGIN(use-credentials)"])
+def test_a_url_with_request_modifiers_is_a_url(modifiers: str) -> None:
+    css = f"p{{background:url('https://t.test/U'{modifiers})}}".encode()
     (ref,) = scan_css(css)
-    assert css[slice(*ref.removal_span)] == css[13:-5]
+    assert ref.url == "https://t.test/U"
+    assert css[slice(*ref.removal_span)] == f"url('https://t.test/U'{modifiers})".encode()
+    (ref,) = scan_css(f"@import url('https://t.test/I'{modifiers}) screen;p{{}}".encode())
+    assert (ref.kind, ref.url) == ("import", "https://t.test/I")
 
 
 _FRAGMENTS = ["url(", "URL(", "u\\72l(", "\\75rl(", "src(", "url( ", 'url("', "url( '", "(",
@@ -265,7 +297,8 @@ def test_url_loads_are_a_literal_tokenizers(bits: list[str]) -> None:
     Level 3 (tests/rewrite/csstokens.py) finds one: none missed, none invented (a url
     token invented swallows what the browser reads as other tokens)."""
     css = "".join(bits).encode()
-    found = {r.token_span for r in scan_css(css) if css[r.token_span[0]] not in b"\"'"}
+    found = {r.token_span for r in scan_css(css)
+             if css[r.token_span[0]] not in b"\"'" and r.kind != SUBSTITUTED}
     assert found == url_loads(css)
 
 

@@ -275,6 +275,10 @@ _CSS_TOKENS: dict[str, Build] = {
     "cdo-backslashes": _rep(b"\\" * 64, b"<!--url("),
     "string-hex-newlines": _rep(b'"', b"\\41\n"),
     "image-set-functions": _rep(b"image-set(", b"src(x("),
+    "url-modifiers-nested": _rep(b"", b"url('a' "),  # each url( inside the last one's
+    "src-nested": _rep(b"", b"src("),
+    "image-set-blocks": _rep(b"image-set(", b"[{("),
+    "url-modifier-blocks": _rep(b"url('a' ", b"[)]{)}"),
 }
 
 

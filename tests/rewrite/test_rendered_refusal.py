@@ -567,6 +567,23 @@ SNIPPETS: dict[str, str] = {
     "marquee_bg": '<marquee style="background:url({U})">x</marquee>',
     "object_param": '<object data="{U}"><param name="x" value="y"></object>',
     "img_in_a": '<a href="https://shop.example/"><img src="{U}"></a>',
+    # CSS URL request modifiers (Values 4): url("x" modifier()) loads x (session 15)
+    "url_modifier_style": '<p style="background:url(\'{U}\' cross-origin(anonymous))">x</p>',
+    "url_modifier_import": '<style>@import url("{U}" referrer-policy(no-referrer));</style>x',
+    "url_modifier_font": '<style>@font-face{font-family:z;src:url("{U}" integrity("sha256-x"))}'
+                         'p{font-family:z}</style><p>x</p>',
+    "url_modifier_var": '<p style="--m:cross-origin(anonymous);background:url(\'{U}\' '
+                        'var(--m))">x</p>',
+    # a string substituted into image-set() is a URL wherever it was written
+    "image_set_var": '<p style="--x:\'{U}\';background-image:image-set(var(--x))">x</p>',
+    "image_set_var_fallback": '<p style="background-image:image-set(var(--n,\'{U}\'))">x</p>',
+    "image_set_property": '<style>@property --x{syntax:"*";inherits:true;initial-value:"{U}"}'
+                          'p{background-image:image-set(var(--x))}</style><p>x</p>',
+    "image_set_function": '<style>@function --f(){result:"{U}"}'
+                          'p{background-image:image-set(--f())}</style><p>x</p>',
+    "image_set_if": '<p style="background-image:image-set(if(media(min-width:1px):\'{U}\'))">'
+                    'x</p>',
+    "image_set_env": '<p style="background-image:image-set(env(nope,\'{U}\'))">x</p>',
 }
 
 # -- generated: loader contexts x URL spellings a browser still reads as the tracker -----------
