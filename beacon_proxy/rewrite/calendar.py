@@ -69,7 +69,7 @@ from beacon_proxy.rewrite.charsets import (
     to_utf8,
 )
 from beacon_proxy.rewrite.markup import applied, markup_edits
-from beacon_proxy.rewrite.mime import MimePart, MimeTree
+from beacon_proxy.rewrite.mime import RENDERED_TYPES, MimePart, MimeTree
 from beacon_proxy.rewrite.transfer import (
     TransferError,
     decode,
@@ -95,7 +95,7 @@ _FILE_NAME: Final = re.compile(
 #: What only Python's email reads right: RFC 2047 words, RFC 2231 sections and charsets.
 _ENCODED_NAME: Final = re.compile(rb"name[^=\r\n]{0,12}\*|=\?", re.IGNORECASE)
 _FOLD: Final = re.compile(rb"\r?\n(?=[\t ])")
-_SNIFF: Final = 4096  # bytes of a body decoded at a time to find BEGIN:VCALENDAR
+_SNIFF: Final = 65536  # at most, bytes of a body decoded at a time to find BEGIN:VCALENDAR
 _NOT_BASE64: Final = re.compile(rb"[^A-Za-z0-9+/]+")
 _BEGIN: Final = re.compile(rb"(?:\xef\xbb\xbf|\xff\xfe|\xfe\xff)?\s*begin[\t ]*:[\t ]*vcalendar",
                            re.IGNORECASE)
@@ -148,11 +148,12 @@ def is_calendar(tree: MimeTree, part: MimePart) -> bool:
     if ("calendar" in kind and "xml" not in kind) or kind in CALENDAR_TYPES:
         return True  # (xCal, RFC 6321, is XML: no mail client shows it)
     header = tree.data[part.header_span]
-    if _FILE_NAME.search(_FOLD.sub(b"", header)) is not None:
+    if (b"ame" in header or b"AME" in header) and (  # a (file) name, in any case
+            _FILE_NAME.search(_FOLD.sub(b"", header)) is not None
+            or (_ENCODED_NAME.search(header) is not None and _named_calendar(header))):
         return True
-    if _ENCODED_NAME.search(header) is not None and _named_calendar(header):
-        return True
-    return _starts_calendar(tree, part)
+    # (a part read as markup by its type is a calendar only when opened by its name)
+    return kind not in RENDERED_TYPES and _starts_calendar(tree, part)
 
 
 def _named_calendar(header: bytes) -> bool:
@@ -172,8 +173,10 @@ def _starts_calendar(tree: MimeTree, part: MimePart) -> bool:
     blanks: decoded a piece at a time until something else than blanks comes."""
     pos, stop, cte = part.body_span.start, part.body_span.stop, part.transfer_encoding
     seen = carry = b""
+    size = 128  # a first piece, doubled while all is blank (most bodies say at once)
     while pos < stop:
-        end = min(stop, pos + _SNIFF)
+        end = min(stop, pos + size)
+        size = min(size * 2, _SNIFF)
         if cte == "quoted-printable" and end < stop:
             cut = tree.data.rfind(b"=", end - 2, end)  # no "=XX" escape cut in two
             end = cut if cut > pos else end
