@@ -1,52 +1,39 @@
-"""Calendar parts (iCalendar, RFC 5545; vCalendar 1.0) in a refused copy: nothing loads.
+"""Calendar parts (iCalendar, RFC 5545) in a refused copy: rebuilt, so nothing loads.
 
 An invitation (``text/calendar``, iMIP) or an "add to your calendar" attachment is
-shown by the mail client, and some of what it carries loads from the network:
+shown by the mail client, and some of what it carries loads from the network: an
+HTML description (Outlook shows ``X-ALT-DESC;FMTTYPE=text/html`` as the event's
+body, images included; ``STYLED-DESCRIPTION``, RFC 9073, is the standard form);
+properties whose value is a URI clients fetch (``IMAGE``, ``ATTACH``, also an
+alarm's sound, ``TZURL``, ``SOURCE``, ``STRUCTURED-DATA``); the ``ALTREP``
+parameter; vCalendar 1.0's ``ENCODING`` (quoted-printable, base64), which decodes to
+any of that; markup in any value, for a client that shows it as HTML.
 
-* an HTML description: Outlook shows ``X-ALT-DESC;FMTTYPE=text/html`` as the
-  event's body, images included (``STYLED-DESCRIPTION``, RFC 9073, is the
-  standard form, also by URI); a client may show any value as HTML;
-* a property whose value is a URI the client fetches: ``IMAGE`` (RFC 7986),
-  ``ATTACH`` (a URI unless it says ``VALUE=BINARY``: an alarm's sound too),
-  ``TZURL``, ``SOURCE`` (fetched to refresh the calendar), ``STRUCTURED-DATA``;
-* the ``ALTREP`` parameter (RFC 5545 3.2.1), an alternate representation of a
-  description, summary, location or comment that a client may fetch;
-* a value in quoted-printable or base64 (vCalendar 1.0's ``ENCODING``), which
-  decodes to any of that.
+Readers split, unfold, unescape and upper-case these lines in more ways than a
+copy could be neutralised for (two attacks found eighteen: a bare CR or U+2028 as a
+line end, folds kept or across empty lines, a name with a blank or a dotless i
+inside, ``\\:`` in a parameter, a second ``VALUE``, vobject's quoted-printable
+joining, ...).  So :func:`neutralise_calendar` does not edit the text: it rebuilds
+it, in the one form every reader reads alike - each property on one CRLF line
+(never folded: a fold's blank is kept by some readers), an upper-case ASCII name
+from a list of properties that load nothing (dates, times, recurrence, time zones,
+texts, people, status: :data:`PROPERTIES`), parameters from a list of harmless
+ones (:data:`PARAMETERS`), always quoted, their values cleaned of quotes, carets,
+backslashes, ``<`` and ``>``; the value cleaned of control characters and line
+separators (CR, LF, VT, FF, FS-US, NEL, U+2028, U+2029; a text value's newlines
+stay as ``\\n``), its backslashes made ``/`` (no escape but ``\\n``, ``\\,``,
+``\\;`` is left, so no two decoders differ), and any markup in it neutralised with
+the fallback's insertions (:func:`~beacon_proxy.rewrite.markup.markup_edits`:
+``x-bp-src``, a blank before a ``(``, ``@_import``), its words kept.  What is not
+on the lists goes (``X-ALT-DESC``, ``IMAGE``, ``ATTACH``, ``TZURL``, ``SOURCE``,
+unknown ``X-`` properties, components not on :data:`COMPONENTS` with all they
+hold), and so does a ``mailto``-less organiser or attendee.  A calendar already in
+that form - what most senders' tools write - comes out byte for byte.
 
-Readers split and unfold these lines in many ways, so, like the fallback's reading
-of markup (:mod:`~beacon_proxy.rewrite.markup`), :func:`neutralise_calendar` does
-not decide on one: it reads the text in every way a client may - as it is, and
-unfolded as RFC 5545 says (a line end and one blank go), as RFC 822 and vCalendar
-1.0 say (the blank stays), across empty lines (``icalendar``), with any of CR, LF,
-VT, FF, FS-RS, NEL, U+2028 and U+2029 as a line end, and each of those with
-iCalendar's backslash escapes read as a decoder reads them (``\\n`` a newline,
-also where a naive decoder takes ``\\\\n`` for ``\\`` and a newline) - and makes
-only insertions in the original bytes, each mapped back from the reading that
-asked for it, which no other reading can undo:
-
-* in any line that holds a ``<``, the fallback's insertions
-  (:func:`~beacon_proxy.rewrite.markup.markup_edits`: ``x-bp-`` before an
-  attribute that loads, a blank - ``/**/`` at the start of a line, where a
-  blank would fold it - before a ``(`` of a CSS function, ``@_import``), the
-  words kept;
-* ``X-BP-`` before the name of a fetched-URI property at the start of a line (a
-  group prefix ``item1.`` allowed), which makes it an unknown property that
-  clients ignore - unless its value is inline, read both ways a client may split
-  the line (``cid:``, ``mid:``, ``data:``, or a real ``VALUE=BINARY`` parameter of
-  ``ATTACH``, ``IMAGE`` or ``STRUCTURED-DATA``, no quote before the value); an HTML
-  description only when it is given by URI;
-* ``X-BP-`` before every ``ALTREP`` and ``ENCODING`` parameter name (but the
-  ``ENCODING`` of a kept binary value) and before a bare ``BASE64`` parameter, and
-  an ``_`` inside every ``quoted-printable`` (``QUOTED_-PRINTABLE``): no decoder
-  then decodes a value, not even one that takes any line with that word for
-  quoted-printable and joins it to the next.
-
-Links (``URL``, ``CONFERENCE``) are not loads and stay.  Charsets that are not
-ASCII-compatible (UTF-16, UTF-32, UTF-7, HZ) are read through their UTF-8
-transcoding and written back; their bytes as they are must need nothing (a client
-that reads UTF-7 as ASCII), else no copy is made.  Work is linear in the part's
-size (views are built once, insertions mapped back with a binary search).
+The text is read as the part's charset says and written back in it; a charset
+whose bytes read as ASCII differently (ISO-2022, UTF-7, HZ, UTF-16 read by a
+client that ignores the label) must load nothing read that way too, else no copy
+is made.  Work is linear in the part's size.
 
 Granted copies keep their calendar parts as they are.
 """
@@ -57,12 +44,13 @@ import binascii
 import email
 import email.policy
 import re
-from bisect import bisect_right
 from dataclasses import dataclass
 from typing import Final
 
 from beacon_proxy.rewrite.charsets import (
+    decode_text,
     effective_charset,
+    encode_text,
     from_utf8,
     has_bom,
     is_transcoded,
@@ -100,39 +88,45 @@ _NOT_BASE64: Final = re.compile(rb"[^A-Za-z0-9+/]+")
 _BEGIN: Final = re.compile(rb"(?:\xef\xbb\xbf|\xff\xfe|\xfe\xff)?\s*begin[\t ]*:[\t ]*vcalendar",
                            re.IGNORECASE)
 
-#: Every byte sequence some reader ends a line at: CR LF, CR, LF, VT, FF, FS, GS, RS,
-#: NEL (Latin-1 and UTF-8), U+2028 and U+2029 (UTF-8).
-_BREAK: Final = rb"(?:\r\n|[\n\r\x0b\x0c\x1c-\x1e\x85]|\xc2\x85|\xe2\x80[\xa8\xa9])"
-_BREAKS: Final = re.compile(_BREAK)
-#: The unfoldings: each pattern's matches are deleted from the text.
-_UNFOLDINGS: Final = (
-    re.compile(_BREAK + rb"[\t ]"),             # RFC 5545: a line end and one blank
-    re.compile(_BREAK + rb"(?=[\t ])"),         # RFC 822, vCalendar 1.0: the blank stays
-    re.compile(_BREAK + rb"++[\t ]"),           # icalendar: across empty lines
-    re.compile(_BREAK + rb"++(?=[\t ])"),
-)
-_ESCAPES: Final = (re.compile(rb"\\[\s\S]"),   # pairs, as RFC 5545 decodes them
-                   re.compile(rb"\\[nN]"))       # "\n" anywhere, as a naive decoder does
-#: A property's name at the start of a line (blanks and a group prefix allowed).
-_PROPERTY: Final = re.compile(rb"[\t ]*+(?:[A-Za-z0-9_-]++\.)?([A-Za-z0-9_-]++)[\t ]*+[;:]")
-_URI_PROPERTIES: Final = frozenset({b"IMAGE", b"ATTACH", b"TZURL", b"SOURCE",
-                                    b"STRUCTURED-DATA"})
-_BINARY_PROPERTIES: Final = frozenset({b"IMAGE", b"ATTACH", b"STRUCTURED-DATA"})
-_HTML_PROPERTIES: Final = frozenset({b"X-ALT-DESC", b"STYLED-DESCRIPTION"})
-_INLINE: Final = re.compile(rb"[\t ]*+(?:cid|mid|data):", re.IGNORECASE)
-_SCHEME: Final = re.compile(rb"[\t ]*+[a-z][a-z0-9+.-]*+:", re.IGNORECASE)
-_BY_URI: Final = re.compile(rb";[\t ]*+value[\t ]*+=[\t ]*+uri[\t ]*+(?=[;:,]|\Z)",
-                            re.IGNORECASE)
-_VALUE_BINARY: Final = re.compile(rb";[\t ]*+value[\t ]*+=[\t ]*+binary[\t ]*+(?=;|\Z)",
-                                  re.IGNORECASE)
-#: Parameter names renamed wherever they are: ALTREP and ENCODING (group 1), a bare
-#: BASE64 after a ";" (group 2).
-_PARAMETER: Final = re.compile(
-    rb"(?<![A-Za-z0-9_-])(altrep|encoding)(?=[\t ]*+=)|;[\t ]*+(base64)(?=[\t ]*+[;:,])",
-    re.IGNORECASE)
-_QUOTED_PRINTABLE: Final = re.compile(rb"(?<=quoted)(?=-printable)", re.IGNORECASE)
-_RENAMED: Final = b"X-BP-"
-_Insertion = tuple[int, bytes]  # (position in the original bytes, what goes there)
+COMPONENTS: Final = frozenset({
+    "VCALENDAR", "VEVENT", "VTODO", "VJOURNAL", "VFREEBUSY", "VTIMEZONE", "STANDARD",
+    "DAYLIGHT", "VALARM"})
+"""Components a rebuilt calendar keeps (another one goes with everything inside it)."""
+
+TEXTS: Final = frozenset({
+    "SUMMARY", "DESCRIPTION", "LOCATION", "COMMENT", "CONTACT", "TZNAME", "X-WR-CALNAME",
+    "X-WR-CALDESC"})
+LISTS: Final = frozenset({"CATEGORIES", "RESOURCES"})  # texts whose commas separate
+PROPERTIES: Final = TEXTS | LISTS | frozenset({
+    "VERSION", "PRODID", "CALSCALE", "METHOD", "UID", "DTSTAMP", "DTSTART", "DTEND", "DUE",
+    "DURATION", "COMPLETED", "PERCENT-COMPLETE", "PRIORITY", "SEQUENCE", "STATUS", "CLASS",
+    "TRANSP", "RRULE", "RDATE", "EXDATE", "EXRULE", "RECURRENCE-ID", "CREATED",
+    "LAST-MODIFIED", "GEO", "URL", "ORGANIZER", "ATTENDEE", "RELATED-TO", "FREEBUSY",
+    "TZID", "TZOFFSETFROM", "TZOFFSETTO", "ACTION", "TRIGGER", "REPEAT", "X-WR-TIMEZONE",
+    "X-LIC-LOCATION", "X-MICROSOFT-CDO-BUSYSTATUS", "X-MICROSOFT-CDO-INTENDEDSTATUS",
+    "X-MICROSOFT-CDO-IMPORTANCE", "X-MICROSOFT-CDO-ALLDAYEVENT",
+    "X-MICROSOFT-DISALLOW-COUNTER"})
+"""Properties a rebuilt calendar keeps: none names anything a client fetches (``URL`` is a
+link; ``ORGANIZER``/``ATTENDEE`` only with a ``mailto:`` address)."""
+
+PARAMETERS: Final = frozenset({
+    "TZID", "VALUE", "CN", "ROLE", "PARTSTAT", "RSVP", "CUTYPE", "LANGUAGE", "RELATED",
+    "RANGE", "RELTYPE", "FBTYPE", "EMAIL", "X-NUM-GUESTS"})
+"""Parameters a rebuilt calendar keeps (not ``ALTREP``, ``DIR``, ``ENCODING``, ``FMTTYPE``)."""
+
+_VALUE_TYPES: Final = frozenset({
+    "DATE", "DATE-TIME", "PERIOD", "DURATION", "TEXT", "INTEGER", "FLOAT", "BOOLEAN",
+    "UTC-OFFSET", "RECUR", "TIME", "CAL-ADDRESS"})
+_ADDRESSED: Final = frozenset({"ORGANIZER", "ATTENDEE"})
+#: Line ends as this reading splits the input (folds: one of them, then a blank).
+_LINE_END: Final = re.compile(r"\r\n|\r|\n")
+_FOLDED: Final = re.compile(r"(?:\r\n|\r|\n)[\t ]")
+#: Characters no rebuilt value keeps: controls, line separators of any reader.
+_UNSAFE: Final = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029\ufeff]")
+_UNSAFE_PARAMETER: Final = re.compile(r'[\x00-\x1f\x7f-\x9f\u2028\u2029\ufeff"^\\<>]')
+_NAME: Final = re.compile(r"[A-Za-z0-9-]+")
+_UNESCAPE: Final = re.compile(r"\\([\s\S]?)")
+_QUOTED_PRINTABLE: Final = re.compile(r"quoted-printable", re.IGNORECASE)
 
 
 def is_calendar(tree: MimeTree, part: MimePart) -> bool:
@@ -200,7 +194,7 @@ def _starts_calendar(tree: MimeTree, part: MimePart) -> bool:
 @dataclass(frozen=True, slots=True)
 class CalendarChange:
     """A calendar part of an analysis: its refused form (``new``, transfer-decoded;
-    None when nothing in it loads) and how many constructs that form neutralised."""
+    None when it is the part as it is) and how many things that loaded went."""
 
     path: tuple[int, ...]
     new: bytes | None
@@ -229,173 +223,159 @@ def calendar_change(tree: MimeTree, part: MimePart) -> CalendarChange | str:
     if isinstance(result, str):
         return result
     new, count = result
-    return CalendarChange(part.path, new if count else None, count)
+    return CalendarChange(part.path, new if new != decoded else None, count)
 
 
 def neutralise_calendar(decoded: bytes, label: str) -> tuple[bytes, int] | str:
     """``decoded`` (a calendar part's transfer-decoded body, in the charset ``label``
-    says) with nothing that loads, and the number of insertions; or why no such copy
-    can be made (then hold it).
+    says) rebuilt so that nothing in it loads, and how many things that took (0: it
+    comes out as it was); or why no such copy can be made (then hold it).
 
-    >>> neutralise_calendar(b"IMAGE;VALUE=URI:https://t.example/p\\r\\nSUMMARY:Hi\\r\\n", "utf-8")
-    (b'X-BP-IMAGE;VALUE=URI:https://t.example/p\\r\\nSUMMARY:Hi\\r\\n', 1)
+    >>> neutralise_calendar(b"BEGIN:VEVENT\\r\\nIMAGE;VALUE=URI:https://t.example/p\\r\\n"
+    ...                     b"SUMMARY:Hi\\r\\nEND:VEVENT\\r\\n", "utf-8")
+    (b'BEGIN:VEVENT\\r\\nSUMMARY:Hi\\r\\nEND:VEVENT\\r\\n', 1)
     """
     if len(decoded) > MAX_CALENDAR:
         return f"calendar larger than {MAX_CALENDAR} bytes"
     charset = effective_charset(decoded, label)
-    if not is_transcoded(charset):
-        return _neutralised(decoded)
-    if _insertions(decoded):  # UTF-7 read as ASCII by a client that ignores the label
-        return f"calendar part in {charset} whose bytes read as ASCII load something"
-    try:
-        text = to_utf8(decoded, charset)
-    except ValueError as exc:
-        return f"calendar part in {charset} that cannot be read: {exc}"
-    new, count = _neutralised(text)
-    if not count:
-        return decoded, 0
-    try:
-        return from_utf8(new, charset, bom=has_bom(decoded, charset)), count
-    except ValueError as exc:
-        return f"calendar part in {charset} that cannot be written back: {exc}"
+    transcoded = is_transcoded(charset)
+    text = (to_utf8(decoded, charset) if transcoded else decoded).decode(
+        "utf-8", "replace") if transcoded or _utf8(charset) else decode_text(decoded, charset)
+    rebuilt, count = _rebuilt(text)
+    if transcoded:
+        new = from_utf8(rebuilt.encode("utf-8"), charset, bom=has_bom(decoded, charset))
+    else:
+        new = rebuilt.encode("utf-8") if _utf8(charset) else encode_text(
+            rebuilt, charset, errors="replace")
+    if new != decoded and not _utf8(charset) and not charset.startswith(
+            ("utf-16", "utf-32")) and _rebuilt(new.decode("latin-1"))[1]:
+        return f"calendar part in {charset} whose bytes, read as ASCII, would load"
+    return (decoded, 0) if new == decoded else (new, count)
 
 
-def _neutralised(text: bytes) -> tuple[bytes, int]:
-    found = _insertions(text)
-    if not found:
-        return text, 0
-    edits = [(pos, pos, found[pos]) for pos in sorted(found)]
-    return applied(text, edits), len(edits)
+def _utf8(charset: str) -> bool:
+    return charset in ("utf-8", "us-ascii")
 
 
-class _View:
-    """The text as one reading has it: ``data``, and where each stretch of it is in the
-    original bytes (``starts[i]`` in the view is ``origins[i]`` in the original)."""
-
-    def __init__(self, text: bytes, deleted: re.Pattern[bytes] | None = None) -> None:
-        self.starts = [0]
-        self.origins = [0]
-        if deleted is None:
-            self.data = text
-            return
-        pieces: list[bytes] = []
-        pos = size = 0
-        for m in deleted.finditer(text):
-            pieces.append(text[pos:m.start()])
-            size += m.start() - pos
-            pos = m.end()
-            self.starts.append(size)
-            self.origins.append(pos)
-        pieces.append(text[pos:])
-        self.data = b"".join(pieces)
-
-    def origin(self, at: int) -> int:
-        """Where the byte at ``at`` in the view is in the original bytes."""
-        i = bisect_right(self.starts, at) - 1
-        return self.origins[i] + at - self.starts[i]
-
-
-def _insertions(text: bytes) -> dict[int, bytes]:
-    """Every insertion any reading asks for: position in ``text`` -> bytes."""
-    views = [_View(text)]
-    if re.search(_BREAK + rb"[\t ]", text):
-        seen = {text}
-        for pattern in _UNFOLDINGS:
-            view = _View(text, pattern)
-            if view.data not in seen:
-                seen.add(view.data)
-                views.append(view)
-    found: dict[int, bytes] = {}
-    for view in views:
-        _structure(text, view, found)
-        _markup(text, view, view.data, found)
-        if b"\\" in view.data:
-            for escape in _ESCAPES:
-                _markup(text, view, escape.sub(b"  ", view.data), found)
-    return found
-
-
-def _markup(text: bytes, view: _View, data: bytes, found: dict[int, bytes]) -> None:
-    """The fallback's insertions in each line of ``data`` (``view``'s bytes, escapes
-    perhaps blanked: the same length) that holds a ``<``."""
-    for line_start, line_end in _lines(data):
-        line = data[line_start:line_end]
-        if b"<" not in line:
+def _rebuilt(text: str) -> tuple[str, int]:
+    """The calendar in its rebuilt form, and how many properties, components and
+    constructs it dropped or neutralised (0 when nothing but the form changed)."""
+    out: list[str] = []
+    count = 0
+    skipped = 0  # depth inside a component that goes
+    for line in _LINE_END.split(_FOLDED.sub("", text)):
+        if not line.strip():
             continue
-        for start, end, replacement in markup_edits(line):
-            if start != end:
-                continue  # a deletion is cosmetic (it empties a value), and takes words
-            at = view.origin(line_start + start)
-            if replacement == b" " and at > 0 and text[at - 1] in b"\r\n":
-                replacement = b"/**/"  # a blank at a line's start would fold it
-            found.setdefault(at, replacement)
+        parsed = _parse(line)
+        if parsed is None:
+            count += 1
+            continue
+        name, params, value = parsed
+        if name in ("BEGIN", "END"):
+            kind = value.strip().upper()
+            if skipped or kind not in COMPONENTS:
+                skipped += 1 if name == "BEGIN" else -1 if skipped else 0
+                count += 1
+                continue
+            out.append(f"{name}:{kind}")
+            continue
+        if skipped:
+            count += 1
+            continue
+        kept = _property(name, params, value)
+        if kept is None:
+            count += 1
+            continue
+        out.append(kept[0])
+        count += kept[1]
+    return "".join(f"{line}\r\n" for line in out), count
 
 
-def _structure(text: bytes, view: _View, found: dict[int, bytes]) -> None:
-    """Fetched-URI properties and encoding or ALTREP parameters, line by line."""
-    data = view.data
-    for start, end in _lines(data):
-        m = _PROPERTY.match(data, start, end)
-        kept_binary = False
-        if m is not None:
-            name = m.group(1).upper()
-            if name in _URI_PROPERTIES or name in _HTML_PROPERTIES:
-                value = data[m.end(1):end]
-                head, values = _split(value)
-                if name in _HTML_PROPERTIES:
-                    loads = _BY_URI.search(head) is not None or any(
-                        _SCHEME.match(v) and not _INLINE.match(v) for v in values)
-                else:
-                    kept_binary = name in _BINARY_PROPERTIES and b'"' not in head and \
-                        _VALUE_BINARY.search(head) is not None
-                    loads = not kept_binary and not (
-                        values and all(_INLINE.match(v) for v in values))
-                if loads:
-                    found.setdefault(view.origin(m.start(1)), _RENAMED)
-        for p in _PARAMETER.finditer(data, start, end):
-            name = (p.group(1) or p.group(2)).lower()
-            if not (kept_binary and name != b"altrep"):
-                found.setdefault(view.origin(p.start(1) if p.group(1) else p.start(2)),
-                                 _RENAMED)
-        for q in _QUOTED_PRINTABLE.finditer(data, start, end):
-            found.setdefault(view.origin(q.start()), b"_")
+def _parse(line: str) -> tuple[str, list[tuple[str, list[str]]], str] | None:
+    """A content line's name (upper-case), parameters and value, as RFC 5545 reads it
+    (quotes respected); None when it is not one (no ``:``, an unclosed quote, a name
+    that is not plain ASCII letters, digits and hyphens)."""
+    m = _NAME.match(line)
+    if m is None or m.end() >= len(line) or line[m.end()] not in ";:":
+        return None
+    name, pos = m.group().upper(), m.end()
+    params: list[tuple[str, list[str]]] = []
+    while line[pos] == ";":
+        p = _NAME.match(line, pos + 1)
+        if p is None or p.end() >= len(line) or line[p.end()] != "=":
+            return None
+        values: list[str] = []
+        pos = p.end()
+        while True:  # at "=" or ","
+            pos += 1
+            if line.startswith('"', pos):
+                close = line.find('"', pos + 1)
+                if close < 0:
+                    return None
+                values.append(line[pos + 1:close])
+                pos = close + 1
+            else:
+                end = pos
+                while end < len(line) and line[end] not in ';:,"':
+                    end += 1
+                values.append(line[pos:end])
+                pos = end
+            if pos >= len(line) or line[pos] != ",":
+                break
+        params.append((p.group().upper(), values))
+        if pos >= len(line) or line[pos] not in ";:":
+            return None
+    return name, params, line[pos + 1:]
 
 
-def _lines(data: bytes) -> list[tuple[int, int]]:
-    """The spans of ``data``'s lines, every :data:`_BREAK` a line end."""
-    spans = []
-    pos = 0
-    for m in _BREAKS.finditer(data):
-        spans.append((pos, m.start()))
-        pos = m.end()
-    spans.append((pos, len(data)))
-    return spans
+def _property(name: str, params: list[tuple[str, list[str]]], value: str
+              ) -> tuple[str, int] | None:
+    """The rebuilt line of a property and how many constructs that took; None: it goes."""
+    if name not in PROPERTIES:
+        return None
+    count = 0
+    kept: list[str] = []
+    for pname, values in params:
+        if pname not in PARAMETERS or (pname == "VALUE" and not all(
+                v.strip().upper() in _VALUE_TYPES for v in values)):
+            count += 1
+            continue
+        cleaned = [_UNSAFE_PARAMETER.sub("", v) for v in values]
+        count += cleaned != values
+        kept.append(f"{pname}=" + ",".join(f'"{v}"' if any(c in v for c in ":;,") else v
+                                           for v in cleaned))
+    if name in TEXTS or name in LISTS:
+        text = _UNESCAPE.sub(lambda m: "\n" if m.group(1) in "nN" and m.group(1) else
+                             m.group(1), value)
+        clean = _UNSAFE.sub(lambda m: "\n" if m.group() == "\n" else "", text)
+        clean = clean.replace("\\", "/")
+        clean, neutralised = _neutralised_markup(clean)
+        count += neutralised
+        escaped = clean.replace(";", "\\;").replace("\n", "\\n")
+        if name in TEXTS:
+            escaped = escaped.replace(",", "\\,")
+        # the form alone (escapes, backslashes) is no change worth a count
+    else:
+        clean = _UNSAFE.sub("", value)
+        if name in _ADDRESSED and not clean.strip().lower().startswith("mailto:"):
+            return None
+        escaped, neutralised = _neutralised_markup(clean)
+        count += neutralised
+    return ";".join([name, *kept]) + ":" + escaped, count
 
 
-def _split(rest: bytes) -> tuple[bytes, list[bytes]]:
-    """A property's parameters and value (``rest``: from after its name), as long as
-    either reading has them: split at the first ``:`` and at the first outside double
-    quotes; the parameters as far as the later split (all of it when a quote is never
-    closed), the value as each split has it."""
-    first = rest.find(b":")
-    quoted = _unquoted_colon(rest)
-    values = [rest[first + 1:]] if first >= 0 else []
-    if quoted >= 0 and quoted != first:
-        values.append(rest[quoted + 1:])
-    return (rest if quoted < 0 else rest[:max(first, quoted)]), values
-
-
-def _unquoted_colon(line: bytes) -> int:
-    """The first ``:`` outside double quotes, -1 when none (an unclosed quote)."""
-    pos = 0
-    while True:
-        colon = line.find(b":", pos)
-        quote = line.find(b'"', pos)
-        if colon < 0:
-            return -1
-        if quote < 0 or colon < quote:
-            return colon
-        close = line.find(b'"', quote + 1)
-        if close < 0:
-            return -1
-        pos = close + 1
+def _neutralised_markup(value: str) -> tuple[str, int]:
+    """``value`` with the fallback's insertions where it holds markup (its deletions are
+    cosmetic, and in text they would take words out).  The words "quoted-printable"
+    lose their hyphen: vobject decodes any line holding them that ends in "="."""
+    value = _QUOTED_PRINTABLE.sub("quoted printable", value)
+    if "<" not in value:
+        return value, 0
+    data = value.encode("utf-8", "surrogatepass")
+    # insertions only; none before a "(" after a blank (no CSS function; and so the
+    # rebuilt form is its own rebuild)
+    edits = [e for e in markup_edits(data) if e[0] == e[1] and not (
+        e[2] == b" " and e[0] > 0 and data[e[0] - 1] in b" \t\n")]
+    if not edits:
+        return value, 0
+    return applied(data, edits).decode("utf-8", "surrogatepass"), len(edits)

@@ -204,7 +204,9 @@ def neutralise_message(data: bytes, _depth: int = 0) -> FallbackResult:
             read = neutralise_calendar(decoded, part.charset_label)
             if isinstance(read, str):
                 return FallbackResult(None, 0, read)
-            decoded, calendar = read
+            # rebuilt (calendar.py): a change of form alone counts as one
+            calendar = max(read[1], read[0] != decoded)
+            decoded = read[0]
             if part.content_type not in RENDERED_TYPES and not xml_document(
                     part.content_type):
                 n = 0

@@ -150,7 +150,7 @@ def test_scan_says_what_a_refused_copy_s_calendar_lost(
     refused = policy == "refused"
     assert report["outcome"] == ("stripped" if refused else "rewritten")
     assert report["calendar_loads"] == (1 if refused else 0)
-    assert (b'<img x-bp-src="' + PIXEL_URL.encode() in out.read_bytes()) is refused
+    assert (PIXEL_URL.encode() in out.read_bytes()) is not refused
 
 
 def test_output_is_the_copy_a_recipient_gets(tmp_path: Path,
