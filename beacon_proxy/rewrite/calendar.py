@@ -31,9 +31,9 @@ hold), and so does a ``mailto``-less organiser or attendee.  A calendar already 
 that form - what most senders' tools write - comes out byte for byte.
 
 The text is read as the part's charset says and written back in it; a charset
-whose bytes read as ASCII differently (ISO-2022, UTF-7, HZ, UTF-16 read by a
-client that ignores the label) must load nothing read that way too, else no copy
-is made.  Work is linear in the part's size.
+whose bytes read as ASCII differently (ISO-2022, UTF-7, HZ, a Shift_JIS or Big5
+second byte that is a backslash) must load nothing read that way too - rebuilt or
+kept as it was -, else no copy is made.  Work is linear in the part's size.
 
 Granted copies keep their calendar parts as they are.
 """
@@ -247,8 +247,11 @@ def neutralise_calendar(decoded: bytes, label: str) -> tuple[bytes, int] | str:
     else:
         new = rebuilt.encode("utf-8") if _utf8(charset) else encode_text(
             rebuilt, charset, errors="replace")
-    if new != decoded and not _utf8(charset) and not charset.startswith(
-            ("utf-16", "utf-32")) and _rebuilt(new.decode("latin-1"))[1]:
+    # read as ASCII or UTF-8 by a client that ignores the label (ISO-2022's and HZ's
+    # escapes, UTF-7, a Shift_JIS or Big5 second byte that is "\\"): nothing to drop
+    # that way either, kept or rebuilt (UTF-16/32 so read is NULs between letters)
+    if not _utf8(charset) and not charset.startswith(("utf-16", "utf-32")) and _rebuilt(
+            new.decode("latin-1"))[1]:
         return f"calendar part in {charset} whose bytes, read as ASCII, would load"
     return (decoded, 0) if new == decoded else (new, count)
 
@@ -355,8 +358,8 @@ def _property(name: str, params: list[tuple[str, list[str]]], value: str
         if name in TEXTS:
             escaped = escaped.replace(",", "\\,")
         # the form alone (escapes, backslashes) is no change worth a count
-    else:
-        clean = _UNSAFE.sub("", value)
+    else:  # no escapes in these, but readers decode "\\n" in most: no backslash stays
+        clean = _UNSAFE.sub("", value).replace("\\", "/")
         if name in _ADDRESSED and not clean.strip().lower().startswith("mailto:"):
             return None
         escaped, neutralised = _neutralised_markup(clean)
@@ -372,10 +375,9 @@ def _neutralised_markup(value: str) -> tuple[str, int]:
     if "<" not in value:
         return value, 0
     data = value.encode("utf-8", "surrogatepass")
-    # insertions only; none before a "(" after a blank (no CSS function; and so the
-    # rebuilt form is its own rebuild)
-    edits = [e for e in markup_edits(data) if e[0] == e[1] and not (
-        e[2] == b" " and e[0] > 0 and data[e[0] - 1] in b" \t\n")]
+    # insertions only; also a blank before a "(" that has one (a CSS hex escape takes
+    # a blank: "u\\72\\6c (" is "url(", its backslashes from "&#92;" in a style)
+    edits = [e for e in markup_edits(data) if e[0] == e[1]]
     if not edits:
         return value, 0
     return applied(data, edits).decode("utf-8", "surrogatepass"), len(edits)
