@@ -120,7 +120,7 @@ class CssRef:
     """One URL a stylesheet makes the client fetch."""
 
     kind: str  # "url", "import", "font"; SUBSTITUTED: a URL no scan can know (url "")
-    url: str  # CSS-unescaped, whitespace-stripped
+    url: str  # CSS-unescaped (not stripped: a blank URL loads the base), never ""
     url_span: Span  # the URL text, inside quotes or url( )
     token_span: Span  # the url(...) function or the string token
     removal_span: Span  # url(...), a whole image-set(...), or a whole @import rule
@@ -207,9 +207,12 @@ def css_unescape(text: str) -> str:
 
 
 def _text(data: bytes, span: Span) -> str:
+    """A URL's text, CSS-unescaped, as the URL parser gets it: not stripped here (it trims
+    C0 controls and spaces only - ``htmlattr.clean_url`` -, never an NBSP or U+3000,
+    and what it trims to nothing is the base URL: ``url(' ')`` loads the ``<base>``)."""
     # NUL is U+FFFD to a client (HTML parser, CSS preprocessing): url(x\0) loads x%EF%BF%BD
     text = data[span[0] : span[1]].decode("utf-8", "replace").replace("\0", "\ufffd")
-    return css_unescape(text).strip()
+    return css_unescape(text)
 
 
 class _Scanner:

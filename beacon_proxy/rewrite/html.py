@@ -340,11 +340,11 @@ class _Scan(TagReader):
                     url = unescape(url)
             else:
                 url = unescape(decode_text(raw, self.charset))
+            if not url:  # only an empty value loads nothing (see add())
+                continue
             url = url.strip(_URL_STRIP)  # clean_url(url), inline: one call less per image
             if "\t" in url or "\n" in url or "\r" in url:
                 url = url.replace("\t", "").replace("\n", "").replace("\r", "")
-            if not url:
-                continue
             budget -= 1  # the reference: as add() does
             if budget < 0:
                 self.truncated = True
@@ -385,9 +385,10 @@ class _Scan(TagReader):
         add it, waiting as a :class:`PendingImg` (:meth:`images` has this inline)."""
         view = self.view
         raw = view[vs + 1 : ve - 1] if view[vs] in _QUOTES else view[vs:ve]
-        url = clean_url(unescape(raw.decode("ascii") if self.ascii and raw.isascii()
-                                 else decode_text(raw, self.charset)))
-        if url and self.count(vs):
+        value = unescape(raw.decode("ascii") if self.ascii and raw.isascii()
+                         else decode_text(raw, self.charset))
+        url = clean_url(value)
+        if value and self.count(vs):  # only an empty value loads nothing (see add())
             cond = self.cond
             self.refs.append(_new(PendingImg, (self.low, start, url, bool(is_remote(url)), box,
                                                cond[-1] if cond else None)))

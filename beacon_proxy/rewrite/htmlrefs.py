@@ -581,9 +581,11 @@ class TagReader:
             attr_span: Span | None = None, value_span: Span | None = None,
             in_block: bool = False, box: Box | None = None, alt_span: Span | None = None,
             rewritable: bool = True) -> None:
-        url = clean_url(url)
+        # Only a value that is empty loads nothing: one the URL parser trims to nothing
+        # (" ", "\x1c", an escaped tab in CSS) is the base URL (relative, "")
         if not url or not self.count(url_span[0]):
             return
+        url = clean_url(url)
         cond = self.cond
         self.refs.append(_new(Reference, (
             element, url, tag, bool(is_remote(url)), tag_span, url_span, removal, neutral,

@@ -190,7 +190,7 @@ class _Tokenizer:
         if self.at(j) not in ("'", '"'):
             return
         value = self.string(j + 1, self.s[j])[0]
-        if value.strip():
+        if value:
             self.pending[len(self.closers) + 1] = (start, value)  # the function's level
 
     def ident_like(self, j: int) -> int:  # 4.3.4
@@ -223,7 +223,7 @@ class _Tokenizer:
                 self.load(load[0], j + 1, load[1])
 
     def load(self, start: int, end: int, value: str) -> None:
-        if value.strip():
+        if value:  # only an empty URL loads nothing: " " is the base URL
             self.loads.add((start, end))
 
     def run(self) -> set[tuple[int, int]]:  # 4.3.1

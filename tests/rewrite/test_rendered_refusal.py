@@ -584,6 +584,15 @@ SNIPPETS: dict[str, str] = {
     "image_set_if": '<p style="background-image:image-set(if(media(min-width:1px):\'{U}\'))">'
                     'x</p>',
     "image_set_env": '<p style="background-image:image-set(env(nope,\'{U}\'))">x</p>',
+    # a URL the URL parser trims to nothing is the base URL (only "" loads nothing)
+    "blank_url_base": '<base href="{U}"><p style="background:url(\' \')">x</p>',
+    "blank_image_set_base": '<base href="{U}"><p style="background:image-set(\' \' 1x)">x'
+                            '</p>',
+    "escaped_tab_url_base": '<base href="{U}"><style>p{background:url(\'\\9\')}</style>'
+                            '<p>x</p>',
+    "control_src_base": '<base href="{U}"><img src="\x1c" width="1" height="1">',
+    "nbsp_url_base": '<base href="https://{H}/p/r-reader%40example.org/">'
+                     '<p style="background:url(\'\\a0\')">x</p>',
 }
 
 # -- generated: loader contexts x URL spellings a browser still reads as the tracker -----------
