@@ -329,7 +329,8 @@ def loads(html: str, parser: Parser) -> list[Load]:
     out: list[Load] = []
     for kind, raw in _raw(soup, parser, 0):
         url = normalise(raw)
-        remote = is_remote(url)
+        # only an empty value loads nothing: a blank one (" ", "\x1c") is the base URL
+        remote = is_remote(url) if url or not raw else None
         if remote is None and remote_base:
             assert base is not None
             try:
