@@ -56,7 +56,7 @@ from beacon_proxy.rewrite.charsets import (
     is_transcoded,
     to_utf8,
 )
-from beacon_proxy.rewrite.markup import applied, markup_edits
+from beacon_proxy.rewrite.markup import TooMuchMarkup, applied, markup_edits
 from beacon_proxy.rewrite.mime import RENDERED_TYPES, MimePart, MimeTree
 from beacon_proxy.rewrite.transfer import (
     TransferError,
@@ -237,6 +237,13 @@ def neutralise_calendar(decoded: bytes, label: str) -> tuple[bytes, int] | str:
     """
     if len(decoded) > MAX_CALENDAR:
         return f"calendar larger than {MAX_CALENDAR} bytes"
+    try:
+        return _neutralised(decoded, label)
+    except TooMuchMarkup as exc:
+        return f"calendar part with {exc}"
+
+
+def _neutralised(decoded: bytes, label: str) -> tuple[bytes, int] | str:
     charset = effective_charset(decoded, label)
     transcoded = is_transcoded(charset)
     text = (to_utf8(decoded, charset) if transcoded else decoded).decode(

@@ -31,7 +31,7 @@ from typing import Final
 
 from beacon_proxy.rewrite.calendar import is_calendar, neutralise_calendar
 from beacon_proxy.rewrite.charsets import opens_tags, reading
-from beacon_proxy.rewrite.markup import neutralise_markup
+from beacon_proxy.rewrite.markup import TooMuchMarkup, neutralise_markup
 from beacon_proxy.rewrite.mime import (
     OPAQUE_TYPES,
     RENDERED_TYPES,
@@ -160,6 +160,13 @@ def neutralise_message(data: bytes, _depth: int = 0) -> FallbackResult:
     to some clients only, becomes CRLF first, so every client reads the structure
     that was neutralised.
     """
+    try:
+        return _neutralised(data, _depth)
+    except TooMuchMarkup as exc:  # a bound of markup.py: no copy is made, it is held
+        return FallbackResult(None, 0, f"beyond the fallback's limits: a part with {exc}")
+
+
+def _neutralised(data: bytes, _depth: int) -> FallbackResult:
     fixed = 0
     if b"\r" in data:
         data, fixed = _BARE_CR.subn(b"\r\n", data)

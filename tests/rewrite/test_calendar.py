@@ -18,6 +18,7 @@ from beacon_proxy.rewrite.calendar import is_calendar, neutralise_calendar
 from beacon_proxy.rewrite.copies import CopyPolicy, Outcome, decide, prepare
 from beacon_proxy.rewrite.engine import Engine
 from beacon_proxy.rewrite.fallback import neutralise_message
+from beacon_proxy.rewrite.markup import MAX_CONSTRUCTS
 from beacon_proxy.rewrite.mime import parse_message
 from beacon_proxy.rewrite.rules import load_rules
 from tests.rewrite import oracle
@@ -494,3 +495,13 @@ def test_a_calendar_the_precise_path_cannot_read_goes_to_the_fallback() -> None:
     copy = decide(ENGINE, prepared, RCPT, Policy.REFUSED, CopyPolicy())
     assert copy.outcome is Outcome.FALLBACK and copy.data is not None
     assert loads_left(_calendar_of(copy.data)) == []
+
+
+def test_a_calendar_value_with_more_constructs_than_the_fallback_reads_is_held() -> None:
+    """The rebuild reads a value holding markup as the fallback does, within its bound."""
+    data = ics("DESCRIPTION:<p>" + "(" * (MAX_CONSTRUCTS + 1))
+    assert neutralise_calendar(data, "utf-8") == (
+        f"calendar part with more than {MAX_CONSTRUCTS} constructs that may load")
+    copy = decide(ENGINE, prepare(ENGINE, _message(data), CopyPolicy()), RCPT,
+                  Policy.REFUSED, CopyPolicy())
+    assert copy.outcome is Outcome.HELD and copy.data is None

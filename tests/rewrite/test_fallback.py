@@ -10,6 +10,7 @@ import email.policy
 import pytest
 
 from beacon_proxy.rewrite.fallback import neutralise_message
+from beacon_proxy.rewrite.markup import MAX_CONSTRUCTS
 from tests.rewrite import oracle
 
 
@@ -203,3 +204,34 @@ def test_padded_soft_line_breaks_are_read_as_rfc_2045_says_and_written_back() ->
     unchanged = data.replace(b"https://t.test/q", b"cid:a").replace(b"s= \t\r\nrc", b"src")
     again = neutralise_message(unchanged.replace(b"still =\r\n", b"still = \r\n"))
     assert again.data is not None and b"still = \r\n" not in again.data  # re-encoded anyway
+
+
+# -- bounded work: the fallback runs in the relay's process ----------------------------------------
+
+def _styled(css: bytes) -> bytes:
+    return (b"From: a@shop.example\r\nTo: b@example.org\r\nSubject: x\r\nMIME-Version: 1.0\r\n"
+            b"Content-Type: text/html; charset=utf-8\r\n\r\n<style>a{background:" + css
+            + b"}</style><p>hi</p>\r\n")
+
+
+def test_a_part_with_more_constructs_than_the_bound_is_held() -> None:
+    """4 MB of "(" took 7 s and 1.1 GB of the relay's memory; now the copy is held at the
+    bound, its edits never made."""
+    result = neutralise_message(_styled(b"(" * (MAX_CONSTRUCTS + 1)))
+    assert result.data is None and result.neutralised == 0
+    assert result.reason == (f"beyond the fallback's limits: a part with more than "
+                             f"{MAX_CONSTRUCTS} constructs that may load")
+
+
+def test_the_bound_holds_inside_an_encoded_embedded_message() -> None:
+    inner = base64.encodebytes(_styled(b"url(x)" * (MAX_CONSTRUCTS + 1)))
+    data = (b"From: a@shop.example\r\nMIME-Version: 1.0\r\nContent-Type: message/rfc822\r\n"
+            b"Content-Transfer-Encoding: base64\r\n\r\n" + inner)
+    result = neutralise_message(data)
+    assert result.data is None and result.reason is not None and "constructs" in result.reason
+
+
+def test_below_the_bound_every_construct_is_neutralised() -> None:
+    result = neutralise_message(_styled(b"url(https://t.test/p)" * 1000))
+    assert result.data is not None and result.neutralised == 1000
+    assert b"url(" not in result.data

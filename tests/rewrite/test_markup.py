@@ -7,7 +7,13 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 
-from beacon_proxy.rewrite.markup import markup_edits, neutralise_markup
+from beacon_proxy.config import SmtpConfig
+from beacon_proxy.rewrite.markup import (
+    MAX_CONSTRUCTS,
+    TooMuchMarkup,
+    markup_edits,
+    neutralise_markup,
+)
 from tests.rewrite.test_fallback import loads_left
 from tests.rewrite.test_oracle import FIXTURES, TEMPLATE_FILES, TEMPLATES, _documents
 
@@ -86,3 +92,36 @@ def test_addresses_and_other_at_rules_are_left_alone(text: str) -> None:
     assert neutralise_markup(text.encode()) == (text.encode(), 0)
     # text that only may be a split "@import" pays a "_": "@im<b>portant</b>"
     assert neutralise_markup(b"@im<b>portant</b>")[0] == b"@_im<b>portant</b>"
+
+
+# -- bounded: the fallback runs in the relay's own process -----------------------------------------
+
+@pytest.mark.parametrize("piece", [b"(", b"rgb(", b"<p src=x>", b"@import", b"&lpar;"])
+def test_more_constructs_than_the_bound_raise_at_the_bound(piece: bytes) -> None:
+    """Each match counts, harmless or not: ``rgb(`` costs the loop as much as ``url(``."""
+    view = b"<style>" + piece * (MAX_CONSTRUCTS + 1)
+    with pytest.raises(TooMuchMarkup, match=f"more than {MAX_CONSTRUCTS} constructs"):
+        markup_edits(view)
+    assert markup_edits(b"<style>" + piece * 1000) is not None  # well below: read
+
+
+def test_exactly_the_bound_is_still_neutralised(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("beacon_proxy.rewrite.markup.MAX_CONSTRUCTS", 3)
+    text = b'<img src="https://t.test/a"><p style="background:url(https://t.test/b)">@x'
+    assert neutralise_markup(text)[1] == 2  # src=, "(", "@": three matches
+    with pytest.raises(TooMuchMarkup):
+        markup_edits(text + b"@y")
+
+
+@pytest.mark.skipif(not TEMPLATE_FILES, reason=f"no shared templates at {TEMPLATES}")
+def test_real_newsletters_of_the_default_size_limit_stay_below_the_bound(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The bound scaled to each real template's length as MAX_CONSTRUCTS is to the default
+    ``[smtp] max_message_size`` (25 MiB): none reaches it, so a real newsletter of that size
+    with the same density of markup would not either (they hold one match per 300-2000
+    bytes; the bound allows one per 105)."""
+    for path in TEMPLATE_FILES:
+        data = path.read_bytes()
+        monkeypatch.setattr("beacon_proxy.rewrite.markup.MAX_CONSTRUCTS",
+                            len(data) * MAX_CONSTRUCTS // SmtpConfig().max_message_size)
+        markup_edits(data)
