@@ -56,7 +56,7 @@ from beacon_proxy.rewrite.charsets import (
     is_transcoded,
     to_utf8,
 )
-from beacon_proxy.rewrite.markup import TooMuchMarkup, applied, markup_edits
+from beacon_proxy.rewrite.markup import Budget, TooMuchMarkup, applied, markup_edits
 from beacon_proxy.rewrite.mime import RENDERED_TYPES, MimePart, MimeTree
 from beacon_proxy.rewrite.transfer import (
     TransferError,
@@ -226,10 +226,12 @@ def calendar_change(tree: MimeTree, part: MimePart) -> CalendarChange | str:
     return CalendarChange(part.path, new if new != decoded else None, count)
 
 
-def neutralise_calendar(decoded: bytes, label: str) -> tuple[bytes, int] | str:
+def neutralise_calendar(decoded: bytes, label: str, budget: Budget | None = None
+                        ) -> tuple[bytes, int] | str:
     """``decoded`` (a calendar part's transfer-decoded body, in the charset ``label``
     says) rebuilt so that nothing in it loads, and how many things that took (0: it
-    comes out as it was); or why no such copy can be made (then hold it).
+    comes out as it was); or why no such copy can be made (then hold it).  ``budget``:
+    the message's, for the markup read in values (a fresh one by default).
 
     >>> neutralise_calendar(b"BEGIN:VEVENT\\r\\nIMAGE;VALUE=URI:https://t.example/p\\r\\n"
     ...                     b"SUMMARY:Hi\\r\\nEND:VEVENT\\r\\n", "utf-8")
@@ -238,17 +240,17 @@ def neutralise_calendar(decoded: bytes, label: str) -> tuple[bytes, int] | str:
     if len(decoded) > MAX_CALENDAR:
         return f"calendar larger than {MAX_CALENDAR} bytes"
     try:
-        return _neutralised(decoded, label)
+        return _neutralised(decoded, label, budget or Budget())
     except TooMuchMarkup as exc:
         return f"calendar part with {exc}"
 
 
-def _neutralised(decoded: bytes, label: str) -> tuple[bytes, int] | str:
+def _neutralised(decoded: bytes, label: str, budget: Budget) -> tuple[bytes, int] | str:
     charset = effective_charset(decoded, label)
     transcoded = is_transcoded(charset)
     text = (to_utf8(decoded, charset) if transcoded else decoded).decode(
         "utf-8", "replace") if transcoded or _utf8(charset) else decode_text(decoded, charset)
-    rebuilt, count = _rebuilt(text)
+    rebuilt, count = _rebuilt(text, budget)
     if transcoded:
         new = from_utf8(rebuilt.encode("utf-8"), charset, bom=has_bom(decoded, charset))
     else:
@@ -258,7 +260,7 @@ def _neutralised(decoded: bytes, label: str) -> tuple[bytes, int] | str:
     # escapes, UTF-7, a Shift_JIS or Big5 second byte that is "\\"): nothing to drop
     # that way either, kept or rebuilt (UTF-16/32 so read is NULs between letters)
     if not _utf8(charset) and not charset.startswith(("utf-16", "utf-32")) and _rebuilt(
-            new.decode("latin-1"))[1]:
+            new.decode("latin-1"), budget)[1]:
         return f"calendar part in {charset} whose bytes, read as ASCII, would load"
     return (decoded, 0) if new == decoded else (new, count)
 
@@ -267,7 +269,7 @@ def _utf8(charset: str) -> bool:
     return charset in ("utf-8", "us-ascii")
 
 
-def _rebuilt(text: str) -> tuple[str, int]:
+def _rebuilt(text: str, budget: Budget) -> tuple[str, int]:
     """The calendar in its rebuilt form, and how many properties, components and
     constructs it dropped or neutralised (0 when nothing but the form changed)."""
     out: list[str] = []
@@ -292,7 +294,7 @@ def _rebuilt(text: str) -> tuple[str, int]:
         if skipped:
             count += 1
             continue
-        kept = _property(name, params, value)
+        kept = _property(name, params, value, budget)
         if kept is None:
             count += 1
             continue
@@ -338,7 +340,7 @@ def _parse(line: str) -> tuple[str, list[tuple[str, list[str]]], str] | None:
     return name, params, line[pos + 1:]
 
 
-def _property(name: str, params: list[tuple[str, list[str]]], value: str
+def _property(name: str, params: list[tuple[str, list[str]]], value: str, budget: Budget
               ) -> tuple[str, int] | None:
     """The rebuilt line of a property and how many constructs that took; None: it goes."""
     if name not in PROPERTIES:
@@ -359,7 +361,7 @@ def _property(name: str, params: list[tuple[str, list[str]]], value: str
                              m.group(1), value)
         clean = _UNSAFE.sub(lambda m: "\n" if m.group() == "\n" else "", text)
         clean = clean.replace("\\", "/")
-        clean, neutralised = _neutralised_markup(clean)
+        clean, neutralised = _neutralised_markup(clean, budget)
         count += neutralised
         escaped = clean.replace(";", "\\;").replace("\n", "\\n")
         if name in TEXTS:
@@ -369,12 +371,12 @@ def _property(name: str, params: list[tuple[str, list[str]]], value: str
         clean = _UNSAFE.sub("", value).replace("\\", "/")
         if name in _ADDRESSED and not clean.strip().lower().startswith("mailto:"):
             return None
-        escaped, neutralised = _neutralised_markup(clean)
+        escaped, neutralised = _neutralised_markup(clean, budget)
         count += neutralised
     return ";".join([name, *kept]) + ":" + escaped, count
 
 
-def _neutralised_markup(value: str) -> tuple[str, int]:
+def _neutralised_markup(value: str, budget: Budget) -> tuple[str, int]:
     """``value`` with the fallback's insertions where it holds markup (its deletions are
     cosmetic, and in text they would take words out).  The words "quoted-printable"
     lose their hyphen: vobject decodes any line holding them that ends in "="."""
@@ -384,7 +386,7 @@ def _neutralised_markup(value: str) -> tuple[str, int]:
     data = value.encode("utf-8", "surrogatepass")
     # insertions only; also a blank before a "(" that has one (a CSS hex escape takes
     # a blank: "u\\72\\6c (" is "url(", its backslashes from "&#92;" in a style)
-    edits = [e for e in markup_edits(data) if e[0] == e[1]]
+    edits = [e for e in markup_edits(data, budget) if e[0] == e[1]]
     if not edits:
         return value, 0
     return applied(data, edits).decode("utf-8", "surrogatepass"), len(edits)

@@ -31,7 +31,7 @@ from typing import Final
 
 from beacon_proxy.rewrite.calendar import is_calendar, neutralise_calendar
 from beacon_proxy.rewrite.charsets import opens_tags, reading
-from beacon_proxy.rewrite.markup import TooMuchMarkup, neutralise_markup
+from beacon_proxy.rewrite.markup import Budget, TooMuchMarkup, neutralise_markup
 from beacon_proxy.rewrite.mime import (
     OPAQUE_TYPES,
     RENDERED_TYPES,
@@ -99,7 +99,8 @@ def _part_body(tree: MimeTree, part: MimePart) -> tuple[bytes, str]:
     return decode(body, cte), cte
 
 
-def _neutralise_text(decoded: bytes, label: str, content_type: str) -> tuple[bytes, int] | str:
+def _neutralise_text(decoded: bytes, label: str, content_type: str, budget: Budget
+                     ) -> tuple[bytes, int] | str:
     """The neutralised text and the count; or why no copy is safe (hold it).
 
     Text that clients read in several ways (``Reading.others``: another charset, a
@@ -118,9 +119,9 @@ def _neutralise_text(decoded: bytes, label: str, content_type: str) -> tuple[byt
         return differently  # a client honouring the <meta> reads other markup than we change
     if xml_document(content_type) and b"<!entity" in read.view.lower():
         return f"{content_type} part that declares its own entities (<!ENTITY)"
-    text, count = neutralise_markup(read.text, read.view)
+    text, count = neutralise_markup(read.text, read.view, budget)
     for other in read.others:
-        if neutralise_markup(read.text, other)[0] != text:
+        if neutralise_markup(read.text, other, budget)[0] != text:
             return differently
     if not count:
         return decoded, 0
@@ -150,7 +151,8 @@ def _changed_part(tree: MimeTree, part: MimePart, new: bytes, cte: str
     return slice(part.header_span.start, part.body_span.stop), header + (sep or eol) + body
 
 
-def neutralise_message(data: bytes, _depth: int = 0) -> FallbackResult:
+def neutralise_message(data: bytes, _depth: int = 0, _budget: Budget | None = None
+                       ) -> FallbackResult:
     """Neutralise every remote load in every part a client could render as HTML or CSS.
 
     Parts of other types leave byte-identical.  ``data`` is None in the result when
@@ -161,12 +163,12 @@ def neutralise_message(data: bytes, _depth: int = 0) -> FallbackResult:
     that was neutralised.
     """
     try:
-        return _neutralised(data, _depth)
+        return _neutralised(data, _depth, _budget or Budget())
     except TooMuchMarkup as exc:  # a bound of markup.py: no copy is made, it is held
         return FallbackResult(None, 0, f"beyond the fallback's limits: a part with {exc}")
 
 
-def _neutralised(data: bytes, _depth: int) -> FallbackResult:
+def _neutralised(data: bytes, _depth: int, budget: Budget) -> FallbackResult:
     fixed = 0
     if b"\r" in data:
         data, fixed = _BARE_CR.subn(b"\r\n", data)
@@ -186,7 +188,7 @@ def _neutralised(data: bytes, _depth: int) -> FallbackResult:
             part.is_multipart and not part.boundary)
         if part.is_multipart:
             if broken and part.path not in parents:  # no parts found: a client shows the body
-                new, n = neutralise_markup(tree.body(part))
+                new, n = neutralise_markup(tree.body(part), budget=budget)
                 if n:
                     changes.append((part.body_span, new))
                     count += n
@@ -195,7 +197,7 @@ def _neutralised(data: bytes, _depth: int) -> FallbackResult:
             if _depth >= MAX_EMBEDDED:
                 return FallbackResult(None, 0, "embedded messages nested too deep")
             decoded, _ = _part_body(tree, part)
-            inner = neutralise_message(decoded, _depth + 1)
+            inner = neutralise_message(decoded, _depth + 1, budget)
             if inner.data is None:
                 return inner
             # Always written back, in base64: Python's email parses the encoded text
@@ -208,7 +210,7 @@ def _neutralised(data: bytes, _depth: int) -> FallbackResult:
         decoded, cte = b"", ""
         if not broken and is_calendar(tree, part):
             decoded, cte = _part_body(tree, part)
-            read = neutralise_calendar(decoded, part.charset_label)
+            read = neutralise_calendar(decoded, part.charset_label, budget)
             if isinstance(read, str):
                 return FallbackResult(None, 0, read)
             # rebuilt (calendar.py): a change of form alone counts as one
@@ -238,7 +240,8 @@ def _neutralised(data: bytes, _depth: int) -> FallbackResult:
         if part.content_type == "text/x-amp-html" and not broken:
             new, n = _AMP_BODY, 1
         else:
-            neutralised = _neutralise_text(decoded, part.charset_label, part.content_type)
+            neutralised = _neutralise_text(decoded, part.charset_label, part.content_type,
+                                           budget)
             if isinstance(neutralised, str):
                 return FallbackResult(None, 0, neutralised)
             new, n = neutralised

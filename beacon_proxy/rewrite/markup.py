@@ -26,13 +26,15 @@ whitespace between), and ``href`` must be its first attribute, which no
 attribute value can imitate (see :func:`_plain_anchor`).  Work is linear: a
 handful of compiled patterns with bounded look-arounds, one ``finditer`` each.
 
-And bounded: a text with more than :data:`MAX_CONSTRUCTS` matches (attributes, ``(``,
-``@``, harmless or not) raises :class:`TooMuchMarkup` at that match, and its copy is
-held.  Each edit costs about 270 bytes until the text is joined, and the fallback runs
-in the relay's own process: 4 MB of ``(`` in a ``<style>`` took 7 s and 1.1 GB before
-(25 MB, the default size limit, would take the relay's memory).  Real newsletters
-hold one match per 300-2000 bytes (the twelve templates of the test data), so the
-bound is reached at 75 MB of the densest of them, above ``[smtp] max_message_size``.
+And bounded: a message whose texts hold more than :data:`MAX_CONSTRUCTS` matches
+together (attributes, ``(``, ``@``, harmless or not; one :class:`Budget` for all its
+texts) raises :class:`TooMuchMarkup` at that match, and its copy is held. Each edit
+costs about 270 bytes until the text is joined, and the fallback runs in the relay's own
+process: 4 MB of ``(`` in a ``<style>`` took 7 s and 1.1 GB before (25 MB, the default
+size limit, would take the relay's memory). Real newsletters hold one match per 300-2000
+bytes (the twelve templates of the test data), so the bound is reached at 75 MB of the
+densest of them, above ``[smtp] max_message_size``; and a message's texts together cost
+at most about half a second.
 """
 
 from __future__ import annotations
@@ -40,9 +42,10 @@ from __future__ import annotations
 import re
 from typing import Final
 
-__all__ = ["MAX_CONSTRUCTS", "TooMuchMarkup", "applied", "markup_edits", "neutralise_markup"]
+__all__ = ["MAX_CONSTRUCTS", "Budget", "TooMuchMarkup", "applied", "markup_edits",
+           "neutralise_markup"]
 
-#: Matches read in one text at most: beyond, :class:`TooMuchMarkup` (the copy is held).
+#: Matches read in one message at most: beyond, :class:`TooMuchMarkup` (the copy is held).
 MAX_CONSTRUCTS: Final = 250_000
 
 _WS = rb"[\t\n\f\r ]"
@@ -85,10 +88,25 @@ _PLAIN_ARG = re.compile(rb"[\t\n\f\r ]*(?:\"[^\"<>\n]{0,4096}\"|'[^'<>\n]{0,4096
 
 
 class TooMuchMarkup(ValueError):
-    """A text holds more than :data:`MAX_CONSTRUCTS` constructs that may load."""
+    """A message's texts hold more than :data:`MAX_CONSTRUCTS` constructs that may load."""
 
     def __init__(self) -> None:
         super().__init__(f"more than {MAX_CONSTRUCTS} constructs that may load")
+
+
+class Budget:
+    """The matches one message's texts may still take (:data:`MAX_CONSTRUCTS` in all)."""
+
+    __slots__ = ("left",)
+
+    def __init__(self) -> None:
+        self.left = MAX_CONSTRUCTS
+
+    def take(self) -> None:
+        """Count one match; past the bound, :class:`TooMuchMarkup`."""
+        self.left -= 1
+        if self.left < 0:
+            raise TooMuchMarkup
 
 
 def _plain_anchor(view: bytes, at: int) -> bool:
@@ -135,11 +153,13 @@ def _ident_before(view: bytes, pos: int) -> bytes | None:
     return view[start:pos].lower()
 
 
-def neutralise_markup(text: bytes, view: bytes | None = None) -> tuple[bytes, int]:
+def neutralise_markup(text: bytes, view: bytes | None = None, budget: Budget | None = None
+                      ) -> tuple[bytes, int]:
     """``text`` (HTML and/or CSS, ASCII-compatible) with every remote load neutralised.
 
     ``view``: a same-length view whose ASCII bytes are exactly the text's ASCII
     characters (multi-byte characters masked); ``text`` itself by default.
+    ``budget``: the message's (:class:`Budget`; a text's own by default).
     Returns the new text and how many constructs were neutralised.  The values of
     renamed attributes and plain ``url()`` arguments are emptied as well, so the
     tracker's address does not even stay as text (cosmetic: the rename and the
@@ -150,7 +170,7 @@ def neutralise_markup(text: bytes, view: bytes | None = None) -> tuple[bytes, in
     >>> neutralise_markup(b'<p style="background:url(//t.example/p)">')[0]
     b'<p style="background:url ()">'
     """
-    edits = markup_edits(text if view is None else view)
+    edits = markup_edits(text if view is None else view, budget)
     if not edits:
         return text, 0
     return applied(text, edits), sum(start == end for start, end, _ in edits)
@@ -167,13 +187,14 @@ def applied(text: bytes, edits: list[tuple[int, int, bytes]]) -> bytes:
     return b"".join(pieces)
 
 
-def markup_edits(view: bytes) -> list[tuple[int, int, bytes]]:
+def markup_edits(view: bytes, budget: Budget | None = None) -> list[tuple[int, int, bytes]]:
     """What :func:`neutralise_markup` changes in ``view``: ``(start, end, replacement)``,
     sorted and not overlapping; an insertion (``start == end``) is one neutralised
-    construct, a deletion empties a renamed value or a ``url()`` argument."""
+    construct, a deletion empties a renamed value or a ``url()`` argument.  Each match
+    is taken from ``budget`` (a fresh :class:`Budget` by default)."""
     edits: list[tuple[int, int, bytes]] = []
     run = [0]  # where the last unquoted run measured ends (see _attribute_value)
-    budget = _Budget()
+    budget = budget or Budget()
     for m in _ATTR.finditer(view):
         budget.take()
         name = m.group().lower()
@@ -212,20 +233,6 @@ def markup_edits(view: bytes) -> list[tuple[int, int, bytes]]:
         kept.append(edit)
         pos = edit[1]
     return kept
-
-
-class _Budget:
-    """Counts one text's matches; past :data:`MAX_CONSTRUCTS`, :class:`TooMuchMarkup`."""
-
-    __slots__ = ("left",)
-
-    def __init__(self) -> None:
-        self.left = MAX_CONSTRUCTS
-
-    def take(self) -> None:
-        self.left -= 1
-        if self.left < 0:
-            raise TooMuchMarkup
 
 
 def _attribute_value(view: bytes, pos: int, run: list[int]) -> tuple[int, int]:

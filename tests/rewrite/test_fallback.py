@@ -235,3 +235,14 @@ def test_below_the_bound_every_construct_is_neutralised() -> None:
     result = neutralise_message(_styled(b"url(https://t.test/p)" * 1000))
     assert result.data is not None and result.neutralised == 1000
     assert b"url(" not in result.data
+
+
+def test_the_bound_is_the_whole_message_s() -> None:
+    """Two parts of 60 % of the bound each: together past it (the work is the message's)."""
+    css = b"<style>a{background:" + b"(" * (MAX_CONSTRUCTS * 3 // 5) + b"}</style>"
+    part = (b"--b\r\nContent-Type: text/html; charset=utf-8\r\n\r\n" + css + b"\r\n")
+    data = (b"From: a@shop.example\r\nMIME-Version: 1.0\r\n"
+            b"Content-Type: multipart/mixed; boundary=b\r\n\r\n" + part + part + b"--b--\r\n")
+    result = neutralise_message(data)
+    assert result.data is None and result.reason is not None and "constructs" in result.reason
+    assert neutralise_message(data.replace(part, b"", 1)).data is not None  # one alone: read

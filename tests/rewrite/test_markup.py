@@ -10,6 +10,7 @@ from hypothesis import HealthCheck, example, given, settings
 from beacon_proxy.config import SmtpConfig
 from beacon_proxy.rewrite.markup import (
     MAX_CONSTRUCTS,
+    Budget,
     TooMuchMarkup,
     markup_edits,
     neutralise_markup,
@@ -103,6 +104,15 @@ def test_more_constructs_than_the_bound_raise_at_the_bound(piece: bytes) -> None
     with pytest.raises(TooMuchMarkup, match=f"more than {MAX_CONSTRUCTS} constructs"):
         markup_edits(view)
     assert markup_edits(b"<style>" + piece * 1000) is not None  # well below: read
+
+
+def test_a_budget_is_shared_by_the_texts_it_is_given_to() -> None:
+    budget = Budget()
+    markup_edits(b"(" * (MAX_CONSTRUCTS - 10), budget)
+    assert budget.left == 10
+    markup_edits(b"(" * 10, budget)
+    with pytest.raises(TooMuchMarkup):
+        neutralise_markup(b"<img src=x>", budget=budget)
 
 
 def test_exactly_the_bound_is_still_neutralised(monkeypatch: pytest.MonkeyPatch) -> None:
