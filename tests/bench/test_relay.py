@@ -200,6 +200,35 @@ def test_a_tiny_run_of_every_throughput_phase(capsys: pytest.CaptureFixture[str]
         assert "phase postfix skipped" in out
 
 
+def _run(name: str, rate: float, n: int) -> relay.Result:
+    """A result of ``rate`` messages/s (100 messages), round ``n``."""
+    return relay.Result(name, name, 100, 1, 1.0, 100 / rate, 1.0, None, None, 0.1, round=n)
+
+
+def test_rounds_are_judged_on_each_phase_s_median_run() -> None:
+    runs = [_run("b", 100, 1), _run("c", 390, 1), _run("b", 110, 2), _run("c", 470, 2),
+            _run("b", 90, 3), _run("c", 420, 3)]
+    by = relay.medians(runs)
+    assert (by["b"].rate, by["c"].rate) == pytest.approx((100, 420))
+    assert relay.medians(runs[:4])["c"].rate == pytest.approx(390)  # even: the lower middle
+    assert relay._round_ratios(runs, "c", "b") == "  (rounds: 3.90 4.27 4.67)"
+    assert relay._round_ratios(runs[:2], "c", "a") == ""  # no base in any round
+    assert relay._round_ratios([_run("c", 1, 0), _run("b", 1, 0)], "c", "b") == ""  # one run
+
+
+@needs_postfix_tools
+def test_a_tiny_run_of_two_rounds(capsys: pytest.CaptureFixture[str]) -> None:
+    rc = relay.main(["--messages", "3", "--sessions", "2", "--phases", "b,c", "--rounds", "2",
+                     "--timeout", "120"])
+    out = capsys.readouterr().out
+    assert rc in (0, 1), out
+    names = [line.split()[:2] for line in out.splitlines() if line.startswith(("b #", "c #"))]
+    assert names == [["b", "#1"], ["c", "#1"], ["b", "#2"], ["c", "#2"]], out
+    assert "goals judged on each phase's median run" in out
+    line = next(line for line in out.splitlines() if line.startswith("c / b"))
+    assert "(rounds: " in line and len(line.split("(rounds: ")[1].split()) == 2, line
+
+
 def test_the_relays_log_level_is_the_one_asked_for(tmp_path: Path) -> None:
     """``--log-level`` reaches the relay's config (the default, warning, writes no line per
     message; the relay's own default, info, writes one per message and per copy)."""
