@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import codecs
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from operator import methodcaller
@@ -57,6 +58,7 @@ __all__ = [
     "effective_charset",
     "encode_text",
     "encodes_in_pieces",
+    "escapes_join",
     "from_utf8",
     "has_bom",
     "is_supported",
@@ -506,7 +508,9 @@ class Reading:
 def reading(decoded: bytes, label: str) -> Reading | None:
     """How to scan a part labelled ``label``; None when clients read it in different ways
     (:func:`read_the_same_by_all`, or UTF-16/32/7 under a label browsers do not know
-    whose bytes open a tag when read as ASCII).
+    whose bytes open a tag when read as ASCII), or when no same-length view shows how
+    they read it (ISO-2022 shifts that join the characters around them:
+    :func:`escapes_join`).
 
     ``label`` is the part's charset parameter as written (None when absent): whether
     browsers know it (:func:`browsers_read`) matters.  ``others`` gets the view of
@@ -531,6 +535,8 @@ def reading(decoded: bytes, label: str) -> Reading | None:
         text = to_utf8(decoded, charset)
         return Reading(text, text, "utf-8", charset, has_bom(decoded, charset), (), foreign)
     kind = _info(charset).kind
+    if kind in ("2022jp", "2022kr") and escapes_join(decoded, charset):
+        return None  # tokens that every reader joins across an escape: no view shows them
     valid = kind not in _OWN_VIEW or looks_valid(decoded, charset)
     view = scan_view(decoded, charset) if valid else decoded
     views = [view]
@@ -539,8 +545,11 @@ def reading(decoded: bytes, label: str) -> Reading | None:
     if kind == "2022jp" and (whatwg := _iso2022jp_whatwg_view(decoded)) is not None:
         views.append(whatwg)
     if not browsers or not valid:  # windows-1252, or what a <meta> says
+        declared = _declared_views(decoded)
+        if declared is None:
+            return None
         views.append(decoded)
-        views += _declared_views(decoded)
+        views += declared
     others: list[bytes] = []
     for other in views[1:]:
         if other is not view and other != view and other not in others:
@@ -589,11 +598,12 @@ def browsers_read(label: str | None) -> bool:
 _DECLARED: Final = re.compile(rb"charset[\t\n\f\r ]*=[\t\n\f\r \"']*([-\w.:]{1,40})")
 
 
-def _declared_views(decoded: bytes) -> list[bytes]:
+def _declared_views(decoded: bytes) -> list[bytes] | None:
     """The views of the charsets with their own view (multi-byte trail bytes in the
     ASCII range, ISO-2022) that a charset declaration in the text names, as a client
-    honouring it reads the part.  Any ``charset=`` counts, in a ``<meta>`` or not (a
-    superset); ASCII text without ESC or SO reads the same in every such charset."""
+    honouring it reads the part; None when one of them has none (ISO-2022 shifts that
+    join characters: :func:`escapes_join`).  Any ``charset=`` counts, in a ``<meta>`` or
+    not (a superset); ASCII text without ESC or SO reads the same in every such charset."""
     if decoded.isascii() and b"\x1b" not in decoded and b"\x0e" not in decoded:
         return []
     low = decoded.lower()
@@ -608,6 +618,8 @@ def _declared_views(decoded: bytes) -> list[bytes]:
         at = low.find(b"charset", at + len(b"charset"))
     views: list[bytes] = []
     for name in sorted(names):
+        if escapes_join(decoded, name):
+            return None
         views.append(scan_view(decoded, name))
         if _CHARSETS[name].kind == "2022jp" and (
                 whatwg := _iso2022jp_whatwg_view(decoded)) is not None:
@@ -835,6 +847,100 @@ def _iso2022jp_whatwg_view(data: bytes) -> bytes | None:
         state = selected or state
         run_start = end
         esc = data.find(b"\x1b", end)
+
+
+#: For each reading of ISO-2022-JP, the escape sequences it outputs nothing for and the
+#: set each selects (True: bytes after it are ASCII or JIS-Roman characters; False: a
+#: double-byte set or katakana; None: no change, a G2 designation).  Python and iconv
+#: (the scan view): every designation; WHATWG (browsers, Thunderbird): its five, and
+#: only after a character (an escape right after another is an error, a character).
+_JP_SILENT_PY: Final = {**dict.fromkeys(_JP_OTHER, False), **dict.fromkeys(_JP_G2, None),
+                        **dict.fromkeys(_JP_ASCII, True)}
+_JP_SILENT_WHATWG: Final = {b"\x1b" + seq: state != "masked"
+                            for seq, state in _WHATWG_JP.items()}
+
+
+def escapes_join(decoded: bytes, charset: str) -> bool:
+    """Whether ISO-2022 shifts that output nothing stand alone between ASCII characters.
+
+    A reader outputs nothing for an escape sequence (a designation: ``ESC ( B``) or for
+    an empty ``SO``...``SI`` (ISO-2022-KR), so the characters on either side join:
+    ``s ESC ( B rc`` is ``src`` to Chromium, Thunderbird and Python alike.  The scan
+    view keeps every offset and so masks those bytes instead, which splits the token
+    (``s\x80\x80\x80rc``) where every reader finds one: no same-length view shows such
+    text, and :func:`reading` gives it none (the copy is held).  A character between (a
+    kanji, a decoding error) is one in every reading too, where the view's masked bytes
+    stand: that is the usual shape, ``text ESC $ B kanji ESC ( B text``, and it is read.
+    Masked bytes with whitespace, ``>`` or the start of the text before them and
+    whitespace, ``<`` or the end after them join no token either (ISO-2022-KR's
+    ``ESC $ ) C`` before ``<html>``); any other neighbour may be part of one (``<img
+    ESC ( B src=``: the view's attribute would be ``\x80\x80\x80src``; at the start,
+    ``ESC ( B @import`` in a style sheet).
+
+    >>> escapes_join(b"<img s\x1b(Brc=x>", "iso-2022-jp")
+    True
+    >>> escapes_join(b"<p>\x1b$BF|\x1b(B<img src=x>", "iso-2022-jp")
+    False
+    >>> escapes_join(b"\x1b$)C<img s\x0e\x0frc=x>", "iso-2022-kr")
+    True
+    """
+    kind = _info(charset).kind
+    if kind == "2022kr":
+        return _kr_joins(decoded)
+    return kind == "2022jp" and b"\x1b" in decoded and (
+        _jp_joins(decoded, _JP_SILENT_PY, single=False)
+        or _jp_joins(decoded, _JP_SILENT_WHATWG, single=True))
+
+
+def _jp_joins(data: bytes, silent: Mapping[bytes, bool | None], *, single: bool) -> bool:
+    """:func:`escapes_join` in one reading of ISO-2022-JP: ``silent`` (its escapes that
+    output nothing, and the set each selects), ``single``: only one at a time (WHATWG:
+    a second in a row is an error)."""
+    ascii_mode = True  # what ASCII-range bytes are before the first escape
+    esc = data.find(b"\x1b")
+    while esc >= 0:
+        before, end, count = ascii_mode, esc, 0
+        while end < len(data) and data[end] == 0x1B:
+            match = _ESCAPE.match(data, end)
+            seq = match.group() if match else b"\x1b"
+            if seq not in silent or (single and count):
+                break  # a character (an error, a single shift): no join across it
+            selected = silent[seq]
+            ascii_mode = ascii_mode if selected is None else selected
+            end, count = end + len(seq), count + 1
+        if count and before and (ascii_mode or end == len(data)) and _joined(data, esc, end):
+            return True
+        esc = data.find(b"\x1b", max(end, esc + 1))
+    return False
+
+
+#: ISO-2022-KR's runs that output nothing: designations and empty shifts, back to back.
+_KR_SILENT: Final = re.compile(rb"(?:\x1b[\x20-\x2f]{0,3}[\x30-\x7e]?|\x0e\x0f)+")
+
+
+def _kr_joins(data: bytes) -> bool:
+    """:func:`escapes_join` for ISO-2022-KR: outside ``SO``...``SI`` bytes are ASCII."""
+    if b"\x1b" not in data and b"\x0e" not in data:
+        return False
+    for match in _KR_SILENT.finditer(data):
+        start, end = match.span()
+        # within SO...SI the bytes before are KS C 5601 (a character), not ASCII; after
+        # a run that ends at SO, a character
+        ascii_before = data.rfind(b"\x0e", 0, start) <= data.rfind(b"\x0f", 0, start)
+        if ascii_before and data[end:end + 1] != b"\x0e" and _joined(data, start, end):
+            return True
+    return False
+
+
+_ALONE_BEFORE: Final = frozenset(b"\t\n\f\r >")
+_ALONE_AFTER: Final = frozenset(b"\t\n\f\r <")
+
+
+def _joined(data: bytes, start: int, end: int) -> bool:
+    """Whether ASCII bytes next to the masked ``data[start:end]`` may join a token
+    across it: a neighbour that is not whitespace, ``>`` (before) or ``<`` (after)."""
+    return not ((start == 0 or data[start - 1] in _ALONE_BEFORE)
+                and (end == len(data) or data[end] in _ALONE_AFTER))
 
 
 def _iso2022kr_view(data: bytes) -> bytes:

@@ -915,6 +915,21 @@ def _charset_reading_cases() -> dict[str, bytes]:
                                                 'background-image:url({U})\x1b(B\'>x</p>')):
         out[case] = html_message(page(case, markup), "text/html; charset=iso-2022-jp",
                                  cte="7bit")
+    # a shift that outputs nothing joins the letters around it: "s ESC ( B rc" is "src"
+    for case, markup, cte in (
+            ("charset_2022jp_join_src", '<img s\x1b(Brc="{U}">', "7bit"),
+            ("charset_2022jp_join_roman", '<img s\x1b(Jrc="{U}">', "7bit"),
+            ("charset_2022jp_join_b64", '<img s\x1b(Brc="{U}">', "base64"),
+            ("charset_2022jp_join_svg", '<s\x1b(Bvg><style>@&#105;mport "{U}";</style></svg>'
+                                        "<p>x</p>", "7bit"),
+            ("charset_2022jp_join_fallback", '<svg></svg><img s\x1b(Brc="{U}">', "7bit"),
+            ("charset_2022jp_join_import", '<style>@imp\x1b(Bort "{U}";</style><p>x</p>', "7bit"),
+            ("charset_2022jp_join_link", '<link rel=stylesheet hr\x1b(Bef="{U}">', "7bit"),
+            ("charset_2022jp_join_url", '<p style="background:ur\x1b(Bl({U})">x</p>', "7bit")):
+        out[case] = html_message(page(case, markup), "text/html; charset=iso-2022-jp", cte=cte)
+    out["charset_2022jp_join_meta"] = html_message(  # unlabelled: Chromium follows the <meta>
+        page("charset_2022jp_join_meta", '<meta charset="iso-2022-jp"><img s\x1b(Brc="{U}">'),
+        "text/html", cte="7bit")
     return out
 
 
