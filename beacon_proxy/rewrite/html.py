@@ -130,6 +130,7 @@ from beacon_proxy.rewrite.htmlrefs import (
     emptied,
     materialize,
 )
+from beacon_proxy.rewrite.unmodelled import unmodelled_markup
 
 __all__ = ["BASES_DIFFER", "BASE_IN_SRCDOC", "BASE_UNRESOLVED", "LIMIT_REACHED", "READINGS_PART",
            "Box", "Entry", "HtmlScan", "Learner", "Mark", "PendingImg", "Reference", "Span",
@@ -552,15 +553,20 @@ class _Scan(TagReader):
 
         Its relative URLs resolve against this document's ``<base>`` (a ``srcdoc``
         document has this one's base URL), so they are kept for :func:`finish_scan` to
-        resolve; a ``<base>`` of its own, or documents nested deeper than two, make the
-        scan incomplete.
+        resolve; a ``<base>`` of its own, documents nested deeper than two, or markup
+        this scanner does not model (:func:`~beacon_proxy.rewrite.unmodelled.
+        unmodelled_markup`, asked of the part's own text before the scan, and of each
+        decoded document here: ``&lt;svg>&lt;style>``) make the scan incomplete.
         """
         if self.depth >= 2:
             self.stop_scan(LIMIT_REACHED)
             return
         unseen = box is not None and (is_tiny(box) or is_hidden(box))
-        inner = _Scan(Decoded(self.view, attr[2], attr[3]).data, self.charset, self.budget,
-                      self.depth + 1, self.fast)
+        document = Decoded(self.view, attr[2], attr[3]).data
+        if (unmodelled := unmodelled_markup(document.lower())) is not None:
+            self.stop_scan(f"{unmodelled} in an iframe srcdoc document")
+            return
+        inner = _Scan(document, self.charset, self.budget, self.depth + 1, self.fast)
         inner.run()
         inner.ended()
         self.budget = inner.budget

@@ -27,6 +27,7 @@ from beacon_proxy.rewrite.html import (
 from beacon_proxy.rewrite.htmlattr import clean_url, decode_text, unescape
 from beacon_proxy.rewrite.htmlpatterns import FAST_TAG, IMG_TAG, SKIP
 from beacon_proxy.rewrite.htmlrefs import DUPLICATED
+from beacon_proxy.rewrite.unmodelled import unmodelled_markup
 
 FIXTURES = Path(__file__).parent / "fixtures" / "html"
 VECTORS = sorted(FIXTURES.glob("vector_*.html"))
@@ -688,6 +689,21 @@ def test_real_templates_keep_their_conditional_comments_precise() -> None:
     assert any(b"<!--[if" in path.read_bytes() for path in paths)
     for path in paths:
         assert scan_entries(path.read_bytes())[2] is None, path.name
+
+
+
+@pytest.mark.parametrize(("html", "reason"), [
+    ('<iframe srcdoc="&lt;svg>&lt;xmp>&lt;img src=https://t.test/x>"></iframe>', "svg content"),
+    ('<iframe srcdoc="&#x3c;math>&#x3c;style>&#x3c;img src=x>"></iframe>', "math content"),
+    ('<iframe srcdoc="&lt;frameset>&lt;style>&lt;frame src=x>"></iframe>', "frameset content"),
+    ('<iframe srcdoc="&lt;iframe srcdoc=&quot;&amp;lt;svg>&amp;lt;xmp>&quot;>"></iframe>',
+     "svg content"),  # a document inside a document
+])
+def test_markup_not_modelled_inside_a_srcdoc_document_makes_the_scan_incomplete(
+        html: str, reason: str) -> None:
+    """The part's own text holds no "<svg" (it is "&lt;svg"): the decoded document is asked."""
+    assert unmodelled_markup(html.encode()) is None
+    assert scan_entries(html.encode())[2] == f"{reason} in an iframe srcdoc document"
 
 
 # -- <base>: which one a browser uses, and how it resolves ------------------------------------

@@ -272,6 +272,23 @@ SNIPPETS: dict[str, str] = {
     "srcdoc_three_deep": '<iframe srcdoc="<iframe srcdoc=&quot;<iframe srcdoc=&amp;quot;'
                          '<img src=&amp;amp;quot;{U}&amp;amp;quot;>&amp;quot;></iframe>&quot;>'
                          '</iframe>"></iframe>',
+    # foreign content, frameset and noscript written with &lt; in a srcdoc: the part's own
+    # text holds no "<svg" (session 16's attack)
+    "srcdoc_svg_xmp": '<iframe srcdoc="&lt;svg>&lt;xmp>&lt;img src={U}>"></iframe>',
+    "srcdoc_svg_style_img": '<iframe srcdoc="&lt;svg>&lt;style>&lt;img src={U}>"></iframe>',
+    "srcdoc_math_style_img": '<iframe srcdoc="&lt;math>&lt;style>&lt;img src={U}>"></iframe>',
+    "srcdoc_svg_title": '<iframe srcdoc="&lt;svg>&lt;title>&lt;img src={U}>"></iframe>',
+    "srcdoc_svg_import_entity": '<iframe srcdoc="&lt;svg>&lt;style>@&amp;#105;mport \'{U}\'">'
+                                "</iframe>",
+    "srcdoc_hex_lt": '<iframe srcdoc="&#x3c;svg>&#x3c;xmp>&#x3c;img src={U}>"></iframe>',
+    "srcdoc_frameset_style": '<iframe srcdoc="&lt;frameset>&lt;style>&lt;frame src={U}>">'
+                             "</iframe>",
+    "srcdoc_nested_svg": '<iframe srcdoc="&lt;iframe srcdoc=&quot;&amp;lt;svg>&amp;lt;xmp>'
+                         '&amp;lt;img src={U}>&quot;>"></iframe>',
+    "srcdoc_noscript_title": '<iframe srcdoc="&lt;noscript>&lt;p title=\'&lt;/noscript>'
+                             '&lt;img src={U}>\'>"></iframe>',
+    "srcdoc_tiny_svg": '<p>x</p><iframe width="1" height="1" srcdoc="&lt;svg>&lt;xmp>'
+                       '&lt;img src={U}>"></iframe>',
     # CSS in a style attribute
     "style_bg": '<p style="background:url({U})">x</p>',
     "style_bg_image_quoted": "<p style=\"background-image:url('{U}')\">x</p>",
@@ -658,6 +675,7 @@ NO_CONTROL: dict[str, str] = {
     "noscript_style_breakout": "JavaScript off: the <img> is style text (see _js)",
     "noscript_comment_breakout": "JavaScript off: the <img> is in a comment (see _js)",
     "noscript_textarea_breakout": "JavaScript off: the <img> is textarea text (see _js)",
+    "srcdoc_noscript_title": "JavaScript off: the </noscript> is inside a title (see _js)",
     "gen_srcset_tab_in_scheme": "srcset splits candidates at whitespace",
     "gen_srcset_newline_in_host": "srcset splits candidates at whitespace",
     "gen_style_attr_newline_in_host": "a raw newline ends a CSS string: invalid",
@@ -668,7 +686,7 @@ NO_CONTROL: dict[str, str] = {
 #: Also rendered with JavaScript on (noscript is then raw text, other paths change).
 WITH_SCRIPT = ("noscript_attr_breakout", "noscript_style_breakout", "noscript_comment_breakout",
                "noscript_textarea_breakout", "img_lazy", "iframe_lazy", "meta_refresh",
-               "css_block", "style_nul_in_url")
+               "css_block", "style_nul_in_url", "srcdoc_noscript_title")
 
 #: Snippets also sent base64- and quoted-printable-encoded.
 ENCODED = ("img", "style_bg", "css_import", "body_background", "link_stylesheet",
