@@ -478,16 +478,21 @@ class _Scanner:
             token: Span = (pos, after)
             if not _text(data, inner):  # imports nothing: the rest is read as any CSS
                 return after
-        else:  # url(x), url("x"), also with an escaped name: u\72l(x)
+        else:  # url(x), url("x"), src("x") (CSS Values 4's <url>), also with an escaped
+            # name: u\72l(x)
             run = _IDENT_RUN.match(data, pos, end)
-            if (run is None or not data.startswith(b"(", run.end(), end)
-                    or css_unescape(run.group().decode("latin-1")).lower() != "url"):
+            name = css_unescape(run.group().decode("latin-1")).lower() if run else ""
+            if run is None or not data.startswith(b"(", run.end(), end) or name not in (
+                    "url", "src"):
                 return pos
             before = len(self.refs)
-            after = self.url_function("url", pos, run.end(), "import")[0]
+            after = self.url_function(name, pos, run.end(), "import")[0]
             if len(self.refs) == before:  # a bad url, an empty one, or url("x" and more
                 return after
             ref = self.refs.pop()
+            if ref.kind == SUBSTITUTED:  # src(var(--x)): a URL this scan cannot know
+                self.refs.append(ref)
+                return after
             inner, token = ref.url_span, ref.token_span
         first = len(self.refs)
         rule_end = self.prelude(after, "import")[0]

@@ -235,6 +235,22 @@ def test_an_import_with_an_escaped_url_name_is_an_import() -> None:
     assert (ref.kind, ref.url) == ("import", "data:text/css,x")
 
 
+@pytest.mark.parametrize("css", [b'@import src("data:text/css,x") screen;',
+                                 b'@import s\\72 c("data:text/css,x");',
+                                 b'@import SRC("data:text/css,x" x(y));'])
+def test_an_import_of_src_is_an_import(css: bytes) -> None:
+    """CSS Values 4's <url> is url() or src(): a browser that knows src() imports it (Chromium
+    156 does not yet), and a data: style sheet behind it is a document (the fallback)."""
+    (ref,) = scan_css(css)
+    assert (ref.kind, ref.url, ref.removal_span) == ("import", "data:text/css,x",
+                                                     (0, len(css)))
+
+
+def test_an_import_of_a_substituted_src_is_a_url_this_scan_cannot_know() -> None:
+    (ref,) = scan_css(b"@import src(var(--x)) screen;")
+    assert ref.kind == SUBSTITUTED
+
+
 def test_a_font_face_prelude_is_read_as_tokens() -> None:
     css = b"@font-face '{' ; p{background:" + _U + b"} /*'*/"
     assert [(r.kind, r.url) for r in scan_css(css)] == [("url", "https://t.test/U")]
