@@ -854,11 +854,14 @@ def _iso2022jp_whatwg_view(data: bytes) -> bytes | None:
 #: double-byte set or katakana; None: no change, a G2 designation).  Python and iconv
 #: (the scan view): every designation; WHATWG (browsers, Thunderbird): its five, and
 #: only after a character (an escape right after another is an error, a character).
-_JP_SILENT_PY: Final = {**dict.fromkeys(_JP_OTHER, False), **dict.fromkeys(_JP_G2, None),
-                        **dict.fromkeys(_JP_ASCII, True)}
-_JP_SILENT_WHATWG: Final = {b"\x1b" + seq: state != "masked"
+_JP_SILENT_PY: Final = {**dict.fromkeys(_JP_OTHER, "other"), **dict.fromkeys(_JP_G2, None),
+                        b"\x1b(B": "ascii", b"\x1b(J": "roman"}
+_JP_SILENT_WHATWG: Final = {b"\x1b" + seq: "other" if state == "masked" else state
                             for seq, state in _WHATWG_JP.items()}
-
+#: JIS-Roman's yen sign and overline (0x5C, 0x7E): not ASCII to Python's codec nor to
+#: WHATWG's, so a character that stands between shifts (``ESC ( J \ ESC ( B`` is how
+#: Python's encoder writes "¥").
+_ROMAN_OWN: Final = b"\\~"
 
 def escapes_join(decoded: bytes, charset: str) -> bool:
     """Whether ISO-2022 shifts that output nothing stand alone between ASCII characters.
@@ -870,7 +873,8 @@ def escapes_join(decoded: bytes, charset: str) -> bool:
     (``s\x80\x80\x80rc``) where every reader finds one: no same-length view shows such
     text, and :func:`reading` gives it none (the copy is held).  A character between (a
     kanji, a decoding error) is one in every reading too, where the view's masked bytes
-    stand: that is the usual shape, ``text ESC $ B kanji ESC ( B text``, and it is read.
+    stand: that is the usual shape, ``text ESC $ B kanji ESC ( B text``, and it is read,
+    as is a yen sign in JIS-Roman (``ESC ( J \\ ESC ( B``: "¥" to Python and WHATWG).
     Masked bytes with whitespace, ``>`` or the start of the text before them and
     whitespace, ``<`` or the end after them join no token either (ISO-2022-KR's
     ``ESC $ ) C`` before ``<html>``); any other neighbour may be part of one (``<img
@@ -892,26 +896,33 @@ def escapes_join(decoded: bytes, charset: str) -> bool:
         or _jp_joins(decoded, _JP_SILENT_WHATWG, single=True))
 
 
-def _jp_joins(data: bytes, silent: Mapping[bytes, bool | None], *, single: bool) -> bool:
+def _jp_joins(data: bytes, silent: Mapping[bytes, str | None], *, single: bool) -> bool:
     """:func:`escapes_join` in one reading of ISO-2022-JP: ``silent`` (its escapes that
-    output nothing, and the set each selects), ``single``: only one at a time (WHATWG:
-    a second in a row is an error)."""
-    ascii_mode = True  # what ASCII-range bytes are before the first escape
+    output nothing, and the set each selects: ``ascii``, ``roman``, ``other``; None: no
+    change), ``single``: only one at a time (WHATWG: a second in a row is an error)."""
+    mode = "ascii"  # the set ASCII-range bytes are read in before the first escape
     esc = data.find(b"\x1b")
     while esc >= 0:
-        before, end, count = ascii_mode, esc, 0
+        before, end, count = mode, esc, 0
         while end < len(data) and data[end] == 0x1B:
             match = _ESCAPE.match(data, end)
             seq = match.group() if match else b"\x1b"
             if seq not in silent or (single and count):
                 break  # a character (an error, a single shift): no join across it
-            selected = silent[seq]
-            ascii_mode = ascii_mode if selected is None else selected
+            mode = silent[seq] or mode
             end, count = end + len(seq), count + 1
-        if count and before and (ascii_mode or end == len(data)) and _joined(data, esc, end):
+        if count and _letter(data, esc - 1, before) and (
+                end == len(data) or _letter(data, end, mode)) and _joined(data, esc, end):
             return True
         esc = data.find(b"\x1b", max(end, esc + 1))
     return False
+
+
+def _letter(data: bytes, at: int, mode: str) -> bool:
+    """Whether ``data[at]``, read in ``mode``, is an ASCII character (or the text's start)."""
+    if at < 0:
+        return True
+    return mode == "ascii" or (mode == "roman" and data[at] not in _ROMAN_OWN)
 
 
 #: ISO-2022-KR's runs that output nothing: designations and empty shifts, back to back.
