@@ -14,17 +14,28 @@ Detected, each under its reason:
 ``address``
     the address itself, in any letter case;
 ``address-urlencoded``
-    the address in the URL once or twice percent-decoded (``%40``, ``%2B``,
-    any hex case), or with ``+`` for spaces;
+    the address in a decoded reading of the URL, in any letter case: percent-decoded up
+    to four times (``%40``, ``%2540``, ``%252540``, any hex case), with ``+`` for
+    spaces, without line ends (base64 as MIME wraps it), or with its escapes read - HTML
+    character references (``&#64;``, also once percent-decoded: ``%26%2364%3B``),
+    ``\\u0040``, ``%u0040``, ``\\x40`` - and its compatibility forms folded (NFKC: a
+    full-width at sign; zero-width characters and soft hyphens dropped);
 ``address-base64``
-    standard or URL-safe base64, padded or not, of the address as given or
-    lower-cased - alone, at the start of, or anywhere inside a longer base64
-    string (all three byte alignments; the few characters that mix with the
-    neighbouring bytes are left out), also percent-encoded;
+    standard or URL-safe base64, padded or not, of the address as given, lower-cased,
+    with its domain lower-cased (how the consent store keeps it) or
+    percent-encoded (``btoa(encodeURIComponent(address))``) - alone, at the start of,
+    or anywhere inside a longer base64 string (all three byte alignments; the few
+    characters that mix with the neighbouring bytes are left out), in any reading;
+``address-hex``, ``address-base32``
+    the address's bytes in hex (any case) or in base32 (any case, padded or not: at the
+    start of a base32 string or alone), as given, lower-cased or with its domain
+    lower-cased;
 ``address-md5`` ... ``address-sha512``
     hex MD5, SHA-1, SHA-224, SHA-256, SHA-384 or SHA-512 of the trimmed,
-    lower-cased address (and of the address as given, when it differs), in
-    any letter case.
+    lower-cased address (and of the address as given and with its domain
+    lower-cased, when they differ), in any letter case, in any reading, also
+    with ``-``, ``:``, ``.`` or ``/`` between its digits (a UUID's dashes, path
+    segments).
 
 Each is looked for in every spelling of the same mailbox: an internationalised
 domain as its A-label (``xn--``, what senders hash and put in URLs) and as its
@@ -32,16 +43,22 @@ U-label (``bücher.example``), whichever the envelope used, and a quoted local p
 that is a plain dot-string (``"ann.lee"@...``) without its quotes - the forms
 :func:`~beacon_proxy.consent.address.parse_address` treats as one recipient.
 
-Not detected: salted or keyed hashes, digests in base64 or base32, hashes of
-other normalisations (Gmail dots, ``+tags``), encrypted or opaque subscriber
-IDs, an address split across parameters.  Opaque IDs are why tiny images and
-vendor rules are checked too.
+Not detected: salted or keyed hashes, other hash functions (SHA-3, BLAKE2), truncated
+digests, digests of the address with a line end (``echo address | md5sum``), digests in
+base64 or base32, hashes of other normalisations (Gmail dots, ``+tags``, an arbitrary
+mix of letter cases), base64 of other wrappers (UTF-16, base64 twice), the address
+reversed, in ROT13 or spelled out (``reader at example dot org``), split across
+parameters or path segments (``u=reader&d=example.org``), encrypted or opaque subscriber
+IDs. Opaque IDs are why tiny images and vendor rules are checked too, and why campaign
+diffing compares copies.
 """
 
 from __future__ import annotations
 
+import base64
 import binascii
 import hashlib
+import html
 import re
 import unicodedata
 from urllib.parse import quote, unquote, unquote_plus
@@ -54,6 +71,7 @@ __all__ = ["HASHES", "RecipientIdentity", "base64_cores", "spellings"]
 
 HASHES = ("md5", "sha1", "sha224", "sha256", "sha384", "sha512")
 _MIN_CORE = 6  # shorter base64 fragments would match by chance
+_MIN_CODED = 8  # bytes: a shorter address's hex or base32 would match by chance
 _HASH_NEW = tuple((getattr(hashlib, name), "address-" + name) for name in HASHES)
 #: Each hash's hex length, in the order of HASHES (growing: 32, 40, 56, 64, 96, 128).
 _HEX_LENGTHS = tuple(getattr(hashlib, name)().digest_size * 2 for name in HASHES)
@@ -63,6 +81,15 @@ _HEX_MARKS = bytes(0x78 if c in b"0123456789abcdef" else 0x20 for c in range(256
 _HEX_RUN = b"x" * _MIN_HEX
 #: Characters quote() never escapes, and "@": such an address needs no quote() calls.
 _PLAIN = re.compile(r"[A-Za-z0-9_.~@-]*")
+#: Percent-decoding rounds at most (each reading that changes the text is searched).
+_ROUNDS = 4
+#: JavaScript's, JSON's and IIS's escapes of a character.
+_ESCAPE = re.compile(r"\\u([0-9a-fA-F]{4})|%u([0-9a-fA-F]{4})|\\x([0-9a-fA-F]{2})")
+_LINE_END = re.compile("[\r\n]")
+#: Characters a browser or a sender's template drops or that show as nothing.
+_INVISIBLE = re.compile("[\u00ad\u200b-\u200f\u2060-\u2064\ufeff]")
+#: What separates hex digits in a formatted digest (a UUID, colons, path segments).
+_HEX_SEPARATOR = re.compile(r"(?<=[0-9a-f]{2})[-:./](?=[0-9a-f]{2})")
 
 
 def spellings(address: str) -> list[str]:
@@ -104,6 +131,12 @@ def _u_label(domain: str) -> str | None:
         return None
 
 
+def _domain_lowered(address: str) -> str:
+    """``address`` with its domain lower-cased, its local part as given."""
+    local, at, domain = address.rpartition("@")
+    return f"{local}{at}{domain.lower()}"
+
+
 def base64_cores(data: bytes) -> list[str]:
     """The base64 text of ``data`` that is the same wherever ``data`` sits in a longer blob.
 
@@ -133,18 +166,94 @@ _last: tuple[str, str, tuple[str, ...]] = ("", "", ("",))
 
 def _texts(url: str) -> tuple[str, tuple[str, ...]]:
     """``url`` lower-cased, and the readings of it searched: itself, then (when it has
-    a ``%`` or ``+``) once and twice percent-decoded and form-decoded."""
+    a ``%`` or ``+``) percent-decoded once, twice, up to :data:`_ROUNDS` times (while
+    that changes it) and form-decoded, then each of those with its escapes read (when
+    it has any: :func:`_unescaped`), and those with line ends without them; no reading
+    twice."""
     global _last
     last = _last
     if last[0] is url:  # the very object: its readings cannot have changed
         return last[1], last[2]
-    texts: tuple[str, ...] = (url,)
+    texts = [url]
     if "%" in url or "+" in url:
-        once = unquote(url)
-        texts = (url, once, unquote(once), unquote_plus(url))
+        text = url
+        for _ in range(_ROUNDS):
+            decoded = unquote(text)
+            if decoded == text:
+                break
+            texts.append(decoded)
+            text = decoded
+        texts.append(unquote_plus(url))
+    texts += [_unescaped(text) for text in texts]
+    # line ends dropped: base64 as MIME wraps it (76 characters a line), one "%0A" apart
+    texts += [_LINE_END.sub("", text) for text in texts if "\n" in text or "\r" in text]
     low = url.lower()
-    _last = (url, low, texts)
-    return low, texts
+    readings = tuple(dict.fromkeys(texts))
+    _last = (url, low, readings)
+    return low, readings
+
+
+def _unescaped(text: str) -> str:
+    """``text`` with its escapes read: ``\\uXXXX``, ``%uXXXX`` and ``\\xXX``, HTML character
+    references, compatibility forms folded (NFKC) and invisible characters dropped;
+    ``text`` itself when it has none (the usual URL: a few searches)."""
+    if "\\" in text or "%u" in text or "%U" in text:
+        text = _ESCAPE.sub(_escaped_char, text)
+    if "&" in text:
+        text = html.unescape(text)
+    if not text.isascii():
+        text = _INVISIBLE.sub("", unicodedata.normalize("NFKC", text))
+    return text
+
+
+def _escaped_char(match: re.Match[str]) -> str:
+    code = int(match.group(1) or match.group(2) or match.group(3), 16)
+    return chr(code) if not 0xD800 <= code <= 0xDFFF else match.group()
+
+
+# The last text's readings lower-cased: (text, lows), for the same object as _last.
+_last_lows: tuple[str, tuple[str, ...]] = ("", ())
+
+
+def _lows(url: str, low: str, texts: tuple[str, ...]) -> tuple[str, ...]:
+    """Each of ``url`` 's readings ``texts`` lower-cased (the first: ``low``), kept like
+    :func:`_texts` 's."""
+    global _last_lows
+    last = _last_lows
+    if last[0] is url:
+        return last[1]
+    lows = tuple(dict.fromkeys((low, *(text.lower() for text in texts[1:]))))
+    _last_lows = (url, lows)
+    return lows
+
+
+# The last text's runs that may hold an address in hex or base32: (text, (hex, base32)).
+_last_coded: tuple[str, tuple[tuple[str, ...], tuple[str, ...]]] = ("", ((), ()))
+#: Maximal runs of hex digits and of base32 digits in a lower-cased text, long enough to
+#: hold the hex (2 per byte) or base32 (8 per 5 bytes) of an address of _MIN_CODED bytes.
+_HEX_CODED = re.compile(f"[0-9a-f]{{{2 * _MIN_CODED},}}")
+_B32_CODED = re.compile(f"[a-z2-7]{{{_MIN_CODED * 8 // 5},}}")
+
+
+def _coded_runs(url: str, lows: tuple[str, ...]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The runs of :data:`_HEX_CODED` and :data:`_B32_CODED` in ``url`` 's lower-cased
+    readings ``lows``, kept like :func:`_texts` 's: an address's hex or base32 is in a
+    reading only inside one of them (a few runs, most texts none: a recipient's forms
+    are compared with these instead of searched for in every reading)."""
+    global _last_coded
+    last = _last_coded
+    if last[0] is url:
+        return last[1]
+    hexes = tuple(m for low in lows for m in _HEX_CODED.findall(low))
+    b32s = tuple(m for low in lows for m in _B32_CODED.findall(low))
+    _last_coded = (url, (hexes, b32s))
+    return hexes, b32s
+
+
+def _b32(data: bytes) -> str:
+    """``data`` in base32, lower-case, without the padding and the last character when
+    it also depends on the byte after ``data`` (as at the start of a longer string)."""
+    return base64.b32encode(data)[: len(data) * 8 // 5].decode("ascii").lower()
 
 
 # The last text searched for digests and its runs of hex digits long enough to hold one:
@@ -153,17 +262,23 @@ _last_runs: tuple[str, tuple[str, ...]] = ("", ())
 
 
 def _hex_runs(url: str, low: str) -> tuple[str, ...]:
-    """The maximal runs of ``[0-9a-f]`` in ``low`` (``url`` lower-cased) of at least
-    :data:`_MIN_HEX` characters.  A hex digest (lower-case hex) is in ``low`` exactly
-    when it is in one of them: every occurrence lies inside a maximal run at least as
-    long.  Made once per text, like :func:`_texts` (a few microseconds for a message's
-    joined URLs: one ``translate`` and a search for the marks of a long run), so a
-    recipient's digests are compared with these few runs instead of searched for in
-    the whole text, and only the digests that fit the longest run are made."""
+    """The maximal runs of ``[0-9a-f]`` in ``low`` (``url`` lower-cased; with its other
+    readings, lower-cased, and all of them again without the separators of a formatted
+    digest, when there are any) of at least :data:`_MIN_HEX` characters.  A hex digest
+    (lower-case hex) is in ``low`` exactly when it is in one of them: every occurrence
+    lies inside a maximal run at least as long.  Made once per text, like
+    :func:`_texts` (a few microseconds for a message's joined URLs: one ``translate``
+    and a search for the marks of a long run), so a recipient's digests are compared
+    with these few runs instead of searched for in the whole text, and only the
+    digests that fit the longest run are made."""
     global _last_runs
     last = _last_runs
     if last[0] is url:
         return last[1]
+    _, texts = _texts(url)
+    if len(texts) > 1 or _HEX_SEPARATOR.search(low):  # every reading; digits joined too
+        low = " ".join((low, *(text.lower() for text in texts[1:])))
+        low += " " + _HEX_SEPARATOR.sub("", low)
     raw = low.encode("utf-8", "surrogatepass")  # other characters: bytes >= 0x80, not hex
     marks = raw.translate(_HEX_MARKS)
     runs: list[str] = []
@@ -186,7 +301,7 @@ class RecipientIdentity:
     enough to hold them (most URL texts have none, or only MD5-long ones), shortest
     hash first, and kept: the same answers as making them all up front."""
 
-    __slots__ = ("_b64", "_folded", "_hashes", "_lowers", "_variants", "address")
+    __slots__ = ("_b64", "_coded", "_folded", "_hashes", "_lowers", "_variants", "address")
 
     def __init__(self, address: str) -> None:
         self.address = address.strip()
@@ -199,23 +314,34 @@ class RecipientIdentity:
             if self.address else []
         # every spelling of the mailbox, lower-cased (the first: the address as given)
         self._lowers = tuple(dict.fromkeys(s.lower() for s in given))
-        variants = dict.fromkeys((*self._lowers, *given))  # ordered, without duplicates
+        # as given, lower-cased, and with the domain lower-cased (the consent store's form)
+        variants = dict.fromkeys((*self._lowers, *given, *(
+            map(_domain_lowered, given) if given and given[0] != self._lowers[0] else ())))
+        variants.pop("", None)
         if plain:  # the usual address: quote() would change only "@"
             quoted = (lower, lower, lower.replace("@", "%40"))
         else:
             quoted = (lower, quote(lower, safe="@"), quote(lower, safe=""))
         self._folded = tuple(dict.fromkeys(quoted)) if lower else ()
-        self._variants = tuple(text.encode("utf-8") for text in variants if text)
+        self._variants = tuple(text.encode("utf-8") for text in variants)  # to hash
         # (n, digests): (digest, reason) of the first n hashes of HASHES, in that order,
         # each over every variant (as one dict made them all: no digest twice); one
         # tuple, replaced whole (copies may render in threads: a race makes equal ones)
         self._hashes: tuple[int, tuple[tuple[str, str], ...]] = (0, ())
+        # base64 of the variants and of the address percent-encoded (as given, lower-cased)
+        encoded = dict.fromkeys((*variants, *self._folded[1:], *(
+            text.replace("@", "%40") if plain else quote(text, safe="") for text in given)))
         b64: dict[str, None] = {}
-        for text in variants:
+        for text in encoded:
             for core in base64_cores(text.encode("utf-8")):
                 b64[core] = None
-                b64[core.replace("+", "-").replace("/", "_")] = None
+                if "+" in core or "/" in core:
+                    b64[core.replace("+", "-").replace("/", "_")] = None
         self._b64 = tuple(b64)
+        # the variants' bytes, for their hex and base32 (made when a text has a run that
+        # can hold one: rarely)
+        self._coded = tuple(data for data in (text.encode("utf-8") for text in variants)
+                            if len(data) >= _MIN_CODED)
 
     def __repr__(self) -> str:
         return f"RecipientIdentity({self.address!r})"
@@ -226,12 +352,12 @@ class RecipientIdentity:
             return []
         found: list[str] = []
         low, texts = _texts(url)
+        lows = _lows(url, low, texts)
         lowers = self._lowers
         if (lowers[0] in low if len(lowers) == 1 else any(form in low for form in lowers)):
             found.append("address")
-        if len(texts) > 1 and not found:
-            for text in texts[1:]:
-                text_low = text.lower()
+        if len(lows) > 1 and not found:
+            for text_low in lows[1:]:
                 if any(form in text_low for form in lowers):
                     found.append("address-urlencoded")
                     break
@@ -243,6 +369,15 @@ class RecipientIdentity:
             else:
                 continue
             break
+        if self._coded:
+            hexes, b32s = _coded_runs(url, lows)
+            if hexes and any(data.hex() in run for data in self._coded for run in hexes):
+                found.append("address-hex")
+            if b32s:
+                longest = max(map(len, b32s))  # base32 is made only for what fits
+                if any(_b32(data) in run for data in self._coded
+                       if len(data) * 8 // 5 <= longest for run in b32s):
+                    found.append("address-base32")
         if len(low) >= _MIN_HEX:
             runs = _hex_runs(url, low)
             if runs:

@@ -46,6 +46,43 @@ FORMS = [
     (f"https://t.test/o?d={_b64url('xy' + LOWER)}", "address-base64"),
     (f"https://t.test/o?d={quote(_b64(ADDRESS), safe='')}", "address-base64"),
 ]
+# session 16's attack: decoded readings, encodings of encodings, formatted digests
+_SHA = hashlib.sha256(LOWER.encode()).hexdigest()
+_MD5 = hashlib.md5(LOWER.encode()).hexdigest()
+_CANONICAL = "Jane.Doe+news@example.com"  # the consent store's form: the domain lower-cased
+FORMS += [
+    (f"https://t.test/r?u={quote(quote(quote(ADDRESS, safe=''), safe=''), safe='')}",
+     "address-urlencoded"),  # three times
+    (f"https://t.test/r/{quote(quote(quote(quote(LOWER, safe=''), safe=''), safe=''), safe='')}",
+     "address-urlencoded"),  # four times
+    ("https://t.test/o?e=jane.doe+news%u0040example.com", "address-urlencoded"),  # IIS
+    ('https://t.test/o?d={"e":"jane.doe+news\\u0040example.com"}', "address-urlencoded"),
+    ("https://t.test/o?e=jane.doe+news\\x40example.com", "address-urlencoded"),
+    ("https://t.test/o?e=jane.doe+news%26%23x40%3Bexample.com", "address-urlencoded"),
+    ("https://t.test/o?e=jane.doe+news%26commat%3Bexample.com", "address-urlencoded"),
+    ("https://t.test/o?e=jane.doe+news\uff20example.com", "address-urlencoded"),  # full-width
+    (f"https://t.test/o?e={quote('jane.doe+news' + chr(0xff20) + 'example.com')}",
+     "address-urlencoded"),
+    ("https://t.test/o?e=jane.\u200bdoe+news@example.com", "address-urlencoded"),  # zero-width
+    ("https://t.test/o?e=jane.%C2%ADdoe+news@example.com", "address-urlencoded"),  # soft hyphen
+    (f"https://t.test/o?e={_b64(quote(LOWER, safe=''))}", "address-base64"),  # btoa(encodeURI..)
+    (f"https://t.test/o?e={_b64('email=' + quote(ADDRESS, safe='') + '&l=1')}", "address-base64"),
+    (f"https://t.test/o?e={_b64(_CANONICAL)}", "address-base64"),
+    (f"https://t.test/o?e={quote(base64.encodebytes(('x' * 60 + LOWER).encode()).decode())}",
+     "address-base64"),  # wrapped at 76 characters, the line end percent-encoded
+    (f"https://t.test/o?e={LOWER.encode().hex()}", "address-hex"),
+    (f"https://t.test/o/{ADDRESS.encode().hex().upper()}/p.gif", "address-hex"),
+    (f"https://t.test/o?e={base64.b32encode(LOWER.encode()).decode()}", "address-base32"),
+    (f"https://t.test/o?e={base64.b32encode(LOWER.encode()).decode().rstrip('=').lower()}",
+     "address-base32"),
+    (f"https://t.test/p/{_SHA[:31]}%{ord(_SHA[31]):02X}{_SHA[32:]}.gif", "address-sha256"),
+    ("https://t.test/p/" + "".join(f"%{ord(c):02x}" for c in _SHA), "address-sha256"),
+    (f"https://t.test/p/{_MD5[:8]}-{_MD5[8:12]}-{_MD5[12:16]}-{_MD5[16:20]}-{_MD5[20:]}",
+     "address-md5"),  # a UUID
+    ("https://t.test/p/" + ":".join(_MD5[i:i + 2] for i in range(0, 32, 2)), "address-md5"),
+    (f"https://t.test/p/{_SHA[:32]}/{_SHA[32:]}/p.gif", "address-sha256"),
+    (f"https://t.test/p/{hashlib.md5(_CANONICAL.encode()).hexdigest()}", "address-md5"),
+]
 FORMS += [
     (f"https://t.test/p/{hashlib.new(name, LOWER.encode()).hexdigest()}.gif", f"address-{name}")
     for name in HASHES
@@ -73,6 +110,11 @@ def test_hash_of_the_address_as_given_is_found_too() -> None:
     "https://t.test/p/" + hashlib.sha256(LOWER.encode()).hexdigest()[:40],
     "https://t.test/o?e=" + _b64("someone.else@example.com"),
     "https://t.test/o?e=jane.doe%40example.org",
+    # what the new readings must not invent: other hex, base32 and base64 texts
+    "https://t.test/o/" + b"jane.doe+news@example.org".hex(),
+    "https://t.test/o?e=" + base64.b32encode(b"jane.doe+news@example.org").decode(),
+    "https://t.test/p/" + "-".join([_MD5[:16], "0" * 16]),
+    "https://t.test/o?e=jane.doe+news%26%23x41%3Bexample.com",
 ])
 def test_other_texts_are_not_the_address(url: str) -> None:
     assert ME.find(url) == []
@@ -178,5 +220,6 @@ def test_a_plain_address_is_its_only_spelling(text: str) -> None:
     if address and re.fullmatch(r"[A-Za-z0-9_.~@-]*", lower) and "xn--" not in lower:
         assert spellings(address) == [address]
         me = RecipientIdentity(address)
-        assert me._lowers == (lower,) and me._variants == tuple(
-            dict.fromkeys(v.encode() for v in (lower, address)))
+        local, at, domain = address.rpartition("@")
+        assert me._lowers == (lower,) and me._variants == tuple(dict.fromkeys(
+            v.encode() for v in (lower, address, f"{local}{at}{domain.lower()}")))
