@@ -47,6 +47,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
+from html import unescape as html_unescape
 from operator import methodcaller
 from typing import Final, Literal
 
@@ -464,6 +465,12 @@ def read_the_same_by_all(decoded: bytes, label: str, charset: str) -> bool:
         low, high = head[step - 1::step].count(0), head[0::step].count(0)
         if min(low, high) * 10 > max(low, high):
             return False
+        # Browsers do not sniff: "utf-16" is little-endian to them.  The other order's
+        # reading must hold no markup (big-endian filler, then little-endian tags).
+        other = {"utf-16be": "utf-16-le", "utf-16le": "utf-16-be"}.get(charset)
+        if other is not None and opens_tags(
+                decoded[: len(decoded) // 2 * 2].decode(other, "replace").encode("utf-8")):
+            return False
     info = _info(charset)
     if info.kind != "transcoded" or charset in ("utf-16", "utf-32"):
         return True
@@ -542,6 +549,8 @@ def reading(decoded: bytes, label: str) -> Reading | None:
     views = [view]
     if kind in _OWN_VIEW and not valid:  # browsers resynchronise and keep to the label
         views.append(scan_view(decoded, charset))
+        if kind in _PAIRS:  # character by character, as WHATWG's decoders do
+            views.append(_resynchronised_view(decoded, charset))
     if kind == "2022jp" and (whatwg := _iso2022jp_whatwg_view(decoded)) is not None:
         views.append(whatwg)
     if not browsers or not valid:  # windows-1252, or what a <meta> says
@@ -596,6 +605,15 @@ def browsers_read(label: str | None) -> bool:
 
 #: A charset declaration anywhere in the text (``<meta charset>``, ``http-equiv``).
 _DECLARED: Final = re.compile(rb"charset[\t\n\f\r ]*=[\t\n\f\r \"']*([-\w.:]{1,40})")
+#: What makes ASCII text read differently in ISO-2022: ESC, SO, SI.
+_SHIFTS: Final = re.compile(rb"[\x0e\x0f\x1b]")
+
+
+def _unescaped_markup(low: bytes) -> bytes:
+    """``low`` (lower-cased bytes) with its HTML character references decoded, as the
+    attributes of a ``<meta>`` are read before its charset (other characters as they were:
+    only the ASCII a label is made of matters)."""
+    return html_unescape(low.decode("latin-1")).encode("latin-1", "replace")
 
 
 def _declared_views(decoded: bytes) -> list[bytes] | None:
@@ -604,23 +622,29 @@ def _declared_views(decoded: bytes) -> list[bytes] | None:
     honouring it reads the part; None when one of them has none (ISO-2022 shifts that
     join characters: :func:`escapes_join`).  Any ``charset=`` counts, in a ``<meta>`` or
     not (a superset); ASCII text without ESC or SO reads the same in every such charset."""
-    if decoded.isascii() and b"\x1b" not in decoded and b"\x0e" not in decoded:
+    if decoded.isascii() and not _SHIFTS.search(decoded):
         return []
-    low = decoded.lower()
     names: set[str] = set()  # at most the few charsets with their own view
-    at = low.find(b"charset")
-    while at >= 0:
-        if (match := _DECLARED.match(low, at)) is not None:
-            label = match.group(1).decode("ascii", "replace")
-            for name in (normalise_charset(label), _BROWSER_NAMES.get(label, UNKNOWN_CHARSET)):
-                if _CHARSETS[name].kind in _OWN_VIEW:
-                    names.add(name)
-        at = low.find(b"charset", at + len(b"charset"))
+    low = decoded.lower()
+    # and as a <meta> is read: its attributes' character references decoded first
+    # (<meta charset="&#115;hift_jis">)
+    for text in (low, _unescaped_markup(low)) if b"&" in low else (low,):
+        at = text.find(b"charset")
+        while at >= 0:
+            if (match := _DECLARED.match(text, at)) is not None:
+                label = match.group(1).decode("ascii", "replace")
+                for name in (normalise_charset(label),
+                             _BROWSER_NAMES.get(label, UNKNOWN_CHARSET)):
+                    if _CHARSETS[name].kind in _OWN_VIEW:
+                        names.add(name)
+            at = text.find(b"charset", at + len(b"charset"))
     views: list[bytes] = []
     for name in sorted(names):
         if escapes_join(decoded, name):
             return None
         views.append(scan_view(decoded, name))
+        if _CHARSETS[name].kind in _PAIRS and not looks_valid(decoded, name):
+            views.append(_resynchronised_view(decoded, name))  # as browsers resynchronise
         if _CHARSETS[name].kind == "2022jp" and (
                 whatwg := _iso2022jp_whatwg_view(decoded)) is not None:
             views.append(whatwg)
@@ -733,6 +757,55 @@ def _mask_chunk(data: bytes, lead: bytes, trail: bytes) -> bytes:
     return (int.from_bytes(data, "little") | (hits << 7)).to_bytes(len(data), "little")
 
 
+_HIGH: Final = re.compile(rb"[\x80-\xff]")
+#: The most bytes one character takes in the double-byte charsets (GB18030: four).
+_MAX_CHAR: Final = 4
+
+
+def _resynchronised_view(data: bytes, charset: str) -> bytes:
+    """The view of double-byte text whose bytes are not all valid in their label, as
+    WHATWG's decoders (browsers, Thunderbird) read it: character by character, and after
+    an invalid pair whose second byte is ASCII, that byte read again as ASCII (a
+    non-ASCII one is part of the error).
+
+    :func:`scan_view` masks by byte ranges alone, so a lying text's valid and invalid
+    pairs look alike in it (both ``\\`` masked), and the bytes themselves show both
+    (``\\`` twice); a browser masks one and not the other, which can close a CSS string
+    the other two views leave open.  Pairs are checked with Python's codec of the label
+    (the WHATWG indexes' closest kin); only lying text is read this way (slowly, one
+    character at a time), as one more view among the others.
+
+    >>> _resynchronised_view(b'"\\x95\\\\" "\\x85\\\\"', "shift_jis")
+    b'"\\x80\\x80" "\\x80\\\\"'
+    """
+    decoder = _info(charset).decoder
+    out = bytearray(data)
+    pos = 0
+    while (high := _HIGH.search(data, pos)) is not None:
+        pos = high.start()
+        size = _character_size(data, pos, decoder)
+        if not size:  # an error: its lead, and a non-ASCII byte after it, are masked
+            size = 2 if pos + 1 < len(data) and data[pos + 1] >= 0x80 else 1
+        out[pos:pos + size] = bytes([_MASK]) * size
+        pos += size
+    return bytes(out)
+
+
+def _character_size(data: bytes, pos: int, decoder: str) -> int:
+    """How many bytes the valid character at ``pos`` takes in ``decoder``; 0: none."""
+    for size in range(1, _MAX_CHAR + 1):
+        if pos + size > len(data):
+            return 0
+        try:
+            data[pos:pos + size].decode(decoder)
+        except UnicodeDecodeError as exc:
+            if exc.reason.startswith("incomplete") or exc.end >= size:
+                continue  # a lead byte: the character goes on
+            return 0
+        return size
+    return 0
+
+
 def _pairs_view(data: bytes, kind: _Kind) -> bytes:
     lead, trail = _PAIRS[kind]
     if len(data) <= _CHUNK:
@@ -761,8 +834,16 @@ _ALL_MASKED: Final = methodcaller("translate", bytes([_MASK]) * 256)
 _KR_RUN: Final = re.compile(rb"\x1b[\x20-\x2f]{0,3}[\x30-\x7e]?|\x0e[^\x0f\n]*\x0f?")
 
 
+#: ISO-2022-JP's SO and SI (0x0E, 0x0F): no shift in it, a decoding error (U+FFFD) to
+#: WHATWG's decoder, so a character that is no ASCII in every view (kept as a control
+#: byte, a URL's ``\x0e`` would end it as a bad url where Chromium reads on).
+_JP_SO_SI: Final = bytes(_MASK if b in (0x0E, 0x0F) else b for b in range(256))
+
+
 def _iso2022jp_view(data: bytes) -> bytes:
-    """Mask escape sequences and everything written in a non-ASCII G0 set."""
+    """Mask escape sequences, everything written in a non-ASCII G0 set, SO and SI."""
+    if b"\x0e" in data or b"\x0f" in data:
+        data = data.translate(_JP_SO_SI)
     if b"\x1b" not in data:
         return data
     parts = data.split(b"\x1b")
@@ -830,7 +911,7 @@ def _iso2022jp_whatwg_view(data: bytes) -> bytes | None:
     escapes = data.count(b"\x1b")
     if escapes == data.count(b"\x1b$B") + data.count(b"\x1b$@") + data.count(b"\x1b(B"):
         return None
-    out = bytearray(data)
+    out = bytearray(data.translate(_JP_SO_SI))
     state, run_start = "ascii", 0
     esc = data.find(b"\x1b")
     while True:

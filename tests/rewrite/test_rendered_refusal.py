@@ -948,6 +948,27 @@ def _charset_reading_cases() -> dict[str, bytes]:
     out["charset_2022jp_join_meta"] = html_message(  # unlabelled: Chromium follows the <meta>
         page("charset_2022jp_join_meta", '<meta charset="iso-2022-jp"><img s\x1b(Brc="{U}">'),
         "text/html", cte="7bit")
+    # session 16's charset attack: a lying label's valid and invalid pairs (a browser masks
+    # one "\\" of two), SO in ISO-2022-JP (U+FFFD to browsers), a <meta> spelled with
+    # character references, a bare utf-16 label (little-endian to browsers, never sniffed)
+    mix = '<style>b{{x:"{Q}"{P}"}} i{{background:url({U})}}</style><i>x</i>'
+    for case, (bad, good), ctype, meta in (  # bad "": one valid pair, no quote for it
+            ("charset_mix_sjis", ("\x85\\", "\x95\\"), "text/html; charset=shift_jis", ""),
+            ("charset_mix_big5", ("\x81\\", "\xb3\\"), "text/html; charset=big5", ""),
+            ("charset_mix_sjis_meta", ("\x85\\", "\x95\\"), "text/html",
+             '<meta charset="shift_jis">'),
+            ("charset_meta_entity", ("", "\x95\\"), "text/html",
+             '<meta charset="&#115;hift_jis">')):
+        markup = meta + (mix.replace("{Q}", bad) if bad else mix.replace('"{Q}"', '"')
+                         ).replace("{P}", good)
+        out[case] = html_message(page(case, markup), ctype)
+    out["charset_2022jp_so_in_url"] = html_message(
+        page("charset_2022jp_so_in_url", "<style>i{{background:url({U}\x0e)}}</style><i>x</i>"),
+        "text/html; charset=iso-2022-jp", cte="7bit")
+    tag = f'<img src="{tracker("charset_utf16_bare_mixed_order")}">'.encode("utf-16-le")
+    out["charset_utf16_bare_mixed_order"] = html_message(
+        ("a" * (len(tag) // 2 * 12)).encode("utf-16-be") + tag, "text/html; charset=utf-16",
+        cte="base64")
     return out
 
 
