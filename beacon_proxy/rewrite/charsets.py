@@ -559,6 +559,8 @@ def reading(decoded: bytes, label: str) -> Reading | None:
             return None
         views.append(decoded)
         views += declared
+        if not browsers and _detected(decoded):
+            views += _detection_views(decoded)
     others: list[bytes] = []
     for other in views[1:]:
         if other is not view and other != view and other not in others:
@@ -604,16 +606,37 @@ def browsers_read(label: str | None) -> bool:
 
 
 #: A charset declaration anywhere in the text (``<meta charset>``, ``http-equiv``).
-_DECLARED: Final = re.compile(rb"charset[\t\n\f\r ]*=[\t\n\f\r \"']*([-\w.:]{1,40})")
+#: ``charset=`` and a label; around ``=`` Blink skips every byte up to the space.
+_DECLARED: Final = re.compile(rb"charset[\x00-\x20]*=[\x00-\x20\"']*([-\w.:]{1,40})")
 #: What makes ASCII text read differently in ISO-2022: ESC, SO, SI.
 _SHIFTS: Final = re.compile(rb"[\x0e\x0f\x1b]")
 
 
-def _unescaped_markup(low: bytes) -> bytes:
-    """``low`` (lower-cased bytes) with its HTML character references decoded, as the
-    attributes of a ``<meta>`` are read before its charset (other characters as they were:
-    only the ASCII a label is made of matters)."""
-    return html_unescape(low.decode("latin-1")).encode("latin-1", "replace")
+def _unescaped_markup(data: bytes) -> bytes:
+    """``data`` with its HTML character references decoded, as the attributes of a
+    ``<meta>`` are read before its charset (other characters as they were: only the
+    ASCII a label is made of matters)."""
+    return html_unescape(data.decode("latin-1")).encode("latin-1", "replace")
+
+
+#: What a browser's detector may take text for when the part's label is missing or unknown
+#: to browsers: the double-byte charsets whose second bytes may be ASCII (a "\\" hidden in a
+#: character), each read both ways.
+_DETECTED: Final = ("shift_jis", "big5", "gbk", "euc-kr")
+
+
+def _detected(decoded: bytes) -> bool:
+    """Whether a browser may guess the charset of this text: it is neither ASCII nor UTF-8.
+    A ``charset=`` in it does not rule that out (one outside a ``<meta>``, or past the
+    part the prescan reads, is no declaration to a browser; "charset" anywhere would
+    otherwise turn these views off)."""
+    return not decoded.isascii() and not _strict(decoded, "utf-8")
+
+
+def _detection_views(decoded: bytes) -> list[bytes]:
+    """The views of :data:`_DETECTED`: by the label's ranges and as WHATWG resynchronises."""
+    return [view for name in _DETECTED
+            for view in (scan_view(decoded, name), _resynchronised_view(decoded, name))]
 
 
 def _declared_views(decoded: bytes) -> list[bytes] | None:
@@ -627,8 +650,8 @@ def _declared_views(decoded: bytes) -> list[bytes] | None:
     names: set[str] = set()  # at most the few charsets with their own view
     low = decoded.lower()
     # and as a <meta> is read: its attributes' character references decoded first
-    # (<meta charset="&#115;hift_jis">)
-    for text in (low, _unescaped_markup(low)) if b"&" in low else (low,):
+    # (<meta charset="&#115;hift_jis">; named ones before lower-casing: &Tab;, &UnderBar;)
+    for text in (low, _unescaped_markup(decoded).lower()) if b"&" in low else (low,):
         at = text.find(b"charset")
         while at >= 0:
             if (match := _DECLARED.match(text, at)) is not None:
@@ -778,14 +801,16 @@ def _resynchronised_view(data: bytes, charset: str) -> bytes:
     >>> _resynchronised_view(b'"\\x95\\\\" "\\x85\\\\"', "shift_jis")
     b'"\\x80\\x80" "\\x80\\\\"'
     """
-    decoder = _info(charset).decoder
+    info = _info(charset)
+    decoder, leads = info.decoder, _PAIRS[info.kind][0]
     out = bytearray(data)
     pos = 0
     while (high := _HIGH.search(data, pos)) is not None:
         pos = high.start()
         size = _character_size(data, pos, decoder)
-        if not size:  # an error: its lead, and a non-ASCII byte after it, are masked
-            size = 2 if pos + 1 < len(data) and data[pos + 1] >= 0x80 else 1
+        if not size:  # an error: a lead byte takes a non-ASCII byte after it along
+            size = 2 if (leads[data[pos]] == 0xFF and pos + 1 < len(data)
+                         and data[pos + 1] >= 0x80) else 1
         out[pos:pos + size] = bytes([_MASK]) * size
         pos += size
     return bytes(out)
@@ -956,11 +981,12 @@ def escapes_join(decoded: bytes, charset: str) -> bool:
     kanji, a decoding error) is one in every reading too, where the view's masked bytes
     stand: that is the usual shape, ``text ESC $ B kanji ESC ( B text``, and it is read,
     as is a yen sign in JIS-Roman (``ESC ( J \\ ESC ( B``: "¥" to Python and WHATWG).
-    Masked bytes with whitespace, ``>`` or the start of the text before them and
-    whitespace, ``<`` or the end after them join no token either (ISO-2022-KR's
-    ``ESC $ ) C`` before ``<html>``); any other neighbour may be part of one (``<img
-    ESC ( B src=``: the view's attribute would be ``\x80\x80\x80src``; at the start,
-    ``ESC ( B @import`` in a style sheet).
+    Masked bytes between ``>`` and ``<``, at the start before whitespace or ``<`` or at
+    the end after whitespace or ``>`` join no token either (ISO-2022-KR's ``ESC $ ) C``
+    at the start); any other neighbour may be part of one, whitespace too (``<img
+    ESC ( B src=``: the view's attribute would be ``\x80\x80\x80src``; ``src= ESC ( B
+    URL``: its value the masked bytes; at the start, ``ESC ( B @import`` in a style
+    sheet).
 
     >>> escapes_join(b"<img s\x1b(Brc=x>", "iso-2022-jp")
     True
@@ -1000,10 +1026,17 @@ def _jp_joins(data: bytes, silent: Mapping[bytes, str | None], *, single: bool) 
 
 
 def _letter(data: bytes, at: int, mode: str) -> bool:
-    """Whether ``data[at]``, read in ``mode``, is an ASCII character (or the text's start)."""
+    """Whether ``data[at]``, read in ``mode``, is an ASCII character (or the text's start):
+    not SO, SI or the ESC of a sequence that prints (an error, a single shift), which
+    every reader shows as some other character."""
     if at < 0:
         return True
+    if data[at] in _NOT_LETTERS:
+        return False
     return mode == "ascii" or (mode == "roman" and data[at] not in _ROMAN_OWN)
+
+
+_NOT_LETTERS: Final = frozenset(b"\x0e\x0f\x1b")
 
 
 #: ISO-2022-KR's runs that output nothing: designations and empty shifts, back to back.
@@ -1024,15 +1057,22 @@ def _kr_joins(data: bytes) -> bool:
     return False
 
 
-_ALONE_BEFORE: Final = frozenset(b"\t\n\f\r >")
-_ALONE_AFTER: Final = frozenset(b"\t\n\f\r <")
+_BLANK: Final = frozenset(b"\t\n\f\r ")
 
 
 def _joined(data: bytes, start: int, end: int) -> bool:
     """Whether ASCII bytes next to the masked ``data[start:end]`` may join a token
-    across it: a neighbour that is not whitespace, ``>`` (before) or ``<`` (after)."""
-    return not ((start == 0 or data[start - 1] in _ALONE_BEFORE)
-                and (end == len(data) or data[end] in _ALONE_AFTER))
+    across it: unless it stands between ``>`` and ``<``, or at the text's start before
+    whitespace or ``<``, or at its end after whitespace or ``>`` (no token there for
+    the masked bytes to join).  Whitespace alone is no border: ``src= ESC ( B URL`` is
+    ``src=URL`` to a browser, whose view would give ``src`` the masked bytes for a value."""
+    before = data[start - 1] if start else None
+    after = data[end] if end < len(data) else None
+    if before is None:
+        return not (after is None or after in _BLANK or after == 0x3C)
+    if after is None:
+        return not (before in _BLANK or before == 0x3E)
+    return not (before == 0x3E and after == 0x3C)
 
 
 def _iso2022kr_view(data: bytes) -> bytes:

@@ -965,6 +965,21 @@ def _charset_reading_cases() -> dict[str, bytes]:
     out["charset_2022jp_so_in_url"] = html_message(
         page("charset_2022jp_so_in_url", "<style>i{{background:url({U}\x0e)}}</style><i>x</i>"),
         "text/html; charset=iso-2022-jp", cte="7bit")
+    # the second round on those fixes: a shift between blanks, a lone byte before a pair,
+    # a <meta> spelled with &UnderBar; or a vertical tab, a charset Chromium guesses
+    probe = '<style>b{{x:"\x95\\"}} i{{background:url({U})}}</style><i>x</i>'
+    for case, markup, ctype in (
+            ("charset_2022jp_blank_shift", "<p>\x1b$BF|\x1b(B</p><img src= \x1b(B {U}>",
+             "text/html; charset=iso-2022-jp"),
+            ("charset_big5_lone_byte", '<p>\xa4\xa4</p><style>b{{x:"\x86\\" \x80\xb3\\" }} '
+             'i{{background:url({U})}} z{{w:"}}</style><i>x</i>', "text/html; charset=big5"),
+            ("charset_meta_named_ref", '<meta charset="shift&UnderBar;jis">' + probe, "text/html"),
+            ("charset_meta_vt", '<meta http-equiv="Content-Type" content="text/html; '
+             'charset\x0b=shift_jis">' + probe, "text/html"),
+            ("charset_guessed_sjis", probe, "text/html"),
+            ("charset_guessed_big5", probe.replace("\x95", "\xb3"),
+             "text/html; charset=x-klingon")):
+        out[case] = html_message(page(case, markup), ctype)
     tag = f'<img src="{tracker("charset_utf16_bare_mixed_order")}">'.encode("utf-16-le")
     out["charset_utf16_bare_mixed_order"] = html_message(
         ("a" * (len(tag) // 2 * 12)).encode("utf-16-be") + tag, "text/html; charset=utf-16",
