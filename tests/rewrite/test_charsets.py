@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import re
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -1075,3 +1076,29 @@ def test_a_byte_that_starts_no_character_is_an_error_of_its_own(lone: bytes) -> 
     lead (Python's codec calls it incomplete): the pair after it is a character."""
     view = charsets._resynchronised_view(lone + b"\xb3\\", "big5")
     assert view == b"\x80\x80\x80"
+
+
+#: full-width colon and parentheses spelled as escapes (ruff: ambiguous characters)
+_CJK_LINE = "<p>本日のおすすめ商品\uff1a価格 ¥1,000\uff08税込\uff09。詳しくはこちら →</p>"
+_TEMPLATE_FILES = sorted((Path(__file__).resolve().parents[3] / "shared" / "data" / "templates")
+                         .glob("*.html"))
+
+
+@pytest.mark.skipif(not _TEMPLATE_FILES, reason="no shared templates")
+@pytest.mark.parametrize(("charset", "codec"), [
+    ("iso-2022-jp", "iso2022_jp"), ("shift_jis", "cp932"), ("euc-jp", "euc_jp"),
+    ("big5", "big5"), ("gbk", "gbk"), ("euc-kr", "cp949"), ("utf-8", "utf-8")])
+@pytest.mark.parametrize("labelled", [True, False])
+def test_real_newsletters_in_cjk_charsets_keep_the_precise_path(charset: str, codec: str,
+                                                                labelled: bool) -> None:
+    """The readings added against attacks (joins, resynchronised pairs, a detector's
+    guesses) hold no honest mail: the twelve real templates with a Japanese line (a yen
+    price, full-width punctuation) in each charset, with and without a label, are
+    stripped precisely, never sent to the fallback nor held."""
+    for path in _TEMPLATE_FILES:
+        html = path.read_text("utf-8")
+        at = html.lower().find("</body>")
+        html = html[:at] + _CJK_LINE + html[at:] if at > 0 else html + _CJK_LINE
+        data = html.encode(codec, "xmlcharrefreplace")
+        ctype = f"text/html; charset={charset}" if labelled else "text/html"
+        assert _refused_outcome(data, ctype, "base64") == "stripped", path.name
