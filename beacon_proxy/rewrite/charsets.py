@@ -535,6 +535,8 @@ def reading(decoded: bytes, label: str) -> Reading | None:
     if not read_the_same_by_all(decoded, label, charset):
         return None
     browsers = browsers_read(label)
+    if not browsers and decoded.startswith(_UTF16_XML) and not decoded.startswith(_ANY_BOM):
+        return None  # UTF-16 to Chromium ("<?x" in either order at the start), not to others
     if is_transcoded(charset):
         foreign = not browsers and not decoded.startswith(_ANY_BOM)
         if foreign and opens_tags(decoded):
@@ -608,6 +610,14 @@ def browsers_read(label: str | None) -> bool:
 #: A charset declaration anywhere in the text (``<meta charset>``, ``http-equiv``).
 #: ``charset=`` and a label; around ``=`` Blink skips every byte up to the space.
 _DECLARED: Final = re.compile(rb"charset[\x00-\x20]*=[\x00-\x20\"']*([-\w.:]{1,40})")
+#: An XML declaration's encoding, as Blink reads one at the very start of a part whose
+#: label it does not know (``CheckForXMLCharset``): up to the first ">", blanks, controls
+#: and bytes >= 0x80 skipped around "=", the value quoted (lower-cased here: more names).
+_XML_ENCODING: Final = re.compile(
+    rb"encoding[\x00-\x20\x80-\xff]*=[\x00-\x20\x80-\xff]*[\"']([-\w.:]{1,40})")
+#: "<?x" in UTF-16, either byte order: Blink then reads a part without a known label as
+#: UTF-16, whatever else it holds.
+_UTF16_XML: Final = (b"<\x00?\x00x\x00", b"\x00<\x00?\x00x")
 #: What makes ASCII text read differently in ISO-2022: ESC, SO, SI.
 _SHIFTS: Final = re.compile(rb"[\x0e\x0f\x1b]")
 
@@ -644,7 +654,9 @@ def _declared_views(decoded: bytes) -> list[bytes] | None:
     ASCII range, ISO-2022) that a charset declaration in the text names, as a client
     honouring it reads the part; None when one of them has none (ISO-2022 shifts that
     join characters: :func:`escapes_join`).  Any ``charset=`` counts, in a ``<meta>`` or
-    not (a superset); ASCII text without ESC or SO reads the same in every such charset."""
+    not (a superset), and an XML declaration's ``encoding`` at the very start (Blink reads
+    it when the label is missing or unknown); ASCII text without ESC, SO or SI reads the
+    same in every such charset."""
     if decoded.isascii() and not _SHIFTS.search(decoded):
         return []
     names: set[str] = set()  # at most the few charsets with their own view
@@ -655,12 +667,12 @@ def _declared_views(decoded: bytes) -> list[bytes] | None:
         at = text.find(b"charset")
         while at >= 0:
             if (match := _DECLARED.match(text, at)) is not None:
-                label = match.group(1).decode("ascii", "replace")
-                for name in (normalise_charset(label),
-                             _BROWSER_NAMES.get(label, UNKNOWN_CHARSET)):
-                    if _CHARSETS[name].kind in _OWN_VIEW:
-                        names.add(name)
+                _own_view_names(match.group(1), names)
             at = text.find(b"charset", at + len(b"charset"))
+    if low.startswith(b"<?xml"):  # an XML declaration's encoding (and any later one in it)
+        end = low.find(b">")
+        for match in _XML_ENCODING.finditer(low, 0, len(low) if end < 0 else end):
+            _own_view_names(match.group(1), names)
     views: list[bytes] = []
     for name in sorted(names):
         if escapes_join(decoded, name):
@@ -672,6 +684,15 @@ def _declared_views(decoded: bytes) -> list[bytes] | None:
                 whatwg := _iso2022jp_whatwg_view(decoded)) is not None:
             views.append(whatwg)
     return views
+
+
+def _own_view_names(label: bytes, names: set[str]) -> None:
+    """Add the charsets with their own view that ``label`` names (as mail software and as
+    browsers read it) to ``names``."""
+    text = label.decode("ascii", "replace")
+    for name in (normalise_charset(text), _BROWSER_NAMES.get(text, UNKNOWN_CHARSET)):
+        if _CHARSETS[name].kind in _OWN_VIEW:
+            names.add(name)
 
 
 def to_utf8(decoded: bytes, charset: str) -> bytes:

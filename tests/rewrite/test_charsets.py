@@ -1102,3 +1102,26 @@ def test_real_newsletters_in_cjk_charsets_keep_the_precise_path(charset: str, co
         data = html.encode(codec, "xmlcharrefreplace")
         ctype = f"text/html; charset={charset}" if labelled else "text/html"
         assert _refused_outcome(data, ctype, "base64") == "stripped", path.name
+
+
+@pytest.mark.parametrize("label", ["us-ascii", "x-klingon", "cp932"])
+def test_an_xml_declaration_s_encoding_is_read_when_browsers_know_no_label(label: str) -> None:
+    """Session 16's third charset attack: Blink reads ``<?xml ... encoding="..."?>`` at the
+    start of a part without a label it knows."""
+    joined = (b'<?xml version="1.0" encoding="iso-2022-jp"?><html><body><p>hello</p>'
+              b'<img s\x1b(Brc="https://t.example/o"></body></html>')
+    assert charsets.reading(joined, label) is None
+    sjis = (b'<?xml version="1.0" encoding=\'shift_jis\'?><p>hello</p><style>i{x:"\xc2\x95\\";'
+            b' background:url(https://t.example/o); y:"z"}</style><i>x</i>')
+    read = charsets.reading(sjis, label)
+    assert read is not None and scan_view(sjis, "shift_jis") in (read.view, *read.others)
+    assert _refused_outcome(sjis, f"text/html; charset={label}") in ("fallback", "held")
+
+
+@pytest.mark.parametrize("codec", ["utf-16-le", "utf-16-be"])
+@pytest.mark.parametrize("label", ["us-ascii", "x-klingon", "utf-7", "hz"])
+def test_utf_16_that_starts_with_an_xml_declaration_is_utf_16_to_chromium(codec: str,
+                                                                         label: str) -> None:
+    data = '<?xml version="1.0"?><p>x</p><img src="https://t.example/o">'.encode(codec)
+    assert charsets.reading(data, label) is None
+    assert charsets.reading(data, codec.replace("16-", "16")) is not None  # browsers' label

@@ -980,6 +980,17 @@ def _charset_reading_cases() -> dict[str, bytes]:
             ("charset_guessed_big5", probe.replace("\x95", "\xb3"),
              "text/html; charset=x-klingon")):
         out[case] = html_message(page(case, markup), ctype)
+    # the third round: an XML declaration's encoding at the start, UTF-16 found by "<?x"
+    for case, markup in (
+            ("charset_xml_2022_join", '<?xml version="1.0" encoding="iso-2022-jp"?><p>hi</p>'
+                                      '<img s\x1b(Brc="{U}">'),
+            ("charset_xml_sjis_utf8", '<?xml version="1.0" encoding="shift_jis"?><p>hi</p><style>'
+                                      'i{{x:"\xc2\x95\\"; background:url({U}); y:"z"}}</style>'
+                                      "<i>x</i>")):
+        out[case] = html_message(page(case, markup), "text/html")
+    xml16 = f'<?xml version="1.0"?><p>x</p><img src="{tracker("charset_utf16_xml_unlabelled")}">'
+    out["charset_utf16_xml_unlabelled"] = html_message(xml16.encode("utf-16-le"), "text/html",
+                                                       cte="base64")
     tag = f'<img src="{tracker("charset_utf16_bare_mixed_order")}">'.encode("utf-16-le")
     out["charset_utf16_bare_mixed_order"] = html_message(
         ("a" * (len(tag) // 2 * 12)).encode("utf-16-be") + tag, "text/html; charset=utf-16",
