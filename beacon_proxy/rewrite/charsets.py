@@ -599,12 +599,18 @@ def browsers_read(label: str | None) -> bool:
     Python-based or iconv-based readers know (``cp932``, ``iso-2022-jp-2``,
     ``utf-16-le``, ``ks_c_5601_1987``, ...).
 
+    A label in apostrophes (``charset='utf-8'``) is none they know: MIME quotes with
+    ``"`` only, and a browser handed ``'utf-8'`` reads windows-1252 or what a ``<meta>``
+    says (mail software that strips them reads UTF-8: both readings are scanned).
+
     >>> browsers_read("Shift_JIS"), browsers_read("cp932"), browsers_read(None)
     (True, False, False)
+    >>> browsers_read("'utf-8'"), browsers_read(' "utf-8" ')
+    (False, True)
     """
     if label is None:
         return False
-    return label.strip().strip("\"'").strip().lower() in _BROWSER_LABELS
+    return label.strip().strip('"').strip().lower() in _BROWSER_LABELS
 
 
 #: A charset declaration anywhere in the text (``<meta charset>``, ``http-equiv``).

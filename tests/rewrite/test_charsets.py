@@ -1125,3 +1125,13 @@ def test_utf_16_that_starts_with_an_xml_declaration_is_utf_16_to_chromium(codec:
     data = '<?xml version="1.0"?><p>x</p><img src="https://t.example/o">'.encode(codec)
     assert charsets.reading(data, label) is None
     assert charsets.reading(data, codec.replace("16-", "16")) is not None  # browsers' label
+
+
+@pytest.mark.parametrize("label", ["'utf-8'", "utf-8'", "'shift_jis'", "'iso-2022-jp'"])
+def test_a_label_in_apostrophes_is_none_browsers_know(label: str) -> None:
+    """Session 16's fourth charset attack: Chromium handed ``'utf-8'`` reads windows-1252
+    or the <meta>; the proxy had stripped the apostrophes and read the label alone."""
+    assert not charsets.browsers_read(label)
+    data = (b'<meta charset="shift_jis"><p>hello</p><style>i{x:"\xc2\x95\\"; '
+            b'background:url(https://t.example/o); y:"z"}</style><i>x</i>')
+    assert _refused_outcome(data, f"text/html; charset={label}") in ("fallback", "held")

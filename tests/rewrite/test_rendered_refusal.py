@@ -988,6 +988,11 @@ def _charset_reading_cases() -> dict[str, bytes]:
                                       'i{{x:"\xc2\x95\\"; background:url({U}); y:"z"}}</style>'
                                       "<i>x</i>")):
         out[case] = html_message(page(case, markup), "text/html")
+    # the fourth round: a label in apostrophes is none a browser knows (the <meta> wins)
+    case = "charset_label_apostrophes"
+    out[case] = html_message(page(case, '<meta charset="shift_jis"><p>hi</p><style>i{{x:"\xc2'
+                                        '\x95\\"; background:url({U}); y:"z"}}</style><i>x</i>'),
+                             "text/html; charset='utf-8'")
     xml16 = f'<?xml version="1.0"?><p>x</p><img src="{tracker("charset_utf16_xml_unlabelled")}">'
     out["charset_utf16_xml_unlabelled"] = html_message(xml16.encode("utf-16-le"), "text/html",
                                                        cte="base64")
