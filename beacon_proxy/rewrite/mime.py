@@ -36,6 +36,7 @@ a few passes in all (at most ``max_depth``).
 
 from __future__ import annotations
 
+import email.message
 import re
 from bisect import bisect_right
 from collections.abc import Iterable, Mapping
@@ -44,7 +45,7 @@ from functools import lru_cache
 from typing import Final
 from urllib.parse import unquote_to_bytes
 
-from beacon_proxy.rewrite.charsets import is_supported, normalise_charset
+from beacon_proxy.rewrite.charsets import browsers_read, is_supported, normalise_charset
 from beacon_proxy.rewrite.transfer import ENCODINGS, encode_whole, line_ending, normalise_cte
 
 __all__ = ["HTML_TYPES", "MAX_DEPTH", "MAX_PARTS", "OPAQUE_TYPES", "PKCS7_TYPES",
@@ -451,6 +452,9 @@ def _where(path: tuple[int, ...]) -> str:
     return f"part {'.'.join(numbers[:3])}...{'.'.join(numbers[-3:])} (depth {len(path)})"
 
 
+_ASCII_BLANKS: Final = " \t\r\n\f\v"
+
+
 def _fields(block: bytes) -> dict[str, str]:
     """Content-* fields of a header block, unfolded (first occurrence wins).
 
@@ -475,7 +479,9 @@ def _fields(block: bytes) -> dict[str, str]:
             while end < len(lower) - 1 and lower[end + 1] in b" \t":
                 end = lower.find(b"\n", end + 1)
                 end = len(lower) if end < 0 else end
-            value = _FOLD.sub("", block[colon : end - 1].decode("latin-1")).strip()[:_MAX_VALUE]
+            # ASCII blanks only: a byte 0xA0 or 0x85 is no blank to Python's email
+            value = _FOLD.sub("", block[colon : end - 1].decode("latin-1")).strip(
+                _ASCII_BLANKS)[:_MAX_VALUE]
             if name == "content-transfer-encoding" and (
                     block[colon : end - 1].decode("latin-1").lstrip(" \t").rstrip("\r\n")
                     .lower() not in _DECODED_CTE
@@ -592,8 +598,9 @@ def _params(value: str) -> tuple[str, Mapping[str, str]]:
     >>> _params('multipart/mixed; boundary*0="a"; boundary*1*=b%41')[1]
     {'boundary': 'abA'}
     """
+    header = value  # "value" is each parameter's further down
     segments: list[list[tuple[str, int]]] = [[]]
-    for match in _TOKEN.finditer(value):
+    for match in _TOKEN.finditer(header):
         if match[0] == ";":
             segments.append([])
         elif match[1] is not None:
@@ -658,9 +665,45 @@ def _params(value: str) -> tuple[str, Mapping[str, str]]:
     ambiguous.update(name for name in _READ_ALIKE if not plain.get(name, "").isascii())
     if "charset" in plain and not _TOKEN_CHARS.fullmatch(plain["charset"]):
         ambiguous.add("charset")  # policy.default cuts an unquoted one at a tspecial
+    if "charset" not in ambiguous and not _PLAIN_CHARSET.fullmatch(header) and (
+            "charset" in header.lower()) and not _reads_alike(plain.get("charset"),
+                                                              _compat32_charset(header)):
+        ambiguous.add("charset")  # what Python's email hands a mail client's HTML engine
     if ambiguous:
         plain[_AMBIGUOUS] = " ".join(sorted(ambiguous))
     return head, plain
+
+
+#: A Content-Type every reader splits alike: a type, then at most a plain ``charset`` (the
+#: header of nearly every text part: no second reading needed).
+_PLAIN_CHARSET: Final = re.compile(
+    r"[\t ]*[\w.+-]+/[\w.+-]+[\t ]*(?:;[\t ]*charset=(?:\"[\w.:-]+\"|[\w.:-]+)[\t ]*;?[\t ]*)?",
+    re.IGNORECASE)
+
+
+def _compat32_charset(value: str) -> str | None:
+    """The charset Python's ``email`` (compat32) reads in a Content-Type ``value``, what it
+    hands a mail client's HTML engine (None: none).  Its own quoting (``\\"`` counted as
+    an escaped quote), a bare ``charset`` without ``=``, whitespace beyond ASCII, an RFC
+    2231 charset part that decodes the value again: each may read otherwise than here
+    (session 16's attack: 33 holes)."""
+    message = email.message.Message()
+    # as email.message_from_bytes has it: bytes beyond ASCII as surrogates (never blanks)
+    message["Content-Type"] = value.encode("latin-1", "replace").decode("ascii",
+                                                                        "surrogateescape")
+    try:
+        found = message.get_content_charset()
+    except (LookupError, UnicodeError, ValueError):
+        return None
+    return found if isinstance(found, str) else None
+
+
+def _reads_alike(mine: str | None, other: str | None) -> bool:
+    """Whether two charset labels give browsers and mail software the same reading."""
+    if not mine or not other:
+        return not mine and not other
+    return (normalise_charset(mine) == normalise_charset(other)
+            and browsers_read(mine) == browsers_read(other))
 
 
 def _compat32_sections(pieces: Mapping[int, tuple[str, bool]]) -> str:

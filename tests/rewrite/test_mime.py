@@ -868,3 +868,30 @@ def test_header_blocks_python_reads_otherwise_are_ambiguous(head: bytes) -> None
 def test_ordinary_header_blocks_are_not_ambiguous(head: bytes) -> None:
     data = head + b"\r\nx\r\n"
     assert not any(mime.is_ambiguous(p) for p in parse_message(data).problems)
+
+
+@pytest.mark.parametrize("ctype", [
+    b"text/html; charset; charset=shift_jis",  # Python's email: the bare one, ""
+    b'text/html; x="a\\\\"; charset=utf-8; y="; charset=shift_jis',  # its quote counting
+    b"text/html; charset=\xa0shift_jis", b"text/html; charset=utf-8\xa0",  # no blanks to it
+    b"text/html; charset=\x85utf-8",
+    b"text/html; charset*=cp500''utf-8",  # the value decoded again by its RFC 2231 charset
+    b"text/html; charset*=utf-7''+AGk-so-2022-jp"])
+def test_a_charset_python_s_email_reads_otherwise_is_ambiguous(ctype: bytes) -> None:
+    """Session 16's attack: what a mail client built on Python's email hands its HTML engine
+    differed from the charset read here (33 holes)."""
+    data = (b"From: a@b.example\r\nMIME-Version: 1.0\r\nContent-Type: " + ctype
+            + b"\r\nContent-Transfer-Encoding: 8bit\r\n\r\n<p>x</p>\r\n")
+    assert any("ambiguous Content-Type parameter 'charset'" in p
+               for p in parse_message(data).problems)
+
+
+@pytest.mark.parametrize("ctype", [
+    b"text/html; charset=utf-8", b'text/html; charset="UTF-8"', b"text/html;charset=utf-8",
+    b'text/plain; format=flowed; charset="iso-8859-1"; delsp=yes',
+    b"text/html; charset*=utf-8''shift_jis", b"text/html; charset='utf-8'",
+    b"text/html; charset=utf-8 ", b"text/html"])
+def test_charsets_every_reader_takes_alike_are_not(ctype: bytes) -> None:
+    data = (b"From: a@b.example\r\nMIME-Version: 1.0\r\nContent-Type: " + ctype
+            + b"\r\nContent-Transfer-Encoding: 8bit\r\n\r\n<p>x</p>\r\n")
+    assert not any("charset" in p for p in parse_message(data).problems)

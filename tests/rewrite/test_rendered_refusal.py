@@ -988,6 +988,12 @@ def _charset_reading_cases() -> dict[str, bytes]:
                                       'i{{x:"\xc2\x95\\"; background:url({U}); y:"z"}}</style>'
                                       "<i>x</i>")):
         out[case] = html_message(page(case, markup), "text/html")
+    # the fifth round: a Content-Type whose charset Python's email reads otherwise
+    for case, ctype in (("charset_param_bare_first", "text/html; charset; charset=shift_jis"),
+                        ("charset_param_nbsp", "text/html; charset=\xa0shift_jis")):
+        out[case] = html_message(page(case, '<meta charset="windows-1252"><p>hi</p><style>'
+                                            'b{{x:"\x95\\"; y:"}} i{{background:url({U})}} '
+                                            'z{{w:"}}</style><i>x</i>'), ctype)
     # the fourth round: a label in apostrophes is none a browser knows (the <meta> wins)
     case = "charset_label_apostrophes"
     out[case] = html_message(page(case, '<meta charset="shift_jis"><p>hi</p><style>i{{x:"\xc2'
