@@ -52,6 +52,7 @@ from operator import methodcaller
 from typing import Final, Literal
 
 __all__ = [
+    "MAX_RESYNCHRONISED",
     "UNKNOWN_CHARSET",
     "WHATWG_LABELS",
     "Reading",
@@ -546,6 +547,14 @@ def reading(decoded: bytes, label: str) -> Reading | None:
     kind = _info(charset).kind
     if kind in ("2022jp", "2022kr") and escapes_join(decoded, charset):
         return None  # tokens that every reader joins across an escape: no view shows them
+    try:
+        return _views(decoded, charset, kind, browsers)
+    except _Unreadable:
+        return None
+
+
+def _views(decoded: bytes, charset: str, kind: _Kind, browsers: bool) -> Reading | None:
+    """:func:`reading` for an ASCII-compatible charset ``charset`` of ``kind``."""
     valid = kind not in _OWN_VIEW or looks_valid(decoded, charset)
     view = scan_view(decoded, charset) if valid else decoded
     views = [view]
@@ -808,6 +817,13 @@ def _mask_chunk(data: bytes, lead: bytes, trail: bytes) -> bytes:
 
 
 _HIGH: Final = re.compile(rb"[\x80-\xff]")
+#: The longest text read character by character (:func:`_resynchronised_view`: about 6 us
+#: a byte for the four guesses at worst); a longer one that needs it has no reading (held).
+MAX_RESYNCHRONISED: Final = 256 * 1024
+
+
+class _Unreadable(Exception):
+    """A text too long to be read every way it needs (:data:`MAX_RESYNCHRONISED`)."""
 #: The most bytes one character takes in the double-byte charsets (GB18030: four).
 _MAX_CHAR: Final = 4
 
@@ -828,6 +844,8 @@ def _resynchronised_view(data: bytes, charset: str) -> bytes:
     >>> _resynchronised_view(b'"\\x95\\\\" "\\x85\\\\"', "shift_jis")
     b'"\\x80\\x80" "\\x80\\\\"'
     """
+    if len(data) > MAX_RESYNCHRONISED:
+        raise _Unreadable
     info = _info(charset)
     decoder, leads = info.decoder, _PAIRS[info.kind][0]
     out = bytearray(data)
@@ -1074,11 +1092,16 @@ def _kr_joins(data: bytes) -> bool:
     """:func:`escapes_join` for ISO-2022-KR: outside ``SO``...``SI`` bytes are ASCII."""
     if b"\x1b" not in data and b"\x0e" not in data:
         return False
+    shift_out = shift_in = -1  # the last SO and SI before the run, found once each
+    scanned = 0
     for match in _KR_SILENT.finditer(data):
         start, end = match.span()
         # within SO...SI the bytes before are KS C 5601 (a character), not ASCII; after
         # a run that ends at SO, a character
-        ascii_before = data.rfind(b"\x0e", 0, start) <= data.rfind(b"\x0f", 0, start)
+        shift_out = max(shift_out, data.rfind(b"\x0e", scanned, start))
+        shift_in = max(shift_in, data.rfind(b"\x0f", scanned, start))
+        scanned = start
+        ascii_before = shift_out <= shift_in
         if ascii_before and data[end:end + 1] != b"\x0e" and _joined(data, start, end):
             return True
     return False

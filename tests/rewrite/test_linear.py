@@ -32,6 +32,7 @@ from hypothesis import strategies as st
 
 from beacon_proxy.consent.policy import Policy
 from beacon_proxy.rewrite.calendar import neutralise_calendar
+from beacon_proxy.rewrite.charsets import MAX_RESYNCHRONISED, escapes_join, reading
 from beacon_proxy.rewrite.classify import is_hidden, is_spacer, is_tiny
 from beacon_proxy.rewrite.css import scan_css
 from beacon_proxy.rewrite.fallback import neutralise_message
@@ -538,3 +539,19 @@ _MIME: dict[str, tuple[Build, Run]] = {
 @pytest.mark.parametrize(("build", "run"), _MIME.values(), ids=_MIME.keys())
 def test_mime_structure_is_linear(build: Build, run: Run) -> None:
     _assert_linear(build, run)
+
+
+@pytest.mark.parametrize(("unit", "charset"), [
+    (b">\x1b$)C<", "iso-2022-kr"),  # each designation looked back for SO and SI: quadratic
+    (b"\x0e\x0f", "iso-2022-kr"), (b"x\x0eAB\x0f", "iso-2022-kr"),
+    (b">\x1b(B<", "iso-2022-jp"), (b"\x1b$BF|\x1b(B>", "iso-2022-jp")])
+def test_shift_joins_are_found_in_linear_time(unit: bytes, charset: str) -> None:
+    _assert_linear(_rep(b"", unit), lambda data: escapes_join(data, charset))
+
+
+def test_a_text_too_long_to_read_character_by_character_has_no_reading() -> None:
+    """Unlabelled bytes that are neither ASCII nor UTF-8 are read as four guessed charsets,
+    character by character (about 6 us a byte): past MAX_RESYNCHRONISED, held."""
+    data = b"<p>\x95\\</p>" * (MAX_RESYNCHRONISED // 8)
+    assert reading(data[:1000], "us-ascii") is not None
+    assert len(data) > MAX_RESYNCHRONISED and reading(data, "us-ascii") is None
