@@ -275,9 +275,9 @@ def _hex_runs(url: str, low: str) -> tuple[str, ...]:
     last = _last_runs
     if last[0] is url:
         return last[1]
-    _, texts = _texts(url)
-    if len(texts) > 1 or _HEX_SEPARATOR.search(low):  # every reading; digits joined too
-        low = " ".join((low, *(text.lower() for text in texts[1:])))
+    lows = _lows(url, low, _texts(url)[1])
+    if len(lows) > 1 or _HEX_SEPARATOR.search(low):  # every reading; digits joined too
+        low = " ".join(lows)
         low += " " + _HEX_SEPARATOR.sub("", low)
     raw = low.encode("utf-8", "surrogatepass")  # other characters: bytes >= 0x80, not hex
     marks = raw.translate(_HEX_MARKS)
@@ -340,8 +340,7 @@ class RecipientIdentity:
         self._b64 = tuple(b64)
         # the variants' bytes, for their hex and base32 (made when a text has a run that
         # can hold one: rarely)
-        self._coded = tuple(data for data in (text.encode("utf-8") for text in variants)
-                            if len(data) >= _MIN_CODED)
+        self._coded = tuple(data for data in self._variants if len(data) >= _MIN_CODED)
 
     def __repr__(self) -> str:
         return f"RecipientIdentity({self.address!r})"
