@@ -538,26 +538,67 @@ def reading(decoded: bytes, label: str) -> Reading | None:
     browsers = browsers_read(label)
     if not browsers and decoded.startswith(_UTF16_XML) and not decoded.startswith(_ANY_BOM):
         return None  # UTF-16 to Chromium ("<?x" in either order at the start), not to others
-    if is_transcoded(charset):
-        foreign = not browsers and not decoded.startswith(_ANY_BOM)
-        if foreign and opens_tags(decoded):
-            return None  # browsers read these bytes as ASCII markup, other clients not
-        text = to_utf8(decoded, charset)
-        return Reading(text, text, "utf-8", charset, has_bom(decoded, charset), (), foreign)
-    kind = _info(charset).kind
-    if kind in ("2022jp", "2022kr") and escapes_join(decoded, charset):
-        return None  # tokens that every reader joins across an escape: no view shows them
     try:
-        return _views(decoded, charset, kind, browsers)
+        labelled = _label_views(decoded, label, charset)
+        if labelled is None:
+            return None
+        if is_transcoded(charset):
+            foreign = not browsers and not decoded.startswith(_ANY_BOM)
+            if foreign and opens_tags(decoded):
+                return None  # browsers read these bytes as ASCII markup, other clients not
+            text = to_utf8(decoded, charset)
+            return Reading(text, text, "utf-8", charset, has_bom(decoded, charset), (), foreign)
+        kind = _info(charset).kind
+        if kind in ("2022jp", "2022kr") and escapes_join(decoded, charset):
+            return None  # tokens that every reader joins across an escape: no view shows them
+        return _views(decoded, charset, kind, browsers, labelled)
     except _Unreadable:
         return None
 
 
-def _views(decoded: bytes, charset: str, kind: _Kind, browsers: bool) -> Reading | None:
-    """:func:`reading` for an ASCII-compatible charset ``charset`` of ``kind``."""
+def _label_views(decoded: bytes, label: str | None, charset: str) -> list[bytes] | None:
+    """The views of the part's label where a byte order mark of another charset overrides
+    it (``charset``, :func:`effective_charset`); None when no view can show that reading.
+
+    Browsers follow the mark; mail software that converts a part by its label before
+    rendering it (Roundcube, a client built on Python's ``email``) does not: a
+    ``shift_jis`` part that starts with UTF-8's mark is Shift_JIS to it, a ``utf-7`` one
+    UTF-7 (``+ADw-img ...`` is ``<img ...``).  An ASCII-compatible label with a view of
+    its own gives that view (the bytes themselves are a view already); UTF-16/32 text
+    under an ASCII-compatible label, or ASCII-compatible text under a UTF-16/32/7 or HZ
+    label, has no same-length view: None when that reading opens a tag.
+
+    >>> _label_views(b"\\xef\\xbb\\xbf<p>", "shift_jis", "utf-8")  # ranges; resynchronised
+    [b'\\xef\\xbb\\xbf<p>', b'\\x80\\x80\\x80<p>']
+    >>> _label_views(b"\\xef\\xbb\\xbf+ADw-img src=x+AD4-", "utf-7", "utf-8") is None
+    True
+    >>> _label_views(b"\\xff\\xfe<\\x00p\\x00>\\x00", "latin1", "utf-16le")
+    []
+    """
+    if not decoded.startswith(_ANY_BOM):
+        return []
+    name = normalise_charset(label)
+    if has_bom(decoded, name):
+        return []  # the label's own byte order mark: every reader follows it
+    kind = _info(name).kind
+    if kind == "transcoded":
+        orders = {"utf-16": ("utf-16le", "utf-16be"),
+                  "utf-32": ("utf-32le", "utf-32be")}.get(name, (name,))
+        texts = (decoded[: len(decoded) // 4 * 4 if "32" in order else len(decoded)]
+                 .decode(_CHARSETS[order].decoder, "replace") for order in orders)
+        return None if any(opens_tags(text.encode("utf-8", "replace")) for text in texts) else []
+    if is_transcoded(charset):  # UTF-16/32 under an ASCII-compatible label: ASCII to them
+        return None if opens_tags(decoded) else []
+    return _named_views(decoded, {name}) if kind in _OWN_VIEW else []
+
+
+def _views(decoded: bytes, charset: str, kind: _Kind, browsers: bool,
+           labelled: list[bytes]) -> Reading | None:
+    """:func:`reading` for an ASCII-compatible charset ``charset`` of ``kind``; ``labelled``:
+    the views of a label its byte order mark overrides (:func:`_label_views`)."""
     valid = kind not in _OWN_VIEW or looks_valid(decoded, charset)
     view = scan_view(decoded, charset) if valid else decoded
-    views = [view]
+    views = [view, *labelled]
     if kind in _OWN_VIEW and not valid:  # browsers resynchronise and keep to the label
         views.append(scan_view(decoded, charset))
         if kind in _PAIRS:  # character by character, as WHATWG's decoders do
@@ -688,6 +729,13 @@ def _declared_views(decoded: bytes) -> list[bytes] | None:
         end = low.find(b">")
         for match in _XML_ENCODING.finditer(low, 0, len(low) if end < 0 else end):
             _own_view_names(match.group(1), names)
+    return _named_views(decoded, names)
+
+
+def _named_views(decoded: bytes, names: set[str]) -> list[bytes] | None:
+    """The views of the charsets ``names`` (each with a view of its own) as their readers
+    make them: the label's ranges, as WHATWG resynchronises lying bytes, WHATWG's
+    ISO-2022-JP; None when ISO-2022 shifts join characters (:func:`escapes_join`)."""
     views: list[bytes] = []
     for name in sorted(names):
         if escapes_join(decoded, name):

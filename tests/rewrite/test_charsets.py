@@ -1135,3 +1135,52 @@ def test_a_label_in_apostrophes_is_none_browsers_know(label: str) -> None:
     data = (b'<meta charset="shift_jis"><p>hello</p><style>i{x:"\xc2\x95\\"; '
             b'background:url(https://t.example/o); y:"z"}</style><i>x</i>')
     assert _refused_outcome(data, f"text/html; charset={label}") in ("fallback", "held")
+
+
+# --- a byte order mark that overrides the label: clients that convert by the label ----------
+
+_TRACKED = b'<img src="https://t.example/o.gif">'
+
+
+@pytest.mark.parametrize(("data", "label"), [
+    (b"\xef\xbb\xbf<p>+ADw-img src=+ACI-https://t.example/o+ACI-+AD4-</p>", "utf-7"),
+    (b"\xef\xbb\xbf<p><im~{~}g src=https://t.example/o></p>", "hz-gb-2312"),
+    (b"\xef\xbb\xbf\x00<\x00i\x00m\x00g\x00>", "utf-16"),  # either order: a NUL-led tag
+    (b"\xff\xfe<img src=https://t.example/o> ", "iso-8859-1"),
+    (b"\xfe\xff<img src=https://t.example/o> ", "us-ascii"),  # no label
+    (b"\xef\xbb\xbf<p>a\x1b$B\x1b(Bb</p>", "iso-2022-jp"),  # the label's shifts join
+])
+def test_a_label_s_reading_no_view_shows_is_none(data: bytes, label: str) -> None:
+    """Browsers follow the mark; Roundcube and clients built on Python's ``email`` convert
+    by the label.  Where that reading opens a tag and has no same-length view, no copy is
+    safe for both: None (the fallback holds the part)."""
+    assert charsets.reading(data, label) is None
+
+
+def test_a_label_with_a_view_of_its_own_is_a_further_reading() -> None:
+    """Under UTF-8's mark a ``shift_jis`` label is one more view: ``\\x95\\\\`` is one
+    character to Shift_JIS readers, so the CSS string ends before the ``url()``."""
+    data = b'\xef\xbb\xbf<style>p{font-family:"\x95\\"} p{background:url(x)} "}</style>'
+    read = charsets.reading(data, "shift_jis")
+    assert read is not None and read.charset == "utf-8" and read.view == data
+    assert scan_view(data, "shift_jis") in read.others
+    assert _refused_outcome(data.replace(b"url(x)", b"url(https://t.example/o?e="
+                                         b"reader%40example.org)"), "text/html; charset=shift_jis"
+                            ) in ("fallback", "held")
+
+
+@pytest.mark.parametrize(("data", "label"), [
+    (b"\xef\xbb\xbf" + _TRACKED, "utf-8"), (b"\xef\xbb\xbf" + _TRACKED, "iso-8859-1"),
+    (b"\xef\xbb\xbf" + _TRACKED, "us-ascii"), (b"\xef\xbb\xbf" + _TRACKED, "x-klingon"),
+    ("\ufeff<p>日本語</p>".encode("utf-16-le") + _TRACKED.decode().encode("utf-16-le"), "utf-16"),
+    ("\ufeff<p>x</p>".encode("utf-16-be"), "utf-16be"),
+    ("\ufeff<p>日本語</p>".encode("utf-16-le"), "iso-8859-1"),
+    ("\ufeff<p>x</p>".encode("utf-8"), "utf-16"),
+])
+def test_a_mark_whose_label_reading_shows_nothing_else_keeps_one_reading(
+        data: bytes, label: str) -> None:
+    """The mark of the label's own charset, or a label whose reading adds nothing (an
+    ASCII-compatible one under UTF-8's mark reads the same ASCII; UTF-16 text read as
+    single bytes opens no tag; ASCII read as UTF-16 is CJK): the part keeps its reading."""
+    read = charsets.reading(data, label)
+    assert read is not None and read.others == ()

@@ -1143,6 +1143,50 @@ def test_refused_copy_makes_no_remote_load(case: str, browsers: dict[bool, Rende
     assert not loads, f"{copy.outcome}: the refused copy loads {loads}"
 
 
+# -- clients that convert a part by its label (Roundcube, clients built on Python's email) --
+
+#: Parts whose byte order mark names another charset than their label: browsers follow the
+#: mark, these clients the label.  (html, label)
+BY_LABEL: dict[str, tuple[bytes, str]] = {
+    # UTF-8's mark: "\\x95\\" is one Shift_JIS character, so the CSS string ends before url()
+    "label_sjis_css_string": (b'\xef\xbb\xbf<style>p{font-family:"\x95\\"} '
+                              b'p{background:url({U})} "}</style><p>x</p>', "shift_jis"),
+    "label_utf7": (b"\xef\xbb\xbf<p>hi +ADw-img src=+ACI-{U}+ACI-+AD4-</p>", "utf-7"),
+    "label_hz_empty_run": (b"\xef\xbb\xbf<p>hi <im~{~}g src={U}></p>", "hz-gb-2312"),
+    # UTF-16's mark under a single-byte label: U+6D3C U+6769 ... are "<img ..." in ASCII
+    "label_latin1_utf16": (b"\xff\xfe<img src={U}> ", "iso-8859-1"),
+}
+
+
+def by_label(html: bytes, label: str) -> bytes:
+    """What a client that converts by the label hands its HTML engine, as UTF-8."""
+    return html.decode(label, "replace").encode("utf-8", "replace")
+
+
+def rendered_by_label(browser: Renderer, data: bytes) -> list[str]:
+    urls: list[str] = []
+    for part in html_parts(data):
+        urls += browser.load(by_label(part.body, part.charset or "us-ascii"), "utf-8", PATIENT)
+    return urls
+
+
+@pytest.mark.parametrize("case", list(BY_LABEL))
+def test_refused_copy_converted_by_label_loads_nothing(
+        case: str, browsers: dict[bool, Renderer],
+        refused_browsers: dict[bool, Renderer]) -> None:
+    html, label = BY_LABEL[case]
+    data = html_message(html.replace(b"{U}", tracker(case).encode()),
+                        f"text/html; charset={label}")
+    control = rendered_by_label(browsers[False], data)
+    assert any(f"//{HOST}/" in url for url in control), (
+        f"control: the original converted by its label does not load its tracker: {control}")
+    copy = refused(data)
+    if copy.data is None:
+        return  # held: nothing is sent
+    loads = rendered_by_label(refused_browsers[False], copy.data)
+    assert not loads, f"{copy.outcome}: the refused copy converted by its label loads {loads}"
+
+
 def test_the_corpus_is_what_it_says() -> None:
     """Every snippet runs (or says why not), and the corpus stays bounded (~3 min)."""
     assert set(NO_CONTROL) <= set(SNIPPETS)
