@@ -158,39 +158,92 @@ def base64_cores(data: bytes) -> list[str]:
     return cores
 
 
-# The last text searched, lower-cased, and its percent-decoded readings: (text, lower,
-# readings).  A refused copy searches the message's joined URLs (``Analysis.urls``, some
-# KB) for each recipient: the same object each time, so these are made once per message.
-_last: tuple[str, str, tuple[str, ...]] = ("", "", ("",))
+class _Text:
+    """A searched text and what the search makes of it once, for every recipient: the
+    text lower-cased (``low``), its ``readings`` (:meth:`_readings`) and, when first
+    asked, those lower-cased (:attr:`lows`), their runs that may hold an address in hex
+    or base32 (:meth:`coded`) and their runs long enough to hold a hex digest
+    (:meth:`hex_runs`).  A refused copy searches the message's joined URLs
+    (``Analysis.urls``, some KB) for each recipient: the same object each time, so
+    :func:`_searched` keeps the last one.  Copies may render in threads: a race fills
+    a field twice with equal values."""
+
+    __slots__ = ("_coded", "_lows", "_runs", "low", "readings", "url")
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.low = url.lower()
+        self.readings = self._readings(url)
+        self._lows: tuple[str, ...] | None = None
+        self._coded: tuple[tuple[str, ...], tuple[str, ...]] | None = None
+        self._runs: tuple[str, ...] | None = None
+
+    @staticmethod
+    def _readings(url: str) -> tuple[str, ...]:
+        """``url`` itself, then (when it has a ``%`` or ``+``) percent-decoded once,
+        twice, up to :data:`_ROUNDS` times (while that changes it) and form-decoded,
+        then each of those with its escapes read (when it has any: :func:`_unescaped`),
+        and those with line ends without them; no reading twice."""
+        texts = [url]
+        if "%" in url or "+" in url:
+            text = url
+            for _ in range(_ROUNDS):
+                decoded = unquote(text)
+                if decoded == text:
+                    break
+                texts.append(decoded)
+                text = decoded
+            texts.append(unquote_plus(url))
+        texts += [_unescaped(text) for text in texts]
+        # line ends dropped: base64 as MIME wraps it (76 characters a line), "%0A" apart
+        texts += [_LINE_END.sub("", text) for text in texts if "\n" in text or "\r" in text]
+        return tuple(dict.fromkeys(texts))
+
+    @property
+    def lows(self) -> tuple[str, ...]:
+        """Each reading lower-cased (the first: ``low``), no one twice."""
+        lows = self._lows
+        if lows is None:
+            lows = tuple(dict.fromkeys((self.low, *(t.lower() for t in self.readings[1:]))))
+            self._lows = lows
+        return lows
+
+    def coded(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """The runs of :data:`_HEX_CODED` and :data:`_B32_CODED` in the lower-cased
+        readings: an address's hex or base32 is in a reading only inside one of them (a
+        few runs, most texts none: a recipient's forms are compared with these instead
+        of searched for in every reading)."""
+        coded = self._coded
+        if coded is None:
+            lows = self.lows
+            coded = (tuple(m for low in lows for m in _HEX_CODED.findall(low)),
+                     tuple(m for low in lows for m in _B32_CODED.findall(low)))
+            self._coded = coded
+        return coded
+
+    def hex_runs(self) -> tuple[str, ...]:
+        """The maximal runs of ``[0-9a-f]`` of at least :data:`_MIN_HEX` characters in
+        ``low`` (with the other lower-cased readings, and all of them again without the
+        separators of a formatted digest, when there are any).  A hex digest (lower-case
+        hex) is in a reading exactly when it is in one of them: every occurrence lies
+        inside a maximal run at least as long.  A few microseconds for a message's
+        joined URLs (one ``translate`` and a search for the marks of a long run), so a
+        recipient's digests are compared with these few runs instead of searched for in
+        the whole text, and only the digests that fit the longest run are made."""
+        runs = self._runs
+        if runs is None:
+            runs = self._runs = _hex_runs(self.low, self.lows)
+        return runs
 
 
-def _texts(url: str) -> tuple[str, tuple[str, ...]]:
-    """``url`` lower-cased, and the readings of it searched: itself, then (when it has
-    a ``%`` or ``+``) percent-decoded once, twice, up to :data:`_ROUNDS` times (while
-    that changes it) and form-decoded, then each of those with its escapes read (when
-    it has any: :func:`_unescaped`), and those with line ends without them; no reading
-    twice."""
+def _searched(url: str) -> _Text:
+    """The :class:`_Text` of ``url``: the last one made when it was made of this very
+    object (its readings cannot have changed), else a new one, kept."""
     global _last
     last = _last
-    if last[0] is url:  # the very object: its readings cannot have changed
-        return last[1], last[2]
-    texts = [url]
-    if "%" in url or "+" in url:
-        text = url
-        for _ in range(_ROUNDS):
-            decoded = unquote(text)
-            if decoded == text:
-                break
-            texts.append(decoded)
-            text = decoded
-        texts.append(unquote_plus(url))
-    texts += [_unescaped(text) for text in texts]
-    # line ends dropped: base64 as MIME wraps it (76 characters a line), one "%0A" apart
-    texts += [_LINE_END.sub("", text) for text in texts if "\n" in text or "\r" in text]
-    low = url.lower()
-    readings = tuple(dict.fromkeys(texts))
-    _last = (url, low, readings)
-    return low, readings
+    if last.url is not url:
+        last = _last = _Text(url)
+    return last
 
 
 def _unescaped(text: str) -> str:
@@ -211,43 +264,10 @@ def _escaped_char(match: re.Match[str]) -> str:
     return chr(code) if not 0xD800 <= code <= 0xDFFF else match.group()
 
 
-# The last text's readings lower-cased: (text, lows), for the same object as _last.
-_last_lows: tuple[str, tuple[str, ...]] = ("", ())
-
-
-def _lows(url: str, low: str, texts: tuple[str, ...]) -> tuple[str, ...]:
-    """Each of ``url`` 's readings ``texts`` lower-cased (the first: ``low``), kept like
-    :func:`_texts` 's."""
-    global _last_lows
-    last = _last_lows
-    if last[0] is url:
-        return last[1]
-    lows = tuple(dict.fromkeys((low, *(text.lower() for text in texts[1:]))))
-    _last_lows = (url, lows)
-    return lows
-
-
-# The last text's runs that may hold an address in hex or base32: (text, (hex, base32)).
-_last_coded: tuple[str, tuple[tuple[str, ...], tuple[str, ...]]] = ("", ((), ()))
 #: Maximal runs of hex digits and of base32 digits in a lower-cased text, long enough to
 #: hold the hex (2 per byte) or base32 (8 per 5 bytes) of an address of _MIN_CODED bytes.
 _HEX_CODED = re.compile(f"[0-9a-f]{{{2 * _MIN_CODED},}}")
 _B32_CODED = re.compile(f"[a-z2-7]{{{_MIN_CODED * 8 // 5},}}")
-
-
-def _coded_runs(url: str, lows: tuple[str, ...]) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """The runs of :data:`_HEX_CODED` and :data:`_B32_CODED` in ``url`` 's lower-cased
-    readings ``lows``, kept like :func:`_texts` 's: an address's hex or base32 is in a
-    reading only inside one of them (a few runs, most texts none: a recipient's forms
-    are compared with these instead of searched for in every reading)."""
-    global _last_coded
-    last = _last_coded
-    if last[0] is url:
-        return last[1]
-    hexes = tuple(m for low in lows for m in _HEX_CODED.findall(low))
-    b32s = tuple(m for low in lows for m in _B32_CODED.findall(low))
-    _last_coded = (url, (hexes, b32s))
-    return hexes, b32s
 
 
 def _b32(data: bytes) -> str:
@@ -256,26 +276,8 @@ def _b32(data: bytes) -> str:
     return base64.b32encode(data)[: len(data) * 8 // 5].decode("ascii").lower()
 
 
-# The last text searched for digests and its runs of hex digits long enough to hold one:
-# (text, runs), for the same object as _last.
-_last_runs: tuple[str, tuple[str, ...]] = ("", ())
-
-
-def _hex_runs(url: str, low: str) -> tuple[str, ...]:
-    """The maximal runs of ``[0-9a-f]`` in ``low`` (``url`` lower-cased; with its other
-    readings, lower-cased, and all of them again without the separators of a formatted
-    digest, when there are any) of at least :data:`_MIN_HEX` characters.  A hex digest
-    (lower-case hex) is in ``low`` exactly when it is in one of them: every occurrence
-    lies inside a maximal run at least as long.  Made once per text, like
-    :func:`_texts` (a few microseconds for a message's joined URLs: one ``translate``
-    and a search for the marks of a long run), so a recipient's digests are compared
-    with these few runs instead of searched for in the whole text, and only the
-    digests that fit the longest run are made."""
-    global _last_runs
-    last = _last_runs
-    if last[0] is url:
-        return last[1]
-    lows = _lows(url, low, _texts(url)[1])
+def _hex_runs(low: str, lows: tuple[str, ...]) -> tuple[str, ...]:
+    """:meth:`_Text.hex_runs` of the lower-cased text ``low`` with readings ``lows``."""
     if len(lows) > 1 or _HEX_SEPARATOR.search(low):  # every reading; digits joined too
         low = " ".join(lows)
         low += " " + _HEX_SEPARATOR.sub("", low)
@@ -289,9 +291,10 @@ def _hex_runs(url: str, low: str) -> tuple[str, ...]:
             end = len(marks)
         runs.append(raw[start:end].decode("ascii"))
         start = marks.find(_HEX_RUN, end)
-    found = tuple(runs)
-    _last_runs = (url, found)
-    return found
+    return tuple(runs)
+
+
+_last = _Text("")
 
 
 class RecipientIdentity:
@@ -350,8 +353,8 @@ class RecipientIdentity:
         if not self._folded:
             return []
         found: list[str] = []
-        low, texts = _texts(url)
-        lows = _lows(url, low, texts)
+        text = _searched(url)
+        low, lows = text.low, text.lows
         lowers = self._lowers
         if (lowers[0] in low if len(lowers) == 1 else any(form in low for form in lowers)):
             found.append("address")
@@ -360,16 +363,16 @@ class RecipientIdentity:
                 if any(form in text_low for form in lowers):
                     found.append("address-urlencoded")
                     break
-        for text in texts:
+        for reading in text.readings:
             for core in self._b64:
-                if core in text:
+                if core in reading:
                     found.append("address-base64")
                     break
             else:
                 continue
             break
         if self._coded:
-            hexes, b32s = _coded_runs(url, lows)
+            hexes, b32s = text.coded()
             if hexes and any(data.hex() in run for data in self._coded for run in hexes):
                 found.append("address-hex")
             if b32s:
@@ -378,7 +381,7 @@ class RecipientIdentity:
                        if len(data) * 8 // 5 <= longest for run in b32s):
                     found.append("address-base32")
         if len(low) >= _MIN_HEX:
-            runs = _hex_runs(url, low)
+            runs = text.hex_runs()
             if runs:
                 longest = max(map(len, runs))
                 for digest, reason in self._digests(longest):

@@ -206,7 +206,7 @@ def test_the_kept_readings_of_the_last_text_find_what_fresh_ones_find() -> None:
         me = RecipientIdentity(person)
         for text in texts:
             got = me.find(text)
-            identity._last = ("", "", ("",))  # nothing kept
+            identity._last = identity._Text("")  # nothing kept
             assert got == me.find(text), (person, text)
 
 

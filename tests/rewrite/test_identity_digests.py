@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from beacon_proxy.rewrite import identity
-from beacon_proxy.rewrite.identity import HASHES, RecipientIdentity, _hex_runs
+from beacon_proxy.rewrite.identity import HASHES, RecipientIdentity
 
 
 def _reference(me: RecipientIdentity, url: str) -> list[str]:
@@ -54,7 +54,7 @@ def _urls(draw: st.DrawFn, address: str) -> str:
 @settings(max_examples=400, deadline=None)
 @given(st.data())
 def test_every_answer_is_the_whole_texts(data: st.DataObject) -> None:
-    identity._last_runs = ("", ())
+    identity._last = identity._Text("")
     people = [RecipientIdentity(a) for a in _ADDRESSES]
     urls = data.draw(st.lists(st.sampled_from(_ADDRESSES).flatmap(_urls), min_size=1,
                               max_size=6))
@@ -66,10 +66,9 @@ def test_every_answer_is_the_whole_texts(data: st.DataObject) -> None:
 
 @given(st.text("0123456789abcdefg/é", max_size=300))
 def test_the_runs_are_the_maximal_hex_runs_of_32_or_more(text: str) -> None:
-    identity._last_runs = ("", ())
     import re
 
-    assert list(_hex_runs(text, text.lower())) == re.findall("[0-9a-f]{32,}", text.lower())
+    assert list(identity._Text(text).hex_runs()) == re.findall("[0-9a-f]{32,}", text.lower())
 
 
 def test_only_the_digests_that_fit_are_made() -> None:
