@@ -106,6 +106,7 @@ from beacon_proxy.rewrite.html import Box, Entry, PendingImg, Reference
 from beacon_proxy.rewrite.htmlrefs import (
     EMBEDDED_DOCUMENT,
     LINK_HINT,
+    META_REFRESH,
     URL_IN_NAME,
     embeds_document,
 )
@@ -120,8 +121,11 @@ __all__ = ["INVISIBLE_LOAD", "LAYOUT_REASONS", "Finding", "classify", "classify_
 _PIXEL_ELEMENTS = frozenset({"amp-pixel", "amp-analytics"})
 #: Elements that are trackers whatever their URL and box.
 _ALWAYS = _PIXEL_ELEMENTS | {URL_IN_NAME}
+#: Elements that load nothing a reader sees (a resource hint, a refresh): stripped from
+#: refused copies as ``invisible-load`` when nothing else marks them.
+_HINTS = frozenset({LINK_HINT, META_REFRESH})
 #: Elements whose finding says something whatever their URL and box.
-_NOTED = _ALWAYS | {LINK_HINT}
+_NOTED = _ALWAYS | _HINTS
 _UNSEEN: str | None = "\x00unseen"  # not in the rules' memo (no vendor name has a NUL)
 _SPACER = re.compile(
     # the unmistakable names may carry a prefix ("pi_svc_spacer.gif"), the short ones not
@@ -344,8 +348,11 @@ def classify_entries(entries: Sequence[Entry], rules: TrackerRules) -> dict[int,
     last_box, small, hidden = None, False, False  # most boxes are the previous one
     for index, entry in enumerate(entries):
         if not entry.remote:
-            if entry.__class__ is not PendingImg and embeds_document(
-                    entry.element, entry.url):  # type: ignore[union-attr]
+            if entry.__class__ is PendingImg:
+                continue
+            if entry.element == META_REFRESH:  # type: ignore[union-attr]
+                out[index] = _classify(entry.url, META_REFRESH, False, None, None, None)
+            elif embeds_document(entry.element, entry.url):  # type: ignore[union-attr]
                 out[index] = _new(Finding, (entry.url, entry.element, False,  # type: ignore[union-attr]
                                             None, (EMBEDDED_DOCUMENT,), False))
             continue
@@ -374,8 +381,9 @@ def plain_finding(entry: Entry) -> Finding:
 
 def _classify(url: str, element: str, remote: bool, box: Box | None, vendor: str | None,
               identity: RecipientIdentity | None) -> Finding:
-    """The finding; ``vendor`` is ``rules.match(url)`` (None for a local reference)."""
-    if not remote:
+    """The finding; ``vendor`` is ``rules.match(url)`` (None for a local reference).
+    A refresh is a load whatever its URL looks like here (:data:`~.htmlrefs.META_REFRESH`)."""
+    if not remote and element != META_REFRESH:
         return _new(Finding, (url, element, False, None, (), False))
     small, hidden = (False, False) if box is None else _verdict(box)
     forms = identity.find(url) if identity is not None else []
@@ -391,7 +399,7 @@ def _classify(url: str, element: str, remote: bool, box: Box | None, vendor: str
     if not reasons and not forms and box is not None and is_layout(url, box):
         # neutralised in refused copies (action "inline"), kept in granted ones
         return Finding(url, element, False, None, (LAYOUT_REASONS[hidden],), False)
-    if not reasons and not forms and element == LINK_HINT:
+    if not reasons and not forms and element in _HINTS:
         # stripped from refused copies, kept in granted ones
         return Finding(url, element, False, None, (INVISIBLE_LOAD,), False)
     reasons += ["tiny"] * small + ["hidden"] * hidden

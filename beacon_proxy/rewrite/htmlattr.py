@@ -41,6 +41,8 @@ _REFRESH = re.compile(
     rb"[\t\n\f\r ]*+[0-9.]*+[\t\n\f\r ]*+[;,]?[\t\n\f\r ]*+"
     rb"(?:[uU][rR][lL][\t\n\f\r ]*+=[\t\n\f\r ]*+)?([\"']?)"
 )
+#: A refresh's delay and the separators after it.
+_REFRESH_DELAY = re.compile(rb"[\t\n\f\r ]*+[0-9.]*+[\t\n\f\r ;,]*+")
 _SRCSET_SKIP = re.compile(rb"[\t\n\f\r ,]*+")
 _SRCSET_URL = re.compile(rb"[^\t\n\f\r ]++")
 _SRCSET_DESC = re.compile(rb"(?:[^,()]++|\([^)]*+\)?)*+")
@@ -200,9 +202,29 @@ def srcset_candidates(data: bytes) -> list[tuple[int, int, int]]:
 
 
 def refresh_url(content: bytes) -> Span:
-    """The span of the URL in a ``meta refresh`` content (``0; url='x'``, ``5, x``)."""
+    """The span of the URL in a ``meta refresh`` content (``0; url='x'``, ``5, x``), as
+    the HTML standard reads it; when that is empty, everything after the delay (an
+    empty span when nothing but separators follows it).
+
+    Chromium reads a refresh its own way (a quoted URL ends at the *last* matching
+    quote; Unicode blanks around the delay and the URL are stripped, ``0\\v;`` is a
+    delay), so the span may not be the URL a browser follows: the scanner takes any
+    refresh with something after its delay for a load (``classify``: ``meta-refresh``).
+
+    >>> c = b"0; url='https://t/x'"; a, b = refresh_url(c); c[a:b]
+    b'https://t/x'
+    >>> c = b"0;url=''https://t/x'"; a, b = refresh_url(c); c[a:b]
+    b"url=''https://t/x'"
+    >>> refresh_url(b" 5 ; ")
+    (5, 5)
+    """
     m = _REFRESH.match(content)
     assert m is not None  # every part of the pattern is optional
     start = m.end()
     end = content.find(m.group(1), start) if m.group(1) else -1
-    return strip_span(content, start, len(content) if end < 0 else end)
+    a, b = strip_span(content, start, len(content) if end < 0 else end)
+    if a == b:
+        rest = _REFRESH_DELAY.match(content)
+        assert rest is not None
+        a, b = strip_span(content, rest.end(), len(content))
+    return a, b

@@ -70,6 +70,7 @@ __all__ = [
     "EMBEDDED_DOCUMENT",
     "LIMIT_REACHED",
     "LINK_HINT",
+    "META_REFRESH",
     "PRELOAD_TAGS",
     "READINGS_PART",
     "URL_IN_NAME",
@@ -116,6 +117,11 @@ _CSS_TYPES = frozenset({"", "text/css"})
 #: open (classified ``invisible-load``, see :mod:`.classify`); its ``imagesrcset``
 #: candidates (a preloaded image) are this element too.
 LINK_HINT = "link-hint"
+#: The element of a ``<meta http-equiv=refresh>`` with something after its delay: a
+#: navigation when the mail is shown, never content.  Browsers read its URL in ways of
+#: their own (:func:`~.htmlattr.refresh_url`), so it loads whether or not the URL found
+#: here is remote (:mod:`.classify` takes it for an ``invisible-load`` at least).
+META_REFRESH = "meta-refresh"
 
 _IMAGE_TAGS = frozenset({"img", "image", "input", "amp-img", "amp-anim", "v:image", "v:imagedata",
                          "video"})
@@ -661,7 +667,7 @@ class TagReader:
     def refresh(self, attr: _Attr, tag_span: Span) -> None:
         dec = Decoded(self.view, attr[2], attr[3])
         a, b = refresh_url(dec.data)
-        self.add("meta-refresh", decode_text(dec.data[a:b], self.charset), "meta",
+        self.add(META_REFRESH, decode_text(dec.data[a:b], self.charset), "meta",
                  tag_span, dec.span(a, b), tag_span, b"", b"content", attr[:2], attr[2:4])
 
     def style_attr(self, tag: str, attr: _Attr, tag_span: Span) -> None:

@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from beacon_proxy.rewrite import html, htmlpatterns
+from beacon_proxy.rewrite.classify import INVISIBLE_LOAD, classify
 from beacon_proxy.rewrite.html import (
     BASE_IN_SRCDOC,
     BASE_UNRESOLVED,
@@ -27,6 +28,7 @@ from beacon_proxy.rewrite.html import (
 from beacon_proxy.rewrite.htmlattr import clean_url, decode_text, unescape
 from beacon_proxy.rewrite.htmlpatterns import FAST_TAG, IMG_TAG, SKIP
 from beacon_proxy.rewrite.htmlrefs import DUPLICATED
+from beacon_proxy.rewrite.rules import load_rules
 from beacon_proxy.rewrite.unmodelled import unmodelled_markup
 
 FIXTURES = Path(__file__).parent / "fixtures" / "html"
@@ -169,6 +171,23 @@ def test_meta_refresh_forms() -> None:
         assert ref.element == "meta-refresh" and ref.url == "https://t.test/r"
         assert _at(view, ref.url_span) == b"https://t.test/r"
         assert ref.removal_span == ref.tag_span
+
+
+@pytest.mark.parametrize("content", [
+    b"0;url='https://t.test/r'x'", b"0;url=&emsp;https://t.test/r", b"0&#11;;url=https://t.test/r",
+    b"&emsp;0;URL=https://t.test/r", "0\u2003,https://t.test/r".encode(), b"0;url=''x",
+    b"0; url=/local"])
+def test_any_refresh_with_something_after_its_delay_is_a_load(content: bytes) -> None:
+    """Chromium reads a refresh its own way (the last matching quote ends the URL, Unicode
+    blanks are stripped, ``0\\v;`` is a delay): whatever URL the standard's reading finds
+    here, remote or not, the refresh is a load refused copies lose (``invisible-load``
+    when nothing else marks it), and a bare delay is none."""
+    view = b'<meta http-equiv="Refresh" content="' + content + b'">'
+    (ref,) = scan_html(view).references
+    assert ref.element == "meta-refresh" and ref.removal_span == ref.tag_span
+    finding = classify(ref, load_rules())
+    assert finding.tracker or finding.reasons == (INVISIBLE_LOAD,)
+    assert scan_html(b'<meta http-equiv="Refresh" content=" 5 ; ">').references == ()
 
 
 def test_a_long_base_resolves_within_a_budget() -> None:

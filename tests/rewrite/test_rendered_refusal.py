@@ -243,6 +243,14 @@ SNIPPETS: dict[str, str] = {
     "meta_refresh_quoted": "<meta http-equiv=refresh content=\"0; URL='{U}'\">",
     "meta_refresh_no_url": '<meta http-equiv="Refresh" content="0, {U}">',
     "meta_refresh_in_body": '<p>x</p><meta http-equiv="refresh" content="0;url={U}">',
+    # Chromium reads a refresh its own way (session 17): the last matching quote ends the
+    # URL, Unicode blanks around the delay and the URL are stripped
+    "meta_refresh_last_quote": "<meta http-equiv=refresh content=\"0;url='{U}'x'\">",
+    "meta_refresh_emsp_url": '<meta http-equiv="refresh" content="0;url=&emsp;{U}">',
+    "meta_refresh_ideographic_url": '<meta http-equiv="refresh" content="0;url=\u3000{U}">',
+    "meta_refresh_vt_delay": '<meta http-equiv="refresh" content="0&#11;;url={U}">',
+    "meta_refresh_emsp_delay": '<meta http-equiv="refresh" content="&emsp;0;URL={U}">',
+    "meta_refresh_emsp_comma": '<meta http-equiv="refresh" content="0\u2003,{U}">',
     "base_relative_img": '<base href="https://{H}/p/"><img src="base_relative_img.gif'
                          '?e=reader%40example.org">',
     "base_relative_css": '<base href="https://{H}/p/"><p style="background:url('
