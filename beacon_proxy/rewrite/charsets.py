@@ -613,6 +613,8 @@ def _views(decoded: bytes, charset: str, kind: _Kind, browsers: bool,
         views += declared
         if not browsers and _detected(decoded):
             views += _detection_views(decoded)
+    if b"\x00" in decoded:  # Thunderbird shows a NUL as a space (its QP decoder's =00)
+        views.append(view.replace(b"\x00", b" "))
     others: list[bytes] = []
     for other in views[1:]:
         if other is not view and other != view and other not in others:

@@ -48,6 +48,7 @@ from beacon_proxy.rewrite.transfer import (
     line_ending,
     normalise_cte,
     padded_soft_breaks,
+    qp_read_otherwise,
     shown_raw,
     strip_padded_breaks,
 )
@@ -260,7 +261,7 @@ def _reencoded(tree: MimeTree, part: MimePart, cte: str) -> bool:
     reading left."""
     body = tree.body(part)
     return part.transfer_encoding not in ENCODINGS or shown_raw(body, cte) or (
-        cte == "quoted-printable" and padded_soft_breaks(body))
+        cte == "quoted-printable" and qp_read_otherwise(body) is not None)
 
 
 def _splice(data: bytes, changes: list[tuple[slice, bytes]]) -> bytes:

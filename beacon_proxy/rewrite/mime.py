@@ -101,6 +101,9 @@ def is_ambiguous(problem: str) -> bool:
 _HEADERS: Final = re.compile(  # header field lines (and their folds), never a "--" line
     rb"(?:(?!--)[!-9;-~]+[ \t]*:[^\n]*(?:\n|\Z)(?:[ \t][^\n]*(?:\n|\Z))*)*"
 )
+#: A Content-Type field at a line's start (in a message/delivery-status body).
+_FIELD_CONTENT_TYPE: Final = re.compile(rb"^[ \t]*content-type[ \t]*:", re.I | re.M)
+_BLANK_LINE: Final = re.compile(rb"\n\r?\n")
 _PADDING: Final = re.compile(rb"[ \t\r]*(?:\n|\Z)")  # after "--boundary" or "--boundary--"
 #: A line Python's email reads as part of a header block (feedparser's headerRE): where
 #: the parser's block ends at such a line, the two readers take different fields.
@@ -669,6 +672,10 @@ def _params(value: str) -> tuple[str, Mapping[str, str]]:
             "charset" in header.lower()) and not _reads_alike(plain.get("charset"),
                                                               _compat32_charset(header)):
         ambiguous.add("charset")  # what Python's email hands a mail client's HTML engine
+    if "boundary" not in ambiguous and not _PLAIN_PARAMS.fullmatch(header) and (
+            "boundary" in header.lower()) and _compat32_boundary(header) != (
+                None if "boundary" not in plain else plain["boundary"].rstrip()):
+        ambiguous.add("boundary")  # a bare "boundary;" is "" to Python's email: it splits at "--"
     if ambiguous:
         plain[_AMBIGUOUS] = " ".join(sorted(ambiguous))
     return head, plain
@@ -681,18 +688,42 @@ _PLAIN_CHARSET: Final = re.compile(
     re.IGNORECASE)
 
 
+#: A Content-Type whose every parameter is a plain ``name=value`` (a quoted string without
+#: escapes, or a token): Python's ``email`` reads its parameters as the parser here does.
+_PLAIN_PARAMS: Final = re.compile(
+    r'[\t ]*[\w.+-]+/[\w.+-]+[\t ]*'
+    r'(?:;[\t ]*[\w.-]+=(?:"[^"\\\r\n]*"|[^;"\s\\()]+)[\t ]*)*;?[\t ]*')
+
+
+def _compat32_message(value: str) -> email.message.Message:
+    """A message with only this Content-Type, as ``email.message_from_bytes`` has it: bytes
+    beyond ASCII as surrogates (never blanks)."""
+    message = email.message.Message()
+    message["Content-Type"] = value.encode("latin-1", "replace").decode("ascii",
+                                                                        "surrogateescape")
+    return message
+
+
+def _compat32_boundary(value: str) -> str | None:
+    """The boundary Python's ``email`` (compat32 and policy.default alike) reads in a
+    Content-Type ``value`` (None: none).  A segment ``boundary`` without ``=`` is the
+    empty boundary to it, so it splits at every ``--`` line where the parser here takes
+    a later ``boundary="b"`` (session 17's MIME attack)."""
+    try:
+        found = _compat32_message(value).get_boundary()
+    except (LookupError, UnicodeError, ValueError):
+        return None
+    return found if isinstance(found, str) else None
+
+
 def _compat32_charset(value: str) -> str | None:
     """The charset Python's ``email`` (compat32) reads in a Content-Type ``value``, what it
     hands a mail client's HTML engine (None: none).  Its own quoting (``\\"`` counted as
     an escaped quote), a bare ``charset`` without ``=``, whitespace beyond ASCII, an RFC
     2231 charset part that decodes the value again: each may read otherwise than here
     (session 16's attack: 33 holes)."""
-    message = email.message.Message()
-    # as email.message_from_bytes has it: bytes beyond ASCII as surrogates (never blanks)
-    message["Content-Type"] = value.encode("latin-1", "replace").decode("ascii",
-                                                                        "surrogateescape")
     try:
-        found = message.get_content_charset()
+        found = _compat32_message(value).get_content_charset()
     except (LookupError, UnicodeError, ValueError):
         return None
     return found if isinstance(found, str) else None
@@ -781,7 +812,22 @@ class _Parser:
             self._end_child(ctx, len(self.data))
             if not self.stopped:
                 self._unclosed(ctx)
+        for node in self.nodes:
+            if node.content_type == "message/delivery-status":
+                self._status_blocks(node)
         return self._tree()
+
+    def _status_blocks(self, node: _Node) -> None:
+        """Python's email reads each block of a delivery status as a message of its own,
+        with its own Content-Type and a body from its first line that is no field; the
+        parser reads the first block as the header of one embedded message, the rest as
+        its body.  A later block with a Content-Type is HTML to one reading only."""
+        data = self.data
+        end = len(data) if node.end < 0 else node.end
+        first = _BLANK_LINE.search(data, max(node.body_start - 1, 0), end)  # may be empty
+        if first is not None and _FIELD_CONTENT_TYPE.search(data, first.end(), end):
+            self._problem(node, "ambiguous message/delivery-status: a block with a "
+                                "Content-Type field (a message of its own to some clients)")
 
     def _unclosed(self, ctx: _Context) -> None:
         """A multipart that ends without its close delimiter: its last part runs to the end."""
@@ -810,14 +856,23 @@ class _Parser:
         data, frm = self.data, self.pos
         while True:
             at = data.find(ctx.needle, frm, limit + len(ctx.needle))
-            if at >= limit:
+            if at > limit:
                 at = -1
             if at < 0:
                 ctx.next_at = _NEVER
                 return
             found = _delimiter_end(data, at + len(ctx.needle))
+            if found and at == limit:  # the enclosing one's delimiter line is ours too
+                # (boundaries "a" and "a--": "--a--" closes one and separates the other);
+                # Python's email gives it to the outer one, Thunderbird to the inner one
+                self._stop("ambiguous boundary line (a delimiter of two nested multiparts)")
+                ctx.next_at = _NEVER
+                return
             if found:
                 ctx.next_at, (ctx.close, ctx.after) = at, found
+                return
+            if at == limit:
+                ctx.next_at = _NEVER
                 return
             if _LOOSE_PADDING.match(data, at + len(ctx.needle) + (
                     2 if data.startswith(b"--", at + len(ctx.needle)) else 0)):
@@ -866,6 +921,14 @@ class _Parser:
             if not ctx.node.children:  # a client may show its body: nothing else is there
                 self._problem(ctx.node, "multipart without a body part")
             return
+        data = self.data
+        if data.startswith(ctx.needle[1:], ctx.after) and (
+                following := _delimiter_end(data, ctx.after + len(ctx.needle) - 1)) and (
+                following[0]):
+            # Python's email skips every delimiter line after one, the close one too, and
+            # reads the next part; other readers close the multipart there
+            self._problem(ctx.node, "ambiguous boundary lines: a delimiter right before "
+                                    "the close delimiter (clients close or read on)")
         path = (*ctx.node.path, ctx.node.children)
         ctx.node.children += 1
         ctx.current = self._open(ctx.after, path, ctx.node)

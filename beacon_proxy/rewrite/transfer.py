@@ -43,6 +43,7 @@ __all__ = [
     "line_ending",
     "normalise_cte",
     "padded_soft_breaks",
+    "qp_read_otherwise",
     "qp_slotted",
     "shown_raw",
     "splice",
@@ -95,19 +96,25 @@ def _b64decode(data: bytes) -> bytes:
 
 
 def decode_base64(data: bytes) -> tuple[bytes, bool]:
-    """Lenient base64 (:func:`decode`), and whether some clients show the body as it
-    is, not decoded: when the count of alphabet characters is 1 more than a multiple
-    of 4 no decoding exists, and Python's ``email`` returns the encoded bytes
-    (bpo-27397) while others decode leniently (here: a character is dropped).  Such a
-    part has two readings.  One decode for a well-formed body, as :func:`decode`.
+    """Lenient base64 (:func:`decode`), and whether clients read the body in two ways:
+    when the count of alphabet characters is 1 more than a multiple of 4 no decoding
+    exists, and Python's ``email`` returns the encoded bytes (bpo-27397) while others
+    decode leniently (here: a character is dropped); and when base64 follows a padding
+    ``=``, where Python stops and Thunderbird (every group of four) and Roundcube (each
+    line) decode on.  One decode for a well-formed body, as :func:`decode`.
 
     >>> decode_base64(b"aGVsbG8=\\r\\n"), decode_base64(b"<p>hi</p>\\r\\n")[1]
     ((b'hello', False), True)
+    >>> decode_base64(b"aGVsbG8=\\r\\nd29ybGQ=\\r\\n")
+    (b'hello', True)
     """
     try:
-        return binascii.a2b_base64(data), False
+        decoded = binascii.a2b_base64(data)
     except binascii.Error:
         pass
+    else:
+        padding = data.find(b"=")
+        return decoded, padding >= 0 and bool(data[padding:].translate(None, _NOT_B64))
     try:  # as email tries last: every padding a body could need (extra is ignored)
         binascii.a2b_base64(data + b"==")
         raw = False
@@ -119,7 +126,8 @@ def decode_base64(data: bytes) -> tuple[bytes, bool]:
 
 
 def shown_raw(body: bytes, cte: str) -> bool:
-    """Whether some clients show this body undecoded (see :func:`decode_base64`).
+    """Whether clients read this base64 body in two ways, some of them undecoded or
+    decoded past a padding (see :func:`decode_base64`).
 
     >>> shown_raw(b"aGVsbG8=\\r\\n", "base64"), shown_raw(b"<p>hi</p>\\r\\n", "base64")
     (False, True)
@@ -140,6 +148,23 @@ def padded_soft_breaks(body: bytes) -> bool:
     # one substring search in the common case (a tab, rare in a body, is found by memchr)
     return ((b"= " in body or (b"\t" in body and b"=\t" in body))
             and _PADDED_BREAK.search(body) is not None)
+
+
+def qp_read_otherwise(body: bytes) -> str | None:
+    """Why decoders read quoted-printable ``body`` in two ways, or None: blanks after a
+    soft line break's ``=`` (:func:`padded_soft_breaks`), or a raw NUL byte, at which
+    PHP's ``quoted_printable_decode`` (Roundcube, line by line) ends the line: a
+    ``<!--`` after it is gone there and the markup it hid is live.  Such a body is
+    written back canonically (a NUL as ``=00``), which every decoder reads alike.
+
+    >>> qp_read_otherwise(b"<p>x</p>=\\r\\n"), qp_read_otherwise(b"x\\x00<!--")
+    (None, 'a NUL byte')
+    """
+    if padded_soft_breaks(body):
+        return "blanks after a soft line break's '='"
+    if b"\x00" in body:
+        return "a NUL byte"
+    return None
 
 
 def strip_padded_breaks(body: bytes) -> bytes:

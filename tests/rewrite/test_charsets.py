@@ -1184,3 +1184,13 @@ def test_a_mark_whose_label_reading_shows_nothing_else_keeps_one_reading(
     single bytes opens no tag; ASCII read as UTF-16 is CJK): the part keeps its reading."""
     read = charsets.reading(data, label)
     assert read is not None and read.others == ()
+
+
+def test_a_nul_is_also_read_as_a_space() -> None:
+    """Thunderbird's quoted-printable decoder shows ``=00`` as a space: ``<img=00src=...>``
+    is an image there and none to Chromium; both views are scanned, so the copy is held."""
+    data = b'<p>hi</p><img\x00src="https://t.example/o?e=r%40example.org">'
+    read = charsets.reading(data, "utf-8")
+    assert read is not None and data.replace(b"\x00", b" ") in read.others
+    assert _refused_outcome(data, "text/html; charset=utf-8") == "held"
+    assert charsets.reading(b"<p>hi</p>", "utf-8").others == ()  # type: ignore[union-attr]

@@ -206,6 +206,30 @@ def test_padded_soft_line_breaks_are_read_as_rfc_2045_says_and_written_back() ->
     assert again.data is not None and b"still = \r\n" not in again.data  # re-encoded anyway
 
 
+def test_base64_after_its_padding_is_written_back_as_python_reads_it() -> None:
+    """Session 17: Python's email stops at a padding ``=``, Thunderbird and Roundcube
+    decode what follows.  The part is written back canonically from the one reading, so
+    every decoder then reads the same (neutralised) text and nothing after it."""
+    first = base64.b64encode(b"<p>hi</p>x")  # ends in "=="
+    hidden = base64.b64encode(b'<img src="https://t.test/b">')
+    data = (b"Content-Type: text/html\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+            + first + b"\r\n" + hidden + b"\r\n")
+    result = neutralise_message(data)
+    assert result.data is not None and hidden not in result.data
+    body = result.data.split(b"\r\n\r\n", 1)[1]
+    assert body.rstrip().endswith(b"=") and base64.b64decode(body) == b"<p>hi</p>x"
+
+
+def test_a_raw_nul_in_quoted_printable_is_written_back_as_its_escape() -> None:
+    """PHP's decoder (Roundcube) ends a line at a raw NUL: ``x NUL <!--`` loses the comment
+    that hid an image.  Written back canonically, the NUL is ``=00`` to every decoder."""
+    data = (b"Content-Type: text/html\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n"
+            b"<p>hi</p>x\x00<!--\r\n<img src=3D\"https://t.test/n\">\r\n-->\r\n")
+    result = neutralise_message(data)
+    assert result.data is not None and b"\x00" not in result.data
+    assert b"x=00<!--" in result.data and b"https://t.test/n" not in result.data
+
+
 # -- bounded work: the fallback runs in the relay's process ----------------------------------------
 
 def _styled(css: bytes) -> bytes:

@@ -895,3 +895,74 @@ def test_charsets_every_reader_takes_alike_are_not(ctype: bytes) -> None:
     data = (b"From: a@b.example\r\nMIME-Version: 1.0\r\nContent-Type: " + ctype
             + b"\r\nContent-Transfer-Encoding: 8bit\r\n\r\n<p>x</p>\r\n")
     assert not any("charset" in p for p in parse_message(data).problems)
+
+
+# --- session 17: structures Python's email splits otherwise ------------------------------------
+
+_HTML = b"Content-Type: text/html; charset=utf-8\r\n\r\n<img src=https://t.example/o>\r\n"
+
+
+def _multipart(ctype: bytes, body: bytes) -> bytes:
+    return (b"From: a@b.example\r\nMIME-Version: 1.0\r\nContent-Type: " + ctype
+            + b"\r\n\r\n" + body)
+
+
+@pytest.mark.parametrize("data", [
+    # a bare "boundary" is the empty boundary to Python's email (it splits at "--")
+    _multipart(b'multipart/mixed; boundary; boundary="b"',
+               b"--\r\n" + _HTML + b"----\r\n--b\r\n\r\nhi\r\n--b--\r\n"),
+    _multipart(b'multipart/mixed; Boundary\t; boundary="b"', b"--b\r\n\r\nhi\r\n--b--\r\n"),
+    # a close delimiter right after a delimiter: Python's email skips it and reads on
+    _multipart(b'multipart/mixed; boundary="b"', b"--b\r\n--b--\r\n" + _HTML + b"--b--\r\n"),
+    _multipart(b'multipart/mixed; boundary="b"',
+               b"--b\r\n\r\nhi\r\n--b\r\n--b-- \r\n" + _HTML + b"--b--\r\n"),
+    # a line that closes one multipart and separates a nested one ("a" and "a--"), and the
+    # other way round: Thunderbird gives it to the inner one, Python's email to the outer
+    _multipart(b'multipart/mixed; boundary="a"',
+               b'--a\r\nContent-Type: multipart/alternative; boundary="a--"\r\n\r\n--a--\r\n'
+               + _HTML + b"--a----\r\n--a--\r\n"),
+    _multipart(b'multipart/mixed; boundary="a--"',
+               b'--a--\r\nContent-Type: multipart/alternative; boundary="a"\r\n\r\n--a\r\n'
+               + _HTML + b"--a--\r\n--a----\r\n"),
+    # a delivery status whose block has a Content-Type: a message of its own to Python
+    _multipart(b"message/delivery-status",
+               b"Reporting-MTA: dns; x.example\r\n\r\nContent-Type: text/html\r\n<img>\r\n"),
+    _multipart(b'multipart/report; report-type=delivery-status; boundary="b"',
+               b"--b\r\n\r\nhi\r\n--b\r\nContent-Type: message/delivery-status\r\n\r\n"
+               b"Reporting-MTA: dns; x\r\n\r\ncontent-type : text/html\r\n\r\n<img>\r\n--b--\r\n"),
+])
+def test_a_split_python_s_email_reads_otherwise_is_ambiguous(data: bytes) -> None:
+    """Session 17's MIME attack: each of these showed Python's email (and Chromium) an
+    HTML part where the parser saw a preamble, an epilogue or a text block."""
+    assert any(mime.is_ambiguous(p) for p in parse_message(data).problems), (
+        parse_message(data).problems)
+
+
+@pytest.mark.parametrize("data", [
+    _multipart(b'multipart/mixed; boundary="b"', b"--b\r\n--b\r\n" + _HTML + b"--b--\r\n"),
+    _multipart(b'multipart/mixed; boundary="----=_Part_1"',
+               b'------=_Part_1\r\nContent-Type: multipart/alternative; '
+               b'boundary="----=_Part_1_2"\r\n\r\n------=_Part_1_2\r\n' + _HTML
+               + b"------=_Part_1_2--\r\n------=_Part_1--\r\n"),
+    _multipart(b'multipart/related; type="text/html"; boundary="x y"',
+               b"--x y\r\n" + _HTML + b"--x y--\r\n"),
+    _multipart(b'multipart/report; report-type=delivery-status; boundary="b"',
+               b"--b\r\n\r\nhi\r\n--b\r\nContent-Type: message/delivery-status\r\n\r\n"
+               b"Reporting-MTA: dns; mx.example\r\n\r\nFinal-Recipient: rfc822; a@b.example\r\n"
+               b"Action: failed\r\nStatus: 5.1.1\r\n\r\n--b\r\n"
+               b"Content-Type: text/rfc822-headers\r\n\r\nSubject: x\r\n--b--\r\n"),
+])
+def test_splits_every_reader_takes_alike_are_not(data: bytes) -> None:
+    """Two delimiters in a row (an empty part here, none to Python: the same HTML), nested
+    boundaries that share a prefix, a plain DSN."""
+    assert not any(mime.is_ambiguous(p) for p in parse_message(data).problems)
+
+
+@pytest.mark.parametrize(("ctype", "boundary"), [
+    (b'multipart/mixed; boundary; boundary="b"', ""),
+    (b'multipart/mixed; boundary="b"; boundary', "b"),
+    (b"multipart/mixed; boundary=b(c)", "b(c)"),
+])
+def test_the_boundary_python_s_email_reads_is_the_one_compared(ctype: bytes,
+                                                               boundary: str) -> None:
+    assert mime._compat32_boundary(ctype.decode()) == boundary

@@ -803,6 +803,39 @@ def mime_cases() -> dict[str, bytes]:
     out["charset_unknown_label"] = html_message(page.encode(), "text/html; charset=x-nonsense")
     out.update(_mime_reading_cases())
     out.update(_charset_reading_cases())
+    out.update(_mime_split_cases())
+    return out
+
+
+def _mime_split_cases() -> dict[str, bytes]:
+    """Structures Python's ``email`` splits otherwise than the parser (session 17's MIME
+    attack): each renders its HTML part where the parser saw a preamble or an epilogue,
+    also with an ``<svg>`` part that sends the copy to the fallback (``_fb``)."""
+    svg = "--b\nContent-Type: text/html; charset=utf-8\n\n<svg><rect width='1'/></svg>\n"
+    html = "Content-Type: text/html; charset=utf-8\n\n"
+    shapes = {
+        # a bare "boundary" is "" to Python's email: it splits at "--"
+        "mime_bare_boundary": ('multipart/mixed; boundary; boundary="b"',
+                               "--\n" + html + "{PAGE}\n----\n"
+                               "--b\nContent-Type: text/plain\n\nhi\n{SVG}--b--\n"),
+        # Python's email skips a close delimiter right after a delimiter and reads on
+        "mime_close_after_delimiter": ('multipart/mixed; boundary="b"',
+                                       "--b\nContent-Type: text/plain\n\nhi\n{SVG}"
+                                       "--b\n--b--\n" + html + "{PAGE}\n--b--\n"),
+        # and reads each block of a delivery status as a message of its own
+        "mime_delivery_status_block": ('multipart/report; report-type=delivery-status; '
+                                       'boundary="b"',
+                                       "--b\nContent-Type: text/plain\n\nhi\n{SVG}"
+                                       "--b\nContent-Type: message/delivery-status\n\n"
+                                       "Reporting-MTA: dns; x.example\n\n"
+                                       "Content-Type: text/html; charset=utf-8\n{PAGE}\n\n"
+                                       "--b--\n"),
+    }
+    out: dict[str, bytes] = {}
+    for name, (ctype, body) in shapes.items():
+        for case, extra in ((name, ""), (f"{name}_fb", svg)):
+            out[case] = crlf(HEAD + f"Content-Type: {ctype}\n\n"
+                             + body.replace("{SVG}", extra).replace("{PAGE}", _page(case)))
     return out
 
 

@@ -17,9 +17,11 @@ from beacon_proxy.rewrite.transfer import (
     TransferError,
     apply_edits,
     decode,
+    decode_base64,
     decode_indexed,
     encode_whole,
     normalise_cte,
+    qp_read_otherwise,
     qp_slotted,
 )
 
@@ -436,3 +438,22 @@ def test_written_stretches_are_all_that_differs_between_two_replacements(
 def test_base64_reports_no_written_stretches() -> None:
     with pytest.raises(ValueError, match="base64"):
         apply_edits(b"aGVsbG8=\r\n", "base64", [Edit(0, 1, b"j")], written=[])
+
+
+@pytest.mark.parametrize(("body", "two"), [
+    (b"aGVsbG8=\r\n", False), (b"aGVsbG8=\r\n\r\n", False), (b"aGVsbG8h\r\n", False),
+    (b"aGVsbG8=\r\nd29ybGQ=\r\n", True),  # Thunderbird and Roundcube decode on
+    (b"aGVsbG8==d29y\r\n", True), (b"aGVs=bG8h\r\n", True),
+    (b"aGVsbG8=\r\n==\r\n", False),  # only padding after it: nothing more to read
+])
+def test_base64_after_a_padding_has_two_readings(body: bytes, two: bool) -> None:
+    assert decode_base64(body)[1] is two
+
+
+@pytest.mark.parametrize(("body", "why"), [
+    (b"<p>x</p>=\r\n<p>y</p>\r\n", None), (b"<img s= \r\nrc=x>", "blanks after a soft line "
+                                                                   "break's '='"),
+    (b"x\x00<!--\r\n", "a NUL byte"), (b"x=00y\r\n", None),
+])
+def test_quoted_printable_that_decoders_read_in_two_ways(body: bytes, why: str | None) -> None:
+    assert qp_read_otherwise(body) == why
