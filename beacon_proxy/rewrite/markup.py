@@ -52,7 +52,9 @@ _WS = rb"[\t\n\f\r ]"
 _LOADING_ATTRS = (
     rb"srcset|src|lowsrc|dynsrc|background|poster|data|imagesrcset|srcdoc|config|manifest|"
     rb"codebase|archive|code|classid|href|ping|longdesc|profile|icon|action|formaction|"
-    rb"http-equiv|attributename|attributionsrc|[a-z][-a-z0-9._]*:(?:href|src|base)"
+    # any namespace prefix XML allows: an NCName starts with a letter, "_" or non-ASCII
+    rb"http-equiv|attributename|attributionsrc|[a-z_\x80-\xff][-a-z0-9._\x80-\xff]*:"
+    rb"(?:href|src|base)"
 )
 #: An attribute-like name that loads, anywhere: after a character that can end the
 #: previous attribute or tag name, before "=" (spaces allowed).

@@ -104,6 +104,8 @@ _HEADERS: Final = re.compile(  # header field lines (and their folds), never a "
 #: A Content-Type field at a line's start (in a message/delivery-status body).
 _FIELD_CONTENT_TYPE: Final = re.compile(rb"^[ \t]*content-type[ \t]*:", re.I | re.M)
 _BLANK_LINE: Final = re.compile(rb"\n\r?\n")
+#: What no preamble or epilogue holds but a part: a tag (ASCII markup) or a Content- field.
+_OUTSIDE_PARTS: Final = re.compile(rb"<[!/?A-Za-z]|^[ \t]*content-[!-9;-~]*[ \t]*:", re.I | re.M)
 _PADDING: Final = re.compile(rb"[ \t\r]*(?:\n|\Z)")  # after "--boundary" or "--boundary--"
 #: A line Python's email reads as part of a header block (feedparser's headerRE): where
 #: the parser's block ends at such a line, the two readers take different fields.
@@ -770,6 +772,8 @@ class _Node:
     reason: str | None = None
     children: int = 0
     embedded: bool = False  # message/* whose content is parsed as a message (one child)
+    #: a multipart's text outside its parts: before the first delimiter, after the close one
+    outside: list[tuple[int, int]] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -812,18 +816,37 @@ class _Parser:
             self._end_child(ctx, len(self.data))
             if not self.stopped:
                 self._unclosed(ctx)
-        for node in self.nodes:
+        ends: dict[tuple[int, ...], int] = {}
+        for node in self.nodes:  # parents first
+            end = node.end
+            if end < 0:  # the end of the data, or of the message it is the root of
+                end = ends.get(node.path[:-1], len(data)) if node.path else len(data)
+            ends[node.path] = end
             if node.content_type == "message/delivery-status":
-                self._status_blocks(node)
+                self._status_blocks(node, end)
+            elif node.outside and not self.stopped:
+                self._outside(node, end)
         return self._tree()
 
-    def _status_blocks(self, node: _Node) -> None:
+    def _outside(self, node: _Node, end: int) -> None:
+        """A multipart's preamble or epilogue holds markup or a ``Content-`` field: text no
+        client shows where readers agree on the split, and an HTML part where one of them
+        splits otherwise (each split Python's email, Thunderbird and this parser read
+        differently so far hid its HTML there).  No one copy is safe for both."""
+        data = self.data
+        for start, stop in node.outside:
+            stop = end if stop < 0 else stop
+            if start < stop and _OUTSIDE_PARTS.search(data, start, stop):
+                self._problem(node, "ambiguous multipart: markup or a Content- field in "
+                                    "its preamble or epilogue (a part to some readers)")
+                return
+
+    def _status_blocks(self, node: _Node, end: int) -> None:
         """Python's email reads each block of a delivery status as a message of its own,
         with its own Content-Type and a body from its first line that is no field; the
         parser reads the first block as the header of one embedded message, the rest as
         its body.  A later block with a Content-Type is HTML to one reading only."""
         data = self.data
-        end = len(data) if node.end < 0 else node.end
         first = _BLANK_LINE.search(data, max(node.body_start - 1, 0), end)  # may be empty
         if first is not None and _FIELD_CONTENT_TYPE.search(data, first.end(), end):
             self._problem(node, "ambiguous message/delivery-status: a block with a "
@@ -914,10 +937,13 @@ class _Parser:
             self._end_child(inner, end)
             self._unclosed(inner)
         self._end_child(ctx, end)
+        if not ctx.seen and end > ctx.node.body_start:  # the preamble
+            ctx.node.outside.append((ctx.node.body_start, end))
         ctx.seen = True
         self.pos = at + 1
         if ctx.close:
             self.stack.pop()
+            ctx.node.outside.append((ctx.after, -1))  # the epilogue, to the multipart's end
             if not ctx.node.children:  # a client may show its body: nothing else is there
                 self._problem(ctx.node, "multipart without a body part")
             return

@@ -135,3 +135,12 @@ def test_real_newsletters_of_the_default_size_limit_stay_below_the_bound(
         monkeypatch.setattr("beacon_proxy.rewrite.markup.MAX_CONSTRUCTS",
                             len(data) * MAX_CONSTRUCTS // SmtpConfig().max_message_size)
         markup_edits(data)
+
+
+@pytest.mark.parametrize("prefix", [b"xlink", b"_", b"_x.y-z", "\u00e9x".encode(), b"X"])
+def test_a_loading_attribute_under_any_xml_prefix_is_renamed(prefix: bytes) -> None:
+    """An XML part a frame loads by ``cid:`` binds any NCName to xlink (``_:href`` too)."""
+    for name in (b"href", b"src", b"base"):
+        text = b'<image ' + prefix + b":" + name + b'="https://t.test/x"/>'
+        out = neutralise_markup(text, text)[0]
+        assert b"https://t.test/x" not in out and b"x-bp-" + prefix in out

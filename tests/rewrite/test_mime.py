@@ -966,3 +966,35 @@ def test_splits_every_reader_takes_alike_are_not(data: bytes) -> None:
 def test_the_boundary_python_s_email_reads_is_the_one_compared(ctype: bytes,
                                                                boundary: str) -> None:
     assert mime._compat32_boundary(ctype.decode()) == boundary
+
+
+@pytest.mark.parametrize(("preamble", "epilogue"), [
+    (b"<img src=https://t.example/o>\r\n", b""),
+    (b"Content-Type: text/html\r\n\r\nx\r\n", b""),
+    (b"", b"<!-- -->\r\n"),
+    (b"", b" content-transfer-encoding: base64\r\n\r\nPGltZz4=\r\n"),
+])
+def test_markup_or_fields_outside_every_part_are_ambiguous(preamble: bytes,
+                                                           epilogue: bytes) -> None:
+    """Each split Python's email, Thunderbird and the parser read differently hid its HTML
+    in what the parser took for a preamble or an epilogue: text no client shows where
+    readers agree, a part where one splits otherwise.  Markup or a ``Content-`` field
+    there holds the copy, whatever the next differing split is."""
+    data = _multipart(b'multipart/mixed; boundary="b"', preamble + b"--b\r\n" + _HTML
+                      + b"--b--\r\n" + epilogue)
+    assert any("preamble or epilogue" in p and mime.is_ambiguous(p)
+               for p in parse_message(data).problems)
+
+
+def test_plain_preambles_and_epilogues_and_nested_ones_are_not() -> None:
+    inner = (b'--b\r\nContent-Type: multipart/alternative; boundary="c"\r\n\r\nnot shown\r\n'
+             b"--c\r\n" + _HTML + b"--c--\r\nend of inner\r\n")
+    data = _multipart(b'multipart/mixed; boundary="b"',
+                      b"This is a multi-part message in MIME format.\r\n" + inner
+                      + b"--b\r\n\r\nhi\r\n--b--\r\n\r\n")
+    assert parse_message(data).problems == []
+    forwarded = _multipart(b'multipart/mixed; boundary="b"',
+                           b"--b\r\nContent-Type: message/rfc822\r\n\r\n"
+                           b'Content-Type: multipart/alternative; boundary="c"\r\n\r\n'
+                           b"--c\r\n" + _HTML + b"--c--\r\n--b\r\n" + _HTML + b"--b--\r\n")
+    assert parse_message(forwarded).problems == []  # the inner epilogue ends with its message
