@@ -239,6 +239,9 @@ _CODEC_NAMES: Final = {
     "iso2022_jp": "iso-2022-jp", "iso2022_jp_1": "iso-2022-jp", "iso2022_jp_2": "iso-2022-jp",
     "iso2022_jp_ext": "iso-2022-jp", "iso2022_kr": "iso-2022-kr", "tis-620": "windows-874",
     "iso8859-11": "windows-874", "utf-16": "utf-16", "utf-32": "utf-32",
+    "utf-8-sig": "utf-8", "iso2022_jp_3": "iso-2022-jp", "iso2022_jp_2004": "iso-2022-jp",
+    "euc_jis_2004": "euc-jp", "euc_jisx0213": "euc-jp", "shift_jis_2004": "shift_jis",
+    "shift_jisx0213": "shift_jis",
 }
 
 
@@ -535,6 +538,8 @@ def reading(decoded: bytes, label: str) -> Reading | None:
     charset = effective_charset(decoded, label)
     if not read_the_same_by_all(decoded, label, charset):
         return None
+    if charset == UNKNOWN_CHARSET and not _python_reads_as_ascii(decoded, label):
+        return None
     browsers = browsers_read(label)
     if not browsers and decoded.startswith(_UTF16_XML) and not decoded.startswith(_ANY_BOM):
         return None  # UTF-16 to Chromium ("<?x" in either order at the start), not to others
@@ -554,6 +559,58 @@ def reading(decoded: bytes, label: str) -> Reading | None:
         return _views(decoded, charset, kind, browsers, labelled)
     except _Unreadable:
         return None
+
+
+@lru_cache(maxsize=256)
+def _python_codec(label: str) -> str | None:
+    """The Python text codec a label names that this module does not read by (its
+    :func:`normalise_charset` is ``x-unknown``), or None: a client built on Python's
+    ``email`` decodes a part by it (``get_content()``: ``bytes.decode(label)``)."""
+    name = label.strip().strip("\"'").strip()
+    if not name or len(name) > 40 or not name.isascii():
+        return None
+    try:
+        info = codecs.lookup(name)
+    except (LookupError, ValueError, TypeError):
+        return None
+    return info.name if getattr(info, "_is_text_encoding", True) else None
+
+
+#: Python codecs whose decoders take quadratic time (punycode inserts each character into a
+#: list; idna decodes a label as punycode): a part labelled so is not read, but held.
+_QUADRATIC_CODECS: Final = frozenset({"punycode", "idna"})
+#: A run of characters beyond ASCII (one placeholder in a text's ASCII skeleton).
+_NOT_ASCII_RUN: Final = re.compile("[^\x00-\x7f]+")
+
+
+def _python_reads_as_ascii(decoded: bytes, label: str) -> bool:
+    """Whether a client that decodes by a Python codec this module does not know reads the
+    ASCII of ``decoded`` as it is scanned here (as ASCII bytes, ``x-unknown``).
+
+    Most such codecs are ASCII-compatible (``cp858``, ``mac-turkish``): the same ASCII
+    between the same runs of other characters.  Not EBCDIC (``cp500``, ``ibm037``: ``<``
+    is ``0x4C``), ``unicode_escape`` (``\\x3cimg`` is ``<img``), or double-byte codecs
+    whose second bytes may be ASCII (``johab``: ``<``, ``>``): such a part has no view
+    (the copy is held).
+
+    >>> _python_reads_as_ascii(b"<p>caf\\xe9</p>", "cp858")
+    True
+    >>> _python_reads_as_ascii(b"\\\\x3cimg src=x\\\\x3e", "unicode_escape")
+    False
+    >>> _python_reads_as_ascii("<img src=x>".encode("cp500"), "ibm500")
+    False
+    """
+    codec = _python_codec(label)
+    if codec is None:
+        return True
+    if codec in _QUADRATIC_CODECS:
+        return False  # not decoded here: 320 KB of punycode took 11 s
+    try:
+        text = decoded.decode(codec, "replace")
+    except Exception:  # a codec's own failure: its reading is unknown
+        return False
+    return (_NOT_ASCII_RUN.sub("\x80", text)
+            == _NOT_ASCII_RUN.sub("\x80", decoded.decode("latin-1")))
 
 
 def _label_views(decoded: bytes, label: str | None, charset: str) -> list[bytes] | None:

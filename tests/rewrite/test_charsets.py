@@ -1194,3 +1194,35 @@ def test_a_nul_is_also_read_as_a_space() -> None:
     assert read is not None and data.replace(b"\x00", b" ") in read.others
     assert _refused_outcome(data, "text/html; charset=utf-8") == "held"
     assert charsets.reading(b"<p>hi</p>", "utf-8").others == ()  # type: ignore[union-attr]
+
+
+# --- labels only Python's codecs know: a client built on Python's email decodes by them ---------
+
+@pytest.mark.parametrize(("data", "label"), [
+    ('<img src="https://t.example/o">'.encode("cp500"), "cp500"),  # EBCDIC: "<" is 0x4C
+    ('<img src="https://t.example/o">'.encode("cp037"), "ibm037"),
+    (b"<p>\\x3cimg src=https://t.example/o\\x3e</p>", "unicode_escape"),
+    (b"<p>\\u003cimg src=https://t.example/o></p>", "raw_unicode_escape"),
+    (b'<p title="\xd9>"><img src=https://t.example/o></p>', "johab"),  # ">" a second byte
+    (b"<p>x</p>-abc", "punycode"), (b"<p>x</p>", "idna"),  # quadratic decoders: not read
+])
+def test_a_python_codec_that_reads_ascii_otherwise_has_no_view(data: bytes, label: str) -> None:
+    """``get_content()`` decodes by any text codec Python knows; where that reads the
+    part's ASCII otherwise than its bytes (scanned as ``x-unknown``), the copy is held."""
+    assert normalise_charset(label) == "x-unknown"
+    assert charsets.reading(data, label) is None
+
+
+@pytest.mark.parametrize("label", ["cp858", "mac_turkish", "hp_roman8", "kz1048", "x-klingon",
+                                   "rot13", "base64"])
+def test_an_ascii_compatible_python_codec_keeps_its_reading(label: str) -> None:
+    data = '<p>Grüße café</p><img src="https://t.example/o">'.encode("latin-1")
+    read = charsets.reading(data, label)
+    assert read is not None and read.view == data
+
+
+@pytest.mark.parametrize(("label", "name"), [
+    ("utf_8_sig", "utf-8"), ("iso2022_jp_2004", "iso-2022-jp"), ("iso2022_jp_3", "iso-2022-jp"),
+    ("euc_jis_2004", "euc-jp"), ("shift_jisx0213", "shift_jis")])
+def test_python_names_of_known_charsets_are_known(label: str, name: str) -> None:
+    assert normalise_charset(label) == name
