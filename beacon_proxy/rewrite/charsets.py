@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import codecs
 import re
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
@@ -556,7 +557,7 @@ def reading(decoded: bytes, label: str) -> Reading | None:
         kind = _info(charset).kind
         if kind in ("2022jp", "2022kr") and escapes_join(decoded, charset):
             return None  # tokens that every reader joins across an escape: no view shows them
-        return _views(decoded, charset, kind, browsers, labelled)
+        return _views(decoded, charset, kind, browsers, labelled, _python_pairs(label, charset))
     except _Unreadable:
         return None
 
@@ -613,6 +614,77 @@ def _python_reads_as_ascii(decoded: bytes, label: str) -> bool:
             == _NOT_ASCII_RUN.sub("\x80", decoded.decode("latin-1")))
 
 
+@lru_cache(maxsize=256)
+def _python_pairs(label: str, charset: str) -> str | None:
+    """The codec a client built on Python's ``email`` decodes a double-byte part labelled
+    ``label`` by, where it is not this module's decoder for ``charset``: Python's strict
+    ``shift_jis``, ``big5``, ``gb2312`` and ``euc_kr`` (also for ``ks_c_5601-1987``) know
+    fewer pairs than cp932, Big5-HKSCS, GB18030 and UHC, so a backslash after a lead
+    byte only these know is a character here and a backslash there; ``"ascii"`` for a
+    label Python does not know (``x-sjis``, ``windows-31j``: it decodes ASCII then, every
+    other byte a replacement character).  None: the same pairs, or no pairs at all."""
+    kind = _info(charset).kind
+    if kind not in _PAIRS:
+        return None
+    try:
+        codec = codecs.lookup(label.strip().strip("\"'").strip()).name
+    except (LookupError, ValueError, TypeError):
+        return "ascii"
+    return None if codec == codecs.lookup(_info(charset).decoder).name else codec
+
+
+class _ErrorSpans(threading.local):
+    """Where the running :func:`_python_view` decode met errors (a thread's own list)."""
+
+    spans: list[tuple[int, int]] | None = None
+
+
+_ERROR_SPANS: Final = _ErrorSpans()
+
+
+def _record_error(exc: UnicodeError) -> tuple[str, int]:
+    """A codec error handler: remember the span, go on as ``"replace"`` does."""
+    spans = _ERROR_SPANS.spans
+    if spans is None or not isinstance(exc, UnicodeDecodeError):
+        raise exc
+    spans.append((exc.start, exc.end))
+    if len(spans) > MAX_RESYNCHRONISED // 4:
+        raise _Unreadable  # a Python call per error: lying text this long is not read
+    return "\ufffd", exc.end
+
+
+codecs.register_error("beacon-proxy-error-spans", _record_error)
+
+
+def _python_view(data: bytes, codec: str, kind: _Kind) -> bytes:
+    """The view of double-byte text as Python's ``codec`` reads it (``"replace"``): every
+    error span masked, pairs in between masked as the label's ranges pair them (text
+    valid in ``codec``, so its characters start where the ranges say).  One decode in C,
+    a Python call per error only.
+
+    >>> _python_view(b'"\\xfa\\\\" "\\x95\\\\"', "shift_jis", "sjis")   # NEC's 0xFA: no pair in it
+    b'"\\x80\\\\" "\\x95\\xdc"'
+    """
+    if codec == "ascii":
+        return data  # every byte beyond ASCII a character of its own: the bytes themselves
+    spans: list[tuple[int, int]] = []
+    _ERROR_SPANS.spans = spans
+    try:
+        data.decode(codec, "beacon-proxy-error-spans")
+    finally:
+        _ERROR_SPANS.spans = None
+    if not spans:
+        return _pairs_view(data, kind)
+    out = bytearray()
+    pos = 0
+    for start, end in spans:
+        out += _pairs_view(data[pos:start], kind)
+        out += bytes([_MASK]) * (end - start)
+        pos = end
+    out += _pairs_view(data[pos:], kind)
+    return bytes(out)
+
+
 def _label_views(decoded: bytes, label: str | None, charset: str) -> list[bytes] | None:
     """The views of the part's label where a byte order mark of another charset overrides
     it (``charset``, :func:`effective_charset`); None when no view can show that reading.
@@ -650,12 +722,16 @@ def _label_views(decoded: bytes, label: str | None, charset: str) -> list[bytes]
 
 
 def _views(decoded: bytes, charset: str, kind: _Kind, browsers: bool,
-           labelled: list[bytes]) -> Reading | None:
+           labelled: list[bytes], python: str | None = None) -> Reading | None:
     """:func:`reading` for an ASCII-compatible charset ``charset`` of ``kind``; ``labelled``:
-    the views of a label its byte order mark overrides (:func:`_label_views`)."""
+    the views of a label its byte order mark overrides (:func:`_label_views`); ``python``:
+    the codec Python's ``email`` decodes the label by, where it reads pairs otherwise
+    (:func:`_python_pairs`)."""
     valid = kind not in _OWN_VIEW or looks_valid(decoded, charset)
     view = scan_view(decoded, charset) if valid else decoded
     views = [view, *labelled]
+    if python is not None and not decoded.isascii():
+        views.append(_python_view(decoded, python, kind))
     if kind in _OWN_VIEW and not valid:  # browsers resynchronise and keep to the label
         views.append(scan_view(decoded, charset))
         if kind in _PAIRS:  # character by character, as WHATWG's decoders do

@@ -825,8 +825,10 @@ def test_a_lying_double_byte_label_is_read_both_ways() -> None:
     assert not looks_valid(data, "shift_jis")
     read = charsets.reading(data, "shift_jis")
     assert read is not None and read.view == data
-    assert read.others == (scan_view(data, "shift_jis"),
-                           charsets._resynchronised_view(data, "shift_jis"))
+    assert set(read.others) == {scan_view(data, "shift_jis"),
+                                charsets._resynchronised_view(data, "shift_jis"),
+                                charsets._python_view(data, "shift_jis", "sjis")}  # session 17
+    assert len(read.others) == 3
     assert _refused_outcome(data, "text/html; charset=shift_jis") in ("fallback", "held")
 
 
@@ -1226,3 +1228,35 @@ def test_an_ascii_compatible_python_codec_keeps_its_reading(label: str) -> None:
     ("euc_jis_2004", "euc-jp"), ("shift_jisx0213", "shift_jis")])
 def test_python_names_of_known_charsets_are_known(label: str, name: str) -> None:
     assert normalise_charset(label) == name
+
+
+@pytest.mark.parametrize(("data", "label"), [
+    (b'<style>p{x:"\xfa\\" ";background:url(https://t.example/o);y:"}</style>', "shift_jis"),
+    (b'<style>p{x:"\x88\\" ";background:url(https://t.example/o);y:"}</style>', "big5"),
+    (b'<style>p{x:"\x95\\" ";background:url(https://t.example/o);y:"}</style>', "x-sjis"),
+    (b'<style>p{x:"\xb3\\" ";background:url(https://t.example/o);y:"}</style>', "x-x-big5"),
+])
+def test_pairs_python_s_codec_reads_otherwise_are_one_more_view(data: bytes, label: str) -> None:
+    """Python's strict ``shift_jis``/``big5`` know fewer pairs than cp932 and Big5-HKSCS
+    (NEC's 0xFA, HKSCS's 0x88), and a label Python does not know is ASCII to it: the
+    backslash is one there and escapes the quote, so the ``url()`` is outside a string
+    to a client built on Python's email and inside one to browsers.  Both are scanned."""
+    read = charsets.reading(data, label)
+    assert read is not None
+    kind = charsets._info(read.charset).kind
+    codec = charsets._python_pairs(label, read.charset)
+    assert codec is not None and charsets._python_view(data, codec, kind) in read.others
+    assert _refused_outcome(data, f"text/html; charset={label}") in ("fallback", "held")
+
+
+@pytest.mark.parametrize(("label", "codec"), [
+    ("shift_jis", "shift_jis"), ("ks_c_5601-1987", "euc_kr"), ("gb2312", "gb2312"),
+    ("x-sjis", "ascii"), ("cp932", None), ("gb18030", None), ("utf-8", None), ("big5-hkscs", None)])
+def test_the_codec_python_reads_a_double_byte_label_by(label: str, codec: str | None) -> None:
+    assert charsets._python_pairs(label, normalise_charset(label)) == codec
+
+
+def test_text_valid_in_python_s_codec_has_no_further_view() -> None:
+    data = "<p>本日のおすすめ 表示</p>".encode("shift_jis")
+    read = charsets.reading(data, "shift_jis")
+    assert read is not None and read.others == ()

@@ -1186,8 +1186,9 @@ def test_refused_copy_makes_no_remote_load(case: str, browsers: dict[bool, Rende
 
 # -- clients that convert a part by its label (Roundcube, clients built on Python's email) --
 
-#: Parts whose byte order mark names another charset than their label: browsers follow the
-#: mark, these clients the label.  (html, label)
+#: Parts that such a client reads otherwise than a browser: a byte order mark that names
+#: another charset than the label (browsers follow the mark, these clients the label), a
+#: label whose Python codec pairs bytes otherwise.  (html, label)
 BY_LABEL: dict[str, tuple[bytes, str]] = {
     # UTF-8's mark: "\\x95\\" is one Shift_JIS character, so the CSS string ends before url()
     "label_sjis_css_string": (b'\xef\xbb\xbf<style>p{font-family:"\x95\\"} '
@@ -1196,6 +1197,12 @@ BY_LABEL: dict[str, tuple[bytes, str]] = {
     "label_hz_empty_run": (b"\xef\xbb\xbf<p>hi <im~{~}g src={U}></p>", "hz-gb-2312"),
     # UTF-16's mark under a single-byte label: U+6D3C U+6769 ... are "<img ..." in ASCII
     "label_latin1_utf16": (b"\xff\xfe<img src={U}> ", "iso-8859-1"),
+    # Python's strict shift_jis knows no NEC pair 0xFA 0x5C: its backslash escapes the quote
+    "label_sjis_nec_pair": (b'<style>p{x:"\xfa\\" ";background:url({U});y:"}</style><p>x</p>',
+                            "shift_jis"),
+    # a label Python does not know: the bytes as ASCII (every backslash one)
+    "label_sjis_unknown_to_python": (b'<style>p{x:"\x95\\" ";background:url({U});y:"}'
+                                     b"</style><p>x</p>", "x-sjis"),
 }
 
 
@@ -1221,8 +1228,13 @@ def by_label_message(case: str) -> bytes:
 
 
 def by_label(html: bytes, label: str) -> bytes:
-    """What a client that converts by the label hands its HTML engine, as UTF-8."""
-    return html.decode(label, "replace").encode("utf-8", "replace")
+    """What a client that converts by the label hands its HTML engine, as UTF-8 (a label
+    Python does not know: UTF-8, every byte that is none a replacement character)."""
+    try:
+        text = html.decode(label, "replace")
+    except LookupError:
+        text = html.decode("utf-8", "replace")
+    return text.encode("utf-8", "replace")
 
 
 def rendered_by_label(browser: Renderer, data: bytes) -> list[str]:
