@@ -52,6 +52,8 @@ from html import unescape as html_unescape
 from operator import methodcaller
 from typing import Final, Literal
 
+from beacon_proxy.rewrite.labels import roundcube_name
+
 __all__ = [
     "MAX_RESYNCHRONISED",
     "UNKNOWN_CHARSET",
@@ -553,11 +555,17 @@ def reading(decoded: bytes, label: str) -> Reading | None:
             if foreign and opens_tags(decoded):
                 return None  # browsers read these bytes as ASCII markup, other clients not
             text = to_utf8(decoded, charset)
+            if not _roundcube_agrees(decoded, label, text):
+                return None
             return Reading(text, text, "utf-8", charset, has_bom(decoded, charset), (), foreign)
         kind = _info(charset).kind
         if kind in ("2022jp", "2022kr") and escapes_join(decoded, charset):
             return None  # tokens that every reader joins across an escape: no view shows them
-        return _views(decoded, charset, kind, browsers, labelled, _python_pairs(label, charset))
+        webmail = _roundcube_views(decoded, label, charset)
+        if webmail is None:
+            return None
+        return _views(decoded, charset, kind, browsers, [*labelled, *webmail],
+                      _python_pairs(label, charset))
     except _Unreadable:
         return None
 
@@ -582,6 +590,7 @@ def _python_codec(label: str) -> str | None:
 _QUADRATIC_CODECS: Final = frozenset({"punycode", "idna"})
 #: A run of characters beyond ASCII (one placeholder in a text's ASCII skeleton).
 _NOT_ASCII_RUN: Final = re.compile("[^\x00-\x7f]+")
+_NOT_ASCII_BYTES: Final = re.compile(rb"[\x80-\xff]+")
 
 
 def _python_reads_as_ascii(decoded: bytes, label: str) -> bool:
@@ -602,8 +611,13 @@ def _python_reads_as_ascii(decoded: bytes, label: str) -> bool:
     False
     """
     codec = _python_codec(label)
-    if codec is None:
-        return True
+    return codec is None or _reads_ascii_alike(decoded, codec)
+
+
+def _reads_ascii_alike(decoded: bytes, codec: str) -> bool:
+    """Whether Python's ``codec`` reads the same ASCII between the same runs of other
+    characters in ``decoded`` as its bytes show (the ASCII skeletons compared), or at
+    least no markup at all (UTF-16 of ASCII bytes: CJK characters only)."""
     if codec in _QUADRATIC_CODECS:
         return False  # not decoded here: 320 KB of punycode took 11 s
     try:
@@ -611,7 +625,73 @@ def _python_reads_as_ascii(decoded: bytes, label: str) -> bool:
     except Exception:  # a codec's own failure: its reading is unknown
         return False
     return (_NOT_ASCII_RUN.sub("\x80", text)
-            == _NOT_ASCII_RUN.sub("\x80", decoded.decode("latin-1")))
+            == _NOT_ASCII_RUN.sub("\x80", decoded.decode("latin-1"))
+            or not opens_tags(text.encode("utf-8", "replace")))
+
+
+#: A backslash before blanks Roundcube deletes at a line's end (tab, VT, NUL, CR other than
+#: one CR of a CRLF): an escaped blank to browsers, a CSS line continuation to Roundcube.
+_JOINED_ESCAPE: Final = re.compile(rb"\\(?!\r\n)[\t\r\x0b\x00]+\n")
+
+
+def _roundcube_charset(label: str) -> str | None:
+    """What Roundcube decodes a part labelled ``label`` by (:func:`.labels.roundcube_name`),
+    in this module's names, else a Python codec's name; ``"x-unknown"`` for a name neither
+    knows, None when it converts nothing (``binary``: the bytes as they are)."""
+    name = roundcube_name(label)
+    if name is None:
+        return None
+    ours = normalise_charset(name)
+    return ours if ours != UNKNOWN_CHARSET else (_python_codec(name) or UNKNOWN_CHARSET)
+
+
+#: Names Roundcube passes to iconv that neither this module nor Python knows and whose
+#: bytes are not ASCII: EBCDIC, ISO-2022-CN and the like (a part so labelled is held).
+_ICONV_NOT_ASCII: Final = re.compile(r"ebcdic|2022|ucs|utf|1361|johab|hz", re.IGNORECASE)
+
+
+def _roundcube_views(decoded: bytes, label: str, charset: str) -> list[bytes] | None:
+    """The view of an ASCII-compatible part as Roundcube reads it, where that is not
+    ``charset``: the label's cleaned-up charset's own views, or the bytes; None when its
+    reading has no view (a UTF-7, EBCDIC or other codec that reads the ASCII otherwise,
+    ISO-2022 shifts that join characters)."""
+    other = _roundcube_charset(label)
+    if other == UNKNOWN_CHARSET or other == "replacement":
+        # iconv may know it (EBCDIC, ISO-2022-CN): where it may not read ASCII, held
+        name = roundcube_name(label) or ""
+        return None if _ICONV_NOT_ASCII.search(name) and (
+            not decoded.isascii() or _SHIFTS.search(decoded)) else []
+    if other is None or other == charset:
+        return []
+    if other not in _CHARSETS or _CHARSETS[other].kind == "transcoded":
+        if other.startswith(("utf-16", "utf-32")) and decoded.isascii():
+            return []  # ASCII under a UTF-16/32 name: Roundcube reads it as UTF-8
+        return [] if _reads_ascii_alike(decoded, _CHARSETS[other].decoder
+                                        if other in _CHARSETS else other) else None
+    if _CHARSETS[other].kind in _OWN_VIEW:
+        return _named_views(decoded, {other})
+    return [decoded] if _info(charset).kind in _OWN_VIEW else []
+
+
+def _roundcube_agrees(decoded: bytes, label: str, text: bytes) -> bool:
+    """Whether Roundcube reads a transcoded (UTF-16/32/7, HZ) part as ``text`` or as no
+    markup.  It deletes every NUL first, then converts by its name for the label - from
+    UTF-8 when that is UTF-16 or UTF-32 and the rest is ASCII: UTF-16 ASCII markup with
+    its NULs deleted is ASCII markup.  Where it reads markup that ``text`` is not, False."""
+    other = _roundcube_charset(label)
+    rest = decoded.replace(b"\x00", b"")
+    if other is None or other == UNKNOWN_CHARSET or (
+            other in _CHARSETS and _CHARSETS[other].kind != "transcoded") or (
+            other.startswith(("utf-16", "utf-32")) and rest.isascii()):
+        seen = rest  # read as ASCII-compatible bytes
+    else:
+        try:
+            seen = rest.decode(_CHARSETS[other].decoder if other in _CHARSETS else other,
+                               "replace").encode("utf-8", "replace")
+        except Exception:  # a codec's own failure: its reading is unknown
+            return not opens_tags(rest)
+    return not opens_tags(seen) or (_NOT_ASCII_BYTES.sub(b"\x80", seen)
+                                    == _NOT_ASCII_BYTES.sub(b"\x80", text))
 
 
 @lru_cache(maxsize=256)
@@ -746,8 +826,11 @@ def _views(decoded: bytes, charset: str, kind: _Kind, browsers: bool,
         views += declared
         if not browsers and _detected(decoded):
             views += _detection_views(decoded)
-    if b"\x00" in decoded:  # Thunderbird shows a NUL as a space (its QP decoder's =00)
-        views.append(view.replace(b"\x00", b" "))
+    if b"\x00" in decoded or (b"\\" in decoded and _JOINED_ESCAPE.search(decoded)):
+        # A NUL is U+FFFD to browsers, a space to Thunderbird (its QP decoder's =00) and
+        # gone to Roundcube (which deletes every NUL and every tab, CR, VT or NUL before a
+        # line feed: "\\<TAB><LF>" becomes a CSS line continuation): no view of one length
+        return None
     others: list[bytes] = []
     for other in views[1:]:
         if other is not view and other != view and other not in others:
@@ -888,7 +971,9 @@ def _own_view_names(label: bytes, names: set[str]) -> None:
     """Add the charsets with their own view that ``label`` names (as mail software and as
     browsers read it) to ``names``."""
     text = label.decode("ascii", "replace")
-    for name in (normalise_charset(text), _BROWSER_NAMES.get(text, UNKNOWN_CHARSET)):
+    webmail = roundcube_name(text)
+    for name in (normalise_charset(text), _BROWSER_NAMES.get(text, UNKNOWN_CHARSET),
+                 normalise_charset(webmail) if webmail else UNKNOWN_CHARSET):
         if _CHARSETS[name].kind in _OWN_VIEW:
             names.add(name)
 

@@ -824,8 +824,8 @@ class _Parser:
             ends[node.path] = end
             if node.content_type == "message/delivery-status":
                 self._status_blocks(node, end)
-            elif node.outside and not self.stopped:
-                self._outside(node, end)
+            elif node.outside and node.children and not self.stopped:
+                self._outside(node, end)  # (without a part, its whole body is neutralised)
         return self._tree()
 
     def _outside(self, node: _Node, end: int) -> None:

@@ -46,6 +46,7 @@ from typing import Final
 
 from beacon_proxy.rewrite.charsets import is_transcoded, normalise_charset
 from beacon_proxy.rewrite.htmlattr import is_remote
+from beacon_proxy.rewrite.labels import roundcube_name
 
 __all__ = ["hide_encoded_files", "noscript_breakout", "noscript_spans", "remote_base",
            "unmodelled_markup", "unread_meta_charset"]
@@ -134,7 +135,9 @@ def _first(low: bytes, contexts: bool) -> str | None:
             continue
         assert found is not None  # set with declaration
         label = found.group(1).decode("ascii", "replace")
-        if is_transcoded(normalise_charset(label)):
+        webmail = roundcube_name(label)  # Roundcube's name for it: x-utf-7 is UTF-7 there
+        if is_transcoded(normalise_charset(label)) or (
+                webmail is not None and is_transcoded(normalise_charset(webmail))):
             return f"a <meta> charset ({label}) that is not ascii-compatible"
         pos = found.end()
     return None

@@ -1151,6 +1151,8 @@ _TRACKED = b'<img src="https://t.example/o.gif">'
     (b"\xff\xfe<img src=https://t.example/o> ", "iso-8859-1"),
     (b"\xfe\xff<img src=https://t.example/o> ", "us-ascii"),  # no label
     (b"\xef\xbb\xbf<p>a\x1b$B\x1b(Bb</p>", "iso-2022-jp"),  # the label's shifts join
+    # Roundcube deletes the NULs and reads windows-1252: the bytes of 日本語 are "e,g" there
+    ("\ufeff<p>日本語</p>".encode("utf-16-le"), "iso-8859-1"),
 ])
 def test_a_label_s_reading_no_view_shows_is_none(data: bytes, label: str) -> None:
     """Browsers follow the mark; Roundcube and clients built on Python's ``email`` convert
@@ -1176,7 +1178,6 @@ def test_a_label_with_a_view_of_its_own_is_a_further_reading() -> None:
     (b"\xef\xbb\xbf" + _TRACKED, "us-ascii"), (b"\xef\xbb\xbf" + _TRACKED, "x-klingon"),
     ("\ufeff<p>日本語</p>".encode("utf-16-le") + _TRACKED.decode().encode("utf-16-le"), "utf-16"),
     ("\ufeff<p>x</p>".encode("utf-16-be"), "utf-16be"),
-    ("\ufeff<p>日本語</p>".encode("utf-16-le"), "iso-8859-1"),
     ("\ufeff<p>x</p>".encode("utf-8"), "utf-16"),
 ])
 def test_a_mark_whose_label_reading_shows_nothing_else_keeps_one_reading(
@@ -1188,14 +1189,24 @@ def test_a_mark_whose_label_reading_shows_nothing_else_keeps_one_reading(
     assert read is not None and read.others == ()
 
 
-def test_a_nul_is_also_read_as_a_space() -> None:
-    """Thunderbird's quoted-printable decoder shows ``=00`` as a space: ``<img=00src=...>``
-    is an image there and none to Chromium; both views are scanned, so the copy is held."""
-    data = b'<p>hi</p><img\x00src="https://t.example/o?e=r%40example.org">'
-    read = charsets.reading(data, "utf-8")
-    assert read is not None and data.replace(b"\x00", b" ") in read.others
+@pytest.mark.parametrize("data", [
+    b'<p>hi</p><img\x00src="https://t.example/o?e=r%40example.org">',  # a space: an image
+    b'<p>hi</p><im\x00g src="https://t.example/o?e=r%40example.org">',  # deleted: one too
+    b'<style>i{x:"a\\\t\n"; background:url(https://t.example/o); y:"}\n}</style>',
+    b'<style>i{x:"a\\\x0b\r\n"; background:url(https://t.example/o); y:"}\n}</style>',
+])
+def test_a_nul_or_a_blank_roundcube_deletes_has_no_view(data: bytes) -> None:
+    """A NUL is U+FFFD to browsers, a space to Thunderbird's quoted-printable decoder
+    (``=00``) and gone to Roundcube, which also deletes tabs, VTs and CRs before a line
+    feed (``\\<TAB><LF>``: a CSS line continuation there): no view of one length."""
+    assert charsets.reading(data, "utf-8") is None
     assert _refused_outcome(data, "text/html; charset=utf-8") == "held"
-    assert charsets.reading(b"<p>hi</p>", "utf-8").others == ()  # type: ignore[union-attr]
+
+
+def test_a_backslash_before_a_crlf_is_read_alike() -> None:
+    data = b'<style>i{x:"a\\\r\n b"}</style><p>hi</p>'
+    read = charsets.reading(data, "utf-8")
+    assert read is not None and read.others == ()
 
 
 # --- labels only Python's codecs know: a client built on Python's email decodes by them ---------
@@ -1260,3 +1271,34 @@ def test_text_valid_in_python_s_codec_has_no_further_view() -> None:
     data = "<p>本日のおすすめ 表示</p>".encode("shift_jis")
     read = charsets.reading(data, "shift_jis")
     assert read is not None and read.others == ()
+
+
+
+@pytest.mark.parametrize(("data", "label"), [
+    (b"<p>+ADw-img src=+ACI-https://t.example/o+ACI-+AD4-</p>", "x-utf-7"),
+    (b"<p>hi</p><img s\x1b(Brc=https://t.example/o>", "x-iso-2022-jp"),
+    (b"<p>hi</p><img s\x0e\x0frc=https://t.example/o>", "x-iso-2022-kr"),
+    ('<img src="https://t.example/o">'.encode("cp037"), "ebcdic-us"),
+    ('<img src="https://t.example/o">'.encode("cp037"), "x-ibm037"),
+    (b'\xd9<title><img src="https://t.example/o">', "130"),
+    (b"\x1b$)A\x0ea<title>\x0f<img src=https://t.example/o>", "iso-2022-cn"),
+    ((b'<img src="https://t.example/o">' + b"\x00 " * 8), "utf-16"),  # NULs gone: ASCII
+    (b'<img src="https://t.example/o">\x00\x00', "unicode"),  # UTF-8 to Roundcube
+    (b"<meta charset=x-iso-2022-jp><img s\x1b(Brc=https://t.example/o>", "us-ascii"),
+])
+def test_what_roundcube_reads_otherwise_has_no_view(data: bytes, label: str) -> None:
+    """Session 17's charset attack, Roundcube's reading (its label clean-up, then mbstring
+    or iconv, after deleting every NUL): each loaded the tracker in Chromium from text a
+    refused copy kept."""
+    assert _refused_outcome(data, f"text/html; charset={label}") in ("held", "fallback")
+
+
+@pytest.mark.parametrize(("label", "others"), [
+    ("utf-8", 0), ("iso-8859-1", 0), ("windows-1252", 0), ("latin1", 0), ("shift_jis", 0),
+    ("ks_c_5601-1987", 0), ("gb2312", 0), ("big5", 0), ("iso-2022-jp", 0)])
+def test_labels_roundcube_reads_alike_add_nothing(label: str, others: int) -> None:
+    html = "<p>Grüße</p><img src=https://t.example/o>"
+    codec = {"shift_jis": "shift_jis", "ks_c_5601-1987": "euc_kr", "gb2312": "gb2312",
+             "big5": "big5", "iso-2022-jp": "iso2022_jp"}.get(label, "latin-1")
+    read = charsets.reading(html.encode(codec, "replace"), label)
+    assert read is not None and len(read.others) == others

@@ -453,7 +453,7 @@ def test_base64_after_a_padding_has_two_readings(body: bytes, two: bool) -> None
 @pytest.mark.parametrize(("body", "why"), [
     (b"<p>x</p>=\r\n<p>y</p>\r\n", None), (b"<img s= \r\nrc=x>", "blanks after a soft line "
                                                                    "break's '='"),
-    (b"x\x00<!--\r\n", "a NUL byte"), (b"x=00y\r\n", None),
+    (b"x\x00<!--\r\n", None), (b"x=00y\r\n", None),  # a NUL: charsets.reading holds it
 ])
 def test_quoted_printable_that_decoders_read_in_two_ways(body: bytes, why: str | None) -> None:
     assert qp_read_otherwise(body) == why
