@@ -493,6 +493,10 @@ def _fields(block: bytes) -> dict[str, str]:
                     and normalise_cte(value.split("(")[0]) in _DECODED_CTE):
                 # Python's email decodes only the bare name: it shows the body raw
                 found.setdefault("raw-cte", value)
+            if name != "content-disposition" and _ENCODED_WORD.search(value):
+                # Python's email (policy.default) decodes encoded words in the field:
+                # "=?utf-8?q?text/html?=" is HTML to it, no type here
+                found.setdefault("ambiguous", name)
             first = found.setdefault(name, value)
             if first is not value and _differ(name, first, value):
                 found.setdefault("conflict", name)
@@ -697,6 +701,35 @@ _PLAIN_PARAMS: Final = re.compile(
     r'(?:;[\t ]*[\w.-]+=(?:"[^"\\\r\n]*"|[^;"\s\\()]+)[\t ]*)*;?[\t ]*')
 
 
+#: A plain ``boundary=`` parameter with an unquoted value (not RFC 2231 sections).
+_UNQUOTED_BOUNDARY: Final = re.compile(r'(?:^|[;\s])boundary[\t ]*=[\t ]*(?!["\s])',
+                                       re.IGNORECASE)
+#: Where Python's email (policy.default) ends an unquoted parameter value.
+_TSPECIAL: Final = re.compile(r'[()<>@,;:\\"/\[\]?=\s]')
+
+
+def _tspecial_split(data: bytes, shorter: str) -> bool:
+    """Whether ``data`` has a delimiter line of the boundary ``shorter`` (what Python's
+    email, policy.default, reads of an unquoted boundary holding a tspecial).  The
+    usual unquoted ``----=_NextPart_...`` is ``----`` there, and no line is ``------``.
+    """
+    if not shorter:
+        return True  # it splits at every "--" line, or finds no boundary at all
+    needle = re.compile(rb"(?:^|\n)--" + re.escape(shorter.encode("latin-1"))
+                        + rb"(?:--)?[ \t]*\r?(?:\n|\Z)")
+    return needle.search(data) is not None
+
+
+def _python_main_type(value: str) -> str | None:
+    """``multipart`` or ``message`` when Python's email takes a Content-Type ``value`` for
+    one (the text before the first ``;``, lower-cased, with exactly one ``/``), else None."""
+    head = value.partition(";")[0].strip().lower()
+    if head.count("/") != 1:
+        return None
+    main = head.partition("/")[0]
+    return main if main in ("multipart", "message") else None
+
+
 def _compat32_message(value: str) -> email.message.Message:
     """A message with only this Content-Type, as ``email.message_from_bytes`` has it: bytes
     beyond ASCII as surrogates (never blanks)."""
@@ -713,7 +746,7 @@ def _compat32_boundary(value: str) -> str | None:
     a later ``boundary="b"`` (session 17's MIME attack)."""
     try:
         found = _compat32_message(value).get_boundary()
-    except (LookupError, UnicodeError, ValueError):
+    except Exception:  # its parser's own failure (TypeError for "boundary*1=x; boundary*=y")
         return None
     return found if isinstance(found, str) else None
 
@@ -726,7 +759,7 @@ def _compat32_charset(value: str) -> str | None:
     (session 16's attack: 33 holes)."""
     try:
         found = _compat32_message(value).get_content_charset()
-    except (LookupError, UnicodeError, ValueError):
+    except Exception:  # its parser's own failure
         return None
     return found if isinstance(found, str) else None
 
@@ -1012,6 +1045,12 @@ class _Parser:
             ctype = f"{lenient[1]}/{lenient[2]}"
         node.content_type = ctype if _TYPE.fullmatch(ctype) else (
             "message/rfc822" if digest else "text/plain")
+        python = _python_main_type(fields.get("content-type", ""))
+        if python is not None and not node.content_type.startswith(python + "/"):
+            # Python's email splits what it takes for a multipart, parses what it takes
+            # for a message: "multipart/(x)mixed", "multipart/", "message/" are to it
+            self._problem(node, f"ambiguous Content-Type {fields['content-type'][:60]!r} "
+                                f"({python} to some clients)")
         node.charset = normalise_charset(params.get("charset"))
         container = node.content_type.startswith("multipart/") or is_message(node.content_type)
         for name in read_alike:
@@ -1034,6 +1073,13 @@ class _Parser:
             if written.rstrip() != written.rstrip(" ") or (
                     written.startswith("<") and written.endswith(">")):
                 # Python's email strips every blank (str.rstrip) and <...> (unquote)
+                self._problem(node, "ambiguous Content-Type parameter 'boundary' "
+                                    "(clients read it differently)")
+            cut = _TSPECIAL.search(written)
+            if cut is not None and _UNQUOTED_BOUNDARY.search(fields.get("content-type", "")) \
+                    and _tspecial_split(self.data, written[:cut.start()]):
+                # policy.default ends an unquoted boundary at a tspecial ("a/b" is "a")
+                # and here a line is a delimiter of that one only
                 self._problem(node, "ambiguous Content-Type parameter 'boundary' "
                                     "(clients read it differently)")
             if not boundary:

@@ -108,16 +108,15 @@ def decode_base64(data: bytes) -> tuple[bytes, bool]:
     >>> decode_base64(b"aGVsbG8=\\r\\nd29ybGQ=\\r\\n")
     (b'hello', True)
     """
+    padding = data.find(b"=")
+    after_padding = padding >= 0 and bool(data[padding:].translate(None, _NOT_B64))
     try:
-        decoded = binascii.a2b_base64(data)
+        return binascii.a2b_base64(data), after_padding
     except binascii.Error:
         pass
-    else:
-        padding = data.find(b"=")
-        return decoded, padding >= 0 and bool(data[padding:].translate(None, _NOT_B64))
     try:  # as email tries last: every padding a body could need (extra is ignored)
         binascii.a2b_base64(data + b"==")
-        raw = False
+        raw = after_padding
     except binascii.Error:
         raw = True
     clean = data.translate(None, _NOT_B64)

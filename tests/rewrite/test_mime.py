@@ -998,3 +998,46 @@ def test_plain_preambles_and_epilogues_and_nested_ones_are_not() -> None:
                            b'Content-Type: multipart/alternative; boundary="c"\r\n\r\n'
                            b"--c\r\n" + _HTML + b"--c--\r\n--b\r\n" + _HTML + b"--b--\r\n")
     assert parse_message(forwarded).problems == []  # the inner epilogue ends with its message
+
+
+# --- session 17, second MIME attack: what Python's email takes for a type or a boundary ---------
+
+@pytest.mark.parametrize("ctype", [
+    b"multipart/(x)mixed; boundary=b", b"multipart/; boundary=b", b"multipart/[x]; boundary=b",
+    b"multipart/@; boundary=b", b"message/", b"message/(x)",
+    # policy.default decodes encoded words in the field
+    b"=?utf-8?q?text/html?=; charset=utf-8", b"text/=?utf-8?q?html?=",
+    b"multipart/mixed =?utf-8?q?=3B_boundary=3Dc?=; boundary=b",
+])
+def test_a_type_python_s_email_reads_otherwise_is_ambiguous(ctype: bytes) -> None:
+    """Python's email splits anything whose text before ``;`` is ``multipart/...`` (one
+    ``/``), parses ``message/...`` as a message, and (policy.default) decodes encoded
+    words: each showed it an HTML part the parser read as text."""
+    data = _multipart(ctype, b"--b\r\n" + _HTML + b"--b--\r\n")
+    assert any(mime.is_ambiguous(p) for p in parse_message(data).problems)
+
+
+@pytest.mark.parametrize("boundary", [b"a/b", b"a=b", b"a:b", b"a,b", b"a?b", b"a@b", b"a<b",
+                                      b"a=="])
+def test_an_unquoted_boundary_policy_default_cuts_is_ambiguous_where_it_splits(
+        boundary: bytes) -> None:
+    """policy.default ends an unquoted value at a tspecial (``a/b`` is ``a``): where a line
+    is a delimiter of that boundary, it reads other parts."""
+    data = _multipart(b"multipart/mixed; boundary=" + boundary,
+                      b"--" + boundary + b"\r\nContent-Type: text/plain\r\n\r\nhello\r\n--a\r\n"
+                      + _HTML + b"--a--\r\n--" + boundary + b"--\r\n")
+    assert any(mime.is_ambiguous(p) for p in parse_message(data).problems)
+    quoted = data.replace(b"boundary=" + boundary, b'boundary="' + boundary + b'"', 1)
+    assert not any(mime.is_ambiguous(p) for p in parse_message(quoted).problems)
+
+
+def test_the_usual_unquoted_next_part_boundary_is_not() -> None:
+    data = _multipart(b"multipart/mixed; boundary=----=_NextPart_000_0001",
+                      b"------=_NextPart_000_0001\r\n" + _HTML
+                      + b"------=_NextPart_000_0001--\r\n")
+    assert parse_message(data).problems == []
+
+
+def test_an_error_of_python_s_own_parser_is_no_internal_error() -> None:
+    data = _multipart(b"text/html; boundary*1=x; boundary*=y", b"<p>x</p>\r\n")
+    assert not any("internal" in p for p in parse_message(data).problems)
