@@ -830,6 +830,12 @@ def _mime_split_cases() -> dict[str, bytes]:
                                        "Reporting-MTA: dns; x.example\n\n"
                                        "Content-Type: text/html; charset=utf-8\n{PAGE}\n\n"
                                        "--b--\n"),
+        # Python's email splits what the text before ";" calls a multipart (session 17's
+        # second MIME attack): a subtype no token, or none at all
+        "mime_multipart_comment_subtype": ("multipart/(x)mixed; boundary=b",
+                                           "--b\n" + html + "{PAGE}\n{SVG}--b--\n"),
+        "mime_multipart_no_subtype": ("multipart/; boundary=b",
+                                      "--b\n" + html + "{PAGE}\n{SVG}--b--\n"),
     }
     out: dict[str, bytes] = {}
     for name, (ctype, body) in shapes.items():
