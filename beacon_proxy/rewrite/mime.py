@@ -104,6 +104,8 @@ _HEADERS: Final = re.compile(  # header field lines (and their folds), never a "
 #: A Content-Type field at a line's start (in a message/delivery-status body).
 _FIELD_CONTENT_TYPE: Final = re.compile(rb"^[ \t]*content-type[ \t]*:", re.I | re.M)
 _BLANK_LINE: Final = re.compile(rb"\n\r?\n")
+#: Sun's attachment name field, which Thunderbird types a part by.
+_SUN_NAME: Final = re.compile(rb"(?:^|\n)x-sun-data-name[ \t]*:([^\r\n]*)", re.IGNORECASE)
 #: What no preamble or epilogue holds but a part: a tag (ASCII markup) or a Content- field.
 _OUTSIDE_PARTS: Final = re.compile(rb"<[!/?A-Za-z]|^[ \t]*content-[!-9;-~]*[ \t]*:", re.I | re.M)
 _PADDING: Final = re.compile(rb"[ \t\r]*(?:\n|\Z)")  # after "--boundary" or "--boundary--"
@@ -144,7 +146,8 @@ _BARE_CR: Final = re.compile(rb"\r(?!\n)")
 _CR_NOT_LF: Final = re.compile(rb"\r[^\n]")
 _FOLD: Final = re.compile(r"\r?\n")
 _QUOTED_PAIR: Final = re.compile(r"\\(.)", re.S)
-_WANTED: Final = frozenset({"content-type", "content-transfer-encoding", "content-disposition"})
+_WANTED: Final = frozenset({"content-type", "content-transfer-encoding", "content-disposition",
+                            "content-name"})
 _MAX_VALUE: Final = 8192
 _MAX_CONTENT_FIELDS: Final = 100  # Content-* fields looked at per header block
 _NEVER: Final = 1 << 62
@@ -379,8 +382,9 @@ def respliced(old: MimeTree, data: bytes, old_written: Written, written: Written
     inside a stretch (impossible for a leaf's own body) is not proven.  Held to the
     parser by ``tests/rewrite/test_footerplan_granted.py`` and ``tests/rewrite/test_mime.py``.
     """
-    if set(old_written) != set(written):
-        return None
+    if set(old_written) != set(written) or any(
+            part.content_type == "message/delivery-status" for part in old.parts):
+        return None  # (its blocks are read for fields: _Parser._status_blocks)
     by_path = {part.path: part for part in old.parts}
     rewritten: list[tuple[MimePart, tuple[tuple[int, int], ...], tuple[tuple[int, int], ...]]] = []
     for path, stretches in old_written.items():
@@ -720,6 +724,49 @@ def _tspecial_split(data: bytes, shorter: str) -> bool:
     return needle.search(data) is not None
 
 
+#: Types whose part Thunderbird types by its name's extension (as with no type at all).
+_NAMED_TYPES: Final = frozenset({"application/octet-stream",
+                                 "application/x-unknown-content-type"})
+#: Extensions Gecko maps to a type Thunderbird renders inline.
+_RENDERED_EXTENSIONS: Final = {"html": "text/html", "htm": "text/html", "shtml": "text/html",
+                               "ehtml": "text/html", "xhtml": "application/xhtml+xml",
+                               "xht": "application/xhtml+xml", "eml": "message/rfc822"}
+_ANY_COMMENT: Final = re.compile(r"\((?:[^()\\]|\\.)*\)")
+
+
+def _type_by_name(params: Mapping[str, str], fields: Mapping[str, str]) -> str | None:
+    """The type Thunderbird gives a part without one, or of ``application/octet-stream``,
+    by its name (``Content-Disposition`` filename, ``Content-Type`` name,
+    ``Content-Name``, ``X-Sun-Data-Name``): ``news.html`` is shown inline as HTML."""
+    names = [params.get("name", "")]
+    if "content-disposition" in fields:
+        names.insert(0, _params(fields["content-disposition"])[1].get("filename", ""))
+    names += [fields.get("content-name", ""), fields.get("x-sun-data-name", "")]
+    for name in names:
+        name = name.strip().strip("\"'").strip()
+        if name:
+            return _RENDERED_EXTENSIONS.get(name.rpartition(".")[2].strip().lower())
+    return None
+
+
+def _other_type(value: str, read: str) -> str | None:
+    """Why another client reads a Content-Type ``value`` otherwise than ``read`` (None: it
+    does not): Thunderbird keeps what follows the last ``?`` (``image/gif?text/html`` is
+    HTML), Dovecot (behind Roundcube and other IMAP clients) skips comments between the
+    type's tokens (``text(x)/html``), and Thunderbird splits ``x-sun-attachment`` at
+    lines of ten dashes."""
+    head = value.partition(";")[0]
+    if "?" in head:
+        return "what follows a '?' to Thunderbird"
+    if "(" in head:
+        bare = _ANY_COMMENT.sub("", head).replace(" ", "").replace("\t", "").lower()
+        if bare and bare != read and _TYPE.fullmatch(bare):
+            return f"{bare} to Dovecot"
+    if head.strip().lower() == "x-sun-attachment":
+        return "a container to Thunderbird"
+    return None
+
+
 def _python_main_type(value: str) -> str | None:
     """``multipart`` or ``message`` when Python's email takes a Content-Type ``value`` for
     one (the text before the first ``;``, lower-cased, with exactly one ``/``), else None."""
@@ -832,6 +879,7 @@ class _Parser:
         self.pos = 0
         self.stopped = False
         self.false_hits = max(10_000, 10 * max_parts)
+        self.prefix_lines: list[int] = []  # lines that start with "--" and a boundary
 
     def run(self) -> MimeTree:
         root = self._open(0, (), None)
@@ -849,6 +897,8 @@ class _Parser:
             self._end_child(ctx, len(self.data))
             if not self.stopped:
                 self._unclosed(ctx)
+        if self.prefix_lines and not self.stopped:
+            self._prefix_lines()
         ends: dict[tuple[int, ...], int] = {}
         for node in self.nodes:  # parents first
             end = node.end
@@ -860,6 +910,21 @@ class _Parser:
             elif node.outside and node.children and not self.stopped:
                 self._outside(node, end)  # (without a part, its whole body is neutralised)
         return self._tree()
+
+    def _prefix_lines(self) -> None:
+        """A line that starts with ``--`` and an open multipart's boundary is a delimiter
+        to Dovecot (its parser matches a boundary at the start of a line, the longest
+        one wins; Roundcube and other IMAP clients show its split): where it delimits no
+        multipart here, the readers split otherwise."""
+        data = self.data
+        boundaries = {node.boundary for node in self.nodes if node.boundary}
+        for start in self.prefix_lines:
+            end = data.find(b"\n", start)
+            core = data[start:len(data) if end < 0 else end].rstrip(b" \t\r")[2:]
+            if core not in boundaries and not (core.endswith(b"--") and core[:-2] in boundaries):
+                self._problem(self.nodes[0], "ambiguous boundary line: a boundary and more "
+                                             "(a delimiter to some readers)")
+                return
 
     def _outside(self, node: _Node, end: int) -> None:
         """A multipart's preamble or epilogue holds markup or a ``Content-`` field: text no
@@ -935,6 +1000,7 @@ class _Parser:
                 self._stop("ambiguous boundary line (control characters after the boundary)")
                 ctx.next_at = _NEVER
                 return
+            self.prefix_lines.append(at + 1)  # "--boundary" and more: a delimiter to Dovecot
             self.false_hits -= 1
             if self.false_hits < 0:
                 self._stop("too many lines that look like boundaries")
@@ -1016,7 +1082,10 @@ class _Parser:
         if _blank_before_colon(data, first, header_end):
             self._problem(node, "ambiguous header block: a field name with blanks before "
                                 "its colon (clients end the block there or read on)")
-        self._describe(node, _fields(data[first:header_end]), parent)
+        fields = _fields(data[first:header_end])
+        if (sun := _SUN_NAME.search(data, first, header_end)) is not None:
+            fields.setdefault("x-sun-data-name", sun[1].decode("latin-1").strip())
+        self._describe(node, fields, parent)
         if node.embedded and self._open(body_start, (*path, 0), node) is not None:
             node.children = 1
         return node
@@ -1051,6 +1120,13 @@ class _Parser:
             # for a message: "multipart/(x)mixed", "multipart/", "message/" are to it
             self._problem(node, f"ambiguous Content-Type {fields['content-type'][:60]!r} "
                                 f"({python} to some clients)")
+        elif (other := _other_type(fields.get("content-type", ""), node.content_type)):
+            self._problem(node, f"ambiguous Content-Type {fields['content-type'][:60]!r} "
+                                f"({other})")
+        if ("content-type" not in fields and not digest) or node.content_type in _NAMED_TYPES:
+            named = _type_by_name(params, fields)
+            if named is not None:  # what Thunderbird shows it as: scanned as that
+                node.content_type = named
         node.charset = normalise_charset(params.get("charset"))
         container = node.content_type.startswith("multipart/") or is_message(node.content_type)
         for name in read_alike:

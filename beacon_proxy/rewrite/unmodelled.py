@@ -71,7 +71,7 @@ _BASE_FIELD: Final = re.compile(
 _NOT_URL: Final = re.compile(rb"[\s\"'<>]+|\([^()]*\)")
 _ENCODED_FILE: Final = re.compile(  # after a "\n" (a literal prefix, unlike "^")
     rb"\n(?:[bB][eE][gG][iI][nN][ \t]+[0-7]{3,4}[ \t]|=[yY][bB][eE][gG][iI][nN][ \t])"
-    rb"[^\n]{0,500}?\.(?:[xX]?[hH][tT][mM][lL]?|[xX][hH][tT]|[sS][vV][gG])\b")
+    rb"[^\n]{0,500}?\.(?i:[xse]?html?|xht|svg|eml)\b")
 _NOSCRIPT: Final = re.compile(rb"<noscript(?=[\t\n\f\r />]|\Z)")
 _NOSCRIPT_END: Final = re.compile(rb"</noscript(?=[\t\n\f\r />]|\Z)")
 _ELEMENTS_APART = (rb"(?:script|style|textarea|title|xmp|iframe|noembed|noframes|plaintext|"

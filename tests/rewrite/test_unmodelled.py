@@ -218,3 +218,8 @@ def test_noscript_check_stays_linear(unit: bytes) -> None:
         unmodelled.noscript_breakout(html)
         times.append(time.perf_counter() - start)
     assert times[1] < 0.5 and times[1] < 20 * 20 * max(times[0], 1e-4)
+
+
+@pytest.mark.parametrize("name", [b"a.shtml", b"a.EHTML", b"a.xhtml", b"fwd.eml", b"b.svg"])
+def test_every_name_gecko_renders_counts_for_a_uuencoded_file(name: bytes) -> None:
+    assert hide_encoded_files(b"hi\nbegin 644 " + name + b"\n`\nend\n")[1] == 1
