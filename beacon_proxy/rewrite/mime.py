@@ -1082,10 +1082,10 @@ class _Parser:
         if _blank_before_colon(data, first, header_end):
             self._problem(node, "ambiguous header block: a field name with blanks before "
                                 "its colon (clients end the block there or read on)")
-        fields = _fields(data[first:header_end])
+        wanted = _fields(data[first:header_end])
         if (sun := _SUN_NAME.search(data, first, header_end)) is not None:
-            fields.setdefault("x-sun-data-name", sun[1].decode("latin-1").strip())
-        self._describe(node, fields, parent)
+            wanted.setdefault("x-sun-data-name", sun[1].decode("latin-1").strip())
+        self._describe(node, wanted, parent)
         if node.embedded and self._open(body_start, (*path, 0), node) is not None:
             node.children = 1
         return node
