@@ -679,7 +679,8 @@ def _roundcube_agrees(decoded: bytes, label: str, text: bytes) -> bool:
     UTF-8 when that is UTF-16 or UTF-32 and the rest is ASCII: UTF-16 ASCII markup with
     its NULs deleted is ASCII markup.  Where it reads markup that ``text`` is not, False."""
     other = _roundcube_charset(label)
-    rest = decoded.replace(b"\x00", b"")
+    rest = decoded[len(next((bom for bom in _ANY_BOM if decoded.startswith(bom)), b"")):]
+    rest = rest.replace(b"\x00", b"")  # (a byte order mark: no markup either way)
     if other is None or other == UNKNOWN_CHARSET or (
             other in _CHARSETS and _CHARSETS[other].kind != "transcoded") or (
             other.startswith(("utf-16", "utf-32")) and rest.isascii()):
@@ -826,10 +827,12 @@ def _views(decoded: bytes, charset: str, kind: _Kind, browsers: bool,
         views += declared
         if not browsers and _detected(decoded):
             views += _detection_views(decoded)
-    if b"\x00" in decoded or (b"\\" in decoded and _JOINED_ESCAPE.search(decoded)):
+    if b"\x00" in decoded.rstrip(b"\x00") or (
+            b"\\" in view and _JOINED_ESCAPE.search(view)):  # ("\\" of a character: none)
         # A NUL is U+FFFD to browsers, a space to Thunderbird (its QP decoder's =00) and
         # gone to Roundcube (which deletes every NUL and every tab, CR, VT or NUL before a
         # line feed: "\\<TAB><LF>" becomes a CSS line continuation): no view of one length
+        # (NULs at the very end, a C string's, change no markup)
         return None
     others: list[bytes] = []
     for other in views[1:]:

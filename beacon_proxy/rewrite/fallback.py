@@ -249,6 +249,11 @@ def _neutralised(data: bytes, _depth: int, budget: Budget) -> FallbackResult:
         if n or calendar or _reencoded(tree, part, cte):
             changes.append(_changed_part(tree, part, new, cte))
             count += max(n + calendar, 1)
+    for start, stop in tree.outside:  # a preamble or epilogue: a part to some readers
+        new, n = neutralise_markup(data[start:stop], budget=budget)
+        if n:
+            changes.append((slice(start, stop), new))
+            count += n
     if not changes:
         return FallbackResult(data, fixed)
     return FallbackResult(_splice(data, changes), count + fixed)

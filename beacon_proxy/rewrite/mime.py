@@ -102,12 +102,17 @@ _HEADERS: Final = re.compile(  # header field lines (and their folds), never a "
     rb"(?:(?!--)[!-9;-~]+[ \t]*:[^\n]*(?:\n|\Z)(?:[ \t][^\n]*(?:\n|\Z))*)*"
 )
 #: A Content-Type field at a line's start (in a message/delivery-status body).
-_FIELD_CONTENT_TYPE: Final = re.compile(rb"^[ \t]*content-type[ \t]*:", re.I | re.M)
+_FIELD_CONTENT_TYPE: Final = re.compile(rb"^content-type[ \t]*:", re.I | re.M)
 _BLANK_LINE: Final = re.compile(rb"\n\r?\n")
+_BLANK_LINES: Final = re.compile(rb"[ \t\r\n]*")
 #: Sun's attachment name field, which Thunderbird types a part by.
 _SUN_NAME: Final = re.compile(rb"(?:^|\n)x-sun-data-name[ \t]*:([^\r\n]*)", re.IGNORECASE)
 #: What no preamble or epilogue holds but a part: a tag (ASCII markup) or a Content- field.
-_OUTSIDE_PARTS: Final = re.compile(rb"<[!/?A-Za-z]|^[ \t]*content-[!-9;-~]*[ \t]*:", re.I | re.M)
+_OUTSIDE_PARTS: Final = re.compile(
+    # a tag, a comment, a declaration; not an autolink (<https://...>, <list@host>: no
+    # blank, quote or "=" in it, so no attribute); a field that types a part
+    rb"<(?![a-z][\w+.-]*:[^\s<>\"'=]*>|[^\s<>\"'=/]+@[^\s<>\"'=/]+>)[!/?a-z]"
+    rb"|^[ \t]*content-(?:type|disposition|name)[ \t]*:", re.I | re.M)
 _PADDING: Final = re.compile(rb"[ \t\r]*(?:\n|\Z)")  # after "--boundary" or "--boundary--"
 #: A line Python's email reads as part of a header block (feedparser's headerRE): where
 #: the parser's block ends at such a line, the two readers take different fields.
@@ -192,6 +197,8 @@ class MimeTree:
     problems: list[str]
     modifiable: bool  # no structural problem at all
     notes: tuple[str, ...] = ()  # what was repaired leniently (a missing closing boundary)
+    #: (start, stop) of every multipart's preamble and epilogue that was read (parts found)
+    outside: tuple[tuple[int, int], ...] = ()
 
     @property
     def root(self) -> MimePart:
@@ -446,7 +453,11 @@ def respliced(old: MimeTree, data: bytes, old_written: Written, written: Written
             return None
         a, b, c, d = (x for x in spans if x is not None)
         parts.append(replace(part, header_span=slice(a, b), body_span=slice(c, d)))
-    return MimeTree(data, tuple(parts), list(old.problems), old.modifiable, old.notes)
+    outside = [(move(a), move(b)) for a, b in old.outside]
+    if any(a is None or b is None for a, b in outside):
+        return None
+    return MimeTree(data, tuple(parts), list(old.problems), old.modifiable, old.notes,
+                    tuple((a, b) for a, b in outside if a is not None and b is not None))
 
 
 # --- header values ----------------------------------------------------------------------------
@@ -497,9 +508,13 @@ def _fields(block: bytes) -> dict[str, str]:
                     and normalise_cte(value.split("(")[0]) in _DECODED_CTE):
                 # Python's email decodes only the bare name: it shows the body raw
                 found.setdefault("raw-cte", value)
-            if name != "content-disposition" and _ENCODED_WORD.search(value):
-                # Python's email (policy.default) decodes encoded words in the field:
-                # "=?utf-8?q?text/html?=" is HTML to it, no type here
+            if (name == "content-transfer-encoding" or (
+                    name == "content-type" and "=?" in value.partition(";")[0])) \
+                    and _ENCODED_WORD.search(value.partition(";")[0]):
+                # Python's email (policy.default) decodes encoded words in the type
+                # ("=?utf-8?q?text/html?=" is HTML to it, no type here); in a parameter's
+                # value only after the split (a file's name, as mailers write non-ASCII
+                # names: the charset and boundary are checked on their own)
                 found.setdefault("ambiguous", name)
             first = found.setdefault(name, value)
             if first is not value and _differ(name, first, value):
@@ -714,14 +729,21 @@ _TSPECIAL: Final = re.compile(r'[()<>@,;:\\"/\[\]?=\s]')
 
 def _tspecial_split(data: bytes, shorter: str) -> bool:
     """Whether ``data`` has a delimiter line of the boundary ``shorter`` (what Python's
-    email, policy.default, reads of an unquoted boundary holding a tspecial).  The
-    usual unquoted ``----=_NextPart_...`` is ``----`` there, and no line is ``------``.
+    email, policy.default, reads of an unquoted boundary holding a tspecial) that starts
+    a part with a ``Content-Type`` (without one a part is plain text; a close line ends
+    the multipart early: less shown).  The usual unquoted ``----=_NextPart_...`` is
+    ``----`` there, and a ``------`` line in a text part starts no typed part.
     """
     if not shorter:
-        return True  # it splits at every "--" line, or finds no boundary at all
+        return False  # a value that starts with a tspecial: no boundary, no parts to it
     needle = re.compile(rb"(?:^|\n)--" + re.escape(shorter.encode("latin-1"))
-                        + rb"(?:--)?[ \t]*\r?(?:\n|\Z)")
-    return needle.search(data) is not None
+                        + rb"[ \t]*\r?\n")
+    for line in needle.finditer(data):  # its parts: HTML only with a Content-Type
+        block = _BLANK_LINE.search(data, line.end() - 1)
+        if _FIELD_CONTENT_TYPE.search(data, line.end(), len(data) if block is None
+                                      else block.start() + 1):
+            return True
+    return False
 
 
 #: Types whose part Thunderbird types by its name's extension (as with no type at all).
@@ -880,6 +902,7 @@ class _Parser:
         self.stopped = False
         self.false_hits = max(10_000, 10 * max_parts)
         self.prefix_lines: list[int] = []  # lines that start with "--" and a boundary
+        self.outside: list[tuple[int, int]] = []  # every multipart's preamble and epilogue
 
     def run(self) -> MimeTree:
         root = self._open(0, (), None)
@@ -927,17 +950,26 @@ class _Parser:
                 return
 
     def _outside(self, node: _Node, end: int) -> None:
-        """A multipart's preamble or epilogue holds markup or a ``Content-`` field: text no
-        client shows where readers agree on the split, and an HTML part where one of them
-        splits otherwise (each split Python's email, Thunderbird and this parser read
-        differently so far hid its HTML there).  No one copy is safe for both."""
+        """A multipart's preamble or epilogue holds markup or a field that types a part:
+        text no client shows where readers agree on the split, and an HTML part where
+        one of them splits otherwise (each split Python's email, Thunderbird, Dovecot and
+        this parser read differently so far hid its HTML there).  A field: no one copy
+        is safe for every reader (the part may be encoded).  Markup alone: not read
+        precisely; the fallback neutralises it where it is (:attr:`MimeTree.outside`)."""
         data = self.data
+        markup = False
         for start, stop in node.outside:
             stop = end if stop < 0 else stop
-            if start < stop and _OUTSIDE_PARTS.search(data, start, stop):
-                self._problem(node, "ambiguous multipart: markup or a Content- field in "
-                                    "its preamble or epilogue (a part to some readers)")
+            self.outside.append((start, stop))
+            for found in _OUTSIDE_PARTS.finditer(data, start, stop):
+                if found[0].startswith(b"<"):
+                    markup = True
+                    continue
+                self._problem(node, "ambiguous multipart: a Content- field in its preamble "
+                                    "or epilogue (a part to some readers)")
                 return
+        if markup:
+            self._problem(node, "markup in its preamble or epilogue (a part to some readers)")
 
     def _status_blocks(self, node: _Node, end: int) -> None:
         """Python's email reads each block of a delivery status as a message of its own,
@@ -1049,7 +1081,7 @@ class _Parser:
         data = self.data
         if data.startswith(ctx.needle[1:], ctx.after) and (
                 following := _delimiter_end(data, ctx.after + len(ctx.needle) - 1)) and (
-                following[0]):
+                following[0]) and not self._blank_to_outer(following[1]):
             # Python's email skips every delimiter line after one, the close one too, and
             # reads the next part; other readers close the multipart there
             self._problem(ctx.node, "ambiguous boundary lines: a delimiter right before "
@@ -1057,6 +1089,17 @@ class _Parser:
         path = (*ctx.node.path, ctx.node.children)
         ctx.node.children += 1
         ctx.current = self._open(ctx.after, path, ctx.node)
+
+    def _blank_to_outer(self, pos: int) -> bool:
+        """Whether only blank lines follow ``pos`` up to the end or to a delimiter line of
+        an enclosing multipart (a writer's loop that put a delimiter after every part
+        before the close one: Python's email reads on into nothing)."""
+        data = self.data
+        text = _BLANK_LINES.match(data, pos)
+        at = pos if text is None else text.end()
+        return at >= len(data) or any(
+            data.startswith(ctx.needle[1:], at) and _delimiter_end(
+                data, at + len(ctx.needle) - 1) is not None for ctx in self.stack[:-1])
 
     def _open(self, start: int, path: tuple[int, ...], parent: _Node | None) -> _Node | None:
         if len(self.nodes) >= self.max_parts:
@@ -1125,8 +1168,9 @@ class _Parser:
                                 f"({other})")
         if ("content-type" not in fields and not digest) or node.content_type in _NAMED_TYPES:
             named = _type_by_name(params, fields)
-            if named is not None:  # what Thunderbird shows it as: scanned as that
-                node.content_type = named
+            if named is not None and not (named == "message/rfc822" and normalise_cte(
+                    fields.get("content-transfer-encoding")) == "base64"):
+                node.content_type = named  # what Thunderbird shows it as: scanned as that
         node.charset = normalise_charset(params.get("charset"))
         container = node.content_type.startswith("multipart/") or is_message(node.content_type)
         for name in read_alike:
@@ -1205,4 +1249,4 @@ class _Parser:
                 node.content_type, node.charset, node.cte, node.disposition, node.boundary,
                 node.multipart, node.signed, reason is None, reason, node.label))
         return MimeTree(self.data, tuple(parts), self.problems, not self.problems,
-                        tuple(self.notes))
+                        tuple(self.notes), tuple(self.outside))

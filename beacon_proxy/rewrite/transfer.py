@@ -58,6 +58,8 @@ _QP_BLOCK: Final = 4096
 _PADDED_BREAK: Final = re.compile(rb"=[ \t]+\r?\n")
 _B64_ALPHABET: Final = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
 _NOT_B64: Final = bytes(b for b in range(256) if b not in _B64_ALPHABET)
+_NOT_B64_OR_PAD: Final = bytes(b for b in range(256) if b not in _B64_ALPHABET and b != 0x3D)
+_SEGMENT: Final = re.compile(rb"[^=]+=*|=+")
 
 QpIndex = tuple[tuple[int, int], ...]
 """(encoded, decoded) offsets of quoted-printable line starts, about every 4 KB."""
@@ -101,27 +103,47 @@ def decode_base64(data: bytes) -> tuple[bytes, bool]:
     exists, and Python's ``email`` returns the encoded bytes (bpo-27397) while others
     decode leniently (here: a character is dropped); and when base64 follows a padding
     ``=``, where Python stops and Thunderbird (every group of four) and Roundcube (each
-    line) decode on.  One decode for a well-formed body, as :func:`decode`.
+    line) decode on: decoded segment by segment then (:func:`_by_segments`: an encoder
+    that pads every chunk wrote the whole text so).  One decode for a well-formed body,
+    as :func:`decode`.
 
     >>> decode_base64(b"aGVsbG8=\\r\\n"), decode_base64(b"<p>hi</p>\\r\\n")[1]
     ((b'hello', False), True)
-    >>> decode_base64(b"aGVsbG8=\\r\\nd29ybGQ=\\r\\n")
-    (b'hello', True)
+    >>> decode_base64(b"aGVsbG8=\\r\\nd29ybGQ=\\r\\n")  # segment by segment: the whole text
+    (b'helloworld', True)
     """
     padding = data.find(b"=")
-    after_padding = padding >= 0 and bool(data[padding:].translate(None, _NOT_B64))
+    if padding >= 0 and data[padding:].translate(None, _NOT_B64):
+        return _by_segments(data), True
     try:
-        return binascii.a2b_base64(data), after_padding
+        return binascii.a2b_base64(data), False
     except binascii.Error:
         pass
     try:  # as email tries last: every padding a body could need (extra is ignored)
         binascii.a2b_base64(data + b"==")
-        raw = after_padding
+        raw = False
     except binascii.Error:
         raw = True
     clean = data.translate(None, _NOT_B64)
     clean = clean[: len(clean) - (len(clean) % 4 == 1)]
     return binascii.a2b_base64(clean + b"=" * (-len(clean) % 4)), raw
+
+
+def _by_segments(data: bytes) -> bytes:
+    """Base64 with padding inside, decoded segment by segment (each run of the alphabet
+    with the padding after it, as an encoder that pads every chunk writes it): the whole
+    text, of which Python's reading is the first segment.  Such a part is written back
+    canonically (:func:`shown_raw`), so every client reads the one decoding.
+
+    >>> _by_segments(b"aGVsbG8=\\r\\nIHdvcmxk\\r\\n")
+    b'hello world'
+    """
+    pieces = []
+    for run in _SEGMENT.findall(data.translate(None, _NOT_B64_OR_PAD)):
+        run = run.rstrip(b"=")
+        run = run[: len(run) - (len(run) % 4 == 1)]
+        pieces.append(binascii.a2b_base64(run + b"=" * (-len(run) % 4)))
+    return b"".join(pieces)
 
 
 def shown_raw(body: bytes, cte: str) -> bool:

@@ -155,3 +155,74 @@ def test_text_clients_read_in_two_ways_is_held_for_refused_recipients() -> None:
                   CopyPolicy())
     assert copy.outcome is Outcome.HELD and copy.data is None
     assert "decode differently" in copy.problems[-1]
+
+
+# --- honest shapes the session-17 rules must not hold (found by a false-hold hunt) ------------
+
+_HD = b"From: n@shop.example\r\nTo: reader@example.org\r\nSubject: s\r\nMIME-Version: 1.0\r\n"
+_PX = b'<p>Hi</p><img src="https://t.esp.example/o?u=reader%40example.org" width="1" height="1">'
+
+
+def _alternative(boundary: bytes, pre: bytes = b"", epi: bytes = b"", ctype: bytes = b"",
+                 plain: bytes = b"Hi\r\n") -> bytes:
+    ctype = ctype or b'Content-Type: multipart/alternative; boundary="' + boundary + b'"'
+    return (_HD + ctype + b"\r\n\r\n" + pre + b"--" + boundary
+            + b"\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n" + plain + b"\r\n--" + boundary
+            + b"\r\nContent-Type: text/html; charset=utf-8\r\n\r\n" + _PX + b"\r\n--" + boundary
+            + b"--\r\n" + epi)
+
+
+def _html(body: bytes, ctype: bytes) -> bytes:
+    return (_HD + b"Content-Type: " + ctype + b"\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+            + base64.encodebytes(body).replace(b"\n", b"\r\n"))
+
+
+HONEST = {
+    "encoded_word_file_name": _HD + b'Content-Type: multipart/mixed; boundary="m"\r\n\r\n--m\r\n'
+    b"Content-Type: text/html; charset=utf-8\r\n\r\n" + _PX + b'\r\n--m\r\nContent-Type: '
+    b'application/pdf; name="=?utf-8?Q?R=C3=A9sum=C3=A9.pdf?="\r\nContent-Transfer-Encoding: '
+    b"base64\r\n\r\nJVBERi0xLjQK\r\n--m--\r\n",
+    "preamble_autolink": _alternative(b"b", pre=b"View online: <https://shop.example/v/1>\r\n"),
+    "epilogue_list_address": _alternative(b"b", epi=b"Write to <majordomo@lists.example>\r\n"),
+    "preamble_stray_cte": _alternative(b"b", pre=b"Content-Transfer-Encoding: 7bit\r\n\r\n"),
+    "unquoted_next_part_and_dash_lines": _alternative(
+        b"----=_NextPart_000_0001_01C7A1B2.3C4D5E60", plain=b"Hi\r\n--------\r\n------\r\n",
+        ctype=b"Content-Type: multipart/alternative; "
+              b"boundary=----=_NextPart_000_0001_01C7A1B2.3C4D5E60"),
+    "unquoted_boundary_starting_with_equals": _alternative(
+        b"==Multipart_Boundary_x1x",
+        ctype=b"Content-Type: multipart/alternative; boundary===Multipart_Boundary_x1x"),
+    "delimiter_then_close": _HD + b'Content-Type: multipart/alternative; boundary="b"\r\n\r\n'
+    b"--b\r\nContent-Type: text/html; charset=utf-8\r\n\r\n" + _PX + b"\r\n--b\r\n--b--\r\n",
+    "big5_backslash_trail_then_tab": _html("<p>成功\t\r\n</p>".encode("big5") + _PX,
+                                           b"text/html; charset=big5"),
+    "sjis_backslash_trail_then_tab": _html("<p>表\t\r\n</p>".encode("cp932") + _PX,
+                                           b"text/html; charset=shift_jis"),
+    "trailing_nul": _html(_PX + b"\x00", b"text/html; charset=utf-8"),
+    "unicode_label_with_bom": _html("<p>Hi</p>".encode("utf-16"), b"text/html; charset=unicode"),
+    "dsn_folded_diagnostic": _HD + b'Content-Type: multipart/report; report-type=delivery-status;'
+    b' boundary="b"\r\n\r\n--b\r\n\r\nhi\r\n--b\r\nContent-Type: message/delivery-status\r\n\r\n'
+    b"Reporting-MTA: dns; mx.example\r\n\r\nFinal-Recipient: rfc822; a@b.example\r\n"
+    b"Action: failed\r\nStatus: 5.0.0\r\nDiagnostic-Code: smtp; 550 rejected\r\n"
+    b" Content-Type: not a field here\r\n\r\n--b--\r\n",
+}
+
+
+@pytest.mark.parametrize("case", list(HONEST))
+def test_honest_shapes_keep_the_precise_path(case: str) -> None:
+    """The false-hold hunt of session 17: real mailers write these; each was held or sent to
+    the fallback by a rule against an attack before the rule was narrowed."""
+    prepared = prepare(ENGINE, HONEST[case], CopyPolicy())
+    copy = decide(ENGINE, prepared, "reader@example.org", Policy.REFUSED, CopyPolicy())
+    assert copy.outcome is Outcome.STRIPPED, copy.outcome
+    assert copy.data is not None and b"t.esp.example" not in copy.data
+
+
+def test_markup_in_an_epilogue_is_neutralised_in_the_fallback() -> None:
+    """An HTML disclaimer after the close delimiter: a part to a reader that splits
+    otherwise, so the copy takes the fallback, which neutralises it where it is."""
+    data = _alternative(b"b", epi=b'<p>Disclaimer <img src="https://t.esp.example/d"></p>\r\n')
+    prepared = prepare(ENGINE, data, CopyPolicy())
+    copy = decide(ENGINE, prepared, "reader@example.org", Policy.REFUSED, CopyPolicy())
+    assert copy.outcome is Outcome.FALLBACK and copy.data is not None
+    assert b"https://t.esp.example/d" not in copy.data and b"<p>Disclaimer" in copy.data

@@ -206,18 +206,19 @@ def test_padded_soft_line_breaks_are_read_as_rfc_2045_says_and_written_back() ->
     assert again.data is not None and b"still = \r\n" not in again.data  # re-encoded anyway
 
 
-def test_base64_after_its_padding_is_written_back_as_python_reads_it() -> None:
+def test_base64_after_its_padding_is_written_back_whole_and_neutralised() -> None:
     """Session 17: Python's email stops at a padding ``=``, Thunderbird and Roundcube
-    decode what follows.  The part is written back canonically from the one reading, so
-    every decoder then reads the same (neutralised) text and nothing after it."""
+    decode what follows (an encoder that pads every chunk writes its whole text so).  The
+    part is decoded segment by segment, neutralised and written back canonically: every
+    decoder then reads all of it, the hidden image without its URL."""
     first = base64.b64encode(b"<p>hi</p>x")  # ends in "=="
     hidden = base64.b64encode(b'<img src="https://t.test/b">')
     data = (b"Content-Type: text/html\r\nContent-Transfer-Encoding: base64\r\n\r\n"
             + first + b"\r\n" + hidden + b"\r\n")
     result = neutralise_message(data)
-    assert result.data is not None and hidden not in result.data
-    body = result.data.split(b"\r\n\r\n", 1)[1]
-    assert body.rstrip().endswith(b"=") and base64.b64decode(body) == b"<p>hi</p>x"
+    assert result.data is not None
+    body = base64.b64decode(result.data.split(b"\r\n\r\n", 1)[1])
+    assert body.startswith(b"<p>hi</p>x<img") and b"https://t.test/b" not in body
 
 
 def test_a_raw_nul_in_quoted_printable_is_held() -> None:

@@ -287,8 +287,10 @@ def test_the_footer_never_makes_a_boundary_line() -> None:
     tree = parse_message(data)
     out = run(data).data
     assert out.count(b"\n--B") == data.count(b"\n--B") and parse_message(out).notes == tree.notes
-    assert b"\r\n--B<p style=" in out
-    same_outside(data, out, {(0,)})
+    # "--B</body>--" starts with the boundary: a close delimiter to Dovecot (session 17),
+    # so the structure is ambiguous and the footer leaves that line alone
+    assert any("a boundary and more" in p for p in tree.problems)
+    assert b"\r\n--B</body>--" in out
 
 
 def test_a_message_cut_after_its_header_stays_as_it_is() -> None:

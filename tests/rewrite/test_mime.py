@@ -973,22 +973,35 @@ def test_the_boundary_python_s_email_reads_is_the_one_compared(ctype: bytes,
     assert mime._compat32_boundary(ctype.decode()) == boundary
 
 
-@pytest.mark.parametrize(("preamble", "epilogue"), [
-    (b"<img src=https://t.example/o>\r\n", b""),
-    (b"Content-Type: text/html\r\n\r\nx\r\n", b""),
-    (b"", b"<!-- -->\r\n"),
-    (b"", b" content-transfer-encoding: base64\r\n\r\nPGltZz4=\r\n"),
+@pytest.mark.parametrize(("preamble", "epilogue", "ambiguous"), [
+    (b"<img src=https://t.example/o>\r\n", b"", False),
+    (b"Content-Type: text/html\r\n\r\nx\r\n", b"", True),
+    (b"", b"<!-- -->\r\n", False),
+    (b"", b" content-disposition: inline; filename=a.html\r\n\r\nPGltZz4=\r\n", True),
 ])
-def test_markup_or_fields_outside_every_part_are_ambiguous(preamble: bytes,
-                                                           epilogue: bytes) -> None:
+def test_markup_or_typing_fields_outside_every_part_are_read_with_care(
+        preamble: bytes, epilogue: bytes, ambiguous: bool) -> None:
     """Each split Python's email, Thunderbird and the parser read differently hid its HTML
     in what the parser took for a preamble or an epilogue: text no client shows where
-    readers agree, a part where one splits otherwise.  Markup or a ``Content-`` field
-    there holds the copy, whatever the next differing split is."""
+    readers agree, a part where one splits otherwise.  A field that types a part there
+    holds the copy (the part may be encoded); markup alone sends it to the fallback,
+    which neutralises it where it is (``MimeTree.outside``)."""
     data = _multipart(b'multipart/mixed; boundary="b"', preamble + b"--b\r\n" + _HTML
                       + b"--b--\r\n" + epilogue)
-    assert any("preamble or epilogue" in p and mime.is_ambiguous(p)
-               for p in parse_message(data).problems)
+    tree = parse_message(data)
+    assert any("preamble or epilogue" in p for p in tree.problems)
+    assert any(mime.is_ambiguous(p) for p in tree.problems) is ambiguous
+    assert tree.outside and not tree.modifiable
+
+
+@pytest.mark.parametrize("text", [
+    b"View online: <https://shop.example/v/1>\r\n", b"Write to <support@shop.example>\r\n",
+    b"Content-Transfer-Encoding: 7bit\r\n", b"Offers <50% off\r\n"])
+def test_autolinks_and_fields_that_type_nothing_are_plain_text_outside(text: bytes) -> None:
+    for preamble, epilogue in ((text, b""), (b"", text)):
+        data = _multipart(b'multipart/mixed; boundary="b"', preamble + b"--b\r\n" + _HTML
+                          + b"--b--\r\n" + epilogue)
+        assert parse_message(data).problems == []
 
 
 def test_plain_preambles_and_epilogues_and_nested_ones_are_not() -> None:
