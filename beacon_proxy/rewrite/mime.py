@@ -106,7 +106,7 @@ _FIELD_CONTENT_TYPE: Final = re.compile(rb"^content-type[ \t]*:", re.I | re.M)
 _BLANK_LINE: Final = re.compile(rb"\n\r?\n")
 _BLANK_LINES: Final = re.compile(rb"[ \t\r\n]*")
 #: Sun's attachment name field, which Thunderbird types a part by.
-_SUN_NAME: Final = re.compile(rb"(?:^|\n)x-sun-data-name[ \t]*:([^\r\n]*)", re.IGNORECASE)
+_SUN_NAME: Final = re.compile(rb"\nx-sun-data-name[ \t]*:([^\r\n]*)")  # in a lowered block
 #: What no preamble or epilogue holds but a part: a tag (ASCII markup) or a Content- field.
 _OUTSIDE_PARTS: Final = re.compile(
     # a tag, a comment, a declaration; not an autolink (<https://...>, <list@host>: no
@@ -508,9 +508,8 @@ def _fields(block: bytes) -> dict[str, str]:
                     and normalise_cte(value.split("(")[0]) in _DECODED_CTE):
                 # Python's email decodes only the bare name: it shows the body raw
                 found.setdefault("raw-cte", value)
-            if (name == "content-transfer-encoding" or (
-                    name == "content-type" and "=?" in value.partition(";")[0])) \
-                    and _ENCODED_WORD.search(value.partition(";")[0]):
+            if "=?" in value and name != "content-disposition" and _ENCODED_WORD.search(
+                    value if name != "content-type" else value.partition(";")[0]):
                 # Python's email (policy.default) decodes encoded words in the type
                 # ("=?utf-8?q?text/html?=" is HTML to it, no type here); in a parameter's
                 # value only after the split (a file's name, as mailers write non-ASCII
@@ -522,6 +521,10 @@ def _fields(block: bytes) -> dict[str, str]:
                 if _ambiguous_fields(name, first, value):
                     found.setdefault("ambiguous", name)
         at = lower.find(b"\ncontent-", line_end)
+    sun = lower.find(b"\nx-sun-data-name")  # Sun's name field, which Thunderbird types by
+    if sun >= 0 and (sun_name := _SUN_NAME.match(lower, sun)) is not None:
+        found.setdefault("x-sun-data-name", block[sun_name.start(1) - 1:sun_name.end(1) - 1]
+                         .decode("latin-1").strip())
     return found
 
 
@@ -1125,10 +1128,7 @@ class _Parser:
         if _blank_before_colon(data, first, header_end):
             self._problem(node, "ambiguous header block: a field name with blanks before "
                                 "its colon (clients end the block there or read on)")
-        wanted = _fields(data[first:header_end])
-        if (sun := _SUN_NAME.search(data, first, header_end)) is not None:
-            wanted.setdefault("x-sun-data-name", sun[1].decode("latin-1").strip())
-        self._describe(node, wanted, parent)
+        self._describe(node, _fields(data[first:header_end]), parent)
         if node.embedded and self._open(body_start, (*path, 0), node) is not None:
             node.children = 1
         return node
@@ -1152,18 +1152,21 @@ class _Parser:
         if _CONFLICT in params:
             self._problem(node, f"Content-Type parameter {params[_CONFLICT]!r} given twice")
         read_alike = params.get(_AMBIGUOUS, "").split()
-        lenient = None if _TYPE.fullmatch(ctype) else _LENIENT_TYPE.match(ctype)
+        # a type every reader reads alike (nearly all): no other reading to look for
+        plain = _TYPE.fullmatch(ctype) is not None
+        lenient = None if plain else _LENIENT_TYPE.match(ctype)
         if lenient is not None:
             ctype = f"{lenient[1]}/{lenient[2]}"
         node.content_type = ctype if _TYPE.fullmatch(ctype) else (
             "message/rfc822" if digest else "text/plain")
-        python = _python_main_type(fields.get("content-type", ""))
+        declared = fields.get("content-type", "")
+        python = None if plain else _python_main_type(declared)
         if python is not None and not node.content_type.startswith(python + "/"):
             # Python's email splits what it takes for a multipart, parses what it takes
             # for a message: "multipart/(x)mixed", "multipart/", "message/" are to it
             self._problem(node, f"ambiguous Content-Type {fields['content-type'][:60]!r} "
                                 f"({python} to some clients)")
-        elif (other := _other_type(fields.get("content-type", ""), node.content_type)):
+        elif not plain and (other := _other_type(declared, node.content_type)):
             self._problem(node, f"ambiguous Content-Type {fields['content-type'][:60]!r} "
                                 f"({other})")
         if ("content-type" not in fields and not digest) or node.content_type in _NAMED_TYPES:
