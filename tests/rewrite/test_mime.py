@@ -1116,3 +1116,52 @@ def test_nested_boundaries_that_share_a_prefix_are_not() -> None:
                       b'boundary="b_1_2"\r\n\r\n--b_1_2\r\n' + _HTML
                       + b"--b_1_2--\r\n--b_1--\r\n--b--\r\n")
     assert parse_message(data).problems == []
+
+
+# --- session 17, the attack on the narrowed rules ------------------------------------------------
+
+@pytest.mark.parametrize("head", [
+    b'Content-Type: application/octet-stream; name="=?utf-8?q?a.html?="\r\n',
+    b'Content-Type: application/octet-stream\r\nContent-Disposition: inline; '
+    b'filename="=?utf-8?q?a.html?="\r\n',
+    b'Content-Type: application/octet-stream\r\nContent-Disposition: inline; '
+    b'filename="a.=?utf-8?q?html?="\r\n',
+    b"Content-Type: application/octet-stream\r\nX-Sun-Data-Name: =?utf-8?q?a.html?=\r\n",
+    b"Content-Type: application/octet-stream, name=a.html\r\n",
+    b"Content-Type: application/octet-stream; name=a.html x\r\n",
+    b"Content-Type: application/octet-stream\r\nContent-Name: =?utf-8?q?a.html?=\r\n",
+])
+def test_a_name_read_as_gecko_reads_it_types_the_part(head: bytes) -> None:
+    """Gecko splits parameters at ";" or ",", ends an unquoted value at a blank and decodes
+    encoded words anywhere in a name: each of these is HTML inline in Thunderbird."""
+    data = _multipart(b'multipart/mixed; boundary="m"',
+                      b"--m\r\n" + _HTML + b"--m\r\n" + head + b"\r\n<img src=x>\r\n--m--\r\n")
+    tree = parse_message(data)
+    assert tree.problems == [] and tree.parts[2].content_type == "text/html"
+
+
+def test_an_encoded_non_ascii_attachment_name_is_an_attachment() -> None:
+    data = _multipart(b'multipart/mixed; boundary="m"',
+                      b"--m\r\n" + _HTML + b'--m\r\nContent-Type: application/octet-stream; '
+                      b'name="=?utf-8?Q?R=C3=A9sum=C3=A9.pdf?="\r\n\r\nx\r\n--m--\r\n')
+    tree = parse_message(data)
+    assert tree.problems == [] and tree.parts[2].content_type == "application/octet-stream"
+
+
+@pytest.mark.parametrize(("ctype", "body"), [
+    (b"text/html; charset=utf-8''utf-7", b"+ADw-img src=x+AD4-\r\n"),  # UTF-7 to policy.default
+    (b"multipart/mixed; boundary=x''b", b"--x''b\r\n\r\n--b\r\nContent-Type: text/html\r\n\r\n"
+                                        b"<img src=x>\r\n--x''b--\r\n"),
+    (b"multipart/mixed; boundary=b*", b"--b*\r\n\r\n--b\r\nContent-Type: text/html\r\n\r\n"
+                                      b"<img src=x>\r\n--b*--\r\n"),
+    (b"multipart/mixed; boundary*0=b/c", b"--b/c\r\n\r\n--b\r\nContent-Type: text/html\r\n\r\n"
+                                         b"<img src=x>\r\n--b/c--\r\n"),
+    (b"multipart/digest; boundary=b/c", b"--b/c\r\nContent-Type: text/plain\r\n\r\n--b\r\n\r\n"
+                                        b"Content-Type: text/html\r\n\r\n<img src=x>\r\n--b/c--\r\n"),
+])
+def test_what_policy_default_reads_otherwise_is_ambiguous(ctype: bytes, body: bytes) -> None:
+    """policy.default reads RFC 2231 ticks in a plain charset, ends an unquoted boundary at
+    "'", "*" or "%" too, reads sections its own way; in a digest a part without a type is
+    a message, typed by its own header."""
+    data = _multipart(ctype, body)
+    assert any(mime.is_ambiguous(p) for p in parse_message(data).problems)
