@@ -1156,8 +1156,9 @@ def test_an_encoded_non_ascii_attachment_name_is_an_attachment() -> None:
                                       b"<img src=x>\r\n--b*--\r\n"),
     (b"multipart/mixed; boundary*0=b/c", b"--b/c\r\n\r\n--b\r\nContent-Type: text/html\r\n\r\n"
                                          b"<img src=x>\r\n--b/c--\r\n"),
-    (b"multipart/digest; boundary=b/c", b"--b/c\r\nContent-Type: text/plain\r\n\r\n--b\r\n\r\n"
-                                        b"Content-Type: text/html\r\n\r\n<img src=x>\r\n--b/c--\r\n"),
+    (b"multipart/digest; boundary=b/c",
+     b"--b/c\r\nContent-Type: text/plain\r\n\r\n--b\r\n\r\n"
+     b"Content-Type: text/html\r\n\r\n<img src=x>\r\n--b/c--\r\n"),
 ])
 def test_what_policy_default_reads_otherwise_is_ambiguous(ctype: bytes, body: bytes) -> None:
     """policy.default reads RFC 2231 ticks in a plain charset, ends an unquoted boundary at
