@@ -105,6 +105,8 @@ _HEADERS: Final = re.compile(  # header field lines (and their folds), never a "
 )
 #: A Content-Type field at a line's start (in a message/delivery-status body).
 _FIELD_CONTENT_TYPE: Final = re.compile(rb"^content-type[ \t]*:", re.I | re.M)
+#: A Content-Type that makes a part more than plain text to Python's email.
+_TYPED_PART: Final = re.compile(rb"^content-type[ \t]*+:[ \t]*+(?!text/plain\b)", re.I | re.M)
 _BLANK_LINE: Final = re.compile(rb"\n\r?\n")
 _BLANK_LINES: Final = re.compile(rb"[ \t\r\n]*")
 #: Sun's attachment name field, which Thunderbird types a part by.
@@ -749,20 +751,23 @@ _PLAIN_PARAMS: Final = re.compile(
 def _tspecial_split(data: bytes, shorter: str, *, digest: bool = False) -> bool:
     """Whether ``data`` has a delimiter line of the boundary ``shorter`` (what Python's
     email, policy.default, reads of an unquoted boundary holding a tspecial) that starts
-    a part with a ``Content-Type`` (without one a part is plain text; a close line ends
-    the multipart early: less shown).  The usual unquoted ``----=_NextPart_...`` is
-    ``----`` there, and a ``------`` line in a text part starts no typed part.
+    a part with a ``Content-Type`` other than plain text (without one a part is plain
+    text, in a digest a message typed by its own header; a close line ends the multipart
+    early: less shown).  The usual unquoted ``----=_NextPart_...`` is ``----`` there, and
+    a ``------`` line in a text part starts no typed part.
     """
     if not shorter:
         return False  # a value that starts with a tspecial: no boundary, no parts to it
     needle = re.compile(rb"(?:^|\n)--" + re.escape(shorter.encode("latin-1", "replace"))
                         + rb"[ \t]*\r?\n")
-    if digest:  # a part without a type is a message there, its own header types it
-        return needle.search(data) is not None
-    for line in needle.finditer(data):  # its parts: HTML only with a Content-Type
-        block = _BLANK_LINE.search(data, line.end() - 1)
-        if _FIELD_CONTENT_TYPE.search(data, line.end(), len(data) if block is None
-                                      else block.start() + 1):
+    for line in needle.finditer(data):  # its parts: HTML only with a type other than text
+        end = line.end() - 1
+        # in a digest a part without a type is a message, typed by its own header block:
+        # the next two blocks then
+        for _ in range(2 if digest else 1):
+            block = _BLANK_LINE.search(data, end)
+            end = len(data) if block is None else block.end() - 1
+        if _TYPED_PART.search(data, line.end(), end):
             return True
     return False
 

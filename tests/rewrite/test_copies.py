@@ -189,6 +189,17 @@ HONEST = {
         b"----=_NextPart_000_0001_01C7A1B2.3C4D5E60", plain=b"Hi\r\n--------\r\n------\r\n",
         ctype=b"Content-Type: multipart/alternative; "
               b"boundary=----=_NextPart_000_0001_01C7A1B2.3C4D5E60"),
+    "unquoted_next_part_and_quoted_plain_header": _alternative(
+        b"----=_NextPart_000_0012_01D4A1B2.C3D4E5F6",
+        plain=b"The header reads:\r\n------\r\nContent-Type: text/plain\r\n------\r\nThanks\r\n",
+        ctype=b"Content-Type: multipart/alternative; "
+              b"boundary=----=_NextPart_000_0012_01D4A1B2.C3D4E5F6"),
+    "unquoted_digest_and_dash_line": _HD + b"Content-Type: multipart/mixed; boundary=\"o\"\r\n"
+    b"\r\n--o\r\nContent-Type: text/html; charset=utf-8\r\n\r\n" + _PX + b"\r\n--o\r\n"
+    b"Content-Type: multipart/digest; boundary=----=_Digest_000_1\r\n\r\n"
+    b"------=_Digest_000_1\r\n\r\nFrom: a@b.example\r\nSubject: sep\r\n"
+    b"Content-Type: text/plain\r\n\r\nPart one\r\n------\r\nPart two\r\n\r\n"
+    b"------=_Digest_000_1--\r\n\r\n--o--\r\n",
     "unquoted_boundary_starting_with_equals": _alternative(
         b"==Multipart_Boundary_x1x",
         ctype=b"Content-Type: multipart/alternative; boundary===Multipart_Boundary_x1x"),
