@@ -143,7 +143,9 @@ def loads_more(data: bytes, charset: str, mine: set[str] | None = None) -> bool:
     washer rewrites into markup is washed and scanned again (:func:`_rewritten`): a scan
     of a 60 KB newsletter costs milliseconds, the search for them well under one."""
     text = _text(data, charset)
-    if not _invalid(data, text, charset) and not _rewritten(text):
+    invalid = charset in _READ_AS_UTF8 and not data.isascii() and "\ufffd" not in text and (
+        len(text.encode("utf-8")) != len(data))
+    if not invalid and not _rewritten(text):
         return False
     if mine is None:
         mine = _remote_loads(decode_text(data, charset))  # as a browser reads it: U+FFFD
@@ -204,16 +206,5 @@ def _rewritten(text: str) -> bool:
 
 
 def loads(data: bytes, charset: str) -> bool:
-    """Whether the washed text of ``data`` loads anything remote at all; False for text
-    without a construct the washer rewrites into markup (it loads there what it loads in
-    a browser: the fallback's own business)."""
-    text = _text(data, charset)
-    if not _invalid(data, text, charset) and not _rewritten(text):
-        return False
-    return bool(_remote_loads(washed(text)))
-
-
-def _invalid(data: bytes, text: str, charset: str) -> bool:
-    """Whether the washer deleted invalid UTF-8 from ``data`` to make ``text``."""
-    return charset in _READ_AS_UTF8 and not data.isascii() and len(
-        text.encode("utf-8")) != len(data)
+    """Whether the washed text of ``data`` loads anything remote at all."""
+    return bool(_remote_loads(washed(_text(data, charset))))
