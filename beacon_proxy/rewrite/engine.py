@@ -62,7 +62,6 @@ from typing import Any, Final, NamedTuple, TypeVar, cast
 
 from beacon_proxy.consent.policy import Policy
 from beacon_proxy.headerfacts import list_id
-from beacon_proxy.rewrite import webmail
 from beacon_proxy.rewrite.calendar import CalendarChange, calendar_change, is_calendar
 from beacon_proxy.rewrite.campaign import diff_finding, diffed_by_part
 from beacon_proxy.rewrite.charsets import from_utf8, opens_tags, reading
@@ -545,10 +544,6 @@ class Engine:
                 learner=self._templates if learn else None)
         if incomplete is not None:
             problems.append(f"{where}: {incomplete}, left unmodified")
-            return None
-        if webmail.loads_more(decoded, charset):
-            problems.append(f"{where}: markup that webmail's washer (Roundcube) makes load "
-                            "more, not scanned precisely")
             return None
         if read.others and (otherwise := read_otherwise(read.others, entries, charset,
                                                         self._max_tags)) is not None:
