@@ -62,7 +62,7 @@ from beacon_proxy.rewrite.transfer import (
     TransferError,
     decode,
     decode_base64,
-    qp_read_otherwise,
+    padded_soft_breaks,
 )
 
 __all__ = ["CalendarChange", "calendar_change", "is_calendar", "neutralise_calendar"]
@@ -216,9 +216,9 @@ def calendar_change(tree: MimeTree, part: MimePart) -> CalendarChange | str:
         return f"calendar that cannot be decoded: {exc}"
     if raw:
         return "calendar in base64 that clients read in two ways (its length, or its padding)"
-    if part.transfer_encoding == "quoted-printable" and (
-            otherwise := qp_read_otherwise(body)) is not None:
-        return f"calendar in quoted-printable with {otherwise} (decoders read it in two ways)"
+    if part.transfer_encoding == "quoted-printable" and padded_soft_breaks(body):
+        return ("calendar in quoted-printable with blanks after a soft line break's '=' "
+                "(decoders join such lines in two ways)")
     result = neutralise_calendar(decoded, part.charset_label)
     if isinstance(result, str):
         return result

@@ -589,8 +589,13 @@ def _python_codec(label: str) -> str | None:
 #: list; idna decodes a label as punycode): a part labelled so is not read, but held.
 _QUADRATIC_CODECS: Final = frozenset({"punycode", "idna"})
 #: A run of characters beyond ASCII (one placeholder in a text's ASCII skeleton).
-_NOT_ASCII_RUN: Final = re.compile("[^\x00-\x7f]+")
 _NOT_ASCII_BYTES: Final = re.compile(rb"[\x80-\xff]+")
+
+
+def _skeleton(data: bytes) -> bytes:
+    """``data``'s ASCII between runs of other bytes (each run one 0x80): two readings
+    with the same skeleton read the same ASCII at the same places among their text."""
+    return _NOT_ASCII_BYTES.sub(b"\x80", data)
 
 
 def _python_reads_as_ascii(decoded: bytes, label: str) -> bool:
@@ -624,9 +629,8 @@ def _reads_ascii_alike(decoded: bytes, codec: str) -> bool:
         text = decoded.decode(codec, "replace")
     except Exception:  # a codec's own failure: its reading is unknown
         return False
-    return (_NOT_ASCII_RUN.sub("\x80", text)
-            == _NOT_ASCII_RUN.sub("\x80", decoded.decode("latin-1"))
-            or not opens_tags(text.encode("utf-8", "replace")))
+    seen = text.encode("utf-8", "replace")
+    return _skeleton(seen) == _skeleton(decoded) or not opens_tags(seen)
 
 
 #: A backslash before blanks Roundcube deletes at a line's end (tab, VT, NUL, CR other than
@@ -691,8 +695,7 @@ def _roundcube_agrees(decoded: bytes, label: str, text: bytes) -> bool:
                                "replace").encode("utf-8", "replace")
         except Exception:  # a codec's own failure: its reading is unknown
             return not opens_tags(rest)
-    return not opens_tags(seen) or (_NOT_ASCII_BYTES.sub(b"\x80", seen)
-                                    == _NOT_ASCII_BYTES.sub(b"\x80", text))
+    return not opens_tags(seen) or _skeleton(seen) == _skeleton(text)
 
 
 @lru_cache(maxsize=256)

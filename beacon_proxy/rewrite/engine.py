@@ -103,7 +103,7 @@ from beacon_proxy.rewrite.transfer import (
     apply_edits,
     decode_base64,
     decode_indexed,
-    qp_read_otherwise,
+    padded_soft_breaks,
     splice,
 )
 from beacon_proxy.rewrite.unmodelled import hide_encoded_files, remote_base, unmodelled_markup
@@ -511,10 +511,10 @@ class Engine:
             problems.append(f"{where}: base64 that clients read in two ways (its length, or "
                             "data after its padding), not scanned precisely")
             return None
-        if qp_index and (otherwise := qp_read_otherwise(body)) is not None:
-            # the fallback writes it back canonically
-            problems.append(f"{where}: quoted-printable with {otherwise} (decoders read it "
-                            "in two ways), not scanned precisely")
+        if qp_index and padded_soft_breaks(body):  # the fallback writes it back canonically
+            problems.append(f"{where}: quoted-printable with blanks after a soft line "
+                            "break's '=' (decoders join such lines in two ways), "
+                            "not scanned precisely")
             return None
         if len(decoded) > _MAX_HTML_PART:
             problems.append(f"{where}: larger than {_MAX_HTML_PART} bytes, not scanned")

@@ -48,7 +48,6 @@ from beacon_proxy.rewrite.transfer import (
     line_ending,
     normalise_cte,
     padded_soft_breaks,
-    qp_read_otherwise,
     shown_raw,
     strip_padded_breaks,
 )
@@ -266,7 +265,7 @@ def _reencoded(tree: MimeTree, part: MimePart, cte: str) -> bool:
     reading left."""
     body = tree.body(part)
     return part.transfer_encoding not in ENCODINGS or shown_raw(body, cte) or (
-        cte == "quoted-printable" and qp_read_otherwise(body) is not None)
+        cte == "quoted-printable" and padded_soft_breaks(body))
 
 
 def _splice(data: bytes, changes: list[tuple[slice, bytes]]) -> bytes:

@@ -746,9 +746,7 @@ _PLAIN_PARAMS: Final = re.compile(
     r'(?:;[\t ]*[\w.-]+=(?:"[^"\\\r\n]*"|[^;"\s\\()]+)[\t ]*)*;?[\t ]*')
 
 
-
-
-def _tspecial_split(data: bytes, shorter: str, *, digest: bool = False) -> bool:
+def _starts_typed_part(data: bytes, shorter: str, *, digest: bool = False) -> bool:
     """Whether ``data`` has a delimiter line of the boundary ``shorter`` (what Python's
     email, policy.default, reads of an unquoted boundary holding a tspecial) that starts
     a part with a ``Content-Type`` other than plain text (without one a part is plain
@@ -1260,7 +1258,7 @@ class _Parser:
                 self._problem(node, "ambiguous Content-Type parameter 'boundary' "
                                     "(clients read it differently)")
             other = params.get(_POLICY_BOUNDARY)
-            if other is not None and _tspecial_split(
+            if other is not None and _starts_typed_part(
                     self.data, other, digest=node.content_type == "multipart/digest"):
                 # policy.default reads another boundary ("a/b" is "a") and here a line is
                 # a delimiter of that one only

@@ -43,7 +43,6 @@ __all__ = [
     "line_ending",
     "normalise_cte",
     "padded_soft_breaks",
-    "qp_read_otherwise",
     "qp_slotted",
     "shown_raw",
     "splice",
@@ -169,21 +168,6 @@ def padded_soft_breaks(body: bytes) -> bool:
     # one substring search in the common case (a tab, rare in a body, is found by memchr)
     return ((b"= " in body or (b"\t" in body and b"=\t" in body))
             and _PADDED_BREAK.search(body) is not None)
-
-
-def qp_read_otherwise(body: bytes) -> str | None:
-    """Why decoders read quoted-printable ``body`` in two ways, or None: blanks after a
-    soft line break's ``=`` (:func:`padded_soft_breaks`).  Such a body is written back
-    canonically, which every decoder reads alike.  (A raw NUL, at which PHP's decoder
-    behind Roundcube ends the line, leaves a NUL in the text, which no reading keeps
-    alike: :func:`~beacon_proxy.rewrite.charsets.reading` holds it.)
-
-    >>> qp_read_otherwise(b"<p>x</p>=\\r\\n"), qp_read_otherwise(b"<img s= \\r\\nrc=x>")
-    (None, "blanks after a soft line break's '='")
-    """
-    if padded_soft_breaks(body):
-        return "blanks after a soft line break's '='"
-    return None
 
 
 def strip_padded_breaks(body: bytes) -> bytes:
