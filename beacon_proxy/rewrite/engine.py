@@ -62,6 +62,7 @@ from typing import Any, Final, NamedTuple, TypeVar, cast
 
 from beacon_proxy.consent.policy import Policy
 from beacon_proxy.headerfacts import list_id
+from beacon_proxy.rewrite import webmail
 from beacon_proxy.rewrite.calendar import CalendarChange, calendar_change, is_calendar
 from beacon_proxy.rewrite.campaign import diff_finding, diffed_by_part
 from beacon_proxy.rewrite.charsets import from_utf8, opens_tags, reading
@@ -366,6 +367,7 @@ class Engine:
         # The last scans, so that a campaign's further copies are scanned only where they
         # differ (rewrite/rescan.py): the same result, a fraction of the work.
         self._templates = ScanCache(templates)  # 0: every message scanned in full
+        self._washed = ScanCache(templates)  # the same for the texts as webmail washes them
         self._learn = templates > 0
 
     @property
@@ -544,6 +546,12 @@ class Engine:
                 learner=self._templates if learn else None)
         if incomplete is not None:
             problems.append(f"{where}: {incomplete}, left unmodified")
+            return None
+        if webmail.loads_more(decoded, charset, webmail.loaded(entries),
+                              max_tags=self._max_tags,
+                              templates=self._washed if self._learn else None):
+            problems.append(f"{where}: markup that webmail's washer (Roundcube) makes load "
+                            "more, not scanned precisely")
             return None
         if read.others and (otherwise := read_otherwise(read.others, entries, charset,
                                                         self._max_tags)) is not None:

@@ -29,6 +29,7 @@ import re
 from dataclasses import dataclass
 from typing import Final
 
+from beacon_proxy.rewrite import webmail
 from beacon_proxy.rewrite.calendar import is_calendar, neutralise_calendar
 from beacon_proxy.rewrite.charsets import opens_tags, reading
 from beacon_proxy.rewrite.markup import Budget, TooMuchMarkup, neutralise_markup
@@ -123,10 +124,16 @@ def _neutralise_text(decoded: bytes, label: str, content_type: str, budget: Budg
     for other in read.others:
         if neutralise_markup(read.text, other, budget)[0] != text:
             return differently
+    if content_type in _WASHED_TYPES and webmail.loads(text, read.charset):
+        return f"{content_type} part that webmail's washer (Roundcube) makes load"
     if not count:
         return decoded, 0
     new = read.back(text)
     return differently if read.foreign and opens_tags(new) else (new, count)
+
+
+#: Types a webmail washer renders as HTML (its rewrites can make them load).
+_WASHED_TYPES: Final = frozenset({"text/html", "application/xhtml+xml"})
 
 
 def xml_document(content_type: str) -> bool:

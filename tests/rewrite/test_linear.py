@@ -31,6 +31,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from beacon_proxy.consent.policy import Policy
+from beacon_proxy.rewrite import webmail
 from beacon_proxy.rewrite.calendar import neutralise_calendar
 from beacon_proxy.rewrite.charsets import MAX_RESYNCHRONISED, escapes_join, reading
 from beacon_proxy.rewrite.classify import is_hidden, is_spacer, is_tiny
@@ -497,6 +498,67 @@ _ENGINE: dict[str, tuple[Build, Run]] = {
 @pytest.mark.parametrize(("build", "run"), _ENGINE.values(), ids=_ENGINE.keys())
 def test_engine_is_linear(build: Build, run: Run) -> None:
     _assert_linear(build, run)
+
+
+# -- Roundcube's washer, as modelled (webmail.py) ---------------------------------------------
+
+_WASHER: dict[str, Build] = {
+    # Each of its patterns that reads "[^>]" or "." up to a far end, from every start.
+    "meta": _rep(b"", b"<meta"),
+    "meta-far-end": _rep(b"", b"<meta ", b">"),
+    "meta-charset-far-end": _rep(b"", b"<meta charset=", b">"),
+    "head": _rep(b"", b"<head"),
+    "html-blank": _rep(b"", b"<html "),
+    "html-far-end": _rep(b"", b"<htmlx", b">"),
+    "titles": _rep(b"", b"<title>"),
+    "titles-one-line": _rep(b"", b"<title>x", b"\n</title>"),
+    "title-openers": _rep(b"", b"<title", b">"),
+    "doctypes": _rep(b"", b"<!doctype", b">"),
+    "xml": _rep(b"", b"<?xml"),
+    "tags": _rep(b"", b"<a:b"),
+    "tag-names-with-lt": _rep(b"", b"<a<"),
+    "end-tags": _rep(b"", b"</a "),
+    "slashes": _rep(b"<", b"/", b" "),
+    "comments": _rep(b"", b"<!--a>"),
+    "lists": _rep(b"<ul><li>a</li>", b"<ul><li>", b"</ul>"),
+    "lists-nested": _rep(b"<ul><li>a</li>", b"<ul>", b"</ul>"),
+    "list-closers": _rep(b"<ul><li>a</li><ul>", b"</li></ul>"),
+    "base": _rep(b"", b"<base "),
+    "base-hrefs": _rep(b"<base ", b'href="https://a.test/" '),
+    "base-relative": _rep(b'<base href="https://a.test/">', b'<img src=a.png>'),
+    "raw-text": _rep(b"", b"<xmp>"),
+    "cdata": _rep(b"", b"<![CDATA["),
+    "styles": _rep(b"", b' style="'),
+    "style-comments": _rep(b'<p style="', b"/*"),
+    "style-tags": _rep(b'<p style="', b"<"),
+    "style-elements": _rep(b"", b"<style>"),
+    "style-element-text": _rep(b"<style>p{", b"u&amp;#114;l(x) <b>/*"),
+    "bodies": _rep(b"", b"<body background=x "),
+    "curly-quotes": _rep(b"<p title=", b"\xe2\x80\x9c"),
+}
+
+
+@pytest.mark.parametrize("build", _WASHER.values(), ids=_WASHER.keys())
+def test_the_washer_model_is_linear(build: Build) -> None:
+    _assert_linear(build, webmail.readings)
+
+
+def test_the_washer_check_of_a_part_is_linear() -> None:
+    _assert_linear(_rep(b"<p>", b"<meta<title><head a=\"><!--x></ <i\"mg <ul><li>a</li><ul>"),
+                   lambda data: webmail.loads_more(data, "utf-8"))
+
+
+_WASHER_METAS = ["<", ">", '"', "'", "=", "/", "\\", "!", "-", ":", "\n", " ", "a", "<meta",
+                 "charset=", "<head", "<html ", "<title", "</title>", "<!doctype", "<?xml",
+                 "<ul>", "<ol ", "<li>", "</li>", "</ul>", "<base ", "href=https://a/",
+                 "src=", "url(", "<xmp>", "<![CDATA[", "]]>", "<!x", "style=", "/*", "*/",
+                 "&amp;", "<style>", "</style>", "<body ", "background=", "<!--", "-->"]
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(unit=st.lists(st.sampled_from(_WASHER_METAS), min_size=1, max_size=6).map("".join))
+def test_property_any_repeated_unit_washes_in_linear_time(unit: str) -> None:
+    _assert_linear(_rep(b"", unit.encode()), webmail.readings)
 
 
 # -- property: any short unit, repeated -------------------------------------------------------

