@@ -167,6 +167,10 @@ def decide(engine: Engine, prepared: Prepared, recipient: str | None, policy: Po
         else:
             problems = ("signed content could not be unwrapped",)
     problems += variant.why_not()
+    if not problems and variant.analysis is not None and engine.names_astray(
+            variant.analysis, recipient):
+        problems = ("a URL naming the recipient inside markup where browsers load nothing "
+                    "(other readers may)",)
     if variant is not prepared.original:
         diffed = ()
     if not problems and variant.analysis is not None:

@@ -62,7 +62,6 @@ from typing import Any, Final, NamedTuple, TypeVar, cast
 
 from beacon_proxy.consent.policy import Policy
 from beacon_proxy.headerfacts import list_id
-from beacon_proxy.rewrite import webmail
 from beacon_proxy.rewrite.calendar import CalendarChange, calendar_change, is_calendar
 from beacon_proxy.rewrite.campaign import diff_finding, diffed_by_part
 from beacon_proxy.rewrite.charsets import from_utf8, opens_tags, reading
@@ -92,6 +91,7 @@ from beacon_proxy.rewrite.mime import (
     reencode,
     reparse_shifted,
 )
+from beacon_proxy.rewrite.readers import ReaderChecks, ReadersDiffer
 from beacon_proxy.rewrite.readings import read_otherwise
 from beacon_proxy.rewrite.rescan import MAX_TEMPLATES, ScanCache
 from beacon_proxy.rewrite.rules import TrackerRules
@@ -171,6 +171,9 @@ class HtmlPart:
     bom: bool = False  # the part's bytes start with a byte order mark (kept on re-encoding)
     layout: tuple[int, ...] = ()  # layout images and invisible loads (is_neutralised)
     foreign: bool = False  # transcoded, browsers read its bytes: they must open no tag
+    # URLs inside markup where browsers neither load nor follow them (rewrite.stray):
+    # another reader may load them, so a copy they name the recipient of takes the fallback
+    strays: tuple[str, ...] = ()
     _cache: dict[str, tuple[Any, ...]] = field(default_factory=dict, repr=False,
                                                compare=False)
 
@@ -212,6 +215,7 @@ class Analysis:
     signed: bool = False  # signed (or opaque S/MIME) content, left alone here
     # Every calendar part and its refused form (rewrite.calendar): refused copies only
     calendars: tuple[CalendarChange, ...] = ()
+    strays: str = ""  # every part's stray URLs (HtmlPart.strays), joined as ``urls``
     # Refused copies whose recipient no URL names are all the same copy: Engine.render
     # keeps the last ones here, by ``diffed``.  Not an init field: ``replace()`` (other
     # bytes) starts with an empty memo, and pickling sends it empty from the workers.
@@ -367,7 +371,9 @@ class Engine:
         # The last scans, so that a campaign's further copies are scanned only where they
         # differ (rewrite/rescan.py): the same result, a fraction of the work.
         self._templates = ScanCache(templates)  # 0: every message scanned in full
-        self._washed = ScanCache(templates)  # the same for the texts as webmail washes them
+        # Other readers' checks (well-formed markup, Roundcube's washer, stray URLs), a
+        # campaign's next copies checked from the last that passed (rewrite/readers.py).
+        self._readers = ReaderChecks(self.rules, max_tags, templates)
         self._learn = templates > 0
 
     @property
@@ -417,8 +423,9 @@ class Engine:
                     # message/delivery-status and the like are not rendered as HTML
                     unhandled.append(f"{_Where(part)}: {part.reason or 'opaque content'}")
         urls = "\n".join([e.url for p in parts for e in p.entries if e.remote])
+        strays = "\n".join([url for p in parts for url in p.strays])
         return Analysis(data, tree, tuple(parts), tuple(problems), list_id(data), urls,
-                        tuple(unhandled), has_signed_parts(tree), tuple(calendars))
+                        tuple(unhandled), has_signed_parts(tree), tuple(calendars), strays)
 
     def rebase(self, analysis: Analysis, data: bytes, split: int) -> Analysis | None:
         """``analysis`` made the analysis of ``data``, a message with the same body
@@ -482,7 +489,8 @@ class Engine:
         by_path = {part.path: part for part in tree.parts}
         parts = tuple([replace(p, part=by_path[p.part.path]) for p in analysis.parts])
         derived = Analysis(data, tree, parts, analysis.problems, list_id(data), analysis.urls,
-                           analysis.unhandled, analysis.signed, analysis.calendars)
+                           analysis.unhandled, analysis.signed, analysis.calendars,
+                           analysis.strays)
         object.__setattr__(derived, "_origin", analysis._origin or analysis)
         return derived
 
@@ -547,11 +555,9 @@ class Engine:
         if incomplete is not None:
             problems.append(f"{where}: {incomplete}, left unmodified")
             return None
-        if webmail.loads_more(decoded, charset, webmail.loaded(entries),
-                              max_tags=self._max_tags,
-                              templates=self._washed if self._learn else None):
-            problems.append(f"{where}: markup that webmail's washer (Roundcube) makes load "
-                            "more, not scanned precisely")
+        strays = self._readers.check(decoded, view, charset, entries)
+        if isinstance(strays, ReadersDiffer):
+            problems.append(f"{where}: {strays.reason}, not scanned precisely")
             return None
         if read.others and (otherwise := read_otherwise(read.others, entries, charset,
                                                         self._max_tags)) is not None:
@@ -569,7 +575,7 @@ class Engine:
         trackers = tuple([i for i, finding in noted.items() if finding.tracker])
         layout = tuple([i for i, finding in noted.items() if is_neutralised(finding)])
         return HtmlPart(part, decoded, charset, entries, noted, trackers, qp_index,
-                        read.transcoded, read.bom, layout, read.foreign)
+                        read.transcoded, read.bom, layout, read.foreign, strays)
 
     def _classify(self, entries: Sequence[Entry]) -> dict[int, Finding]:
         return classify_entries(entries, self.rules)
@@ -656,6 +662,12 @@ class Engine:
         if finding.personalised_visible:
             return Action.KEEP
         return Action.REWRITE if ref.rewritable else Action.STRIP
+
+    def names_astray(self, analysis: Analysis, recipient: str | None) -> bool:
+        """Whether a URL inside markup where browsers load nothing names ``recipient``
+        (:mod:`~beacon_proxy.rewrite.stray`): that refused copy takes the fallback."""
+        return bool(analysis.strays and recipient
+                    and _identity(recipient).find(analysis.strays))
 
     def render(self, analysis: Analysis, recipient: str | None, policy: Policy,
                link: Link | None = None, *,

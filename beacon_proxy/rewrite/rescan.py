@@ -79,8 +79,17 @@ from beacon_proxy.rewrite.htmlattr import Span
 from beacon_proxy.rewrite.htmlrefs import Entry, PendingImg
 from beacon_proxy.rewrite.unmodelled import noscript_spans
 
-__all__ = ["LONG_LINES", "MAX_TEMPLATES", "MAX_TEMPLATE_BYTES", "Rescanned", "ScanCache",
-           "ScanTemplate", "cut_of", "rescan"]
+__all__ = [
+    "LONG_LINES",
+    "MAX_TEMPLATES",
+    "MAX_TEMPLATE_BYTES",
+    "Rescanned",
+    "ScanCache",
+    "ScanTemplate",
+    "cut_of",
+    "diff_regions",
+    "rescan",
+]
 
 MAX_TEMPLATES = 32
 MAX_TEMPLATE_BYTES = 64 << 20  # kept in all, as _size() counts them
@@ -179,35 +188,8 @@ class ScanTemplate:
 
     def regions(self, view: bytes, lines: int) -> list[_Region] | None:
         """Where ``view`` (a copy's, cut into ``lines`` lines at the template's cut byte)
-        differs from the template, line by line, or None when too many lines do.
-
-        Line i of the copy is compared with line i of the template, as if both were split,
-        but the lines the same in both are skipped at memcmp speed (a common prefix from
-        the end of the last changed line), and only changed lines are cut out.  A changed
-        line is narrowed to the bytes between its common prefix and suffix.
-        """
-        if lines != self.lines:
-            return None
-        mine, cut = self.view, self.cut
-        na, nb = len(mine), len(view)
-        out: list[_Region] = []
-        a = b = 0  # the starts of a line, the same in both
-        with memoryview(view) as theirs:  # (compared in place)
-            while True:
-                head = _common_prefix_at(mine, a, theirs, b)
-                a0, b0 = a + head, b + head
-                if a0 == na and b0 == nb:
-                    return out
-                if (len(out) + 1) * _MAX_CHANGED > lines:
-                    return None
-                # The ends of the line where they differ (the same line: as many cuts before).
-                a1, b1 = mine.find(cut, a0), view.find(cut, b0)
-                a1, b1 = na if a1 < 0 else a1, nb if b1 < 0 else b1
-                tail = _common_suffix(mine[a0:a1], view[b0:b1], min(a1 - a0, b1 - b0))
-                out.append((a0, a1 - tail, b0, b1 - tail))
-                if a1 == na or b1 == nb:  # the last line (of both, as they have as many)
-                    return out if a1 == na and b1 == nb else None
-                a, b = a1 + 1, b1 + 1
+        differs from the template (:func:`diff_regions`), or None when too many lines do."""
+        return diff_regions(self.view, self.cut, self.lines, view, lines)
 
     def reads_touched(self, regions: Sequence[_Region]) -> bool:
         """Whether a region touches, or borders, a stretch that hidden_ranges() read for
@@ -246,6 +228,40 @@ class ScanTemplate:
                 at = a1
             parts.append(low[at:])
             return b"".join(parts)
+
+
+def diff_regions(mine: bytes, cut: bytes, lines: int, view: bytes, view_lines: int
+                 ) -> list[_Region] | None:
+    """Where ``view`` differs from ``mine`` (both cut into lines at ``cut``: ``lines`` and
+    ``view_lines`` of them), line by line, as ``(a0, a1, b0, b1)``: ``mine[a0:a1]`` is
+    ``view[b0:b1]`` there; None when they have not as many lines or too many differ.
+
+    Line i of the copy is compared with line i of the template, as if both were split,
+    but the lines the same in both are skipped at memcmp speed (a common prefix from
+    the end of the last changed line), and only changed lines are cut out.  A changed
+    line is narrowed to the bytes between its common prefix and suffix.
+    """
+    if view_lines != lines:
+        return None
+    na, nb = len(mine), len(view)
+    out: list[_Region] = []
+    a = b = 0  # the starts of a line, the same in both
+    with memoryview(view) as theirs:  # (compared in place)
+        while True:
+            head = _common_prefix_at(mine, a, theirs, b)
+            a0, b0 = a + head, b + head
+            if a0 == na and b0 == nb:
+                return out
+            if (len(out) + 1) * _MAX_CHANGED > lines:
+                return None
+            # The ends of the line where they differ (the same line: as many cuts before).
+            a1, b1 = mine.find(cut, a0), view.find(cut, b0)
+            a1, b1 = na if a1 < 0 else a1, nb if b1 < 0 else b1
+            tail = _common_suffix(mine[a0:a1], view[b0:b1], min(a1 - a0, b1 - b0))
+            out.append((a0, a1 - tail, b0, b1 - tail))
+            if a1 == na or b1 == nb:  # the last line (of both, as they have as many)
+                return out if a1 == na and b1 == nb else None
+            a, b = a1 + 1, b1 + 1
 
 
 def cut_of(view: bytes) -> tuple[bytes, int]:

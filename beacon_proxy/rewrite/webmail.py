@@ -44,15 +44,31 @@ from __future__ import annotations
 
 import html
 import re
-from collections.abc import Callable, Iterable
-from typing import Final
+from collections.abc import Callable, Iterable, Sequence
+from html.entities import name2codepoint
+from typing import Final, NamedTuple
 
 from beacon_proxy.rewrite.charsets import UNKNOWN_CHARSET, decode_text
 from beacon_proxy.rewrite.html import DEFAULT_MAX_TAGS, finish_scan, scan_entries
+from beacon_proxy.rewrite.htmlattr import clean_url, is_remote
 from beacon_proxy.rewrite.htmlrefs import Entry, PendingImg
 from beacon_proxy.rewrite.rescan import ScanCache
 
-__all__ = ["loaded", "loads", "loads_more", "washed"]
+__all__ = [
+    "Readings",
+    "Washing",
+    "loaded",
+    "loads",
+    "loads_more",
+    "readings",
+    "requoted",
+    "reread",
+    "rewash",
+    "text_of",
+    "wash",
+    "washed",
+    "washed_as_is",
+]
 
 _META: Final = b'<meta charset="UTF-8" />'
 _TRIM: Final = b" \t\n\r\x00\x0b"  # PHP's trim()
@@ -66,44 +82,151 @@ _Step = Callable[[bytes, bytes], "_Edits | bytes"]
 def washed(data: bytes) -> bytes | None:
     """``data`` (an HTML part as UTF-8) as Roundcube rewrites it before parsing; None
     where that is not modelled (lists nested past what linear work repairs)."""
-    low = data.lower()
+    washing = wash(data)
+    return None if washing is None else washing.washed
+
+
+class Washing(NamedTuple):
+    """A text, washed, and how: what a campaign's next copy is washed from (:func:`rewash`)."""
+
+    text: bytes  # as the washer gets it (UTF-8)
+    washed: bytes  # as its rewrites leave it
+    low: bytes | None  # ``washed`` lower-cased (None: not made yet)
+    # Each step's replacements, in the offsets of that step's input; None when a step
+    # rewrote the text in another way (nested lists moved, a <base> applied).
+    edits: tuple[_Edits, ...] | None
+    # Made by rewash(): the stretches of the earlier washed text replaced.
+    changed: tuple[tuple[int, int], ...] = ()
+
+
+def wash(data: bytes) -> Washing | None:
+    """:func:`washed`, with the replacements that made it."""
+    text, low = data, data.lower()
+    edits: list[_Edits] | None = []
     try:
         for step in _STEPS:
-            result = step(data, low)
+            result = step(text, low)
             if isinstance(result, list):
                 if result:  # (the lower-cased text edited alike: one lower() in all)
-                    data = _splice(data, result)
+                    text = _splice(text, result)
                     low = _splice(low, [(start, end, new.lower()) for start, end, new in result])
-            elif result is not data:
-                data, low = result, result.lower()
+                if edits is not None:
+                    edits.append(result)
+            elif result is not text:
+                text, low, edits = result, result.lower(), None
+            elif edits is not None:
+                edits.append([])
     except _TooNested:
         return None
-    return data
+    return Washing(data, text, low, None if edits is None else tuple(edits))
 
 
-def readings(data: bytes) -> list[bytes] | None:
-    """What may load once ``data`` is washed, as documents to scan: the washed text;
+#: What a campaign's copies may differ by, for the next one to be washed from the last:
+#: text without markup, quotes, references, escapes, slashes, colons or line breaks (a
+#: name, a number, an address), between a ">" and a "<".
+_INERT: Final = re.compile(rb"[A-Za-z0-9 .,;?@#$%+_~|^{}\t-]*+")
+
+
+def rewash(prior: Washing, text: bytes, regions: Sequence[tuple[int, int, int, int]]
+           ) -> Washing | None:
+    """``text`` washed from ``prior`` (an earlier copy of the campaign, washed), where
+    ``text[b0:b1]`` stands for ``prior.text[a0:a1]`` in each of ``regions`` and the rest is
+    the same; None unless every region is inert (:data:`_INERT`, in both) and stands
+    between a ">" and a "<" (then no step of the washer matches across it: each reads
+    from a "<" to a ">", a line, or across plain text it deletes whole, so the washed
+    text is the earlier one with the regions put in; the caller scans it again)."""
+    if prior.edits is None or not regions or b"<base" in (prior.low or b"<base"):
+        return None  # (plain text may finish "href=" on a <base>'s line: applied anew)
+    old = prior.text
+    last, state = 0, -1  # the last "<" or ">" before ``last``: 0 none, 1 "<", 2 ">"
+    out: _Edits = []
+    for a0, a1, b0, b1 in regions:
+        if (_INERT.fullmatch(old, a0, a1) is None or _INERT.fullmatch(text, b0, b1) is None
+                or a0 == 0 or a1 == len(old)):
+            return None
+        lt, gt = old.rfind(b"<", last, a0), old.rfind(b">", last, a0)
+        state = state if lt < 0 and gt < 0 else 1 if lt > gt else 2
+        last = a1
+        after_lt, after_gt = old.find(b"<", a1), old.find(b">", a1)
+        if state != 2 or after_lt < 0 or 0 <= after_gt < after_lt:
+            return None
+        span = _mapped(prior.edits, a0, a1)
+        if span is None:
+            return None
+        if span[0] >= 0:  # (-1: deleted with what is around it)
+            out.append((span[0], span[1], text[b0:b1]))
+    new = _splice(prior.washed, out)
+    return Washing(text, new, None, None, tuple((start, end) for start, end, _ in out))
+
+
+def _mapped(steps: Sequence[_Edits], a0: int, a1: int) -> tuple[int, int] | None:
+    """Where ``[a0, a1)`` of a step's input stands in the last step's output: (-1, -1)
+    when a deletion took it whole, None when a replacement cuts into it."""
+    for edits in steps:
+        shift = 0
+        for start, end, new in edits:  # (a part's steps make few edits each)
+            if end < a0 or (end == a0 and (start < end or a0 < a1)):  # before it
+                shift += len(new) - (end - start)
+            elif start > a1 or (start == a1 and (start < end or a0 < a1)):  # after it
+                break
+            elif start <= a0 and a1 <= end and a0 < a1 and not new:
+                return (-1, -1)
+            else:  # cut into, or put in at the same place as an empty one
+                return None
+        a0, a1 = a0 + shift, a1 + shift
+    return a0, a1
+
+
+class Readings(NamedTuple):
+    """What may load once a part is washed (:func:`readings`)."""
+
+    documents: list[bytes]  # to scan as a browser does
+    css: list[str]  # URLs the washer's CSS filters write as url(...)
+    styles: list[tuple[int, int]]  # where in the washed text they read CSS
+
+
+def reread(prior: Readings, washing: Washing) -> Readings:
+    """The readings of ``washing`` (:func:`rewash` made it from the washing ``prior``
+    was read from): the earlier CSS URLs when no difference lies where CSS was read,
+    and nothing more than the washed text when the earlier had nothing more (plain text
+    makes no element, declaration or ``<body background>``)."""
+    if len(prior.documents) == 1 and not any(
+            start < b and a < end for a, b in washing.changed for start, end in prior.styles):
+        return Readings([washing.washed], prior.css, [])
+    read = readings(washing)
+    assert read is not None  # (readings() of a Washing is never None)
+    return read
+
+
+def readings(data: bytes | Washing, *, names: bool = False) -> Readings | None:
+    """What may load once ``data`` is washed: as documents to scan, the washed text;
     when it holds what libxml2's HTML 4 parser reads as markup (a browser does not), that
-    text with it made markup; when it holds a ``style`` value, a ``<style>`` element or a
-    ``<body background>`` that the washer's filters decode, a document of those as they
-    decode them.  None where the washer's reading is not modelled.
+    text with it made markup; when it has a ``<body background>``, the container's style
+    the washer writes from it; and the URLs its CSS filters find in ``style`` values and
+    ``<style>`` elements (:func:`_style_urls`).  None where the washer's reading is not
+    modelled.
 
     Only the rewrites Roundcube itself makes change the washed text; what this model
     reads more widely than Roundcube (every ``style=``, every ``<style``, libxml2's
     readings of either parser) is added as a further document, never in place, so
     that a construct read in the wrong context can add loads but never hide one."""
-    text = washed(data)
-    if text is None:
+    washing = wash(data) if isinstance(data, bytes) else data
+    if washing is None:
         return None
-    low = text.lower()
+    text = washing.washed
+    low = text.lower() if washing.low is None else washing.low
+    if b"<base" in low:  # the washer drops <base> (resolve_base has made URLs absolute)
+        text = _splice(text, [(m.start(), m.start() + 5, b"<bxse")
+                              for m in re.finditer(b"<base", low)])
     out = [text]
-    markup = _as_libxml_reads(text, low)
+    markup = _as_libxml_reads(text, low, names)
     if markup is not text:
         out.append(markup)
-    decoded = _decoded_styles(text, low)
-    if decoded:
-        out.append(decoded)
-    return out
+    backgrounds = _body_backgrounds(text, low)
+    if backgrounds:
+        out.append(b"".join(backgrounds))
+    css, styles = _css_urls(text, low)
+    return Readings(out, css, styles)
 
 
 # -- rcmail_action_mail_index::wash_html ---------------------------------------------
@@ -442,6 +565,9 @@ def _absolute_url(path: bytes, base_url: bytes) -> bytes:
 _LIBXML_RAW: Final = re.compile(
     rb"</?(xmp|noembed|noframes|iframe|plaintext|title)(?=[\s/>])")
 _CDATA: Final = re.compile(rb"<!\[cdata\[|\]\]>")
+#: A name of 100 characters or more before "=": libxml2 reads it in pieces of 100, the
+#: last an attribute of its own ("a" * 100 + "src=" is "src=" to it).
+_LONG_NAME: Final = re.compile(rb"(?<![^\s\"'/])[^\s\"'=<>/]{100,}+=")
 #: "<!" that opens neither a comment, CDATA nor a doctype: HTML 4's parser reads on.
 _BOGUS: Final = re.compile(rb"<!(?![-\[]|doctype)")
 #: A style attribute's value (the name after a blank, quote or "/"); a quote left open
@@ -452,61 +578,99 @@ _CSS_HEX: Final = re.compile(r"\\([0-9a-f]{2,6})\s*", re.IGNORECASE)
 _CSS_OTHER: Final = re.compile(r"\\([^0-9a-f])", re.IGNORECASE)
 
 
-def _as_libxml_reads(data: bytes, low: bytes) -> bytes:
+def _as_libxml_reads(data: bytes, low: bytes, names: bool = False) -> bytes:
     """``data`` with the raw-text elements' names changed to ``span`` (their content is
-    markup then), CDATA markers and ``<!`` of bogus declarations deleted; ``data``
-    itself when it holds none of them."""
+    markup then), CDATA markers and ``<!`` of bogus declarations deleted, and (``names``)
+    long names cut as libxml2 cuts them; ``data`` itself when it holds none of them.
+    (The precise path reads no markup with such names, washed or not: ``wellformed``.)"""
     edits = [(m.start(1), m.end(1), b"span") for m in _LIBXML_RAW.finditer(low)]
     if b"<![cdata[" in low or b"]]>" in low:
         edits += [(m.start(), m.end(), b"") for m in _CDATA.finditer(low)]
     edits += [(m.start(), m.end(), b"") for m in _BOGUS.finditer(low)]
+    if names:
+        edits += [(at, at, b" ") for m in _LONG_NAME.finditer(low)
+                  for at in range(m.start() + 100, m.end() - 1, 100)]
     return _splice(data, sorted(edits))
 
 
-def _decoded_styles(data: bytes, low: bytes) -> bytes:
-    """A document of what the washer's filters decode: every ``style`` value that holds
-    what they decode otherwise than a browser (``<p style>``), every ``<style>``
-    element's text so (``<style>``), every ``<body background>`` as the container's
-    ``background-image`` (``<div style>``); empty when there is none."""
-    out = [b'<p style="%s"></p>' % _style(data[m.start(1) : m.end(1)])
-           for m in _STYLE.finditer(low)
-           if m.start() and data[m.start() - 1] in _BEFORE_ATTRIBUTE
-           and _DECODED.search(m[1]) is not None]
-    out += _style_elements(data, low)
-    out += _body_backgrounds(data, low)
-    return b"".join(out)
+def _css_urls(data: bytes, low: bytes) -> tuple[list[str], list[tuple[int, int]]]:
+    """Each URL that ``rcube_utils::sanitize_css_block`` finds with its own pattern in a
+    ``style`` value or a ``<style>`` element's text, as the washer decodes them
+    (:func:`_style_urls`): taken as they are, no quote, escape or comment around them
+    can hide them, as none hides them from that pattern.  And where they were read."""
+    urls: list[str] = []
+    spans: list[tuple[int, int]] = []
+    for m in _STYLE.finditer(low):
+        if m.start() and data[m.start() - 1] in _BEFORE_ATTRIBUTE:
+            spans.append(m.span(1))
+            if _CSS_LOAD.search(m[1]) is not None:
+                urls += _style_urls(_unquoted(data[m.start(1) : m.end(1)]), attribute=True)
+    return urls + _style_element_urls(data, low, spans), spans
 
 
-#: What the washer's style decoding reads otherwise than a browser.
-_DECODED: Final = re.compile(rb"[&\\<]|/\*|-->")
+#: What may make a style value load once the washer decodes it: "url" itself, or what
+#: it decodes otherwise than a browser (entities, escapes, comments, tags).
+_CSS_LOAD: Final = re.compile(rb"url|[&\\<]|/\*|-->")
 
 
-def _style(raw: bytes) -> bytes:
-    """A ``style`` value as the parser (one entity decoding) and
-    :func:`_xss_entity_decode` read it, escaped for a double-quoted attribute."""
+def _unquoted(raw: bytes) -> str:
     value = raw.decode("utf-8", "replace")
     if value[:1] in ("'", '"'):
-        value = value[1:-1] if len(value) > 1 and value[-1] == value[0] else value[1:]
-    value = _xss_entity_decode(html.unescape(value))
-    return html.escape(value, quote=True).encode("utf-8")
+        return value[1:-1] if len(value) > 1 and value[-1] == value[0] else value[1:]
+    return value
+
+
+def _style_urls(value: str, *, attribute: bool) -> list[str]:
+    """The URLs ``sanitize_css_block`` writes as ``url(...)`` from a ``style`` value (as
+    a parser gives it: entities decoded once, by HTML 4's table in libxml2 or HTML5's
+    in Masterminds' parser - both readings) or a ``<style>`` element's text (raw)."""
+    firsts = {_php_unescape(value), html.unescape(value)} if attribute else {value}
+    urls: list[str] = []
+    for first in firsts:
+        text = _xss_entity_decode(first)
+        urls += [m[1] for m in _PHP_URL.finditer(_NEWLINES.sub(" ", text))]
+    return urls
+
+
+#: sanitize_css_block's own pattern: what it finds here it writes as ``url(...)``,
+#: without the quotes (``url('#a), url(U')`` holds two).
+_PHP_URL: Final = re.compile(r"""\burl\s*\(\s*['"]?([^'")]*)['"]?\s*\)""", re.IGNORECASE)
+_NEWLINES: Final = re.compile(r"[\n\r\t]+")
+_PHP_ENTITY: Final = re.compile(r"&(?:#([0-9]+)|#[xX]([0-9a-fA-F]+)|([A-Za-z][A-Za-z0-9]*));")
+
+
+def _php_unescape(text: str) -> str:
+    """PHP's ``html_entity_decode`` (HTML 4.01's names, a ``;`` required)."""
+    if "&" not in text:
+        return text
+
+    def one(m: re.Match[str]) -> str:
+        if m[3] is not None:
+            code = name2codepoint.get(m[3], -1) if m[3] != "apos" else 39
+        else:
+            code = int(m[1]) if m[1] is not None else int(m[2], 16)
+        return m[0] if code < 0 else _char(code) or m[0]
+
+    return _PHP_ENTITY.sub(one, text)
 
 
 def _xss_entity_decode(text: str) -> str:
     """``rcube_utils::xss_entity_decode``: entities decoded twice, ``<!--`` and ``-->``
     around it dropped, CSS escapes decoded, backslashes dropped, comments and tags
     deleted."""
-    text = html.unescape(html.unescape(text)).strip()
+    text = _php_unescape(_php_unescape(text)).strip()
     text = text.removeprefix("<!--").removesuffix("-->").strip()
-    text = _CSS_HEX.sub(lambda m: _char(int(m[1], 16)), text)
-    text = _CSS_OTHER.sub(r"\1", text)
+    if "\\" in text:
+        text = _CSS_HEX.sub(lambda m: _char(int(m[1], 16)), text)
+        text = _CSS_OTHER.sub(r"\1", text)
     return _strip_tags(_drop_between(text, "/*", "*/"))
 
 
-def _style_elements(data: bytes, low: bytes) -> list[bytes]:
-    """Each ``<style>`` element's text that the washer decodes, as ``washtml_callback``
-    and ``rcube_utils::mod_css_styles`` make it: decoded as :func:`_xss_entity_decode`
-    twice (a browser decodes nothing there), nothing at all when it imports, holds an
-    escape, comment or "expression", and only the URLs that its callback keeps."""
+def _style_element_urls(data: bytes, low: bytes, spans: list[tuple[int, int]]) -> list[str]:
+    """The URLs each ``<style>`` element loads once ``washtml_callback`` and
+    ``rcube_utils::mod_css_styles`` decode its text (a browser decodes nothing there):
+    none when it imports, holds an escape, a comment or "expression", and only those
+    its callback keeps (remote ones without a query)."""
     out = []
     pos = 0
     while (start := low.find(b"<style", pos)) >= 0:
@@ -515,33 +679,36 @@ def _style_elements(data: bytes, low: bytes) -> list[bytes]:
             break
         end = low.find(b"</style", gt)
         end = len(low) if end < 0 else end
-        if _DECODED.search(low, gt + 1, end) is not None:
+        spans.append((gt + 1, end))
+        if _CSS_LOAD.search(low, gt + 1, end) is not None:
             text = _style_element(data[gt + 1 : end].decode("utf-8", "replace"))
-            if text:  # (no "<" is left in it: tags are stripped)
-                out.append(b"<style>%s</style>" % text.encode("utf-8"))
+            out += [url for url in _style_urls(text, attribute=False)
+                    if _KEPT_URL.fullmatch(url.strip())]
         pos = end
     return out
 
 
 _EVIL_STYLE: Final = re.compile(r"expression|behavior|javascript:|import[^a]", re.IGNORECASE)
 _NOT_LETTER: Final = re.compile(r"[^a-zA-Z(:;]")
-_STYLE_URL: Final = re.compile(r"""url\s*\(\s*['"]?([^'")]*)['"]?\s*\)""", re.IGNORECASE)
 _KEPT_URL: Final = re.compile(r"https?://[a-z0-9/._+-]+|data:image.*", re.IGNORECASE | re.DOTALL)
 
 
 def _style_element(text: str) -> str:
+    """The text ``mod_css_styles`` sanitises (its first decoding: the second is
+    :func:`_style_urls` 's); empty when it keeps none of it."""
     if text.count("\n") > 5000:
         return ""
     text = _xss_entity_decode(text)
     if _EVIL_STYLE.search(_NOT_LETTER.sub("", text)):
         return ""
-    text = _xss_entity_decode(text)  # (mod_css_styles decodes it again)
     if ("@import" in text.lower() or "{" not in text or "/*" in text or "<!--" in text
             or re.search(r"\\[0-9a-fA-F]{2}", text)):
         return ""
-    return _STYLE_URL.sub(lambda m: m[0] if _KEPT_URL.fullmatch(m[1]) else "none", text)
+    return text
 
 
+_PHP_TRIM: Final = " \t\n\r\x00\x0b"
+_ASCII_BLANK: Final = re.compile(r"[ \t\n\x0b\x0c\r]")
 _BODY_ATTRIBUTE: Final = re.compile(
     rb"""[\s/]*+([^\s/>"'=][^\s/>=]*+)(?:\s*+=\s*+("[^"]*+"?|'[^']*+'?|[^\s>]*+))?""")
 
@@ -556,8 +723,8 @@ def _body_backgrounds(data: bytes, low: bytes) -> list[bytes]:
         while (attr := _BODY_ATTRIBUTE.match(data, pos)) is not None and attr.end() > pos:
             pos = attr.end()
             if attr[1].lower() == b"background" and attr[2]:
-                value = html.unescape(attr[2].strip(b"\"'").decode("utf-8", "replace"))
-                if value and not any(c.isspace() for c in value):
+                value = html.unescape(_unquoted(attr[2])).strip(_PHP_TRIM)
+                if value and _ASCII_BLANK.search(value) is None:  # ("^([^\s]+)$")
                     found.append(value)
     return [b'<div style="background-image: url(%s)"></div>'
             % html.escape(value, quote=True).encode("utf-8") for value in found]
@@ -582,15 +749,35 @@ def _drop_between(text: str, opener: str, closer: str) -> str:
 
 
 def _strip_tags(text: str) -> str:
-    """PHP's ``strip_tags``, as far as it matters here: ``<...>`` deleted, an unclosed
-    ``<`` to the end."""
+    """PHP's ``strip_tags``, as far as it matters here: from a ``<`` to the ``>`` that
+    closes it deleted, ``<`` and ``>`` nesting (``<a<b>c>`` is one), a ``>`` inside
+    quotes in a tag not closing it; an unclosed ``<`` to the end."""
+    if "<" not in text:
+        return text
     out: list[str] = []
-    done = 0
-    while (start := text.find("<", done)) >= 0:
-        out.append(text[done:start])
-        end = text.find(">", start)
-        done = len(text) if end < 0 else end + 1
-    return "".join(out) + text[done:]
+    done = depth = 0
+    quote = ""
+    for m in _TAG_CHARS.finditer(text):
+        char, at = m[0], m.start()
+        if depth == 0:
+            if char == "<":
+                out.append(text[done:at])
+                depth = 1
+            continue
+        if quote:
+            quote = "" if char == quote else quote
+        elif char in "'\"":
+            quote = char
+        elif char == "<":
+            depth += 1
+        else:
+            depth -= 1
+            if depth == 0:
+                done = at + 1
+    return "".join(out) + ("" if depth else text[done:])
+
+
+_TAG_CHARS: Final = re.compile(r"[<>'\"]")
 
 
 _STEPS: Final[tuple[_Step, ...]] = (
@@ -603,14 +790,38 @@ _STEPS: Final[tuple[_Step, ...]] = (
 
 # -- what loads -----------------------------------------------------------------------------
 
-_READ_AS_UTF8: Final = frozenset({"utf-8", "us-ascii", UNKNOWN_CHARSET, "replacement"})
+_READ_AS_UTF8: Final = frozenset({"utf-8", "replacement"})
+_READ_AS_WINDOWS_1252: Final = frozenset({"us-ascii", "iso-8859-1", UNKNOWN_CHARSET})
 
 
-def _text(data: bytes, charset: str) -> bytes:
-    """The part's text as the washer gets it: UTF-8 with invalid sequences deleted (text
-    in another charset is converted first: nothing to delete then)."""
+def requoted(washing: Washing) -> bool:
+    """Whether the washer put quotes into the text (a curly one straightened)."""
+    return washing.edits is None or any(
+        new in (b'"', b"'") for edits in washing.edits for _, _, new in edits)
+
+
+def washed_as_is(view: bytes, charset: str) -> bool:
+    """Whether :func:`text_of` a part's ``view`` in ``charset`` is ``view`` itself (valid
+    UTF-8, or ASCII read as windows-1252), without making it."""
+    if view.isascii():
+        return charset in _READ_AS_UTF8 or charset in _READ_AS_WINDOWS_1252
+    if charset not in _READ_AS_UTF8:
+        return False
+    try:
+        view.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def text_of(data: bytes, charset: str) -> bytes:
+    """The part's text as the washer gets it: UTF-8 with invalid sequences deleted;
+    ISO-8859-1, US-ASCII, no label or an unknown one read as windows-1252 (its curly
+    quotes then straightened); another charset converted first."""
     if charset in _READ_AS_UTF8:
         return data.decode("utf-8", "ignore").encode("utf-8")
+    if charset in _READ_AS_WINDOWS_1252:
+        return data.decode("cp1252", "replace").encode("utf-8")
     return decode_text(data, charset).encode("utf-8", "replace")
 
 
@@ -633,15 +844,17 @@ def loaded(entries: Iterable[Entry]) -> set[str]:
         isinstance(entry, PendingImg) or entry.element != "a")}
 
 
-def _washed_loads(data: bytes, charset: str, max_tags: int = DEFAULT_MAX_TAGS,
-                  templates: ScanCache | None = None) -> set[str] | None:
+def _washed_loads(data: bytes | Washing | Readings, charset: str, max_tags: int = DEFAULT_MAX_TAGS,
+                  templates: ScanCache | None = None, names: bool = False
+                  ) -> set[str] | None:
     """The remote loads of the washed text; None when the washer's reading is not
     modelled or a scan of it is incomplete."""
-    documents = readings(_text(data, charset))
-    if documents is None:
+    read = data if isinstance(data, Readings) else readings(
+        text_of(data, charset) if isinstance(data, bytes) else data, names=names)
+    if read is None:
         return None
-    found: set[str] = set()
-    for index, document in enumerate(documents):
+    found = {url for url in map(clean_url, read.css) if is_remote(url)}
+    for index, document in enumerate(read.documents):
         urls = _remote_loads(document, max_tags, templates if index == 0 else None)
         if urls is None:
             return None
@@ -649,17 +862,22 @@ def _washed_loads(data: bytes, charset: str, max_tags: int = DEFAULT_MAX_TAGS,
     return found
 
 
-def loads_more(data: bytes, charset: str, mine: set[str] | None = None, *,
+def loads_more(data: bytes | Washing | Readings, charset: str, mine: set[str] | None = None, *,
                max_tags: int = DEFAULT_MAX_TAGS, templates: ScanCache | None = None
                ) -> bool:
     """Whether the washed text of ``data`` (an HTML part's text in ``charset``, the
-    scanner's own) loads something remote that the text as written does not (``mine``:
-    its remote loads, when already known; ``templates``: as for :func:`_remote_loads`)."""
+    scanner's own; or its :class:`Washing` or :class:`Readings`) loads something remote
+    that the text as
+    written does not (``mine``: its remote loads, when already known; ``templates``: as
+    for :func:`_remote_loads`)."""
     theirs = _washed_loads(data, charset, max_tags, templates)
     if theirs is None:
         return True
     if mine is None:
-        mine = _remote_loads(decode_text(data, charset).encode("utf-8", "replace"), max_tags)
+        if isinstance(data, Readings):
+            return True  # (the caller knows its own loads)
+        text = data if isinstance(data, bytes) else data.text
+        mine = _remote_loads(decode_text(text, charset).encode("utf-8", "replace"), max_tags)
         if mine is None:
             return True
     return not theirs <= mine
@@ -667,5 +885,7 @@ def loads_more(data: bytes, charset: str, mine: set[str] | None = None, *,
 
 def loads(data: bytes, charset: str) -> bool:
     """Whether the washed text of ``data`` loads anything remote at all (or may: a
-    reading not modelled, a scan incomplete)."""
-    return _washed_loads(data, charset) != set()
+    reading not modelled).  The fallback's check: its scans have no tag limit (they are
+    linear), so that a part with more tags than the precise path reads is not held."""
+    return _washed_loads(data, charset, max_tags=6 * len(data) + 64,  # (>= its bytes)
+                         names=True) != set()

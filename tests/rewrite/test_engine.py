@@ -651,7 +651,9 @@ def test_a_data_url_document_sends_refused_copies_to_the_fallback(name: str) -> 
 
     html = b"<p>Offers</p>" + _DATA_DOCUMENTS[name]
     analysis = ENGINE.analyse(_message(html, cte="8bit"))
-    assert not analysis.complete and "a data: URL loaded as a document" in analysis.unhandled[0]
+    assert not analysis.complete and any(  # (a "<img" in a value: other readers differ)
+        reason in analysis.unhandled[0] for reason in (
+            "a data: URL loaded as a document", "markup other readers cut into other tags"))
     prepared = prepare(ENGINE, _message(html, cte="8bit"), CopyPolicy())
     copy = decide(ENGINE, prepared, RCPT, Policy.REFUSED, CopyPolicy())
     assert copy.outcome is Outcome.FALLBACK and copy.data is not None

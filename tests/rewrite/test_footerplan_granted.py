@@ -408,7 +408,7 @@ def test_written_lines_up_to_the_body_s_end_give_a_fresh_plan_s_line_start() -> 
     break): the footer goes at the very end, and ``_line_index`` must answer the last
     line's start as from ``decode_indexed``'s index, not a line start at the body's end
     (which ``decode_indexed`` never gives).  Found by the fuzzer below."""
-    data = message(f"<html><body>\n- <!--[if mso]>{PIXEL}", "Hi\n", cte="quoted-printable")
+    data = message(f"<html><body>\n- <p class=\"a\">{PIXEL}", "Hi\n", cte="quoted-printable")
     copies = granted_copies(data)
     first = copies[0][0].spliced
     assert first is not None

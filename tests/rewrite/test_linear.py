@@ -42,7 +42,9 @@ from beacon_proxy.rewrite.identity import RecipientIdentity, base64_cores
 from beacon_proxy.rewrite.markup import neutralise_markup
 from beacon_proxy.rewrite.mime import header_fields, parse_message
 from beacon_proxy.rewrite.rules import Rule, literal_runs, load_rules
+from beacon_proxy.rewrite.stray import stray_urls
 from beacon_proxy.rewrite.unmodelled import unmodelled_markup, unread_meta_charset
+from beacon_proxy.rewrite.wellformed import malformed
 from tests.rewrite.test_engine import ENGINE, RCPT, _message
 from tests.rewrite.test_rules import _GAP, _sample, sre_parse  # _GAP: a top-level .+/.*
 
@@ -535,12 +537,56 @@ _WASHER: dict[str, Build] = {
     "style-element-text": _rep(b"<style>p{", b"u&amp;#114;l(x) <b>/*"),
     "bodies": _rep(b"", b"<body background=x "),
     "curly-quotes": _rep(b"<p title=", b"\xe2\x80\x9c"),
+    "style-urls": _rep(b'<p style="', b"url(a) "),
+    "style-url-opens": _rep(b'<p style="', b"url('"),
+    "style-nested-tags": _rep(b'<p style="', b"<a"),
+    "style-tag-quotes": _rep(b'<p style="<a ', b"'>"),
+    "style-entities": _rep(b'<p style="', b"&amp;&#47;&sol;"),
+    "style-element-urls": _rep(b"<style>p{", b"background:url(https://a.test/x);"),
 }
 
 
 @pytest.mark.parametrize("build", _WASHER.values(), ids=_WASHER.keys())
 def test_the_washer_model_is_linear(build: Build) -> None:
     _assert_linear(build, webmail.readings)
+
+
+_STRAY: dict[str, Build] = {
+    "slashes": _rep(b"<p ", b"//a "),
+    "slashes-in-text": _rep(b"<p>", b"//a "),
+    "schemes": _rep(b"<p ", b"https:a "),
+    "entities": _rep(b"<p ", b"&#47;&#47;a "),
+    "links": _rep(b"<p ", b"href=//a "),
+    "backslashes": _rep(b"<p ", b"\\\\a "),
+    "comments": _rep(b"", b"<!-- //a "),
+    "tags": _rep(b"", b"<p //a"),
+}
+
+
+_WELLFORMED: dict[str, Build] = {
+    "attributes": _rep(b"<a", b" b=c"),
+    "attribute-names": _rep(b"<a", b" b"),
+    "open-quote": _rep(b'<a b="', b"x "),
+    "lt-in-quotes": _rep(b'<a b="', b"<%"),
+    "comments": _rep(b"<!--", b"- -"),
+    "comment-dashes": _rep(b"<!--", b"-"),
+    "xml": _rep(b"<?xml", b"?"),
+    "style": _rep(b"<style>", b"<"),
+    "style-ends": _rep(b"<style>", b"</styl"),
+    "tags": _rep(b"", b"<a>"),
+    "references": _rep(b"<p>", b"&#1"),
+    "repeated-with-base": _rep(b"<base href=x>", b'<img src=a alt="b">'),
+}
+
+
+@pytest.mark.parametrize("build", _WELLFORMED.values(), ids=_WELLFORMED.keys())
+def test_the_wellformed_check_is_linear(build: Build) -> None:
+    _assert_linear(build, lambda data: malformed(data.lower()))
+
+
+@pytest.mark.parametrize("build", _STRAY.values(), ids=_STRAY.keys())
+def test_the_stray_url_search_is_linear(build: Build) -> None:
+    _assert_linear(build, lambda data: stray_urls(data, data.lower(), [(0, 2)]))
 
 
 def test_the_washer_check_of_a_part_is_linear() -> None:

@@ -1,0 +1,96 @@
+"""Markup every reader cuts into the same tags (beacon_proxy.rewrite.wellformed).
+
+Session 18's second attack on Roundcube's washer (its own PHP code, libxml2 and
+Masterminds' HTML5 parser, then Chromium) beat a model of its parsers and a search for
+stray URLs with malformed markup and URL spellings: each case here left the refused copy
+"stripped" while the washed copy loaded the tracker.  The precise path now reads only
+markup every reader cuts alike; the rest goes to the fallback.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from beacon_proxy.consent.policy import Policy
+from beacon_proxy.rewrite.copies import CopyPolicy, Outcome, decide, prepare
+from beacon_proxy.rewrite.wellformed import malformed
+from tests.rewrite.test_webmail import ENGINE, U, _message
+
+T = "https://t.oracle-tracker.example/"
+ATTACKS = {
+    "form_feed_in_unquoted_value":
+        "<img src=https://cdn.example/a.gif\x0c?e=reader%40example.org>",
+    "base_and_odd_tag_name": f'<base href="{T}"><img? src="x.gif?e=reader%40example.org">',
+    "base_and_cut_off_tag": f'<base href="{T}"><p>x</p><img src="x.gif?e=reader%40example.org',
+    "base_and_dash_declaration": f'<base href="{T}"><p>x</p><!- <img src="x.gif?e=1"> ->',
+    "base_and_repeated_src": f'<base href="{T}"><img src=a.png src="x.gif?e=reader%40ex.org">',
+    "tab_reference_in_url":
+        '<img? src="http:/&#9;/t.oracle-tracker.example/x.gif?e=reader%40example.org">',
+    "comment_opener_in_a_value": f'<img? alt="<!--" src="{U}">',
+    "lt_before_a_link": '<p>x <p <link rel="stylesheet" href="https://t.oracle-tracker.'
+                        'example/x.css?e=reader%40example.org">y</p>',
+    "vertical_tab": f"<img\x0b\nsrc={U}>",
+    "processing_instruction": f"<p>x</p><?x > <!-- ?> <img src={U}> -->",
+    "empty_comment": f"<p>x</p><!--><img src={U}>-->",
+    "bang_comment_end": f"<!-- a --!><img src={U}> -->",
+}
+
+
+@pytest.mark.parametrize("case", list(ATTACKS))
+def test_markup_other_readers_cut_otherwise_is_not_read_precisely(case: str) -> None:
+    data = ATTACKS[case].encode("latin-1")
+    assert malformed(data.lower()) is not None
+    prepared = prepare(ENGINE, _message(data), CopyPolicy())
+    for reader in ("reader@example.org", "someone@example.net"):
+        copy = decide(ENGINE, prepared, reader, Policy.REFUSED, CopyPolicy())
+        assert copy.outcome in (Outcome.FALLBACK, Outcome.HELD), copy.problems
+
+
+TEMPLATES = sorted((Path(__file__).resolve().parents[3] / "shared" / "data" / "templates")
+                   .glob("*.html"))
+
+
+@pytest.mark.skipif(not TEMPLATES, reason="no shared templates")
+def test_the_real_templates_are_read_alike() -> None:
+    for path in TEMPLATES:
+        assert malformed(path.read_bytes().lower()) is None, path.name
+
+
+@pytest.mark.parametrize("html", [
+    b'<?xml version="1.0" encoding="utf-8"?><!DOCTYPE html PUBLIC "-//W3C//DTD XHTML 1.0'
+    b' Strict//EN" "http://www.w3.org/TR/xhtml1/DTD/xhtml1-strict.dtd">'
+    b'<html xmlns="http://www.w3.org/1999/xhtml" xmlns:v="urn:schemas-microsoft-com:vml">'
+    b"<head><title>A &amp; B</title><style>p > a{color:red} <!-- x --></style></head>"
+    b'<body><p class=MsoNormal>a > b<o:p></o:p></p><!--[if mso]><v:rect fill="t"/><![endif]-->'
+    b'<!--[if !mso]><!--><p>x</p><!--<![endif]--><br/><img src=a.png alt=""/>'
+    b'<a href="<%asm_unsubscribe_url%>">unsubscribe</a><td width=100% >x</td ></body></html>',
+    b"<table border=0 cellpadding=0><tr><td valign=top>x</td></tr></table>",
+    b'<img src="a.png" src="b.png">',  # (twice, but no <base>: see stray.py)
+    # session 18's third attack: honest shapes not to send to the fallback
+    b"<p>Prices < $10, <3 x<3</p><p title='a&#13;b'>c&#13;</p>",
+    b'<a href=https://shop.example/?a=1&b=2>x</a><img src="a.png"alt="x">',
+    b"<![if !mso]><p>x</p><![endif]><title>Deals <3</title><textarea>a < b</textarea>",
+])
+def test_honest_markup_is_read_alike(html: bytes) -> None:
+    assert malformed(html.lower()) is None
+
+
+@pytest.mark.parametrize(("html", "why"), [
+    (b"<p>a <b c</p>", '"<" that opens no tag every reader reads alike'),
+    (b'<p title="a">b</p><img src="x', "a tag not closed"),
+    (b'<base href="https://a/"><p style="a" style="b">', "a loading attribute twice in one "
+                                                          "tag (and a <base>)"),
+])
+def test_why_is_said(html: bytes, why: str) -> None:
+    assert malformed(html.lower()) == why
+
+
+@pytest.mark.parametrize("html", [
+    b'<img alt="" ' + b"a" * 100 + b'src="x.gif">',  # libxml2: "src" of its own
+    b"<img alt=y a@b='x src=x.gif'>",  # libxml2: "src" out of the value
+    b"<" + b"i" * 100 + b">",
+])
+def test_names_libxml_reads_in_pieces_are_not_read_alike(html: bytes) -> None:
+    assert malformed(html.lower()) is not None
