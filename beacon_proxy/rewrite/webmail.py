@@ -503,7 +503,6 @@ def _fix_lists(data: bytes, tag: bytes, visits: int) -> tuple[bytes, int]:
     return (data if html_ == data else bytes(html_)), visits
 
 
-_BASE: Final = re.compile(rb"<base")
 _BASE_HREF: Final = re.compile(rb"""href=["']?([hftps]{3,5}://[a-z0-9/.%-]+)""")
 #: What rcube_base_replacer rewrites, one pattern after the other (an unquoted value's
 #: end matches the empty group first: only a quote, or a blank in a quoted value, goes).
