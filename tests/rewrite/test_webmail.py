@@ -225,6 +225,7 @@ _HOSTILE = (b'<p>a<title>x</title>b<!doctype x>c <o:p>d</o:p><head>e</head><html
             b'<style>p{u&#114;l(x)}</style>m</p><p title="a>b c<%d">e</p><xmp>f</xmp> g')
 
 
+@pytest.mark.skipif(not TEMPLATES, reason="no shared templates")
 @pytest.mark.parametrize("seed", [1, 2])
 def test_a_copy_rewashed_from_the_last_is_washed_as_in_full(seed: int) -> None:
     """:func:`webmail.rewash`: whenever it answers, the answer is the full washing's."""
