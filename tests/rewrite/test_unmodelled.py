@@ -15,6 +15,7 @@ from beacon_proxy.rewrite import unmodelled
 from beacon_proxy.rewrite.charsets import is_transcoded, normalise_charset
 from beacon_proxy.rewrite.copies import CopyPolicy, Outcome, decide, prepare
 from beacon_proxy.rewrite.engine import Engine
+from beacon_proxy.rewrite.labels import roundcube_name
 from beacon_proxy.rewrite.rules import load_rules
 from beacon_proxy.rewrite.unmodelled import (
     hide_encoded_files,
@@ -135,7 +136,9 @@ def _old_first(low: bytes, contexts: bool) -> str | None:
             continue
         assert found is not None
         label = found.group(1).decode("ascii", "replace")
-        if is_transcoded(normalise_charset(label)):
+        webmail = roundcube_name(label)  # session 17: Roundcube's name for it too
+        if is_transcoded(normalise_charset(label)) or (
+                webmail is not None and is_transcoded(normalise_charset(webmail))):
             return f"a <meta> charset ({label}) that is not ascii-compatible"
         pos = found.end()
     return None
