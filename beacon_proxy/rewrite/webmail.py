@@ -52,6 +52,7 @@ from beacon_proxy.rewrite.charsets import UNKNOWN_CHARSET, decode_text
 from beacon_proxy.rewrite.html import DEFAULT_MAX_TAGS, finish_scan, scan_entries
 from beacon_proxy.rewrite.htmlattr import clean_url, is_remote
 from beacon_proxy.rewrite.htmlrefs import Entry, PendingImg
+from beacon_proxy.rewrite.markup import applied
 from beacon_proxy.rewrite.rescan import ScanCache
 
 __all__ = [
@@ -108,8 +109,8 @@ def wash(data: bytes) -> Washing | None:
             result = step(text, low)
             if isinstance(result, list):
                 if result:  # (the lower-cased text edited alike: one lower() in all)
-                    text = _splice(text, result)
-                    low = _splice(low, [(start, end, new.lower()) for start, end, new in result])
+                    text = applied(text, result)
+                    low = applied(low, [(start, end, new.lower()) for start, end, new in result])
                 if edits is not None:
                     edits.append(result)
             elif result is not text:
@@ -155,7 +156,7 @@ def rewash(prior: Washing, text: bytes, regions: Sequence[tuple[int, int, int, i
             return None
         if span[0] >= 0:  # (-1: deleted with what is around it)
             out.append((span[0], span[1], text[b0:b1]))
-    new = _splice(prior.washed, out)
+    new = applied(prior.washed, out)
     return Washing(text, new, None, None, tuple((start, end) for start, end, _ in out))
 
 
@@ -216,7 +217,7 @@ def readings(data: bytes | Washing, *, names: bool = False) -> Readings | None:
     text = washing.washed
     low = text.lower() if washing.low is None else washing.low
     if b"<base" in low:  # the washer drops <base> (resolve_base has made URLs absolute)
-        text = _splice(text, [(m.start(), m.start() + 5, b"<bxse")
+        text = applied(text, [(m.start(), m.start() + 5, b"<bxse")
                               for m in re.finditer(b"<base", low)])
     out = [text]
     markup = _as_libxml_reads(text, low, names)
@@ -401,16 +402,6 @@ def _tags(data: bytes, low: bytes) -> _Edits:
     return edits
 
 
-def _splice(data: bytes, edits: Iterable[tuple[int, int, bytes]]) -> bytes:
-    """``data`` with each ``(start, end, new)`` of ``edits`` (in order, apart) made."""
-    out: list[bytes] = []
-    done = 0
-    for start, end, new in edits:
-        out += (data[done:start], new)
-        done = end
-    return b"".join(out) + data[done:] if out else data
-
-
 def _tag(match: re.Match[bytes]) -> bytes:
     opener, name, rest = match.groups()
     if rest.endswith(b"--"):  # maybe the end of a comment: left alone
@@ -589,7 +580,7 @@ def _as_libxml_reads(data: bytes, low: bytes, names: bool = False) -> bytes:
     if names:
         edits += [(at, at, b" ") for m in _LONG_NAME.finditer(low)
                   for at in range(m.start() + 100, m.end() - 1, 100)]
-    return _splice(data, sorted(edits))
+    return applied(data, sorted(edits)) if edits else data
 
 
 def _css_urls(data: bytes, low: bytes) -> tuple[list[str], list[tuple[int, int]]]:
