@@ -60,6 +60,7 @@ import binascii
 import hashlib
 import html
 import re
+import threading
 import unicodedata
 from urllib.parse import quote, unquote, unquote_plus
 
@@ -164,9 +165,9 @@ class _Text:
     asked, those lower-cased (:attr:`lows`), their runs that may hold an address in hex
     or base32 (:meth:`coded`) and their runs long enough to hold a hex digest
     (:meth:`hex_runs`).  A refused copy searches the message's joined URLs
-    (``Analysis.urls``, some KB) for each recipient: the same object each time, so
-    :func:`_searched` keeps the last one.  Copies may render in threads: a race fills
-    a field twice with equal values."""
+    (``Analysis.urls``, some KB) and its stray URLs (``Analysis.strays``) for each
+    recipient: the same objects each time, so :func:`_searched` keeps the last few.
+    Copies may render in threads: a race fills a field twice with equal values."""
 
     __slots__ = ("_coded", "_lows", "_runs", "low", "readings", "url")
 
@@ -237,13 +238,30 @@ class _Text:
 
 
 def _searched(url: str) -> _Text:
-    """The :class:`_Text` of ``url``: the last one made when it was made of this very
-    object (its readings cannot have changed), else a new one, kept."""
-    global _last
-    last = _last
-    if last.url is not url:
-        last = _last = _Text(url)
-    return last
+    """The :class:`_Text` of ``url``: one made earlier of this very object (its readings
+    cannot have changed), else a new one, kept.
+
+    The last :data:`_KEPT` made are kept, by the object's identity (a kept text holds
+    its object, so no other object can take that ``id``).  A copy searches its
+    message's URLs and its stray URLs, two texts, and the relay renders several
+    messages' copies in turn: with one text kept, the two evicted each other and
+    every copy made both again (a fifth of the relay's event loop in session 19's
+    profile of the benchmark newsletter, whose doctype holds stray URLs)."""
+    text = _kept.get(id(url))
+    if text is None or text.url is not url:
+        text = _Text(url)
+        with _kept_lock:
+            if len(_kept) >= _KEPT:
+                del _kept[next(iter(_kept))]  # the oldest
+            _kept[id(url)] = text
+    return text
+
+
+#: How many searched texts :func:`_searched` keeps: two per message whose copies are
+#: rendering (each some KB with its readings).
+_KEPT = 64
+_kept: dict[int, _Text] = {}
+_kept_lock = threading.Lock()
 
 
 def _unescaped(text: str) -> str:
@@ -293,8 +311,6 @@ def _hex_runs(low: str, lows: tuple[str, ...]) -> tuple[str, ...]:
         start = marks.find(_HEX_RUN, end)
     return tuple(runs)
 
-
-_last = _Text("")
 
 
 class RecipientIdentity:

@@ -188,10 +188,11 @@ def test_property_any_address_text_is_handled(local: str, middle: str, tail: str
     RecipientIdentity(address).find(f"https://t.test/{local}{middle}{tail}")
 
 
-def test_the_kept_readings_of_the_last_text_find_what_fresh_ones_find() -> None:
-    """``find`` keeps the lower-cased and decoded readings of the last text object (a
-    message's joined URLs, searched once per recipient): searching it for one identity
-    after another, with other texts in between, finds what it finds with nothing kept."""
+def test_the_kept_readings_of_the_last_texts_find_what_fresh_ones_find() -> None:
+    """``find`` keeps the lower-cased and decoded readings of the last text objects (a
+    message's joined URLs and stray URLs, searched once per recipient): searching them for
+    one identity after another, with other texts in between, finds what it finds with
+    nothing kept."""
     import hashlib
 
     import beacon_proxy.rewrite.identity as identity
@@ -206,8 +207,39 @@ def test_the_kept_readings_of_the_last_text_find_what_fresh_ones_find() -> None:
         me = RecipientIdentity(person)
         for text in texts:
             got = me.find(text)
-            identity._last = identity._Text("")  # nothing kept
+            identity._kept.clear()  # nothing kept
             assert got == me.find(text), (person, text)
+
+
+def test_texts_searched_in_turn_are_read_once_each(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A copy searches its message's URLs and then its stray URLs: with several messages'
+    copies rendering in turn, each text is read once, not once per copy (one text kept
+    made both again for every copy: session 19's profile), and no more are kept than
+    :data:`~beacon_proxy.rewrite.identity._KEPT`."""
+    import beacon_proxy.rewrite.identity as identity
+
+    made: list[str] = []
+    real = identity._Text
+
+    def counted(url: str) -> identity._Text:
+        made.append(url)
+        return real(url)
+
+    monkeypatch.setattr(identity, "_Text", counted)
+    identity._kept.clear()
+    texts = ["\n".join(f"https://t{n}.example/{kind}?{n}" for _ in range(3))
+             for n in range(4) for kind in ("urls", "strays")]
+    for person in (f"r{i}@example.org" for i in range(20)):
+        me = RecipientIdentity(person)
+        for text in texts:
+            me.find(text)
+    assert sorted(made) == sorted(texts)
+    more = [f"https://t.example/{n}" for n in range(3 * identity._KEPT)]
+    for text in more:
+        RecipientIdentity("a@b.example").find(text)
+    assert len(identity._kept) == identity._KEPT
+    assert all(kept.url is text for kept, text in zip(identity._kept.values(),
+                                                        more[-identity._KEPT:], strict=True))
 
 
 @given(st.lists(st.sampled_from([*"aZ09_.~@-xn", "xn--", "XN--", "@@", "\u00fc", '"', " "]),
