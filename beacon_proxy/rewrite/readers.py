@@ -28,6 +28,7 @@ again where it differs from the earlier one's scan.
 from __future__ import annotations
 
 import threading
+from array import array
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -38,7 +39,7 @@ from beacon_proxy.rewrite.htmlrefs import Entry
 from beacon_proxy.rewrite.rescan import MAX_TEMPLATES, ScanCache, cut_of, diff_regions
 from beacon_proxy.rewrite.rules import TrackerRules
 from beacon_proxy.rewrite.stray import stray_urls, url_spans
-from beacon_proxy.rewrite.wellformed import malformed
+from beacon_proxy.rewrite.wellformed import malformed, quoted_values, token_starts
 
 __all__ = ["ReaderChecks", "ReadersDiffer"]
 
@@ -50,7 +51,7 @@ class ReadersDiffer:
     reason: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class _Passed:
     """A part's view that passed the checks, washed, and its stray URLs."""
 
@@ -62,6 +63,24 @@ class _Passed:
     # The washer put quotes in (curly ones straightened): plain text may then stand in a
     # tag of the washed text, so a copy's washed text is checked for its markup again.
     requoted: bool
+    # The view lower-cased and its tokens (wellformed.token_starts), made when a copy
+    # first differs from it inside a tag (copies may check in threads: a race makes two
+    # equal ones).
+    tokens: tuple[bytes, array[int]] | None = None
+
+    def in_values(self, regions: Sequence[tuple[int, int, int, int]]) -> frozenset[int]:
+        """Which of ``regions`` lie inside a quoted value of a tag the washer reads by
+        nothing but its name (:data:`_PLAIN_TAGS`; not a ``style``: CSS)."""
+        if self.tokens is None:
+            low = self.view.lower()
+            starts = token_starts(low)
+            assert starts is not None  # (it passed malformed())
+            self.tokens = (low, starts)
+        low, starts = self.tokens
+        return frozenset(
+            index for index, value in enumerate(quoted_values(
+                low, starts, [(a0, a1) for a0, a1, _, _ in regions]))
+            if value is not None and value[0] in _PLAIN_TAGS and value[1] != b"style")
 
 
 class ReaderChecks:
@@ -88,14 +107,23 @@ class ReaderChecks:
             prior = self._passed.get(key)
         if prior is not None:
             regions = diff_regions(prior.view, cut, prior.lines, view, lines)
+            values: frozenset[int] = frozenset()
             washing = None if regions is None else webmail.rewash(prior.washing, view, regions)
+            if washing is None and regions:  # (not all in text: some in values?)
+                values = prior.in_values(regions)
+                if values:
+                    washing = webmail.rewash(prior.washing, view, regions, values)
             if washing is not None and decoded == view and webmail.washed_as_is(view, charset):
                 if prior.requoted and malformed(washing.washed.lower()) is not None:
                     return ReadersDiffer(_REQUOTED)
                 if webmail.loads_more(webmail.reread(prior.read, washing), charset, mine,
                                       max_tags=self._max_tags, templates=self._scans):
                     return ReadersDiffer(_WASHED)
-                return prior.strays
+                if not values:
+                    return prior.strays
+                # A value changed: its URLs may be stray ones now (the markup is as
+                # well-formed: a quoted value without quotes or "<" ends where it did).
+                return self._strays(view, view.lower(), entries)
         low = view.lower()
         unlike = malformed(low)
         if unlike is not None:
@@ -107,10 +135,9 @@ class ReaderChecks:
         if read is None or webmail.loads_more(read, charset, mine, max_tags=self._max_tags,
                                               templates=self._scans):
             return ReadersDiffer(_WASHED)
-        strays = tuple(stray_urls(view, low, url_spans(entries, low)))
-        if any(self._rules.match(url) for url in strays):
-            return ReadersDiffer("a tracker's URL inside markup where browsers load nothing "
-                                 "(other readers may)")
+        strays = self._strays(view, low, entries)
+        if isinstance(strays, ReadersDiffer):
+            return strays
         if self._keep and washing is not None and washing.edits is not None and (
                 washing.text == view):
             with self._lock:
@@ -122,6 +149,22 @@ class ReaderChecks:
         return strays
 
 
+    def _strays(self, view: bytes, low: bytes, entries: Sequence[Entry]
+                ) -> ReadersDiffer | tuple[str, ...]:
+        strays = tuple(stray_urls(view, low, url_spans(entries, low)))
+        if any(self._rules.match(url) for url in strays):
+            return ReadersDiffer("a tracker's URL inside markup where browsers load nothing "
+                                 "(other readers may)")
+        return strays
+
+
+#: Tags whose names no step of the washer reads (:func:`~.webmail.rewash`): where a
+#: campaign's recipient-specific tokens and names stand in values (links, images,
+#: cells, boxes).
+_PLAIN_TAGS: Final = frozenset({
+    b"a", b"img", b"area", b"table", b"tr", b"td", b"th", b"div", b"span", b"p", b"font",
+    b"center", b"b", b"i", b"u", b"em", b"strong", b"h1", b"h2", b"h3", b"h4", b"h5",
+    b"h6", b"button", b"section", b"article"})
 _WASHED: Final = "markup that webmail's washer (Roundcube) makes load more"
 _REQUOTED: Final = ("markup that webmail's washer (Roundcube) rewrites into markup its "
                     "parsers cut otherwise")

@@ -44,7 +44,7 @@ from __future__ import annotations
 
 import html
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from html.entities import name2codepoint
 from typing import Final, NamedTuple
 
@@ -96,8 +96,9 @@ class Washing(NamedTuple):
     # Each step's replacements, in the offsets of that step's input; None when a step
     # rewrote the text in another way (nested lists moved, a <base> applied).
     edits: tuple[_Edits, ...] | None
-    # Made by rewash(): the stretches of the earlier washed text replaced.
-    changed: tuple[tuple[int, int], ...] = ()
+    # Made by rewash(): the stretches of the earlier washed text replaced, and where
+    # their replacements stand in this one: (start, end, new start, new end).
+    changed: tuple[tuple[int, int, int, int], ...] = ()
 
 
 def wash(data: bytes) -> Washing | None:
@@ -126,56 +127,100 @@ def wash(data: bytes) -> Washing | None:
 #: text without markup, quotes, references, escapes, slashes, colons or line breaks (a
 #: name, a number, an address), between a ">" and a "<".
 _INERT: Final = re.compile(rb"[A-Za-z0-9 .,;?@#$%+_~|^{}\t-]*+")
+#: ... or, inside a quoted attribute value (the caller says which: ``values``), what a
+#: recipient's token or address in a URL is made of: printable ASCII without quotes,
+#: "<", ">", brackets (``]]>`` ends a CDATA section to libxml2), a backslash, a backtick
+#: or a blank.
+_IN_VALUE: Final = re.compile(rb"[A-Za-z0-9!#$%&()*+,./:;=?@^_{|}~-]*+")
 
 
-def rewash(prior: Washing, text: bytes, regions: Sequence[tuple[int, int, int, int]]
-           ) -> Washing | None:
+def rewash(prior: Washing, text: bytes, regions: Sequence[tuple[int, int, int, int]],
+           values: Collection[int] = ()) -> Washing | None:
     """``text`` washed from ``prior`` (an earlier copy of the campaign, washed), where
     ``text[b0:b1]`` stands for ``prior.text[a0:a1]`` in each of ``regions`` and the rest is
-    the same; None unless every region is inert (:data:`_INERT`, in both) and stands
-    between a ">" and a "<" (then no step of the washer matches across it: each reads
-    from a "<" to a ">", a line, or across plain text it deletes whole, so the washed
-    text is the earlier one with the regions put in; the caller scans it again)."""
+    the same; None unless every region is, in both, either
+
+    * inert (:data:`_INERT`) and between a ">" and a "<": no step of the washer matches
+      across it (each reads from a "<" to a ">", a line, or across plain text it deletes
+      whole);
+    * or (its index in ``values``) of :data:`_IN_VALUE` and inside a quoted attribute
+      value of a start tag that no step reads by its name or its attributes (the caller
+      knows: :func:`~beacon_proxy.rewrite.wellformed.quoted_value`).  The steps read a
+      tag from an opener (``<meta``, ``<head``, ``<html``, ``<title``, ``<!doctype``,
+      ``<?xml``, ``<body``, ``<ol``, ``<ul``, ``<li``, ``<!--``) to a ">", or across a
+      line, a tag's name, a curly quote; such a value holds no "<", ">", line break or
+      curly quote, so no opener's reach ends in it or starts in it, and a well-formed
+      tag's opener reaches no later tag's values (the tag before ends with a ">");
+
+    then the washed text is the earlier one with the regions put in (a step that
+    replaced a stretch around a region cut into it: None; one that deleted it whole:
+    nothing to put in), and the caller scans it again."""
     if prior.edits is None or not regions or b"<base" in (prior.low or b"<base"):
         return None  # (plain text may finish "href=" on a <base>'s line: applied anew)
     old = prior.text
     last, state = 0, -1  # the last "<" or ">" before ``last``: 0 none, 1 "<", 2 ">"
     out: _Edits = []
-    for a0, a1, b0, b1 in regions:
-        if (_INERT.fullmatch(old, a0, a1) is None or _INERT.fullmatch(text, b0, b1) is None
-                or a0 == 0 or a1 == len(old)):
+    mapped = _Mapper(prior.edits)
+    for index, (a0, a1, b0, b1) in enumerate(regions):
+        if a0 == 0 or a1 == len(old):
             return None
         lt, gt = old.rfind(b"<", last, a0), old.rfind(b">", last, a0)
         state = state if lt < 0 and gt < 0 else 1 if lt > gt else 2
         last = a1
-        after_lt, after_gt = old.find(b"<", a1), old.find(b">", a1)
-        if state != 2 or after_lt < 0 or 0 <= after_gt < after_lt:
-            return None
-        span = _mapped(prior.edits, a0, a1)
+        if index in values:
+            if _IN_VALUE.fullmatch(old, a0, a1) is None or _IN_VALUE.fullmatch(
+                    text, b0, b1) is None:
+                return None
+        else:
+            if _INERT.fullmatch(old, a0, a1) is None or _INERT.fullmatch(text, b0, b1) is None:
+                return None
+            after_lt, after_gt = old.find(b"<", a1), old.find(b">", a1)
+            if state != 2 or after_lt < 0 or 0 <= after_gt < after_lt:
+                return None
+        span = mapped(a0, a1)
         if span is None:
             return None
         if span[0] >= 0:  # (-1: deleted with what is around it)
             out.append((span[0], span[1], text[b0:b1]))
     new = applied(prior.washed, out)
-    return Washing(text, new, None, None, tuple((start, end) for start, end, _ in out))
+    changed, shift = [], 0
+    for start, end, put in out:
+        changed.append((start, end, start + shift, start + shift + len(put)))
+        shift += len(put) - (end - start)
+    return Washing(text, new, None, None, tuple(changed))
 
 
-def _mapped(steps: Sequence[_Edits], a0: int, a1: int) -> tuple[int, int] | None:
-    """Where ``[a0, a1)`` of a step's input stands in the last step's output: (-1, -1)
-    when a deletion took it whole, None when a replacement cuts into it."""
-    for edits in steps:
-        shift = 0
-        for start, end, new in edits:  # (a part's steps make few edits each)
-            if end < a0 or (end == a0 and (start < end or a0 < a1)):  # before it
+class _Mapper:
+    """Where a stretch of a step's input stands in the last step's output, for stretches
+    asked in order (each step's edits are read once in all: linear however many)."""
+
+    def __init__(self, steps: Sequence[_Edits]) -> None:
+        self._steps = steps
+        self._next = [0] * len(steps)  # per step: its first edit not before the last stretch
+        self._shift = [0] * len(steps)  # ... and what the edits before it added
+
+    def __call__(self, a0: int, a1: int) -> tuple[int, int] | None:
+        """Where ``[a0, a1)`` stands: (-1, -1) when a deletion took it whole, None when a
+        replacement cuts into it."""
+        for k, edits in enumerate(self._steps):
+            i, shift = self._next[k], self._shift[k]
+            while i < len(edits):
+                start, end, new = edits[i]
+                if not (end < a0 or (end == a0 and (start < end or a0 < a1))):
+                    break  # (not before it: nor before any later stretch's start)
                 shift += len(new) - (end - start)
-            elif start > a1 or (start == a1 and (start < end or a0 < a1)):  # after it
-                break
-            elif start <= a0 and a1 <= end and a0 < a1 and not new:
-                return (-1, -1)
-            else:  # cut into, or put in at the same place as an empty one
-                return None
-        a0, a1 = a0 + shift, a1 + shift
-    return a0, a1
+                i += 1
+            self._next[k], self._shift[k] = i, shift
+            if i < len(edits):
+                start, end, new = edits[i]
+                if start > a1 or (start == a1 and (start < end or a0 < a1)):
+                    pass  # after it
+                elif start <= a0 and a1 <= end and a0 < a1 and not new:
+                    return (-1, -1)
+                else:  # cut into, or put in at the same place as an empty one
+                    return None
+            a0, a1 = a0 + shift, a1 + shift
+        return a0, a1
 
 
 class Readings(NamedTuple):
@@ -183,20 +228,44 @@ class Readings(NamedTuple):
 
     documents: list[bytes]  # to scan as a browser does
     css: list[str]  # URLs the washer's CSS filters write as url(...)
-    styles: list[tuple[int, int]]  # where in the washed text they read CSS
+    # where in the washed text they read CSS, and a <body> 's attributes
+    styles: list[tuple[int, int]]
 
 
 def reread(prior: Readings, washing: Washing) -> Readings:
     """The readings of ``washing`` (:func:`rewash` made it from the washing ``prior``
-    was read from): the earlier CSS URLs when no difference lies where CSS was read,
-    and nothing more than the washed text when the earlier had nothing more (plain text
-    makes no element, declaration or ``<body background>``)."""
+    was read from): the earlier CSS URLs when no difference lies where CSS was read or
+    where it may make a ``style=`` be read (:func:`_near_style`, in either text), and
+    nothing more than the washed text when the earlier had nothing more (plain text and
+    values make no element, declaration or ``<body background>``)."""
     if len(prior.documents) == 1 and not any(
-            start < b and a < end for a, b in washing.changed for start, end in prior.styles):
+            start < b and a < end for a, b, _, _ in washing.changed
+            for start, end in prior.styles) and not any(
+            _near_style(prior.documents[0], a, b) or _near_style(washing.washed, c, d)
+            for a, b, c, d in washing.changed):
         return Readings([washing.washed], prior.css, [])
     read = readings(washing)
     assert read is not None  # (readings() of a Washing is never None)
     return read
+
+
+#: How far :func:`_near_style` looks back over blanks and "=" before a difference.
+_STYLE_REACH: Final = 64
+
+
+def _near_style(text: bytes, start: int, end: int) -> bool:
+    """Whether a difference at ``text[start:end]`` may change what :data:`_STYLE` reads
+    as a style attribute: "style" within five bytes of it, or before the blanks and "="
+    that run up to it (a ``style=`` may then start, end or lose the blank before it)."""
+    left, stop = start, max(0, start - _STYLE_REACH)
+    while left > stop and text[left - 1] in _BLANKS_OR_EQUALS:
+        left -= 1
+    if left == stop and left > 0:
+        return True  # (a long run of blanks: read again)
+    return b"style" in text[max(0, left - 5) : end + 5].lower()
+
+
+_BLANKS_OR_EQUALS: Final = frozenset(b" \t\n\x0b\x0c\r=")
 
 
 def readings(data: bytes | Washing, *, names: bool = False) -> Readings | None:
@@ -223,11 +292,11 @@ def readings(data: bytes | Washing, *, names: bool = False) -> Readings | None:
     markup = _as_libxml_reads(text, low, names)
     if markup is not text:
         out.append(markup)
-    backgrounds = _body_backgrounds(text, low)
+    backgrounds, reach = _body_backgrounds(text, low)
     if backgrounds:
         out.append(b"".join(backgrounds))
     css, styles = _css_urls(text, low)
-    return Readings(out, css, styles)
+    return Readings(out, css, styles + reach)
 
 
 # -- rcmail_action_mail_index::wash_html ---------------------------------------------
@@ -703,10 +772,13 @@ _BODY_ATTRIBUTE: Final = re.compile(
     rb"""[\s/]*+([^\s/>"'=][^\s/>=]*+)(?:\s*+=\s*+("[^"]*+"?|'[^']*+'?|[^\s>]*+))?""")
 
 
-def _body_backgrounds(data: bytes, low: bytes) -> list[bytes]:
+def _body_backgrounds(data: bytes, low: bytes) -> tuple[list[bytes], list[tuple[int, int]]]:
     """A ``<body background>`` without blanks, as ``washtml_callback`` writes it:
-    ``background-image: url(VALUE)`` (unquoted) on the message's container."""
+    ``background-image: url(VALUE)`` (unquoted) on the message's container; and how far
+    each ``<body`` 's attributes were read (to the byte that stopped them: a quoted value
+    with a ">" in it, or left open, reads on past the tag)."""
     found: list[str] = []
+    reach: list[tuple[int, int]] = []
     pos = 0
     while (start := low.find(b"<body", pos)) >= 0:
         pos = start + 5
@@ -716,8 +788,12 @@ def _body_backgrounds(data: bytes, low: bytes) -> list[bytes]:
                 value = html.unescape(_unquoted(attr[2])).strip(_PHP_TRIM)
                 if value and _ASCII_BLANK.search(value) is None:  # ("^([^\s]+)$")
                     found.append(value)
+        reach.append((start, _BODY_GAP.match(data, pos).end() + 1))  # type: ignore[union-attr]
     return [b'<div style="background-image: url(%s)"></div>'
-            % html.escape(value, quote=True).encode("utf-8") for value in found]
+            % html.escape(value, quote=True).encode("utf-8") for value in found], reach
+
+
+_BODY_GAP: Final = re.compile(rb"[\s/]*+")
 
 
 def _char(code: int) -> str:

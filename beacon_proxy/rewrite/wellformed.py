@@ -46,9 +46,12 @@ reading.  The patterns are possessive: one pass, linear.
 from __future__ import annotations
 
 import re
+from array import array
+from bisect import bisect_left, bisect_right
+from collections.abc import Iterable
 from typing import Final
 
-__all__ = ["malformed"]
+__all__ = ["malformed", "quoted_values", "token_starts"]
 
 _BLANK: Final = rb"[ \t\r\n]"
 #: A quoted value may hold ">" and a "<" that opens no tag (a template's "<%= x %>").
@@ -78,6 +81,17 @@ _TOKEN: Final = (
     rb"|<!\[(?:if[^<>\]]*+|endif)\]>"
     rb"|<\?xml(?:[^<>?]++|\?(?!>))*+\?>")
 _DOCUMENT: Final = re.compile(rb"(?:" + _TOKEN + rb")*+")
+#: One token: ``_DOCUMENT`` takes, at each token's end, the first alternative that
+#: matches there (a possessive repeat never goes back into an earlier repetition).
+_ONE_TOKEN: Final = re.compile(_TOKEN)
+_TAG_NAME_AT: Final = re.compile(rb"<" + _TAG_NAME)
+#: A quoted attribute, from its name's first character to its closing quote.  Searched
+#: from a well-formed start tag's name on, it meets the tag's quoted attributes and
+#: nothing else: there a quote only opens or closes a value, or stands in the other
+#: kind's value (read whole, with the attribute it belongs to), and an unquoted value
+#: holds neither a quote nor a name that "=" and a quote follow.
+_QUOTED_ATTRIBUTE: Final = re.compile(
+    rb"""([a-z_:][a-z0-9_:.-]*+)[ \t\r\n]*+=[ \t\r\n]*+("[^"]*+"|'[^']*+')""")
 _START_TAG: Final = re.compile(rb"<" + _TAG_NAME + _ATTRIBUTES + rb"(?:/" + _BLANK + rb"*+)?>")
 #: An attribute's name in a start tag (a value holding "x=" counts too: more is safe).
 _NAME: Final = re.compile(rb"[ \t\r\n\"']([a-z_:][a-z0-9_:.-]*)[ \t\r\n]*=")
@@ -106,3 +120,66 @@ def _repeated_loader(low: bytes) -> bool:
         if len(set(loading)) < len(loading):
             return True
     return False
+
+
+def token_starts(low: bytes) -> array[int] | None:
+    """Where each token of well-formed ``low`` starts, and its end (the tokens
+    :func:`malformed` reads it as); None when it is malformed.  Made with one match a
+    token: a campaign's template pays it once (:mod:`~beacon_proxy.rewrite.readers`)."""
+    starts = array("q", [0])
+    match, pos, end = _ONE_TOKEN.match, 0, len(low)
+    while pos < end:
+        token = match(low, pos)
+        if token is None:
+            return None
+        pos = token.end()
+        starts.append(pos)
+    return starts
+
+
+def quoted_values(low: bytes, starts: array[int], stretches: Iterable[tuple[int, int]]
+                  ) -> list[tuple[bytes, bytes] | None]:
+    """For each ``(a0, a1)`` of ``stretches``: ``(tag name, attribute name)`` when
+    ``low[a0:a1]`` lies inside one quoted attribute value of one start tag of
+    well-formed ``low`` (``starts``: its :func:`token_starts`), else None.  Each tag's
+    attributes are read once, however many stretches it holds: linear.
+
+    >>> low = b'<p>x</p><a class="c" href="https://s.example/?u=1234">y</a>'
+    >>> at = low.find(b"1234")
+    >>> quoted_values(low, token_starts(low), [(at, at + 4), (3, 4)])  # (3, 4): text
+    [(b'a', b'href'), None]
+    """
+    tags: dict[int, tuple[bytes, list[int], list[bytes]] | None] = {}
+    out: list[tuple[bytes, bytes] | None] = []
+    for a0, a1 in stretches:
+        i = bisect_right(starts, a0) - 1
+        if i < 0 or i + 1 >= len(starts) or a1 > starts[i + 1]:
+            out.append(None)
+            continue
+        if i not in tags:
+            tags[i] = _attributes(low, starts[i], starts[i + 1])
+        tag = tags[i]
+        if tag is None:
+            out.append(None)
+            continue
+        name, bounds, names = tag  # bounds: each quoted value's quotes, in order
+        j = bisect_left(bounds, a0)  # odd: after an opening quote, up to its closing one
+        out.append((name, names[j // 2]) if j % 2 and a1 <= bounds[j] else None)
+    return out
+
+
+def _attributes(low: bytes, start: int, end: int) -> tuple[bytes, list[int], list[bytes]] | None:
+    """The start tag that is the token ``low[start:end]``: its name, its quoted values'
+    quotes (opening, closing, ...) and names; None when the token is no start tag (a
+    raw-text element's reads on past its start tag)."""
+    tag = _START_TAG.match(low, start)
+    if tag is None or tag.end() != end:
+        return None
+    name = _TAG_NAME_AT.match(low, start)
+    assert name is not None  # (a start tag's)
+    bounds: list[int] = []
+    names: list[bytes] = []
+    for attribute in _QUOTED_ATTRIBUTE.finditer(low, name.end(), end):
+        bounds += (attribute.start(2), attribute.end(2) - 1)
+        names.append(attribute[1])
+    return name[0][1:], bounds, names

@@ -12,10 +12,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from beacon_proxy.consent.policy import Policy
 from beacon_proxy.rewrite.copies import CopyPolicy, Outcome, decide, prepare
-from beacon_proxy.rewrite.wellformed import malformed
+from beacon_proxy.rewrite.wellformed import malformed, quoted_values, token_starts
 from tests.rewrite.test_webmail import ENGINE, U, _message
 
 T = "https://t.oracle-tracker.example/"
@@ -94,3 +96,40 @@ def test_why_is_said(html: bytes, why: str) -> None:
 ])
 def test_names_libxml_reads_in_pieces_are_not_read_alike(html: bytes) -> None:
     assert malformed(html.lower()) is not None
+
+
+_TOKENS = (b'<p class="a" title=\'say "hi" <3\'>x &lt; y</p>\n<!-- <a href="in-comment"> -->'
+           b'<style>a[href="in-style"]{}</style><img src="i.png"alt="a > b"/>'
+           b'<a href="https://s.example/?u=ABC123" data-x=plain>l</a>')
+
+
+@pytest.mark.parametrize(("needle", "expected"), [
+    (b"ABC123", (b"a", b"href")),
+    (b'hi" <3', (b"p", b"title")),  # the other kind's quotes inside a value
+    (b"a > b", (b"img", b"alt")),  # after a quoted value without a blank
+    (b"in-comment", None),
+    (b"in-style", None),
+    (b"x &lt; y", None),  # text
+    (b"plain", None),  # an unquoted value
+    (b'i.png"alt', None),  # across two values
+    (b"class", None),  # a name
+])
+def test_quoted_value_says_which_value_holds_a_stretch(
+        needle: bytes, expected: tuple[bytes, bytes] | None) -> None:
+    starts = token_starts(_TOKENS)
+    assert starts is not None and starts[-1] == len(_TOKENS)
+    at = _TOKENS.find(needle)
+    assert quoted_values(_TOKENS, starts, [(at, at + len(needle))]) == [expected]
+
+
+@given(st.lists(st.sampled_from([b"<p>", b"</p>", b"<a href='x'>", b'<i title="a>b">', b"t",
+                                 b"<!-- c -->", b"<", b" ", b"<3", b'"', b"<style>s</style>",
+                                 b"<br/>", b"&amp;"]), max_size=20).map(b"".join))
+def test_tokens_cut_exactly_what_malformed_passes(low: bytes) -> None:
+    """token_starts() reads a text as malformed() does: tokens end to end, to the text's
+    end, exactly when it is well-formed."""
+    starts = token_starts(low)
+    assert (starts is not None) == (malformed(low) is None)
+    if starts is not None:
+        assert starts[0] == 0 and starts[-1] == len(low)
+        assert list(starts) == sorted(set(starts))
