@@ -54,7 +54,7 @@ def _urls(draw: st.DrawFn, address: str) -> str:
 @settings(max_examples=400, deadline=None)
 @given(st.data())
 def test_every_answer_is_the_whole_texts(data: st.DataObject) -> None:
-    identity._last = identity._Text("")
+    identity._kept.clear()
     people = [RecipientIdentity(a) for a in _ADDRESSES]
     urls = data.draw(st.lists(st.sampled_from(_ADDRESSES).flatmap(_urls), min_size=1,
                               max_size=6))
