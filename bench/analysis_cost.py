@@ -1,7 +1,9 @@
 """Instructions per ``Engine.analyse`` of the 70 KB newsletter, this tree against a base.
 
-Two kinds of message: a campaign's further copy (one ``<p>`` differs from the last: the
-rescan path, the checks of other readers taken from the last copy that passed) and a
+Three kinds of message: a campaign's further copy (one ``<p>`` differs from the last: the
+rescan path, the checks of other readers taken from the last copy that passed), the
+same with the recipient's token in a link as well (``links``: the first product link of
+each copy carries its own; the checks taken from the last copy since session 19), and a
 new message (each with another line count: no template).  Counted by valgrind's
 callgrind, which counts instructions, not seconds: the same on a busy machine.  Each
 count is (n=10 minus n=2 messages) / 8, so start-up and the first message drop out.
@@ -21,7 +23,7 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-KINDS = ("personal", "new")
+KINDS = ("personal", "links", "new")
 
 
 def _one(kind: str, n: int) -> None:
@@ -33,6 +35,9 @@ def _one(kind: str, n: int) -> None:
 
     engine, message = Engine(load_rules()), newsletter()
     copies = [message.replace(b"</body>", b"<p>%d</p></body>" % i, 1) for i in range(n + 1)]
+    if kind == "links":  # a recipient's token in a link's query as well
+        copies = [m.replace(b"/p/SKU100000?", b"/p/SKU100000?u=3Dr%05d&amp;" % i, 1)
+                  for i, m in enumerate(copies)]
     if kind == "new":  # another line count each time: no template to rescan against
         copies = [m.replace(b"<html", b"<html data-x=%d" % i + b"\n" * i, 1)
                   for i, m in enumerate(copies)]
