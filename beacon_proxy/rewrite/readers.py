@@ -27,15 +27,18 @@ again where it differs from the earlier one's scan.
 
 from __future__ import annotations
 
+import re
 import threading
 from array import array
+from bisect import bisect_left, bisect_right
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import accumulate
 from typing import Final
 
 from beacon_proxy.rewrite import webmail
-from beacon_proxy.rewrite.htmlrefs import Entry
+from beacon_proxy.rewrite.htmlrefs import Entry, Span
 from beacon_proxy.rewrite.rescan import MAX_TEMPLATES, ScanCache, cut_of, diff_regions
 from beacon_proxy.rewrite.rules import TrackerRules
 from beacon_proxy.rewrite.stray import stray_urls, url_spans
@@ -63,24 +66,114 @@ class _Passed:
     # The washer put quotes in (curly ones straightened): plain text may then stand in a
     # tag of the washed text, so a copy's washed text is checked for its markup again.
     requoted: bool
+    spans: list[Span]  # where the browser's reading loads (stray.url_spans)
     # The view lower-cased and its tokens (wellformed.token_starts), made when a copy
     # first differs from it inside a tag (copies may check in threads: a race makes two
     # equal ones).
     tokens: tuple[bytes, array[int]] | None = None
 
-    def in_values(self, regions: Sequence[tuple[int, int, int, int]]) -> frozenset[int]:
+    def in_values(self, regions: Sequence[_Region]) -> dict[int, int]:
         """Which of ``regions`` lie inside a quoted value of a tag the washer reads by
-        nothing but its name (:data:`_PLAIN_TAGS`; not a ``style``: CSS)."""
+        nothing but its name (:data:`_PLAIN_TAGS`; not a ``style``: CSS), each with the
+        index of its tag among the tokens."""
         if self.tokens is None:
             low = self.view.lower()
             starts = token_starts(low)
             assert starts is not None  # (it passed malformed())
             self.tokens = (low, starts)
         low, starts = self.tokens
-        return frozenset(
-            index for index, value in enumerate(quoted_values(
-                low, starts, [(a0, a1) for a0, a1, _, _ in regions]))
-            if value is not None and value[0] in _PLAIN_TAGS and value[1] != b"style")
+        stretches = [(a0, a1) for a0, a1, _, _ in regions]
+        return {index: bisect_right(starts, a0) - 1
+                for index, ((a0, _), value) in enumerate(zip(
+                    stretches, quoted_values(low, starts, stretches), strict=True))
+                if value is not None and value[0] in _PLAIN_TAGS and value[1] != b"style"}
+
+    def strays_kept(self, view: bytes, low: bytes, spans: Sequence[Span],
+                    regions: Sequence[_Region], values: dict[int, int]) -> bool:
+        """Whether a copy (``view``, ``low``, ``spans``: its url_spans) whose ``regions``
+        in ``values`` lie inside values has this part's stray URLs: each tag they change
+        finds the same ones in both.  A start tag's stray URLs are its own: every
+        pattern of the search stops at "<" and ">", and the tag's "<" is the last before
+        any of its URLs (:func:`~beacon_proxy.rewrite.stray.stray_urls`)."""
+        assert self.tokens is not None  # (in_values() made them)
+        mine, starts = self.tokens
+        tokens = sorted(set(values.values()))
+        if len(tokens) > _STRAY_TAGS:
+            return False  # (searching the whole copy costs less)
+        ends = [a1 for _, a1, _, _ in regions]
+        shifts = list(accumulate((b1 - b0) - (a1 - a0) for a0, a1, b0, b1 in regions))
+
+        def moved(x: int, end: bool) -> int:  # where the template's offset x stands in
+            k = (bisect_left if end else bisect_right)(ends, x)  # the copy (what is put
+            return x + (shifts[k - 1] if k else 0)  # in at a tag's end: after it)
+
+        for token in tokens:
+            start, end = moved(starts[token], False), moved(starts[token + 1], True)
+            was, now = _within(self.spans, starts[token], starts[token + 1]), _within(
+                spans, start, end)
+            if was is None or now is None or stray_urls(
+                    self.view[starts[token] : starts[token + 1]],
+                    mine[starts[token] : starts[token + 1]], was) != stray_urls(
+                    view[start:end], low[start:end], now):
+                return False
+        return True
+
+
+def _between_quotes(old: bytes, new: bytes, regions: Sequence[_Region]) -> list[_Region]:
+    """``regions`` (of ``old`` and ``new``), each cut at the quotes both versions of it
+    hold alike into the stretches between them that differ: a line with two changed
+    values (``href="...?u=TOKEN" data-id="TOKEN"``, two links on one line) is then two
+    regions inside values, not one from the first to the last.
+
+    >>> _between_quotes(b'<a href="x?u=1" id="1">', b'<a href="x?u=22" id="22">',
+    ...                 [(13, 21, 13, 23)])
+    [(13, 14, 13, 15), (20, 21, 21, 23)]
+    >>> _between_quotes(b'<a href="x?u=1" id="1">', b'<a href="x?u=2" id=2>', [(13, 21, 13, 19)])
+    [(13, 21, 13, 19)]
+    """
+    out: list[_Region] = []
+    for a0, a1, b0, b1 in regions:
+        was, now = _QUOTES.split(old[a0:a1]), _QUOTES.split(new[b0:b1])
+        if len(was) == 1 or len(was) != len(now) or was[1::2] != now[1::2]:
+            out.append((a0, a1, b0, b1))
+            continue
+        for piece, (x, y) in enumerate(zip(was, now, strict=True)):
+            if piece % 2 == 0 and x != y:
+                head = _common(x, y)
+                tail = _common(x[head:][::-1], y[head:][::-1])
+                out.append((a0 + head, a0 + len(x) - tail, b0 + head, b0 + len(y) - tail))
+            a0, b0 = a0 + len(x), b0 + len(y)
+    return out
+
+
+_QUOTES: Final = re.compile(rb"([\"'])")
+
+
+def _common(x: bytes, y: bytes) -> int:
+    """How many bytes ``x`` and ``y`` start with alike."""
+    n = 0
+    for p, q in zip(x, y, strict=False):
+        if p != q:
+            break
+        n += 1
+    return n
+
+
+def _within(spans: Sequence[Span], start: int, end: int) -> list[Span] | None:
+    """``spans`` inside ``[start, end)``, from ``start``; None when one crosses an end."""
+    out = []
+    for a, b in spans:
+        if b > start and a < end:
+            if a < start or b > end:
+                return None
+            out.append((a - start, b - start))
+    return out
+
+
+#: At most this many changed tags are searched for stray URLs apart (two small searches
+#: each); a copy with more is searched whole.
+_STRAY_TAGS: Final = 8
+_Region = tuple[int, int, int, int]
 
 
 class ReaderChecks:
@@ -107,9 +200,10 @@ class ReaderChecks:
             prior = self._passed.get(key)
         if prior is not None:
             regions = diff_regions(prior.view, cut, prior.lines, view, lines)
-            values: frozenset[int] = frozenset()
+            values: dict[int, int] = {}
             washing = None if regions is None else webmail.rewash(prior.washing, view, regions)
             if washing is None and regions:  # (not all in text: some in values?)
+                regions = _between_quotes(prior.view, view, regions)
                 values = prior.in_values(regions)
                 if values:
                     washing = webmail.rewash(prior.washing, view, regions, values)
@@ -123,7 +217,12 @@ class ReaderChecks:
                     return prior.strays
                 # A value changed: its URLs may be stray ones now (the markup is as
                 # well-formed: a quoted value without quotes or "<" ends where it did).
-                return self._strays(view, view.lower(), entries)
+                low = view.lower()
+                spans = url_spans(entries, low)
+                assert regions is not None  # (values are some of them)
+                if prior.strays_kept(view, low, spans, regions, values):
+                    return prior.strays
+                return self._strays(view, low, spans)
         low = view.lower()
         unlike = malformed(low)
         if unlike is not None:
@@ -135,23 +234,24 @@ class ReaderChecks:
         if read is None or webmail.loads_more(read, charset, mine, max_tags=self._max_tags,
                                               templates=self._scans):
             return ReadersDiffer(_WASHED)
-        strays = self._strays(view, low, entries)
+        spans = url_spans(entries, low)
+        strays = self._strays(view, low, spans)
         if isinstance(strays, ReadersDiffer):
             return strays
         if self._keep and washing is not None and washing.edits is not None and (
                 washing.text == view):
             with self._lock:
                 self._passed[key] = _Passed(view, lines, washing, read, strays,
-                                            webmail.requoted(washing))
+                                            webmail.requoted(washing), spans)
                 self._passed.move_to_end(key)
                 while len(self._passed) > self._keep:
                     self._passed.popitem(last=False)
         return strays
 
 
-    def _strays(self, view: bytes, low: bytes, entries: Sequence[Entry]
+    def _strays(self, view: bytes, low: bytes, spans: Sequence[Span]
                 ) -> ReadersDiffer | tuple[str, ...]:
-        strays = tuple(stray_urls(view, low, url_spans(entries, low)))
+        strays = tuple(stray_urls(view, low, spans))
         if any(self._rules.match(url) for url in strays):
             return ReadersDiffer("a tracker's URL inside markup where browsers load nothing "
                                  "(other readers may)")

@@ -178,3 +178,24 @@ def test_a_token_in_every_link_is_checked_from_the_copy_before(
         copy = _message(doc.replace("TOKEN", f"r{n:04d}x9Z").encode())
         assert warm.analyse(copy).problems == ()
     assert len(washed) == 1
+
+
+@pytest.mark.parametrize("value", [
+    U,  # a tracker's URL: every refused copy to the fallback
+    "https://shop.example/u?e=reader%40example.org",  # names a recipient: kept as stray
+    "//shop.example/plain",
+])
+def test_a_value_that_becomes_a_stray_url_is_found_in_the_copy(value: str) -> None:
+    """A copy whose changed value now holds a URL no browser loads there (a ``title``, a
+    ``data-`` attribute) has it among its stray URLs, as a check from nothing finds;
+    the tag searched apart (:meth:`~beacon_proxy.rewrite.readers._Passed.strays_kept`)."""
+    rows = "".join(f"<p>row {n}</p>\n" for n in range(12))
+    doc = (f'<p><a href="https://shop.example/a" title="x TOKEN" data-u="TOKEN">a</a></p>\n'
+           f'{rows}<img src="https://shop.example/i.png?u=TOKEN" alt="i">\n')
+    warm = Engine(RULES)
+    assert warm.analyse(_message(doc.replace("TOKEN", "r0001").encode())).problems == ()
+    copy = _message(doc.replace("TOKEN", value).encode())
+    cold = Engine(RULES, templates=0).analyse(copy)
+    again = warm.analyse(copy)
+    assert (again.problems, again.strays) == (cold.problems, cold.strays)
+    assert cold.problems or cold.strays
