@@ -132,6 +132,11 @@ _INERT: Final = re.compile(rb"[A-Za-z0-9 .,;?@#$%+_~|^{}\t-]*+")
 #: "<", ">", brackets (``]]>`` ends a CDATA section to libxml2), a backslash, a backtick
 #: or a blank.
 _IN_VALUE: Final = re.compile(rb"[A-Za-z0-9!#$%&()*+,./:;=?@^_{|}~-]*+")
+#: ... with such a byte, a quote or a blank on either side (what stands next to the
+#: difference in both: a "<" before it would open a tag with its first byte, a "]]"
+#: before or a ">" after it end a CDATA section once it is gone).
+_VALUE_EDGES: Final = frozenset(b"\"' \tABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+                                b"0123456789!#$%&()*+,./:;=?@^_{|}~-")
 
 
 def rewash(prior: Washing, text: bytes, regions: Sequence[tuple[int, int, int, int]],
@@ -143,9 +148,10 @@ def rewash(prior: Washing, text: bytes, regions: Sequence[tuple[int, int, int, i
     * inert (:data:`_INERT`) and between a ">" and a "<": no step of the washer matches
       across it (each reads from a "<" to a ">", a line, or across plain text it deletes
       whole);
-    * or (its index in ``values``) of :data:`_IN_VALUE` and inside a quoted attribute
-      value of a start tag that no step reads by its name or its attributes (the caller
-      knows: :func:`~beacon_proxy.rewrite.wellformed.quoted_value`).  The steps read a
+    * or (its index in ``values``) of :data:`_IN_VALUE`, between bytes of
+      :data:`_VALUE_EDGES`, and inside a quoted attribute value of a start tag that no
+      step reads by its name or its attributes (the caller knows:
+      :func:`~beacon_proxy.rewrite.wellformed.quoted_values`).  The steps read a
       tag from an opener (``<meta``, ``<head``, ``<html``, ``<title``, ``<!doctype``,
       ``<?xml``, ``<body``, ``<ol``, ``<ul``, ``<li``, ``<!--``) to a ">", or across a
       line, a tag's name, a curly quote; such a value holds no "<", ">", line break or
@@ -169,7 +175,8 @@ def rewash(prior: Washing, text: bytes, regions: Sequence[tuple[int, int, int, i
         last = a1
         if index in values:
             if _IN_VALUE.fullmatch(old, a0, a1) is None or _IN_VALUE.fullmatch(
-                    text, b0, b1) is None:
+                    text, b0, b1) is None or not (
+                    _VALUE_EDGES.issuperset(old[a0 - 1 : a0] + old[a1 : a1 + 1])):
                 return None
         else:
             if _INERT.fullmatch(old, a0, a1) is None or _INERT.fullmatch(text, b0, b1) is None:

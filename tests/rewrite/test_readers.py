@@ -105,12 +105,13 @@ _OVER_READ = (
     b'<!-- <body x="--> <a title=" backgrounX=https://t.example/b x">y</a>\n'
     b'<p>Xstyle=url(https://t.example/s)</p>\n<a title="/xtyle=url(https://t.example/v)" '
     b'href="https://shop.example/q?u=1">z</a>\n'
-    b'<p title="x]]>y">a</p>\n<!-- <style> --><a href="https://shop.example/?c=1">w</a>\n')
+    b'<p title="x]]>y">a</p>\n<!-- <style> --><a href="https://shop.example/?c=1">w</a>\n'
+    b'<a href="/x" title="a<3 b" data-x="x]]3>y" alt="<= 5 <-1 <%x%>">v</a>\n')
 
 
 def _in_values(doc: bytes, rng: random.Random, alphabet: bytes) -> bytes:
     """``doc`` with a stretch inside one to three quoted values replaced."""
-    values = [m.span(1) for m in re.finditer(rb'=[ \t\r\n]*"([^"<>]{2,})"', doc)]
+    values = [m.span(1) for m in re.finditer(rb'=[ \t\r\n]*"([^"]{2,})"', doc)]
     copy = bytearray(doc)
     for start, end in sorted(rng.sample(values, min(3, len(values))), reverse=True):
         at = rng.randrange(start, end)
@@ -147,6 +148,21 @@ def test_copies_that_differ_inside_values_are_checked_as_in_full(seed: int) -> N
     docs = [path.read_bytes() + _OVER_READ for path in TEMPLATES[:6]] + [
         _NEWSLETTER + _OVER_READ, _OVER_READ * 3]
     _assert_as_in_full(docs, lambda doc: _in_values(doc, rng, alphabet), 30)
+
+
+@pytest.mark.parametrize(("value", "copy"), [("a<3", "a<img"), ("a<3", "a<!x"),
+                                            ("<-1", "</p"), ("x]]3>y", "x]]>y")])
+def test_a_difference_next_to_a_lt_or_a_cdata_end_in_a_value_is_checked_in_full(
+        value: str, copy: str) -> None:
+    """A value's difference right after a "<" (which then opens a tag to other readers)
+    or between "]]" and ">" (a CDATA section's end once it is gone) is not taken from the
+    copy before: the copy is checked as from nothing."""
+    rows = "".join(f"<p>row {n}</p>\n" for n in range(12))
+    doc = f'<p><a href="https://shop.example/a" title="VAL">a</a></p>\n{rows}'
+    warm = Engine(RULES)
+    assert warm.analyse(_message(doc.replace("VAL", value).encode())).problems == ()
+    data = _message(doc.replace("VAL", copy).encode())
+    assert warm.analyse(data).problems == Engine(RULES, templates=0).analyse(data).problems
 
 
 @pytest.mark.parametrize(("before", "after"), [
