@@ -42,7 +42,7 @@ from beacon_proxy.rewrite.htmlrefs import Entry, Span
 from beacon_proxy.rewrite.rescan import MAX_TEMPLATES, ScanCache, cut_of, diff_regions
 from beacon_proxy.rewrite.rules import TrackerRules
 from beacon_proxy.rewrite.stray import stray_urls, url_spans
-from beacon_proxy.rewrite.wellformed import malformed, quoted_values, token_starts
+from beacon_proxy.rewrite.wellformed import in_text, malformed, quoted_values, token_starts
 
 __all__ = ["ReaderChecks", "ReadersDiffer"]
 
@@ -72,10 +72,11 @@ class _Passed:
     # equal ones).
     tokens: tuple[bytes, array[int]] | None = None
 
-    def in_values(self, regions: Sequence[_Region]) -> dict[int, int]:
-        """Which of ``regions`` lie inside a quoted value of a tag the washer reads by
-        nothing but its name (:data:`_PLAIN_TAGS`; not a ``style``: CSS), each with the
-        index of its tag among the tokens."""
+    def kinds(self, regions: Sequence[_Region]) -> tuple[set[int], dict[int, int]]:
+        """Which of ``regions`` lie in text (:func:`~.wellformed.in_text`), and which
+        inside a quoted value of a tag the washer reads by nothing but its name
+        (:data:`_PLAIN_TAGS`; not a ``style``: CSS), each with the index of its tag
+        among the tokens."""
         if self.tokens is None:
             low = self.view.lower()
             starts = token_starts(low)
@@ -83,10 +84,12 @@ class _Passed:
             self.tokens = (low, starts)
         low, starts = self.tokens
         stretches = [(a0, a1) for a0, a1, _, _ in regions]
-        return {index: bisect_right(starts, a0) - 1
-                for index, ((a0, _), value) in enumerate(zip(
-                    stretches, quoted_values(low, starts, stretches), strict=True))
-                if value is not None and value[0] in _PLAIN_TAGS and value[1] != b"style"}
+        texts = {index for index, text in enumerate(in_text(low, starts, stretches)) if text}
+        values = {index: bisect_right(starts, a0) - 1
+                  for index, ((a0, _), value) in enumerate(zip(
+                      stretches, quoted_values(low, starts, stretches), strict=True))
+                  if value is not None and value[0] in _PLAIN_TAGS and value[1] != b"style"}
+        return texts, values
 
     def strays_kept(self, view: bytes, low: bytes, spans: Sequence[Span],
                     regions: Sequence[_Region], values: dict[int, int]) -> bool:
@@ -95,7 +98,7 @@ class _Passed:
         finds the same ones in both.  A start tag's stray URLs are its own: every
         pattern of the search stops at "<" and ">", and the tag's "<" is the last before
         any of its URLs (:func:`~beacon_proxy.rewrite.stray.stray_urls`)."""
-        assert self.tokens is not None  # (in_values() made them)
+        assert self.tokens is not None  # (kinds() made them)
         mine, starts = self.tokens
         tokens = sorted(set(values.values()))
         if len(tokens) > _STRAY_TAGS:
@@ -201,12 +204,11 @@ class ReaderChecks:
         if prior is not None:
             regions = diff_regions(prior.view, cut, prior.lines, view, lines)
             values: dict[int, int] = {}
-            washing = None if regions is None else webmail.rewash(prior.washing, view, regions)
-            if washing is None and regions:  # (not all in text: some in values?)
+            washing = None
+            if regions:
                 regions = _between_quotes(prior.view, view, regions)
-                values = prior.in_values(regions)
-                if values:
-                    washing = webmail.rewash(prior.washing, view, regions, values)
+                texts, values = prior.kinds(regions)
+                washing = webmail.rewash(prior.washing, view, regions, texts, values)
             if washing is not None and decoded == view and webmail.washed_as_is(view, charset):
                 if prior.requoted and malformed(washing.washed.lower()) is not None:
                     return ReadersDiffer(_REQUOTED)

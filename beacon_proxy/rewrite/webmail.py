@@ -140,18 +140,24 @@ _VALUE_EDGES: Final = frozenset(b"\"' \tABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmn
 
 
 def rewash(prior: Washing, text: bytes, regions: Sequence[tuple[int, int, int, int]],
-           values: Collection[int] = ()) -> Washing | None:
+           texts: Collection[int], values: Collection[int] = ()) -> Washing | None:
     """``text`` washed from ``prior`` (an earlier copy of the campaign, washed), where
     ``text[b0:b1]`` stands for ``prior.text[a0:a1]`` in each of ``regions`` and the rest is
     the same; None unless every region is, in both, either
 
-    * inert (:data:`_INERT`) and between a ">" and a "<": no step of the washer matches
-      across it (each reads from a "<" to a ">", a line, or across plain text it deletes
-      whole);
+    * (its index in ``texts``) inside a text token of the markup as browsers cut it, or
+      between two tokens (the caller knows: :func:`~beacon_proxy.rewrite.wellformed.in_text`;
+      a ">" and a "<" around it are no proof: either may stand in a quoted value,
+      session 19's attack), inert (:data:`_INERT`) and between a ">" and a "<": no
+      step of the washer matches across it (each reads from a "<" to a ">", a line, or
+      across plain text it deletes whole);
     * or (its index in ``values``) of :data:`_IN_VALUE`, between bytes of
-      :data:`_VALUE_EDGES`, and inside a quoted attribute value of a start tag that no
+      :data:`_VALUE_EDGES`, inside a quoted attribute value of a start tag that no
       step reads by its name or its attributes (the caller knows:
-      :func:`~beacon_proxy.rewrite.wellformed.quoted_values`).  The steps read a
+      :func:`~beacon_proxy.rewrite.wellformed.quoted_values`), and in no run of bytes
+      without a blank or ">" that holds a "<" before it: the washer's tag clean-up reads
+      such a run as a tag's name wherever it stands (``title="a><3x"`` holds a tag
+      ``3x`` to it; a "." put into that name it drops: session 19's attack).  The steps read a
       tag from an opener (``<meta``, ``<head``, ``<html``, ``<title``, ``<!doctype``,
       ``<?xml``, ``<body``, ``<ol``, ``<ul``, ``<li``, ``<!--``) to a ">", or across a
       line, a tag's name, a curly quote; such a value holds no "<", ">", line break or
@@ -165,6 +171,7 @@ def rewash(prior: Washing, text: bytes, regions: Sequence[tuple[int, int, int, i
         return None  # (plain text may finish "href=" on a <base>'s line: applied anew)
     old = prior.text
     last, state = 0, -1  # the last "<" or ">" before ``last``: 0 none, 1 "<", 2 ">"
+    run = last_lt = -1  # the last blank or ">", and "<", before ``last``
     out: _Edits = []
     mapped = _Mapper(prior.edits)
     for index, (a0, a1, b0, b1) in enumerate(regions):
@@ -172,12 +179,17 @@ def rewash(prior: Washing, text: bytes, regions: Sequence[tuple[int, int, int, i
             return None
         lt, gt = old.rfind(b"<", last, a0), old.rfind(b">", last, a0)
         state = state if lt < 0 and gt < 0 else 1 if lt > gt else 2
+        run = max(run, gt, *(old.rfind(blank, last, a0) for blank in _BLANKS))
+        last_lt = max(last_lt, lt)
         last = a1
         if index in values:
             if _IN_VALUE.fullmatch(old, a0, a1) is None or _IN_VALUE.fullmatch(
                     text, b0, b1) is None or not (
-                    _VALUE_EDGES.issuperset(old[a0 - 1 : a0] + old[a1 : a1 + 1])):
+                    _VALUE_EDGES.issuperset(old[a0 - 1 : a0] + old[a1 : a1 + 1])) or (
+                    last_lt > run):
                 return None
+        elif index not in texts:
+            return None
         else:
             if _INERT.fullmatch(old, a0, a1) is None or _INERT.fullmatch(text, b0, b1) is None:
                 return None
@@ -273,6 +285,7 @@ def _near_style(text: bytes, start: int, end: int) -> bool:
 
 
 _BLANKS_OR_EQUALS: Final = frozenset(b" \t\n\x0b\x0c\r=")
+_BLANKS: Final = (b" ", b"\t", b"\n", b"\x0b", b"\x0c", b"\r")
 
 
 def readings(data: bytes | Washing, *, names: bool = False) -> Readings | None:

@@ -51,7 +51,7 @@ from bisect import bisect_left, bisect_right
 from collections.abc import Iterable
 from typing import Final
 
-__all__ = ["malformed", "quoted_values", "token_starts"]
+__all__ = ["in_text", "malformed", "quoted_values", "token_starts"]
 
 _BLANK: Final = rb"[ \t\r\n]"
 #: A quoted value may hold ">" and a "<" that opens no tag (a template's "<%= x %>").
@@ -183,3 +183,22 @@ def _attributes(low: bytes, start: int, end: int) -> tuple[bytes, list[int], lis
         bounds += (attribute.start(2), attribute.end(2) - 1)
         names.append(attribute[1])
     return name[0][1:], bounds, names
+
+
+def in_text(low: bytes, starts: array[int], stretches: Iterable[tuple[int, int]]
+            ) -> list[bool]:
+    """For each ``(a0, a1)`` of ``stretches``: whether ``low[a0:a1]`` lies inside one text
+    token of well-formed ``low`` (``starts``: its :func:`token_starts`), or is an empty
+    stretch between two tokens (what is put in there stands between them).
+
+    >>> low = b'<p>Hi Ann,</p><a title="x>" alt=y title="< ">l</a>'
+    >>> starts = token_starts(low)
+    >>> in_text(low, starts, [(6, 9), (3, 3), (32, 33), (14, 14)])  # "Ann", "", "y", ""
+    [True, True, False, True]
+    """
+    out = []
+    for a0, a1 in stretches:
+        i = bisect_right(starts, a0) - 1
+        out.append(0 <= i < len(starts) - 1 and (
+            (a0 == a1 == starts[i]) or (a1 <= starts[i + 1] and low[starts[i]] != 0x3C)))
+    return out

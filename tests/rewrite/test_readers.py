@@ -231,3 +231,46 @@ def test_a_value_that_becomes_a_stray_url_is_found_in_the_copy(value: str) -> No
     again = warm.analyse(copy)
     assert (again.problems, again.strays) == (cold.problems, cold.strays)
     assert cold.problems or cold.strays
+
+
+_LIST_MANAGE = b"https://list-manage.com/track/open.php?u=1"
+#: Session 19's attack on the copies checked from the last: (first copy, second copy).
+#: A: the washer's tag clean-up reads "<3..." in a value as a tag's name and drops what
+#: a changed value puts into it ("." "/" "@"), making the host the tracker's;
+#: B: a ">" and a "<" in quoted values around a change in names or unquoted values made
+#: it look like text between tags.
+SESSION_19 = {
+    "name_in_value_host": (
+        b'<img src="https://a><3xmgxexamplex\t@t.oracle-tracker.example/p" alt="">',
+        b'<img src="https://a><3@img.example/\t@t.oracle-tracker.example/p" alt="">'),
+    "name_in_value_dot": (b'<img src="https://img.example/a><3xy>b" alt="">',
+                          b'<img src="https://img.example/a><3.y>b" alt="">'),
+    "name_in_background": (b'<td background="https://img.example/a><-xy>b">x</td>',
+                           b'<td background="https://img.example/a><-x.y>b">x</td>'),
+    "unquoted_type": (b'<input alt="x>" type=image title="< " src="' + _LIST_MANAGE + b'">',
+                      b'<input alt="x>" type=imagx title="< " src="' + _LIST_MANAGE + b'">'),
+    "attribute_name": (b'<input alt="x>" type="image" title="< " src="' + _LIST_MANAGE + b'">',
+                       b'<input alt="x>" typx="image" title="< " src="' + _LIST_MANAGE + b'">'),
+    "refresh_name": (
+        b'<p>x</p><meta name="a>" http-equiv=refresh title="< " content="0;url='
+        + _LIST_MANAGE + b'">',
+        b'<p>x</p><meta name="a>" http-equiv=refresxh title="< " content="0;url='
+        + _LIST_MANAGE + b'">'),
+    "at_in_name": (
+        b'<img alt="a>" data-ab=" src=https://t.oracle-tracker.example/p " title="< " width="1">',
+        b'<img alt="a>" data-a@b=" src=https://t.oracle-tracker.example/p " title="< " '
+        b'width="1">'),
+}
+
+
+@pytest.mark.parametrize("case", list(SESSION_19))
+def test_session_19_attack_pairs_are_checked_as_in_full(case: str) -> None:
+    first, second = SESSION_19[case]
+    rows = b"".join(b"<p>row %d</p>\n" for n in range(12))
+    warm = Engine(RULES)
+    assert warm.analyse(_message(rows + first + b"\n" + rows)).problems == ()
+    data = _message(rows + second + b"\n" + rows)
+    cold = Engine(RULES, templates=0).analyse(data)
+    again = warm.analyse(data)
+    assert cold.problems
+    assert (again.problems, again.strays) == (cold.problems, cold.strays)
