@@ -253,12 +253,14 @@ class Readings(NamedTuple):
 
 def reread(prior: Readings, washing: Washing) -> Readings:
     """The readings of ``washing`` (:func:`rewash` made it from the washing ``prior``
-    was read from): the earlier CSS URLs when no difference lies where CSS was read or
-    where it may make a ``style=`` be read (:func:`_near_style`, in either text), and
+    was read from): the earlier CSS URLs when no difference lies in or touches where CSS
+    was read (an unquoted ``style=`` value a difference at its end may lengthen: session
+    19's second attack) or where it may make a ``style=`` be read (:func:`_near_style`,
+    in either text), and
     nothing more than the washed text when the earlier had nothing more (plain text and
     values make no element, declaration or ``<body background>``)."""
     if len(prior.documents) == 1 and not any(
-            start < b and a < end for a, b, _, _ in washing.changed
+            start <= b and a <= end for a, b, _, _ in washing.changed
             for start, end in prior.styles) and not any(
             _near_style(prior.documents[0], a, b) or _near_style(washing.washed, c, d)
             for a, b, c, d in washing.changed):
@@ -517,15 +519,24 @@ def _broken_lists(data: bytes, low: bytes) -> bytes:
     if b"<ol" not in low and b"<ul" not in low:
         return data
     visits = _LIST_VISITS_PER_TAG * (data.count(b"<") + 16)
+    fixed, searched = data, False
     for tag in (b"ol", b"ul"):
-        data, visits = _fix_lists(data, tag, visits)
-    return data
+        fixed, visits, nested = _fix_lists(fixed, tag, visits)
+        searched = searched or nested
+    if fixed is data and searched:
+        # Unchanged, but a nested list was searched for: whether the budget held
+        # depended on how many bytes lay between its tags, which a campaign's copy may
+        # change anywhere; a new text object says "not made by replacements" (wash():
+        # no edits kept, so no copy is washed from this one: session 19's second attack)
+        return bytes(bytearray(data))
+    return fixed
 
 
-def _fix_lists(data: bytes, tag: bytes, visits: int) -> tuple[bytes, int]:
+def _fix_lists(data: bytes, tag: bytes, visits: int) -> tuple[bytes, int, bool]:
     lowered = data.lower()
     if b"<" + tag not in lowered:
-        return data, visits
+        return data, visits, False
+    nested = False  # a nested list searched for
     html_ = bytearray(data)
     low = bytearray(lowered)
     opener, closer = b"<" + tag, b"</" + tag
@@ -551,6 +562,7 @@ def _fix_lists(data: bytes, tag: bytes, visits: int) -> tuple[bytes, int]:
             elif tt == closer and after in (b" ", b">"):
                 break
             elif not in_li and li_pos and tt in (b"<ol>", b"<ol ", b"<ul>", b"<ul "):
+                nested = True
                 element = tt[1:3]
                 last_open, last_close = last[element]
                 tpos = cpos = p
@@ -580,7 +592,7 @@ def _fix_lists(data: bytes, tag: bytes, visits: int) -> tuple[bytes, int]:
                 p = end
             else:
                 p += 1
-    return (data if html_ == data else bytes(html_)), visits
+    return (data if html_ == data else bytes(html_)), visits, nested
 
 
 _BASE_HREF: Final = re.compile(rb"""href=["']?([hftps]{3,5}://[a-z0-9/.%-]+)""")
@@ -676,14 +688,18 @@ def _css_urls(data: bytes, low: bytes) -> tuple[list[str], list[tuple[int, int]]
     """Each URL that ``rcube_utils::sanitize_css_block`` finds with its own pattern in a
     ``style`` value or a ``<style>`` element's text, as the washer decodes them
     (:func:`_style_urls`): taken as they are, no quote, escape or comment around them
-    can hide them, as none hides them from that pattern.  And where they were read."""
+    can hide them, as none hides them from that pattern.  And where they were read: each
+    ``style=`` match from the byte before it to its value's end, read or not, and each
+    ``<style>`` element's text."""
     urls: list[str] = []
     spans: list[tuple[int, int]] = []
     for m in _STYLE.finditer(low):
-        if m.start() and data[m.start() - 1] in _BEFORE_ATTRIBUTE:
-            spans.append(m.span(1))
-            if _CSS_LOAD.search(m[1]) is not None:
-                urls += _style_urls(_unquoted(data[m.start(1) : m.end(1)]), attribute=True)
+        # every match's reach, read or not: a match not read (no blank before it) still
+        # hides a "style=" in its value, and an unquoted value ends at a blank
+        spans.append((max(m.start() - 1, 0), m.end()))
+        if (m.start() and data[m.start() - 1] in _BEFORE_ATTRIBUTE
+                and _CSS_LOAD.search(m[1]) is not None):
+            urls += _style_urls(_unquoted(data[m.start(1) : m.end(1)]), attribute=True)
     return urls + _style_element_urls(data, low, spans), spans
 
 

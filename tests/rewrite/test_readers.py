@@ -260,6 +260,19 @@ SESSION_19 = {
         b'<img alt="a>" data-ab=" src=https://t.oracle-tracker.example/p " title="< " width="1">',
         b'<img alt="a>" data-a@b=" src=https://t.oracle-tracker.example/p " title="< " '
         b'width="1">'),
+    # the second round: a blank that ended an unquoted style= value in text (the model's
+    # over-read) made ";", or put into a style= match the model did not read, so that a
+    # later "style=" stands alone; the list repair's budget, which counts bytes
+    "style_value_lengthened": (b"<p>a style=abc url(https://img.example/p.png)</p>",
+                               b"<p>a style=abc;url(https://img.example/p.png)</p>"),
+    "style_match_split": (b"<p>xstyle=abcdefghijklmn/style=url(https://img.example/p.png)</p>",
+                          b"<p>xstyle=abcdef hijklmn/style=url(https://img.example/p.png)</p>"),
+    "list_budget_text": (b"<ol><li>x</li><ol><ol>\n" * 38 + b"<p>Ann</p></ol>",
+                         b"<ol><li>x</li><ol><ol>\n" * 38 + b"<p>Ann-Marie Louise Smith</p></ol>"),
+    "list_budget_value": (
+        b"<ol><li>x</li><ol><ol>\n" * 36 + b'<p><a href="https://shop.example/?u=1">x</a></p></ol>',
+        b"<ol><li>x</li><ol><ol>\n" * 36
+        + b'<p><a href="https://shop.example/?u=1234567890abcdefghij">x</a></p></ol>'),
 }
 
 
