@@ -148,9 +148,10 @@ def rewash(prior: Washing, text: bytes, regions: Sequence[tuple[int, int, int, i
     * (its index in ``texts``) inside a text token of the markup as browsers cut it, or
       between two tokens (the caller knows: :func:`~beacon_proxy.rewrite.wellformed.in_text`;
       a ">" and a "<" around it are no proof: either may stand in a quoted value,
-      session 19's attack), inert (:data:`_INERT`) and between a ">" and a "<": no
-      step of the washer matches across it (each reads from a "<" to a ">", a line, or
-      across plain text it deletes whole);
+      session 19's attack), inert (:data:`_INERT`) and between a ">" and a "<", not
+      that of a ``</nobr>``: no step of the washer matches across it (each reads from a
+      "<" to a ">", a line, or across plain text it deletes whole; but ``_nobr`` reads
+      the blanks between ``</nobr>`` and ``<nobr>``);
     * or (its index in ``values``) of :data:`_IN_VALUE`, between bytes of
       :data:`_VALUE_EDGES`, inside a quoted attribute value of a start tag that no
       step reads by its name or its attributes (the caller knows:
@@ -171,7 +172,7 @@ def rewash(prior: Washing, text: bytes, regions: Sequence[tuple[int, int, int, i
         return None  # (plain text may finish "href=" on a <base>'s line: applied anew)
     old = prior.text
     last, state = 0, -1  # the last "<" or ">" before ``last``: 0 none, 1 "<", 2 ">"
-    run = last_lt = -1  # the last blank or ">", and "<", before ``last``
+    run = last_lt = last_gt = -1  # the last blank or ">", "<" and ">" before ``last``
     out: _Edits = []
     mapped = _Mapper(prior.edits)
     for index, (a0, a1, b0, b1) in enumerate(regions):
@@ -180,7 +181,7 @@ def rewash(prior: Washing, text: bytes, regions: Sequence[tuple[int, int, int, i
         lt, gt = old.rfind(b"<", last, a0), old.rfind(b">", last, a0)
         state = state if lt < 0 and gt < 0 else 1 if lt > gt else 2
         run = max(run, gt, *(old.rfind(blank, last, a0) for blank in _BLANKS))
-        last_lt = max(last_lt, lt)
+        last_lt, last_gt = max(last_lt, lt), max(last_gt, gt)
         last = a1
         if index in values:
             if _IN_VALUE.fullmatch(old, a0, a1) is None or _IN_VALUE.fullmatch(
@@ -194,8 +195,9 @@ def rewash(prior: Washing, text: bytes, regions: Sequence[tuple[int, int, int, i
             if _INERT.fullmatch(old, a0, a1) is None or _INERT.fullmatch(text, b0, b1) is None:
                 return None
             after_lt, after_gt = old.find(b"<", a1), old.find(b">", a1)
-            if state != 2 or after_lt < 0 or 0 <= after_gt < after_lt:
-                return None
+            if state != 2 or after_lt < 0 or 0 <= after_gt < after_lt or (
+                    old[max(last_gt - 6, 0) : last_gt + 1].lower() == b"</nobr>"):
+                return None  # (the blanks after a </nobr> the washer may rewrite)
         span = mapped(a0, a1)
         if span is None:
             return None

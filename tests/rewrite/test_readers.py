@@ -269,6 +269,13 @@ SESSION_19 = {
                           b"<p>xstyle=abcdef hijklmn/style=url(https://img.example/p.png)</p>"),
     "list_budget_text": (b"<ol><li>x</li><ol><ol>\n" * 38 + b"<p>Ann</p></ol>",
                          b"<ol><li>x</li><ol><ol>\n" * 38 + b"<p>Ann-Marie Louise Smith</p></ol>"),
+    # the third round: the blanks between </nobr> and <nobr>, which the washer rewrites
+    # (" &nbsp; "), read by the model's style= over-read in text
+    "nobr_blank": (
+        b'<img src="https://t.example/ax.gif"><img src="https://t.example/a .gif">'
+        b'<p>" style="background:url(https://t.example/a</nobr>x<nobr>.gif)"</p>',
+        b'<img src="https://t.example/ax.gif"><img src="https://t.example/a .gif">'
+        b'<p>" style="background:url(https://t.example/a</nobr> <nobr>.gif)"</p>'),
     "list_budget_value": (
         b"<ol><li>x</li><ol><ol>\n" * 36 + b'<p><a href="https://shop.example/?u=1">x</a></p></ol>',
         b"<ol><li>x</li><ol><ol>\n" * 36
