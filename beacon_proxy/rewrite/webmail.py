@@ -232,6 +232,9 @@ class _Mapper:
                 shift += len(new) - (end - start)
                 i += 1
             self._next[k], self._shift[k] = i, shift
+            if a0 == a1 and i and edits[i - 1][1] == a0 and edits[i - 1][0] < a0:
+                return None  # put in where a replacement ends: it may have reached on over
+                # it (the doctype step deletes the text after "<!doctype ...>" to a "<")
             if i < len(edits):
                 start, end, new = edits[i]
                 if start > a1 or (start == a1 and (start < end or a0 < a1)):

@@ -322,6 +322,12 @@ def test_url_loads_are_a_literal_tokenizers(bits: list[str]) -> None:
     outer = [r.removal_span for r in scan_css(css)]
     for a, b in loads:
         if not any(x <= a and b <= y and (x, y) != (a, b) for x, y in outer):
+            if b == len(css) and (a, b) not in found and any(x == a for x, _ in found):
+                # (never closed, and inside a function no load of the scan's stands for:
+                # a url(" whose string is bad - hypothesis found 'url("\nurl("url("url(' in
+                # session 19; the scan ends it after its string, as any load in another
+                # function's arguments: the URL goes either way, the rest loads nothing)
+                continue
             assert (a, b) in found, (a, b)
 
 

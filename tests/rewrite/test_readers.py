@@ -276,6 +276,15 @@ SESSION_19 = {
         b'<p>" style="background:url(https://t.example/a</nobr>x<nobr>.gif)"</p>',
         b'<img src="https://t.example/ax.gif"><img src="https://t.example/a .gif">'
         b'<p>" style="background:url(https://t.example/a</nobr> <nobr>.gif)"</p>'),
+    # the fourth round: text put in right after "<!doctype ...>", which the washer
+    # deletes with the doctype up to the next "<" (read as a style element's text once
+    # the washer has cut "<style:x>" to "<style>")
+    "after_doctype": (
+        b'<img src="https://t.example/p.gif"><img src="https://t.example/p&amp;#46;gif">'
+        b"<style:x>a{background:url(https://t.example/p&#46;gif)}<!doctype html></style:x>",
+        b'<img src="https://t.example/q.gif"><img src="https://t.example/p&amp;#46;gif">'
+        b"<style:x>a{background:url(https://t.example/p&#46;gif)}<!doctype html>@import"
+        b"</style:x>"),
     "list_budget_value": (
         b"<ol><li>x</li><ol><ol>\n" * 36 + b'<p><a href="https://shop.example/?u=1">x</a></p></ol>',
         b"<ol><li>x</li><ol><ol>\n" * 36
