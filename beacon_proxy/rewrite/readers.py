@@ -39,7 +39,14 @@ from typing import Final
 
 from beacon_proxy.rewrite import webmail
 from beacon_proxy.rewrite.htmlrefs import Entry, Span
-from beacon_proxy.rewrite.rescan import MAX_TEMPLATES, ScanCache, cut_of, diff_regions
+from beacon_proxy.rewrite.rescan import (
+    MAX_TEMPLATES,
+    ScanCache,
+    _common_prefix_at,
+    _common_suffix,
+    cut_of,
+    diff_regions,
+)
 from beacon_proxy.rewrite.rules import TrackerRules
 from beacon_proxy.rewrite.stray import stray_urls, url_spans
 from beacon_proxy.rewrite.wellformed import in_text, malformed, quoted_values, token_starts
@@ -142,24 +149,14 @@ def _between_quotes(old: bytes, new: bytes, regions: Sequence[_Region]) -> list[
             continue
         for piece, (x, y) in enumerate(zip(was, now, strict=True)):
             if piece % 2 == 0 and x != y:
-                head = _common(x, y)
-                tail = _common(x[head:][::-1], y[head:][::-1])
+                head = _common_prefix_at(x, 0, memoryview(y), 0)
+                tail = _common_suffix(x[head:], y[head:], min(len(x), len(y)) - head)
                 out.append((a0 + head, a0 + len(x) - tail, b0 + head, b0 + len(y) - tail))
             a0, b0 = a0 + len(x), b0 + len(y)
     return out
 
 
 _QUOTES: Final = re.compile(rb"([\"'])")
-
-
-def _common(x: bytes, y: bytes) -> int:
-    """How many bytes ``x`` and ``y`` start with alike."""
-    n = 0
-    for p, q in zip(x, y, strict=False):
-        if p != q:
-            break
-        n += 1
-    return n
 
 
 def _within(spans: Sequence[Span], start: int, end: int) -> list[Span] | None:
@@ -249,7 +246,6 @@ class ReaderChecks:
                 while len(self._passed) > self._keep:
                     self._passed.popitem(last=False)
         return strays
-
 
     def _strays(self, view: bytes, low: bytes, spans: Sequence[Span]
                 ) -> ReadersDiffer | tuple[str, ...]:
