@@ -48,7 +48,9 @@ cannot do the job:
   ``_buffer``, ``_eof`` and ``_wait_for_data``: DATA is searched in the reader's
   buffer where it arrives (one pass for the end of data, the stuffing periods and
   bare LFs) and taken out of it with ``readexactly``, so that the bytes after the
-  end of data stay in the reader for the command loop.
+  end of data stay in the reader for the command loop; and ``_buffer`` again in
+  ``SmtpProtocol.push``: a reply waits while a pipelined command line is already
+  there (RFC 2920's batched replies).
 
 ``pyproject.toml`` bounds both libraries to the release series tested
 (``aiosmtpd<1.5``, ``aiosmtplib<6``); :func:`missing_internals` says what an

@@ -158,14 +158,17 @@ class SmtpHandler:
     async def handle_EHLO(self, server: SmtpProtocol, session: Session,
                           envelope: SmtpEnvelope, hostname: str,
                           responses: list[str]) -> list[str]:
-        """Advertise exactly our extensions (aiosmtpd's list is replaced)."""
+        """Advertise exactly our extensions (aiosmtpd's list is replaced), as one reply
+        written at once (aiosmtpd writes each line it is given apart: a segment, and a
+        wake-up of the client, a line)."""
         session.host_name = hostname
-        lines = [server.hostname, f"SIZE {self._cfg.max_message_size}", "8BITMIME", "SMTPUTF8"]
+        lines = [server.hostname, f"SIZE {self._cfg.max_message_size}", "8BITMIME",
+                 "PIPELINING", "SMTPUTF8"]
         if server.tls_context is not None and session.ssl is None:
             lines.append("STARTTLS")
         if self._users and session.ssl is not None:
             lines.append("AUTH PLAIN LOGIN")
-        return [f"250-{line}" for line in lines[:-1]] + [f"250 {lines[-1]}"]
+        return ["\r\n".join([f"250-{line}" for line in lines[:-1]] + [f"250 {lines[-1]}"])]
 
     @_guarded(replies.TEMPFAIL)
     async def handle_MAIL(self, server: SmtpProtocol, session: Session,

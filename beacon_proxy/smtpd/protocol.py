@@ -57,7 +57,7 @@ from collections.abc import (
     MutableMapping,
     Sequence,
 )
-from typing import Any, AnyStr
+from typing import Any, AnyStr, Final
 
 from aiosmtpd import smtp as aiosmtpd_smtp
 from aiosmtpd.smtp import (
@@ -95,6 +95,12 @@ __all__ = ["Connections", "SmtpProtocol", "peer_ip"]
 _UnboundCommand = Callable[[Any, str | None], Awaitable[None]]
 _MAIL_LOG = aiosmtpd_smtp.log  # aiosmtpd's logger ("mail.log")
 _DEBUG, _INFO = logging.DEBUG, logging.INFO
+#: The commands whose positive replies wait while the client has pipelined more (RFC
+#: 2920: they may be in a group).  Not the end of DATA (a message accepted is answered
+#: at once: were the connection closed before the next write, the client would send it
+#: again), nor QUIT, STARTTLS, AUTH or DATA's 354, after which the client or the relay
+#: waits; a reply that is not 2xx writes every reply held back before it.
+_BATCHED: Final = frozenset({"EHLO", "HELO", "MAIL", "RCPT", "RSET", "NOOP"})
 _VERDICTS = 1024  # client addresses whose verdicts Connections keeps (see _verdict)
 
 
@@ -272,6 +278,8 @@ class SmtpProtocol(SMTP):
         self.auth_failures = 0  # failed AUTH attempts on this connection
         self.in_data = False
         self.stage = ""  # the command being answered ("MAIL"), for rejection logs
+        # Replies held back while the client's pipelined commands are read (push()).
+        self._pending: list[bytes] = []
         self.log_fields: dict[str, Any] = {}  # context the handler adds to rejection logs
         self._admitted = False
         self._refused = False
@@ -680,6 +688,7 @@ class SmtpProtocol(SMTP):
 
     def shutdown(self) -> None:
         """Answer ``421 4.3.2`` and close, whatever the session is doing."""
+        self._flush()
         transport = self.transport
         if transport is None or transport.is_closing():
             return
@@ -787,12 +796,33 @@ class SmtpProtocol(SMTP):
             response = bytes(reply, "utf-8" if self.enable_SMTPUTF8 else "ascii")
         else:
             response = status
-        writer = self._writer
-        writer.write(response + b"\r\n")
         if _MAIL_LOG.isEnabledFor(_DEBUG):
             assert self.session is not None
             _MAIL_LOG.debug("%r << %r", self.session.peer, response)
+        pending = self._pending
+        if (response[:1] == b"2" and self.stage in _BATCHED
+                and self._reader._buffer.find(b"\n") >= 0):  # type: ignore[attr-defined]
+            # RFC 2920 section 3.2: the client pipelined more commands; their replies
+            # go out with this one, in one write (the next command is read at once)
+            pending.append(response + b"\r\n")
+            return
+        writer = self._writer
+        if pending:
+            pending.append(response + b"\r\n")
+            writer.write(b"".join(pending))
+            pending.clear()
+        else:
+            writer.write(response + b"\r\n")
         await writer.drain()
+
+    def _flush(self) -> None:
+        """Write the replies held back for pipelined commands (see :meth:`push`)."""
+        pending = self._pending
+        if pending:
+            transport = self.transport
+            if transport is not None and not transport.is_closing():
+                _send(transport, b"".join(pending))
+            pending.clear()
 
 
 class _BoundCommands(Mapping[str, Callable[[str | None], Awaitable[None]]]):

@@ -128,7 +128,7 @@ async def test_ehlo_advertises_exactly_our_extensions(serve: Serve) -> None:
     client = await running.connect()
     reply = await client.cmd("EHLO client.test")
     assert reply.code == 250
-    assert reply.lines == ["mx.test.example", "SIZE 123456", "8BITMIME", "SMTPUTF8"]
+    assert reply.lines == ["mx.test.example", "SIZE 123456", "8BITMIME", "PIPELINING", "SMTPUTF8"]
     assert (await client.cmd("AUTH PLAIN AGFAYg==")).code >= 500  # no AUTH in clear text
     await client.close()
 

@@ -38,19 +38,19 @@ async def test_auth_offered_only_after_starttls(serve: Serve, tls: Tls) -> None:
     running = await serve_tls(serve, tls)
     client = await running.connect()
     before = await client.cmd("EHLO client.test")
-    assert before.lines == ["mx.test.example", "SIZE 26214400", "8BITMIME", "SMTPUTF8",
-                            "STARTTLS"]
+    assert before.lines == ["mx.test.example", "SIZE 26214400", "8BITMIME", "PIPELINING",
+                            "SMTPUTF8", "STARTTLS"]
     await client.starttls(tls.client)
     after = await client.cmd("EHLO client.test")
-    assert after.lines == ["mx.test.example", "SIZE 26214400", "8BITMIME", "SMTPUTF8",
-                           "AUTH PLAIN LOGIN"]
+    assert after.lines == ["mx.test.example", "SIZE 26214400", "8BITMIME", "PIPELINING",
+                           "SMTPUTF8", "AUTH PLAIN LOGIN"]
 
 
 async def test_no_auth_without_users(serve: Serve, tls: Tls) -> None:
     running = await serve_tls(serve, tls, users=False)
     client = await tls_client(running, tls)
     after = await client.cmd("EHLO client.test")
-    assert after.lines == ["mx.test.example", "SIZE 26214400", "8BITMIME", "SMTPUTF8"]
+    assert after.lines == ["mx.test.example", "SIZE 26214400", "8BITMIME", "PIPELINING", "SMTPUTF8"]
     assert (await client.cmd(f"AUTH PLAIN {PLAIN_OK}")).code == 504
 
 
