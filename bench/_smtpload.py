@@ -18,15 +18,16 @@ timeout), and the personalisation copied the 70 KB body three times.  Here:
   same rendering done the slow way, the reference the tests compare with.
 * :class:`SmtpClient` speaks plain SMTP on asyncio streams: EHLO once per
   connection, then per message ``MAIL`` (with ``SIZE=`` when offered, as
-  aiosmtplib sends it), ``RCPT``, ``DATA`` and the body,
-  each reply read before the next command, or the three commands in one
-  write when the server advertises PIPELINING (RFC 2920; the relay does
-  not).  Replies are parsed strictly (RFC 5321 4.2: three digits, ``-`` or
-  space, CRLF, the same code on every line): a malformed one, a closed
-  connection or a timeout is a :class:`Failed` send, any code other than the
-  one expected (2xx; 354 after ``DATA``) a :class:`Refused` one.  After
-  either the connection is dropped (the next message opens a new one): a
-  soak counts refusals, it does not recover from them.
+  aiosmtplib sends it), ``RCPT``, ``DATA`` and the body, each reply read
+  before the next command, or the three commands in one write when the server
+  advertises PIPELINING (RFC 2920; the relay offers it since session 20: the
+  soak's sender pipelines into it). Replies are parsed strictly (RFC 5321 4.2:
+  three digits, ``-`` or space, CRLF, the same code on every line): a
+  malformed one, a closed connection or a timeout is a :class:`Failed` send,
+  any code other than the one expected (2xx; 354 after ``DATA``) a
+  :class:`Refused` one. After either the connection is dropped (the next
+  message opens a new one): a soak counts refusals, it does not recover from
+  them.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 """CPU per message of the SMTP receive side: one connection per message, as smtp-source.
 
     python bench/receive.py [--messages 600] [--rounds 3] [--size 70000]
-                            [--client source|thread] [--newsletter] [--profile]
+                            [--client source|thread|mta] [--newsletter] [--profile]
     python bench/receive.py --base /tmp/base-tree [--pairs 3] ...
 
 The real :class:`~beacon_proxy.smtpd.server.SmtpServer` (aiosmtpd and our protocol
@@ -16,7 +16,11 @@ no pipelining), sent by
   message), as ``bench/relay.py`` sends;
 * ``--client thread``: a Python client in a thread of this process.  It competes
   with the server for the GIL, and every hand-off lands in the server thread's
-  ``thread_time``: use it only where smtp-source is missing.
+  ``thread_time``: use it only where smtp-source is missing;
+* ``--client mta``: as an MTA sends to its relay host (Postfix's ``smtp``), in a
+  process of its own: one connection kept for every message, EHLO once, and
+  ``MAIL``, ``RCPT`` and ``DATA`` in one write when the server offers PIPELINING
+  (RFC 2920), each reply read before the next command when it does not.
 
 Shown: CPU ms per message of the server's thread (``time.thread_time``), best of
 ``--rounds``, and the load average.  ``--newsletter`` sends ``bench/newsletter.py``'s
@@ -36,6 +40,7 @@ import os
 import shutil
 import socket
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -86,6 +91,57 @@ def _client(port: int, count: int, body: bytes) -> None:
                 raise RuntimeError("message refused")
             sock.sendall(b"QUIT\r\n")
             f.readline()
+
+
+def _mta(port: int, count: int, body: bytes) -> None:
+    """Send ``count`` messages over one connection, pipelined when offered (``--client
+    mta``; run in a child process: ``--mta-send``)."""
+    with socket.create_connection(("127.0.0.1", port)) as sock:
+        f = sock.makefile("rb")
+
+        def reply() -> bytes:
+            while True:
+                line = f.readline()
+                if line[3:4] != b"-":
+                    return line
+
+        f.readline()
+        sock.sendall(b"EHLO bench.example\r\n")
+        lines = [f.readline()]
+        while lines[-1][3:4] == b"-":
+            lines.append(f.readline())
+        pipelining = any(line[4:].strip() == b"PIPELINING" for line in lines)
+        group = (b"MAIL FROM:<s@example.org>\r\n", b"RCPT TO:<r@example.net>\r\n",
+                 b"DATA\r\n")
+        for _ in range(count):
+            if pipelining:
+                sock.sendall(b"".join(group))
+                codes = [reply()[:3] for _ in group]
+            else:
+                codes = []
+                for command in group:
+                    sock.sendall(command)
+                    codes.append(reply()[:3])
+            if codes != [b"250", b"250", b"354"]:
+                raise RuntimeError(f"refused: {codes}")
+            sock.sendall(body + b".\r\n")
+            if not reply().startswith(b"250"):
+                raise RuntimeError("message refused")
+        sock.sendall(b"QUIT\r\n")
+        reply()
+
+
+async def _mta_child(port: int, count: int, body: bytes) -> None:
+    """:func:`_mta` in a child process (the server's thread keeps the GIL to itself)."""
+    with tempfile.NamedTemporaryFile(suffix=".eml") as fh:
+        fh.write(body)
+        fh.flush()
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, __file__, "--mta-send", str(port), str(count), fh.name,
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+        _, err = await proc.communicate()
+    if proc.returncode != 0:
+        raise RuntimeError(f"the mta client failed: {err.decode(errors='replace')}")
 
 
 async def _source(port: int, count: int, message_file: Path) -> None:
@@ -162,7 +218,8 @@ class Floor(asyncio.Protocol):
             self.transport.write(b"250 ok\r\n")
 
 
-async def _round(count: int, body: bytes, message_file: Path | None, floor: bool) -> float:
+async def _round(count: int, body: bytes, message_file: Path | None, floor: bool,
+                 mta: bool = False) -> float:
     if floor:
         listener = await asyncio.get_running_loop().create_server(Floor, "127.0.0.1", 0)
         port = int(listener.sockets[0].getsockname()[1])
@@ -172,7 +229,9 @@ async def _round(count: int, body: bytes, message_file: Path | None, floor: bool
         await server.start()
         port = server.port
     start = time.thread_time()
-    if message_file is not None:
+    if mta:
+        await _mta_child(port, count, _stuffed(body))
+    elif message_file is not None:
         await _source(port, count, message_file)
     else:
         await asyncio.to_thread(_client, port, count, _stuffed(body))
@@ -185,19 +244,19 @@ async def _round(count: int, body: bytes, message_file: Path | None, floor: bool
 
 
 async def measure(messages: int, rounds: int, body: bytes, message_file: Path | None,
-                  profile: bool, floor: bool = False) -> list[float]:
+                  profile: bool, floor: bool = False, mta: bool = False) -> list[float]:
     """CPU ms per message of each round (after a warm-up round)."""
-    await _round(50, body, message_file, floor)
+    await _round(50, body, message_file, floor, mta)
     if profile:
         import cProfile
         import pstats
         prof = cProfile.Profile()
         prof.enable()
-        await _round(messages, body, message_file, floor)
+        await _round(messages, body, message_file, floor, mta)
         prof.disable()
         pstats.Stats(prof).sort_stats("tottime").print_stats(35)
         return []
-    return [await _round(messages, body, message_file, floor) for _ in range(rounds)]
+    return [await _round(messages, body, message_file, floor, mta) for _ in range(rounds)]
 
 
 def _compare(args: argparse.Namespace) -> None:
@@ -222,7 +281,10 @@ def _listed(values: list[float]) -> str:
 def main() -> None:
     parser = pair_parser(__doc__, default=600)
     parser.add_argument("--size", type=int, default=70000)
-    parser.add_argument("--client", choices=("source", "thread"),
+    if sys.argv[1:2] == ["--mta-send"]:  # the child of --client mta
+        _mta(int(sys.argv[2]), int(sys.argv[3]), Path(sys.argv[4]).read_bytes())
+        return
+    parser.add_argument("--client", choices=("source", "thread", "mta"),
                         default="source" if os.path.exists(SMTP_SOURCE) else "thread")
     parser.add_argument("--newsletter", action="store_true")
     parser.add_argument("--profile", action="store_true")
@@ -245,7 +307,7 @@ def main() -> None:
             message_file.write_bytes(body.replace(b"\r\n", b"\n"))  # smtp-source adds CR
         with asyncio.Runner(loop_factory=factory) as runner:
             results = runner.run(measure(args.messages, args.rounds, body, message_file,
-                                         args.profile, args.floor))
+                                         args.profile, args.floor, args.client == "mta"))
     if args.json:
         print(json.dumps({"best": min(results), "median": statistics.median(results)}))
     elif results:

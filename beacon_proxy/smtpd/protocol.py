@@ -101,6 +101,10 @@ _DEBUG, _INFO = logging.DEBUG, logging.INFO
 #: again), nor QUIT, STARTTLS, AUTH or DATA's 354, after which the client or the relay
 #: waits; a reply that is not 2xx writes every reply held back before it.
 _BATCHED: Final = frozenset({"EHLO", "HELO", "MAIL", "RCPT", "RSET", "NOOP"})
+#: At most this many replies held at once: a client that pipelines without end (a flood
+#: of NOOPs it never reads the replies to) gets them written, and drained, a batch at a
+#: time, as before (the reader's buffer refills from the socket while they are held).
+_HELD: Final = 64
 _VERDICTS = 1024  # client addresses whose verdicts Connections keeps (see _verdict)
 
 
@@ -800,7 +804,7 @@ class SmtpProtocol(SMTP):
             assert self.session is not None
             _MAIL_LOG.debug("%r << %r", self.session.peer, response)
         pending = self._pending
-        if (response[:1] == b"2" and self.stage in _BATCHED
+        if (response[:1] == b"2" and self.stage in _BATCHED and len(pending) < _HELD
                 and self._reader._buffer.find(b"\n") >= 0):  # type: ignore[attr-defined]
             # RFC 2920 section 3.2: the client pipelined more commands; their replies
             # go out with this one, in one write (the next command is read at once)

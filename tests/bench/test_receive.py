@@ -39,3 +39,45 @@ def test_smtp_source_with_the_newsletter() -> None:
 def test_two_trees_alternate() -> None:
     out = _receive("--client", "thread", "--size", "2000", "--base", str(ROOT), "--pairs", "1")
     assert "pair 1 (load" in out and "branch" in out, out
+
+
+def test_the_mta_client_pipelines_over_one_connection() -> None:
+    out = _receive("--client", "mta", "--newsletter")
+    assert "client: mta" in out and "best" in out, out
+
+
+def test_the_mta_client_sends_each_command_apart_where_not_offered() -> None:
+    """Against a server that does not offer PIPELINING (a stub here), the client waits
+    for each reply before the next command: each arrives alone."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    import socket
+    import threading
+
+    import receive
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    seen: list[bytes] = []
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            conn.sendall(b"220 stub\r\n")
+            conn.recv(4096)  # EHLO
+            conn.sendall(b"250-stub\r\n250 8BITMIME\r\n")
+            for reply in (b"250 ok\r\n", b"250 ok\r\n", b"354 go\r\n"):
+                seen.append(conn.recv(4096))  # the next command is sent once answered
+                conn.sendall(reply)
+            data = b""
+            while not data.endswith(b"\r\n.\r\n"):
+                data += conn.recv(65536)
+            conn.sendall(b"250 queued\r\n")
+            seen.append(conn.recv(4096))
+            conn.sendall(b"221 bye\r\n")
+
+    thread = threading.Thread(target=serve)
+    thread.start()
+    receive._mta(listener.getsockname()[1], 1, b"Subject: x\r\n\r\nbody\r\n")
+    thread.join(timeout=30)
+    listener.close()
+    assert seen == [b"MAIL FROM:<s@example.org>\r\n", b"RCPT TO:<r@example.net>\r\n",
+                    b"DATA\r\n", b"QUIT\r\n"]

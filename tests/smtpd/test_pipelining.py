@@ -118,3 +118,18 @@ async def test_the_relays_own_courier_pipelines_into_it(serve: Serve) -> None:
         b"Subject: one", b"Subject: two", b"Subject: three"]
     groups = [w for w in writes if w.endswith(b"354 End data with <CR><LF>.<CR><LF>\r\n")]
     assert len(groups) == 2 and all(g.count(b"\r\n") == 3 for g in groups)  # MAIL RCPT DATA
+
+
+async def test_a_flood_of_pipelined_commands_is_answered_a_batch_at_a_time(
+        serve: Serve) -> None:
+    """Replies are held at most 64 at a time: a client that pipelines without end gets
+    them written (and drained: the relay waits while it does not read) in batches."""
+    running = await serve()
+    client = await running.connect()
+    await client.cmd("EHLO client.test")
+    writes = _writes(running)
+    await client.send(b"NOOP\r\n" * 200 + b"QUIT\r\n")
+    codes = [(await client.reply()).code for _ in range(201)]
+    assert codes == [250] * 200 + [221]
+    assert max(w.count(b"\r\n") for w in writes) <= 65
+    assert sum(w.count(b"\r\n") for w in writes) == 201
