@@ -6,6 +6,7 @@ from __future__ import annotations
 from beacon_proxy.deliver.courier import Outcome
 from beacon_proxy.smtpd.protocol import SmtpProtocol
 from tests.deliver.test_smtp import bounded, make_courier, send
+from tests.smtpd.client import RawClient
 from tests.smtpd.conftest import Running, Serve
 
 
@@ -24,6 +25,14 @@ def _writes(running: Running) -> list[bytes]:
     return writes
 
 
+async def _after_ehlo(serve: Serve) -> tuple[Running, RawClient, list[bytes]]:
+    """A server, a client that has said EHLO, and the server's writes from then on."""
+    running = await serve()
+    client = await running.connect()
+    await client.cmd("EHLO client.test")
+    return running, client, _writes(running)
+
+
 
 async def test_ehlo_offers_pipelining_in_one_write(serve: Serve) -> None:
     running = await serve()
@@ -36,10 +45,7 @@ async def test_ehlo_offers_pipelining_in_one_write(serve: Serve) -> None:
 
 
 async def test_a_pipelined_group_is_answered_in_one_write(serve: Serve) -> None:
-    running = await serve()
-    client = await running.connect()
-    await client.cmd("EHLO client.test")
-    writes = _writes(running)
+    running, client, writes = await _after_ehlo(serve)
     await client.send(b"MAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.net>\r\n"
                       b"RCPT TO:<c@example.net>\r\nDATA\r\n")
     replies = [await client.reply() for _ in range(4)]
@@ -59,10 +65,7 @@ async def test_a_pipelined_group_is_answered_in_one_write(serve: Serve) -> None:
 
 
 async def test_a_refusal_in_a_group_writes_what_was_held_with_it(serve: Serve) -> None:
-    running = await serve()
-    client = await running.connect()
-    await client.cmd("EHLO client.test")
-    writes = _writes(running)
+    _, client, writes = await _after_ehlo(serve)
     await client.send(b"MAIL FROM:<a@example.org>\r\nRCPT TO:<bad>\r\n"
                       b"RCPT TO:<b@example.net>\r\nNOOP\r\nRSET\r\n")
     codes = [(await client.reply()).code for _ in range(5)]
@@ -124,10 +127,7 @@ async def test_a_flood_of_pipelined_commands_is_answered_a_batch_at_a_time(
         serve: Serve) -> None:
     """Replies are held at most 64 at a time: a client that pipelines without end gets
     them written (and drained: the relay waits while it does not read) in batches."""
-    running = await serve()
-    client = await running.connect()
-    await client.cmd("EHLO client.test")
-    writes = _writes(running)
+    _, client, writes = await _after_ehlo(serve)
     await client.send(b"NOOP\r\n" * 200 + b"QUIT\r\n")
     codes = [(await client.reply()).code for _ in range(201)]
     assert codes == [250] * 200 + [221]
