@@ -93,9 +93,9 @@ def _client(port: int, count: int, body: bytes) -> None:
             f.readline()
 
 
-def _mta(port: int, count: int, body: bytes) -> None:
+def _mta(port: int, count: int, body: bytes) -> bool:
     """Send ``count`` messages over one connection, pipelined when offered (``--client
-    mta``; run in a child process: ``--mta-send``)."""
+    mta``; run in a child process: ``--mta-send``); whether they were pipelined."""
     with socket.create_connection(("127.0.0.1", port)) as sock:
         f = sock.makefile("rb")
 
@@ -129,6 +129,7 @@ def _mta(port: int, count: int, body: bytes) -> None:
                 raise RuntimeError("message refused")
         sock.sendall(b"QUIT\r\n")
         reply()
+    return pipelining
 
 
 async def _mta_child(port: int, count: int, body: bytes) -> None:
@@ -138,10 +139,14 @@ async def _mta_child(port: int, count: int, body: bytes) -> None:
         fh.flush()
         proc = await asyncio.create_subprocess_exec(
             sys.executable, __file__, "--mta-send", str(port), str(count), fh.name,
-            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
-        _, err = await proc.communicate()
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        out, err = await proc.communicate()
     if proc.returncode != 0:
         raise RuntimeError(f"the mta client failed: {err.decode(errors='replace')}")
+    _MTA_MODE[0] = out.decode().strip()
+
+
+_MTA_MODE = ["-"]  # how the last --client mta round sent: "pipelined" or "stepwise"
 
 
 async def _source(port: int, count: int, message_file: Path) -> None:
@@ -282,7 +287,8 @@ def main() -> None:
     parser = pair_parser(__doc__, default=600)
     parser.add_argument("--size", type=int, default=70000)
     if sys.argv[1:2] == ["--mta-send"]:  # the child of --client mta
-        _mta(int(sys.argv[2]), int(sys.argv[3]), Path(sys.argv[4]).read_bytes())
+        piped = _mta(int(sys.argv[2]), int(sys.argv[3]), Path(sys.argv[4]).read_bytes())
+        print("pipelined" if piped else "stepwise")
         return
     parser.add_argument("--client", choices=("source", "thread", "mta"),
                         default="source" if os.path.exists(SMTP_SOURCE) else "thread")
@@ -311,7 +317,9 @@ def main() -> None:
     if args.json:
         print(json.dumps({"best": min(results), "median": statistics.median(results)}))
     elif results:
-        print(f"event loop: {name}; client: {args.client}; load {os.getloadavg()[0]:.1f}")
+        mode = f" ({_MTA_MODE[0]})" if args.client == "mta" else ""
+        print(f"event loop: {name}; client: {args.client}{mode}; "
+              f"load {os.getloadavg()[0]:.1f}")
         print(f"receive CPU ms/msg (server thread): {_listed(results)} best {min(results):.3f}")
 
 

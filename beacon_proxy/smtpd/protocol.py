@@ -102,8 +102,10 @@ _DEBUG, _INFO = logging.DEBUG, logging.INFO
 #: waits; a reply that is not 2xx writes every reply held back before it.
 _BATCHED: Final = frozenset({"EHLO", "HELO", "MAIL", "RCPT", "RSET", "NOOP"})
 #: At most this many replies held at once: a client that pipelines without end (a flood
-#: of NOOPs it never reads the replies to) gets them written, and drained, a batch at a
-#: time, as before (the reader's buffer refills from the socket while they are held).
+#: of NOOPs it never reads the replies to) gets them written, and waited on (the writer
+#: drained), a batch at a time.  (Replies are held only while the command loop has the
+#: next line at hand, so the loop never waits for the client with a reply held, but for
+#: AUTH's password check, which a shutdown or a cancellation flushes.)
 _HELD: Final = 64
 _VERDICTS = 1024  # client addresses whose verdicts Connections keeps (see _verdict)
 
@@ -468,8 +470,10 @@ class SmtpProtocol(SMTP):
                         # FROM, AUTH, the end of DATA)
                         self._reset_timeout()
                 except (asyncio.CancelledError, ConnectionResetError):
-                    # The client went away (aiosmtpd cancels this task), in DATA or not.
+                    # The client went away (aiosmtpd cancels this task), in DATA or not;
+                    # or closed its side only: what was held for it goes out first.
                     log.info("%r Connection lost during _handle_client()", self.session.peer)
+                    self._flush()
                     self._writer.close()
                     raise
                 except Exception as error:

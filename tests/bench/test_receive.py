@@ -43,23 +43,28 @@ def test_two_trees_alternate() -> None:
 
 def test_the_mta_client_pipelines_over_one_connection() -> None:
     out = _receive("--client", "mta", "--newsletter")
-    assert "client: mta" in out and "best" in out, out
+    assert "client: mta (pipelined)" in out and "best" in out, out
 
 
 def test_the_mta_client_sends_each_command_apart_where_not_offered() -> None:
     """Against a server that does not offer PIPELINING (a stub here), the client waits
     for each reply before the next command: each arrives alone."""
-    sys.path.insert(0, str(ROOT / "bench"))
     import socket
     import threading
 
-    import receive
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        import receive
+    finally:
+        sys.path.remove(str(ROOT / "bench"))
 
     listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(30)  # a client that never connects fails the test, not hangs it
     seen: list[bytes] = []
 
     def serve() -> None:
         conn, _ = listener.accept()
+        conn.settimeout(30)
         with conn:
             conn.sendall(b"220 stub\r\n")
             conn.recv(4096)  # EHLO
@@ -74,9 +79,13 @@ def test_the_mta_client_sends_each_command_apart_where_not_offered() -> None:
             seen.append(conn.recv(4096))
             conn.sendall(b"221 bye\r\n")
 
-    thread = threading.Thread(target=serve)
+    thread = threading.Thread(target=serve, daemon=True)
     thread.start()
-    receive._mta(listener.getsockname()[1], 1, b"Subject: x\r\n\r\nbody\r\n")
+    socket.setdefaulttimeout(30)  # the client's socket: a stuck exchange fails, not hangs
+    try:
+        assert not receive._mta(listener.getsockname()[1], 1, b"Subject: x\r\n\r\nbody\r\n")
+    finally:
+        socket.setdefaulttimeout(None)
     thread.join(timeout=30)
     listener.close()
     assert seen == [b"MAIL FROM:<s@example.org>\r\n", b"RCPT TO:<r@example.net>\r\n",

@@ -3,11 +3,19 @@ group written together (section 3.2), in order, none lost or held past its group
 
 from __future__ import annotations
 
+import asyncio
+import threading
+
+import pytest
+
 from beacon_proxy.deliver.courier import Outcome
+from beacon_proxy.smtpd import handler as handler_module
+from beacon_proxy.smtpd.passwords import verify_password
 from beacon_proxy.smtpd.protocol import SmtpProtocol
 from tests.deliver.test_smtp import bounded, make_courier, send
 from tests.smtpd.client import RawClient
-from tests.smtpd.conftest import Running, Serve
+from tests.smtpd.conftest import WAIT, Running, Serve, Tls
+from tests.smtpd.test_handler_auth import PLAIN_OK, serve_tls, tls_client
 
 
 def _writes(running: Running) -> list[bytes]:
@@ -86,19 +94,48 @@ async def test_quit_after_a_group_gets_every_reply(serve: Serve) -> None:
     assert len(writes) == 1
 
 
-async def test_a_shutdown_writes_what_was_held_first(serve: Serve) -> None:
-    """The replies held for a group go out before the shutdown's 421."""
-    running = await serve()
-    client = await running.connect()
-    await client.cmd("EHLO client.test")
+async def test_a_shutdown_during_a_password_check_writes_what_was_held_first(
+        serve: Serve, tls: Tls, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The one wait with a reply held: EHLO pipelined with AUTH (over TLS) holds EHLO's
+    reply while the password is checked; a shutdown then writes it before its 421."""
+    checking, release = threading.Event(), threading.Event()
+
+    def blocked(password: str, hashed: str) -> bool:
+        checking.set()
+        release.wait(WAIT)
+        return verify_password(password, hashed)
+
+    monkeypatch.setattr(handler_module, "verify_password", blocked)
+    running = await serve_tls(serve, tls)
+    client = await tls_client(running, tls)
+    await client.send(f"EHLO client.test\r\nAUTH PLAIN {PLAIN_OK}\r\n".encode())
+    assert await asyncio.to_thread(checking.wait, WAIT)
     (conn,) = running.server._connections._open
-    assert isinstance(conn, SmtpProtocol)
-    conn._pending.append(b"250 held\r\n")
+    assert isinstance(conn, SmtpProtocol) and len(conn._pending) == 1  # EHLO's, held
     conn.shutdown()
-    reply = await client.reply()
-    assert (reply.code, reply.lines) == (250, ["held"])
+    release.set()
+    ehlo = await client.reply()
+    assert ehlo.code == 250 and "AUTH PLAIN LOGIN" in ehlo.lines
     assert (await client.reply()).code == 421
     assert not conn._pending
+
+
+async def test_commands_pipelined_after_starttls_are_not_answered(
+        serve: Serve, tls: Tls) -> None:
+    """EHLO's reply is held for STARTTLS's and both go out in clear; what was pipelined
+    after STARTTLS (a command injection) is dropped, not answered over TLS."""
+    running = await serve_tls(serve, tls)
+    client = await running.connect()
+    writes = _writes(running)
+    await client.send(b"EHLO client.test\r\nSTARTTLS\r\nMAIL FROM:<evil@example.org>\r\n"
+                      b"NOOP\r\n")
+    assert (await client.reply()).code == 250
+    assert (await client.reply()).code == 220
+    assert len(writes) == 1  # EHLO's reply with STARTTLS's 220, in clear
+    await asyncio.wait_for(client.writer.start_tls(tls.client, server_hostname="127.0.0.1"),
+                           WAIT)
+    reply = await client.cmd("RCPT TO:<b@example.net>")
+    assert reply.code == 503  # no MAIL was taken, nor any EHLO over TLS
 
 
 async def test_the_relays_own_courier_pipelines_into_it(serve: Serve) -> None:
@@ -126,7 +163,7 @@ async def test_the_relays_own_courier_pipelines_into_it(serve: Serve) -> None:
 async def test_a_flood_of_pipelined_commands_is_answered_a_batch_at_a_time(
         serve: Serve) -> None:
     """Replies are held at most 64 at a time: a client that pipelines without end gets
-    them written (and drained: the relay waits while it does not read) in batches."""
+    them written a batch at a time (each batch a write the relay then drains)."""
     _, client, writes = await _after_ehlo(serve)
     await client.send(b"NOOP\r\n" * 200 + b"QUIT\r\n")
     codes = [(await client.reply()).code for _ in range(201)]
