@@ -815,22 +815,26 @@ class SmtpProtocol(SMTP):
             pending.append(response + b"\r\n")
             return
         writer = self._writer
-        if pending:
-            pending.append(response + b"\r\n")
-            writer.write(b"".join(pending))
-            pending.clear()
-        else:
-            writer.write(response + b"\r\n")
+        writer.write(self._taken(response + b"\r\n"))
         await writer.drain()
+
+    def _taken(self, reply: bytes = b"") -> bytes:
+        """The replies held back for pipelined commands, then ``reply``, as one write
+        (none held: ``reply`` itself); none held any more."""
+        pending = self._pending
+        if not pending:
+            return reply
+        pending.append(reply)
+        data = b"".join(pending)
+        pending.clear()
+        return data
 
     def _flush(self) -> None:
         """Write the replies held back for pipelined commands (see :meth:`push`)."""
-        pending = self._pending
-        if pending:
-            transport = self.transport
-            if transport is not None and not transport.is_closing():
-                _send(transport, b"".join(pending))
-            pending.clear()
+        data = self._taken()
+        transport = self.transport
+        if data and transport is not None and not transport.is_closing():
+            _send(transport, data)
 
 
 class _BoundCommands(Mapping[str, Callable[[str | None], Awaitable[None]]]):
