@@ -132,8 +132,9 @@ def _mta(port: int, count: int, body: bytes) -> bool:
     return pipelining
 
 
-async def _mta_child(port: int, count: int, body: bytes) -> None:
-    """:func:`_mta` in a child process (the server's thread keeps the GIL to itself)."""
+async def _mta_child(port: int, count: int, body: bytes) -> str:
+    """:func:`_mta` in a child process (the server's thread keeps the GIL to itself);
+    how it sent: ``"pipelined"`` or ``"stepwise"``."""
     with tempfile.NamedTemporaryFile(suffix=".eml") as fh:
         fh.write(body)
         fh.flush()
@@ -143,10 +144,7 @@ async def _mta_child(port: int, count: int, body: bytes) -> None:
         out, err = await proc.communicate()
     if proc.returncode != 0:
         raise RuntimeError(f"the mta client failed: {err.decode(errors='replace')}")
-    _MTA_MODE[0] = out.decode().strip()
-
-
-_MTA_MODE = ["-"]  # how the last --client mta round sent: "pipelined" or "stepwise"
+    return out.decode().strip()
 
 
 async def _source(port: int, count: int, message_file: Path) -> None:
@@ -224,7 +222,9 @@ class Floor(asyncio.Protocol):
 
 
 async def _round(count: int, body: bytes, message_file: Path | None, floor: bool,
-                 mta: bool = False) -> float:
+                 mta: bool = False) -> tuple[float, str]:
+    """CPU ms a message of the server's thread, and how the mta client sent ("" for
+    the other clients)."""
     if floor:
         listener = await asyncio.get_running_loop().create_server(Floor, "127.0.0.1", 0)
         port = int(listener.sockets[0].getsockname()[1])
@@ -234,8 +234,9 @@ async def _round(count: int, body: bytes, message_file: Path | None, floor: bool
         await server.start()
         port = server.port
     start = time.thread_time()
+    mode = ""
     if mta:
-        await _mta_child(port, count, _stuffed(body))
+        mode = await _mta_child(port, count, _stuffed(body))
     elif message_file is not None:
         await _source(port, count, message_file)
     else:
@@ -245,12 +246,14 @@ async def _round(count: int, body: bytes, message_file: Path | None, floor: bool
         listener.close()
     else:
         await server.stop(1.0)
-    return used * 1000 / count
+    return used * 1000 / count, mode
 
 
 async def measure(messages: int, rounds: int, body: bytes, message_file: Path | None,
-                  profile: bool, floor: bool = False, mta: bool = False) -> list[float]:
-    """CPU ms per message of each round (after a warm-up round)."""
+                  profile: bool, floor: bool = False,
+                  mta: bool = False) -> tuple[list[float], str]:
+    """CPU ms per message of each round (after a warm-up round), and how the mta client
+    sent in the last one."""
     await _round(50, body, message_file, floor, mta)
     if profile:
         import cProfile
@@ -260,8 +263,10 @@ async def measure(messages: int, rounds: int, body: bytes, message_file: Path | 
         await _round(messages, body, message_file, floor, mta)
         prof.disable()
         pstats.Stats(prof).sort_stats("tottime").print_stats(35)
-        return []
-    return [await _round(messages, body, message_file, floor, mta) for _ in range(rounds)]
+        return [], ""
+    rounds_run = [await _round(messages, body, message_file, floor, mta)
+                  for _ in range(rounds)]
+    return [used for used, _ in rounds_run], rounds_run[-1][1]
 
 
 def _compare(args: argparse.Namespace) -> None:
@@ -312,13 +317,13 @@ def main() -> None:
             message_file = Path(tmp) / "message.eml"
             message_file.write_bytes(body.replace(b"\r\n", b"\n"))  # smtp-source adds CR
         with asyncio.Runner(loop_factory=factory) as runner:
-            results = runner.run(measure(args.messages, args.rounds, body, message_file,
+            results, mode = runner.run(measure(args.messages, args.rounds, body, message_file,
                                          args.profile, args.floor, args.client == "mta"))
     if args.json:
         print(json.dumps({"best": min(results), "median": statistics.median(results)}))
     elif results:
-        mode = f" ({_MTA_MODE[0]})" if args.client == "mta" else ""
-        print(f"event loop: {name}; client: {args.client}{mode}; "
+        sent = f" ({mode})" if mode else ""
+        print(f"event loop: {name}; client: {args.client}{sent}; "
               f"load {os.getloadavg()[0]:.1f}")
         print(f"receive CPU ms/msg (server thread): {_listed(results)} best {min(results):.3f}")
 
