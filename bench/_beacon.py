@@ -78,7 +78,10 @@ def serve(cfg: Path, smtp_port: int, web_port: int,
     relay = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT,
                              stdin=subprocess.DEVNULL, env=child_env(), cwd=str(cfg.parent))
     try:
-        wait_until(lambda: http_ok(web_port, "/healthz") and smtp_ready(smtp_port), 60,
+        # /readyz, not /healthz: ready once every worker has started.  A phase that
+        # began when only the first was up gave it every connection its sender opened
+        # together, kept for the phase by smtp-source -d (one worker on one core).
+        wait_until(lambda: http_ok(web_port, "/readyz") and smtp_ready(smtp_port), 60,
                    "beacon-proxy start", relay, interval=0.1)
         yield Proxy(relay, smtp_port, web_port)
     finally:

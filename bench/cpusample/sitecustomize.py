@@ -1,7 +1,10 @@
 """A CPU-weighted sampler of the main thread's Python stack, for ``serve`` workers.
 
-    BEACON_CPUSAMPLE=/tmp/prof PYTHONPATH=bench/cpusample:$PWD python bench/relay.py ...
+    BEACON_CPUSAMPLE=/tmp/prof PYTHONPATH=$PWD/bench/cpusample:$PWD python bench/relay.py ...
     python bench/cpusample_report.py /tmp/prof.*.json --messages N
+
+(``PYTHONPATH`` absolute: the relay runs in its temporary directory, where a relative
+one finds nothing, and nothing is sampled.)
 
 py-spy counts wall time while a thread is runnable (or holds the GIL), so on a
 busy 2-core machine a reply's ``write`` that wakes the client and is preempted
