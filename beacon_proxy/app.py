@@ -103,10 +103,11 @@ class Role:
     """What a process of a relay with several worker processes does.
 
     ``worker`` set: worker ``worker`` of ``count`` - SMTP on the supervisor's listening
-    sockets ``socks``, its own part of the spool, delivery; no web listener.  ``worker``
-    None: the supervisor - the web listeners (``metrics``: the page summed over the
-    workers; ``workers_up``: how many workers run and are started), the forwarders; no
-    SMTP, no spool part, no delivery."""
+    sockets ``socks`` (taken once ``smtpd.accept()`` is called: after ``start``, the
+    worker waits for its siblings), its own part of the spool, delivery; no web
+    listener.  ``worker`` None: the supervisor - the web listeners (``metrics``: the
+    page summed over the workers; ``workers_up``: how many workers run and are
+    started), the forwarders; no SMTP, no spool part, no delivery."""
 
     count: int
     worker: int | None = None
@@ -482,7 +483,9 @@ class Relay:
                 await self.admin_web.start()
             await self.web.start()
         if self.delivers:
-            await self.smtpd.start()
+            # A worker takes no connection until its siblings have started too
+            # (workers.run_worker: the supervisor's "go", or a bound).
+            await self.smtpd.start(hold=self.role is not None and self.role.worker is not None)
         up = self.cfg.delivery.upstream
         admin = self.cfg.web.admin_listen
         extra: dict[str, object] = {}

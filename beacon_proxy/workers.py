@@ -19,6 +19,13 @@ answers ``metrics`` with its registry's text; the end of the channel (the superv
 is gone) stops the worker, and so does ``PR_SET_PDEATHSIG`` (SIGTERM when the
 supervisor dies, ``kill -9`` included): no worker outlives its supervisor.
 
+A started worker takes no connection until the supervisor says ``go``: when every
+worker has started, and at once for a worker started again while the others take
+connections; after :data:`GO_WAIT` seconds without it (a sibling that does not start),
+it takes them alone.  The worker ready first took every connection waiting or opened
+while the others still started: an MTA's connections, opened together after a restart
+and kept for minutes (Postfix reuses one for up to 300 s), stayed on one core.
+
 A worker that dies is started again after a bounded backoff (:data:`BACKOFF_MIN`
 doubling to :data:`BACKOFF_MAX`; ``worker_exited`` and ``worker_started`` events); it
 recovers its part of the spool as a restarted relay does.  SIGTERM/SIGINT stop the
@@ -53,14 +60,17 @@ from beacon_proxy.smtpd.server import LISTEN_BACKLOG
 from beacon_proxy.spool.log import count_live
 from beacon_proxy.spool.parts import all_roots
 
-__all__ = ["BACKOFF_MAX", "BACKOFF_MIN", "Supervisor", "bind_listeners", "die_with_parent",
-           "merge_metrics", "run_supervisor", "run_worker"]
+__all__ = ["BACKOFF_MAX", "BACKOFF_MIN", "GO_WAIT", "Supervisor", "bind_listeners",
+           "die_with_parent", "merge_metrics", "run_supervisor", "run_worker"]
 
 log = logging.getLogger(__name__)
 
 BACKOFF_MIN = 0.5  # seconds before a dead worker is started again, doubling per quick death
 BACKOFF_MAX = 30.0
 _STABLE = 60.0  # a worker that ran this long before it died is restarted after BACKOFF_MIN
+#: Seconds a started worker waits for the supervisor's ``go`` (every worker started)
+#: before it takes SMTP connections alone.
+GO_WAIT = 10.0
 _METRICS_TIMEOUT = 5.0
 _QUEUE_REUSE = 1.0  # seconds a counted queue size is reused (for /healthz)
 _PR_SET_PDEATHSIG = 1
@@ -156,6 +166,7 @@ class _Worker:
     reader: asyncio.StreamReader | None = None
     writer: asyncio.StreamWriter | None = None
     ready: bool = False
+    going: bool = False  # told "go" since it last started: it takes connections
     started_at: float = 0.0
     quick_deaths: int = 0
     replies: deque[asyncio.Future[bytes]] = field(default_factory=deque)
@@ -173,6 +184,7 @@ class Supervisor:
         self.workers = [_Worker(i) for i in range(count)]
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
+        self._accepting = False  # every worker has started once: "go" at once from then
         self._queue: tuple[float, int] | None = None
 
     # -- what the web side asks ------------------------------------------------
@@ -269,7 +281,7 @@ class Supervisor:
             channel.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await channel
-            worker.ready = False
+            worker.ready = worker.going = False
             for reply in worker.replies:
                 if not reply.done():
                     reply.set_exception(ConnectionError("worker exited"))
@@ -312,10 +324,24 @@ class Supervisor:
             kind, payload = frame
             if kind == "ready":
                 worker.ready = True
+                await self._go()
             elif kind == "metrics" and worker.replies:
                 reply = worker.replies.popleft()
                 if not reply.done():
                     reply.set_result(payload)
+
+
+    async def _go(self) -> None:
+        """Tell every started worker not yet told to take connections, once every
+        worker has started (from then on, a worker as soon as it has)."""
+        if not (self._accepting or all(w.ready for w in self.workers)):
+            return
+        self._accepting = True
+        for worker in self.workers:
+            if worker.ready and not worker.going and worker.writer is not None:
+                worker.going = True
+                with contextlib.suppress(ConnectionError):  # it died: started again
+                    await _send(worker.writer, "go")
 
 
 async def run_supervisor(cfg: Config, count: int) -> None:
@@ -361,14 +387,32 @@ async def run_worker(cfg: Config, index: int, count: int, listen_fds: Sequence[i
     reader, writer = await asyncio.open_connection(sock=socket.socket(fileno=channel_fd))
     stopped = asyncio.Event()
 
+    loop = asyncio.get_running_loop()
+    held: list[asyncio.TimerHandle] = []  # GO_WAIT's timer while no "go" came
+    started = 0.0
+
+    def accept(alone: bool) -> None:
+        """Take SMTP connections: told "go" (every worker started), or alone."""
+        if not held:
+            return  # already taking them
+        held.pop().cancel()
+        relay.smtpd.accept()
+        event("accepting", logging.WARNING if alone else logging.INFO, worker_index=index,
+              alone=alone, waited=round(loop.time() - started, 3))
+
     async def serve_channel() -> None:
         while (frame := await _receive(reader)) is not None:
             if frame[0] == "metrics":
                 await _send(writer, "metrics", generate_latest(REGISTRY))
+            elif frame[0] == "go":
+                accept(alone=False)
         stopped.set()  # the supervisor is gone
 
     async def start() -> None:
+        nonlocal started
         await relay.start()
+        started = loop.time()
+        held.append(loop.call_later(GO_WAIT, accept, True))
         await _send(writer, "ready")
 
     async def stop() -> None:
@@ -376,7 +420,6 @@ async def run_worker(cfg: Config, index: int, count: int, listen_fds: Sequence[i
         writer.close()
 
     channel = asyncio.create_task(serve_channel(), name="channel")
-    loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stopped.set)
     loop.add_signal_handler(signal.SIGHUP, relay.reload)
@@ -390,6 +433,8 @@ async def run_worker(cfg: Config, index: int, count: int, listen_fds: Sequence[i
         await stopped.wait()
         await stop()
     finally:
+        for timer in held:
+            timer.cancel()
         channel.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await channel

@@ -71,8 +71,12 @@ class SmtpServer:
     def started(self) -> bool:
         return self._server is not None or bool(self._shared)
 
-    async def start(self) -> None:
-        """Bind ``cfg.listen`` (port 0: any free port, see :attr:`port`) and serve."""
+    async def start(self, *, hold: bool = False) -> None:
+        """Bind ``cfg.listen`` (port 0: any free port, see :attr:`port`) and serve.
+
+        ``hold``: on listening sockets handed over (``socks``), take no connection
+        until :meth:`accept` (they wait in the kernel's queue): a worker waits for its
+        siblings (:mod:`beacon_proxy.workers`)."""
         if self.started:
             raise RuntimeError("SmtpServer already started")
         cfg = self._cfg
@@ -82,7 +86,8 @@ class SmtpServer:
             self._hostname = await asyncio.to_thread(socket.getfqdn)
         loop = asyncio.get_running_loop()
         if self._socks:  # shared with the other workers: one connection a turn each
-            self._shared = [_SharedListener(loop, s, self._new_connection) for s in self._socks]
+            self._shared = [_SharedListener(loop, s, self._new_connection, reading=not hold)
+                            for s in self._socks]
             self._port = int(self._socks[0].getsockname()[1])
         else:
             self._server = await loop.create_server(
@@ -90,6 +95,11 @@ class SmtpServer:
             )
             self._port = int(self._server.sockets[0].getsockname()[1])
         _log.info("SMTP listening on %s:%d as %s", cfg.listen.host, self._port, self._hostname)
+
+    def accept(self) -> None:
+        """Start taking connections after ``start(hold=True)`` (again: nothing)."""
+        for shared in self._shared:
+            shared.read()
 
     @property
     def connections(self) -> Connections:
@@ -173,13 +183,22 @@ class _SharedListener:
     becomes a connection as ``create_server``'s would (``connect_accepted_socket``)."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, sock: socket.socket,
-                 factory: Callable[[], asyncio.BaseProtocol]) -> None:
+                 factory: Callable[[], asyncio.BaseProtocol], *, reading: bool = True) -> None:
         self._loop, self._sock, self._factory = loop, sock, factory
         self._connecting: set[asyncio.Task[None]] = set()
         self._retry: asyncio.TimerHandle | None = None
         self._closed = False
+        self._reading = False  # the loop watches the socket (_accept)
         sock.setblocking(False)
-        loop.add_reader(sock.fileno(), self._accept)
+        if reading:
+            self.read()
+
+    def read(self) -> None:
+        """Take connections (from construction unless ``reading=False``): nothing when
+        already reading, waiting to retry (:data:`_ACCEPT_RETRY`) or closed."""
+        if not (self._reading or self._closed or self._retry is not None):
+            self._loop.add_reader(self._sock.fileno(), self._accept)
+            self._reading = True
 
     def _accept(self) -> None:
         try:
@@ -193,6 +212,7 @@ class _SharedListener:
             # (the connections wait in the kernel's queue, or go to another worker).
             _log.warning("SMTP accept failed (%s); retrying in %.0f s", exc, _ACCEPT_RETRY)
             self._loop.remove_reader(self._sock.fileno())
+            self._reading = False
             self._retry = self._loop.call_later(_ACCEPT_RETRY, self._resume)
             return
         task = self._loop.create_task(self._connect(conn))
@@ -201,8 +221,7 @@ class _SharedListener:
 
     def _resume(self) -> None:
         self._retry = None
-        if not self._closed:
-            self._loop.add_reader(self._sock.fileno(), self._accept)
+        self.read()
 
     async def _connect(self, conn: socket.socket) -> None:
         try:
@@ -218,8 +237,9 @@ class _SharedListener:
         self._closed = True
         if self._retry is not None:
             self._retry.cancel()
-        else:
+        if self._reading:
             self._loop.remove_reader(self._sock.fileno())
+            self._reading = False
         self._sock.close()
 
     async def wait_closed(self) -> None:

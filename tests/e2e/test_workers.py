@@ -1,8 +1,9 @@
 """End-to-end: the relay with several worker processes (``[smtp] workers = 2``).
 
-A worker killed with ``kill -9`` is started again and delivers what it had
-accepted; a killed supervisor leaves no worker behind and a restart finds every
-message; SIGHUP reaches every worker; the queue commands, ``/metrics`` and
+A worker killed with ``kill -9`` is started again, delivers what it had accepted
+and takes connections at once (workers take none until every one has started, and
+its sibling has); a killed supervisor leaves no worker behind and a restart finds
+every message; SIGHUP reaches every worker; the queue commands, ``/metrics`` and
 ``/readyz`` see the whole relay; a copy waiting in one worker for its campaign's
 second copy goes when another worker learns that copy.
 """
@@ -84,6 +85,11 @@ def test_kill9_of_a_worker_loses_no_accepted_message(
         assert (exited["worker_index"], exited["signal"]) == (victim, "SIGKILL")
         _workers_started(proxy, 3)  # the victim again, with its part of the spool
         assert _pids(proxy)[victim] != old_pid
+        # Each took connections once both had started; the victim again at once, told
+        # by the supervisor (not alone after waiting for a sibling).
+        accepting = proxy.wait_events("accepting", 3)
+        assert [(e["worker_index"], e["alone"]) for e in accepting[2:]] == [(victim, False)]
+        assert not any(e["alone"] for e in accepting)
         upstream.start()
         wait_for(lambda: all(upstream.to(r) for r in rcpts), 60, "every message delivered")
         assert sorted(m.rcpt_tos[0] for m in upstream.messages) == sorted(rcpts)
@@ -124,6 +130,9 @@ def test_queue_commands_metrics_readiness_and_signals_cover_every_worker(
     proxy = Proxy(tmp_path, WORKERS, upstream=upstream.port)
     proxies.append(proxy.start())
     _workers_started(proxy, 2)
+    accepting = proxy.wait_events("accepting", 2)  # both, once both had started
+    assert sorted((e["worker_index"], e["alone"]) for e in accepting) == [(0, False),
+                                                                           (1, False)]
     status, ready = _get(proxy, "/readyz")
     assert status == 200 and ready["checks"]["workers"] == "ok"
     ids = [proxy.send("news@sender.example", [f"user{i}@example.org"], newsletter(n=i))

@@ -247,8 +247,7 @@ async def test_a_shared_socket_gives_one_connection_a_turn() -> None:
         made.append(asyncio.Protocol())
         return made[-1]
 
-    listener = _SharedListener(loop, sock, factory)
-    loop.remove_reader(sock.fileno())  # its turns are taken by hand here
+    listener = _SharedListener(loop, sock, factory, reading=False)  # turns taken by hand
     try:
         listener._accept()  # one turn: one connection
         await listener.wait_closed()  # (the connection it started is made)
@@ -260,7 +259,6 @@ async def test_a_shared_socket_gives_one_connection_a_turn() -> None:
         listener._accept()  # nothing waiting: a turn takes nothing
         assert not listener._connecting
     finally:
-        loop.add_reader(sock.fileno(), listener._accept)
         listener.close()
         for client in waiting:
             client.close()
@@ -283,3 +281,41 @@ async def test_a_shared_socket_serves_smtp_and_stops_at_once() -> None:
         await client.close()
         await server.stop(0)
     assert socks[0].fileno() == -1  # the worker's copy is closed
+
+
+async def test_a_held_shared_socket_takes_nothing_until_told() -> None:
+    """A worker started with ``hold`` leaves connections in the kernel's queue until
+    ``accept()`` (its siblings have started); then it serves them, and a second
+    ``accept()`` changes nothing."""
+    socks = bind_listeners("127.0.0.1", 0)
+    server = SmtpServer(SmtpConfig(listen=Endpoint("127.0.0.1", 0)), FakeEnqueue(),
+                        hostname="h", socks=socks)
+    await server.start(hold=True)
+    loop = asyncio.get_running_loop()
+    waiting = socket.create_connection(("127.0.0.1", server.port))
+    try:
+        waiting.setblocking(False)
+        for _ in range(20):  # turns of the loop: nothing takes the connection
+            await asyncio.sleep(0)
+        assert len(server.connections) == 0
+        assert not server._shared[0]._reading  # the loop does not watch the socket
+        with pytest.raises(BlockingIOError):
+            waiting.recv(100)  # no greeting
+        server.accept()
+        server.accept()
+        greeting = await asyncio.wait_for(loop.sock_recv(waiting, 100), WAIT)
+        assert greeting == b"220 h ESMTP beacon-proxy\r\n"
+    finally:
+        waiting.close()
+        await server.stop(0)
+    assert socks[0].fileno() == -1
+
+
+async def test_a_held_shared_socket_stops_without_having_taken_any() -> None:
+    socks = bind_listeners("127.0.0.1", 0)
+    server = SmtpServer(SmtpConfig(listen=Endpoint("127.0.0.1", 0)), FakeEnqueue(),
+                        hostname="h", socks=socks)
+    await server.start(hold=True)
+    await server.stop(0)
+    server.accept()  # after the stop: nothing (the socket is closed)
+    assert socks[0].fileno() == -1
