@@ -388,7 +388,7 @@ class Scheduler:
         failed: list[_Pending] = []
         deferred: list[_Pending] = []
         waits: list[Wait] = []
-        tried = 0
+        tried = held = 0  # copies handed to the courier; copies held (not waiting)
         attempt = entry.attempts + 1
         unjournaled: tuple[int, str] | None = None  # the last delivery, see below
         # Recipients of ``pending`` not yet final: ``entry.pending()`` after each copy
@@ -421,6 +421,7 @@ class Scheduler:
                       until=_iso(copy.wait.until), **copy.report)
                 continue
             if copy.held is not None:
+                held += 1
                 deferred.append(_Pending(i, Result(
                     Outcome.TEMPORARY, 451, f"451 4.7.0 copy held: {copy.held}"[:500], "4.7.0",
                     "beacon-proxy")))
@@ -458,7 +459,11 @@ class Scheduler:
                     site_down = result
         if entry.deleted:
             return  # an operator removed it meanwhile: its files are gone
-        if tried:
+        if tried or held:
+            # A held copy is retried like a 4xx (docs/flow.md), with its backoff: not
+            # counted, a message whose copies are all held came back every retry_min
+            # for the whole queue lifetime, its attempt logged as 1 each time.  A copy
+            # that waits for its campaign is no attempt: its wake or wait ends it.
             entry.attempts += 1
         now = time.time()
         entry.last_attempt = now

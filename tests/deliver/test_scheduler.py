@@ -376,6 +376,30 @@ async def test_a_held_copy_is_deferred_then_bounced_at_the_lifetime(rig: Rig) ->
     assert b"4.4.7" in dsn  # expired
 
 
+async def test_a_held_copy_is_retried_with_the_backoff_of_a_4xx(rig: Rig) -> None:
+    """Each attempt that held a copy counts: the retries space out as a 4xx's do, and
+    the deferred lines number the attempts (they said 1 every time, retried every
+    retry_min until the lifetime ran out)."""
+    step = _Step(hold={"held@x.org"})
+    retry = RetryPolicy(100, 100_000, 10**7)
+    s = _with_step(rig, step, retry)
+    await s.start()
+    env = _env("held@x.org")
+    await s.enqueue(env, DATA)
+    entry = s._entries[env.queue_id]
+    for attempts in (1, 2, 3):
+        def attempted(n: int = attempts) -> bool:
+            return entry.attempts == n and s._deferred() == 1
+
+        await _until(attempted)
+        assert entry.last_attempt is not None
+        wait = entry.next_attempt - entry.last_attempt
+        assert wait >= 100 * 2 ** (attempts - 1) * 0.8 - 1  # 100, then ~200, ~400 s
+        if attempts < 3:
+            assert s.retry_now(env.queue_id) == 1
+    assert rig.courier.sent == [] and step.prepared == 3
+
+
 class _WaitingStep:
     """A rewrite step whose copies wait for the key ``"campaign"`` until ``released``;
     ``on_prepare`` runs in the middle of an attempt (after its copies are decided)."""
