@@ -1,0 +1,42 @@
+"""bench/relay_shortcut_attack.py's cases, made without a relay or a browser."""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+
+import relay_shortcut_attack as attack
+
+FAMILIES = {"slot", "value", "reveal", "hidden", "header", "identity", "mixed"}
+
+Fingerprint = tuple[str, str, str, list[str], list[str] | None, list[str], bytes, list[bytes]]
+
+
+def _timeless(message: bytes) -> bytes:
+    """``message`` without the time stamp some Message-IDs carry."""
+    return re.sub(rb"(Message-ID: <a10-\d+-)\d+@", rb"\1T@", message)
+
+
+def _fingerprints(seed: int) -> list[list[Fingerprint]]:
+    """Every family's campaigns for ``seed``, as comparable tuples."""
+    return [[(c.name, c.family, c.rcpt, c.prim_rcpts, c.multi, c.granted,
+              _timeless(c.hostile), [_timeless(p) for p in c.priming]) for c in campaign]
+            for campaign in attack.make_campaigns(FAMILIES, seed, 30)]
+
+
+def test_a_seed_makes_the_same_cases() -> None:
+    first = _fingerprints(5)
+    assert first == _fingerprints(5)
+    assert first != _fingerprints(6)
+
+
+def test_every_family_has_cases() -> None:
+    campaigns = attack.make_campaigns(FAMILIES, 5, 30)
+    cases = [case for campaign in campaigns for case in campaign]
+    assert {case.family.split(":")[0] for case in cases} == FAMILIES
+    assert sum(case.family.startswith("slot:") for case in cases) == 30
+    # a campaign starts with priming copies, or is one message to several recipients
+    assert all(campaign[0].priming or campaign[0].multi for campaign in campaigns)
