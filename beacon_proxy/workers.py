@@ -330,7 +330,6 @@ class Supervisor:
                 if not reply.done():
                     reply.set_result(payload)
 
-
     async def _go(self) -> None:
         """Tell every started worker not yet told to take connections, once every
         worker has started (from then on, a worker as soon as it has)."""
