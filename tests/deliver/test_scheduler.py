@@ -389,7 +389,12 @@ async def test_a_held_copy_is_retried_with_the_backoff_of_a_4xx(rig: Rig) -> Non
     entry = s._entries[env.queue_id]
     for attempts in (1, 2, 3):
         def attempted(n: int = attempts) -> bool:
-            return entry.attempts == n and s._deferred() == 1
+            # the attempt's end: its next attempt planned (an attempt counts itself,
+            # then journals its recipients, then plans; the retry below had set
+            # next_attempt to before this attempt's start)
+            last = entry.last_attempt
+            return (entry.attempts == n and s._deferred() == 1 and last is not None
+                    and entry.next_attempt > last)
 
         await _until(attempted)
         assert entry.last_attempt is not None
