@@ -22,6 +22,15 @@ the rewrite step and hands it to the courier; the outcome is journaled at once:
   deferred until the wait ends or :meth:`Scheduler.wake` names its key, and
   logged as ``waiting``.
 
+Consent is never guessed: when the lookup fails (the store is down), every
+pending recipient is deferred, and the attempt counts, so a long outage is
+retried with the backoff of a 4xx, not every ``retry_min`` for every queued
+message.  The first lookup that succeeds again (a new message's, or one that
+came due) makes the messages it deferred due at once -- at most once per
+``retry_min``, so a store that flaps does not bring the whole queue back on
+every answer -- and logs ``consent_store_back``; the failure logs
+``consent_store_down`` once.
+
 An attempt that raises (a bug, a spool error) is counted and journaled as a
 failure and retried with the same backoff; after ``max_failures`` failed
 attempts, or past the queue lifetime, the message is moved to ``corrupt/``
@@ -136,6 +145,13 @@ class Scheduler:
         # retry request while the attempt journals its end): never two attempts at once.
         self._attempting: set[str] = set()
         self._again: set[str] = set()
+        # The consent store's outages: messages deferred because a lookup failed (due
+        # again at the first lookup that succeeds), since when it fails (None: it
+        # answers), when a recovery last made them due, and the earliest next one.
+        self._store_deferred: set[str] = set()
+        self._store_down_since: float | None = None
+        self._store_back_at = 0.0
+        self._store_next_wake = 0.0
 
     # -- life cycle ---------------------------------------------------------
 
@@ -231,6 +247,12 @@ class Scheduler:
         return sum(self._due_now(entry, now) for entry in list(self._entries.values()))
 
     def _due_now(self, entry: QueueEntry, now: float) -> bool:
+        if entry.queue_id in self._attempting:
+            # Once more when that attempt ends (it plans the next one itself): pushed
+            # now as well, the attempt's own push would queue it a second time, for
+            # an attempt right after the one asked for.
+            self._again.add(entry.queue_id)
+            return True
         if entry.next_attempt <= now:
             return False
         entry.next_attempt = now
@@ -250,6 +272,7 @@ class Scheduler:
         return list(self._waiting)
 
     def _forget_waits(self, queue_id: str) -> None:
+        self._store_deferred.discard(queue_id)
         for key in self._waits_of.pop(queue_id, ()):
             waiting = self._waiting.get(key)
             if waiting is not None:
@@ -395,6 +418,7 @@ class Scheduler:
         # without its scan of every recipient (1000 recipients: a million checks).
         unfinished = len(pending)
         decisions, site_down = await self._decisions(entry, pending)
+        store_down = site_down is not None
         for i in pending:
             if self._stopping or entry.deleted:
                 break
@@ -459,11 +483,12 @@ class Scheduler:
                     site_down = result
         if entry.deleted:
             return  # an operator removed it meanwhile: its files are gone
-        if tried or held:
+        if tried or held or store_down:
             # A held copy is retried like a 4xx (docs/flow.md), with its backoff: not
             # counted, a message whose copies are all held came back every retry_min
-            # for the whole queue lifetime, its attempt logged as 1 each time.  A copy
-            # that waits for its campaign is no attempt: its wake or wait ends it.
+            # for the whole queue lifetime, its attempt logged as 1 each time.  So is
+            # a failed consent lookup (the store's recovery brings it back sooner).  A
+            # copy that waits for its campaign is no attempt: its wake or wait ends it.
             entry.attempts += 1
         now = time.time()
         entry.last_attempt = now
@@ -489,6 +514,11 @@ class Scheduler:
                     entry.next_attempt = now  # woken while this attempt ran
                 else:
                     self._note_waits(entry, waits)
+            if store_down and not self._stopping:
+                if self._store_back_at >= attempt_started:
+                    entry.next_attempt = now  # the store came back while this attempt ran
+                else:
+                    self._store_deferred.add(entry.queue_id)
             entry.state = "deferred"
             await self.spool.finish_attempt(entry)
             if entry.queue_id in self._again and not self._stopping:
@@ -513,11 +543,33 @@ class Scheduler:
             found = await self.consent.decisions(
                 [entry.recipients[i].address for i in pending], entry.envelope.list_id)
         except Exception as exc:  # never guess consent: try again later
-            log.warning("consent lookup for %s failed: %s", entry.queue_id, exc)
+            log.debug("consent lookup for %s failed: %s", entry.queue_id, exc)
+            if self._store_down_since is None:  # once per outage; each deferral is logged
+                self._store_down_since = time.time()
+                event("consent_store_down", logging.ERROR, queue_id=entry.queue_id,
+                      error=f"{type(exc).__name__}: {exc}"[:300])
             return {}, Result(Outcome.TEMPORARY, 451,
                               f"451 4.3.0 consent lookup failed: {str(exc)[:200]}", "4.3.0",
                               "consent-store")
+        if self._store_down_since is not None:
+            self._store_back()
         return found, None
+
+    def _store_back(self) -> None:
+        """A lookup succeeded after one failed: make the messages the outage deferred
+        due now, unless a recovery did so less than ``retry_min`` ago (a flapping
+        store: they keep their backoff)."""
+        assert self._store_down_since is not None
+        now = time.time()
+        down = now - self._store_down_since
+        self._store_down_since = None
+        woken = 0
+        if now >= self._store_next_wake:
+            self._store_next_wake = now + self.retry.retry_min
+            self._store_back_at = now
+            deferred, self._store_deferred = self._store_deferred, set()
+            woken = sum(self.retry_now(queue_id) for queue_id in deferred)
+        event("consent_store_back", down_seconds=round(down, 3), woken=woken)
 
     async def _suppress(self, entry: QueueEntry, index: int, decision: Decision) -> None:
         """Delivery suspended for this recipient: final, nothing sent, no bounce.  The

@@ -313,6 +313,82 @@ async def test_a_failed_consent_lookup_defers_everyone(rig: Rig) -> None:
     assert "consent lookup failed" in entry.recipients[0].reply
 
 
+def _planned(s: Scheduler, queue_id: str, attempts: int) -> Callable[[], bool]:
+    """The message's ``attempts``-th attempt has ended: counted, journaled and its next
+    attempt planned (after its start)."""
+    def done() -> bool:
+        entry = s._entries.get(queue_id)
+        last = None if entry is None else entry.last_attempt
+        return (entry is not None and entry.attempts == attempts and last is not None
+                and entry.next_attempt > last and queue_id not in s._attempting)
+    return done
+
+
+def _fields(caplog: pytest.LogCaptureFixture, name: str) -> list[dict[str, Any]]:
+    return [getattr(r, "fields", {}) for r in caplog.records if r.getMessage() == name]
+
+
+async def test_a_failed_consent_lookup_counts_as_an_attempt_and_backs_off(
+        rig: Rig, caplog: pytest.LogCaptureFixture) -> None:
+    """A store that stays down: each failed lookup is an attempt, so the retries space
+    out as a 4xx's do (they came back every retry_min for the whole queue lifetime),
+    and the outage is logged once, not once a message."""
+    consent = _Consent({}, fail=True)
+    s = _with_consent(rig, consent, RetryPolicy(100, 100_000, 10**7))
+    await s.start()
+    env = _env("a@x.org")
+    await s.enqueue(env, DATA)
+    entry = s._entries[env.queue_id]
+    for attempts in (1, 2, 3):
+        await _until(_planned(s, env.queue_id, attempts))
+        assert entry.last_attempt is not None
+        wait = entry.next_attempt - entry.last_attempt
+        assert wait >= 100 * 2 ** (attempts - 1) * 0.8 - 1  # 100, then ~200, ~400 s
+        if attempts < 3:
+            assert s.retry_now(env.queue_id) == 1
+    await s.stop(1)
+    assert rig.courier.calls == [] and len(consent.calls) == 3
+    (down,) = _fields(caplog, "consent_store_down")
+    assert down["queue_id"] == env.queue_id and "database is down" in down["error"]
+    assert _fields(caplog, "consent_store_back") == []
+
+
+async def test_the_store_s_recovery_brings_back_what_its_outage_deferred(
+        rig: Rig, caplog: pytest.LogCaptureFixture) -> None:
+    """The first lookup that succeeds again (here a new message's) makes the messages a
+    failed lookup deferred due at once, not at their backoff (an hour here); a second
+    outage within retry_min of that wake leaves its messages to their backoff, so a
+    flapping store does not bring the whole queue back on every answer."""
+    caplog.set_level(logging.INFO, logger="beacon_proxy.relay")
+    consent = _Consent({}, fail=True)
+    s = _with_consent(rig, consent, RetryPolicy(3600, 3600, 10**6))
+    await s.start()
+    first = _env("a@x.org")
+    await s.enqueue(first, DATA)
+    await _until(_planned(s, first.queue_id, 1))
+    assert s._entries[first.queue_id].next_attempt > time.time() + 2000
+    consent.fail = False
+    await s.enqueue(_env("b@x.org"), DATA)  # its lookup succeeds: the store is back
+    await _drained(rig, s)
+    assert sorted(r for _, r, _ in rig.courier.sent) == ["a@x.org", "b@x.org"]
+    (back,) = _fields(caplog, "consent_store_back")
+    assert back["woken"] == 1 and back["down_seconds"] >= 0
+    # A second outage at once: its message keeps its hour.
+    consent.fail = True
+    third = _env("c@x.org")
+    await s.enqueue(third, DATA)
+    await _until(_planned(s, third.queue_id, 1))
+    consent.fail = False
+    await s.enqueue(_env("d@x.org"), DATA)
+    await _until(lambda: len(_fields(caplog, "consent_store_back")) == 2)
+    await _until(lambda: s.queue_size() == 1)
+    await s.stop(1)
+    assert s._entries[third.queue_id].next_attempt > time.time() + 2000
+    assert _fields(caplog, "consent_store_back")[1]["woken"] == 0
+    assert len(_fields(caplog, "consent_store_down")) == 2
+    assert "c@x.org" not in [r for _, r, _ in rig.courier.sent]
+
+
 async def test_operator_requests_retry_and_delete(rig: Rig) -> None:
     rig.courier.script["a@x.org"] = [TEMP]
     rig.courier.script["b@x.org"] = [TEMP]
@@ -403,6 +479,33 @@ async def test_a_held_copy_is_retried_with_the_backoff_of_a_4xx(rig: Rig) -> Non
         if attempts < 3:
             assert s.retry_now(env.queue_id) == 1
     assert rig.courier.sent == [] and step.prepared == 3
+
+
+async def test_a_retry_asked_for_as_an_attempt_ends_is_one_more_attempt(
+        rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A retry asked for while an attempt journals its end (its next attempt already
+    planned) runs one attempt more, not two: the request and the attempt's own plan
+    both queued the message, so the second came at once after the first."""
+    step = _Step(hold={"held@x.org"})
+    s = _with_step(rig, step, RetryPolicy(100, 100_000, 10**7))
+    real = rig.spool.finish_attempt
+    asked: list[int] = []
+
+    async def finish_attempt(entry: QueueEntry) -> None:
+        await real(entry)
+        if not asked:
+            asked.append(s.retry_now(entry.queue_id))
+
+    monkeypatch.setattr(rig.spool, "finish_attempt", finish_attempt)
+    await s.start()
+    env = _env("held@x.org")
+    await s.enqueue(env, DATA)
+    await _until(_planned(s, env.queue_id, 2))
+    entry = s._entries[env.queue_id]
+    now = time.time()
+    assert asked == [1] and entry.next_attempt > now + 100
+    assert not [due for due, _, e in s._heap if e is entry and due == e.next_attempt <= now]
+    assert s._ready.empty() and not s._again and step.prepared == 2
 
 
 class _WaitingStep:
