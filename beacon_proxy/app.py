@@ -371,6 +371,7 @@ class Relay:
             concurrency=cfg.delivery.concurrency,
             hostname=self.hostname,
             idle_timeout=cfg.delivery.idle_timeout,
+            lanes=cfg.delivery.lanes,
         )
         if self.campaigns is not None:  # a new campaign's second copy: its first one goes now
             self.campaigns.on_learned = self.scheduler.wake

@@ -151,6 +151,9 @@ class DeliveryConfig:
     data_timeout: float = 600.0  # the wait for the reply to the final dot (RFC 5321)
     # A delivery worker with nothing to send for this long closes (QUIT) its connection.
     idle_timeout: float = 30.0
+    # Connections besides the workers' that the copies of messages with many recipients
+    # may use at once (shared by every message; 0: one connection a message).
+    lanes: int = 4
     # PIPELINING (RFC 2920) when the upstream offers it; false: each command waits.
     pipelining: bool = True
     retry_min: float = 300.0
@@ -660,6 +663,7 @@ _SCHEMA: dict[str, dict[str, Parser]] = {
         "timeout": _seconds(1, 3600),
         "data_timeout": _seconds(1, 3600),
         "idle_timeout": _seconds(1, 3600),
+        "lanes": _int_in(0, 100),
         "pipelining": _bool,
         "retry_min": _seconds(0.1, 86400),
         "retry_max": _seconds(0.1, 7 * 86400),

@@ -48,7 +48,7 @@ import heapq
 import itertools
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from beacon_proxy.consent.policy import ConsentLookup, Decision, Policy, policy_of
@@ -76,6 +76,9 @@ _THREAD_RENDER_BYTES = 1 << 20  # render big messages off the event loop
 _CACHE_BYTES = 64 << 20  # fresh messages kept in memory for their first attempt
 _CONTROL_INTERVAL = 1.0  # seconds between looks at the operators' requests
 MAX_FAILURES = 5  # failed (raising) attempts before a message is set aside
+#: Recipients to send per lane: a message opens one more connection (of the spare
+#: ``lanes``) for each this many copies it has to send, the first at twice this.
+LANE_RECIPIENTS = 32
 _WOKEN_KEYS = 10_000  # wait keys whose last wake is remembered
 
 
@@ -111,6 +114,7 @@ class Scheduler:
         hostname: str,
         max_failures: int = MAX_FAILURES,
         idle_timeout: float | None = None,
+        lanes: int = 0,
     ) -> None:
         self.spool = spool
         self.couriers = couriers
@@ -125,6 +129,11 @@ class Scheduler:
         # How long a worker keeps its courier's connection with nothing to send (None:
         # until the upstream closes it).
         self.idle_timeout = idle_timeout
+        if lanes < 0:
+            raise ValueError("lanes must not be negative")
+        # Connections a message with many recipients may open besides its worker's, for
+        # every message together (``[delivery] lanes``); those not in use now.
+        self._spare = lanes
         self._heap: list[tuple[float, int, QueueEntry]] = []
         self._seq = itertools.count()
         self._ready: asyncio.Queue[QueueEntry] = asyncio.Queue()
@@ -419,18 +428,20 @@ class Scheduler:
         unfinished = len(pending)
         decisions, site_down = await self._decisions(entry, pending)
         store_down = site_down is not None
-        for i in pending:
-            if self._stopping or entry.deleted:
-                break
+        lanes = self._lanes_for(entry, pending, decisions, len(data), store_down)
+
+        async def send(i: int, courier: Courier) -> None:
+            """Decide, render and send recipient ``i``'s copy (or defer it)."""
+            nonlocal prepared, tried, held, unfinished, unjournaled, site_down
             rcpt = entry.recipients[i]
             if site_down is not None:
                 deferred.append(_Pending(i, site_down))
-                continue
+                return
             decision = decisions.get(rcpt.address, Decision.REFUSED)
             if decision.suppressed:
                 await self._suppress(entry, i, decision)
                 unfinished -= 1
-                continue
+                return
             policy = policy_of(decision)
             if prepared is None:
                 prepared = await self.rewrite.prepare(env, data)
@@ -443,7 +454,7 @@ class Scheduler:
                 event("waiting", queue_id=env.queue_id, message_id=env.message_id,
                       recipient=rcpt.address, policy=policy.value, reason=copy.held,
                       until=_iso(copy.wait.until), **copy.report)
-                continue
+                return
             if copy.held is not None:
                 held += 1
                 deferred.append(_Pending(i, Result(
@@ -452,7 +463,7 @@ class Scheduler:
                 event("held", logging.WARNING, queue_id=env.queue_id,
                       message_id=env.message_id, recipient=rcpt.address, policy=policy.value,
                       reason=copy.held, **copy.report)
-                continue
+                return
             started = time.monotonic()
             result = await courier.deliver(
                 env.sender, rcpt.address, copy.data,
@@ -463,12 +474,13 @@ class Scheduler:
             if result.outcome is Outcome.DELIVERED:
                 rcpt.state, rcpt.reply = "delivered", result.reply
                 unfinished -= 1
-                if unfinished:  # written by the journal's thread; no hop per copy
+                if unfinished or lanes > 1:  # written by the journal's thread; no hop per copy
                     self.spool.record_soon(env.queue_id, i, "delivered", result.reply)
                 else:
                     # Every recipient is final: the message is removed next, with no
                     # await in between, and the unlink protects this outcome as the
                     # journal line would have (one hop and one journal file fewer).
+                    # (Not with lanes: their extra connections close in between.)
                     unjournaled = (i, result.reply)
                 child(DELIVERIES, "delivered").inc()
                 if listened():  # else not even the keywords are gathered
@@ -481,6 +493,15 @@ class Scheduler:
                 deferred.append(_Pending(i, result))
                 if _site_failure(result):
                     site_down = result
+
+        if lanes == 1:
+            for i in pending:
+                if self._stopping or entry.deleted:
+                    break
+                await send(i, courier)
+        else:
+            prepared = await self.rewrite.prepare(env, data)  # once, before the lanes
+            await self._in_lanes(entry, pending, lanes, courier, send)
         if entry.deleted:
             return  # an operator removed it meanwhile: its files are gone
         if tried or held or store_down:
@@ -535,6 +556,48 @@ class Scheduler:
             # the next start removes the message.
             self.spool.remove_soon(env.queue_id, unjournaled)
             self._entries.pop(env.queue_id, None)
+
+    def _lanes_for(self, entry: QueueEntry, pending: Sequence[int],
+                   decisions: Mapping[str, Decision], size: int, store_down: bool) -> int:
+        """How many connections this attempt's copies go out on: 1, or with many copies
+        to send, one for each ``LANE_RECIPIENTS`` of them, as far as the scheduler's
+        spare connections (``lanes``) reach.  Not for a message rendered in a thread
+        (two lanes would render in two threads at once)."""
+        if (self._spare <= 0 or store_down or size > _THREAD_RENDER_BYTES
+                or len(pending) < 2 * LANE_RECIPIENTS):
+            return 1
+        to_send = sum(1 for i in pending if not decisions.get(
+            entry.recipients[i].address, Decision.REFUSED).suppressed)
+        return max(1, min(1 + self._spare, to_send // LANE_RECIPIENTS))
+
+    async def _in_lanes(self, entry: QueueEntry, pending: Sequence[int], lanes: int,
+                        courier: Courier, send: Callable[[int, Courier], Awaitable[None]]
+                        ) -> None:
+        """Send ``pending`` over ``lanes`` connections at once: the worker's courier and
+        ``lanes - 1`` more, opened for this attempt and closed at its end.  Each lane
+        takes the next recipient as it is free, so a slow copy holds up one lane."""
+        extra = lanes - 1
+        self._spare -= extra
+        couriers = [courier, *(self.couriers() for _ in range(extra))]
+        todo = iter(pending)  # shared: each recipient is taken by one lane
+
+        async def lane(c: Courier) -> None:
+            for i in todo:
+                if self._stopping or entry.deleted:
+                    break
+                await send(i, c)
+
+        try:
+            async with asyncio.TaskGroup() as group:
+                for c in couriers:
+                    group.create_task(lane(c))
+        except ExceptionGroup as errors:  # a lane raised (the others were cancelled):
+            raise errors.exceptions[0] from None  # what one connection would have raised
+        finally:
+            self._spare += extra
+            for c in couriers[1:]:
+                with contextlib.suppress(Exception):
+                    await c.close()
 
     async def _decisions(self, entry: QueueEntry, pending: list[int]
                          ) -> tuple[Mapping[str, Decision], Result | None]:

@@ -812,3 +812,146 @@ async def test_delivered_event_when_listened_and_not_built_otherwise(
     finally:
         relay.setLevel(old)
     assert built == [] and rig.courier.calls[-1] == "r2@example.net"
+
+
+@dataclass
+class _LaneCourier:
+    """One of several couriers: records which copies it sent; ``gate`` (when set) holds
+    every delivery until ``width`` of them are in flight at once."""
+
+    lanes: _Lanes
+    name: int
+    closed: bool = False
+
+    async def deliver(self, sender: str, recipient: str, data: bytes, *,
+                      smtputf8: bool = False, body_type: str | None = None,
+                      crlf: bool = False, dots: tuple[int, ...] | None = None) -> Result:
+        lanes = self.lanes
+        lanes.in_flight += 1
+        lanes.widest = max(lanes.widest, lanes.in_flight)
+        try:
+            if lanes.in_flight >= lanes.width:
+                lanes.gate.set()
+            await lanes.gate.wait()
+            answers = lanes.script.get(recipient)
+            result = answers.pop(0) if answers else OK
+            if lanes.fail_on == recipient:
+                raise RuntimeError("a courier bug")
+            if result.ok:
+                lanes.sent.append((self.name, recipient))
+            return result
+        finally:
+            lanes.in_flight -= 1
+
+    async def close(self) -> None:
+        self.closed = True
+
+
+@dataclass
+class _Lanes:
+    width: int  # deliveries held until this many are in flight
+    couriers: list[_LaneCourier] = field(default_factory=list)
+    sent: list[tuple[int, str]] = field(default_factory=list)
+    script: dict[str, list[Result]] = field(default_factory=dict)
+    gate: asyncio.Event = field(default_factory=asyncio.Event)
+    in_flight: int = 0
+    widest: int = 0
+    fail_on: str | None = None
+
+    def __call__(self) -> Courier:
+        courier = _LaneCourier(self, len(self.couriers))
+        self.couriers.append(courier)
+        return courier
+
+
+def _laned(rig: Rig, lanes: _Lanes, spare: int, retry: RetryPolicy | None = None
+           ) -> Scheduler:
+    return Scheduler(rig.spool, lanes, TraceStep("relay.test"), DefaultConsent(Policy.REFUSED),
+                     retry or RetryPolicy(600, 600, 6000), concurrency=1,
+                     hostname="relay.test", lanes=spare)
+
+
+def _many(n: int) -> list[str]:
+    return [f"r{i:04d}@x.org" for i in range(n)]
+
+
+async def test_a_message_with_many_recipients_goes_out_over_several_connections(
+        rig: Rig) -> None:
+    """200 copies to send, 3 spare connections: 4 lanes at once (one per 32 copies, as
+    far as the spare ones reach; the gate lets no copy go until 4 are in flight), each
+    copy sent once, the extra connections closed and given back."""
+    lanes = _Lanes(width=4)
+    s = _laned(rig, lanes, spare=3)
+    await s.start()
+    rcpts = _many(200)
+    await s.enqueue(_env(*rcpts), DATA)
+    await _drained(rig, s)
+    await s.stop(1)
+    assert sorted(r for _, r in lanes.sent) == rcpts
+    assert lanes.widest == 4 and len(lanes.couriers) == 4
+    assert {name for name, _ in lanes.sent} == {0, 1, 2, 3}
+    assert [c.closed for c in lanes.couriers[1:]] == [True] * 3
+    assert s._spare == 3
+    assert await rig.spool.recover() == []
+
+
+async def test_few_recipients_or_no_spare_connections_keep_one_connection(rig: Rig) -> None:
+    few = _Lanes(width=1)
+    s = _laned(rig, few, spare=3)
+    await s.start()
+    await s.enqueue(_env(*_many(63)), DATA)  # lanes from 64 copies on
+    await _drained(rig, s)
+    await s.stop(1)
+    assert len(few.couriers) == 1 and len(few.sent) == 63 and few.widest == 1
+    none = _Lanes(width=1)
+    s2 = _laned(rig, none, spare=0)
+    await s2.start()
+    await s2.enqueue(_env(*_many(200)), DATA)
+    await _drained(rig, s2)
+    await s2.stop(1)
+    assert len(none.couriers) == 1 and len(none.sent) == 200 and none.widest == 1
+
+
+async def test_a_site_failure_on_one_lane_defers_what_no_lane_has_sent(rig: Rig) -> None:
+    """A lane's connection fails (a 4.4.1 for its copy): the copies no lane has sent yet
+    are deferred, the ones delivered are journaled as delivered (each as it went: a
+    crash now would not send them again), and the retry sends the rest once."""
+    lanes = _Lanes(width=4)
+    rcpts = _many(128)
+    lanes.script[rcpts[5]] = [DOWN]
+    s = _laned(rig, lanes, spare=3)
+    await s.start()
+    env = _env(*rcpts)
+    await s.enqueue(env, DATA)
+    await _until(_planned(s, env.queue_id, 1))
+    await rig.spool.settled()
+    first = [r for _, r in lanes.sent]
+    assert rcpts[5] not in first and len(first) == len(set(first)) < 127
+    (entry,) = await rig.spool.recover()  # what a restart would find
+    states = {r.address: r.state for r in entry.recipients}
+    assert {a for a, st in states.items() if st == "delivered"} == set(first)
+    assert all(st == "deferred" for a, st in states.items() if a not in first)
+    assert s.retry_now(env.queue_id) == 1
+    await _drained(rig, s)
+    await s.stop(1)
+    assert sorted(r for _, r in lanes.sent) == rcpts  # each once
+    assert s._spare == 3
+
+
+async def test_a_lane_that_raises_fails_the_attempt_and_gives_its_connections_back(
+        rig: Rig) -> None:
+    lanes = _Lanes(width=1)
+    rcpts = _many(100)
+    lanes.fail_on = rcpts[40]
+    s = _laned(rig, lanes, spare=2)
+    await s.start()
+    env = _env(*rcpts)
+    await s.enqueue(env, DATA)
+    entry = s._entries[env.queue_id]
+    await _until(lambda: entry.failures == 1 and env.queue_id not in s._attempting)
+    assert s._spare == 2 and [c.closed for c in lanes.couriers[1:]] == [True, True]
+    lanes.fail_on = None
+    assert s.retry_now(env.queue_id) == 1
+    await _drained(rig, s)
+    await s.stop(1)
+    assert sorted(r for _, r in lanes.sent) == rcpts

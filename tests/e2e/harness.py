@@ -97,11 +97,14 @@ class _Handler:
     messages: list[Captured] = field(default_factory=list)
     attempts: dict[str, int] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    peers: list[object] = field(default_factory=list)  # each session's client (EHLO)
 
     async def handle_EHLO(self, server: SMTP, session: Session, envelope: Envelope,
                           hostname: str, responses: list[str]) -> list[str]:
         """Offer PIPELINING, as Postfix does: the relay's pipelined path is the one run."""
         session.host_name = hostname
+        with self.lock:
+            self.peers.append(session.peer)
         responses.insert(-1, "250-PIPELINING")
         return responses
 

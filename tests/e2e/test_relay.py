@@ -30,6 +30,29 @@ def _proxy(proxies: list[Proxy], tmp_path: Path, config: str = "",
     return p.start()
 
 
+def test_a_list_server_s_message_goes_out_over_several_connections(
+    tmp_path: Path, upstream: Upstream, proxies: list[Proxy]
+) -> None:
+    """One message to 150 recipients (a list server sends hundreds per message): each
+    gets one copy of their own, and the copies go over more than one connection at
+    once ([delivery] lanes, default 4), all closed afterwards."""
+    proxy = _proxy(proxies, tmp_path, upstream=upstream.port)
+    rcpts = [f"member{i:03d}@example.net" for i in range(150)]
+    msg = newsletter(pixel=False)
+    proxy.send("list@sender.example", rcpts, msg)
+    wait_for(lambda: len(upstream.messages) == 150, what="150 copies")
+    for rcpt in rcpts:
+        (copy,) = upstream.to(rcpt)
+        assert copy.rcpt_tos == [rcpt] and f"for <{rcpt}>".encode() in copy.data
+        assert strip_trace(copy.data) == with_footer(msg, copy.data)
+    assert len({c.data for c in upstream.messages}) == 150  # their own links
+    assert len(set(upstream.handler.peers)) > 1
+    wait_for(lambda: proxy.cli("queue", "list", "--json").stdout == "", what="empty queue")
+    delivered = proxy.events("delivered")
+    assert sorted(e["recipient"] for e in delivered) == rcpts
+    assert proxy.stop() == 0
+
+
 def test_newsletter_arrives_once_per_recipient_byte_identical(
     tmp_path: Path, upstream: Upstream, proxies: list[Proxy]
 ) -> None:
