@@ -210,6 +210,7 @@ class Settings:
     workers: str = "auto"  # beacon-proxy's [smtp] workers (phase c-1w: always 1)
     granted_share: float = 0.0  # of the numbered recipients, seeded granted (--granted-share)
     log_level: str = "warning"  # beacon-proxy's [log] level (--log-level)
+    lanes: int | None = None  # beacon-proxy's [delivery] lanes (None: its default)
 
 
 def granted_numbers(total: int, share: float) -> list[int]:
@@ -375,6 +376,7 @@ def proxy_config(st: Settings, tag: str, smtp_port: int, web_port: int, upstream
     workers_value = workers if workers.isdigit() else f'"{workers}"'
     d = st.workdir / f"beacon-proxy-{tag}"
     d.mkdir()
+    lanes = "" if st.lanes is None else f"lanes = {st.lanes}\n"
     dkim_section = ""
     if dkim:
         if st.dkim_key is None:
@@ -399,7 +401,7 @@ concurrency = {st.concurrency}
 timeout = 60
 retry_min = 1
 retry_max = 5
-
+{lanes}
 [spool]
 path = "{d / 'spool'}"
 
