@@ -386,6 +386,8 @@ class Scheduler:
                 await self.spool.record_failure(entry, repr(exc)[:300])
             except Exception:
                 log.exception("could not journal the failure of %s", entry.queue_id)
+            if entry.queue_id in self._again and not self._stopping:
+                entry.next_attempt = now  # a retry asked for while the attempt ran
             event("attempt_failed", logging.ERROR, queue_id=env.queue_id,
                   failures=entry.failures, error=repr(exc)[:300],
                   next_attempt=_iso(entry.next_attempt))
@@ -430,18 +432,20 @@ class Scheduler:
         store_down = site_down is not None
         lanes = self._lanes_for(entry, pending, decisions, len(data), store_down)
 
-        async def send(i: int, courier: Courier) -> None:
-            """Decide, render and send recipient ``i``'s copy (or defer it)."""
+        async def send(i: int, courier: Courier, extra: bool = False) -> bool:
+            """Decide, render and send recipient ``i``'s copy (or defer it).  False when
+            an ``extra`` lane's connection failed (refused, a 421: an upstream's limit
+            on connections, say): nothing is recorded, the copy goes on another lane."""
             nonlocal prepared, tried, held, unfinished, unjournaled, site_down
             rcpt = entry.recipients[i]
             if site_down is not None:
                 deferred.append(_Pending(i, site_down))
-                return
+                return True
             decision = decisions.get(rcpt.address, Decision.REFUSED)
             if decision.suppressed:
                 await self._suppress(entry, i, decision)
                 unfinished -= 1
-                return
+                return True
             policy = policy_of(decision)
             if prepared is None:
                 prepared = await self.rewrite.prepare(env, data)
@@ -454,7 +458,7 @@ class Scheduler:
                 event("waiting", queue_id=env.queue_id, message_id=env.message_id,
                       recipient=rcpt.address, policy=policy.value, reason=copy.held,
                       until=_iso(copy.wait.until), **copy.report)
-                return
+                return True
             if copy.held is not None:
                 held += 1
                 deferred.append(_Pending(i, Result(
@@ -463,12 +467,14 @@ class Scheduler:
                 event("held", logging.WARNING, queue_id=env.queue_id,
                       message_id=env.message_id, recipient=rcpt.address, policy=policy.value,
                       reason=copy.held, **copy.report)
-                return
+                return True
             started = time.monotonic()
             result = await courier.deliver(
                 env.sender, rcpt.address, copy.data,
                 smtputf8=env.smtputf8, body_type=env.body_type, crlf=copy.crlf, dots=copy.dots,
             )
+            if extra and _site_failure(result):
+                return False
             DELIVERY_SECONDS.observe(time.monotonic() - started)
             tried += 1
             if result.outcome is Outcome.DELIVERED:
@@ -493,15 +499,19 @@ class Scheduler:
                 deferred.append(_Pending(i, result))
                 if _site_failure(result):
                     site_down = result
+            return True
+
+        async def prepare() -> None:
+            nonlocal prepared
+            prepared = await self.rewrite.prepare(env, data)
 
         if lanes == 1:
             for i in pending:
                 if self._stopping or entry.deleted:
                     break
                 await send(i, courier)
-        else:
-            prepared = await self.rewrite.prepare(env, data)  # once, before the lanes
-            await self._in_lanes(entry, pending, lanes, courier, send)
+        else:  # once, before the lanes (each would prepare the message)
+            await self._in_lanes(entry, pending, lanes, courier, prepare, send)
         if entry.deleted:
             return  # an operator removed it meanwhile: its files are gone
         if tried or held or store_down:
@@ -561,43 +571,71 @@ class Scheduler:
                    decisions: Mapping[str, Decision], size: int, store_down: bool) -> int:
         """How many connections this attempt's copies go out on: 1, or with many copies
         to send, one for each ``LANE_RECIPIENTS`` of them, as far as the scheduler's
-        spare connections (``lanes``) reach.  Not for a message rendered in a thread
-        (two lanes would render in two threads at once)."""
+        spare connections (``lanes``) reach; those beyond the first are reserved here,
+        before anything awaits (:meth:`_in_lanes` gives them back).  Not for a message
+        rendered in a thread (two lanes would render in two threads at once)."""
         if (self._spare <= 0 or store_down or size > _THREAD_RENDER_BYTES
                 or len(pending) < 2 * LANE_RECIPIENTS):
             return 1
         to_send = sum(1 for i in pending if not decisions.get(
             entry.recipients[i].address, Decision.REFUSED).suppressed)
-        return max(1, min(1 + self._spare, to_send // LANE_RECIPIENTS))
+        lanes = max(1, min(1 + self._spare, to_send // LANE_RECIPIENTS))
+        self._spare -= lanes - 1
+        return lanes
 
     async def _in_lanes(self, entry: QueueEntry, pending: Sequence[int], lanes: int,
-                        courier: Courier, send: Callable[[int, Courier], Awaitable[None]]
-                        ) -> None:
-        """Send ``pending`` over ``lanes`` connections at once: the worker's courier and
-        ``lanes - 1`` more, opened for this attempt and closed at its end.  Each lane
-        takes the next recipient as it is free, so a slow copy holds up one lane."""
-        extra = lanes - 1
-        self._spare -= extra
-        couriers = [courier, *(self.couriers() for _ in range(extra))]
-        todo = iter(pending)  # shared: each recipient is taken by one lane
+                        courier: Courier, prepare: Callable[[], Awaitable[None]],
+                        send: Callable[[int, Courier, bool], Awaitable[bool]]) -> None:
+        """Prepare the message, then send ``pending`` over ``lanes`` connections at once:
+        the worker's courier and ``lanes - 1`` more (reserved by :meth:`_lanes_for`),
+        opened for this attempt; each is given back once closed.  Each lane takes the
+        next recipient when it is free, so a slow copy holds up one lane.
 
-        async def lane(c: Courier) -> None:
-            for i in todo:
-                if self._stopping or entry.deleted:
-                    break
-                await send(i, c)
-
+        An extra lane whose connection fails (refused, a 421) drops out and gives its
+        recipient back to the others: only the worker's own connection speaks for the
+        upstream (its failure defers what no lane has sent).  A lane that raises stops
+        every lane from taking more, lets the copies in flight end (an upstream that
+        took one must see it journaled, not sent again), then the error is raised."""
+        unopened = lanes - 1
+        extra: list[Courier] = []
         try:
-            async with asyncio.TaskGroup() as group:
-                for c in couriers:
-                    group.create_task(lane(c))
-        except ExceptionGroup as errors:  # a lane raised (the others were cancelled):
-            raise errors.exceptions[0] from None  # what one connection would have raised
+            await prepare()
+            while unopened:
+                extra.append(self.couriers())
+                unopened -= 1
+            todo = collections.deque(pending)  # each recipient is taken by one lane
+            errors: list[Exception] = []
+
+            async def lane(c: Courier, is_extra: bool) -> None:
+                try:
+                    while todo and not (errors or self._stopping or entry.deleted):
+                        i = todo.popleft()
+                        if not await send(i, c, is_extra):
+                            todo.appendleft(i)
+                            return
+                except Exception as exc:
+                    errors.append(exc)
+
+            await asyncio.gather(lane(courier, False), *(lane(c, True) for c in extra))
+            if errors:
+                raise errors[0]
+            # A copy an extra lane gave back after the worker's lane had found nothing
+            # left to take: the worker's connection sends it now.
+            while todo and not (self._stopping or entry.deleted):
+                await send(todo.popleft(), courier, False)
         finally:
-            self._spare += extra
-            for c in couriers[1:]:
-                with contextlib.suppress(Exception):
-                    await c.close()
+            self._spare += unopened
+            if extra:
+                await asyncio.gather(*(self._give_back(c) for c in extra))
+
+    async def _give_back(self, courier: Courier) -> None:
+        """Close an extra lane's connection, then count it spare again."""
+        try:
+            await courier.close()
+        except Exception as exc:
+            log.debug("closing a lane's connection failed: %r", exc)
+        finally:
+            self._spare += 1
 
     async def _decisions(self, entry: QueueEntry, pending: list[int]
                          ) -> tuple[Mapping[str, Decision], Result | None]:

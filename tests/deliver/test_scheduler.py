@@ -18,7 +18,7 @@ from beacon_proxy.deliver.retry import RetryPolicy
 from beacon_proxy.deliver.scheduler import Scheduler
 from beacon_proxy.rewrite.dkim import DkimSigner, SigningKey
 from beacon_proxy.rewrite.lineends import CrlfProof, line_dots
-from beacon_proxy.rewrite.step import Copy, RewriteStep, TraceStep, Wait
+from beacon_proxy.rewrite.step import Copy, PreparedMessage, RewriteStep, TraceStep, Wait
 from beacon_proxy.spool.envelope import Envelope, new_queue_id
 from beacon_proxy.spool.queue import QueueEntry, Spool
 
@@ -57,6 +57,8 @@ OK = Result(Outcome.DELIVERED, 250, "250 2.0.0 ok", "2.0.0", "fake")
 TEMP = Result(Outcome.TEMPORARY, 451, "451 4.3.0 later", "4.3.0", "fake")
 DOWN = Result(Outcome.TEMPORARY, 451, "451 4.4.1 connection refused", "4.4.1", "fake")
 PERM = Result(Outcome.PERMANENT, 550, "550 5.1.1 no such user", "5.1.1", "fake")
+TOO_MANY = Result(Outcome.TEMPORARY, 421, "421 4.7.0 too many connections", "4.7.0", "fake",
+                  session=True)
 
 
 @dataclass
@@ -822,11 +824,18 @@ class _LaneCourier:
     lanes: _Lanes
     name: int
     closed: bool = False
+    delivered: int = 0  # deliveries asked of this courier
 
     async def deliver(self, sender: str, recipient: str, data: bytes, *,
                       smtputf8: bool = False, body_type: str | None = None,
                       crlf: bool = False, dots: tuple[int, ...] | None = None) -> Result:
         lanes = self.lanes
+        self.delivered += 1
+        await asyncio.sleep(0)  # a network's turn: the other lanes go on meanwhile
+        if self.name in lanes.refuse:  # its connection is refused (a 421 greeting)
+            return TOO_MANY
+        if lanes.down == (self.name, self.delivered):
+            return DOWN
         lanes.in_flight += 1
         lanes.widest = max(lanes.widest, lanes.in_flight)
         try:
@@ -836,9 +845,14 @@ class _LaneCourier:
             answers = lanes.script.get(recipient)
             result = answers.pop(0) if answers else OK
             if lanes.fail_on == recipient:
+                lanes.release.set()
                 raise RuntimeError("a courier bug")
             if result.ok:
                 lanes.sent.append((self.name, recipient))
+            if recipient == lanes.hold:  # the upstream has it; its 250 comes later
+                await lanes.release.wait()
+                for _ in range(3):
+                    await asyncio.sleep(0)
             return result
         finally:
             lanes.in_flight -= 1
@@ -857,6 +871,10 @@ class _Lanes:
     in_flight: int = 0
     widest: int = 0
     fail_on: str | None = None
+    refuse: set[int] = field(default_factory=set)  # couriers (by number) refused
+    hold: str | None = None  # the copy whose 250 waits for ``release`` (fail_on sets it)
+    release: asyncio.Event = field(default_factory=asyncio.Event)
+    down: tuple[int, int] | None = None  # (courier, its n-th delivery): a DOWN
 
     def __call__(self) -> Courier:
         courier = _LaneCourier(self, len(self.couriers))
@@ -912,13 +930,14 @@ async def test_few_recipients_or_no_spare_connections_keep_one_connection(rig: R
     assert len(none.couriers) == 1 and len(none.sent) == 200 and none.widest == 1
 
 
-async def test_a_site_failure_on_one_lane_defers_what_no_lane_has_sent(rig: Rig) -> None:
-    """A lane's connection fails (a 4.4.1 for its copy): the copies no lane has sent yet
-    are deferred, the ones delivered are journaled as delivered (each as it went: a
-    crash now would not send them again), and the retry sends the rest once."""
-    lanes = _Lanes(width=4)
+async def test_a_site_failure_on_the_worker_s_lane_defers_what_no_lane_has_sent(
+        rig: Rig) -> None:
+    """The worker's own connection fails (a 4.4.1 for its third copy): the copies no
+    lane has sent yet are deferred, the ones delivered are journaled as delivered (each
+    as it went: a crash now would not send them again), and the retry sends the rest
+    once."""
+    lanes = _Lanes(width=1, down=(0, 3))
     rcpts = _many(128)
-    lanes.script[rcpts[5]] = [DOWN]
     s = _laned(rig, lanes, spare=3)
     await s.start()
     env = _env(*rcpts)
@@ -926,7 +945,7 @@ async def test_a_site_failure_on_one_lane_defers_what_no_lane_has_sent(rig: Rig)
     await _until(_planned(s, env.queue_id, 1))
     await rig.spool.settled()
     first = [r for _, r in lanes.sent]
-    assert rcpts[5] not in first and len(first) == len(set(first)) < 127
+    assert len(first) == len(set(first)) < 127
     (entry,) = await rig.spool.recover()  # what a restart would find
     states = {r.address: r.state for r in entry.recipients}
     assert {a for a, st in states.items() if st == "delivered"} == set(first)
@@ -936,6 +955,42 @@ async def test_a_site_failure_on_one_lane_defers_what_no_lane_has_sent(rig: Rig)
     await s.stop(1)
     assert sorted(r for _, r in lanes.sent) == rcpts  # each once
     assert s._spare == 3
+
+
+async def test_an_extra_lane_refused_drops_out_and_the_others_send_its_copies(
+        rig: Rig) -> None:
+    """An upstream that takes fewer connections than the lanes would open (a 421 at the
+    greeting of the third and fourth): those lanes drop out, their copies go over the
+    others, and the message is delivered in its first attempt as with one connection."""
+    lanes = _Lanes(width=1, refuse={2, 3})
+    rcpts = _many(200)
+    s = _laned(rig, lanes, spare=3)
+    await s.start()
+    await s.enqueue(_env(*rcpts), DATA)
+    await _drained(rig, s)
+    await s.stop(1)
+    assert sorted(r for _, r in lanes.sent) == rcpts
+    assert {name for name, _ in lanes.sent} == {0, 1}
+    assert [c.delivered for c in lanes.couriers[2:]] == [1, 1]
+    assert all(c.closed for c in lanes.couriers[1:]) and s._spare == 3
+
+
+async def test_a_lane_that_raises_lets_the_copies_in_flight_end(rig: Rig) -> None:
+    """One lane raises while another's copy is with the upstream: that copy's answer is
+    awaited and journaled (cancelled, it would go again at the retry), then the attempt
+    fails; the retry sends every other copy once."""
+    lanes = _Lanes(width=1)
+    rcpts = _many(100)
+    lanes.hold, lanes.fail_on = rcpts[0], rcpts[1]  # the first held until the second fails
+    s = _laned(rig, lanes, spare=1, retry=RetryPolicy(0.1, 0.1, 60))
+    await s.start()
+    env = _env(*rcpts)
+    await s.enqueue(env, DATA)
+    await _until(lambda: s._entries[env.queue_id].failures == 1)
+    lanes.fail_on = None
+    await _drained(rig, s)
+    await s.stop(1)
+    assert sorted(r for _, r in lanes.sent) == rcpts  # rcpts[0] once
 
 
 async def test_a_lane_that_raises_fails_the_attempt_and_gives_its_connections_back(
@@ -955,3 +1010,67 @@ async def test_a_lane_that_raises_fails_the_attempt_and_gives_its_connections_ba
     await _drained(rig, s)
     await s.stop(1)
     assert sorted(r for _, r in lanes.sent) == rcpts
+
+
+class _GatedStep(TraceStep):
+    """A rewrite step whose prepare waits for ``gate`` (the analysis pool, campaign
+    diffing: a real prepare awaits)."""
+
+    def __init__(self) -> None:
+        super().__init__("relay.test")
+        self.gate = asyncio.Event()
+        self.waiting = 0
+
+    async def prepare(self, envelope: Envelope, data: bytes) -> PreparedMessage:
+        self.waiting += 1
+        await self.gate.wait()
+        return await super().prepare(envelope, data)
+
+
+async def test_two_big_messages_never_open_more_than_concurrency_plus_lanes(
+        rig: Rig) -> None:
+    """The spare connections are reserved before the message is prepared (which awaits),
+    and counted spare again only once closed: two workers preparing big messages at once
+    do not both take them."""
+    lanes = _Lanes(width=1)
+    step = _GatedStep()
+    opened: list[int] = []
+
+    def factory() -> Courier:
+        courier = lanes()
+        opened.append(sum(not c.closed for c in lanes.couriers))
+        return courier
+
+    s = Scheduler(rig.spool, factory, step, DefaultConsent(Policy.REFUSED),
+                  RetryPolicy(600, 600, 6000), concurrency=2, hostname="relay.test", lanes=2)
+    await s.start()
+    await s.enqueue(_env(*_many(100)), DATA)
+    await s.enqueue(_env(*_many(100)), DATA)
+    await _until(lambda: step.waiting == 2)
+    step.gate.set()
+    await _drained(rig, s)
+    await s.stop(1)
+    assert len(lanes.sent) == 200 and max(opened) <= 2 + 2 and s._spare == 2
+
+
+async def test_a_retry_asked_for_during_an_attempt_that_raises_is_one_more_attempt(
+        rig: Rig) -> None:
+    step = _Step(raise_times=2)
+    s = _with_step(rig, step, RetryPolicy(600, 600, 6000))
+    real = step.prepare
+    asked: list[int] = []
+
+    async def prepare(envelope: Envelope, data: bytes) -> _Step:
+        if not asked:
+            asked.append(s.retry_now(envelope.queue_id))  # while the attempt runs
+        return await real(envelope, data)
+
+    step.prepare = prepare  # type: ignore[method-assign]
+    await s.start()
+    env = _env("a@x.org")
+    await s.enqueue(env, DATA)
+    entry = s._entries[env.queue_id]
+    await _until(lambda: entry.failures == 2 and env.queue_id not in s._attempting)
+    await s.stop(1)
+    assert asked == [1] and step.prepared == 2  # the second at once, not in 10 minutes
+    assert entry.next_attempt > time.time() + 300  # the second failure's backoff
