@@ -86,6 +86,11 @@ def _iso(ts: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
 
 
+def _alone() -> bool:
+    """No other lane to give a copy to (one connection: its failure is the site's)."""
+    return False
+
+
 def _site_failure(result: Result) -> bool:
     """A failure of the destination, not of this recipient: defer the rest too."""
     return result.outcome is Outcome.TEMPORARY and (
@@ -432,10 +437,12 @@ class Scheduler:
         store_down = site_down is not None
         lanes = self._lanes_for(entry, pending, decisions, len(data), store_down)
 
-        async def send(i: int, courier: Courier, extra: bool = False) -> bool:
+        async def send(i: int, courier: Courier, others: Callable[[], bool] = _alone) -> bool:
             """Decide, render and send recipient ``i``'s copy (or defer it).  False when
-            an ``extra`` lane's connection failed (refused, a 421: an upstream's limit
-            on connections, say): nothing is recorded, the copy goes on another lane."""
+            no session could be had on ``courier`` (refused, a 421 greeting: an
+            upstream's limit on connections per client, say) while ``others()`` says
+            another lane's connection may still work: nothing is recorded, and the copy,
+            certainly not sent, goes on another lane."""
             nonlocal prepared, tried, held, unfinished, unjournaled, site_down
             rcpt = entry.recipients[i]
             if site_down is not None:
@@ -473,7 +480,7 @@ class Scheduler:
                 env.sender, rcpt.address, copy.data,
                 smtputf8=env.smtputf8, body_type=env.body_type, crlf=copy.crlf, dots=copy.dots,
             )
-            if extra and _site_failure(result):
+            if result.session and others():
                 return False
             DELIVERY_SECONDS.observe(time.monotonic() - started)
             tried += 1
@@ -585,17 +592,21 @@ class Scheduler:
 
     async def _in_lanes(self, entry: QueueEntry, pending: Sequence[int], lanes: int,
                         courier: Courier, prepare: Callable[[], Awaitable[None]],
-                        send: Callable[[int, Courier, bool], Awaitable[bool]]) -> None:
+                        send: Callable[[int, Courier, Callable[[], bool]], Awaitable[bool]]
+                        ) -> None:
         """Prepare the message, then send ``pending`` over ``lanes`` connections at once:
         the worker's courier and ``lanes - 1`` more (reserved by :meth:`_lanes_for`),
         opened for this attempt; each is given back once closed.  Each lane takes the
         next recipient when it is free, so a slow copy holds up one lane.
 
-        An extra lane whose connection fails (refused, a 421) drops out and gives its
-        recipient back to the others: only the worker's own connection speaks for the
-        upstream (its failure defers what no lane has sent).  A lane that raises stops
-        every lane from taking more, lets the copies in flight end (an upstream that
-        took one must see it journaled, not sent again), then the error is raised."""
+        A lane that gets no session (its connection refused, a 421 greeting: an
+        upstream's limit on connections per client, which may refuse the worker's own
+        connection as well as an extra one) drops out and gives its copy back, as long
+        as another lane's connection has not failed so; the last one's failure is the
+        upstream's and defers what no lane has sent (as any other failure of the site
+        does, on any lane).  A lane that raises stops every lane from taking more, lets
+        the copies in flight end (an upstream that took one must see it journaled, not
+        sent again), then the error is raised."""
         unopened = lanes - 1
         extra: list[Courier] = []
         try:
@@ -603,26 +614,34 @@ class Scheduler:
             while unopened:
                 extra.append(self.couriers())
                 unopened -= 1
+            couriers = [courier, *extra]
+            refused: set[int] = set()  # couriers (by place) that got no session
             todo = collections.deque(pending)  # each recipient is taken by one lane
-            errors: list[Exception] = []
+            errors: list[BaseException] = []
 
-            async def lane(c: Courier, is_extra: bool) -> None:
+            async def lane(at: int) -> None:
+                def others() -> bool:
+                    return len(refused | {at}) < len(couriers)
+
                 try:
                     while todo and not (errors or self._stopping or entry.deleted):
                         i = todo.popleft()
-                        if not await send(i, c, is_extra):
+                        if not await send(i, couriers[at], others):
+                            refused.add(at)
                             todo.appendleft(i)
                             return
-                except Exception as exc:
+                except BaseException as exc:  # the others stop taking more (see above)
                     errors.append(exc)
 
-            await asyncio.gather(lane(courier, False), *(lane(c, True) for c in extra))
+            await asyncio.gather(*(lane(at) for at in range(len(couriers))))
             if errors:
                 raise errors[0]
-            # A copy an extra lane gave back after the worker's lane had found nothing
-            # left to take: the worker's connection sends it now.
+            # A copy given back after the other lanes had found nothing left to take:
+            # a connection that did not fail sends it (another failure there is the
+            # upstream's: no lane is left to give it to).
+            alive = next(c for at, c in enumerate(couriers) if at not in refused)
             while todo and not (self._stopping or entry.deleted):
-                await send(todo.popleft(), courier, False)
+                await send(todo.popleft(), alive, _alone)
         finally:
             self._spare += unopened
             if extra:

@@ -975,6 +975,38 @@ async def test_an_extra_lane_refused_drops_out_and_the_others_send_its_copies(
     assert all(c.closed for c in lanes.couriers[1:]) and s._spare == 3
 
 
+async def test_the_worker_s_own_connection_refused_leaves_its_copies_to_the_lanes(
+        rig: Rig) -> None:
+    """An upstream's limit may refuse the worker's connection rather than an extra one
+    (the worker's reconnected last): its lane drops out the same way, and a connection
+    that works sends what is left."""
+    lanes = _Lanes(width=1, refuse={0})
+    rcpts = _many(200)
+    s = _laned(rig, lanes, spare=2)
+    await s.start()
+    await s.enqueue(_env(*rcpts), DATA)
+    await _drained(rig, s)
+    await s.stop(1)
+    assert sorted(r for _, r in lanes.sent) == rcpts
+    assert {name for name, _ in lanes.sent} == {1, 2} and s._spare == 2
+
+
+async def test_every_lane_refused_is_the_upstream_s_failure(rig: Rig) -> None:
+    lanes = _Lanes(width=1, refuse={0, 1, 2})
+    rcpts = _many(100)
+    s = _laned(rig, lanes, spare=2)
+    await s.start()
+    env = _env(*rcpts)
+    await s.enqueue(env, DATA)
+    await _until(_planned(s, env.queue_id, 1))
+    await rig.spool.settled()
+    await s.stop(1)
+    assert lanes.sent == [] and [c.delivered for c in lanes.couriers] == [1, 1, 1]
+    (entry,) = await rig.spool.recover()
+    assert {r.state for r in entry.recipients} == {"deferred"}
+    assert "too many connections" in entry.recipients[0].reply and s._spare == 2
+
+
 async def test_a_lane_that_raises_lets_the_copies_in_flight_end(rig: Rig) -> None:
     """One lane raises while another's copy is with the upstream: that copy's answer is
     awaited and journaled (cancelled, it would go again at the retry), then the attempt
