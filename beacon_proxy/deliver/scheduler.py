@@ -557,10 +557,12 @@ class Scheduler:
                     entry.next_attempt = now  # the store came back while this attempt ran
                 else:
                     self._store_deferred.add(entry.queue_id)
+            if entry.queue_id in self._again and not self._stopping:
+                entry.next_attempt = now  # made due again during this attempt: journaled so
             entry.state = "deferred"
             await self.spool.finish_attempt(entry)
             if entry.queue_id in self._again and not self._stopping:
-                entry.next_attempt = time.time()  # made due again during this attempt
+                entry.next_attempt = time.time()  # ... or while it journaled its end
             for d in deferred:
                 DELIVERIES.labels("deferred").inc()
                 self._log_recipient("deferred", entry, d.index, d.result, attempt,

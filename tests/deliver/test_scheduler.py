@@ -1106,3 +1106,35 @@ async def test_a_retry_asked_for_during_an_attempt_that_raises_is_one_more_attem
     await s.stop(1)
     assert asked == [1] and step.prepared == 2  # the second at once, not in 10 minutes
     assert entry.next_attempt > time.time() + 300  # the second failure's backoff
+
+
+async def test_a_retry_asked_for_during_an_attempt_is_journaled(rig: Rig) -> None:
+    """The journal's next attempt is the one asked for, not the backoff: a restart right
+    after the attempt takes the message at once (it waited out the backoff)."""
+    step = _Step(hold={"held@x.org"})
+    s = _with_step(rig, step, RetryPolicy(600, 600, 6000))
+    real = step.prepare
+    asked: list[int] = []
+
+    async def prepare(envelope: Envelope, data: bytes) -> _Step:
+        if not asked:
+            asked.append(s.retry_now(envelope.queue_id))  # while the attempt runs
+        return await real(envelope, data)
+
+    step.prepare = prepare  # type: ignore[method-assign]
+    real_finish = rig.spool.finish_attempt
+    journaled: list[float] = []
+
+    async def finish_attempt(entry: QueueEntry) -> None:
+        journaled.append(entry.next_attempt)
+        await real_finish(entry)
+
+    rig.spool.finish_attempt = finish_attempt  # type: ignore[method-assign]
+    await s.start()
+    env = _env("held@x.org")
+    started = time.time()
+    await s.enqueue(env, DATA)
+    await _until(lambda: len(journaled) == 2)
+    await s.stop(1)
+    assert asked == [1] and journaled[0] <= time.time() and journaled[0] >= started
+    assert journaled[1] > time.time() + 300  # the second attempt's own backoff
