@@ -163,6 +163,7 @@ class Scheduler:
         # again at the first lookup that succeeds), since when it fails (None: it
         # answers), when a recovery last made them due, and the earliest next one.
         self._store_deferred: set[str] = set()
+        self._store_failures = 0  # lookups that failed, ever
         self._store_down_since: float | None = None
         self._store_back_at = 0.0
         self._store_next_wake = 0.0
@@ -661,11 +662,13 @@ class Scheduler:
     async def _decisions(self, entry: QueueEntry, pending: list[int]
                          ) -> tuple[Mapping[str, Decision], Result | None]:
         """Every pending recipient's decision, in one lookup; a failed lookup defers all."""
-        try:
+        failures = self._store_failures  # a success says the store is back only when no
+        try:                              # lookup failed while this one ran
             found = await self.consent.decisions(
                 [entry.recipients[i].address for i in pending], entry.envelope.list_id)
         except Exception as exc:  # never guess consent: try again later
             log.debug("consent lookup for %s failed: %s", entry.queue_id, exc)
+            self._store_failures += 1
             if self._store_down_since is None:  # once per outage; each deferral is logged
                 self._store_down_since = time.time()
                 event("consent_store_down", logging.ERROR, queue_id=entry.queue_id,
@@ -673,7 +676,7 @@ class Scheduler:
             return {}, Result(Outcome.TEMPORARY, 451,
                               f"451 4.3.0 consent lookup failed: {str(exc)[:200]}", "4.3.0",
                               "consent-store")
-        if self._store_down_since is not None:
+        if self._store_down_since is not None and failures == self._store_failures:
             self._store_back()
         return found, None
 

@@ -1138,3 +1138,47 @@ async def test_a_retry_asked_for_during_an_attempt_is_journaled(rig: Rig) -> Non
     await s.stop(1)
     assert asked == [1] and journaled[0] <= time.time() and journaled[0] >= started
     assert journaled[1] > time.time() + 300  # the second attempt's own backoff
+
+
+class _SlowConsent(_Consent):
+    """A lookup of ``slow@x.org`` waits for ``release`` (it began before an outage)."""
+
+    def __init__(self) -> None:
+        super().__init__({})
+        self.release = asyncio.Event()
+
+    async def decisions(self, recipients: Sequence[str],
+                        list_id: str | None) -> Mapping[str, Decision]:
+        if "slow@x.org" in recipients:
+            self.calls.append((list(recipients), list_id))
+            await self.release.wait()
+            return dict.fromkeys(recipients, Decision.REFUSED)
+        return await super().decisions(recipients, list_id)
+
+
+async def test_a_lookup_that_began_before_the_outage_does_not_end_it(
+        rig: Rig, caplog: pytest.LogCaptureFixture) -> None:
+    """A lookup that was under way when another failed proves nothing about the store
+    now: its success neither logs consent_store_back nor wakes what the outage deferred;
+    the next lookup that begins and ends without a failure does."""
+    caplog.set_level(logging.INFO, logger="beacon_proxy.relay")
+    consent = _SlowConsent()
+    s = Scheduler(rig.spool, lambda: rig.courier, TraceStep("relay.test"), consent,
+                  RetryPolicy(3600, 3600, 10**6), concurrency=2, hostname="relay.test")
+    await s.start()
+    await s.enqueue(_env("slow@x.org"), DATA)
+    await _until(lambda: consent.calls)  # under way
+    consent.fail = True
+    failed = _env("a@x.org")
+    await s.enqueue(failed, DATA)
+    await _until(_planned(s, failed.queue_id, 1))
+    consent.fail = False
+    consent.release.set()  # the slow lookup succeeds after the failure
+    await _until(lambda: "slow@x.org" in [r for _, r, _ in rig.courier.sent])
+    assert _fields(caplog, "consent_store_back") == []
+    assert s._entries[failed.queue_id].next_attempt > time.time() + 2000
+    await s.enqueue(_env("b@x.org"), DATA)  # begins after the failure: the store is back
+    await _drained(rig, s)
+    await s.stop(1)
+    assert [f["woken"] for f in _fields(caplog, "consent_store_back")] == [1]
+    assert "a@x.org" in [r for _, r, _ in rig.courier.sent]
