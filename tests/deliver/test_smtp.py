@@ -622,3 +622,26 @@ def test_reply_parser_is_the_old_parser(lines: list[bytes], cuts: list[int]) -> 
         assert list(new._replies) == list(old._replies)
         assert repr(new._error) == repr(old._error)
         assert new._buffer == old._buffer
+
+
+async def test_a_421_greeting_is_no_session() -> None:
+    """An upstream over its limit of connections per client greets with 421 and hangs up
+    (Postfix: ``421 4.7.0 ... Error: too many connections``): no session was had, so the
+    copy was certainly not sent (``Result.session``: a lane drops out and another
+    connection takes the copy, see the scheduler)."""
+    async def refuse(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"421 4.7.0 mx.test Error: too many connections from 127.0.0.1\r\n")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(refuse, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    c = make_courier(port)
+    try:
+        result = await send(c)
+    finally:
+        await bounded(c.close())
+        server.close()
+        await server.wait_closed()
+    assert result.session and result.outcome is Outcome.TEMPORARY
+    assert "too many connections" in result.reply
