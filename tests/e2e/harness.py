@@ -160,6 +160,74 @@ class Upstream:
         return [m for m in self.messages if address in m.rcpt_tos]
 
 
+class ConnectionLimit:
+    """A TCP front for an upstream that takes at most ``limit`` connections at a time
+    from its client and greets any more with ``421`` and hangs up, as Postfix's
+    ``smtpd_client_connection_count_limit`` does; the rest is passed on byte for byte.
+    Runs its own event loop in a thread; ``refused`` counts the connections turned
+    away, ``widest`` the most open at once."""
+
+    def __init__(self, target: int, limit: int) -> None:
+        self.target, self.limit = target, limit
+        self.port = free_port()
+        self.open = self.refused = self.widest = 0
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> ConnectionLimit:
+        self._thread.start()
+        if not self._ready.wait(10):
+            raise RuntimeError("the connection limit did not start")
+        return self
+
+    def stop(self) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        server = self._loop.run_until_complete(
+            asyncio.start_server(self._client, "127.0.0.1", self.port))
+        self._ready.set()
+        try:
+            self._loop.run_forever()
+        finally:
+            server.close()
+            self._loop.run_until_complete(server.wait_closed())
+            self._loop.close()
+
+    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.open >= self.limit:
+            self.refused += 1
+            writer.write(b"421 4.7.0 mx.test Error: too many connections from 127.0.0.1\r\n")
+            with contextlib.suppress(OSError):
+                await writer.drain()
+            writer.close()
+            return
+        self.open += 1
+        self.widest = max(self.widest, self.open)
+        try:
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target)
+            await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
+        except OSError:
+            pass
+        finally:
+            self.open -= 1
+            writer.close()
+
+
+async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    try:
+        while chunk := await reader.read(65536):
+            writer.write(chunk)
+            await writer.drain()
+    except OSError:
+        pass
+    finally:
+        writer.close()
+
+
 class Proxy:
     """``beacon-proxy serve`` as a subprocess in its own working directory."""
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.harness import (
+    ConnectionLimit,
     Proxy,
     Upstream,
     free_ports,
@@ -51,6 +52,28 @@ def test_a_list_server_s_message_goes_out_over_several_connections(
     delivered = proxy.events("delivered")
     assert sorted(e["recipient"] for e in delivered) == rcpts
     assert proxy.stop() == 0
+
+
+def test_lanes_behind_an_upstream_s_connection_limit_deliver_everything_at_once(
+    tmp_path: Path, upstream: Upstream, proxies: list[Proxy]
+) -> None:
+    """The upstream takes two connections from the relay and greets a third with 421:
+    the lanes that get no session drop out and leave their copies to the two that work,
+    and every copy goes in the first attempt (nothing deferred)."""
+    limit = ConnectionLimit(upstream.port, 2).start()
+    try:
+        proxy = _proxy(proxies, tmp_path, upstream=limit.port)
+        rcpts = [f"member{i:03d}@example.net" for i in range(100)]
+        proxy.send("list@sender.example", rcpts, newsletter(pixel=False))
+        wait_for(lambda: len(upstream.messages) == 100, what="100 copies")
+        wait_for(lambda: proxy.cli("queue", "list", "--json").stdout == "", what="empty queue")
+        assert sorted(r for m in upstream.messages for r in m.rcpt_tos) == rcpts
+        assert limit.refused >= 1 and limit.widest == 2
+        assert proxy.events("deferred") == []
+        assert all(e["attempt"] == 1 for e in proxy.events("delivered"))
+        assert proxy.stop() == 0
+    finally:
+        limit.stop()
 
 
 def test_newsletter_arrives_once_per_recipient_byte_identical(
