@@ -930,6 +930,29 @@ async def test_few_recipients_or_no_spare_connections_keep_one_connection(rig: R
     assert len(none.couriers) == 1 and len(none.sent) == 200 and none.widest == 1
 
 
+async def _delivered(rig: Rig, lanes: _Lanes, spare: int, rcpts: list[str]) -> Scheduler:
+    """A laned scheduler that delivered one message to ``rcpts`` and stopped."""
+    s = _laned(rig, lanes, spare=spare)
+    await s.start()
+    await s.enqueue(_env(*rcpts), DATA)
+    await _drained(rig, s)
+    await s.stop(1)
+    return s
+
+
+async def _first_attempt(rig: Rig, lanes: _Lanes, spare: int, rcpts: list[str]
+                         ) -> tuple[Scheduler, Envelope]:
+    """A laned scheduler's first attempt at one message to ``rcpts``, ended and
+    journaled (a retry is planned)."""
+    s = _laned(rig, lanes, spare=spare)
+    await s.start()
+    env = _env(*rcpts)
+    await s.enqueue(env, DATA)
+    await _until(_planned(s, env.queue_id, 1))
+    await rig.spool.settled()
+    return s, env
+
+
 async def test_a_site_failure_on_the_worker_s_lane_defers_what_no_lane_has_sent(
         rig: Rig) -> None:
     """The worker's own connection fails (a 4.4.1 for its third copy): the copies no
@@ -938,12 +961,7 @@ async def test_a_site_failure_on_the_worker_s_lane_defers_what_no_lane_has_sent(
     once."""
     lanes = _Lanes(width=1, down=(0, 3))
     rcpts = _many(128)
-    s = _laned(rig, lanes, spare=3)
-    await s.start()
-    env = _env(*rcpts)
-    await s.enqueue(env, DATA)
-    await _until(_planned(s, env.queue_id, 1))
-    await rig.spool.settled()
+    s, env = await _first_attempt(rig, lanes, 3, rcpts)
     first = [r for _, r in lanes.sent]
     assert len(first) == len(set(first)) < 127
     (entry,) = await rig.spool.recover()  # what a restart would find
@@ -964,11 +982,7 @@ async def test_an_extra_lane_refused_drops_out_and_the_others_send_its_copies(
     others, and the message is delivered in its first attempt as with one connection."""
     lanes = _Lanes(width=1, refuse={2, 3})
     rcpts = _many(200)
-    s = _laned(rig, lanes, spare=3)
-    await s.start()
-    await s.enqueue(_env(*rcpts), DATA)
-    await _drained(rig, s)
-    await s.stop(1)
+    s = await _delivered(rig, lanes, 3, rcpts)
     assert sorted(r for _, r in lanes.sent) == rcpts
     assert {name for name, _ in lanes.sent} == {0, 1}
     assert [c.delivered for c in lanes.couriers[2:]] == [1, 1]
@@ -982,24 +996,14 @@ async def test_the_worker_s_own_connection_refused_leaves_its_copies_to_the_lane
     that works sends what is left."""
     lanes = _Lanes(width=1, refuse={0})
     rcpts = _many(200)
-    s = _laned(rig, lanes, spare=2)
-    await s.start()
-    await s.enqueue(_env(*rcpts), DATA)
-    await _drained(rig, s)
-    await s.stop(1)
+    s = await _delivered(rig, lanes, 2, rcpts)
     assert sorted(r for _, r in lanes.sent) == rcpts
     assert {name for name, _ in lanes.sent} == {1, 2} and s._spare == 2
 
 
 async def test_every_lane_refused_is_the_upstream_s_failure(rig: Rig) -> None:
     lanes = _Lanes(width=1, refuse={0, 1, 2})
-    rcpts = _many(100)
-    s = _laned(rig, lanes, spare=2)
-    await s.start()
-    env = _env(*rcpts)
-    await s.enqueue(env, DATA)
-    await _until(_planned(s, env.queue_id, 1))
-    await rig.spool.settled()
+    s, _ = await _first_attempt(rig, lanes, 2, _many(100))
     await s.stop(1)
     assert lanes.sent == [] and [c.delivered for c in lanes.couriers] == [1, 1, 1]
     (entry,) = await rig.spool.recover()
@@ -1085,9 +1089,9 @@ async def test_two_big_messages_never_open_more_than_concurrency_plus_lanes(
     assert len(lanes.sent) == 200 and max(opened) <= 2 + 2 and s._spare == 2
 
 
-async def test_a_retry_asked_for_during_an_attempt_that_raises_is_one_more_attempt(
-        rig: Rig) -> None:
-    step = _Step(raise_times=2)
+def _retried_while_prepared(rig: Rig, step: _Step) -> tuple[Scheduler, list[int]]:
+    """A scheduler (retries 10 minutes apart) whose first attempt asks for a retry of
+    its message while it prepares; the list gets what ``retry_now`` answered."""
     s = _with_step(rig, step, RetryPolicy(600, 600, 6000))
     real = step.prepare
     asked: list[int] = []
@@ -1098,6 +1102,13 @@ async def test_a_retry_asked_for_during_an_attempt_that_raises_is_one_more_attem
         return await real(envelope, data)
 
     step.prepare = prepare  # type: ignore[method-assign]
+    return s, asked
+
+
+async def test_a_retry_asked_for_during_an_attempt_that_raises_is_one_more_attempt(
+        rig: Rig) -> None:
+    step = _Step(raise_times=2)
+    s, asked = _retried_while_prepared(rig, step)
     await s.start()
     env = _env("a@x.org")
     await s.enqueue(env, DATA)
@@ -1111,17 +1122,7 @@ async def test_a_retry_asked_for_during_an_attempt_that_raises_is_one_more_attem
 async def test_a_retry_asked_for_during_an_attempt_is_journaled(rig: Rig) -> None:
     """The journal's next attempt is the one asked for, not the backoff: a restart right
     after the attempt takes the message at once (it waited out the backoff)."""
-    step = _Step(hold={"held@x.org"})
-    s = _with_step(rig, step, RetryPolicy(600, 600, 6000))
-    real = step.prepare
-    asked: list[int] = []
-
-    async def prepare(envelope: Envelope, data: bytes) -> _Step:
-        if not asked:
-            asked.append(s.retry_now(envelope.queue_id))  # while the attempt runs
-        return await real(envelope, data)
-
-    step.prepare = prepare  # type: ignore[method-assign]
+    s, asked = _retried_while_prepared(rig, _Step(hold={"held@x.org"}))
     real_finish = rig.spool.finish_attempt
     journaled: list[float] = []
 
