@@ -80,6 +80,7 @@ MAX_FAILURES = 5  # failed (raising) attempts before a message is set aside
 #: ``lanes``) for each this many copies it has to send, the first at twice this.
 LANE_RECIPIENTS = 32
 _WOKEN_KEYS = 10_000  # wait keys whose last wake is remembered
+_STORE_BACK = "consent store back"  # the wait key of messages a failed lookup deferred
 
 
 def _iso(ts: float) -> str:
@@ -159,13 +160,11 @@ class Scheduler:
         # retry request while the attempt journals its end): never two attempts at once.
         self._attempting: set[str] = set()
         self._again: set[str] = set()
-        # The consent store's outages: messages deferred because a lookup failed (due
-        # again at the first lookup that succeeds), since when it fails (None: it
-        # answers), when a recovery last made them due, and the earliest next one.
-        self._store_deferred: set[str] = set()
+        # The consent store's outages (the messages a failed lookup deferred wait for
+        # the key _STORE_BACK, woken by the first lookup that succeeds again): since
+        # when it fails (None: it answers), and the earliest next wake.
         self._store_failures = 0  # lookups that failed, ever
         self._store_down_since: float | None = None
-        self._store_back_at = 0.0
         self._store_next_wake = 0.0
 
     # -- life cycle ---------------------------------------------------------
@@ -283,11 +282,11 @@ class Scheduler:
         return sum(self.retry_now(queue_id) for queue_id in self._waiting.pop(key, ()))
 
     def waiting_keys(self) -> list[str]:
-        """The wait keys some message's copies wait for now (see :meth:`wake`)."""
-        return list(self._waiting)
+        """The wait keys some message's copies wait for now (see :meth:`wake`); not the
+        consent store's own (it is woken by a lookup, not by a campaign)."""
+        return [key for key in self._waiting if key != _STORE_BACK]
 
     def _forget_waits(self, queue_id: str) -> None:
-        self._store_deferred.discard(queue_id)
         for key in self._waits_of.pop(queue_id, ()):
             waiting = self._waiting.get(key)
             if waiting is not None:
@@ -548,16 +547,13 @@ class Scheduler:
                 now if self._stopping
                 else self.retry.next_attempt(entry.attempts, env.received_at, now)
             )
+            if store_down:  # due again when the store is back, or at its backoff
+                waits.append(Wait(entry.next_attempt, _STORE_BACK))
             if waits and not self._stopping:
                 if any(self._woken.get(w.key, 0.0) >= attempt_started for w in waits):
                     entry.next_attempt = now  # woken while this attempt ran
                 else:
                     self._note_waits(entry, waits)
-            if store_down and not self._stopping:
-                if self._store_back_at >= attempt_started:
-                    entry.next_attempt = now  # the store came back while this attempt ran
-                else:
-                    self._store_deferred.add(entry.queue_id)
             if entry.queue_id in self._again and not self._stopping:
                 entry.next_attempt = now  # made due again during this attempt: journaled so
             entry.state = "deferred"
@@ -691,9 +687,7 @@ class Scheduler:
         woken = 0
         if now >= self._store_next_wake:
             self._store_next_wake = now + self.retry.retry_min
-            self._store_back_at = now
-            deferred, self._store_deferred = self._store_deferred, set()
-            woken = sum(self.retry_now(queue_id) for queue_id in deferred)
+            woken = self.wake(_STORE_BACK)
         event("consent_store_back", down_seconds=round(down, 3), woken=woken)
 
     async def _suppress(self, entry: QueueEntry, index: int, decision: Decision) -> None:

@@ -350,6 +350,7 @@ async def test_a_failed_consent_lookup_counts_as_an_attempt_and_backs_off(
             assert s.retry_now(env.queue_id) == 1
     await s.stop(1)
     assert rig.courier.calls == [] and len(consent.calls) == 3
+    assert s.waiting_keys() == []  # no campaign's: the campaign poll leaves it alone
     (down,) = _fields(caplog, "consent_store_down")
     assert down["queue_id"] == env.queue_id and "database is down" in down["error"]
     assert _fields(caplog, "consent_store_back") == []
