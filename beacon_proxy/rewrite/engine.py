@@ -555,7 +555,7 @@ class Engine:
         if incomplete is not None:
             problems.append(f"{where}: {incomplete}, left unmodified")
             return None
-        strays = self._readers.check(decoded, view, charset, entries)
+        strays = self._readers.check(decoded, view, charset, entries, rescanned)
         if isinstance(strays, ReadersDiffer):
             problems.append(f"{where}: {strays.reason}, not scanned precisely")
             return None

@@ -33,7 +33,7 @@ from array import array
 from bisect import bisect_left, bisect_right
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import accumulate
 from typing import Final
 
@@ -41,6 +41,7 @@ from beacon_proxy.rewrite import webmail
 from beacon_proxy.rewrite.htmlrefs import Entry, Span
 from beacon_proxy.rewrite.rescan import (
     MAX_TEMPLATES,
+    Rescanned,
     ScanCache,
     _common_prefix_at,
     _common_suffix,
@@ -78,6 +79,10 @@ class _Passed:
     # first differs from it inside a tag (copies may check in threads: a race makes two
     # equal ones).
     tokens: tuple[bytes, array[int]] | None = None
+    # strays_kept(): ``spans`` indexed, and the stray URLs of the tags copies changed by
+    # their index among the tokens (None: a span crosses the tag's ends)
+    span_index: _SpanIndex | None = None
+    tag_strays: dict[int, list[str] | None] = field(default_factory=dict)
 
     def kinds(self, regions: Sequence[_Region]) -> tuple[set[int], dict[int, int]]:
         """Which of ``regions`` lie in text (:func:`~.wellformed.in_text`), and which
@@ -104,11 +109,13 @@ class _Passed:
         in ``values`` lie inside values has this part's stray URLs: each tag they change
         finds the same ones in both.  A start tag's stray URLs are its own: every
         pattern of the search stops at "<" and ">", and the tag's "<" is the last before
-        any of its URLs (:func:`~beacon_proxy.rewrite.stray.stray_urls`)."""
+        any of its URLs (:func:`~beacon_proxy.rewrite.stray.stray_urls`).  This part's
+        side of each tag is searched once and kept (:attr:`tag_strays`): a campaign's
+        copies change the same tags."""
         assert self.tokens is not None  # (kinds() made them)
         mine, starts = self.tokens
         tokens = sorted(set(values.values()))
-        if len(tokens) > _STRAY_TAGS:
+        if len(tokens) > max(_STRAY_TAGS, len(view) // _STRAY_TAG_BYTES):
             return False  # (searching the whole copy costs less)
         ends = [a1 for _, a1, _, _ in regions]
         shifts = list(accumulate((b1 - b0) - (a1 - a0) for a0, a1, b0, b1 in regions))
@@ -117,16 +124,62 @@ class _Passed:
             k = (bisect_left if end else bisect_right)(ends, x)  # the copy (what is put
             return x + (shifts[k - 1] if k else 0)  # in at a tag's end: after it)
 
+        if self.span_index is None:
+            self.span_index = _SpanIndex(self.spans)
+        was_index, now_index, kept = self.span_index, _SpanIndex(spans), self.tag_strays
         for token in tokens:
-            start, end = moved(starts[token], False), moved(starts[token + 1], True)
-            was, now = _within(self.spans, starts[token], starts[token + 1]), _within(
-                spans, start, end)
-            if was is None or now is None or stray_urls(
-                    self.view[starts[token] : starts[token + 1]],
-                    mine[starts[token] : starts[token + 1]], was) != stray_urls(
+            a, b = starts[token], starts[token + 1]
+            was = kept.get(token, _UNKNOWN)
+            if was is _UNKNOWN:
+                covered = was_index.within(a, b)
+                was = None if covered is None else stray_urls(self.view[a:b], mine[a:b],
+                                                              covered)
+                if len(kept) >= _KEPT_TAGS:
+                    kept.clear()
+                kept[token] = was
+            start, end = moved(a, False), moved(b, True)
+            now = now_index.within(start, end)
+            if was is None or now is None or was != stray_urls(
                     view[start:end], low[start:end], now):
                 return False
         return True
+
+
+class _SpanIndex:
+    """Spans sorted by start (:func:`~beacon_proxy.rewrite.stray.url_spans`), for the spans
+    inside a stretch found by bisection: the furthest end among the spans up to each."""
+
+    __slots__ = ("_reach", "_spans", "_starts")
+
+    def __init__(self, spans: Sequence[Span]) -> None:
+        self._spans = spans
+        self._starts = [a for a, _ in spans]
+        self._reach = list(accumulate((b for _, b in spans), max))
+
+    def within(self, start: int, end: int) -> list[Span] | None:
+        """The spans that overlap ``[start, end)``, from ``start``; None when one crosses an
+        end.
+
+        >>> _SpanIndex([(0, 4), (6, 9), (7, 8), (12, 20)]).within(5, 10)
+        [(1, 4), (2, 3)]
+        >>> _SpanIndex([(0, 7), (8, 9)]).within(5, 10) is None
+        True
+        >>> _SpanIndex([(6, 9), (8, 12)]).within(5, 10) is None
+        True
+        """
+        spans = self._spans
+        i = bisect_left(self._starts, start)
+        if i and self._reach[i - 1] > start:
+            return None  # (a span from before the stretch reaches into it)
+        out = []
+        while i < len(spans) and spans[i][0] < end:
+            a, b = spans[i]
+            if b > end:
+                return None
+            if b > start:
+                out.append((a - start, b - start))
+            i += 1
+        return out
 
 
 def _between_quotes(old: bytes, new: bytes, regions: Sequence[_Region]) -> list[_Region]:
@@ -159,20 +212,14 @@ def _between_quotes(old: bytes, new: bytes, regions: Sequence[_Region]) -> list[
 _QUOTES: Final = re.compile(rb"([\"'])")
 
 
-def _within(spans: Sequence[Span], start: int, end: int) -> list[Span] | None:
-    """``spans`` inside ``[start, end)``, from ``start``; None when one crosses an end."""
-    out = []
-    for a, b in spans:
-        if b > start and a < end:
-            if a < start or b > end:
-                return None
-            out.append((a - start, b - start))
-    return out
-
-
-#: At most this many changed tags are searched for stray URLs apart (two small searches
-#: each); a copy with more is searched whole.
+#: At most this many changed tags are searched for stray URLs apart (a small search
+#: each), or one per this many bytes of the view where that is more (a tag's search
+#: costs about what the whole view's costs per KB); a copy with more is searched whole.
 _STRAY_TAGS: Final = 8
+_STRAY_TAG_BYTES: Final = 1024
+#: The earlier copy's stray URLs of at most this many tags are kept (then forgotten).
+_KEPT_TAGS: Final = 4096
+_UNKNOWN: Final[list[str]] = []  # (a tag not searched yet: compared by identity)
 _Region = tuple[int, int, int, int]
 
 
@@ -188,18 +235,27 @@ class ReaderChecks:
         self._passed: OrderedDict[tuple[str, bytes, int], _Passed] = OrderedDict()
         self._lock = threading.Lock()
 
-    def check(self, decoded: bytes, view: bytes, charset: str, entries: Sequence[Entry]
-              ) -> ReadersDiffer | tuple[str, ...]:
+    def check(self, decoded: bytes, view: bytes, charset: str, entries: Sequence[Entry],
+              rescanned: Rescanned | None = None) -> ReadersDiffer | tuple[str, ...]:
         """Why other readers read the part otherwise (``decoded``: its text in
-        ``charset``; ``view``: the scan's view; ``entries``: the scan's), or its stray
-        URLs when they do not."""
+        ``charset``; ``view``: the scan's view; ``entries``: the scan's; ``rescanned``: the
+        scan, when it was a rescan of ``view``), or its stray URLs when they do not."""
         mine = webmail.loaded(entries)
-        cut, lines = cut_of(view)
+        template = None if rescanned is None else rescanned.template
+        # (a rescan's template was found by cut_of(view): its cut and number of lines)
+        cut, lines = cut_of(view) if template is None else (template.cut, template.lines)
         key = (charset, cut, lines)
         with self._lock:
             prior = self._passed.get(key)
+        low = None if rescanned is None else rescanned.low  # (view.lower(), made already)
         if prior is not None:
-            regions = diff_regions(prior.view, cut, prior.lines, view, lines)
+            regions: list[_Region] | None
+            if rescanned is not None and template is not None and template.view is prior.view:
+                # The scan diffed the copy against this very view: diff_regions() would
+                # find the same regions again.
+                regions = list(rescanned.regions)
+            else:
+                regions = diff_regions(prior.view, cut, prior.lines, view, lines)
             values: dict[int, int] = {}
             washing = None
             if regions:
@@ -216,13 +272,13 @@ class ReaderChecks:
                     return prior.strays
                 # A value changed: its URLs may be stray ones now (the markup is as
                 # well-formed: a quoted value without quotes or "<" ends where it did).
-                low = view.lower()
+                low = view.lower() if low is None else low
                 spans = url_spans(entries, low)
                 assert regions is not None  # (values are some of them)
                 if prior.strays_kept(view, low, spans, regions, values):
                     return prior.strays
                 return self._strays(view, low, spans)
-        low = view.lower()
+        low = view.lower() if low is None else low
         unlike = malformed(low)
         if unlike is not None:
             return ReadersDiffer(f"markup other readers cut into other tags ({unlike})")

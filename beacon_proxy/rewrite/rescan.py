@@ -105,7 +105,8 @@ _MAX_CHANGED = 4  # at most 1 / _MAX_CHANGED of the lines may differ
 #: A view whose lines are longer than this on average (HTML minified into a few lines) is
 #: cut into lines at each ">" instead of at line feeds, when that cuts it finer (cut_of).
 LONG_LINES = 256
-_GALLOP = 256  # the first stretch _common_prefix_at() compares at once
+_GALLOP = 1024  # the first stretch _common_prefix_at() compares at once
+_XOR_BYTES = 256  # ... and the stretch it reads as numbers (int.from_bytes: ~0.2 us)
 
 _new = tuple.__new__
 #: What :func:`~.unmodelled.unmodelled_markup` looks for, and how far it reads: a tag name
@@ -280,8 +281,9 @@ def cut_of(view: bytes) -> tuple[bytes, int]:
 def _common_prefix_at(a: bytes, i: int, b: memoryview, j: int) -> int:
     """The length of the longest common prefix of ``a[i:]`` and ``b[j:]``: stretches of
     ``b`` compared in place in ``a`` at memcmp speed (nothing copied), doubling from
-    :data:`_GALLOP` bytes, then a binary search in the stretch that differs (time linear
-    in the length found)."""
+    :data:`_GALLOP` bytes, then halving the stretch that differs down to
+    :data:`_XOR_BYTES`, whose first different byte the two stretches read as numbers and
+    xored tell (time linear in the length found)."""
     n = min(len(a) - i, len(b) - j)
     lo, step = 0, _GALLOP
     while True:
@@ -291,27 +293,26 @@ def _common_prefix_at(a: bytes, i: int, b: memoryview, j: int) -> int:
         if hi == n:
             return n
         lo, step = hi, step * 2
-    hi -= 1  # a[i + lo : i + hi + 1] differs: the answer is in [lo, hi]
-    while lo < hi:
-        mid = (lo + hi + 1) // 2
+    while hi - lo > _XOR_BYTES:  # a[i + lo : i + hi] differs from b's
+        mid = (lo + hi) // 2
         if a.startswith(b[j + lo : j + mid], i + lo):
             lo = mid
         else:
-            hi = mid - 1
-    return lo
+            hi = mid
+    differ = _number(a[i + lo : i + hi]) ^ _number(b[j + lo : j + hi])
+    return hi - (differ.bit_length() + 7) // 8  # (big-endian: the first byte the highest)
 
 
 def _common_suffix(a: bytes, b: bytes, limit: int) -> int:
-    """The length of the longest common suffix, at most ``limit``."""
-    lo, hi = 0, limit
-    la, lb = len(a), len(b)
-    while lo < hi:
-        mid = (lo + hi + 1) // 2
-        if a[la - mid : la - lo] == b[lb - mid : lb - lo]:
-            lo = mid
-        else:
-            hi = mid - 1
-    return lo
+    """The length of the longest common suffix, at most ``limit``: the lowest byte of
+    the last ``limit`` bytes of each, read as numbers and xored, that is not zero."""
+    if limit <= 0:
+        return 0
+    differ = _number(a[len(a) - limit :]) ^ _number(b[len(b) - limit :])
+    return ((differ & -differ).bit_length() - 1) // 8 if differ else limit
+
+
+_number = int.from_bytes  # (big-endian)
 
 
 def _shifted(entries: Sequence[Entry], shift: int, low: bytes) -> list[Entry]:
@@ -408,6 +409,9 @@ class Rescanned(_Scan):
         self.template: ScanTemplate | None = None
         self.copied: list[tuple[int, int, int]] = []  # (index here, in the template, count)
         self.fresh: list[tuple[int, int]] = []  # (index, count) of entries scanned here
+        # Where the view differs from the template's (diff_regions()): the readers' check
+        # of the same copy against the same earlier view takes them as they are.
+        self.regions: list[_Region] = []
         # The template's hidden elements hold for this copy (else finish_scan() computes
         # them, and the boxes of copied entries may differ from the template's).
         self.hidden_reused = False
@@ -471,7 +475,7 @@ def rescan(template: ScanTemplate, view: bytes, charset: str, max_tags: int,
         return None
 
     result = Rescanned(view, charset, max_tags, low=low)
-    result.template = template
+    result.template, result.regions = template, regions
     refs, opaque, styles = result.refs, result.opaque, result.styles
     ordered, sources = template.ordered, template.sources
     budget = max_tags  # left, as the copy's full scan would have it here

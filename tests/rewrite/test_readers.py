@@ -233,6 +233,79 @@ def test_a_value_that_becomes_a_stray_url_is_found_in_the_copy(value: str) -> No
     assert cold.problems or cold.strays
 
 
+def _links_doc(n: int, rows: int = 40) -> str:
+    """A newsletter of ``rows`` table rows and ``n`` links whose URLs end in "TOKEN"."""
+    table = "".join(f'<tr><td class="c{k}">Item {k}</td></tr>\n' for k in range(rows))
+    links = "".join(f'<p><a href="https://shop.example/p/{k}?u=TOKEN" title="T{k}">{k}</a>'
+                    f'<img src="https://shop.example/i/{k}.png" alt="i"></p>\n'
+                    for k in range(n))
+    return f"<html><body><table>\n{table}</table>\n{links}</body></html>\n"
+
+
+@pytest.mark.parametrize("value", [
+    "T9",  # another title: the same stray URLs (none)
+    U,  # a tracker's URL where the browser loads nothing: every refused copy to the fallback
+    "//shop.example/u?e=reader%40example.org",  # names a recipient: kept as stray
+])
+def test_a_token_in_thirty_links_is_checked_tag_by_tag(
+        value: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A copy that changes 30 tags (a recipient's token in every link: more than the
+    eight the search took apart at first) is searched tag by tag, each tag of the copy
+    before searched once; the answer is a check's from nothing, whichever tag's title
+    becomes a stray URL."""
+    from beacon_proxy.rewrite import readers, stray
+
+    searched: list[int] = []
+    real = stray.stray_urls
+
+    def counted(view: bytes, low: bytes, spans: list[tuple[int, int]]) -> list[str]:
+        searched.append(len(view))
+        return real(view, low, spans)
+
+    monkeypatch.setattr(readers, "stray_urls", counted)
+    doc = _links_doc(30, rows=900)  # (40 KB: 30 tags are searched apart, not the whole)
+    warm = Engine(RULES)
+    for n in range(3):
+        assert warm.analyse(_message(doc.replace("TOKEN", f"r{n:04d}x9Z").encode())).problems == ()
+    assert len(searched) == 1 + 30 + 30 + 30  # the whole once, then each tag of both
+    for k in (0, 17, 29):  # the title of one link, every link a token of its own
+        copy_doc = doc.replace(f'title="T{k}"', f'title="{value}"')
+        copy = _message(copy_doc.replace("TOKEN", f"r{k:04d}x8Y").encode())
+        cold = Engine(RULES, templates=0).analyse(copy)
+        searched.clear()
+        again = warm.analyse(copy)
+        assert (again.problems, again.strays) == (cold.problems, cold.strays)
+        assert value == "T9" or cold.problems or cold.strays
+        if value == "T9":  # the copy's 30 tags (the title's among them), the rest kept
+            assert len(searched) == 30
+
+
+def test_a_copys_regions_are_diffed_once_for_the_scan_and_the_checks(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The checks of other readers take the regions the rescan found against the same
+    earlier view (one diff of the copy's view, one of its washed text)."""
+    from beacon_proxy.rewrite import readers, rescan
+
+    calls: list[int] = []
+    real = rescan.diff_regions
+
+    def counted(*args: object) -> object:
+        calls.append(len(args[0]))  # type: ignore[arg-type]
+        return real(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(rescan, "diff_regions", counted)
+    monkeypatch.setattr(readers, "diff_regions", counted)
+    doc = _links_doc(12)
+    warm = Engine(RULES)
+    warm.analyse(_message(doc.replace("TOKEN", "r0000x9Z").encode()))
+    calls.clear()
+    copy = _message(doc.replace("TOKEN", "r0001x9Z").encode())
+    assert warm.analyse(copy).problems == ()
+    assert len(calls) == 2
+    cold = Engine(RULES, templates=0).analyse(copy)
+    assert warm.analyse(copy).strays == cold.strays
+
+
 _LIST_MANAGE = b"https://list-manage.com/track/open.php?u=1"
 #: Session 19's attack on the copies checked from the last: (first copy, second copy).
 #: A: the washer's tag clean-up reads "<3..." in a value as a tag's name and drops what

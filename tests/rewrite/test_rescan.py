@@ -27,6 +27,7 @@ from beacon_proxy.rewrite.rescan import (
     ScanCache,
     ScanTemplate,
     _common_prefix_at,
+    _common_suffix,
     cut_of,
     rescan,
 )
@@ -732,3 +733,31 @@ def test_a_copy_changed_in_or_near_a_conditional_comment_is_rescanned(
     copy = doc.replace(*edit, 1)
     got = _cached(doc, copy)
     assert got is not None and got == _full(copy) and got[2] is None
+
+
+def _prefix(a: bytes, b: bytes) -> int:
+    n = 0
+    while n < min(len(a), len(b)) and a[n] == b[n]:
+        n += 1
+    return n
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_common_prefix_and_suffix_count_the_bytes_alike(seed: int) -> None:
+    """The diff's prefix (galloping, halving, then two stretches read as numbers) and
+    suffix (read as numbers) are a byte-by-byte count, at every length around the
+    stretches they compare at once, with zero bytes and differences at the ends."""
+    rng = random.Random(seed)
+    for _ in range(1500):
+        n = rng.choice([0, 1, 2, 7, 255, 256, 257, 1023, 1024, 1025, 2049, 5000])
+        a = bytes(rng.choice(b"\x00\x01a") for _ in range(n))
+        b = bytearray(a)
+        for _ in range(rng.randint(0, 2)):
+            if n:
+                b[rng.choice([0, n - 1, rng.randrange(n)])] = rng.randrange(256)
+        b = b[: rng.randint(0, n)] if rng.random() < 0.2 else b
+        b += bytes(rng.randrange(3) for _ in range(rng.choice([0, 0, 3])))
+        i, j = rng.randint(0, min(3, len(a))), rng.randint(0, min(3, len(b)))
+        assert _common_prefix_at(a, i, memoryview(bytes(b)), j) == _prefix(a[i:], bytes(b[j:]))
+        limit = rng.randint(0, min(len(a), len(b)))
+        assert _common_suffix(a, bytes(b), limit) == min(limit, _prefix(a[::-1], bytes(b[::-1])))
