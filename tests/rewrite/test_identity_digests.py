@@ -85,6 +85,44 @@ def test_the_runs_are_the_maximal_hex_runs_of_32_or_more(text: str) -> None:
     assert list(identity._Text(text).hex_runs()) == re.findall("[0-9a-f]{32,}", text.lower())
 
 
+#: Texts with long runs of hex and base32 digits, separators, escapes and readings.
+_CODED_TEXTS = st.lists(st.one_of(st.sampled_from([
+    "a1", "-", ":", ".", "/", "%41", "%2d", "\u00e9", "g", "zz", "2777", "xyzw", "&#58;",
+    "\\u0041", "AF", " ", "+"]), st.text("0123456789abcdef", min_size=8, max_size=40),
+    st.text("abcdefghijklmnopqrstuvwxyz234567", min_size=8, max_size=20)),
+    max_size=30).map("".join)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_CODED_TEXTS)
+def test_the_coded_runs_are_the_regular_expressions_matches(text: str) -> None:
+    """The hex and base32 runs (runs of marks) are what ``findall`` of
+    ``[0-9a-f]{16,}`` and ``[a-z2-7]{12,}`` finds in each lower-cased reading."""
+    import re
+
+    searched = identity._Text(text)
+    hexes, b32s = searched.coded()
+    assert list(hexes) == [m for low in searched.lows for m in re.findall("[0-9a-f]{16,}", low)]
+    assert list(b32s) == [m for low in searched.lows for m in re.findall("[a-z2-7]{12,}", low)]
+
+
+@settings(max_examples=300, deadline=None)
+@given(_CODED_TEXTS)
+def test_the_runs_of_every_reading_and_without_separators_are_found(text: str) -> None:
+    """:meth:`_Text.hex_runs` with several readings and digest separators: the maximal
+    runs of the readings joined, and again without the separators between hex pairs."""
+    import re
+
+    searched = identity._Text(text)
+    joined = " ".join(searched.lows)
+    joined += " " + re.sub(r"(?<=[0-9a-f]{2})[-:./](?=[0-9a-f]{2})", "", joined)
+    expected = re.findall("[0-9a-f]{32,}", joined)
+    if len(searched.lows) == 1 and not re.search(r"(?<=[0-9a-f]{2})[-:./](?=[0-9a-f]{2})",
+                                                 searched.low):
+        expected = re.findall("[0-9a-f]{32,}", searched.low)
+    assert list(searched.hex_runs()) == expected
+
+
 def test_only_the_digests_that_fit_are_made() -> None:
     me = RecipientIdentity("ann@example.org")
     assert me.find("https://t.example/" + "0" * 31) == []
