@@ -11,7 +11,10 @@ analysis lookup and its rebase onto the new header (``BeaconStep.prepare``
 behind an ``AnalysisCache`` with ``Engine.rebase``), then one copy (``render``:
 the beacon step, footer, unsubscribe and trace headers; DKIM off) for a
 refused recipient, or for a granted one (open-pixel tokens: the body differs per
-copy too), and the courier's DATA section (``wire_data``).  Each message is a
+copy too), and the courier's DATA section (``wire_data``); ``refused links``: a refused
+copy of messages whose bodies differ too (the recipient's token in 30 links and a line
+of text, as click-tracking senders send them: each body is analysed as a further copy
+of its campaign and rendered as one seen once).  Each message is a
 fresh bytes object.  Campaign diffing, the consent lookup, the spool and the
 sockets are left out: ``bench/relay.py`` measures the whole relay.
 
@@ -51,7 +54,10 @@ from beacon_proxy.tokens import Tokens
 
 DATA = newsletter().replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
 PROOF = "crlf" in inspect.signature(wire_data).parameters  # builds before Copy.crlf: no
-POLICIES = (("refused", Policy.REFUSED), ("granted", Policy.GRANTED))
+_LINK = b'href=3D"https://shop.example/p/'  # (quoted-printable: "=3D" is "=")
+LINKS = 30  # "refused links": the recipient's token in this many links
+POLICIES = (("refused", Policy.REFUSED, 0), ("granted", Policy.GRANTED, 0),
+            ("refused links", Policy.REFUSED, LINKS))
 
 
 def _step(engine: Engine) -> BeaconStep:
@@ -64,9 +70,20 @@ def _step(engine: Engine) -> BeaconStep:
     return step
 
 
-async def _round(step: BeaconStep, policy: Policy, first: int, messages: int) -> float:
-    """CPU ms per message for ``messages`` personalised messages (numbered from ``first``)."""
-    received = [soak_message(n, DATA) for n in range(first, first + messages)]
+def _body(n: int, links: int) -> bytes:
+    """The newsletter with message ``n`` 's token in its first ``links`` links and a line
+    of text (``bench/personal_links.py``'s copies): a body seen once."""
+    if not links:
+        return DATA
+    return DATA.replace(_LINK, _LINK + b"%06d" % n, links).replace(
+        b"</body>", b"<p>%d</p></body>" % n, 1)
+
+
+async def _round(step: BeaconStep, policy: Policy, first: int, messages: int,
+                 links: int = 0) -> float:
+    """CPU ms per message for ``messages`` personalised messages (numbered from ``first``;
+    ``links``: each with its own body, the token in that many links)."""
+    received = [soak_message(n, _body(n, links)) for n in range(first, first + messages)]
     start = time.process_time()
     for n, data in enumerate(received, first):
         rcpt = f"s{n}@example.org"
@@ -99,13 +116,13 @@ async def measure(messages: int, rounds: int) -> dict[str, float]:
     engine = Engine(load_rules())
     out: dict[str, float] = {}
     first = 0
-    for name, policy in POLICIES:
+    for name, policy, links in POLICIES:
         step = _step(engine)
-        await _round(step, policy, first, 50)  # warm-up: the analysis, caches
+        await _round(step, policy, first, 50, links)  # warm-up: the analysis, caches
         first += 50
         best = []
         for _ in range(rounds):
-            best.append(await _round(step, policy, first, messages))
+            best.append(await _round(step, policy, first, messages, links))
             first += messages
         out[name] = min(best)
     for name, granted in (("footer refused", False), ("footer granted", True)):
@@ -122,7 +139,7 @@ async def measure(messages: int, rounds: int) -> dict[str, float]:
 
 def compare(base: Path, messages: int, rounds: int, pairs: int) -> None:
     """Base and this tree alternating in child processes, one line per run and pair."""
-    names = [*(name for name, _ in POLICIES), "footer refused", "footer granted"]
+    names = [*(name for name, _, _ in POLICIES), "footer refused", "footer granted"]
     print(f"CPU ms per personalised message (best of {rounds} x {messages}); "
           f"base {base}, branch {BRANCH}")
     args = ("--messages", str(messages), "--rounds", str(rounds))

@@ -18,5 +18,5 @@ def test_the_personalised_benchmark_compares_two_trees() -> None:
         capture_output=True, text=True, timeout=300, check=False, cwd=ROOT, env=env)
     assert done.returncode == 0, done.stdout + done.stderr
     rows = [line.split()[0:2] for line in done.stdout.splitlines() if line.startswith("  ")]
-    assert rows == [["refused", "base"], ["granted", "base"], ["footer", "refused"],
-                    ["footer", "granted"]], done.stdout
+    assert rows == [["refused", "base"], ["granted", "base"], ["refused", "links"],
+                    ["footer", "refused"], ["footer", "granted"]], done.stdout
