@@ -123,6 +123,25 @@ def test_the_runs_of_every_reading_and_without_separators_are_found(text: str) -
     assert list(searched.hex_runs()) == expected
 
 
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from([
+    "&amp;", "&amp", "&notify=1", "&not", "&#64;", "&#x40", "&#X4a;", "&#99999999;", "&lt",
+    "&AElig", "&utm_source=spring", "&" + "a" * 40, "&;", "& ", "x", "%26", "\n", "\r"]),
+    max_size=20).map("".join))
+def test_references_are_read_as_html_unescape_reads_them(text: str) -> None:
+    """The readings take each character reference's answer from a kept one: the same text
+    as ``html.unescape`` (named references without ``;``, prefixes of names, numbers out
+    of range, 32-character names), and the line ends dropped as a regex drops them."""
+    import html
+    import re
+
+    assert identity._CHARREF.sub(identity._charref, text) == html.unescape(text)
+    assert identity._CHARREF.sub(identity._charref, text) == html.unescape(text)  # kept
+    readings = identity._Text(text).readings
+    flat = [reading for reading in readings if "\n" not in reading and "\r" not in reading]
+    assert all(re.sub("[\r\n]", "", reading) in flat for reading in readings)
+
+
 def test_only_the_digests_that_fit_are_made() -> None:
     me = RecipientIdentity("ann@example.org")
     assert me.find("https://t.example/" + "0" * 31) == []
