@@ -2,7 +2,8 @@
 """Personalised newsletters through the relay: a recipient's token in every link.
 
     python bench/personal_relay.py [--messages 2000] [--links 30] [--connections 8]
-                                   [--rounds 2] [--phases same,links,postfix]
+                                   [--per-connection 20] [--rounds 2]
+                                   [--phases same,links,postfix] [--analysis-workers N]
 
 ``bench/relay.py`` sends one body to every recipient: after the first message the
 relay knows its analysis (``rewrite/known.py``) and each further one is a splice.
@@ -24,7 +25,10 @@ Phases (each ``--rounds`` times, alternating; a fresh relay or Postfix and a fre
 
 One sender for all three, in this process (uvloop when installed): ``--connections``
 connections, each sending its next message once the one before was answered
-(pipelining ``MAIL``/``RCPT``/``DATA`` where offered), every recipient a numbered one
+(pipelining ``MAIL``/``RCPT``/``DATA`` where offered) and replaced by a new one after
+``--per-connection`` messages (the relay's worker processes take connections, and each
+delivers what came in on its own: with connections kept for the whole run, one worker
+could be left with the larger share and finish alone), every recipient a numbered one
 nobody granted (each copy stripped).  A run is timed from the first connection until
 ``smtp-sink`` has every message; the relay's (or Postfix's) CPU, the sender's and the
 sink's are counted apart.  For beacon-proxy the run also shows how its copies went
@@ -37,12 +41,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import itertools
 import statistics
 import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from _beacon import metric
@@ -133,18 +138,23 @@ class Run:
 
 
 async def _send_all(port: int, template: PersonalTemplate, numbers: Sequence[int],
-                    connections: int, timeout: float) -> None:
-    """Every message of ``numbers`` over ``connections`` connections, each taking the
-    next number once its last message was answered."""
+                    connections: int, per_connection: int, timeout: float) -> None:
+    """Every message of ``numbers`` over ``connections`` connections at a time, each
+    taking the next number once its last message was answered, and ending after
+    ``per_connection`` messages (a new one opens in its place)."""
     todo = iter(numbers)
 
     async def one() -> None:
-        client = await SmtpClient.connect("127.0.0.1", port, _SENDER, timeout)
-        try:
-            for n in todo:
-                await client.send(template.rcpt(n), template.parts(n), template.size(n))
-        finally:
-            await client.quit()
+        while True:
+            batch = list(itertools.islice(todo, per_connection))
+            if not batch:
+                return
+            client = await SmtpClient.connect("127.0.0.1", port, _SENDER, timeout)
+            try:
+                for n in batch:
+                    await client.send(template.rcpt(n), template.parts(n), template.size(n))
+            finally:
+                await client.quit()
 
     async with asyncio.TaskGroup() as group:
         for _ in range(connections):
@@ -166,7 +176,8 @@ def _run(phase: str, target_port: int, target_root: int, snk: Sink,
     target0, sink0 = sum(tree_cpu_split(target_root)), cpu_seconds(snk.proc.pid)
     sender0, t0 = time.process_time(), time.perf_counter()
     with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-        runner.run(_send_all(target_port, template, numbers, a.connections, a.timeout))
+        runner.run(_send_all(target_port, template, numbers, a.connections,
+                             a.per_connection, a.timeout))
     sender = time.process_time() - sender0
     deadline = time.monotonic() + a.timeout
     while snk.received() < len(numbers):
@@ -238,15 +249,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--messages", type=int, default=2000)
     ap.add_argument("--links", type=int, default=30)
     ap.add_argument("--connections", type=int, default=8)
+    ap.add_argument("--per-connection", type=int, default=20,
+                    help="messages a connection sends before the sender opens another")
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--phases", default=",".join(PHASES))
     ap.add_argument("--timeout", type=float, default=300)
+    ap.add_argument("--analysis-workers", type=int,
+                    help="beacon-proxy's [policy] analysis_workers (default: its own)")
     a = ap.parse_args(argv)
     phases = [p for p in a.phases.split(",") if p]
     if unknown := set(phases) - set(PHASES):
         ap.error(f"unknown phases: {', '.join(sorted(unknown))}")
-    if a.messages < 1 or a.connections < 1 or a.rounds < 1:
-        ap.error("--messages, --connections and --rounds must be at least 1")
+    if min(a.messages, a.connections, a.rounds, a.per_connection) < 1:
+        ap.error("--messages, --connections, --per-connection and --rounds must be at least 1")
     if "postfix" in phases and (why := postfix_available()) is not None:
         print(f"phase postfix skipped: {why}", file=sys.stderr)
         phases.remove("postfix")
@@ -261,6 +276,8 @@ def main(argv: list[str] | None = None) -> int:
         work.chmod(0o711)  # smtp-sink (nobody) and Postfix's daemons reach their dirs below
         st = Settings(messages=a.messages, sessions=a.connections, message_file=work / "-",
                       workdir=work, timeout=a.timeout, reuse=True, profile=None)
+        if a.analysis_workers is not None:
+            st = replace(st, analysis_workers=a.analysis_workers)
         try:
             for r in range(a.rounds):
                 for phase in phases:

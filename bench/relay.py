@@ -211,6 +211,7 @@ class Settings:
     granted_share: float = 0.0  # of the numbered recipients, seeded granted (--granted-share)
     log_level: str = "warning"  # beacon-proxy's [log] level (--log-level)
     lanes: int | None = None  # beacon-proxy's [delivery] lanes (None: its default)
+    analysis_workers: int | None = None  # beacon-proxy's [policy] analysis_workers
 
 
 def granted_numbers(total: int, share: float) -> list[int]:
@@ -377,6 +378,8 @@ def proxy_config(st: Settings, tag: str, smtp_port: int, web_port: int, upstream
     d = st.workdir / f"beacon-proxy-{tag}"
     d.mkdir()
     lanes = "" if st.lanes is None else f"lanes = {st.lanes}\n"
+    policy = ("" if st.analysis_workers is None
+              else f"\n[policy]\nanalysis_workers = {st.analysis_workers}\n")
     dkim_section = ""
     if dkim:
         if st.dkim_key is None:
@@ -418,7 +421,7 @@ secret = "bench-secret-{os.getpid()}-{time.time_ns()}"
 [log]
 level = "{st.log_level}"
 path = "{d / 'beacon-proxy.log'}"
-{dkim_section}""")
+{policy}{dkim_section}""")
     return cfg
 
 
