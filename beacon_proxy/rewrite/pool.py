@@ -518,8 +518,7 @@ class AnalysisPool:
             # handed it now and given the loop's turn to send it, before this result is
             # read and its copies are rendered in this task (a new message's: ~2 ms),
             # which the worker would otherwise wait through (bench/personal_relay.py).
-            self._release(worker, healthy)
-            if self._waiters:
+            if self._release(worker, healthy):
                 await asyncio.sleep(0)
             if status == _ERROR:
                 raise AnalysisFailed(bytes(payload).decode("utf-8", "replace"))
@@ -536,18 +535,19 @@ class AnalysisPool:
             if not released:
                 self._release(worker, healthy)
 
-    def _release(self, worker: _Worker, healthy: bool) -> None:
-        """A job is over: a healthy worker serves the next, any other is replaced."""
+    def _release(self, worker: _Worker, healthy: bool) -> bool:
+        """A job is over: a healthy worker serves the next, any other is replaced.  True
+        when a waiting job was handed the worker."""
         assert self._quiet is not None
         self._busy.discard(worker)
         if not self._busy:
             self._quiet.set()
         if healthy and not self._closed:
-            self._put(worker)
-        else:
-            self._discard(worker, kill=True)
-            if not self._closed:
-                self._replenish()
+            return self._put(worker)
+        self._discard(worker, kill=True)
+        if not self._closed:
+            self._replenish()
+        return False
 
     async def _within(self, worker: _Worker, data: bytes, budget: float
                       ) -> tuple[bytes, bytearray]:
@@ -556,7 +556,12 @@ class AnalysisPool:
         if math.isinf(budget):
             return await self._job(worker, data)
         loop = asyncio.get_running_loop()
-        job = asyncio.ensure_future(self._job(worker, data))
+        # Sent now, while this task runs (a job that fits the socket's buffer): a task's
+        # first step waits for the loop's next turn, and the task that handed this
+        # worker over runs on until it awaits (see analyse()).
+        rest = self._sent_now(worker, data)
+        job = asyncio.ensure_future(self._job(worker, data) if rest is None
+                                    else self._rest(worker, rest))
         start, cpu0 = loop.time(), _cpu_seconds(worker.pid)
         wall_end = start + budget * self._wall_factor
         wait = budget  # its CPU cannot run ahead of the clock: nothing to read sooner
@@ -588,6 +593,26 @@ class AnalysisPool:
         return await self._reply(worker)
 
     @staticmethod
+    def _sent_now(worker: _Worker, data: bytes) -> bytes | None:
+        """What is left to send of the job ``data`` after sending what the socket takes
+        now (b"": all of it), or None when it was not tried (a large message: sent by
+        :meth:`_job`, its budget counting)."""
+        if len(data) > _JOIN_BELOW:
+            return None
+        message = _JOB.pack(len(data)) + data
+        try:
+            sent = worker.sock.send(message)
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        return message[sent:]
+
+    async def _rest(self, worker: _Worker, rest: bytes) -> tuple[bytes, bytearray]:
+        """The end of a job whose first bytes :meth:`_sent_now` sent: the rest, the reply."""
+        if rest:
+            await asyncio.get_running_loop().sock_sendall(worker.sock, rest)
+        return await self._reply(worker)
+
+    @staticmethod
     async def _reply(worker: _Worker) -> tuple[bytes, bytearray]:
         loop = asyncio.get_running_loop()
         header = await _recv_into(loop, worker.sock, bytearray(_REPLY.size))
@@ -613,14 +638,16 @@ class AnalysisPool:
             with contextlib.suppress(ValueError):
                 self._waiters.remove(waiter)
 
-    def _put(self, worker: _Worker) -> None:
-        """A free worker: to the first caller still waiting, else to the idle list."""
+    def _put(self, worker: _Worker) -> bool:
+        """A free worker: to the first caller still waiting (True), else to the idle
+        list."""
         while self._waiters:
             waiter = self._waiters.popleft()
             if not waiter.done():
                 waiter.set_result(worker)
-                return
+                return True
         self._idle.append(worker)
+        return False
 
     async def _spawn(self) -> _Worker:
         parent, child = socket.socketpair()

@@ -497,3 +497,30 @@ if __name__ == "__main__":
 
 async def test_an_infinite_budget_means_no_limit(pool: AnalysisPool) -> None:
     assert (await pool.analyse(PERSONAL, budget=float("inf"))).parts
+
+
+async def test_the_next_job_is_sent_before_the_last_result_is_used(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """One worker, two jobs: the second is sent to the worker as soon as the first's
+    reply is in, before the first's caller goes on with its result (a relay renders its
+    copies then, which the worker would otherwise wait through)."""
+    events: list[str] = []
+    real = AnalysisPool._sent_now
+
+    def sent_now(worker: Any, data: bytes) -> bytes | None:
+        rest = real(worker, data)
+        events.append(f"sent {len(data)}" if rest == b"" else "not sent")
+        return rest
+
+    monkeypatch.setattr(AnalysisPool, "_sent_now", staticmethod(sent_now))
+    async with AnalysisPool(1, engine_factory=poolhooks.hooked_engine) as pool:
+
+        async def first() -> None:
+            await pool.analyse(PERSONAL, budget=GENEROUS)
+            events.append("first used")
+
+        one = asyncio.create_task(first())  # (takes the worker: it runs first)
+        two = asyncio.create_task(pool.analyse(MESSAGES["newsletter"], budget=GENEROUS))
+        await asyncio.gather(one, two)
+    assert events == [f"sent {len(PERSONAL)}", f"sent {len(MESSAGES['newsletter'])}",
+                      "first used"]
