@@ -24,7 +24,10 @@ over its own socket pair: the parent sends a length and the message bytes
 (no pickling, sent straight from the caller's ``bytes``), the worker answers
 with a status, a length and a pickled :class:`Analysis` that leaves out the
 message bytes, which the parent has already and puts back.  Every wait in
-the parent is a non-blocking socket operation of the event loop.
+the parent is a non-blocking socket operation of the event loop.  A worker
+whose reply is in goes at once to the job waiting longest, which sends its
+message before the caller of the finished job goes on (that caller then
+renders its copies: the worker would otherwise wait through them).
 
 Failures, all :class:`AnalysisError`:
 
