@@ -119,6 +119,9 @@ _COMMENT_REACH = len(b"--!>")
 _META_GAP = len(b"<meta") + 512 + len(b"charset")
 _DECLARATION = re.compile(rb"charset[\t\n\f\r ]*+(?:=[\t\n\f\r \"']*+[-\w.:]{0,40})?")
 _BLANKS = b"\t\n\f\r "
+#: What every hiding mark (:func:`~.hiding.hiding_marks`) holds: a ``hidden`` attribute,
+#: or a declaration's value ``none``, ``hidden`` or ``collapse``.
+_HIDING_WORDS = (b"hidden", b"none", b"collapse")
 _F = TypeVar("_F")
 #: A changed region: (start, end) in the template's view, (start, end) in the copy's.
 _Region = tuple[int, int, int, int]
@@ -597,7 +600,11 @@ def _hidden(template: ScanTemplate, scan: _Scan, regions: Sequence[_Region],
             return None
         if b1 + 80 < n and not low[b1 + 11 : b1 + 80].translate(None, _BLANKS):
             return None
-        for m in hiding_marks(low, max(0, b0 - 32), min(n, b1 + 100)):
+        near = max(0, b0 - 32), min(n, b1 + 100)
+        window = low[near[0] : near[1]]
+        if not any(word in window for word in _HIDING_WORDS):
+            continue  # (each mark holds one: a campaign's token in a link has none)
+        for m in hiding_marks(low, *near):
             if m.start() not in known:
                 return None
     out: list[Span] = []

@@ -292,3 +292,22 @@ def test_hidden_marks_are_declarations_and_attributes_by_position() -> None:
 def test_a_cell_after_a_closed_table_hides_nothing() -> None:
     html = '<table><tr><td></td></tr></table><td hidden><img src="https://c.test/i">'
     assert scanner_hidden(html) == oracle_hidden(html) == [False]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.sampled_from([
+    "<p hidden>", "<p x hidden=1>", "xhidden ", "display:none;", "visibility : hidden",
+    "overflow:\thidden", "text-decoration:none", "visibility:collapse", "<b>", ":none", " ",
+    "hidden>", "'hidden/", "display:none-x"]), max_size=30).map("".join),
+    st.integers(0, 400), st.integers(0, 400))
+def test_hiding_marks_are_both_searches_in_order(text: str, start: int, end: int) -> None:
+    """:func:`hiding_marks` (both lists sorted together) yields what merging the two
+    searches by position yields, in any window."""
+    import heapq
+
+    from beacon_proxy.rewrite.hiding import hiding_attributes, hiding_declarations, hiding_marks
+
+    low = text.encode().lower()
+    merged = heapq.merge(hiding_declarations(low, start, end),
+                         hiding_attributes(low, start, end), key=lambda m: m.start())
+    assert [m.span() for m in hiding_marks(low, start, end)] == [m.span() for m in merged]

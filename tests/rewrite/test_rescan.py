@@ -761,3 +761,36 @@ def test_common_prefix_and_suffix_count_the_bytes_alike(seed: int) -> None:
         assert _common_prefix_at(a, i, memoryview(bytes(b)), j) == _prefix(a[i:], bytes(b[j:]))
         limit = rng.randint(0, min(len(a), len(b)))
         assert _common_suffix(a, bytes(b), limit) == min(limit, _prefix(a[::-1], bytes(b[::-1])))
+
+
+def test_every_hiding_mark_holds_one_of_the_words_the_rescan_looks_for() -> None:
+    """The rescan skips the search for hiding marks near a region whose surroundings hold
+    none of ``_HIDING_WORDS``: each pattern of the search holds one of them."""
+    import re as re_module
+
+    from beacon_proxy.rewrite import hiding
+    from beacon_proxy.rewrite import rescan as rescan_module
+
+    words = rescan_module._HIDING_WORDS
+    assert hiding._HIDDEN_ATTRIBUTE.pattern.startswith(b"hidden")
+    values = re_module.search(rb"\(\?:([a-z|]+)\)", hiding._HIDING_VALUE.pattern)
+    assert values is not None and set(values[1].split(b"|")) <= set(words)
+    for text in (b'<p hidden>', b'<p style="display: none">', b"<p style='overflow:hidden'>",
+                 b'<td style="visibility:collapse">'):
+        marks = list(hiding.hiding_marks(text.lower()))
+        assert marks and all(any(w in text[m.start():m.end() + 1].lower() for w in words)
+                             for m in marks)
+
+
+@pytest.mark.parametrize("hide", [b' hidden', b' style="display:none"',
+                                  b' style="visibility: collapse"'])
+def test_a_region_that_hides_is_rescanned_to_the_full_scan(hide: bytes) -> None:
+    """A copy whose change hides an image (a hiding mark put into a tag near a region)
+    gets the full scan's hidden elements, whatever the words the rescan looked for."""
+    doc = b"".join(b'<p>line %d <a href="https://s.example/p?u=1">x</a></p>\n' % n
+                   for n in range(40))
+    doc += b'<div><img src="https://t.example/p.gif" width="1" height="1"></div>\n' + doc
+    copy = doc.replace(b"<div>", b"<div" + hide + b">", 1).replace(b"?u=1", b"?u=22", 3)
+    got = _cached(doc, copy)
+    assert got is not None and got == _full(copy)
+    assert _cached(copy, doc) == _full(doc)  # and the other way round: no longer hidden
