@@ -266,7 +266,9 @@ class ReaderChecks:
                 if prior.requoted and malformed(washing.washed.lower()) is not None:
                     return ReadersDiffer(_REQUOTED)
                 if webmail.loads_more(webmail.reread(prior.read, washing), charset, mine,
-                                      max_tags=self._max_tags, templates=self._scans):
+                                      max_tags=self._max_tags, templates=self._scans,
+                                      earlier=(prior.washing.washed, washing.washed,
+                                               washing.changed)):
                     return ReadersDiffer(_WASHED)
                 if not values:
                     return prior.strays

@@ -21,7 +21,11 @@ like this:
    its offset shifted by what the regions before it added or removed, and a
    cut byte (the same in both) lies between any two regions.  Where the cuts
    fall - a line feed or a ``>``, inside a tag, a comment, a quoted value or
-   raw text - does not matter: the scan does not stop at them.
+   raw text - does not matter: the scan does not stop at them.  A caller that knows
+   where the copy differs (the readers' washed text: ``webmail.rewash`` says where it
+   put each difference) gives those regions instead; they are taken once checked to
+   hold the same (:func:`checked_regions`: the bytes around them equal, compared in
+   place, no cut byte in one, two with no cut byte between them merged), else diffed.
 2. **Resume before each region** at the last mark that starts before it.  The
    bytes before a mark are the template's, and no token that ends before a
    mark has looked past the mark's own first byte - the scanner's patterns look
@@ -86,6 +90,7 @@ __all__ = [
     "Rescanned",
     "ScanCache",
     "ScanTemplate",
+    "checked_regions",
     "cut_of",
     "diff_regions",
     "rescan",
@@ -268,6 +273,37 @@ def diff_regions(mine: bytes, cut: bytes, lines: int, view: bytes, view_lines: i
             a, b = a1 + 1, b1 + 1
 
 
+def checked_regions(mine: bytes, cut: bytes, view: bytes, said: Sequence[_Region]
+                    ) -> list[_Region] | None:
+    """``said`` (where ``view`` is said to differ from ``mine``, in order, as
+    :func:`diff_regions` gives them) as :func:`rescan` needs them, when they are right:
+    the bytes before, between and after them equal in both (compared in place, at
+    memcmp speed: what a diff costs without its search), and no cut byte in them; two
+    with no cut byte between them merged into one (so one stands between any two, as
+    between a diff's).  None when they are not (the caller diffs).
+
+    >>> checked_regions(b"a\\nxy z\\nb", b"\\n", b"a\\nxyy zz\\nb", [(3, 4, 3, 5), (5, 6, 6, 8)])
+    [(3, 6, 3, 8)]
+    >>> checked_regions(b"a\\nxy\\nb", b"\\n", b"a\\nXy\\nb", [(3, 4, 3, 4)]) is None  # "x" differs
+    True
+    """
+    out: list[_Region] = []
+    a = b = 0  # where the stretch before the next region starts, in both
+    with memoryview(view) as theirs:
+        for a0, a1, b0, b1 in said:
+            if not (a <= a0 <= a1 and b <= b0 <= b1) or a0 - a != b0 - b or not (
+                    mine.startswith(theirs[b:b0], a)) or cut in mine[a0:a1] or cut in view[b0:b1]:
+                return None
+            if out and mine.find(cut, a, a0) < 0:
+                out[-1] = (out[-1][0], a1, out[-1][2], b1)
+            else:
+                out.append((a0, a1, b0, b1))
+            a, b = a1, b1
+        if len(mine) - a != len(view) - b or not mine.startswith(theirs[b:], a):
+            return None
+    return out
+
+
 def cut_of(view: bytes) -> tuple[bytes, int]:
     """Where to cut ``view`` into the lines that are diffed, and how many there are: at
     line feeds, or at each ``>`` when its lines are long on average (HTML minified into a
@@ -442,17 +478,23 @@ class Rescanned(_Scan):
 
 
 def rescan(template: ScanTemplate, view: bytes, charset: str, max_tags: int,
-           lines: int | None = None) -> Rescanned | None:
+           lines: int | None = None, said: Sequence[_Region] | None = None
+           ) -> Rescanned | None:
     """A scan of ``view`` equal to a full one, from ``template`` and the changed regions;
     None when it cannot be done that way (the caller scans in full).  Also None when a
     region may add markup the scanner does not model (see the module docstring).
-    ``lines``: ``view.count(template.cut) + 1``, when the caller has it.  The scan's
-    ``low`` is the lower-cased view (built from the template's)."""
+    ``lines``: ``view.count(template.cut) + 1``, when the caller has it.  ``said``:
+    where the caller knows ``view`` differs from the template's (checked:
+    :func:`checked_regions`; else diffed).  The scan's ``low`` is the lower-cased view
+    (built from the template's)."""
     if charset != template.charset or max_tags != template.max_tags:
         return None
     lines = view.count(template.cut) + 1 if lines is None else lines
-    regions = template.regions(view, lines)
+    regions = None if said is None or lines != template.lines else checked_regions(
+        template.view, template.cut, view, said)
     if regions is None:
+        regions = template.regions(view, lines)
+    if regions is None or len(regions) * _MAX_CHANGED > lines:
         return None
     if _closes_a_quote(template, view, regions):
         return None
@@ -637,9 +679,11 @@ class ScanCache:
         self._missed: tuple[bytes, tuple[bytes, int]] | None = None
         self._learned: ScanTemplate | None = None
 
-    def rescan(self, view: bytes, charset: str, max_tags: int) -> Rescanned | None:
+    def rescan(self, view: bytes, charset: str, max_tags: int,
+               earlier: tuple[bytes, Sequence[_Region]] | None = None) -> Rescanned | None:
         """:func:`rescan` from the last template of the same charset, cut and number of
-        lines."""
+        lines.  ``earlier``: a view and where ``view`` differs from it, which
+        :func:`rescan` takes (checked) when that view is the template's."""
         cut = cut_of(view)
         key = (charset, *cut)
         with self._lock:
@@ -649,7 +693,8 @@ class ScanCache:
         if template is None:
             self._missed = (view, cut)  # learn() counts it no more
             return None
-        return rescan(template, view, charset, max_tags, cut[1])
+        said = earlier[1] if earlier is not None and earlier[0] is template.view else None
+        return rescan(template, view, charset, max_tags, cut[1], said)
 
     def classified(self, view: bytes, charset: str, findings: dict[int, Any]) -> None:
         """Keep the findings of the entries of ``view`` 's scan, when it left a template."""

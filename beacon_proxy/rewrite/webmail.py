@@ -87,6 +87,11 @@ def washed(data: bytes) -> bytes | None:
     return None if washing is None else washing.washed
 
 
+#: A text washed before, a text washed from it (:func:`rewash`) and where the second
+#: differs from the first (``Washing.changed``): its scan need not diff them.
+Earlier = tuple[bytes, bytes, Sequence[tuple[int, int, int, int]]]
+
+
 class Washing(NamedTuple):
     """A text, washed, and how: what a campaign's next copy is washed from (:func:`rewash`)."""
 
@@ -933,11 +938,15 @@ def text_of(data: bytes, charset: str) -> bytes:
 
 
 def _remote_loads(document: bytes, max_tags: int = DEFAULT_MAX_TAGS,
-                  templates: ScanCache | None = None) -> set[str] | None:
+                  templates: ScanCache | None = None, earlier: Earlier | None = None
+                  ) -> set[str] | None:
     """The remote loads of ``document``; None when its scan is incomplete (a limit).
     ``templates``: scans of the texts washed before, so that a campaign's further copies
-    are scanned only where they differ (:mod:`~beacon_proxy.rewrite.rescan`)."""
-    rescanned = None if templates is None else templates.rescan(document, "utf-8", max_tags)
+    are scanned only where they differ (:mod:`~beacon_proxy.rewrite.rescan`);
+    ``earlier``: where ``document`` differs from a text washed before, when known."""
+    rescanned = None if templates is None else templates.rescan(
+        document, "utf-8", max_tags,
+        (earlier[0], earlier[2]) if earlier is not None and earlier[1] is document else None)
     if rescanned is not None:
         entries, _, incomplete = finish_scan(rescanned)
     else:
@@ -952,8 +961,8 @@ def loaded(entries: Iterable[Entry]) -> set[str]:
 
 
 def _washed_loads(data: bytes | Washing | Readings, charset: str, max_tags: int = DEFAULT_MAX_TAGS,
-                  templates: ScanCache | None = None, names: bool = False
-                  ) -> set[str] | None:
+                  templates: ScanCache | None = None, names: bool = False,
+                  earlier: Earlier | None = None) -> set[str] | None:
     """The remote loads of the washed text; None when the washer's reading is not
     modelled or a scan of it is incomplete."""
     read = data if isinstance(data, Readings) else readings(
@@ -962,7 +971,7 @@ def _washed_loads(data: bytes | Washing | Readings, charset: str, max_tags: int 
         return None
     found = {url for url in map(clean_url, read.css) if is_remote(url)}
     for index, document in enumerate(read.documents):
-        urls = _remote_loads(document, max_tags, templates if index == 0 else None)
+        urls = _remote_loads(document, max_tags, templates if index == 0 else None, earlier)
         if urls is None:
             return None
         found |= urls
@@ -970,14 +979,14 @@ def _washed_loads(data: bytes | Washing | Readings, charset: str, max_tags: int 
 
 
 def loads_more(data: bytes | Washing | Readings, charset: str, mine: set[str] | None = None, *,
-               max_tags: int = DEFAULT_MAX_TAGS, templates: ScanCache | None = None
-               ) -> bool:
+               max_tags: int = DEFAULT_MAX_TAGS, templates: ScanCache | None = None,
+               earlier: Earlier | None = None) -> bool:
     """Whether the washed text of ``data`` (an HTML part's text in ``charset``, the
     scanner's own; or its :class:`Washing` or :class:`Readings`) loads something remote
     that the text as
-    written does not (``mine``: its remote loads, when already known; ``templates``: as
-    for :func:`_remote_loads`)."""
-    theirs = _washed_loads(data, charset, max_tags, templates)
+    written does not (``mine``: its remote loads, when already known; ``templates`` and
+    ``earlier``: as for :func:`_remote_loads`)."""
+    theirs = _washed_loads(data, charset, max_tags, templates, earlier=earlier)
     if theirs is None:
         return True
     if mine is None:

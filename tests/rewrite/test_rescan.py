@@ -28,6 +28,7 @@ from beacon_proxy.rewrite.rescan import (
     ScanTemplate,
     _common_prefix_at,
     _common_suffix,
+    checked_regions,
     cut_of,
     rescan,
 )
@@ -794,3 +795,52 @@ def test_a_region_that_hides_is_rescanned_to_the_full_scan(hide: bytes) -> None:
     got = _cached(doc, copy)
     assert got is not None and got == _full(copy)
     assert _cached(copy, doc) == _full(doc)  # and the other way round: no longer hidden
+
+
+def _said_edits(doc: bytes, rng: random.Random) -> tuple[bytes, list[tuple[int, int, int, int]]]:
+    """``doc`` with one to six stretches replaced (pieces without a line feed, as a
+    washer's copy puts in values and text), and where: regions as a caller knows them,
+    not as a diff finds them (several on a line, equal bytes at their edges)."""
+    pieces = [p for p in PIECES if b"\n" not in p] + [b"", b"x", b"r0001x9Z"]
+    cuts = sorted(rng.sample(range(len(doc) + 1), 2 * rng.randint(1, 6)))
+    out, regions, shift, at = bytearray(), [], 0, 0
+    for a0, a1 in zip(cuts[::2], cuts[1::2], strict=True):
+        a1 = min(a1, a0 + rng.randrange(0, 12))
+        if b"\n" in doc[a0:a1]:
+            a1 = a0  # (a region holds no cut byte)
+        put = rng.choice(pieces)
+        out += doc[at:a0]
+        regions.append((a0, a1, a0 + shift, a0 + shift + len(put)))
+        out += put
+        shift += len(put) - (a1 - a0)
+        at = a1
+    out += doc[at:]
+    return bytes(out), regions
+
+
+@pytest.mark.parametrize("index", range(len(DOCUMENTS)))
+def test_regions_a_caller_knows_rescan_to_the_full_scan(index: int) -> None:
+    """A rescan from the regions the caller knows (the readers' washed text:
+    ``webmail.rewash`` says where it put each difference) is the full scan, as one from a
+    diff is; regions that are wrong are diffed instead."""
+    doc = DOCUMENTS[index]
+    rng = random.Random(1000 + index)
+    taken = 0  # rescans from the regions said
+    for n in range(30):
+        copy, regions = _said_edits(doc, rng)
+        if n % 5 == 4 and regions:  # wrong: the copy differs elsewhere too
+            copy = copy[:-1] + (b"y" if copy.endswith(b"x") else b"x")
+        cache = ScanCache()
+        scan_entries(doc, max_tags=200_000, learner=cache)
+        scan = cache.rescan(copy, "utf-8", 200_000, (doc, regions))
+        if scan is None:
+            continue
+        entries, base, truncated = finish_scan(scan)
+        assert ([materialize(e) for e in entries], base, truncated) == _full(copy)
+        assert scan.template is not None
+        checked = checked_regions(doc, scan.template.cut, copy, regions)
+        if n % 5 == 4:
+            assert checked is None
+        taken += checked is not None
+    if doc.count(b"\n") >= 40 and b"<base" not in doc and b"<amp-analytics" not in doc:
+        assert taken >= 2
