@@ -46,7 +46,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -57,6 +57,8 @@ from _sink import Sink, sink
 from _smtpload import SmtpClient, dot_stuff
 from newsletter import newsletter
 from relay import Settings, beacon_proxy
+
+from beacon_proxy.eventloop import loop_factory
 
 __all__ = ["PHASES", "PersonalTemplate", "main"]
 
@@ -161,21 +163,12 @@ async def _send_all(port: int, template: PersonalTemplate, numbers: Sequence[int
             group.create_task(one())
 
 
-def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
-    try:
-        import uvloop
-    except ImportError:
-        return None
-    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
-    return factory
-
-
 def _run(phase: str, target_port: int, target_root: int, snk: Sink,
          template: PersonalTemplate, numbers: Sequence[int], a: argparse.Namespace) -> Run:
     """Send ``numbers`` to the target and wait until the sink has them all."""
     target0, sink0 = sum(tree_cpu_split(target_root)), cpu_seconds(snk.proc.pid)
     sender0, t0 = time.process_time(), time.perf_counter()
-    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+    with asyncio.Runner(loop_factory=loop_factory("auto")[0]) as runner:
         runner.run(_send_all(target_port, template, numbers, a.connections,
                              a.per_connection, a.timeout))
     sender = time.process_time() - sender0

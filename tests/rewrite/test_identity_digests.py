@@ -153,3 +153,29 @@ def test_only_the_digests_that_fit_are_made() -> None:
     assert me.find("https://t.example/?a=" + md5 + "&b=" + sha512.upper()) == [
         "address-md5", "address-sha512"]
     assert me._hashes[0] == len(HASHES)
+
+
+def test_a_long_reference_is_read_but_not_kept() -> None:
+    """Only short references are kept: a number a sender makes 200 KB long is read as
+    ``html.unescape`` reads it and leaves nothing behind (4096 such held 800 MB)."""
+    import html
+
+    identity._reference.cache_clear()
+    long = "&#x" + "0" * 200_000 + "41;"
+    assert identity._CHARREF.sub(identity._charref, "a" + long + "&amp;") == html.unescape(
+        "a" + long + "&amp;") == "aA&"
+    assert identity._reference.cache_info().currsize == 2  # "&amp;" and "&#x41;"
+    for ref in ("&#" + "0" * 50 + "65", "&#x" + "0" * 60 + "1F600;", "&#1" + "0" * 60,
+                "&#x" + "f" * 45, "&#" + "0" * 45 + "55296;", "&#" + "0" * 41 + "128;"):
+        assert identity._CHARREF.sub(identity._charref, ref) == html.unescape(ref), ref
+
+
+def test_a_number_too_long_for_int_is_read_as_a_browser_reads_it() -> None:
+    """``html.unescape`` raises on a decimal reference of more than 4300 digits (Python's
+    bound on int()); the readings take it as its value, as a browser does: leading zeros
+    dropped, anything past the last code point U+FFFD."""
+    me = RecipientIdentity("ann@example.org")
+    at = "%26%23" + "0" * 5000 + "64%3B"  # "&#000...064;" percent-encoded: "@"
+    assert me.find("https://t.example/o.gif?e=ann" + at + "example.org") == [
+        "address-urlencoded"]
+    assert identity._CHARREF.sub(identity._charref, "&#" + "9" * 5000 + ";") == "\ufffd"
