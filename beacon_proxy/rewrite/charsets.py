@@ -48,10 +48,10 @@ import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
-from html import unescape as html_unescape
 from operator import methodcaller
 from typing import Final, Literal
 
+from beacon_proxy.rewrite.htmlattr import html_unescape
 from beacon_proxy.rewrite.labels import roundcube_name
 
 __all__ = [

@@ -13,6 +13,7 @@ offsets while classifying the decoded text.
 
 from __future__ import annotations
 
+import html
 import re
 from html.entities import html5
 
@@ -20,7 +21,9 @@ __all__ = [
     "Decoded",
     "Span",
     "clean_url",
+    "code_point",
     "decode_text",
+    "html_unescape",
     "is_remote",
     "refresh_url",
     "srcset_candidates",
@@ -48,14 +51,46 @@ _SRCSET_URL = re.compile(rb"[^\t\n\f\r ]++")
 _SRCSET_DESC = re.compile(rb"(?:[^,()]++|\([^)]*+\)?)*+")
 
 
+def code_point(digits: str, base: int) -> int:
+    """The value of a numeric character reference's ``digits``, or 0x110000 (past the last
+    code point) when more than 8 of them are significant: what ``int()`` gives where it
+    can (Python refuses more than 4300 decimal digits: ``&#000...065;`` is "A").
+
+    >>> code_point("0" * 5000 + "65", 10), code_point("12345678901", 10), code_point("1F600", 16)
+    (65, 1114112, 128512)
+    """
+    significant = digits.lstrip("0")
+    return 0x110000 if len(significant) > 8 else int(significant or "0", base)
+
+
+def html_unescape(text: str) -> str:
+    """``html.unescape``, also where it raises: a decimal reference too long for Python's
+    ``int()`` is read at its value (its leading zeros dropped; one still longer is past the
+    last code point, U+FFFD), as every shorter one is.
+
+    >>> html_unescape("&#" + "0" * 5000 + "65;&#" + "9" * 5000 + ";&amp;")
+    'A\ufffd&'
+    """
+    try:
+        return html.unescape(text)
+    except ValueError:
+        return html.unescape(_DECIMAL.sub(_shortened, text))
+
+
+_DECIMAL = re.compile(r"&#0*([0-9]+)")
+
+
+def _shortened(match: re.Match[str]) -> str:
+    return "&#" + (match[1] if len(match[1]) <= 8 else "1114112")
+
+
 def _reference(hex_digits: str | None, digits: str | None, name: str | None, terminated: bool,
                following: str) -> str | None:
     """One character reference as HTML decodes it in an attribute; None keeps it as text."""
     if hex_digits or digits:
-        significant = (hex_digits or digits or "").lstrip("0")
-        if len(significant) > 8:  # past U+10FFFF either way (and int() has a digit limit)
+        cp = code_point(hex_digits or digits or "", 16 if hex_digits else 10)
+        if cp > 0x10FFFF:  # (many digits: past the last code point either way)
             return "\ufffd"
-        cp = int(significant or "0", 16 if hex_digits else 10)
         if 0x80 <= cp <= 0x9F:  # the C1 range means windows-1252, as in HTML
             return bytes([cp]).decode("cp1252", "ignore") or chr(cp)
         return chr(cp) if 0 < cp <= 0x10FFFF and not 0xD800 <= cp <= 0xDFFF else "\ufffd"

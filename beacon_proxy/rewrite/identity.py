@@ -68,6 +68,7 @@ from urllib.parse import quote, unquote, unquote_plus
 import idna
 
 from beacon_proxy.address import plain_local_part
+from beacon_proxy.rewrite.htmlattr import html_unescape
 
 __all__ = ["HASHES", "RecipientIdentity", "base64_cores", "spellings"]
 
@@ -290,21 +291,9 @@ def _charref(match: re.Match[str]) -> str:
     """What ``html.unescape`` makes of one reference (:func:`_reference` for the short
     ones: the table holds no long number a sender wrote to fill it)."""
     text = match.group()
-    if len(text) <= _KEPT_REFERENCE:
-        return _reference(text)
-    number = _LONG_NUMBER.fullmatch(text)
-    if number is None:
-        return html.unescape(text)  # (a name: at most 32 characters)
-    # A number's leading zeros dropped (its value is the same); one still longer than
-    # any code point is one past the last (html.unescape: U+FFFD for both).  Python's
-    # int() refuses more than 4300 digits: html.unescape raised on such a reference.
-    digits = number[2].lstrip("0") or "0"
-    if len(digits) > 8:
-        digits = "110000" if number[1] else "1114112"
-    return _reference(f"&#{number[1]}{digits};")
+    return _reference(text) if len(text) <= _KEPT_REFERENCE else html_unescape(text)
 
 
-_LONG_NUMBER = re.compile(r"&#([xX]?)([0-9a-fA-F]+);?")
 #: The longest reference :func:`_reference` keeps (a name's 32 characters, "&" and ";";
 #: numbers have no bound: 4096 of 200 KB each pinned 800 MB).
 _KEPT_REFERENCE = 40

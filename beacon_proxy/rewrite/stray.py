@@ -25,13 +25,13 @@ online: https://..." after a ``>``) is no concern: no reader loads text.
 
 from __future__ import annotations
 
-import html
 import re
 import unicodedata
 from collections.abc import Iterable, Sequence
 from typing import Final
 from urllib.parse import unquote
 
+from beacon_proxy.rewrite.htmlattr import html_unescape
 from beacon_proxy.rewrite.htmlrefs import Entry, PendingImg, Span
 
 __all__ = ["stray_urls", "url_spans"]
@@ -112,7 +112,7 @@ def stray_urls(view: bytes, low: bytes, spans: Sequence[Span]) -> list[str]:
         url = text[at:end].decode("utf-8", "replace")
         scheme = _SCHEME.match(url)
         assert scheme is not None  # (it matches "")
-        out.append(_as_browsers_read(html.unescape(url[scheme.end() :])))
+        out.append(_as_browsers_read(html_unescape(url[scheme.end() :])))
     return out
 
 

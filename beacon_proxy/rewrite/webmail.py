@@ -50,7 +50,7 @@ from typing import Final, NamedTuple
 
 from beacon_proxy.rewrite.charsets import UNKNOWN_CHARSET, decode_text
 from beacon_proxy.rewrite.html import DEFAULT_MAX_TAGS, finish_scan, scan_entries
-from beacon_proxy.rewrite.htmlattr import clean_url, is_remote
+from beacon_proxy.rewrite.htmlattr import clean_url, code_point, html_unescape, is_remote
 from beacon_proxy.rewrite.htmlrefs import Entry, PendingImg
 from beacon_proxy.rewrite.markup import applied
 from beacon_proxy.rewrite.rescan import ScanCache
@@ -729,7 +729,7 @@ def _style_urls(value: str, *, attribute: bool) -> list[str]:
     """The URLs ``sanitize_css_block`` writes as ``url(...)`` from a ``style`` value (as
     a parser gives it: entities decoded once, by HTML 4's table in libxml2 or HTML5's
     in Masterminds' parser - both readings) or a ``<style>`` element's text (raw)."""
-    firsts = {_php_unescape(value), html.unescape(value)} if attribute else {value}
+    firsts = {_php_unescape(value), html_unescape(value)} if attribute else {value}
     urls: list[str] = []
     for first in firsts:
         text = _xss_entity_decode(first)
@@ -753,7 +753,7 @@ def _php_unescape(text: str) -> str:
         if m[3] is not None:
             code = name2codepoint.get(m[3], -1) if m[3] != "apos" else 39
         else:
-            code = int(m[1]) if m[1] is not None else int(m[2], 16)
+            code = code_point(m[1], 10) if m[1] is not None else code_point(m[2], 16)
         return m[0] if code < 0 else _char(code) or m[0]
 
     return _PHP_ENTITY.sub(one, text)
@@ -831,7 +831,7 @@ def _body_backgrounds(data: bytes, low: bytes) -> tuple[list[bytes], list[tuple[
         while (attr := _BODY_ATTRIBUTE.match(data, pos)) is not None and attr.end() > pos:
             pos = attr.end()
             if attr[1].lower() == b"background" and attr[2]:
-                value = html.unescape(_unquoted(attr[2])).strip(_PHP_TRIM)
+                value = html_unescape(_unquoted(attr[2])).strip(_PHP_TRIM)
                 if value and _ASCII_BLANK.search(value) is None:  # ("^([^\s]+)$")
                     found.append(value)
         reach.append((start, _BODY_GAP.match(data, pos).end() + 1))  # type: ignore[union-attr]

@@ -270,3 +270,22 @@ def test_the_bound_is_the_whole_message_s() -> None:
     result = neutralise_message(data)
     assert result.data is None and result.reason is not None and "constructs" in result.reason
     assert neutralise_message(data.replace(part, b"", 1)).data is not None  # one alone: read
+
+
+def test_a_reference_too_long_for_int_is_neither_an_error_nor_a_hold() -> None:
+    """A decimal reference of more than 4300 digits (Python's int() refuses it; a browser
+    reads "&#000...065;" as "A") in a tag's value and in a style's url(): the part is
+    read and its copy stripped, not held for an exception in the checks or the fallback."""
+    from beacon_proxy.rewrite.engine import Engine
+    from beacon_proxy.rewrite.rules import load_rules
+
+    zeros = "0" * 5000
+    html_part = (f'<html><body><p title="https://t.example/&#{zeros}65;">x</p>'
+                 f'<p style="background:url(https://t.example/a&#{zeros}65;)">y</p>'
+                 f'<img src="https://t.example/p.gif?x=&#{zeros}65;" width="1" height="1">'
+                 "</body></html>\r\n")
+    data = ("From: a@shop.example\r\nTo: b@example.org\r\nSubject: x\r\nMIME-Version: 1.0\r\n"
+            "Content-Type: text/html; charset=utf-8\r\n\r\n" + html_part).encode()
+    analysis = Engine(load_rules()).analyse(data)
+    assert not analysis.problems, analysis.problems
+    assert any("p.gif?x=A" in ref.url for part in analysis.parts for ref in part.references)
