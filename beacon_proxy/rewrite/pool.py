@@ -499,7 +499,7 @@ class AnalysisPool:
         assert self._quiet is not None
         self._busy.add(worker)
         self._quiet.clear()
-        healthy = released = False
+        healthy = False
         try:
             try:
                 status, payload = await self._within(worker, data, budget)
@@ -516,7 +516,7 @@ class AnalysisPool:
                 raise AnalysisCrashed(
                     f"analysis worker {worker.pid} died ({_describe(exitcode)}) "
                     f"on a {len(data)}-byte message") from exc
-            healthy = released = True
+            healthy = True
             # The worker is free once its whole reply is in.  The job waiting for it is
             # handed it now and given the loop's turn to send it, before this result is
             # read and its copies are rendered in this task (a new message's: ~2 ms),
@@ -535,7 +535,7 @@ class AnalysisPool:
                 analysis = replace(analysis, data=data, tree=replace(analysis.tree, data=data))
             return analysis
         finally:
-            if not released:
+            if not healthy:  # (a healthy one was released above, once its reply was in)
                 self._release(worker, healthy)
 
     def _release(self, worker: _Worker, healthy: bool) -> bool:
@@ -556,15 +556,14 @@ class AnalysisPool:
                       ) -> tuple[bytes, bytearray]:
         """The job's reply, unless the worker uses ``budget`` CPU seconds first (or
         ``wall_factor`` times that in wall time): TimeoutError saying which."""
-        if math.isinf(budget):
-            return await self._job(worker, data)
-        loop = asyncio.get_running_loop()
-        # Sent now, while this task runs (a job that fits the socket's buffer): a task's
-        # first step waits for the loop's next turn, and the task that handed this
-        # worker over runs on until it awaits (see analyse()).
+        # Sent now, while this task runs (what the socket's buffer takes): a task's first
+        # step waits for the loop's next turn, and the task that handed this worker over
+        # runs on until it awaits (see analyse()).
         rest = self._sent_now(worker, data)
-        job = asyncio.ensure_future(self._job(worker, data) if rest is None
-                                    else self._rest(worker, rest))
+        if math.isinf(budget):
+            return await self._job(worker, rest)
+        loop = asyncio.get_running_loop()
+        job = asyncio.ensure_future(self._job(worker, rest))
         start, cpu0 = loop.time(), _cpu_seconds(worker.pid)
         wall_end = start + budget * self._wall_factor
         wait = budget  # its CPU cannot run ahead of the clock: nothing to read sooner
@@ -586,33 +585,25 @@ class AnalysisPool:
                 job.cancel()
                 await asyncio.gather(job, return_exceptions=True)
 
-    async def _job(self, worker: _Worker, data: bytes) -> tuple[bytes, bytearray]:
-        loop = asyncio.get_running_loop()
-        if len(data) <= _JOIN_BELOW:
-            await loop.sock_sendall(worker.sock, _JOB.pack(len(data)) + data)
-        else:
-            await loop.sock_sendall(worker.sock, _JOB.pack(len(data)))
-            await loop.sock_sendall(worker.sock, data)  # from the caller's bytes, no copy
-        return await self._reply(worker)
-
     @staticmethod
-    def _sent_now(worker: _Worker, data: bytes) -> bytes | None:
-        """What is left to send of the job ``data`` after sending what the socket takes
-        now (b"": all of it), or None when it was not tried (a large message: sent by
-        :meth:`_job`, its budget counting)."""
+    def _sent_now(worker: _Worker, data: bytes) -> list[bytes]:
+        """What is left to send of the job ``data`` (its length, then the bytes) after
+        sending what the socket takes now; a large message is left whole (sent from the
+        caller's bytes, no copy, by :meth:`_job`, its budget counting)."""
         if len(data) > _JOIN_BELOW:
-            return None
+            return [_JOB.pack(len(data)), data]
         message = _JOB.pack(len(data)) + data
         try:
             sent = worker.sock.send(message)
         except (BlockingIOError, InterruptedError):
             sent = 0
-        return message[sent:]
+        return [message[sent:]] if sent < len(message) else []
 
-    async def _rest(self, worker: _Worker, rest: bytes) -> tuple[bytes, bytearray]:
-        """The end of a job whose first bytes :meth:`_sent_now` sent: the rest, the reply."""
-        if rest:
-            await asyncio.get_running_loop().sock_sendall(worker.sock, rest)
+    async def _job(self, worker: _Worker, rest: list[bytes]) -> tuple[bytes, bytearray]:
+        """The rest of a job (:meth:`_sent_now`), then its reply."""
+        loop = asyncio.get_running_loop()
+        for piece in rest:
+            await loop.sock_sendall(worker.sock, piece)
         return await self._reply(worker)
 
     @staticmethod
