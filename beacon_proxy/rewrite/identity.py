@@ -171,13 +171,14 @@ class _Text:
     recipient: the same objects each time, so :func:`_searched` keeps the last few.
     Copies may render in threads: a race fills a field twice with equal values."""
 
-    __slots__ = ("_coded", "_lows", "_runs", "low", "readings", "url")
+    __slots__ = ("_coded", "_lows", "_raws", "_runs", "low", "readings", "url")
 
     def __init__(self, url: str) -> None:
         self.url = url
         self.low = url.lower()
         self.readings = self._readings(url)
         self._lows: tuple[str, ...] | None = None
+        self._raws: tuple[bytes, ...] | None = None
         self._coded: tuple[tuple[str, ...], tuple[str, ...]] | None = None
         self._runs: tuple[str, ...] | None = None
 
@@ -212,6 +213,15 @@ class _Text:
             self._lows = lows
         return lows
 
+    @property
+    def raws(self) -> tuple[bytes, ...]:
+        """:attr:`lows` as bytes (UTF-8; a lone surrogate passed: bytes >= 0x80, which no
+        run of digits holds), for the searches of :meth:`coded` and :meth:`hex_runs`."""
+        raws = self._raws
+        if raws is None:
+            raws = self._raws = tuple(low.encode("utf-8", "surrogatepass") for low in self.lows)
+        return raws
+
     def coded(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
         """The runs of :data:`_HEX_CODED` and :data:`_B32_CODED` in the lower-cased
         readings: an address's hex or base32 is in a reading only inside one of them (a
@@ -219,7 +229,7 @@ class _Text:
         of searched for in every reading)."""
         coded = self._coded
         if coded is None:
-            raws = [low.encode("utf-8", "surrogatepass") for low in self.lows]
+            raws = self.raws
             coded = (tuple(run for raw in raws for run in _runs(
                          raw, raw.translate(_HEX_MARKS), _HEX_CODED_RUN)),
                      tuple(run for raw in raws for run in _runs(
@@ -238,7 +248,7 @@ class _Text:
         the whole text, and only the digests that fit the longest run are made."""
         runs = self._runs
         if runs is None:
-            runs = self._runs = _hex_runs(self.low, self.lows)
+            runs = self._runs = _hex_runs(self.raws)
         return runs
 
 
@@ -354,29 +364,25 @@ def _b32(data: bytes) -> str:
     return base64.b32encode(data)[: len(data) * 8 // 5].decode("ascii").lower()
 
 
-def _hex_runs(low: str, lows: tuple[str, ...]) -> tuple[str, ...]:
-    """:meth:`_Text.hex_runs` of the lower-cased text ``low`` with readings ``lows``: the
-    runs of every reading, then (with several readings, or a separator between hex
-    digits) of every reading without the separators, in order.
+def _hex_runs(raws: tuple[bytes, ...]) -> tuple[str, ...]:
+    """:meth:`_Text.hex_runs` of the lower-cased readings ``raws`` (the text itself
+    first): the runs of every reading, then (with several readings,
+    or a separator between hex digits) of every reading without the separators, in order.
 
     A run in a reading, or in one without the separators, lies in a maximal stretch of
     hex digits and separators at least as long, and the separators' search (two hex
     digits on either side) reads no further than its stretch: so the stretches alone
     are searched (a newsletter's URLs: one ``translate`` a reading, where the search and
     removal over the whole text cost ~0.2 ms)."""
-    stretches = []  # per reading, its stretches of at least _MIN_HEX
-    marks = b""
-    for text in lows:
-        raw = text.encode("utf-8", "surrogatepass")  # others: bytes >= 0x80, not hex
-        marks = raw.translate(_HEX_OR_SEPARATOR_MARKS)
-        stretches.append(_runs(raw, marks, _HEX_RUN))
+    marks = [raw.translate(_HEX_OR_SEPARATOR_MARKS) for raw in raws]
+    stretches = [_runs(raw, mark, _HEX_RUN) for raw, mark in zip(raws, marks, strict=True)]
     if not any(stretches):
         return ()
     runs = [run for found in stretches for stretch in found for run in _hex_in(stretch)]
     # every reading; digits joined too (one reading: when a separator stands between hex
     # digits anywhere, in a stretch of five at least, "a1-b2")
-    if len(lows) > 1 or any(_HEX_SEPARATOR.search(stretch) for stretch in _runs(
-            low.encode("utf-8", "surrogatepass"), marks, _SEPARATED)):
+    if len(raws) > 1 or any(_HEX_SEPARATOR.search(stretch)
+                            for stretch in _runs(raws[0], marks[0], _SEPARATED)):
         runs += (run for found in stretches for stretch in found
                  for run in _hex_in(_HEX_SEPARATOR.sub("", stretch)))
     return tuple(runs)

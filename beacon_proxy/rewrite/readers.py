@@ -253,7 +253,7 @@ class ReaderChecks:
             if rescanned is not None and template is not None and template.view is prior.view:
                 # The scan diffed the copy against this very view: diff_regions() would
                 # find the same regions again.
-                regions = list(rescanned.regions)
+                regions = rescanned.regions
             else:
                 regions = diff_regions(prior.view, cut, prior.lines, view, lines)
             values: dict[int, int] = {}
