@@ -38,6 +38,7 @@ from pathlib import Path
 from _pairs import BRANCH, alternate, pair_parser
 from _smtpload import soak_message
 from newsletter import newsletter
+from personal_links import _copy
 
 from beacon_proxy.app import copy_steps
 from beacon_proxy.config import Config
@@ -54,7 +55,6 @@ from beacon_proxy.tokens import Tokens
 
 DATA = newsletter().replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
 PROOF = "crlf" in inspect.signature(wire_data).parameters  # builds before Copy.crlf: no
-_LINK = b'href=3D"https://shop.example/p/'  # (quoted-printable: "=3D" is "=")
 LINKS = 30  # "refused links": the recipient's token in this many links
 POLICIES = (("refused", Policy.REFUSED, 0), ("granted", Policy.GRANTED, 0),
             ("refused links", Policy.REFUSED, LINKS))
@@ -73,10 +73,7 @@ def _step(engine: Engine) -> BeaconStep:
 def _body(n: int, links: int) -> bytes:
     """The newsletter with message ``n`` 's token in its first ``links`` links and a line
     of text (``bench/personal_links.py``'s copies): a body seen once."""
-    if not links:
-        return DATA
-    return DATA.replace(_LINK, _LINK + b"%06d" % n, links).replace(
-        b"</body>", b"<p>%d</p></body>" % n, 1)
+    return _copy(DATA, n, links) if links else DATA
 
 
 async def _round(step: BeaconStep, policy: Policy, first: int, messages: int,

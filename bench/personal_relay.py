@@ -54,8 +54,9 @@ from _beacon import metric
 from _postfix import PostfixHop, postfix_available
 from _proc import BenchError, cpu_seconds, tree_cpu_split
 from _sink import Sink, sink
-from _smtpload import SmtpClient, dot_stuff
+from _smtpload import _MESSAGE_ID, _TO, SmtpClient, dot_stuff
 from newsletter import newsletter
+from personal_links import _LINK
 from relay import Settings, beacon_proxy
 
 from beacon_proxy.eventloop import loop_factory
@@ -63,9 +64,6 @@ from beacon_proxy.eventloop import loop_factory
 __all__ = ["PHASES", "PersonalTemplate", "main"]
 
 PHASES = ("same", "links", "postfix")
-_TO = b"To: rcpt@example.net"
-_MESSAGE_ID = b"<20250320093000.8f3b21@mailer.shop.example>"
-_LINK = b'href=3D"https://shop.example/p/'  # (quoted-printable: "=3D" is "=")
 _HOLE = b"\x00"
 _SENDER = "news@shop.example"
 _OUTCOMES = ("stripped", "fallback", "held", "rewritten", "unscanned")
