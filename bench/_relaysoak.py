@@ -37,14 +37,17 @@ includes the time a message waited at the sender.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import math
 import statistics
 import time
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 from _openloop import percentile
 from _proc import tree_cpu, tree_memory
@@ -52,13 +55,41 @@ from _smtpload import Failed, Refused, SmtpClient, SoakTemplate
 
 from beacon_proxy.eventloop import loop_factory
 
-__all__ = ["CaptureLog", "SoakResult", "SoakSpec", "flat_windows", "report_soak", "run_soak"]
+__all__ = ["CaptureLog", "Messages", "SoakResult", "SoakSpec", "add_soak_options",
+           "flat_windows", "report_soak", "run_soak"]
 
 SENDER = "news@shop.example"
 GOAL_P99_S = 1.0
 FLAT_TOLERANCE = 0.10
 RATE_HELD = 0.95  # below this share of the rate the relay (or the sender) fell behind
 _SEND_TIMEOUT = 60.0  # seconds per connect and per transaction
+
+
+class Messages(Protocol):
+    """What the sender sends as message ``n`` (``_smtpload.SoakTemplate``: one body under
+    personal headers; ``personal_relay.PersonalTemplate``: a token in every link too)."""
+
+    def rcpt(self, n: int) -> bytes: ...  # the RCPT command
+
+    def parts(self, n: int) -> Sequence[bytes]: ...  # the DATA bytes, stuffed, in pieces
+
+    def size(self, n: int) -> int: ...  # for MAIL's SIZE=
+
+
+def add_soak_options(p: argparse.ArgumentParser, *, seconds: float, seconds_help: str,
+                     fraction_help: str) -> None:
+    """The soak's options that bench/relay.py and bench/personal_relay.py share:
+    ``--soak-seconds`` (default ``seconds``), ``--soak-rate``, ``--soak-fraction`` (0.8),
+    ``--soak-connections`` (8) and ``--rss-every`` (10 s)."""
+    p.add_argument("--soak-seconds", type=float, default=seconds, help=seconds_help)
+    p.add_argument("--soak-rate", type=float, default=None,
+                   help="soak messages/s (default: --soak-fraction of the rate measured)")
+    p.add_argument("--soak-fraction", type=float, default=0.8, help=fraction_help)
+    p.add_argument("--soak-connections", type=int, default=8,
+                   help="parallel SMTP connections of the soak's sender, kept for the whole "
+                        "soak (default 8)")
+    p.add_argument("--rss-every", type=float, default=10.0,
+                   help="soak: seconds between RSS samples (default 10)")
 
 
 @dataclass(frozen=True)
@@ -155,7 +186,7 @@ class CaptureLog:
         return len(self.arrivals)
 
 
-async def _send(spec: SoakSpec, port: int, template: SoakTemplate, res: SoakResult,
+async def _send(spec: SoakSpec, port: int, template: Messages, res: SoakResult,
                 root: int) -> None:
     count = max(1, int(spec.seconds * spec.rate))
     queue: asyncio.Queue[tuple[int, float] | None] = asyncio.Queue()
@@ -223,13 +254,17 @@ async def _send(spec: SoakSpec, port: int, template: SoakTemplate, res: SoakResu
     res.send_s = last_done - start
 
 
-def run_soak(spec: SoakSpec, port: int, root: int, capture: CaptureLog, body: bytes) -> SoakResult:
-    """Send for spec.seconds to 127.0.0.1:port, then wait (bounded) for every accepted message."""
+def run_soak(spec: SoakSpec, port: int, root: int, capture: CaptureLog,
+             messages: bytes | Messages) -> SoakResult:
+    """Send for spec.seconds to 127.0.0.1:port, then wait (bounded) for every accepted message.
+    ``messages``: a body (each message it under its own headers: ``SoakTemplate``) or
+    what to send as message ``n``."""
     res = SoakResult(spec)
     cpu0, own0 = tree_cpu(root), time.process_time()
     factory, res.sender_loop = loop_factory(spec.event_loop)
     with asyncio.Runner(loop_factory=factory) as runner:
-        runner.run(_send(spec, port, SoakTemplate(body), res, root))
+        template = SoakTemplate(messages) if isinstance(messages, bytes) else messages
+        runner.run(_send(spec, port, template, res, root))
     deadline = time.monotonic() + spec.drain_timeout
     while time.monotonic() < deadline:
         capture.poll()

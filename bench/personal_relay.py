@@ -4,6 +4,7 @@
     python bench/personal_relay.py [--messages 2000] [--links 30] [--connections 8]
                                    [--per-connection 20] [--rounds 2]
                                    [--phases same,links,postfix] [--analysis-workers N]
+                                   [--soak-seconds 600 [--soak-rate R | --soak-fraction 0.8]]
 
 ``bench/relay.py`` sends one body to every recipient: after the first message the
 relay knows its analysis (``rewrite/known.py``) and each further one is a splice.
@@ -33,7 +34,19 @@ nobody granted (each copy stripped).  A run is timed from the first connection u
 ``smtp-sink`` has every message; the relay's (or Postfix's) CPU, the sender's and the
 sink's are counted apart.  For beacon-proxy the run also shows how its copies went
 (``beacon_proxy_copies_total``) and where its analyses came from
-(``beacon_proxy_analyses_total``).  Exit status: 0 done, 2 the benchmark failed.
+(``beacon_proxy_analyses_total``).
+
+``--soak-seconds S``: then the ``links`` messages through a fresh relay for ``S``
+seconds at a fixed rate (``--soak-rate``, or ``--soak-fraction`` of the median ``links``
+rate just measured), DKIM off as in the phases, into ``bench/_capture.py``: the soak of
+``bench/relay.py`` (``bench/_relaysoak.py``: an open-loop sender on
+``--soak-connections`` connections kept for the whole soak, the RSS of the relay's
+process tree every ``--rss-every`` seconds, its analysis workers included) with the
+same verdicts: the rate held, p99 accept-to-deliver under 1 s, RSS flat, every message
+accepted and delivered.  Every message is a body the relay has not seen, so what it
+keeps per body (analyses, scan templates, footer plans, the checks of other readers)
+must stay bounded.  Exit status: 0 done (and every soak verdict held), 1 a soak
+verdict failed, 2 the benchmark failed.
 """
 
 from __future__ import annotations
@@ -53,11 +66,12 @@ from pathlib import Path
 from _beacon import metric
 from _postfix import PostfixHop, postfix_available
 from _proc import BenchError, cpu_seconds, tree_cpu_split
+from _relaysoak import SoakSpec, add_soak_options
 from _sink import Sink, sink
 from _smtpload import _MESSAGE_ID, _TO, SmtpClient, dot_stuff
 from newsletter import newsletter
 from personal_links import _LINK
-from relay import Settings, beacon_proxy
+from relay import Settings, beacon_proxy, phase_soak
 
 from beacon_proxy.eventloop import loop_factory
 
@@ -247,12 +261,22 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--timeout", type=float, default=300)
     ap.add_argument("--analysis-workers", type=int,
                     help="beacon-proxy's [policy] analysis_workers (default: its own)")
+    add_soak_options(ap, seconds=0.0,
+                     seconds_help="then a soak of the links messages this long (default 0: none)",
+                     fraction_help="soak at this share of the median links rate (default 0.8)")
     a = ap.parse_args(argv)
     phases = [p for p in a.phases.split(",") if p]
     if unknown := set(phases) - set(PHASES):
         ap.error(f"unknown phases: {', '.join(sorted(unknown))}")
-    if min(a.messages, a.connections, a.rounds, a.per_connection) < 1:
-        ap.error("--messages, --connections, --per-connection and --rounds must be at least 1")
+    if min(a.messages, a.connections, a.rounds, a.per_connection, a.soak_connections) < 1:
+        ap.error("--messages, --connections, --per-connection, --soak-connections and "
+                 "--rounds must be at least 1")
+    if a.soak_seconds < 0 or a.rss_every <= 0 or a.soak_fraction <= 0 \
+            or (a.soak_rate is not None and a.soak_rate <= 0):
+        ap.error("--soak-seconds must be 0 or more, --soak-rate, --soak-fraction and "
+                 "--rss-every more than 0")
+    if a.soak_seconds and a.soak_rate is None and "links" not in phases:
+        ap.error("the soak: give --soak-rate or run phase links (its rate sets the soak's)")
     if "postfix" in phases and (why := postfix_available()) is not None:
         print(f"phase postfix skipped: {why}", file=sys.stderr)
         phases.remove("postfix")
@@ -276,11 +300,29 @@ def main(argv: list[str] | None = None) -> int:
                     first = (r * len(phases) + phases.index(phase)) * a.messages + 1
                     runs.append(_phase(phase, st, f"{phase}-{r}", templates,
                                        range(first, first + a.messages), a))
+            if runs:
+                report(runs, a.messages, a.links)
+            held = True
+            if a.soak_seconds:
+                held = _soak(st, templates["links"], runs, a)
         except (BenchError, OSError) as exc:
             print(f"benchmark failed: {exc}", file=sys.stderr)
             return 2
-    report(runs, a.messages, a.links)
-    return 0
+    return 0 if held else 1
+
+
+def _soak(st: Settings, template: PersonalTemplate, runs: Sequence[Run],
+          a: argparse.Namespace) -> bool:
+    """The soak of the links messages (see the module docstring); True when it held."""
+    if a.soak_rate is not None:
+        rate, label = a.soak_rate, "(--soak-rate)"
+    else:
+        links = statistics.median(a.messages / r.seconds for r in runs if r.phase == "links")
+        rate, label = a.soak_fraction * links, f"({a.soak_fraction:g} x links' {links:.1f} msg/s)"
+    spec = SoakSpec(a.soak_seconds, rate, a.soak_connections, a.rss_every,
+                    label=f"{label}, DKIM off, a token in {a.links} links of every message")
+    print(f"soak: {a.soak_seconds:.0f} s at {rate:.1f} msg/s ...", flush=True)
+    return phase_soak(st, spec, dkim=False, messages=template)
 
 
 if __name__ == "__main__":

@@ -106,7 +106,14 @@ from _proc import (
     tree_runqueue_wait,
     wait_until,
 )
-from _relaysoak import CaptureLog, SoakSpec, report_soak, run_soak
+from _relaysoak import (
+    CaptureLog,
+    Messages,
+    SoakSpec,
+    add_soak_options,
+    report_soak,
+    run_soak,
+)
 from _sink import SMTP_SINK, Sink, sink
 from newsletter import RECIPIENT, newsletter
 
@@ -462,8 +469,11 @@ def phase_proxy(st: Settings, name: str) -> Result:
     return res
 
 
-def phase_soak(st: Settings, spec: SoakSpec, dkim: bool) -> bool:
-    body = newsletter().replace(b"\n", b"\r\n")
+def phase_soak(st: Settings, spec: SoakSpec, dkim: bool,
+               messages: bytes | Messages | None = None) -> bool:
+    """The soak through a fresh relay into ``bench/_capture.py``; its verdicts hold.
+    ``messages``: what ``run_soak`` sends (default: the newsletter under personal headers)."""
+    body = newsletter().replace(b"\n", b"\r\n") if messages is None else messages
     port = free_port()
     arrivals = st.workdir / "soak-arrivals.txt"
     log = (st.workdir / "capture.log").open("wb")
@@ -720,19 +730,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="run the phases this many times, alternating; goals judged on each "
                         "phase's median run (default 1)")
     p.add_argument("--timeout", type=float, default=300, help="seconds per phase (default 300)")
-    p.add_argument("--soak-seconds", type=float, default=600,
-                   help="soak duration (default 600)")
-    p.add_argument("--soak-rate", type=float, default=None,
-                   help="soak messages/s (default: --soak-fraction of the rate measured)")
-    p.add_argument("--soak-fraction", type=float, default=0.8,
-                   help="soak at this share of c-dkim's (c's with --soak-dkim off) rate "
-                        "measured in this run (default 0.8)")
+    add_soak_options(p, seconds=600, seconds_help="soak duration (default 600)",
+                     fraction_help="soak at this share of c-dkim's (c's with --soak-dkim off) "
+                                   "rate measured in this run (default 0.8)")
     p.add_argument("--soak-dkim", choices=("on", "off"), default="on",
                    help="DKIM signing during the soak (default on)")
-    p.add_argument("--soak-connections", type=int, default=8,
-                   help="parallel SMTP connections of the soak's sender (default 8)")
-    p.add_argument("--rss-every", type=float, default=10.0,
-                   help="soak: seconds between RSS samples (default 10)")
     p.add_argument("--soak-drain", type=float, default=120.0,
                    help="soak: seconds after the schedule's end for the sender to send what "
                         "is still queued, then the rest is cancelled (default 120)")
