@@ -372,11 +372,13 @@ class Relay:
             hostname=self.hostname,
             idle_timeout=cfg.delivery.idle_timeout,
             lanes=cfg.delivery.lanes,
+            in_flow_delay=cfg.smtp.in_flow_delay,
         )
         if self.campaigns is not None:  # a new campaign's second copy: its first one goes now
             self.campaigns.on_learned = self.scheduler.wake
         self.smtpd = SmtpServer(cfg.smtp, self.scheduler.enqueue, hostname=self.hostname,
-                                socks=role.socks if role is not None else ())
+                                socks=role.socks if role is not None else (),
+                                admit=self.scheduler.inflow.admit)
         self.api_tokens = ApiTokens(cfg.api.tokens)
         api = build_api(self.store, self.api_tokens)
         # A recipient's unsubscribe through our link goes on to the sender's own RFC 8058

@@ -134,6 +134,9 @@ class SmtpConfig:
     auth_failure_limit: int = 20  # failures in the window, then AUTH is refused (454)
     auth_delay_max: float = 8.0  # longest wait before answering AUTH after failures
     shutdown_timeout: float = 30.0
+    # Longest wait of a new transaction (MAIL FROM) while delivery is behind (Postfix's
+    # in_flow_delay; deliver/inflow.py); 0: never wait.
+    in_flow_delay: float = 1.0
     # The process's event loop: uvloop when installed ("auto"), or forced either way.
     event_loop: Literal["auto", "asyncio", "uvloop"] = "auto"
     # Relay worker processes (receive, spool part, delivery each): a number, or "auto"
@@ -652,6 +655,7 @@ _SCHEMA: dict[str, dict[str, Parser]] = {
         "auth_failure_limit": _int_in(1, 100_000),
         "auth_delay_max": _seconds(0, 60),
         "shutdown_timeout": _seconds(0, 3600),
+        "in_flow_delay": _seconds(0, 60),
         "event_loop": _choice("auto", "asyncio", "uvloop"),
         "workers": _workers,
     },

@@ -70,6 +70,24 @@ SMTP_AUTH = Counter(
     ["result"],
     registry=REGISTRY,
 )
+SMTP_IN_FLOW = Counter(
+    "beacon_proxy_smtp_in_flow_delays",
+    "SMTP transactions whose MAIL FROM waited for delivery to catch up ([smtp] "
+    "in_flow_delay), by how the wait ended: caught_up (a delivery worker took a message "
+    "of the backlog), delay_passed (the transaction went on after in_flow_delay).",
+    ["outcome"],
+    registry=REGISTRY,
+)
+SMTP_IN_FLOW_SECONDS = Counter(
+    "beacon_proxy_smtp_in_flow_delay_seconds",
+    "Seconds SMTP transactions waited in all for delivery to catch up ([smtp] in_flow_delay).",
+    registry=REGISTRY,
+)
+SMTP_IN_FLOW_WAITING = Gauge(
+    "beacon_proxy_smtp_in_flow_waiting",
+    "SMTP transactions whose MAIL FROM waits now for delivery to catch up.",
+    registry=REGISTRY,
+)
 SMTP_SESSIONS = Gauge(
     "beacon_proxy_smtp_sessions", "Open SMTP client connections.", registry=REGISTRY
 )

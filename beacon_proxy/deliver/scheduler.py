@@ -54,6 +54,7 @@ from dataclasses import dataclass
 from beacon_proxy.consent.policy import ConsentLookup, Decision, Policy, policy_of
 from beacon_proxy.deliver.courier import Courier, CourierFactory, Outcome, Result
 from beacon_proxy.deliver.dsn import Failure, build_dsn, needs_bounce
+from beacon_proxy.deliver.inflow import InFlow
 from beacon_proxy.deliver.retry import RetryPolicy
 from beacon_proxy.headerfacts import message_id
 from beacon_proxy.log import event, listened
@@ -62,6 +63,7 @@ from beacon_proxy.metrics import (
     DELIVERY_SECONDS,
     MESSAGES_QUARANTINED,
     QUEUE_MESSAGES,
+    SMTP_IN_FLOW_WAITING,
     child,
 )
 from beacon_proxy.rewrite.step import Copy, PreparedMessage, RewriteStep, Wait
@@ -76,6 +78,10 @@ _THREAD_RENDER_BYTES = 1 << 20  # render big messages off the event loop
 _CACHE_BYTES = 64 << 20  # fresh messages kept in memory for their first attempt
 _CONTROL_INTERVAL = 1.0  # seconds between looks at the operators' requests
 MAX_FAILURES = 5  # failed (raising) attempts before a message is set aside
+#: Messages due per delivery worker (``concurrency``) from which a new SMTP transaction
+#: waits (``[smtp] in_flow_delay``): 40 for the default 20 workers, a fraction of a
+#: second of delivery at the rates bench/relay.py and bench/personal_relay.py measure.
+INFLOW_BACKLOG = 2
 #: Recipients to send per lane: a message opens one more connection (of the spare
 #: ``lanes``) for each this many copies it has to send, the first at twice this.
 LANE_RECIPIENTS = 32
@@ -121,6 +127,7 @@ class Scheduler:
         max_failures: int = MAX_FAILURES,
         idle_timeout: float | None = None,
         lanes: int = 0,
+        in_flow_delay: float = 0.0,
     ) -> None:
         self.spool = spool
         self.couriers = couriers
@@ -143,6 +150,10 @@ class Scheduler:
         self._heap: list[tuple[float, int, QueueEntry]] = []
         self._seq = itertools.count()
         self._ready: asyncio.Queue[QueueEntry] = asyncio.Queue()
+        # New transactions wait while INFLOW_BACKLOG messages a delivery worker wait
+        # for the workers (``[smtp] in_flow_delay``, deliver/inflow.py).
+        self.inflow = InFlow(limit=INFLOW_BACKLOG * concurrency, delay=in_flow_delay,
+                             backlog=self._ready.qsize)
         self._wake = asyncio.Event()
         self._entries: dict[str, QueueEntry] = {}
         self._data_cache: dict[str, bytes] = {}
@@ -183,6 +194,7 @@ class Scheduler:
         QUEUE_MESSAGES.labels("deferred").set_function(self._deferred)
         QUEUE_MESSAGES.labels("active").set_function(
             lambda: len(self._entries) - self._deferred())
+        SMTP_IN_FLOW_WAITING.set_function(lambda: self.inflow.waiting)
         self._tasks.append(asyncio.create_task(self._timer(), name="scheduler-timer"))
         self._tasks.append(asyncio.create_task(self._control(), name="scheduler-control"))
         for n in range(self.concurrency):
@@ -192,6 +204,7 @@ class Scheduler:
     async def stop(self, timeout: float) -> None:
         """Stop taking messages; let attempts in progress end within ``timeout``."""
         self._stopping = True
+        self.inflow.release_all()  # (the SMTP side stops first: none should be left)
         busy = list(self._busy)
         if busy:
             await asyncio.wait(busy, timeout=timeout)
@@ -319,6 +332,7 @@ class Scheduler:
                     try:
                         async with asyncio.timeout(self.idle_timeout):
                             entry = await self._ready.get()
+                        self.inflow.taken()
                     except TimeoutError:  # nothing to send for a while: QUIT
                         log.debug("delivery worker idle for %ss; closing its connection",
                                   self.idle_timeout)
@@ -327,6 +341,7 @@ class Scheduler:
                         continue
                 else:
                     entry = await self._ready.get()
+                    self.inflow.taken()
                 if self._stopping:
                     break
                 if self._entries.get(entry.queue_id) is not entry:

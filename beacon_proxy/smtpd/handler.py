@@ -74,6 +74,11 @@ _AUTH_FAILED = AuthResult(success=False, handled=False)  # aiosmtpd answers 535 
 _AUTH_HANDLED = AuthResult(success=False, handled=True)  # the reply was already sent
 
 
+#: Waits (bounded) while delivery is behind, before a new transaction's MAIL FROM is
+#: answered; the seconds waited (:meth:`beacon_proxy.deliver.inflow.InFlow.admit`).
+Admit = Callable[[], Awaitable[float]]
+
+
 class Enqueue(Protocol):
     async def __call__(self, envelope: Envelope, data: bytes) -> None:
         """Return once the message is durably queued; raise on any failure."""
@@ -137,11 +142,13 @@ def _body_type(mail_options: Iterable[str]) -> str | None:
 class SmtpHandler:
     """Hooks for aiosmtpd's ``SMTP``; one instance serves every connection."""
 
-    def __init__(self, cfg: SmtpConfig, enqueue: Enqueue, clock: Clock | None = None) -> None:
+    def __init__(self, cfg: SmtpConfig, enqueue: Enqueue, clock: Clock | None = None,
+                 admit: Admit | None = None) -> None:
         # No attribute may start with "auth_" or "handle_": aiosmtpd would
         # take it for an AUTH mechanism or a hook.
         self._cfg = cfg
         self._enqueue = enqueue
+        self._admit = admit
         self._clock = clock or MonotonicClock()
         self.failures = AuthLimiter(window=cfg.auth_failure_window,
                                     limit=cfg.auth_failure_limit,
@@ -180,6 +187,8 @@ class SmtpHandler:
             problem = address_problem(sender, smtputf8=bool(envelope.smtp_utf8))
             if problem is not None:
                 return replies.bad_sender(problem)
+        if self._admit is not None:  # delivery behind: wait (bounded) before the reply
+            server.in_flow_wait = await self._admit()
         envelope.mail_from = address
         envelope.mail_options.extend(mail_options)
         return replies.OK_SENDER
@@ -236,7 +245,7 @@ class SmtpHandler:
             smtputf8=bool(envelope.smtp_utf8),
             body_type=_body_type(envelope.mail_options),
         )
-        return await self._hand_over(queued, data)
+        return await self._hand_over(queued, data, server.in_flow_wait)
 
     async def handle_exception(self, error: Exception) -> str:
         """Last resort for an error outside the hooks: ``451``, never aiosmtpd's ``500``."""
@@ -344,8 +353,9 @@ class SmtpHandler:
               address_failures=recent)
         return await self._failed(server)
 
-    async def _hand_over(self, envelope: Envelope, data: bytes) -> str:
-        """Enqueue, surviving our own cancellation; answer 250 only once queued."""
+    async def _hand_over(self, envelope: Envelope, data: bytes, waited: float = 0.0) -> str:
+        """Enqueue, surviving our own cancellation; answer 250 only once queued.
+        ``waited``: seconds the transaction's MAIL FROM waited for delivery (logged)."""
         task = asyncio.ensure_future(self._enqueue(envelope, data))
         self.in_flight.add(task)
         task.add_done_callback(self.in_flight.discard)
@@ -359,7 +369,10 @@ class SmtpHandler:
             _log.exception("enqueue of %s failed", envelope.queue_id)
             return replies.TEMPFAIL
         metrics.MESSAGES_RECEIVED.inc()
-        _log_received(envelope)
+        if waited:
+            _log_received(envelope, in_flow_delay=round(waited, 3))
+        else:
+            _log_received(envelope)
         return replies.queued(envelope.queue_id)
 
 

@@ -287,6 +287,7 @@ class SmtpProtocol(SMTP):
         # Replies held back while the client's pipelined commands are read (push()).
         self._pending: list[bytes] = []
         self.log_fields: dict[str, Any] = {}  # context the handler adds to rejection logs
+        self.in_flow_wait = 0.0  # seconds this transaction's MAIL FROM waited (handler)
         self._admitted = False
         self._refused = False
         # aiosmtpd's SMTP.__init__, minus its per-connection introspection of the

@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from beacon_proxy.config import SmtpConfig
-from beacon_proxy.smtpd.handler import Enqueue, SmtpHandler
+from beacon_proxy.smtpd.handler import Admit, Enqueue, SmtpHandler
 from beacon_proxy.smtpd.limits import Clock
 from beacon_proxy.smtpd.protocol import Connections, SmtpProtocol
 
@@ -53,14 +53,16 @@ class SmtpServer:
     """The receiving stage: SMTP in, :class:`~beacon_proxy.smtpd.handler.Enqueue` out."""
 
     def __init__(self, cfg: SmtpConfig, enqueue: Enqueue, *, hostname: str,
-                 clock: Clock | None = None, socks: Sequence[socket.socket] = ()) -> None:
+                 clock: Clock | None = None, socks: Sequence[socket.socket] = (),
+                 admit: Admit | None = None) -> None:
         self._cfg = cfg
         # Listening sockets handed over by a supervisor (several worker processes
         # accepting on the same sockets); none: bind cfg.listen here.
         self._socks = tuple(socks)
         self._shared: list[_SharedListener] = []
         self._hostname = hostname
-        self._handler = SmtpHandler(cfg, enqueue, clock)
+        # admit: the delivery side's inflow gate ([smtp] in_flow_delay), None: none.
+        self._handler = SmtpHandler(cfg, enqueue, clock, admit)
         self._connections = Connections(cfg.max_connections, cfg.max_connections_per_client,
                                         cfg.allow_networks)
         self._server: asyncio.Server | None = None

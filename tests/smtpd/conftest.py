@@ -15,6 +15,7 @@ import pytest
 import trustme
 
 from beacon_proxy.config import Endpoint, SmtpConfig
+from beacon_proxy.smtpd.handler import Admit
 from beacon_proxy.smtpd.limits import Clock, FakeClock
 from beacon_proxy.smtpd.passwords import hash_password
 from beacon_proxy.smtpd.server import SmtpServer
@@ -84,10 +85,12 @@ async def serve() -> AsyncIterator[Serve]:
     """
     started: list[Running] = []
 
-    async def start(*, clock: Clock | None = None, **overrides: Any) -> Running:
+    async def start(*, clock: Clock | None = None, admit: Admit | None = None,
+                    **overrides: Any) -> Running:
         cfg = SmtpConfig(listen=Endpoint("127.0.0.1", 0), **overrides)
         enqueue = FakeEnqueue()
-        server = SmtpServer(cfg, enqueue, hostname=HOSTNAME, clock=clock or FakeClock())
+        server = SmtpServer(cfg, enqueue, hostname=HOSTNAME, clock=clock or FakeClock(),
+                            admit=admit)
         await server.start()
         running = Running(server, enqueue, cfg, [])
         started.append(running)

@@ -553,3 +553,45 @@ def test_a_kept_verdict_is_for_its_address_and_networks_only() -> None:
         assert not conn.allowed_by_address("192.0.2.7", ())
     finally:
         loop.close()
+
+
+async def test_mail_from_waits_for_the_delivery_side_and_the_wait_is_logged(
+        serve: Serve, caplog: pytest.LogCaptureFixture) -> None:
+    """With an inflow gate (``[smtp] in_flow_delay``, deliver/inflow.py), MAIL FROM is
+    answered only once the gate lets the transaction go on; the received event says how
+    long it waited.  A sender refused for its syntax is answered without waiting."""
+    asked: list[str] = []
+    go = asyncio.Event()
+
+    async def admit() -> float:
+        asked.append("admit")
+        await go.wait()
+        return 0.25
+
+    running = await serve(admit=admit)
+    client = await running.connect()
+    assert (await client.cmd("EHLO client.test")).code == 250
+    bad = await client.cmd("MAIL FROM:<no spaces@example.org>")
+    assert bad.code == 501 and asked == []
+    mail = asyncio.ensure_future(client.cmd("MAIL FROM:<alice@example.org>"))
+    while not asked:
+        await asyncio.sleep(0)
+    assert not mail.done()
+    go.set()
+    assert (await mail).code == 250
+    assert (await client.cmd("RCPT TO:<bob@example.net>")).code == 250
+    assert (await client.cmd("DATA")).code == 354
+    await client.send(MESSAGE + b".\r\n")
+    assert (await client.reply()).code == 250
+    [received] = events(caplog, "received")
+    assert received["in_flow_delay"] == 0.25
+    # The next transaction on the connection waits (and is logged) on its own.
+    go.clear()
+    asked.clear()
+    second = asyncio.ensure_future(client.transaction("alice@example.org", ["c@example.net"],
+                                                      MESSAGE + b".\r\n", ehlo=""))
+    while not asked:
+        await asyncio.sleep(0)
+    go.set()
+    assert (await second).code == 250
+    assert [e["in_flow_delay"] for e in events(caplog, "received")] == [0.25, 0.25]
