@@ -107,6 +107,14 @@ _PER_MARK = 400
 _PER_ENTRY = 400
 MAX_VIEW = 4 << 20  # larger parts are not kept as templates
 _MAX_CHANGED = 4  # at most 1 / _MAX_CHANGED of the lines may differ
+#: ... and at most one region per this many bytes of the view: a region costs the checks
+#: of every reader tens of microseconds in Python, a full scan ~0.1 us a byte, so a copy
+#: changed every few bytes (a text run of 3-byte lines, every 4th changed: a region per
+#: 16 bytes) took 20 times its full scan (the adversarial review of session 24).  The
+#: benchmark newsletter's 30 personalised links are a region per 2 KB.  The first
+#: _FREE_REGIONS regions are allowed in any view (a few milliseconds at most).
+_BYTES_PER_REGION = 256
+_FREE_REGIONS = 64
 #: A view whose lines are longer than this on average (HTML minified into a few lines) is
 #: cut into lines at each ">" instead of at line feeds, when that cuts it finer (cut_of).
 LONG_LINES = 256
@@ -261,7 +269,7 @@ def diff_regions(mine: bytes, cut: bytes, lines: int, view: bytes, view_lines: i
             a0, b0 = a + head, b + head
             if a0 == na and b0 == nb:
                 return out
-            if (len(out) + 1) * _MAX_CHANGED > lines:
+            if _too_many(len(out) + 1, lines, max(na, nb)):
                 return None
             # The ends of the line where they differ (the same line: as many cuts before).
             a1, b1 = mine.find(cut, a0), view.find(cut, b0)
@@ -271,6 +279,14 @@ def diff_regions(mine: bytes, cut: bytes, lines: int, view: bytes, view_lines: i
             if a1 == na or b1 == nb:  # the last line (of both, as they have as many)
                 return out if a1 == na and b1 == nb else None
             a, b = a1 + 1, b1 + 1
+
+
+def _too_many(regions: int, lines: int, size: int) -> bool:
+    """Whether a copy differs in too many places to be scanned where it differs: more than
+    a quarter of its lines, or more than :data:`_FREE_REGIONS` regions and more than one
+    per :data:`_BYTES_PER_REGION` bytes."""
+    return regions * _MAX_CHANGED > lines or (
+        regions > _FREE_REGIONS and regions * _BYTES_PER_REGION > size)
 
 
 def checked_regions(mine: bytes, cut: bytes, view: bytes, said: Sequence[_Region]
@@ -494,7 +510,7 @@ def rescan(template: ScanTemplate, view: bytes, charset: str, max_tags: int,
         template.view, template.cut, view, said)
     if regions is None:
         regions = template.regions(view, lines)
-    if regions is None or len(regions) * _MAX_CHANGED > lines:
+    if regions is None or _too_many(len(regions), lines, len(view)):
         return None
     if _closes_a_quote(template, view, regions):
         return None

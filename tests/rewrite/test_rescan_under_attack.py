@@ -45,10 +45,11 @@ def _cpu(run: object) -> float:
 
 def _hidden_campaign(units: int) -> tuple[bytes, bytes]:
     """A template of many hidden elements with text between them, and a copy that
-    changes the text after every fifth one (under a quarter of the lines: rescanned)."""
+    changes the text after every sixth one (under a quarter of the lines, and one region
+    per 276 bytes, fewer than one per rescan._BYTES_PER_REGION: rescanned)."""
     unit = b'<div style="display:none">x</div><p>A%05d</p>\n'
     template = b"".join(unit % i for i in range(units))
-    copy = b"".join((unit % i).replace(b">A", b">B") if i % 5 == 0 else unit % i
+    copy = b"".join((unit % i).replace(b">A", b">B") if i % 6 == 0 else unit % i
                     for i in range(units))
     return template, copy
 

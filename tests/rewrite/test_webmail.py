@@ -15,6 +15,8 @@ import random
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from beacon_proxy.consent.policy import Policy
 from beacon_proxy.rewrite import webmail
@@ -258,3 +260,29 @@ def test_a_long_attribute_name_is_cut_as_libxml_cuts_it() -> None:
     assert webmail.loads(html, "utf-8")
     outcome, copy = _refused(_message(html))
     assert copy is None or b"google-analytics" not in copy, outcome
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from([b"<", b">", b"a", b"b"]), max_size=200).map(b"".join),
+       st.lists(st.integers(min_value=0, max_value=210), max_size=30))
+def test_the_next_of_a_byte_is_what_find_says(text: bytes, positions: list[int]) -> None:
+    """``rewash``'s searches from each region's end (``_NextOf``: going on from the last
+    search instead of reading the rest again) answer as ``bytes.find`` does, for
+    positions in order and, should a caller go back, out of order too."""
+    after = webmail._NextOf(text)
+    for at in [*sorted(positions), *positions]:
+        for byte in (b"<", b">"):
+            assert after(byte, at) == text.find(byte, at)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 100), st.integers(0, 30)), max_size=20),
+       st.lists(st.tuples(st.integers(0, 100), st.integers(0, 30)), max_size=20))
+def test_a_change_touches_a_style_exactly_as_the_pairwise_check_says(
+        spans: list[tuple[int, int]], changes: list[tuple[int, int]]) -> None:
+    """``reread``'s check of the changes against where CSS was read (a bisection) is the
+    pairwise one it replaced (changes x spans: quadratic)."""
+    styles = [(start, start + length) for start, length in spans]
+    changed = [(a, a + length, a, a + length) for a, length in changes]
+    pairwise = any(start <= b and a <= end for a, b, _, _ in changed for start, end in styles)
+    assert webmail._touch_any(styles, changed) == pairwise
