@@ -39,7 +39,10 @@ _ENTITY_BYTES = re.compile(_ENTITY.encode())
 _ENTITY_STR = re.compile(_ENTITY)
 _SCHEME = re.compile(r"([a-zA-Z][a-zA-Z0-9+.\-]*):")
 _URL_STRIP = "".join(map(chr, range(0x21)))
-_REMOTE_SCHEMES = frozenset({"http", "https", "ftp", "ws", "wss"})
+#: Schemes that load over the network.  ``smb``/``cifs``: a Windows share, as a UNC
+#: path (``file://host/share``, below) is.
+_REMOTE_SCHEMES = frozenset({"http", "https", "ftp", "ws", "wss", "smb", "cifs"})
+_LOCAL_HOSTS = frozenset({"", "localhost"})
 _REFRESH = re.compile(
     rb"[\t\n\f\r ]*+[0-9.]*+[\t\n\f\r ]*+[;,]?[\t\n\f\r ]*+"
     rb"(?:[uU][rR][lL][\t\n\f\r ]*+=[\t\n\f\r ]*+)?([\"']?)"
@@ -191,6 +194,16 @@ def is_remote(url: str) -> bool | None:
     >>> is_remote("HTTPS://x.test"), is_remote("//x.test"), is_remote("cid:a"), is_remote("a.png")
     (True, True, False, None)
     >>> is_remote("#a")
+
+    A ``file:`` URL with a host other than the machine's, or a UNC path
+    (``file:////host/share``, backslashes alike), names a Windows share: a desktop client
+    that reads it as a path connects to that host (SMB), which then sees the open and
+    may be handed the user's NTLM credentials.  It is remote; ``file:///C:/x`` is not.
+
+    >>> is_remote("file://t.example/s/p.gif"), is_remote("file:////t.example/s")
+    (True, True)
+    >>> is_remote("file:///C:/p.gif"), is_remote("file://localhost/p")
+    (False, False)
     """
     if url.startswith(("https:", "http:")):  # the common spelling, before lower-casing
         return True
@@ -199,7 +212,26 @@ def is_remote(url: str) -> bool | None:
     m = _SCHEME.match(url)
     if m is None:
         return None
-    return m.group(1).lower() in _REMOTE_SCHEMES
+    scheme = m.group(1).lower()
+    if scheme == "file":
+        return _file_host(url[m.end() :]) not in _LOCAL_HOSTS
+    return scheme in _REMOTE_SCHEMES
+
+
+def _file_host(rest: str) -> str:
+    """The host a ``file:`` URL's part after the scheme names ("": this machine): the
+    authority after ``//``, or a UNC path's server after ``////`` (either slash)."""
+    rest = rest.replace("\\", "/").lstrip("\t\n\f\r ")
+    if not rest.startswith("//"):
+        return ""  # file:/path, file:path
+    rest = rest[2:]
+    if rest.startswith("//"):  # file:////server/share: a UNC path
+        rest = rest.lstrip("/")
+        return rest.split("/", 1)[0].lower() or "?"
+    if rest.startswith("/"):  # file:///path
+        return ""
+    host = rest.split("/", 1)[0].split("?", 1)[0].split("#", 1)[0]
+    return host.rsplit("@", 1)[-1].lower()
 
 
 def strip_span(data: bytes, a: int, b: int) -> Span:
