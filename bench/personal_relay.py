@@ -261,6 +261,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--timeout", type=float, default=300)
     ap.add_argument("--analysis-workers", type=int,
                     help="beacon-proxy's [policy] analysis_workers (default: its own)")
+    ap.add_argument("--in-flow-delay", type=float,
+                    help="beacon-proxy's [smtp] in_flow_delay (default: its own, 1 s)")
     add_soak_options(ap, seconds=0.0,
                      seconds_help="then a soak of the links messages this long (default 0: none)",
                      fraction_help="soak at this share of the median links rate (default 0.8)")
@@ -293,6 +295,8 @@ def main(argv: list[str] | None = None) -> int:
                       workdir=work, timeout=a.timeout, reuse=True, profile=None)
         if a.analysis_workers is not None:
             st = replace(st, analysis_workers=a.analysis_workers)
+        if a.in_flow_delay is not None:
+            st = replace(st, in_flow_delay=a.in_flow_delay)
         try:
             for r in range(a.rounds):
                 for phase in phases:

@@ -219,6 +219,7 @@ class Settings:
     log_level: str = "warning"  # beacon-proxy's [log] level (--log-level)
     lanes: int | None = None  # beacon-proxy's [delivery] lanes (None: its default)
     analysis_workers: int | None = None  # beacon-proxy's [policy] analysis_workers
+    in_flow_delay: float | None = None  # beacon-proxy's [smtp] in_flow_delay (None: its default)
 
 
 def granted_numbers(total: int, share: float) -> list[int]:
@@ -385,6 +386,7 @@ def proxy_config(st: Settings, tag: str, smtp_port: int, web_port: int, upstream
     d = st.workdir / f"beacon-proxy-{tag}"
     d.mkdir()
     lanes = "" if st.lanes is None else f"lanes = {st.lanes}\n"
+    in_flow = "" if st.in_flow_delay is None else f"in_flow_delay = {st.in_flow_delay}\n"
     policy = ("" if st.analysis_workers is None
               else f"\n[policy]\nanalysis_workers = {st.analysis_workers}\n")
     dkim_section = ""
@@ -403,7 +405,7 @@ shutdown_timeout = 5
 max_recipients = {max(1000, st.recipients)}
 event_loop = "{st.event_loop}"
 workers = {workers_value}
-
+{in_flow}
 [delivery]
 upstream = "smtp://127.0.0.1:{upstream_port}"
 starttls = "off"
