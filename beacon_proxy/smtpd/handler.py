@@ -187,7 +187,12 @@ class SmtpHandler:
             problem = address_problem(sender, smtputf8=bool(envelope.smtp_utf8))
             if problem is not None:
                 return replies.bad_sender(problem)
-        if self._admit is not None:  # delivery behind: wait (bounded) before the reply
+        # Delivery behind: wait (bounded) before the reply.  Only a client that may relay
+        # waits: a stranger's transaction ends at RCPT, and in the queue it would hold up
+        # those of the senders that may.
+        server.in_flow_wait = 0.0
+        if self._admit is not None and (session.authenticated or server.allowed_by_address(
+                peer_ip(session.peer), self._cfg.allow_networks)):
             server.in_flow_wait = await self._admit()
         envelope.mail_from = address
         envelope.mail_options.extend(mail_options)

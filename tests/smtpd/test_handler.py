@@ -595,3 +595,22 @@ async def test_mail_from_waits_for_the_delivery_side_and_the_wait_is_logged(
     go.set()
     assert (await second).code == 250
     assert [e["in_flow_delay"] for e in events(caplog, "received")] == [0.25, 0.25]
+
+
+async def test_a_client_that_may_not_relay_never_waits_for_the_delivery_side(
+        serve: Serve) -> None:
+    """A stranger's transaction ends at RCPT (relay access denied): its MAIL FROM does not
+    queue at the inflow gate, where it would hold up the senders that may relay."""
+    asked: list[str] = []
+
+    async def admit() -> float:
+        asked.append("admit")
+        await asyncio.Event().wait()  # (never: a client that waited would hang here)
+        return 0.0
+
+    running = await serve(admit=admit, allow_networks=OUTSIDE)
+    client = await running.connect()
+    assert (await client.cmd("EHLO client.test")).code == 250
+    assert (await client.cmd("MAIL FROM:<alice@example.org>")).code == 250
+    assert (await client.cmd("RCPT TO:<bob@example.net>")).code == 554
+    assert asked == []
