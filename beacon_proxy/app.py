@@ -580,6 +580,7 @@ class Relay:
         timeout = self.cfg.smtp.shutdown_timeout
         event("stopping", timeout=timeout)
         if self.delivers:
+            self.scheduler.inflow.close()  # transactions waiting for delivery go on now
             await self.smtpd.stop(timeout)
             await self.scheduler.stop(timeout)
             if self._poller is not None:

@@ -66,6 +66,7 @@ class InFlow:
         self._backlog = backlog
         self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
         self._waiting = 0  # admit() calls waiting now (cancelled tickets stay in the deque)
+        self._closed = False  # the relay stops: nothing waits any more
         #: Transactions that waited, and of them those let go at ``delay`` (for metrics).
         self.delayed = 0
         self.timed_out = 0
@@ -77,7 +78,8 @@ class InFlow:
 
     def behind(self) -> bool:
         """Whether a new transaction would wait now."""
-        return self.delay > 0 and (self._waiting > 0 or self._backlog() >= self.limit)
+        return self.delay > 0 and not self._closed and (
+            self._waiting > 0 or self._backlog() >= self.limit)
 
     async def admit(self) -> float:
         """Wait while delivery is behind, at most ``delay`` seconds; the seconds waited."""
@@ -117,8 +119,14 @@ class InFlow:
             self._waiters.popleft().set_result(None)
             room -= 1
 
+    def close(self) -> None:
+        """The relay stops: every waiting transaction goes on, and no new one waits (the
+        transactions in progress end within the shutdown's timeout, not after a wait)."""
+        self._closed = True
+        self.release_all()
+
     def release_all(self) -> None:
-        """Let every waiting transaction go on (the relay stops)."""
+        """Let every waiting transaction go on."""
         while self._waiters:
             ticket = self._waiters.popleft()
             if not ticket.done():

@@ -204,7 +204,7 @@ class Scheduler:
     async def stop(self, timeout: float) -> None:
         """Stop taking messages; let attempts in progress end within ``timeout``."""
         self._stopping = True
-        self.inflow.release_all()  # (the SMTP side stops first: none should be left)
+        self.inflow.close()  # (Relay.stop closed it before the SMTP side stopped)
         busy = list(self._busy)
         if busy:
             await asyncio.wait(busy, timeout=timeout)

@@ -129,6 +129,17 @@ async def test_no_delay_never_waits_and_release_all_lets_everyone_go() -> None:
     assert gate.waiting == 0
 
 
+async def test_once_closed_nothing_waits() -> None:
+    """The relay stops: the waiting transactions go on at once, and no new one waits
+    (they end within the shutdown's timeout instead of after a wait)."""
+    gate = _gate(Backlog(100))
+    waiting = asyncio.ensure_future(gate.admit())
+    await _settle()
+    gate.close()
+    assert await waiting >= 0
+    assert not gate.behind() and await gate.admit() == 0.0
+
+
 def test_bad_settings_are_refused() -> None:
     with pytest.raises(ValueError, match="limit"):
         InFlow(limit=0, delay=1, backlog=lambda: 0)
