@@ -63,6 +63,7 @@ import html
 import re
 import threading
 import unicodedata
+from typing import Literal
 from urllib.parse import quote, unquote, unquote_plus
 
 import idna
@@ -181,7 +182,7 @@ class _Text:
         self._raws: tuple[bytes, ...] | None = None
         self._coded: tuple[tuple[str, ...], tuple[str, ...]] | None = None
         self._runs: tuple[str, ...] | None = None
-        self._joined: dict[str, tuple[str, int]] = {}
+        self._joined: dict[str, tuple[str, int]] = {}  # joined() by which
 
     @staticmethod
     def _readings(url: str) -> tuple[str, ...]:
@@ -238,7 +239,7 @@ class _Text:
             self._coded = coded
         return coded
 
-    def joined(self, which: str) -> tuple[str, int]:
+    def joined(self, which: Literal["hex", "base32", "digest"]) -> tuple[str, int]:
         """The runs of :meth:`coded` (``"hex"``, ``"base32"``) or of :meth:`hex_runs`
         (``"digest"``), each joined by a line feed (which no run holds), and the longest's
         length: a form without one is in a run exactly when it is in the joined text, so

@@ -72,8 +72,9 @@ import re
 import threading
 from bisect import bisect_left, bisect_right
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from itertools import accumulate
 from operator import itemgetter
 from typing import Any, TypeVar
 
@@ -93,6 +94,8 @@ __all__ = [
     "checked_regions",
     "cut_of",
     "diff_regions",
+    "reach_index",
+    "reaches",
     "rescan",
 ]
 
@@ -221,18 +224,8 @@ class ScanTemplate:
         """
         index = self.read_index
         if index is None:  # (two threads may both make it: the same lists)
-            ordered = sorted(self.reads)
-            furthest, reach = -1 << 62, []
-            for _, end in ordered:
-                furthest = max(furthest, end)
-                reach.append(furthest)
-            index = self.read_index = ([start for start, _ in ordered], reach)
-        starts, reach = index
-        for a0, a1, _, _ in regions:
-            i = bisect_right(starts, a1 + 1)
-            if i and reach[i - 1] >= a0 - 1:
-                return True
-        return False
+            index = self.read_index = reach_index(self.reads)
+        return any(reaches(index, a0 - 1, a1 + 1) for a0, a1, _, _ in regions)
 
     def low_of(self, view: bytes, regions: Sequence[_Region]) -> bytes:
         """The copy's lower-cased view: the template's, with the regions lowered
@@ -245,6 +238,22 @@ class ScanTemplate:
                 at = a1
             parts.append(low[at:])
             return b"".join(parts)
+
+
+def reach_index(spans: Iterable[Span]) -> tuple[list[int], list[int]]:
+    """``spans`` sorted by start, as (their starts, the furthest end among those up to
+    each), for :func:`reaches`: one bisection a question, where checking every span cost
+    questions x spans."""
+    ordered = sorted(spans)
+    return [start for start, _ in ordered], list(accumulate((end for _, end in ordered), max))
+
+
+def reaches(index: tuple[list[int], list[int]], lo: int, hi: int) -> bool:
+    """Whether some span of ``index`` (:func:`reach_index`) meets ``[lo, hi]``: one that
+    starts at or before ``hi`` ends at or after ``lo``."""
+    starts, reach = index
+    i = bisect_right(starts, hi)
+    return bool(i) and reach[i - 1] >= lo
 
 
 def diff_regions(mine: bytes, cut: bytes, lines: int, view: bytes, view_lines: int

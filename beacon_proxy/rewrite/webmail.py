@@ -44,10 +44,8 @@ from __future__ import annotations
 
 import html
 import re
-from bisect import bisect_right
 from collections.abc import Callable, Collection, Iterable, Sequence
 from html.entities import name2codepoint
-from itertools import accumulate
 from typing import Final, NamedTuple
 
 from beacon_proxy.rewrite.charsets import UNKNOWN_CHARSET, decode_text
@@ -55,7 +53,7 @@ from beacon_proxy.rewrite.html import DEFAULT_MAX_TAGS, finish_scan, scan_entrie
 from beacon_proxy.rewrite.htmlattr import clean_url, code_point, html_unescape, is_remote
 from beacon_proxy.rewrite.htmlrefs import Entry, PendingImg
 from beacon_proxy.rewrite.markup import applied
-from beacon_proxy.rewrite.rescan import ScanCache
+from beacon_proxy.rewrite.rescan import ScanCache, reach_index, reaches
 
 __all__ = [
     "Readings",
@@ -305,21 +303,14 @@ def _touch_any(spans: Sequence[tuple[int, int]],
     """Whether some ``(a, b, _, _)`` of ``changed`` touches some ``(start, end)`` of
     ``spans`` (``start <= b and a <= end``).
 
-    The spans sorted by start, with the furthest end up to each: a change touches one
-    exactly when a span starting at or before its ``b`` ends at or after its ``a`` (a
-    bisection per change).  Every change against every span cost changes x spans: lines
-    of ``<b style=a>`` with every 4th line's text changed, 21.9 CPU s for 1 MB (the
-    adversarial review of session 24; ``ScanTemplate.reads_touched`` is the same fix)."""
+    A bisection per change (:func:`~beacon_proxy.rewrite.rescan.reaches`, as
+    ``ScanTemplate.reads_touched`` asks of the scan's reads).  Every change against
+    every span cost changes x spans: lines of ``<b style=a>`` with every 4th line's text
+    changed, 21.9 CPU s for 1 MB (the adversarial review of session 24)."""
     if not spans or not changed:
         return False
-    ordered = sorted(spans)
-    starts = [start for start, _ in ordered]
-    reach = list(accumulate((end for _, end in ordered), max))
-    for a, b, _, _ in changed:
-        i = bisect_right(starts, b)
-        if i and reach[i - 1] >= a:
-            return True
-    return False
+    index = reach_index(spans)
+    return any(reaches(index, a, b) for a, b, _, _ in changed)
 
 
 #: How far :func:`_near_style` looks back over blanks and "=" before a difference.

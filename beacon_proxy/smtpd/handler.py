@@ -191,8 +191,7 @@ class SmtpHandler:
         # waits: a stranger's transaction ends at RCPT, and in the queue it would hold up
         # those of the senders that may.
         server.in_flow_wait = 0.0
-        if self._admit is not None and (session.authenticated or server.allowed_by_address(
-                peer_ip(session.peer), self._cfg.allow_networks)):
+        if self._admit is not None and self._may_relay(server, session):
             server.in_flow_wait = await self._admit()
         envelope.mail_from = address
         envelope.mail_options.extend(mail_options)
@@ -208,10 +207,7 @@ class SmtpHandler:
         problem = address_problem(address, smtputf8=bool(envelope.smtp_utf8))
         if problem is not None:
             return replies.bad_recipient(problem)
-        # relay_allowed(client, authenticated, allow_networks), its address part
-        # kept per connection
-        if not (session.authenticated or server.allowed_by_address(
-                peer_ip(session.peer), self._cfg.allow_networks)):
+        if not self._may_relay(server, session):
             return replies.relay_denied(address)
         if len(envelope.rcpt_tos) >= self._cfg.max_recipients:
             return replies.TOO_MANY_RECIPIENTS
@@ -251,6 +247,12 @@ class SmtpHandler:
             body_type=_body_type(envelope.mail_options),
         )
         return await self._hand_over(queued, data, server.in_flow_wait)
+
+    def _may_relay(self, server: SmtpProtocol, session: Session) -> bool:
+        """relay_allowed(client, authenticated, allow_networks): authenticated, or from an
+        allowed network (the address part kept per connection)."""
+        return bool(session.authenticated) or server.allowed_by_address(
+            peer_ip(session.peer), self._cfg.allow_networks)
 
     async def handle_exception(self, error: Exception) -> str:
         """Last resort for an error outside the hooks: ``451``, never aiosmtpd's ``500``."""
