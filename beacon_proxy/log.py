@@ -34,6 +34,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final
 
+from beacon_proxy.keyed import KeyedHash
+
 __all__ = ["EventTap", "JsonFormatter", "LineHandler", "add_event_tap", "event", "listened",
            "pseudonym", "pseudonym_key", "pseudonymize", "remove_event_tap", "set_worker",
            "setup_logging"]
@@ -67,13 +69,14 @@ class _Pseudonyms:
 
     def __init__(self, key: bytes) -> None:
         self.key = key
+        self._keyed = KeyedHash(key)
         self._known: dict[str, str] = {}
 
     def of(self, match: re.Match[str]) -> str:
         address = match.group(0)
         name = self._known.get(address)
         if name is None:
-            name = pseudonym(address, self.key)
+            name = _pseudonym(address, self._keyed)
             if len(self._known) >= self.LIMIT:
                 self._known.clear()
             self._known[address] = name
@@ -93,8 +96,14 @@ def pseudonym(address: str, key: bytes) -> str:
     >>> pseudonym("Ann@Example.org", b"k" * 32) == pseudonym("ann@example.org", b"k" * 32)
     True
     """
-    digest = hmac.digest(key, address.strip().lower().encode("utf-8", "surrogatepass"),
-                         "sha256")  # one call into OpenSSL: hmac.new's object costs 3x
+    return _pseudonym(address, KeyedHash(key))
+
+
+def _pseudonym(address: str, keyed: KeyedHash) -> str:
+    """:func:`pseudonym` under a key's kept state (each line is written on the thread
+    that logs it, often the event loop: :class:`~beacon_proxy.keyed.KeyedHash` keeps
+    the GIL)."""
+    digest = keyed.digest(address.strip().lower().encode("utf-8", "surrogatepass"))
     return "h:" + digest[:8].hex()
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import hmac
 import json
 import logging
 import re
@@ -59,6 +60,9 @@ def test_pseudonymized_logs_carry_no_address(logfile: Path) -> None:
     assert bounced["count"] == 2 and bounced["nested"] == {"to": pseudonym("c@example.org", KEY)}
     assert logged["message"] == f"lookup for {pseudonym('dan@example.org', KEY)} failed"
     assert ann.startswith("h:") and len(ann) == 18
+    # the same name as ever: 16 hex digits of HMAC-SHA256 over the lower-cased address
+    assert ann == "h:" + hmac.digest(KEY, b"ann@example.org", "sha256")[:8].hex()
+    assert pseudonym(" Ann@Example.ORG ", KEY) == ann
     assert pseudonym("ann@example.org", pseudonym_key("another-secret-0123")) != ann
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -266,6 +267,11 @@ async def test_reopening_keeps_data_schema_and_hash_key(url: str) -> None:
         async with second._write() as c:  # type: ignore[attr-defined]
             rows = await c.fetch("applied-migrations")
         assert [r["version"] for r in rows] == list(range(1, second.schema_version + 1))  # type: ignore[attr-defined]
+        # the keyed hash rows are found by: HMAC-SHA256 under the stored key, as ever
+        async with second._write() as c:  # type: ignore[attr-defined]
+            key = bytes.fromhex((await c.fetch("get-meta", "hash_key"))[0]["value"])
+        assert second._hash("gone@example.org") == hmac.digest(  # type: ignore[attr-defined]
+            key, b"gone@example.org", "sha256").hex()
 
 
 async def test_two_instances_see_each_others_changes_at_once(url: str) -> None:

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import smtplib
+import sys
+import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +22,10 @@ from pathlib import Path
 import pytest
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
-from tests.e2e.harness import Proxy, Upstream, newsletter, wait_for
+from tests.e2e.harness import ROOT, Proxy, Upstream, newsletter, wait_for
+
+sys.path.insert(0, str(ROOT / "bench"))
+from _postfix import PostfixHop, postfix_available  # bench/: a folder of scripts
 
 pytestmark = pytest.mark.e2e
 
@@ -145,4 +150,44 @@ def test_a_client_that_hangs_up_while_it_waits_loses_nothing(
     wait_for(lambda: len(held.messages) == 4, 60, "every accepted message delivered")
     assert len(proxy.events("received")) == 4
     assert proxy.metric('beacon_proxy_smtp_in_flow_delays_total{outcome="caught_up"}') == 1
+    assert proxy.stop() == 0
+
+
+@pytest.mark.skipif(postfix_available() is not None, reason=str(postfix_available()))
+def test_a_postfix_in_front_of_two_workers_waits_and_loses_nothing(
+        tmp_path: Path, proxies: list[Proxy], held: HeldUpstream) -> None:
+    """The deployment the gate is for: an MTA's queue in front of the relay's worker
+    processes (each gating on its own backlog), delivery held up behind them.  Postfix's
+    client waits at the gate with its MAIL FROM (pipelined with RCPT and DATA), defers
+    nothing, and every message it queued arrives once when delivery goes on."""
+    count = 30
+    proxy = Proxy(tmp_path, "[smtp]\nworkers = 2\nin_flow_delay = 60\n"
+                  "[delivery]\nconcurrency = 1\nidle_timeout = 600", upstream=held.port)
+    proxies.append(proxy)
+    proxy.start()
+    # Not tmp_path: pytest's base directory is 0700, and Postfix's daemons (user postfix)
+    # must reach the queue below it.
+    with tempfile.TemporaryDirectory(prefix="inflow-postfix-") as tmp:
+        base = Path(tmp)
+        base.chmod(0o711)
+        with PostfixHop(base / "hop", proxy.smtp_port) as hop:
+            with smtplib.SMTP("127.0.0.1", hop.port, timeout=30) as client:
+                for n in range(count):  # into Postfix's queue, each at once
+                    client.sendmail(SENDER, [f"r{n}@example.net"], newsletter(n=n))
+            wait_for(lambda: proxy.metric(WAITING) >= 1, 120,
+                     "a Postfix connection waiting at the gate")
+            held.go.set()
+            wait_for(lambda: len(held.messages) == count, 120, "every message delivered")
+            maillog = base / "hop" / "maillog"
+            wait_for(lambda: maillog.read_text().count("status=sent") == count, 60,
+                     "Postfix's log of every message sent")
+            log = maillog.read_text()
+    assert "status=deferred" not in log and "status=bounced" not in log, log[-2000:]
+    assert sorted(r for m in held.messages for r in m.rcpt_tos) == sorted(
+        f"r{n}@example.net" for n in range(count))
+    waits = sum(proxy.metric(f'beacon_proxy_smtp_in_flow_delays_total{{outcome="{o}"}}')
+                for o in ("caught_up", "delay_passed"))
+    assert waits >= 1
+    assert len(proxy.events("received")) == count
+    assert proxy.metric(WAITING) == 0
     assert proxy.stop() == 0
