@@ -63,15 +63,17 @@ def compare(script: str, base: Path, names: Sequence[str], args: Sequence[str], 
 
 
 def main_per_copy(script: str, doc: str | None, names: Sequence[str],
-                  measure: Callable[[int, int], dict[str, float]]) -> None:
-    """A script's ``main``: ``measure(messages, rounds)`` in this tree (CPU ms per copy
-    by name), or with ``--base`` pairs of children of both trees."""
-    args = pair_parser(doc).parse_args()
+                  measure: Callable[[int, int], dict[str, float]], *,
+                  count: str = "messages", default: int = 400, label: str = "CPU ms/copy",
+                  digits: int = 4, what: str = "CPU ms per copy") -> None:
+    """A script's ``main``: ``measure(<count>, rounds)`` in this tree (by name: CPU ms per
+    copy, or what ``label`` says), or with ``--base`` pairs of children of both trees."""
+    args = pair_parser(doc, count, default).parse_args()
+    n = getattr(args, count)
     if args.base is None:
-        result = measure(args.messages, args.rounds)
+        result = measure(n, args.rounds)
         print(json.dumps(result) if args.json else
-              "CPU ms/copy: " + ", ".join(f"{k} {v:.4f}" for k, v in result.items()))
+              f"{label}: " + ", ".join(f"{k} {v:.{digits}f}" for k, v in result.items()))
         return
-    compare(script, args.base, names, ("--messages", str(args.messages), "--rounds",
-                                       str(args.rounds)), args.pairs,
-            f"CPU ms per copy (best of {args.rounds} x {args.messages})")
+    compare(script, args.base, names, (f"--{count}", str(n), "--rounds", str(args.rounds)),
+            args.pairs, f"{what} (best of {args.rounds} x {n})")

@@ -26,13 +26,12 @@ loop's calls can do is let go of it fewer times a lookup.
 from __future__ import annotations
 
 import asyncio
-import json
 import tempfile
 import threading
 import time
 from pathlib import Path
 
-from _pairs import compare, pair_parser
+from _pairs import main_per_copy
 
 from beacon_proxy.consent.store import open_store
 from beacon_proxy.eventloop import loop_factory
@@ -87,17 +86,10 @@ def measure(lookups: int, rounds: int) -> dict[str, float]:
 
 
 def main() -> None:
-    args = pair_parser(__doc__, "lookups", 3000).parse_args()
-    if args.base is None:
-        result = measure(args.lookups, args.rounds)
-        print(json.dumps(result) if args.json else
-              "decision lookups/s: " + ", ".join(f"{k} {v:.0f}" for k, v in result.items()))
-        return
-    compare(__file__, args.base, NAMES, ("--lookups", str(args.lookups), "--rounds",
-                                         str(args.rounds)), args.pairs,
-            f"decision lookups a second on the event loop (best of {args.rounds} x "
-            f"{args.lookups}, or {SECONDS:.0f} s)")
-
+    main_per_copy(__file__, __doc__, NAMES, measure, count="lookups", default=3000,
+                  label="decision lookups/s", digits=0,
+                  what=f"decision lookups a second on the event loop (each round {SECONDS:.0f} s "
+                       "at most)")
 
 if __name__ == "__main__":
     main()
