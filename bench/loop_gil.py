@@ -18,6 +18,10 @@ rounds: ``alone`` (lookups a second, nothing else running), ``beside`` (the same
 a thread runs pure Python).  With ``--base``: ``--pairs`` pairs of child processes,
 base then this tree, each line with both trees' rates and their ratio.
 
+``beside`` times a race between the two threads for the GIL and the cores, and spreads
+widely from one run to the next (the same tree twice: 104 and 914 lookups a second):
+give ``--rounds 5`` and several pairs.
+
 SQLite's own statements let go of the GIL as well (the ``sqlite3`` module does, for
 every step), so ``beside`` stays far below ``alone`` either way: what a change to the
 loop's calls can do is let go of it fewer times a lookup.
