@@ -51,9 +51,9 @@ from beacon_proxy.deliver.maildir import MaildirCourier
 from beacon_proxy.deliver.retry import RetryPolicy
 from beacon_proxy.deliver.scheduler import Scheduler
 from beacon_proxy.deliver.smtp import SmtpCourier
-from beacon_proxy.eventloop import running_loop_name
+from beacon_proxy.eventloop import LagMonitor, running_loop_name
 from beacon_proxy.log import event, pseudonym_key, pseudonymize, setup_logging
-from beacon_proxy.metrics import ANALYSES
+from beacon_proxy.metrics import ANALYSES, EVENT_LOOP_LAG
 from beacon_proxy.rewrite.beacons import BeaconStep
 from beacon_proxy.rewrite.copies import CopyPolicy
 from beacon_proxy.rewrite.diffing import CampaignDiffing
@@ -424,6 +424,7 @@ class Relay:
                 header_timeout=timeout)
         self._stopping = False
         self._poller: asyncio.Task[None] | None = None
+        self._lag = LagMonitor(EVENT_LOOP_LAG.observe)  # this process's loop, from start()
         # The console's dashboard counts the relay's events where they happen: in every
         # process that receives and delivers (each worker adds its own counts to the store).
         self.tally = EventTally(self.store) if self.delivers else None
@@ -462,6 +463,7 @@ class Relay:
             await asyncio.to_thread(adopt, self.spool.root, source)
 
     async def start(self) -> None:
+        self._lag.start()
         if self.delivers:
             await self._take_spool()
         else:
@@ -603,6 +605,7 @@ class Relay:
         self.spool.close()
         self.spool.unlock()
         await self.store.close()
+        self._lag.stop()
         event("stopped", queued=self._health()["queue"])
 
 

@@ -22,6 +22,7 @@ __all__ = [
     "DECISION_CACHE",
     "DELIVERIES",
     "DELIVERY_SECONDS",
+    "EVENT_LOOP_LAG",
     "FORWARDS",
     "MESSAGES_QUARANTINED",
     "MESSAGES_RECEIVED",
@@ -100,6 +101,13 @@ DELIVERIES = Counter(
 DELIVERY_SECONDS = Histogram(
     "beacon_proxy_delivery_seconds",
     "Time to hand one recipient's copy to the courier.",
+    registry=REGISTRY,
+)
+EVENT_LOOP_LAG = Histogram(
+    "beacon_proxy_event_loop_lag_seconds",
+    "How late each process's event loop ran a timer due every 0.25 s (eventloop.LagMonitor): "
+    "callbacks that held the loop, waits for the GIL, a machine short of CPU.",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
     registry=REGISTRY,
 )
 UPSTREAM_CONNECTIONS = Counter(

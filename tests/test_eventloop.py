@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from beacon_proxy.config import Endpoint, SmtpConfig
-from beacon_proxy.eventloop import EventLoopError, loop_factory, running_loop_name
+from beacon_proxy.eventloop import EventLoopError, LagMonitor, loop_factory, running_loop_name
 from beacon_proxy.smtpd.server import SmtpServer
 from beacon_proxy.spool.envelope import Envelope
 
@@ -69,3 +69,48 @@ def test_refusals_and_shutdown_replies_reach_the_client_on_uvloop() -> None:
     assert name.startswith("uvloop ")
     assert refused == "421 4.7.0 Too many connections\r\n"
     assert lines == [b"421 4.3.2 Service shutting down\r\n"]
+
+
+async def _observed(hold: float, after: float, interval: float = 0.01) -> list[float]:
+    """A LagMonitor's observations around one callback that holds the loop for ``hold``
+    seconds, then ``after`` seconds of an idle loop; stopped at the end."""
+    import time
+
+    seen: list[float] = []
+    monitor = LagMonitor(seen.append, interval=interval)
+    monitor.start()
+    monitor.start()  # a second start changes nothing
+    time.sleep(hold)  # the loop is held: the timer due after `interval` waits
+    await asyncio.sleep(after)
+    monitor.stop()
+    return seen
+
+
+def test_the_lag_monitor_sees_a_held_loop() -> None:
+    seen = asyncio.run(_observed(hold=0.3, after=0.05))
+    # the first run came at least 0.3 - 0.01 s late (later on a busy machine, never less)
+    assert seen and seen[0] >= 0.29
+    assert all(lag >= 0 for lag in seen)
+
+
+def test_the_lag_monitor_stops() -> None:
+    async def scenario() -> tuple[int, int]:
+        seen: list[float] = []
+        monitor = LagMonitor(seen.append, interval=0.01)
+        monitor.start()
+        while not seen:  # the first observation (whenever the machine lets it run)
+            await asyncio.sleep(0.01)
+        monitor.stop()
+        stopped_at = len(seen)
+        await asyncio.sleep(0.1)  # ten intervals: a timer still set would have run
+        monitor.stop()  # twice: no error
+        return stopped_at, len(seen)
+
+    stopped_at, later = asyncio.run(scenario())
+    assert later == stopped_at
+
+
+def test_the_lag_monitor_runs_on_uvloop() -> None:
+    uvloop = pytest.importorskip("uvloop")
+    seen = uvloop.run(_observed(hold=0.2, after=0.05))
+    assert seen and seen[0] >= 0.19

@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import re
 import signal
 import urllib.request
 from pathlib import Path
@@ -143,6 +144,13 @@ def test_queue_commands_metrics_readiness_and_signals_cover_every_worker(
     assert sorted(json.loads(line)["queue_id"] for line in listed.stdout.splitlines()) \
         == sorted(ids)
     assert proxy.metric("beacon_proxy_messages_received_total") == 6
+    # every process's event loop times itself (4 a second each), summed like the rest
+    lag = "beacon_proxy_event_loop_lag_seconds"
+    wait_for(lambda: proxy.metric(f"{lag}_count") >= 3, 60, "the loops' lag observed")
+    page = proxy.metrics()  # one scrape: the buckets and the count agree
+    count = re.search(rf"^{lag}_count (\S+)$", page, re.M)
+    every = re.search(rf'^{lag}_bucket{{le="\+Inf"}} (\S+)$', page, re.M)
+    assert count and every and float(every[1]) == float(count[1]) >= 3
     assert _get(proxy, "/healthz")[1]["queue"] == 6
     owners = {e["queue_id"]: e["worker"] for e in proxy.events("received")}
     shown = proxy.cli("queue", "show", ids[1], "--json")
