@@ -52,6 +52,7 @@ _MIN_CALL = 0.0025  # n doubles until one call takes this long (seconds of CPU t
 _MAX_INPUT = 256 * 1024  # ... or its input would outgrow this many bytes (characters)
 _STRETCH = 0.005  # each timed stretch repeats the call to last about this long
 _LIMIT = 10.0  # 4n may cost this many times n: linear gives ~4, quadratic ~16
+_RETRIES = 3  # measured again while over the limit: quadratic stays ~16 every time
 
 Build = Callable[[int], Any]  # n -> the input (bytes or str) of size ~n units
 Run = Callable[[Any], object]
@@ -90,7 +91,9 @@ def _assert_linear(build: Build, run: Run) -> None:
     gc.disable()  # a collection in one stretch and not the other is noise
     try:
         ratio, n = _growth(build, run)
-        if ratio > _LIMIT:  # once more: a loaded machine can stall one stretch
+        for _ in range(_RETRIES):  # a loaded machine can stall a stretch, even twice
+            if ratio <= _LIMIT:  # (a VM's neighbours did, in CI: 10.3x twice, then 4x)
+                break
             ratio = min(ratio, _growth(build, run)[0])
     finally:
         gc.enable()
