@@ -28,10 +28,9 @@ class KeyedHash:
     """HMAC-SHA256 under ``key``; safe to share between threads (each call works on its
     own copy of the keyed state, and the copy is made under the GIL)."""
 
-    __slots__ = ("_keyed", "key")
+    __slots__ = ("_keyed",)
 
     def __init__(self, key: bytes) -> None:
-        self.key = key
         self._keyed = hmac.new(key, digestmod="sha256")
 
     def digest(self, data: bytes) -> bytes:
@@ -42,6 +41,4 @@ class KeyedHash:
 
     def hexdigest(self, data: bytes) -> str:
         """:meth:`digest` in lower-case hex."""
-        mac = self._keyed.copy()
-        mac.update(data)
-        return mac.hexdigest()
+        return self.digest(data).hex()

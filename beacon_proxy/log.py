@@ -68,7 +68,6 @@ class _Pseudonyms:
     LIMIT: Final = 4096
 
     def __init__(self, key: bytes) -> None:
-        self.key = key
         self._keyed = KeyedHash(key)
         self._known: dict[str, str] = {}
 

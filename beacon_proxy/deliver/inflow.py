@@ -123,10 +123,6 @@ class InFlow:
         """The relay stops: every waiting transaction goes on, and no new one waits (the
         transactions in progress end within the shutdown's timeout, not after a wait)."""
         self._closed = True
-        self.release_all()
-
-    def release_all(self) -> None:
-        """Let every waiting transaction go on."""
         while self._waiters:
             ticket = self._waiters.popleft()
             if not ticket.done():

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -15,7 +14,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 
 import _beacon
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.bench.script import ROOT, run_script
 
 pytestmark = pytest.mark.skipif(
     shutil.which("smtp-sink") is None and not Path("/usr/sbin/smtp-sink").exists(),
@@ -23,10 +22,7 @@ pytestmark = pytest.mark.skipif(
 
 
 def _run(*args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, str(ROOT / "bench" / "copies.py"), *args],
-                          capture_output=True, text=True, timeout=300, check=False,
-                          cwd=ROOT / "bench", env=env)
+    return run_script("copies.py", *args, cwd=ROOT / "bench")
 
 
 def test_the_copies_benchmark_delivers_every_copy_and_reports_each_message() -> None:

@@ -2,20 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.bench.script import ROOT, run_script
 
 
 def test_the_granted_benchmark_compares_two_trees() -> None:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "granted.py"), "--messages", "3", "--rounds",
-         "1", "--base", str(ROOT), "--pairs", "1"],
-        capture_output=True, text=True, timeout=300, check=False, cwd=ROOT, env=env)
+    done = run_script("granted.py", "--messages", "3", "--rounds", "1", "--base", str(ROOT),
+                      "--pairs", "1")
     assert done.returncode == 0, done.stdout + done.stderr
     pair = next(line for line in done.stdout.splitlines() if line.startswith("pair 1"))
     for name in ("render granted", "footer granted", "footer refused"):

@@ -3,19 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.bench.script import ROOT, run_script
 
 
 def _run(*args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, str(ROOT / "bench" / "minified.py"), *args],
-                          capture_output=True, text=True, timeout=300, check=False,
-                          cwd=ROOT, env=env)
+    return run_script("minified.py", *args)
 
 
 def test_every_shape_is_measured_and_its_copies_rescanned() -> None:

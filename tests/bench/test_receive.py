@@ -2,22 +2,17 @@
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.bench.script import ROOT, run_script
 
 
 def _receive(*args: str) -> str:
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "receive.py"), "--messages", "5", "--rounds", "1",
-         *args], capture_output=True, text=True, timeout=300, check=False, cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)})
+    done = run_script("receive.py", "--messages", "5", "--rounds", "1", *args)
     assert done.returncode == 0, done.stdout + done.stderr
     return done.stdout
 

@@ -119,12 +119,12 @@ async def test_a_transaction_that_gave_up_passes_its_turn_to_the_next() -> None:
     assert gate.waiting == 0
 
 
-async def test_no_delay_never_waits_and_release_all_lets_everyone_go() -> None:
+async def test_no_delay_never_waits_and_close_lets_everyone_go() -> None:
     assert await _gate(Backlog(100), delay=0).admit() == 0.0
     gate = _gate(Backlog(100))
     waiters = [asyncio.ensure_future(gate.admit()) for _ in range(3)]
     await _settle()
-    gate.release_all()
+    gate.close()
     assert all(w >= 0 for w in await asyncio.gather(*waiters))
     assert gate.waiting == 0
 
