@@ -107,7 +107,7 @@ import tempfile
 import time
 import urllib.parse
 from collections import Counter
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Required, TypedDict
@@ -880,18 +880,17 @@ class Shadow:
         self.last: Counter[str] = Counter()
         last = self.last
 
-        def rescan(cache: ScanCache, view: bytes, charset: str, max_tags: int
-                   ) -> Rescanned | None:
-            r = orig_rescan(cache, view, charset, max_tags)
+        # Both wrappers pass every argument on as given: a parameter the engine adds
+        # later must not break the shadow (an "earlier" view did, until session 26).
+        def rescan(cache: ScanCache, *args: Any, **kwargs: Any) -> Rescanned | None:
+            r = orig_rescan(cache, *args, **kwargs)
             key = "rescan_hit" if r is not None else "rescan_miss"
             counts[key] += 1
             last[key] += 1
             return r
 
-        def rewash(prior: webmail.Washing, text: bytes,
-                   regions: Sequence[tuple[int, int, int, int]], texts: Collection[int],
-                   values: Collection[int] = ()) -> webmail.Washing | None:
-            r = orig_rewash(prior, text, regions, texts, values)
+        def rewash(*args: Any, **kwargs: Any) -> webmail.Washing | None:
+            r = orig_rewash(*args, **kwargs)
             key = "rewash_hit" if r is not None else "rewash_miss"
             counts[key] += 1
             last[key] += 1
@@ -905,10 +904,13 @@ class Shadow:
     def run(self, data: bytes) -> dict[str, int | str]:
         self.last.clear()
         try:
-            self._prepare(self.engine, data, self.policy)
+            prepared = self._prepare(self.engine, data, self.policy)
         except Exception as exc:
             self.counts["shadow_error"] += 1
             return {"error": 1, "exc": str(exc)[:100]}
+        if prepared.original.analysis is None:  # it raised, and prepare logged it
+            self.counts["shadow_error"] += 1
+            return {"error": 1, "exc": "analysis failed (logged)"}
         return dict(self.last)
 
 

@@ -62,7 +62,7 @@ from beacon_proxy.rewrite.transfer import (
     TransferError,
     decode,
     decode_base64,
-    padded_soft_breaks,
+    qp_two_readings,
 )
 
 __all__ = ["CalendarChange", "calendar_change", "is_calendar", "neutralise_calendar"]
@@ -215,10 +215,10 @@ def calendar_change(tree: MimeTree, part: MimePart) -> CalendarChange | str:
     except (TransferError, ValueError) as exc:
         return f"calendar that cannot be decoded: {exc}"
     if raw:
-        return "calendar in base64 that clients read in two ways (its length, or its padding)"
-    if part.transfer_encoding == "quoted-printable" and padded_soft_breaks(body):
-        return ("calendar in quoted-printable with blanks after a soft line break's '=' "
-                "(decoders join such lines in two ways)")
+        return ("calendar in base64 that clients read in two ways (its length, its "
+                "padding, or base64url's '-' and '_')")
+    if part.transfer_encoding == "quoted-printable" and qp_two_readings(body):
+        return "calendar in quoted-printable that decoders read in two ways"
     result = neutralise_calendar(decoded, part.charset_label)
     if isinstance(result, str):
         return result

@@ -35,10 +35,15 @@ import re
 from dataclasses import dataclass
 from typing import Final
 
-__all__ = ["SUBSTITUTED", "CssRef", "css_unescape", "declarations", "preload_imports",
-           "scan_css"]
+__all__ = ["SEPARATOR", "SUBSTITUTED", "CssRef", "css_unescape", "declarations",
+           "preload_imports", "scan_css"]
 
 Span = tuple[int, int]
+
+#: What keeps two CSS tokens apart where a removal or an insertion could join them
+#: (``u`` and ``rl(``, ``url`` and ``(``): two blanks, as a hex escape just before takes
+#: one as its own end (CSS Syntax 4.3.7): ``ur\\6c (`` is ``url(``, ``ur\\6c  (`` is not.
+SEPARATOR: Final = b"  "
 
 _WS = rb"[ \t\n\r\f]"
 # Name code points as bytes: a NUL is U+FFFD to every client (the HTML parser and CSS
@@ -321,9 +326,10 @@ class _Scanner:
         if not url:
             return
         removal = removal or token
-        # a removed @import leaves a space: the tokens around it stay apart
-        # ("u@import 'T1';rl(T2)" is no url(), "<@import 'T1';/style>" no end tag)
-        neutral = b" " if kind == "import" else b"none"
+        # a removed @import leaves two blanks: the tokens around it stay apart
+        # ("u@import 'T1';rl(T2)" is no url(), "<@import 'T1';/style>" no end tag), also
+        # after a hex escape, which takes one blank as its end ("u\\72  l(" is "ur l(")
+        neutral = SEPARATOR if kind == "import" else b"none"
         url_span = _strip(self.data, inner)
         self.refs.append(CssRef(kind, url, url_span, token, removal, neutral))
 

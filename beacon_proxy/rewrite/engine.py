@@ -104,7 +104,7 @@ from beacon_proxy.rewrite.transfer import (
     apply_edits,
     decode_base64,
     decode_indexed,
-    padded_soft_breaks,
+    qp_two_readings,
     splice,
 )
 from beacon_proxy.rewrite.unmodelled import hide_encoded_files, remote_base, unmodelled_markup
@@ -518,13 +518,14 @@ class Engine:
             problems.append(f"{where}: cannot decode: {exc}")
             return None
         if raw:  # the fallback writes it back decodable, so no client shows the raw text
-            problems.append(f"{where}: base64 that clients read in two ways (its length, or "
-                            "data after its padding), not scanned precisely")
+            problems.append(f"{where}: base64 that clients read in two ways (its length, "
+                            "data after its padding, or base64url's '-' and '_'), not "
+                            "scanned precisely")
             return None
-        if qp_index and padded_soft_breaks(body):  # the fallback writes it back canonically
-            problems.append(f"{where}: quoted-printable with blanks after a soft line "
-                            "break's '=' (decoders join such lines in two ways), "
-                            "not scanned precisely")
+        if qp_index and qp_two_readings(body):  # the fallback writes it back canonically
+            problems.append(f"{where}: quoted-printable that decoders read in two ways "
+                            "('==', or blanks or a bare CR after a soft line break's "
+                            "'=', or an escape cut by one), not scanned precisely")
             return None
         if len(decoded) > _MAX_HTML_PART:
             problems.append(f"{where}: larger than {_MAX_HTML_PART} bytes, not scanned")
@@ -861,7 +862,7 @@ def _separated(edits: list[Edit], decoded: bytes) -> list[Edit]:
     ``<img src=T2>``, a tag the original shows as text; ``<`` then ``!--`` would open a
     comment that hides a ``<style>`` start tag, and turns the style sheet's text into
     markup).  ``< `` is text in every state that matters: such a ``<`` gets a space
-    after it.  In a style sheet a removed ``@import`` leaves a space
+    after it.  In a style sheet a removed ``@import`` leaves two blanks
     (:mod:`~beacon_proxy.rewrite.css`: ``u@import 'T1';rl(T2)`` is no ``url()``), which
     after a ``</style`` the style sheet's text held (``</style@import 'T1';>`` is
     text) would end the ``<style>``: there a ``_`` goes first.
@@ -870,8 +871,8 @@ def _separated(edits: list[Edit], decoded: bytes) -> list[Edit]:
     [b' ']
     >>> [e.replacement for e in _separated([Edit(0, 3, b""), Edit(3, 5, b"x")], b"<ab<cdef")]
     [b'', b'x']
-    >>> _separated([Edit(7, 22, b" ")], b"</STYLE@import 'T1';>")[0].replacement
-    b'_ '
+    >>> _separated([Edit(7, 22, b"  ")], b"</STYLE@import 'T1';>")[0].replacement
+    b'_  '
     """
     out = edits
     tail = b""  # the output's last bytes before the current edit (up to 7)

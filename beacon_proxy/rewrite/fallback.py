@@ -31,7 +31,10 @@ from typing import Final
 
 from beacon_proxy.rewrite import webmail
 from beacon_proxy.rewrite.calendar import is_calendar, neutralise_calendar
-from beacon_proxy.rewrite.charsets import opens_tags, reading
+from beacon_proxy.rewrite.charsets import opens_tags, reading, scan_view
+from beacon_proxy.rewrite.css import SUBSTITUTED, scan_css
+from beacon_proxy.rewrite.html import scan_html
+from beacon_proxy.rewrite.htmlattr import is_remote
 from beacon_proxy.rewrite.markup import Budget, TooMuchMarkup, neutralise_markup
 from beacon_proxy.rewrite.mime import (
     OPAQUE_TYPES,
@@ -49,6 +52,7 @@ from beacon_proxy.rewrite.transfer import (
     line_ending,
     normalise_cte,
     padded_soft_breaks,
+    qp_two_readings,
     shown_raw,
     strip_padded_breaks,
 )
@@ -126,10 +130,35 @@ def _neutralise_text(decoded: bytes, label: str, content_type: str, budget: Budg
             return differently
     if content_type in _WASHED_TYPES and webmail.loads(text, read.charset):
         return f"{content_type} part that webmail's washer (Roundcube) makes load"
+    if still_loads(text, read.charset, content_type):
+        return (f"{content_type} part that still loads once neutralised, read as a browser "
+                "reads it")
     if not count:
         return decoded, 0
     new = read.back(text)
     return differently if read.foreign and opens_tags(new) else (new, count)
+
+
+def still_loads(text: bytes, charset: str, content_type: str) -> bool:
+    """Whether the precise scanner, which reads markup as a browser does (character
+    references, CSS escapes, comments), finds a remote load in neutralised ``text``.
+
+    The patterns of :mod:`~beacon_proxy.rewrite.markup` read no markup, so what they
+    leave is read once more the way a browser reads it, the proof that their edits did
+    not join anything into a load (``ur\\6c`` + blank + ``(`` was ``url(``: a hex
+    escape takes one blank as its end).  A style sheet is read as CSS, anything else as
+    HTML (also an XML document: its ``style`` attributes and elements are CSS).  A scan
+    stopped by its limits has checked what it read.
+
+    >>> still_loads(b'<p style="background:ur\\\\6c (//t.example/p)">', "utf-8", "text/html")
+    True
+    >>> still_loads(b'<p style="background:ur\\\\6c  (//t.example/p)">', "utf-8", "text/html")
+    False
+    """
+    view = scan_view(text, charset)
+    if content_type == "text/css":
+        return any(ref.kind == SUBSTITUTED or is_remote(ref.url) for ref in scan_css(view))
+    return any(ref.remote for ref in scan_html(view, charset=charset).references)
 
 
 #: Types a webmail washer renders as HTML (its rewrites can make them load).
@@ -268,11 +297,11 @@ def _neutralised(data: bytes, _depth: int, budget: Budget) -> FallbackResult:
 def _reencoded(tree: MimeTree, part: MimePart, cte: str) -> bool:
     """Whether a part must be written again even when nothing in it changed: the header
     too for an unknown encoding (a known one then), base64 that some clients cannot
-    decode (and show as it is), quoted-printable that decoders join in two ways: one
-    reading left."""
+    decode (and show as it is), quoted-printable that decoders read in two ways
+    (:func:`~beacon_proxy.rewrite.transfer.qp_two_readings`): one reading left."""
     body = tree.body(part)
     return part.transfer_encoding not in ENCODINGS or shown_raw(body, cte) or (
-        cte == "quoted-printable" and padded_soft_breaks(body))
+        cte == "quoted-printable" and qp_two_readings(body))
 
 
 def _splice(data: bytes, changes: list[tuple[slice, bytes]]) -> bytes:

@@ -13,8 +13,9 @@ parser and so cannot be misled by one:
   ``cid:`` reference keep working;
 * in CSS, wherever it is (``<style>``, ``style=""``, ``text/css`` parts, and
   text), a ``(`` that is not preceded by a harmless function name (``rgb``,
-  ``calc``, ...) gets a space before it, so no ``url(``, ``image-set(``,
-  ``src(`` or escaped variant is a function any more; an ``@import`` (also
+  ``calc``, ...) gets two blanks before it (:data:`~beacon_proxy.rewrite.css.SEPARATOR`:
+  a hex escape just before takes one, ``ur\\6c (`` is ``url(``), so no ``url(``,
+  ``image-set(``, ``src(`` or escaped variant is a function any more; an ``@import`` (also
   escaped, also as ``&#64;``) becomes ``@_import``, an unknown at-rule that
   is skipped.
 
@@ -41,6 +42,8 @@ from __future__ import annotations
 
 import re
 from typing import Final
+
+from beacon_proxy.rewrite.css import SEPARATOR
 
 __all__ = ["MAX_CONSTRUCTS", "Budget", "TooMuchMarkup", "applied", "markup_edits",
            "neutralise_markup"]
@@ -165,12 +168,12 @@ def neutralise_markup(text: bytes, view: bytes | None = None, budget: Budget | N
     Returns the new text and how many constructs were neutralised.  The values of
     renamed attributes and plain ``url()`` arguments are emptied as well, so the
     tracker's address does not even stay as text (cosmetic: the rename and the
-    space before ``(`` are what stop the load).
+    blanks before ``(`` are what stop the load).
 
     >>> neutralise_markup(b'<img src="https://t.example/p.gif"><a href="https://x.example">')
     (b'<img x-bp-src=""><a href="https://x.example">', 1)
     >>> neutralise_markup(b'<p style="background:url(//t.example/p)">')[0]
-    b'<p style="background:url ()">'
+    b'<p style="background:url  ()">'
     """
     edits = markup_edits(text if view is None else view, budget)
     if not edits:
@@ -214,7 +217,7 @@ def markup_edits(view: bytes, budget: Budget | None = None) -> list[tuple[int, i
         ident = _ident_before(view, at)
         if m.group() == b"(" and ident in _HARMLESS_FUNCTIONS:
             continue
-        edits.append((at, at, b" "))
+        edits.append((at, at, SEPARATOR))  # "url  (": no function, escape or not
         if m.group() == b"(":
             arg = _PLAIN_ARG.match(view, m.end())
             if arg is not None and arg.end() > m.end():

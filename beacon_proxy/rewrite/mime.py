@@ -41,27 +41,28 @@ import email.message
 import email.policy
 import re
 from bisect import bisect_right
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from typing import Final
-from urllib.parse import unquote_to_bytes
+from urllib.parse import unquote, unquote_to_bytes
 
 from beacon_proxy.rewrite.charsets import browsers_read, is_supported, normalise_charset
 from beacon_proxy.rewrite.transfer import ENCODINGS, encode_whole, line_ending, normalise_cte
 
 __all__ = ["HTML_TYPES", "MAX_DEPTH", "MAX_PARTS", "OPAQUE_TYPES", "PKCS7_TYPES",
-           "RENDERED_TYPES", "MimePart", "MimeTree", "Written", "header_fields",
-           "is_ambiguous", "is_message", "parse_message", "reencode", "reparse_shifted",
-           "respliced", "with_transfer_encoding"]
+           "RENDERED_EXTENSIONS", "RENDERED_TYPES", "MimePart", "MimeTree", "Written",
+           "header_fields", "is_ambiguous", "is_message", "parse_message", "reencode",
+           "reparse_shifted", "respliced", "with_transfer_encoding"]
 
 #: The parser's default limits, nesting levels and parts: past either the tree has a
 #: problem and nothing in it is modified.  A result derived for a message parsed again
 #: (:func:`reparse_shifted`) holds only under the same limits: one source for them.
 MAX_DEPTH: Final = 100
 MAX_PARTS: Final = 1000
-HTML_TYPES: Final = frozenset({"text/html", "text/x-amp-html"})
-"""Leaf types :meth:`MimeTree.html_parts` returns."""
+HTML_TYPES: Final = frozenset({"text/html", "text/x-amp-html", "text/watch-html"})
+"""Leaf types :meth:`MimeTree.html_parts` returns: HTML, AMP for email, and the HTML
+Apple Mail shows on a watch (``text/watch-html``, an alternative of its own)."""
 
 RENDERED_TYPES: Final = HTML_TYPES | {"application/xhtml+xml", "text/css"}
 """Leaf types a mail client may render as HTML or CSS, and so load from (fallback scope)."""
@@ -773,13 +774,19 @@ def _starts_typed_part(data: bytes, shorter: str, *, digest: bool = False) -> bo
 #: Types whose part Thunderbird types by its name's extension (as with no type at all).
 _NAMED_TYPES: Final = frozenset({"application/octet-stream",
                                  "application/x-unknown-content-type"})
-#: Extensions Gecko maps to a type Thunderbird renders inline.
-_RENDERED_EXTENSIONS: Final = {"html": "text/html", "htm": "text/html", "shtml": "text/html",
-                               "ehtml": "text/html", "xhtml": "application/xhtml+xml",
-                               "xht": "application/xhtml+xml", "eml": "message/rfc822"}
+#: Extensions Gecko maps to a type Thunderbird renders inline: its own table, and the
+#: system's, which it asks too (Debian's ``/etc/mime.types`` makes ``mail`` and ``art``
+#: messages and ``xhtm`` XHTML; Windows' registry makes ``mht`` and ``mhtml`` messages).
+#: ``unmodelled`` reads the names of uuencoded and yEnc files with them as well.
+RENDERED_EXTENSIONS: Final = {
+    "html": "text/html", "htm": "text/html", "shtml": "text/html", "ehtml": "text/html",
+    "xhtml": "application/xhtml+xml", "xhtm": "application/xhtml+xml",
+    "xht": "application/xhtml+xml", "eml": "message/rfc822", "mail": "message/rfc822",
+    "art": "message/rfc822", "mht": "message/rfc822", "mhtml": "message/rfc822"}
 #: A name ending in one of them (at a blank, a parameter separator, a quote or the end).
-_RENDERED_NAME: Final = re.compile(r"\.(html?|shtml|ehtml|xhtml|xht|eml)(?=$|[\s;,\"'])",
-                                   re.IGNORECASE)
+_RENDERED_NAME: Final = re.compile(
+    r"\.(" + "|".join(sorted(RENDERED_EXTENSIONS, key=len, reverse=True))
+    + r")(?=$|[\s;,\"'])", re.IGNORECASE)
 _ANY_COMMENT: Final = re.compile(r"\((?:[^()\\]|\\.)*\)")
 
 
@@ -787,15 +794,43 @@ def _type_by_name(fields: Mapping[str, str]) -> str | None:
     """The type Thunderbird gives a part without one, or of ``application/octet-stream``,
     by its name (``Content-Disposition`` filename, ``Content-Type`` name,
     ``Content-Name``, ``X-Sun-Data-Name``): ``news.html`` is shown inline as HTML.
-    Gecko splits parameters at ``;`` or ``,``, ends an unquoted value at a blank and
-    decodes encoded words anywhere in a name (``a.=?utf-8?q?html?=``), so any name in
-    those fields, as written or decoded, that ends in such an extension counts."""
+    Gecko splits parameters at ``;`` or ``,``, ends an unquoted value at a blank,
+    joins RFC 2231 sections, decodes an extended value's ``%`` escapes and a quoted
+    string's ``\\`` escapes, and decodes encoded words anywhere in a name
+    (``a.=?utf-8?q?html?=``), so any name in those fields, as written or read in any of
+    these ways (:func:`_name_readings`), that ends in such an extension counts.
+
+    >>> _type_by_name({"content-type": "application/octet-stream; name*0=news.; name*1=htm"})
+    'text/html'
+    >>> _type_by_name({"content-disposition": "inline; filename*=utf-8''a%2Email"})
+    'message/rfc822'
+    """
     for key in ("content-disposition", "content-type", "content-name", "x-sun-data-name"):
-        text = fields.get(key, "")
-        for reading in (text, _decoded_words(text)) if "=?" in text else (text,):
-            if (found := _RENDERED_NAME.search(reading)) is not None:
-                return _RENDERED_EXTENSIONS[found[1].lower()]
+        text = fields.get(key)
+        if text:
+            for reading in _name_readings(text):
+                if (found := _RENDERED_NAME.search(reading)) is not None:
+                    return RENDERED_EXTENSIONS[found[1].lower()]
     return None
+
+
+def _name_readings(text: str) -> Iterator[str]:
+    """A field as written and, where it could be read otherwise, its parameters' values
+    read as Gecko reads a name: sections joined, escapes removed (:func:`_params`, with
+    ``,`` separating parameters too), then ``%`` escapes and encoded words decoded (more
+    readings than any one client's: each only ever adds a type to check)."""
+    yield text
+    if "=?" in text:
+        yield _decoded_words(text)
+    if "*" not in text and "\\" not in text and "%" not in text:
+        return
+    for variant in {text, text.replace(",", ";")}:
+        for value in _params(variant)[1].values():
+            yield value
+            if "%" in value:
+                yield unquote(value, encoding="latin-1")
+            if "=?" in value:
+                yield _decoded_words(value)
 
 
 def _decoded_words(text: str) -> str:

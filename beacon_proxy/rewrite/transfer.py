@@ -44,6 +44,7 @@ __all__ = [
     "normalise_cte",
     "padded_soft_breaks",
     "qp_slotted",
+    "qp_two_readings",
     "shown_raw",
     "splice",
     "strip_padded_breaks",
@@ -55,6 +56,12 @@ ENCODINGS: Final = frozenset({"7bit", "8bit", "binary", "quoted-printable", "bas
 _LINE_LIMIT: Final = 998  # RFC 5322 section 2.1.1, without the CRLF
 _QP_BLOCK: Final = 4096
 _PADDED_BREAK: Final = re.compile(rb"=[ \t]+\r?\n")
+# Where quoted-printable decoders part ways (see qp_two_readings): "==", a soft break
+# padded with blanks, a soft break at a bare CR, an escape cut by a soft break.  One
+# search from "=" to "=" (~1 ns a byte; the two substring tests it replaced, b"= " and
+# b"=\t", took twice that).
+_QP_TWO_WAYS: Final = re.compile(
+    rb"=(?:=|[ \t]+\r?\n|[ \t]*\r(?!\n)|[0-9A-Fa-f]=[ \t]*\r?\n)")
 _B64_ALPHABET: Final = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
 _NOT_B64: Final = bytes(b for b in range(256) if b not in _B64_ALPHABET)
 _NOT_B64_OR_PAD: Final = bytes(b for b in range(256) if b not in _B64_ALPHABET and b != 0x3D)
@@ -110,17 +117,26 @@ def decode_base64(data: bytes) -> tuple[bytes, bool]:
     ((b'hello', False), True)
     >>> decode_base64(b"aGVsbG8=\\r\\nd29ybGQ=\\r\\n")  # segment by segment: the whole text
     (b'helloworld', True)
+
+    A ``-`` or ``_`` (base64url's ``+`` and ``/``) is junk to Python and most clients,
+    which skip it, but data to decoders that take both alphabets (Node's
+    ``Buffer.from(text, "base64")``): two readings as well, the first returned.
+
+    >>> import base64
+    >>> decode_base64(b"PGI-aGk8L2I-\\r\\n")[1], base64.urlsafe_b64decode(b"PGI-aGk8L2I-")
+    (True, b'<b>hi</b>')
     """
+    url_safe = b"-" in data or b"_" in data  # memchr each: one pass in C
     padding = data.find(b"=")
     if padding >= 0 and data[padding:].translate(None, _NOT_B64):
         return _by_segments(data), True
     try:
-        return binascii.a2b_base64(data), False
+        return binascii.a2b_base64(data), url_safe
     except binascii.Error:
         pass
     try:  # as email tries last: every padding a body could need (extra is ignored)
         binascii.a2b_base64(data + b"==")
-        raw = False
+        raw = url_safe
     except binascii.Error:
         raw = True
     clean = data.translate(None, _NOT_B64)
@@ -160,14 +176,43 @@ def padded_soft_breaks(body: bytes) -> bool:
     ``=``: decoders that delete a line's trailing blanks first, as RFC 2045 section 6.7
     says to (Dovecot, PHP's ``quoted_printable_decode`` behind Roundcube), join the two
     lines; Python's and Thunderbird's keep ``= `` and the line break.  So
-    ``<img s= \\r\\nrc=...>`` has a ``src`` for some readers only: two readings.
+    ``<img s= \\r\\nrc=...>`` has a ``src`` for some readers only: one of the
+    shapes of :func:`qp_two_readings`, and the one the fallback reads as the RFC does
+    (:func:`strip_padded_breaks`).
 
     >>> padded_soft_breaks(b"<img s= \\r\\nrc=x>"), padded_soft_breaks(b"a=\\r\\nb =3D c")
     (True, False)
     """
-    # one substring search in the common case (a tab, rare in a body, is found by memchr)
-    return ((b"= " in body or (b"\t" in body and b"=\t" in body))
-            and _PADDED_BREAK.search(body) is not None)
+    return _PADDED_BREAK.search(body) is not None
+
+
+def qp_two_readings(body: bytes) -> bool:
+    """Whether quoted-printable decoders read ``body`` in more than one way, so that
+    markup one of them sees may be text to another:
+
+    * ``==``: Python's ``a2b_qp`` takes it for one ``=`` and goes on after both
+      (``==3Cimg`` is the text ``=3Cimg``), PHP's ``quoted_printable_decode``
+      (Roundcube) and nodemailer's ``libqp`` keep the first ``=`` and read on from the
+      second (``=<img``; ``==`` + line break + ``3C`` is ``=<`` to ``libqp``);
+    * blanks between a soft break's ``=`` and the line end (:func:`padded_soft_breaks`);
+    * ``=`` (and blanks) then a CR that is no CRLF: PHP ends the soft break there and
+      reads on, Python skips everything up to the next LF;
+    * an escape cut by a soft break, ``=3=`` + line break + ``C``: ``libqp`` deletes
+      soft breaks before it decodes escapes (``<``), the others keep ``=3C`` as text.
+
+    An ``=`` before anything else (``a=b`` in a URL a sloppy mailer left unencoded) is
+    kept as text by all of them: one reading.  Otherwise they differ only in blanks at
+    a line's end, at a NUL (PHP stops: :func:`~beacon_proxy.rewrite.charsets.reading`
+    holds such text) and in an ``=`` at the very end (``tests/rewrite/test_transfer.py``
+    holds the three to that).  A body with two goes to the fallback,
+    which writes it back canonically, so that every decoder reads the one text it
+    neutralised (:mod:`~beacon_proxy.rewrite.fallback`).
+
+    >>> [qp_two_readings(b) for b in (b"a=3Db=\\r\\nc", b"x?a=1&b=2", b"==3Cimg",
+    ...                               b"=3=\\r\\nCimg", b"s= \\r\\nrc", b"=\\rx\\n")]
+    [False, False, True, True, True, True]
+    """
+    return _QP_TWO_WAYS.search(body) is not None
 
 
 def strip_padded_breaks(body: bytes) -> bytes:

@@ -47,6 +47,7 @@ from typing import Final
 from beacon_proxy.rewrite.charsets import is_transcoded, normalise_charset
 from beacon_proxy.rewrite.htmlattr import is_remote
 from beacon_proxy.rewrite.labels import roundcube_name
+from beacon_proxy.rewrite.mime import RENDERED_EXTENSIONS
 
 __all__ = ["hide_encoded_files", "noscript_breakout", "noscript_spans", "remote_base",
            "unmodelled_markup", "unread_meta_charset"]
@@ -69,9 +70,14 @@ _BASE_FIELD: Final = re.compile(
 # Around a base URL: blanks, quotes (double or single), angle brackets and comments
 # (RFC 5322 CFWS, one level): what a lenient reader may strip before using the value.
 _NOT_URL: Final = re.compile(rb"[\s\"'<>]+|\([^()]*\)")
+# A uuencoded or yEnc file named like a page or a message (Thunderbird types it by its
+# name, which runs to the line's end however long: every extension on the line is
+# tried, one scan of it), or an SVG image.
+_FILE_EXTENSIONS: Final = "|".join(
+    sorted({*RENDERED_EXTENSIONS, "shtm", "ehtm", "svg"}, key=len, reverse=True)).encode()
 _ENCODED_FILE: Final = re.compile(  # after a "\n" (a literal prefix, unlike "^")
     rb"\n(?:[bB][eE][gG][iI][nN][ \t]+[0-7]{3,4}[ \t]|=[yY][bB][eE][gG][iI][nN][ \t])"
-    rb"[^\n]{0,500}?\.(?i:[xse]?html?|xht|svg|eml)\b")
+    rb"[^\n]*?\.(?i:" + _FILE_EXTENSIONS + rb")\b")
 _NOSCRIPT: Final = re.compile(rb"<noscript(?=[\t\n\f\r />]|\Z)")
 _NOSCRIPT_END: Final = re.compile(rb"</noscript(?=[\t\n\f\r />]|\Z)")
 _ELEMENTS_APART = (rb"(?:script|style|textarea|title|xmp|iframe|noembed|noframes|plaintext|"
@@ -268,6 +274,8 @@ def hide_encoded_files(text: bytes) -> tuple[bytes, int]:
     >>> hide_encoded_files(b"hi\\nbegin 644 a.html\\n`\\nend\\n")
     (b'hi\\n begin 644 a.html\\n`\\nend\\n', 1)
     """
-    if _ENCODED_FILE.search(text) is None and _ENCODED_FILE.match(b"\n" + text[:600]) is None:
+    first = text.find(b"\n")  # the first line has no "\n" before it: matched apart
+    if _ENCODED_FILE.search(text) is None and _ENCODED_FILE.match(
+            b"\n" + (text if first < 0 else text[:first])) is None:
         return text, 0
     return _BEGIN_LINE.subn(b" ", text)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import re
+import subprocess
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+from tests.bench.script import ROOT
+
+sys.path.insert(0, str(ROOT / "bench"))
 
 import relay_shortcut_attack as attack
 
@@ -40,3 +42,18 @@ def test_every_family_has_cases() -> None:
     assert sum(case.family.startswith("slot:") for case in cases) == 30
     # a campaign starts with priming copies, or is one message to several recipients
     assert all(campaign[0].priming or campaign[0].multi for campaign in campaigns)
+
+
+def test_the_shadow_engine_runs_a_campaign_without_an_error() -> None:
+    """The shadow (an in-process engine beside the relay, its cached paths counted)
+    wraps engine internals; a parameter the engine grew once made every one of its
+    analyses raise, so it told nothing.  Run in a child: its patches last."""
+    code = ("import sys; sys.path.insert(0, 'bench'); import relay_shortcut_attack as a\n"
+            "s = a.Shadow()\n"
+            "for c in a.make_campaigns({'slot'}, 5, 4)[0]:\n"
+            "    for m in (*c.priming, c.hostile): s.run(m)\n"
+            "print(dict(s.counts))\n"
+            "assert s.counts['shadow_error'] == 0 and s.counts['rescan_hit'] > 0, s.counts\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=300, check=False, cwd=ROOT)
+    assert done.returncode == 0, done.stdout + done.stderr

@@ -21,12 +21,15 @@ from collections.abc import Callable
 import pytest
 
 from beacon_proxy.consent.policy import Policy
+from beacon_proxy.rewrite import markup
 from beacon_proxy.rewrite.copies import CopyPolicy, Decided, Outcome, decide, prepare
 from beacon_proxy.rewrite.engine import Engine
-from beacon_proxy.rewrite.fallback import neutralise_message
+from beacon_proxy.rewrite.fallback import neutralise_message, still_loads
 from beacon_proxy.rewrite.mime import parse_message
 from beacon_proxy.rewrite.rules import load_rules
 from beacon_proxy.rewrite.transfer import decode
+from tests.rewrite import oracle
+from tests.rewrite.decoders import libqp_decode, node_base64_decode, php_qp_decode
 
 ENGINE = Engine(load_rules())
 RCPT = "reader@example.org"
@@ -304,3 +307,96 @@ def test_an_image_shown_by_cid_stays_precise() -> None:
                  'Content-Type: text/html\n\n<p>News</p><img src="cid:s1">\n--r\n'
                  "Content-Type: image/svg+xml\nContent-ID: <s1>\n\n" + _SVG_PIXEL + "\n--r--\n")
     assert _refused(data).outcome is Outcome.STRIPPED
+
+
+# -- bodies other readers decode otherwise (session 26's attack) ---------------------------------
+
+_QP_READERS = {"python": binascii.a2b_qp, "php": php_qp_decode, "libqp": libqp_decode}
+_B64_READERS = {"python": lambda b: decode(b, "base64"), "node": node_base64_decode}
+_QP = '<img src=3D"' + URL.replace("=", "=3D") + '" width=3D"1" height=3D"1">'
+_TWO_READINGS = {
+    "qp_double_equals": ("quoted-printable", "<p>Offers</p>==3C" + _QP[1:]),
+    "qp_double_equals_style": ("quoted-printable",
+                               "==3Cstyle>body{background:url(" + URL.replace("=", "=3D")
+                               + ")}==3C/style><p>x</p>"),
+    "qp_split_escape": ("quoted-printable", "<p>Offers</p>=3=\nC" + _QP[1:]),
+    "qp_equals_soft_break": ("quoted-printable", "<p>Offers</p>x==\n3C" + _QP[1:]),
+    # Python skips from a soft break's "=" at a bare CR to the LF: the image too
+    "qp_bare_cr_soft_break": ("quoted-printable", "<p>Offers</p>=\r" + _QP + "\nx"),
+    "base64url": ("base64", base64.b64encode(("<p>Offers</p>" + PIXEL).encode()).decode()
+                  .replace("+", "-").replace("/", "_")),
+}
+
+
+def _tracker_loads(html: bytes) -> set[str]:
+    text = html.decode("latin-1")
+    return {url for urls in oracle.remote_urls(text).values() for url in urls if HOST in url}
+
+
+@pytest.mark.parametrize("case", sorted(_TWO_READINGS))
+def test_a_body_decoders_read_in_two_ways_reaches_every_reader_neutralised(case: str) -> None:
+    """PHP (Roundcube) and nodemailer read ``==3C``, an escape cut by a soft break, a soft
+    break at a bare CR or base64url as markup that Python reads as text (or not at all).
+    The copy goes to the fallback, which writes the part back canonically: every reader
+    then reads one text, and it loads nothing.  The control: some reader of the original
+    loads the tracker."""
+    cte, body = _TWO_READINGS[case]
+    data = _crlf(HEAD + f"Content-Type: text/html; charset=utf-8\nContent-Transfer-Encoding: "
+                 f"{cte}\n\n{body}\n")
+    readers = _QP_READERS if cte == "quoted-printable" else _B64_READERS
+    original = data.split(b"\r\n\r\n", 1)[1]
+    assert any(_tracker_loads(read(original)) for read in readers.values()), "no control"
+    copy = _refused(data)
+    assert copy.outcome is Outcome.FALLBACK, copy.problems
+    assert copy.data is not None
+    part = copy.data.split(b"\r\n\r\n", 1)[1]
+    texts = {name: read(part) for name, read in readers.items()}
+    assert len({text.rstrip(b"\r\n") for text in texts.values()}) == 1, texts
+    assert not _tracker_loads(texts["python"])
+
+
+# -- a hex escape takes one blank as its end (session 26's attack) --------------------------------
+
+_T1 = f"https://{HOST}/import.css?e=reader%40example.org"  # the address: a beacon
+_T2 = f"https://{HOST}/joined.gif?e=reader%40example.org"
+_ESCAPE_JOINS = {
+    # removing the @import (as Chromium's preload scanner reads it) left one blank, which
+    # the escape took: "ur\6c" + blank + "(" is url(
+    "import_removal_joins_url": f"<style>p{{background:ur\\6c@import '{_T1}';(\"{_T2}\")}}"
+                                "</style><p>Offers</p>",
+    "import_removal_joins_u72": f"<style>p{{background:u\\72@import '{_T1}';l(\"{_T2}\")}}"
+                                "</style><p>Offers</p>",
+    "import_removal_joins_import": f"<style>@im\\70@import '{_T1}';ort \"{_T2}\";</style>"
+                                   "<p>Offers</p>",
+    # the fallback (an <svg> sends the copy there) put one blank before every "("
+    "fallback_paren": f'<svg width="1" height="1"></svg><p title="<title>"><b style="'
+                      f'background:ur\\6c&#40;&quot;{_T2}&quot;)">Offers</b></title></p>',
+    "fallback_paren_style": f"<svg></svg><style>b{{background:ur\\6c(\"{_T2}<\")}}</style>"
+                            "<b>x</b>",
+}
+
+
+@pytest.mark.parametrize("case", sorted(_ESCAPE_JOINS))
+def test_an_edit_after_a_css_escape_joins_no_load(case: str) -> None:
+    """What the copy inserts to keep tokens apart is two blanks: a hex escape just before
+    takes one as its end.  The refused copy, read as browsers read it (the scanner and
+    the html5lib/lxml oracle), loads nothing of the tracker's."""
+    data = _crlf(HEAD + "Content-Type: text/html; charset=utf-8\n\n" + _ESCAPE_JOINS[case]
+                 + "\n")
+    copy = _refused(data)
+    assert copy.data is not None, copy.problems
+    html = copy.data.split(b"\r\n\r\n", 1)[1]
+    assert not _tracker_loads(html)
+    assert not still_loads(html, "utf-8", "text/html")
+
+
+def test_the_fallback_holds_a_copy_its_edits_would_make_load(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The net under the fallback's patterns: what they leave is read once more as a
+    browser reads it.  With the one blank of before, the copy is held, not sent."""
+    monkeypatch.setattr(markup, "SEPARATOR", b" ")
+    data = _crlf(HEAD + "Content-Type: text/html; charset=utf-8\n\n"
+                 + _ESCAPE_JOINS["fallback_paren"] + "\n")
+    copy = _refused(data)
+    assert copy.data is None
+    assert any("still loads once neutralised" in p for p in copy.problems), copy.problems

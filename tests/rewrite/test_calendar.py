@@ -178,6 +178,8 @@ HOSTILE: dict[str, bytes] = {
     "base64_value": ics("DESCRIPTION;ENCODING=BASE64:"
                         + base64.b64encode(f'<img src="{U}">'.encode()).decode()),
     "qp_in_quotes": ics('DESCRIPTION;X=";QUOTED-PRINTABLE":hi=', f"IMAGE:{U}"),
+    # session 26: a hex escape takes one blank as its end, so "ur\\6c" + blank + "(" is url(
+    "escape_before_paren": ics(f'DESCRIPTION:<p style="background:ur&#92;6c({U})">Offers</p>'),
 }
 
 

@@ -42,7 +42,7 @@ def test_import_forms_remove_the_whole_rule() -> None:
            b"@IMPORT 'https://t.test/b.css' screen and (min-width:0);\n.x{}")
     refs = scan_css(css)
     assert [(r.kind, r.url, r.neutral) for r in refs] == [
-        ("import", "https://t.test/a.css", b" "), ("import", "https://t.test/b.css", b" ")]
+        ("import", "https://t.test/a.css", b"  "), ("import", "https://t.test/b.css", b"  ")]
     assert css[slice(*refs[0].removal_span)] == b"@import url(https://t.test/a.css);"
     assert css[slice(*refs[1].removal_span)] == (
         b"@IMPORT 'https://t.test/b.css' screen and (min-width:0);")

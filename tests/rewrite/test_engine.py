@@ -700,6 +700,6 @@ def test_html_in_base64_that_python_shows_raw_is_not_handled() -> None:
                                                  + b"\r\n--BOUND--")
     analysis = ENGINE.analyse(data)
     assert analysis.unhandled == (
-        "part 2 (text/html): base64 that clients read in two ways (its length, or "
-        "data after its padding), not scanned precisely",)
+        "part 2 (text/html): base64 that clients read in two ways (its length, data "
+        "after its padding, or base64url's '-' and '_'), not scanned precisely",)
     assert ENGINE.analyse(_message(html, cte="base64")).unhandled == ()  # encoded: precise

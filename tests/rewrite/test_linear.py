@@ -43,7 +43,11 @@ from beacon_proxy.rewrite.markup import neutralise_markup
 from beacon_proxy.rewrite.mime import header_fields, parse_message
 from beacon_proxy.rewrite.rules import Rule, literal_runs, load_rules
 from beacon_proxy.rewrite.stray import stray_urls
-from beacon_proxy.rewrite.unmodelled import unmodelled_markup, unread_meta_charset
+from beacon_proxy.rewrite.unmodelled import (
+    hide_encoded_files,
+    unmodelled_markup,
+    unread_meta_charset,
+)
 from beacon_proxy.rewrite.wellformed import malformed
 from tests.rewrite.test_engine import ENGINE, RCPT, _message
 from tests.rewrite.test_rules import _GAP, _sample, sre_parse  # _GAP: a top-level .+/.*
@@ -343,6 +347,15 @@ def test_calendar_reading_is_linear(build: Build) -> None:
 def test_unmodelled_checks_are_linear(unit: bytes) -> None:
     _assert_linear(_rep(b"", unit), unmodelled_markup)
     _assert_linear(_rep(b"", unit), unread_meta_charset)
+
+
+@pytest.mark.parametrize("build", [
+    _rep(b"x\nbegin 644 ", b"a.htmx"),  # one begin line, every "." tried (session 26)
+    _rep(b"", b"\nbegin 644 a.pdf"),  # many begin lines, none a page
+    _rep(b"x\n=ybegin name=", b"...."), _rep(b"begin 644 ", b"..mai"),
+], ids=["one-long-name", "many-lines", "ybegin-dots", "first-line"])
+def test_the_encoded_file_search_is_linear(build: Build) -> None:
+    _assert_linear(build, hide_encoded_files)
 
 
 def test_a_meta_tag_costs_little_more_than_any_tag() -> None:

@@ -1166,3 +1166,51 @@ def test_what_policy_default_reads_otherwise_is_ambiguous(ctype: bytes, body: by
     a message, typed by its own header."""
     data = _multipart(ctype, body)
     assert any(mime.is_ambiguous(p) for p in parse_message(data).problems)
+
+
+# --- session 26, the MIME attack: names in RFC 2231 and other spellings -----------------------
+
+@pytest.mark.parametrize(("head", "shown"), [
+    (b"Content-Type: application/octet-stream; name*=utf-8''news%2Ehtml\r\n", "text/html"),
+    (b'Content-Type: application/octet-stream; name*0="news."; name*1="html"\r\n',
+     "text/html"),
+    (b'Content-Type: Application/Octet-Stream; name*0="news."; name*1="html"\r\n',
+     "text/html"),
+    (b'Content-Type: application/octet-stream\r\nContent-Disposition: inline; '
+     b'filename*0="news.ht"; filename*1="ml"\r\n', "text/html"),
+    (b"Content-Type: application/octet-stream\r\nContent-Disposition: inline; "
+     b"filename*=utf-8''news.%68tml\r\n", "text/html"),
+    (b"Content-Type: application/octet-stream\r\nContent-Disposition: inline; "
+     b"filename*0*=utf-8''news%2E; filename*1=html\r\n", "text/html"),
+    (b"Content-Type: application/x-unknown-content-type; name*=''news%2ehtml\r\n",
+     "text/html"),
+    (b'Content-Type: application/octet-stream; name="news.htm\\l"\r\n', "text/html"),
+    (b"Content-Type: application/octet-stream, name*0=news.; name*1=htm\r\n", "text/html"),
+    (b'Content-Type: application/octet-stream; name*0="a"; name*1="=?utf-8?q?.html?="\r\n',
+     "text/html"),
+    # Debian's /etc/mime.types (Gecko asks the system): mail and art are messages
+    (b'Content-Type: application/octet-stream; name="news.mail"\r\n', "message/rfc822"),
+    (b"Content-Type: application/octet-stream; name=news.ART\r\n", "message/rfc822"),
+    (b"Content-Type: application/octet-stream; name=page.xhtm\r\n", "application/xhtml+xml"),
+    (b"Content-Type: application/octet-stream; name=saved.mht\r\n", "message/rfc822"),
+    (b"Content-Type: application/octet-stream; name*=utf-8''report%2Epdf\r\n",
+     "application/octet-stream"),
+    (b"Content-Type: application/octet-stream; name*0=art; name*1=.pdf\r\n",
+     "application/octet-stream"),
+])
+def test_a_name_in_any_spelling_gecko_reads_types_the_part(head: bytes, shown: str) -> None:
+    """Gecko joins RFC 2231 sections, decodes an extended value's ``%`` escapes and a
+    quoted string's ``\\`` escapes before it types the part by the name's extension:
+    each of these is shown inline in Thunderbird as what ``shown`` says."""
+    data = _multipart(b'multipart/mixed; boundary="m"',
+                      b"--m\r\n" + _HTML + b"--m\r\n" + head + b"\r\n<img src=x>\r\n--m--\r\n")
+    tree = parse_message(data)
+    assert tree.parts[2].content_type == shown, tree.problems
+
+
+def test_watch_html_is_html() -> None:
+    """Apple Mail shows ``text/watch-html`` (an alternative for the watch) as HTML."""
+    data = _multipart(b'multipart/alternative; boundary="m"',
+                      b"--m\r\nContent-Type: text/plain\r\n\r\nx\r\n--m\r\n"
+                      b"Content-Type: text/watch-html\r\n\r\n<img src=x>\r\n--m--\r\n")
+    assert [p.content_type for p in parse_message(data).html_parts()] == ["text/watch-html"]

@@ -642,6 +642,17 @@ _CSS_CONTEXTS = {
                 "<p>x</p>",
     "style_attr_css": '<p style="background:url(\'{V}\')">x</p>',
 }
+# Session 26: a hex escape takes one blank as its end; what a copy inserts to keep tokens
+# apart must be two (precise path: a removed @import; fallback: before every "(").
+SNIPPETS.update({
+    "css_escape_import_joins_url": '<img src="{U}" width="1" height="1"><style>p{{background:'
+                                   'ur\\6c@import \'{U}\';("{U}")}}</style><p>Offers</p>',
+    "css_escape_import_joins_import": '<img src="{U}" width="1" height="1"><style>@im\\70'
+                                      '@import \'{U}\';ort "{U}";</style><p>Offers</p>',
+    "css_escape_fallback_paren": '<svg width="1" height="1"></svg><p title="<title>"><b style='
+                                 '"background:ur\\6c&#40;&quot;{U}&quot;)">Offers</b>'
+                                 "</title></p>",
+})
 #: (name, spelling of "https://" + host + path): each still the tracker to a browser.
 _ATTR_SPELLINGS = {
     "entity_scheme": "&#x68;&#116;tps&colon;//{HQ}",

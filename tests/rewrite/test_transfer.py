@@ -23,7 +23,9 @@ from beacon_proxy.rewrite.transfer import (
     normalise_cte,
     padded_soft_breaks,
     qp_slotted,
+    qp_two_readings,
 )
+from tests.rewrite.decoders import libqp_decode, node_base64_decode, php_qp_decode
 
 QP_LINE = re.compile(rb"(?:[\x21-\x3c\x3e-\x7e \t]|=[0-9A-F]{2})*=?")
 
@@ -458,3 +460,51 @@ def test_base64_after_a_padding_has_two_readings(body: bytes, two: bool) -> None
 ])
 def test_quoted_printable_that_decoders_read_in_two_ways(body: bytes, two: bool) -> None:
     assert padded_soft_breaks(body) is two
+
+
+# -- quoted-printable and base64 that other readers decode otherwise (session 26) -------------
+
+@pytest.mark.parametrize(("body", "two"), [
+    (b"<p>caf=C3=A9</p>=\r\n<p>y</p>\r\n", False), (b"=3c=3C", False),
+    (b"<a href=3D\"x?a=1&b=2\">", False),  # a sloppy mailer's raw "=": text to all
+    (b"end=", False), (b"a=Z", False), (b"= x", False),
+    (b"==3Cimg src=3D\"T\">", True),  # Python: "=3Cimg", PHP and libqp: "=<img"
+    (b"x==\r\n3C", True),  # libqp: "x=<"
+    (b"token==&x", True),  # "=" to Python, "==" to the others: never one text
+    (b"=3=\r\nCimg", True),  # libqp deletes the soft break first: "<img"
+    (b"=3=\nC", True), (b"<img s= \r\nrc=x>", True), (b"s=\t\nrc", True),
+    (b"=\r<img src=T>\n", True),  # Python skips to the LF, PHP reads on after the CR
+    (b"= \r<img>\n", True),
+])
+def test_quoted_printable_that_decoders_read_in_two_ways_is_found(body: bytes,
+                                                                   two: bool) -> None:
+    assert qp_two_readings(body) is two
+
+
+def _alike(text: bytes) -> bytes:
+    """The differences the three readers may keep: blanks at a line's end, and a run of
+    ``=`` and blanks at the very end (a soft break to some, text to others)."""
+    return re.sub(rb"[ \t]+(?=[\r\n]|\Z)", b"", re.sub(rb"[= \t]*\Z", b"", text))
+
+
+_QP_PIECES = st.sampled_from([b"=", b"=", b"=", b"3", b"C", b"c", b"D", b"0", b"\r", b"\n",
+                              b"\r\n", b" ", b"\t", b"<", b"a", b"Z"])
+
+
+@settings(max_examples=3000)
+@given(st.lists(_QP_PIECES, min_size=1, max_size=14).map(b"".join))
+def test_one_reading_means_python_php_and_libqp_read_the_same_text(body: bytes) -> None:
+    """What :func:`qp_two_readings` lets through the precise path, every reader of
+    :mod:`tests.rewrite.decoders` reads as Python does (NUL aside: such text is held)."""
+    if not qp_two_readings(body):
+        python = _alike(binascii.a2b_qp(body))
+        assert _alike(php_qp_decode(body)) == python
+        assert _alike(libqp_decode(body)) == python
+
+
+@pytest.mark.parametrize("body", [b"PGI-aGk8L2I-\r\n", b"PGI_\r\n", b"aGVs-bG8=\r\n"])
+def test_base64url_characters_are_a_second_reading(body: bytes) -> None:
+    """Python skips ``-`` and ``_``; Node's ``Buffer.from(text, "base64")`` takes them
+    for ``+`` and ``/``: a part with either is read precisely by nobody."""
+    decoded, two = decode_base64(body)
+    assert two and decoded != node_base64_decode(body)

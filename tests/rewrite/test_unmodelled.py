@@ -215,14 +215,28 @@ def test_plain_noscript_content_stays_on_the_precise_path(html: bytes) -> None:
                                   b"<noscript>" + b"<p " * 8, b"<noscript></noscript"])
 def test_noscript_check_stays_linear(unit: bytes) -> None:
     small, big = unit * 2_000, unit * 40_000
-    times = []
-    for html in (small, big):
-        start = time.perf_counter()
-        unmodelled.noscript_breakout(html)
-        times.append(time.perf_counter() - start)
+    times = [min(_seconds(html) for _ in range(3)) for html in (small, big)]  # a busy VM
     assert times[1] < 0.5 and times[1] < 20 * 20 * max(times[0], 1e-4)
+
+
+def _seconds(html: bytes) -> float:
+    start = time.perf_counter()
+    unmodelled.noscript_breakout(html)
+    return time.perf_counter() - start
 
 
 @pytest.mark.parametrize("name", [b"a.shtml", b"a.EHTML", b"a.xhtml", b"fwd.eml", b"b.svg"])
 def test_every_name_gecko_renders_counts_for_a_uuencoded_file(name: bytes) -> None:
     assert hide_encoded_files(b"hi\nbegin 644 " + name + b"\n`\nend\n")[1] == 1
+
+
+@pytest.mark.parametrize("text", [
+    b"hi\nbegin 644 " + b"a" * 600 + b".html\n`\nend\n",  # a name past the old 500 bytes
+    b"begin 644 " + b"a" * 700 + b".html\n`\nend\n",  # the first line
+    b"hi\r\n=ybegin line=128 size=9 name=" + b"b" * 900 + b".htm\r\nx\r\n=yend\r\n",
+    b"hi\nbegin 644 news.mail\n`\nend\n",  # a message to Gecko on Debian
+])
+def test_a_long_or_system_typed_name_of_an_encoded_file_counts(text: bytes) -> None:
+    """Thunderbird reads the name to the end of the begin line, however long, and types
+    it as :data:`~beacon_proxy.rewrite.mime.RENDERED_EXTENSIONS` say (session 26)."""
+    assert hide_encoded_files(text)[1] == 1
