@@ -12,6 +12,7 @@ import doctest
 import json
 import shutil
 import subprocess
+from collections.abc import Callable
 
 import pytest
 
@@ -38,24 +39,29 @@ def _run(cmd: list[str], inputs: list[bytes]) -> list[bytes]:
     return [text.encode("latin-1") for text in json.loads(out)]
 
 
-@pytest.mark.skipif(shutil.which("php") is None, reason="no php here")
-def test_php_qp_decode_is_php() -> None:
-    script = ('$in = json_decode(stream_get_contents(STDIN)); $out = [];'
-              'foreach ($in as $s) { $s = mb_convert_encoding($s, "ISO-8859-1", "UTF-8");'
-              '$out[] = mb_convert_encoding(quoted_printable_decode($s), "UTF-8", "ISO-8859-1"); }'
-              "echo json_encode($out);")
-    if subprocess.run(["php", "-r", "exit(function_exists('mb_convert_encoding') ? 0 : 1);"],
-                      timeout=60).returncode:
+_PHP = ('$in = json_decode(stream_get_contents(STDIN)); $out = [];'
+        'foreach ($in as $s) { $s = mb_convert_encoding($s, "ISO-8859-1", "UTF-8");'
+        '$out[] = mb_convert_encoding(quoted_printable_decode($s), "UTF-8", "ISO-8859-1"); }'
+        "echo json_encode($out);")
+_NODE = ("let s = ''; process.stdin.on('data', d => s += d).on('end', () => "
+         "console.log(JSON.stringify(JSON.parse(s).map(t => "
+         "Buffer.from(Buffer.from(t, 'latin1').toString('latin1'), 'base64')"
+         ".toString('latin1')))));")
+
+
+@pytest.mark.parametrize(("program", "script", "inputs", "model"), [
+    ("php", _PHP, QP_INPUTS, decoders.php_qp_decode),
+    ("node", _NODE, B64_INPUTS, decoders.node_base64_decode),
+], ids=["php-quoted-printable", "node-base64"])
+def test_the_model_reads_as_the_program(program: str, script: str, inputs: list[bytes],
+                                        model: Callable[[bytes], bytes]) -> None:
+    """PHP's ``quoted_printable_decode`` (with mbstring, for the bytes) and Node's
+    ``Buffer.from(text, "base64")`` give what the models give, input by input."""
+    if shutil.which(program) is None:
+        pytest.skip(f"no {program} here")
+    if program == "php" and subprocess.run(
+            ["php", "-r", "exit(function_exists('mb_convert_encoding') ? 0 : 1);"],
+            timeout=60, check=False).returncode:
         pytest.skip("php without mbstring")
-    assert _run(["php", "-r", script], QP_INPUTS) == [decoders.php_qp_decode(i)
-                                                      for i in QP_INPUTS]
-
-
-@pytest.mark.skipif(shutil.which("node") is None, reason="no node here")
-def test_node_base64_decode_is_node() -> None:
-    script = ("let s = ''; process.stdin.on('data', d => s += d).on('end', () => "
-              "console.log(JSON.stringify(JSON.parse(s).map(t => "
-              "Buffer.from(Buffer.from(t, 'latin1').toString('latin1'), 'base64')"
-              ".toString('latin1')))));")
-    assert _run(["node", "-e", script], B64_INPUTS) == [decoders.node_base64_decode(i)
-                                                        for i in B64_INPUTS]
+    assert _run([program, "-e" if program == "node" else "-r", script], inputs) == [
+        model(i) for i in inputs]
