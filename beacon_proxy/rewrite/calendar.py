@@ -216,7 +216,7 @@ def calendar_change(tree: MimeTree, part: MimePart) -> CalendarChange | str:
         return f"calendar that cannot be decoded: {exc}"
     if raw:
         return ("calendar in base64 that clients read in two ways (its length, its "
-                "padding, or base64url's '-' and '_')")
+                "padding, base64url's '-' and '_', or bytes over 0x7F)")
     if part.transfer_encoding == "quoted-printable" and qp_two_readings(body):
         return "calendar in quoted-printable that decoders read in two ways"
     result = neutralise_calendar(decoded, part.charset_label)

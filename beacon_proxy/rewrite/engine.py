@@ -519,13 +519,14 @@ class Engine:
             return None
         if raw:  # the fallback writes it back decodable, so no client shows the raw text
             problems.append(f"{where}: base64 that clients read in two ways (its length, "
-                            "data after its padding, or base64url's '-' and '_'), not "
-                            "scanned precisely")
+                            "data after its padding, base64url's '-' and '_', or bytes "
+                            "over 0x7F), not scanned precisely")
             return None
         if qp_index and qp_two_readings(body):  # the fallback writes it back canonically
             problems.append(f"{where}: quoted-printable that decoders read in two ways "
-                            "('==', or blanks or a bare CR after a soft line break's "
-                            "'=', or an escape cut by one), not scanned precisely")
+                            "('==', blanks or a bare CR after a soft line break's '=', "
+                            "an escape cut by one, or bytes over 0x7F), not scanned "
+                            "precisely")
             return None
         if len(decoded) > _MAX_HTML_PART:
             problems.append(f"{where}: larger than {_MAX_HTML_PART} bytes, not scanned")

@@ -45,7 +45,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from typing import Final
-from urllib.parse import unquote, unquote_to_bytes
+from urllib.parse import unquote_to_bytes
 
 from beacon_proxy.rewrite.charsets import browsers_read, is_supported, normalise_charset
 from beacon_proxy.rewrite.transfer import ENCODINGS, encode_whole, line_ending, normalise_cte
@@ -815,22 +815,65 @@ def _type_by_name(fields: Mapping[str, str]) -> str | None:
 
 
 def _name_readings(text: str) -> Iterator[str]:
-    """A field as written and, where it could be read otherwise, its parameters' values
-    read as Gecko reads a name: sections joined, escapes removed (:func:`_params`, with
-    ``,`` separating parameters too), then ``%`` escapes and encoded words decoded (more
+    """A field as written and, where it could be read otherwise, the names in it read as
+    Gecko reads them (:func:`_gecko_names`), then with encoded words decoded (more
     readings than any one client's: each only ever adds a type to check)."""
     yield text
     if "=?" in text:
         yield _decoded_words(text)
+    if "\x1b" in text:  # Gecko reads 7-bit text with an ESC in it as ISO-2022-JP
+        yield text.encode("latin-1", "replace").decode("iso-2022-jp", "replace")
     if "*" not in text and "\\" not in text and "%" not in text:
         return
-    for variant in {text, text.replace(",", ";")}:
-        for value in _params(variant)[1].values():
-            yield value
-            if "%" in value:
-                yield unquote(value, encoding="latin-1")
-            if "=?" in value:
-                yield _decoded_words(value)
+    for name in _gecko_names(text):
+        yield name
+        if "=?" in name:
+            yield _decoded_words(name)
+
+
+#: A ``name`` or ``filename`` parameter (a section of one, extended or not), wherever a
+#: ``;`` or ``,`` starts a parameter: every one in the field, however many come before
+#: (Gecko reads them all; :func:`_params` stops at 64).
+_NAME_PARAM: Final = re.compile(
+    r'(?:^|[;,])\s*((?:file)?name)\s*\*\s*(\d*)\s*(\*?)\s*=\s*("(?:[^"\\]|\\.)*"?|[^;,]*)',
+    re.IGNORECASE)
+
+
+def _gecko_names(text: str) -> Iterator[str]:
+    """The RFC 2231 names in a field, each as Gecko joins and decodes it: the sections
+    of ``name*`` and of ``filename*`` in number order, a quoted value's ``\\`` escapes
+    removed, an extended value's ``%`` escapes decoded and the whole decoded in the
+    charset its first section declares (``iso-2022-jp''a.h%1B%28Btml`` is ``a.html``)
+    and in latin-1; a plain ``name="a.htm\\l"`` with its escapes removed.
+
+    >>> set(_gecko_names("inline; filename*1=ml; filename*0*=utf-8''a.%68t"))
+    {'a.html'}
+    """
+    if "\\" in text:
+        yield _QUOTED_PAIR.sub(r"\1", text)
+    sections: dict[str, dict[int, tuple[str, bool]]] = {}
+    for m in _NAME_PARAM.finditer(text):
+        value = m[4].strip()
+        if value.startswith('"'):
+            value = _QUOTED_PAIR.sub(r"\1", value[1:-1] if value.endswith('"') and len(
+                value) > 1 else value[1:])
+        pieces = sections.setdefault(m[1].lower(), {})
+        pieces.setdefault(int(m[2][-4:] or 0), (value, bool(m[3]) or not m[2]))
+    for pieces in sections.values():
+        charset = "latin-1"
+        joined = bytearray()
+        for index in sorted(pieces):
+            value, extended = pieces[index]
+            if extended and index == min(pieces) and value.count("'") >= 2:
+                charset, _, value = value.split("'", 2)
+            joined += (unquote_to_bytes(value) if extended
+                       else value.encode("latin-1", "replace"))
+        yield joined.decode("latin-1")
+        try:
+            declared = joined.decode(charset.strip() or "latin-1", "replace")
+        except LookupError:  # a charset Python does not know: latin-1 above
+            continue
+        yield declared
 
 
 def _decoded_words(text: str) -> str:

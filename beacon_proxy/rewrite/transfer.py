@@ -120,23 +120,26 @@ def decode_base64(data: bytes) -> tuple[bytes, bool]:
 
     A ``-`` or ``_`` (base64url's ``+`` and ``/``) is junk to Python and most clients,
     which skip it, but data to decoders that take both alphabets (Node's
-    ``Buffer.from(text, "base64")``): two readings as well, the first returned.
+    ``Buffer.from(text, "base64")``), and so is a byte over 0x7F to ``mailparser``'s
+    stream decoder, which reads the text as Node's ``"ascii"`` (the high bit cleared:
+    ``0xc1`` is ``A``): two readings as well, the first returned.
 
     >>> import base64
     >>> decode_base64(b"PGI-aGk8L2I-\\r\\n")[1], base64.urlsafe_b64decode(b"PGI-aGk8L2I-")
     (True, b'<b>hi</b>')
     """
-    url_safe = b"-" in data or b"_" in data  # memchr each: one pass in C
+    # memchr each, and one pass in C
+    other_alphabet = b"-" in data or b"_" in data or not data.isascii()
     padding = data.find(b"=")
     if padding >= 0 and data[padding:].translate(None, _NOT_B64):
         return _by_segments(data), True
     try:
-        return binascii.a2b_base64(data), url_safe
+        return binascii.a2b_base64(data), other_alphabet
     except binascii.Error:
         pass
     try:  # as email tries last: every padding a body could need (extra is ignored)
         binascii.a2b_base64(data + b"==")
-        raw = url_safe
+        raw = other_alphabet
     except binascii.Error:
         raw = True
     clean = data.translate(None, _NOT_B64)
@@ -198,7 +201,10 @@ def qp_two_readings(body: bytes) -> bool:
     * ``=`` (and blanks) then a CR that is no CRLF: PHP ends the soft break there and
       reads on, Python skips everything up to the next LF;
     * an escape cut by a soft break, ``=3=`` + line break + ``C``: ``libqp`` deletes
-      soft breaks before it decodes escapes (``<``), the others keep ``=3C`` as text.
+      soft breaks before it decodes escapes (``<``), the others keep ``=3C`` as text;
+    * a byte over 0x7F, which no encoder writes: ``libqp``'s stream decoder (behind
+      ``mailparser``) reads the body as Node's ``"ascii"``, which clears the high bit
+      (``\\xbcimg`` is ``<img``).
 
     An ``=`` before anything else (``a=b`` in a URL a sloppy mailer left unencoded) is
     kept as text by all of them: one reading.  Otherwise they differ only in blanks at
@@ -209,10 +215,10 @@ def qp_two_readings(body: bytes) -> bool:
     neutralised (:mod:`~beacon_proxy.rewrite.fallback`).
 
     >>> [qp_two_readings(b) for b in (b"a=3Db=\\r\\nc", b"x?a=1&b=2", b"==3Cimg",
-    ...                               b"=3=\\r\\nCimg", b"s= \\r\\nrc", b"=\\rx\\n")]
-    [False, False, True, True, True, True]
+    ...                               b"=3=\\r\\nCimg", b"s= \\r\\nrc", b"=\\rx\\n", b"\\xbci")]
+    [False, False, True, True, True, True, True]
     """
-    return _QP_TWO_WAYS.search(body) is not None
+    return not body.isascii() or _QP_TWO_WAYS.search(body) is not None
 
 
 def strip_padded_breaks(body: bytes) -> bytes:

@@ -9,9 +9,13 @@ the real program where this machine has it, ``tests/rewrite/test_decoders.py``):
   (``ext/standard/quot_print.c``), what Roundcube decodes quoted-printable with: an
   escape is ``=`` and two hex digits; any other ``=`` ends a soft line break when only
   blanks, then CRLF, CR or LF, or the end follow it, else it is text; a NUL ends the text;
-* :func:`libqp_decode`: nodemailer's ``libqp.decode()`` (behind ``mailparser``):
-  trailing blanks of every line deleted, then every soft break, then escapes decoded,
-  so an escape cut by a soft break is joined;
+* :func:`libqp_decode`: nodemailer's ``libqp`` stream decoder (behind ``mailparser``):
+  the text read as Node's ``"ascii"`` (every byte's high bit cleared), trailing blanks
+  of every line deleted, then every soft break, then escapes decoded, so an escape cut
+  by a soft break is joined;
+* :func:`libbase64_decode`: nodemailer's ``libbase64`` stream decoder: the text read as
+  ``"ascii"`` too, then anything but the base64 alphabet and ``=`` dropped (``-`` and
+  ``_`` as well), then decoded as ``Buffer.from`` decodes;
 * :func:`node_base64_decode`: Node's ``Buffer.from(text, "base64")``: both alphabets
   (``-`` and ``_`` are ``+`` and ``/``), anything else skipped, the end at the first ``=``.
 """
@@ -21,7 +25,7 @@ from __future__ import annotations
 import binascii
 import re
 
-__all__ = ["libqp_decode", "node_base64_decode", "php_qp_decode"]
+__all__ = ["libbase64_decode", "libqp_decode", "node_base64_decode", "php_qp_decode"]
 
 _HEX = frozenset(b"0123456789abcdefABCDEF")
 
@@ -65,13 +69,16 @@ _SOFT_BREAK = re.compile(rb"=(?:\r?\n|\Z)")
 _ESCAPE = re.compile(rb"=([0-9A-Fa-f]{2})")
 
 
-def libqp_decode(data: bytes) -> bytes:
-    """nodemailer's ``libqp.decode``.
+_ASCII = bytes(range(128)) * 2  # Node's "ascii" decoding: the high bit cleared
 
-    >>> libqp_decode(b"=3=\\r\\nCimg"), libqp_decode(b"==\\r\\n3C"), libqp_decode(b"a= \\r\\nb")
-    (b'<img', b'<', b'ab')
+
+def libqp_decode(data: bytes) -> bytes:
+    """nodemailer's ``libqp`` stream decoder.
+
+    >>> libqp_decode(b"=3=\\r\\nCimg"), libqp_decode(b"==\\r\\n3C"), libqp_decode(b"\\xbci\\xbe")
+    (b'<img', b'<', b'<i>')
     """
-    text = _SOFT_BREAK.sub(b"", _TRAILING_BLANKS.sub(b"", data))
+    text = _SOFT_BREAK.sub(b"", _TRAILING_BLANKS.sub(b"", data.translate(_ASCII)))
     return _ESCAPE.sub(lambda m: bytes([int(m[1], 16)]), text)
 
 
@@ -88,3 +95,15 @@ def node_base64_decode(data: bytes) -> bytes:
     text = text.replace(b"-", b"+").replace(b"_", b"/")
     text = text[: len(text) - (len(text) % 4 == 1)]
     return binascii.a2b_base64(text + b"=" * (-len(text) % 4))
+
+
+_LIBBASE64_JUNK = re.compile(rb"[^A-Za-z0-9+/=]+")
+
+
+def libbase64_decode(data: bytes) -> bytes:
+    """nodemailer's ``libbase64`` stream decoder (one chunk).
+
+    >>> libbase64_decode(bytes(b | 0x80 for b in b"PGI+") + b"aGk8L2I+")
+    b'<b>hi</b>'
+    """
+    return node_base64_decode(_LIBBASE64_JUNK.sub(b"", data.translate(_ASCII)))

@@ -29,7 +29,12 @@ from beacon_proxy.rewrite.mime import parse_message
 from beacon_proxy.rewrite.rules import load_rules
 from beacon_proxy.rewrite.transfer import decode
 from tests.rewrite import oracle
-from tests.rewrite.decoders import libqp_decode, node_base64_decode, php_qp_decode
+from tests.rewrite.decoders import (
+    libbase64_decode,
+    libqp_decode,
+    node_base64_decode,
+    php_qp_decode,
+)
 
 ENGINE = Engine(load_rules())
 RCPT = "reader@example.org"
@@ -312,7 +317,8 @@ def test_an_image_shown_by_cid_stays_precise() -> None:
 # -- bodies other readers decode otherwise (session 26's attack) ---------------------------------
 
 _QP_READERS = {"python": binascii.a2b_qp, "php": php_qp_decode, "libqp": libqp_decode}
-_B64_READERS = {"python": lambda b: decode(b, "base64"), "node": node_base64_decode}
+_B64_READERS = {"python": lambda b: decode(b, "base64"), "node": node_base64_decode,
+                "libbase64": libbase64_decode}
 _QP = '<img src=3D"' + URL.replace("=", "=3D") + '" width=3D"1" height=3D"1">'
 _TWO_READINGS = {
     "qp_double_equals": ("quoted-printable", "<p>Offers</p>==3C" + _QP[1:]),
@@ -325,6 +331,11 @@ _TWO_READINGS = {
     "qp_bare_cr_soft_break": ("quoted-printable", "<p>Offers</p>=\r" + _QP + "\nx"),
     "base64url": ("base64", base64.b64encode(("<p>Offers</p>" + PIXEL).encode()).decode()
                   .replace("+", "-").replace("/", "_")),
+    # mailparser reads both as ASCII: the high bit cleared, "\xbc" is "<" (the review)
+    "qp_high_bit": ("quoted-printable", "<p>Offers</p>\xbc" + _QP[1:-1] + "\xbe"),
+    "base64_high_bit": ("base64", base64.b64encode(b"<p>Hello there, friend.</p>").decode()
+                        + "\n" + "".join(chr(ord(c) | 0x80) for c in base64.b64encode(
+                            PIXEL.encode()).decode())),
 }
 
 

@@ -1193,6 +1193,14 @@ def test_what_policy_default_reads_otherwise_is_ambiguous(ctype: bytes, body: by
     (b"Content-Type: application/octet-stream; name=news.ART\r\n", "message/rfc822"),
     (b"Content-Type: application/octet-stream; name=page.xhtm\r\n", "application/xhtml+xml"),
     (b"Content-Type: application/octet-stream; name=saved.mht\r\n", "message/rfc822"),
+    (b"Content-Type: application/octet-stream\r\nContent-Disposition: inline;"
+     + b"".join(b"x%d=1;" % i for i in range(63)) + b"filename*0=a.;filename*1=html\r\n",
+     "text/html"),  # Gecko reads every parameter (the review: past the 64 read for types)
+    (b"Content-Type: application/octet-stream\r\nContent-Disposition: inline; "
+     b"filename*=iso-2022-jp''a.h%1B%28Btml\r\n", "text/html"),  # ESC ( B: nothing
+    (b"Content-Type: application/octet-stream\r\nContent-Disposition: inline; "
+     b"filename*0*=iso-2022-jp''a.h%1B; filename*1*=%28Btml\r\n", "text/html"),
+    (b'Content-Type: application/octet-stream; name="a.h\x1b(Btml"\r\n', "text/html"),
     (b"Content-Type: application/octet-stream; name*=utf-8''report%2Epdf\r\n",
      "application/octet-stream"),
     (b"Content-Type: application/octet-stream; name*0=art; name*1=.pdf\r\n",
