@@ -40,7 +40,7 @@ from beacon_proxy.rewrite.fallback import neutralise_message
 from beacon_proxy.rewrite.html import Box, scan_html
 from beacon_proxy.rewrite.identity import RecipientIdentity, base64_cores
 from beacon_proxy.rewrite.markup import neutralise_markup
-from beacon_proxy.rewrite.mime import header_fields, parse_message
+from beacon_proxy.rewrite.mime import _type_by_name, header_fields, parse_message
 from beacon_proxy.rewrite.rules import Rule, literal_runs, load_rules
 from beacon_proxy.rewrite.stray import stray_urls
 from beacon_proxy.rewrite.unmodelled import (
@@ -356,6 +356,15 @@ def test_unmodelled_checks_are_linear(unit: bytes) -> None:
 ], ids=["one-long-name", "many-lines", "ybegin-dots", "first-line"])
 def test_the_encoded_file_search_is_linear(build: Build) -> None:
     _assert_linear(build, hide_encoded_files)
+
+
+@pytest.mark.parametrize("unit", [b";name*0=a", b"; name*1*=x'y'%41", b',filename*1="a\\',
+                                  b';name*="', b";" + b" " * 50])
+def test_a_name_is_read_as_gecko_reads_it_in_linear_time(unit: bytes) -> None:
+    """Every parameter of a field is read for a file name (session 26): no limit, so
+    the reading must be linear in the field."""
+    _assert_linear(_rep(b"inline", unit), lambda data: _type_by_name(
+        {"content-disposition": data.decode("latin-1")}))
 
 
 def test_a_meta_tag_costs_little_more_than_any_tag() -> None:
