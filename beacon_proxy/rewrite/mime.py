@@ -862,9 +862,9 @@ def _gecko_names(text: str) -> Iterator[str]:
     for pieces in sections.values():
         charset = "latin-1"
         joined = bytearray()
-        for index in sorted(pieces):
+        for position, index in enumerate(sorted(pieces)):
             value, extended = pieces[index]
-            if extended and index == min(pieces) and value.count("'") >= 2:
+            if extended and position == 0 and value.count("'") >= 2:
                 charset, _, value = value.split("'", 2)
             joined += (unquote_to_bytes(value) if extended
                        else value.encode("latin-1", "replace"))
