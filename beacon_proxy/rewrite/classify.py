@@ -20,11 +20,13 @@ A remote reference is a tracker when any of these hold (each adds a reason):
     an ``<audio>`` without ``controls`` being hidden; and an ``<iframe>``,
     ``<object>`` or ``<embed>``, which loads in a 0 x 0 box all the same) whose width or
     height is 0-2 px by attribute (``1``, ``2px``, ``0``, ``0%``) or CSS
-    ``width``/``height``/``max-width``/``max-height`` (px, pt, em/rem at 16 px,
-    any zero);
+    ``width``/``height``/``max-width``/``max-height`` (:func:`~.boxes.css_range`: CSS
+    number syntax, absolute units, em/rem at 16 px, viewport units on a 320 x 480
+    screen, ``calc()``/``min()``/``max()``/``clamp()`` at their largest, any zero);
 ``hidden``
     such an image with ``display:none``, ``visibility:hidden|collapse``,
-    ``opacity:0``, ``max-height:0``/``max-width:0`` or ``mso-hide:all``, or with a
+    an ``opacity`` below 0.1, ``max-height:0``/``max-width:0`` or ``mso-hide:all`` (its
+    style read as CSS tokenizes it: comments, escapes), or with a
     ``hidden`` attribute, or inside an element that hides its content (a style or a
     ``hidden`` attribute, :mod:`.hiding`);
 ``pixel-element``

@@ -32,11 +32,12 @@ stays valid), nothing for a whole ``@import`` rule.
 from __future__ import annotations
 
 import re
+import sys
 from dataclasses import dataclass
 from typing import Final
 
-__all__ = ["SEPARATOR", "SUBSTITUTED", "CssRef", "css_unescape", "declarations",
-           "preload_imports", "scan_css"]
+__all__ = ["SEPARATOR", "SUBSTITUTED", "CssRef", "css_unescape", "declarations", "plain_css",
+           "preload_imports", "scan_css", "weighted_declarations"]
 
 Span = tuple[int, int]
 
@@ -98,14 +99,54 @@ _AT = re.compile(rb"@(import|font-face)(?![" + _NAME + rb"\\])", re.I)
 # Whitespace and comments: "@import/**/'x'" imports x.
 _GAP = re.compile(rb"(?:" + _WS + rb"++|/\*[^*]*+\*++(?:[^/*][^*]*+\*++)*+/)*+")
 _HEX_ESCAPE = re.compile(r"\\(?:([0-9a-fA-F]{1,6})(?:\r\n|[ \t\n\r\f])?|(\r\n|[\n\r\f])|(.))", re.S)
-_DECL_NAMES = rb"(width|height|max-width|max-height|display|visibility|opacity|mso-hide)"
+_DECL_NAMES = (rb"(width|height|max-width|max-height|display|visibility|opacity|mso-hide"
+               rb"|overflow(?:-[xy])?|content-visibility)(?![-\w])")
 _IMPORTANT = rb"(!" + _WS + rb"*+important)?"
 _DECL = re.compile(rb"(?<![-\w])" + _DECL_NAMES + _WS + rb"*+:" + _WS + rb"*+([^;}!]*)"
                    + _IMPORTANT, re.I)
 # The same on lower-case text: a first-byte class before the lookbehind lets re skip to
 # the few places where a name can start (with re.I it tries every position).
-_DECL_LOWER = re.compile(rb"(?=[wmhdvo])(?<![-\w])" + _DECL_NAMES + _WS + rb"*+:" + _WS
+_DECL_LOWER = re.compile(rb"(?=[wmhdvoc])(?<![-\w])" + _DECL_NAMES + _WS + rb"*+:" + _WS
                          + rb"*+([^;}!]*)" + _IMPORTANT)
+#: What a CSS tokenizer reads otherwise than the bytes say, in a declaration list: a
+#: comment (a gap between two tokens) and an escape (a code point of a name).
+_OBSCURED = re.compile(rb"/\*|\\")
+#: The pieces of a declaration list as :func:`plain_css` reads them: a string (kept as it
+#: is: a "/*" in it is no comment; to its quote or the line's end), a comment (to its
+#: "*/" or the end), a valid escape, a run of anything else, one other byte.
+_PLAIN_PIECE = re.compile(
+    rb'"(?:[^"\\\n\r\f]++|\\[\s\S])*+"?|\'(?:[^\'\\\n\r\f]++|\\[\s\S])*+\'?'
+    rb"|(/\*[^*]*+(?:\*++[^*/][^*]*+)*+(?:\*++/|\*++\Z|\Z))"
+    rb"|\\(?:([0-9a-fA-F]{1,6})(?:\r\n|[ \t\n\r\f])?|([^\n\r\f0-9a-fA-F]))"
+    rb"|[^\"'/\\]++|[\s\S]")
+_NAME_BYTES = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_")
+
+
+def plain_css(data: bytes) -> bytes:
+    r"""A declaration list as CSS tokenizes it, for the patterns of :func:`declarations`:
+    each comment a blank (it parts two tokens: ``display:/**/none`` is ``display: none``,
+    ``disp/**/lay`` two names), each escape the letter, digit, ``-`` or ``_`` it stands
+    for (``disp\lay``, ``\6e one``), anything else escaped an ``_`` (a name's code point
+    that ends no name: ``x\3b display:block`` holds no declaration of ``display``).
+    Strings are kept whole.  Linear: one pass of one pattern.
+
+    >>> plain_css(rb"disp\lay:/* x */\6e one; content:'/*'; a:b\3b c")
+    b"display: none; content:'/*'; a:b_c"
+    """
+    out = []
+    for m in _PLAIN_PIECE.finditer(data):
+        if m.group(1) is not None:
+            out.append(b" ")
+        elif m.group(2) is not None:
+            cp = int(m.group(2), 16)
+            out.append(bytes((cp,)) if cp < 0x80 and cp in _NAME_BYTES else b"_")
+        elif m.group(3) is not None:
+            out.append(m.group(3) if m.group(3)[0] in _NAME_BYTES else b"_")
+        else:
+            out.append(m.group())
+    return b"".join(out)
+
+
 #: The values a browser accepts for ``display`` (each keyword of a multi-keyword value)
 #: and ``visibility``; any other value is dropped, and an earlier declaration stays.
 _CSS_WIDE = frozenset({"inherit", "initial", "unset", "revert", "revert-layer"})
@@ -532,9 +573,10 @@ def scan_css(data: bytes, start: int = 0, end: int | None = None) -> list[CssRef
 
 def declarations(data: bytes, start: int = 0, end: int | None = None, *,
                  lower: bool = False) -> dict[str, str]:
-    """The sizing and visibility declarations of an inline style, as a browser's cascade
-    picks them: the last valid one, an ``!important`` one over any later one that is not.
-    A value a browser drops (empty; for ``display`` and ``visibility`` a word they do not
+    r"""The sizing, visibility and overflow declarations of an inline style, read as CSS
+    tokenizes it (comments, escapes: :func:`plain_css`), as a browser's cascade picks
+    them: the last valid one, an ``!important`` one over any later one that is not.  A
+    value a browser drops (empty; for ``display`` and ``visibility`` a word they do not
     accept: ``display:none;display:blok`` stays hidden) does not count.
 
     ``lower``: ``data`` is already lower-case (faster).
@@ -543,10 +585,30 @@ def declarations(data: bytes, start: int = 0, end: int | None = None, *,
     {'display': 'block', 'width': '1px', 'max-height': '0'}
     >>> declarations(b"display:none !important;display:block;visibility:x", lower=True)
     {'display': 'none'}
+    >>> declarations(rb"DISP\LAY : /* hide */ \6E one")  # as CSS tokenizes it
+    {'display': 'none'}
     """
-    stop = len(data) if end is None else end
     out: dict[str, str] = {}
     strong: set[str] = set()
+    _read_declarations(data, start, end, lower, out, strong)
+    return out
+
+
+def weighted_declarations(data: bytes, *, lower: bool = False
+                          ) -> tuple[dict[str, str], set[str]]:
+    """:func:`declarations` and the names among them that are ``!important`` (a style
+    block's rule, which an element's own style beats unless it is)."""
+    out: dict[str, str] = {}
+    strong: set[str] = set()
+    _read_declarations(data, 0, None, lower, out, strong)
+    return out, strong
+
+
+def _read_declarations(data: bytes, start: int, end: int | None, lower: bool,
+                       out: dict[str, str], strong: set[str]) -> None:
+    stop = len(data) if end is None else end
+    if _OBSCURED.search(data, start, stop) is not None:  # a comment or an escape
+        data, start, stop, lower = plain_css(data[start:stop]).lower(), 0, sys.maxsize, True
     for raw_name, raw_value, important in (_DECL_LOWER if lower else _DECL).findall(
             data, start, stop):
         name = raw_name.decode("ascii") if lower else raw_name.decode("ascii").lower()
@@ -558,7 +620,6 @@ def declarations(data: bytes, start: int = 0, end: int | None = None, *,
         out[name] = value
         if important:
             strong.add(name)
-    return out
 
 
 def _accepted(name: str, value: str) -> bool:

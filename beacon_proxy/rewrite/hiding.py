@@ -10,14 +10,22 @@ own, and only where a hiding declaration exists at all:
 >>> hidden_ranges(low, [], [])
 [(8, 54)]
 
-1. one compiled search for ``display:none``, ``visibility:hidden|collapse`` and
-   ``overflow:hidden`` (the only declarations that hide what is inside an element;
-   ``overflow:hidden`` counts with a zero ``width``, ``height``, ``max-width`` or
-   ``max-height``, the preheader idiom), and one for the ``hidden`` attribute
-   (:func:`hiding_marks`).  About 45 us on the 70 KB benchmark newsletter; nothing else
-   runs when there is no match;
-2. per match, the start tag around it: a hiding declaration must be in its first
-   ``style`` attribute and win (``display:none;display:block`` is not hidden); a
+1. a few compiled searches (:func:`hiding_marks`) for what can hide an element's
+   content: ``display:none``, ``visibility:hidden|collapse`` and
+   ``content-visibility:hidden`` (blanks allowed before the colon), the names
+   ``opacity`` (below :data:`~.boxes.FAINT`, 0.1: nobody sees it) and ``overflow``,
+   ``overflow-x``, ``overflow-y`` (anything but ``visible`` along a side whose
+   ``width``/``height`` or maximum is 0-2 px: the preheader idiom
+   ``max-height:0;overflow:hidden``, a 1 x 1 box that clips a big image), the
+   ``hidden`` attribute, and what a style may hide a declaration behind
+   (:func:`obscured_marks`: a CSS escape or comment, ``disp\\lay``,
+   ``display:/**/none``; a character reference to an ASCII character,
+   ``display&#58;none``; ``&colon;``, ``&Tab;``, ``&NewLine;``).  About 125 us on the
+   60 KB HTML of the benchmark newsletter (63 before session 27 added the names and the
+   obscured marks); nothing else runs when there is no match;
+2. per match, the start tag around it: its first ``style`` attribute is read as a
+   browser reads it (character references, then CSS's tokens: :func:`_hides`), and a
+   hiding declaration must win there (``display:none;display:block`` is not hidden); a
    ``hidden`` attribute hides (the user agent's ``[hidden]{display:none}``) unless
    an author style can show the element again: its own ``style`` sets ``display``,
    or a ``<style>`` block sets a ``display`` somewhere and names the element's tag,
@@ -32,6 +40,11 @@ own, and only where a hiding declaration exists at all:
    (``<div>`` closes a ``<p>`` and the inline elements in it, ``<td>`` a ``<td>``,
    ``<li>`` an ``<li>``), or at the end.
 
+The rules of the part's ``<style>`` blocks that hide (:mod:`.stylerules`) add marks of
+their own (:func:`rule_marks`: where a class, id, attribute or tag a rule requires
+stands), and every tag judged is judged by them too (``.p{display:none}`` hides
+``<img class="p">`` and ``<div class="p">`` with what is inside).
+
 Hiding elements inside a range already found are not walked again, and every search
 resumes where the last one stopped: the pass is linear in the document.
 
@@ -42,10 +55,11 @@ Not counted as hiding (the image stays as its own box says):
   raw-text elements, anything inside a comment or raw text (``opaque`` spans from the
   scanner);
 * ``mso-hide:all`` on an ancestor: only Outlook hides it, other clients show the image;
-* an element whose ``class`` or ``id`` a ``<style>`` block with ``@media`` names: the
-  responsive idiom that reveals mobile-only content (``display:block !important`` in a
-  media query) would otherwise cost its images;
-* ``opacity:0`` ancestors and off-screen positioning (not modelled).
+* an element a rule inside ``@media`` styles (:meth:`~.stylerules.HidingRules.revealed`):
+  the responsive idiom that reveals mobile-only content (``display:block !important`` in
+  a media query) would otherwise cost its images;
+* off-screen positioning, ``transform``, ``clip-path``, ``zoom`` (not modelled:
+  ``docs/rewriting.md``, "Not detected").
 
 >>> hidden_ranges(b'<p>a</p><img src="x" hidden><div hidden><img src="y"></div>', [], [])
 [(8, 28), (28, 53)]
@@ -57,29 +71,51 @@ import re
 import sys
 from bisect import bisect_right
 from collections.abc import Callable, Iterator, Sequence
+from functools import lru_cache
 
+from beacon_proxy.rewrite.boxes import clips, faint
 from beacon_proxy.rewrite.css import declarations
 from beacon_proxy.rewrite.htmlattr import Span, unescape
 from beacon_proxy.rewrite.htmlpatterns import TAG_ATTR
+from beacon_proxy.rewrite.stylerules import MAX_WORDS, HidingRules, RulesLimitError, read_rules
 
 __all__ = ["ENDLESS", "MAX_DEPTH", "MAX_NESTING", "HidingLimitError", "attr_values",
            "enclosing_tag", "hidden_ranges", "hiding_attributes", "hiding_declarations",
-           "hiding_marks"]
+           "hiding_marks", "hiding_names", "obscured_marks", "rule_marks"]
 
 MAX_DEPTH = 256  # elements open inside one hiding element
 
 _WS = rb"[\t\n\f\r ]"
-#: The three declarations that can hide an element's content, on the lower-cased view.
-#: ":" is the literal re scans for; the property is checked behind it (fixed widths).
-#: The definition: :func:`hiding_declarations` finds the same matches faster.
+_BLANK_BYTES = b"\t\n\f\r "
+#: The declarations that hide an element's content by a word, on the lower-cased view:
+#: ``display:none``, ``visibility:hidden|collapse``, blanks allowed before the colon.  The
+#: mark is group 1, from the ":" on.  The definition: :func:`hiding_declarations` finds
+#: the same marks faster.
 _HIDING = re.compile(
-    rb":(?:(?<=display:)|(?<=visibility:)|(?<=overflow:))" + _WS + rb"*+(?:none|hidden|collapse)"
+    rb"(?:display|visibility)" + _WS + rb"*+(:" + _WS + rb"*+(?:none|hidden|collapse))"
     rb"(?![-a-z0-9_])"
 )
-#: :data:`_HIDING` without its look-behinds: the value first (a blank run and a branch of
-#: literals, which re rejects without entering a frame), the property checked in Python.
+#: :data:`_HIDING` from its value: a blank run and a branch of literals, which re rejects
+#: without entering a frame; the property is checked in Python.
 _HIDING_VALUE = re.compile(rb":" + _WS + rb"*+(?:none|hidden|collapse)(?![-a-z0-9_])")
-_HIDING_PROPERTIES = (b"display", b"visibility", b"overflow")
+_HIDING_PROPERTIES = (b"display", b"visibility")
+#: Every property a mark from a ":" follows, longest first (``overflow-x`` before
+#: ``overflow``: :func:`hidden_ranges` checks the byte before it).
+_PROPERTIES = (b"content-visibility", b"visibility", b"overflow-x", b"overflow-y",
+               b"overflow", b"display", b"opacity")
+#: The declarations that hide by a number or with a size: ``opacity`` (faint), ``overflow``
+#: (any value but ``visible``, with a size of 0-2 px).  Rare in mail, so found by name;
+#: the mark is group 1, from the ":" on.
+_HIDING_NAME = re.compile(rb"(?<![-a-z0-9_])(?:opacity|overflow(?:-[xy])?)" + _WS + rb"*+(:)")
+#: What a style attribute may hide a declaration behind (:func:`obscured_marks`): a CSS
+#: escape or comment (``disp\lay``, ``display:/**/none``), a character reference to an
+#: ASCII character but a quote (``display&#58;none``), or named for a colon or a blank.
+_OBSCURED = re.compile(rb"\\|/\*|&#(x?)([0-9a-f]{1,8})|&(?:colon|tab|newline);")
+#: The references among them, and the names :data:`_HIDING_NAME` starts with: each a
+#: search from a literal first byte.
+_REFERENCES = re.compile(rb"&(?:#(x?)([0-9a-f]{1,8})|colon;|tab;|newline;)")
+_NAMES = re.compile(rb"o(?:pacity|verflow)")
+_QUOTES = (0x22, 0x27)
 #: The ``hidden`` attribute's name, up to what ends it; the byte before it must end the
 #: tag's name or an attribute (checked in Python: :func:`hiding_attributes`).
 _HIDDEN_ATTRIBUTE = re.compile(rb"hidden(?=[\t\n\f\r /=>])")
@@ -95,7 +131,7 @@ _TAG = re.compile(
     + rb"*+=" + _WS + rb"*+(?:\"[^\"]*+\"|'[^']*+'|[^\t\n\f\r >]*+))?)*+[\t\n\f\r /]*+>"
 )
 _TAG_START = re.compile(rb"</?[a-z]")
-_LOOKBEHIND = len(b"visibility")  # the longest property _HIDING looks behind for
+_LOOKBEHIND = len(b"content-visibility")  # the longest property before a mark's ":"
 _BEFORE_PROPERTY = b";\"'=\t\n\f\r {"
 _VOID = frozenset({b"area", b"base", b"br", b"col", b"embed", b"hr", b"img", b"input",
                    b"link", b"meta", b"source", b"track", b"wbr", b"param", b"keygen",
@@ -129,28 +165,81 @@ _TABLE_CLOSERS: dict[bytes, frozenset[bytes]] = {
 }
 _BLOCK = _P_CLOSERS | _CELL | {b"table", b"object", b"marquee", b"applet", b"button",
                                b"template", b"select"}
-#: A class or id selector in a style block (CSS escapes aside: a miss only hides less).
-_SELECTOR_NAME = re.compile(rb"[.#][-_a-z0-9]++")
-_ZERO = re.compile(rb"[-+]?(?:0++\.?0*+|\.0++)[a-z%]*+")
-_SIZES = ("width", "height", "max-width", "max-height")
+
+
+def _blanks_before(low: bytes, at: int) -> int:
+    """Where the run of blanks that ends at ``at`` starts."""
+    while at and low[at - 1] in _BLANK_BYTES:
+        at -= 1
+    return at
 
 
 def hiding_declarations(low: bytes, start: int = 0, end: int = sys.maxsize
                         ) -> Iterator[re.Match[bytes]]:
-    """``_HIDING.finditer(low, start, end)``: the same matches, in the same order.
+    """The marks of :data:`_HIDING` whose ":" is in ``low[start:end]`` (the property and
+    blanks before it are read before ``start`` as a look-behind would), in order.
 
-    Why not the pattern itself: its three look-behinds are entered at every ":" of the
-    view (every URL's scheme, every CSS declaration: ~500 in the 70 KB benchmark
-    newsletter), 36 us a pass; tested the other way round, value first, 25 us.  The
-    matches are the same: no two candidates overlap (each holds one ":", at its start),
-    so keeping those whose ":" follows a property is :data:`_HIDING`'s ``finditer``;
-    ``endswith`` up to the ":" reads the bytes before ``start`` as a look-behind does.
-    The Python test runs per candidate (``:none`` and the like), never per ":".
+    Why not the pattern itself: its properties would be tried at every "d" and "v" of the
+    view; the value first (``:none`` and the like) is rare, and the Python test runs per
+    candidate, never per ":".  No two candidates overlap (each holds one ":", at its start).
     """
     ends = low.endswith
     for m in _HIDING_VALUE.finditer(low, start, end):
-        if ends(_HIDING_PROPERTIES, 0, m.start()):
+        if ends(_HIDING_PROPERTIES, 0, _blanks_before(low, m.start())):
             yield m
+
+
+def hiding_names(low: bytes, start: int = 0, end: int = sys.maxsize
+                 ) -> Iterator[re.Match[bytes]]:
+    """The ``opacity`` and ``overflow`` declarations whose ":" is in ``low[start:end]``:
+    each a match of a ":" and the blanks after it (the name and the blanks before the ":"
+    may stand before ``start``, as a look-behind reads).  Found by the names alone (a
+    pattern with a look-behind first is tried at every byte: 30 times slower)."""
+    floor = max(0, _blanks_before(low, min(start, len(low))) - len(b"overflow-x"))
+    for name in _NAMES.finditer(low, floor, end):
+        m = _HIDING_NAME.match(low, name.start(), end)
+        if m is not None and m.start(1) >= start:
+            colon = _COLON_BLANKS.match(low, m.start(1), end)
+            if colon is not None:
+                yield colon
+
+
+_COLON_BLANKS = re.compile(rb":" + _WS + rb"*+")
+
+
+def obscured_marks(low: bytes, start: int = 0, end: int = sys.maxsize
+                   ) -> Iterator[re.Match[bytes]]:
+    """Where a style may say what no literal search reads (:data:`_OBSCURED`); a numeric
+    character reference only when it stands for an ASCII character other than a quote
+    (``&#8217;`` and ``&#39;`` in text are many, and hide no declaration).  Found from
+    the ``&`` on, and from the rare ``\\`` and ``*`` by ``memchr`` (one pattern for all
+    would be tried at every ``/`` of the URLs: ten times slower)."""
+    found = [m for m in _REFERENCES.finditer(low, start, end) if _ascii_reference(m)]
+    for needle in b"\\*":  # memchr: rare bytes in markup
+        pos = low.find(needle, start, end)
+        while pos >= 0:
+            m = _OBSCURED.match(low, pos - (needle == 0x2A), end)
+            if m is not None and m.start() >= start:
+                found.append(m)
+            pos = low.find(needle, pos + 1, end)
+    found.sort(key=_start)
+    return iter(found)
+
+
+def _ascii_reference(m: re.Match[bytes]) -> bool:
+    """Whether an obscured mark is no numeric reference, or one to an ASCII character
+    other than a quote (decimal digits only count in a decimal one: ``&#12ab;`` is 12)."""
+    digits = m.group(2)
+    if digits is None:
+        return True
+    if m.group(1):
+        value = int(digits, 16)
+    else:
+        run = len(digits) - len(digits.lstrip(b"0123456789"))
+        if not run:
+            return False
+        value = int(digits[:run])
+    return value < 0x80 and value not in _QUOTES
 
 
 #: ``<`` tried around one mark: a start tag inside another's quoted value, and "<" that
@@ -230,11 +319,14 @@ def _start(m: re.Match[bytes]) -> int:
 
 def hiding_marks(low: bytes, start: int = 0, end: int = sys.maxsize
                  ) -> Iterator[re.Match[bytes]]:
-    """:func:`hiding_declarations` and :func:`hiding_attributes`, by position: what
-    :func:`hidden_ranges` looks at (a declaration's match starts at its ":").  Both are
-    in order and few: sorted together (stable: as ``heapq.merge`` orders them), a third
-    of ``merge`` 's cost for the small windows a campaign's copy is searched in."""
-    marks = [*hiding_declarations(low, start, end), *hiding_attributes(low, start, end)]
+    """:func:`hiding_declarations`, :func:`hiding_names`, :func:`hiding_attributes` and
+    :func:`obscured_marks`, by position: what :func:`hidden_ranges` looks at (a
+    declaration's match starts at its ":", an attribute's at its name, an obscured mark at
+    its ``\\``, ``/`` or ``&``).  Each list is in order and short: sorted together
+    (stable: as ``heapq.merge`` orders them), a third of ``merge`` 's cost for the small
+    windows a campaign's copy is searched in."""
+    marks = [*hiding_declarations(low, start, end), *hiding_names(low, start, end),
+             *hiding_attributes(low, start, end), *obscured_marks(low, start, end)]
     marks.sort(key=_start)
     return iter(marks)
 
@@ -281,31 +373,32 @@ def attr_values(low: bytes, start: int, end: int,
     return out
 
 
-def _named(values: dict[bytes, bytes], names: frozenset[bytes]) -> bool:
-    """Whether a tag's ``class`` or ``id`` (``values``) is among the selector ``names``."""
-    return any(b"." + token in names for token in values.get(b"class", b"").split()) or any(
-        b"#" + token in names for token in values.get(b"id", b"").split())
-
-
-def _hides(low: bytes, start: int, end: int) -> bool | None:
-    """Whether the tag at ``start:end`` hides its content by its first style attribute:
-    a hiding declaration that wins there; None when that style sets no ``display`` (a
-    ``hidden`` attribute then hides, unless a style block shows the element).  Character
-    references are decoded first (``font-family:&quot;Open Sans&quot;`` is common); a
-    CSS escape stays as it is (``display:\\62 lock`` sets a display that is not none)."""
+def _own_declarations(low: bytes, start: int, end: int) -> dict[str, str] | None:
+    """The declarations of the first style attribute of the tag at ``start:end`` (None:
+    it has none), read as a browser reads them: character references decoded first
+    (``font-family:&quot;Open Sans&quot;`` is common, ``display&#58;none`` hostile), then
+    as CSS tokenizes it (comments, escapes: :func:`~.css.declarations`)."""
     value = _style_value(low, start, end)
     if value is None:
         return None
     css = low[value[0] : value[1]]
-    if b"&" in css:
+    if b"&" in css:  # (the view is lower-cased: "&Tab;" and "&NewLine;" are read so)
+        css = css.replace(b"&tab;", b"\t").replace(b"&newline;", b"\n")
         css = unescape(css.decode("latin-1")).lower().encode("latin-1", "replace")
-    d = declarations(css, lower=True)
-    if d.get("display") == "none" or d.get("visibility") in ("hidden", "collapse"):
+    return declarations(css, lower=True)
+
+
+def _hides(d: dict[str, str] | None) -> bool | None:
+    """Whether a tag's own declarations ``d`` hide its content: a hiding declaration that
+    wins there; None when they set no ``display`` (a ``hidden`` attribute then hides,
+    unless a style block shows the element)."""
+    if d is None:
+        return None
+    if d.get("display") == "none" or d.get("visibility") in ("hidden", "collapse") or d.get(
+            "content-visibility") == "hidden":
         return True
-    if any(_ZERO.fullmatch(d[key].encode("latin-1", "replace")) is not None
-           for key in _SIZES if key in d) and any(
-            css.startswith(b"overflow", m.start() - 8) for m in hiding_declarations(css)):
-        return True  # overflow:hidden (overflow:clip is not searched for) with a zero size
+    if ("opacity" in d and faint(d["opacity"])) or clips(d):
+        return True
     return False if "display" in d else None
 
 
@@ -360,36 +453,50 @@ def _extent(low: bytes, name: bytes, pos: int, opaque_starts: Sequence[int],
 
 def hidden_ranges(low: bytes, opaque: Sequence[Span], styles: Sequence[Span],
                   reads: list[Span] | None = None,
-                  declarations: list[int] | None = None) -> list[Span]:
+                  declarations: list[int] | None = None,
+                  words: list[bytes] | None = None) -> list[Span]:
     """The spans of the elements that hide their content, sorted and disjoint.
 
     ``low``: the lower-cased view; ``opaque``: the scanner's comment and raw-text spans
     (sorted); ``styles``: the contents of its ``<style>`` blocks.  Raises
-    :class:`HidingLimitError` past :data:`MAX_DEPTH`.  ``reads``: where to note every
-    stretch of ``low`` the result depends on, besides the declarations searched for,
-    ``opaque`` and ``styles`` (:mod:`~beacon_proxy.rewrite.rescan` reuses a result where
-    none of them changed); each is ``(start, end)``, ends included.  ``declarations``:
-    where to note where each hiding declaration found starts.
+    :class:`HidingLimitError` past :data:`MAX_DEPTH`, :data:`~.stylerules.MAX_WORDS` or
+    :data:`~.stylerules.MAX_RULES`.
+    ``reads``: where to note every stretch of ``low`` the result depends on, besides the
+    marks searched for, ``opaque`` and ``styles`` (:mod:`~beacon_proxy.rewrite.rescan`
+    reuses a result where none of them changed); each is ``(start, end)``, ends included.
+    ``declarations``: where to note where each mark found starts.  ``words``: where to
+    note the words the style blocks' hiding rules are searched by (:func:`rule_marks`).
     """
     note = ([] if reads is None else reads).append  # a few per hiding declaration
     out: list[Span] = []
     opaque_starts = [start for start, _ in opaque]
-    media: frozenset[bytes] | None = None  # the names media queries style (on first need)
+    rules = _style_rules(low, styles, note)
+    searched = sorted(rules.words_searched()) if rules is not None else []
+    if words is not None:
+        words.extend(searched)
     styled: frozenset[bytes] | None = None  # words of style blocks with a display (same)
     first_table = -1  # where the first <table starts, once looked for (past the end: none)
     seen = 0  # past the last mark and the tag judged for it: each tag is judged once
-    for m in hiding_marks(low):
-        at = m.start()
-        attribute = low[at] != 0x3A  # ":" starts a declaration's match
-        note((at - 1, m.end()) if attribute else  # with the byte before the name
-             (at - _LOOKBEHIND - 1, m.end()))  # with the byte before the property
+    marks = [(m.start(), m.end(), kind) for kind, found in (
+        (_COLON, hiding_declarations(low)), (_COLON, hiding_names(low)),
+        (_ATTRIBUTE, hiding_attributes(low)), (_OBSCURE, obscured_marks(low)),
+        (_RULE, rule_marks(low, searched))) for m in found]
+    marks.sort()
+    for at, mark_end, kind in marks:
+        attribute = kind == _ATTRIBUTE  # (else in a value: a declaration from its ":", an
+        # escape, comment or reference that may hide one, a word a hiding rule names)
+        if kind == _COLON:  # with the byte before the property and the blanks after it
+            gap = _blanks_before(low, at)
+            note((gap - _LOOKBEHIND - 1, mark_end))
+        else:
+            note((at - 1, mark_end + 1))  # with the bytes before and after
         if declarations is not None:
             declarations.append(at)
         if (out and at < out[-1][1]) or at < seen:
             continue  # inside a hidden element, or the tag judged last, already
-        if not attribute:
-            prop_start = at - (7 if low.startswith(b"display", at - 7) else
-                               10 if low.startswith(b"visibility", at - 10) else 8)
+        if kind == _COLON:
+            prop_start = next((gap - len(p) for p in _PROPERTIES
+                               if low.startswith(p, gap - len(p))), -1)
             if prop_start <= 0 or low[prop_start - 1] not in _BEFORE_PROPERTY:
                 continue
         i = bisect_right(opaque_starts, at) - 1
@@ -404,8 +511,6 @@ def hidden_ranges(low: bytes, opaque: Sequence[Span], styles: Sequence[Span],
         lt = tag.start()
         name = tag.group(2)
         void = name in _VOID or name == b"iframe"  # its own style is its box already; its
-        if void and not attribute:  # hidden attribute is not (an iframe holds raw text)
-            continue
         if (name in _NEVER and name != b"iframe") or name.startswith((b"v:", b"o:", b"w:")):
             continue
         if name in _CELL:
@@ -415,31 +520,35 @@ def hidden_ranges(low: bytes, opaque: Sequence[Span], styles: Sequence[Span],
                 note((0, first_table + len(b"<table")))
             if not 0 <= first_table < lt:
                 continue  # outside a table a browser drops the tag (and its style)
-        hides = _hides(low, lt, tag.end())
-        if void and hides is not None:
-            continue  # its own style decides (its box), also over a hidden attribute
-        values = attr_values(low, lt, tag.end(), (b"class", b"id", b"hidden"))
-        if hides is None:  # no own display: a hidden attribute, unless a style shows it
-            if b"hidden" not in values or (void and values[b"hidden"].strip() == b"until-found"):
-                continue  # (until-found hides an element's content, not a replaced one)
-            if styles and styled is None:
-                styled = frozenset(word for a, b in styles if low.find(b"display", a, b) >= 0
-                                   for word in _STYLE_WORD.findall(low, a, b))
-                if any(_HIDDEN_SELECTOR.search(low, a, b) for a, b in styles):
-                    styled = styled | {b"[hidden"}
-                for a, b in styles:
-                    note((a, b))
-            if styled and _shown_by_style(low, name, values, styled):
+        own = _own_declarations(low, lt, tag.end())
+        hides = _hides(own)
+        if void and hides:
+            continue  # its own style says so (its box) already
+        values = attr_values(low, lt, tag.end(), (b"class", b"id", b"hidden", *(
+            rules.attributes if rules is not None else ())))
+        classes, ids = values.get(b"class", b""), values.get(b"id", b"")
+        by_rule = rules is not None and rules.hides(name, classes, ids, own or {}, void,
+                                                    values)
+        if not by_rule:
+            if void and hides is not None:
+                continue  # its own style decides (its box), also over a hidden attribute
+            if hides is None:  # no own display: a hidden attribute, unless a style shows it
+                if b"hidden" not in values or (
+                        void and values[b"hidden"].strip() == b"until-found"):
+                    continue  # (until-found hides an element's content, not a replaced one)
+                if styles and styled is None:
+                    styled = frozenset(word for a, b in styles
+                                       if low.find(b"display", a, b) >= 0
+                                       for word in _STYLE_WORD.findall(low, a, b))
+                    if any(_HIDDEN_SELECTOR.search(low, a, b) for a, b in styles):
+                        styled = styled | {b"[hidden"}
+                    for a, b in styles:
+                        note((a, b))
+                if styled and _shown_by_style(low, name, values, styled):
+                    continue
+            elif not hides:
                 continue
-        elif not hides:
-            continue
-        if styles and (values.get(b"class") or values.get(b"id")):
-            if media is None:
-                media = frozenset(name for a, b in styles if low.find(b"@media", a, b) >= 0
-                                  for name in _SELECTOR_NAME.findall(low, a, b))
-                for a, b in styles:
-                    note((a, b))
-            if _named(values, media):
+            if rules is not None and rules.revealed(name, classes, ids, values):
                 continue  # a media query may reveal it
         if void:
             out.append((lt, tag.end()))  # the image's own tag (seen is past it already)
@@ -449,3 +558,51 @@ def hidden_ranges(low: bytes, opaque: Sequence[Span], styles: Sequence[Span],
         out.append((lt, end))
         seen = max(seen, end)
     return out
+
+
+_COLON, _ATTRIBUTE, _OBSCURE, _RULE = range(4)  # the kinds of marks, in hidden_ranges()
+
+
+def _style_rules(low: bytes, styles: Sequence[Span], note: Callable[[Span], None]
+                 ) -> HidingRules | None:
+    """The style blocks' rules that hide or show (None: no style block); every block is
+    noted as read."""
+    if not styles:
+        return None
+    for a, b in styles:
+        note((a, b))
+    try:
+        rules = read_rules([low[a:b] for a, b in styles])
+    except RulesLimitError as exc:
+        raise HidingLimitError(str(exc)) from exc
+    if len(rules.words_searched()) > MAX_WORDS:
+        raise HidingLimitError(f"more than {MAX_WORDS} names in hiding rules")
+    return rules
+
+
+def rule_marks(low: bytes, words: Sequence[bytes], start: int = 0, end: int = sys.maxsize
+               ) -> Iterator[re.Match[bytes]]:
+    """Where the names the style blocks' hiding rules are searched by
+    (:meth:`~.stylerules.HidingRules.words_searched`) stand in ``low[start:end]``: a
+    ``<`` and a tag's name (``b"<img"``: the mark at the name), or a class, id or
+    attribute name after a blank, a quote or ``=`` and before a blank, a quote, ``=``,
+    ``/`` or ``>`` (a token of a ``class`` value, an attribute's name).  One literal search
+    per word."""
+    found = []
+    for word in words:
+        tag = word[:1] == b"<"
+        pattern = _word_pattern(word[1:] if tag else word)
+        for m in pattern.finditer(low, start, end):
+            before = low[m.start() - 1] if m.start() else -1
+            if (before == 0x3C) if tag else (before in _BEFORE_WORD):
+                found.append(m)
+    found.sort(key=_start)
+    return iter(found)
+
+
+_BEFORE_WORD = frozenset(b"\t\n\f\r \"'=")
+
+
+@lru_cache(maxsize=256)
+def _word_pattern(word: bytes) -> re.Pattern[bytes]:
+    return re.compile(re.escape(word) + rb"(?=[\t\n\f\r \"'=/>])")

@@ -193,6 +193,7 @@ class _Scan(TagReader):
         self.hidden: list[Span] | None = None
         self.hidden_reads: list[Span] | None = None
         self.hidden_declarations: list[int] | None = None
+        self.hidden_words: list[bytes] | None = None  # what hiding rules are searched by
         # Marks were being recorded and stopped: too many conditional comments open
         # (MAX_MARKED_DEPTH); such a scan leaves no template.
         self.deep = False
@@ -627,6 +628,7 @@ def scan_entries(view: bytes, *, max_tags: int = DEFAULT_MAX_TAGS,
         return finish_scan(scan, truncated)
     marks: list[Mark] = []
     scan.marks, scan.hidden_reads, scan.hidden_declarations = marks, [], []
+    scan.hidden_words = []
     scan.run()
     scan.ended()
     result = finish_scan(scan)
@@ -660,7 +662,7 @@ def finish_scan(scan: _Scan, truncated: bool = False
         if found is None:
             try:
                 found = hidden_ranges(scan.low, scan.opaque, scan.styles, scan.hidden_reads,
-                                      scan.hidden_declarations)
+                                      scan.hidden_declarations, scan.hidden_words)
             except HidingLimitError:  # (scan.hidden stays None: no template is kept)
                 return tuple(entries), base, LIMIT_REACHED
             scan.hidden = found

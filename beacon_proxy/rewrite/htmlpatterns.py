@@ -349,10 +349,13 @@ IMG_TAG = re.compile(_positive(rb"(?:()" + _IMG_TAG + rb")?"))
 
 #: A style attribute without these characters cannot load anything.
 CSS_HINT = re.compile(rb"[(@\\&]")
-#: A style attribute without a match cannot shrink or hide an image (so is not parsed).
+#: A style attribute without a match cannot shrink or hide an image (so is not parsed):
+#: a hiding word, a reference, an escape or a comment (what CSS reads otherwise than
+#: written), or a size that may be 0-2 px (a number from 0 to 2, a fraction, a sign, an
+#: exponent, a bracket or a math function).
 BOX_HINT = re.compile(
-    rb"none|hidden|collapse|opacity|mso-hide|&|(?:width|height)" + _WS + rb"*+:" + _WS
-    + rb"*+0*(?:[0-2](?![0-9])|\.)"
+    rb"none|hidden|collapse|opacity|mso-hide|&|\\|/\*|(?:width|height)" + _WS + rb"*+:" + _WS
+    + rb"*+(?:0*(?:[0-2](?![0-9])|\.)|[-+(]|calc|min|max|clamp|[0-9]++(?:\.[0-9]*+)?e)"
 )  # searched in the lower-cased view (re.IGNORECASE is four times slower here)
 COMMENT_END = re.compile(rb"--!?>")
 #: Matched on the lower-cased view ("[IF mso]" is a condition too).  The condition cannot

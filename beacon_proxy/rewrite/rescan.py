@@ -78,7 +78,7 @@ from itertools import accumulate
 from operator import itemgetter
 from typing import Any, TypeVar
 
-from beacon_proxy.rewrite.hiding import hiding_marks
+from beacon_proxy.rewrite.hiding import hiding_marks, rule_marks
 from beacon_proxy.rewrite.html import Mark, _Scan
 from beacon_proxy.rewrite.htmlattr import Span
 from beacon_proxy.rewrite.htmlrefs import Entry, PendingImg
@@ -135,9 +135,11 @@ _COMMENT_REACH = len(b"--!>")
 _META_GAP = len(b"<meta") + 512 + len(b"charset")
 _DECLARATION = re.compile(rb"charset[\t\n\f\r ]*+(?:=[\t\n\f\r \"']*+[-\w.:]{0,40})?")
 _BLANKS = b"\t\n\f\r "
-#: What every hiding mark (:func:`~.hiding.hiding_marks`) holds: a ``hidden`` attribute,
-#: or a declaration's value ``none``, ``hidden`` or ``collapse``.
-_HIDING_WORDS = (b"hidden", b"none", b"collapse")
+#: What every hiding mark (:func:`~.hiding.hiding_marks`) holds or follows: a ``hidden``
+#: attribute, a declaration's value ``none``, ``hidden`` or ``collapse``, the name
+#: ``opacity`` or ``overflow``, an escape, a comment, a character reference.
+_HIDING_WORDS = (b"hidden", b"none", b"collapse", b"opacity", b"overflow", b"\\", b"/*",
+                 b"&#", b"&colon;", b"&tab;", b"&newline;")
 _F = TypeVar("_F")
 #: A changed region: (start, end) in the template's view, (start, end) in the copy's.
 _Region = tuple[int, int, int, int]
@@ -165,7 +167,8 @@ class ScanTemplate:
     quotes: tuple[int, int]  # where the last '"' and the last "'" are (-1: none)
     hidden: list[Span]  # hidden_ranges() of the view
     reads: list[Span]  # what it depends on (hiding.hidden_ranges), ends included
-    declarations: list[int]  # where hidden_ranges() found a hiding declaration
+    declarations: list[int]  # where hidden_ranges() found a hiding mark
+    rule_words: tuple[bytes, ...]  # what its style blocks' hiding rules are searched by
     # Each <noscript> to the end of its "</noscript" (unmodelled.noscript_spans: in order,
     # apart): a region touching one may change what unmodelled_markup() says of it.
     noscripts: list[Span]
@@ -188,7 +191,8 @@ class ScanTemplate:
         if (scan.truncated or scan.base is not None or scan.analytics_end >= 0 or scan.depth
                 or scan.deep
                 or not scan.fast or scan.n > MAX_VIEW or scan.hidden is None
-                or scan.hidden_reads is None or scan.hidden_declarations is None):
+                or scan.hidden_reads is None or scan.hidden_declarations is None
+                or scan.hidden_words is None):
             return None
         at_byte, lines = cut_of(scan.view) if cut is None else cut
         start: Mark = (0, 0, max_tags, (0, 0, ()))
@@ -203,7 +207,7 @@ class ScanTemplate:
                    scan.refs, scan.opaque, scan.styles, every, list(map(itemgetter(0), every)),
                    scan.ordered, scan.sources, metas, _reaches(low, metas),
                    (scan.view.rfind(b'"'), scan.view.rfind(b"'")), scan.hidden,
-                   scan.hidden_reads, scan.hidden_declarations,
+                   scan.hidden_reads, scan.hidden_declarations, tuple(scan.hidden_words),
                    noscript_spans(low) if b"<noscript" in low else [], scan.comment_spans)
 
     def regions(self, view: bytes, lines: int) -> list[_Region] | None:
@@ -669,9 +673,11 @@ def _hidden(template: ScanTemplate, scan: _Scan, regions: Sequence[_Region],
             return None
         near = max(0, b0 - 32), min(n, b1 + 100)
         window = low[near[0] : near[1]]
-        if not any(word in window for word in _HIDING_WORDS):
+        words = template.rule_words
+        if not any(word in window for word in _HIDING_WORDS) and not any(
+                word in window for word in words):
             continue  # (each mark holds one: a campaign's token in a link has none)
-        for m in hiding_marks(low, *near):
+        for m in (*hiding_marks(low, *near), *rule_marks(low, words, *near)):
             if m.start() not in known:
                 return None
     out: list[Span] = []

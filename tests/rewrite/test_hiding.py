@@ -2,13 +2,15 @@
 
 The oracle is the tree html5lib builds (as browsers do): an image is hidden when an
 ancestor other than ``html``/``head``/``body`` has, in its inline style, a winning
-``display:none``, ``visibility:hidden|collapse`` or ``overflow:hidden`` with a zero size
-(declarations parsed by tinycss2), or when it or such an ancestor has a ``hidden``
-attribute that no style shows again: the user agent's ``[hidden]{display:none}`` loses
-to its own ``display`` and, conservatively, to a ``<style>`` block that sets a
-``display`` and names its tag, a class or its id, or styles ``[hidden``.  The scanner
-must agree on well-formed documents and must never call an image hidden that the
-oracle shows (that would cost a content image) on any document.
+``display:none``, ``visibility:hidden|collapse``, an ``opacity`` below 0.1, or an
+``overflow`` other than ``visible`` along a side of 0-2 px (declarations tokenized by
+tinycss2: comments, escapes; character references decoded by the HTML parser), or
+when it or such an ancestor has a ``hidden`` attribute that no style shows again: the
+user agent's ``[hidden]{display:none}`` loses to its own ``display`` and,
+conservatively, to a ``<style>`` block that sets a ``display`` and names its tag, a
+class or its id, or styles ``[hidden``.  The scanner must agree on well-formed
+documents and must never call an image hidden that the oracle shows (that would cost a
+content image) on any document.
 """
 
 from __future__ import annotations
@@ -30,20 +32,51 @@ from beacon_proxy.rewrite.hiding import (
     hiding_attributes,
     hiding_declarations,
     hiding_marks,
+    hiding_names,
+    obscured_marks,
 )
 from beacon_proxy.rewrite.html import scan_entries, scan_html
 
 _NEVER = {"html", "head", "body", "[document]"}
-_ZERO = {"0", "0px", "0em", "0%"}
+#: px per unit of the lengths the oracle reads (one token: a number is px, as in quirks)
+_PX = {"": 1.0, "px": 1.0, "pt": 4 / 3, "pc": 16.0, "in": 96.0, "em": 16.0, "rem": 16.0}
 
 
-def _declarations(style: str) -> dict[str, str]:
-    out: dict[str, str] = {}
+def _declarations(style: str) -> dict[str, list[tinycss2.ast.Node]]:
+    """The last declaration of each name, as tinycss2 tokenizes it (comments, escapes),
+    its value's tokens without blanks."""
+    out: dict[str, list[tinycss2.ast.Node]] = {}
     for decl in tinycss2.parse_declaration_list(style, skip_whitespace=True,
                                                 skip_comments=True):
         if decl.type == "declaration":
-            out[decl.lower_name] = tinycss2.serialize(decl.value).strip().lower()
+            out[decl.lower_name] = [t for t in decl.value
+                                    if t.type not in ("whitespace", "comment")]
     return out
+
+
+def _word(tokens: list[tinycss2.ast.Node] | None) -> str | None:
+    if tokens and len(tokens) == 1 and tokens[0].type == "ident":
+        return str(tokens[0].lower_value)
+    return None
+
+
+def _number(tokens: list[tinycss2.ast.Node] | None, percent: float = 0.0) -> float | None:
+    """One number, length (px) or percentage (times ``percent``, 0: unknown)."""
+    if not tokens or len(tokens) != 1:
+        return None
+    token = tokens[0]
+    if token.type == "number":
+        return float(token.value)
+    if token.type == "dimension" and token.lower_unit in _PX:
+        return float(token.value) * _PX[token.lower_unit]
+    if token.type == "percentage" and (percent or token.value == 0):
+        return float(token.value) * percent
+    return None
+
+
+def _tiny(tokens: list[tinycss2.ast.Node] | None) -> bool:
+    px = _number(tokens)
+    return px is not None and px <= 2
 
 
 def _hides(tag: Tag, shown: set[str]) -> bool:
@@ -53,10 +86,17 @@ def _hides(tag: Tag, shown: set[str]) -> bool:
         return False
     style = tag.get("style")
     d = _declarations(style) if isinstance(style, str) else {}
-    if d.get("display") == "none" or d.get("visibility") in ("hidden", "collapse"):
+    if _word(d.get("display")) == "none" or _word(d.get("visibility")) in (
+            "hidden", "collapse") or _word(d.get("content-visibility")) == "hidden":
         return True
-    if d.get("overflow") == "hidden" and any(
-            d.get(key) in _ZERO for key in ("width", "height", "max-width", "max-height")):
+    opacity = _number(d.get("opacity"), percent=0.01)
+    if opacity is not None and opacity < 0.1:
+        return True
+    both = [t.lower_value for t in d.get("overflow", []) if t.type == "ident"]
+    across = _word(d.get("overflow-x")) or (both[0] if both else "visible")
+    down = _word(d.get("overflow-y")) or (both[-1] if both else "visible")
+    if (across != "visible" and any(_tiny(d.get(k)) for k in ("width", "max-width"))) or (
+            down != "visible" and any(_tiny(d.get(k)) for k in ("height", "max-height"))):
         return True
     if not tag.has_attr("hidden") or "display" in d or "[hidden" in shown:
         return False
@@ -149,6 +189,31 @@ WELL_FORMED = [
     '<p title="<div style=display:none>">Hello <img src="https://c.test/a"></p>',
     '<p title=\'a < b <i title="<x hidden>">\'><img src="https://c.test/a"></p>',
     '<p>1 < 2 hidden> <img src="https://c.test/a"></p>',
+    # read as CSS tokenizes it: blanks, case, comments, escapes, references (session 27)
+    '<div style="DISPLAY : NONE"><img src="https://t.test/a"></div><img src="https://c.test/b">',
+    '<div style="display:/* x */none"><img src="https://t.test/a"></div>',
+    '<div style="disp\\lay:\\6e one"><img src="https://t.test/a"></div>',
+    '<div style="display&#58;none"><img src="https://t.test/a"></div>',
+    '<div style="display&colon;&#x6E;one"><img src="https://t.test/a"></div>',
+    '<div style="display&Tab;:none"><img src="https://t.test/a"></div>',
+    '<div title="\\" style="visibility&#58;hidden"><img src="https://t.test/a"></div>',
+    '<div style="disp/**/lay:none"><img src="https://c.test/a"></div>',  # two names
+    '<div style="display\\:none"><img src="https://c.test/a"></div>',  # one name
+    '<div style="display:none;x:\\3b display:block"><img src="https://t.test/a"></div>',
+    '<div style="font-family:\'/*\';display:none;a:\'*/\'"><img src="https://t.test/a"></div>',
+    # opacity, and overflow with a size of 0-2 px (session 27)
+    '<div style="opacity:0"><img src="https://t.test/a"></div><img src="https://c.test/b">',
+    '<div style="opacity :0.05"><img src="https://t.test/a"></div>',
+    '<div style="opacity:5%"><img src="https://t.test/a"></div>',
+    '<div style="opacity:0.5"><img src="https://c.test/a"></div>',
+    '<div style="width:1px;height:1px;overflow:hidden"><img src="https://t.test/a"></div>',
+    '<div style="height:0;overflow:auto"><img src="https://t.test/a"></div>',
+    '<div style="overflow-y:hidden;max-height:0"><img src="https://t.test/a"></div>',
+    '<div style="overflow-x:hidden;max-height:0"><img src="https://c.test/a"></div>',
+    '<div style="overflow:hidden;width:600px"><img src="https://c.test/a"></div>',
+    '<div style="content-visibility : hidden"><img src="https://t.test/a"></div>',
+    '<div style="content-visibility:auto"><img src="https://c.test/a"></div>',
+    '<div style="xontent-visibility:hidden"><img src="https://c.test/a"></div>',
 ]
 
 #: Markup a browser repairs: the scanner may see less hidden than html5lib, never more.
@@ -203,6 +268,8 @@ _BLOCKS = st.sampled_from([
     '<li style="display:none">', "<ul>", "</ul>", "<!--", "-->", "text", "<b>", "</b>",
     '<img src="https://c.test/i">', '<img src="https://c.test/j" width="1">',
     '<div style="max-height:0;overflow:hidden">', "<br>", "</br>", "<style>", "</style>",
+    '<div style="opacity:0">', '<div style="DISPLAY : none">', '<p style="display:/**/none">',
+    '<span style="overflow:auto;height:1px">', '<div style="disp\\lay:none">',
     "<div hidden>", '<img src="https://c.test/k" hidden>', "<p hidden>",
     '<span hidden style="display:inline">', "hidden ", "<style>.x{display:block}</style>",
 ])
@@ -230,12 +297,19 @@ def test_a_lt_that_starts_no_tag_does_not_end_the_search(before: bytes) -> None:
     assert ref.box is not None and ref.box.display == "none"
 
 
-# -- the declaration search: hiding_declarations() is _HIDING.finditer() ---------------------
+# -- the declaration search: hiding_declarations() is _HIDING's marks ------------------------
 
 _DECLARATION_PARTS = [":", " ", "\t", "\n", "none", "hidden", "collapse", "display", "visibility",
                       "overflow", "isplay", "flow", "-", "_", "x", "0", ";", "{", '"', "<p>",
                       "none-", "hiddenx", "::", "display:", "visibility:", "overflow:",
-                      "visibility :", "xdisplay:", "é"]
+                      "visibility :", "xdisplay:", "é", "display   ", "opacity", "opacity :"]
+
+
+def _defined(low: bytes, start: int = 0, end: int = 1 << 30) -> list[tuple[int, int, bytes]]:
+    """The definition: every match of the pattern in the whole text up to ``end`` whose
+    ":" (group 1) is at or after ``start`` (the property is read before a window)."""
+    return [(m.start(1), m.end(1), m.group(1)) for m in _HIDING.finditer(low, 0, end)
+            if m.start(1) >= start]
 
 
 @settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -243,27 +317,49 @@ _DECLARATION_PARTS = [":", " ", "\t", "\n", "none", "hidden", "collapse", "displ
        st.integers(0, 120), st.integers(0, 160))
 def test_hiding_declarations_are_the_patterns_matches(parts: list[str], start: int,
                                                       length: int) -> None:
-    # The definition with look-behinds against the value-first search and its Python
-    # property test: the same matches, spans and order, in any window (rescan.py
-    # searches windows whose look-behind reaches before the window's start).
+    # The definition against the value-first search and its Python property test: the
+    # same marks, spans and order, in any window (rescan.py searches windows whose
+    # property and blanks reach before the window's start).
     low = "".join(parts).encode().lower()
     for window in ((), (start,), (start, start + length)):
-        old = [(m.start(), m.end(), m.group()) for m in _HIDING.finditer(low, *window)]
         new = [(m.start(), m.end(), m.group()) for m in hiding_declarations(low, *window)]
-        assert new == old
+        assert new == _defined(low, *window)
 
 
-def test_hiding_declarations_need_the_property_right_before_the_colon() -> None:
-    low = b"x:none; display:none; displays:none; visibility: hidden; overflow:\tcollapse-"
-    assert [m.group() for m in hiding_declarations(low)] == [b":none", b": hidden"]
-    assert [m.start() for m in hiding_declarations(low)] == [
-        m.start() for m in _HIDING.finditer(low)]
-    for prop in (b"display", b"visibility", b"overflow"):
+def test_hiding_declarations_need_the_property_before_the_colon() -> None:
+    low = (b"x:none; display:none; displays:none; visibility: hidden; overflow:\tcollapse-;"
+           b" display \t:none")
+    assert [m.group() for m in hiding_declarations(low)] == [b":none", b": hidden", b":none"]
+    assert [m.start() for m in hiding_declarations(low)] == [a for a, _, _ in _defined(low)]
+    for prop in (b"display", b"visibility"):
         for value in (b"none", b"hidden", b"collapse"):
-            for low in (prop + b":" + value, b"a;" + prop + b": \t" + value + b";b"):
+            for low in (prop + b":" + value, b"a;" + prop + b" \n: \t" + value + b";b"):
                 found = [(m.start(), m.end()) for m in hiding_declarations(low)]
-                assert found == [(m.start(), m.end()) for m in _HIDING.finditer(low)]
+                assert found == [(a, b) for a, b, _ in _defined(low)]
                 assert len(found) == 1
+
+
+def test_opacity_and_overflow_are_found_by_name() -> None:
+    """Their values are numbers or any word (``overflow:auto`` with a zero height hides
+    as well): the mark is the ":" after the name, blanks allowed, read before a window."""
+    low = b"opacity:0; xopacity:0; overflow-y :auto; overflow-yy:1; OPACITY"
+    assert [m.group() for m in hiding_names(low)] == [b":", b":"]
+    assert [m.start() for m in hiding_names(low)] == [7, 34]
+    assert [m.start() for m in hiding_names(low, 8)] == [34]
+    assert [m.start() for m in hiding_names(low, 34, 35)] == [34]  # its name before start
+    assert list(hiding_names(low, 35)) == []
+
+
+@pytest.mark.parametrize(("text", "marks"), [
+    (rb"disp\lay", [b"\\"]), (b"display:/**/none", [b"/*"]), (b"display&#58;none", [b"&#58"]),
+    (b"display&#x3a;none", [b"&#x3a"]), (b"display&colon;none", [b"&colon;"]),
+    (b"a&#8217;b &#39; &#34; &#x27; &#x2019; &#0000058;", [b"&#0000058"]),
+    (b"&#12ab; &#tab; &tab; &newline;", [b"&#12ab", b"&tab;", b"&newline;"]),
+])
+def test_obscured_marks(text: bytes, marks: list[bytes]) -> None:
+    """Where a style may hide a declaration from the literal searches: escapes, comments,
+    a reference to an ASCII character but a quote (``&#8217;`` in text is common)."""
+    assert [m.group() for m in obscured_marks(text)] == marks
 
 
 def test_an_image_s_own_style_outranks_its_hidden_attribute() -> None:
@@ -298,16 +394,16 @@ def test_a_cell_after_a_closed_table_hides_nothing() -> None:
 @given(st.lists(st.sampled_from([
     "<p hidden>", "<p x hidden=1>", "xhidden ", "display:none;", "visibility : hidden",
     "overflow:\thidden", "text-decoration:none", "visibility:collapse", "<b>", ":none", " ",
-    "hidden>", "'hidden/", "display:none-x"]), max_size=30).map("".join),
+    "hidden>", "'hidden/", "display:none-x", "opacity:0", "overflow-x :", "\\", "/*",
+    "&#58;", "&#8217;", "&colon;"]), max_size=30).map("".join),
     st.integers(0, 400), st.integers(0, 400))
 def test_hiding_marks_are_both_searches_in_order(text: str, start: int, end: int) -> None:
-    """:func:`hiding_marks` (both lists sorted together) yields what merging the two
+    """:func:`hiding_marks` (the four lists sorted together) yields what merging the four
     searches by position yields, in any window."""
     import heapq
 
-    from beacon_proxy.rewrite.hiding import hiding_attributes, hiding_declarations, hiding_marks
-
     low = text.encode().lower()
-    merged = heapq.merge(hiding_declarations(low, start, end),
-                         hiding_attributes(low, start, end), key=lambda m: m.start())
+    merged = heapq.merge(hiding_declarations(low, start, end), hiding_names(low, start, end),
+                         hiding_attributes(low, start, end), obscured_marks(low, start, end),
+                         key=lambda m: m.start())
     assert [m.span() for m in hiding_marks(low, start, end)] == [m.span() for m in merged]

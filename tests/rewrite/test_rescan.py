@@ -776,15 +776,25 @@ def test_every_hiding_mark_holds_one_of_the_words_the_rescan_looks_for() -> None
     assert hiding._HIDDEN_ATTRIBUTE.pattern.startswith(b"hidden")
     values = re_module.search(rb"\(\?:([a-z|]+)\)", hiding._HIDING_VALUE.pattern)
     assert values is not None and set(values[1].split(b"|")) <= set(words)
+    assert all(word in words for word in (b"opacity", b"overflow"))  # _HIDING_NAME's
+    assert all(word in words for word in (b"\\", b"/*", b"&#", b"&colon;", b"&tab;",
+                                          b"&newline;"))  # _OBSCURED's
     for text in (b'<p hidden>', b'<p style="display: none">', b"<p style='overflow:hidden'>",
-                 b'<td style="visibility:collapse">'):
+                 b'<td style="visibility:collapse">', b'<p style="opacity :0">',
+                 b'<p style="overflow-y:auto">', b'<p style="disp\\lay:none">',
+                 b'<p style="display:/**/none">', b'<p style="display&#58;none">',
+                 b'<p style="display&Tab;:none">'):
         marks = list(hiding.hiding_marks(text.lower()))
-        assert marks and all(any(w in text[m.start():m.end() + 1].lower() for w in words)
-                             for m in marks)
+        # (a mark from a ":" holds its value's word, or follows its property's name)
+        assert marks and all(any(w in text[max(0, m.start() - 12):m.end() + 1].lower()
+                                 for w in words) for m in marks)
 
 
 @pytest.mark.parametrize("hide", [b' hidden', b' style="display:none"',
-                                  b' style="visibility: collapse"'])
+                                  b' style="visibility: collapse"', b' style="display :none"',
+                                  b' style="opacity:0"', b' style="height:0;overflow:auto"',
+                                  b' style="disp\\lay:none"', b' style="display:/**/none"',
+                                  b' style="display&#58;none"', b' style="display&Tab;:none"'])
 def test_a_region_that_hides_is_rescanned_to_the_full_scan(hide: bytes) -> None:
     """A copy whose change hides an image (a hiding mark put into a tag near a region)
     gets the full scan's hidden elements, whatever the words the rescan looked for."""
@@ -795,6 +805,33 @@ def test_a_region_that_hides_is_rescanned_to_the_full_scan(hide: bytes) -> None:
     got = _cached(doc, copy)
     assert got is not None and got == _full(copy)
     assert _cached(copy, doc) == _full(doc)  # and the other way round: no longer hidden
+
+
+@pytest.mark.parametrize(("before", "after"), [
+    (b'style="Xisplay      :none"', b'style="display      :none"'),  # the name, far back
+    (b'style="display      :nonX"', b'style="display      :none"'),
+    (b'style="opacity:0.5"', b'style="opacity:0.05"'),  # a value the mark does not hold
+    (b'style="overflow:auto;height:5px"', b'style="overflow:auto;height:0px"'),
+    (b'style="display:\\6f one"', b'style="display:\\6e one"'),
+    (b'style="display:/**/nonX"', b'style="display:/**/none"'),
+    (b'style="display&#59;none"', b'style="display&#58;none"'),
+    (b'style="dis/**/play:none"', b'style="display:none/**/"'),
+])
+def test_an_edit_inside_a_declaration_rescans_to_the_full_scan(before: bytes,
+                                                                after: bytes) -> None:
+    """A copy that differs from its template inside a style that may hide (its name
+    behind blanks, its value, an escape, a comment, a reference) gets the full scan's
+    hidden elements, both ways."""
+    doc = b"".join(b'<p>line %d <a href="https://s.example/p?u=1">x</a></p>\n' % n
+                   for n in range(40))
+    page = doc + b'<div ' + before + b'><img src="https://t.example/p.gif" width="600" ' \
+        b'height="300"></div>\n' + doc
+    copy = page.replace(before, after).replace(b"?u=1", b"?u=22", 3)
+    for one, other in ((page, copy), (copy, page)):
+        got = _cached(one, other)
+        assert got is None or got == _full(other)
+    (ref,) = [r for r in _full(copy)[0] if r.url.startswith("https://t.example")]
+    assert ref.box is not None and ref.box.display == "none"
 
 
 def _said_edits(doc: bytes, rng: random.Random) -> tuple[bytes, list[tuple[int, int, int, int]]]:

@@ -286,3 +286,12 @@ def test_a_change_touches_a_style_exactly_as_the_pairwise_check_says(
     changed = [(a, a + length, a, a + length) for a, length in changes]
     pairwise = any(start <= b and a <= end for a, b, _, _ in changed for start, end in styles)
     assert webmail._touch_any(styles, changed) == pairwise
+
+
+@settings(max_examples=3000, deadline=None)
+@given(st.lists(st.sampled_from(["url", "URL", "(", ")", "'", '"', " ", "\t", "a", "-", "é",
+                                 "u", "rl", "\u00a0", "Url ("]), max_size=16).map("".join))
+def test_php_urls_are_the_pattern_s_matches(text: str) -> None:
+    """The linear reading of sanitize_css_block's pattern finds what the pattern finds
+    (session 27: ``url(`` repeated without a quote or ``)`` took quadratic time)."""
+    assert webmail._php_urls(text) == [m[1] for m in webmail._PHP_URL.finditer(text)]

@@ -1,0 +1,481 @@
+"""Rules of a ``<style>`` block that hide an element: a pixel hidden by its class.
+
+A sender need not hide a pixel in its own ``style``: ``<style>.p{display:none}</style>
+<img class="p" src="https://t.example/o/8f3a...">`` hides it as well in every client that
+reads style blocks (Gmail, Apple Mail, Outlook.com, Thunderbird).  :func:`read_rules` reads
+a part's style blocks once, as CSS tokenizes them (:func:`~.css.plain_css`: comments,
+escapes), into the rules that hide - ``display:none``, ``visibility:hidden|collapse``,
+``content-visibility:hidden``, an ``opacity`` below 0.1, an overflow that clips to 0-2 px,
+and for an image a size of 0-2 px - keyed by the last compound selector of each selector
+(``td .p`` is ``.p``: the element it styles, whatever its ancestors; a rule that may not
+apply is read as applying, the refusal's side).  :mod:`.hiding` then judges every element
+whose class, id, attribute or tag such a rule names (:meth:`HidingRules.words_searched`)
+with :meth:`HidingRules.hides`.
+
+>>> rules = read_rules([b"p{color:red} .px,td .q{display:none} img.t{width:1px}"])
+>>> sorted(rules.words_searched())
+[b'px', b'q', b't']
+>>> rules.hides(b"img", b"a px", b"", {}, image=True), rules.hides(b"img", b"t", b"", {})
+(True, False)
+
+What shows an element again, so that the rule does not count:
+
+* its own ``style`` setting the property (``style="display:block"`` beats a rule that is
+  not ``!important``);
+* a rule of a single compound selector that matches it - nothing in the selector the
+  element does not have, no pseudo-class, no attribute value - and sets the property to
+  something else, with more weight in CSS's cascade (``!important``, then specificity,
+  then order: ``.p{display:none} img.p{display:block}``);
+* any rule inside ``@media`` that sets the property on a compound matching it (the
+  responsive idiom: ``@media (max-width:600px){.mobile{display:block !important}}`` reveals
+  mobile-only content on some screen).  A query that every screen from 320 to 2560 px
+  meets (``screen``, ``all``, ``(min-width:100px)``, ``not print``) is no condition: its
+  rules hide and show as top-level ones do.  Rules inside ``@supports``, ``@layer``,
+  ``@container`` and ``@scope`` count as top-level ones.
+
+Not read (each hides less than a browser may, so a refused copy may keep such a pixel;
+``docs/rewriting.md``, "Not detected"): a container element named by its tag in a context
+(``img.x + div``, ``td > span``: every element of its kind would count as hidden, and the
+images in it; an image named so, ``body img``, is read), a compound with neither tag,
+class, id nor attribute (``*``, ``:root``), rules nested in rules (CSS nesting), inside
+``@font-face``, ``@keyframes`` or ``@page``, selectors with a state (``:hover``) or a
+pseudo-element, and sheets a refused copy does not load (``@import``, ``<link>``).
+Bounded: :data:`MAX_RULES` rules that set a property read here, :data:`MAX_WORDS` names
+to search for; past either the part counts as truncated (refused copies take the fallback).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from beacon_proxy.rewrite.boxes import at_most, clips, faint
+from beacon_proxy.rewrite.css import plain_css, weighted_declarations
+
+__all__ = ["MAX_RULES", "MAX_WORDS", "HidingRules", "RulesLimitError", "read_rules"]
+
+#: Tags, classes and ids the hiding rules of one part may name: each is searched for in
+#: the part.  Past it the part counts as truncated (refused copies take the fallback).
+MAX_WORDS = 64
+#: Rules that hide or show which one part's style blocks may hold (each is read once per
+#: element it may style): past it, :class:`RulesLimitError`.
+MAX_RULES = 2048
+
+
+class RulesLimitError(ValueError):
+    """More than :data:`MAX_RULES` rules that hide or show."""
+#: What opens or ends a block, strings skipped whole (a brace in a string is text); what
+#: ends a statement.
+_NEXT = re.compile(rb"[{}\"']")
+#: Text without a brace outside a string: a prelude, a flat declaration block.
+_FLAT = re.compile(rb'(?:[^{}"\']++|"(?:[^"\\\n]++|\\[\s\S])*+"?'
+                   rb"|'(?:[^'\\\n]++|\\[\s\S])*+'?)*+")
+#: A block that may hide or show: one of the properties read is named in it.
+_PROPERTY = re.compile(rb"display|visibility|opacity|overflow|width|height")
+#: A block that may hide: a value that hides, or a size that may be 0-2 px (what
+#: :func:`_hiding` and :func:`~.boxes.clips` read, found faster).
+_MAY_HIDE = re.compile(
+    rb"none|hidden|collapse|opacity|(?:width|height)[\t\n\f\r ]*+:"
+    rb"[\t\n\f\r ]*+(?:0*(?:[0-2](?![0-9])|\.)|[-+(]|calc|min|max|clamp|var"
+    rb"|[0-9]++(?:\.[0-9]*+)?e)")
+_ATTRIBUTE_NAME = re.compile(rb"\[[\t\n\f\r ]*+([-_a-z0-9:]++)")
+_STRING = re.compile(rb'"(?:[^"\\\n]++|\\[\s\S])*+"?|\'(?:[^\'\\\n]++|\\[\s\S])*+\'?')
+_STATEMENT_END = re.compile(rb'"(?:[^"\\\n]++|\\[\s\S])*+"?|\'(?:[^\'\\\n]++|\\[\s\S])*+\'?|;')
+#: At-rules whose blocks hold rules that apply as the top level's do (``@supports`` is
+#: met by every client that reads the rule inside), and those whose blocks hold none.
+_TRANSPARENT = (b"@supports", b"@layer", b"@container", b"@document", b"@-moz-document",
+                b"@scope")
+_MEDIA = b"@media"
+#: A selector list's parts (commas outside brackets and parentheses are read by
+#: :func:`_selectors`); a compound's pieces.
+_PIECE = re.compile(
+    rb"(\*|[a-z][-a-z0-9]*+)|\.([-_a-z0-9\x80-\xff]++)|#([-_a-z0-9\x80-\xff]++)"
+    rb"|\[[\t\n\f\r ]*+([-_a-z0-9:]++)[^\]]*+\]|(::?)([-a-z]++)(\((?:[^()]++|\([^()]*+\))*+\))?")
+_COMBINATOR = re.compile(rb"[\t\n\f\r ]*+[>+~][\t\n\f\r ]*+|[\t\n\f\r ]++")
+#: Pseudo-classes of a moment (the rule applies while a reader does something) and
+#: pseudo-elements (the rule styles something else): such a selector hides nothing.
+_STATE = re.compile(rb":(?:hover|focus|active|focus-within|focus-visible|target|checked"
+                    rb"|visited)(?![-a-z])")
+#: The properties whose hiding value hides an image only (a box of 0-2 px: its content
+#: overflows and shows unless it clips, which "overflow" stands for).
+_SIZES = frozenset({"width", "height", "max-width", "max-height"})
+#: Elements that load what they show: a rule on one in any context (``body img``) is read
+#: as on every one.  A container in a context (``img.x + div``, ``td > span``) is not read:
+#: every element of its kind would count as hidden, and the images in it.
+_LOADING = frozenset({b"img", b"image", b"input", b"video", b"audio", b"iframe", b"embed",
+                      b"object", b"source", b"track"})
+
+
+@dataclass(frozen=True, slots=True)
+class _Compound:
+    """The last compound selector of a selector: what the element itself must have."""
+
+    tag: bytes | None
+    classes: frozenset[bytes]
+    ids: frozenset[bytes]
+    attributes: frozenset[bytes]
+    exact: bool  # nothing else in the selector: no combinator, attribute value, pseudo-class
+    specificity: tuple[int, int, int]
+
+    def matches(self, tag: bytes, classes: set[bytes], ids: set[bytes],
+                attributes: Iterable[bytes]) -> bool:
+        return (self.tag is None or self.tag == tag) and self.classes <= classes and (
+            self.ids <= ids) and self.attributes <= set(attributes)
+
+
+@dataclass(frozen=True, slots=True)
+class _Rule:
+    compound: _Compound
+    order: int
+    hides: dict[str, bool]  # property -> !important, for the properties that hide
+    shows: dict[str, bool]  # property -> !important, for those that set another value
+    media: bool  # inside @media
+
+
+@dataclass(slots=True)
+class _Block:
+    """A style rule as written, read into :class:`_Rule` s on first need."""
+
+    selectors: bytes
+    media: bool
+    body: bytes
+    order: int
+    rules: list[_Rule] | None = None
+
+
+@dataclass(slots=True)
+class HidingRules:
+    """The rules of a part's style blocks that hide, and those that may show what they
+    hide (see the module docstring).  Only a rule whose text can hide is read at once; a
+    rule that may show is read when an element it may name is judged."""
+
+    hiding: list[_Rule] = field(default_factory=list)
+    blocks: list[_Block] = field(default_factory=list)  # every rule that sets a property
+    words: set[bytes] = field(default_factory=set)  # classes, ids, attribute names
+    tags: set[bytes] = field(default_factory=set)  # tag names a rule names alone
+    attributes: set[bytes] = field(default_factory=set)  # named by attribute selectors
+    index: dict[bytes, list[_Rule]] = field(default_factory=dict)  # hiding, by _key()
+
+    def words_searched(self) -> set[bytes]:
+        """What finds every element a hiding rule may hide: its classes, ids and
+        attribute names, and ``<`` with each tag named alone (``b"<img"``)."""
+        return self.words | {b"<" + tag for tag in self.tags}
+
+    def _showing(self, tag: bytes, keys: list[bytes], names: set[bytes], marks: set[bytes],
+                 present: set[bytes]) -> list[_Rule]:
+        """The rules that set a property of the element (of the blocks whose selectors
+        hold one of ``keys`` as text: read on first need)."""
+        out: list[_Rule] = []
+        for block in self.blocks:
+            if not any(key in block.selectors for key in keys):
+                continue
+            if block.rules is None:
+                block.rules = _read_block(block)
+            out.extend(rule for rule in block.rules if rule.shows and rule.compound.matches(
+                tag, names, marks, present))
+        return out
+
+    def revealed(self, tag: bytes, classes: bytes, ids: bytes,
+                 attributes: Iterable[bytes] = ()) -> bool:
+        """Whether a rule inside ``@media`` styles the element (on some screen it may
+        show what its own style or a ``hidden`` attribute hides)."""
+        names, marks, present = set(classes.split()), set(ids.split()), set(attributes)
+        keys = [*names, *marks, *present, tag]
+        return any(rule.media for rule in self._showing(tag, keys, names, marks, present))
+
+    def hides(self, tag: bytes, classes: bytes, ids: bytes, own: dict[str, str],
+              image: bool = False, attributes: Iterable[bytes] = ()) -> bool:
+        """Whether a rule hides the element ``tag`` with these ``class`` and ``id``
+        values and its own style's declarations ``own`` (a size counts for an
+        ``image``).  Linear in the rules that may match it."""
+        names, marks, present = set(classes.split()), set(ids.split()), set(attributes)
+        index = self.index
+        matching = [rule for key in (b"<" + tag, *(b"." + n for n in names),
+                                     *(b"#" + n for n in marks), *(b"[" + n for n in present))
+                    for rule in index.get(key, ()) if rule.compound.matches(
+                        tag, names, marks, present)]
+        if not matching:
+            return False
+        # What shows each property, per the cascade: a rule in @media (any screen), and
+        # the strongest exact rule as (!important, specificity, order).
+        anywhere: set[str] = set()
+        strongest: dict[str, tuple[bool, tuple[int, int, int], int]] = {}
+        for rule in self._showing(tag, [*names, *marks, *present, tag], names, marks,
+                                  present):
+            for prop, important in rule.shows.items():
+                if rule.media:
+                    anywhere.add(prop)
+                elif rule.compound.exact:
+                    weight = (important, rule.compound.specificity, rule.order)
+                    if prop not in strongest or strongest[prop] < weight:
+                        strongest[prop] = weight
+        for rule in matching:
+            for prop, important in rule.hides.items():
+                if (prop in _SIZES and not image) or (prop in own and not important):
+                    continue  # a size hides only an image; the element's own style wins
+                if prop in anywhere:
+                    continue  # a media query may show it (on some screen)
+                shown = strongest.get(prop)
+                if shown is None or shown < (important, rule.compound.specificity,
+                                             rule.order):
+                    return True
+        return False
+
+
+def read_rules(sheets: Iterable[bytes]) -> HidingRules:
+    """The hiding rules of the style blocks' texts ``sheets`` (lower-cased), in order.
+    Linear: one pass of two patterns per sheet; a rule whose text may hide is read at
+    once (:data:`_MAY_HIDE`), any other that sets a property read here when needed."""
+    rules = HidingRules()
+    order = 0
+    for css in sheets:
+        order = _read_sheet(rules, plain_css(css), order)
+    if len(rules.blocks) > MAX_RULES:
+        raise RulesLimitError(f"more than {MAX_RULES} rules that hide or show")
+    for block in rules.blocks:
+        if block.media or not _MAY_HIDE.search(block.body):
+            continue
+        block.rules = _read_block(block)
+        for rule in block.rules:
+            if not rule.hides:
+                continue
+            rules.hiding.append(rule)
+            rules.index.setdefault(_key(rule.compound), []).append(rule)
+            compound = rule.compound  # what the element must hold: one finds it
+            if compound.classes or compound.ids:
+                rules.words.add(min(compound.classes or compound.ids))
+            elif compound.attributes:
+                rules.words.add(min(compound.attributes))
+            elif compound.tag is not None:
+                rules.tags.add(compound.tag)
+            rules.attributes.update(compound.attributes)
+    for block in rules.blocks:  # (an attribute a showing rule needs is read too)
+        if b"[" in block.selectors:
+            rules.attributes.update(_ATTRIBUTE_NAME.findall(block.selectors))
+    return rules
+
+
+def _read_sheet(rules: HidingRules, text: bytes, order: int) -> int:
+    """The rules of one sheet that set a property read here, numbered on from ``order``
+    (the last number given).  Each prelude and each flat declaration block is one match
+    of a possessive pattern; only blocks inside blocks (CSS nesting, at-rules not read)
+    are walked brace by brace."""
+    stack: list[bool] = []  # per open @media/@supports... block: inside @media
+    pos, n = 0, len(text)
+    while pos < n:
+        brace = _flat_end(text, pos)  # the prelude, to a "{" or "}"
+        if brace >= n:
+            break
+        if text[brace] == 0x7D:  # "}": the end of an at-rule's block (or a stray one)
+            if stack:
+                stack.pop()
+            pos = brace + 1
+            continue
+        prelude = _after_statements(text[pos:brace]).strip()
+        media = bool(stack) and stack[-1]
+        if prelude.startswith(_MEDIA) or prelude.startswith(_TRANSPARENT):
+            stack.append(media or (prelude.startswith(_MEDIA) and not _always(prelude)))
+            pos = brace + 1
+            continue
+        end = _flat_end(text, brace + 1)  # the declarations, to a "}" or "{"
+        if end < n and text[end] == 0x7B:  # "{": a block inside (nesting): not read
+            pos = _past_block(text, brace + 1)
+            continue
+        if not prelude.startswith(b"@") and _PROPERTY.search(text, brace + 1, end):
+            order += 1
+            rules.blocks.append(_Block(prelude, media, text[brace + 1 : end], order))
+        pos = end + 1  # (the sheet's end closes what is open)
+    return order
+
+
+def _flat_end(text: bytes, pos: int) -> int:
+    """Where the text without a brace outside a string that starts at ``pos`` ends."""
+    m = _FLAT.match(text, pos)
+    return pos if m is None else m.end()
+
+
+def _past_block(text: bytes, pos: int) -> int:
+    """Where the block whose content starts at ``pos`` ends (past its ``}``), blocks
+    inside it and strings skipped."""
+    depth = 1
+    while (m := _NEXT.search(text, pos)) is not None:
+        token = m.group()
+        pos = m.end()
+        if token in b"\"'":
+            string = _STRING.match(text, m.start())
+            pos = pos if string is None else string.end()
+        elif token == b"{":
+            depth += 1
+        else:
+            depth -= 1
+            if not depth:
+                return pos
+    return len(text)
+
+
+def _after_statements(prelude: bytes) -> bytes:
+    """A rule's prelude without the statements before it (``@import 'x'; .p``: ``.p``):
+    from the last ``;`` outside a string."""
+    if b";" not in prelude:
+        return prelude
+    last = -1
+    for m in _STATEMENT_END.finditer(prelude):
+        if m.group() == b";":
+            last = m.end()
+    return prelude[last:] if last >= 0 else prelude
+
+
+def _read_block(block: _Block) -> list[_Rule]:
+    """A style rule's :class:`_Rule` per selector: what it hides, what it sets otherwise
+    (in ``@media`` anything it sets may show, on some screen, and it hides nothing)."""
+    values, strong = weighted_declarations(block.body, lower=True)
+    if not values:
+        return []
+    hides = {prop: prop in strong for prop, value in values.items() if _hiding(prop, value)}
+    if clips(values):  # (overflow and the size that clips, in one rule)
+        hides["overflow"] = bool(strong & {"overflow", "overflow-x", "overflow-y"})
+    shows = {prop: prop in strong for prop in values if prop not in hides}
+    if block.media:
+        hides = {}
+    out = []
+    for selector in _selectors(block.selectors):
+        compound = _compound(selector)
+        if compound is not None:
+            out.append(_Rule(compound, block.order, hides, shows, block.media))
+    return out
+
+
+def _key(compound: _Compound) -> bytes:
+    """The one thing a compound requires that its rule is filed under."""
+    if compound.classes:
+        return b"." + min(compound.classes)
+    if compound.ids:
+        return b"#" + min(compound.ids)
+    if compound.attributes:
+        return b"[" + min(compound.attributes)
+    return b"<" + (compound.tag or b"")
+
+
+def _always(prelude: bytes) -> bool:
+    """Whether an ``@media`` prelude matches every screen a newsletter is read on (320 to
+    2560 px wide): ``@media screen``, ``(min-width:100px)``, ``not print``.  Its rules
+    then hide as top-level rules do (a query naming no real condition is no reveal)."""
+    for query in prelude[len(_MEDIA):].split(b","):
+        words = query.replace(b"(", b" ( ").replace(b")", b" ) ").replace(b":", b" : ").split()
+        if words in ([b"not", b"print"], [b"not", b"speech"]):
+            return True
+        words = [w for w in words if w not in (b"only", b"and")]
+        if words[:1] and words[0] in (b"screen", b"all"):
+            words = words[1:]
+        if all(_always_feature(m) for m in _FEATURE.finditer(b" ".join(words))) and (
+                not _FEATURE.sub(b"", b" ".join(words)).strip()):
+            return True
+    return False
+
+
+_FEATURE = re.compile(rb"\( ([-a-z]++) :? ([-+]?[0-9.]*+)(px|em|rem)? \)")
+
+
+def _always_feature(m: re.Match[bytes]) -> bool:
+    """A width condition every screen from 320 to 2560 px meets."""
+    name, number, unit = m.group(1), m.group(2), m.group(3)
+    try:
+        px = float(number) * (16.0 if unit in (b"em", b"rem") else 1.0)
+    except ValueError:
+        return False
+    if name in (b"min-width", b"min-device-width"):
+        return px <= 320
+    if name in (b"max-width", b"max-device-width"):
+        return px >= 2560
+    return False
+
+
+def _hiding(prop: str, value: str) -> bool:
+    """Whether a winning declaration hides the element (a size: only an image)."""
+    if prop == "display":
+        return value == "none"
+    if prop == "visibility":
+        return value in ("hidden", "collapse")
+    if prop == "content-visibility":
+        return value == "hidden"
+    if prop == "opacity":
+        return faint(value)
+    if prop in ("width", "height"):
+        return at_most(value, 2)
+    if prop in ("max-width", "max-height"):
+        return at_most(value, 2)
+    return False
+
+
+def _selectors(text: bytes) -> list[bytes]:
+    """A selector list's selectors: split at the commas outside brackets and parentheses."""
+    if b"(" not in text and b"[" not in text:
+        return [s for s in (part.strip() for part in text.split(b",")) if s]
+    out, depth, start = [], 0, 0
+    for i, byte in enumerate(text):
+        if byte in b"([":
+            depth += 1
+        elif byte in b")]":
+            depth = max(0, depth - 1)
+        elif byte == 0x2C and not depth:
+            out.append(text[start:i].strip())
+            start = i + 1
+    out.append(text[start:].strip())
+    return [s for s in out if s]
+
+
+def _compound(selector: bytes) -> _Compound | None:
+    """The last compound of a selector (None: nothing of the element named, a state or a
+    pseudo-element, or a selector not read)."""
+    parts = [p for p in _COMBINATOR.split(selector) if p]
+    if not parts or _STATE.search(selector):
+        return None
+    last = parts[-1]
+    tag: bytes | None = None
+    classes: set[bytes] = set()
+    ids: set[bytes] = set()
+    attributes: set[bytes] = set()
+    exact = len(parts) == 1
+    counts = [0, 0, 0]
+    pos = 0
+    while pos < len(last):
+        m = _PIECE.match(last, pos)
+        if m is None or m.end() == pos:
+            return None  # not read (an escape left, a namespace): no rule
+        pos = m.end()
+        if m.group(1) is not None:
+            if m.start():
+                return None  # a type selector only first
+            tag = None if m.group(1) == b"*" else m.group(1)
+            counts[2] += tag is not None
+        elif m.group(2) is not None:
+            classes.add(m.group(2))
+            counts[1] += 1
+        elif m.group(3) is not None:
+            ids.add(m.group(3))
+            counts[0] += 1
+        elif m.group(4) is not None:
+            attributes.add(m.group(4))
+            counts[1] += 1
+            exact = exact and m.group().rstrip(b"]").strip(b"[\t\n\f\r ") == m.group(4)
+        else:
+            name = m.group(6)
+            if m.group(5) == b"::" or name in (b"before", b"after", b"first-line",
+                                               b"first-letter"):
+                return None
+            counts[1] += 1
+            exact = False
+    if (not classes and not ids and not (tag or attributes)) or (
+            len(parts) > 1 and not classes and not ids and tag not in _LOADING):
+        return None  # "img.x + div", "td > p": a container in a context only (not read)
+    for part in parts[:-1]:  # the specificity is the whole selector's
+        for m in _PIECE.finditer(part):
+            if m.group(3) is not None:
+                counts[0] += 1
+            elif m.group(1) is not None:
+                counts[2] += m.group(1) != b"*"
+            else:
+                counts[1] += 1
+    return _Compound(tag, frozenset(classes), frozenset(ids), frozenset(attributes), exact,
+                     (counts[0], counts[1], counts[2]))
