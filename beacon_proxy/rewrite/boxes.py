@@ -214,7 +214,8 @@ def is_hidden(box: Box) -> bool:
     """Hidden by ``display``, ``visibility``, ``opacity``, a zero maximum size or mso-hide."""
     if box[4:] == _NO_CSS:
         return False
-    if box.display == "none" or box.visibility in ("hidden", "collapse") or box.mso_hide == "all":
+    if box.display in ("none", "contents") or box.visibility in ("hidden", "collapse") or (
+            box.mso_hide == "all"):
         return True
     if box.opacity is not None and faint(box.opacity):
         return True
@@ -248,9 +249,6 @@ def faint(opacity: str) -> bool:
     >>> faint("0"), faint("5%"), faint("0.5"), faint("calc(0.2 / 4)")
     (True, True, False, True)
     """
-    value = opacity.strip()
-    if value.endswith("%"):
-        got = css_range(value[:-1])
-        return got is not None and got[1] / 100 < FAINT
+    value = opacity.strip().replace("%", "e-2")  # (a percentage of 1, calc() too)
     got = css_range(value)
     return got is not None and got[1] < FAINT

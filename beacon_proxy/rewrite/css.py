@@ -100,14 +100,22 @@ _AT = re.compile(rb"@(import|font-face)(?![" + _NAME + rb"\\])", re.I)
 _GAP = re.compile(rb"(?:" + _WS + rb"++|/\*[^*]*+\*++(?:[^/*][^*]*+\*++)*+/)*+")
 _HEX_ESCAPE = re.compile(r"\\(?:([0-9a-fA-F]{1,6})(?:\r\n|[ \t\n\r\f])?|(\r\n|[\n\r\f])|(.))", re.S)
 _DECL_NAMES = (rb"(width|height|max-width|max-height|display|visibility|opacity|mso-hide"
-               rb"|overflow(?:-[xy])?|content-visibility)(?![-\w])")
-_IMPORTANT = rb"(!" + _WS + rb"*+important)?"
-_DECL = re.compile(rb"(?<![-\w])" + _DECL_NAMES + _WS + rb"*+:" + _WS + rb"*+([^;}!]*)"
-                   + _IMPORTANT, re.I)
-# The same on lower-case text: a first-byte class before the lookbehind lets re skip to
-# the few places where a name can start (with re.I it tries every position).
-_DECL_LOWER = re.compile(rb"(?=[wmhdvoc])(?<![-\w])" + _DECL_NAMES + _WS + rb"*+:" + _WS
-                         + rb"*+([^;}!]*)" + _IMPORTANT)
+               rb"|overflow(?:-[xy])?|content-visibility|(?:max-)?(?:inline|block)-size)"
+               rb"(?![-\w])")
+#: A declaration list's names read here, anywhere (a list without one is passed over).
+_ANY_NAME = re.compile(_DECL_NAMES, re.I)
+#: A declaration list's declarations: up to each ";" outside a string or brackets (two
+#: deep: ``calc(min(1px, 2px))``).
+_DECLARATION = re.compile(
+    rb'(?:[^;"\'(]++|"(?:[^"\\\n]++|\\[\s\S])*+"?|\'(?:[^\'\\\n]++|\\[\s\S])*+\'?'
+    rb"|\((?:[^()]++|\([^()]*+\)?)*+\)?)++")
+_NAMES: Final = frozenset({"width", "height", "max-width", "max-height", "display",
+                           "visibility", "opacity", "mso-hide", "overflow", "overflow-x",
+                           "overflow-y", "content-visibility"})
+_IMPORTANT = re.compile(rb"![\t\n\f\r ]*+important[\t\n\f\r ]*+\Z", re.I)
+#: Logical sizes in a horizontal writing mode (a mail's): the physical ones.
+_LOGICAL: Final = {"inline-size": "width", "block-size": "height",
+                   "max-inline-size": "max-width", "max-block-size": "max-height"}
 #: What a CSS tokenizer reads otherwise than the bytes say, in a declaration list: a
 #: comment (a gap between two tokens) and an escape (a code point of a name).
 _OBSCURED = re.compile(rb"/\*|\\")
@@ -122,13 +130,14 @@ _PLAIN_PIECE = re.compile(
 _NAME_BYTES = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_")
 
 
-def plain_css(data: bytes) -> bytes:
+def plain_css(data: bytes, escapes: bool = False) -> bytes:
     r"""A declaration list as CSS tokenizes it, for the patterns of :func:`declarations`:
     each comment a blank (it parts two tokens: ``display:/**/none`` is ``display: none``,
     ``disp/**/lay`` two names), each escape the letter, digit, ``-`` or ``_`` it stands
     for (``disp\lay``, ``\6e one``), anything else escaped an ``_`` (a name's code point
     that ends no name: ``x\3b display:block`` holds no declaration of ``display``).
-    Strings are kept whole.  Linear: one pass of one pattern.
+    Strings are kept whole.  ``escapes``: comments only (a selector's escapes stand for
+    any character: ``.md\:hidden``).  Linear: one pass of one pattern.
 
     >>> plain_css(rb"disp\lay:/* x */\6e one; content:'/*'; a:b\3b c")
     b"display: none; content:'/*'; a:b_c"
@@ -137,6 +146,8 @@ def plain_css(data: bytes) -> bytes:
     for m in _PLAIN_PIECE.finditer(data):
         if m.group(1) is not None:
             out.append(b" ")
+        elif escapes and m.group()[:1] == b"\\":
+            out.append(m.group())
         elif m.group(2) is not None:
             cp = int(m.group(2), 16)
             out.append(bytes((cp,)) if cp < 0x80 and cp in _NAME_BYTES else b"_")
@@ -159,6 +170,16 @@ _DISPLAY_WORDS = _CSS_WIDE | frozenset({
     "-moz-box", "-moz-inline-box", "-ms-flexbox", "-ms-inline-flexbox", "-webkit-flex",
     "-webkit-inline-flex", "-ms-grid", "-ms-inline-grid"})
 _VISIBILITY_WORDS = _CSS_WIDE | frozenset({"visible", "hidden", "collapse"})
+_OVERFLOW_WORDS = frozenset({"visible", "hidden", "clip", "scroll", "auto", "overlay"})
+#: A number, a percentage or a dimension (CSS Syntax: sign, fraction, exponent); the
+#: keywords of a size; the math functions.
+_NUMBER = re.compile(r"[-+]?(?:[0-9]*\.[0-9]+|[0-9]+)(?:e[-+]?[0-9]+)?%?")
+_LENGTH = re.compile(r"[-+]?(?:[0-9]*\.[0-9]+|[0-9]+)(?:e[-+]?[0-9]+)?(?:[a-z]+|%)?")
+_SIZE_WORDS = frozenset({"auto", "min-content", "max-content", "fit-content", "stretch",
+                         "-webkit-fill-available", "-moz-available", "-webkit-min-content",
+                         "-webkit-max-content", "-moz-min-content", "-moz-max-content",
+                         "intrinsic", "min-intrinsic"})
+_MATH = ("calc(", "min(", "max(", "clamp(", "-webkit-calc(", "-moz-calc(", "fit-content(")
 
 
 @dataclass(frozen=True, slots=True)
@@ -606,12 +627,30 @@ def weighted_declarations(data: bytes, *, lower: bool = False
 
 def _read_declarations(data: bytes, start: int, end: int | None, lower: bool,
                        out: dict[str, str], strong: set[str]) -> None:
+    """Each declaration of ``data[start:end]`` whose name is read here, as CSS parses a
+    declaration list: up to a ";" outside strings and brackets, a name (blanks around
+    it), a ":", a value; ``!important`` only at the end (any other "!" drops it)."""
     stop = len(data) if end is None else end
     if _OBSCURED.search(data, start, stop) is not None:  # a comment or an escape
         data, start, stop, lower = plain_css(data[start:stop]).lower(), 0, sys.maxsize, True
-    for raw_name, raw_value, important in (_DECL_LOWER if lower else _DECL).findall(
-            data, start, stop):
-        name = raw_name.decode("ascii") if lower else raw_name.decode("ascii").lower()
+    if _ANY_NAME.search(data, start, stop) is None:
+        return
+    for m in _DECLARATION.finditer(data, start, stop):
+        raw_name, colon, raw_value = m.group().partition(b":")
+        if not colon:
+            continue
+        name = raw_name.strip(b"\t\n\f\r ").decode("latin-1")
+        if not lower:
+            name = name.lower()
+        name = _LOGICAL.get(name, name)
+        if name not in _NAMES:
+            continue
+        important = False
+        bang = raw_value.find(b"!")
+        if bang >= 0:
+            if _IMPORTANT.match(raw_value, bang) is None:
+                continue  # "display:block !ie": dropped
+            raw_value, important = raw_value[:bang], True
         value = raw_value.decode("latin-1").strip()
         if not lower:
             value = value.lower()
@@ -623,12 +662,40 @@ def _read_declarations(data: bytes, start: int, end: int | None, lower: bool,
 
 
 def _accepted(name: str, value: str) -> bool:
-    """Whether a browser keeps this declaration (``var()`` is kept: decided later)."""
+    """Whether a browser keeps this declaration (``var()`` is kept: decided later): a
+    declaration a browser drops must neither hide nor show."""
     if not value:
         return False
+    if "var(" in value or value in _CSS_WIDE:
+        return True
     if name == "display":
-        words = value.split()
-        return "var(" in value or (len(words) <= 3 and all(w in _DISPLAY_WORDS for w in words))
+        return _display(value.split())
     if name == "visibility":
-        return "var(" in value or value in _VISIBILITY_WORDS
-    return True
+        return value in _VISIBILITY_WORDS
+    if name == "content-visibility":
+        return value in ("visible", "auto", "hidden")
+    if name.startswith("overflow"):
+        words = value.split()
+        return 0 < len(words) <= (2 if name == "overflow" else 1) and all(
+            w in _OVERFLOW_WORDS for w in words)
+    if name == "opacity":
+        return _NUMBER.fullmatch(value) is not None or value.startswith(_MATH)
+    if name in ("width", "height", "max-width", "max-height"):
+        return (_LENGTH.fullmatch(value) is not None or value.startswith(_MATH)
+                or value in _SIZE_WORDS or (value == "none" and name.startswith("max-")))
+    return True  # mso-hide: Outlook's own
+
+
+def _display(words: list[str]) -> bool:
+    """CSS Display's grammar: one keyword, or an outer and an inner display with
+    ``list-item`` (``inline flow-root``, ``block flex``; not ``inline block``)."""
+    if len(words) == 1:
+        return words[0] in _DISPLAY_WORDS
+    if len(words) > 3 or len(set(words)) != len(words):
+        return False
+    outer = [w for w in words if w in ("block", "inline", "run-in")]
+    inner = [w for w in words if w in ("flow", "flow-root", "table", "flex", "grid", "ruby",
+                                       "math")]
+    item = [w for w in words if w == "list-item"]
+    return len(outer) <= 1 and len(inner) <= 1 and len(outer) + len(inner) + len(item) == len(
+        words) and (not item or not inner or inner[0] in ("flow", "flow-root"))

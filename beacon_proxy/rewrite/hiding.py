@@ -72,12 +72,19 @@ import sys
 from bisect import bisect_right
 from collections.abc import Callable, Iterator, Sequence
 from functools import lru_cache
+from html.entities import html5
 
 from beacon_proxy.rewrite.boxes import clips, faint
-from beacon_proxy.rewrite.css import declarations
+from beacon_proxy.rewrite.css import weighted_declarations
 from beacon_proxy.rewrite.htmlattr import Span, unescape
 from beacon_proxy.rewrite.htmlpatterns import TAG_ATTR
-from beacon_proxy.rewrite.stylerules import MAX_WORDS, HidingRules, RulesLimitError, read_rules
+from beacon_proxy.rewrite.stylerules import (
+    MAX_WORDS,
+    HidingRules,
+    RulesLimitError,
+    read_rules,
+    sheet_mode,
+)
 
 __all__ = ["ENDLESS", "MAX_DEPTH", "MAX_NESTING", "HidingLimitError", "attr_values",
            "enclosing_tag", "hidden_ranges", "hiding_attributes", "hiding_declarations",
@@ -113,7 +120,12 @@ _HIDING_NAME = re.compile(rb"(?<![-a-z0-9_])(?:opacity|overflow(?:-[xy])?)" + _W
 _OBSCURED = re.compile(rb"\\|/\*|&#(x?)([0-9a-f]{1,8})|&(?:colon|tab|newline);")
 #: The references among them, and the names :data:`_HIDING_NAME` starts with: each a
 #: search from a literal first byte.
-_REFERENCES = re.compile(rb"&(?:#(x?)([0-9a-f]{1,8})|colon;|tab;|newline;)")
+_REFERENCES = re.compile(rb"&(?:#(x?)([0-9a-f]{1,8})|([a-z]++);?)")
+#: Named character references to ASCII punctuation or a blank (lower-cased, as the view
+#: is): ``&sol;&ast;`` is a comment's "/*", ``&bsol;`` an escape, ``&colon;`` a colon.
+_PUNCTUATION_NAMES = frozenset(
+    name.rstrip(";").lower().encode() for name, text in html5.items()
+    if len(text) == 1 and ord(text) < 0x80 and not text.isalnum() and text not in "\"'&<>")
 _NAMES = re.compile(rb"o(?:pacity|verflow)")
 _QUOTES = (0x22, 0x27)
 #: The ``hidden`` attribute's name, up to what ends it; the byte before it must end the
@@ -231,7 +243,7 @@ def _ascii_reference(m: re.Match[bytes]) -> bool:
     other than a quote (decimal digits only count in a decimal one: ``&#12ab;`` is 12)."""
     digits = m.group(2)
     if digits is None:
-        return True
+        return m.group(3) is None or m.group(3) in _PUNCTUATION_NAMES
     if m.group(1):
         value = int(digits, 16)
     else:
@@ -373,11 +385,13 @@ def attr_values(low: bytes, start: int, end: int,
     return out
 
 
-def _own_declarations(low: bytes, start: int, end: int) -> dict[str, str] | None:
-    """The declarations of the first style attribute of the tag at ``start:end`` (None:
-    it has none), read as a browser reads them: character references decoded first
-    (``font-family:&quot;Open Sans&quot;`` is common, ``display&#58;none`` hostile), then
-    as CSS tokenizes it (comments, escapes: :func:`~.css.declarations`)."""
+def _own_declarations(low: bytes, start: int, end: int
+                      ) -> tuple[dict[str, str], set[str]] | None:
+    """The declarations of the first style attribute of the tag at ``start:end`` and
+    those that are ``!important`` (None: it has none), read as a browser reads them:
+    character references decoded first (``font-family:&quot;Open Sans&quot;`` is
+    common, ``display&#58;none`` hostile), then as CSS tokenizes it (comments, escapes:
+    :func:`~.css.weighted_declarations`)."""
     value = _style_value(low, start, end)
     if value is None:
         return None
@@ -385,7 +399,7 @@ def _own_declarations(low: bytes, start: int, end: int) -> dict[str, str] | None
     if b"&" in css:  # (the view is lower-cased: "&Tab;" and "&NewLine;" are read so)
         css = css.replace(b"&tab;", b"\t").replace(b"&newline;", b"\n")
         css = unescape(css.decode("latin-1")).lower().encode("latin-1", "replace")
-    return declarations(css, lower=True)
+    return weighted_declarations(css, lower=True)
 
 
 def _hides(d: dict[str, str] | None) -> bool | None:
@@ -394,12 +408,26 @@ def _hides(d: dict[str, str] | None) -> bool | None:
     unless a style block shows the element)."""
     if d is None:
         return None
-    if d.get("display") == "none" or d.get("visibility") in ("hidden", "collapse") or d.get(
-            "content-visibility") == "hidden":
-        return True
-    if ("opacity" in d and faint(d["opacity"])) or clips(d):
+    if _hiding_props(d):
         return True
     return False if "display" in d else None
+
+
+def _hiding_props(d: dict[str, str]) -> list[str]:
+    """The properties by which declarations ``d`` hide an element's content."""
+    out = []
+    if d.get("display") == "none":
+        out.append("display")
+    if d.get("visibility") in ("hidden", "collapse"):
+        out.append("visibility")
+    if d.get("content-visibility") == "hidden":
+        out.append("content-visibility")
+    if "opacity" in d and faint(d["opacity"]):
+        out.append("opacity")
+    if clips(d):
+        out += ["overflow", "overflow-x", "overflow-y", "width", "height", "max-width",
+                "max-height"]
+    return out
 
 
 def _shown_by_style(low: bytes, name: bytes, values: dict[bytes, bytes],
@@ -520,15 +548,16 @@ def hidden_ranges(low: bytes, opaque: Sequence[Span], styles: Sequence[Span],
                 note((0, first_table + len(b"<table")))
             if not 0 <= first_table < lt:
                 continue  # outside a table a browser drops the tag (and its style)
-        own = _own_declarations(low, lt, tag.end())
+        weighted = _own_declarations(low, lt, tag.end())
+        own, strong = weighted if weighted is not None else (None, set())
         hides = _hides(own)
         if void and hides:
             continue  # its own style says so (its box) already
         values = attr_values(low, lt, tag.end(), (b"class", b"id", b"hidden", *(
             rules.attributes if rules is not None else ())))
-        classes, ids = values.get(b"class", b""), values.get(b"id", b"")
+        classes, ids = _decoded(values.get(b"class", b"")), _decoded(values.get(b"id", b""))
         by_rule = rules is not None and rules.hides(name, classes, ids, own or {}, void,
-                                                    values)
+                                                    values, strong)
         if not by_rule:
             if void and hides is not None:
                 continue  # its own style decides (its box), also over a hidden attribute
@@ -548,7 +577,9 @@ def hidden_ranges(low: bytes, opaque: Sequence[Span], styles: Sequence[Span],
                     continue
             elif not hides:
                 continue
-            if rules is not None and rules.revealed(name, classes, ids, values):
+            if rules is not None and rules.revealed(
+                    name, classes, ids, values,
+                    _hiding_props(own) if hides and own is not None else ["display"]):
                 continue  # a media query may reveal it
         if void:
             out.append((lt, tag.end()))  # the image's own tag (seen is past it already)
@@ -563,6 +594,13 @@ def hidden_ranges(low: bytes, opaque: Sequence[Span], styles: Sequence[Span],
 _COLON, _ATTRIBUTE, _OBSCURE, _RULE = range(4)  # the kinds of marks, in hidden_ranges()
 
 
+def _decoded(value: bytes) -> bytes:
+    """A ``class`` or ``id`` value with its character references decoded (lower-cased)."""
+    if b"&" not in value:
+        return value
+    return unescape(value.decode("latin-1")).lower().encode("latin-1", "replace")
+
+
 def _style_rules(low: bytes, styles: Sequence[Span], note: Callable[[Span], None]
                  ) -> HidingRules | None:
     """The style blocks' rules that hide or show (None: no style block); every block is
@@ -571,8 +609,13 @@ def _style_rules(low: bytes, styles: Sequence[Span], note: Callable[[Span], None
         return None
     for a, b in styles:
         note((a, b))
+    sheets = []
+    for a, b in styles:  # each with the mode its <style> tag's media and type give it
+        lt = low.rfind(b"<style", 0, a)
+        given = attr_values(low, lt, a, (b"media", b"type")) if lt >= 0 else {}
+        sheets.append((low[a:b], sheet_mode(given.get(b"media"), given.get(b"type"))))
     try:
-        rules = read_rules([low[a:b] for a, b in styles])
+        rules = read_rules(sheets)
     except RulesLimitError as exc:
         raise HidingLimitError(str(exc)) from exc
     if len(rules.words_searched()) > MAX_WORDS:

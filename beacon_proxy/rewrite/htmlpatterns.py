@@ -354,7 +354,8 @@ CSS_HINT = re.compile(rb"[(@\\&]")
 #: written), or a size that may be 0-2 px (a number from 0 to 2, a fraction, a sign, an
 #: exponent, a bracket or a math function).
 BOX_HINT = re.compile(
-    rb"none|hidden|collapse|opacity|mso-hide|&|\\|/\*|(?:width|height)" + _WS + rb"*+:" + _WS
+    rb"none|hidden|collapse|contents|opacity|mso-hide|&|\\|/\*|(?:width|height|size)" + _WS
+    + rb"*+:" + _WS
     + rb"*+(?:0*(?:[0-2](?![0-9])|\.)|[-+(]|calc|min|max|clamp|[0-9]++(?:\.[0-9]*+)?e)"
 )  # searched in the lower-cased view (re.IGNORECASE is four times slower here)
 COMMENT_END = re.compile(rb"--!?>")

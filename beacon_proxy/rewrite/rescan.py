@@ -674,10 +674,15 @@ def _hidden(template: ScanTemplate, scan: _Scan, regions: Sequence[_Region],
         near = max(0, b0 - 32), min(n, b1 + 100)
         window = low[near[0] : near[1]]
         words = template.rule_words
-        if not any(word in window for word in _HIDING_WORDS) and not any(
-                word in window for word in words):
+        if words:  # a name a rule requires may start before the window or end after it
+            longest = max(map(len, words))
+            wide = max(0, near[0] - longest), min(n, near[1] + longest)
+            if any(word in low[wide[0] : wide[1]] for word in words) and any(
+                    m.start() not in known for m in rule_marks(low, words, *wide)):
+                return None
+        if not any(word in window for word in _HIDING_WORDS):
             continue  # (each mark holds one: a campaign's token in a link has none)
-        for m in (*hiding_marks(low, *near), *rule_marks(low, words, *near)):
+        for m in hiding_marks(low, *near):
             if m.start() not in known:
                 return None
     out: list[Span] = []

@@ -51,9 +51,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from beacon_proxy.rewrite.boxes import at_most, clips, faint
-from beacon_proxy.rewrite.css import plain_css, weighted_declarations
+from beacon_proxy.rewrite.css import css_unescape, plain_css, weighted_declarations
 
-__all__ = ["MAX_RULES", "MAX_WORDS", "HidingRules", "RulesLimitError", "read_rules"]
+__all__ = ["MAX_RULES", "MAX_WORDS", "HidingRules", "RulesLimitError", "read_rules",
+           "sheet_mode"]
 
 #: Tags, classes and ids the hiding rules of one part may name: each is searched for in
 #: the part.  Past it the part counts as truncated (refused copies take the fallback).
@@ -68,15 +69,17 @@ class RulesLimitError(ValueError):
 #: What opens or ends a block, strings skipped whole (a brace in a string is text); what
 #: ends a statement.
 _NEXT = re.compile(rb"[{}\"']")
+#: A CSS escape in a selector's name (CSS Syntax 4.3.7): any character.
+_ESCAPE = rb"\\(?:[0-9a-f]{1,6}(?:\r\n|[\t\n\f\r ])?|[^\n\r\f0-9a-f])"
 #: Text without a brace outside a string: a prelude, a flat declaration block.
-_FLAT = re.compile(rb'(?:[^{}"\']++|"(?:[^"\\\n]++|\\[\s\S])*+"?'
-                   rb"|'(?:[^'\\\n]++|\\[\s\S])*+'?)*+")
+_FLAT = re.compile(rb'(?:[^{}"\'\\u]++|"(?:[^"\\\n]++|\\[\s\S])*+"?'
+                   rb"|'(?:[^'\\\n]++|\\[\s\S])*+'?|\\[\s\S]?|url\((?:[^)\\]++|\\[\s\S])*+\)?|u)*+")
 #: A block that may hide or show: one of the properties read is named in it.
-_PROPERTY = re.compile(rb"display|visibility|opacity|overflow|width|height")
+_PROPERTY = re.compile(rb"display|visibility|opacity|overflow|width|height|size|\\")
 #: A block that may hide: a value that hides, or a size that may be 0-2 px (what
 #: :func:`_hiding` and :func:`~.boxes.clips` read, found faster).
 _MAY_HIDE = re.compile(
-    rb"none|hidden|collapse|opacity|(?:width|height)[\t\n\f\r ]*+:"
+    rb"none|hidden|collapse|contents|opacity|\\|(?:width|height|size)[\t\n\f\r ]*+:"
     rb"[\t\n\f\r ]*+(?:0*(?:[0-2](?![0-9])|\.)|[-+(]|calc|min|max|clamp|var"
     rb"|[0-9]++(?:\.[0-9]*+)?e)")
 _ATTRIBUTE_NAME = re.compile(rb"\[[\t\n\f\r ]*+([-_a-z0-9:]++)")
@@ -87,14 +90,24 @@ _STATEMENT_END = re.compile(rb'"(?:[^"\\\n]++|\\[\s\S])*+"?|\'(?:[^\'\\\n]++|\\[
 _TRANSPARENT = (b"@supports", b"@layer", b"@container", b"@document", b"@-moz-document",
                 b"@scope")
 _MEDIA = b"@media"
+_MEDIA_RULE = re.compile(rb"@media(?![-_a-z0-9\x80-\xff\\])")
+#: CSS's CDO and CDC tokens, which a sheet's top level ignores (``<style><!-- ... -->``).
+_CDO_CDC = re.compile(rb"<!--|-->")
+#: A selector :func:`_compound` does not understand (CSS may drop the whole rule).
+_UNREAD = b"unread"
+#: The hiding of ``display:contents``: an image's box is none then (an element's
+#: content shows).
+_CONTENTS = "display-contents"
 #: A selector list's parts (commas outside brackets and parentheses are read by
 #: :func:`_selectors`); a compound's pieces.
 _PIECE = re.compile(
-    rb"(\*|[a-z][-a-z0-9]*+)|\.([-_a-z0-9\x80-\xff]++)|#([-_a-z0-9\x80-\xff]++)"
+    rb"(\*|[a-z][-a-z0-9]*+)|\.((?:[-_a-z0-9\x80-\xff]|" + _ESCAPE + rb")++)"
+    rb"|#((?:[-_a-z0-9\x80-\xff]|" + _ESCAPE + rb")++)"
     rb"|\[[\t\n\f\r ]*+([-_a-z0-9:]++)[^\]]*+\]|(::?)([-a-z]++)(\((?:[^()]++|\([^()]*+\))*+\))?")
 _COMBINATOR = re.compile(rb"[\t\n\f\r ]*+[>+~][\t\n\f\r ]*+|[\t\n\f\r ]++")
 #: Pseudo-classes of a moment (the rule applies while a reader does something) and
 #: pseudo-elements (the rule styles something else): such a selector hides nothing.
+_NOT = re.compile(rb":not\((?:[^()]++|\([^()]*+\))*+\)")
 _STATE = re.compile(rb":(?:hover|focus|active|focus-within|focus-visible|target|checked"
                     rb"|visited)(?![-a-z])")
 #: The properties whose hiding value hides an image only (a box of 0-2 px: its content
@@ -133,12 +146,27 @@ class _Rule:
     media: bool  # inside @media
 
 
+#: Where a rule stands: at the top level (or in a query every screen meets), in
+#: ``@media`` that some screens meet (it may show, on some screen; it hides nothing), in
+#: a condition not evaluated (``@supports``, ``@layer``, ``@container``, ``@scope``: it
+#: hides, the refusal's side, and shows nothing), or where no screen reads it (``@media
+#: print``, ``@media (max-width:100px)``, a ``<style media=print>``, a dropped rule).
+_TOP, _MEDIA_SOME, _CONDITIONAL, _NEVER = b"top", b"media", b"conditional", b"never"
+
+
+def _inside(outer: bytes, inner: bytes) -> bytes:
+    """The mode of a block of mode ``inner`` inside one of mode ``outer``."""
+    if _NEVER in (outer, inner) or {outer, inner} == {_MEDIA_SOME, _CONDITIONAL}:
+        return _NEVER  # (hides nothing as media, shows nothing as a condition)
+    return inner if outer == _TOP else outer
+
+
 @dataclass(slots=True)
 class _Block:
     """A style rule as written, read into :class:`_Rule` s on first need."""
 
     selectors: bytes
-    media: bool
+    mode: bytes
     body: bytes
     order: int
     rules: list[_Rule] | None = None
@@ -177,19 +205,26 @@ class HidingRules:
         return out
 
     def revealed(self, tag: bytes, classes: bytes, ids: bytes,
-                 attributes: Iterable[bytes] = ()) -> bool:
-        """Whether a rule inside ``@media`` styles the element (on some screen it may
-        show what its own style or a ``hidden`` attribute hides)."""
+                 attributes: Iterable[bytes] = (), props: Iterable[str] = ()) -> bool:
+        """Whether a rule inside ``@media`` sets one of ``props`` on the element (on some
+        screen it may show what its own style or a ``hidden`` attribute hides)."""
         names, marks, present = set(classes.split()), set(ids.split()), set(attributes)
         keys = [*names, *marks, *present, tag]
-        return any(rule.media for rule in self._showing(tag, keys, names, marks, present))
+        wanted = set(props)
+        return any(rule.media and wanted.intersection(rule.shows)
+                   for rule in self._showing(tag, keys, names, marks, present))
 
     def hides(self, tag: bytes, classes: bytes, ids: bytes, own: dict[str, str],
-              image: bool = False, attributes: Iterable[bytes] = ()) -> bool:
+              image: bool = False, attributes: Iterable[bytes] = (),
+              own_strong: Iterable[str] = ()) -> bool:
         """Whether a rule hides the element ``tag`` with these ``class`` and ``id``
-        values and its own style's declarations ``own`` (a size counts for an
+        values and its own style's declarations ``own`` (``own_strong``: those that are
+        ``!important``, which beat even an important rule; a size counts for an
         ``image``).  Linear in the rules that may match it."""
+        if tag == b"image":
+            tag = b"img"  # (the parser's name for it)
         names, marks, present = set(classes.split()), set(ids.split()), set(attributes)
+        strong_own = set(own_strong)
         index = self.index
         matching = [rule for key in (b"<" + tag, *(b"." + n for n in names),
                                      *(b"#" + n for n in marks), *(b"[" + n for n in present))
@@ -212,29 +247,33 @@ class HidingRules:
                         strongest[prop] = weight
         for rule in matching:
             for prop, important in rule.hides.items():
-                if (prop in _SIZES and not image) or (prop in own and not important):
-                    continue  # a size hides only an image; the element's own style wins
-                if prop in anywhere:
+                real = "display" if prop == _CONTENTS else prop
+                if not image and (prop in _SIZES or prop == _CONTENTS):
+                    continue  # a size, display:contents: they hide an image only
+                if real in own and (not important or real in strong_own):
+                    continue  # the element's own style wins
+                if real in anywhere:
                     continue  # a media query may show it (on some screen)
-                shown = strongest.get(prop)
+                shown = strongest.get(real)
                 if shown is None or shown < (important, rule.compound.specificity,
                                              rule.order):
                     return True
         return False
 
 
-def read_rules(sheets: Iterable[bytes]) -> HidingRules:
+def read_rules(sheets: Iterable[bytes | tuple[bytes, bytes]]) -> HidingRules:
     """The hiding rules of the style blocks' texts ``sheets`` (lower-cased), in order.
     Linear: one pass of two patterns per sheet; a rule whose text may hide is read at
     once (:data:`_MAY_HIDE`), any other that sets a property read here when needed."""
     rules = HidingRules()
     order = 0
-    for css in sheets:
-        order = _read_sheet(rules, plain_css(css), order)
-    if len(rules.blocks) > MAX_RULES:
+    for sheet in sheets:  # a sheet's text, or (its text, the mode its <style> gives it)
+        css, mode = (sheet, _TOP) if isinstance(sheet, bytes) else sheet
+        order = _read_sheet(rules, plain_css(css, escapes=True).lower(), order, mode)
+    if sum(block.selectors.count(b",") + 1 for block in rules.blocks) > MAX_RULES:
         raise RulesLimitError(f"more than {MAX_RULES} rules that hide or show")
     for block in rules.blocks:
-        if block.media or not _MAY_HIDE.search(block.body):
+        if block.mode not in (_TOP, _CONDITIONAL) or not _MAY_HIDE.search(block.body):
             continue
         block.rules = _read_block(block)
         for rule in block.rules:
@@ -249,6 +288,8 @@ def read_rules(sheets: Iterable[bytes]) -> HidingRules:
                 rules.words.add(min(compound.attributes))
             elif compound.tag is not None:
                 rules.tags.add(compound.tag)
+                if compound.tag == b"img":
+                    rules.tags.add(b"image")  # (<image> is an <img> to the parser)
             rules.attributes.update(compound.attributes)
     for block in rules.blocks:  # (an attribute a showing rule needs is read too)
         if b"[" in block.selectors:
@@ -256,13 +297,14 @@ def read_rules(sheets: Iterable[bytes]) -> HidingRules:
     return rules
 
 
-def _read_sheet(rules: HidingRules, text: bytes, order: int) -> int:
+def _read_sheet(rules: HidingRules, text: bytes, order: int, mode: bytes = _TOP) -> int:
     """The rules of one sheet that set a property read here, numbered on from ``order``
     (the last number given).  Each prelude and each flat declaration block is one match
     of a possessive pattern; only blocks inside blocks (CSS nesting, at-rules not read)
     are walked brace by brace."""
-    stack: list[bool] = []  # per open @media/@supports... block: inside @media
+    stack: list[bytes] = []  # the mode of each open @media/@supports... block
     pos, n = 0, len(text)
+    stray = False  # a "}" the top level does not close: the next rule's prelude is bad
     while pos < n:
         brace = _flat_end(text, pos)  # the prelude, to a "{" or "}"
         if brace >= n:
@@ -270,23 +312,47 @@ def _read_sheet(rules: HidingRules, text: bytes, order: int) -> int:
         if text[brace] == 0x7D:  # "}": the end of an at-rule's block (or a stray one)
             if stack:
                 stack.pop()
+            else:
+                stray = True
             pos = brace + 1
             continue
-        prelude = _after_statements(text[pos:brace]).strip()
-        media = bool(stack) and stack[-1]
-        if prelude.startswith(_MEDIA) or prelude.startswith(_TRANSPARENT):
-            stack.append(media or (prelude.startswith(_MEDIA) and not _always(prelude)))
+        prelude = _after_statements(_CDO_CDC.sub(b" ", text[pos:brace])).strip()
+        outer = stack[-1] if stack else mode
+        if _MEDIA_RULE.match(prelude):
+            stack.append(_inside(outer, _screens(prelude)))
+            pos = brace + 1
+            continue
+        if prelude.startswith(_TRANSPARENT):
+            stack.append(_inside(outer, _CONDITIONAL))
             pos = brace + 1
             continue
         end = _flat_end(text, brace + 1)  # the declarations, to a "}" or "{"
-        if end < n and text[end] == 0x7B:  # "{": a block inside (nesting): not read
-            pos = _past_block(text, brace + 1)
-            continue
-        if not prelude.startswith(b"@") and _PROPERTY.search(text, brace + 1, end):
+        nested = end < n and text[end] == 0x7B  # "{": a rule inside (nesting)
+        last = _past_block(text, brace + 1) if nested else end + 1
+        if not prelude.startswith(b"@") and _PROPERTY.search(text, brace + 1, last):
             order += 1
-            rules.blocks.append(_Block(prelude, media, text[brace + 1 : end], order))
-        pos = end + 1  # (the sheet's end closes what is open)
+            body = _unnested(text[brace + 1 : last - 1]) if nested else text[brace + 1 : end]
+            rules.blocks.append(_Block(prelude, _NEVER if stray else outer, body, order))
+        stray = False
+        pos = last  # (the sheet's end closes what is open)
     return order
+
+
+def _unnested(body: bytes) -> bytes:
+    """A declaration block without the rules nested in it (their preludes and blocks):
+    the block's own declarations, which still apply."""
+    out, pos, n = [], 0, len(body)
+    while pos < n:
+        brace = _flat_end(body, pos)
+        if brace >= n or body[brace] == 0x7D:
+            out.append(body[pos:brace])
+            pos = brace + 1
+            continue
+        head = body[pos:brace]
+        cut = head.rfind(b";")  # the nested rule's prelude starts after the last ";"
+        out.append(head[: cut + 1] if cut >= 0 else b"")
+        pos = _past_block(body, brace + 1)
+    return b";".join(out)
 
 
 def _flat_end(text: bytes, pos: int) -> int:
@@ -315,35 +381,43 @@ def _past_block(text: bytes, pos: int) -> int:
 
 
 def _after_statements(prelude: bytes) -> bytes:
-    """A rule's prelude without the statements before it (``@import 'x'; .p``: ``.p``):
-    from the last ``;`` outside a string."""
-    if b";" not in prelude:
-        return prelude
-    last = -1
-    for m in _STATEMENT_END.finditer(prelude):
-        if m.group() == b";":
-            last = m.end()
-    return prelude[last:] if last >= 0 else prelude
+    """A rule's prelude without the at-rule statements before it (``@import 'x'; .p``:
+    ``.p``): each ends at a ``;`` outside a string.  A ``;`` after anything else stays
+    (``x; .p`` is one bad selector to CSS)."""
+    while b";" in prelude and prelude.lstrip().startswith(b"@"):
+        cut = -1
+        for m in _STATEMENT_END.finditer(prelude):
+            if m.group() == b";":
+                cut = m.end()
+                break
+        if cut < 0:
+            break
+        prelude = prelude[cut:]
+    return prelude
 
 
 def _read_block(block: _Block) -> list[_Rule]:
     """A style rule's :class:`_Rule` per selector: what it hides, what it sets otherwise
-    (in ``@media`` anything it sets may show, on some screen, and it hides nothing)."""
+    (by its mode: in ``@media`` anything it sets may show, on some screen, and it hides
+    nothing).  A selector list with a selector not understood shows nothing (CSS drops
+    the whole rule when one is invalid)."""
     values, strong = weighted_declarations(block.body, lower=True)
-    if not values:
+    if not values or block.mode == _NEVER:
         return []
     hides = {prop: prop in strong for prop, value in values.items() if _hiding(prop, value)}
     if clips(values):  # (overflow and the size that clips, in one rule)
         hides["overflow"] = bool(strong & {"overflow", "overflow-x", "overflow-y"})
-    shows = {prop: prop in strong for prop in values if prop not in hides}
-    if block.media:
+    if values.get("display") == "contents":  # an image's box is none then
+        hides[_CONTENTS] = "display" in strong
+    shows = {prop: prop in strong for prop in values
+             if prop not in hides and not (prop == "display" and _CONTENTS in hides)}
+    if block.mode == _MEDIA_SOME:
         hides = {}
-    out = []
-    for selector in _selectors(block.selectors):
-        compound = _compound(selector)
-        if compound is not None:
-            out.append(_Rule(compound, block.order, hides, shows, block.media))
-    return out
+    compounds = [_compound(selector) for selector in _selectors(block.selectors)]
+    if block.mode == _CONDITIONAL or _UNREAD in compounds:
+        shows = {}
+    return [_Rule(c, block.order, hides, shows, block.mode == _MEDIA_SOME)
+            for c in compounds if isinstance(c, _Compound) and (hides or shows)]
 
 
 def _key(compound: _Compound) -> bytes:
@@ -357,38 +431,74 @@ def _key(compound: _Compound) -> bytes:
     return b"<" + (compound.tag or b"")
 
 
-def _always(prelude: bytes) -> bool:
-    """Whether an ``@media`` prelude matches every screen a newsletter is read on (320 to
-    2560 px wide): ``@media screen``, ``(min-width:100px)``, ``not print``.  Its rules
-    then hide as top-level rules do (a query naming no real condition is no reveal)."""
-    for query in prelude[len(_MEDIA):].split(b","):
-        words = query.replace(b"(", b" ( ").replace(b")", b" ) ").replace(b":", b" : ").split()
-        if words in ([b"not", b"print"], [b"not", b"speech"]):
-            return True
-        words = [w for w in words if w not in (b"only", b"and")]
-        if words[:1] and words[0] in (b"screen", b"all"):
-            words = words[1:]
-        if all(_always_feature(m) for m in _FEATURE.finditer(b" ".join(words))) and (
-                not _FEATURE.sub(b"", b" ".join(words)).strip()):
-            return True
-    return False
+def sheet_mode(media: bytes | None, kind: bytes | None) -> bytes:
+    """The mode a ``<style>`` element's ``media`` and ``type`` attributes give its sheet
+    (a type other than CSS: no browser reads it)."""
+    if kind is not None and kind.strip() not in (b"", b"text/css"):
+        return _NEVER
+    return _TOP if media is None or not media.strip() else _screens(_MEDIA + b" " + media)
 
 
-_FEATURE = re.compile(rb"\( ([-a-z]++) :? ([-+]?[0-9.]*+)(px|em|rem)? \)")
+def _screens(prelude: bytes) -> bytes:
+    """Which screens from 320 to 2560 px wide an ``@media`` prelude's query list meets:
+    every one (:data:`_TOP`: ``screen``, ``(min-width:100px)``, ``not print``), none
+    (:data:`_NEVER`: ``print``, ``(max-width:100px)``), or some (:data:`_MEDIA_SOME`;
+    anything not understood counts as some)."""
+    kinds = {_query(query) for query in prelude[len(_MEDIA):].split(b",")}
+    if _TOP in kinds:
+        return _TOP
+    return _NEVER if kinds == {_NEVER} else _MEDIA_SOME
 
 
-def _always_feature(m: re.Match[bytes]) -> bool:
-    """A width condition every screen from 320 to 2560 px meets."""
+_OPERATOR = re.compile(rb"(>=|<=|[()<>=:])")
+
+
+def _query(query: bytes) -> bytes:
+    words = _OPERATOR.sub(rb" \1 ", query).split()
+    if words in ([b"not", b"print"], [b"not", b"speech"]):
+        return _TOP
+    if words[:1] in ([b"print"], [b"speech"]) or words[:2] in ([b"not", b"screen"],
+                                                              [b"not", b"all"]):
+        return _NEVER
+    words = [w for w in words if w not in (b"only", b"and")]
+    if words[:1] and words[0] in (b"screen", b"all"):
+        words = words[1:]
+    text = _RANGE.sub(_as_feature, b" ".join(words))
+    features = [_feature(m) for m in _FEATURE.finditer(text)]
+    if _NEVER in features:
+        return _NEVER
+    if _FEATURE.sub(b"", text).strip() or _MEDIA_SOME in features:
+        return _MEDIA_SOME
+    return _TOP
+
+
+_FEATURE = re.compile(rb"\( ([-a-z]++) (?:: ([-+]?[0-9.]++(?:e[-+]?[0-9]++)?)(px|em|rem)? )?\)")
+#: A range (``(width >= 600px)``): written as the min-/max- feature it is.
+_RANGE = re.compile(rb"\( (width|device-width) (>=|<=|>|<|=) ([-+]?[0-9.]++(?:e[-+]?[0-9]++)?)"
+                    rb"(px|em|rem)? \)")
+
+
+def _as_feature(m: re.Match[bytes]) -> bytes:
+    op = m.group(2)
+    prefix = b"min-" if op in (b">=", b">") else b"max-" if op in (b"<=", b"<") else b""
+    return b"( " + prefix + m.group(1) + b" : " + m.group(3) + (m.group(4) or b"") + b" )"
+
+
+def _feature(m: re.Match[bytes]) -> bytes:
+    """A width condition on screens from 320 to 2560 px: met by all, none or some."""
     name, number, unit = m.group(1), m.group(2), m.group(3)
+    if number is None:  # a feature alone: true when not zero or none
+        return _TOP if name in (b"color", b"width", b"height", b"device-width",
+                                b"device-height") else _MEDIA_SOME
     try:
         px = float(number) * (16.0 if unit in (b"em", b"rem") else 1.0)
     except ValueError:
-        return False
+        return _MEDIA_SOME
     if name in (b"min-width", b"min-device-width"):
-        return px <= 320
+        return _TOP if px <= 320 else _NEVER if px > 2560 else _MEDIA_SOME
     if name in (b"max-width", b"max-device-width"):
-        return px >= 2560
-    return False
+        return _TOP if px >= 2560 else _NEVER if px < 320 else _MEDIA_SOME
+    return _MEDIA_SOME
 
 
 def _hiding(prop: str, value: str) -> bool:
@@ -425,11 +535,39 @@ def _selectors(text: bytes) -> list[bytes]:
     return [s for s in out if s]
 
 
-def _compound(selector: bytes) -> _Compound | None:
+def _name(raw: bytes) -> bytes:
+    """A class or id name with its escapes decoded (UTF-8, lower-cased: as a ``class``
+    value stands in the lower-cased view of a UTF-8 part)."""
+    if b"\\" not in raw:
+        return raw
+    return css_unescape(raw.decode("utf-8", "replace")).lower().encode("utf-8", "replace")
+
+
+def _specificity(text: bytes) -> tuple[int, int, int]:
+    """Ids, classes (attributes, pseudo-classes), types in a compound or selector text."""
+    counts = [0, 0, 0]
+    for m in _PIECE.finditer(text):
+        if m.group(3) is not None:
+            counts[0] += 1
+        elif m.group(1) is not None:
+            counts[2] += m.group(1) != b"*"
+        elif m.group(6) == b"where":
+            continue
+        elif m.group(6) in (b"not", b"is", b"has") and m.group(7):
+            inner = [_specificity(a) for a in _selectors(m.group(7)[1:-1])]
+            best = max(inner, default=(0, 0, 0))
+            counts = [x + y for x, y in zip(counts, best, strict=True)]
+        elif m.group(5) != b"::":
+            counts[1] += 1
+    return counts[0], counts[1], counts[2]
+
+
+def _compound(selector: bytes) -> _Compound | bytes | None:
     """The last compound of a selector (None: nothing of the element named, a state or a
     pseudo-element, or a selector not read)."""
+    selector = selector.replace(b"*|", b"")  # (any namespace: HTML's)
     parts = [p for p in _COMBINATOR.split(selector) if p]
-    if not parts or _STATE.search(selector):
+    if not parts or _STATE.search(_NOT.sub(b"", selector)):
         return None
     last = parts[-1]
     tag: bytes | None = None
@@ -442,7 +580,7 @@ def _compound(selector: bytes) -> _Compound | None:
     while pos < len(last):
         m = _PIECE.match(last, pos)
         if m is None or m.end() == pos:
-            return None  # not read (an escape left, a namespace): no rule
+            return _UNREAD  # not understood (a namespace, a bad selector): no rule
         pos = m.end()
         if m.group(1) is not None:
             if m.start():
@@ -450,10 +588,10 @@ def _compound(selector: bytes) -> _Compound | None:
             tag = None if m.group(1) == b"*" else m.group(1)
             counts[2] += tag is not None
         elif m.group(2) is not None:
-            classes.add(m.group(2))
+            classes.add(_name(m.group(2)))
             counts[1] += 1
         elif m.group(3) is not None:
-            ids.add(m.group(3))
+            ids.add(_name(m.group(3)))
             counts[0] += 1
         elif m.group(4) is not None:
             attributes.add(m.group(4))
@@ -464,18 +602,18 @@ def _compound(selector: bytes) -> _Compound | None:
             if m.group(5) == b"::" or name in (b"before", b"after", b"first-line",
                                                b"first-letter"):
                 return None
-            counts[1] += 1
+            if name in (b"not", b"is", b"has", b"where") and m.group(7):
+                if name != b"where":  # the most specific of its arguments
+                    inner = [_specificity(a) for a in _selectors(m.group(7)[1:-1])]
+                    counts = [x + y for x, y in zip(counts, max(inner, default=(0, 0, 0)),
+                                                    strict=True)]
+            else:
+                counts[1] += 1
             exact = False
     if (not classes and not ids and not (tag or attributes)) or (
             len(parts) > 1 and not classes and not ids and tag not in _LOADING):
         return None  # "img.x + div", "td > p": a container in a context only (not read)
     for part in parts[:-1]:  # the specificity is the whole selector's
-        for m in _PIECE.finditer(part):
-            if m.group(3) is not None:
-                counts[0] += 1
-            elif m.group(1) is not None:
-                counts[2] += m.group(1) != b"*"
-            else:
-                counts[1] += 1
+        counts = [x + y for x, y in zip(counts, _specificity(part), strict=True)]
     return _Compound(tag, frozenset(classes), frozenset(ids), frozenset(attributes), exact,
                      (counts[0], counts[1], counts[2]))

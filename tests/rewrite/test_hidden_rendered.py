@@ -145,6 +145,133 @@ SHAPES: dict[str, tuple[Verdict, str]] = {
     "anc_content_visibility_hidden": ("invisible", '<div style="content-visibility:hidden">'
                                                    "{IMG}></div>"),
     "anc_template": ("invisible", "<template>{IMG}></template>"),
+    # -- session 27's attack (a helper's fuzzers and hand-made shapes), each once a fail-open
+    "atk_a1_anc_name_in_value": ("invisible",
+        '<div style="display:none;x:display:block">{IMG}></div>'),
+    "atk_a1_own_name_in_value": ("invisible", '{IMG} style="display:none;x:display:inline">'),
+    "atk_a2_anc_bang_junk": ("invisible",
+        '<div style="display:none;display:block !ie">{IMG}></div>'),
+    "atk_a2_rule_bang_junk_decoy": ("invisible",
+        "<style>.p{display:none} img.p{display:inline !x}</style>{IMG} cl"
+        'ass="p">'),
+    "atk_a3_opacity_invalid_decoy": ("invisible",
+        '<style>.p{opacity:0}</style>{IMG} class="p" style="opacity:banan'
+        'a">'),
+    "atk_a3_display_grammar_decoy": ("invisible",
+        "<style>.p{display:none} img.p{display:inline block}</style>{IMG}"
+        ' class="p">'),
+    "atk_a4_var_display": ("invisible", '<div style="--d:none;display:var(--d)">{IMG}></div>'),
+    "atk_a4_var_fallback": ("invisible", '{IMG} style="display:var(--nope, none)">'),
+    "atk_a4_var_size": ("invisible", '{BARE} style="--w:1px;width:var(--w);height:var(--w)">'),
+    "atk_a5_opacity_calc_pct": ("invisible", '{IMG} style="opacity:calc(5%)">'),
+    "atk_b1_anc_ref_comment": ("invisible",
+        '<div style="display:&sol;&ast;&ast;&sol;none">{IMG}></div>'),
+    "atk_b1_anc_ref_bsol": ("invisible",
+        '<div style="visibility:hidd&bsol;65 n">{IMG}></div>'),
+    "atk_c1_upper_hex_escape_prop": ("invisible",
+        '<style>.p{displa\\59 :none}</style>{IMG} class="p">'),
+    "atk_c1_upper_hex_escape_class": ("invisible",
+        '<style>.\\50 {display:none}</style>{IMG} class="P">'),
+    "atk_c2_escaped_punct_class_tailwind": ("invisible",
+        '<style>.md\\:hidden{display:none}</style>{IMG} class="md:hidden">'),
+    "atk_c2_escaped_nonascii_class": ("invisible",
+        '<style>.\\e9 {display:none}</style>{IMG} class="é">'),
+    "atk_c3_cdo_glued": ("invisible",
+        '<style><!--.p{display:none}--></style>{IMG} class="p">'),
+    "atk_c3_cdo_then_media": ("invisible",
+        "<style><!--\n@media screen{.p{display:none}}\n--></style>{IMG} cla"
+        'ss="p">'),
+    "atk_c3_cdo_then_attr": ("invisible",
+        "<style><!--\n[data-px]{display:none}\n--></style>{IMG} data-px>"),
+    "atk_c4_charref_in_class": ("invisible",
+        '<style>.p{display:none}</style>{IMG} class="&#112;">'),
+    "atk_c5_image_tag": ("invisible",
+        '<style>img{display:none}</style><image src="{PROBE}" width="600"'
+        ' height="300">'),
+    "atk_c6_not_hover": ("invisible",
+        '<style>.p:not(:hover){display:none}</style>{IMG} class="p">'),
+    "atk_c6_is": ("invisible", '<style>:is(.p){display:none}</style>{IMG} class="p">'),
+    "atk_c6_ns_type": ("invisible", "<style>*|img{display:none}</style>{IMG}>"),
+    "atk_c7_display_contents_rule": ("invisible",
+        '<style>.p{display:contents}</style>{IMG} class="p">'),
+    "atk_c8_split_overflow_size": ("invisible",
+        '<style>.c{overflow:hidden}</style><div class="c" style="max-heig'
+        'ht:0">{IMG}></div>'),
+    "atk_c9_nesting_drops_outer": ("invisible",
+        '<style>.p{display:none; &.x{color:red}}</style>{IMG} class="p">'),
+    "atk_c9_custom_prop_block": ("invisible",
+        '<style>.p{--x:{};display:none}</style>{IMG} class="p">'),
+    "atk_d1_invalid_selector_list": ("invisible",
+        "<style>.p{display:none} img.p,!!{display:inline}</style>{IMG} cl"
+        'ass="p">'),
+    "atk_d2_not_id_specificity": ("invisible",
+        "<style>img.p:not(#z){display:none} img.p.q.r{display:inline}</st"
+        'yle>{IMG} class="p q r">'),
+    "atk_d3_cond_comment_style": ("invisible",
+        "<style>.p{display:none}</style><!--[if mso]><style>.p{display:in"
+        'line!important}</style><![endif]-->{IMG} class="p">'),
+    "atk_d3_style_media_print_attr": ("invisible",
+        '<style>.p{display:none}</style><style media="print">img.p{displa'
+        'y:inline!important}</style>{IMG} class="p">'),
+    "atk_d3_style_type_attr": ("invisible",
+        '<style>.p{display:none}</style><style type="text/x">img.p{displa'
+        'y:inline!important}</style>{IMG} class="p">'),
+    "atk_d3_template_style": ("invisible",
+        "<style>.p{display:none}</style><template><style>img.p{display:in"
+        'line!important}</style></template>{IMG} class="p">'),
+    "atk_d3_alternate_sheet": ("invisible",
+        '<style title="a">.p{display:none}</style><style title="b">img.p{'
+        'display:inline!important}</style>{IMG} class="p">'),
+    "atk_d3_namespace": ("invisible",
+        "<style>.p{display:none}</style><style>@namespace url(http://x.ex"
+        'ample/ns); img.p{display:inline!important}</style>{IMG} class="p'
+        '">'),
+    "atk_d4_supports_false": ("invisible",
+        "<style>.p{display:none} @supports (display:nonsense){img.p{displ"
+        'ay:inline!important}}</style>{IMG} class="p">'),
+    "atk_d4_moz_document": ("invisible",
+        "<style>.p{display:none} @-moz-document url-prefix(){img.p{displa"
+        'y:inline!important}}</style>{IMG} class="p">'),
+    "atk_d4_layer": ("invisible",
+        "<style>.p{display:none} @layer x{img.p{display:inline}}</style>{"
+        'IMG} class="p">'),
+    "atk_d4_container_false": ("invisible",
+        "<style>.p{display:none} @container (min-width:99999px){img.p{dis"
+        'play:inline!important}}</style>{IMG} class="p">'),
+    "atk_d4_mediax_prefix": ("invisible",
+        "<style>.p{display:none} @mediax{.p{display:inline}}</style>{IMG}"
+        ' class="p">'),
+    "atk_d5_semicolon_prelude": ("invisible",
+        "<style>.p{display:none} x; img.p{display:inline !important}</sty"
+        'le>{IMG} class="p">'),
+    "atk_d5_stray_brace": ("invisible",
+        "<style>.p{display:none} } img.p{display:inline !important}</styl"
+        'e>{IMG} class="p">'),
+    "atk_d5_url_brace": ("invisible",
+        "<style>.p{display:none} .q{background:url(x}img.p{display:inline"
+        '!important})}</style>{IMG} class="p">'),
+    "atk_d6_media_print_reveal": ("invisible",
+        "<style>.p{display:none} @media print{.p{display:inline}}</style>"
+        '{IMG} class="p">'),
+    "atk_d6_media_any_property_reveals": ("invisible",
+        "<style>@media (max-width:600px){.col{width:100%!important}}</sty"
+        'le><div class="col" style="display:none">{IMG}></div>'),
+    "atk_e1_media_range": ("invisible",
+        "<style>@media (width >= 0px){.p{display:none}}</style>{IMG} clas"
+        's="p">'),
+    "atk_e1_media_color": ("invisible",
+        '<style>@media (color){.p{display:none}}</style>{IMG} class="p">'),
+    "atk_e1_media_exp": ("invisible",
+        "<style>@media (min-width:1e0px){.p{display:none}}</style>{IMG} c"
+        'lass="p">'),
+    "atk_f1_display_contents_own": ("invisible", '{IMG} style="display:contents">'),
+    "atk_f2_inline_size": ("invisible", '{BARE} style="inline-size:1px;block-size:1px">'),
+    "atk_f3_em_font_size": ("invisible",
+        '{BARE} style="font-size:0.5px;width:3em;height:3em">'),
+    "atk_f4_pct_of_tiny_parent": ("invisible",
+        '<div style="width:1px">{IMG} style="max-width:100%;height:auto">'
+        "</div>"),
+    "atk_f5_progress_child": ("invisible", "<progress>{IMG}></progress>"),
     # -- controls: shown, and must stay -------------------------------------------------------
     "ctl_plain": ("visible", "{IMG}>"),
     "ctl_display_block": ("visible", '{IMG} style="display:block">'),
@@ -212,11 +339,27 @@ ENGINE_FAILS: dict[str, str] = {
     "anc_details_closed": "a closed <details> is not read as hiding its content",
     "ctl_visibility_reset": "fidelity: the image's own visibility:visible under a "
                             "visibility:hidden ancestor is stripped though shown",
+    "atk_a4_var_display": "custom properties (var()) are not resolved",
+    "atk_a4_var_fallback": "custom properties (var()) are not resolved",
+    "atk_a4_var_size": "custom properties (var()) are not resolved",
+    "atk_c6_is": ":is() and :where() selectors are not read",
+    "atk_c8_split_overflow_size": "an overflow and a size from different rules or styles are "
+                                  "not combined",
+    "atk_d3_cond_comment_style": "a reveal in a sheet only Outlook reads (a conditional "
+                                 "comment) counts",
+    "atk_d3_template_style": "a reveal in a <template>'s sheet (inert) counts",
+    "atk_d3_alternate_sheet": "a reveal in an alternate sheet (<style title>) counts",
+    "atk_d3_namespace": "a reveal after @namespace (its type selectors match no HTML) "
+                        "counts",
+    "atk_f3_em_font_size": "em is read at 16 px whatever the font-size",
+    "atk_f4_pct_of_tiny_parent": "a percentage of a tiny parent is not read",
+    "atk_f5_progress_child": "content a <progress> or <meter> hides is not read",
 }
 
 
 def shape_html(name: str) -> str:
-    body = SHAPES[name][1].replace("{IMG}", _IMG).replace("{BARE}", _BARE)
+    body = SHAPES[name][1].replace("{IMG}", _IMG).replace("{BARE}", _BARE).replace(
+        "{PROBE}", PROBE)
     return _PAGE.replace("{SHAPE}", body)
 
 
@@ -353,7 +496,7 @@ def test_the_shapes_are_what_they_say() -> None:
                                            or JUDGEMENT.get(name) == "visible"), name
     assert {n for n, (v, _) in SHAPES.items() if v == "judge"} == set(JUDGEMENT)
     assert set(ENGINE_FAILS) | NOT_REQUESTED <= set(SHAPES)
-    assert 50 <= len(SHAPES) <= 100
+    assert 50 <= len(SHAPES) <= 200
 
 
 # -- style sheets drawn at random ------------------------------------------------------------

@@ -7,13 +7,14 @@ own decisions and its bounds.
 
 from __future__ import annotations
 
+import contextlib
 import time
 
 import pytest
 
 from beacon_proxy.rewrite.hiding import HidingLimitError, hidden_ranges, rule_marks
 from beacon_proxy.rewrite.html import scan_entries, scan_html
-from beacon_proxy.rewrite.stylerules import MAX_RULES, MAX_WORDS, read_rules
+from beacon_proxy.rewrite.stylerules import MAX_RULES, MAX_WORDS, RulesLimitError, read_rules
 from tests.rewrite.test_rescan import _cached, _full
 
 _IMG = b'<img src="https://t.example/o/8f3a2b1c9d" width="600" height="300"'
@@ -104,9 +105,10 @@ def test_words_and_marks() -> None:
     a value or an attribute's name, a tag's the name after its ``<``."""
     rules = read_rules([b".p.q{display:none} #i{opacity:0} [data-x]{display:none} "
                         b"img{width:0} div{color:red}"])
-    assert rules.words_searched() == {b"p", b"i", b"data-x", b"<img"}
+    assert rules.words_searched() == {b"p", b"i", b"data-x", b"<img", b"<image"}
     low = b'<p class="a p">x</p><img data-x src=p><b title=p> <i id=i> pdata-x <imgx>'
-    marks = [(m.start(), m.group()) for m in rule_marks(low, sorted(rules.words_searched()))]
+    marks = [(m.start(), m.group()) for m in rule_marks(low, sorted(rules.words_searched()))
+             if m.group() != b"image"]
     assert marks == [(12, b"p"), (21, b"img"), (25, b"data-x"), (36, b"p"), (47, b"p"),
                      (56, b"i")]  # (not "<i", "pdata-x", "<imgx")
 
@@ -141,7 +143,8 @@ def test_hostile_sheets_are_read_in_linear_time() -> None:
 
     def cost(sheet: bytes) -> float:
         start = time.process_time()
-        read_rules([sheet])
+        with contextlib.suppress(RulesLimitError):  # (bounded: the part is truncated)
+            read_rules([sheet])
         return time.process_time() - start
 
     base = max(cost(plain), 0.005)
