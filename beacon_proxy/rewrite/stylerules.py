@@ -33,13 +33,22 @@ What shows an element again, so that the rule does not count:
   rules hide and show as top-level ones do.  Rules inside ``@supports``, ``@layer``,
   ``@container`` and ``@scope`` count as top-level ones.
 
+Where a rule stands decides what it may do (:func:`_read_sheet`): at the top level it
+hides and shows; in ``@media`` that some screens meet it only shows (on some screen); in
+``@supports``, ``@layer``, ``@container`` and ``@scope`` (conditions not evaluated) it
+only hides; in ``@media print``, a ``<style media=print>``, a ``<style type>`` that is not
+CSS or after a stray ``}`` it does nothing.  Rules nested in a rule are skipped, its own
+declarations kept.
+
 Not read (each hides less than a browser may, so a refused copy may keep such a pixel;
 ``docs/rewriting.md``, "Not detected"): a container element named by its tag in a context
 (``img.x + div``, ``td > span``: every element of its kind would count as hidden, and the
 images in it; an image named so, ``body img``, is read), a compound with neither tag,
-class, id nor attribute (``*``, ``:root``), rules nested in rules (CSS nesting), inside
-``@font-face``, ``@keyframes`` or ``@page``, selectors with a state (``:hover``) or a
-pseudo-element, and sheets a refused copy does not load (``@import``, ``<link>``).
+class, id nor attribute (``*``, ``:root``, ``:is(.p)``), rules inside ``@font-face``,
+``@keyframes`` or ``@page``, selectors with a state (``:hover``) or a pseudo-element,
+custom properties (``var()``), an overflow and a size from two rules, sheets a refused
+copy does not load (``@import``, ``<link>``), and which sheets a client ignores beyond
+``media`` and ``type`` (an Outlook-only sheet, a ``<template>``'s, an alternate one).
 Bounded: :data:`MAX_RULES` rules that set a property read here, :data:`MAX_WORDS` names
 to search for; past either the part counts as truncated (refused copies take the fallback).
 """

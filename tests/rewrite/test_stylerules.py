@@ -170,3 +170,21 @@ def test_a_copy_that_changes_what_a_rule_names_is_rescanned(before: bytes,
     for one, other in ((page, copy), (copy, page)):
         got = _cached(one, other)
         assert got is None or got == _full(other)
+
+
+@pytest.mark.parametrize("copies", [(b"W-x", b"W x"), (b"Wx", b"W"), (b"W" * 3 + b"x", b"W" * 3)])
+def test_a_long_name_a_rule_requires_is_found_past_the_rescan_s_window(
+        copies: tuple[bytes, bytes]) -> None:
+    """Session 27's attack: a class name of 39 bytes, a copy that makes ``class="W-x"``
+    into ``class="W x"``; the name's mark starts before the window the rescan searched,
+    so the template's "not hidden" was reused (a fail-open)."""
+    word = b"hide-this-pixel-on-every-mail-client-v2"
+    before, after = (c.replace(b"W", word) for c in copies)
+    head = b"<style>." + word + b"{display:none} ." + word * 3 + b"{display:none}</style>\n"
+    lines = b"".join(b'<p>line %d <a href="https://s.example/p?u=1">x</a></p>\n' % n
+                     for n in range(40))
+    page = head + lines + _IMG + b' class="' + before + b'">\n' + lines
+    copy = page.replace(before, after).replace(b"?u=1", b"?u=22", 3)
+    for one, other in ((page, copy), (copy, page)):
+        got = _cached(one, other)
+        assert got is None or got == _full(other)
