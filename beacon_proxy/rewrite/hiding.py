@@ -120,12 +120,14 @@ _HIDING_NAME = re.compile(rb"(?<![-a-z0-9_])(?:opacity|overflow(?:-[xy])?)" + _W
 _OBSCURED = re.compile(rb"\\|/\*|&#(x?)([0-9a-f]{1,8})|&(?:colon|tab|newline);")
 #: The references among them, and the names :data:`_HIDING_NAME` starts with: each a
 #: search from a literal first byte.
-_REFERENCES = re.compile(rb"&(?:#(x?)([0-9a-f]{1,8})|([a-z]++);?)")
 #: Named character references to ASCII punctuation or a blank (lower-cased, as the view
 #: is): ``&sol;&ast;`` is a comment's "/*", ``&bsol;`` an escape, ``&colon;`` a colon.
 _PUNCTUATION_NAMES = frozenset(
     name.rstrip(";").lower().encode() for name, text in html5.items()
     if len(text) == 1 and ord(text) < 0x80 and not text.isalnum() and text not in "\"'&<>")
+_LONGEST_FIRST: list[bytes] = sorted(_PUNCTUATION_NAMES, key=lambda name: (-len(name), name))
+_REFERENCES = re.compile(rb"&(?:#(x?)([0-9a-f]{1,8})|(" + b"|".join(_LONGEST_FIRST)
+                         + rb")(?![a-z]);?)")
 _NAMES = re.compile(rb"o(?:pacity|verflow)")
 _QUOTES = (0x22, 0x27)
 #: The ``hidden`` attribute's name, up to what ends it; the byte before it must end the
@@ -243,7 +245,7 @@ def _ascii_reference(m: re.Match[bytes]) -> bool:
     other than a quote (decimal digits only count in a decimal one: ``&#12ab;`` is 12)."""
     digits = m.group(2)
     if digits is None:
-        return m.group(3) is None or m.group(3) in _PUNCTUATION_NAMES
+        return True  # a name the pattern holds
     if m.group(1):
         value = int(digits, 16)
     else:

@@ -46,7 +46,9 @@ Not read (each hides less than a browser may, so a refused copy may keep such a 
 images in it; an image named so, ``body img``, is read), a compound with neither tag,
 class, id nor attribute (``*``, ``:root``, ``:is(.p)``), rules inside ``@font-face``,
 ``@keyframes`` or ``@page``, selectors with a state (``:hover``) or a pseudo-element,
-custom properties (``var()``), an overflow and a size from two rules, sheets a refused
+custom properties (``var()``), an overflow and a size from two rules, the case of class
+and id names (compared lower-cased, as in quirks mode: in standards mode ``.p`` does not
+match ``class="P"``, and such a reveal is believed), sheets a refused
 copy does not load (``@import``, ``<link>``), and which sheets a client ignores beyond
 ``media`` and ``type`` (an Outlook-only sheet, a ``<template>``'s, an alternate one).
 Bounded: :data:`MAX_RULES` rules that set a property read here, :data:`MAX_WORDS` names
@@ -110,7 +112,8 @@ _CONTENTS = "display-contents"
 #: A selector list's parts (commas outside brackets and parentheses are read by
 #: :func:`_selectors`); a compound's pieces.
 _PIECE = re.compile(
-    rb"(\*|[a-z][-a-z0-9]*+)|\.((?:[-_a-z0-9\x80-\xff]|" + _ESCAPE + rb")++)"
+    rb"(\*|(?:[a-z]|" + _ESCAPE + rb")(?:[-a-z0-9]|" + _ESCAPE + rb")*+)"
+    rb"|\.((?:[-_a-z0-9\x80-\xff]|" + _ESCAPE + rb")++)"
     rb"|#((?:[-_a-z0-9\x80-\xff]|" + _ESCAPE + rb")++)"
     rb"|\[[\t\n\f\r ]*+([-_a-z0-9:]++)[^\]]*+\]|(::?)([-a-z]++)(\((?:[^()]++|\([^()]*+\))*+\))?")
 _COMBINATOR = re.compile(rb"[\t\n\f\r ]*+[>+~][\t\n\f\r ]*+|[\t\n\f\r ]++")
@@ -422,7 +425,8 @@ def _read_block(block: _Block) -> list[_Rule]:
              if prop not in hides and not (prop == "display" and _CONTENTS in hides)}
     if block.mode == _MEDIA_SOME:
         hides = {}
-    compounds = [_compound(selector) for selector in _selectors(block.selectors)]
+    selectors = _ESCAPES.sub(_plain_escape, block.selectors)
+    compounds = [_compound(selector) for selector in _selectors(selectors)]
     if block.mode == _CONDITIONAL or _UNREAD in compounds:
         shows = {}
     return [_Rule(c, block.order, hides, shows, block.mode == _MEDIA_SOME)
@@ -544,6 +548,21 @@ def _selectors(text: bytes) -> list[bytes]:
     return [s for s in out if s]
 
 
+def _plain_escape(m: re.Match[bytes]) -> bytes:
+    """An escape in a selector as a name's byte where it is one (the whitespace that ends
+    a hex escape is no combinator: ``i\\6d g`` is ``img``), else in its six-digit form,
+    which ends by itself (no whitespace, no comma or ``:`` to split a selector at)."""
+    text = css_unescape(m.group().decode("latin-1"))
+    if len(text) == 1 and (text.isalnum() or text in "-_") and text.isascii():
+        return text.lower().encode()
+    if len(text) == 1 and not text.isascii():
+        return text.encode("utf-8").lower()
+    return b"".join(b"\\%06x" % ord(c) for c in text)
+
+
+_ESCAPES = re.compile(_ESCAPE)
+
+
 def _name(raw: bytes) -> bytes:
     """A class or id name with its escapes decoded (UTF-8, lower-cased: as a ``class``
     value stands in the lower-cased view of a UTF-8 part)."""
@@ -594,7 +613,7 @@ def _compound(selector: bytes) -> _Compound | bytes | None:
         if m.group(1) is not None:
             if m.start():
                 return None  # a type selector only first
-            tag = None if m.group(1) == b"*" else m.group(1)
+            tag = None if m.group(1) == b"*" else _name(m.group(1))
             counts[2] += tag is not None
         elif m.group(2) is not None:
             classes.add(_name(m.group(2)))

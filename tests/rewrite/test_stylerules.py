@@ -188,3 +188,13 @@ def test_a_long_name_a_rule_requires_is_found_past_the_rescan_s_window(
     for one, other in ((page, copy), (copy, page)):
         got = _cached(one, other)
         assert got is None or got == _full(other)
+
+
+@pytest.mark.parametrize("sheet", [
+    "im\\g{display:none}", "i\\6d g{display:none}", "\\69\nmg{display:none}",
+    "\\69 mg{width:1px;height:1px}", ".\\70 {display:none}", "#\\69 {display:none}",
+])
+def test_escapes_in_selectors_are_names_not_combinators(sheet: str) -> None:
+    """The whitespace that ends a hex escape belongs to it (``i\\6d g`` is ``img``, not
+    ``i\\6d`` and ``g``): session 27's fuzzer found every one of these kept."""
+    assert _hidden(sheet, 'class="p" id="i"')
