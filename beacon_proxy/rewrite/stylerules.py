@@ -77,8 +77,9 @@ MAX_RULES = 2048
 
 class RulesLimitError(ValueError):
     """More than :data:`MAX_RULES` rules that hide or show."""
-#: What opens or ends a block, strings skipped whole (a brace in a string is text); what
-#: ends a statement.
+
+
+#: What opens or ends a block, or a string (skipped whole: a brace in a string is text).
 _NEXT = re.compile(rb"[{}\"']")
 #: A CSS escape in a selector's name (CSS Syntax 4.3.7): any character.
 _ESCAPE = rb"\\(?:[0-9a-f]{1,6}(?:\r\n|[\t\n\f\r ])?|[^\n\r\f0-9a-f])"
@@ -94,10 +95,11 @@ _MAY_HIDE = re.compile(
     rb"[\t\n\f\r ]*+(?:0*(?:[0-2](?![0-9])|\.)|[-+(]|calc|min|max|clamp|var"
     rb"|[0-9]++(?:\.[0-9]*+)?e)")
 _ATTRIBUTE_NAME = re.compile(rb"\[[\t\n\f\r ]*+([-_a-z0-9:]++)")
+#: A string (to its quote or the line's end); one, or a ";" that ends a statement.
 _STRING = re.compile(rb'"(?:[^"\\\n]++|\\[\s\S])*+"?|\'(?:[^\'\\\n]++|\\[\s\S])*+\'?')
 _STATEMENT_END = re.compile(rb'"(?:[^"\\\n]++|\\[\s\S])*+"?|\'(?:[^\'\\\n]++|\\[\s\S])*+\'?|;')
-#: At-rules whose blocks hold rules that apply as the top level's do (``@supports`` is
-#: met by every client that reads the rule inside), and those whose blocks hold none.
+#: At-rules whose conditions are not evaluated: their rules hide (the refusal's side)
+#: and reveal nothing (:data:`_CONDITIONAL`).
 _TRANSPARENT = (b"@supports", b"@layer", b"@container", b"@document", b"@-moz-document",
                 b"@scope")
 _MEDIA = b"@media"
@@ -117,8 +119,8 @@ _PIECE = re.compile(
     rb"|#((?:[-_a-z0-9\x80-\xff]|" + _ESCAPE + rb")++)"
     rb"|\[[\t\n\f\r ]*+([-_a-z0-9:]++)[^\]]*+\]|(::?)([-a-z]++)(\((?:[^()]++|\([^()]*+\))*+\))?")
 _COMBINATOR = re.compile(rb"[\t\n\f\r ]*+[>+~][\t\n\f\r ]*+|[\t\n\f\r ]++")
-#: Pseudo-classes of a moment (the rule applies while a reader does something) and
-#: pseudo-elements (the rule styles something else): such a selector hides nothing.
+#: Pseudo-classes of a moment (the rule applies while a reader does something), outside
+#: a ``:not()``: such a selector hides nothing.
 _NOT = re.compile(rb":not\((?:[^()]++|\([^()]*+\))*+\)")
 _STATE = re.compile(rb":(?:hover|focus|active|focus-within|focus-visible|target|checked"
                     rb"|visited)(?![-a-z])")
