@@ -115,19 +115,20 @@ _PROPERTIES = (b"content-visibility", b"visibility", b"overflow-x", b"overflow-y
 #: the mark is group 1, from the ":" on.
 _HIDING_NAME = re.compile(rb"(?<![-a-z0-9_])(?:opacity|overflow(?:-[xy])?)" + _WS + rb"*+(:)")
 #: What a style attribute may hide a declaration behind (:func:`obscured_marks`): a CSS
-#: escape or comment (``disp\lay``, ``display:/**/none``), a character reference to an
-#: ASCII character but a quote (``display&#58;none``), or named for a colon or a blank.
-_OBSCURED = re.compile(rb"\\|/\*|&#(x?)([0-9a-f]{1,8})|&(?:colon|tab|newline);")
-#: The references among them, and the names :data:`_HIDING_NAME` starts with: each a
-#: search from a literal first byte.
+#: escape or comment (``disp\lay``, ``display:/**/none``), found from the rare ``\`` and
+#: ``*``; and a character reference (:data:`_REFERENCES`).
+_OBSCURED = re.compile(rb"\\|/\*")
 #: Named character references to ASCII punctuation or a blank (lower-cased, as the view
 #: is): ``&sol;&ast;`` is a comment's "/*", ``&bsol;`` an escape, ``&colon;`` a colon.
 _PUNCTUATION_NAMES = frozenset(
     name.rstrip(";").lower().encode() for name, text in html5.items()
     if len(text) == 1 and ord(text) < 0x80 and not text.isalnum() and text not in "\"'&<>")
 _LONGEST_FIRST: list[bytes] = sorted(_PUNCTUATION_NAMES, key=lambda name: (-len(name), name))
+#: A reference to an ASCII character (numeric, checked in Python: :func:`_ascii_reference`;
+#: or one of those names), searched from its "&".
 _REFERENCES = re.compile(rb"&(?:#(x?)([0-9a-f]{1,8})|(" + b"|".join(_LONGEST_FIRST)
                          + rb")(?![a-z]);?)")
+#: The names :data:`_HIDING_NAME` starts with, searched from a literal first byte.
 _NAMES = re.compile(rb"o(?:pacity|verflow)")
 _QUOTES = (0x22, 0x27)
 #: The ``hidden`` attribute's name, up to what ends it; the byte before it must end the
@@ -339,10 +340,21 @@ def hiding_marks(low: bytes, start: int = 0, end: int = sys.maxsize
     its ``\\``, ``/`` or ``&``).  Each list is in order and short: sorted together
     (stable: as ``heapq.merge`` orders them), a third of ``merge`` 's cost for the small
     windows a campaign's copy is searched in."""
-    marks = [*hiding_declarations(low, start, end), *hiding_names(low, start, end),
-             *hiding_attributes(low, start, end), *obscured_marks(low, start, end)]
+    marks = [m for _, found in _searches(low, start, end) for m in found]
     marks.sort(key=_start)
     return iter(marks)
+
+
+_COLON, _ATTRIBUTE, _OBSCURE, _RULE = range(4)  # the kinds of marks, in hidden_ranges()
+
+
+def _searches(low: bytes, start: int, end: int
+              ) -> tuple[tuple[int, Iterator[re.Match[bytes]]], ...]:
+    """The searches :func:`hiding_marks` merges, each with the kind of its marks."""
+    return ((_COLON, hiding_declarations(low, start, end)),
+            (_COLON, hiding_names(low, start, end)),
+            (_ATTRIBUTE, hiding_attributes(low, start, end)),
+            (_OBSCURE, obscured_marks(low, start, end)))
 
 
 class HidingLimitError(ValueError):
@@ -508,9 +520,7 @@ def hidden_ranges(low: bytes, opaque: Sequence[Span], styles: Sequence[Span],
     first_table = -1  # where the first <table starts, once looked for (past the end: none)
     seen = 0  # past the last mark and the tag judged for it: each tag is judged once
     marks = [(m.start(), m.end(), kind) for kind, found in (
-        (_COLON, hiding_declarations(low)), (_COLON, hiding_names(low)),
-        (_ATTRIBUTE, hiding_attributes(low)), (_OBSCURE, obscured_marks(low)),
-        (_RULE, rule_marks(low, searched))) for m in found]
+        *_searches(low, 0, sys.maxsize), (_RULE, rule_marks(low, searched))) for m in found]
     marks.sort()
     for at, mark_end, kind in marks:
         attribute = kind == _ATTRIBUTE  # (else in a value: a declaration from its ":", an
@@ -591,9 +601,6 @@ def hidden_ranges(low: bytes, opaque: Sequence[Span], styles: Sequence[Span],
         out.append((lt, end))
         seen = max(seen, end)
     return out
-
-
-_COLON, _ATTRIBUTE, _OBSCURE, _RULE = range(4)  # the kinds of marks, in hidden_ranges()
 
 
 def _decoded(value: bytes) -> bytes:

@@ -778,7 +778,7 @@ def test_every_hiding_mark_holds_one_of_the_words_the_rescan_looks_for() -> None
     assert values is not None and set(values[1].split(b"|")) <= set(words)
     assert all(word in words for word in (b"opacity", b"overflow"))  # _HIDING_NAME's
     assert all(word in words for word in (b"\\", b"/*", b"&#", b"&colon;", b"&tab;",
-                                          b"&newline;"))  # _OBSCURED's
+                                          b"&newline;"))  # _OBSCURED and _REFERENCES
     for text in (b'<p hidden>', b'<p style="display: none">', b"<p style='overflow:hidden'>",
                  b'<td style="visibility:collapse">', b'<p style="opacity :0">',
                  b'<p style="overflow-y:auto">', b'<p style="disp\\lay:none">',
