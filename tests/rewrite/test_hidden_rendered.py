@@ -36,16 +36,12 @@ from typing import Any, Literal
 
 import pytest
 
-from beacon_proxy.consent.policy import Policy
-from beacon_proxy.rewrite.copies import CopyPolicy, Decided, decide, prepare
-from beacon_proxy.rewrite.engine import Engine
-from beacon_proxy.rewrite.rules import load_rules
+from beacon_proxy.rewrite.copies import Decided
 from tests.rewrite.renderer import Renderer, html_parts, renderer
-from tests.rewrite.test_rendered_refusal import RCPT, html_message
+from tests.rewrite.test_rendered_refusal import html_message, refused
 
 Verdict = Literal["invisible", "visible", "judge"]
 
-ENGINE = Engine(load_rules())
 #: No rule matches it and it names nobody: a content image unless it is hidden or tiny.
 PROBE = "https://cdn.unknown.example/o/a8f3k29x7q55"
 _IMG = f'<img src="{PROBE}" width="600" height="300"'  # the probe, sized without loading
@@ -361,12 +357,6 @@ def shape_html(name: str) -> str:
     body = SHAPES[name][1].replace("{IMG}", _IMG).replace("{BARE}", _BARE).replace(
         "{PROBE}", PROBE)
     return _PAGE.replace("{SHAPE}", body)
-
-
-def refused(data: bytes) -> Decided:
-    """The copy for a recipient who refused tracking, as the relay makes it."""
-    prepared = prepare(ENGINE, data, CopyPolicy())
-    return decide(ENGINE, prepared, RCPT, Policy.REFUSED, CopyPolicy())
 
 
 # -- the measurement ---------------------------------------------------------------------------
