@@ -1015,9 +1015,11 @@ def text_of(data: bytes, charset: str) -> bytes:
     """The part's text as the washer gets it: UTF-8 with invalid sequences deleted;
     ISO-8859-1, US-ASCII, no label or an unknown one read as windows-1252 (its curly
     quotes then straightened); another charset converted first."""
-    if charset in _READ_AS_UTF8:
-        return data.decode("utf-8", "ignore").encode("utf-8")
-    if charset in _READ_AS_WINDOWS_1252:
+    if charset in _READ_AS_UTF8 or charset in _READ_AS_WINDOWS_1252:
+        if washed_as_is(data, charset):  # (one check; no new text made)
+            return data
+        if charset in _READ_AS_UTF8:
+            return data.decode("utf-8", "ignore").encode("utf-8")
         return data.decode("cp1252", "replace").encode("utf-8")
     return decode_text(data, charset).encode("utf-8", "replace")
 

@@ -55,7 +55,8 @@ __all__ = ["in_text", "malformed", "quoted_values", "token_starts"]
 
 _BLANK: Final = rb"[ \t\r\n]"
 #: A quoted value may hold ">" and a "<" that opens no tag (a template's "<%= x %>").
-_QUOTED: Final = rb"""(?:"(?:[^"<]++|<(?![a-z!/?]))*+"|'(?:[^'<]++|<(?![a-z!/?]))*+')"""
+_QUOTED: Final = (rb'(?:"[^"<]*+(?:<(?![a-z!/?])[^"<]*+)*+"'
+                  rb"|'[^'<]*+(?:<(?![a-z!/?])[^'<]*+)*+')")
 _VALUE: Final = (_QUOTED + rb"""|[^ \t\r\n\x0b\x0c"'=<>`][^ \t\r\n\x0b\x0c"'<>`]*+"""
                  rb"|(?=[ \t\r\n]*+/?>)")  # (empty only before the tag's end: "alt=>")
 #: A name: at most 99 characters (libxml2 reads a longer one in pieces of 100, the last
@@ -67,19 +68,21 @@ _ATTRIBUTE: Final = (rb"[a-z_:]" + _NAME_REST + rb"(?:" + _BLANK + rb"*+=" + _BL
 _ATTRIBUTES: Final = (rb"(?:(?:" + _BLANK + rb"++|(?<=[\"']))" + _ATTRIBUTE + rb")*+"
                       + _BLANK + rb"*+")
 _TAG_NAME: Final = rb"[a-z][a-z0-9:-]{0,98}+(?![a-z0-9:-])"
-#: One token of the markup profile above (in lower-cased text).
+#: One token of the markup profile above (in lower-cased text).  The alternatives after
+#: "<" are tried in this order (the first that matches is the token); the "<" is matched
+#: once for all of them (a quarter of the time that one "<" an alternative took).
 _RAW: Final = b"|".join(
-    rb"<" + name + rb"(?![a-z0-9:-])" + _ATTRIBUTES + rb">(?:[^<]++|<(?!/" + name
+    name + rb"(?![a-z0-9:-])" + _ATTRIBUTES + rb">(?:[^<]++|<(?!/" + name
     + rb"(?![a-z0-9:-])))*+</" + name + _BLANK + rb"*+>"
     for name in (b"style", b"script", b"title", b"textarea"))
 _TOKEN: Final = (
-    rb"[^<]++|" + _RAW + rb"|<(?=[ \t\r\n0-9-])|<=(?=[ \t\r\n])"
-    rb"|<" + _TAG_NAME + _ATTRIBUTES + rb"(?:/" + _BLANK + rb"*+)?>"
-    rb"|</" + _TAG_NAME + _BLANK + rb"*+>"
-    rb"|<!--(?!-?>)(?:[^-]++|-(?!-!?>))*+-->"
-    rb"|<!doctype[^<>]*+>"
-    rb"|<!\[(?:if[^<>\]]*+|endif)\]>"
-    rb"|<\?xml(?:[^<>?]++|\?(?!>))*+\?>")
+    rb"[^<]++|<(?:" + _RAW + rb"|(?=[ \t\r\n0-9-])|=(?=[ \t\r\n])"
+    rb"|" + _TAG_NAME + _ATTRIBUTES + rb"(?:/" + _BLANK + rb"*+)?>"
+    rb"|/" + _TAG_NAME + _BLANK + rb"*+>"
+    rb"|!--(?!-?>)(?:[^-]++|-(?!-!?>))*+-->"
+    rb"|!doctype[^<>]*+>"
+    rb"|!\[(?:if[^<>\]]*+|endif)\]>"
+    rb"|\?xml(?:[^<>?]++|\?(?!>))*+\?>)")
 _DOCUMENT: Final = re.compile(rb"(?:" + _TOKEN + rb")*+")
 #: One token: ``_DOCUMENT`` takes, at each token's end, the first alternative that
 #: matches there (a possessive repeat never goes back into an earlier repetition).

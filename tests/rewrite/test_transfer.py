@@ -510,6 +510,17 @@ def test_one_reading_means_python_php_and_libqp_read_the_same_text(body: bytes) 
         assert _alike(libqp_decode(body)) == python
 
 
+#: The one-pass search qp_two_readings made before it searched a superset first.
+_TWO_WAYS_ONE_PASS = re.compile(rb"=(?:=|[ \t]+\r?\n|[ \t]*\r(?!\n)|[0-9A-Fa-f]=[ \t]*\r?\n)")
+
+
+@settings(max_examples=3000)
+@given(st.lists(_QP_PIECES, min_size=0, max_size=24).map(b"".join))
+def test_the_two_step_search_finds_what_one_pass_finds(body: bytes) -> None:
+    assert qp_two_readings(body) is (not body.isascii()
+                                     or _TWO_WAYS_ONE_PASS.search(body) is not None)
+
+
 @pytest.mark.parametrize(("body", "other"), [
     (b"PGI-aGk8L2I-\r\n", node_base64_decode), (b"PGI_\r\n", node_base64_decode),
     (b"aGVs-bG8=\r\n", node_base64_decode),

@@ -9,15 +9,16 @@ markup every reader cuts alike; the rest goes to the fallback.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from beacon_proxy.consent.policy import Policy
 from beacon_proxy.rewrite.copies import CopyPolicy, Outcome, decide, prepare
-from beacon_proxy.rewrite.wellformed import malformed, quoted_values, token_starts
+from beacon_proxy.rewrite.wellformed import _ONE_TOKEN, malformed, quoted_values, token_starts
 from tests.rewrite.test_webmail import ENGINE, U, _message
 
 T = "https://t.oracle-tracker.example/"
@@ -133,3 +134,73 @@ def test_tokens_cut_exactly_what_malformed_passes(low: bytes) -> None:
     if starts is not None:
         assert starts[0] == 0 and starts[-1] == len(low)
         assert list(starts) == sorted(set(starts))
+
+
+def _plain_token_pattern() -> re.Pattern[bytes]:
+    """The token pattern as first written: each alternative with its own "<", a quoted
+    value as one loop of alternatives (wellformed.py factors the "<" out and unrolls
+    the loop; the language and each token's end must stay the same)."""
+    blank, name = rb"[ \t\r\n]", rb"[a-z0-9_:.-]{0,98}+(?![a-z0-9_:.-])"
+    quoted = rb"""(?:"(?:[^"<]++|<(?![a-z!/?]))*+"|'(?:[^'<]++|<(?![a-z!/?]))*+')"""
+    value = (quoted + rb"""|[^ \t\r\n\x0b\x0c"'=<>`][^ \t\r\n\x0b\x0c"'<>`]*+"""
+             rb"|(?=[ \t\r\n]*+/?>)")
+    attribute = (rb"[a-z_:]" + name + rb"(?:" + blank + rb"*+=" + blank + rb"*+(?:" + value
+                 + rb"))?+")
+    attributes = (rb"(?:(?:" + blank + rb"++|(?<=[\"']))" + attribute + rb")*+" + blank
+                  + rb"*+")
+    tag = rb"[a-z][a-z0-9:-]{0,98}+(?![a-z0-9:-])"
+    raw = b"|".join(rb"<" + n + rb"(?![a-z0-9:-])" + attributes + rb">(?:[^<]++|<(?!/" + n
+                    + rb"(?![a-z0-9:-])))*+</" + n + blank + rb"*+>"
+                    for n in (b"style", b"script", b"title", b"textarea"))
+    return re.compile(
+        rb"[^<]++|" + raw + rb"|<(?=[ \t\r\n0-9-])|<=(?=[ \t\r\n])"
+        rb"|<" + tag + attributes + rb"(?:/" + blank + rb"*+)?>"
+        rb"|</" + tag + blank + rb"*+>"
+        rb"|<!--(?!-?>)(?:[^-]++|-(?!-!?>))*+-->"
+        rb"|<!doctype[^<>]*+>"
+        rb"|<!\[(?:if[^<>\]]*+|endif)\]>"
+        rb"|<\?xml(?:[^<>?]++|\?(?!>))*+\?>")
+
+
+_PLAIN = _plain_token_pattern()
+_BITS = st.sampled_from([b"<", b">", b"/", b"=", b'"', b"'", b" ", b"\n", b"a", b"-", b"!",
+                         b"?", b"1", b"`", b"\x0c", b"%", b"<?", b"<!", b"<a", b"</a"])
+_BITS_TEXT = st.lists(_BITS, max_size=4).map(b"".join)
+_ATTRIBUTE = st.tuples(
+    st.sampled_from([b" ", b"\n", b"", b"  "]), st.sampled_from([b"src", b"a", b"x-1", b":b"]),
+    st.sampled_from([b"", b"=", b" = "]), st.sampled_from([b'"', b"'", b""]), _BITS_TEXT,
+    st.sampled_from([b'"', b"'", b""])).map(b"".join)
+_TAG = st.tuples(
+    st.sampled_from([b"<", b"</"]), st.sampled_from([b"img", b"p", b"style", b"title", b"a"]),
+    st.lists(_ATTRIBUTE, max_size=3).map(b"".join), st.sampled_from([b">", b"/>", b" >"])
+).map(b"".join)
+_PIECES = st.one_of(_TAG, _TAG, _TAG, _BITS_TEXT, st.sampled_from([
+    b"<!--", b"-->", b"<!doctype", b"<![if", b"]>", b"<?xml", b"?>", b"</style>", b"<%"]))
+
+
+@settings(max_examples=3000)
+@given(st.lists(_PIECES, min_size=1, max_size=6))
+def test_the_token_pattern_cuts_as_the_plain_one(pieces: list[bytes]) -> None:
+    """From each piece on, token by token up to a "<" neither reads: the same ends."""
+    low = b"".join(pieces)
+    at = 0
+    for piece in pieces:
+        pos = at
+        while pos < len(low):
+            plain, token = _PLAIN.match(low, pos), _ONE_TOKEN.match(low, pos)
+            assert (None if plain is None else plain.end()) == (
+                None if token is None else token.end()), (low, pos)
+            if plain is None:
+                break
+            pos = plain.end()
+        if at == 0:
+            assert (pos == len(low)) == (token_starts(low) is not None)
+        at += len(piece)
+
+
+@pytest.mark.skipif(not TEMPLATES, reason="no shared templates")
+def test_the_token_pattern_cuts_the_templates_as_the_plain_one() -> None:
+    for path in TEMPLATES:
+        low = path.read_bytes().lower()
+        assert [m.span() for m in _PLAIN.finditer(low)] == [
+            m.span() for m in _ONE_TOKEN.finditer(low)], path.name
