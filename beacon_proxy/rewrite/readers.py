@@ -75,6 +75,9 @@ class _Passed:
     # tag of the washed text, so a copy's washed text is checked for its markup again.
     requoted: bool
     spans: list[Span]  # where the browser's reading loads (stray.url_spans)
+    # The view is its text as the washer gets it (webmail.washed_as_is): a copy that
+    # differs in a few regions is checked there only (webmail.washed_as_is_near).
+    as_is: bool
     # The view lower-cased and its tokens (wellformed.token_starts), made when a copy
     # first differs from it inside a tag (copies may check in threads: a race makes two
     # equal ones).
@@ -262,7 +265,10 @@ class ReaderChecks:
                 regions = _between_quotes(prior.view, view, regions)
                 texts, values = prior.kinds(regions)
                 washing = webmail.rewash(prior.washing, view, regions, texts, values)
-            if washing is not None and decoded == view and webmail.washed_as_is(view, charset):
+            if washing is not None and decoded == view and (
+                    webmail.washed_as_is_near(view, charset, regions or ())
+                    if prior.as_is
+                    else webmail.washed_as_is(view, charset)):
                 if prior.requoted and malformed(washing.washed.lower()) is not None:
                     return ReadersDiffer(_REQUOTED)
                 if webmail.loads_more(webmail.reread(prior.read, washing), charset, mine,
@@ -284,7 +290,8 @@ class ReaderChecks:
         unlike = malformed(low)
         if unlike is not None:
             return ReadersDiffer(f"markup other readers cut into other tags ({unlike})")
-        washing = webmail.wash(webmail.text_of(decoded, charset))
+        as_is = decoded == view and webmail.washed_as_is(view, charset)
+        washing = webmail.wash(view if as_is else webmail.text_of(decoded, charset))
         if washing is not None and malformed(washing.low or washing.washed.lower()):
             return ReadersDiffer(_REQUOTED)
         read = None if washing is None else webmail.readings(washing)
@@ -299,7 +306,7 @@ class ReaderChecks:
                 washing.text == view):
             with self._lock:
                 self._passed[key] = _Passed(view, lines, washing, read, strays,
-                                            webmail.requoted(washing), spans)
+                                            webmail.requoted(washing), spans, as_is)
                 self._passed.move_to_end(key)
                 while len(self._passed) > self._keep:
                     self._passed.popitem(last=False)

@@ -295,3 +295,39 @@ def test_php_urls_are_the_pattern_s_matches(text: str) -> None:
     """The linear reading of sanitize_css_block's pattern finds what the pattern finds
     (session 27: ``url(`` repeated without a quote or ``)`` took quadratic time)."""
     assert webmail._php_urls(text) == [m[1] for m in webmail._PHP_URL.finditer(text)]
+
+
+@st.composite
+def _as_is_and_copy(draw: st.DrawFn) -> tuple[bytes, bytes, str, list[tuple[int, int, int, int]]]:
+    """A text washed as is, a copy of it with some stretches replaced (by any bytes: a
+    character cut, an invalid sequence, one completed), and where they differ."""
+    charset = draw(st.sampled_from(["utf-8", "us-ascii", "iso-8859-1"]))
+    alphabet = st.characters(max_codepoint=0x7F if charset != "utf-8" else 0x10FFFF,
+                             blacklist_categories=("Cs",))
+    text = draw(st.text(alphabet, max_size=12)).encode("utf-8")
+    cuts = sorted(draw(st.lists(st.integers(0, len(text)), max_size=6)))
+    pairs = list(zip(cuts[::2], cuts[1::2], strict=False))
+    pieces = st.sampled_from([b"", b"a", b"\xc3", b"\xa9", b"\xc3\xa9", b"\xe2\x82", b"\xac",
+                              b"\xf0\x9f\x98\x80", b"\x80\x80", b"\xff", b"<"])
+    out, regions, at = [], [], 0
+    for a0, a1 in pairs:
+        out.append(text[at:a0])
+        b0 = sum(map(len, out))
+        new = draw(st.lists(pieces, max_size=3).map(b"".join))
+        out.append(new)
+        regions.append((a0, a1, b0, b0 + len(new)))
+        at = a1
+    out.append(text[at:])
+    return text, b"".join(out), charset, regions
+
+
+@settings(max_examples=2000)
+@given(_as_is_and_copy())
+def test_as_is_near_the_regions_is_as_is(case: tuple[bytes, bytes, str,
+                                                     list[tuple[int, int, int, int]]]) -> None:
+    """A copy of a text the washer gets as it is, checked only where it differs, is
+    judged as the whole copy is."""
+    text, copy, charset, regions = case
+    assert webmail.washed_as_is(text, charset)
+    assert webmail.washed_as_is_near(copy, charset, regions) is webmail.washed_as_is(
+        copy, charset), (text, copy, regions)
