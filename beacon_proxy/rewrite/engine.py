@@ -93,7 +93,7 @@ from beacon_proxy.rewrite.mime import (
 )
 from beacon_proxy.rewrite.readers import ReaderChecks, ReadersDiffer
 from beacon_proxy.rewrite.readings import read_otherwise
-from beacon_proxy.rewrite.rescan import MAX_TEMPLATES, ScanCache
+from beacon_proxy.rewrite.rescan import MAX_TEMPLATES, QpChecks, ScanCache
 from beacon_proxy.rewrite.rules import TrackerRules
 from beacon_proxy.rewrite.signed import has_signed_parts
 from beacon_proxy.rewrite.transfer import (
@@ -104,7 +104,6 @@ from beacon_proxy.rewrite.transfer import (
     apply_edits,
     decode_base64,
     decode_indexed,
-    qp_two_readings,
     splice,
 )
 from beacon_proxy.rewrite.unmodelled import hide_encoded_files, remote_base, unmodelled_markup
@@ -374,6 +373,8 @@ class Engine:
         # Other readers' checks (well-formed markup, Roundcube's washer, stray URLs), a
         # campaign's next copies checked from the last that passed (rewrite/readers.py).
         self._readers = ReaderChecks(self.rules, max_tags, templates)
+        # Quoted-printable bodies read one way, so that a copy is searched where it differs.
+        self._qp = QpChecks(templates)
         self._learn = templates > 0
 
     @property
@@ -522,7 +523,7 @@ class Engine:
                             "data after its padding, base64url's '-' and '_', or bytes "
                             "over 0x7F), not scanned precisely")
             return None
-        if qp_index and qp_two_readings(body):  # the fallback writes it back canonically
+        if qp_index and self._qp.two_readings(body):  # the fallback writes it back canonically
             problems.append(f"{where}: quoted-printable that decoders read in two ways "
                             "('==', blanks or a bare CR after a soft line break's '=', "
                             "an escape cut by one, or bytes over 0x7F), not scanned "

@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from beacon_proxy.consent.policy import Policy
 from beacon_proxy.rewrite.engine import Engine
@@ -24,6 +26,7 @@ from beacon_proxy.rewrite.html import (
     scan_entries,
 )
 from beacon_proxy.rewrite.rescan import (
+    QpChecks,
     ScanCache,
     ScanTemplate,
     _common_prefix_at,
@@ -33,6 +36,7 @@ from beacon_proxy.rewrite.rescan import (
     rescan,
 )
 from beacon_proxy.rewrite.rules import load_rules
+from beacon_proxy.rewrite.transfer import qp_two_readings
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = Path(__file__).parent / "fixtures" / "html"
@@ -900,3 +904,39 @@ def test_a_copy_changed_every_few_bytes_is_scanned_in_full() -> None:
     assert _cached(*sparse) == _full(sparse[1])
     more = doc(8192, 64, False), doc(8192, 64, True)  # 128 regions, one per 256 bytes
     assert _cached(*more) == _full(more[1])
+
+
+# -- QpChecks: a campaign's quoted-printable bodies searched where they differ ------------
+
+_QP_LINE = st.lists(st.sampled_from([b"=3D", b"a", b"=", b"==", b" ", b"\t", b"\r", b"3",
+                                     b"C", b"=\r\n", b"<p>", b"\xbc"]), max_size=6).map(b"".join)
+
+
+@settings(max_examples=1500)
+@given(st.lists(_QP_LINE, min_size=1, max_size=8),
+       st.lists(st.tuples(st.integers(0, 7), _QP_LINE), min_size=1, max_size=6))
+def test_qp_checks_answer_as_the_whole_search(lines: list[bytes],
+                                              changes: list[tuple[int, bytes]]) -> None:
+    """A body and copies of it with lines replaced (as many lines, or a line feed more or
+    less), checked in turn by one QpChecks: each answer that of qp_two_readings."""
+    checks = QpChecks()
+    body = list(lines)
+    for at, new in [(0, body[0]), *changes]:
+        body[at % len(body)] = new
+        text = b"\n".join(body)
+        assert checks.two_readings(text) is qp_two_readings(text), text
+
+
+def test_qp_checks_keep_what_they_may() -> None:
+    """Bodies over the bytes kept are searched whole and not kept; a body read two ways is
+    not kept; with nothing to keep every body is searched whole."""
+    honest = b"<a href=3D\"x\">=\r\nlink</a>\r\n" * 4
+    small = QpChecks(max_bytes=len(honest) - 1)
+    assert not small.two_readings(honest) and not small._bodies
+    checks = QpChecks()
+    assert checks.two_readings(honest.replace(b"=3D", b"==", 1))
+    assert not checks._bodies
+    assert not checks.two_readings(honest) and list(checks._bodies.values()) == [honest]
+    none = QpChecks(keep=0)
+    assert not none.two_readings(honest) and not none._bodies
+    assert none.two_readings(honest.replace(b"=\r\nlink", b"= \r\nlink"))

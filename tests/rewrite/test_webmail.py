@@ -303,7 +303,7 @@ def _as_is_and_copy(draw: st.DrawFn) -> tuple[bytes, bytes, str, list[tuple[int,
     character cut, an invalid sequence, one completed), and where they differ."""
     charset = draw(st.sampled_from(["utf-8", "us-ascii", "iso-8859-1"]))
     alphabet = st.characters(max_codepoint=0x7F if charset != "utf-8" else 0x10FFFF,
-                             blacklist_categories=("Cs",))
+                             codec="utf-8")
     text = draw(st.text(alphabet, max_size=12)).encode("utf-8")
     cuts = sorted(draw(st.lists(st.integers(0, len(text)), max_size=6)))
     pairs = list(zip(cuts[::2], cuts[1::2], strict=False))
@@ -331,3 +331,17 @@ def test_as_is_near_the_regions_is_as_is(case: tuple[bytes, bytes, str,
     assert webmail.washed_as_is(text, charset)
     assert webmail.washed_as_is_near(copy, charset, regions) is webmail.washed_as_is(
         copy, charset), (text, copy, regions)
+
+
+@settings(max_examples=1000)
+@given(st.binary(max_size=16) | st.text(max_size=8).map(lambda t: t.encode("utf-8")),
+       st.sampled_from(["utf-8", "replacement", "us-ascii", "iso-8859-1", "x-unknown",
+                        "shift_jis"]))
+def test_text_of_returns_the_text_it_would_make(data: bytes, charset: str) -> None:
+    """A text the washer gets as it is comes back itself: what decoding and encoding
+    it again would make."""
+    made = (data.decode("utf-8", "ignore").encode("utf-8") if charset in ("utf-8", "replacement")
+            else data.decode("cp1252", "replace").encode("utf-8") if charset != "shift_jis"
+            else None)
+    if made is not None:
+        assert webmail.text_of(data, charset) == made
