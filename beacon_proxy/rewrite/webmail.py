@@ -1018,9 +1018,9 @@ def washed_as_is_near(view: bytes, charset: str,
     except in ``regions`` (``(a0, a1, b0, b1)``: ``view[b0:b1]`` stands where that text
     had ``[a0:a1]``, in order): only the regions are read.  ASCII stays ASCII where the
     regions are.  UTF-8 is valid where each region, widened to the characters it cuts
-    (back to a byte that starts a character, on past the continuation bytes after it),
-    decodes: outside the widened regions ``view`` is that text, cut where its characters
-    start.  A campaign's copies differ in a few bytes; the text is 60 KB.
+    (back to where the character before it starts, on past the continuation bytes after
+    it), decodes: outside the widened regions ``view`` is that text, cut where its
+    characters start.  A campaign's copies differ in a few bytes; the text is 60 KB.
 
     >>> washed_as_is_near("caf\\u00e9 x".encode(), "utf-8", [(6, 7, 6, 7)])
     True
