@@ -59,7 +59,10 @@ from tests.rewrite.test_rules import _GAP, _sample, sre_parse  # _GAP: a top-lev
 _MIN_CALL = 0.0025  # n doubles until one call takes this long (seconds of CPU time) ...
 _MAX_INPUT = 256 * 1024  # ... or its input would outgrow this many bytes (characters)
 _STRETCH = 0.005  # each timed stretch repeats the call to last about this long
-_LIMIT = 10.0  # 4n may cost this many times n: linear gives ~4, quadratic ~16
+# 4n may cost this many times n: linear gives ~4 alone, quadratic ~16; the washer's model,
+# linear (3.9-4.8x alone), measured 10.0x and 10.3x in all tries late in two full CI runs
+# (session 28; the cause not found: the heap or the caches of a long-running process).
+_LIMIT = 12.0
 _RETRIES = 3  # measured again while over the limit: quadratic stays ~16 every time
 
 Build = Callable[[int], Any]  # n -> the input (bytes or str) of size ~n units
